@@ -1,0 +1,344 @@
+#include "api/connection.h"
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/metrics.h"
+#include "protocol/encode.h"
+
+namespace parley {
+
+namespace json = boost::json;
+
+// Close codes of our own (4000-4999 are the application's, RFC 6455 7.4.2).
+constexpr uint16_t kCloseUnauthorized = 4401;
+constexpr uint16_t kCloseAuthTimeout = 4408;
+constexpr uint16_t kCloseTooManyConnections = 4429;
+constexpr uint16_t kClosePolicy = 1008;
+
+// ---------------------------------------------------------------- registry
+
+bool ConnectionRegistry::try_add(const std::string& user_id) {
+  std::lock_guard lock(mu_);
+  int& n = counts_[user_id];
+  if (n >= max_per_user_) {
+    if (n == 0) counts_.erase(user_id);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void ConnectionRegistry::remove(const std::string& user_id) {
+  std::lock_guard lock(mu_);
+  auto it = counts_.find(user_id);
+  if (it != counts_.end() && --it->second <= 0) counts_.erase(it);
+}
+
+size_t ConnectionRegistry::users_online() {
+  std::lock_guard lock(mu_);
+  return counts_.size();
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport)
+    : ctx_(ctx),
+      transport_(std::move(transport)),
+      session_id_(new_uuid()),
+      tokens_(ctx.chat.config().limits.message_burst),
+      refilled_at_us_(now_micros()) {}
+
+Connection::~Connection() = default;
+
+void Connection::on_open(std::optional<User> user, std::string token) {
+  Metrics::get().connections.fetch_add(1, std::memory_order_relaxed);
+  Metrics::get().connections_total.fetch_add(1, std::memory_order_relaxed);
+  if (user) return authenticated(std::move(*user), token);
+  auto t = transport_.lock();
+  if (!t) return;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  int secs = ctx_.chat.config().limits.auth_timeout_seconds;
+  t->schedule(std::chrono::seconds(secs), [weak] {
+    auto self = weak.lock();
+    if (self && !self->authed_ && !self->closed_) self->close(kCloseAuthTimeout, "authentication timeout");
+  });
+}
+
+void Connection::authenticated(User user, const std::string& token) {
+  bool renewal = authed_;
+  if (renewal && user.id != user_.id) {
+    send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
+    return close(kCloseUnauthorized, "token is for another user");
+  }
+  if (!renewal) {
+    if (!ctx_.registry.try_add(user.id)) {
+      send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
+      return close(kCloseTooManyConnections, "too many connections for this user");
+    }
+    registered_ = true;
+    user_ = std::move(user);
+    authed_ = true;
+    ctx_.hub.add(this);
+    spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_.id);
+    send(encode_frame("connection_established", json::object{{"user_id", user_.id},
+                                                             {"session_id", session_id_},
+                                                             {"timestamp", iso8601_millis(now_micros())}}));
+  }
+  // Close when the token expires, unless an `auth` frame renews it first.
+  auto exp = ctx_.chat.token_expiry(token);
+  token_exp_ = exp ? *exp : 0;
+  if (token_exp_ > 0) {
+    auto t = transport_.lock();
+    if (!t) return;
+    int64_t ms = token_exp_ * 1000 - now_micros() / 1000;
+    std::weak_ptr<Connection> weak = weak_from_this();
+    int64_t expected = token_exp_;
+    t->schedule(std::chrono::milliseconds(std::max<int64_t>(ms, 0) + 1000), [weak, expected] {
+      auto self = weak.lock();
+      if (!self || self->closed_ || self->token_exp_ != expected) return;
+      self->send_error({ErrorKind::kUnauthorized, "token_expired", "token expired; send a fresh `auth` frame"}, nullptr);
+      self->close(kCloseUnauthorized, "token expired");
+    });
+  }
+}
+
+void Connection::on_close() {
+  if (closed_) return;
+  closed_ = true;
+  Metrics::get().connections.fetch_sub(1, std::memory_order_relaxed);
+  if (authed_) ctx_.hub.remove(this);
+  if (registered_) ctx_.registry.remove(user_.id);
+  if (authed_) ctx_.chat.store().set_last_seen(user_.id, now_micros());
+}
+
+// ---------------------------------------------------------------- inbound
+
+bool Connection::take_token() {
+  const auto& lim = ctx_.chat.config().limits;
+  int64_t now = now_micros();
+  tokens_ = std::min(lim.message_burst, tokens_ + (now - refilled_at_us_) * lim.messages_per_second / 1e6);
+  refilled_at_us_ = now;
+  if (tokens_ >= 1) {
+    tokens_ -= 1;
+    strikes_ = 0;
+    return true;
+  }
+  return false;
+}
+
+void Connection::on_binary() {
+  send_error(bad_input("binary_not_supported", "binary frames are not supported; send JSON text"), nullptr);
+}
+
+void Connection::on_text(std::string_view text) {
+  if (closed_) return;
+  if (!take_token()) {
+    Metrics::get().count_error("rate_limited");
+    if (++strikes_ >= ctx_.chat.config().limits.flood_strikes) return close(kClosePolicy, "rate limit exceeded");
+    return send(encode_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}));
+  }
+  ParsedFrame parsed = parse_client_frame(text);
+  if (parsed.error) return send_error(*parsed.error, parsed.frame.request_id);
+  if (!authed_ && parsed.frame.type != ClientType::kAuth)
+    return send_error({ErrorKind::kUnauthorized, "not_authenticated", "send an `auth` frame first"},
+                      parsed.frame.request_id);
+  handle(std::move(parsed.frame));
+}
+
+void Connection::handle(ClientFrame f) {
+  switch (f.type) {
+    case ClientType::kAuth: return on_auth_frame(std::move(f));
+    case ClientType::kPing: return send(encode_frame("pong", {}, f.request_id));
+    case ClientType::kSendMessage: return on_send(std::move(f));
+    case ClientType::kSubscribeThread: return on_subscribe(std::move(f));
+    case ClientType::kUnsubscribeThread: {
+      // Delivery never depends on subscriptions (CONTRACT section 4): this is
+      // a reply for clients that expect one, and mutes nothing.
+      auto m = ctx_.chat.members(f.thread_id);
+      if (!m || !ctx_.chat.is_member(*m, user_.id)) return send_error(forbidden("thread not found or you are not a participant"), f.request_id);
+      return send(encode_frame("thread_unsubscribed",
+                               json::object{{"thread_id", f.thread_id}, {"last_seq", cursor_.last_sent(f.thread_id)}},
+                               f.request_id));
+    }
+    case ClientType::kJoinChat: return on_join_chat(std::move(f));
+    case ClientType::kMarkAsRead: return on_mark_read(std::move(f));
+    case ClientType::kMessageReceived:
+      // Delivery receipts: acknowledged here; forwarding them to the sender
+      // (message_delivered) is the live-chat issue's work.
+      return;
+    case ClientType::kTyping: return on_relay(std::move(f), "typing");
+    case ClientType::kCallOffer: return on_relay(std::move(f), "call_offer");
+    case ClientType::kCallAnswer: return on_relay(std::move(f), "call_answer");
+    case ClientType::kIceCandidate: return on_relay(std::move(f), "ice_candidate");
+    case ClientType::kCallEnd: return on_relay(std::move(f), "call_end");
+  }
+}
+
+void Connection::on_auth_frame(ClientFrame f) {
+  auto self = shared_from_this();
+  off_loop([self, f = std::move(f)]() -> std::function<void()> {
+    auto user = self->ctx_.chat.authenticate(f.token);
+    return [self, user = std::move(user), f] {
+      if (self->closed_) return;
+      if (!user) {
+        self->send_error(user.error(), f.request_id);
+        return self->close(kCloseUnauthorized, "authentication failed");
+      }
+      self->authenticated(*user, f.token);
+    };
+  });
+}
+
+void Connection::on_send(ClientFrame f) {
+  SendRequest req;
+  req.sender_id = user_.id;
+  req.thread_id = std::move(f.thread_id);
+  req.username = std::move(f.username);
+  req.content = std::move(f.content);
+  req.message_type = std::move(f.message_type);
+  req.client_msg_id = std::move(f.client_msg_id);
+  req.origin_session = session_id_;
+  std::weak_ptr<Transport> transport = transport_;
+  auto self = shared_from_this();
+  // Runs on the store's writer thread after the commit, or right here when refused.
+  auto done = [self, transport, request_id = f.request_id](Result<SendOutcome> r) {
+    std::string frame = r ? encode_data_frame("message_sent", r->message_json, request_id)
+                          : encode_error(r.error(), request_id);
+    if (!r) Metrics::get().count_error(r.error().code);
+    if (auto t = transport.lock())
+      t->post([self, frame = std::move(frame)]() mutable { self->send(std::move(frame)); });
+  };
+  if (!req.thread_id.empty()) return ctx_.chat.send(std::move(req), std::move(done));
+  // By username: the direct thread may have to be created, which blocks.
+  ctx_.workers.submit([self, req = std::move(req), done = std::move(done)]() mutable {
+    self->ctx_.chat.send(std::move(req), std::move(done));
+  });
+}
+
+// Replays in pages so a long absence does not build one huge reply; live
+// messages of the thread are held by the cursor meanwhile.
+constexpr int kReplayPage = 500;
+
+void Connection::on_subscribe(ClientFrame f) {
+  int64_t since = f.since_seq.value_or(-1);
+  if (since < 0) {
+    // No replay asked: just confirm, after checking membership.
+    auto self = shared_from_this();
+    off_loop([self, f]() -> std::function<void()> {
+      auto m = self->ctx_.chat.members(f.thread_id);
+      bool ok = m && self->ctx_.chat.is_member(*m, self->user_.id);
+      auto t = ok ? self->ctx_.chat.store().thread(f.thread_id) : std::nullopt;
+      return [self, ok, f, last_seq = t ? t->last_seq : 0] {
+        if (!ok) return self->send_error(forbidden("thread not found or you are not a participant"), f.request_id);
+        self->send(encode_frame("thread_subscribed", json::object{{"thread_id", f.thread_id}, {"last_seq", last_seq}},
+                                f.request_id));
+      };
+    });
+    return;
+  }
+  cursor_.begin_replay(f.thread_id, since);
+  replay_page(f.thread_id, since, f.request_id);
+}
+
+void Connection::replay_page(std::string thread_id, int64_t since, json::value request_id) {
+  auto self = shared_from_this();
+  off_loop([self, thread_id, since, request_id]() -> std::function<void()> {
+    auto page = self->ctx_.chat.replay(self->user_.id, thread_id, since, kReplayPage);
+    return [self, thread_id, since, request_id, page = std::move(page)] {
+      if (self->closed_) return;
+      if (!page) {
+        self->cursor_.end_replay(thread_id, 0);
+        return self->send_error(page.error(), request_id);
+      }
+      int64_t last = since;
+      for (const auto& m : *page) {
+        last = m.seq;
+        if (!self->cursor_.replayed(thread_id, m.seq)) continue;
+        self->send(encode_data_frame("new_message", json::serialize(message_json(m))));
+      }
+      if (static_cast<int>(page->size()) == kReplayPage) return self->replay_page(thread_id, last, request_id);
+      for (auto& frame : self->cursor_.end_replay(thread_id, last)) self->send(std::move(frame));
+      self->send(encode_frame("thread_subscribed",
+                              json::object{{"thread_id", thread_id}, {"last_seq", self->cursor_.last_sent(thread_id)}},
+                              request_id));
+    };
+  });
+}
+
+void Connection::on_mark_read(ClientFrame f) {
+  auto self = shared_from_this();
+  off_loop([self, f]() -> std::function<void()> {
+    auto seq = self->ctx_.chat.mark_read(self->user_.id, f.thread_id, f.up_to_seq.value_or(0), self->session_id_);
+    return [self, f, seq] {
+      if (!seq) return self->send_error(seq.error(), f.request_id);
+      self->send(encode_frame("read_receipt",
+                              json::object{{"thread_id", f.thread_id}, {"user_id", self->user_.id}, {"seq", *seq}},
+                              f.request_id));
+    };
+  });
+}
+
+void Connection::on_join_chat(ClientFrame f) {
+  auto self = shared_from_this();
+  off_loop([self, f]() -> std::function<void()> {
+    auto t = self->ctx_.chat.direct_thread(self->user_, f.username);
+    return [self, f, t] {
+      if (!t) return self->send_error(t.error(), f.request_id);
+      self->send(encode_frame("chat_joined", json::object{{"thread_id", t->id}, {"chatId", t->id}}, f.request_id));
+    };
+  });
+}
+
+void Connection::on_relay(ClientFrame f, std::string_view type) {
+  json::object fields;
+  fields["from_user_id"] = user_.id;
+  if (f.type == ClientType::kTyping) {
+    fields["user_id"] = user_.id;
+    fields["is_typing"] = f.is_typing;
+  } else {
+    fields["payload"] = f.payload;
+  }
+  auto st = ctx_.chat.relay(user_.id, f.thread_id, std::string(type), std::move(fields), session_id_);
+  if (!st) send_error(st.error(), f.request_id);
+}
+
+// ---------------------------------------------------------------- outbound
+
+void Connection::deliver(const BusEvent& event) {
+  if (closed_) return;
+  if (event.seq > 0 && !cursor_.live(event.thread_id, event.seq, event.frame)) return;
+  send(event.frame);
+}
+
+void Connection::send(std::string frame) { send(std::make_shared<const Frame>(std::move(frame))); }
+
+void Connection::send(FramePtr frame) {
+  if (closed_) return;
+  if (auto t = transport_.lock()) {
+    Metrics::get().messages_out.fetch_add(1, std::memory_order_relaxed);
+    t->send_text(std::move(frame));
+  }
+}
+
+void Connection::send_error(const Error& error, const json::value& request_id) {
+  Metrics::get().count_error(error.code);
+  send(encode_error(error, request_id));
+}
+
+void Connection::close(uint16_t code, std::string reason) {
+  spdlog::info("event=ws_close session_id={} user_id={} code={} reason=\"{}\"", session_id_, user_.id, code, reason);
+  if (auto t = transport_.lock()) t->close(code, std::move(reason));
+}
+
+void Connection::off_loop(std::function<std::function<void()>()> work) {
+  std::weak_ptr<Transport> transport = transport_;
+  ctx_.workers.submit([transport, work = std::move(work)] {
+    auto then = work();
+    if (auto t = transport.lock()) t->post(std::move(then));
+  });
+}
+
+}  // namespace parley

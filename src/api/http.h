@@ -1,0 +1,30 @@
+// Plain HTTP request and response values, so REST handlers need no network
+// headers. The network layer converts to and from Beast's types.
+#pragma once
+
+#include <map>
+#include <string>
+
+namespace parley {
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // percent-decoded, without the query
+  std::map<std::string, std::string> query;  // percent-decoded
+  std::string authorization;  // the Authorization header, as sent
+  std::string accept;
+  std::string body;
+  std::string remote_address;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+// Splits "a=1&b=x%20y" into decoded pairs; '+' is a space. Bad escapes stay as is.
+std::map<std::string, std::string> parse_query(const std::string& query);
+std::string percent_decode(const std::string& text, bool plus_is_space);
+
+}  // namespace parley

@@ -1,0 +1,31 @@
+// RestApi: the HTTP API of CONTRACT.md section 2 on top of the chat service.
+// handle() blocks (storage, password hashing): the network layer calls it on
+// worker threads. Any number of threads may call it at once.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "api/http.h"
+#include "chat/chat_service.h"
+
+namespace parley {
+
+struct HealthInfo {
+  std::function<size_t()> connections;
+  std::function<size_t()> users_online;
+  std::string bus;
+};
+
+class RestApi {
+ public:
+  RestApi(ChatService& chat, HealthInfo health);
+  HttpResponse handle(const HttpRequest& request);
+
+ private:
+  ChatService& chat_;
+  HealthInfo health_;
+  int64_t started_at_;
+};
+
+}  // namespace parley

@@ -1,0 +1,235 @@
+#include "app/commands.h"
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "auth/jwt.h"
+#include "auth/password.h"
+#include "bus/bus.h"
+#include "chat/chat_service.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/thread_pool.h"
+#include "net/server.h"
+#include "protocol/encode.h"
+#include "store/store.h"
+
+namespace parley {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The HS256 secret: from config, else <data_dir>/jwt_secret, else a new
+// random one written there (mode 0600) so tokens survive restarts.
+Result<std::string> resolve_secret(const Config& config) {
+  if (!config.jwt_secret.empty()) return config.jwt_secret;
+  std::error_code ec;
+  fs::create_directories(config.data_dir, ec);
+  fs::path path = fs::path(config.data_dir) / "jwt_secret";
+  if (std::ifstream in(path); in) {
+    std::string s;
+    std::getline(in, s);
+    if (!s.empty()) return s;
+  }
+  std::string secret = random_hex(32);
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << secret << "\n";
+    if (!out) return internal_error("cannot write " + path.string());
+  }
+  ::chmod(path.c_str(), 0600);
+  spdlog::info("event=jwt_secret_generated path={}", path.string());
+  return secret;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Everything a command needs to talk to the data: store, bus, chat service.
+struct Core {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Bus> bus;
+  std::unique_ptr<ChatService> chat;
+};
+
+Result<Core> open_core(const Config& config) {
+  if (!init_crypto()) return internal_error("libsodium failed to initialise");
+  auto secret = resolve_secret(config);
+  if (!secret) return secret.error();
+  std::string pem = config.jwt_public_key_file.empty() ? "" : read_file(config.jwt_public_key_file);
+  auto jwt = JwtVerifier::create(*secret, pem);
+  if (!jwt) return jwt.error();
+  auto store = open_sqlite_store(StoreOptions{config.data_dir, config.fsync_commits});
+  if (!store) return store.error();
+  Core core;
+  core.store = std::move(*store);
+  core.bus = make_local_bus();
+  core.chat = std::make_unique<ChatService>(*core.store, *core.bus, *jwt, config);
+  return core;
+}
+
+int fail(const Error& e) {
+  std::cerr << "parley: " << e.code << ": " << e.message << "\n";
+  return 1;
+}
+
+void add_common_options(CLI::App& cmd, Config& c) {
+  cmd.add_option("--data-dir", c.data_dir, "Storage directory (SQLite database, generated secret)")
+      ->envname("PARLEY_DATA_DIR")
+      ->capture_default_str();
+  cmd.add_option("--jwt-secret", c.jwt_secret, "HS256 secret for tokens (default: generated into the data dir)")
+      ->envname("PARLEY_JWT_SECRET");
+  cmd.add_option("--jwt-public-key", c.jwt_public_key_file, "PEM public key accepting RS256/ES256 provider tokens")
+      ->envname("PARLEY_JWT_PUBLIC_KEY");
+  cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off")
+      ->envname("PARLEY_LOG_LEVEL")
+      ->capture_default_str();
+  cmd.add_option("--token-ttl", c.token_ttl_seconds, "Lifetime of issued tokens, seconds")
+      ->envname("PARLEY_TOKEN_TTL")
+      ->capture_default_str();
+}
+
+void add_serve_options(CLI::App& cmd, Config& c) {
+  Limits& l = c.limits;
+  cmd.add_option("--port", c.port, "TCP port (0 = any free port)")->envname("PARLEY_PORT")->capture_default_str();
+  cmd.add_option("--bind", c.bind, "Address to listen on")->envname("PARLEY_BIND")->capture_default_str();
+  cmd.add_option("--threads", c.threads, "Network event loops (0 = one per core)")
+      ->envname("PARLEY_THREADS")
+      ->capture_default_str();
+  cmd.add_flag("--fsync", c.fsync_commits, "fsync every group commit (survive power loss, not just kill -9)")
+      ->envname("PARLEY_FSYNC");
+  cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
+      ->envname("PARLEY_ALLOWED_ORIGINS")
+      ->delimiter(',');
+  cmd.add_flag("!--no-metrics", c.metrics_enabled, "Disable GET /metrics")->envname("PARLEY_NO_METRICS");
+  cmd.add_option("--max-frame-bytes", l.max_frame_bytes, "Largest WebSocket frame / HTTP body")
+      ->envname("PARLEY_MAX_FRAME_BYTES")
+      ->capture_default_str();
+  cmd.add_option("--max-content-chars", l.max_content_chars, "Longest message, in Unicode code points")
+      ->envname("PARLEY_MAX_CONTENT_CHARS")
+      ->capture_default_str();
+  cmd.add_option("--rate-per-second", l.messages_per_second, "Frames per second per connection, sustained")
+      ->envname("PARLEY_RATE_PER_SECOND")
+      ->capture_default_str();
+  cmd.add_option("--rate-burst", l.message_burst, "Frames per connection in a burst")
+      ->envname("PARLEY_RATE_BURST")
+      ->capture_default_str();
+  cmd.add_option("--max-connections-per-user", l.max_connections_per_user, "Open connections per user")
+      ->envname("PARLEY_MAX_CONNECTIONS_PER_USER")
+      ->capture_default_str();
+  cmd.add_option("--idle-timeout", l.idle_timeout_seconds, "Seconds without traffic before a connection is closed")
+      ->envname("PARLEY_IDLE_TIMEOUT")
+      ->capture_default_str();
+  cmd.add_option("--max-outbound-bytes", l.max_outbound_bytes, "Unsent bytes per connection before it is dropped")
+      ->envname("PARLEY_MAX_OUTBOUND_BYTES")
+      ->capture_default_str();
+  cmd.add_option("--login-failures-per-account", l.login_failures_per_account,
+                 "Failed logins per account per window before 429")
+      ->envname("PARLEY_LOGIN_FAILURES_PER_ACCOUNT")
+      ->capture_default_str();
+  cmd.add_option("--login-failures-per-address", l.login_failures_per_address,
+                 "Failed logins per client address per window before 429")
+      ->envname("PARLEY_LOGIN_FAILURES_PER_ADDRESS")
+      ->capture_default_str();
+}
+
+int serve(Config& config) {
+  spdlog::info("event=starting version={} data_dir={}", PARLEY_VERSION, config.data_dir);
+  auto core = open_core(config);
+  if (!core) return fail(core.error());
+  auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
+  auto server = std::make_unique<Server>(config, *core->chat, *workers, core->bus->describe());
+  core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
+  auto port = server->start();
+  if (!port) return fail(port.error());
+  server->run();
+  // Loops are stopped: let blocking work finish, then commit what is queued.
+  workers.reset();
+  core->store->close();
+  server.reset();
+  spdlog::info("event=stopped");
+  return 0;
+}
+
+int user_add(Config& config, RegisterRequest& req, bool phone_set, const std::string& phone) {
+  auto core = open_core(config);
+  if (!core) return fail(core.error());
+  if (phone_set) req.phone_number = phone;
+  auto r = core->chat->register_user(req);
+  core->store->close();
+  if (!r) return fail(r.error());
+  std::cout << boost::json::serialize(boost::json::object{{"user", user_json(r->user)}, {"token", r->token}}) << "\n";
+  return 0;
+}
+
+int token(Config& config, const std::string& username) {
+  auto core = open_core(config);
+  if (!core) return fail(core.error());
+  auto u = core->store->user_by_username(username);
+  if (!u) {
+    core->store->close();
+    return fail(not_found("user_not_found", "no user named " + username));
+  }
+  std::cout << core->chat->issue_token(*u).token << "\n";
+  core->store->close();
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"Parley: a real-time chat server"};
+  app.require_subcommand(1);
+  Config config;
+
+  auto* serve_cmd = app.add_subcommand("serve", "Run the server");
+  add_common_options(*serve_cmd, config);
+  add_serve_options(*serve_cmd, config);
+
+  auto* user_cmd = app.add_subcommand("user", "Manage users");
+  user_cmd->require_subcommand(1);
+  auto* add_cmd = user_cmd->add_subcommand("add", "Create a user");
+  add_common_options(*add_cmd, config);
+  RegisterRequest reg;
+  std::string phone;
+  add_cmd->add_option("--username", reg.username, "3-32 of a-z 0-9 _ .")->required();
+  add_cmd->add_option("--password", reg.password, "At least 8 characters")->required();
+  add_cmd->add_option("--full-name", reg.full_name, "Display name")->required();
+  add_cmd->add_option("--role", reg.role, "teacher, parent, student, admin...");
+  auto* phone_opt = add_cmd->add_option("--phone", phone, "Phone number (login alternative)");
+
+  auto* token_cmd = app.add_subcommand("token", "Print a valid token for a user");
+  add_common_options(*token_cmd, config);
+  std::string token_user;
+  token_cmd->add_option("username", token_user, "Username")->required();
+
+  app.add_subcommand("version", "Print the version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!init_logging(config.log_level)) {
+    std::cerr << "parley: unknown log level " << config.log_level << "\n";
+    return 2;
+  }
+  if (serve_cmd->parsed()) return serve(config);
+  if (add_cmd->parsed()) return user_add(config, reg, phone_opt->count() > 0, phone);
+  if (token_cmd->parsed()) return token(config, token_user);
+  std::cout << "parley " << PARLEY_VERSION << "\n";
+  return 0;
+}
+
+}  // namespace parley

@@ -1,0 +1,8 @@
+// The `parley` command line: serve, user add, token, version.
+#pragma once
+
+namespace parley {
+
+int run_cli(int argc, char** argv);
+
+}  // namespace parley

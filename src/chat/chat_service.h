@@ -1,0 +1,148 @@
+// ChatService: the rules of Parley, in one place. Who may read, send, join
+// and manage a thread; validation of content; sequencing and idempotency (via
+// the Store); who receives what (via the Bus). It knows nothing of sockets,
+// HTTP or SQL.
+//
+// Thread-safety: every method may be called from any thread. Methods marked
+// "blocking" may wait on storage or hash passwords: call them from worker
+// threads, never from a network event loop. send() is asynchronous.
+#pragma once
+
+#include <boost/json/object.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "auth/jwt.h"
+#include "auth/login_limiter.h"
+#include "bus/bus.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "model/model.h"
+#include "store/store.h"
+
+namespace parley {
+
+struct AuthResult {
+  std::string token;
+  User user;
+  Micros expires_at = 0;
+};
+
+struct RegisterRequest {
+  std::string username, password, full_name, role;
+  std::optional<std::string> phone_number;
+};
+
+struct SendRequest {
+  std::string sender_id;
+  std::string thread_id;  // either thread_id...
+  std::string username;   // ...or a username: direct thread, created on first use
+  std::string content;
+  std::string message_type = "text";
+  std::string client_msg_id;
+  std::string origin_session;  // the sending connection, which gets message_sent instead of new_message
+};
+
+struct SendOutcome {
+  Message message;
+  std::string message_json;  // the message serialised once (CONTRACT section 3)
+  bool duplicate = false;    // a retried client_msg_id: nothing new was stored or fanned out
+};
+
+using SendCallback = std::function<void(Result<SendOutcome>)>;
+
+struct HistoryQuery {
+  int64_t before_seq = 0;  // 0 = none
+  int64_t after_seq = -1;  // -1 = none
+  int limit = 50;
+};
+
+class ChatService {
+ public:
+  ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifier> jwt, const Config& config);
+
+  // --- identity (blocking) ---
+  Result<AuthResult> register_user(const RegisterRequest& request);
+  // `login` is a username or a phone number; `address` the client's, for rate limiting.
+  Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address);
+  AuthResult issue_token(const User& user) const;
+  // Verifies a token and returns its user, provisioning one for a provider's
+  // token that carries a profile (CONTRACT section 1).
+  Result<User> authenticate(const std::string& token);
+  // Seconds since epoch at which the token expires; for connections that must close then.
+  Result<int64_t> token_expiry(const std::string& token) const;
+  Result<User> user(const std::string& user_id);
+  std::vector<User> search_users(const std::string& query, int limit);
+
+  // --- threads (blocking) ---
+  struct CreateThreadRequest {
+    std::string type;  // "direct" | "group"
+    std::vector<std::string> participant_ids;
+    std::vector<std::string> usernames;
+    std::string title;
+  };
+  Result<Store::CreatedThread> create_thread(const User& actor, const CreateThreadRequest& request);
+  Result<Thread> thread(const User& actor, const std::string& thread_id);
+  std::vector<ThreadSummary> threads(const User& actor);
+  Result<Thread> add_participants(const User& actor, const std::string& thread_id,
+                                  const std::vector<std::string>& user_ids);
+  Status remove_participant(const User& actor, const std::string& thread_id, const std::string& user_id);
+  // The direct thread with `username`, created on first use.
+  Result<Thread> direct_thread(const User& actor, const std::string& username);
+
+  // --- messages ---
+  // Validates, stores and fans out. `done` runs exactly once: on the calling
+  // thread when the request is refused before storage, else on the store's
+  // writer thread after the commit. Blocking only when request.username is set
+  // (the direct thread may have to be created) or the thread is not cached.
+  void send(SendRequest request, SendCallback done);
+  Result<std::vector<Message>> history(const User& actor, const std::string& thread_id, const HistoryQuery& query);
+  // Messages after since_seq, oldest first, at most limit (replay for subscribe_thread). Blocking.
+  Result<std::vector<Message>> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
+                                      int limit);
+  Result<OfflinePage> offline_messages(const User& actor, Micros since);
+  std::vector<UnreadCount> unread_counts(const User& actor);
+  // Marks read and tells the thread's participants (read_receipt); the
+  // session `origin_session` is left out of the broadcast (it gets a reply).
+  Result<int64_t> mark_read(const std::string& user_id, const std::string& thread_id, int64_t up_to_seq,
+                            const std::string& origin_session = "");
+
+  // --- relays (not stored) ---
+  // typing and call signalling to the thread's other participants.
+  Status relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
+               boost::json::object fields, const std::string& origin_session);
+
+  // Thread members from the cache (loaded on a miss: may block). nullopt when
+  // the thread does not exist.
+  std::shared_ptr<const ThreadMembers> members(const std::string& thread_id);
+  bool is_member(const ThreadMembers& members, const std::string& user_id) const;
+
+  const Config& config() const { return config_; }
+  Store& store() { return store_; }
+
+ private:
+  Result<std::shared_ptr<const ThreadMembers>> require_member(const std::string& user_id,
+                                                              const std::string& thread_id);
+  void forget_members(const std::string& thread_id);
+  std::optional<Error> validate_content(const std::string& content, const std::string& message_type) const;
+  void store_and_publish(SendRequest request, std::shared_ptr<const ThreadMembers> members, SendCallback done);
+  void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);
+  Result<User> provision(const JwtClaims& claims);
+
+  Store& store_;
+  Bus& bus_;
+  std::shared_ptr<const JwtVerifier> jwt_;
+  const Config& config_;
+  LoginLimiter login_limiter_;
+
+  std::shared_mutex members_mu_;
+  std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members_;
+};
+
+}  // namespace parley

@@ -1,0 +1,57 @@
+#include "chat/delivery_cursor.h"
+
+#include <algorithm>
+
+namespace parley {
+
+bool DeliveryCursor::live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
+  State& s = threads_[thread_id];
+  if (s.replays > 0) {
+    s.held.emplace_back(seq, frame);
+    return false;
+  }
+  if (s.hi != 0 && seq <= s.hi) return false;
+  if (s.hi == 0) s.lo = seq;
+  s.hi = seq;
+  return true;
+}
+
+void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t since_seq) {
+  State& s = threads_[thread_id];
+  if (s.replays == 0 || since_seq + 1 < s.replay_from) s.replay_from = since_seq + 1;
+  ++s.replays;
+}
+
+bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
+  State& s = threads_[thread_id];
+  if (s.hi != 0 && seq >= s.lo && seq <= s.hi) return false;
+  return true;
+}
+
+std::vector<FramePtr> DeliveryCursor::end_replay(const std::string& thread_id, int64_t replayed_up_to) {
+  State& s = threads_[thread_id];
+  // The replay sent everything in [replay_from, replayed_up_to]; merge it
+  // with the live range. They touch or overlap unless the replay was empty.
+  if (replayed_up_to >= s.replay_from) {
+    if (s.hi == 0 || s.replay_from < s.lo) s.lo = s.replay_from;
+    s.hi = std::max(s.hi, replayed_up_to);
+  }
+  std::vector<FramePtr> out;
+  if (--s.replays > 0) return out;
+  std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [seq, frame] : s.held) {
+    if (s.hi != 0 && seq <= s.hi) continue;
+    if (s.hi == 0) s.lo = seq;
+    s.hi = seq;
+    out.push_back(std::move(frame));
+  }
+  s.held.clear();
+  return out;
+}
+
+int64_t DeliveryCursor::last_sent(const std::string& thread_id) const {
+  auto it = threads_.find(thread_id);
+  return it == threads_.end() ? 0 : it->second.hi;
+}
+
+}  // namespace parley

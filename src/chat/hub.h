@@ -1,0 +1,49 @@
+// Hub: the sessions of one event loop, indexed by user, and the fan-out of
+// bus events to them. Each event loop owns one Hub and is the only thread
+// that touches it, so delivery takes no locks. Sessions are not owned: a
+// session removes itself before it dies.
+//
+// Fanout: the bus receiver; it hands every event to every loop's Hub through
+// that loop's post function. Built once at start, then read-only.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bus/bus.h"
+#include "chat/session.h"
+
+namespace parley {
+
+class Hub {
+ public:
+  void add(ClientSession* session);
+  void remove(ClientSession* session);
+  void dispatch(const BusEvent& event);
+  size_t session_count() const { return count_; }
+  bool has_user(const std::string& user_id) const { return by_user_.count(user_id) != 0; }
+
+ private:
+  // Most users have one or two sessions: a small vector beats a set.
+  std::unordered_map<std::string, std::vector<ClientSession*>> by_user_;
+  size_t count_ = 0;
+};
+
+using PostFn = std::function<void(std::function<void()>)>;
+
+class Fanout {
+ public:
+  void add_loop(Hub* hub, PostFn post) { loops_.push_back({hub, std::move(post)}); }
+  void operator()(const BusEventPtr& event) const;
+
+ private:
+  struct Loop {
+    Hub* hub;
+    PostFn post;
+  };
+  std::vector<Loop> loops_;
+};
+
+}  // namespace parley

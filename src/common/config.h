@@ -1,0 +1,44 @@
+// Config: every setting of a running server, with the defaults of
+// CONTRACT.md section 5. Filled once at start (flags, then environment),
+// read-only afterwards, so any thread may read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace parley {
+
+struct Limits {
+  size_t max_frame_bytes = 64 * 1024;        // WebSocket frame / HTTP body; larger closes 1009 / 413
+  size_t max_content_chars = 4000;           // message content, Unicode code points
+  double messages_per_second = 200;          // token bucket refill per connection
+  double message_burst = 1000;               // token bucket size
+  int flood_strikes = 50;                    // frames refused by the bucket before the connection is closed
+  int max_connections_per_user = 20;
+  int idle_timeout_seconds = 60;             // no traffic for this long: server pings, then closes
+  int auth_timeout_seconds = 10;             // time to send the `auth` frame when no token came with the upgrade
+  size_t max_outbound_bytes = 8 * 1024 * 1024;  // queued, unsent bytes per connection; past it the connection is dropped
+  int login_failures_per_account = 10;       // within login_window_seconds
+  int login_failures_per_address = 50;
+  int login_window_seconds = 15 * 60;
+  int presence_grace_seconds = 3;
+  int typing_timeout_seconds = 6;
+};
+
+struct Config {
+  std::string bind = "127.0.0.1";
+  uint16_t port = 3000;
+  std::string data_dir = "./data";
+  std::string jwt_secret;                 // HS256; generated into data_dir when empty
+  std::string jwt_public_key_file;        // optional PEM for RS256/ES256 tokens of an outside provider
+  int token_ttl_seconds = 7 * 24 * 3600;
+  std::string log_level = "info";
+  int threads = 0;                        // network event loops; 0 = one per core
+  bool fsync_commits = false;             // true: every group commit survives power loss (synchronous=FULL)
+  bool metrics_enabled = true;
+  std::vector<std::string> allowed_origins;  // empty = any Origin
+  Limits limits;
+};
+
+}  // namespace parley

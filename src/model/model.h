@@ -1,0 +1,78 @@
+// Plain value types shared by the chat service, the store and the protocol
+// codec. No behaviour lives here; each layer decides what the values mean.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace parley {
+
+// Microseconds since the Unix epoch, UTC. Every timestamp Parley stores.
+using Micros = int64_t;
+
+struct User {
+  std::string id;  // UUID text, lowercase
+  std::string username;
+  std::string full_name;
+  std::optional<std::string> phone_number;
+  std::string role;
+  std::string password_hash;  // Argon2id string; empty for provider-provisioned users
+  Micros created_at = 0;
+  Micros last_seen = 0;  // 0 = never
+};
+
+// What other users may see of a user.
+struct UserRef {
+  std::string id;
+  std::string username;
+  std::string full_name;
+  std::string role;
+};
+
+enum class ThreadType { kDirect, kGroup };
+
+struct Participant {
+  std::string user_id;
+  std::string username;
+  std::string full_name;
+  std::string role;
+  bool is_admin = false;
+  int64_t last_read_seq = 0;
+  Micros joined_at = 0;
+};
+
+struct Thread {
+  std::string id;
+  ThreadType type = ThreadType::kGroup;
+  std::string title;
+  std::string created_by;
+  Micros created_at = 0;
+  Micros last_activity = 0;
+  int64_t last_seq = 0;
+  std::vector<Participant> participants;
+};
+
+struct Message {
+  std::string id;
+  std::string thread_id;
+  int64_t seq = 0;
+  std::string sender_id;
+  std::string content;
+  std::string message_type;  // text | image | file | system
+  std::string client_msg_id;  // empty = none
+  Micros created_at = 0;
+  std::optional<Micros> edited_at;
+  UserRef sender;
+  std::string status = "sent";  // sent | delivered | read, as seen by the sender
+};
+
+// A thread as one user sees it in a listing.
+struct ThreadSummary {
+  Thread thread;
+  int64_t unread_count = 0;
+  std::optional<Message> last_message;
+};
+
+}  // namespace parley

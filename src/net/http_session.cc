@@ -1,0 +1,182 @@
+// HTTP/1.1 on one connection: reads requests, runs REST handlers on the worker
+// pool and writes the answers in order; hands WebSocket upgrades over.
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "common/metrics.h"
+#include "net/sessions.h"
+
+namespace parley::net {
+
+namespace {
+
+constexpr auto kRequestTimeout = std::chrono::seconds(30);
+constexpr size_t kHeaderLimit = 16 * 1024;
+
+bool is_ws_path(std::string_view target) {
+  std::string_view path = target.substr(0, target.find('?'));
+  return path == "/ws" || path == "/api/v1/ws/chat" || path == "/" || path == "/ws/" || path == "/api/v1/ws/chat/";
+}
+
+std::string remote_of(const beast::tcp_stream& s) {
+  boost::system::error_code ec;
+  auto ep = s.socket().remote_endpoint(ec);
+  return ec ? "unknown" : ep.address().to_string();
+}
+
+bool origin_allowed(const Config& config, std::string_view origin) {
+  if (config.allowed_origins.empty() || origin.empty()) return true;
+  return std::any_of(config.allowed_origins.begin(), config.allowed_origins.end(),
+                     [&](const std::string& o) { return o == "*" || o == origin; });
+}
+
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(LoopContext& loop, tcp::socket socket) : loop_(loop), stream_(std::move(socket)) {
+    remote_ = remote_of(stream_);
+  }
+
+  void run() { read(); }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->header_limit(kHeaderLimit);
+    parser_->body_limit(loop_.config.limits.max_frame_bytes);
+    stream_.expires_after(kRequestTimeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
+  }
+
+  void on_read(boost::system::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset) {
+      return shutdown();
+    }
+    if (ec == http::error::body_limit) {
+      return reply(error_response(413, "payload_too_large", "request body is too large"), false);
+    }
+    if (ec) {
+      return reply(error_response(400, "bad_request", "malformed HTTP request"), false);
+    }
+    http::request<http::string_body> req = parser_->release();
+    if (websocket::is_upgrade(req)) return upgrade(std::move(req));
+    if (req.method() == http::verb::options) return reply(preflight(req), req.keep_alive());
+    HttpRequest r = to_plain(req);
+    bool keep_alive = req.keep_alive();
+    std::string origin(req[http::field::origin]);
+    auto self = shared_from_this();
+    loop_.workers.submit([self, r = std::move(r), keep_alive, origin = std::move(origin)] {
+      HttpResponse out = self->loop_.rest.handle(r);
+      asio::post(self->stream_.get_executor(), [self, out = std::move(out), keep_alive, origin] {
+        self->reply(self->to_beast(out, origin), keep_alive);
+      });
+    });
+  }
+
+  HttpRequest to_plain(const http::request<http::string_body>& req) {
+    HttpRequest r;
+    r.method = std::string(req.method_string());
+    std::string_view target = req.target();
+    size_t q = target.find('?');
+    r.path = percent_decode(std::string(target.substr(0, q)), false);
+    if (q != std::string_view::npos) r.query = parse_query(std::string(target.substr(q + 1)));
+    r.authorization = std::string(req[http::field::authorization]);
+    r.accept = std::string(req[http::field::accept]);
+    r.body = req.body();
+    r.remote_address = remote_;
+    return r;
+  }
+
+  http::response<http::string_body> to_beast(const HttpResponse& out, const std::string& origin) {
+    http::response<http::string_body> res{static_cast<http::status>(out.status), 11};
+    res.set(http::field::server, "parley");
+    res.set(http::field::content_type, out.content_type);
+    if (!origin.empty() && origin_allowed(loop_.config, origin)) {
+      res.set(http::field::access_control_allow_origin, origin);
+      res.set(http::field::vary, "Origin");
+    }
+    res.body() = out.body;
+    res.prepare_payload();
+    return res;
+  }
+
+  http::response<http::string_body> preflight(const http::request<http::string_body>& req) {
+    HttpResponse empty;
+    empty.status = 204;
+    empty.content_type = "text/plain";
+    auto res = to_beast(empty, std::string(req[http::field::origin]));
+    res.set(http::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
+    res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
+    res.set(http::field::access_control_max_age, "600");
+    return res;
+  }
+
+  static http::response<http::string_body> error_response(int status, std::string_view code, std::string_view msg) {
+    http::response<http::string_body> res{static_cast<http::status>(status), 11};
+    res.set(http::field::server, "parley");
+    res.set(http::field::content_type, "application/json");
+    res.body() = boost::json::serialize(boost::json::object{{"status", "error"}, {"code", code}, {"message", msg}});
+    res.prepare_payload();
+    Metrics::get().count_error(code);
+    return res;
+  }
+
+  void reply(http::response<http::string_body> res, bool keep_alive) {
+    res.keep_alive(keep_alive);
+    auto sp = std::make_shared<http::response<http::string_body>>(std::move(res));
+    stream_.expires_after(kRequestTimeout);
+    http::async_write(stream_, *sp, [self = shared_from_this(), sp](boost::system::error_code ec, size_t) {
+      if (ec || !sp->keep_alive()) return self->shutdown();
+      self->read();
+    });
+  }
+
+  void upgrade(http::request<http::string_body> req) {
+    if (!is_ws_path(req.target())) return reply(error_response(404, "not_found", "no WebSocket endpoint here"), false);
+    if (!origin_allowed(loop_.config, req[http::field::origin]))
+      return reply(error_response(403, "origin_not_allowed", "this Origin may not connect"), false);
+    std::string token;
+    std::string_view target = req.target();
+    if (size_t q = target.find('?'); q != std::string_view::npos) {
+      auto query = parse_query(std::string(target.substr(q + 1)));
+      if (auto it = query.find("token"); it != query.end()) token = it->second;
+    }
+    std::string_view auth = req[http::field::authorization];
+    if (token.empty() && auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0) token = std::string(auth.substr(7));
+    if (token.empty()) return start_ws_session(loop_, std::move(stream_), std::move(req), std::nullopt, "");
+    // Verifying may provision a user (a write): off the loop.
+    auto self = shared_from_this();
+    auto sreq = std::make_shared<http::request<http::string_body>>(std::move(req));
+    loop_.workers.submit([self, sreq, token] {
+      auto user = self->loop_.chat.authenticate(token);
+      asio::post(self->stream_.get_executor(), [self, sreq, token, user = std::move(user)]() mutable {
+        if (!user) {
+          return self->reply(error_response(401, user.error().code, user.error().message), false);
+        }
+        start_ws_session(self->loop_, std::move(self->stream_), std::move(*sreq), std::move(*user), token);
+      });
+    });
+  }
+
+  void shutdown() {
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.close();
+  }
+
+  LoopContext& loop_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::string remote_;
+};
+
+}  // namespace
+
+void start_http_session(LoopContext& loop, tcp::socket socket) {
+  std::make_shared<HttpSession>(loop, std::move(socket))->run();
+}
+
+}  // namespace parley::net

@@ -1,0 +1,123 @@
+#include "net/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+#include "common/metrics.h"
+#include "net/beast.h"
+#include "net/sessions.h"
+
+namespace parley {
+
+using namespace parley::net;
+
+struct Server::Impl {
+  struct Loop {
+    asio::io_context io{1};  // one thread per loop: no locks inside it
+    Hub hub;
+    std::unique_ptr<LoopContext> ctx;
+  };
+
+  Impl(const Config& c, ChatService& ch, ThreadPool& w, std::string bus_name)
+      : config(c),
+        chat(ch),
+        workers(w),
+        registry(c.limits.max_connections_per_user),
+        rest(ch, HealthInfo{[] { return static_cast<size_t>(std::max<int64_t>(Metrics::get().connections.load(), 0)); },
+                            [this] { return registry.users_online(); }, std::move(bus_name)}) {
+    int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    for (int i = 0; i < n; ++i) {
+      auto loop = std::make_unique<Loop>();
+      loop->ctx = std::make_unique<LoopContext>(
+          LoopContext{loop->io, config, chat, rest, workers, loop->hub, registry});
+      asio::io_context* io = &loop->io;
+      fanout.add_loop(&loop->hub, [io](std::function<void()> fn) { asio::post(*io, std::move(fn)); });
+      loops.push_back(std::move(loop));
+    }
+  }
+
+  void accept() {
+    Loop& target = *loops[next_loop++ % loops.size()];
+    acceptor->async_accept(target.io, [this, &target](boost::system::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) {
+        socket.set_option(tcp::no_delay(true), ec);
+        // The socket belongs to the target loop; start it there.
+        asio::post(target.io, [&target, s = std::move(socket)]() mutable { start_http_session(*target.ctx, std::move(s)); });
+      } else {
+        spdlog::warn("event=accept_failed error=\"{}\"", ec.message());
+      }
+      accept();
+    });
+  }
+
+  const Config& config;
+  ChatService& chat;
+  ThreadPool& workers;
+  ConnectionRegistry registry;
+  RestApi rest;
+  Fanout fanout;
+  std::vector<std::unique_ptr<Loop>> loops;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<asio::signal_set> signals;
+  size_t next_loop = 0;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+};
+
+Server::Server(const Config& config, ChatService& chat, ThreadPool& workers, std::string bus_name)
+    : impl_(std::make_unique<Impl>(config, chat, workers, std::move(bus_name))) {}
+
+Server::~Server() = default;
+
+const Fanout& Server::fanout() const { return impl_->fanout; }
+RestApi& Server::rest() { return impl_->rest; }
+
+Result<uint16_t> Server::start() {
+  auto& im = *impl_;
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(im.config.bind, ec);
+  if (ec) return bad_input("invalid_bind", "bad bind address: " + im.config.bind);
+  tcp::endpoint ep(address, im.config.port);
+  auto acc = std::make_unique<tcp::acceptor>(im.loops[0]->io);
+  acc->open(ep.protocol(), ec);
+  if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc->bind(ep, ec);
+  if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Error{ErrorKind::kUnavailable, "listen_failed", "cannot listen on " + im.config.bind + ":" +
+                                                                   std::to_string(im.config.port) + ": " + ec.message()};
+  uint16_t port = acc->local_endpoint().port();
+  im.acceptor = std::move(acc);
+  im.signals = std::make_unique<asio::signal_set>(im.loops[0]->io, SIGINT, SIGTERM);
+  im.signals->async_wait([this](boost::system::error_code e, int sig) {
+    if (!e) {
+      spdlog::info("event=shutdown signal={}", sig);
+      stop();
+    }
+  });
+  im.accept();
+  spdlog::info("event=listening address={} port={} loops={}", im.config.bind, port, im.loops.size());
+  return port;
+}
+
+void Server::run() {
+  auto& im = *impl_;
+  for (auto& l : im.loops) im.guards.push_back(asio::make_work_guard(l->io));
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < im.loops.size(); ++i) threads.emplace_back([&im, i] { im.loops[i]->io.run(); });
+  im.loops[0]->io.run();
+  for (auto& t : threads) t.join();
+}
+
+void Server::stop() {
+  auto& im = *impl_;
+  asio::post(im.loops[0]->io, [&im] {
+    boost::system::error_code ec;
+    if (im.acceptor) im.acceptor->close(ec);
+    if (im.signals) im.signals->cancel(ec);
+  });
+  for (auto& g : im.guards) g.reset();
+  for (auto& l : im.loops) l->io.stop();
+}
+
+}  // namespace parley

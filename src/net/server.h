@@ -1,0 +1,40 @@
+// Server: the network edge. It owns one Asio event loop per core, each with
+// its own Hub of sessions, accepts TCP connections on the configured address
+// and hands each to one loop for its whole life: HTTP requests go to the
+// RestApi on the worker pool, WebSocket upgrades become Connections.
+// Construct, start(), then run() on the main thread until a signal or stop().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "api/rest_api.h"
+#include "chat/chat_service.h"
+#include "chat/hub.h"
+#include "common/config.h"
+#include "common/thread_pool.h"
+
+namespace parley {
+
+class Server {
+ public:
+  Server(const Config& config, ChatService& chat, ThreadPool& workers, std::string bus_name);
+  ~Server();
+
+  // Binds and listens; returns the bound port (useful with port 0).
+  Result<uint16_t> start();
+  // Runs the loops until SIGINT/SIGTERM or stop(); returns when they are done.
+  void run();
+  void stop();
+
+  // The bus receiver: fans events out to every loop's Hub.
+  const Fanout& fanout() const;
+  RestApi& rest();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace parley

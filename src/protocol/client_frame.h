@@ -1,0 +1,60 @@
+// Client frames: parsing and shape-checking of what a client sends over a
+// WebSocket (CONTRACT.md section 4). Only syntax and JSON types are checked
+// here; what a frame may do is the chat service's business. Pure functions,
+// any thread.
+#pragma once
+
+#include <boost/json/value.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+
+namespace parley {
+
+enum class ClientType {
+  kAuth,
+  kPing,
+  kSendMessage,
+  kSubscribeThread,
+  kUnsubscribeThread,
+  kJoinChat,
+  kMarkAsRead,
+  kMessageReceived,
+  kTyping,
+  kCallOffer,
+  kCallAnswer,
+  kIceCandidate,
+  kCallEnd,
+};
+
+struct ClientFrame {
+  ClientType type = ClientType::kPing;
+  boost::json::value request_id;  // null when absent; echoed on replies as given
+  std::string token;              // auth
+  std::string thread_id;          // lowercase UUID, when given
+  std::string username;           // send_message / join_chat
+  std::string content;            // send_message (alias `text`)
+  std::string message_type = "text";
+  std::string client_msg_id;
+  std::optional<int64_t> since_seq;
+  std::optional<int64_t> up_to_seq;
+  std::string message_id;         // message_received
+  bool is_typing = false;
+  boost::json::value payload;     // call signalling, relayed as is
+};
+
+struct ParsedFrame {
+  ClientFrame frame;           // request_id is filled even when error is set
+  std::optional<Error> error;  // codes: invalid_json, invalid_utf8, unknown_type, missing_field, invalid_field
+};
+
+ParsedFrame parse_client_frame(std::string_view text);
+
+// Parses a JSON object (REST bodies); errors invalid_json / invalid_utf8.
+Result<boost::json::object> parse_json_object(std::string_view text);
+
+}  // namespace parley

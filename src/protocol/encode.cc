@@ -1,0 +1,104 @@
+#include "protocol/encode.h"
+
+#include <boost/json.hpp>
+
+#include "common/clock.h"
+
+namespace parley {
+
+namespace json = boost::json;
+
+std::string_view thread_type_name(ThreadType type) { return type == ThreadType::kDirect ? "direct" : "group"; }
+
+json::object user_json(const User& u) {
+  json::object o;
+  o["id"] = u.id;
+  o["username"] = u.username;
+  o["full_name"] = u.full_name;
+  o["phone_number"] = u.phone_number ? json::value(*u.phone_number) : json::value(nullptr);
+  o["role"] = u.role;
+  o["created_at"] = iso8601_millis(u.created_at);
+  o["last_seen"] = u.last_seen ? json::value(iso8601_millis(u.last_seen)) : json::value(nullptr);
+  return o;
+}
+
+json::object message_json(const Message& m) {
+  json::object o;
+  o.reserve(12);
+  o["id"] = m.id;
+  o["thread_id"] = m.thread_id;
+  o["seq"] = m.seq;
+  o["sender_id"] = m.sender_id;
+  o["content"] = m.content;
+  o["message_type"] = m.message_type;
+  o["client_msg_id"] = m.client_msg_id.empty() ? json::value(nullptr) : json::value(m.client_msg_id);
+  o["status"] = m.status;
+  o["created_at"] = iso8601_millis(m.created_at);
+  o["edited_at"] = m.edited_at ? json::value(iso8601_millis(*m.edited_at)) : json::value(nullptr);
+  o["sender"] = json::object{{"id", m.sender.id},
+                             {"username", m.sender.username},
+                             {"full_name", m.sender.full_name},
+                             {"role", m.sender.role}};
+  return o;
+}
+
+json::object thread_json(const Thread& t) {
+  json::object o;
+  o["id"] = t.id;
+  o["type"] = thread_type_name(t.type);
+  o["title"] = t.title.empty() ? json::value(nullptr) : json::value(t.title);
+  o["created_by"] = t.created_by;
+  o["created_at"] = iso8601_millis(t.created_at);
+  o["last_activity"] = iso8601_millis(t.last_activity);
+  o["last_seq"] = t.last_seq;
+  json::array ps;
+  for (const auto& p : t.participants) {
+    ps.push_back(json::object{{"user_id", p.user_id},
+                              {"username", p.username},
+                              {"full_name", p.full_name},
+                              {"role", p.role},
+                              {"is_admin", p.is_admin},
+                              {"last_read_seq", p.last_read_seq},
+                              {"joined_at", iso8601_millis(p.joined_at)}});
+  }
+  o["participants"] = std::move(ps);
+  return o;
+}
+
+json::object summary_json(const ThreadSummary& s) {
+  json::object o = thread_json(s.thread);
+  o["unread_count"] = s.unread_count;
+  o["last_message"] = s.last_message ? json::value(message_json(*s.last_message)) : json::value(nullptr);
+  return o;
+}
+
+std::string encode_frame(std::string_view type, json::object fields, const json::value& request_id) {
+  json::object o;
+  o.reserve(fields.size() + 2);
+  o["type"] = type;
+  if (!request_id.is_null()) o["request_id"] = request_id;
+  for (auto& kv : fields) o.emplace(kv.key(), std::move(kv.value()));
+  return json::serialize(o);
+}
+
+std::string encode_data_frame(std::string_view type, std::string_view data_json, const json::value& request_id) {
+  std::string out;
+  out.reserve(data_json.size() + type.size() + 48);
+  out += "{\"type\":\"";
+  out += type;  // our own constant names: no escaping needed
+  out += '"';
+  if (!request_id.is_null()) {
+    out += ",\"request_id\":";
+    out += json::serialize(request_id);
+  }
+  out += ",\"data\":";
+  out += data_json;
+  out += '}';
+  return out;
+}
+
+std::string encode_error(const Error& e, const json::value& request_id) {
+  return encode_frame("error", json::object{{"code", e.code}, {"message", e.message}}, request_id);
+}
+
+}  // namespace parley

@@ -1,0 +1,32 @@
+// Server frames and JSON views of the model (CONTRACT.md sections 2-4).
+// Pure functions, any thread. A message is serialised once; the frames that
+// carry it (new_message to every recipient, message_sent to the sender) are
+// built around that one text.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+#include "model/model.h"
+
+namespace parley {
+
+boost::json::object user_json(const User& user);           // public profile, never the password hash
+boost::json::object message_json(const Message& message);  // CONTRACT section 3
+boost::json::object thread_json(const Thread& thread);
+boost::json::object summary_json(const ThreadSummary& summary);
+std::string_view thread_type_name(ThreadType type);
+
+// {"type":T, ...fields, "request_id":R?}
+std::string encode_frame(std::string_view type, boost::json::object fields,
+                         const boost::json::value& request_id = nullptr);
+// {"type":T,"request_id":R?,"data":<data_json>} where data_json is already JSON text.
+std::string encode_data_frame(std::string_view type, std::string_view data_json,
+                              const boost::json::value& request_id = nullptr);
+std::string encode_error(const Error& error, const boost::json::value& request_id = nullptr);
+
+}  // namespace parley

@@ -1,0 +1,120 @@
+#include "store/sqlite_schema.h"
+
+#include <spdlog/spdlog.h>
+
+#include <iterator>
+#include <string>
+
+namespace parley {
+
+namespace {
+
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+// Append-only: never edit a step that has shipped; add a new one instead.
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE users (
+  id            TEXT PRIMARY KEY,
+  username      TEXT NOT NULL UNIQUE,
+  full_name     TEXT NOT NULL DEFAULT '',
+  phone_number  TEXT UNIQUE,
+  role          TEXT NOT NULL,
+  password_hash TEXT NOT NULL DEFAULT '',
+  created_at    INTEGER NOT NULL,
+  last_seen     INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE threads (
+  id            TEXT PRIMARY KEY,
+  type          TEXT NOT NULL CHECK (type IN ('direct', 'group')),
+  title         TEXT NOT NULL DEFAULT '',
+  created_by    TEXT NOT NULL,
+  created_at    INTEGER NOT NULL,
+  last_activity INTEGER NOT NULL,
+  last_seq      INTEGER NOT NULL DEFAULT 0,
+  direct_key    TEXT UNIQUE
+) WITHOUT ROWID;
+
+CREATE TABLE participants (
+  thread_id     TEXT NOT NULL REFERENCES threads(id),
+  user_id       TEXT NOT NULL REFERENCES users(id),
+  is_admin      INTEGER NOT NULL DEFAULT 0,
+  last_read_seq INTEGER NOT NULL DEFAULT 0,
+  joined_at     INTEGER NOT NULL,
+  PRIMARY KEY (thread_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX participants_by_user ON participants(user_id);
+
+CREATE TABLE messages (
+  id            TEXT PRIMARY KEY,
+  thread_id     TEXT NOT NULL REFERENCES threads(id),
+  seq           INTEGER NOT NULL,
+  sender_id     TEXT NOT NULL REFERENCES users(id),
+  content       TEXT NOT NULL,
+  message_type  TEXT NOT NULL,
+  client_msg_id TEXT,
+  created_at    INTEGER NOT NULL,
+  edited_at     INTEGER,
+  UNIQUE (thread_id, seq),
+  UNIQUE (thread_id, sender_id, client_msg_id)
+);
+-- messages_since walks the user's threads by created_at; per-thread ranges
+-- keep that proportional to the user's own traffic, not the whole store's.
+CREATE INDEX messages_by_thread_time ON messages(thread_id, created_at);
+)sql"},
+};
+
+int user_version(sqlite3* db) {
+  sqlite3_stmt* st = nullptr;
+  int version = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    version = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return version;
+}
+
+Status exec(sqlite3* db, const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) == SQLITE_OK) return Ok{};
+  std::string msg = err ? err : sqlite3_errmsg(db);
+  sqlite3_free(err);
+  return internal_error("schema migration failed: " + msg);
+}
+
+Status apply(sqlite3* db, const Migration& m) {
+  // IMMEDIATE: a second process opening the same file waits instead of racing us.
+  if (auto st = exec(db, "BEGIN IMMEDIATE"); !st) return st;
+  // Re-check under the write lock: another opener may have applied it meanwhile.
+  if (user_version(db) >= m.version) return exec(db, "COMMIT");
+  auto st = exec(db, std::string(m.sql) + "\nPRAGMA user_version = " + std::to_string(m.version) + ";");
+  if (st) st = exec(db, "COMMIT");
+  if (!st) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return st;
+  }
+  spdlog::info("event=migration version={}", m.version);
+  return Ok{};
+}
+
+}  // namespace
+
+int latest_schema_version() { return std::prev(std::end(kMigrations))->version; }
+
+Status migrate_schema(sqlite3* db) {
+  int current = user_version(db);
+  if (current < 0) return internal_error(std::string("cannot read schema version: ") + sqlite3_errmsg(db));
+  if (current > latest_schema_version())
+    return internal_error("database schema version " + std::to_string(current) + " is newer than this build (" +
+                          std::to_string(latest_schema_version()) + ")");
+  for (const auto& m : kMigrations) {
+    if (m.version <= current) continue;
+    if (auto st = apply(db, m); !st) return st;
+  }
+  return Ok{};
+}
+
+}  // namespace parley

@@ -1,0 +1,914 @@
+#include "store/sqlite_store.h"
+
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <set>
+#include <string_view>
+
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/metrics.h"
+#include "store/sqlite_schema.h"
+
+namespace parley {
+
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+constexpr size_t kMaxPooledReaders = 8;
+// Writer caches stay small: past this many entries they are simply dropped.
+constexpr size_t kMaxCacheEntries = 10000;
+
+// SQL fragments are macros so every statement is ONE string literal: the
+// statement cache is keyed by the literal's address.
+#define USER_COLS "id, username, full_name, phone_number, role, password_hash, created_at, last_seen"
+#define THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
+#define MESSAGE_SELECT                                                                                  \
+  "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
+  "m.created_at, m.edited_at, u.username, u.full_name, u.role FROM messages m JOIN users u ON u.id = " \
+  "m.sender_id "
+
+}  // namespace
+
+// One use of a prepared statement. Resets on destruction so a finished read
+// never keeps its snapshot (and the WAL) pinned.
+class SqliteStmt {
+ public:
+  SqliteStmt(sqlite3_stmt* s, int rc, bool* in_use) : s_(s), rc_(rc), in_use_(in_use) {}
+  SqliteStmt(const SqliteStmt&) = delete;
+  SqliteStmt& operator=(const SqliteStmt&) = delete;
+  ~SqliteStmt() {
+    if (!s_) return;
+    if (in_use_) {  // cached: keep it prepared for the next caller
+      sqlite3_reset(s_);
+      sqlite3_clear_bindings(s_);
+      *in_use_ = false;
+    } else {
+      sqlite3_finalize(s_);
+    }
+  }
+
+  template <typename... A>
+  SqliteStmt& bind(const A&... args) {
+    int i = 1;
+    (bind_one(i++, args), ...);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE, or the extended error code (also kept in error()).
+  int step() {
+    if (rc_ != SQLITE_OK) return rc_;
+    int rc = sqlite3_step(s_);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) rc_ = rc;
+    return rc;
+  }
+  bool row() { return step() == SQLITE_ROW; }
+  bool done() { return step() == SQLITE_DONE; }
+  int error() const { return rc_; }
+
+  int64_t i64(int col) const { return sqlite3_column_int64(s_, col); }
+  bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+  std::string text(int col) const {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, col))) : std::string();
+  }
+
+ private:
+  template <typename T>
+  void bind_one(int i, const T& v) {
+    if (rc_ != SQLITE_OK) return;
+    if constexpr (std::is_same_v<T, std::nullptr_t>) {
+      rc_ = sqlite3_bind_null(s_, i);
+    } else if constexpr (std::is_integral_v<T>) {
+      rc_ = sqlite3_bind_int64(s_, i, static_cast<sqlite3_int64>(v));
+    } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
+      rc_ = v ? bind_text(i, *v) : sqlite3_bind_null(s_, i);
+    } else if constexpr (std::is_same_v<T, std::optional<int64_t>>) {
+      rc_ = v ? sqlite3_bind_int64(s_, i, *v) : sqlite3_bind_null(s_, i);
+    } else {
+      rc_ = bind_text(i, std::string_view(v));
+    }
+  }
+  int bind_text(int i, std::string_view v) {
+    // Length-delimited (byte-exact, NULs included); TRANSIENT makes SQLite copy,
+    // so temporaries are fine. A null data pointer would bind NULL, not ''.
+    return sqlite3_bind_text64(s_, i, v.data() ? v.data() : "", v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  }
+
+  sqlite3_stmt* s_;
+  int rc_;
+  bool* in_use_;  // the cache slot's flag; nullptr for a private, finalized-on-exit statement
+};
+
+class SqliteConn {
+ public:
+  static Result<std::unique_ptr<SqliteConn>> open(const std::string& path, bool writer, bool fsync);
+  ~SqliteConn() {
+    for (auto& [sql, entry] : cache_) sqlite3_finalize(entry.stmt);
+    sqlite3_close_v2(db_);
+  }
+  SqliteConn(const SqliteConn&) = delete;
+  SqliteConn& operator=(const SqliteConn&) = delete;
+
+  // `sql` must be a string literal (the cache is keyed by its address).
+  SqliteStmt prepare(const char* sql);
+  // For value-free statements (transaction control): true on success.
+  bool exec(const char* sql) { return prepare(sql).done(); }
+  sqlite3* db() const { return db_; }
+  std::string errmsg() const { return sqlite3_errmsg(db_); }
+  int64_t changes() const { return sqlite3_changes64(db_); }
+
+ private:
+  explicit SqliteConn(sqlite3* db) : db_(db) {}
+  Status configure_writer(bool fsync);
+
+  struct Entry {
+    sqlite3_stmt* stmt;
+    bool in_use;
+  };
+  sqlite3* db_;
+  std::unordered_map<const char*, Entry> cache_;
+};
+
+Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bool writer, bool fsync) {
+  int flags = SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  std::unique_ptr<SqliteConn> conn(new SqliteConn(db));  // closes the handle even when open failed
+  if (rc != SQLITE_OK) return internal_error("cannot open " + path + ": " + conn->errmsg());
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  if (writer) {
+    if (auto st = conn->configure_writer(fsync); !st) return st.error();
+  }
+  return conn;
+}
+
+Status SqliteConn::configure_writer(bool fsync) {
+  std::string mode;
+  auto keep_first = [](void* out, int, char** values, char**) {
+    *static_cast<std::string*>(out) = values[0] ? values[0] : "";
+    return 0;
+  };
+  if (sqlite3_exec(db_, "PRAGMA journal_mode=WAL", keep_first, &mode, nullptr) != SQLITE_OK || mode != "wal")
+    return internal_error("cannot enable WAL mode: " + errmsg());
+  // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
+  // the WAL on every commit so it survives power loss.
+  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+  if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
+    return internal_error("cannot configure connection: " + errmsg());
+  return Ok{};
+}
+
+SqliteStmt SqliteConn::prepare(const char* sql) {
+  auto it = cache_.find(sql);
+  if (it != cache_.end() && !it->second.in_use) {
+    it->second.in_use = true;
+    return SqliteStmt(it->second.stmt, SQLITE_OK, &it->second.in_use);
+  }
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+  if (rc != SQLITE_OK) {
+    spdlog::error("event=sqlite_prepare_failed error=\"{}\"", errmsg());
+    return SqliteStmt(nullptr, rc, nullptr);
+  }
+  // The same statement nested inside itself gets a private copy.
+  if (it != cache_.end()) return SqliteStmt(s, SQLITE_OK, nullptr);
+  auto& entry = cache_.emplace(sql, Entry{s, true}).first->second;
+  return SqliteStmt(s, SQLITE_OK, &entry.in_use);
+}
+
+namespace {
+
+// Several statements read as one consistent snapshot (reader connections only).
+class ReadTxn {
+ public:
+  explicit ReadTxn(SqliteConn& c) : c_(c), open_(c.exec("BEGIN")) {}
+  ~ReadTxn() {
+    if (open_) c_.exec("COMMIT");
+  }
+
+ private:
+  SqliteConn& c_;
+  bool open_;
+};
+
+// Logs the detail (never shown to clients) and maps it to an Error.
+Error storage_error(SqliteConn& c, int rc, std::string_view op) {
+  spdlog::error("event=store_error op={} code={} error=\"{}\"", op, rc, c.errmsg());
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
+  return internal_error("storage error");
+}
+
+void log_read_error(SqliteConn& c, const SqliteStmt& st, std::string_view op) {
+  if (st.error() != SQLITE_OK) spdlog::error("event=store_read_failed op={} error=\"{}\"", op, c.errmsg());
+}
+
+const char* type_name(ThreadType t) { return t == ThreadType::kDirect ? "direct" : "group"; }
+ThreadType type_of(const std::string& s) { return s == "direct" ? ThreadType::kDirect : ThreadType::kGroup; }
+
+User read_user(const SqliteStmt& st) {
+  User u;
+  u.id = st.text(0);
+  u.username = st.text(1);
+  u.full_name = st.text(2);
+  if (!st.is_null(3)) u.phone_number = st.text(3);
+  u.role = st.text(4);
+  u.password_hash = st.text(5);
+  u.created_at = st.i64(6);
+  u.last_seen = st.i64(7);
+  return u;
+}
+
+Thread read_thread(const SqliteStmt& st) {
+  Thread t;
+  t.id = st.text(0);
+  t.type = type_of(st.text(1));
+  t.title = st.text(2);
+  t.created_by = st.text(3);
+  t.created_at = st.i64(4);
+  t.last_activity = st.i64(5);
+  t.last_seq = st.i64(6);
+  return t;
+}
+
+Message read_message(const SqliteStmt& st) {
+  Message m;
+  m.id = st.text(0);
+  m.thread_id = st.text(1);
+  m.seq = st.i64(2);
+  m.sender_id = st.text(3);
+  m.content = st.text(4);
+  m.message_type = st.text(5);
+  m.client_msg_id = st.text(6);  // NULL reads as ""
+  m.created_at = st.i64(7);
+  if (!st.is_null(8)) m.edited_at = st.i64(8);
+  m.sender = UserRef{m.sender_id, st.text(9), st.text(10), st.text(11)};
+  return m;
+}
+
+std::vector<Message> read_messages(SqliteConn& c, SqliteStmt& st, std::string_view op) {
+  std::vector<Message> out;
+  while (st.row()) out.push_back(read_message(st));
+  log_read_error(c, st, op);
+  return out;
+}
+
+std::optional<User> find_user(SqliteConn& c, const char* sql, const std::string& key) {
+  auto st = c.prepare(sql);
+  st.bind(key);
+  if (st.row()) return read_user(st);
+  log_read_error(c, st, "find_user");
+  return std::nullopt;
+}
+
+bool user_exists(SqliteConn& c, const std::string& id) {
+  return c.prepare("SELECT 1 FROM users WHERE id = ?").bind(id).row();
+}
+
+std::vector<Participant> load_participants(SqliteConn& c, const std::string& thread_id) {
+  auto st = c.prepare(
+      "SELECT p.user_id, u.username, u.full_name, u.role, p.is_admin, p.last_read_seq, p.joined_at "
+      "FROM participants p JOIN users u ON u.id = p.user_id WHERE p.thread_id = ? ORDER BY p.joined_at, p.user_id");
+  st.bind(thread_id);
+  std::vector<Participant> out;
+  while (st.row())
+    out.push_back(Participant{st.text(0), st.text(1), st.text(2), st.text(3), st.i64(4) != 0, st.i64(5), st.i64(6)});
+  log_read_error(c, st, "load_participants");
+  return out;
+}
+
+std::optional<Thread> load_thread(SqliteConn& c, const std::string& id) {
+  std::optional<Thread> t;
+  {
+    auto st = c.prepare("SELECT " THREAD_COLS " FROM threads t WHERE t.id = ?");
+    st.bind(id);
+    if (st.row()) t = read_thread(st);
+    log_read_error(c, st, "load_thread");
+  }
+  if (t) t->participants = load_participants(c, id);
+  return t;
+}
+
+std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, int64_t seq) {
+  auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq = ?");
+  st.bind(thread_id, seq);
+  auto found = read_messages(c, st, "message_at");
+  if (found.empty()) return std::nullopt;
+  return std::move(found.front());
+}
+
+Micros max_created_at(SqliteConn& c) {
+  auto st = c.prepare("SELECT COALESCE(MAX(created_at), 0) FROM messages");
+  return st.row() ? st.i64(0) : 0;
+}
+
+// LIKE pattern for "contains q": escape LIKE's own wildcards so they match literally.
+std::string contains_pattern(const std::string& q) {
+  std::string p = "%";
+  for (char ch : q) {
+    if (ch == '%' || ch == '_' || ch == '\\') p += '\\';
+    p += ch;
+  }
+  return p + "%";
+}
+
+int64_t clamp_limit(int limit) { return std::max(limit, 0); }  // SQLite reads a negative LIMIT as "none"
+
+}  // namespace
+
+// ---------------------------------------------------------------- lifecycle
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& options) {
+  if (options.data_dir.empty()) return bad_input("invalid_config", "store data_dir is empty");
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) return internal_error("cannot create " + options.data_dir + ": " + ec.message());
+  std::string path = (std::filesystem::path(options.data_dir) / "parley.db").string();
+
+  auto conn = SqliteConn::open(path, /*writer=*/true, options.fsync_commits);
+  if (!conn) return conn.error();
+  if (auto st = migrate_schema((*conn)->db()); !st) return st.error();
+  Micros last_created_at = max_created_at(**conn);
+  spdlog::info("event=store_open path={} schema_version={} fsync_commits={}", path, latest_schema_version(),
+               options.fsync_commits);
+  return std::unique_ptr<SqliteStore>(new SqliteStore(options, path, std::move(*conn), last_created_at));
+}
+
+Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options) {
+  auto store = SqliteStore::open(options);
+  if (!store) return store.error();
+  return std::unique_ptr<Store>(std::move(*store));
+}
+
+SqliteStore::SqliteStore(StoreOptions options, std::string path, std::unique_ptr<SqliteConn> writer,
+                         Micros last_created_at)
+    : options_(std::move(options)),
+      path_(std::move(path)),
+      writer_conn_(std::move(writer)),
+      last_created_at_(last_created_at) {
+  writer_ = std::thread([this] { writer_loop(); });
+}
+
+SqliteStore::~SqliteStore() { close(); }
+
+void SqliteStore::close() {
+  std::call_once(close_once_, [this] {
+    {
+      std::lock_guard lock(queue_mu_);
+      stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    writer_.join();  // the writer drains the queue before it exits
+    writer_conn_.reset();
+    std::vector<std::unique_ptr<SqliteConn>> idle;
+    {
+      std::lock_guard lock(readers_mu_);
+      readers_closed_ = true;
+      idle.swap(readers_);
+    }
+    spdlog::info("event=store_closed path={}", path_);
+  });
+}
+
+std::string SqliteStore::describe() const { return "sqlite:" + path_; }
+
+// ---------------------------------------------------------------- writer
+
+void SqliteStore::enqueue(WriteOp op) {
+  {
+    std::lock_guard lock(queue_mu_);
+    if (!stopping_) {
+      queue_.push_back(std::move(op));
+      queue_cv_.notify_one();
+      return;
+    }
+  }
+  Error closed{ErrorKind::kUnavailable, "store_closed", "the store is closed"};
+  op.finish(&closed);
+}
+
+template <typename T>
+void SqliteStore::submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done) {
+  auto result = std::make_shared<std::optional<Result<T>>>();
+  WriteOp op;
+  op.apply = [apply = std::move(apply), result] {
+    try {
+      result->emplace(apply());
+    } catch (const std::exception& e) {
+      spdlog::error("event=store_op_exception error=\"{}\"", e.what());
+      result->emplace(internal_error("storage error"));
+    }
+    return (*result)->ok();
+  };
+  op.finish = [result, done = std::move(done)](const Error* batch_error) {
+    if (!done) return;
+    if (batch_error) {
+      done(*batch_error);
+    } else {
+      done(std::move(**result));
+    }
+  };
+  enqueue(std::move(op));
+}
+
+template <typename T>
+Result<T> SqliteStore::submit_and_wait(std::function<Result<T>()> apply) {
+  // Waiting on the writer from the writer (a callback) would never return.
+  if (std::this_thread::get_id() == writer_.get_id())
+    return internal_error("blocking store write from a store callback");
+  auto promise = std::make_shared<std::promise<Result<T>>>();
+  auto future = promise->get_future();
+  submit<T>(std::move(apply), [promise](Result<T> r) { promise->set_value(std::move(r)); });
+  return future.get();
+}
+
+void SqliteStore::writer_loop() {
+  std::vector<WriteOp> batch;
+  const size_t max_batch = std::max<size_t>(options_.max_batch, 1);
+  for (;;) {
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued is committed
+      size_t n = std::min(queue_.size(), max_batch);
+      auto end = queue_.begin() + static_cast<std::ptrdiff_t>(n);
+      std::move(queue_.begin(), end, std::back_inserter(batch));
+      queue_.erase(queue_.begin(), end);
+    }
+    run_batch(batch);
+    batch.clear();
+  }
+}
+
+void SqliteStore::run_batch(std::vector<WriteOp>& batch) {
+  const auto started = std::chrono::steady_clock::now();
+  SqliteConn& c = *writer_conn_;
+  bool ok = c.exec("BEGIN IMMEDIATE");
+  for (size_t i = 0; ok && i < batch.size(); ++i) ok = run_in_savepoint(batch[i]);
+  ok = ok && c.exec("COMMIT");
+
+  std::optional<Error> failure;
+  if (ok) {
+    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+    Metrics::get().observe_commit(micros.count(), batch.size());
+    commits_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), c.errmsg());
+    if (!sqlite3_get_autocommit(c.db())) c.exec("ROLLBACK");
+    forget_caches();  // they may hold values of the rolled-back batch
+    failure = internal_error("storage commit failed");
+  }
+  for (auto& op : batch) {
+    try {
+      op.finish(failure ? &*failure : nullptr);
+    } catch (const std::exception& e) {
+      spdlog::error("event=store_callback_exception error=\"{}\"", e.what());
+    }
+  }
+}
+
+// False only when the whole transaction is lost and the batch must fail; an op
+// that fails by itself is rolled back to its savepoint and the batch goes on.
+bool SqliteStore::run_in_savepoint(WriteOp& op) {
+  SqliteConn& c = *writer_conn_;
+  if (!c.exec("SAVEPOINT op")) return false;
+  bool applied = op.apply();
+  if (sqlite3_get_autocommit(c.db())) return false;  // SQLite aborted the transaction (I/O error, disk full)
+  if (!applied && !c.exec("ROLLBACK TO op")) return false;
+  return c.exec("RELEASE op");
+}
+
+void SqliteStore::forget_caches() {
+  last_seq_.clear();
+  senders_.clear();
+}
+
+Result<int64_t> SqliteStore::last_seq_of(const std::string& thread_id) {
+  if (auto it = last_seq_.find(thread_id); it != last_seq_.end()) return it->second;
+  auto st = writer_conn_->prepare("SELECT last_seq FROM threads WHERE id = ?");
+  st.bind(thread_id);
+  if (st.row()) return st.i64(0);
+  if (st.error() != SQLITE_OK) return storage_error(*writer_conn_, st.error(), "last_seq");
+  return not_found("thread_not_found", "thread does not exist");
+}
+
+std::optional<UserRef> SqliteStore::sender_ref(const std::string& user_id) {
+  if (auto it = senders_.find(user_id); it != senders_.end()) return it->second;
+  auto st = writer_conn_->prepare("SELECT id, username, full_name, role FROM users WHERE id = ?");
+  st.bind(user_id);
+  if (!st.row()) return std::nullopt;
+  if (senders_.size() >= kMaxCacheEntries) senders_.clear();
+  return senders_[user_id] = UserRef{st.text(0), st.text(1), st.text(2), st.text(3)};
+}
+
+// ---------------------------------------------------------------- users
+
+Result<User> SqliteStore::create_user(const User& user) {
+  User u = user;
+  if (u.id.empty()) u.id = new_uuid();
+  if (u.created_at == 0) u.created_at = now_micros();
+  return submit_and_wait<User>([this, u = std::move(u)] { return write_user(u); });
+}
+
+Result<User> SqliteStore::write_user(User u) {
+  SqliteConn& c = *writer_conn_;
+  // Checked here, not by parsing constraint messages: the writer is the only
+  // writer, so nothing can slip in between the check and the insert.
+  if (c.prepare("SELECT 1 FROM users WHERE username = ?").bind(u.username).row())
+    return Error{ErrorKind::kConflict, "username_taken", "username is already taken"};
+  if (u.phone_number && c.prepare("SELECT 1 FROM users WHERE phone_number = ?").bind(*u.phone_number).row())
+    return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
+  auto st = c.prepare("INSERT INTO users (" USER_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  st.bind(u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen);
+  if (!st.done()) return storage_error(c, st.error(), "insert_user");
+  return u;
+}
+
+std::optional<User> SqliteStore::user_by_id(const std::string& id) {
+  return with_reader([&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE id = ?", id); });
+}
+
+std::optional<User> SqliteStore::user_by_username(const std::string& username) {
+  return with_reader(
+      [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE username = ?", username); });
+}
+
+std::optional<User> SqliteStore::user_by_phone(const std::string& phone) {
+  return with_reader(
+      [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE phone_number = ?", phone); });
+}
+
+std::vector<User> SqliteStore::search_users(const std::string& query, int limit) {
+  return with_reader([&](SqliteConn& c) {
+    // LIKE is case-insensitive for ASCII letters only (SQLite's built-in rule).
+    auto st = c.prepare("SELECT " USER_COLS " FROM users WHERE username LIKE ?1 ESCAPE '\\' "
+                        "OR full_name LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2");
+    st.bind(contains_pattern(query), clamp_limit(limit));
+    std::vector<User> out;
+    while (st.row()) out.push_back(read_user(st));
+    log_read_error(c, st, "search_users");
+    return out;
+  });
+}
+
+size_t SqliteStore::user_count() {
+  return with_reader([](SqliteConn& c) {
+    auto st = c.prepare("SELECT COUNT(*) FROM users");
+    return st.row() ? static_cast<size_t>(st.i64(0)) : size_t{0};
+  });
+}
+
+void SqliteStore::set_last_seen(const std::string& user_id, Micros when) {
+  submit<Ok>(
+      [this, user_id, when]() -> Status {
+        auto st = writer_conn_->prepare("UPDATE users SET last_seen = MAX(last_seen, ?) WHERE id = ?");
+        st.bind(when, user_id);
+        if (!st.done()) return storage_error(*writer_conn_, st.error(), "set_last_seen");
+        return Ok{};
+      },
+      nullptr);  // fire-and-forget: presence is best effort
+}
+
+// ---------------------------------------------------------------- threads
+
+Result<Store::CreatedThread> SqliteStore::create_thread(const Thread& in) {
+  Thread t = in;
+  t.participants.clear();
+  std::set<std::string> seen;
+  for (const auto& p : in.participants) {
+    if (p.user_id.empty()) return bad_input("invalid_participants", "participant without user id");
+    if (seen.insert(p.user_id).second) t.participants.push_back(p);
+  }
+  if (t.participants.empty()) return bad_input("invalid_participants", "a thread needs participants");
+  std::optional<std::string> direct_key;
+  if (t.type == ThreadType::kDirect) {
+    if (t.participants.size() != 2)
+      return bad_input("invalid_participants", "a direct thread has exactly two distinct participants");
+    auto [lo, hi] = std::minmax(t.participants[0].user_id, t.participants[1].user_id);
+    direct_key = lo + ":" + hi;  // one key per unordered pair
+  }
+  if (t.id.empty()) t.id = new_uuid();
+  if (t.created_at == 0) t.created_at = now_micros();
+  return submit_and_wait<CreatedThread>([this, t, direct_key] { return write_thread(t, direct_key); });
+}
+
+Result<Store::CreatedThread> SqliteStore::write_thread(const Thread& t, const std::optional<std::string>& direct_key) {
+  SqliteConn& c = *writer_conn_;
+  if (direct_key) {
+    auto st = c.prepare("SELECT id FROM threads WHERE direct_key = ?");
+    st.bind(*direct_key);
+    if (st.row()) {
+      std::string existing = st.text(0);
+      if (auto found = load_thread(c, existing)) return CreatedThread{std::move(*found), false};
+    }
+  }
+  for (const auto& p : t.participants)
+    if (!user_exists(c, p.user_id)) return not_found("user_not_found", "participant does not exist");
+
+  auto st = c.prepare(
+      "INSERT INTO threads (id, type, title, created_by, created_at, last_activity, last_seq, direct_key) "
+      "VALUES (?, ?, ?, ?, ?, ?, 0, ?)");
+  st.bind(t.id, type_name(t.type), t.title, t.created_by, t.created_at, t.created_at, direct_key);
+  if (!st.done()) return storage_error(c, st.error(), "insert_thread");
+  for (const auto& p : t.participants) {
+    auto ins = c.prepare("INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES (?, ?, ?, ?)");
+    ins.bind(t.id, p.user_id, p.is_admin, t.created_at);
+    if (!ins.done()) return storage_error(c, ins.error(), "insert_participant");
+  }
+  auto stored = load_thread(c, t.id);
+  if (!stored) return internal_error("storage error");
+  return CreatedThread{std::move(*stored), true};
+}
+
+std::optional<Thread> SqliteStore::thread(const std::string& thread_id) {
+  return with_reader([&](SqliteConn& c) {
+    ReadTxn txn(c);
+    return load_thread(c, thread_id);
+  });
+}
+
+std::optional<ThreadMembers> SqliteStore::thread_members(const std::string& thread_id) {
+  return with_reader([&](SqliteConn& c) -> std::optional<ThreadMembers> {
+    ReadTxn txn(c);
+    ThreadMembers members;
+    {
+      auto st = c.prepare("SELECT type FROM threads WHERE id = ?");
+      st.bind(thread_id);
+      if (!st.row()) return std::nullopt;
+      members.type = type_of(st.text(0));
+    }
+    auto st = c.prepare("SELECT user_id, is_admin FROM participants WHERE thread_id = ? ORDER BY joined_at, user_id");
+    st.bind(thread_id);
+    while (st.row()) {
+      members.user_ids.push_back(st.text(0));
+      if (st.i64(1) != 0) members.admin_ids.push_back(st.text(0));
+    }
+    log_read_error(c, st, "thread_members");
+    return members;
+  });
+}
+
+std::vector<ThreadSummary> SqliteStore::threads_for_user(const std::string& user_id) {
+  return with_reader([&](SqliteConn& c) {
+    ReadTxn txn(c);
+    std::vector<ThreadSummary> out;
+    {
+      auto st = c.prepare(
+          "SELECT " THREAD_COLS ", (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id "
+          "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+          "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.user_id = ? "
+          "ORDER BY t.last_activity DESC, t.id");
+      st.bind(user_id);
+      while (st.row()) out.push_back(ThreadSummary{read_thread(st), st.i64(7), std::nullopt});
+      log_read_error(c, st, "threads_for_user");
+    }
+    for (auto& s : out) {
+      s.thread.participants = load_participants(c, s.thread.id);
+      if (s.thread.last_seq > 0) s.last_message = message_at(c, s.thread.id, s.thread.last_seq);
+    }
+    return out;
+  });
+}
+
+Result<std::vector<std::string>> SqliteStore::add_participants(const std::string& thread_id,
+                                                               const std::vector<std::string>& user_ids) {
+  return submit_and_wait<std::vector<std::string>>(
+      [this, thread_id, user_ids] { return write_participants(thread_id, user_ids); });
+}
+
+Result<std::vector<std::string>> SqliteStore::write_participants(const std::string& thread_id,
+                                                                 const std::vector<std::string>& user_ids) {
+  SqliteConn& c = *writer_conn_;
+  {
+    auto st = c.prepare("SELECT type FROM threads WHERE id = ?");
+    st.bind(thread_id);
+    if (!st.row()) return not_found("thread_not_found", "thread does not exist");
+    // A direct thread is keyed by its pair; a third member would break that.
+    if (type_of(st.text(0)) == ThreadType::kDirect)
+      return bad_input("direct_thread", "participants of a direct thread cannot change");
+  }
+  std::vector<std::string> added;
+  const Micros now = now_micros();
+  for (const auto& uid : user_ids) {
+    if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
+    auto st = c.prepare(
+        "INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES (?, ?, 0, ?) "
+        "ON CONFLICT (thread_id, user_id) DO NOTHING");
+    st.bind(thread_id, uid, now);
+    if (!st.done()) return storage_error(c, st.error(), "add_participant");
+    if (c.changes() > 0) added.push_back(uid);
+  }
+  return added;
+}
+
+Status SqliteStore::remove_participant(const std::string& thread_id, const std::string& user_id) {
+  return submit_and_wait<Ok>([this, thread_id, user_id]() -> Status {
+    auto st = writer_conn_->prepare("DELETE FROM participants WHERE thread_id = ? AND user_id = ?");
+    st.bind(thread_id, user_id);
+    if (!st.done()) return storage_error(*writer_conn_, st.error(), "remove_participant");
+    if (writer_conn_->changes() == 0) return not_found("not_a_participant", "user is not in this thread");
+    return Ok{};
+  });
+}
+
+// ---------------------------------------------------------------- messages
+
+void SqliteStore::append(AppendRequest request, AppendCallback done) {
+  submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done));
+}
+
+Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
+  SqliteConn& c = *writer_conn_;
+  if (!r.client_msg_id.empty()) {
+    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.sender_id = ? AND m.client_msg_id = ?");
+    st.bind(r.thread_id, r.sender_id, r.client_msg_id);
+    auto found = read_messages(c, st, "find_client_msg");
+    if (!found.empty()) return AppendResult{std::move(found.front()), true};
+  }
+  auto last_seq = last_seq_of(r.thread_id);
+  if (!last_seq) return last_seq.error();
+  auto sender = sender_ref(r.sender_id);
+  if (!sender) return not_found("user_not_found", "sender does not exist");
+
+  Message m;
+  m.id = new_uuid();
+  m.thread_id = r.thread_id;
+  m.seq = *last_seq + 1;
+  m.sender_id = r.sender_id;
+  m.content = r.content;
+  m.message_type = r.message_type;
+  m.client_msg_id = r.client_msg_id;
+  // Strictly increasing even within one clock tick, so created_at is a cursor.
+  m.created_at = last_created_at_ = std::max(now_micros(), last_created_at_ + 1);
+  m.sender = *sender;
+
+  std::optional<std::string> client_id;
+  if (!r.client_msg_id.empty()) client_id = r.client_msg_id;  // NULL, so "none" never collides
+  auto ins = c.prepare(
+      "INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  ins.bind(m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, client_id, m.created_at);
+  if (!ins.done()) return storage_error(c, ins.error(), "insert_message");
+  auto thr = c.prepare("UPDATE threads SET last_seq = ?, last_activity = ? WHERE id = ?");
+  thr.bind(m.seq, m.created_at, m.thread_id);
+  if (!thr.done()) return storage_error(c, thr.error(), "update_thread");
+  auto read = c.prepare("UPDATE participants SET last_read_seq = ? WHERE thread_id = ? AND user_id = ?");
+  read.bind(m.seq, m.thread_id, m.sender_id);
+  if (!read.done()) return storage_error(c, read.error(), "update_read");
+
+  // Only now, with every statement done: a failed op must leave the cache as it was.
+  if (last_seq_.size() >= kMaxCacheEntries) last_seq_.clear();
+  last_seq_[m.thread_id] = m.seq;
+  return AppendResult{std::move(m), false};
+}
+
+std::optional<Message> SqliteStore::message(const std::string& message_id) {
+  return with_reader([&](SqliteConn& c) -> std::optional<Message> {
+    auto st = c.prepare(MESSAGE_SELECT "WHERE m.id = ?");
+    st.bind(message_id);
+    auto found = read_messages(c, st, "message");
+    if (found.empty()) return std::nullopt;
+    return std::move(found.front());
+  });
+}
+
+std::vector<Message> SqliteStore::messages_after(const std::string& thread_id, int64_t after_seq, int limit) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?");
+    st.bind(thread_id, after_seq, clamp_limit(limit));
+    return read_messages(c, st, "messages_after");
+  });
+}
+
+std::vector<Message> SqliteStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");
+    st.bind(thread_id, before_seq > 0 ? before_seq : INT64_MAX, clamp_limit(limit));
+    auto out = read_messages(c, st, "messages_before");
+    std::reverse(out.begin(), out.end());
+    return out;
+  });
+}
+
+// One snapshot for both queries. Commits happen in created_at order from one
+// writer, so a snapshot holds every message up to some created_at and none
+// after: a cursor taken from it never skips a later commit.
+OfflinePage SqliteStore::messages_since(const std::string& user_id, Micros since, int limit) {
+  OfflinePage empty;
+  empty.cursor = since;
+  return with_reader(
+      [&](SqliteConn& c) {
+        ReadTxn txn(c);
+        OfflinePage page;
+        page.cursor = since;
+        auto st = c.prepare(MESSAGE_SELECT
+                            "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = ?1 "
+                            "WHERE m.created_at > ?2 AND m.sender_id <> ?1 ORDER BY m.created_at LIMIT ?3");
+        st.bind(user_id, since, clamp_limit(limit) + 1);
+        page.messages = read_messages(c, st, "messages_since");
+        if (page.messages.size() > static_cast<size_t>(clamp_limit(limit))) {
+          page.messages.pop_back();
+          page.has_more = true;
+        }
+        if (page.has_more) {
+          if (!page.messages.empty()) page.cursor = page.messages.back().created_at;
+          return page;
+        }
+        // Nothing more from others: move past the user's own newer messages too.
+        auto newest = c.prepare(
+            "SELECT MAX((SELECT MAX(m.created_at) FROM messages m WHERE m.thread_id = p.thread_id)) "
+            "FROM participants p WHERE p.user_id = ?");
+        newest.bind(user_id);
+        if (newest.row() && !newest.is_null(0)) page.cursor = std::max(since, newest.i64(0));
+        return page;
+      },
+      empty);
+}
+
+// ---------------------------------------------------------------- read state
+
+std::vector<UnreadCount> SqliteStore::unread_counts(const std::string& user_id) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(
+        "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
+        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "FROM participants p WHERE p.user_id = ? ORDER BY p.thread_id");
+    st.bind(user_id);
+    std::vector<UnreadCount> out;
+    while (st.row()) out.push_back(UnreadCount{st.text(0), st.i64(1)});
+    log_read_error(c, st, "unread_counts");
+    return out;
+  });
+}
+
+Result<int64_t> SqliteStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
+  return submit_and_wait<int64_t>(
+      [this, thread_id, user_id, up_to_seq] { return write_read_mark(thread_id, user_id, up_to_seq); });
+}
+
+Result<int64_t> SqliteStore::write_read_mark(const std::string& thread_id, const std::string& user_id,
+                                             int64_t up_to_seq) {
+  SqliteConn& c = *writer_conn_;
+  int64_t current = 0;
+  int64_t last_seq = 0;
+  {
+    auto st = c.prepare(
+        "SELECT p.last_read_seq, t.last_seq FROM participants p JOIN threads t ON t.id = p.thread_id "
+        "WHERE p.thread_id = ? AND p.user_id = ?");
+    st.bind(thread_id, user_id);
+    if (!st.row()) {
+      if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "mark_read");
+      return not_found("not_a_participant", "user is not in this thread");
+    }
+    current = st.i64(0);
+    last_seq = st.i64(1);
+  }
+  int64_t target = up_to_seq <= 0 ? last_seq : std::min(up_to_seq, last_seq);
+  if (target <= current) return current;  // never moves back
+  auto st = c.prepare("UPDATE participants SET last_read_seq = ? WHERE thread_id = ? AND user_id = ?");
+  st.bind(target, thread_id, user_id);
+  if (!st.done()) return storage_error(c, st.error(), "mark_read");
+  return target;
+}
+
+// ---------------------------------------------------------------- read pool
+
+template <typename F, typename R>
+R SqliteStore::with_reader(F&& f, R fallback) {
+  auto conn = acquire_reader();
+  if (!conn) return fallback;
+  R result = f(*conn);
+  release_reader(std::move(conn));
+  return result;
+}
+
+std::unique_ptr<SqliteConn> SqliteStore::acquire_reader() {
+  {
+    std::lock_guard lock(readers_mu_);
+    if (!readers_.empty()) {
+      auto conn = std::move(readers_.back());
+      readers_.pop_back();
+      return conn;
+    }
+  }
+  auto conn = SqliteConn::open(path_, /*writer=*/false, false);
+  if (!conn) {
+    spdlog::error("event=store_reader_open_failed error=\"{}\"", conn.error().message);
+    return nullptr;
+  }
+  return std::move(*conn);
+}
+
+void SqliteStore::release_reader(std::unique_ptr<SqliteConn> conn) {
+  std::lock_guard lock(readers_mu_);
+  // Past the cap (a burst of concurrent reads) the extra connection just closes.
+  if (!readers_closed_ && readers_.size() < kMaxPooledReaders) readers_.push_back(std::move(conn));
+}
+
+}  // namespace parley

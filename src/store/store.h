@@ -1,0 +1,134 @@
+// Store: the durable home of users, threads, participants and messages.
+//
+// Any thread may call any method. Reads answer from committed data only.
+// Writes go through a single group-commit writer: many writes share one
+// transaction, and a write's callback (or a blocking write's return) happens
+// only after that transaction is durable (survives kill -9; with
+// fsync_commits it also survives power loss). Callbacks of async writes run
+// on the writer's own thread, one after another in commit order, so they
+// must be short and must not call blocking Store writes.
+//
+// Implementations: SqliteStore (embedded default) and, for scale-out,
+// a PostgreSQL one. The chat service only ever sees this interface.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "model/model.h"
+
+namespace parley {
+
+struct AppendRequest {
+  std::string thread_id;
+  std::string sender_id;
+  std::string content;
+  std::string message_type;   // already validated by the chat service
+  std::string client_msg_id;  // empty = none
+};
+
+struct AppendResult {
+  Message message;         // with id, seq, created_at and sender filled in
+  bool duplicate = false;  // true: client_msg_id seen before; message is the original
+};
+
+using AppendCallback = std::function<void(Result<AppendResult>)>;
+
+// The participants of a thread, as the chat service needs them on every send.
+struct ThreadMembers {
+  ThreadType type = ThreadType::kGroup;
+  std::vector<std::string> user_ids;
+  std::vector<std::string> admin_ids;
+};
+
+struct UnreadCount {
+  std::string thread_id;
+  int64_t unread_count = 0;
+};
+
+struct OfflinePage {
+  std::vector<Message> messages;  // ascending created_at
+  Micros cursor = 0;              // pass back as `since` to continue; never skips or repeats
+  bool has_more = false;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // --- users ---
+  // Errors: conflict "username_taken" / "phone_taken".
+  virtual Result<User> create_user(const User& user) = 0;
+  virtual std::optional<User> user_by_id(const std::string& id) = 0;
+  virtual std::optional<User> user_by_username(const std::string& username) = 0;
+  virtual std::optional<User> user_by_phone(const std::string& phone) = 0;
+  // Users whose username or full_name contains `query` (case-insensitive), by username.
+  virtual std::vector<User> search_users(const std::string& query, int limit) = 0;
+  virtual size_t user_count() = 0;
+  virtual void set_last_seen(const std::string& user_id, Micros when) = 0;
+
+  // --- threads ---
+  // Creates a thread with the given participants (thread.participants: user_id and
+  // is_admin are read). A direct thread is unique per unordered pair of users:
+  // when it exists already, returns it with created=false.
+  struct CreatedThread {
+    Thread thread;
+    bool created = false;
+  };
+  virtual Result<CreatedThread> create_thread(const Thread& thread) = 0;
+  // The thread with its participants, or nullopt.
+  virtual std::optional<Thread> thread(const std::string& thread_id) = 0;
+  virtual std::optional<ThreadMembers> thread_members(const std::string& thread_id) = 0;
+  // The user's threads, newest activity first, each with unread count and last message.
+  virtual std::vector<ThreadSummary> threads_for_user(const std::string& user_id) = 0;
+  // Adds users (ignoring those already in); returns the ids actually added.
+  virtual Result<std::vector<std::string>> add_participants(const std::string& thread_id,
+                                                            const std::vector<std::string>& user_ids) = 0;
+  // Errors: not_found "not_a_participant".
+  virtual Status remove_participant(const std::string& thread_id, const std::string& user_id) = 0;
+
+  // --- messages ---
+  // Stores a message: assigns the next seq of its thread (no gaps), a UUID and
+  // created_at (strictly increasing across the store, so created_at is a cursor).
+  // A repeated (thread_id, sender_id, client_msg_id) stores nothing and answers
+  // the original with duplicate=true. The sender's last_read_seq moves to the
+  // new seq (one's own message is read). Callback: see the class comment.
+  virtual void append(AppendRequest request, AppendCallback done) = 0;
+  // Blocking form of append, for callers that may wait (REST workers, tools).
+  Result<AppendResult> append_and_wait(AppendRequest request);
+
+  virtual std::optional<Message> message(const std::string& message_id) = 0;
+  // Ascending seq: the oldest `limit` messages with seq > after_seq.
+  virtual std::vector<Message> messages_after(const std::string& thread_id, int64_t after_seq, int limit) = 0;
+  // Ascending seq: the newest `limit` messages with seq < before_seq (0 = no bound).
+  virtual std::vector<Message> messages_before(const std::string& thread_id, int64_t before_seq, int limit) = 0;
+  // Messages from others in the user's threads with created_at > since, oldest first.
+  virtual OfflinePage messages_since(const std::string& user_id, Micros since, int limit) = 0;
+
+  // --- read state ---
+  virtual std::vector<UnreadCount> unread_counts(const std::string& user_id) = 0;
+  // Moves the user's last_read_seq up to min(up_to_seq, thread's last seq)
+  // (up_to_seq <= 0 = everything). Never moves it back. Returns the new value.
+  virtual Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) = 0;
+
+  // --- operations ---
+  virtual std::string describe() const = 0;  // "sqlite:/path" for /health and logs
+  // Waits until every write queued so far is committed, then stops the writer.
+  virtual void close() = 0;
+};
+
+struct StoreOptions {
+  std::string data_dir;
+  bool fsync_commits = false;
+  size_t max_batch = 512;  // writes per group commit, at most
+};
+
+// Opens the embedded SQLite store in options.data_dir (created if missing),
+// running schema migrations first.
+Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options);
+
+}  // namespace parley

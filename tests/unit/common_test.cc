@@ -1,0 +1,181 @@
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <set>
+
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/utf8.h"
+
+namespace parley {
+namespace {
+
+// 2023-11-14T22:13:20Z
+constexpr Micros kT = 1'700'000'000LL * 1'000'000 + 123'456;
+
+// ---- clock ----
+
+TEST(Clock, FormatsMillisAndMicros) {
+  EXPECT_EQ(iso8601_millis(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(iso8601_millis(kT), "2023-11-14T22:13:20.123Z");
+  EXPECT_EQ(iso8601_micros(kT), "2023-11-14T22:13:20.123456Z");
+  // Before the epoch the fraction still counts forward within the second.
+  EXPECT_EQ(iso8601_micros(-1), "1969-12-31T23:59:59.999999Z");
+}
+
+TEST(Clock, RoundTrips) {
+  EXPECT_EQ(parse_iso8601(iso8601_micros(kT)), kT);  // exact: the cursor form
+  EXPECT_EQ(parse_iso8601(iso8601_millis(kT)), kT - 456);
+  EXPECT_EQ(parse_iso8601(iso8601_micros(-1)), -1);
+  Micros now = now_micros();
+  EXPECT_EQ(parse_iso8601(iso8601_micros(now)), now);
+}
+
+TEST(Clock, NowIsPlausible) {
+  Micros a = now_micros();
+  EXPECT_GT(a, kT);  // after 2023
+  EXPECT_GE(now_micros(), a);
+}
+
+TEST(Clock, ParsesVariants) {
+  constexpr Micros kSec = 1'700'000'000LL * 1'000'000;
+  EXPECT_EQ(parse_iso8601("2023-11-14T22:13:20Z"), kSec);
+  EXPECT_EQ(parse_iso8601("2023-11-14T22:13:20z"), kSec);
+  EXPECT_EQ(parse_iso8601("2023-11-14 22:13:20Z"), kSec);
+  EXPECT_EQ(parse_iso8601("2023-11-14T22:13:20"), kSec);  // no zone: UTC
+  EXPECT_EQ(parse_iso8601("2023-11-14T22:13:20.5Z"), kSec + 500'000);
+  EXPECT_EQ(parse_iso8601("2023-11-14T22:13:20.1234567Z"), kSec + 123'456);  // beyond micros dropped
+  EXPECT_EQ(parse_iso8601("2023-11-14"), 1'699'920'000LL * 1'000'000);
+}
+
+TEST(Clock, ParsesOffsets) {
+  constexpr Micros kSec = 1'700'000'000LL * 1'000'000;
+  EXPECT_EQ(parse_iso8601("2023-11-14T23:13:20+01:00"), kSec);
+  EXPECT_EQ(parse_iso8601("2023-11-14T23:13:20+0100"), kSec);
+  EXPECT_EQ(parse_iso8601("2023-11-14T16:43:20-05:30"), kSec);
+  EXPECT_EQ(parse_iso8601("2023-11-15T03:13:20.123456+05:00"), kT);
+  EXPECT_EQ(parse_iso8601("2023-11-14T22:13:20+00:00"), kSec);
+}
+
+TEST(Clock, RejectsGarbage) {
+  for (const char* s : {"", "hello", "2023", "2023-11", "2023/11/14", "2023-13-01", "2023-00-10", "2023-11-32",
+                        "2023-11-14T", "2023-11-14T22:13", "2023-11-14T25:00:00Z", "2023-11-14T22:60:00Z",
+                        "2023-11-14T22:13:20.", "2023-11-14T22:13:20.Z", "2023-11-14T22:13:20Zjunk",
+                        "2023-11-14T22:13:20+1", "2023-11-14T22:13:20+01:00x", "2023-11-14X22:13:20Z",
+                        "2023-11-14T22:13:20 ", " 2023-11-14", "2023-11-14junk", "2023-1a-14"}) {
+    EXPECT_FALSE(parse_iso8601(s).has_value()) << s;
+  }
+}
+
+// ---- utf8 ----
+
+TEST(Utf8, CountsCodePoints) {
+  EXPECT_EQ(utf8_length(""), 0u);
+  EXPECT_EQ(utf8_length("hello"), 5u);
+  EXPECT_EQ(utf8_length("h\xC3\xA9llo"), 5u);             // é: 2 bytes
+  EXPECT_EQ(utf8_length("\xE6\x97\xA5\xE6\x9C\xAC"), 2u);  // 日本: 3 bytes each
+  EXPECT_EQ(utf8_length("\xF0\x9F\x98\x80"), 1u);          // 😀: one code point, 4 bytes
+  EXPECT_EQ(utf8_length("a\xF0\x9F\x98\x80" "b"), 3u);
+  EXPECT_EQ(utf8_length(std::string_view("a\0b", 3)), 3u);
+  EXPECT_EQ(utf8_length("\xED\x9F\xBF"), 1u);      // U+D7FF, just below the surrogates
+  EXPECT_EQ(utf8_length("\xEE\x80\x80"), 1u);      // U+E000, just above them
+  EXPECT_EQ(utf8_length("\xF4\x8F\xBF\xBF"), 1u);  // U+10FFFF, the last code point
+}
+
+TEST(Utf8, RejectsOverlongs) {
+  EXPECT_FALSE(utf8_length("\xC0\xAF").has_value());          // '/' in 2 bytes
+  EXPECT_FALSE(utf8_length("\xC1\xBF").has_value());
+  EXPECT_FALSE(utf8_length("\xE0\x80\xAF").has_value());      // in 3 bytes
+  EXPECT_FALSE(utf8_length("\xE0\x9F\xBF").has_value());      // U+07FF in 3 bytes
+  EXPECT_FALSE(utf8_length("\xF0\x80\x80\xAF").has_value());  // in 4 bytes
+  EXPECT_FALSE(utf8_length("\xF0\x8F\xBF\xBF").has_value());  // U+FFFF in 4 bytes
+}
+
+TEST(Utf8, RejectsSurrogates) {
+  EXPECT_FALSE(utf8_length("\xED\xA0\x80").has_value());  // U+D800
+  EXPECT_FALSE(utf8_length("\xED\xBF\xBF").has_value());  // U+DFFF
+  // CESU-8 style pair for 😀.
+  EXPECT_FALSE(utf8_length("\xED\xA0\xBD\xED\xB8\x80").has_value());
+}
+
+TEST(Utf8, RejectsTruncatedAndStray) {
+  EXPECT_FALSE(utf8_length("\xC3").has_value());
+  EXPECT_FALSE(utf8_length("\xE6\x97").has_value());
+  EXPECT_FALSE(utf8_length("\xF0\x9F\x98").has_value());
+  EXPECT_FALSE(utf8_length("ok\xF0\x9F\x98").has_value());
+  EXPECT_FALSE(utf8_length("\xE6\x97x").has_value());  // continuation replaced by ASCII
+  EXPECT_FALSE(utf8_length("\x80").has_value());       // lone continuation byte
+  EXPECT_FALSE(utf8_length("\xFF").has_value());
+}
+
+TEST(Utf8, RejectsAboveMax) {
+  EXPECT_FALSE(utf8_length("\xF4\x90\x80\x80").has_value());  // U+110000
+  EXPECT_FALSE(utf8_length("\xF5\x80\x80\x80").has_value());
+  EXPECT_FALSE(utf8_length("\xF8\x88\x80\x80\x80").has_value());  // old 5-byte form
+}
+
+TEST(Utf8, VisibleText) {
+  EXPECT_FALSE(has_visible_text(""));
+  EXPECT_FALSE(has_visible_text("   "));
+  EXPECT_FALSE(has_visible_text(" \t\r\n\v\f"));
+  EXPECT_FALSE(has_visible_text("\xC2\xA0"));          // NBSP
+  EXPECT_FALSE(has_visible_text(" \xC2\xA0\t"));
+  EXPECT_FALSE(has_visible_text("\xE3\x80\x80"));      // ideographic space
+  EXPECT_FALSE(has_visible_text("\xE2\x80\x83"));      // em space
+  EXPECT_TRUE(has_visible_text("a"));
+  EXPECT_TRUE(has_visible_text("  a  "));
+  EXPECT_TRUE(has_visible_text("\xC2\xA0x"));
+  EXPECT_TRUE(has_visible_text("\xF0\x9F\x98\x80"));
+  EXPECT_TRUE(has_visible_text("."));
+}
+
+// ---- ids ----
+
+TEST(Ids, UuidFormat) {
+  std::string u = new_uuid();
+  ASSERT_EQ(u.size(), 36u);
+  for (size_t i = 0; i < u.size(); ++i) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      EXPECT_EQ(u[i], '-') << u;
+    } else {
+      EXPECT_TRUE(std::isxdigit(static_cast<unsigned char>(u[i])) && !std::isupper(static_cast<unsigned char>(u[i])))
+          << u;
+    }
+  }
+  EXPECT_EQ(u[14], '4') << u;                                    // version 4
+  EXPECT_NE(std::string("89ab").find(u[19]), std::string::npos) << u;  // RFC 4122 variant
+  EXPECT_TRUE(is_uuid(u));
+  EXPECT_EQ(normalize_uuid(u), u);
+}
+
+TEST(Ids, UuidsAreUnique) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) seen.insert(new_uuid());
+  EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(Ids, IsUuidNegatives) {
+  EXPECT_TRUE(is_uuid("123e4567-e89b-42d3-a456-426614174000"));
+  EXPECT_TRUE(is_uuid("123E4567-E89B-42D3-A456-426614174000"));  // any case
+  for (const char* s : {"", "123e4567-e89b-42d3-a456-42661417400", "123e4567-e89b-42d3-a456-4266141740000",
+                        "123e4567e89b42d3a456426614174000", "123e4567-e89b-42d3-a456_426614174000",
+                        "123e456-7e89b-42d3-a456-426614174000", "123e4567-e89b-42d3-a456-42661417400g",
+                        "{23e4567-e89b-42d3-a456-426614174000", " 123e4567-e89b-42d3-a456-42661417400"}) {
+    EXPECT_FALSE(is_uuid(s)) << s;
+  }
+}
+
+TEST(Ids, NormalizeLowercases) {
+  EXPECT_EQ(normalize_uuid("123E4567-E89B-42D3-A456-426614174ABC"), "123e4567-e89b-42d3-a456-426614174abc");
+}
+
+TEST(Ids, RandomHex) {
+  std::string h = random_hex(16);
+  ASSERT_EQ(h.size(), 32u);
+  for (char c : h) EXPECT_NE(std::string("0123456789abcdef").find(c), std::string::npos) << h;
+  EXPECT_NE(random_hex(16), h);
+  EXPECT_EQ(random_hex(0), "");
+}
+
+}  // namespace
+}  // namespace parley

@@ -1,0 +1,541 @@
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "store/sqlite_schema.h"
+#include "store/sqlite_store.h"
+
+namespace parley {
+namespace {
+
+// Waits for a known number of async callbacks.
+class Countdown {
+ public:
+  explicit Countdown(int n) : n_(n) {}
+  void done() {
+    std::lock_guard lock(mu_);
+    if (--n_ == 0) cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return n_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_;
+};
+
+Participant member(const std::string& user_id, bool is_admin = false) {
+  Participant p;
+  p.user_id = user_id;
+  p.is_admin = is_admin;
+  return p;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/parley_store_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    dir_ = root_ + "/data";  // not there yet: open must create it
+    reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(root_);
+  }
+
+  void reopen() {
+    store_.reset();
+    auto opened = SqliteStore::open(StoreOptions{dir_, false, 512});
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    store_ = std::move(*opened);
+  }
+
+  User make_user(const std::string& username, std::optional<std::string> phone = std::nullopt) {
+    User u;
+    u.username = username;
+    u.full_name = "Full " + username;
+    u.phone_number = std::move(phone);
+    u.role = "member";
+    auto r = store_->create_user(u);
+    EXPECT_TRUE(r.ok()) << r.error().code;
+    return r.ok() ? *r : User{};
+  }
+
+  Thread make_group(const std::vector<std::string>& user_ids, const std::string& title = "group") {
+    Thread t;
+    t.type = ThreadType::kGroup;
+    t.title = title;
+    t.created_by = user_ids.front();
+    for (const auto& id : user_ids) t.participants.push_back(member(id, id == user_ids[0]));
+    auto r = store_->create_thread(t);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? r->thread : Thread{};
+  }
+
+  Result<Store::CreatedThread> make_direct(const std::string& a, const std::string& b) {
+    Thread t;
+    t.type = ThreadType::kDirect;
+    t.created_by = a;
+    t.participants = {member(a), member(b)};
+    return store_->create_thread(t);
+  }
+
+  Result<AppendResult> send(const std::string& thread_id, const std::string& sender, const std::string& content,
+                            const std::string& client_msg_id = "") {
+    return store_->append_and_wait(AppendRequest{thread_id, sender, content, "text", client_msg_id});
+  }
+
+  std::string root_;
+  std::string dir_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+int pragma_int(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  int v = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+TEST_F(StoreTest, MigratesNewDirAndDataSurvivesReopen) {
+  EXPECT_EQ(store_->describe(), "sqlite:" + dir_ + "/parley.db");
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  Micros last_created = 0;
+  for (int i = 1; i <= 3; ++i) last_created = send(t.id, a.id, "m" + std::to_string(i))->message.created_at;
+
+  store_->close();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(pragma_int(db, "PRAGMA user_version"), latest_schema_version());
+  sqlite3_close(db);
+
+  reopen();  // migrations must be a no-op on an up-to-date database
+  ASSERT_TRUE(store_->user_by_username("alice"));
+  EXPECT_EQ(store_->user_by_username("alice")->id, a.id);
+  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);
+  auto next = send(t.id, b.id, "after reopen");
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->message.seq, 4);  // last_seq survived
+  EXPECT_GT(next->message.created_at, last_created);
+}
+
+TEST_F(StoreTest, OpenRejectsNewerSchema) {
+  store_->close();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  EXPECT_FALSE(SqliteStore::open(StoreOptions{dir_, false, 512}).ok());
+}
+
+TEST_F(StoreTest, UsersFindAndConflicts) {
+  User a = make_user("alice", "+15550001");
+  EXPECT_EQ(a.id.size(), 36u);
+  EXPECT_GT(a.created_at, 0);
+  ASSERT_TRUE(store_->user_by_id(a.id));
+  EXPECT_EQ(store_->user_by_id(a.id)->full_name, "Full alice");
+  EXPECT_EQ(store_->user_by_phone("+15550001")->id, a.id);
+  EXPECT_FALSE(store_->user_by_username("nobody"));
+
+  User dup;
+  dup.username = "alice";
+  dup.role = "member";
+  auto r = store_->create_user(dup);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kConflict);
+  EXPECT_EQ(r.error().code, "username_taken");
+
+  dup.username = "alice2";
+  dup.phone_number = "+15550001";
+  r = store_->create_user(dup);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "phone_taken");
+
+  make_user("nophone1");
+  make_user("nophone2");  // NULL phones never collide
+  EXPECT_EQ(store_->user_count(), 3u);
+}
+
+TEST_F(StoreTest, SearchUsersEscapesWildcardsAndIgnoresCase) {
+  make_user("a_b");
+  make_user("axb");
+  make_user("100%real");
+  make_user("Alice");
+  auto names = [](const std::vector<User>& us) {
+    std::vector<std::string> out;
+    for (const auto& u : us) out.push_back(u.username);
+    return out;
+  };
+  EXPECT_EQ(names(store_->search_users("_", 10)), std::vector<std::string>{"a_b"});
+  EXPECT_EQ(names(store_->search_users("%", 10)), std::vector<std::string>{"100%real"});
+  EXPECT_EQ(names(store_->search_users("ALICE", 10)), std::vector<std::string>{"Alice"});
+  // full_name matches too ("Full ..."), ordered by username, limited.
+  EXPECT_EQ(names(store_->search_users("full", 2)), (std::vector<std::string>{"100%real", "Alice"}));
+}
+
+TEST_F(StoreTest, DirectThreadIsUniquePerPairInBothOrders) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  auto first = make_direct(a.id, b.id);
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(first->created);
+  EXPECT_EQ(first->thread.participants.size(), 2u);
+  auto again = make_direct(b.id, a.id);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->thread.id, first->thread.id);
+
+  auto self = make_direct(a.id, a.id);
+  ASSERT_FALSE(self.ok());
+  EXPECT_EQ(self.error().kind, ErrorKind::kBadInput);
+  auto ghost = make_direct(a.id, "00000000-0000-4000-8000-000000000000");
+  ASSERT_FALSE(ghost.ok());
+  EXPECT_EQ(ghost.error().code, "user_not_found");
+}
+
+TEST_F(StoreTest, ThreadsParticipantsAndMembers) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id});
+  auto members = store_->thread_members(t.id);
+  ASSERT_TRUE(members);
+  EXPECT_EQ(members->user_ids.size(), 2u);
+  EXPECT_EQ(members->admin_ids, std::vector<std::string>{a.id});
+
+  auto added = store_->add_participants(t.id, {b.id, c.id});
+  ASSERT_TRUE(added.ok());
+  EXPECT_EQ(*added, std::vector<std::string>{c.id});  // bob was in already
+  EXPECT_EQ(store_->thread(t.id)->participants.size(), 3u);
+
+  EXPECT_TRUE(store_->remove_participant(t.id, c.id).ok());
+  auto gone = store_->remove_participant(t.id, c.id);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code, "not_a_participant");
+  EXPECT_FALSE(store_->thread("no-such-thread"));
+}
+
+TEST_F(StoreTest, ConcurrentAppendsAreGaplessAndShareCommits) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t1 = make_group({a.id, b.id}, "one");
+  Thread t2 = make_group({a.id, b.id}, "two");
+  constexpr int kWriters = 4, kPerWriter = 250;
+  const uint64_t commits_before = store_->commit_count();
+
+  std::mutex mu;
+  std::map<std::string, std::vector<int64_t>> seqs;
+  Countdown pending(kWriters * kPerWriter);
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < kPerWriter; ++i) {
+        const Thread& t = (i % 2) ? t1 : t2;
+        store_->append(AppendRequest{t.id, w % 2 ? a.id : b.id, "x", "text", ""}, [&](Result<AppendResult> r) {
+          if (r.ok()) {
+            std::lock_guard lock(mu);
+            seqs[r->message.thread_id].push_back(r->message.seq);
+          }
+          pending.done();
+        });
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  pending.wait();
+
+  for (const Thread* t : {&t1, &t2}) {
+    auto& got = seqs[t->id];
+    std::sort(got.begin(), got.end());
+    ASSERT_EQ(got.size(), 500u);
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], static_cast<int64_t>(i + 1));
+    EXPECT_EQ(store_->thread(t->id)->last_seq, 500);
+    EXPECT_EQ(store_->messages_after(t->id, 0, 1000).size(), 500u);
+  }
+  const uint64_t commits = store_->commit_count() - commits_before;
+  EXPECT_GE(commits, 1u);
+  EXPECT_LT(commits, 1000u);  // group commit: many appends per transaction
+}
+
+TEST_F(StoreTest, ClientMsgIdMakesAppendIdempotent) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t1 = make_group({a.id, b.id});
+  Thread t2 = make_group({a.id, b.id});
+  auto first = send(t1.id, a.id, "hello", "c-1");
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->duplicate);
+  EXPECT_EQ(first->message.sender.username, "alice");
+
+  auto again = send(t1.id, a.id, "hello (retry)", "c-1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->duplicate);
+  EXPECT_EQ(again->message.id, first->message.id);
+  EXPECT_EQ(again->message.seq, first->message.seq);
+  EXPECT_EQ(again->message.content, "hello");  // the original, not the retry
+  EXPECT_EQ(again->message.sender.username, "alice");
+
+  auto other_sender = send(t1.id, b.id, "hi", "c-1");
+  ASSERT_TRUE(other_sender.ok());
+  EXPECT_FALSE(other_sender->duplicate);
+  EXPECT_EQ(other_sender->message.seq, 2);
+  auto other_thread = send(t2.id, a.id, "hi", "c-1");
+  ASSERT_TRUE(other_thread.ok());
+  EXPECT_FALSE(other_thread->duplicate);
+  auto no_id = send(t1.id, a.id, "no id");
+  auto no_id2 = send(t1.id, a.id, "no id");
+  EXPECT_FALSE(no_id->duplicate);
+  EXPECT_FALSE(no_id2->duplicate);  // empty client_msg_id never dedups
+  EXPECT_EQ(store_->thread(t1.id)->last_seq, 4);
+}
+
+TEST_F(StoreTest, FailingOpInBatchDoesNotFailTheOthers) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+
+  // Hold the writer inside the first append's callback so the next three
+  // appends queue up and are committed together as one batch.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> blocked;
+  store_->append(AppendRequest{t.id, a.id, "first", "text", ""}, [&](Result<AppendResult>) {
+    blocked.set_value();
+    released.wait();
+  });
+  blocked.get_future().wait();
+  const uint64_t commits_before = store_->commit_count();
+
+  std::vector<std::optional<Result<AppendResult>>> results(3);
+  Countdown pending(3);
+  const std::string targets[] = {t.id, "no-such-thread", t.id};
+  for (int i = 0; i < 3; ++i) {
+    store_->append(AppendRequest{targets[i], b.id, "m" + std::to_string(i), "text", ""},
+                   [&, i](Result<AppendResult> r) {
+                     results[i].emplace(std::move(r));
+                     pending.done();
+                   });
+  }
+  release.set_value();
+  pending.wait();
+
+  EXPECT_EQ(store_->commit_count() - commits_before, 1u);  // all three in one commit
+  ASSERT_TRUE(results[0]->ok());
+  EXPECT_EQ((*results[0])->message.seq, 2);
+  ASSERT_FALSE(results[1]->ok());
+  EXPECT_EQ(results[1]->error().code, "thread_not_found");
+  ASSERT_TRUE(results[2]->ok());
+  EXPECT_EQ((*results[2])->message.seq, 3);
+  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);
+}
+
+TEST_F(StoreTest, MessagesAfterAndBeforePage) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  for (int i = 1; i <= 10; ++i) send(t.id, a.id, std::to_string(i));
+  auto seqs = [](const std::vector<Message>& ms) {
+    std::vector<int64_t> out;
+    for (const auto& m : ms) out.push_back(m.seq);
+    return out;
+  };
+  EXPECT_EQ(seqs(store_->messages_after(t.id, 0, 3)), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(seqs(store_->messages_after(t.id, 8, 5)), (std::vector<int64_t>{9, 10}));
+  EXPECT_EQ(seqs(store_->messages_before(t.id, 0, 3)), (std::vector<int64_t>{8, 9, 10}));
+  EXPECT_EQ(seqs(store_->messages_before(t.id, 8, 3)), (std::vector<int64_t>{5, 6, 7}));
+  EXPECT_EQ(seqs(store_->messages_before(t.id, 2, 5)), (std::vector<int64_t>{1}));
+  EXPECT_TRUE(store_->messages_after(t.id, 0, -1).empty());  // never "no limit"
+  auto m = store_->message(store_->messages_after(t.id, 4, 1).front().id);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->content, "5");
+  EXPECT_EQ(m->sender.username, "alice");
+}
+
+TEST_F(StoreTest, MessagesSinceChainsWithoutSkipsOrRepeats) {
+  User me = make_user("me");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  User outsider = make_user("outsider");
+  Thread t1 = make_group({me.id, b.id});
+  Thread t2 = make_group({me.id, c.id});
+  Thread other = make_group({b.id, outsider.id});  // not mine: never delivered to me
+
+  // Fired without waiting, so many land in the same millisecond (and batch).
+  const User* senders[] = {&me, &b, &c};
+  Countdown pending(300);
+  for (int i = 0; i < 300; ++i) {
+    const User& s = *senders[i % 3];
+    const Thread& t = (i % 5 == 0) ? other : (s.id == c.id ? t2 : (s.id == b.id ? t1 : (i % 2 ? t1 : t2)));
+    const std::string& sender = (&t == &other) ? outsider.id : s.id;
+    store_->append(AppendRequest{t.id, sender, std::to_string(i), "text", ""},
+                   [&](Result<AppendResult> r) {
+                     EXPECT_TRUE(r.ok());
+                     pending.done();
+                   });
+  }
+  pending.wait();
+
+  std::set<std::string> expected;
+  for (const Thread* t : {&t1, &t2})
+    for (const auto& m : store_->messages_after(t->id, 0, 1000))
+      if (m.sender_id != me.id) expected.insert(m.id);
+  ASSERT_GT(expected.size(), 100u);
+
+  std::vector<std::string> got;
+  Micros cursor = 0, prev_created = 0;
+  for (int calls = 0; calls < 1000; ++calls) {
+    OfflinePage page = store_->messages_since(me.id, cursor, 7);
+    ASSERT_LE(page.messages.size(), 7u);
+    for (const auto& m : page.messages) {
+      EXPECT_NE(m.sender_id, me.id);
+      EXPECT_GT(m.created_at, prev_created);  // ascending, across pages too
+      prev_created = m.created_at;
+      got.push_back(m.id);
+    }
+    EXPECT_GE(page.cursor, cursor);
+    cursor = page.cursor;
+    if (!page.has_more) break;
+  }
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_EQ(std::set<std::string>(got.begin(), got.end()), expected);  // with the size: each exactly once
+
+  // The cursor moved past my own trailing messages; nothing new means an empty page.
+  send(t1.id, me.id, "mine, last");
+  OfflinePage tail = store_->messages_since(me.id, cursor, 7);
+  EXPECT_TRUE(tail.messages.empty());
+  EXPECT_FALSE(tail.has_more);
+  EXPECT_GT(tail.cursor, cursor);
+  auto fresh = send(t2.id, c.id, "new");
+  OfflinePage next = store_->messages_since(me.id, tail.cursor, 7);
+  ASSERT_EQ(next.messages.size(), 1u);
+  EXPECT_EQ(next.messages[0].id, fresh->message.id);
+}
+
+TEST_F(StoreTest, UnreadCountsAndMarkRead) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  Thread quiet = make_group({a.id, b.id});
+  for (int i = 0; i < 5; ++i) send(t.id, b.id, "from bob");
+  send(t.id, a.id, "from alice");  // own message: read, and moves alice's mark to 6
+
+  auto counts = [&](const std::string& user) {
+    std::map<std::string, int64_t> out;
+    for (const auto& u : store_->unread_counts(user)) out[u.thread_id] = u.unread_count;
+    return out;
+  };
+  EXPECT_EQ(counts(a.id), (std::map<std::string, int64_t>{{t.id, 0}, {quiet.id, 0}}));
+  EXPECT_EQ(counts(b.id), (std::map<std::string, int64_t>{{t.id, 1}, {quiet.id, 0}}));
+
+  send(t.id, b.id, "more");
+  send(t.id, b.id, "more");
+  EXPECT_EQ(counts(a.id)[t.id], 2);
+  auto r = store_->mark_read(t.id, a.id, 7);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, 7);
+  EXPECT_EQ(counts(a.id)[t.id], 1);
+  EXPECT_EQ(*store_->mark_read(t.id, a.id, 3), 7);    // never back
+  EXPECT_EQ(*store_->mark_read(t.id, a.id, 100), 8);  // clamped to last_seq
+  EXPECT_EQ(counts(a.id)[t.id], 0);
+  EXPECT_EQ(*store_->mark_read(t.id, b.id, 0), 8);  // 0 = everything
+  EXPECT_EQ(*store_->mark_read(quiet.id, b.id, 0), 0);
+
+  User c = make_user("carol");
+  auto outsider = store_->mark_read(t.id, c.id, 1);
+  ASSERT_FALSE(outsider.ok());
+  EXPECT_EQ(outsider.error().code, "not_a_participant");
+}
+
+TEST_F(StoreTest, ThreadsForUserNewestFirstWithSummary) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread older = make_group({a.id, b.id}, "older");
+  Thread newer = make_group({a.id, b.id}, "newer");
+  send(newer.id, b.id, "n1");
+  send(older.id, b.id, "o1");
+  send(older.id, b.id, "o2");  // older now has the newest activity
+
+  auto list = store_->threads_for_user(a.id);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].thread.id, older.id);
+  EXPECT_EQ(list[0].unread_count, 2);
+  ASSERT_TRUE(list[0].last_message);
+  EXPECT_EQ(list[0].last_message->content, "o2");
+  EXPECT_EQ(list[0].last_message->sender.username, "bob");
+  ASSERT_EQ(list[0].thread.participants.size(), 2u);
+  for (const auto& p : list[0].thread.participants) {
+    EXPECT_FALSE(p.username.empty());
+    EXPECT_EQ(p.full_name, "Full " + p.username);
+    EXPECT_EQ(p.role, "member");
+  }
+  EXPECT_EQ(list[1].thread.id, newer.id);
+  EXPECT_EQ(list[1].unread_count, 1);
+  EXPECT_TRUE(store_->threads_for_user(make_user("loner").id).empty());
+}
+
+TEST_F(StoreTest, ContentIsStoredVerbatim) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  const std::string sql = "'); DROP TABLE messages;--";
+  const std::string multibyte = "héllo 世界 👋🏽 👨‍👩‍👧 \xF0\x9F\x92\xA9 e\xCC\x81";
+  const std::string with_nul("a\0b", 3);
+  for (const std::string& content : {sql, multibyte, with_nul}) {
+    auto sent = send(t.id, a.id, content, content);  // also as client_msg_id
+    ASSERT_TRUE(sent.ok());
+    auto stored = store_->message(sent->message.id);
+    ASSERT_TRUE(stored);
+    EXPECT_EQ(stored->content, content);
+    EXPECT_EQ(stored->content.size(), content.size());
+    EXPECT_EQ(stored->client_msg_id, content);
+  }
+  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);  // the table is still there
+  EXPECT_EQ(store_->search_users("'", 10).size(), 0u);
+}
+
+TEST_F(StoreTest, CloseDrainsQueuedWritesThenRefuses) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 100; ++i)
+    store_->append(AppendRequest{t.id, a.id, "x", "text", ""}, [&](Result<AppendResult> r) { ok += r.ok(); });
+  store_->close();
+  EXPECT_EQ(ok.load(), 100);
+
+  std::optional<Error> refused;
+  store_->append(AppendRequest{t.id, a.id, "late", "text", ""}, [&](Result<AppendResult> r) {
+    if (!r.ok()) refused = r.error();
+  });
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->kind, ErrorKind::kUnavailable);
+
+  reopen();
+  EXPECT_EQ(store_->thread(t.id)->last_seq, 100);
+}
+
+TEST_F(StoreTest, OpenSqliteStoreFactory) {
+  store_.reset();
+  auto s = open_sqlite_store(StoreOptions{dir_, true, 8});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((*s)->user_count(), 0u);
+}
+
+}  // namespace
+}  // namespace parley
