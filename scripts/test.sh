@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test: installs dependencies, builds, then CTest runs the
+# GoogleTest unit tests and the end-to-end suites (the real server on
+# loopback, driven by Node's ws and Python's websockets). Arguments go to ctest
+# (e.g. -L unit, -R e2e.dm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+./scripts/build.sh
+cd "${BUILD_DIR:-build}"
+ctest --output-on-failure -j "$(nproc)" "$@"
