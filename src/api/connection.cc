@@ -18,30 +18,6 @@ constexpr uint16_t kCloseAuthTimeout = 4408;
 constexpr uint16_t kCloseTooManyConnections = 4429;
 constexpr uint16_t kClosePolicy = 1008;
 
-// ---------------------------------------------------------------- registry
-
-bool ConnectionRegistry::try_add(const std::string& user_id) {
-  std::lock_guard lock(mu_);
-  int& n = counts_[user_id];
-  if (n >= max_per_user_) {
-    if (n == 0) counts_.erase(user_id);
-    return false;
-  }
-  ++n;
-  return true;
-}
-
-void ConnectionRegistry::remove(const std::string& user_id) {
-  std::lock_guard lock(mu_);
-  auto it = counts_.find(user_id);
-  if (it != counts_.end() && --it->second <= 0) counts_.erase(it);
-}
-
-size_t ConnectionRegistry::users_online() {
-  std::lock_guard lock(mu_);
-  return counts_.size();
-}
-
 // ---------------------------------------------------------------- lifecycle
 
 Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport)
@@ -56,7 +32,7 @@ Connection::~Connection() = default;
 void Connection::on_open(std::optional<User> user, std::string token) {
   Metrics::get().connections.fetch_add(1, std::memory_order_relaxed);
   Metrics::get().connections_total.fetch_add(1, std::memory_order_relaxed);
-  if (user) return authenticated(std::move(*user), token);
+  if (user) return authenticated(std::move(*user), token, nullptr);
   auto t = transport_.lock();
   if (!t) return;
   std::weak_ptr<Connection> weak = weak_from_this();
@@ -67,14 +43,14 @@ void Connection::on_open(std::optional<User> user, std::string token) {
   });
 }
 
-void Connection::authenticated(User user, const std::string& token) {
+void Connection::authenticated(User user, const std::string& token, const json::value& request_id) {
   bool renewal = authed_;
   if (renewal && user.id != user_.id) {
     send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
     return close(kCloseUnauthorized, "token is for another user");
   }
   if (!renewal) {
-    if (!ctx_.registry.try_add(user.id)) {
+    if (!ctx_.chat.presence().connect(user.id)) {
       send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
       return close(kCloseTooManyConnections, "too many connections for this user");
     }
@@ -90,6 +66,10 @@ void Connection::authenticated(User user, const std::string& token) {
   // Close when the token expires, unless an `auth` frame renews it first.
   auto exp = ctx_.chat.token_expiry(token);
   token_exp_ = exp ? *exp : 0;
+  if (renewal)
+    send(encode_frame("auth_renewed", json::object{{"user_id", user_.id},
+                                                   {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
+                      request_id));
   if (token_exp_ > 0) {
     auto t = transport_.lock();
     if (!t) return;
@@ -110,8 +90,14 @@ void Connection::on_close() {
   closed_ = true;
   Metrics::get().connections.fetch_sub(1, std::memory_order_relaxed);
   if (authed_) ctx_.hub.remove(this);
-  if (registered_) ctx_.registry.remove(user_.id);
-  if (authed_) ctx_.chat.store().set_last_seen(user_.id, now_micros());
+  if (authed_) {
+    auto typing = std::move(typing_);
+    for (const auto& [thread_id, gen] : typing) {
+      json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", false}};
+      ctx_.chat.relay(user_.id, thread_id, "typing", std::move(fields), session_id_);
+    }
+  }
+  if (registered_) ctx_.chat.presence().disconnect(user_.id);
 }
 
 // ---------------------------------------------------------------- inbound
@@ -165,11 +151,8 @@ void Connection::handle(ClientFrame f) {
     }
     case ClientType::kJoinChat: return on_join_chat(std::move(f));
     case ClientType::kMarkAsRead: return on_mark_read(std::move(f));
-    case ClientType::kMessageReceived:
-      // Delivery receipts: acknowledged here; forwarding them to the sender
-      // (message_delivered) is the live-chat issue's work.
-      return;
-    case ClientType::kTyping: return on_relay(std::move(f), "typing");
+    case ClientType::kMessageReceived: return on_delivered(std::move(f));
+    case ClientType::kTyping: return on_typing(std::move(f));
     case ClientType::kCallOffer: return on_relay(std::move(f), "call_offer");
     case ClientType::kCallAnswer: return on_relay(std::move(f), "call_answer");
     case ClientType::kIceCandidate: return on_relay(std::move(f), "ice_candidate");
@@ -187,7 +170,7 @@ void Connection::on_auth_frame(ClientFrame f) {
         self->send_error(user.error(), f.request_id);
         return self->close(kCloseUnauthorized, "authentication failed");
       }
-      self->authenticated(*user, f.token);
+      self->authenticated(*user, f.token, f.request_id);
     };
   });
 }
@@ -293,16 +276,50 @@ void Connection::on_join_chat(ClientFrame f) {
 }
 
 void Connection::on_relay(ClientFrame f, std::string_view type) {
-  json::object fields;
-  fields["from_user_id"] = user_.id;
-  if (f.type == ClientType::kTyping) {
-    fields["user_id"] = user_.id;
-    fields["is_typing"] = f.is_typing;
-  } else {
-    fields["payload"] = f.payload;
-  }
+  json::object fields{{"from_user_id", user_.id}, {"payload", f.payload}};
   auto st = ctx_.chat.relay(user_.id, f.thread_id, std::string(type), std::move(fields), session_id_);
   if (!st) send_error(st.error(), f.request_id);
+}
+
+// Typing relays as it comes; a client that goes quiet (or away) without
+// saying is_typing:false is stopped for it after typing_timeout_seconds.
+void Connection::on_typing(ClientFrame f) {
+  json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", f.is_typing}};
+  auto st = ctx_.chat.relay(user_.id, f.thread_id, "typing", std::move(fields), session_id_);
+  if (!st) return send_error(st.error(), f.request_id);
+  if (!f.is_typing) {
+    typing_.erase(f.thread_id);
+    return;
+  }
+  uint64_t gen = ++typing_generation_;
+  typing_[f.thread_id] = gen;
+  auto t = transport_.lock();
+  if (!t) return;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  t->schedule(std::chrono::seconds(ctx_.chat.config().limits.typing_timeout_seconds),
+              [weak, thread_id = f.thread_id, gen] {
+                auto self = weak.lock();
+                if (!self || self->closed_) return;
+                auto it = self->typing_.find(thread_id);
+                if (it == self->typing_.end() || it->second != gen) return;
+                self->stop_typing(thread_id);
+              });
+}
+
+void Connection::stop_typing(const std::string& thread_id) {
+  typing_.erase(thread_id);
+  json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", false}};
+  ctx_.chat.relay(user_.id, thread_id, "typing", std::move(fields), session_id_);
+}
+
+void Connection::on_delivered(ClientFrame f) {
+  auto self = shared_from_this();
+  off_loop([self, f]() -> std::function<void()> {
+    auto st = self->ctx_.chat.acknowledge_delivery(self->user_.id, f.message_id);
+    return [self, f, st] {
+      if (!st) self->send_error(st.error(), f.request_id);
+    };
+  });
 }
 
 // ---------------------------------------------------------------- outbound

@@ -25,27 +25,10 @@
 
 namespace parley {
 
-class ConnectionRegistry;
-
 struct ConnectionContext {
   ChatService& chat;
   ThreadPool& workers;
   Hub& hub;
-  ConnectionRegistry& registry;
-};
-
-// Counts connections per user across all loops, to enforce the per-user limit.
-class ConnectionRegistry {
- public:
-  explicit ConnectionRegistry(int max_per_user) : max_per_user_(max_per_user) {}
-  bool try_add(const std::string& user_id);
-  void remove(const std::string& user_id);
-  size_t users_online();
-
- private:
-  std::mutex mu_;
-  std::unordered_map<std::string, int> counts_;
-  int max_per_user_;
 };
 
 class Connection final : public ClientSession, public std::enable_shared_from_this<Connection> {
@@ -65,7 +48,7 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void deliver(const BusEvent& event) override;
 
  private:
-  void authenticated(User user, const std::string& token);
+  void authenticated(User user, const std::string& token, const boost::json::value& request_id);
   void handle(ClientFrame frame);
   void on_auth_frame(ClientFrame frame);
   void on_send(ClientFrame frame);
@@ -74,6 +57,9 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void on_mark_read(ClientFrame frame);
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);
+  void on_typing(ClientFrame frame);
+  void stop_typing(const std::string& thread_id);
+  void on_delivered(ClientFrame frame);
   bool take_token();
 
   void send(std::string frame);
@@ -92,6 +78,10 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   bool closed_ = false;
   int64_t token_exp_ = 0;
   DeliveryCursor cursor_;
+  // Threads this connection is typing in, with the generation of the timer
+  // that will stop it (a newer `typing` bumps it).
+  std::unordered_map<std::string, uint64_t> typing_;
+  uint64_t typing_generation_ = 0;
   // Token bucket for client frames.
   double tokens_;
   int64_t refilled_at_us_;

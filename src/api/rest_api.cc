@@ -259,6 +259,16 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     for (const auto& u : chat_.search_users(q, 50)) arr.push_back(user_json(u));
     return success(200, json::object{{"users", std::move(arr)}});
   }
+  if (route("GET", {"api", "users", "*", "presence"})) {
+    if (!is_uuid(parts[2])) return failure(not_found("user_not_found", "no such user"));
+    std::string id = normalize_uuid(parts[2]);
+    auto p = chat_.presence_of(id);
+    if (!p) return failure(p.error());
+    return success(200, json::object{{"user_id", id},
+                                     {"online", p->online},
+                                     {"last_seen", p->last_seen ? json::value(iso8601_millis(p->last_seen))
+                                                                : json::value(nullptr)}});
+  }
   if (route("GET", {"api", "users", "*"})) {
     if (!is_uuid(parts[2])) return failure(not_found("user_not_found", "no such user"));
     auto u = chat_.user(normalize_uuid(parts[2]));

@@ -51,7 +51,8 @@ ChatService::ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifi
       jwt_(std::move(jwt)),
       config_(config),
       login_limiter_(config.limits.login_failures_per_account, config.limits.login_failures_per_address,
-                     config.limits.login_window_seconds) {}
+                     config.limits.login_window_seconds),
+      presence_(config.limits.max_connections_per_user, std::chrono::seconds(config.limits.presence_grace_seconds)) {}
 
 // ---------------------------------------------------------------- identity
 
@@ -262,10 +263,35 @@ Result<Thread> ChatService::thread(const User& actor, const std::string& thread_
   if (!m) return m.error();
   auto t = store_.thread(thread_id);
   if (!t) return not_yours();
+  annotate(*t, {});
   return *t;
 }
 
-std::vector<ThreadSummary> ChatService::threads(const User& actor) { return store_.threads_for_user(actor.id); }
+std::vector<ThreadSummary> ChatService::threads(const User& actor) {
+  auto out = store_.threads_for_user(actor.id);
+  for (auto& s : out) {
+    std::vector<Message*> last;
+    if (s.last_message) last.push_back(&*s.last_message);
+    annotate(s.thread, std::move(last));
+  }
+  return out;
+}
+
+// A message's status, as its sender sees it: `read` once any other
+// participant has read up to it, else `delivered` once any other
+// participant's client acknowledged it, else `sent`.
+void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const {
+  for (auto& p : thread.participants) p.online = presence_.online(p.user_id);
+  for (Message* m : messages) {
+    int64_t read = 0, delivered = 0;
+    for (const auto& p : thread.participants) {
+      if (p.user_id == m->sender_id) continue;
+      read = std::max(read, p.last_read_seq);
+      delivered = std::max({delivered, p.last_delivered_seq, p.last_read_seq});
+    }
+    m->status = m->seq <= read ? "read" : m->seq <= delivered ? "delivered" : "sent";
+  }
+}
 
 Result<Thread> ChatService::direct_thread(const User& actor, const std::string& username) {
   std::string name = lowercase(username);
@@ -405,8 +431,14 @@ Result<std::vector<Message>> ChatService::history(const User& actor, const std::
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
   if (q.limit < 1 || q.limit > 200) return bad_input("invalid_limit", "limit must be between 1 and 200");
-  if (q.after_seq >= 0) return store_.messages_after(thread_id, q.after_seq, q.limit);
-  return store_.messages_before(thread_id, q.before_seq, q.limit);
+  auto ms = q.after_seq >= 0 ? store_.messages_after(thread_id, q.after_seq, q.limit)
+                             : store_.messages_before(thread_id, q.before_seq, q.limit);
+  if (auto t = store_.thread(thread_id)) {
+    std::vector<Message*> ptrs;
+    for (auto& m : ms) ptrs.push_back(&m);
+    annotate(*t, std::move(ptrs));
+  }
+  return ms;
 }
 
 Result<std::vector<Message>> ChatService::replay(const std::string& user_id, const std::string& thread_id,
@@ -443,8 +475,14 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
   auto others = std::make_shared<std::vector<std::string>>();
-  for (const auto& id : (*m)->user_ids)
-    if (id != user_id) others->push_back(id);
+  bool anyone_online = false;
+  for (const auto& id : (*m)->user_ids) {
+    if (id == user_id) continue;
+    others->push_back(id);
+    anyone_online = anyone_online || presence_.online(id);
+  }
+  if (type == "call_offer" && !anyone_online)
+    return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
   fields["thread_id"] = thread_id;
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = thread_id;
@@ -453,6 +491,46 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
   ev->exclude_session = origin_session;
   bus_.publish(std::move(ev));
   return Ok{};
+}
+
+// ---------------------------------------------------------------- receipts and presence
+
+Status ChatService::acknowledge_delivery(const std::string& user_id, const std::string& message_id) {
+  auto msg = store_.message(message_id);
+  // An unknown message and one in someone else's thread get the same answer.
+  if (!msg) return not_yours();
+  auto m = require_member(user_id, msg->thread_id);
+  if (!m) return m.error();
+  if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
+  auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
+  if (!before) return before.error();
+  auto ev = std::make_shared<BusEvent>();
+  ev->thread_id = msg->thread_id;
+  ev->recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{msg->sender_id});
+  ev->frame = std::make_shared<const Frame>(encode_frame(
+      "message_delivered",
+      json::object{{"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
+  bus_.publish(std::move(ev));
+  return Ok{};
+}
+
+void ChatService::announce_presence(const std::string& user_id, bool online) {
+  Micros seen = now_micros();
+  if (!online) store_.set_last_seen(user_id, seen);
+  auto contacts = store_.contacts(user_id);
+  if (contacts.empty()) return;
+  auto ev = std::make_shared<BusEvent>();
+  ev->recipients = std::make_shared<const std::vector<std::string>>(std::move(contacts));
+  ev->frame = std::make_shared<const Frame>(encode_frame(
+      "presence", json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
+  bus_.publish(std::move(ev));
+  spdlog::debug("event=presence user_id={} online={}", user_id, online);
+}
+
+Result<ChatService::PresenceInfo> ChatService::presence_of(const std::string& user_id) {
+  auto u = store_.user_by_id(user_id);
+  if (!u) return not_found("user_not_found", "no such user");
+  return PresenceInfo{presence_.online(user_id), u->last_seen};
 }
 
 }  // namespace parley

@@ -21,6 +21,7 @@
 #include "auth/jwt.h"
 #include "auth/login_limiter.h"
 #include "bus/bus.h"
+#include "chat/presence.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "model/model.h"
@@ -113,8 +114,22 @@ class ChatService {
   Result<int64_t> mark_read(const std::string& user_id, const std::string& thread_id, int64_t up_to_seq,
                             const std::string& origin_session = "");
 
+  // --- receipts and presence ---
+  // A recipient's client acknowledged a message: records it and tells the
+  // sender's connections (message_delivered). Blocking.
+  Status acknowledge_delivery(const std::string& user_id, const std::string& message_id);
+  // Tells everyone who shares a thread with the user (presence). Blocking.
+  void announce_presence(const std::string& user_id, bool online);
+  struct PresenceInfo {
+    bool online = false;
+    Micros last_seen = 0;
+  };
+  Result<PresenceInfo> presence_of(const std::string& user_id);
+  Presence& presence() { return presence_; }
+
   // --- relays (not stored) ---
-  // typing and call signalling to the thread's other participants.
+  // typing and call signalling to the thread's other participants. A
+  // call_offer with no other participant online fails with callee_offline.
   Status relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
                boost::json::object fields, const std::string& origin_session);
 
@@ -134,12 +149,15 @@ class ChatService {
   void store_and_publish(SendRequest request, std::shared_ptr<const ThreadMembers> members, SendCallback done);
   void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);
   Result<User> provision(const JwtClaims& claims);
+  // Fills the sender-relative status of each message and who is online.
+  void annotate(Thread& thread, std::vector<Message*> messages) const;
 
   Store& store_;
   Bus& bus_;
   std::shared_ptr<const JwtVerifier> jwt_;
   const Config& config_;
   LoginLimiter login_limiter_;
+  Presence presence_;
 
   std::shared_mutex members_mu_;
   std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members_;

@@ -41,6 +41,9 @@ struct Participant {
   bool is_admin = false;
   int64_t last_read_seq = 0;
   Micros joined_at = 0;
+  int64_t last_delivered_seq = 0;  // highest seq this participant's client acknowledged
+  Micros last_seen = 0;            // the user's, 0 = never
+  bool online = false;             // filled by the chat service, not stored
 };
 
 struct Thread {

@@ -23,18 +23,30 @@ struct Server::Impl {
       : config(c),
         chat(ch),
         workers(w),
-        registry(c.limits.max_connections_per_user),
         rest(ch, HealthInfo{[] { return static_cast<size_t>(std::max<int64_t>(Metrics::get().connections.load(), 0)); },
-                            [this] { return registry.users_online(); }, std::move(bus_name)}) {
+                            [&ch] { return ch.presence().users_online(); }, std::move(bus_name)}) {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
       loop->ctx = std::make_unique<LoopContext>(
-          LoopContext{loop->io, config, chat, rest, workers, loop->hub, registry});
+          LoopContext{loop->io, config, chat, rest, workers, loop->hub});
       asio::io_context* io = &loop->io;
       fanout.add_loop(&loop->hub, [io](std::function<void()> fn) { asio::post(*io, std::move(fn)); });
       loops.push_back(std::move(loop));
     }
+    // Presence grace timers run on the first loop; announcements need the
+    // store, so they go to the workers.
+    asio::io_context* timers = &loops[0]->io;
+    chat.presence().set_hooks(
+        [timers](std::chrono::milliseconds delay, std::function<void()> fn) {
+          auto t = std::make_shared<asio::steady_timer>(*timers, delay);
+          t->async_wait([t, fn = std::move(fn)](boost::system::error_code ec) {
+            if (!ec) fn();
+          });
+        },
+        [&ch, &w](const std::string& user_id, bool online) {
+          w.submit([&ch, user_id, online] { ch.announce_presence(user_id, online); });
+        });
   }
 
   void accept() {
@@ -55,7 +67,6 @@ struct Server::Impl {
   const Config& config;
   ChatService& chat;
   ThreadPool& workers;
-  ConnectionRegistry registry;
   RestApi rest;
   Fanout fanout;
   std::vector<std::unique_ptr<Loop>> loops;

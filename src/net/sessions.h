@@ -20,7 +20,6 @@ struct LoopContext {
   RestApi& rest;
   ThreadPool& workers;
   Hub& hub;
-  ConnectionRegistry& registry;
 };
 
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.

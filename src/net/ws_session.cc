@@ -36,7 +36,7 @@ class WsSession final : public Transport, public std::enable_shared_from_this<Ws
                            token = std::move(token)](boost::system::error_code ec) mutable {
       if (ec) return;
       self->conn_ = std::make_shared<Connection>(
-          ConnectionContext{self->loop_.chat, self->loop_.workers, self->loop_.hub, self->loop_.registry},
+          ConnectionContext{self->loop_.chat, self->loop_.workers, self->loop_.hub},
           self->weak_from_this());
       self->conn_->on_open(std::move(user), std::move(token));
       self->read();

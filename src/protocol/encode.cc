@@ -59,7 +59,10 @@ json::object thread_json(const Thread& t) {
                               {"role", p.role},
                               {"is_admin", p.is_admin},
                               {"last_read_seq", p.last_read_seq},
-                              {"joined_at", iso8601_millis(p.joined_at)}});
+                              {"last_delivered_seq", p.last_delivered_seq},
+                              {"joined_at", iso8601_millis(p.joined_at)},
+                              {"online", p.online},
+                              {"last_seen", p.last_seen ? json::value(iso8601_millis(p.last_seen)) : json::value(nullptr)}});
   }
   o["participants"] = std::move(ps);
   return o;

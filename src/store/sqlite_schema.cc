@@ -66,6 +66,10 @@ CREATE TABLE messages (
 -- keep that proportional to the user's own traffic, not the whole store's.
 CREATE INDEX messages_by_thread_time ON messages(thread_id, created_at);
 )sql"},
+    // Delivery receipts: the highest seq each participant's client acknowledged.
+    {2, R"sql(
+ALTER TABLE participants ADD COLUMN last_delivered_seq INTEGER NOT NULL DEFAULT 0;
+)sql"},
 };
 
 int user_version(sqlite3* db) {

@@ -273,12 +273,14 @@ bool user_exists(SqliteConn& c, const std::string& id) {
 
 std::vector<Participant> load_participants(SqliteConn& c, const std::string& thread_id) {
   auto st = c.prepare(
-      "SELECT p.user_id, u.username, u.full_name, u.role, p.is_admin, p.last_read_seq, p.joined_at "
+      "SELECT p.user_id, u.username, u.full_name, u.role, p.is_admin, p.last_read_seq, p.joined_at, "
+      "p.last_delivered_seq, u.last_seen "
       "FROM participants p JOIN users u ON u.id = p.user_id WHERE p.thread_id = ? ORDER BY p.joined_at, p.user_id");
   st.bind(thread_id);
   std::vector<Participant> out;
   while (st.row())
-    out.push_back(Participant{st.text(0), st.text(1), st.text(2), st.text(3), st.i64(4) != 0, st.i64(5), st.i64(6)});
+    out.push_back(Participant{st.text(0), st.text(1), st.text(2), st.text(3), st.i64(4) != 0, st.i64(5), st.i64(6),
+                              st.i64(7), st.i64(8)});
   log_read_error(c, st, "load_participants");
   return out;
 }
@@ -875,6 +877,34 @@ Result<int64_t> SqliteStore::write_read_mark(const std::string& thread_id, const
   st.bind(target, thread_id, user_id);
   if (!st.done()) return storage_error(c, st.error(), "mark_read");
   return target;
+}
+
+Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) {
+  return submit_and_wait<int64_t>([this, thread_id, user_id, seq]() -> Result<int64_t> {
+    SqliteConn& c = *writer_conn_;
+    auto st = c.prepare(
+        "UPDATE participants SET last_delivered_seq = MAX(last_delivered_seq, ?) "
+        "WHERE thread_id = ? AND user_id = ? RETURNING last_delivered_seq");
+    st.bind(seq, thread_id, user_id);
+    if (!st.row()) {
+      if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "mark_delivered");
+      return not_found("not_a_participant", "user is not in this thread");
+    }
+    return st.i64(0);
+  });
+}
+
+std::vector<std::string> SqliteStore::contacts(const std::string& user_id) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(
+        "SELECT DISTINCT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
+        "WHERE p.user_id = ? AND o.user_id <> p.user_id");
+    st.bind(user_id);
+    std::vector<std::string> out;
+    while (st.row()) out.push_back(st.text(0));
+    log_read_error(c, st, "contacts");
+    return out;
+  });
 }
 
 // ---------------------------------------------------------------- read pool

@@ -54,6 +54,8 @@ class SqliteStore final : public Store {
   OfflinePage messages_since(const std::string& user_id, Micros since, int limit) override;
 
   std::vector<UnreadCount> unread_counts(const std::string& user_id) override;
+  Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
+  std::vector<std::string> contacts(const std::string& user_id) override;
   Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
   std::string describe() const override;

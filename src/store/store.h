@@ -115,6 +115,12 @@ class Store {
   // (up_to_seq <= 0 = everything). Never moves it back. Returns the new value.
   virtual Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) = 0;
 
+  // Moves the user's last_delivered_seq up to seq (never back); returns the new value.
+  // Errors: not_found "not_a_participant".
+  virtual Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) = 0;
+  // Every user who shares at least one thread with user_id (not user_id itself).
+  virtual std::vector<std::string> contacts(const std::string& user_id) = 0;
+
   // --- operations ---
   virtual std::string describe() const = 0;  // "sqlite:/path" for /health and logs
   // Waits until every write queued so far is committed, then stops the writer.

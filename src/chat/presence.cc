@@ -1,0 +1,69 @@
+#include "chat/presence.h"
+
+namespace parley {
+
+Presence::Presence(int max_connections_per_user, std::chrono::milliseconds grace)
+    : max_per_user_(max_connections_per_user), grace_(grace) {}
+
+void Presence::set_hooks(Scheduler schedule, Announce announce) {
+  schedule_ = std::move(schedule);
+  announce_ = std::move(announce);
+}
+
+bool Presence::connect(const std::string& user_id) {
+  bool announce = false;
+  {
+    std::lock_guard lock(mu_);
+    Entry& e = users_[user_id];
+    if (e.connections >= max_per_user_) {
+      if (e.connections == 0 && !e.announced_online) users_.erase(user_id);
+      return false;
+    }
+    if (e.connections++ == 0) ++online_count_;
+    ++e.generation;
+    if (!e.announced_online) announce = e.announced_online = true;
+  }
+  if (announce && announce_) announce_(user_id, true);
+  return true;
+}
+
+void Presence::disconnect(const std::string& user_id) {
+  uint64_t generation;
+  {
+    std::lock_guard lock(mu_);
+    auto it = users_.find(user_id);
+    if (it == users_.end() || it->second.connections == 0) return;
+    if (--it->second.connections > 0) return;
+    --online_count_;
+    generation = ++it->second.generation;
+  }
+  if (schedule_) {
+    schedule_(grace_, [this, user_id, generation] { grace_over(user_id, generation); });
+  } else {
+    grace_over(user_id, generation);
+  }
+}
+
+void Presence::grace_over(const std::string& user_id, uint64_t generation) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = users_.find(user_id);
+    // Reconnected meanwhile (the generation moved): still online, say nothing.
+    if (it == users_.end() || it->second.generation != generation || it->second.connections > 0) return;
+    users_.erase(it);
+  }
+  if (announce_) announce_(user_id, false);
+}
+
+bool Presence::online(const std::string& user_id) const {
+  std::lock_guard lock(mu_);
+  auto it = users_.find(user_id);
+  return it != users_.end() && it->second.connections > 0;
+}
+
+size_t Presence::users_online() const {
+  std::lock_guard lock(mu_);
+  return online_count_;
+}
+
+}  // namespace parley

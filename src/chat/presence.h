@@ -1,0 +1,49 @@
+// Presence: who has open connections in this process, the per-user
+// connection limit, and the online/offline announcements, with a grace period
+// after a user's last connection closes so that a page reload does not flap.
+// Thread-safe. The hooks are set once at start, before the first connect();
+// they are called without locks held and must not block.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace parley {
+
+class Presence {
+ public:
+  using Scheduler = std::function<void(std::chrono::milliseconds, std::function<void()>)>;
+  using Announce = std::function<void(const std::string& user_id, bool online)>;
+
+  Presence(int max_connections_per_user, std::chrono::milliseconds grace);
+  void set_hooks(Scheduler schedule, Announce announce);
+
+  // A connection of user_id opened. False (and nothing counted) past the per-user limit.
+  bool connect(const std::string& user_id);
+  void disconnect(const std::string& user_id);
+  // True while the user has at least one open connection.
+  bool online(const std::string& user_id) const;
+  size_t users_online() const;
+
+ private:
+  struct Entry {
+    int connections = 0;
+    bool announced_online = false;
+    uint64_t generation = 0;  // bumps on every change; a stale grace timer sees it moved
+  };
+  void grace_over(const std::string& user_id, uint64_t generation);
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> users_;
+  size_t online_count_ = 0;
+  int max_per_user_;
+  std::chrono::milliseconds grace_;
+  Scheduler schedule_;
+  Announce announce_;
+};
+
+}  // namespace parley
