@@ -223,27 +223,27 @@ void Connection::on_subscribe(ClientFrame f) {
     return;
   }
   cursor_.begin_replay(f.thread_id, since);
-  replay_page(f.thread_id, since, f.request_id);
+  replay_page(f.thread_id, since, since, f.request_id);
 }
 
-void Connection::replay_page(std::string thread_id, int64_t since, json::value request_id) {
+void Connection::replay_page(std::string thread_id, int64_t since, int64_t from, json::value request_id) {
   auto self = shared_from_this();
-  off_loop([self, thread_id, since, request_id]() -> std::function<void()> {
-    auto page = self->ctx_.chat.replay(self->user_.id, thread_id, since, kReplayPage);
-    return [self, thread_id, since, request_id, page = std::move(page)] {
+  off_loop([self, thread_id, since, from, request_id]() -> std::function<void()> {
+    auto page = self->ctx_.chat.replay(self->user_.id, thread_id, from, kReplayPage);
+    return [self, thread_id, since, from, request_id, page = std::move(page)] {
       if (self->closed_) return;
       if (!page) {
-        self->cursor_.end_replay(thread_id, 0);
+        self->cursor_.end_replay(thread_id, since, since);
         return self->send_error(page.error(), request_id);
       }
-      int64_t last = since;
+      int64_t last = from;
       for (const auto& m : *page) {
         last = m.seq;
         if (!self->cursor_.replayed(thread_id, m.seq)) continue;
         self->send(encode_data_frame("new_message", json::serialize(message_json(m))));
       }
-      if (static_cast<int>(page->size()) == kReplayPage) return self->replay_page(thread_id, last, request_id);
-      for (auto& frame : self->cursor_.end_replay(thread_id, last)) self->send(std::move(frame));
+      if (static_cast<int>(page->size()) == kReplayPage) return self->replay_page(thread_id, since, last, request_id);
+      for (auto& frame : self->cursor_.end_replay(thread_id, since, last)) self->send(std::move(frame));
       self->send(encode_frame("thread_subscribed",
                               json::object{{"thread_id", thread_id}, {"last_seq", self->cursor_.last_sent(thread_id)}},
                               request_id));

@@ -53,7 +53,8 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void on_auth_frame(ClientFrame frame);
   void on_send(ClientFrame frame);
   void on_subscribe(ClientFrame frame);
-  void replay_page(std::string thread_id, int64_t since, boost::json::value request_id);
+  // One page of a replay begun at `since`, reading after `from`.
+  void replay_page(std::string thread_id, int64_t since, int64_t from, boost::json::value request_id);
   void on_mark_read(ClientFrame frame);
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);

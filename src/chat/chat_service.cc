@@ -92,18 +92,20 @@ Result<AuthResult> ChatService::register_user(const RegisterRequest& req) {
 
 Result<AuthResult> ChatService::login(const std::string& login, const std::string& password,
                                       const std::string& address) {
-  std::string key = lowercase(login);
+  std::optional<User> u = store_.user_by_username(lowercase(login));
+  if (!u) u = store_.user_by_phone(login);
+  // Failures count per account (whichever name it was reached by), or per
+  // login text when no account matches.
+  const std::string key = u ? u->id : "login:" + lowercase(login);
   int64_t now = now_seconds();
   if (!login_limiter_.allowed(key, address, now)) {
     Metrics::get().count_error("rate_limited");
     return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again later"};
   }
-  std::optional<User> u = store_.user_by_username(key);
-  if (!u) u = store_.user_by_phone(login);
   // Hash even for an unknown account, so timing does not tell which exist.
   static const std::string kDummy = hash_password("parley-dummy-password");
-  bool ok = verify_password(password, u && !u->password_hash.empty() ? u->password_hash : kDummy) && u &&
-            !u->password_hash.empty();
+  bool has_password = u && !u->password_hash.empty();
+  bool ok = verify_password(password, has_password ? u->password_hash : kDummy) && has_password;
   if (!ok) {
     login_limiter_.record_failure(key, address, now);
     spdlog::info("event=login_failed address={}", address);

@@ -16,10 +16,8 @@ bool DeliveryCursor::live(const std::string& thread_id, int64_t seq, const Frame
   return true;
 }
 
-void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t since_seq) {
-  State& s = threads_[thread_id];
-  if (s.replays == 0 || since_seq + 1 < s.replay_from) s.replay_from = since_seq + 1;
-  ++s.replays;
+void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_seq*/) {
+  ++threads_[thread_id].replays;
 }
 
 bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
@@ -28,12 +26,15 @@ bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
   return true;
 }
 
-std::vector<FramePtr> DeliveryCursor::end_replay(const std::string& thread_id, int64_t replayed_up_to) {
+std::vector<FramePtr> DeliveryCursor::end_replay(const std::string& thread_id, int64_t since_seq,
+                                                 int64_t replayed_up_to) {
   State& s = threads_[thread_id];
-  // The replay sent everything in [replay_from, replayed_up_to]; merge it
-  // with the live range. They touch or overlap unless the replay was empty.
-  if (replayed_up_to >= s.replay_from) {
-    if (s.hi == 0 || s.replay_from < s.lo) s.lo = s.replay_from;
+  // This replay sent everything in [since_seq + 1, replayed_up_to] that was
+  // not sent before; merge that with the sent range. They touch or overlap,
+  // because the replay read after every live message already sent.
+  int64_t from = since_seq + 1;
+  if (replayed_up_to >= from) {
+    if (s.hi == 0 || from < s.lo) s.lo = from;
     s.hi = std::max(s.hi, replayed_up_to);
   }
   std::vector<FramePtr> out;

@@ -26,9 +26,10 @@ class DeliveryCursor {
   void begin_replay(const std::string& thread_id, int64_t since_seq);
   // A replayed message (ascending seq). True: send it.
   bool replayed(const std::string& thread_id, int64_t seq);
-  // Ends the replay; returns the held frames to send now, in order.
-  // replayed_up_to: the highest seq the replay read (sent or skipped), 0 if none.
-  std::vector<FramePtr> end_replay(const std::string& thread_id, int64_t replayed_up_to);
+  // Ends the replay begun with since_seq; replayed_up_to is the highest seq it
+  // read (sent or skipped), or since_seq when it read nothing. Returns the
+  // held frames to send now, in order (none while another replay still runs).
+  std::vector<FramePtr> end_replay(const std::string& thread_id, int64_t since_seq, int64_t replayed_up_to);
   // Highest seq sent on this connection for the thread (0 = none).
   int64_t last_sent(const std::string& thread_id) const;
 
@@ -36,7 +37,6 @@ class DeliveryCursor {
   struct State {
     int64_t lo = 0, hi = 0;  // sent range; hi == 0: nothing sent yet
     int replays = 0;         // replays running (a client may overlap them)
-    int64_t replay_from = 0;
     std::vector<std::pair<int64_t, FramePtr>> held;
   };
   std::unordered_map<std::string, State> threads_;

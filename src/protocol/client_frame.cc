@@ -85,11 +85,23 @@ class Fields {
   const json::object& o_;
 };
 
-// Maps Boost.JSON parse errors to our codes: a lone surrogate escape or raw
-// invalid bytes are an encoding problem, the rest is malformed JSON.
+// True when text has a \uD800-\uDFFF escape. Boost.JSON 1.81 reports a lone
+// high surrogate as a plain syntax error, so we look for one ourselves (only
+// on the error path).
+bool has_surrogate_escape(std::string_view text) {
+  for (size_t i = text.find("\\u"); i != std::string_view::npos && i + 3 < text.size(); i = text.find("\\u", i + 2)) {
+    char a = text[i + 2], b = text[i + 3];
+    if ((a == 'd' || a == 'D') && ((b >= '8' && b <= '9') || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F')))
+      return true;
+  }
+  return false;
+}
+
+// Maps Boost.JSON parse errors to our codes: a surrogate escape that does not
+// pair up, or raw invalid bytes, are an encoding problem; the rest is malformed JSON.
 Error parse_error(const boost::system::error_code& ec, std::string_view text) {
   if (ec == json::error::illegal_leading_surrogate || ec == json::error::illegal_trailing_surrogate ||
-      !utf8_length(text))
+      !utf8_length(text) || (ec == json::error::syntax && has_surrogate_escape(text)))
     return bad_input("invalid_utf8", "text is not valid UTF-8");
   return bad_input("invalid_json", "frame is not valid JSON: " + ec.message());
 }

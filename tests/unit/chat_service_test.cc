@@ -1,0 +1,740 @@
+#include "chat/chat_service.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "auth/password.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "protocol/encode.h"
+
+namespace parley {
+namespace {
+
+namespace json = boost::json;
+
+using Ids = std::set<std::string>;
+
+// Every BusEvent the service publishes. Events arrive on the store's writer
+// thread (sends) or the caller's thread (mark_read, relay).
+class Recorder {
+ public:
+  void record(const BusEventPtr& e) {
+    std::lock_guard lock(mu_);
+    events_.push_back(e);
+  }
+  size_t size() {
+    std::lock_guard lock(mu_);
+    return events_.size();
+  }
+  BusEventPtr at(size_t i) {
+    std::lock_guard lock(mu_);
+    return i < events_.size() ? events_[i] : nullptr;
+  }
+  BusEventPtr last() {
+    std::lock_guard lock(mu_);
+    return events_.empty() ? nullptr : events_.back();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<BusEventPtr> events_;
+};
+
+Ids recipients(const BusEvent& e) { return e.recipients ? Ids(e.recipients->begin(), e.recipients->end()) : Ids{}; }
+
+json::value parse(const std::string& text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  EXPECT_FALSE(ec) << text;
+  return v;
+}
+
+std::string repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+class ChatServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    spdlog::set_level(spdlog::level::warn);
+    ASSERT_TRUE(init_crypto());
+  }
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/parley_chat_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto store = open_sqlite_store(StoreOptions{dir_ + "/data"});
+    ASSERT_TRUE(store.ok()) << store.error().message;
+    store_ = std::move(*store);
+    bus_ = make_local_bus();
+    bus_->set_receiver([this](const BusEventPtr& e) { events_.record(e); });
+    auto jwt = JwtVerifier::create("test-secret");
+    ASSERT_TRUE(jwt.ok());
+    jwt_ = *jwt;
+    start();
+  }
+
+  void TearDown() override {
+    service_.reset();
+    if (store_) store_->close();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // (Re)builds the service from config_.
+  void start() { service_ = std::make_unique<ChatService>(*store_, *bus_, jwt_, config_); }
+
+  // A user stored directly (no password): fast, for tests not about identity.
+  User user(const std::string& username) {
+    User u;
+    u.id = new_uuid();
+    u.username = username;
+    u.full_name = "Full " + username;
+    u.role = "member";
+    auto r = store_->create_user(u);
+    EXPECT_TRUE(r.ok()) << r.error().code;
+    return r.ok() ? *r : User{};
+  }
+
+  Thread direct(const User& a, const User& b) {
+    auto r = service_->create_thread(a, {"direct", {b.id}, {}, ""});
+    EXPECT_TRUE(r.ok()) << r.error().code;
+    return r.ok() ? r->thread : Thread{};
+  }
+
+  Thread group(const User& admin, const std::vector<User>& others, const std::string& title = "class") {
+    ChatService::CreateThreadRequest req{"group", {}, {}, title};
+    for (const auto& u : others) req.participant_ids.push_back(u.id);
+    auto r = service_->create_thread(admin, req);
+    EXPECT_TRUE(r.ok()) << r.error().code;
+    return r.ok() ? r->thread : Thread{};
+  }
+
+  Result<SendOutcome> send(SendRequest req) {
+    auto p = std::make_shared<std::promise<Result<SendOutcome>>>();
+    auto f = p->get_future();
+    service_->send(std::move(req), [p](Result<SendOutcome> r) { p->set_value(std::move(r)); });
+    if (f.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+      ADD_FAILURE() << "send callback never ran";
+      return internal_error("timeout");
+    }
+    return f.get();
+  }
+
+  Result<SendOutcome> send_text(const User& from, const Thread& t, const std::string& content,
+                                const std::string& client_msg_id = "", const std::string& origin = "") {
+    SendRequest r;
+    r.sender_id = from.id;
+    r.thread_id = t.id;
+    r.content = content;
+    r.client_msg_id = client_msg_id;
+    r.origin_session = origin;
+    return send(std::move(r));
+  }
+
+  std::string send_code(const User& from, const std::string& thread_id, const std::string& content,
+                        const std::string& type = "text") {
+    SendRequest r;
+    r.sender_id = from.id;
+    r.thread_id = thread_id;
+    r.content = content;
+    r.message_type = type;
+    auto out = send(std::move(r));
+    return out.ok() ? "<ok>" : out.error().code;
+  }
+
+  std::vector<int64_t> history_seqs(const User& who, const Thread& t, HistoryQuery q) {
+    auto h = service_->history(who, t.id, q);
+    EXPECT_TRUE(h.ok()) << h.error().code;
+    std::vector<int64_t> seqs;
+    if (h.ok())
+      for (const auto& m : *h) seqs.push_back(m.seq);
+    return seqs;
+  }
+
+  int64_t unread(const User& who, const Thread& t) {
+    for (const auto& u : service_->unread_counts(who))
+      if (u.thread_id == t.id) return u.unread_count;
+    ADD_FAILURE() << "no unread entry for thread";
+    return -1;
+  }
+
+  RegisterRequest reg(const std::string& username, const std::string& password = "correct horse") {
+    RegisterRequest r;
+    r.username = username;
+    r.password = password;
+    r.full_name = "Name of " + username;
+    return r;
+  }
+
+  std::string dir_;
+  Config config_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Bus> bus_;
+  std::shared_ptr<JwtVerifier> jwt_;
+  Recorder events_;
+  std::unique_ptr<ChatService> service_;
+};
+
+SendRequest request(const std::string& sender_id, const std::string& thread_id, const std::string& username,
+                    const std::string& content) {
+  SendRequest r;
+  r.sender_id = sender_id;
+  r.thread_id = thread_id;
+  r.username = username;
+  r.content = content;
+  return r;
+}
+
+int64_t now_s() { return now_micros() / 1000000; }
+
+// ================================================================ identity
+
+TEST_F(ChatServiceTest, RegisterReturnsTokenForTheNewUser) {
+  auto r = service_->register_user(reg("Alice"));
+  ASSERT_TRUE(r.ok()) << r.error().code;
+  EXPECT_EQ(r->user.username, "alice");
+  EXPECT_TRUE(is_uuid(r->user.id));
+  EXPECT_GT(r->expires_at, now_micros());
+  auto who = service_->authenticate(r->token);
+  ASSERT_TRUE(who.ok()) << who.error().code;
+  EXPECT_EQ(who->id, r->user.id);
+}
+
+TEST_F(ChatServiceTest, RegisterRejectsInvalidUsername) {
+  for (const std::string& name : std::vector<std::string>{"ab", "has space", "bad!", "émile", std::string(33, 'a')}) {
+    auto r = service_->register_user(reg(name));
+    ASSERT_FALSE(r.ok()) << name;
+    EXPECT_EQ(r.error().code, "invalid_username") << name;
+  }
+}
+
+TEST_F(ChatServiceTest, RegisterRejectsWeakPassword) {
+  auto r = service_->register_user(reg("alice", "short"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "weak_password");
+  EXPECT_FALSE(store_->user_by_username("alice"));
+}
+
+TEST_F(ChatServiceTest, RegisterDuplicateIsUsernameTaken) {
+  ASSERT_TRUE(service_->register_user(reg("alice")).ok());
+  auto again = service_->register_user(reg("ALICE"));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, "username_taken");
+  EXPECT_EQ(again.error().kind, ErrorKind::kConflict);
+}
+
+TEST_F(ChatServiceTest, LoginByUsername) {
+  auto r = service_->register_user(reg("alice"));
+  ASSERT_TRUE(r.ok());
+  auto in = service_->login("alice", "correct horse", "10.0.0.1");
+  ASSERT_TRUE(in.ok()) << in.error().code;
+  EXPECT_EQ(in->user.id, r->user.id);
+  auto who = service_->authenticate(in->token);
+  ASSERT_TRUE(who.ok());
+  EXPECT_EQ(who->id, r->user.id);
+}
+
+TEST_F(ChatServiceTest, LoginByPhoneNumber) {
+  RegisterRequest req = reg("alice");
+  req.phone_number = "+1 555 0100";
+  auto r = service_->register_user(req);
+  ASSERT_TRUE(r.ok()) << r.error().code;
+  auto in = service_->login("+1 555 0100", "correct horse", "10.0.0.1");
+  ASSERT_TRUE(in.ok()) << in.error().code;
+  EXPECT_EQ(in->user.id, r->user.id);
+}
+
+TEST_F(ChatServiceTest, WrongPasswordIsInvalidCredentials) {
+  ASSERT_TRUE(service_->register_user(reg("alice")).ok());
+  auto in = service_->login("alice", "wrong horse!", "10.0.0.1");
+  ASSERT_FALSE(in.ok());
+  EXPECT_EQ(in.error().code, "invalid_credentials");
+  EXPECT_EQ(in.error().kind, ErrorKind::kUnauthorized);
+}
+
+TEST_F(ChatServiceTest, UnknownAccountIsInvalidCredentials) {
+  auto in = service_->login("nobody", "correct horse", "10.0.0.1");
+  ASSERT_FALSE(in.ok());
+  EXPECT_EQ(in.error().code, "invalid_credentials");
+}
+
+TEST_F(ChatServiceTest, LoginRateLimitedAfterTooManyFailures) {
+  config_.limits.login_failures_per_account = 3;
+  start();
+  ASSERT_TRUE(service_->register_user(reg("alice")).ok());
+  for (int i = 0; i < 3; ++i) {
+    auto in = service_->login("alice", "wrong horse!", "10.0.0.1");
+    ASSERT_FALSE(in.ok());
+    EXPECT_EQ(in.error().code, "invalid_credentials") << i;
+  }
+  auto fourth = service_->login("alice", "correct horse", "10.0.0.1");
+  ASSERT_FALSE(fourth.ok());
+  EXPECT_EQ(fourth.error().code, "rate_limited");
+  EXPECT_EQ(fourth.error().kind, ErrorKind::kRateLimited);
+}
+
+TEST_F(ChatServiceTest, LoginRateLimitIsPerAccountWhicheverLoginNameIsUsed) {
+  config_.limits.login_failures_per_account = 3;
+  start();
+  RegisterRequest req = reg("alice");
+  req.phone_number = "+1 555 0100";
+  ASSERT_TRUE(service_->register_user(req).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_FALSE(service_->login("alice", "wrong horse!", "10.0.0.1").ok());
+  auto by_phone = service_->login("+1 555 0100", "correct horse", "10.0.0.1");
+  ASSERT_FALSE(by_phone.ok()) << "3 failures on the account, then a 4th try through its phone number succeeded";
+  EXPECT_EQ(by_phone.error().code, "rate_limited");
+}
+
+TEST_F(ChatServiceTest, AuthenticateExpiredToken) {
+  User a = user("alice");
+  std::string token = jwt_->sign(a.id, now_s() - 7200, 60);
+  auto r = service_->authenticate(token);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "token_expired");
+}
+
+TEST_F(ChatServiceTest, AuthenticateGarbageToken) {
+  for (const std::string t : {"", "garbage", "a.b.c"}) {
+    auto r = service_->authenticate(t);
+    ASSERT_FALSE(r.ok()) << t;
+    EXPECT_EQ(r.error().code, "invalid_token") << t;
+    EXPECT_EQ(r.error().kind, ErrorKind::kUnauthorized);
+  }
+}
+
+TEST_F(ChatServiceTest, AuthenticateTokenOfOtherSecretRefused) {
+  User a = user("alice");
+  auto other = JwtVerifier::create("another-secret");
+  ASSERT_TRUE(other.ok());
+  auto r = service_->authenticate((*other)->sign(a.id, now_s(), 3600));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "invalid_token");
+}
+
+TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithEmail) {
+  std::string sub = new_uuid();
+  std::string token = jwt_->sign(sub, now_s(), 3600, json::object{{"email", "zed.smith@example.com"}});
+  auto r = service_->authenticate(token);
+  ASSERT_TRUE(r.ok()) << r.error().code;
+  EXPECT_EQ(r->id, sub);
+  EXPECT_EQ(r->username, "zed.smith");
+  ASSERT_TRUE(store_->user_by_id(sub));
+  size_t users = store_->user_count();
+  auto again = service_->authenticate(token);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->id, sub);
+  EXPECT_EQ(store_->user_count(), users) << "second use must not create another user";
+}
+
+TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithUserMetadata) {
+  std::string sub = new_uuid();
+  json::object extra{{"user_metadata", json::object{{"full_name", "Mary Major"}, {"role", "teacher"}}}};
+  auto r = service_->authenticate(jwt_->sign(sub, now_s(), 3600, extra));
+  ASSERT_TRUE(r.ok()) << r.error().code;
+  EXPECT_EQ(r->id, sub);
+  EXPECT_EQ(r->full_name, "Mary Major");
+  EXPECT_EQ(r->role, "teacher");
+  auto stored = store_->user_by_id(sub);
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->role, "teacher");
+}
+
+TEST_F(ChatServiceTest, TokenOfUnknownUserWithoutProfileRefused) {
+  std::string sub = new_uuid();
+  auto r = service_->authenticate(jwt_->sign(sub, now_s(), 3600));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kUnauthorized);
+  EXPECT_FALSE(store_->user_by_id(sub));
+}
+
+// ================================================================ threads
+
+TEST_F(ChatServiceTest, DirectThreadIsUniqueWhicheverUserAsks) {
+  User a = user("alice"), b = user("bob");
+  auto first = service_->create_thread(a, {"direct", {b.id}, {}, ""});
+  ASSERT_TRUE(first.ok()) << first.error().code;
+  EXPECT_TRUE(first->created);
+  EXPECT_EQ(first->thread.type, ThreadType::kDirect);
+  auto again = service_->create_thread(a, {"direct", {b.id}, {}, ""});
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->thread.id, first->thread.id);
+  auto other_side = service_->create_thread(b, {"direct", {}, {"alice"}, ""});
+  ASSERT_TRUE(other_side.ok()) << other_side.error().code;
+  EXPECT_FALSE(other_side->created);
+  EXPECT_EQ(other_side->thread.id, first->thread.id);
+}
+
+TEST_F(ChatServiceTest, GroupCreatorIsTheAdmin) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c}, "Class 5B");
+  EXPECT_EQ(t.type, ThreadType::kGroup);
+  EXPECT_EQ(t.title, "Class 5B");
+  ASSERT_EQ(t.participants.size(), 3u);
+  for (const auto& p : t.participants) EXPECT_EQ(p.is_admin, p.user_id == a.id) << p.user_id;
+}
+
+// ================================================================ send
+
+TEST_F(ChatServiceTest, SendStoresWithIncreasingSeq) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  auto m1 = send_text(a, t, "Hello!");
+  ASSERT_TRUE(m1.ok()) << m1.error().code;
+  auto m2 = send_text(b, t, "Hi");
+  ASSERT_TRUE(m2.ok()) << m2.error().code;
+  EXPECT_EQ(m1->message.seq, 1);
+  EXPECT_EQ(m2->message.seq, 2);
+  EXPECT_EQ(m1->message.content, "Hello!");
+  EXPECT_EQ(m1->message.sender_id, a.id);
+  EXPECT_FALSE(m1->duplicate);
+  EXPECT_EQ(parse(m1->message_json).at("id"), json::value(m1->message.id));
+}
+
+TEST_F(ChatServiceTest, BlankContentIsEmptyContent) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  EXPECT_EQ(send_code(a, t.id, "   "), "empty_content");
+  EXPECT_EQ(send_code(a, t.id, ""), "empty_content");
+  EXPECT_EQ(send_code(a, t.id, "\n\t "), "empty_content");
+}
+
+TEST_F(ChatServiceTest, ContentLengthCountsCodePoints) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  size_t max = config_.limits.max_content_chars;
+  std::string e_acute = "\xC3\xA9";        // 2 bytes
+  std::string emoji = "\xF0\x9F\x98\x80";  // 4 bytes
+  EXPECT_EQ(send_code(a, t.id, repeat(e_acute, static_cast<int>(max))), "<ok>");
+  EXPECT_EQ(send_code(a, t.id, repeat(emoji, static_cast<int>(max))), "<ok>");
+  EXPECT_EQ(send_code(a, t.id, repeat(e_acute, static_cast<int>(max) + 1)), "content_too_long");
+  EXPECT_EQ(send_code(a, t.id, repeat("a", static_cast<int>(max) + 1)), "content_too_long");
+}
+
+TEST_F(ChatServiceTest, ContentStoredExactlyAsSent) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  std::string content = "  caf\xC3\xA9 \xF0\x9F\x98\x80\n\"quoted\"  ";
+  auto m = send_text(a, t, content);
+  ASSERT_TRUE(m.ok());
+  auto h = service_->history(b, t.id, HistoryQuery{});
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 1u);
+  EXPECT_EQ((*h)[0].content, content);
+}
+
+TEST_F(ChatServiceTest, ClientsCannotSendSystemOrUnknownTypes) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  EXPECT_EQ(send_code(a, t.id, "x", "system"), "invalid_message_type");
+  EXPECT_EQ(send_code(a, t.id, "x", "video"), "invalid_message_type");
+  EXPECT_EQ(send_code(a, t.id, "https://x/y.png", "image"), "<ok>");
+  EXPECT_EQ(send_code(a, t.id, "https://x/y.pdf", "file"), "<ok>");
+}
+
+TEST_F(ChatServiceTest, InvalidUtf8Refused) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  EXPECT_EQ(send_code(a, t.id, "abc\xff"), "invalid_utf8");
+  EXPECT_EQ(send_code(a, t.id, "\xED\xA0\x80"), "invalid_utf8");  // encoded surrogate U+D800
+}
+
+TEST_F(ChatServiceTest, NonParticipantAndUnknownThreadLookTheSame) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = direct(a, b);
+  SendRequest to_real = request(c.id, t.id, "", "hi");
+  SendRequest to_none = request(c.id, new_uuid(), "", "hi");
+  auto r1 = send(to_real);
+  auto r2 = send(to_none);
+  ASSERT_FALSE(r1.ok());
+  ASSERT_FALSE(r2.ok());
+  EXPECT_EQ(r1.error().code, "forbidden");
+  EXPECT_EQ(r2.error().code, "forbidden");
+  EXPECT_EQ(r1.error().kind, ErrorKind::kForbidden);
+  EXPECT_EQ(r1.error().message, r2.error().message);
+  EXPECT_EQ(events_.size(), 0u);
+}
+
+TEST_F(ChatServiceTest, SendByUsernameCreatesTheDirectThread) {
+  User a = user("alice"), b = user("bob");
+  SendRequest req = request(a.id, "", "BOB", "hello bob");
+  auto m = send(req);
+  ASSERT_TRUE(m.ok()) << m.error().code;
+  auto t = service_->thread(b, m->message.thread_id);
+  ASSERT_TRUE(t.ok()) << t.error().code;
+  EXPECT_EQ(t->type, ThreadType::kDirect);
+  Ids members;
+  for (const auto& p : t->participants) members.insert(p.user_id);
+  EXPECT_EQ(members, Ids({a.id, b.id}));
+  auto second = send(request(a.id, "", "bob", "again"));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->message.thread_id, m->message.thread_id);
+  EXPECT_EQ(second->message.seq, 2);
+}
+
+TEST_F(ChatServiceTest, SendToOwnUsernameIsInvalidRecipient) {
+  User a = user("alice");
+  auto r = send(request(a.id, "", "alice", "note to self"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "invalid_recipient");
+  auto upper = send(request(a.id, "", "ALICE", "note to self"));
+  ASSERT_FALSE(upper.ok());
+  EXPECT_EQ(upper.error().code, "invalid_recipient");
+}
+
+TEST_F(ChatServiceTest, SendToUnknownUsernameIsUserNotFound) {
+  User a = user("alice");
+  auto r = send(request(a.id, "", "ghost", "hello?"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "user_not_found");
+  EXPECT_EQ(r.error().kind, ErrorKind::kNotFound);
+}
+
+TEST_F(ChatServiceTest, SendPublishesOneNewMessageEventToAllParticipants) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  size_t before = events_.size();
+  auto m = send_text(b, t, "hello class", "c-1", "session-b1");
+  ASSERT_TRUE(m.ok()) << m.error().code;
+  ASSERT_EQ(events_.size(), before + 1);
+  BusEventPtr e = events_.last();
+  EXPECT_EQ(e->thread_id, t.id);
+  EXPECT_EQ(recipients(*e), Ids({a.id, b.id, c.id}));
+  EXPECT_EQ(e->exclude_session, "session-b1");
+  EXPECT_EQ(e->seq, m->message.seq);
+  EXPECT_GT(e->seq, 0);
+  ASSERT_TRUE(e->frame);
+  json::value f = parse(*e->frame);
+  EXPECT_EQ(f.at("type"), json::value("new_message"));
+  ASSERT_TRUE(f.at("data").is_object());
+  EXPECT_EQ(f.at("data").at("id"), json::value(m->message.id));
+  EXPECT_EQ(f.at("data").at("seq").to_number<int64_t>(), m->message.seq);
+  EXPECT_EQ(f.at("data").at("content"), json::value("hello class"));
+  EXPECT_EQ(f.at("data").at("client_msg_id"), json::value("c-1"));
+  EXPECT_EQ(f.at("data").at("sender").at("username"), json::value("bob"));
+}
+
+TEST_F(ChatServiceTest, RetriedClientMsgIdIsDuplicateWithNoSecondEvent) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  auto first = send_text(a, t, "once", "c-17");
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->duplicate);
+  size_t after_first = events_.size();
+  auto retry = send_text(a, t, "once", "c-17");
+  ASSERT_TRUE(retry.ok()) << retry.error().code;
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(retry->message.id, first->message.id);
+  EXPECT_EQ(retry->message.seq, first->message.seq);
+  EXPECT_EQ(events_.size(), after_first);
+  EXPECT_EQ(history_seqs(a, t, HistoryQuery{}), std::vector<int64_t>({1}));
+}
+
+TEST_F(ChatServiceTest, SameClientMsgIdFromAnotherSenderIsANewMessage) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  auto fa = send_text(a, t, "from a", "c-1");
+  auto fb = send_text(b, t, "from b", "c-1");
+  ASSERT_TRUE(fa.ok());
+  ASSERT_TRUE(fb.ok());
+  EXPECT_FALSE(fb->duplicate);
+  EXPECT_NE(fb->message.id, fa->message.id);
+  EXPECT_EQ(fb->message.seq, 2);
+}
+
+// ================================================================ history
+
+TEST_F(ChatServiceTest, HistoryLimitBounds) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  for (int limit : {0, 201, -1}) {
+    auto h = service_->history(a, t.id, HistoryQuery{0, -1, limit});
+    ASSERT_FALSE(h.ok()) << limit;
+    EXPECT_EQ(h.error().code, "invalid_limit") << limit;
+  }
+  EXPECT_TRUE(service_->history(a, t.id, HistoryQuery{0, -1, 1}).ok());
+  EXPECT_TRUE(service_->history(a, t.id, HistoryQuery{0, -1, 200}).ok());
+}
+
+TEST_F(ChatServiceTest, HistoryPaging) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(send_text(a, t, "m" + std::to_string(i)).ok());
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{}), V({1, 2, 3, 4, 5}));
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{0, -1, 2}), V({4, 5}));   // newest 2
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{4, -1, 2}), V({2, 3}));   // before 4
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{2, -1, 2}), V({1}));      // before 2
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{0, 0, 2}), V({1, 2}));    // oldest after 0
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{0, 3, 10}), V({4, 5}));   // after 3
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{0, 5, 10}), V({}));
+}
+
+TEST_F(ChatServiceTest, HistoryForbiddenToNonParticipants) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = direct(a, b);
+  auto h = service_->history(c, t.id, HistoryQuery{});
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.error().code, "forbidden");
+}
+
+// ================================================================ membership
+
+TEST_F(ChatServiceTest, AdminAddsParticipantWithSystemMessage) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b});
+  size_t before = events_.size();
+  auto r = service_->add_participants(a, t.id, {c.id});
+  ASSERT_TRUE(r.ok()) << r.error().code;
+  Ids members;
+  for (const auto& p : r->participants) members.insert(p.user_id);
+  EXPECT_EQ(members, Ids({a.id, b.id, c.id}));
+  auto h = service_->history(c, t.id, HistoryQuery{});
+  ASSERT_TRUE(h.ok()) << h.error().code;
+  ASSERT_EQ(h->size(), 1u);
+  EXPECT_EQ((*h)[0].message_type, "system");
+  EXPECT_NE((*h)[0].content.find("carol"), std::string::npos) << (*h)[0].content;
+  ASSERT_EQ(events_.size(), before + 1);
+  EXPECT_EQ(recipients(*events_.last()), Ids({a.id, b.id, c.id}));
+}
+
+TEST_F(ChatServiceTest, NonAdminCannotAddParticipants) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b});
+  auto r = service_->add_participants(b, t.id, {c.id});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "forbidden");
+  EXPECT_FALSE(service_->thread(c, t.id).ok());
+  EXPECT_EQ(history_seqs(a, t, HistoryQuery{}), std::vector<int64_t>{});
+}
+
+TEST_F(ChatServiceTest, MemberMayLeave) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  auto st = service_->remove_participant(b, t.id, b.id);
+  ASSERT_TRUE(st.ok()) << st.error().code;
+  auto gone = service_->thread(b, t.id);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code, "forbidden");
+  EXPECT_EQ(send_code(b, t.id, "still here?"), "forbidden");
+  auto h = service_->history(a, t.id, HistoryQuery{});
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 1u);
+  EXPECT_EQ((*h)[0].message_type, "system");
+}
+
+TEST_F(ChatServiceTest, NonAdminCannotRemoveOthers) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  auto st = service_->remove_participant(b, t.id, c.id);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, "forbidden");
+  EXPECT_TRUE(service_->thread(c, t.id).ok()) << "carol must still be a participant";
+}
+
+TEST_F(ChatServiceTest, AdminRemovesOthers) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  ASSERT_TRUE(service_->remove_participant(a, t.id, c.id).ok());
+  EXPECT_FALSE(service_->thread(c, t.id).ok());
+  EXPECT_TRUE(service_->thread(b, t.id).ok());
+}
+
+// ================================================================ read state
+
+TEST_F(ChatServiceTest, MarkReadPublishesReadReceipt) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  ASSERT_TRUE(send_text(a, t, "one").ok());
+  ASSERT_TRUE(send_text(a, t, "two").ok());
+  size_t before = events_.size();
+  auto seq = service_->mark_read(b.id, t.id, 0, "session-b");
+  ASSERT_TRUE(seq.ok()) << seq.error().code;
+  EXPECT_EQ(*seq, 2);
+  ASSERT_EQ(events_.size(), before + 1);
+  BusEventPtr e = events_.last();
+  EXPECT_EQ(e->thread_id, t.id);
+  EXPECT_EQ(recipients(*e), Ids({a.id, b.id}));
+  EXPECT_EQ(e->exclude_session, "session-b");
+  EXPECT_EQ(e->seq, 0) << "only new_message events carry a seq";
+  json::value f = parse(*e->frame);
+  EXPECT_EQ(f.at("type"), json::value("read_receipt"));
+  EXPECT_EQ(f.at("thread_id"), json::value(t.id));
+  EXPECT_EQ(f.at("user_id"), json::value(b.id));
+  EXPECT_EQ(f.at("seq").to_number<int64_t>(), 2);
+}
+
+TEST_F(ChatServiceTest, MarkReadByNonParticipantForbidden) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = direct(a, b);
+  size_t before = events_.size();
+  auto r = service_->mark_read(c.id, t.id, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "forbidden");
+  EXPECT_EQ(events_.size(), before);
+}
+
+TEST_F(ChatServiceTest, UnreadCountsFollowSendsAndMarkRead) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(send_text(a, t, "m").ok());
+  EXPECT_EQ(unread(b, t), 3);
+  EXPECT_EQ(unread(a, t), 0) << "one's own messages are read";
+  ASSERT_TRUE(service_->mark_read(b.id, t.id, 2).ok());
+  EXPECT_EQ(unread(b, t), 1);
+  ASSERT_TRUE(service_->mark_read(b.id, t.id, 0).ok());
+  EXPECT_EQ(unread(b, t), 0);
+  ASSERT_TRUE(send_text(a, t, "m").ok());
+  EXPECT_EQ(unread(b, t), 1);
+}
+
+// ================================================================ relays
+
+TEST_F(ChatServiceTest, TypingReachesOnlyTheOtherParticipants) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  size_t before = events_.size();
+  auto st = service_->relay(a.id, t.id, "typing", json::object{{"user_id", a.id}, {"is_typing", true}}, "session-a");
+  ASSERT_TRUE(st.ok()) << st.error().code;
+  ASSERT_EQ(events_.size(), before + 1);
+  BusEventPtr e = events_.last();
+  EXPECT_EQ(recipients(*e), Ids({b.id, c.id}));
+  EXPECT_EQ(e->exclude_session, "session-a");
+  EXPECT_EQ(e->seq, 0);
+  json::value f = parse(*e->frame);
+  EXPECT_EQ(f.at("type"), json::value("typing"));
+  EXPECT_EQ(f.at("thread_id"), json::value(t.id));
+  EXPECT_EQ(f.at("user_id"), json::value(a.id));
+  EXPECT_EQ(f.at("is_typing"), json::value(true));
+}
+
+TEST_F(ChatServiceTest, RelayByNonParticipantForbidden) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = direct(a, b);
+  size_t before = events_.size();
+  auto st = service_->relay(c.id, t.id, "typing", json::object{{"is_typing", true}}, "session-c");
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, "forbidden");
+  EXPECT_EQ(events_.size(), before);
+}
+
+}  // namespace
+}  // namespace parley

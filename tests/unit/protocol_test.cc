@@ -1,0 +1,432 @@
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <regex>
+#include <set>
+#include <string>
+
+#include "protocol/client_frame.h"
+#include "protocol/encode.h"
+
+namespace parley {
+namespace {
+
+namespace json = boost::json;
+
+constexpr const char* kThread = "0b7c2a9e-3f41-4d2a-9a51-6c1e8f2d4b10";
+constexpr const char* kMsg = "5d1f0a3c-7e2b-4c8d-b9a0-1e2f3a4b5c6d";
+
+std::string with_thread(const std::string& rest) {
+  return std::string(R"({"thread_id":")") + kThread + "\"" + rest + "}";
+}
+
+ClientFrame parse_ok(const std::string& text) {
+  ParsedFrame p = parse_client_frame(text);
+  EXPECT_FALSE(p.error) << text << " -> " << p.error->code << ": " << p.error->message;
+  return p.frame;
+}
+
+std::string parse_code(const std::string& text) {
+  ParsedFrame p = parse_client_frame(text);
+  return p.error ? p.error->code : "<no error>";
+}
+
+// ------------------------------------------------------------ each client type
+
+TEST(ParseClientFrame, AuthKeepsToken) {
+  auto f = parse_ok(R"({"type":"auth","token":"abc.def.ghi"})");
+  EXPECT_EQ(f.type, ClientType::kAuth);
+  EXPECT_EQ(f.token, "abc.def.ghi");
+}
+
+TEST(ParseClientFrame, AuthWithoutTokenIsMissingField) {
+  EXPECT_EQ(parse_code(R"({"type":"auth"})"), "missing_field");
+}
+
+TEST(ParseClientFrame, Ping) { EXPECT_EQ(parse_ok(R"({"type":"ping"})").type, ClientType::kPing); }
+
+TEST(ParseClientFrame, SendMessageWithThreadId) {
+  auto f = parse_ok(with_thread(R"(,"type":"send_message","content":"Hello!","message_type":"image","client_msg_id":"c-17")"));
+  EXPECT_EQ(f.type, ClientType::kSendMessage);
+  EXPECT_EQ(f.thread_id, kThread);
+  EXPECT_TRUE(f.username.empty());
+  EXPECT_EQ(f.content, "Hello!");
+  EXPECT_EQ(f.message_type, "image");
+  EXPECT_EQ(f.client_msg_id, "c-17");
+}
+
+TEST(ParseClientFrame, SendMessageWithUsername) {
+  auto f = parse_ok(R"({"type":"send_message","username":"john","content":"hi"})");
+  EXPECT_EQ(f.type, ClientType::kSendMessage);
+  EXPECT_EQ(f.username, "john");
+  EXPECT_TRUE(f.thread_id.empty());
+  EXPECT_EQ(f.content, "hi");
+}
+
+TEST(ParseClientFrame, SendMessageTextIsAliasForContent) {
+  auto f = parse_ok(with_thread(R"(,"type":"send_message","text":"via alias")"));
+  EXPECT_EQ(f.content, "via alias");
+}
+
+TEST(ParseClientFrame, SendMessageContentWinsOverText) {
+  auto f = parse_ok(with_thread(R"(,"type":"send_message","content":"real","text":"alias")"));
+  EXPECT_EQ(f.content, "real");
+}
+
+TEST(ParseClientFrame, SendMessageTypeDefaultsToTextAndNoClientMsgId) {
+  auto f = parse_ok(with_thread(R"(,"type":"send_message","content":"x")"));
+  EXPECT_EQ(f.message_type, "text");
+  EXPECT_TRUE(f.client_msg_id.empty());
+}
+
+TEST(ParseClientFrame, SendMessageContentKeptExactly) {
+  auto f = parse_ok(with_thread(R"(,"type":"send_message","content":"  h\u00e9llo \ud83d\ude00\n ")"));
+  EXPECT_EQ(f.content, "  h\xC3\xA9llo \xF0\x9F\x98\x80\n ");
+}
+
+TEST(ParseClientFrame, SendMessageWithoutThreadOrUsernameIsMissingField) {
+  EXPECT_EQ(parse_code(R"({"type":"send_message","content":"x"})"), "missing_field");
+}
+
+TEST(ParseClientFrame, SubscribeThreadWithSinceSeq) {
+  auto f = parse_ok(with_thread(R"(,"type":"subscribe_thread","since_seq":42)"));
+  EXPECT_EQ(f.type, ClientType::kSubscribeThread);
+  EXPECT_EQ(f.thread_id, kThread);
+  ASSERT_TRUE(f.since_seq.has_value());
+  EXPECT_EQ(*f.since_seq, 42);
+}
+
+TEST(ParseClientFrame, SubscribeThreadSinceSeqZeroAndAbsent) {
+  auto zero = parse_ok(with_thread(R"(,"type":"subscribe_thread","since_seq":0)"));
+  ASSERT_TRUE(zero.since_seq.has_value());
+  EXPECT_EQ(*zero.since_seq, 0);
+  auto absent = parse_ok(with_thread(R"(,"type":"subscribe_thread")"));
+  EXPECT_FALSE(absent.since_seq.has_value());
+}
+
+TEST(ParseClientFrame, UnsubscribeThread) {
+  auto f = parse_ok(with_thread(R"(,"type":"unsubscribe_thread")"));
+  EXPECT_EQ(f.type, ClientType::kUnsubscribeThread);
+  EXPECT_EQ(f.thread_id, kThread);
+}
+
+TEST(ParseClientFrame, JoinChat) {
+  auto f = parse_ok(R"({"type":"join_chat","username":"mary"})");
+  EXPECT_EQ(f.type, ClientType::kJoinChat);
+  EXPECT_EQ(f.username, "mary");
+}
+
+TEST(ParseClientFrame, MarkAsReadWithThreadIdAndUpToSeq) {
+  auto f = parse_ok(with_thread(R"(,"type":"mark_as_read","up_to_seq":7)"));
+  EXPECT_EQ(f.type, ClientType::kMarkAsRead);
+  EXPECT_EQ(f.thread_id, kThread);
+  ASSERT_TRUE(f.up_to_seq.has_value());
+  EXPECT_EQ(*f.up_to_seq, 7);
+}
+
+TEST(ParseClientFrame, MarkAsReadChatIdAlias) {
+  auto f = parse_ok(std::string(R"({"type":"mark_as_read","chatId":")") + kThread + "\"}");
+  EXPECT_EQ(f.type, ClientType::kMarkAsRead);
+  EXPECT_EQ(f.thread_id, kThread);
+  EXPECT_FALSE(f.up_to_seq.has_value());
+}
+
+TEST(ParseClientFrame, MarkAsReadWithoutThreadIsMissingField) {
+  EXPECT_EQ(parse_code(R"({"type":"mark_as_read"})"), "missing_field");
+}
+
+TEST(ParseClientFrame, MessageReceived) {
+  auto f = parse_ok(std::string(R"({"type":"message_received","message_id":")") + kMsg + "\"}");
+  EXPECT_EQ(f.type, ClientType::kMessageReceived);
+  EXPECT_EQ(f.message_id, kMsg);
+}
+
+TEST(ParseClientFrame, MessageReceivedNeedsUuid) {
+  EXPECT_EQ(parse_code(R"({"type":"message_received","message_id":"nope"})"), "invalid_field");
+}
+
+TEST(ParseClientFrame, TypingDefaultsToTrue) {
+  auto f = parse_ok(with_thread(R"(,"type":"typing")"));
+  EXPECT_EQ(f.type, ClientType::kTyping);
+  EXPECT_EQ(f.thread_id, kThread);
+  EXPECT_TRUE(f.is_typing);
+}
+
+TEST(ParseClientFrame, TypingFalse) {
+  auto f = parse_ok(with_thread(R"(,"type":"typing","is_typing":false)"));
+  EXPECT_FALSE(f.is_typing);
+}
+
+TEST(ParseClientFrame, CallOfferPayloadKeptAsGiven) {
+  auto f = parse_ok(with_thread(R"(,"type":"call_offer","payload":{"sdp":"v=0\r\n","n":[1,2.5,null,true]})"));
+  EXPECT_EQ(f.type, ClientType::kCallOffer);
+  EXPECT_EQ(f.thread_id, kThread);
+  EXPECT_EQ(f.payload, json::parse(R"({"sdp":"v=0\r\n","n":[1,2.5,null,true]})"));
+}
+
+TEST(ParseClientFrame, SignallingTypes) {
+  EXPECT_EQ(parse_ok(with_thread(R"(,"type":"call_answer","payload":"x")")).type, ClientType::kCallAnswer);
+  EXPECT_EQ(parse_ok(with_thread(R"(,"type":"ice_candidate","payload":{})")).type, ClientType::kIceCandidate);
+  EXPECT_EQ(parse_ok(with_thread(R"(,"type":"call_end")")).type, ClientType::kCallEnd);
+}
+
+// ------------------------------------------------------------ request_id
+
+TEST(ParseClientFrame, RequestIdStringEchoed) {
+  auto f = parse_ok(R"({"type":"ping","request_id":"r-1"})");
+  EXPECT_EQ(f.request_id, json::value("r-1"));
+}
+
+TEST(ParseClientFrame, RequestIdNumberEchoed) {
+  auto f = parse_ok(R"({"type":"ping","request_id":17})");
+  ASSERT_TRUE(f.request_id.is_number());
+  EXPECT_EQ(f.request_id.to_number<int64_t>(), 17);
+}
+
+TEST(ParseClientFrame, RequestIdAbsentIsNull) {
+  EXPECT_TRUE(parse_ok(R"({"type":"ping"})").request_id.is_null());
+}
+
+TEST(ParseClientFrame, RequestIdKeptWhenTypeUnknown) {
+  ParsedFrame p = parse_client_frame(R"({"type":"bogus","request_id":"r-9"})");
+  ASSERT_TRUE(p.error);
+  EXPECT_EQ(p.error->code, "unknown_type");
+  EXPECT_EQ(p.frame.request_id, json::value("r-9"));
+}
+
+TEST(ParseClientFrame, RequestIdKeptWhenFieldInvalid) {
+  ParsedFrame p = parse_client_frame(R"({"request_id":5,"type":"subscribe_thread","thread_id":"x"})");
+  ASSERT_TRUE(p.error);
+  EXPECT_EQ(p.error->code, "invalid_field");
+  ASSERT_TRUE(p.frame.request_id.is_number());
+  EXPECT_EQ(p.frame.request_id.to_number<int64_t>(), 5);
+}
+
+TEST(ParseClientFrame, RequestIdKeptWhenTypeMissing) {
+  ParsedFrame p = parse_client_frame(R"({"request_id":"r-2"})");
+  ASSERT_TRUE(p.error);
+  EXPECT_EQ(p.error->code, "missing_field");
+  EXPECT_EQ(p.frame.request_id, json::value("r-2"));
+}
+
+// ------------------------------------------------------------ errors
+
+TEST(ParseClientFrameErrors, NotJson) {
+  EXPECT_EQ(parse_code("hello"), "invalid_json");
+  EXPECT_EQ(parse_code(R"({"type":"ping")"), "invalid_json");
+  EXPECT_EQ(parse_code(""), "invalid_json");
+}
+
+TEST(ParseClientFrameErrors, JsonButNotObject) {
+  EXPECT_EQ(parse_code(R"([{"type":"ping"}])"), "invalid_json");
+  EXPECT_EQ(parse_code("42"), "invalid_json");
+  EXPECT_EQ(parse_code(R"("ping")"), "invalid_json");
+}
+
+TEST(ParseClientFrameErrors, LoneSurrogateEscapeIsInvalidUtf8) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"a\ud800b")")), "invalid_utf8");
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"\ud800")")), "invalid_utf8");
+}
+
+TEST(ParseClientFrameErrors, LoneTrailingSurrogateEscapeIsInvalidUtf8) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"\udc00")")), "invalid_utf8");
+}
+
+TEST(ParseClientFrameErrors, HighSurrogateFollowedByNonSurrogateEscapeIsInvalidUtf8) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"\ud800\u0041")")), "invalid_utf8");
+}
+
+TEST(ParseClientFrameErrors, RawInvalidUtf8BytesAreInvalidUtf8) {
+  EXPECT_EQ(parse_code(with_thread(",\"type\":\"send_message\",\"content\":\"a\xff\xfe\"")), "invalid_utf8");
+  // Overlong encoding of '/'.
+  EXPECT_EQ(parse_code(with_thread(",\"type\":\"send_message\",\"content\":\"\xc0\xaf\"")), "invalid_utf8");
+}
+
+TEST(ParseClientFrameErrors, MissingType) { EXPECT_EQ(parse_code(R"({"content":"x"})"), "missing_field"); }
+
+TEST(ParseClientFrameErrors, NumericTypeIsInvalidField) { EXPECT_EQ(parse_code(R"({"type":3})"), "invalid_field"); }
+
+TEST(ParseClientFrameErrors, UnknownType) { EXPECT_EQ(parse_code(R"({"type":"send_messages"})"), "unknown_type"); }
+
+TEST(ParseClientFrameErrors, ThreadIdNotUuid) {
+  EXPECT_EQ(parse_code(R"({"type":"send_message","thread_id":"general","content":"x"})"), "invalid_field");
+  EXPECT_EQ(parse_code(R"({"type":"subscribe_thread","thread_id":"0b7c2a9e-3f41-4d2a-9a51-6c1e8f2d4b1"})"),
+            "invalid_field");
+}
+
+TEST(ParseClientFrameErrors, ThreadIdNumber) {
+  EXPECT_EQ(parse_code(R"({"type":"send_message","thread_id":12,"content":"x"})"), "invalid_field");
+  EXPECT_EQ(parse_code(R"({"type":"typing","thread_id":12})"), "invalid_field");
+}
+
+TEST(ParseClientFrameErrors, ContentMissing) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message")")), "missing_field");
+  ParsedFrame p = parse_client_frame(with_thread(R"(,"type":"send_message")"));
+  ASSERT_TRUE(p.error);
+  EXPECT_NE(p.error->message.find("content"), std::string::npos) << p.error->message;
+}
+
+TEST(ParseClientFrameErrors, ContentNumber) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":5)")), "invalid_field");
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","text":5)")), "invalid_field");
+}
+
+TEST(ParseClientFrameErrors, SinceSeqNegativeOrString) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"subscribe_thread","since_seq":-1)")), "invalid_field");
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"subscribe_thread","since_seq":"3")")), "invalid_field");
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"subscribe_thread","since_seq":1.5)")), "invalid_field");
+}
+
+TEST(ParseClientFrameErrors, UpToSeqNegative) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"mark_as_read","up_to_seq":-2)")), "invalid_field");
+}
+
+TEST(ParseClientFrameErrors, IsTypingString) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"typing","is_typing":"yes")")), "invalid_field");
+}
+
+TEST(ParseClientFrame, UppercaseUuidNormalisedToLowercase) {
+  auto f = parse_ok(R"({"type":"subscribe_thread","thread_id":"0B7C2A9E-3F41-4D2A-9A51-6C1E8F2D4B10"})");
+  EXPECT_EQ(f.thread_id, kThread);
+  auto g = parse_ok(R"({"type":"mark_as_read","chatId":"0B7C2A9E-3F41-4D2A-9A51-6C1E8F2D4B10"})");
+  EXPECT_EQ(g.thread_id, kThread);
+}
+
+TEST(ParseClientFrameErrors, DeepNestingRejectedWithoutCrash) {
+  std::string deep = R"({"type":"call_offer","payload":)";
+  for (int i = 0; i < 100; ++i) deep += "[";
+  for (int i = 0; i < 100; ++i) deep += "]";
+  deep += "}";
+  EXPECT_EQ(parse_code(deep), "invalid_json");
+
+  std::string deeper(100000, '[');  // far past any sane depth
+  EXPECT_EQ(parse_code(deeper), "invalid_json");
+}
+
+TEST(ParseJsonObject, ObjectParsesOthersRefused) {
+  auto ok = parse_json_object(R"({"a":1})");
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->at("a").as_int64(), 1);
+  auto arr = parse_json_object("[1]");
+  ASSERT_FALSE(arr.ok());
+  EXPECT_EQ(arr.error().code, "invalid_json");
+}
+
+// ------------------------------------------------------------ encoders
+
+Message sample_message() {
+  Message m;
+  m.id = kMsg;
+  m.thread_id = kThread;
+  m.seq = 42;
+  m.sender_id = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+  m.content = "Hello! \xC3\xA9";
+  m.message_type = "text";
+  m.client_msg_id = "";
+  m.created_at = 1'795'262'400'123'456;  // 2026-11-21T12:00:00.123456Z
+  m.sender = UserRef{m.sender_id, "john", "John Doe", "teacher"};
+  return m;
+}
+
+TEST(MessageJson, HasExactlyTheContractFields) {
+  json::object o = message_json(sample_message());
+  std::set<std::string> keys;
+  for (const auto& kv : o) keys.insert(std::string(kv.key()));
+  std::set<std::string> expected{"id",           "thread_id", "seq",        "sender_id", "content", "message_type",
+                                 "client_msg_id", "status",    "created_at", "edited_at", "sender"};
+  EXPECT_EQ(keys, expected);
+}
+
+TEST(MessageJson, Values) {
+  json::object o = message_json(sample_message());
+  EXPECT_EQ(o.at("id"), json::value(kMsg));
+  EXPECT_EQ(o.at("thread_id"), json::value(kThread));
+  EXPECT_EQ(o.at("seq").to_number<int64_t>(), 42);
+  EXPECT_EQ(o.at("content"), json::value("Hello! \xC3\xA9"));
+  EXPECT_EQ(o.at("message_type"), json::value("text"));
+  EXPECT_EQ(o.at("status"), json::value("sent"));
+  EXPECT_TRUE(o.at("edited_at").is_null());
+  const json::object& s = o.at("sender").as_object();
+  EXPECT_EQ(s.at("username"), json::value("john"));
+  EXPECT_EQ(s.at("full_name"), json::value("John Doe"));
+  EXPECT_EQ(s.at("role"), json::value("teacher"));
+}
+
+TEST(MessageJson, ClientMsgIdNullWhenEmptyStringWhenSet) {
+  Message m = sample_message();
+  EXPECT_TRUE(message_json(m).at("client_msg_id").is_null());
+  m.client_msg_id = "c-17";
+  EXPECT_EQ(message_json(m).at("client_msg_id"), json::value("c-17"));
+}
+
+TEST(MessageJson, CreatedAtIsIso8601WithMillisAndZ) {
+  json::object o = message_json(sample_message());
+  ASSERT_TRUE(o.at("created_at").is_string());
+  std::string t(o.at("created_at").get_string());
+  EXPECT_TRUE(std::regex_match(t, std::regex(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)"))) << t;
+  EXPECT_EQ(t, "2026-11-21T12:00:00.123Z");
+}
+
+TEST(MessageJson, EditedAtIsIsoWhenSet) {
+  Message m = sample_message();
+  m.edited_at = m.created_at + 1'000'000;
+  EXPECT_EQ(message_json(m).at("edited_at"), json::value("2026-11-21T12:00:01.123Z"));
+}
+
+TEST(EncodeDataFrame, ParsesBackWithTypeRequestIdAndData) {
+  std::string data = json::serialize(message_json(sample_message()));
+  std::string frame = encode_data_frame("new_message", data, json::value("r-1"));
+  boost::system::error_code ec;
+  json::value v = json::parse(frame, ec);
+  ASSERT_FALSE(ec) << frame;
+  ASSERT_TRUE(v.is_object());
+  EXPECT_EQ(v.at("type"), json::value("new_message"));
+  EXPECT_EQ(v.at("request_id"), json::value("r-1"));
+  EXPECT_EQ(v.at("data"), json::value(message_json(sample_message())));
+}
+
+TEST(EncodeDataFrame, NumericRequestIdAndNoRequestId) {
+  json::value with = json::parse(encode_data_frame("message_sent", "{}", json::value(7)));
+  EXPECT_EQ(with.at("request_id").to_number<int64_t>(), 7);
+  json::value without = json::parse(encode_data_frame("message_sent", "{\"a\":1}"));
+  EXPECT_FALSE(without.as_object().contains("request_id"));
+  EXPECT_EQ(without.at("data").at("a").as_int64(), 1);
+}
+
+TEST(EncodeError, HasCodeAndMessage) {
+  json::value v = json::parse(encode_error(bad_input("invalid_field", "field \"x\" bad"), json::value("q")));
+  EXPECT_EQ(v.at("type"), json::value("error"));
+  EXPECT_EQ(v.at("code"), json::value("invalid_field"));
+  EXPECT_EQ(v.at("message"), json::value("field \"x\" bad"));
+  EXPECT_EQ(v.at("request_id"), json::value("q"));
+}
+
+TEST(EncodeFrame, FieldsAndType) {
+  json::value v = json::parse(encode_frame("read_receipt", json::object{{"thread_id", kThread}, {"seq", 3}}));
+  EXPECT_EQ(v.at("type"), json::value("read_receipt"));
+  EXPECT_EQ(v.at("thread_id"), json::value(kThread));
+  EXPECT_EQ(v.at("seq").as_int64(), 3);
+  EXPECT_FALSE(v.as_object().contains("request_id"));
+}
+
+TEST(UserJson, NeverContainsPasswordHash) {
+  User u;
+  u.id = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+  u.username = "john";
+  u.full_name = "John Doe";
+  u.role = "teacher";
+  u.password_hash = "$argon2id$v=19$m=65536,t=2,p=1$SECRETSALT$SECRETHASH";
+  u.created_at = 1'795'262'400'000'000;
+  json::object o = user_json(u);
+  std::string text = json::serialize(o);
+  EXPECT_EQ(text.find("argon2id"), std::string::npos) << text;
+  EXPECT_EQ(text.find("SECRETHASH"), std::string::npos) << text;
+  EXPECT_FALSE(o.contains("password_hash"));
+  EXPECT_FALSE(o.contains("password"));
+  EXPECT_EQ(o.at("username"), json::value("john"));
+  EXPECT_TRUE(o.at("phone_number").is_null());
+}
+
+}  // namespace
+}  // namespace parley
