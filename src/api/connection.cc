@@ -121,12 +121,11 @@ void Connection::on_binary() {
 
 void Connection::on_text(std::string_view text) {
   if (closed_) return;
-  if (!take_token()) {
-    Metrics::get().count_error("rate_limited");
-    if (++strikes_ >= ctx_.chat.config().limits.flood_strikes) return close(kClosePolicy, "rate limit exceeded");
-    return send(encode_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}));
-  }
   ParsedFrame parsed = parse_client_frame(text);
+  if (!take_token()) {
+    if (++strikes_ >= ctx_.chat.config().limits.flood_strikes) return close(kClosePolicy, "rate limit exceeded");
+    return send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}, parsed.frame.request_id);
+  }
   if (parsed.error) return send_error(*parsed.error, parsed.frame.request_id);
   if (!authed_ && parsed.frame.type != ClientType::kAuth)
     return send_error({ErrorKind::kUnauthorized, "not_authenticated", "send an `auth` frame first"},
@@ -140,15 +139,10 @@ void Connection::handle(ClientFrame f) {
     case ClientType::kPing: return send(encode_frame("pong", {}, f.request_id));
     case ClientType::kSendMessage: return on_send(std::move(f));
     case ClientType::kSubscribeThread: return on_subscribe(std::move(f));
-    case ClientType::kUnsubscribeThread: {
+    case ClientType::kUnsubscribeThread:
       // Delivery never depends on subscriptions (CONTRACT section 4): this is
       // a reply for clients that expect one, and mutes nothing.
-      auto m = ctx_.chat.members(f.thread_id);
-      if (!m || !ctx_.chat.is_member(*m, user_.id)) return send_error(forbidden("thread not found or you are not a participant"), f.request_id);
-      return send(encode_frame("thread_unsubscribed",
-                               json::object{{"thread_id", f.thread_id}, {"last_seq", cursor_.last_sent(f.thread_id)}},
-                               f.request_id));
-    }
+      return reply_thread_state("thread_unsubscribed", std::move(f));
     case ClientType::kJoinChat: return on_join_chat(std::move(f));
     case ClientType::kMarkAsRead: return on_mark_read(std::move(f));
     case ClientType::kMessageReceived: return on_delivered(std::move(f));
@@ -202,53 +196,87 @@ void Connection::on_send(ClientFrame f) {
 }
 
 // Replays in pages so a long absence does not build one huge reply; live
-// messages of the thread are held by the cursor meanwhile.
+// messages of the thread are held by the cursor meanwhile. Sending is paced
+// by the outbound queue: a big backlog waits for the client to read instead
+// of overflowing the queue (which would drop the connection).
 constexpr int kReplayPage = 500;
+constexpr auto kReplayPause = std::chrono::milliseconds(5);
+
+struct Connection::Replay {
+  std::string thread_id;
+  int64_t since = 0;  // the client's since_seq
+  int64_t from = 0;   // this page reads after this seq
+  json::value request_id;
+  std::vector<Message> page;
+  size_t next = 0;
+};
 
 void Connection::on_subscribe(ClientFrame f) {
-  int64_t since = f.since_seq.value_or(-1);
-  if (since < 0) {
-    // No replay asked: just confirm, after checking membership.
-    auto self = shared_from_this();
-    off_loop([self, f]() -> std::function<void()> {
-      auto m = self->ctx_.chat.members(f.thread_id);
-      bool ok = m && self->ctx_.chat.is_member(*m, self->user_.id);
-      auto t = ok ? self->ctx_.chat.store().thread(f.thread_id) : std::nullopt;
-      return [self, ok, f, last_seq = t ? t->last_seq : 0] {
-        if (!ok) return self->send_error(forbidden("thread not found or you are not a participant"), f.request_id);
-        self->send(encode_frame("thread_subscribed", json::object{{"thread_id", f.thread_id}, {"last_seq", last_seq}},
-                                f.request_id));
-      };
-    });
-    return;
-  }
-  cursor_.begin_replay(f.thread_id, since);
-  replay_page(f.thread_id, since, since, f.request_id);
+  if (!f.since_seq) return reply_thread_state("thread_subscribed", std::move(f));
+  cursor_.begin_replay(f.thread_id, *f.since_seq);
+  auto r = std::make_shared<Replay>();
+  r->thread_id = f.thread_id;
+  r->since = r->from = *f.since_seq;
+  r->request_id = f.request_id;
+  replay_read(std::move(r));
 }
 
-void Connection::replay_page(std::string thread_id, int64_t since, int64_t from, json::value request_id) {
+// thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
+void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
   auto self = shared_from_this();
-  off_loop([self, thread_id, since, from, request_id]() -> std::function<void()> {
-    auto page = self->ctx_.chat.replay(self->user_.id, thread_id, from, kReplayPage);
-    return [self, thread_id, since, from, request_id, page = std::move(page)] {
-      if (self->closed_) return;
-      if (!page) {
-        self->cursor_.end_replay(thread_id, since, since);
-        return self->send_error(page.error(), request_id);
-      }
-      int64_t last = from;
-      for (const auto& m : *page) {
-        last = m.seq;
-        if (!self->cursor_.replayed(thread_id, m.seq)) continue;
-        self->send(encode_data_frame("new_message", json::serialize(message_json(m))));
-      }
-      if (static_cast<int>(page->size()) == kReplayPage) return self->replay_page(thread_id, since, last, request_id);
-      for (auto& frame : self->cursor_.end_replay(thread_id, since, last)) self->send(std::move(frame));
-      self->send(encode_frame("thread_subscribed",
-                              json::object{{"thread_id", thread_id}, {"last_seq", self->cursor_.last_sent(thread_id)}},
-                              request_id));
+  off_loop([self, f, type = std::string(type)]() -> std::function<void()> {
+    auto m = self->ctx_.chat.members(f.thread_id);
+    bool ok = m && self->ctx_.chat.is_member(*m, self->user_.id);
+    auto t = ok ? self->ctx_.chat.store().thread(f.thread_id) : std::nullopt;
+    return [self, ok, f, type, last_seq = t ? t->last_seq : 0] {
+      if (!ok) return self->send_error(forbidden("thread not found or you are not a participant"), f.request_id);
+      int64_t last = std::max(last_seq, self->cursor_.last_sent(f.thread_id));
+      self->send(encode_frame(type, json::object{{"thread_id", f.thread_id}, {"last_seq", last}}, f.request_id));
     };
   });
+}
+
+void Connection::replay_read(std::shared_ptr<Replay> r) {
+  auto self = shared_from_this();
+  off_loop([self, r]() -> std::function<void()> {
+    auto page = self->ctx_.chat.replay(self->user_.id, r->thread_id, r->from, kReplayPage);
+    return [self, r, page = std::move(page)]() mutable {
+      if (self->closed_) return;
+      if (!page) {
+        self->cursor_.end_replay(r->thread_id, r->since, r->since);
+        return self->send_error(page.error(), r->request_id);
+      }
+      r->page = std::move(*page);
+      r->next = 0;
+      self->replay_send(std::move(r));
+    };
+  });
+}
+
+void Connection::replay_send(std::shared_ptr<Replay> r) {
+  auto t = transport_.lock();
+  if (!t || closed_) return;
+  const size_t budget = ctx_.chat.config().limits.max_outbound_bytes / 2;
+  while (r->next < r->page.size()) {
+    if (t->queued_bytes() > budget) {
+      std::weak_ptr<Connection> weak = weak_from_this();
+      t->schedule(kReplayPause, [weak, r] {
+        if (auto self = weak.lock()) self->replay_send(r);
+      });
+      return;
+    }
+    const Message& m = r->page[r->next++];
+    if (cursor_.replayed(r->thread_id, m.seq)) send(encode_data_frame("new_message", json::serialize(message_json(m))));
+  }
+  int64_t last = r->page.empty() ? r->from : r->page.back().seq;
+  if (static_cast<int>(r->page.size()) == kReplayPage) {
+    r->from = last;
+    return replay_read(std::move(r));
+  }
+  for (auto& frame : cursor_.end_replay(r->thread_id, r->since, last)) send(std::move(frame));
+  int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
+  send(encode_frame("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
+                    r->request_id));
 }
 
 void Connection::on_mark_read(ClientFrame f) {

@@ -53,8 +53,10 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void on_auth_frame(ClientFrame frame);
   void on_send(ClientFrame frame);
   void on_subscribe(ClientFrame frame);
-  // One page of a replay begun at `since`, reading after `from`.
-  void replay_page(std::string thread_id, int64_t since, int64_t from, boost::json::value request_id);
+  void reply_thread_state(std::string_view type, ClientFrame frame);
+  struct Replay;
+  void replay_read(std::shared_ptr<Replay> replay);
+  void replay_send(std::shared_ptr<Replay> replay);
   void on_mark_read(ClientFrame frame);
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);

@@ -24,6 +24,8 @@ class Transport {
   // Loop thread only. Runs fn on the loop after `delay` (once).
   virtual void schedule(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
   virtual const std::string& remote_address() const = 0;
+  // Loop thread only. Bytes queued and not yet written to the socket.
+  virtual size_t queued_bytes() const = 0;
 };
 
 }  // namespace parley

@@ -69,6 +69,7 @@ class WsSession final : public Transport, public std::enable_shared_from_this<Ws
   }
 
   const std::string& remote_address() const override { return remote_; }
+  size_t queued_bytes() const override { return queued_bytes_; }
 
  private:
   void read() {

@@ -1,0 +1,44 @@
+// The saved login and listen's per-thread positions: one JSON file, mode 0600
+// (it holds a bearer token), written atomically so a crash never truncates it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "cli/json_util.h"
+
+namespace parley::cli {
+
+// thread id -> highest seq that `listen` printed.
+using Positions = std::map<std::string, std::int64_t>;
+
+struct CliConfig {
+  std::string server;
+  std::string token;
+  std::string expires_at;
+  json::object user;
+  // user id -> {thread id -> seq}: positions are per user, so a token of
+  // someone else never skips messages on the strength of another's reading.
+  json::object positions;
+};
+
+// $XDG_CONFIG_HOME/parley/cli.json, else ~/.config/parley/cli.json.
+std::string default_config_path();
+
+// A missing file is an empty config; an unreadable one too (with a warning),
+// so `login` can always repair it.
+CliConfig load_config(const std::string& path);
+
+// Throws CliError (exit 1) when the file cannot be written.
+void save_config(const std::string& path, const CliConfig& config);
+
+// nullopt when listen never ran for this user (then it starts "from now").
+std::optional<Positions> saved_positions(const CliConfig& config, const std::string& user_id);
+
+// Re-reads the file and replaces only this user's positions, so a login done
+// meanwhile by another process is kept.
+void store_positions(const std::string& path, const std::string& user_id, const Positions& positions);
+
+}  // namespace parley::cli

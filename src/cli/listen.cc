@@ -1,0 +1,356 @@
+// listen: print every event of the user's WebSocket connection, forever.
+//
+// The connection is only a window: what matters is each thread's position
+// (the last seq printed). Positions come from the saved config, else from
+// the thread list at start ("from now on"), and are saved on exit. After
+// every (re)connect each known thread is subscribed with since_seq = its
+// position, so the server replays what was missed; SeqTracker keeps the
+// output gapless, ordered and free of repeats.
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/errors.h"
+#include "cli/output.h"
+#include "cli/pretty.h"
+#include "cli/seq_tracker.h"
+#include "cli/ws_client.h"
+
+namespace parley::cli {
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::chrono::milliseconds kFirstDelay = 500ms;
+constexpr std::chrono::milliseconds kMaxDelay = 30s;
+constexpr std::chrono::seconds kConnectTimeout{10};
+constexpr std::chrono::seconds kIdleTimeout{40};
+constexpr std::chrono::seconds kSaveEvery{1};
+constexpr std::string_view kFillPrefix = "fill:";  // request_id of our subscribe_thread frames
+
+// Errors worth reconnecting after; any other server answer (a bad token, a
+// forbidden origin) would only repeat, so it ends listen with exit 1.
+bool transient(const CliError& e) {
+  if (e.exit_code() == kExitUnreachable) return true;
+  static const std::set<std::string> kRetry = {"rate_limited", "internal_error", "bad_response",        "http_502",
+                                               "http_503",     "http_504",       "too_many_connections"};
+  return kRetry.contains(e.code());
+}
+
+// The thread objects of a GET /api/chat/threads answer.
+std::vector<const json::object*> threads_in(const json::value& listing) {
+  std::vector<const json::object*> out;
+  const json::array* threads = listing.is_object() ? get_array(listing.as_object(), "threads") : nullptr;
+  for (size_t i = 0; threads && i < threads->size(); ++i) {
+    if (const json::object* t = (*threads)[i].if_object()) out.push_back(t);
+  }
+  return out;
+}
+
+class Listener {
+ public:
+  Listener(Context& ctx, ListenOptions options)
+      : ctx_(ctx),
+        options_(options),
+        http_(ctx.executor, ctx.endpoint, ctx.token),
+        backoff_timer_(ctx.executor),
+        timeout_timer_(ctx.executor),
+        signals_(ctx.executor, SIGINT, SIGTERM),
+        rng_(std::random_device{}()) {}
+
+  awaitable<int> run();
+
+ private:
+  awaitable<void> start();
+  awaitable<void> session();
+  awaitable<void> handle(json::object frame);
+  awaitable<void> on_connected();
+  awaitable<void> discover_threads();
+  awaitable<void> on_message(json::object frame);
+  awaitable<void> on_fill_error(const json::object& frame);
+  awaitable<void> deliver(json::object frame);
+  awaitable<void> drain(const std::string& thread, bool force);
+  awaitable<void> request_fill(const std::string& thread);
+  awaitable<void> backoff();
+  void print_event(const json::object& frame);
+  void arm_signals();
+  void arm_timeout();
+  void request_stop(int exit_code);
+  void abort(int exit_code);
+  void finish();
+  void save_positions(bool now);
+
+  Context& ctx_;
+  ListenOptions options_;
+  HttpClient http_;
+  WsClient* ws_ = nullptr;  // the connection in use, for acks and abort()
+  asio::steady_timer backoff_timer_;
+  asio::steady_timer timeout_timer_;
+  asio::signal_set signals_;
+  std::mt19937 rng_;
+
+  SeqTracker seqs_;
+  std::set<std::string> filling_;  // threads with a subscribe_thread in flight on this connection
+  Names names_;
+  std::string user_id_, username_;
+  std::chrono::milliseconds delay_ = kFirstDelay;
+  int printed_ = 0;
+  bool stopping_ = false;
+  int exit_code_ = 0;
+  bool dirty_ = false;
+  Clock::time_point last_save_{};
+};
+
+awaitable<int> Listener::run() {
+  arm_signals();
+  arm_timeout();
+  std::optional<CliError> failure;
+  try {
+    co_await start();
+  } catch (const CliError& e) {
+    failure = e;
+  }
+  while (!failure && !stopping_) {
+    try {
+      co_await session();
+    } catch (const CliError& e) {
+      failure = e;
+    }
+    if (stopping_) break;
+    if (failure && !transient(*failure)) break;
+    note(failure ? std::string(failure->what()) : "connection ended");
+    failure.reset();
+    co_await backoff();
+  }
+  finish();
+  if (failure && !stopping_) throw *failure;
+  co_return exit_code_;
+}
+
+// Who we are (positions are per user) and where each thread stands.
+awaitable<void> Listener::start() {
+  json::value me = co_await http_.get("/api/users/me");
+  if (const json::object* o = me.if_object()) {
+    user_id_ = get_string(*o, "id");
+    username_ = get_string(*o, "username");
+    names_.learn_user(*o);
+  }
+  std::optional<Positions> saved = saved_positions(ctx_.config, user_id_);
+  for (const auto& [thread, seq] : saved.value_or(Positions{})) seqs_.set(thread, seq);
+  json::value listing = co_await http_.get("/api/chat/threads");
+  for (const json::object* t : threads_in(listing)) {
+    names_.learn_thread(*t);
+    std::string id = get_string(*t, "id");
+    // First run: start from now. Later runs: a thread we never saw is new since then, so all of it.
+    if (!seqs_.known(id)) seqs_.set(id, saved ? 0 : get_int(*t, "last_seq").value_or(0));
+  }
+  dirty_ = true;  // so the seeded positions are saved even if nothing arrives
+}
+
+awaitable<void> Listener::session() {
+  WsClient ws(ctx_.executor);
+  ws_ = &ws;
+  struct Detach {
+    WsClient*& slot;
+    ~Detach() { slot = nullptr; }
+  } detach{ws_};
+  filling_.clear();
+  co_await ws.connect(ctx_.endpoint, ctx_.token, kConnectTimeout);
+  ws.keep_alive(kIdleTimeout);
+  while (!stopping_) {
+    json::object frame = co_await ws.read();
+    co_await handle(std::move(frame));
+  }
+  co_await ws.close();
+}
+
+awaitable<void> Listener::handle(json::object frame) {
+  std::string type = get_string(frame, "type");
+  if (type == "connection_established") {
+    co_await on_connected();
+  } else if (type == "new_message") {
+    co_await on_message(std::move(frame));
+  } else if (type == "thread_subscribed") {
+    std::string thread = get_string(frame, "thread_id");
+    filling_.erase(thread);
+    co_await drain(thread, true);
+  } else if (type == "error" && get_string(frame, "request_id").starts_with(kFillPrefix)) {
+    co_await on_fill_error(frame);
+  } else if (type != "pong" && type != "thread_unsubscribed") {
+    print_event(frame);
+  }
+}
+
+// Every known thread replays what it missed; then threads created meanwhile are found.
+awaitable<void> Listener::on_connected() {
+  delay_ = kFirstDelay;
+  std::vector<std::string> known;
+  for (const auto& [thread, seq] : seqs_.positions()) known.push_back(thread);
+  for (const std::string& thread : known) co_await request_fill(thread);
+  co_await discover_threads();
+  note("listening as " + username_ + " (" + std::to_string(seqs_.positions().size()) + " threads)");
+}
+
+awaitable<void> Listener::discover_threads() {
+  json::value listing = co_await http_.get("/api/chat/threads");
+  for (const json::object* t : threads_in(listing)) {
+    names_.learn_thread(*t);
+    std::string id = get_string(*t, "id");
+    if (seqs_.known(id)) continue;
+    seqs_.set(id, 0);  // created while we were away: all of it is new
+    dirty_ = true;
+    if (get_int(*t, "last_seq").value_or(0) > 0) co_await request_fill(id);
+  }
+}
+
+awaitable<void> Listener::on_message(json::object frame) {
+  const json::object* message = get_object(frame, "data");
+  std::string thread = message ? get_string(*message, "thread_id") : "";
+  std::optional<std::int64_t> seq = message ? get_int(*message, "seq") : std::nullopt;
+  if (thread.empty() || !seq) {  // not a message we can place: show it as is
+    print_event(frame);
+    co_return;
+  }
+  names_.learn_message(*message);
+  SeqTracker::Offer offer = seqs_.offer(thread, *seq, frame);
+  if (offer == SeqTracker::Offer::kHeld) co_await request_fill(thread);
+  if (offer != SeqTracker::Offer::kNext) co_return;
+  co_await deliver(std::move(frame));
+  co_await drain(thread, false);
+}
+
+// Our subscribe_thread was refused (say, we left the thread): stop waiting for it.
+awaitable<void> Listener::on_fill_error(const json::object& frame) {
+  std::string thread = get_string(frame, "request_id").substr(kFillPrefix.size());
+  note("cannot catch up on thread " + thread + ": " + get_string(frame, "code") + ": " + get_string(frame, "message"));
+  filling_.erase(thread);
+  co_await drain(thread, true);
+}
+
+awaitable<void> Listener::deliver(json::object frame) {
+  if (stopping_) co_return;
+  const json::object& message = frame.at("data").as_object();
+  print_event(frame);
+  seqs_.printed(get_string(message, "thread_id"), *get_int(message, "seq"));
+  dirty_ = true;
+  save_positions(false);
+  ++printed_;
+  bool done = options_.exit_after > 0 && printed_ >= options_.exit_after;
+  if (done) request_stop(0);
+  json::object ack;
+  ack["type"] = "message_received";
+  ack["message_id"] = get_string(message, "id");
+  if (ws_) co_await ws_->write(ack);
+}
+
+awaitable<void> Listener::drain(const std::string& thread, bool force) {
+  while (!stopping_) {
+    std::optional<json::object> next = seqs_.take_next(thread, force);
+    if (!next) break;
+    co_await deliver(std::move(*next));
+  }
+}
+
+awaitable<void> Listener::request_fill(const std::string& thread) {
+  if (!ws_ || filling_.contains(thread)) co_return;
+  filling_.insert(thread);
+  json::object frame;
+  frame["type"] = "subscribe_thread";
+  frame["request_id"] = std::string(kFillPrefix) + thread;
+  frame["thread_id"] = thread;
+  frame["since_seq"] = seqs_.last(thread);
+  co_await ws_->write(frame);
+}
+
+// 0.5 s doubling to 30 s, each wait jittered by +-25% so that many clients
+// dropped at once do not all come back in the same instant.
+awaitable<void> Listener::backoff() {
+  std::uniform_real_distribution<double> jitter(0.75, 1.25);
+  auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(delay_ * jitter(rng_));
+  delay_ = std::min(delay_ * 2, kMaxDelay);
+  note("reconnecting in " + std::to_string(wait.count()) + " ms");
+  backoff_timer_.expires_after(wait);
+  boost::system::error_code ignored;  // cancelled by abort()
+  co_await backoff_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+}
+
+void Listener::print_event(const json::object& frame) {
+  if (!ctx_.pretty) {
+    print_json_line(frame);
+    return;
+  }
+  std::string line = pretty_event(frame, names_);
+  if (!line.empty()) print_line(line);
+}
+
+void Listener::arm_signals() {
+  signals_.async_wait([this](boost::system::error_code ec, int) {
+    if (!ec) abort(0);
+  });
+}
+
+void Listener::arm_timeout() {
+  if (options_.timeout_seconds <= 0) return;
+  timeout_timer_.expires_after(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.timeout_seconds)));
+  timeout_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    std::ostringstream text;
+    text << "timeout: " << options_.timeout_seconds << " s passed";
+    note(text.str());
+    abort(kExitTimeout);
+  });
+}
+
+// Finish what is in hand (an ack, the close handshake), then leave.
+void Listener::request_stop(int exit_code) {
+  if (stopping_) return;
+  stopping_ = true;
+  exit_code_ = exit_code;
+}
+
+// Leave now: cancel whatever the coroutine waits on.
+void Listener::abort(int exit_code) {
+  request_stop(exit_code);
+  if (ws_) ws_->cancel();
+  http_.cancel();
+  backoff_timer_.cancel();
+}
+
+void Listener::finish() {
+  boost::system::error_code ignored;
+  signals_.cancel(ignored);
+  timeout_timer_.cancel();
+  save_positions(true);
+}
+
+// Positions are saved at most once a second while running, and on exit.
+void Listener::save_positions(bool now) {
+  if (!dirty_ || user_id_.empty()) return;
+  if (!now && Clock::now() - last_save_ < kSaveEvery) return;
+  try {
+    store_positions(ctx_.config_path, user_id_, seqs_.positions());
+    dirty_ = false;
+    last_save_ = Clock::now();
+  } catch (const CliError& e) {
+    note(std::string("cannot save positions: ") + e.what());
+  }
+}
+
+}  // namespace
+
+awaitable<int> listen(Context& ctx, ListenOptions options) {
+  ctx.require_token();
+  Listener listener(ctx, options);
+  co_return co_await listener.run();
+}
+
+}  // namespace parley::cli

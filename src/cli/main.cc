@@ -1,0 +1,124 @@
+// parley-cli: the terminal client of Parley. Data goes to stdout (JSON lines,
+// or --pretty text), status and errors to stderr as
+// "parley-cli: <code>: <message>". Exit codes: 0 ok, 1 the server said no,
+// 2 cannot connect, 3 listen --timeout, 64 bad command line.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <exception>
+#include <functional>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/errors.h"
+
+namespace parley::cli {
+
+namespace {
+
+using Command = std::function<awaitable<int>(Context&)>;
+
+int report(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const CliError& e) {
+    std::cerr << "parley-cli: " << e.code() << ": " << e.what() << "\n";
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::cerr << "parley-cli: internal_error: " << e.what() << "\n";
+    return kExitServerError;
+  }
+}
+
+// One io_context for the whole process; the command runs as its coroutine.
+int run_command(const GlobalOptions& globals, const Command& command) {
+  asio::io_context ioc;
+  int exit_code = 0;
+  try {
+    Context ctx = make_context(globals, ioc.get_executor());
+    asio::co_spawn(ioc, command(ctx), [&](std::exception_ptr error, int code) {
+      exit_code = error ? report(error) : code;
+      ioc.stop();  // nothing the command left behind outlives it
+    });
+    ioc.run();
+  } catch (...) {
+    return report(std::current_exception());
+  }
+  return exit_code;
+}
+
+void add_globals(CLI::App& app, GlobalOptions& g) {
+  app.add_option("--server", g.server,
+                 "Server URL (default: $PARLEY_SERVER, the saved login's, or http://127.0.0.1:3000)");
+  app.add_option("--token", g.token, "Bearer token (default: $PARLEY_TOKEN, else the saved login's)");
+  app.add_option("--config", g.config_path, "Saved login file (default: $XDG_CONFIG_HOME/parley/cli.json)");
+  app.add_flag("--pretty", g.pretty, "Readable lines instead of JSON lines");
+}
+
+}  // namespace
+
+int main_impl(int argc, char** argv) {
+  CLI::App app{"parley-cli: the Parley chat client"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the command
+  GlobalOptions globals;
+  add_globals(app, globals);
+
+  LoginOptions login_opts;
+  auto* login_cmd = app.add_subcommand("login", "Log in and save the token (prints the user)");
+  auto* user_opt = login_cmd->add_option("--username", login_opts.username, "Username");
+  auto* phone_opt = login_cmd->add_option("--phone", login_opts.phone, "Phone number, instead of --username");
+  user_opt->excludes(phone_opt);
+  login_cmd->add_option("--password", login_opts.password, "Password (default: prompt, or one line of stdin)");
+
+  auto* whoami_cmd = app.add_subcommand("whoami", "Print the logged-in user");
+  auto* threads_cmd = app.add_subcommand("threads", "List your threads, newest activity first");
+
+  HistoryOptions history_opts;
+  auto* history_cmd = app.add_subcommand("history", "Print a thread's messages, oldest first");
+  history_cmd->add_option("thread", history_opts.thread_id, "Thread id")->required();
+  history_cmd->add_option("--limit", history_opts.limit, "How many (1-200, default 50)");
+  history_cmd->add_option("--before", history_opts.before_seq, "Only messages before this seq");
+
+  SendOptions send_opts;
+  auto* send_cmd = app.add_subcommand("send", "Send a message (prints it once stored)");
+  auto* thread_opt = send_cmd->add_option("--thread", send_opts.thread_id, "Thread id");
+  auto* to_opt = send_cmd->add_option("--to", send_opts.to, "Username: a direct message");
+  thread_opt->excludes(to_opt);
+  send_cmd->add_option("--client-msg-id", send_opts.client_msg_id, "Idempotency key (default: generated)");
+  send_cmd->add_option("--type", send_opts.message_type, "text (default), image or file");
+  send_cmd->add_option("text", send_opts.text, "The message; - reads it from stdin")->required();
+
+  ListenOptions listen_opts;
+  auto* listen_cmd =
+      app.add_subcommand("listen", "Print events as they come (JSON lines), reconnecting and catching up by itself");
+  listen_cmd->add_option("--exit-after", listen_opts.exit_after, "Exit 0 after printing this many new messages")
+      ->check(CLI::NonNegativeNumber);
+  listen_cmd->add_option("--timeout", listen_opts.timeout_seconds, "Exit 3 after this many seconds")
+      ->check(CLI::NonNegativeNumber);
+
+  try {
+    app.parse(argc, argv);
+    if (login_cmd->parsed() && login_opts.username.empty() && login_opts.phone.empty()) {
+      throw CLI::RequiredError("--username or --phone");
+    }
+    if (send_cmd->parsed() && send_opts.thread_id.empty() && send_opts.to.empty()) {
+      throw CLI::RequiredError("--thread or --to");
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
+
+  std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error to handle, not a death
+  Command command;
+  if (login_cmd->parsed()) command = [&](Context& c) { return login(c, login_opts); };
+  if (whoami_cmd->parsed()) command = [](Context& c) { return whoami(c); };
+  if (threads_cmd->parsed()) command = [](Context& c) { return threads(c); };
+  if (history_cmd->parsed()) command = [&](Context& c) { return history(c, history_opts); };
+  if (send_cmd->parsed()) command = [&](Context& c) { return send(c, send_opts); };
+  if (listen_cmd->parsed()) command = [&](Context& c) { return listen(c, listen_opts); };
+  return run_command(globals, command);
+}
+
+}  // namespace parley::cli
+
+int main(int argc, char** argv) { return parley::cli::main_impl(argc, argv); }

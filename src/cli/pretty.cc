@@ -1,0 +1,168 @@
+#include "cli/pretty.h"
+
+#include <time.h>
+
+#include <cstdio>
+
+#include "common/clock.h"
+
+namespace parley::cli {
+
+namespace {
+
+std::string short_id(std::string_view id) { return std::string(id.substr(0, 8)); }
+
+// Local wall-clock time of an ISO 8601 timestamp (now when absent or odd).
+std::string clock_time(std::string_view iso) {
+  Micros t = now_micros();
+  if (auto parsed = parse_iso8601(iso)) t = *parsed;
+  time_t secs = static_cast<time_t>(t / 1000000);
+  struct tm local {};
+  localtime_r(&secs, &local);
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "[%02d:%02d:%02d]", local.tm_hour, local.tm_min, local.tm_sec);
+  return buf;
+}
+
+// Continuation lines of a multi-line message are indented under the first.
+std::string indent_newlines(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    out += c;
+    if (c == '\n') out += "    ";
+  }
+  return out;
+}
+
+std::string thread_tag(const json::object& o) { return "#" + short_id(get_string(o, "thread_id")); }
+
+// At most max bytes, never cutting a UTF-8 sequence, on one line.
+std::string preview(std::string_view text, size_t max) {
+  if (text.size() > max) {
+    while (max > 0 && (static_cast<unsigned char>(text[max]) & 0xC0) == 0x80) --max;
+    text = text.substr(0, max);
+  }
+  std::string out(text);
+  for (char& c : out) c = c == '\n' ? ' ' : c;
+  return out;
+}
+
+std::string pad(std::string s, size_t width) {
+  if (s.size() < width) s.append(width - s.size(), ' ');
+  return s;
+}
+
+std::string sender_name(const json::object& message) {
+  const json::object* sender = get_object(message, "sender");
+  std::string name = sender ? get_string(*sender, "username") : "";
+  return name.empty() ? short_id(get_string(message, "sender_id")) : name;
+}
+
+std::string pretty_presence(const json::object& f, const Names& names) {
+  const json::value* online = f.if_contains("online");
+  bool on = online && online->is_bool() && online->get_bool();
+  return clock_time("") + " " + names.of(get_string(f, "user_id")) + (on ? " is online" : " went offline");
+}
+
+std::string pretty_typing(const json::object& f, const Names& names) {
+  const json::value* typing = f.if_contains("is_typing");
+  bool on = !typing || !typing->is_bool() || typing->get_bool();
+  return clock_time("") + " " + thread_tag(f) + " " + names.of(get_string(f, "user_id")) +
+         (on ? " is typing..." : " stopped typing");
+}
+
+std::string pretty_receipt(const json::object& f, const Names& names) {
+  auto seq = get_int(f, "seq");
+  return clock_time("") + " " + thread_tag(f) + " " + names.of(get_string(f, "user_id")) + " read up to #" +
+         (seq ? std::to_string(*seq) : "?");
+}
+
+std::string pretty_error(const json::object& f) {
+  return clock_time("") + " error " + get_string(f, "code") + ": " + get_string(f, "message");
+}
+
+}  // namespace
+
+void Names::learn_thread(const json::object& thread) {
+  const json::array* people = get_array(thread, "participants");
+  if (!people) return;
+  for (const json::value& p : *people) {
+    if (const json::object* o = p.if_object()) {
+      std::string id = get_string(*o, "user_id"), name = get_string(*o, "username");
+      if (!id.empty() && !name.empty()) names_[id] = name;
+    }
+  }
+}
+
+void Names::learn_message(const json::object& message) {
+  const json::object* sender = get_object(message, "sender");
+  std::string id = get_string(message, "sender_id"), name = sender ? get_string(*sender, "username") : "";
+  if (!id.empty() && !name.empty()) names_[id] = name;
+}
+
+void Names::learn_user(const json::object& user) {
+  std::string id = get_string(user, "id"), name = get_string(user, "username");
+  if (!id.empty() && !name.empty()) names_[id] = name;
+}
+
+std::string Names::of(std::string_view user_id) const {
+  auto it = names_.find(user_id);
+  return it != names_.end() ? it->second : short_id(user_id);
+}
+
+std::string pretty_message(const json::object& m) {
+  std::string type = get_string(m, "message_type");
+  std::string body = indent_newlines(get_string(m, "content"));
+  if (type == "system") return clock_time(get_string(m, "created_at")) + " " + thread_tag(m) + " * " + body;
+  std::string kind = type.empty() || type == "text" ? "" : "[" + type + "] ";
+  return clock_time(get_string(m, "created_at")) + " " + thread_tag(m) + " " + sender_name(m) + ": " + kind + body;
+}
+
+std::string pretty_event(const json::object& f, const Names& names) {
+  std::string type = get_string(f, "type");
+  const json::object* data = get_object(f, "data");
+  if ((type == "new_message" || type == "message_sent") && data) return pretty_message(*data);
+  if (type == "typing") return pretty_typing(f, names);
+  if (type == "presence") return pretty_presence(f, names);
+  if (type == "read_receipt") return pretty_receipt(f, names);
+  if (type == "message_delivered") {
+    return clock_time("") + " " + thread_tag(f) + " delivered to " + names.of(get_string(f, "user_id"));
+  }
+  if (type == "error") return pretty_error(f);
+  if (type.starts_with("call_") || type == "ice_candidate") {
+    return clock_time("") + " " + thread_tag(f) + " " + type + " from " + names.of(get_string(f, "from_user_id"));
+  }
+  if (type == "pong" || type == "thread_subscribed" || type == "thread_unsubscribed") return "";
+  return clock_time("") + " " + type;
+}
+
+std::string pretty_thread(const json::object& t, std::string_view self_id) {
+  std::string name = get_string(t, "title");
+  if (name.empty()) {
+    Names names;
+    names.learn_thread(t);
+    const json::array* people = get_array(t, "participants");
+    for (size_t i = 0; people && i < people->size(); ++i) {
+      const json::object* p = (*people)[i].if_object();
+      std::string id = p ? get_string(*p, "user_id") : "";
+      if (id.empty() || id == self_id) continue;
+      name += (name.empty() ? "" : ",") + names.of(id);
+    }
+  }
+  auto unread = get_int(t, "unread_count");
+  auto last_seq = get_int(t, "last_seq");
+  std::string row = short_id(get_string(t, "id")) + "  " + pad(get_string(t, "type"), 6) + "  " + pad(name, 20) + "  " +
+                    pad(std::to_string(unread.value_or(0)) + " unread", 9) + "  #" +
+                    std::to_string(last_seq.value_or(0));
+  if (const json::object* last = get_object(t, "last_message")) {
+    row += "  " + sender_name(*last) + ": " + preview(get_string(*last, "content"), 40);
+  }
+  return row;
+}
+
+std::string pretty_user(const json::object& u) {
+  return get_string(u, "username") + " (" + get_string(u, "full_name") + ") role=" + get_string(u, "role") +
+         " id=" + get_string(u, "id");
+}
+
+}  // namespace parley::cli

@@ -1,0 +1,97 @@
+// send: one message over the WebSocket, answered by message_sent or error.
+// The client_msg_id is fixed before the first attempt, so when a connection
+// breaks before the answer, sending again cannot store the message twice.
+#include <chrono>
+
+#include "cli/commands.h"
+#include "cli/errors.h"
+#include "cli/output.h"
+#include "cli/pretty.h"
+#include "cli/terminal.h"
+#include "cli/ws_client.h"
+#include "common/ids.h"
+
+namespace parley::cli {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kAttempts = 3;
+constexpr std::chrono::seconds kConnectTimeout{10};
+constexpr std::chrono::seconds kReplyTimeout{15};
+
+std::string message_text(const SendOptions& o) {
+  if (o.text.size() == 1 && o.text[0] == "-") return read_all_stdin();
+  std::string text;
+  for (const std::string& word : o.text) text += (text.empty() ? "" : " ") + word;
+  return text;
+}
+
+json::object send_frame(const SendOptions& o, std::string content) {
+  json::object f;
+  f["type"] = "send_message";
+  f["request_id"] = "cli-" + random_hex(8);
+  if (!o.thread_id.empty()) {
+    f["thread_id"] = o.thread_id;
+  } else {
+    f["username"] = o.to;
+  }
+  f["content"] = std::move(content);
+  f["client_msg_id"] = o.client_msg_id.empty() ? "cli-" + new_uuid() : o.client_msg_id;
+  if (!o.message_type.empty()) f["message_type"] = o.message_type;
+  return f;
+}
+
+// The reply that echoes our request_id; everything else (presence, other
+// threads' messages) is not for us.
+json::object reply_message(const json::object& reply) {
+  std::string type = get_string(reply, "type");
+  if (type == "error") throw server_error(get_string(reply, "code"), get_string(reply, "message"));
+  const json::object* data = get_object(reply, "data");
+  if (type != "message_sent" || !data) throw server_error("bad_response", "send_message answered " + type);
+  return *data;
+}
+
+awaitable<json::object> send_once(Context& ctx, const json::object& frame) {
+  WsClient ws(ctx.executor);
+  co_await ws.connect(ctx.endpoint, ctx.token, kConnectTimeout);
+  ws.deadline(std::chrono::steady_clock::now() + kReplyTimeout);
+  co_await ws.write(frame);
+  std::string request_id = get_string(frame, "request_id");
+  for (;;) {
+    json::object reply = co_await ws.read();
+    if (get_string(reply, "request_id") != request_id) continue;
+    json::object message = reply_message(reply);
+    co_await ws.close();
+    co_return message;
+  }
+}
+
+awaitable<void> sleep_for(asio::any_io_executor executor, std::chrono::milliseconds delay) {
+  asio::steady_timer timer(executor, delay);
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
+}  // namespace
+
+awaitable<int> send(Context& ctx, SendOptions options) {
+  ctx.require_token();
+  const json::object frame = send_frame(options, message_text(options));
+  for (int attempt = 1;; ++attempt) {
+    std::string failure;
+    try {
+      json::object message = co_await send_once(ctx, frame);
+      ctx.pretty ? print_line(pretty_message(message)) : print_json_line(message);
+      co_return 0;
+    } catch (const CliError& e) {
+      // Only a connection that never got an answer is worth another try.
+      if (e.code() != "connection_failed" || attempt == kAttempts) throw;
+      failure = e.what();
+    }
+    note(failure + "; trying again with the same client_msg_id");
+    co_await sleep_for(ctx.executor, attempt * 500ms);
+  }
+}
+
+}  // namespace parley::cli

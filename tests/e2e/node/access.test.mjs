@@ -1,0 +1,113 @@
+// Only participants may read, send to, subscribe to or signal in a thread.
+// A non-participant gets exactly the answer an unknown thread id gets, so
+// nothing leaks about threads they are not in.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, newUuid, assertHttpError, assertWsError } from './harness.mjs';
+
+describe('a non-participant is refused, like an unknown thread', () => {
+  let server, alice, bob, carol, thread, carolWs, aliceWs, bobWs;
+  const unknownThread = newUuid();
+
+  before(async () => {
+    server = await startServer();
+    [alice, bob, carol] = await server.registerMany(3);
+    thread = await server.createDirect(alice, bob);
+    aliceWs = await server.connect(alice);
+    bobWs = await server.connect(bob);
+    carolWs = await server.connect(carol);
+    await aliceWs.sendMessage({ thread_id: thread.id, content: 'private between alice and bob' });
+  });
+  after(async () => { await server?.stop(); });
+
+  // Asserts both frames are the same forbidden error (same code and message).
+  function assertSameForbidden(real, unknown, what) {
+    assertWsError(assert, real, 'forbidden', `${what} on a thread of others`);
+    assertWsError(assert, unknown, 'forbidden', `${what} on an unknown thread`);
+    assert.equal(real.message, unknown.message, `${what}: the error message does not tell the two apart`);
+  }
+
+  function assertSameHttp(real, unknown, what) {
+    assertHttpError(assert, real, 403, 'forbidden', `${what} on a thread of others`);
+    assertHttpError(assert, unknown, 403, 'forbidden', `${what} on an unknown thread`);
+    assert.deepEqual(real.body, unknown.body, `${what}: same body for both`);
+  }
+
+  it('WebSocket send_message', async () => {
+    const real = await carolWs.request({ type: 'send_message', thread_id: thread.id, content: 'let me in' });
+    const unknown = await carolWs.request({ type: 'send_message', thread_id: unknownThread, content: 'let me in' });
+    assertSameForbidden(real, unknown, 'send_message');
+    await bobWs.expectNone((f) => f.type === 'new_message' && f.data.content === 'let me in', 300, "the intruder's message");
+  });
+
+  it('WebSocket subscribe_thread (and nothing is replayed)', async () => {
+    const real = await carolWs.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 });
+    const unknown = await carolWs.request({ type: 'subscribe_thread', thread_id: unknownThread, since_seq: 0 });
+    assertSameForbidden(real, unknown, 'subscribe_thread');
+    assert.equal(carolWs.all((f) => f.type === 'new_message').length, 0, 'no message of the thread reached Carol');
+  });
+
+  it('WebSocket call signalling', async () => {
+    const realCall = await carolWs.request({ type: 'call_offer', thread_id: thread.id, payload: { sdp: 'x' } });
+    const unknownCall = await carolWs.request({ type: 'call_offer', thread_id: unknownThread, payload: { sdp: 'x' } });
+    assertSameForbidden(realCall, unknownCall, 'call_offer');
+    await aliceWs.expectNone((f) => f.type === 'call_offer', 300, 'a relayed call_offer from a non-participant');
+  });
+
+  it('WebSocket mark_as_read', async () => {
+    const real = await carolWs.request({ type: 'mark_as_read', thread_id: thread.id });
+    const unknown = await carolWs.request({ type: 'mark_as_read', thread_id: unknownThread });
+    assertSameForbidden(real, unknown, 'mark_as_read');
+    await aliceWs.expectNone((f) => f.type === 'read_receipt' && f.user_id === carol.id, 300, "Carol's read_receipt");
+  });
+
+  it('REST GET thread', async () => {
+    const real = await server.http('GET', `/api/chat/threads/${thread.id}`, { token: carol.token });
+    const unknown = await server.http('GET', `/api/chat/threads/${unknownThread}`, { token: carol.token });
+    assertSameHttp(real, unknown, 'GET /api/chat/threads/:id');
+  });
+
+  it('REST history', async () => {
+    const real = await server.http('GET', `/api/chat/threads/${thread.id}/messages`, { token: carol.token });
+    const unknown = await server.http('GET', `/api/chat/threads/${unknownThread}/messages`, { token: carol.token });
+    assertSameHttp(real, unknown, 'GET messages');
+  });
+
+  it('REST send', async () => {
+    const real = await server.sendRest(carol.token, thread.id, { content: 'rest intruder' });
+    const unknown = await server.sendRest(carol.token, unknownThread, { content: 'rest intruder' });
+    assertSameHttp(real, unknown, 'POST messages');
+    const history = await server.history(alice.token, thread.id);
+    assert.ok(history.every((m) => m.sender_id !== carol.id), 'nothing of Carol was stored');
+  });
+
+  it('REST add participant (cannot add herself)', async () => {
+    const real = await server.http('POST', `/api/chat/threads/${thread.id}/participants`, { token: carol.token, body: { participant_ids: [carol.id] } });
+    const unknown = await server.http('POST', `/api/chat/threads/${unknownThread}/participants`, { token: carol.token, body: { participant_ids: [carol.id] } });
+    assertSameHttp(real, unknown, 'POST participants');
+    const t = await server.http('GET', `/api/chat/threads/${thread.id}`, { token: alice.token });
+    assert.equal(t.body.data.participants.length, 2, 'the thread still has two participants');
+  });
+
+  it('REST mark-read', async () => {
+    const real = await server.http('POST', `/api/chat/mark-read/${thread.id}`, { token: carol.token });
+    const unknown = await server.http('POST', `/api/chat/mark-read/${unknownThread}`, { token: carol.token });
+    assertSameHttp(real, unknown, 'POST mark-read');
+  });
+
+  it("the thread is absent from the outsider's listing and offline messages", async () => {
+    const list = await server.http('GET', '/api/chat/threads', { token: carol.token });
+    assert.equal(list.status, 200);
+    assert.ok(!list.body.data.threads.some((t) => t.id === thread.id), 'not listed for Carol');
+    const off = await server.http('GET', '/api/chat/offline-messages?last_check_time=2000-01-01T00:00:00Z', { token: carol.token });
+    assert.equal(off.status, 200);
+    assert.ok(!off.body.data.messages.some((m) => m.thread_id === thread.id), 'no offline message of the thread');
+  });
+
+  it('the participants still work, and the outsider connection stays open', async () => {
+    await carolWs.ping();
+    const m = await bobWs.sendMessage({ thread_id: thread.id, content: 'still fine' });
+    await aliceWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, 'message at Alice');
+    await carolWs.expectNone((f) => f.type === 'new_message', 300, 'any message at Carol');
+  });
+});

@@ -1,0 +1,159 @@
+// WebSocket authentication: token in the query, in the Authorization header,
+// or in a first `auth` frame; what happens with bad, expired or missing tokens.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, mintToken, newUuid, randomId, assertWsError } from './harness.mjs';
+
+describe('WebSocket authentication', () => {
+  let server, alice, bob;
+  before(async () => {
+    server = await startServer();
+    [alice, bob] = await server.registerMany(2);
+  });
+  after(async () => { await server?.stop(); });
+
+  function assertEstablished(frame, user) {
+    assert.equal(frame.type, 'connection_established');
+    assert.equal(frame.user_id, user.id, 'user_id is the token subject');
+    assert.equal(typeof frame.session_id, 'string', 'session_id is a string');
+    assert.ok(frame.session_id.length > 0, 'session_id is not empty');
+    assert.ok(frame.timestamp !== undefined && frame.timestamp !== null, 'timestamp present');
+    const t = typeof frame.timestamp === 'number' ? frame.timestamp : Date.parse(frame.timestamp);
+    assert.ok(Number.isFinite(t), `timestamp is a time: ${frame.timestamp}`);
+  }
+
+  it('token in ?token= → connection_established with user_id, session_id, timestamp', async () => {
+    const ws = await server.connect(alice, { via: 'query' });
+    assertEstablished(ws.established, alice);
+    await ws.ping();
+  });
+
+  it('token in the Authorization: Bearer header', async () => {
+    const ws = await server.connect(alice, { via: 'header' });
+    assertEstablished(ws.established, alice);
+    await ws.ping();
+  });
+
+  it('token in a first auth frame', async () => {
+    const ws = await server.connect(alice, { via: 'frame' });
+    assertEstablished(ws.established, alice);
+    await ws.ping();
+  });
+
+  it('every session has its own session_id', async () => {
+    const a = await server.connect(alice);
+    const b = await server.connect(alice);
+    assert.notEqual(a.established.session_id, b.established.session_id);
+  });
+
+  for (const wsPath of ['/ws', '/api/v1/ws/chat', '/']) {
+    it(`the same protocol on ${wsPath}`, async () => {
+      const aliceWs = await server.connect(alice, { path: wsPath });
+      const bobWs = await server.connect(bob, { path: wsPath });
+      const m = await aliceWs.sendMessage({ username: bob.username, content: `via ${wsPath}` });
+      const got = await bobWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, 'new_message');
+      assert.equal(got.data.content, `via ${wsPath}`);
+    });
+  }
+
+  it('a frame before auth (no token at upgrade) → not_authenticated, and auth still works after', async () => {
+    const ws = await server.connect(null, { via: 'none' });
+    const refused = await ws.request({ type: 'send_message', username: bob.username, content: 'sneaky' });
+    assertWsError(assert, refused, 'not_authenticated');
+    assert.ok(ws.isOpen, 'still open');
+    ws.send({ type: 'auth', token: alice.token });
+    assertEstablished(await ws.nextOfType('connection_established'), alice);
+    await ws.ping();
+  });
+
+  describe('bad tokens at upgrade → HTTP 401', () => {
+    const cases = () => {
+      const past = Math.floor(Date.now() / 1000) - 600;
+      return [
+        ['garbage', 'garbage-token'],
+        ['wrong signature', mintToken('not-the-secret', { sub: alice.id })],
+        ['alg none', mintToken(server.secret, { sub: alice.id }, { alg: 'none' })],
+        ['expired', mintToken(server.secret, { sub: alice.id, iat: past - 60, exp: past })],
+        ['not yet valid', mintToken(server.secret, { sub: alice.id, nbf: Math.floor(Date.now() / 1000) + 3600 })],
+        ['unknown sub without a profile', mintToken(server.secret, { sub: newUuid() })],
+      ];
+    };
+    for (const via of ['query', 'header']) {
+      it(`in the ${via}`, async () => {
+        for (const [name, token] of cases()) {
+          const headers = via === 'header' ? { Authorization: `Bearer ${token}` } : {};
+          const urlPath = via === 'query' ? `/ws?token=${encodeURIComponent(token)}` : '/ws';
+          const result = await server.tryUpgrade(urlPath, { headers });
+          if (result.opened) result.client.terminate();
+          assert.equal(result.status, 401, `${name} token in the ${via}: expected HTTP 401, got ${result.opened ? 'an open WebSocket' : result.status}`);
+        }
+      });
+    }
+  });
+
+  it('a bad auth frame → error invalid_token, then close 4401', async () => {
+    const ws = await server.connect(null, { via: 'none' });
+    ws.send({ type: 'auth', token: 'garbage', request_id: 'a1' });
+    const err = await ws.nextOfType('error');
+    assertWsError(assert, err, 'invalid_token');
+    assert.equal(err.request_id, 'a1', 'request_id echoed');
+    const { code } = await ws.waitClose(5000);
+    assert.equal(code, 4401, 'close code 4401');
+  });
+
+  it('an expired token in the auth frame → error then close 4401', async () => {
+    const ws = await server.connect(null, { via: 'none' });
+    const past = Math.floor(Date.now() / 1000) - 600;
+    ws.send({ type: 'auth', token: mintToken(server.secret, { sub: alice.id, iat: past - 60, exp: past }) });
+    const err = await ws.nextOfType('error');
+    assert.equal(err.type, 'error');
+    assert.ok(['invalid_token', 'token_expired'].includes(err.code), `code ${err.code}`);
+    assert.equal((await ws.waitClose(5000)).code, 4401);
+  });
+
+  it('no auth within 10 s → close 4408', async () => {
+    const ws = await server.connect(null, { via: 'none' });
+    const started = Date.now();
+    const { code } = await ws.waitClose(15000);
+    const waited = Date.now() - started;
+    assert.equal(code, 4408, 'close code 4408');
+    assert.ok(waited >= 9000, `closed after ${waited} ms, not before ~10 s`);
+  });
+
+  it('auth on an open connection renews the token and keeps the session working', async () => {
+    const ws = await server.connect(alice);
+    const fresh = mintToken(server.secret, { sub: alice.id });
+    ws.send({ type: 'auth', token: fresh });
+    await ws.ping();
+    assert.ok(ws.isOpen, 'still open after renewing');
+    const m = await ws.sendMessage({ username: bob.username, content: 'after renewal' });
+    assert.equal(m.sender_id, alice.id);
+  });
+
+  it("renewing with another user's token never turns the connection into that user", async () => {
+    const ws = await server.connect(alice);
+    ws.send({ type: 'auth', token: bob.token });
+    await ws.ping().catch(() => {});
+    assert.ok(!ws.all((f) => f.type === 'connection_established').some((f) => f.user_id === bob.id),
+      'no connection_established for Bob');
+    if (ws.isOpen) {
+      const r = await ws.request({ type: 'send_message', username: alice.username, content: 'who am I' });
+      assert.equal(r.code, 'invalid_recipient', `still Alice: a DM to Alice is a DM to herself (got ${JSON.stringify(r).slice(0, 200)})`);
+    }
+  });
+
+  it('a provider token for an unknown sub with a profile provisions the user', async () => {
+    const sub = newUuid();
+    const token = mintToken(server.secret, {
+      sub, email: `p_${randomId(4)}@example.invalid`, role: 'authenticated',
+      user_metadata: { full_name: 'Provided Person', role: 'parent' },
+    });
+    const ws = await server.connect(token);
+    assert.equal(ws.established.user_id, sub, 'the user id is the token sub');
+    const me = await server.http('GET', '/api/users/me', { token });
+    assert.equal(me.status, 200, me.text);
+    assert.equal(me.body.data.id, sub);
+    assert.equal(me.body.data.full_name, 'Provided Person');
+    assert.equal(me.body.data.role, 'parent');
+  });
+});

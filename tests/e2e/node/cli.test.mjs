@@ -1,0 +1,330 @@
+// parley-cli, the terminal client, against the real server: login and the
+// saved config, listen (exactly the messages, once, in order), send and its
+// errors, threads, history, catching up on what was sent while listen was
+// not running, reconnecting by itself through a connection cut, exit codes.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep } from './harness.mjs';
+
+const CLI_BIN = path.join(path.dirname(PARLEY_BIN), 'parley-cli');
+
+// ---------------------------------------------------------------------------
+// Running parley-cli. Every child is killed when this process exits.
+
+const liveChildren = new Set();
+process.on('exit', () => { for (const c of liveChildren) { try { c.kill('SIGKILL'); } catch { /* gone */ } } });
+
+// The environment must not point the client at anything but our server.
+function cliEnv(home) {
+  const env = { ...process.env, HOME: home, XDG_CONFIG_HOME: path.join(home, 'xdg') };
+  delete env.PARLEY_SERVER;
+  delete env.PARLEY_TOKEN;
+  return env;
+}
+
+// A running parley-cli: collects stdout lines and stderr text as they come.
+class CliProcess {
+  constructor(args, { home, input } = {}) {
+    this.args = args;
+    this.stdoutText = '';
+    this.stderrText = '';
+    this.child = spawn(CLI_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env: cliEnv(home) });
+    liveChildren.add(this.child);
+    this.child.stdout.setEncoding('utf8').on('data', (d) => { this.stdoutText += d; });
+    this.child.stderr.setEncoding('utf8').on('data', (d) => { this.stderrText += d; });
+    this.exited = new Promise((resolve) => {
+      this.child.once('close', (code, signal) => { liveChildren.delete(this.child); resolve({ code, signal }); });
+    });
+    if (input !== undefined) this.child.stdin.end(input);
+    else this.child.stdin.end();
+  }
+
+  get lines() { return this.stdoutText.split('\n').filter((l) => l.length > 0); }
+
+  // Every stdout line parsed; each must be one JSON value.
+  get frames() {
+    return this.lines.map((l) => {
+      try { return JSON.parse(l); } catch { assert.fail(`stdout line is not JSON: ${l}`); }
+    });
+  }
+
+  describe() { return `parley-cli ${this.args.join(' ')}\n--- stdout:\n${this.stdoutText}\n--- stderr:\n${this.stderrText}`; }
+
+  async waitFor(pred, what, timeoutMs = 10000) {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (pred(this)) return;
+      if (this.child.exitCode !== null) break;
+      await sleep(20);
+    }
+    if (!pred(this)) assert.fail(`waited in vain for ${what}\n${this.describe()}`);
+  }
+
+  // listen says so on stderr once it is connected and has subscribed.
+  ready(timeoutMs = 10000) { return this.waitFor((p) => /listening as /.test(p.stderrText), 'listen to be ready', timeoutMs); }
+
+  async result(timeoutMs = 20000) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => { this.child.kill('SIGKILL'); reject(new Error(`timed out after ${timeoutMs} ms\n${this.describe()}`)); }, timeoutMs);
+    });
+    try {
+      const { code, signal } = await Promise.race([this.exited, timeout]);
+      return { code, signal, stdout: this.stdoutText, stderr: this.stderrText, lines: this.lines, proc: this };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A TCP relay in front of the server, so a test can cut the client's
+// connections without stopping the server.
+
+class CuttableProxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.sockets = new Set();
+    this.refusing = false;
+    this.server = net.createServer((client) => this.accept(client));
+  }
+
+  async listen() {
+    await new Promise((resolve) => this.server.listen(0, HOST, resolve));
+    this.port = this.server.address().port;
+    return this;
+  }
+
+  get url() { return `http://${HOST}:${this.port}`; }
+
+  accept(client) {
+    if (this.refusing) { client.destroy(); return; }
+    const upstream = net.connect(this.targetPort, HOST);
+    for (const s of [client, upstream]) {
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+      s.on('error', () => { client.destroy(); upstream.destroy(); });
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+
+  // Drops every open connection and refuses new ones until resume().
+  cut() {
+    this.refusing = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  resume() { this.refusing = false; }
+
+  close() {
+    this.cut();
+    return new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+async function closedPort() {
+  const srv = net.createServer();
+  await new Promise((resolve) => srv.listen(0, HOST, resolve));
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+const newMessages = (frames) => frames.filter((f) => f.type === 'new_message').map((f) => f.data);
+
+// ---------------------------------------------------------------------------
+
+describe('parley-cli', () => {
+  let server, alice, bob, home, aliceCfg, bobCfg, threadId;
+
+  // Runs parley-cli as alice or bob (their saved configs) to completion.
+  const cli = (args, opts = {}) => new CliProcess(args, { home, ...opts }).result(opts.timeoutMs);
+  const asAlice = (args, opts) => cli(['--config', aliceCfg, ...args], opts);
+  const asBob = (args, opts) => cli(['--config', bobCfg, ...args], opts);
+  const bobListen = (args) => new CliProcess(['--config', bobCfg, 'listen', ...args], { home });
+
+  const aliceSends = async (text) => {
+    const r = await asAlice(['send', '--to', bob.username, text]);
+    assert.equal(r.code, 0, `send "${text}"\n${r.proc.describe()}`);
+    return JSON.parse(r.lines[0]);
+  };
+
+  before(async () => {
+    assert.ok(fs.existsSync(CLI_BIN), `parley-cli not found at ${CLI_BIN} (build the parley-cli target)`);
+    server = await startServer();
+    [alice, bob] = await server.registerMany(2);
+    home = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-cli-e2e-'));
+    aliceCfg = path.join(home, 'alice', 'cli.json');
+    bobCfg = path.join(home, 'bob', 'cli.json');
+  });
+
+  after(async () => {
+    await server?.stop();
+    if (home) fs.rmSync(home, { recursive: true, force: true });
+  });
+
+  it('login saves a private config, and whoami uses it', async () => {
+    const r = await cli(['--server', server.baseUrl, '--config', aliceCfg, 'login',
+      '--username', alice.username, '--password', alice.password]);
+    assert.equal(r.code, 0, r.proc.describe());
+    assert.equal(r.lines.length, 1, 'login prints one line');
+    const user = JSON.parse(r.lines[0]);
+    assert.equal(user.id, alice.id);
+    assert.equal(user.username, alice.username);
+
+    const mode = fs.statSync(aliceCfg).mode & 0o777;
+    assert.equal(mode, 0o600, `config file mode is ${mode.toString(8)}`);
+    const saved = JSON.parse(fs.readFileSync(aliceCfg, 'utf8'));
+    assert.equal(saved.server, server.baseUrl);
+    assert.equal(typeof saved.token, 'string');
+    assert.equal(saved.user.id, alice.id);
+
+    // Bob's password comes on stdin (not a terminal), as a script would pass it.
+    const b = await cli(['--server', server.baseUrl, '--config', bobCfg, 'login', '--username', bob.username],
+      { input: `${bob.password}\n` });
+    assert.equal(b.code, 0, b.proc.describe());
+
+    // No --server or --token: both come from the saved login.
+    const me = await asBob(['whoami']);
+    assert.equal(me.code, 0, me.proc.describe());
+    assert.equal(JSON.parse(me.lines[0]).id, bob.id);
+  });
+
+  it('a wrong password is the server\'s error on stderr, exit 1', async () => {
+    const r = await cli(['--server', server.baseUrl, '--config', path.join(home, 'x.json'), 'login',
+      '--username', alice.username, '--password', 'not-the-password']);
+    assert.equal(r.code, 1, r.proc.describe());
+    assert.match(r.stderr, /^parley-cli: invalid_credentials: /m);
+    assert.equal(r.stdout, '', 'nothing on stdout');
+    assert.ok(!fs.existsSync(path.join(home, 'x.json')), 'a failed login saves nothing');
+  });
+
+  it('listen prints exactly the messages sent while it runs, in seq order', async () => {
+    const listen = bobListen(['--exit-after', '3', '--timeout', '20']);
+    await listen.ready();
+    const sent = [];
+    for (const text of ['first', 'second', 'third']) sent.push(await aliceSends(text));
+    assert.deepEqual(sent.map((m) => m.seq), [1, 2, 3], 'send prints the stored message');
+    assert.match(sent[0].thread_id, UUID_RE);
+    threadId = sent[0].thread_id;
+
+    const r = await listen.result();
+    assert.equal(r.code, 0, r.proc.describe());
+    const got = newMessages(listen.frames);
+    assert.deepEqual(got.map((m) => m.content), ['first', 'second', 'third'], r.proc.describe());
+    assert.deepEqual(got.map((m) => m.seq), [1, 2, 3]);
+    assert.deepEqual(got.map((m) => m.id), sent.map((m) => m.id));
+    assert.ok(got.every((m) => m.thread_id === threadId));
+    assert.doesNotMatch(r.stdout, /listening as/, 'status stays on stderr');
+  });
+
+  it('send to a thread that is not yours, or a malformed id, fails with the server\'s code', async () => {
+    const foreign = await asAlice(['send', '--thread', newUuid(), 'hello?']);
+    assert.equal(foreign.code, 1, foreign.proc.describe());
+    assert.match(foreign.stderr, /^parley-cli: forbidden: /m);
+    assert.equal(foreign.stdout, '');
+
+    const malformed = await asAlice(['send', '--thread', 'not-a-thread', 'hello?']);
+    assert.equal(malformed.code, 1, malformed.proc.describe());
+    assert.match(malformed.stderr, /^parley-cli: (invalid_field|forbidden): /m);
+  });
+
+  it('threads lists the direct thread', async () => {
+    const r = await asBob(['threads']);
+    assert.equal(r.code, 0, r.proc.describe());
+    const threads = r.proc.frames;
+    assert.equal(threads.length, 1, r.stdout);
+    assert.equal(threads[0].id, threadId);
+    assert.equal(threads[0].type, 'direct');
+    assert.equal(threads[0].last_seq, 3);
+    assert.deepEqual(threads[0].participants.map((p) => p.user_id).sort(), [alice.id, bob.id].sort());
+  });
+
+  it('history prints the messages oldest first, and honours --limit/--before', async () => {
+    const all = await asBob(['history', threadId]);
+    assert.equal(all.code, 0, all.proc.describe());
+    assert.deepEqual(all.proc.frames.map((m) => [m.seq, m.content]), [[1, 'first'], [2, 'second'], [3, 'third']]);
+
+    const page = await asBob(['history', threadId, '--limit', '1', '--before', '3']);
+    assert.equal(page.code, 0, page.proc.describe());
+    assert.deepEqual(page.proc.frames.map((m) => m.seq), [2]);
+  });
+
+  it('listen catches up on what was sent while it was not running, and repeats nothing', async () => {
+    const first = bobListen(['--exit-after', '1', '--timeout', '20']);
+    await first.ready();
+    await aliceSends('gap 1');
+    const r1 = await first.result();
+    assert.equal(r1.code, 0, r1.proc.describe());
+    assert.deepEqual(newMessages(first.frames).map((m) => m.content), ['gap 1']);
+    const saved = JSON.parse(fs.readFileSync(bobCfg, 'utf8'));
+    assert.equal(saved.positions?.[bob.id]?.[threadId], 4, `position saved on exit: ${JSON.stringify(saved.positions)}`);
+
+    for (const text of ['gap 2', 'gap 3', 'gap 4']) await aliceSends(text);  // nobody listening
+
+    const second = bobListen(['--exit-after', '3', '--timeout', '20']);
+    const r2 = await second.result();
+    assert.equal(r2.code, 0, r2.proc.describe());
+    const got = newMessages(second.frames);
+    assert.deepEqual(got.map((m) => m.content), ['gap 2', 'gap 3', 'gap 4'], r2.proc.describe());
+    assert.deepEqual(got.map((m) => m.seq), [5, 6, 7]);
+
+    // Caught up: a third run has nothing to print, and --timeout ends it with 3.
+    const third = bobListen(['--timeout', '1.5']);
+    const r3 = await third.result();
+    assert.equal(r3.code, 3, r3.proc.describe());
+    assert.match(r3.stderr, /timeout/);
+    assert.deepEqual(newMessages(third.frames), [], 'nothing printed twice');
+  });
+
+  it('listen reconnects by itself after its connection is cut, and fills the gap', async () => {
+    const proxy = await new CuttableProxy(server.port).listen();
+    try {
+      const listen = new CliProcess(['--config', bobCfg, '--server', proxy.url, 'listen', '--exit-after', '3', '--timeout', '25'], { home });
+      await listen.ready();
+      await aliceSends('before the cut');
+      await listen.waitFor((p) => p.stdoutText.includes('before the cut'), 'the first message');
+
+      proxy.cut();
+      await aliceSends('during the cut 1');
+      await aliceSends('during the cut 2');
+      await listen.waitFor((p) => /reconnecting/.test(p.stderrText), 'a reconnect attempt');
+      proxy.resume();
+
+      const r = await listen.result();
+      assert.equal(r.code, 0, r.proc.describe());
+      assert.deepEqual(newMessages(listen.frames).map((m) => m.content),
+        ['before the cut', 'during the cut 1', 'during the cut 2'], r.proc.describe());
+      assert.ok((r.stderr.match(/listening as /g) || []).length >= 2, `connected again\n${r.stderr}`);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('listen exits 0 on SIGINT and on SIGTERM', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM']) {
+      const listen = bobListen([]);
+      await listen.ready();
+      listen.child.kill(signal);
+      const r = await listen.result(5000);
+      assert.equal(r.code, 0, `${signal}\n${r.proc.describe()}`);
+    }
+  });
+
+  it('a server that cannot be reached is exit 2; no login at all is exit 1', async () => {
+    const port = await closedPort();
+    const r = await asBob(['--server', `http://${HOST}:${port}`, 'whoami']);
+    assert.equal(r.code, 2, r.proc.describe());
+    assert.match(r.stderr, /^parley-cli: connection_failed: /m);
+
+    const none = await cli(['--server', server.baseUrl, '--config', path.join(home, 'nobody.json'), 'threads']);
+    assert.equal(none.code, 1, none.proc.describe());
+    assert.match(none.stderr, /^parley-cli: not_logged_in: /m);
+  });
+});

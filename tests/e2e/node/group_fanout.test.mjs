@@ -1,0 +1,155 @@
+// Group fan-out: three participants with two connections each, messages sent
+// concurrently by everyone; every connection sees every message exactly once,
+// in seq order, and seq is gapless from 1.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer } from './harness.mjs';
+
+const PER_CONNECTION = 6;  // 3 users x 2 connections x 6 = 36 messages
+
+describe('group fan-out', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('a REST-created group of three delivers each message exactly once per connection, in seq order', async () => {
+    const users = await server.registerMany(3);
+    const [admin, ...members] = users;
+    const thread = await server.createGroup(admin, members, 'fan-out');
+    assert.equal(thread.type, 'group');
+    assert.equal(thread.participants.length, 3, 'the group has its three participants');
+
+    const conns = [];
+    for (const user of users) {
+      for (let k = 0; k < 2; k++) conns.push({ user, k, ws: await server.connect(user) });
+    }
+
+    // Everyone sends at once: no awaiting between sends.
+    const pending = [];
+    for (const c of conns) {
+      for (let i = 0; i < PER_CONNECTION; i++) {
+        pending.push(c.ws.sendMessage({
+          thread_id: thread.id, content: `${c.user.username}#${c.k} message ${i}`, client_msg_id: `${c.k}-${i}`,
+        }, 15000).then((m) => ({ conn: c, message: m })));
+      }
+    }
+    const sent = await Promise.all(pending);
+    const total = conns.length * PER_CONNECTION;
+    assert.equal(sent.length, total);
+
+    // A group may open with system messages (creation); ours follow them without gaps.
+    const base = thread.last_seq ?? 0;
+    const seqs = sent.map((s) => s.message.seq).sort((a, b) => a - b);
+    assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => base + i + 1),
+      `seq is gapless ${base + 1}..${base + total} with no duplicates`);
+    const allIds = new Set(sent.map((s) => s.message.id));
+    assert.equal(allIds.size, total, 'every message has its own id');
+
+    for (const c of conns) {
+      const own = sent.filter((s) => s.conn === c).map((s) => s.message.id);
+      const othersCount = total - own.length;
+      // Wait (bounded) until this connection has seen every message of the others.
+      for (let i = 0; i < othersCount; i++) {
+        await c.ws.next((f) => f.type === 'new_message' && f.data.thread_id === thread.id, 10000,
+          `new_message ${i + 1}/${othersCount} on ${c.user.username}#${c.k}`);
+      }
+      await c.ws.expectNone((f) => f.type === 'new_message', 50);
+    }
+    // Let any stray duplicate arrive before counting.
+    await new Promise((r) => setTimeout(r, 300));
+
+    for (const c of conns) {
+      const label = `${c.user.username}#${c.k}`;
+      const live = c.ws.all((f) => f.type === 'new_message' && f.data.thread_id === thread.id).map((f) => f.data);
+      const acked = c.ws.all((f) => f.type === 'message_sent').map((f) => f.data);
+      const ownIds = new Set(sent.filter((s) => s.conn === c).map((s) => s.message.id));
+
+      assert.equal(acked.length, PER_CONNECTION, `${label}: one message_sent per own message`);
+      assert.ok(live.every((m) => !ownIds.has(m.id)), `${label}: no new_message for its own messages`);
+      assert.equal(live.length, total - PER_CONNECTION, `${label}: exactly one new_message per message of the others`);
+      assert.equal(new Set(live.map((m) => m.id)).size, live.length, `${label}: no message twice`);
+
+      const liveSeqs = live.map((m) => m.seq);
+      for (let i = 1; i < liveSeqs.length; i++) {
+        assert.ok(liveSeqs[i] > liveSeqs[i - 1], `${label}: new_message seqs strictly increase, got ${liveSeqs.join(',')}`);
+      }
+      const union = new Set([...live.map((m) => m.id), ...acked.map((m) => m.id)]);
+      assert.deepEqual([...union].sort(), [...allIds].sort(), `${label}: sees every message of the thread`);
+    }
+
+    const history = await server.history(members[1].token, thread.id);
+    const textMessages = history.filter((m) => m.message_type !== 'system');
+    assert.equal(textMessages.length, total, 'history holds every message once');
+    assert.equal(history.length, base + total, 'history holds nothing else');
+    const histSeqs = history.map((m) => m.seq);
+    assert.deepEqual(histSeqs, Array.from({ length: histSeqs.length }, (_, i) => i + 1), 'history seqs are gapless from 1');
+  });
+
+  it('a user outside the group receives nothing of it', async () => {
+    const [admin, member, outsider] = await server.registerMany(3);
+    const thread = await server.createGroup(admin, [member], 'private');
+    const outsiderWs = await server.connect(outsider);
+    const memberWs = await server.connect(member);
+    const adminWs = await server.connect(admin);
+    const m = await adminWs.sendMessage({ thread_id: thread.id, content: 'members only' });
+    await memberWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, 'message at member');
+    await outsiderWs.expectNone((f) => f.type === 'new_message', 500, 'new_message at a non-participant');
+  });
+
+  it('a participant added later receives new messages live without reconnecting', async () => {
+    const [admin, member, late] = await server.registerMany(3);
+    const thread = await server.createGroup(admin, [member], 'late joiner');
+    const lateWs = await server.connect(late);
+    const adminWs = await server.connect(admin);
+
+    const add = await server.http('POST', `/api/chat/threads/${thread.id}/participants`,
+      { token: admin.token, body: { participant_ids: [late.id] } });
+    assert.ok(add.status === 200 || add.status === 201, `adding a participant answered ${add.status}: ${add.text}`);
+
+    const m = await adminWs.sendMessage({ thread_id: thread.id, content: 'welcome!' });
+    const got = await lateWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, 'message at the new participant');
+    assert.equal(got.data.content, 'welcome!');
+  });
+
+  it('a removed participant stops receiving live messages', async () => {
+    const [admin, member, leaving] = await server.registerMany(3);
+    const thread = await server.createGroup(admin, [member, leaving], 'shrinking');
+    const leavingWs = await server.connect(leaving);
+    const adminWs = await server.connect(admin);
+
+    const del = await server.http('DELETE', `/api/chat/threads/${thread.id}/participants/${leaving.id}`, { token: admin.token });
+    assert.equal(del.status, 200, `removing a participant answered ${del.status}: ${del.text}`);
+    leavingWs.frames.forEach((e) => { e.consumed = true; });  // whatever came before the removal
+
+    await adminWs.sendMessage({ thread_id: thread.id, content: 'after you left' });
+    await leavingWs.expectNone((f) => f.type === 'new_message' && f.data.content === 'after you left', 500,
+      'new_message at a removed participant');
+    const refused = await leavingWs.request({ type: 'send_message', thread_id: thread.id, content: 'can I still post?' });
+    assert.equal(refused.type, 'error');
+    assert.equal(refused.code, 'forbidden', 'a removed participant can no longer send');
+  });
+
+  it('REST and WebSocket senders interleaved concurrently still get gapless seqs', async () => {
+    const [a, b, c] = await server.registerMany(3);
+    const thread = await server.createGroup(a, [b, c], 'mixed');
+    const base = thread.last_seq ?? 0;
+    const aWs = await server.connect(a);
+    const cWs = await server.connect(c);
+    const jobs = [];
+    for (let i = 0; i < 15; i++) {
+      jobs.push(aWs.sendMessage({ thread_id: thread.id, content: `ws a ${i}` }, 15000));
+      jobs.push(server.sendRest(b.token, thread.id, { content: `rest b ${i}` }).then((r) => {
+        assert.equal(r.status, 201, r.text);
+        return r.body.data;
+      }));
+    }
+    const sent = await Promise.all(jobs);
+    const seqs = sent.map((m) => m.seq).sort((x, y) => x - y);
+    assert.deepEqual(seqs, Array.from({ length: 30 }, (_, i) => base + i + 1), 'gapless, no duplicates');
+    for (let i = 0; i < 30; i++) {
+      await cWs.next((f) => f.type === 'new_message' && f.data.thread_id === thread.id, 10000, `message ${i + 1}/30 at Carol`);
+    }
+    const atCarol = cWs.all((f) => f.type === 'new_message' && f.data.thread_id === thread.id).map((f) => f.data.seq);
+    assert.deepEqual(atCarol, seqs, 'Carol sees all 30 in seq order');
+  });
+});

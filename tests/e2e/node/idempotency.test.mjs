@@ -1,0 +1,110 @@
+// Safe retries: a repeated client_msg_id from the same sender in the same
+// thread returns the original message and stores nothing new.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer } from './harness.mjs';
+
+describe('safe retries with client_msg_id', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('WebSocket: the same client_msg_id twice returns the same id and seq, and history has it once', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    const first = await aliceWs.sendMessage({ username: bob.username, content: 'retry me', client_msg_id: 'retry-1' });
+    const second = await aliceWs.sendMessage({ thread_id: first.thread_id, content: 'retry me', client_msg_id: 'retry-1' });
+    assert.equal(second.id, first.id, 'the retry returns the original message id');
+    assert.equal(second.seq, first.seq, 'the retry returns the original seq');
+    assert.equal(second.client_msg_id, 'retry-1');
+
+    const history = await server.history(alice.token, first.thread_id);
+    assert.deepEqual(history.map((m) => m.id), [first.id], 'history holds the message once');
+
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000, 'the message at Bob');
+    await bobWs.expectNone((f) => f.type === 'new_message', 500, 'a second new_message for the retried message');
+
+    const next = await aliceWs.sendMessage({ thread_id: first.thread_id, content: 'after the retry' });
+    assert.equal(next.seq, first.seq + 1, 'the retry consumed no seq');
+  });
+
+  it('WebSocket: a retry by username (thread created on first use) returns the original', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const first = await aliceWs.sendMessage({ username: bob.username, content: 'hello', client_msg_id: 'by-name' });
+    const second = await aliceWs.sendMessage({ username: bob.username, content: 'hello', client_msg_id: 'by-name' });
+    assert.equal(second.id, first.id);
+    assert.equal(second.thread_id, first.thread_id);
+    assert.equal((await server.history(bob.token, first.thread_id)).length, 1);
+  });
+
+  it('WebSocket: concurrent duplicates on two connections of the sender store one message', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const ws1 = await server.connect(alice);
+    const ws2 = await server.connect(alice);
+    const attempts = [];
+    for (let i = 0; i < 5; i++) {
+      attempts.push(ws1.sendMessage({ thread_id: thread.id, content: 'racy', client_msg_id: 'race-1' }));
+      attempts.push(ws2.sendMessage({ thread_id: thread.id, content: 'racy', client_msg_id: 'race-1' }));
+    }
+    const results = await Promise.all(attempts);
+    assert.equal(new Set(results.map((m) => m.id)).size, 1, 'every attempt answers the same message');
+    assert.equal((await server.history(bob.token, thread.id)).length, 1, 'stored once');
+  });
+
+  it('REST: the second POST with the same client_msg_id answers 200 with the original, not 201', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const body = { content: 'rest retry', client_msg_id: 'rest-1' };
+    const r1 = await server.sendRest(alice.token, thread.id, body);
+    assert.equal(r1.status, 201, `first POST: ${r1.text}`);
+    const r2 = await server.sendRest(alice.token, thread.id, body);
+    assert.equal(r2.status, 200, `second POST should answer 200: ${r2.text}`);
+    assert.equal(r2.body.data.id, r1.body.data.id, 'same message id');
+    assert.equal(r2.body.data.seq, r1.body.data.seq, 'same seq');
+    assert.equal((await server.history(alice.token, thread.id)).length, 1, 'history holds it once');
+  });
+
+  it('WebSocket then REST with the same client_msg_id: one message', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const viaWs = await aliceWs.sendMessage({ username: bob.username, content: 'cross', client_msg_id: 'cross-1' });
+    const viaRest = await server.sendRest(alice.token, viaWs.thread_id, { content: 'cross', client_msg_id: 'cross-1' });
+    assert.equal(viaRest.status, 200, `REST retry of a WebSocket message: ${viaRest.text}`);
+    assert.equal(viaRest.body.data.id, viaWs.id);
+    assert.equal((await server.history(alice.token, viaWs.thread_id)).length, 1);
+  });
+
+  it('the same client_msg_id from two different senders makes two messages', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const r1 = await server.sendRest(alice.token, thread.id, { content: 'from alice', client_msg_id: 'shared-id' });
+    const r2 = await server.sendRest(bob.token, thread.id, { content: 'from bob', client_msg_id: 'shared-id' });
+    assert.equal(r1.status, 201);
+    assert.equal(r2.status, 201, `another sender's message with the same client_msg_id is new: ${r2.text}`);
+    assert.notEqual(r2.body.data.id, r1.body.data.id);
+    assert.equal((await server.history(alice.token, thread.id)).length, 2);
+  });
+
+  it('the same client_msg_id in two different threads makes two messages', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const t1 = await server.createDirect(alice, bob);
+    const t2 = await server.createDirect(alice, carol);
+    const r1 = await server.sendRest(alice.token, t1.id, { content: 'to bob', client_msg_id: 'same' });
+    const r2 = await server.sendRest(alice.token, t2.id, { content: 'to carol', client_msg_id: 'same' });
+    assert.equal(r1.status, 201);
+    assert.equal(r2.status, 201, `same client_msg_id in another thread is new: ${r2.text}`);
+    assert.notEqual(r2.body.data.id, r1.body.data.id);
+  });
+
+  it('messages without client_msg_id are never merged', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const a = await aliceWs.sendMessage({ username: bob.username, content: 'same text' });
+    const b = await aliceWs.sendMessage({ thread_id: a.thread_id, content: 'same text' });
+    assert.notEqual(a.id, b.id);
+    assert.equal(b.seq, a.seq + 1);
+  });
+});

@@ -1,0 +1,223 @@
+// Limits and abuse: oversize frames, binary frames, invalid UTF-8, too many
+// connections per user, message rate, content length, slow consumers.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, sleep, assertWsError } from './harness.mjs';
+
+describe('frame limits', () => {
+  let server, alice, bob;
+  before(async () => {
+    server = await startServer({ args: ['--max-frame-bytes', '4096', '--max-content-chars', '10'] });
+    [alice, bob] = await server.registerMany(2);
+  });
+  after(async () => { await server?.stop(); });
+
+  it('a frame over --max-frame-bytes closes the connection with 1009', async () => {
+    const ws = await server.connect(alice);
+    ws.send({ type: 'send_message', username: bob.username, content: 'x'.repeat(5000) });
+    const { code } = await ws.waitClose(5000);
+    assert.equal(code, 1009, 'close code 1009 (message too big)');
+  });
+
+  it('a frame just under the limit is fine', async () => {
+    const ws = await server.connect(alice);
+    const reply = await ws.request({ type: 'ping', padding: 'p'.repeat(3900) });
+    assert.equal(reply.type, 'pong');
+  });
+
+  it('a binary frame → error binary_not_supported, and the connection stays open', async () => {
+    const ws = await server.connect(alice);
+    ws.sendRaw(Buffer.from([1, 2, 3, 4]), { binary: true });
+    const err = await ws.nextOfType('error');
+    assertWsError(assert, err, 'binary_not_supported');
+    await ws.ping();
+  });
+
+  it('a text frame with invalid UTF-8 bytes is closed with 1007', async () => {
+    const ws = await server.connect(alice);
+    const bytes = Buffer.concat([Buffer.from('{"type":"ping","x":"'), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('"}')]);
+    ws.sendRaw(bytes, { binary: false });
+    const { code } = await ws.waitClose(5000);
+    assert.equal(code, 1007, 'close code 1007 (invalid frame payload data)');
+  });
+
+  it('--max-content-chars counts code points: 10 emoji pass, 11 do not', async () => {
+    const ws = await server.connect(alice);
+    const ok = await ws.sendMessage({ username: bob.username, content: '😀'.repeat(10) });
+    assert.equal(ok.content, '😀'.repeat(10));
+    const combining = await ws.sendMessage({ thread_id: ok.thread_id, content: 'e\u0301'.repeat(5) });  // 10 code points
+    assert.equal(combining.content, 'e\u0301'.repeat(5));
+    const tooLong = await ws.request({ type: 'send_message', thread_id: ok.thread_id, content: '😀'.repeat(11) });
+    assertWsError(assert, tooLong, 'content_too_long');
+    const rest = await server.sendRest(alice.token, ok.thread_id, { content: 'abcdefghijk' });
+    assert.equal(rest.status, 400);
+    assert.equal(rest.body.code, 'content_too_long');
+  });
+
+  it('an HTTP body over the limit → 413 payload_too_large', async () => {
+    const res = await server.http('POST', '/api/auth/login', { body: { username: 'x'.repeat(6000), password: 'y' } });
+    assert.equal(res.status, 413, res.text);
+    assert.equal(res.body?.code, 'payload_too_large');
+  });
+});
+
+describe('connections per user', () => {
+  let server, alice, bob;
+  before(async () => {
+    server = await startServer({ args: ['--max-connections-per-user', '2'] });
+    [alice, bob] = await server.registerMany(2);
+  });
+  after(async () => { await server?.stop(); });
+
+  // Opens a connection expected to be refused; resolves a description of how it was refused.
+  async function refusedConnection(user) {
+    const attempt = await server.tryUpgrade(`/ws?token=${encodeURIComponent(user.token)}`);
+    if (!attempt.opened) return { httpStatus: attempt.status, reason: JSON.stringify(attempt.body) };
+    const ws = attempt.client;
+    const info = await ws.waitClose(5000);
+    const established = ws.all((f) => f.type === 'connection_established').length > 0;
+    return { closeCode: info.code, reason: info.reason, established, frames: ws.all() };
+  }
+
+  it('the third connection of a user is refused with a reason; other users are unaffected', async () => {
+    const c1 = await server.connect(alice);
+    const c2 = await server.connect(alice);
+    const third = await refusedConnection(alice);
+    if (third.httpStatus) {
+      assert.ok([429, 503, 403].includes(third.httpStatus), `refused at upgrade with ${third.httpStatus}`);
+    } else {
+      assert.notEqual(third.closeCode, 1000, 'not a normal close');
+      assert.notEqual(third.closeCode, 1006, 'closed by the server with a close frame, not dropped');
+      assert.ok(third.reason.length > 0 || third.frames.some((f) => f.type === 'error'), `a reason is given: ${JSON.stringify(third)}`);
+    }
+    await c1.ping();
+    await c2.ping();
+    const b1 = await server.connect(bob);
+    await b1.ping();
+  });
+
+  it('after one connection closes, a new one is accepted', async () => {
+    const u = await server.register();
+    const c1 = await server.connect(u);
+    await server.connect(u);
+    c1.close();
+    await c1.waitClose();
+    let opened = null;
+    for (let i = 0; i < 20 && !opened; i++) {  // the server may need a moment to count the close
+      try { opened = await server.connect(u); } catch { await sleep(100); }
+      if (opened && !opened.isOpen) opened = null;
+    }
+    assert.ok(opened, 'a new connection is accepted once there is room');
+    await opened.ping();
+  });
+});
+
+describe('message rate limit', () => {
+  let server, alice, bob;
+  before(async () => {
+    server = await startServer({ args: ['--rate-per-second', '5', '--rate-burst', '5'] });
+    [alice, bob] = await server.registerMany(2);
+  });
+  after(async () => { await server?.stop(); });
+
+  it('a burst past the bucket gets rate_limited errors echoing request_id; the connection stays open and nothing refused is stored', async () => {
+    const ws = await server.connect(alice);
+    const thread = await server.createDirect(alice, bob);
+    const ids = Array.from({ length: 12 }, (_, i) => `burst-${i}`);
+    ids.forEach((rid, i) => ws.send({ type: 'send_message', thread_id: thread.id, content: `burst ${i}`, request_id: rid }));
+    const isReply = (f) => f.type === 'message_sent' || f.type === 'error';
+    for (let i = 0; i < 100 && ws.all(isReply).length < ids.length; i++) await sleep(50);
+    const replies = ws.all(isReply);
+    const sent = replies.filter((r) => r.type === 'message_sent');
+    const limited = replies.filter((r) => r.type === 'error' && r.code === 'rate_limited');
+    assert.equal(replies.length, ids.length, `one reply per frame: ${JSON.stringify(replies.map((r) => r.code || r.type))}`);
+    assert.ok(limited.length >= 1, `some frames were rate limited: ${JSON.stringify(replies.map((r) => r.code || r.type))}`);
+    assert.equal(sent.length + limited.length, ids.length, 'every frame got either message_sent or rate_limited');
+    assert.ok(sent.length >= 5, `the burst allowance passed (${sent.length})`);
+    assert.deepEqual(replies.map((r) => r.request_id).sort(), [...ids].sort(),
+      `every reply, rate_limited errors included, echoes its request_id: ${JSON.stringify(limited[0])}`);
+    assert.ok(ws.isOpen, 'a short burst does not close the connection');
+    const history = await server.history(alice.token, thread.id);
+    assert.equal(history.length, sent.length, 'only acknowledged messages are stored');
+    await sleep(1100);  // the bucket refills
+    await ws.sendMessage({ thread_id: thread.id, content: 'after a pause' });
+  });
+
+  it('sustained flooding closes the connection with a close code and reason', async () => {
+    const ws = await server.connect(alice);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 0; i < 400 && ws.isOpen; i++) {
+      ws.send({ type: 'send_message', thread_id: thread.id, content: `flood ${i}` });
+      if (i % 50 === 49) await sleep(5);
+    }
+    const info = await ws.waitClose(10000);
+    assert.notEqual(info.code, 1000, 'not a normal close');
+    assert.notEqual(info.code, 1006, 'a close frame, not a dropped socket');
+    assert.ok(info.reason.length > 0, `a close reason is given (code ${info.code})`);
+  });
+});
+
+describe('slow consumers', () => {
+  let server;
+  before(async () => {
+    // 1 MiB: well above what a client that reads has in flight, well below what a stalled one piles up.
+    server = await startServer({ args: ['--max-outbound-bytes', String(1024 * 1024), '--rate-per-second', '100000', '--rate-burst', '100000'] });
+  });
+  after(async () => { await server?.stop(); });
+
+  it('a client that stops reading is disconnected past --max-outbound-bytes, others keep going', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const group = await server.createGroup(alice, [bob, carol], 'slow');
+    const aliceWs = await server.connect(alice);
+    const slow = await server.connect(bob);
+    const fast = await server.connect(carol);
+    slow.ws._socket.pause();  // Bob's client stops reading: the server's queue for him grows
+
+    const content = 'z'.repeat(3900);
+    const total = 5000;  // ~20 MB: far beyond the kernel socket buffers (a few MB) plus 1 MiB
+    let acked = 0;
+    for (let i = 0; i < total; i += 10) {
+      const batch = [];
+      for (let j = i; j < Math.min(total, i + 10); j++) batch.push(aliceWs.sendMessage({ thread_id: group.id, content: `${j} ${content}` }, 20000));
+      acked += (await Promise.all(batch)).length;
+    }
+    assert.equal(acked, total, 'the sender was never slowed into failure');
+
+    // Carol reads everything.
+    for (let i = 0; i < 200; i++) {
+      if (fast.all((f) => f.type === 'new_message').length >= total) break;
+      await sleep(50);
+    }
+    assert.equal(fast.all((f) => f.type === 'new_message').length, total, 'the fast reader got every message');
+
+    // Bob's connection was dropped by the server: resume reading and see the close.
+    slow.ws._socket.resume();
+    const info = await slow.waitClose(10000);
+    assert.ok(info, 'the slow client was disconnected');
+    const seen = slow.all((f) => f.type === 'new_message').length;
+    assert.ok(seen < total, `the slow client did not get everything queued (${seen} of ${total})`);
+
+    // The fast reader and the sender are still fine.
+    await fast.ping();
+    await aliceWs.ping();
+  });
+
+  it('a catch-up replay larger than --max-outbound-bytes is paced, not dropped', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const content = 'y'.repeat(3900);
+    const total = 600;  // ~2.4 MB of backlog: more than twice the 1 MiB bound
+    for (let i = 0; i < total; i += 10) {
+      const batch = [];
+      for (let j = i; j < Math.min(total, i + 10); j++) batch.push(aliceWs.sendMessage({ thread_id: thread.id, content: `${j} ${content}` }, 20000));
+      await Promise.all(batch);
+    }
+    const bobWs = await server.connect(bob);
+    const sub = await bobWs.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 }, 30000);
+    assert.equal(sub.type, 'thread_subscribed');
+    const replayed = bobWs.all((f) => f.type === 'new_message' && f.data.thread_id === thread.id).map((f) => f.data.seq);
+    assert.deepEqual(replayed, Array.from({ length: total }, (_, i) => i + 1), 'the whole backlog, in order, once');
+    assert.ok(bobWs.isOpen, 'the catching-up client is not disconnected');
+  });
+});

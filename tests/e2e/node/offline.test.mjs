@@ -1,0 +1,159 @@
+// GET /api/chat/offline-messages: chaining the returned last_check_time never
+// skips or repeats a message, even when many messages share a millisecond.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, ISO_RE, sleep } from './harness.mjs';
+
+async function offline(server, token, since) {
+  const res = await server.http('GET', `/api/chat/offline-messages?last_check_time=${encodeURIComponent(since)}`, { token });
+  assert.equal(res.status, 200, `offline-messages answered ${res.status}: ${res.text}`);
+  const data = res.body.data;
+  assert.ok(Array.isArray(data.messages), 'data.messages is a list');
+  assert.equal(data.count, data.messages.length, 'data.count is the number of messages returned');
+  assert.equal(typeof data.last_check_time, 'string', 'data.last_check_time is a string');
+  assert.match(data.last_check_time, ISO_RE, `last_check_time is ISO 8601: ${data.last_check_time}`);
+  return data;
+}
+
+// Chains calls until one returns nothing (bounded); returns every message in order.
+async function drain(server, token, since, maxCalls = 200) {
+  const got = [];
+  let cursor = since;
+  for (let call = 0; call < maxCalls; call++) {
+    const data = await offline(server, token, cursor);
+    cursor = data.last_check_time;
+    if (data.messages.length === 0) return { messages: got, cursor, calls: call + 1 };
+    got.push(...data.messages);
+  }
+  throw new Error(`offline-messages still returning messages after ${maxCalls} chained calls`);
+}
+
+// Sends n messages as one burst of frames (no waiting in between) and resolves the acks.
+function burst(ws, threadId, n, prefix) {
+  const acks = [];
+  for (let i = 0; i < n; i++) acks.push(ws.sendMessage({ thread_id: threadId, content: `${prefix} ${i}`, client_msg_id: `${prefix}-${i}` }, 15000));
+  return Promise.all(acks);
+}
+
+describe('offline messages', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('50 messages sent in a burst come back exactly once over chained calls, own messages excluded', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    const start = new Date(Date.now() - 60_000).toISOString();
+
+    const own = await burst(bobWs, thread.id, 3, 'bob');  // Bob's own: never offline for Bob
+    const sent = await burst(aliceWs, thread.id, 50, 'alice');
+    const perMs = new Map();
+    for (const m of sent) perMs.set(m.created_at, (perMs.get(m.created_at) || 0) + 1);
+    // Not an assertion on the server, just a note that the test did stress same-millisecond chaining.
+    const crowded = Math.max(...perMs.values());
+
+    const { messages } = await drain(server, bob.token, start);
+    const ids = messages.map((m) => m.id);
+    assert.equal(new Set(ids).size, ids.length, 'no message repeated across chained calls');
+    assert.deepEqual(new Set(ids), new Set(sent.map((m) => m.id)),
+      `exactly Alice's 50 messages (largest same-millisecond group: ${crowded})`);
+    assert.ok(messages.every((m) => m.sender_id === alice.id), 'none of Bob\'s own messages');
+    assert.ok(!ids.some((id) => own.some((m) => m.id === id)), 'own messages excluded');
+  });
+
+  it('chaining while messages are being sent skips nothing and repeats nothing', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    let cursor = new Date(Date.now() - 1000).toISOString();
+
+    const seen = [];
+    let sending = true;
+    const sender = (async () => {
+      const all = [];
+      for (let round = 0; round < 5; round++) {
+        all.push(...await burst(aliceWs, thread.id, 10, `round${round}`));
+        await sleep(5);
+      }
+      sending = false;
+      return all;
+    })();
+    for (let call = 0; call < 2000 && sending; call++) {
+      const data = await offline(server, bob.token, cursor);
+      seen.push(...data.messages);
+      cursor = data.last_check_time;
+    }
+    const sent = await sender;
+    const rest = await drain(server, bob.token, cursor);
+    seen.push(...rest.messages);
+
+    const ids = seen.map((m) => m.id);
+    assert.equal(new Set(ids).size, ids.length, 'no message repeated');
+    assert.deepEqual(new Set(ids), new Set(sent.map((m) => m.id)), 'no message skipped');
+  });
+
+  it('after draining, a chained call returns only what is new', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    await burst(aliceWs, thread.id, 5, 'old');
+    const { cursor } = await drain(server, bob.token, new Date(Date.now() - 60_000).toISOString());
+
+    const fresh = await burst(aliceWs, thread.id, 4, 'new');
+    const next = await offline(server, bob.token, cursor);
+    assert.deepEqual(next.messages.map((m) => m.id).sort(), fresh.map((m) => m.id).sort(), 'only the 4 new messages');
+    const after = await offline(server, bob.token, next.last_check_time);
+    assert.equal(after.count, 0, 'nothing more');
+  });
+
+  it('covers every thread of the caller and no thread of others', async () => {
+    const [alice, bob, carol, dave] = await server.registerMany(4);
+    const start = new Date(Date.now() - 60_000).toISOString();
+    const t1 = await server.createDirect(alice, bob);
+    const group = await server.createGroup(carol, [bob]);
+    const t3 = await server.createDirect(carol, dave);  // Bob is not in this one
+    const a = await server.sendRest(alice.token, t1.id, { content: 'dm to bob' });
+    const c = await server.sendRest(carol.token, group.id, { content: 'group hello' });
+    const x = await server.sendRest(carol.token, t3.id, { content: 'not for bob' });
+    assert.equal(x.status, 201);
+
+    const { messages } = await drain(server, bob.token, start);
+    const userMessages = messages.filter((m) => m.message_type !== 'system');
+    assert.deepEqual(new Set(userMessages.map((m) => m.id)), new Set([a.body.data.id, c.body.data.id]));
+    assert.ok(messages.every((m) => m.thread_id !== t3.id), 'nothing of a thread Bob is not in');
+  });
+
+  it('last_check_time is read as ISO 8601 with its offset, with or without milliseconds', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const sent = (await server.sendRest(alice.token, thread.id, { content: 'timezones' })).body.data;
+    const at = Date.parse(sent.created_at);
+    // The same instants written in +02:00 and without milliseconds.
+    const inPlusTwo = (ms) => {
+      const d = new Date(ms + 2 * 3600_000);
+      return `${d.toISOString().slice(0, 19)}+02:00`;
+    };
+    const before = await offline(server, bob.token, inPlusTwo(at - 5000));
+    assert.ok(before.messages.some((m) => m.id === sent.id), `5 s before, written ${inPlusTwo(at - 5000)}: included`);
+    const afterwards = await offline(server, bob.token, inPlusTwo(at + 5000));
+    assert.ok(!afterwards.messages.some((m) => m.id === sent.id), `5 s after, written ${inPlusTwo(at + 5000)}: excluded`);
+    const noMillis = await offline(server, bob.token, new Date(at - 5000).toISOString().slice(0, 19) + 'Z');
+    assert.ok(noMillis.messages.some((m) => m.id === sent.id), 'without milliseconds: included');
+  });
+
+  it('a bad or missing last_check_time is a 400', async () => {
+    const [alice] = await server.registerMany(1);
+    const bad = await server.http('GET', '/api/chat/offline-messages?last_check_time=yesterday', { token: alice.token });
+    assert.equal(bad.status, 400, `unparseable last_check_time: ${bad.text}`);
+    assert.equal(bad.body.status, 'error');
+    assert.equal(bad.body.code, 'invalid_field');
+  });
+
+  it('needs a token', async () => {
+    const res = await server.http('GET', '/api/chat/offline-messages?last_check_time=2020-01-01T00:00:00Z');
+    assert.equal(res.status, 401);
+    assert.equal(res.body.code, 'unauthorized');
+  });
+});

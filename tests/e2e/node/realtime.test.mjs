@@ -1,0 +1,124 @@
+// The other live frames of CONTRACT.md section 4: typing, presence, delivery
+// acknowledgements, join_chat and relayed call signalling.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, assertWsError } from './harness.mjs';
+
+describe('typing, presence, delivery, join_chat, calls', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  async function pair() {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    return { alice, bob, thread, aliceWs, bobWs };
+  }
+
+  it('typing is relayed to the other participants, not back to the typist', async () => {
+    const { alice, thread, aliceWs, bobWs } = await pair();
+    aliceWs.send({ type: 'typing', thread_id: thread.id, is_typing: true });
+    const t = await bobWs.nextOfType('typing');
+    assert.equal(t.thread_id, thread.id);
+    assert.equal(t.user_id, alice.id);
+    assert.equal(t.is_typing, true);
+    aliceWs.send({ type: 'typing', thread_id: thread.id, is_typing: false });
+    const stop = await bobWs.nextOfType('typing');
+    assert.equal(stop.is_typing, false);
+    await aliceWs.expectNone((f) => f.type === 'typing', 300, 'own typing echoed');
+  });
+
+  it('typing stops by itself after about 6 s', async () => {
+    const { alice, thread, aliceWs, bobWs } = await pair();
+    aliceWs.send({ type: 'typing', thread_id: thread.id, is_typing: true });
+    await bobWs.next((f) => f.type === 'typing' && f.is_typing === true, 5000, 'typing start');
+    const started = Date.now();
+    const stop = await bobWs.next((f) => f.type === 'typing' && f.is_typing === false, 10000, 'the automatic typing stop');
+    const after = Date.now() - started;
+    assert.equal(stop.user_id, alice.id);
+    assert.ok(after >= 4000 && after <= 9000, `stopped after ${after} ms (expected about 6 s)`);
+  });
+
+  it('presence: online when a thread partner connects, offline (with last_seen) within 5 s of the last close', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    const online = await aliceWs.next((f) => f.type === 'presence' && f.user_id === bob.id && f.online === true, 5000, "Bob's online presence");
+    assert.equal(online.user_id, bob.id);
+
+    bobWs.close();
+    const closedAt = Date.now();
+    const offline = await aliceWs.next((f) => f.type === 'presence' && f.user_id === bob.id && f.online === false, 8000, "Bob's offline presence");
+    const delay = Date.now() - closedAt;
+    assert.ok(delay <= 5500, `offline ${delay} ms after the last connection closed (at most 5 s)`);
+    assert.ok(offline.last_seen, 'last_seen is given');
+    assert.ok(Number.isFinite(typeof offline.last_seen === 'number' ? offline.last_seen : Date.parse(offline.last_seen)), `last_seen is a time: ${offline.last_seen}`);
+  });
+
+  it('presence stays online while the user still has another connection', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const bob1 = await server.connect(bob);
+    await server.connect(bob);
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === bob.id && f.online === true, 5000, "Bob's online presence");
+    bob1.close();
+    await aliceWs.expectNone((f) => f.type === 'presence' && f.user_id === bob.id && f.online === false, 6000, 'offline while a connection remains');
+  });
+
+  it('presence is not sent to users who share no thread', async () => {
+    const [alice, stranger] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    await server.connect(stranger);
+    await aliceWs.expectNone((f) => f.type === 'presence' && f.user_id === stranger.id, 500, "a stranger's presence");
+  });
+
+  it('message_received from the recipient → message_delivered to the sender', async () => {
+    const { bob, thread, aliceWs, bobWs } = await pair();
+    const m = await aliceWs.sendMessage({ thread_id: thread.id, content: 'did you get this?' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, 'the message at Bob');
+    bobWs.send({ type: 'message_received', message_id: m.id });
+    const d = await aliceWs.nextOfType('message_delivered');
+    assert.equal(d.message_id, m.id);
+    assert.equal(d.thread_id, thread.id);
+    assert.equal(d.user_id, bob.id);
+  });
+
+  it('message_received for a message of a thread one is not in is refused and relays nothing', async () => {
+    const { thread, aliceWs } = await pair();
+    const m = await aliceWs.sendMessage({ thread_id: thread.id, content: 'private' });
+    const [carol] = await server.registerMany(1);
+    const carolWs = await server.connect(carol);
+    const reply = await carolWs.request({ type: 'message_received', message_id: m.id });
+    assert.equal(reply.type, 'error');
+    assert.ok(['forbidden', 'not_found'].includes(reply.code), `code ${reply.code}`);
+    await aliceWs.expectNone((f) => f.type === 'message_delivered', 300, 'a delivery ack from a non-participant');
+  });
+
+  it('join_chat with a username answers chat_joined with the direct thread', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const reply = await aliceWs.request({ type: 'join_chat', username: bob.username });
+    assert.equal(reply.type, 'chat_joined', JSON.stringify(reply));
+    const thread = await server.createDirect(alice, bob);
+    assert.equal(reply.thread_id, thread.id, 'the same direct thread REST returns');
+    const unknown = await aliceWs.request({ type: 'join_chat', username: 'nobody_here_at_all' });
+    assertWsError(assert, unknown, 'user_not_found');
+  });
+
+  for (const type of ['call_offer', 'call_answer', 'ice_candidate', 'call_end']) {
+    it(`${type} is relayed with from_user_id and payload`, async () => {
+      const { alice, thread, aliceWs, bobWs } = await pair();
+      const payload = { sdp: 'v=0\r\no=- 1 1 IN IP4 127.0.0.1', nested: { n: 1 } };
+      aliceWs.send({ type, thread_id: thread.id, payload });
+      const got = await bobWs.nextOfType(type);
+      assert.equal(got.thread_id, thread.id);
+      assert.equal(got.from_user_id, alice.id);
+      assert.deepEqual(got.payload, payload, 'payload relayed intact');
+      await aliceWs.expectNone((f) => f.type === type, 200, `own ${type} echoed`);
+    });
+  }
+});

@@ -1,0 +1,172 @@
+// Reconnect and catch up: subscribe_thread with since_seq replays exactly the
+// missed messages as new_message frames, then thread_subscribed, then live.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer } from './harness.mjs';
+
+const newMessagesIn = (ws, threadId) =>
+  ws.all((f) => f.type === 'new_message' && f.data.thread_id === threadId).map((f) => f.data);
+
+// Frames of a thread (new_message and thread_subscribed), in arrival order.
+const threadTimeline = (ws, threadId) => ws.all((f) =>
+  (f.type === 'new_message' && f.data.thread_id === threadId) || (f.type === 'thread_subscribed' && f.thread_id === threadId));
+
+describe('reconnect with subscribe_thread since_seq', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('replays exactly the missed messages in order, then thread_subscribed, then live ones, none twice', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    let bobWs = await server.connect(bob);
+
+    // Bob sees 1..3 live.
+    const first = [];
+    first.push(await aliceWs.sendMessage({ username: bob.username, content: 'm1' }));
+    const threadId = first[0].thread_id;
+    for (let i = 2; i <= 3; i++) first.push(await aliceWs.sendMessage({ thread_id: threadId, content: `m${i}` }));
+    for (const m of first) await bobWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, `m${m.seq}`);
+    const lastSeen = 3;
+    bobWs.close();
+    await bobWs.waitClose();
+
+    // 4..8 while Bob is away.
+    const missed = [];
+    for (let i = 4; i <= 8; i++) missed.push(await aliceWs.sendMessage({ thread_id: threadId, content: `m${i}` }));
+
+    bobWs = await server.connect(bob);
+    const subscribed = await bobWs.request({ type: 'subscribe_thread', thread_id: threadId, since_seq: lastSeen });
+    assert.equal(subscribed.type, 'thread_subscribed', `subscribe_thread answered ${JSON.stringify(subscribed)}`);
+    assert.equal(subscribed.thread_id, threadId);
+    assert.equal(subscribed.last_seq, 8, 'last_seq is the last seq of the thread');
+
+    const replayed = newMessagesIn(bobWs, threadId);
+    assert.deepEqual(replayed.map((m) => m.seq), [4, 5, 6, 7, 8], 'the missed messages, in order, before thread_subscribed');
+    assert.deepEqual(replayed.map((m) => m.id), missed.map((m) => m.id));
+    assert.deepEqual(replayed.map((m) => m.content), ['m4', 'm5', 'm6', 'm7', 'm8']);
+
+    // Live after the subscription.
+    const live = [];
+    for (let i = 9; i <= 10; i++) live.push(await aliceWs.sendMessage({ thread_id: threadId, content: `m${i}` }));
+    for (const m of live) await bobWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, `live m${m.seq}`);
+    await bobWs.expectNone(() => false, 300);
+
+    const timeline = threadTimeline(bobWs, threadId);
+    const order = timeline.map((f) => (f.type === 'thread_subscribed' ? 'S' : f.data.seq));
+    assert.deepEqual(order, [4, 5, 6, 7, 8, 'S', 9, 10], 'replay, then thread_subscribed, then live, each once');
+  });
+
+  it('since_seq 0 replays the whole thread', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'one' });
+    await aliceWs.sendMessage({ thread_id: m1.thread_id, content: 'two' });
+
+    const bobWs = await server.connect(bob);
+    const reply = await bobWs.request({ type: 'subscribe_thread', thread_id: m1.thread_id, since_seq: 0 });
+    assert.equal(reply.type, 'thread_subscribed');
+    assert.equal(reply.last_seq, 2);
+    assert.deepEqual(newMessagesIn(bobWs, m1.thread_id).map((m) => m.content), ['one', 'two']);
+  });
+
+  it('since_seq equal to the last seq replays nothing', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'only' });
+    const bobWs = await server.connect(bob);
+    const reply = await bobWs.request({ type: 'subscribe_thread', thread_id: m1.thread_id, since_seq: 1 });
+    assert.equal(reply.type, 'thread_subscribed');
+    assert.equal(reply.last_seq, 1);
+    assert.equal(newMessagesIn(bobWs, m1.thread_id).length, 0, 'nothing replayed');
+  });
+
+  it('messages sent while the subscription is being served are neither lost nor doubled', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'r1' });
+    const threadId = m1.thread_id;
+    const backlog = [m1];
+    for (let i = 2; i <= 40; i++) backlog.push(await aliceWs.sendMessage({ thread_id: threadId, content: `r${i}` }));
+
+    const bobWs = await server.connect(bob);
+    // Subscribe from 0 while Alice keeps sending: the replay races the live messages.
+    const subscribe = bobWs.request({ type: 'subscribe_thread', thread_id: threadId, since_seq: 0 }, 10000);
+    const racing = [];
+    for (let i = 41; i <= 60; i++) racing.push(aliceWs.sendMessage({ thread_id: threadId, content: `r${i}` }, 10000));
+    const subscribed = await subscribe;
+    const raced = await Promise.all(racing);
+    assert.equal(subscribed.type, 'thread_subscribed');
+
+    const allIds = [...backlog, ...raced].map((m) => m.id);
+    for (let i = 0; i < 60; i++) {
+      if (newMessagesIn(bobWs, threadId).length >= 60) break;
+      await bobWs.next((f) => f.type === 'new_message' && f.data.thread_id === threadId, 5000, 'the remaining messages').catch(() => {});
+    }
+    await bobWs.expectNone(() => false, 300);
+
+    const seen = newMessagesIn(bobWs, threadId);
+    const seqs = seen.map((m) => m.seq);
+    assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => i + 1), 'every message exactly once, in seq order');
+    assert.deepEqual(new Set(seen.map((m) => m.id)), new Set(allIds));
+
+    // thread_subscribed separates replay (<= last_seq) from live (> last_seq).
+    const timeline = threadTimeline(bobWs, threadId);
+    const cut = timeline.findIndex((f) => f.type === 'thread_subscribed');
+    const before = timeline.slice(0, cut).map((f) => f.data.seq);
+    const afterSub = timeline.slice(cut + 1).map((f) => f.data.seq);
+    assert.ok(before.every((s) => s <= subscribed.last_seq), `replayed seqs ${before} are <= last_seq ${subscribed.last_seq}`);
+    assert.ok(afterSub.every((s) => s > subscribed.last_seq), `live seqs ${afterSub} are > last_seq ${subscribed.last_seq}`);
+  });
+
+  it('unsubscribe_thread answers thread_unsubscribed with last_seq', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'x' });
+    const bobWs = await server.connect(bob);
+    await bobWs.request({ type: 'subscribe_thread', thread_id: m1.thread_id });
+    const reply = await bobWs.request({ type: 'unsubscribe_thread', thread_id: m1.thread_id });
+    assert.equal(reply.type, 'thread_unsubscribed', `unsubscribe_thread answered ${JSON.stringify(reply)}`);
+    assert.equal(reply.thread_id, m1.thread_id);
+    assert.equal(reply.last_seq, 1);
+  });
+
+  it('a reconnecting client that subscribes every thread with its last seq fills every gap across threads', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const aliceWs = await server.connect(alice);
+    const carolWs = await server.connect(carol);
+    const a1 = await aliceWs.sendMessage({ username: bob.username, content: 'from alice 1' });
+    const c1 = await carolWs.sendMessage({ username: bob.username, content: 'from carol 1' });
+
+    let bobWs = await server.connect(bob);
+    const lastSeen = new Map([[a1.thread_id, 1], [c1.thread_id, 1]]);
+    bobWs.close();
+    await bobWs.waitClose();
+
+    for (let i = 2; i <= 4; i++) await aliceWs.sendMessage({ thread_id: a1.thread_id, content: `from alice ${i}` });
+    for (let i = 2; i <= 3; i++) await carolWs.sendMessage({ thread_id: c1.thread_id, content: `from carol ${i}` });
+
+    bobWs = await server.connect(bob);
+    for (const [threadId, seq] of lastSeen) {
+      const r = await bobWs.request({ type: 'subscribe_thread', thread_id: threadId, since_seq: seq });
+      assert.equal(r.type, 'thread_subscribed');
+    }
+    assert.deepEqual(newMessagesIn(bobWs, a1.thread_id).map((m) => m.content), ['from alice 2', 'from alice 3', 'from alice 4']);
+    assert.deepEqual(newMessagesIn(bobWs, c1.thread_id).map((m) => m.content), ['from carol 2', 'from carol 3']);
+  });
+
+  it('a long gap (250 missed messages) is replayed completely, not one page of it', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    for (let i = 0; i < 250; i += 25) {
+      await Promise.all(Array.from({ length: 25 }, (_, j) => aliceWs.sendMessage({ thread_id: thread.id, content: `gap ${i + j}` }, 15000)));
+    }
+    const bobWs = await server.connect(bob);
+    const reply = await bobWs.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 }, 20000);
+    assert.equal(reply.type, 'thread_subscribed');
+    assert.equal(reply.last_seq, 250);
+    const seqs = newMessagesIn(bobWs, thread.id).map((m) => m.seq);
+    assert.deepEqual(seqs, Array.from({ length: 250 }, (_, i) => i + 1), 'all 250, in order, once');
+  });
+});
