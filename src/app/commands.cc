@@ -1,4 +1,5 @@
 #include "app/commands.h"
+#include "app/seed.h"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -95,7 +96,7 @@ void add_common_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off")
       ->envname("PARLEY_LOG_LEVEL")
       ->capture_default_str();
-  cmd.add_option("--token-ttl", c.token_ttl_seconds, "Lifetime of issued tokens, seconds")
+  cmd.add_option("--token-ttl,--ttl", c.token_ttl_seconds, "Lifetime of issued tokens, seconds")
       ->envname("PARLEY_TOKEN_TTL")
       ->capture_default_str();
 }
@@ -214,6 +215,13 @@ int run_cli(int argc, char** argv) {
   std::string token_user;
   token_cmd->add_option("username", token_user, "Username")->required();
 
+  auto* seed_cmd = app.add_subcommand("seed", "Create benchmark users and group threads with deterministic ids");
+  add_common_options(*seed_cmd, config);
+  SeedOptions seed_opts;
+  seed_cmd->add_option("--users", seed_opts.users, "Users bench_0..bench_<N-1>")->required();
+  seed_cmd->add_option("--group-size", seed_opts.group_size, "Users per group thread (user i is in group i/G)")->required();
+  seed_cmd->add_option("--threads", seed_opts.threads, "Concurrent creates (group-committed)")->capture_default_str();
+
   app.add_subcommand("version", "Print the version");
 
   try {
@@ -228,6 +236,7 @@ int run_cli(int argc, char** argv) {
   if (serve_cmd->parsed()) return serve(config);
   if (add_cmd->parsed()) return user_add(config, reg, phone_opt->count() > 0, phone);
   if (token_cmd->parsed()) return token(config, token_user);
+  if (seed_cmd->parsed()) return run_seed(config, seed_opts);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }

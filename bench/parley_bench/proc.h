@@ -1,0 +1,20 @@
+// The server's CPU time and memory, read from /proc (same machine).
+#pragma once
+
+#include <cstdint>
+
+namespace bench {
+
+struct ProcSample {
+  bool ok = false;
+  double cpu_seconds = 0;  // utime + stime of every thread
+  int64_t rss_kb = 0;      // VmRSS
+};
+
+ProcSample sample_process(int64_t pid);
+double own_cpu_seconds();  // this process (getrusage)
+
+// Raises RLIMIT_NOFILE's soft limit to the hard one; returns the new soft limit.
+int64_t raise_fd_limit();
+
+}  // namespace bench
