@@ -33,14 +33,21 @@ void Connection::on_open(std::optional<User> user, std::string token) {
   Metrics::get().connections.fetch_add(1, std::memory_order_relaxed);
   Metrics::get().connections_total.fetch_add(1, std::memory_order_relaxed);
   if (user) return authenticated(std::move(*user), token, nullptr);
-  auto t = transport_.lock();
-  if (!t) return;
-  std::weak_ptr<Connection> weak = weak_from_this();
-  int secs = ctx_.chat.config().limits.auth_timeout_seconds;
-  t->schedule(std::chrono::seconds(secs), [weak] {
-    auto self = weak.lock();
-    if (self && !self->authed_ && !self->closed_) self->close(kCloseAuthTimeout, "authentication timeout");
-  });
+  auth_deadline_ms_ = now_micros() / 1000 + int64_t{ctx_.chat.config().limits.auth_timeout_seconds} * 1000;
+}
+
+void Connection::on_tick(int64_t now_ms) {
+  if (closed_) return;
+  if (!authed_) {
+    if (auth_deadline_ms_ && now_ms > auth_deadline_ms_) close(kCloseAuthTimeout, "authentication timeout");
+    return;
+  }
+  // A second of grace past exp, so a client renewing right at exp is not cut.
+  if (token_exp_ > 0 && now_ms > token_exp_ * 1000 + 1000) {
+    token_exp_ = 0;
+    send_error({ErrorKind::kUnauthorized, "token_expired", "token expired; send a fresh `auth` frame"}, nullptr);
+    close(kCloseUnauthorized, "token expired");
+  }
 }
 
 void Connection::authenticated(User user, const std::string& token, const json::value& request_id) {
@@ -56,6 +63,7 @@ void Connection::authenticated(User user, const std::string& token, const json::
     }
     registered_ = true;
     user_ = std::move(user);
+    std::string().swap(user_.password_hash);  // never needed here; kept small per connection
     authed_ = true;
     ctx_.hub.add(this);
     spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_.id);
@@ -70,19 +78,6 @@ void Connection::authenticated(User user, const std::string& token, const json::
     send(encode_frame("auth_renewed", json::object{{"user_id", user_.id},
                                                    {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
                       request_id));
-  if (token_exp_ > 0) {
-    auto t = transport_.lock();
-    if (!t) return;
-    int64_t ms = token_exp_ * 1000 - now_micros() / 1000;
-    std::weak_ptr<Connection> weak = weak_from_this();
-    int64_t expected = token_exp_;
-    t->schedule(std::chrono::milliseconds(std::max<int64_t>(ms, 0) + 1000), [weak, expected] {
-      auto self = weak.lock();
-      if (!self || self->closed_ || self->token_exp_ != expected) return;
-      self->send_error({ErrorKind::kUnauthorized, "token_expired", "token expired; send a fresh `auth` frame"}, nullptr);
-      self->close(kCloseUnauthorized, "token expired");
-    });
-  }
 }
 
 void Connection::on_close() {

@@ -41,6 +41,8 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void on_text(std::string_view text);
   void on_binary();
   void on_close();
+  // About once a second, from the loop: the auth deadline and token expiry.
+  void on_tick(int64_t now_ms);
 
   // ClientSession
   const std::string& session_id() const override { return session_id_; }
@@ -79,7 +81,8 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   bool authed_ = false;
   bool registered_ = false;
   bool closed_ = false;
-  int64_t token_exp_ = 0;
+  int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
+  int64_t auth_deadline_ms_ = 0;
   DeliveryCursor cursor_;
   // Threads this connection is typing in, with the generation of the timer
   // that will stop it (a newer `typing` bumps it).

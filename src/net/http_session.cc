@@ -145,7 +145,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     std::string_view auth = req[http::field::authorization];
     if (token.empty() && auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0) token = std::string(auth.substr(7));
-    if (token.empty()) return start_ws_session(loop_, std::move(stream_), std::move(req), std::nullopt, "");
+    if (token.empty()) return hand_over(req, std::nullopt, "");
     // Verifying may provision a user (a write): off the loop.
     auto self = shared_from_this();
     auto sreq = std::make_shared<http::request<http::string_body>>(std::move(req));
@@ -155,9 +155,17 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         if (!user) {
           return self->reply(error_response(401, user.error().code, user.error().message), false);
         }
-        start_ws_session(self->loop_, std::move(self->stream_), std::move(*sreq), std::move(*user), token);
+        self->hand_over(*sreq, std::move(*user), token);
       });
     });
+  }
+
+  // The socket and any bytes already read past the request go to the WebSocket session.
+  void hand_over(const http::request<http::string_body>& req, std::optional<User> user, std::string token) {
+    auto data = buffer_.cdata();
+    std::string leftover(static_cast<const char*>(data.data()), data.size());
+    stream_.expires_never();
+    start_ws_session(loop_, stream_.release_socket(), req, std::move(leftover), std::move(user), std::move(token));
   }
 
   void shutdown() {

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "common/clock.h"
 #include "common/metrics.h"
 #include "net/beast.h"
 #include "net/sessions.h"
@@ -17,7 +18,18 @@ struct Server::Impl {
     asio::io_context io{1};  // one thread per loop: no locks inside it
     Hub hub;
     std::unique_ptr<LoopContext> ctx;
+    std::unique_ptr<asio::steady_timer> sweep;
   };
+
+  // Once a second per loop: idle pings and timeouts, auth deadlines, token expiry.
+  static void sweep_loop(Loop& loop) {
+    loop.sweep->expires_after(std::chrono::seconds(1));
+    loop.sweep->async_wait([&loop](boost::system::error_code ec) {
+      if (ec) return;
+      loop.ctx->sessions.sweep(now_micros() / 1000);
+      sweep_loop(loop);
+    });
+  }
 
   Impl(const Config& c, ChatService& ch, ThreadPool& w, std::string bus_name)
       : config(c),
@@ -28,8 +40,8 @@ struct Server::Impl {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
-      loop->ctx = std::make_unique<LoopContext>(
-          LoopContext{loop->io, config, chat, rest, workers, loop->hub});
+      loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, loop->hub, {}, {}, {}, false});
+      loop->ctx->read_buffer.resize(64 * 1024);
       asio::io_context* io = &loop->io;
       fanout.add_loop(&loop->hub, [io](std::function<void()> fn) { asio::post(*io, std::move(fn)); });
       loops.push_back(std::move(loop));
@@ -107,6 +119,10 @@ Result<uint16_t> Server::start() {
     }
   });
   im.accept();
+  for (auto& l : im.loops) {
+    l->sweep = std::make_unique<asio::steady_timer>(l->io);
+    Impl::sweep_loop(*l);
+  }
   spdlog::info("event=listening address={} port={} loops={}", im.config.bind, port, im.loops.size());
   return port;
 }
@@ -128,7 +144,12 @@ void Server::stop() {
     if (im.signals) im.signals->cancel(ec);
   });
   for (auto& g : im.guards) g.reset();
-  for (auto& l : im.loops) l->io.stop();
+  for (auto& l : im.loops) {
+    asio::post(l->io, [&l] {
+      if (l->sweep) l->sweep->cancel();
+    });
+    l->io.stop();
+  }
 }
 
 }  // namespace parley

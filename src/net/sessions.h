@@ -3,12 +3,14 @@
 #pragma once
 
 #include <optional>
+#include <vector>
 #include <string>
 
 #include "api/connection.h"
 #include "api/rest_api.h"
 #include "common/config.h"
 #include "net/beast.h"
+#include "net/sweep.h"
 
 namespace parley::net {
 
@@ -20,6 +22,25 @@ struct LoopContext {
   RestApi& rest;
   ThreadPool& workers;
   Hub& hub;
+  SweepList sessions;               // this loop's WebSocket sessions
+  std::vector<uint8_t> read_buffer;  // shared by this loop's sessions: reads never outlive one callback
+
+  // Corking: sessions with new output are flushed once the handlers already
+  // queued on the loop have run, so a burst of fan-out events reaches each
+  // socket as one write instead of one per frame.
+  std::vector<std::shared_ptr<Flushable>> to_flush;
+  bool flush_posted = false;
+  void schedule_flush(std::shared_ptr<Flushable> f) {
+    to_flush.push_back(std::move(f));
+    if (flush_posted) return;
+    flush_posted = true;
+    asio::post(io, [this] {
+      flush_posted = false;
+      auto batch = std::move(to_flush);
+      to_flush.clear();
+      for (auto& s : batch) s->flush();
+    });
+  }
 };
 
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.
@@ -27,7 +48,8 @@ void start_http_session(LoopContext& loop, tcp::socket socket);
 
 // Completes the WebSocket handshake for `request` and runs the protocol.
 // `user` is set when the upgrade carried a valid token.
-void start_ws_session(LoopContext& loop, beast::tcp_stream stream, http::request<http::string_body> request,
-                      std::optional<User> user, std::string token);
+// `leftover`: bytes the client sent after the upgrade request (already read).
+void start_ws_session(LoopContext& loop, tcp::socket socket, const http::request<http::string_body>& request,
+                      std::string leftover, std::optional<User> user, std::string token);
 
 }  // namespace parley::net

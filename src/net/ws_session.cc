@@ -1,68 +1,84 @@
-// One WebSocket connection on Beast: the Transport under a protocol
-// Connection. Reads frames and hands them up; writes queued frames one at a
-// time, in order. The outbound queue is bounded in bytes: a client that stops
-// reading is cut off instead of growing memory or slowing anyone else.
+// One WebSocket connection: the Transport under a protocol Connection, with
+// framing done here (see ws_frame.h for why). Reads wait for readability and
+// then read into the loop's shared buffer, so an idle connection holds no
+// read buffer; only a partial frame is kept per connection. Writes gather
+// every queued frame into one writev. The outbound queue is bounded in bytes:
+// a client that stops reading is cut off instead of growing memory or slowing
+// anyone else.
 #include <spdlog/spdlog.h>
 
-#include <deque>
+#include <vector>
 
+#include "common/clock.h"
 #include "common/metrics.h"
+#include "common/utf8.h"
 #include "net/sessions.h"
+#include "net/ws_frame.h"
 
 namespace parley::net {
 
 namespace {
 
-class WsSession final : public Transport, public std::enable_shared_from_this<WsSession> {
+constexpr size_t kMaxFramesPerWrite = 64;
+constexpr size_t kMaxBytesPerWrite = 256 * 1024;
+constexpr int64_t kCloseLingerMs = 2000;  // after our close frame, wait this long for the client's
+
+int64_t now_ms() { return now_micros() / 1000; }
+
+class WsSession final : public Transport,
+                        public Sweepable,
+                        public Flushable,
+                        public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(LoopContext& loop, beast::tcp_stream stream) : loop_(loop), ws_(std::move(stream)) {
+  WsSession(LoopContext& loop, tcp::socket socket) : loop_(loop), socket_(std::move(socket)) {
     boost::system::error_code ec;
-    auto ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
+    auto ep = socket_.remote_endpoint(ec);
     remote_ = ec ? "unknown" : ep.address().to_string();
+    socket_.non_blocking(true, ec);
+    last_rx_ms_ = now_ms();
   }
 
-  void start(http::request<http::string_body> req, std::optional<User> user, std::string token) {
-    beast::get_lowest_layer(ws_).expires_never();  // the websocket stream keeps its own timeouts
-    websocket::stream_base::timeout t{};
-    t.handshake_timeout = std::chrono::seconds(10);
-    t.idle_timeout = std::chrono::seconds(loop_.config.limits.idle_timeout_seconds);
-    t.keep_alive_pings = true;  // ping at half the idle time; close if nothing comes back
-    ws_.set_option(t);
-    ws_.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(http::field::server, "parley"); }));
-    ws_.read_message_max(loop_.config.limits.max_frame_bytes);
-    ws_.auto_fragment(false);
-    ws_.async_accept(req, [self = shared_from_this(), user = std::move(user),
-                           token = std::move(token)](boost::system::error_code ec) mutable {
-      if (ec) return;
-      self->conn_ = std::make_shared<Connection>(
-          ConnectionContext{self->loop_.chat, self->loop_.workers, self->loop_.hub},
-          self->weak_from_this());
-      self->conn_->on_open(std::move(user), std::move(token));
-      self->read();
-    });
+  ~WsSession() override {
+    if (listed_) loop_.sessions.remove(this);
+  }
+
+  void start(const http::request<http::string_body>& req, std::string leftover, std::optional<User> user,
+             std::string token) {
+    std::string_view key = req[http::field::sec_websocket_key];
+    if (key.empty() || req[http::field::sec_websocket_version] != "13") {
+      const std::string body =
+          R"({"status":"error","code":"bad_request","message":"WebSocket upgrade needs Sec-WebSocket-Key and version 13"})";
+      enqueue_raw(std::make_shared<const Frame>(
+          "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body));
+      closing_ = true;
+      close_after_write_ = true;
+      return;
+    }
+    enqueue_raw(std::make_shared<const Frame>("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                              "Connection: Upgrade\r\nServer: parley\r\nSec-WebSocket-Accept: " +
+                                              ws::accept_key(key) + "\r\n\r\n"));
+    loop_.sessions.add(this);
+    listed_ = true;
+    conn_ = std::make_shared<Connection>(ConnectionContext{loop_.chat, loop_.workers, loop_.hub}, weak_from_this());
+    conn_->on_open(std::move(user), std::move(token));
+    if (!leftover.empty()) consume(reinterpret_cast<uint8_t*>(leftover.data()), leftover.size());
+    if (!aborted_) wait_readable();
   }
 
   // ---- Transport
   void send_text(FramePtr frame) override {
-    if (closing_ || !conn_) return;
-    queued_bytes_ += frame->size();
-    if (queued_bytes_ > loop_.config.limits.max_outbound_bytes) return drop_slow_consumer();
-    queue_.push_back(std::move(frame));
-    if (!writing_) write_next();
-  }
-
-  void close(uint16_t code, std::string reason) override {
     if (closing_) return;
-    closing_ = true;
-    close_reason_ = websocket::close_reason(static_cast<websocket::close_code>(code), reason);
-    if (!writing_) send_close();
+    if (queued_bytes_ + frame->size() > loop_.config.limits.max_outbound_bytes) return drop_slow_consumer();
+    enqueue(ws::kText, std::move(frame));
   }
 
-  void post(std::function<void()> fn) override { asio::post(ws_.get_executor(), std::move(fn)); }
+  void close(uint16_t code, std::string reason) override { fail(code, reason); }
+
+  void post(std::function<void()> fn) override { asio::post(socket_.get_executor(), std::move(fn)); }
 
   void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override {
-    auto timer = std::make_shared<asio::steady_timer>(ws_.get_executor(), delay);
+    auto timer = std::make_shared<asio::steady_timer>(socket_.get_executor(), delay);
     timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
       if (!ec) fn();
     });
@@ -71,91 +87,300 @@ class WsSession final : public Transport, public std::enable_shared_from_this<Ws
   const std::string& remote_address() const override { return remote_; }
   size_t queued_bytes() const override { return queued_bytes_; }
 
- private:
-  void read() {
-    ws_.async_read(buffer_, [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
+  // ---- Sweepable: once a second from the loop.
+  void on_sweep(int64_t now) override {
+    if (closing_) {
+      if (now - closing_ms_ > kCloseLingerMs) abort();
+      return;
+    }
+    int64_t idle_ms = int64_t{loop_.config.limits.idle_timeout_seconds} * 1000;
+    int64_t quiet = now - last_rx_ms_;
+    if (quiet > idle_ms) return fail(ws::kClosePolicy, "idle timeout");
+    if (quiet > idle_ms / 2 && !ping_sent_) {
+      ping_sent_ = true;
+      enqueue(ws::kPing, nullptr);
+    }
+    if (conn_) conn_->on_tick(now);
   }
 
-  void on_read(boost::system::error_code ec) {
-    if (ec) {
-      if (ec == websocket::error::message_too_big) Metrics::get().count_error("frame_too_large");
-      return closed(ec);
+ private:
+  struct Out {
+    FramePtr payload;  // null for an empty control frame
+    uint8_t opcode;    // kRaw: payload is raw bytes (the HTTP response)
+  };
+  static constexpr uint8_t kRaw = 0xFF;
+
+  // ---------------------------------------------------------------- reading
+
+  void wait_readable() {
+    socket_.async_wait(tcp::socket::wait_read,
+                       [self = shared_from_this()](boost::system::error_code ec) { self->on_readable(ec); });
+  }
+
+  void on_readable(boost::system::error_code ec) {
+    if (ec) return finished();
+    auto& buf = loop_.read_buffer;
+    for (int round = 0; round < 8; ++round) {
+      size_t n = socket_.read_some(asio::buffer(buf), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec) return finished();  // EOF or reset
+      last_rx_ms_ = now_ms();
+      ping_sent_ = false;
+      consume(buf.data(), n);
+      if (aborted_) return;
+      if (n < buf.size()) break;
     }
-    if (closing_ || !conn_) {
-      // Closing: discard what still arrives until the close handshake ends.
-    } else if (ws_.got_binary()) {
+    wait_readable();
+  }
+
+  // Parses and handles every complete frame in data (appended to any partial
+  // frame kept from before). Once closing, input is read and dropped until
+  // the client closes its side.
+  void consume(uint8_t* data, size_t size) {
+    if (closing_) return;
+    if (!partial_.empty()) {
+      partial_.append(reinterpret_cast<const char*>(data), size);
+      std::string work = std::move(partial_);
+      partial_.clear();
+      parse(reinterpret_cast<uint8_t*>(work.data()), work.size());
+      return;
+    }
+    parse(data, size);
+  }
+
+  bool parse(uint8_t* data, size_t size) {
+    size_t pos = 0;
+    const uint64_t max = loop_.config.limits.max_frame_bytes;
+    while (pos < size) {
+      ws::FrameHeader h;
+      auto st = ws::parse_header(data + pos, size - pos, max, h);
+      if (st == ws::ParseStatus::kNeedMore) break;
+      if (st == ws::ParseStatus::kProtocolError) return fail(ws::kCloseProtocolError, "protocol error"), false;
+      if (st == ws::ParseStatus::kTooBig) return too_big();
+      if (size - pos - h.header_len < h.payload_len) {
+        // Keep the partial frame; refuse early if it can never fit.
+        if (h.payload_len + message_.size() > max) return too_big();
+        break;
+      }
+      uint8_t* payload = data + pos + h.header_len;
+      ws::unmask(payload, h.payload_len, h.mask, 0);
+      pos += h.header_len + h.payload_len;
+      if (!on_frame(h, std::string_view(reinterpret_cast<char*>(payload), h.payload_len))) return false;
+    }
+    if (pos < size) partial_.assign(reinterpret_cast<char*>(data + pos), size - pos);
+    return true;
+  }
+
+  bool too_big() {
+    Metrics::get().count_error("frame_too_large");
+    fail(ws::kCloseTooBig, "message too big");
+    return false;
+  }
+
+  bool on_frame(const ws::FrameHeader& h, std::string_view payload) {
+    switch (h.opcode) {
+      case ws::kPing:
+        enqueue(ws::kPong, std::make_shared<const Frame>(payload));
+        return true;
+      case ws::kPong:
+        return true;
+      case ws::kClose: {
+        uint16_t code = payload.size() >= 2 ? static_cast<uint16_t>((uint8_t(payload[0]) << 8) | uint8_t(payload[1]))
+                                            : ws::kCloseNormal;
+        // Echo the client's code (RFC 6455 5.5.1), unless it may not be sent.
+        if (code < 1000 || code == 1004 || code == 1005 || code == 1006 || code == 1015 || code >= 5000)
+          code = ws::kCloseNormal;
+        fail(code, "");
+        return false;
+      }
+      case ws::kContinuation:
+        if (message_opcode_ == 0) return fail(ws::kCloseProtocolError, "unexpected continuation"), false;
+        message_.append(payload);
+        if (message_.size() > loop_.config.limits.max_frame_bytes) return too_big();
+        if (!h.fin) return true;
+        return deliver(message_opcode_, take_message());
+      case ws::kText:
+      case ws::kBinary:
+        if (message_opcode_ != 0) return fail(ws::kCloseProtocolError, "expected continuation"), false;
+        if (!h.fin) {
+          message_opcode_ = h.opcode;
+          message_.assign(payload);
+          return true;
+        }
+        return deliver(h.opcode, payload);
+    }
+    return true;
+  }
+
+  std::string take_message() {
+    std::string m = std::move(message_);
+    message_.clear();
+    message_.shrink_to_fit();
+    return m;
+  }
+
+  bool deliver(uint8_t opcode, std::string_view message) {
+    message_opcode_ = 0;
+    if (!conn_) return false;
+    if (opcode == ws::kBinary) {
       conn_->on_binary();
     } else {
-      auto data = buffer_.cdata();
-      conn_->on_text(std::string_view(static_cast<const char*>(data.data()), data.size()));
+      // RFC 6455 8.1: text must be UTF-8, else the connection fails with 1007.
+      if (!utf8_length(message)) return fail(ws::kCloseInvalidPayload, "invalid UTF-8"), false;
+      conn_->on_text(message);
     }
-    buffer_.consume(buffer_.size());
-    read();
+    return !closing_;
   }
 
+  bool deliver(uint8_t opcode, std::string message) {
+    return deliver(opcode, std::string_view(message));
+  }
+
+  // ---------------------------------------------------------------- writing
+
+  void enqueue(uint8_t opcode, FramePtr payload) {
+    queued_bytes_ += payload ? payload->size() : 0;
+    queue_.push_back(Out{std::move(payload), opcode});
+    if (writing_ || flush_pending_) return;  // the running write or the pending flush takes it
+    flush_pending_ = true;
+    loop_.schedule_flush(shared_from_this());
+  }
+
+  void flush() override {
+    flush_pending_ = false;
+    if (!writing_ && !aborted_) write_next();
+  }
+
+  void enqueue_raw(FramePtr bytes) { enqueue(kRaw, std::move(bytes)); }
+
+  // One gathered write of the queued frames. Their headers are built into a
+  // buffer that the write owns: queue_ may grow (and move) meanwhile.
   void write_next() {
+    size_t end = std::min(queue_.size(), head_ + kMaxFramesPerWrite);
+    std::vector<uint8_t> headers((end - head_) * 10);
+    std::vector<asio::const_buffer> buffers;
+    buffers.reserve(2 * (end - head_));
+    size_t frames = 0, payload_bytes = 0, used = 0;
+    for (size_t i = head_; i < end && payload_bytes < kMaxBytesPerWrite; ++i, ++frames) {
+      const Out& o = queue_[i];
+      size_t len = o.payload ? o.payload->size() : 0;
+      if (o.opcode != kRaw) {
+        size_t n = ws::encode_header(static_cast<ws::Opcode>(o.opcode), len, headers.data() + used);
+        buffers.emplace_back(headers.data() + used, n);
+        used += n;
+      }
+      if (len) buffers.emplace_back(o.payload->data(), len);
+      payload_bytes += len;
+    }
+    if (frames == 0) return;
     writing_ = true;
-    ws_.text(true);
-    ws_.async_write(asio::buffer(*queue_.front()),
-                    [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_write(ec); });
+    asio::async_write(socket_, buffers,
+                      [self = shared_from_this(), frames, payload_bytes, headers = std::move(headers)](
+                          boost::system::error_code ec, size_t) { self->on_written(ec, frames, payload_bytes); });
   }
 
-  void on_write(boost::system::error_code ec) {
+  void on_written(boost::system::error_code ec, size_t frames, size_t payload_bytes) {
     writing_ = false;
-    if (ec) return;  // the read side sees the failure and cleans up
-    queued_bytes_ -= queue_.front()->size();
-    queue_.pop_front();
-    if (!queue_.empty() && !aborted_) return write_next();
-    if (closing_) send_close();
+    if (ec) {
+      abort();
+      return;
+    }
+    head_ += frames;
+    queued_bytes_ -= payload_bytes;
+    if (head_ == queue_.size()) {
+      // Drained: give the memory back, idle connections stay small.
+      std::vector<Out>().swap(queue_);
+      head_ = 0;
+      if (close_after_write_) return linger();
+      return;
+    }
+    write_next();
   }
 
-  void send_close() {
-    if (aborted_ || close_sent_) return;
+  // ---------------------------------------------------------------- closing
+
+  // Sends a close frame after what is queued, then lingers for the client's.
+  void fail(uint16_t code, std::string_view reason) {
+    if (closing_) return;
+    closing_ = true;
+    closing_ms_ = now_ms();
+    close_after_write_ = true;
+    enqueue(ws::kClose, std::make_shared<const Frame>(ws::close_payload(code, reason)));
+  }
+
+  // Our close frame is out: stop sending (FIN) and wait, bounded, for the
+  // client to finish, so unread bytes do not turn our close into a reset.
+  void linger() {
+    if (close_sent_) return;
     close_sent_ = true;
-    queue_.clear();
-    ws_.async_close(close_reason_, [self = shared_from_this()](boost::system::error_code ec) { self->closed(ec); });
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
   }
 
   // The client is not reading: a close frame could not get through either.
   void drop_slow_consumer() {
     Metrics::get().slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("event=slow_consumer_disconnect session_id={} user_id={} queued_bytes={}", conn_->session_id(),
-                 conn_->user_id(), queued_bytes_);
-    closing_ = aborted_ = true;
-    queue_.clear();
-    boost::system::error_code ec;
-    beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ec);
-    beast::get_lowest_layer(ws_).socket().close(ec);
+    spdlog::warn("event=slow_consumer_disconnect session_id={} user_id={} queued_bytes={}",
+                 conn_ ? conn_->session_id() : "", conn_ ? conn_->user_id() : "", queued_bytes_);
+    abort();
   }
 
-  void closed(boost::system::error_code ec) {
-    if (ec != websocket::error::closed && ec != asio::error::eof && ec != asio::error::operation_aborted)
-      spdlog::debug("event=ws_read_end error=\"{}\"", ec.message());
+  // Closes the socket now. The protocol layer hears of it from the loop a
+  // moment later, never from inside this call: the Hub may be iterating.
+  void abort() {
+    if (aborted_) return;
+    aborted_ = closing_ = true;
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);  // a pending wait or write completes with operation_aborted
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->finished(); });
+  }
+
+  // The connection is over for the protocol layer.
+  void finished() {
     if (conn_) {
       conn_->on_close();
       conn_.reset();
     }
+    if (listed_) {
+      loop_.sessions.remove(this);
+      listed_ = false;
+    }
+    if (!aborted_) {
+      aborted_ = closing_ = true;
+      boost::system::error_code ec;
+      socket_.close(ec);
+    }
   }
 
   LoopContext& loop_;
-  websocket::stream<beast::tcp_stream> ws_;
-  beast::flat_buffer buffer_;
+  tcp::socket socket_;
   std::shared_ptr<Connection> conn_;
-  std::deque<FramePtr> queue_;
+  std::vector<Out> queue_;
+  size_t head_ = 0;
   size_t queued_bytes_ = 0;
+  std::string partial_;  // an incomplete frame from the last read
+  std::string message_;  // a fragmented message being assembled
+  uint8_t message_opcode_ = 0;
   bool writing_ = false;
+  bool flush_pending_ = false;
   bool closing_ = false;
+  bool close_after_write_ = false;
   bool close_sent_ = false;
   bool aborted_ = false;
-  websocket::close_reason close_reason_;
+  bool ping_sent_ = false;
+  bool listed_ = false;
+  int64_t last_rx_ms_ = 0;
+  int64_t closing_ms_ = 0;
   std::string remote_;
 };
 
 }  // namespace
 
-void start_ws_session(LoopContext& loop, beast::tcp_stream stream, http::request<http::string_body> request,
-                      std::optional<User> user, std::string token) {
-  std::make_shared<WsSession>(loop, std::move(stream))->start(std::move(request), std::move(user), std::move(token));
+void start_ws_session(LoopContext& loop, tcp::socket socket, const http::request<http::string_body>& request,
+                      std::string leftover, std::optional<User> user, std::string token) {
+  std::make_shared<WsSession>(loop, std::move(socket))
+      ->start(request, std::move(leftover), std::move(user), std::move(token));
 }
 
 }  // namespace parley::net
