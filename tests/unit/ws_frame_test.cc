@@ -1,0 +1,123 @@
+#include "net/ws_frame.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace parley::ws {
+namespace {
+
+// A masked client frame, as a browser would send it.
+std::vector<uint8_t> client_frame(uint8_t first, std::string_view payload, bool masked = true) {
+  std::vector<uint8_t> f{first};
+  size_t n = payload.size();
+  uint8_t m = masked ? 0x80 : 0;
+  if (n < 126) {
+    f.push_back(m | static_cast<uint8_t>(n));
+  } else if (n <= 0xFFFF) {
+    f.push_back(m | 126);
+    f.push_back(static_cast<uint8_t>(n >> 8));
+    f.push_back(static_cast<uint8_t>(n));
+  } else {
+    f.push_back(m | 127);
+    for (int i = 7; i >= 0; --i) f.push_back(static_cast<uint8_t>(uint64_t{n} >> (8 * i)));
+  }
+  const uint8_t mask[4] = {0x12, 0x34, 0x56, 0x78};
+  if (masked) f.insert(f.end(), mask, mask + 4);
+  for (size_t i = 0; i < n; ++i) f.push_back(static_cast<uint8_t>(payload[i]) ^ (masked ? mask[i & 3] : 0));
+  return f;
+}
+
+TEST(WsFrame, AcceptKeyMatchesRfc6455Example) {
+  EXPECT_EQ(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+TEST(WsFrame, HeaderSizesFollowPayloadLength) {
+  uint8_t h[10];
+  EXPECT_EQ(encode_header(kText, 0, h), 2u);
+  EXPECT_EQ(h[0], 0x81);
+  EXPECT_EQ(h[1], 0);
+  EXPECT_EQ(encode_header(kText, 125, h), 2u);
+  EXPECT_EQ(encode_header(kText, 126, h), 4u);
+  EXPECT_EQ(h[1], 126);
+  EXPECT_EQ((h[2] << 8) | h[3], 126);
+  EXPECT_EQ(encode_header(kBinary, 65535, h), 4u);
+  EXPECT_EQ(encode_header(kBinary, 65536, h), 10u);
+  EXPECT_EQ(h[1], 127);
+  EXPECT_EQ(h[7], 1);  // 65536 = 0x00010000
+}
+
+TEST(WsFrame, CloseFrameCarriesCodeAndReason) {
+  std::string f = encode_close(4401, "token expired");
+  ASSERT_GE(f.size(), 4u);
+  EXPECT_EQ(static_cast<uint8_t>(f[0]), 0x88);
+  EXPECT_EQ(static_cast<uint8_t>(f[1]), 2 + 13);
+  EXPECT_EQ((static_cast<uint8_t>(f[2]) << 8) | static_cast<uint8_t>(f[3]), 4401);
+  EXPECT_EQ(f.substr(4), "token expired");
+  EXPECT_LE(close_payload(1000, std::string(300, 'x')).size(), 125u);
+}
+
+TEST(WsFrame, ParsesAndUnmasksATextFrame) {
+  auto f = client_frame(0x81, "hello");
+  FrameHeader h;
+  ASSERT_EQ(parse_header(f.data(), f.size(), 1024, h), ParseStatus::kFrame);
+  EXPECT_TRUE(h.fin);
+  EXPECT_EQ(h.opcode, kText);
+  EXPECT_EQ(h.payload_len, 5u);
+  EXPECT_EQ(h.header_len, 6u);
+  unmask(f.data() + h.header_len, h.payload_len, h.mask, 0);
+  EXPECT_EQ(std::string(f.begin() + h.header_len, f.end()), "hello");
+}
+
+TEST(WsFrame, ExtendedLengths) {
+  for (size_t n : {size_t{126}, size_t{70000}}) {
+    auto f = client_frame(0x82, std::string(n, 'a'));
+    FrameHeader h;
+    ASSERT_EQ(parse_header(f.data(), f.size(), 1 << 20, h), ParseStatus::kFrame) << n;
+    EXPECT_EQ(h.payload_len, n);
+    EXPECT_EQ(h.opcode, kBinary);
+  }
+}
+
+TEST(WsFrame, NeedsMoreUntilTheHeaderAndMaskAreThere) {
+  auto f = client_frame(0x81, std::string(300, 'a'));
+  FrameHeader h;
+  for (size_t cut : {0, 1, 2, 3, 7}) EXPECT_EQ(parse_header(f.data(), cut, 1024, h), ParseStatus::kNeedMore) << cut;
+  EXPECT_EQ(parse_header(f.data(), 8, 1024, h), ParseStatus::kFrame);  // header complete; payload may follow later
+}
+
+TEST(WsFrame, RejectsWhatRfc6455Forbids) {
+  FrameHeader h;
+  auto unmasked = client_frame(0x81, "hi", false);
+  EXPECT_EQ(parse_header(unmasked.data(), unmasked.size(), 1024, h), ParseStatus::kProtocolError);
+  auto rsv = client_frame(0xC1, "hi");  // RSV1 without a negotiated extension
+  EXPECT_EQ(parse_header(rsv.data(), rsv.size(), 1024, h), ParseStatus::kProtocolError);
+  auto opcode = client_frame(0x83, "hi");  // reserved opcode
+  EXPECT_EQ(parse_header(opcode.data(), opcode.size(), 1024, h), ParseStatus::kProtocolError);
+  auto long_ping = client_frame(0x89, std::string(126, 'p'));
+  EXPECT_EQ(parse_header(long_ping.data(), long_ping.size(), 1024, h), ParseStatus::kProtocolError);
+  auto fragmented_ping = client_frame(0x09, "p");
+  EXPECT_EQ(parse_header(fragmented_ping.data(), fragmented_ping.size(), 1024, h), ParseStatus::kProtocolError);
+}
+
+TEST(WsFrame, TooBigIsReportedFromTheHeaderAlone) {
+  auto f = client_frame(0x81, std::string(2000, 'a'));
+  FrameHeader h;
+  EXPECT_EQ(parse_header(f.data(), 8, 1000, h), ParseStatus::kTooBig);
+  // Control frames are bounded by the protocol, not by the limit.
+  auto ping = client_frame(0x89, std::string(100, 'p'));
+  EXPECT_EQ(parse_header(ping.data(), ping.size(), 10, h), ParseStatus::kFrame);
+}
+
+TEST(WsFrame, UnmaskHonoursTheOffset) {
+  const uint8_t mask[4] = {1, 2, 3, 4};
+  uint8_t data[3] = {0, 0, 0};
+  unmask(data, 3, mask, 2);
+  EXPECT_EQ(data[0], 3);
+  EXPECT_EQ(data[1], 4);
+  EXPECT_EQ(data[2], 1);
+}
+
+}  // namespace
+}  // namespace parley::ws
