@@ -350,7 +350,7 @@ void Connection::on_delivered(ClientFrame f) {
 void Connection::deliver(const BusEvent& event) {
   if (closed_) return;
   if (event.seq > 0 && !cursor_.live(event.thread_id, event.seq, event.frame)) return;
-  send(event.frame);
+  if (auto t = transport_.lock()) t->send_text(event.frame);  // counted by the Hub
 }
 
 void Connection::send(std::string frame) { send(std::make_shared<const Frame>(std::move(frame))); }

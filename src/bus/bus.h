@@ -23,6 +23,9 @@ struct BusEvent {
   // User ids to deliver to; every connection of each of them receives `frame`.
   // Shared with the membership cache: a group's list is not copied per message.
   std::shared_ptr<const std::vector<std::string>> recipients;
+  // True when recipients is a thread's shared member list (immutable, reused
+  // for every message of the thread): each loop may cache whom it resolves to.
+  bool shared_recipients = false;
   FramePtr frame;                // an encoded server frame, sent as is, encoded once
   std::string exclude_session;   // a session that must not get it (the sender's own); empty = none
   int64_t seq = 0;               // > 0 for new_message events: used to deliver each message once

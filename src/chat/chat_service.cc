@@ -419,6 +419,7 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
       auto ev = std::make_shared<BusEvent>();
       ev->thread_id = out.message.thread_id;
       ev->recipients = recipients;
+      ev->shared_recipients = true;
       ev->frame = std::make_shared<const Frame>(encode_data_frame("new_message", out.message_json));
       ev->exclude_session = origin;
       ev->seq = out.message.seq;
@@ -465,6 +466,7 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = thread_id;
   ev->recipients = std::shared_ptr<const std::vector<std::string>>(*m, &(*m)->user_ids);
+  ev->shared_recipients = true;
   ev->frame = std::make_shared<const Frame>(
       encode_frame("read_receipt", json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}));
   ev->exclude_session = origin_session;

@@ -6,9 +6,13 @@
 
 namespace parley {
 
+// Bounds the resolution cache; past it, it starts over.
+constexpr size_t kMaxResolved = 4096;
+
 void Hub::add(ClientSession* session) {
   by_user_[session->user_id()].push_back(session);
   ++count_;
+  ++generation_;
 }
 
 void Hub::remove(ClientSession* session) {
@@ -19,22 +23,48 @@ void Hub::remove(ClientSession* session) {
   if (pos == v.end()) return;
   v.erase(pos);
   --count_;
+  ++generation_;
   if (v.empty()) by_user_.erase(it);
+}
+
+const std::vector<ClientSession*>& Hub::resolve(const BusEvent& event) {
+  auto collect = [this](const std::vector<std::string>& users, std::vector<ClientSession*>& out) {
+    out.clear();
+    for (const auto& user : users) {
+      auto it = by_user_.find(user);
+      if (it != by_user_.end()) out.insert(out.end(), it->second.begin(), it->second.end());
+    }
+  };
+  if (!event.shared_recipients) {
+    collect(*event.recipients, scratch_);
+    return scratch_;
+  }
+  Resolved& r = resolved_[event.recipients.get()];
+  if (r.generation != generation_ || r.members != event.recipients) {
+    if (resolved_.size() > kMaxResolved) {
+      resolved_.clear();
+      return resolve(event);
+    }
+    r.members = event.recipients;
+    r.generation = generation_;
+    collect(*event.recipients, r.sessions);
+  }
+  return r.sessions;
 }
 
 void Hub::dispatch(const BusEvent& event) {
   if (!event.recipients) return;
   uint64_t delivered = 0;
-  for (const auto& user : *event.recipients) {
-    auto it = by_user_.find(user);
-    if (it == by_user_.end()) continue;
-    for (ClientSession* s : it->second) {
-      if (!event.exclude_session.empty() && s->session_id() == event.exclude_session) continue;
-      s->deliver(event);
-      ++delivered;
-    }
+  for (ClientSession* s : resolve(event)) {
+    if (!event.exclude_session.empty() && s->session_id() == event.exclude_session) continue;
+    s->deliver(event);
+    ++delivered;
   }
-  if (event.seq > 0 && delivered) Metrics::get().deliveries.fetch_add(delivered, std::memory_order_relaxed);
+  if (delivered) {
+    auto& m = Metrics::get();
+    m.messages_out.fetch_add(delivered, std::memory_order_relaxed);
+    if (event.seq > 0) m.deliveries.fetch_add(delivered, std::memory_order_relaxed);
+  }
 }
 
 void Fanout::operator()(const BusEventPtr& event) const {

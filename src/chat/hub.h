@@ -21,13 +21,27 @@ class Hub {
  public:
   void add(ClientSession* session);
   void remove(ClientSession* session);
+  // Delivers to every local session of the event's recipients. Sessions must
+  // not add or remove themselves from inside deliver().
   void dispatch(const BusEvent& event);
   size_t session_count() const { return count_; }
   bool has_user(const std::string& user_id) const { return by_user_.count(user_id) != 0; }
 
  private:
+  // The local sessions of a shared member list, resolved once and reused for
+  // every message of the thread until a session comes or goes on this loop.
+  struct Resolved {
+    std::shared_ptr<const std::vector<std::string>> members;  // pins the key's address
+    uint64_t generation = 0;
+    std::vector<ClientSession*> sessions;
+  };
+  const std::vector<ClientSession*>& resolve(const BusEvent& event);
+
   // Most users have one or two sessions: a small vector beats a set.
   std::unordered_map<std::string, std::vector<ClientSession*>> by_user_;
+  std::unordered_map<const void*, Resolved> resolved_;
+  std::vector<ClientSession*> scratch_;
+  uint64_t generation_ = 1;
   size_t count_ = 0;
 };
 
