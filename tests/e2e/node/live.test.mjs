@@ -1,0 +1,503 @@
+// Live chat state beyond plain messages: delivery and read receipts across a
+// user's devices, message status in history, unread badges, typing (relay,
+// automatic stop, stop on disconnect), presence with its grace period, call
+// signalling, and token expiry/renewal on an open connection.
+//
+// realtime.test.mjs already covers the single-device basics (typing relay in a
+// direct thread, online presence, one message_delivered, each call frame type
+// relayed once); these go further: several devices, exact timings, the states
+// REST reports, and what must NOT happen.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, sleep, mintToken, assertWsError, ISO_RE } from './harness.mjs';
+
+// ---------------------------------------------------------------------------
+// Local helpers
+
+const isPresence = (userId, online) => (f) => f.type === 'presence' && f.user_id === userId && f.online === online;
+const isTyping = (userId, isTypingValue) => (f) => f.type === 'typing' && f.user_id === userId && f.is_typing === isTypingValue;
+
+async function getThread(server, user, threadId) {
+  const res = await server.http('GET', `/api/chat/threads/${threadId}`, { token: user.token });
+  assert.equal(res.status, 200, `GET thread answered ${res.status}: ${res.text}`);
+  return res.body.data;
+}
+
+function participant(thread, userId) {
+  const p = thread.participants.find((x) => x.user_id === userId);
+  assert.ok(p, `participant ${userId} listed in ${JSON.stringify(thread.participants)}`);
+  return p;
+}
+
+async function unreadCount(server, user) {
+  const res = await server.http('GET', '/api/chat/unread-count', { token: user.token });
+  assert.equal(res.status, 200, `unread-count answered ${res.status}: ${res.text}`);
+  return res.body.data;
+}
+
+async function restPresence(server, asUser, userId) {
+  const res = await server.http('GET', `/api/users/${userId}/presence`, { token: asUser.token });
+  assert.equal(res.status, 200, `presence answered ${res.status}: ${res.text}`);
+  return res.body.data;
+}
+
+// Status of each message (by id) in the sender's view of history.
+async function statuses(server, user, threadId) {
+  const msgs = await server.history(user.token, threadId);
+  return Object.fromEntries(msgs.map((m) => [m.id, m.status]));
+}
+
+// Polls (bounded) until fn() returns a truthy value; returns the last value.
+async function until(fn, { timeoutMs = 3000, stepMs = 50 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
+    last = await fn();
+    if (last) return last;
+    await sleep(stepMs);
+  }
+  return last;
+}
+
+// ---------------------------------------------------------------------------
+
+describe('delivery and read receipts across devices', { timeout: 60000 }, () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it("message_received → message_delivered (message_id, thread_id, user_id, seq) on BOTH of the sender's devices", async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a1 = await server.connect(alice);
+    const a2 = await server.connect(alice);
+    const b = await server.connect(bob);
+    const m = await a1.sendMessage({ thread_id: thread.id, content: 'two devices' });
+    await b.next((f) => f.type === 'new_message' && f.data.id === m.id, 5000, 'the message at Bob');
+    b.send({ type: 'message_received', message_id: m.id });
+    for (const [name, ws] of [['device 1 (sender)', a1], ['device 2', a2]]) {
+      const d = await ws.next((f) => f.type === 'message_delivered' && f.message_id === m.id, 5000, `message_delivered at Alice's ${name}`);
+      assert.equal(d.thread_id, thread.id, `${name}: thread_id`);
+      assert.equal(d.user_id, bob.id, `${name}: user_id is the recipient who acknowledged`);
+      assert.equal(d.seq, m.seq, `${name}: seq`);
+    }
+    await b.expectNone((f) => f.type === 'message_delivered', 300, 'message_delivered echoed to the acknowledging recipient');
+  });
+
+  it("mark_as_read → read_receipt reaches BOTH of the sender's devices; the reader gets exactly one, as the reply", async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a1 = await server.connect(alice);
+    const a2 = await server.connect(alice);
+    const b = await server.connect(bob);
+    await a1.sendMessage({ thread_id: thread.id, content: 'one' });
+    const m2 = await a1.sendMessage({ thread_id: thread.id, content: 'two' });
+    await b.next((f) => f.type === 'new_message' && f.data.id === m2.id, 5000, 'the second message at Bob');
+
+    const reply = await b.request({ type: 'mark_as_read', thread_id: thread.id, up_to_seq: m2.seq });
+    assert.equal(reply.type, 'read_receipt', `reply to mark_as_read: ${JSON.stringify(reply)}`);
+    assert.equal(reply.thread_id, thread.id);
+    assert.equal(reply.user_id, bob.id);
+    assert.equal(reply.seq, m2.seq);
+    for (const [name, ws] of [['device 1', a1], ['device 2', a2]]) {
+      const r = await ws.next((f) => f.type === 'read_receipt' && f.user_id === bob.id, 5000, `read_receipt at Alice's ${name}`);
+      assert.equal(r.thread_id, thread.id, `${name}: thread_id`);
+      assert.equal(r.seq, m2.seq, `${name}: seq`);
+    }
+    await b.expectNone((f) => f.type === 'read_receipt', 400, 'a second read_receipt at the reading connection');
+  });
+
+  it("history status as the sender sees it moves sent → delivered → read, per message", async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const b = await server.connect(bob);
+    const m1 = await a.sendMessage({ thread_id: thread.id, content: 'status 1' });
+    const m2 = await a.sendMessage({ thread_id: thread.id, content: 'status 2' });
+    await b.next((f) => f.type === 'new_message' && f.data.id === m2.id, 5000, 'the messages at Bob');
+    assert.deepEqual(await statuses(server, alice, thread.id), { [m1.id]: 'sent', [m2.id]: 'sent' }, 'nothing acknowledged yet');
+
+    b.send({ type: 'message_received', message_id: m1.id });
+    await a.next((f) => f.type === 'message_delivered' && f.message_id === m1.id, 5000, 'delivery of m1');
+    assert.deepEqual(await statuses(server, alice, thread.id), { [m1.id]: 'delivered', [m2.id]: 'sent' }, 'm1 acknowledged');
+
+    const r = await b.request({ type: 'mark_as_read', thread_id: thread.id, up_to_seq: m1.seq });
+    assert.equal(r.type, 'read_receipt', JSON.stringify(r));
+    assert.deepEqual(await statuses(server, alice, thread.id), { [m1.id]: 'read', [m2.id]: 'sent' }, 'm1 read up to its seq');
+
+    b.send({ type: 'message_received', message_id: m2.id });
+    await a.next((f) => f.type === 'message_delivered' && f.message_id === m2.id, 5000, 'delivery of m2');
+    assert.deepEqual(await statuses(server, alice, thread.id), { [m1.id]: 'read', [m2.id]: 'delivered' }, 'm2 acknowledged');
+
+    await b.request({ type: 'mark_as_read', thread_id: thread.id });
+    assert.deepEqual(await statuses(server, alice, thread.id), { [m1.id]: 'read', [m2.id]: 'read' }, 'all read');
+  });
+
+  it('the thread object reports last_delivered_seq, last_read_seq, online and last_seen per participant', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const b = await server.connect(bob);
+    await a.sendMessage({ thread_id: thread.id, content: 'p1' });
+    const m2 = await a.sendMessage({ thread_id: thread.id, content: 'p2' });
+    b.send({ type: 'message_received', message_id: m2.id });
+    await a.next((f) => f.type === 'message_delivered' && f.message_id === m2.id, 5000, 'delivery of m2');
+    await b.request({ type: 'mark_as_read', thread_id: thread.id, up_to_seq: 1 });
+
+    const t = await getThread(server, alice, thread.id);
+    const pb = participant(t, bob.id);
+    const pa = participant(t, alice.id);
+    for (const p of [pa, pb]) {
+      for (const key of ['last_read_seq', 'last_delivered_seq', 'online', 'last_seen']) {
+        assert.ok(key in p, `participant lacks "${key}": ${JSON.stringify(p)}`);
+      }
+    }
+    assert.equal(pb.last_delivered_seq, 2, "Bob's client acknowledged up to seq 2");
+    assert.equal(pb.last_read_seq, 1, 'Bob read up to seq 1');
+    assert.equal(pb.online, true, 'Bob is connected');
+    assert.equal(pa.online, true, 'Alice is connected');
+    assert.equal(pa.last_read_seq, 2, "sending marks one's own thread read up to it");
+    assert.ok(pb.last_seen === null || ISO_RE.test(pb.last_seen), `last_seen is null or ISO 8601: ${pb.last_seen}`);
+  });
+
+  it('unread badge across devices: 1 after a message; device A reads, device B gets the read_receipt, the count is 0', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const bA = await server.connect(bob);
+    const bB = await server.connect(bob);
+    const m = await a.sendMessage({ thread_id: thread.id, content: 'badge' });
+
+    const before = await unreadCount(server, bob);
+    assert.equal(before.unread_count, 1, `total unread for Bob: ${JSON.stringify(before)}`);
+    assert.equal(before.threads.find((x) => x.thread_id === thread.id)?.unread_count, 1, 'unread in the thread');
+
+    const reply = await bA.request({ type: 'mark_as_read', thread_id: thread.id });
+    assert.equal(reply.type, 'read_receipt', JSON.stringify(reply));
+    const onB = await bB.next((f) => f.type === 'read_receipt' && f.thread_id === thread.id, 5000, "read_receipt on Bob's other device");
+    assert.equal(onB.user_id, bob.id, 'the receipt names Bob');
+    assert.equal(onB.seq, m.seq, 'read up to the message');
+
+    const afterRead = await unreadCount(server, bob);
+    assert.equal(afterRead.unread_count, 0, `total unread after reading: ${JSON.stringify(afterRead)}`);
+    assert.equal(afterRead.threads.find((x) => x.thread_id === thread.id)?.unread_count ?? 0, 0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('typing', { timeout: 90000 }, () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  async function trio() {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const group = await server.createGroup(alice, [bob, carol], 'typing');
+    const a = await server.connect(alice);
+    const b = await server.connect(bob);
+    const c = await server.connect(carol);
+    return { alice, bob, carol, group, a, b, c };
+  }
+
+  it('start and stop are relayed in a group to every other participant with thread_id, user_id and from_user_id', async () => {
+    const { alice, group, a, b, c } = await trio();
+    for (const value of [true, false]) {
+      a.send({ type: 'typing', thread_id: group.id, is_typing: value });
+      for (const [name, ws] of [['Bob', b], ['Carol', c]]) {
+        const t = await ws.next(isTyping(alice.id, value), 5000, `typing ${value} at ${name}`);
+        assert.equal(t.thread_id, group.id, `${name}: thread_id`);
+        assert.equal(t.from_user_id, alice.id, `${name}: from_user_id`);
+      }
+    }
+    await a.expectNone((f) => f.type === 'typing', 300, 'typing echoed to the typist');
+  });
+
+  it('a typist who goes silent is stopped automatically between 5 and 8 s later', async () => {
+    const { alice, group, a, b, c } = await trio();
+    const sentAt = Date.now();
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    await b.next(isTyping(alice.id, true), 5000, 'typing start at Bob');
+    await c.next(isTyping(alice.id, true), 5000, 'typing start at Carol');
+    for (const [name, ws] of [['Bob', b], ['Carol', c]]) {
+      const stop = await ws.next(isTyping(alice.id, false), 10000, `automatic typing stop at ${name}`);
+      const at = ws.frames.find((e) => e.frame === stop).at - sentAt;
+      assert.ok(at >= 5000 && at <= 8000, `${name}: automatic stop arrived ${at} ms after typing started (expected 5–8 s)`);
+      assert.equal(stop.thread_id, group.id);
+      assert.equal(stop.from_user_id, alice.id);
+    }
+  });
+
+  it('another is_typing:true restarts the 6 s silence timer', async () => {
+    const { alice, group, a, b } = await trio();
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    await b.next(isTyping(alice.id, true), 5000, 'first typing start');
+    await sleep(3000);
+    const refreshedAt = Date.now();
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    await b.next(isTyping(alice.id, true), 5000, 'refreshed typing start');
+    const stop = await b.next(isTyping(alice.id, false), 10000, 'automatic stop after the refresh');
+    const at = b.frames.find((e) => e.frame === stop).at - refreshedAt;
+    assert.ok(at >= 5000 && at <= 8000, `stop arrived ${at} ms after the LAST typing frame (expected 5–8 s; the first one was 3 s earlier)`);
+    assert.equal(b.all(isTyping(alice.id, false)).length, 1, 'exactly one stop');
+  });
+
+  it('an explicit stop cancels the automatic one (no second is_typing:false)', async () => {
+    const { alice, group, a, b } = await trio();
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    await b.next(isTyping(alice.id, true), 5000, 'typing start');
+    await sleep(500);
+    a.send({ type: 'typing', thread_id: group.id, is_typing: false });
+    await b.next(isTyping(alice.id, false), 5000, 'explicit stop');
+    await b.expectNone(isTyping(alice.id, false), 7500, 'an automatic stop after an explicit one');
+  });
+
+  it('the typist disconnecting stops typing at once (well before the 6 s timeout)', async () => {
+    const { alice, group, a, b, c } = await trio();
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    await b.next(isTyping(alice.id, true), 5000, 'typing start at Bob');
+    await c.next(isTyping(alice.id, true), 5000, 'typing start at Carol');
+    const goneAt = Date.now();
+    a.terminate();
+    for (const [name, ws] of [['Bob', b], ['Carol', c]]) {
+      const stop = await ws.next(isTyping(alice.id, false), 5000, `typing stop at ${name} after the typist disconnected`);
+      const at = ws.frames.find((e) => e.frame === stop).at - goneAt;
+      assert.ok(at <= 3000, `${name}: stop arrived ${at} ms after the disconnect (expected promptly, not at the 6 s timeout)`);
+      assert.equal(stop.thread_id, group.id);
+      assert.equal(stop.from_user_id, alice.id);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('presence', { timeout: 90000 }, () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  async function pairOnline() {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const b = await server.connect(bob);
+    const online = await a.next(isPresence(bob.id, true), 5000, "Bob's online presence");
+    return { alice, bob, thread, a, b, online };
+  }
+
+  it('online is announced once, with user_id, online and last_seen, when the first device connects — not again for a second device', async () => {
+    const { bob, a, online } = await pairOnline();
+    assert.equal(online.user_id, bob.id);
+    assert.ok('last_seen' in online, `presence has last_seen: ${JSON.stringify(online)}`);
+    await server.connect(bob);
+    await a.expectNone(isPresence(bob.id, true), 1000, "a second online presence for Bob's second device");
+  });
+
+  it('a reload (close and reconnect within 1 s) sends no offline and no second online', async () => {
+    const { alice, bob, a, b } = await pairOnline();
+    const closedAt = Date.now();
+    b.close();
+    await b.waitClose(2000);
+    await sleep(300);
+    const b2 = await server.connect(bob);
+    assert.ok(Date.now() - closedAt < 1000, `reconnected within 1 s (took ${Date.now() - closedAt} ms)`);
+    await sleep(Math.max(0, 4000 - (Date.now() - closedAt)));
+    assert.deepEqual(a.all((f) => f.type === 'presence' && f.user_id === bob.id && f.online === false), [],
+      'no offline presence within 4 s of a reload');
+    assert.equal(a.all(isPresence(bob.id, true)).length, 1, 'no second online presence after a reload');
+    assert.ok(b2.isOpen);
+    assert.equal((await restPresence(server, alice, bob.id)).online, true, 'REST still says online');
+  });
+
+  it('offline arrives after the grace period (3–6 s after the last close) with last_seen', async () => {
+    const { bob, a, b } = await pairOnline();
+    const beforeClose = Date.now();
+    b.close();
+    const offline = await a.next(isPresence(bob.id, false), 9000, "Bob's offline presence");
+    const delay = a.frames.find((e) => e.frame === offline).at - beforeClose;
+    assert.ok(delay >= 2500 && delay <= 6000, `offline ${delay} ms after the last close (expected about 3 s grace, at most 6 s)`);
+    assert.match(String(offline.last_seen), ISO_RE, `last_seen is ISO 8601 UTC: ${offline.last_seen}`);
+    const seen = Date.parse(offline.last_seen);
+    assert.ok(seen >= beforeClose - 1000 && seen <= Date.now() + 1000, `last_seen ${offline.last_seen} is around the disconnect`);
+  });
+
+  it('GET /api/users/:id/presence agrees: online while connected, then offline with the same last_seen as the presence frame', async () => {
+    const { alice, bob, thread, a, b } = await pairOnline();
+    const live = await restPresence(server, alice, bob.id);
+    assert.equal(live.user_id, bob.id);
+    assert.equal(live.online, true, `online while connected: ${JSON.stringify(live)}`);
+    b.close();
+    const offline = await a.next(isPresence(bob.id, false), 9000, "Bob's offline presence");
+    const rest = await restPresence(server, alice, bob.id);
+    assert.equal(rest.online, false, `offline after the presence frame: ${JSON.stringify(rest)}`);
+    assert.match(String(rest.last_seen), ISO_RE, 'REST last_seen is ISO 8601 UTC');
+    assert.equal(Date.parse(rest.last_seen), Date.parse(offline.last_seen), 'REST last_seen equals the presence frame last_seen');
+    const p = participant(await getThread(server, alice, thread.id), bob.id);
+    assert.equal(p.online, false, 'the thread participant is offline too');
+    assert.equal(Date.parse(p.last_seen), Date.parse(offline.last_seen), 'participant last_seen agrees');
+  });
+
+  it('GET /api/users/:id/presence for an unknown user is 404 user_not_found', async () => {
+    const [alice] = await server.registerMany(1);
+    const res = await server.http('GET', '/api/users/00000000-0000-4000-8000-000000000000/presence', { token: alice.token });
+    assert.equal(res.status, 404, res.text);
+    assert.equal(res.body?.code, 'user_not_found');
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('call signalling', { timeout: 60000 }, () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  const payloads = {
+    call_offer: { sdp: 'v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\n', kind: 'video', 'ünï': '☎️📞' },
+    call_answer: { sdp: 'v=0\r\na=answer\r\n', accepted: true, extra: null },
+    ice_candidate: { candidate: 'candidate:1 1 UDP 2122260223 127.0.0.1 54400 typ host', sdpMid: '0', sdpMLineIndex: 0, list: [1, 2.5, 'x'] },
+    call_end: { reason: 'hangup', duration_ms: 12345 },
+  };
+
+  it('offer → answer → ice both ways → end: each relayed to the other side with from_user_id, thread_id and payload intact', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const b = await server.connect(bob);
+    const steps = [
+      [a, alice, b, 'call_offer'],
+      [b, bob, a, 'call_answer'],
+      [a, alice, b, 'ice_candidate'],
+      [b, bob, a, 'ice_candidate'],
+      [a, alice, b, 'call_end'],
+    ];
+    for (const [from, fromUser, to, type] of steps) {
+      from.send({ type, thread_id: thread.id, payload: payloads[type] });
+      const got = await to.next((f) => f.type === type && f.from_user_id === fromUser.id, 5000, `${type} from ${fromUser.username}`);
+      assert.equal(got.thread_id, thread.id, `${type}: thread_id`);
+      assert.deepEqual(got.payload, payloads[type], `${type}: payload intact`);
+    }
+    await a.expectNone((f) => f.type === 'error', 100, 'an error during signalling');
+    await b.expectNone((f) => f.type === 'error', 100, 'an error during signalling');
+  });
+
+  it('signalling is never stored: no message, history and last_seq unchanged, nothing unread', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const b = await server.connect(bob);
+    const first = await a.sendMessage({ thread_id: thread.id, content: 'before the call' });
+    await b.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000, 'the message before the call at Bob');
+    await b.request({ type: 'mark_as_read', thread_id: thread.id });
+    const historyBefore = await server.history(alice.token, thread.id);
+    const lastSeqBefore = (await getThread(server, alice, thread.id)).last_seq;
+
+    for (const type of Object.keys(payloads)) {
+      a.send({ type, thread_id: thread.id, payload: payloads[type] });
+      await b.next((f) => f.type === type, 5000, `${type} at Bob`);
+    }
+    const historyAfter = await server.history(alice.token, thread.id);
+    assert.deepEqual(historyAfter.map((m) => [m.id, m.seq]), historyBefore.map((m) => [m.id, m.seq]), 'history unchanged');
+    assert.equal((await getThread(server, alice, thread.id)).last_seq, lastSeqBefore, 'last_seq unchanged');
+    assert.equal((await unreadCount(server, bob)).unread_count, 0, 'nothing unread for the callee');
+    await b.expectNone((f) => f.type === 'new_message', 200, 'a new_message for signalling');
+  });
+
+  it('call_offer when the callee has no connection → error callee_offline (echoing request_id), nothing relayed, connection stays open', async () => {
+    const [alice, carol] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, carol);
+    const a = await server.connect(alice);
+    const reply = await a.request({ type: 'call_offer', thread_id: thread.id, payload: payloads.call_offer });
+    assertWsError(assert, reply, 'callee_offline', 'call_offer to an offline callee');
+    await a.ping();
+    // Carol connecting afterwards gets no stale offer.
+    const c = await server.connect(carol);
+    await c.expectNone((f) => f.type === 'call_offer', 500, 'a stale call_offer');
+  });
+
+  it('a callee whose last connection closed (past the grace period) is offline for calls too', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const b = await server.connect(bob);
+    await a.next(isPresence(bob.id, true), 5000, "Bob's online presence");
+    b.close();
+    await a.next(isPresence(bob.id, false), 9000, "Bob's offline presence");
+    const reply = await a.request({ type: 'call_offer', thread_id: thread.id, payload: payloads.call_offer });
+    assertWsError(assert, reply, 'callee_offline', 'call_offer after the callee went offline');
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('token expiry and renewal on an open connection', { timeout: 60000 }, () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  const nowSec = () => Math.floor(Date.now() / 1000);
+
+  it('a connection whose token expires gets error token_expired, then close 4401, about 1 s after exp', async () => {
+    const [alice] = await server.registerMany(1);
+    const exp = nowSec() + 3;
+    const ws = await server.connect(mintToken(server.secret, { sub: alice.id, exp }));
+    await ws.ping();
+    const err = await ws.next((f) => f.type === 'error', 8000, 'the token_expired error');
+    const errAt = ws.frames.find((e) => e.frame === err).at;
+    assertWsError(assert, err, 'token_expired');
+    const info = await ws.waitClose(3000);
+    assert.equal(info.code, 4401, `close code (reason "${info.reason}")`);
+    const afterExp = errAt - exp * 1000;
+    assert.ok(afterExp >= 0 && afterExp <= 3000, `token_expired arrived ${afterExp} ms after exp (expected about 1 s, never before)`);
+  });
+
+  it('auth with a fresh token on an open connection → auth_renewed {user_id, expires_at} echoing request_id', async () => {
+    const [alice] = await server.registerMany(1);
+    const ws = await server.connect(alice);
+    const exp = nowSec() + 7200;
+    const reply = await ws.request({ type: 'auth', token: mintToken(server.secret, { sub: alice.id, exp }), request_id: 'renew-1' });
+    assert.equal(reply.type, 'auth_renewed', JSON.stringify(reply));
+    assert.equal(reply.request_id, 'renew-1');
+    assert.equal(reply.user_id, alice.id);
+    assert.match(String(reply.expires_at), ISO_RE, 'expires_at is ISO 8601 UTC');
+    assert.equal(Date.parse(reply.expires_at), exp * 1000, 'expires_at is the new token\'s exp');
+    assert.equal(ws.all((f) => f.type === 'connection_established').length, 1, 'no second connection_established');
+  });
+
+  it('renewing before expiry keeps the connection open past the old exp', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const exp = nowSec() + 3;
+    const ws = await server.connect(mintToken(server.secret, { sub: alice.id, exp }));
+    await sleep(1000);
+    const reply = await ws.request({ type: 'auth', token: mintToken(server.secret, { sub: alice.id, exp: nowSec() + 3600 }) });
+    assert.equal(reply.type, 'auth_renewed', JSON.stringify(reply));
+    await sleep(Math.max(0, exp * 1000 + 3000 - Date.now()));  // 3 s past the old exp: 2 s past when it would have closed
+    assert.ok(ws.isOpen, `still open 3 s after the old exp (close: ${JSON.stringify(ws.closeInfo)})`);
+    assert.deepEqual(ws.all((f) => f.type === 'error'), [], 'no error (token_expired) after renewal');
+    await ws.ping();
+    const m = await ws.sendMessage({ username: bob.username, content: 'still here' });
+    assert.equal(m.sender_id, alice.id, 'still Alice');
+  });
+
+  it("renewing with a shorter token: the new exp governs (token_expired + 4401 after it)", async () => {
+    const [alice] = await server.registerMany(1);
+    const ws = await server.connect(alice);  // a 7-day token
+    const exp = nowSec() + 2;
+    const reply = await ws.request({ type: 'auth', token: mintToken(server.secret, { sub: alice.id, exp }) });
+    assert.equal(reply.type, 'auth_renewed', JSON.stringify(reply));
+    const err = await ws.next((f) => f.type === 'error', 8000, 'token_expired after the renewed exp');
+    assertWsError(assert, err, 'token_expired');
+    assert.equal((await ws.waitClose(3000)).code, 4401);
+  });
+
+  it("a renewal with another user's token → error invalid_token, then close 4401", async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const ws = await server.connect(alice);
+    ws.send({ type: 'auth', token: bob.token, request_id: 'steal-1' });
+    const err = await ws.next((f) => f.type === 'error', 5000, 'the error for a foreign token');
+    assertWsError(assert, err, 'invalid_token');
+    const info = await ws.waitClose(5000);
+    assert.equal(info.code, 4401, `close code (reason "${info.reason}")`);
+    assert.ok(!ws.all((f) => f.type === 'auth_renewed').length, 'no auth_renewed for a foreign token');
+  });
+});
