@@ -8,11 +8,7 @@ namespace parley {
 
 static const char kHex[] = "0123456789abcdef";
 
-std::string new_uuid() {
-  unsigned char b[16];
-  randombytes_buf(b, sizeof b);
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
+static std::string format_uuid(const unsigned char b[16]) {
   std::string out;
   out.reserve(36);
   for (int i = 0; i < 16; ++i) {
@@ -21,6 +17,23 @@ std::string new_uuid() {
     out.push_back(kHex[b[i] & 15]);
   }
   return out;
+}
+
+std::string new_uuid() {
+  unsigned char b[16];
+  randombytes_buf(b, sizeof b);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  return format_uuid(b);
+}
+
+std::string new_uuid_v7(int64_t unix_ms) {
+  unsigned char b[16];
+  randombytes_buf(b, sizeof b);
+  for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(static_cast<uint64_t>(unix_ms) >> (40 - 8 * i));
+  b[6] = (b[6] & 0x0f) | 0x70;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  return format_uuid(b);
 }
 
 bool is_uuid(std::string_view s) {

@@ -130,7 +130,7 @@ class Store {
 struct StoreOptions {
   std::string data_dir;
   bool fsync_commits = false;
-  size_t max_batch = 512;  // writes per group commit, at most
+  size_t max_batch = 4096;  // writes per group commit, at most
 };
 
 // Opens the embedded SQLite store in options.data_dir (created if missing),
