@@ -24,6 +24,19 @@ constexpr size_t kMaxPayload = 16 * 1024 * 1024;
 constexpr size_t kReadChunk = 256 * 1024;
 constexpr int kMaxEvents = 512;
 
+// "7b 22 74 79 ..." of the first n bytes, for reports of malformed streams.
+std::string hex_prefix(std::string_view s, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < n; ++i) {
+    auto b = static_cast<unsigned char>(s[i]);
+    if (i) out += ' ';
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  }
+  return out.empty() ? "(nothing)" : out;
+}
+
 }  // namespace
 
 void Totals::merge(const Totals& o) {
@@ -166,6 +179,19 @@ void Worker::begin_connect(Conn& c, int64_t now) {
   if (c.fd < 0) return fail(c, std::string("socket: ") + std::strerror(errno), now);
   int one = 1;
   setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (opt_.addr.ss_family == AF_INET && opt_.source_ips > 1) {
+    // With every socket on one source address, connect()'s search for a free
+    // local port gets slower as tens of thousands are in use (the kernel checks
+    // each candidate against the established table). Spreading the sockets over
+    // several loopback sources keeps that search short; the port is still picked
+    // at connect time (IP_BIND_ADDRESS_NO_PORT).
+    setsockopt(c.fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    src.sin_addr.s_addr = htonl((127u << 24) | static_cast<uint32_t>(1 + c.user % opt_.source_ips));
+    if (::bind(c.fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) != 0)
+      return fail(c, std::string("bind: ") + std::strerror(errno), now);
+  }
   if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&opt_.addr), opt_.addr_len) != 0 && errno != EINPROGRESS)
     return fail(c, std::string("connect: ") + std::strerror(errno), now);
   epoll_event ev{};
@@ -250,6 +276,7 @@ void Worker::on_readable(Conn& c, int64_t now) {
 
 size_t Worker::process(Conn& c, std::string_view data, int64_t now) {
   size_t pos = 0;
+  std::string_view last_frame_tail;  // for error reports
   if (c.state == kUpgrading) {
     std::string error;
     long r = parse_upgrade_response(data, c.accept, &error);
@@ -267,10 +294,13 @@ size_t Worker::process(Conn& c, std::string_view data, int64_t now) {
     long r = parse_server_frame(data.substr(pos), f, kMaxPayload);
     if (r == 0) break;
     if (r < 0) {
-      fail(c, "WebSocket protocol error from the server", now);
+      fail(c, "WebSocket protocol error from the server at stream byte " + std::to_string(c.bytes_in) + ": " +
+                  hex_prefix(data.substr(pos), 16) + " after " + hex_prefix(last_frame_tail, 16),
+           now);
       return data.size();
     }
     pos += static_cast<size_t>(r);
+    c.bytes_in += static_cast<uint64_t>(r);
     switch (f.opcode) {
       case kText:
         if (c.frag_active) {
@@ -286,7 +316,10 @@ size_t Worker::process(Conn& c, std::string_view data, int64_t now) {
         break;
       case kContinuation:
         if (!c.frag_active) {
-          fail(c, "continuation without a first frame", now);
+          fail(c, "continuation without a first frame at stream byte " + std::to_string(c.bytes_in - static_cast<uint64_t>(r)) +
+                      ": " + hex_prefix(data.substr(pos - static_cast<size_t>(r)), 16) + " after " +
+                      hex_prefix(last_frame_tail, 16),
+               now);
           return data.size();
         }
         c.frag.append(f.payload);
@@ -316,6 +349,7 @@ size_t Worker::process(Conn& c, std::string_view data, int64_t now) {
         fail(c, "unknown opcode " + std::to_string(f.opcode), now);
         return data.size();
     }
+    last_frame_tail = f.payload.substr(f.payload.size() > 16 ? f.payload.size() - 16 : 0);
   }
   return pos;
 }

@@ -102,6 +102,10 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
   app.add_option("--backoff-ms", o.backoff_ms, "Pause of a sender after a rate_limited error")->capture_default_str();
+  app.add_option("--source-ips", o.source_ips,
+                 "IPv4: spread client sockets over source addresses 127.0.0.1..N (1 = kernel's choice)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 250));
   app.add_option("--user-offset", o.user_offset, "Index of the first user to use")->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{1'000'000'000}));
   try {
     app.parse(argc, argv);

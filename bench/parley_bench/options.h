@@ -39,6 +39,7 @@ struct Options {
   double conn_rate_cap = 190; // closed-loop senders: frames/s per connection (Parley's default limit is 200/s)
   double backoff_ms = 50;     // pause of a sender after a rate_limited error
   int64_t user_offset = 0;    // first user index (lets several bench runs share a seeded store)
+  int source_ips = 16;        // IPv4: client sockets bound round-robin to 127.0.0.1..N (cheap port search)
 
   // Resolved address (loopback only).
   sockaddr_storage addr{};

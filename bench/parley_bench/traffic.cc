@@ -265,22 +265,23 @@ void Worker::on_error(Conn& c, std::string_view text, int64_t now) {
   SenderState& s = senders_[static_cast<size_t>(c.sender)];
   std::string_view rid;
   int64_t v[2];
-  if (json_str(text, "\"request_id\":", rid) && colon_ints(rid, v, 2) == 2) {
-    // A refused send_message: never stored, so nobody expects it.
-    if (v[0] >= 0 && v[0] < s.next_counter && s.outstanding > 0) {
-      ++s.rejected;
-      --s.outstanding;
-      --outstanding_;
-      ++totals_.rejected;
-    }
-  } else if (code == "rate_limited" && s.outstanding > 0) {
-    // Parley refuses over-limit frames before parsing them, so without a
-    // request_id: one of ours was dropped. Back off.
-    ++s.rate_limited;
+  const bool ours = json_str(text, "\"request_id\":", rid) && colon_ints(rid, v, 2) == 2 && v[0] >= 0 &&
+                    v[0] < s.next_counter;
+  const bool limited = code == "rate_limited";
+  // A refused send_message is never stored, so nobody expects it. Older Parley
+  // builds sent rate_limited without the request_id: it still stands for one
+  // of our frames.
+  if ((ours || limited) && s.outstanding > 0) {
     --s.outstanding;
     --outstanding_;
-    ++totals_.rate_limited;
-    s.paused_until = now + static_cast<int64_t>(opt_.backoff_ms * 1e6);
+    if (limited) {
+      ++s.rate_limited;
+      ++totals_.rate_limited;
+      s.paused_until = now + static_cast<int64_t>(opt_.backoff_ms * 1e6);  // back off
+    } else {
+      ++s.rejected;
+      ++totals_.rejected;
+    }
   }
   if (opt_.scenario != Scenario::kLatency && sending_) try_send(static_cast<uint32_t>(c.sender), now);
 }

@@ -98,6 +98,7 @@ struct Conn {
   int64_t group = -1;
   int64_t t_start = 0;
   int64_t last_seq = 0;
+  uint64_t bytes_in = 0;   // WebSocket bytes parsed so far (for error reports)
   size_t out_off = 0;
   std::string out;
   std::string in;
