@@ -67,10 +67,31 @@ void Hub::dispatch(const BusEvent& event) {
   }
 }
 
+void Fanout::add_loop(Hub* hub, PostFn post) {
+  auto inbox = std::make_unique<Inbox>();
+  inbox->hub = hub;
+  inbox->post = std::move(post);
+  loops_.push_back(std::move(inbox));
+}
+
 void Fanout::operator()(const BusEventPtr& event) const {
   for (const auto& loop : loops_) {
-    Hub* hub = loop.hub;
-    loop.post([hub, event] { hub->dispatch(*event); });
+    Inbox* inbox = loop.get();
+    {
+      std::lock_guard lock(inbox->mu);
+      inbox->events.push_back(event);
+      if (inbox->posted) continue;  // the pending task will take it
+      inbox->posted = true;
+    }
+    inbox->post([inbox] {
+      std::vector<BusEventPtr> batch;
+      {
+        std::lock_guard lock(inbox->mu);
+        batch.swap(inbox->events);
+        inbox->posted = false;
+      }
+      for (const auto& e : batch) inbox->hub->dispatch(*e);
+    });
   }
 }
 

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -47,17 +49,24 @@ class Hub {
 
 using PostFn = std::function<void(std::function<void()>)>;
 
+// Events for one loop gather in an inbox and are dispatched together by one
+// posted task: while a loop is busy, the events of a whole group commit pile
+// up and go out as one burst, which the network layer then writes to each
+// socket in one call.
 class Fanout {
  public:
-  void add_loop(Hub* hub, PostFn post) { loops_.push_back({hub, std::move(post)}); }
+  void add_loop(Hub* hub, PostFn post);
   void operator()(const BusEventPtr& event) const;
 
  private:
-  struct Loop {
+  struct Inbox {
     Hub* hub;
     PostFn post;
+    std::mutex mu;
+    std::vector<BusEventPtr> events;
+    bool posted = false;
   };
-  std::vector<Loop> loops_;
+  std::vector<std::unique_ptr<Inbox>> loops_;
 };
 
 }  // namespace parley
