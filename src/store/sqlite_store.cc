@@ -142,11 +142,10 @@ Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bo
   if (rc != SQLITE_OK) return internal_error("cannot open " + path + ": " + conn->errmsg());
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  // Reads through a memory map instead of a pread copy per page, and a page
-  // cache big enough that the hot b-tree pages of a busy server stay in it
-  // (SQLite's default is 2 MB).
-  const char* tuning = writer ? "PRAGMA mmap_size=1073741824; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;"
-                              : "PRAGMA mmap_size=1073741824; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;";
+  // The writer gets a page cache big enough that the hot b-tree pages of a
+  // busy server stay in it (SQLite's default is 2 MB); readers keep the
+  // default, so memory does not grow with the number of pooled readers.
+  const char* tuning = writer ? "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;" : "PRAGMA temp_store=MEMORY;";
   if (sqlite3_exec(db, tuning, nullptr, nullptr, nullptr) != SQLITE_OK)
     return internal_error("cannot tune connection: " + conn->errmsg());
   if (writer) {
@@ -165,9 +164,12 @@ Status SqliteConn::configure_writer(bool fsync) {
     return internal_error("cannot enable WAL mode: " + errmsg());
   // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
   // the WAL on every commit so it survives power loss.
-  // wal_autocheckpoint=0: the checkpointer thread does it (see checkpoint_loop).
-  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;"
-                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;";
+  // Checkpoints stay SQLite's own (every 1000 WAL pages, on the writer). A
+  // checkpointer thread was tried: it spared the writer the checkpoint fsync,
+  // but under steady writes the WAL never restarted, and the truncating
+  // catch-ups it then needed stalled the writer longer (docs/benchmarks.md).
+  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
   if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
     return internal_error("cannot configure connection: " + errmsg());
   return Ok{};
@@ -363,38 +365,6 @@ SqliteStore::SqliteStore(StoreOptions options, std::string path, std::unique_ptr
       writer_conn_(std::move(writer)),
       last_created_at_(last_created_at) {
   writer_ = std::thread([this] { writer_loop(); });
-  checkpointer_ = std::thread([this] { checkpoint_loop(); });
-}
-
-// Every second, a PASSIVE checkpoint: it copies what it can from the WAL into
-// the database without blocking the writer or readers; SQLite restarts the WAL
-// from its start once a checkpoint has caught up. The WAL can only grow while
-// a checkpoint cannot keep up, and this loop then runs back to back.
-constexpr int kMaxWalFrames = 16384;  // 64 MiB of 4 KiB pages
-
-void SqliteStore::checkpoint_loop() {
-  auto conn = SqliteConn::open(path_, /*writer=*/true, options_.fsync_commits);
-  if (!conn) {
-    spdlog::error("event=checkpointer_open_failed error=\"{}\"", conn.error().message);
-    return;
-  }
-  std::unique_lock lock(checkpoint_mu_);
-  while (!checkpoint_stop_) {
-    checkpoint_cv_.wait_for(lock, std::chrono::seconds(1));
-    if (checkpoint_stop_) break;
-    lock.unlock();
-    int log_frames = 0, copied = 0;
-    int rc = sqlite3_wal_checkpoint_v2((*conn)->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
-    if (rc == SQLITE_OK && log_frames > kMaxWalFrames) {
-      // Writes outran the passive checkpoints: pause the writer once, copy the
-      // rest and truncate the WAL, so it cannot grow without bound.
-      rc = sqlite3_wal_checkpoint_v2((*conn)->db(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &copied);
-      spdlog::info("event=checkpoint_truncate wal_frames={} copied={} ok={}", log_frames, copied, rc == SQLITE_OK);
-    }
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-      spdlog::warn("event=checkpoint_failed code={} error=\"{}\"", rc, (*conn)->errmsg());
-    lock.lock();
-  }
 }
 
 SqliteStore::~SqliteStore() { close(); }
@@ -407,12 +377,6 @@ void SqliteStore::close() {
     }
     queue_cv_.notify_all();
     writer_.join();  // the writer drains the queue before it exits
-    {
-      std::lock_guard lock(checkpoint_mu_);
-      checkpoint_stop_ = true;
-    }
-    checkpoint_cv_.notify_all();
-    if (checkpointer_.joinable()) checkpointer_.join();
     writer_conn_.reset();
     std::vector<std::unique_ptr<SqliteConn>> idle;
     {

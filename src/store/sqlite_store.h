@@ -111,13 +111,7 @@ class SqliteStore final : public Store {
   std::deque<WriteOp> queue_;
   bool stopping_ = false;
   std::thread writer_;
-  // Checkpoints run here, on their own connection, so the writer never waits
-  // for the fsync a checkpoint needs (the writer's own autocheckpoint is off).
-  void checkpoint_loop();
-  std::thread checkpointer_;
-  std::mutex checkpoint_mu_;
-  std::condition_variable checkpoint_cv_;
-  bool checkpoint_stop_ = false;
+
   std::once_flag close_once_;
   std::atomic<uint64_t> commits_{0};
 
