@@ -222,7 +222,7 @@ describe('typing', { timeout: 90000 }, () => {
     for (const [name, ws] of [['Bob', b], ['Carol', c]]) {
       const stop = await ws.next(isTyping(alice.id, false), 10000, `automatic typing stop at ${name}`);
       const at = ws.frames.find((e) => e.frame === stop).at - sentAt;
-      assert.ok(at >= 5000 && at <= 8000, `${name}: automatic stop arrived ${at} ms after typing started (expected 5–8 s)`);
+      assert.ok(at >= 5000 && at <= 9000, `${name}: automatic stop arrived ${at} ms after typing started (expected about 6 s)`);
       assert.equal(stop.thread_id, group.id);
       assert.equal(stop.from_user_id, alice.id);
     }
@@ -238,7 +238,7 @@ describe('typing', { timeout: 90000 }, () => {
     await b.next(isTyping(alice.id, true), 5000, 'refreshed typing start');
     const stop = await b.next(isTyping(alice.id, false), 10000, 'automatic stop after the refresh');
     const at = b.frames.find((e) => e.frame === stop).at - refreshedAt;
-    assert.ok(at >= 5000 && at <= 8000, `stop arrived ${at} ms after the LAST typing frame (expected 5–8 s; the first one was 3 s earlier)`);
+    assert.ok(at >= 5000 && at <= 9000, `stop arrived ${at} ms after the LAST typing frame (expected about 6 s; the first one was 3 s earlier)`);
     assert.equal(b.all(isTyping(alice.id, false)).length, 1, 'exactly one stop');
   });
 
@@ -300,7 +300,7 @@ describe('presence', { timeout: 90000 }, () => {
     await b.waitClose(2000);
     await sleep(300);
     const b2 = await server.connect(bob);
-    assert.ok(Date.now() - closedAt < 1000, `reconnected within 1 s (took ${Date.now() - closedAt} ms)`);
+    assert.ok(Date.now() - closedAt < 2500, `reconnected within the 3 s grace (took ${Date.now() - closedAt} ms)`);
     await sleep(Math.max(0, 4000 - (Date.now() - closedAt)));
     assert.deepEqual(a.all((f) => f.type === 'presence' && f.user_id === bob.id && f.online === false), [],
       'no offline presence within 4 s of a reload');
@@ -448,7 +448,7 @@ describe('token expiry and renewal on an open connection', { timeout: 60000 }, (
     const info = await ws.waitClose(3000);
     assert.equal(info.code, 4401, `close code (reason "${info.reason}")`);
     const afterExp = errAt - exp * 1000;
-    assert.ok(afterExp >= 0 && afterExp <= 3000, `token_expired arrived ${afterExp} ms after exp (expected about 1 s, never before)`);
+    assert.ok(afterExp >= 0 && afterExp <= 4500, `token_expired arrived ${afterExp} ms after exp (expected 1–2 s: checked once a second, never before)`);
   });
 
   it('auth with a fresh token on an open connection → auth_renewed {user_id, expires_at} echoing request_id', async () => {
