@@ -70,6 +70,33 @@ CREATE INDEX messages_by_thread_time ON messages(thread_id, created_at);
     {2, R"sql(
 ALTER TABLE participants ADD COLUMN last_delivered_seq INTEGER NOT NULL DEFAULT 0;
 )sql"},
+    // Fewer pages per message. Every index keyed by thread puts one random
+    // page per active thread into each commit's WAL, so a message now touches
+    // one such index (thread_id, seq) instead of three: offline sync finds its
+    // start through seq (co-monotonic with created_at within a thread), and
+    // the idempotency index only holds messages that carry a client_msg_id.
+    // Rows are copied in created_at order, so rowid order is created_at order.
+    {3, R"sql(
+CREATE TABLE messages_v3 (
+  id            TEXT PRIMARY KEY,
+  thread_id     TEXT NOT NULL REFERENCES threads(id),
+  seq           INTEGER NOT NULL,
+  sender_id     TEXT NOT NULL REFERENCES users(id),
+  content       TEXT NOT NULL,
+  message_type  TEXT NOT NULL,
+  client_msg_id TEXT,
+  created_at    INTEGER NOT NULL,
+  edited_at     INTEGER,
+  UNIQUE (thread_id, seq)
+);
+INSERT INTO messages_v3 (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at, edited_at)
+  SELECT id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at, edited_at
+  FROM messages ORDER BY created_at;
+DROP TABLE messages;
+ALTER TABLE messages_v3 RENAME TO messages;
+CREATE UNIQUE INDEX messages_client_msg ON messages(thread_id, sender_id, client_msg_id)
+  WHERE client_msg_id IS NOT NULL;
+)sql"},
 };
 
 int user_version(sqlite3* db) {

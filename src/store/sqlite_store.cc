@@ -164,12 +164,14 @@ Status SqliteConn::configure_writer(bool fsync) {
     return internal_error("cannot enable WAL mode: " + errmsg());
   // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
   // the WAL on every commit so it survives power loss.
-  // Checkpoints stay SQLite's own (every 1000 WAL pages, on the writer). A
-  // checkpointer thread was tried: it spared the writer the checkpoint fsync,
-  // but under steady writes the WAL never restarted, and the truncating
+  // Checkpoints stay SQLite's own, on the writer, but every 10,000 WAL pages
+  // (40 MB) instead of 1000: a busy server's commits touch a page per active
+  // thread, so a small WAL was checkpointed after nearly every commit, copying
+  // and syncing the same pages again and again. A checkpointer thread was
+  // tried: under steady writes the WAL never restarted, and the truncating
   // catch-ups it then needed stalled the writer longer (docs/benchmarks.md).
-  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
-                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=10000;"
+                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=10000;";
   if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
     return internal_error("cannot configure connection: " + errmsg());
   return Ok{};
@@ -315,8 +317,10 @@ std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, i
   return std::move(found.front());
 }
 
+// The newest row is the newest message: rows are inserted in created_at order
+// (schema v3), and created_at has no index of its own.
 Micros max_created_at(SqliteConn& c) {
-  auto st = c.prepare("SELECT COALESCE(MAX(created_at), 0) FROM messages");
+  auto st = c.prepare("SELECT created_at FROM messages ORDER BY rowid DESC LIMIT 1");
   return st.row() ? st.i64(0) : 0;
 }
 
@@ -337,6 +341,10 @@ int64_t clamp_limit(int limit) { return std::max(limit, 0); }  // SQLite reads a
 // ---------------------------------------------------------------- lifecycle
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& options) {
+  // No allocation statistics: they take a global mutex on every SQLite malloc.
+  // Only possible before SQLite initializes; later calls just get MISUSE.
+  static std::once_flag configured;
+  std::call_once(configured, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   if (options.data_dir.empty()) return bad_input("invalid_config", "store data_dir is empty");
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir, ec);
@@ -737,12 +745,6 @@ void SqliteStore::append(AppendRequest request, AppendCallback done) {
 
 Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   SqliteConn& c = *writer_conn_;
-  if (!r.client_msg_id.empty()) {
-    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.sender_id = ? AND m.client_msg_id = ?");
-    st.bind(r.thread_id, r.sender_id, r.client_msg_id);
-    auto found = read_messages(c, st, "find_client_msg");
-    if (!found.empty()) return AppendResult{std::move(found.front()), true};
-  }
   auto last_seq = last_seq_of(r.thread_id);
   if (!last_seq) return last_seq.error();
   auto sender = sender_ref(r.sender_id);
@@ -762,11 +764,21 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
 
   std::optional<std::string> client_id;
   if (!r.client_msg_id.empty()) client_id = r.client_msg_id;  // NULL, so "none" never collides
+  // A retry is found by the insert itself (one index walk instead of a
+  // lookup and then an insert): it stores nothing and reads the original.
   auto ins = c.prepare(
       "INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT (thread_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING");
   ins.bind(m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, client_id, m.created_at);
   if (!ins.done()) return storage_error(c, ins.error(), "insert_message");
+  if (c.changes() == 0) {
+    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.sender_id = ? AND m.client_msg_id = ?");
+    st.bind(r.thread_id, r.sender_id, r.client_msg_id);
+    auto found = read_messages(c, st, "find_client_msg");
+    if (found.empty()) return internal_error("storage error");
+    return AppendResult{std::move(found.front()), true};
+  }
   auto thr = c.prepare("UPDATE threads SET last_seq = ?, last_activity = ? WHERE id = ?");
   thr.bind(m.seq, m.created_at, m.thread_id);
   if (!thr.done()) return storage_error(c, thr.error(), "update_thread");
@@ -819,9 +831,14 @@ OfflinePage SqliteStore::messages_since(const std::string& user_id, Micros since
         ReadTxn txn(c);
         OfflinePage page;
         page.cursor = since;
+        // Per thread, the walk starts after the newest message at or before
+        // `since`, found by walking the thread's seq index backwards from its
+        // end: the cost follows what is new, not the thread's length.
         auto st = c.prepare(MESSAGE_SELECT
                             "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = ?1 "
-                            "WHERE m.created_at > ?2 AND m.sender_id <> ?1 ORDER BY m.created_at LIMIT ?3");
+                            "WHERE m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
+                            "AND b.created_at <= ?2 ORDER BY b.seq DESC LIMIT 1), 0) "
+                            "AND m.created_at > ?2 AND m.sender_id <> ?1 ORDER BY m.created_at LIMIT ?3");
         st.bind(user_id, since, clamp_limit(limit) + 1);
         page.messages = read_messages(c, st, "messages_since");
         if (page.messages.size() > static_cast<size_t>(clamp_limit(limit))) {
@@ -834,8 +851,8 @@ OfflinePage SqliteStore::messages_since(const std::string& user_id, Micros since
         }
         // Nothing more from others: move past the user's own newer messages too.
         auto newest = c.prepare(
-            "SELECT MAX((SELECT MAX(m.created_at) FROM messages m WHERE m.thread_id = p.thread_id)) "
-            "FROM participants p WHERE p.user_id = ?");
+            "SELECT MAX((SELECT m.created_at FROM messages m WHERE m.thread_id = p.thread_id "
+            "ORDER BY m.seq DESC LIMIT 1)) FROM participants p WHERE p.user_id = ?");
         newest.bind(user_id);
         if (newest.row() && !newest.is_null(0)) page.cursor = std::max(since, newest.i64(0));
         return page;

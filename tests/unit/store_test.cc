@@ -138,6 +138,61 @@ TEST_F(StoreTest, MigratesNewDirAndDataSurvivesReopen) {
   EXPECT_GT(next->message.created_at, last_created);
 }
 
+// A database written before schema v3 (three per-thread message indexes,
+// rows in any order) migrates with its messages, cursors and retries intact.
+TEST_F(StoreTest, MigratesVersion2Messages) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  std::vector<Message> sent;
+  for (int i = 1; i <= 5; ++i)
+    sent.push_back(send(t.id, i % 2 ? a.id : b.id, "m" + std::to_string(i), "c" + std::to_string(i))->message);
+  store_->close();
+
+  // Back to the v2 layout, rows inserted newest first so rowid order is not time order.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  const char* to_v2 = R"sql(
+    CREATE TABLE old_messages (
+      id TEXT PRIMARY KEY, thread_id TEXT NOT NULL REFERENCES threads(id), seq INTEGER NOT NULL,
+      sender_id TEXT NOT NULL REFERENCES users(id), content TEXT NOT NULL, message_type TEXT NOT NULL,
+      client_msg_id TEXT, created_at INTEGER NOT NULL, edited_at INTEGER,
+      UNIQUE (thread_id, seq), UNIQUE (thread_id, sender_id, client_msg_id));
+    INSERT INTO old_messages SELECT id, thread_id, seq, sender_id, content, message_type, client_msg_id,
+      created_at, edited_at FROM messages ORDER BY created_at DESC;
+    DROP TABLE messages;
+    ALTER TABLE old_messages RENAME TO messages;
+    CREATE INDEX messages_by_thread_time ON messages(thread_id, created_at);
+    PRAGMA user_version = 2;)sql";
+  ASSERT_EQ(sqlite3_exec(db, to_v2, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  reopen();
+  auto after = store_->messages_after(t.id, 0, 10);
+  ASSERT_EQ(after.size(), 5u);
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].id, sent[i].id);
+    EXPECT_EQ(after[i].seq, sent[i].seq);
+    EXPECT_EQ(after[i].created_at, sent[i].created_at);
+  }
+  auto retry = send(t.id, b.id, "m2", "c2");
+  ASSERT_TRUE(retry.ok());
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(retry->message.id, sent[1].id);
+  auto next = send(t.id, a.id, "m6", "c6");
+  ASSERT_TRUE(next.ok());
+  EXPECT_FALSE(next->duplicate);
+  EXPECT_EQ(next->message.seq, 6);
+  EXPECT_GT(next->message.created_at, sent.back().created_at);  // the clock floor came from the newest row
+  // Offline sync for bob from the second message on: a's 3rd, 5th and 6th.
+  auto page = store_->messages_since(b.id, sent[1].created_at, 10);
+  ASSERT_EQ(page.messages.size(), 3u);
+  EXPECT_EQ(page.messages[0].seq, 3);
+  EXPECT_EQ(page.messages[1].seq, 5);
+  EXPECT_EQ(page.messages[2].seq, 6);
+  EXPECT_EQ(page.cursor, next->message.created_at);
+}
+
 TEST_F(StoreTest, OpenRejectsNewerSchema) {
   store_->close();
   sqlite3* db = nullptr;
