@@ -62,6 +62,11 @@ std::string Metrics::render() const {
     << "parley_messages_out_total " << messages_out.load() << "\n";
   o << "# HELP parley_deliveries_total new_message frames queued to recipients.\n# TYPE parley_deliveries_total counter\n"
     << "parley_deliveries_total " << deliveries.load() << "\n";
+  o << "# HELP parley_socket_writes_total Gathered WebSocket write calls.\n# TYPE parley_socket_writes_total counter\n"
+    << "parley_socket_writes_total " << socket_writes.load() << "\n";
+  o << "# HELP parley_socket_write_waits_total Writes that found the client's socket buffer full.\n"
+    << "# TYPE parley_socket_write_waits_total counter\n"
+    << "parley_socket_write_waits_total " << socket_write_waits.load() << "\n";
   o << "# HELP parley_http_requests_total HTTP requests served.\n# TYPE parley_http_requests_total counter\n"
     << "parley_http_requests_total " << http_requests.load() << "\n";
   o << "# HELP parley_slow_consumer_disconnects_total Connections dropped for a full outbound queue.\n"

@@ -19,6 +19,8 @@ class Metrics {
   std::atomic<uint64_t> messages_in{0};          // messages accepted for storage
   std::atomic<uint64_t> messages_out{0};         // frames queued to clients
   std::atomic<uint64_t> deliveries{0};           // new_message frames queued to recipients
+  std::atomic<uint64_t> socket_writes{0};          // gathered WebSocket writes (frames out / writes = batching)
+  std::atomic<uint64_t> socket_write_waits{0};     // writes that found the socket buffer full (backpressure)
   std::atomic<uint64_t> http_requests{0};
   std::atomic<uint64_t> slow_consumer_drops{0};
 

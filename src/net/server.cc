@@ -40,7 +40,7 @@ struct Server::Impl {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
-      loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, loop->hub, {}, {}, {}, false});
+      loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, loop->hub, {}, {}, {}, false, {}, {}});
       loop->ctx->read_buffer.resize(64 * 1024);
       asio::io_context* io = &loop->io;
       fanout.add_loop(&loop->hub, [io](std::function<void()> fn) { asio::post(*io, std::move(fn)); });

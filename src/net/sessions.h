@@ -2,6 +2,8 @@
 // sessions, and the entry points that start them.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <optional>
 #include <vector>
 #include <string>
@@ -41,6 +43,11 @@ struct LoopContext {
       for (auto& s : batch) s->flush();
     });
   }
+
+  // Scratch for gathered writes, shared the same way: a write is one
+  // synchronous sendmsg, so nothing refers to these after it returns.
+  std::vector<struct iovec> write_iov;
+  std::vector<uint8_t> write_headers;
 };
 
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.

@@ -7,7 +7,7 @@
 
 namespace parley::ws {
 
-size_t encode_header(Opcode opcode, size_t len, uint8_t out[10]) {
+size_t encode_header(Opcode opcode, size_t len, uint8_t out[kMaxHeaderLen]) {
   out[0] = static_cast<uint8_t>(0x80 | opcode);
   if (len < 126) {
     out[1] = static_cast<uint8_t>(len);
