@@ -2,7 +2,7 @@
 // framing done here (see ws_frame.h for why). Reads wait for readability and
 // then read into the loop's shared buffer, so an idle connection holds no
 // read buffer; only a partial frame is kept per connection. Writes gather
-// every queued frame into one writev. The outbound queue is bounded in bytes:
+// every queued frame into one sendmsg. The outbound queue is bounded in bytes:
 // a client that stops reading is cut off instead of growing memory or slowing
 // anyone else.
 #include <spdlog/spdlog.h>
