@@ -4,8 +4,16 @@
 
 namespace parley {
 
+DeliveryCursor::State& DeliveryCursor::state(const std::string& thread_id) {
+  if (last_ && *last_id_ == thread_id) return *last_;
+  auto it = threads_.try_emplace(thread_id).first;
+  last_id_ = &it->first;
+  last_ = &it->second;
+  return *last_;
+}
+
 bool DeliveryCursor::live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
-  State& s = threads_[thread_id];
+  State& s = state(thread_id);
   if (s.replays > 0) {
     s.held.emplace_back(seq, frame);
     return false;
@@ -17,18 +25,18 @@ bool DeliveryCursor::live(const std::string& thread_id, int64_t seq, const Frame
 }
 
 void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_seq*/) {
-  ++threads_[thread_id].replays;
+  ++state(thread_id).replays;
 }
 
 bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
-  State& s = threads_[thread_id];
+  State& s = state(thread_id);
   if (s.hi != 0 && seq >= s.lo && seq <= s.hi) return false;
   return true;
 }
 
 std::vector<FramePtr> DeliveryCursor::end_replay(const std::string& thread_id, int64_t since_seq,
                                                  int64_t replayed_up_to) {
-  State& s = threads_[thread_id];
+  State& s = state(thread_id);
   // This replay sent everything in [since_seq + 1, replayed_up_to] that was
   // not sent before; merge that with the sent range. They touch or overlap,
   // because the replay read after every live message already sent.

@@ -39,7 +39,13 @@ class DeliveryCursor {
     int replays = 0;         // replays running (a client may overlap them)
     std::vector<std::pair<int64_t, FramePtr>> held;
   };
+  State& state(const std::string& thread_id);
+
   std::unordered_map<std::string, State> threads_;
+  // The last thread looked up: a burst of fan-out hits one thread many times
+  // in a row. Map nodes never move, so the pointers stay valid.
+  const std::string* last_id_ = nullptr;
+  State* last_ = nullptr;
 };
 
 }  // namespace parley

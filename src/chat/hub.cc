@@ -90,7 +90,18 @@ void Fanout::operator()(const BusEventPtr& event) const {
         batch.swap(inbox->events);
         inbox->posted = false;
       }
-      for (const auto& e : batch) inbox->hub->dispatch(*e);
+      for (const auto& e : batch) {
+        if (!e->frame) {
+          inbox->hub->dispatch(*e);
+          continue;
+        }
+        // This loop's own copy of the frame: every queued frame holds a
+        // reference, and two loops counting references on one shared
+        // control block would bounce its cache line between cores.
+        BusEvent local = *e;
+        local.frame = std::make_shared<const Frame>(*e->frame);
+        inbox->hub->dispatch(local);
+      }
     });
   }
 }

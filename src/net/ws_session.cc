@@ -110,6 +110,29 @@ class WsSession final : public Transport,
   };
   static constexpr uint8_t kRaw = 0xFF;
 
+  // Drained queues are kept per loop thread (each loop is one thread) and
+  // reused by the next session with output, so a fan-out burst does not grow
+  // a fresh vector on every socket. Bounded in count and in capacity kept.
+  static constexpr size_t kPoolMax = 512;
+  static constexpr size_t kPooledCapacityMax = 256;
+  static std::vector<std::vector<Out>>& queue_pool() {
+    thread_local std::vector<std::vector<Out>> pool;
+    return pool;
+  }
+  static std::vector<Out> take_pooled_queue() {
+    auto& pool = queue_pool();
+    if (pool.empty()) return {};
+    std::vector<Out> q = std::move(pool.back());
+    pool.pop_back();
+    return q;
+  }
+  static void return_pooled_queue(std::vector<Out> q) {
+    auto& pool = queue_pool();
+    if (q.capacity() == 0 || q.capacity() > kPooledCapacityMax || pool.size() >= kPoolMax) return;
+    q.clear();
+    pool.push_back(std::move(q));
+  }
+
   // ---------------------------------------------------------------- reading
 
   void wait_readable() {
@@ -239,6 +262,7 @@ class WsSession final : public Transport,
   // ---------------------------------------------------------------- writing
 
   void enqueue(uint8_t opcode, FramePtr payload) {
+    if (queue_.capacity() == 0) queue_ = take_pooled_queue();
     queued_bytes_ += payload ? payload->size() : 0;
     queue_.push_back(Out{std::move(payload), opcode});
     if (writing_ || flush_pending_) return;  // the running write or the pending flush takes it
@@ -342,8 +366,9 @@ class WsSession final : public Transport,
   }
 
   void drained() {
-    // Give the memory back: idle connections stay small.
-    std::vector<Out>().swap(queue_);
+    // Idle connections hold no queue: it goes back to the loop's pool.
+    return_pooled_queue(std::move(queue_));
+    queue_ = {};
     head_ = 0;
     head_sent_ = 0;
     if (close_after_write_) linger();

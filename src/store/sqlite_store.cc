@@ -171,7 +171,7 @@ Status SqliteConn::configure_writer(bool fsync) {
   // tried: under steady writes the WAL never restarted, and the truncating
   // catch-ups it then needed stalled the writer longer (docs/benchmarks.md).
   const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=10000;"
-                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=10000;";
+                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=1000;";
   if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
     return internal_error("cannot configure connection: " + errmsg());
   return Ok{};
