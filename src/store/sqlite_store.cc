@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
+#include "store/sqlite_checkpointer.h"
 #include "store/sqlite_schema.h"
 
 namespace parley {
@@ -23,6 +24,10 @@ constexpr int kBusyTimeoutMs = 5000;
 constexpr size_t kMaxPooledReaders = 8;
 // Writer caches stay small: past this many entries they are simply dropped.
 constexpr size_t kMaxCacheEntries = 10000;
+// A checkpoint round starts at 1000 WAL pages (SQLite's own default); the
+// writer only checkpoints itself if the WAL reaches 100,000 (about 400 MB).
+constexpr int kCheckpointFrames = 1000;
+constexpr int kCheckpointHardLimitFrames = 100000;
 
 // SQL fragments are macros so every statement is ONE string literal: the
 // statement cache is keyed by the literal's address.
@@ -164,14 +169,9 @@ Status SqliteConn::configure_writer(bool fsync) {
     return internal_error("cannot enable WAL mode: " + errmsg());
   // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
   // the WAL on every commit so it survives power loss.
-  // Checkpoints stay SQLite's own, on the writer, but every 10,000 WAL pages
-  // (40 MB) instead of 1000: a busy server's commits touch a page per active
-  // thread, so a small WAL was checkpointed after nearly every commit, copying
-  // and syncing the same pages again and again. A checkpointer thread was
-  // tried: under steady writes the WAL never restarted, and the truncating
-  // catch-ups it then needed stalled the writer longer (docs/benchmarks.md).
-  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=10000;"
-                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=1000;";
+  // Checkpoints are not the writer's: see SqliteCheckpointer.
+  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
   if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
     return internal_error("cannot configure connection: " + errmsg());
   return Ok{};
@@ -355,9 +355,13 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   if (!conn) return conn.error();
   if (auto st = migrate_schema((*conn)->db()); !st) return st.error();
   Micros last_created_at = max_created_at(**conn);
+  auto checkpointer = SqliteCheckpointer::start(path, options.fsync_commits, kCheckpointFrames);
+  if (!checkpointer) return checkpointer.error();
+  (*checkpointer)->attach_to_writer((*conn)->db(), kCheckpointHardLimitFrames);
   spdlog::info("event=store_open path={} schema_version={} fsync_commits={}", path, latest_schema_version(),
                options.fsync_commits);
-  return std::unique_ptr<SqliteStore>(new SqliteStore(options, path, std::move(*conn), last_created_at));
+  return std::unique_ptr<SqliteStore>(
+      new SqliteStore(options, path, std::move(*conn), std::move(*checkpointer), last_created_at));
 }
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options) {
@@ -367,10 +371,11 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options) {
 }
 
 SqliteStore::SqliteStore(StoreOptions options, std::string path, std::unique_ptr<SqliteConn> writer,
-                         Micros last_created_at)
+                         std::unique_ptr<SqliteCheckpointer> checkpointer, Micros last_created_at)
     : options_(std::move(options)),
       path_(std::move(path)),
       writer_conn_(std::move(writer)),
+      checkpointer_(std::move(checkpointer)),
       last_created_at_(last_created_at) {
   writer_ = std::thread([this] { writer_loop(); });
 }
@@ -385,7 +390,8 @@ void SqliteStore::close() {
     }
     queue_cv_.notify_all();
     writer_.join();  // the writer drains the queue before it exits
-    writer_conn_.reset();
+    checkpointer_.reset();
+    writer_conn_.reset();  // the last connection out checkpoints what is left
     std::vector<std::unique_ptr<SqliteConn>> idle;
     {
       std::lock_guard lock(readers_mu_);
@@ -397,6 +403,8 @@ void SqliteStore::close() {
 }
 
 std::string SqliteStore::describe() const { return "sqlite:" + path_; }
+
+int SqliteStore::wal_frames() const { return checkpointer_ ? checkpointer_->wal_frames() : 0; }
 
 // ---------------------------------------------------------------- writer
 
@@ -469,9 +477,18 @@ void SqliteStore::writer_loop() {
 void SqliteStore::run_batch(std::vector<WriteOp>& batch) {
   const auto started = std::chrono::steady_clock::now();
   SqliteConn& c = *writer_conn_;
-  bool ok = c.exec("BEGIN IMMEDIATE");
-  for (size_t i = 0; ok && i < batch.size(); ++i) ok = run_in_savepoint(batch[i]);
-  ok = ok && c.exec("COMMIT");
+  bool ok;
+  std::string error;
+  {
+    std::lock_guard gate(checkpointer_->writer_gate());
+    ok = c.exec("BEGIN IMMEDIATE");
+    for (size_t i = 0; ok && i < batch.size(); ++i) ok = run_in_savepoint(batch[i]);
+    ok = ok && c.exec("COMMIT");
+    if (!ok) {
+      error = c.errmsg();
+      if (!sqlite3_get_autocommit(c.db())) c.exec("ROLLBACK");
+    }
+  }
 
   std::optional<Error> failure;
   if (ok) {
@@ -479,8 +496,7 @@ void SqliteStore::run_batch(std::vector<WriteOp>& batch) {
     Metrics::get().observe_commit(micros.count(), batch.size());
     commits_.fetch_add(1, std::memory_order_relaxed);
   } else {
-    spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), c.errmsg());
-    if (!sqlite3_get_autocommit(c.db())) c.exec("ROLLBACK");
+    spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), error);
     forget_caches();  // they may hold values of the rolled-back batch
     failure = internal_error("storage commit failed");
   }

@@ -24,6 +24,7 @@
 namespace parley {
 
 class SqliteConn;  // one sqlite3 handle plus its prepared-statement cache
+class SqliteCheckpointer;
 
 class SqliteStore final : public Store {
  public:
@@ -63,6 +64,8 @@ class SqliteStore final : public Store {
 
   // Group commits made so far; tests use it to check that writes share commits.
   uint64_t commit_count() const { return commits_.load(std::memory_order_relaxed); }
+  // Frames in the WAL as of the last commit; tests use it to see the WAL restart.
+  int wal_frames() const;
 
  private:
   // A queued write. apply() runs inside the batch transaction (in its own
@@ -73,7 +76,8 @@ class SqliteStore final : public Store {
     std::function<void(const Error* batch_error)> finish;
   };
 
-  SqliteStore(StoreOptions options, std::string path, std::unique_ptr<SqliteConn> writer, Micros last_created_at);
+  SqliteStore(StoreOptions options, std::string path, std::unique_ptr<SqliteConn> writer,
+              std::unique_ptr<SqliteCheckpointer> checkpointer, Micros last_created_at);
 
   // --- writer side (writer thread only) ---
   template <typename T>
@@ -106,6 +110,7 @@ class SqliteStore final : public Store {
   const std::string path_;
 
   std::unique_ptr<SqliteConn> writer_conn_;
+  std::unique_ptr<SqliteCheckpointer> checkpointer_;  // stopped after the writer thread, before writer_conn_ closes
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<WriteOp> queue_;

@@ -331,6 +331,38 @@ TEST_F(StoreTest, ConcurrentAppendsAreGaplessAndShareCommits) {
   EXPECT_LT(commits, 1000u);  // group commit: many appends per transaction
 }
 
+// Checkpoints happen beside the writer while the store is open: the main
+// database file takes in what was committed, and the WAL restarts instead
+// of holding everything written.
+TEST_F(StoreTest, CheckpointerCopiesAndRestartsTheWalWhileOpen) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  const std::string content(2000, 'w');
+  constexpr int kMessages = 6000;  // ~12 MB of content, about 3000 WAL pages or more
+  Countdown pending(kMessages);
+  for (int i = 0; i < kMessages; ++i)
+    store_->append(AppendRequest{t.id, a.id, content, "text", ""}, [&](Result<AppendResult>) { pending.done(); });
+  pending.wait();
+  const auto db = dir_ + "/parley.db";
+  const auto written = static_cast<uintmax_t>(kMessages) * content.size();
+  uintmax_t db_size = 0;
+  for (int i = 0; i < 100 && (db_size = std::filesystem::file_size(db)) < written / 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_GE(db_size, written / 2) << "the checkpointer copied committed pages into the database file";
+  // Without restarts the WAL would hold every page written (3000 or more).
+  int frames = store_->wal_frames();
+  for (int i = 0; i < 100 && frames >= 1000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(send(t.id, b.id, "one more").ok());
+    frames = store_->wal_frames();
+  }
+  EXPECT_LT(frames, 1000) << "the WAL restarted from its start";
+  auto last = store_->messages_after(t.id, kMessages - 1, 1);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].content, content);
+}
+
 TEST_F(StoreTest, ClientMsgIdMakesAppendIdempotent) {
   User a = make_user("alice");
   User b = make_user("bob");
