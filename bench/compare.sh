@@ -223,7 +223,7 @@ const metrics = {
   fanout: [['deliveries_per_s', 'deliveries/s', 1], ['delivery_latency_ms.p99', 'delivery p99 ms', 0],
            ['deliveries_per_cpu_s', 'deliveries per server CPU-s', 1]],
   latency: [['delivery_latency_ms.p50', 'delivery p50 ms', 0], ['delivery_latency_ms.p99', 'delivery p99 ms', 0],
-            ['deliveries_per_cpu_s', 'deliveries per server CPU-s', 1]],
+            ['delivery_latency_ms.p999', 'delivery p99.9 ms', 0], ['deliveries_per_cpu_s', 'deliveries per server CPU-s', 1]],
   dm: [['acked_per_s', 'acked msgs/s', 1], ['ack_latency_ms.p99', 'ack p99 ms', 0],
        ['acked_per_cpu_s', 'acked per server CPU-s', 1]],
   idle: [['rss_per_connection_kb', 'RSS KiB per connection', 0]],

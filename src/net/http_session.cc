@@ -149,7 +149,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // Verifying may provision a user (a write): off the loop.
     auto self = shared_from_this();
     auto sreq = std::make_shared<http::request<http::string_body>>(std::move(req));
-    loop_.workers.submit([self, sreq, token] {
+    loop_.auth_queue->submit([self, sreq, token] {
       auto user = self->loop_.chat.authenticate(token);
       asio::post(self->stream_.get_executor(), [self, sreq, token, user = std::move(user)]() mutable {
         if (!user) {

@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/metrics.h"
+#include "common/serial_queue.h"
 #include "net/beast.h"
 #include "net/sessions.h"
 
@@ -40,15 +41,18 @@ struct Server::Impl {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
-      loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, loop->hub, {}, {}, {}, false, {}, {}});
+      loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, loop->hub, {}, {}, {}, false, {}, {}, {}});
       loop->ctx->read_buffer.resize(64 * 1024);
+      loop->ctx->auth_queue = SerialQueue::create(workers);
       asio::io_context* io = &loop->io;
       fanout.add_loop(&loop->hub, [io](std::function<void()> fn) { asio::post(*io, std::move(fn)); });
       loops.push_back(std::move(loop));
     }
     // Presence grace timers run on the first loop; announcements need the
-    // store, so they go to the workers.
+    // store, so they go to the workers, through one SerialQueue: a burst of
+    // connects costs one worker wake-up, and one user's changes stay in order.
     asio::io_context* timers = &loops[0]->io;
+    auto announcements = SerialQueue::create(workers);
     chat.presence().set_hooks(
         [timers](std::chrono::milliseconds delay, std::function<void()> fn) {
           auto t = std::make_shared<asio::steady_timer>(*timers, delay);
@@ -56,8 +60,8 @@ struct Server::Impl {
             if (!ec) fn();
           });
         },
-        [&ch, &w](const std::string& user_id, bool online) {
-          w.submit([&ch, user_id, online] { ch.announce_presence(user_id, online); });
+        [&ch, announcements](const std::string& user_id, bool online) {
+          announcements->submit([&ch, user_id, online] { ch.announce_presence(user_id, online); });
         });
   }
 

@@ -11,6 +11,7 @@
 #include "api/connection.h"
 #include "api/rest_api.h"
 #include "common/config.h"
+#include "common/serial_queue.h"
 #include "net/beast.h"
 #include "net/sweep.h"
 
@@ -48,6 +49,10 @@ struct LoopContext {
   // synchronous sendmsg, so nothing refers to these after it returns.
   std::vector<struct iovec> write_iov;
   std::vector<uint8_t> write_headers;
+
+  // Token checks of this loop's upgrades: on the workers (a check may read
+  // or even create the user), one burst of upgrades per worker wake-up.
+  std::shared_ptr<SerialQueue> auth_queue;
 };
 
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.

@@ -3,7 +3,8 @@
 // One writer thread owns the only write connection and group-commits queued
 // writes: up to max_batch ops per BEGIN IMMEDIATE ... COMMIT, each op inside
 // its own SAVEPOINT so a failing op rolls back alone. Reads use a small pool
-// of read-only connections and only ever see committed data.
+// of read-only connections and only ever see committed data. WAL checkpoints
+// run on a SqliteCheckpointer's thread, not the writer's.
 #pragma once
 
 #include <atomic>
