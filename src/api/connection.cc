@@ -175,7 +175,7 @@ void Connection::on_send(ClientFrame f) {
   req.origin_session = session_id_;
   std::weak_ptr<Transport> transport = transport_;
   auto self = shared_from_this();
-  // Runs on the store's writer thread after the commit, or right here when refused.
+  // Runs on the store's callback thread after the commit, or right here when refused.
   auto done = [self, transport, request_id = f.request_id](Result<SendOutcome> r) {
     std::string frame = r ? encode_data_frame("message_sent", r->message_json, request_id)
                           : encode_error(r.error(), request_id);

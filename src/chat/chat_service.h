@@ -100,7 +100,7 @@ class ChatService {
   // --- messages ---
   // Validates, stores and fans out. `done` runs exactly once: on the calling
   // thread when the request is refused before storage, else on the store's
-  // writer thread after the commit. Blocking only when request.username is set
+  // callback thread after the commit. Blocking only when request.username is set
   // (the direct thread may have to be created) or the thread is not cached.
   void send(SendRequest request, SendCallback done);
   Result<std::vector<Message>> history(const User& actor, const std::string& thread_id, const HistoryQuery& query);

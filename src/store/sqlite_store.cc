@@ -378,6 +378,7 @@ SqliteStore::SqliteStore(StoreOptions options, std::string path, std::unique_ptr
       checkpointer_(std::move(checkpointer)),
       last_created_at_(last_created_at) {
   writer_ = std::thread([this] { writer_loop(); });
+  completer_ = std::thread([this] { completion_loop(); });
 }
 
 SqliteStore::~SqliteStore() { close(); }
@@ -390,6 +391,12 @@ void SqliteStore::close() {
     }
     queue_cv_.notify_all();
     writer_.join();  // the writer drains the queue before it exits
+    {
+      std::lock_guard lock(done_mu_);
+      done_stopping_ = true;
+    }
+    done_cv_.notify_all();
+    completer_.join();  // every callback has run
     checkpointer_.reset();
     writer_conn_.reset();  // the last connection out checkpoints what is left
     std::vector<std::unique_ptr<SqliteConn>> idle;
@@ -447,8 +454,8 @@ void SqliteStore::submit(std::function<Result<T>()> apply, std::function<void(Re
 
 template <typename T>
 Result<T> SqliteStore::submit_and_wait(std::function<Result<T>()> apply) {
-  // Waiting on the writer from the writer (a callback) would never return.
-  if (std::this_thread::get_id() == writer_.get_id())
+  // Waiting on the writer from a callback would hold up every later callback.
+  if (std::this_thread::get_id() == writer_.get_id() || std::this_thread::get_id() == completer_.get_id())
     return internal_error("blocking store write from a store callback");
   auto promise = std::make_shared<std::promise<Result<T>>>();
   auto future = promise->get_future();
@@ -500,11 +507,33 @@ void SqliteStore::run_batch(std::vector<WriteOp>& batch) {
     forget_caches();  // they may hold values of the rolled-back batch
     failure = internal_error("storage commit failed");
   }
-  for (auto& op : batch) {
-    try {
-      op.finish(failure ? &*failure : nullptr);
-    } catch (const std::exception& e) {
-      spdlog::error("event=store_callback_exception error=\"{}\"", e.what());
+  // The callbacks run on the completion thread, so the writer can start the
+  // next transaction while they encode and publish this one's results.
+  {
+    std::lock_guard lock(done_mu_);
+    done_.push_back(Completed{std::move(batch), std::move(failure)});
+  }
+  done_cv_.notify_one();
+  batch.clear();
+}
+
+void SqliteStore::completion_loop() {
+  for (;;) {
+    std::deque<Completed> ready;
+    {
+      std::unique_lock lock(done_mu_);
+      done_cv_.wait(lock, [this] { return done_stopping_ || !done_.empty(); });
+      if (done_.empty()) return;  // stopping, and every callback has run
+      ready.swap(done_);
+    }
+    for (auto& c : ready) {
+      for (auto& op : c.ops) {
+        try {
+          op.finish(c.failure ? &*c.failure : nullptr);
+        } catch (const std::exception& e) {
+          spdlog::error("event=store_callback_exception error=\"{}\"", e.what());
+        }
+      }
     }
   }
 }

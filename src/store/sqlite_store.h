@@ -3,8 +3,9 @@
 // One writer thread owns the only write connection and group-commits queued
 // writes: up to max_batch ops per BEGIN IMMEDIATE ... COMMIT, each op inside
 // its own SAVEPOINT so a failing op rolls back alone. Reads use a small pool
-// of read-only connections and only ever see committed data. WAL checkpoints
-// run on a SqliteCheckpointer's thread, not the writer's.
+// of read-only connections and only ever see committed data. Callbacks run
+// on a completion thread, in commit order, while the writer goes on to the
+// next transaction. WAL checkpoints run on a SqliteCheckpointer's thread.
 #pragma once
 
 #include <atomic>
@@ -88,6 +89,7 @@ class SqliteStore final : public Store {
   void enqueue(WriteOp op);
   void writer_loop();
   void run_batch(std::vector<WriteOp>& batch);
+  void completion_loop();
   bool run_in_savepoint(WriteOp& op);
   void forget_caches();
 
@@ -117,6 +119,17 @@ class SqliteStore final : public Store {
   std::deque<WriteOp> queue_;
   bool stopping_ = false;
   std::thread writer_;
+
+  // Committed (or failed) batches whose callbacks have yet to run, in commit order.
+  struct Completed {
+    std::vector<WriteOp> ops;
+    std::optional<Error> failure;
+  };
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  std::deque<Completed> done_;
+  bool done_stopping_ = false;
+  std::thread completer_;  // runs the callbacks
 
   std::once_flag close_once_;
   std::atomic<uint64_t> commits_{0};

@@ -5,8 +5,8 @@
 // transaction, and a write's callback (or a blocking write's return) happens
 // only after that transaction is durable (survives kill -9; with
 // fsync_commits it also survives power loss). Callbacks of async writes run
-// on the writer's own thread, one after another in commit order, so they
-// must be short and must not call blocking Store writes.
+// on one store thread, one after another in commit order, so they must be
+// short and must not call blocking Store writes.
 //
 // Implementations: SqliteStore (embedded default) and, for scale-out,
 // a PostgreSQL one. The chat service only ever sees this interface.
