@@ -131,7 +131,7 @@ start_server() {
   SERVER_PID=$!
   SERVER_PORT=""
   for _ in $(seq 100); do
-    SERVER_PORT=$(sed -n 's/.*listening.*port=\([0-9][0-9]*\).*/\1/p' "$dir/server.log" | head -1)
+    SERVER_PORT=$(sed -n 's/.*listening.*port=\([0-9][0-9]*\).*/\1/p' "$dir/server.log" 2>/dev/null | head -1)
     [[ -n $SERVER_PORT ]] && break
     kill -0 "$SERVER_PID" 2>/dev/null || break
     sleep 0.1
