@@ -1,6 +1,7 @@
 #include "chat/hub.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "common/metrics.h"
 
@@ -54,10 +55,21 @@ const std::vector<ClientSession*>& Hub::resolve(const BusEvent& event) {
 
 void Hub::dispatch(const BusEvent& event) {
   if (!event.recipients) return;
+  const auto& sessions = resolve(event);
+  if (sessions.empty()) return;
+  // Several local recipients: this loop's own copy of the frame. Every
+  // queued frame holds a reference, and two loops counting references on one
+  // shared control block would bounce its cache line between cores.
+  std::optional<BusEvent> local;
+  if (sessions.size() > 1 && event.frame) {
+    local.emplace(event);
+    local->frame = std::make_shared<const Frame>(*event.frame);
+  }
+  const BusEvent& e = local ? *local : event;
   uint64_t delivered = 0;
-  for (ClientSession* s : resolve(event)) {
-    if (!event.exclude_session.empty() && s->session_id() == event.exclude_session) continue;
-    s->deliver(event);
+  for (ClientSession* s : sessions) {
+    if (!e.exclude_session.empty() && s->session_id() == e.exclude_session) continue;
+    s->deliver(e);
     ++delivered;
   }
   if (delivered) {
@@ -90,18 +102,7 @@ void Fanout::operator()(const BusEventPtr& event) const {
         batch.swap(inbox->events);
         inbox->posted = false;
       }
-      for (const auto& e : batch) {
-        if (!e->frame) {
-          inbox->hub->dispatch(*e);
-          continue;
-        }
-        // This loop's own copy of the frame: every queued frame holds a
-        // reference, and two loops counting references on one shared
-        // control block would bounce its cache line between cores.
-        BusEvent local = *e;
-        local.frame = std::make_shared<const Frame>(*e->frame);
-        inbox->hub->dispatch(local);
-      }
+      for (const auto& e : batch) inbox->hub->dispatch(*e);
     });
   }
 }
