@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <future>
-#include <mutex>
 
 #include "common/clock.h"
 #include "common/ids.h"
@@ -31,6 +30,7 @@ ChatService::ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifi
       bus_(bus),
       config_(config),
       identity_(store, std::move(jwt), config),
+      members_(store),
       presence_(config.limits.max_connections_per_user, std::chrono::seconds(config.limits.presence_grace_seconds)) {}
 
 Result<User> ChatService::user(const std::string& user_id) {
@@ -45,26 +45,13 @@ std::vector<User> ChatService::search_users(const std::string& query, int limit)
 // ---------------------------------------------------------------- threads
 
 std::shared_ptr<const ThreadMembers> ChatService::members(const std::string& thread_id) {
-  {
-    std::shared_lock lock(members_mu_);
-    auto it = members_.find(thread_id);
-    if (it != members_.end()) return it->second;
-  }
-  auto loaded = store_.thread_members(thread_id);
-  if (!loaded) return nullptr;
-  auto ptr = std::make_shared<const ThreadMembers>(std::move(*loaded));
-  std::unique_lock lock(members_mu_);
-  members_[thread_id] = ptr;
-  return ptr;
+  return members_.get(thread_id);
 }
 
-void ChatService::forget_members(const std::string& thread_id) {
-  std::unique_lock lock(members_mu_);
-  members_.erase(thread_id);
-}
+void ChatService::forget_members(const std::string& thread_id) { members_.forget(thread_id); }
 
 bool ChatService::is_member(const ThreadMembers& m, const std::string& user_id) const {
-  return std::find(m.user_ids.begin(), m.user_ids.end(), user_id) != m.user_ids.end();
+  return MemberCache::contains(m, user_id);
 }
 
 Result<std::shared_ptr<const ThreadMembers>> ChatService::require_member(const std::string& user_id,

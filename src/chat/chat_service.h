@@ -13,14 +13,13 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "auth/identity.h"
 #include "auth/jwt.h"
 #include "bus/bus.h"
+#include "chat/member_cache.h"
 #include "chat/presence.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -145,10 +144,8 @@ class ChatService {
   Bus& bus_;
   const Config& config_;
   Identity identity_;
+  MemberCache members_;
   Presence presence_;
-
-  std::shared_mutex members_mu_;
-  std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members_;
 };
 
 }  // namespace parley
