@@ -252,8 +252,7 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
   AppendRequest append{req.thread_id, req.sender_id, std::move(req.content), std::move(req.message_type),
                        std::move(req.client_msg_id)};
   std::string origin = std::move(req.origin_session);
-  auto recipients = std::shared_ptr<const std::vector<std::string>>(members, &members->user_ids);
-  store_.append(std::move(append), [this, origin = std::move(origin), recipients = std::move(recipients),
+  store_.append(std::move(append), [this, origin = std::move(origin), members = std::move(members),
                                     done = std::move(done)](Result<AppendResult> r) {
     if (!r) return done(r.error());
     SendOutcome out;
@@ -262,14 +261,8 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.message_json = json::serialize(message_json(out.message));
     if (!out.duplicate) {
       Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
-      auto ev = std::make_shared<BusEvent>();
-      ev->thread_id = out.message.thread_id;
-      ev->recipients = recipients;
-      ev->shared_recipients = true;
-      ev->frame = std::make_shared<const Frame>(encode_data_frame("new_message", out.message_json));
-      ev->exclude_session = origin;
-      ev->seq = out.message.seq;
-      bus_.publish(std::move(ev));
+      publish(out.message.thread_id, Audience::members(members), encode_data_frame("new_message", out.message_json),
+              origin, out.message.seq);
     }
     done(std::move(out));
   });
@@ -309,14 +302,9 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   if (!m) return m.error();
   auto seq = store_.mark_read(thread_id, user_id, up_to_seq);
   if (!seq) return seq;
-  auto ev = std::make_shared<BusEvent>();
-  ev->thread_id = thread_id;
-  ev->recipients = std::shared_ptr<const std::vector<std::string>>(*m, &(*m)->user_ids);
-  ev->shared_recipients = true;
-  ev->frame = std::make_shared<const Frame>(
-      encode_frame("read_receipt", json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}));
-  ev->exclude_session = origin_session;
-  bus_.publish(std::move(ev));
+  publish(thread_id, Audience::members(*m),
+          encode_frame("read_receipt", json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}),
+          origin_session);
   return seq;
 }
 
@@ -324,26 +312,41 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
                           json::object fields, const std::string& origin_session) {
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
-  auto others = std::make_shared<std::vector<std::string>>();
+  std::vector<std::string> others;
   bool anyone_online = false;
   for (const auto& id : (*m)->user_ids) {
     if (id == user_id) continue;
-    others->push_back(id);
+    others.push_back(id);
     anyone_online = anyone_online || presence_.online(id);
   }
   if (type == "call_offer" && !anyone_online)
     return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
   fields["thread_id"] = thread_id;
-  auto ev = std::make_shared<BusEvent>();
-  ev->thread_id = thread_id;
-  ev->recipients = std::move(others);
-  ev->frame = std::make_shared<const Frame>(encode_frame(type, std::move(fields)));
-  ev->exclude_session = origin_session;
-  bus_.publish(std::move(ev));
+  publish(thread_id, Audience::users(std::move(others)), encode_frame(type, std::move(fields)), origin_session);
   return Ok{};
 }
 
 // ---------------------------------------------------------------- receipts and presence
+
+ChatService::Audience ChatService::Audience::members(const std::shared_ptr<const ThreadMembers>& m) {
+  return {std::shared_ptr<const std::vector<std::string>>(m, &m->user_ids), true};
+}
+
+ChatService::Audience ChatService::Audience::users(std::vector<std::string> user_ids) {
+  return {std::make_shared<const std::vector<std::string>>(std::move(user_ids)), false};
+}
+
+void ChatService::publish(std::string thread_id, Audience to, std::string frame, std::string exclude_session,
+                          int64_t seq) {
+  auto ev = std::make_shared<BusEvent>();
+  ev->thread_id = std::move(thread_id);
+  ev->recipients = std::move(to.user_ids);
+  ev->shared_recipients = to.shared;
+  ev->frame = std::make_shared<const Frame>(std::move(frame));
+  ev->exclude_session = std::move(exclude_session);
+  ev->seq = seq;
+  bus_.publish(std::move(ev));
+}
 
 Status ChatService::acknowledge_delivery(const std::string& user_id, const std::string& message_id) {
   auto msg = store_.message(message_id);
@@ -354,13 +357,11 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
   if (!before) return before.error();
-  auto ev = std::make_shared<BusEvent>();
-  ev->thread_id = msg->thread_id;
-  ev->recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{msg->sender_id});
-  ev->frame = std::make_shared<const Frame>(encode_frame(
-      "message_delivered",
-      json::object{{"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
-  bus_.publish(std::move(ev));
+  publish(msg->thread_id, Audience::users({msg->sender_id}),
+          encode_frame("message_delivered", json::object{{"message_id", msg->id},
+                                                         {"thread_id", msg->thread_id},
+                                                         {"user_id", user_id},
+                                                         {"seq", msg->seq}}));
   return Ok{};
 }
 
@@ -369,11 +370,9 @@ void ChatService::announce_presence(const std::string& user_id, bool online) {
   if (!online) store_.set_last_seen(user_id, seen);
   auto contacts = store_.contacts(user_id);
   if (contacts.empty()) return;
-  auto ev = std::make_shared<BusEvent>();
-  ev->recipients = std::make_shared<const std::vector<std::string>>(std::move(contacts));
-  ev->frame = std::make_shared<const Frame>(encode_frame(
-      "presence", json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
-  bus_.publish(std::move(ev));
+  publish("", Audience::users(std::move(contacts)),
+          encode_frame("presence",
+                       json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
   spdlog::debug("event=presence user_id={} online={}", user_id, online);
 }
 

@@ -137,6 +137,18 @@ class ChatService {
   std::optional<Error> validate_content(const std::string& content, const std::string& message_type) const;
   void store_and_publish(SendRequest request, std::shared_ptr<const ThreadMembers> members, SendCallback done);
   void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);
+  // Who an event goes to: a thread's cached member list (shared, never
+  // copied per event: each loop may cache whom it resolves to) or a one-off list.
+  struct Audience {
+    std::shared_ptr<const std::vector<std::string>> user_ids;
+    bool shared = false;
+    static Audience members(const std::shared_ptr<const ThreadMembers>& members);
+    static Audience users(std::vector<std::string> user_ids);
+  };
+  // Every event the chat service emits goes through here: `frame` to every
+  // connection of `to` except `exclude_session`; seq > 0 marks a new_message.
+  void publish(std::string thread_id, Audience to, std::string frame, std::string exclude_session = {},
+               int64_t seq = 0);
   // Fills the sender-relative status of each message and who is online.
   void annotate(Thread& thread, std::vector<Message*> messages) const;
 
