@@ -3,12 +3,12 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include <future>
 #include <vector>
 
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
+#include "common/wait.h"
 #include "protocol/client_frame.h"
 #include "protocol/encode.h"
 
@@ -79,7 +79,10 @@ HttpResponse success(int status, json::value data, json::object extra = {}) {
 
 HttpResponse failure(const Error& e) {
   Metrics::get().count_error(e.code);
-  return json_response(http_status(e.kind), json::object{{"status", "error"}, {"code", e.code}, {"message", e.message}});
+  HttpResponse r;
+  r.status = http_status(e.kind);
+  r.body = encode_error_body(e);
+  return r;
 }
 
 json::object auth_json(const AuthResult& a) {
@@ -295,7 +298,7 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   // Everything under /api/chat/threads/:id needs a well-formed id; a malformed
   // one gets the same answer as a thread the caller is not in.
   if (parts.size() >= 4 && parts[0] == "api" && parts[1] == "chat" && parts[2] == "threads" && !is_uuid(parts[3]))
-    return failure(forbidden("thread not found or you are not a participant"));
+    return failure(thread_not_found_or_forbidden());
   const std::string tid = parts.size() >= 4 ? normalize_uuid(parts[3]) : "";
 
   if (route("GET", {"api", "chat", "threads", "*"})) {
@@ -348,10 +351,7 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     s.client_msg_id = b.str("client_msg_id", false);
     if (b.error()) return failure(*b.error());
     if (s.client_msg_id.size() > 128) return failure(bad_input("invalid_field", "client_msg_id is too long"));
-    std::promise<Result<SendOutcome>> p;
-    auto f = p.get_future();
-    chat_.send(std::move(s), [&p](Result<SendOutcome> r) { p.set_value(std::move(r)); });
-    auto r = f.get();
+    auto r = wait_for_callback<Result<SendOutcome>>([&](SendCallback done) { chat_.send(std::move(s), std::move(done)); });
     if (!r) return failure(r.error());
     return success(r->duplicate ? 200 : 201, json::parse(r->message_json));
   }
@@ -380,7 +380,7 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     return success(200, json::object{{"unread_count", total}, {"threads", std::move(arr)}});
   }
   if (route("POST", {"api", "chat", "mark-read", "*"})) {
-    if (!is_uuid(parts[3])) return failure(forbidden("thread not found or you are not a participant"));
+    if (!is_uuid(parts[3])) return failure(thread_not_found_or_forbidden());
     std::string thread_id = normalize_uuid(parts[3]);
     int64_t up_to = 0;
     if (auto it = req.query.find("up_to_seq"); it != req.query.end()) {

@@ -104,4 +104,8 @@ std::string encode_error(const Error& e, const json::value& request_id) {
   return encode_frame("error", json::object{{"code", e.code}, {"message", e.message}}, request_id);
 }
 
+std::string encode_error_body(const Error& e) {
+  return json::serialize(json::object{{"status", "error"}, {"code", e.code}, {"message", e.message}});
+}
+
 }  // namespace parley

@@ -28,5 +28,7 @@ std::string encode_frame(std::string_view type, boost::json::object fields,
 std::string encode_data_frame(std::string_view type, std::string_view data_json,
                               const boost::json::value& request_id = nullptr);
 std::string encode_error(const Error& error, const boost::json::value& request_id = nullptr);
+// The HTTP error body of CONTRACT section 2: {"status":"error","code":…,"message":…}.
+std::string encode_error_body(const Error& error);
 
 }  // namespace parley

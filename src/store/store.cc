@@ -1,16 +1,12 @@
 #include "store/store.h"
 
-#include <future>
-#include <memory>
+#include "common/wait.h"
 
 namespace parley {
 
 Result<AppendResult> Store::append_and_wait(AppendRequest request) {
-  // Shared: the callback may still be inside set_value() when get() returns.
-  auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
-  auto future = promise->get_future();
-  append(std::move(request), [promise](Result<AppendResult> r) { promise->set_value(std::move(r)); });
-  return future.get();
+  return wait_for_callback<Result<AppendResult>>(
+      [&](AppendCallback done) { append(std::move(request), std::move(done)); });
 }
 
 }  // namespace parley
