@@ -21,6 +21,7 @@
 #include "common/thread_pool.h"
 #include "net/server.h"
 #include "protocol/encode.h"
+#include "store/data_dir_lock.h"
 #include "store/store.h"
 
 namespace parley {
@@ -147,6 +148,9 @@ void add_serve_options(CLI::App& cmd, Config& c) {
 
 int serve(Config& config) {
   spdlog::info("event=starting version={} data_dir={}", PARLEY_VERSION, config.data_dir);
+  // Held until serve returns: one server per data dir (see data_dir_lock.h).
+  auto lock = DataDirLock::acquire(config.data_dir);
+  if (!lock) return fail(lock.error());
   auto core = open_core(config);
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));

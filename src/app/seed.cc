@@ -15,6 +15,7 @@
 
 #include "auth/jwt.h"
 #include "common/clock.h"
+#include "store/data_dir_lock.h"
 #include "store/store.h"
 
 namespace parley {
@@ -158,6 +159,12 @@ int run_seed(const Config& config, const SeedOptions& options) {
     return 2;
   }
   const auto started = std::chrono::steady_clock::now();
+  // Seeding writes threads and messages: never beside a server on this data dir.
+  auto lock = DataDirLock::acquire(config.data_dir);
+  if (!lock) {
+    std::cerr << "parley seed: " << lock.error().code << ": " << lock.error().message << "\n";
+    return 1;
+  }
   auto store = open_sqlite_store(StoreOptions{config.data_dir, config.fsync_commits});
   if (!store) {
     std::cerr << "parley seed: " << store.error().code << ": " << store.error().message << "\n";
