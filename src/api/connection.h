@@ -63,6 +63,12 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);
   void on_typing(ClientFrame frame);
+  void typing_relayed(const ClientFrame& frame, const Status& outcome);
+  // Relays typing or call signalling without blocking the loop: inline when the
+  // thread's members are cached, else from a worker. `then` (may be empty) runs
+  // on the loop with the outcome.
+  void relay(const std::string& thread_id, std::string type, boost::json::object fields,
+             std::function<void(const Status&)> then);
   void stop_typing(const std::string& thread_id);
   void on_delivered(ClientFrame frame);
   bool take_token();
@@ -71,7 +77,7 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void send(FramePtr frame);
   void send_error(const Error& error, const boost::json::value& request_id);
   void close(uint16_t code, std::string reason);
-  // Runs fn(self) on a worker, then its result on the loop.
+  // Runs `work` on a worker, then the function it returns on this connection's loop.
   void off_loop(std::function<std::function<void()>()> work);
 
   ConnectionContext ctx_;

@@ -415,6 +415,14 @@ int SqliteStore::wal_frames() const { return checkpointer_ ? checkpointer_->wal_
 
 // ---------------------------------------------------------------- writer
 
+void SqliteStore::run_inside_write_for_test(std::function<void()> inside) {
+  enqueue(WriteOp{[inside = std::move(inside)] {
+                    inside();
+                    return true;
+                  },
+                  [](const Error*) {}});
+}
+
 void SqliteStore::enqueue(WriteOp op) {
   {
     std::lock_guard lock(queue_mu_);

@@ -68,6 +68,9 @@ class SqliteStore final : public Store {
   uint64_t commit_count() const { return commits_.load(std::memory_order_relaxed); }
   // Frames in the WAL as of the last commit; tests use it to see the WAL restart.
   int wal_frames() const;
+  // Tests: queues a write whose body runs `inside` on the writer thread, inside
+  // the batch transaction, so a test can hold the writer mid-commit.
+  void run_inside_write_for_test(std::function<void()> inside);
 
  private:
   // A queued write. apply() runs inside the batch transaction (in its own
@@ -81,7 +84,9 @@ class SqliteStore final : public Store {
   SqliteStore(StoreOptions options, std::string path, std::unique_ptr<SqliteConn> writer,
               std::unique_ptr<SqliteCheckpointer> checkpointer, Micros last_created_at);
 
-  // --- writer side (writer thread only) ---
+  // --- the write path: submit/enqueue from any thread; writer_loop, run_batch,
+  // run_in_savepoint and forget_caches on the writer thread; completion_loop
+  // (which runs every callback) on the completion thread ---
   template <typename T>
   void submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done);
   template <typename T>
