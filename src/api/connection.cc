@@ -121,7 +121,13 @@ void Connection::on_text(std::string_view text) {
     if (++strikes_ >= ctx_.chat.config().limits.flood_strikes) return close(kClosePolicy, "rate limit exceeded");
     return send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}, parsed.frame.request_id);
   }
-  if (parsed.error) return send_error(*parsed.error, parsed.frame.request_id);
+  if (parsed.error) {
+    send_error(*parsed.error, parsed.frame.request_id);
+    // A bad `auth` frame (no token, not a string, too long) ends the connection
+    // like a bad token does (CONTRACT section 4).
+    if (parsed.frame.type == ClientType::kAuth) close(kCloseUnauthorized, "bad auth frame");
+    return;
+  }
   if (!authed_ && parsed.frame.type != ClientType::kAuth)
     return send_error({ErrorKind::kUnauthorized, "not_authenticated", "send an `auth` frame first"},
                       parsed.frame.request_id);

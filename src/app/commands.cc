@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -144,6 +145,14 @@ void add_serve_options(CLI::App& cmd, Config& c) {
                  "Failed logins per client address per window before 429")
       ->envname("PARLEY_LOGIN_FAILURES_PER_ADDRESS")
       ->capture_default_str();
+  cmd.add_option("--registration", c.registration, "open: anyone may POST /api/auth/register; closed: only `parley user add`")
+      ->envname("PARLEY_REGISTRATION")
+      ->check(CLI::IsMember({"open", "closed"}))
+      ->capture_default_str();
+  cmd.add_option("--registrations-per-address", l.registrations_per_address,
+                 "Registrations per client address per 10 minutes before 429")
+      ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")
+      ->capture_default_str();
 }
 
 int serve(Config& config) {
@@ -151,6 +160,8 @@ int serve(Config& config) {
   // Held until serve returns: one server per data dir (see data_dir_lock.h).
   auto lock = DataDirLock::acquire(config.data_dir);
   if (!lock) return fail(lock.error());
+  // A file-size limit (or a full disk) must fail writes, which the store reports, not kill the server.
+  std::signal(SIGXFSZ, SIG_IGN);
   auto core = open_core(config);
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));

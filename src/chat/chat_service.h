@@ -58,7 +58,9 @@ class ChatService {
 
   // --- identity (blocking): see auth/identity.h; forwarded for the transports ---
   Identity& identity() { return identity_; }
-  Result<AuthResult> register_user(const RegisterRequest& request) { return identity_.register_user(request); }
+  Result<AuthResult> register_user(const RegisterRequest& request, const std::string& address = "") {
+    return identity_.register_user(request, address);
+  }
   Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address) {
     return identity_.login(login, password, address);
   }

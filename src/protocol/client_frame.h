@@ -54,7 +54,7 @@ struct ParsedFrame {
 
 ParsedFrame parse_client_frame(std::string_view text);
 
-// Parses a JSON object (REST bodies); errors invalid_json / invalid_utf8.
-Result<boost::json::object> parse_json_object(std::string_view text);
+// Parses a JSON object; errors invalid_json ("<what> is not valid JSON: …") / invalid_utf8.
+Result<boost::json::object> parse_json_object(std::string_view text, std::string_view what = "body");
 
 }  // namespace parley

@@ -214,7 +214,11 @@ class ReadTxn {
 Error storage_error(SqliteConn& c, int rc, std::string_view op) {
   spdlog::error("event=store_error op={} code={} error=\"{}\"", op, rc, c.errmsg());
   if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
-  return internal_error("storage error");
+  // A bug in a statement is ours; anything else (disk full, I/O, read-only
+  // files, busy past the timeout) is the storage failing.
+  if ((rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_MISUSE || (rc & 0xff) == SQLITE_RANGE)
+    return internal_error("storage error");
+  return {ErrorKind::kUnavailable, "storage_unavailable", "storage is unavailable; nothing was stored"};
 }
 
 void log_read_error(SqliteConn& c, const SqliteStmt& st, std::string_view op) {
@@ -411,6 +415,11 @@ void SqliteStore::close() {
 
 std::string SqliteStore::describe() const { return "sqlite:" + path_; }
 
+Store::WriteState SqliteStore::write_state() const {
+  std::lock_guard lock(write_state_mu_);
+  return write_state_;
+}
+
 int SqliteStore::wal_frames() const { return checkpointer_ ? checkpointer_->wal_frames() : 0; }
 
 // ---------------------------------------------------------------- writer
@@ -513,7 +522,11 @@ void SqliteStore::run_batch(std::vector<WriteOp>& batch) {
   } else {
     spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), error);
     forget_caches();  // they may hold values of the rolled-back batch
-    failure = internal_error("storage commit failed");
+    failure = Error{ErrorKind::kUnavailable, "storage_unavailable", "storage is unavailable; nothing was stored"};
+  }
+  {
+    std::lock_guard lock(write_state_mu_);
+    write_state_ = ok ? WriteState{} : WriteState{false, "last commit failed: " + error};
   }
   // The callbacks run on the completion thread, so the writer can start the
   // next transaction while they encode and publish this one's results.

@@ -62,6 +62,7 @@ class SqliteStore final : public Store {
   Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
   std::string describe() const override;
+  WriteState write_state() const override;
   void close() override;
 
   // Group commits made so far; tests use it to check that writes share commits.
@@ -138,6 +139,8 @@ class SqliteStore final : public Store {
 
   std::once_flag close_once_;
   std::atomic<uint64_t> commits_{0};
+  mutable std::mutex write_state_mu_;
+  WriteState write_state_;  // the last commit's outcome
 
   // Writer-thread caches; dropped whenever a batch rolls back.
   std::unordered_map<std::string, int64_t> last_seq_;
