@@ -307,14 +307,68 @@ describe('parley-cli', () => {
     }
   });
 
-  it('listen exits 0 on SIGINT and on SIGTERM', async () => {
-    for (const signal of ['SIGINT', 'SIGTERM']) {
+  it('listen exits 0 on SIGINT, SIGTERM and SIGHUP', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
       const listen = bobListen([]);
       await listen.ready();
       listen.child.kill(signal);
       const r = await listen.result(5000);
       assert.equal(r.code, 0, `${signal}\n${r.proc.describe()}`);
     }
+  });
+
+  // ---- positions survive a crash (kill -9) and a closed terminal (SIGHUP)
+
+  const savedPosition = () => {
+    try { return JSON.parse(fs.readFileSync(bobCfg, 'utf8')).positions?.[bob.id]?.[threadId]; } catch { return undefined; }
+  };
+
+  // Alice sends `n` messages to the thread over REST, back to back; resolves the last seq.
+  const burst = async (n, label) => {
+    let last;
+    for (let i = 1; i <= n; i++) {
+      const res = await server.http('POST', `/api/chat/threads/${threadId}/messages`,
+        { token: alice.token, body: { content: `${label} ${i}`, client_msg_id: newUuid() } });
+      assert.equal(res.status, 201, res.text);
+      last = res.body.data.seq;
+    }
+    return last;
+  };
+
+  // A listen that must print nothing: everything was printed and saved before.
+  const assertNothingRepeated = async (why) => {
+    const again = bobListen(['--timeout', '1.5']);
+    const r = await again.result();
+    assert.equal(r.code, 3, r.proc.describe());
+    assert.deepEqual(newMessages(again.frames).map((m) => m.content), [], `${why}: nothing printed twice`);
+  };
+
+  it('listen saves its position while it runs: after kill -9 a new listen repeats nothing', async () => {
+    const listen = bobListen([]);
+    await listen.ready();
+    const last = await burst(8, 'burst');
+    await listen.waitFor((p) => newMessages(p.frames).some((m) => m.seq === last), 'the burst to be printed');
+    // Saved within the batch interval (200 ms) of the last one printed, with no exit needed.
+    const deadline = Date.now() + 5000;
+    while (savedPosition() !== last && Date.now() < deadline) await sleep(20);
+    assert.equal(savedPosition(), last, `the saved position caught up with the burst\n${listen.describe()}`);
+    listen.child.kill('SIGKILL');
+    const r = await listen.result(5000);
+    assert.equal(r.signal, 'SIGKILL');
+    assert.deepEqual(newMessages(listen.frames).map((m) => m.content), Array.from({ length: 8 }, (_, i) => `burst ${i + 1}`));
+    await assertNothingRepeated('after kill -9');
+  });
+
+  it('listen saves its position on SIGHUP (the terminal closed), at once', async () => {
+    const listen = bobListen([]);
+    await listen.ready();
+    const last = await burst(6, 'hangup');
+    await listen.waitFor((p) => newMessages(p.frames).some((m) => m.seq === last), 'the burst to be printed');
+    listen.child.kill('SIGHUP');  // no waiting for the batch: the exit saves
+    const r = await listen.result(5000);
+    assert.equal(r.code, 0, r.proc.describe());
+    assert.equal(savedPosition(), last, 'saved on SIGHUP');
+    await assertNothingRepeated('after SIGHUP');
   });
 
   it('a server that cannot be reached is exit 2; no login at all is exit 1', async () => {
