@@ -38,7 +38,19 @@ struct Config {
   bool fsync_commits = false;             // true: every group commit survives power loss (synchronous=FULL)
   bool metrics_enabled = true;
   std::vector<std::string> allowed_origins;  // empty = any Origin
+  // The roles a user may have (registration, `parley user add`); a user
+  // registered without one gets kDefaultRole.
+  std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};
   Limits limits;
 };
+
+inline constexpr const char* kDefaultRole = "member";
+
+inline bool known_role(const Config& config, const std::string& role) {
+  for (const std::string& r : config.roles) {
+    if (r == role) return true;
+  }
+  return false;
+}
 
 }  // namespace parley
