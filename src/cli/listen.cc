@@ -193,6 +193,10 @@ awaitable<void> Listener::handle(json::object frame) {
     co_await drain(thread, true);
   } else if (type == "error" && get_string(frame, "request_id").starts_with(kFillPrefix)) {
     co_await on_fill_error(frame);
+  } else if (type == "presence" && !options_.presence) {
+    // Hidden by default: every one-shot command (send, history...) of a
+    // contact opens and closes a connection, which would read as a flood of
+    // "online" / "went offline" lines.
   } else if (type != "pong" && type != "thread_unsubscribed") {
     print_event(frame);
   }
