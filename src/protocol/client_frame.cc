@@ -118,6 +118,12 @@ Result<json::object> parse_json_object(std::string_view text) {
   return std::move(v.as_object());
 }
 
+std::vector<std::string_view> client_frame_types() {
+  std::vector<std::string_view> names;
+  for (const auto& tn : kTypes) names.push_back(tn.name);
+  return names;
+}
+
 ParsedFrame parse_client_frame(std::string_view text) {
   ParsedFrame out;
   auto parsed = parse_json_object(text);
