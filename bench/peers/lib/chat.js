@@ -1,7 +1,7 @@
 // The part of Parley's wire protocol the benchmark peers implement, shared by
 // bench/peers/bun/server.js and bench/peers/node/server.js: HS256 tokens,
 // membership by the seed rule (docs/benchmarks.md), validation of
-// `send_message`, and the message object of CONTRACT.md section 3.
+// `send_message`, and the message object of docs/protocol.md.
 // Everything is in memory: no storage, no history, no idempotent retries.
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 
