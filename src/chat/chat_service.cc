@@ -420,7 +420,10 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
       ev->thread_id = out.message.thread_id;
       ev->recipients = recipients;
       ev->shared_recipients = true;
-      ev->frame = std::make_shared<const Frame>(encode_data_frame("new_message", out.message_json));
+      ev->type = "new_message";
+      ev->payload = out.message_json;
+      ev->payload_is_data = true;
+      ev->message_id = out.message.id;
       ev->exclude_session = origin;
       ev->seq = out.message.seq;
       bus_.publish(std::move(ev));
@@ -467,8 +470,8 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   ev->thread_id = thread_id;
   ev->recipients = std::shared_ptr<const std::vector<std::string>>(*m, &(*m)->user_ids);
   ev->shared_recipients = true;
-  ev->frame = std::make_shared<const Frame>(
-      encode_frame("read_receipt", json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}));
+  ev->type = "read_receipt";
+  ev->payload = json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}});
   ev->exclude_session = origin_session;
   bus_.publish(std::move(ev));
   return seq;
@@ -491,7 +494,8 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = thread_id;
   ev->recipients = std::move(others);
-  ev->frame = std::make_shared<const Frame>(encode_frame(type, std::move(fields)));
+  ev->type = type;
+  ev->payload = json::serialize(fields);
   ev->exclude_session = origin_session;
   bus_.publish(std::move(ev));
   return Ok{};
@@ -511,9 +515,9 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = msg->thread_id;
   ev->recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{msg->sender_id});
-  ev->frame = std::make_shared<const Frame>(encode_frame(
-      "message_delivered",
-      json::object{{"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
+  ev->type = "message_delivered";
+  ev->payload = json::serialize(
+      json::object{{"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}});
   bus_.publish(std::move(ev));
   return Ok{};
 }
@@ -525,8 +529,9 @@ void ChatService::announce_presence(const std::string& user_id, bool online) {
   if (contacts.empty()) return;
   auto ev = std::make_shared<BusEvent>();
   ev->recipients = std::make_shared<const std::vector<std::string>>(std::move(contacts));
-  ev->frame = std::make_shared<const Frame>(encode_frame(
-      "presence", json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
+  ev->type = "presence";
+  ev->payload =
+      json::serialize(json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}});
   bus_.publish(std::move(ev));
   spdlog::debug("event=presence user_id={} online={}", user_id, online);
 }

@@ -165,7 +165,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
     stream_.expires_never();
-    start_ws_session(loop_, stream_.release_socket(), req, std::move(leftover), std::move(user), std::move(token));
+    start_ws_session(loop_, stream_.release_socket(), req, std::move(leftover),
+                     json_connection_factory(loop_, std::move(user), std::move(token)));
   }
 
   void shutdown() {
