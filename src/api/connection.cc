@@ -228,6 +228,15 @@ void Connection::on_subscribe(ClientFrame f) {
   replay_read(std::move(r));
 }
 
+void Connection::catch_up(const std::string& thread_id, int64_t since_seq) {
+  if (closed_ || !authed_) return;
+  ClientFrame f;
+  f.type = ClientType::kSubscribeThread;
+  f.thread_id = thread_id;
+  f.since_seq = since_seq;
+  on_subscribe(std::move(f));
+}
+
 // thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
 void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
   auto self = shared_from_this();

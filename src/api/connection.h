@@ -48,6 +48,10 @@ class Connection final : public ClientSession,
   void on_frame(ClientFrame frame);
   // A client frame that could not be read: an `error` reply (rate-limited too).
   void on_bad_frame(const Error& error, const boost::json::value& request_id);
+  // Sends, as a replay, the thread's messages after since_seq (then
+  // thread_subscribed), as subscribe_thread does; for a client that expects
+  // what it missed without asking (Socket.IO).
+  void catch_up(const std::string& thread_id, int64_t since_seq);
   bool authenticated() const { return authed_; }
   bool closed() const { return closed_; }
 

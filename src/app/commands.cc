@@ -113,6 +113,16 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
+  cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
+      ->envname("PARLEY_SOCKETIO_PATH")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-interval", c.socketio.ping_interval_ms, "Engine.IO ping interval, milliseconds")
+      ->envname("PARLEY_SOCKETIO_PING_INTERVAL")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-timeout", c.socketio.ping_timeout_ms,
+                 "Engine.IO: milliseconds to answer a ping before the session closes")
+      ->envname("PARLEY_SOCKETIO_PING_TIMEOUT")
+      ->capture_default_str();
   cmd.add_flag("!--no-metrics", c.metrics_enabled, "Disable GET /metrics")->envname("PARLEY_NO_METRICS");
   cmd.add_option("--max-frame-bytes", l.max_frame_bytes, "Largest WebSocket frame / HTTP body")
       ->envname("PARLEY_MAX_FRAME_BYTES")
