@@ -202,6 +202,7 @@ int run(const Options& opt) {
   j.kv("ok", ok);
   if (!error.empty()) j.kv("error", error);
   j.begin_object("params");
+  j.kv("protocol", protocol_name(opt.protocol));
   j.kv("users", opt.users);
   j.kv("group_size", opt.group_size);
   j.kv("groups", plan.groups);

@@ -1,6 +1,7 @@
 // One client thread: an epoll loop that owns a share of the connections
 // (user u belongs to worker u % threads), drives them through connect ->
-// upgrade -> connection_established, sends what the scenario asks and checks
+// upgrade -> connection_established (Socket.IO: upgrade -> open packet ->
+// CONNECT -> connection_success), sends what the scenario asks and checks
 // every frame that comes back. Nothing is shared with other workers except
 // the read-only plan, the phase flag and the progress counters.
 #pragma once
@@ -93,6 +94,7 @@ struct Conn {
   bool dirty = false;      // in the flush list
   bool want_out = false;   // EPOLLOUT registered
   bool frag_active = false;
+  uint8_t sio_step = 0;    // Socket.IO, while kAwaitEstablished: 0 open packet due, 1 CONNECT due, 2 connection_success due
   int32_t sender = -1;     // local SenderState index
   int64_t user = 0;
   int64_t group = -1;
@@ -142,9 +144,21 @@ class Worker {
   void send_message(SenderState& s, int64_t send_ns);
   void arm_timer();
   void on_text(Conn& c, std::string_view text, int64_t now);
+  void on_established(Conn& c, int64_t now);
   void on_delivery(Conn& c, std::string_view text, int64_t now);
   void on_ack(Conn& c, std::string_view text, int64_t now);
   void on_error(Conn& c, std::string_view text, int64_t now);
+  // Counts counter's acknowledgement (send_ns: its send time) and sends more.
+  void acknowledged(Conn& c, SenderState& s, int64_t counter, int64_t send_ns, int64_t now);
+  // A send the server refused (never stored): code "rate_limited" backs off.
+  void refused(Conn& c, SenderState& s, bool rate_limited, int64_t now);
+
+  // sio_traffic.cc: the same traffic as Socket.IO packets
+  void on_sio_text(Conn& c, std::string_view text, int64_t now);
+  void on_sio_ack(Conn& c, int64_t ack_id, std::string_view data, int64_t now);
+  void append_sio_send(std::string& f, const Conn& c, const SenderState& s, int64_t counter, int64_t send_ns);
+  // The content value (its opening quote already written) and client_msg_id, to its closing quote.
+  void append_content_fields(std::string& f, const SenderState& s, int64_t counter, int64_t send_ns);
   bool in_window(int64_t t) const { return t >= window_start_ && t < window_end_; }
 
   const int index_;
