@@ -4,7 +4,9 @@
 # (socketio: the same runs with parley-bench --protocol socketio, against
 # Parley's Engine.IO/Socket.IO endpoint; a wrong secret is a CONNECT_ERROR.)
 # Starts parley on port 0 with a temporary data dir seeded by `parley seed`
-# (60 users, groups of 10), runs parley-bench fanout and dm for 2 s each and
+# (120 users, groups of 10), runs parley-bench fanout (users 0-59) and dm
+# (users 60-119: threads without history, so Socket.IO's catch-up on connect
+# replays nothing of the fanout run into them) for 2 s each and
 # requires exit 0 with "missing":0 and "duplicates":0; also checks that a bad
 # secret fails the run and that a non-loopback --host is refused. Kills the
 # server (by its PID) on the way out.
@@ -35,11 +37,11 @@ fail() {
   exit 1
 }
 
-"$PARLEY" seed --data-dir "$TMP/data" --users 60 --group-size 10 --log-level warn >"$TMP/seed.json" 2>"$TMP/seed.log" \
+"$PARLEY" seed --data-dir "$TMP/data" --users 120 --group-size 10 --log-level warn >"$TMP/seed.json" 2>"$TMP/seed.log" \
   || fail "parley seed"
-grep -q '"users_created":60' "$TMP/seed.json" || fail "seed summary: $(cat "$TMP/seed.json")"
+grep -q '"users_created":120' "$TMP/seed.json" || fail "seed summary: $(cat "$TMP/seed.json")"
 # Seeding again is a no-op.
-"$PARLEY" seed --data-dir "$TMP/data" --users 60 --group-size 10 --log-level warn 2>/dev/null | grep -q '"users_existing":60' \
+"$PARLEY" seed --data-dir "$TMP/data" --users 120 --group-size 10 --log-level warn 2>/dev/null | grep -q '"users_existing":120' \
   || fail "second seed was not idempotent"
 
 "$PARLEY" serve --port 0 --bind 127.0.0.1 --data-dir "$TMP/data" --jwt-secret "$SECRET" >"$TMP/server.log" 2>&1 &
@@ -70,7 +72,7 @@ rc=0
 timeout 60 "$BENCH" fanout "${COMMON[@]}" --senders 6 >"$TMP/fanout.json" 2>"$TMP/fanout.err" || rc=$?
 check_run fanout "$TMP/fanout.json" "$rc"
 rc=0
-timeout 60 "$BENCH" dm "${COMMON[@]}" >"$TMP/dm.json" 2>"$TMP/dm.err" || rc=$?
+timeout 60 "$BENCH" dm "${COMMON[@]}" --user-offset 60 >"$TMP/dm.json" 2>"$TMP/dm.err" || rc=$?
 check_run dm "$TMP/dm.json" "$rc"
 
 # A wrong secret: every upgrade (Socket.IO: every CONNECT) is refused, the run

@@ -64,6 +64,7 @@ void Totals::merge(const Totals& o) {
   bad_frames += o.bad_frames;
   other_frames += o.other_frames;
   late_sends += o.late_sends;
+  replayed += o.replayed;
   for (const auto& [k, v] : o.errors) errors[k] += v;
   for (const auto& s : o.failure_samples)
     if (failure_samples.size() < 8) failure_samples.push_back(s);

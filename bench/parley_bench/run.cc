@@ -100,6 +100,7 @@ int run(const Options& opt) {
   shared.opt = &opt;
   shared.plan = &plan;
   shared.run_nonce = std::random_device{}() ^ (static_cast<uint64_t>(mono_ns()) << 16);
+  shared.run_start_ns = mono_ns();
   const double budget_s = opt.connect_timeout_s + opt.warmup_s + opt.duration_s + opt.drain_timeout_s + 30;
   shared.hard_deadline_ns = mono_ns() + static_cast<int64_t>(budget_s * 1e9);
 
@@ -284,6 +285,7 @@ int run(const Options& opt) {
   j.kv("rate_limited", tot.rate_limited);
   j.kv("cap_waits", tot.cap_waits);
   j.kv("deliveries_total", tot.deliveries);
+  j.kv("replayed", tot.replayed);
   j.kv("other_frames", tot.other_frames);
   j.kv("bad_frames", tot.bad_frames);
   j.kv("connect_failures", tot.connect_failures);

@@ -205,11 +205,20 @@ void Worker::on_established(Conn& c, int64_t now) {
 }
 
 void Worker::on_delivery(Conn& c, std::string_view text, int64_t now) {
-  ++totals_.deliveries;
-  if (in_window(now)) ++totals_.deliveries_in_window;
   std::string_view content;
   int64_t v[3];
-  if (!json_str(text, "\"content\":", content) || colon_ints(content, v, 3) != 3) {
+  const bool parsed = json_str(text, "\"content\":", content) && colon_ints(content, v, 3) == 3;
+  // Sent before this run started (send times are CLOCK_MONOTONIC, one
+  // machine): history the server replays, e.g. Socket.IO's catch-up on
+  // connect after an earlier run on the same store. Neither a delivery of
+  // this run nor a failure.
+  if (parsed && v[2] < shared_.run_start_ns) {
+    ++totals_.replayed;
+    return;
+  }
+  ++totals_.deliveries;
+  if (in_window(now)) ++totals_.deliveries_in_window;
+  if (!parsed) {
     ++totals_.bad_frames;
     return;
   }

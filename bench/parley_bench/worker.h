@@ -32,6 +32,7 @@ struct Shared {
   std::atomic<int64_t> window_end_ns{0};    // measuring and sending stop
   int64_t hard_deadline_ns = 0;             // every worker stops by then, whatever happens
   uint64_t run_nonce = 0;                   // makes client_msg_id unique per run
+  int64_t run_start_ns = 0;                 // messages stamped before this are history, not this run's
 };
 
 // Live counters of one worker, published every loop turn for progress lines
@@ -58,6 +59,7 @@ struct Totals {
   int64_t duplicates = 0, out_of_order = 0, misrouted = 0, seq_violations = 0;
   int64_t duplicate_acks = 0, rejected = 0, rate_limited = 0, cap_waits = 0;
   int64_t bad_frames = 0, other_frames = 0, late_sends = 0;
+  int64_t replayed = 0;  // new_message of an earlier run (Socket.IO's catch-up on connect): not counted
   std::map<std::string, int64_t> errors;  // error frames by code
   std::vector<std::string> failure_samples;
   Histogram delivery;  // scheduled send -> new_message, messages sent in the window
