@@ -66,6 +66,11 @@ void Totals::merge(const Totals& o) {
   late_sends += o.late_sends;
   replayed += o.replayed;
   for (const auto& [k, v] : o.errors) errors[k] += v;
+  for (const auto& [k, v] : o.other_types) {
+    auto it = std::find_if(other_types.begin(), other_types.end(), [&](const auto& e) { return e.first == k; });
+    if (it == other_types.end()) other_types.emplace_back(k, v);
+    else it->second += v;
+  }
   for (const auto& s : o.failure_samples)
     if (failure_samples.size() < 8) failure_samples.push_back(s);
   delivery.merge(o.delivery);

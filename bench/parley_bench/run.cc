@@ -293,6 +293,9 @@ int run(const Options& opt) {
   j.begin_object("errors");
   for (const auto& [code, n] : tot.errors) j.kv(code, n);
   j.end_object();
+  j.begin_object("other_types");
+  for (const auto& [type, n] : tot.other_types) j.kv(type, n);
+  j.end_object();
   j.kv("elapsed_seconds", static_cast<double>(t_end - t_begin) / 1e9);
   j.end_object();
 

@@ -112,7 +112,7 @@ void Worker::on_sio_text(Conn& c, std::string_view text, int64_t now) {
     return;
   }
   // message_sent (the sender's copy beside the ack), presence, test_message, ...
-  ++totals_.other_frames;
+  count_other(name);
 }
 
 void Worker::on_sio_ack(Conn& c, int64_t ack_id, std::string_view data, int64_t now) {

@@ -193,7 +193,18 @@ void Worker::on_text(Conn& c, std::string_view text, int64_t now) {
     return on_established(c, now);
   }
   if (type == "error") return on_error(c, text, now);
-  ++totals_.other_frames;  // presence, pong, ...: not part of any scenario's check
+  count_other(type);  // presence, pong, ...: not part of any scenario's check
+}
+
+void Worker::count_other(std::string_view type) {
+  ++totals_.other_frames;
+  // A handful of distinct types per run: a linear search beats a map here.
+  for (auto& [k, v] : totals_.other_types)
+    if (k == type) {
+      ++v;
+      return;
+    }
+  if (totals_.other_types.size() < 32) totals_.other_types.emplace_back(std::string(type.substr(0, 40)), 1);
 }
 
 void Worker::on_established(Conn& c, int64_t now) {

@@ -61,6 +61,7 @@ struct Totals {
   int64_t bad_frames = 0, other_frames = 0, late_sends = 0;
   int64_t replayed = 0;  // new_message of an earlier run (Socket.IO's catch-up on connect): not counted
   std::map<std::string, int64_t> errors;  // error frames by code
+  std::vector<std::pair<std::string, int64_t>> other_types;  // other_frames by type / event name (few)
   std::vector<std::string> failure_samples;
   Histogram delivery;  // scheduled send -> new_message, messages sent in the window
   Histogram ack;       // scheduled send -> message_sent, messages sent in the window
@@ -146,6 +147,7 @@ class Worker {
   void send_message(SenderState& s, int64_t send_ns);
   void arm_timer();
   void on_text(Conn& c, std::string_view text, int64_t now);
+  void count_other(std::string_view type);  // ++other_frames, by type
   void on_established(Conn& c, int64_t now);
   void on_delivery(Conn& c, std::string_view text, int64_t now);
   void on_ack(Conn& c, std::string_view text, int64_t now);
