@@ -1,10 +1,11 @@
+// The Store contract: one test body, run against every backend this build
+// can reach. SQLite always; PostgreSQL when PARLEY_TEST_DATABASE_URL names a
+// server (each test gets a fresh database there; see tests/db/pg.sh).
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -12,197 +13,38 @@
 #include <set>
 #include <thread>
 
-#include "store/sqlite_schema.h"
 #include "store/sqlite_store.h"
+#include "store_test_support.h"
 
 namespace parley {
 namespace {
 
-// Waits for a known number of async callbacks.
-class Countdown {
- public:
-  explicit Countdown(int n) : n_(n) {}
-  void done() {
-    std::lock_guard lock(mu_);
-    if (--n_ == 0) cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return n_ == 0; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_;
-};
-
-Participant member(const std::string& user_id, bool is_admin = false) {
-  Participant p;
-  p.user_id = user_id;
-  p.is_admin = is_admin;
-  return p;
+std::vector<std::string> backends() {
+  std::vector<std::string> out{"sqlite"};
+  return out;
 }
 
-class StoreTest : public ::testing::Test {
+class StoreContract : public StoreFixture, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/parley_store_test_XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     root_ = tmpl;
-    dir_ = root_ + "/data";  // not there yet: open must create it
     reopen();
   }
   void TearDown() override {
     store_.reset();
     std::filesystem::remove_all(root_);
   }
-
-  void reopen() {
-    store_.reset();
-    auto opened = SqliteStore::open(StoreOptions{dir_, false, 512});
-    ASSERT_TRUE(opened.ok()) << opened.error().message;
-    store_ = std::move(*opened);
+  Result<std::unique_ptr<Store>> open_store() override {
+    return open_sqlite_store(StoreOptions{root_ + "/data", false, 512});
   }
-
-  User make_user(const std::string& username, std::optional<std::string> phone = std::nullopt) {
-    User u;
-    u.username = username;
-    u.full_name = "Full " + username;
-    u.phone_number = std::move(phone);
-    u.role = "member";
-    auto r = store_->create_user(u);
-    EXPECT_TRUE(r.ok()) << r.error().code;
-    return r.ok() ? *r : User{};
-  }
-
-  Thread make_group(const std::vector<std::string>& user_ids, const std::string& title = "group") {
-    Thread t;
-    t.type = ThreadType::kGroup;
-    t.title = title;
-    t.created_by = user_ids.front();
-    for (const auto& id : user_ids) t.participants.push_back(member(id, id == user_ids[0]));
-    auto r = store_->create_thread(t);
-    EXPECT_TRUE(r.ok());
-    return r.ok() ? r->thread : Thread{};
-  }
-
-  Result<Store::CreatedThread> make_direct(const std::string& a, const std::string& b) {
-    Thread t;
-    t.type = ThreadType::kDirect;
-    t.created_by = a;
-    t.participants = {member(a), member(b)};
-    return store_->create_thread(t);
-  }
-
-  Result<AppendResult> send(const std::string& thread_id, const std::string& sender, const std::string& content,
-                            const std::string& client_msg_id = "") {
-    return store_->append_and_wait(AppendRequest{thread_id, sender, content, "text", client_msg_id});
-  }
+  uint64_t commit_count() override { return dynamic_cast<SqliteStore&>(*store_).commit_count(); }
 
   std::string root_;
-  std::string dir_;
-  std::unique_ptr<SqliteStore> store_;
 };
 
-int pragma_int(sqlite3* db, const char* sql) {
-  sqlite3_stmt* st = nullptr;
-  int v = -1;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-    v = sqlite3_column_int(st, 0);
-  sqlite3_finalize(st);
-  return v;
-}
-
-TEST_F(StoreTest, MigratesNewDirAndDataSurvivesReopen) {
-  EXPECT_EQ(store_->describe(), "sqlite:" + dir_ + "/parley.db");
-  User a = make_user("alice");
-  User b = make_user("bob");
-  Thread t = make_group({a.id, b.id});
-  Micros last_created = 0;
-  for (int i = 1; i <= 3; ++i) last_created = send(t.id, a.id, "m" + std::to_string(i))->message.created_at;
-
-  store_->close();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
-  EXPECT_EQ(pragma_int(db, "PRAGMA user_version"), latest_schema_version());
-  sqlite3_close(db);
-
-  reopen();  // migrations must be a no-op on an up-to-date database
-  ASSERT_TRUE(store_->user_by_username("alice"));
-  EXPECT_EQ(store_->user_by_username("alice")->id, a.id);
-  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);
-  auto next = send(t.id, b.id, "after reopen");
-  ASSERT_TRUE(next.ok());
-  EXPECT_EQ(next->message.seq, 4);  // last_seq survived
-  EXPECT_GT(next->message.created_at, last_created);
-}
-
-// A database written before schema v3 (three per-thread message indexes,
-// rows in any order) migrates with its messages, cursors and retries intact.
-TEST_F(StoreTest, MigratesVersion2Messages) {
-  User a = make_user("alice");
-  User b = make_user("bob");
-  Thread t = make_group({a.id, b.id});
-  std::vector<Message> sent;
-  for (int i = 1; i <= 5; ++i)
-    sent.push_back(send(t.id, i % 2 ? a.id : b.id, "m" + std::to_string(i), "c" + std::to_string(i))->message);
-  store_->close();
-
-  // Back to the v2 layout, rows inserted newest first so rowid order is not time order.
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
-  const char* to_v2 = R"sql(
-    CREATE TABLE old_messages (
-      id TEXT PRIMARY KEY, thread_id TEXT NOT NULL REFERENCES threads(id), seq INTEGER NOT NULL,
-      sender_id TEXT NOT NULL REFERENCES users(id), content TEXT NOT NULL, message_type TEXT NOT NULL,
-      client_msg_id TEXT, created_at INTEGER NOT NULL, edited_at INTEGER,
-      UNIQUE (thread_id, seq), UNIQUE (thread_id, sender_id, client_msg_id));
-    INSERT INTO old_messages SELECT id, thread_id, seq, sender_id, content, message_type, client_msg_id,
-      created_at, edited_at FROM messages ORDER BY created_at DESC;
-    DROP TABLE messages;
-    ALTER TABLE old_messages RENAME TO messages;
-    CREATE INDEX messages_by_thread_time ON messages(thread_id, created_at);
-    PRAGMA user_version = 2;)sql";
-  ASSERT_EQ(sqlite3_exec(db, to_v2, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
-  sqlite3_close(db);
-
-  reopen();
-  auto after = store_->messages_after(t.id, 0, 10);
-  ASSERT_EQ(after.size(), 5u);
-  for (size_t i = 0; i < after.size(); ++i) {
-    EXPECT_EQ(after[i].id, sent[i].id);
-    EXPECT_EQ(after[i].seq, sent[i].seq);
-    EXPECT_EQ(after[i].created_at, sent[i].created_at);
-  }
-  auto retry = send(t.id, b.id, "m2", "c2");
-  ASSERT_TRUE(retry.ok());
-  EXPECT_TRUE(retry->duplicate);
-  EXPECT_EQ(retry->message.id, sent[1].id);
-  auto next = send(t.id, a.id, "m6", "c6");
-  ASSERT_TRUE(next.ok());
-  EXPECT_FALSE(next->duplicate);
-  EXPECT_EQ(next->message.seq, 6);
-  EXPECT_GT(next->message.created_at, sent.back().created_at);  // the clock floor came from the newest row
-  // Offline sync for bob from the second message on: a's 3rd, 5th and 6th.
-  auto page = store_->messages_since(b.id, sent[1].created_at, 10);
-  ASSERT_EQ(page.messages.size(), 3u);
-  EXPECT_EQ(page.messages[0].seq, 3);
-  EXPECT_EQ(page.messages[1].seq, 5);
-  EXPECT_EQ(page.messages[2].seq, 6);
-  EXPECT_EQ(page.cursor, next->message.created_at);
-}
-
-TEST_F(StoreTest, OpenRejectsNewerSchema) {
-  store_->close();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close(db);
-  EXPECT_FALSE(SqliteStore::open(StoreOptions{dir_, false, 512}).ok());
-}
-
-TEST_F(StoreTest, UsersFindAndConflicts) {
+TEST_P(StoreContract, UsersFindAndConflicts) {
   User a = make_user("alice", "+15550001");
   EXPECT_EQ(a.id.size(), 36u);
   EXPECT_GT(a.created_at, 0);
@@ -230,7 +72,7 @@ TEST_F(StoreTest, UsersFindAndConflicts) {
   EXPECT_EQ(store_->user_count(), 3u);
 }
 
-TEST_F(StoreTest, SearchUsersEscapesWildcardsAndIgnoresCase) {
+TEST_P(StoreContract, SearchUsersEscapesWildcardsAndIgnoresCase) {
   make_user("a_b");
   make_user("axb");
   make_user("100%real");
@@ -247,7 +89,7 @@ TEST_F(StoreTest, SearchUsersEscapesWildcardsAndIgnoresCase) {
   EXPECT_EQ(names(store_->search_users("full", 2)), (std::vector<std::string>{"100%real", "Alice"}));
 }
 
-TEST_F(StoreTest, DirectThreadIsUniquePerPairInBothOrders) {
+TEST_P(StoreContract, DirectThreadIsUniquePerPairInBothOrders) {
   User a = make_user("alice");
   User b = make_user("bob");
   auto first = make_direct(a.id, b.id);
@@ -267,7 +109,7 @@ TEST_F(StoreTest, DirectThreadIsUniquePerPairInBothOrders) {
   EXPECT_EQ(ghost.error().code, "user_not_found");
 }
 
-TEST_F(StoreTest, ThreadsParticipantsAndMembers) {
+TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   User a = make_user("alice");
   User b = make_user("bob");
   User c = make_user("carol");
@@ -289,13 +131,13 @@ TEST_F(StoreTest, ThreadsParticipantsAndMembers) {
   EXPECT_FALSE(store_->thread("no-such-thread"));
 }
 
-TEST_F(StoreTest, ConcurrentAppendsAreGaplessAndShareCommits) {
+TEST_P(StoreContract, ConcurrentAppendsAreGaplessAndShareCommits) {
   User a = make_user("alice");
   User b = make_user("bob");
   Thread t1 = make_group({a.id, b.id}, "one");
   Thread t2 = make_group({a.id, b.id}, "two");
   constexpr int kWriters = 4, kPerWriter = 250;
-  const uint64_t commits_before = store_->commit_count();
+  const uint64_t commits_before = commit_count();
 
   std::mutex mu;
   std::map<std::string, std::vector<int64_t>> seqs;
@@ -326,44 +168,12 @@ TEST_F(StoreTest, ConcurrentAppendsAreGaplessAndShareCommits) {
     EXPECT_EQ(store_->thread(t->id)->last_seq, 500);
     EXPECT_EQ(store_->messages_after(t->id, 0, 1000).size(), 500u);
   }
-  const uint64_t commits = store_->commit_count() - commits_before;
+  const uint64_t commits = commit_count() - commits_before;
   EXPECT_GE(commits, 1u);
   EXPECT_LT(commits, 1000u);  // group commit: many appends per transaction
 }
 
-// Checkpoints happen beside the writer while the store is open: the main
-// database file takes in what was committed, and the WAL restarts instead
-// of holding everything written.
-TEST_F(StoreTest, CheckpointerCopiesAndRestartsTheWalWhileOpen) {
-  User a = make_user("alice");
-  User b = make_user("bob");
-  Thread t = make_group({a.id, b.id});
-  const std::string content(2000, 'w');
-  constexpr int kMessages = 6000;  // ~12 MB of content, about 3000 WAL pages or more
-  Countdown pending(kMessages);
-  for (int i = 0; i < kMessages; ++i)
-    store_->append(AppendRequest{t.id, a.id, content, "text", ""}, [&](Result<AppendResult>) { pending.done(); });
-  pending.wait();
-  const auto db = dir_ + "/parley.db";
-  const auto written = static_cast<uintmax_t>(kMessages) * content.size();
-  uintmax_t db_size = 0;
-  for (int i = 0; i < 100 && (db_size = std::filesystem::file_size(db)) < written / 2; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_GE(db_size, written / 2) << "the checkpointer copied committed pages into the database file";
-  // Without restarts the WAL would hold every page written (3000 or more).
-  int frames = store_->wal_frames();
-  for (int i = 0; i < 100 && frames >= 1000; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ASSERT_TRUE(send(t.id, b.id, "one more").ok());
-    frames = store_->wal_frames();
-  }
-  EXPECT_LT(frames, 1000) << "the WAL restarted from its start";
-  auto last = store_->messages_after(t.id, kMessages - 1, 1);
-  ASSERT_EQ(last.size(), 1u);
-  EXPECT_EQ(last[0].content, content);
-}
-
-TEST_F(StoreTest, ClientMsgIdMakesAppendIdempotent) {
+TEST_P(StoreContract, ClientMsgIdMakesAppendIdempotent) {
   User a = make_user("alice");
   User b = make_user("bob");
   Thread t1 = make_group({a.id, b.id});
@@ -395,7 +205,7 @@ TEST_F(StoreTest, ClientMsgIdMakesAppendIdempotent) {
   EXPECT_EQ(store_->thread(t1.id)->last_seq, 4);
 }
 
-TEST_F(StoreTest, FailingOpInBatchDoesNotFailTheOthers) {
+TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
   User a = make_user("alice");
   User b = make_user("bob");
   Thread t = make_group({a.id, b.id});
@@ -410,7 +220,7 @@ TEST_F(StoreTest, FailingOpInBatchDoesNotFailTheOthers) {
     released.wait();
   });
   blocked.get_future().wait();
-  const uint64_t commits_before = store_->commit_count();
+  const uint64_t commits_before = commit_count();
 
   std::vector<std::optional<Result<AppendResult>>> results(3);
   Countdown pending(3);
@@ -425,7 +235,7 @@ TEST_F(StoreTest, FailingOpInBatchDoesNotFailTheOthers) {
   release.set_value();
   pending.wait();
 
-  EXPECT_EQ(store_->commit_count() - commits_before, 1u);  // all three in one commit
+  EXPECT_EQ(commit_count() - commits_before, 1u);  // all three in one commit
   ASSERT_TRUE(results[0]->ok());
   EXPECT_EQ((*results[0])->message.seq, 2);
   ASSERT_FALSE(results[1]->ok());
@@ -435,7 +245,7 @@ TEST_F(StoreTest, FailingOpInBatchDoesNotFailTheOthers) {
   EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);
 }
 
-TEST_F(StoreTest, MessagesAfterAndBeforePage) {
+TEST_P(StoreContract, MessagesAfterAndBeforePage) {
   User a = make_user("alice");
   Thread t = make_group({a.id});
   for (int i = 1; i <= 10; ++i) send(t.id, a.id, std::to_string(i));
@@ -456,7 +266,7 @@ TEST_F(StoreTest, MessagesAfterAndBeforePage) {
   EXPECT_EQ(m->sender.username, "alice");
 }
 
-TEST_F(StoreTest, MessagesSinceChainsWithoutSkipsOrRepeats) {
+TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {
   User me = make_user("me");
   User b = make_user("bob");
   User c = make_user("carol");
@@ -516,7 +326,7 @@ TEST_F(StoreTest, MessagesSinceChainsWithoutSkipsOrRepeats) {
   EXPECT_EQ(next.messages[0].id, fresh->message.id);
 }
 
-TEST_F(StoreTest, UnreadCountsAndMarkRead) {
+TEST_P(StoreContract, UnreadCountsAndMarkRead) {
   User a = make_user("alice");
   User b = make_user("bob");
   Thread t = make_group({a.id, b.id});
@@ -551,7 +361,7 @@ TEST_F(StoreTest, UnreadCountsAndMarkRead) {
   EXPECT_EQ(outsider.error().code, "not_a_participant");
 }
 
-TEST_F(StoreTest, ThreadsForUserNewestFirstWithSummary) {
+TEST_P(StoreContract, ThreadsForUserNewestFirstWithSummary) {
   User a = make_user("alice");
   User b = make_user("bob");
   Thread older = make_group({a.id, b.id}, "older");
@@ -578,7 +388,7 @@ TEST_F(StoreTest, ThreadsForUserNewestFirstWithSummary) {
   EXPECT_TRUE(store_->threads_for_user(make_user("loner").id).empty());
 }
 
-TEST_F(StoreTest, ContentIsStoredVerbatim) {
+TEST_P(StoreContract, ContentIsStoredVerbatim) {
   User a = make_user("alice");
   Thread t = make_group({a.id});
   const std::string sql = "'); DROP TABLE messages;--";
@@ -597,7 +407,7 @@ TEST_F(StoreTest, ContentIsStoredVerbatim) {
   EXPECT_EQ(store_->search_users("'", 10).size(), 0u);
 }
 
-TEST_F(StoreTest, CloseDrainsQueuedWritesThenRefuses) {
+TEST_P(StoreContract, CloseDrainsQueuedWritesThenRefuses) {
   User a = make_user("alice");
   Thread t = make_group({a.id});
   std::atomic<int> ok{0};
@@ -617,12 +427,8 @@ TEST_F(StoreTest, CloseDrainsQueuedWritesThenRefuses) {
   EXPECT_EQ(store_->thread(t.id)->last_seq, 100);
 }
 
-TEST_F(StoreTest, OpenSqliteStoreFactory) {
-  store_.reset();
-  auto s = open_sqlite_store(StoreOptions{dir_, true, 8});
-  ASSERT_TRUE(s.ok());
-  EXPECT_EQ((*s)->user_count(), 0u);
-}
+INSTANTIATE_TEST_SUITE_P(Backends, StoreContract, ::testing::ValuesIn(backends()),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
 }  // namespace parley
