@@ -31,7 +31,7 @@ APT_PACKAGES=(
 if [ "$WITH_TESTS" -eq 1 ]; then
   APT_PACKAGES+=(
     libgtest-dev libgmock-dev googletest
-    python3 python3-websockets python3-socketio
+    python3 python3-websockets python3-socketio python3-requests python3-websocket
     postgresql redis-server
     procps psmisc
   )

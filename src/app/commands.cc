@@ -22,6 +22,7 @@
 #include "common/thread_pool.h"
 #include "net/server.h"
 #include "protocol/encode.h"
+#include "app/store_options.h"
 #include "store/store.h"
 
 namespace parley {
@@ -72,13 +73,26 @@ Result<Core> open_core(const Config& config) {
   std::string pem = config.jwt_public_key_file.empty() ? "" : read_file(config.jwt_public_key_file);
   auto jwt = JwtVerifier::create(*secret, pem);
   if (!jwt) return jwt.error();
-  auto store = open_sqlite_store(StoreOptions{config.data_dir, config.fsync_commits});
+  auto store = open_store(store_options(config));
   if (!store) return store.error();
   Core core;
   core.store = std::move(*store);
   core.bus = make_local_bus();
   core.chat = std::make_unique<ChatService>(*core.store, *core.bus, *jwt, config);
   return core;
+}
+
+// `parley migrate`: brings the store's schema up to date and exits (serve
+// does the same at start; this is for deployments that migrate first).
+int migrate(const Config& config) {
+  auto store = open_store(store_options(config));
+  if (!store) {
+    std::cerr << "parley: " << store.error().code << ": " << store.error().message << "\n";
+    return 1;
+  }
+  std::cout << "migrated " << (*store)->describe() << "\n";
+  (*store)->close();
+  return 0;
 }
 
 int fail(const Error& e) {
@@ -91,6 +105,8 @@ void add_data_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--data-dir", c.data_dir, "Storage directory (SQLite database, generated secret)")
       ->envname("PARLEY_DATA_DIR")
       ->capture_default_str();
+  cmd.add_option("--database", c.database_url, "postgres://USER:PASS@HOST:PORT/DB: use PostgreSQL (default: SQLite in the data dir)")
+      ->envname("PARLEY_DATABASE_URL");
   cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (default: info for serve, warn otherwise)")
       ->envname("PARLEY_LOG_LEVEL");
 }
@@ -126,6 +142,16 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
+  cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
+      ->envname("PARLEY_SOCKETIO_PATH")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-interval", c.socketio.ping_interval_ms, "Engine.IO ping interval, milliseconds")
+      ->envname("PARLEY_SOCKETIO_PING_INTERVAL")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-timeout", c.socketio.ping_timeout_ms,
+                 "Engine.IO: milliseconds to answer a ping before the session closes")
+      ->envname("PARLEY_SOCKETIO_PING_TIMEOUT")
+      ->capture_default_str();
   // A callback, not a negated bool flag: CLI11 would print that as "--no-metrics{false}".
   cmd.add_flag_callback("--no-metrics", [&c] { c.metrics_enabled = false; }, "Disable GET /metrics")
       ->envname("PARLEY_NO_METRICS");
@@ -182,6 +208,15 @@ int serve(Config& config) {
 // wrong directory, they would otherwise make a new ./data (and a new JWT
 // secret) and report success. `create` (--create) makes it.
 bool use_data_dir(const Config& config, bool create) {
+  // With PostgreSQL and a given secret the data dir holds nothing they need.
+  if (!config.database_url.empty() && !config.jwt_secret.empty()) {
+    std::string where = config.database_url;
+    size_t scheme = where.find("://"), at = where.rfind('@');
+    if (scheme != std::string::npos && at != std::string::npos && at > scheme)
+      where.erase(scheme + 3, at + 1 - (scheme + 3));  // never print the password
+    std::cerr << "parley: database " << where << "\n";
+    return true;
+  }
   std::error_code ec;
   fs::path dir = fs::absolute(config.data_dir, ec).lexically_normal();
   if (ec) dir = config.data_dir;
@@ -316,6 +351,9 @@ int run_cli(int argc, char** argv) {
   seed_cmd->add_option("--group-size", seed_opts.group_size, "Users per group thread (user i is in group i/G)")->required();
   seed_cmd->add_option("--threads", seed_opts.threads, "Concurrent creates (group-committed)")->capture_default_str();
 
+  auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
+  add_data_options(*migrate_cmd, config);
+
   app.add_subcommand("version", "Print the version");
 
   if (auto unknown = unknown_command(app, argc, argv)) {
@@ -344,6 +382,7 @@ int run_cli(int argc, char** argv) {
     return token(config, token_user);
   }
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
+  if (migrate_cmd->parsed()) return migrate(config);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }

@@ -29,16 +29,22 @@ std::string protocol_doc() {
   return doc;
 }
 
-// The frame types the server encodes by name: the first argument of
-// encode_frame / encode_data_frame / reply_thread_state when it is a literal.
-// (Relayed frames, typing and call_*, carry the client frame's type.)
+// The frame types the server sends by name: the literal first argument of
+// the encoders (encode_frame, encode_data_frame, an encoder's reply /
+// data_reply, reply_thread_state) and the first non-empty literal of a
+// ChatService publish (thread, audience, type, ...). Relayed frames (typing,
+// call_*) carry the client frame's type. src/cli is a client: not scanned.
 std::set<std::string> server_frame_types() {
-  static const std::regex kEncode(R"re((?:encode_frame|encode_data_frame|reply_thread_state)\(\s*"([a-z_]+)")re");
+  static const std::regex kEncode(
+      R"re((?:encode_frame|encode_data_frame|reply|data_reply|reply_thread_state)\(\s*"([a-z_]+)")re");
+  static const std::regex kPublish(R"re(publish\((?:[^;"]|"")*"([a-z_]+)")re");
   std::set<std::string> types;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(PARLEY_SOURCE_DIR) / "src")) {
-    if (entry.path().extension() != ".cc") continue;
+    if (entry.path().extension() != ".cc" || entry.path().parent_path().filename() == "cli") continue;
     std::string text = read_text(entry.path());
-    for (std::sregex_iterator it(text.begin(), text.end(), kEncode), end; it != end; ++it) types.insert((*it)[1]);
+    for (const std::regex* re : {&kEncode, &kPublish}) {
+      for (std::sregex_iterator it(text.begin(), text.end(), *re), end; it != end; ++it) types.insert((*it)[1]);
+    }
   }
   return types;
 }
@@ -57,7 +63,8 @@ TEST(ProtocolDoc, NamesEveryServerFrameType) {
   std::string doc = protocol_doc();
   auto types = server_frame_types();
   // The scan itself works: these are certainly encoded somewhere.
-  for (const char* known : {"connection_established", "new_message", "message_sent", "error", "pong"}) {
+  for (const char* known : {"connection_established", "new_message", "message_sent", "error", "pong", "presence",
+                            "read_receipt", "message_delivered", "thread_subscribed"}) {
     EXPECT_TRUE(types.contains(known)) << known << " not found in the sources: is the scan broken?";
   }
   for (const std::string& type : types) {

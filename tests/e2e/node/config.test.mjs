@@ -43,7 +43,8 @@ describe('server configuration', () => {
     const { stdout, stderr } = await server.cli(['user', 'add', '--username', username, '--password', 'cli-password-1',
       '--full-name', 'Quiet One', '--role', 'parent']);
     assert.match(stdout, new RegExp(`^created user ${username} \\(parent\\) id [0-9a-f-]{36}\n$`), stdout);
-    assert.equal(stderr, `parley: data dir ${server.dataDir}\n`, 'no store open/close log lines');
+    const where = server.database ? /^parley: database postgres:\/\/[^@\s]+\n$/ : new RegExp(`^parley: data dir ${server.dataDir}\n$`);
+    assert.match(stderr, where, 'where it acted, and no store open/close log lines');
 
     const json = await server.cli(['user', 'add', '--username', `${username}_j`, '--password', 'cli-password-1',
       '--full-name', 'Json One', '--json']);
