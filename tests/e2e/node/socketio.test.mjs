@@ -351,6 +351,28 @@ describe('Socket.IO limits are the native ones', () => {
   });
 });
 
+describe('Socket.IO polling and CORS', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--allowed-origins', 'http://app.example'] }); });
+  after(async () => { await server?.stop(); });
+
+  it('an allowed Origin gets the CORS headers, another one 403 code 4', async () => {
+    const ok = await server.http('GET', EIO, { headers: { Origin: 'http://app.example' } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers['access-control-allow-origin'], 'http://app.example');
+    assert.equal(ok.headers['access-control-allow-credentials'], 'true');
+    const sid = JSON.parse(ok.text.slice(1)).sid;
+    const posted = await server.http('POST', `${EIO}&sid=${sid}`, { body: '6', headers: { Origin: 'http://app.example', 'Content-Type': 'text/plain' } });
+    assert.equal(posted.headers['access-control-allow-origin'], 'http://app.example');
+    const evil = await server.http('GET', EIO, { headers: { Origin: 'http://evil.example' } });
+    assert.equal(evil.status, 403);
+    assert.deepEqual(evil.body, { code: 4, message: 'Forbidden' });
+    const preflight = await server.http('OPTIONS', EIO, { headers: { Origin: 'http://app.example', 'Access-Control-Request-Method': 'POST' } });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers['access-control-allow-origin'], 'http://app.example');
+  });
+});
+
 describe('bad Engine.IO and Socket.IO input', () => {
   let server, alice, bob, thread;
   before(async () => {
