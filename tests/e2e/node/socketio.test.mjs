@@ -209,6 +209,30 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     a.close(); b2.close();
   });
 
+  it('the other native frames work as events, answered in the ack: subscribe_thread, typing, auth renewal', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 3; i++) await server.sendRest(alice.token, thread.id, { content: `old ${i}` });
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    // The catch-up on connect replays the three unread messages first.
+    for (let i = 1; i <= 3; i++) assert.equal((await b.next('new_message')).data.seq, i);
+    const sub = await b.emit('subscribe_thread', { thread_id: thread.id, since_seq: 1 });
+    assert.deepEqual(sub, { success: true, thread_id: thread.id, last_seq: 3 });
+    await sleep(200);
+    assert.equal(b.events.filter((r) => r.event === 'new_message').length, 3, 'nothing this socket already has');
+    const aWs = await server.connect(alice);
+    assert.deepEqual(await b.emit('typing', { thread_id: thread.id, is_typing: true }), { success: true });
+    const typing = await aWs.next((f) => f.type === 'typing' && f.thread_id === thread.id);
+    assert.equal(typing.user_id, bob.id);
+    const renewed = await b.emit('auth', { token: bob.token });
+    assert.equal(renewed.success, true, JSON.stringify(renewed));
+    assert.equal(renewed.user_id, bob.id);
+    const forbidden = await b.emit('subscribe_thread', { thread_id: (await server.createDirect(alice, (await server.registerMany(1))[0])).id });
+    assert.equal(forbidden.success, false);
+    assert.equal(forbidden.code, 'forbidden');
+    b.close();
+  });
+
   it('polling-only clients exchange messages', async () => {
     const [alice, bob] = await server.registerMany(2);
     const a = await connected(server, alice, { transports: ['polling'] });
