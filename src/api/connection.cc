@@ -245,7 +245,7 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
     bool ok = m && self->ctx_.chat.is_member(*m, self->user_.id);
     auto t = ok ? self->ctx_.chat.store().thread(f.thread_id) : std::nullopt;
     return [self, ok, f, type, last_seq = t ? t->last_seq : 0] {
-      if (!ok) return self->send_error(forbidden("thread not found or you are not a participant"), f.request_id);
+      if (!ok) return self->send_error(thread_not_found_or_forbidden(), f.request_id);
       int64_t last = std::max(last_seq, self->cursor_.last_sent(f.thread_id));
       self->send(self->encoder_->reply(type, json::object{{"thread_id", f.thread_id}, {"last_seq", last}}, f.request_id));
     };

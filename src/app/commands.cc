@@ -21,6 +21,7 @@
 #include "common/thread_pool.h"
 #include "net/server.h"
 #include "protocol/encode.h"
+#include "app/store_options.h"
 #include "store/store.h"
 
 namespace parley {
@@ -71,13 +72,26 @@ Result<Core> open_core(const Config& config) {
   std::string pem = config.jwt_public_key_file.empty() ? "" : read_file(config.jwt_public_key_file);
   auto jwt = JwtVerifier::create(*secret, pem);
   if (!jwt) return jwt.error();
-  auto store = open_sqlite_store(StoreOptions{config.data_dir, config.fsync_commits});
+  auto store = open_store(store_options(config));
   if (!store) return store.error();
   Core core;
   core.store = std::move(*store);
   core.bus = make_local_bus();
   core.chat = std::make_unique<ChatService>(*core.store, *core.bus, *jwt, config);
   return core;
+}
+
+// `parley migrate`: brings the store's schema up to date and exits (serve
+// does the same at start; this is for deployments that migrate first).
+int migrate(const Config& config) {
+  auto store = open_store(store_options(config));
+  if (!store) {
+    std::cerr << "parley: " << store.error().code << ": " << store.error().message << "\n";
+    return 1;
+  }
+  std::cout << "migrated " << (*store)->describe() << "\n";
+  (*store)->close();
+  return 0;
 }
 
 int fail(const Error& e) {
@@ -89,6 +103,8 @@ void add_common_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--data-dir", c.data_dir, "Storage directory (SQLite database, generated secret)")
       ->envname("PARLEY_DATA_DIR")
       ->capture_default_str();
+  cmd.add_option("--database", c.database_url, "postgres://USER:PASS@HOST:PORT/DB: use PostgreSQL (default: SQLite in the data dir)")
+      ->envname("PARLEY_DATABASE_URL");
   cmd.add_option("--jwt-secret", c.jwt_secret, "HS256 secret for tokens (default: generated into the data dir)")
       ->envname("PARLEY_JWT_SECRET");
   cmd.add_option("--jwt-public-key", c.jwt_public_key_file, "PEM public key accepting RS256/ES256 provider tokens")
@@ -232,6 +248,9 @@ int run_cli(int argc, char** argv) {
   seed_cmd->add_option("--group-size", seed_opts.group_size, "Users per group thread (user i is in group i/G)")->required();
   seed_cmd->add_option("--threads", seed_opts.threads, "Concurrent creates (group-committed)")->capture_default_str();
 
+  auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
+  add_common_options(*migrate_cmd, config);
+
   app.add_subcommand("version", "Print the version");
 
   try {
@@ -247,6 +266,7 @@ int run_cli(int argc, char** argv) {
   if (add_cmd->parsed()) return user_add(config, reg, phone_opt->count() > 0, phone);
   if (token_cmd->parsed()) return token(config, token_user);
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
+  if (migrate_cmd->parsed()) return migrate(config);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }

@@ -4,12 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <future>
 
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "common/utf8.h"
+#include "common/wait.h"
 #include "protocol/encode.h"
 
 namespace parley {
@@ -20,8 +20,6 @@ namespace {
 
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
 
-// What a non-participant hears about any thread, existing or not.
-Error not_yours() { return forbidden("thread not found or you are not a participant"); }
 
 }  // namespace
 
@@ -57,7 +55,7 @@ bool ChatService::is_member(const ThreadMembers& m, const std::string& user_id) 
 Result<std::shared_ptr<const ThreadMembers>> ChatService::require_member(const std::string& user_id,
                                                                          const std::string& thread_id) {
   auto m = members(thread_id);
-  if (!m || !is_member(*m, user_id)) return not_yours();
+  if (!m || !is_member(*m, user_id)) return thread_not_found_or_forbidden();
   return m;
 }
 
@@ -110,7 +108,7 @@ Result<Thread> ChatService::thread(const User& actor, const std::string& thread_
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
   auto t = store_.thread(thread_id);
-  if (!t) return not_yours();
+  if (!t) return thread_not_found_or_forbidden();
   annotate(*t, {});
   return *t;
 }
@@ -179,7 +177,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     post_system_message(actor, thread_id, actor.username + " added " + names[it - ids.begin()]);
   }
   auto t = store_.thread(thread_id);
-  if (!t) return not_yours();
+  if (!t) return thread_not_found_or_forbidden();
   return *t;
 }
 
@@ -209,12 +207,9 @@ void ChatService::post_system_message(const User& actor, const std::string& thre
   req.thread_id = thread_id;
   req.content = text;
   req.message_type = "system";
-  std::promise<void> done;
-  store_and_publish(std::move(req), m, [&done](Result<SendOutcome> r) {
-    if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
-    done.set_value();
-  });
-  done.get_future().wait();
+  auto r = wait_for_callback<Result<SendOutcome>>(
+      [&](SendCallback done) { store_and_publish(std::move(req), m, std::move(done)); });
+  if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
 }
 
 // ---------------------------------------------------------------- messages
@@ -354,7 +349,7 @@ void ChatService::publish(std::string thread_id, Audience to, std::string type, 
 Status ChatService::acknowledge_delivery(const std::string& user_id, const std::string& message_id) {
   auto msg = store_.message(message_id);
   // An unknown message and one in someone else's thread get the same answer.
-  if (!msg) return not_yours();
+  if (!msg) return thread_not_found_or_forbidden();
   auto m = require_member(user_id, msg->thread_id);
   if (!m) return m.error();
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell

@@ -38,6 +38,7 @@ struct Config {
   std::string bind = "127.0.0.1";
   uint16_t port = 3000;
   std::string data_dir = "./data";
+  std::string database_url;               // postgres://…: the PostgreSQL store; empty = SQLite in data_dir
   std::string jwt_secret;                 // HS256; generated into data_dir when empty
   std::string jwt_public_key_file;        // optional PEM for RS256/ES256 tokens of an outside provider
   int token_ttl_seconds = 7 * 24 * 3600;

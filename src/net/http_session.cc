@@ -7,6 +7,7 @@
 
 #include "common/metrics.h"
 #include "net/engineio.h"
+#include "protocol/encode.h"
 #include "net/sessions.h"
 
 namespace parley::net {
@@ -130,7 +131,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     http::response<http::string_body> res{static_cast<http::status>(status), 11};
     res.set(http::field::server, "parley");
     res.set(http::field::content_type, "application/json");
-    res.body() = boost::json::serialize(boost::json::object{{"status", "error"}, {"code", code}, {"message", msg}});
+    res.body() = encode_error_body(Error{ErrorKind::kBadInput, std::string(code), std::string(msg)});
     res.prepare_payload();
     Metrics::get().count_error(code);
     return res;

@@ -118,4 +118,8 @@ std::string encode_event(const BusEvent& e) {
   return out;
 }
 
+std::string encode_error_body(const Error& e) {
+  return json::serialize(json::object{{"status", "error"}, {"code", e.code}, {"message", e.message}});
+}
+
 }  // namespace parley

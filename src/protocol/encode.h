@@ -32,5 +32,7 @@ std::string encode_error(const Error& error, const boost::json::value& request_i
 // A fan-out event as a WebSocket JSON frame: {"type":T,"data":payload} or
 // {"type":T,...payload's fields}.
 std::string encode_event(const BusEvent& event);
+// The HTTP error body of CONTRACT section 2: {"status":"error","code":…,"message":…}.
+std::string encode_error_body(const Error& error);
 
 }  // namespace parley

@@ -132,6 +132,7 @@ struct StoreOptions {
   std::string data_dir;
   bool fsync_commits = false;
   size_t max_batch = 4096;  // writes per group commit, at most
+  std::string database_url;  // postgres://… selects the PostgreSQL store; empty = SQLite in data_dir
 };
 
 // --- rules every Store implementation applies the same way ---
@@ -157,5 +158,13 @@ std::string like_contains_pattern(std::string_view text);
 // Opens the embedded SQLite store in options.data_dir (created if missing),
 // running schema migrations first.
 Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options);
+
+// Opens the PostgreSQL store at options.database_url, running migrations
+// first (under an advisory lock: nodes starting together migrate once).
+Result<std::unique_ptr<Store>> open_postgres_store(const StoreOptions& options);
+
+// The one place a backend is chosen: PostgreSQL when database_url is set
+// (postgres:// or postgresql://), else SQLite in data_dir.
+Result<std::unique_ptr<Store>> open_store(const StoreOptions& options);
 
 }  // namespace parley

@@ -7,6 +7,8 @@
 #   pg.sh createdb STATE_DIR [NAME]   create a fresh database, print its URL
 #   pg.sh restart STATE_DIR    stop the server and start it again on the same port
 #                              (fault tests; the data survives)
+#   pg.sh halt STATE_DIR       stop the server, keeping its data (resume starts it again)
+#   pg.sh resume STATE_DIR     start a halted server on its port
 #   pg.sh stop STATE_DIR       stop the server (SIGINT to the postmaster) and delete its files
 #   pg.sh url STATE_DIR        print the base URL
 #
@@ -20,7 +22,7 @@ PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail 
 
 cmd=${1:-}
 state=${2:-}
-[ -n "$cmd" ] && [ -n "$state" ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$state" ] || { sed -n '2,16p' "$0" >&2; exit 2; }
 
 as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -86,6 +88,12 @@ case "$cmd" in
     stop_server "$root"
     launch "$root" "$(cat "$state/port")"
     ;;
+  halt)
+    stop_server "$(cat "$state/root")"
+    ;;
+  resume)
+    launch "$(cat "$state/root")" "$(cat "$state/port")"
+    ;;
   stop)
     [ -f "$state/root" ] || exit 0
     root=$(cat "$state/root")
@@ -97,7 +105,7 @@ case "$cmd" in
     cat "$state/url"
     ;;
   *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
     ;;
 esac

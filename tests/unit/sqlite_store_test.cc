@@ -28,7 +28,7 @@ class SqliteStoreTest : public StoreFixture {
     std::filesystem::remove_all(root_);
   }
   Result<std::unique_ptr<Store>> open_store() override {
-    auto opened = SqliteStore::open(StoreOptions{dir_, false, 512});
+    auto opened = SqliteStore::open(StoreOptions{dir_, false, 512, ""});
     if (!opened) return opened.error();
     return std::unique_ptr<Store>(std::move(*opened));
   }
@@ -133,7 +133,7 @@ TEST_F(SqliteStoreTest, OpenRejectsNewerSchema) {
   ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
-  EXPECT_FALSE(SqliteStore::open(StoreOptions{dir_, false, 512}).ok());
+  EXPECT_FALSE(SqliteStore::open(StoreOptions{dir_, false, 512, ""}).ok());
 }
 
 // Checkpoints happen beside the writer while the store is open: the main
@@ -170,7 +170,7 @@ TEST_F(SqliteStoreTest, CheckpointerCopiesAndRestartsTheWalWhileOpen) {
 
 TEST_F(SqliteStoreTest, OpenSqliteStoreFactory) {
   store_.reset();
-  auto s = open_sqlite_store(StoreOptions{dir_, true, 8});
+  auto s = open_sqlite_store(StoreOptions{dir_, true, 8, ""});
   ASSERT_TRUE(s.ok());
   EXPECT_EQ((*s)->user_count(), 0u);
 }
