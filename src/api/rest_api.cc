@@ -137,7 +137,7 @@ struct Call {
   const HttpRequest& req;
   const std::vector<std::string>& parts;  // the path's segments
   const User* user = nullptr;              // the caller; null on public routes
-  std::string thread_id;                   // /api/chat/threads/:id/…: the normalised id
+  std::string thread_id{};                 // /api/chat/threads/:id/…: the normalised id
 };
 
 HttpResponse root(Call&) {
@@ -442,7 +442,7 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   Metrics::get().http_requests.fetch_add(1, std::memory_order_relaxed);
   const auto parts = split_path(req.path);
   const Route* route = find_route(req.method, parts);
-  Call call{chat_, health_, started_at_, req, parts, nullptr, {}};
+  Call call{chat_, health_, started_at_, req, parts};
   if (route && route->is_public) return route->handler(call);
 
   const std::string prefix = "Bearer ";

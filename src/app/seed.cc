@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "app/store_options.h"
 #include "auth/jwt.h"
 #include "common/clock.h"
 #include "store/data_dir_lock.h"
@@ -160,12 +161,14 @@ int run_seed(const Config& config, const SeedOptions& options) {
   }
   const auto started = std::chrono::steady_clock::now();
   // Seeding writes threads and messages: never beside a server on this data dir.
-  auto lock = DataDirLock::acquire(config.data_dir);
+  // (With --database the database's own locking and seq rules apply instead.)
+  Result<std::unique_ptr<DataDirLock>> lock = std::unique_ptr<DataDirLock>();
+  if (config.database_url.empty()) lock = DataDirLock::acquire(config.data_dir);
   if (!lock) {
     std::cerr << "parley seed: " << lock.error().code << ": " << lock.error().message << "\n";
     return 1;
   }
-  auto store = open_sqlite_store(StoreOptions{config.data_dir, config.fsync_commits});
+  auto store = open_store(store_options(config));
   if (!store) {
     std::cerr << "parley seed: " << store.error().code << ": " << store.error().message << "\n";
     return 1;

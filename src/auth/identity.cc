@@ -95,6 +95,11 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
     return bad_input("invalid_field", "phone_number must be digits, spaces, + and -");
   if (!utf8_length(req.role) || req.role.size() > kMaxRoleBytes || has_control_chars(req.role))
     return bad_input("invalid_field", "role must be at most 64 characters of text");
+  if (!req.role.empty() && !known_role(config_, req.role)) {
+    std::string roles;
+    for (const std::string& r : config_.roles) roles += (roles.empty() ? "" : ", ") + r;
+    return bad_input("invalid_role", "role must be one of: " + roles);
+  }
   if (!address.empty() && !registration_limiter_.admit("", address, now_seconds())) {
     Metrics::get().count_error("rate_limited");
     return Error{ErrorKind::kRateLimited, "rate_limited", "too many registrations from this address; try again later"};
@@ -104,7 +109,7 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
   u.username = username;
   u.full_name = req.full_name;
   u.phone_number = req.phone_number;
-  u.role = req.role.empty() ? "member" : req.role;
+  u.role = req.role.empty() ? kDefaultRole : req.role;
   u.password_hash = hash_password(req.password);
   u.created_at = now_micros();
   auto created = store_.create_user(u);

@@ -256,8 +256,8 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.message_json = json::serialize(message_json(out.message));
     if (!out.duplicate) {
       Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
-      publish(out.message.thread_id, Audience::members(members), encode_data_frame("new_message", out.message_json),
-              origin, out.message.seq);
+      publish(out.message.thread_id, Audience::members(members), "new_message", out.message_json, origin,
+              out.message.seq, out.message.id);
     }
     done(std::move(out));
   });
@@ -297,8 +297,8 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   if (!m) return m.error();
   auto seq = store_.mark_read(thread_id, user_id, up_to_seq);
   if (!seq) return seq;
-  publish(thread_id, Audience::members(*m),
-          encode_frame("read_receipt", json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}),
+  publish(thread_id, Audience::members(*m), "read_receipt",
+          json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}),
           origin_session);
   return seq;
 }
@@ -317,7 +317,7 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
   if (type == "call_offer" && !anyone_online)
     return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
   fields["thread_id"] = thread_id;
-  publish(thread_id, Audience::users(std::move(others)), encode_frame(type, std::move(fields)), origin_session);
+  publish(thread_id, Audience::users(std::move(others)), type, json::serialize(fields), origin_session);
   return Ok{};
 }
 
@@ -331,13 +331,16 @@ ChatService::Audience ChatService::Audience::users(std::vector<std::string> user
   return {std::make_shared<const std::vector<std::string>>(std::move(user_ids)), false};
 }
 
-void ChatService::publish(std::string thread_id, Audience to, std::string frame, std::string exclude_session,
-                          int64_t seq) {
+void ChatService::publish(std::string thread_id, Audience to, std::string type, std::string payload,
+                          std::string exclude_session, int64_t seq, std::string message_id) {
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = std::move(thread_id);
   ev->recipients = std::move(to.user_ids);
   ev->shared_recipients = to.shared;
-  ev->frame = std::make_shared<const Frame>(std::move(frame));
+  ev->type = std::move(type);
+  ev->payload = std::move(payload);
+  ev->payload_is_data = !message_id.empty();
+  ev->message_id = std::move(message_id);
   ev->exclude_session = std::move(exclude_session);
   ev->seq = seq;
   bus_.publish(std::move(ev));
@@ -352,11 +355,9 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
   if (!before) return before.error();
-  publish(msg->thread_id, Audience::users({msg->sender_id}),
-          encode_frame("message_delivered", json::object{{"message_id", msg->id},
-                                                         {"thread_id", msg->thread_id},
-                                                         {"user_id", user_id},
-                                                         {"seq", msg->seq}}));
+  publish(msg->thread_id, Audience::users({msg->sender_id}), "message_delivered",
+          json::serialize(json::object{
+              {"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
   return Ok{};
 }
 
@@ -365,9 +366,8 @@ void ChatService::announce_presence(const std::string& user_id, bool online) {
   if (!online) store_.set_last_seen(user_id, seen);
   auto contacts = store_.contacts(user_id);
   if (contacts.empty()) return;
-  publish("", Audience::users(std::move(contacts)),
-          encode_frame("presence",
-                       json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
+  publish("", Audience::users(std::move(contacts)), "presence",
+          json::serialize(json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
   spdlog::debug("event=presence user_id={} online={}", user_id, online);
 }
 

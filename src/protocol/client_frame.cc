@@ -67,6 +67,18 @@ Result<json::object> parse_json_object(std::string_view text, std::string_view w
   return std::move(v.as_object());
 }
 
+std::vector<std::string_view> client_frame_types() {
+  std::vector<std::string_view> names;
+  for (const auto& tn : kTypes) names.push_back(tn.name);
+  return names;
+}
+
+std::optional<ClientType> client_type(std::string_view name) {
+  for (const auto& tn : kTypes)
+    if (tn.name == name) return tn.type;
+  return std::nullopt;
+}
+
 ParsedFrame parse_client_frame(std::string_view text) {
   ParsedFrame out;
   auto parsed = parse_json_object(text, "frame");
@@ -75,22 +87,25 @@ ParsedFrame parse_client_frame(std::string_view text) {
     return out;
   }
   const json::object& o = *parsed;
+  json::value request_id;
   if (const json::value* rid = o.if_contains("request_id")) {
-    if (rid->is_string() || rid->is_number()) out.frame.request_id = *rid;
+    if (rid->is_string() || rid->is_number()) request_id = *rid;
   }
   const json::value* t = o.if_contains("type");
-  if (!t) { out.error = missing_field("type"); return out; }
-  if (!t->is_string()) { out.error = invalid_field("type", "must be a string"); return out; }
-  std::string_view name = t->get_string();
-  const TypeName* found = nullptr;
-  for (const auto& tn : kTypes)
-    if (tn.name == name) found = &tn;
-  if (!found) {
-    out.error = bad_input("unknown_type", "unknown frame type: " + std::string(name.substr(0, 64)));
-    return out;
-  }
+  std::optional<ClientType> type;
+  if (!t) out.error = missing_field("type");
+  else if (!t->is_string()) out.error = invalid_field("type", "must be a string");
+  else if (!(type = client_type(t->get_string())))
+    out.error = bad_input("unknown_type", "unknown frame type: " + std::string(std::string_view(t->get_string()).substr(0, 64)));
+  if (!out.error) out = parse_client_fields(*type, o);
+  out.frame.request_id = std::move(request_id);
+  return out;
+}
+
+ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
+  ParsedFrame out;
   ClientFrame& f = out.frame;
-  f.type = found->type;
+  f.type = type;
   JsonFields in(o);
   switch (f.type) {
     case ClientType::kAuth:
