@@ -197,14 +197,31 @@ void Connection::on_send(ClientFrame f) {
 constexpr int kReplayPage = 500;
 constexpr auto kReplayPause = std::chrono::milliseconds(5);
 
+// A store read of a thread after a seq, sent in pages: for subscribe_thread
+// (answered with thread_subscribed) or to fill a gap the bus left (silent).
 struct Connection::Replay {
   std::string thread_id;
-  int64_t since = 0;  // the client's since_seq
+  int64_t since = 0;  // the client's since_seq, or the last seq sent before the gap
   int64_t from = 0;   // this page reads after this seq
+  bool gap_fill = false;
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
 };
+
+// A store that cannot be read now is tried again this often, while the
+// thread's live messages wait behind the gap.
+constexpr auto kGapFillRetry = std::chrono::seconds(1);
+
+void Connection::fill_gap(const std::string& thread_id, int64_t from) {
+  Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
+  spdlog::debug("event=gap_fill session_id={} thread_id={} after_seq={}", session_id_, thread_id, from);
+  auto r = std::make_shared<Replay>();
+  r->thread_id = thread_id;
+  r->since = r->from = from;
+  r->gap_fill = true;
+  replay_read(std::move(r));
+}
 
 void Connection::on_subscribe(ClientFrame f) {
   if (!f.since_seq) return reply_thread_state("thread_subscribed", std::move(f));
@@ -238,8 +255,20 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     return [self, r, page = std::move(page)]() mutable {
       if (self->closed_) return;
       if (!page) {
-        self->cursor_.end_replay(r->thread_id, r->since, r->since);
-        return self->send_error(page.error(), r->request_id);
+        if (r->gap_fill) {
+          // The gap stays open (its live messages held) until the store answers.
+          spdlog::warn("event=gap_fill_failed session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
+                       page.error().code);
+          auto t = self->transport_.lock();
+          if (!t) return;
+          std::weak_ptr<Connection> weak = self;
+          t->schedule(kGapFillRetry, [weak, r] {
+            if (auto again = weak.lock()) again->replay_read(r);
+          });
+          return;
+        }
+        self->send_error(page.error(), r->request_id);
+        return self->replay_end(std::move(r), r->since);
       }
       r->page = std::move(*page);
       r->next = 0;
@@ -268,10 +297,17 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
     r->from = last;
     return replay_read(std::move(r));
   }
-  for (auto& frame : cursor_.end_replay(r->thread_id, r->since, last)) send(std::move(frame));
+  replay_end(r, last);
+  if (r->gap_fill) return;
   int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
   send(encode_frame("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
                     r->request_id));
+}
+
+void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
+  auto end = cursor_.end_replay(r->thread_id, r->since, replayed_up_to);
+  for (auto& frame : end.frames) send(std::move(frame));
+  if (end.fill_from >= 0) fill_gap(r->thread_id, end.fill_from);
 }
 
 void Connection::on_mark_read(ClientFrame f) {
@@ -347,10 +383,25 @@ void Connection::on_delivered(ClientFrame f) {
 
 // ---------------------------------------------------------------- outbound
 
-void Connection::deliver(const BusEvent& event) {
+void Connection::deliver(const BusEvent& event) { deliver_live(event, event.frame); }
+
+void Connection::excluded(const BusEvent& event) {
+  if (event.seq > 0) deliver_live(event, nullptr);
+}
+
+void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (closed_) return;
-  if (event.seq > 0 && !cursor_.live(event.thread_id, event.seq, event.frame)) return;
-  if (auto t = transport_.lock()) t->send_text(event.frame);  // counted by the Hub
+  if (event.seq > 0) {
+    auto d = cursor_.live(event.thread_id, event.seq, frame);
+    if (d.fill_from >= 0) fill_gap(event.thread_id, d.fill_from);
+    if (!d.send) return;
+  }
+  if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub
+}
+
+void Connection::resync() {
+  if (closed_) return;
+  for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);
 }
 
 void Connection::send(std::string frame) { send(std::make_shared<const Frame>(std::move(frame))); }

@@ -48,6 +48,8 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   const std::string& session_id() const override { return session_id_; }
   const std::string& user_id() const override { return user_.id; }
   void deliver(const BusEvent& event) override;
+  void excluded(const BusEvent& event) override;
+  void resync() override;
 
  private:
   void authenticated(User user, const std::string& token, const boost::json::value& request_id);
@@ -59,6 +61,11 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   struct Replay;
   void replay_read(std::shared_ptr<Replay> replay);
   void replay_send(std::shared_ptr<Replay> replay);
+  void replay_end(std::shared_ptr<Replay> replay, int64_t replayed_up_to);
+  // Reads the thread's messages after `from` from the store to fill a gap the
+  // bus left (DeliveryCursor began it).
+  void fill_gap(const std::string& thread_id, int64_t from);
+  void deliver_live(const BusEvent& event, const FramePtr& frame);
   void on_mark_read(ClientFrame frame);
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);

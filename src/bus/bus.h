@@ -1,10 +1,24 @@
 // Bus: carries chat events to every server process sharing the same store,
-// this one included. publish() may be called from any thread; the receiver
-// is called on the bus's own delivery thread, in publish order for events
-// published by one thread. Events are immutable once published and shared.
+// this one included. It is a fast path, not the record: the store is.
 //
-// Implementations: LocalBus (one process, the embedded default) and, for
-// scale-out, a Redis pub/sub one.
+// Ordering promise: each receiver gets each thread's events in seq order, and
+// gets every event, as long as the bus stays connected and the events come
+// from one process. LocalBus keeps it always (the store publishes new
+// messages from its completion thread in commit order, and publish() calls
+// the receiver inline). A networked bus keeps it per publishing process, but
+// may reorder the events of two processes writing one thread, and loses what
+// is published while it is disconnected; it then says so with a `resync`
+// event once it is back. Receivers must therefore treat a seq gap on a thread
+// as "read the store" (DeliveryCursor does) and drop duplicates.
+//
+// Threading: publish() may be called from any thread, at any time after
+// set_receiver(). The receiver is called on the publishing thread for events
+// of this process and on the bus's own I/O thread for events of other
+// processes; it must only hand work on (Fanout posts to the loops). Events are
+// immutable once published and shared.
+//
+// Implementations: LocalBus (one process, the embedded default) and RedisBus
+// (bus/redis_bus.h, several processes on one Redis).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +43,9 @@ struct BusEvent {
   FramePtr frame;                // an encoded server frame, sent as is, encoded once
   std::string exclude_session;   // a session that must not get it (the sender's own); empty = none
   int64_t seq = 0;               // > 0 for new_message events: used to deliver each message once
+  // A control event with no frame: events may have been lost, so every
+  // session re-checks its threads against the store.
+  bool resync = false;
 };
 
 using BusEventPtr = std::shared_ptr<const BusEvent>;
@@ -41,6 +58,7 @@ class Bus {
   virtual void set_receiver(BusReceiver receiver) = 0;
   virtual void publish(BusEventPtr event) = 0;
   virtual std::string describe() const = 0;  // "local", "redis://…"
+  // False while a networked bus is disconnected (local delivery goes on).
   virtual bool healthy() const = 0;
 };
 

@@ -53,7 +53,13 @@ const std::vector<ClientSession*>& Hub::resolve(const BusEvent& event) {
   return r.sessions;
 }
 
+void Hub::resync() {
+  for (auto& [user, sessions] : by_user_)
+    for (ClientSession* s : sessions) s->resync();
+}
+
 void Hub::dispatch(const BusEvent& event) {
+  if (event.resync) return resync();
   if (!event.recipients) return;
   const auto& sessions = resolve(event);
   if (sessions.empty()) return;
@@ -68,7 +74,10 @@ void Hub::dispatch(const BusEvent& event) {
   const BusEvent& e = local ? *local : event;
   uint64_t delivered = 0;
   for (ClientSession* s : sessions) {
-    if (!e.exclude_session.empty() && s->session_id() == e.exclude_session) continue;
+    if (!e.exclude_session.empty() && s->session_id() == e.exclude_session) {
+      s->excluded(e);
+      continue;
+    }
     s->deliver(e);
     ++delivered;
   }
