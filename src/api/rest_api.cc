@@ -197,6 +197,9 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     return r;
   }
   if (route("GET", {"health"})) {
+    // A node whose bus is down still serves its own clients: it stays "ok"
+    // for load balancers, and says the bus is degraded.
+    bool bus_ok = !health_.bus_ok || health_.bus_ok();
     json::object o{{"status", "ok"},
                    {"version", PARLEY_VERSION},
                    {"uptime_seconds", (now_micros() - started_at_) / 1000000},
@@ -204,7 +207,7 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
                    {"users_online", health_.users_online ? health_.users_online() : 0},
                    {"users", chat_.store().user_count()},
                    {"storage", json::object{{"kind", chat_.store().describe()}, {"ok", true}}},
-                   {"bus", json::object{{"kind", health_.bus}, {"ok", true}}}};
+                   {"bus", json::object{{"kind", health_.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
     return json_response(200, o);
   }
   if (route("GET", {"metrics"})) {

@@ -13,12 +13,14 @@
 #include "auth/jwt.h"
 #include "auth/password.h"
 #include "bus/bus.h"
+#include "bus/redis_bus.h"
 #include "chat/chat_service.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/thread_pool.h"
+#include "net/asio_reactor.h"
 #include "net/server.h"
 #include "protocol/encode.h"
 #include "store/store.h"
@@ -58,13 +60,26 @@ std::string read_file(const std::string& path) {
 }
 
 // Everything a command needs to talk to the data: store, bus, chat service.
+// Members are destroyed in reverse: the chat service, then the bus, then
+// the loop the bus runs on.
 struct Core {
   std::unique_ptr<Store> store;
+  std::unique_ptr<ReactorThread> bus_loop;  // only for a networked bus
   std::unique_ptr<Bus> bus;
   std::unique_ptr<ChatService> chat;
 };
 
-Result<Core> open_core(const Config& config) {
+// The bus backend: Redis when configured and the command serves clients
+// (one-shot commands such as `user add` publish to nobody), else in-process.
+Result<std::unique_ptr<Bus>> open_bus(const Config& config, bool serving, std::unique_ptr<ReactorThread>& loop) {
+  if (!serving || config.redis_url.empty()) return make_local_bus();
+  auto endpoint = RedisEndpoint::parse(config.redis_url);
+  if (!endpoint) return endpoint.error();
+  loop = std::make_unique<ReactorThread>();
+  return std::unique_ptr<Bus>(std::make_unique<RedisBus>(loop->reactor(), RedisBusOptions{*endpoint}));
+}
+
+Result<Core> open_core(const Config& config, bool serving = false) {
   if (!init_crypto()) return internal_error("libsodium failed to initialise");
   auto secret = resolve_secret(config);
   if (!secret) return secret.error();
@@ -75,7 +90,9 @@ Result<Core> open_core(const Config& config) {
   if (!store) return store.error();
   Core core;
   core.store = std::move(*store);
-  core.bus = make_local_bus();
+  auto bus = open_bus(config, serving, core.bus_loop);
+  if (!bus) return bus.error();
+  core.bus = std::move(*bus);
   core.chat = std::make_unique<ChatService>(*core.store, *core.bus, *jwt, config);
   return core;
 }
@@ -113,6 +130,8 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
+  cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
+      ->envname("PARLEY_REDIS_URL");
   cmd.add_flag("!--no-metrics", c.metrics_enabled, "Disable GET /metrics")->envname("PARLEY_NO_METRICS");
   cmd.add_option("--max-frame-bytes", l.max_frame_bytes, "Largest WebSocket frame / HTTP body")
       ->envname("PARLEY_MAX_FRAME_BYTES")
@@ -147,10 +166,11 @@ void add_serve_options(CLI::App& cmd, Config& c) {
 
 int serve(Config& config) {
   spdlog::info("event=starting version={} data_dir={}", PARLEY_VERSION, config.data_dir);
-  auto core = open_core(config);
+  auto core = open_core(config, /*serving=*/true);
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
-  auto server = std::make_unique<Server>(config, *core->chat, *workers, core->bus->describe());
+  Bus* bus = core->bus.get();
+  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(), [bus] { return bus->healthy(); });
   core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
   auto port = server->start();
   if (!port) return fail(port.error());
@@ -158,6 +178,7 @@ int serve(Config& config) {
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
+  core->bus->close();
   server.reset();
   spdlog::info("event=stopped");
   return 0;

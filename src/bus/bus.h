@@ -54,12 +54,16 @@ using BusReceiver = std::function<void(const BusEventPtr&)>;
 class Bus {
  public:
   virtual ~Bus() = default;
-  // Must be called once, before the first publish.
+  // Must be called once, before the first publish. A networked bus starts
+  // receiving other processes' events only then.
   virtual void set_receiver(BusReceiver receiver) = 0;
   virtual void publish(BusEventPtr event) = 0;
   virtual std::string describe() const = 0;  // "local", "redis://…"
   // False while a networked bus is disconnected (local delivery goes on).
   virtual bool healthy() const = 0;
+  // Stops receiving other processes' events and disconnects (publish() then
+  // reaches this process only). Call before the receiver's target goes away.
+  virtual void close() {}
 };
 
 std::unique_ptr<Bus> make_local_bus();

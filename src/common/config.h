@@ -38,6 +38,7 @@ struct Config {
   bool fsync_commits = false;             // true: every group commit survives power loss (synchronous=FULL)
   bool metrics_enabled = true;
   std::vector<std::string> allowed_origins;  // empty = any Origin
+  std::string redis_url;                  // redis://HOST:PORT: the Redis bus and shared state; empty = in-process
   Limits limits;
 };
 

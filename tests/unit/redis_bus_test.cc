@@ -1,0 +1,270 @@
+// RedisBus against a real redis-server (scripts/redis-test.sh) on loopback:
+// two bus instances in one process stand for two nodes.
+#include "bus/bus_codec.h"
+#include "bus/redis_bus.h"
+#include "net/asio_reactor.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+namespace parley {
+namespace {
+
+using namespace std::chrono_literals;
+
+BusEventPtr message(const std::string& thread, int64_t seq, std::vector<std::string> users, bool shared = true) {
+  auto e = std::make_shared<BusEvent>();
+  e->thread_id = thread;
+  e->seq = seq;
+  e->recipients = std::make_shared<const std::vector<std::string>>(std::move(users));
+  e->shared_recipients = shared;
+  e->frame = std::make_shared<const Frame>("{\"type\":\"new_message\",\"data\":{\"seq\":" + std::to_string(seq) +
+                                           ",\"content\":\"a\\nb \\\"q\\\"\"}}");
+  e->exclude_session = "session-" + std::to_string(seq);
+  return e;
+}
+
+// ---- the wire format, no Redis needed
+
+TEST(BusCodec, RoundTripKeepsEveryField) {
+  auto e = message("t1", 42, {"u1", "u2"});
+  auto d = decode_bus_event(encode_bus_event(*e, "node-a"));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->node_id, "node-a");
+  EXPECT_EQ(d->event->thread_id, "t1");
+  EXPECT_EQ(d->event->seq, 42);
+  EXPECT_EQ(*d->event->recipients, (std::vector<std::string>{"u1", "u2"}));
+  EXPECT_TRUE(d->event->shared_recipients);
+  EXPECT_EQ(d->event->exclude_session, "session-42");
+  EXPECT_EQ(*d->event->frame, *e->frame) << "the frame travels byte for byte, newlines included";
+  EXPECT_FALSE(d->event->resync);
+}
+
+TEST(BusCodec, EventWithoutSeqOrExclusion) {
+  BusEvent e;
+  e.thread_id = "t";
+  e.recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"u"});
+  e.frame = std::make_shared<const Frame>("{\"type\":\"typing\"}");
+  auto d = decode_bus_event(encode_bus_event(e, "n"));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->event->seq, 0);
+  EXPECT_FALSE(d->event->shared_recipients);
+  EXPECT_TRUE(d->event->exclude_session.empty());
+  EXPECT_EQ(*d->event->frame, "{\"type\":\"typing\"}");
+}
+
+TEST(BusCodec, ResyncControlEvent) {
+  BusEvent e;
+  e.resync = true;
+  auto d = decode_bus_event(encode_bus_event(e, "n"));
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->event->resync);
+}
+
+TEST(BusCodec, RefusesWhatIsNotAnEventOfThisVersion) {
+  EXPECT_FALSE(decode_bus_event(""));
+  EXPECT_FALSE(decode_bus_event("hello"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":2,\"node\":\"n\"}\n{}"));
+  EXPECT_FALSE(decode_bus_event("[1]\n{}"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\n"));
+}
+
+// ---- against redis-server
+
+std::string script() { return std::string(PARLEY_SOURCE_DIR) + "/scripts/redis-test.sh"; }
+
+class RedisServer {
+ public:
+  RedisServer() {
+    dir_ = std::filesystem::temp_directory_path() / ("parley-redis-test-" + std::to_string(::getpid()) + "-" +
+                                                     std::to_string(counter_++));
+    start();
+    std::ifstream in(dir_ / "redis.port");
+    in >> port_;
+  }
+  ~RedisServer() {
+    stop();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  void start() {
+    std::string cmd = script() + " start " + dir_.string() + (port_ ? " " + std::to_string(port_) : "") + " >/dev/null";
+    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("redis-server did not start");
+  }
+  void stop() { std::system((script() + " stop " + dir_.string()).c_str()); }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path dir_;
+  int port_ = 0;
+};
+
+// Collects what a bus hands its receiver.
+struct Inbox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<BusEventPtr> events;
+  void operator()(const BusEventPtr& e) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+    cv.notify_all();
+  }
+  // Waits (bounded) until pred holds over the events.
+  bool wait(const std::function<bool(const std::vector<BusEventPtr>&)>& pred, std::chrono::seconds limit = 10s) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, limit, [&] { return pred(events); });
+  }
+  size_t count_messages() {
+    std::lock_guard lock(mu);
+    size_t n = 0;
+    for (auto& e : events) n += e->seq > 0;
+    return n;
+  }
+};
+
+bool eventually(const std::function<bool()>& cond, std::chrono::seconds limit = 10s) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return cond();
+}
+
+RedisBusOptions options(const RedisServer& redis) {
+  RedisBusOptions o;
+  o.endpoint = *RedisEndpoint::parse(redis.url());
+  return o;
+}
+
+TEST(RedisEndpoint, Parses) {
+  auto e = RedisEndpoint::parse("redis://127.0.0.1:6380");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->host, "127.0.0.1");
+  EXPECT_EQ(e->port, 6380);
+  EXPECT_EQ(RedisEndpoint::parse("redis://localhost")->port, 6379);
+  auto p = RedisEndpoint::parse("redis://:s3cret@[::1]:7000/0");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->host, "::1");
+  EXPECT_EQ(p->port, 7000);
+  EXPECT_EQ(p->password, "s3cret");
+  EXPECT_EQ(p->describe(), "redis://[::1]:7000") << "never the password";
+  EXPECT_FALSE(RedisEndpoint::parse("http://x:1"));
+  EXPECT_FALSE(RedisEndpoint::parse("redis://:1"));
+  EXPECT_FALSE(RedisEndpoint::parse("redis://h:99999"));
+  EXPECT_FALSE(RedisEndpoint::parse("redis://h:12x"));
+}
+
+TEST(RedisBus, EventsReachTheOtherNodeInOrderAndTheOwnNodeOnce) {
+  RedisServer redis;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  const int n = 500;
+  std::thread publisher([&] {
+    for (int i = 1; i <= n; ++i) a.publish(message("t", i, {"u1", "u2"}));
+  });
+  publisher.join();
+  ASSERT_TRUE(at_b.wait([&](auto& ev) { return ev.size() >= n; })) << "got " << at_b.count_messages();
+  std::this_thread::sleep_for(200ms);  // anything extra (an echo, a duplicate) would arrive meanwhile
+  std::lock_guard lock_b(at_b.mu);
+  ASSERT_EQ(at_b.events.size(), size_t{n});
+  for (int i = 0; i < n; ++i) {
+    const BusEvent& e = *at_b.events[i];
+    EXPECT_EQ(e.seq, i + 1);
+    EXPECT_EQ(e.thread_id, "t");
+    EXPECT_EQ(*e.frame, *message("t", i + 1, {})->frame);
+    EXPECT_EQ(e.exclude_session, "session-" + std::to_string(i + 1));
+    ASSERT_TRUE(e.recipients);
+    EXPECT_EQ(*e.recipients, (std::vector<std::string>{"u1", "u2"}));
+  }
+  // One list per thread on the receiving side, so the Hubs' caches keep working.
+  EXPECT_EQ(at_b.events.front()->recipients.get(), at_b.events.back()->recipients.get());
+  std::lock_guard lock_a(at_a.mu);
+  EXPECT_EQ(at_a.events.size(), size_t{n}) << "the publishing node delivers locally, and ignores its own echo";
+}
+
+TEST(RedisBus, PublishesFromManyThreadsAllArrive) {
+  RedisServer redis;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 1; i <= 100; ++i) a.publish(message("t" + std::to_string(t), i, {"u"}));
+    });
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(at_b.wait([](auto& ev) { return ev.size() >= 400; }));
+  // Per publishing thread (and so per conversation here), order holds.
+  std::lock_guard lock(at_b.mu);
+  std::map<std::string, int64_t> last;
+  for (auto& e : at_b.events) {
+    EXPECT_EQ(e->seq, last[e->thread_id] + 1) << e->thread_id;
+    last[e->thread_id] = e->seq;
+  }
+}
+
+TEST(RedisBus, RedisRestartDegradesThenRecoversAndAsksForAResync) {
+  RedisServer redis;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  a.publish(message("t", 1, {"u"}));
+  ASSERT_TRUE(at_b.wait([](auto& ev) { return ev.size() >= 1; }));
+
+  redis.stop();
+  ASSERT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); })) << "both nodes notice Redis is gone";
+  a.publish(message("t", 2, {"u"}));
+  EXPECT_TRUE(at_a.wait([](auto& ev) { return ev.size() >= 2; }, 2s)) << "local delivery goes on without Redis";
+
+  redis.start();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 20s)) << "both reconnect by themselves";
+  // B lost its subscription: it tells its own sessions to resync, and event 2
+  // (queued on A while Redis was down) arrives after all.
+  ASSERT_TRUE(at_b.wait([](auto& ev) {
+    bool resync = false, two = false;
+    for (auto& e : ev) resync = resync || e->resync, two = two || e->seq == 2;
+    return resync && two;
+  }));
+  // And the bus works again.
+  a.publish(message("t", 3, {"u"}));
+  EXPECT_TRUE(at_b.wait([](auto& ev) { return ev.back()->seq == 3; }));
+}
+
+TEST(RedisBus, UnreachableRedisAtStartIsDegradedNotFatal) {
+  RedisServer redis;
+  redis.stop();
+  ReactorThread loop;
+  Inbox at_a;
+  RedisBus a(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(a.healthy());
+  a.publish(message("t", 1, {"u"}));
+  EXPECT_EQ(at_a.count_messages(), 1u);
+  redis.start();
+  EXPECT_TRUE(eventually([&] { return a.healthy(); }, 20s));
+}
+
+}  // namespace
+}  // namespace parley
