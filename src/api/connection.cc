@@ -204,14 +204,18 @@ struct Connection::Replay {
   int64_t since = 0;  // the client's since_seq, or the last seq sent before the gap
   int64_t from = 0;   // this page reads after this seq
   bool gap_fill = false;
+  int fill_attempts = 0;  // reads that found nothing new while the gap stayed
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
 };
 
-// A store that cannot be read now is tried again this often, while the
-// thread's live messages wait behind the gap.
+// A store that cannot be read now, or does not have the missing seqs yet, is
+// tried again this often, while the thread's live messages wait behind the
+// gap; after kGapFillAttempts reads that found nothing, the gap is accepted
+// (an event for a seq the store never had must not stall the thread).
 constexpr auto kGapFillRetry = std::chrono::seconds(1);
+constexpr int kGapFillAttempts = 5;
 
 void Connection::fill_gap(const std::string& thread_id, int64_t from) {
   Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
@@ -268,7 +272,8 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           return;
         }
         self->send_error(page.error(), r->request_id);
-        return self->replay_end(std::move(r), r->since);
+        int64_t since = r->since;
+        return self->replay_end(std::move(r), since);
       }
       r->page = std::move(*page);
       r->next = 0;
@@ -307,7 +312,21 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
 void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
   auto end = cursor_.end_replay(r->thread_id, r->since, replayed_up_to);
   for (auto& frame : end.frames) send(std::move(frame));
-  if (end.fill_from >= 0) fill_gap(r->thread_id, end.fill_from);
+  if (end.fill_from < 0) return;
+  if (!r->gap_fill || end.fill_from > r->since) return fill_gap(r->thread_id, end.fill_from);
+  // This fill found nothing past where it began.
+  if (++r->fill_attempts >= kGapFillAttempts) {
+    spdlog::warn("event=gap_skipped session_id={} thread_id={} after_seq={}", session_id_, r->thread_id, r->since);
+    for (auto& frame : cursor_.skip_gap(r->thread_id)) send(std::move(frame));
+    return;
+  }
+  auto t = transport_.lock();
+  if (!t) return;
+  r->from = r->since;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  t->schedule(kGapFillRetry, [weak, r] {
+    if (auto self = weak.lock()) self->replay_read(r);
+  });
 }
 
 void Connection::on_mark_read(ClientFrame f) {

@@ -76,6 +76,22 @@ DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_i
   return out;
 }
 
+std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
+  State& s = state(thread_id);
+  std::vector<FramePtr> out;
+  if (s.replays > 0) --s.replays;
+  if (s.replays > 0) return out;
+  std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [seq, frame] : s.held) {
+    if (s.hi != 0 && seq <= s.hi) continue;
+    if (s.hi == 0) s.lo = seq;
+    s.hi = seq;
+    if (frame) out.push_back(std::move(frame));
+  }
+  s.held.clear();
+  return out;
+}
+
 std::vector<std::pair<std::string, int64_t>> DeliveryCursor::begin_resync() {
   std::vector<std::pair<std::string, int64_t>> out;
   for (auto& [thread_id, s] : threads_) {

@@ -44,6 +44,10 @@ class DeliveryCursor {
   // highest seq it read (sent or skipped), or since_seq when it read nothing.
   // No frames while another replay of the thread still runs.
   ReplayEnd end_replay(const std::string& thread_id, int64_t since_seq, int64_t replayed_up_to);
+  // Gives up a fill that cannot find the missing seqs (the store does not
+  // have them): ends it and returns the held frames past hi, in order,
+  // accepting the gap.
+  std::vector<FramePtr> skip_gap(const std::string& thread_id);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them.
   std::vector<std::pair<std::string, int64_t>> begin_resync();

@@ -324,5 +324,16 @@ TEST(DeliveryCursor, ResyncSkipsThreadsNothingWasSentOn) {
   EXPECT_TRUE(c.begin_resync().empty());
 }
 
+TEST(DeliveryCursor, SkippingAGapSendsTheHeldFramesInOrder) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 4, frame(4)).fill_from, 1);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+  EXPECT_EQ(texts(c.skip_gap(kT)), Seqs({"m3", "m4"})) << "once each, in seq order";
+  EXPECT_EQ(c.last_sent(kT), 4);
+  EXPECT_TRUE(c.live(kT, 5, frame(5)).send);
+}
+
 }  // namespace
 }  // namespace parley
