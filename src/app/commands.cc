@@ -13,7 +13,8 @@
 #include "auth/jwt.h"
 #include "auth/password.h"
 #include "bus/bus.h"
-#include "bus/redis_bus.h"
+#include "redis/redis_bus.h"
+#include "redis/redis_presence.h"
 #include "chat/chat_service.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -64,19 +65,27 @@ std::string read_file(const std::string& path) {
 // the loop the bus runs on.
 struct Core {
   std::unique_ptr<Store> store;
-  std::unique_ptr<ReactorThread> bus_loop;  // only for a networked bus
+  std::unique_ptr<ReactorThread> bus_loop;  // only with Redis
   std::unique_ptr<Bus> bus;
+  std::unique_ptr<RedisPresenceDirectory> redis_presence;  // only with Redis
   std::unique_ptr<ChatService> chat;
 };
 
-// The bus backend: Redis when configured and the command serves clients
-// (one-shot commands such as `user add` publish to nobody), else in-process.
-Result<std::unique_ptr<Bus>> open_bus(const Config& config, bool serving, std::unique_ptr<ReactorThread>& loop) {
-  if (!serving || config.redis_url.empty()) return make_local_bus();
+// The bus backend and the state nodes share: Redis when configured and the
+// command serves clients (one-shot commands such as `user add` publish to
+// nobody), else in-process.
+Status open_bus(const Config& config, bool serving, Core& core) {
+  if (!serving || config.redis_url.empty()) {
+    core.bus = make_local_bus();
+    return Ok{};
+  }
   auto endpoint = RedisEndpoint::parse(config.redis_url);
   if (!endpoint) return endpoint.error();
-  loop = std::make_unique<ReactorThread>();
-  return std::unique_ptr<Bus>(std::make_unique<RedisBus>(loop->reactor(), RedisBusOptions{*endpoint}));
+  std::string node_id = random_hex(8);
+  core.bus_loop = std::make_unique<ReactorThread>();
+  core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(), RedisBusOptions{*endpoint, "parley:events", 10000, node_id});
+  core.redis_presence = std::make_unique<RedisPresenceDirectory>(core.bus_loop->reactor(), *endpoint, node_id);
+  return Ok{};
 }
 
 Result<Core> open_core(const Config& config, bool serving = false) {
@@ -90,10 +99,13 @@ Result<Core> open_core(const Config& config, bool serving = false) {
   if (!store) return store.error();
   Core core;
   core.store = std::move(*store);
-  auto bus = open_bus(config, serving, core.bus_loop);
+  auto bus = open_bus(config, serving, core);
   if (!bus) return bus.error();
-  core.bus = std::move(*bus);
   core.chat = std::make_unique<ChatService>(*core.store, *core.bus, *jwt, config);
+  if (core.redis_presence) {
+    core.chat->presence().set_directory(core.redis_presence.get());
+    core.redis_presence->start();
+  }
   return core;
 }
 
@@ -179,6 +191,7 @@ int serve(Config& config) {
   workers.reset();
   core->store->close();
   core->bus->close();
+  if (core->redis_presence) core->redis_presence->close();
   server.reset();
   spdlog::info("event=stopped");
   return 0;

@@ -18,7 +18,7 @@
 // immutable once published and shared.
 //
 // Implementations: LocalBus (one process, the embedded default) and RedisBus
-// (bus/redis_bus.h, several processes on one Redis).
+// (redis/redis_bus.h, several processes on one Redis).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// ReactorThread: a Reactor (bus/reactor.h) on an Asio io_context run by one
+// ReactorThread: a Reactor (common/reactor.h) on an Asio io_context run by one
 // thread of its own, for the networked bus's connections: their reads and
 // parsing do not wait behind client sessions on a network loop, and there is
 // one such thread per process, never one per message.
@@ -8,7 +8,7 @@
 
 #include <memory>
 
-#include "bus/reactor.h"
+#include "common/reactor.h"
 
 namespace parley {
 

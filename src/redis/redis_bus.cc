@@ -1,4 +1,4 @@
-#include "bus/redis_bus.h"
+#include "redis/redis_bus.h"
 
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
@@ -21,7 +21,7 @@ constexpr size_t kMaxCachedMemberLists = 4096;
 RedisBus::RedisBus(Reactor& reactor, RedisBusOptions options)
     : reactor_(reactor),
       options_(std::move(options)),
-      node_id_(random_hex(8)),
+      node_id_(options_.node_id.empty() ? random_hex(8) : options_.node_id),
       pub_(reactor, options_.endpoint, "publish", [this] { on_pub_up(); },
            [this] {
              // Commands in flight may be lost with the connection: others must resync.

@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "bus/bus.h"
-#include "bus/reactor.h"
-#include "bus/redis_link.h"
+#include "common/reactor.h"
+#include "redis/redis_link.h"
 
 namespace parley {
 
@@ -34,6 +34,7 @@ struct RedisBusOptions {
   RedisEndpoint endpoint;
   std::string channel = "parley:events";
   size_t max_queued = 10000;  // events kept while Redis is unreachable
+  std::string node_id;        // this process on the bus; empty = a random one
 };
 
 class RedisBus final : public Bus {

@@ -1,4 +1,4 @@
-#include "bus/redis_link.h"
+#include "redis/redis_link.h"
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include "bus/reactor.h"
+#include "common/reactor.h"
 #include "common/error.h"
 
 struct redisAsyncContext;
