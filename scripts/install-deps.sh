@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libsqlite3-dev sqlite3 libpq-dev libhiredis-dev libsodium-dev libssl-dev
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev googletest
   python3 python3-websockets
+  python3-socketio python3-requests python3-websocket
   postgresql redis-server
   procps psmisc
 )

@@ -24,6 +24,7 @@
 #include "net/asio_reactor.h"
 #include "net/server.h"
 #include "protocol/encode.h"
+#include "app/store_options.h"
 #include "store/store.h"
 
 namespace parley {
@@ -95,7 +96,7 @@ Result<Core> open_core(const Config& config, bool serving = false) {
   std::string pem = config.jwt_public_key_file.empty() ? "" : read_file(config.jwt_public_key_file);
   auto jwt = JwtVerifier::create(*secret, pem);
   if (!jwt) return jwt.error();
-  auto store = open_sqlite_store(StoreOptions{config.data_dir, config.fsync_commits});
+  auto store = open_store(store_options(config));
   if (!store) return store.error();
   Core core;
   core.store = std::move(*store);
@@ -109,6 +110,19 @@ Result<Core> open_core(const Config& config, bool serving = false) {
   return core;
 }
 
+// `parley migrate`: brings the store's schema up to date and exits (serve
+// does the same at start; this is for deployments that migrate first).
+int migrate(const Config& config) {
+  auto store = open_store(store_options(config));
+  if (!store) {
+    std::cerr << "parley: " << store.error().code << ": " << store.error().message << "\n";
+    return 1;
+  }
+  std::cout << "migrated " << (*store)->describe() << "\n";
+  (*store)->close();
+  return 0;
+}
+
 int fail(const Error& e) {
   std::cerr << "parley: " << e.code << ": " << e.message << "\n";
   return 1;
@@ -118,6 +132,8 @@ void add_common_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--data-dir", c.data_dir, "Storage directory (SQLite database, generated secret)")
       ->envname("PARLEY_DATA_DIR")
       ->capture_default_str();
+  cmd.add_option("--database", c.database_url, "postgres://USER:PASS@HOST:PORT/DB: use PostgreSQL (default: SQLite in the data dir)")
+      ->envname("PARLEY_DATABASE_URL");
   cmd.add_option("--jwt-secret", c.jwt_secret, "HS256 secret for tokens (default: generated into the data dir)")
       ->envname("PARLEY_JWT_SECRET");
   cmd.add_option("--jwt-public-key", c.jwt_public_key_file, "PEM public key accepting RS256/ES256 provider tokens")
@@ -144,6 +160,16 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->delimiter(',');
   cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
       ->envname("PARLEY_REDIS_URL");
+  cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
+      ->envname("PARLEY_SOCKETIO_PATH")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-interval", c.socketio.ping_interval_ms, "Engine.IO ping interval, milliseconds")
+      ->envname("PARLEY_SOCKETIO_PING_INTERVAL")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-timeout", c.socketio.ping_timeout_ms,
+                 "Engine.IO: milliseconds to answer a ping before the session closes")
+      ->envname("PARLEY_SOCKETIO_PING_TIMEOUT")
+      ->capture_default_str();
   cmd.add_flag("!--no-metrics", c.metrics_enabled, "Disable GET /metrics")->envname("PARLEY_NO_METRICS");
   cmd.add_option("--max-frame-bytes", l.max_frame_bytes, "Largest WebSocket frame / HTTP body")
       ->envname("PARLEY_MAX_FRAME_BYTES")
@@ -256,6 +282,9 @@ int run_cli(int argc, char** argv) {
   seed_cmd->add_option("--group-size", seed_opts.group_size, "Users per group thread (user i is in group i/G)")->required();
   seed_cmd->add_option("--threads", seed_opts.threads, "Concurrent creates (group-committed)")->capture_default_str();
 
+  auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
+  add_common_options(*migrate_cmd, config);
+
   app.add_subcommand("version", "Print the version");
 
   try {
@@ -271,6 +300,7 @@ int run_cli(int argc, char** argv) {
   if (add_cmd->parsed()) return user_add(config, reg, phone_opt->count() > 0, phone);
   if (token_cmd->parsed()) return token(config, token_user);
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
+  if (migrate_cmd->parsed()) return migrate(config);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }

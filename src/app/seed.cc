@@ -15,6 +15,7 @@
 
 #include "auth/jwt.h"
 #include "common/clock.h"
+#include "app/store_options.h"
 #include "store/store.h"
 
 namespace parley {
@@ -158,7 +159,7 @@ int run_seed(const Config& config, const SeedOptions& options) {
     return 2;
   }
   const auto started = std::chrono::steady_clock::now();
-  auto store = open_sqlite_store(StoreOptions{config.data_dir, config.fsync_commits});
+  auto store = open_store(store_options(config));
   if (!store) {
     std::cerr << "parley seed: " << store.error().code << ": " << store.error().message << "\n";
     return 1;

@@ -15,6 +15,7 @@ std::string encode_bus_event(const BusEvent& e, const std::string& node_id) {
   if (e.resync) {
     h["resync"] = true;
   } else {
+    h["type"] = e.type;
     h["thread_id"] = e.thread_id;
     if (e.seq > 0) h["seq"] = e.seq;
     json::array r;
@@ -25,10 +26,12 @@ std::string encode_bus_event(const BusEvent& e, const std::string& node_id) {
     h["recipients"] = std::move(r);
     if (e.shared_recipients) h["shared"] = true;
     if (!e.exclude_session.empty()) h["exclude"] = e.exclude_session;
+    if (e.payload_is_data) h["data"] = true;
+    if (!e.message_id.empty()) h["message_id"] = e.message_id;
   }
   std::string out = json::serialize(h);
   out.push_back('\n');
-  if (e.frame) out += *e.frame;
+  out += e.payload;
   return out;
 }
 
@@ -53,6 +56,7 @@ std::optional<DecodedBusEvent> decode_bus_event(std::string_view payload) {
     e.resync = true;
     return out;
   }
+  e.type = str("type");
   e.thread_id = str("thread_id");
   if (const json::value* s = h.if_contains("seq"); s && s->is_int64()) e.seq = s->get_int64();
   auto recipients = std::make_shared<std::vector<std::string>>();
@@ -64,7 +68,13 @@ std::optional<DecodedBusEvent> decode_bus_event(std::string_view payload) {
   e.recipients = std::move(recipients);
   if (const json::value* s = h.if_contains("shared"); s && s->is_bool()) e.shared_recipients = s->get_bool();
   e.exclude_session = str("exclude");
-  e.frame = std::make_shared<const Frame>(payload.substr(nl + 1));
+  if (const json::value* d = h.if_contains("data"); d && d->is_bool()) e.payload_is_data = d->get_bool();
+  e.message_id = str("message_id");
+  // The encoders splice the payload into frames as an object's text: check
+  // its shape (another node wrote it; a full parse per event is not needed).
+  std::string_view body = payload.substr(nl + 1);
+  if (e.type.empty() || body.size() < 2 || body.front() != '{' || body.back() != '}') return std::nullopt;
+  e.payload = std::string(body);
   return out;
 }
 

@@ -1,12 +1,15 @@
 // The wire format of a bus event between Parley processes (RedisBus), one
 // Redis pub/sub message per event:
 //
-//   {"v":1,"node":"<publisher>","thread_id":"…","seq":42,"recipients":["<user id>",…],
-//    "shared":true,"exclude":"<session id>"}\n<frame>
+//   {"v":1,"node":"<publisher>","type":"new_message","thread_id":"…","seq":42,
+//    "recipients":["<user id>",…],"shared":true,"exclude":"<session id>",
+//    "data":true,"message_id":"…"}\n<payload>
 //
 // a JSON header on one line (Boost.JSON never writes a raw newline), then the
-// encoded server frame exactly as clients get it, so the frame is neither
-// escaped nor parsed again. Absent fields take BusEvent's defaults. A control
+// event's payload (BusEvent::payload, a JSON object's text: the message for
+// "data":true, else the frame's own fields) as is, so it is neither escaped
+// nor parsed again; each node encodes it per wire format as for its own
+// events. Absent fields take BusEvent's defaults. A control
 // event is the header alone: {"v":1,"node":"…","resync":true}. Receivers
 // ignore their own node's events (they were delivered locally on publish)
 // and refuse other versions. Thread-safe (pure functions).

@@ -4,14 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <future>
-#include <mutex>
 
-#include "auth/password.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "common/utf8.h"
+#include "common/wait.h"
 #include "protocol/encode.h"
 
 namespace parley {
@@ -20,159 +18,18 @@ namespace json = boost::json;
 
 namespace {
 
-int64_t now_seconds() { return now_micros() / 1000000; }
-
-bool valid_username(const std::string& u) {
-  if (u.size() < 3 || u.size() > 32) return false;
-  return std::all_of(u.begin(), u.end(),
-                     [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.'; });
-}
-
-bool valid_phone(const std::string& p) {
-  if (p.size() < 3 || p.size() > 32) return false;
-  return std::all_of(p.begin(), p.end(), [](char c) { return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == ' '; });
-}
-
-std::string lowercase(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
 
-// What a non-participant hears about any thread, existing or not.
-Error not_yours() { return forbidden("thread not found or you are not a participant"); }
 
 }  // namespace
 
 ChatService::ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifier> jwt, const Config& config)
     : store_(store),
       bus_(bus),
-      jwt_(std::move(jwt)),
       config_(config),
-      login_limiter_(config.limits.login_failures_per_account, config.limits.login_failures_per_address,
-                     config.limits.login_window_seconds),
+      identity_(store, std::move(jwt), config),
+      members_(store),
       presence_(config.limits.max_connections_per_user, std::chrono::seconds(config.limits.presence_grace_seconds)) {}
-
-// ---------------------------------------------------------------- identity
-
-AuthResult ChatService::issue_token(const User& user) const {
-  int64_t now = now_seconds();
-  AuthResult r;
-  r.user = user;
-  r.token = jwt_->sign(user.id, now, config_.token_ttl_seconds, json::object{{"username", user.username}});
-  r.expires_at = (now + config_.token_ttl_seconds) * 1000000;
-  return r;
-}
-
-Result<AuthResult> ChatService::register_user(const RegisterRequest& req) {
-  std::string username = lowercase(req.username);
-  if (!valid_username(username))
-    return bad_input("invalid_username", "username must be 3-32 characters of a-z, 0-9, _ and .");
-  if (req.password.size() < 8) return bad_input("weak_password", "password must have at least 8 characters");
-  if (req.password.size() > 1024) return bad_input("invalid_field", "password is too long");
-  if (!utf8_length(req.full_name) || !has_visible_text(req.full_name) || req.full_name.size() > 200)
-    return bad_input("invalid_field", "full_name must be 1-200 characters of text");
-  if (req.phone_number && !valid_phone(*req.phone_number))
-    return bad_input("invalid_field", "phone_number must be digits, spaces, + and -");
-  if (!utf8_length(req.role) || req.role.size() > 64) return bad_input("invalid_field", "role is too long");
-  User u;
-  u.id = new_uuid();
-  u.username = username;
-  u.full_name = req.full_name;
-  u.phone_number = req.phone_number;
-  u.role = req.role.empty() ? "member" : req.role;
-  u.password_hash = hash_password(req.password);
-  u.created_at = now_micros();
-  auto created = store_.create_user(u);
-  if (!created) return created.error();
-  spdlog::info("event=user_registered user_id={}", u.id);
-  return issue_token(*created);
-}
-
-Result<AuthResult> ChatService::login(const std::string& login, const std::string& password,
-                                      const std::string& address) {
-  std::optional<User> u = store_.user_by_username(lowercase(login));
-  if (!u) u = store_.user_by_phone(login);
-  // Failures count per account (whichever name it was reached by), or per
-  // login text when no account matches.
-  const std::string key = u ? u->id : "login:" + lowercase(login);
-  int64_t now = now_seconds();
-  if (!login_limiter_.allowed(key, address, now)) {
-    Metrics::get().count_error("rate_limited");
-    return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again later"};
-  }
-  // Hash even for an unknown account, so timing does not tell which exist.
-  static const std::string kDummy = hash_password("parley-dummy-password");
-  bool has_password = u && !u->password_hash.empty();
-  bool ok = verify_password(password, has_password ? u->password_hash : kDummy) && has_password;
-  if (!ok) {
-    login_limiter_.record_failure(key, address, now);
-    spdlog::info("event=login_failed address={}", address);
-    return unauthorized("invalid_credentials", "wrong username, phone number or password");
-  }
-  login_limiter_.record_success(key);
-  return issue_token(*u);
-}
-
-Result<User> ChatService::authenticate(const std::string& token) {
-  auto claims = jwt_->verify(token, now_seconds());
-  if (!claims) return claims.error();
-  if (!is_uuid(claims->sub)) return unauthorized("invalid_token", "token subject is not a user id");
-  if (auto u = store_.user_by_id(normalize_uuid(claims->sub))) return *u;
-  return provision(*claims);
-}
-
-Result<int64_t> ChatService::token_expiry(const std::string& token) const {
-  auto claims = jwt_->verify(token, now_seconds());
-  if (!claims) return claims.error();
-  return claims->exp;
-}
-
-// A provider's token (Supabase-style) for a user we have not seen: create the
-// user from the profile it carries. A token without a profile is refused, so a
-// deleted user's old token does not bring the account back.
-Result<User> ChatService::provision(const JwtClaims& claims) {
-  const json::object& all = claims.all;
-  const json::object* meta = all.contains("user_metadata") && all.at("user_metadata").is_object()
-                                 ? &all.at("user_metadata").as_object()
-                                 : nullptr;
-  const json::value* email = all.if_contains("email");
-  if (!meta && !(email && email->is_string())) return unauthorized("invalid_token", "unknown user");
-  auto str = [](const json::object* o, const char* key) -> std::string {
-    if (!o) return "";
-    const json::value* v = o->if_contains(key);
-    return v && v->is_string() ? std::string(v->get_string()) : "";
-  };
-  std::string base = lowercase(str(meta, "username"));
-  if (base.empty() && email && email->is_string()) {
-    std::string e(email->get_string());
-    base = lowercase(e.substr(0, e.find('@')));
-  }
-  std::string clean;
-  for (char c : base)
-    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.') clean.push_back(c);
-  if (clean.size() < 3) clean = "user" + clean;
-  clean = clean.substr(0, 24);
-  User u;
-  u.id = normalize_uuid(claims.sub);
-  u.full_name = str(meta, "full_name");
-  if (u.full_name.empty()) u.full_name = clean;
-  u.role = str(meta, "role");
-  if (u.role.empty()) u.role = "member";
-  u.created_at = now_micros();
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    u.username = attempt == 0 ? clean : clean + "_" + random_hex(3);
-    auto created = store_.create_user(u);
-    if (created) {
-      spdlog::info("event=user_provisioned user_id={}", u.id);
-      return *created;
-    }
-    if (created.error().code != "username_taken") return created.error();
-    if (auto existing = store_.user_by_id(u.id)) return *existing;  // a concurrent first login
-  }
-  return internal_error("could not choose a username");
-}
 
 Result<User> ChatService::user(const std::string& user_id) {
   if (auto u = store_.user_by_id(user_id)) return *u;
@@ -186,32 +43,19 @@ std::vector<User> ChatService::search_users(const std::string& query, int limit)
 // ---------------------------------------------------------------- threads
 
 std::shared_ptr<const ThreadMembers> ChatService::members(const std::string& thread_id) {
-  {
-    std::shared_lock lock(members_mu_);
-    auto it = members_.find(thread_id);
-    if (it != members_.end()) return it->second;
-  }
-  auto loaded = store_.thread_members(thread_id);
-  if (!loaded) return nullptr;
-  auto ptr = std::make_shared<const ThreadMembers>(std::move(*loaded));
-  std::unique_lock lock(members_mu_);
-  members_[thread_id] = ptr;
-  return ptr;
+  return members_.get(thread_id);
 }
 
-void ChatService::forget_members(const std::string& thread_id) {
-  std::unique_lock lock(members_mu_);
-  members_.erase(thread_id);
-}
+void ChatService::forget_members(const std::string& thread_id) { members_.forget(thread_id); }
 
 bool ChatService::is_member(const ThreadMembers& m, const std::string& user_id) const {
-  return std::find(m.user_ids.begin(), m.user_ids.end(), user_id) != m.user_ids.end();
+  return MemberCache::contains(m, user_id);
 }
 
 Result<std::shared_ptr<const ThreadMembers>> ChatService::require_member(const std::string& user_id,
                                                                          const std::string& thread_id) {
   auto m = members(thread_id);
-  if (!m || !is_member(*m, user_id)) return not_yours();
+  if (!m || !is_member(*m, user_id)) return thread_not_found_or_forbidden();
   return m;
 }
 
@@ -229,7 +73,7 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
     ids.push_back(nid);
   }
   for (const auto& name : req.usernames) {
-    auto u = store_.user_by_username(lowercase(name));
+    auto u = store_.user_by_username(ascii_lowercase(name));
     if (!u) return not_found("user_not_found", "no user named " + name.substr(0, 64));
     ids.push_back(u->id);
   }
@@ -264,7 +108,7 @@ Result<Thread> ChatService::thread(const User& actor, const std::string& thread_
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
   auto t = store_.thread(thread_id);
-  if (!t) return not_yours();
+  if (!t) return thread_not_found_or_forbidden();
   annotate(*t, {});
   return *t;
 }
@@ -296,7 +140,7 @@ void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const
 }
 
 Result<Thread> ChatService::direct_thread(const User& actor, const std::string& username) {
-  std::string name = lowercase(username);
+  std::string name = ascii_lowercase(username);
   if (name == actor.username) return bad_input("invalid_recipient", "you cannot message yourself");
   auto other = store_.user_by_username(name);
   if (!other) return not_found("user_not_found", "no user named " + username.substr(0, 64));
@@ -333,7 +177,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     post_system_message(actor, thread_id, actor.username + " added " + names[it - ids.begin()]);
   }
   auto t = store_.thread(thread_id);
-  if (!t) return not_yours();
+  if (!t) return thread_not_found_or_forbidden();
   return *t;
 }
 
@@ -363,12 +207,9 @@ void ChatService::post_system_message(const User& actor, const std::string& thre
   req.thread_id = thread_id;
   req.content = text;
   req.message_type = "system";
-  std::promise<void> done;
-  store_and_publish(std::move(req), m, [&done](Result<SendOutcome> r) {
-    if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
-    done.set_value();
-  });
-  done.get_future().wait();
+  auto r = wait_for_callback<Result<SendOutcome>>(
+      [&](SendCallback done) { store_and_publish(std::move(req), m, std::move(done)); });
+  if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
 }
 
 // ---------------------------------------------------------------- messages
@@ -406,8 +247,7 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
   AppendRequest append{req.thread_id, req.sender_id, std::move(req.content), std::move(req.message_type),
                        std::move(req.client_msg_id)};
   std::string origin = std::move(req.origin_session);
-  auto recipients = std::shared_ptr<const std::vector<std::string>>(members, &members->user_ids);
-  store_.append(std::move(append), [this, origin = std::move(origin), recipients = std::move(recipients),
+  store_.append(std::move(append), [this, origin = std::move(origin), members = std::move(members),
                                     done = std::move(done)](Result<AppendResult> r) {
     if (!r) return done(r.error());
     SendOutcome out;
@@ -416,14 +256,8 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.message_json = json::serialize(message_json(out.message));
     if (!out.duplicate) {
       Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
-      auto ev = std::make_shared<BusEvent>();
-      ev->thread_id = out.message.thread_id;
-      ev->recipients = recipients;
-      ev->shared_recipients = true;
-      ev->frame = std::make_shared<const Frame>(encode_data_frame("new_message", out.message_json));
-      ev->exclude_session = origin;
-      ev->seq = out.message.seq;
-      bus_.publish(std::move(ev));
+      publish(out.message.thread_id, Audience::members(members), "new_message", out.message_json, origin,
+              out.message.seq, out.message.id);
     }
     done(std::move(out));
   });
@@ -463,14 +297,9 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   if (!m) return m.error();
   auto seq = store_.mark_read(thread_id, user_id, up_to_seq);
   if (!seq) return seq;
-  auto ev = std::make_shared<BusEvent>();
-  ev->thread_id = thread_id;
-  ev->recipients = std::shared_ptr<const std::vector<std::string>>(*m, &(*m)->user_ids);
-  ev->shared_recipients = true;
-  ev->frame = std::make_shared<const Frame>(
-      encode_frame("read_receipt", json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}));
-  ev->exclude_session = origin_session;
-  bus_.publish(std::move(ev));
+  publish(thread_id, Audience::members(*m), "read_receipt",
+          json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}),
+          origin_session);
   return seq;
 }
 
@@ -478,43 +307,57 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
                           json::object fields, const std::string& origin_session) {
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
-  auto others = std::make_shared<std::vector<std::string>>();
+  std::vector<std::string> others;
   bool anyone_online = false;
   for (const auto& id : (*m)->user_ids) {
     if (id == user_id) continue;
-    others->push_back(id);
+    others.push_back(id);
     anyone_online = anyone_online || presence_.online(id);
   }
   if (type == "call_offer" && !anyone_online)
     return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
   fields["thread_id"] = thread_id;
-  auto ev = std::make_shared<BusEvent>();
-  ev->thread_id = thread_id;
-  ev->recipients = std::move(others);
-  ev->frame = std::make_shared<const Frame>(encode_frame(type, std::move(fields)));
-  ev->exclude_session = origin_session;
-  bus_.publish(std::move(ev));
+  publish(thread_id, Audience::users(std::move(others)), type, json::serialize(fields), origin_session);
   return Ok{};
 }
 
 // ---------------------------------------------------------------- receipts and presence
 
+ChatService::Audience ChatService::Audience::members(const std::shared_ptr<const ThreadMembers>& m) {
+  return {std::shared_ptr<const std::vector<std::string>>(m, &m->user_ids), true};
+}
+
+ChatService::Audience ChatService::Audience::users(std::vector<std::string> user_ids) {
+  return {std::make_shared<const std::vector<std::string>>(std::move(user_ids)), false};
+}
+
+void ChatService::publish(std::string thread_id, Audience to, std::string type, std::string payload,
+                          std::string exclude_session, int64_t seq, std::string message_id) {
+  auto ev = std::make_shared<BusEvent>();
+  ev->thread_id = std::move(thread_id);
+  ev->recipients = std::move(to.user_ids);
+  ev->shared_recipients = to.shared;
+  ev->type = std::move(type);
+  ev->payload = std::move(payload);
+  ev->payload_is_data = !message_id.empty();
+  ev->message_id = std::move(message_id);
+  ev->exclude_session = std::move(exclude_session);
+  ev->seq = seq;
+  bus_.publish(std::move(ev));
+}
+
 Status ChatService::acknowledge_delivery(const std::string& user_id, const std::string& message_id) {
   auto msg = store_.message(message_id);
   // An unknown message and one in someone else's thread get the same answer.
-  if (!msg) return not_yours();
+  if (!msg) return thread_not_found_or_forbidden();
   auto m = require_member(user_id, msg->thread_id);
   if (!m) return m.error();
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
   if (!before) return before.error();
-  auto ev = std::make_shared<BusEvent>();
-  ev->thread_id = msg->thread_id;
-  ev->recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{msg->sender_id});
-  ev->frame = std::make_shared<const Frame>(encode_frame(
-      "message_delivered",
-      json::object{{"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
-  bus_.publish(std::move(ev));
+  publish(msg->thread_id, Audience::users({msg->sender_id}), "message_delivered",
+          json::serialize(json::object{
+              {"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
   return Ok{};
 }
 
@@ -523,11 +366,8 @@ void ChatService::announce_presence(const std::string& user_id, bool online) {
   if (!online) store_.set_last_seen(user_id, seen);
   auto contacts = store_.contacts(user_id);
   if (contacts.empty()) return;
-  auto ev = std::make_shared<BusEvent>();
-  ev->recipients = std::make_shared<const std::vector<std::string>>(std::move(contacts));
-  ev->frame = std::make_shared<const Frame>(encode_frame(
-      "presence", json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
-  bus_.publish(std::move(ev));
+  publish("", Audience::users(std::move(contacts)), "presence",
+          json::serialize(json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
   spdlog::debug("event=presence user_id={} online={}", user_id, online);
 }
 

@@ -13,14 +13,13 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "auth/identity.h"
 #include "auth/jwt.h"
-#include "auth/login_limiter.h"
 #include "bus/bus.h"
+#include "chat/member_cache.h"
 #include "chat/presence.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -28,17 +27,6 @@
 #include "store/store.h"
 
 namespace parley {
-
-struct AuthResult {
-  std::string token;
-  User user;
-  Micros expires_at = 0;
-};
-
-struct RegisterRequest {
-  std::string username, password, full_name, role;
-  std::optional<std::string> phone_number;
-};
 
 struct SendRequest {
   std::string sender_id;
@@ -68,16 +56,17 @@ class ChatService {
  public:
   ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifier> jwt, const Config& config);
 
-  // --- identity (blocking) ---
-  Result<AuthResult> register_user(const RegisterRequest& request);
-  // `login` is a username or a phone number; `address` the client's, for rate limiting.
-  Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address);
-  AuthResult issue_token(const User& user) const;
-  // Verifies a token and returns its user, provisioning one for a provider's
-  // token that carries a profile (CONTRACT section 1).
-  Result<User> authenticate(const std::string& token);
-  // Seconds since epoch at which the token expires; for connections that must close then.
-  Result<int64_t> token_expiry(const std::string& token) const;
+  // --- identity (blocking): see auth/identity.h; forwarded for the transports ---
+  Identity& identity() { return identity_; }
+  Result<AuthResult> register_user(const RegisterRequest& request) { return identity_.register_user(request); }
+  Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address) {
+    return identity_.login(login, password, address);
+  }
+  AuthResult issue_token(const User& user) const { return identity_.issue_token(user); }
+  Result<User> authenticate(const std::string& token) { return identity_.authenticate(token); }
+  Result<int64_t> token_expiry(const std::string& token) const { return identity_.token_expiry(token); }
+
+  // --- users (blocking) ---
   Result<User> user(const std::string& user_id);
   std::vector<User> search_users(const std::string& query, int limit);
 
@@ -148,19 +137,29 @@ class ChatService {
   std::optional<Error> validate_content(const std::string& content, const std::string& message_type) const;
   void store_and_publish(SendRequest request, std::shared_ptr<const ThreadMembers> members, SendCallback done);
   void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);
-  Result<User> provision(const JwtClaims& claims);
+  // Who an event goes to: a thread's cached member list (shared, never
+  // copied per event: each loop may cache whom it resolves to) or a one-off list.
+  struct Audience {
+    std::shared_ptr<const std::vector<std::string>> user_ids;
+    bool shared = false;
+    static Audience members(const std::shared_ptr<const ThreadMembers>& members);
+    static Audience users(std::vector<std::string> user_ids);
+  };
+  // Every event the chat service emits goes through here: the frame `type`
+  // with `payload` (a JSON object's text: its fields) to every connection of
+  // `to` except `exclude_session`. A new_message has seq > 0 and its
+  // message_id, and `payload` is the message (the frame's `data`).
+  void publish(std::string thread_id, Audience to, std::string type, std::string payload,
+               std::string exclude_session = {}, int64_t seq = 0, std::string message_id = {});
   // Fills the sender-relative status of each message and who is online.
   void annotate(Thread& thread, std::vector<Message*> messages) const;
 
   Store& store_;
   Bus& bus_;
-  std::shared_ptr<const JwtVerifier> jwt_;
   const Config& config_;
-  LoginLimiter login_limiter_;
+  Identity identity_;
+  MemberCache members_;
   Presence presence_;
-
-  std::shared_mutex members_mu_;
-  std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members_;
 };
 
 }  // namespace parley

@@ -26,10 +26,19 @@ struct Limits {
   int typing_timeout_seconds = 6;
 };
 
+// Socket.IO clients: Engine.IO v4 at `path` (CONTRACT.md section 7).
+struct SocketIoConfig {
+  std::string path = "/socket.io/";
+  int ping_interval_ms = 25000;
+  int ping_timeout_ms = 20000;
+  size_t max_payload = 1000000;  // bytes of one polling POST; larger: 413
+};
+
 struct Config {
   std::string bind = "127.0.0.1";
   uint16_t port = 3000;
   std::string data_dir = "./data";
+  std::string database_url;               // postgres://…: the PostgreSQL store; empty = SQLite in data_dir
   std::string jwt_secret;                 // HS256; generated into data_dir when empty
   std::string jwt_public_key_file;        // optional PEM for RS256/ES256 tokens of an outside provider
   int token_ttl_seconds = 7 * 24 * 3600;
@@ -40,6 +49,7 @@ struct Config {
   std::vector<std::string> allowed_origins;  // empty = any Origin
   std::string redis_url;                  // redis://HOST:PORT: the Redis bus and shared state; empty = in-process
   Limits limits;
+  SocketIoConfig socketio;
 };
 
 }  // namespace parley

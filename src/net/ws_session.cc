@@ -25,6 +25,18 @@ constexpr int64_t kCloseLingerMs = 2000;  // after our close frame, wait this lo
 
 int64_t now_ms() { return now_micros() / 1000; }
 
+// Our close codes: 4000-4999 are the application's (RFC 6455 7.4.2).
+uint16_t close_code(CloseReason reason) {
+  switch (reason) {
+    case CloseReason::kNormal: return ws::kCloseNormal;
+    case CloseReason::kPolicy: return ws::kClosePolicy;
+    case CloseReason::kUnauthorized: return 4401;
+    case CloseReason::kAuthTimeout: return 4408;
+    case CloseReason::kTooManyConnections: return 4429;
+  }
+  return ws::kClosePolicy;
+}
+
 class WsSession final : public Transport,
                         public Sweepable,
                         public Flushable,
@@ -42,8 +54,7 @@ class WsSession final : public Transport,
     if (listed_) loop_.sessions.remove(this);
   }
 
-  void start(const http::request<http::string_body>& req, std::string leftover, std::optional<User> user,
-             std::string token) {
+  void start(const http::request<http::string_body>& req, std::string leftover, const WsListenerFactory& make) {
     std::string_view key = req[http::field::sec_websocket_key];
     if (key.empty() || req[http::field::sec_websocket_version] != "13") {
       const std::string body =
@@ -60,8 +71,7 @@ class WsSession final : public Transport,
                                               ws::accept_key(key) + "\r\n\r\n"));
     loop_.sessions.add(this);
     listed_ = true;
-    conn_ = std::make_shared<Connection>(ConnectionContext{loop_.chat, loop_.workers, loop_.hub}, weak_from_this());
-    conn_->on_open(std::move(user), std::move(token));
+    conn_ = make(weak_from_this());
     if (!leftover.empty()) consume(reinterpret_cast<uint8_t*>(leftover.data()), leftover.size());
     if (!aborted_) wait_readable();
   }
@@ -73,7 +83,7 @@ class WsSession final : public Transport,
     enqueue(ws::kText, std::move(frame));
   }
 
-  void close(uint16_t code, std::string reason) override { fail(code, reason); }
+  void close(CloseReason reason, std::string text) override { fail(close_code(reason), text); }
 
   void post(std::function<void()> fn) override { asio::post(socket_.get_executor(), std::move(fn)); }
 
@@ -246,7 +256,7 @@ class WsSession final : public Transport,
     message_opcode_ = 0;
     if (!conn_) return false;
     if (opcode == ws::kBinary) {
-      conn_->on_binary();
+      conn_->on_binary(message);
     } else {
       // RFC 6455 8.1: text must be UTF-8, else the connection fails with 1007.
       if (!utf8_length(message)) return fail(ws::kCloseInvalidPayload, "invalid UTF-8"), false;
@@ -397,8 +407,7 @@ class WsSession final : public Transport,
   // The client is not reading: a close frame could not get through either.
   void drop_slow_consumer() {
     Metrics::get().slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("event=slow_consumer_disconnect session_id={} user_id={} queued_bytes={}",
-                 conn_ ? conn_->session_id() : "", conn_ ? conn_->user_id() : "", queued_bytes_);
+    spdlog::warn("event=slow_consumer_disconnect remote={} queued_bytes={}", remote_, queued_bytes_);
     abort();
   }
 
@@ -432,7 +441,7 @@ class WsSession final : public Transport,
 
   LoopContext& loop_;
   tcp::socket socket_;
-  std::shared_ptr<Connection> conn_;
+  std::shared_ptr<TransportListener> conn_;
   std::vector<Out> queue_;
   size_t head_ = 0;
   size_t head_sent_ = 0;  // bytes of queue_[head_] (header included) already written
@@ -456,9 +465,17 @@ class WsSession final : public Transport,
 }  // namespace
 
 void start_ws_session(LoopContext& loop, tcp::socket socket, const http::request<http::string_body>& request,
-                      std::string leftover, std::optional<User> user, std::string token) {
-  std::make_shared<WsSession>(loop, std::move(socket))
-      ->start(request, std::move(leftover), std::move(user), std::move(token));
+                      std::string leftover, WsListenerFactory make_listener) {
+  std::make_shared<WsSession>(loop, std::move(socket))->start(request, std::move(leftover), make_listener);
+}
+
+WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<User> user, std::string token) {
+  return [&loop, user = std::move(user), token = std::move(token)](std::weak_ptr<Transport> transport) mutable {
+    auto conn = std::make_shared<Connection>(ConnectionContext{loop.chat, loop.workers, loop.hub}, std::move(transport),
+                                             json_encoder());
+    conn->on_open(std::move(user), std::move(token));
+    return conn;
+  };
 }
 
 }  // namespace parley::net

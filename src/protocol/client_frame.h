@@ -52,7 +52,14 @@ struct ParsedFrame {
   std::optional<Error> error;  // codes: invalid_json, invalid_utf8, unknown_type, missing_field, invalid_field
 };
 
+// A WebSocket JSON frame: the envelope (type, request_id), then its fields.
 ParsedFrame parse_client_frame(std::string_view text);
+
+// The frame type called `name` (`send_message`…); nullopt when there is none.
+std::optional<ClientType> client_type(std::string_view name);
+// Reads and checks the fields of a frame of `type` from `fields`, for any
+// envelope (a WebSocket JSON frame, a Socket.IO event). request_id is left null.
+ParsedFrame parse_client_fields(ClientType type, const boost::json::object& fields);
 
 // Parses a JSON object (REST bodies); errors invalid_json / invalid_utf8.
 Result<boost::json::object> parse_json_object(std::string_view text);

@@ -4,23 +4,19 @@
 #include <sqlite3.h>
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
-#include <future>
-#include <set>
-#include <string_view>
 
 #include "common/clock.h"
 #include "common/ids.h"
-#include "common/metrics.h"
 #include "store/sqlite_checkpointer.h"
+#include "store/sqlite_conn.h"
+#include "store/sqlite_rows.h"
 #include "store/sqlite_schema.h"
 
 namespace parley {
 
 namespace {
 
-constexpr int kBusyTimeoutMs = 5000;
 constexpr size_t kMaxPooledReaders = 8;
 // Writer caches stay small: past this many entries they are simply dropped.
 constexpr size_t kMaxCacheEntries = 10000;
@@ -28,313 +24,6 @@ constexpr size_t kMaxCacheEntries = 10000;
 // writer only checkpoints itself if the WAL reaches 100,000 (about 400 MB).
 constexpr int kCheckpointFrames = 1000;
 constexpr int kCheckpointHardLimitFrames = 100000;
-
-// SQL fragments are macros so every statement is ONE string literal: the
-// statement cache is keyed by the literal's address.
-#define USER_COLS "id, username, full_name, phone_number, role, password_hash, created_at, last_seen"
-#define THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
-#define MESSAGE_SELECT                                                                                  \
-  "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
-  "m.created_at, m.edited_at, u.username, u.full_name, u.role FROM messages m JOIN users u ON u.id = " \
-  "m.sender_id "
-
-}  // namespace
-
-// One use of a prepared statement. Resets on destruction so a finished read
-// never keeps its snapshot (and the WAL) pinned.
-class SqliteStmt {
- public:
-  SqliteStmt(sqlite3_stmt* s, int rc, bool* in_use) : s_(s), rc_(rc), in_use_(in_use) {}
-  SqliteStmt(const SqliteStmt&) = delete;
-  SqliteStmt& operator=(const SqliteStmt&) = delete;
-  ~SqliteStmt() {
-    if (!s_) return;
-    if (in_use_) {  // cached: keep it prepared for the next caller
-      sqlite3_reset(s_);
-      sqlite3_clear_bindings(s_);
-      *in_use_ = false;
-    } else {
-      sqlite3_finalize(s_);
-    }
-  }
-
-  template <typename... A>
-  SqliteStmt& bind(const A&... args) {
-    int i = 1;
-    (bind_one(i++, args), ...);
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE, or the extended error code (also kept in error()).
-  int step() {
-    if (rc_ != SQLITE_OK) return rc_;
-    int rc = sqlite3_step(s_);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) rc_ = rc;
-    return rc;
-  }
-  bool row() { return step() == SQLITE_ROW; }
-  bool done() { return step() == SQLITE_DONE; }
-  int error() const { return rc_; }
-
-  int64_t i64(int col) const { return sqlite3_column_int64(s_, col); }
-  bool is_null(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
-  std::string text(int col) const {
-    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
-    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, col))) : std::string();
-  }
-
- private:
-  template <typename T>
-  void bind_one(int i, const T& v) {
-    if (rc_ != SQLITE_OK) return;
-    if constexpr (std::is_same_v<T, std::nullptr_t>) {
-      rc_ = sqlite3_bind_null(s_, i);
-    } else if constexpr (std::is_integral_v<T>) {
-      rc_ = sqlite3_bind_int64(s_, i, static_cast<sqlite3_int64>(v));
-    } else if constexpr (std::is_same_v<T, std::optional<std::string>>) {
-      rc_ = v ? bind_text(i, *v) : sqlite3_bind_null(s_, i);
-    } else if constexpr (std::is_same_v<T, std::optional<int64_t>>) {
-      rc_ = v ? sqlite3_bind_int64(s_, i, *v) : sqlite3_bind_null(s_, i);
-    } else {
-      rc_ = bind_text(i, std::string_view(v));
-    }
-  }
-  int bind_text(int i, std::string_view v) {
-    // Length-delimited (byte-exact, NULs included); TRANSIENT makes SQLite copy,
-    // so temporaries are fine. A null data pointer would bind NULL, not ''.
-    return sqlite3_bind_text64(s_, i, v.data() ? v.data() : "", v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-  }
-
-  sqlite3_stmt* s_;
-  int rc_;
-  bool* in_use_;  // the cache slot's flag; nullptr for a private, finalized-on-exit statement
-};
-
-class SqliteConn {
- public:
-  static Result<std::unique_ptr<SqliteConn>> open(const std::string& path, bool writer, bool fsync);
-  ~SqliteConn() {
-    for (auto& [sql, entry] : cache_) sqlite3_finalize(entry.stmt);
-    sqlite3_close_v2(db_);
-  }
-  SqliteConn(const SqliteConn&) = delete;
-  SqliteConn& operator=(const SqliteConn&) = delete;
-
-  // `sql` must be a string literal (the cache is keyed by its address).
-  SqliteStmt prepare(const char* sql);
-  // For value-free statements (transaction control): true on success.
-  bool exec(const char* sql) { return prepare(sql).done(); }
-  sqlite3* db() const { return db_; }
-  std::string errmsg() const { return sqlite3_errmsg(db_); }
-  int64_t changes() const { return sqlite3_changes64(db_); }
-
- private:
-  explicit SqliteConn(sqlite3* db) : db_(db) {}
-  Status configure_writer(bool fsync);
-
-  struct Entry {
-    sqlite3_stmt* stmt;
-    bool in_use;
-  };
-  sqlite3* db_;
-  std::unordered_map<const char*, Entry> cache_;
-};
-
-Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bool writer, bool fsync) {
-  int flags = SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
-  std::unique_ptr<SqliteConn> conn(new SqliteConn(db));  // closes the handle even when open failed
-  if (rc != SQLITE_OK) return internal_error("cannot open " + path + ": " + conn->errmsg());
-  sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  // The writer gets a page cache big enough that the hot b-tree pages of a
-  // busy server stay in it (SQLite's default is 2 MB); readers keep the
-  // default, so memory does not grow with the number of pooled readers.
-  const char* tuning = writer ? "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;" : "PRAGMA temp_store=MEMORY;";
-  if (sqlite3_exec(db, tuning, nullptr, nullptr, nullptr) != SQLITE_OK)
-    return internal_error("cannot tune connection: " + conn->errmsg());
-  if (writer) {
-    if (auto st = conn->configure_writer(fsync); !st) return st.error();
-  }
-  return conn;
-}
-
-Status SqliteConn::configure_writer(bool fsync) {
-  std::string mode;
-  auto keep_first = [](void* out, int, char** values, char**) {
-    *static_cast<std::string*>(out) = values[0] ? values[0] : "";
-    return 0;
-  };
-  if (sqlite3_exec(db_, "PRAGMA journal_mode=WAL", keep_first, &mode, nullptr) != SQLITE_OK || mode != "wal")
-    return internal_error("cannot enable WAL mode: " + errmsg());
-  // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
-  // the WAL on every commit so it survives power loss.
-  // Checkpoints are not the writer's: see SqliteCheckpointer.
-  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
-                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
-  if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
-    return internal_error("cannot configure connection: " + errmsg());
-  return Ok{};
-}
-
-SqliteStmt SqliteConn::prepare(const char* sql) {
-  auto it = cache_.find(sql);
-  if (it != cache_.end() && !it->second.in_use) {
-    it->second.in_use = true;
-    return SqliteStmt(it->second.stmt, SQLITE_OK, &it->second.in_use);
-  }
-  sqlite3_stmt* s = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
-  if (rc != SQLITE_OK) {
-    spdlog::error("event=sqlite_prepare_failed error=\"{}\"", errmsg());
-    return SqliteStmt(nullptr, rc, nullptr);
-  }
-  // The same statement nested inside itself gets a private copy.
-  if (it != cache_.end()) return SqliteStmt(s, SQLITE_OK, nullptr);
-  auto& entry = cache_.emplace(sql, Entry{s, true}).first->second;
-  return SqliteStmt(s, SQLITE_OK, &entry.in_use);
-}
-
-namespace {
-
-// Several statements read as one consistent snapshot (reader connections only).
-class ReadTxn {
- public:
-  explicit ReadTxn(SqliteConn& c) : c_(c), open_(c.exec("BEGIN")) {}
-  ~ReadTxn() {
-    if (open_) c_.exec("COMMIT");
-  }
-
- private:
-  SqliteConn& c_;
-  bool open_;
-};
-
-// Logs the detail (never shown to clients) and maps it to an Error.
-Error storage_error(SqliteConn& c, int rc, std::string_view op) {
-  spdlog::error("event=store_error op={} code={} error=\"{}\"", op, rc, c.errmsg());
-  if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
-  return internal_error("storage error");
-}
-
-void log_read_error(SqliteConn& c, const SqliteStmt& st, std::string_view op) {
-  if (st.error() != SQLITE_OK) spdlog::error("event=store_read_failed op={} error=\"{}\"", op, c.errmsg());
-}
-
-const char* type_name(ThreadType t) { return t == ThreadType::kDirect ? "direct" : "group"; }
-ThreadType type_of(const std::string& s) { return s == "direct" ? ThreadType::kDirect : ThreadType::kGroup; }
-
-User read_user(const SqliteStmt& st) {
-  User u;
-  u.id = st.text(0);
-  u.username = st.text(1);
-  u.full_name = st.text(2);
-  if (!st.is_null(3)) u.phone_number = st.text(3);
-  u.role = st.text(4);
-  u.password_hash = st.text(5);
-  u.created_at = st.i64(6);
-  u.last_seen = st.i64(7);
-  return u;
-}
-
-Thread read_thread(const SqliteStmt& st) {
-  Thread t;
-  t.id = st.text(0);
-  t.type = type_of(st.text(1));
-  t.title = st.text(2);
-  t.created_by = st.text(3);
-  t.created_at = st.i64(4);
-  t.last_activity = st.i64(5);
-  t.last_seq = st.i64(6);
-  return t;
-}
-
-Message read_message(const SqliteStmt& st) {
-  Message m;
-  m.id = st.text(0);
-  m.thread_id = st.text(1);
-  m.seq = st.i64(2);
-  m.sender_id = st.text(3);
-  m.content = st.text(4);
-  m.message_type = st.text(5);
-  m.client_msg_id = st.text(6);  // NULL reads as ""
-  m.created_at = st.i64(7);
-  if (!st.is_null(8)) m.edited_at = st.i64(8);
-  m.sender = UserRef{m.sender_id, st.text(9), st.text(10), st.text(11)};
-  return m;
-}
-
-std::vector<Message> read_messages(SqliteConn& c, SqliteStmt& st, std::string_view op) {
-  std::vector<Message> out;
-  while (st.row()) out.push_back(read_message(st));
-  log_read_error(c, st, op);
-  return out;
-}
-
-std::optional<User> find_user(SqliteConn& c, const char* sql, const std::string& key) {
-  auto st = c.prepare(sql);
-  st.bind(key);
-  if (st.row()) return read_user(st);
-  log_read_error(c, st, "find_user");
-  return std::nullopt;
-}
-
-bool user_exists(SqliteConn& c, const std::string& id) {
-  return c.prepare("SELECT 1 FROM users WHERE id = ?").bind(id).row();
-}
-
-std::vector<Participant> load_participants(SqliteConn& c, const std::string& thread_id) {
-  auto st = c.prepare(
-      "SELECT p.user_id, u.username, u.full_name, u.role, p.is_admin, p.last_read_seq, p.joined_at, "
-      "p.last_delivered_seq, u.last_seen "
-      "FROM participants p JOIN users u ON u.id = p.user_id WHERE p.thread_id = ? ORDER BY p.joined_at, p.user_id");
-  st.bind(thread_id);
-  std::vector<Participant> out;
-  while (st.row())
-    out.push_back(Participant{st.text(0), st.text(1), st.text(2), st.text(3), st.i64(4) != 0, st.i64(5), st.i64(6),
-                              st.i64(7), st.i64(8)});
-  log_read_error(c, st, "load_participants");
-  return out;
-}
-
-std::optional<Thread> load_thread(SqliteConn& c, const std::string& id) {
-  std::optional<Thread> t;
-  {
-    auto st = c.prepare("SELECT " THREAD_COLS " FROM threads t WHERE t.id = ?");
-    st.bind(id);
-    if (st.row()) t = read_thread(st);
-    log_read_error(c, st, "load_thread");
-  }
-  if (t) t->participants = load_participants(c, id);
-  return t;
-}
-
-std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, int64_t seq) {
-  auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq = ?");
-  st.bind(thread_id, seq);
-  auto found = read_messages(c, st, "message_at");
-  if (found.empty()) return std::nullopt;
-  return std::move(found.front());
-}
-
-// The newest row is the newest message: rows are inserted in created_at order
-// (schema v3), and created_at has no index of its own.
-Micros max_created_at(SqliteConn& c) {
-  auto st = c.prepare("SELECT created_at FROM messages ORDER BY rowid DESC LIMIT 1");
-  return st.row() ? st.i64(0) : 0;
-}
-
-// LIKE pattern for "contains q": escape LIKE's own wildcards so they match literally.
-std::string contains_pattern(const std::string& q) {
-  std::string p = "%";
-  for (char ch : q) {
-    if (ch == '%' || ch == '_' || ch == '\\') p += '\\';
-    p += ch;
-  }
-  return p + "%";
-}
-
-int64_t clamp_limit(int limit) { return std::max(limit, 0); }  // SQLite reads a negative LIMIT as "none"
 
 }  // namespace
 
@@ -377,26 +66,15 @@ SqliteStore::SqliteStore(StoreOptions options, std::string path, std::unique_ptr
       writer_conn_(std::move(writer)),
       checkpointer_(std::move(checkpointer)),
       last_created_at_(last_created_at) {
-  writer_ = std::thread([this] { writer_loop(); });
-  completer_ = std::thread([this] { completion_loop(); });
+  writer_ = std::make_unique<GroupCommitWriter>(
+      options_.max_batch, [this](std::vector<GroupCommitWriter::Op>& batch) { return run_batch(batch); });
 }
 
 SqliteStore::~SqliteStore() { close(); }
 
 void SqliteStore::close() {
   std::call_once(close_once_, [this] {
-    {
-      std::lock_guard lock(queue_mu_);
-      stopping_ = true;
-    }
-    queue_cv_.notify_all();
-    writer_.join();  // the writer drains the queue before it exits
-    {
-      std::lock_guard lock(done_mu_);
-      done_stopping_ = true;
-    }
-    done_cv_.notify_all();
-    completer_.join();  // every callback has run
+    writer_->stop();  // every queued write committed, every callback run
     checkpointer_.reset();
     writer_conn_.reset();  // the last connection out checkpoints what is left
     std::vector<std::unique_ptr<SqliteConn>> idle;
@@ -415,74 +93,7 @@ int SqliteStore::wal_frames() const { return checkpointer_ ? checkpointer_->wal_
 
 // ---------------------------------------------------------------- writer
 
-void SqliteStore::enqueue(WriteOp op) {
-  {
-    std::lock_guard lock(queue_mu_);
-    if (!stopping_) {
-      queue_.push_back(std::move(op));
-      queue_cv_.notify_one();
-      return;
-    }
-  }
-  Error closed{ErrorKind::kUnavailable, "store_closed", "the store is closed"};
-  op.finish(&closed);
-}
-
-template <typename T>
-void SqliteStore::submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done) {
-  auto result = std::make_shared<std::optional<Result<T>>>();
-  WriteOp op;
-  op.apply = [apply = std::move(apply), result] {
-    try {
-      result->emplace(apply());
-    } catch (const std::exception& e) {
-      spdlog::error("event=store_op_exception error=\"{}\"", e.what());
-      result->emplace(internal_error("storage error"));
-    }
-    return (*result)->ok();
-  };
-  op.finish = [result, done = std::move(done)](const Error* batch_error) {
-    if (!done) return;
-    if (batch_error) {
-      done(*batch_error);
-    } else {
-      done(std::move(**result));
-    }
-  };
-  enqueue(std::move(op));
-}
-
-template <typename T>
-Result<T> SqliteStore::submit_and_wait(std::function<Result<T>()> apply) {
-  // Waiting on the writer from a callback would hold up every later callback.
-  if (std::this_thread::get_id() == writer_.get_id() || std::this_thread::get_id() == completer_.get_id())
-    return internal_error("blocking store write from a store callback");
-  auto promise = std::make_shared<std::promise<Result<T>>>();
-  auto future = promise->get_future();
-  submit<T>(std::move(apply), [promise](Result<T> r) { promise->set_value(std::move(r)); });
-  return future.get();
-}
-
-void SqliteStore::writer_loop() {
-  std::vector<WriteOp> batch;
-  const size_t max_batch = std::max<size_t>(options_.max_batch, 1);
-  for (;;) {
-    {
-      std::unique_lock lock(queue_mu_);
-      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything queued is committed
-      size_t n = std::min(queue_.size(), max_batch);
-      auto end = queue_.begin() + static_cast<std::ptrdiff_t>(n);
-      std::move(queue_.begin(), end, std::back_inserter(batch));
-      queue_.erase(queue_.begin(), end);
-    }
-    run_batch(batch);
-    batch.clear();
-  }
-}
-
-void SqliteStore::run_batch(std::vector<WriteOp>& batch) {
-  const auto started = std::chrono::steady_clock::now();
+std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& batch) {
   SqliteConn& c = *writer_conn_;
   bool ok;
   std::string error;
@@ -496,51 +107,15 @@ void SqliteStore::run_batch(std::vector<WriteOp>& batch) {
       if (!sqlite3_get_autocommit(c.db())) c.exec("ROLLBACK");
     }
   }
-
-  std::optional<Error> failure;
-  if (ok) {
-    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
-    Metrics::get().observe_commit(micros.count(), batch.size());
-    commits_.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), error);
-    forget_caches();  // they may hold values of the rolled-back batch
-    failure = internal_error("storage commit failed");
-  }
-  // The callbacks run on the completion thread, so the writer can start the
-  // next transaction while they encode and publish this one's results.
-  {
-    std::lock_guard lock(done_mu_);
-    done_.push_back(Completed{std::move(batch), std::move(failure)});
-  }
-  done_cv_.notify_one();
-  batch.clear();
-}
-
-void SqliteStore::completion_loop() {
-  for (;;) {
-    std::deque<Completed> ready;
-    {
-      std::unique_lock lock(done_mu_);
-      done_cv_.wait(lock, [this] { return done_stopping_ || !done_.empty(); });
-      if (done_.empty()) return;  // stopping, and every callback has run
-      ready.swap(done_);
-    }
-    for (auto& c : ready) {
-      for (auto& op : c.ops) {
-        try {
-          op.finish(c.failure ? &*c.failure : nullptr);
-        } catch (const std::exception& e) {
-          spdlog::error("event=store_callback_exception error=\"{}\"", e.what());
-        }
-      }
-    }
-  }
+  if (ok) return std::nullopt;
+  spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), error);
+  forget_caches();  // they may hold values of the rolled-back batch
+  return internal_error("storage commit failed");
 }
 
 // False only when the whole transaction is lost and the batch must fail; an op
 // that fails by itself is rolled back to its savepoint and the batch goes on.
-bool SqliteStore::run_in_savepoint(WriteOp& op) {
+bool SqliteStore::run_in_savepoint(GroupCommitWriter::Op& op) {
   SqliteConn& c = *writer_conn_;
   if (!c.exec("SAVEPOINT op")) return false;
   bool applied = op.apply();
@@ -578,7 +153,7 @@ Result<User> SqliteStore::create_user(const User& user) {
   User u = user;
   if (u.id.empty()) u.id = new_uuid();
   if (u.created_at == 0) u.created_at = now_micros();
-  return submit_and_wait<User>([this, u = std::move(u)] { return write_user(u); });
+  return writer_->submit_and_wait<User>([this, u = std::move(u)] { return write_user(u); });
 }
 
 Result<User> SqliteStore::write_user(User u) {
@@ -614,7 +189,7 @@ std::vector<User> SqliteStore::search_users(const std::string& query, int limit)
     // LIKE is case-insensitive for ASCII letters only (SQLite's built-in rule).
     auto st = c.prepare("SELECT " USER_COLS " FROM users WHERE username LIKE ?1 ESCAPE '\\' "
                         "OR full_name LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2");
-    st.bind(contains_pattern(query), clamp_limit(limit));
+    st.bind(like_contains_pattern(query), clamp_limit(limit));
     std::vector<User> out;
     while (st.row()) out.push_back(read_user(st));
     log_read_error(c, st, "search_users");
@@ -630,7 +205,7 @@ size_t SqliteStore::user_count() {
 }
 
 void SqliteStore::set_last_seen(const std::string& user_id, Micros when) {
-  submit<Ok>(
+  writer_->submit<Ok>(
       [this, user_id, when]() -> Status {
         auto st = writer_conn_->prepare("UPDATE users SET last_seen = MAX(last_seen, ?) WHERE id = ?");
         st.bind(when, user_id);
@@ -643,24 +218,10 @@ void SqliteStore::set_last_seen(const std::string& user_id, Micros when) {
 // ---------------------------------------------------------------- threads
 
 Result<Store::CreatedThread> SqliteStore::create_thread(const Thread& in) {
-  Thread t = in;
-  t.participants.clear();
-  std::set<std::string> seen;
-  for (const auto& p : in.participants) {
-    if (p.user_id.empty()) return bad_input("invalid_participants", "participant without user id");
-    if (seen.insert(p.user_id).second) t.participants.push_back(p);
-  }
-  if (t.participants.empty()) return bad_input("invalid_participants", "a thread needs participants");
-  std::optional<std::string> direct_key;
-  if (t.type == ThreadType::kDirect) {
-    if (t.participants.size() != 2)
-      return bad_input("invalid_participants", "a direct thread has exactly two distinct participants");
-    auto [lo, hi] = std::minmax(t.participants[0].user_id, t.participants[1].user_id);
-    direct_key = lo + ":" + hi;  // one key per unordered pair
-  }
-  if (t.id.empty()) t.id = new_uuid();
-  if (t.created_at == 0) t.created_at = now_micros();
-  return submit_and_wait<CreatedThread>([this, t, direct_key] { return write_thread(t, direct_key); });
+  auto prepared = prepare_new_thread(in);
+  if (!prepared) return prepared.error();
+  return writer_->submit_and_wait<CreatedThread>(
+      [this, t = std::move(*prepared)] { return write_thread(t.thread, t.direct_key); });
 }
 
 Result<Store::CreatedThread> SqliteStore::write_thread(const Thread& t, const std::optional<std::string>& direct_key) {
@@ -679,7 +240,7 @@ Result<Store::CreatedThread> SqliteStore::write_thread(const Thread& t, const st
   auto st = c.prepare(
       "INSERT INTO threads (id, type, title, created_by, created_at, last_activity, last_seq, direct_key) "
       "VALUES (?, ?, ?, ?, ?, ?, 0, ?)");
-  st.bind(t.id, type_name(t.type), t.title, t.created_by, t.created_at, t.created_at, direct_key);
+  st.bind(t.id, stored_thread_type(t.type), t.title, t.created_by, t.created_at, t.created_at, direct_key);
   if (!st.done()) return storage_error(c, st.error(), "insert_thread");
   for (const auto& p : t.participants) {
     auto ins = c.prepare("INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES (?, ?, ?, ?)");
@@ -706,7 +267,7 @@ std::optional<ThreadMembers> SqliteStore::thread_members(const std::string& thre
       auto st = c.prepare("SELECT type FROM threads WHERE id = ?");
       st.bind(thread_id);
       if (!st.row()) return std::nullopt;
-      members.type = type_of(st.text(0));
+      members.type = thread_type_from_stored(st.text(0));
     }
     auto st = c.prepare("SELECT user_id, is_admin FROM participants WHERE thread_id = ? ORDER BY joined_at, user_id");
     st.bind(thread_id);
@@ -743,7 +304,7 @@ std::vector<ThreadSummary> SqliteStore::threads_for_user(const std::string& user
 
 Result<std::vector<std::string>> SqliteStore::add_participants(const std::string& thread_id,
                                                                const std::vector<std::string>& user_ids) {
-  return submit_and_wait<std::vector<std::string>>(
+  return writer_->submit_and_wait<std::vector<std::string>>(
       [this, thread_id, user_ids] { return write_participants(thread_id, user_ids); });
 }
 
@@ -755,7 +316,7 @@ Result<std::vector<std::string>> SqliteStore::write_participants(const std::stri
     st.bind(thread_id);
     if (!st.row()) return not_found("thread_not_found", "thread does not exist");
     // A direct thread is keyed by its pair; a third member would break that.
-    if (type_of(st.text(0)) == ThreadType::kDirect)
+    if (thread_type_from_stored(st.text(0)) == ThreadType::kDirect)
       return bad_input("direct_thread", "participants of a direct thread cannot change");
   }
   std::vector<std::string> added;
@@ -773,7 +334,7 @@ Result<std::vector<std::string>> SqliteStore::write_participants(const std::stri
 }
 
 Status SqliteStore::remove_participant(const std::string& thread_id, const std::string& user_id) {
-  return submit_and_wait<Ok>([this, thread_id, user_id]() -> Status {
+  return writer_->submit_and_wait<Ok>([this, thread_id, user_id]() -> Status {
     auto st = writer_conn_->prepare("DELETE FROM participants WHERE thread_id = ? AND user_id = ?");
     st.bind(thread_id, user_id);
     if (!st.done()) return storage_error(*writer_conn_, st.error(), "remove_participant");
@@ -785,7 +346,7 @@ Status SqliteStore::remove_participant(const std::string& thread_id, const std::
 // ---------------------------------------------------------------- messages
 
 void SqliteStore::append(AppendRequest request, AppendCallback done) {
-  submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done));
+  writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done));
 }
 
 Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
@@ -922,7 +483,7 @@ std::vector<UnreadCount> SqliteStore::unread_counts(const std::string& user_id) 
 }
 
 Result<int64_t> SqliteStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
-  return submit_and_wait<int64_t>(
+  return writer_->submit_and_wait<int64_t>(
       [this, thread_id, user_id, up_to_seq] { return write_read_mark(thread_id, user_id, up_to_seq); });
 }
 
@@ -952,7 +513,7 @@ Result<int64_t> SqliteStore::write_read_mark(const std::string& thread_id, const
 }
 
 Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) {
-  return submit_and_wait<int64_t>([this, thread_id, user_id, seq]() -> Result<int64_t> {
+  return writer_->submit_and_wait<int64_t>([this, thread_id, user_id, seq]() -> Result<int64_t> {
     SqliteConn& c = *writer_conn_;
     auto st = c.prepare(
         "UPDATE participants SET last_delivered_seq = MAX(last_delivered_seq, ?) "

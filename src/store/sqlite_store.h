@@ -1,26 +1,24 @@
 // SqliteStore: the embedded Store, one SQLite file in WAL mode.
 //
-// One writer thread owns the only write connection and group-commits queued
-// writes: up to max_batch ops per BEGIN IMMEDIATE ... COMMIT, each op inside
-// its own SAVEPOINT so a failing op rolls back alone. Reads use a small pool
-// of read-only connections and only ever see committed data. Callbacks run
-// on a completion thread, in commit order, while the writer goes on to the
-// next transaction. WAL checkpoints run on a SqliteCheckpointer's thread.
+// A GroupCommitWriter's writer thread owns the only write connection and
+// group-commits queued writes: up to max_batch ops per BEGIN IMMEDIATE ...
+// COMMIT, each op inside its own SAVEPOINT so a failing op rolls back alone.
+// Reads use a small pool of read-only connections and only ever see committed
+// data. Callbacks run on the writer's completion thread, in commit order,
+// while the writer goes on to the next transaction. WAL checkpoints run on a
+// SqliteCheckpointer's thread.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
-#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <vector>
 
+#include "store/group_commit.h"
 #include "store/store.h"
 
 namespace parley {
@@ -65,32 +63,17 @@ class SqliteStore final : public Store {
   void close() override;
 
   // Group commits made so far; tests use it to check that writes share commits.
-  uint64_t commit_count() const { return commits_.load(std::memory_order_relaxed); }
+  uint64_t commit_count() const { return writer_->commit_count(); }
   // Frames in the WAL as of the last commit; tests use it to see the WAL restart.
   int wal_frames() const;
 
  private:
-  // A queued write. apply() runs inside the batch transaction (in its own
-  // savepoint) and returns false when the op failed; finish() runs after the
-  // batch, with the batch's error when COMMIT failed, else nullptr.
-  struct WriteOp {
-    std::function<bool()> apply;
-    std::function<void(const Error* batch_error)> finish;
-  };
-
   SqliteStore(StoreOptions options, std::string path, std::unique_ptr<SqliteConn> writer,
               std::unique_ptr<SqliteCheckpointer> checkpointer, Micros last_created_at);
 
   // --- writer side (writer thread only) ---
-  template <typename T>
-  void submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done);
-  template <typename T>
-  Result<T> submit_and_wait(std::function<Result<T>()> apply);
-  void enqueue(WriteOp op);
-  void writer_loop();
-  void run_batch(std::vector<WriteOp>& batch);
-  void completion_loop();
-  bool run_in_savepoint(WriteOp& op);
+  std::optional<Error> run_batch(std::vector<GroupCommitWriter::Op>& batch);
+  bool run_in_savepoint(GroupCommitWriter::Op& op);
   void forget_caches();
 
   Result<User> write_user(User user);
@@ -114,25 +97,9 @@ class SqliteStore final : public Store {
 
   std::unique_ptr<SqliteConn> writer_conn_;
   std::unique_ptr<SqliteCheckpointer> checkpointer_;  // stopped after the writer thread, before writer_conn_ closes
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
-  std::deque<WriteOp> queue_;
-  bool stopping_ = false;
-  std::thread writer_;
-
-  // Committed (or failed) batches whose callbacks have yet to run, in commit order.
-  struct Completed {
-    std::vector<WriteOp> ops;
-    std::optional<Error> failure;
-  };
-  std::mutex done_mu_;
-  std::condition_variable done_cv_;
-  std::deque<Completed> done_;
-  bool done_stopping_ = false;
-  std::thread completer_;  // runs the callbacks
+  std::unique_ptr<GroupCommitWriter> writer_;  // stopped in close(), before the connections
 
   std::once_flag close_once_;
-  std::atomic<uint64_t> commits_{0};
 
   // Writer-thread caches; dropped whenever a batch rolls back.
   std::unordered_map<std::string, int64_t> last_seq_;

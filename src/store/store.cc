@@ -1,16 +1,55 @@
 #include "store/store.h"
 
-#include <future>
+#include <algorithm>
 #include <memory>
+#include <set>
+
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/wait.h"
 
 namespace parley {
 
 Result<AppendResult> Store::append_and_wait(AppendRequest request) {
-  // Shared: the callback may still be inside set_value() when get() returns.
-  auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
-  auto future = promise->get_future();
-  append(std::move(request), [promise](Result<AppendResult> r) { promise->set_value(std::move(r)); });
-  return future.get();
+  return wait_for_callback<Result<AppendResult>>(
+      [&](AppendCallback done) { append(std::move(request), std::move(done)); });
+}
+
+const char* stored_thread_type(ThreadType type) { return type == ThreadType::kDirect ? "direct" : "group"; }
+
+ThreadType thread_type_from_stored(std::string_view name) {
+  return name == "direct" ? ThreadType::kDirect : ThreadType::kGroup;
+}
+
+Result<NewThread> prepare_new_thread(const Thread& requested) {
+  NewThread out;
+  Thread& t = out.thread;
+  t = requested;
+  t.participants.clear();
+  std::set<std::string> seen;
+  for (const auto& p : requested.participants) {
+    if (p.user_id.empty()) return bad_input("invalid_participants", "participant without user id");
+    if (seen.insert(p.user_id).second) t.participants.push_back(p);
+  }
+  if (t.participants.empty()) return bad_input("invalid_participants", "a thread needs participants");
+  if (t.type == ThreadType::kDirect) {
+    if (t.participants.size() != 2)
+      return bad_input("invalid_participants", "a direct thread has exactly two distinct participants");
+    auto [lo, hi] = std::minmax(t.participants[0].user_id, t.participants[1].user_id);
+    out.direct_key = lo + ":" + hi;  // one key per unordered pair
+  }
+  if (t.id.empty()) t.id = new_uuid();
+  if (t.created_at == 0) t.created_at = now_micros();
+  return out;
+}
+
+std::string like_contains_pattern(std::string_view text) {
+  std::string p = "%";
+  for (char ch : text) {
+    if (ch == '%' || ch == '_' || ch == '\\') p += '\\';
+    p += ch;
+  }
+  return p + "%";
 }
 
 }  // namespace parley

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -131,10 +132,39 @@ struct StoreOptions {
   std::string data_dir;
   bool fsync_commits = false;
   size_t max_batch = 4096;  // writes per group commit, at most
+  std::string database_url;  // postgres://… selects the PostgreSQL store; empty = SQLite in data_dir
 };
+
+// --- rules every Store implementation applies the same way ---
+
+// A thread's type as stored: "direct" or "group".
+const char* stored_thread_type(ThreadType type);
+ThreadType thread_type_from_stored(std::string_view name);
+
+// A thread ready to be stored: participants deduplicated (the first entry of
+// a user wins), id and created_at filled when empty, and for a direct thread
+// its key, one per unordered pair of users ("lo:hi").
+struct NewThread {
+  Thread thread;
+  std::optional<std::string> direct_key;
+};
+// Errors: bad_input "invalid_participants".
+Result<NewThread> prepare_new_thread(const Thread& requested);
+
+// A LIKE pattern matching strings that contain `text`, with LIKE's own
+// wildcards (and the escape character) escaped by a backslash.
+std::string like_contains_pattern(std::string_view text);
 
 // Opens the embedded SQLite store in options.data_dir (created if missing),
 // running schema migrations first.
 Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options);
+
+// Opens the PostgreSQL store at options.database_url, running migrations
+// first (under an advisory lock: nodes starting together migrate once).
+Result<std::unique_ptr<Store>> open_postgres_store(const StoreOptions& options);
+
+// The one place a backend is chosen: PostgreSQL when database_url is set
+// (postgres:// or postgresql://), else SQLite in data_dir.
+Result<std::unique_ptr<Store>> open_store(const StoreOptions& options);
 
 }  // namespace parley

@@ -28,8 +28,10 @@ BusEventPtr message(const std::string& thread, int64_t seq, std::vector<std::str
   e->seq = seq;
   e->recipients = std::make_shared<const std::vector<std::string>>(std::move(users));
   e->shared_recipients = shared;
-  e->frame = std::make_shared<const Frame>("{\"type\":\"new_message\",\"data\":{\"seq\":" + std::to_string(seq) +
-                                           ",\"content\":\"a\\nb \\\"q\\\"\"}}");
+  e->type = "new_message";
+  e->payload = "{\"seq\":" + std::to_string(seq) + ",\"content\":\"a\\nb \\\"q\\\"\"}";
+  e->payload_is_data = true;
+  e->message_id = "m-" + std::to_string(seq);
   e->exclude_session = "session-" + std::to_string(seq);
   return e;
 }
@@ -46,7 +48,10 @@ TEST(BusCodec, RoundTripKeepsEveryField) {
   EXPECT_EQ(*d->event->recipients, (std::vector<std::string>{"u1", "u2"}));
   EXPECT_TRUE(d->event->shared_recipients);
   EXPECT_EQ(d->event->exclude_session, "session-42");
-  EXPECT_EQ(*d->event->frame, *e->frame) << "the frame travels byte for byte, newlines included";
+  EXPECT_EQ(d->event->type, "new_message");
+  EXPECT_TRUE(d->event->payload_is_data);
+  EXPECT_EQ(d->event->message_id, "m-42");
+  EXPECT_EQ(d->event->payload, e->payload) << "the payload travels byte for byte, newlines included";
   EXPECT_FALSE(d->event->resync);
 }
 
@@ -54,13 +59,17 @@ TEST(BusCodec, EventWithoutSeqOrExclusion) {
   BusEvent e;
   e.thread_id = "t";
   e.recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"u"});
-  e.frame = std::make_shared<const Frame>("{\"type\":\"typing\"}");
+  e.type = "typing";
+  e.payload = "{\"is_typing\":true}";
   auto d = decode_bus_event(encode_bus_event(e, "n"));
   ASSERT_TRUE(d);
   EXPECT_EQ(d->event->seq, 0);
   EXPECT_FALSE(d->event->shared_recipients);
+  EXPECT_FALSE(d->event->payload_is_data);
+  EXPECT_TRUE(d->event->message_id.empty());
   EXPECT_TRUE(d->event->exclude_session.empty());
-  EXPECT_EQ(*d->event->frame, "{\"type\":\"typing\"}");
+  EXPECT_EQ(d->event->type, "typing");
+  EXPECT_EQ(d->event->payload, "{\"is_typing\":true}");
 }
 
 TEST(BusCodec, ResyncControlEvent) {
@@ -77,6 +86,8 @@ TEST(BusCodec, RefusesWhatIsNotAnEventOfThisVersion) {
   EXPECT_FALSE(decode_bus_event("{\"v\":2,\"node\":\"n\"}\n{}"));
   EXPECT_FALSE(decode_bus_event("[1]\n{}"));
   EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\n"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\"n\",\"type\":\"typing\"}\nnot an object"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\"n\"}\n{}")) << "an event without a type";
 }
 
 // ---- against redis-server
@@ -126,7 +137,8 @@ TEST(RedisBus, EventsReachTheOtherNodeInOrderAndTheOwnNodeOnce) {
     const BusEvent& e = *at_b.events[i];
     EXPECT_EQ(e.seq, i + 1);
     EXPECT_EQ(e.thread_id, "t");
-    EXPECT_EQ(*e.frame, *message("t", i + 1, {})->frame);
+    EXPECT_EQ(e.payload, message("t", i + 1, {})->payload);
+    EXPECT_EQ(e.type, "new_message");
     EXPECT_EQ(e.exclude_session, "session-" + std::to_string(i + 1));
     ASSERT_TRUE(e.recipients);
     EXPECT_EQ(*e.recipients, (std::vector<std::string>{"u1", "u2"}));

@@ -4,7 +4,7 @@
 //
 // Only 127.0.0.1 is ever contacted. Every wait is bounded in time.
 
-import { spawn, execFile } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -20,6 +20,20 @@ export const HOST = '127.0.0.1';
 
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+
+// The store every server of this run uses: 'sqlite' (default, a file in the
+// server's data dir) or 'postgres' (PARLEY_TEST_STORE=postgres: a fresh
+// database per server on the PostgreSQL that tests/db/pg.sh started, whose
+// state dir is PARLEY_TEST_PG_STATE; CTest's parley_pg fixture sets both).
+export const TEST_STORE = process.env.PARLEY_TEST_STORE || 'sqlite';
+export const PG_SH = path.join(REPO_ROOT, 'tests', 'db', 'pg.sh');
+
+// A new, empty database on the test PostgreSQL; returns its URL.
+export function freshDatabaseUrl() {
+  const state = process.env.PARLEY_TEST_PG_STATE;
+  if (!state) throw new Error('PARLEY_TEST_PG_STATE is not set (start one: tests/db/pg.sh start DIR)');
+  return execFileSync(PG_SH, ['createdb', state], { encoding: 'utf8', timeout: 30000 }).trim();
+}
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 export const randomId = (bytes = 5) => crypto.randomBytes(bytes).toString('hex');
@@ -48,7 +62,10 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 export class ParleyServer {
   // secret: null = pass none (the server generates and persists one).
   // viaEnv: pass port, bind, data dir and secret as PARLEY_* variables instead of flags.
-  constructor({ args = [], env = {}, secret, dataDir, viaEnv = false } = {}) {
+  // database: a postgres:// URL to serve from; by default a fresh database
+  // when TEST_STORE is 'postgres' (kept across restarts), else SQLite.
+  constructor({ args = [], env = {}, secret, dataDir, viaEnv = false, database } = {}) {
+    this.database = database || (TEST_STORE === 'postgres' ? freshDatabaseUrl() : null);
     this.extraArgs = args;
     this.extraEnv = env;
     this.viaEnv = viaEnv;
@@ -73,11 +90,14 @@ export class ParleyServer {
     }
     const settings = { port: '0', bind: HOST, 'data-dir': this.dataDir };
     if (this.secret) settings['jwt-secret'] = this.secret;
+    if (this.database) settings.database = this.database;
     const args = ['serve'];
     const env = { ...process.env };
-    for (const key of ['PARLEY_PORT', 'PARLEY_BIND', 'PARLEY_DATA_DIR', 'PARLEY_JWT_SECRET']) delete env[key];
+    for (const key of ['PARLEY_PORT', 'PARLEY_BIND', 'PARLEY_DATA_DIR', 'PARLEY_JWT_SECRET', 'PARLEY_DATABASE_URL']) {
+      delete env[key];
+    }
     for (const [k, v] of Object.entries(settings)) {
-      if (this.viaEnv) env[`PARLEY_${k.toUpperCase().replace('-', '_')}`] = v;
+      if (this.viaEnv) env[k === 'database' ? 'PARLEY_DATABASE_URL' : `PARLEY_${k.toUpperCase().replace('-', '_')}`] = v;
       else args.push(`--${k}`, v);
     }
     args.push('--log-level', 'info', ...this.extraArgs);
@@ -170,7 +190,8 @@ export class ParleyServer {
   // Runs another `parley` subcommand against this server's data dir and secret.
   cli(args, { timeoutMs = 20000 } = {}) {
     return new Promise((resolve, reject) => {
-      execFile(PARLEY_BIN, [...args, '--data-dir', this.dataDir, ...(this.secret ? ['--jwt-secret', this.secret] : [])],
+      execFile(PARLEY_BIN, [...args, '--data-dir', this.dataDir, ...(this.secret ? ['--jwt-secret', this.secret] : []),
+        ...(this.database ? ['--database', this.database] : [])],
         { timeout: timeoutMs }, (err, stdout, stderr) => {
           if (err) reject(Object.assign(err, { stdout, stderr }));
           else resolve({ stdout, stderr });

@@ -11,12 +11,20 @@ import { redisAvailable, startRedis } from './redis.mjs';
 
 const CHANNEL = 'parley:events';
 
-// An event as another node would publish it.
+// An event as another node would publish it: the frame's type in the
+// header, its other fields (or, for a message, its data) as the payload.
 function remoteEvent({ threadId, recipients, frame, seq, shared = false }) {
-  const header = { v: 1, node: 'another-node', thread_id: threadId, recipients };
+  const { type, ...fields } = frame;
+  const header = { v: 1, node: 'another-node', type, thread_id: threadId, recipients };
   if (seq) header.seq = seq;
   if (shared) header.shared = true;
-  return `${JSON.stringify(header)}\n${JSON.stringify(frame)}`;
+  let payload = fields;
+  if (type === 'new_message') {
+    header.data = true;
+    header.message_id = frame.data.id;
+    payload = frame.data;
+  }
+  return `${JSON.stringify(header)}\n${JSON.stringify(payload)}`;
 }
 
 async function health(server) {

@@ -1,0 +1,167 @@
+#include "auth/identity.h"
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "auth/password.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/metrics.h"
+#include "common/utf8.h"
+
+namespace parley {
+
+namespace json = boost::json;
+
+namespace {
+
+int64_t now_seconds() { return now_micros() / 1000000; }
+
+bool valid_username(const std::string& u) {
+  if (u.size() < 3 || u.size() > 32) return false;
+  return std::all_of(u.begin(), u.end(),
+                     [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.'; });
+}
+
+bool valid_phone(const std::string& p) {
+  if (p.size() < 3 || p.size() > 32) return false;
+  return std::all_of(p.begin(), p.end(), [](char c) { return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == ' '; });
+}
+
+Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
+
+}  // namespace
+
+std::string ascii_lowercase(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+Identity::Identity(Store& store, std::shared_ptr<const JwtVerifier> jwt, const Config& config)
+    : store_(store),
+      jwt_(std::move(jwt)),
+      config_(config),
+      login_limiter_(config.limits.login_failures_per_account, config.limits.login_failures_per_address,
+                     config.limits.login_window_seconds) {}
+
+AuthResult Identity::issue_token(const User& user) const {
+  int64_t now = now_seconds();
+  AuthResult r;
+  r.user = user;
+  r.token = jwt_->sign(user.id, now, config_.token_ttl_seconds, json::object{{"username", user.username}});
+  r.expires_at = (now + config_.token_ttl_seconds) * 1000000;
+  return r;
+}
+
+Result<AuthResult> Identity::register_user(const RegisterRequest& req) {
+  std::string username = ascii_lowercase(req.username);
+  if (!valid_username(username))
+    return bad_input("invalid_username", "username must be 3-32 characters of a-z, 0-9, _ and .");
+  if (req.password.size() < 8) return bad_input("weak_password", "password must have at least 8 characters");
+  if (req.password.size() > 1024) return bad_input("invalid_field", "password is too long");
+  if (!utf8_length(req.full_name) || !has_visible_text(req.full_name) || req.full_name.size() > 200)
+    return bad_input("invalid_field", "full_name must be 1-200 characters of text");
+  if (req.phone_number && !valid_phone(*req.phone_number))
+    return bad_input("invalid_field", "phone_number must be digits, spaces, + and -");
+  if (!utf8_length(req.role) || req.role.size() > 64) return bad_input("invalid_field", "role is too long");
+  User u;
+  u.id = new_uuid();
+  u.username = username;
+  u.full_name = req.full_name;
+  u.phone_number = req.phone_number;
+  u.role = req.role.empty() ? "member" : req.role;
+  u.password_hash = hash_password(req.password);
+  u.created_at = now_micros();
+  auto created = store_.create_user(u);
+  if (!created) return created.error();
+  spdlog::info("event=user_registered user_id={}", u.id);
+  return issue_token(*created);
+}
+
+Result<AuthResult> Identity::login(const std::string& login, const std::string& password,
+                                      const std::string& address) {
+  std::optional<User> u = store_.user_by_username(ascii_lowercase(login));
+  if (!u) u = store_.user_by_phone(login);
+  // Failures count per account (whichever name it was reached by), or per
+  // login text when no account matches.
+  const std::string key = u ? u->id : "login:" + ascii_lowercase(login);
+  int64_t now = now_seconds();
+  if (!login_limiter_.allowed(key, address, now)) {
+    Metrics::get().count_error("rate_limited");
+    return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again later"};
+  }
+  // Hash even for an unknown account, so timing does not tell which exist.
+  static const std::string kDummy = hash_password("parley-dummy-password");
+  bool has_password = u && !u->password_hash.empty();
+  bool ok = verify_password(password, has_password ? u->password_hash : kDummy) && has_password;
+  if (!ok) {
+    login_limiter_.record_failure(key, address, now);
+    spdlog::info("event=login_failed address={}", address);
+    return unauthorized("invalid_credentials", "wrong username, phone number or password");
+  }
+  login_limiter_.record_success(key);
+  return issue_token(*u);
+}
+
+Result<User> Identity::authenticate(const std::string& token) {
+  auto claims = jwt_->verify(token, now_seconds());
+  if (!claims) return claims.error();
+  if (!is_uuid(claims->sub)) return unauthorized("invalid_token", "token subject is not a user id");
+  if (auto u = store_.user_by_id(normalize_uuid(claims->sub))) return *u;
+  return provision(*claims);
+}
+
+Result<int64_t> Identity::token_expiry(const std::string& token) const {
+  auto claims = jwt_->verify(token, now_seconds());
+  if (!claims) return claims.error();
+  return claims->exp;
+}
+
+// A provider's token (Supabase-style) for a user we have not seen: create the
+// user from the profile it carries. A token without a profile is refused, so a
+// deleted user's old token does not bring the account back.
+Result<User> Identity::provision(const JwtClaims& claims) {
+  const json::object& all = claims.all;
+  const json::object* meta = all.contains("user_metadata") && all.at("user_metadata").is_object()
+                                 ? &all.at("user_metadata").as_object()
+                                 : nullptr;
+  const json::value* email = all.if_contains("email");
+  if (!meta && !(email && email->is_string())) return unauthorized("invalid_token", "unknown user");
+  auto str = [](const json::object* o, const char* key) -> std::string {
+    if (!o) return "";
+    const json::value* v = o->if_contains(key);
+    return v && v->is_string() ? std::string(v->get_string()) : "";
+  };
+  std::string base = ascii_lowercase(str(meta, "username"));
+  if (base.empty() && email && email->is_string()) {
+    std::string e(email->get_string());
+    base = ascii_lowercase(e.substr(0, e.find('@')));
+  }
+  std::string clean;
+  for (char c : base)
+    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.') clean.push_back(c);
+  if (clean.size() < 3) clean = "user" + clean;
+  clean = clean.substr(0, 24);
+  User u;
+  u.id = normalize_uuid(claims.sub);
+  u.full_name = str(meta, "full_name");
+  if (u.full_name.empty()) u.full_name = clean;
+  u.role = str(meta, "role");
+  if (u.role.empty()) u.role = "member";
+  u.created_at = now_micros();
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    u.username = attempt == 0 ? clean : clean + "_" + random_hex(3);
+    auto created = store_.create_user(u);
+    if (created) {
+      spdlog::info("event=user_provisioned user_id={}", u.id);
+      return *created;
+    }
+    if (created.error().code != "username_taken") return created.error();
+    if (auto existing = store_.user_by_id(u.id)) return *existing;  // a concurrent first login
+  }
+  return internal_error("could not choose a username");
+}
+
+}  // namespace parley

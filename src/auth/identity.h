@@ -1,0 +1,65 @@
+// Identity: who a caller is. Registration and password login (Argon2id),
+// the tokens we issue, and accounts provisioned on first use from an outside
+// provider's token (CONTRACT section 1). It reads and creates users through
+// the Store and knows nothing of threads or messages, which are the chat
+// service's; that is why it lives in auth/ beside the JWT and password code
+// it is the only user of.
+//
+// Thread-safety: every method may be called from any thread. register_user
+// and login hash passwords (tens of ms) and read the store: call them from
+// worker threads, never from a network event loop. The store and verifier
+// must outlive the Identity.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "auth/jwt.h"
+#include "auth/login_limiter.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "model/model.h"
+#include "store/store.h"
+
+namespace parley {
+
+struct AuthResult {
+  std::string token;
+  User user;
+  Micros expires_at = 0;
+};
+
+struct RegisterRequest {
+  std::string username, password, full_name, role;
+  std::optional<std::string> phone_number;
+};
+
+class Identity {
+ public:
+  Identity(Store& store, std::shared_ptr<const JwtVerifier> jwt, const Config& config);
+
+  Result<AuthResult> register_user(const RegisterRequest& request);
+  // `login` is a username or a phone number; `address` the client's, for rate limiting.
+  Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address);
+  AuthResult issue_token(const User& user) const;
+  // Verifies a token and returns its user, provisioning one for a provider's
+  // token that carries a profile.
+  Result<User> authenticate(const std::string& token);
+  // Seconds since epoch at which the token expires; for connections that must close then.
+  Result<int64_t> token_expiry(const std::string& token) const;
+
+ private:
+  Result<User> provision(const JwtClaims& claims);
+
+  Store& store_;
+  std::shared_ptr<const JwtVerifier> jwt_;
+  const Config& config_;
+  LoginLimiter login_limiter_;
+};
+
+// ASCII lowercase (usernames are ASCII; other bytes are left alone).
+std::string ascii_lowercase(std::string text);
+
+}  // namespace parley

@@ -1,0 +1,117 @@
+#include "store/group_commit.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iterator>
+
+#include "common/metrics.h"
+
+namespace parley {
+
+GroupCommitWriter::GroupCommitWriter(size_t max_batch, RunBatch run_batch)
+    : max_batch_(std::max<size_t>(max_batch, 1)), run_batch_(std::move(run_batch)) {
+  writer_ = std::thread([this] { writer_loop(); });
+  completer_ = std::thread([this] { completion_loop(); });
+}
+
+GroupCommitWriter::~GroupCommitWriter() { stop(); }
+
+void GroupCommitWriter::stop() {
+  std::call_once(stop_once_, [this] {
+    {
+      std::lock_guard lock(queue_mu_);
+      stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    writer_.join();  // the writer drains the queue before it exits
+    {
+      std::lock_guard lock(done_mu_);
+      done_stopping_ = true;
+    }
+    done_cv_.notify_all();
+    completer_.join();  // every callback has run
+  });
+}
+
+bool GroupCommitWriter::on_own_thread() const {
+  auto self = std::this_thread::get_id();
+  return self == writer_.get_id() || self == completer_.get_id();
+}
+
+void GroupCommitWriter::log_op_exception(const char* what) {
+  spdlog::error("event=store_op_exception error=\"{}\"", what);
+}
+
+void GroupCommitWriter::enqueue(Op op) {
+  {
+    std::lock_guard lock(queue_mu_);
+    if (!stopping_) {
+      queue_.push_back(std::move(op));
+      queue_cv_.notify_one();
+      return;
+    }
+  }
+  Error closed{ErrorKind::kUnavailable, "store_closed", "the store is closed"};
+  op.finish(&closed);
+}
+
+void GroupCommitWriter::writer_loop() {
+  std::vector<Op> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(queue_mu_);
+      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued is committed
+      size_t n = std::min(queue_.size(), max_batch_);
+      auto end = queue_.begin() + static_cast<std::ptrdiff_t>(n);
+      std::move(queue_.begin(), end, std::back_inserter(batch));
+      queue_.erase(queue_.begin(), end);
+    }
+    const auto started = std::chrono::steady_clock::now();
+    std::optional<Error> failure;
+    try {
+      failure = run_batch_(batch);
+    } catch (const std::exception& e) {
+      spdlog::error("event=store_batch_exception error=\"{}\"", e.what());
+      failure = internal_error("storage commit failed");
+    }
+    if (!failure) {
+      auto micros = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+      Metrics::get().observe_commit(micros.count(), batch.size());
+      commits_.fetch_add(1, std::memory_order_relaxed);
+    }
+    // The callbacks run on the completion thread, so the writer can start the
+    // next transaction while they encode and publish this one's results.
+    {
+      std::lock_guard lock(done_mu_);
+      done_.push_back(Completed{std::move(batch), std::move(failure)});
+    }
+    done_cv_.notify_one();
+    batch.clear();
+  }
+}
+
+void GroupCommitWriter::completion_loop() {
+  for (;;) {
+    std::deque<Completed> ready;
+    {
+      std::unique_lock lock(done_mu_);
+      done_cv_.wait(lock, [this] { return done_stopping_ || !done_.empty(); });
+      if (done_.empty()) return;  // stopping, and every callback has run
+      ready.swap(done_);
+    }
+    for (auto& c : ready) {
+      for (auto& op : c.ops) {
+        try {
+          op.finish(c.failure ? &*c.failure : nullptr);
+        } catch (const std::exception& e) {
+          spdlog::error("event=store_callback_exception error=\"{}\"", e.what());
+        }
+      }
+    }
+  }
+}
+
+}  // namespace parley

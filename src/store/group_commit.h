@@ -1,0 +1,129 @@
+// GroupCommitWriter: the write half of a Store, independent of the database.
+//
+// Writes are queued as ops; one writer thread takes up to max_batch of them
+// at a time and hands them to the backend's run_batch, which applies them in
+// one transaction and commits. Each op's finish() then runs on a completion
+// thread, one after another in commit order, after the commit is durable, so
+// the writer starts the next transaction while the last one's results are
+// encoded and published. A batch whose transaction fails hands its error to
+// every op in it.
+//
+// enqueue()/submit()/submit_and_wait() may be called from any thread
+// (submit_and_wait() not from the writer or completion thread: it would wait
+// on itself). run_batch runs on the writer thread only. The store owns the
+// writer and must stop() it before it closes the connection run_batch uses;
+// after stop(), new ops finish at once with "store_closed".
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <atomic>
+#include <vector>
+
+#include "common/error.h"
+
+namespace parley {
+
+class GroupCommitWriter {
+ public:
+  struct Op {
+    // Runs inside the batch transaction; false when this op failed by itself
+    // (the backend rolls back only its part and the batch goes on).
+    std::function<bool()> apply;
+    // After the batch: the batch's error when its transaction failed, else nullptr.
+    std::function<void(const Error* batch_error)> finish;
+  };
+  // Applies and commits one batch; the error when the whole transaction failed.
+  using RunBatch = std::function<std::optional<Error>(std::vector<Op>& batch)>;
+
+  // Starts the writer and completion threads.
+  GroupCommitWriter(size_t max_batch, RunBatch run_batch);
+  ~GroupCommitWriter();
+  GroupCommitWriter(const GroupCommitWriter&) = delete;
+  GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
+
+  void enqueue(Op op);
+
+  // An op computing a Result<T>; done (may be empty) gets it after the commit.
+  template <typename T>
+  void submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done);
+  template <typename T>
+  Result<T> submit_and_wait(std::function<Result<T>()> apply);
+
+  // Commits everything queued so far, runs every callback, then stops both threads.
+  void stop();
+
+  // Batches committed so far; tests use it to check that writes share commits.
+  uint64_t commit_count() const { return commits_.load(std::memory_order_relaxed); }
+  // True on the writer or the completion thread.
+  bool on_own_thread() const;
+
+ private:
+  struct Completed {
+    std::vector<Op> ops;
+    std::optional<Error> failure;
+  };
+  void writer_loop();
+  void completion_loop();
+  static void log_op_exception(const char* what);
+
+  const size_t max_batch_;
+  const RunBatch run_batch_;
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<Op> queue_;
+  bool stopping_ = false;
+
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  std::deque<Completed> done_;  // committed (or failed) batches whose callbacks have yet to run
+  bool done_stopping_ = false;
+
+  std::once_flag stop_once_;
+  std::atomic<uint64_t> commits_{0};
+  std::thread writer_;
+  std::thread completer_;  // runs the callbacks
+};
+
+template <typename T>
+void GroupCommitWriter::submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done) {
+  auto result = std::make_shared<std::optional<Result<T>>>();
+  Op op;
+  op.apply = [apply = std::move(apply), result] {
+    try {
+      result->emplace(apply());
+    } catch (const std::exception& e) {
+      log_op_exception(e.what());
+      result->emplace(internal_error("storage error"));
+    }
+    return (*result)->ok();
+  };
+  op.finish = [result, done = std::move(done)](const Error* batch_error) {
+    if (!done) return;
+    if (batch_error) {
+      done(*batch_error);
+    } else {
+      done(std::move(**result));
+    }
+  };
+  enqueue(std::move(op));
+}
+
+template <typename T>
+Result<T> GroupCommitWriter::submit_and_wait(std::function<Result<T>()> apply) {
+  // Waiting on the writer from a callback would hold up every later callback.
+  if (on_own_thread()) return internal_error("blocking store write from a store callback");
+  auto promise = std::make_shared<std::promise<Result<T>>>();
+  auto future = promise->get_future();
+  submit<T>(std::move(apply), [promise](Result<T> r) { promise->set_value(std::move(r)); });
+  return future.get();
+}
+
+}  // namespace parley

@@ -1,0 +1,113 @@
+#include "store/pg_conn.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <vector>
+
+namespace parley {
+
+bool PgResult::ok() const {
+  if (!r_) return false;
+  auto s = PQresultStatus(r_.get());
+  return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+std::string PgResult::text(int row, int col) const {
+  const char* p = PQgetvalue(r_.get(), row, col);
+  return std::string(p, static_cast<size_t>(PQgetlength(r_.get(), row, col)));
+}
+
+int64_t PgResult::i64(int row, int col) const { return std::strtoll(PQgetvalue(r_.get(), row, col), nullptr, 10); }
+
+std::string PgResult::bytes(int row, int col) const {
+  size_t n = 0;
+  unsigned char* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(r_.get(), row, col)), &n);
+  if (!raw) return {};
+  std::string out(reinterpret_cast<const char*>(raw), n);
+  PQfreemem(raw);
+  return out;
+}
+
+int64_t PgResult::affected() const {
+  const char* n = r_ ? PQcmdTuples(r_.get()) : "";
+  return *n ? std::strtoll(n, nullptr, 10) : 0;
+}
+
+std::string PgResult::sqlstate() const {
+  const char* s = r_ ? PQresultErrorField(r_.get(), PG_DIAG_SQLSTATE) : nullptr;
+  return s ? s : "";
+}
+
+std::string PgResult::message() const {
+  const char* s = r_ ? PQresultErrorMessage(r_.get()) : nullptr;
+  return s ? s : "no result";
+}
+
+namespace {
+
+void ignore_notice(void*, const PGresult*) {}  // "relation already exists, skipping" and the like
+
+}  // namespace
+
+Result<std::unique_ptr<PgConn>> PgConn::open(const std::string& url) {
+  PGconn* c = PQconnectdb(url.c_str());
+  std::unique_ptr<PgConn> conn(new PgConn(c));  // frees the handle even when the connection failed
+  if (!c) return internal_error("cannot allocate a PostgreSQL connection");
+  if (PQstatus(c) != CONNECTION_OK)
+    return Error{ErrorKind::kUnavailable, "store_unavailable", "cannot connect to PostgreSQL: " + conn->errmsg()};
+  PQsetNoticeReceiver(c, ignore_notice, nullptr);
+  return conn;
+}
+
+PgConn::~PgConn() {
+  if (conn_) PQfinish(conn_);
+}
+
+bool PgConn::reconnect() {
+  PQreset(conn_);
+  prepared_.clear();  // a new session has none of them
+  if (!healthy()) return false;
+  PQsetNoticeReceiver(conn_, ignore_notice, nullptr);
+  return true;
+}
+
+std::string PgConn::errmsg() const {
+  std::string m = conn_ ? PQerrorMessage(conn_) : "no connection";
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+PgResult PgConn::run(const std::string& sql) { return PgResult(PQexec(conn_, sql.c_str())); }
+
+PgResult PgConn::exec(const char* sql, std::initializer_list<PgParam> params) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = "p" + std::to_string(prepared_.size());
+    PgResult prep(PQprepare(conn_, name.c_str(), sql, 0, nullptr));
+    if (!prep.ok()) return prep;
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  std::vector<int> formats;
+  values.reserve(params.size());
+  for (const auto& p : params) {
+    values.push_back(p.value ? p.value->data() : nullptr);
+    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+    formats.push_back(p.binary ? 1 : 0);
+  }
+  return PgResult(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(params.size()), values.data(),
+                                 lengths.data(), formats.data(), 0));
+}
+
+Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
+  std::string state = r.sqlstate();
+  spdlog::error("event=store_error op={} sqlstate={} error=\"{}\"", op, state, c.healthy() ? r.message() : c.errmsg());
+  if (!c.healthy() || state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0)
+    return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"};
+  if (state.rfind("23", 0) == 0) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
+  return internal_error("storage error");
+}
+
+}  // namespace parley

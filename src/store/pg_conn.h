@@ -1,0 +1,95 @@
+// PgConn: one libpq connection and its prepared statements, and PgResult,
+// the rows one statement returned. The PostgreSQL store's only contact with
+// the libpq API besides its schema.
+//
+// A connection is used by one thread at a time: the store gives one to its
+// writer thread and lends others to readers from a pool. Statements are
+// prepared on first use on each connection (the cache is keyed by the SQL
+// literal's address) and prepared again after a reconnect.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "common/error.h"
+
+namespace parley {
+
+// One statement parameter, sent in text form; `binary` sends the bytes as
+// they are (for BYTEA columns: message content may hold any byte, NUL too).
+struct PgParam {
+  PgParam(std::nullptr_t) {}
+  PgParam(const char* s) : value(s) {}
+  PgParam(std::string s) : value(std::move(s)) {}
+  PgParam(const std::optional<std::string>& s) : value(s) {}
+  PgParam(int64_t v) : value(std::to_string(v)) {}
+  PgParam(int v) : value(std::to_string(v)) {}
+  PgParam(bool v) : value(v ? "1" : "0") {}
+  static PgParam bytes(const std::string& b) {
+    PgParam p{b};
+    p.binary = true;
+    return p;
+  }
+  static PgParam bytes(const std::optional<std::string>& b) {
+    PgParam p{b};
+    p.binary = true;
+    return p;
+  }
+  std::optional<std::string> value;  // nullopt = NULL
+  bool binary = false;
+};
+
+class PgResult {
+ public:
+  explicit PgResult(PGresult* r) : r_(r, &PQclear) {}
+  // True when the statement ran (with or without rows).
+  bool ok() const;
+  int rows() const { return r_ ? PQntuples(r_.get()) : 0; }
+  bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
+  std::string text(int row, int col) const;
+  int64_t i64(int row, int col) const;
+  std::string bytes(int row, int col) const;  // a BYTEA column, decoded
+  int64_t affected() const;                   // rows an INSERT/UPDATE/DELETE touched
+  std::string sqlstate() const;               // "" when none
+  std::string message() const;
+
+ private:
+  std::unique_ptr<PGresult, void (*)(PGresult*)> r_;
+};
+
+class PgConn {
+ public:
+  // Connects (and fails) at once; `url` is a libpq URI (postgres://…).
+  static Result<std::unique_ptr<PgConn>> open(const std::string& url);
+  ~PgConn();
+  PgConn(const PgConn&) = delete;
+  PgConn& operator=(const PgConn&) = delete;
+
+  // Runs `sql` as a prepared statement; `sql` must be a string literal.
+  PgResult exec(const char* sql, std::initializer_list<PgParam> params = {});
+  // Runs SQL text without parameters (transaction control, DDL; several statements allowed).
+  PgResult run(const std::string& sql);
+  // False once the server went away; reconnect() then tries again.
+  bool healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
+  bool reconnect();
+  bool in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
+  std::string errmsg() const;
+
+ private:
+  explicit PgConn(PGconn* c) : conn_(c) {}
+  PGconn* conn_;
+  std::unordered_map<const char*, std::string> prepared_;  // literal -> statement name
+};
+
+// Logs the detail (never shown to clients) and maps it to an Error: a lost
+// connection is kUnavailable "store_unavailable", a constraint a conflict.
+Error pg_error(const PgConn& c, const PgResult& r, std::string_view op);
+
+}  // namespace parley

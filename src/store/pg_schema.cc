@@ -1,0 +1,141 @@
+#include "store/pg_schema.h"
+
+#include <spdlog/spdlog.h>
+
+#include <iterator>
+#include <string>
+
+#include "store/pg_conn.h"
+
+namespace parley {
+
+namespace {
+
+// Any constant shared by every Parley node; "parley" in ASCII.
+constexpr const char* kMigrationLock = "SELECT pg_advisory_lock(112971151656313)";
+constexpr const char* kMigrationUnlock = "SELECT pg_advisory_unlock(112971151656313)";
+
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+// Append-only: never edit a step that has shipped; add a new one instead.
+// The same tables as the SQLite store's, with two differences: message
+// content and client_msg_id are BYTEA (TEXT cannot hold a NUL byte, and
+// content is stored exactly as sent), and commit_clock, the one row every
+// writing transaction locks first (see docs/architecture.md, "Offline sync
+// across nodes").
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE users (
+  id            TEXT PRIMARY KEY,
+  username      TEXT NOT NULL UNIQUE,
+  full_name     TEXT NOT NULL DEFAULT '',
+  phone_number  TEXT UNIQUE,
+  role          TEXT NOT NULL,
+  password_hash TEXT NOT NULL DEFAULT '',
+  created_at    BIGINT NOT NULL,
+  last_seen     BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE threads (
+  id            TEXT PRIMARY KEY,
+  type          TEXT NOT NULL CHECK (type IN ('direct', 'group')),
+  title         TEXT NOT NULL DEFAULT '',
+  created_by    TEXT NOT NULL,
+  created_at    BIGINT NOT NULL,
+  last_activity BIGINT NOT NULL,
+  last_seq      BIGINT NOT NULL DEFAULT 0,
+  direct_key    TEXT UNIQUE
+);
+
+CREATE TABLE participants (
+  thread_id          TEXT NOT NULL REFERENCES threads(id),
+  user_id            TEXT NOT NULL REFERENCES users(id),
+  is_admin           INTEGER NOT NULL DEFAULT 0,
+  last_read_seq      BIGINT NOT NULL DEFAULT 0,
+  joined_at          BIGINT NOT NULL,
+  last_delivered_seq BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (thread_id, user_id)
+);
+CREATE INDEX participants_by_user ON participants(user_id);
+
+CREATE TABLE messages (
+  id            TEXT PRIMARY KEY,
+  thread_id     TEXT NOT NULL REFERENCES threads(id),
+  seq           BIGINT NOT NULL,
+  sender_id     TEXT NOT NULL REFERENCES users(id),
+  content       BYTEA NOT NULL,
+  message_type  TEXT NOT NULL,
+  client_msg_id BYTEA,
+  created_at    BIGINT NOT NULL,
+  edited_at     BIGINT,
+  UNIQUE (thread_id, seq)
+);
+CREATE UNIQUE INDEX messages_client_msg ON messages(thread_id, sender_id, client_msg_id)
+  WHERE client_msg_id IS NOT NULL;
+CREATE INDEX messages_by_time ON messages(created_at);
+
+CREATE TABLE commit_clock (
+  id              INTEGER PRIMARY KEY CHECK (id = 1),
+  last_created_at BIGINT NOT NULL
+);
+INSERT INTO commit_clock VALUES (1, 0);
+)sql"},
+};
+
+Status ensure_version_table(PgConn& c) {
+  auto r = c.run("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
+  if (!r.ok()) return internal_error("schema migration failed: " + r.message());
+  return Ok{};
+}
+
+Result<int> current_version(PgConn& c) {
+  auto r = c.run("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+  if (!r.ok() || r.rows() != 1) return internal_error("cannot read schema version: " + r.message());
+  return static_cast<int>(r.i64(0, 0));
+}
+
+Status apply(PgConn& c, const Migration& m) {
+  std::string sql = "BEGIN;\n" + std::string(m.sql) + "\nINSERT INTO schema_migrations VALUES (" +
+                    std::to_string(m.version) + ", (extract(epoch from clock_timestamp()) * 1000000)::bigint);\nCOMMIT;";
+  auto r = c.run(sql);
+  if (!r.ok()) {
+    std::string msg = r.message();
+    c.run("ROLLBACK");
+    return internal_error("schema migration " + std::to_string(m.version) + " failed: " + msg);
+  }
+  spdlog::info("event=migration store=postgres version={}", m.version);
+  return Ok{};
+}
+
+Status migrate_locked(PgConn& c) {
+  if (auto st = ensure_version_table(c); !st) return st;
+  auto current = current_version(c);
+  if (!current) return current.error();
+  if (*current > latest_pg_schema_version())
+    return internal_error("database schema version " + std::to_string(*current) + " is newer than this build (" +
+                          std::to_string(latest_pg_schema_version()) + ")");
+  for (const auto& m : kMigrations) {
+    if (m.version <= *current) continue;
+    if (auto st = apply(c, m); !st) return st;
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+int latest_pg_schema_version() { return std::prev(std::end(kMigrations))->version; }
+
+Status migrate_pg_schema(PgConn& c) {
+  // Session lock: held across the steps' own transactions; a second node
+  // blocks here until the first is done, then sees every step applied.
+  auto locked = c.run(kMigrationLock);
+  if (!locked.ok()) return Error{ErrorKind::kUnavailable, "store_unavailable", "cannot lock for migration: " + locked.message()};
+  auto st = migrate_locked(c);
+  c.run(kMigrationUnlock);
+  return st;
+}
+
+}  // namespace parley

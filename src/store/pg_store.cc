@@ -1,0 +1,685 @@
+#include "store/pg_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "common/clock.h"
+#include "common/ids.h"
+#include "store/pg_conn.h"
+#include "store/pg_schema.h"
+
+namespace parley {
+
+namespace {
+
+constexpr size_t kMaxPooledReaders = 8;
+constexpr size_t kMaxCacheEntries = 10000;
+
+// One string literal per statement: the statement cache is keyed by its address.
+#define PG_USER_COLS "id, username, full_name, phone_number, role, password_hash, created_at, last_seen"
+#define PG_THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
+#define PG_MESSAGE_SELECT                                                                               \
+  "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
+  "m.created_at, m.edited_at, u.username, u.full_name, u.role FROM messages m JOIN users u ON u.id = " \
+  "m.sender_id "
+
+Error unavailable() { return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"}; }
+
+User read_user(const PgResult& r, int i) {
+  User u;
+  u.id = r.text(i, 0);
+  u.username = r.text(i, 1);
+  u.full_name = r.text(i, 2);
+  if (!r.is_null(i, 3)) u.phone_number = r.text(i, 3);
+  u.role = r.text(i, 4);
+  u.password_hash = r.text(i, 5);
+  u.created_at = r.i64(i, 6);
+  u.last_seen = r.i64(i, 7);
+  return u;
+}
+
+Thread read_thread(const PgResult& r, int i) {
+  Thread t;
+  t.id = r.text(i, 0);
+  t.type = thread_type_from_stored(r.text(i, 1));
+  t.title = r.text(i, 2);
+  t.created_by = r.text(i, 3);
+  t.created_at = r.i64(i, 4);
+  t.last_activity = r.i64(i, 5);
+  t.last_seq = r.i64(i, 6);
+  return t;
+}
+
+Message read_message(const PgResult& r, int i) {
+  Message m;
+  m.id = r.text(i, 0);
+  m.thread_id = r.text(i, 1);
+  m.seq = r.i64(i, 2);
+  m.sender_id = r.text(i, 3);
+  m.content = r.bytes(i, 4);
+  m.message_type = r.text(i, 5);
+  if (!r.is_null(i, 6)) m.client_msg_id = r.bytes(i, 6);
+  m.created_at = r.i64(i, 7);
+  if (!r.is_null(i, 8)) m.edited_at = r.i64(i, 8);
+  m.sender = UserRef{m.sender_id, r.text(i, 9), r.text(i, 10), r.text(i, 11)};
+  return m;
+}
+
+std::vector<Message> read_messages(const PgConn& c, const PgResult& r, std::string_view op) {
+  std::vector<Message> out;
+  if (!r.ok()) {
+    pg_error(c, r, op);
+    return out;
+  }
+  out.reserve(static_cast<size_t>(r.rows()));
+  for (int i = 0; i < r.rows(); ++i) out.push_back(read_message(r, i));
+  return out;
+}
+
+void log_read_error(const PgConn& c, const PgResult& r, std::string_view op) {
+  if (!r.ok()) pg_error(c, r, op);
+}
+
+std::optional<User> find_user(PgConn& c, const char* sql, const std::string& key) {
+  auto r = c.exec(sql, {key});
+  if (r.ok() && r.rows() > 0) return read_user(r, 0);
+  log_read_error(c, r, "find_user");
+  return std::nullopt;
+}
+
+bool user_exists(PgConn& c, const std::string& id) {
+  auto r = c.exec("SELECT 1 FROM users WHERE id = $1", {id});
+  return r.ok() && r.rows() > 0;
+}
+
+std::vector<Participant> load_participants(PgConn& c, const std::string& thread_id) {
+  auto r = c.exec(
+      "SELECT p.user_id, u.username, u.full_name, u.role, p.is_admin, p.last_read_seq, p.joined_at, "
+      "p.last_delivered_seq, u.last_seen "
+      "FROM participants p JOIN users u ON u.id = p.user_id WHERE p.thread_id = $1 "
+      "ORDER BY p.joined_at, p.user_id COLLATE \"C\"",
+      {thread_id});
+  std::vector<Participant> out;
+  log_read_error(c, r, "load_participants");
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back(Participant{r.text(i, 0), r.text(i, 1), r.text(i, 2), r.text(i, 3), r.i64(i, 4) != 0, r.i64(i, 5),
+                              r.i64(i, 6), r.i64(i, 7), r.i64(i, 8)});
+  return out;
+}
+
+std::optional<Thread> load_thread(PgConn& c, const std::string& id) {
+  auto r = c.exec("SELECT " PG_THREAD_COLS " FROM threads t WHERE t.id = $1", {id});
+  log_read_error(c, r, "load_thread");
+  if (!r.ok() || r.rows() == 0) return std::nullopt;
+  Thread t = read_thread(r, 0);
+  t.participants = load_participants(c, id);
+  return t;
+}
+
+std::optional<Message> message_at(PgConn& c, const std::string& thread_id, int64_t seq) {
+  auto found = read_messages(c, c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq = $2", {thread_id, seq}),
+                             "message_at");
+  if (found.empty()) return std::nullopt;
+  return std::move(found.front());
+}
+
+int64_t clamp_limit(int limit) { return std::max(limit, 0); }
+
+// Several statements read as one snapshot.
+class PgReadTxn {
+ public:
+  explicit PgReadTxn(PgConn& c) : c_(c), open_(c.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").ok()) {}
+  ~PgReadTxn() {
+    if (open_) c_.run("COMMIT");
+  }
+  PgReadTxn(const PgReadTxn&) = delete;
+  PgReadTxn& operator=(const PgReadTxn&) = delete;
+
+ private:
+  PgConn& c_;
+  bool open_;
+};
+
+// postgres://user:secret@host/db -> postgres://user@host/db, for logs and /health.
+std::string without_password(const std::string& url) {
+  auto scheme = url.find("://");
+  auto at = url.find('@', scheme == std::string::npos ? 0 : scheme + 3);
+  if (scheme == std::string::npos || at == std::string::npos) return url;
+  auto colon = url.find(':', scheme + 3);
+  if (colon == std::string::npos || colon > at) return url;
+  return url.substr(0, colon) + url.substr(at);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- lifecycle
+
+Result<std::unique_ptr<PgStore>> PgStore::open(const StoreOptions& options) {
+  if (options.database_url.empty()) return bad_input("invalid_config", "database URL is empty");
+  auto conn = PgConn::open(options.database_url);
+  if (!conn) return conn.error();
+  if (auto st = migrate_pg_schema(**conn); !st) return st.error();
+  std::string described = without_password(options.database_url);
+  spdlog::info("event=store_open store=postgres url={} schema_version={}", described, latest_pg_schema_version());
+  return std::unique_ptr<PgStore>(new PgStore(options, std::move(described), std::move(*conn)));
+}
+
+PgStore::PgStore(StoreOptions options, std::string described, std::unique_ptr<PgConn> writer)
+    : options_(std::move(options)), described_(std::move(described)), writer_conn_(std::move(writer)) {
+  writer_ = std::make_unique<GroupCommitWriter>(
+      options_.max_batch, [this](std::vector<GroupCommitWriter::Op>& batch) { return run_batch(batch); });
+}
+
+PgStore::~PgStore() { close(); }
+
+void PgStore::close() {
+  std::call_once(close_once_, [this] {
+    writer_->stop();  // every queued write committed (or failed), every callback run
+    writer_conn_.reset();
+    std::vector<std::unique_ptr<PgConn>> idle;
+    {
+      std::lock_guard lock(readers_mu_);
+      readers_closed_ = true;
+      idle.swap(readers_);
+    }
+    spdlog::info("event=store_closed url={}", described_);
+  });
+}
+
+std::string PgStore::describe() const { return described_; }
+
+// ---------------------------------------------------------------- writer
+
+std::optional<Error> PgStore::run_batch(std::vector<GroupCommitWriter::Op>& batch) {
+  PgConn& c = *writer_conn_;
+  if (!c.healthy() && !c.reconnect()) {
+    spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), c.errmsg());
+    return unavailable();
+  }
+  // A connection that died while idle only says so when used: nothing of
+  // this batch has run yet, so one reconnect and a second try are safe.
+  auto begun = c.run("BEGIN");
+  if (!begun.ok() && !c.healthy() && c.reconnect()) {
+    spdlog::info("event=store_reconnected url={}", described_);
+    begun = c.run("BEGIN");
+  }
+  bool ok = begun.ok();
+  std::string error = ok ? "" : begun.message();
+  Micros clock_floor = 0;
+  if (ok) {
+    // The commit clock: every writing transaction of every node takes this
+    // row lock first, so they commit one at a time (see the class comment).
+    auto clock = c.exec("SELECT last_created_at FROM commit_clock WHERE id = 1 FOR UPDATE");
+    ok = clock.ok() && clock.rows() == 1;
+    if (ok) {
+      clock_floor = clock.i64(0, 0);
+      last_created_at_ = std::max(last_created_at_, clock_floor);
+    } else {
+      error = clock.message();
+    }
+  }
+  for (size_t i = 0; ok && i < batch.size(); ++i) ok = run_in_savepoint(batch[i]);
+  if (ok && last_created_at_ > clock_floor) {
+    auto moved = c.exec("UPDATE commit_clock SET last_created_at = $1 WHERE id = 1", {last_created_at_});
+    ok = moved.ok();
+    if (!ok) error = moved.message();
+  }
+  if (ok) {
+    auto committed = c.run("COMMIT");
+    ok = committed.ok();
+    if (!ok) error = committed.message();
+  }
+  if (ok) return std::nullopt;
+
+  if (error.empty()) error = c.errmsg();
+  const bool lost = !c.healthy();
+  spdlog::error("event=store_batch_failed size={} connection_lost={} error=\"{}\"", batch.size(), lost, error);
+  if (!lost && c.in_transaction()) c.run("ROLLBACK");
+  senders_.clear();  // may hold users of the rolled-back batch
+  // Lost mid-COMMIT the outcome is unknown: the ops are reported failed and a
+  // client's retry with the same client_msg_id finds the original if it landed.
+  return lost ? unavailable() : internal_error("storage commit failed");
+}
+
+// False only when the whole transaction is lost and the batch must fail; an op
+// that fails by itself is rolled back to its savepoint and the batch goes on.
+bool PgStore::run_in_savepoint(GroupCommitWriter::Op& op) {
+  PgConn& c = *writer_conn_;
+  if (!c.run("SAVEPOINT op").ok()) return false;
+  bool applied = op.apply();
+  if (!c.healthy()) return false;
+  if (!applied && !c.run("ROLLBACK TO SAVEPOINT op").ok()) return false;
+  return c.run("RELEASE SAVEPOINT op").ok();
+}
+
+std::optional<UserRef> PgStore::sender_ref(const std::string& user_id) {
+  if (auto it = senders_.find(user_id); it != senders_.end()) return it->second;
+  auto r = writer_conn_->exec("SELECT id, username, full_name, role FROM users WHERE id = $1", {user_id});
+  if (!r.ok() || r.rows() == 0) return std::nullopt;
+  if (senders_.size() >= kMaxCacheEntries) senders_.clear();
+  return senders_[user_id] = UserRef{r.text(0, 0), r.text(0, 1), r.text(0, 2), r.text(0, 3)};
+}
+
+// ---------------------------------------------------------------- users
+
+Result<User> PgStore::create_user(const User& user) {
+  User u = user;
+  if (u.id.empty()) u.id = new_uuid();
+  if (u.created_at == 0) u.created_at = now_micros();
+  return writer_->submit_and_wait<User>([this, u = std::move(u)] { return write_user(u); });
+}
+
+Result<User> PgStore::write_user(const User& u) {
+  PgConn& c = *writer_conn_;
+  // Checked here, not by parsing constraint names: writers hold the commit
+  // clock, so nothing can slip in between the check and the insert.
+  auto taken = c.exec("SELECT 1 FROM users WHERE username = $1", {u.username});
+  if (!taken.ok()) return pg_error(c, taken, "insert_user");
+  if (taken.rows() > 0) return Error{ErrorKind::kConflict, "username_taken", "username is already taken"};
+  if (u.phone_number) {
+    auto phone = c.exec("SELECT 1 FROM users WHERE phone_number = $1", {*u.phone_number});
+    if (!phone.ok()) return pg_error(c, phone, "insert_user");
+    if (phone.rows() > 0) return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
+  }
+  auto r = c.exec("INSERT INTO users (" PG_USER_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                  {u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen});
+  if (!r.ok()) return pg_error(c, r, "insert_user");
+  return u;
+}
+
+std::optional<User> PgStore::user_by_id(const std::string& id) {
+  return with_reader([&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE id = $1", id); });
+}
+
+std::optional<User> PgStore::user_by_username(const std::string& username) {
+  return with_reader(
+      [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE username = $1", username); });
+}
+
+std::optional<User> PgStore::user_by_phone(const std::string& phone) {
+  return with_reader(
+      [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE phone_number = $1", phone); });
+}
+
+std::vector<User> PgStore::search_users(const std::string& query, int limit) {
+  return with_reader([&](PgConn& c) {
+    // Byte order, as SQLite's default, whatever the database's collation.
+    auto r = c.exec("SELECT " PG_USER_COLS " FROM users WHERE username ILIKE $1 ESCAPE '\\' "
+                    "OR full_name ILIKE $1 ESCAPE '\\' ORDER BY username COLLATE \"C\" LIMIT $2",
+                    {like_contains_pattern(query), clamp_limit(limit)});
+    std::vector<User> out;
+    log_read_error(c, r, "search_users");
+    for (int i = 0; i < r.rows(); ++i) out.push_back(read_user(r, i));
+    return out;
+  });
+}
+
+size_t PgStore::user_count() {
+  return with_reader([](PgConn& c) {
+    auto r = c.exec("SELECT COUNT(*) FROM users");
+    return r.ok() && r.rows() == 1 ? static_cast<size_t>(r.i64(0, 0)) : size_t{0};
+  });
+}
+
+void PgStore::set_last_seen(const std::string& user_id, Micros when) {
+  writer_->submit<Ok>(
+      [this, user_id, when]() -> Status {
+        auto r = writer_conn_->exec("UPDATE users SET last_seen = GREATEST(last_seen, $1) WHERE id = $2",
+                                    {when, user_id});
+        if (!r.ok()) return pg_error(*writer_conn_, r, "set_last_seen");
+        return Ok{};
+      },
+      nullptr);  // fire-and-forget: presence is best effort
+}
+
+// ---------------------------------------------------------------- threads
+
+Result<Store::CreatedThread> PgStore::create_thread(const Thread& in) {
+  auto prepared = prepare_new_thread(in);
+  if (!prepared) return prepared.error();
+  return writer_->submit_and_wait<CreatedThread>(
+      [this, t = std::move(*prepared)] { return write_thread(t.thread, t.direct_key); });
+}
+
+Result<Store::CreatedThread> PgStore::write_thread(const Thread& t, const std::optional<std::string>& direct_key) {
+  PgConn& c = *writer_conn_;
+  if (direct_key) {
+    auto r = c.exec("SELECT id FROM threads WHERE direct_key = $1", {*direct_key});
+    if (!r.ok()) return pg_error(c, r, "find_direct");
+    if (r.rows() > 0) {
+      if (auto found = load_thread(c, r.text(0, 0))) return CreatedThread{std::move(*found), false};
+    }
+  }
+  for (const auto& p : t.participants)
+    if (!user_exists(c, p.user_id)) return not_found("user_not_found", "participant does not exist");
+
+  auto r = c.exec(
+      "INSERT INTO threads (id, type, title, created_by, created_at, last_activity, last_seq, direct_key) "
+      "VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+      {t.id, stored_thread_type(t.type), t.title, t.created_by, t.created_at, t.created_at, direct_key});
+  if (!r.ok()) return pg_error(c, r, "insert_thread");
+  for (const auto& p : t.participants) {
+    auto ins = c.exec("INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES ($1, $2, $3, $4)",
+                      {t.id, p.user_id, p.is_admin, t.created_at});
+    if (!ins.ok()) return pg_error(c, ins, "insert_participant");
+  }
+  auto stored = load_thread(c, t.id);
+  if (!stored) return internal_error("storage error");
+  return CreatedThread{std::move(*stored), true};
+}
+
+std::optional<Thread> PgStore::thread(const std::string& thread_id) {
+  return with_reader([&](PgConn& c) {
+    PgReadTxn txn(c);
+    return load_thread(c, thread_id);
+  });
+}
+
+std::optional<ThreadMembers> PgStore::thread_members(const std::string& thread_id) {
+  return with_reader([&](PgConn& c) -> std::optional<ThreadMembers> {
+    PgReadTxn txn(c);
+    ThreadMembers members;
+    auto t = c.exec("SELECT type FROM threads WHERE id = $1", {thread_id});
+    log_read_error(c, t, "thread_members");
+    if (!t.ok() || t.rows() == 0) return std::nullopt;
+    members.type = thread_type_from_stored(t.text(0, 0));
+    auto r = c.exec(
+        "SELECT user_id, is_admin FROM participants WHERE thread_id = $1 ORDER BY joined_at, user_id COLLATE \"C\"",
+        {thread_id});
+    log_read_error(c, r, "thread_members");
+    for (int i = 0; i < r.rows(); ++i) {
+      members.user_ids.push_back(r.text(i, 0));
+      if (r.i64(i, 1) != 0) members.admin_ids.push_back(r.text(i, 0));
+    }
+    return members;
+  });
+}
+
+std::vector<ThreadSummary> PgStore::threads_for_user(const std::string& user_id) {
+  return with_reader([&](PgConn& c) {
+    PgReadTxn txn(c);
+    std::vector<ThreadSummary> out;
+    auto r = c.exec(
+        "SELECT " PG_THREAD_COLS ", (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id "
+        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.user_id = $1 "
+        "ORDER BY t.last_activity DESC, t.id COLLATE \"C\"",
+        {user_id});
+    log_read_error(c, r, "threads_for_user");
+    for (int i = 0; i < r.rows(); ++i) out.push_back(ThreadSummary{read_thread(r, i), r.i64(i, 7), std::nullopt});
+    for (auto& s : out) {
+      s.thread.participants = load_participants(c, s.thread.id);
+      if (s.thread.last_seq > 0) s.last_message = message_at(c, s.thread.id, s.thread.last_seq);
+    }
+    return out;
+  });
+}
+
+Result<std::vector<std::string>> PgStore::add_participants(const std::string& thread_id,
+                                                           const std::vector<std::string>& user_ids) {
+  return writer_->submit_and_wait<std::vector<std::string>>(
+      [this, thread_id, user_ids] { return write_participants(thread_id, user_ids); });
+}
+
+Result<std::vector<std::string>> PgStore::write_participants(const std::string& thread_id,
+                                                             const std::vector<std::string>& user_ids) {
+  PgConn& c = *writer_conn_;
+  auto t = c.exec("SELECT type FROM threads WHERE id = $1", {thread_id});
+  if (!t.ok()) return pg_error(c, t, "add_participant");
+  if (t.rows() == 0) return not_found("thread_not_found", "thread does not exist");
+  // A direct thread is keyed by its pair; a third member would break that.
+  if (thread_type_from_stored(t.text(0, 0)) == ThreadType::kDirect)
+    return bad_input("direct_thread", "participants of a direct thread cannot change");
+  std::vector<std::string> added;
+  const Micros now = now_micros();
+  for (const auto& uid : user_ids) {
+    if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
+    auto r = c.exec(
+        "INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES ($1, $2, 0, $3) "
+        "ON CONFLICT (thread_id, user_id) DO NOTHING",
+        {thread_id, uid, now});
+    if (!r.ok()) return pg_error(c, r, "add_participant");
+    if (r.affected() > 0) added.push_back(uid);
+  }
+  return added;
+}
+
+Status PgStore::remove_participant(const std::string& thread_id, const std::string& user_id) {
+  return writer_->submit_and_wait<Ok>([this, thread_id, user_id]() -> Status {
+    auto r = writer_conn_->exec("DELETE FROM participants WHERE thread_id = $1 AND user_id = $2", {thread_id, user_id});
+    if (!r.ok()) return pg_error(*writer_conn_, r, "remove_participant");
+    if (r.affected() == 0) return not_found("not_a_participant", "user is not in this thread");
+    return Ok{};
+  });
+}
+
+// ---------------------------------------------------------------- messages
+
+void PgStore::append(AppendRequest request, AppendCallback done) {
+  writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done));
+}
+
+Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
+  PgConn& c = *writer_conn_;
+  std::optional<std::string> client_id;
+  if (!r.client_msg_id.empty()) client_id = r.client_msg_id;  // NULL, so "none" never collides
+  if (client_id) {
+    // Under the commit clock no other node can insert the same id meanwhile;
+    // the unique index stays as the last word.
+    auto dup = c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.sender_id = $2 AND m.client_msg_id = $3",
+                      {r.thread_id, r.sender_id, PgParam::bytes(client_id)});
+    if (!dup.ok()) return pg_error(c, dup, "find_client_msg");
+    if (dup.rows() > 0) return AppendResult{read_message(dup, 0), true};
+  }
+
+  Message m;
+  m.thread_id = r.thread_id;
+  m.sender_id = r.sender_id;
+  m.content = r.content;
+  m.message_type = r.message_type;
+  m.client_msg_id = r.client_msg_id;
+  // Strictly increasing across the database: the floor came from commit_clock.
+  const Micros created_at = std::max(now_micros(), last_created_at_ + 1);
+  m.created_at = created_at;
+  m.id = new_uuid_v7(m.created_at / 1000);
+
+  auto seq = c.exec("UPDATE threads SET last_seq = last_seq + 1, last_activity = $2 WHERE id = $1 RETURNING last_seq",
+                    {r.thread_id, m.created_at});
+  if (!seq.ok()) return pg_error(c, seq, "update_thread");
+  if (seq.rows() == 0) return not_found("thread_not_found", "thread does not exist");
+  m.seq = seq.i64(0, 0);
+  auto sender = sender_ref(r.sender_id);
+  if (!sender) return not_found("user_not_found", "sender does not exist");
+  m.sender = *sender;
+
+  auto ins = c.exec(
+      "INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
+      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+      {m.id, m.thread_id, m.seq, m.sender_id, PgParam::bytes(m.content), m.message_type, PgParam::bytes(client_id),
+       m.created_at});
+  if (!ins.ok()) return pg_error(c, ins, "insert_message");
+  auto read = c.exec("UPDATE participants SET last_read_seq = $1 WHERE thread_id = $2 AND user_id = $3",
+                     {m.seq, m.thread_id, m.sender_id});
+  if (!read.ok()) return pg_error(c, read, "update_read");
+  last_created_at_ = created_at;  // only now: a failed op leaves the floor as it was
+  return AppendResult{std::move(m), false};
+}
+
+std::optional<Message> PgStore::message(const std::string& message_id) {
+  return with_reader([&](PgConn& c) -> std::optional<Message> {
+    auto found = read_messages(c, c.exec(PG_MESSAGE_SELECT "WHERE m.id = $1", {message_id}), "message");
+    if (found.empty()) return std::nullopt;
+    return std::move(found.front());
+  });
+}
+
+std::vector<Message> PgStore::messages_after(const std::string& thread_id, int64_t after_seq, int limit) {
+  return with_reader([&](PgConn& c) {
+    return read_messages(
+        c,
+        c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
+               {thread_id, after_seq, clamp_limit(limit)}),
+        "messages_after");
+  });
+}
+
+std::vector<Message> PgStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
+  return with_reader([&](PgConn& c) {
+    auto out = read_messages(
+        c,
+        c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
+               {thread_id, before_seq > 0 ? before_seq : INT64_MAX, clamp_limit(limit)}),
+        "messages_before");
+    std::reverse(out.begin(), out.end());
+    return out;
+  });
+}
+
+// One snapshot for both queries. Writers commit one at a time under the
+// commit clock and created_at follows commit order, so a snapshot holds every
+// message up to some created_at and none after: a cursor taken from it never
+// skips a later commit, whichever node made it.
+OfflinePage PgStore::messages_since(const std::string& user_id, Micros since, int limit) {
+  OfflinePage empty;
+  empty.cursor = since;
+  return with_reader(
+      [&](PgConn& c) {
+        PgReadTxn txn(c);
+        OfflinePage page;
+        page.cursor = since;
+        auto r = c.exec(PG_MESSAGE_SELECT
+                        "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = $1 "
+                        "WHERE m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
+                        "AND b.created_at <= $2 ORDER BY b.seq DESC LIMIT 1), 0) "
+                        "AND m.created_at > $2 AND m.sender_id <> $1 ORDER BY m.created_at LIMIT $3",
+                        {user_id, since, clamp_limit(limit) + 1});
+        page.messages = read_messages(c, r, "messages_since");
+        if (!r.ok()) return page;
+        if (page.messages.size() > static_cast<size_t>(clamp_limit(limit))) {
+          page.messages.pop_back();
+          page.has_more = true;
+        }
+        if (page.has_more) {
+          if (!page.messages.empty()) page.cursor = page.messages.back().created_at;
+          return page;
+        }
+        // Nothing more from others: move past the user's own newer messages too.
+        auto newest = c.exec(
+            "SELECT MAX((SELECT m.created_at FROM messages m WHERE m.thread_id = p.thread_id "
+            "ORDER BY m.seq DESC LIMIT 1)) FROM participants p WHERE p.user_id = $1",
+            {user_id});
+        log_read_error(c, newest, "messages_since");
+        if (newest.ok() && newest.rows() == 1 && !newest.is_null(0, 0))
+          page.cursor = std::max(since, newest.i64(0, 0));
+        return page;
+      },
+      empty);
+}
+
+// ---------------------------------------------------------------- read state
+
+std::vector<UnreadCount> PgStore::unread_counts(const std::string& user_id) {
+  return with_reader([&](PgConn& c) {
+    auto r = c.exec(
+        "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
+        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "FROM participants p WHERE p.user_id = $1 ORDER BY p.thread_id COLLATE \"C\"",
+        {user_id});
+    log_read_error(c, r, "unread_counts");
+    std::vector<UnreadCount> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(UnreadCount{r.text(i, 0), r.i64(i, 1)});
+    return out;
+  });
+}
+
+Result<int64_t> PgStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
+  return writer_->submit_and_wait<int64_t>(
+      [this, thread_id, user_id, up_to_seq] { return write_read_mark(thread_id, user_id, up_to_seq); });
+}
+
+Result<int64_t> PgStore::write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
+  PgConn& c = *writer_conn_;
+  auto r = c.exec(
+      "SELECT p.last_read_seq, t.last_seq FROM participants p JOIN threads t ON t.id = p.thread_id "
+      "WHERE p.thread_id = $1 AND p.user_id = $2",
+      {thread_id, user_id});
+  if (!r.ok()) return pg_error(c, r, "mark_read");
+  if (r.rows() == 0) return not_found("not_a_participant", "user is not in this thread");
+  const int64_t current = r.i64(0, 0);
+  const int64_t last_seq = r.i64(0, 1);
+  int64_t target = up_to_seq <= 0 ? last_seq : std::min(up_to_seq, last_seq);
+  if (target <= current) return current;  // never moves back
+  auto u = c.exec("UPDATE participants SET last_read_seq = $1 WHERE thread_id = $2 AND user_id = $3",
+                  {target, thread_id, user_id});
+  if (!u.ok()) return pg_error(c, u, "mark_read");
+  return target;
+}
+
+Result<int64_t> PgStore::mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) {
+  return writer_->submit_and_wait<int64_t>([this, thread_id, user_id, seq]() -> Result<int64_t> {
+    PgConn& c = *writer_conn_;
+    auto r = c.exec(
+        "UPDATE participants SET last_delivered_seq = GREATEST(last_delivered_seq, $1) "
+        "WHERE thread_id = $2 AND user_id = $3 RETURNING last_delivered_seq",
+        {seq, thread_id, user_id});
+    if (!r.ok()) return pg_error(c, r, "mark_delivered");
+    if (r.rows() == 0) return not_found("not_a_participant", "user is not in this thread");
+    return r.i64(0, 0);
+  });
+}
+
+std::vector<std::string> PgStore::contacts(const std::string& user_id) {
+  return with_reader([&](PgConn& c) {
+    auto r = c.exec(
+        "SELECT DISTINCT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
+        "WHERE p.user_id = $1 AND o.user_id <> p.user_id",
+        {user_id});
+    log_read_error(c, r, "contacts");
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
+    return out;
+  });
+}
+
+// ---------------------------------------------------------------- read pool
+
+template <typename F, typename R>
+R PgStore::with_reader(F&& f, R fallback) {
+  // A pooled connection may have died while idle (a server restart): it only
+  // says so when used, so a read that finds it broken runs once more on a new one.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto conn = acquire_reader();
+    if (!conn) return fallback;
+    R result = f(*conn);
+    if (conn->healthy()) {
+      release_reader(std::move(conn));
+      return result;
+    }
+  }
+  return fallback;
+}
+
+std::unique_ptr<PgConn> PgStore::acquire_reader() {
+  {
+    std::lock_guard lock(readers_mu_);
+    if (!readers_.empty()) {
+      auto conn = std::move(readers_.back());
+      readers_.pop_back();
+      return conn;
+    }
+  }
+  auto conn = PgConn::open(options_.database_url);
+  if (!conn) {
+    spdlog::error("event=store_reader_open_failed error=\"{}\"", conn.error().message);
+    return nullptr;
+  }
+  return std::move(*conn);
+}
+
+void PgStore::release_reader(std::unique_ptr<PgConn> conn) {
+  std::lock_guard lock(readers_mu_);
+  if (!readers_closed_ && readers_.size() < kMaxPooledReaders) readers_.push_back(std::move(conn));
+}
+
+}  // namespace parley

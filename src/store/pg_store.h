@@ -1,0 +1,115 @@
+// PgStore: the Store on PostgreSQL (libpq), for several Parley nodes sharing
+// one database.
+//
+// Writes go through a GroupCommitWriter, as in the SQLite store: many writes
+// share one transaction, each op in its own SAVEPOINT, and callbacks run on
+// the completion thread after COMMIT returned. Every writing transaction
+// first locks the one commit_clock row, so across all nodes transactions
+// that write commit one after another: a thread's seq is read and bumped
+// under that lock (gapless however many nodes append to it), created_at
+// follows commit order across the whole database (the offline-sync cursor,
+// see docs/architecture.md), and two writers never deadlock. Reads use a
+// pool of connections and see committed data only.
+//
+// A lost connection fails the ops of the batch in flight with kUnavailable
+// "store_unavailable" (nothing is acknowledged); the writer reconnects
+// before its next batch and readers replace broken connections, so the
+// store recovers by itself when the server is back. Any thread may call
+// any method.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <unordered_map>
+#include <vector>
+
+#include "store/group_commit.h"
+#include "store/store.h"
+
+namespace parley {
+
+class PgConn;
+
+class PgStore final : public Store {
+ public:
+  // Connects to options.database_url, migrates, starts the writer.
+  static Result<std::unique_ptr<PgStore>> open(const StoreOptions& options);
+  ~PgStore() override;
+
+  Result<User> create_user(const User& user) override;
+  std::optional<User> user_by_id(const std::string& id) override;
+  std::optional<User> user_by_username(const std::string& username) override;
+  std::optional<User> user_by_phone(const std::string& phone) override;
+  std::vector<User> search_users(const std::string& query, int limit) override;
+  size_t user_count() override;
+  void set_last_seen(const std::string& user_id, Micros when) override;
+
+  Result<CreatedThread> create_thread(const Thread& thread) override;
+  std::optional<Thread> thread(const std::string& thread_id) override;
+  std::optional<ThreadMembers> thread_members(const std::string& thread_id) override;
+  std::vector<ThreadSummary> threads_for_user(const std::string& user_id) override;
+  Result<std::vector<std::string>> add_participants(const std::string& thread_id,
+                                                    const std::vector<std::string>& user_ids) override;
+  Status remove_participant(const std::string& thread_id, const std::string& user_id) override;
+
+  void append(AppendRequest request, AppendCallback done) override;
+  std::optional<Message> message(const std::string& message_id) override;
+  std::vector<Message> messages_after(const std::string& thread_id, int64_t after_seq, int limit) override;
+  std::vector<Message> messages_before(const std::string& thread_id, int64_t before_seq, int limit) override;
+  OfflinePage messages_since(const std::string& user_id, Micros since, int limit) override;
+
+  std::vector<UnreadCount> unread_counts(const std::string& user_id) override;
+  Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
+  std::vector<std::string> contacts(const std::string& user_id) override;
+  Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
+
+  std::string describe() const override;
+  void close() override;
+
+  // Group commits made so far; tests use it to check that writes share commits.
+  uint64_t commit_count() const { return writer_->commit_count(); }
+
+ private:
+  PgStore(StoreOptions options, std::string described, std::unique_ptr<PgConn> writer);
+
+  // --- writer side (writer thread only) ---
+  std::optional<Error> run_batch(std::vector<GroupCommitWriter::Op>& batch);
+  bool run_in_savepoint(GroupCommitWriter::Op& op);
+
+  Result<User> write_user(const User& user);
+  Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
+  Result<std::vector<std::string>> write_participants(const std::string& thread_id,
+                                                      const std::vector<std::string>& user_ids);
+  Result<AppendResult> write_message(const AppendRequest& request);
+  Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
+  std::optional<UserRef> sender_ref(const std::string& user_id);
+
+  // --- read side ---
+  std::unique_ptr<PgConn> acquire_reader();
+  void release_reader(std::unique_ptr<PgConn> conn);
+  // Runs f on a pooled connection; `fallback` when none can be had.
+  template <typename F, typename R = std::invoke_result_t<F&, PgConn&>>
+  R with_reader(F&& f, R fallback = R{});
+
+  const StoreOptions options_;
+  const std::string described_;  // the URL without its password
+
+  std::unique_ptr<PgConn> writer_conn_;
+  std::unique_ptr<GroupCommitWriter> writer_;  // stopped in close(), before the connections
+  std::once_flag close_once_;
+
+  // Writer-thread state. The clock floor is read under the commit_clock lock
+  // at the start of every batch; sender names are only ever added to.
+  Micros last_created_at_ = 0;
+  std::unordered_map<std::string, UserRef> senders_;
+
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<PgConn>> readers_;
+  bool readers_closed_ = false;
+};
+
+}  // namespace parley

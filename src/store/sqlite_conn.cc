@@ -1,0 +1,78 @@
+#include "store/sqlite_conn.h"
+
+#include <spdlog/spdlog.h>
+
+namespace parley {
+
+namespace {
+constexpr int kBusyTimeoutMs = 5000;
+}  // namespace
+
+
+Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bool writer, bool fsync) {
+  int flags = SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  std::unique_ptr<SqliteConn> conn(new SqliteConn(db));  // closes the handle even when open failed
+  if (rc != SQLITE_OK) return internal_error("cannot open " + path + ": " + conn->errmsg());
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  // The writer gets a page cache big enough that the hot b-tree pages of a
+  // busy server stay in it (SQLite's default is 2 MB); readers keep the
+  // default, so memory does not grow with the number of pooled readers.
+  const char* tuning = writer ? "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;" : "PRAGMA temp_store=MEMORY;";
+  if (sqlite3_exec(db, tuning, nullptr, nullptr, nullptr) != SQLITE_OK)
+    return internal_error("cannot tune connection: " + conn->errmsg());
+  if (writer) {
+    if (auto st = conn->configure_writer(fsync); !st) return st.error();
+  }
+  return conn;
+}
+
+Status SqliteConn::configure_writer(bool fsync) {
+  std::string mode;
+  auto keep_first = [](void* out, int, char** values, char**) {
+    *static_cast<std::string*>(out) = values[0] ? values[0] : "";
+    return 0;
+  };
+  if (sqlite3_exec(db_, "PRAGMA journal_mode=WAL", keep_first, &mode, nullptr) != SQLITE_OK || mode != "wal")
+    return internal_error("cannot enable WAL mode: " + errmsg());
+  // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
+  // the WAL on every commit so it survives power loss.
+  // Checkpoints are not the writer's: see SqliteCheckpointer.
+  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
+                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+  if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
+    return internal_error("cannot configure connection: " + errmsg());
+  return Ok{};
+}
+
+SqliteStmt SqliteConn::prepare(const char* sql) {
+  auto it = cache_.find(sql);
+  if (it != cache_.end() && !it->second.in_use) {
+    it->second.in_use = true;
+    return SqliteStmt(it->second.stmt, SQLITE_OK, &it->second.in_use);
+  }
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+  if (rc != SQLITE_OK) {
+    spdlog::error("event=sqlite_prepare_failed error=\"{}\"", errmsg());
+    return SqliteStmt(nullptr, rc, nullptr);
+  }
+  // The same statement nested inside itself gets a private copy.
+  if (it != cache_.end()) return SqliteStmt(s, SQLITE_OK, nullptr);
+  auto& entry = cache_.emplace(sql, Entry{s, true}).first->second;
+  return SqliteStmt(s, SQLITE_OK, &entry.in_use);
+}
+
+Error storage_error(SqliteConn& c, int rc, std::string_view op) {
+  spdlog::error("event=store_error op={} code={} error=\"{}\"", op, rc, c.errmsg());
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
+  return internal_error("storage error");
+}
+
+void log_read_error(SqliteConn& c, const SqliteStmt& st, std::string_view op) {
+  if (st.error() != SQLITE_OK) spdlog::error("event=store_read_failed op={} error=\"{}\"", op, c.errmsg());
+}
+
+}  // namespace parley

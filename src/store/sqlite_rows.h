@@ -1,0 +1,43 @@
+// Row mapping of the SQLite store: the column lists its queries select and
+// the functions that turn rows into model values. Used on whichever
+// connection the caller holds (writer or reader), by one thread at a time.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/model.h"
+#include "store/sqlite_conn.h"
+
+namespace parley {
+
+// SQL fragments are macros so every statement is ONE string literal: the
+// statement cache is keyed by the literal's address.
+#define USER_COLS "id, username, full_name, phone_number, role, password_hash, created_at, last_seen"
+#define THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
+#define MESSAGE_SELECT                                                                                  \
+  "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
+  "m.created_at, m.edited_at, u.username, u.full_name, u.role FROM messages m JOIN users u ON u.id = " \
+  "m.sender_id "
+
+User read_user(const SqliteStmt& st);      // a row of USER_COLS
+Thread read_thread(const SqliteStmt& st);  // a row of THREAD_COLS, without participants
+Message read_message(const SqliteStmt& st);  // a row of MESSAGE_SELECT
+std::vector<Message> read_messages(SqliteConn& c, SqliteStmt& st, std::string_view op);
+
+// `sql` selects USER_COLS by one key.
+std::optional<User> find_user(SqliteConn& c, const char* sql, const std::string& key);
+bool user_exists(SqliteConn& c, const std::string& id);
+std::vector<Participant> load_participants(SqliteConn& c, const std::string& thread_id);
+// The thread with its participants.
+std::optional<Thread> load_thread(SqliteConn& c, const std::string& id);
+std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, int64_t seq);
+Micros max_created_at(SqliteConn& c);
+
+inline int64_t clamp_limit(int limit) { return std::max(limit, 0); }  // SQLite reads a negative LIMIT as "none"
+
+}  // namespace parley

@@ -1,0 +1,179 @@
+// What only the embedded SQLite store has: its file, schema migrations and
+// WAL checkpointer. The behaviour every Store shares is in store_contract_test.cc.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "store/sqlite_schema.h"
+#include "store/sqlite_store.h"
+#include "store_test_support.h"
+
+namespace parley {
+namespace {
+
+class SqliteStoreTest : public StoreFixture {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/parley_store_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    dir_ = root_ + "/data";  // not there yet: open must create it
+    reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(root_);
+  }
+  Result<std::unique_ptr<Store>> open_store() override {
+    auto opened = SqliteStore::open(StoreOptions{dir_, false, 512, ""});
+    if (!opened) return opened.error();
+    return std::unique_ptr<Store>(std::move(*opened));
+  }
+  uint64_t commit_count() override { return sqlite().commit_count(); }
+  SqliteStore& sqlite() { return static_cast<SqliteStore&>(*store_); }
+
+  std::string root_;
+  std::string dir_;
+};
+
+int pragma_int(sqlite3* db, const char* sql) {
+  sqlite3_stmt* st = nullptr;
+  int v = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+TEST_F(SqliteStoreTest, MigratesNewDirAndDataSurvivesReopen) {
+  EXPECT_EQ(store_->describe(), "sqlite:" + dir_ + "/parley.db");
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  Micros last_created = 0;
+  for (int i = 1; i <= 3; ++i) last_created = send(t.id, a.id, "m" + std::to_string(i))->message.created_at;
+
+  store_->close();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(pragma_int(db, "PRAGMA user_version"), latest_schema_version());
+  sqlite3_close(db);
+
+  reopen();  // migrations must be a no-op on an up-to-date database
+  ASSERT_TRUE(store_->user_by_username("alice"));
+  EXPECT_EQ(store_->user_by_username("alice")->id, a.id);
+  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);
+  auto next = send(t.id, b.id, "after reopen");
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->message.seq, 4);  // last_seq survived
+  EXPECT_GT(next->message.created_at, last_created);
+}
+
+// A database written before schema v3 (three per-thread message indexes,
+// rows in any order) migrates with its messages, cursors and retries intact.
+TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  std::vector<Message> sent;
+  for (int i = 1; i <= 5; ++i)
+    sent.push_back(send(t.id, i % 2 ? a.id : b.id, "m" + std::to_string(i), "c" + std::to_string(i))->message);
+  store_->close();
+
+  // Back to the v2 layout, rows inserted newest first so rowid order is not time order.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  const char* to_v2 = R"sql(
+    CREATE TABLE old_messages (
+      id TEXT PRIMARY KEY, thread_id TEXT NOT NULL REFERENCES threads(id), seq INTEGER NOT NULL,
+      sender_id TEXT NOT NULL REFERENCES users(id), content TEXT NOT NULL, message_type TEXT NOT NULL,
+      client_msg_id TEXT, created_at INTEGER NOT NULL, edited_at INTEGER,
+      UNIQUE (thread_id, seq), UNIQUE (thread_id, sender_id, client_msg_id));
+    INSERT INTO old_messages SELECT id, thread_id, seq, sender_id, content, message_type, client_msg_id,
+      created_at, edited_at FROM messages ORDER BY created_at DESC;
+    DROP TABLE messages;
+    ALTER TABLE old_messages RENAME TO messages;
+    CREATE INDEX messages_by_thread_time ON messages(thread_id, created_at);
+    PRAGMA user_version = 2;)sql";
+  ASSERT_EQ(sqlite3_exec(db, to_v2, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  reopen();
+  auto after = store_->messages_after(t.id, 0, 10);
+  ASSERT_EQ(after.size(), 5u);
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].id, sent[i].id);
+    EXPECT_EQ(after[i].seq, sent[i].seq);
+    EXPECT_EQ(after[i].created_at, sent[i].created_at);
+  }
+  auto retry = send(t.id, b.id, "m2", "c2");
+  ASSERT_TRUE(retry.ok());
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(retry->message.id, sent[1].id);
+  auto next = send(t.id, a.id, "m6", "c6");
+  ASSERT_TRUE(next.ok());
+  EXPECT_FALSE(next->duplicate);
+  EXPECT_EQ(next->message.seq, 6);
+  EXPECT_GT(next->message.created_at, sent.back().created_at);  // the clock floor came from the newest row
+  // Offline sync for bob from the second message on: a's 3rd, 5th and 6th.
+  auto page = store_->messages_since(b.id, sent[1].created_at, 10);
+  ASSERT_EQ(page.messages.size(), 3u);
+  EXPECT_EQ(page.messages[0].seq, 3);
+  EXPECT_EQ(page.messages[1].seq, 5);
+  EXPECT_EQ(page.messages[2].seq, 6);
+  EXPECT_EQ(page.cursor, next->message.created_at);
+}
+
+TEST_F(SqliteStoreTest, OpenRejectsNewerSchema) {
+  store_->close();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  EXPECT_FALSE(SqliteStore::open(StoreOptions{dir_, false, 512, ""}).ok());
+}
+
+// Checkpoints happen beside the writer while the store is open: the main
+// database file takes in what was committed, and the WAL restarts instead
+// of holding everything written.
+TEST_F(SqliteStoreTest, CheckpointerCopiesAndRestartsTheWalWhileOpen) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  const std::string content(2000, 'w');
+  constexpr int kMessages = 6000;  // ~12 MB of content, about 3000 WAL pages or more
+  Countdown pending(kMessages);
+  for (int i = 0; i < kMessages; ++i)
+    store_->append(AppendRequest{t.id, a.id, content, "text", ""}, [&](Result<AppendResult>) { pending.done(); });
+  pending.wait();
+  const auto db = dir_ + "/parley.db";
+  const auto written = static_cast<uintmax_t>(kMessages) * content.size();
+  uintmax_t db_size = 0;
+  for (int i = 0; i < 100 && (db_size = std::filesystem::file_size(db)) < written / 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_GE(db_size, written / 2) << "the checkpointer copied committed pages into the database file";
+  // Without restarts the WAL would hold every page written (3000 or more).
+  int frames = sqlite().wal_frames();
+  for (int i = 0; i < 100 && frames >= 1000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(send(t.id, b.id, "one more").ok());
+    frames = sqlite().wal_frames();
+  }
+  EXPECT_LT(frames, 1000) << "the WAL restarted from its start";
+  auto last = store_->messages_after(t.id, kMessages - 1, 1);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].content, content);
+}
+
+TEST_F(SqliteStoreTest, OpenSqliteStoreFactory) {
+  store_.reset();
+  auto s = open_sqlite_store(StoreOptions{dir_, true, 8, ""});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((*s)->user_count(), 0u);
+}
+
+}  // namespace
+}  // namespace parley
