@@ -137,7 +137,7 @@ struct Call {
   const HttpRequest& req;
   const std::vector<std::string>& parts;  // the path's segments
   const User* user = nullptr;              // the caller; null on public routes
-  std::string thread_id;                   // /api/chat/threads/:id/…: the normalised id
+  std::string thread_id{};                 // /api/chat/threads/:id/…: the normalised id
 };
 
 HttpResponse root(Call&) {

@@ -48,8 +48,20 @@ struct Config {
   bool metrics_enabled = true;
   std::vector<std::string> allowed_origins;  // empty = any Origin
   std::string redis_url;                  // redis://HOST:PORT: the Redis bus and shared state; empty = in-process
+  // The roles a user may have (registration, `parley user add`); a user
+  // registered without one gets kDefaultRole.
+  std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};
   Limits limits;
   SocketIoConfig socketio;
 };
+
+inline constexpr const char* kDefaultRole = "member";
+
+inline bool known_role(const Config& config, const std::string& role) {
+  for (const std::string& r : config.roles) {
+    if (r == role) return true;
+  }
+  return false;
+}
 
 }  // namespace parley

@@ -67,6 +67,12 @@ Result<json::object> parse_json_object(std::string_view text) {
   return std::move(v.as_object());
 }
 
+std::vector<std::string_view> client_frame_types() {
+  std::vector<std::string_view> names;
+  for (const auto& tn : kTypes) names.push_back(tn.name);
+  return names;
+}
+
 std::optional<ClientType> client_type(std::string_view name) {
   for (const auto& tn : kTypes)
     if (tn.name == name) return tn.type;

@@ -2,7 +2,7 @@
 // bench/peers/bun/server.js, bench/peers/node/server.js and
 // bench/peers/socketio/server.js: HS256 tokens,
 // membership by the seed rule (docs/benchmarks.md), validation of
-// `send_message`, and the message object of CONTRACT.md section 3.
+// `send_message`, and the message object of docs/protocol.md.
 // Everything is in memory: no storage, no history, no idempotent retries.
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 
