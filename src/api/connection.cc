@@ -324,7 +324,8 @@ void Connection::on_join_chat(ClientFrame f) {
 void Connection::on_relay(ClientFrame f, std::string_view type) {
   json::object fields{{"from_user_id", user_.id}, {"payload", f.payload}};
   auto st = ctx_.chat.relay(user_.id, f.thread_id, std::string(type), std::move(fields), session_id_);
-  if (!st) send_error(st.error(), f.request_id);
+  if (!st) return send_error(st.error(), f.request_id);
+  send(encoder_->done(f.request_id));
 }
 
 // Typing relays as it comes; a client that goes quiet (or away) without
@@ -333,6 +334,7 @@ void Connection::on_typing(ClientFrame f) {
   json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", f.is_typing}};
   auto st = ctx_.chat.relay(user_.id, f.thread_id, "typing", std::move(fields), session_id_);
   if (!st) return send_error(st.error(), f.request_id);
+  send(encoder_->done(f.request_id));
   if (!f.is_typing) {
     typing_.erase(f.thread_id);
     return;
@@ -363,7 +365,8 @@ void Connection::on_delivered(ClientFrame f) {
   off_loop([self, f]() -> std::function<void()> {
     auto st = self->ctx_.chat.acknowledge_delivery(self->user_.id, f.message_id);
     return [self, f, st] {
-      if (!st) self->send_error(st.error(), f.request_id);
+      if (!st) return self->send_error(st.error(), f.request_id);
+      self->send(self->encoder_->done(f.request_id));
     };
   });
 }

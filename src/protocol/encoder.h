@@ -34,6 +34,10 @@ class Encoder {
   virtual Frames data_reply(std::string_view type, std::string_view data_json,
                             const boost::json::value& request) const = 0;
   virtual Frames error(const Error& error, const boost::json::value& request) const = 0;
+  // A request that succeeded with no reply of its own (typing, relays,
+  // message_received): nothing natively; an empty success where the wire
+  // promises an answer to every request that asks (a Socket.IO ack).
+  virtual Frames done(const boost::json::value& request) const = 0;
 };
 
 // The WebSocket JSON protocol (CONTRACT.md section 4).

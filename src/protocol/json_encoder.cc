@@ -31,6 +31,8 @@ class JsonEncoder final : public Encoder {
   Frames error(const Error& error, const boost::json::value& request) const override {
     return {std::make_shared<const Frame>(encode_error(error, request))};
   }
+
+  Frames done(const boost::json::value&) const override { return {}; }
 };
 
 }  // namespace

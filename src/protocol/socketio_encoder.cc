@@ -75,6 +75,12 @@ Frames SocketIoEncoder::error(const Error& e, const json::value& request) const 
   return {frame(sio::encode_event("error", json::serialize(json::object{{"message", e.message}, {"code", e.code}})))};
 }
 
+Frames SocketIoEncoder::done(const json::value& request) const {
+  auto ack = ack_id_of(request);
+  if (!ack) return {};
+  return {frame(sio::encode_ack(*ack, R"({"success":true})"))};
+}
+
 const SocketIoEncoder& socketio_encoder() {
   static const SocketIoEncoder encoder;
   return encoder;

@@ -29,6 +29,7 @@ class SocketIoEncoder final : public Encoder {
   Frames data_reply(std::string_view type, std::string_view data_json,
                     const boost::json::value& request) const override;
   Frames error(const Error& error, const boost::json::value& request) const override;
+  Frames done(const boost::json::value& request) const override;
 
   // A fresh ack id for a server event that asks for an ack (not a message).
   uint64_t next_ack_id() const { return next_id_.fetch_add(1, std::memory_order_relaxed); }

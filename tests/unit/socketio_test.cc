@@ -123,6 +123,14 @@ TEST(SocketIoEncoder, RepliesGoInTheAckWhenAsked) {
   EXPECT_EQ(*frames[0], R"(42["chat_joined",{"chatId":"t"}])");
 }
 
+TEST(SocketIoEncoder, RequestsWithoutANativeReplyStillGetTheirAck) {
+  auto acked = socketio_encoder().done(json::value(6));
+  ASSERT_EQ(acked.size(), 1u);
+  EXPECT_EQ(*acked[0], R"(436[{"success":true}])");
+  EXPECT_TRUE(socketio_encoder().done(nullptr).empty());
+  EXPECT_TRUE(json_encoder().done(json::value("r-1")).empty()) << "natively, typing and relays have no reply";
+}
+
 TEST(SocketIoEncoder, MessageSentAcksWithTheMessageAndEmitsMessageSent) {
   auto frames = socketio_encoder().data_reply("message_sent", R"({"id":"m1"})", json::value(2));
   ASSERT_EQ(frames.size(), 2u);

@@ -209,6 +209,30 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     a.close(); b2.close();
   });
 
+  it('the other native frames work as events, answered in the ack: subscribe_thread, typing, auth renewal', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 3; i++) await server.sendRest(alice.token, thread.id, { content: `old ${i}` });
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    // The catch-up on connect replays the three unread messages first.
+    for (let i = 1; i <= 3; i++) assert.equal((await b.next('new_message')).data.seq, i);
+    const sub = await b.emit('subscribe_thread', { thread_id: thread.id, since_seq: 1 });
+    assert.deepEqual(sub, { success: true, thread_id: thread.id, last_seq: 3 });
+    await sleep(200);
+    assert.equal(b.events.filter((r) => r.event === 'new_message').length, 3, 'nothing this socket already has');
+    const aWs = await server.connect(alice);
+    assert.deepEqual(await b.emit('typing', { thread_id: thread.id, is_typing: true }), { success: true });
+    const typing = await aWs.next((f) => f.type === 'typing' && f.thread_id === thread.id);
+    assert.equal(typing.user_id, bob.id);
+    const renewed = await b.emit('auth', { token: bob.token });
+    assert.equal(renewed.success, true, JSON.stringify(renewed));
+    assert.equal(renewed.user_id, bob.id);
+    const forbidden = await b.emit('subscribe_thread', { thread_id: (await server.createDirect(alice, (await server.registerMany(1))[0])).id });
+    assert.equal(forbidden.success, false);
+    assert.equal(forbidden.code, 'forbidden');
+    b.close();
+  });
+
   it('polling-only clients exchange messages', async () => {
     const [alice, bob] = await server.registerMany(2);
     const a = await connected(server, alice, { transports: ['polling'] });
@@ -348,6 +372,28 @@ describe('Socket.IO limits are the native ones', () => {
     assert.ok(limited.length >= 3, `expected refusals, got ${JSON.stringify(answers)}`);
     assert.ok(answers.some((r) => r.success === true));
     b.close();
+  });
+});
+
+describe('Socket.IO polling and CORS', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--allowed-origins', 'http://app.example'] }); });
+  after(async () => { await server?.stop(); });
+
+  it('an allowed Origin gets the CORS headers, another one 403 code 4', async () => {
+    const ok = await server.http('GET', EIO, { headers: { Origin: 'http://app.example' } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers['access-control-allow-origin'], 'http://app.example');
+    assert.equal(ok.headers['access-control-allow-credentials'], 'true');
+    const sid = JSON.parse(ok.text.slice(1)).sid;
+    const posted = await server.http('POST', `${EIO}&sid=${sid}`, { body: '6', headers: { Origin: 'http://app.example', 'Content-Type': 'text/plain' } });
+    assert.equal(posted.headers['access-control-allow-origin'], 'http://app.example');
+    const evil = await server.http('GET', EIO, { headers: { Origin: 'http://evil.example' } });
+    assert.equal(evil.status, 403);
+    assert.deepEqual(evil.body, { code: 4, message: 'Forbidden' });
+    const preflight = await server.http('OPTIONS', EIO, { headers: { Origin: 'http://app.example', 'Access-Control-Request-Method': 'POST' } });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers['access-control-allow-origin'], 'http://app.example');
   });
 });
 
