@@ -12,9 +12,11 @@
 // as "read the store" (DeliveryCursor does) and drop duplicates.
 //
 // Threading: publish() may be called from any thread, at any time after
-// set_receiver(). The receiver is called on the publishing thread for events
-// of this process and on the bus's own I/O thread for events of other
-// processes; it must only hand work on (Fanout posts to the loops). Events are
+// set_receiver(). The receiver is called inline on the publishing thread for
+// events of this process (the store's completion thread for new messages, a
+// worker for receipts and presence, an event loop for relays) and on the
+// bus's own I/O thread for events of other processes; it must be quick and
+// thread-safe and only hand work on (Fanout posts to the loops). Events are
 // immutable once published (their encodings are made once, on first use) and
 // shared.
 //
