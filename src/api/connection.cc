@@ -228,13 +228,20 @@ void Connection::on_subscribe(ClientFrame f) {
   replay_read(std::move(r));
 }
 
-void Connection::catch_up(const std::string& thread_id, int64_t since_seq) {
+void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& threads) {
   if (closed_ || !authed_) return;
-  ClientFrame f;
-  f.type = ClientType::kSubscribeThread;
-  f.thread_id = thread_id;
-  f.since_seq = since_seq;
-  on_subscribe(std::move(f));
+  for (const auto& [thread_id, since] : threads) {
+    ClientFrame f;
+    f.type = ClientType::kSubscribeThread;
+    f.thread_id = thread_id;
+    f.since_seq = since;
+    on_subscribe(std::move(f));
+  }
+  holding_ = false;
+  auto held = std::move(held_);
+  held_.clear();
+  for (auto& h : held)
+    if (cursor_.live(h.thread_id, h.seq, h.frame)) send(std::move(h.frame));
 }
 
 // thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
@@ -377,6 +384,7 @@ void Connection::deliver(Delivery& d) {
   if (closed_) return;
   const BusEvent& event = d.event();
   const FramePtr& frame = d.frame(encoder_->format(), [&] { return encoder_->event(event); });
+  if (holding_ && event.seq > 0) return held_.push_back({event.thread_id, event.seq, frame});
   if (event.seq > 0 && !cursor_.live(event.thread_id, event.seq, frame)) return;
   if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub
 }
