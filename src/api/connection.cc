@@ -85,7 +85,7 @@ void Connection::on_close() {
     auto typing = std::move(typing_);
     for (const auto& [thread_id, gen] : typing) {
       json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", false}};
-      ctx_.chat.relay(user_.id, thread_id, "typing", std::move(fields), session_id_);
+      relay(thread_id, "typing", std::move(fields), nullptr);
     }
   }
   if (registered_) ctx_.chat.presence().disconnect(user_.id);
@@ -113,7 +113,14 @@ void Connection::on_binary(std::string_view) {
 void Connection::on_text(std::string_view text) {
   if (closed_) return;
   ParsedFrame parsed = parse_client_frame(text);
-  if (parsed.error) return on_bad_frame(*parsed.error, parsed.frame.request_id);
+  if (parsed.error) {
+    const bool bad_auth = parsed.frame.type == ClientType::kAuth;
+    on_bad_frame(*parsed.error, parsed.frame.request_id);
+    // A bad `auth` frame (no token, not a string, too long) ends the connection
+    // like a bad token does (docs/protocol.md, close codes).
+    if (bad_auth && !closed_) close(CloseReason::kUnauthorized, "bad auth frame");
+    return;
+  }
   on_frame(std::move(parsed.frame));
 }
 
@@ -187,7 +194,7 @@ void Connection::on_send(ClientFrame f) {
   req.origin_session = session_id_;
   std::weak_ptr<Transport> transport = transport_;
   auto self = shared_from_this();
-  // Runs on the store's callback thread after the commit, or right here when refused.
+  // Runs on the store's completion thread after the commit, or right here when refused.
   auto done = [self, transport, request_id = f.request_id](Result<SendOutcome> r) {
     Frames frames = r ? self->encoder_->data_reply("message_sent", r->message_json, request_id)
                       : self->encoder_->error(r.error(), request_id);
@@ -195,8 +202,12 @@ void Connection::on_send(ClientFrame f) {
     if (auto t = transport.lock())
       t->post([self, frames = std::move(frames)]() mutable { self->send(std::move(frames)); });
   };
-  if (!req.thread_id.empty()) return ctx_.chat.send(std::move(req), std::move(done));
-  // By username: the direct thread may have to be created, which blocks.
+  // With a thread id whose members are cached, send() does not block (the
+  // store commits asynchronously): stay on the loop. (Should a membership change
+  // drop the entry in between, send() reloads it here once; that is rare.)
+  if (!req.thread_id.empty() && ctx_.chat.cached_members(req.thread_id))
+    return ctx_.chat.send(std::move(req), std::move(done));
+  // A cold thread, or by username (the direct thread may have to be created): blocking, on a worker.
   ctx_.workers.submit([self, req = std::move(req), done = std::move(done)]() mutable {
     self->ctx_.chat.send(std::move(req), std::move(done));
   });
@@ -328,18 +339,46 @@ void Connection::on_join_chat(ClientFrame f) {
   });
 }
 
+void Connection::relay(const std::string& thread_id, std::string type, json::object fields,
+                       std::function<void(const Status&)> then) {
+  if (ctx_.chat.cached_members(thread_id)) {
+    auto st = ctx_.chat.relay(user_.id, thread_id, type, std::move(fields), session_id_);
+    if (then) then(st);
+    return;
+  }
+  // A cold thread: loading its members blocks, so relay from a worker. Copies,
+  // not `this`: on_close relays too, and the connection may be gone by then.
+  std::weak_ptr<Connection> weak = weak_from_this();
+  std::weak_ptr<Transport> transport = transport_;
+  ctx_.workers.submit([&chat = ctx_.chat, weak, transport, user_id = user_.id, session_id = session_id_, thread_id,
+                       type = std::move(type), fields = std::move(fields), then = std::move(then)]() mutable {
+    auto st = chat.relay(user_id, thread_id, type, std::move(fields), session_id);
+    if (!then) return;
+    if (auto t = transport.lock())
+      t->post([weak, st, then = std::move(then)] {
+        auto self = weak.lock();
+        if (self && !self->closed_) then(st);
+      });
+  });
+}
+
 void Connection::on_relay(ClientFrame f, std::string_view type) {
   json::object fields{{"from_user_id", user_.id}, {"payload", f.payload}};
-  auto st = ctx_.chat.relay(user_.id, f.thread_id, std::string(type), std::move(fields), session_id_);
-  if (!st) return send_error(st.error(), f.request_id);
-  send(encoder_->done(f.request_id));
+  relay(f.thread_id, std::string(type), std::move(fields), [this, request_id = f.request_id](const Status& st) {
+    if (!st) return send_error(st.error(), request_id);
+    send(encoder_->done(request_id));
+  });
 }
 
 // Typing relays as it comes; a client that goes quiet (or away) without
 // saying is_typing:false is stopped for it after typing_timeout_seconds.
 void Connection::on_typing(ClientFrame f) {
   json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", f.is_typing}};
-  auto st = ctx_.chat.relay(user_.id, f.thread_id, "typing", std::move(fields), session_id_);
+  auto self = shared_from_this();
+  relay(f.thread_id, "typing", std::move(fields), [self, f](const Status& st) { self->typing_relayed(f, st); });
+}
+
+void Connection::typing_relayed(const ClientFrame& f, const Status& st) {
   if (!st) return send_error(st.error(), f.request_id);
   send(encoder_->done(f.request_id));
   if (!f.is_typing) {
@@ -364,7 +403,7 @@ void Connection::on_typing(ClientFrame f) {
 void Connection::stop_typing(const std::string& thread_id) {
   typing_.erase(thread_id);
   json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", false}};
-  ctx_.chat.relay(user_.id, thread_id, "typing", std::move(fields), session_id_);
+  relay(thread_id, "typing", std::move(fields), nullptr);
 }
 
 void Connection::on_delivered(ClientFrame f) {

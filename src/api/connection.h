@@ -85,6 +85,12 @@ class Connection final : public ClientSession,
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);
   void on_typing(ClientFrame frame);
+  void typing_relayed(const ClientFrame& frame, const Status& outcome);
+  // Relays typing or call signalling without blocking the loop: inline when the
+  // thread's members are cached, else from a worker. `then` (may be empty) runs
+  // on the loop with the outcome.
+  void relay(const std::string& thread_id, std::string type, boost::json::object fields,
+             std::function<void(const Status&)> then);
   void stop_typing(const std::string& thread_id);
   void on_delivered(ClientFrame frame);
   bool take_token();

@@ -148,15 +148,19 @@ HttpResponse root(Call&) {
 }
 
 HttpResponse health(Call& c) {
-  json::object o{{"status", "ok"},
+  const Store::WriteState writes = c.chat.store().write_state();
+  json::object storage{{"kind", c.chat.store().describe()}, {"ok", writes.ok}};
+  if (!writes.ok) storage["error"] = writes.error;
+  json::object o{{"status", writes.ok ? "ok" : "degraded"},
                  {"version", PARLEY_VERSION},
                  {"uptime_seconds", (now_micros() - c.started_at) / 1000000},
                  {"connections", c.health.connections ? c.health.connections() : 0},
                  {"users_online", c.health.users_online ? c.health.users_online() : 0},
                  {"users", c.chat.store().user_count()},
-                 {"storage", json::object{{"kind", c.chat.store().describe()}, {"ok", true}}},
+                 {"storage", std::move(storage)},
                  {"bus", json::object{{"kind", c.health.bus}, {"ok", true}}}};
-  return json_response(200, o);
+  // 503 while writes fail, so a load balancer stops sending traffic here.
+  return json_response(writes.ok ? 200 : 503, o);
 }
 
 HttpResponse metrics(Call& c) {
@@ -168,6 +172,9 @@ HttpResponse metrics(Call& c) {
 }
 
 HttpResponse register_user(Call& c) {
+  if (c.chat.config().registration == "closed")
+    return failure(Error{ErrorKind::kForbidden, "registration_closed",
+                         "registration is closed on this server; ask its administrator for an account"});
   auto body = body_object(c.req.body);
   if (!body) return failure(body.error());
   JsonFields b(*body);
@@ -178,7 +185,7 @@ HttpResponse register_user(Call& c) {
   r.role = b.string("role", Need::kOptional);
   if (b.has("phone_number")) r.phone_number = b.string("phone_number", Need::kOptional);
   if (b.error()) return failure(*b.error());
-  auto a = c.chat.register_user(r);
+  auto a = c.chat.register_user(r, c.req.remote_address);
   if (!a) return failure(a.error());
   return success(201, auth_json(*a));
 }
@@ -279,7 +286,7 @@ HttpResponse history(Call& c) {
     auto it = c.req.query.find(key);
     if (it == c.req.query.end() || it->second.empty()) continue;
     auto v = parse_int(it->second);
-    if (!v || *v < 0) return failure(bad_input("invalid_field", std::string(key) + " must be a non-negative integer"));
+    if (!v || *v < 0 || *v > kMaxSeq) return failure(bad_input("invalid_field", std::string(key) + " " + seq_range_text()));
     *target = *v;
   }
   if (auto it = c.req.query.find("limit"); it != c.req.query.end()) {
@@ -342,13 +349,23 @@ HttpResponse mark_read(Call& c) {
   int64_t up_to = 0;
   if (auto it = c.req.query.find("up_to_seq"); it != c.req.query.end()) {
     auto v = parse_int(it->second);
-    if (!v || *v < 0) return failure(bad_input("invalid_field", "up_to_seq must be a non-negative integer"));
+    if (!v || *v < 0 || *v > kMaxSeq) return failure(bad_input("invalid_field", "up_to_seq " + seq_range_text()));
     up_to = *v;
   }
   auto seq = c.chat.mark_read(c.user->id, thread_id, up_to);
   if (!seq) return failure(seq.error());
-  return success(200, json::object{{"thread_id", thread_id}, {"last_read_seq", *seq}},
-                 json::object{{"message", "Messages marked as read"}, {"thread_id", thread_id}, {"user_id", c.user->id}});
+  // data is the read state; the top-level thread_id and user_id are the contract's (section 2), nothing more.
+  return success(200, json::object{{"thread_id", thread_id}, {"user_id", c.user->id}, {"last_read_seq", *seq}},
+                 json::object{{"thread_id", thread_id}, {"user_id", c.user->id}});
+}
+
+// A WebSocket path asked for without an upgrade (a browser, curl): say what it is.
+HttpResponse upgrade_required(Call&) {
+  HttpResponse r;
+  r.status = 426;
+  r.body = encode_error_body(bad_input(
+      "upgrade_required", "this is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)"));
+  return r;
 }
 
 // Delivery needs no subscription in Parley; these answer old clients.
@@ -376,6 +393,8 @@ const std::vector<Route>& routes() {
       {"GET", {}, true, root},
       {"GET", {"health"}, true, health},
       {"GET", {"metrics"}, true, metrics},
+      {"GET", {"ws"}, true, upgrade_required},
+      {"GET", {"api", "v1", "ws", "chat"}, true, upgrade_required},
       {"POST", {"api", "auth", "register"}, true, register_user},
       {"POST", {"api", "auth", "login"}, true, login},
       {"POST", {"api", "auth", "refresh"}, false, refresh},
@@ -410,6 +429,11 @@ const Route* find_route(const std::string& method, const std::vector<std::string
 }
 
 }  // namespace
+
+bool RestApi::hashes_passwords(const HttpRequest& req) {
+  return req.method == "POST" && (req.path == "/api/auth/register" || req.path == "/api/auth/login" ||
+                                  req.path == "/api/auth/register/" || req.path == "/api/auth/login/");
+}
 
 RestApi::RestApi(ChatService& chat, HealthInfo health)
     : chat_(chat), health_(std::move(health)), started_at_(now_micros()) {}

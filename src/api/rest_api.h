@@ -21,6 +21,9 @@ class RestApi {
  public:
   RestApi(ChatService& chat, HealthInfo health);
   HttpResponse handle(const HttpRequest& request);
+  // True for the requests that hash a password (register, login): the network
+  // layer runs those on their own pool.
+  static bool hashes_passwords(const HttpRequest& request);
 
  private:
   ChatService& chat_;

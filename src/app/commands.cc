@@ -1,4 +1,5 @@
 #include "app/commands.h"
+#include "app/store_options.h"
 #include "app/seed.h"
 
 #include <CLI/CLI.hpp>
@@ -6,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -22,7 +24,7 @@
 #include "common/thread_pool.h"
 #include "net/server.h"
 #include "protocol/encode.h"
-#include "app/store_options.h"
+#include "store/data_dir_lock.h"
 #include "store/store.h"
 
 namespace parley {
@@ -184,10 +186,25 @@ void add_serve_options(CLI::App& cmd, Config& c) {
                  "Failed logins per client address per window before 429")
       ->envname("PARLEY_LOGIN_FAILURES_PER_ADDRESS")
       ->capture_default_str();
+  cmd.add_option("--registration", c.registration, "open: anyone may POST /api/auth/register; closed: only `parley user add`")
+      ->envname("PARLEY_REGISTRATION")
+      ->check(CLI::IsMember({"open", "closed"}))
+      ->capture_default_str();
+  cmd.add_option("--registrations-per-address", l.registrations_per_address,
+                 "Registrations per client address per 10 minutes before 429")
+      ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")
+      ->capture_default_str();
 }
 
 int serve(Config& config) {
   spdlog::info("event=starting version={} data_dir={}", PARLEY_VERSION, config.data_dir);
+  // Held until serve returns: one server per data dir (see data_dir_lock.h).
+  // With --database the database's own locking and seq rules apply instead.
+  Result<std::unique_ptr<DataDirLock>> lock = std::unique_ptr<DataDirLock>();
+  if (config.database_url.empty()) lock = DataDirLock::acquire(config.data_dir);
+  if (!lock) return fail(lock.error());
+  // A file-size limit (or a full disk) must fail writes, which the store reports, not kill the server.
+  std::signal(SIGXFSZ, SIG_IGN);
   auto core = open_core(config);
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));

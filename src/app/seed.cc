@@ -13,9 +13,10 @@
 #include <thread>
 #include <vector>
 
+#include "app/store_options.h"
 #include "auth/jwt.h"
 #include "common/clock.h"
-#include "app/store_options.h"
+#include "store/data_dir_lock.h"
 #include "store/store.h"
 
 namespace parley {
@@ -159,6 +160,14 @@ int run_seed(const Config& config, const SeedOptions& options) {
     return 2;
   }
   const auto started = std::chrono::steady_clock::now();
+  // Seeding writes threads and messages: never beside a server on this data dir.
+  // (With --database the database's own locking and seq rules apply instead.)
+  Result<std::unique_ptr<DataDirLock>> lock = std::unique_ptr<DataDirLock>();
+  if (config.database_url.empty()) lock = DataDirLock::acquire(config.data_dir);
+  if (!lock) {
+    std::cerr << "parley seed: " << lock.error().code << ": " << lock.error().message << "\n";
+    return 1;
+  }
   auto store = open_store(store_options(config));
   if (!store) {
     std::cerr << "parley seed: " << store.error().code << ": " << store.error().message << "\n";

@@ -32,6 +32,30 @@ bool valid_phone(const std::string& p) {
 
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
 
+constexpr size_t kMaxFullNameBytes = 200;
+constexpr size_t kMaxRoleBytes = 64;
+
+bool has_control_chars(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+}
+
+// Profile text from a provider's token, made to pass registration's checks:
+// control characters (NUL included) dropped, then cut to max_bytes at a
+// character boundary. Refusing instead would lock the provider's user out
+// for a profile they may not be able to change.
+std::string clean_profile_text(std::string_view text, size_t max_bytes) {
+  if (!utf8_length(text)) return "";
+  std::string out;
+  for (char c : text)
+    if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f) out.push_back(c);
+  if (out.size() > max_bytes) {
+    size_t cut = max_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+    out.resize(cut);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string ascii_lowercase(std::string s) {
@@ -44,7 +68,10 @@ Identity::Identity(Store& store, std::shared_ptr<const JwtVerifier> jwt, const C
       jwt_(std::move(jwt)),
       config_(config),
       login_limiter_(config.limits.login_failures_per_account, config.limits.login_failures_per_address,
-                     config.limits.login_window_seconds) {}
+                     config.limits.login_window_seconds),
+      // Counts every registration attempt per address; the account side is unused.
+      registration_limiter_(INT32_MAX, config.limits.registrations_per_address,
+                            config.limits.registration_window_seconds) {}
 
 AuthResult Identity::issue_token(const User& user) const {
   int64_t now = now_seconds();
@@ -55,21 +82,27 @@ AuthResult Identity::issue_token(const User& user) const {
   return r;
 }
 
-Result<AuthResult> Identity::register_user(const RegisterRequest& req) {
+Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std::string& address) {
   std::string username = ascii_lowercase(req.username);
   if (!valid_username(username))
     return bad_input("invalid_username", "username must be 3-32 characters of a-z, 0-9, _ and .");
   if (req.password.size() < 8) return bad_input("weak_password", "password must have at least 8 characters");
   if (req.password.size() > 1024) return bad_input("invalid_field", "password is too long");
-  if (!utf8_length(req.full_name) || !has_visible_text(req.full_name) || req.full_name.size() > 200)
+  if (!utf8_length(req.full_name) || !has_visible_text(req.full_name) || req.full_name.size() > kMaxFullNameBytes ||
+      has_control_chars(req.full_name))
     return bad_input("invalid_field", "full_name must be 1-200 characters of text");
   if (req.phone_number && !valid_phone(*req.phone_number))
     return bad_input("invalid_field", "phone_number must be digits, spaces, + and -");
-  if (!utf8_length(req.role) || req.role.size() > 64) return bad_input("invalid_field", "role is too long");
+  if (!utf8_length(req.role) || req.role.size() > kMaxRoleBytes || has_control_chars(req.role))
+    return bad_input("invalid_field", "role must be at most 64 characters of text");
   if (!req.role.empty() && !known_role(config_, req.role)) {
     std::string roles;
     for (const std::string& r : config_.roles) roles += (roles.empty() ? "" : ", ") + r;
     return bad_input("invalid_role", "role must be one of: " + roles);
+  }
+  if (!address.empty() && !registration_limiter_.admit("", address, now_seconds())) {
+    Metrics::get().count_error("rate_limited");
+    return Error{ErrorKind::kRateLimited, "rate_limited", "too many registrations from this address; try again later"};
   }
   User u;
   u.id = new_uuid();
@@ -93,7 +126,7 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   // login text when no account matches.
   const std::string key = u ? u->id : "login:" + ascii_lowercase(login);
   int64_t now = now_seconds();
-  if (!login_limiter_.allowed(key, address, now)) {
+  if (!login_limiter_.admit(key, address, now)) {
     Metrics::get().count_error("rate_limited");
     return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again later"};
   }
@@ -101,12 +134,11 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   static const std::string kDummy = hash_password("parley-dummy-password");
   bool has_password = u && !u->password_hash.empty();
   bool ok = verify_password(password, has_password ? u->password_hash : kDummy) && has_password;
-  if (!ok) {
-    login_limiter_.record_failure(key, address, now);
+  if (!ok) {  // admit() counted it already
     spdlog::info("event=login_failed address={}", address);
     return unauthorized("invalid_credentials", "wrong username, phone number or password");
   }
-  login_limiter_.record_success(key);
+  login_limiter_.record_success(key, address, now);
   return issue_token(*u);
 }
 
@@ -151,9 +183,9 @@ Result<User> Identity::provision(const JwtClaims& claims) {
   clean = clean.substr(0, 24);
   User u;
   u.id = normalize_uuid(claims.sub);
-  u.full_name = str(meta, "full_name");
-  if (u.full_name.empty()) u.full_name = clean;
-  u.role = str(meta, "role");
+  u.full_name = clean_profile_text(str(meta, "full_name"), kMaxFullNameBytes);
+  if (!has_visible_text(u.full_name)) u.full_name = clean;
+  u.role = clean_profile_text(str(meta, "role"), kMaxRoleBytes);
   if (u.role.empty()) u.role = "member";
   u.created_at = now_micros();
   for (int attempt = 0; attempt < 5; ++attempt) {

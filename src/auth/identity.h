@@ -40,7 +40,8 @@ class Identity {
  public:
   Identity(Store& store, std::shared_ptr<const JwtVerifier> jwt, const Config& config);
 
-  Result<AuthResult> register_user(const RegisterRequest& request);
+  // `address`: the client's, for the per-address limit; empty (local tools) = not limited.
+  Result<AuthResult> register_user(const RegisterRequest& request, const std::string& address = "");
   // `login` is a username or a phone number; `address` the client's, for rate limiting.
   Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address);
   AuthResult issue_token(const User& user) const;
@@ -57,6 +58,7 @@ class Identity {
   std::shared_ptr<const JwtVerifier> jwt_;
   const Config& config_;
   LoginLimiter login_limiter_;
+  LoginLimiter registration_limiter_;
 };
 
 // ASCII lowercase (usernames are ASCII; other bytes are left alone).

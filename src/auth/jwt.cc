@@ -28,6 +28,10 @@ constexpr size_t kMaxTokenBytes = 8 * 1024;
 // tolerance: an expired token is expired, and our own short-lived tokens
 // (and the contract's "expired -> rejected") must mean what they say.
 constexpr int64_t kClockSkewSeconds = 30;
+// An exp further ahead than this is not a lifetime but a forged or broken
+// token (2^63 and 1e300 have been seen): invalid, the same for REST and
+// WebSocket, instead of overflowing whatever adds to it later.
+constexpr int64_t kMaxLifetimeSeconds = int64_t{20} * 366 * 24 * 3600;
 
 Error unauthorized(std::string code, std::string msg) {
   return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)};
@@ -205,6 +209,7 @@ Result<JwtClaims> JwtVerifier::verify(const std::string& token, int64_t now_seco
     if (!nbf) return invalid("bad nbf");
   }
   if (now_seconds >= claims.exp) return unauthorized("token_expired", "token expired");
+  if (claims.exp - now_seconds > kMaxLifetimeSeconds) return invalid("exp is too far in the future");
   if (nbf && now_seconds + kClockSkewSeconds < *nbf) return unauthorized("token_not_yet_valid", "token not yet valid");
   claims.all = std::move(*payload);
   return claims;

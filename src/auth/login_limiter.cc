@@ -13,8 +13,33 @@ void LoginLimiter::prune(Times& t, int64_t now) {
   while (!t.empty() && t.front() <= now - window_) t.pop_front();
 }
 
+bool LoginLimiter::admit(const std::string& account, const std::string& address, int64_t now_seconds) {
+  std::lock_guard lock(mu_);
+  if (over_limit(account, address, now_seconds)) return false;
+  add_failure(account, address, now_seconds);
+  return true;
+}
+
+void LoginLimiter::record_success(const std::string& account, const std::string& address, int64_t admitted_at) {
+  std::lock_guard lock(mu_);
+  accounts_.erase(account);
+  if (auto it = addresses_.find(address); it != addresses_.end()) {
+    auto& t = it->second;
+    for (auto i = t.rbegin(); i != t.rend(); ++i) {
+      if (*i == admitted_at) {
+        t.erase(std::next(i).base());
+        break;
+      }
+    }
+  }
+}
+
 bool LoginLimiter::allowed(const std::string& account, const std::string& address, int64_t now_seconds) {
   std::lock_guard lock(mu_);
+  return !over_limit(account, address, now_seconds);
+}
+
+bool LoginLimiter::over_limit(const std::string& account, const std::string& address, int64_t now_seconds) {
   // find, not operator[]: probing must not create entries.
   auto over = [&](std::unordered_map<std::string, Times>& map, const std::string& key, int limit) {
     auto it = map.find(key);
@@ -22,11 +47,15 @@ bool LoginLimiter::allowed(const std::string& account, const std::string& addres
     prune(it->second, now_seconds);
     return static_cast<int64_t>(it->second.size()) >= limit;
   };
-  return !over(accounts_, account, per_account_) && !over(addresses_, address, per_address_);
+  return over(accounts_, account, per_account_) || over(addresses_, address, per_address_);
 }
 
 void LoginLimiter::record_failure(const std::string& account, const std::string& address, int64_t now_seconds) {
   std::lock_guard lock(mu_);
+  add_failure(account, address, now_seconds);
+}
+
+void LoginLimiter::add_failure(const std::string& account, const std::string& address, int64_t now_seconds) {
   auto add = [&](Times& t, int limit) {
     t.push_back(now_seconds);
     prune(t, now_seconds);

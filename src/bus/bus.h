@@ -1,8 +1,12 @@
 // Bus: carries chat events to every server process sharing the same store,
-// this one included. publish() may be called from any thread; the receiver
-// is called on the bus's own delivery thread, in publish order for events
-// published by one thread. Events are immutable once published (their
-// encodings are made once, on first use) and shared.
+// this one included. publish() may be called from any thread. Where the
+// receiver runs depends on the implementation: LocalBus calls it inline, on
+// the publishing thread (the store's completion thread for new messages, a
+// worker for receipts and presence, an event loop for relays); a networked bus
+// calls it on its own thread. Either way, in publish order for events
+// published by one thread, so the receiver must be quick and thread-safe.
+// Events are immutable once published (their encodings are made once, on
+// first use) and shared.
 //
 // Implementations: LocalBus (one process, the embedded default) and, for
 // scale-out, a Redis pub/sub one.

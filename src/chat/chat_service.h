@@ -58,7 +58,9 @@ class ChatService {
 
   // --- identity (blocking): see auth/identity.h; forwarded for the transports ---
   Identity& identity() { return identity_; }
-  Result<AuthResult> register_user(const RegisterRequest& request) { return identity_.register_user(request); }
+  Result<AuthResult> register_user(const RegisterRequest& request, const std::string& address = "") {
+    return identity_.register_user(request, address);
+  }
   Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address) {
     return identity_.login(login, password, address);
   }
@@ -89,7 +91,7 @@ class ChatService {
   // --- messages ---
   // Validates, stores and fans out. `done` runs exactly once: on the calling
   // thread when the request is refused before storage, else on the store's
-  // callback thread after the commit. Blocking only when request.username is set
+  // completion thread after the commit. Blocking only when request.username is set
   // (the direct thread may have to be created) or the thread is not cached.
   void send(SendRequest request, SendCallback done);
   Result<std::vector<Message>> history(const User& actor, const std::string& thread_id, const HistoryQuery& query);
@@ -122,9 +124,14 @@ class ChatService {
   Status relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
                boost::json::object fields, const std::string& origin_session);
 
-  // Thread members from the cache (loaded on a miss: may block). nullopt when
+  // Thread members from the cache (loaded on a miss: may block). nullptr when
   // the thread does not exist.
   std::shared_ptr<const ThreadMembers> members(const std::string& thread_id);
+  // The cached members, or nullptr on a miss; never blocks. An event loop
+  // checks this before send() or relay() and goes to a worker on a miss.
+  std::shared_ptr<const ThreadMembers> cached_members(const std::string& thread_id) const {
+    return members_.cached(thread_id);
+  }
   bool is_member(const ThreadMembers& members, const std::string& user_id) const;
 
   const Config& config() const { return config_; }

@@ -40,8 +40,9 @@ std::vector<FramePtr> DeliveryCursor::end_replay(const std::string& thread_id, i
   // This replay sent everything in [since_seq + 1, replayed_up_to] that was
   // not sent before; merge that with the sent range. They touch or overlap,
   // because the replay read after every live message already sent.
-  int64_t from = since_seq + 1;
-  if (replayed_up_to >= from) {
+  // since_seq is bounded by the codec (kMaxSeq); the guard keeps +1 defined regardless.
+  int64_t from = since_seq < INT64_MAX ? since_seq + 1 : INT64_MAX;
+  if (replayed_up_to >= from && since_seq < INT64_MAX) {
     if (s.hi == 0 || from < s.lo) s.lo = from;
     s.hi = std::max(s.hi, replayed_up_to);
   }

@@ -22,6 +22,8 @@ struct Limits {
   int login_failures_per_account = 10;       // within login_window_seconds
   int login_failures_per_address = 50;
   int login_window_seconds = 15 * 60;
+  int registrations_per_address = 30;        // within registration_window_seconds (REST only; `parley user add` is not limited)
+  int registration_window_seconds = 10 * 60;
   int presence_grace_seconds = 3;
   int typing_timeout_seconds = 6;
 };
@@ -46,6 +48,7 @@ struct Config {
   int threads = 0;                        // network event loops; 0 = one per core
   bool fsync_commits = false;             // true: every group commit survives power loss (synchronous=FULL)
   bool metrics_enabled = true;
+  std::string registration = "open";      // "open": anyone who reaches the port may register; "closed": only `parley user add`
   std::vector<std::string> allowed_origins;  // empty = any Origin
   // The roles a user may have (registration, `parley user add`); a user
   // registered without one gets kDefaultRole.

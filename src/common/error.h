@@ -34,6 +34,10 @@ inline Error forbidden(std::string msg = "not a participant of this thread") {
 // ids cannot be probed.
 inline Error thread_not_found_or_forbidden() { return forbidden("thread not found or you are not a participant"); }
 inline Error not_found(std::string code, std::string msg) { return {ErrorKind::kNotFound, std::move(code), std::move(msg)}; }
+// Storage failed (disk full, I/O error, database unreachable): the cause is in the log.
+inline Error storage_unavailable() {
+  return {ErrorKind::kUnavailable, "storage_unavailable", "storage is unavailable; nothing was stored"};
+}
 inline Error internal_error(std::string msg = "internal error") { return {ErrorKind::kInternal, "internal_error", std::move(msg)}; }
 
 int http_status(ErrorKind kind);

@@ -16,6 +16,7 @@ namespace {
 
 constexpr auto kRequestTimeout = std::chrono::seconds(30);
 constexpr size_t kHeaderLimit = 16 * 1024;
+constexpr size_t kMaxQueuedPasswordRequests = 64;
 
 bool is_ws_path(std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
@@ -80,8 +81,17 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     HttpRequest r = to_plain(req);
     bool keep_alive = req.keep_alive();
     std::string origin(req[http::field::origin]);
+    const bool hashes = RestApi::hashes_passwords(r);
+    ThreadPool& pool = hashes ? loop_.password_workers : loop_.workers;
+    // Bounded: past this many waiting hashes, refuse at once instead of queueing for seconds.
+    if (hashes && pool.queued() >= kMaxQueuedPasswordRequests)
+      return reply(to_beast(HttpResponse{503, "application/json",
+                                         encode_error_body({ErrorKind::kUnavailable, "server_busy",
+                                                            "too many logins and registrations at once; retry shortly"})},
+                            origin),
+                   keep_alive);
     auto self = shared_from_this();
-    loop_.workers.submit([self, r = std::move(r), keep_alive, origin = std::move(origin)] {
+    pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin)] {
       HttpResponse out = self->loop_.rest.handle(r);
       asio::post(self->stream_.get_executor(), [self, out = std::move(out), keep_alive, origin] {
         self->reply(self->to_beast(out, origin), keep_alive);
@@ -184,7 +194,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       if (auto it = query.find("token"); it != query.end()) token = it->second;
     }
     std::string_view auth = req[http::field::authorization];
-    if (token.empty() && auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0) token = std::string(auth.substr(7));
+    if (auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0) {
+      std::string header_token(auth.substr(7));
+      // Two different tokens: which one is meant is a guess, so neither is taken.
+      if (!token.empty() && token != header_token)
+        return reply(error_response(400, "conflicting_tokens",
+                                    "the ?token= and Authorization: Bearer tokens differ; send one"),
+                     false);
+      token = std::move(header_token);
+    }
     if (token.empty()) return hand_over(req, std::nullopt, "");
     // Verifying may provision a user (a write): off the loop.
     auto self = shared_from_this();

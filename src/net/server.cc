@@ -41,7 +41,7 @@ struct Server::Impl {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
-      loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, loop->hub, {}, {}, {}, false, {}, {}, {}});
+      loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, *password_workers, loop->hub, {}, {}, {}, false, {}, {}, {}});
       loop->ctx->read_buffer.resize(64 * 1024);
       loop->ctx->auth_queue = SerialQueue::create(workers);
       asio::io_context* io = &loop->io;
@@ -86,6 +86,10 @@ struct Server::Impl {
   RestApi rest;
   Fanout fanout;
   std::vector<std::unique_ptr<Loop>> loops;
+  // Argon2 takes a core for tens of ms: half the cores at most, so hashing
+  // never takes the whole machine from the loops and the other workers.
+  std::unique_ptr<ThreadPool> password_workers =
+      std::make_unique<ThreadPool>(static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / 2)));
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<asio::signal_set> signals;
   size_t next_loop = 0;
@@ -138,6 +142,8 @@ void Server::run() {
   for (size_t i = 1; i < im.loops.size(); ++i) threads.emplace_back([&im, i] { im.loops[i]->io.run(); });
   im.loops[0]->io.run();
   for (auto& t : threads) t.join();
+  // Loops are stopped: finish the hashing already queued while the store is open.
+  im.password_workers.reset();
 }
 
 void Server::stop() {

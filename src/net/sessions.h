@@ -24,6 +24,9 @@ struct LoopContext {
   ChatService& chat;
   RestApi& rest;
   ThreadPool& workers;
+  // Password hashing only (register, login): its own few threads, so a storm
+  // of Argon2 work queues here and never in front of storage reads or /health.
+  ThreadPool& password_workers;
   Hub& hub;
   SweepList sessions;               // this loop's WebSocket sessions
   std::vector<uint8_t> read_buffer;  // shared by this loop's sessions: reads never outlive one callback

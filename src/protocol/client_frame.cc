@@ -48,21 +48,21 @@ bool has_surrogate_escape(std::string_view text) {
 
 // Maps Boost.JSON parse errors to our codes: a surrogate escape that does not
 // pair up, or raw invalid bytes, are an encoding problem; the rest is malformed JSON.
-Error parse_error(const boost::system::error_code& ec, std::string_view text) {
+Error parse_error(const boost::system::error_code& ec, std::string_view text, std::string_view what) {
   if (ec == json::error::illegal_leading_surrogate || ec == json::error::illegal_trailing_surrogate ||
       !utf8_length(text) || (ec == json::error::syntax && has_surrogate_escape(text)))
     return bad_input("invalid_utf8", "text is not valid UTF-8");
-  return bad_input("invalid_json", "frame is not valid JSON: " + ec.message());
+  return bad_input("invalid_json", std::string(what) + " is not valid JSON: " + ec.message());
 }
 
 }  // namespace
 
-Result<json::object> parse_json_object(std::string_view text) {
+Result<json::object> parse_json_object(std::string_view text, std::string_view what) {
   boost::system::error_code ec;
   json::parse_options opts;
   opts.max_depth = 32;
   json::value v = json::parse(text, ec, {}, opts);
-  if (ec) return parse_error(ec, text);
+  if (ec) return parse_error(ec, text, what);
   if (!v.is_object()) return bad_input("invalid_json", "expected a JSON object");
   return std::move(v.as_object());
 }
@@ -81,7 +81,7 @@ std::optional<ClientType> client_type(std::string_view name) {
 
 ParsedFrame parse_client_frame(std::string_view text) {
   ParsedFrame out;
-  auto parsed = parse_json_object(text);
+  auto parsed = parse_json_object(text, "frame");
   if (!parsed) {
     out.error = parsed.error();
     return out;

@@ -64,7 +64,7 @@ std::optional<ClientType> client_type(std::string_view name);
 // envelope (a WebSocket JSON frame, a Socket.IO event). request_id is left null.
 ParsedFrame parse_client_fields(ClientType type, const boost::json::object& fields);
 
-// Parses a JSON object (REST bodies); errors invalid_json / invalid_utf8.
-Result<boost::json::object> parse_json_object(std::string_view text);
+// Parses a JSON object; errors invalid_json ("<what> is not valid JSON: …") / invalid_utf8.
+Result<boost::json::object> parse_json_object(std::string_view text, std::string_view what = "body");
 
 }  // namespace parley

@@ -14,6 +14,8 @@ Error invalid_field(std::string_view field, std::string_view why) {
   return bad_input("invalid_field", "field " + std::string(field) + " " + std::string(why));
 }
 
+std::string seq_range_text() { return "must be an integer from 0 to " + std::to_string(kMaxSeq); }
+
 bool JsonFields::has(std::string_view key) const {
   const json::value* v = o_.if_contains(key);
   return v && !v->is_null();
@@ -63,9 +65,8 @@ std::string JsonFields::uuid(std::string_view key, Need need) {
 std::optional<int64_t> JsonFields::seq(std::string_view key) {
   const json::value* v = present(key, Need::kOptional);
   if (!v) return std::nullopt;
-  if (v->is_int64() && v->get_int64() >= 0) return v->get_int64();
-  if (v->is_uint64() && v->get_uint64() <= INT64_MAX) return static_cast<int64_t>(v->get_uint64());
-  fail(invalid_field(key, "must be a non-negative integer"));
+  if (v->is_int64() && v->get_int64() >= 0 && v->get_int64() <= kMaxSeq) return v->get_int64();
+  fail(invalid_field(key, seq_range_text()));
   return std::nullopt;
 }
 

@@ -21,6 +21,14 @@ namespace parley {
 
 enum class Need { kOptional, kRequired };
 
+// The largest seq a client may name (since_seq, up_to_seq, before_seq,
+// after_seq), over WebSocket and REST alike: 2^53-1, the largest integer every
+// JSON client represents exactly and far beyond any real thread. Larger values
+// are refused, not clamped, so no arithmetic on them can overflow.
+constexpr int64_t kMaxSeq = (int64_t{1} << 53) - 1;
+// "must be an integer from 0 to 9007199254740991"
+std::string seq_range_text();
+
 class JsonFields {
  public:
   explicit JsonFields(const boost::json::object& object) : o_(object) {}
@@ -30,7 +38,7 @@ class JsonFields {
   std::string string(std::string_view key, Need need, size_t max_bytes = SIZE_MAX);
   // A UUID, normalised to lowercase.
   std::string uuid(std::string_view key, Need need);
-  // A non-negative integer that fits int64.
+  // An integer in [0, kMaxSeq].
   std::optional<int64_t> seq(std::string_view key);
   std::optional<bool> boolean(std::string_view key, Need need);
   std::vector<std::string> strings(std::string_view key);

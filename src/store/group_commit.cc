@@ -77,6 +77,10 @@ void GroupCommitWriter::writer_loop() {
       spdlog::error("event=store_batch_exception error=\"{}\"", e.what());
       failure = internal_error("storage commit failed");
     }
+    {
+      std::lock_guard lock(outcome_mu_);
+      last_outcome_ = failure ? Store::WriteState{false, "the last commit failed: " + failure->message} : Store::WriteState{};
+    }
     if (!failure) {
       auto micros = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
       Metrics::get().observe_commit(micros.count(), batch.size());

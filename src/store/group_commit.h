@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "store/store.h"
 
 namespace parley {
 
@@ -59,6 +60,12 @@ class GroupCommitWriter {
   // Commits everything queued so far, runs every callback, then stops both threads.
   void stop();
 
+  // The last batch's outcome, for Store::write_state(); any thread.
+  Store::WriteState write_state() const {
+    std::lock_guard lock(outcome_mu_);
+    return last_outcome_;
+  }
+
   // Batches committed so far; tests use it to check that writes share commits.
   uint64_t commit_count() const { return commits_.load(std::memory_order_relaxed); }
   // True on the writer or the completion thread.
@@ -86,6 +93,8 @@ class GroupCommitWriter {
   std::deque<Completed> done_;  // committed (or failed) batches whose callbacks have yet to run
   bool done_stopping_ = false;
 
+  mutable std::mutex outcome_mu_;
+  Store::WriteState last_outcome_;
   std::once_flag stop_once_;
   std::atomic<uint64_t> commits_{0};
   std::thread writer_;

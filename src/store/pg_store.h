@@ -72,6 +72,17 @@ class PgStore final : public Store {
 
   // Group commits made so far; tests use it to check that writes share commits.
   uint64_t commit_count() const { return writer_->commit_count(); }
+  // Tests: queues a write whose body runs `inside` on the writer thread, inside
+  // the batch transaction, so a test can hold the writer mid-commit.
+  void run_inside_write_for_test(std::function<void()> inside) {
+    writer_->enqueue(GroupCommitWriter::Op{[inside = std::move(inside)] {
+                                             inside();
+                                             return true;
+                                           },
+                                           [](const Error*) {}});
+  }
+  // The last commit's outcome (see Store::write_state).
+  WriteState write_state() const override { return writer_->write_state(); }
 
  private:
   PgStore(StoreOptions options, std::string described, std::unique_ptr<PgConn> writer);

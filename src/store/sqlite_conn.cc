@@ -68,7 +68,11 @@ SqliteStmt SqliteConn::prepare(const char* sql) {
 Error storage_error(SqliteConn& c, int rc, std::string_view op) {
   spdlog::error("event=store_error op={} code={} error=\"{}\"", op, rc, c.errmsg());
   if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
-  return internal_error("storage error");
+  // A bug in a statement is ours; anything else (disk full, I/O, read-only
+  // files, busy past the timeout) is the storage failing.
+  if ((rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_MISUSE || (rc & 0xff) == SQLITE_RANGE)
+    return internal_error("storage error");
+  return storage_unavailable();
 }
 
 void log_read_error(SqliteConn& c, const SqliteStmt& st, std::string_view op) {

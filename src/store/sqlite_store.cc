@@ -110,7 +110,7 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
   if (ok) return std::nullopt;
   spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), error);
   forget_caches();  // they may hold values of the rolled-back batch
-  return internal_error("storage commit failed");
+  return storage_unavailable();
 }
 
 // False only when the whole transaction is lost and the batch must fail; an op

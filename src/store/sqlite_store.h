@@ -64,6 +64,17 @@ class SqliteStore final : public Store {
 
   // Group commits made so far; tests use it to check that writes share commits.
   uint64_t commit_count() const { return writer_->commit_count(); }
+  // Tests: queues a write whose body runs `inside` on the writer thread, inside
+  // the batch transaction, so a test can hold the writer mid-commit.
+  void run_inside_write_for_test(std::function<void()> inside) {
+    writer_->enqueue(GroupCommitWriter::Op{[inside = std::move(inside)] {
+                                             inside();
+                                             return true;
+                                           },
+                                           [](const Error*) {}});
+  }
+  // The last commit's outcome (see Store::write_state).
+  WriteState write_state() const override { return writer_->write_state(); }
   // Frames in the WAL as of the last commit; tests use it to see the WAL restart.
   int wal_frames() const;
 
@@ -71,7 +82,8 @@ class SqliteStore final : public Store {
   SqliteStore(StoreOptions options, std::string path, std::unique_ptr<SqliteConn> writer,
               std::unique_ptr<SqliteCheckpointer> checkpointer, Micros last_created_at);
 
-  // --- writer side (writer thread only) ---
+  // --- on the writer thread only (the GroupCommitWriter calls them); callbacks
+  // run on its completion thread ---
   std::optional<Error> run_batch(std::vector<GroupCommitWriter::Op>& batch);
   bool run_in_savepoint(GroupCommitWriter::Op& op);
   void forget_caches();

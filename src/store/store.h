@@ -124,6 +124,14 @@ class Store {
 
   // --- operations ---
   virtual std::string describe() const = 0;  // "sqlite:/path" for /health and logs
+  // The outcome of the last commit, for /health: a store whose writes all fail
+  // (disk full, read-only files) must not look healthy. The cause is logged
+  // where it happened; `error` is a short, secret-free summary.
+  struct WriteState {
+    bool ok = true;
+    std::string error;
+  };
+  virtual WriteState write_state() const { return {}; }
   // Waits until every write queued so far is committed, then stops the writer.
   virtual void close() = 0;
 };

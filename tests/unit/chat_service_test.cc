@@ -28,8 +28,8 @@ namespace json = boost::json;
 
 using Ids = std::set<std::string>;
 
-// Every BusEvent the service publishes. Events arrive on the store's writer
-// thread (sends) or the caller's thread (mark_read, relay).
+// Every BusEvent the service publishes. Events arrive on the store's
+// completion thread (sends) or the caller's thread (mark_read, relay).
 class Recorder {
  public:
   void record(const BusEventPtr& e) {

@@ -133,6 +133,16 @@ TEST(Jwt, ExpiredAtExp) {
   expect_error(v->verify(token, kNow + 100000), "token_expired");
 }
 
+TEST(Jwt, ExpBeyondASaneHorizonIsInvalid) {
+  auto v = verifier();
+  const std::string header = R"({"alg":"HS256"})";
+  for (const char* exp : {"9223372036854775807", "9223372036854775808", "18446744073709551615", "1e300"})
+    expect_error(v->verify(hs256_token(header, R"({"sub":"u1","exp":)" + std::string(exp) + "}"), kNow), "invalid_token");
+  expect_error(v->verify(hs256_token(header, claims(kNow + int64_t{100} * 366 * 24 * 3600)), kNow), "invalid_token");
+  // A long but sane lifetime (a year) is fine.
+  EXPECT_TRUE(v->verify(hs256_token(header, claims(kNow + 366 * 24 * 3600)), kNow).ok());
+}
+
 TEST(Jwt, NotYetValid) {
   auto v = verifier();
   expect_error(v->verify(hs256_token(R"({"alg":"HS256"})", claims(kNow + 600, R"(,"nbf":)" + std::to_string(kNow + 100))), kNow),

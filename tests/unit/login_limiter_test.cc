@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
 namespace parley {
 namespace {
 
@@ -81,6 +86,29 @@ TEST(LoginLimiter, SweepKeepsCounts) {
   l.record_failure("carol", "c", 701);
   EXPECT_FALSE(l.allowed("carol", "c", 702));
   EXPECT_TRUE(l.allowed("alice", "z", 700));  // her failures at 0..2 expired
+}
+
+TEST(LoginLimiter, AdmitIsExactUnderConcurrency) {
+  LoginLimiter l(1000, 50, 60);
+  std::atomic<int> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i)
+        if (l.admit("acct" + std::to_string(t * 100 + i), "10.0.0.1", 5)) admitted.fetch_add(1);
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(admitted.load(), 50);  // 200 attempts at once, a limit of 50
+}
+
+TEST(LoginLimiter, AdmittedSuccessIsTakenBackFromTheAddress) {
+  LoginLimiter l(3, 2, 60);
+  ASSERT_TRUE(l.admit("alice", "ip", 1));
+  l.record_success("alice", "ip", 1);  // a success does not use up the address
+  EXPECT_TRUE(l.admit("bob", "ip", 2));
+  EXPECT_TRUE(l.admit("carol", "ip", 2));
+  EXPECT_FALSE(l.admit("dave", "ip", 2));  // two failures counted: the limit
 }
 
 }  // namespace

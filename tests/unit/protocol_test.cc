@@ -105,6 +105,24 @@ TEST(ParseClientFrame, SubscribeThreadSinceSeqZeroAndAbsent) {
   EXPECT_FALSE(absent.since_seq.has_value());
 }
 
+TEST(ParseClientFrame, SeqsAbove2To53Minus1AreInvalid) {
+  EXPECT_EQ(parse_ok(with_thread(R"(,"type":"subscribe_thread","since_seq":9007199254740991)")).since_seq,
+            9007199254740991);
+  for (const char* v : {"9007199254740992", "9223372036854775807", "18446744073709551615", "-1", "1.5"}) {
+    EXPECT_EQ(parse_code(with_thread(std::string(R"(,"type":"subscribe_thread","since_seq":)") + v)), "invalid_field") << v;
+    EXPECT_EQ(parse_code(with_thread(std::string(R"(,"type":"mark_as_read","up_to_seq":)") + v)), "invalid_field") << v;
+  }
+}
+
+TEST(ParseClientFrame, AuthFieldErrorsKeepTheAuthType) {
+  // The connection closes 4401 on these, so the type must be known.
+  for (const char* f : {R"({"type":"auth"})", R"({"type":"auth","token":5})"}) {
+    auto p = parse_client_frame(f);
+    ASSERT_TRUE(p.error.has_value()) << f;
+    EXPECT_EQ(p.frame.type, ClientType::kAuth) << f;
+  }
+}
+
 TEST(ParseClientFrame, UnsubscribeThread) {
   auto f = parse_ok(with_thread(R"(,"type":"unsubscribe_thread")"));
   EXPECT_EQ(f.type, ClientType::kUnsubscribeThread);

@@ -84,6 +84,11 @@ class StoreContract : public StoreFixture, public ::testing::WithParamInterface<
     if (auto* pg = dynamic_cast<PgStore*>(store_.get())) return pg->commit_count();
     return dynamic_cast<SqliteStore&>(*store_).commit_count();
   }
+  // Runs fn on the writer thread inside a batch transaction (holding the writer).
+  void run_inside_write(std::function<void()> fn) {
+    if (auto* pg = dynamic_cast<PgStore*>(store_.get())) return pg->run_inside_write_for_test(std::move(fn));
+    dynamic_cast<SqliteStore&>(*store_).run_inside_write_for_test(std::move(fn));
+  }
 
   std::string root_;
   std::string database_url_;  // empty: SQLite
@@ -255,17 +260,19 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
   User b = make_user("bob");
   Thread t = make_group({a.id, b.id});
 
-  // Hold the writer inside the first append's callback so the next three
-  // appends queue up and are committed together as one batch.
+  send(t.id, a.id, "first");
+  // Hold the writer inside a write (inside its transaction, not in a callback,
+  // which runs on the completion thread and would not hold it), so the next
+  // three appends queue up and are committed together as one batch.
   std::promise<void> release;
   std::shared_future<void> released = release.get_future().share();
   std::promise<void> blocked;
-  store_->append(AppendRequest{t.id, a.id, "first", "text", ""}, [&](Result<AppendResult>) {
+  run_inside_write([&] {
     blocked.set_value();
     released.wait();
   });
   blocked.get_future().wait();
-  const uint64_t commits_before = commit_count();
+  const uint64_t commits_before = commit_count();  // the held batch has not committed yet
 
   std::vector<std::optional<Result<AppendResult>>> results(3);
   Countdown pending(3);
@@ -280,7 +287,7 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
   release.set_value();
   pending.wait();
 
-  EXPECT_EQ(commit_count() - commits_before, 1u);  // all three in one commit
+  EXPECT_EQ(commit_count() - commits_before, 2u);  // the held batch, then all three in one commit
   ASSERT_TRUE(results[0]->ok());
   EXPECT_EQ((*results[0])->message.seq, 2);
   ASSERT_FALSE(results[1]->ok());

@@ -1,0 +1,37 @@
+// DataDirLock: the exclusive claim of one process on a data dir, held as an
+// flock(2) on <data_dir>/LOCK for as long as the object lives (LevelDB's LOCK
+// file, done the same way). The kernel drops the lock when the process dies,
+// even by kill -9, so a stale LOCK file never blocks a restart. The file holds
+// the holder's PID, only to name it in the error a second process gets.
+//
+// Who takes it: `serve`, and offline commands that write threads or messages
+// (`seed`), since two writers with their own view of each thread's seq would
+// conflict. Commands that only read or insert user rows (`user add`,
+// `token`) do not: SQLite's own locking keeps those safe beside a server.
+//
+// Not thread-safe; one owner. Destroying it releases the lock.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/error.h"
+
+namespace parley {
+
+class DataDirLock {
+ public:
+  // Creates data_dir if missing and takes the lock without waiting. Errors:
+  // "data_dir_locked" (kConflict) naming the holder's PID, or internal_error
+  // when the lock file cannot be opened.
+  static Result<std::unique_ptr<DataDirLock>> acquire(const std::string& data_dir);
+  ~DataDirLock();
+  DataDirLock(const DataDirLock&) = delete;
+  DataDirLock& operator=(const DataDirLock&) = delete;
+
+ private:
+  explicit DataDirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+}  // namespace parley

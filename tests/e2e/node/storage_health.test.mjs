@@ -1,0 +1,57 @@
+// A store whose writes fail (issue 8, item 5): a file-size limit of 0 on the
+// running server stands in for a full disk. Sends are refused with
+// storage_unavailable (and not acknowledged), the cause is in the log,
+// /health reports the store's write state, and all recovers with the disk.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { startServer, assertHttpError, assertWsError } from './harness.mjs';
+
+function setFileSizeLimit(pid, limit) {
+  execFileSync('prlimit', ['--pid', String(pid), `--fsize=${limit}`]);
+}
+
+describe('/health and send errors follow the store write state', () => {
+  let server, alice, bob, dm;
+  before(async () => {
+    server = await startServer();
+    [alice, bob] = await server.registerMany(2);
+    dm = await server.createDirect(alice, bob);
+  });
+  after(async () => {
+    if (server?.child) setFileSizeLimit(server.child.pid, 'unlimited:unlimited');
+    await server?.stop();
+  });
+
+  it('writes failing: sends say storage_unavailable, /health says so; then both recover', async () => {
+    assert.equal((await server.sendRest(alice.token, dm.id, { content: 'before' })).status, 201);
+    const ok = await server.http('GET', '/health');
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body.storage.ok, true);
+
+    const ws = await server.connect(alice);
+    setFileSizeLimit(server.child.pid, '0:unlimited');
+    const res = await server.sendRest(alice.token, dm.id, { content: 'while the disk is full' });
+    assertHttpError(assert, res, 503, 'storage_unavailable');
+    const reply = await ws.request({ type: 'send_message', thread_id: dm.id, content: 'ws while full' });
+    assertWsError(assert, reply, 'storage_unavailable');
+
+    const bad = await server.http('GET', '/health');
+    assert.equal(bad.status, 503);
+    assert.equal(bad.body.status, 'degraded');
+    assert.equal(bad.body.storage.ok, false);
+    assert.equal(typeof bad.body.storage.error, 'string');
+    assert.ok(server.log.some((l) => l.includes('event=store_batch_failed')), 'the cause is logged');
+
+    setFileSizeLimit(server.child.pid, 'unlimited:unlimited');
+    const after = await server.sendRest(alice.token, dm.id, { content: 'after' });
+    assert.equal(after.status, 201, after.text);
+    const good = await server.http('GET', '/health');
+    assert.equal(good.status, 200);
+    assert.equal(good.body.storage.ok, true);
+    // Nothing refused was stored.
+    const contents = (await server.history(bob.token, dm.id)).map((m) => m.content);
+    assert.deepEqual(contents, ['before', 'after']);
+    ws.close();
+  });
+});
