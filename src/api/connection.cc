@@ -260,13 +260,20 @@ void Connection::on_subscribe(ClientFrame f) {
   replay_read(std::move(r));
 }
 
-void Connection::catch_up(const std::string& thread_id, int64_t since_seq) {
+void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& threads) {
   if (closed_ || !authed_) return;
-  ClientFrame f;
-  f.type = ClientType::kSubscribeThread;
-  f.thread_id = thread_id;
-  f.since_seq = since_seq;
-  on_subscribe(std::move(f));
+  for (const auto& [thread_id, since] : threads) {
+    ClientFrame f;
+    f.type = ClientType::kSubscribeThread;
+    f.thread_id = thread_id;
+    f.since_seq = since;
+    on_subscribe(std::move(f));
+  }
+  holding_ = false;
+  auto held = std::move(held_);
+  held_.clear();
+  for (auto& h : held)
+    if (admit_live(h.thread_id, h.seq, h.frame) && h.frame) send(std::move(h.frame));
 }
 
 // thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
@@ -478,13 +485,20 @@ void Connection::excluded(const BusEvent& event) {
   if (event.seq > 0) deliver_live(event, nullptr);
 }
 
+bool Connection::admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
+  auto d = cursor_.live(thread_id, seq, frame);
+  if (d.fill_from >= 0) fill_gap(thread_id, d.fill_from);
+  return d.send;
+}
+
 void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (closed_) return;
   if (event.seq > 0) {
-    auto d = cursor_.live(event.thread_id, event.seq, frame);
-    if (d.fill_from >= 0) fill_gap(event.thread_id, d.fill_from);
-    if (!d.send) return;
+    // Catch-up on connect (Socket.IO): live messages wait for their thread's replay.
+    if (holding_) return held_.push_back({event.thread_id, event.seq, frame});
+    if (!admit_live(event.thread_id, event.seq, frame)) return;
   }
+  if (!frame) return;  // an excluded session's own message: the cursor only
   if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub
 }
 
