@@ -3,7 +3,7 @@
 #
 #   bench/compare.sh            full run (3 repetitions, < 15 minutes)
 #   bench/compare.sh --quick    one short repetition of everything (~3 minutes)
-#   bench/compare.sh --socketio also the Socket.IO cases (adds < 6 minutes, --quick < 3)
+#   bench/compare.sh --socketio also the Socket.IO cases (adds about 8 minutes, --quick about 2)
 #   bench/compare.sh --only sio only the Socket.IO cases (or --only sio-fanout,sio-idle)
 #   options: --reps N  --only fanout,dm,...  --skip-build
 #            --parley PATH  --bench PATH (use these binaries, build nothing)
@@ -50,7 +50,7 @@ done
 BUDGET_S=$(( QUICK ? 480 : 810 ))
 # Socket.IO cases run with --socketio, or when --only names them.
 if [[ ",$ONLY," == *",sio"* ]]; then SOCKETIO=1; fi
-if (( SOCKETIO )); then BUDGET_S=$(( BUDGET_S + (QUICK ? 180 : 360) )); fi
+if (( SOCKETIO )); then BUDGET_S=$(( BUDGET_S + (QUICK ? 240 : 540) )); fi
 
 # Sizes (see docs/benchmarks.md). Quick mode keeps every case, shorter and smaller.
 if (( QUICK )); then

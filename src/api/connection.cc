@@ -220,14 +220,35 @@ void Connection::on_send(ClientFrame f) {
 constexpr int kReplayPage = 500;
 constexpr auto kReplayPause = std::chrono::milliseconds(5);
 
+// A store read of a thread after a seq, sent in pages: for subscribe_thread
+// (answered with thread_subscribed) or to fill a gap the bus left (silent).
 struct Connection::Replay {
   std::string thread_id;
-  int64_t since = 0;  // the client's since_seq
+  int64_t since = 0;  // the client's since_seq, or the last seq sent before the gap
   int64_t from = 0;   // this page reads after this seq
+  bool gap_fill = false;
+  int fill_attempts = 0;  // reads that found nothing new while the gap stayed
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
 };
+
+// A store that cannot be read now, or does not have the missing seqs yet, is
+// tried again this often, while the thread's live messages wait behind the
+// gap; after kGapFillAttempts reads that found nothing, the gap is accepted
+// (an event for a seq the store never had must not stall the thread).
+constexpr auto kGapFillRetry = std::chrono::seconds(1);
+constexpr int kGapFillAttempts = 5;
+
+void Connection::fill_gap(const std::string& thread_id, int64_t from) {
+  Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
+  spdlog::debug("event=gap_fill session_id={} thread_id={} after_seq={}", session_id_, thread_id, from);
+  auto r = std::make_shared<Replay>();
+  r->thread_id = thread_id;
+  r->since = r->from = from;
+  r->gap_fill = true;
+  replay_read(std::move(r));
+}
 
 void Connection::on_subscribe(ClientFrame f) {
   if (!f.since_seq) return reply_thread_state("thread_subscribed", std::move(f));
@@ -239,13 +260,20 @@ void Connection::on_subscribe(ClientFrame f) {
   replay_read(std::move(r));
 }
 
-void Connection::catch_up(const std::string& thread_id, int64_t since_seq) {
+void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& threads) {
   if (closed_ || !authed_) return;
-  ClientFrame f;
-  f.type = ClientType::kSubscribeThread;
-  f.thread_id = thread_id;
-  f.since_seq = since_seq;
-  on_subscribe(std::move(f));
+  for (const auto& [thread_id, since] : threads) {
+    ClientFrame f;
+    f.type = ClientType::kSubscribeThread;
+    f.thread_id = thread_id;
+    f.since_seq = since;
+    on_subscribe(std::move(f));
+  }
+  holding_ = false;
+  auto held = std::move(held_);
+  held_.clear();
+  for (auto& h : held)
+    if (admit_live(h.thread_id, h.seq, h.frame) && h.frame) send(std::move(h.frame));
 }
 
 // thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
@@ -270,8 +298,21 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     return [self, r, page = std::move(page)]() mutable {
       if (self->closed_) return;
       if (!page) {
-        self->cursor_.end_replay(r->thread_id, r->since, r->since);
-        return self->send_error(page.error(), r->request_id);
+        if (r->gap_fill) {
+          // The gap stays open (its live messages held) until the store answers.
+          spdlog::warn("event=gap_fill_failed session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
+                       page.error().code);
+          auto t = self->transport_.lock();
+          if (!t) return;
+          std::weak_ptr<Connection> weak = self;
+          t->schedule(kGapFillRetry, [weak, r] {
+            if (auto again = weak.lock()) again->replay_read(r);
+          });
+          return;
+        }
+        self->send_error(page.error(), r->request_id);
+        int64_t since = r->since;
+        return self->replay_end(std::move(r), since);
       }
       r->page = std::move(*page);
       r->next = 0;
@@ -301,10 +342,31 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
     r->from = last;
     return replay_read(std::move(r));
   }
-  for (auto& frame : cursor_.end_replay(r->thread_id, r->since, last)) send(std::move(frame));
+  replay_end(r, last);
+  if (r->gap_fill) return;
   int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
   send(encoder_->reply("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
                     r->request_id));
+}
+
+void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
+  auto end = cursor_.end_replay(r->thread_id, r->since, replayed_up_to);
+  for (auto& frame : end.frames) send(std::move(frame));
+  if (end.fill_from < 0) return;
+  if (!r->gap_fill || end.fill_from > r->since) return fill_gap(r->thread_id, end.fill_from);
+  // This fill found nothing past where it began.
+  if (++r->fill_attempts >= kGapFillAttempts) {
+    spdlog::warn("event=gap_skipped session_id={} thread_id={} after_seq={}", session_id_, r->thread_id, r->since);
+    for (auto& frame : cursor_.skip_gap(r->thread_id)) send(std::move(frame));
+    return;
+  }
+  auto t = transport_.lock();
+  if (!t) return;
+  r->from = r->since;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  t->schedule(kGapFillRetry, [weak, r] {
+    if (auto self = weak.lock()) self->replay_read(r);
+  });
 }
 
 void Connection::on_mark_read(ClientFrame f) {
@@ -416,8 +478,33 @@ void Connection::deliver(Delivery& d) {
   if (closed_) return;
   const BusEvent& event = d.event();
   const FramePtr& frame = d.frame(encoder_->format(), [&] { return encoder_->event(event); });
-  if (event.seq > 0 && !cursor_.live(event.thread_id, event.seq, frame)) return;
+  deliver_live(event, frame);
+}
+
+void Connection::excluded(const BusEvent& event) {
+  if (event.seq > 0) deliver_live(event, nullptr);
+}
+
+bool Connection::admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
+  auto d = cursor_.live(thread_id, seq, frame);
+  if (d.fill_from >= 0) fill_gap(thread_id, d.fill_from);
+  return d.send;
+}
+
+void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
+  if (closed_) return;
+  if (event.seq > 0) {
+    // Catch-up on connect (Socket.IO): live messages wait for their thread's replay.
+    if (holding_) return held_.push_back({event.thread_id, event.seq, frame});
+    if (!admit_live(event.thread_id, event.seq, frame)) return;
+  }
+  if (!frame) return;  // an excluded session's own message: the cursor only
   if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub
+}
+
+void Connection::resync() {
+  if (closed_) return;
+  for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);
 }
 
 void Connection::send(Frames frames) {

@@ -16,6 +16,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "api/transport.h"
 #include "chat/chat_service.h"
@@ -48,10 +50,12 @@ class Connection final : public ClientSession,
   void on_frame(ClientFrame frame);
   // A client frame that could not be read: an `error` reply (rate-limited too).
   void on_bad_frame(const Error& error, const boost::json::value& request_id);
-  // Sends, as a replay, the thread's messages after since_seq (then
-  // thread_subscribed), as subscribe_thread does; for a client that expects
-  // what it missed without asking (Socket.IO).
-  void catch_up(const std::string& thread_id, int64_t since_seq);
+  // For a client that expects what it missed without asking (Socket.IO):
+  // hold_live() holds live messages from now on; catch_up() replays each
+  // thread's messages after its since_seq (as subscribe_thread does), then
+  // lets the held messages through, after their thread's replay, each once.
+  void hold_live() { holding_ = true; }
+  void catch_up(const std::vector<std::pair<std::string, int64_t>>& threads);
   bool authenticated() const { return authed_; }
   bool closed() const { return closed_; }
 
@@ -66,6 +70,8 @@ class Connection final : public ClientSession,
   const std::string& session_id() const override { return session_id_; }
   const std::string& user_id() const override { return user_.id; }
   void deliver(Delivery& delivery) override;
+  void excluded(const BusEvent& event) override;
+  void resync() override;
 
  private:
   void authenticated(User user, const std::string& token, const boost::json::value& request_id);
@@ -77,6 +83,13 @@ class Connection final : public ClientSession,
   struct Replay;
   void replay_read(std::shared_ptr<Replay> replay);
   void replay_send(std::shared_ptr<Replay> replay);
+  void replay_end(std::shared_ptr<Replay> replay, int64_t replayed_up_to);
+  // Reads the thread's messages after `from` from the store to fill a gap the
+  // bus left (DeliveryCursor began it).
+  void fill_gap(const std::string& thread_id, int64_t from);
+  void deliver_live(const BusEvent& event, const FramePtr& frame);
+  // The cursor's verdict on a live message (seq order, once, gaps filled): true = send it now.
+  bool admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
   void on_mark_read(ClientFrame frame);
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);
@@ -113,6 +126,13 @@ class Connection final : public ClientSession,
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
   int64_t auth_deadline_ms_ = 0;
   DeliveryCursor cursor_;
+  bool holding_ = false;
+  struct Held {
+    std::string thread_id;
+    int64_t seq;
+    FramePtr frame;
+  };
+  std::vector<Held> held_;
   // Threads this connection is typing in, with the generation of the timer
   // that will stop it (a newer `typing` bumps it).
   std::unordered_map<std::string, uint64_t> typing_;

@@ -148,6 +148,9 @@ HttpResponse root(Call&) {
 }
 
 HttpResponse health(Call& c) {
+  // A node whose bus is down still serves its own clients: it stays "ok"
+  // for load balancers, and says the bus is degraded.
+  bool bus_ok = !c.health.bus_ok || c.health.bus_ok();
   const Store::WriteState writes = c.chat.store().write_state();
   json::object storage{{"kind", c.chat.store().describe()}, {"ok", writes.ok}};
   if (!writes.ok) storage["error"] = writes.error;
@@ -158,7 +161,7 @@ HttpResponse health(Call& c) {
                  {"users_online", c.health.users_online ? c.health.users_online() : 0},
                  {"users", c.chat.store().user_count()},
                  {"storage", std::move(storage)},
-                 {"bus", json::object{{"kind", c.health.bus}, {"ok", true}}}};
+                 {"bus", json::object{{"kind", c.health.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
   // 503 while writes fail, so a load balancer stops sending traffic here.
   return json_response(writes.ok ? 200 : 503, o);
 }
@@ -442,7 +445,7 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   Metrics::get().http_requests.fetch_add(1, std::memory_order_relaxed);
   const auto parts = split_path(req.path);
   const Route* route = find_route(req.method, parts);
-  Call call{chat_, health_, started_at_, req, parts};
+  Call call{chat_, health_, started_at_, req, parts, nullptr, {}};
   if (route && route->is_public) return route->handler(call);
 
   const std::string prefix = "Bearer ";

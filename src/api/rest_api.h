@@ -15,6 +15,7 @@ struct HealthInfo {
   std::function<size_t()> connections;
   std::function<size_t()> users_online;
   std::string bus;
+  std::function<bool()> bus_ok;  // false while a networked bus is disconnected
 };
 
 class RestApi {

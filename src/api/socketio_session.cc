@@ -88,6 +88,7 @@ void SocketIoSession::connected(User user, std::string token) {
                                                       {"timestamp", iso8601_millis(now)}}),
                          test_ack));
   send_ping_event(now / 1000);
+  conn_->hold_live();
   catch_up();
 }
 
@@ -98,20 +99,19 @@ void SocketIoSession::catch_up() {
   auto self = shared_from_this();
   std::string user_id = conn_->user_id();
   ctx_.workers.submit([self, user_id] {
-    auto user = self->ctx_.chat.user(user_id);
-    if (!user) return;
     std::vector<std::pair<std::string, int64_t>> behind;
-    for (const auto& s : self->ctx_.chat.threads(*user)) {
-      for (const auto& p : s.thread.participants) {
-        if (p.user_id != user_id) continue;
-        int64_t seen = std::max(p.last_delivered_seq, p.last_read_seq);
-        if (s.unread_count > 0 && s.thread.last_seq > seen) behind.emplace_back(s.thread.id, seen);
+    if (auto user = self->ctx_.chat.user(user_id)) {
+      for (const auto& s : self->ctx_.chat.threads(*user)) {
+        for (const auto& p : s.thread.participants) {
+          if (p.user_id != user_id) continue;
+          int64_t seen = std::max(p.last_delivered_seq, p.last_read_seq);
+          if (s.unread_count > 0 && s.thread.last_seq > seen) behind.emplace_back(s.thread.id, seen);
+        }
       }
     }
-    if (behind.empty()) return;
     self->post([self, behind = std::move(behind)] {
       if (self->closed_ || !self->conn_) return;
-      for (const auto& [thread_id, since] : behind) self->conn_->catch_up(thread_id, since);
+      self->conn_->catch_up(behind);
     });
   });
 }

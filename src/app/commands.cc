@@ -16,12 +16,15 @@
 #include "auth/jwt.h"
 #include "auth/password.h"
 #include "bus/bus.h"
+#include "redis/redis_bus.h"
+#include "redis/redis_presence.h"
 #include "chat/chat_service.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/thread_pool.h"
+#include "net/asio_reactor.h"
 #include "net/server.h"
 #include "protocol/encode.h"
 #include "store/data_dir_lock.h"
@@ -62,13 +65,34 @@ std::string read_file(const std::string& path) {
 }
 
 // Everything a command needs to talk to the data: store, bus, chat service.
+// Members are destroyed in reverse: the chat service, then the bus, then
+// the loop the bus runs on.
 struct Core {
   std::unique_ptr<Store> store;
+  std::unique_ptr<ReactorThread> bus_loop;  // only with Redis
   std::unique_ptr<Bus> bus;
+  std::unique_ptr<RedisPresenceDirectory> redis_presence;  // only with Redis
   std::unique_ptr<ChatService> chat;
 };
 
-Result<Core> open_core(const Config& config) {
+// The bus backend and the state nodes share: Redis when configured and the
+// command serves clients (one-shot commands such as `user add` publish to
+// nobody), else in-process.
+Status open_bus(const Config& config, bool serving, Core& core) {
+  if (!serving || config.redis_url.empty()) {
+    core.bus = make_local_bus();
+    return Ok{};
+  }
+  auto endpoint = RedisEndpoint::parse(config.redis_url);
+  if (!endpoint) return endpoint.error();
+  std::string node_id = random_hex(8);
+  core.bus_loop = std::make_unique<ReactorThread>();
+  core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(), RedisBusOptions{*endpoint, "parley:events", 10000, node_id});
+  core.redis_presence = std::make_unique<RedisPresenceDirectory>(core.bus_loop->reactor(), *endpoint, node_id);
+  return Ok{};
+}
+
+Result<Core> open_core(const Config& config, bool serving = false) {
   if (!init_crypto()) return internal_error("libsodium failed to initialise");
   auto secret = resolve_secret(config);
   if (!secret) return secret.error();
@@ -79,8 +103,13 @@ Result<Core> open_core(const Config& config) {
   if (!store) return store.error();
   Core core;
   core.store = std::move(*store);
-  core.bus = make_local_bus();
+  auto bus = open_bus(config, serving, core);
+  if (!bus) return bus.error();
   core.chat = std::make_unique<ChatService>(*core.store, *core.bus, *jwt, config);
+  if (core.redis_presence) {
+    core.chat->presence().set_directory(core.redis_presence.get());
+    core.redis_presence->start();
+  }
   return core;
 }
 
@@ -144,6 +173,8 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
+  cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
+      ->envname("PARLEY_REDIS_URL");
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
       ->envname("PARLEY_SOCKETIO_PATH")
       ->capture_default_str();
@@ -205,10 +236,11 @@ int serve(Config& config) {
   if (!lock) return fail(lock.error());
   // A file-size limit (or a full disk) must fail writes, which the store reports, not kill the server.
   std::signal(SIGXFSZ, SIG_IGN);
-  auto core = open_core(config);
+  auto core = open_core(config, /*serving=*/true);
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
-  auto server = std::make_unique<Server>(config, *core->chat, *workers, core->bus->describe());
+  Bus* bus = core->bus.get();
+  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(), [bus] { return bus->healthy(); });
   core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
   auto port = server->start();
   if (!port) return fail(port.error());
@@ -216,6 +248,8 @@ int serve(Config& config) {
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
+  core->bus->close();
+  if (core->redis_presence) core->redis_presence->close();
   server.reset();
   spdlog::info("event=stopped");
   return 0;

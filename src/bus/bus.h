@@ -1,15 +1,27 @@
 // Bus: carries chat events to every server process sharing the same store,
-// this one included. publish() may be called from any thread. Where the
-// receiver runs depends on the implementation: LocalBus calls it inline, on
-// the publishing thread (the store's completion thread for new messages, a
-// worker for receipts and presence, an event loop for relays); a networked bus
-// calls it on its own thread. Either way, in publish order for events
-// published by one thread, so the receiver must be quick and thread-safe.
-// Events are immutable once published (their encodings are made once, on
-// first use) and shared.
+// this one included. It is a fast path, not the record: the store is.
 //
-// Implementations: LocalBus (one process, the embedded default) and, for
-// scale-out, a Redis pub/sub one.
+// Ordering promise: each receiver gets each thread's events in seq order, and
+// gets every event, as long as the bus stays connected and the events come
+// from one process. LocalBus keeps it always (the store publishes new
+// messages from its completion thread in commit order, and publish() calls
+// the receiver inline). A networked bus keeps it per publishing process, but
+// may reorder the events of two processes writing one thread, and loses what
+// is published while it is disconnected; it then says so with a `resync`
+// event once it is back. Receivers must therefore treat a seq gap on a thread
+// as "read the store" (DeliveryCursor does) and drop duplicates.
+//
+// Threading: publish() may be called from any thread, at any time after
+// set_receiver(). The receiver is called inline on the publishing thread for
+// events of this process (the store's completion thread for new messages, a
+// worker for receipts and presence, an event loop for relays) and on the
+// bus's own I/O thread for events of other processes; it must be quick and
+// thread-safe and only hand work on (Fanout posts to the loops). Events are
+// immutable once published (their encodings are made once, on first use) and
+// shared.
+//
+// Implementations: LocalBus (one process, the embedded default) and RedisBus
+// (redis/redis_bus.h, several processes on one Redis).
 #pragma once
 
 #include <array>
@@ -61,6 +73,9 @@ struct BusEvent {
   std::string message_id;        // new_message: the message's id (delivery receipts)
   std::string exclude_session;   // a session that must not get it (the sender's own); empty = none
   int64_t seq = 0;               // > 0 for new_message events: used to deliver each message once
+  // A control event with no frame: events may have been lost, so every
+  // session re-checks its threads against the store.
+  bool resync = false;
   // The frame in each wire format, encoded once for all recipients of that
   // format, on first use (see Delivery in chat/session.h).
   std::array<OnceFrame, kWireFormats> encoded;
@@ -72,11 +87,16 @@ using BusReceiver = std::function<void(const BusEventPtr&)>;
 class Bus {
  public:
   virtual ~Bus() = default;
-  // Must be called once, before the first publish.
+  // Must be called once, before the first publish. A networked bus starts
+  // receiving other processes' events only then.
   virtual void set_receiver(BusReceiver receiver) = 0;
   virtual void publish(BusEventPtr event) = 0;
   virtual std::string describe() const = 0;  // "local", "redis://…"
+  // False while a networked bus is disconnected (local delivery goes on).
   virtual bool healthy() const = 0;
+  // Stops receiving other processes' events and disconnects (publish() then
+  // reaches this process only). Call before the receiver's target goes away.
+  virtual void close() {}
 };
 
 std::unique_ptr<Bus> make_local_bus();

@@ -12,16 +12,22 @@ DeliveryCursor::State& DeliveryCursor::state(const std::string& thread_id) {
   return *last_;
 }
 
-bool DeliveryCursor::live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
+DeliveryCursor::Decision DeliveryCursor::live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
   State& s = state(thread_id);
   if (s.replays > 0) {
     s.held.emplace_back(seq, frame);
-    return false;
+    return {};
   }
-  if (s.hi != 0 && seq <= s.hi) return false;
+  if (s.hi != 0 && seq <= s.hi) return {};
+  if (s.hi != 0 && seq > s.hi + 1) {
+    // The bus lost or reordered events: what lies between comes from the store.
+    s.held.emplace_back(seq, frame);
+    ++s.replays;
+    return {false, s.hi};
+  }
   if (s.hi == 0) s.lo = seq;
   s.hi = seq;
-  return true;
+  return {frame != nullptr, -1};
 }
 
 void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_seq*/) {
@@ -31,11 +37,14 @@ void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_
 bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
   State& s = state(thread_id);
   if (s.hi != 0 && seq >= s.lo && seq <= s.hi) return false;
+  // The connection's own message, held while the store is read: it got message_sent.
+  for (const auto& [held_seq, frame] : s.held)
+    if (held_seq == seq && !frame) return false;
   return true;
 }
 
-std::vector<FramePtr> DeliveryCursor::end_replay(const std::string& thread_id, int64_t since_seq,
-                                                 int64_t replayed_up_to) {
+DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_id, int64_t since_seq,
+                                                     int64_t replayed_up_to) {
   State& s = state(thread_id);
   // This replay sent everything in [since_seq + 1, replayed_up_to] that was
   // not sent before; merge that with the sent range. They touch or overlap,
@@ -46,16 +55,51 @@ std::vector<FramePtr> DeliveryCursor::end_replay(const std::string& thread_id, i
     if (s.hi == 0 || from < s.lo) s.lo = from;
     s.hi = std::max(s.hi, replayed_up_to);
   }
-  std::vector<FramePtr> out;
+  ReplayEnd out;
   if (--s.replays > 0) return out;
+  std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  size_t i = 0;
+  for (; i < s.held.size(); ++i) {
+    auto& [seq, frame] = s.held[i];
+    if (s.hi != 0 && seq <= s.hi) continue;
+    if (s.hi != 0 && seq > s.hi + 1) break;  // still a gap: fill again from hi
+    if (s.hi == 0) s.lo = seq;
+    s.hi = seq;
+    if (frame) out.frames.push_back(std::move(frame));
+  }
+  if (i < s.held.size()) {
+    s.held.erase(s.held.begin(), s.held.begin() + static_cast<std::ptrdiff_t>(i));
+    ++s.replays;
+    out.fill_from = s.hi;
+  } else {
+    s.held.clear();
+  }
+  return out;
+}
+
+std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
+  State& s = state(thread_id);
+  std::vector<FramePtr> out;
+  if (s.replays > 0) --s.replays;
+  if (s.replays > 0) return out;
   std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [seq, frame] : s.held) {
     if (s.hi != 0 && seq <= s.hi) continue;
     if (s.hi == 0) s.lo = seq;
     s.hi = seq;
-    out.push_back(std::move(frame));
+    if (frame) out.push_back(std::move(frame));
   }
   s.held.clear();
+  return out;
+}
+
+std::vector<std::pair<std::string, int64_t>> DeliveryCursor::begin_resync() {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (auto& [thread_id, s] : threads_) {
+    if (s.hi == 0 || s.replays > 0) continue;  // a running replay reads the store anyway
+    ++s.replays;
+    out.emplace_back(thread_id, s.hi);
+  }
   return out;
 }
 

@@ -1,17 +1,22 @@
 // DeliveryCursor: for one connection, which messages of each thread it has
-// been sent, so that live delivery and a replay (subscribe_thread with
-// since_seq) together send every message once, and a replay in seq order.
+// been sent, so that live delivery, a replay (subscribe_thread with
+// since_seq) and a gap fill together send every message once, in seq order.
 //
-// Model: live delivery on a connection is in seq order, so the seqs a
-// connection was sent form one range [lo, hi] per thread. While a replay of a
-// thread runs, live messages of that thread are held; when the replay ends
-// they go out after it, skipping what the replay already sent.
+// Model: the seqs a connection was sent form one range [lo, hi] per thread.
+// While a replay of a thread runs, live messages of that thread are held;
+// when the replay ends they go out after it, skipping what the replay already
+// sent. The bus is only a fast path (it may lose or reorder events across
+// nodes): a live message beyond hi + 1 means the bus missed some, so the
+// cursor holds it and asks the caller to fill the gap from the store, which
+// runs as a replay from hi. The first message a connection gets on a thread
+// sets the start: a gap before it is the client's to fill with since_seq.
 // Not thread-safe: one connection, one loop thread.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "bus/bus.h"
@@ -20,24 +25,40 @@ namespace parley {
 
 class DeliveryCursor {
  public:
-  // A live message. True: send it now. False: it was sent already or is held.
-  bool live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
+  struct Decision {
+    bool send = false;       // send this frame now
+    int64_t fill_from = -1;  // >= 0: a gap fill began; read the store after this seq (see replayed/end_replay)
+  };
+  // A live message. `frame` null: the connection's own message (it gets
+  // message_sent instead), which counts as sent and is never sent.
+  Decision live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
   // Starts a replay of messages with seq > since_seq.
   void begin_replay(const std::string& thread_id, int64_t since_seq);
   // A replayed message (ascending seq). True: send it.
   bool replayed(const std::string& thread_id, int64_t seq);
-  // Ends the replay begun with since_seq; replayed_up_to is the highest seq it
-  // read (sent or skipped), or since_seq when it read nothing. Returns the
-  // held frames to send now, in order (none while another replay still runs).
-  std::vector<FramePtr> end_replay(const std::string& thread_id, int64_t since_seq, int64_t replayed_up_to);
+  struct ReplayEnd {
+    std::vector<FramePtr> frames;  // held frames to send now, in order
+    int64_t fill_from = -1;        // >= 0: the held frames still have a gap; a fill from here began
+  };
+  // Ends a replay (or a fill) begun from since_seq; replayed_up_to is the
+  // highest seq it read (sent or skipped), or since_seq when it read nothing.
+  // No frames while another replay of the thread still runs.
+  ReplayEnd end_replay(const std::string& thread_id, int64_t since_seq, int64_t replayed_up_to);
+  // Gives up a fill that cannot find the missing seqs (the store does not
+  // have them): ends it and returns the held frames past hi, in order,
+  // accepting the gap.
+  std::vector<FramePtr> skip_gap(const std::string& thread_id);
+  // After the bus may have lost events (it reconnected): begins a fill from
+  // hi on every thread that has one and no replay running; returns them.
+  std::vector<std::pair<std::string, int64_t>> begin_resync();
   // Highest seq sent on this connection for the thread (0 = none).
   int64_t last_sent(const std::string& thread_id) const;
 
  private:
   struct State {
     int64_t lo = 0, hi = 0;  // sent range; hi == 0: nothing sent yet
-    int replays = 0;         // replays running (a client may overlap them)
-    std::vector<std::pair<int64_t, FramePtr>> held;
+    int replays = 0;         // replays and fills running (a client may overlap them)
+    std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
   };
   State& state(const std::string& thread_id);
 

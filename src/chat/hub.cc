@@ -52,7 +52,13 @@ const std::vector<ClientSession*>& Hub::resolve(const BusEvent& event) {
   return r.sessions;
 }
 
+void Hub::resync() {
+  for (auto& [user, sessions] : by_user_)
+    for (ClientSession* s : sessions) s->resync();
+}
+
 void Hub::dispatch(const BusEvent& event) {
+  if (event.resync) return resync();
   if (!event.recipients) return;
   const auto& sessions = resolve(event);
   if (sessions.empty()) return;
@@ -60,7 +66,10 @@ void Hub::dispatch(const BusEvent& event) {
   Delivery delivery(event, sessions.size() > 1);
   uint64_t delivered = 0;
   for (ClientSession* s : sessions) {
-    if (!event.exclude_session.empty() && s->session_id() == event.exclude_session) continue;
+    if (!event.exclude_session.empty() && s->session_id() == event.exclude_session) {
+      s->excluded(event);
+      continue;
+    }
     s->deliver(delivery);
     ++delivered;
   }

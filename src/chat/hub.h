@@ -26,6 +26,8 @@ class Hub {
   // Delivers to every local session of the event's recipients. Sessions must
   // not add or remove themselves from inside deliver().
   void dispatch(const BusEvent& event);
+  // Every session re-checks its threads against the store (the bus reconnected).
+  void resync();
   size_t session_count() const { return count_; }
   bool has_user(const std::string& user_id) const { return by_user_.count(user_id) != 0; }
 

@@ -10,6 +10,15 @@ void Presence::set_hooks(Scheduler schedule, Announce announce) {
   announce_ = std::move(announce);
 }
 
+void Presence::set_directory(PresenceDirectory* directory) {
+  directory_ = directory;
+  // A node died with this user's last connection: unless the user is back
+  // here meanwhile, they are offline.
+  directory_->set_gone_hook([this](const std::string& user_id) {
+    if (!online_here(user_id) && announce_) announce_(user_id, false);
+  });
+}
+
 bool Presence::connect(const std::string& user_id) {
   bool announce = false;
   {
@@ -23,7 +32,14 @@ bool Presence::connect(const std::string& user_id) {
     ++e.generation;
     if (!e.announced_online) announce = e.announced_online = true;
   }
-  if (announce && announce_) announce_(user_id, true);
+  if (!announce) return true;
+  if (!directory_) {
+    if (announce_) announce_(user_id, true);
+    return true;
+  }
+  directory_->node_online(user_id, [this, user_id](bool first) {
+    if (first && announce_) announce_(user_id, true);
+  });
   return true;
 }
 
@@ -52,10 +68,20 @@ void Presence::grace_over(const std::string& user_id, uint64_t generation) {
     if (it == users_.end() || it->second.generation != generation || it->second.connections > 0) return;
     users_.erase(it);
   }
-  if (announce_) announce_(user_id, false);
+  if (!directory_) {
+    if (announce_) announce_(user_id, false);
+    return;
+  }
+  directory_->node_offline(user_id, [this, user_id](bool last) {
+    if (last && announce_) announce_(user_id, false);
+  });
 }
 
 bool Presence::online(const std::string& user_id) const {
+  return online_here(user_id) || (directory_ && directory_->known_online(user_id));
+}
+
+bool Presence::online_here(const std::string& user_id) const {
   std::lock_guard lock(mu_);
   auto it = users_.find(user_id);
   return it != users_.end() && it->second.connections > 0;

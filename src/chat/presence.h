@@ -1,8 +1,11 @@
 // Presence: who has open connections in this process, the per-user
 // connection limit, and the online/offline announcements, with a grace period
 // after a user's last connection closes so that a page reload does not flap.
-// Thread-safe. The hooks are set once at start, before the first connect();
-// they are called without locks held and must not block.
+// Whether other nodes have the user too comes from a PresenceDirectory: a
+// user comes online when the first node has a connection and goes offline
+// when the last one has none (or died).
+// Thread-safe. The hooks and the directory are set once at start, before the
+// first connect(); hooks are called without locks held and must not block.
 #pragma once
 
 #include <chrono>
@@ -11,6 +14,8 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+
+#include "chat/presence_directory.h"
 
 namespace parley {
 
@@ -21,12 +26,15 @@ class Presence {
 
   Presence(int max_connections_per_user, std::chrono::milliseconds grace);
   void set_hooks(Scheduler schedule, Announce announce);
+  // Several nodes: the directory they share (not owned). None: this process only.
+  void set_directory(PresenceDirectory* directory);
 
   // A connection of user_id opened. False (and nothing counted) past the per-user limit.
   bool connect(const std::string& user_id);
   void disconnect(const std::string& user_id);
-  // True while the user has at least one open connection.
+  // True while the user has at least one open connection, here or on another node.
   bool online(const std::string& user_id) const;
+  // Users with a connection to this process.
   size_t users_online() const;
 
  private:
@@ -36,6 +44,7 @@ class Presence {
     uint64_t generation = 0;  // bumps on every change; a stale grace timer sees it moved
   };
   void grace_over(const std::string& user_id, uint64_t generation);
+  bool online_here(const std::string& user_id) const;
 
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> users_;
@@ -44,6 +53,7 @@ class Presence {
   std::chrono::milliseconds grace_;
   Scheduler schedule_;
   Announce announce_;
+  PresenceDirectory* directory_ = nullptr;
 };
 
 }  // namespace parley

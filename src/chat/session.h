@@ -1,7 +1,7 @@
 // ClientSession: one authenticated client connection as the chat layer sees
 // it, whatever the transport (the WebSocket JSON protocol, Socket.IO). A
-// session belongs to one event loop; deliver() is called only on that loop's
-// thread.
+// session belongs to one event loop; its methods are called only on that
+// loop's thread.
 //
 // Delivery: one fan-out event as one loop hands it to its sessions. It gives
 // each session the event in that session's wire format: encoded once per
@@ -46,6 +46,12 @@ class ClientSession {
   virtual const std::string& user_id() const = 0;
   // A fan-out event for this session's user. Loop thread only.
   virtual void deliver(Delivery& delivery) = 0;
+  // An event this session must not get (event.exclude_session is its own: it
+  // sent the message). Still told, so that its own seq is not taken for a gap.
+  virtual void excluded(const BusEvent& event) = 0;
+  // The bus may have lost events (it reconnected): re-check every thread
+  // against the store.
+  virtual void resync() = 0;
 };
 
 }  // namespace parley

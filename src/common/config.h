@@ -50,6 +50,7 @@ struct Config {
   bool metrics_enabled = true;
   std::string registration = "open";      // "open": anyone who reaches the port may register; "closed": only `parley user add`
   std::vector<std::string> allowed_origins;  // empty = any Origin
+  std::string redis_url;                  // redis://HOST:PORT: the Redis bus and shared state; empty = in-process
   // The roles a user may have (registration, `parley user add`); a user
   // registered without one gets kDefaultRole.
   std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};

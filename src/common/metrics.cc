@@ -72,6 +72,21 @@ std::string Metrics::render() const {
   o << "# HELP parley_slow_consumer_disconnects_total Connections dropped for a full outbound queue.\n"
     << "# TYPE parley_slow_consumer_disconnects_total counter\n"
     << "parley_slow_consumer_disconnects_total " << slow_consumer_drops.load() << "\n";
+  o << "# HELP parley_gap_fills_total Store reads for messages the bus did not bring (lost or reordered events).\n"
+    << "# TYPE parley_gap_fills_total counter\n"
+    << "parley_gap_fills_total " << gap_fills.load() << "\n";
+  o << "# HELP parley_bus_published_total Events sent to the networked bus.\n"
+    << "# TYPE parley_bus_published_total counter\n"
+    << "parley_bus_published_total " << bus_published.load() << "\n";
+  o << "# HELP parley_bus_received_total Events received from other nodes.\n"
+    << "# TYPE parley_bus_received_total counter\n"
+    << "parley_bus_received_total " << bus_received.load() << "\n";
+  o << "# HELP parley_bus_dropped_total Events not sent while the bus was disconnected (receivers resync from the store).\n"
+    << "# TYPE parley_bus_dropped_total counter\n"
+    << "parley_bus_dropped_total " << bus_dropped.load() << "\n";
+  o << "# HELP parley_bus_reconnects_total Reconnections of the networked bus.\n"
+    << "# TYPE parley_bus_reconnects_total counter\n"
+    << "parley_bus_reconnects_total " << bus_reconnects.load() << "\n";
   o << "# HELP parley_errors_total Errors answered to clients, by code.\n# TYPE parley_errors_total counter\n";
   for (int i = 0; i < kMaxCodes; ++i) {
     const char* name = error_codes_[i].load();

@@ -23,6 +23,11 @@ class Metrics {
   std::atomic<uint64_t> socket_write_waits{0};     // writes that found the socket buffer full (backpressure)
   std::atomic<uint64_t> http_requests{0};
   std::atomic<uint64_t> slow_consumer_drops{0};
+  std::atomic<uint64_t> gap_fills{0};              // store reads for seqs the bus did not bring
+  std::atomic<uint64_t> bus_published{0};          // events sent to the networked bus
+  std::atomic<uint64_t> bus_received{0};           // events from other nodes
+  std::atomic<uint64_t> bus_dropped{0};            // events not sent while the bus was down (a resync follows)
+  std::atomic<uint64_t> bus_reconnects{0};
 
   void count_error(std::string_view code);
   // Latency of one storage group commit, microseconds.

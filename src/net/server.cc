@@ -32,12 +32,13 @@ struct Server::Impl {
     });
   }
 
-  Impl(const Config& c, ChatService& ch, ThreadPool& w, std::string bus_name)
+  Impl(const Config& c, ChatService& ch, ThreadPool& w, std::string bus_name, std::function<bool()> bus_ok)
       : config(c),
         chat(ch),
         workers(w),
         rest(ch, HealthInfo{[] { return static_cast<size_t>(std::max<int64_t>(Metrics::get().connections.load(), 0)); },
-                            [&ch] { return ch.presence().users_online(); }, std::move(bus_name)}) {
+                            [&ch] { return ch.presence().users_online(); }, std::move(bus_name),
+                            std::move(bus_ok)}) {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
@@ -96,8 +97,9 @@ struct Server::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
 };
 
-Server::Server(const Config& config, ChatService& chat, ThreadPool& workers, std::string bus_name)
-    : impl_(std::make_unique<Impl>(config, chat, workers, std::move(bus_name))) {}
+Server::Server(const Config& config, ChatService& chat, ThreadPool& workers, std::string bus_name,
+               std::function<bool()> bus_ok)
+    : impl_(std::make_unique<Impl>(config, chat, workers, std::move(bus_name), std::move(bus_ok))) {}
 
 Server::~Server() = default;
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -19,7 +20,9 @@ namespace parley {
 
 class Server {
  public:
-  Server(const Config& config, ChatService& chat, ThreadPool& workers, std::string bus_name);
+  // bus_ok: whether the bus is connected, for /health (none: always).
+  Server(const Config& config, ChatService& chat, ThreadPool& workers, std::string bus_name,
+         std::function<bool()> bus_ok = {});
   ~Server();
 
   // Binds and listens; returns the bound port (useful with port 0).

@@ -80,7 +80,9 @@ class ChatServiceTest : public ::testing::Test {
     char tmpl[] = "/tmp/parley_chat_test_XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    auto store = open_sqlite_store(StoreOptions{dir_ + "/data", false, 4096, {}});
+    StoreOptions options;
+    options.data_dir = dir_ + "/data";
+    auto store = open_sqlite_store(options);
     ASSERT_TRUE(store.ok()) << store.error().message;
     store_ = std::move(*store);
     bus_ = make_local_bus();

@@ -28,7 +28,7 @@ std::vector<std::string> replay(DeliveryCursor& c, const std::string& t, int64_t
     last = seq;
     if (c.replayed(t, seq)) sent.push_back("m" + std::to_string(seq));
   }
-  for (auto& s : texts(c.end_replay(t, since, last))) sent.push_back(s);
+  for (auto& s : texts(c.end_replay(t, since, last).frames)) sent.push_back(s);
   return sent;
 }
 
@@ -38,87 +38,87 @@ TEST(DeliveryCursor, NothingSentYet) { EXPECT_EQ(DeliveryCursor().last_sent(kT),
 
 TEST(DeliveryCursor, LiveInOrderSendsEachOnce) {
   DeliveryCursor c;
-  for (int64_t s = 1; s <= 3; ++s) EXPECT_TRUE(c.live(kT, s, frame(s))) << s;
+  for (int64_t s = 1; s <= 3; ++s) EXPECT_TRUE(c.live(kT, s, frame(s)).send) << s;
   EXPECT_EQ(c.last_sent(kT), 3);
 }
 
 TEST(DeliveryCursor, LiveRepeatsDropped) {
   DeliveryCursor c;
-  EXPECT_TRUE(c.live(kT, 1, frame(1)));
-  EXPECT_TRUE(c.live(kT, 2, frame(2)));
-  EXPECT_FALSE(c.live(kT, 2, frame(2)));
-  EXPECT_FALSE(c.live(kT, 1, frame(1)));
-  EXPECT_TRUE(c.live(kT, 3, frame(3)));
+  EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
+  EXPECT_TRUE(c.live(kT, 2, frame(2)).send);
+  EXPECT_FALSE(c.live(kT, 2, frame(2)).send);
+  EXPECT_FALSE(c.live(kT, 1, frame(1)).send);
+  EXPECT_TRUE(c.live(kT, 3, frame(3)).send);
   EXPECT_EQ(c.last_sent(kT), 3);
 }
 
 TEST(DeliveryCursor, LiveFirstMessageNeedNotBeSeqOne) {
   DeliveryCursor c;
-  EXPECT_TRUE(c.live(kT, 41, frame(41)));
-  EXPECT_FALSE(c.live(kT, 41, frame(41)));
-  EXPECT_TRUE(c.live(kT, 42, frame(42)));
+  EXPECT_TRUE(c.live(kT, 41, frame(41)).send);
+  EXPECT_FALSE(c.live(kT, 41, frame(41)).send);
+  EXPECT_TRUE(c.live(kT, 42, frame(42)).send);
   EXPECT_EQ(c.last_sent(kT), 42);
 }
 
 TEST(DeliveryCursor, ThreadsAreIndependent) {
   DeliveryCursor c;
-  EXPECT_TRUE(c.live(kT, 5, frame(5)));
-  EXPECT_TRUE(c.live(kU, 1, frame(1)));
+  EXPECT_TRUE(c.live(kT, 5, frame(5)).send);
+  EXPECT_TRUE(c.live(kU, 1, frame(1)).send);
   EXPECT_EQ(c.last_sent(kT), 5);
   EXPECT_EQ(c.last_sent(kU), 1);
   c.begin_replay(kU, 1);
-  EXPECT_TRUE(c.live(kT, 6, frame(6))) << "a replay of another thread must not hold this one";
-  EXPECT_FALSE(c.live(kU, 2, frame(2)));  // held
-  EXPECT_EQ(texts(c.end_replay(kU, 1, 1)), Seqs({"m2"}));
+  EXPECT_TRUE(c.live(kT, 6, frame(6)).send) << "a replay of another thread must not hold this one";
+  EXPECT_FALSE(c.live(kU, 2, frame(2)).send);  // held
+  EXPECT_EQ(texts(c.end_replay(kU, 1, 1).frames), Seqs({"m2"}));
 }
 
 TEST(DeliveryCursor, LiveDuringReplayIsHeldAndFlushedAfterInOrder) {
   DeliveryCursor c;
   c.begin_replay(kT, 0);
-  EXPECT_FALSE(c.live(kT, 4, frame(4)));
-  EXPECT_FALSE(c.live(kT, 5, frame(5)));
+  EXPECT_FALSE(c.live(kT, 4, frame(4)).send);
+  EXPECT_FALSE(c.live(kT, 5, frame(5)).send);
   // The replay read 1..3 (committed before 4 and 5).
   EXPECT_TRUE(c.replayed(kT, 1));
   EXPECT_TRUE(c.replayed(kT, 2));
   EXPECT_TRUE(c.replayed(kT, 3));
-  EXPECT_EQ(texts(c.end_replay(kT, 0, 3)), Seqs({"m4", "m5"}));
+  EXPECT_EQ(texts(c.end_replay(kT, 0, 3).frames), Seqs({"m4", "m5"}));
   EXPECT_EQ(c.last_sent(kT), 5);
 }
 
 TEST(DeliveryCursor, HeldMessagesTheReplayAlsoReadAreNotSentTwice) {
   DeliveryCursor c;
   c.begin_replay(kT, 0);
-  EXPECT_FALSE(c.live(kT, 2, frame(2)));
-  EXPECT_FALSE(c.live(kT, 3, frame(3)));
-  EXPECT_FALSE(c.live(kT, 4, frame(4)));
+  EXPECT_FALSE(c.live(kT, 2, frame(2)).send);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+  EXPECT_FALSE(c.live(kT, 4, frame(4)).send);
   // The replay's read saw 1..3; 4 committed after it.
   EXPECT_EQ(replay(c, kT, 0, {1, 2, 3}), Seqs({"m1", "m2", "m3", "m4"}));
   EXPECT_EQ(c.last_sent(kT), 4);
-  EXPECT_FALSE(c.live(kT, 4, frame(4)));
-  EXPECT_TRUE(c.live(kT, 5, frame(5)));
+  EXPECT_FALSE(c.live(kT, 4, frame(4)).send);
+  EXPECT_TRUE(c.live(kT, 5, frame(5)).send);
 }
 
 TEST(DeliveryCursor, HeldFramesSortedBySeq) {
   DeliveryCursor c;
   c.begin_replay(kT, 0);
-  EXPECT_FALSE(c.live(kT, 3, frame(3)));
-  EXPECT_FALSE(c.live(kT, 2, frame(2)));
-  EXPECT_EQ(texts(c.end_replay(kT, 0, 1)), Seqs({"m2", "m3"}));
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+  EXPECT_FALSE(c.live(kT, 2, frame(2)).send);
+  EXPECT_EQ(texts(c.end_replay(kT, 0, 1).frames), Seqs({"m2", "m3"}));
 }
 
 TEST(DeliveryCursor, LiveSentBeforeReplayIsNotReplayedAgain) {
   DeliveryCursor c;
-  EXPECT_TRUE(c.live(kT, 5, frame(5)));
-  EXPECT_TRUE(c.live(kT, 6, frame(6)));
+  EXPECT_TRUE(c.live(kT, 5, frame(5)).send);
+  EXPECT_TRUE(c.live(kT, 6, frame(6)).send);
   EXPECT_EQ(replay(c, kT, 2, {3, 4, 5, 6, 7}), Seqs({"m3", "m4", "m7"}));
   EXPECT_EQ(c.last_sent(kT), 7);
-  EXPECT_FALSE(c.live(kT, 7, frame(7)));
-  EXPECT_TRUE(c.live(kT, 8, frame(8)));
+  EXPECT_FALSE(c.live(kT, 7, frame(7)).send);
+  EXPECT_TRUE(c.live(kT, 8, frame(8)).send);
 }
 
 TEST(DeliveryCursor, ReplayFromBeforeEverythingSentLiveFillsTheGapOnly) {
   DeliveryCursor c;
-  EXPECT_TRUE(c.live(kT, 3, frame(3)));
+  EXPECT_TRUE(c.live(kT, 3, frame(3)).send);
   EXPECT_EQ(replay(c, kT, 0, {1, 2, 3}), Seqs({"m1", "m2"}));
   EXPECT_EQ(c.last_sent(kT), 3);
   // A second full replay sends nothing again.
@@ -127,54 +127,54 @@ TEST(DeliveryCursor, ReplayFromBeforeEverythingSentLiveFillsTheGapOnly) {
 
 TEST(DeliveryCursor, ReplayAfterLastSentSendsOnlyNewer) {
   DeliveryCursor c;
-  for (int64_t s = 1; s <= 3; ++s) ASSERT_TRUE(c.live(kT, s, frame(s)));
+  for (int64_t s = 1; s <= 3; ++s) ASSERT_TRUE(c.live(kT, s, frame(s)).send);
   c.begin_replay(kT, 3);
-  EXPECT_FALSE(c.live(kT, 5, frame(5)));
+  EXPECT_FALSE(c.live(kT, 5, frame(5)).send);
   EXPECT_TRUE(c.replayed(kT, 4));
-  EXPECT_EQ(texts(c.end_replay(kT, 3, 4)), Seqs({"m5"}));
+  EXPECT_EQ(texts(c.end_replay(kT, 3, 4).frames), Seqs({"m5"}));
   EXPECT_EQ(c.last_sent(kT), 5);
 }
 
 TEST(DeliveryCursor, ReplayWithNothingToReadFlushesHeld) {
   DeliveryCursor c;
   c.begin_replay(kT, 0);
-  EXPECT_FALSE(c.live(kT, 1, frame(1)));
+  EXPECT_FALSE(c.live(kT, 1, frame(1)).send);
   // The replay's read ran before message 1 committed: it saw nothing.
-  EXPECT_EQ(texts(c.end_replay(kT, 0, 0)), Seqs({"m1"}));
+  EXPECT_EQ(texts(c.end_replay(kT, 0, 0).frames), Seqs({"m1"}));
   EXPECT_EQ(c.last_sent(kT), 1);
 }
 
 TEST(DeliveryCursor, EmptyReplayLeavesLastSentAlone) {
   DeliveryCursor c;
-  EXPECT_TRUE(c.live(kT, 1, frame(1)));
-  EXPECT_TRUE(c.live(kT, 2, frame(2)));
+  EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
+  EXPECT_TRUE(c.live(kT, 2, frame(2)).send);
   EXPECT_EQ(replay(c, kT, 2, {}), Seqs({}));
   EXPECT_EQ(c.last_sent(kT), 2);
-  EXPECT_TRUE(c.live(kT, 3, frame(3)));
+  EXPECT_TRUE(c.live(kT, 3, frame(3)).send);
 }
 
 TEST(DeliveryCursor, EmptyReplayOnFreshThread) {
   DeliveryCursor c;
   EXPECT_EQ(replay(c, kT, 0, {}), Seqs({}));
   EXPECT_EQ(c.last_sent(kT), 0);
-  EXPECT_TRUE(c.live(kT, 1, frame(1)));
+  EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
 }
 
 TEST(DeliveryCursor, LastSentAfterReplayIsHighestReplayed) {
   DeliveryCursor c;
   EXPECT_EQ(replay(c, kT, 10, {11, 12}), Seqs({"m11", "m12"}));
   EXPECT_EQ(c.last_sent(kT), 12);
-  EXPECT_FALSE(c.live(kT, 12, frame(12)));
-  EXPECT_TRUE(c.live(kT, 13, frame(13)));
+  EXPECT_FALSE(c.live(kT, 12, frame(12)).send);
+  EXPECT_TRUE(c.live(kT, 13, frame(13)).send);
 }
 
 TEST(DeliveryCursor, OverlappingReplaysSameSinceSendEachOnce) {
   DeliveryCursor c;
   c.begin_replay(kT, 0);
   c.begin_replay(kT, 0);
-  EXPECT_FALSE(c.live(kT, 4, frame(4)));
+  EXPECT_FALSE(c.live(kT, 4, frame(4)).send);
   EXPECT_EQ(replay(c, kT, 0, {1, 2, 3}), Seqs({"m1", "m2", "m3"}));  // first ends: others still running
-  EXPECT_FALSE(c.live(kT, 5, frame(5)));                             // still held
+  EXPECT_FALSE(c.live(kT, 5, frame(5)).send);                             // still held
   EXPECT_EQ(replay(c, kT, 0, {1, 2, 3, 4}), Seqs({"m4", "m5"}));
   EXPECT_EQ(c.last_sent(kT), 5);
 }
@@ -206,6 +206,133 @@ TEST(DeliveryCursor, OverlappingReplaysEmptyNarrowFirstDoesNotHideWiderOne) {
   c.begin_replay(kT, 0);
   EXPECT_EQ(replay(c, kT, 5, {}), Seqs({}));  // nothing after 5
   EXPECT_EQ(replay(c, kT, 0, {1, 2, 3, 4, 5}), Seqs({"m1", "m2", "m3", "m4", "m5"}));
+}
+
+// ---- gaps: the bus missed events, the store fills them
+
+TEST(DeliveryCursor, GapHoldsTheMessageAndAsksForAFillFromLastSent) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_TRUE(c.live(kT, 2, frame(2)).send);
+  auto d = c.live(kT, 5, frame(5));
+  EXPECT_FALSE(d.send);
+  EXPECT_EQ(d.fill_from, 2);
+  EXPECT_EQ(c.last_sent(kT), 2) << "nothing past the gap counts as sent before the fill";
+  // The fill reads 3..5 from the store: 3 and 4 go out from it, 5 too (held
+  // frame 5 is then a duplicate and dropped).
+  EXPECT_EQ(replay(c, kT, 2, {3, 4, 5}), Seqs({"m3", "m4", "m5"}));
+  EXPECT_EQ(c.last_sent(kT), 5);
+  EXPECT_FALSE(c.live(kT, 5, frame(5)).send);
+  EXPECT_TRUE(c.live(kT, 6, frame(6)).send);
+}
+
+TEST(DeliveryCursor, NoGapMeansNoFill) {
+  DeliveryCursor c;
+  for (int64_t s = 1; s <= 4; ++s) EXPECT_EQ(c.live(kT, s, frame(s)).fill_from, -1) << s;
+}
+
+TEST(DeliveryCursor, LiveMessagesDuringAFillAreHeldThenSentOnce) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
+  auto d = c.live(kT, 4, frame(4));
+  EXPECT_FALSE(d.send);
+  EXPECT_EQ(d.fill_from, -1) << "one fill at a time per thread";
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);  // a late duplicate from another publisher
+  // The fill's read saw 2..3 (4 committed after it).
+  EXPECT_EQ(replay(c, kT, 1, {2, 3}), Seqs({"m2", "m3", "m4"}));
+  EXPECT_EQ(c.last_sent(kT), 4);
+}
+
+TEST(DeliveryCursor, ReorderedEventsFromTwoNodesStillGoOutInOrderOnce) {
+  // Node A publishes 2, node B publishes 3; B's reaches this node first.
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
+  EXPECT_FALSE(c.live(kT, 2, frame(2)).send);  // held during the fill
+  EXPECT_EQ(replay(c, kT, 1, {2, 3}), Seqs({"m2", "m3"}));
+  EXPECT_FALSE(c.live(kT, 2, frame(2)).send);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+}
+
+TEST(DeliveryCursor, HeldFramesWithAGapLeftAfterTheFillStartAnotherFill) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
+  EXPECT_FALSE(c.live(kT, 6, frame(6)).send);
+  // The fill read 2..3 only; 4 and 5 are still missing before held 6.
+  EXPECT_TRUE(c.replayed(kT, 2));
+  EXPECT_TRUE(c.replayed(kT, 3));
+  auto end = c.end_replay(kT, 1, 3);
+  EXPECT_TRUE(end.frames.empty());
+  EXPECT_EQ(end.fill_from, 3);
+  EXPECT_EQ(replay(c, kT, 3, {4, 5, 6}), Seqs({"m4", "m5", "m6"}));
+  EXPECT_EQ(c.last_sent(kT), 6);
+}
+
+TEST(DeliveryCursor, OwnMessagesAdvanceTheCursorWithoutBeingSent) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  auto own = c.live(kT, 2, nullptr);
+  EXPECT_FALSE(own.send);
+  EXPECT_EQ(own.fill_from, -1);
+  EXPECT_EQ(c.last_sent(kT), 2);
+  auto next = c.live(kT, 3, frame(3));
+  EXPECT_TRUE(next.send) << "the connection's own message is not a gap";
+  EXPECT_EQ(next.fill_from, -1);
+}
+
+TEST(DeliveryCursor, OwnMessageInsideAFillIsNotSentBack) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 3, nullptr).fill_from, 1);  // 2 was lost; 3 is this connection's own
+  EXPECT_EQ(replay(c, kT, 1, {2, 3}), Seqs({"m2"}));
+  EXPECT_EQ(c.last_sent(kT), 3);
+  EXPECT_TRUE(c.live(kT, 4, frame(4)).send);
+}
+
+TEST(DeliveryCursor, FillThatReadNothingAsksForAnotherFill) {
+  // A fill whose read failed (store down) ends with nothing read: the held
+  // frames cannot be sent before the gap, so another fill is asked for.
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
+  auto end = c.end_replay(kT, 1, 1);
+  EXPECT_TRUE(end.frames.empty());
+  EXPECT_EQ(end.fill_from, 1);
+  EXPECT_EQ(replay(c, kT, 1, {2, 3}), Seqs({"m2", "m3"}));
+}
+
+TEST(DeliveryCursor, ResyncFillsEveryThreadWithoutAReplayRunning) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 4, frame(4)).send);
+  ASSERT_TRUE(c.live(kU, 9, frame(9)).send);
+  c.begin_replay(kU, 0);
+  auto fills = c.begin_resync();
+  ASSERT_EQ(fills.size(), 1u);
+  EXPECT_EQ(fills[0], std::make_pair(kT, int64_t{4}));
+  // The bus lost 5 and 6 of kT and nothing else comes: the fill finds them.
+  EXPECT_EQ(replay(c, kT, 4, {5, 6}), Seqs({"m5", "m6"}));
+  EXPECT_EQ(replay(c, kU, 0, {}), Seqs({}));
+  EXPECT_EQ(c.last_sent(kT), 6);
+}
+
+TEST(DeliveryCursor, ResyncSkipsThreadsNothingWasSentOn) {
+  DeliveryCursor c;
+  c.begin_replay(kT, 0);
+  EXPECT_EQ(replay(c, kT, 0, {}), Seqs({}));
+  EXPECT_TRUE(c.begin_resync().empty());
+}
+
+TEST(DeliveryCursor, SkippingAGapSendsTheHeldFramesInOrder) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 4, frame(4)).fill_from, 1);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+  EXPECT_EQ(texts(c.skip_gap(kT)), Seqs({"m3", "m4"})) << "once each, in seq order";
+  EXPECT_EQ(c.last_sent(kT), 4);
+  EXPECT_TRUE(c.live(kT, 5, frame(5)).send);
 }
 
 }  // namespace

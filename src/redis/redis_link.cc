@@ -1,0 +1,190 @@
+#include "redis/redis_link.h"
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+namespace parley {
+
+constexpr std::chrono::milliseconds kFirstBackoff{100};
+constexpr std::chrono::milliseconds kMaxBackoff{2000};
+
+Result<RedisEndpoint> RedisEndpoint::parse(const std::string& url) {
+  constexpr std::string_view kScheme = "redis://";
+  auto bad = [&] { return bad_input("invalid_redis_url", "expected redis://[:PASSWORD@]HOST:PORT"); };
+  if (url.compare(0, kScheme.size(), kScheme) != 0) return bad();
+  std::string rest = url.substr(kScheme.size());
+  if (auto slash = rest.find('/'); slash != std::string::npos) rest.resize(slash);  // a /DB suffix is ignored: pub/sub has no databases
+  RedisEndpoint e;
+  if (auto at = rest.rfind('@'); at != std::string::npos) {
+    std::string auth = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    auto colon = auth.find(':');
+    e.password = colon == std::string::npos ? auth : auth.substr(colon + 1);
+  }
+  std::string port;
+  if (!rest.empty() && rest[0] == '[') {  // [::1]:6379
+    auto close = rest.find(']');
+    if (close == std::string::npos) return bad();
+    e.host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') return bad();
+      port = rest.substr(close + 2);
+    }
+  } else {
+    auto colon = rest.rfind(':');
+    e.host = rest.substr(0, colon);
+    if (colon != std::string::npos) port = rest.substr(colon + 1);
+  }
+  if (e.host.empty()) return bad();
+  if (!port.empty()) {
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), e.port);
+    if (ec != std::errc() || p != port.data() + port.size() || e.port < 1 || e.port > 65535) return bad();
+  }
+  return e;
+}
+
+std::string RedisEndpoint::describe() const {
+  bool v6 = host.find(':') != std::string::npos;
+  return "redis://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+RedisLink::RedisLink(Reactor& reactor, RedisEndpoint endpoint, std::string name, std::function<void()> on_up,
+                     std::function<void()> on_down)
+    : reactor_(reactor),
+      endpoint_(std::move(endpoint)),
+      name_(std::move(name)),
+      on_up_(std::move(on_up)),
+      on_down_(std::move(on_down)) {}
+
+RedisLink::~RedisLink() { *alive_ = false; }
+
+void RedisLink::start() {
+  retry_pending_ = false;
+  if (stopped_ || ctx_) return;
+  redisAsyncContext* ac = redisAsyncConnect(endpoint_.host.c_str(), endpoint_.port);
+  if (!ac) return lost("out of memory");
+  if (ac->err) {
+    std::string why = ac->errstr;
+    redisAsyncFree(ac);
+    return lost(why.c_str());
+  }
+  attach(ac);
+}
+
+// The hiredis event hooks, on our reactor: hiredis says which readiness it
+// needs, the watch calls back when the socket has it.
+void RedisLink::attach(redisAsyncContext* ac) {
+  ctx_ = ac;
+  ac->data = this;
+  watch_ = reactor_.watch(
+      ac->c.fd, [ac] { redisAsyncHandleRead(ac); }, [ac] { redisAsyncHandleWrite(ac); });
+  ac->ev.data = this;
+  ac->ev.addRead = [](void* p) { static_cast<RedisLink*>(p)->watch_->want_read(true); };
+  ac->ev.delRead = [](void* p) { static_cast<RedisLink*>(p)->watch_->want_read(false); };
+  ac->ev.addWrite = [](void* p) { static_cast<RedisLink*>(p)->watch_->want_write(true); };
+  ac->ev.delWrite = [](void* p) { static_cast<RedisLink*>(p)->watch_->want_write(false); };
+  ac->ev.cleanup = [](void* p) { static_cast<RedisLink*>(p)->watch_.reset(); };
+  redisAsyncSetConnectCallback(ac, &RedisLink::on_connect);
+  redisAsyncSetDisconnectCallback(ac, &RedisLink::on_disconnect);
+}
+
+void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<RedisLink*>(ac->data);
+  if (status != REDIS_OK) {
+    // hiredis frees the context after this returns.
+    self->ctx_ = nullptr;
+    return self->lost(ac->errstr);
+  }
+  self->up_ = true;
+  self->backoff_ = kFirstBackoff;
+  spdlog::info("event=redis_connected link={} endpoint={}", self->name_, self->endpoint_.describe());
+  if (!self->endpoint_.password.empty()) {
+    self->command({"AUTH", self->endpoint_.password}, [name = self->name_](const redisReply* r) {
+      if (r && r->type == REDIS_REPLY_ERROR) spdlog::error("event=redis_auth_failed link={} error=\"{}\"", name, r->str);
+    });
+  }
+  if (self->on_up_) self->on_up_();
+}
+
+void RedisLink::on_disconnect(const redisAsyncContext* ac, int status) {
+  auto* self = static_cast<RedisLink*>(ac->data);
+  self->ctx_ = nullptr;  // hiredis frees it after this returns
+  self->on_message_ = nullptr;
+  if (self->stopped_) return;
+  self->lost(status == REDIS_OK ? "closed" : ac->errstr);
+}
+
+void RedisLink::lost(const char* why) {
+  bool was_up = up_;
+  up_ = false;
+  if (stopped_) return;
+  if (was_up || backoff_ == kFirstBackoff)
+    spdlog::warn("event=redis_down link={} endpoint={} error=\"{}\" retry_ms={}", name_, endpoint_.describe(), why,
+                 backoff_.count());
+  if (on_down_) on_down_();
+  if (retry_pending_) return;
+  retry_pending_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.schedule(backoff_, [this, alive] {
+    if (auto a = alive.lock(); a && *a) start();
+  });
+  backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+}
+
+void RedisLink::stop() {
+  stopped_ = true;
+  up_ = false;
+  if (ctx_) {
+    redisAsyncContext* ac = ctx_;
+    ctx_ = nullptr;
+    redisAsyncFree(ac);  // pending callbacks run with a null reply
+  }
+  watch_.reset();
+}
+
+void RedisLink::drop() {
+  if (ctx_) redisAsyncDisconnect(ctx_);
+}
+
+bool RedisLink::command(const std::vector<std::string_view>& argv, ReplyFn done) {
+  if (!ctx_ || !up_) return false;
+  std::vector<const char*> args;
+  std::vector<size_t> lens;
+  args.reserve(argv.size());
+  lens.reserve(argv.size());
+  for (auto a : argv) {
+    args.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* fn = done ? new ReplyFn(std::move(done)) : nullptr;
+  int rc = redisAsyncCommandArgv(ctx_, fn ? &RedisLink::on_reply : nullptr, fn, static_cast<int>(args.size()),
+                                 args.data(), lens.data());
+  if (rc != REDIS_OK) {
+    delete fn;
+    return false;
+  }
+  return true;
+}
+
+void RedisLink::on_reply(redisAsyncContext*, void* reply, void* privdata) {
+  std::unique_ptr<ReplyFn> fn(static_cast<ReplyFn*>(privdata));
+  (*fn)(static_cast<const redisReply*>(reply));
+}
+
+bool RedisLink::subscribe(const std::string& channel, ReplyFn on_message) {
+  if (!ctx_ || !up_) return false;
+  on_message_ = std::move(on_message);
+  const char* args[] = {"SUBSCRIBE", channel.data()};
+  size_t lens[] = {9, channel.size()};
+  return redisAsyncCommandArgv(ctx_, &RedisLink::on_subscription, this, 2, args, lens) == REDIS_OK;
+}
+
+void RedisLink::on_subscription(redisAsyncContext*, void* reply, void* privdata) {
+  auto* self = static_cast<RedisLink*>(privdata);
+  if (reply && self->on_message_) self->on_message_(static_cast<const redisReply*>(reply));
+}
+
+}  // namespace parley

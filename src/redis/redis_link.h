@@ -1,0 +1,82 @@
+// RedisLink: one hiredis asynchronous connection to Redis, run on a Reactor,
+// that reconnects by itself with backoff (100 ms doubling to 2 s) when Redis
+// goes away. The Redis bus keeps two: one for commands (PUBLISH, presence,
+// counters) and one in subscriber mode.
+//
+// Threading: construct anywhere; every other method, and every callback,
+// runs on the reactor's loop thread. stop() must run there before the link
+// is destroyed. Owned by its user (the bus).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/reactor.h"
+#include "common/error.h"
+
+struct redisAsyncContext;
+struct redisReply;
+
+namespace parley {
+
+// redis://[:PASSWORD@]HOST:PORT (the port defaults to 6379).
+struct RedisEndpoint {
+  std::string host;
+  int port = 6379;
+  std::string password;
+  static Result<RedisEndpoint> parse(const std::string& url);
+  std::string describe() const;  // redis://HOST:PORT, never the password
+};
+
+class RedisLink {
+ public:
+  // Called with nullptr when the link dropped before the reply came.
+  using ReplyFn = std::function<void(const redisReply*)>;
+
+  // on_up: connected (again): send SUBSCRIBE or queued work now. on_down:
+  // the connection was lost (or a connect failed); a retry is scheduled.
+  RedisLink(Reactor& reactor, RedisEndpoint endpoint, std::string name, std::function<void()> on_up,
+            std::function<void()> on_down);
+  ~RedisLink();
+
+  void start();
+  void stop();
+  bool up() const { return up_; }
+  // Sends a command if the link is up (false: it is not, nothing sent).
+  // done runs once, with the reply or nullptr.
+  bool command(const std::vector<std::string_view>& argv, ReplyFn done = {});
+  // Subscriber mode: every reply for the subscription (confirmations and
+  // messages) goes to on_message until the link drops.
+  bool subscribe(const std::string& channel, ReplyFn on_message);
+  // Drops the connection (it reconnects): for a Redis that stopped answering.
+  void drop();
+
+ private:
+  static void on_connect(const redisAsyncContext* ac, int status);
+  static void on_disconnect(const redisAsyncContext* ac, int status);
+  static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void on_subscription(redisAsyncContext* ac, void* reply, void* privdata);
+  void lost(const char* why);
+  void attach(redisAsyncContext* ac);
+
+  Reactor& reactor_;
+  RedisEndpoint endpoint_;
+  std::string name_;
+  std::function<void()> on_up_, on_down_;
+  redisAsyncContext* ctx_ = nullptr;
+  std::unique_ptr<SocketWatch> watch_;
+  ReplyFn on_message_;
+  bool up_ = false;
+  bool stopped_ = false;
+  bool retry_pending_ = false;
+  std::chrono::milliseconds backoff_{100};
+  // Guards callbacks scheduled on the reactor against a destroyed link.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace parley

@@ -1,0 +1,192 @@
+#include "redis/redis_presence.h"
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+
+#include <future>
+
+namespace parley {
+
+namespace {
+
+constexpr const char* kChannel = "parley:presence";
+constexpr std::chrono::milliseconds kTick{1000};
+constexpr const char* kHeartbeatMs = "3000";
+
+// KEYS: conns:<user>, node-users:<node>, online. ARGV: node, user.
+// Returns how many nodes had the user before.
+constexpr const char* kOnlineScript = R"(
+local before = redis.call('HLEN', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], 1)
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+return before)";
+
+// Same keys. Returns how many nodes still have the user.
+constexpr const char* kOfflineScript = R"(
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+local left = redis.call('HLEN', KEYS[1])
+if left == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return left)";
+
+// Removes every node whose heartbeat expired; returns the users left on no node.
+constexpr const char* kReapScript = R"(
+local gone = {}
+for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
+  if redis.call('EXISTS', 'parley:node:' .. n) == 0 then
+    for _, u in ipairs(redis.call('SMEMBERS', 'parley:node-users:' .. n)) do
+      redis.call('HDEL', 'parley:conns:' .. u, n)
+      if redis.call('HLEN', 'parley:conns:' .. u) == 0 then
+        redis.call('SREM', 'parley:online', u)
+        table.insert(gone, u)
+      end
+    end
+    redis.call('DEL', 'parley:node-users:' .. n)
+    redis.call('SREM', 'parley:nodes', n)
+  end
+end
+return gone)";
+
+std::string conns_key(const std::string& user) { return "parley:conns:" + user; }
+
+}  // namespace
+
+RedisPresenceDirectory::RedisPresenceDirectory(Reactor& reactor, RedisEndpoint endpoint, std::string node_id)
+    : reactor_(reactor),
+      node_id_(std::move(node_id)),
+      commands_(reactor, endpoint, "presence", [this] { on_commands_up(); },
+                [this] { healthy_ = false; }),
+      subscription_(reactor, endpoint, "presence-subscribe", [this] { on_subscription_up(); }, [] {}) {}
+
+RedisPresenceDirectory::~RedisPresenceDirectory() { close(); }
+
+void RedisPresenceDirectory::start() {
+  reactor_.post([this] {
+    commands_.start();
+    subscription_.start();
+    tick();
+  });
+}
+
+void RedisPresenceDirectory::close() {
+  if (closed_.exchange(true)) return;
+  std::promise<void> done;
+  reactor_.post([&] {
+    *alive_ = false;
+    commands_.stop();
+    subscription_.stop();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+void RedisPresenceDirectory::set_gone_hook(std::function<void(const std::string&)> hook) { gone_hook_ = std::move(hook); }
+
+bool RedisPresenceDirectory::known_online(const std::string& user_id) const {
+  std::lock_guard lock(mu_);
+  return online_.count(user_id) != 0;
+}
+
+void RedisPresenceDirectory::node_online(const std::string& user_id, std::function<void(bool)> done) {
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.post([this, alive, user_id, done = std::move(done)]() mutable {
+    if (auto a = alive.lock(); !a || !*a) return;
+    mine_.insert(user_id);
+    bool sent = commands_.command(
+        {"EVAL", kOnlineScript, "3", conns_key(user_id), "parley:node-users:" + node_id_, "parley:online", node_id_, user_id},
+        [this, alive, user_id, done](const redisReply* r) {
+          bool first = !r || r->type != REDIS_REPLY_INTEGER || r->integer == 0;
+          if (auto a = alive.lock(); a && *a && r && first) commands_.command({"PUBLISH", kChannel, "+" + user_id});
+          done(first);
+        });
+    if (!sent) done(true);  // Redis unreachable: behave as one node
+  });
+}
+
+void RedisPresenceDirectory::node_offline(const std::string& user_id, std::function<void(bool)> done) {
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.post([this, alive, user_id, done = std::move(done)]() mutable {
+    if (auto a = alive.lock(); !a || !*a) return;
+    mine_.erase(user_id);
+    bool sent = commands_.command(
+        {"EVAL", kOfflineScript, "3", conns_key(user_id), "parley:node-users:" + node_id_, "parley:online", node_id_, user_id},
+        [this, alive, user_id, done](const redisReply* r) {
+          bool last = !r || r->type != REDIS_REPLY_INTEGER || r->integer == 0;
+          if (auto a = alive.lock(); a && *a && r && last) commands_.command({"PUBLISH", kChannel, "-" + user_id});
+          done(last);
+        });
+    if (!sent) done(true);
+  });
+}
+
+// Once a second: this node's heartbeat, then the removal of dead nodes.
+void RedisPresenceDirectory::tick() {
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.schedule(kTick, [this, alive] {
+    if (auto a = alive.lock(); !a || !*a) return;
+    if (commands_.up()) {
+      // The copy follows the channel; a full reload now and then repairs a
+      // change that raced with the last reload.
+      if (++ticks_ % 10 == 0) reload();
+      commands_.command({"SET", "parley:node:" + node_id_, "1", "PX", kHeartbeatMs});
+      commands_.command({"SADD", "parley:nodes", node_id_});
+      commands_.command({"EVAL", kReapScript, "0"}, [this, alive](const redisReply* r) {
+        if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
+        for (size_t i = 0; i < r->elements; ++i) {
+          std::string user(r->element[i]->str, r->element[i]->len);
+          spdlog::info("event=presence_node_gone user_id={}", user);
+          commands_.command({"PUBLISH", kChannel, "-" + user});
+          if (gone_hook_) gone_hook_(user);
+        }
+      });
+    }
+    tick();
+  });
+}
+
+void RedisPresenceDirectory::on_commands_up() {
+  healthy_ = true;
+  // Redis may have restarted empty: this node's users are registered again.
+  commands_.command({"SET", "parley:node:" + node_id_, "1", "PX", kHeartbeatMs});
+  commands_.command({"SADD", "parley:nodes", node_id_});
+  std::weak_ptr<bool> alive = alive_;
+  for (const auto& user : mine_)
+    commands_.command({"EVAL", kOnlineScript, "3", conns_key(user), "parley:node-users:" + node_id_, "parley:online",
+                       node_id_, user},
+                      [this, alive, user](const redisReply* r) {
+                        // Reaped while this node was cut off: online again for the others.
+                        if (auto a = alive.lock(); a && *a && r && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+                          commands_.command({"PUBLISH", kChannel, "+" + user});
+                      });
+  reload();
+}
+
+void RedisPresenceDirectory::on_subscription_up() {
+  subscription_.subscribe(kChannel, [this](const redisReply* r) { on_message(r); });
+}
+
+void RedisPresenceDirectory::on_message(const redisReply* r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
+  std::string_view kind(r->element[0]->str, r->element[0]->len);
+  if (kind == "subscribe") return reload();
+  if (kind != "message" || r->element[2]->type != REDIS_REPLY_STRING || r->element[2]->len < 2) return;
+  std::string_view m(r->element[2]->str, r->element[2]->len);
+  std::string user(m.substr(1));
+  std::lock_guard lock(mu_);
+  if (m[0] == '+') online_.insert(std::move(user));
+  else if (m[0] == '-') online_.erase(user);
+}
+
+void RedisPresenceDirectory::reload() {
+  std::weak_ptr<bool> alive = alive_;
+  commands_.command({"SMEMBERS", "parley:online"}, [this, alive](const redisReply* r) {
+    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
+    std::unordered_set<std::string> all;
+    for (size_t i = 0; i < r->elements; ++i) all.emplace(r->element[i]->str, r->element[i]->len);
+    std::lock_guard lock(mu_);
+    online_.swap(all);
+  });
+}
+
+}  // namespace parley

@@ -1,0 +1,72 @@
+// RedisPresenceDirectory: the PresenceDirectory (chat/presence_directory.h)
+// of several nodes on one Redis.
+//
+// In Redis: parley:conns:<user> is a hash of the nodes that have the user
+// (a user is online while it is not empty), parley:node-users:<node> the
+// users of each node, parley:online every online user, and parley:node:<node>
+// a heartbeat key each live node sets every second with a 3 s expiry
+// (parley:nodes lists them). Each node checks every second for nodes whose
+// heartbeat expired and removes them in one Lua script, so exactly one node
+// learns which users went offline and announces it: within 5 s of a kill -9.
+// Online and offline changes are published on parley:presence ("+<user>",
+// "-<user>") so each node keeps a local copy of who is online for cheap
+// lookups. The scripts name keys they compute (not cluster-safe: one Redis).
+//
+// Threading: as PresenceDirectory; both connections live on the reactor's
+// loop. While Redis is unreachable, first/last answers are "yes" (each node
+// announces on its own, as a single node would) and the copy stays as it was;
+// on reconnect this node registers its users again (Redis may have restarted
+// empty) and reloads the copy.
+#pragma once
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+
+#include "common/reactor.h"
+#include "redis/redis_link.h"
+#include "chat/presence_directory.h"
+
+namespace parley {
+
+class RedisPresenceDirectory final : public PresenceDirectory {
+ public:
+  RedisPresenceDirectory(Reactor& reactor, RedisEndpoint endpoint, std::string node_id);
+  ~RedisPresenceDirectory() override;  // stops on the loop and waits; not from the loop
+
+  void node_online(const std::string& user_id, std::function<void(bool first)> done) override;
+  void node_offline(const std::string& user_id, std::function<void(bool last)> done) override;
+  bool known_online(const std::string& user_id) const override;
+  void set_gone_hook(std::function<void(const std::string& user_id)> hook) override;
+
+  // Connects and starts the heartbeat. Any thread but the loop's.
+  void start();
+  // Stops the heartbeat and disconnects (the node's key then expires).
+  void close();
+  bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
+
+ private:
+  void on_commands_up();
+  void on_subscription_up();
+  void on_message(const struct redisReply* reply);
+  void tick();
+  void reload();
+
+  Reactor& reactor_;
+  std::string node_id_;
+  RedisLink commands_, subscription_;
+  std::function<void(const std::string&)> gone_hook_;
+  std::atomic<bool> healthy_{false};
+  std::atomic<bool> closed_{false};
+
+  mutable std::mutex mu_;
+  std::unordered_set<std::string> online_;  // every node's users, as last heard
+
+  // Loop thread only: this node's users, registered again after a reconnect.
+  std::unordered_set<std::string> mine_;
+  uint64_t ticks_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace parley

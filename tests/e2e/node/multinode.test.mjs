@@ -1,0 +1,228 @@
+// Three `parley` nodes on one PostgreSQL and one Redis behave as one server
+// (CONTRACT section 6): any client on any node, each message once per device
+// in seq order, receipts, typing, presence and calls across nodes, gapless
+// seq under concurrent senders on different nodes, nothing acknowledged lost
+// when a node is killed or Redis restarts.
+//
+// Needs Debian's postgresql (tests/db/pg.sh) and redis-server
+// (scripts/redis-test.sh); skipped when either is missing.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ParleyServer, REPO_ROOT, randomId, sleep } from './harness.mjs';
+import { redisAvailable, startRedis } from './redis.mjs';
+
+const PG_SH = path.join(REPO_ROOT, 'tests', 'db', 'pg.sh');
+function pgAvailable() {
+  if (!fs.existsSync(PG_SH)) return false;
+  try { return fs.readdirSync('/usr/lib/postgresql').length > 0; } catch { return false; }
+}
+const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
+  || (!redisAvailable() && 'redis-server is not installed');
+
+// Waits for all of a client's new_message frames of a thread to reach n; returns their seqs in arrival order.
+async function seqsAt(client, threadId, n, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const seqs = client.all((f) => f.type === 'new_message' && f.data.thread_id === threadId).map((f) => f.data.seq);
+    if (seqs.length >= n || Date.now() > deadline) return seqs;
+    await sleep(50);
+  }
+}
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+async function waitHealth(node, ok, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try { last = (await node.http('GET', '/health')).body; } catch { /* restarting */ }
+    if (last?.bus?.ok === ok) return last;
+    await sleep(100);
+  }
+  assert.fail(`bus.ok never became ${ok} on :${node.port}: ${JSON.stringify(last)}`);
+}
+
+describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
+  let pgState;
+  let databaseUrl;
+  let redis;
+  let nodes = [];
+  const secret = `multinode-${randomId(16)}`;
+
+  async function startNode() {
+    const node = new ParleyServer({ secret, database: databaseUrl, args: ['--redis', redis.url] });
+    await node.start();
+    await waitHealth(node, true);
+    return node;
+  }
+
+  before(async () => {
+    pgState = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pg-state-'));
+    execFileSync(PG_SH, ['start', pgState], { stdio: 'ignore', timeout: 120000 });
+    databaseUrl = execFileSync(PG_SH, ['createdb', pgState], { encoding: 'utf8', timeout: 30000 }).trim();
+    redis = await startRedis();
+    for (let i = 0; i < 3; i++) nodes.push(await startNode());
+  });
+  after(async () => {
+    for (const n of nodes) await n.stop().catch(() => {});
+    redis?.remove();
+    if (pgState) {
+      try { execFileSync(PG_SH, ['stop', pgState], { stdio: 'ignore', timeout: 60000 }); } catch { /* gone */ }
+      fs.rmSync(pgState, { recursive: true, force: true });
+    }
+  });
+
+  it('a DM between users on two nodes, and the reply', async () => {
+    const [n1, n2] = nodes;
+    const [alice, bob] = await n1.registerMany(2);
+    const aliceWs = await n1.connect(alice);
+    const bobWs = await n2.connect(bob);
+    const sent = await aliceWs.sendMessage({ username: bob.username, content: 'across nodes' });
+    const got = await bobWs.next((f) => f.type === 'new_message' && f.data.id === sent.id, 5000, 'the DM on the other node');
+    assert.equal(got.data.content, 'across nodes');
+    const reply = await bobWs.sendMessage({ thread_id: sent.thread_id, content: 'and back' });
+    assert.equal(reply.seq, 2);
+    await aliceWs.next((f) => f.type === 'new_message' && f.data.id === reply.id, 5000, 'the reply');
+    await sleep(300);
+    assert.deepEqual(await seqsAt(bobWs, sent.thread_id, 1), [1], 'once at Bob, and not his own reply');
+    assert.deepEqual(await seqsAt(aliceWs, sent.thread_id, 1), [2]);
+  });
+
+  it('a group over three nodes gets each message exactly once per device, in seq order', async () => {
+    const users = await nodes[0].registerMany(6);
+    const [sender, ...members] = users;
+    const group = await nodes[0].createGroup(sender, members);
+    const devices = [];
+    members.forEach((u, i) => devices.push(nodes[i % 3].connect(u)));
+    devices.push(nodes[1].connect(members[0]), nodes[2].connect(members[0]));  // one user, three devices, three nodes
+    const clients = await Promise.all(devices);
+    const senderWs = await nodes[2].connect(sender);
+    const n = 40;
+    const acks = [];
+    for (let i = 1; i <= n; i++) acks.push(senderWs.request({ type: 'send_message', thread_id: group.id, content: `g${i}`, client_msg_id: `g-${i}` }, 15000));
+    const replies = await Promise.all(acks);
+    assert.ok(replies.every((r) => r.type === 'message_sent'), 'every send acknowledged');
+    for (const c of clients) assert.deepEqual(await seqsAt(c, group.id, n), range(1, n));
+    await sleep(500);
+    for (const c of clients) assert.equal(c.all((f) => f.type === 'new_message').length, n, 'no duplicates');
+    assert.equal(senderWs.all((f) => f.type === 'new_message').length, 0, 'nothing echoed to the sending device');
+  });
+
+  it('concurrent senders on three nodes into one thread: gapless seq, nothing duplicated', async () => {
+    const users = await nodes[0].registerMany(4);
+    const [a, b, c, reader] = users;
+    const group = await nodes[0].createGroup(a, [b, c, reader]);
+    const senders = await Promise.all([nodes[0].connect(a), nodes[1].connect(b), nodes[2].connect(c)]);
+    const readers = await Promise.all(nodes.map((node) => node.connect(reader)));
+    const per = 30;
+    await Promise.all(senders.map(async (ws, s) => {
+      const pending = [];
+      for (let i = 0; i < per; i++) pending.push(ws.request({ type: 'send_message', thread_id: group.id, content: `s${s}-${i}`, client_msg_id: `c-${s}-${i}` }, 20000));
+      const replies = await Promise.all(pending);
+      assert.ok(replies.every((r) => r.type === 'message_sent'));
+    }));
+    const history = await nodes[1].history(reader.token, group.id);
+    assert.deepEqual(history.map((m) => m.seq), range(1, 3 * per), 'seq 1..N, no gap, no repeat');
+    assert.equal(new Set(history.map((m) => m.content)).size, 3 * per);
+    for (const r of readers) assert.deepEqual(await seqsAt(r, group.id, 3 * per), range(1, 3 * per));
+  });
+
+  it('receipts, typing, calls and presence cross nodes', async () => {
+    const [n1, n2, n3] = nodes;
+    const [alice, bob] = await n1.registerMany(2);
+    const aliceWs = await n1.connect(alice);
+    const bobWs = await n2.connect(bob);
+    const sent = await aliceWs.sendMessage({ username: bob.username, content: 'read me' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === sent.id, 5000, 'the message');
+
+    bobWs.send({ type: 'message_received', message_id: sent.id });
+    const delivered = await aliceWs.next((f) => f.type === 'message_delivered', 5000, 'message_delivered at the sender');
+    assert.equal(delivered.message_id, sent.id);
+    await bobWs.request({ type: 'mark_as_read', thread_id: sent.thread_id });
+    const receipt = await aliceWs.next((f) => f.type === 'read_receipt', 5000, 'read_receipt at the sender');
+    assert.equal(receipt.user_id, bob.id);
+    assert.equal(receipt.seq, 1);
+    const unread = await n3.http('GET', '/api/chat/unread-count', { token: bob.token });
+    assert.equal(unread.body.data.unread_count, 0, 'unread counts agree on a third node');
+
+    aliceWs.send({ type: 'typing', thread_id: sent.thread_id, is_typing: true });
+    const typing = await bobWs.next((f) => f.type === 'typing', 5000, 'typing across nodes');
+    assert.equal(typing.user_id, alice.id);
+
+    aliceWs.send({ type: 'call_offer', thread_id: sent.thread_id, payload: { sdp: 'offer' }, request_id: 'call-1' });
+    const offer = await bobWs.next((f) => f.type === 'call_offer', 5000, 'call_offer across nodes (the callee is online on another node)');
+    assert.deepEqual(offer.payload, { sdp: 'offer' });
+    await aliceWs.expectNone((f) => f.type === 'error' && f.request_id === 'call-1', 300, 'callee_offline');
+
+    const carolUser = await n1.register();
+    await n1.createDirect(alice, carolUser);
+    const carolWs = await n3.connect(carolUser);
+    const on = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carolUser.id && f.online, 5000, 'presence online from another node');
+    assert.equal(on.online, true);
+    const threads = await n1.http('GET', '/api/chat/threads', { token: alice.token });
+    const withCarol = threads.body.data.threads.find((t) => t.participants.some((p) => p.user_id === carolUser.id));
+    assert.equal(withCarol.participants.find((p) => p.user_id === carolUser.id).online, true, 'online in listings on another node');
+    carolWs.close();
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carolUser.id && !f.online, 10000, 'presence offline');
+  });
+
+  it('Redis restarted: every node degrades then recovers, and clients miss nothing', async () => {
+    const [alice, bob] = await nodes[0].registerMany(2);
+    const thread = await nodes[0].createDirect(alice, bob);
+    const aliceWs = await nodes[0].connect(alice);
+    const bobWs = await nodes[1].connect(bob);
+    const first = await aliceWs.sendMessage({ thread_id: thread.id, content: 'r1' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000);
+    redis.stopSync();
+    for (const n of nodes) assert.equal((await waitHealth(n, false)).bus.state, 'degraded');
+    for (let i = 2; i <= 4; i++) await aliceWs.sendMessage({ thread_id: thread.id, content: `r${i}` });
+    redis.start();
+    for (const n of nodes) await waitHealth(n, true, 30000);
+    // Bob's node lost its subscription: it re-reads his threads from the store.
+    assert.deepEqual(await seqsAt(bobWs, thread.id, 4), [1, 2, 3, 4]);
+    await aliceWs.sendMessage({ thread_id: thread.id, content: 'r5' });
+    assert.deepEqual(await seqsAt(bobWs, thread.id, 5), [1, 2, 3, 4, 5]);
+  });
+
+  it('a node killed with -9 mid-burst: its clients resume on another node and nothing acknowledged is lost', async () => {
+    const victim = nodes[2];
+    const [alice, bob] = await nodes[0].registerMany(2);
+    const thread = await nodes[0].createDirect(alice, bob);
+    const aliceWs = await victim.connect(alice);
+    const bobWs = await nodes[0].connect(bob);
+    const acked = [];
+    aliceWs.ws.on('message', (data) => {
+      try { const f = JSON.parse(data.toString()); if (f.type === 'message_sent') acked.push(f.data); } catch { /* ignore */ }
+    });
+    for (let i = 1; i <= 200; i++) aliceWs.send({ type: 'send_message', thread_id: thread.id, content: `k${i}`, client_msg_id: `k-${i}` });
+    const deadline = Date.now() + 10000;
+    while (acked.length < 20 && Date.now() < deadline) await sleep(5);
+    await victim.kill9();
+    assert.ok(acked.length >= 20, `some sends were acknowledged before the kill (${acked.length})`);
+
+    // Alice resumes on another node; her next message makes Bob's node see any gap.
+    const aliceAgain = await nodes[1].connect(alice);
+    const next = await aliceAgain.sendMessage({ thread_id: thread.id, content: 'after the kill' });
+    const history = await nodes[0].history(bob.token, thread.id);
+    assert.deepEqual(history.map((m) => m.seq), range(1, history.length), 'gapless');
+    for (const m of acked) assert.ok(history.some((h) => h.id === m.id), `acknowledged ${m.seq} survived`);
+    assert.deepEqual(await seqsAt(bobWs, thread.id, next.seq), range(1, next.seq), 'Bob got every stored message once, in order');
+    nodes[2] = await startNode();
+  });
+
+  it("a killed node's users go offline at the others (its heartbeat expires)", async () => {
+    const victim = nodes[2];
+    const [alice, carol] = await nodes[0].registerMany(2);
+    await nodes[0].createDirect(alice, carol);
+    const aliceWs = await nodes[0].connect(alice);
+    await victim.connect(carol);
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 5000, 'carol online');
+    await victim.kill9();
+    const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node died');
+    assert.equal(off.online, false);
+    nodes[2] = await startNode();
+  });
+});

@@ -1,0 +1,157 @@
+// One node on a real Redis (--redis): the bus's health, events from other
+// nodes (published into Redis here the way another node would, in the wire
+// format of docs/architecture.md) reaching local sessions, duplicates
+// dropped, a seq gap filled from the store, and a Redis outage (degraded,
+// local delivery goes on) and recovery. Several nodes on one PostgreSQL:
+// multinode.test.mjs.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, sleep } from './harness.mjs';
+import { redisAvailable, startRedis } from './redis.mjs';
+
+const CHANNEL = 'parley:events';
+
+// An event as another node would publish it: the frame's type in the
+// header, its other fields (or, for a message, its data) as the payload.
+function remoteEvent({ threadId, recipients, frame, seq, shared = false }) {
+  const { type, ...fields } = frame;
+  const header = { v: 1, node: 'another-node', type, thread_id: threadId, recipients };
+  if (seq) header.seq = seq;
+  if (shared) header.shared = true;
+  let payload = fields;
+  if (type === 'new_message') {
+    header.data = true;
+    header.message_id = frame.data.id;
+    payload = frame.data;
+  }
+  return `${JSON.stringify(header)}\n${JSON.stringify(payload)}`;
+}
+
+async function health(server) {
+  const res = await server.http('GET', '/health');
+  assert.equal(res.status, 200);
+  return res.body;
+}
+
+async function waitHealth(server, ok, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await health(server);
+    if (last.bus.ok === ok) return last;
+    await sleep(100);
+  }
+  assert.fail(`bus.ok never became ${ok}: ${JSON.stringify(last)}`);
+}
+
+describe('one node on Redis', { skip: !redisAvailable() && 'redis-server is not installed' }, () => {
+  let redis;
+  let server;
+  before(async () => {
+    redis = await startRedis();
+    server = await startServer({ args: ['--redis', redis.url] });
+    await waitHealth(server, true);
+  });
+  after(async () => {
+    await server?.stop();
+    redis?.remove();
+  });
+
+  it('GET /health names the Redis bus and says it is connected', async () => {
+    const h = await health(server);
+    assert.equal(h.status, 'ok');
+    assert.equal(h.bus.kind, redis.url);
+    assert.equal(h.bus.ok, true);
+    assert.equal(h.bus.state, 'ok');
+  });
+
+  it('a DM is delivered once, and the node publishes it into Redis for the others', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    const before = Number(redis.cli('PUBSUB', 'NUMSUB', CHANNEL).split('\n')[1]);
+    assert.ok(before >= 1, 'the node subscribes to the events channel');
+    const sent = await aliceWs.sendMessage({ username: bob.username, content: 'through redis' });
+    const got = await bobWs.next((f) => f.type === 'new_message' && f.data.id === sent.id, 5000, 'the DM at Bob');
+    assert.equal(got.data.content, 'through redis');
+    await bobWs.expectNone((f) => f.type === 'new_message', 700, 'a second copy (the node hears its own publish back)');
+    await aliceWs.expectNone((f) => f.type === 'new_message', 300, 'new_message to the sending connection');
+  });
+
+  it("another node's event reaches this node's sessions of its recipients only", async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const bobWs = await server.connect(bob);
+    const carolWs = await server.connect(carol);
+    const thread = await server.createDirect(alice, bob);
+    const frame = { type: 'typing', thread_id: thread.id, user_id: alice.id, from_user_id: alice.id, is_typing: true };
+    const receivers = Number(redis.cli('PUBLISH', CHANNEL, remoteEvent({ threadId: thread.id, recipients: [bob.id], frame })));
+    assert.ok(receivers >= 1);
+    const got = await bobWs.next((f) => f.type === 'typing', 5000, 'the remote typing event at Bob');
+    assert.deepEqual(got, frame, 'the frame arrives byte for byte as published');
+    await carolWs.expectNone((f) => f.type === 'typing', 500, 'a typing event at a non-recipient');
+  });
+
+  it("a message another node already delivered here is not delivered twice; a seq gap is filled from the store", async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 4; i++) {
+      const res = await server.sendRest(alice.token, thread.id, { content: `m${i}`, client_msg_id: `gap-${i}` });
+      assert.equal(res.status, 201);
+    }
+    const stored = await server.history(bob.token, thread.id);
+    assert.deepEqual(stored.map((m) => m.seq), [1, 2, 3, 4]);
+    // Bob connects after the messages: his connection has sent nothing yet.
+    const bobWs = await server.connect(bob);
+    const publish = (m) => redis.cli('PUBLISH', CHANNEL, remoteEvent({
+      threadId: thread.id, recipients: [alice.id, bob.id], seq: m.seq, shared: true,
+      frame: { type: 'new_message', data: m },
+    }));
+    publish(stored[0]);
+    const first = await bobWs.next((f) => f.type === 'new_message', 5000, 'message 1 from the other node');
+    assert.equal(first.data.seq, 1);
+    publish(stored[0]);
+    await bobWs.expectNone((f) => f.type === 'new_message', 500, 'message 1 a second time');
+    // Message 4 comes over the bus, 2 and 3 never do: the node reads them
+    // from the store and sends 2, 3, 4 in order, each once.
+    publish(stored[3]);
+    const rest = [];
+    for (let i = 0; i < 3; i++) rest.push(await bobWs.next((f) => f.type === 'new_message' && f.data.seq > 1 && !rest.some((r) => r.data.seq === f.data.seq), 5000, `message ${i + 2}`));
+    assert.deepEqual(rest.map((f) => f.data.seq), [2, 3, 4]);
+    assert.deepEqual(rest.map((f) => f.data.content), ['m2', 'm3', 'm4']);
+    await sleep(500);  // a duplicate would arrive meanwhile
+    assert.deepEqual(bobWs.all((f) => f.type === 'new_message').map((f) => f.data.seq), [1, 2, 3, 4],
+      'four messages, four frames, in order');
+    const metrics = await server.http('GET', '/metrics');
+    assert.match(metrics.text, /^parley_gap_fills_total [1-9]/m);
+  });
+
+  it('with Redis down the node says degraded and still serves its own clients; it recovers by itself', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    const first = await aliceWs.sendMessage({ username: bob.username, content: 'before the outage' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000, 'message before the outage');
+
+    redis.stopSync();
+    const down = await waitHealth(server, false);
+    assert.equal(down.bus.state, 'degraded');
+    assert.equal(down.status, 'ok', 'the node itself still serves');
+
+    const during = await aliceWs.sendMessage({ thread_id: first.thread_id, content: 'during the outage' });
+    const got = await bobWs.next((f) => f.type === 'new_message' && f.data.id === during.id, 5000, 'message during the outage');
+    assert.equal(got.data.seq, 2);
+
+    redis.start();
+    const up = await waitHealth(server, true, 20000);
+    assert.equal(up.bus.state, 'ok');
+    const afterwards = await aliceWs.sendMessage({ thread_id: first.thread_id, content: 'after the outage' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === afterwards.id, 5000, 'message after the outage');
+    await sleep(300);  // a duplicate would arrive meanwhile
+    const seqs = bobWs.all((f) => f.type === 'new_message' && f.data.thread_id === first.thread_id).map((f) => f.data.seq);
+    assert.deepEqual(seqs, [1, 2, 3], 'each message once, in order, across the outage');
+    // The subscription is back: another node's events arrive again.
+    const frame = { type: 'typing', thread_id: first.thread_id, user_id: alice.id, from_user_id: alice.id, is_typing: true };
+    redis.cli('PUBLISH', CHANNEL, remoteEvent({ threadId: first.thread_id, recipients: [bob.id], frame }));
+    await bobWs.next((f) => f.type === 'typing', 5000, 'a remote event after the outage');
+  });
+});

@@ -1,0 +1,222 @@
+// RedisBus against a real redis-server (scripts/redis-test.sh) on loopback:
+// two bus instances in one process stand for two nodes.
+#include "bus/bus_codec.h"
+#include "redis/redis_bus.h"
+#include "net/asio_reactor.h"
+#include "redis_server.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+namespace parley {
+namespace {
+
+using namespace std::chrono_literals;
+
+BusEventPtr message(const std::string& thread, int64_t seq, std::vector<std::string> users, bool shared = true) {
+  auto e = std::make_shared<BusEvent>();
+  e->thread_id = thread;
+  e->seq = seq;
+  e->recipients = std::make_shared<const std::vector<std::string>>(std::move(users));
+  e->shared_recipients = shared;
+  e->type = "new_message";
+  e->payload = "{\"seq\":" + std::to_string(seq) + ",\"content\":\"a\\nb \\\"q\\\"\"}";
+  e->payload_is_data = true;
+  e->message_id = "m-" + std::to_string(seq);
+  e->exclude_session = "session-" + std::to_string(seq);
+  return e;
+}
+
+// ---- the wire format, no Redis needed
+
+TEST(BusCodec, RoundTripKeepsEveryField) {
+  auto e = message("t1", 42, {"u1", "u2"});
+  auto d = decode_bus_event(encode_bus_event(*e, "node-a"));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->node_id, "node-a");
+  EXPECT_EQ(d->event->thread_id, "t1");
+  EXPECT_EQ(d->event->seq, 42);
+  EXPECT_EQ(*d->event->recipients, (std::vector<std::string>{"u1", "u2"}));
+  EXPECT_TRUE(d->event->shared_recipients);
+  EXPECT_EQ(d->event->exclude_session, "session-42");
+  EXPECT_EQ(d->event->type, "new_message");
+  EXPECT_TRUE(d->event->payload_is_data);
+  EXPECT_EQ(d->event->message_id, "m-42");
+  EXPECT_EQ(d->event->payload, e->payload) << "the payload travels byte for byte, newlines included";
+  EXPECT_FALSE(d->event->resync);
+}
+
+TEST(BusCodec, EventWithoutSeqOrExclusion) {
+  BusEvent e;
+  e.thread_id = "t";
+  e.recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"u"});
+  e.type = "typing";
+  e.payload = "{\"is_typing\":true}";
+  auto d = decode_bus_event(encode_bus_event(e, "n"));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->event->seq, 0);
+  EXPECT_FALSE(d->event->shared_recipients);
+  EXPECT_FALSE(d->event->payload_is_data);
+  EXPECT_TRUE(d->event->message_id.empty());
+  EXPECT_TRUE(d->event->exclude_session.empty());
+  EXPECT_EQ(d->event->type, "typing");
+  EXPECT_EQ(d->event->payload, "{\"is_typing\":true}");
+}
+
+TEST(BusCodec, ResyncControlEvent) {
+  BusEvent e;
+  e.resync = true;
+  auto d = decode_bus_event(encode_bus_event(e, "n"));
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->event->resync);
+}
+
+TEST(BusCodec, RefusesWhatIsNotAnEventOfThisVersion) {
+  EXPECT_FALSE(decode_bus_event(""));
+  EXPECT_FALSE(decode_bus_event("hello"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":2,\"node\":\"n\"}\n{}"));
+  EXPECT_FALSE(decode_bus_event("[1]\n{}"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\n"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\"n\",\"type\":\"typing\"}\nnot an object"));
+  EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\"n\"}\n{}")) << "an event without a type";
+}
+
+// ---- against redis-server
+
+RedisBusOptions options(const RedisServer& redis) {
+  RedisBusOptions o;
+  o.endpoint = *RedisEndpoint::parse(redis.url());
+  return o;
+}
+
+TEST(RedisEndpoint, Parses) {
+  auto e = RedisEndpoint::parse("redis://127.0.0.1:6380");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->host, "127.0.0.1");
+  EXPECT_EQ(e->port, 6380);
+  EXPECT_EQ(RedisEndpoint::parse("redis://localhost")->port, 6379);
+  auto p = RedisEndpoint::parse("redis://:s3cret@[::1]:7000/0");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->host, "::1");
+  EXPECT_EQ(p->port, 7000);
+  EXPECT_EQ(p->password, "s3cret");
+  EXPECT_EQ(p->describe(), "redis://[::1]:7000") << "never the password";
+  EXPECT_FALSE(RedisEndpoint::parse("http://x:1"));
+  EXPECT_FALSE(RedisEndpoint::parse("redis://:1"));
+  EXPECT_FALSE(RedisEndpoint::parse("redis://h:99999"));
+  EXPECT_FALSE(RedisEndpoint::parse("redis://h:12x"));
+}
+
+TEST(RedisBus, EventsReachTheOtherNodeInOrderAndTheOwnNodeOnce) {
+  RedisServer redis;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  const int n = 500;
+  std::thread publisher([&] {
+    for (int i = 1; i <= n; ++i) a.publish(message("t", i, {"u1", "u2"}));
+  });
+  publisher.join();
+  ASSERT_TRUE(at_b.wait([&](auto& ev) { return ev.size() >= n; })) << "got " << at_b.count_messages();
+  std::this_thread::sleep_for(200ms);  // anything extra (an echo, a duplicate) would arrive meanwhile
+  std::lock_guard lock_b(at_b.mu);
+  ASSERT_EQ(at_b.events.size(), size_t{n});
+  for (int i = 0; i < n; ++i) {
+    const BusEvent& e = *at_b.events[i];
+    EXPECT_EQ(e.seq, i + 1);
+    EXPECT_EQ(e.thread_id, "t");
+    EXPECT_EQ(e.payload, message("t", i + 1, {})->payload);
+    EXPECT_EQ(e.type, "new_message");
+    EXPECT_EQ(e.exclude_session, "session-" + std::to_string(i + 1));
+    ASSERT_TRUE(e.recipients);
+    EXPECT_EQ(*e.recipients, (std::vector<std::string>{"u1", "u2"}));
+  }
+  // One list per thread on the receiving side, so the Hubs' caches keep working.
+  EXPECT_EQ(at_b.events.front()->recipients.get(), at_b.events.back()->recipients.get());
+  std::lock_guard lock_a(at_a.mu);
+  EXPECT_EQ(at_a.events.size(), size_t{n}) << "the publishing node delivers locally, and ignores its own echo";
+}
+
+TEST(RedisBus, PublishesFromManyThreadsAllArrive) {
+  RedisServer redis;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 1; i <= 100; ++i) a.publish(message("t" + std::to_string(t), i, {"u"}));
+    });
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(at_b.wait([](auto& ev) { return ev.size() >= 400; }));
+  // Per publishing thread (and so per conversation here), order holds.
+  std::lock_guard lock(at_b.mu);
+  std::map<std::string, int64_t> last;
+  for (auto& e : at_b.events) {
+    EXPECT_EQ(e->seq, last[e->thread_id] + 1) << e->thread_id;
+    last[e->thread_id] = e->seq;
+  }
+}
+
+TEST(RedisBus, RedisRestartDegradesThenRecoversAndAsksForAResync) {
+  RedisServer redis;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  a.publish(message("t", 1, {"u"}));
+  ASSERT_TRUE(at_b.wait([](auto& ev) { return ev.size() >= 1; }));
+
+  redis.stop();
+  ASSERT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); })) << "both nodes notice Redis is gone";
+  a.publish(message("t", 2, {"u"}));
+  EXPECT_TRUE(at_a.wait([](auto& ev) { return ev.size() >= 2; }, 2s)) << "local delivery goes on without Redis";
+
+  redis.start();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 20s)) << "both reconnect by themselves";
+  // B lost its subscription: it tells its own sessions to resync, and event 2
+  // (queued on A while Redis was down) arrives after all.
+  ASSERT_TRUE(at_b.wait([](auto& ev) {
+    bool resync = false, two = false;
+    for (auto& e : ev) resync = resync || e->resync, two = two || e->seq == 2;
+    return resync && two;
+  }));
+  // And the bus works again.
+  a.publish(message("t", 3, {"u"}));
+  EXPECT_TRUE(at_b.wait([](auto& ev) { return ev.back()->seq == 3; }));
+}
+
+TEST(RedisBus, UnreachableRedisAtStartIsDegradedNotFatal) {
+  RedisServer redis;
+  redis.stop();
+  ReactorThread loop;
+  Inbox at_a;
+  RedisBus a(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(a.healthy());
+  a.publish(message("t", 1, {"u"}));
+  EXPECT_EQ(at_a.count_messages(), 1u);
+  redis.start();
+  EXPECT_TRUE(eventually([&] { return a.healthy(); }, 20s));
+}
+
+}  // namespace
+}  // namespace parley

@@ -1,0 +1,96 @@
+// RedisPresenceDirectory against a real redis-server: two directories in one
+// process stand for two nodes.
+#include "redis/redis_presence.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <memory>
+
+#include "net/asio_reactor.h"
+#include "redis_server.h"
+
+namespace parley {
+namespace {
+
+bool ask_online(PresenceDirectory& d, const std::string& user) {
+  std::promise<bool> p;
+  d.node_online(user, [&p](bool first) { p.set_value(first); });
+  return p.get_future().get();
+}
+
+bool ask_offline(PresenceDirectory& d, const std::string& user) {
+  std::promise<bool> p;
+  d.node_offline(user, [&p](bool last) { p.set_value(last); });
+  return p.get_future().get();
+}
+
+RedisEndpoint endpoint(const RedisServer& redis) { return *RedisEndpoint::parse(redis.url()); }
+
+TEST(RedisPresence, OnlineWhileAnyNodeHasTheUser) {
+  RedisServer redis;
+  ReactorThread loop;
+  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
+  a.start();
+  b.start();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  EXPECT_TRUE(ask_online(a, "u1")) << "first node: the user comes online";
+  EXPECT_FALSE(ask_online(b, "u1")) << "second node: already online";
+  EXPECT_TRUE(eventually([&] { return a.known_online("u1") && b.known_online("u1"); }));
+  EXPECT_FALSE(ask_offline(a, "u1")) << "still on node b";
+  EXPECT_TRUE(b.known_online("u1"));
+  EXPECT_TRUE(ask_offline(b, "u1")) << "last node: offline";
+  EXPECT_TRUE(eventually([&] { return !a.known_online("u1") && !b.known_online("u1"); }));
+}
+
+TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
+  RedisServer redis;
+  ReactorThread loop;
+  RedisPresenceDirectory survivor(loop.reactor(), endpoint(redis), "node-s");
+  std::mutex mu;
+  std::vector<std::string> gone;
+  survivor.set_gone_hook([&](const std::string& user) {
+    std::lock_guard lock(mu);
+    gone.push_back(user);
+  });
+  survivor.start();
+  {
+    RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
+    doomed.start();
+    ASSERT_TRUE(eventually([&] { return doomed.healthy() && survivor.healthy(); }));
+    EXPECT_TRUE(ask_online(doomed, "only-on-d"));
+    EXPECT_TRUE(ask_online(doomed, "on-both"));
+    EXPECT_FALSE(ask_online(survivor, "on-both"));
+    ASSERT_TRUE(eventually([&] { return survivor.known_online("only-on-d"); }));
+    // Leaves without a word (as after kill -9): its heartbeat stops.
+  }
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return !gone.empty();
+  }));
+  std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
+  std::lock_guard lock(mu);
+  EXPECT_EQ(gone, std::vector<std::string>{"only-on-d"}) << "reported once; a user still on a live node is not";
+  EXPECT_FALSE(survivor.known_online("only-on-d"));
+  EXPECT_TRUE(survivor.known_online("on-both"));
+}
+
+TEST(RedisPresence, RedisRestartedEmptyGetsThisNodesUsersBack) {
+  RedisServer redis;
+  ReactorThread loop;
+  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
+  a.start();
+  b.start();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  EXPECT_TRUE(ask_online(a, "u"));
+  redis.stop();
+  ASSERT_TRUE(eventually([&] { return !a.healthy(); }));
+  redis.start();  // no persistence: it comes back empty
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 20s));
+  EXPECT_TRUE(eventually([&] { return b.known_online("u"); }));
+  EXPECT_FALSE(ask_online(b, "u")) << "node a registered its user again";
+}
+
+}  // namespace
+}  // namespace parley
