@@ -197,15 +197,17 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     return r;
   }
   if (route("GET", {"health"})) {
-    json::object o{{"status", "ok"},
+    // A store that cannot answer makes /health say so (503), not count 0 users.
+    auto users = chat_.store().user_count();
+    json::object o{{"status", users ? "ok" : "degraded"},
                    {"version", PARLEY_VERSION},
                    {"uptime_seconds", (now_micros() - started_at_) / 1000000},
                    {"connections", health_.connections ? health_.connections() : 0},
                    {"users_online", health_.users_online ? health_.users_online() : 0},
-                   {"users", chat_.store().user_count()},
-                   {"storage", json::object{{"kind", chat_.store().describe()}, {"ok", true}}},
+                   {"users", users ? json::value(*users) : json::value(nullptr)},
+                   {"storage", json::object{{"kind", chat_.store().describe()}, {"ok", users.ok()}}},
                    {"bus", json::object{{"kind", health_.bus}, {"ok", true}}}};
-    return json_response(200, o);
+    return json_response(users ? 200 : 503, o);
   }
   if (route("GET", {"metrics"})) {
     if (!chat_.config().metrics_enabled) return failure(not_found("not_found", "metrics are disabled"));
@@ -255,8 +257,10 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   if (route("GET", {"api", "users"})) {
     auto it = req.query.find("search");
     std::string q = it == req.query.end() ? "" : it->second;
+    auto found = chat_.search_users(q, 50);
+    if (!found) return failure(found.error());
     json::array arr;
-    for (const auto& u : chat_.search_users(q, 50)) arr.push_back(user_json(u));
+    for (const auto& u : *found) arr.push_back(user_json(u));
     return success(200, json::object{{"users", std::move(arr)}});
   }
   if (route("GET", {"api", "users", "*", "presence"})) {
@@ -288,8 +292,10 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     return success(t->created ? 201 : 200, thread_json(t->thread));
   }
   if (route("GET", {"api", "chat", "threads"})) {
+    auto threads = chat_.threads(user);
+    if (!threads) return failure(threads.error());
     json::array arr;
-    for (const auto& s : chat_.threads(user)) arr.push_back(summary_json(s));
+    for (const auto& s : *threads) arr.push_back(summary_json(s));
     return success(200, json::object{{"threads", std::move(arr)}});
   }
   // Everything under /api/chat/threads/:id needs a well-formed id; a malformed
@@ -371,9 +377,11 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     return success(200, std::move(data));
   }
   if (route("GET", {"api", "chat", "unread-count"})) {
+    auto counts = chat_.unread_counts(user);
+    if (!counts) return failure(counts.error());
     int64_t total = 0;
     json::array arr;
-    for (const auto& u : chat_.unread_counts(user)) {
+    for (const auto& u : *counts) {
       total += u.unread_count;
       arr.push_back(json::object{{"thread_id", u.thread_id}, {"unread_count", u.unread_count}});
     }

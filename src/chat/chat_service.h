@@ -68,7 +68,7 @@ class ChatService {
 
   // --- users (blocking) ---
   Result<User> user(const std::string& user_id);
-  std::vector<User> search_users(const std::string& query, int limit);
+  Result<std::vector<User>> search_users(const std::string& query, int limit);
 
   // --- threads (blocking) ---
   struct CreateThreadRequest {
@@ -79,7 +79,7 @@ class ChatService {
   };
   Result<Store::CreatedThread> create_thread(const User& actor, const CreateThreadRequest& request);
   Result<Thread> thread(const User& actor, const std::string& thread_id);
-  std::vector<ThreadSummary> threads(const User& actor);
+  Result<std::vector<ThreadSummary>> threads(const User& actor);
   Result<Thread> add_participants(const User& actor, const std::string& thread_id,
                                   const std::vector<std::string>& user_ids);
   Status remove_participant(const User& actor, const std::string& thread_id, const std::string& user_id);
@@ -97,7 +97,7 @@ class ChatService {
   Result<std::vector<Message>> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
                                       int limit);
   Result<OfflinePage> offline_messages(const User& actor, Micros since);
-  std::vector<UnreadCount> unread_counts(const User& actor);
+  Result<std::vector<UnreadCount>> unread_counts(const User& actor);
   // Marks read and tells the thread's participants (read_receipt); the
   // session `origin_session` is left out of the broadcast (it gets a reply).
   Result<int64_t> mark_read(const std::string& user_id, const std::string& thread_id, int64_t up_to_seq,
@@ -122,9 +122,9 @@ class ChatService {
   Status relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
                boost::json::object fields, const std::string& origin_session);
 
-  // Thread members from the cache (loaded on a miss: may block). nullopt when
-  // the thread does not exist.
-  std::shared_ptr<const ThreadMembers> members(const std::string& thread_id);
+  // Thread members from the cache (loaded on a miss: may block). nullptr when
+  // the thread does not exist; an Error when the store could not answer.
+  Result<std::shared_ptr<const ThreadMembers>> members(const std::string& thread_id);
   bool is_member(const ThreadMembers& members, const std::string& user_id) const;
 
   const Config& config() const { return config_; }
