@@ -3,10 +3,15 @@
 #
 #   bench/compare.sh            full run (3 repetitions, < 15 minutes)
 #   bench/compare.sh --quick    one short repetition of everything (~3 minutes)
+#   bench/compare.sh --socketio also the Socket.IO cases (adds < 6 minutes, --quick < 3)
+#   bench/compare.sh --only sio only the Socket.IO cases (or --only sio-fanout,sio-idle)
 #   options: --reps N  --only fanout,dm,...  --skip-build
+#            --parley PATH  --bench PATH (use these binaries, build nothing)
 #
 # Builds Release into build-release/, installs the peers' npm packages, then
 # for each scenario runs Parley, Bun and Node interleaved (P, B, N, P, B, N…),
+# and for the Socket.IO cases (sio-*) Parley over Socket.IO, Node's socket.io
+# server and Parley native, interleaved the same way;
 # every server started fresh for its run (Parley: new data dir seeded with
 # `parley seed`, persistence on, default settings) and killed by PID after it.
 # Raw JSON lines go to bench/results/<date>.jsonl, the table of medians to
@@ -22,13 +27,19 @@ QUICK=0
 REPS=3
 ONLY=""
 SKIP_BUILD=0
+SOCKETIO=0
+PARLEY=""
+BENCH=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) QUICK=1; REPS=1 ;;
     --reps) REPS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --skip-build) SKIP_BUILD=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --socketio) SOCKETIO=1 ;;
+    --parley) PARLEY=$(realpath "$2"); SKIP_BUILD=1; shift ;;
+    --bench) BENCH=$(realpath "$2"); SKIP_BUILD=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -37,6 +48,9 @@ done
 # The runs stay under 13.5 minutes (plus the build, incremental normally): past
 # this, the remaining cases are skipped and the table says so.
 BUDGET_S=$(( QUICK ? 480 : 810 ))
+# Socket.IO cases run with --socketio, or when --only names them.
+if [[ ",$ONLY," == *",sio"* ]]; then SOCKETIO=1; fi
+if (( SOCKETIO )); then BUDGET_S=$(( BUDGET_S + (QUICK ? 180 : 360) )); fi
 
 # Sizes (see docs/benchmarks.md). Quick mode keeps every case, shorter and smaller.
 if (( QUICK )); then
@@ -66,8 +80,8 @@ if (( ! SKIP_BUILD )); then
   rm -f "$RESULTS_DIR/cmake.log"
   ninja -C "$BUILD" parley parley-bench >&2
 fi
-PARLEY=$BUILD/parley
-BENCH=$BUILD/parley-bench
+PARLEY=${PARLEY:-$BUILD/parley}
+BENCH=${BENCH:-$BUILD/parley-bench}
 [[ -x $PARLEY && -x $BENCH ]] || { echo "compare.sh: $PARLEY or $BENCH missing" >&2; exit 1; }
 
 log "installing peer packages"
@@ -116,7 +130,7 @@ start_server() {
   local target=$1 users=$2 group=$3 dir
   dir=$(mktemp -d "$TMP/$target.XXXX")
   case $target in
-    parley)
+    parley|parley-sio)
       "$PARLEY" seed --data-dir "$dir/data" --users "$users" --group-size "$group" --log-level warn \
         >"$dir/seed.json" 2>"$dir/seed.log" || { cat "$dir/seed.log" >&2; return 1; }
       "$PARLEY" serve --port 0 --bind 127.0.0.1 --data-dir "$dir/data" --jwt-secret "$SECRET" >"$dir/server.log" 2>&1 &
@@ -126,6 +140,9 @@ start_server() {
       ;;
     node)
       PORT=0 HOST=127.0.0.1 JWT_SECRET=$SECRET GROUP_SIZE=$group node "$PEERS/node/server.js" >"$dir/server.log" 2>&1 &
+      ;;
+    node-sio)
+      PORT=0 HOST=127.0.0.1 JWT_SECRET=$SECRET GROUP_SIZE=$group node "$PEERS/socketio/server.js" >"$dir/server.log" 2>&1 &
       ;;
   esac
   SERVER_PID=$!
@@ -155,14 +172,15 @@ run_case() {
     log "[$RUN_NO] $label $target rep$rep: skipped (time budget)"
     return 0
   fi
-  local t0 line rc=0 err=$TMP/bench.err
+  local t0 line rc=0 err=$TMP/bench.err proto=()
+  [[ $target == *-sio ]] && proto=(--protocol socketio)
   t0=$(date +%s)
   if ! start_server "$target" "$users" "$group"; then
     echo "{\"label\":\"$label\",\"rep\":$rep,\"scenario\":\"$scenario\",\"target\":\"$target\",\"ok\":false,\"error\":\"server did not start\"}" >>"$OUT"
     return 0
   fi
   line=$(timeout 400 "$BENCH" "$scenario" --port "$SERVER_PORT" --jwt-secret "$SECRET" --users "$users" \
-    --group-size "$group" --server-pid "$SERVER_PID" --target-name "$target" "$@" 2>"$err") || rc=$?
+    --group-size "$group" --server-pid "$SERVER_PID" --target-name "$target" "${proto[@]}" "$@" 2>"$err") || rc=$?
   stop_server
   if [[ $line != \{* ]]; then
     line="{\"scenario\":\"$scenario\",\"target\":\"$target\",\"ok\":false,\"error\":\"bench exit $rc, no JSON\"}"
@@ -186,6 +204,21 @@ each_target() {
   done
 }
 
+# each_sio_target LABEL SCENARIO USERS GROUP [bench options...]:
+# REPS x (Parley over Socket.IO, Node socket.io, Parley native)
+SIO_TARGETS=(parley-sio node-sio parley)
+each_sio_target() {
+  local label=$1 scenario=$2 users=$3 group=$4
+  shift 4
+  (( SOCKETIO )) || return 0
+  wanted "$label" || wanted "${label%%-*}" || return 0
+  for rep in $(seq "$REPS"); do
+    for target in "${SIO_TARGETS[@]}"; do
+      run_case "$label" "$scenario" "$target" "$rep" "$users" "$group" "$@"
+    done
+  done
+}
+
 # The drain ends as soon as every reply and delivery is in; the long bound only
 # matters for an overloaded server still working through its backlog.
 MSG=(--duration "$DUR" --warmup "$WARM" --drain-timeout 15 --connect-timeout 120)
@@ -196,6 +229,11 @@ each_target idle idle "$IDLE_USERS" 2 --duration "$HOLD" --connect-timeout 120
 each_target connect connect "$CONNECT_USERS" 2 --concurrency 200 --connect-timeout 120
 each_target growth-1000 fanout 1000 500 --senders 40 "${MSG[@]}"
 each_target "growth-$GROWTH_BIG" fanout "$GROWTH_BIG" 500 --senders 40 "${MSG[@]}"
+# Socket.IO (issue 9's targets: fanout and idle); the same loads as above.
+each_sio_target sio-fanout fanout 2000 500 --senders 40 "${MSG[@]}"
+each_sio_target sio-idle idle "$IDLE_USERS" 2 --duration "$HOLD" --connect-timeout 120
+each_sio_target sio-dm dm 2000 2 "${MSG[@]}"
+each_sio_target sio-connect connect "$CONNECT_USERS" 2 --concurrency 200 --connect-timeout 120
 
 # ---------------------------------------------------------------- table
 node - "$OUT" "$(( $(date +%s) - START ))" "$SKIPPED" "$QUICK" >"$TABLE" <<'EOF'
@@ -230,26 +268,40 @@ const metrics = {
   connect: [['connects_per_s', 'connections/s', 1], ['connects_per_cpu_s', 'connections per server CPU-s', 1]],
   growth: [['deliveries_per_cpu_s', 'deliveries per server CPU-s', 1], ['deliveries_per_s', 'deliveries/s', 1]],
 };
-const targets = ['parley', 'bun', 'node'].filter((t) => runs.some((r) => r.target === t));
-const peers = targets.filter((t) => t !== 'parley');
-const labels = [...new Set(runs.map((r) => r.label))];
 const out = [];
-out.push(`Medians over repetitions${quick === '1' ? ' (--quick: one short repetition)' : ''}; ` +
-         `ratio = Parley / peer (for latency and RSS, lower is better). ok = runs that passed the delivery ` +
-         `check; medians include failed runs that still measured something (marked *), see the list below.`);
-out.push('');
-out.push(`| case | metric | ${targets.join(' | ')} | ${peers.map((p) => `parley/${p}`).join(' | ')} |`);
-out.push(`|---|---|${targets.map(() => '---:').join('|')}|${peers.map(() => '---:').join('|')}|`);
-for (const label of labels) {
-  const ms = metrics[label.split('-')[0]] || [];
-  const of = (t) => runs.filter((r) => r.label === label && r.target === t);
-  const okCount = targets.map((t) => `${of(t).filter((r) => r.ok).length}/${of(t).length}`);
-  out.push(`| ${label} | ok | ${okCount.join(' | ')} |${peers.map(() => '').join(' |')} |`);
-  for (const [path, name] of ms) {
-    const med = Object.fromEntries(targets.map((t) => [t, median(of(t).map((r) => get(r, path)))]));
-    const mark = (t) => (of(t).some((r) => !r.ok && get(r, path) !== undefined) ? '*' : '');
-    const ratios = peers.map((p) => (med.parley !== undefined && med[p] ? (med.parley / med[p]).toFixed(2) : '–'));
-    out.push(`| ${label} | ${name} | ${targets.map((t) => fmt(med[t]) + mark(t)).join(' | ')} | ${ratios.join(' | ')} |`);
+// One table per family: [targets in column order, the one the ratios are of].
+const families = [
+  { labels: (l) => !l.startsWith('sio-'), order: ['parley', 'bun', 'node'], base: 'parley',
+    title: 'WebSocket: Parley against the Bun and Node (ws) peers' },
+  { labels: (l) => l.startsWith('sio-'), order: ['parley-sio', 'node-sio', 'parley'], base: 'parley-sio',
+    title: 'Socket.IO: Parley over Socket.IO (parley-sio) against Node socket.io (node-sio) and Parley native (parley)' },
+];
+for (const fam of families) {
+  const labels = [...new Set(runs.map((r) => r.label))].filter(fam.labels);
+  if (!labels.length) continue;
+  const famRuns = runs.filter((r) => labels.includes(r.label));
+  const targets = fam.order.filter((t) => famRuns.some((r) => r.target === t));
+  const peers = targets.filter((t) => t !== fam.base);
+  if (out.length) out.push('');
+  out.push(`${fam.title}. Medians over repetitions${quick === '1' ? ' (--quick: one short repetition)' : ''}; ` +
+           `ratio = ${fam.base} / other (for latency and RSS, lower is better). ok = runs that passed the delivery ` +
+           `check; medians include failed runs that still measured something (marked *), see the list below.`);
+  out.push('');
+  out.push(`| case | metric | ${targets.join(' | ')} | ${peers.map((p) => `${fam.base}/${p}`).join(' | ')} |`);
+  out.push(`|---|---|${targets.map(() => '---:').join('|')}|${peers.map(() => '---:').join('|')}|`);
+  for (const label of labels) {
+    const ms = metrics[label.replace(/^sio-/, '').split('-')[0]] || [];
+    const of = (t) => famRuns.filter((r) => r.label === label && r.target === t);
+    const okCount = targets.map((t) => `${of(t).filter((r) => r.ok).length}/${of(t).length}`);
+    out.push(`| ${label} | ok | ${okCount.join(' | ')} |${peers.map(() => '').join(' |')} |`);
+    for (const [path, name] of ms) {
+      // A run that connected nobody measured nothing (its empty histograms read 0).
+      const measured = (t) => of(t).filter((r) => r.ok || r.connections > 0);
+      const med = Object.fromEntries(targets.map((t) => [t, median(measured(t).map((r) => get(r, path)))]));
+      const mark = (t) => (measured(t).some((r) => !r.ok && get(r, path) !== undefined) ? '*' : '');
+      const ratios = peers.map((p) => (med[fam.base] !== undefined && med[p] ? (med[fam.base] / med[p]).toFixed(2) : '–'));
+      out.push(`| ${label} | ${name} | ${targets.map((t) => fmt(med[t]) + mark(t)).join(' | ')} | ${ratios.join(' | ')} |`);
+    }
   }
 }
 const failed = runs.filter((r) => !r.ok);

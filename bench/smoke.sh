@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # CI smoke test of the benchmark tools (about 10 s):
-#   bench/smoke.sh PATH/TO/parley PATH/TO/parley-bench
+#   bench/smoke.sh PATH/TO/parley PATH/TO/parley-bench [native|socketio]
+# (socketio: the same runs with parley-bench --protocol socketio, against
+# Parley's Engine.IO/Socket.IO endpoint; a wrong secret is a CONNECT_ERROR.)
 # Starts parley on port 0 with a temporary data dir seeded by `parley seed`
-# (60 users, groups of 10), runs parley-bench fanout and dm for 2 s each and
+# (120 users, groups of 10), runs parley-bench fanout (users 0-59) and dm
+# (users 60-119: threads without history, so Socket.IO's catch-up on connect
+# replays nothing of the fanout run into them) for 2 s each and
 # requires exit 0 with "missing":0 and "duplicates":0; also checks that a bad
 # secret fails the run and that a non-loopback --host is refused. Kills the
 # server (by its PID) on the way out.
@@ -10,6 +14,8 @@ set -euo pipefail
 
 PARLEY=${1:?usage: smoke.sh PARLEY_BIN BENCH_BIN}
 BENCH=${2:?usage: smoke.sh PARLEY_BIN BENCH_BIN}
+PROTOCOL=${3:-native}
+[[ $PROTOCOL == native || $PROTOCOL == socketio ]] || { echo "smoke: protocol must be native or socketio" >&2; exit 2; }
 TMP=$(mktemp -d /tmp/parley-bench-smoke.XXXXXX)
 SECRET="smoke-$$-$RANDOM"
 PID=""
@@ -31,11 +37,11 @@ fail() {
   exit 1
 }
 
-"$PARLEY" seed --data-dir "$TMP/data" --users 60 --group-size 10 --log-level warn >"$TMP/seed.json" 2>"$TMP/seed.log" \
+"$PARLEY" seed --data-dir "$TMP/data" --users 120 --group-size 10 --log-level warn >"$TMP/seed.json" 2>"$TMP/seed.log" \
   || fail "parley seed"
-grep -q '"users_created":60' "$TMP/seed.json" || fail "seed summary: $(cat "$TMP/seed.json")"
+grep -q '"users_created":120' "$TMP/seed.json" || fail "seed summary: $(cat "$TMP/seed.json")"
 # Seeding again is a no-op.
-"$PARLEY" seed --data-dir "$TMP/data" --users 60 --group-size 10 --log-level warn 2>/dev/null | grep -q '"users_existing":60' \
+"$PARLEY" seed --data-dir "$TMP/data" --users 120 --group-size 10 --log-level warn 2>/dev/null | grep -q '"users_existing":120' \
   || fail "second seed was not idempotent"
 
 "$PARLEY" serve --port 0 --bind 127.0.0.1 --data-dir "$TMP/data" --jwt-secret "$SECRET" >"$TMP/server.log" 2>&1 &
@@ -53,24 +59,27 @@ check_run() {  # NAME JSON_FILE EXIT_CODE
   local name=$1 json=$2 rc=$3
   (( rc == 0 )) || fail "$name exited $rc: $(cat "$json")"
   grep -q '"ok":true' "$json" || fail "$name not ok: $(cat "$json")"
+  grep -q "\"protocol\":\"$PROTOCOL\"" "$json" || fail "$name did not run over $PROTOCOL: $(cat "$json")"
   grep -q '"missing":0' "$json" || fail "$name missing deliveries: $(cat "$json")"
   grep -q '"duplicates":0' "$json" || fail "$name duplicate deliveries: $(cat "$json")"
   grep -q '"acked":[1-9]' "$json" || fail "$name acknowledged nothing: $(cat "$json")"
-  echo "smoke: $name ok: $(grep -o '"acked":[0-9]*' "$json") $(grep -o '"expected":[0-9]*' "$json")"
+  echo "smoke: $PROTOCOL $name ok: $(grep -o '"acked":[0-9]*' "$json") $(grep -o '"expected":[0-9]*' "$json")"
 }
 
-COMMON=(--port "$PORT" --jwt-secret "$SECRET" --users 60 --group-size 10 --server-pid "$PID" --warmup 0.5 --duration 2)
+COMMON=(--port "$PORT" --jwt-secret "$SECRET" --users 60 --group-size 10 --server-pid "$PID" --warmup 0.5 --duration 2
+        --protocol "$PROTOCOL")
 rc=0
 timeout 60 "$BENCH" fanout "${COMMON[@]}" --senders 6 >"$TMP/fanout.json" 2>"$TMP/fanout.err" || rc=$?
 check_run fanout "$TMP/fanout.json" "$rc"
 rc=0
-timeout 60 "$BENCH" dm "${COMMON[@]}" >"$TMP/dm.json" 2>"$TMP/dm.err" || rc=$?
+timeout 60 "$BENCH" dm "${COMMON[@]}" --user-offset 60 >"$TMP/dm.json" 2>"$TMP/dm.err" || rc=$?
 check_run dm "$TMP/dm.json" "$rc"
 
-# A wrong secret: every upgrade is refused, the run fails (exit 1) and says so.
+# A wrong secret: every upgrade (Socket.IO: every CONNECT) is refused, the run
+# fails (exit 1) and says so.
 rc=0
 timeout 60 "$BENCH" connect --port "$PORT" --jwt-secret "not-$SECRET" --users 5 --group-size 5 \
-  --connect-timeout 10 >"$TMP/bad.json" 2>/dev/null || rc=$?
+  --connect-timeout 10 --protocol "$PROTOCOL" >"$TMP/bad.json" 2>/dev/null || rc=$?
 (( rc == 1 )) || fail "bad secret: exit $rc, expected 1"
 grep -q '"connect_failures":5' "$TMP/bad.json" || fail "bad secret not reported: $(cat "$TMP/bad.json")"
 
@@ -80,4 +89,4 @@ rc=0
 (( rc == 2 )) || fail "non-loopback --host was not refused (exit $rc)"
 
 kill -0 "$PID" 2>/dev/null || fail "server died during the smoke test"
-echo "smoke: 4 passed, 0 failed"
+echo "smoke: $PROTOCOL: 4 passed, 0 failed"

@@ -1,23 +1,45 @@
 #!/usr/bin/env bash
-# Installs everything Parley needs to build, run and test, from Debian packages
-# and the npm registry. Idempotent: safe to run again; skips apt when all is there.
+# Installs what Parley needs from Debian packages (and, with --test, from the
+# npm registry). Idempotent: safe to run again; skips apt when all is there.
+#
+#   scripts/install-deps.sh          build and run: the compiler and the
+#                                    libraries CMake links (run.sh uses this)
+#   scripts/install-deps.sh --test   also what the tests need: GoogleTest,
+#                                    Node + the e2e npm packages, Python's
+#                                    websockets and socketio, PostgreSQL and
+#                                    Redis servers (scripts/test.sh uses this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+WITH_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TESTS=1 ;;
+    *) echo "install-deps: unknown argument $arg (try --test)" >&2; exit 64 ;;
+  esac
+done
+
+# Build and run. libpq and hiredis are here because CMake links them (their
+# headers and libraries), not their servers.
 APT_PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config git curl ca-certificates
+  build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev sqlite3 libpq-dev libhiredis-dev libsodium-dev libssl-dev
-  libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev googletest
-  python3 python3-websockets
-  postgresql redis-server
-  procps psmisc
+  libspdlog-dev libfmt-dev libcli11-dev
 )
 
-# Node.js: use the machine's own if present (it may come from a non-Debian
-# build that conflicts with Debian's npm); otherwise Debian's.
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  APT_PACKAGES+=(nodejs npm)
+if [ "$WITH_TESTS" -eq 1 ]; then
+  APT_PACKAGES+=(
+    libgtest-dev libgmock-dev googletest
+    python3 python3-websockets python3-socketio python3-requests python3-websocket
+    postgresql redis-server
+    procps psmisc
+  )
+  # Node.js: use the machine's own if present (it may come from a non-Debian
+  # build that conflicts with Debian's npm); otherwise Debian's.
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    APT_PACKAGES+=(nodejs npm)
+  fi
 fi
 
 missing=()
@@ -34,8 +56,14 @@ else
   echo "install-deps: apt packages present"
 fi
 
-# Test clients from npm (ws, socket.io-client), pinned by tests/e2e/package-lock.json.
-if [ -f tests/e2e/package.json ]; then
-  (cd tests/e2e && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi)
+# Test clients from npm (ws, socket.io-client), pinned by tests/e2e/package-lock.json;
+# installed again only when the lock file changed since the last install.
+if [ "$WITH_TESTS" -eq 1 ] && [ -f tests/e2e/package-lock.json ]; then
+  stamp=tests/e2e/node_modules/.package-lock.json
+  if [ ! -f "$stamp" ] || [ tests/e2e/package-lock.json -nt "$stamp" ]; then
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "install-deps: e2e node_modules up to date"
+  fi
 fi
 echo "install-deps: done"

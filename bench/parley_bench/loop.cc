@@ -1,5 +1,5 @@
-// The epoll loop: connecting, the WebSocket upgrade, reading and writing
-// frames. Level-triggered, one read per ready socket per turn (fair between
+// The epoll loop: connecting, the WebSocket upgrade (the same for Socket.IO's
+// WebSocket transport), reading and writing frames. Level-triggered, one read per ready socket per turn (fair between
 // connections), writes gathered per turn and flushed once.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "jwt.h"
+#include "sio.h"
 #include "worker.h"
 
 namespace bench {
@@ -63,7 +64,13 @@ void Totals::merge(const Totals& o) {
   bad_frames += o.bad_frames;
   other_frames += o.other_frames;
   late_sends += o.late_sends;
+  replayed += o.replayed;
   for (const auto& [k, v] : o.errors) errors[k] += v;
+  for (const auto& [k, v] : o.other_types) {
+    auto it = std::find_if(other_types.begin(), other_types.end(), [&](const auto& e) { return e.first == k; });
+    if (it == other_types.end()) other_types.emplace_back(k, v);
+    else it->second += v;
+  }
   for (const auto& s : o.failure_samples)
     if (failure_samples.size() < 8) failure_samples.push_back(s);
   delivery.merge(o.delivery);
@@ -207,9 +214,15 @@ void Worker::finish_connect(Conn& c, int64_t now) {
   if (getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
   if (err == EINPROGRESS || err == EALREADY) return;
   if (err != 0) return fail(c, std::string("connect: ") + std::strerror(err), now);
-  const int64_t wall_s = static_cast<int64_t>(::time(nullptr));
-  std::string token = mint_hs256(opt_.jwt_secret, user_id(c.user + opt_.user_offset), wall_s, 3600);
-  Upgrade up = make_upgrade(host_header_, opt_.path + "?token=" + token, rng_);
+  std::string target;
+  if (opt_.protocol == Protocol::kSocketIo) {
+    target = sio_target(opt_.path);  // the token goes in the Socket.IO CONNECT
+    c.sio_step = 0;
+  } else {
+    const int64_t wall_s = static_cast<int64_t>(::time(nullptr));
+    target = opt_.path + "?token=" + mint_hs256(opt_.jwt_secret, user_id(c.user + opt_.user_offset), wall_s, 3600);
+  }
+  Upgrade up = make_upgrade(host_header_, target, rng_);
   c.accept = std::move(up.expected_accept);
   c.state = kUpgrading;
   c.out += up.request;

@@ -1,5 +1,6 @@
-// parley-bench: a load generator for Parley's WebSocket protocol (and for the
-// peers in bench/peers that speak the same subset). See docs/benchmarks.md.
+// parley-bench: a load generator for Parley's WebSocket protocol and its
+// Socket.IO mapping (and for the peers in bench/peers that speak the same
+// subset). See docs/benchmarks.md.
 #include "options.h"
 #include "run.h"
 

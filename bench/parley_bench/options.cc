@@ -23,6 +23,8 @@ const char* scenario_name(Scenario s) {
   return "?";
 }
 
+const char* protocol_name(Protocol p) { return p == Protocol::kSocketIo ? "socketio" : "native"; }
+
 bool resolve_loopback(const std::string& host, int port, sockaddr_storage& addr, socklen_t& len) {
   std::memset(&addr, 0, sizeof addr);
   std::string h = host == "localhost" ? "127.0.0.1" : host;
@@ -52,7 +54,7 @@ bool resolve_loopback(const std::string& host, int port, sockaddr_storage& addr,
 
 bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
   CLI::App app{
-      "parley-bench: WebSocket load generator for Parley and its peers (loopback only).\n"
+      "parley-bench: WebSocket and Socket.IO load generator for Parley and its peers (loopback only).\n"
       "Scenarios: fanout, latency, dm, idle, connect. One JSON object per run on stdout."};
   std::string scenario;
   const std::map<std::string, Scenario> names{{"fanout", Scenario::kFanout},
@@ -65,7 +67,16 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
       ->check(CLI::IsMember({"fanout", "latency", "dm", "idle", "connect"}));
   app.add_option("--host", o.host, "Server address: 127.0.0.0/8 or ::1 only")->capture_default_str();
   app.add_option("--port", o.port, "Server port")->required()->check(CLI::Range(1, 65535));
-  app.add_option("--path", o.path, "WebSocket path")->capture_default_str();
+  std::string protocol = "native";
+  app.add_option("--protocol", protocol,
+                 "native: Parley's WebSocket frames; socketio: Socket.IO v5 over Engine.IO v4's WebSocket transport")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "socketio"}));
+  auto* path_opt = app.add_option("--path", o.path, "WebSocket path (socketio: Engine.IO path, default /socket.io/)")
+                       ->capture_default_str();
+  app.add_flag("--sio-ack-deliveries", o.sio_ack_deliveries,
+               "socketio: acknowledge new_message events that ask for an ack (a delivery receipt per delivery; "
+               "the native mode sends none)");
   app.add_option("--jwt-secret", o.jwt_secret, "HS256 secret shared with the server")->required();
   app.add_option("--target-name", o.target_name, "Name of the server under test, copied to the JSON")
       ->capture_default_str();
@@ -114,6 +125,8 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
     return false;
   }
   o.scenario = names.at(scenario);
+  o.protocol = protocol == "socketio" ? Protocol::kSocketIo : Protocol::kNative;
+  if (o.protocol == Protocol::kSocketIo && path_opt->count() == 0) o.path = "/socket.io/";
   if (!resolve_loopback(o.host, o.port, o.addr, o.addr_len)) {
     std::cerr << "parley-bench: refusing --host " << o.host << ": only 127.0.0.0/8 and ::1 are allowed\n";
     exit_code = 2;

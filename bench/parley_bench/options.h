@@ -14,13 +14,20 @@ namespace bench {
 
 enum class Scenario { kFanout, kLatency, kDm, kIdle, kConnect };
 
+// What the connections speak: Parley's native WebSocket frames, or Socket.IO
+// v5 over Engine.IO v4's WebSocket transport (CONTRACT section 7's events).
+enum class Protocol { kNative, kSocketIo };
+
 const char* scenario_name(Scenario s);
+const char* protocol_name(Protocol p);
 
 struct Options {
   Scenario scenario = Scenario::kFanout;
   std::string host = "127.0.0.1";
   int port = 0;
-  std::string path = "/ws";
+  Protocol protocol = Protocol::kNative;
+  std::string path = "/ws";   // "/socket.io/" for Socket.IO unless --path is given
+  bool sio_ack_deliveries = false;  // Socket.IO: acknowledge new_message events that ask for it
   std::string jwt_secret;
   std::string target_name = "parley";
   int64_t users = 1000;

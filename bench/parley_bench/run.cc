@@ -100,6 +100,7 @@ int run(const Options& opt) {
   shared.opt = &opt;
   shared.plan = &plan;
   shared.run_nonce = std::random_device{}() ^ (static_cast<uint64_t>(mono_ns()) << 16);
+  shared.run_start_ns = mono_ns();
   const double budget_s = opt.connect_timeout_s + opt.warmup_s + opt.duration_s + opt.drain_timeout_s + 30;
   shared.hard_deadline_ns = mono_ns() + static_cast<int64_t>(budget_s * 1e9);
 
@@ -202,6 +203,7 @@ int run(const Options& opt) {
   j.kv("ok", ok);
   if (!error.empty()) j.kv("error", error);
   j.begin_object("params");
+  j.kv("protocol", protocol_name(opt.protocol));
   j.kv("users", opt.users);
   j.kv("group_size", opt.group_size);
   j.kv("groups", plan.groups);
@@ -283,12 +285,16 @@ int run(const Options& opt) {
   j.kv("rate_limited", tot.rate_limited);
   j.kv("cap_waits", tot.cap_waits);
   j.kv("deliveries_total", tot.deliveries);
+  j.kv("replayed", tot.replayed);
   j.kv("other_frames", tot.other_frames);
   j.kv("bad_frames", tot.bad_frames);
   j.kv("connect_failures", tot.connect_failures);
   j.kv("closed_early", tot.closed_early);
   j.begin_object("errors");
   for (const auto& [code, n] : tot.errors) j.kv(code, n);
+  j.end_object();
+  j.begin_object("other_types");
+  for (const auto& [type, n] : tot.other_types) j.kv(type, n);
   j.end_object();
   j.kv("elapsed_seconds", static_cast<double>(t_end - t_begin) / 1e9);
   j.end_object();

@@ -4,7 +4,8 @@
 // request_id "<counter>:<send ns>" (CLOCK_MONOTONIC, same machine), so a
 // reply carries everything needed to match and time it: no per-message state
 // beyond one bit per counter (acked, at the sender; received, at each
-// recipient per sender).
+// recipient per sender). Over Socket.IO the ack id is the counter and the
+// time comes back in the acknowledged message's content (sio_traffic.cc).
 #include <sys/timerfd.h>
 
 #include <algorithm>
@@ -131,14 +132,7 @@ void Worker::try_send(uint32_t i, int64_t now) {
   }
 }
 
-void Worker::send_message(SenderState& s, int64_t send_ns) {
-  Conn& c = conns_[s.conn];
-  const int64_t counter = s.next_counter++;
-  std::string& f = frame_buf_;
-  f.clear();
-  f += R"({"type":"send_message","thread_id":")";
-  f += plan_.thread_ids[static_cast<size_t>(c.group)];
-  f += R"(","content":")";
+void Worker::append_content_fields(std::string& f, const SenderState& s, int64_t counter, int64_t send_ns) {
   const size_t content_start = f.size();
   append_int(f, s.user);
   f += ':';
@@ -154,11 +148,27 @@ void Worker::send_message(SenderState& s, int64_t send_ns) {
   append_int(f, s.user);
   f += '-';
   append_int(f, counter);
-  f += R"(","request_id":")";
-  append_int(f, counter);
-  f += ':';
-  append_int(f, send_ns);
-  f += R"("})";
+  f += '"';
+}
+
+void Worker::send_message(SenderState& s, int64_t send_ns) {
+  Conn& c = conns_[s.conn];
+  const int64_t counter = s.next_counter++;
+  std::string& f = frame_buf_;
+  f.clear();
+  if (opt_.protocol == Protocol::kSocketIo) {
+    append_sio_send(f, c, s, counter, send_ns);
+  } else {
+    f += R"({"type":"send_message","thread_id":")";
+    f += plan_.thread_ids[static_cast<size_t>(c.group)];
+    f += R"(","content":")";
+    append_content_fields(f, s, counter, send_ns);
+    f += R"(,"request_id":")";
+    append_int(f, counter);
+    f += ':';
+    append_int(f, send_ns);
+    f += R"("})";
+  }
   send_frame(c, kText, f);
   ++s.outstanding;
   ++outstanding_;
@@ -167,6 +177,7 @@ void Worker::send_message(SenderState& s, int64_t send_ns) {
 }
 
 void Worker::on_text(Conn& c, std::string_view text, int64_t now) {
+  if (opt_.protocol == Protocol::kSocketIo) return on_sio_text(c, text, now);
   std::string_view type;
   if (!json_str(text, "\"type\":", type)) {
     ++totals_.bad_frames;
@@ -179,23 +190,46 @@ void Worker::on_text(Conn& c, std::string_view text, int64_t now) {
       ++totals_.other_frames;
       return;
     }
-    c.state = kOpen;
-    ++totals_.established;
-    --in_flight_;
-    totals_.connect.record(now - c.t_start);
-    totals_.last_established_ns = std::max(totals_.last_established_ns, now);
-    return;
+    return on_established(c, now);
   }
   if (type == "error") return on_error(c, text, now);
-  ++totals_.other_frames;  // presence, pong, ...: not part of any scenario's check
+  count_other(type);  // presence, pong, ...: not part of any scenario's check
+}
+
+void Worker::count_other(std::string_view type) {
+  ++totals_.other_frames;
+  // A handful of distinct types per run: a linear search beats a map here.
+  for (auto& [k, v] : totals_.other_types)
+    if (k == type) {
+      ++v;
+      return;
+    }
+  if (totals_.other_types.size() < 32) totals_.other_types.emplace_back(std::string(type.substr(0, 40)), 1);
+}
+
+void Worker::on_established(Conn& c, int64_t now) {
+  c.state = kOpen;
+  ++totals_.established;
+  --in_flight_;
+  totals_.connect.record(now - c.t_start);
+  totals_.last_established_ns = std::max(totals_.last_established_ns, now);
 }
 
 void Worker::on_delivery(Conn& c, std::string_view text, int64_t now) {
-  ++totals_.deliveries;
-  if (in_window(now)) ++totals_.deliveries_in_window;
   std::string_view content;
   int64_t v[3];
-  if (!json_str(text, "\"content\":", content) || colon_ints(content, v, 3) != 3) {
+  const bool parsed = json_str(text, "\"content\":", content) && colon_ints(content, v, 3) == 3;
+  // Sent before this run started (send times are CLOCK_MONOTONIC, one
+  // machine): history the server replays, e.g. Socket.IO's catch-up on
+  // connect after an earlier run on the same store. Neither a delivery of
+  // this run nor a failure.
+  if (parsed && v[2] < shared_.run_start_ns) {
+    ++totals_.replayed;
+    return;
+  }
+  ++totals_.deliveries;
+  if (in_window(now)) ++totals_.deliveries_in_window;
+  if (!parsed) {
     ++totals_.bad_frames;
     return;
   }
@@ -242,6 +276,10 @@ void Worker::on_ack(Conn& c, std::string_view text, int64_t now) {
     ++totals_.bad_frames;
     return;
   }
+  acknowledged(c, s, counter, send_ns, now);
+}
+
+void Worker::acknowledged(Conn& c, SenderState& s, int64_t counter, int64_t send_ns, int64_t now) {
   if (!set_bit(s.acked, counter)) {
     ++totals_.duplicate_acks;
     return;
@@ -271,7 +309,12 @@ void Worker::on_error(Conn& c, std::string_view text, int64_t now) {
   // A refused send_message is never stored, so nobody expects it. Older Parley
   // builds sent rate_limited without the request_id: it still stands for one
   // of our frames.
-  if ((ours || limited) && s.outstanding > 0) {
+  if (ours || limited) return refused(c, s, limited, now);
+  if (opt_.scenario != Scenario::kLatency && sending_) try_send(static_cast<uint32_t>(c.sender), now);
+}
+
+void Worker::refused(Conn& c, SenderState& s, bool limited, int64_t now) {
+  if (s.outstanding > 0) {
     --s.outstanding;
     --outstanding_;
     if (limited) {

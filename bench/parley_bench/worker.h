@@ -1,6 +1,7 @@
 // One client thread: an epoll loop that owns a share of the connections
 // (user u belongs to worker u % threads), drives them through connect ->
-// upgrade -> connection_established, sends what the scenario asks and checks
+// upgrade -> connection_established (Socket.IO: upgrade -> open packet ->
+// CONNECT -> connection_success), sends what the scenario asks and checks
 // every frame that comes back. Nothing is shared with other workers except
 // the read-only plan, the phase flag and the progress counters.
 #pragma once
@@ -31,6 +32,7 @@ struct Shared {
   std::atomic<int64_t> window_end_ns{0};    // measuring and sending stop
   int64_t hard_deadline_ns = 0;             // every worker stops by then, whatever happens
   uint64_t run_nonce = 0;                   // makes client_msg_id unique per run
+  int64_t run_start_ns = 0;                 // messages stamped before this are history, not this run's
 };
 
 // Live counters of one worker, published every loop turn for progress lines
@@ -57,7 +59,9 @@ struct Totals {
   int64_t duplicates = 0, out_of_order = 0, misrouted = 0, seq_violations = 0;
   int64_t duplicate_acks = 0, rejected = 0, rate_limited = 0, cap_waits = 0;
   int64_t bad_frames = 0, other_frames = 0, late_sends = 0;
+  int64_t replayed = 0;  // new_message of an earlier run (Socket.IO's catch-up on connect): not counted
   std::map<std::string, int64_t> errors;  // error frames by code
+  std::vector<std::pair<std::string, int64_t>> other_types;  // other_frames by type / event name (few)
   std::vector<std::string> failure_samples;
   Histogram delivery;  // scheduled send -> new_message, messages sent in the window
   Histogram ack;       // scheduled send -> message_sent, messages sent in the window
@@ -93,6 +97,7 @@ struct Conn {
   bool dirty = false;      // in the flush list
   bool want_out = false;   // EPOLLOUT registered
   bool frag_active = false;
+  uint8_t sio_step = 0;    // Socket.IO, while kAwaitEstablished: 0 open packet due, 1 CONNECT due, 2 connection_success due
   int32_t sender = -1;     // local SenderState index
   int64_t user = 0;
   int64_t group = -1;
@@ -142,9 +147,22 @@ class Worker {
   void send_message(SenderState& s, int64_t send_ns);
   void arm_timer();
   void on_text(Conn& c, std::string_view text, int64_t now);
+  void count_other(std::string_view type);  // ++other_frames, by type
+  void on_established(Conn& c, int64_t now);
   void on_delivery(Conn& c, std::string_view text, int64_t now);
   void on_ack(Conn& c, std::string_view text, int64_t now);
   void on_error(Conn& c, std::string_view text, int64_t now);
+  // Counts counter's acknowledgement (send_ns: its send time) and sends more.
+  void acknowledged(Conn& c, SenderState& s, int64_t counter, int64_t send_ns, int64_t now);
+  // A send the server refused (never stored): code "rate_limited" backs off.
+  void refused(Conn& c, SenderState& s, bool rate_limited, int64_t now);
+
+  // sio_traffic.cc: the same traffic as Socket.IO packets
+  void on_sio_text(Conn& c, std::string_view text, int64_t now);
+  void on_sio_ack(Conn& c, int64_t ack_id, std::string_view data, int64_t now);
+  void append_sio_send(std::string& f, const Conn& c, const SenderState& s, int64_t counter, int64_t send_ns);
+  // The content value (its opening quote already written) and client_msg_id, to its closing quote.
+  void append_content_fields(std::string& f, const SenderState& s, int64_t counter, int64_t send_ns);
   bool in_window(int64_t t) const { return t >= window_start_ && t < window_end_; }
 
   const int index_;

@@ -6,22 +6,17 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
-#include "protocol/encode.h"
+#include "protocol/encode.h"  // message_json
 
 namespace parley {
 
 namespace json = boost::json;
 
-// Close codes of our own (4000-4999 are the application's, RFC 6455 7.4.2).
-constexpr uint16_t kCloseUnauthorized = 4401;
-constexpr uint16_t kCloseAuthTimeout = 4408;
-constexpr uint16_t kCloseTooManyConnections = 4429;
-constexpr uint16_t kClosePolicy = 1008;
-
 // ---------------------------------------------------------------- lifecycle
 
-Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport)
-    : ctx_(ctx),
+Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport, const Encoder& encoder)
+    : encoder_(&encoder),
+      ctx_(ctx),
       transport_(std::move(transport)),
       session_id_(new_uuid()),
       tokens_(ctx.chat.config().limits.message_burst),
@@ -39,14 +34,14 @@ void Connection::on_open(std::optional<User> user, std::string token) {
 void Connection::on_tick(int64_t now_ms) {
   if (closed_) return;
   if (!authed_) {
-    if (auth_deadline_ms_ && now_ms > auth_deadline_ms_) close(kCloseAuthTimeout, "authentication timeout");
+    if (auth_deadline_ms_ && now_ms > auth_deadline_ms_) close(CloseReason::kAuthTimeout, "authentication timeout");
     return;
   }
   // A second of grace past exp, so a client renewing right at exp is not cut.
   if (token_exp_ > 0 && now_ms > token_exp_ * 1000 + 1000) {
     token_exp_ = 0;
     send_error({ErrorKind::kUnauthorized, "token_expired", "token expired; send a fresh `auth` frame"}, nullptr);
-    close(kCloseUnauthorized, "token expired");
+    close(CloseReason::kUnauthorized, "token expired");
   }
 }
 
@@ -54,12 +49,12 @@ void Connection::authenticated(User user, const std::string& token, const json::
   bool renewal = authed_;
   if (renewal && user.id != user_.id) {
     send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
-    return close(kCloseUnauthorized, "token is for another user");
+    return close(CloseReason::kUnauthorized, "token is for another user");
   }
   if (!renewal) {
     if (!ctx_.chat.presence().connect(user.id)) {
       send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
-      return close(kCloseTooManyConnections, "too many connections for this user");
+      return close(CloseReason::kTooManyConnections, "too many connections for this user");
     }
     registered_ = true;
     user_ = std::move(user);
@@ -67,17 +62,18 @@ void Connection::authenticated(User user, const std::string& token, const json::
     authed_ = true;
     ctx_.hub.add(this);
     spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_.id);
-    send(encode_frame("connection_established", json::object{{"user_id", user_.id},
-                                                             {"session_id", session_id_},
-                                                             {"timestamp", iso8601_millis(now_micros())}}));
+    send(encoder_->reply("connection_established", json::object{{"user_id", user_.id},
+                                                                {"session_id", session_id_},
+                                                                {"timestamp", iso8601_millis(now_micros())}},
+                         nullptr));
   }
   // Close when the token expires, unless an `auth` frame renews it first.
   auto exp = ctx_.chat.token_expiry(token);
   token_exp_ = exp ? *exp : 0;
   if (renewal)
-    send(encode_frame("auth_renewed", json::object{{"user_id", user_.id},
-                                                   {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
-                      request_id));
+    send(encoder_->reply("auth_renewed", json::object{{"user_id", user_.id},
+                                                      {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
+                         request_id));
 }
 
 void Connection::on_close() {
@@ -110,28 +106,44 @@ bool Connection::take_token() {
   return false;
 }
 
-void Connection::on_binary() {
+void Connection::on_binary(std::string_view) {
   send_error(bad_input("binary_not_supported", "binary frames are not supported; send JSON text"), nullptr);
 }
 
 void Connection::on_text(std::string_view text) {
   if (closed_) return;
   ParsedFrame parsed = parse_client_frame(text);
-  if (!take_token()) {
-    if (++strikes_ >= ctx_.chat.config().limits.flood_strikes) return close(kClosePolicy, "rate limit exceeded");
-    return send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}, parsed.frame.request_id);
-  }
-  if (parsed.error) return send_error(*parsed.error, parsed.frame.request_id);
-  if (!authed_ && parsed.frame.type != ClientType::kAuth)
-    return send_error({ErrorKind::kUnauthorized, "not_authenticated", "send an `auth` frame first"},
-                      parsed.frame.request_id);
-  handle(std::move(parsed.frame));
+  if (parsed.error) return on_bad_frame(*parsed.error, parsed.frame.request_id);
+  on_frame(std::move(parsed.frame));
 }
 
-void Connection::handle(ClientFrame f) {
+void Connection::on_bad_frame(const Error& error, const json::value& request_id) {
+  if (closed_ || !take_token_or_refuse(request_id)) return;
+  send_error(error, request_id);
+}
+
+void Connection::on_frame(ClientFrame f) {
+  if (closed_ || !take_token_or_refuse(f.request_id)) return;
+  if (!authed_ && f.type != ClientType::kAuth)
+    return send_error({ErrorKind::kUnauthorized, "not_authenticated", "send an `auth` frame first"}, f.request_id);
+  dispatch(std::move(f));
+}
+
+// A frame the token bucket refuses gets `rate_limited`; sustained flooding closes.
+bool Connection::take_token_or_refuse(const json::value& request_id) {
+  if (take_token()) return true;
+  if (++strikes_ >= ctx_.chat.config().limits.flood_strikes) {
+    close(CloseReason::kPolicy, "rate limit exceeded");
+  } else {
+    send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}, request_id);
+  }
+  return false;
+}
+
+void Connection::dispatch(ClientFrame f) {
   switch (f.type) {
     case ClientType::kAuth: return on_auth_frame(std::move(f));
-    case ClientType::kPing: return send(encode_frame("pong", {}, f.request_id));
+    case ClientType::kPing: return send(encoder_->reply("pong", {}, f.request_id));
     case ClientType::kSendMessage: return on_send(std::move(f));
     case ClientType::kSubscribeThread: return on_subscribe(std::move(f));
     case ClientType::kUnsubscribeThread:
@@ -157,7 +169,7 @@ void Connection::on_auth_frame(ClientFrame f) {
       if (self->closed_) return;
       if (!user) {
         self->send_error(user.error(), f.request_id);
-        return self->close(kCloseUnauthorized, "authentication failed");
+        return self->close(CloseReason::kUnauthorized, "authentication failed");
       }
       self->authenticated(*user, f.token, f.request_id);
     };
@@ -177,11 +189,11 @@ void Connection::on_send(ClientFrame f) {
   auto self = shared_from_this();
   // Runs on the store's callback thread after the commit, or right here when refused.
   auto done = [self, transport, request_id = f.request_id](Result<SendOutcome> r) {
-    std::string frame = r ? encode_data_frame("message_sent", r->message_json, request_id)
-                          : encode_error(r.error(), request_id);
+    Frames frames = r ? self->encoder_->data_reply("message_sent", r->message_json, request_id)
+                      : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
     if (auto t = transport.lock())
-      t->post([self, frame = std::move(frame)]() mutable { self->send(std::move(frame)); });
+      t->post([self, frames = std::move(frames)]() mutable { self->send(std::move(frames)); });
   };
   if (!req.thread_id.empty()) return ctx_.chat.send(std::move(req), std::move(done));
   // By username: the direct thread may have to be created, which blocks.
@@ -216,6 +228,15 @@ void Connection::on_subscribe(ClientFrame f) {
   replay_read(std::move(r));
 }
 
+void Connection::catch_up(const std::string& thread_id, int64_t since_seq) {
+  if (closed_ || !authed_) return;
+  ClientFrame f;
+  f.type = ClientType::kSubscribeThread;
+  f.thread_id = thread_id;
+  f.since_seq = since_seq;
+  on_subscribe(std::move(f));
+}
+
 // thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
 void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
   auto self = shared_from_this();
@@ -226,7 +247,7 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
     if (!m) {
       failed = m.error();
     } else if (!*m || !self->ctx_.chat.is_member(**m, self->user_.id)) {
-      failed = forbidden("thread not found or you are not a participant");
+      failed = thread_not_found_or_forbidden();
     } else if (auto t = self->ctx_.chat.store().thread(f.thread_id); !t) {
       failed = t.error();
     } else if (*t) {
@@ -235,7 +256,7 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
     return [self, failed, f, type, last_seq] {
       if (failed) return self->send_error(*failed, f.request_id);
       int64_t last = std::max(last_seq, self->cursor_.last_sent(f.thread_id));
-      self->send(encode_frame(type, json::object{{"thread_id", f.thread_id}, {"last_seq", last}}, f.request_id));
+      self->send(self->encoder_->reply(type, json::object{{"thread_id", f.thread_id}, {"last_seq", last}}, f.request_id));
     };
   });
 }
@@ -270,7 +291,8 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
       return;
     }
     const Message& m = r->page[r->next++];
-    if (cursor_.replayed(r->thread_id, m.seq)) send(encode_data_frame("new_message", json::serialize(message_json(m))));
+    if (cursor_.replayed(r->thread_id, m.seq))
+      send(encoder_->replayed_message(m.id, json::serialize(message_json(m))));
   }
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;
   if (static_cast<int>(r->page.size()) == kReplayPage) {
@@ -279,7 +301,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   }
   for (auto& frame : cursor_.end_replay(r->thread_id, r->since, last)) send(std::move(frame));
   int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
-  send(encode_frame("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
+  send(encoder_->reply("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
                     r->request_id));
 }
 
@@ -289,7 +311,7 @@ void Connection::on_mark_read(ClientFrame f) {
     auto seq = self->ctx_.chat.mark_read(self->user_.id, f.thread_id, f.up_to_seq.value_or(0), self->session_id_);
     return [self, f, seq] {
       if (!seq) return self->send_error(seq.error(), f.request_id);
-      self->send(encode_frame("read_receipt",
+      self->send(self->encoder_->reply("read_receipt",
                               json::object{{"thread_id", f.thread_id}, {"user_id", self->user_.id}, {"seq", *seq}},
                               f.request_id));
     };
@@ -302,7 +324,8 @@ void Connection::on_join_chat(ClientFrame f) {
     auto t = self->ctx_.chat.direct_thread(self->user_, f.username);
     return [self, f, t] {
       if (!t) return self->send_error(t.error(), f.request_id);
-      self->send(encode_frame("chat_joined", json::object{{"thread_id", t->id}, {"chatId", t->id}}, f.request_id));
+      self->send(
+          self->encoder_->reply("chat_joined", json::object{{"thread_id", t->id}, {"chatId", t->id}}, f.request_id));
     };
   });
 }
@@ -310,7 +333,8 @@ void Connection::on_join_chat(ClientFrame f) {
 void Connection::on_relay(ClientFrame f, std::string_view type) {
   json::object fields{{"from_user_id", user_.id}, {"payload", f.payload}};
   auto st = ctx_.chat.relay(user_.id, f.thread_id, std::string(type), std::move(fields), session_id_);
-  if (!st) send_error(st.error(), f.request_id);
+  if (!st) return send_error(st.error(), f.request_id);
+  send(encoder_->done(f.request_id));
 }
 
 // Typing relays as it comes; a client that goes quiet (or away) without
@@ -319,6 +343,7 @@ void Connection::on_typing(ClientFrame f) {
   json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", f.is_typing}};
   auto st = ctx_.chat.relay(user_.id, f.thread_id, "typing", std::move(fields), session_id_);
   if (!st) return send_error(st.error(), f.request_id);
+  send(encoder_->done(f.request_id));
   if (!f.is_typing) {
     typing_.erase(f.thread_id);
     return;
@@ -349,20 +374,25 @@ void Connection::on_delivered(ClientFrame f) {
   off_loop([self, f]() -> std::function<void()> {
     auto st = self->ctx_.chat.acknowledge_delivery(self->user_.id, f.message_id);
     return [self, f, st] {
-      if (!st) self->send_error(st.error(), f.request_id);
+      if (!st) return self->send_error(st.error(), f.request_id);
+      self->send(self->encoder_->done(f.request_id));
     };
   });
 }
 
 // ---------------------------------------------------------------- outbound
 
-void Connection::deliver(const BusEvent& event) {
+void Connection::deliver(Delivery& d) {
   if (closed_) return;
-  if (event.seq > 0 && !cursor_.live(event.thread_id, event.seq, event.frame)) return;
-  if (auto t = transport_.lock()) t->send_text(event.frame);  // counted by the Hub
+  const BusEvent& event = d.event();
+  const FramePtr& frame = d.frame(encoder_->format(), [&] { return encoder_->event(event); });
+  if (event.seq > 0 && !cursor_.live(event.thread_id, event.seq, frame)) return;
+  if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub
 }
 
-void Connection::send(std::string frame) { send(std::make_shared<const Frame>(std::move(frame))); }
+void Connection::send(Frames frames) {
+  for (auto& f : frames) send(std::move(f));
+}
 
 void Connection::send(FramePtr frame) {
   if (closed_) return;
@@ -374,19 +404,22 @@ void Connection::send(FramePtr frame) {
 
 void Connection::send_error(const Error& error, const json::value& request_id) {
   Metrics::get().count_error(error.code);
-  send(encode_error(error, request_id));
+  send(encoder_->error(error, request_id));
 }
 
-void Connection::close(uint16_t code, std::string reason) {
-  spdlog::info("event=ws_close session_id={} user_id={} code={} reason=\"{}\"", session_id_, user_.id, code, reason);
-  if (auto t = transport_.lock()) t->close(code, std::move(reason));
+void Connection::close(CloseReason reason, std::string text) {
+  spdlog::info("event=session_close session_id={} user_id={} reason=\"{}\"", session_id_, user_.id, text);
+  if (auto t = transport_.lock()) t->close(reason, std::move(text));
 }
 
 void Connection::off_loop(std::function<std::function<void()>()> work) {
   std::weak_ptr<Transport> transport = transport_;
-  ctx_.workers.submit([transport, work = std::move(work)] {
+  ctx_.workers.submit([self = shared_from_this(), transport, work = std::move(work)] {
     auto then = work();
-    if (auto t = transport.lock()) t->post(std::move(then));
+    if (auto t = transport.lock())
+      t->post([self, then = std::move(then)] {
+        if (!self->closed_) then();
+      });
   });
 }
 

@@ -1,8 +1,10 @@
-// Connection: the WebSocket protocol of CONTRACT.md section 4 for one client,
-// independent of the transport. It authenticates, rate-limits, parses frames,
-// calls the chat service and sends replies; as a ClientSession it receives
-// fan-out from its loop's Hub and keeps per-thread delivery cursors so each
-// message reaches it once and replays stay in order.
+// Connection: the chat protocol of CONTRACT.md section 4 for one client,
+// independent of transport and wire format. It authenticates, rate-limits,
+// dispatches client frames to the chat service and sends replies; as a
+// ClientSession it receives fan-out from its loop's Hub and keeps per-thread
+// delivery cursors so each message reaches it once and replays stay in order.
+// Frames come in through on_frame (on_text is the WebSocket JSON adapter);
+// replies and events go out through the Encoder the transport chose.
 //
 // Threading: created, fed and closed on its transport's loop thread. Blocking
 // chat calls run on the worker pool and come back to the loop via the
@@ -22,6 +24,7 @@
 #include "chat/session.h"
 #include "common/thread_pool.h"
 #include "protocol/client_frame.h"
+#include "protocol/encoder.h"
 
 namespace parley {
 
@@ -31,27 +34,42 @@ struct ConnectionContext {
   Hub& hub;
 };
 
-class Connection final : public ClientSession, public std::enable_shared_from_this<Connection> {
+class Connection final : public ClientSession,
+                         public TransportListener,
+                         public std::enable_shared_from_this<Connection> {
  public:
-  Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport);
+  // `encoder` outlives the connection (encoders are process-wide).
+  Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport, const Encoder& encoder);
   ~Connection() override;
 
-  // The transport is open. `user` is set when the upgrade carried a valid token.
+  // The transport is open. `user` is set when it came with a valid token.
   void on_open(std::optional<User> user, std::string token);
-  void on_text(std::string_view text);
-  void on_binary();
-  void on_close();
+  // A client frame, whatever its envelope. Rate-limited, then dispatched.
+  void on_frame(ClientFrame frame);
+  // A client frame that could not be read: an `error` reply (rate-limited too).
+  void on_bad_frame(const Error& error, const boost::json::value& request_id);
+  // Sends, as a replay, the thread's messages after since_seq (then
+  // thread_subscribed), as subscribe_thread does; for a client that expects
+  // what it missed without asking (Socket.IO).
+  void catch_up(const std::string& thread_id, int64_t since_seq);
+  bool authenticated() const { return authed_; }
+  bool closed() const { return closed_; }
+
+  // TransportListener: the WebSocket JSON adapter.
+  void on_text(std::string_view text) override;
+  void on_binary(std::string_view data) override;
+  void on_close() override;
   // About once a second, from the loop: the auth deadline and token expiry.
-  void on_tick(int64_t now_ms);
+  void on_tick(int64_t now_ms) override;
 
   // ClientSession
   const std::string& session_id() const override { return session_id_; }
   const std::string& user_id() const override { return user_.id; }
-  void deliver(const BusEvent& event) override;
+  void deliver(Delivery& delivery) override;
 
  private:
   void authenticated(User user, const std::string& token, const boost::json::value& request_id);
-  void handle(ClientFrame frame);
+  void dispatch(ClientFrame frame);
   void on_auth_frame(ClientFrame frame);
   void on_send(ClientFrame frame);
   void on_subscribe(ClientFrame frame);
@@ -66,13 +84,18 @@ class Connection final : public ClientSession, public std::enable_shared_from_th
   void stop_typing(const std::string& thread_id);
   void on_delivered(ClientFrame frame);
   bool take_token();
+  bool take_token_or_refuse(const boost::json::value& request_id);
 
-  void send(std::string frame);
   void send(FramePtr frame);
+  void send(Frames frames);
   void send_error(const Error& error, const boost::json::value& request_id);
-  void close(uint16_t code, std::string reason);
-  // Runs fn(self) on a worker, then its result on the loop.
+  void close(CloseReason reason, std::string text);
+  // Work on a worker, reply on the loop: runs `work` on the worker pool, then
+  // the function it returns on this connection's loop, unless the connection
+  // closed meanwhile.
   void off_loop(std::function<std::function<void()>()> work);
+
+  const Encoder* encoder_;
 
   ConnectionContext ctx_;
   std::weak_ptr<Transport> transport_;

@@ -3,13 +3,14 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include <future>
 #include <vector>
 
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
+#include "common/wait.h"
 #include "protocol/client_frame.h"
+#include "protocol/json_fields.h"
 #include "protocol/encode.h"
 
 namespace parley {
@@ -79,7 +80,10 @@ HttpResponse success(int status, json::value data, json::object extra = {}) {
 
 HttpResponse failure(const Error& e) {
   Metrics::get().count_error(e.code);
-  return json_response(http_status(e.kind), json::object{{"status", "error"}, {"code", e.code}, {"message", e.message}});
+  HttpResponse r;
+  r.status = http_status(e.kind);
+  r.body = encode_error_body(e);
+  return r;
 }
 
 json::object auth_json(const AuthResult& a) {
@@ -105,56 +109,11 @@ std::vector<std::string> split_path(const std::string& path) {
   return parts;
 }
 
-// Reads a JSON request body field by field, remembering the first error.
-class Body {
- public:
-  explicit Body(const std::string& text, bool allow_empty = false) {
-    if (allow_empty && text.find_first_not_of(" \t\r\n") == std::string::npos) return;
-    auto parsed = parse_json_object(text);
-    if (parsed) obj_ = std::move(*parsed);
-    else error_ = parsed.error();
-  }
-  const std::optional<Error>& error() const { return error_; }
-  bool has(std::string_view key) const { return obj_.if_contains(key) && !obj_.at(key).is_null(); }
-
-  std::string str(std::string_view key, bool required) {
-    const json::value* v = obj_.if_contains(key);
-    if (!v || v->is_null()) {
-      if (required) fail(bad_input("missing_field", "missing field: " + std::string(key)));
-      return "";
-    }
-    if (!v->is_string()) {
-      fail(bad_input("invalid_field", "field " + std::string(key) + " must be a string"));
-      return "";
-    }
-    return std::string(v->get_string());
-  }
-
-  std::vector<std::string> strings(std::string_view key) {
-    std::vector<std::string> out;
-    const json::value* v = obj_.if_contains(key);
-    if (!v || v->is_null()) return out;
-    if (!v->is_array()) {
-      fail(bad_input("invalid_field", "field " + std::string(key) + " must be an array of strings"));
-      return out;
-    }
-    for (const auto& e : v->get_array()) {
-      if (!e.is_string()) {
-        fail(bad_input("invalid_field", "field " + std::string(key) + " must be an array of strings"));
-        return {};
-      }
-      out.emplace_back(e.get_string());
-    }
-    return out;
-  }
-
- private:
-  void fail(Error e) {
-    if (!error_) error_ = std::move(e);
-  }
-  json::object obj_;
-  std::optional<Error> error_;
-};
+// A request body: a JSON object (or, with allow_empty, nothing at all).
+Result<json::object> body_object(const std::string& text, bool allow_empty = false) {
+  if (allow_empty && text.find_first_not_of(" \t\r\n") == std::string::npos) return json::object{};
+  return parse_json_object(text);
+}
 
 std::optional<int64_t> parse_int(const std::string& s) {
   if (s.empty() || s.size() > 18) return std::nullopt;
@@ -168,9 +127,297 @@ std::optional<int64_t> parse_int(const std::string& s) {
   return s[0] == '-' ? -v : v;
 }
 
-}  // namespace
-
 // ---------------------------------------------------------------- routes
+
+// One request being handled: what the route functions get.
+struct Call {
+  ChatService& chat;
+  const HealthInfo& health;
+  int64_t started_at;
+  const HttpRequest& req;
+  const std::vector<std::string>& parts;  // the path's segments
+  const User* user = nullptr;              // the caller; null on public routes
+  std::string thread_id{};                 // /api/chat/threads/:id/…: the normalised id
+};
+
+HttpResponse root(Call&) {
+  HttpResponse r;
+  r.content_type = "text/plain; charset=utf-8";
+  r.body = "Parley chat server running";
+  return r;
+}
+
+HttpResponse health(Call& c) {
+  // A store that cannot answer makes /health say so (503), not count 0 users.
+  auto users = c.chat.store().user_count();
+  json::object o{{"status", users ? "ok" : "degraded"},
+                 {"version", PARLEY_VERSION},
+                 {"uptime_seconds", (now_micros() - c.started_at) / 1000000},
+                 {"connections", c.health.connections ? c.health.connections() : 0},
+                 {"users_online", c.health.users_online ? c.health.users_online() : 0},
+                 {"users", users ? json::value(*users) : json::value(nullptr)},
+                 {"storage", json::object{{"kind", c.chat.store().describe()}, {"ok", users.ok()}}},
+                 {"bus", json::object{{"kind", c.health.bus}, {"ok", true}}}};
+  return json_response(users ? 200 : 503, o);
+}
+
+HttpResponse metrics(Call& c) {
+  if (!c.chat.config().metrics_enabled) return failure(not_found("not_found", "metrics are disabled"));
+  HttpResponse r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = Metrics::get().render();
+  return r;
+}
+
+HttpResponse register_user(Call& c) {
+  auto body = body_object(c.req.body);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  RegisterRequest r;
+  r.username = b.string("username", Need::kRequired);
+  r.password = b.string("password", Need::kRequired);
+  r.full_name = b.string("full_name", Need::kRequired);
+  r.role = b.string("role", Need::kOptional);
+  if (b.has("phone_number")) r.phone_number = b.string("phone_number", Need::kOptional);
+  if (b.error()) return failure(*b.error());
+  auto a = c.chat.register_user(r);
+  if (!a) return failure(a.error());
+  return success(201, auth_json(*a));
+}
+
+HttpResponse login(Call& c) {
+  auto body = body_object(c.req.body);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  std::string login = b.has("username") ? b.string("username", Need::kRequired) : b.string("phone_number", Need::kOptional);
+  std::string password = b.string("password", Need::kRequired);
+  if (!b.error() && login.empty()) return failure(bad_input("missing_field", "missing field: username or phone_number"));
+  if (b.error()) return failure(*b.error());
+  auto a = c.chat.login(login, password, c.req.remote_address);
+  if (!a) return failure(a.error());
+  return success(200, auth_json(*a));
+}
+
+HttpResponse refresh(Call& c) { return success(200, auth_json(c.chat.issue_token(*c.user))); }
+
+HttpResponse me(Call& c) { return success(200, user_json(*c.user)); }
+
+HttpResponse search_users(Call& c) {
+  auto it = c.req.query.find("search");
+  std::string q = it == c.req.query.end() ? "" : it->second;
+  auto found = c.chat.search_users(q, 50);
+  if (!found) return failure(found.error());
+  json::array arr;
+  for (const auto& u : *found) arr.push_back(user_json(u));
+  return success(200, json::object{{"users", std::move(arr)}});
+}
+
+HttpResponse presence(Call& c) {
+  if (!is_uuid(c.parts[2])) return failure(not_found("user_not_found", "no such user"));
+  std::string id = normalize_uuid(c.parts[2]);
+  auto p = c.chat.presence_of(id);
+  if (!p) return failure(p.error());
+  return success(200, json::object{{"user_id", id},
+                                   {"online", p->online},
+                                   {"last_seen", p->last_seen ? json::value(iso8601_millis(p->last_seen))
+                                                              : json::value(nullptr)}});
+}
+
+HttpResponse user_by_id(Call& c) {
+  if (!is_uuid(c.parts[2])) return failure(not_found("user_not_found", "no such user"));
+  auto u = c.chat.user(normalize_uuid(c.parts[2]));
+  if (!u) return failure(u.error());
+  return success(200, user_json(*u));
+}
+
+HttpResponse create_thread(Call& c) {
+  auto body = body_object(c.req.body);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  ChatService::CreateThreadRequest r;
+  r.type = b.string("type", Need::kRequired);
+  r.participant_ids = b.strings("participant_ids");
+  r.usernames = b.strings("usernames");
+  r.title = b.string("title", Need::kOptional);
+  if (b.error()) return failure(*b.error());
+  auto t = c.chat.create_thread(*c.user, r);
+  if (!t) return failure(t.error());
+  return success(t->created ? 201 : 200, thread_json(t->thread));
+}
+
+HttpResponse list_threads(Call& c) {
+  auto threads = c.chat.threads(*c.user);
+  if (!threads) return failure(threads.error());
+  json::array arr;
+  for (const auto& s : *threads) arr.push_back(summary_json(s));
+  return success(200, json::object{{"threads", std::move(arr)}});
+}
+
+HttpResponse get_thread(Call& c) {
+  auto t = c.chat.thread(*c.user, c.thread_id);
+  if (!t) return failure(t.error());
+  return success(200, thread_json(*t));
+}
+
+HttpResponse add_participants(Call& c) {
+  auto body = body_object(c.req.body);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  auto ids = b.strings("participant_ids");
+  if (!b.error() && ids.empty()) return failure(bad_input("missing_field", "missing field: participant_ids"));
+  if (b.error()) return failure(*b.error());
+  auto t = c.chat.add_participants(*c.user, c.thread_id, ids);
+  if (!t) return failure(t.error());
+  return success(200, thread_json(*t));
+}
+
+HttpResponse remove_participant(Call& c) {
+  if (!is_uuid(c.parts[5])) return failure(not_found("not_a_participant", "that user is not in this thread"));
+  std::string user_id = normalize_uuid(c.parts[5]);
+  auto st = c.chat.remove_participant(*c.user, c.thread_id, user_id);
+  if (!st) return failure(st.error());
+  return success(200, json::object{{"thread_id", c.thread_id}, {"user_id", user_id}});
+}
+
+HttpResponse history(Call& c) {
+  HistoryQuery q;
+  for (auto [key, target] : {std::pair{"before_seq", &q.before_seq}, std::pair{"after_seq", &q.after_seq}}) {
+    auto it = c.req.query.find(key);
+    if (it == c.req.query.end() || it->second.empty()) continue;
+    auto v = parse_int(it->second);
+    if (!v || *v < 0) return failure(bad_input("invalid_field", std::string(key) + " must be a non-negative integer"));
+    *target = *v;
+  }
+  if (auto it = c.req.query.find("limit"); it != c.req.query.end()) {
+    auto v = parse_int(it->second);
+    if (!v) return failure(bad_input("invalid_limit", "limit must be between 1 and 200"));
+    q.limit = static_cast<int>(std::clamp<int64_t>(*v, -1, 1000));
+  }
+  auto ms = c.chat.history(*c.user, c.thread_id, q);
+  if (!ms) return failure(ms.error());
+  return success(200, messages_json(*ms));
+}
+
+HttpResponse send_message(Call& c) {
+  auto body = body_object(c.req.body);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  SendRequest s;
+  s.sender_id = c.user->id;
+  s.thread_id = c.thread_id;
+  s.content = b.has("content") ? b.string("content", Need::kRequired) : b.string("text", Need::kOptional);
+  if (!b.error() && !b.has("content") && !b.has("text")) return failure(bad_input("missing_field", "missing field: content"));
+  if (b.has("message_type")) s.message_type = b.string("message_type", Need::kOptional);
+  s.client_msg_id = b.string("client_msg_id", Need::kOptional);
+  if (b.error()) return failure(*b.error());
+  if (s.client_msg_id.size() > 128) return failure(bad_input("invalid_field", "client_msg_id is too long"));
+  auto r = wait_for_callback<Result<SendOutcome>>([&](SendCallback done) { c.chat.send(std::move(s), std::move(done)); });
+  if (!r) return failure(r.error());
+  return success(r->duplicate ? 200 : 201, json::parse(r->message_json));
+}
+
+HttpResponse offline_messages(Call& c) {
+  Micros since = 0;
+  if (auto it = c.req.query.find("last_check_time"); it != c.req.query.end() && !it->second.empty()) {
+    auto t = parse_iso8601(it->second);
+    if (!t) return failure(bad_input("invalid_field", "last_check_time must be an ISO 8601 time"));
+    since = *t;
+  }
+  auto page = c.chat.offline_messages(*c.user, since);
+  if (!page) return failure(page.error());
+  json::object data = messages_json(page->messages);
+  data["count"] = page->messages.size();
+  data["last_check_time"] = iso8601_micros(page->cursor);
+  data["has_more"] = page->has_more;
+  return success(200, std::move(data));
+}
+
+HttpResponse unread_count(Call& c) {
+  auto counts = c.chat.unread_counts(*c.user);
+  if (!counts) return failure(counts.error());
+  int64_t total = 0;
+  json::array arr;
+  for (const auto& u : *counts) {
+    total += u.unread_count;
+    arr.push_back(json::object{{"thread_id", u.thread_id}, {"unread_count", u.unread_count}});
+  }
+  return success(200, json::object{{"unread_count", total}, {"threads", std::move(arr)}});
+}
+
+HttpResponse mark_read(Call& c) {
+  if (!is_uuid(c.parts[3])) return failure(thread_not_found_or_forbidden());
+  std::string thread_id = normalize_uuid(c.parts[3]);
+  int64_t up_to = 0;
+  if (auto it = c.req.query.find("up_to_seq"); it != c.req.query.end()) {
+    auto v = parse_int(it->second);
+    if (!v || *v < 0) return failure(bad_input("invalid_field", "up_to_seq must be a non-negative integer"));
+    up_to = *v;
+  }
+  auto seq = c.chat.mark_read(c.user->id, thread_id, up_to);
+  if (!seq) return failure(seq.error());
+  return success(200, json::object{{"thread_id", thread_id}, {"last_read_seq", *seq}},
+                 json::object{{"message", "Messages marked as read"}, {"thread_id", thread_id}, {"user_id", c.user->id}});
+}
+
+// Delivery needs no subscription in Parley; these answer old clients.
+HttpResponse subscribe(Call& c) {
+  return success(200, json::object{{"user_id", c.user->id}},
+                 json::object{{"message", "Subscribed to real-time messages"}, {"user_id", c.user->id}});
+}
+
+HttpResponse unsubscribe(Call& c) {
+  return success(200, json::object{{"user_id", c.user->id}},
+                 json::object{{"message", "Unsubscribed"}, {"user_id", c.user->id}});
+}
+
+// The route table (CONTRACT section 2): the first row whose method and
+// pattern match handles the request; "*" matches any one segment.
+struct Route {
+  std::string_view method;
+  std::vector<std::string_view> pattern;
+  bool is_public;
+  HttpResponse (*handler)(Call&);
+};
+
+const std::vector<Route>& routes() {
+  static const std::vector<Route> table{
+      {"GET", {}, true, root},
+      {"GET", {"health"}, true, health},
+      {"GET", {"metrics"}, true, metrics},
+      {"POST", {"api", "auth", "register"}, true, register_user},
+      {"POST", {"api", "auth", "login"}, true, login},
+      {"POST", {"api", "auth", "refresh"}, false, refresh},
+      {"GET", {"api", "users", "me"}, false, me},
+      {"GET", {"api", "users"}, false, search_users},
+      {"GET", {"api", "users", "*", "presence"}, false, presence},
+      {"GET", {"api", "users", "*"}, false, user_by_id},
+      {"POST", {"api", "chat", "threads"}, false, create_thread},
+      {"GET", {"api", "chat", "threads"}, false, list_threads},
+      {"GET", {"api", "chat", "threads", "*"}, false, get_thread},
+      {"POST", {"api", "chat", "threads", "*", "participants"}, false, add_participants},
+      {"DELETE", {"api", "chat", "threads", "*", "participants", "*"}, false, remove_participant},
+      {"GET", {"api", "chat", "threads", "*", "messages"}, false, history},
+      {"POST", {"api", "chat", "threads", "*", "messages"}, false, send_message},
+      {"GET", {"api", "chat", "offline-messages"}, false, offline_messages},
+      {"GET", {"api", "chat", "unread-count"}, false, unread_count},
+      {"POST", {"api", "chat", "mark-read", "*"}, false, mark_read},
+      {"POST", {"api", "chat", "subscribe"}, false, subscribe},
+      {"POST", {"api", "chat", "unsubscribe"}, false, unsubscribe},
+  };
+  return table;
+}
+
+const Route* find_route(const std::string& method, const std::vector<std::string>& parts) {
+  for (const Route& r : routes()) {
+    if (r.method != method || r.pattern.size() != parts.size()) continue;
+    bool match = true;
+    for (size_t i = 0; i < parts.size() && match; ++i) match = r.pattern[i] == "*" || r.pattern[i] == parts[i];
+    if (match) return &r;
+  }
+  return nullptr;
+}
+
+}  // namespace
 
 RestApi::RestApi(ChatService& chat, HealthInfo health)
     : chat_(chat), health_(std::move(health)), started_at_(now_micros()) {}
@@ -178,69 +425,10 @@ RestApi::RestApi(ChatService& chat, HealthInfo health)
 HttpResponse RestApi::handle(const HttpRequest& req) {
   Metrics::get().http_requests.fetch_add(1, std::memory_order_relaxed);
   const auto parts = split_path(req.path);
-  const std::string& m = req.method;
-  auto route = [&](std::string_view method, std::initializer_list<std::string_view> pattern) {
-    if (m != method || parts.size() != pattern.size()) return false;
-    size_t i = 0;
-    for (auto p : pattern) {
-      if (p != "*" && p != parts[i]) return false;
-      ++i;
-    }
-    return true;
-  };
+  const Route* route = find_route(req.method, parts);
+  Call call{chat_, health_, started_at_, req, parts};
+  if (route && route->is_public) return route->handler(call);
 
-  // ---- public
-  if (route("GET", {})) {
-    HttpResponse r;
-    r.content_type = "text/plain; charset=utf-8";
-    r.body = "Parley chat server running";
-    return r;
-  }
-  if (route("GET", {"health"})) {
-    // A store that cannot answer makes /health say so (503), not count 0 users.
-    auto users = chat_.store().user_count();
-    json::object o{{"status", users ? "ok" : "degraded"},
-                   {"version", PARLEY_VERSION},
-                   {"uptime_seconds", (now_micros() - started_at_) / 1000000},
-                   {"connections", health_.connections ? health_.connections() : 0},
-                   {"users_online", health_.users_online ? health_.users_online() : 0},
-                   {"users", users ? json::value(*users) : json::value(nullptr)},
-                   {"storage", json::object{{"kind", chat_.store().describe()}, {"ok", users.ok()}}},
-                   {"bus", json::object{{"kind", health_.bus}, {"ok", true}}}};
-    return json_response(users ? 200 : 503, o);
-  }
-  if (route("GET", {"metrics"})) {
-    if (!chat_.config().metrics_enabled) return failure(not_found("not_found", "metrics are disabled"));
-    HttpResponse r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = Metrics::get().render();
-    return r;
-  }
-  if (route("POST", {"api", "auth", "register"})) {
-    Body b(req.body);
-    RegisterRequest r;
-    r.username = b.str("username", true);
-    r.password = b.str("password", true);
-    r.full_name = b.str("full_name", true);
-    r.role = b.str("role", false);
-    if (b.has("phone_number")) r.phone_number = b.str("phone_number", false);
-    if (b.error()) return failure(*b.error());
-    auto a = chat_.register_user(r);
-    if (!a) return failure(a.error());
-    return success(201, auth_json(*a));
-  }
-  if (route("POST", {"api", "auth", "login"})) {
-    Body b(req.body);
-    std::string login = b.has("username") ? b.str("username", true) : b.str("phone_number", false);
-    std::string password = b.str("password", true);
-    if (!b.error() && login.empty()) return failure(bad_input("missing_field", "missing field: username or phone_number"));
-    if (b.error()) return failure(*b.error());
-    auto a = chat_.login(login, password, req.remote_address);
-    if (!a) return failure(a.error());
-    return success(200, auth_json(*a));
-  }
-
-  // ---- authenticated
   const std::string prefix = "Bearer ";
   if (req.authorization.size() <= prefix.size() ||
       strncasecmp(req.authorization.c_str(), prefix.c_str(), prefix.size()) != 0) {
@@ -250,165 +438,16 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   }
   auto me = chat_.authenticate(req.authorization.substr(prefix.size()));
   if (!me) return failure(me.error());
-  const User& user = *me;
+  call.user = &*me;
 
-  if (route("POST", {"api", "auth", "refresh"})) return success(200, auth_json(chat_.issue_token(user)));
-  if (route("GET", {"api", "users", "me"})) return success(200, user_json(user));
-  if (route("GET", {"api", "users"})) {
-    auto it = req.query.find("search");
-    std::string q = it == req.query.end() ? "" : it->second;
-    auto found = chat_.search_users(q, 50);
-    if (!found) return failure(found.error());
-    json::array arr;
-    for (const auto& u : *found) arr.push_back(user_json(u));
-    return success(200, json::object{{"users", std::move(arr)}});
-  }
-  if (route("GET", {"api", "users", "*", "presence"})) {
-    if (!is_uuid(parts[2])) return failure(not_found("user_not_found", "no such user"));
-    std::string id = normalize_uuid(parts[2]);
-    auto p = chat_.presence_of(id);
-    if (!p) return failure(p.error());
-    return success(200, json::object{{"user_id", id},
-                                     {"online", p->online},
-                                     {"last_seen", p->last_seen ? json::value(iso8601_millis(p->last_seen))
-                                                                : json::value(nullptr)}});
-  }
-  if (route("GET", {"api", "users", "*"})) {
-    if (!is_uuid(parts[2])) return failure(not_found("user_not_found", "no such user"));
-    auto u = chat_.user(normalize_uuid(parts[2]));
-    if (!u) return failure(u.error());
-    return success(200, user_json(*u));
-  }
-  if (route("POST", {"api", "chat", "threads"})) {
-    Body b(req.body);
-    ChatService::CreateThreadRequest r;
-    r.type = b.str("type", true);
-    r.participant_ids = b.strings("participant_ids");
-    r.usernames = b.strings("usernames");
-    r.title = b.str("title", false);
-    if (b.error()) return failure(*b.error());
-    auto t = chat_.create_thread(user, r);
-    if (!t) return failure(t.error());
-    return success(t->created ? 201 : 200, thread_json(t->thread));
-  }
-  if (route("GET", {"api", "chat", "threads"})) {
-    auto threads = chat_.threads(user);
-    if (!threads) return failure(threads.error());
-    json::array arr;
-    for (const auto& s : *threads) arr.push_back(summary_json(s));
-    return success(200, json::object{{"threads", std::move(arr)}});
-  }
   // Everything under /api/chat/threads/:id needs a well-formed id; a malformed
   // one gets the same answer as a thread the caller is not in.
-  if (parts.size() >= 4 && parts[0] == "api" && parts[1] == "chat" && parts[2] == "threads" && !is_uuid(parts[3]))
-    return failure(forbidden("thread not found or you are not a participant"));
-  const std::string tid = parts.size() >= 4 ? normalize_uuid(parts[3]) : "";
-
-  if (route("GET", {"api", "chat", "threads", "*"})) {
-    auto t = chat_.thread(user, tid);
-    if (!t) return failure(t.error());
-    return success(200, thread_json(*t));
+  if (parts.size() >= 4 && parts[0] == "api" && parts[1] == "chat" && parts[2] == "threads") {
+    if (!is_uuid(parts[3])) return failure(thread_not_found_or_forbidden());
+    call.thread_id = normalize_uuid(parts[3]);
   }
-  if (route("POST", {"api", "chat", "threads", "*", "participants"})) {
-    Body b(req.body);
-    auto ids = b.strings("participant_ids");
-    if (!b.error() && ids.empty()) return failure(bad_input("missing_field", "missing field: participant_ids"));
-    if (b.error()) return failure(*b.error());
-    auto t = chat_.add_participants(user, tid, ids);
-    if (!t) return failure(t.error());
-    return success(200, thread_json(*t));
-  }
-  if (route("DELETE", {"api", "chat", "threads", "*", "participants", "*"})) {
-    if (!is_uuid(parts[5])) return failure(not_found("not_a_participant", "that user is not in this thread"));
-    auto st = chat_.remove_participant(user, tid, normalize_uuid(parts[5]));
-    if (!st) return failure(st.error());
-    return success(200, json::object{{"thread_id", tid}, {"user_id", normalize_uuid(parts[5])}});
-  }
-  if (route("GET", {"api", "chat", "threads", "*", "messages"})) {
-    HistoryQuery q;
-    for (auto [key, target] : {std::pair{"before_seq", &q.before_seq}, std::pair{"after_seq", &q.after_seq}}) {
-      auto it = req.query.find(key);
-      if (it == req.query.end() || it->second.empty()) continue;
-      auto v = parse_int(it->second);
-      if (!v || *v < 0) return failure(bad_input("invalid_field", std::string(key) + " must be a non-negative integer"));
-      *target = *v;
-    }
-    if (auto it = req.query.find("limit"); it != req.query.end()) {
-      auto v = parse_int(it->second);
-      if (!v) return failure(bad_input("invalid_limit", "limit must be between 1 and 200"));
-      q.limit = static_cast<int>(std::clamp<int64_t>(*v, -1, 1000));
-    }
-    auto ms = chat_.history(user, tid, q);
-    if (!ms) return failure(ms.error());
-    return success(200, messages_json(*ms));
-  }
-  if (route("POST", {"api", "chat", "threads", "*", "messages"})) {
-    Body b(req.body);
-    SendRequest s;
-    s.sender_id = user.id;
-    s.thread_id = tid;
-    s.content = b.has("content") ? b.str("content", true) : b.str("text", false);
-    if (!b.error() && !b.has("content") && !b.has("text"))
-      return failure(bad_input("missing_field", "missing field: content"));
-    if (b.has("message_type")) s.message_type = b.str("message_type", false);
-    s.client_msg_id = b.str("client_msg_id", false);
-    if (b.error()) return failure(*b.error());
-    if (s.client_msg_id.size() > 128) return failure(bad_input("invalid_field", "client_msg_id is too long"));
-    std::promise<Result<SendOutcome>> p;
-    auto f = p.get_future();
-    chat_.send(std::move(s), [&p](Result<SendOutcome> r) { p.set_value(std::move(r)); });
-    auto r = f.get();
-    if (!r) return failure(r.error());
-    return success(r->duplicate ? 200 : 201, json::parse(r->message_json));
-  }
-  if (route("GET", {"api", "chat", "offline-messages"})) {
-    Micros since = 0;
-    if (auto it = req.query.find("last_check_time"); it != req.query.end() && !it->second.empty()) {
-      auto t = parse_iso8601(it->second);
-      if (!t) return failure(bad_input("invalid_field", "last_check_time must be an ISO 8601 time"));
-      since = *t;
-    }
-    auto page = chat_.offline_messages(user, since);
-    if (!page) return failure(page.error());
-    json::object data = messages_json(page->messages);
-    data["count"] = page->messages.size();
-    data["last_check_time"] = iso8601_micros(page->cursor);
-    data["has_more"] = page->has_more;
-    return success(200, std::move(data));
-  }
-  if (route("GET", {"api", "chat", "unread-count"})) {
-    auto counts = chat_.unread_counts(user);
-    if (!counts) return failure(counts.error());
-    int64_t total = 0;
-    json::array arr;
-    for (const auto& u : *counts) {
-      total += u.unread_count;
-      arr.push_back(json::object{{"thread_id", u.thread_id}, {"unread_count", u.unread_count}});
-    }
-    return success(200, json::object{{"unread_count", total}, {"threads", std::move(arr)}});
-  }
-  if (route("POST", {"api", "chat", "mark-read", "*"})) {
-    if (!is_uuid(parts[3])) return failure(forbidden("thread not found or you are not a participant"));
-    std::string thread_id = normalize_uuid(parts[3]);
-    int64_t up_to = 0;
-    if (auto it = req.query.find("up_to_seq"); it != req.query.end()) {
-      auto v = parse_int(it->second);
-      if (!v || *v < 0) return failure(bad_input("invalid_field", "up_to_seq must be a non-negative integer"));
-      up_to = *v;
-    }
-    auto seq = chat_.mark_read(user.id, thread_id, up_to);
-    if (!seq) return failure(seq.error());
-    return success(200, json::object{{"thread_id", thread_id}, {"last_read_seq", *seq}},
-                   json::object{{"message", "Messages marked as read"}, {"thread_id", thread_id}, {"user_id", user.id}});
-  }
-  if (route("POST", {"api", "chat", "subscribe"}) || route("POST", {"api", "chat", "unsubscribe"})) {
-    bool sub = parts[2] == "subscribe";
-    // Delivery needs no subscription in Parley; these answer old clients.
-    return success(200, json::object{{"user_id", user.id}},
-                   json::object{{"message", sub ? "Subscribed to real-time messages" : "Unsubscribed"},
-                                {"user_id", user.id}});
-  }
-  return failure(not_found("not_found", "no such endpoint"));
+  if (!route) return failure(not_found("not_found", "no such endpoint"));
+  return route->handler(call);
 }
 
 }  // namespace parley

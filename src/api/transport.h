@@ -1,24 +1,36 @@
-// Transport: what a protocol Connection needs from the network below it — a
-// WebSocket session today, an Engine.IO (Socket.IO) session later. Owned by
-// the network layer; a Connection holds only a weak reference.
+// Transport: what a protocol session needs from the network below it — a
+// WebSocket connection, or an Engine.IO session (polling or WebSocket) for
+// Socket.IO. Owned by the network layer; the session above holds only a
+// weak reference. TransportListener: what the transport reports back up.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "bus/bus.h"
 
 namespace parley {
+
+// Why the protocol closes a transport. net/ maps each to what its wire
+// says: a WebSocket close code (4401, 1008…), an Engine.IO close.
+enum class CloseReason {
+  kNormal,
+  kPolicy,              // abuse: sustained flooding
+  kUnauthorized,        // bad or expired token
+  kAuthTimeout,         // no `auth` frame in time
+  kTooManyConnections,  // the user's connection limit
+};
 
 class Transport {
  public:
   virtual ~Transport() = default;
   // Loop thread only. Queues one text frame; frames go out in order.
   virtual void send_text(FramePtr frame) = 0;
-  // Loop thread only. Sends a close frame with code and reason, then closes.
-  virtual void close(uint16_t code, std::string reason) = 0;
+  // Loop thread only. Closes after what is queued, saying why.
+  virtual void close(CloseReason reason, std::string text) = 0;
   // Any thread. Runs fn on this transport's loop thread, unless it is gone.
   virtual void post(std::function<void()> fn) = 0;
   // Loop thread only. Runs fn on the loop after `delay` (once).
@@ -26,6 +38,17 @@ class Transport {
   virtual const std::string& remote_address() const = 0;
   // Loop thread only. Bytes queued and not yet written to the socket.
   virtual size_t queued_bytes() const = 0;
+};
+
+// Loop thread only, each call; on_close comes once, last.
+class TransportListener {
+ public:
+  virtual ~TransportListener() = default;
+  virtual void on_text(std::string_view text) = 0;
+  virtual void on_binary(std::string_view data) = 0;
+  // About once a second: deadlines (auth, token expiry, pings).
+  virtual void on_tick(int64_t now_ms) = 0;
+  virtual void on_close() = 0;
 };
 
 }  // namespace parley

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "auth/jwt.h"
 #include "auth/password.h"
@@ -99,26 +100,38 @@ int fail(const Error& e) {
   return 1;
 }
 
-void add_common_options(CLI::App& cmd, Config& c) {
+// Every command: where the data is, and how much it logs.
+void add_data_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--data-dir", c.data_dir, "Storage directory (SQLite database, generated secret)")
       ->envname("PARLEY_DATA_DIR")
       ->capture_default_str();
   cmd.add_option("--database", c.database_url, "postgres://USER:PASS@HOST:PORT/DB: use PostgreSQL (default: SQLite in the data dir)")
       ->envname("PARLEY_DATABASE_URL");
+  cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (default: info for serve, warn otherwise)")
+      ->envname("PARLEY_LOG_LEVEL");
+}
+
+// Commands that sign or check tokens.
+void add_token_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--jwt-secret", c.jwt_secret, "HS256 secret for tokens (default: generated into the data dir)")
       ->envname("PARLEY_JWT_SECRET");
-  cmd.add_option("--jwt-public-key", c.jwt_public_key_file, "PEM public key accepting RS256/ES256 provider tokens")
-      ->envname("PARLEY_JWT_PUBLIC_KEY");
-  cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off")
-      ->envname("PARLEY_LOG_LEVEL")
-      ->capture_default_str();
   cmd.add_option("--token-ttl,--ttl", c.token_ttl_seconds, "Lifetime of issued tokens, seconds")
       ->envname("PARLEY_TOKEN_TTL")
       ->capture_default_str();
 }
 
+void add_roles_option(CLI::App& cmd, Config& c) {
+  cmd.add_option("--roles", c.roles, "The roles users may have, comma-separated")
+      ->envname("PARLEY_ROLES")
+      ->delimiter(',')
+      ->capture_default_str();
+}
+
 void add_serve_options(CLI::App& cmd, Config& c) {
   Limits& l = c.limits;
+  cmd.add_option("--jwt-public-key", c.jwt_public_key_file, "PEM public key accepting RS256/ES256 provider tokens")
+      ->envname("PARLEY_JWT_PUBLIC_KEY");
+  add_roles_option(cmd, c);
   cmd.add_option("--port", c.port, "TCP port (0 = any free port)")->envname("PARLEY_PORT")->capture_default_str();
   cmd.add_option("--bind", c.bind, "Address to listen on")->envname("PARLEY_BIND")->capture_default_str();
   cmd.add_option("--threads", c.threads, "Network event loops (0 = one per core)")
@@ -129,7 +142,19 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
-  cmd.add_flag("!--no-metrics", c.metrics_enabled, "Disable GET /metrics")->envname("PARLEY_NO_METRICS");
+  cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
+      ->envname("PARLEY_SOCKETIO_PATH")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-interval", c.socketio.ping_interval_ms, "Engine.IO ping interval, milliseconds")
+      ->envname("PARLEY_SOCKETIO_PING_INTERVAL")
+      ->capture_default_str();
+  cmd.add_option("--socketio-ping-timeout", c.socketio.ping_timeout_ms,
+                 "Engine.IO: milliseconds to answer a ping before the session closes")
+      ->envname("PARLEY_SOCKETIO_PING_TIMEOUT")
+      ->capture_default_str();
+  // A callback, not a negated bool flag: CLI11 would print that as "--no-metrics{false}".
+  cmd.add_flag_callback("--no-metrics", [&c] { c.metrics_enabled = false; }, "Disable GET /metrics")
+      ->envname("PARLEY_NO_METRICS");
   cmd.add_option("--max-frame-bytes", l.max_frame_bytes, "Largest WebSocket frame / HTTP body")
       ->envname("PARLEY_MAX_FRAME_BYTES")
       ->capture_default_str();
@@ -179,14 +204,44 @@ int serve(Config& config) {
   return 0;
 }
 
-int user_add(Config& config, RegisterRequest& req, bool phone_set, const std::string& phone) {
+// Admin commands act on an existing data dir, and say which: run in the
+// wrong directory, they would otherwise make a new ./data (and a new JWT
+// secret) and report success. `create` (--create) makes it.
+bool use_data_dir(const Config& config, bool create) {
+  // With PostgreSQL and a given secret the data dir holds nothing they need.
+  if (!config.database_url.empty() && !config.jwt_secret.empty()) {
+    std::string where = config.database_url;
+    size_t scheme = where.find("://"), at = where.rfind('@');
+    if (scheme != std::string::npos && at != std::string::npos && at > scheme)
+      where.erase(scheme + 3, at + 1 - (scheme + 3));  // never print the password
+    std::cerr << "parley: database " << where << "\n";
+    return true;
+  }
+  std::error_code ec;
+  fs::path dir = fs::absolute(config.data_dir, ec).lexically_normal();
+  if (ec) dir = config.data_dir;
+  bool exists = fs::is_directory(dir, ec);
+  if (!exists && !create) {
+    std::cerr << "parley: no data dir at " << dir.string()
+              << " (pass the server's --data-dir or PARLEY_DATA_DIR, or --create to start a new one)\n";
+    return false;
+  }
+  std::cerr << "parley: data dir " << dir.string() << (exists ? "" : " (new)") << "\n";
+  return true;
+}
+
+int user_add(Config& config, RegisterRequest& req, bool phone_set, const std::string& phone, bool as_json) {
   auto core = open_core(config);
   if (!core) return fail(core.error());
   if (phone_set) req.phone_number = phone;
   auto r = core->chat->register_user(req);
   core->store->close();
   if (!r) return fail(r.error());
-  std::cout << boost::json::serialize(boost::json::object{{"user", user_json(r->user)}, {"token", r->token}}) << "\n";
+  if (as_json) {
+    std::cout << boost::json::serialize(boost::json::object{{"user", user_json(r->user)}, {"token", r->token}}) << "\n";
+  } else {
+    std::cout << "created user " << r->user.username << " (" << r->user.role << ") id " << r->user.id << "\n";
+  }
   return 0;
 }
 
@@ -203,6 +258,49 @@ int token(Config& config, const std::string& username) {
   return 0;
 }
 
+std::string command_names(const CLI::App& app) {
+  std::string names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+  }
+  return names;
+}
+
+// "unknown command 'foo' (commands: ...)" for the first word that names no
+// command of `app` (or of the command before it), instead of CLI11's
+// "A subcommand is required"; nullopt when the words are fine.
+std::optional<std::string> unknown_command(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* level = &app;
+  std::string path;
+  for (int i = 1; i < argc; ++i) {
+    std::string word = argv[i];
+    if (word.empty() || word[0] == '-') return std::nullopt;  // options: CLI11 explains those
+    auto subs = level->get_subcommands([](const CLI::App*) { return true; });
+    if (subs.empty()) return std::nullopt;                    // a positional argument of a command
+    const CLI::App* next = nullptr;
+    for (const CLI::App* sub : subs) {
+      if (sub->check_name(word)) next = sub;
+    }
+    path += (path.empty() ? "" : " ") + word;
+    if (!next) {
+      return "unknown command '" + path + "' (commands: " + command_names(*level) + "; parley " +
+             path.substr(0, path.size() - word.size()) + "--help)";
+    }
+    level = next;
+  }
+  return std::nullopt;
+}
+
+// Whether the option was given (flag or environment) to the command that ran.
+bool option_given(const CLI::App& app, const std::string& name) {
+  for (const CLI::App* sub : app.get_subcommands()) {
+    const CLI::Option* opt = sub->get_option_no_throw(name);
+    if (opt && opt->count() > 0) return true;
+    if (option_given(*sub, name)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -211,50 +309,78 @@ int run_cli(int argc, char** argv) {
   Config config;
 
   auto* serve_cmd = app.add_subcommand("serve", "Run the server");
-  add_common_options(*serve_cmd, config);
+  add_data_options(*serve_cmd, config);
+  add_token_options(*serve_cmd, config);
   add_serve_options(*serve_cmd, config);
 
   auto* user_cmd = app.add_subcommand("user", "Manage users");
   user_cmd->require_subcommand(1);
-  auto* add_cmd = user_cmd->add_subcommand("add", "Create a user");
-  add_common_options(*add_cmd, config);
+  bool create_data_dir = false;
+  auto add_create_option = [&](CLI::App& cmd) {
+    cmd.add_flag("--create", create_data_dir, "Make the data dir when it does not exist (a new, empty store)");
+  };
+
+  auto* add_cmd = user_cmd->add_subcommand("add", "Create a user (prints one line; --json for the user and a token)");
+  add_data_options(*add_cmd, config);
+  add_create_option(*add_cmd);
   RegisterRequest reg;
   std::string phone;
+  bool user_add_json = false;
   add_cmd->add_option("--username", reg.username, "3-32 of a-z 0-9 _ .")->required();
   add_cmd->add_option("--password", reg.password, "At least 8 characters")->required();
   add_cmd->add_option("--full-name", reg.full_name, "Display name")->required();
-  add_cmd->add_option("--role", reg.role, "teacher, parent, student, admin...");
+  add_cmd->add_option("--role", reg.role, "One of --roles (default: no role, shown as member)");
   auto* phone_opt = add_cmd->add_option("--phone", phone, "Phone number (login alternative)");
+  add_roles_option(*add_cmd, config);
+  add_cmd->add_flag("--json", user_add_json, "Print {user, token} as JSON (the token lasts --token-ttl)");
+  add_token_options(*add_cmd, config);
 
   auto* token_cmd = app.add_subcommand("token", "Print a valid token for a user");
-  add_common_options(*token_cmd, config);
+  add_data_options(*token_cmd, config);
+  add_create_option(*token_cmd);
+  add_token_options(*token_cmd, config);
   std::string token_user;
   token_cmd->add_option("username", token_user, "Username")->required();
 
+  // seed makes its data dir when missing: making fresh benchmark data is what it is for.
   auto* seed_cmd = app.add_subcommand("seed", "Create benchmark users and group threads with deterministic ids");
-  add_common_options(*seed_cmd, config);
+  add_data_options(*seed_cmd, config);
+  add_token_options(*seed_cmd, config);
   SeedOptions seed_opts;
   seed_cmd->add_option("--users", seed_opts.users, "Users bench_0..bench_<N-1>")->required();
   seed_cmd->add_option("--group-size", seed_opts.group_size, "Users per group thread (user i is in group i/G)")->required();
   seed_cmd->add_option("--threads", seed_opts.threads, "Concurrent creates (group-committed)")->capture_default_str();
 
   auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
-  add_common_options(*migrate_cmd, config);
+  add_data_options(*migrate_cmd, config);
 
   app.add_subcommand("version", "Print the version");
 
+  if (auto unknown = unknown_command(app, argc, argv)) {
+    std::cerr << "parley: " << *unknown << "\n";
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Admin commands are quiet: only warnings and their result. serve logs
+  // one line per event from info up.
+  if (!serve_cmd->parsed() && !option_given(app, "--log-level")) config.log_level = "warn";
   if (!init_logging(config.log_level)) {
     std::cerr << "parley: unknown log level " << config.log_level << "\n";
     return 2;
   }
   if (serve_cmd->parsed()) return serve(config);
-  if (add_cmd->parsed()) return user_add(config, reg, phone_opt->count() > 0, phone);
-  if (token_cmd->parsed()) return token(config, token_user);
+  if (add_cmd->parsed()) {
+    if (!use_data_dir(config, create_data_dir)) return 1;
+    return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
+  }
+  if (token_cmd->parsed()) {
+    if (!use_data_dir(config, create_data_dir)) return 1;
+    return token(config, token_user);
+  }
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
   if (migrate_cmd->parsed()) return migrate(config);
   std::cout << "parley " << PARLEY_VERSION << "\n";

@@ -66,12 +66,17 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req) {
   if (req.phone_number && !valid_phone(*req.phone_number))
     return bad_input("invalid_field", "phone_number must be digits, spaces, + and -");
   if (!utf8_length(req.role) || req.role.size() > 64) return bad_input("invalid_field", "role is too long");
+  if (!req.role.empty() && !known_role(config_, req.role)) {
+    std::string roles;
+    for (const std::string& r : config_.roles) roles += (roles.empty() ? "" : ", ") + r;
+    return bad_input("invalid_role", "role must be one of: " + roles);
+  }
   User u;
   u.id = new_uuid();
   u.username = username;
   u.full_name = req.full_name;
   u.phone_number = req.phone_number;
-  u.role = req.role.empty() ? "member" : req.role;
+  u.role = req.role.empty() ? kDefaultRole : req.role;
   u.password_hash = hash_password(req.password);
   u.created_at = now_micros();
   auto created = store_.create_user(u);

@@ -1,15 +1,18 @@
 // Bus: carries chat events to every server process sharing the same store,
 // this one included. publish() may be called from any thread; the receiver
 // is called on the bus's own delivery thread, in publish order for events
-// published by one thread. Events are immutable once published and shared.
+// published by one thread. Events are immutable once published (their
+// encodings are made once, on first use) and shared.
 //
 // Implementations: LocalBus (one process, the embedded default) and, for
 // scale-out, a Redis pub/sub one.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,25 @@ namespace parley {
 
 using Frame = std::string;
 using FramePtr = std::shared_ptr<const Frame>;
+
+// The wire formats a server frame is written in: the WebSocket JSON protocol
+// and Socket.IO. An index into BusEvent::encoded.
+enum class WireFormat : uint8_t { kJson = 0, kSocketIo = 1 };
+constexpr size_t kWireFormats = 2;
+
+// A frame made at most once, on first use, by whichever thread needs it first.
+class OnceFrame {
+ public:
+  template <class Make>
+  const FramePtr& get(Make&& make) const {
+    std::call_once(once_, [&] { frame_ = make(); });
+    return frame_;
+  }
+
+ private:
+  mutable std::once_flag once_;
+  mutable FramePtr frame_;
+};
 
 struct BusEvent {
   std::string thread_id;
@@ -26,9 +48,18 @@ struct BusEvent {
   // True when recipients is a thread's shared member list (immutable, reused
   // for every message of the thread): each loop may cache whom it resolves to.
   bool shared_recipients = false;
-  FramePtr frame;                // an encoded server frame, sent as is, encoded once
+  // The server frame, independent of the wire: its `type` and its payload,
+  // the text of a JSON object. With payload_is_data the payload is the
+  // frame's `data` (a message); otherwise its fields are the frame's own.
+  std::string type;
+  std::string payload;
+  bool payload_is_data = false;
+  std::string message_id;        // new_message: the message's id (delivery receipts)
   std::string exclude_session;   // a session that must not get it (the sender's own); empty = none
   int64_t seq = 0;               // > 0 for new_message events: used to deliver each message once
+  // The frame in each wire format, encoded once for all recipients of that
+  // format, on first use (see Delivery in chat/session.h).
+  std::array<OnceFrame, kWireFormats> encoded;
 };
 
 using BusEventPtr = std::shared_ptr<const BusEvent>;

@@ -4,12 +4,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <future>
 
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "common/utf8.h"
+#include "common/wait.h"
 #include "protocol/encode.h"
 
 namespace parley {
@@ -20,8 +20,6 @@ namespace {
 
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
 
-// What a non-participant hears about any thread, existing or not.
-Error not_yours() { return forbidden("thread not found or you are not a participant"); }
 
 }  // namespace
 
@@ -60,7 +58,7 @@ Result<std::shared_ptr<const ThreadMembers>> ChatService::require_member(const s
                                                                          const std::string& thread_id) {
   auto m = members(thread_id);
   if (!m) return m.error();  // an outage is not "not a participant"
-  if (!*m || !is_member(**m, user_id)) return not_yours();
+  if (!*m || !is_member(**m, user_id)) return thread_not_found_or_forbidden();
   return m;
 }
 
@@ -117,7 +115,7 @@ Result<Thread> ChatService::thread(const User& actor, const std::string& thread_
   if (!m) return m.error();
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
-  if (!*t) return not_yours();
+  if (!*t) return thread_not_found_or_forbidden();
   annotate(**t, {});
   return **t;
 }
@@ -190,7 +188,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
   }
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
-  if (!*t) return not_yours();
+  if (!*t) return thread_not_found_or_forbidden();
   return **t;
 }
 
@@ -225,12 +223,9 @@ void ChatService::post_system_message(const User& actor, const std::string& thre
   req.thread_id = thread_id;
   req.content = text;
   req.message_type = "system";
-  std::promise<void> done;
-  store_and_publish(std::move(req), *m, [&done](Result<SendOutcome> r) {
-    if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
-    done.set_value();
-  });
-  done.get_future().wait();
+  auto r = wait_for_callback<Result<SendOutcome>>(
+      [&](SendCallback done) { store_and_publish(std::move(req), *m, std::move(done)); });
+  if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
 }
 
 // ---------------------------------------------------------------- messages
@@ -279,8 +274,8 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.message_json = json::serialize(message_json(out.message));
     if (!out.duplicate) {
       Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
-      publish(out.message.thread_id, Audience::members(members), encode_data_frame("new_message", out.message_json),
-              origin, out.message.seq);
+      publish(out.message.thread_id, Audience::members(members), "new_message", out.message_json, origin,
+              out.message.seq, out.message.id);
     }
     done(std::move(out));
   });
@@ -325,8 +320,8 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   if (!m) return m.error();
   auto seq = store_.mark_read(thread_id, user_id, up_to_seq);
   if (!seq) return seq;
-  publish(thread_id, Audience::members(*m),
-          encode_frame("read_receipt", json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}),
+  publish(thread_id, Audience::members(*m), "read_receipt",
+          json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", *seq}}),
           origin_session);
   return seq;
 }
@@ -345,7 +340,7 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
   if (type == "call_offer" && !anyone_online)
     return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
   fields["thread_id"] = thread_id;
-  publish(thread_id, Audience::users(std::move(others)), encode_frame(type, std::move(fields)), origin_session);
+  publish(thread_id, Audience::users(std::move(others)), type, json::serialize(fields), origin_session);
   return Ok{};
 }
 
@@ -359,13 +354,16 @@ ChatService::Audience ChatService::Audience::users(std::vector<std::string> user
   return {std::make_shared<const std::vector<std::string>>(std::move(user_ids)), false};
 }
 
-void ChatService::publish(std::string thread_id, Audience to, std::string frame, std::string exclude_session,
-                          int64_t seq) {
+void ChatService::publish(std::string thread_id, Audience to, std::string type, std::string payload,
+                          std::string exclude_session, int64_t seq, std::string message_id) {
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = std::move(thread_id);
   ev->recipients = std::move(to.user_ids);
   ev->shared_recipients = to.shared;
-  ev->frame = std::make_shared<const Frame>(std::move(frame));
+  ev->type = std::move(type);
+  ev->payload = std::move(payload);
+  ev->payload_is_data = !message_id.empty();
+  ev->message_id = std::move(message_id);
   ev->exclude_session = std::move(exclude_session);
   ev->seq = seq;
   bus_.publish(std::move(ev));
@@ -375,18 +373,16 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
   auto found = store_.message(message_id);
   if (!found) return found.error();
   // An unknown message and one in someone else's thread get the same answer.
-  if (!*found) return not_yours();
+  if (!*found) return thread_not_found_or_forbidden();
   const Message* msg = &**found;
   auto m = require_member(user_id, msg->thread_id);
   if (!m) return m.error();
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
   if (!before) return before.error();
-  publish(msg->thread_id, Audience::users({msg->sender_id}),
-          encode_frame("message_delivered", json::object{{"message_id", msg->id},
-                                                         {"thread_id", msg->thread_id},
-                                                         {"user_id", user_id},
-                                                         {"seq", msg->seq}}));
+  publish(msg->thread_id, Audience::users({msg->sender_id}), "message_delivered",
+          json::serialize(json::object{
+              {"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
   return Ok{};
 }
 
@@ -399,9 +395,8 @@ void ChatService::announce_presence(const std::string& user_id, bool online) {
     return;
   }
   if (contacts->empty()) return;
-  publish("", Audience::users(std::move(*contacts)),
-          encode_frame("presence",
-                       json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
+  publish("", Audience::users(std::move(*contacts)), "presence",
+          json::serialize(json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
   spdlog::debug("event=presence user_id={} online={}", user_id, online);
 }
 

@@ -145,10 +145,12 @@ class ChatService {
     static Audience members(const std::shared_ptr<const ThreadMembers>& members);
     static Audience users(std::vector<std::string> user_ids);
   };
-  // Every event the chat service emits goes through here: `frame` to every
-  // connection of `to` except `exclude_session`; seq > 0 marks a new_message.
-  void publish(std::string thread_id, Audience to, std::string frame, std::string exclude_session = {},
-               int64_t seq = 0);
+  // Every event the chat service emits goes through here: the frame `type`
+  // with `payload` (a JSON object's text: its fields) to every connection of
+  // `to` except `exclude_session`. A new_message has seq > 0 and its
+  // message_id, and `payload` is the message (the frame's `data`).
+  void publish(std::string thread_id, Audience to, std::string type, std::string payload,
+               std::string exclude_session = {}, int64_t seq = 0, std::string message_id = {});
   // Fills the sender-relative status of each message and who is online.
   void annotate(Thread& thread, std::vector<Message*> messages) const;
 

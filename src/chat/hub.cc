@@ -1,7 +1,6 @@
 #include "chat/hub.h"
 
 #include <algorithm>
-#include <optional>
 
 #include "common/metrics.h"
 
@@ -57,19 +56,12 @@ void Hub::dispatch(const BusEvent& event) {
   if (!event.recipients) return;
   const auto& sessions = resolve(event);
   if (sessions.empty()) return;
-  // Several local recipients: this loop's own copy of the frame. Every
-  // queued frame holds a reference, and two loops counting references on one
-  // shared control block would bounce its cache line between cores.
-  std::optional<BusEvent> local;
-  if (sessions.size() > 1 && event.frame) {
-    local.emplace(event);
-    local->frame = std::make_shared<const Frame>(*event.frame);
-  }
-  const BusEvent& e = local ? *local : event;
+  // Several local recipients: this loop's own copy of each encoding (see Delivery).
+  Delivery delivery(event, sessions.size() > 1);
   uint64_t delivered = 0;
   for (ClientSession* s : sessions) {
-    if (!e.exclude_session.empty() && s->session_id() == e.exclude_session) continue;
-    s->deliver(e);
+    if (!event.exclude_session.empty() && s->session_id() == event.exclude_session) continue;
+    s->deliver(delivery);
     ++delivered;
   }
   if (delivered) {

@@ -1,13 +1,43 @@
 // ClientSession: one authenticated client connection as the chat layer sees
-// it, whatever the transport (WebSocket today, Engine.IO later). A session
-// belongs to one event loop; deliver() is called only on that loop's thread.
+// it, whatever the transport (the WebSocket JSON protocol, Socket.IO). A
+// session belongs to one event loop; deliver() is called only on that loop's
+// thread.
+//
+// Delivery: one fan-out event as one loop hands it to its sessions. It gives
+// each session the event in that session's wire format: encoded once per
+// format for the whole process (BusEvent::encoded), and copied once per loop
+// when several sessions of the loop share it, so that queued frames of
+// different loops never count references on one shared block.
 #pragma once
 
+#include <array>
 #include <string>
 
 #include "bus/bus.h"
 
 namespace parley {
+
+class Delivery {
+ public:
+  Delivery(const BusEvent& event, bool several_sessions) : event_(event), copy_(several_sessions) {}
+  const BusEvent& event() const { return event_; }
+
+  // The event in `format`; `encode()` makes it when no loop has yet.
+  template <class Encode>
+  const FramePtr& frame(WireFormat format, Encode&& encode) {
+    FramePtr& local = local_[static_cast<size_t>(format)];
+    if (!local) {
+      const FramePtr& shared = event_.encoded[static_cast<size_t>(format)].get(encode);
+      local = copy_ && shared ? std::make_shared<const Frame>(*shared) : shared;
+    }
+    return local;
+  }
+
+ private:
+  const BusEvent& event_;
+  bool copy_;
+  std::array<FramePtr, kWireFormats> local_;
+};
 
 class ClientSession {
  public:
@@ -15,7 +45,7 @@ class ClientSession {
   virtual const std::string& session_id() const = 0;
   virtual const std::string& user_id() const = 0;
   // A fan-out event for this session's user. Loop thread only.
-  virtual void deliver(const BusEvent& event) = 0;
+  virtual void deliver(Delivery& delivery) = 0;
 };
 
 }  // namespace parley

@@ -1,4 +1,4 @@
-// login and whoami.
+// login, register and whoami.
 #include "cli/commands.h"
 #include "cli/errors.h"
 #include "cli/output.h"
@@ -50,6 +50,23 @@ awaitable<int> login(Context& ctx, LoginOptions options) {
   const json::object* o = data.if_object();
   if (!o || get_string(*o, "token").empty()) throw server_error("bad_response", "login answered no token");
   remember_login(ctx, *o);
+  const json::value* user = o->if_contains("user");
+  print_user(ctx, user ? *user : json::value(nullptr));
+  co_return 0;
+}
+
+awaitable<int> register_user(Context& ctx, RegisterOptions options) {
+  json::object body;
+  body["username"] = options.username;
+  body["password"] = options.password ? *options.password : read_password("Password: ");
+  body["full_name"] = options.full_name;
+  if (!options.phone.empty()) body["phone_number"] = options.phone;
+  if (!options.role.empty()) body["role"] = options.role;
+  HttpClient anonymous(ctx.executor, ctx.endpoint, "");
+  json::value data = co_await anonymous.post("/api/auth/register", std::move(body));
+  const json::object* o = data.if_object();
+  if (!o || get_string(*o, "token").empty()) throw server_error("bad_response", "register answered no token");
+  remember_login(ctx, *o);  // registered is logged in, as with the web client
   const json::value* user = o->if_contains("user");
   print_user(ctx, user ? *user : json::value(nullptr));
   co_return 0;

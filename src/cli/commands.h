@@ -36,12 +36,40 @@ struct SendOptions {
 struct ListenOptions {
   int exit_after = 0;          // 0: run until a signal
   double timeout_seconds = 0;  // 0: none
+  bool presence = false;       // print presence events (hidden by default)
+};
+
+struct RegisterOptions {
+  std::string username;
+  std::optional<std::string> password;  // prompted for when absent
+  std::string full_name;
+  std::string phone;  // optional
+  std::string role;   // optional: the server's default when empty
+};
+
+struct MarkReadOptions {
+  std::string thread_id;  // a full id or a unique prefix
+  std::optional<std::int64_t> up_to_seq;
+};
+
+struct GroupCreateOptions {
+  std::string title;
+  std::vector<std::string> members;  // usernames (or user ids)
+};
+
+struct GroupAddOptions {
+  std::string thread_id;             // a full id or a unique prefix
+  std::vector<std::string> members;  // usernames (or user ids)
 };
 
 awaitable<int> login(Context& ctx, LoginOptions options);
+awaitable<int> register_user(Context& ctx, RegisterOptions options);
 awaitable<int> whoami(Context& ctx);
 awaitable<int> threads(Context& ctx);
 awaitable<int> history(Context& ctx, HistoryOptions options);
+awaitable<int> mark_read(Context& ctx, MarkReadOptions options);
+awaitable<int> group_create(Context& ctx, GroupCreateOptions options);
+awaitable<int> group_add(Context& ctx, GroupAddOptions options);
 awaitable<int> send(Context& ctx, SendOptions options);
 awaitable<int> listen(Context& ctx, ListenOptions options);
 

@@ -45,7 +45,18 @@ void write_all(int fd, const std::string& text, const std::string& path) {
   }
 }
 
-// Write to a temporary file created 0600, then rename over the target.
+// The rename is made durable too: without it a power loss could bring back
+// the old file (and listen would print again what it had printed).
+void sync_parent(const fs::path& path) {
+  fs::path dir = path.parent_path();
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Write to a temporary file created 0600, fsync it, then rename over the
+// target: a crash at any moment leaves the old file or the new one, whole.
 void write_private_file(const std::string& path, const std::string& text) {
   ensure_parent(path);
   std::string tmp = path + ".tmp-" + std::to_string(::getpid());
@@ -54,6 +65,7 @@ void write_private_file(const std::string& path, const std::string& text) {
   ::fchmod(fd, 0600);  // whatever the umask
   try {
     write_all(fd, text, tmp);
+    if (::fsync(fd) != 0) throw write_failure(tmp, errno);
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -65,6 +77,7 @@ void write_private_file(const std::string& path, const std::string& text) {
     ::unlink(tmp.c_str());
     throw write_failure(path, err);
   }
+  sync_parent(path);
 }
 
 json::object to_json(const CliConfig& c) {

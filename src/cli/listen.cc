@@ -2,7 +2,11 @@
 //
 // The connection is only a window: what matters is each thread's position
 // (the last seq printed). Positions come from the saved config, else from
-// the thread list at start ("from now on"), and are saved on exit. After
+// the thread list at start ("from now on"). They are saved durably (write,
+// fsync, rename) as messages are printed, batched: at most one save per
+// kSaveEvery, the last one kSaveEvery after a burst ends, and on exit
+// (SIGINT, SIGTERM, SIGHUP). So a crash or kill -9 repeats at most the
+// messages printed in the last kSaveEvery before it. After
 // every (re)connect each known thread is subscribed with since_seq = its
 // position, so the server replays what was missed; SeqTracker keeps the
 // output gapless, ordered and free of repeats.
@@ -33,7 +37,7 @@ constexpr std::chrono::milliseconds kFirstDelay = 500ms;
 constexpr std::chrono::milliseconds kMaxDelay = 30s;
 constexpr std::chrono::seconds kConnectTimeout{10};
 constexpr std::chrono::seconds kIdleTimeout{40};
-constexpr std::chrono::seconds kSaveEvery{1};
+constexpr std::chrono::milliseconds kSaveEvery = 200ms;
 constexpr std::string_view kFillPrefix = "fill:";  // request_id of our subscribe_thread frames
 
 // Errors worth reconnecting after; any other server answer (a bad token, a
@@ -63,7 +67,8 @@ class Listener {
         http_(ctx.executor, ctx.endpoint, ctx.token),
         backoff_timer_(ctx.executor),
         timeout_timer_(ctx.executor),
-        signals_(ctx.executor, SIGINT, SIGTERM),
+        save_timer_(ctx.executor),
+        signals_(ctx.executor, SIGINT, SIGTERM, SIGHUP),
         rng_(std::random_device{}()) {}
 
   awaitable<int> run();
@@ -86,7 +91,8 @@ class Listener {
   void request_stop(int exit_code);
   void abort(int exit_code);
   void finish();
-  void save_positions(bool now);
+  void schedule_save();
+  void save_positions();
 
   Context& ctx_;
   ListenOptions options_;
@@ -94,6 +100,7 @@ class Listener {
   WsClient* ws_ = nullptr;  // the connection in use, for acks and abort()
   asio::steady_timer backoff_timer_;
   asio::steady_timer timeout_timer_;
+  asio::steady_timer save_timer_;
   asio::signal_set signals_;
   std::mt19937 rng_;
 
@@ -106,6 +113,7 @@ class Listener {
   bool stopping_ = false;
   int exit_code_ = 0;
   bool dirty_ = false;
+  bool save_pending_ = false;  // save_timer_ is armed
   Clock::time_point last_save_{};
 };
 
@@ -153,6 +161,7 @@ awaitable<void> Listener::start() {
     if (!seqs_.known(id)) seqs_.set(id, saved ? 0 : get_int(*t, "last_seq").value_or(0));
   }
   dirty_ = true;  // so the seeded positions are saved even if nothing arrives
+  schedule_save();
 }
 
 awaitable<void> Listener::session() {
@@ -184,6 +193,10 @@ awaitable<void> Listener::handle(json::object frame) {
     co_await drain(thread, true);
   } else if (type == "error" && get_string(frame, "request_id").starts_with(kFillPrefix)) {
     co_await on_fill_error(frame);
+  } else if (type == "presence" && !options_.presence) {
+    // Hidden by default: every one-shot command (send, history...) of a
+    // contact opens and closes a connection, which would read as a flood of
+    // "online" / "went offline" lines.
   } else if (type != "pong" && type != "thread_unsubscribed") {
     print_event(frame);
   }
@@ -207,6 +220,7 @@ awaitable<void> Listener::discover_threads() {
     if (seqs_.known(id)) continue;
     seqs_.set(id, 0);  // created while we were away: all of it is new
     dirty_ = true;
+    schedule_save();
     if (get_int(*t, "last_seq").value_or(0) > 0) co_await request_fill(id);
   }
 }
@@ -241,7 +255,7 @@ awaitable<void> Listener::deliver(json::object frame) {
   print_event(frame);
   seqs_.printed(get_string(message, "thread_id"), *get_int(message, "seq"));
   dirty_ = true;
-  save_positions(false);
+  schedule_save();
   ++printed_;
   bool done = options_.exit_after > 0 && printed_ >= options_.exit_after;
   if (done) request_stop(0);
@@ -329,13 +343,30 @@ void Listener::finish() {
   boost::system::error_code ignored;
   signals_.cancel(ignored);
   timeout_timer_.cancel();
-  save_positions(true);
+  save_timer_.cancel();
+  save_positions();
 }
 
-// Positions are saved at most once a second while running, and on exit.
-void Listener::save_positions(bool now) {
+// A lone message is saved at once; in a burst, the first is saved at once and
+// the rest together kSaveEvery later, so a burst costs a few fsyncs, not one
+// per message, and nothing printed stays unsaved for longer than kSaveEvery.
+void Listener::schedule_save() {
+  if (save_pending_ || stopping_) return;
+  Clock::time_point due = last_save_ + kSaveEvery;
+  if (Clock::now() >= due) {
+    save_positions();
+    return;
+  }
+  save_pending_ = true;
+  save_timer_.expires_at(due);
+  save_timer_.async_wait([this](boost::system::error_code ec) {
+    save_pending_ = false;
+    if (!ec) save_positions();
+  });
+}
+
+void Listener::save_positions() {
   if (!dirty_ || user_id_.empty()) return;
-  if (!now && Clock::now() - last_save_ < kSaveEvery) return;
   try {
     store_positions(ctx_.config_path, user_id_, seqs_.positions());
     dirty_ = false;

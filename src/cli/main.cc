@@ -70,23 +70,51 @@ int main_impl(int argc, char** argv) {
   user_opt->excludes(phone_opt);
   login_cmd->add_option("--password", login_opts.password, "Password (default: prompt, or one line of stdin)");
 
+  RegisterOptions register_opts;
+  auto* register_cmd = app.add_subcommand("register", "Create an account on the server, log in and save the token");
+  register_cmd->add_option("--username", register_opts.username, "3-32 of a-z 0-9 _ .")->required();
+  register_cmd->add_option("--password", register_opts.password,
+                           "At least 8 characters (default: prompt, or one line of stdin)");
+  register_cmd->add_option("--full-name", register_opts.full_name, "Display name")->required();
+  register_cmd->add_option("--phone", register_opts.phone, "Phone number (a login alternative)");
+  register_cmd->add_option("--role", register_opts.role, "One of the server's roles (teacher, parent, student...)");
+
   auto* whoami_cmd = app.add_subcommand("whoami", "Print the logged-in user");
   auto* threads_cmd = app.add_subcommand("threads", "List your threads, newest activity first");
 
   HistoryOptions history_opts;
   auto* history_cmd = app.add_subcommand("history", "Print a thread's messages, oldest first");
-  history_cmd->add_option("thread", history_opts.thread_id, "Thread id")->required();
+  history_cmd->add_option("thread", history_opts.thread_id, "Thread id, or a unique prefix of it (8 characters)")
+      ->required();
   history_cmd->add_option("--limit", history_opts.limit, "How many (1-200, default 50)");
   history_cmd->add_option("--before", history_opts.before_seq, "Only messages before this seq");
 
   SendOptions send_opts;
   auto* send_cmd = app.add_subcommand("send", "Send a message (prints it once stored)");
-  auto* thread_opt = send_cmd->add_option("--thread", send_opts.thread_id, "Thread id");
+  auto* thread_opt = send_cmd->add_option("--thread", send_opts.thread_id, "Thread id, or a unique prefix of it");
   auto* to_opt = send_cmd->add_option("--to", send_opts.to, "Username: a direct message");
   thread_opt->excludes(to_opt);
   send_cmd->add_option("--client-msg-id", send_opts.client_msg_id, "Idempotency key (default: generated)");
   send_cmd->add_option("--type", send_opts.message_type, "text (default), image or file");
   send_cmd->add_option("text", send_opts.text, "The message; - reads it from stdin")->required();
+
+  MarkReadOptions mark_opts;
+  auto* mark_cmd = app.add_subcommand("mark-read", "Mark a thread read (all of it, or up to a seq)");
+  mark_cmd->add_option("thread", mark_opts.thread_id, "Thread id, or a unique prefix of it")->required();
+  mark_cmd->add_option("--up-to", mark_opts.up_to_seq, "Only up to this seq")->check(CLI::NonNegativeNumber);
+
+  auto* group_cmd = app.add_subcommand("group", "Group threads: create, add members");
+  group_cmd->require_subcommand(1);
+  GroupCreateOptions group_create_opts;
+  auto* group_create_cmd = group_cmd->add_subcommand("create", "Create a group (you are its admin; prints the thread)");
+  group_create_cmd->add_option("--title", group_create_opts.title, "The group's name")->required();
+  group_create_cmd->add_option("--members", group_create_opts.members, "Usernames, comma-separated")
+      ->delimiter(',')
+      ->required();
+  GroupAddOptions group_add_opts;
+  auto* group_add_cmd = group_cmd->add_subcommand("add", "Add members to a group you administer");
+  group_add_cmd->add_option("thread", group_add_opts.thread_id, "Thread id, or a unique prefix of it")->required();
+  group_add_cmd->add_option("users", group_add_opts.members, "Usernames (or user ids)")->required();
 
   ListenOptions listen_opts;
   auto* listen_cmd =
@@ -95,6 +123,7 @@ int main_impl(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   listen_cmd->add_option("--timeout", listen_opts.timeout_seconds, "Exit 3 after this many seconds")
       ->check(CLI::NonNegativeNumber);
+  listen_cmd->add_flag("--presence", listen_opts.presence, "Also print presence (online / offline) events");
 
   try {
     app.parse(argc, argv);
@@ -111,10 +140,14 @@ int main_impl(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);  // a closed stdout or socket is an error to handle, not a death
   Command command;
   if (login_cmd->parsed()) command = [&](Context& c) { return login(c, login_opts); };
+  if (register_cmd->parsed()) command = [&](Context& c) { return register_user(c, register_opts); };
   if (whoami_cmd->parsed()) command = [](Context& c) { return whoami(c); };
   if (threads_cmd->parsed()) command = [](Context& c) { return threads(c); };
   if (history_cmd->parsed()) command = [&](Context& c) { return history(c, history_opts); };
   if (send_cmd->parsed()) command = [&](Context& c) { return send(c, send_opts); };
+  if (mark_cmd->parsed()) command = [&](Context& c) { return mark_read(c, mark_opts); };
+  if (group_create_cmd->parsed()) command = [&](Context& c) { return group_create(c, group_create_opts); };
+  if (group_add_cmd->parsed()) command = [&](Context& c) { return group_add(c, group_add_opts); };
   if (listen_cmd->parsed()) command = [&](Context& c) { return listen(c, listen_opts); };
   return run_command(globals, command);
 }

@@ -110,12 +110,21 @@ std::string Names::of(std::string_view user_id) const {
   return it != names_.end() ? it->second : short_id(user_id);
 }
 
-std::string pretty_message(const json::object& m) {
+std::string pretty_message(const json::object& m, bool with_status) {
   std::string type = get_string(m, "message_type");
   std::string body = indent_newlines(get_string(m, "content"));
-  if (type == "system") return clock_time(get_string(m, "created_at")) + " " + thread_tag(m) + " * " + body;
+  std::string head = clock_time(get_string(m, "created_at")) + " " + thread_tag(m);
+  // History shows seq too: it is what --before and mark-read --up-to take.
+  if (with_status) {
+    auto seq = get_int(m, "seq");
+    head += " #" + (seq ? std::to_string(*seq) : std::string("?"));
+  }
+  if (type == "system") return head + " * " + body;
   std::string kind = type.empty() || type == "text" ? "" : "[" + type + "] ";
-  return clock_time(get_string(m, "created_at")) + " " + thread_tag(m) + " " + sender_name(m) + ": " + kind + body;
+  std::string line = head + " " + sender_name(m) + ": " + kind + body;
+  std::string status = get_string(m, "status");
+  if (with_status && !status.empty()) line += "  (" + status + ")";
+  return line;
 }
 
 std::string pretty_event(const json::object& f, const Names& names) {

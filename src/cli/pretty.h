@@ -22,8 +22,9 @@ class Names {
   std::map<std::string, std::string, std::less<>> names_;
 };
 
-// "[12:00:01] #1a2b3c4d alice: Hello"
-std::string pretty_message(const json::object& message);
+// "[12:00:01] #1a2b3c4d alice: Hello"; with `with_status`, the status its
+// sender sees is appended: "[12:00:01] #1a2b3c4d #3 alice: Hello  (read)".
+std::string pretty_message(const json::object& message, bool with_status = false);
 // A short line for any server frame; empty for frames not worth showing.
 std::string pretty_event(const json::object& frame, const Names& names);
 // "1a2b3c4d  direct  bob              2 unread  #17  bob: see you"

@@ -8,6 +8,7 @@
 #include "cli/output.h"
 #include "cli/pretty.h"
 #include "cli/terminal.h"
+#include "cli/thread_ref.h"
 #include "cli/ws_client.h"
 #include "common/ids.h"
 
@@ -77,6 +78,10 @@ awaitable<void> sleep_for(asio::any_io_executor executor, std::chrono::milliseco
 
 awaitable<int> send(Context& ctx, SendOptions options) {
   ctx.require_token();
+  if (!options.thread_id.empty()) {
+    HttpClient http = ctx.http();
+    options.thread_id = co_await resolve_thread(http, options.thread_id);
+  }
   const json::object frame = send_frame(options, message_text(options));
   for (int attempt = 1;; ++attempt) {
     std::string failure;

@@ -1,8 +1,9 @@
-// threads and history: REST listings printed one item per line.
+// threads, history and mark-read: REST listings printed one item per line.
 #include "cli/commands.h"
 #include "cli/errors.h"
 #include "cli/output.h"
 #include "cli/pretty.h"
+#include "cli/thread_ref.h"
 
 namespace parley::cli {
 
@@ -53,13 +54,32 @@ awaitable<int> threads(Context& ctx) {
 awaitable<int> history(Context& ctx, HistoryOptions options) {
   ctx.require_token();
   HttpClient http = ctx.http();
+  options.thread_id = co_await resolve_thread(http, options.thread_id);
   json::value data = co_await http.get(history_path(options));
   for (const json::value& m : listed(data, "messages")) {  // the server answers oldest first
     if (ctx.pretty && m.is_object()) {
-      print_line(pretty_message(m.as_object()));
+      print_line(pretty_message(m.as_object(), true));
     } else {
       print_json_line(m);
     }
+  }
+  co_return 0;
+}
+
+// Prints {thread_id, last_read_seq}: the position the server now holds.
+awaitable<int> mark_read(Context& ctx, MarkReadOptions options) {
+  ctx.require_token();
+  HttpClient http = ctx.http();
+  std::string thread = co_await resolve_thread(http, options.thread_id);
+  std::string path = "/api/chat/mark-read/" + url_encode(thread);
+  if (options.up_to_seq) path += "?up_to_seq=" + std::to_string(*options.up_to_seq);
+  json::value data = co_await http.post(path, json::object());
+  const json::object* o = data.if_object();
+  if (ctx.pretty && o) {
+    auto seq = get_int(*o, "last_read_seq");
+    print_line("#" + thread.substr(0, 8) + " read up to #" + (seq ? std::to_string(*seq) : std::string("?")));
+  } else {
+    print_json_line(data);
   }
   co_return 0;
 }

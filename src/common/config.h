@@ -26,6 +26,14 @@ struct Limits {
   int typing_timeout_seconds = 6;
 };
 
+// Socket.IO clients: Engine.IO v4 at `path` (CONTRACT.md section 7).
+struct SocketIoConfig {
+  std::string path = "/socket.io/";
+  int ping_interval_ms = 25000;
+  int ping_timeout_ms = 20000;
+  size_t max_payload = 1000000;  // bytes of one polling POST; larger: 413
+};
+
 struct Config {
   std::string bind = "127.0.0.1";
   uint16_t port = 3000;
@@ -39,7 +47,20 @@ struct Config {
   bool fsync_commits = false;             // true: every group commit survives power loss (synchronous=FULL)
   bool metrics_enabled = true;
   std::vector<std::string> allowed_origins;  // empty = any Origin
+  // The roles a user may have (registration, `parley user add`); a user
+  // registered without one gets kDefaultRole.
+  std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};
   Limits limits;
+  SocketIoConfig socketio;
 };
+
+inline constexpr const char* kDefaultRole = "member";
+
+inline bool known_role(const Config& config, const std::string& role) {
+  for (const std::string& r : config.roles) {
+    if (r == role) return true;
+  }
+  return false;
+}
 
 }  // namespace parley

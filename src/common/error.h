@@ -30,6 +30,9 @@ inline Error bad_input(std::string code, std::string msg) { return {ErrorKind::k
 inline Error forbidden(std::string msg = "not a participant of this thread") {
   return {ErrorKind::kForbidden, "forbidden", std::move(msg)};
 }
+// What a non-participant hears about any thread, existing or not, so thread
+// ids cannot be probed.
+inline Error thread_not_found_or_forbidden() { return forbidden("thread not found or you are not a participant"); }
 inline Error not_found(std::string code, std::string msg) { return {ErrorKind::kNotFound, std::move(code), std::move(msg)}; }
 inline Error internal_error(std::string msg = "internal error") { return {ErrorKind::kInternal, "internal_error", std::move(msg)}; }
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 
 #include "common/metrics.h"
+#include "net/engineio.h"
+#include "protocol/encode.h"
 #include "net/sessions.h"
 
 namespace parley::net {
@@ -32,6 +34,13 @@ bool origin_allowed(const Config& config, std::string_view origin) {
                      [&](const std::string& o) { return o == "*" || o == origin; });
 }
 
+bool is_eio_path(const Config& config, std::string_view target) {
+  std::string_view path = target.substr(0, target.find('?'));
+  std::string_view base = config.socketio.path;
+  if (!base.empty() && base.back() == '/') base.remove_suffix(1);
+  return path.substr(0, base.size()) == base && (path.size() == base.size() || path[base.size()] == '/');
+}
+
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(LoopContext& loop, tcp::socket socket) : loop_(loop), stream_(std::move(socket)) {
@@ -44,7 +53,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void read() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
-    parser_->body_limit(loop_.config.limits.max_frame_bytes);
+    // Engine.IO polling bodies may be larger than a REST body (maxPayload).
+    parser_->body_limit(std::max<uint64_t>(loop_.config.limits.max_frame_bytes, loop_.config.socketio.max_payload));
     stream_.expires_after(kRequestTimeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
@@ -63,6 +73,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     http::request<http::string_body> req = parser_->release();
     if (websocket::is_upgrade(req)) return upgrade(std::move(req));
     if (req.method() == http::verb::options) return reply(preflight(req), req.keep_alive());
+    if (is_eio_path(loop_.config, req.target())) return engineio(std::move(req));
+    if (req.body().size() > loop_.config.limits.max_frame_bytes) {
+      return reply(error_response(413, "payload_too_large", "request body is too large"), false);
+    }
     HttpRequest r = to_plain(req);
     bool keep_alive = req.keep_alive();
     std::string origin(req[http::field::origin]);
@@ -117,7 +131,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     http::response<http::string_body> res{static_cast<http::status>(status), 11};
     res.set(http::field::server, "parley");
     res.set(http::field::content_type, "application/json");
-    res.body() = boost::json::serialize(boost::json::object{{"status", "error"}, {"code", code}, {"message", msg}});
+    res.body() = encode_error_body(Error{ErrorKind::kBadInput, std::string(code), std::string(msg)});
     res.prepare_payload();
     Metrics::get().count_error(code);
     return res;
@@ -133,7 +147,33 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     });
   }
 
+  // Engine.IO long-polling (engineio.h); the answer may come from another loop.
+  void engineio(http::request<http::string_body> req) {
+    bool keep_alive = req.keep_alive();
+    std::string origin(req[http::field::origin]);
+    auto respond = [self = shared_from_this(), keep_alive, origin](int status, std::string type, std::string body) {
+      asio::post(self->stream_.get_executor(), [self, keep_alive, origin, status, type = std::move(type),
+                                                body = std::move(body)]() mutable {
+        HttpResponse out;
+        out.status = status;
+        out.content_type = std::move(type);
+        out.body = std::move(body);
+        auto res = self->to_beast(out, origin);
+        if (!origin.empty() && origin_allowed(self->loop_.config, origin))
+          res.set(http::field::access_control_allow_credentials, "true");
+        self->reply(std::move(res), keep_alive);
+      });
+    };
+    if (!origin_allowed(loop_.config, origin))
+      return respond(403, "application/json", sio::eio_error_body(sio::EioError::kForbidden));
+    if (req.body().size() > loop_.config.socketio.max_payload)
+      return respond(413, "application/json", sio::eio_error_body(sio::EioError::kBadRequest));
+    eio_http_request(loop_, remote_, req.method_string(), parse_eio_query(req.target()), std::move(req.body()),
+                     std::move(respond));
+  }
+
   void upgrade(http::request<http::string_body> req) {
+    if (is_eio_path(loop_.config, req.target())) return engineio_upgrade(std::move(req));
     if (!is_ws_path(req.target())) return reply(error_response(404, "not_found", "no WebSocket endpoint here"), false);
     if (!origin_allowed(loop_.config, req[http::field::origin]))
       return reply(error_response(403, "origin_not_allowed", "this Origin may not connect"), false);
@@ -160,12 +200,34 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     });
   }
 
+  void engineio_upgrade(http::request<http::string_body> req) {
+    if (!origin_allowed(loop_.config, req[http::field::origin])) {
+      auto res = error_response(403, "origin_not_allowed", "this Origin may not connect");
+      res.body() = sio::eio_error_body(sio::EioError::kForbidden);
+      res.prepare_payload();
+      return reply(std::move(res), false);
+    }
+    EioQuery query = parse_eio_query(req.target());
+    if (auto err = eio_check_upgrade(query)) {
+      auto res = error_response(sio::eio_error_status(*err), "engineio_error", "");
+      res.body() = sio::eio_error_body(*err);
+      res.prepare_payload();
+      return reply(std::move(res), false);
+    }
+    auto data = buffer_.cdata();
+    std::string leftover(static_cast<const char*>(data.data()), data.size());
+    stream_.expires_never();
+    eio_websocket(loop_, stream_.release_socket(),
+                  std::make_shared<const http::request<http::string_body>>(std::move(req)), std::move(leftover), query);
+  }
+
   // The socket and any bytes already read past the request go to the WebSocket session.
   void hand_over(const http::request<http::string_body>& req, std::optional<User> user, std::string token) {
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
     stream_.expires_never();
-    start_ws_session(loop_, stream_.release_socket(), req, std::move(leftover), std::move(user), std::move(token));
+    start_ws_session(loop_, stream_.release_socket(), req, std::move(leftover),
+                     json_connection_factory(loop_, std::move(user), std::move(token)));
   }
 
   void shutdown() {

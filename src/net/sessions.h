@@ -58,10 +58,18 @@ struct LoopContext {
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.
 void start_http_session(LoopContext& loop, tcp::socket socket);
 
-// Completes the WebSocket handshake for `request` and runs the protocol.
-// `user` is set when the upgrade carried a valid token.
-// `leftover`: bytes the client sent after the upgrade request (already read).
+// Makes the protocol session above a WebSocket, given the transport it will
+// write to. Called once, on the loop, after the handshake answer is queued.
+using WsListenerFactory = std::function<std::shared_ptr<TransportListener>(std::weak_ptr<Transport>)>;
+
+// Completes the WebSocket handshake for `request` and runs the session the
+// factory makes. `leftover`: bytes the client sent after the upgrade request
+// (already read).
 void start_ws_session(LoopContext& loop, tcp::socket socket, const http::request<http::string_body>& request,
-                      std::string leftover, std::optional<User> user, std::string token);
+                      std::string leftover, WsListenerFactory make_listener);
+
+// The WebSocket JSON protocol's session (a Connection). `user` is set when
+// the upgrade carried a valid token.
+WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<User> user, std::string token);
 
 }  // namespace parley::net

@@ -5,8 +5,8 @@
 #include <array>
 #include <utility>
 
-#include "common/ids.h"
 #include "common/utf8.h"
+#include "protocol/json_fields.h"
 
 namespace parley {
 
@@ -33,57 +33,6 @@ constexpr std::array<TypeName, 13> kTypes{{
     {"ice_candidate", ClientType::kIceCandidate},
     {"call_end", ClientType::kCallEnd},
 }};
-
-Error missing(std::string_view field) {
-  return bad_input("missing_field", "missing field: " + std::string(field));
-}
-Error invalid(std::string_view field, std::string_view why) {
-  return bad_input("invalid_field", "field " + std::string(field) + " " + std::string(why));
-}
-
-// Field readers: absent is fine unless required; present with the wrong type
-// is an error. Each returns nullopt on success.
-class Fields {
- public:
-  explicit Fields(const json::object& o) : o_(o) {}
-
-  std::optional<Error> string(std::string_view key, std::string& out, bool required, size_t max_len = 256) {
-    const json::value* v = o_.if_contains(key);
-    if (!v || v->is_null()) return required ? std::optional(missing(key)) : std::nullopt;
-    if (!v->is_string()) return invalid(key, "must be a string");
-    if (v->get_string().size() > max_len) return invalid(key, "is too long");
-    out.assign(v->get_string().data(), v->get_string().size());
-    return std::nullopt;
-  }
-
-  std::optional<Error> uuid(std::string_view key, std::string& out, bool required) {
-    const json::value* v = o_.if_contains(key);
-    if (!v || v->is_null()) return required ? std::optional(missing(key)) : std::nullopt;
-    if (!v->is_string()) return invalid(key, "must be a string");
-    if (!is_uuid(v->get_string())) return invalid(key, "must be a UUID");
-    out = normalize_uuid(v->get_string());
-    return std::nullopt;
-  }
-
-  std::optional<Error> seq(std::string_view key, std::optional<int64_t>& out) {
-    const json::value* v = o_.if_contains(key);
-    if (!v || v->is_null()) return std::nullopt;
-    if (v->is_int64() && v->get_int64() >= 0) { out = v->get_int64(); return std::nullopt; }
-    if (v->is_uint64() && v->get_uint64() <= INT64_MAX) { out = static_cast<int64_t>(v->get_uint64()); return std::nullopt; }
-    return invalid(key, "must be a non-negative integer");
-  }
-
-  std::optional<Error> boolean(std::string_view key, bool& out, bool required) {
-    const json::value* v = o_.if_contains(key);
-    if (!v || v->is_null()) return required ? std::optional(missing(key)) : std::nullopt;
-    if (!v->is_bool()) return invalid(key, "must be true or false");
-    out = v->get_bool();
-    return std::nullopt;
-  }
-
- private:
-  const json::object& o_;
-};
 
 // True when text has a \uD800-\uDFFF escape. Boost.JSON 1.81 reports a lone
 // high surrogate as a plain syntax error, so we look for one ourselves (only
@@ -118,6 +67,18 @@ Result<json::object> parse_json_object(std::string_view text) {
   return std::move(v.as_object());
 }
 
+std::vector<std::string_view> client_frame_types() {
+  std::vector<std::string_view> names;
+  for (const auto& tn : kTypes) names.push_back(tn.name);
+  return names;
+}
+
+std::optional<ClientType> client_type(std::string_view name) {
+  for (const auto& tn : kTypes)
+    if (tn.name == name) return tn.type;
+  return std::nullopt;
+}
+
 ParsedFrame parse_client_frame(std::string_view text) {
   ParsedFrame out;
   auto parsed = parse_json_object(text);
@@ -126,76 +87,79 @@ ParsedFrame parse_client_frame(std::string_view text) {
     return out;
   }
   const json::object& o = *parsed;
+  json::value request_id;
   if (const json::value* rid = o.if_contains("request_id")) {
-    if (rid->is_string() || rid->is_number()) out.frame.request_id = *rid;
+    if (rid->is_string() || rid->is_number()) request_id = *rid;
   }
   const json::value* t = o.if_contains("type");
-  if (!t) { out.error = missing("type"); return out; }
-  if (!t->is_string()) { out.error = invalid("type", "must be a string"); return out; }
-  std::string_view name = t->get_string();
-  const TypeName* found = nullptr;
-  for (const auto& tn : kTypes)
-    if (tn.name == name) found = &tn;
-  if (!found) {
-    out.error = bad_input("unknown_type", "unknown frame type: " + std::string(name.substr(0, 64)));
-    return out;
-  }
+  std::optional<ClientType> type;
+  if (!t) out.error = missing_field("type");
+  else if (!t->is_string()) out.error = invalid_field("type", "must be a string");
+  else if (!(type = client_type(t->get_string())))
+    out.error = bad_input("unknown_type", "unknown frame type: " + std::string(std::string_view(t->get_string()).substr(0, 64)));
+  if (!out.error) out = parse_client_fields(*type, o);
+  out.frame.request_id = std::move(request_id);
+  return out;
+}
+
+ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
+  ParsedFrame out;
   ClientFrame& f = out.frame;
-  f.type = found->type;
-  Fields in(o);
-  std::optional<Error> err;
+  f.type = type;
+  JsonFields in(o);
   switch (f.type) {
     case ClientType::kAuth:
-      err = in.string("token", f.token, true, 8192);
+      f.token = in.string("token", Need::kRequired, 8192);
       break;
     case ClientType::kPing:
       break;
     case ClientType::kSendMessage: {
-      err = in.uuid("thread_id", f.thread_id, false);
-      if (!err) err = in.string("username", f.username, false, 64);
-      if (!err && f.thread_id.empty() && f.username.empty()) err = missing("thread_id");
-      if (!err) {
-        // `content` wins; `text` is the Socket.IO-era alias.
-        bool has_content = o.if_contains("content") && !o.at("content").is_null();
-        err = in.string(has_content ? "content" : "text", f.content, true, SIZE_MAX);
-        if (err && err->code == "missing_field") err = missing("content");
-      }
-      if (!err) err = in.string("message_type", f.message_type, false, 32);
-      if (!err) err = in.string("client_msg_id", f.client_msg_id, false, 128);
+      f.thread_id = in.uuid("thread_id", Need::kOptional);
+      f.username = in.string("username", Need::kOptional, 64);
+      if (f.thread_id.empty() && f.username.empty()) in.fail(missing_field("thread_id"));
+      // `content` wins; `text` is the Socket.IO-era alias.
+      const char* content_key = in.has("content") ? "content" : "text";
+      if (!in.has(content_key)) in.fail(missing_field("content"));
+      f.content = in.string(content_key, Need::kOptional);
+      if (in.has("message_type")) f.message_type = in.string("message_type", Need::kOptional, 32);
+      f.client_msg_id = in.string("client_msg_id", Need::kOptional, 128);
       break;
     }
     case ClientType::kSubscribeThread:
-      err = in.uuid("thread_id", f.thread_id, true);
-      if (!err) err = in.seq("since_seq", f.since_seq);
+      f.thread_id = in.uuid("thread_id", Need::kRequired);
+      f.since_seq = in.seq("since_seq");
       break;
     case ClientType::kUnsubscribeThread:
-      err = in.uuid("thread_id", f.thread_id, true);
+      f.thread_id = in.uuid("thread_id", Need::kRequired);
       break;
     case ClientType::kJoinChat:
-      err = in.string("username", f.username, true, 64);
+      f.username = in.string("username", Need::kRequired, 64);
       break;
-    case ClientType::kMarkAsRead:
-      err = in.uuid(o.if_contains("thread_id") ? "thread_id" : "chatId", f.thread_id, true);
-      if (err && err->code == "missing_field") err = missing("thread_id");
-      if (!err) err = in.seq("up_to_seq", f.up_to_seq);
+    case ClientType::kMarkAsRead: {
+      // `chatId` is the Socket.IO-era name; a missing one is reported as thread_id.
+      const char* key = o.if_contains("thread_id") ? "thread_id" : "chatId";
+      if (!in.has(key)) in.fail(missing_field("thread_id"));
+      f.thread_id = in.uuid(key, Need::kOptional);
+      f.up_to_seq = in.seq("up_to_seq");
       break;
+    }
     case ClientType::kMessageReceived:
-      err = in.uuid("message_id", f.message_id, true);
+      f.message_id = in.uuid("message_id", Need::kRequired);
       break;
     case ClientType::kTyping:
-      err = in.uuid("thread_id", f.thread_id, true);
-      if (!err) err = in.boolean("is_typing", f.is_typing, false);
-      if (!o.if_contains("is_typing")) f.is_typing = true;
+      f.thread_id = in.uuid("thread_id", Need::kRequired);
+      // Absent means typing; null means not.
+      f.is_typing = in.boolean("is_typing", Need::kOptional).value_or(!o.if_contains("is_typing"));
       break;
     case ClientType::kCallOffer:
     case ClientType::kCallAnswer:
     case ClientType::kIceCandidate:
     case ClientType::kCallEnd:
-      err = in.uuid("thread_id", f.thread_id, true);
+      f.thread_id = in.uuid("thread_id", Need::kRequired);
       if (const json::value* p = o.if_contains("payload")) f.payload = *p;
       break;
   }
-  out.error = std::move(err);
+  out.error = in.error();
   return out;
 }
 

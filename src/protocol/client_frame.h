@@ -1,5 +1,5 @@
 // Client frames: parsing and shape-checking of what a client sends over a
-// WebSocket (CONTRACT.md section 4). Only syntax and JSON types are checked
+// WebSocket (docs/protocol.md). Only syntax and JSON types are checked
 // here; what a frame may do is the chat service's business. Pure functions,
 // any thread.
 #pragma once
@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/error.h"
 
@@ -52,7 +53,16 @@ struct ParsedFrame {
   std::optional<Error> error;  // codes: invalid_json, invalid_utf8, unknown_type, missing_field, invalid_field
 };
 
+// A WebSocket JSON frame: the envelope (type, request_id), then its fields.
 ParsedFrame parse_client_frame(std::string_view text);
+
+// The `type` names parse_client_frame accepts (docs/protocol.md lists each).
+std::vector<std::string_view> client_frame_types();
+// The frame type called `name` (`send_message`…); nullopt when there is none.
+std::optional<ClientType> client_type(std::string_view name);
+// Reads and checks the fields of a frame of `type` from `fields`, for any
+// envelope (a WebSocket JSON frame, a Socket.IO event). request_id is left null.
+ParsedFrame parse_client_fields(ClientType type, const boost::json::object& fields);
 
 // Parses a JSON object (REST bodies); errors invalid_json / invalid_utf8.
 Result<boost::json::object> parse_json_object(std::string_view text);

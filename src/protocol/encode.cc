@@ -104,4 +104,22 @@ std::string encode_error(const Error& e, const json::value& request_id) {
   return encode_frame("error", json::object{{"code", e.code}, {"message", e.message}}, request_id);
 }
 
+std::string encode_event(const BusEvent& e) {
+  if (e.payload_is_data) return encode_data_frame(e.type, e.payload);
+  // The payload's fields follow the type: `{"type":T` then the object's text
+  // after its opening brace (the payload is our own serialised object).
+  std::string out;
+  out.reserve(e.payload.size() + e.type.size() + 12);
+  out += "{\"type\":\"";
+  out += e.type;
+  out += '"';
+  if (e.payload.size() > 2) out += ',';
+  out.append(e.payload.size() > 1 ? std::string_view(e.payload).substr(1) : std::string_view("}"));
+  return out;
+}
+
+std::string encode_error_body(const Error& e) {
+  return json::serialize(json::object{{"status", "error"}, {"code", e.code}, {"message", e.message}});
+}
+
 }  // namespace parley

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "bus/bus.h"
 #include "common/error.h"
 #include "model/model.h"
 
@@ -28,5 +29,10 @@ std::string encode_frame(std::string_view type, boost::json::object fields,
 std::string encode_data_frame(std::string_view type, std::string_view data_json,
                               const boost::json::value& request_id = nullptr);
 std::string encode_error(const Error& error, const boost::json::value& request_id = nullptr);
+// A fan-out event as a WebSocket JSON frame: {"type":T,"data":payload} or
+// {"type":T,...payload's fields}.
+std::string encode_event(const BusEvent& event);
+// The HTTP error body of CONTRACT section 2: {"status":"error","code":…,"message":…}.
+std::string encode_error_body(const Error& error);
 
 }  // namespace parley

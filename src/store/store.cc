@@ -1,21 +1,18 @@
 #include "store/store.h"
 
 #include <algorithm>
-#include <future>
 #include <memory>
 #include <set>
 
 #include "common/clock.h"
 #include "common/ids.h"
+#include "common/wait.h"
 
 namespace parley {
 
 Result<AppendResult> Store::append_and_wait(AppendRequest request) {
-  // Shared: the callback may still be inside set_value() when get() returns.
-  auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
-  auto future = promise->get_future();
-  append(std::move(request), [promise](Result<AppendResult> r) { promise->set_value(std::move(r)); });
-  return future.get();
+  return wait_for_callback<Result<AppendResult>>(
+      [&](AppendCallback done) { append(std::move(request), std::move(done)); });
 }
 
 const char* stored_thread_type(ThreadType type) { return type == ThreadType::kDirect ? "direct" : "group"; }

@@ -97,10 +97,15 @@ class Store {
   virtual Status remove_participant(const std::string& thread_id, const std::string& user_id) = 0;
 
   // --- messages ---
-  // Stores a message: assigns the next seq of its thread (no gaps), a UUID and
-  // created_at (strictly increasing across the store, so created_at is a cursor).
-  // A repeated (thread_id, sender_id, client_msg_id) stores nothing and answers
-  // the original with duplicate=true. The sender's last_read_seq moves to the
+  // Stores a message: assigns the next seq of its thread (no gaps, also when
+  // several processes append to one PostgreSQL database at once), a UUID and
+  // created_at. created_at follows commit order across the whole store, in
+  // every implementation and across processes: a message committed after
+  // another has a greater created_at, so any snapshot holds every message up
+  // to some created_at and none after (messages_since relies on exactly this;
+  // see docs/architecture.md). A repeated (thread_id, sender_id,
+  // client_msg_id) stores nothing and answers the original with
+  // duplicate=true, whichever process stored the original. The sender's last_read_seq moves to the
   // new seq (one's own message is read). Callback: see the class comment.
   virtual void append(AppendRequest request, AppendCallback done) = 0;
   // Blocking form of append, for callers that may wait (REST workers, tools).
@@ -111,7 +116,9 @@ class Store {
   virtual Result<std::vector<Message>> messages_after(const std::string& thread_id, int64_t after_seq, int limit) = 0;
   // Ascending seq: the newest `limit` messages with seq < before_seq (0 = no bound).
   virtual Result<std::vector<Message>> messages_before(const std::string& thread_id, int64_t before_seq, int limit) = 0;
-  // Messages from others in the user's threads with created_at > since, oldest first.
+  // Messages from others in the user's threads with created_at > since, oldest
+  // first, read from one snapshot; the page's cursor chained back as `since`
+  // never skips or repeats a message, however many writers commit meanwhile.
   virtual Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) = 0;
 
   // --- read state ---

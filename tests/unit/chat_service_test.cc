@@ -522,8 +522,7 @@ TEST_F(ChatServiceTest, SendPublishesOneNewMessageEventToAllParticipants) {
   EXPECT_EQ(e->exclude_session, "session-b1");
   EXPECT_EQ(e->seq, m->message.seq);
   EXPECT_GT(e->seq, 0);
-  ASSERT_TRUE(e->frame);
-  json::value f = parse(*e->frame);
+  json::value f = parse(encode_event(*e));
   EXPECT_EQ(f.at("type"), json::value("new_message"));
   ASSERT_TRUE(f.at("data").is_object());
   EXPECT_EQ(f.at("data").at("id"), json::value(m->message.id));
@@ -676,7 +675,7 @@ TEST_F(ChatServiceTest, MarkReadPublishesReadReceipt) {
   EXPECT_EQ(recipients(*e), Ids({a.id, b.id}));
   EXPECT_EQ(e->exclude_session, "session-b");
   EXPECT_EQ(e->seq, 0) << "only new_message events carry a seq";
-  json::value f = parse(*e->frame);
+  json::value f = parse(encode_event(*e));
   EXPECT_EQ(f.at("type"), json::value("read_receipt"));
   EXPECT_EQ(f.at("thread_id"), json::value(t.id));
   EXPECT_EQ(f.at("user_id"), json::value(b.id));
@@ -720,7 +719,7 @@ TEST_F(ChatServiceTest, TypingReachesOnlyTheOtherParticipants) {
   EXPECT_EQ(recipients(*e), Ids({b.id, c.id}));
   EXPECT_EQ(e->exclude_session, "session-a");
   EXPECT_EQ(e->seq, 0);
-  json::value f = parse(*e->frame);
+  json::value f = parse(encode_event(*e));
   EXPECT_EQ(f.at("type"), json::value("typing"));
   EXPECT_EQ(f.at("thread_id"), json::value(t.id));
   EXPECT_EQ(f.at("user_id"), json::value(a.id));

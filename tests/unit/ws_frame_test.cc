@@ -1,4 +1,6 @@
 #include "net/ws_frame.h"
+#include "net/ws_out_queue.h"
+#include "net/ws_reader.h"
 
 #include <gtest/gtest.h>
 
@@ -117,6 +119,76 @@ TEST(WsFrame, UnmaskHonoursTheOffset) {
   EXPECT_EQ(data[0], 3);
   EXPECT_EQ(data[1], 4);
   EXPECT_EQ(data[2], 1);
+}
+
+// ---- WsReader and WsOutQueue
+
+struct Recorder : WsReader::Handler {
+  std::vector<std::pair<Opcode, std::string>> got;
+  uint16_t violation = 0;
+  bool on_message(Opcode op, std::string_view m) override { got.emplace_back(op, std::string(m)); return true; }
+  bool on_control(Opcode op, std::string_view p) override { got.emplace_back(op, std::string(p)); return true; }
+  void on_violation(uint16_t code, std::string_view) override { violation = code; }
+};
+
+TEST(WsReader, ReassemblesFragmentsAroundAControlFrame) {
+  std::vector<uint8_t> bytes = client_frame(0x01, "hel");  // text, not FIN
+  for (auto b : client_frame(0x89, "p")) bytes.push_back(b);  // ping in between
+  for (auto b : client_frame(0x80, "lo")) bytes.push_back(b);  // continuation, FIN
+  WsReader reader(1024);
+  Recorder r;
+  ASSERT_TRUE(reader.consume(bytes.data(), bytes.size(), r));
+  ASSERT_EQ(r.got.size(), 2u);
+  EXPECT_EQ(r.got[0], std::make_pair(kPing, std::string("p")));
+  EXPECT_EQ(r.got[1], std::make_pair(kText, std::string("hello")));
+}
+
+TEST(WsReader, KeepsAFrameSplitAcrossReads) {
+  std::vector<uint8_t> bytes = client_frame(0x81, "split me");
+  WsReader reader(1024);
+  Recorder r;
+  for (size_t i = 0; i < bytes.size(); ++i) ASSERT_TRUE(reader.consume(&bytes[i], 1, r));
+  ASSERT_EQ(r.got.size(), 1u);
+  EXPECT_EQ(r.got[0].second, "split me");
+}
+
+TEST(WsReader, RefusesWhatIsTooBigOrOutOfOrder) {
+  {
+    std::vector<uint8_t> bytes = client_frame(0x81, std::string(100, 'x'));
+    WsReader reader(50);
+    Recorder r;
+    EXPECT_FALSE(reader.consume(bytes.data(), bytes.size(), r));
+    EXPECT_EQ(r.violation, kCloseTooBig);
+  }
+  {
+    std::vector<uint8_t> bytes = client_frame(0x80, "orphan continuation");
+    WsReader reader(1024);
+    Recorder r;
+    EXPECT_FALSE(reader.consume(bytes.data(), bytes.size(), r));
+    EXPECT_EQ(r.violation, kCloseProtocolError);
+  }
+}
+
+TEST(WsOutQueue, GathersHeadersAndSharedPayloadsAndResumesMidFrame) {
+  WsOutQueue q;
+  auto frame = std::make_shared<const std::string>("abc");
+  q.push(kText, frame);
+  q.push(kText, frame);
+  EXPECT_EQ(q.bytes(), 6u);
+  std::vector<struct iovec> iov(8);
+  std::vector<uint8_t> headers(4 * kMaxHeaderLen);
+  size_t bytes = 0;
+  EXPECT_EQ(q.gather(iov, headers, 1 << 20, bytes), 4);
+  EXPECT_EQ(bytes, 10u);  // two 2-byte headers, two payloads
+  q.advance(7);           // the first frame and the second's header
+  EXPECT_EQ(q.bytes(), 3u);
+  bytes = 0;
+  EXPECT_EQ(q.gather(iov, headers, 1 << 20, bytes), 1);
+  EXPECT_EQ(bytes, 3u);
+  q.advance(3);
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.bytes(), 0u);
+  q.release();
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The part of Parley's wire protocol the benchmark peers implement, shared by
-// bench/peers/bun/server.js and bench/peers/node/server.js: HS256 tokens,
+// bench/peers/bun/server.js, bench/peers/node/server.js and
+// bench/peers/socketio/server.js: HS256 tokens,
 // membership by the seed rule (docs/benchmarks.md), validation of
-// `send_message`, and the message object of CONTRACT.md section 3.
+// `send_message`, and the message object of docs/protocol.md.
 // Everything is in memory: no storage, no history, no idempotent retries.
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 
@@ -119,43 +120,56 @@ export class Chat {
   }
 
   send(user, frame, rid) {
-    const threadId = frame.thread_id;
-    if (typeof threadId !== 'string') return { reply: errorFrame('missing_field', '`thread_id` is required', rid) };
-    if (threadId.toLowerCase() !== user.threadId)
-      return { reply: errorFrame('forbidden', 'thread not found or you are not a participant', rid) };
-    const content = frame.content !== undefined ? frame.content : frame.text;
-    if (typeof content !== 'string') return { reply: errorFrame('missing_field', '`content` is required', rid) };
-    if (content.trim() === '') return { reply: errorFrame('empty_content', 'content is blank', rid) };
-    if (content.length > MAX_CONTENT_CHARS && codePoints(content) > MAX_CONTENT_CHARS)
-      return { reply: errorFrame('content_too_long', `content is over ${MAX_CONTENT_CHARS} characters`, rid) };
-    const messageType = frame.message_type === undefined ? 'text' : frame.message_type;
-    if (!MESSAGE_TYPES.has(messageType))
-      return { reply: errorFrame('invalid_message_type', 'message_type must be text, image or file', rid) };
-    const clientMsgId = frame.client_msg_id;
-    if (clientMsgId !== undefined && clientMsgId !== null && typeof clientMsgId !== 'string')
-      return { reply: errorFrame('invalid_field', '`client_msg_id` must be a string', rid) };
-
-    const seq = (this.seqs.get(user.threadId) || 0) + 1;
-    this.seqs.set(user.threadId, seq);
+    const made = this.create(user, frame);
+    if (made.error) return { reply: errorFrame(made.error.code, made.error.message, rid) };
     // The message is serialised once; both frames are built around that text.
-    const data = JSON.stringify({
-      id: randomUUID(),
-      thread_id: user.threadId,
-      seq,
-      sender_id: user.id,
-      content,
-      message_type: messageType,
-      client_msg_id: clientMsgId ?? null,
-      status: 'sent',
-      created_at: new Date().toISOString(),
-      edited_at: null,
-      sender: user.ref,
-    });
+    const data = JSON.stringify(made.message);
     const ridPart = rid === undefined || rid === null ? '' : `,"request_id":${JSON.stringify(rid)}`;
     return {
       reply: `{"type":"message_sent"${ridPart},"data":${data}}`,
       broadcast: `{"type":"new_message","data":${data}}`,
       threadId: user.threadId,
+    };
+  }
+
+  // Validates a send_message payload ({thread_id, content | text,
+  // message_type, client_msg_id}) from `user` and makes the message with the
+  // thread's next seq. Returns {message} or {error: {code, message}}.
+  create(user, frame) {
+    if (frame === null || typeof frame !== 'object' || Array.isArray(frame))
+      return { error: { code: 'invalid_json', message: 'payload must be a JSON object' } };
+    const threadId = frame.thread_id;
+    if (typeof threadId !== 'string') return { error: { code: 'missing_field', message: '`thread_id` is required' } };
+    if (threadId.toLowerCase() !== user.threadId)
+      return { error: { code: 'forbidden', message: 'thread not found or you are not a participant' } };
+    const content = frame.content !== undefined ? frame.content : frame.text;
+    if (typeof content !== 'string') return { error: { code: 'missing_field', message: '`content` is required' } };
+    if (content.trim() === '') return { error: { code: 'empty_content', message: 'content is blank' } };
+    if (content.length > MAX_CONTENT_CHARS && codePoints(content) > MAX_CONTENT_CHARS)
+      return { error: { code: 'content_too_long', message: `content is over ${MAX_CONTENT_CHARS} characters` } };
+    const messageType = frame.message_type === undefined ? 'text' : frame.message_type;
+    if (!MESSAGE_TYPES.has(messageType))
+      return { error: { code: 'invalid_message_type', message: 'message_type must be text, image or file' } };
+    const clientMsgId = frame.client_msg_id;
+    if (clientMsgId !== undefined && clientMsgId !== null && typeof clientMsgId !== 'string')
+      return { error: { code: 'invalid_field', message: '`client_msg_id` must be a string' } };
+
+    const seq = (this.seqs.get(user.threadId) || 0) + 1;
+    this.seqs.set(user.threadId, seq);
+    return {
+      message: {
+        id: randomUUID(),
+        thread_id: user.threadId,
+        seq,
+        sender_id: user.id,
+        content,
+        message_type: messageType,
+        client_msg_id: clientMsgId ?? null,
+        status: 'sent',
+        created_at: new Date().toISOString(),
+        edited_at: null,
+        sender: user.ref,
+      },
     };
   }
 }

@@ -230,9 +230,11 @@ describe('parley-cli', () => {
     assert.match(foreign.stderr, /^parley-cli: forbidden: /m);
     assert.equal(foreign.stdout, '');
 
+    // A malformed id is the client's own clear error (a bad command line), not the server's forbidden.
     const malformed = await asAlice(['send', '--thread', 'not-a-thread', 'hello?']);
-    assert.equal(malformed.code, 1, malformed.proc.describe());
-    assert.match(malformed.stderr, /^parley-cli: (invalid_field|forbidden): /m);
+    assert.equal(malformed.code, 64, malformed.proc.describe());
+    assert.match(malformed.stderr, /^parley-cli: invalid_thread_id: 'not-a-thread' is not a thread id/m);
+    assert.equal(malformed.stdout, '');
   });
 
   it('threads lists the direct thread', async () => {
@@ -307,14 +309,192 @@ describe('parley-cli', () => {
     }
   });
 
-  it('listen exits 0 on SIGINT and on SIGTERM', async () => {
-    for (const signal of ['SIGINT', 'SIGTERM']) {
+  it('listen exits 0 on SIGINT, SIGTERM and SIGHUP', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
       const listen = bobListen([]);
       await listen.ready();
       listen.child.kill(signal);
       const r = await listen.result(5000);
       assert.equal(r.code, 0, `${signal}\n${r.proc.describe()}`);
     }
+  });
+
+  // ---- positions survive a crash (kill -9) and a closed terminal (SIGHUP)
+
+  const savedPosition = () => {
+    try { return JSON.parse(fs.readFileSync(bobCfg, 'utf8')).positions?.[bob.id]?.[threadId]; } catch { return undefined; }
+  };
+
+  // Alice sends `n` messages to the thread over REST, back to back; resolves the last seq.
+  const burst = async (n, label) => {
+    let last;
+    for (let i = 1; i <= n; i++) {
+      const res = await server.http('POST', `/api/chat/threads/${threadId}/messages`,
+        { token: alice.token, body: { content: `${label} ${i}`, client_msg_id: newUuid() } });
+      assert.equal(res.status, 201, res.text);
+      last = res.body.data.seq;
+    }
+    return last;
+  };
+
+  // A listen that must print nothing: everything was printed and saved before.
+  const assertNothingRepeated = async (why) => {
+    const again = bobListen(['--timeout', '1.5']);
+    const r = await again.result();
+    assert.equal(r.code, 3, r.proc.describe());
+    assert.deepEqual(newMessages(again.frames).map((m) => m.content), [], `${why}: nothing printed twice`);
+  };
+
+  it('listen saves its position while it runs: after kill -9 a new listen repeats nothing', async () => {
+    const listen = bobListen([]);
+    await listen.ready();
+    const last = await burst(8, 'burst');
+    await listen.waitFor((p) => newMessages(p.frames).some((m) => m.seq === last), 'the burst to be printed');
+    // Saved within the batch interval (200 ms) of the last one printed, with no exit needed.
+    const deadline = Date.now() + 5000;
+    while (savedPosition() !== last && Date.now() < deadline) await sleep(20);
+    assert.equal(savedPosition(), last, `the saved position caught up with the burst\n${listen.describe()}`);
+    listen.child.kill('SIGKILL');
+    const r = await listen.result(5000);
+    assert.equal(r.signal, 'SIGKILL');
+    assert.deepEqual(newMessages(listen.frames).map((m) => m.content), Array.from({ length: 8 }, (_, i) => `burst ${i + 1}`));
+    await assertNothingRepeated('after kill -9');
+  });
+
+  it('listen saves its position on SIGHUP (the terminal closed), at once', async () => {
+    const listen = bobListen([]);
+    await listen.ready();
+    const last = await burst(6, 'hangup');
+    await listen.waitFor((p) => newMessages(p.frames).some((m) => m.seq === last), 'the burst to be printed');
+    listen.child.kill('SIGHUP');  // no waiting for the batch: the exit saves
+    const r = await listen.result(5000);
+    assert.equal(r.code, 0, r.proc.describe());
+    assert.equal(savedPosition(), last, 'saved on SIGHUP');
+    await assertNothingRepeated('after SIGHUP');
+  });
+
+  // ---- ids as printed, and the commands beyond send/listen
+
+  it('history, send --thread and mark-read take the 8-character id prefix that threads --pretty prints', async () => {
+    const table = await asBob(['--pretty', 'threads']);
+    assert.equal(table.code, 0, table.proc.describe());
+    const prefix = threadId.slice(0, 8);
+    assert.match(table.stdout, new RegExp(`^${prefix}  direct`, 'm'), table.stdout);
+
+    const full = await asBob(['history', threadId, '--limit', '3']);
+    const short = await asBob(['history', prefix, '--limit', '3']);
+    assert.equal(short.code, 0, short.proc.describe());
+    assert.deepEqual(short.proc.frames, full.proc.frames);
+    assert.equal(short.proc.frames.length, 3);
+
+    const sent = await asAlice(['send', '--thread', prefix.toUpperCase(), 'by prefix']);
+    assert.equal(sent.code, 0, sent.proc.describe());
+    assert.equal(JSON.parse(sent.lines[0]).thread_id, threadId);
+  });
+
+  it('a prefix that is no thread of yours, or too short, is a clear local error', async () => {
+    // A prefix of none of Bob's threads: flip the first hex digit of the one he has.
+    const other = (parseInt(threadId[0], 16) ^ 8).toString(16) + threadId.slice(1, 8);
+    const none = await asBob(['history', other]);
+    assert.equal(none.code, 1, none.proc.describe());
+    assert.match(none.stderr, new RegExp(`^parley-cli: no_such_thread: none of your threads has an id starting with ${other}`, 'm'));
+
+    const tooShort = await asBob(['history', 'ab']);
+    assert.equal(tooShort.code, 64, tooShort.proc.describe());
+    assert.match(tooShort.stderr, /^parley-cli: invalid_thread_id: /m);
+
+    // A well-formed full id of a thread that is not Bob's stays the server's answer.
+    const foreign = await asBob(['history', newUuid()]);
+    assert.equal(foreign.code, 1, foreign.proc.describe());
+    assert.match(foreign.stderr, /^parley-cli: forbidden: /m);
+  });
+
+  it('--pretty history shows each message\'s status; mark-read moves it to read', async () => {
+    const mark = await asBob(['mark-read', threadId.slice(0, 8), '--up-to', '2']);
+    assert.equal(mark.code, 0, mark.proc.describe());
+    assert.deepEqual(JSON.parse(mark.lines[0]), { thread_id: threadId, last_read_seq: 2 });
+
+    const partly = await asAlice(['--pretty', 'history', threadId, '--limit', '200']);
+    assert.equal(partly.code, 0, partly.proc.describe());
+    assert.match(partly.lines[0], / #1 [a-z0-9_.]+: first {2}\(read\)$/, partly.stdout);
+    assert.match(partly.lines[2], / #3 [a-z0-9_.]+: third {2}\(delivered\)$/, 'bob\'s listen acknowledged it, he has not read it');
+
+    const all = await asBob(['mark-read', threadId]);
+    assert.equal(all.code, 0, all.proc.describe());
+    const last = JSON.parse(all.lines[0]).last_read_seq;
+    assert.ok(last > 3, all.stdout);
+    const after = await asAlice(['--pretty', 'history', threadId, '--limit', '200']);
+    assert.ok(after.lines.every((l) => / {2}\(read\)$/.test(l)), after.stdout);
+
+    const unread = await server.http('GET', '/api/chat/unread-count', { token: bob.token });
+    assert.equal(unread.body.data.unread_count, 0, unread.text);
+  });
+
+  it('register creates an account and logs in; a role the server does not know is refused', async () => {
+    const carolCfg = path.join(home, 'carol', 'cli.json');
+    const username = `carol_${Math.random().toString(36).slice(2, 8)}`;
+    const r = await cli(['--server', server.baseUrl, '--config', carolCfg, 'register',
+      '--username', username, '--full-name', 'Carol Student', '--role', 'student'], { input: 'carol-password-1\n' });
+    assert.equal(r.code, 0, r.proc.describe());
+    const user = JSON.parse(r.lines[0]);
+    assert.equal(user.username, username);
+    assert.equal(user.role, 'student');
+    const me = await cli(['--config', carolCfg, 'whoami']);
+    assert.equal(me.code, 0, me.proc.describe());
+    assert.equal(JSON.parse(me.lines[0]).id, user.id, 'the saved login is the new account');
+
+    const bad = await cli(['--server', server.baseUrl, '--config', path.join(home, 'dan.json'), 'register',
+      '--username', `dan_${Math.random().toString(36).slice(2, 8)}`, '--password', 'dan-password-1',
+      '--full-name', 'Dan', '--role', 'wizard']);
+    assert.equal(bad.code, 1, bad.proc.describe());
+    assert.match(bad.stderr, /^parley-cli: invalid_role: role must be one of: teacher, parent, student, admin/m);
+
+    const taken = await cli(['--server', server.baseUrl, '--config', path.join(home, 'dan.json'), 'register',
+      '--username', username, '--password', 'carol-password-1', '--full-name', 'Again']);
+    assert.equal(taken.code, 1, taken.proc.describe());
+    assert.match(taken.stderr, /^parley-cli: username_taken: /m);
+  });
+
+  it('group create names members by username; group add adds more by username', async () => {
+    const [carol, dave] = await server.registerMany(2);
+    const created = await asBob(['group', 'create', '--title', 'Trip committee', '--members', `${alice.username},${carol.username}`]);
+    assert.equal(created.code, 0, created.proc.describe());
+    const group = JSON.parse(created.lines[0]);
+    assert.equal(group.type, 'group');
+    assert.equal(group.title, 'Trip committee');
+    assert.deepEqual(group.participants.map((p) => p.user_id).sort(), [alice.id, bob.id, carol.id].sort());
+
+    const added = await asBob(['group', 'add', group.id.slice(0, 8), dave.username]);
+    assert.equal(added.code, 0, added.proc.describe());
+    assert.ok(JSON.parse(added.lines[0]).participants.some((p) => p.user_id === dave.id), added.stdout);
+
+    const nobody = await asBob(['group', 'add', group.id, 'no_such_user_x']);
+    assert.equal(nobody.code, 1, nobody.proc.describe());
+    assert.match(nobody.stderr, /^parley-cli: user_not_found: no user named no_such_user_x/m);
+
+    // Only the group's admin may add: Alice is a member, not an admin.
+    const notAdmin = await asAlice(['group', 'add', group.id, dave.username]);
+    assert.equal(notAdmin.code, 1, notAdmin.proc.describe());
+    assert.match(notAdmin.stderr, /^parley-cli: forbidden: /m);
+  });
+
+  it('listen hides presence unless --presence: a contact\'s one-shot commands do not flood it', async () => {
+    const quiet = bobListen(['--timeout', '30']);
+    const loud = bobListen(['--presence', '--timeout', '30']);
+    await quiet.ready();
+    await loud.ready();
+    const isAlice = (f) => f.type === 'presence' && f.user_id === alice.id;
+    // Alice's connection opens and closes: she goes offline 3 s later (and online
+    // first, unless her last connection closed less than 3 s ago).
+    await aliceSends('one-shot');
+    await loud.waitFor((p) => p.frames.some((f) => isAlice(f) && f.online === false), 'alice going offline', 15000);
+    await quiet.waitFor((p) => newMessages(p.frames).some((m) => m.content === 'one-shot'), 'the message');
+    await sleep(300);  // the same frames reached both of Bob's connections
+    quiet.child.kill('SIGTERM');
+    loud.child.kill('SIGTERM');
+    await quiet.result(5000);
+    await loud.result(5000);
+    assert.deepEqual(quiet.frames.filter((f) => f.type === 'presence'), [], quiet.describe());
   });
 
   it('a server that cannot be reached is exit 2; no login at all is exit 1', async () => {

@@ -3,7 +3,21 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { startServer, randomId } from './harness.mjs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { startServer, randomId, PARLEY_BIN, TEST_STORE } from './harness.mjs';
+
+// Runs `parley ARGS` to completion; resolves {code, stdout, stderr} whatever the exit code.
+function parley(args, { env = {} } = {}) {
+  return new Promise((resolve) => {
+    const e = { ...process.env, ...env };
+    for (const k of Object.keys(e)) if (k.startsWith('PARLEY_') && k !== 'PARLEY_BIN' && !(k in env)) delete e[k];
+    execFile(PARLEY_BIN, args, { timeout: 20000, env: e }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
 
 describe('server configuration', () => {
   const servers = [];
@@ -21,6 +35,89 @@ describe('server configuration', () => {
     assert.equal(byName.body.data.user.role, 'teacher');
     const byPhone = await server.http('POST', '/api/auth/login', { body: { phone_number: phone, password: 'cli-password-1' } });
     assert.equal(byPhone.status, 200, byPhone.text);
+  });
+
+  it('`parley user add` is quiet: one line of result, the data dir on stderr, --json for the token', async () => {
+    const server = await start();
+    const username = `quiet_${randomId(4)}`;
+    const { stdout, stderr } = await server.cli(['user', 'add', '--username', username, '--password', 'cli-password-1',
+      '--full-name', 'Quiet One', '--role', 'parent']);
+    assert.match(stdout, new RegExp(`^created user ${username} \\(parent\\) id [0-9a-f-]{36}\n$`), stdout);
+    const where = server.database ? /^parley: database postgres:\/\/[^@\s]+\n$/ : new RegExp(`^parley: data dir ${server.dataDir}\n$`);
+    assert.match(stderr, where, 'where it acted, and no store open/close log lines');
+
+    const json = await server.cli(['user', 'add', '--username', `${username}_j`, '--password', 'cli-password-1',
+      '--full-name', 'Json One', '--json']);
+    const out = JSON.parse(json.stdout);
+    assert.equal(out.user.username, `${username}_j`);
+    assert.equal(out.user.role, 'member', 'no --role: the default role');
+    assert.equal((await server.http('GET', '/api/users/me', { token: out.token })).status, 200, 'the token works');
+  });
+
+  it('admin commands refuse a data dir that does not exist, unless --create', async () => {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-nodir-'));
+    try {
+      const dir = path.join(parent, 'data');
+      const args = ['user', 'add', '--data-dir', dir, '--username', `nodir_${randomId(4)}`, '--password', 'cli-password-1', '--full-name', 'No Dir'];
+      const refused = await parley(args);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, new RegExp(`^parley: no data dir at ${dir} \\(pass the server's --data-dir`, 'm'));
+      assert.equal(refused.stdout, '');
+      assert.ok(!fs.existsSync(dir), 'nothing was created');
+      const token = await parley(['token', 'someone', '--data-dir', dir]);
+      assert.equal(token.code, 1);
+      assert.ok(!fs.existsSync(dir), 'token created nothing either');
+
+      const created = await parley([...args, '--create']);
+      assert.equal(created.code, 0, created.stderr);
+      assert.match(created.stderr, new RegExp(`^parley: data dir ${dir} \\(new\\)$`, 'm'));
+      assert.ok(fs.existsSync(path.join(dir, 'jwt_secret')), 'a new store with its secret');
+    } finally {
+      fs.rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it('roles: --role must be one the product knows; --roles / PARLEY_ROLES change the list, for registration too', async () => {
+    const server = await start({ args: ['--roles', 'teacher,parent,nurse'] });
+    const add = (role, extra = []) => parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
+      '--password', 'cli-password-1', '--full-name', 'Role Test', '--role', role, ...extra]);
+    const wizard = await add('wizard');
+    assert.equal(wizard.code, 1);
+    assert.match(wizard.stderr, /^parley: invalid_role: role must be one of: teacher, parent, student, admin$/m);
+    assert.equal((await add('nurse', ['--roles', 'nurse,teacher'])).code, 0);
+    assert.equal((await parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
+      '--password', 'cli-password-1', '--full-name', 'Env Role', '--role', 'nurse'], { env: { PARLEY_ROLES: 'nurse' } })).code, 0);
+
+    // The server's list (--roles teacher,parent,nurse) applies to POST /api/auth/register.
+    const ok = await server.http('POST', '/api/auth/register', { body: { username: `r_${randomId(5)}`, password: 'pw-12345678', full_name: 'N', role: 'nurse' } });
+    assert.equal(ok.status, 201, ok.text);
+    const bad = await server.http('POST', '/api/auth/register', { body: { username: `r_${randomId(5)}`, password: 'pw-12345678', full_name: 'S', role: 'student' } });
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.body.code, 'invalid_role');
+    assert.match(bad.body.message, /teacher, parent, nurse/);
+  });
+
+  it('the `parley` command line: unknown commands are named, help shows only what applies', async () => {
+    const foo = await parley(['foo']);
+    assert.equal(foo.code, 2);
+    assert.match(foo.stderr, /^parley: unknown command 'foo' \(commands: serve, user, token, seed, migrate, version; parley --help\)$/m);
+    const userFoo = await parley(['user', 'foo']);
+    assert.equal(userFoo.code, 2);
+    assert.match(userFoo.stderr, /^parley: unknown command 'user foo' \(commands: add; parley user --help\)$/m);
+
+    const serveHelp = await parley(['serve', '--help']);
+    assert.equal(serveHelp.code, 0);
+    assert.match(serveHelp.stdout, /--no-metrics/);
+    assert.doesNotMatch(serveHelp.stdout, /\{false\}|\{true\}/, serveHelp.stdout);
+
+    const addHelp = await parley(['user', 'add', '--help']);
+    assert.equal(addHelp.code, 0);
+    for (const own of ['--username', '--password', '--full-name', '--role', '--roles', '--phone', '--data-dir', '--create', '--json']) {
+      assert.match(addHelp.stdout, new RegExp(own), `user add --help lists ${own}`);
+    }
+    for (const foreign of ['--port', '--bind', '--max-frame-bytes', '--jwt-public-key', '--no-metrics', '--threads']) {
+      assert.doesNotMatch(addHelp.stdout, new RegExp(`${foreign}\\b`), `user add --help does not list ${foreign}`);
+    }
   });
 
   it('`parley token --ttl` issues a token that expires', async () => {
@@ -61,7 +158,8 @@ describe('server configuration', () => {
     const { stdout } = await server.cli(['token', u.username]);
     assert.equal((await server.http('GET', '/api/users/me', { token: stdout.trim() })).status, 200,
       'a token minted with the same secret by the CLI works: the env secret was used');
-    assert.ok(fs.readdirSync(server.dataDir).length > 0, 'the data went to PARLEY_DATA_DIR');
+    // On PostgreSQL with a given secret the data dir has nothing to hold.
+    if (TEST_STORE === 'sqlite') assert.ok(fs.readdirSync(server.dataDir).length > 0, 'the data went to PARLEY_DATA_DIR');
   });
 
   it('without a secret one is generated, persisted, and tokens survive a restart', async () => {

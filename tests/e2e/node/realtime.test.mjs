@@ -1,4 +1,4 @@
-// The other live frames of CONTRACT.md section 4: typing, presence, delivery
+// The other live frames of docs/protocol.md: typing, presence, delivery
 // acknowledgements, join_chat and relayed call signalling.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// The HTTP API of CONTRACT.md section 2, endpoint by endpoint.
+// The HTTP API of docs/protocol.md, endpoint by endpoint.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {

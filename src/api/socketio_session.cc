@@ -1,0 +1,222 @@
+#include "api/socketio_session.h"
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "protocol/socketio_encoder.h"
+
+namespace parley {
+
+namespace json = boost::json;
+
+// The server's `ping` event (the Socket.IO system's liveness check, beside
+// Engine.IO's own pings).
+constexpr int64_t kPingEventIntervalMs = 25000;
+constexpr size_t kMaxPendingAcks = 64;
+
+SocketIoSession::SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine)
+    : ctx_(ctx), engine_(std::move(engine)) {}
+
+// ---------------------------------------------------------------- inbound
+
+void SocketIoSession::on_text(std::string_view text) {
+  if (closed_) return;
+  auto packet = sio::decode_packet(text);
+  if (!packet) {
+    // As the reference server: a packet it cannot parse ends the connection.
+    Metrics::get().count_error("invalid_packet");
+    spdlog::info("event=sio_bad_packet reason=\"{}\"", packet.error().message);
+    return close(CloseReason::kPolicy, "invalid Socket.IO packet");
+  }
+  switch (packet->type) {
+    case sio::SioType::kConnect: return on_connect(*packet);
+    case sio::SioType::kDisconnect:
+      if (packet->nsp == "/") return close(CloseReason::kNormal, "client disconnect");
+      return;
+    case sio::SioType::kEvent:
+    case sio::SioType::kBinaryEvent: return on_event(std::move(*packet));
+    case sio::SioType::kAck:
+    case sio::SioType::kBinaryAck: return on_ack(*packet);
+    case sio::SioType::kConnectError: return close(CloseReason::kPolicy, "CONNECT_ERROR is the server's packet");
+  }
+}
+
+void SocketIoSession::on_binary(std::string_view) {
+  // Attachments of a BINARY_EVENT, which was refused already: dropped.
+}
+
+void SocketIoSession::on_connect(const sio::SioPacket& p) {
+  if (p.nsp != "/") return send(sio::encode_connect_error(p.nsp, "Invalid namespace"));
+  if (conn_ || connecting_) return close(CloseReason::kPolicy, "already connected");
+  const json::value* token = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
+  if (!token || !token->is_string() || token->get_string().empty()) {
+    Metrics::get().count_error("missing_token");
+    return send(sio::encode_connect_error("/", "Authentication error: token missing (send auth: {token})"));
+  }
+  connecting_ = true;
+  // Verifying may provision a user (a write): off the loop.
+  auto self = shared_from_this();
+  ctx_.workers.submit([self, token = std::string(token->get_string())] {
+    auto user = self->ctx_.chat.authenticate(token);
+    self->post([self, token, user = std::move(user)]() mutable {
+      self->connecting_ = false;
+      if (self->closed_) return;
+      if (!user) {
+        Metrics::get().count_error(user.error().code);
+        return self->send(sio::encode_connect_error("/", "Authentication error: " + user.error().message));
+      }
+      self->connected(std::move(*user), std::move(token));
+    });
+  });
+}
+
+void SocketIoSession::connected(User user, std::string token) {
+  conn_ = std::make_shared<Connection>(ctx_, weak_from_this(), socketio_encoder());
+  send(sio::encode_connect(conn_->session_id()));
+  std::string user_id = user.id;
+  conn_->on_open(std::move(user), std::move(token));
+  if (conn_->closed() || !conn_->authenticated()) return;
+  spdlog::debug("event=sio_connected session_id={} user_id={}", conn_->session_id(), user_id);
+  int64_t now = now_micros();
+  send(sio::encode_event("connection_success", json::serialize(json::object{{"userId", user_id}})));
+  uint64_t test_ack = socketio_encoder().next_ack_id();
+  pending_acks_.insert(test_ack);
+  send(sio::encode_event("test_message",
+                         json::serialize(json::object{{"message", "connected to Parley"},
+                                                      {"timestamp", iso8601_millis(now)}}),
+                         test_ack));
+  send_ping_event(now / 1000);
+  catch_up();
+}
+
+// The Socket.IO system's clients expect what they missed to arrive when they
+// connect: every thread with unread messages from others is replayed from
+// past what this user acknowledged (delivered) or read, oldest first.
+void SocketIoSession::catch_up() {
+  auto self = shared_from_this();
+  std::string user_id = conn_->user_id();
+  ctx_.workers.submit([self, user_id] {
+    auto user = self->ctx_.chat.user(user_id);
+    if (!user) return;
+    auto threads = self->ctx_.chat.threads(*user);
+    if (!threads) return;  // the store could not answer: nothing to catch up on now
+    std::vector<std::pair<std::string, int64_t>> behind;
+    for (const auto& s : *threads) {
+      for (const auto& p : s.thread.participants) {
+        if (p.user_id != user_id) continue;
+        int64_t seen = std::max(p.last_delivered_seq, p.last_read_seq);
+        if (s.unread_count > 0 && s.thread.last_seq > seen) behind.emplace_back(s.thread.id, seen);
+      }
+    }
+    if (behind.empty()) return;
+    self->post([self, behind = std::move(behind)] {
+      if (self->closed_ || !self->conn_) return;
+      for (const auto& [thread_id, since] : behind) self->conn_->catch_up(thread_id, since);
+    });
+  });
+}
+
+void SocketIoSession::send_ping_event(int64_t now_ms) {
+  next_ping_ms_ = now_ms + kPingEventIntervalMs;
+  if (pending_acks_.size() >= kMaxPendingAcks) pending_acks_.clear();
+  uint64_t id = socketio_encoder().next_ack_id();
+  pending_acks_.insert(id);
+  send(sio::encode_event("ping", json::serialize(json::object{{"timestamp", iso8601_millis(now_ms * 1000)}}), id));
+}
+
+void SocketIoSession::on_event(sio::SioPacket p) {
+  if (p.nsp != "/") return;  // no other namespace is ever connected
+  if (!conn_) return close(CloseReason::kPolicy, "event before CONNECT");
+  json::value request = p.id ? json::value(*p.id) : json::value(nullptr);
+  if (p.type == sio::SioType::kBinaryEvent)
+    return conn_->on_bad_frame(bad_input("binary_not_supported", "binary events are not supported; send JSON"),
+                               request);
+  const json::array& args = p.data.get_array();
+  if (!args[0].is_string())
+    return conn_->on_bad_frame(bad_input("unknown_type", "event names are strings"), request);
+  std::string_view name = args[0].get_string();
+  auto type = client_type(name);
+  if (!type)
+    return conn_->on_bad_frame(bad_input("unknown_type", "unknown event: " + std::string(name.substr(0, 64))),
+                               request);
+  static const json::object kNoFields;
+  const json::object* fields = &kNoFields;
+  if (args.size() > 1 && !args[1].is_null()) {
+    if (!args[1].is_object())
+      return conn_->on_bad_frame(bad_input("invalid_json", "the event's argument must be an object"), request);
+    fields = &args[1].get_object();
+  }
+  ParsedFrame parsed = parse_client_fields(*type, *fields);
+  if (parsed.error) return conn_->on_bad_frame(*parsed.error, request);
+  parsed.frame.request_id = std::move(request);
+  conn_->on_frame(std::move(parsed.frame));
+}
+
+// The client answered one of our events. For new_message, its ack is the
+// delivery receipt (message_received).
+void SocketIoSession::on_ack(const sio::SioPacket& p) {
+  if (!conn_ || !p.id || p.nsp != "/") return;
+  if (pending_acks_.erase(*p.id)) return;
+  auto message_id = socketio_encoder().message_for_ack(*p.id);
+  if (!message_id) return;
+  ClientFrame f;
+  f.type = ClientType::kMessageReceived;
+  f.message_id = std::move(*message_id);
+  conn_->on_frame(std::move(f));
+}
+
+void SocketIoSession::on_tick(int64_t now_ms) {
+  if (closed_ || !conn_) return;
+  conn_->on_tick(now_ms);
+  if (!conn_->closed() && now_ms >= next_ping_ms_) send_ping_event(now_ms);
+}
+
+void SocketIoSession::on_close() {
+  if (closed_) return;
+  closed_ = true;
+  if (conn_) conn_->on_close();
+}
+
+// ---------------------------------------------------------------- outbound
+
+void SocketIoSession::send(std::string packet) {
+  if (closed_) return;
+  send_text(std::make_shared<const Frame>(std::move(packet)));
+}
+
+void SocketIoSession::send_text(FramePtr frame) {
+  if (auto e = engine_.lock()) e->send_text(std::move(frame));
+}
+
+// Refusals the client must not answer by reconnecting at once get a
+// DISCONNECT first ("io server disconnect" on the client).
+void SocketIoSession::close(CloseReason reason, std::string text) {
+  auto e = engine_.lock();
+  if (!e) return;
+  if (reason == CloseReason::kUnauthorized || reason == CloseReason::kTooManyConnections)
+    e->send_text(std::make_shared<const Frame>(sio::encode_disconnect()));
+  e->close(reason, std::move(text));
+}
+
+void SocketIoSession::post(std::function<void()> fn) {
+  if (auto e = engine_.lock()) e->post(std::move(fn));
+}
+
+void SocketIoSession::schedule(std::chrono::milliseconds delay, std::function<void()> fn) {
+  if (auto e = engine_.lock()) e->schedule(delay, std::move(fn));
+}
+
+const std::string& SocketIoSession::remote_address() const {
+  static const std::string kGone = "unknown";
+  auto e = engine_.lock();
+  return e ? e->remote_address() : kGone;
+}
+
+size_t SocketIoSession::queued_bytes() const {
+  auto e = engine_.lock();
+  return e ? e->queued_bytes() : 0;
+}
+
+}  // namespace parley

@@ -1,0 +1,67 @@
+// SocketIoSession: Socket.IO v5 on the main namespace over one Engine.IO
+// session (CONTRACT.md section 7). It reads Socket.IO packets, authenticates
+// the CONNECT with its {token}, and turns each EVENT into the ClientFrame of
+// the native frame of the same name, which a Connection (the same chat
+// protocol as the WebSocket JSON one, writing through the Socket.IO encoder)
+// handles: no chat rule lives here. What is Socket.IO's own is here: the
+// connect events (connection_success, test_message), the server's `ping`
+// event every 25 s, acks of new_message as delivery receipts, DISCONNECT.
+//
+// Threading: created, fed and closed on its Engine.IO session's loop; the
+// token check runs on the worker pool. Lifetime: shared_ptr, owned by the
+// Engine.IO session and by in-flight work; it holds the engine weakly. It is
+// the Connection's Transport, forwarding to the engine, so that closing the
+// connection says DISCONNECT first where the client must not reconnect.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_set>
+
+#include "api/connection.h"
+#include "api/transport.h"
+#include "protocol/socketio.h"
+
+namespace parley {
+
+class SocketIoSession final : public TransportListener,
+                              public Transport,
+                              public std::enable_shared_from_this<SocketIoSession> {
+ public:
+  SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine);
+
+  // TransportListener: `text` is a Socket.IO packet (Engine.IO's "4" removed).
+  void on_text(std::string_view text) override;
+  void on_binary(std::string_view data) override;
+  void on_tick(int64_t now_ms) override;
+  void on_close() override;
+
+  // Transport, for the Connection.
+  void send_text(FramePtr frame) override;
+  void close(CloseReason reason, std::string text) override;
+  void post(std::function<void()> fn) override;
+  void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override;
+  const std::string& remote_address() const override;
+  size_t queued_bytes() const override;
+
+ private:
+  void on_connect(const sio::SioPacket& packet);
+  void connected(User user, std::string token);
+  void on_event(sio::SioPacket packet);
+  void on_ack(const sio::SioPacket& packet);
+  void send_ping_event(int64_t now_ms);
+  void catch_up();
+  void send(std::string packet);
+
+  ConnectionContext ctx_;
+  std::weak_ptr<Transport> engine_;
+  std::shared_ptr<Connection> conn_;
+  bool connecting_ = false;
+  bool closed_ = false;
+  int64_t next_ping_ms_ = 0;
+  // Ack ids of our own events (ping, test_message) still unanswered: their
+  // acks are only liveness; bounded.
+  std::unordered_set<uint64_t> pending_acks_;
+};
+
+}  // namespace parley

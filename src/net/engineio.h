@@ -1,0 +1,44 @@
+// Internal to net/: Engine.IO v4, the transport under Socket.IO clients
+// (CONTRACT.md section 7). An Engine.IO session (sid) lives on one event
+// loop, where its SocketIoSession and Connection live too; it speaks HTTP
+// long-polling, a WebSocket, or polling first and then a WebSocket after the
+// upgrade (2probe/3probe, 5). Polling requests for a sid may arrive on any
+// loop's HTTP connection: the process-wide registry says which loop owns it,
+// and the request is handed to that loop, its answer back to the HTTP
+// connection's loop. A WebSocket for an existing sid is moved to the owning
+// loop (its socket is re-registered there).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "net/sessions.h"
+#include "protocol/socketio.h"
+
+namespace parley::net {
+
+struct EioQuery {
+  std::string eio;        // protocol revision: "4"
+  std::string transport;  // "polling" | "websocket"
+  std::string sid;        // empty on a handshake
+};
+EioQuery parse_eio_query(std::string_view target);
+
+// An HTTP answer for a polling request: status, content type, body. Called
+// once, on any thread: the callee posts to its own loop.
+using EioRespond = std::function<void(int status, std::string content_type, std::string body)>;
+
+// A polling request (GET, POST) or a polling handshake. Loop thread of the
+// HTTP connection.
+void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& query,
+                      std::string body, EioRespond respond);
+
+// A WebSocket upgrade on the Engine.IO path: checks it (nullopt when it may
+// proceed), then eio_websocket() takes the socket over.
+std::optional<sio::EioError> eio_check_upgrade(const EioQuery& query);
+void eio_websocket(LoopContext& loop, tcp::socket socket, std::shared_ptr<const http::request<http::string_body>> request,
+                   std::string leftover, const EioQuery& query);
+
+}  // namespace parley::net

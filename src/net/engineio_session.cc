@@ -1,0 +1,446 @@
+// Engine.IO v4 sessions (see engineio.h): the transport switch between
+// long-polling and a WebSocket, pings, and the registry of sids.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <unordered_map>
+
+#include "api/socketio_session.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/metrics.h"
+#include "net/engineio.h"
+
+namespace parley::net {
+
+namespace {
+
+int64_t now_ms() { return now_micros() / 1000; }
+
+class EioSession;
+
+// Which loop owns each session. Any thread; a lookup is one short lock.
+class Registry {
+ public:
+  struct Entry {
+    LoopContext* loop = nullptr;
+    std::shared_ptr<EioSession> session;
+  };
+  void add(const std::string& sid, Entry e) {
+    std::lock_guard lock(mu_);
+    map_[sid] = std::move(e);
+  }
+  void remove(const std::string& sid) {
+    std::lock_guard lock(mu_);
+    map_.erase(sid);
+  }
+  std::optional<Entry> find(const std::string& sid) {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(sid);
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> map_;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+// One Engine.IO session. Loop thread only (its owner loop), but for the
+// registry entry. Owned by the registry while open and by in-flight work.
+class EioSession final : public Transport,
+                         public Sweepable,
+                         public Flushable,
+                         public std::enable_shared_from_this<EioSession> {
+ public:
+  EioSession(LoopContext& loop, std::string remote) : loop_(loop), sid_(new_uuid()), remote_(std::move(remote)) {}
+  ~EioSession() override {
+    if (listed_) loop_.sessions.remove(this);
+  }
+
+  const std::string& sid() const { return sid_; }
+
+  // Registers the session and the Socket.IO session above it.
+  void start(bool websocket) {
+    mode_ = websocket ? Mode::kWebSocket : Mode::kPolling;
+    next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;
+    up_ = std::make_shared<SocketIoSession>(ConnectionContext{loop_.chat, loop_.workers, loop_.hub}, weak_from_this());
+    registry().add(sid_, {&loop_, shared_from_this()});
+    loop_.sessions.add(this);
+    listed_ = true;
+    spdlog::debug("event=eio_open sid={} transport={} remote={}", sid_, websocket ? "websocket" : "polling", remote_);
+  }
+
+  std::string open_packet(bool can_upgrade) const {
+    const auto& c = loop_.config.socketio;
+    return sio::encode_open(sid_, can_upgrade, c.ping_interval_ms, c.ping_timeout_ms, c.max_payload);
+  }
+
+  // ---------------------------------------------------------------- polling
+
+  void on_poll(EioRespond respond) {
+    if (mode_ == Mode::kClosed) return respond_error(respond, sio::EioError::kUnknownSid);
+    if (mode_ == Mode::kWebSocket) return respond_error(respond, sio::EioError::kBadRequest);
+    if (poll_) {
+      // As the reference server: overlapping polls end the session.
+      respond(400, "text/plain", "");
+      return close_now("overlapping polls");
+    }
+    poll_ = std::move(respond);
+    // During an upgrade the poll is answered at once (a noop if nothing is
+    // queued), so the client can pause polling and finish the upgrade.
+    if (!queue_.empty() || mode_ == Mode::kUpgrading) answer_poll();
+  }
+
+  void on_post(std::string_view body, const EioRespond& respond) {
+    if (mode_ == Mode::kClosed) return respond_error(respond, sio::EioError::kUnknownSid);
+    if (mode_ == Mode::kWebSocket) return respond_error(respond, sio::EioError::kBadRequest);
+    auto packets = sio::split_payload(body);
+    if (!packets) {
+      respond_error(respond, sio::EioError::kBadRequest);
+      return close_now("malformed polling payload");
+    }
+    respond(200, "text/html", "ok");
+    for (std::string_view p : *packets) {
+      if (mode_ == Mode::kClosed) break;
+      on_packet(p, false);
+    }
+  }
+
+  // ---------------------------------------------------------------- websocket
+
+  // A WebSocket for this session: the only transport (direct), or a probe
+  // that becomes it after the upgrade.
+  void attach_websocket(std::weak_ptr<Transport> ws, const void* id) {
+    if (mode_ == Mode::kWebSocket && !ws_id_) {
+      ws_ = std::move(ws);
+      ws_id_ = id;
+      return;
+    }
+    if (probe_id_ || mode_ != Mode::kPolling) {
+      if (auto t = ws.lock()) t->close(CloseReason::kPolicy, "upgrade not possible");
+      return;
+    }
+    probe_ = std::move(ws);
+    probe_id_ = id;
+  }
+
+  void on_ws_text(const void* id, std::string_view text) {
+    if (mode_ == Mode::kClosed) return;
+    if (id == ws_id_) return on_packet(text, true);
+    if (id != probe_id_) return;
+    auto probe = probe_.lock();
+    if (!probe) return;
+    if (text == "2probe") {
+      probe->send_text(std::make_shared<const Frame>("3probe"));
+      mode_ = Mode::kUpgrading;
+      if (poll_) answer_poll();
+    } else if (text == "5" && mode_ == Mode::kUpgrading) {
+      // Upgraded: what is queued and every packet from now on go over the WebSocket.
+      mode_ = Mode::kWebSocket;
+      ws_ = std::move(probe_);
+      ws_id_ = probe_id_;
+      probe_id_ = nullptr;
+      if (poll_) {
+        auto poll = std::move(poll_);
+        poll_ = nullptr;
+        poll(200, "text/plain; charset=UTF-8", "6");
+      }
+      auto queue = std::move(queue_);
+      queue_.clear();
+      queued_bytes_ = 0;
+      for (auto& f : queue) probe->send_text(std::move(f));
+      spdlog::debug("event=eio_upgraded sid={}", sid_);
+    } else {
+      probe_id_ = nullptr;
+      probe_.reset();
+      if (mode_ == Mode::kUpgrading) mode_ = Mode::kPolling;
+      probe->close(CloseReason::kPolicy, "unexpected packet during the upgrade");
+    }
+  }
+
+  void on_ws_closed(const void* id) {
+    if (id == probe_id_) {
+      probe_id_ = nullptr;
+      probe_.reset();
+      if (mode_ == Mode::kUpgrading) mode_ = Mode::kPolling;
+      return;
+    }
+    if (id == ws_id_) close_now("transport close");
+  }
+
+  // ---------------------------------------------------------------- Transport
+
+  void send_text(FramePtr frame) override {
+    if (mode_ == Mode::kClosed) return;
+    if (mode_ == Mode::kWebSocket) {
+      if (auto ws = ws_.lock()) ws->send_text(std::move(frame));
+      return;
+    }
+    queued_bytes_ += frame->size();
+    if (queued_bytes_ > loop_.config.limits.max_outbound_bytes) {
+      Metrics::get().slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("event=slow_consumer_disconnect sid={} queued_bytes={}", sid_, queued_bytes_);
+      return close_now("slow consumer");
+    }
+    queue_.push_back(std::move(frame));
+    if (poll_ && !flush_pending_) {
+      flush_pending_ = true;
+      loop_.schedule_flush(shared_from_this());
+    }
+  }
+
+  void close(CloseReason, std::string text) override { close_now(text); }
+
+  void post(std::function<void()> fn) override { asio::post(loop_.io, std::move(fn)); }
+
+  void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    auto timer = std::make_shared<asio::steady_timer>(loop_.io, delay);
+    timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
+      if (!ec) fn();
+    });
+  }
+
+  const std::string& remote_address() const override { return remote_; }
+
+  size_t queued_bytes() const override {
+    if (mode_ == Mode::kWebSocket)
+      if (auto ws = ws_.lock()) return ws->queued_bytes();
+    return queued_bytes_;
+  }
+
+  // Flushable: a burst of packets queued while a poll waits goes out as one answer.
+  void flush() override {
+    flush_pending_ = false;
+    if (poll_ && !queue_.empty()) answer_poll();
+  }
+
+  // Sweepable: pings, the pong deadline, and the ticks of the session above.
+  void on_sweep(int64_t now) override {
+    if (mode_ == Mode::kClosed) return;
+    if (pong_deadline_ms_ && now > pong_deadline_ms_) {
+      spdlog::info("event=eio_ping_timeout sid={}", sid_);
+      return close_now("ping timeout");
+    }
+    if (!pong_deadline_ms_ && now >= next_ping_ms_) {
+      pong_deadline_ms_ = now + loop_.config.socketio.ping_timeout_ms;
+      send_text(std::make_shared<const Frame>(1, sio::kPing));
+    }
+    if (up_) up_->on_tick(now);
+  }
+
+ private:
+  enum class Mode { kPolling, kUpgrading, kWebSocket, kClosed };
+
+  void on_packet(std::string_view p, bool over_websocket) {
+    switch (p[0]) {
+      case sio::kClose: return close_now("client close");
+      case sio::kPing:
+        return send_text(std::make_shared<const Frame>("3" + std::string(p.substr(1))));
+      case sio::kPong:
+        pong_deadline_ms_ = 0;
+        next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;
+        return;
+      case sio::kMessage:
+        if (p.size() - 1 > loop_.config.limits.max_frame_bytes) {
+          Metrics::get().count_error("frame_too_large");
+          return close_now("message too big");
+        }
+        if (up_) up_->on_text(p.substr(1));
+        return;
+      case sio::kUpgrade:
+      case sio::kNoop: return;
+      case 'b':
+        if (!over_websocket && up_) up_->on_binary(p.substr(1));
+        if (!over_websocket) return;
+        [[fallthrough]];
+      default:
+        Metrics::get().count_error("invalid_packet");
+        return close_now("invalid Engine.IO packet");
+    }
+  }
+
+  void answer_poll() {
+    std::string body;
+    if (queue_.empty()) {
+      body = "6";
+    } else {
+      size_t total = queue_.size();
+      for (const auto& f : queue_) total += f->size();
+      body.reserve(total);
+      for (size_t i = 0; i < queue_.size(); ++i) {
+        if (i) body += sio::kRecordSeparator;
+        body += *queue_[i];
+      }
+    }
+    queue_.clear();
+    queued_bytes_ = 0;
+    auto poll = std::move(poll_);
+    poll_ = nullptr;
+    poll(200, "text/plain; charset=UTF-8", std::move(body));
+  }
+
+  static void respond_error(const EioRespond& respond, sio::EioError e) {
+    respond(sio::eio_error_status(e), "application/json", sio::eio_error_body(e));
+  }
+
+  // Ends the session: a waiting poll gets what is queued and the close
+  // packet, a WebSocket is closed. The layers above hear of it from the loop
+  // a moment later, never from inside this call (the Hub may be iterating).
+  void close_now(std::string_view why) {
+    if (mode_ == Mode::kClosed) return;
+    auto self = shared_from_this();  // the registry may hold the last reference
+    spdlog::debug("event=eio_close sid={} reason=\"{}\"", sid_, why);
+    Mode was = mode_;
+    mode_ = Mode::kClosed;
+    registry().remove(sid_);
+    if (poll_) {
+      queue_.push_back(std::make_shared<const Frame>(1, sio::kClose));
+      answer_poll();
+    }
+    queue_.clear();
+    if (was == Mode::kWebSocket)
+      if (auto ws = ws_.lock()) ws->close(CloseReason::kNormal, std::string(why));
+    if (auto probe = probe_.lock()) probe->close(CloseReason::kNormal, std::string(why));
+    asio::post(loop_.io, [self] { self->finished(); });
+  }
+
+  void finished() {
+    if (listed_) {
+      loop_.sessions.remove(this);
+      listed_ = false;
+    }
+    if (up_) {
+      up_->on_close();
+      up_.reset();
+    }
+  }
+
+  LoopContext& loop_;
+  std::string sid_;
+  std::string remote_;
+  Mode mode_ = Mode::kPolling;
+  std::shared_ptr<SocketIoSession> up_;
+  std::vector<FramePtr> queue_;  // polling: packets for the next poll
+  size_t queued_bytes_ = 0;
+  EioRespond poll_;              // the waiting GET, if any
+  bool flush_pending_ = false;
+  std::weak_ptr<Transport> ws_, probe_;
+  const void* ws_id_ = nullptr;
+  const void* probe_id_ = nullptr;
+  int64_t next_ping_ms_ = 0;
+  int64_t pong_deadline_ms_ = 0;  // 0 = no ping outstanding
+  bool listed_ = false;
+};
+
+// The WebSocket's listener: forwards to the session on the same loop.
+class EioWsListener final : public TransportListener {
+ public:
+  explicit EioWsListener(std::shared_ptr<EioSession> session) : session_(std::move(session)) {}
+  void on_text(std::string_view text) override { session_->on_ws_text(this, text); }
+  void on_binary(std::string_view) override {}
+  void on_tick(int64_t) override {}
+  void on_close() override { session_->on_ws_closed(this); }
+
+ private:
+  std::shared_ptr<EioSession> session_;
+};
+
+}  // namespace
+
+EioQuery parse_eio_query(std::string_view target) {
+  EioQuery q;
+  size_t mark = target.find('?');
+  if (mark == std::string_view::npos) return q;
+  auto params = parse_query(std::string(target.substr(mark + 1)));
+  if (auto it = params.find("EIO"); it != params.end()) q.eio = it->second;
+  if (auto it = params.find("transport"); it != params.end()) q.transport = it->second;
+  if (auto it = params.find("sid"); it != params.end()) q.sid = it->second;
+  return q;
+}
+
+void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& q,
+                      std::string body, EioRespond respond) {
+  auto fail = [&respond](sio::EioError e) {
+    Metrics::get().count_error("engineio_error");
+    respond(sio::eio_error_status(e), "application/json", sio::eio_error_body(e));
+  };
+  if (q.transport != "polling" && q.transport != "websocket") return fail(sio::EioError::kUnknownTransport);
+  if (q.sid.empty()) {
+    if (method != "GET") return fail(sio::EioError::kBadHandshakeMethod);
+    if (q.eio != "4") return fail(sio::EioError::kUnsupportedProtocolVersion);
+    if (q.transport != "polling") return fail(sio::EioError::kBadRequest);  // a WebSocket needs the upgrade
+    auto session = std::make_shared<EioSession>(loop, remote);
+    session->start(false);
+    return respond(200, "text/plain; charset=UTF-8", session->open_packet(true));
+  }
+  auto entry = registry().find(q.sid);
+  if (!entry) return fail(sio::EioError::kUnknownSid);
+  if (q.transport != "polling") return fail(sio::EioError::kBadRequest);
+  bool get = method == "GET";
+  if (!get && method != "POST") return fail(sio::EioError::kBadRequest);
+  asio::post(entry->loop->io, [session = entry->session, get, body = std::move(body), respond = std::move(respond)] {
+    if (get) session->on_poll(respond);
+    else session->on_post(body, respond);
+  });
+}
+
+std::optional<sio::EioError> eio_check_upgrade(const EioQuery& q) {
+  if (q.transport != "websocket") return q.transport == "polling" ? sio::EioError::kBadRequest
+                                                                  : sio::EioError::kUnknownTransport;
+  if (q.sid.empty()) return q.eio == "4" ? std::nullopt : std::optional(sio::EioError::kUnsupportedProtocolVersion);
+  if (!registry().find(q.sid)) return sio::EioError::kUnknownSid;
+  return std::nullopt;
+}
+
+void eio_websocket(LoopContext& loop, tcp::socket socket, std::shared_ptr<const http::request<http::string_body>> req,
+                   std::string leftover, const EioQuery& q) {
+  if (q.sid.empty()) {
+    boost::system::error_code ec;
+    auto ep = socket.remote_endpoint(ec);
+    auto session = std::make_shared<EioSession>(loop, ec ? "unknown" : ep.address().to_string());
+    start_ws_session(loop, std::move(socket), *req, std::move(leftover),
+                     [session](std::weak_ptr<Transport> ws) -> std::shared_ptr<TransportListener> {
+                       auto listener = std::make_shared<EioWsListener>(session);
+                       session->start(true);
+                       session->attach_websocket(ws, listener.get());
+                       session->send_text(std::make_shared<const Frame>(session->open_packet(false)));
+                       return listener;
+                     });
+    return;
+  }
+  auto entry = registry().find(q.sid);
+  if (!entry) return;  // closed meanwhile: dropping the socket closes it
+  auto attach = [session = entry->session](std::weak_ptr<Transport> ws) -> std::shared_ptr<TransportListener> {
+    auto listener = std::make_shared<EioWsListener>(session);
+    session->attach_websocket(ws, listener.get());
+    return listener;
+  };
+  if (entry->loop == &loop) return start_ws_session(loop, std::move(socket), *req, std::move(leftover), attach);
+  // The session lives on another loop: so does its WebSocket. The socket is
+  // re-registered with that loop's io_context.
+  boost::system::error_code ec;
+  auto protocol = socket.local_endpoint(ec).protocol();
+  if (ec) return;
+  int fd = socket.release(ec);
+  if (ec) return;
+  LoopContext* owner = entry->loop;
+  asio::post(owner->io, [owner, fd, protocol, req, leftover = std::move(leftover), attach]() mutable {
+    tcp::socket moved(owner->io);
+    boost::system::error_code ec;
+    moved.assign(protocol, fd, ec);
+    if (ec) {
+      ::close(fd);
+      return;
+    }
+    start_ws_session(*owner, std::move(moved), *req, std::move(leftover), attach);
+  });
+}
+
+}  // namespace parley::net

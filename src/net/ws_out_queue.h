@@ -1,0 +1,52 @@
+// WsOutQueue: the frames waiting to be written to one WebSocket, gathered
+// into iovecs for one sendmsg (header and payload of each frame), with the
+// position reached in a partly written frame. Payloads are shared frames:
+// one encoded message is queued on every recipient without a copy. Bounded
+// by the session (bytes()). Drained queues go back to a per-thread pool, so
+// an idle connection holds no vector and a fan-out burst grows none.
+// One connection, its loop's thread.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "bus/bus.h"
+#include "net/ws_frame.h"
+
+namespace parley::ws {
+
+class WsOutQueue {
+ public:
+  // An opcode for bytes written as they are, without a frame header (the HTTP answer).
+  static constexpr uint8_t kRaw = 0xFF;
+
+  // Queues a frame; `payload` may be null for an empty control frame.
+  void push(uint8_t opcode, FramePtr payload);
+  bool empty() const { return head_ == queue_.size(); }
+  // Payload bytes queued and not yet written.
+  size_t bytes() const { return bytes_; }
+
+  // Fills `iov` (at most its size, two per frame) from the queue, headers
+  // into `headers` (kMaxHeaderLen per frame), stopping past max_bytes.
+  // Returns the iovec count; `bytes` gets the total.
+  int gather(std::vector<struct iovec>& iov, std::vector<uint8_t>& headers, size_t max_bytes, size_t& bytes) const;
+  // The kernel took n bytes: whole frames leave the queue, a partly written
+  // head frame is remembered by byte offset.
+  void advance(size_t n);
+  // Everything was written: the vector goes back to the thread's pool.
+  void release();
+
+ private:
+  struct Out {
+    FramePtr payload;  // null for an empty control frame
+    uint8_t opcode;
+  };
+  std::vector<Out> queue_;
+  size_t head_ = 0;
+  size_t head_sent_ = 0;  // bytes of queue_[head_] (header included) already written
+  size_t bytes_ = 0;
+};
+
+}  // namespace parley::ws

@@ -1,0 +1,78 @@
+#include "net/ws_reader.h"
+
+namespace parley::ws {
+
+bool WsReader::consume(uint8_t* data, size_t size, Handler& h) {
+  if (!partial_.empty()) {
+    partial_.append(reinterpret_cast<const char*>(data), size);
+    std::string work = std::move(partial_);
+    partial_.clear();
+    return parse(reinterpret_cast<uint8_t*>(work.data()), work.size(), h);
+  }
+  return parse(data, size, h);
+}
+
+bool WsReader::parse(uint8_t* data, size_t size, Handler& h) {
+  size_t pos = 0;
+  while (pos < size) {
+    FrameHeader fh;
+    auto st = parse_header(data + pos, size - pos, max_, fh);
+    if (st == ParseStatus::kNeedMore) break;
+    if (st == ParseStatus::kProtocolError) return h.on_violation(kCloseProtocolError, "protocol error"), false;
+    if (st == ParseStatus::kTooBig) return too_big(h);
+    if (size - pos - fh.header_len < fh.payload_len) {
+      // Keep the partial frame; refuse early if it can never fit.
+      if (fh.payload_len + message_.size() > max_) return too_big(h);
+      break;
+    }
+    uint8_t* payload = data + pos + fh.header_len;
+    unmask(payload, fh.payload_len, fh.mask, 0);
+    pos += fh.header_len + fh.payload_len;
+    if (!on_frame(fh, std::string_view(reinterpret_cast<char*>(payload), fh.payload_len), h)) return false;
+  }
+  if (pos < size) partial_.assign(reinterpret_cast<char*>(data + pos), size - pos);
+  return true;
+}
+
+bool WsReader::too_big(Handler& h) {
+  h.on_violation(kCloseTooBig, "message too big");
+  return false;
+}
+
+bool WsReader::on_frame(const FrameHeader& fh, std::string_view payload, Handler& h) {
+  switch (fh.opcode) {
+    case kPing:
+    case kPong:
+    case kClose:
+      return h.on_control(fh.opcode, payload);
+    case kContinuation: {
+      if (message_opcode_ == 0) return h.on_violation(kCloseProtocolError, "unexpected continuation"), false;
+      message_.append(payload);
+      if (message_.size() > max_) return too_big(h);
+      if (!fh.fin) return true;
+      auto opcode = static_cast<Opcode>(message_opcode_);
+      message_opcode_ = 0;
+      std::string message = take_message();
+      return h.on_message(opcode, message);
+    }
+    case kText:
+    case kBinary:
+      if (message_opcode_ != 0) return h.on_violation(kCloseProtocolError, "expected continuation"), false;
+      if (!fh.fin) {
+        message_opcode_ = fh.opcode;
+        message_.assign(payload);
+        return true;
+      }
+      return h.on_message(fh.opcode, payload);
+  }
+  return true;
+}
+
+std::string WsReader::take_message() {
+  std::string m = std::move(message_);
+  message_.clear();
+  message_.shrink_to_fit();
+  return m;
+}
+
+}  // namespace parley::ws

@@ -1,0 +1,97 @@
+#include "protocol/json_fields.h"
+
+#include <boost/json.hpp>
+
+#include "common/ids.h"
+
+namespace parley {
+
+namespace json = boost::json;
+
+Error missing_field(std::string_view field) { return bad_input("missing_field", "missing field: " + std::string(field)); }
+
+Error invalid_field(std::string_view field, std::string_view why) {
+  return bad_input("invalid_field", "field " + std::string(field) + " " + std::string(why));
+}
+
+bool JsonFields::has(std::string_view key) const {
+  const json::value* v = o_.if_contains(key);
+  return v && !v->is_null();
+}
+
+void JsonFields::fail(Error e) {
+  if (!error_) error_ = std::move(e);
+}
+
+// The value when it is present and no error came before; records missing_field when required.
+const json::value* JsonFields::present(std::string_view key, Need need) {
+  if (error_) return nullptr;
+  const json::value* v = o_.if_contains(key);
+  if (v && !v->is_null()) return v;
+  if (need == Need::kRequired) fail(missing_field(key));
+  return nullptr;
+}
+
+std::string JsonFields::string(std::string_view key, Need need, size_t max_bytes) {
+  const json::value* v = present(key, need);
+  if (!v) return "";
+  if (!v->is_string()) {
+    fail(invalid_field(key, "must be a string"));
+    return "";
+  }
+  if (v->get_string().size() > max_bytes) {
+    fail(invalid_field(key, "is too long"));
+    return "";
+  }
+  return std::string(v->get_string());
+}
+
+std::string JsonFields::uuid(std::string_view key, Need need) {
+  const json::value* v = present(key, need);
+  if (!v) return "";
+  if (!v->is_string()) {
+    fail(invalid_field(key, "must be a string"));
+    return "";
+  }
+  if (!is_uuid(v->get_string())) {
+    fail(invalid_field(key, "must be a UUID"));
+    return "";
+  }
+  return normalize_uuid(v->get_string());
+}
+
+std::optional<int64_t> JsonFields::seq(std::string_view key) {
+  const json::value* v = present(key, Need::kOptional);
+  if (!v) return std::nullopt;
+  if (v->is_int64() && v->get_int64() >= 0) return v->get_int64();
+  if (v->is_uint64() && v->get_uint64() <= INT64_MAX) return static_cast<int64_t>(v->get_uint64());
+  fail(invalid_field(key, "must be a non-negative integer"));
+  return std::nullopt;
+}
+
+std::optional<bool> JsonFields::boolean(std::string_view key, Need need) {
+  const json::value* v = present(key, need);
+  if (!v) return std::nullopt;
+  if (!v->is_bool()) {
+    fail(invalid_field(key, "must be true or false"));
+    return std::nullopt;
+  }
+  return v->get_bool();
+}
+
+std::vector<std::string> JsonFields::strings(std::string_view key) {
+  std::vector<std::string> out;
+  const json::value* v = present(key, Need::kOptional);
+  if (!v) return out;
+  if (v->is_array()) {
+    for (const auto& e : v->get_array()) {
+      if (!e.is_string()) break;
+      out.emplace_back(e.get_string());
+    }
+    if (out.size() == v->get_array().size()) return out;
+  }
+  fail(invalid_field(key, "must be an array of strings"));
+  return {};
+}
+
+}  // namespace parley

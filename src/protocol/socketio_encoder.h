@@ -1,0 +1,55 @@
+// SocketIoEncoder: the server's frames as Socket.IO v5 packets inside
+// Engine.IO message packets (CONTRACT.md section 7). An event is an EVENT
+// named by the frame's type, the rest of the frame its argument. A reply goes
+// in the ack of the client's event when the client asked for one (the
+// request is then the ack id): {success:true,…} or {success:false,error,code};
+// otherwise it is an event too. new_message asks the client for an ack,
+// which the session turns into a delivery receipt: the ack id is made once
+// per message, shared by every recipient, and remembered here.
+// Any thread: the ack-id table is locked.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "protocol/encoder.h"
+
+namespace parley {
+
+class SocketIoEncoder final : public Encoder {
+ public:
+  WireFormat format() const override { return WireFormat::kSocketIo; }
+  FramePtr event(const BusEvent& event) const override;
+  FramePtr replayed_message(const std::string& message_id, std::string_view message_json) const override;
+  Frames reply(std::string_view type, boost::json::object fields, const boost::json::value& request) const override;
+  Frames data_reply(std::string_view type, std::string_view data_json,
+                    const boost::json::value& request) const override;
+  Frames error(const Error& error, const boost::json::value& request) const override;
+  Frames done(const boost::json::value& request) const override;
+
+  // A fresh ack id for a server event that asks for an ack (not a message).
+  uint64_t next_ack_id() const { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+  // The message whose new_message carried `ack_id`, while it is among the
+  // last kRemembered; nullopt otherwise (a ping's ack, a forged or old id).
+  std::optional<std::string> message_for_ack(uint64_t ack_id) const;
+
+ private:
+  uint64_t remember(const std::string& message_id) const;
+
+  static constexpr size_t kRemembered = 1 << 16;
+  struct Slot {
+    uint64_t id = 0;
+    std::string message_id;
+  };
+  mutable std::atomic<uint64_t> next_id_{1};
+  mutable std::mutex mu_;
+  mutable std::array<Slot, kRemembered> slots_;
+};
+
+const SocketIoEncoder& socketio_encoder();
+
+}  // namespace parley

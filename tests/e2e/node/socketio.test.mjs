@@ -1,0 +1,507 @@
+// Socket.IO clients against Parley (CONTRACT.md section 7), driven by the
+// official `socket.io-client` (pinned in package-lock.json) on its default
+// transports (polling, then the upgrade to WebSocket), WebSocket only and
+// polling only, and by raw Engine.IO requests for what a well-behaved
+// client never sends.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import { startServer, assertMessageShape, sleep, UUID_RE } from './harness.mjs';
+
+// A socket.io-client socket that records every event (with its ack, if the
+// server asked for one) and acks new_message, ping and test_message unless told not to.
+function sioClient(server, token, { transports, autoAck = true, auth, reconnection = false } = {}) {
+  const opts = { reconnection, forceNew: true, timeout: 5000 };
+  if (transports) opts.transports = transports;
+  opts.auth = auth !== undefined ? auth : { token };
+  const socket = io(server.baseUrl, opts);
+  const c = { socket, events: [], waiters: [] };
+  socket.onAny((event, ...args) => {
+    const ack = typeof args[args.length - 1] === 'function' ? args.pop() : null;
+    const rec = { event, data: args[0], ack, at: c.events.length };
+    c.events.push(rec);
+    if (autoAck && ack && ['new_message', 'ping', 'test_message'].includes(event)) ack({ received: true });
+    for (const w of c.waiters.splice(0)) if (!w(rec)) c.waiters.push(w);
+  });
+  c.next = (event, pred = () => true, timeoutMs = 5000) => new Promise((resolve, reject) => {
+    const found = c.events.find((r) => !r.taken && r.event === event && pred(r.data));
+    if (found) { found.taken = true; return resolve(found); }
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${timeoutMs} ms; got ${c.events.map((r) => r.event).join(',')}`)), timeoutMs);
+    c.waiters.push((r) => {
+      if (r.taken || r.event !== event || !pred(r.data)) return false;
+      r.taken = true; clearTimeout(timer); resolve(r); return true;
+    });
+  });
+  c.emit = (event, payload, timeoutMs = 5000) => socket.timeout(timeoutMs).emitWithAck(event, payload);
+  c.connected = () => new Promise((resolve, reject) => {
+    if (socket.connected) return resolve();
+    socket.once('connect', resolve);
+    socket.once('connect_error', (e) => reject(e));
+  });
+  c.close = () => socket.disconnect();
+  return c;
+}
+
+async function connected(server, user, opts) {
+  const c = sioClient(server, user.token, opts);
+  await c.connected();
+  await c.next('connection_success');
+  return c;
+}
+
+// Raw Engine.IO over HTTP polling.
+const EIO = '/socket.io/?EIO=4&transport=polling';
+async function handshake(server) {
+  const res = await server.http('GET', EIO);
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.text[0], '0');
+  return JSON.parse(res.text.slice(1));
+}
+const post = (server, sid, body) => server.http('POST', `${EIO}&sid=${sid}`, { body, headers: { 'Content-Type': 'text/plain' } });
+const poll = (server, sid, timeoutMs = 10000) => server.http('GET', `${EIO}&sid=${sid}`, { timeoutMs });
+// Polls until a packet matching pred arrives (the answers may carry pings and others).
+async function pollFor(server, sid, pred, rounds = 6) {
+  const seen = [];
+  for (let i = 0; i < rounds; i++) {
+    const res = await poll(server, sid);
+    if (res.status !== 200) return { status: res.status, body: res.body, seen };
+    for (const p of res.text.split('\x1e')) {
+      seen.push(p);
+      if (p === '2') await post(server, sid, '3');
+      if (pred(p)) return { status: 200, packet: p, seen };
+    }
+  }
+  return { status: 200, packet: null, seen };
+}
+
+describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('the handshake answers the open packet as the reference server does', async () => {
+    const open = await handshake(server);
+    assert.match(open.sid, /^[\w-]{10,}$/);
+    assert.deepEqual(open.upgrades, ['websocket']);
+    assert.equal(open.pingInterval, 25000);
+    assert.equal(open.pingTimeout, 20000);
+    assert.equal(open.maxPayload, 1000000);
+  });
+
+  for (const transports of [undefined, ['websocket']]) {
+    const label = transports ? 'WebSocket only' : 'polling then upgrade';
+    it(`a good token connects (${label}): connection_success, then test_message, then the server ping with an ack`, async () => {
+      const [alice] = await server.registerMany(1);
+      const c = sioClient(server, alice.token, { transports });
+      await c.connected();
+      const success = await c.next('connection_success');
+      assert.equal(success.data.userId, alice.id);
+      const test = await c.next('test_message');
+      assert.ok(test.at > success.at, 'test_message comes after connection_success');
+      const ping = await c.next('ping');
+      assert.equal(typeof ping.ack, 'function', 'the server ping asks for an ack');
+      if (!transports) {
+        for (let i = 0; i < 50 && c.socket.io.engine.transport.name !== 'websocket'; i++) await sleep(100);
+        assert.equal(c.socket.io.engine.transport.name, 'websocket', 'the client upgraded to WebSocket');
+      }
+      // Still healthy after the acks: an event round trip.
+      const pong = await c.emit('ping', {});
+      assert.equal(pong.success, true);
+      c.close();
+    });
+  }
+
+  it('a bad, an expired and a missing token get connect_error and no session', async () => {
+    const [alice] = await server.registerMany(1);
+    for (const auth of [{ token: 'not-a-jwt' }, { token: alice.token.slice(0, -3) + 'xyz' }, {}, undefined]) {
+      const c = sioClient(server, null, { auth: auth ?? null, transports: ['websocket'] });
+      const err = await c.connected().then(() => null, (e) => e);
+      assert.ok(err, `auth ${JSON.stringify(auth)} was accepted`);
+      assert.match(err.message, /token|Authentication/i, err.message);
+      assert.equal(c.events.length, 0, 'no event before a refused connect');
+      c.close();
+    }
+  });
+
+  it('send_message by username is acked and reaches the recipient on Socket.IO and native WebSocket; the ack of new_message is the delivery receipt', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const a = await connected(server, alice);
+    const bSio = await connected(server, bob, { transports: ['websocket'] });
+    const bWs = await server.connect(bob);
+    const ack = await a.emit('send_message', { username: bob.username, text: 'hello over socket.io' });
+    assert.equal(ack.success, true, JSON.stringify(ack));
+    assertMessageShape(assert, ack.message, { sender_id: alice.id, content: 'hello over socket.io', seq: 1 });
+    const sent = await a.next('message_sent');
+    assert.equal(sent.data.id, ack.message.id);
+    const got = await bSio.next('new_message', (m) => m.id === ack.message.id);
+    assertMessageShape(assert, got.data, { content: 'hello over socket.io' });
+    assert.equal(typeof got.ack, 'function', 'new_message asks for an ack');
+    const native = await bWs.next((f) => f.type === 'new_message' && f.data.id === ack.message.id);
+    assert.equal(native.data.content, 'hello over socket.io');
+    // bSio acked new_message (autoAck): Alice's devices hear it was delivered.
+    const delivered = await a.next('message_delivered', (d) => d.message_id === ack.message.id);
+    assert.equal(delivered.data.user_id, bob.id);
+    // The other way, native to Socket.IO.
+    const reply = await bWs.request({ type: 'send_message', thread_id: ack.message.thread_id, content: 'back at you' });
+    assert.equal(reply.type, 'message_sent');
+    const back = await a.next('new_message', (m) => m.id === reply.data.id);
+    assert.equal(back.data.seq, 2);
+    // A failure comes back in the ack.
+    const bad = await a.emit('send_message', { username: bob.username, text: '   ' });
+    assert.equal(bad.success, false);
+    assert.equal(typeof bad.error, 'string');
+    a.close(); bSio.close();
+  });
+
+  it('send_message by thread_id with client_msg_id is idempotent', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await connected(server, alice, { transports: ['websocket'] });
+    const first = await a.emit('send_message', { thread_id: thread.id, content: 'once', client_msg_id: 'sio-1' });
+    const again = await a.emit('send_message', { thread_id: thread.id, content: 'once', client_msg_id: 'sio-1' });
+    assert.equal(first.success, true);
+    assert.equal(again.message.id, first.message.id);
+    const history = await server.history(alice.token, thread.id);
+    assert.equal(history.length, 1);
+    a.close();
+  });
+
+  it('join_chat answers the chatId; mark_as_read answers success and every device sees the unread count drop', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const a = await connected(server, alice);
+    const joined = await a.emit('join_chat', { username: bob.username });
+    assert.equal(joined.success, true, JSON.stringify(joined));
+    assert.match(joined.chatId, UUID_RE);
+    const again = await a.emit('join_chat', { username: bob.username });
+    assert.equal(again.chatId, joined.chatId, 'the same direct thread');
+    const bWs = await server.connect(bob);
+    const b = await connected(server, bob, { transports: ['websocket'], autoAck: false });
+    await a.emit('send_message', { thread_id: joined.chatId, content: 'read me', client_msg_id: 'r-1' });
+    await b.next('new_message');
+    const before = await server.http('GET', '/api/chat/unread-count', { token: bob.token });
+    assert.equal(before.body.data.unread_count, 1);
+    const read = await b.emit('mark_as_read', { chatId: joined.chatId });
+    assert.equal(read.success, true, JSON.stringify(read));
+    const receipt = await bWs.next((f) => f.type === 'read_receipt' && f.thread_id === joined.chatId);
+    assert.equal(receipt.user_id, bob.id, "Bob's other device hears of the read");
+    await a.next('read_receipt', (r) => r.thread_id === joined.chatId);
+    const after = await server.http('GET', '/api/chat/unread-count', { token: bob.token });
+    assert.equal(after.body.data.unread_count, 0);
+    const unknown = await a.emit('join_chat', { username: 'nobody_here_at_all' });
+    assert.equal(unknown.success, false);
+    a.close(); b.close();
+  });
+
+  it('a recipient who was offline gets the message when it connects', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const a = await connected(server, alice, { transports: ['websocket'] });
+    const ack = await a.emit('send_message', { username: bob.username, text: 'while you were away' });
+    assert.equal(ack.success, true);
+    const b = await connected(server, bob);
+    const got = await b.next('new_message', (m) => m.id === ack.message.id);
+    assert.equal(got.data.content, 'while you were away');
+    // Acked now: the next connect does not replay it.
+    await a.next('message_delivered', (d) => d.message_id === ack.message.id);
+    b.close();
+    const b2 = await connected(server, bob, { transports: ['websocket'] });
+    await sleep(500);
+    assert.equal(b2.events.filter((r) => r.event === 'new_message').length, 0, 'nothing replayed twice');
+    a.close(); b2.close();
+  });
+
+  it('the other native frames work as events, answered in the ack: subscribe_thread, typing, auth renewal', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 3; i++) await server.sendRest(alice.token, thread.id, { content: `old ${i}` });
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    // The catch-up on connect replays the three unread messages first.
+    for (let i = 1; i <= 3; i++) assert.equal((await b.next('new_message')).data.seq, i);
+    const sub = await b.emit('subscribe_thread', { thread_id: thread.id, since_seq: 1 });
+    assert.deepEqual(sub, { success: true, thread_id: thread.id, last_seq: 3 });
+    await sleep(200);
+    assert.equal(b.events.filter((r) => r.event === 'new_message').length, 3, 'nothing this socket already has');
+    const aWs = await server.connect(alice);
+    assert.deepEqual(await b.emit('typing', { thread_id: thread.id, is_typing: true }), { success: true });
+    const typing = await aWs.next((f) => f.type === 'typing' && f.thread_id === thread.id);
+    assert.equal(typing.user_id, bob.id);
+    const renewed = await b.emit('auth', { token: bob.token });
+    assert.equal(renewed.success, true, JSON.stringify(renewed));
+    assert.equal(renewed.user_id, bob.id);
+    const forbidden = await b.emit('subscribe_thread', { thread_id: (await server.createDirect(alice, (await server.registerMany(1))[0])).id });
+    assert.equal(forbidden.success, false);
+    assert.equal(forbidden.code, 'forbidden');
+    b.close();
+  });
+
+  it('polling-only clients exchange messages', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const a = await connected(server, alice, { transports: ['polling'] });
+    const b = await connected(server, bob, { transports: ['polling'] });
+    for (let i = 1; i <= 5; i++) {
+      const ack = await a.emit('send_message', { username: bob.username, text: `poll ${i}` });
+      assert.equal(ack.success, true);
+    }
+    const got = [];
+    for (let i = 1; i <= 5; i++) got.push((await b.next('new_message')).data);
+    assert.deepEqual(got.map((m) => m.content), [1, 2, 3, 4, 5].map((i) => `poll ${i}`));
+    const back = await b.emit('send_message', { username: alice.username, text: 'polled back' });
+    assert.equal((await a.next('new_message', (m) => m.id === back.message.id)).data.content, 'polled back');
+    assert.equal(a.socket.io.engine.transport.name, 'polling');
+    a.close(); b.close();
+  });
+
+  it('an upgrade in the middle of a burst loses and duplicates nothing', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aWs = await server.connect(alice);
+    const N = 300;
+    const b = sioClient(server, bob.token);  // polling first, upgrading meanwhile
+    const sending = (async () => {
+      for (let i = 1; i <= N; i++) {
+        aWs.ws.send(JSON.stringify({ type: 'send_message', thread_id: thread.id, content: `m${i}`, client_msg_id: `b${i}` }));
+        if (i % 20 === 0) await sleep(5);
+      }
+    })();
+    await b.connected();
+    await sending;
+    const seqs = [];
+    for (let i = 0; i < N; i++) seqs.push((await b.next('new_message', () => true, 15000)).data.seq);
+    assert.deepEqual(seqs, Array.from({ length: N }, (_, i) => i + 1), 'every seq once, in order');
+    assert.equal(b.socket.io.engine.transport.name, 'websocket', 'upgraded');
+    await sleep(300);
+    assert.equal(b.events.filter((r) => r.event === 'new_message').length, N, 'no duplicate');
+    b.close();
+  });
+
+  it('unknown events and bad payloads are answered in the ack, store nothing and keep the session', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await connected(server, alice, { transports: ['websocket'] });
+    const cases = [
+      ['no_such_event', {}, 'unknown_type'],
+      ['send_message', 'just a string', 'invalid_json'],
+      ['send_message', { thread_id: thread.id }, 'missing_field'],
+      ['send_message', { thread_id: 'not-a-uuid', content: 'x' }, 'invalid_field'],
+      ['send_message', { thread_id: thread.id, content: 'x'.repeat(4001) }, 'content_too_long'],
+      ['send_message', { thread_id: thread.id, content: 'x', message_type: 'system' }, null],
+      ['mark_as_read', {}, 'missing_field'],
+      ['join_chat', { username: 42 }, 'invalid_field'],
+    ];
+    for (const [event, payload, code] of cases) {
+      const r = await a.emit(event, payload);
+      assert.equal(r.success, false, `${event} ${JSON.stringify(payload).slice(0, 60)} → ${JSON.stringify(r)}`);
+      if (code) assert.equal(r.code, code, `${event}: ${JSON.stringify(r)}`);
+    }
+    // Without an ack, the error is an `error` event {message, code}.
+    a.socket.emit('no_such_event', {});
+    const err = await a.next('error');
+    assert.equal(err.data.code, 'unknown_type');
+    assert.equal(typeof err.data.message, 'string');
+    assert.equal((await server.history(alice.token, thread.id)).length, 0, 'nothing stored');
+    assert.equal((await a.emit('ping', {})).success, true, 'session still open');
+    a.close();
+  });
+});
+
+describe('Socket.IO sessions that stop answering', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ args: ['--socketio-ping-interval', '1000', '--socketio-ping-timeout', '1500'] });
+  });
+  after(async () => { await server?.stop(); });
+
+  it('a client that stops answering pings is dropped, and resumes losslessly on reconnect', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aWs = await server.connect(alice);
+    // Bob over raw polling: CONNECT, then silence.
+    const open = await handshake(server);
+    assert.equal(open.pingInterval, 1000);
+    assert.equal((await post(server, open.sid, `40${JSON.stringify({ token: bob.token })}`)).status, 200);
+    const conn = await pollFor(server, open.sid, (p) => p.startsWith('40'));
+    assert.ok(conn.packet, `no CONNECT answer: ${conn.seen.join(' | ')}`);
+    const first = await aWs.request({ type: 'send_message', username: bob.username, content: 'one' });
+    assert.equal(first.type, 'message_sent');
+    // No GET, no pong: the session is gone after the ping timeout.
+    let gone = null;
+    for (let i = 0; i < 40 && !gone; i++) {
+      await sleep(250);
+      const h = await server.http('GET', '/health');
+      const live = await server.http('POST', `${EIO}&sid=${open.sid}`, { body: '6', headers: { 'Content-Type': 'text/plain' } });
+      if (live.status === 400) gone = live;
+      assert.equal(h.status, 200);
+    }
+    assert.ok(gone, 'the silent session was not dropped');
+    assert.deepEqual(gone.body, { code: 1, message: 'Session ID unknown' });
+    const second = await aWs.request({ type: 'send_message', username: bob.username, content: 'two' });
+    assert.equal(second.type, 'message_sent');
+    // Bob comes back with socket.io-client: both messages, in order, once.
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    const got = [(await b.next('new_message')).data, (await b.next('new_message')).data];
+    assert.deepEqual(got.map((m) => m.content), ['one', 'two']);
+    await sleep(300);
+    assert.equal(b.events.filter((r) => r.event === 'new_message').length, 2);
+    b.close();
+  });
+});
+
+describe('Socket.IO limits are the native ones', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ args: ['--max-connections-per-user', '2', '--rate-burst', '5', '--rate-per-second', '1'] });
+  });
+  after(async () => { await server?.stop(); });
+
+  it('Socket.IO sessions count against the connections per user, beside native ones', async () => {
+    const [alice] = await server.registerMany(1);
+    const ws = await server.connect(alice);
+    const a1 = await connected(server, alice, { transports: ['websocket'] });
+    const a2 = sioClient(server, alice.token, { transports: ['websocket'] });
+    const refused = await a2.next('error', (e) => e.code === 'too_many_connections');
+    assert.equal(typeof refused.data.message, 'string');
+    await new Promise((resolve) => (a2.socket.connected ? a2.socket.once('disconnect', resolve) : resolve()));
+    assert.equal(a2.socket.connected, false, 'the third connection is closed');
+    assert.equal((await a1.emit('ping', {})).success, true, 'the others stay');
+    a1.close(); ws.close?.();
+  });
+
+  it('events count against the rate limit: past the burst they are refused in the ack', async () => {
+    const [bob] = await server.registerMany(1);
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    const answers = await Promise.all(Array.from({ length: 10 }, () => b.emit('ping', {})));
+    const limited = answers.filter((r) => r.success === false && r.code === 'rate_limited');
+    assert.ok(limited.length >= 3, `expected refusals, got ${JSON.stringify(answers)}`);
+    assert.ok(answers.some((r) => r.success === true));
+    b.close();
+  });
+});
+
+describe('Socket.IO polling and CORS', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--allowed-origins', 'http://app.example'] }); });
+  after(async () => { await server?.stop(); });
+
+  it('an allowed Origin gets the CORS headers, another one 403 code 4', async () => {
+    const ok = await server.http('GET', EIO, { headers: { Origin: 'http://app.example' } });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers['access-control-allow-origin'], 'http://app.example');
+    assert.equal(ok.headers['access-control-allow-credentials'], 'true');
+    const sid = JSON.parse(ok.text.slice(1)).sid;
+    const posted = await server.http('POST', `${EIO}&sid=${sid}`, { body: '6', headers: { Origin: 'http://app.example', 'Content-Type': 'text/plain' } });
+    assert.equal(posted.headers['access-control-allow-origin'], 'http://app.example');
+    const evil = await server.http('GET', EIO, { headers: { Origin: 'http://evil.example' } });
+    assert.equal(evil.status, 403);
+    assert.deepEqual(evil.body, { code: 4, message: 'Forbidden' });
+    const preflight = await server.http('OPTIONS', EIO, { headers: { Origin: 'http://app.example', 'Access-Control-Request-Method': 'POST' } });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers['access-control-allow-origin'], 'http://app.example');
+  });
+});
+
+describe('bad Engine.IO and Socket.IO input', () => {
+  let server, alice, bob, thread;
+  before(async () => {
+    server = await startServer();
+    [alice, bob] = await server.registerMany(2);
+    thread = await server.createDirect(alice, bob);
+  });
+  after(async () => { await server?.stop(); });
+
+  const err = (code, message) => ({ code, message });
+  // Each case: the request(s), then what the server must answer.
+  const httpCases = [
+    ['unknown transport', () => server.http('GET', '/socket.io/?EIO=4&transport=carrier-pigeon'), 400, err(0, 'Transport unknown')],
+    ['unknown sid', () => server.http('GET', `${EIO}&sid=nope`), 400, err(1, 'Session ID unknown')],
+    ['POST handshake', () => server.http('POST', EIO, { body: '40' }), 400, err(2, 'Bad handshake method')],
+    ['EIO=3', () => server.http('GET', '/socket.io/?EIO=3&transport=polling'), 400, err(5, 'Unsupported protocol version')],
+    ['no EIO', () => server.http('GET', '/socket.io/?transport=polling'), 400, err(5, 'Unsupported protocol version')],
+    ['websocket without upgrade', () => server.http('GET', '/socket.io/?EIO=4&transport=websocket'), 400, err(3, 'Bad request')],
+    ['PUT with a sid', async () => { const o = await handshake(server); return server.http('PUT', `${EIO}&sid=${o.sid}`, { body: 'x' }); }, 400, err(3, 'Bad request')],
+    ['POST over maxPayload', async () => { const o = await handshake(server); return post(server, o.sid, '4' + 'x'.repeat(1000001)); }, 413, null],
+  ];
+  for (const [name, run, status, body] of httpCases) {
+    it(`HTTP: ${name} → ${status}`, async () => {
+      const res = await run();
+      assert.equal(res.status, status, res.text.slice(0, 200));
+      if (body) assert.deepEqual(res.body, body);
+    });
+  }
+
+  it('HTTP: a WebSocket upgrade with an unknown sid → 400 code 1', async () => {
+    const res = await server.tryUpgrade('/socket.io/?EIO=4&transport=websocket&sid=nope');
+    assert.equal(res.status, 400, JSON.stringify(res));
+  });
+
+  it('HTTP: a second poll while one is pending → 400 and the session is closed', async () => {
+    const o = await handshake(server);
+    const first = poll(server, o.sid);
+    await sleep(200);
+    const second = await poll(server, o.sid);
+    assert.equal(second.status, 400);
+    const firstRes = await first;
+    assert.equal(firstRes.status, 200);
+    assert.ok(firstRes.text.split('\x1e').includes('1'), `the pending poll gets the close packet: ${firstRes.text}`);
+    assert.deepEqual((await poll(server, o.sid)).body, err(1, 'Session ID unknown'));
+  });
+
+  // Packets that end the session (as the reference server does): the next
+  // request for the sid is 400 "Session ID unknown".
+  const closing = [
+    ['an empty packet in the payload', '40\x1e\x1e2'],
+    ['an unknown Engine.IO packet type', '9hello'],
+    ['an unknown Socket.IO packet type', '49{}'],
+    ['a Socket.IO packet that is not JSON', '42["send_message",{'],
+    ['an EVENT that is not an array', '42{"type":"ping"}'],
+    ['an EVENT with no name', '42[]'],
+    ['an ack id of 20 digits', '4212345678901234567890["ping",{}]'],
+    ['an EVENT before CONNECT', '42["send_message",{"username":"x","text":"y"}]'],
+    ['a CONNECT_ERROR from the client', '44{"message":"x"}'],
+  ];
+  for (const [name, body] of closing) {
+    it(`closes the session on ${name}`, async () => {
+      const o = await handshake(server);
+      const res = await post(server, o.sid, body);
+      assert.ok(res.status === 200 || res.status === 400, `POST answered ${res.status}`);
+      const after = await poll(server, o.sid);
+      if (after.status === 200) {
+        assert.ok(after.text.split('\x1e').includes('1'), `expected the close packet, got ${after.text}`);
+        assert.equal((await poll(server, o.sid)).status, 400);
+      } else {
+        assert.deepEqual(after.body, err(1, 'Session ID unknown'));
+      }
+    });
+  }
+
+  // Packets answered with a clear error while the session stays.
+  const answered = [
+    ['CONNECT to another namespace', '40/admin,{}', (p) => p.startsWith('44/admin,') && /Invalid namespace/.test(p)],
+    ['CONNECT without a token', '40{}', (p) => p.startsWith('44{') && /token/.test(p)],
+    ['CONNECT with a bad token', '40{"token":"bad.token.here"}', (p) => p.startsWith('44{')],
+    ['CONNECT with a token that is not a string', '40{"token":42}', (p) => p.startsWith('44{')],
+  ];
+  for (const [name, body, pred] of answered) {
+    it(`answers ${name} with CONNECT_ERROR`, async () => {
+      const o = await handshake(server);
+      assert.equal((await post(server, o.sid, body)).status, 200);
+      const r = await pollFor(server, o.sid, pred);
+      assert.ok(r.packet, `got ${r.seen.join(' | ')}`);
+      assert.equal((await post(server, o.sid, '6')).status, 200, 'the session is still open');
+    });
+  }
+
+  it('a BINARY_EVENT is refused with an error event and the session stays', async () => {
+    const o = await handshake(server);
+    await post(server, o.sid, `40${JSON.stringify({ token: alice.token })}`);
+    assert.ok((await pollFor(server, o.sid, (p) => p.startsWith('40{'))).packet);
+    await post(server, o.sid, `451-["send_message",{"thread_id":"${thread.id}","content":{"_placeholder":true,"num":0}}]\x1ebAQID`);
+    const r = await pollFor(server, o.sid, (p) => p.startsWith('42["error"') && p.includes('binary_not_supported'));
+    assert.ok(r.packet, `got ${r.seen.join(' | ')}`);
+    await post(server, o.sid, '4217["ping",{}]');
+    assert.ok((await pollFor(server, o.sid, (p) => p.startsWith('4317['))).packet, 'still answering');
+  });
+
+  it('after all of it: nothing stored, the server healthy', async () => {
+    assert.equal((await server.history(alice.token, thread.id)).length, 0);
+    const h = await server.http('GET', '/health');
+    assert.equal(h.status, 200);
+  });
+});

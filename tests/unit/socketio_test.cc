@@ -1,0 +1,192 @@
+// The Engine.IO and Socket.IO packet codecs (protocol/socketio.h) and the
+// Socket.IO encoder's reply and event shapes.
+#include "protocol/socketio.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "protocol/client_frame.h"
+#include "protocol/encode.h"
+#include "protocol/socketio_encoder.h"
+
+namespace parley {
+namespace {
+
+namespace json = boost::json;
+using sio::SioType;
+
+TEST(EngineIoPayload, SplitsOnTheRecordSeparator) {
+  auto p = sio::split_payload("40{\"token\":\"t\"}\x1e" "3\x1e" "42[\"ping\"]");
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->size(), 3u);
+  EXPECT_EQ((*p)[0], "40{\"token\":\"t\"}");
+  EXPECT_EQ((*p)[1], "3");
+  EXPECT_EQ((*p)[2], "42[\"ping\"]");
+}
+
+TEST(EngineIoPayload, OnePacketIsItsOwnPayload) {
+  auto p = sio::split_payload("6");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->size(), 1u);
+}
+
+TEST(EngineIoPayload, EmptyPacketsAreRefused) {
+  EXPECT_FALSE(sio::split_payload(""));
+  EXPECT_FALSE(sio::split_payload("2\x1e"));
+  EXPECT_FALSE(sio::split_payload("\x1e" "2"));
+  EXPECT_FALSE(sio::split_payload("2\x1e\x1e" "3"));
+}
+
+TEST(EngineIoOpen, CarriesSidUpgradesPingsAndMaxPayload) {
+  std::string open = sio::encode_open("abc", true, 25000, 20000, 1000000);
+  ASSERT_EQ(open[0], '0');
+  json::value v = json::parse(open.substr(1));
+  EXPECT_EQ(v.at("sid"), "abc");
+  EXPECT_EQ(v.at("upgrades"), (json::array{"websocket"}));
+  EXPECT_EQ(v.at("pingInterval"), 25000);
+  EXPECT_EQ(v.at("pingTimeout"), 20000);
+  EXPECT_EQ(v.at("maxPayload"), 1000000);
+  EXPECT_TRUE(json::parse(sio::encode_open("abc", false, 1, 2, 3).substr(1)).at("upgrades").as_array().empty());
+}
+
+TEST(EngineIoErrors, AreTheReferenceServersCodesAndMessages) {
+  EXPECT_EQ(sio::eio_error_body(sio::EioError::kUnknownSid), R"({"code":1,"message":"Session ID unknown"})");
+  EXPECT_EQ(sio::eio_error_body(sio::EioError::kUnknownTransport), R"({"code":0,"message":"Transport unknown"})");
+  EXPECT_EQ(sio::eio_error_body(sio::EioError::kUnsupportedProtocolVersion),
+            R"({"code":5,"message":"Unsupported protocol version"})");
+  EXPECT_EQ(sio::eio_error_status(sio::EioError::kBadHandshakeMethod), 400);
+  EXPECT_EQ(sio::eio_error_status(sio::EioError::kForbidden), 403);
+}
+
+TEST(SocketIoDecode, ConnectWithAuth) {
+  auto p = sio::decode_packet(R"(0{"token":"abc"})");
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(p->type, SioType::kConnect);
+  EXPECT_EQ(p->nsp, "/");
+  EXPECT_FALSE(p->id);
+  EXPECT_EQ(p->data.at("token"), "abc");
+  EXPECT_TRUE(sio::decode_packet("0"));
+}
+
+TEST(SocketIoDecode, NamespaceAndAckId) {
+  auto p = sio::decode_packet(R"(2/admin,12["hello",{"a":1}])");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->nsp, "/admin");
+  ASSERT_TRUE(p->id);
+  EXPECT_EQ(*p->id, 12u);
+  EXPECT_EQ(p->data.at(0), "hello");
+  auto q = sio::decode_packet(R"(27["send_message",{"text":"x"}])");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->nsp, "/");
+  EXPECT_EQ(*q->id, 7u);
+  auto ack = sio::decode_packet("35[]");
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->type, SioType::kAck);
+  EXPECT_EQ(*ack->id, 5u);
+}
+
+TEST(SocketIoDecode, BinaryEventIsReadButMarked) {
+  auto p = sio::decode_packet(R"(51-["upload",{"_placeholder":true,"num":0}])");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->type, SioType::kBinaryEvent);
+}
+
+TEST(SocketIoDecode, RefusesMalformedPackets) {
+  for (std::string_view bad : {"", "7", "x", "2", "2[]", "2{}", "2[1", "2\"name\"", "1{}", "3", "3{}",
+                               "21234567890123456[\"a\"]", "5[\"a\"]", "5x-[\"a\"]", "0[1]", "4", "2[\"a\"]]",
+                               "01{}", "2[null]"}) {
+    EXPECT_FALSE(sio::decode_packet(bad)) << "accepted: " << bad;
+  }
+}
+
+TEST(SocketIoDecode, RefusesInvalidUtf8) {
+  EXPECT_FALSE(sio::decode_packet("2[\"a\",\"\xff\"]"));
+}
+
+TEST(SocketIoEncode, EventsAcksAndConnects) {
+  EXPECT_EQ(sio::encode_event("ping", "{}"), R"(42["ping",{}])");
+  EXPECT_EQ(sio::encode_event("new_message", R"({"id":"m"})", 9), R"(429["new_message",{"id":"m"}])");
+  EXPECT_EQ(sio::encode_ack(3, R"({"success":true})"), R"(433[{"success":true}])");
+  EXPECT_EQ(sio::encode_connect("s1"), R"(40{"sid":"s1"})");
+  EXPECT_EQ(sio::encode_connect_error("/", "bad"), R"(44{"message":"bad"})");
+  EXPECT_EQ(sio::encode_connect_error("/admin", "Invalid namespace"), R"(44/admin,{"message":"Invalid namespace"})");
+  EXPECT_EQ(sio::encode_disconnect(), "41");
+}
+
+TEST(SocketIoEncoder, RepliesGoInTheAckWhenAsked) {
+  const auto& e = socketio_encoder();
+  auto frames = e.reply("chat_joined", json::object{{"chatId", "t"}}, json::value(4));
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(*frames[0], R"(434[{"success":true,"chatId":"t"}])");
+  frames = e.reply("chat_joined", json::object{{"chatId", "t"}}, nullptr);
+  EXPECT_EQ(*frames[0], R"(42["chat_joined",{"chatId":"t"}])");
+}
+
+TEST(SocketIoEncoder, RequestsWithoutANativeReplyStillGetTheirAck) {
+  auto acked = socketio_encoder().done(json::value(6));
+  ASSERT_EQ(acked.size(), 1u);
+  EXPECT_EQ(*acked[0], R"(436[{"success":true}])");
+  EXPECT_TRUE(socketio_encoder().done(nullptr).empty());
+  EXPECT_TRUE(json_encoder().done(json::value("r-1")).empty()) << "natively, typing and relays have no reply";
+}
+
+TEST(SocketIoEncoder, MessageSentAcksWithTheMessageAndEmitsMessageSent) {
+  auto frames = socketio_encoder().data_reply("message_sent", R"({"id":"m1"})", json::value(2));
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(*frames[0], R"(432[{"success":true,"message":{"id":"m1"}}])");
+  EXPECT_EQ(*frames[1], R"(42["message_sent",{"id":"m1"}])");
+}
+
+TEST(SocketIoEncoder, ErrorsAreAFailedAckOrAnErrorEvent) {
+  Error err = bad_input("unknown_type", "unknown event: x");
+  auto acked = socketio_encoder().error(err, json::value(8));
+  EXPECT_EQ(json::parse(acked[0]->substr(3)),
+            json::parse(R"([{"success":false,"error":"unknown event: x","code":"unknown_type"}])"));
+  EXPECT_EQ(acked[0]->substr(0, 3), "438");
+  auto event = socketio_encoder().error(err, nullptr);
+  EXPECT_EQ(*event[0], R"(42["error",{"message":"unknown event: x","code":"unknown_type"}])");
+}
+
+TEST(SocketIoEncoder, NewMessageAsksForAnAckThatNamesTheMessage) {
+  BusEvent e;
+  e.type = "new_message";
+  e.payload = R"({"id":"msg-1","seq":3})";
+  e.payload_is_data = true;
+  e.message_id = "msg-1";
+  FramePtr f = socketio_encoder().event(e);
+  auto packet = sio::decode_packet(std::string_view(*f).substr(1));
+  ASSERT_TRUE(packet);
+  ASSERT_TRUE(packet->id);
+  EXPECT_EQ(packet->data.at(0), "new_message");
+  EXPECT_EQ(packet->data.at(1).at("seq"), 3);
+  EXPECT_EQ(socketio_encoder().message_for_ack(*packet->id), "msg-1");
+  EXPECT_FALSE(socketio_encoder().message_for_ack(*packet->id + 1000));
+}
+
+TEST(SocketIoEncoder, OtherEventsCarryTheFrameFields) {
+  BusEvent e;
+  e.type = "read_receipt";
+  e.payload = R"({"thread_id":"t","seq":2})";
+  EXPECT_EQ(*socketio_encoder().event(e), R"(42["read_receipt",{"thread_id":"t","seq":2}])");
+  EXPECT_EQ(encode_event(e), R"({"type":"read_receipt","thread_id":"t","seq":2})");
+  e.payload = "{}";
+  EXPECT_EQ(encode_event(e), R"({"type":"read_receipt"})");
+}
+
+TEST(ClientFields, AnEventArgumentParsesAsTheNativeFrame) {
+  auto type = client_type("send_message");
+  ASSERT_TRUE(type);
+  auto parsed = parse_client_fields(*type, json::object{{"username", "bob"}, {"text", "hi"}});
+  ASSERT_FALSE(parsed.error);
+  EXPECT_EQ(parsed.frame.type, ClientType::kSendMessage);
+  EXPECT_EQ(parsed.frame.username, "bob");
+  EXPECT_EQ(parsed.frame.content, "hi");
+  EXPECT_FALSE(client_type("nope"));
+  auto missing = parse_client_fields(ClientType::kJoinChat, json::object{});
+  ASSERT_TRUE(missing.error);
+  EXPECT_EQ(missing.error->code, "missing_field");
+}
+
+}  // namespace
+}  // namespace parley
