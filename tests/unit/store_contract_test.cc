@@ -280,7 +280,10 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
   release.set_value();
   pending.wait();
 
-  EXPECT_EQ(commit_count() - commits_before, 1u);  // all three in one commit
+  // Whether the three shared one commit is not asserted: the blocked callback
+  // holds only the completion thread, so the writer may commit them apart
+  // (REVIEW §2); a hook that blocks the writer itself would make it exact.
+  EXPECT_GE(commit_count() - commits_before, 1u);
   ASSERT_TRUE(results[0]->ok());
   EXPECT_EQ((*results[0])->message.seq, 2);
   ASSERT_FALSE(results[1]->ok());
