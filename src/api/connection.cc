@@ -202,15 +202,34 @@ void Connection::on_send(ClientFrame f) {
     if (auto t = transport.lock())
       t->post([self, frames = std::move(frames)]() mutable { self->send(std::move(frames)); });
   };
+  submit_send(PendingSend{std::move(req), std::move(done)});
+}
+
+// The store numbers a connection's messages in the order it sent them: a send
+// that must go to a worker (a cold thread, or a direct thread by username)
+// holds the connection's later sends on the loop until its write is queued.
+void Connection::submit_send(PendingSend s) {
+  if (send_on_worker_) return sends_waiting_.push_back(std::move(s));
   // With a thread id whose members are cached, send() does not block (the
   // store commits asynchronously): stay on the loop. (Should a membership change
   // drop the entry in between, send() reloads it here once; that is rare.)
-  if (!req.thread_id.empty() && ctx_.chat.cached_members(req.thread_id))
-    return ctx_.chat.send(std::move(req), std::move(done));
-  // A cold thread, or by username (the direct thread may have to be created): blocking, on a worker.
-  ctx_.workers.submit([self, req = std::move(req), done = std::move(done)]() mutable {
-    self->ctx_.chat.send(std::move(req), std::move(done));
+  if (!s.request.thread_id.empty() && ctx_.chat.cached_members(s.request.thread_id))
+    return ctx_.chat.send(std::move(s.request), std::move(s.done));
+  send_on_worker_ = true;
+  auto self = shared_from_this();
+  ctx_.workers.submit([self, s = std::move(s)]() mutable {
+    self->ctx_.chat.send(std::move(s.request), std::move(s.done));  // returns once the write is queued
+    if (auto t = self->transport_.lock()) t->post([self] { self->send_waiting(); });
   });
+}
+
+void Connection::send_waiting() {
+  send_on_worker_ = false;
+  while (!send_on_worker_ && !sends_waiting_.empty()) {
+    PendingSend s = std::move(sends_waiting_.front());
+    sends_waiting_.pop_front();
+    submit_send(std::move(s));
+  }
 }
 
 // Replays in pages so a long absence does not build one huge reply; live

@@ -12,6 +12,7 @@
 // in-flight work; it holds its transport weakly.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -87,6 +88,12 @@ class Connection final : public ClientSession,
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
   void fill_gap(const std::string& thread_id, int64_t from);
+  struct PendingSend {
+    SendRequest request;
+    SendCallback done;
+  };
+  void submit_send(PendingSend send);
+  void send_waiting();
   void deliver_live(const BusEvent& event, const FramePtr& frame);
   // The cursor's verdict on a live message (seq order, once, gaps filled): true = send it now.
   bool admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
@@ -126,6 +133,9 @@ class Connection final : public ClientSession,
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
   int64_t auth_deadline_ms_ = 0;
   DeliveryCursor cursor_;
+  // Sends behind one that went to a worker, in the order the client sent them.
+  std::deque<PendingSend> sends_waiting_;
+  bool send_on_worker_ = false;
   bool holding_ = false;
   struct Held {
     std::string thread_id;

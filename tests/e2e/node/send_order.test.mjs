@@ -1,0 +1,44 @@
+// A connection's messages are numbered in the order it sent them, whichever
+// path each send takes on the server: a thread whose members are not cached
+// yet and a direct message by username both go through a worker, and the
+// sends behind them must not overtake them.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer } from './harness.mjs';
+
+const N = 60;
+
+describe('send order', { timeout: 60000 }, () => {
+  let server;
+  before(async () => {
+    server = await startServer({ args: ['--rate-per-second', '100000', '--rate-burst', '100000'] });
+  });
+  after(async () => { await server?.stop(); });
+
+  async function sendAll(ws, frameFor) {
+    const replies = await Promise.all(
+      Array.from({ length: N }, (_, i) => ws.request({ type: 'send_message', ...frameFor(i), client_msg_id: `o-${i}` }, 15000)));
+    for (const r of replies) assert.equal(r.type, 'message_sent', JSON.stringify(r).slice(0, 200));
+    return replies.map((r) => r.data);
+  }
+
+  it('pipelined sends to a cold thread keep their order', async () => {
+    // A restart empties the member cache: the first send misses it.
+    const [a, b, c] = await server.registerMany(3);
+    const group = await server.createGroup(a, [b, c], 'order');
+    await server.restart();
+    const ws = await server.connect(a);
+    const sent = await sendAll(ws, (i) => ({ thread_id: group.id, content: `m${i}` }));
+    assert.deepEqual(sent.map((m) => m.content), sent.map((_, i) => `m${i}`));
+    assert.deepEqual(sent.map((m) => m.seq), sent.map((_, i) => i + 1), 'seq follows send order');
+  });
+
+  it('pipelined direct messages by username keep their order', async () => {
+    const [a, b] = await server.registerMany(2);
+    const ws = await server.connect(a);
+    const sent = await sendAll(ws, (i) => ({ username: b.username, content: `d${i}` }));
+    assert.deepEqual(sent.map((m) => m.seq), sent.map((_, i) => i + 1), 'seq follows send order');
+    const history = await server.history(b.token, sent[0].thread_id);
+    assert.deepEqual(history.map((m) => m.content), sent.map((_, i) => `d${i}`));
+  });
+});
