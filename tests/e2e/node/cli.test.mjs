@@ -412,7 +412,7 @@ describe('parley-cli', () => {
   it('--pretty history shows each message\'s status; mark-read moves it to read', async () => {
     const mark = await asBob(['mark-read', threadId.slice(0, 8), '--up-to', '2']);
     assert.equal(mark.code, 0, mark.proc.describe());
-    assert.deepEqual(JSON.parse(mark.lines[0]), { thread_id: threadId, last_read_seq: 2 });
+    assert.deepEqual(JSON.parse(mark.lines[0]), { thread_id: threadId, user_id: bob.id, last_read_seq: 2 });
 
     const partly = await asAlice(['--pretty', 'history', threadId, '--limit', '200']);
     assert.equal(partly.code, 0, partly.proc.describe());
