@@ -135,6 +135,9 @@ class EioSession final : public Transport,
     }
     probe_ = std::move(ws);
     probe_id_ = id;
+    // As the reference server: a probe that does not finish the upgrade in
+    // time is dropped, and the session stays on polling.
+    probe_deadline_ms_ = now_ms() + loop_.config.socketio.ping_timeout_ms;
   }
 
   void on_ws_text(const void* id, std::string_view text) {
@@ -164,11 +167,16 @@ class EioSession final : public Transport,
       for (auto& f : queue) probe->send_text(std::move(f));
       spdlog::debug("event=eio_upgraded sid={}", sid_);
     } else {
-      probe_id_ = nullptr;
-      probe_.reset();
-      if (mode_ == Mode::kUpgrading) mode_ = Mode::kPolling;
-      probe->close(CloseReason::kPolicy, "unexpected packet during the upgrade");
+      drop_probe("unexpected packet during the upgrade");
     }
+  }
+
+  void drop_probe(std::string_view why) {
+    auto probe = probe_.lock();
+    probe_id_ = nullptr;
+    probe_.reset();
+    if (mode_ == Mode::kUpgrading) mode_ = Mode::kPolling;
+    if (probe) probe->close(CloseReason::kPolicy, std::string(why));
   }
 
   void on_ws_closed(const void* id) {
@@ -241,6 +249,10 @@ class EioSession final : public Transport,
     if (pong_deadline_ms_ && now > pong_deadline_ms_) {
       spdlog::info("event=eio_ping_timeout sid={}", sid_);
       return close_now("ping timeout");
+    }
+    if (probe_id_ && now > probe_deadline_ms_) {
+      spdlog::info("event=eio_upgrade_timeout sid={}", sid_);
+      drop_probe("upgrade timeout");
     }
     if (!pong_deadline_ms_ && now >= next_ping_ms_) {
       pong_deadline_ms_ = now + loop_.config.socketio.ping_timeout_ms;
@@ -350,6 +362,7 @@ class EioSession final : public Transport,
   const void* probe_id_ = nullptr;
   int64_t next_ping_ms_ = 0;
   int64_t pong_deadline_ms_ = 0;  // 0 = no ping outstanding
+  int64_t probe_deadline_ms_ = 0;  // while a probe is attached
   bool listed_ = false;
   bool registered_ = false;  // in the registry: began on polling
 };
