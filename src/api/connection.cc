@@ -281,10 +281,19 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f, type = std::string(type)]() -> std::function<void()> {
     auto m = self->ctx_.chat.members(f.thread_id);
-    bool ok = m && self->ctx_.chat.is_member(*m, self->user_.id);
-    auto t = ok ? self->ctx_.chat.store().thread(f.thread_id) : std::nullopt;
-    return [self, ok, f, type, last_seq = t ? t->last_seq : 0] {
-      if (!ok) return self->send_error(thread_not_found_or_forbidden(), f.request_id);
+    std::optional<Error> failed;  // the store could not answer, or not a participant
+    int64_t last_seq = 0;
+    if (!m) {
+      failed = m.error();
+    } else if (!*m || !self->ctx_.chat.is_member(**m, self->user_.id)) {
+      failed = thread_not_found_or_forbidden();
+    } else if (auto t = self->ctx_.chat.store().thread(f.thread_id); !t) {
+      failed = t.error();
+    } else if (*t) {
+      last_seq = (*t)->last_seq;
+    }
+    return [self, failed, f, type, last_seq] {
+      if (failed) return self->send_error(*failed, f.request_id);
       int64_t last = std::max(last_seq, self->cursor_.last_sent(f.thread_id));
       self->send(self->encoder_->reply(type, json::object{{"thread_id", f.thread_id}, {"last_seq", last}}, f.request_id));
     };

@@ -149,21 +149,24 @@ HttpResponse root(Call&) {
 
 HttpResponse health(Call& c) {
   // A node whose bus is down still serves its own clients: it stays "ok"
-  // for load balancers, and says the bus is degraded.
+  // for load balancers, and says the bus is degraded. A store that cannot
+  // write or answer makes it 503 (a load balancer stops sending traffic here).
   bool bus_ok = !c.health.bus_ok || c.health.bus_ok();
   const Store::WriteState writes = c.chat.store().write_state();
-  json::object storage{{"kind", c.chat.store().describe()}, {"ok", writes.ok}};
+  auto users = c.chat.store().user_count();
+  const bool storage_ok = writes.ok && users.ok();
+  json::object storage{{"kind", c.chat.store().describe()}, {"ok", storage_ok}};
   if (!writes.ok) storage["error"] = writes.error;
-  json::object o{{"status", writes.ok ? "ok" : "degraded"},
+  else if (!users.ok()) storage["error"] = users.error().message;
+  json::object o{{"status", storage_ok ? "ok" : "degraded"},
                  {"version", PARLEY_VERSION},
                  {"uptime_seconds", (now_micros() - c.started_at) / 1000000},
                  {"connections", c.health.connections ? c.health.connections() : 0},
                  {"users_online", c.health.users_online ? c.health.users_online() : 0},
-                 {"users", c.chat.store().user_count()},
+                 {"users", users ? json::value(*users) : json::value(nullptr)},
                  {"storage", std::move(storage)},
                  {"bus", json::object{{"kind", c.health.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
-  // 503 while writes fail, so a load balancer stops sending traffic here.
-  return json_response(writes.ok ? 200 : 503, o);
+  return json_response(storage_ok ? 200 : 503, o);
 }
 
 HttpResponse metrics(Call& c) {
@@ -213,8 +216,10 @@ HttpResponse me(Call& c) { return success(200, user_json(*c.user)); }
 HttpResponse search_users(Call& c) {
   auto it = c.req.query.find("search");
   std::string q = it == c.req.query.end() ? "" : it->second;
+  auto found = c.chat.search_users(q, 50);
+  if (!found) return failure(found.error());
   json::array arr;
-  for (const auto& u : c.chat.search_users(q, 50)) arr.push_back(user_json(u));
+  for (const auto& u : *found) arr.push_back(user_json(u));
   return success(200, json::object{{"users", std::move(arr)}});
 }
 
@@ -252,8 +257,10 @@ HttpResponse create_thread(Call& c) {
 }
 
 HttpResponse list_threads(Call& c) {
+  auto threads = c.chat.threads(*c.user);
+  if (!threads) return failure(threads.error());
   json::array arr;
-  for (const auto& s : c.chat.threads(*c.user)) arr.push_back(summary_json(s));
+  for (const auto& s : *threads) arr.push_back(summary_json(s));
   return success(200, json::object{{"threads", std::move(arr)}});
 }
 
@@ -337,9 +344,11 @@ HttpResponse offline_messages(Call& c) {
 }
 
 HttpResponse unread_count(Call& c) {
+  auto counts = c.chat.unread_counts(*c.user);
+  if (!counts) return failure(counts.error());
   int64_t total = 0;
   json::array arr;
-  for (const auto& u : c.chat.unread_counts(*c.user)) {
+  for (const auto& u : *counts) {
     total += u.unread_count;
     arr.push_back(json::object{{"thread_id", u.thread_id}, {"unread_count", u.unread_count}});
   }

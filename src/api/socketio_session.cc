@@ -98,14 +98,16 @@ void SocketIoSession::catch_up() {
   auto self = shared_from_this();
   std::string user_id = conn_->user_id();
   ctx_.workers.submit([self, user_id] {
+    // Live delivery is held until catch_up() runs: it must run even when the
+    // store cannot answer now (then there is nothing to replay).
     std::vector<std::pair<std::string, int64_t>> behind;
-    if (auto user = self->ctx_.chat.user(user_id)) {
-      for (const auto& s : self->ctx_.chat.threads(*user)) {
-        for (const auto& p : s.thread.participants) {
-          if (p.user_id != user_id) continue;
-          int64_t seen = std::max(p.last_delivered_seq, p.last_read_seq);
-          if (s.unread_count > 0 && s.thread.last_seq > seen) behind.emplace_back(s.thread.id, seen);
-        }
+    auto user = self->ctx_.chat.user(user_id);
+    auto threads = user ? self->ctx_.chat.threads(*user) : Result<std::vector<ThreadSummary>>(user.error());
+    for (const auto& s : threads ? *threads : std::vector<ThreadSummary>{}) {
+      for (const auto& p : s.thread.participants) {
+        if (p.user_id != user_id) continue;
+        int64_t seen = std::max(p.last_delivered_seq, p.last_read_seq);
+        if (s.unread_count > 0 && s.thread.last_seq > seen) behind.emplace_back(s.thread.id, seen);
       }
     }
     self->post([self, behind = std::move(behind)] {

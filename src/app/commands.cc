@@ -300,11 +300,11 @@ int token(Config& config, const std::string& username) {
   auto core = open_core(config);
   if (!core) return fail(core.error());
   auto u = core->store->user_by_username(username);
-  if (!u) {
+  if (!u || !*u) {
     core->store->close();
-    return fail(not_found("user_not_found", "no user named " + username));
+    return fail(u ? not_found("user_not_found", "no user named " + username) : u.error());
   }
-  std::cout << core->chat->issue_token(*u).token << "\n";
+  std::cout << core->chat->issue_token(**u).token << "\n";
   core->store->close();
   return 0;
 }

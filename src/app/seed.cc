@@ -44,7 +44,9 @@ struct Counts {
 Result<bool> seed_user(Store& store, int64_t i) {
   const std::string id = bench_user_id(static_cast<uint64_t>(i));
   const std::string username = "bench_" + std::to_string(i);
-  if (auto u = store.user_by_id(id)) {
+  auto existing = store.user_by_id(id);
+  if (!existing) return existing.error();
+  if (const auto& u = *existing) {
     if (u->username != username)
       return Error{ErrorKind::kConflict, "seed_mismatch", "user " + id + " exists with username " + u->username};
     return false;
@@ -57,7 +59,7 @@ Result<bool> seed_user(Store& store, int64_t i) {
   auto r = store.create_user(u);
   if (!r) {
     // Created by a concurrent seeder between the check and the write: fine.
-    if (auto again = store.user_by_id(id); again && again->username == username) return false;
+    if (auto again = store.user_by_id(id); again && *again && (*again)->username == username) return false;
     return Error{r.error().kind, r.error().code, "user " + username + ": " + r.error().message};
   }
   return true;
@@ -72,7 +74,9 @@ Result<bool> seed_thread(Store& store, int64_t k, int64_t group_size) {
     for (const auto& p : t.participants) have.insert(p.user_id);
     return have == want;
   };
-  if (auto t = store.thread(id)) {
+  auto existing = store.thread(id);
+  if (!existing) return existing.error();
+  if (const auto& t = *existing) {
     if (!same_members(*t))
       return Error{ErrorKind::kConflict, "seed_mismatch",
                    "thread " + id + " exists with other participants (seeded with another --group-size?); "
@@ -92,7 +96,7 @@ Result<bool> seed_thread(Store& store, int64_t k, int64_t group_size) {
   }
   auto r = store.create_thread(t);
   if (!r) {
-    if (auto again = store.thread(id); again && same_members(*again)) return false;
+    if (auto again = store.thread(id); again && *again && same_members(**again)) return false;
     return Error{r.error().kind, r.error().code, "thread " + id + ": " + r.error().message};
   }
   return true;

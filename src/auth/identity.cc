@@ -120,8 +120,14 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
 
 Result<AuthResult> Identity::login(const std::string& login, const std::string& password,
                                       const std::string& address) {
-  std::optional<User> u = store_.user_by_username(ascii_lowercase(login));
-  if (!u) u = store_.user_by_phone(login);
+  auto by_name = store_.user_by_username(ascii_lowercase(login));
+  if (!by_name) return by_name.error();  // an outage is not "wrong password"
+  std::optional<User> u = std::move(*by_name);
+  if (!u) {
+    auto by_phone = store_.user_by_phone(login);
+    if (!by_phone) return by_phone.error();
+    u = std::move(*by_phone);
+  }
   // Failures count per account (whichever name it was reached by), or per
   // login text when no account matches.
   const std::string key = u ? u->id : "login:" + ascii_lowercase(login);
@@ -146,7 +152,9 @@ Result<User> Identity::authenticate(const std::string& token) {
   auto claims = jwt_->verify(token, now_seconds());
   if (!claims) return claims.error();
   if (!is_uuid(claims->sub)) return unauthorized("invalid_token", "token subject is not a user id");
-  if (auto u = store_.user_by_id(normalize_uuid(claims->sub))) return *u;
+  auto u = store_.user_by_id(normalize_uuid(claims->sub));
+  if (!u) return u.error();  // an outage is not "unknown user": no provisioning either
+  if (*u) return **u;
   return provision(*claims);
 }
 
@@ -196,7 +204,9 @@ Result<User> Identity::provision(const JwtClaims& claims) {
       return *created;
     }
     if (created.error().code != "username_taken") return created.error();
-    if (auto existing = store_.user_by_id(u.id)) return *existing;  // a concurrent first login
+    auto existing = store_.user_by_id(u.id);  // a concurrent first login
+    if (!existing) return existing.error();
+    if (*existing) return **existing;
   }
   return internal_error("could not choose a username");
 }

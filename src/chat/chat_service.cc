@@ -32,17 +32,19 @@ ChatService::ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifi
       presence_(config.limits.max_connections_per_user, std::chrono::seconds(config.limits.presence_grace_seconds)) {}
 
 Result<User> ChatService::user(const std::string& user_id) {
-  if (auto u = store_.user_by_id(user_id)) return *u;
+  auto u = store_.user_by_id(user_id);
+  if (!u) return u.error();
+  if (*u) return **u;
   return not_found("user_not_found", "no such user");
 }
 
-std::vector<User> ChatService::search_users(const std::string& query, int limit) {
+Result<std::vector<User>> ChatService::search_users(const std::string& query, int limit) {
   return store_.search_users(query, limit);
 }
 
 // ---------------------------------------------------------------- threads
 
-std::shared_ptr<const ThreadMembers> ChatService::members(const std::string& thread_id) {
+Result<std::shared_ptr<const ThreadMembers>> ChatService::members(const std::string& thread_id) {
   return members_.get(thread_id);
 }
 
@@ -55,7 +57,8 @@ bool ChatService::is_member(const ThreadMembers& m, const std::string& user_id) 
 Result<std::shared_ptr<const ThreadMembers>> ChatService::require_member(const std::string& user_id,
                                                                          const std::string& thread_id) {
   auto m = members(thread_id);
-  if (!m || !is_member(*m, user_id)) return thread_not_found_or_forbidden();
+  if (!m) return m.error();  // an outage is not "not a participant"
+  if (!*m || !is_member(**m, user_id)) return thread_not_found_or_forbidden();
   return m;
 }
 
@@ -69,13 +72,16 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
   for (const auto& id : req.participant_ids) {
     if (!is_uuid(id)) return bad_input("invalid_field", "participant_ids must be user ids");
     std::string nid = normalize_uuid(id);
-    if (!store_.user_by_id(nid)) return not_found("user_not_found", "no user with id " + nid);
+    auto found = store_.user_by_id(nid);
+    if (!found) return found.error();
+    if (!*found) return not_found("user_not_found", "no user with id " + nid);
     ids.push_back(nid);
   }
   for (const auto& name : req.usernames) {
     auto u = store_.user_by_username(ascii_lowercase(name));
-    if (!u) return not_found("user_not_found", "no user named " + name.substr(0, 64));
-    ids.push_back(u->id);
+    if (!u) return u.error();
+    if (!*u) return not_found("user_not_found", "no user named " + name.substr(0, 64));
+    ids.push_back((*u)->id);
   }
   std::sort(ids.begin() + 1, ids.end());
   ids.erase(std::unique(ids.begin() + 1, ids.end()), ids.end());
@@ -108,14 +114,16 @@ Result<Thread> ChatService::thread(const User& actor, const std::string& thread_
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
   auto t = store_.thread(thread_id);
-  if (!t) return thread_not_found_or_forbidden();
-  annotate(*t, {});
-  return *t;
+  if (!t) return t.error();
+  if (!*t) return thread_not_found_or_forbidden();
+  annotate(**t, {});
+  return **t;
 }
 
-std::vector<ThreadSummary> ChatService::threads(const User& actor) {
+Result<std::vector<ThreadSummary>> ChatService::threads(const User& actor) {
   auto out = store_.threads_for_user(actor.id);
-  for (auto& s : out) {
+  if (!out) return out.error();
+  for (auto& s : *out) {
     std::vector<Message*> last;
     if (s.last_message) last.push_back(&*s.last_message);
     annotate(s.thread, std::move(last));
@@ -143,10 +151,11 @@ Result<Thread> ChatService::direct_thread(const User& actor, const std::string& 
   std::string name = ascii_lowercase(username);
   if (name == actor.username) return bad_input("invalid_recipient", "you cannot message yourself");
   auto other = store_.user_by_username(name);
-  if (!other) return not_found("user_not_found", "no user named " + username.substr(0, 64));
+  if (!other) return other.error();
+  if (!*other) return not_found("user_not_found", "no user named " + username.substr(0, 64));
   CreateThreadRequest req;
   req.type = "direct";
-  req.participant_ids = {other->id};
+  req.participant_ids = {(*other)->id};
   auto created = create_thread(actor, req);
   if (!created) return created.error();
   return created->thread;
@@ -165,9 +174,10 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
   for (const auto& id : user_ids) {
     if (!is_uuid(id)) return bad_input("invalid_field", "participant_ids must be user ids");
     auto u = store_.user_by_id(normalize_uuid(id));
-    if (!u) return not_found("user_not_found", "no user with id " + normalize_uuid(id));
-    ids.push_back(u->id);
-    names.push_back(u->username);
+    if (!u) return u.error();
+    if (!*u) return not_found("user_not_found", "no user with id " + normalize_uuid(id));
+    ids.push_back((*u)->id);
+    names.push_back((*u)->username);
   }
   auto added = store_.add_participants(thread_id, ids);
   if (!added) return added.error();
@@ -177,8 +187,9 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     post_system_message(actor, thread_id, actor.username + " added " + names[it - ids.begin()]);
   }
   auto t = store_.thread(thread_id);
-  if (!t) return thread_not_found_or_forbidden();
-  return *t;
+  if (!t) return t.error();
+  if (!*t) return thread_not_found_or_forbidden();
+  return **t;
 }
 
 Status ChatService::remove_participant(const User& actor, const std::string& thread_id, const std::string& user_id) {
@@ -191,9 +202,11 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
     return forbidden("only thread admins may remove others");
   if (!is_member(**m, user_id)) return not_found("not_a_participant", "that user is not in this thread");
   auto target = store_.user_by_id(user_id);
+  if (!target) return target.error();
   // The system message goes first, so the leaving user's devices see it too.
   post_system_message(actor, thread_id,
-                      self ? actor.username + " left" : actor.username + " removed " + (target ? target->username : user_id));
+                      self ? actor.username + " left"
+                           : actor.username + " removed " + (*target ? (*target)->username : user_id));
   auto st = store_.remove_participant(thread_id, user_id);
   forget_members(thread_id);
   return st;
@@ -201,14 +214,17 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
 
 void ChatService::post_system_message(const User& actor, const std::string& thread_id, const std::string& text) {
   auto m = members(thread_id);
-  if (!m) return;
+  if (!m || !*m) {
+    spdlog::warn("event=system_message_failed code={}", m ? "thread_not_found" : m.error().code);
+    return;
+  }
   SendRequest req;
   req.sender_id = actor.id;
   req.thread_id = thread_id;
   req.content = text;
   req.message_type = "system";
   auto r = wait_for_callback<Result<SendOutcome>>(
-      [&](SendCallback done) { store_and_publish(std::move(req), m, std::move(done)); });
+      [&](SendCallback done) { store_and_publish(std::move(req), *m, std::move(done)); });
   if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
 }
 
@@ -234,13 +250,15 @@ void ChatService::send(SendRequest req, SendCallback done) {
     return store_and_publish(std::move(req), std::move(*m), std::move(done));
   }
   auto actor = store_.user_by_id(req.sender_id);
-  if (!actor) return done(unauthorized("invalid_token", "unknown user"));
-  auto t = direct_thread(*actor, req.username);
+  if (!actor) return done(actor.error());
+  if (!*actor) return done(unauthorized("invalid_token", "unknown user"));
+  auto t = direct_thread(**actor, req.username);
   if (!t) return done(t.error());
   req.thread_id = t->id;
   auto m = members(req.thread_id);
-  if (!m) return done(internal_error());
-  store_and_publish(std::move(req), std::move(m), std::move(done));
+  if (!m) return done(m.error());
+  if (!*m) return done(internal_error());
+  store_and_publish(std::move(req), std::move(*m), std::move(done));
 }
 
 void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const ThreadMembers> members, SendCallback done) {
@@ -270,10 +288,13 @@ Result<std::vector<Message>> ChatService::history(const User& actor, const std::
   if (q.limit < 1 || q.limit > 200) return bad_input("invalid_limit", "limit must be between 1 and 200");
   auto ms = q.after_seq >= 0 ? store_.messages_after(thread_id, q.after_seq, q.limit)
                              : store_.messages_before(thread_id, q.before_seq, q.limit);
-  if (auto t = store_.thread(thread_id)) {
+  if (!ms) return ms.error();
+  auto t = store_.thread(thread_id);
+  if (!t) return t.error();
+  if (*t) {
     std::vector<Message*> ptrs;
-    for (auto& m : ms) ptrs.push_back(&m);
-    annotate(*t, std::move(ptrs));
+    for (auto& m : *ms) ptrs.push_back(&m);
+    annotate(**t, std::move(ptrs));
   }
   return ms;
 }
@@ -289,7 +310,9 @@ Result<OfflinePage> ChatService::offline_messages(const User& actor, Micros sinc
   return store_.messages_since(actor.id, since, 500);
 }
 
-std::vector<UnreadCount> ChatService::unread_counts(const User& actor) { return store_.unread_counts(actor.id); }
+Result<std::vector<UnreadCount>> ChatService::unread_counts(const User& actor) {
+  return store_.unread_counts(actor.id);
+}
 
 Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::string& thread_id, int64_t up_to_seq,
                                        const std::string& origin_session) {
@@ -347,9 +370,11 @@ void ChatService::publish(std::string thread_id, Audience to, std::string type, 
 }
 
 Status ChatService::acknowledge_delivery(const std::string& user_id, const std::string& message_id) {
-  auto msg = store_.message(message_id);
+  auto found = store_.message(message_id);
+  if (!found) return found.error();
   // An unknown message and one in someone else's thread get the same answer.
-  if (!msg) return thread_not_found_or_forbidden();
+  if (!*found) return thread_not_found_or_forbidden();
+  const Message* msg = &**found;
   auto m = require_member(user_id, msg->thread_id);
   if (!m) return m.error();
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
@@ -365,16 +390,21 @@ void ChatService::announce_presence(const std::string& user_id, bool online) {
   Micros seen = now_micros();
   if (!online) store_.set_last_seen(user_id, seen);
   auto contacts = store_.contacts(user_id);
-  if (contacts.empty()) return;
-  publish("", Audience::users(std::move(contacts)), "presence",
+  if (!contacts) {
+    spdlog::warn("event=presence_not_announced user_id={} code={}", user_id, contacts.error().code);
+    return;
+  }
+  if (contacts->empty()) return;
+  publish("", Audience::users(std::move(*contacts)), "presence",
           json::serialize(json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
   spdlog::debug("event=presence user_id={} online={}", user_id, online);
 }
 
 Result<ChatService::PresenceInfo> ChatService::presence_of(const std::string& user_id) {
   auto u = store_.user_by_id(user_id);
-  if (!u) return not_found("user_not_found", "no such user");
-  return PresenceInfo{presence_.online(user_id), u->last_seen};
+  if (!u) return u.error();
+  if (!*u) return not_found("user_not_found", "no such user");
+  return PresenceInfo{presence_.online(user_id), (*u)->last_seen};
 }
 
 }  // namespace parley

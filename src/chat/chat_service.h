@@ -70,7 +70,7 @@ class ChatService {
 
   // --- users (blocking) ---
   Result<User> user(const std::string& user_id);
-  std::vector<User> search_users(const std::string& query, int limit);
+  Result<std::vector<User>> search_users(const std::string& query, int limit);
 
   // --- threads (blocking) ---
   struct CreateThreadRequest {
@@ -81,7 +81,7 @@ class ChatService {
   };
   Result<Store::CreatedThread> create_thread(const User& actor, const CreateThreadRequest& request);
   Result<Thread> thread(const User& actor, const std::string& thread_id);
-  std::vector<ThreadSummary> threads(const User& actor);
+  Result<std::vector<ThreadSummary>> threads(const User& actor);
   Result<Thread> add_participants(const User& actor, const std::string& thread_id,
                                   const std::vector<std::string>& user_ids);
   Status remove_participant(const User& actor, const std::string& thread_id, const std::string& user_id);
@@ -99,7 +99,7 @@ class ChatService {
   Result<std::vector<Message>> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
                                       int limit);
   Result<OfflinePage> offline_messages(const User& actor, Micros since);
-  std::vector<UnreadCount> unread_counts(const User& actor);
+  Result<std::vector<UnreadCount>> unread_counts(const User& actor);
   // Marks read and tells the thread's participants (read_receipt); the
   // session `origin_session` is left out of the broadcast (it gets a reply).
   Result<int64_t> mark_read(const std::string& user_id, const std::string& thread_id, int64_t up_to_seq,
@@ -125,8 +125,8 @@ class ChatService {
                boost::json::object fields, const std::string& origin_session);
 
   // Thread members from the cache (loaded on a miss: may block). nullptr when
-  // the thread does not exist.
-  std::shared_ptr<const ThreadMembers> members(const std::string& thread_id);
+  // the thread does not exist; an Error when the store could not answer.
+  Result<std::shared_ptr<const ThreadMembers>> members(const std::string& thread_id);
   // The cached members, or nullptr on a miss; never blocks. An event loop
   // checks this before send() or relay() and goes to a worker on a miss.
   std::shared_ptr<const ThreadMembers> cached_members(const std::string& thread_id) const {

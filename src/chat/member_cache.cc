@@ -11,11 +11,12 @@ std::shared_ptr<const ThreadMembers> MemberCache::cached(const std::string& thre
   return it == members_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<const ThreadMembers> MemberCache::get(const std::string& thread_id) {
+Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string& thread_id) {
   if (auto hit = cached(thread_id)) return hit;
   auto loaded = store_.thread_members(thread_id);
-  if (!loaded) return nullptr;
-  auto ptr = std::make_shared<const ThreadMembers>(std::move(*loaded));
+  if (!loaded) return loaded.error();
+  if (!*loaded) return std::shared_ptr<const ThreadMembers>();
+  auto ptr = std::make_shared<const ThreadMembers>(std::move(**loaded));
   std::unique_lock lock(mu_);
   members_[thread_id] = ptr;
   return ptr;

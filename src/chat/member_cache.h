@@ -23,8 +23,9 @@ class MemberCache {
  public:
   explicit MemberCache(Store& store) : store_(store) {}
 
-  // The thread's members, loaded on a miss (blocking); nullptr when the thread does not exist.
-  std::shared_ptr<const ThreadMembers> get(const std::string& thread_id);
+  // The thread's members, loaded on a miss (blocking); nullptr when the
+  // thread does not exist; an Error when the store could not answer.
+  Result<std::shared_ptr<const ThreadMembers>> get(const std::string& thread_id);
   // The cached members, or nullptr on a miss. Never blocks on storage.
   std::shared_ptr<const ThreadMembers> cached(const std::string& thread_id) const;
   void forget(const std::string& thread_id);

@@ -78,14 +78,19 @@ std::string PgConn::errmsg() const {
   return m;
 }
 
-PgResult PgConn::run(const std::string& sql) { return PgResult(PQexec(conn_, sql.c_str())); }
+PgResult PgConn::run(const std::string& sql) { return note(PgResult(PQexec(conn_, sql.c_str()))); }
+
+PgResult PgConn::note(PgResult r) {
+  if (!r.ok()) failed_ = true;
+  return r;
+}
 
 PgResult PgConn::exec(const char* sql, std::initializer_list<PgParam> params) {
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
     std::string name = "p" + std::to_string(prepared_.size());
     PgResult prep(PQprepare(conn_, name.c_str(), sql, 0, nullptr));
-    if (!prep.ok()) return prep;
+    if (!prep.ok()) return note(std::move(prep));
     it = prepared_.emplace(sql, std::move(name)).first;
   }
   std::vector<const char*> values;
@@ -97,8 +102,8 @@ PgResult PgConn::exec(const char* sql, std::initializer_list<PgParam> params) {
     lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
     formats.push_back(p.binary ? 1 : 0);
   }
-  return PgResult(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(params.size()), values.data(),
-                                 lengths.data(), formats.data(), 0));
+  return note(PgResult(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(params.size()), values.data(),
+                                      lengths.data(), formats.data(), 0)));
 }
 
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {

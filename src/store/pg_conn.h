@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include "common/error.h"
 
@@ -80,12 +81,17 @@ class PgConn {
   bool healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
   bool reconnect();
   bool in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
+  // Whether any statement failed since the last call; clears the flag. A
+  // read checks it so that a failure is an error, not a shorter answer.
+  bool take_failure() { return std::exchange(failed_, false); }
   std::string errmsg() const;
 
  private:
   explicit PgConn(PGconn* c) : conn_(c) {}
+  PgResult note(PgResult r);  // sets failed_ when r failed
   PGconn* conn_;
   std::unordered_map<const char*, std::string> prepared_;  // literal -> statement name
+  bool failed_ = false;
 };
 
 // Logs the detail (never shown to clients) and maps it to an Error: a lost

@@ -288,21 +288,21 @@ Result<User> PgStore::write_user(const User& u) {
   return u;
 }
 
-std::optional<User> PgStore::user_by_id(const std::string& id) {
+Result<std::optional<User>> PgStore::user_by_id(const std::string& id) {
   return with_reader([&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE id = $1", id); });
 }
 
-std::optional<User> PgStore::user_by_username(const std::string& username) {
+Result<std::optional<User>> PgStore::user_by_username(const std::string& username) {
   return with_reader(
       [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE username = $1", username); });
 }
 
-std::optional<User> PgStore::user_by_phone(const std::string& phone) {
+Result<std::optional<User>> PgStore::user_by_phone(const std::string& phone) {
   return with_reader(
       [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE phone_number = $1", phone); });
 }
 
-std::vector<User> PgStore::search_users(const std::string& query, int limit) {
+Result<std::vector<User>> PgStore::search_users(const std::string& query, int limit) {
   return with_reader([&](PgConn& c) {
     // Byte order, as SQLite's default, whatever the database's collation.
     auto r = c.exec("SELECT " PG_USER_COLS " FROM users WHERE username ILIKE $1 ESCAPE '\\' "
@@ -315,7 +315,7 @@ std::vector<User> PgStore::search_users(const std::string& query, int limit) {
   });
 }
 
-size_t PgStore::user_count() {
+Result<size_t> PgStore::user_count() {
   return with_reader([](PgConn& c) {
     auto r = c.exec("SELECT COUNT(*) FROM users");
     return r.ok() && r.rows() == 1 ? static_cast<size_t>(r.i64(0, 0)) : size_t{0};
@@ -369,14 +369,14 @@ Result<Store::CreatedThread> PgStore::write_thread(const Thread& t, const std::o
   return CreatedThread{std::move(*stored), true};
 }
 
-std::optional<Thread> PgStore::thread(const std::string& thread_id) {
+Result<std::optional<Thread>> PgStore::thread(const std::string& thread_id) {
   return with_reader([&](PgConn& c) {
     PgReadTxn txn(c);
     return load_thread(c, thread_id);
   });
 }
 
-std::optional<ThreadMembers> PgStore::thread_members(const std::string& thread_id) {
+Result<std::optional<ThreadMembers>> PgStore::thread_members(const std::string& thread_id) {
   return with_reader([&](PgConn& c) -> std::optional<ThreadMembers> {
     PgReadTxn txn(c);
     ThreadMembers members;
@@ -396,7 +396,7 @@ std::optional<ThreadMembers> PgStore::thread_members(const std::string& thread_i
   });
 }
 
-std::vector<ThreadSummary> PgStore::threads_for_user(const std::string& user_id) {
+Result<std::vector<ThreadSummary>> PgStore::threads_for_user(const std::string& user_id) {
   return with_reader([&](PgConn& c) {
     PgReadTxn txn(c);
     std::vector<ThreadSummary> out;
@@ -506,7 +506,7 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   return AppendResult{std::move(m), false};
 }
 
-std::optional<Message> PgStore::message(const std::string& message_id) {
+Result<std::optional<Message>> PgStore::message(const std::string& message_id) {
   return with_reader([&](PgConn& c) -> std::optional<Message> {
     auto found = read_messages(c, c.exec(PG_MESSAGE_SELECT "WHERE m.id = $1", {message_id}), "message");
     if (found.empty()) return std::nullopt;
@@ -514,7 +514,7 @@ std::optional<Message> PgStore::message(const std::string& message_id) {
   });
 }
 
-std::vector<Message> PgStore::messages_after(const std::string& thread_id, int64_t after_seq, int limit) {
+Result<std::vector<Message>> PgStore::messages_after(const std::string& thread_id, int64_t after_seq, int limit) {
   return with_reader([&](PgConn& c) {
     return read_messages(
         c,
@@ -524,7 +524,7 @@ std::vector<Message> PgStore::messages_after(const std::string& thread_id, int64
   });
 }
 
-std::vector<Message> PgStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
+Result<std::vector<Message>> PgStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
   return with_reader([&](PgConn& c) {
     auto out = read_messages(
         c,
@@ -540,9 +540,7 @@ std::vector<Message> PgStore::messages_before(const std::string& thread_id, int6
 // commit clock and created_at follows commit order, so a snapshot holds every
 // message up to some created_at and none after: a cursor taken from it never
 // skips a later commit, whichever node made it.
-OfflinePage PgStore::messages_since(const std::string& user_id, Micros since, int limit) {
-  OfflinePage empty;
-  empty.cursor = since;
+Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros since, int limit) {
   return with_reader(
       [&](PgConn& c) {
         PgReadTxn txn(c);
@@ -573,13 +571,12 @@ OfflinePage PgStore::messages_since(const std::string& user_id, Micros since, in
         if (newest.ok() && newest.rows() == 1 && !newest.is_null(0, 0))
           page.cursor = std::max(since, newest.i64(0, 0));
         return page;
-      },
-      empty);
+      });
 }
 
 // ---------------------------------------------------------------- read state
 
-std::vector<UnreadCount> PgStore::unread_counts(const std::string& user_id) {
+Result<std::vector<UnreadCount>> PgStore::unread_counts(const std::string& user_id) {
   return with_reader([&](PgConn& c) {
     auto r = c.exec(
         "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
@@ -629,7 +626,7 @@ Result<int64_t> PgStore::mark_delivered(const std::string& thread_id, const std:
   });
 }
 
-std::vector<std::string> PgStore::contacts(const std::string& user_id) {
+Result<std::vector<std::string>> PgStore::contacts(const std::string& user_id) {
   return with_reader([&](PgConn& c) {
     auto r = c.exec(
         "SELECT DISTINCT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
@@ -644,20 +641,23 @@ std::vector<std::string> PgStore::contacts(const std::string& user_id) {
 
 // ---------------------------------------------------------------- read pool
 
-template <typename F, typename R>
-R PgStore::with_reader(F&& f, R fallback) {
+template <typename F, typename T>
+Result<T> PgStore::with_reader(F&& f) {
   // A pooled connection may have died while idle (a server restart): it only
   // says so when used, so a read that finds it broken runs once more on a new one.
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto conn = acquire_reader();
-    if (!conn) return fallback;
-    R result = f(*conn);
+    if (!conn) return unavailable();
+    conn->take_failure();
+    T result = f(*conn);
+    const bool failed = conn->take_failure();  // logged where it happened
     if (conn->healthy()) {
       release_reader(std::move(conn));
+      if (failed) return internal_error("storage error");
       return result;
     }
   }
-  return fallback;
+  return unavailable();
 }
 
 std::unique_ptr<PgConn> PgStore::acquire_reader() {

@@ -51,18 +51,18 @@ SqliteStmt SqliteConn::prepare(const char* sql) {
   auto it = cache_.find(sql);
   if (it != cache_.end() && !it->second.in_use) {
     it->second.in_use = true;
-    return SqliteStmt(it->second.stmt, SQLITE_OK, &it->second.in_use);
+    return SqliteStmt(it->second.stmt, SQLITE_OK, &it->second.in_use, &failed_);
   }
   sqlite3_stmt* s = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
   if (rc != SQLITE_OK) {
     spdlog::error("event=sqlite_prepare_failed error=\"{}\"", errmsg());
-    return SqliteStmt(nullptr, rc, nullptr);
+    return SqliteStmt(nullptr, rc, nullptr, &failed_);
   }
   // The same statement nested inside itself gets a private copy.
-  if (it != cache_.end()) return SqliteStmt(s, SQLITE_OK, nullptr);
+  if (it != cache_.end()) return SqliteStmt(s, SQLITE_OK, nullptr, &failed_);
   auto& entry = cache_.emplace(sql, Entry{s, true}).first->second;
-  return SqliteStmt(s, SQLITE_OK, &entry.in_use);
+  return SqliteStmt(s, SQLITE_OK, &entry.in_use, &failed_);
 }
 
 Error storage_error(SqliteConn& c, int rc, std::string_view op) {

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <type_traits>
 #include <unordered_map>
+#include <utility>
 
 #include "common/error.h"
 
@@ -26,7 +27,8 @@ namespace parley {
 // never keeps its snapshot (and the WAL) pinned.
 class SqliteStmt {
  public:
-  SqliteStmt(sqlite3_stmt* s, int rc, bool* in_use) : s_(s), rc_(rc), in_use_(in_use) {}
+  // failed: the connection's flag, set when this statement fails (see SqliteConn::take_failure).
+  SqliteStmt(sqlite3_stmt* s, int rc, bool* in_use, bool* failed) : s_(s), rc_(rc), in_use_(in_use), failed_(failed) {}
   SqliteStmt(const SqliteStmt&) = delete;
   SqliteStmt& operator=(const SqliteStmt&) = delete;
   ~SqliteStmt() {
@@ -48,9 +50,15 @@ class SqliteStmt {
   }
   // SQLITE_ROW, SQLITE_DONE, or the extended error code (also kept in error()).
   int step() {
-    if (rc_ != SQLITE_OK) return rc_;
+    if (rc_ != SQLITE_OK) {
+      *failed_ = true;
+      return rc_;
+    }
     int rc = sqlite3_step(s_);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) rc_ = rc;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+      rc_ = rc;
+      *failed_ = true;
+    }
     return rc;
   }
   bool row() { return step() == SQLITE_ROW; }
@@ -89,6 +97,7 @@ class SqliteStmt {
   sqlite3_stmt* s_;
   int rc_;
   bool* in_use_;  // the cache slot's flag; nullptr for a private, finalized-on-exit statement
+  bool* failed_;
 };
 
 class SqliteConn {
@@ -108,6 +117,9 @@ class SqliteConn {
   sqlite3* db() const { return db_; }
   std::string errmsg() const { return sqlite3_errmsg(db_); }
   int64_t changes() const { return sqlite3_changes64(db_); }
+  // Whether any statement failed since the last call; clears the flag. A
+  // read checks it so that a failure is an error, not a shorter answer.
+  bool take_failure() { return std::exchange(failed_, false); }
 
  private:
   explicit SqliteConn(sqlite3* db) : db_(db) {}
@@ -119,6 +131,7 @@ class SqliteConn {
   };
   sqlite3* db_;
   std::unordered_map<const char*, Entry> cache_;
+  bool failed_ = false;
 };
 
 // Several statements read as one consistent snapshot (reader connections only).

@@ -170,21 +170,21 @@ Result<User> SqliteStore::write_user(User u) {
   return u;
 }
 
-std::optional<User> SqliteStore::user_by_id(const std::string& id) {
+Result<std::optional<User>> SqliteStore::user_by_id(const std::string& id) {
   return with_reader([&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE id = ?", id); });
 }
 
-std::optional<User> SqliteStore::user_by_username(const std::string& username) {
+Result<std::optional<User>> SqliteStore::user_by_username(const std::string& username) {
   return with_reader(
       [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE username = ?", username); });
 }
 
-std::optional<User> SqliteStore::user_by_phone(const std::string& phone) {
+Result<std::optional<User>> SqliteStore::user_by_phone(const std::string& phone) {
   return with_reader(
       [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE phone_number = ?", phone); });
 }
 
-std::vector<User> SqliteStore::search_users(const std::string& query, int limit) {
+Result<std::vector<User>> SqliteStore::search_users(const std::string& query, int limit) {
   return with_reader([&](SqliteConn& c) {
     // LIKE is case-insensitive for ASCII letters only (SQLite's built-in rule).
     auto st = c.prepare("SELECT " USER_COLS " FROM users WHERE username LIKE ?1 ESCAPE '\\' "
@@ -197,7 +197,7 @@ std::vector<User> SqliteStore::search_users(const std::string& query, int limit)
   });
 }
 
-size_t SqliteStore::user_count() {
+Result<size_t> SqliteStore::user_count() {
   return with_reader([](SqliteConn& c) {
     auto st = c.prepare("SELECT COUNT(*) FROM users");
     return st.row() ? static_cast<size_t>(st.i64(0)) : size_t{0};
@@ -252,14 +252,14 @@ Result<Store::CreatedThread> SqliteStore::write_thread(const Thread& t, const st
   return CreatedThread{std::move(*stored), true};
 }
 
-std::optional<Thread> SqliteStore::thread(const std::string& thread_id) {
+Result<std::optional<Thread>> SqliteStore::thread(const std::string& thread_id) {
   return with_reader([&](SqliteConn& c) {
     ReadTxn txn(c);
     return load_thread(c, thread_id);
   });
 }
 
-std::optional<ThreadMembers> SqliteStore::thread_members(const std::string& thread_id) {
+Result<std::optional<ThreadMembers>> SqliteStore::thread_members(const std::string& thread_id) {
   return with_reader([&](SqliteConn& c) -> std::optional<ThreadMembers> {
     ReadTxn txn(c);
     ThreadMembers members;
@@ -280,7 +280,7 @@ std::optional<ThreadMembers> SqliteStore::thread_members(const std::string& thre
   });
 }
 
-std::vector<ThreadSummary> SqliteStore::threads_for_user(const std::string& user_id) {
+Result<std::vector<ThreadSummary>> SqliteStore::threads_for_user(const std::string& user_id) {
   return with_reader([&](SqliteConn& c) {
     ReadTxn txn(c);
     std::vector<ThreadSummary> out;
@@ -398,7 +398,7 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   return AppendResult{std::move(m), false};
 }
 
-std::optional<Message> SqliteStore::message(const std::string& message_id) {
+Result<std::optional<Message>> SqliteStore::message(const std::string& message_id) {
   return with_reader([&](SqliteConn& c) -> std::optional<Message> {
     auto st = c.prepare(MESSAGE_SELECT "WHERE m.id = ?");
     st.bind(message_id);
@@ -408,7 +408,7 @@ std::optional<Message> SqliteStore::message(const std::string& message_id) {
   });
 }
 
-std::vector<Message> SqliteStore::messages_after(const std::string& thread_id, int64_t after_seq, int limit) {
+Result<std::vector<Message>> SqliteStore::messages_after(const std::string& thread_id, int64_t after_seq, int limit) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?");
     st.bind(thread_id, after_seq, clamp_limit(limit));
@@ -416,7 +416,7 @@ std::vector<Message> SqliteStore::messages_after(const std::string& thread_id, i
   });
 }
 
-std::vector<Message> SqliteStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
+Result<std::vector<Message>> SqliteStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");
     st.bind(thread_id, before_seq > 0 ? before_seq : INT64_MAX, clamp_limit(limit));
@@ -429,9 +429,7 @@ std::vector<Message> SqliteStore::messages_before(const std::string& thread_id, 
 // One snapshot for both queries. Commits happen in created_at order from one
 // writer, so a snapshot holds every message up to some created_at and none
 // after: a cursor taken from it never skips a later commit.
-OfflinePage SqliteStore::messages_since(const std::string& user_id, Micros since, int limit) {
-  OfflinePage empty;
-  empty.cursor = since;
+Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micros since, int limit) {
   return with_reader(
       [&](SqliteConn& c) {
         ReadTxn txn(c);
@@ -462,13 +460,12 @@ OfflinePage SqliteStore::messages_since(const std::string& user_id, Micros since
         newest.bind(user_id);
         if (newest.row() && !newest.is_null(0)) page.cursor = std::max(since, newest.i64(0));
         return page;
-      },
-      empty);
+      });
 }
 
 // ---------------------------------------------------------------- read state
 
-std::vector<UnreadCount> SqliteStore::unread_counts(const std::string& user_id) {
+Result<std::vector<UnreadCount>> SqliteStore::unread_counts(const std::string& user_id) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(
         "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
@@ -527,7 +524,7 @@ Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const 
   });
 }
 
-std::vector<std::string> SqliteStore::contacts(const std::string& user_id) {
+Result<std::vector<std::string>> SqliteStore::contacts(const std::string& user_id) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(
         "SELECT DISTINCT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
@@ -542,12 +539,15 @@ std::vector<std::string> SqliteStore::contacts(const std::string& user_id) {
 
 // ---------------------------------------------------------------- read pool
 
-template <typename F, typename R>
-R SqliteStore::with_reader(F&& f, R fallback) {
+template <typename F, typename T>
+Result<T> SqliteStore::with_reader(F&& f) {
   auto conn = acquire_reader();
-  if (!conn) return fallback;
-  R result = f(*conn);
+  if (!conn) return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"};
+  conn->take_failure();
+  T result = f(*conn);
+  const bool failed = conn->take_failure();  // logged where it happened
   release_reader(std::move(conn));
+  if (failed) return internal_error("storage error");
   return result;
 }
 

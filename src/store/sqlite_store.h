@@ -33,30 +33,30 @@ class SqliteStore final : public Store {
   ~SqliteStore() override;
 
   Result<User> create_user(const User& user) override;
-  std::optional<User> user_by_id(const std::string& id) override;
-  std::optional<User> user_by_username(const std::string& username) override;
-  std::optional<User> user_by_phone(const std::string& phone) override;
-  std::vector<User> search_users(const std::string& query, int limit) override;
-  size_t user_count() override;
+  Result<std::optional<User>> user_by_id(const std::string& id) override;
+  Result<std::optional<User>> user_by_username(const std::string& username) override;
+  Result<std::optional<User>> user_by_phone(const std::string& phone) override;
+  Result<std::vector<User>> search_users(const std::string& query, int limit) override;
+  Result<size_t> user_count() override;
   void set_last_seen(const std::string& user_id, Micros when) override;
 
   Result<CreatedThread> create_thread(const Thread& thread) override;
-  std::optional<Thread> thread(const std::string& thread_id) override;
-  std::optional<ThreadMembers> thread_members(const std::string& thread_id) override;
-  std::vector<ThreadSummary> threads_for_user(const std::string& user_id) override;
+  Result<std::optional<Thread>> thread(const std::string& thread_id) override;
+  Result<std::optional<ThreadMembers>> thread_members(const std::string& thread_id) override;
+  Result<std::vector<ThreadSummary>> threads_for_user(const std::string& user_id) override;
   Result<std::vector<std::string>> add_participants(const std::string& thread_id,
                                                     const std::vector<std::string>& user_ids) override;
   Status remove_participant(const std::string& thread_id, const std::string& user_id) override;
 
   void append(AppendRequest request, AppendCallback done) override;
-  std::optional<Message> message(const std::string& message_id) override;
-  std::vector<Message> messages_after(const std::string& thread_id, int64_t after_seq, int limit) override;
-  std::vector<Message> messages_before(const std::string& thread_id, int64_t before_seq, int limit) override;
-  OfflinePage messages_since(const std::string& user_id, Micros since, int limit) override;
+  Result<std::optional<Message>> message(const std::string& message_id) override;
+  Result<std::vector<Message>> messages_after(const std::string& thread_id, int64_t after_seq, int limit) override;
+  Result<std::vector<Message>> messages_before(const std::string& thread_id, int64_t before_seq, int limit) override;
+  Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) override;
 
-  std::vector<UnreadCount> unread_counts(const std::string& user_id) override;
+  Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) override;
   Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
-  std::vector<std::string> contacts(const std::string& user_id) override;
+  Result<std::vector<std::string>> contacts(const std::string& user_id) override;
   Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
   std::string describe() const override;
@@ -100,9 +100,10 @@ class SqliteStore final : public Store {
   // --- read side ---
   std::unique_ptr<SqliteConn> acquire_reader();
   void release_reader(std::unique_ptr<SqliteConn> conn);
-  // Runs f on a pooled read connection; `fallback` when none can be opened.
-  template <typename F, typename R = std::invoke_result_t<F&, SqliteConn&>>
-  R with_reader(F&& f, R fallback = R{});
+  // Runs f on a pooled read connection: f's answer, or an Error when no
+  // connection could be opened or any statement of f failed.
+  template <typename F, typename T = std::invoke_result_t<F&, SqliteConn&>>
+  Result<T> with_reader(F&& f);
 
   const StoreOptions options_;
   const std::string path_;

@@ -1,6 +1,10 @@
 // Store: the durable home of users, threads, participants and messages.
 //
-// Any thread may call any method. Reads answer from committed data only.
+// Any thread may call any method. Reads answer from committed data only, and
+// every read returns a Result: a storage failure (a database outage, a lost
+// connection) is an Error (kUnavailable "store_unavailable" or kInternal),
+// never an empty answer, so an outage is never mistaken for "no such user"
+// or "not a participant". Absence is a successful answer: nullopt or empty.
 // Writes go through a single group-commit writer: many writes share one
 // transaction, and a write's callback (or a blocking write's return) happens
 // only after that transaction is durable (survives kill -9; with
@@ -64,12 +68,12 @@ class Store {
   // --- users ---
   // Errors: conflict "username_taken" / "phone_taken".
   virtual Result<User> create_user(const User& user) = 0;
-  virtual std::optional<User> user_by_id(const std::string& id) = 0;
-  virtual std::optional<User> user_by_username(const std::string& username) = 0;
-  virtual std::optional<User> user_by_phone(const std::string& phone) = 0;
+  virtual Result<std::optional<User>> user_by_id(const std::string& id) = 0;
+  virtual Result<std::optional<User>> user_by_username(const std::string& username) = 0;
+  virtual Result<std::optional<User>> user_by_phone(const std::string& phone) = 0;
   // Users whose username or full_name contains `query` (case-insensitive), by username.
-  virtual std::vector<User> search_users(const std::string& query, int limit) = 0;
-  virtual size_t user_count() = 0;
+  virtual Result<std::vector<User>> search_users(const std::string& query, int limit) = 0;
+  virtual Result<size_t> user_count() = 0;
   virtual void set_last_seen(const std::string& user_id, Micros when) = 0;
 
   // --- threads ---
@@ -82,10 +86,10 @@ class Store {
   };
   virtual Result<CreatedThread> create_thread(const Thread& thread) = 0;
   // The thread with its participants, or nullopt.
-  virtual std::optional<Thread> thread(const std::string& thread_id) = 0;
-  virtual std::optional<ThreadMembers> thread_members(const std::string& thread_id) = 0;
+  virtual Result<std::optional<Thread>> thread(const std::string& thread_id) = 0;
+  virtual Result<std::optional<ThreadMembers>> thread_members(const std::string& thread_id) = 0;
   // The user's threads, newest activity first, each with unread count and last message.
-  virtual std::vector<ThreadSummary> threads_for_user(const std::string& user_id) = 0;
+  virtual Result<std::vector<ThreadSummary>> threads_for_user(const std::string& user_id) = 0;
   // Adds users (ignoring those already in); returns the ids actually added.
   virtual Result<std::vector<std::string>> add_participants(const std::string& thread_id,
                                                             const std::vector<std::string>& user_ids) = 0;
@@ -93,25 +97,32 @@ class Store {
   virtual Status remove_participant(const std::string& thread_id, const std::string& user_id) = 0;
 
   // --- messages ---
-  // Stores a message: assigns the next seq of its thread (no gaps), a UUID and
-  // created_at (strictly increasing across the store, so created_at is a cursor).
-  // A repeated (thread_id, sender_id, client_msg_id) stores nothing and answers
-  // the original with duplicate=true. The sender's last_read_seq moves to the
+  // Stores a message: assigns the next seq of its thread (no gaps, also when
+  // several processes append to one PostgreSQL database at once), a UUID and
+  // created_at. created_at follows commit order across the whole store, in
+  // every implementation and across processes: a message committed after
+  // another has a greater created_at, so any snapshot holds every message up
+  // to some created_at and none after (messages_since relies on exactly this;
+  // see docs/architecture.md). A repeated (thread_id, sender_id,
+  // client_msg_id) stores nothing and answers the original with
+  // duplicate=true, whichever process stored the original. The sender's last_read_seq moves to the
   // new seq (one's own message is read). Callback: see the class comment.
   virtual void append(AppendRequest request, AppendCallback done) = 0;
   // Blocking form of append, for callers that may wait (REST workers, tools).
   Result<AppendResult> append_and_wait(AppendRequest request);
 
-  virtual std::optional<Message> message(const std::string& message_id) = 0;
+  virtual Result<std::optional<Message>> message(const std::string& message_id) = 0;
   // Ascending seq: the oldest `limit` messages with seq > after_seq.
-  virtual std::vector<Message> messages_after(const std::string& thread_id, int64_t after_seq, int limit) = 0;
+  virtual Result<std::vector<Message>> messages_after(const std::string& thread_id, int64_t after_seq, int limit) = 0;
   // Ascending seq: the newest `limit` messages with seq < before_seq (0 = no bound).
-  virtual std::vector<Message> messages_before(const std::string& thread_id, int64_t before_seq, int limit) = 0;
-  // Messages from others in the user's threads with created_at > since, oldest first.
-  virtual OfflinePage messages_since(const std::string& user_id, Micros since, int limit) = 0;
+  virtual Result<std::vector<Message>> messages_before(const std::string& thread_id, int64_t before_seq, int limit) = 0;
+  // Messages from others in the user's threads with created_at > since, oldest
+  // first, read from one snapshot; the page's cursor chained back as `since`
+  // never skips or repeats a message, however many writers commit meanwhile.
+  virtual Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) = 0;
 
   // --- read state ---
-  virtual std::vector<UnreadCount> unread_counts(const std::string& user_id) = 0;
+  virtual Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) = 0;
   // Moves the user's last_read_seq up to min(up_to_seq, thread's last seq)
   // (up_to_seq <= 0 = everything). Never moves it back. Returns the new value.
   virtual Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) = 0;
@@ -120,7 +131,7 @@ class Store {
   // Errors: not_found "not_a_participant".
   virtual Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) = 0;
   // Every user who shares at least one thread with user_id (not user_id itself).
-  virtual std::vector<std::string> contacts(const std::string& user_id) = 0;
+  virtual Result<std::vector<std::string>> contacts(const std::string& user_id) = 0;
 
   // --- operations ---
   virtual std::string describe() const = 0;  // "sqlite:/path" for /health and logs
@@ -140,7 +151,7 @@ struct StoreOptions {
   std::string data_dir;
   bool fsync_commits = false;
   size_t max_batch = 4096;  // writes per group commit, at most
-  std::string database_url;  // postgres://… selects the PostgreSQL store; empty = SQLite in data_dir
+  std::string database_url{};  // postgres://… selects the PostgreSQL store; empty = SQLite in data_dir
 };
 
 // --- rules every Store implementation applies the same way ---

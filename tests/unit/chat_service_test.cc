@@ -1,4 +1,5 @@
 #include "chat/chat_service.h"
+#include "store_test_support.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -172,7 +173,7 @@ class ChatServiceTest : public ::testing::Test {
   }
 
   int64_t unread(const User& who, const Thread& t) {
-    for (const auto& u : service_->unread_counts(who))
+    for (const auto& u : ok(service_->unread_counts(who)))
       if (u.thread_id == t.id) return u.unread_count;
     ADD_FAILURE() << "no unread entry for thread";
     return -1;
@@ -232,7 +233,7 @@ TEST_F(ChatServiceTest, RegisterRejectsWeakPassword) {
   auto r = service_->register_user(reg("alice", "short"));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, "weak_password");
-  EXPECT_FALSE(store_->user_by_username("alice"));
+  EXPECT_FALSE(ok(store_->user_by_username("alice")));
 }
 
 TEST_F(ChatServiceTest, RegisterDuplicateIsUsernameTaken) {
@@ -338,12 +339,12 @@ TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithEmail) {
   ASSERT_TRUE(r.ok()) << r.error().code;
   EXPECT_EQ(r->id, sub);
   EXPECT_EQ(r->username, "zed.smith");
-  ASSERT_TRUE(store_->user_by_id(sub));
-  size_t users = store_->user_count();
+  ASSERT_TRUE(ok(store_->user_by_id(sub)));
+  size_t users = ok(store_->user_count());
   auto again = service_->authenticate(token);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->id, sub);
-  EXPECT_EQ(store_->user_count(), users) << "second use must not create another user";
+  EXPECT_EQ(ok(store_->user_count()), users) << "second use must not create another user";
 }
 
 TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithUserMetadata) {
@@ -354,7 +355,7 @@ TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithUserMetadata) {
   EXPECT_EQ(r->id, sub);
   EXPECT_EQ(r->full_name, "Mary Major");
   EXPECT_EQ(r->role, "teacher");
-  auto stored = store_->user_by_id(sub);
+  auto stored = ok(store_->user_by_id(sub));
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->role, "teacher");
 }
@@ -364,7 +365,7 @@ TEST_F(ChatServiceTest, TokenOfUnknownUserWithoutProfileRefused) {
   auto r = service_->authenticate(jwt_->sign(sub, now_s(), 3600));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().kind, ErrorKind::kUnauthorized);
-  EXPECT_FALSE(store_->user_by_id(sub));
+  EXPECT_FALSE(ok(store_->user_by_id(sub)));
 }
 
 // ================================================================ threads

@@ -63,9 +63,9 @@ TEST_F(SqliteStoreTest, MigratesNewDirAndDataSurvivesReopen) {
   sqlite3_close(db);
 
   reopen();  // migrations must be a no-op on an up-to-date database
-  ASSERT_TRUE(store_->user_by_username("alice"));
-  EXPECT_EQ(store_->user_by_username("alice")->id, a.id);
-  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);
+  ASSERT_TRUE(ok(store_->user_by_username("alice")));
+  EXPECT_EQ(ok(store_->user_by_username("alice"))->id, a.id);
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 3u);
   auto next = send(t.id, b.id, "after reopen");
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(next->message.seq, 4);  // last_seq survived
@@ -102,7 +102,7 @@ TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
   sqlite3_close(db);
 
   reopen();
-  auto after = store_->messages_after(t.id, 0, 10);
+  auto after = ok(store_->messages_after(t.id, 0, 10));
   ASSERT_EQ(after.size(), 5u);
   for (size_t i = 0; i < after.size(); ++i) {
     EXPECT_EQ(after[i].id, sent[i].id);
@@ -119,7 +119,7 @@ TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
   EXPECT_EQ(next->message.seq, 6);
   EXPECT_GT(next->message.created_at, sent.back().created_at);  // the clock floor came from the newest row
   // Offline sync for bob from the second message on: a's 3rd, 5th and 6th.
-  auto page = store_->messages_since(b.id, sent[1].created_at, 10);
+  auto page = ok(store_->messages_since(b.id, sent[1].created_at, 10));
   ASSERT_EQ(page.messages.size(), 3u);
   EXPECT_EQ(page.messages[0].seq, 3);
   EXPECT_EQ(page.messages[1].seq, 5);
@@ -163,7 +163,7 @@ TEST_F(SqliteStoreTest, CheckpointerCopiesAndRestartsTheWalWhileOpen) {
     frames = sqlite().wal_frames();
   }
   EXPECT_LT(frames, 1000) << "the WAL restarted from its start";
-  auto last = store_->messages_after(t.id, kMessages - 1, 1);
+  auto last = ok(store_->messages_after(t.id, kMessages - 1, 1));
   ASSERT_EQ(last.size(), 1u);
   EXPECT_EQ(last[0].content, content);
 }
@@ -172,7 +172,7 @@ TEST_F(SqliteStoreTest, OpenSqliteStoreFactory) {
   store_.reset();
   auto s = open_sqlite_store(StoreOptions{dir_, true, 8, ""});
   ASSERT_TRUE(s.ok());
-  EXPECT_EQ((*s)->user_count(), 0u);
+  EXPECT_EQ(ok((*s)->user_count()), 0u);
 }
 
 }  // namespace

@@ -98,10 +98,10 @@ TEST_P(StoreContract, UsersFindAndConflicts) {
   User a = make_user("alice", "+15550001");
   EXPECT_EQ(a.id.size(), 36u);
   EXPECT_GT(a.created_at, 0);
-  ASSERT_TRUE(store_->user_by_id(a.id));
-  EXPECT_EQ(store_->user_by_id(a.id)->full_name, "Full alice");
-  EXPECT_EQ(store_->user_by_phone("+15550001")->id, a.id);
-  EXPECT_FALSE(store_->user_by_username("nobody"));
+  ASSERT_TRUE(ok(store_->user_by_id(a.id)));
+  EXPECT_EQ(ok(store_->user_by_id(a.id))->full_name, "Full alice");
+  EXPECT_EQ(ok(store_->user_by_phone("+15550001"))->id, a.id);
+  EXPECT_FALSE(ok(store_->user_by_username("nobody")));
 
   User dup;
   dup.username = "alice";
@@ -119,7 +119,7 @@ TEST_P(StoreContract, UsersFindAndConflicts) {
 
   make_user("nophone1");
   make_user("nophone2");  // NULL phones never collide
-  EXPECT_EQ(store_->user_count(), 3u);
+  EXPECT_EQ(ok(store_->user_count()), 3u);
 }
 
 TEST_P(StoreContract, SearchUsersEscapesWildcardsAndIgnoresCase) {
@@ -132,11 +132,11 @@ TEST_P(StoreContract, SearchUsersEscapesWildcardsAndIgnoresCase) {
     for (const auto& u : us) out.push_back(u.username);
     return out;
   };
-  EXPECT_EQ(names(store_->search_users("_", 10)), std::vector<std::string>{"a_b"});
-  EXPECT_EQ(names(store_->search_users("%", 10)), std::vector<std::string>{"100%real"});
-  EXPECT_EQ(names(store_->search_users("ALICE", 10)), std::vector<std::string>{"Alice"});
+  EXPECT_EQ(names(ok(store_->search_users("_", 10))), std::vector<std::string>{"a_b"});
+  EXPECT_EQ(names(ok(store_->search_users("%", 10))), std::vector<std::string>{"100%real"});
+  EXPECT_EQ(names(ok(store_->search_users("ALICE", 10))), std::vector<std::string>{"Alice"});
   // full_name matches too ("Full ..."), ordered by username, limited.
-  EXPECT_EQ(names(store_->search_users("full", 2)), (std::vector<std::string>{"100%real", "Alice"}));
+  EXPECT_EQ(names(ok(store_->search_users("full", 2))), (std::vector<std::string>{"100%real", "Alice"}));
 }
 
 TEST_P(StoreContract, DirectThreadIsUniquePerPairInBothOrders) {
@@ -164,7 +164,7 @@ TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   User b = make_user("bob");
   User c = make_user("carol");
   Thread t = make_group({a.id, b.id});
-  auto members = store_->thread_members(t.id);
+  auto members = ok(store_->thread_members(t.id));
   ASSERT_TRUE(members);
   EXPECT_EQ(members->user_ids.size(), 2u);
   EXPECT_EQ(members->admin_ids, std::vector<std::string>{a.id});
@@ -172,13 +172,13 @@ TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   auto added = store_->add_participants(t.id, {b.id, c.id});
   ASSERT_TRUE(added.ok());
   EXPECT_EQ(*added, std::vector<std::string>{c.id});  // bob was in already
-  EXPECT_EQ(store_->thread(t.id)->participants.size(), 3u);
+  EXPECT_EQ(ok(store_->thread(t.id))->participants.size(), 3u);
 
   EXPECT_TRUE(store_->remove_participant(t.id, c.id).ok());
   auto gone = store_->remove_participant(t.id, c.id);
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code, "not_a_participant");
-  EXPECT_FALSE(store_->thread("no-such-thread"));
+  EXPECT_FALSE(ok(store_->thread("no-such-thread")));
 }
 
 TEST_P(StoreContract, ConcurrentAppendsAreGaplessAndShareCommits) {
@@ -215,8 +215,8 @@ TEST_P(StoreContract, ConcurrentAppendsAreGaplessAndShareCommits) {
     std::sort(got.begin(), got.end());
     ASSERT_EQ(got.size(), 500u);
     for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], static_cast<int64_t>(i + 1));
-    EXPECT_EQ(store_->thread(t->id)->last_seq, 500);
-    EXPECT_EQ(store_->messages_after(t->id, 0, 1000).size(), 500u);
+    EXPECT_EQ(ok(store_->thread(t->id))->last_seq, 500);
+    EXPECT_EQ(ok(store_->messages_after(t->id, 0, 1000)).size(), 500u);
   }
   const uint64_t commits = commit_count() - commits_before;
   EXPECT_GE(commits, 1u);
@@ -252,7 +252,7 @@ TEST_P(StoreContract, ClientMsgIdMakesAppendIdempotent) {
   auto no_id2 = send(t1.id, a.id, "no id");
   EXPECT_FALSE(no_id->duplicate);
   EXPECT_FALSE(no_id2->duplicate);  // empty client_msg_id never dedups
-  EXPECT_EQ(store_->thread(t1.id)->last_seq, 4);
+  EXPECT_EQ(ok(store_->thread(t1.id))->last_seq, 4);
 }
 
 TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
@@ -294,7 +294,7 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
   EXPECT_EQ(results[1]->error().code, "thread_not_found");
   ASSERT_TRUE(results[2]->ok());
   EXPECT_EQ((*results[2])->message.seq, 3);
-  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 3u);
 }
 
 TEST_P(StoreContract, MessagesAfterAndBeforePage) {
@@ -306,13 +306,13 @@ TEST_P(StoreContract, MessagesAfterAndBeforePage) {
     for (const auto& m : ms) out.push_back(m.seq);
     return out;
   };
-  EXPECT_EQ(seqs(store_->messages_after(t.id, 0, 3)), (std::vector<int64_t>{1, 2, 3}));
-  EXPECT_EQ(seqs(store_->messages_after(t.id, 8, 5)), (std::vector<int64_t>{9, 10}));
-  EXPECT_EQ(seqs(store_->messages_before(t.id, 0, 3)), (std::vector<int64_t>{8, 9, 10}));
-  EXPECT_EQ(seqs(store_->messages_before(t.id, 8, 3)), (std::vector<int64_t>{5, 6, 7}));
-  EXPECT_EQ(seqs(store_->messages_before(t.id, 2, 5)), (std::vector<int64_t>{1}));
-  EXPECT_TRUE(store_->messages_after(t.id, 0, -1).empty());  // never "no limit"
-  auto m = store_->message(store_->messages_after(t.id, 4, 1).front().id);
+  EXPECT_EQ(seqs(ok(store_->messages_after(t.id, 0, 3))), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(seqs(ok(store_->messages_after(t.id, 8, 5))), (std::vector<int64_t>{9, 10}));
+  EXPECT_EQ(seqs(ok(store_->messages_before(t.id, 0, 3))), (std::vector<int64_t>{8, 9, 10}));
+  EXPECT_EQ(seqs(ok(store_->messages_before(t.id, 8, 3))), (std::vector<int64_t>{5, 6, 7}));
+  EXPECT_EQ(seqs(ok(store_->messages_before(t.id, 2, 5))), (std::vector<int64_t>{1}));
+  EXPECT_TRUE(ok(store_->messages_after(t.id, 0, -1)).empty());  // never "no limit"
+  auto m = ok(store_->message(ok(store_->messages_after(t.id, 4, 1)).front().id));
   ASSERT_TRUE(m);
   EXPECT_EQ(m->content, "5");
   EXPECT_EQ(m->sender.username, "alice");
@@ -344,14 +344,14 @@ TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {
 
   std::set<std::string> expected;
   for (const Thread* t : {&t1, &t2})
-    for (const auto& m : store_->messages_after(t->id, 0, 1000))
+    for (const auto& m : ok(store_->messages_after(t->id, 0, 1000)))
       if (m.sender_id != me.id) expected.insert(m.id);
   ASSERT_GT(expected.size(), 100u);
 
   std::vector<std::string> got;
   Micros cursor = 0, prev_created = 0;
   for (int calls = 0; calls < 1000; ++calls) {
-    OfflinePage page = store_->messages_since(me.id, cursor, 7);
+    OfflinePage page = ok(store_->messages_since(me.id, cursor, 7));
     ASSERT_LE(page.messages.size(), 7u);
     for (const auto& m : page.messages) {
       EXPECT_NE(m.sender_id, me.id);
@@ -368,12 +368,12 @@ TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {
 
   // The cursor moved past my own trailing messages; nothing new means an empty page.
   send(t1.id, me.id, "mine, last");
-  OfflinePage tail = store_->messages_since(me.id, cursor, 7);
+  OfflinePage tail = ok(store_->messages_since(me.id, cursor, 7));
   EXPECT_TRUE(tail.messages.empty());
   EXPECT_FALSE(tail.has_more);
   EXPECT_GT(tail.cursor, cursor);
   auto fresh = send(t2.id, c.id, "new");
-  OfflinePage next = store_->messages_since(me.id, tail.cursor, 7);
+  OfflinePage next = ok(store_->messages_since(me.id, tail.cursor, 7));
   ASSERT_EQ(next.messages.size(), 1u);
   EXPECT_EQ(next.messages[0].id, fresh->message.id);
 }
@@ -388,7 +388,7 @@ TEST_P(StoreContract, UnreadCountsAndMarkRead) {
 
   auto counts = [&](const std::string& user) {
     std::map<std::string, int64_t> out;
-    for (const auto& u : store_->unread_counts(user)) out[u.thread_id] = u.unread_count;
+    for (const auto& u : ok(store_->unread_counts(user))) out[u.thread_id] = u.unread_count;
     return out;
   };
   EXPECT_EQ(counts(a.id), (std::map<std::string, int64_t>{{t.id, 0}, {quiet.id, 0}}));
@@ -422,7 +422,7 @@ TEST_P(StoreContract, ThreadsForUserNewestFirstWithSummary) {
   send(older.id, b.id, "o1");
   send(older.id, b.id, "o2");  // older now has the newest activity
 
-  auto list = store_->threads_for_user(a.id);
+  auto list = ok(store_->threads_for_user(a.id));
   ASSERT_EQ(list.size(), 2u);
   EXPECT_EQ(list[0].thread.id, older.id);
   EXPECT_EQ(list[0].unread_count, 2);
@@ -437,7 +437,7 @@ TEST_P(StoreContract, ThreadsForUserNewestFirstWithSummary) {
   }
   EXPECT_EQ(list[1].thread.id, newer.id);
   EXPECT_EQ(list[1].unread_count, 1);
-  EXPECT_TRUE(store_->threads_for_user(make_user("loner").id).empty());
+  EXPECT_TRUE(ok(store_->threads_for_user(make_user("loner").id)).empty());
 }
 
 TEST_P(StoreContract, ContentIsStoredVerbatim) {
@@ -449,24 +449,24 @@ TEST_P(StoreContract, ContentIsStoredVerbatim) {
   for (const std::string& content : {sql, multibyte, with_nul}) {
     auto sent = send(t.id, a.id, content, content);  // also as client_msg_id
     ASSERT_TRUE(sent.ok());
-    auto stored = store_->message(sent->message.id);
+    auto stored = ok(store_->message(sent->message.id));
     ASSERT_TRUE(stored);
     EXPECT_EQ(stored->content, content);
     EXPECT_EQ(stored->content.size(), content.size());
     EXPECT_EQ(stored->client_msg_id, content);
   }
-  EXPECT_EQ(store_->messages_after(t.id, 0, 10).size(), 3u);  // the table is still there
-  EXPECT_EQ(store_->search_users("'", 10).size(), 0u);
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 3u);  // the table is still there
+  EXPECT_EQ(ok(store_->search_users("'", 10)).size(), 0u);
 }
 
 TEST_P(StoreContract, CloseDrainsQueuedWritesThenRefuses) {
   User a = make_user("alice");
   Thread t = make_group({a.id});
-  std::atomic<int> ok{0};
+  std::atomic<int> committed{0};
   for (int i = 0; i < 100; ++i)
-    store_->append(AppendRequest{t.id, a.id, "x", "text", ""}, [&](Result<AppendResult> r) { ok += r.ok(); });
+    store_->append(AppendRequest{t.id, a.id, "x", "text", ""}, [&](Result<AppendResult> r) { committed += r.ok(); });
   store_->close();
-  EXPECT_EQ(ok.load(), 100);
+  EXPECT_EQ(committed.load(), 100);
 
   std::optional<Error> refused;
   store_->append(AppendRequest{t.id, a.id, "late", "text", ""}, [&](Result<AppendResult> r) {
@@ -476,7 +476,7 @@ TEST_P(StoreContract, CloseDrainsQueuedWritesThenRefuses) {
   EXPECT_EQ(refused->kind, ErrorKind::kUnavailable);
 
   reopen();
-  EXPECT_EQ(store_->thread(t.id)->last_seq, 100);
+  EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 100);
 }
 
 // Several processes on one PostgreSQL database (here: two stores, each with
@@ -523,7 +523,7 @@ TEST_P(StoreContract, TwoStoresOnOneDatabaseKeepSeqGaplessAndRetriesRecognised) 
   ASSERT_EQ(seqs.size(), 4u * kPerWriter);
   for (size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], static_cast<int64_t>(i + 1));
   EXPECT_EQ(ids.size(), seqs.size());
-  auto stored = other.messages_after(t.id, 0, 1000);
+  auto stored = ok(other.messages_after(t.id, 0, 1000));
   ASSERT_EQ(stored.size(), seqs.size());
   for (size_t i = 1; i < stored.size(); ++i) EXPECT_LT(stored[i - 1].created_at, stored[i].created_at);
 
@@ -534,7 +534,7 @@ TEST_P(StoreContract, TwoStoresOnOneDatabaseKeepSeqGaplessAndRetriesRecognised) 
   EXPECT_TRUE(retried->duplicate);
   EXPECT_EQ(retried->message.id, first->message.id);
   EXPECT_EQ(retried->message.content, "once");
-  EXPECT_EQ(other.thread(t.id)->last_seq, static_cast<int64_t>(seqs.size()) + 1);
+  EXPECT_EQ(ok(other.thread(t.id))->last_seq, static_cast<int64_t>(seqs.size()) + 1);
   other.close();
 }
 
@@ -574,7 +574,7 @@ TEST_P(StoreContract, OfflineChainUnderConcurrentCommitsNeverSkipsOrRepeats) {
   std::vector<std::string> seen;
   Micros cursor = 0;
   auto chain_once = [&] {
-    auto page = store_->messages_since(b.id, cursor, 25);
+    auto page = ok(store_->messages_since(b.id, cursor, 25));
     for (const auto& m : page.messages) seen.push_back(m.id);
     EXPECT_GE(page.cursor, cursor);
     cursor = page.cursor;

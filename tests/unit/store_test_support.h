@@ -36,6 +36,16 @@ class Countdown {
   int n_;
 };
 
+// The value of a read that must succeed; a failed read fails the test.
+template <typename T>
+T ok(Result<T> r) {
+  if (!r.ok()) {
+    ADD_FAILURE() << "store read failed: " << r.error().code << ": " << r.error().message;
+    return T{};
+  }
+  return std::move(*r);
+}
+
 inline Participant member(const std::string& user_id, bool is_admin = false) {
   Participant p;
   p.user_id = user_id;

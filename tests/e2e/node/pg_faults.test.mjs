@@ -1,0 +1,110 @@
+// PostgreSQL-only behaviour of a node (PARLEY_TEST_STORE=postgres; skipped
+// otherwise): a PostgreSQL restart under a running node, and two `parley`
+// processes sending into one thread of one database at once. Each test here
+// starts its own PostgreSQL (tests/db/pg.sh) so stopping it disturbs nobody.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ParleyServer, PG_SH, TEST_STORE, assertHttpError, assertWsError, sleep } from './harness.mjs';
+
+const onPostgres = TEST_STORE === 'postgres';
+const pg = (...args) => execFileSync(PG_SH, args, { encoding: 'utf8', timeout: 60000 }).trim();
+
+describe('PostgreSQL faults and several processes', { skip: !onPostgres && 'PARLEY_TEST_STORE is not postgres' }, () => {
+  let state;
+  let url;
+  before(() => {
+    state = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pgstate-'));
+    pg('start', state);
+    url = pg('createdb', state);
+  });
+  after(() => {
+    if (state) {
+      pg('stop', state);
+      fs.rmSync(state, { recursive: true, force: true });
+    }
+  });
+
+  it('a PostgreSQL restart: sends fail with 503 store_unavailable, nothing half-stored, and the node recovers by itself', async () => {
+    const server = new ParleyServer({ database: url });
+    await server.start();
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      const ws = await server.connect(alice);
+      const before = await ws.sendMessage({ thread_id: thread.id, content: 'before', client_msg_id: 'f-1' });
+      assert.equal(before.seq, 1);
+
+      pg('halt', state);
+      try {
+        const rest = await server.sendRest(alice.token, thread.id, { content: 'during (rest)', client_msg_id: 'f-2' });
+        assertHttpError(assert, rest, 503, 'store_unavailable', 'REST send while PostgreSQL is down');
+        const reply = await ws.request({ type: 'send_message', thread_id: thread.id, content: 'during (ws)', client_msg_id: 'f-3' }, 15000);
+        assertWsError(assert, reply, 'store_unavailable', 'WebSocket send while PostgreSQL is down');
+        const health = await server.http('GET', '/health');
+        assert.equal(health.status, 503, 'GET /health says the store is down');
+        assert.equal(health.body?.storage?.ok, false);
+      } finally {
+        pg('resume', state);
+      }
+
+      // The node reconnects on its own: the next sends succeed without a restart of parley.
+      let after = null;
+      for (let i = 0; i < 100 && !after; i++) {
+        const r = await server.sendRest(alice.token, thread.id, { content: 'after', client_msg_id: 'f-4' });
+        if (r.status === 201 || r.status === 200) after = r.body.data ?? r.body;
+        else await sleep(100);
+      }
+      assert.ok(after, 'a send succeeds after PostgreSQL is back');
+      const viaWs = await ws.sendMessage({ thread_id: thread.id, content: 'after (ws)', client_msg_id: 'f-5' }, 10000);
+      const history = await server.history(bob.token, thread.id);
+      assert.deepEqual(history.map((m) => m.content), ['before', 'after', 'after (ws)'],
+        'only acknowledged messages are stored');
+      assert.deepEqual(history.map((m) => m.seq), [1, 2, 3], 'seq stays gapless across the outage');
+      assert.equal(viaWs.seq, 3);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('two parley processes on one database sending into one thread at once: seq gapless, nothing duplicated, retries recognised across nodes', async () => {
+    const db = pg('createdb', state);
+    const secret = `shared-secret-${Date.now()}`;
+    const nodeA = new ParleyServer({ database: db, secret });
+    const nodeB = new ParleyServer({ database: db, secret });
+    await nodeA.start();
+    await nodeB.start();
+    try {
+      const [alice, bob] = await nodeA.registerMany(2);
+      const thread = await nodeA.createGroup(alice, [bob], 'two nodes');
+      const wsA = await nodeA.connect(alice);
+      const wsB = await nodeB.connect(bob);
+      const perNode = 100;
+      const sends = [];
+      for (let i = 0; i < perNode; i++) {
+        sends.push(wsA.sendMessage({ thread_id: thread.id, content: `a${i}`, client_msg_id: `a-${i}` }, 30000));
+        sends.push(wsB.sendMessage({ thread_id: thread.id, content: `b${i}`, client_msg_id: `b-${i}` }, 30000));
+      }
+      const acked = await Promise.all(sends);
+      const seqs = acked.map((m) => m.seq).sort((x, y) => x - y);
+      assert.deepEqual(seqs, Array.from({ length: 2 * perNode }, (_, i) => i + 1), 'acked seqs are 1..200, once each');
+
+      // alice's retry of a-7 sent through the other node returns the original.
+      const wsA2 = await nodeB.connect(alice);
+      const retry = await wsA2.sendMessage({ thread_id: thread.id, content: 'a7 again', client_msg_id: 'a-7' }, 10000);
+      const original = acked.find((m) => m.client_msg_id === 'a-7');
+      assert.equal(retry.id, original.id);
+      assert.equal(retry.seq, original.seq);
+
+      const history = await nodeB.history(alice.token, thread.id);
+      assert.equal(history.length, 2 * perNode, 'nothing stored twice');
+      assert.deepEqual(history.map((m) => m.seq), seqs);
+    } finally {
+      await nodeA.stop();
+      await nodeB.stop();
+    }
+  });
+});
