@@ -14,7 +14,6 @@ namespace json = boost::json;
 // The server's `ping` event (the Socket.IO system's liveness check, beside
 // Engine.IO's own pings).
 constexpr int64_t kPingEventIntervalMs = 25000;
-constexpr size_t kMaxPendingAcks = 64;
 
 SocketIoSession::SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine)
     : ctx_(ctx), engine_(std::move(engine)) {}
@@ -82,7 +81,7 @@ void SocketIoSession::connected(User user, std::string token) {
   int64_t now = now_micros();
   send(sio::encode_event("connection_success", json::serialize(json::object{{"userId", user_id}})));
   uint64_t test_ack = socketio_encoder().next_ack_id();
-  pending_acks_.insert(test_ack);
+  remember_ack(test_ack);
   send(sio::encode_event("test_message",
                          json::serialize(json::object{{"message", "connected to Parley"},
                                                       {"timestamp", iso8601_millis(now)}}),
@@ -120,10 +119,20 @@ void SocketIoSession::catch_up() {
 
 void SocketIoSession::send_ping_event(int64_t now_ms) {
   next_ping_ms_ = now_ms + kPingEventIntervalMs;
-  if (pending_acks_.size() >= kMaxPendingAcks) pending_acks_.clear();
   uint64_t id = socketio_encoder().next_ack_id();
-  pending_acks_.insert(id);
+  remember_ack(id);
   send(sio::encode_event("ping", json::serialize(json::object{{"timestamp", iso8601_millis(now_ms * 1000)}}), id));
+}
+
+void SocketIoSession::remember_ack(uint64_t id) {
+  for (uint64_t& pending : pending_acks_) {
+    if (pending == 0) {
+      pending = id;
+      return;
+    }
+  }
+  pending_acks_[next_ack_slot_] = id;
+  next_ack_slot_ = (next_ack_slot_ + 1) % pending_acks_.size();
 }
 
 void SocketIoSession::on_event(sio::SioPacket p) {
@@ -158,7 +167,12 @@ void SocketIoSession::on_event(sio::SioPacket p) {
 // delivery receipt (message_received).
 void SocketIoSession::on_ack(const sio::SioPacket& p) {
   if (!conn_ || !p.id || p.nsp != "/") return;
-  if (pending_acks_.erase(*p.id)) return;
+  for (uint64_t& pending : pending_acks_) {
+    if (pending == *p.id) {
+      pending = 0;
+      return;
+    }
+  }
   auto message_id = socketio_encoder().message_for_ack(*p.id);
   if (!message_id) return;
   ClientFrame f;

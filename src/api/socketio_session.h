@@ -14,9 +14,9 @@
 // connection says DISCONNECT first where the client must not reconnect.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
-#include <unordered_set>
 
 #include "api/connection.h"
 #include "api/transport.h"
@@ -59,9 +59,14 @@ class SocketIoSession final : public TransportListener,
   bool connecting_ = false;
   bool closed_ = false;
   int64_t next_ping_ms_ = 0;
-  // Ack ids of our own events (ping, test_message) still unanswered: their
-  // acks are only liveness; bounded.
-  std::unordered_set<uint64_t> pending_acks_;
+  // Ack ids of our own events (ping, test_message) still unanswered (0 = a
+  // free slot; ids start at 1). Their acks are only liveness, so the oldest is
+  // overwritten when all are taken: a forgotten id's ack names no message and
+  // is dropped all the same. Inline, not a hash set, whose buckets would stay
+  // allocated on every idle connection.
+  void remember_ack(uint64_t id);
+  std::array<uint64_t, 4> pending_acks_{};
+  uint8_t next_ack_slot_ = 0;
 };
 
 }  // namespace parley

@@ -53,8 +53,13 @@ Registry& registry() {
 }
 
 // One Engine.IO session. Loop thread only (its owner loop), but for the
-// registry entry. Owned by the registry while open and by in-flight work.
+// registry entry. Owned by the registry while open (a session that began on
+// polling), by its WebSocket's listener, and by in-flight work. A session that
+// began on a WebSocket is that WebSocket's listener itself and has no registry
+// entry: no polling request or probe can join it (the reference server refuses
+// those too), and an idle connection costs two objects less.
 class EioSession final : public Transport,
+                         public TransportListener,
                          public Sweepable,
                          public Flushable,
                          public std::enable_shared_from_this<EioSession> {
@@ -71,7 +76,8 @@ class EioSession final : public Transport,
     mode_ = websocket ? Mode::kWebSocket : Mode::kPolling;
     next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;
     up_ = std::make_shared<SocketIoSession>(ConnectionContext{loop_.chat, loop_.workers, loop_.hub}, weak_from_this());
-    registry().add(sid_, {&loop_, shared_from_this()});
+    registered_ = !websocket;
+    if (registered_) registry().add(sid_, {&loop_, shared_from_this()});
     loop_.sessions.add(this);
     listed_ = true;
     spdlog::debug("event=eio_open sid={} transport={} remote={}", sid_, websocket ? "websocket" : "polling", remote_);
@@ -129,6 +135,9 @@ class EioSession final : public Transport,
     }
     probe_ = std::move(ws);
     probe_id_ = id;
+    // As the reference server: a probe that does not finish the upgrade in
+    // time is dropped, and the session stays on polling.
+    probe_deadline_ms_ = now_ms() + loop_.config.socketio.ping_timeout_ms;
   }
 
   void on_ws_text(const void* id, std::string_view text) {
@@ -158,11 +167,16 @@ class EioSession final : public Transport,
       for (auto& f : queue) probe->send_text(std::move(f));
       spdlog::debug("event=eio_upgraded sid={}", sid_);
     } else {
-      probe_id_ = nullptr;
-      probe_.reset();
-      if (mode_ == Mode::kUpgrading) mode_ = Mode::kPolling;
-      probe->close(CloseReason::kPolicy, "unexpected packet during the upgrade");
+      drop_probe("unexpected packet during the upgrade");
     }
+  }
+
+  void drop_probe(std::string_view why) {
+    auto probe = probe_.lock();
+    probe_id_ = nullptr;
+    probe_.reset();
+    if (mode_ == Mode::kUpgrading) mode_ = Mode::kPolling;
+    if (probe) probe->close(CloseReason::kPolicy, std::string(why));
   }
 
   void on_ws_closed(const void* id) {
@@ -174,6 +188,14 @@ class EioSession final : public Transport,
     }
     if (id == ws_id_) close_now("transport close");
   }
+
+  // ---------------------------------------------------------------- TransportListener
+  // Only for a session that began on its WebSocket (see attach_websocket).
+
+  void on_text(std::string_view text) override { on_ws_text(ws_id_, text); }
+  void on_binary(std::string_view) override {}
+  void on_tick(int64_t) override {}
+  void on_close() override { on_ws_closed(ws_id_); }
 
   // ---------------------------------------------------------------- Transport
 
@@ -227,6 +249,10 @@ class EioSession final : public Transport,
     if (pong_deadline_ms_ && now > pong_deadline_ms_) {
       spdlog::info("event=eio_ping_timeout sid={}", sid_);
       return close_now("ping timeout");
+    }
+    if (probe_id_ && now > probe_deadline_ms_) {
+      spdlog::info("event=eio_upgrade_timeout sid={}", sid_);
+      drop_probe("upgrade timeout");
     }
     if (!pong_deadline_ms_ && now >= next_ping_ms_) {
       pong_deadline_ms_ = now + loop_.config.socketio.ping_timeout_ms;
@@ -299,7 +325,7 @@ class EioSession final : public Transport,
     spdlog::debug("event=eio_close sid={} reason=\"{}\"", sid_, why);
     Mode was = mode_;
     mode_ = Mode::kClosed;
-    registry().remove(sid_);
+    if (registered_) registry().remove(sid_);
     if (poll_) {
       queue_.push_back(std::make_shared<const Frame>(1, sio::kClose));
       answer_poll();
@@ -336,7 +362,9 @@ class EioSession final : public Transport,
   const void* probe_id_ = nullptr;
   int64_t next_ping_ms_ = 0;
   int64_t pong_deadline_ms_ = 0;  // 0 = no ping outstanding
+  int64_t probe_deadline_ms_ = 0;  // while a probe is attached
   bool listed_ = false;
+  bool registered_ = false;  // in the registry: began on polling
 };
 
 // The WebSocket's listener: forwards to the session on the same loop.
@@ -399,19 +427,18 @@ std::optional<sio::EioError> eio_check_upgrade(const EioQuery& q) {
   return std::nullopt;
 }
 
-void eio_websocket(LoopContext& loop, tcp::socket socket, std::shared_ptr<const http::request<http::string_body>> req,
-                   std::string leftover, const EioQuery& q) {
+void eio_websocket(LoopContext& loop, tcp::socket socket, http::request<http::string_body> req, std::string leftover,
+                   const EioQuery& q) {
   if (q.sid.empty()) {
     boost::system::error_code ec;
     auto ep = socket.remote_endpoint(ec);
     auto session = std::make_shared<EioSession>(loop, ec ? "unknown" : ep.address().to_string());
-    start_ws_session(loop, std::move(socket), *req, std::move(leftover),
+    start_ws_session(loop, std::move(socket), req, std::move(leftover),
                      [session](std::weak_ptr<Transport> ws) -> std::shared_ptr<TransportListener> {
-                       auto listener = std::make_shared<EioWsListener>(session);
                        session->start(true);
-                       session->attach_websocket(ws, listener.get());
+                       session->attach_websocket(ws, static_cast<TransportListener*>(session.get()));
                        session->send_text(std::make_shared<const Frame>(session->open_packet(false)));
-                       return listener;
+                       return session;
                      });
     return;
   }
@@ -422,7 +449,7 @@ void eio_websocket(LoopContext& loop, tcp::socket socket, std::shared_ptr<const 
     session->attach_websocket(ws, listener.get());
     return listener;
   };
-  if (entry->loop == &loop) return start_ws_session(loop, std::move(socket), *req, std::move(leftover), attach);
+  if (entry->loop == &loop) return start_ws_session(loop, std::move(socket), req, std::move(leftover), attach);
   // The session lives on another loop: so does its WebSocket. The socket is
   // re-registered with that loop's io_context.
   boost::system::error_code ec;
@@ -431,7 +458,8 @@ void eio_websocket(LoopContext& loop, tcp::socket socket, std::shared_ptr<const 
   int fd = socket.release(ec);
   if (ec) return;
   LoopContext* owner = entry->loop;
-  asio::post(owner->io, [owner, fd, protocol, req, leftover = std::move(leftover), attach]() mutable {
+  auto shared_req = std::make_shared<const http::request<http::string_body>>(std::move(req));
+  asio::post(owner->io, [owner, fd, protocol, req = std::move(shared_req), leftover = std::move(leftover), attach]() mutable {
     tcp::socket moved(owner->io);
     boost::system::error_code ec;
     moved.assign(protocol, fd, ec);

@@ -235,8 +235,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
     stream_.expires_never();
-    eio_websocket(loop_, stream_.release_socket(),
-                  std::make_shared<const http::request<http::string_body>>(std::move(req)), std::move(leftover), query);
+    eio_websocket(loop_, stream_.release_socket(), std::move(req), std::move(leftover), query);
   }
 
   // The socket and any bytes already read past the request go to the WebSocket session.

@@ -6,6 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
+import WebSocket from 'ws';
 import { startServer, assertMessageShape, sleep, UUID_RE } from './harness.mjs';
 
 // A socket.io-client socket that records every event (with its ack, if the
@@ -341,6 +342,32 @@ describe('Socket.IO sessions that stop answering', () => {
     await sleep(300);
     assert.equal(b.events.filter((r) => r.event === 'new_message').length, 2);
     b.close();
+  });
+
+  it('a WebSocket probe that never sends 5 is dropped after the ping timeout; the session stays on polling', async () => {
+    const open = await handshake(server);
+    const probe = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
+    const received = [];
+    probe.on('message', (data) => received.push(String(data)));
+    let closed = false;
+    probe.on('close', () => { closed = true; });
+    await new Promise((resolve, reject) => { probe.once('open', resolve); probe.once('error', reject); });
+    probe.send('2probe');
+    // The polling side keeps answering pings, so only the probe can time out.
+    const started = Date.now();
+    while (!closed && Date.now() - started < 8000) {
+      const res = await poll(server, open.sid, 3000);
+      assert.equal(res.status, 200, `the session itself was closed: ${res.text}`);
+      for (const p of res.text.split('\x1e')) if (p === '2') await post(server, open.sid, '3');
+      if (res.text === '6') await sleep(100);  // upgrading: polls are answered at once
+    }
+    assert.ok(closed, 'the unfinished probe was not dropped');
+    assert.deepEqual(received, ['3probe']);
+    // Still a polling session: the next poll waits for and gets a ping.
+    const after = await poll(server, open.sid, 3000);
+    assert.equal(after.status, 200);
+    assert.ok(after.text.split('\x1e').includes('2'), `no ping over polling: ${after.text}`);
+    await post(server, open.sid, '1');
   });
 });
 
