@@ -39,10 +39,12 @@ describe('password hashing runs on its own pool', () => {
     assert.equal(h.status, 200);
     assert.equal(r.status, 200);
     for (const res of results) assert.ok([401, 503].includes(res.status), `login answered ${res.status}`);
-    // Ordering, not speed: both answered before half of the hashing finished.
+    // Ordering, not speed: both answered well before the hashing finished (on
+    // one shared pool they would queue behind all 24; the margin absorbs a
+    // loaded CI machine).
     for (const what of ['health', 'read']) {
       const loginsBefore = order.slice(0, order.indexOf(what)).length;
-      assert.ok(loginsBefore < 12, `${what} waited for ${loginsBefore} of 24 logins (order: ${order.join(',')})`);
+      assert.ok(loginsBefore < 18, `${what} waited for ${loginsBefore} of 24 logins (order: ${order.join(',')})`);
     }
   });
 });
