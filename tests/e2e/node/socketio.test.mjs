@@ -7,7 +7,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
-import { startServer, assertMessageShape, sleep, UUID_RE } from './harness.mjs';
+import { startServer, assertMessageShape, sleep, UUID_RE, mintToken } from './harness.mjs';
 
 // A socket.io-client socket that records every event (with its ack, if the
 // server asked for one) and acks new_message, ping and test_message unless told not to.
@@ -232,6 +232,42 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     assert.equal(forbidden.success, false);
     assert.equal(forbidden.code, 'forbidden');
     b.close();
+  });
+
+  it('call signalling between a Socket.IO client and a native one; callee_offline in the ack', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const thread = await server.createDirect(alice, bob);
+    const aWs = await server.connect(alice);
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    assert.deepEqual(await b.emit('call_offer', { thread_id: thread.id, payload: { sdp: 'offer-sdp' } }), { success: true });
+    const offer = await aWs.next((f) => f.type === 'call_offer' && f.thread_id === thread.id);
+    assert.equal(offer.from_user_id, bob.id);
+    assert.deepEqual(offer.payload, { sdp: 'offer-sdp' });
+    aWs.send({ type: 'call_answer', thread_id: thread.id, payload: { sdp: 'answer-sdp' } });
+    const answer = await b.next('call_answer', (d) => d.thread_id === thread.id);
+    assert.equal(answer.data.from_user_id, alice.id);
+    assert.deepEqual(answer.data.payload, { sdp: 'answer-sdp' });
+    aWs.send({ type: 'ice_candidate', thread_id: thread.id, payload: { candidate: 'c1' } });
+    assert.deepEqual((await b.next('ice_candidate', (d) => d.thread_id === thread.id)).data.payload, { candidate: 'c1' });
+    assert.deepEqual(await b.emit('call_end', { thread_id: thread.id, payload: {} }), { success: true });
+    await aWs.next((f) => f.type === 'call_end' && f.thread_id === thread.id);
+    // Carol has never connected: the offer fails, and the ack says why.
+    const lonely = await server.createDirect(bob, carol);
+    const offline = await b.emit('call_offer', { thread_id: lonely.id, payload: {} });
+    assert.equal(offline.success, false, JSON.stringify(offline));
+    assert.equal(offline.code, 'callee_offline');
+    b.close();
+  });
+
+  it('a token that expires: the error event token_expired, then the server disconnects', async () => {
+    const [alice] = await server.registerMany(1);
+    const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 2 });
+    const c = sioClient(server, token, { transports: ['websocket'] });
+    const disconnected = new Promise((resolve) => c.socket.once('disconnect', resolve));
+    await c.connected();
+    const err = await c.next('error', (e) => e?.code === 'token_expired', 10000);
+    assert.equal(err.data.code, 'token_expired');
+    assert.equal(await disconnected, 'io server disconnect');
   });
 
   it('polling-only clients exchange messages', async () => {
