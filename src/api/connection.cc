@@ -1,5 +1,7 @@
 #include "api/connection.h"
 
+#include <thread>
+
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -202,34 +204,22 @@ void Connection::on_send(ClientFrame f) {
     if (auto t = transport.lock())
       t->post([self, frames = std::move(frames)]() mutable { self->send(std::move(frames)); });
   };
-  submit_send(PendingSend{std::move(req), std::move(done)});
-}
-
-// The store numbers a connection's messages in the order it sent them: a send
-// that must go to a worker (a cold thread, or a direct thread by username)
-// holds the connection's later sends on the loop until its write is queued.
-void Connection::submit_send(PendingSend s) {
-  if (send_on_worker_) return sends_waiting_.push_back(std::move(s));
-  // With a thread id whose members are cached, send() does not block (the
-  // store commits asynchronously): stay on the loop. (Should a membership change
-  // drop the entry in between, send() reloads it here once; that is rare.)
-  if (!s.request.thread_id.empty() && ctx_.chat.cached_members(s.request.thread_id))
-    return ctx_.chat.send(std::move(s.request), std::move(s.done));
-  send_on_worker_ = true;
-  auto self = shared_from_this();
-  ctx_.workers.submit([self, s = std::move(s)]() mutable {
-    self->ctx_.chat.send(std::move(s.request), std::move(s.done));  // returns once the write is queued
-    if (auto t = self->transport_.lock()) t->post([self] { self->send_waiting(); });
+  in_order(req.thread_id, [&chat = ctx_.chat, req = std::move(req), done = std::move(done)]() mutable {
+    chat.send(std::move(req), std::move(done));  // returns once the write is queued
   });
 }
 
-void Connection::send_waiting() {
-  send_on_worker_ = false;
-  while (!send_on_worker_ && !sends_waiting_.empty()) {
-    PendingSend s = std::move(sends_waiting_.front());
-    sends_waiting_.pop_front();
-    submit_send(std::move(s));
-  }
+// The chat service gets a connection's sends and relays in the order the
+// client sent them. A step runs here on the loop when its thread's members are
+// cached (send() and relay() then do not block); otherwise it goes to a
+// worker, and every later step follows it through the same serial queue until
+// the queue is idle again, so none overtakes it. Steps capture what they need
+// by value: they may run after the connection is gone (on_close relays).
+void Connection::in_order(const std::string& thread_id, std::function<void()> step) {
+  if (chain_ && !chain_->busy()) chain_.reset();
+  if (!chain_ && !thread_id.empty() && ctx_.chat.cached_members(thread_id)) return step();
+  if (!chain_) chain_ = SerialQueue::create(ctx_.workers);
+  chain_->submit(std::move(step));
 }
 
 // Replays in pages so a long absence does not build one huge reply; live
@@ -424,19 +414,14 @@ void Connection::on_join_chat(ClientFrame f) {
 
 void Connection::relay(const std::string& thread_id, std::string type, json::object fields,
                        std::function<void(const Status&)> then) {
-  if (ctx_.chat.cached_members(thread_id)) {
-    auto st = ctx_.chat.relay(user_.id, thread_id, type, std::move(fields), session_id_);
-    if (then) then(st);
-    return;
-  }
-  // A cold thread: loading its members blocks, so relay from a worker. Copies,
-  // not `this`: on_close relays too, and the connection may be gone by then.
   std::weak_ptr<Connection> weak = weak_from_this();
   std::weak_ptr<Transport> transport = transport_;
-  ctx_.workers.submit([&chat = ctx_.chat, weak, transport, user_id = user_.id, session_id = session_id_, thread_id,
-                       type = std::move(type), fields = std::move(fields), then = std::move(then)]() mutable {
+  in_order(thread_id, [&chat = ctx_.chat, weak, transport, user_id = user_.id, session_id = session_id_, thread_id,
+                       type = std::move(type), fields = std::move(fields), then = std::move(then),
+                       loop_thread = std::this_thread::get_id()]() mutable {
     auto st = chat.relay(user_id, thread_id, type, std::move(fields), session_id);
     if (!then) return;
+    if (std::this_thread::get_id() == loop_thread) return then(st);  // ran inline on the loop
     if (auto t = transport.lock())
       t->post([weak, st, then = std::move(then)] {
         auto self = weak.lock();
@@ -457,12 +442,18 @@ void Connection::on_relay(ClientFrame f, std::string_view type) {
 // saying is_typing:false is stopped for it after typing_timeout_seconds.
 void Connection::on_typing(ClientFrame f) {
   json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", f.is_typing}};
+  // Known at once, not when the relay returns (it may be on a worker): a close
+  // meanwhile must still send the stop, which in_order puts after this start.
+  if (f.is_typing) typing_.try_emplace(f.thread_id, 0);
   auto self = shared_from_this();
   relay(f.thread_id, "typing", std::move(fields), [self, f](const Status& st) { self->typing_relayed(f, st); });
 }
 
 void Connection::typing_relayed(const ClientFrame& f, const Status& st) {
-  if (!st) return send_error(st.error(), f.request_id);
+  if (!st) {
+    typing_.erase(f.thread_id);
+    return send_error(st.error(), f.request_id);
+  }
   send(encoder_->done(f.request_id));
   if (!f.is_typing) {
     typing_.erase(f.thread_id);

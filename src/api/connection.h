@@ -12,7 +12,6 @@
 // in-flight work; it holds its transport weakly.
 #pragma once
 
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,6 +24,7 @@
 #include "chat/delivery_cursor.h"
 #include "chat/hub.h"
 #include "chat/session.h"
+#include "common/serial_queue.h"
 #include "common/thread_pool.h"
 #include "protocol/client_frame.h"
 #include "protocol/encoder.h"
@@ -88,12 +88,7 @@ class Connection final : public ClientSession,
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
   void fill_gap(const std::string& thread_id, int64_t from);
-  struct PendingSend {
-    SendRequest request;
-    SendCallback done;
-  };
-  void submit_send(PendingSend send);
-  void send_waiting();
+  void in_order(const std::string& thread_id, std::function<void()> step);
   void deliver_live(const BusEvent& event, const FramePtr& frame);
   // The cursor's verdict on a live message (seq order, once, gaps filled): true = send it now.
   bool admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
@@ -133,9 +128,8 @@ class Connection final : public ClientSession,
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
   int64_t auth_deadline_ms_ = 0;
   DeliveryCursor cursor_;
-  // Sends behind one that went to a worker, in the order the client sent them.
-  std::deque<PendingSend> sends_waiting_;
-  bool send_on_worker_ = false;
+  // Set while a send or relay of this connection is on a worker; later ones follow it there.
+  std::shared_ptr<SerialQueue> chain_;
   bool holding_ = false;
   struct Held {
     std::string thread_id;

@@ -31,6 +31,13 @@ class SerialQueue : public std::enable_shared_from_this<SerialQueue> {
     pool_.submit([self = shared_from_this()] { self->drain(); });
   }
 
+  // True while a task is queued or running. Once false, every task submitted
+  // so far has finished.
+  bool busy() {
+    std::lock_guard lock(mu_);
+    return draining_;
+  }
+
  private:
   explicit SerialQueue(ThreadPool& pool) : pool_(pool) {}
 
