@@ -16,6 +16,9 @@ namespace {
 
 constexpr auto kRequestTimeout = std::chrono::seconds(30);
 constexpr size_t kHeaderLimit = 16 * 1024;
+// A refused request's unread body is drained for at most this long and this much.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr size_t kLingerBytes = 4 * 1024 * 1024;
 constexpr size_t kMaxQueuedPasswordRequests = 64;
 
 bool is_ws_path(std::string_view target) {
@@ -66,9 +69,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return shutdown();
     }
     if (ec == http::error::body_limit) {
+      linger_ = true;
       return reply(error_response(413, "payload_too_large", "request body is too large"), false);
     }
     if (ec) {
+      linger_ = true;
       return reply(error_response(400, "bad_request", "malformed HTTP request"), false);
     }
     http::request<http::string_body> req = parser_->release();
@@ -152,6 +157,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     auto sp = std::make_shared<http::response<http::string_body>>(std::move(res));
     stream_.expires_after(kRequestTimeout);
     http::async_write(stream_, *sp, [self = shared_from_this(), sp](boost::system::error_code ec, size_t) {
+      if (!ec && self->linger_) return self->linger_close();
       if (ec || !sp->keep_alive()) return self->shutdown();
       self->read();
     });
@@ -253,11 +259,35 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     stream_.close();
   }
 
+  // After refusing a request whose body was not read (413, 400) the client may
+  // still be sending it; closing at once would make the kernel answer with a
+  // reset that can destroy the reply before the client reads it. So, like
+  // nginx's lingering close: stop sending, read and drop what still comes for
+  // a bounded time and amount, then close.
+  void linger_close() {
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    linger_left_ = kLingerBytes;
+    stream_.expires_after(kLingerTime);
+    drain();
+  }
+
+  void drain() {
+    buffer_.consume(buffer_.size());
+    stream_.async_read_some(buffer_.prepare(16 * 1024), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+      if (ec || n >= self->linger_left_) return self->stream_.close();
+      self->linger_left_ -= n;
+      self->drain();
+    });
+  }
+
   LoopContext& loop_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string remote_;
+  bool linger_ = false;     // the reply refuses a request whose body was not read
+  size_t linger_left_ = 0;  // bytes still drained before the close
 };
 
 }  // namespace
