@@ -708,7 +708,7 @@ Result<int64_t> SqliteStore::dead_notification_count() {
 template <typename F, typename T>
 Result<T> SqliteStore::with_reader(F&& f) {
   auto conn = acquire_reader();
-  if (!conn) return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"};
+  if (!conn) return storage_unavailable();
   conn->take_failure();
   T result = f(*conn);
   const bool failed = conn->take_failure();  // logged where it happened
