@@ -89,7 +89,7 @@ INSERT INTO commit_clock VALUES (1, 0);
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN tokens_valid_after BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN state_version BIGINT NOT NULL DEFAULT 0;
-CREATE INDEX users_by_state_version ON users(state_version) WHERE state_version > 0;
+CREATE INDEX users_by_state_version ON users(state_version);
 ALTER TABLE messages ADD COLUMN deleted_at BIGINT;
 CREATE TABLE webhook_outbox (
   id              TEXT PRIMARY KEY,

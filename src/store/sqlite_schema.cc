@@ -106,7 +106,7 @@ CREATE UNIQUE INDEX messages_client_msg ON messages(thread_id, sender_id, client
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN tokens_valid_after INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE users ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX users_by_state_version ON users(state_version) WHERE state_version > 0;
+CREATE INDEX users_by_state_version ON users(state_version);
 ALTER TABLE messages ADD COLUMN deleted_at INTEGER;
 CREATE TABLE webhook_outbox (
   id              TEXT PRIMARY KEY,
