@@ -225,6 +225,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->check(CLI::IsMember({"open", "closed"}))
       ->capture_default_str();
   add_webhook_options(cmd, c);
+  add_moderation_options(cmd, c);
   cmd.add_option("--registrations-per-address", l.registrations_per_address,
                  "Registrations per client address per 10 minutes before 429")
       ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")

@@ -1,5 +1,6 @@
 #include "app/user_admin.h"
 
+#include <CLI/CLI.hpp>
 #include <unistd.h>
 
 #include <iostream>
@@ -35,6 +36,18 @@ int fail(const Error& e) {
 }
 
 }  // namespace
+
+void add_moderation_options(CLI::App& cmd, Config& c) {
+  cmd.add_option("--edit-window", c.limits.edit_window_seconds, "Seconds after sending during which a sender may edit")
+      ->envname("PARLEY_EDIT_WINDOW")
+      ->check(CLI::Range(0, 365 * 24 * 3600))
+      ->capture_default_str();
+  cmd.add_option("--account-poll-ms", c.limits.account_poll_ms,
+                 "How often to look for accounts disabled or revoked by `parley user`")
+      ->envname("PARLEY_ACCOUNT_POLL_MS")
+      ->check(CLI::Range(50, 60000))
+      ->capture_default_str();
+}
 
 int run_user_admin(const Config& config, UserAdminAction action, const std::string& username) {
   auto store = open_store(store_options(config));

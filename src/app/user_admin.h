@@ -7,7 +7,14 @@
 
 #include "common/config.h"
 
+namespace CLI {
+class App;
+}
+
 namespace parley {
+
+// `parley serve`'s moderation settings: --edit-window, --account-poll-ms.
+void add_moderation_options(CLI::App& cmd, Config& config);
 
 enum class UserAdminAction { kDisable, kEnable, kRevokeTokens };
 

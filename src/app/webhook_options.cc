@@ -29,15 +29,6 @@ void add_webhook_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_WEBHOOK_CONCURRENCY")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
-  cmd.add_option("--edit-window", c.limits.edit_window_seconds, "Seconds after sending during which a sender may edit")
-      ->envname("PARLEY_EDIT_WINDOW")
-      ->check(CLI::Range(0, 365 * 24 * 3600))
-      ->capture_default_str();
-  cmd.add_option("--account-poll-ms", c.limits.account_poll_ms,
-                 "How often to look for accounts disabled or revoked by `parley user`")
-      ->envname("PARLEY_ACCOUNT_POLL_MS")
-      ->check(CLI::Range(50, 60000))
-      ->capture_default_str();
 }
 
 Result<std::unique_ptr<WebhookNotifier>> start_webhook(const Config& config, ChatService& chat, Store& store) {
