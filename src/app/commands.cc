@@ -1,6 +1,7 @@
 #include "app/commands.h"
 #include "app/store_options.h"
 #include "app/seed.h"
+#include "app/migrate_store.h"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -405,6 +406,16 @@ int run_cli(int argc, char** argv) {
   auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
   add_data_options(*migrate_cmd, config);
 
+  auto* migrate_store_cmd =
+      app.add_subcommand("migrate-store", "Copy an embedded (SQLite) installation into PostgreSQL; resumable, checked by counts");
+  MigrateStoreOptions migrate_store_opts;
+  migrate_store_cmd->add_option("--from", migrate_store_opts.from, "sqlite:DIR, the data dir of the stopped server")->required();
+  migrate_store_cmd->add_option("--to", migrate_store_opts.to, "postgres://USER:PASS@HOST:PORT/DB, empty or this copy's")
+      ->required();
+  migrate_store_cmd->add_option("--batch-rows", migrate_store_opts.batch_rows, "Rows per transaction (1-5000)")
+      ->capture_default_str();
+  migrate_store_cmd->add_option("--log-level", config.log_level, "trace, debug, info, warn, error, off (default: warn)");
+
   app.add_subcommand("version", "Print the version");
 
   if (auto unknown = unknown_command(app, argc, argv)) {
@@ -434,6 +445,7 @@ int run_cli(int argc, char** argv) {
   }
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
   if (migrate_cmd->parsed()) return migrate(config);
+  if (migrate_store_cmd->parsed()) return run_migrate_store(migrate_store_opts);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }
