@@ -180,7 +180,7 @@ class Worker {
   std::vector<uint32_t> blocked_;
   std::vector<char> scratch_;
   std::string frame_buf_;
-  std::string host_header_;
+  std::vector<std::string> host_headers_;  // one per port
   size_t next_to_connect_ = 0;
   int64_t in_flight_ = 0;
   int64_t max_in_flight_ = 1;
