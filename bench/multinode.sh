@@ -2,19 +2,22 @@
 # Several Parley nodes on one PostgreSQL and one Redis, on loopback, under
 # parley-bench (docs/benchmarks.md, "Several nodes and PostgreSQL"):
 #
-#   bench/multinode.sh [--parley PATH] [--bench PATH] [--duration S] [--only CASE,…]
+#   bench/multinode.sh [--parley PATH] [--bench PATH] [--duration S] [--only CASE,…] [--perf DIR]
 #
 # Cases (each with a fresh database or data dir, seeded by `parley seed`,
 # and fresh server processes):
-#   fanout-1   fanout, 2000 users in groups of 500, 40 senders, one node on PostgreSQL
+#   fanout-1   fanout, 1000 users in groups of 100, 20 senders, one node on PostgreSQL
 #   fanout-2   the same load with the connections split over two nodes on
 #              PostgreSQL + Redis (parley-bench --port A,B: user u on node u mod 2)
-#   dm-sqlite  dm, 1000 pairs, one node on SQLite (durable acks/s)
+#   dm-sqlite  dm, 500 pairs, one node on SQLite (durable acks/s)
 #   dm-pg      the same on PostgreSQL; also reports the writer's round trips
 #              per group commit (pg_stat_statements: statements / COMMITs)
 # Starts PostgreSQL (tests/db/pg.sh, with pg_stat_statements preloaded) and
 # Redis (scripts/redis-test.sh) on free loopback ports in temporary
 # directories; stops every process it started, by PID, on the way out.
+# --perf DIR: `perf record -e cpu-clock -g` of the nodes (and, on PostgreSQL,
+# of their database backends) during each run; DIR/CASE.txt gets the top of
+# `perf report` by command, library and symbol.
 # One JSON line per case (parley-bench's report plus "case" and "loadavg")
 # on stdout and in bench/results/multinode-<date>.jsonl.
 set -euo pipefail
@@ -23,15 +26,17 @@ ROOT=$PWD
 
 PARLEY=$ROOT/build/parley
 BENCH=$ROOT/build/parley-bench
-DURATION=5
+DURATION=8
 ONLY=fanout-1,fanout-2,dm-sqlite,dm-pg
+PERF_DIR=""
 while (($#)); do
   case $1 in
     --parley) PARLEY=$2; shift 2 ;;
     --bench) BENCH=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+    --perf) PERF_DIR=$2; shift 2 ;;
+    *) sed -n '2,23p' "$0" >&2; exit 2 ;;
   esac
 done
 [[ -x $PARLEY && -x $BENCH ]] || { echo "multinode: build parley and parley-bench first (or pass --parley/--bench)" >&2; exit 2; }
@@ -74,7 +79,7 @@ start_node() {  # NAME ARGS… ; sets PORT and appends the PID
   PIDS+=("$pid")
   PORT=""
   for _ in $(seq 200); do
-    PORT=$(sed -n 's/.*event=listening.*port=\([0-9][0-9]*\).*/\1/p' "$TMP/$name.log" | head -1)
+    PORT=$(sed -n 's/.*event=listening.*port=\([0-9][0-9]*\).*/\1/p' "$TMP/$name.log" 2>/dev/null | head -1 || true)
     [[ -n $PORT ]] && return 0
     kill -0 "$pid" 2>/dev/null || { echo "multinode: node $name exited:" >&2; tail -20 "$TMP/$name.log" >&2; exit 1; }
     sleep 0.1
@@ -86,8 +91,11 @@ start_node() {  # NAME ARGS… ; sets PORT and appends the PID
 run_case() {  # CASE
   local case=$1 users group senders scenario db="" store_args=() ports pids
   case $case in
-    fanout-*) scenario=fanout; users=2000; group=500; senders=40 ;;
-    dm-*) scenario=dm; users=2000; group=2; senders=0 ;;
+    # Smaller than compare.sh's 2000 in groups of 500: at connect every user's
+    # presence goes to its group (2000 x 499 frames there), which on a shared
+    # 2-core machine took longer than the warm-up.
+    fanout-*) scenario=fanout; users=1000; group=100; senders=20 ;;
+    dm-*) scenario=dm; users=1000; group=2; senders=0 ;;
     *) echo "multinode: unknown case $case" >&2; exit 2 ;;
   esac
   if [[ $case == dm-sqlite ]]; then
@@ -106,22 +114,46 @@ run_case() {  # CASE
     start_node "$case" "${store_args[@]}"; ports=$PORT; pids=${PIDS[0]}
   fi
   [[ -n $db ]] && psql -qtA "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
+  local perf_pid=""
+  if [[ -n $PERF_DIR ]]; then
+    mkdir -p "$PERF_DIR"
+    local targets=$pids
+    [[ -n $db ]] && targets+=",$(psql -qtA "$db" -c "SELECT string_agg(pid::text, ',') FROM pg_stat_activity
+                                                       WHERE datname = current_database() AND pid <> pg_backend_pid()")"
+    perf record -q -e cpu-clock -g -p "$targets" -o "$TMP/$case.perf" -- sleep $((DURATION + 3)) >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   local load json rc=0
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   local extra=()
   (( senders > 0 )) && extra=(--senders "$senders")
   json=$("$BENCH" "$scenario" --port "$ports" --server-pid "$pids" --jwt-secret "$SECRET" --users "$users" \
-    --group-size "$group" "${extra[@]}" --duration "$DURATION" --warmup 2 --drain-timeout 15 --target-name "$case" \
+    --group-size "$group" "${extra[@]}" --duration "$DURATION" --warmup 3 --drain-timeout 15 --target-name "$case" \
     2>"$TMP/$case.bench.log") || rc=$?
   local trips=null
   if [[ $case == dm-pg ]]; then
-    # Statements the writer sent (each one round trip) per COMMIT, and messages per COMMIT.
-    trips=$(psql -qtA "$db" -c "SELECT json_build_object('statements_per_commit',
-        round(SUM(calls)::numeric / NULLIF(SUM(calls) FILTER (WHERE query = 'COMMIT'), 0), 2),
-        'messages_per_commit', round(SUM(calls) FILTER (WHERE query LIKE 'INSERT INTO messages%')::numeric
-          / NULLIF(SUM(calls) FILTER (WHERE query = 'COMMIT'), 0), 2),
-        'commits', SUM(calls) FILTER (WHERE query = 'COMMIT'))
-      FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())")
+    # The writer's statements (each one round trip: no pipelining) per group
+    # commit. Writer transactions are the ones that lock the commit clock;
+    # the readers' BEGIN/COMMIT (REPEATABLE READ snapshots) do not count.
+    trips=$(psql -qtA "$db" -c "WITH s AS (SELECT query, calls FROM pg_stat_statements
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
+        c AS (SELECT SUM(calls) AS commits FROM s WHERE query LIKE 'SELECT last_created_at FROM commit_clock%'),
+        w AS (SELECT SUM(calls) AS statements FROM s WHERE query = 'BEGIN'
+          OR query ~ '^(SAVEPOINT|RELEASE|ROLLBACK TO|UPDATE threads SET last_seq|INSERT INTO messages|UPDATE participants SET last_read_seq|UPDATE commit_clock|SELECT last_created_at FROM commit_clock)'
+          OR query ~ 'client_msg_id = [\$]3'),
+        m AS (SELECT SUM(calls) AS messages FROM s WHERE query LIKE 'INSERT INTO messages%')
+      SELECT json_build_object('writer_commits', c.commits,
+        'messages_per_commit', round(m.messages / NULLIF(c.commits, 0), 1),
+        'round_trips_per_commit', round((w.statements + c.commits) / NULLIF(c.commits, 0), 1))
+      FROM c, w, m")
+    [[ -n $PERF_DIR ]] && psql -qtA "$db" -c "SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
+      FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+      ORDER BY calls DESC LIMIT 15" >"$PERF_DIR/$case.statements.txt"
+  fi
+  if [[ -n $perf_pid ]]; then
+    wait "$perf_pid" || true
+    perf report -i "$TMP/$case.perf" --stdio --no-children --sort comm,dso,sym 2>/dev/null |
+      grep -v '^#' | grep -E '^ +[0-9.]+%' | head -40 >"$PERF_DIR/$case.txt" || true
   fi
   stop_nodes
   local line
