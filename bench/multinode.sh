@@ -152,8 +152,10 @@ run_case() {  # CASE
   fi
   if [[ -n $perf_pid ]]; then
     wait "$perf_pid" || true
-    perf report -i "$TMP/$case.perf" --stdio --no-children --sort comm,dso,sym 2>/dev/null |
-      grep -v '^#' | grep -E '^ +[0-9.]+%' | head -40 >"$PERF_DIR/$case.txt" || true
+    { perf report -i "$TMP/$case.perf" --stdio --no-children --sort comm -g none 2>/dev/null | grep -E '^ +[0-9.]+%'
+      echo
+      perf report -i "$TMP/$case.perf" --stdio --no-children --sort comm,dso,sym -g none 2>/dev/null |
+        grep -E '^ +[0-9.]+%' | head -40; } >"$PERF_DIR/$case.txt" || true
   fi
   stop_nodes
   local line
