@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "store/data_dir_lock.h"
 #include "store/store_copy.h"
@@ -57,8 +58,12 @@ int run_migrate_store(const MigrateStoreOptions& options) {
   copy.batch_rows = options.batch_rows;
   // Tests only: stop after N batches as a kill would (see tests/e2e/node/migrate_store.test.mjs).
   if (const char* stop = std::getenv("PARLEY_TEST_MIGRATE_STOP_AFTER_BATCHES")) copy.stop_after_batches = std::atoi(stop);
+  // Tests only: a pause after each batch, so a test can kill the copy while it runs.
+  const char* pause_env = std::getenv("PARLEY_TEST_MIGRATE_BATCH_PAUSE_MS");
+  const auto pause = std::chrono::milliseconds(pause_env ? std::atoi(pause_env) : 0);
   auto last_print = std::chrono::steady_clock::now() - std::chrono::seconds(2);
-  copy.progress = [&last_print](const StoreCopyProgress& p) {
+  copy.progress = [&last_print, pause](const StoreCopyProgress& p) {
+    if (pause.count() > 0) std::this_thread::sleep_for(pause);
     auto now = std::chrono::steady_clock::now();
     bool finished = p.copied >= p.total;
     if (!finished && now - last_print < std::chrono::seconds(1)) return;

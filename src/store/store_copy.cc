@@ -97,7 +97,9 @@ std::string join(const std::vector<std::string>& names, size_t count, const char
 Error copy_error(const std::string& code, const std::string& message) { return {ErrorKind::kConflict, code, message}; }
 
 Error pg_failure(const PgResult& r, const std::string& what) {
-  return Error{ErrorKind::kUnavailable, "store_unavailable", what + ": " + r.message()};
+  std::string detail = r.message();
+  while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
+  return Error{ErrorKind::kUnavailable, "postgres_error", what + ": " + detail};
 }
 
 class Copier {

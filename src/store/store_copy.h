@@ -57,7 +57,8 @@ struct StoreCopyReport {
 // Errors: "target_not_empty" / "target_other_source" / "copy_running" (kConflict,
 // nothing changed), "schema_mismatch" (a column in both schemas that the list
 // misses, or a listed one missing), "copy_mismatch" (the final check failed;
-// the message says where), "copy_stopped", store errors.
+// the message says where), "copy_stopped", "postgres_error" (a statement
+// failed; in the middle of a copy, running again resumes), store errors.
 Result<StoreCopyReport> copy_sqlite_to_postgres(const StoreCopyOptions& options);
 
 }  // namespace parley

@@ -243,18 +243,22 @@ describe('migrate-store: interrupted and resumed', () => {
     assert.ok(partial > 0 && partial < total, `a partial copy (${partial} of ${total} messages)`);
     assert.equal(partial % 10, 0, 'only whole batches are in the target');
 
-    // 2. Killed with SIGKILL while copying one row per transaction.
+    // 2. Killed with SIGKILL while copying one row per transaction (20 ms
+    // apart, test setting, so the kill lands before the end).
     const child = spawn(PARLEY_BIN, ['migrate-store', '--from', `sqlite:${source.dataDir}`, '--to', url, '--batch-rows', '1'],
-      { stdio: ['ignore', 'ignore', 'pipe'] });
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PARLEY_TEST_MIGRATE_BATCH_PAUSE_MS: '20' } });
     const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     await new Promise((resolve) => {
       const timer = setTimeout(resolve, 10000);
-      child.stderr.on('data', (d) => { if (/messages \d+\/\d+/.test(String(d))) { clearTimeout(timer); resolve(); } });
+      child.stderr.on('data', (d) => {
+        const copied = [...String(d).matchAll(/messages (\d+)\/\d+/g)].map((m) => Number(m[1]));
+        if (copied.some((n) => n > partial)) { clearTimeout(timer); resolve(); }
+      });
     });
     child.kill('SIGKILL');
     await exited;
     const afterKill = Number(psql(url, 'SELECT COUNT(*) FROM messages'));
-    assert.ok(afterKill >= partial && afterKill <= total, `the killed run left ${afterKill} messages`);
+    assert.ok(afterKill > partial && afterKill < total, `the killed run left ${afterKill} messages (${partial} before it)`);
 
     // 3. Resumed to the end: exact counts, nothing doubled.
     const resumed = await migrateStore(source.dataDir, url, { batchRows: 10 });
