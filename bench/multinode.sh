@@ -11,15 +11,17 @@
 #              PostgreSQL + Redis (parley-bench --port A,B: user u on node u mod 2)
 #   dm-sqlite  dm, 500 pairs, one node on SQLite (durable acks/s)
 #   dm-pg      the same on PostgreSQL; also reports the writer's round trips
-#              per group commit (pg_stat_statements: statements / COMMITs)
+#              per group commit (pg_stat_statements: the writer's statements
+#              over its transactions, those that lock the commit clock)
 # Starts PostgreSQL (tests/db/pg.sh, with pg_stat_statements preloaded) and
 # Redis (scripts/redis-test.sh) on free loopback ports in temporary
 # directories; stops every process it started, by PID, on the way out.
 # --perf DIR: `perf record -e cpu-clock -g` of the nodes (and, on PostgreSQL,
 # of their database backends) during each run; DIR/CASE.txt gets the top of
 # `perf report` by command, library and symbol.
-# One JSON line per case (parley-bench's report plus "case" and "loadavg")
-# on stdout and in bench/results/multinode-<date>.jsonl.
+# One JSON line per case (parley-bench's report plus "case", "loadavg" and,
+# for dm-pg, "pg_writer") on stdout and in bench/results/multinode-<date>.jsonl.
+# Exits 1 when a case failed its delivery checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,7 +38,7 @@ while (($#)); do
     --duration) DURATION=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --perf) PERF_DIR=$2; shift 2 ;;
-    *) sed -n '2,23p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
   esac
 done
 [[ -x $PARLEY && -x $BENCH ]] || { echo "multinode: build parley and parley-bench first (or pass --parley/--bench)" >&2; exit 2; }
