@@ -38,7 +38,7 @@ while (($#)); do
     --duration) DURATION=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --perf) PERF_DIR=$2; shift 2 ;;
-    *) sed -n '2,25p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,24p' "$0" >&2; exit 2 ;;
   esac
 done
 [[ -x $PARLEY && -x $BENCH ]] || { echo "multinode: build parley and parley-bench first (or pass --parley/--bench)" >&2; exit 2; }
