@@ -82,6 +82,8 @@ int run_migrate_store(const MigrateStoreOptions& options) {
   for (const auto& t : report->tables)
     std::cout << " " << t.table << " " << t.rows << (t.copied_now != t.rows ? " (" + std::to_string(t.copied_now) + " copied now)" : "");
   std::cout << "; " << report->threads_checked << " threads with equal message count and max seq\n";
+  for (const auto& column : report->sqlite_only_columns)
+    std::cout << "migrate-store: not copied: " << column << " (PostgreSQL has no such column)\n";
   std::cout << "migrate-store: tokens are signed with the JWT secret: start the PostgreSQL nodes with the same "
                "--jwt-secret (without one, the old server used "
             << (data_dir / "jwt_secret").string() << ")\n";

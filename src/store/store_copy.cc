@@ -175,6 +175,7 @@ class Copier {
         types.push_back(dst_cols->at(c));
       }
       for (const auto& c : *src_cols) {
+        if (!dst_cols->count(c)) report_.sqlite_only_columns.push_back(std::string(t.name) + "." + c);
         if (dst_cols->count(c) && std::find(t.columns.begin(), t.columns.end(), c) == t.columns.end())
           return copy_error("schema_mismatch", std::string("column ") + t.name + "." + c +
                                                    " exists in both stores but migrate-store does not copy it "

@@ -52,6 +52,7 @@ struct StoreCopyReport {
   std::vector<StoreCopyTableReport> tables;
   int64_t threads_checked = 0;  // threads whose message count and max seq matched
   bool resumed = false;         // an earlier run had started this copy
+  std::vector<std::string> sqlite_only_columns;  // "table.column": no such column in PostgreSQL, not copied
 };
 
 // Errors: "target_not_empty" / "target_other_source" / "copy_running" (kConflict,

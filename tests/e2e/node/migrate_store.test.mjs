@@ -4,13 +4,17 @@
 // counts, read and delivery marks, logins, retried client_msg_ids); a copy
 // stopped half-way (test setting, then kill -9) resumes without doubling
 // anything; running it again is harmless; it refuses a data dir a server
-// holds and a target that holds other data, changing nothing.
+// holds, a target that holds other data, and a column both stores have that
+// it does not copy, changing nothing.
 //
 // Needs the test PostgreSQL (PARLEY_TEST_PG_STATE): registered as
 // e2e.pg.node.migrate_store only.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { ParleyServer, PARLEY_BIN, freshDatabaseUrl, randomId } from './harness.mjs';
 
 // Runs `parley migrate-store`; resolves {code, stdout, stderr} (never rejects on exit codes).
@@ -202,6 +206,30 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
     const bad = await migrateStore(source.dataDir, 'mysql://x');
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /invalid_config/);
+  });
+
+  it('refuses to leave behind a column both stores have but it does not copy; a SQLite-only one is named', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-mig-schema-'));
+    try {
+      execFileSync(PARLEY_BIN, ['seed', '--data-dir', dir, '--users', '3', '--group-size', '3'], { timeout: 30000, stdio: 'ignore' });
+      execFileSync('sqlite3', [path.join(dir, 'parley.db'), 'ALTER TABLE users ADD COLUMN nickname TEXT; ALTER TABLE users ADD COLUMN mood TEXT'],
+        { timeout: 30000 });
+      const url = freshDatabaseUrl();
+      execFileSync(PARLEY_BIN, ['migrate', '--database', url, '--data-dir', dir], { timeout: 30000, stdio: 'ignore' });
+      psql(url, 'ALTER TABLE users ADD COLUMN nickname TEXT');
+      const refused = await migrateStore(dir, url);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /schema_mismatch: column users\.nickname exists in both stores but migrate-store does not copy it/);
+      assert.equal(psql(url, 'SELECT COUNT(*) FROM users'), '0', 'nothing was copied');
+
+      psql(url, 'ALTER TABLE users DROP COLUMN nickname');
+      const copied = await migrateStore(dir, url);
+      assert.equal(copied.code, 0, copied.stderr);
+      assert.match(copied.stdout, /not copied: users\.mood \(PostgreSQL has no such column\)/);
+      assert.match(copied.stdout, /users 3\b/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
