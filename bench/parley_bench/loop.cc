@@ -56,6 +56,7 @@ void Totals::merge(const Totals& o) {
   duplicates += o.duplicates;
   out_of_order += o.out_of_order;
   misrouted += o.misrouted;
+  own_echoes += o.own_echoes;
   seq_violations += o.seq_violations;
   duplicate_acks += o.duplicate_acks;
   rejected += o.rejected;

@@ -280,6 +280,7 @@ int run(const Options& opt) {
   j.kv("out_of_order", tot.out_of_order);
   j.kv("seq_violations", tot.seq_violations);
   j.kv("misrouted", tot.misrouted);
+  j.kv("own_echoes", tot.own_echoes);
   j.kv("unexpected", corr.unexpected);
   j.kv("unacked", corr.unacked);
   j.kv("rejected", tot.rejected);
