@@ -15,7 +15,7 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ParleyServer, PARLEY_BIN, freshDatabaseUrl, randomId } from './harness.mjs';
+import { ParleyServer, PARLEY_BIN, freshDatabaseUrl, randomId, sleep } from './harness.mjs';
 
 // Runs `parley migrate-store`; resolves {code, stdout, stderr} (never rejects on exit codes).
 function migrateStore(dataDir, url, { batchRows = 1000, env = {}, timeoutMs = 60000 } = {}) {
@@ -112,12 +112,20 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
     assert.equal((await source.http('POST', `/api/chat/mark-read/${dm.id}?up_to_seq=3`, { token: bob.token })).status, 200);
     const groupHistory = await source.history(bob.token, group.id);
     cb.send({ type: 'message_received', message_id: groupHistory[6].id });
+    await ca.next((f) => f.type === 'message_delivered' && f.message_id === groupHistory[6].id, 5000,
+      'message_delivered for the acknowledged message');
     // Carol reads the group entirely over WebSocket.
     const cc = await source.connect(carol);
     const read = await cc.request({ type: 'mark_as_read', thread_id: group.id });
     assert.notEqual(read.type, 'error', `mark_as_read: ${JSON.stringify(read)}`);
     await cb.ping();
-    onSqlite = await snapshot(source, users, [dm.id, group.id]);
+    // The marks are written by the group commit: wait (bounded) until they read back.
+    for (let i = 0; i < 60; i++) {
+      onSqlite = await snapshot(source, users, [dm.id, group.id]);
+      const bobThread = onSqlite[`thread ${group.id}`].participants.find((p) => p.user_id === bob.id);
+      if (bobThread.last_delivered_seq >= groupHistory[6].seq) break;
+      await sleep(50);
+    }
     const bobThread = onSqlite[`thread ${group.id}`].participants.find((p) => p.user_id === bob.id);
     assert.ok(bobThread.last_delivered_seq >= groupHistory[6].seq, 'the delivery mark was stored before the copy');
     await source.stop({ removeData: false });
