@@ -282,13 +282,25 @@ function tickOf(t, m) {
 const TICK_TEXT = { sent: '✓', delivered: '✓✓', read: '✓✓', pending: '🕓' };
 const TICK_LABEL = { sent: 'Sent', delivered: 'Delivered', read: 'Read', pending: 'Waiting to send' };
 
+// At most this many messages are in the DOM: a window over the loaded
+// history that slides by STEP as the reader scrolls, so a conversation of any
+// length costs the same to render and scroll.
+const WINDOW_MAX = 300;
+const WINDOW_STEP = 100;
+
 function MessageList({ t, box }) {
   const ref = useRef(null);
   const stick = useRef(true);          // keep to the bottom while the reader is there
-  const anchor = useRef(null);         // {height, top} before older messages were added
+  const anchor = useRef(null);         // {seq, offset}: a message that must stay where it is on screen
+  const view = useRef({ endSeq: null, count: WINDOW_MAX });  // endSeq null: the window ends at the newest
+  const [, rerender] = useState(0);
   const me = state.session.user.id;
-  const list = box ? box.list : [];
-  const pending = state.pending.filter((p) => p.thread_id === t.id);
+  const all = box ? box.list : [];
+  const endIdx = view.current.endSeq === null ? all.length : lowerBound(all, view.current.endSeq + 1);
+  const startIdx = Math.max(0, endIdx - view.current.count);
+  const list = all.slice(startIdx, endIdx);
+  const atNewest = view.current.endSeq === null;
+  const pending = atNewest ? state.pending.filter((p) => p.thread_id === t.id) : [];
 
   // Older messages go in above: the message that was first stays where the
   // reader saw it (and the bottom stays the bottom while they are there).
@@ -331,15 +343,50 @@ function MessageList({ t, box }) {
     return () => { io.disconnect(); clearTimeout(timer); clearTimeout(retry); document.removeEventListener('visibilitychange', onVisible); };
   });
 
+  function keep(li) {
+    const el = ref.current;
+    anchor.current = { seq: Number(li.dataset.seq), offset: li.offsetTop - el.scrollTop };
+  }
+
+  // Moves the window to [newStart, newEnd) of the loaded messages.
+  function slide(newStart, newEnd) {
+    const loaded = box.list;
+    view.current = { endSeq: newEnd >= loaded.length ? null : loaded[newEnd - 1].seq, count: newEnd - newStart };
+    rerender((v) => v + 1);
+  }
+
   async function onScroll() {
     const el = ref.current;
-    stick.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    if (el.scrollTop < 300 && box && box.hasMore && !box.loading && !anchor.current) {
+    const nearBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    stick.current = nearBottom && atNewest;
+    if (!box || box.loading || anchor.current) return;
+    if (el.scrollTop < 300) {
       const first = el.querySelector('li[data-seq]');
       if (!first) return;
-      anchor.current = { seq: Number(first.dataset.seq), offset: first.offsetTop - el.scrollTop };
-      if (!(await store.loadOlder(t.id))) anchor.current = null;
+      if (startIdx === 0) {
+        if (!box.hasMore) return;
+        keep(first);
+        if (!(await store.loadOlder(t.id))) { anchor.current = null; return; }
+      }
+      // Older ones come in above; past the maximum the newest leave below.
+      const end = view.current.endSeq === null ? box.list.length : lowerBound(box.list, view.current.endSeq + 1);
+      const start = Math.max(0, end - view.current.count);
+      const newStart = Math.max(0, start - WINDOW_STEP);
+      keep(first);
+      slide(newStart, Math.min(end, newStart + WINDOW_MAX));
+    } else if (nearBottom && !atNewest) {
+      const items = el.querySelectorAll('li[data-seq]');
+      if (!items.length) return;
+      keep(items[items.length - 1]);
+      const newEnd = Math.min(box.list.length, endIdx + WINDOW_STEP);
+      slide(Math.max(0, newEnd - WINDOW_MAX), newEnd);
     }
+  }
+
+  function jumpToNewest() {
+    view.current = { endSeq: null, count: WINDOW_MAX };
+    stick.current = true;
+    rerender((v) => v + 1);
   }
 
   const myRead = (t.participants.find((p) => p.user_id === me) || {}).last_read_seq || 0;
@@ -386,9 +433,21 @@ function MessageList({ t, box }) {
   return html`
     <div class="messages" ref=${ref} onScroll=${onScroll} tabindex="0">
       ${box && box.loading && html`<p class="loading" role="status">Loading…</p>`}
-      ${box && !box.hasMore && !box.loading && html`<p class="start">This is the start of the conversation.</p>`}
+      ${box && !box.hasMore && !box.loading && startIdx === 0 && html`<p class="start">This is the start of the conversation.</p>`}
       <div role="log" aria-label="Messages" aria-live="polite"><ol class="log">${rows}</ol></div>
+      ${!atNewest && html`<button type="button" class="jump" onClick=${jumpToNewest}>Newest messages ↓</button>`}
     </div>`;
+}
+
+// The index of the first message whose seq is at least `seq` (the list is in seq order).
+function lowerBound(list, seq) {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].seq < seq) lo = mid + 1; else hi = mid;
+  }
+  return lo;
 }
 
 function Composer({ t }) {
