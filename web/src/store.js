@@ -188,10 +188,9 @@ function onMessage(m, own) {
   }
   // The sender stopped typing: it is shown as soon as their message is.
   state.typing.get(m.thread_id)?.delete(m.sender_id);
-  if (!own && m.sender_id !== state.session.user.id) {
-    refreshUnread();
-    notify(t, m);
-  }
+  // Sending marks one's own thread read on the server, so any message may change the counts.
+  refreshUnread();
+  if (!own && m.sender_id !== state.session.user.id) notify(t, m);
   changed();
 }
 

@@ -102,6 +102,8 @@ describe('web app: two people chatting in two browsers', () => {
     await messageLog(bobPage).getByText('See you there').waitFor();
     assert.deepEqual(await messageTexts(bobPage), ['Hello Bob, the trip is on Friday', 'Great, thanks! 👍 شكرا', 'See you there']);
     assert.deepEqual(await messageTexts(page), await messageTexts(bobPage), 'both see the same conversation');
+    const aliceBadge = threadLink(page, 'Bob Parent').locator('[data-testid=unread]');
+    await until(async () => (await aliceBadge.count()) === 0, { what: 'no unread badge on the open conversation' });
     await page.screenshot({ path: screenshotPath('conversation') });
   });
 
@@ -180,6 +182,32 @@ describe('web app: two people chatting in two browsers', () => {
     assert.equal(texts[0], 'Hello Bob, the trip is on Friday');
     const seeded = texts.filter((t) => t.startsWith('history '));
     assert.deepEqual(seeded, Array.from({ length: 130 }, (_, i) => `history ${i + 1}`), 'each once, in order');
+  });
+
+  it('creates a group with a name and members; senders are named in it; the admin manages members', async () => {
+    const page = alicePage;
+    await page.getByRole('button', { name: 'New group' }).click();
+    await page.getByLabel('Group name').fill('Class 4B parents');
+    await page.getByLabel('Add members').fill(bob.username);
+    await page.getByRole('list', { name: 'People found' }).getByRole('button', { name: /Bob Parent/ }).click();
+    await page.getByRole('button', { name: 'Create group' }).click();
+    await page.getByRole('heading', { name: 'Class 4B parents' }).waitFor();
+    await sendFromComposer(page, 'Welcome to the group');
+
+    await threadLink(bobPage2, 'Class 4B parents').click();
+    const msg = messageLog(bobPage2).locator('li.msg', { hasText: 'Welcome to the group' });
+    await msg.waitFor();
+    assert.equal((await msg.locator('.sender').textContent()).trim(), 'Alice Teacher teacher', "the sender's name and role");
+
+    await page.getByRole('button', { name: 'Members' }).click();
+    const members = page.getByRole('region', { name: 'Members' });
+    await members.getByText('Bob Parent').waitFor();
+    assert.equal(await members.getByRole('button', { name: 'Remove Bob Parent' }).count(), 1, 'the admin may remove');
+    await bobPage2.getByRole('button', { name: 'Members' }).click();
+    assert.equal(await bobPage2.getByRole('region', { name: 'Members' }).getByRole('button', { name: /^Remove/ }).count(), 0,
+      'a member may not remove others');
+    await page.screenshot({ path: screenshotPath('group') });
+    await page.getByRole('button', { name: 'Members' }).click();
   });
 
   it('axe-core finds no serious or critical accessibility violations', async () => {
