@@ -239,6 +239,45 @@ describe('web app: two people chatting in two browsers', () => {
     await ctx.close();
   });
 
+  it('registers a new account from the sign-in screen', async () => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    trackErrors(page);
+    await page.goto(`${base}/app/`);
+    await page.getByRole('button', { name: 'New here? Create an account' }).click();
+    const username = `carol_${randomId(3)}`;
+    await page.getByLabel('Username').fill(username);
+    await page.getByLabel('Full name').fill('Carol Student');
+    await page.getByLabel('Password').fill('carol-password');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('navigation', { name: 'Conversations' }).getByText('Carol Student').waitFor();
+    const login = await server.http('POST', '/api/auth/login', { body: { username, password: 'carol-password' } });
+    assert.equal(login.status, 200, 'the account exists on the server');
+    await ctx.close();
+  });
+
+  it('while the tab is hidden: a desktop notification and the unread total in the title', async () => {
+    const ctx = await browser.newContext({ permissions: ['notifications'] });
+    const page = await openAs(ctx, base, bob);
+    await page.evaluate(() => {
+      window.__notes = [];
+      const Real = window.Notification;
+      window.Notification = class extends Real {
+        constructor(title, options) { super(title, options); window.__notes.push([title, options.body]); }
+      };
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    const dm = (await server.http('GET', '/api/chat/threads', { token: alice.token })).body.data.threads
+      .find((t) => t.type === 'direct');
+    await server.sendRest(alice.token, dm.id, { content: 'Are you there?' });
+    await until(() => page.evaluate(() => /^\(\d+\) Parley$/.test(document.title)), { what: 'the unread total in the title' });
+    const notes = await page.evaluate(() => window.__notes);
+    assert.deepEqual(notes, [['Alice Teacher', 'Are you there?']]);
+    await ctx.close();
+  });
+
   it('an expired token leads back to sign-in, at load and while connected', async () => {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
@@ -256,5 +295,15 @@ describe('web app: two people chatting in two browsers', () => {
     assert.equal(await page.evaluate(() => localStorage.getItem('parley.session')), null, 'the token is forgotten');
     await ctx.close();
     assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], [], 'no uncaught errors in the pages');
+  });
+
+  it('presence: the dot and "online" while the other person is connected, "last seen" after', async () => {
+    await threadLink(alicePage, 'Bob Parent').click();
+    const sub = alicePage.locator('.conv-head .sub');
+    await until(async () => (await sub.textContent()) === 'parent · online', { what: 'Bob online' });
+    assert.equal(await threadLink(alicePage, 'Bob Parent').locator('.dot.online').count(), 1);
+    await bobCtx.close();
+    await until(async () => /^parent · last seen /.test(await sub.textContent()), { timeout: 15000, what: 'Bob last seen' });
+    assert.equal(await threadLink(alicePage, 'Bob Parent').locator('.dot.online').count(), 0);
   });
 });
