@@ -188,6 +188,10 @@ function onMessage(m, own) {
   }
   // The sender stopped typing: it is shown as soon as their message is.
   state.typing.get(m.thread_id)?.delete(m.sender_id);
+  // Sending marks the sender's thread read up to their message (docs/protocol.md),
+  // and the server announces no read_receipt for that: the ticks learn it here.
+  bumpReceipt(m.thread_id, m.sender_id, 'last_read_seq', m.seq);
+  bumpReceipt(m.thread_id, m.sender_id, 'last_delivered_seq', m.seq);
   // Sending marks one's own thread read on the server, so any message may change the counts.
   refreshUnread();
   if (!own && m.sender_id !== state.session.user.id) notify(t, m);
