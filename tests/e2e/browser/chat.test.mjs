@@ -142,6 +142,13 @@ describe('web app: two people chatting in two browsers', () => {
     assert.equal(await bobPage.evaluate(() => window.__pwned), undefined);
     assert.deepEqual(bobPage.dialogs, [], 'no alert()');
     assert.deepEqual(alicePage.dialogs, [], 'no alert()');
+
+    // A long message without spaces wraps inside the conversation instead of widening it.
+    const long = 'x'.repeat(3990);
+    await sendFromComposer(alicePage, long);
+    await messageLog(bobPage).getByText(long, { exact: true }).waitFor();
+    const overflow = await bobPage.locator('.messages').evaluate((el) => el.scrollWidth - el.clientWidth);
+    assert.ok(overflow <= 0, `no horizontal overflow (${overflow}px)`);
   });
 
   it('works with the keyboard alone: Tab to the thread, Enter, type, Enter sends', async () => {
@@ -193,6 +200,8 @@ describe('web app: two people chatting in two browsers', () => {
     await page.getByRole('button', { name: 'Create group' }).click();
     await page.getByRole('heading', { name: 'Class 4B parents' }).waitFor();
     await sendFromComposer(page, 'Welcome to the group');
+    const names = () => page.locator('.thread-list .thread-name').allTextContents();
+    await until(async () => (await names())[0] === 'Class 4B parents', { what: 'the newest activity first' });
 
     await threadLink(bobPage2, 'Class 4B parents').click();
     const msg = messageLog(bobPage2).locator('li.msg', { hasText: 'Welcome to the group' });
@@ -248,11 +257,20 @@ describe('web app: two people chatting in two browsers', () => {
     const username = `carol_${randomId(3)}`;
     await page.getByLabel('Username').fill(username);
     await page.getByLabel('Full name').fill('Carol Student');
+    const phone = `+1 555 ${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
+    await page.getByLabel('Phone number (optional)').fill(phone);
     await page.getByLabel('Password').fill('carol-password');
     await page.getByRole('button', { name: 'Create account' }).click();
     await page.getByRole('navigation', { name: 'Conversations' }).getByText('Carol Student').waitFor();
     const login = await server.http('POST', '/api/auth/login', { body: { username, password: 'carol-password' } });
     assert.equal(login.status, 200, 'the account exists on the server');
+
+    // Signing in with the phone number instead of the username.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('Username').fill(phone);
+    await page.getByLabel('Password').fill('carol-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('navigation', { name: 'Conversations' }).getByText('Carol Student').waitFor();
     await ctx.close();
   });
 
