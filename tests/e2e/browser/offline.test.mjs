@@ -69,6 +69,23 @@ describe('web app: offline, reconnection and gap filling', () => {
     assert.deepEqual([...stored].sort(), [...expected].sort());
   });
 
+  it('a message written offline survives closing the tab and is sent once when the app opens again', async () => {
+    proxy.cut();
+    await alicePage.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    await sendFromComposer(alicePage, 'kept across a reload');
+    await messageLog(alicePage).locator('li.pending').waitFor();
+    const ctx = alicePage.context();
+    await alicePage.close();
+    proxy.resume();
+    alicePage = await openAs(ctx, proxy.base, alice);
+    await threadLink(alicePage, 'Bob Parent').click();
+    await messageLog(alicePage).locator('li.msg:not(.pending)', { hasText: 'kept across a reload' }).waitFor();
+    await messageLog(bobPage).getByText('kept across a reload').waitFor();
+    const stored = (await server.history(alice.token, thread.id)).filter((m) => m.content === 'kept across a reload');
+    assert.equal(stored.length, 1, 'stored once');
+    assert.equal(await messageLog(alicePage).getByText('kept across a reload').count(), 1, 'shown once');
+  });
+
   it('server restarted while messages are sent: nothing missing or doubled afterwards', async () => {
     await server.stop({ removeData: false });
     await alicePage.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
@@ -82,7 +99,7 @@ describe('web app: offline, reconnection and gap filling', () => {
     await waitOnline(alicePage, 30000);
     await waitOnline(bobPage, 30000);
     const stored = async () => (await server.history(alice.token, thread.id)).map((m) => m.content);
-    await until(async () => (await stored()).length === 7, { timeout: 15000, what: 'seven stored messages' });
+    await until(async () => (await stored()).length === 8, { timeout: 15000, what: 'eight stored messages' });
     const all = await stored();
     for (const page of [alicePage, bobPage]) {
       let shown = [];
