@@ -23,7 +23,7 @@ function newPeer(threadId, callId) {
   peer.onconnectionstatechange = () => {
     if (peer !== pc) return;
     if (peer.connectionState === 'connected') set({ status: 'connected', note: null });
-    if (peer.connectionState === 'failed') finish('The call failed.', true);
+    if (peer.connectionState === 'failed') hangUp('The call failed.');
   };
   return peer;
 }
@@ -47,7 +47,7 @@ export async function startCall(threadId, kind) {
   } catch (err) {
     const t = state.threads.get(threadId);
     const who = t ? threadName(t) : 'They';
-    finish(err.code === 'callee_offline' ? `${who} is offline.` : `Could not call: ${err.message}`, false);
+    finish(err.code === 'callee_offline' ? `${who} is offline.` : `Could not call: ${err.message}`);
   }
 }
 
@@ -75,15 +75,16 @@ export function decline() { hangUp(null, 'declined'); }
 export function hangUp(note = null, reason = 'hangup') {
   if (!state.call) return;
   client.signal('call_end', state.call.threadId, { call_id: state.call.id, reason });
-  finish(note, true);
+  finish(note);
 }
 
-function finish(note, keepNote) {
+// Releases the call; with a note, the panel says it for a few seconds.
+function finish(note) {
   if (pc) { pc.close(); pc = null; }
   if (localStream) { for (const t of localStream.getTracks()) t.stop(); localStream = null; }
   remoteCandidates = [];
   offer = null;
-  if (note && keepNote !== undefined) {
+  if (note) {
     set({ status: 'ended', note, local: null, remote: null });
     setTimeout(() => { if (state.call && state.call.status === 'ended') { state.call = null; changed(); } }, 4000);
   } else {
@@ -119,6 +120,6 @@ export async function onSignal(f) {
     if (pc && pc.remoteDescription) await pc.addIceCandidate(p.candidate).catch(() => {});
     else remoteCandidates.push(p.candidate);
   } else if (f.type === 'call_end') {
-    finish(p.reason === 'declined' ? 'Call declined.' : p.reason === 'busy' ? 'Busy.' : 'Call ended.', true);
+    finish(p.reason === 'declined' ? 'Call declined.' : p.reason === 'busy' ? 'Busy.' : 'Call ended.');
   }
 }

@@ -149,7 +149,7 @@ export class ParleyClient extends EventTarget {
     this.setState('signed_out');
   }
 
-  // Drops the connection now (used after the browser says it is back online).
+  // Reconnects now instead of after the backoff (the browser says it is back online).
   reconnectNow() {
     clearTimeout(this.timer);
     this.attempt = 0;
