@@ -56,18 +56,29 @@ export async function restore() {
   }
   if (!token) return false;
   const probe = new ParleyClient({ token });
+  let user;
   try {
-    const user = await probe.me();
-    await start(token, user);
-    return true;
+    user = await probe.me();
   } catch (err) {
-    localStorage.removeItem(SESSION_KEY);
-    if (err.code === 'token_expired') state.notice = 'Your session has expired. Please sign in again.';
-    else if (err.status === 401) state.notice = 'Please sign in again.';
-    else state.notice = `Could not reach the server (${err.message}).`;
-    changed();
-    return false;
+    if (err.status === 401) {
+      localStorage.removeItem(SESSION_KEY);
+      state.notice = err.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.';
+      changed();
+      return false;
+    }
+    // The server is out of reach: open with the saved profile; the client
+    // keeps trying and fills everything in once it connects.
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+    if (!saved || saved.token !== token || !saved.user) {
+      state.notice = `Could not reach the server (${err.message}).`;
+      changed();
+      return false;
+    }
+    user = saved.user;
   }
+  await start(token, user);
+  return true;
 }
 
 export async function signIn(login, password) {
@@ -104,7 +115,7 @@ async function start(token, user) {
   client.userId = user.id;
   state.pending = client.outbox;
   wire(client);
-  await loadThreads();
+  await loadThreads().catch(() => {});  // offline: loaded when the connection comes
   client.connect();
   scheduleRefresh(token);
   changed();
@@ -137,7 +148,12 @@ function wire(c) {
   c.addEventListener('state', (e) => {
     state.conn = e.detail.state;
     // After a reconnection the list may have changed (new threads, previews).
-    if (state.conn === 'online') { loadThreads().catch(() => {}); }
+    // Opened while the server was out of reach: nothing was tracked yet, so
+    // this device catches up once it knows the threads.
+    if (state.conn === 'online') {
+      const untracked = c.cursors.size === 0;
+      loadThreads().then(() => { if (untracked) c.catchUp(); }, () => {});
+    }
     changed();
   });
   c.addEventListener('unauthorized', (e) => {
