@@ -43,7 +43,10 @@ export class ParleyClient extends EventTarget {
     this.token = token;
     this.userId = null;
     this.state = 'offline';
-    this.cursors = new Map();  // thread id -> last seq this client has seen
+    // thread id -> seq up to which this client has seen everything; seqs seen
+    // above it (a reply can overtake a replay) wait in `ahead` until the gap fills.
+    this.cursors = new Map();
+    this.ahead = new Map();  // thread id -> Set of seqs
     this.outboxStore = outboxStore;
     this.outbox = outboxStore ? outboxStore.load() : [];  // [{thread_id, content, client_msg_id, created_at}]
     this.ws = null;
@@ -250,17 +253,32 @@ export class ParleyClient extends EventTarget {
 
   // Records that seq of a thread was seen; false when it was seen already.
   seen(threadId, seq) {
-    const last = this.cursors.get(threadId) || 0;
-    if (seq <= last) return false;
-    this.cursors.set(threadId, seq);
+    let cursor = this.cursors.get(threadId) || 0;
+    let ahead = this.ahead.get(threadId);
+    if (seq <= cursor || (ahead && ahead.has(seq))) return false;
+    if (!ahead) { ahead = new Set(); this.ahead.set(threadId, ahead); }
+    ahead.add(seq);
+    while (ahead.has(cursor + 1)) ahead.delete(++cursor);
+    this.cursors.set(threadId, cursor);
     return true;
   }
 
-  // Tells the client where a thread stands, so the next reconnection replays from there.
+  // Tells the client that everything up to lastSeq of a thread is known, so
+  // the next (re)connection replays from there.
   track(threadId, lastSeq) {
-    if (!this.cursors.has(threadId) || this.cursors.get(threadId) < lastSeq) this.cursors.set(threadId, lastSeq);
+    let cursor = this.cursors.get(threadId) || 0;
+    if (this.cursors.has(threadId) && cursor >= lastSeq) return;
+    cursor = lastSeq;
+    const ahead = this.ahead.get(threadId);
+    if (ahead) {
+      for (const s of ahead) if (s <= cursor) ahead.delete(s);
+      while (ahead.has(cursor + 1)) ahead.delete(++cursor);
+    }
+    this.cursors.set(threadId, cursor);
   }
 
+  // Replays, on each connection, every message after the contiguous cursor;
+  // those already seen above it are not emitted twice.
   catchUp() {
     for (const [thread_id, since_seq] of this.cursors) this.sendFrame({ type: 'subscribe_thread', thread_id, since_seq });
   }

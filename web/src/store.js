@@ -254,9 +254,8 @@ export async function loadThreads() {
   for (const t of list) {
     threads.set(t.id, t);
     total += t.unread_count || 0;
-    for (const p of t.participants) {
-      if (!state.presence.has(p.user_id)) state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
-    }
+    // What the server says now (presence events missed while offline included).
+    for (const p of t.participants) state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
     // This device catches up from what it last acknowledged (at most the
     // newest 200: older ones are in the history when the thread is opened).
     const mine = t.participants.find((p) => p.user_id === state.session.user.id);

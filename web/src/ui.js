@@ -24,12 +24,14 @@ function shortTime(iso) {
   if (!iso) return '';
   return dayKey(iso) === dayKey(new Date().toISOString()) ? timeFmt.format(new Date(iso)) : shortDayFmt.format(new Date(iso));
 }
+// While this device is offline, nobody's presence is known.
 function lastSeen(p) {
+  if (state.conn !== 'online') return 'presence unknown while offline';
   const pr = state.presence.get(p.user_id) || p;
   if (pr.online) return 'online';
   return pr.last_seen ? `last seen ${shortTime(pr.last_seen)}` : 'offline';
 }
-function isOnline(userId) { return !!(state.presence.get(userId) || {}).online; }
+function isOnline(userId) { return state.conn === 'online' && !!(state.presence.get(userId) || {}).online; }
 function nameOf(t, userId) {
   const p = t.participants.find((x) => x.user_id === userId);
   return p ? (p.full_name || p.username) : 'Someone';
