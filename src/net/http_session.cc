@@ -126,6 +126,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       res.set(http::field::access_control_allow_origin, origin);
       res.set(http::field::vary, "Origin");
     }
+    for (const auto& [name, value] : out.headers) res.set(name, value);
     res.body() = out.body;
     res.prepare_payload();
     return res;
