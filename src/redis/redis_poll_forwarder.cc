@@ -48,6 +48,7 @@ RedisPollForwarder::RedisPollForwarder(Reactor& reactor, RedisEndpoint endpoint,
                     [this] {
                       // Answers published meanwhile would never arrive.
                       subscribed_ = false;
+                      healthy_ = false;
                       give_up_all("subscription_lost");
                     }) {}
 
@@ -66,6 +67,7 @@ void RedisPollForwarder::close() {
   std::promise<void> done;
   reactor_.post([&] {
     *alive_ = false;
+    healthy_ = false;
     give_up_all("closing");
     publish_.stop();
     subscription_.stop();
@@ -112,7 +114,7 @@ void RedisPollForwarder::on_message(const redisReply* r) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
   std::string_view kind(r->element[0]->str, r->element[0]->len);
   if (kind == "subscribe") {
-    subscribed_ = true;
+    subscribed_ = healthy_ = true;
     spdlog::info("event=sio_forward_subscribed channel={}", channel_);
     return;
   }

@@ -46,6 +46,8 @@ class RedisPollForwarder final : public PollForwarder {
   void start();
   // Gives up every waiting request, stops serving, disconnects.
   void close();
+  // Subscribed to its channel: it can forward and be forwarded to.
+  bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
 
  private:
   struct Pending {
@@ -68,6 +70,7 @@ class RedisPollForwarder final : public PollForwarder {
   std::string channel_;
   ServeFn serve_;
   std::atomic<bool> closed_{false};
+  std::atomic<bool> healthy_{false};
 
   // Loop thread only.
   RedisLink publish_, subscription_;
