@@ -393,6 +393,7 @@ void forward_poll(LoopContext& loop, const std::string& owner, PollRequest reque
   // a loaded owner and Redis; a dead owner is noticed sooner (PollForwarder).
   auto deadline = std::chrono::milliseconds((request.post ? 0 : c.ping_interval_ms) + c.ping_timeout_ms);
   spdlog::debug("event=eio_forward sid={} node={} method={}", request.sid, owner, request.post ? "POST" : "GET");
+  Metrics::get().socketio_forwarded.fetch_add(1, std::memory_order_relaxed);
   loop.poll_forwarder->forward(owner, std::move(request), deadline,
                                [respond = std::move(respond)](std::optional<PollAnswer> answer) {
                                  if (answer) return respond(answer->status, std::move(answer->content_type),

@@ -230,9 +230,10 @@ describe('Socket.IO long-polling over three nodes without sticky sessions', { sk
     assert.ok(mine.filter((r) => r.node !== owner && r.method === 'POST').length >= 2, 'POSTs served through other nodes');
     assert.ok(mine.every((r) => r.status === 200), `every request answered 200: ${JSON.stringify(mine.filter((r) => r.status !== 200))}`);
 
-    // Alice's new_message acks counted as deliveries (through other nodes too).
-    const unread = await nodes[2].http('GET', '/api/chat/unread-count', { token: alice.token });
-    assert.equal(unread.status, 200);
+    const other = (owner + 1) % 3;
+    const metrics = await nodes[other].http('GET', '/metrics');
+    const forwarded = Number(/^parley_socketio_forwarded_total (\d+)$/m.exec(metrics.text)?.[1]);
+    assert.ok(forwarded >= mine.filter((r) => r.node === other).length, `/metrics counts the forwarded requests (${forwarded})`);
 
     // Disconnect: the owner ends the session; Bob sees Alice go offline.
     c.socket.disconnect();
