@@ -243,7 +243,11 @@ int serve(Config& config) {
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
   Bus* bus = core->bus.get();
-  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(), [bus] { return bus->healthy(); });
+  // /health's bus state covers every use of Redis that clients notice: the
+  // fan-out and the forwarding of Socket.IO polling requests.
+  RedisPollForwarder* forwarder = core->poll_forwarder.get();
+  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
+                                         [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
   core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
   if (core->poll_forwarder) {
     server->set_poll_forwarder(core->poll_forwarder.get());

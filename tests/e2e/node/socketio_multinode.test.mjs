@@ -5,8 +5,9 @@
 // whichever owns the session; the node it lands on forwards it to the owner
 // over Redis. Also: a sid no node owns (400), the WebSocket upgrade sent to
 // the owner (it upgrades) and to another node (refused: the client stays on
-// polling), and the owner killed while another node holds a forwarded long
-// poll for it (the client is answered, reconnects, and misses nothing).
+// polling), Redis restarted (the client reconnects until it is back), and the
+// owner killed while another node holds a forwarded long poll for it (the
+// client is answered, reconnects, and misses nothing).
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server
 // (scripts/redis-test.sh); skipped when either is missing.
@@ -107,7 +108,7 @@ async function startProxy(nodes) {
 
 // A socket.io-client socket recording every event; acks new_message, ping and test_message.
 function sioClient(url, token, { transports = ['polling'], reconnection = false } = {}) {
-  const socket = io(url, { transports, reconnection, reconnectionDelay: 200, forceNew: true, timeout: 10000, auth: { token } });
+  const socket = io(url, { transports, reconnection, reconnectionDelay: 200, reconnectionDelayMax: 1000, forceNew: true, timeout: 10000, auth: { token } });
   const c = { socket, events: [], waiters: [] };
   socket.onAny((event, ...args) => {
     const ack = typeof args[args.length - 1] === 'function' ? args.pop() : null;
@@ -304,6 +305,37 @@ describe('Socket.IO long-polling over three nodes without sticky sessions', { sk
       c.socket.disconnect();
     }
     proxy.upgradeTo = 'next';
+  });
+
+  it('Redis restarted: forwarded requests fail, the client reconnects until Redis is back, and misses nothing', async () => {
+    const [alice, bob] = await nodes[0].registerMany(2);
+    const thread = await nodes[0].createDirect(alice, bob);
+    const bobWs = await nodes[0].connect(bob);
+    const c = sioClient(proxy.url, alice.token, { reconnection: true });
+    await c.connected();
+    await c.next('connection_success');
+    const first = await bobWs.sendMessage({ thread_id: thread.id, content: 'before' });
+    await c.next('new_message', (m) => m.id === first.id);
+    const reasons = [];
+    c.socket.on('disconnect', (reason) => reasons.push(reason));
+    redis.stopSync();
+    await waitFor('the disconnect', () => reasons.length > 0, 20000);
+    const acked = [];
+    for (let i = 1; i <= 5; i++) acked.push(await bobWs.sendMessage({ thread_id: thread.id, content: `while down ${i}` }));
+    redis.start();
+    for (const node of nodes) {
+      const deadline = Date.now() + 30000;
+      while (!(await node.http('GET', '/health').catch(() => null))?.body?.bus?.ok) {
+        if (Date.now() > deadline) assert.fail(`bus never came back on :${node.port}`);
+        await sleep(100);
+      }
+    }
+    await waitFor('a session that lasts', () => c.socket.connected, 30000);
+    const after = await bobWs.sendMessage({ thread_id: thread.id, content: 'after' });
+    await c.next('new_message', (m) => m.id === after.id, 20000);
+    const got = new Set(c.messages(thread.id).map((m) => m.id));
+    for (const m of [first, ...acked, after]) assert.ok(got.has(m.id), `message ${m.seq} reached Alice`);
+    c.socket.disconnect();
   });
 
   it('the owner killed while another node holds its long poll: the client is answered, reconnects, and misses nothing', async () => {
