@@ -201,8 +201,11 @@ describe('Socket.IO long-polling over three nodes without sticky sessions', { sk
 
     // Bob (native WebSocket, another node) to Alice: in seq order, once each.
     const n = 15;
-    for (let i = 1; i <= n; i++) await bobWs.sendMessage({ thread_id: thread.id, content: `b${i}`, client_msg_id: `b-${i}` });
+    const fromBob = [];
+    for (let i = 1; i <= n; i++) fromBob.push(await bobWs.sendMessage({ thread_id: thread.id, content: `b${i}`, client_msg_id: `b-${i}` }));
     await waitFor(`${n} messages at Alice`, () => c.messages(thread.id).length >= n);
+    // Alice's acks of new_message (POSTs through any node) are her delivery receipts.
+    for (const m of fromBob) await bobWs.next((f) => f.type === 'message_delivered' && f.message_id === m.id, 10000, `message_delivered for ${m.seq}`);
     // Alice to Bob, each acknowledged through the Socket.IO ack.
     for (let i = 1; i <= n; i++) {
       const ack = await c.emit('send_message', { thread_id: thread.id, content: `a${i}`, client_msg_id: `a-${i}` });
