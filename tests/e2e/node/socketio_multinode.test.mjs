@@ -360,7 +360,7 @@ describe('Socket.IO long-polling over three nodes without sticky sessions', { sk
       assert.equal(proxy.owners.get(c.socket.io.engine.id), victim);
       const first = await bobWs.sendMessage({ thread_id: thread.id, content: 'before' });
       await c.next('new_message', (m) => m.id === first.id);
-      await sleep(500);  // a long poll is now held on node 0 or 1 for the victim (the ping interval is 25 s)
+      await sleep(1500);  // a long poll is now held on node 0 or 1 for the victim (the ping interval is 25 s)
       const reasons = [];
       c.socket.on('disconnect', (reason) => reasons.push(reason));
       const killedAt = Date.now();
