@@ -2,6 +2,8 @@
 #include "app/store_options.h"
 #include "app/seed.h"
 #include "app/migrate_store.h"
+#include "app/user_admin.h"
+#include "app/webhook_options.h"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -20,6 +22,7 @@
 #include "redis/redis_bus.h"
 #include "redis/redis_presence.h"
 #include "redis/redis_poll_forwarder.h"
+#include "chat/account_watcher.h"
 #include "chat/chat_service.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -225,6 +228,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_REGISTRATION")
       ->check(CLI::IsMember({"open", "closed"}))
       ->capture_default_str();
+  add_webhook_options(cmd, c);
   cmd.add_option("--registrations-per-address", l.registrations_per_address,
                  "Registrations per client address per 10 minutes before 429")
       ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")
@@ -254,9 +258,20 @@ int serve(Config& config) {
     server->set_poll_forwarder(core->poll_forwarder.get());
     core->poll_forwarder->start();
   }
+  // Accounts disabled or revoked by `parley user …` in another process: their
+  // open connections close on every loop (every node polls for itself).
+  AccountWatcher accounts(*core->store, std::chrono::milliseconds(config.limits.account_poll_ms),
+                          [srv = server.get()](const AccountState& a) {
+                            srv->fanout().each_loop([a](Hub& hub) { hub.account_changed(a); });
+                          });
+  auto webhook = start_webhook(config, *core->chat, *core->store);
+  if (!webhook) return fail(webhook.error());
   auto port = server->start();
   if (!port) return fail(port.error());
+  accounts.start();
   server->run();
+  accounts.stop();
+  if (*webhook) (*webhook)->stop();
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
@@ -399,6 +414,20 @@ int run_cli(int argc, char** argv) {
   add_cmd->add_flag("--json", user_add_json, "Print {user, token} as JSON (the token lasts --token-ttl)");
   add_token_options(*add_cmd, config);
 
+  // disable / enable / revoke-tokens (src/app/user_admin.cc).
+  std::string admin_user;
+  std::vector<std::pair<CLI::App*, UserAdminAction>> admin_cmds;
+  for (auto [name, action, help] :
+       {std::tuple{"disable", UserAdminAction::kDisable, "Lock an account: its connections close (4403), its tokens get 401"},
+        std::tuple{"enable", UserAdminAction::kEnable, "Unlock a disabled account"},
+        std::tuple{"revoke-tokens", UserAdminAction::kRevokeTokens, "Refuse every token of a user issued before now"}}) {
+    auto* cmd = user_cmd->add_subcommand(name, help);
+    add_data_options(*cmd, config);
+    add_token_options(*cmd, config);  // accepted so one set of flags serves every admin command
+    cmd->add_option("username", admin_user, "Username")->required();
+    admin_cmds.push_back({cmd, action});
+  }
+
   auto* token_cmd = app.add_subcommand("token", "Print a valid token for a user");
   add_data_options(*token_cmd, config);
   add_create_option(*token_cmd);
@@ -450,6 +479,11 @@ int run_cli(int argc, char** argv) {
   if (add_cmd->parsed()) {
     if (!use_data_dir(config, create_data_dir)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
+  }
+  for (auto& [cmd, action] : admin_cmds) {
+    if (!cmd->parsed()) continue;
+    if (!use_data_dir(config, false)) return 1;
+    return run_user_admin(config, action, admin_user);
   }
   if (token_cmd->parsed()) {
     if (!use_data_dir(config, create_data_dir)) return 1;

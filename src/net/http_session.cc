@@ -137,7 +137,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     empty.status = 204;
     empty.content_type = "text/plain";
     auto res = to_beast(empty, std::string(req[http::field::origin]));
-    res.set(http::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
+    res.set(http::field::access_control_allow_methods, "GET, POST, PATCH, DELETE, OPTIONS");
     res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
     res.set(http::field::access_control_max_age, "600");
     return res;
