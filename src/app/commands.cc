@@ -28,6 +28,7 @@
 #include "net/server.h"
 #include "protocol/encode.h"
 #include "store/data_dir_lock.h"
+#include "store/group_commit.h"
 #include "store/store.h"
 
 namespace parley {
@@ -173,6 +174,11 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
+  cmd.add_option("--shutdown-timeout", c.shutdown_timeout_seconds,
+                 "SIGTERM/SIGINT: seconds to drain clients and commit before exiting (1-3600)")
+      ->envname("PARLEY_SHUTDOWN_TIMEOUT")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
       ->envname("PARLEY_REDIS_URL");
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
@@ -242,17 +248,25 @@ int serve(Config& config) {
   Bus* bus = core->bus.get();
   auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(), [bus] { return bus->healthy(); });
   core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
+  server->set_idle_check([] { return GroupCommitWriter::ops_in_flight() == 0; });
   auto port = server->start();
   if (!port) return fail(port.error());
   server->run();
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
-  core->bus->close();
+  // The node's presence leaves Redis now, not when its heartbeat expires.
   if (core->redis_presence) core->redis_presence->close();
+  core->bus->close();
+  const bool clean = server->drained_cleanly();
   server.reset();
-  spdlog::info("event=stopped");
-  return 0;
+  spdlog::info("event=stopped clean={}", clean);
+  spdlog::default_logger()->flush();
+  Server::disarm_exit_watchdog();
+  // Non-zero when the drain was cut short (timeout or a second signal): what
+  // was queued is committed all the same, but clients were dropped and work
+  // may have been unanswered; docs/operations.md.
+  return clean ? 0 : 1;
 }
 
 // Admin commands act on an existing data dir, and say which: run in the

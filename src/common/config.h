@@ -51,6 +51,7 @@ struct Config {
   std::string registration = "open";      // "open": anyone who reaches the port may register; "closed": only `parley user add`
   std::vector<std::string> allowed_origins;  // empty = any Origin
   std::string redis_url;                  // redis://HOST:PORT: the Redis bus and shared state; empty = in-process
+  int shutdown_timeout_seconds = 10;      // SIGTERM/SIGINT: the drain and the final commit end within this
   // The roles a user may have (registration, `parley user add`); a user
   // registered without one gets kDefaultRole.
   std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};
