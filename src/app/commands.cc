@@ -1,4 +1,5 @@
 #include "app/commands.h"
+#include "app/maintenance.h"
 #include "app/store_options.h"
 #include "app/seed.h"
 
@@ -419,6 +420,21 @@ int run_cli(int argc, char** argv) {
   auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
   add_data_options(*migrate_cmd, config);
 
+  auto* backup_cmd = app.add_subcommand("backup", "Copy a (running) server's SQLite database to a new file, consistently");
+  add_data_options(*backup_cmd, config);
+  std::string backup_to;
+  backup_cmd->add_option("--to", backup_to, "The backup file to write (must not exist)")->required();
+
+  auto* restore_cmd = app.add_subcommand("restore", "Restore a backup into a new or empty data dir");
+  add_data_options(*restore_cmd, config);
+  std::string restore_from;
+  restore_cmd->add_option("--from", restore_from, "The backup file (made by parley backup)")->required();
+
+  auto* check_cmd = app.add_subcommand("check", "Verify the store's integrity and invariants (exit 1 on a problem)");
+  add_data_options(*check_cmd, config);
+  bool check_json = false;
+  check_cmd->add_flag("--json", check_json, "Print the report as JSON");
+
   app.add_subcommand("version", "Print the version");
 
   if (auto unknown = unknown_command(app, argc, argv)) {
@@ -438,6 +454,9 @@ int run_cli(int argc, char** argv) {
     return 2;
   }
   if (serve_cmd->parsed()) return serve(config);
+  if (backup_cmd->parsed()) return backup(config, backup_to);
+  if (restore_cmd->parsed()) return restore(config, restore_from);
+  if (check_cmd->parsed()) return check(config, check_json);
   if (add_cmd->parsed()) {
     if (!use_data_dir(config, create_data_dir)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
