@@ -1,4 +1,5 @@
 #include "app/commands.h"
+#include "app/config_file.h"
 #include "app/maintenance.h"
 #include "app/store_options.h"
 #include "app/seed.h"
@@ -142,6 +143,8 @@ void add_data_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_DATABASE_URL");
   cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (default: info for serve, warn otherwise)")
       ->envname("PARLEY_LOG_LEVEL");
+  cmd.add_option("--config", c.config_file, "Settings file (key = value lines; flags and PARLEY_* variables win over it)")
+      ->envname("PARLEY_CONFIG");
 }
 
 // Commands that sign or check tokens.
@@ -435,6 +438,15 @@ int run_cli(int argc, char** argv) {
   bool check_json = false;
   check_cmd->add_flag("--json", check_json, "Print the report as JSON");
 
+  auto* config_cmd = app.add_subcommand("config", "Settings");
+  config_cmd->require_subcommand(1);
+  auto* config_check_cmd =
+      config_cmd->add_subcommand("check", "Validate settings (flags, PARLEY_*, --config file) and print serve's effective ones");
+  Config checked;  // what serve would run with
+  add_data_options(*config_check_cmd, checked);
+  add_token_options(*config_check_cmd, checked);
+  add_serve_options(*config_check_cmd, checked);
+
   app.add_subcommand("version", "Print the version");
 
   if (auto unknown = unknown_command(app, argc, argv)) {
@@ -444,7 +456,28 @@ int run_cli(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    const bool checking_config = config_check_cmd->parsed() || (argc > 1 && std::string(argv[1]) == "config");
+    if (checking_config && e.get_exit_code() != 0) {
+      std::cerr << "parley: bad_setting: " << e.what() << "\n";
+      return 1;
+    }
     return app.exit(e);
+  }
+  // The --config file fills in what neither a flag nor the environment set.
+  CLI::App* running = &app;
+  for (bool deeper = true; deeper;) {
+    deeper = false;
+    for (CLI::App* sub : running->get_subcommands()) {
+      running = sub;
+      deeper = true;
+      break;
+    }
+  }
+  SettingSources sources = given_settings(*running, argc, argv);
+  const std::string& config_file = config_check_cmd->parsed() ? checked.config_file : config.config_file;
+  if (!config_file.empty()) {
+    const std::string section = config_check_cmd->parsed() ? "serve" : running->get_name();
+    if (auto st = apply_config_file(config_file, app, *running, section, sources); !st) return fail(st.error());
   }
   // Admin commands are quiet: only warnings and their result. serve logs
   // one line per event from info up.
@@ -452,6 +485,11 @@ int run_cli(int argc, char** argv) {
   if (!init_logging(config.log_level)) {
     std::cerr << "parley: unknown log level " << config.log_level << "\n";
     return 2;
+  }
+  if (config_check_cmd->parsed()) {
+    std::cout << describe_settings(*config_check_cmd, sources);
+    std::cerr << "parley: settings ok" << (config_file.empty() ? "" : " (" + config_file + ")") << "\n";
+    return 0;
   }
   if (serve_cmd->parsed()) return serve(config);
   if (backup_cmd->parsed()) return backup(config, backup_to);
