@@ -75,7 +75,8 @@ struct Server::Impl {
   using DrainClock = std::chrono::steady_clock;
 
   // Runs fn on every loop and waits until each has run it, or the deadline
-  // (a stopped loop never runs it). False at the deadline.
+  // (a stopped loop never runs it). False at the deadline; fn may still run
+  // later, so it must own what it touches.
   bool on_every_loop(const std::function<void(Loop&)>& fn, DrainClock::time_point deadline) {
     struct Pending {
       std::mutex mu;
@@ -102,15 +103,15 @@ struct Server::Impl {
   bool quiet(DrainClock::time_point deadline) {
     auto pools_idle = [this] { return workers.idle() && password_workers->idle() && (!idle_check || idle_check()); };
     if (!pools_idle()) return false;
-    std::atomic<int> rest_in_flight{0};
-    if (!on_every_loop([&](Loop& l) { rest_in_flight += l.ctx->rest_in_flight; }, deadline)) return false;
-    return rest_in_flight.load() == 0 && pools_idle();
+    auto rest_in_flight = std::make_shared<std::atomic<int>>(0);
+    if (!on_every_loop([rest_in_flight](Loop& l) { *rest_in_flight += l.ctx->rest_in_flight; }, deadline)) return false;
+    return rest_in_flight->load() == 0 && pools_idle();
   }
 
   size_t open_sessions(DrainClock::time_point deadline) {
-    std::atomic<size_t> open{0};
-    if (!on_every_loop([&](Loop& l) { open += l.ctx->sessions.size(); }, deadline)) return SIZE_MAX;
-    return open.load();
+    auto open = std::make_shared<std::atomic<size_t>>(0);
+    if (!on_every_loop([open](Loop& l) { *open += l.ctx->sessions.size(); }, deadline)) return SIZE_MAX;
+    return open->load();
   }
 
   // The drain thread (see Server::drain). Every wait ends at `deadline`: the
@@ -126,6 +127,12 @@ struct Server::Impl {
     if (in_time) {
       in_time = on_every_loop([](Loop& l) { l.ctx->sessions.shutdown(); }, deadline);
       spdlog::info("event=shutdown_closing_sessions");
+    } else if (!forced.load()) {
+      // Work is stuck (the timeout came first): clients still get their close
+      // (the second pass lets the loops flush it) before the loops stop.
+      auto soon = DrainClock::now() + std::chrono::milliseconds(200);
+      on_every_loop([](Loop& l) { l.ctx->sessions.shutdown(); }, soon);
+      on_every_loop([](Loop&) {}, soon + std::chrono::milliseconds(200));
     }
     // Sessions leave their loop's list once the client has answered the close
     // (or after their linger bound); what their closing queued runs meanwhile.
