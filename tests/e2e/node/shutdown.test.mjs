@@ -88,7 +88,14 @@ describe('graceful shutdown', () => {
         await sleep(3);
       }
     };
+    const restAnswers = [];
     const bursts = [
+      // REST sends too: each is answered 201 (and then stored) or refused 503 shutting_down once the drain began.
+      burst(async (cid) => {
+        const res = await server.sendRest(users[1].token, thread.id, { content: `rest ${cid}`, client_msg_id: cid });
+        restAnswers.push(res.status === 201 ? 201 : `${res.status} ${res.body?.code}`);
+        return res.status === 201 ? res.body.data : null;
+      }, 'rest'),
       ...wsClients.map((ws, k) => burst((cid) => (ws.isOpen
         ? ws.sendMessage({ thread_id: thread.id, content: `ws ${cid}`, client_msg_id: cid }, 20000)
         : Promise.reject(new Error('closed'))), `ws${k}`)),
@@ -134,6 +141,9 @@ describe('graceful shutdown', () => {
       assert.equal(d.active, true, 'socket.io-client will reconnect by itself');
       c.socket.close();
     }
+    assert.ok(restAnswers.includes(201), `REST sends were answered: ${restAnswers.length}`);
+    const unexpected = restAnswers.filter((a) => a !== 201 && a !== '503 shutting_down');
+    assert.deepEqual(unexpected, [], 'every REST send got 201 or, once the drain began, 503 shutting_down');
     const seen = await healthSeen;
     assert.ok(seen.some((h) => h.status === 503 && h.body?.status === 'draining'),
       `/health said draining during the drain: ${JSON.stringify(seen.map((h) => [h.status, h.body?.status]))}`);
