@@ -122,7 +122,7 @@ describe('configuration file', () => {
     assert.equal((await server.sendRest(alice.token, thread.id, { content: 'twelve chars' })).status, 201);
     await server.stop({ removeData: false });
 
-    const second = await startServer({ args: ['--config', file], env: { PARLEY_MAX_CONTENT_CHARS: '20' }, dataDir: server.dataDir, secret: server.secret });
+    const second = await startServer({ args: ['--config', file], env: { PARLEY_MAX_CONTENT_CHARS: '20' }, dataDir: server.dataDir, secret: server.secret, database: server.database });
     servers.push(second);
     assert.equal((await second.sendRest(alice.token, thread.id, { content: 'thirteen char' })).status, 201, 'the environment beats the file');
   });
