@@ -167,6 +167,12 @@ HttpResponse health(Call& c) {
                  {"users", users ? json::value(*users) : json::value(nullptr)},
                  {"storage", std::move(storage)},
                  {"bus", json::object{{"kind", c.health.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
+  // A draining server (graceful shutdown) answers 503 whatever else holds, so
+  // a load balancer stops sending it new clients while it finishes.
+  if (c.health.draining && c.health.draining()) {
+    o["status"] = "draining";
+    return json_response(503, o);
+  }
   return json_response(storage_ok ? 200 : 503, o);
 }
 

@@ -1,4 +1,6 @@
 #include "app/commands.h"
+#include "app/config_file.h"
+#include "app/maintenance.h"
 #include "app/store_options.h"
 #include "app/seed.h"
 #include "app/migrate_store.h"
@@ -33,6 +35,7 @@
 #include "net/server.h"
 #include "protocol/encode.h"
 #include "store/data_dir_lock.h"
+#include "store/group_commit.h"
 #include "store/store.h"
 
 namespace parley {
@@ -147,6 +150,8 @@ void add_data_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_DATABASE_URL");
   cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (default: info for serve, warn otherwise)")
       ->envname("PARLEY_LOG_LEVEL");
+  cmd.add_option("--config", c.config_file, "Settings file (key = value lines; flags and PARLEY_* variables win over it)")
+      ->envname("PARLEY_CONFIG");
 }
 
 // Commands that sign or check tokens.
@@ -180,6 +185,11 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
+  cmd.add_option("--shutdown-timeout", c.shutdown_timeout_seconds,
+                 "SIGTERM/SIGINT: seconds to drain clients and commit before exiting (1-3600)")
+      ->envname("PARLEY_SHUTDOWN_TIMEOUT")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
       ->envname("PARLEY_REDIS_URL");
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
@@ -266,6 +276,7 @@ int serve(Config& config) {
                           });
   auto webhook = start_webhook(config, *core->chat, *core->store);
   if (!webhook) return fail(webhook.error());
+  server->set_idle_check([] { return GroupCommitWriter::ops_in_flight() == 0; });
   auto port = server->start();
   if (!port) return fail(port.error());
   accounts.start();
@@ -275,12 +286,19 @@ int serve(Config& config) {
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
-  core->bus->close();
+  // The node's presence leaves Redis now, not when its heartbeat expires.
   if (core->redis_presence) core->redis_presence->close();
+  core->bus->close();
   if (core->poll_forwarder) core->poll_forwarder->close();
+  const bool clean = server->drained_cleanly();
   server.reset();
-  spdlog::info("event=stopped");
-  return 0;
+  spdlog::info("event=stopped clean={}", clean);
+  spdlog::default_logger()->flush();
+  Server::disarm_exit_watchdog();
+  // Non-zero when the drain was cut short (timeout or a second signal): what
+  // was queued is committed all the same, but clients were dropped and work
+  // may have been unanswered; docs/operations.md.
+  return clean ? 0 : 1;
 }
 
 // Admin commands act on an existing data dir, and say which: run in the
@@ -456,6 +474,29 @@ int run_cli(int argc, char** argv) {
   migrate_store_cmd->add_option("--batch-rows", migrate_store_opts.batch_rows, "Rows per transaction (1-5000)")
       ->capture_default_str();
   migrate_store_cmd->add_option("--log-level", config.log_level, "trace, debug, info, warn, error, off (default: warn)");
+  auto* backup_cmd = app.add_subcommand("backup", "Copy a (running) server's SQLite database to a new file, consistently");
+  add_data_options(*backup_cmd, config);
+  std::string backup_to;
+  backup_cmd->add_option("--to", backup_to, "The backup file to write (must not exist)")->required();
+
+  auto* restore_cmd = app.add_subcommand("restore", "Restore a backup into a new or empty data dir");
+  add_data_options(*restore_cmd, config);
+  std::string restore_from;
+  restore_cmd->add_option("--from", restore_from, "The backup file (made by parley backup)")->required();
+
+  auto* check_cmd = app.add_subcommand("check", "Verify the store's integrity and invariants (exit 1 on a problem)");
+  add_data_options(*check_cmd, config);
+  bool check_json = false;
+  check_cmd->add_flag("--json", check_json, "Print the report as JSON");
+
+  auto* config_cmd = app.add_subcommand("config", "Settings");
+  config_cmd->require_subcommand(1);
+  auto* config_check_cmd =
+      config_cmd->add_subcommand("check", "Validate settings (flags, PARLEY_*, --config file) and print serve's effective ones");
+  Config checked;  // what serve would run with
+  add_data_options(*config_check_cmd, checked);
+  add_token_options(*config_check_cmd, checked);
+  add_serve_options(*config_check_cmd, checked);
 
   app.add_subcommand("version", "Print the version");
 
@@ -466,7 +507,28 @@ int run_cli(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    const bool checking_config = config_check_cmd->parsed() || (argc > 1 && std::string(argv[1]) == "config");
+    if (checking_config && e.get_exit_code() != 0) {
+      std::cerr << "parley: bad_setting: " << e.what() << "\n";
+      return 1;
+    }
     return app.exit(e);
+  }
+  // The --config file fills in what neither a flag nor the environment set.
+  CLI::App* running = &app;
+  for (bool deeper = true; deeper;) {
+    deeper = false;
+    for (CLI::App* sub : running->get_subcommands()) {
+      running = sub;
+      deeper = true;
+      break;
+    }
+  }
+  SettingSources sources = given_settings(*running, argc, argv);
+  const std::string& config_file = config_check_cmd->parsed() ? checked.config_file : config.config_file;
+  if (!config_file.empty()) {
+    const std::string section = config_check_cmd->parsed() ? "serve" : running->get_name();
+    if (auto st = apply_config_file(config_file, app, *running, section, sources); !st) return fail(st.error());
   }
   // Admin commands are quiet: only warnings and their result. serve logs
   // one line per event from info up.
@@ -475,7 +537,15 @@ int run_cli(int argc, char** argv) {
     std::cerr << "parley: unknown log level " << config.log_level << "\n";
     return 2;
   }
+  if (config_check_cmd->parsed()) {
+    std::cout << describe_settings(*config_check_cmd, sources);
+    std::cerr << "parley: settings ok" << (config_file.empty() ? "" : " (" + config_file + ")") << "\n";
+    return 0;
+  }
   if (serve_cmd->parsed()) return serve(config);
+  if (backup_cmd->parsed()) return backup(config, backup_to);
+  if (restore_cmd->parsed()) return restore(config, restore_from);
+  if (check_cmd->parsed()) return check(config, check_json);
   if (add_cmd->parsed()) {
     if (!use_data_dir(config, create_data_dir)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);

@@ -18,6 +18,9 @@ namespace {
 
 int64_t now_ms() { return now_micros() / 1000; }
 
+// Shutdown: how long a polling session waits for its next poll to carry the close packet.
+constexpr int64_t kShutdownPollWaitMs = 2000;
+
 class EioSession;
 
 // Which loop owns each session. Any thread; a lookup is one short lock.
@@ -102,6 +105,7 @@ class EioSession final : public Transport,
       return close_now("overlapping polls");
     }
     poll_ = std::move(respond);
+    if (close_on_poll_) return close_now("server shutting down");
     // During an upgrade the poll is answered at once (a noop if nothing is
     // queued), so the client can pause polling and finish the upgrade.
     if (!queue_.empty() || mode_ == Mode::kUpgrading) answer_poll();
@@ -249,6 +253,7 @@ class EioSession final : public Transport,
   // Sweepable: pings, the pong deadline, and the ticks of the session above.
   void on_sweep(int64_t now) override {
     if (mode_ == Mode::kClosed) return;
+    if (close_on_poll_ && now > close_deadline_ms_) return close_now("server shutting down; no poll came");
     if (pong_deadline_ms_ && now > pong_deadline_ms_) {
       spdlog::info("event=eio_ping_timeout sid={}", sid_);
       return close_now("ping timeout");
@@ -264,6 +269,25 @@ class EioSession final : public Transport,
     if (up_) up_->on_tick(now);
   }
 
+  // Shutdown: an Engine.IO close, not a Socket.IO DISCONNECT. The reference
+  // server does the same on close(): socket.io-client then reports
+  // "transport close" and reconnects by itself (to another node behind the
+  // load balancer), where a DISCONNECT ("io server disconnect") would leave
+  // it disconnected until the app calls connect(). A polling client gets the
+  // close packet in its waiting poll, or in its next one if none is waiting
+  // (for at most kShutdownPollWaitMs).
+  void on_shutdown() override {
+    if (mode_ == Mode::kClosed || close_on_poll_) return;
+    if (mode_ == Mode::kWebSocket) {
+      send_text(std::make_shared<const Frame>(1, sio::kClose));
+      if (auto ws = ws_.lock()) ws->close(CloseReason::kGoingAway, "server shutting down");
+      return;
+    }
+    if (poll_) return close_now("server shutting down");
+    close_on_poll_ = true;
+    close_deadline_ms_ = now_ms() + kShutdownPollWaitMs;
+  }
+
  private:
   enum class Mode { kPolling, kUpgrading, kWebSocket, kClosed };
 
@@ -277,6 +301,7 @@ class EioSession final : public Transport,
         next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;
         return;
       case sio::kMessage:
+        if (loop_.draining) return;  // never acknowledged: the client sends it again after reconnecting
         if (p.size() - 1 > loop_.config.limits.max_frame_bytes) {
           Metrics::get().count_error("frame_too_large");
           return close_now("message too big");
@@ -368,6 +393,8 @@ class EioSession final : public Transport,
   int64_t probe_deadline_ms_ = 0;  // while a probe is attached
   bool listed_ = false;
   bool registered_ = false;  // in the registry: began on polling
+  bool close_on_poll_ = false;     // shutting down: the next poll gets the close packet
+  int64_t close_deadline_ms_ = 0;  // ... or the session closes at this time anyway
 };
 
 // The WebSocket's listener: forwards to the session on the same loop.

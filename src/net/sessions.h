@@ -61,6 +61,14 @@ struct LoopContext {
   // Several nodes: carries polling requests for other nodes' sids to them
   // (bus/poll_forwarder.h). Null for an embedded server.
   PollForwarder* poll_forwarder = nullptr;
+  // Graceful shutdown (server.h): set on the loop once the drain begins.
+  // From then on frames from clients are dropped unread (they were never
+  // acknowledged; clients resend them on another node), new HTTP requests
+  // other than /health and existing Engine.IO sessions get 503, and answers
+  // close their connection.
+  bool draining = false;
+  // REST requests read and not yet answered on this loop's connections.
+  int rest_in_flight = 0;
 };
 
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.
