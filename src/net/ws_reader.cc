@@ -21,8 +21,12 @@ bool WsReader::parse(uint8_t* data, size_t size, Handler& h) {
     if (st == ParseStatus::kProtocolError) return h.on_violation(kCloseProtocolError, "protocol error"), false;
     if (st == ParseStatus::kTooBig) return too_big(h);
     if (size - pos - fh.header_len < fh.payload_len) {
-      // Keep the partial frame; refuse early if it can never fit.
-      if (fh.payload_len + message_.size() > max_) return too_big(h);
+      // Keep the partial frame; refuse early a continuation that can never
+      // fit. Only a continuation adds to the message: a control frame in the
+      // middle of a fragmented message is not part of it, and a first frame
+      // was checked by parse_header.
+      if (fh.opcode == kContinuation && message_opcode_ != 0 && fh.payload_len + message_.size() > max_)
+        return too_big(h);
       break;
     }
     uint8_t* payload = data + pos + fh.header_len;
