@@ -51,7 +51,7 @@ for t in "${selected[@]}"; do
   echo "fuzz: $t for ${seconds}s"
   log="$BUILD_DIR/fuzz-$t.log"
   # -max_len 64 KiB: the server's frame limit; -timeout per input; -rss_limit_mb for the process.
-  if "$BUILD_DIR/fuzz_$t" "$corpus" "${seeds[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+  if "$BUILD_DIR/fuzz/fuzz_$t" "$corpus" "${seeds[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
        -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/" "$@" >"$log" 2>&1; then
     grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | tr '\n' ' ' || true
     echo
