@@ -19,17 +19,11 @@
 #include <string>
 
 #include "bus/poll_forwarder.h"
+#include "net/engineio_query.h"
 #include "net/sessions.h"
 #include "protocol/socketio.h"
 
 namespace parley::net {
-
-struct EioQuery {
-  std::string eio;        // protocol revision: "4"
-  std::string transport;  // "polling" | "websocket"
-  std::string sid;        // empty on a handshake
-};
-EioQuery parse_eio_query(std::string_view target);
 
 // An HTTP answer for a polling request: status, content type, body. Called
 // once, on any thread: the callee posts to its own loop.

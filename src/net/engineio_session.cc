@@ -452,17 +452,6 @@ void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer) {
   });
 }
 
-EioQuery parse_eio_query(std::string_view target) {
-  EioQuery q;
-  size_t mark = target.find('?');
-  if (mark == std::string_view::npos) return q;
-  auto params = parse_query(std::string(target.substr(mark + 1)));
-  if (auto it = params.find("EIO"); it != params.end()) q.eio = it->second;
-  if (auto it = params.find("transport"); it != params.end()) q.transport = it->second;
-  if (auto it = params.find("sid"); it != params.end()) q.sid = it->second;
-  return q;
-}
-
 void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& q,
                       std::string body, EioRespond respond) {
   auto fail = [&respond](sio::EioError e) {
