@@ -12,6 +12,7 @@
 #include "protocol/client_frame.h"
 #include "protocol/json_fields.h"
 #include "protocol/encode.h"
+#include "api/web_app.h"
 
 namespace parley {
 
@@ -166,6 +167,12 @@ HttpResponse health(Call& c) {
                  {"users", users ? json::value(*users) : json::value(nullptr)},
                  {"storage", std::move(storage)},
                  {"bus", json::object{{"kind", c.health.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
+  // A draining server (graceful shutdown) answers 503 whatever else holds, so
+  // a load balancer stops sending it new clients while it finishes.
+  if (c.health.draining && c.health.draining()) {
+    o["status"] = "draining";
+    return json_response(503, o);
+  }
   return json_response(storage_ok ? 200 : 503, o);
 }
 
@@ -475,6 +482,7 @@ RestApi::RestApi(ChatService& chat, HealthInfo health)
 
 HttpResponse RestApi::handle(const HttpRequest& req) {
   Metrics::get().http_requests.fetch_add(1, std::memory_order_relaxed);
+  if (auto web = serve_web_app(req)) return std::move(*web);
   const auto parts = split_path(req.path);
   const Route* route = find_route(req.method, parts);
   Call call{chat_, health_, started_at_, req, parts, nullptr, {}};

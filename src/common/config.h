@@ -1,6 +1,6 @@
 // Config: every setting of a running server, with the defaults of
-// CONTRACT.md section 5. Filled once at start (flags, then environment),
-// read-only afterwards, so any thread may read it.
+// CONTRACT.md section 5. Filled once at start (flags, environment, then the
+// --config file for what neither set), read-only afterwards, so any thread may read it.
 #pragma once
 
 #include <cstdint>
@@ -64,6 +64,8 @@ struct Config {
   std::string registration = "open";      // "open": anyone who reaches the port may register; "closed": only `parley user add`
   std::vector<std::string> allowed_origins;  // empty = any Origin
   std::string redis_url;                  // redis://HOST:PORT: the Redis bus and shared state; empty = in-process
+  std::string config_file;                // --config: settings file (flags > environment > file > defaults)
+  int shutdown_timeout_seconds = 10;      // SIGTERM/SIGINT: the drain and the final commit end within this
   // The roles a user may have (registration, `parley user add`); a user
   // registered without one gets kDefaultRole.
   std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};

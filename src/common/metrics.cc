@@ -87,6 +87,9 @@ std::string Metrics::render() const {
   o << "# HELP parley_bus_reconnects_total Reconnections of the networked bus.\n"
     << "# TYPE parley_bus_reconnects_total counter\n"
     << "parley_bus_reconnects_total " << bus_reconnects.load() << "\n";
+  o << "# HELP parley_socketio_forwarded_total Socket.IO polling requests forwarded to the node that owns their session.\n"
+    << "# TYPE parley_socketio_forwarded_total counter\n"
+    << "parley_socketio_forwarded_total " << socketio_forwarded.load() << "\n";
   o << "# HELP parley_webhook_queued_total Webhook notifications stored for offline participants.\n"
     << "# TYPE parley_webhook_queued_total counter\n"
     << "parley_webhook_queued_total " << webhook_queued.load() << "\n";
