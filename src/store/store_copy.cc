@@ -31,11 +31,16 @@ struct TableSpec {
 };
 const std::vector<TableSpec>& copied_tables() {
   static const std::vector<TableSpec> tables = {
-      {"users", 1, {"id", "username", "full_name", "phone_number", "role", "password_hash", "created_at", "last_seen"}},
+      {"users", 1,
+       {"id", "username", "full_name", "phone_number", "role", "password_hash", "created_at", "last_seen", "disabled",
+        "tokens_valid_after", "state_version"}},
       {"threads", 1, {"id", "type", "title", "created_by", "created_at", "last_activity", "last_seq", "direct_key"}},
       {"participants", 2, {"thread_id", "user_id", "is_admin", "last_read_seq", "joined_at", "last_delivered_seq"}},
       {"messages", 1,
-       {"id", "thread_id", "seq", "sender_id", "content", "message_type", "client_msg_id", "created_at", "edited_at"}},
+       {"id", "thread_id", "seq", "sender_id", "content", "message_type", "client_msg_id", "created_at", "edited_at",
+        "deleted_at"}},
+      // Notifications for offline participants not yet delivered: they go on from the new store.
+      {"webhook_outbox", 1, {"id", "recipient_id", "body", "attempts", "next_attempt_at", "created_at", "dead"}},
   };
   return tables;
 }
