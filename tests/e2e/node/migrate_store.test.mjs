@@ -89,6 +89,7 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
   let dm, group;
   let onSqlite;     // snapshot on SQLite
   let retried;      // a message sent with a client_msg_id
+  let davesLogin;   // the disabled account's login answer on SQLite
   let target;       // the PostgreSQL database of the first copy
 
   before(async () => {
@@ -119,9 +120,15 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
     const read = await cc.request({ type: 'mark_as_read', thread_id: group.id });
     assert.notEqual(read.type, 'error', `mark_as_read: ${JSON.stringify(read)}`);
     await cb.ping();
+    // Moderation state: a deleted message (its tombstone) and a disabled account.
+    const deleted = await source.http('DELETE', `/api/chat/messages/${groupHistory[2].id}`, { token: alice.token });
+    assert.equal(deleted.status, 200, `DELETE answered ${deleted.status}: ${deleted.text}`);
+    await source.cli(['user', 'disable', dave.username]);
+    davesLogin = await source.http('POST', '/api/auth/login', { body: { username: dave.username, password: dave.password } });
+    assert.equal(davesLogin.status, 403, `a disabled account's login: ${davesLogin.text}`);
     // The marks are written by the group commit: wait (bounded) until they read back.
     for (let i = 0; i < 60; i++) {
-      onSqlite = await snapshot(source, users, [dm.id, group.id]);
+      onSqlite = await snapshot(source, users.slice(0, 3), [dm.id, group.id]);
       const bobThread = onSqlite[`thread ${group.id}`].participants.find((p) => p.user_id === bob.id);
       if (bobThread.last_delivered_seq >= groupHistory[6].seq) break;
       await sleep(50);
@@ -146,8 +153,13 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
 
     const pg = await startPgServer(secret, target);
     try {
-      const after = await snapshot(pg, users, [dm.id, group.id]);
+      const after = await snapshot(pg, users.slice(0, 3), [dm.id, group.id]);
       assert.deepEqual(after, onSqlite, 'users, threads, unread counts, read/delivery marks and history are identical');
+      assert.ok(after[`thread ${group.id}`].history[2].deleted, 'the deleted message is still a tombstone');
+      const dave = users[3];
+      const davePg = await pg.http('POST', '/api/auth/login', { body: { username: dave.username, password: dave.password } });
+      assert.equal(davePg.status, davesLogin.status, 'the disabled account stays disabled');
+      assert.deepEqual(davePg.body, davesLogin.body);
       // A token issued by the SQLite server still works (same secret).
       assert.equal((await pg.http('GET', '/api/users/me', { token: users[0].token })).status, 200);
       // A retry of a message stored before the copy is recognised, not stored twice.
