@@ -60,7 +60,12 @@ struct World {
     auto jwt = parley::JwtVerifier::create("fuzz-secret");
     if (!jwt) std::abort();
     chat = std::make_unique<parley::ChatService>(*store, *bus, *jwt, config);
-    parley::HealthInfo health{[] { return size_t{0}; }, [] { return size_t{0}; }, "local", [] { return true; }};
+    parley::HealthInfo health;
+    health.connections = [] { return size_t{0}; };
+    health.users_online = [] { return size_t{0}; };
+    health.bus = "local";
+    health.bus_ok = [] { return true; };
+    health.draining = [] { return false; };
     api = std::make_unique<parley::RestApi>(*chat, health);
 
     parley::User alice, bob;

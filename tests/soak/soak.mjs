@@ -24,6 +24,16 @@ const STALL_MAX_MS = 75_000;  // past the server's 60 s idle timeout; then we lo
 
 const log = (...a) => console.log(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
 
+// The SQLite database's size (file + WAL), kB: the writer's page cache (up to
+// 64 MiB) grows with it, so RSS is read beside it.
+function dbKb(dir) {
+  let total = 0;
+  for (const f of ['parley.db', 'parley.db-wal']) {
+    try { total += fs.statSync(`${dir}/${f}`).size; } catch { /* PostgreSQL, or not there */ }
+  }
+  return Math.round(total / 1024);
+}
+
 function procStats(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)[1]);
@@ -68,7 +78,7 @@ try {
   await sleep(Math.min(20_000, DURATION_MS / 6));  // warm-up: caches and pools reach their working size
   const start = procStats(pid);
   let peak = { ...start };
-  log(`warm: rss ${start.rssKb} kB, fds ${start.fds}, threads ${start.threads}`);
+  log(`warm: rss ${start.rssKb} kB, fds ${start.fds}, threads ${start.threads}, db ${dbKb(server.dataDir)} kB`);
 
   // ---- churn
   const churnOnce = async () => {
@@ -175,7 +185,7 @@ try {
     const now = procStats(pid);
     if (now.rssKb > peak.rssKb) peak.rssKb = now.rssKb;
     if (now.fds > peak.fds) peak.fds = now.fds;
-    log(`rss ${now.rssKb} kB, fds ${now.fds}, acked ${acked.length}, churn ${counts.churn_connects}, ` +
+    log(`rss ${now.rssKb} kB, db ${dbKb(server.dataDir)} kB, fds ${now.fds}, acked ${acked.length}, churn ${counts.churn_connects}, ` +
         `stalls ${counts.stalls}, garbage ${counts.garbage_tcp + counts.garbage_http + counts.garbage_frames + counts.garbage_json}`);
   }
 
@@ -219,7 +229,7 @@ try {
   console.log(`connections: ${STEADY} steady, ${counts.churn_connects} churn (${counts.churn_sends} sent), ` +
               `${counts.stalls} stalled, ` +
               `garbage: ${counts.garbage_tcp} raw TCP, ${counts.garbage_http} HTTP, ${counts.garbage_frames} frames, ${counts.garbage_json} JSON`);
-  console.log(`client-side errors ${counts.errors}; threads start ${start.threads}, end ${end.threads}`);
+  console.log(`client-side errors ${counts.errors}; threads start ${start.threads}, end ${end.threads}; database ${dbKb(server.dataDir)} kB`);
   for (const [name, ok, detail] of checks) {
     console.log(`${ok ? 'PASS' : 'FAIL'} ${name}${detail ? `: ${detail}` : ''}`);
     if (!ok) failed = true;
