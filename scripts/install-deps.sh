@@ -10,14 +10,18 @@
 #                                    websockets and socketio, PostgreSQL and
 #                                    Redis servers, Chromium for the browser
 #                                    tests (scripts/test.sh uses this)
+#   scripts/install-deps.sh --fuzz   also clang 14 and libFuzzer for the fuzz
+#                                    targets (scripts/fuzz.sh uses this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_TESTS=0
+WITH_FUZZ=0
 for arg in "$@"; do
   case "$arg" in
     --test) WITH_TESTS=1 ;;
-    *) echo "install-deps: unknown argument $arg (try --test)" >&2; exit 64 ;;
+    --fuzz) WITH_FUZZ=1 ;;
+    *) echo "install-deps: unknown argument $arg (try --test or --fuzz)" >&2; exit 64 ;;
   esac
 done
 
@@ -44,6 +48,12 @@ if [ "$WITH_TESTS" -eq 1 ]; then
     procps psmisc
     chromium fonts-noto-color-emoji
   )
+fi
+
+# libFuzzer and the sanitizer runtimes come with clang's compiler-rt;
+# llvm-14 has llvm-symbolizer, which names the lines in a crash's stack.
+if [ "$WITH_FUZZ" -eq 1 ]; then
+  APT_PACKAGES+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev llvm-14)
 fi
 
 missing=()

@@ -167,6 +167,12 @@ HttpResponse health(Call& c) {
                  {"users", users ? json::value(*users) : json::value(nullptr)},
                  {"storage", std::move(storage)},
                  {"bus", json::object{{"kind", c.health.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
+  // A draining server (graceful shutdown) answers 503 whatever else holds, so
+  // a load balancer stops sending it new clients while it finishes.
+  if (c.health.draining && c.health.draining()) {
+    o["status"] = "draining";
+    return json_response(503, o);
+  }
   return json_response(storage_ok ? 200 : 503, o);
 }
 
@@ -372,6 +378,27 @@ HttpResponse mark_read(Call& c) {
                  json::object{{"thread_id", thread_id}, {"user_id", c.user->id}});
 }
 
+// CONTRACT section 8. An id that is not a UUID gets the same answer as a
+// message the caller may not change.
+HttpResponse delete_message(Call& c) {
+  if (!is_uuid(c.parts[3])) return failure(forbidden("message not found or you may not change it"));
+  auto m = c.chat.delete_message(c.user->id, normalize_uuid(c.parts[3]));
+  if (!m) return failure(m.error());
+  return success(200, message_json(*m));
+}
+
+HttpResponse edit_message(Call& c) {
+  auto body = body_object(c.req.body);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  std::string content = b.string("content", Need::kRequired);
+  if (b.error()) return failure(*b.error());
+  if (!is_uuid(c.parts[3])) return failure(forbidden("message not found or you may not change it"));
+  auto m = c.chat.edit_message(c.user->id, normalize_uuid(c.parts[3]), content);
+  if (!m) return failure(m.error());
+  return success(200, message_json(*m));
+}
+
 // A WebSocket path asked for without an upgrade (a browser, curl): say what it is.
 HttpResponse upgrade_required(Call&) {
   HttpResponse r;
@@ -425,6 +452,8 @@ const std::vector<Route>& routes() {
       {"GET", {"api", "chat", "offline-messages"}, false, offline_messages},
       {"GET", {"api", "chat", "unread-count"}, false, unread_count},
       {"POST", {"api", "chat", "mark-read", "*"}, false, mark_read},
+      {"DELETE", {"api", "chat", "messages", "*"}, false, delete_message},
+      {"PATCH", {"api", "chat", "messages", "*"}, false, edit_message},
       {"POST", {"api", "chat", "subscribe"}, false, subscribe},
       {"POST", {"api", "chat", "unsubscribe"}, false, unsubscribe},
   };

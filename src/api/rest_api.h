@@ -16,6 +16,7 @@ struct HealthInfo {
   std::function<size_t()> users_online;
   std::string bus;
   std::function<bool()> bus_ok;  // false while a networked bus is disconnected
+  std::function<bool()> draining;  // true once a graceful shutdown has begun
 };
 
 class RestApi {

@@ -1,6 +1,11 @@
 #include "app/commands.h"
+#include "app/config_file.h"
+#include "app/maintenance.h"
 #include "app/store_options.h"
 #include "app/seed.h"
+#include "app/migrate_store.h"
+#include "app/user_admin.h"
+#include "app/webhook_options.h"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -18,6 +23,8 @@
 #include "bus/bus.h"
 #include "redis/redis_bus.h"
 #include "redis/redis_presence.h"
+#include "redis/redis_poll_forwarder.h"
+#include "chat/account_watcher.h"
 #include "chat/chat_service.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -28,6 +35,7 @@
 #include "net/server.h"
 #include "protocol/encode.h"
 #include "store/data_dir_lock.h"
+#include "store/group_commit.h"
 #include "store/store.h"
 
 namespace parley {
@@ -72,6 +80,7 @@ struct Core {
   std::unique_ptr<ReactorThread> bus_loop;  // only with Redis
   std::unique_ptr<Bus> bus;
   std::unique_ptr<RedisPresenceDirectory> redis_presence;  // only with Redis
+  std::unique_ptr<RedisPollForwarder> poll_forwarder;      // only with Redis
   std::unique_ptr<ChatService> chat;
 };
 
@@ -89,6 +98,7 @@ Status open_bus(const Config& config, bool serving, Core& core) {
   core.bus_loop = std::make_unique<ReactorThread>();
   core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(), RedisBusOptions{*endpoint, "parley:events", 10000, node_id});
   core.redis_presence = std::make_unique<RedisPresenceDirectory>(core.bus_loop->reactor(), *endpoint, node_id);
+  core.poll_forwarder = std::make_unique<RedisPollForwarder>(core.bus_loop->reactor(), *endpoint, node_id);
   return Ok{};
 }
 
@@ -140,6 +150,8 @@ void add_data_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_DATABASE_URL");
   cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (default: info for serve, warn otherwise)")
       ->envname("PARLEY_LOG_LEVEL");
+  cmd.add_option("--config", c.config_file, "Settings file (key = value lines; flags and PARLEY_* variables win over it)")
+      ->envname("PARLEY_CONFIG");
 }
 
 // Commands that sign or check tokens.
@@ -173,6 +185,11 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');
+  cmd.add_option("--shutdown-timeout", c.shutdown_timeout_seconds,
+                 "SIGTERM/SIGINT: seconds to drain clients and commit before exiting (1-3600)")
+      ->envname("PARLEY_SHUTDOWN_TIMEOUT")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
       ->envname("PARLEY_REDIS_URL");
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
@@ -221,6 +238,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_REGISTRATION")
       ->check(CLI::IsMember({"open", "closed"}))
       ->capture_default_str();
+  add_webhook_options(cmd, c);
   cmd.add_option("--registrations-per-address", l.registrations_per_address,
                  "Registrations per client address per 10 minutes before 429")
       ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")
@@ -240,19 +258,47 @@ int serve(Config& config) {
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
   Bus* bus = core->bus.get();
-  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(), [bus] { return bus->healthy(); });
+  // /health's bus state covers every use of Redis that clients notice: the
+  // fan-out and the forwarding of Socket.IO polling requests.
+  RedisPollForwarder* forwarder = core->poll_forwarder.get();
+  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
+                                         [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
   core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
+  if (core->poll_forwarder) {
+    server->set_poll_forwarder(core->poll_forwarder.get());
+    core->poll_forwarder->start();
+  }
+  // Accounts disabled or revoked by `parley user …` in another process: their
+  // open connections close on every loop (every node polls for itself).
+  AccountWatcher accounts(*core->store, std::chrono::milliseconds(config.limits.account_poll_ms),
+                          [srv = server.get()](const AccountState& a) {
+                            srv->fanout().each_loop([a](Hub& hub) { hub.account_changed(a); });
+                          });
+  auto webhook = start_webhook(config, *core->chat, *core->store);
+  if (!webhook) return fail(webhook.error());
+  server->set_idle_check([] { return GroupCommitWriter::ops_in_flight() == 0; });
   auto port = server->start();
   if (!port) return fail(port.error());
+  accounts.start();
   server->run();
+  accounts.stop();
+  if (*webhook) (*webhook)->stop();
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
-  core->bus->close();
+  // The node's presence leaves Redis now, not when its heartbeat expires.
   if (core->redis_presence) core->redis_presence->close();
+  core->bus->close();
+  if (core->poll_forwarder) core->poll_forwarder->close();
+  const bool clean = server->drained_cleanly();
   server.reset();
-  spdlog::info("event=stopped");
-  return 0;
+  spdlog::info("event=stopped clean={}", clean);
+  spdlog::default_logger()->flush();
+  Server::disarm_exit_watchdog();
+  // Non-zero when the drain was cut short (timeout or a second signal): what
+  // was queued is committed all the same, but clients were dropped and work
+  // may have been unanswered; docs/operations.md.
+  return clean ? 0 : 1;
 }
 
 // Admin commands act on an existing data dir, and say which: run in the
@@ -386,6 +432,20 @@ int run_cli(int argc, char** argv) {
   add_cmd->add_flag("--json", user_add_json, "Print {user, token} as JSON (the token lasts --token-ttl)");
   add_token_options(*add_cmd, config);
 
+  // disable / enable / revoke-tokens (src/app/user_admin.cc).
+  std::string admin_user;
+  std::vector<std::pair<CLI::App*, UserAdminAction>> admin_cmds;
+  for (auto [name, action, help] :
+       {std::tuple{"disable", UserAdminAction::kDisable, "Lock an account: its connections close (4403), its tokens get 401"},
+        std::tuple{"enable", UserAdminAction::kEnable, "Unlock a disabled account"},
+        std::tuple{"revoke-tokens", UserAdminAction::kRevokeTokens, "Refuse every token of a user issued before now"}}) {
+    auto* cmd = user_cmd->add_subcommand(name, help);
+    add_data_options(*cmd, config);
+    add_token_options(*cmd, config);  // accepted so one set of flags serves every admin command
+    cmd->add_option("username", admin_user, "Username")->required();
+    admin_cmds.push_back({cmd, action});
+  }
+
   auto* token_cmd = app.add_subcommand("token", "Print a valid token for a user");
   add_data_options(*token_cmd, config);
   add_create_option(*token_cmd);
@@ -405,6 +465,39 @@ int run_cli(int argc, char** argv) {
   auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
   add_data_options(*migrate_cmd, config);
 
+  auto* migrate_store_cmd =
+      app.add_subcommand("migrate-store", "Copy an embedded (SQLite) installation into PostgreSQL; resumable, checked by counts");
+  MigrateStoreOptions migrate_store_opts;
+  migrate_store_cmd->add_option("--from", migrate_store_opts.from, "sqlite:DIR, the data dir of the stopped server")->required();
+  migrate_store_cmd->add_option("--to", migrate_store_opts.to, "postgres://USER:PASS@HOST:PORT/DB, empty or this copy's")
+      ->required();
+  migrate_store_cmd->add_option("--batch-rows", migrate_store_opts.batch_rows, "Rows per transaction (1-5000)")
+      ->capture_default_str();
+  migrate_store_cmd->add_option("--log-level", config.log_level, "trace, debug, info, warn, error, off (default: warn)");
+  auto* backup_cmd = app.add_subcommand("backup", "Copy a (running) server's SQLite database to a new file, consistently");
+  add_data_options(*backup_cmd, config);
+  std::string backup_to;
+  backup_cmd->add_option("--to", backup_to, "The backup file to write (must not exist)")->required();
+
+  auto* restore_cmd = app.add_subcommand("restore", "Restore a backup into a new or empty data dir");
+  add_data_options(*restore_cmd, config);
+  std::string restore_from;
+  restore_cmd->add_option("--from", restore_from, "The backup file (made by parley backup)")->required();
+
+  auto* check_cmd = app.add_subcommand("check", "Verify the store's integrity and invariants (exit 1 on a problem)");
+  add_data_options(*check_cmd, config);
+  bool check_json = false;
+  check_cmd->add_flag("--json", check_json, "Print the report as JSON");
+
+  auto* config_cmd = app.add_subcommand("config", "Settings");
+  config_cmd->require_subcommand(1);
+  auto* config_check_cmd =
+      config_cmd->add_subcommand("check", "Validate settings (flags, PARLEY_*, --config file) and print serve's effective ones");
+  Config checked;  // what serve would run with
+  add_data_options(*config_check_cmd, checked);
+  add_token_options(*config_check_cmd, checked);
+  add_serve_options(*config_check_cmd, checked);
+
   app.add_subcommand("version", "Print the version");
 
   if (auto unknown = unknown_command(app, argc, argv)) {
@@ -414,7 +507,28 @@ int run_cli(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    const bool checking_config = config_check_cmd->parsed() || (argc > 1 && std::string(argv[1]) == "config");
+    if (checking_config && e.get_exit_code() != 0) {
+      std::cerr << "parley: bad_setting: " << e.what() << "\n";
+      return 1;
+    }
     return app.exit(e);
+  }
+  // The --config file fills in what neither a flag nor the environment set.
+  CLI::App* running = &app;
+  for (bool deeper = true; deeper;) {
+    deeper = false;
+    for (CLI::App* sub : running->get_subcommands()) {
+      running = sub;
+      deeper = true;
+      break;
+    }
+  }
+  SettingSources sources = given_settings(*running, argc, argv);
+  const std::string& config_file = config_check_cmd->parsed() ? checked.config_file : config.config_file;
+  if (!config_file.empty()) {
+    const std::string section = config_check_cmd->parsed() ? "serve" : running->get_name();
+    if (auto st = apply_config_file(config_file, app, *running, section, sources); !st) return fail(st.error());
   }
   // Admin commands are quiet: only warnings and their result. serve logs
   // one line per event from info up.
@@ -423,10 +537,23 @@ int run_cli(int argc, char** argv) {
     std::cerr << "parley: unknown log level " << config.log_level << "\n";
     return 2;
   }
+  if (config_check_cmd->parsed()) {
+    std::cout << describe_settings(*config_check_cmd, sources);
+    std::cerr << "parley: settings ok" << (config_file.empty() ? "" : " (" + config_file + ")") << "\n";
+    return 0;
+  }
   if (serve_cmd->parsed()) return serve(config);
+  if (backup_cmd->parsed()) return backup(config, backup_to);
+  if (restore_cmd->parsed()) return restore(config, restore_from);
+  if (check_cmd->parsed()) return check(config, check_json);
   if (add_cmd->parsed()) {
     if (!use_data_dir(config, create_data_dir)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
+  }
+  for (auto& [cmd, action] : admin_cmds) {
+    if (!cmd->parsed()) continue;
+    if (!use_data_dir(config, false)) return 1;
+    return run_user_admin(config, action, admin_user);
   }
   if (token_cmd->parsed()) {
     if (!use_data_dir(config, create_data_dir)) return 1;
@@ -434,6 +561,7 @@ int run_cli(int argc, char** argv) {
   }
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
   if (migrate_cmd->parsed()) return migrate(config);
+  if (migrate_store_cmd->parsed()) return run_migrate_store(migrate_store_opts);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }

@@ -30,6 +30,11 @@ size_t ThreadPool::queued() const {
   return tasks_.size();
 }
 
+bool ThreadPool::idle() const {
+  std::lock_guard lock(mu_);
+  return tasks_.empty() && running_ == 0;
+}
+
 void ThreadPool::run() {
   for (;;) {
     std::function<void()> task;
@@ -39,12 +44,16 @@ void ThreadPool::run() {
       if (tasks_.empty()) return;
       task = std::move(tasks_.front());
       tasks_.pop_front();
+      ++running_;
     }
     try {
       task();
     } catch (const std::exception& e) {
       spdlog::error("event=task_failed error=\"{}\"", e.what());
     }
+    task = nullptr;  // its captures go before the pool counts it done
+    std::lock_guard lock(mu_);
+    --running_;
   }
 }
 

@@ -21,6 +21,8 @@ class ThreadPool {
 
   void submit(std::function<void()> task);
   size_t queued() const;
+  // True when no task is queued or running (a moment's view; any thread).
+  bool idle() const;
 
  private:
   void run();
@@ -28,6 +30,7 @@ class ThreadPool {
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;
   bool stopping_ = false;
+  size_t running_ = 0;  // tasks being run now
   std::vector<std::thread> threads_;
 };
 

@@ -18,6 +18,9 @@ namespace {
 
 int64_t now_ms() { return now_micros() / 1000; }
 
+// Shutdown: how long a polling session waits for its next poll to carry the close packet.
+constexpr int64_t kShutdownPollWaitMs = 2000;
+
 class EioSession;
 
 // Which loop owns each session. Any thread; a lookup is one short lock.
@@ -64,7 +67,10 @@ class EioSession final : public Transport,
                          public Flushable,
                          public std::enable_shared_from_this<EioSession> {
  public:
-  EioSession(LoopContext& loop, std::string remote) : loop_(loop), sid_(new_uuid()), remote_(std::move(remote)) {}
+  EioSession(LoopContext& loop, std::string remote)
+      : loop_(loop),
+        sid_(loop.poll_forwarder ? node_sid(loop.poll_forwarder->node_id(), new_uuid()) : new_uuid()),
+        remote_(std::move(remote)) {}
   ~EioSession() override {
     if (listed_) loop_.sessions.remove(this);
   }
@@ -99,6 +105,7 @@ class EioSession final : public Transport,
       return close_now("overlapping polls");
     }
     poll_ = std::move(respond);
+    if (close_on_poll_) return close_now("server shutting down");
     // During an upgrade the poll is answered at once (a noop if nothing is
     // queued), so the client can pause polling and finish the upgrade.
     if (!queue_.empty() || mode_ == Mode::kUpgrading) answer_poll();
@@ -246,6 +253,7 @@ class EioSession final : public Transport,
   // Sweepable: pings, the pong deadline, and the ticks of the session above.
   void on_sweep(int64_t now) override {
     if (mode_ == Mode::kClosed) return;
+    if (close_on_poll_ && now > close_deadline_ms_) return close_now("server shutting down; no poll came");
     if (pong_deadline_ms_ && now > pong_deadline_ms_) {
       spdlog::info("event=eio_ping_timeout sid={}", sid_);
       return close_now("ping timeout");
@@ -261,6 +269,25 @@ class EioSession final : public Transport,
     if (up_) up_->on_tick(now);
   }
 
+  // Shutdown: an Engine.IO close, not a Socket.IO DISCONNECT. The reference
+  // server does the same on close(): socket.io-client then reports
+  // "transport close" and reconnects by itself (to another node behind the
+  // load balancer), where a DISCONNECT ("io server disconnect") would leave
+  // it disconnected until the app calls connect(). A polling client gets the
+  // close packet in its waiting poll, or in its next one if none is waiting
+  // (for at most kShutdownPollWaitMs).
+  void on_shutdown() override {
+    if (mode_ == Mode::kClosed || close_on_poll_) return;
+    if (mode_ == Mode::kWebSocket) {
+      send_text(std::make_shared<const Frame>(1, sio::kClose));
+      if (auto ws = ws_.lock()) ws->close(CloseReason::kGoingAway, "server shutting down");
+      return;
+    }
+    if (poll_) return close_now("server shutting down");
+    close_on_poll_ = true;
+    close_deadline_ms_ = now_ms() + kShutdownPollWaitMs;
+  }
+
  private:
   enum class Mode { kPolling, kUpgrading, kWebSocket, kClosed };
 
@@ -274,6 +301,7 @@ class EioSession final : public Transport,
         next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;
         return;
       case sio::kMessage:
+        if (loop_.draining) return;  // never acknowledged: the client sends it again after reconnecting
         if (p.size() - 1 > loop_.config.limits.max_frame_bytes) {
           Metrics::get().count_error("frame_too_large");
           return close_now("message too big");
@@ -365,6 +393,8 @@ class EioSession final : public Transport,
   int64_t probe_deadline_ms_ = 0;  // while a probe is attached
   bool listed_ = false;
   bool registered_ = false;  // in the registry: began on polling
+  bool close_on_poll_ = false;     // shutting down: the next poll gets the close packet
+  int64_t close_deadline_ms_ = 0;  // ... or the session closes at this time anyway
 };
 
 // The WebSocket's listener: forwards to the session on the same loop.
@@ -380,17 +410,46 @@ class EioWsListener final : public TransportListener {
   std::shared_ptr<EioSession> session_;
 };
 
+// A polling request for another node's session, sent there. Its answer is
+// the owner's; when no node serves it the session is as good as unknown, and
+// the 400 makes the client reconnect (to any node).
+void forward_poll(LoopContext& loop, const std::string& owner, PollRequest request, EioRespond respond) {
+  const auto& c = loop.config.socketio;
+  // The owner holds a poll until it has packets, at the latest until its
+  // next ping (pingInterval); a POST is answered at once. The margin covers
+  // a loaded owner and Redis; a dead owner is noticed sooner (PollForwarder).
+  auto deadline = std::chrono::milliseconds((request.post ? 0 : c.ping_interval_ms) + c.ping_timeout_ms);
+  spdlog::debug("event=eio_forward sid={} node={} method={}", request.sid, owner, request.post ? "POST" : "GET");
+  Metrics::get().socketio_forwarded.fetch_add(1, std::memory_order_relaxed);
+  loop.poll_forwarder->forward(owner, std::move(request), deadline,
+                               [respond = std::move(respond)](std::optional<PollAnswer> answer) {
+                                 if (answer) return respond(answer->status, std::move(answer->content_type),
+                                                            std::move(answer->body));
+                                 Metrics::get().count_error("engineio_forward_failed");
+                                 respond(sio::eio_error_status(sio::EioError::kUnknownSid), "application/json",
+                                         sio::eio_error_body(sio::EioError::kUnknownSid));
+                               });
+}
+
 }  // namespace
 
-EioQuery parse_eio_query(std::string_view target) {
-  EioQuery q;
-  size_t mark = target.find('?');
-  if (mark == std::string_view::npos) return q;
-  auto params = parse_query(std::string(target.substr(mark + 1)));
-  if (auto it = params.find("EIO"); it != params.end()) q.eio = it->second;
-  if (auto it = params.find("transport"); it != params.end()) q.transport = it->second;
-  if (auto it = params.find("sid"); it != params.end()) q.sid = it->second;
-  return q;
+void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer) {
+  auto entry = registry().find(request.sid);
+  EioRespond respond = [answer = std::move(answer)](int status, std::string type, std::string body) {
+    answer(PollAnswer{status, std::move(type), std::move(body)});
+  };
+  if (!entry) {
+    return respond(sio::eio_error_status(sio::EioError::kUnknownSid), "application/json",
+                   sio::eio_error_body(sio::EioError::kUnknownSid));
+  }
+  LoopContext* loop = entry->loop;
+  asio::post(loop->io, [loop, session = entry->session, request = std::move(request), respond = std::move(respond)] {
+    // The requesting node checked the size against its own limit; this one's rules here.
+    if (request.body.size() > loop->config.socketio.max_payload)
+      return respond(413, "application/json", sio::eio_error_body(sio::EioError::kBadRequest));
+    if (request.post) session->on_post(request.body, respond);
+    else session->on_poll(respond);
+  });
 }
 
 void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& q,
@@ -409,9 +468,15 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
     return respond(200, "text/plain; charset=UTF-8", session->open_packet(true));
   }
   auto entry = registry().find(q.sid);
-  if (!entry) return fail(sio::EioError::kUnknownSid);
-  if (q.transport != "polling") return fail(sio::EioError::kBadRequest);
   bool get = method == "GET";
+  if (!entry) {
+    std::string owner = loop.poll_forwarder ? sid_owner(q.sid) : std::string();
+    if (owner.empty() || owner == loop.poll_forwarder->node_id() || q.transport != "polling" ||
+        (!get && method != "POST"))
+      return fail(sio::EioError::kUnknownSid);
+    return forward_poll(loop, owner, PollRequest{!get, q.sid, std::move(body)}, std::move(respond));
+  }
+  if (q.transport != "polling") return fail(sio::EioError::kBadRequest);
   if (!get && method != "POST") return fail(sio::EioError::kBadRequest);
   asio::post(entry->loop->io, [session = entry->session, get, body = std::move(body), respond = std::move(respond)] {
     if (get) session->on_poll(respond);

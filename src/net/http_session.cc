@@ -77,6 +77,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return reply(error_response(400, "bad_request", "malformed HTTP request"), false);
     }
     http::request<http::string_body> req = parser_->release();
+    if (loop_.draining && !served_while_draining(req)) return reply(shutting_down(), false);
     if (websocket::is_upgrade(req)) return upgrade(std::move(req));
     if (req.method() == http::verb::options) return reply(preflight(req), req.keep_alive());
     if (is_eio_path(loop_.config, req.target())) return engineio(std::move(req));
@@ -96,6 +97,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                             origin),
                    keep_alive);
     auto self = shared_from_this();
+    ++loop_.rest_in_flight;
+    rest_counted_ = true;
     pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin)] {
       HttpResponse out = self->loop_.rest.handle(r);
       asio::post(self->stream_.get_executor(), [self, out = std::move(out), keep_alive, origin] {
@@ -137,7 +140,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     empty.status = 204;
     empty.content_type = "text/plain";
     auto res = to_beast(empty, std::string(req[http::field::origin]));
-    res.set(http::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
+    res.set(http::field::access_control_allow_methods, "GET, POST, PATCH, DELETE, OPTIONS");
     res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
     res.set(http::field::access_control_max_age, "600");
     return res;
@@ -153,8 +156,28 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     return res;
   }
 
+  // While the server drains, /health (it says "draining", so a load balancer
+  // stops sending clients here) and the polls of existing Engine.IO sessions
+  // (they carry the close packet) are still served; nothing new starts.
+  bool served_while_draining(const http::request<http::string_body>& req) const {
+    std::string_view target = req.target();
+    std::string_view path = target.substr(0, target.find('?'));
+    if (path == "/health") return !websocket::is_upgrade(req);
+    return is_eio_path(loop_.config, target) && !websocket::is_upgrade(req) && !parse_eio_query(target).sid.empty();
+  }
+
+  static http::response<http::string_body> shutting_down() {
+    auto res = error_response(503, "shutting_down", "the server is shutting down; connect again (another node may answer)");
+    res.set(http::field::retry_after, "1");
+    return res;
+  }
+
   void reply(http::response<http::string_body> res, bool keep_alive) {
-    res.keep_alive(keep_alive);
+    res.keep_alive(keep_alive && !loop_.draining);
+    if (rest_counted_) {
+      rest_counted_ = false;
+      --loop_.rest_in_flight;  // its answer is computed; the write below is the loop's own work
+    }
     auto sp = std::make_shared<http::response<http::string_body>>(std::move(res));
     stream_.expires_after(kRequestTimeout);
     http::async_write(stream_, *sp, [self = shared_from_this(), sp](boost::system::error_code ec, size_t) {
@@ -247,6 +270,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   // The socket and any bytes already read past the request go to the WebSocket session.
   void hand_over(const http::request<http::string_body>& req, std::optional<User> user, std::string token) {
+    if (loop_.draining) return reply(shutting_down(), false);  // its token check ended after the drain began
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
     stream_.expires_never();
@@ -287,6 +311,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string remote_;
+  bool rest_counted_ = false;  // this connection's REST request is counted in loop_.rest_in_flight
   bool linger_ = false;     // the reply refuses a request whose body was not read
   size_t linger_left_ = 0;  // bytes still drained before the close
 };

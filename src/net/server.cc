@@ -2,12 +2,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
 #include <thread>
 
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/serial_queue.h"
 #include "net/beast.h"
+#include "net/engineio.h"
 #include "net/sessions.h"
 
 namespace parley {
@@ -37,8 +42,8 @@ struct Server::Impl {
         chat(ch),
         workers(w),
         rest(ch, HealthInfo{[] { return static_cast<size_t>(std::max<int64_t>(Metrics::get().connections.load(), 0)); },
-                            [&ch] { return ch.presence().users_online(); }, std::move(bus_name),
-                            std::move(bus_ok)}) {
+                            [&ch] { return ch.presence().users_online(); }, std::move(bus_name), std::move(bus_ok),
+                            [this] { return draining.load(std::memory_order_relaxed); }}) {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
@@ -64,6 +69,146 @@ struct Server::Impl {
         [&ch, announcements](const std::string& user_id, bool online) {
           announcements->submit([&ch, user_id, online] { ch.announce_presence(user_id, online); });
         });
+  }
+
+  // ---------------------------------------------------------------- drain
+
+  using DrainClock = std::chrono::steady_clock;
+
+  // Runs fn on every loop and waits until each has run it, or the deadline
+  // (a stopped loop never runs it). False at the deadline; fn may still run
+  // later, so it must own what it touches.
+  bool on_every_loop(const std::function<void(Loop&)>& fn, DrainClock::time_point deadline) {
+    struct Pending {
+      std::mutex mu;
+      std::condition_variable cv;
+      size_t left;
+    };
+    auto pending = std::make_shared<Pending>();
+    pending->left = loops.size();
+    for (auto& l : loops) {
+      Loop* loop = l.get();
+      asio::post(loop->io, [pending, loop, fn] {
+        fn(*loop);
+        std::lock_guard lock(pending->mu);
+        if (--pending->left == 0) pending->cv.notify_all();
+      });
+    }
+    std::unique_lock lock(pending->mu);
+    return pending->cv.wait_until(lock, deadline, [&] { return pending->left == 0; });
+  }
+
+  // Whether no work is in flight: the pools, `idle_check` (the store's
+  // queue) and every loop's REST requests, read twice around a pass over the
+  // loops so that completions they had queued are counted too.
+  bool quiet(DrainClock::time_point deadline) {
+    auto pools_idle = [this] { return workers.idle() && password_workers->idle() && (!idle_check || idle_check()); };
+    if (!pools_idle()) return false;
+    auto rest_in_flight = std::make_shared<std::atomic<int>>(0);
+    if (!on_every_loop([rest_in_flight](Loop& l) { *rest_in_flight += l.ctx->rest_in_flight; }, deadline)) return false;
+    return rest_in_flight->load() == 0 && pools_idle();
+  }
+
+  size_t open_sessions(DrainClock::time_point deadline) {
+    auto open = std::make_shared<std::atomic<size_t>>(0);
+    if (!on_every_loop([open](Loop& l) { *open += l.ctx->sessions.size(); }, deadline)) return SIZE_MAX;
+    return open->load();
+  }
+
+  // The drain thread (see Server::drain). Every wait ends at `deadline`: the
+  // shutdown timeout less a reserve for closing the store and the bus.
+  void drain_run(DrainClock::time_point deadline) {
+    auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(10)); };
+    bool in_time = on_every_loop([](Loop& l) { l.ctx->draining = true; }, deadline);
+    while (in_time && !quiet(deadline)) {
+      if (DrainClock::now() >= deadline || forced.load()) in_time = false;
+      else pause();
+    }
+    size_t open = 0;
+    if (in_time) {
+      in_time = on_every_loop([](Loop& l) { l.ctx->sessions.shutdown(); }, deadline);
+      spdlog::info("event=shutdown_closing_sessions");
+    } else if (!forced.load()) {
+      // Work is stuck (the timeout came first): clients still get their close
+      // (the second pass lets the loops flush it) before the loops stop.
+      auto soon = DrainClock::now() + std::chrono::milliseconds(200);
+      on_every_loop([](Loop& l) { l.ctx->sessions.shutdown(); }, soon);
+      on_every_loop([](Loop&) {}, soon + std::chrono::milliseconds(200));
+    }
+    // Sessions leave their loop's list once the client has answered the close
+    // (or after their linger bound); what their closing queued runs meanwhile.
+    while (in_time && ((open = open_sessions(deadline)) > 0 || !quiet(deadline))) {
+      if (DrainClock::now() >= deadline || forced.load()) in_time = false;
+      else pause();
+    }
+    if (!in_time || forced.load()) {
+      spdlog::warn("event=shutdown_forced open_sessions={} workers_idle={} store_idle={}", open == SIZE_MAX ? 0 : open,
+                   workers.idle(), !idle_check || idle_check());
+      clean = false;
+    } else {
+      spdlog::info("event=shutdown_drained");
+    }
+    stop_loops();
+  }
+
+  void stop_loops() {
+    asio::post(loops[0]->io, [this] {
+      boost::system::error_code ec;
+      if (acceptor) acceptor->close(ec);
+      if (signals) signals->cancel(ec);
+    });
+    std::lock_guard lock(guards_mu);
+    for (auto& g : guards) g.reset();
+    for (auto& l : loops) {
+      asio::post(l->io, [loop = l.get()] {
+        if (loop->sweep) loop->sweep->cancel();
+      });
+      l->io.stop();
+    }
+  }
+
+  void begin_drain() {
+    if (draining.exchange(true)) return;
+    int timeout = std::max(1, config.shutdown_timeout_seconds);
+    auto now = DrainClock::now();
+    // A fifth of the time, at most 2 s, is kept for the store's last commit and the bus.
+    auto reserve = std::min<DrainClock::duration>(std::chrono::seconds(2), std::chrono::milliseconds(timeout * 200));
+    auto deadline = now + std::chrono::seconds(timeout) - reserve;
+    arm_exit_watchdog(now + std::chrono::seconds(timeout));
+    spdlog::info("event=shutdown_draining timeout_seconds={}", timeout);
+    drain_thread = std::thread([this, deadline] { drain_run(deadline); });
+  }
+
+  // The bound is a promise to the process supervisor: if closing the store
+  // or the bus hangs (a database that stopped answering), the process still
+  // exits, non-zero, when the shutdown timeout is up.
+  static void arm_exit_watchdog(DrainClock::time_point at) {
+    std::thread([at] {
+      std::this_thread::sleep_until(at);
+      if (exit_disarmed().load()) return;
+      spdlog::error("event=shutdown_timeout action=exit code=1");
+      spdlog::default_logger()->flush();
+      std::_Exit(1);
+    }).detach();
+  }
+
+  static std::atomic<bool>& exit_disarmed() {
+    static std::atomic<bool> disarmed{false};
+    return disarmed;
+  }
+
+  void wait_signals() {
+    signals->async_wait([this](boost::system::error_code e, int sig) {
+      if (e) return;
+      if (!draining.load()) {
+        spdlog::info("event=shutdown signal={}", sig);
+        begin_drain();
+        wait_signals();  // a second signal cuts the drain short
+      } else {
+        spdlog::warn("event=shutdown_forced signal={} reason=second_signal", sig);
+        forced = true;
+      }
+    });
   }
 
   void accept() {
@@ -94,7 +239,13 @@ struct Server::Impl {
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<asio::signal_set> signals;
   size_t next_loop = 0;
+  std::mutex guards_mu;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::function<bool()> idle_check;
+  std::atomic<bool> draining{false};
+  std::atomic<bool> forced{false};  // a second signal: end the drain now
+  bool clean = true;                // written by the drain thread, read after it is joined
+  std::thread drain_thread;
 };
 
 Server::Server(const Config& config, ChatService& chat, ThreadPool& workers, std::string bus_name,
@@ -102,6 +253,13 @@ Server::Server(const Config& config, ChatService& chat, ThreadPool& workers, std
     : impl_(std::make_unique<Impl>(config, chat, workers, std::move(bus_name), std::move(bus_ok))) {}
 
 Server::~Server() = default;
+
+void Server::set_poll_forwarder(PollForwarder* forwarder) {
+  for (auto& l : impl_->loops) l->ctx->poll_forwarder = forwarder;
+  forwarder->serve_with([](PollRequest request, PollForwarder::AnswerFn answer) {
+    eio_serve_forwarded(std::move(request), std::move(answer));
+  });
+}
 
 const Fanout& Server::fanout() const { return impl_->fanout; }
 RestApi& Server::rest() { return impl_->rest; }
@@ -122,12 +280,7 @@ Result<uint16_t> Server::start() {
   uint16_t port = acc->local_endpoint().port();
   im.acceptor = std::move(acc);
   im.signals = std::make_unique<asio::signal_set>(im.loops[0]->io, SIGINT, SIGTERM);
-  im.signals->async_wait([this](boost::system::error_code e, int sig) {
-    if (!e) {
-      spdlog::info("event=shutdown signal={}", sig);
-      stop();
-    }
-  });
+  im.wait_signals();
   im.accept();
   for (auto& l : im.loops) {
     l->sweep = std::make_unique<asio::steady_timer>(l->io);
@@ -139,29 +292,30 @@ Result<uint16_t> Server::start() {
 
 void Server::run() {
   auto& im = *impl_;
-  for (auto& l : im.loops) im.guards.push_back(asio::make_work_guard(l->io));
+  {
+    std::lock_guard lock(im.guards_mu);
+    for (auto& l : im.loops) im.guards.push_back(asio::make_work_guard(l->io));
+  }
   std::vector<std::thread> threads;
   for (size_t i = 1; i < im.loops.size(); ++i) threads.emplace_back([&im, i] { im.loops[i]->io.run(); });
   im.loops[0]->io.run();
   for (auto& t : threads) t.join();
+  if (im.drain_thread.joinable()) im.drain_thread.join();
   // Loops are stopped: finish the hashing already queued while the store is open.
   im.password_workers.reset();
 }
 
-void Server::stop() {
+void Server::stop() { impl_->stop_loops(); }
+
+void Server::drain() {
   auto& im = *impl_;
-  asio::post(im.loops[0]->io, [&im] {
-    boost::system::error_code ec;
-    if (im.acceptor) im.acceptor->close(ec);
-    if (im.signals) im.signals->cancel(ec);
-  });
-  for (auto& g : im.guards) g.reset();
-  for (auto& l : im.loops) {
-    asio::post(l->io, [&l] {
-      if (l->sweep) l->sweep->cancel();
-    });
-    l->io.stop();
-  }
+  asio::post(im.loops[0]->io, [&im] { im.begin_drain(); });
 }
+
+bool Server::drained_cleanly() const { return impl_->clean; }
+
+void Server::set_idle_check(std::function<bool()> idle) { impl_->idle_check = std::move(idle); }
+
+void Server::disarm_exit_watchdog() { Impl::exit_disarmed() = true; }
 
 }  // namespace parley

@@ -36,6 +36,8 @@ uint16_t close_code(CloseReason reason) {
     case CloseReason::kUnauthorized: return 4401;
     case CloseReason::kAuthTimeout: return 4408;
     case CloseReason::kTooManyConnections: return 4429;
+    case CloseReason::kForbidden: return 4403;
+    case CloseReason::kGoingAway: return ws::kCloseGoingAway;
   }
   return ws::kClosePolicy;
 }
@@ -119,6 +121,10 @@ class WsSession final : public Transport,
     if (listener_) listener_->on_tick(now);
   }
 
+  // The session above may have closed already (an Engine.IO session sends its
+  // close packet first); either way the client sees 1001.
+  void on_shutdown() override { begin_close(ws::kCloseGoingAway, "server shutting down"); }
+
  private:
   // The connection's life: open; closing (our close frame, or an error
   // answer, is queued: nothing more is sent and input is dropped); lingering
@@ -149,9 +155,10 @@ class WsSession final : public Transport,
     wait_readable();
   }
 
-  // Once closing, input is read and dropped until the client closes its side.
+  // Once closing, input is read and dropped until the client closes its side;
+  // while the server drains too (LoopContext::draining).
   void consume(uint8_t* data, size_t size) {
-    if (state_ != State::kOpen) return;
+    if (state_ != State::kOpen || loop_.draining) return;
     reader_.consume(data, size, *this);
   }
 

@@ -1,5 +1,8 @@
 #include "redis/redis_presence.h"
 
+#include <condition_variable>
+#include <mutex>
+
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
@@ -71,6 +74,28 @@ void RedisPresenceDirectory::start() {
 
 void RedisPresenceDirectory::close() {
   if (closed_.exchange(true)) return;
+  // A node that stops on purpose deletes its heartbeat key first: the next
+  // node's reap (within a second) then takes its users offline, instead of
+  // after the key's expiry. Bounded: Redis may be unreachable.
+  struct Said {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+  };
+  auto said = std::make_shared<Said>();
+  auto mark = [said] {
+    std::lock_guard lock(said->mu);
+    said->done = true;
+    said->cv.notify_all();
+  };
+  reactor_.post([this, mark] {
+    if (!commands_.up() || !commands_.command({"DEL", "parley:node:" + node_id_}, [mark](const redisReply*) { mark(); }))
+      mark();
+  });
+  {
+    std::unique_lock lock(said->mu);
+    said->cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return said->done; });
+  }
   std::promise<void> done;
   reactor_.post([&] {
     *alive_ = false;

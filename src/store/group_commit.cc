@@ -48,6 +48,7 @@ void GroupCommitWriter::enqueue(Op op) {
   {
     std::lock_guard lock(queue_mu_);
     if (!stopping_) {
+      in_flight_.fetch_add(1, std::memory_order_acq_rel);
       queue_.push_back(std::move(op));
       queue_cv_.notify_one();
       return;
@@ -113,6 +114,7 @@ void GroupCommitWriter::completion_loop() {
         } catch (const std::exception& e) {
           spdlog::error("event=store_callback_exception error=\"{}\"", e.what());
         }
+        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
   }

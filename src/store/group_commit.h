@@ -68,6 +68,9 @@ class GroupCommitWriter {
 
   // Batches committed so far; tests use it to check that writes share commits.
   uint64_t commit_count() const { return commits_.load(std::memory_order_relaxed); }
+  // Ops queued in any writer of this process whose finish() has not run yet:
+  // a graceful shutdown waits for zero before it closes connections. Any thread.
+  static int64_t ops_in_flight() { return in_flight_.load(std::memory_order_acquire); }
   // True on the writer or the completion thread.
   bool on_own_thread() const;
 
@@ -97,6 +100,7 @@ class GroupCommitWriter {
   Store::WriteState last_outcome_;
   std::once_flag stop_once_;
   std::atomic<uint64_t> commits_{0};
+  static inline std::atomic<int64_t> in_flight_{0};
   std::thread writer_;
   std::thread completer_;  // runs the callbacks
 };

@@ -208,6 +208,31 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     nodes[2] = await startNode();
   });
 
+  it('a node stopped with SIGTERM: its clients get 1001, it leaves Redis at once, its users go offline at the others', async () => {
+    const victim = nodes[2];
+    const [alice, carol] = await nodes[0].registerMany(2);
+    await nodes[0].createDirect(alice, carol);
+    const aliceWs = await nodes[0].connect(alice);
+    const carolWs = await victim.connect(carol);
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 5000, 'carol online');
+    const heartbeats = () => redis.cli('--scan', '--pattern', 'parley:node:*').split('\n').filter(Boolean).sort();
+    // A node killed by an earlier test leaves its key until it expires (3 s).
+    let before = heartbeats();
+    for (let i = 0; i < 50 && before.length !== 3; i++) { await sleep(100); before = heartbeats(); }
+    assert.equal(before.length, 3, `three nodes heartbeat: ${before}`);
+    victim.child.kill('SIGTERM');
+    const { code } = await victim.exited;
+    assert.equal(code, 0, victim.logTail());
+    assert.equal((await carolWs.waitClose(5000)).code, 1001);
+    // Deleted on the way out, not left to expire: the other nodes reap it on their next tick.
+    const after = heartbeats();
+    assert.equal(after.length, 2, `the stopped node's heartbeat key is gone at once: ${before} -> ${after}`);
+    const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node stopped');
+    assert.equal(off.online, false);
+    victim.child = null;
+    nodes[2] = await startNode();
+  });
+
   it("a killed node's users go offline at the others (its heartbeat expires)", async () => {
     const victim = nodes[2];
     const [alice, carol] = await nodes[0].registerMany(2);

@@ -1,0 +1,142 @@
+#include "app/config_file.h"
+
+#include <cstdlib>
+#include <functional>
+
+#include "common/redact.h"
+
+namespace parley {
+
+namespace {
+
+std::string key_of(const CLI::Option* opt) {
+  std::vector<std::string> names = opt->get_lnames();
+  return names.empty() ? "" : names.front();
+}
+
+// Options a file may set: long-named, not --help, not --config itself.
+bool settable(const CLI::Option* opt) {
+  std::string key = key_of(opt);
+  return !key.empty() && key != "help" && key != "config";
+}
+
+void each_command(const CLI::App& app, const std::function<void(const CLI::App&)>& fn) {
+  fn(app);
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) each_command(*sub, fn);
+}
+
+bool known_anywhere(const CLI::App& root, const std::string& key) {
+  bool found = false;
+  each_command(root, [&](const CLI::App& c) {
+    const CLI::Option* opt = c.get_option_no_throw("--" + key);
+    if (opt && settable(opt)) found = true;
+  });
+  return found;
+}
+
+bool on_command_line(const std::string& key, int argc, char** argv) {
+  const std::string flag = "--" + key;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == flag || (a.size() > flag.size() && a.substr(0, flag.size() + 1) == flag + "=")) return true;
+  }
+  return false;
+}
+
+bool secret_key(const std::string& key) {
+  return key.find("secret") != std::string::npos || key.find("password") != std::string::npos;
+}
+
+// TOML-ish: numbers and booleans bare, everything else quoted.
+std::string toml_value(const std::string& v) {
+  if (v == "true" || v == "false") return v;
+  if (!v.empty()) {
+    char* end = nullptr;
+    std::strtod(v.c_str(), &end);
+    if (end && *end == '\0' && v.find_first_not_of("0123456789.-") == std::string::npos) return v;
+  }
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+SettingSources given_settings(const CLI::App& cmd, int argc, char** argv) {
+  SettingSources sources;
+  for (const CLI::Option* opt : cmd.get_options()) {
+    if (!settable(opt) || opt->count() == 0) continue;
+    std::string key = key_of(opt);
+    bool flag = false;
+    for (const std::string& name : opt->get_lnames()) flag = flag || on_command_line(name, argc, argv);
+    sources[key] = flag || opt->get_envname().empty() ? "flag" : "env " + opt->get_envname();
+  }
+  return sources;
+}
+
+Status apply_config_file(const std::string& path, const CLI::App& root, CLI::App& cmd, const std::string& section,
+                         SettingSources& sources) {
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(path);
+  } catch (const CLI::FileError& e) {
+    return bad_input("config_unreadable", "cannot read config file " + path + ": " + e.what());
+  }
+  for (const CLI::ConfigItem& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section boundaries
+    std::string key = item.name;
+    for (char& c : key) c = c == '_' ? '-' : c;
+    std::string shown = item.fullname();
+    if (item.parents.size() > 1) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
+    const bool for_this_command = item.parents.empty() || item.parents.front() == section;
+    if (!item.parents.empty()) {
+      bool command_exists = false;
+      each_command(root, [&](const CLI::App& c) { command_exists = command_exists || c.get_name() == item.parents.front(); });
+      if (!command_exists) return bad_input("unknown_setting", path + ": unknown section [" + item.parents.front() + "]");
+    }
+    if (!known_anywhere(root, key)) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
+    CLI::Option* opt = cmd.get_option_no_throw("--" + key);
+    if (!for_this_command || !opt || !settable(opt)) continue;  // another command's setting
+    key = key_of(opt);
+    if (sources.count(key)) continue;  // a flag or the environment wins over the file
+    try {
+      for (const std::string& v : item.inputs) opt->add_result(v);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      return bad_input("bad_setting", path + ": bad value for '" + shown + "': " + e.what());
+    }
+    sources[key] = "file";
+  }
+  return Ok{};
+}
+
+std::string describe_settings(const CLI::App& cmd, const SettingSources& sources) {
+  std::string out;
+  for (const CLI::Option* opt : cmd.get_options()) {
+    if (!settable(opt)) continue;
+    std::string key = key_of(opt);
+    std::vector<std::string> values = opt->results();
+    if (values.empty()) {
+      std::string d = opt->get_default_str();
+      if (d.size() >= 2 && d.front() == '[' && d.back() == ']') values = CLI::detail::split(d.substr(1, d.size() - 2), ',');
+      else if (!d.empty()) values = {d};
+      else if (opt->get_expected_min() == 0) values = {"false"};  // a flag not given
+    }
+    for (std::string& v : values) v = secret_key(key) && !v.empty() ? "***" : redact_url_password(v);
+    std::string shown;
+    if (opt->get_expected_max() > 1) {  // a list: printed as one, so the output works as a config file
+      for (const std::string& v : values) shown += (shown.empty() ? "" : ", ") + toml_value(v);
+      shown = "[" + shown + "]";
+    } else {
+      shown = toml_value(values.empty() ? "" : values.front());
+    }
+    auto source = sources.find(key);
+    out += key + " = " + shown + "  # " + (source == sources.end() ? "default" : source->second) + "\n";
+  }
+  return out;
+}
+
+}  // namespace parley

@@ -1,0 +1,205 @@
+#include "store/store_check.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+
+#include "common/redact.h"
+#include "store/pg_conn.h"
+
+namespace parley {
+
+namespace {
+
+// Rows of text cells (nullopt = NULL): the one shape both backends answer in,
+// so each invariant is written once, in SQL both dialects accept.
+using Row = std::vector<std::optional<std::string>>;
+using Query = std::function<Result<std::vector<Row>>(const std::string& sql, int columns)>;
+
+constexpr int kMaxRowsPerCheck = 1000;  // a badly broken store lists this many per kind, then says how many more
+
+std::string cell(const Row& r, size_t i) { return i < r.size() && r[i] ? *r[i] : ""; }
+int64_t num(const Row& r, size_t i) { return std::strtoll(cell(r, i).c_str(), nullptr, 10); }
+
+Result<std::vector<Row>> sqlite_query(sqlite3* db, const std::string& sql, int columns) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    std::string why = sqlite3_errmsg(db);
+    sqlite3_finalize(st);
+    return internal_error("query failed: " + why);
+  }
+  std::vector<Row> rows;
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    Row row;
+    for (int c = 0; c < columns; ++c) {
+      const unsigned char* t = sqlite3_column_text(st, c);
+      row.push_back(t ? std::optional<std::string>(reinterpret_cast<const char*>(t)) : std::nullopt);
+    }
+    rows.push_back(std::move(row));
+  }
+  std::string why = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db);
+  sqlite3_finalize(st);
+  if (!why.empty()) return internal_error("query failed: " + why);
+  return rows;
+}
+
+Result<std::vector<Row>> pg_query(PgConn& conn, const std::string& sql, int columns) {
+  PgResult r = conn.run(sql);
+  if (!r.ok()) return Error{ErrorKind::kUnavailable, "storage_unavailable", "query failed: " + r.message()};
+  std::vector<Row> rows;
+  for (int i = 0; i < r.rows(); ++i) {
+    Row row;
+    for (int c = 0; c < columns; ++c)
+      row.push_back(r.is_null(i, c) ? std::nullopt : std::optional<std::string>(r.text(i, c)));
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+// The invariants, in SQL both SQLite and PostgreSQL run as written.
+Status check_invariants(const Query& query, CheckReport& report) {
+  auto add = [&report](std::string kind, std::string thread, std::string user, std::string detail) {
+    report.problems.push_back({std::move(kind), std::move(thread), std::move(user), std::move(detail)});
+  };
+  const std::string limit = " LIMIT " + std::to_string(kMaxRowsPerCheck);
+
+  auto counts = query(
+      "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM threads), (SELECT COUNT(*) FROM messages), "
+      "(SELECT COUNT(*) FROM participants)",
+      4);
+  if (!counts) return counts.error();
+  if (!counts->empty()) {
+    const Row& r = counts->front();
+    report.users = num(r, 0);
+    report.threads = num(r, 1);
+    report.messages = num(r, 2);
+    report.participants = num(r, 3);
+  }
+
+  // seq is UNIQUE per thread, so count = max = last_seq with min 1 means 1..last_seq, gapless.
+  auto seqs = query(
+      "SELECT t.id, t.last_seq, COUNT(m.seq), COALESCE(MIN(m.seq), 0), COALESCE(MAX(m.seq), 0) "
+      "FROM threads t LEFT JOIN messages m ON m.thread_id = t.id GROUP BY t.id, t.last_seq "
+      "HAVING COUNT(m.seq) <> t.last_seq OR COALESCE(MAX(m.seq), 0) <> t.last_seq OR COALESCE(MIN(m.seq), 1) <> 1 "
+      "ORDER BY t.id" + limit,
+      5);
+  if (!seqs) return seqs.error();
+  for (const Row& r : *seqs) {
+    std::string thread = cell(r, 0);
+    int64_t last_seq = num(r, 1), count = num(r, 2), min = num(r, 3), max = num(r, 4);
+    if (count > 0 && (min != 1 || count != max - min + 1)) {
+      add("seq_gap", thread, "",
+          "thread " + thread + ": its messages' seq has gaps: " + std::to_string(count) + " messages with seq " +
+              std::to_string(min) + ".." + std::to_string(max) + " (" + std::to_string(max - count) + " missing)");
+    }
+    if (max != last_seq) {
+      add("last_seq_mismatch", thread, "",
+          "thread " + thread + ": last_seq is " + std::to_string(last_seq) + " but its highest message seq is " +
+              std::to_string(max));
+    }
+  }
+
+  auto marks = query(
+      "SELECT p.thread_id, p.user_id, p.last_read_seq, p.last_delivered_seq, t.last_seq "
+      "FROM participants p JOIN threads t ON t.id = p.thread_id "
+      "WHERE p.last_read_seq < 0 OR p.last_read_seq > t.last_seq "
+      "OR p.last_delivered_seq < 0 OR p.last_delivered_seq > t.last_seq ORDER BY p.thread_id, p.user_id" + limit,
+      5);
+  if (!marks) return marks.error();
+  for (const Row& r : *marks) {
+    std::string range = " outside 0.." + cell(r, 4);
+    int64_t last_seq = num(r, 4);
+    if (num(r, 2) < 0 || num(r, 2) > last_seq)
+      add("read_mark_out_of_range", cell(r, 0), cell(r, 1),
+          "thread " + cell(r, 0) + ": user " + cell(r, 1) + " has read up to seq " + cell(r, 2) + range);
+    if (num(r, 3) < 0 || num(r, 3) > last_seq)
+      add("delivery_mark_out_of_range", cell(r, 0), cell(r, 1),
+          "thread " + cell(r, 0) + ": user " + cell(r, 1) + " has delivered up to seq " + cell(r, 3) + range);
+  }
+
+  auto members = query(
+      "SELECT p.thread_id, p.user_id, CASE WHEN t.id IS NULL THEN 1 ELSE 0 END, CASE WHEN u.id IS NULL THEN 1 ELSE 0 END "
+      "FROM participants p LEFT JOIN threads t ON t.id = p.thread_id LEFT JOIN users u ON u.id = p.user_id "
+      "WHERE t.id IS NULL OR u.id IS NULL ORDER BY p.thread_id, p.user_id" + limit,
+      4);
+  if (!members) return members.error();
+  for (const Row& r : *members) {
+    if (num(r, 2)) add("participant_without_thread", cell(r, 0), cell(r, 1),
+                       "participant " + cell(r, 1) + " is in thread " + cell(r, 0) + ", which does not exist");
+    if (num(r, 3)) add("participant_without_user", cell(r, 0), cell(r, 1),
+                       "thread " + cell(r, 0) + " has participant " + cell(r, 1) + ", who is not a user");
+  }
+
+  auto orphans = query(
+      "SELECT m.thread_id, COUNT(*) FROM messages m LEFT JOIN threads t ON t.id = m.thread_id "
+      "WHERE t.id IS NULL GROUP BY m.thread_id ORDER BY m.thread_id" + limit,
+      2);
+  if (!orphans) return orphans.error();
+  for (const Row& r : *orphans)
+    add("message_without_thread", cell(r, 0), "", cell(r, 1) + " messages name thread " + cell(r, 0) + ", which does not exist");
+
+  auto senders = query(
+      "SELECT m.thread_id, m.sender_id, COUNT(*) FROM messages m LEFT JOIN users u ON u.id = m.sender_id "
+      "WHERE u.id IS NULL GROUP BY m.thread_id, m.sender_id ORDER BY m.thread_id" + limit,
+      3);
+  if (!senders) return senders.error();
+  for (const Row& r : *senders)
+    add("message_sender_missing", cell(r, 0), cell(r, 1),
+        "thread " + cell(r, 0) + ": " + cell(r, 2) + " messages from " + cell(r, 1) + ", who is not a user");
+  return Ok{};
+}
+
+Result<CheckReport> check_sqlite(const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  fs::path path = fs::path(data_dir) / "parley.db";
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    return not_found("no_database", "no database at " + path.string() + " (is --data-dir the server's?)");
+  sqlite3* raw = nullptr;
+  // Read-only and without the data dir lock: a running server keeps writing.
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, &sqlite3_close_v2);
+  if (rc != SQLITE_OK) return internal_error("cannot open " + path.string() + ": " + sqlite3_errstr(rc));
+  sqlite3_busy_timeout(db.get(), 5000);
+  CheckReport report;
+  report.store = "sqlite:" + fs::absolute(path, ec).string();
+  // One read transaction: every query sees the same snapshot, so a commit
+  // between two of them cannot look like a broken invariant.
+  if (sqlite3_exec(db.get(), "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return internal_error(std::string("cannot begin a read: ") + sqlite3_errmsg(db.get()));
+  Query query = [&db](const std::string& sql, int columns) { return sqlite_query(db.get(), sql, columns); };
+  auto integrity = query("PRAGMA integrity_check", 1);
+  if (!integrity) return integrity.error();
+  for (const Row& r : *integrity)
+    if (cell(r, 0) != "ok") report.problems.push_back({"integrity", "", "", "integrity_check: " + cell(r, 0)});
+  if (auto st = check_invariants(query, report); !st) return st.error();
+  sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
+  return report;
+}
+
+Result<CheckReport> check_postgres(const std::string& url) {
+  auto conn = PgConn::open(url);
+  if (!conn) return conn.error();
+  CheckReport report;
+  report.store = redact_url_password(url);
+  // One snapshot for every query, as on SQLite.
+  if (!(*conn)->run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").ok())
+    return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot begin a read: " + (*conn)->errmsg()};
+  Query query = [&conn](const std::string& sql, int columns) { return pg_query(**conn, sql, columns); };
+  if (auto st = check_invariants(query, report); !st) return st.error();
+  (*conn)->run("COMMIT");
+  return report;
+}
+
+}  // namespace
+
+Result<CheckReport> check_store(const StoreOptions& options) {
+  if (!options.database_url.empty()) return check_postgres(options.database_url);
+  return check_sqlite(options.data_dir);
+}
+
+}  // namespace parley

@@ -1,0 +1,219 @@
+// `parley backup`, `parley restore` and `parley check` (docs/operations.md):
+// a backup taken while clients send restores to a data dir holding every
+// message acknowledged before it began, and check passes there; check finds
+// a seq gap made by hand with the sqlite3 CLI; restore refuses a data dir
+// that is not empty. On PostgreSQL (PARLEY_TEST_STORE=postgres) check runs
+// against the database and backup/restore point to pg_dump/pg_restore.
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { startServer, sleep, freshDatabaseUrl, PARLEY_BIN, TEST_STORE } from './harness.mjs';
+
+// Runs `parley ARGS`; resolves {code, stdout, stderr} whatever the exit code.
+function parley(args) {
+  return new Promise((resolve) => {
+    execFile(PARLEY_BIN, args, { timeout: 60000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+function sqlite(dbPath, sql) {
+  return new Promise((resolve, reject) => {
+    execFile('sqlite3', [dbPath, sql], { timeout: 20000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+  });
+}
+
+function run(cmd, args) {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: 60000 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd}: ${err.message}\n${stderr}`)) : resolve(stdout)));
+  });
+}
+
+// PostgreSQL's client tools: Debian puts pg_dump and pg_restore on PATH
+// through wrappers; the versioned directory has them too.
+function pgTool(name) {
+  try {
+    const dir = fs.readdirSync('/usr/lib/postgresql').sort().pop();
+    const p = `/usr/lib/postgresql/${dir}/bin/${name}`;
+    if (fs.existsSync(p)) return p;
+  } catch { /* fall back to PATH */ }
+  return name;
+}
+
+const tmpDir = (tag) => fs.mkdtempSync(path.join(os.tmpdir(), `parley-${tag}-`));
+const sqliteOnly = TEST_STORE === 'postgres' ? 'the SQLite store only (PostgreSQL: pg_dump)' : false;
+
+describe('backup, restore and check', () => {
+  const servers = [];
+  const dirs = [];
+  after(async () => {
+    for (const s of servers) await s.stop();
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  it('a backup taken under load restores every message acknowledged before it began, and check passes', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    const users = await server.registerMany(3);
+    const thread = await server.createGroup(users[0], users.slice(1));
+    const clients = await Promise.all(users.map((u) => server.connect(u)));
+    const acked = new Set();
+    let running = true;
+    const load = clients.map(async (ws, k) => {
+      const pending = [];
+      for (let i = 0; running && i < 3000; i++) {
+        const cid = `c${k}-${i}`;
+        pending.push(ws.sendMessage({ thread_id: thread.id, content: `load ${cid}`, client_msg_id: cid }, 20000)
+          .then(() => acked.add(cid), () => {}));
+        await sleep(2);
+      }
+      await Promise.all(pending);
+    });
+    await sleep(400);
+    const ackedBefore = new Set(acked);
+    assert.ok(ackedBefore.size > 20, `load is running (${ackedBefore.size} acked)`);
+
+    const dir = tmpDir('backup');
+    dirs.push(dir);
+    const file = path.join(dir, 'parley-backup.db');
+    const backup = await parley(['backup', '--data-dir', server.dataDir, '--to', file]);
+    assert.equal(backup.code, 0, `backup: ${backup.stderr}`);
+    assert.match(backup.stdout, /^backup .*parley-backup\.db: \d+ users, \d+ threads, \d+ messages/);
+    await sleep(200);
+    const ackedDuring = acked.size;
+    running = false;
+    await Promise.all(load);
+    assert.ok(acked.size >= ackedDuring && ackedDuring > ackedBefore.size, 'the server kept acknowledging sends during the backup');
+
+    // The running server's own store checks clean too (check only reads).
+    const live = await parley(['check', '--data-dir', server.dataDir]);
+    assert.equal(live.code, 0, `check on the running server's data dir: ${live.stdout}${live.stderr}`);
+
+    const restored = path.join(dir, 'restored');
+    const restore = await parley(['restore', '--from', file, '--data-dir', restored]);
+    assert.equal(restore.code, 0, `restore: ${restore.stderr}`);
+    const check = await parley(['check', '--data-dir', restored]);
+    assert.equal(check.code, 0, `check after restore: ${check.stdout}${check.stderr}`);
+    assert.match(check.stdout, /^ok sqlite:.*; integrity and invariants hold\n$/);
+
+    // A server on the restored data dir (same secret) serves the history.
+    const second = await startServer({ dataDir: restored, secret: server.secret });
+    servers.push(second);
+    const history = await second.history(users[0].token, thread.id, { maxPages: 200 });
+    const stored = new Set(history.map((m) => m.client_msg_id));
+    const missing = [...ackedBefore].filter((cid) => !stored.has(cid));
+    assert.deepEqual(missing, [], `acked before the backup began: ${ackedBefore.size}; restored: ${history.length}`);
+    history.forEach((m, i) => assert.equal(m.seq, i + 1, 'restored seqs are gapless'));
+  });
+
+  it('check finds a seq gap and a read mark out of range made with the sqlite3 CLI, and names the thread', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const clean = await server.createGroup(alice, [bob]);
+    for (let i = 1; i <= 5; i++) {
+      assert.equal((await server.sendRest(alice.token, thread.id, { content: `m${i}` })).status, 201);
+      assert.equal((await server.sendRest(alice.token, clean.id, { content: `c${i}` })).status, 201);
+    }
+    await server.stop({ removeData: false });
+    const db = path.join(server.dataDir, 'parley.db');
+    assert.equal((await parley(['check', '--data-dir', server.dataDir])).code, 0, 'clean before the edit');
+
+    await sqlite(db, `DELETE FROM messages WHERE thread_id = '${thread.id}' AND seq = 3;`);
+    const gap = await parley(['check', '--data-dir', server.dataDir]);
+    assert.equal(gap.code, 1, gap.stdout);
+    assert.match(gap.stdout, new RegExp(`problem seq_gap: thread ${thread.id}: .*seq 1\\.\\.5 \\(1 missing\\)`));
+    assert.ok(!gap.stdout.includes(clean.id), 'the intact thread is not named');
+    assert.match(gap.stdout, /^1 problem in sqlite:/m);
+
+    await sqlite(db, `UPDATE participants SET last_read_seq = 42 WHERE thread_id = '${thread.id}' AND user_id = '${bob.id}';`);
+    const json = await parley(['check', '--data-dir', server.dataDir, '--json']);
+    assert.equal(json.code, 1);
+    const report = JSON.parse(json.stdout);
+    assert.equal(report.ok, false);
+    assert.equal(report.messages, 9);
+    const kinds = report.problems.map((p) => `${p.kind}:${p.thread_id}`).sort();
+    assert.deepEqual(kinds, [`read_mark_out_of_range:${thread.id}`, `seq_gap:${thread.id}`]);
+    assert.equal(report.problems.find((p) => p.kind === 'read_mark_out_of_range').user_id, bob.id);
+
+    await sqlite(db, `UPDATE threads SET last_seq = 7 WHERE id = '${clean.id}';`);
+    const mismatch = await parley(['check', '--data-dir', server.dataDir]);
+    assert.match(mismatch.stdout, new RegExp(`problem last_seq_mismatch: thread ${clean.id}: last_seq is 7 but its highest message seq is 5`));
+    fs.rmSync(server.dataDir, { recursive: true, force: true });
+  });
+
+  it('restore refuses a non-empty data dir (a running server\'s too) and a file that is not a backup', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    await server.registerMany(1);
+    const dir = tmpDir('restore');
+    dirs.push(dir);
+    const file = path.join(dir, 'b.db');
+    assert.equal((await parley(['backup', '--data-dir', server.dataDir, '--to', file])).code, 0);
+
+    const before = fs.statSync(path.join(server.dataDir, 'parley.db')).mtimeMs;
+    const onLive = await parley(['restore', '--from', file, '--data-dir', server.dataDir]);
+    assert.equal(onLive.code, 1);
+    assert.match(onLive.stderr, /parley: data_dir_not_empty: /);
+    assert.equal(fs.statSync(path.join(server.dataDir, 'parley.db')).mtimeMs, before, 'the live database is untouched');
+
+    const other = path.join(dir, 'other');
+    fs.mkdirSync(other);
+    fs.writeFileSync(path.join(other, 'notes.txt'), 'keep me');
+    const nonEmpty = await parley(['restore', '--from', file, '--data-dir', other]);
+    assert.equal(nonEmpty.code, 1);
+    assert.match(nonEmpty.stderr, /data_dir_not_empty: .*notes\.txt/);
+    assert.deepEqual(fs.readdirSync(other), ['notes.txt'], 'nothing was added');
+
+    const junk = path.join(dir, 'junk.db');
+    fs.writeFileSync(junk, 'this is not a database');
+    const bad = await parley(['restore', '--from', junk, '--data-dir', path.join(dir, 'fresh')]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /not_a_backup/);
+    assert.ok(!fs.existsSync(path.join(dir, 'fresh', 'parley.db')));
+
+    const again = await parley(['backup', '--data-dir', server.dataDir, '--to', file]);
+    assert.equal(again.code, 1, 'an existing backup file is not overwritten');
+    assert.match(again.stderr, /backup_exists/);
+  });
+
+  it('on PostgreSQL: check runs against the database; backup and restore point to pg_dump and pg_restore',
+    { skip: TEST_STORE === 'postgres' ? false : 'PostgreSQL runs only (PARLEY_TEST_STORE=postgres)' }, async () => {
+      const server = await startServer();
+      servers.push(server);
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      for (let i = 1; i <= 3; i++) assert.equal((await server.sendRest(alice.token, thread.id, { content: `m${i}` })).status, 201);
+      const check = await parley(['check', '--database', server.database, '--json']);
+      assert.equal(check.code, 0, check.stdout + check.stderr);
+      const report = JSON.parse(check.stdout);
+      assert.equal(report.ok, true);
+      assert.equal(report.messages, 3);
+      assert.ok(!report.store.includes(':secret@') && report.store.startsWith('postgres'), report.store);
+      const backup = await parley(['backup', '--database', server.database, '--to', path.join(os.tmpdir(), 'never.db')]);
+      assert.equal(backup.code, 1);
+      assert.match(backup.stderr, /pg_dump/);
+
+      // The procedure docs/operations.md gives: pg_dump -Fc, then pg_restore into a new database.
+      const dir = tmpDir('pgdump');
+      dirs.push(dir);
+      const dump = path.join(dir, 'parley.dump');
+      await run(pgTool('pg_dump'), ['--format=custom', '--no-owner', '--file', dump, server.database]);
+      const copy = freshDatabaseUrl();
+      await run(pgTool('pg_restore'), ['--no-owner', '--exit-on-error', '--dbname', copy, dump]);
+      const copied = await parley(['check', '--database', copy]);
+      assert.equal(copied.code, 0, copied.stdout + copied.stderr);
+      assert.match(copied.stdout, /: 2 users, 1 threads, 3 messages, 2 participants; integrity and invariants hold/);
+
+      // A gap made by hand is found, and names the thread.
+      await run('psql', ['--quiet', '--no-psqlrc', '--dbname', copy, '--command', `DELETE FROM messages WHERE thread_id = '${thread.id}' AND seq = 2`]);
+      const gap = await parley(['check', '--database', copy]);
+      assert.equal(gap.code, 1, gap.stdout);
+      assert.match(gap.stdout, new RegExp(`problem seq_gap: thread ${thread.id}: `));
+    });
+});

@@ -1,0 +1,129 @@
+// Settings from a file (`--config`, PARLEY_CONFIG) beside flags and the
+// environment (docs/operations.md, "Configuration"): flags beat the
+// environment, which beats the file, which beats the defaults; `parley config
+// check` prints the effective settings with secrets masked and exits 1 on an
+// unknown key or a bad value; `serve` runs with what the file says.
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { startServer, PARLEY_BIN } from './harness.mjs';
+
+// Runs `parley ARGS` with only the PARLEY_* variables given; resolves {code, stdout, stderr}.
+function parley(args, { env = {} } = {}) {
+  return new Promise((resolve) => {
+    const e = { ...process.env, ...env };
+    for (const k of Object.keys(e)) if (k.startsWith('PARLEY_') && k !== 'PARLEY_BIN' && !(k in env)) delete e[k];
+    execFile(PARLEY_BIN, args, { timeout: 20000, env: e }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+// The `key = value  # source` lines of `config check`, as {key: {value, source}}.
+function settings(stdout) {
+  const out = {};
+  for (const line of stdout.split('\n')) {
+    const m = line.match(/^([a-z0-9-]+) = (.*?)  # (.*)$/);
+    if (m) out[m[1]] = { value: m[2], source: m[3] };
+  }
+  return out;
+}
+
+describe('configuration file', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-config-'));
+  const servers = [];
+  after(async () => {
+    for (const s of servers) await s.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const write = (name, text) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, text);
+    return p;
+  };
+
+  it('precedence: flags > environment > file > defaults; secrets are masked', async () => {
+    const file = write('precedence.toml', [
+      '# every kind of value',
+      'port = 3100',
+      'bind = "127.0.0.9"',
+      'max_content_chars = 50',
+      'shutdown-timeout = 20',
+      'jwt-secret = "file-secret-value"',
+      'database = "postgres://parley:hunter2@127.0.0.1:5432/parley"',
+      'allowed-origins = ["https://a.example", "https://b.example"]',
+      '[serve]',
+      'idle-timeout = 90',
+      '[migrate]',
+      'log-level = "debug"',
+    ].join('\n'));
+    const r = await parley(['config', 'check', '--config', file, '--max-content-chars', '70'],
+      { env: { PARLEY_PORT: '3200', PARLEY_MAX_CONTENT_CHARS: '60', PARLEY_SHUTDOWN_TIMEOUT: '', PARLEY_BIND: '' } });
+    assert.equal(r.code, 0, r.stderr);
+    const s = settings(r.stdout);
+    assert.deepEqual(s.port, { value: '3200', source: 'env PARLEY_PORT' });
+    assert.deepEqual(s['max-content-chars'], { value: '70', source: 'flag' });
+    assert.deepEqual(s['shutdown-timeout'], { value: '20', source: 'file' });
+    assert.deepEqual(s.bind, { value: '"127.0.0.9"', source: 'file' });
+    assert.deepEqual(s['idle-timeout'], { value: '90', source: 'file' }, 'a [serve] section applies to serve');
+    assert.deepEqual(s['allowed-origins'], { value: '["https://a.example", "https://b.example"]', source: 'file' });
+    assert.deepEqual(s['rate-per-second'], { value: '200', source: 'default' });
+    assert.deepEqual(s['jwt-secret'], { value: '"***"', source: 'file' });
+    assert.deepEqual(s.database, { value: '"postgres://parley:***@127.0.0.1:5432/parley"', source: 'file' });
+    assert.ok(!r.stdout.includes('file-secret-value') && !r.stdout.includes('hunter2'), 'no secret is printed');
+
+    const defaults = await parley(['config', 'check']);
+    assert.equal(defaults.code, 0, defaults.stderr);
+    assert.deepEqual(settings(defaults.stdout)['shutdown-timeout'], { value: '10', source: 'default' });
+    const viaEnv = await parley(['config', 'check'], { env: { PARLEY_CONFIG: file } });
+    assert.deepEqual(settings(viaEnv.stdout)['shutdown-timeout'], { value: '20', source: 'file' }, 'PARLEY_CONFIG names the file');
+  });
+
+  it('config check exits 1 on an unknown key, a bad value, an unknown section or a missing file', async () => {
+    const cases = [
+      ['unknown.toml', 'port = 3000\nprot = 3001\n', /unknown_setting: .*unknown setting 'prot'/],
+      ['badvalue.toml', 'port = "three thousand"\n', /bad_setting: .*'port'/],
+      ['range.toml', 'shutdown-timeout = 0\n', /bad_setting: .*'shutdown-timeout'/],
+      ['choice.toml', 'registration = "sometimes"\n', /bad_setting: .*'registration'/],
+      ['section.toml', '[nonsense]\nport = 3000\n', /unknown_setting: .*\[nonsense\]/],
+    ];
+    for (const [name, text, expected] of cases) {
+      const r = await parley(['config', 'check', '--config', write(name, text)]);
+      assert.equal(r.code, 1, `${name}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, expected, name);
+      assert.equal(r.stdout, '', `${name}: nothing printed as settings`);
+    }
+    const missing = await parley(['config', 'check', '--config', path.join(dir, 'absent.toml')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /config_unreadable/);
+    const badFlag = await parley(['config', 'check', '--shutdown-timeout', 'soon']);
+    assert.equal(badFlag.code, 1, badFlag.stderr);
+
+    // serve refuses to start on a bad file.
+    const serve = await parley(['serve', '--port', '0', '--data-dir', path.join(dir, 'never'), '--config', path.join(dir, 'unknown.toml')]);
+    assert.equal(serve.code, 1);
+    assert.match(serve.stderr, /unknown setting 'prot'/);
+    assert.ok(!fs.existsSync(path.join(dir, 'never')), 'nothing was created');
+  });
+
+  it('serve runs with the file; the environment and flags override it', async () => {
+    // port = 1 would fail to bind: the harness's --port 0 flag must win.
+    const file = write('serve.toml', 'port = 1\nmax-content-chars = 12\n');
+    const server = await startServer({ args: ['--config', file], env: { PARLEY_MAX_CONTENT_CHARS: '' } });
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const long = await server.sendRest(alice.token, thread.id, { content: 'thirteen char' });
+    assert.equal(long.status, 400, long.text);
+    assert.equal(long.body.code, 'content_too_long');
+    assert.equal((await server.sendRest(alice.token, thread.id, { content: 'twelve chars' })).status, 201);
+    await server.stop({ removeData: false });
+
+    const second = await startServer({ args: ['--config', file], env: { PARLEY_MAX_CONTENT_CHARS: '20' }, dataDir: server.dataDir, secret: server.secret, database: server.database });
+    servers.push(second);
+    assert.equal((await second.sendRest(alice.token, thread.id, { content: 'thirteen char' })).status, 201, 'the environment beats the file');
+  });
+});

@@ -1,0 +1,195 @@
+// Graceful shutdown (docs/operations.md, "Stopping and upgrading"): SIGTERM
+// during a burst of sends from WebSocket (`ws`) and Socket.IO
+// (`socket.io-client`) clients. Every acknowledged message is in the history
+// after a restart, every WebSocket gets close 1001, every Socket.IO client a
+// disconnect it reconnects from by itself ("transport close"), /health says
+// "draining" (503) meanwhile, and the exit code is 0; past the timeout it is 1.
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { io } from 'socket.io-client';
+import { startServer, sleep, randomId, HOST } from './harness.mjs';
+
+// A WebSocket client that never answers the server's close frame and reads
+// nothing after the handshake: the server keeps its connection (and so the
+// drain) open until its close linger is over, which is when /health can be seen.
+async function stubbornClient(server, token) {
+  const sock = net.connect({ host: HOST, port: server.port, allowHalfOpen: true });
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  sock.write(`GET /ws?token=${encodeURIComponent(token)} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\n` +
+    'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  await new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (d) => {
+      seen += d.toString('latin1');
+      if (seen.includes('connection_established')) { sock.off('data', onData); sock.pause(); resolve(); }
+    };
+    sock.on('data', onData);
+    sock.once('error', reject);
+    setTimeout(() => reject(new Error(`no handshake: ${seen.slice(0, 200)}`)), 5000);
+  });
+  sock.on('error', () => {});
+  return sock;
+}
+
+function sioClient(server, token, transports) {
+  const socket = io(server.baseUrl, { auth: { token }, transports, reconnection: false, forceNew: true, timeout: 5000 });
+  const c = { socket, disconnect: null };
+  c.disconnected = new Promise((resolve) => socket.on('disconnect', (reason) => {
+    c.disconnect = { reason, active: socket.active };
+    resolve(c.disconnect);
+  }));
+  socket.on('new_message', (_m, ack) => ack?.());
+  c.ready = new Promise((resolve, reject) => {
+    socket.once('connection_success', resolve);
+    socket.once('connect_error', reject);
+  });
+  return c;
+}
+
+// Polls /health until the server exits; resolves every answer seen.
+async function watchHealth(server, exited) {
+  const seen = [];
+  let done = false;
+  exited.then(() => { done = true; });
+  for (let i = 0; i < 400 && !done; i++) {
+    try {
+      const res = await server.http('GET', '/health', { timeoutMs: 1000 });
+      seen.push({ status: res.status, body: res.body });
+    } catch { /* refused once the listener closes */ }
+    await sleep(25);
+  }
+  return seen;
+}
+
+describe('graceful shutdown', () => {
+  const servers = [];
+  after(async () => { for (const s of servers) await s.stop(); });
+
+  it('SIGTERM during a burst: acked messages kept, 1001 for WebSockets, transport close for Socket.IO, draining, exit 0', async () => {
+    const server = await startServer({ args: ['--shutdown-timeout', '15'] });
+    servers.push(server);
+    const users = await server.registerMany(6);
+    const thread = await server.createGroup(users[0], users.slice(1));
+    const wsClients = await Promise.all(users.slice(0, 3).map((u) => server.connect(u)));
+    const sioClients = [sioClient(server, users[3].token, ['polling']), sioClient(server, users[4].token, ['polling', 'websocket']),
+      sioClient(server, users[4].token, ['websocket'])];
+    await Promise.all(sioClients.map((c) => c.ready));
+    const stubborn = await stubbornClient(server, users[5].token);
+
+    const acked = new Set();
+    let stopping = false;
+    const sends = [];
+    // Paced sends from every client until the server closes them.
+    const burst = async (send, tag) => {
+      for (let i = 0; i < 400 && !(stopping && i % 50 === 49); i++) {
+        const cid = `${tag}-${i}`;
+        sends.push(send(cid).then((m) => { if (m) acked.add(cid); }, () => {}));
+        await sleep(3);
+      }
+    };
+    const restAnswers = [];
+    const bursts = [
+      // REST sends too: each is answered 201 (and then stored) or refused 503 shutting_down once the drain began.
+      burst(async (cid) => {
+        const res = await server.sendRest(users[1].token, thread.id, { content: `rest ${cid}`, client_msg_id: cid });
+        restAnswers.push(res.status === 201 ? 201 : `${res.status} ${res.body?.code}`);
+        return res.status === 201 ? res.body.data : null;
+      }, 'rest'),
+      ...wsClients.map((ws, k) => burst((cid) => (ws.isOpen
+        ? ws.sendMessage({ thread_id: thread.id, content: `ws ${cid}`, client_msg_id: cid }, 20000)
+        : Promise.reject(new Error('closed'))), `ws${k}`)),
+      ...sioClients.map((c, k) => burst(async (cid) => {
+        if (!c.socket.connected) throw new Error('closed');
+        const r = await c.socket.timeout(20000).emitWithAck('send_message', { thread_id: thread.id, content: `sio ${cid}`, client_msg_id: cid });
+        return r && r.success ? r.message : null;
+      }, `sio${k}`)),
+    ];
+    await sleep(300);
+    assert.ok(acked.size > 0, 'some messages were acknowledged before the signal');
+    const exited = server.exited;
+    server.child.kill('SIGTERM');
+    stopping = true;
+    const healthSeen = watchHealth(server, exited);
+
+    // While it drains, new work is refused: a new WebSocket and a REST call get 503.
+    await sleep(150);
+    const refused = await server.http('POST', '/api/auth/login', { body: { username: users[0].username, password: users[0].password } })
+      .catch(() => null);
+    if (refused) {
+      assert.equal(refused.status, 503, refused.text);
+      assert.equal(refused.body.code, 'shutting_down');
+    }
+
+    const { code, signal } = await exited;
+    await Promise.all(bursts);
+    await Promise.all(sends);
+    stubborn.destroy();
+    assert.equal(signal, null, `exited by itself, not killed by ${signal}`);
+    assert.equal(code, 0, `exit code 0\n${server.logTail()}`);
+    assert.ok(server.log.some((l) => l.includes('event=shutdown_drained')), server.logTail());
+
+    for (const ws of wsClients) {
+      const info = await ws.waitClose(5000);
+      assert.equal(info.code, 1001, `WebSocket close code: ${JSON.stringify(info)}`);
+      assert.match(info.reason, /shutting down/);
+    }
+    for (const c of sioClients) {
+      const d = await Promise.race([c.disconnected, sleep(5000).then(() => null)]);
+      assert.ok(d, 'the Socket.IO client saw a disconnect');
+      assert.equal(d.reason, 'transport close', 'an Engine.IO close, not "io server disconnect"');
+      assert.equal(d.active, true, 'socket.io-client will reconnect by itself');
+      c.socket.close();
+    }
+    assert.ok(restAnswers.includes(201), `REST sends were answered: ${restAnswers.length}`);
+    const unexpected = restAnswers.filter((a) => a !== 201 && a !== '503 shutting_down');
+    assert.deepEqual(unexpected, [], 'every REST send got 201 or, once the drain began, 503 shutting_down');
+    const seen = await healthSeen;
+    assert.ok(seen.some((h) => h.status === 503 && h.body?.status === 'draining'),
+      `/health said draining during the drain: ${JSON.stringify(seen.map((h) => [h.status, h.body?.status]))}`);
+
+    // Restart on the same data and read everything back.
+    await server.restart();
+    const history = await server.history(users[0].token, thread.id, { maxPages: 200 });
+    const stored = new Set(history.map((m) => m.client_msg_id));
+    const missing = [...acked].filter((cid) => !stored.has(cid));
+    assert.deepEqual(missing, [], `every acknowledged message is stored (${acked.size} acked, ${history.length} stored)`);
+    history.forEach((m, i) => assert.equal(m.seq, i + 1, 'seq is gapless after the shutdown'));
+  });
+
+  it('past --shutdown-timeout (PARLEY_SHUTDOWN_TIMEOUT) it exits anyway, with code 1', async () => {
+    const server = await startServer({ env: { PARLEY_SHUTDOWN_TIMEOUT: '1' } });
+    servers.push(server);
+    const [u] = await server.registerMany(1);
+    const stubborn = await stubbornClient(server, u.token);
+    const started = Date.now();
+    server.child.kill('SIGTERM');
+    const { code } = await server.exited;
+    stubborn.destroy();
+    assert.equal(code, 1, `a drain cut short exits 1\n${server.logTail()}`);
+    assert.ok(Date.now() - started < 3000, `exited within the bound (${Date.now() - started} ms)`);
+    assert.ok(server.log.some((l) => l.includes('event=shutdown_forced')), server.logTail());
+  });
+
+  it('SIGINT with nothing connected exits 0 at once; a second signal cuts a drain short', async () => {
+    const server = await startServer();
+    servers.push(server);
+    const started = Date.now();
+    server.child.kill('SIGINT');
+    assert.equal((await server.exited).code, 0, server.logTail());
+    assert.ok(Date.now() - started < 3000, 'an idle server stops quickly');
+
+    const second = await startServer({ args: ['--shutdown-timeout', '30'], dataDir: server.dataDir });
+    servers.push(second);
+    const [u] = await second.registerMany(1);
+    const stubborn = await stubbornClient(second, u.token);
+    second.child.kill('SIGTERM');
+    await sleep(300);
+    second.child.kill('SIGTERM');
+    const { code } = await second.exited;
+    stubborn.destroy();
+    assert.equal(code, 1, 'cut short by the second signal');
+    assert.ok(second.log.some((l) => l.includes('reason=second_signal')), second.logTail());
+    void randomId;
+  });
+});
