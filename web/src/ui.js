@@ -353,7 +353,10 @@ function MessageList({ t, box }) {
   // Moves the window to [newStart, newEnd) of the loaded messages.
   function slide(newStart, newEnd) {
     const loaded = box.list;
-    view.current = { endSeq: newEnd >= loaded.length ? null : loaded[newEnd - 1].seq, count: newEnd - newStart };
+    // A window that starts at the oldest loaded message keeps its full size,
+    // so messages arriving at the end do not push the oldest out of view.
+    const count = newStart === 0 ? Math.max(WINDOW_MAX, newEnd) : newEnd - newStart;
+    view.current = { endSeq: newEnd >= loaded.length ? null : loaded[newEnd - 1].seq, count };
     rerender((v) => v + 1);
   }
 

@@ -188,7 +188,8 @@ describe('web app: two people chatting in two browsers', () => {
     const texts = await messageTexts(bobPage);
     assert.equal(texts[0], 'Hello Bob, the trip is on Friday');
     const seeded = texts.filter((t) => t.startsWith('history '));
-    assert.deepEqual(seeded, Array.from({ length: 130 }, (_, i) => `history ${i + 1}`), 'each once, in order');
+    const seqs = await messageLog(bobPage).locator('li[data-seq]').evaluateAll((els) => els.map((e) => e.dataset.seq).join(','));
+    assert.deepEqual(seeded, Array.from({ length: 130 }, (_, i) => `history ${i + 1}`), `each once, in order (seqs on screen: ${seqs})`);
   });
 
   it('creates a group with a name and members; senders are named in it; the admin manages members', async () => {
