@@ -10,6 +10,7 @@
 
 #include "api/connection.h"
 #include "api/rest_api.h"
+#include "bus/poll_forwarder.h"
 #include "common/config.h"
 #include "common/serial_queue.h"
 #include "net/beast.h"
@@ -57,6 +58,9 @@ struct LoopContext {
   // or even create the user), one burst of upgrades per worker wake-up.
   std::shared_ptr<SerialQueue> auth_queue;
 
+  // Several nodes: carries polling requests for other nodes' sids to them
+  // (bus/poll_forwarder.h). Null for an embedded server.
+  PollForwarder* poll_forwarder = nullptr;
   // Graceful shutdown (server.h): set on the loop once the drain begins.
   // From then on frames from clients are dropped unread (they were never
   // acknowledged; clients resend them on another node), new HTTP requests

@@ -3,17 +3,26 @@
 namespace parley::ws {
 
 bool WsReader::consume(uint8_t* data, size_t size, Handler& h) {
-  if (!partial_.empty()) {
-    partial_.append(reinterpret_cast<const char*>(data), size);
-    std::string work = std::move(partial_);
-    partial_.clear();
-    return parse(reinterpret_cast<uint8_t*>(work.data()), work.size(), h);
+  size_t used = 0;
+  if (partial_.empty()) {
+    if (!parse(data, size, h, used)) return false;
+    if (used < size) partial_.assign(reinterpret_cast<const char*>(data) + used, size - used);
+    return true;
   }
-  return parse(data, size, h);
+  // Parsed where it lies: a frame that arrives in many small reads is copied
+  // once, not once per read (which made a trickled 64 KiB frame cost
+  // gigabytes of copying).
+  partial_.append(reinterpret_cast<const char*>(data), size);
+  if (!parse(reinterpret_cast<uint8_t*>(partial_.data()), partial_.size(), h, used)) {
+    partial_.clear();
+    return false;
+  }
+  partial_.erase(0, used);
+  return true;
 }
 
-bool WsReader::parse(uint8_t* data, size_t size, Handler& h) {
-  size_t pos = 0;
+bool WsReader::parse(uint8_t* data, size_t size, Handler& h, size_t& pos) {
+  pos = 0;
   while (pos < size) {
     FrameHeader fh;
     auto st = parse_header(data + pos, size - pos, max_, fh);
@@ -21,8 +30,12 @@ bool WsReader::parse(uint8_t* data, size_t size, Handler& h) {
     if (st == ParseStatus::kProtocolError) return h.on_violation(kCloseProtocolError, "protocol error"), false;
     if (st == ParseStatus::kTooBig) return too_big(h);
     if (size - pos - fh.header_len < fh.payload_len) {
-      // Keep the partial frame; refuse early if it can never fit.
-      if (fh.payload_len + message_.size() > max_) return too_big(h);
+      // Keep the partial frame; refuse early a continuation that can never
+      // fit. Only a continuation adds to the message: a control frame in the
+      // middle of a fragmented message is not part of it, and a first frame
+      // was checked by parse_header.
+      if (fh.opcode == kContinuation && message_opcode_ != 0 && fh.payload_len + message_.size() > max_)
+        return too_big(h);
       break;
     }
     uint8_t* payload = data + pos + fh.header_len;
@@ -30,7 +43,6 @@ bool WsReader::parse(uint8_t* data, size_t size, Handler& h) {
     pos += fh.header_len + fh.payload_len;
     if (!on_frame(fh, std::string_view(reinterpret_cast<char*>(payload), fh.payload_len), h)) return false;
   }
-  if (pos < size) partial_.assign(reinterpret_cast<char*>(data + pos), size - pos);
   return true;
 }
 

@@ -36,7 +36,8 @@ class WsReader {
   bool consume(uint8_t* data, size_t size, Handler& handler);
 
  private:
-  bool parse(uint8_t* data, size_t size, Handler& handler);
+  // Handles the whole frames at the start of data; `consumed`: the bytes they took.
+  bool parse(uint8_t* data, size_t size, Handler& handler, size_t& consumed);
   bool on_frame(const FrameHeader& header, std::string_view payload, Handler& handler);
   bool too_big(Handler& handler);
   std::string take_message();
