@@ -58,10 +58,10 @@ void Connection::authenticated(User user, const std::string& token, const json::
     send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
     return close(CloseReason::kUnauthorized, "token is for another user");
   }
-  if (admitting_) {
+  if (admission_) {
     // An `auth` frame answered while the first one's admission is pending:
     // a renewal once admitted.
-    deferred_.push_back([this, user = std::move(user), token, request_id]() mutable {
+    admission_->deferred.push_back([this, user = std::move(user), token, request_id]() mutable {
       authenticated(std::move(user), token, request_id);
     });
     return;
@@ -105,32 +105,28 @@ struct HeldCount {
 // process; across nodes the answer comes from Redis, and frames that arrive
 // meanwhile wait for it.
 void Connection::admit(User user, const std::string& token) {
-  admitting_ = true;
   std::string user_id = user.id;
-  admitting_user_ = std::move(user);
-  admitting_token_ = token;
+  admission_ = std::make_unique<Admission>(Admission{std::move(user), token, {}});
   auto answer = std::make_shared<AdmissionAnswer>();
   auto self = shared_from_this();
   std::weak_ptr<Transport> transport = transport_;
   ConnectionLimiter& limiter = ctx_.chat.connection_limiter();
-  limiter.acquire(user_id, [answer, self, transport, &limiter, user_id](bool admitted) {
-    answer->admitted = admitted;
+  limiter.acquire(user_id, [answer, self, transport, &limiter, user_id](bool ok) {
+    answer->admitted = ok;
     int expected = 0;
     if (answer->state.compare_exchange_strong(expected, 1)) return;
-    auto count = admitted ? std::make_shared<HeldCount>(limiter, user_id) : nullptr;
-    if (auto t = transport.lock()) t->post([self, admitted, count] { self->admitted(admitted, count.get()); });
+    auto count = ok ? std::make_shared<HeldCount>(limiter, user_id) : nullptr;
+    if (auto t = transport.lock()) t->post([self, ok, count] { self->admitted(ok, count.get()); });
   });
   int expected = 0;
   if (!answer->state.compare_exchange_strong(expected, 2)) admitted(answer->admitted, nullptr);
 }
 
 void Connection::admitted(bool ok, HeldCount* count) {
-  admitting_ = false;
-  if (closed_) return;  // the count, if any, goes back with `count`
-  User user = std::move(admitting_user_);
-  std::string token = std::move(admitting_token_);
+  auto admission = std::move(admission_);
+  if (closed_ || !admission) return;  // the count, if any, goes back with `count`
+  User& user = admission->user;
   if (!ok) {
-    deferred_.clear();
     send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
     return close(CloseReason::kTooManyConnections, "too many connections for this user");
   }
@@ -147,11 +143,10 @@ void Connection::admitted(bool ok, HeldCount* count) {
                                                               {"timestamp", iso8601_millis(now_micros())}},
                        nullptr));
   // Close when the token expires, unless an `auth` frame renews it first.
-  auto exp = ctx_.chat.token_expiry(token);
+  auto exp = ctx_.chat.token_expiry(admission->token);
   token_exp_ = exp ? *exp : 0;
   if (auto hook = std::move(on_established_)) hook();
-  auto waiting = std::move(deferred_);
-  for (auto& step : waiting) {
+  for (auto& step : admission->deferred) {
     if (closed_) break;
     step();
   }
@@ -215,13 +210,13 @@ void Connection::on_bad_frame(const Error& error, const json::value& request_id)
 
 void Connection::on_frame(ClientFrame f) {
   if (closed_ || !take_token_or_refuse(f.request_id)) return;
-  if (admitting_) {
+  if (admission_) {
     // Frames sent right after the open wait for the limiter's answer (a
     // Redis round trip), as they would have waited for the loop.
-    if (deferred_.size() >= kMaxDeferredFrames)
+    if (admission_->deferred.size() >= kMaxDeferredFrames)
       return send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames before the connection was established"},
                         f.request_id);
-    deferred_.push_back([this, f = std::move(f)]() mutable { dispatch(std::move(f)); });
+    admission_->deferred.push_back([this, f = std::move(f)]() mutable { dispatch(std::move(f)); });
     return;
   }
   if (!authed_ && f.type != ClientType::kAuth)

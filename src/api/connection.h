@@ -133,12 +133,15 @@ class Connection final : public ClientSession,
   User user_;
   bool authed_ = false;
   bool registered_ = false;
-  // While the per-user limit is being asked: the user and token admitted,
-  // and the steps (frames, a renewal) that wait for the answer.
-  bool admitting_ = false;
-  User admitting_user_;
-  std::string admitting_token_;
-  std::vector<std::function<void()>> deferred_;
+  // Only while the per-user limit is being asked (on the heap, so an idle
+  // connection does not carry it): the user and token to admit, and the
+  // steps (frames, a renewal) that wait for the answer.
+  struct Admission {
+    User user;
+    std::string token;
+    std::vector<std::function<void()>> deferred;
+  };
+  std::unique_ptr<Admission> admission_;
   std::function<void()> on_established_;
   bool closed_ = false;
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { io } from 'socket.io-client';
 import { ParleyServer, REPO_ROOT, randomId, sleep } from './harness.mjs';
 import { redisAvailable, startRedis } from './redis.mjs';
 
@@ -172,6 +173,49 @@ describe('three nodes share the connection and login limits and presence through
     assert.equal(closed.length, 5);
     for (const c of closed) assert.equal(c.closeInfo.code, 4429);
     for (const c of clients) c.ws.close();
+  });
+
+  it('frames sent right after the open wait for the limit to answer, and are served in order', async () => {
+    const user = await nodes[0].register();
+    const attempt = await nodes[1].tryUpgrade(`/ws?token=${encodeURIComponent(user.token)}`);
+    assert.ok(attempt.opened);
+    const ws = attempt.client;
+    const replies = [1, 2, 3].map((i) => ws.request({ type: 'ping', request_id: `early-${i}` }));
+    for (const r of await Promise.all(replies)) assert.equal(r.type, 'pong', `not refused as unauthenticated: ${JSON.stringify(r)}`);
+    const order = ws.all().map((f) => f.type);
+    assert.equal(order[0], 'connection_established', `established first: ${order.join(',')}`);
+    ws.ws.close();
+  });
+
+  it('Socket.IO sessions count too: established after the limiter answers, refused past the limit', async () => {
+    const user = await nodes[0].register();
+    const open = [];
+    for (let i = 0; i < 19; i++) open.push(await nodes[i % 3].connect(user));
+    const sio = (node) => {
+      const socket = io(node.baseUrl, { reconnection: false, forceNew: true, timeout: 5000, transports: ['websocket'], auth: { token: user.token } });
+      const events = [];
+      socket.onAny((event, ...args) => events.push({ event, data: args[0] }));
+      const waitFor = async (event) => {
+        const deadline = Date.now() + 5000;
+        while (Date.now() < deadline) {
+          const found = events.find((e) => e.event === event);
+          if (found) return found;
+          await sleep(20);
+        }
+        assert.fail(`no ${event}; got ${events.map((e) => e.event).join(',')}`);
+      };
+      return { socket, events, waitFor };
+    };
+    const twentieth = sio(nodes[1]);
+    assert.equal((await twentieth.waitFor('connection_success')).data.userId, user.id);
+    const pong = await twentieth.socket.timeout(5000).emitWithAck('ping', {});
+    assert.equal(pong.success, true, 'events flow once admitted');
+    const extra = sio(nodes[2]);
+    assert.equal((await extra.waitFor('error')).data.code, 'too_many_connections');
+    assert.ok(!extra.events.some((e) => e.event === 'connection_success'), 'no connection_success for a refused session');
+    twentieth.socket.disconnect();
+    extra.socket.disconnect();
+    for (const c of open) c.ws.close();
   });
 
   it('10 failed logins spread over three nodes lock the account on every node', async () => {
