@@ -68,8 +68,9 @@ void Connection::authenticated(User user, const std::string& token, const json::
   }
   if (!renewal) return admit(std::move(user), token);
   // Close when the token expires, unless an `auth` frame renews it first.
-  auto exp = ctx_.chat.token_expiry(token);
-  token_exp_ = exp ? *exp : 0;
+  auto claims = ctx_.chat.identity().token_claims(token);
+  token_exp_ = claims ? claims->exp : 0;
+  token_iat_ = claims ? claims->iat : 0;
   send(encoder_->reply("auth_renewed", json::object{{"user_id", user_.id},
                                                     {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
                        request_id));
@@ -143,8 +144,9 @@ void Connection::admitted(bool ok, HeldCount* count) {
                                                               {"timestamp", iso8601_millis(now_micros())}},
                        nullptr));
   // Close when the token expires, unless an `auth` frame renews it first.
-  auto exp = ctx_.chat.token_expiry(admission->token);
-  token_exp_ = exp ? *exp : 0;
+  auto claims = ctx_.chat.identity().token_claims(admission->token);
+  token_exp_ = claims ? claims->exp : 0;
+  token_iat_ = claims ? claims->iat : 0;
   if (auto hook = std::move(on_established_)) hook();
   for (auto& step : admission->deferred) {
     if (closed_) break;
@@ -253,6 +255,8 @@ void Connection::dispatch(ClientFrame f) {
     case ClientType::kCallAnswer: return on_relay(std::move(f), "call_answer");
     case ClientType::kIceCandidate: return on_relay(std::move(f), "ice_candidate");
     case ClientType::kCallEnd: return on_relay(std::move(f), "call_end");
+    case ClientType::kDeleteMessage: return on_moderate(std::move(f));
+    case ClientType::kEditMessage: return on_moderate(std::move(f));
   }
 }
 
@@ -575,6 +579,37 @@ void Connection::on_delivered(ClientFrame f) {
       self->send(self->encoder_->done(f.request_id));
     };
   });
+}
+
+// delete_message / edit_message: the other connections of every participant
+// get the event from the chat service; this one gets it as the reply.
+void Connection::on_moderate(ClientFrame f) {
+  auto self = shared_from_this();
+  off_loop([self, f]() -> std::function<void()> {
+    const bool del = f.type == ClientType::kDeleteMessage;
+    auto m = del ? self->ctx_.chat.delete_message(self->user_.id, f.message_id, self->session_id_)
+                 : self->ctx_.chat.edit_message(self->user_.id, f.message_id, f.content, self->session_id_);
+    return [self, f, del, m = std::move(m)] {
+      if (!m) return self->send_error(m.error(), f.request_id);
+      if (del)
+        return self->send(self->encoder_->reply(
+            "message_deleted", json::object{{"thread_id", m->thread_id}, {"message_id", m->id}, {"seq", m->seq}},
+            f.request_id));
+      self->send(self->encoder_->data_reply("message_edited", json::serialize(message_json(*m)), f.request_id));
+    };
+  });
+}
+
+// The account was disabled or its tokens revoked (AccountWatcher, on every
+// node): a disabled account, or a connection authenticated with a token
+// issued before the revocation, is closed.
+void Connection::account_changed(const AccountState& state) {
+  if (closed_ || !authed_ || state.user_id != user_.id) return;
+  const bool revoked = token_iat_ < state.tokens_valid_after;
+  if (!state.disabled && !revoked) return;
+  const char* why = state.disabled ? "account disabled" : "token revoked";
+  send_error({ErrorKind::kForbidden, state.disabled ? "account_disabled" : "token_revoked", why}, nullptr);
+  close(CloseReason::kForbidden, why);
 }
 
 // ---------------------------------------------------------------- outbound

@@ -80,6 +80,7 @@ class Connection final : public ClientSession,
   void deliver(Delivery& delivery) override;
   void excluded(const BusEvent& event) override;
   void resync() override;
+  void account_changed(const AccountState& state) override;
 
  private:
   void authenticated(User user, const std::string& token, const boost::json::value& request_id);
@@ -113,6 +114,7 @@ class Connection final : public ClientSession,
              std::function<void(const Status&)> then);
   void stop_typing(const std::string& thread_id);
   void on_delivered(ClientFrame frame);
+  void on_moderate(ClientFrame frame);
   bool take_token();
   bool take_token_or_refuse(const boost::json::value& request_id);
 
@@ -145,6 +147,7 @@ class Connection final : public ClientSession,
   std::function<void()> on_established_;
   bool closed_ = false;
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
+  int64_t token_iat_ = 0;     // the token's iat, for revoke-tokens
   int64_t auth_deadline_ms_ = 0;
   DeliveryCursor cursor_;
   // Set while a send or relay of this connection is on a worker; later ones follow it there.

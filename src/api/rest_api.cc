@@ -12,6 +12,7 @@
 #include "protocol/client_frame.h"
 #include "protocol/json_fields.h"
 #include "protocol/encode.h"
+#include "api/web_app.h"
 
 namespace parley {
 
@@ -371,6 +372,27 @@ HttpResponse mark_read(Call& c) {
                  json::object{{"thread_id", thread_id}, {"user_id", c.user->id}});
 }
 
+// CONTRACT section 8. An id that is not a UUID gets the same answer as a
+// message the caller may not change.
+HttpResponse delete_message(Call& c) {
+  if (!is_uuid(c.parts[3])) return failure(forbidden("message not found or you may not change it"));
+  auto m = c.chat.delete_message(c.user->id, normalize_uuid(c.parts[3]));
+  if (!m) return failure(m.error());
+  return success(200, message_json(*m));
+}
+
+HttpResponse edit_message(Call& c) {
+  auto body = body_object(c.req.body);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  std::string content = b.string("content", Need::kRequired);
+  if (b.error()) return failure(*b.error());
+  if (!is_uuid(c.parts[3])) return failure(forbidden("message not found or you may not change it"));
+  auto m = c.chat.edit_message(c.user->id, normalize_uuid(c.parts[3]), content);
+  if (!m) return failure(m.error());
+  return success(200, message_json(*m));
+}
+
 // A WebSocket path asked for without an upgrade (a browser, curl): say what it is.
 HttpResponse upgrade_required(Call&) {
   HttpResponse r;
@@ -424,6 +446,8 @@ const std::vector<Route>& routes() {
       {"GET", {"api", "chat", "offline-messages"}, false, offline_messages},
       {"GET", {"api", "chat", "unread-count"}, false, unread_count},
       {"POST", {"api", "chat", "mark-read", "*"}, false, mark_read},
+      {"DELETE", {"api", "chat", "messages", "*"}, false, delete_message},
+      {"PATCH", {"api", "chat", "messages", "*"}, false, edit_message},
       {"POST", {"api", "chat", "subscribe"}, false, subscribe},
       {"POST", {"api", "chat", "unsubscribe"}, false, unsubscribe},
   };
@@ -452,6 +476,7 @@ RestApi::RestApi(ChatService& chat, HealthInfo health)
 
 HttpResponse RestApi::handle(const HttpRequest& req) {
   Metrics::get().http_requests.fetch_add(1, std::memory_order_relaxed);
+  if (auto web = serve_web_app(req)) return std::move(*web);
   const auto parts = split_path(req.path);
   const Route* route = find_route(req.method, parts);
   Call call{chat_, health_, started_at_, req, parts, nullptr, {}};

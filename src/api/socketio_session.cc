@@ -216,7 +216,8 @@ void SocketIoSession::send_text(FramePtr frame) {
 void SocketIoSession::close(CloseReason reason, std::string text) {
   auto e = engine_.lock();
   if (!e) return;
-  if (reason == CloseReason::kUnauthorized || reason == CloseReason::kTooManyConnections)
+  if (reason == CloseReason::kUnauthorized || reason == CloseReason::kTooManyConnections ||
+      reason == CloseReason::kForbidden)
     e->send_text(std::make_shared<const Frame>(sio::encode_disconnect()));
   e->close(reason, std::move(text));
 }

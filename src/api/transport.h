@@ -22,6 +22,7 @@ enum class CloseReason {
   kUnauthorized,        // bad or expired token
   kAuthTimeout,         // no `auth` frame in time
   kTooManyConnections,  // the user's connection limit
+  kForbidden,           // the account was disabled or its tokens revoked
 };
 
 class Transport {

@@ -1,6 +1,9 @@
 #include "app/commands.h"
 #include "app/store_options.h"
 #include "app/seed.h"
+#include "app/migrate_store.h"
+#include "app/user_admin.h"
+#include "app/webhook_options.h"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -20,6 +23,8 @@
 #include "redis/redis_connection_limiter.h"
 #include "redis/redis_login_limits.h"
 #include "redis/redis_presence.h"
+#include "redis/redis_poll_forwarder.h"
+#include "chat/account_watcher.h"
 #include "chat/chat_service.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -74,6 +79,7 @@ struct Core {
   std::unique_ptr<ReactorThread> bus_loop;  // only with Redis
   std::unique_ptr<Bus> bus;
   std::unique_ptr<RedisPresenceDirectory> redis_presence;  // only with Redis
+  std::unique_ptr<RedisPollForwarder> poll_forwarder;      // only with Redis
   std::unique_ptr<ChatService> chat;
 };
 
@@ -91,6 +97,7 @@ Status open_bus(const Config& config, bool serving, Core& core) {
   core.bus_loop = std::make_unique<ReactorThread>();
   core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(), RedisBusOptions{*endpoint, "parley:events", 10000, node_id});
   core.redis_presence = std::make_unique<RedisPresenceDirectory>(core.bus_loop->reactor(), *endpoint, node_id);
+  core.poll_forwarder = std::make_unique<RedisPollForwarder>(core.bus_loop->reactor(), *endpoint, node_id);
   return Ok{};
 }
 
@@ -237,6 +244,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_REGISTRATION")
       ->check(CLI::IsMember({"open", "closed"}))
       ->capture_default_str();
+  add_webhook_options(cmd, c);
   cmd.add_option("--registrations-per-address", l.registrations_per_address,
                  "Registrations per client address per 10 minutes before 429")
       ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")
@@ -256,16 +264,36 @@ int serve(Config& config) {
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
   Bus* bus = core->bus.get();
-  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(), [bus] { return bus->healthy(); });
+  // /health's bus state covers every use of Redis that clients notice: the
+  // fan-out and the forwarding of Socket.IO polling requests.
+  RedisPollForwarder* forwarder = core->poll_forwarder.get();
+  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
+                                         [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
   core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
+  if (core->poll_forwarder) {
+    server->set_poll_forwarder(core->poll_forwarder.get());
+    core->poll_forwarder->start();
+  }
+  // Accounts disabled or revoked by `parley user …` in another process: their
+  // open connections close on every loop (every node polls for itself).
+  AccountWatcher accounts(*core->store, std::chrono::milliseconds(config.limits.account_poll_ms),
+                          [srv = server.get()](const AccountState& a) {
+                            srv->fanout().each_loop([a](Hub& hub) { hub.account_changed(a); });
+                          });
+  auto webhook = start_webhook(config, *core->chat, *core->store);
+  if (!webhook) return fail(webhook.error());
   auto port = server->start();
   if (!port) return fail(port.error());
+  accounts.start();
   server->run();
+  accounts.stop();
+  if (*webhook) (*webhook)->stop();
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
   core->bus->close();
   if (core->redis_presence) core->redis_presence->close();
+  if (core->poll_forwarder) core->poll_forwarder->close();
   server.reset();
   spdlog::info("event=stopped");
   return 0;
@@ -402,6 +430,20 @@ int run_cli(int argc, char** argv) {
   add_cmd->add_flag("--json", user_add_json, "Print {user, token} as JSON (the token lasts --token-ttl)");
   add_token_options(*add_cmd, config);
 
+  // disable / enable / revoke-tokens (src/app/user_admin.cc).
+  std::string admin_user;
+  std::vector<std::pair<CLI::App*, UserAdminAction>> admin_cmds;
+  for (auto [name, action, help] :
+       {std::tuple{"disable", UserAdminAction::kDisable, "Lock an account: its connections close (4403), its tokens get 401"},
+        std::tuple{"enable", UserAdminAction::kEnable, "Unlock a disabled account"},
+        std::tuple{"revoke-tokens", UserAdminAction::kRevokeTokens, "Refuse every token of a user issued before now"}}) {
+    auto* cmd = user_cmd->add_subcommand(name, help);
+    add_data_options(*cmd, config);
+    add_token_options(*cmd, config);  // accepted so one set of flags serves every admin command
+    cmd->add_option("username", admin_user, "Username")->required();
+    admin_cmds.push_back({cmd, action});
+  }
+
   auto* token_cmd = app.add_subcommand("token", "Print a valid token for a user");
   add_data_options(*token_cmd, config);
   add_create_option(*token_cmd);
@@ -420,6 +462,16 @@ int run_cli(int argc, char** argv) {
 
   auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
   add_data_options(*migrate_cmd, config);
+
+  auto* migrate_store_cmd =
+      app.add_subcommand("migrate-store", "Copy an embedded (SQLite) installation into PostgreSQL; resumable, checked by counts");
+  MigrateStoreOptions migrate_store_opts;
+  migrate_store_cmd->add_option("--from", migrate_store_opts.from, "sqlite:DIR, the data dir of the stopped server")->required();
+  migrate_store_cmd->add_option("--to", migrate_store_opts.to, "postgres://USER:PASS@HOST:PORT/DB, empty or this copy's")
+      ->required();
+  migrate_store_cmd->add_option("--batch-rows", migrate_store_opts.batch_rows, "Rows per transaction (1-5000)")
+      ->capture_default_str();
+  migrate_store_cmd->add_option("--log-level", config.log_level, "trace, debug, info, warn, error, off (default: warn)");
 
   app.add_subcommand("version", "Print the version");
 
@@ -444,12 +496,18 @@ int run_cli(int argc, char** argv) {
     if (!use_data_dir(config, create_data_dir)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
   }
+  for (auto& [cmd, action] : admin_cmds) {
+    if (!cmd->parsed()) continue;
+    if (!use_data_dir(config, false)) return 1;
+    return run_user_admin(config, action, admin_user);
+  }
   if (token_cmd->parsed()) {
     if (!use_data_dir(config, create_data_dir)) return 1;
     return token(config, token_user);
   }
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
   if (migrate_cmd->parsed()) return migrate(config);
+  if (migrate_store_cmd->parsed()) return run_migrate_store(migrate_store_opts);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }

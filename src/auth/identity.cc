@@ -79,7 +79,9 @@ void Identity::use_login_limits(std::unique_ptr<LoginLimits> limits) {
 }
 
 AuthResult Identity::issue_token(const User& user) const {
-  int64_t now = now_seconds();
+  // Never before the account's revocation time: revoke-tokens refuses iat
+  // earlier than it, and it may lie up to a second ahead (see docs/moderation.md).
+  int64_t now = std::max(now_seconds(), user.tokens_valid_after);
   AuthResult r;
   r.user = user;
   r.token = jwt_->sign(user.id, now, config_.token_ttl_seconds, json::object{{"username", user.username}});
@@ -149,6 +151,10 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
     spdlog::info("event=login_failed address={}", address);
     return unauthorized("invalid_credentials", "wrong username, phone number or password");
   }
+  if (u->disabled) {
+    spdlog::info("event=login_refused reason=account_disabled user_id={}", u->id);
+    return Error{ErrorKind::kForbidden, "account_disabled", "this account is disabled"};
+  }
   login_limits_->record_success(key, address, now);
   return issue_token(*u);
 }
@@ -159,9 +165,15 @@ Result<User> Identity::authenticate(const std::string& token) {
   if (!is_uuid(claims->sub)) return unauthorized("invalid_token", "token subject is not a user id");
   auto u = store_.user_by_id(normalize_uuid(claims->sub));
   if (!u) return u.error();  // an outage is not "unknown user": no provisioning either
-  if (*u) return **u;
-  return provision(*claims);
+  if (!*u) return provision(*claims);
+  if ((*u)->disabled) return unauthorized("account_disabled", "this account is disabled");
+  // A token without iat cannot show it is newer than a revocation.
+  if ((*u)->tokens_valid_after > 0 && claims->iat < (*u)->tokens_valid_after)
+    return unauthorized("token_revoked", "this token was revoked; log in again");
+  return **u;
 }
+
+Result<JwtClaims> Identity::token_claims(const std::string& token) const { return jwt_->verify(token, now_seconds()); }
 
 Result<int64_t> Identity::token_expiry(const std::string& token) const {
   auto claims = jwt_->verify(token, now_seconds());

@@ -46,8 +46,13 @@ class Identity {
   Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address);
   AuthResult issue_token(const User& user) const;
   // Verifies a token and returns its user, provisioning one for a provider's
-  // token that carries a profile.
+  // token that carries a profile. A disabled account's tokens, and tokens
+  // issued (iat) before the account's revoke-tokens time, are refused
+  // (unauthorized "account_disabled" / "token_revoked").
   Result<User> authenticate(const std::string& token);
+  // The verified claims of a token (exp, iat), for connections that must
+  // close when it expires or is revoked.
+  Result<JwtClaims> token_claims(const std::string& token) const;
   // Seconds since epoch at which the token expires; for connections that must close then.
   Result<int64_t> token_expiry(const std::string& token) const;
   // Failed logins counted elsewhere (several nodes: Redis) instead of in this

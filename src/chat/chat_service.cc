@@ -281,6 +281,7 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
       Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
       publish(out.message.thread_id, Audience::members(members), "new_message", out.message_json, origin,
               out.message.seq, out.message.id);
+      if (message_observer_) message_observer_(out.message, out.message_json, members);
     }
     done(std::move(out));
   });

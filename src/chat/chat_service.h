@@ -123,6 +123,28 @@ class ChatService {
   ConnectionLimiter& connection_limiter() { return *connection_limiter_; }
   void use_connection_limiter(std::unique_ptr<ConnectionLimiter> limiter);
 
+  // --- moderation (blocking; CONTRACT section 8, chat/moderation.cc) ---
+  // Tombstones a message (content emptied, seq kept) and tells every
+  // participant (message_deleted). The sender or a thread admin; anyone else
+  // gets forbidden. Writes one audit log line. `origin_session` (the
+  // asking connection, which gets a reply instead) is left out.
+  Result<Message> delete_message(const std::string& actor_id, const std::string& message_id,
+                                 const std::string& origin_session = "");
+  // New content, edited_at set, every participant told (message_edited). The
+  // sender only, within limits.edit_window_seconds (else forbidden
+  // "edit_window_passed"); a deleted message: conflict "message_deleted".
+  Result<Message> edit_message(const std::string& actor_id, const std::string& message_id, const std::string& content,
+                               const std::string& origin_session = "");
+
+  // Called on the store's completion thread after each new message is
+  // stored (never for a retried duplicate), with its members: must be quick
+  // and must not block (the webhook notifier only queues it). Set once,
+  // before serving.
+  using MessageObserver =
+      std::function<void(const Message& message, const std::string& message_json,
+                         const std::shared_ptr<const ThreadMembers>& members)>;
+  void set_message_observer(MessageObserver observer) { message_observer_ = std::move(observer); }
+
   // --- relays (not stored) ---
   // typing and call signalling to the thread's other participants. A
   // call_offer with no other participant online fails with callee_offline.
@@ -173,6 +195,7 @@ class ChatService {
   MemberCache members_;
   Presence presence_;
   std::unique_ptr<ConnectionLimiter> connection_limiter_;
+  MessageObserver message_observer_;
 };
 
 }  // namespace parley

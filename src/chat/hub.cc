@@ -57,6 +57,13 @@ void Hub::resync() {
     for (ClientSession* s : sessions) s->resync();
 }
 
+void Hub::account_changed(const AccountState& state) {
+  auto it = by_user_.find(state.user_id);
+  if (it == by_user_.end()) return;
+  std::vector<ClientSession*> sessions = it->second;  // closing removes from the list
+  for (ClientSession* s : sessions) s->account_changed(state);
+}
+
 void Hub::dispatch(const BusEvent& event) {
   if (event.resync) return resync();
   if (!event.recipients) return;
@@ -78,6 +85,10 @@ void Hub::dispatch(const BusEvent& event) {
     m.messages_out.fetch_add(delivered, std::memory_order_relaxed);
     if (event.seq > 0) m.deliveries.fetch_add(delivered, std::memory_order_relaxed);
   }
+}
+
+void Fanout::each_loop(const std::function<void(Hub&)>& fn) const {
+  for (const auto& loop : loops_) loop->post([hub = loop->hub, fn] { fn(*hub); });
 }
 
 void Fanout::add_loop(Hub* hub, PostFn post) {

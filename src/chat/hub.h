@@ -28,6 +28,8 @@ class Hub {
   void dispatch(const BusEvent& event);
   // Every session re-checks its threads against the store (the bus reconnected).
   void resync();
+  // Tells the user's sessions on this loop (they may close, so they are copied first).
+  void account_changed(const AccountState& state);
   size_t session_count() const { return count_; }
   bool has_user(const std::string& user_id) const { return by_user_.count(user_id) != 0; }
 
@@ -59,6 +61,8 @@ class Fanout {
  public:
   void add_loop(Hub* hub, PostFn post);
   void operator()(const BusEventPtr& event) const;
+  // Runs fn on every loop, with that loop's Hub (from any thread).
+  void each_loop(const std::function<void(Hub&)>& fn) const;
 
  private:
   struct Inbox {

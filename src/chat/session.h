@@ -14,6 +14,7 @@
 #include <string>
 
 #include "bus/bus.h"
+#include "store/store.h"  // AccountState
 
 namespace parley {
 
@@ -52,6 +53,9 @@ class ClientSession {
   // The bus may have lost events (it reconnected): re-check every thread
   // against the store.
   virtual void resync() = 0;
+  // The user's account state changed (disabled, tokens revoked): the session
+  // closes itself when it may no longer be open.
+  virtual void account_changed(const AccountState& state) = 0;
 };
 
 }  // namespace parley

@@ -26,6 +26,19 @@ struct Limits {
   int registration_window_seconds = 10 * 60;
   int presence_grace_seconds = 3;
   int typing_timeout_seconds = 6;
+  int edit_window_seconds = 15 * 60;         // a sender may edit a message this long after sending it
+  int account_poll_ms = 1000;                // how often a server reads account changes (disable, revoke-tokens)
+};
+
+// Push for offline participants (CONTRACT.md section 9; docs/webhooks.md).
+struct WebhookConfig {
+  std::string url;     // http://HOST:PORT/PATH; empty = no webhook
+  std::string secret;  // HMAC-SHA256 key of X-Parley-Signature
+  int max_attempts = 8;          // then the notification is a dead letter
+  int initial_backoff_ms = 1000;  // doubled after every failed attempt
+  int max_backoff_ms = 5 * 60 * 1000;
+  int timeout_ms = 5000;         // one POST
+  int concurrency = 4;           // POSTs in flight at once
 };
 
 // Socket.IO clients: Engine.IO v4 at `path` (CONTRACT.md section 7).
@@ -56,6 +69,7 @@ struct Config {
   std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};
   Limits limits;
   SocketIoConfig socketio;
+  WebhookConfig webhook;
 };
 
 inline constexpr const char* kDefaultRole = "member";

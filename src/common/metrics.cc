@@ -87,6 +87,21 @@ std::string Metrics::render() const {
   o << "# HELP parley_bus_reconnects_total Reconnections of the networked bus.\n"
     << "# TYPE parley_bus_reconnects_total counter\n"
     << "parley_bus_reconnects_total " << bus_reconnects.load() << "\n";
+  o << "# HELP parley_socketio_forwarded_total Socket.IO polling requests forwarded to the node that owns their session.\n"
+    << "# TYPE parley_socketio_forwarded_total counter\n"
+    << "parley_socketio_forwarded_total " << socketio_forwarded.load() << "\n";
+  o << "# HELP parley_webhook_queued_total Webhook notifications stored for offline participants.\n"
+    << "# TYPE parley_webhook_queued_total counter\n"
+    << "parley_webhook_queued_total " << webhook_queued.load() << "\n";
+  o << "# HELP parley_webhook_delivered_total Webhook notifications answered with 2xx.\n"
+    << "# TYPE parley_webhook_delivered_total counter\n"
+    << "parley_webhook_delivered_total " << webhook_delivered.load() << "\n";
+  o << "# HELP parley_webhook_failed_attempts_total Webhook POSTs that failed and will be retried or given up.\n"
+    << "# TYPE parley_webhook_failed_attempts_total counter\n"
+    << "parley_webhook_failed_attempts_total " << webhook_failed_attempts.load() << "\n";
+  o << "# HELP parley_webhook_dead_letters Webhook notifications given up after the last attempt (kept in the store).\n"
+    << "# TYPE parley_webhook_dead_letters gauge\n"
+    << "parley_webhook_dead_letters " << webhook_dead_letters.load() << "\n";
   o << "# HELP parley_errors_total Errors answered to clients, by code.\n# TYPE parley_errors_total counter\n";
   for (int i = 0; i < kMaxCodes; ++i) {
     const char* name = error_codes_[i].load();

@@ -28,6 +28,11 @@ class Metrics {
   std::atomic<uint64_t> bus_received{0};           // events from other nodes
   std::atomic<uint64_t> bus_dropped{0};            // events not sent while the bus was down (a resync follows)
   std::atomic<uint64_t> bus_reconnects{0};
+  std::atomic<uint64_t> socketio_forwarded{0};     // polling requests sent to their session's node
+  std::atomic<uint64_t> webhook_queued{0};           // notifications stored for offline participants
+  std::atomic<uint64_t> webhook_delivered{0};        // answered 2xx
+  std::atomic<uint64_t> webhook_failed_attempts{0};  // POSTs that failed (non-2xx, refused, timed out)
+  std::atomic<uint64_t> webhook_dead_letters{0};     // notifications given up after the last attempt (store-wide at start)
 
   void count_error(std::string_view code);
   // Latency of one storage group commit, microseconds.

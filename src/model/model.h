@@ -21,6 +21,8 @@ struct User {
   std::string password_hash;  // Argon2id string; empty for provider-provisioned users
   Micros created_at = 0;
   Micros last_seen = 0;  // 0 = never
+  bool disabled = false;           // `parley user disable`: no login, every token refused
+  int64_t tokens_valid_after = 0;  // seconds; tokens with an earlier iat are refused (revoke-tokens)
 };
 
 // What other users may see of a user.
@@ -67,6 +69,7 @@ struct Message {
   std::string client_msg_id;  // empty = none
   Micros created_at = 0;
   std::optional<Micros> edited_at;
+  bool deleted = false;  // a tombstone: content is empty, seq kept
   UserRef sender;
   std::string status = "sent";  // sent | delivered | read, as seen by the sender
 };

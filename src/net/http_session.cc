@@ -126,6 +126,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       res.set(http::field::access_control_allow_origin, origin);
       res.set(http::field::vary, "Origin");
     }
+    for (const auto& [name, value] : out.headers) res.set(name, value);
     res.body() = out.body;
     res.prepare_payload();
     return res;
@@ -136,7 +137,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     empty.status = 204;
     empty.content_type = "text/plain";
     auto res = to_beast(empty, std::string(req[http::field::origin]));
-    res.set(http::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
+    res.set(http::field::access_control_allow_methods, "GET, POST, PATCH, DELETE, OPTIONS");
     res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
     res.set(http::field::access_control_max_age, "600");
     return res;

@@ -10,6 +10,7 @@
 
 #include "api/connection.h"
 #include "api/rest_api.h"
+#include "bus/poll_forwarder.h"
 #include "common/config.h"
 #include "common/serial_queue.h"
 #include "net/beast.h"
@@ -56,6 +57,10 @@ struct LoopContext {
   // Token checks of this loop's upgrades: on the workers (a check may read
   // or even create the user), one burst of upgrades per worker wake-up.
   std::shared_ptr<SerialQueue> auth_queue;
+
+  // Several nodes: carries polling requests for other nodes' sids to them
+  // (bus/poll_forwarder.h). Null for an embedded server.
+  PollForwarder* poll_forwarder = nullptr;
 };
 
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.

@@ -36,6 +36,7 @@ uint16_t close_code(CloseReason reason) {
     case CloseReason::kUnauthorized: return 4401;
     case CloseReason::kAuthTimeout: return 4408;
     case CloseReason::kTooManyConnections: return 4429;
+    case CloseReason::kForbidden: return 4403;
   }
   return ws::kClosePolicy;
 }

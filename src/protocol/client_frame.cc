@@ -18,7 +18,7 @@ struct TypeName {
   std::string_view name;
   ClientType type;
 };
-constexpr std::array<TypeName, 13> kTypes{{
+constexpr std::array<TypeName, 15> kTypes{{
     {"auth", ClientType::kAuth},
     {"ping", ClientType::kPing},
     {"send_message", ClientType::kSendMessage},
@@ -32,6 +32,8 @@ constexpr std::array<TypeName, 13> kTypes{{
     {"call_answer", ClientType::kCallAnswer},
     {"ice_candidate", ClientType::kIceCandidate},
     {"call_end", ClientType::kCallEnd},
+    {"delete_message", ClientType::kDeleteMessage},
+    {"edit_message", ClientType::kEditMessage},
 }};
 
 // True when text has a \uD800-\uDFFF escape. Boost.JSON 1.81 reports a lone
@@ -157,6 +159,13 @@ ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
     case ClientType::kCallEnd:
       f.thread_id = in.uuid("thread_id", Need::kRequired);
       if (const json::value* p = o.if_contains("payload")) f.payload = *p;
+      break;
+    case ClientType::kDeleteMessage:
+      f.message_id = in.uuid("message_id", Need::kRequired);
+      break;
+    case ClientType::kEditMessage:
+      f.message_id = in.uuid("message_id", Need::kRequired);
+      f.content = in.string("content", Need::kRequired);
       break;
   }
   out.error = in.error();

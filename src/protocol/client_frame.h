@@ -30,6 +30,8 @@ enum class ClientType {
   kCallAnswer,
   kIceCandidate,
   kCallEnd,
+  kDeleteMessage,
+  kEditMessage,
 };
 
 struct ClientFrame {
@@ -38,12 +40,12 @@ struct ClientFrame {
   std::string token;              // auth
   std::string thread_id;          // lowercase UUID, when given
   std::string username;           // send_message / join_chat
-  std::string content;            // send_message (alias `text`)
+  std::string content;            // send_message (alias `text`), edit_message
   std::string message_type = "text";
   std::string client_msg_id;
   std::optional<int64_t> since_seq;
   std::optional<int64_t> up_to_seq;
-  std::string message_id;         // message_received
+  std::string message_id;         // message_received, delete_message, edit_message
   bool is_typing = false;
   boost::json::value payload;     // call signalling, relayed as is
 };

@@ -24,7 +24,7 @@ json::object user_json(const User& u) {
 
 json::object message_json(const Message& m) {
   json::object o;
-  o.reserve(12);
+  o.reserve(13);
   o["id"] = m.id;
   o["thread_id"] = m.thread_id;
   o["seq"] = m.seq;
@@ -35,6 +35,7 @@ json::object message_json(const Message& m) {
   o["status"] = m.status;
   o["created_at"] = iso8601_millis(m.created_at);
   o["edited_at"] = m.edited_at ? json::value(iso8601_millis(*m.edited_at)) : json::value(nullptr);
+  if (m.deleted) o["deleted"] = true;  // only on tombstones (CONTRACT section 8)
   o["sender"] = json::object{{"id", m.sender.id},
                              {"username", m.sender.username},
                              {"full_name", m.sender.full_name},

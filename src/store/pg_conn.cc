@@ -55,7 +55,7 @@ Result<std::unique_ptr<PgConn>> PgConn::open(const std::string& url) {
   std::unique_ptr<PgConn> conn(new PgConn(c));  // frees the handle even when the connection failed
   if (!c) return internal_error("cannot allocate a PostgreSQL connection");
   if (PQstatus(c) != CONNECTION_OK)
-    return Error{ErrorKind::kUnavailable, "store_unavailable", "cannot connect to PostgreSQL: " + conn->errmsg()};
+    return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot connect to PostgreSQL: " + conn->errmsg()};
   PQsetNoticeReceiver(c, ignore_notice, nullptr);
   return conn;
 }
@@ -106,11 +106,25 @@ PgResult PgConn::exec(const char* sql, std::initializer_list<PgParam> params) {
                                       lengths.data(), formats.data(), 0)));
 }
 
+PgResult PgConn::exec_once(const std::string& sql, const std::vector<PgParam>& params) {
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  std::vector<int> formats;
+  values.reserve(params.size());
+  for (const auto& p : params) {
+    values.push_back(p.value ? p.value->data() : nullptr);
+    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+    formats.push_back(p.binary ? 1 : 0);
+  }
+  return note(PgResult(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                                    lengths.data(), formats.data(), 0)));
+}
+
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
   std::string state = r.sqlstate();
   spdlog::error("event=store_error op={} sqlstate={} error=\"{}\"", op, state, c.healthy() ? r.message() : c.errmsg());
   if (!c.healthy() || state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0)
-    return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"};
+    return storage_unavailable();
   if (state.rfind("23", 0) == 0) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
   return internal_error("storage error");
 }

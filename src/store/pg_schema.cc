@@ -83,6 +83,25 @@ CREATE TABLE commit_clock (
 );
 INSERT INTO commit_clock VALUES (1, 0);
 )sql"},
+    // Moderation and push, as SQLite's version 4: account state with its
+    // change version, message tombstones, and the webhook outbox.
+    {2, R"sql(
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN tokens_valid_after BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN state_version BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX users_by_state_version ON users(state_version) WHERE state_version > 0;
+ALTER TABLE messages ADD COLUMN deleted_at BIGINT;
+CREATE TABLE webhook_outbox (
+  id              TEXT PRIMARY KEY,
+  recipient_id    TEXT NOT NULL,
+  body            TEXT NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at BIGINT NOT NULL,
+  created_at      BIGINT NOT NULL,
+  dead            INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox(dead, next_attempt_at);
+)sql"},
 };
 
 Status ensure_version_table(PgConn& c) {
@@ -132,7 +151,7 @@ Status migrate_pg_schema(PgConn& c) {
   // Session lock: held across the steps' own transactions; a second node
   // blocks here until the first is done, then sees every step applied.
   auto locked = c.run(kMigrationLock);
-  if (!locked.ok()) return Error{ErrorKind::kUnavailable, "store_unavailable", "cannot lock for migration: " + locked.message()};
+  if (!locked.ok()) return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot lock for migration: " + locked.message()};
   auto st = migrate_locked(c);
   c.run(kMigrationUnlock);
   return st;

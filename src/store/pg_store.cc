@@ -17,14 +17,15 @@ constexpr size_t kMaxPooledReaders = 8;
 constexpr size_t kMaxCacheEntries = 10000;
 
 // One string literal per statement: the statement cache is keyed by its address.
-#define PG_USER_COLS "id, username, full_name, phone_number, role, password_hash, created_at, last_seen"
+#define PG_USER_COLS \
+  "id, username, full_name, phone_number, role, password_hash, created_at, last_seen, disabled, tokens_valid_after"
 #define PG_THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
 #define PG_MESSAGE_SELECT                                                                               \
   "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
-  "m.created_at, m.edited_at, u.username, u.full_name, u.role FROM messages m JOIN users u ON u.id = " \
-  "m.sender_id "
+  "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \
+  "u ON u.id = m.sender_id "
 
-Error unavailable() { return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"}; }
+Error unavailable() { return storage_unavailable(); }
 
 User read_user(const PgResult& r, int i) {
   User u;
@@ -36,6 +37,8 @@ User read_user(const PgResult& r, int i) {
   u.password_hash = r.text(i, 5);
   u.created_at = r.i64(i, 6);
   u.last_seen = r.i64(i, 7);
+  u.disabled = r.i64(i, 8) != 0;
+  u.tokens_valid_after = r.i64(i, 9);
   return u;
 }
 
@@ -63,6 +66,7 @@ Message read_message(const PgResult& r, int i) {
   m.created_at = r.i64(i, 7);
   if (!r.is_null(i, 8)) m.edited_at = r.i64(i, 8);
   m.sender = UserRef{m.sender_id, r.text(i, 9), r.text(i, 10), r.text(i, 11)};
+  m.deleted = !r.is_null(i, 12);
   return m;
 }
 
@@ -282,8 +286,9 @@ Result<User> PgStore::write_user(const User& u) {
     if (!phone.ok()) return pg_error(c, phone, "insert_user");
     if (phone.rows() > 0) return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
   }
-  auto r = c.exec("INSERT INTO users (" PG_USER_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                  {u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen});
+  auto r = c.exec("INSERT INTO users (" PG_USER_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                  {u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen,
+                   u.disabled, u.tokens_valid_after});
   if (!r.ok()) return pg_error(c, r, "insert_user");
   return u;
 }
@@ -636,6 +641,167 @@ Result<std::vector<std::string>> PgStore::contacts(const std::string& user_id) {
     std::vector<std::string> out;
     for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
     return out;
+  });
+}
+
+// ---------------------------------------------------------------- moderation
+
+namespace {
+
+Result<AccountState> account_row(const PgConn& c, const PgResult& r, const std::string& user_id, std::string_view op) {
+  if (!r.ok()) return pg_error(c, r, op);
+  if (r.rows() == 0) return not_found("user_not_found", "no such user");
+  return AccountState{user_id, r.i64(0, 0) != 0, r.i64(0, 1), r.i64(0, 2)};
+}
+
+Result<Message> reread_message(PgConn& c, const std::string& id) {
+  auto found = read_messages(c, c.exec(PG_MESSAGE_SELECT "WHERE m.id = $1", {id}), "reread_message");
+  if (found.empty()) return internal_error("storage error");
+  return std::move(found.front());
+}
+
+}  // namespace
+
+// Writers hold the commit clock, so MAX + 1 is the next version in commit order
+// across every node.
+Result<AccountState> PgStore::set_user_disabled(const std::string& user_id, bool disabled) {
+  return writer_->submit_and_wait<AccountState>([this, user_id, disabled] {
+    PgConn& c = *writer_conn_;
+    auto r = c.exec(
+        "UPDATE users SET disabled = $1, state_version = (SELECT COALESCE(MAX(state_version), 0) + 1 FROM users) "
+        "WHERE id = $2 RETURNING disabled, tokens_valid_after, state_version",
+        {disabled, user_id});
+    return account_row(c, r, user_id, "set_user_disabled");
+  });
+}
+
+Result<AccountState> PgStore::revoke_tokens(const std::string& user_id, int64_t valid_after) {
+  return writer_->submit_and_wait<AccountState>([this, user_id, valid_after] {
+    PgConn& c = *writer_conn_;
+    auto r = c.exec(
+        "UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, $1), "
+        "state_version = (SELECT COALESCE(MAX(state_version), 0) + 1 FROM users) "
+        "WHERE id = $2 RETURNING disabled, tokens_valid_after, state_version",
+        {valid_after, user_id});
+    return account_row(c, r, user_id, "revoke_tokens");
+  });
+}
+
+Result<std::vector<AccountState>> PgStore::account_changes(int64_t after_version) {
+  return with_reader([&](PgConn& c) {
+    auto r = c.exec(
+        "SELECT id, disabled, tokens_valid_after, state_version FROM users WHERE state_version > $1 "
+        "ORDER BY state_version",
+        {after_version});
+    log_read_error(c, r, "account_changes");
+    std::vector<AccountState> out;
+    for (int i = 0; i < r.rows(); ++i)
+      out.push_back(AccountState{r.text(i, 0), r.i64(i, 1) != 0, r.i64(i, 2), r.i64(i, 3)});
+    return out;
+  });
+}
+
+Result<Message> PgStore::delete_message(const std::string& message_id) {
+  return writer_->submit_and_wait<Message>([this, message_id]() -> Result<Message> {
+    PgConn& c = *writer_conn_;
+    auto r = c.exec("UPDATE messages SET content = ''::bytea, deleted_at = COALESCE(deleted_at, $1) WHERE id = $2",
+                    {now_micros(), message_id});
+    if (!r.ok()) return pg_error(c, r, "delete_message");
+    if (r.affected() == 0) return not_found("message_not_found", "no such message");
+    return reread_message(c, message_id);
+  });
+}
+
+Result<Message> PgStore::edit_message(const std::string& message_id, const std::string& content, Micros when) {
+  return writer_->submit_and_wait<Message>([this, message_id, content, when]() -> Result<Message> {
+    PgConn& c = *writer_conn_;
+    auto r = c.exec("UPDATE messages SET content = $1, edited_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+                    {PgParam::bytes(content), when, message_id});
+    if (!r.ok()) return pg_error(c, r, "edit_message");
+    if (r.affected() == 0) {
+      auto found = c.exec("SELECT 1 FROM messages WHERE id = $1", {message_id});
+      if (!found.ok()) return pg_error(c, found, "edit_message");
+      if (found.rows() > 0) return Error{ErrorKind::kConflict, "message_deleted", "the message was deleted"};
+      return not_found("message_not_found", "no such message");
+    }
+    return reread_message(c, message_id);
+  });
+}
+
+// ---------------------------------------------------------------- webhook outbox
+
+void PgStore::enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) {
+  writer_->submit<Ok>(
+      [this, items = std::move(items)]() -> Status {
+        PgConn& c = *writer_conn_;
+        const Micros now = now_micros();
+        for (const auto& n : items) {
+          auto r = c.exec(
+              "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at) "
+              "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+              {n.id, n.recipient_id, n.body, n.attempts, n.next_attempt_at, now});
+          if (!r.ok()) return pg_error(c, r, "enqueue_notification");
+        }
+        return Ok{};
+      },
+      [done = std::move(done)](Status st) {
+        if (done) done(std::move(st));
+      });
+}
+
+// SKIP LOCKED: a row another transaction holds is left to it, never waited for.
+Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micros lease_until, int limit) {
+  return writer_->submit_and_wait<std::vector<Notification>>(
+      [this, now, lease_until, limit]() -> Result<std::vector<Notification>> {
+        PgConn& c = *writer_conn_;
+        auto r = c.exec(
+            "WITH due AS (SELECT id FROM webhook_outbox WHERE dead = 0 AND next_attempt_at <= $1 "
+            "ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+            "UPDATE webhook_outbox w SET next_attempt_at = $2 FROM due WHERE w.id = due.id "
+            "RETURNING w.id, w.recipient_id, w.body, w.attempts, w.created_at",
+            {now, lease_until, clamp_limit(limit)});
+        if (!r.ok()) return pg_error(c, r, "claim_notifications");
+        std::vector<std::pair<Micros, Notification>> rows;
+        for (int i = 0; i < r.rows(); ++i)
+          rows.push_back({r.i64(i, 4), Notification{r.text(i, 0), r.text(i, 1), r.text(i, 2),
+                                                    static_cast<int>(r.i64(i, 3)), lease_until}});
+        std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        std::vector<Notification> out;
+        for (auto& row : rows) out.push_back(std::move(row.second));
+        return out;
+      });
+}
+
+Status PgStore::finish_notification(const std::string& id) {
+  return writer_->submit_and_wait<Ok>([this, id]() -> Status {
+    auto r = writer_conn_->exec("DELETE FROM webhook_outbox WHERE id = $1", {id});
+    if (!r.ok()) return pg_error(*writer_conn_, r, "finish_notification");
+    return Ok{};
+  });
+}
+
+Status PgStore::retry_notification(const std::string& id, int attempts, Micros next_attempt_at) {
+  return writer_->submit_and_wait<Ok>([this, id, attempts, next_attempt_at]() -> Status {
+    auto r = writer_conn_->exec("UPDATE webhook_outbox SET attempts = $1, next_attempt_at = $2 WHERE id = $3",
+                                {attempts, next_attempt_at, id});
+    if (!r.ok()) return pg_error(*writer_conn_, r, "retry_notification");
+    return Ok{};
+  });
+}
+
+Status PgStore::dead_letter_notification(const std::string& id, int attempts) {
+  return writer_->submit_and_wait<Ok>([this, id, attempts]() -> Status {
+    auto r = writer_conn_->exec("UPDATE webhook_outbox SET attempts = $1, dead = 1 WHERE id = $2", {attempts, id});
+    if (!r.ok()) return pg_error(*writer_conn_, r, "dead_letter_notification");
+    return Ok{};
+  });
+}
+
+Result<int64_t> PgStore::dead_notification_count() {
+  return with_reader([](PgConn& c) -> int64_t {
+    auto r = c.exec("SELECT COUNT(*) FROM webhook_outbox WHERE dead = 1");
+    log_read_error(c, r, "dead_notification_count");
+    return r.ok() && r.rows() == 1 ? r.i64(0, 0) : 0;
   });
 }
 

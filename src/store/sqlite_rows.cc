@@ -14,6 +14,8 @@ User read_user(const SqliteStmt& st) {
   u.password_hash = st.text(5);
   u.created_at = st.i64(6);
   u.last_seen = st.i64(7);
+  u.disabled = st.i64(8) != 0;
+  u.tokens_valid_after = st.i64(9);
   return u;
 }
 
@@ -41,6 +43,7 @@ Message read_message(const SqliteStmt& st) {
   m.created_at = st.i64(7);
   if (!st.is_null(8)) m.edited_at = st.i64(8);
   m.sender = UserRef{m.sender_id, st.text(9), st.text(10), st.text(11)};
+  m.deleted = !st.is_null(12);
   return m;
 }
 

@@ -17,12 +17,13 @@ namespace parley {
 
 // SQL fragments are macros so every statement is ONE string literal: the
 // statement cache is keyed by the literal's address.
-#define USER_COLS "id, username, full_name, phone_number, role, password_hash, created_at, last_seen"
+#define USER_COLS \
+  "id, username, full_name, phone_number, role, password_hash, created_at, last_seen, disabled, tokens_valid_after"
 #define THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
 #define MESSAGE_SELECT                                                                                  \
   "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
-  "m.created_at, m.edited_at, u.username, u.full_name, u.role FROM messages m JOIN users u ON u.id = " \
-  "m.sender_id "
+  "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \
+  "u ON u.id = m.sender_id "
 
 User read_user(const SqliteStmt& st);      // a row of USER_COLS
 Thread read_thread(const SqliteStmt& st);  // a row of THREAD_COLS, without participants

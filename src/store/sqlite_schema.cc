@@ -97,6 +97,28 @@ ALTER TABLE messages_v3 RENAME TO messages;
 CREATE UNIQUE INDEX messages_client_msg ON messages(thread_id, sender_id, client_msg_id)
   WHERE client_msg_id IS NOT NULL;
 )sql"},
+    // Moderation and push. Accounts: disabled, tokens issued (iat, seconds)
+    // before tokens_valid_after refused, and state_version, bumped on every
+    // such change so running servers find changes by polling one index.
+    // Messages: deleted_at marks a tombstone. webhook_outbox: notifications
+    // for offline participants not yet delivered (dead = gave up).
+    {4, R"sql(
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN tokens_valid_after INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN state_version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX users_by_state_version ON users(state_version) WHERE state_version > 0;
+ALTER TABLE messages ADD COLUMN deleted_at INTEGER;
+CREATE TABLE webhook_outbox (
+  id              TEXT PRIMARY KEY,
+  recipient_id    TEXT NOT NULL,
+  body            TEXT NOT NULL,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  created_at      INTEGER NOT NULL,
+  dead            INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX webhook_outbox_due ON webhook_outbox(dead, next_attempt_at);
+)sql"},
 };
 
 int user_version(sqlite3* db) {

@@ -164,8 +164,9 @@ Result<User> SqliteStore::write_user(User u) {
     return Error{ErrorKind::kConflict, "username_taken", "username is already taken"};
   if (u.phone_number && c.prepare("SELECT 1 FROM users WHERE phone_number = ?").bind(*u.phone_number).row())
     return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
-  auto st = c.prepare("INSERT INTO users (" USER_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-  st.bind(u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen);
+  auto st = c.prepare("INSERT INTO users (" USER_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  st.bind(u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen,
+          u.disabled, u.tokens_valid_after);
   if (!st.done()) return storage_error(c, st.error(), "insert_user");
   return u;
 }
@@ -537,12 +538,177 @@ Result<std::vector<std::string>> SqliteStore::contacts(const std::string& user_i
   });
 }
 
+// ---------------------------------------------------------------- moderation
+
+namespace {
+
+// Under the single writer (and BEGIN IMMEDIATE across processes), MAX + 1 is
+// the next version in commit order.
+Result<AccountState> write_account(SqliteConn& c, const std::string& user_id, const char* op,
+                                   std::optional<bool> disabled, std::optional<int64_t> valid_after) {
+  auto st = c.prepare(
+      "UPDATE users SET disabled = COALESCE(?1, disabled), "
+      "tokens_valid_after = MAX(tokens_valid_after, COALESCE(?2, 0)), "
+      "state_version = (SELECT COALESCE(MAX(state_version), 0) + 1 FROM users) WHERE id = ?3 "
+      "RETURNING disabled, tokens_valid_after, state_version");
+  std::optional<int64_t> dis;
+  if (disabled) dis = *disabled ? 1 : 0;
+  st.bind(dis, valid_after, user_id);
+  if (!st.row()) {
+    if (st.error() != SQLITE_OK) return storage_error(c, st.error(), op);
+    return not_found("user_not_found", "no such user");
+  }
+  AccountState a{user_id, st.i64(0) != 0, st.i64(1), st.i64(2)};
+  st.row();  // finish the statement so its write completes
+  return a;
+}
+
+Result<Message> reread_message(SqliteConn& c, const std::string& id) {
+  auto st = c.prepare(MESSAGE_SELECT "WHERE m.id = ?");
+  st.bind(id);
+  auto found = read_messages(c, st, "reread_message");
+  if (found.empty()) return internal_error("storage error");
+  return std::move(found.front());
+}
+
+}  // namespace
+
+Result<AccountState> SqliteStore::set_user_disabled(const std::string& user_id, bool disabled) {
+  return writer_->submit_and_wait<AccountState>([this, user_id, disabled] {
+    return write_account(*writer_conn_, user_id, "set_user_disabled", disabled, std::nullopt);
+  });
+}
+
+Result<AccountState> SqliteStore::revoke_tokens(const std::string& user_id, int64_t valid_after) {
+  return writer_->submit_and_wait<AccountState>([this, user_id, valid_after] {
+    return write_account(*writer_conn_, user_id, "revoke_tokens", std::nullopt, valid_after);
+  });
+}
+
+Result<std::vector<AccountState>> SqliteStore::account_changes(int64_t after_version) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(
+        "SELECT id, disabled, tokens_valid_after, state_version FROM users WHERE state_version > ? "
+        "ORDER BY state_version");
+    st.bind(after_version);
+    std::vector<AccountState> out;
+    while (st.row()) out.push_back(AccountState{st.text(0), st.i64(1) != 0, st.i64(2), st.i64(3)});
+    log_read_error(c, st, "account_changes");
+    return out;
+  });
+}
+
+Result<Message> SqliteStore::delete_message(const std::string& message_id) {
+  return writer_->submit_and_wait<Message>([this, message_id]() -> Result<Message> {
+    SqliteConn& c = *writer_conn_;
+    auto st = c.prepare("UPDATE messages SET content = '', deleted_at = COALESCE(deleted_at, ?) WHERE id = ?");
+    st.bind(now_micros(), message_id);
+    if (!st.done()) return storage_error(c, st.error(), "delete_message");
+    if (c.changes() == 0) return not_found("message_not_found", "no such message");
+    return reread_message(c, message_id);
+  });
+}
+
+Result<Message> SqliteStore::edit_message(const std::string& message_id, const std::string& content, Micros when) {
+  return writer_->submit_and_wait<Message>([this, message_id, content, when]() -> Result<Message> {
+    SqliteConn& c = *writer_conn_;
+    auto st = c.prepare("UPDATE messages SET content = ?, edited_at = ? WHERE id = ? AND deleted_at IS NULL");
+    st.bind(content, when, message_id);
+    if (!st.done()) return storage_error(c, st.error(), "edit_message");
+    if (c.changes() == 0) {
+      if (c.prepare("SELECT 1 FROM messages WHERE id = ?").bind(message_id).row())
+        return Error{ErrorKind::kConflict, "message_deleted", "the message was deleted"};
+      return not_found("message_not_found", "no such message");
+    }
+    return reread_message(c, message_id);
+  });
+}
+
+// ---------------------------------------------------------------- webhook outbox
+
+void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) {
+  writer_->submit<Ok>(
+      [this, items = std::move(items)]() -> Status {
+        SqliteConn& c = *writer_conn_;
+        const Micros now = now_micros();
+        for (const auto& n : items) {
+          auto st = c.prepare(
+              "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at) "
+              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING");
+          st.bind(n.id, n.recipient_id, n.body, n.attempts, n.next_attempt_at, now);
+          if (!st.done()) return storage_error(c, st.error(), "enqueue_notification");
+        }
+        return Ok{};
+      },
+      [done = std::move(done)](Status st) {
+        if (done) done(std::move(st));
+      });
+}
+
+Result<std::vector<Notification>> SqliteStore::claim_notifications(Micros now, Micros lease_until, int limit) {
+  return writer_->submit_and_wait<std::vector<Notification>>(
+      [this, now, lease_until, limit]() -> Result<std::vector<Notification>> {
+        SqliteConn& c = *writer_conn_;
+        auto st = c.prepare(
+            "UPDATE webhook_outbox SET next_attempt_at = ?1 WHERE id IN (SELECT id FROM webhook_outbox "
+            "WHERE dead = 0 AND next_attempt_at <= ?2 ORDER BY next_attempt_at, created_at LIMIT ?3) "
+            "RETURNING id, recipient_id, body, attempts, created_at");
+        st.bind(lease_until, now, clamp_limit(limit));
+        std::vector<std::pair<Micros, Notification>> rows;
+        while (st.row())
+          rows.push_back({st.i64(4), Notification{st.text(0), st.text(1), st.text(2), static_cast<int>(st.i64(3)),
+                                                  lease_until}});
+        if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "claim_notifications");
+        // RETURNING gives no order: oldest first, as they were queued.
+        std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        std::vector<Notification> out;
+        for (auto& r : rows) out.push_back(std::move(r.second));
+        return out;
+      });
+}
+
+Status SqliteStore::finish_notification(const std::string& id) {
+  return writer_->submit_and_wait<Ok>([this, id]() -> Status {
+    auto st = writer_conn_->prepare("DELETE FROM webhook_outbox WHERE id = ?");
+    st.bind(id);
+    if (!st.done()) return storage_error(*writer_conn_, st.error(), "finish_notification");
+    return Ok{};
+  });
+}
+
+Status SqliteStore::retry_notification(const std::string& id, int attempts, Micros next_attempt_at) {
+  return writer_->submit_and_wait<Ok>([this, id, attempts, next_attempt_at]() -> Status {
+    auto st = writer_conn_->prepare("UPDATE webhook_outbox SET attempts = ?, next_attempt_at = ? WHERE id = ?");
+    st.bind(attempts, next_attempt_at, id);
+    if (!st.done()) return storage_error(*writer_conn_, st.error(), "retry_notification");
+    return Ok{};
+  });
+}
+
+Status SqliteStore::dead_letter_notification(const std::string& id, int attempts) {
+  return writer_->submit_and_wait<Ok>([this, id, attempts]() -> Status {
+    auto st = writer_conn_->prepare("UPDATE webhook_outbox SET attempts = ?, dead = 1 WHERE id = ?");
+    st.bind(attempts, id);
+    if (!st.done()) return storage_error(*writer_conn_, st.error(), "dead_letter_notification");
+    return Ok{};
+  });
+}
+
+Result<int64_t> SqliteStore::dead_notification_count() {
+  return with_reader([](SqliteConn& c) -> int64_t {
+    auto st = c.prepare("SELECT COUNT(*) FROM webhook_outbox WHERE dead = 1");
+    int64_t n = st.row() ? st.i64(0) : 0;
+    log_read_error(c, st, "dead_notification_count");
+    return n;
+  });
+}
+
 // ---------------------------------------------------------------- read pool
 
 template <typename F, typename T>
 Result<T> SqliteStore::with_reader(F&& f) {
   auto conn = acquire_reader();
-  if (!conn) return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"};
+  if (!conn) return storage_unavailable();
   conn->take_failure();
   T result = f(*conn);
   const bool failed = conn->take_failure();  // logged where it happened

@@ -59,6 +59,18 @@ class SqliteStore final : public Store {
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
   Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
+  Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) override;
+  Result<AccountState> revoke_tokens(const std::string& user_id, int64_t valid_after) override;
+  Result<std::vector<AccountState>> account_changes(int64_t after_version) override;
+  Result<Message> delete_message(const std::string& message_id) override;
+  Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) override;
+  void enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) override;
+  Result<std::vector<Notification>> claim_notifications(Micros now, Micros lease_until, int limit) override;
+  Status finish_notification(const std::string& id) override;
+  Status retry_notification(const std::string& id, int attempts, Micros next_attempt_at) override;
+  Status dead_letter_notification(const std::string& id, int attempts) override;
+  Result<int64_t> dead_notification_count() override;
+
   std::string describe() const override;
   void close() override;
 

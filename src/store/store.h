@@ -2,7 +2,7 @@
 //
 // Any thread may call any method. Reads answer from committed data only, and
 // every read returns a Result: a storage failure (a database outage, a lost
-// connection) is an Error (kUnavailable "store_unavailable" or kInternal),
+// connection) is an Error (kUnavailable "storage_unavailable" or kInternal),
 // never an empty answer, so an outage is never mistaken for "no such user"
 // or "not a participant". Absence is a successful answer: nullopt or empty.
 // Writes go through a single group-commit writer: many writes share one
@@ -55,6 +55,25 @@ struct UnreadCount {
   int64_t unread_count = 0;
 };
 
+// A user's moderation state as running servers poll it (see
+// Store::account_changes): version grows with every change, across the store.
+struct AccountState {
+  std::string user_id;
+  bool disabled = false;
+  int64_t tokens_valid_after = 0;  // seconds since epoch; 0 = no revocation
+  int64_t version = 0;
+};
+
+// One webhook notification waiting in the outbox (CONTRACT section 9): `id`
+// is its delivery id, `body` the exact JSON POSTed.
+struct Notification {
+  std::string id;
+  std::string recipient_id;
+  std::string body;
+  int attempts = 0;  // failed attempts so far
+  Micros next_attempt_at = 0;
+};
+
 struct OfflinePage {
   std::vector<Message> messages;  // ascending created_at
   Micros cursor = 0;              // pass back as `since` to continue; never skips or repeats
@@ -75,6 +94,17 @@ class Store {
   virtual Result<std::vector<User>> search_users(const std::string& query, int limit) = 0;
   virtual Result<size_t> user_count() = 0;
   virtual void set_last_seen(const std::string& user_id, Micros when) = 0;
+
+  // --- account moderation ---
+  // Each bumps the user's state version. Errors: not_found "user_not_found".
+  virtual Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) = 0;
+  // Tokens whose iat is before valid_after (seconds) are refused from now on;
+  // never moves back.
+  virtual Result<AccountState> revoke_tokens(const std::string& user_id, int64_t valid_after) = 0;
+  // Account states changed after `after_version` (0: every user ever
+  // changed), by version. Versions follow commit order, so a poller that
+  // passes the highest version it saw misses no change.
+  virtual Result<std::vector<AccountState>> account_changes(int64_t after_version) = 0;
 
   // --- threads ---
   // Creates a thread with the given participants (thread.participants: user_id and
@@ -120,6 +150,32 @@ class Store {
   // first, read from one snapshot; the page's cursor chained back as `since`
   // never skips or repeats a message, however many writers commit meanwhile.
   virtual Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) = 0;
+
+  // A tombstone: content emptied, deleted set, seq and everything else kept.
+  // Deleting a deleted message answers it as it is. Errors: not_found
+  // "message_not_found".
+  virtual Result<Message> delete_message(const std::string& message_id) = 0;
+  // New content and edited_at = `when`. Errors: not_found
+  // "message_not_found", conflict "message_deleted".
+  virtual Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) = 0;
+
+  // --- webhook outbox ---
+  // Stores notifications (id, recipient_id, body, next_attempt_at are read).
+  // `done` (may be empty) runs like an append's callback.
+  virtual void enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) = 0;
+  // Takes up to `limit` live notifications due at `now` and moves their
+  // next_attempt_at to `lease_until`, in one write: several nodes sharing a
+  // database never claim one notification at once, and a node that dies
+  // mid-delivery leaves its claims to be taken again after the lease.
+  virtual Result<std::vector<Notification>> claim_notifications(Micros now, Micros lease_until, int limit) = 0;
+  // Delivered: removed.
+  virtual Status finish_notification(const std::string& id) = 0;
+  // Failed: tried again at next_attempt_at.
+  virtual Status retry_notification(const std::string& id, int attempts, Micros next_attempt_at) = 0;
+  // Given up: kept, marked dead, never claimed again.
+  virtual Status dead_letter_notification(const std::string& id, int attempts) = 0;
+  // Notifications given up so far.
+  virtual Result<int64_t> dead_notification_count() = 0;
 
   // --- read state ---
   virtual Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) = 0;

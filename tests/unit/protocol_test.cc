@@ -164,6 +164,24 @@ TEST(ParseClientFrame, MessageReceivedNeedsUuid) {
   EXPECT_EQ(parse_code(R"({"type":"message_received","message_id":"nope"})"), "invalid_field");
 }
 
+TEST(ParseClientFrame, DeleteMessage) {
+  auto f = parse_ok(std::string(R"({"type":"delete_message","message_id":")") + kMsg + "\"}");
+  EXPECT_EQ(f.type, ClientType::kDeleteMessage);
+  EXPECT_EQ(f.message_id, kMsg);
+  EXPECT_EQ(parse_code(R"({"type":"delete_message"})"), "missing_field");
+  EXPECT_EQ(parse_code(R"({"type":"delete_message","message_id":"nope"})"), "invalid_field");
+}
+
+TEST(ParseClientFrame, EditMessageNeedsIdAndContent) {
+  auto f = parse_ok(std::string(R"({"type":"edit_message","content":"fixed","message_id":")") + kMsg + "\"}");
+  EXPECT_EQ(f.type, ClientType::kEditMessage);
+  EXPECT_EQ(f.message_id, kMsg);
+  EXPECT_EQ(f.content, "fixed");
+  EXPECT_EQ(parse_code(std::string(R"({"type":"edit_message","message_id":")") + kMsg + "\"}"), "missing_field");
+  EXPECT_EQ(parse_code(std::string(R"({"type":"edit_message","content":7,"message_id":")") + kMsg + "\"}"),
+            "invalid_field");
+}
+
 TEST(ParseClientFrame, TypingDefaultsToTrue) {
   auto f = parse_ok(with_thread(R"(,"type":"typing")"));
   EXPECT_EQ(f.type, ClientType::kTyping);

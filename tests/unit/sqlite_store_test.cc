@@ -97,6 +97,11 @@ TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
     DROP TABLE messages;
     ALTER TABLE old_messages RENAME TO messages;
     CREATE INDEX messages_by_thread_time ON messages(thread_id, created_at);
+    DROP INDEX users_by_state_version;
+    ALTER TABLE users DROP COLUMN disabled;
+    ALTER TABLE users DROP COLUMN tokens_valid_after;
+    ALTER TABLE users DROP COLUMN state_version;
+    DROP TABLE webhook_outbox;
     PRAGMA user_version = 2;)sql";
   ASSERT_EQ(sqlite3_exec(db, to_v2, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
   sqlite3_close(db);

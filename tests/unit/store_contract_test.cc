@@ -593,6 +593,181 @@ TEST_P(StoreContract, OfflineChainUnderConcurrentCommitsNeverSkipsOrRepeats) {
   if (second) second->close();
 }
 
+// --- moderation and the webhook outbox ---
+
+TEST_P(StoreContract, AccountStateChangesAreVersionedInCommitOrder) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  EXPECT_TRUE(ok(store_->account_changes(0)).empty());
+  EXPECT_FALSE(ok(store_->user_by_id(a.id))->disabled);
+
+  auto disabled = store_->set_user_disabled(a.id, true);
+  ASSERT_TRUE(disabled.ok());
+  EXPECT_TRUE(disabled->disabled);
+  auto revoked = store_->revoke_tokens(b.id, 1000);
+  ASSERT_TRUE(revoked.ok());
+  EXPECT_EQ(revoked->tokens_valid_after, 1000);
+  EXPECT_GT(revoked->version, disabled->version);
+  // Never moves back.
+  EXPECT_EQ(ok(store_->revoke_tokens(b.id, 500)).tokens_valid_after, 1000);
+
+  User stored = *ok(store_->user_by_username("alice"));
+  EXPECT_TRUE(stored.disabled);
+  EXPECT_EQ(ok(store_->user_by_id(b.id))->tokens_valid_after, 1000);
+
+  auto all = ok(store_->account_changes(0));
+  ASSERT_EQ(all.size(), 2u);  // one row per user, its latest state
+  EXPECT_EQ(all[0].user_id, a.id);
+  EXPECT_EQ(all[1].user_id, b.id);
+  auto later = ok(store_->account_changes(disabled->version));
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(later[0].user_id, b.id);
+
+  auto enabled = store_->set_user_disabled(a.id, false);
+  ASSERT_TRUE(enabled.ok());
+  EXPECT_FALSE(enabled->disabled);
+  auto after_enable = ok(store_->account_changes(later.back().version));
+  ASSERT_EQ(after_enable.size(), 1u);
+  EXPECT_EQ(after_enable[0].user_id, a.id);
+  EXPECT_FALSE(after_enable[0].disabled);
+
+  auto missing = store_->set_user_disabled("00000000-0000-0000-0000-000000000000", true);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, "user_not_found");
+  reopen();
+  EXPECT_TRUE(ok(store_->user_by_id(b.id))->tokens_valid_after == 1000);
+}
+
+TEST_P(StoreContract, DeleteLeavesATombstoneAndEditSetsEditedAt) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto m1 = send(t.id, a.id, "first");
+  auto m2 = send(t.id, b.id, "second");
+  ASSERT_TRUE(m1.ok() && m2.ok());
+
+  auto edited = store_->edit_message(m2->message.id, "second, edited", 12345);
+  ASSERT_TRUE(edited.ok()) << edited.error().code;
+  EXPECT_EQ(edited->content, "second, edited");
+  ASSERT_TRUE(edited->edited_at.has_value());
+  EXPECT_EQ(*edited->edited_at, 12345);
+  EXPECT_EQ(edited->seq, 2);
+
+  auto deleted = store_->delete_message(m1->message.id);
+  ASSERT_TRUE(deleted.ok()) << deleted.error().code;
+  EXPECT_TRUE(deleted->deleted);
+  EXPECT_EQ(deleted->content, "");
+  EXPECT_EQ(deleted->seq, 1);
+  EXPECT_EQ(deleted->created_at, m1->message.created_at);
+  EXPECT_TRUE(ok(store_->delete_message(m1->message.id)).deleted);  // again: the same tombstone
+
+  auto history = ok(store_->messages_after(t.id, 0, 10));
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_TRUE(history[0].deleted);
+  EXPECT_EQ(history[0].content, "");
+  EXPECT_FALSE(history[1].deleted);
+  EXPECT_EQ(history[1].content, "second, edited");
+  auto since = ok(store_->messages_since(b.id, 0, 10));
+  ASSERT_EQ(since.messages.size(), 1u);
+  EXPECT_TRUE(since.messages[0].deleted);
+  EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 2);  // no new seq
+
+  auto on_tombstone = store_->edit_message(m1->message.id, "back", 1);
+  ASSERT_FALSE(on_tombstone.ok());
+  EXPECT_EQ(on_tombstone.error().code, "message_deleted");
+  auto unknown = store_->delete_message("00000000-0000-0000-0000-000000000000");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, "message_not_found");
+  auto unknown_edit = store_->edit_message("00000000-0000-0000-0000-000000000000", "x", 1);
+  ASSERT_FALSE(unknown_edit.ok());
+  EXPECT_EQ(unknown_edit.error().code, "message_not_found");
+  // The next message still gets the next seq.
+  EXPECT_EQ(send(t.id, a.id, "third")->message.seq, 3);
+}
+
+namespace {
+
+Status enqueue_and_wait(Store& store, std::vector<Notification> items) {
+  std::promise<Status> done;
+  store.enqueue_notifications(std::move(items), [&](Status st) { done.set_value(std::move(st)); });
+  return done.get_future().get();
+}
+
+Notification notification(const std::string& id, Micros due) {
+  return Notification{id, "user-" + id, "{\"n\":\"" + id + "\"}", 0, due};
+}
+
+}  // namespace
+
+TEST_P(StoreContract, OutboxClaimsLeasesRetriesAndBuries) {
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification("n1", 100), notification("n2", 100), notification("n3", 500)}).ok());
+  // Enqueuing an id again changes nothing.
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification("n1", 100)}).ok());
+
+  auto first = ok(store_->claim_notifications(200, 10000, 10));
+  ASSERT_EQ(first.size(), 2u);  // n3 is not due yet
+  std::set<std::string> ids{first[0].id, first[1].id};
+  EXPECT_EQ(ids, (std::set<std::string>{"n1", "n2"}));
+  EXPECT_EQ(first[0].body, "{\"n\":\"" + first[0].id + "\"}");
+  EXPECT_EQ(first[0].recipient_id, "user-" + first[0].id);
+  EXPECT_EQ(first[0].attempts, 0);
+  // Claimed: leased until 10000, so not claimed again before then.
+  auto second = ok(store_->claim_notifications(600, 20000, 10));
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].id, "n3");
+  EXPECT_TRUE(ok(store_->claim_notifications(9999, 20000, 10)).empty());
+
+  ASSERT_TRUE(store_->finish_notification("n1").ok());
+  ASSERT_TRUE(store_->retry_notification("n2", 1, 300).ok());
+  ASSERT_TRUE(store_->dead_letter_notification("n3", 5).ok());
+  EXPECT_EQ(ok(store_->dead_notification_count()), 1);
+
+  reopen();  // kept across a restart
+  auto again = ok(store_->claim_notifications(400, 50000, 10));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].id, "n2");
+  EXPECT_EQ(again[0].attempts, 1);
+  EXPECT_EQ(ok(store_->dead_notification_count()), 1);
+  // After the lease a claim that was never answered is taken again.
+  auto expired = ok(store_->claim_notifications(60000, 70000, 10));
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].id, "n2");
+  EXPECT_TRUE(ok(store_->claim_notifications(69999, 80000, 10)).empty());  // leased again until 70000
+}
+
+// Several nodes claiming from one database never get the same notification.
+TEST_P(StoreContract, ConcurrentClaimsNeverOverlap) {
+  std::unique_ptr<Store> second;
+  if (GetParam() == "postgres") {
+    auto opened = open_store_with(options());
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    second = std::move(*opened);
+  }
+  constexpr int kItems = 200;
+  std::vector<Notification> items;
+  for (int i = 0; i < kItems; ++i) items.push_back(notification("c" + std::to_string(i), 1));
+  ASSERT_TRUE(enqueue_and_wait(*store_, std::move(items)).ok());
+  std::mutex mu;
+  std::vector<std::string> claimed;
+  std::vector<std::thread> claimers;
+  for (int w = 0; w < 4; ++w) {
+    claimers.emplace_back([&, w] {
+      Store& s = (w % 2 && second) ? *second : *store_;
+      for (int round = 0; round < 100; ++round) {
+        auto got = s.claim_notifications(10, 1000000, 7);
+        if (!got.ok() || got->empty()) break;
+        std::lock_guard lock(mu);
+        for (auto& n : *got) claimed.push_back(n.id);
+      }
+    });
+  }
+  for (auto& c : claimers) c.join();
+  std::set<std::string> unique(claimed.begin(), claimed.end());
+  EXPECT_EQ(unique.size(), claimed.size()) << "a notification was claimed twice";
+  EXPECT_EQ(unique.size(), static_cast<size_t>(kItems));
+  if (second) second->close();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContract, ::testing::ValuesIn(backends()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 

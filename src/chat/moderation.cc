@@ -1,0 +1,83 @@
+// ChatService: deleting and editing messages (CONTRACT section 8). Who may do
+// what is decided here; the store only writes. Each action that changes
+// something writes one audit log line: who, what, which message; never the
+// content.
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "chat/chat_service.h"
+#include "common/clock.h"
+#include "protocol/encode.h"
+
+namespace parley {
+
+namespace json = boost::json;
+
+namespace {
+
+// An unknown message and one in a thread the actor is not in get the same
+// answer, so ids of other people's messages tell nothing.
+Error message_forbidden() { return forbidden("message not found or you may not change it"); }
+
+bool contains(const std::vector<std::string>& ids, const std::string& id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+}  // namespace
+
+Result<Message> ChatService::delete_message(const std::string& actor_id, const std::string& message_id,
+                                            const std::string& origin_session) {
+  auto found = store_.message(message_id);
+  if (!found) return found.error();
+  if (!*found) return message_forbidden();
+  const Message& msg = **found;
+  auto m = members(msg.thread_id);
+  if (!m) return m.error();
+  if (!*m || !is_member(**m, actor_id)) return message_forbidden();
+  const bool is_sender = msg.sender_id == actor_id;
+  if (!is_sender && !contains((*m)->admin_ids, actor_id))
+    return forbidden("only the sender or a thread admin may delete a message");
+  if (msg.deleted) return msg;  // already a tombstone: nothing changes, nobody is told again
+  auto deleted = store_.delete_message(message_id);
+  if (!deleted) return deleted.error();
+  spdlog::info("event=audit action=message_delete actor_id={} as={} message_id={} thread_id={} seq={} sender_id={}",
+               actor_id, is_sender ? "sender" : "thread_admin", msg.id, msg.thread_id, msg.seq, msg.sender_id);
+  publish(msg.thread_id, Audience::members(*m), "message_deleted",
+          json::serialize(json::object{{"thread_id", msg.thread_id}, {"message_id", msg.id}, {"seq", msg.seq}}),
+          origin_session);
+  return deleted;
+}
+
+Result<Message> ChatService::edit_message(const std::string& actor_id, const std::string& message_id,
+                                          const std::string& content, const std::string& origin_session) {
+  auto found = store_.message(message_id);
+  if (!found) return found.error();
+  if (!*found) return message_forbidden();
+  const Message& msg = **found;
+  auto m = members(msg.thread_id);
+  if (!m) return m.error();
+  if (!*m || !is_member(**m, actor_id)) return message_forbidden();
+  if (msg.sender_id != actor_id || msg.message_type == "system")
+    return forbidden("only the sender may edit a message");
+  if (msg.deleted) return Error{ErrorKind::kConflict, "message_deleted", "the message was deleted"};
+  const Micros now = now_micros();
+  if (now - msg.created_at > int64_t{config_.limits.edit_window_seconds} * 1000000)
+    return Error{ErrorKind::kForbidden, "edit_window_passed",
+                 "messages can be edited for " + std::to_string(config_.limits.edit_window_seconds) +
+                     " seconds after sending"};
+  if (auto e = validate_content(content, msg.message_type)) return *e;
+  auto edited = store_.edit_message(message_id, content, now);
+  if (!edited) return edited.error();
+  spdlog::info("event=audit action=message_edit actor_id={} message_id={} thread_id={} seq={}", actor_id, msg.id,
+               msg.thread_id, msg.seq);
+  // The frame's `data` is the message; message_id marks it as such for every
+  // wire format (seq stays 0: this is not a new message in the thread's order).
+  publish(msg.thread_id, Audience::members(*m), "message_edited", json::serialize(message_json(*edited)),
+          origin_session, 0,
+          msg.id);
+  return edited;
+}
+
+}  // namespace parley

@@ -1,0 +1,81 @@
+#include "net/http_post.h"
+
+#include "net/beast.h"
+
+namespace parley {
+
+using namespace net;
+
+Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& url, std::chrono::milliseconds timeout) {
+  const std::string scheme = "http://";
+  if (url.rfind("https://", 0) == 0)
+    return bad_input("invalid_webhook_url", "https webhook URLs are not supported; use http:// (docs/webhooks.md)");
+  if (url.rfind(scheme, 0) != 0) return bad_input("invalid_webhook_url", "webhook URL must start with http://");
+  std::string rest = url.substr(scheme.size());
+  auto slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  std::string target = slash == std::string::npos ? "/" : rest.substr(slash);
+  if (authority.empty() || authority.find('@') != std::string::npos)
+    return bad_input("invalid_webhook_url", "webhook URL needs a host (and no user info)");
+  std::string host = authority, port = "80";
+  if (authority.front() == '[') {  // [::1]:8080
+    auto close = authority.find(']');
+    if (close == std::string::npos) return bad_input("invalid_webhook_url", "unclosed [ in the webhook host");
+    host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size()) {
+      if (authority[close + 1] != ':') return bad_input("invalid_webhook_url", "bad webhook port");
+      port = authority.substr(close + 2);
+    }
+  } else if (auto colon = authority.rfind(':'); colon != std::string::npos) {
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  if (host.empty() || port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
+    return bad_input("invalid_webhook_url", "bad webhook host or port");
+  auto p = std::shared_ptr<HttpPoster>(new HttpPoster());
+  p->host_ = host;
+  p->port_ = port;
+  p->target_ = target;
+  p->timeout_ = timeout;
+  return std::shared_ptr<const HttpPoster>(std::move(p));
+}
+
+Result<int> HttpPoster::post(const std::string& body,
+                             const std::vector<std::pair<std::string, std::string>>& headers) const {
+  // Asynchronous operations on a private context: the stream's deadline
+  // bounds resolve, connect, write and read together.
+  asio::io_context io;
+  tcp::resolver resolver(io);
+  beast::tcp_stream stream(io);
+  http::request<http::string_body> req{http::verb::post, target_, 11};
+  req.set(http::field::host, host_ + ":" + port_);
+  req.set(http::field::user_agent, "Parley-Webhook/" PARLEY_VERSION);
+  req.set(http::field::content_type, "application/json");
+  for (const auto& [name, value] : headers) req.set(name, value);
+  req.body() = body;
+  req.prepare_payload();
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> res;
+  res.body_limit(64 * 1024);  // the answer is not used, only its status
+  beast::error_code failure;
+  stream.expires_after(timeout_);
+  resolver.async_resolve(host_, port_, [&](beast::error_code ec, tcp::resolver::results_type results) {
+    if (ec) return void(failure = ec);
+    stream.async_connect(results, [&](beast::error_code ec, const tcp::endpoint&) {
+      if (ec) return void(failure = ec);
+      http::async_write(stream, req, [&](beast::error_code ec, size_t) {
+        if (ec) return void(failure = ec);
+        http::async_read(stream, buffer, res, [&](beast::error_code ec, size_t) {
+          if (ec) failure = ec;
+        });
+      });
+    });
+  });
+  io.run();
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  if (failure) return Error{ErrorKind::kUnavailable, "webhook_unreachable", failure.message()};
+  return static_cast<int>(res.get().result_int());
+}
+
+}  // namespace parley

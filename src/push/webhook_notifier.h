@@ -1,0 +1,87 @@
+// WebhookNotifier: push for participants with no open connection (CONTRACT
+// section 9, docs/webhooks.md). Each new message is handed over by the chat
+// service (observe(), never blocking the commit path); the notifier's intake
+// thread picks the thread's participants who are offline on every node
+// (Presence, with its directory), builds one signed-body notification each
+// (recipient, thread, message, unread count) and stores them in the outbox;
+// its delivery thread claims due notifications from the outbox (claims are
+// exclusive across nodes sharing a database), POSTs at most `concurrency` at
+// once, deletes what got a 2xx, reschedules the rest with exponential
+// backoff and, after max_attempts, marks them dead (counted in /metrics).
+// A restart loses nothing stored: delivery resumes from the outbox. A message
+// committed but not yet in the outbox when the process dies gets no push
+// (its recipients still find it through offline sync).
+//
+// Threading: observe() from any thread (the store's completion thread);
+// start() and stop() from the owner's thread. Store, presence and poster
+// must outlive the notifier.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "chat/presence.h"
+#include "common/config.h"
+#include "common/error.h"
+#include "model/model.h"
+#include "store/store.h"
+
+namespace parley {
+
+// Sends one POST: the response status, or an Error when none came.
+using WebhookPost =
+    std::function<Result<int>(const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers)>;
+
+// "sha256=" + lowercase hex HMAC-SHA256 of body with secret (X-Parley-Signature).
+std::string webhook_signature(const std::string& secret, const std::string& body);
+
+class WebhookNotifier {
+ public:
+  WebhookNotifier(const WebhookConfig& config, Store& store, const Presence& presence, WebhookPost post);
+  ~WebhookNotifier();  // stops
+
+  void start();
+  // Stops both threads; what is not yet stored from observe() is dropped
+  // (logged), what is stored waits in the outbox for the next start.
+  void stop();
+
+  // A new message and who is in its thread; quick, never blocks on I/O.
+  void observe(const Message& message, const std::string& message_json,
+               const std::shared_ptr<const ThreadMembers>& members);
+
+ private:
+  struct Pending {
+    Message message;
+    std::string message_json;
+    std::shared_ptr<const ThreadMembers> members;
+  };
+  void intake_loop();
+  void store_notifications(const Pending& p);
+  void delivery_loop();
+  // One claimed notification: POST, then delete, reschedule or bury it.
+  void deliver(const Notification& n);
+  Micros backoff(int attempts) const;
+
+  const WebhookConfig config_;
+  Store& store_;
+  const Presence& presence_;
+  const WebhookPost post_;
+
+  std::mutex mu_;
+  std::condition_variable intake_cv_;
+  std::condition_variable delivery_cv_;
+  std::deque<Pending> pending_;
+  bool stopping_ = false;
+  bool wake_delivery_ = false;
+  std::thread intake_;
+  std::thread delivery_;
+};
+
+}  // namespace parley

@@ -1,0 +1,251 @@
+// Moderation (CONTRACT.md section 8): `parley user disable | enable |
+// revoke-tokens` run in another process while the server runs, and message
+// delete and edit over WebSocket, REST and Socket.IO. The real binary on
+// 127.0.0.1, Node's `ws` and the official socket.io-client.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import { startServer, sleep, assertHttpError, assertWsError } from './harness.mjs';
+
+// The server polls account changes every second; CONTRACT: within 2 s.
+const NOTICE_MS = 2000;
+
+async function closedWithin(client, ms) {
+  const started = Date.now();
+  const info = await client.waitClose(ms + 1000);
+  return { ...info, afterMs: Date.now() - started };
+}
+
+describe('account moderation from the command line', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('disable closes live connections with 4403 within 2 s, refuses the tokens and the login; enable restores login', async () => {
+    const alice = await server.register();
+    const bob = await server.register();
+    const devices = [await server.connect(alice), await server.connect(alice, { via: 'frame' })];
+    const bystander = await server.connect(bob);
+
+    const started = Date.now();
+    const { stdout, stderr } = await server.cli(['user', 'disable', alice.username]);
+    assert.match(stdout, /disabled user/);
+    assert.match(stderr, new RegExp(`event=audit action=user_disable actor=cli:\\S+ target_user_id=${alice.id}`));
+    for (const d of devices) {
+      const info = await d.waitClose(NOTICE_MS + 1000);
+      assert.equal(info.code, 4403, `close code ${info.code} "${info.reason}"`);
+      assert.ok(Date.now() - started <= NOTICE_MS + 500, `closed ${Date.now() - started} ms after the command`);
+      assertWsError(assert, d.all((f) => f.type === 'error').at(-1), 'account_disabled');
+    }
+    assert.ok(bystander.isOpen, 'another user stays connected');
+    await bystander.ping();
+
+    assertHttpError(assert, await server.http('GET', '/api/users/me', { token: alice.token }), 401, 'account_disabled');
+    const upgrade = await server.tryUpgrade(`/ws?token=${encodeURIComponent(alice.token)}`);
+    assert.equal(upgrade.status, 401, 'the upgrade with the old token is refused');
+    const login = await server.http('POST', '/api/auth/login', { body: { username: alice.username, password: alice.password } });
+    assertHttpError(assert, login, 403, 'account_disabled');
+    // Her messages stay: a thread with bob still shows them to bob.
+
+    await server.cli(['user', 'enable', alice.username]);
+    const again = await server.http('POST', '/api/auth/login', { body: { username: alice.username, password: alice.password } });
+    assert.equal(again.status, 200, again.text);
+    const fresh = await server.connect(again.body.data.token);
+    await fresh.ping();
+    assert.equal((await server.http('GET', '/api/users/me', { token: alice.token })).status, 200,
+      'enable lifts the lock on tokens that were never revoked');
+  });
+
+  it('a disabled user\'s messages stay in the thread', async () => {
+    const [carol, dave] = await server.registerMany(2);
+    const thread = await server.createDirect(carol, dave);
+    const sent = await server.sendRest(carol.token, thread.id, { content: 'before the ban' });
+    assert.equal(sent.status, 201);
+    await server.cli(['user', 'disable', carol.username]);
+    const history = await server.history(dave.token, thread.id);
+    assert.deepEqual(history.map((m) => m.content), ['before the ban']);
+  });
+
+  it('revoke-tokens closes connections using old tokens within 2 s; old tokens get 401, a new login works', async () => {
+    const erin = await server.register();
+    const ws = await server.connect(erin);
+    const started = Date.now();
+    await server.cli(['user', 'revoke-tokens', erin.username]);
+    const info = await ws.waitClose(NOTICE_MS + 1000);
+    assert.equal(info.code, 4403);
+    assert.ok(Date.now() - started <= NOTICE_MS + 500, `closed ${Date.now() - started} ms after the command`);
+    assertWsError(assert, ws.all((f) => f.type === 'error').at(-1), 'token_revoked');
+
+    assertHttpError(assert, await server.http('GET', '/api/users/me', { token: erin.token }), 401, 'token_revoked');
+    const viaFrame = await server.connect(erin, { via: 'none' });
+    viaFrame.send({ type: 'auth', token: erin.token });
+    assertWsError(assert, await viaFrame.nextOfType('error'), 'token_revoked');
+    assert.equal((await viaFrame.waitClose()).code, 4401);
+
+    // Logging in right after (the same second) gives a token that works.
+    const login = await server.http('POST', '/api/auth/login', { body: { username: erin.username, password: erin.password } });
+    assert.equal(login.status, 200, login.text);
+    const token = login.body.data.token;
+    assert.equal((await server.http('GET', '/api/users/me', { token })).status, 200);
+    const fresh = await server.connect(token);
+    await sleep(NOTICE_MS);
+    assert.ok(fresh.isOpen, 'a connection with a token issued after the revocation stays open');
+    await fresh.ping();
+  });
+
+  it('unknown users are an error and change nothing', async () => {
+    await assert.rejects(server.cli(['user', 'disable', 'nobody_here']), (err) => {
+      assert.match(err.stderr, /user_not_found/);
+      return true;
+    });
+  });
+});
+
+describe('message delete and edit', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--edit-window', '3'] }); });
+  after(async () => { await server?.stop(); });
+
+  async function group() {
+    const [admin, bob, carol, outsider] = await server.registerMany(4);
+    const thread = await server.createGroup(admin, [bob, carol]);
+    return { admin, bob, carol, outsider, thread };
+  }
+
+  it('the sender edits: every participant\'s devices get message_edited, history shows it', async () => {
+    const { admin, bob, carol, thread } = await group();
+    const bob1 = await server.connect(bob);
+    const bob2 = await server.connect(bob);
+    const adminWs = await server.connect(admin);
+    const carolWs = await server.connect(carol);
+    const m = await bob1.sendMessage({ thread_id: thread.id, content: 'helo', client_msg_id: 'e1' });
+
+    const reply = await bob1.request({ type: 'edit_message', message_id: m.id, content: 'hello' });
+    assert.equal(reply.type, 'message_edited', JSON.stringify(reply));
+    assert.equal(reply.data.content, 'hello');
+    assert.equal(reply.data.seq, m.seq);
+    assert.ok(reply.data.edited_at, 'edited_at is set');
+    for (const c of [bob2, adminWs, carolWs]) {
+      const ev = await c.next((f) => f.type === 'message_edited' && f.data.id === m.id);
+      assert.equal(ev.data.content, 'hello');
+      assert.equal(ev.data.thread_id, thread.id);
+      assert.equal(ev.data.edited_at, reply.data.edited_at);
+    }
+    await bob1.expectNone((f) => f.type === 'message_edited', 300, 'a second message_edited on the editing connection');
+    const history = await server.history(carol.token, thread.id);
+    const stored = history.find((x) => x.id === m.id);
+    assert.equal(stored.content, 'hello');
+    assert.equal(stored.edited_at, reply.data.edited_at);
+    assert.equal(stored.deleted, undefined);
+
+    // REST PATCH does the same.
+    const patched = await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: bob.token, body: { content: 'hello!' } });
+    assert.equal(patched.status, 200, patched.text);
+    assert.equal(patched.body.data.content, 'hello!');
+    for (const c of [bob1, bob2, adminWs, carolWs]) {
+      const ev = await c.next((f) => f.type === 'message_edited' && f.data.content === 'hello!');
+      assert.equal(ev.data.id, m.id);
+    }
+  });
+
+  it('a thread admin deletes: a tombstone with its seq, message_deleted everywhere, history and offline sync show it', async () => {
+    const { admin, bob, carol, thread } = await group();
+    const bob1 = await server.connect(bob);
+    const bob2 = await server.connect(bob);
+    const carolWs = await server.connect(carol);
+    const first = await bob1.sendMessage({ thread_id: thread.id, content: 'something rude' });
+    const second = await bob1.sendMessage({ thread_id: thread.id, content: 'still here' });
+
+    const res = await server.http('DELETE', `/api/chat/messages/${first.id}`, { token: admin.token });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.body.data.deleted, true);
+    assert.equal(res.body.data.content, '');
+    assert.equal(res.body.data.seq, first.seq);
+    for (const c of [bob1, bob2, carolWs]) {
+      const ev = await c.next((f) => f.type === 'message_deleted');
+      assert.deepEqual({ thread_id: ev.thread_id, message_id: ev.message_id, seq: ev.seq },
+        { thread_id: thread.id, message_id: first.id, seq: first.seq });
+    }
+    const history = await server.history(carol.token, thread.id);
+    const seqs = history.map((m) => m.seq);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    const tomb = history.find((m) => m.id === first.id);
+    assert.equal(tomb.deleted, true);
+    assert.equal(tomb.content, '');
+    assert.equal(tomb.seq, first.seq);
+    assert.equal(history.find((m) => m.id === second.id).content, 'still here');
+    const offline = await server.http('GET', '/api/chat/offline-messages?last_check_time=1970-01-01T00:00:00Z', { token: carol.token });
+    assert.equal(offline.status, 200);
+    const inSync = offline.body.data.messages.find((m) => m.id === first.id);
+    assert.equal(inSync.deleted, true);
+    assert.equal(inSync.content, '');
+
+    // The sender deletes their own over WebSocket; the reply is message_deleted.
+    const reply = await bob1.request({ type: 'delete_message', message_id: second.id });
+    assert.equal(reply.type, 'message_deleted');
+    assert.equal(reply.message_id, second.id);
+    await carolWs.next((f) => f.type === 'message_deleted' && f.message_id === second.id);
+    await bob2.next((f) => f.type === 'message_deleted' && f.message_id === second.id);
+    // Editing a tombstone is refused.
+    assertWsError(assert, await bob1.request({ type: 'edit_message', message_id: second.id, content: 'x' }), 'message_deleted');
+  });
+
+  it('a participant who is neither sender nor admin, and a non-participant, get forbidden and change nothing', async () => {
+    const { admin, bob, carol, outsider, thread } = await group();
+    const bobWs = await server.connect(bob);
+    const carolWs = await server.connect(carol);
+    const m = await bobWs.sendMessage({ thread_id: thread.id, content: 'mine' });
+
+    assertWsError(assert, await carolWs.request({ type: 'delete_message', message_id: m.id }), 'forbidden');
+    assertWsError(assert, await carolWs.request({ type: 'edit_message', message_id: m.id, content: 'theirs' }), 'forbidden');
+    assertHttpError(assert, await server.http('DELETE', `/api/chat/messages/${m.id}`, { token: outsider.token }), 403, 'forbidden');
+    assertHttpError(assert, await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: outsider.token, body: { content: 'x' } }), 403, 'forbidden');
+    // An admin may delete but not edit someone else's message.
+    assertHttpError(assert, await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: admin.token, body: { content: 'x' } }), 403, 'forbidden');
+    assertHttpError(assert, await server.http('DELETE', '/api/chat/messages/not-a-uuid', { token: bob.token }), 403, 'forbidden');
+    assertHttpError(assert, await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: bob.token, body: { content: '   ' } }), 400, 'empty_content');
+
+    const history = await server.history(bob.token, thread.id);
+    const stored = history.find((x) => x.id === m.id);
+    assert.equal(stored.content, 'mine');
+    assert.equal(stored.edited_at, null);
+    await carolWs.expectNone((f) => f.type === 'message_deleted' || f.type === 'message_edited', 300);
+  });
+
+  it('an edit after the window is refused (--edit-window 3)', async () => {
+    const { bob, thread } = await group();
+    const sent = await server.sendRest(bob.token, thread.id, { content: 'old news' });
+    await sleep(3500);
+    const res = await server.http('PATCH', `/api/chat/messages/${sent.body.data.id}`, { token: bob.token, body: { content: 'new' } });
+    assertHttpError(assert, res, 403, 'edit_window_passed');
+  });
+
+  it('Socket.IO clients get message_edited and message_deleted as events', async () => {
+    const { bob, carol, thread } = await group();
+    const socket = io(server.baseUrl, { auth: { token: carol.token }, reconnection: false, forceNew: true, timeout: 5000 });
+    const events = [];
+    socket.onAny((event, ...args) => {
+      const ack = typeof args[args.length - 1] === 'function' ? args.pop() : null;
+      events.push({ event, data: args[0] });
+      if (ack) ack({ received: true });
+    });
+    try {
+      await new Promise((resolve, reject) => { socket.once('connect', resolve); socket.once('connect_error', reject); });
+      const sent = await server.sendRest(bob.token, thread.id, { content: 'sio' });
+      const id = sent.body.data.id;
+      assert.equal((await server.http('PATCH', `/api/chat/messages/${id}`, { token: bob.token, body: { content: 'sio!' } })).status, 200);
+      assert.equal((await server.http('DELETE', `/api/chat/messages/${id}`, { token: bob.token })).status, 200);
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && !events.some((e) => e.event === 'message_deleted')) await sleep(50);
+      const edited = events.find((e) => e.event === 'message_edited');
+      assert.ok(edited, `events: ${events.map((e) => e.event).join(',')}`);
+      assert.equal(edited.data.id, id);
+      assert.equal(edited.data.content, 'sio!');
+      const deleted = events.find((e) => e.event === 'message_deleted');
+      assert.ok(deleted, `events: ${events.map((e) => e.event).join(',')}`);
+      assert.deepEqual(deleted.data, { thread_id: thread.id, message_id: id, seq: sent.body.data.seq });
+    } finally {
+      socket.close();
+    }
+  });
+});

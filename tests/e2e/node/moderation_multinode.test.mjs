@@ -1,0 +1,127 @@
+// Moderation and push across two `parley` nodes sharing one PostgreSQL and
+// one Redis: delete and edit reach participants on the other node (bus),
+// `parley user disable` closes the user's connections on every node (each
+// polls the shared store), and each webhook notification is POSTed by one
+// node only (outbox claims).
+//
+// Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
+// either is missing.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { ParleyServer, REPO_ROOT, HOST, randomId, sleep } from './harness.mjs';
+import { redisAvailable, startRedis } from './redis.mjs';
+
+const PG_SH = path.join(REPO_ROOT, 'tests', 'db', 'pg.sh');
+function pgAvailable() {
+  if (!fs.existsSync(PG_SH)) return false;
+  try { return fs.readdirSync('/usr/lib/postgresql').length > 0; } catch { return false; }
+}
+const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
+  || (!redisAvailable() && 'redis-server is not installed');
+
+describe('moderation and push on two nodes', { skip }, () => {
+  let pgState;
+  let databaseUrl;
+  let redis;
+  let receiver;
+  const hits = [];
+  const nodes = [];
+  const secret = `mod-multinode-${randomId(16)}`;
+
+  before(async () => {
+    receiver = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        hits.push({ delivery: req.headers['x-parley-delivery'], body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
+        res.writeHead(200).end('ok');
+      });
+    });
+    await new Promise((resolve) => receiver.listen(0, HOST, resolve));
+    const hookUrl = `http://${HOST}:${receiver.address().port}/hook`;
+    pgState = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pg-state-'));
+    execFileSync(PG_SH, ['start', pgState], { stdio: 'ignore', timeout: 120000 });
+    databaseUrl = execFileSync(PG_SH, ['createdb', pgState], { encoding: 'utf8', timeout: 30000 }).trim();
+    redis = await startRedis();
+    for (let i = 0; i < 2; i++) {
+      const node = new ParleyServer({
+        secret, database: databaseUrl,
+        args: ['--redis', redis.url, '--webhook-url', hookUrl, '--webhook-secret', 'hook-secret'],
+      });
+      await node.start();
+      nodes.push(node);
+    }
+  });
+  after(async () => {
+    for (const n of nodes) await n.stop().catch(() => {});
+    redis?.remove();
+    if (pgState) {
+      try { execFileSync(PG_SH, ['stop', pgState], { stdio: 'ignore', timeout: 60000 }); } catch { /* gone */ }
+      fs.rmSync(pgState, { recursive: true, force: true });
+    }
+    await new Promise((resolve) => receiver?.close(resolve));
+  });
+
+  it('edit and delete on one node reach a participant on the other', async () => {
+    const [n1, n2] = nodes;
+    const [alice, bob] = await n1.registerMany(2);
+    const thread = await n1.createGroup(alice, [bob]);
+    const aliceWs = await n1.connect(alice);
+    const bobWs = await n2.connect(bob);
+    await sleep(300);  // presence and bus subscriptions settle
+    const m = await aliceWs.sendMessage({ thread_id: thread.id, content: 'cross-node' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === m.id, 10000);
+
+    const edited = await aliceWs.request({ type: 'edit_message', message_id: m.id, content: 'cross-node, edited' });
+    assert.equal(edited.type, 'message_edited');
+    const ev = await bobWs.next((f) => f.type === 'message_edited' && f.data.id === m.id, 10000);
+    assert.equal(ev.data.content, 'cross-node, edited');
+
+    const del = await n2.http('DELETE', `/api/chat/messages/${m.id}`, { token: alice.token });
+    assert.equal(del.status, 200, del.text);
+    const gone = await aliceWs.next((f) => f.type === 'message_deleted', 10000);
+    assert.equal(gone.message_id, m.id);
+    await bobWs.next((f) => f.type === 'message_deleted' && f.message_id === m.id, 10000);
+  });
+
+  it('disable closes the user\'s connections on both nodes', async () => {
+    const [n1, n2] = nodes;
+    const mallory = await n1.register();
+    const on1 = await n1.connect(mallory);
+    const on2 = await n2.connect(mallory);
+    const started = Date.now();
+    await n1.cli(['user', 'disable', mallory.username]);
+    for (const c of [on1, on2]) {
+      const info = await c.waitClose(3000);
+      assert.equal(info.code, 4403);
+    }
+    assert.ok(Date.now() - started < 2500, `closed after ${Date.now() - started} ms`);
+    assert.equal((await n2.http('GET', '/api/users/me', { token: mallory.token })).status, 401);
+  });
+
+  it('each notification for an offline participant is POSTed once, by one node', async () => {
+    const [n1, n2] = nodes;
+    const [sender, offline] = await n1.registerMany(2);
+    const thread = await n1.createDirect(sender, offline);
+    const ids = [];
+    for (let i = 0; i < 6; i++) {
+      const node = i % 2 ? n2 : n1;  // sent through both nodes
+      const res = await node.sendRest(sender.token, thread.id, { content: `push ${i}` });
+      assert.equal(res.status, 201);
+      ids.push(res.body.data.id);
+    }
+    const deadline = Date.now() + 15000;
+    const mine = () => hits.filter((h) => h.body.recipient_id === offline.id);
+    while (Date.now() < deadline && mine().length < 6) await sleep(100);
+    await sleep(1500);  // both nodes poll the outbox meanwhile
+    const got = mine();
+    assert.equal(got.length, 6, 'one POST per message, not one per node');
+    assert.deepEqual(got.map((h) => h.body.message.id).sort(), [...ids].sort());
+    assert.equal(new Set(got.map((h) => h.delivery)).size, 6);
+  });
+});

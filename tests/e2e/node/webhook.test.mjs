@@ -1,0 +1,174 @@
+// Webhook push for offline participants (CONTRACT.md section 9): a Node
+// http server on 127.0.0.1 plays the receiver. Exactly one signed
+// notification per message for a participant with no open connection, none
+// for one who is online; failures are retried, survive a restart, and each
+// delivery id is answered 2xx once; past the attempt bound they are dead
+// letters in /metrics.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import crypto from 'node:crypto';
+import { startServer, sleep, HOST, UUID_RE } from './harness.mjs';
+
+// A receiver that records every POST and answers `status` (changeable).
+async function startReceiver(status = 200) {
+  const r = { status, requests: [] };
+  r.server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      let body = null;
+      try { body = JSON.parse(raw); } catch { /* recorded as raw */ }
+      const answered = r.status;
+      r.requests.push({ method: req.method, url: req.url, headers: req.headers, raw, body, answered });
+      res.writeHead(answered, { 'Content-Type': 'text/plain' });
+      res.end(answered < 300 ? 'ok' : 'fail');
+    });
+  });
+  await new Promise((resolve) => r.server.listen(0, HOST, resolve));
+  r.url = `http://${HOST}:${r.server.address().port}/hooks/parley`;
+  r.close = () => new Promise((resolve) => r.server.close(resolve));
+  return r;
+}
+
+function signature(secret, raw) {
+  return `sha256=${crypto.createHmac('sha256', secret).update(raw).digest('hex')}`;
+}
+
+async function waitFor(pred, ms, what) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (pred()) return;
+    await sleep(50);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+async function metric(server, name) {
+  const res = await server.http('GET', '/metrics');
+  const line = res.text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(' ')[1]) : NaN;
+}
+
+describe('webhook for offline participants', () => {
+  const secret = `hook-${crypto.randomBytes(8).toString('hex')}`;
+
+  it('one correctly signed notification per message for the offline participant, none for the online one', async () => {
+    const receiver = await startReceiver(200);
+    const server = await startServer({ args: ['--webhook-url', receiver.url, '--webhook-secret', secret] });
+    try {
+      const [alice, bob, carol] = await server.registerMany(3);
+      const thread = await server.createGroup(alice, [bob, carol]);
+      const aliceWs = await server.connect(alice);
+      await server.connect(bob);  // bob is online; carol has no connection
+      const sent = [];
+      for (let i = 0; i < 3; i++) sent.push(await aliceWs.sendMessage({ thread_id: thread.id, content: `hi ${i}` }));
+
+      await waitFor(() => receiver.requests.length >= 3, 10000, 'three notifications');
+      await sleep(1500);  // nothing more may come
+      assert.equal(receiver.requests.length, 3, JSON.stringify(receiver.requests.map((r) => r.body?.recipient_id)));
+      // POSTs run in parallel (--webhook-concurrency), so they may arrive in any order.
+      const ids = new Set();
+      const byMessage = new Map(receiver.requests.map((req) => [req.body?.message?.id, req]));
+      assert.deepEqual([...byMessage.keys()].sort(), sent.map((m) => m.id).sort(), 'one per message');
+      for (const [i, m] of sent.entries()) {
+        const req = byMessage.get(m.id);
+        assert.equal(req.method, 'POST');
+        assert.equal(req.url, '/hooks/parley');
+        assert.match(req.headers['content-type'], /application\/json/);
+        assert.equal(req.headers['x-parley-signature'], signature(secret, req.raw), 'HMAC-SHA256 of the body');
+        assert.ok(req.headers['x-parley-delivery'], 'X-Parley-Delivery is set');
+        ids.add(req.headers['x-parley-delivery']);
+        assert.equal(req.body.type, 'message');
+        assert.equal(req.body.recipient_id, carol.id);
+        assert.equal(req.body.thread_id, thread.id);
+        assert.equal(req.body.message.content, `hi ${i}`);
+        assert.equal(req.body.message.seq, m.seq);
+        assert.equal(req.body.message.sender.username, alice.username);
+        // Counted when the notification is made: this message and any before it, perhaps later ones too.
+        assert.ok(req.body.unread_count >= i + 1 && req.body.unread_count <= 3, `unread_count ${req.body.unread_count}`);
+      }
+      assert.equal(ids.size, 3, 'a distinct delivery id each');
+      for (const id of ids) assert.match(id, UUID_RE);
+      assert.equal(await metric(server, 'parley_webhook_delivered_total'), 3);
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  });
+
+  it('a failing receiver: retried with backoff, kept across a restart, each delivery id answered 2xx once', async () => {
+    const receiver = await startReceiver(500);
+    const server = await startServer({
+      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '200',
+        '--webhook-max-backoff-ms', '400', '--webhook-max-attempts', '1000'],
+    });
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      const sent = [];
+      for (let i = 0; i < 4; i++) {
+        const res = await server.sendRest(alice.token, thread.id, { content: `while down ${i}` });
+        assert.equal(res.status, 201);
+        sent.push(res.body.data.id);
+      }
+      // Each of the four is tried more than once while the receiver fails.
+      await waitFor(() => {
+        const perId = new Map();
+        for (const r of receiver.requests) perId.set(r.headers['x-parley-delivery'], (perId.get(r.headers['x-parley-delivery']) || 0) + 1);
+        return perId.size === 4 && [...perId.values()].every((n) => n >= 2);
+      }, 15000, 'two failed attempts of each notification');
+      assert.ok(await metric(server, 'parley_webhook_failed_attempts_total') >= 8);
+
+      await server.stop({ removeData: false });
+      const failedIds = new Set(receiver.requests.map((r) => r.headers['x-parley-delivery']));
+      receiver.status = 200;
+      await server.start();
+
+      await waitFor(() => receiver.requests.filter((r) => r.answered === 200).length >= 4, 15000, 'all four delivered after the restart');
+      await sleep(1500);
+      const ok = receiver.requests.filter((r) => r.answered === 200);
+      assert.equal(ok.length, 4, 'no notification is delivered twice');
+      const okIds = ok.map((r) => r.headers['x-parley-delivery']);
+      assert.equal(new Set(okIds).size, 4, 'each delivery id answered 2xx once');
+      assert.deepEqual(new Set(okIds), failedIds, 'the same delivery ids as before the restart');
+      assert.deepEqual(ok.map((r) => r.body.message.id).sort(), [...sent].sort());
+      for (const r of ok) assert.equal(r.headers['x-parley-signature'], signature(secret, r.raw));
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  });
+
+  it('past --webhook-max-attempts a notification is a dead letter, counted in /metrics', async () => {
+    const receiver = await startReceiver(503);
+    const server = await startServer({
+      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '100',
+        '--webhook-max-attempts', '3'],
+    });
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      assert.equal((await server.sendRest(alice.token, thread.id, { content: 'nobody home' })).status, 201);
+      const deadline = Date.now() + 10000;
+      while (Date.now() < deadline && (await metric(server, 'parley_webhook_dead_letters')) < 1) await sleep(100);
+      assert.equal(await metric(server, 'parley_webhook_dead_letters'), 1);
+      await sleep(800);
+      assert.equal(receiver.requests.length, 3, 'exactly max-attempts POSTs, then none');
+      assert.equal(new Set(receiver.requests.map((r) => r.headers['x-parley-delivery'])).size, 1);
+      // The count survives a restart (the dead letter is kept in the store).
+      await server.restart();
+      assert.equal(await metric(server, 'parley_webhook_dead_letters'), 1);
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  });
+
+  it('refuses an https:// URL and a missing secret at start', async () => {
+    await assert.rejects(startServer({ args: ['--webhook-url', 'https://127.0.0.1:1/x', '--webhook-secret', 's'] }),
+      /exited during startup/);
+    await assert.rejects(startServer({ args: ['--webhook-url', 'http://127.0.0.1:1/x'] }), /exited during startup/);
+  });
+});
