@@ -1,5 +1,6 @@
 #include "api/connection.h"
 
+#include <atomic>
 #include <thread>
 
 #include <boost/json.hpp>
@@ -13,6 +14,10 @@
 namespace parley {
 
 namespace json = boost::json;
+
+namespace {
+constexpr size_t kMaxDeferredFrames = 64;
+}
 
 // ---------------------------------------------------------------- lifecycle
 
@@ -53,30 +58,100 @@ void Connection::authenticated(User user, const std::string& token, const json::
     send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
     return close(CloseReason::kUnauthorized, "token is for another user");
   }
-  if (!renewal) {
-    if (!ctx_.chat.presence().connect(user.id)) {
-      send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
-      return close(CloseReason::kTooManyConnections, "too many connections for this user");
-    }
-    registered_ = true;
-    user_ = std::move(user);
-    std::string().swap(user_.password_hash);  // never needed here; kept small per connection
-    authed_ = true;
-    ctx_.hub.add(this);
-    spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_.id);
-    send(encoder_->reply("connection_established", json::object{{"user_id", user_.id},
-                                                                {"session_id", session_id_},
-                                                                {"timestamp", iso8601_millis(now_micros())}},
-                         nullptr));
+  if (admission_) {
+    // An `auth` frame answered while the first one's admission is pending:
+    // a renewal once admitted.
+    admission_->deferred.push_back([this, user = std::move(user), token, request_id]() mutable {
+      authenticated(std::move(user), token, request_id);
+    });
+    return;
   }
+  if (!renewal) return admit(std::move(user), token);
   // Close when the token expires, unless an `auth` frame renews it first.
   auto claims = ctx_.chat.identity().token_claims(token);
   token_exp_ = claims ? claims->exp : 0;
   token_iat_ = claims ? claims->iat : 0;
-  if (renewal)
-    send(encoder_->reply("auth_renewed", json::object{{"user_id", user_.id},
-                                                      {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
-                         request_id));
+  send(encoder_->reply("auth_renewed", json::object{{"user_id", user_.id},
+                                                    {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
+                       request_id));
+}
+
+namespace {
+
+// The limiter's answer, raced between acquire() returning and the answer
+// arriving: whichever comes second goes on (inline answers keep the whole
+// admission on the loop, as one process always does).
+struct AdmissionAnswer {
+  std::atomic<int> state{0};  // 0 = waiting, 1 = answered before acquire() returned, 2 = the caller returned first
+  bool admitted = false;
+};
+
+}  // namespace
+
+// A count the limiter granted, on its way to the loop: released unless the
+// connection takes it over (it may have closed, or its transport be gone).
+struct HeldCount {
+  HeldCount(ConnectionLimiter& l, std::string u) : limiter(l), user_id(std::move(u)) {}
+  HeldCount(const HeldCount&) = delete;
+  HeldCount& operator=(const HeldCount&) = delete;
+  ~HeldCount() {
+    if (held) limiter.release(user_id);
+  }
+  ConnectionLimiter& limiter;
+  std::string user_id;
+  bool held = true;
+};
+
+// The per-user connection limit (ConnectionLimiter): answered inline in one
+// process; across nodes the answer comes from Redis, and frames that arrive
+// meanwhile wait for it.
+void Connection::admit(User user, const std::string& token) {
+  std::string user_id = user.id;
+  admission_ = std::make_unique<Admission>(Admission{std::move(user), token, {}});
+  auto answer = std::make_shared<AdmissionAnswer>();
+  auto self = shared_from_this();
+  std::weak_ptr<Transport> transport = transport_;
+  ConnectionLimiter& limiter = ctx_.chat.connection_limiter();
+  limiter.acquire(user_id, [answer, self, transport, &limiter, user_id](bool ok) {
+    answer->admitted = ok;
+    int expected = 0;
+    if (answer->state.compare_exchange_strong(expected, 1)) return;
+    auto count = ok ? std::make_shared<HeldCount>(limiter, user_id) : nullptr;
+    if (auto t = transport.lock()) t->post([self, ok, count] { self->admitted(ok, count.get()); });
+  });
+  int expected = 0;
+  if (!answer->state.compare_exchange_strong(expected, 2)) admitted(answer->admitted, nullptr);
+}
+
+void Connection::admitted(bool ok, HeldCount* count) {
+  auto admission = std::move(admission_);
+  if (closed_ || !admission) return;  // the count, if any, goes back with `count`
+  User& user = admission->user;
+  if (!ok) {
+    send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
+    return close(CloseReason::kTooManyConnections, "too many connections for this user");
+  }
+  if (count) count->held = false;  // released in on_close from now on
+  registered_ = true;
+  ctx_.chat.presence().connect(user.id);
+  user_ = std::move(user);
+  std::string().swap(user_.password_hash);  // never needed here; kept small per connection
+  authed_ = true;
+  ctx_.hub.add(this);
+  spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_.id);
+  send(encoder_->reply("connection_established", json::object{{"user_id", user_.id},
+                                                              {"session_id", session_id_},
+                                                              {"timestamp", iso8601_millis(now_micros())}},
+                       nullptr));
+  // Close when the token expires, unless an `auth` frame renews it first.
+  auto claims = ctx_.chat.identity().token_claims(admission->token);
+  token_exp_ = claims ? claims->exp : 0;
+  token_iat_ = claims ? claims->iat : 0;
+  if (auto hook = std::move(on_established_)) hook();
+  for (auto& step : admission->deferred) {
+    if (closed_) break;
+    step();
+  }
 }
 
 void Connection::on_close() {
@@ -91,7 +166,10 @@ void Connection::on_close() {
       relay(thread_id, "typing", std::move(fields), nullptr);
     }
   }
-  if (registered_) ctx_.chat.presence().disconnect(user_.id);
+  if (registered_) {
+    ctx_.chat.presence().disconnect(user_.id);
+    ctx_.chat.connection_limiter().release(user_.id);
+  }
 }
 
 // ---------------------------------------------------------------- inbound
@@ -134,6 +212,15 @@ void Connection::on_bad_frame(const Error& error, const json::value& request_id)
 
 void Connection::on_frame(ClientFrame f) {
   if (closed_ || !take_token_or_refuse(f.request_id)) return;
+  if (admission_) {
+    // Frames sent right after the open wait for the limiter's answer (a
+    // Redis round trip), as they would have waited for the loop.
+    if (admission_->deferred.size() >= kMaxDeferredFrames)
+      return send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames before the connection was established"},
+                        f.request_id);
+    admission_->deferred.push_back([this, f = std::move(f)]() mutable { dispatch(std::move(f)); });
+    return;
+  }
   if (!authed_ && f.type != ClientType::kAuth)
     return send_error({ErrorKind::kUnauthorized, "not_authenticated", "send an `auth` frame first"}, f.request_id);
   dispatch(std::move(f));

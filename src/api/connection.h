@@ -12,6 +12,7 @@
 // in-flight work; it holds its transport weakly.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,8 @@
 #include "protocol/encoder.h"
 
 namespace parley {
+
+struct HeldCount;
 
 struct ConnectionContext {
   ChatService& chat;
@@ -58,6 +61,10 @@ class Connection final : public ClientSession,
   void hold_live() { holding_ = true; }
   void catch_up(const std::vector<std::pair<std::string, int64_t>>& threads);
   bool authenticated() const { return authed_; }
+  // Set before on_open: runs once on the loop when the connection is
+  // authenticated and admitted by the per-user limit (inline within on_open
+  // or the auth frame's answer in one process; a moment later across nodes).
+  void on_established(std::function<void()> fn) { on_established_ = std::move(fn); }
   bool closed() const { return closed_; }
 
   // TransportListener: the WebSocket JSON adapter.
@@ -77,6 +84,8 @@ class Connection final : public ClientSession,
 
  private:
   void authenticated(User user, const std::string& token, const boost::json::value& request_id);
+  void admit(User user, const std::string& token);
+  void admitted(bool ok, HeldCount* count);
   void dispatch(ClientFrame frame);
   void on_auth_frame(ClientFrame frame);
   void on_send(ClientFrame frame);
@@ -126,6 +135,16 @@ class Connection final : public ClientSession,
   User user_;
   bool authed_ = false;
   bool registered_ = false;
+  // Only while the per-user limit is being asked (on the heap, so an idle
+  // connection does not carry it): the user and token to admit, and the
+  // steps (frames, a renewal) that wait for the answer.
+  struct Admission {
+    User user;
+    std::string token;
+    std::vector<std::function<void()>> deferred;
+  };
+  std::unique_ptr<Admission> admission_;
+  std::function<void()> on_established_;
   bool closed_ = false;
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
   int64_t token_iat_ = 0;     // the token's iat, for revoke-tokens

@@ -75,8 +75,15 @@ void SocketIoSession::connected(User user, std::string token) {
   conn_ = std::make_shared<Connection>(ctx_, weak_from_this(), socketio_encoder());
   send(sio::encode_connect(conn_->session_id()));
   std::string user_id = user.id;
+  std::weak_ptr<SocketIoSession> weak = weak_from_this();
+  conn_->on_established([weak, user_id] {
+    if (auto self = weak.lock()) self->established(user_id);
+  });
   conn_->on_open(std::move(user), std::move(token));
-  if (conn_->closed() || !conn_->authenticated()) return;
+}
+
+// The connection is authenticated and within the per-user limit.
+void SocketIoSession::established(const std::string& user_id) {
   spdlog::debug("event=sio_connected session_id={} user_id={}", conn_->session_id(), user_id);
   int64_t now = now_micros();
   send(sio::encode_event("connection_success", json::serialize(json::object{{"userId", user_id}})));

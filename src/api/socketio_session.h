@@ -47,6 +47,7 @@ class SocketIoSession final : public TransportListener,
  private:
   void on_connect(const sio::SioPacket& packet);
   void connected(User user, std::string token);
+  void established(const std::string& user_id);
   void on_event(sio::SioPacket packet);
   void on_ack(const sio::SioPacket& packet);
   void send_ping_event(int64_t now_ms);

@@ -22,6 +22,8 @@
 #include "auth/password.h"
 #include "bus/bus.h"
 #include "redis/redis_bus.h"
+#include "redis/redis_connection_limiter.h"
+#include "redis/redis_login_limits.h"
 #include "redis/redis_presence.h"
 #include "redis/redis_poll_forwarder.h"
 #include "chat/account_watcher.h"
@@ -118,6 +120,20 @@ Result<Core> open_core(const Config& config, bool serving = false) {
   core.chat = std::make_unique<ChatService>(*core.store, *core.bus, *jwt, config);
   if (core.redis_presence) {
     core.chat->presence().set_directory(core.redis_presence.get());
+    // The per-user connection limit counted across nodes (owned by the chat
+    // service, on the bus loop, under this node's heartbeat).
+    auto limiter = std::make_unique<RedisConnectionLimiter>(core.bus_loop->reactor(), core.redis_presence->endpoint(),
+                                                           core.redis_presence->node_id(),
+                                                           config.limits.max_connections_per_user);
+    limiter->start();
+    core.redis_presence->set_registered_again_hook(limiter->write_all_hook());
+    core.chat->use_connection_limiter(std::move(limiter));
+    // Failed logins counted across nodes; a blocking client on the login
+    // workers, which gives up on Redis after 250 ms (then counts locally).
+    const auto& l = config.limits;
+    core.chat->identity().use_login_limits(std::make_unique<RedisLoginLimits>(
+        core.redis_presence->endpoint(), std::chrono::milliseconds(250), l.login_failures_per_account,
+        l.login_failures_per_address, l.login_window_seconds));
     core.redis_presence->start();
   }
   return core;

@@ -73,6 +73,11 @@ Identity::Identity(Store& store, std::shared_ptr<const JwtVerifier> jwt, const C
       registration_limiter_(INT32_MAX, config.limits.registrations_per_address,
                             config.limits.registration_window_seconds) {}
 
+void Identity::use_login_limits(std::unique_ptr<LoginLimits> limits) {
+  shared_login_limits_ = std::move(limits);
+  login_limits_ = shared_login_limits_ ? shared_login_limits_.get() : &login_limiter_;
+}
+
 AuthResult Identity::issue_token(const User& user) const {
   // Never before the account's revocation time: revoke-tokens refuses iat
   // earlier than it, and it may lie up to a second ahead (see docs/moderation.md).
@@ -134,7 +139,7 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   // login text when no account matches.
   const std::string key = u ? u->id : "login:" + ascii_lowercase(login);
   int64_t now = now_seconds();
-  if (!login_limiter_.admit(key, address, now)) {
+  if (!login_limits_->admit(key, address, now)) {
     Metrics::get().count_error("rate_limited");
     return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again later"};
   }
@@ -150,7 +155,7 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
     spdlog::info("event=login_refused reason=account_disabled user_id={}", u->id);
     return Error{ErrorKind::kForbidden, "account_disabled", "this account is disabled"};
   }
-  login_limiter_.record_success(key, address, now);
+  login_limits_->record_success(key, address, now);
   return issue_token(*u);
 }
 

@@ -55,6 +55,9 @@ class Identity {
   Result<JwtClaims> token_claims(const std::string& token) const;
   // Seconds since epoch at which the token expires; for connections that must close then.
   Result<int64_t> token_expiry(const std::string& token) const;
+  // Failed logins counted elsewhere (several nodes: Redis) instead of in this
+  // process. At start, before the first login.
+  void use_login_limits(std::unique_ptr<LoginLimits> limits);
 
  private:
   Result<User> provision(const JwtClaims& claims);
@@ -63,6 +66,8 @@ class Identity {
   std::shared_ptr<const JwtVerifier> jwt_;
   const Config& config_;
   LoginLimiter login_limiter_;
+  std::unique_ptr<LoginLimits> shared_login_limits_;
+  LoginLimits* login_limits_ = &login_limiter_;
   LoginLimiter registration_limiter_;
 };
 

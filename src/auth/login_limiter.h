@@ -1,5 +1,6 @@
 // LoginLimiter: counts failed logins per account and per client address in a
-// sliding window and refuses further attempts past the limit. Thread-safe.
+// sliding window and refuses further attempts past the limit, in this
+// process (the LoginLimits of one node; auth/login_limits.h). Thread-safe.
 // Memory is bounded: entries older than the window are pruned as it runs.
 #pragma once
 
@@ -9,9 +10,11 @@
 #include <string>
 #include <unordered_map>
 
+#include "auth/login_limits.h"
+
 namespace parley {
 
-class LoginLimiter {
+class LoginLimiter final : public LoginLimits {
  public:
   LoginLimiter(int per_account, int per_address, int window_seconds);
 
@@ -20,10 +23,10 @@ class LoginLimiter {
   // away and returns true; call record_success(account, address, now) if it
   // then succeeds. Concurrent attempts therefore never pass the limit
   // (checking with allowed() and counting later lets every attempt in flight through).
-  bool admit(const std::string& account, const std::string& address, int64_t now_seconds);
+  bool admit(const std::string& account, const std::string& address, int64_t now_seconds) override;
   // A success of an attempt admit() counted: clears the account's failures and
   // takes that one attempt back from the address.
-  void record_success(const std::string& account, const std::string& address, int64_t admitted_at);
+  void record_success(const std::string& account, const std::string& address, int64_t admitted_at) override;
 
   // True when a login for this account from this address may be tried now.
   bool allowed(const std::string& account, const std::string& address, int64_t now_seconds);

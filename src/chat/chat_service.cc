@@ -29,7 +29,12 @@ ChatService::ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifi
       config_(config),
       identity_(store, std::move(jwt), config),
       members_(store),
-      presence_(config.limits.max_connections_per_user, std::chrono::seconds(config.limits.presence_grace_seconds)) {}
+      presence_(std::chrono::seconds(config.limits.presence_grace_seconds)),
+      connection_limiter_(std::make_unique<LocalConnectionLimiter>(config.limits.max_connections_per_user)) {}
+
+void ChatService::use_connection_limiter(std::unique_ptr<ConnectionLimiter> limiter) {
+  connection_limiter_ = std::move(limiter);
+}
 
 Result<User> ChatService::user(const std::string& user_id) {
   auto u = store_.user_by_id(user_id);

@@ -20,6 +20,7 @@
 #include "auth/jwt.h"
 #include "bus/bus.h"
 #include "chat/member_cache.h"
+#include "chat/connection_limiter.h"
 #include "chat/presence.h"
 #include "common/config.h"
 #include "common/error.h"
@@ -117,6 +118,10 @@ class ChatService {
   };
   Result<PresenceInfo> presence_of(const std::string& user_id);
   Presence& presence() { return presence_; }
+  // The per-user connection limit: in this process unless replaced (several
+  // nodes: Redis) at start, before the first connection.
+  ConnectionLimiter& connection_limiter() { return *connection_limiter_; }
+  void use_connection_limiter(std::unique_ptr<ConnectionLimiter> limiter);
 
   // --- moderation (blocking; CONTRACT section 8, chat/moderation.cc) ---
   // Tombstones a message (content emptied, seq kept) and tells every
@@ -189,6 +194,7 @@ class ChatService {
   Identity identity_;
   MemberCache members_;
   Presence presence_;
+  std::unique_ptr<ConnectionLimiter> connection_limiter_;
   MessageObserver message_observer_;
 };
 

@@ -2,8 +2,7 @@
 
 namespace parley {
 
-Presence::Presence(int max_connections_per_user, std::chrono::milliseconds grace)
-    : max_per_user_(max_connections_per_user), grace_(grace) {}
+Presence::Presence(std::chrono::milliseconds grace) : grace_(grace) {}
 
 void Presence::set_hooks(Scheduler schedule, Announce announce) {
   schedule_ = std::move(schedule);
@@ -17,30 +16,30 @@ void Presence::set_directory(PresenceDirectory* directory) {
   directory_->set_gone_hook([this](const std::string& user_id) {
     if (!online_here(user_id) && announce_) announce_(user_id, false);
   });
+  // This node was cut off long enough for the others to announce its users
+  // offline: those still connected here are online again.
+  directory_->set_back_hook([this](const std::string& user_id) {
+    if (online_here(user_id) && announce_) announce_(user_id, true);
+  });
 }
 
-bool Presence::connect(const std::string& user_id) {
+void Presence::connect(const std::string& user_id) {
   bool announce = false;
   {
     std::lock_guard lock(mu_);
     Entry& e = users_[user_id];
-    if (e.connections >= max_per_user_) {
-      if (e.connections == 0 && !e.announced_online) users_.erase(user_id);
-      return false;
-    }
     if (e.connections++ == 0) ++online_count_;
     ++e.generation;
     if (!e.announced_online) announce = e.announced_online = true;
   }
-  if (!announce) return true;
+  if (!announce) return;
   if (!directory_) {
     if (announce_) announce_(user_id, true);
-    return true;
+    return;
   }
   directory_->node_online(user_id, [this, user_id](bool first) {
     if (first && announce_) announce_(user_id, true);
   });
-  return true;
 }
 
 void Presence::disconnect(const std::string& user_id) {

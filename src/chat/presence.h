@@ -1,9 +1,10 @@
-// Presence: who has open connections in this process, the per-user
-// connection limit, and the online/offline announcements, with a grace period
+// Presence: who has open connections in this process, and the online/offline
+// announcements, with a grace period
 // after a user's last connection closes so that a page reload does not flap.
 // Whether other nodes have the user too comes from a PresenceDirectory: a
 // user comes online when the first node has a connection and goes offline
-// when the last one has none (or died).
+// when the last one has none (or died). The per-user connection limit is
+// the ConnectionLimiter's (chat/connection_limiter.h).
 // Thread-safe. The hooks and the directory are set once at start, before the
 // first connect(); hooks are called without locks held and must not block.
 #pragma once
@@ -24,13 +25,13 @@ class Presence {
   using Scheduler = std::function<void(std::chrono::milliseconds, std::function<void()>)>;
   using Announce = std::function<void(const std::string& user_id, bool online)>;
 
-  Presence(int max_connections_per_user, std::chrono::milliseconds grace);
+  explicit Presence(std::chrono::milliseconds grace);
   void set_hooks(Scheduler schedule, Announce announce);
   // Several nodes: the directory they share (not owned). None: this process only.
   void set_directory(PresenceDirectory* directory);
 
-  // A connection of user_id opened. False (and nothing counted) past the per-user limit.
-  bool connect(const std::string& user_id);
+  // A connection of user_id opened (the limiter admitted it).
+  void connect(const std::string& user_id);
   void disconnect(const std::string& user_id);
   // True while the user has at least one open connection, here or on another node.
   bool online(const std::string& user_id) const;
@@ -49,7 +50,6 @@ class Presence {
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> users_;
   size_t online_count_ = 0;
-  int max_per_user_;
   std::chrono::milliseconds grace_;
   Scheduler schedule_;
   Announce announce_;

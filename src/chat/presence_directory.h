@@ -28,6 +28,11 @@ class PresenceDirectory {
   virtual bool known_online(const std::string& user_id) const = 0;
   // Set once at start: called for each user whose last node died.
   virtual void set_gone_hook(std::function<void(const std::string& user_id)> hook) = 0;
+  // Set once at start: called for each of this node's users that the shared
+  // directory had lost (this node was cut off from it past its heartbeat, so
+  // another node announced the user offline, or it restarted empty) once this
+  // node has registered the user again: announce online again.
+  virtual void set_back_hook(std::function<void(const std::string& user_id)> hook) = 0;
 };
 
 }  // namespace parley

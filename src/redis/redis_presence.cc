@@ -6,6 +6,7 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <future>
 
 namespace parley {
@@ -33,13 +34,23 @@ local left = redis.call('HLEN', KEYS[1])
 if left == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 return left)";
 
-// Removes every node whose heartbeat expired; returns the users left on no node.
+// The heartbeat. KEYS: node:<node>, nodes. ARGV: node, expiry in ms.
+// Returns 1 when the key was still there (nothing of this node was lost).
+constexpr const char* kHeartbeatScript = R"(
+local alive = redis.call('EXISTS', KEYS[1])
+redis.call('SET', KEYS[1], 1, 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return alive)";
+
+// Removes every node whose heartbeat expired, with its connection counts
+// (redis/redis_connection_limiter.h); returns the users left on no node.
 constexpr const char* kReapScript = R"(
 local gone = {}
 for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
   if redis.call('EXISTS', 'parley:node:' .. n) == 0 then
     for _, u in ipairs(redis.call('SMEMBERS', 'parley:node-users:' .. n)) do
       redis.call('HDEL', 'parley:conns:' .. u, n)
+      redis.call('HDEL', 'parley:user-conns:' .. u, n)
       if redis.call('HLEN', 'parley:conns:' .. u) == 0 then
         redis.call('SREM', 'parley:online', u)
         table.insert(gone, u)
@@ -58,6 +69,7 @@ std::string conns_key(const std::string& user) { return "parley:conns:" + user; 
 RedisPresenceDirectory::RedisPresenceDirectory(Reactor& reactor, RedisEndpoint endpoint, std::string node_id)
     : reactor_(reactor),
       node_id_(std::move(node_id)),
+      endpoint_(endpoint),
       commands_(reactor, endpoint, "presence", [this] { on_commands_up(); },
                 [this] { healthy_ = false; }),
       subscription_(reactor, endpoint, "presence-subscribe", [this] { on_subscription_up(); }, [] {}) {}
@@ -107,6 +119,7 @@ void RedisPresenceDirectory::close() {
 }
 
 void RedisPresenceDirectory::set_gone_hook(std::function<void(const std::string&)> hook) { gone_hook_ = std::move(hook); }
+void RedisPresenceDirectory::set_back_hook(std::function<void(const std::string&)> hook) { back_hook_ = std::move(hook); }
 
 bool RedisPresenceDirectory::known_online(const std::string& user_id) const {
   std::lock_guard lock(mu_);
@@ -153,9 +166,11 @@ void RedisPresenceDirectory::tick() {
     if (commands_.up()) {
       // The copy follows the channel; a full reload now and then repairs a
       // change that raced with the last reload.
-      if (++ticks_ % 10 == 0) reload();
-      commands_.command({"SET", "parley:node:" + node_id_, "1", "PX", kHeartbeatMs});
-      commands_.command({"SADD", "parley:nodes", node_id_});
+      if (++ticks_ % 10 == 0 || reloads_left_ > 0) {
+        reloads_left_ = std::max(0, reloads_left_ - 1);
+        reload();
+      }
+      heartbeat();
       commands_.command({"EVAL", kReapScript, "0"}, [this, alive](const redisReply* r) {
         if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
         for (size_t i = 0; i < r->elements; ++i) {
@@ -172,19 +187,37 @@ void RedisPresenceDirectory::tick() {
 
 void RedisPresenceDirectory::on_commands_up() {
   healthy_ = true;
-  // Redis may have restarted empty: this node's users are registered again.
-  commands_.command({"SET", "parley:node:" + node_id_, "1", "PX", kHeartbeatMs});
-  commands_.command({"SADD", "parley:nodes", node_id_});
+  reloads_left_ = 5;
+  heartbeat();
+  reload();
+}
+
+// Sets this node's heartbeat; if it had expired, this node's users may be
+// gone from Redis (restarted empty, or reaped by another node): register them again.
+void RedisPresenceDirectory::heartbeat() {
+  std::weak_ptr<bool> alive = alive_;
+  commands_.command({"EVAL", kHeartbeatScript, "2", "parley:node:" + node_id_, "parley:nodes", node_id_, kHeartbeatMs},
+                    [this, alive](const redisReply* r) {
+                      if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_INTEGER) return;
+                      if (r->integer == 0) register_again();
+                    });
+}
+
+void RedisPresenceDirectory::register_again() {
+  if (!mine_.empty()) spdlog::info("event=presence_register_again node={} users={}", node_id_, mine_.size());
+  if (registered_again_hook_) registered_again_hook_();
   std::weak_ptr<bool> alive = alive_;
   for (const auto& user : mine_)
     commands_.command({"EVAL", kOnlineScript, "3", conns_key(user), "parley:node-users:" + node_id_, "parley:online",
                        node_id_, user},
                       [this, alive, user](const redisReply* r) {
-                        // Reaped while this node was cut off: online again for the others.
-                        if (auto a = alive.lock(); a && *a && r && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
-                          commands_.command({"PUBLISH", kChannel, "+" + user});
+                        // No node had the user: the others were told it went
+                        // offline (or never heard it came): online again.
+                        if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 0)
+                          return;
+                        commands_.command({"PUBLISH", kChannel, "+" + user});
+                        if (back_hook_) back_hook_(user);
                       });
-  reload();
 }
 
 void RedisPresenceDirectory::on_subscription_up() {

@@ -14,9 +14,13 @@
 //
 // Threading: as PresenceDirectory; both connections live on the reactor's
 // loop. While Redis is unreachable, first/last answers are "yes" (each node
-// announces on its own, as a single node would) and the copy stays as it was;
-// on reconnect this node registers its users again (Redis may have restarted
-// empty) and reloads the copy.
+// announces on its own, as a single node would) and the copy stays as it was.
+// Each heartbeat tells whether the node's key had expired (Redis restarted
+// empty, or this node was cut off past the 3 s, so another node may have
+// reaped it and announced its users offline): then this node registers its
+// users again, and those no node had meanwhile come back through the back
+// hook (Presence announces them online again). The copy is reloaded every
+// second for 5 s after a reconnect, while the other nodes register theirs.
 #pragma once
 
 #include <atomic>
@@ -39,24 +43,35 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   void node_offline(const std::string& user_id, std::function<void(bool last)> done) override;
   bool known_online(const std::string& user_id) const override;
   void set_gone_hook(std::function<void(const std::string& user_id)> hook) override;
+  void set_back_hook(std::function<void(const std::string& user_id)> hook) override;
+  // Set once before start(): runs on the loop after this node registered its
+  // users again (its other per-node state in Redis, such as connection
+  // counts, may be gone too).
+  void set_registered_again_hook(std::function<void()> hook) { registered_again_hook_ = std::move(hook); }
 
   // Connects and starts the heartbeat. Any thread but the loop's.
   void start();
   // Stops the heartbeat and disconnects (the node's key then expires).
   void close();
   bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
+  const std::string& node_id() const { return node_id_; }
+  const RedisEndpoint& endpoint() const { return endpoint_; }
 
  private:
   void on_commands_up();
   void on_subscription_up();
   void on_message(const struct redisReply* reply);
   void tick();
+  void heartbeat();
+  void register_again();
   void reload();
 
   Reactor& reactor_;
   std::string node_id_;
+  RedisEndpoint endpoint_;
   RedisLink commands_, subscription_;
-  std::function<void(const std::string&)> gone_hook_;
+  std::function<void(const std::string&)> gone_hook_, back_hook_;
+  std::function<void()> registered_again_hook_;
   std::atomic<bool> healthy_{false};
   std::atomic<bool> closed_{false};
 
@@ -66,6 +81,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   // Loop thread only: this node's users, registered again after a reconnect.
   std::unordered_set<std::string> mine_;
   uint64_t ticks_ = 0;
+  int reloads_left_ = 0;  // reloads due on the next ticks, after a reconnect
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

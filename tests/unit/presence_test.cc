@@ -27,10 +27,12 @@ class ScriptedDirectory final : public PresenceDirectory {
   }
   bool known_online(const std::string& user) const override { return user == "elsewhere"; }
   void set_gone_hook(std::function<void(const std::string&)> hook) override { gone = std::move(hook); }
+  void set_back_hook(std::function<void(const std::string&)> hook) override { back = std::move(hook); }
+  std::function<void(const std::string&)> back;
 };
 
 struct Fixture {
-  Presence presence{20, std::chrono::milliseconds(0)};
+  Presence presence{std::chrono::milliseconds(0)};
   ScriptedDirectory directory;
   Announcements said;
   Fixture() {
@@ -40,11 +42,11 @@ struct Fixture {
 };
 
 TEST(Presence, WithoutADirectoryAnnouncesLocalChanges) {
-  Presence p(20, std::chrono::milliseconds(0));
+  Presence p(std::chrono::milliseconds(0));
   Announcements said;
   p.set_hooks(nullptr, [&](const std::string& u, bool on) { said.emplace_back(u, on); });
-  ASSERT_TRUE(p.connect("a"));
-  ASSERT_TRUE(p.connect("a"));
+  p.connect("a");
+  p.connect("a");
   p.disconnect("a");
   p.disconnect("a");
   EXPECT_EQ(said, (Announcements{{"a", true}, {"a", false}}));
@@ -52,8 +54,8 @@ TEST(Presence, WithoutADirectoryAnnouncesLocalChanges) {
 
 TEST(Presence, AsksTheDirectoryOncePerNodeTransition) {
   Fixture f;
-  ASSERT_TRUE(f.presence.connect("a"));
-  ASSERT_TRUE(f.presence.connect("a"));
+  f.presence.connect("a");
+  f.presence.connect("a");
   f.presence.disconnect("a");
   f.presence.disconnect("a");
   EXPECT_EQ(f.directory.calls, (std::vector<std::string>{"online a", "offline a"}));
@@ -64,7 +66,7 @@ TEST(Presence, OnlineOnAnotherNodeAlreadyMeansNoAnnouncement) {
   Fixture f;
   f.directory.first = false;
   f.directory.last = false;
-  ASSERT_TRUE(f.presence.connect("a"));
+  f.presence.connect("a");
   f.presence.disconnect("a");
   EXPECT_TRUE(f.said.empty()) << "the other node announced it, and still has the user";
 }
@@ -79,11 +81,21 @@ TEST(Presence, OnlineCountsOtherNodes) {
 TEST(Presence, AUserWhoseNodeDiedGoesOfflineUnlessConnectedHere) {
   Fixture f;
   ASSERT_TRUE(f.directory.gone);
-  ASSERT_TRUE(f.presence.connect("here"));
+  f.presence.connect("here");
   f.said.clear();
   f.directory.gone("here");
   f.directory.gone("there");
   EXPECT_EQ(f.said, (Announcements{{"there", false}}));
+}
+
+TEST(Presence, AUserTheDirectoryLostIsAnnouncedAgainWhileConnectedHere) {
+  Fixture f;
+  ASSERT_TRUE(f.directory.back);
+  f.presence.connect("here");
+  f.said.clear();
+  f.directory.back("here");
+  f.directory.back("gone-meanwhile");
+  EXPECT_EQ(f.said, (Announcements{{"here", true}})) << "only a user still connected here comes back";
 }
 
 }  // namespace

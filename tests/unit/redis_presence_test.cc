@@ -92,5 +92,41 @@ TEST(RedisPresence, RedisRestartedEmptyGetsThisNodesUsersBack) {
   EXPECT_FALSE(ask_online(b, "u")) << "node a registered its user again";
 }
 
+TEST(RedisPresence, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
+  RedisServer redis;
+  ReactorThread loop;
+  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
+  std::mutex mu;
+  std::vector<std::string> back;
+  a.set_back_hook([&](const std::string& user) {
+    std::lock_guard lock(mu);
+    back.push_back(user);
+  });
+  a.start();
+  b.start();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  EXPECT_TRUE(ask_online(a, "u"));
+  ASSERT_TRUE(eventually([&] { return b.known_online("u"); }));
+  // What another node's reaper does to a node whose heartbeat expired while
+  // it was cut off, in one step, so the next heartbeat of node a finds it so.
+  redis.cli(
+      "EVAL \"redis.call('DEL','parley:node:node-a'); redis.call('HDEL','parley:conns:u','node-a'); "
+      "redis.call('SREM','parley:online','u'); redis.call('DEL','parley:node-users:node-a'); "
+      "redis.call('SREM','parley:nodes','node-a'); redis.call('PUBLISH','parley:presence','-u')\" 0");
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return !back.empty();
+  })) << "node a noticed and registered its user again";
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(back, std::vector<std::string>{"u"});
+  }
+  EXPECT_TRUE(eventually([&] { return b.known_online("u"); })) << "online again at the other node";
+  EXPECT_FALSE(ask_online(b, "u")) << "registered in Redis again";
+  std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
+  std::lock_guard lock(mu);
+  EXPECT_EQ(back.size(), 1u) << "once";
+}
+
 }  // namespace
 }  // namespace parley

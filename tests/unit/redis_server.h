@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -44,6 +45,18 @@ class RedisServer {
   }
   void stop() { std::system((script() + " stop " + dir_.string()).c_str()); }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  // Runs redis-cli with `args` (shell words) against this server; its output.
+  std::string cli(const std::string& args) const {
+    std::string cmd = "redis-cli -h 127.0.0.1 -p " + std::to_string(port_) + " " + args;
+    std::string out;
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+      ::pclose(p);
+    }
+    return out;
+  }
 
  private:
   static inline int counter_ = 0;

@@ -5,6 +5,11 @@ Run with the system interpreter (the one that has python3-websockets):
 
 Only the standard library and websockets are used. The server is started on
 127.0.0.1 with --port 0 and its own temporary data dir, and stopped at the end.
+
+The store is SQLite in that data dir, or with PARLEY_TEST_STORE=postgres a
+fresh database on the PostgreSQL that tests/db/pg.sh started (its state dir in
+PARLEY_TEST_PG_STATE; CTest's parley_pg fixture sets both), as the Node
+harness does.
 """
 
 import asyncio
@@ -28,12 +33,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 PARLEY_BIN = os.environ.get("PARLEY_BIN") or os.path.join(REPO_ROOT, "build", "parley")
 HOST = "127.0.0.1"
+TEST_STORE = os.environ.get("PARLEY_TEST_STORE", "sqlite")
+PG_SH = os.path.join(REPO_ROOT, "tests", "db", "pg.sh")
+
+
+def fresh_database_url():
+    """A new, empty database on the test PostgreSQL; returns its URL."""
+    state = os.environ.get("PARLEY_TEST_PG_STATE")
+    if not state:
+        raise RuntimeError("PARLEY_TEST_PG_STATE is not set (start one: tests/db/pg.sh start DIR)")
+    return subprocess.run([PG_SH, "createdb", state], check=True, capture_output=True, text=True,
+                          timeout=30).stdout.strip()
 
 
 class ParleyServer:
-    """One `parley serve` process on a free loopback port with a temp data dir."""
+    """One `parley serve` process on a free loopback port with a temp data dir
+    (and, with PARLEY_TEST_STORE=postgres, a fresh PostgreSQL database)."""
 
     def __init__(self):
+        self.database = fresh_database_url() if TEST_STORE == "postgres" else None
         self.data_dir = tempfile.mkdtemp(prefix="parley-e2e-py-")
         self.secret = "py-secret-" + secrets.token_hex(16)
         self.proc = None
@@ -45,7 +63,8 @@ class ParleyServer:
             raise RuntimeError(f"parley binary not found at {PARLEY_BIN} (set PARLEY_BIN)")
         self.proc = subprocess.Popen(
             [PARLEY_BIN, "serve", "--port", "0", "--bind", HOST, "--data-dir", self.data_dir,
-             "--jwt-secret", self.secret, "--log-level", "info"],
+             "--jwt-secret", self.secret, "--log-level", "info"]
+            + (["--database", self.database] if self.database else []),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors="replace")
         port_found = threading.Event()

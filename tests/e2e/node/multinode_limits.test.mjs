@@ -1,0 +1,281 @@
+// Three `parley` nodes on one PostgreSQL and one Redis share the limits of
+// CONTRACT section 5 and presence: the per-user connection limit and the
+// failed-login limit count across nodes, and a node cut off from Redis for
+// longer than its heartbeat (3 s), or a Redis restart, leaves its users online
+// at the other nodes once Redis is back. Node 3 reaches Redis through a TCP
+// proxy the test can cut, so it alone loses Redis while the others keep it.
+//
+// Needs Debian's postgresql (tests/db/pg.sh) and redis-server
+// (scripts/redis-test.sh); skipped when either is missing.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { io } from 'socket.io-client';
+import { ParleyServer, REPO_ROOT, randomId, sleep } from './harness.mjs';
+import { redisAvailable, startRedis } from './redis.mjs';
+
+const PG_SH = path.join(REPO_ROOT, 'tests', 'db', 'pg.sh');
+function pgAvailable() {
+  if (!fs.existsSync(PG_SH)) return false;
+  try { return fs.readdirSync('/usr/lib/postgresql').length > 0; } catch { return false; }
+}
+
+const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
+  || (!redisAvailable() && 'redis-server is not installed');
+
+// A loopback TCP proxy to Redis that can be cut (every connection dropped,
+// new ones refused) and restored on the same port.
+class CuttableProxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.port = 0;
+    this.sockets = new Set();
+  }
+  async start() {
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(this.targetPort, '127.0.0.1');
+      for (const [a, b] of [[client, upstream], [upstream, client]]) {
+        this.sockets.add(a);
+        a.pipe(b);
+        a.on('error', () => b.destroy());
+        a.on('close', () => { this.sockets.delete(a); b.destroy(); });
+      }
+    });
+    await new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, '127.0.0.1', resolve);
+    });
+    this.port = this.server.address().port;
+  }
+  async cut() {
+    const closed = new Promise((resolve) => this.server.close(resolve));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+}
+
+async function waitHealth(node, ok, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try { last = (await node.http('GET', '/health')).body; } catch { /* restarting */ }
+    if (last?.bus?.ok === ok) return last;
+    await sleep(100);
+  }
+  assert.fail(`bus.ok never became ${ok} on :${node.port}: ${JSON.stringify(last)}`);
+}
+
+// A WebSocket connection expected to be refused by the per-user limit: how it ended.
+async function refused(node, user) {
+  const attempt = await node.tryUpgrade(`/ws?token=${encodeURIComponent(user.token)}`);
+  assert.ok(attempt.opened, `the upgrade itself is accepted (HTTP ${attempt.status})`);
+  const ws = attempt.client;
+  const info = await ws.waitClose(5000);
+  return {
+    code: info.code,
+    error: ws.all((f) => f.type === 'error').map((f) => f.code),
+    established: ws.all((f) => f.type === 'connection_established').length,
+  };
+}
+const REFUSED = { code: 4429, error: ['too_many_connections'], established: 0 };
+
+async function onlineIn(node, viewer, userId) {
+  const threads = await node.http('GET', '/api/chat/threads', { token: viewer.token });
+  for (const t of threads.body.data.threads) {
+    const p = t.participants.find((x) => x.user_id === userId);
+    if (p) return p.online;
+  }
+  return undefined;
+}
+
+async function eventually(cond, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await cond()) return;
+    await sleep(100);
+  }
+  assert.fail(`${what} within ${timeoutMs} ms`);
+}
+
+describe('three nodes share the connection and login limits and presence through Redis', { skip }, () => {
+  let pgState;
+  let databaseUrl;
+  let redis;
+  let proxy;
+  let nodes = [];
+  const secret = `multinode-limits-${randomId(16)}`;
+
+  async function startNode(redisUrl) {
+    const node = new ParleyServer({ secret, database: databaseUrl, args: ['--redis', redisUrl] });
+    await node.start();
+    await waitHealth(node, true);
+    return node;
+  }
+
+  before(async () => {
+    pgState = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pg-state-'));
+    execFileSync(PG_SH, ['start', pgState], { stdio: 'ignore', timeout: 120000 });
+    databaseUrl = execFileSync(PG_SH, ['createdb', pgState], { encoding: 'utf8', timeout: 30000 }).trim();
+    redis = await startRedis();
+    proxy = new CuttableProxy(redis.port);
+    await proxy.start();
+    nodes.push(await startNode(redis.url), await startNode(redis.url), await startNode(`redis://127.0.0.1:${proxy.port}`));
+  });
+  after(async () => {
+    for (const n of nodes) await n.stop().catch(() => {});
+    await proxy?.cut().catch(() => {});
+    redis?.remove();
+    if (pgState) {
+      try { execFileSync(PG_SH, ['stop', pgState], { stdio: 'ignore', timeout: 60000 }); } catch { /* gone */ }
+      fs.rmSync(pgState, { recursive: true, force: true });
+    }
+  });
+
+  it('the 21st connection of a user spread over three nodes is refused on every node, as on one node', async () => {
+    const user = await nodes[0].register();
+    const open = [];
+    for (let i = 0; i < 20; i++) open.push(await nodes[i % 3].connect(user));
+    for (const node of nodes) assert.deepEqual(await refused(node, user), REFUSED, `the 21st on :${node.port}`);
+    for (const c of open) await c.ping();  // the 20 stay open
+    // One closes on node 1: there is room for one more, on another node.
+    open[0].ws.close();
+    await open[0].waitClose();
+    await eventually(async () => {
+      try {
+        open.push(await nodes[2].connect(user, { timeoutMs: 2000 }));
+        return true;
+      } catch { return false; }
+    }, 5000, 'a connection on node 3 once one closed on node 1');
+    assert.deepEqual(await refused(nodes[1], user), REFUSED, 'full again');
+    for (const c of open) c.ws.close();
+  });
+
+  it('25 connections of one user opened at once over three nodes: exactly 20 are established', async () => {
+    const user = await nodes[0].register();
+    const attempts = await Promise.all(Array.from({ length: 25 }, (_, i) =>
+      nodes[i % 3].tryUpgrade(`/ws?token=${encodeURIComponent(user.token)}`)));
+    assert.ok(attempts.every((a) => a.opened), 'every upgrade accepted');
+    const clients = attempts.map((a) => a.client);
+    const outcome = (c) => {
+      if (c.all((f) => f.type === 'connection_established').length) return 'established';
+      if (c.closeInfo) return 'closed';
+      return null;
+    };
+    await eventually(() => clients.every((c) => outcome(c) !== null), 10000, 'every connection established or closed');
+    await sleep(300);  // a late refusal of an established one would show meanwhile
+    const established = clients.filter((c) => outcome(c) === 'established' && !c.closeInfo);
+    const closed = clients.filter((c) => c.closeInfo);
+    assert.equal(established.length, 20, 'the limit, not more');
+    assert.equal(closed.length, 5);
+    for (const c of closed) assert.equal(c.closeInfo.code, 4429);
+    for (const c of clients) c.ws.close();
+  });
+
+  it('frames sent right after the open wait for the limit to answer, and are served in order', async () => {
+    const user = await nodes[0].register();
+    const attempt = await nodes[1].tryUpgrade(`/ws?token=${encodeURIComponent(user.token)}`);
+    assert.ok(attempt.opened);
+    const ws = attempt.client;
+    const replies = [1, 2, 3].map((i) => ws.request({ type: 'ping', request_id: `early-${i}` }));
+    for (const r of await Promise.all(replies)) assert.equal(r.type, 'pong', `not refused as unauthenticated: ${JSON.stringify(r)}`);
+    const order = ws.all().map((f) => f.type);
+    assert.equal(order[0], 'connection_established', `established first: ${order.join(',')}`);
+    ws.ws.close();
+  });
+
+  it('Socket.IO sessions count too: established after the limiter answers, refused past the limit', async () => {
+    const user = await nodes[0].register();
+    const open = [];
+    for (let i = 0; i < 19; i++) open.push(await nodes[i % 3].connect(user));
+    const sio = (node) => {
+      const socket = io(node.baseUrl, { reconnection: false, forceNew: true, timeout: 5000, transports: ['websocket'], auth: { token: user.token } });
+      const events = [];
+      socket.onAny((event, ...args) => events.push({ event, data: args[0] }));
+      const waitFor = async (event) => {
+        const deadline = Date.now() + 5000;
+        while (Date.now() < deadline) {
+          const found = events.find((e) => e.event === event);
+          if (found) return found;
+          await sleep(20);
+        }
+        assert.fail(`no ${event}; got ${events.map((e) => e.event).join(',')}`);
+      };
+      return { socket, events, waitFor };
+    };
+    const twentieth = sio(nodes[1]);
+    assert.equal((await twentieth.waitFor('connection_success')).data.userId, user.id);
+    const pong = await twentieth.socket.timeout(5000).emitWithAck('ping', {});
+    assert.equal(pong.success, true, 'events flow once admitted');
+    const extra = sio(nodes[2]);
+    assert.equal((await extra.waitFor('error')).data.code, 'too_many_connections');
+    assert.ok(!extra.events.some((e) => e.event === 'connection_success'), 'no connection_success for a refused session');
+    twentieth.socket.disconnect();
+    extra.socket.disconnect();
+    for (const c of open) c.ws.close();
+  });
+
+  it('10 failed logins spread over three nodes lock the account on every node', async () => {
+    const [victim, bystander] = await nodes[0].registerMany(2);
+    for (let i = 0; i < 10; i++) {
+      const res = await nodes[i % 3].http('POST', '/api/auth/login', { body: { username: victim.username, password: `wrong-${i}-password` } });
+      assert.equal(res.status, 401, `failure ${i + 1} on node ${(i % 3) + 1}: ${res.text}`);
+    }
+    for (const node of nodes) {
+      const res = await node.http('POST', '/api/auth/login', { body: { username: victim.username, password: victim.password } });
+      assert.equal(res.status, 429, `locked on :${node.port} even with the right password: ${res.text}`);
+      assert.equal(res.body.code, 'rate_limited');
+    }
+    const other = await nodes[2].http('POST', '/api/auth/login', { body: { username: bystander.username, password: bystander.password } });
+    assert.equal(other.status, 200, 'another account still logs in');
+  });
+
+  it("a node cut off from Redis past its heartbeat: its users go offline at the others, and come back online when it is back", async () => {
+    const [alice, carol] = await nodes[0].registerMany(2);
+    await nodes[0].createDirect(alice, carol);
+    const aliceWs = await nodes[0].connect(alice);
+    const carolWs = await nodes[2].connect(carol);  // node 3: behind the proxy
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 5000, 'carol online');
+
+    await proxy.cut();
+    await waitHealth(nodes[2], false);
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 15000,
+      "carol offline: node 3's heartbeat expired and node 1 or 2 reaped it");
+    assert.equal(await onlineIn(nodes[1], alice, carol.id), false);
+
+    await proxy.start();
+    await waitHealth(nodes[2], true, 20000);
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 10000,
+      'carol online again: node 3 registered her again and announced it');
+    await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000, 'carol online in listings on node 2');
+    await carolWs.ping();
+  });
+
+  it('Redis restarted: users stay online at the other nodes, and connection counts are back in Redis', async () => {
+    const [alice, carol] = await nodes[0].registerMany(2);
+    await nodes[0].createDirect(alice, carol);
+    await nodes[0].connect(alice);
+    await nodes[2].connect(carol);
+    const busy = await nodes[0].register();
+    for (let i = 0; i < 20; i++) await nodes[i % 3].connect(busy);
+    await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000, 'carol online on node 2');
+
+    redis.stopSync();
+    for (const n of nodes) await waitHealth(n, false);
+    await sleep(3500);  // past the 3 s heartbeat
+    redis.start();  // empty: no persistence
+    for (const n of nodes) await waitHealth(n, true, 30000);
+    await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000,
+      'carol (node 3) online in listings on node 2 after the restart');
+    await eventually(async () => (await onlineIn(nodes[2], carol, alice.id)) === true, 5000,
+      'alice (node 1) online in listings on node 3 after the restart');
+    // Each node wrote its counts again, so the 21st is refused on a node that has only 6.
+    const counted = () => redis.cli('HVALS', `parley:user-conns:${busy.id}`).split('\n').filter(Boolean)
+      .reduce((sum, v) => sum + Number(v), 0);
+    await eventually(() => counted() === 20, 5000, 'the 20 connections counted in Redis again');
+    assert.deepEqual(await refused(nodes[2], busy), REFUSED, 'the 21st after the restart');
+  });
+});
