@@ -103,7 +103,7 @@ describe('server configuration', () => {
     assert.match(foo.stderr, /^parley: unknown command 'foo' \(commands: serve, user, token, [a-z, -]*version; parley --help\)$/m);
     const userFoo = await parley(['user', 'foo']);
     assert.equal(userFoo.code, 2);
-    assert.match(userFoo.stderr, /^parley: unknown command 'user foo' \(commands: add; parley user --help\)$/m);
+    assert.match(userFoo.stderr, /^parley: unknown command 'user foo' \(commands: add, disable, enable, revoke-tokens; parley user --help\)$/m);
 
     const serveHelp = await parley(['serve', '--help']);
     assert.equal(serveHelp.code, 0);
