@@ -174,12 +174,9 @@ class WsSession final : public Transport,
       return true;
     }
     if (opcode == ws::kPong) return true;
-    uint16_t code = payload.size() >= 2 ? static_cast<uint16_t>((uint8_t(payload[0]) << 8) | uint8_t(payload[1]))
-                                        : ws::kCloseNormal;
-    // Echo the client's code (RFC 6455 5.5.1), unless it may not be sent.
-    if (code < 1000 || code == 1004 || code == 1005 || code == 1006 || code == 1015 || code >= 5000)
-      code = ws::kCloseNormal;
-    begin_close(code, "");
+    // Echo the client's code (RFC 6455 5.5.1); a malformed close fails with 1002.
+    uint16_t code = ws::close_reply_code(payload);
+    begin_close(code, code == ws::kCloseProtocolError ? "invalid close frame" : "");
     return false;
   }
 
