@@ -4,6 +4,8 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace parley {
 
@@ -21,6 +23,7 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra ones, e.g. Allow on a 405
 };
 
 // Splits "a=1&b=x%20y" into decoded pairs; '+' is a space. Bad escapes stay as is.

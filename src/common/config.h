@@ -26,6 +26,18 @@ struct Limits {
   int registration_window_seconds = 10 * 60;
   int presence_grace_seconds = 3;
   int typing_timeout_seconds = 6;
+  // HTTP: slow clients (slowloris) are cut off; the header timeout also
+  // bounds how long an idle keep-alive connection waits for its next request.
+  int http_header_timeout_seconds = 10;      // to receive a request's headers
+  int http_body_timeout_seconds = 30;        // to receive its body, once the headers are in
+  int http_keepalive_requests = 1000;        // requests per connection; the last one is answered with Connection: close
+};
+
+// HTTPS and WSS on the listening port (both files PEM); empty: plain TCP.
+// SIGHUP reloads both; new handshakes use the new pair.
+struct TlsConfig {
+  std::string cert_file;  // the certificate chain, leaf first
+  std::string key_file;   // its private key
 };
 
 // Socket.IO clients: Engine.IO v4 at `path` (CONTRACT.md section 7).
@@ -56,6 +68,7 @@ struct Config {
   std::vector<std::string> roles = {"teacher", "parent", "student", "admin"};
   Limits limits;
   SocketIoConfig socketio;
+  TlsConfig tls;
 };
 
 inline constexpr const char* kDefaultRole = "member";
