@@ -55,7 +55,7 @@ Result<std::unique_ptr<PgConn>> PgConn::open(const std::string& url) {
   std::unique_ptr<PgConn> conn(new PgConn(c));  // frees the handle even when the connection failed
   if (!c) return internal_error("cannot allocate a PostgreSQL connection");
   if (PQstatus(c) != CONNECTION_OK)
-    return Error{ErrorKind::kUnavailable, "store_unavailable", "cannot connect to PostgreSQL: " + conn->errmsg()};
+    return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot connect to PostgreSQL: " + conn->errmsg()};
   PQsetNoticeReceiver(c, ignore_notice, nullptr);
   return conn;
 }
@@ -110,7 +110,7 @@ Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
   std::string state = r.sqlstate();
   spdlog::error("event=store_error op={} sqlstate={} error=\"{}\"", op, state, c.healthy() ? r.message() : c.errmsg());
   if (!c.healthy() || state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0)
-    return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"};
+    return storage_unavailable();
   if (state.rfind("23", 0) == 0) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
   return internal_error("storage error");
 }

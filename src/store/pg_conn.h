@@ -95,7 +95,7 @@ class PgConn {
 };
 
 // Logs the detail (never shown to clients) and maps it to an Error: a lost
-// connection is kUnavailable "store_unavailable", a constraint a conflict.
+// connection is kUnavailable "storage_unavailable", a constraint a conflict.
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op);
 
 }  // namespace parley

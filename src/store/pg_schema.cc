@@ -132,7 +132,7 @@ Status migrate_pg_schema(PgConn& c) {
   // Session lock: held across the steps' own transactions; a second node
   // blocks here until the first is done, then sees every step applied.
   auto locked = c.run(kMigrationLock);
-  if (!locked.ok()) return Error{ErrorKind::kUnavailable, "store_unavailable", "cannot lock for migration: " + locked.message()};
+  if (!locked.ok()) return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot lock for migration: " + locked.message()};
   auto st = migrate_locked(c);
   c.run(kMigrationUnlock);
   return st;

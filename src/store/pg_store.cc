@@ -24,7 +24,7 @@ constexpr size_t kMaxCacheEntries = 10000;
   "m.created_at, m.edited_at, u.username, u.full_name, u.role FROM messages m JOIN users u ON u.id = " \
   "m.sender_id "
 
-Error unavailable() { return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"}; }
+Error unavailable() { return storage_unavailable(); }
 
 User read_user(const PgResult& r, int i) {
   User u;

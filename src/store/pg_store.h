@@ -12,7 +12,7 @@
 // pool of connections and see committed data only.
 //
 // A lost connection fails the ops of the batch in flight with kUnavailable
-// "store_unavailable" (nothing is acknowledged); the writer reconnects
+// "storage_unavailable" (nothing is acknowledged); the writer reconnects
 // before its next batch and readers replace broken connections, so the
 // store recovers by itself when the server is back. Any thread may call
 // any method.

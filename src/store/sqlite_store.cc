@@ -542,7 +542,7 @@ Result<std::vector<std::string>> SqliteStore::contacts(const std::string& user_i
 template <typename F, typename T>
 Result<T> SqliteStore::with_reader(F&& f) {
   auto conn = acquire_reader();
-  if (!conn) return Error{ErrorKind::kUnavailable, "store_unavailable", "the database is unavailable"};
+  if (!conn) return storage_unavailable();
   conn->take_failure();
   T result = f(*conn);
   const bool failed = conn->take_failure();  // logged where it happened

@@ -2,7 +2,7 @@
 //
 // Any thread may call any method. Reads answer from committed data only, and
 // every read returns a Result: a storage failure (a database outage, a lost
-// connection) is an Error (kUnavailable "store_unavailable" or kInternal),
+// connection) is an Error (kUnavailable "storage_unavailable" or kInternal),
 // never an empty answer, so an outage is never mistaken for "no such user"
 // or "not a participant". Absence is a successful answer: nullopt or empty.
 // Writes go through a single group-commit writer: many writes share one

@@ -27,6 +27,11 @@ export const ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 // state dir is PARLEY_TEST_PG_STATE; CTest's parley_pg fixture sets both).
 export const TEST_STORE = process.env.PARLEY_TEST_STORE || 'sqlite';
 export const PG_SH = path.join(REPO_ROOT, 'tests', 'db', 'pg.sh');
+// True when tests/db/pg.sh can start a PostgreSQL here (Debian's postgresql installed).
+export function pgAvailable() {
+  if (!fs.existsSync(PG_SH)) return false;
+  try { return fs.readdirSync('/usr/lib/postgresql').length > 0; } catch { return false; }
+}
 
 // A new, empty database on the test PostgreSQL; returns its URL.
 export function freshDatabaseUrl() {

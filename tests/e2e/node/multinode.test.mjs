@@ -12,14 +12,9 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ParleyServer, REPO_ROOT, randomId, sleep } from './harness.mjs';
+import { ParleyServer, PG_SH, pgAvailable, randomId, sleep } from './harness.mjs';
 import { redisAvailable, startRedis } from './redis.mjs';
 
-const PG_SH = path.join(REPO_ROOT, 'tests', 'db', 'pg.sh');
-function pgAvailable() {
-  if (!fs.existsSync(PG_SH)) return false;
-  try { return fs.readdirSync('/usr/lib/postgresql').length > 0; } catch { return false; }
-}
 const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
   || (!redisAvailable() && 'redis-server is not installed');
 

@@ -1,5 +1,5 @@
-// PostgreSQL-only behaviour of a node (PARLEY_TEST_STORE=postgres; skipped
-// otherwise): a PostgreSQL restart under a running node, and two `parley`
+// PostgreSQL-only behaviour of a node (skipped where tests/db/pg.sh cannot
+// start PostgreSQL): a PostgreSQL restart under a running node, and two `parley`
 // processes sending into one thread of one database at once. Each test here
 // starts its own PostgreSQL (tests/db/pg.sh) so stopping it disturbs nobody.
 import { describe, it, before, after } from 'node:test';
@@ -8,12 +8,11 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ParleyServer, PG_SH, TEST_STORE, assertHttpError, assertWsError, sleep } from './harness.mjs';
+import { ParleyServer, PG_SH, pgAvailable, assertHttpError, assertWsError, sleep } from './harness.mjs';
 
-const onPostgres = TEST_STORE === 'postgres';
 const pg = (...args) => execFileSync(PG_SH, args, { encoding: 'utf8', timeout: 60000 }).trim();
 
-describe('PostgreSQL faults and several processes', { skip: !onPostgres && 'PARLEY_TEST_STORE is not postgres' }, () => {
+describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available' }, () => {
   let state;
   let url;
   before(() => {
@@ -28,7 +27,7 @@ describe('PostgreSQL faults and several processes', { skip: !onPostgres && 'PARL
     }
   });
 
-  it('a PostgreSQL restart: sends fail with 503 store_unavailable, nothing half-stored, and the node recovers by itself', async () => {
+  it('a PostgreSQL restart: sends fail with 503 storage_unavailable, nothing half-stored, and the node recovers by itself', async () => {
     const server = new ParleyServer({ database: url });
     await server.start();
     try {
@@ -41,9 +40,9 @@ describe('PostgreSQL faults and several processes', { skip: !onPostgres && 'PARL
       pg('halt', state);
       try {
         const rest = await server.sendRest(alice.token, thread.id, { content: 'during (rest)', client_msg_id: 'f-2' });
-        assertHttpError(assert, rest, 503, 'store_unavailable', 'REST send while PostgreSQL is down');
+        assertHttpError(assert, rest, 503, 'storage_unavailable', 'REST send while PostgreSQL is down');
         const reply = await ws.request({ type: 'send_message', thread_id: thread.id, content: 'during (ws)', client_msg_id: 'f-3' }, 15000);
-        assertWsError(assert, reply, 'store_unavailable', 'WebSocket send while PostgreSQL is down');
+        assertWsError(assert, reply, 'storage_unavailable', 'WebSocket send while PostgreSQL is down');
         const health = await server.http('GET', '/health');
         assert.equal(health.status, 503, 'GET /health says the store is down');
         assert.equal(health.body?.storage?.ok, false);
