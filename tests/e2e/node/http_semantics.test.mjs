@@ -128,6 +128,21 @@ describe('HTTP status codes', () => {
     assert.equal(me.text, '');
   });
 
+  it('no token or password reaches the log (info level), whatever the request carried', async () => {
+    const secret = `pw-${Date.now()}-secret`;
+    const u = await server.register({ password: secret });
+    await server.http('POST', '/api/auth/login', { body: { username: u.username, password: `${secret}-wrong` } });
+    await server.http('POST', '/api/auth/login', { body: { username: 'nobody_here', password: secret } });
+    await server.http('GET', `/api/users/me?token=${u.token}`, { headers: { Authorization: `Bearer ${u.token}x` } });
+    const ws = await server.connect(u);
+    ws.ws.close();
+    await server.tryUpgrade(`/ws?token=${u.token}x`);
+    const log = server.log.join('\n');
+    assert.ok(log.includes('event=login_failed'), 'the failures were logged');
+    assert.ok(!log.includes(secret), 'no password in the log');
+    assert.ok(!log.includes(u.token.split('.')[2]), 'no token in the log');
+  });
+
   it('every answer carries the security headers', async () => {
     for (const [method, path, opts] of [['GET', '/', {}], ['GET', '/health', {}], ['GET', '/api/users/me', { token: user.token }],
       ['GET', '/api/users/me', {}], ['GET', '/nowhere', {}], ['GET', '/ws', {}], ['OPTIONS', '/api/users/me', {}]]) {
