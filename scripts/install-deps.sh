@@ -34,6 +34,7 @@ if [ "$WITH_TESTS" -eq 1 ]; then
     python3 python3-websockets python3-socketio python3-requests python3-websocket
     postgresql redis-server
     procps psmisc
+    openssl
   )
   # Node.js: use the machine's own if present (it may come from a non-Debian
   # build that conflicts with Debian's npm); otherwise Debian's.
