@@ -13,7 +13,7 @@
 #include "api/rest_api.h"
 #include "common/config.h"
 #include "common/serial_queue.h"
-#include "net/beast.h"
+#include "net/beast_tls.h"
 #include "net/sweep.h"
 
 namespace parley::net {

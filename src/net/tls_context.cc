@@ -23,6 +23,8 @@ Result<std::shared_ptr<asio::ssl::context>> TlsContexts::make(const TlsConfig& c
                        asio::ssl::context::single_dh_use | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION,
                    ec);
   if (ec) return tls_error("cannot set TLS options", ec);
+  // Idle connections give OpenSSL's record buffers back (tens of KiB each).
+  SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
   ctx->use_certificate_chain_file(config.cert_file, ec);
   if (ec) return tls_error("cannot load the TLS certificate " + config.cert_file, ec);
   ctx->use_private_key_file(config.key_file, asio::ssl::context::pem, ec);

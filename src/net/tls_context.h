@@ -11,7 +11,7 @@
 
 #include "common/config.h"
 #include "common/error.h"
-#include "net/beast.h"
+#include "net/beast_tls.h"
 
 namespace parley::net {
 

@@ -159,7 +159,9 @@ class WsSession final : public Transport,
   }
 
   void read_tls() {
-    if (tls_in_.empty()) tls_in_.resize(16 * 1024);  // one TLS record's plaintext
+    // Small: a record larger than this is read in several completions, and
+    // every idle connection keeps the buffer (OpenSSL and Asio keep ~40 KiB more).
+    if (tls_in_.empty()) tls_in_.resize(4 * 1024);
     sock_.tls->async_read_some(asio::buffer(tls_in_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
       if (ec) return self->finished();  // EOF, reset, a TLS error, or abort()
       self->last_rx_ms_ = now_ms();
