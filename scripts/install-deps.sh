@@ -2,12 +2,14 @@
 # Installs what Parley needs from Debian packages (and, with --test, from the
 # npm registry). Idempotent: safe to run again; skips apt when all is there.
 #
-#   scripts/install-deps.sh          build and run: the compiler and the
-#                                    libraries CMake links (run.sh uses this)
+#   scripts/install-deps.sh          build and run: the compiler, the
+#                                    libraries CMake links, Node.js + the web
+#                                    app's npm packages (run.sh uses this)
 #   scripts/install-deps.sh --test   also what the tests need: GoogleTest,
 #                                    Node + the e2e npm packages, Python's
 #                                    websockets and socketio, PostgreSQL and
-#                                    Redis servers (scripts/test.sh uses this)
+#                                    Redis servers, Chromium for the browser
+#                                    tests (scripts/test.sh uses this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +29,12 @@ APT_PACKAGES=(
   libsqlite3-dev sqlite3 libpq-dev libhiredis-dev libsodium-dev libssl-dev
   libspdlog-dev libfmt-dev libcli11-dev
 )
+# Node.js builds the web app (web/, embedded into parley). Use the machine's
+# own if present (it may come from a non-Debian build that conflicts with
+# Debian's npm); otherwise Debian's.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  APT_PACKAGES+=(nodejs npm)
+fi
 
 if [ "$WITH_TESTS" -eq 1 ]; then
   APT_PACKAGES+=(
@@ -35,12 +43,8 @@ if [ "$WITH_TESTS" -eq 1 ]; then
     postgresql redis-server
     procps psmisc
     openssl
+    chromium fonts-noto-color-emoji
   )
-  # Node.js: use the machine's own if present (it may come from a non-Debian
-  # build that conflicts with Debian's npm); otherwise Debian's.
-  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    APT_PACKAGES+=(nodejs npm)
-  fi
 fi
 
 missing=()
@@ -55,6 +59,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: apt packages present"
+fi
+
+# The web app's build tools (esbuild, Preact), pinned by web/package-lock.json;
+# after this the build works offline.
+if [ -f web/package-lock.json ]; then
+  stamp=web/node_modules/.package-lock.json
+  if [ ! -f "$stamp" ] || [ web/package-lock.json -nt "$stamp" ]; then
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "install-deps: web node_modules up to date"
+  fi
 fi
 
 # Test clients from npm (ws, socket.io-client), pinned by tests/e2e/package-lock.json;

@@ -60,6 +60,7 @@ void Totals::merge(const Totals& o) {
   duplicates += o.duplicates;
   out_of_order += o.out_of_order;
   misrouted += o.misrouted;
+  own_echoes += o.own_echoes;
   seq_violations += o.seq_violations;
   duplicate_acks += o.duplicate_acks;
   rejected += o.rejected;
@@ -109,10 +110,8 @@ Worker::Worker(int index, int count, Shared& shared, Progress& progress)
     conns_.push_back(std::move(c));
   }
   max_in_flight_ = std::max<int64_t>(1, (opt_.concurrency + count_ - 1) / count_);
-  if (opt_.addr.ss_family == AF_INET6)
-    host_header_ = "[::1]:" + std::to_string(opt_.port);
-  else
-    host_header_ = opt_.host + ":" + std::to_string(opt_.port);
+  for (int port : opt_.ports)
+    host_headers_.push_back((opt_.addrs.front().ss_family == AF_INET6 ? "[::1]" : opt_.host) + ":" + std::to_string(port));
   if (opt_.tls) {
     // TLS writes go through write(2), not send(MSG_NOSIGNAL): a peer that
     // closed must not kill the run.
@@ -232,11 +231,12 @@ void Worker::begin_connect(Conn& c, int64_t now) {
   totals_.first_connect_ns = std::min(totals_.first_connect_ns, now);
   ++in_flight_;
   c.state = kConnecting;
-  c.fd = ::socket(opt_.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const sockaddr_storage& addr = opt_.addrs[static_cast<size_t>(c.user) % opt_.addrs.size()];
+  c.fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (c.fd < 0) return fail(c, std::string("socket: ") + std::strerror(errno), now);
   int one = 1;
   setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (opt_.addr.ss_family == AF_INET && opt_.source_ips > 1) {
+  if (addr.ss_family == AF_INET && opt_.source_ips > 1) {
     // With every socket on one source address, connect()'s search for a free
     // local port gets slower as tens of thousands are in use (the kernel checks
     // each candidate against the established table). Spreading the sockets over
@@ -249,7 +249,7 @@ void Worker::begin_connect(Conn& c, int64_t now) {
     if (::bind(c.fd, reinterpret_cast<const sockaddr*>(&src), sizeof src) != 0)
       return fail(c, std::string("bind: ") + std::strerror(errno), now);
   }
-  if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&opt_.addr), opt_.addr_len) != 0 && errno != EINPROGRESS)
+  if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&addr), opt_.addr_len) != 0 && errno != EINPROGRESS)
     return fail(c, std::string("connect: ") + std::strerror(errno), now);
   epoll_event ev{};
   ev.events = EPOLLOUT;
@@ -294,7 +294,7 @@ void Worker::send_upgrade(Conn& c) {
     const int64_t wall_s = static_cast<int64_t>(::time(nullptr));
     target = opt_.path + "?token=" + mint_hs256(opt_.jwt_secret, user_id(c.user + opt_.user_offset), wall_s, 3600);
   }
-  Upgrade up = make_upgrade(host_header_, target, rng_);
+  Upgrade up = make_upgrade(host_headers_[static_cast<size_t>(c.user) % host_headers_.size()], target, rng_);
   c.accept = std::move(up.expected_accept);
   c.state = kUpgrading;
   c.out += up.request;

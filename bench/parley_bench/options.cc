@@ -66,7 +66,10 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
       ->required()
       ->check(CLI::IsMember({"fanout", "latency", "dm", "idle", "connect"}));
   app.add_option("--host", o.host, "Server address: 127.0.0.0/8 or ::1 only")->capture_default_str();
-  app.add_option("--port", o.port, "Server port")->required()->check(CLI::Range(1, 65535));
+  app.add_option("--port", o.ports, "Server port; several (comma-separated) spread the users over several nodes")
+      ->required()
+      ->delimiter(',')
+      ->check(CLI::Range(1, 65535));
   std::string protocol = "native";
   app.add_option("--protocol", protocol,
                  "native: Parley's WebSocket frames; socketio: Socket.IO v5 over Engine.IO v4's WebSocket transport")
@@ -95,7 +98,9 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
   app.add_option("--connect-timeout", o.connect_timeout_s, "Seconds allowed to open every connection")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));
-  app.add_option("--server-pid", o.server_pid, "Server process, for CPU (/proc/PID/stat) and RSS (/proc/PID/status)");
+  app.add_option("--server-pid", o.server_pids,
+                 "Server process, for CPU (/proc/PID/stat) and RSS (/proc/PID/status); several are summed")
+      ->delimiter(',');
   app.add_option("--senders", o.senders, "Sending users (fanout default: one per group; latency: all)")
       ->check(CLI::Range(int64_t{0}, int64_t{1'000'000}));
   app.add_option("--window", o.window, "fanout: un-acked messages per sender")->capture_default_str()->check(CLI::Range(1, 100000));
@@ -128,10 +133,14 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
   o.scenario = names.at(scenario);
   o.protocol = protocol == "socketio" ? Protocol::kSocketIo : Protocol::kNative;
   if (o.protocol == Protocol::kSocketIo && path_opt->count() == 0) o.path = "/socket.io/";
-  if (!resolve_loopback(o.host, o.port, o.addr, o.addr_len)) {
-    std::cerr << "parley-bench: refusing --host " << o.host << ": only 127.0.0.0/8 and ::1 are allowed\n";
-    exit_code = 2;
-    return false;
+  o.port = o.ports.front();
+  for (int port : o.ports) {
+    o.addrs.emplace_back();
+    if (!resolve_loopback(o.host, port, o.addrs.back(), o.addr_len)) {
+      std::cerr << "parley-bench: refusing --host " << o.host << ": only 127.0.0.0/8 and ::1 are allowed\n";
+      exit_code = 2;
+      return false;
+    }
   }
   if (o.group_size > o.users && (o.scenario == Scenario::kFanout || o.scenario == Scenario::kLatency ||
                                  o.scenario == Scenario::kDm)) {

@@ -24,7 +24,8 @@ const char* protocol_name(Protocol p);
 struct Options {
   Scenario scenario = Scenario::kFanout;
   std::string host = "127.0.0.1";
-  int port = 0;
+  int port = 0;                   // the first of `ports`
+  std::vector<int> ports;         // several: one server node each; user u connects to ports[u mod N]
   Protocol protocol = Protocol::kNative;
   std::string path = "/ws";   // "/socket.io/" for Socket.IO unless --path is given
   bool sio_ack_deliveries = false;  // Socket.IO: acknowledge new_message events that ask for it
@@ -37,7 +38,7 @@ struct Options {
   double warmup_s = 2;
   double drain_timeout_s = 5;
   double connect_timeout_s = 60;
-  int64_t server_pid = 0;
+  std::vector<int64_t> server_pids;  // CPU and RSS are summed over them (several nodes)
   int64_t senders = 0;        // 0 = scenario default
   int window = 16;            // fanout: un-acked messages per sender
   double rate = 2000;         // latency: messages/s in total
@@ -49,8 +50,8 @@ struct Options {
   int64_t user_offset = 0;    // first user index (lets several bench runs share a seeded store)
   int source_ips = 16;        // IPv4: client sockets bound round-robin to 127.0.0.1..N (cheap port search)
 
-  // Resolved address (loopback only).
-  sockaddr_storage addr{};
+  // Resolved addresses (loopback only), one per port.
+  std::vector<sockaddr_storage> addrs;
   socklen_t addr_len = 0;
 };
 

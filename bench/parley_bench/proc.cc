@@ -43,6 +43,18 @@ ProcSample sample_process(int64_t pid) {
   return s;
 }
 
+ProcSample sample_processes(const std::vector<int64_t>& pids) {
+  ProcSample sum;
+  sum.ok = !pids.empty();
+  for (int64_t pid : pids) {
+    ProcSample s = sample_process(pid);
+    sum.ok = sum.ok && s.ok;
+    sum.cpu_seconds += s.cpu_seconds;
+    sum.rss_kb += s.rss_kb;
+  }
+  return sum;
+}
+
 double own_cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace bench {
 
@@ -12,6 +13,8 @@ struct ProcSample {
 };
 
 ProcSample sample_process(int64_t pid);
+// Summed over several processes (the nodes of one deployment); ok when all were read.
+ProcSample sample_processes(const std::vector<int64_t>& pids);
 double own_cpu_seconds();  // this process (getrusage)
 
 // Raises RLIMIT_NOFILE's soft limit to the hard one; returns the new soft limit.

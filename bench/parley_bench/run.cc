@@ -112,7 +112,7 @@ int run(const Options& opt) {
     workers.push_back(std::make_unique<Worker>(i, threads, shared, *progress.back()));
   }
 
-  const ProcSample before = sample_process(opt.server_pid);
+  const ProcSample before = sample_processes(opt.server_pids);
   const double client_cpu_before = own_cpu_seconds();
   const int64_t t_begin = mono_ns();
   std::vector<std::thread> pool;
@@ -127,7 +127,7 @@ int run(const Options& opt) {
     return s.established + s.connect_failures >= opt.users;
   });
   const int64_t t_connected = mono_ns();
-  const ProcSample after_connect = sample_process(opt.server_pid);
+  const ProcSample after_connect = sample_processes(opt.server_pids);
   Sum s = sum_progress(progress);
   const bool all_connected = s.established == opt.users;
 
@@ -141,7 +141,7 @@ int run(const Options& opt) {
     window_end = t_connected + static_cast<int64_t>(opt.duration_s * 1e9);
     w0 = after_connect;
     wait_with_progress(name, "hold", t_connected, window_end, progress, last, last_print, [] { return false; });
-    w1 = sample_process(opt.server_pid);
+    w1 = sample_processes(opt.server_pids);
   } else if (opt.scenario != Scenario::kConnect) {
     const int64_t send_start = mono_ns() + 50'000'000;  // workers see the phase change well before this
     window_start = send_start + static_cast<int64_t>(opt.warmup_s * 1e9);
@@ -152,10 +152,10 @@ int run(const Options& opt) {
     shared.phase.store(kPhaseSend, std::memory_order_release);
     wait_with_progress(name, "warmup", send_start, window_start, progress, last, last_print, [] { return false; });
     sleep_until_ns(window_start);
-    w0 = sample_process(opt.server_pid);
+    w0 = sample_processes(opt.server_pids);
     wait_with_progress(name, "run", send_start, window_end, progress, last, last_print, [] { return false; });
     sleep_until_ns(window_end);
-    w1 = sample_process(opt.server_pid);
+    w1 = sample_processes(opt.server_pids);
     shared.phase.store(kPhaseDrain, std::memory_order_release);
     const int64_t drain_deadline = mono_ns() + static_cast<int64_t>(opt.drain_timeout_s * 1e9);
     wait_with_progress(name, "drain", send_start, drain_deadline, progress, last, last_print, [&] {
@@ -168,7 +168,7 @@ int run(const Options& opt) {
   const bool drain_complete = at_end.outstanding <= 0 && at_end.unique_deliveries >= at_end.expected_deliveries;
   shared.phase.store(kPhaseStop, std::memory_order_release);
   for (auto& t : pool) t.join();
-  const ProcSample after = sample_process(opt.server_pid);
+  const ProcSample after = sample_processes(opt.server_pids);
   const double client_cpu = own_cpu_seconds() - client_cpu_before;
 
   Totals tot;
@@ -219,6 +219,7 @@ int run(const Options& opt) {
   j.kv("concurrency", opt.concurrency);
   j.kv("message_bytes", opt.message_bytes);
   j.kv("port", opt.port);
+  j.kv("nodes", static_cast<int64_t>(opt.ports.size()));
   j.end_object();
 
   j.kv("connections", tot.established);
@@ -280,6 +281,7 @@ int run(const Options& opt) {
   j.kv("out_of_order", tot.out_of_order);
   j.kv("seq_violations", tot.seq_violations);
   j.kv("misrouted", tot.misrouted);
+  j.kv("own_echoes", tot.own_echoes);
   j.kv("unexpected", corr.unexpected);
   j.kv("unacked", corr.unacked);
   j.kv("rejected", tot.rejected);

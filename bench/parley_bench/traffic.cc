@@ -244,6 +244,7 @@ void Worker::on_delivery(Conn& c, std::string_view text, int64_t now) {
   if (s < 0 || g != c.group || sender_user == c.user || !json_str(text, "\"thread_id\":", tid) ||
       tid != plan_.thread_ids[static_cast<size_t>(g)]) {
     ++totals_.misrouted;  // not a message this connection should get
+    if (sender_user == c.user) ++totals_.own_echoes;
     return;
   }
   int64_t seq = 0;

@@ -59,6 +59,7 @@ struct Totals {
   int64_t sent = 0, sent_in_window = 0, acked = 0, acked_in_window = 0;
   int64_t deliveries = 0, deliveries_in_window = 0, unique_deliveries = 0;
   int64_t duplicates = 0, out_of_order = 0, misrouted = 0, seq_violations = 0;
+  int64_t own_echoes = 0;  // of misrouted: the connection's own message back as new_message
   int64_t duplicate_acks = 0, rejected = 0, rate_limited = 0, cap_waits = 0;
   int64_t bad_frames = 0, other_frames = 0, late_sends = 0;
   int64_t replayed = 0;  // new_message of an earlier run (Socket.IO's catch-up on connect): not counted
@@ -190,7 +191,7 @@ class Worker {
   std::vector<uint32_t> blocked_;
   std::vector<char> scratch_;
   std::string frame_buf_;
-  std::string host_header_;
+  std::vector<std::string> host_headers_;  // one per port
   size_t next_to_connect_ = 0;
   int64_t in_flight_ = 0;
   int64_t max_in_flight_ = 1;

@@ -23,7 +23,7 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
-  std::vector<std::pair<std::string, std::string>> headers;  // extra ones, e.g. Allow on a 405
+  std::vector<std::pair<std::string, std::string>> headers{};  // extra ones (Location, Cache-Control, …)
 };
 
 // Splits "a=1&b=x%20y" into decoded pairs; '+' is a space. Bad escapes stay as is.

@@ -13,6 +13,7 @@
 #include "protocol/client_frame.h"
 #include "protocol/json_fields.h"
 #include "protocol/encode.h"
+#include "api/web_app.h"
 
 namespace parley {
 
@@ -474,6 +475,7 @@ RestApi::RestApi(ChatService& chat, HealthInfo health)
 
 HttpResponse RestApi::handle(const HttpRequest& req) {
   Metrics::get().http_requests.fetch_add(1, std::memory_order_relaxed);
+  if (auto web = serve_web_app(req)) return std::move(*web);
   const auto parts = split_path(req.path);
   const Route* route = find_route(req.method, parts);
   Call call{chat_, health_, started_at_, req, parts, nullptr, {}};

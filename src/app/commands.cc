@@ -1,6 +1,7 @@
 #include "app/commands.h"
 #include "app/store_options.h"
 #include "app/seed.h"
+#include "app/migrate_store.h"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -18,6 +19,7 @@
 #include "bus/bus.h"
 #include "redis/redis_bus.h"
 #include "redis/redis_presence.h"
+#include "redis/redis_poll_forwarder.h"
 #include "chat/chat_service.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -72,6 +74,7 @@ struct Core {
   std::unique_ptr<ReactorThread> bus_loop;  // only with Redis
   std::unique_ptr<Bus> bus;
   std::unique_ptr<RedisPresenceDirectory> redis_presence;  // only with Redis
+  std::unique_ptr<RedisPollForwarder> poll_forwarder;      // only with Redis
   std::unique_ptr<ChatService> chat;
 };
 
@@ -89,6 +92,7 @@ Status open_bus(const Config& config, bool serving, Core& core) {
   core.bus_loop = std::make_unique<ReactorThread>();
   core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(), RedisBusOptions{*endpoint, "parley:events", 10000, node_id});
   core.redis_presence = std::make_unique<RedisPresenceDirectory>(core.bus_loop->reactor(), *endpoint, node_id);
+  core.poll_forwarder = std::make_unique<RedisPollForwarder>(core.bus_loop->reactor(), *endpoint, node_id);
   return Ok{};
 }
 
@@ -258,8 +262,16 @@ int serve(Config& config) {
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
   Bus* bus = core->bus.get();
-  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(), [bus] { return bus->healthy(); });
+  // /health's bus state covers every use of Redis that clients notice: the
+  // fan-out and the forwarding of Socket.IO polling requests.
+  RedisPollForwarder* forwarder = core->poll_forwarder.get();
+  auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
+                                         [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
   core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
+  if (core->poll_forwarder) {
+    server->set_poll_forwarder(core->poll_forwarder.get());
+    core->poll_forwarder->start();
+  }
   auto port = server->start();
   if (!port) return fail(port.error());
   server->run();
@@ -268,6 +280,7 @@ int serve(Config& config) {
   core->store->close();
   core->bus->close();
   if (core->redis_presence) core->redis_presence->close();
+  if (core->poll_forwarder) core->poll_forwarder->close();
   server.reset();
   spdlog::info("event=stopped");
   return 0;
@@ -423,6 +436,16 @@ int run_cli(int argc, char** argv) {
   auto* migrate_cmd = app.add_subcommand("migrate", "Apply the store's schema migrations and exit");
   add_data_options(*migrate_cmd, config);
 
+  auto* migrate_store_cmd =
+      app.add_subcommand("migrate-store", "Copy an embedded (SQLite) installation into PostgreSQL; resumable, checked by counts");
+  MigrateStoreOptions migrate_store_opts;
+  migrate_store_cmd->add_option("--from", migrate_store_opts.from, "sqlite:DIR, the data dir of the stopped server")->required();
+  migrate_store_cmd->add_option("--to", migrate_store_opts.to, "postgres://USER:PASS@HOST:PORT/DB, empty or this copy's")
+      ->required();
+  migrate_store_cmd->add_option("--batch-rows", migrate_store_opts.batch_rows, "Rows per transaction (1-5000)")
+      ->capture_default_str();
+  migrate_store_cmd->add_option("--log-level", config.log_level, "trace, debug, info, warn, error, off (default: warn)");
+
   app.add_subcommand("version", "Print the version");
 
   if (auto unknown = unknown_command(app, argc, argv)) {
@@ -452,6 +475,7 @@ int run_cli(int argc, char** argv) {
   }
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
   if (migrate_cmd->parsed()) return migrate(config);
+  if (migrate_store_cmd->parsed()) return run_migrate_store(migrate_store_opts);
   std::cout << "parley " << PARLEY_VERSION << "\n";
   return 0;
 }

@@ -1,4 +1,4 @@
-// The `parley` command line: serve, user add, token, seed, migrate, version.
+// The `parley` command line: serve, user add, token, seed, migrate, migrate-store, version.
 #pragma once
 
 namespace parley {

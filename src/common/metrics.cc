@@ -87,6 +87,9 @@ std::string Metrics::render() const {
   o << "# HELP parley_bus_reconnects_total Reconnections of the networked bus.\n"
     << "# TYPE parley_bus_reconnects_total counter\n"
     << "parley_bus_reconnects_total " << bus_reconnects.load() << "\n";
+  o << "# HELP parley_socketio_forwarded_total Socket.IO polling requests forwarded to the node that owns their session.\n"
+    << "# TYPE parley_socketio_forwarded_total counter\n"
+    << "parley_socketio_forwarded_total " << socketio_forwarded.load() << "\n";
   o << "# HELP parley_errors_total Errors answered to clients, by code.\n# TYPE parley_errors_total counter\n";
   for (int i = 0; i < kMaxCodes; ++i) {
     const char* name = error_codes_[i].load();

@@ -28,6 +28,7 @@ class Metrics {
   std::atomic<uint64_t> bus_received{0};           // events from other nodes
   std::atomic<uint64_t> bus_dropped{0};            // events not sent while the bus was down (a resync follows)
   std::atomic<uint64_t> bus_reconnects{0};
+  std::atomic<uint64_t> socketio_forwarded{0};     // polling requests sent to their session's node
 
   void count_error(std::string_view code);
   // Latency of one storage group commit, microseconds.

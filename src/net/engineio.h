@@ -5,8 +5,12 @@
 // upgrade (2probe/3probe, 5). Polling requests for a sid may arrive on any
 // loop's HTTP connection: the process-wide registry says which loop owns it,
 // and the request is handed to that loop, its answer back to the HTTP
-// connection's loop. A WebSocket for an existing sid is moved to the owning
-// loop (its socket is re-registered there).
+// connection's loop. With several nodes (a PollForwarder), a sid names the
+// node that owns it, and a polling request for another node's sid is
+// forwarded there and answered from there. A WebSocket for an existing sid
+// is moved to the owning loop (its socket is re-registered there); one for
+// another node's sid is refused (400, as an unknown sid): the client's probe
+// fails and it stays on polling, which forwarding serves.
 #pragma once
 
 #include <functional>
@@ -14,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "bus/poll_forwarder.h"
 #include "net/sessions.h"
 #include "protocol/socketio.h"
 
@@ -34,6 +39,10 @@ using EioRespond = std::function<void(int status, std::string content_type, std:
 // HTTP connection.
 void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& query,
                       std::string body, EioRespond respond);
+
+// A polling request another node forwarded here (PollForwarder's serve
+// hook): served by the session's loop as if it had come in here. Any thread.
+void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer);
 
 // A WebSocket upgrade on the Engine.IO path: checks it (nullopt when it may
 // proceed), then eio_websocket() takes the socket over.

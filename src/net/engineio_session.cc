@@ -64,7 +64,10 @@ class EioSession final : public Transport,
                          public Flushable,
                          public std::enable_shared_from_this<EioSession> {
  public:
-  EioSession(LoopContext& loop, std::string remote) : loop_(loop), sid_(new_uuid()), remote_(std::move(remote)) {}
+  EioSession(LoopContext& loop, std::string remote)
+      : loop_(loop),
+        sid_(loop.poll_forwarder ? node_sid(loop.poll_forwarder->node_id(), new_uuid()) : new_uuid()),
+        remote_(std::move(remote)) {}
   ~EioSession() override {
     if (listed_) loop_.sessions.remove(this);
   }
@@ -461,7 +464,47 @@ void cross_loop_websocket(LoopContext& loop, WsSocket socket, const http::reques
                    });
 }
 
+// A polling request for another node's session, sent there. Its answer is
+// the owner's; when no node serves it the session is as good as unknown, and
+// the 400 makes the client reconnect (to any node).
+void forward_poll(LoopContext& loop, const std::string& owner, PollRequest request, EioRespond respond) {
+  const auto& c = loop.config.socketio;
+  // The owner holds a poll until it has packets, at the latest until its
+  // next ping (pingInterval); a POST is answered at once. The margin covers
+  // a loaded owner and Redis; a dead owner is noticed sooner (PollForwarder).
+  auto deadline = std::chrono::milliseconds((request.post ? 0 : c.ping_interval_ms) + c.ping_timeout_ms);
+  spdlog::debug("event=eio_forward sid={} node={} method={}", request.sid, owner, request.post ? "POST" : "GET");
+  Metrics::get().socketio_forwarded.fetch_add(1, std::memory_order_relaxed);
+  loop.poll_forwarder->forward(owner, std::move(request), deadline,
+                               [respond = std::move(respond)](std::optional<PollAnswer> answer) {
+                                 if (answer) return respond(answer->status, std::move(answer->content_type),
+                                                            std::move(answer->body));
+                                 Metrics::get().count_error("engineio_forward_failed");
+                                 respond(sio::eio_error_status(sio::EioError::kUnknownSid), "application/json",
+                                         sio::eio_error_body(sio::EioError::kUnknownSid));
+                               });
+}
+
 }  // namespace
+
+void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer) {
+  auto entry = registry().find(request.sid);
+  EioRespond respond = [answer = std::move(answer)](int status, std::string type, std::string body) {
+    answer(PollAnswer{status, std::move(type), std::move(body)});
+  };
+  if (!entry) {
+    return respond(sio::eio_error_status(sio::EioError::kUnknownSid), "application/json",
+                   sio::eio_error_body(sio::EioError::kUnknownSid));
+  }
+  LoopContext* loop = entry->loop;
+  asio::post(loop->io, [loop, session = entry->session, request = std::move(request), respond = std::move(respond)] {
+    // The requesting node checked the size against its own limit; this one's rules here.
+    if (request.body.size() > loop->config.socketio.max_payload)
+      return respond(413, "application/json", sio::eio_error_body(sio::EioError::kBadRequest));
+    if (request.post) session->on_post(request.body, respond);
+    else session->on_poll(respond);
+  });
+}
 
 EioQuery parse_eio_query(std::string_view target) {
   EioQuery q;
@@ -490,9 +533,15 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
     return respond(200, "text/plain; charset=UTF-8", session->open_packet(true));
   }
   auto entry = registry().find(q.sid);
-  if (!entry) return fail(sio::EioError::kUnknownSid);
-  if (q.transport != "polling") return fail(sio::EioError::kBadRequest);
   bool get = method == "GET";
+  if (!entry) {
+    std::string owner = loop.poll_forwarder ? sid_owner(q.sid) : std::string();
+    if (owner.empty() || owner == loop.poll_forwarder->node_id() || q.transport != "polling" ||
+        (!get && method != "POST"))
+      return fail(sio::EioError::kUnknownSid);
+    return forward_poll(loop, owner, PollRequest{!get, q.sid, std::move(body)}, std::move(respond));
+  }
+  if (q.transport != "polling") return fail(sio::EioError::kBadRequest);
   if (!get && method != "POST") return fail(sio::EioError::kBadRequest);
   asio::post(entry->loop->io, [session = entry->session, get, body = std::move(body), respond = std::move(respond)] {
     if (get) session->on_poll(respond);

@@ -215,11 +215,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     http::response<http::string_body> res{static_cast<http::status>(out.status), 11};
     res.set(http::field::server, "parley");
     res.set(http::field::content_type, out.content_type);
-    for (const auto& [name, value] : out.headers) res.set(name, value);
     if (!origin.empty()) {
       if (origin_allowed(loop_.config, origin)) res.set(http::field::access_control_allow_origin, origin);
       res.set(http::field::vary, "Origin");
     }
+    for (const auto& [name, value] : out.headers) res.set(name, value);
     res.body() = out.body;
     res.prepare_payload();
     return res;

@@ -8,6 +8,7 @@
 #include "common/metrics.h"
 #include "common/serial_queue.h"
 #include "net/beast.h"
+#include "net/engineio.h"
 #include "net/sessions.h"
 #include "net/tls_context.h"
 
@@ -125,6 +126,13 @@ Server::Server(const Config& config, ChatService& chat, ThreadPool& workers, std
     : impl_(std::make_unique<Impl>(config, chat, workers, std::move(bus_name), std::move(bus_ok))) {}
 
 Server::~Server() = default;
+
+void Server::set_poll_forwarder(PollForwarder* forwarder) {
+  for (auto& l : impl_->loops) l->ctx->poll_forwarder = forwarder;
+  forwarder->serve_with([](PollRequest request, PollForwarder::AnswerFn answer) {
+    eio_serve_forwarded(std::move(request), std::move(answer));
+  });
+}
 
 const Fanout& Server::fanout() const { return impl_->fanout; }
 RestApi& Server::rest() { return impl_->rest; }

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "api/rest_api.h"
+#include "bus/poll_forwarder.h"
 #include "chat/chat_service.h"
 #include "chat/hub.h"
 #include "common/config.h"
@@ -30,6 +31,12 @@ class Server {
   // Runs the loops until SIGINT/SIGTERM or stop(); returns when they are done.
   void run();
   void stop();
+
+  // Several nodes: polling requests for other nodes' Socket.IO sessions go
+  // through `forwarder`, and it brings theirs to this server's sessions.
+  // Call before start(); close the forwarder before the Server is destroyed
+  // (its serve hook posts to the loops).
+  void set_poll_forwarder(PollForwarder* forwarder);
 
   // The bus receiver: fans events out to every loop's Hub.
   const Fanout& fanout() const;

@@ -11,6 +11,7 @@
 
 #include "api/connection.h"
 #include "api/rest_api.h"
+#include "bus/poll_forwarder.h"
 #include "common/config.h"
 #include "common/serial_queue.h"
 #include "net/beast_tls.h"
@@ -57,6 +58,10 @@ struct LoopContext {
   // Token checks of this loop's upgrades: on the workers (a check may read
   // or even create the user), one burst of upgrades per worker wake-up.
   std::shared_ptr<SerialQueue> auth_queue;
+
+  // Several nodes: carries polling requests for other nodes' sids to them
+  // (bus/poll_forwarder.h). Null for an embedded server.
+  PollForwarder* poll_forwarder = nullptr;
 };
 
 // TLS over a TCP stream (HTTPS, WSS). The HTTP session reads through it

@@ -6,8 +6,9 @@
 //
 // Who takes it: `serve`, and offline commands that write threads or messages
 // (`seed`), since two writers with their own view of each thread's seq would
-// conflict. Commands that only read or insert user rows (`user add`,
-// `token`) do not: SQLite's own locking keeps those safe beside a server.
+// conflict; and `migrate-store`, whose copy must not change under it.
+// Commands that only read or insert user rows (`user add`, `token`) do not:
+// SQLite's own locking keeps those safe beside a server.
 //
 // Not thread-safe; one owner. Destroying it releases the lock.
 #pragma once

@@ -106,6 +106,20 @@ PgResult PgConn::exec(const char* sql, std::initializer_list<PgParam> params) {
                                       lengths.data(), formats.data(), 0)));
 }
 
+PgResult PgConn::exec_once(const std::string& sql, const std::vector<PgParam>& params) {
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  std::vector<int> formats;
+  values.reserve(params.size());
+  for (const auto& p : params) {
+    values.push_back(p.value ? p.value->data() : nullptr);
+    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+    formats.push_back(p.binary ? 1 : 0);
+  }
+  return note(PgResult(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                                    lengths.data(), formats.data(), 0)));
+}
+
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
   std::string state = r.sqlstate();
   spdlog::error("event=store_error op={} sqlstate={} error=\"{}\"", op, state, c.healthy() ? r.message() : c.errmsg());

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "common/error.h"
 
@@ -75,6 +76,8 @@ class PgConn {
 
   // Runs `sql` as a prepared statement; `sql` must be a string literal.
   PgResult exec(const char* sql, std::initializer_list<PgParam> params = {});
+  // Runs a statement built at run time once, unprepared, with its parameters.
+  PgResult exec_once(const std::string& sql, const std::vector<PgParam>& params);
   // Runs SQL text without parameters (transaction control, DDL; several statements allowed).
   PgResult run(const std::string& sql);
   // False once the server went away; reconnect() then tries again.

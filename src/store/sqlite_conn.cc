@@ -65,6 +65,13 @@ SqliteStmt SqliteConn::prepare(const char* sql) {
   return SqliteStmt(s, SQLITE_OK, &entry.in_use, &failed_);
 }
 
+SqliteStmt SqliteConn::prepare_once(const std::string& sql) {
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), &s, nullptr);
+  if (rc != SQLITE_OK) spdlog::error("event=sqlite_prepare_failed error=\"{}\"", errmsg());
+  return SqliteStmt(s, rc, nullptr, &failed_);
+}
+
 Error storage_error(SqliteConn& c, int rc, std::string_view op) {
   spdlog::error("event=store_error op={} code={} error=\"{}\"", op, rc, c.errmsg());
   if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};

@@ -112,6 +112,8 @@ class SqliteConn {
 
   // `sql` must be a string literal (the cache is keyed by its address).
   SqliteStmt prepare(const char* sql);
+  // A statement built at run time: prepared for this use only, finalized after it.
+  SqliteStmt prepare_once(const std::string& sql);
   // For value-free statements (transaction control): true on success.
   bool exec(const char* sql) { return prepare(sql).done(); }
   sqlite3* db() const { return db_; }

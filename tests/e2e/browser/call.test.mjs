@@ -1,0 +1,81 @@
+// Calls in the web app: WebRTC between two browser contexts with Chromium's
+// fake camera and microphone, signalled through Parley's relayed frames.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, randomId } from '../node/harness.mjs';
+import { launchBrowser, openAs, threadLink, screenshotPath, until, loopbackOnlyWebRTC } from './browser.mjs';
+
+async function callContext(browser, options = {}) {
+  const ctx = await browser.newContext({ permissions: ['camera', 'microphone'], ...options });
+  await loopbackOnlyWebRTC(ctx);
+  return ctx;
+}
+
+describe('web app: calls', () => {
+  let server; let browser; let base; let alice; let bob;
+
+  before(async () => {
+    server = await startServer();
+    base = `http://127.0.0.1:${server.port}`;
+    browser = await launchBrowser();
+    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
+    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    const thread = await server.createDirect(alice, bob);
+    await server.sendRest(alice.token, thread.id, { content: 'Can I call you?' });
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('"is offline" when the callee has no connection', async () => {
+    const ctx = await callContext(browser);
+    const page = await openAs(ctx, base, alice);
+    await threadLink(page, 'Bob Parent').click();
+    await page.getByRole('button', { name: 'Audio call' }).click();
+    await page.getByRole('dialog', { name: 'Call' }).getByText('Bob Parent is offline.').waitFor();
+    await ctx.close();
+  });
+
+  it('a video call rings, is accepted, reaches "connected" on both sides, and hangs up', async () => {
+    const aliceCtx = await callContext(browser, { viewport: { width: 1100, height: 700 } });
+    const bobCtx = await callContext(browser);
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const bobPage = await openAs(bobCtx, base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+
+    await alicePage.getByRole('button', { name: 'Video call' }).click();
+    const ringing = bobPage.getByRole('dialog', { name: 'Call' });
+    await ringing.getByText('Alice Teacher is calling (video)').waitFor();
+    await ringing.getByRole('button', { name: 'Accept' }).click();
+
+    const status = (page) => page.locator('.call-status').getAttribute('data-status');
+    await until(async () => (await status(alicePage)) === 'connected', { timeout: 20000, what: "Alice's call connected" });
+    await until(async () => (await status(bobPage)) === 'connected', { timeout: 20000, what: "Bob's call connected" });
+    // Media flows: the remote video has frames.
+    await until(() => alicePage.evaluate(() => {
+      const v = document.querySelector('video[aria-label="Their video"]');
+      return v && v.videoWidth > 0;
+    }), { timeout: 10000, what: 'remote video frames' });
+    await alicePage.screenshot({ path: screenshotPath('call') });
+
+    await alicePage.getByRole('button', { name: 'Hang up' }).click();
+    await bobPage.getByText('Call ended.').waitFor();
+    assert.equal(await alicePage.locator('.call-status[data-status=connected]').count(), 0);
+    await aliceCtx.close();
+    await bobCtx.close();
+  });
+
+  it('a declined call says so to the caller', async () => {
+    const aliceCtx = await callContext(browser);
+    const bobCtx = await callContext(browser);
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const bobPage = await openAs(bobCtx, base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    await bobPage.getByRole('button', { name: 'Decline' }).click();
+    await alicePage.getByText('Call declined.').waitFor();
+    await aliceCtx.close();
+    await bobCtx.close();
+  });
+});

@@ -1,0 +1,78 @@
+// The browser app served at /app/ (web/, embedded into the binary): the
+// redirect of browsers from /, the plain text for everyone else, security
+// headers, and caching by content hash.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import zlib from 'node:zlib';
+import { startServer } from './harness.mjs';
+
+const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+
+describe('web app at /app/', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('GET / from a browser (Accept: text/html) is redirected to /app/; curl still gets the plain text', async () => {
+    const browser = await server.http('GET', '/', { headers: { Accept: BROWSER_ACCEPT } });
+    assert.equal(browser.status, 302, browser.text);
+    assert.equal(browser.headers.location, '/app/');
+    const curl = await server.http('GET', '/', { headers: { Accept: '*/*' } });
+    assert.equal(curl.status, 200);
+    assert.match(curl.headers['content-type'], /^text\/plain/);
+    assert.equal(curl.text, 'Parley chat server running');
+    const bare = await server.http('GET', '/');
+    assert.equal(bare.text, 'Parley chat server running');
+    const noSlash = await server.http('GET', '/app');
+    assert.equal(noSlash.status, 302);
+    assert.equal(noSlash.headers.location, '/app/');
+  });
+
+  it('index.html: strict CSP with no inline script, nosniff, no referrer, revalidated every time', async () => {
+    const res = await server.http('GET', '/app/', { headers: { Accept: BROWSER_ACCEPT } });
+    assert.equal(res.status, 200, res.text);
+    assert.match(res.headers['content-type'], /^text\/html; charset=utf-8/);
+    const csp = res.headers['content-security-policy'];
+    assert.ok(csp, 'a Content-Security-Policy header');
+    assert.match(csp, /script-src 'self'(;|$)/, csp);
+    assert.match(csp, /connect-src 'self'/, csp);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, csp);
+    assert.match(csp, /frame-ancestors 'none'/, csp);
+    assert.equal(res.headers['x-content-type-options'], 'nosniff');
+    assert.equal(res.headers['referrer-policy'], 'no-referrer');
+    assert.equal(res.headers['cache-control'], 'no-cache');
+    // No inline script or style in the page itself: every script has a src.
+    assert.doesNotMatch(res.text, /<script(?![^>]*\bsrc=)[^>]*>/i, 'an inline <script>');
+    assert.doesNotMatch(res.text, /<style|\sstyle=|\son[a-z]+=/i, 'inline style or handler');
+    assert.doesNotMatch(res.text, /https?:\/\//, 'nothing from another host (no CDN)');
+  });
+
+  it('the hashed assets are immutable, typed, and under 150 KB compressed in all', async () => {
+    const index = await server.http('GET', '/app/index.html');
+    const assets = [...index.text.matchAll(/(?:src|href)="(assets\/[^"]+)"/g)].map((m) => m[1]);
+    assert.ok(assets.some((a) => a.endsWith('.js')) && assets.some((a) => a.endsWith('.css')), `assets: ${assets}`);
+    let compressed = 0;
+    for (const a of assets) {
+      assert.match(a, /-[A-Z0-9]{8}\.(js|css)$/, 'a content hash in the name');
+      const res = await server.http('GET', `/app/${a}`);
+      assert.equal(res.status, 200, a);
+      assert.equal(res.headers['cache-control'], 'public, max-age=31536000, immutable', a);
+      assert.match(res.headers['content-type'], a.endsWith('.js') ? /^text\/javascript/ : /^text\/css/);
+      assert.equal(res.headers['x-content-type-options'], 'nosniff');
+      compressed += zlib.gzipSync(Buffer.from(res.text)).length;
+    }
+    assert.ok(compressed < 150 * 1024, `first load is ${compressed} bytes compressed`);
+  });
+
+  it('an unknown file under /app/ is 404; the API is untouched', async () => {
+    const missing = await server.http('GET', '/app/assets/nope-AAAAAAAA.js');
+    assert.equal(missing.status, 404);
+    const escape = await server.http('GET', '/app/../health');
+    assert.notEqual(escape.status, 500);
+    const health = await server.http('GET', '/health', { headers: { Accept: BROWSER_ACCEPT } });
+    assert.equal(health.status, 200);
+    assert.equal(health.body.status, 'ok');
+    const post = await server.http('POST', '/app/', { body: {} });
+    assert.equal(post.status, 404, 'only GET serves the app');
+  });
+});

@@ -1,0 +1,125 @@
+// Calls: the browser's WebRTC, signalled through Parley's relayed frames
+// (call_offer, call_answer, ice_candidate, call_end; the server only relays).
+// One call at a time. state.call = {id, threadId, kind, direction,
+// status: 'calling'|'ringing'|'connecting'|'connected'|'ended', note, local, remote}.
+import { client, state, changed, threadName } from './store.js';
+
+let pc = null;
+let localStream = null;
+let remoteCandidates = [];
+let offer = null;  // the incoming offer while ringing
+
+function set(patch) {
+  state.call = state.call ? { ...state.call, ...patch } : patch;
+  changed();
+}
+
+function newPeer(threadId, callId) {
+  const peer = new RTCPeerConnection({ iceServers: [] });
+  peer.onicecandidate = (e) => {
+    if (e.candidate) client.signal('ice_candidate', threadId, { call_id: callId, candidate: e.candidate.toJSON() });
+  };
+  peer.ontrack = (e) => set({ remote: e.streams[0] });
+  peer.onconnectionstatechange = () => {
+    if (peer !== pc) return;
+    if (peer.connectionState === 'connected') set({ status: 'connected', note: null });
+    if (peer.connectionState === 'failed') hangUp('The call failed.');
+  };
+  return peer;
+}
+
+async function media(kind) {
+  return navigator.mediaDevices.getUserMedia({ audio: true, video: kind === 'video' });
+}
+
+export async function startCall(threadId, kind) {
+  if (state.call) return;
+  const id = crypto.randomUUID();
+  set({ id, threadId, kind, direction: 'out', status: 'calling', note: null, local: null, remote: null });
+  try {
+    localStream = await media(kind);
+    set({ local: localStream });
+    pc = newPeer(threadId, id);
+    for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+    const desc = await pc.createOffer();
+    await pc.setLocalDescription(desc);
+    await client.signal('call_offer', threadId, { call_id: id, kind, sdp: desc.sdp });
+  } catch (err) {
+    const t = state.threads.get(threadId);
+    const who = t ? threadName(t) : 'They';
+    finish(err.code === 'callee_offline' ? `${who} is offline.` : `Could not call: ${err.message}`);
+  }
+}
+
+export async function accept() {
+  if (!state.call || state.call.status !== 'ringing') return;
+  const { id, threadId, kind } = state.call;
+  set({ status: 'connecting' });
+  try {
+    localStream = await media(kind);
+    set({ local: localStream });
+    pc = newPeer(threadId, id);
+    for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
+    await pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
+    await drainCandidates();
+    const desc = await pc.createAnswer();
+    await pc.setLocalDescription(desc);
+    client.signal('call_answer', threadId, { call_id: id, sdp: desc.sdp });
+  } catch (err) {
+    hangUp(`Could not answer: ${err.message}`);
+  }
+}
+
+export function decline() { hangUp(null, 'declined'); }
+
+export function hangUp(note = null, reason = 'hangup') {
+  if (!state.call) return;
+  client.signal('call_end', state.call.threadId, { call_id: state.call.id, reason });
+  finish(note);
+}
+
+// Releases the call; with a note, the panel says it for a few seconds.
+function finish(note) {
+  if (pc) { pc.close(); pc = null; }
+  if (localStream) { for (const t of localStream.getTracks()) t.stop(); localStream = null; }
+  remoteCandidates = [];
+  offer = null;
+  if (note) {
+    set({ status: 'ended', note, local: null, remote: null });
+    setTimeout(() => { if (state.call && state.call.status === 'ended') { state.call = null; changed(); } }, 4000);
+  } else {
+    state.call = null;
+    changed();
+  }
+}
+
+async function drainCandidates() {
+  for (const c of remoteCandidates) await pc.addIceCandidate(c).catch(() => {});
+  remoteCandidates = [];
+}
+
+// Wired once the client exists (main.js).
+export async function onSignal(f) {
+  const p = f.payload || {};
+  if (f.type === 'call_offer') {
+    if (state.call && state.call.status !== 'ended') {
+      client.signal('call_end', f.thread_id, { call_id: p.call_id, reason: 'busy' });
+      return;
+    }
+    offer = p;
+    set({ id: p.call_id, threadId: f.thread_id, kind: p.kind === 'video' ? 'video' : 'audio', direction: 'in',
+      status: 'ringing', note: null, local: null, remote: null, from: f.from_user_id });
+    return;
+  }
+  if (!state.call || p.call_id !== state.call.id) return;
+  if (f.type === 'call_answer' && pc && state.call.direction === 'out') {
+    set({ status: 'connecting' });
+    await pc.setRemoteDescription({ type: 'answer', sdp: p.sdp });
+    await drainCandidates();
+  } else if (f.type === 'ice_candidate' && p.candidate) {
+    if (pc && pc.remoteDescription) await pc.addIceCandidate(p.candidate).catch(() => {});
+    else remoteCandidates.push(p.candidate);
+  } else if (f.type === 'call_end') {
+    finish(p.reason === 'declined' ? 'Call declined.' : p.reason === 'busy' ? 'Busy.' : 'Call ended.');
+  }
+}

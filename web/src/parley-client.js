@@ -1,0 +1,331 @@
+// ParleyClient: one small client of the Parley protocol (docs/protocol.md) for
+// browsers, with no UI in it, so any web app can reuse it.
+//
+// - REST: login/register/refresh, users, threads, history, mark-read.
+// - WebSocket: connects to /ws, authenticates with an `auth` frame (the token
+//   never goes into a URL), reconnects with exponential backoff, and on every
+//   (re)connection catches up each known thread with `subscribe_thread` +
+//   `since_seq` so nothing is missed or doubled.
+// - Sending: every message gets a `client_msg_id`; it waits in an outbox while
+//   offline and is (re)sent until the server answers `message_sent`. The server
+//   stores a retried `client_msg_id` once, so a resend can never double it.
+// - Delivery receipts (`message_received`) are sent for others' messages.
+//
+// Events (it is an EventTarget; `event.detail` carries the data):
+//   state        {state: 'connecting'|'online'|'offline'|'signed_out'}
+//   message      {message, replay}     a message from another connection
+//   sent         {message}             our message is durably stored
+//   outbox       {pending: [...]}      the queue changed
+//   delivered, read_receipt, typing, presence, call   the server frame
+//   unauthorized {code}                the token is refused or expired
+//   frame        the raw server frame, for anything else
+
+export class ParleyError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const AUTH_FAILURES = new Set(['token_expired', 'invalid_token', 'unauthorized']);
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 15000;
+const PING_EVERY_MS = 20000;
+
+export class ParleyClient extends EventTarget {
+  // baseUrl: the server ('' = the page's own origin). token: a Parley or
+  // identity-provider JWT. outboxStore: optional {load(), save(list)} so
+  // unsent messages survive a reload.
+  constructor({ baseUrl = '', token = null, outboxStore = null } = {}) {
+    super();
+    this.baseUrl = baseUrl;
+    this.token = token;
+    this.userId = null;
+    this.state = 'offline';
+    // thread id -> seq up to which this client has seen everything; seqs seen
+    // above it (a reply can overtake a replay) wait in `ahead` until the gap fills.
+    this.cursors = new Map();
+    this.ahead = new Map();  // thread id -> Set of seqs
+    this.outboxStore = outboxStore;
+    this.outbox = outboxStore ? outboxStore.load() : [];  // [{thread_id, content, client_msg_id, created_at}]
+    this.ws = null;
+    this.wanted = false;
+    this.attempt = 0;
+    this.timer = null;
+    this.pinger = null;
+    this.nextRequest = 1;
+    this.waiting = new Map();  // request_id -> {resolve, reject}
+  }
+
+  emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  // ------------------------------------------------------------------ REST
+
+  async rest(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(this.baseUrl + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) {
+      throw new ParleyError(0, 'network_error', 'the server cannot be reached');
+    }
+    let json = null;
+    try { json = await res.json(); } catch { /* not JSON */ }
+    if (!res.ok || !json || json.status !== 'success') {
+      const code = (json && json.code) || `http_${res.status}`;
+      if (res.status === 401 && this.token && AUTH_FAILURES.has(code)) this.emit('unauthorized', { code });
+      throw new ParleyError(res.status, code, json && json.message);
+    }
+    return json.data;
+  }
+
+  async login(credentials) { return this.adopt(await this.rest('POST', '/api/auth/login', credentials)); }
+  async register(profile) { return this.adopt(await this.rest('POST', '/api/auth/register', profile)); }
+  async refresh() {
+    const data = await this.adopt(await this.rest('POST', '/api/auth/refresh'));
+    this.sendFrame({ type: 'auth', token: this.token });
+    return data;
+  }
+  adopt(data) {
+    this.token = data.token;
+    if (data.user) this.userId = data.user.id;
+    return data;
+  }
+
+  me() { return this.rest('GET', '/api/users/me'); }
+  searchUsers(q) { return this.rest('GET', `/api/users?search=${encodeURIComponent(q)}`).then((d) => d.users); }
+  threads() { return this.rest('GET', '/api/chat/threads').then((d) => d.threads); }
+  thread(id) { return this.rest('GET', `/api/chat/threads/${id}`); }
+  createThread(body) { return this.rest('POST', '/api/chat/threads', body); }
+  addParticipants(threadId, ids) { return this.rest('POST', `/api/chat/threads/${threadId}/participants`, { participant_ids: ids }); }
+  removeParticipant(threadId, userId) { return this.rest('DELETE', `/api/chat/threads/${threadId}/participants/${userId}`); }
+  unreadCount() { return this.rest('GET', '/api/chat/unread-count'); }
+
+  // History in ascending seq: {before_seq} pages back, {after_seq} forward.
+  async history(threadId, { before_seq, after_seq, limit = 50 } = {}) {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (before_seq !== undefined) q.set('before_seq', String(before_seq));
+    if (after_seq !== undefined) q.set('after_seq', String(after_seq));
+    const { messages } = await this.rest('GET', `/api/chat/threads/${threadId}/messages?${q}`);
+    for (const m of messages) this.seen(m.thread_id, m.seq);
+    return messages;
+  }
+
+  // ------------------------------------------------------------------ WebSocket
+
+  connect() {
+    this.wanted = true;
+    if (this.ws) return;
+    this.setState('connecting');
+    const url = new URL('/ws', this.baseUrl || location.href);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: this.token }));
+    ws.onmessage = (e) => {
+      let frame;
+      try { frame = JSON.parse(e.data); } catch { return; }
+      this.onFrame(frame);
+    };
+    ws.onclose = (e) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      clearInterval(this.pinger);
+      for (const w of this.waiting.values()) w.reject(new ParleyError(0, 'disconnected', 'connection lost'));
+      this.waiting.clear();
+      if (e.code === 4401) return this.emit('unauthorized', { code: 'token_expired' });
+      if (!this.wanted) return this.setState('offline');
+      this.setState('offline');
+      this.scheduleReconnect();
+    };
+  }
+
+  // Stops for good (sign-out): no reconnect, the outbox is dropped.
+  disconnect() {
+    this.wanted = false;
+    clearTimeout(this.timer);
+    clearInterval(this.pinger);
+    if (this.ws) { const ws = this.ws; this.ws = null; ws.close(1000); }
+    this.setState('signed_out');
+  }
+
+  // Reconnects now instead of after the backoff (the browser says it is back online).
+  reconnectNow() {
+    clearTimeout(this.timer);
+    this.attempt = 0;
+    if (!this.ws && this.wanted) this.connect();
+  }
+
+  scheduleReconnect() {
+    clearTimeout(this.timer);
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+    this.attempt += 1;
+    const delay = base / 2 + Math.random() * base / 2;  // jitter: a restarted server is not hit by all at once
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit('state', { state });
+  }
+
+  sendFrame(frame) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.state !== 'online') return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // A frame whose reply (or error) carries our request_id; rejects on error.
+  // Frames that have no reply (call signalling) resolve after quietMs without one.
+  request(frame, { quietMs = 0 } = {}) {
+    const request_id = `q${this.nextRequest++}`;
+    return new Promise((resolve, reject) => {
+      if (!this.sendFrame({ ...frame, request_id })) return reject(new ParleyError(0, 'offline', 'not connected'));
+      this.waiting.set(request_id, { resolve, reject });
+      if (quietMs) setTimeout(() => { if (this.waiting.delete(request_id)) resolve(null); }, quietMs);
+    });
+  }
+
+  onFrame(f) {
+    if (f.request_id !== undefined && this.waiting.has(f.request_id) && f.type !== 'new_message') {
+      const w = this.waiting.get(f.request_id);
+      this.waiting.delete(f.request_id);
+      if (f.type === 'error') w.reject(new ParleyError(0, f.code, f.message));
+      else w.resolve(f);
+    }
+    switch (f.type) {
+      case 'connection_established':
+        this.userId = f.user_id;
+        this.attempt = 0;
+        this.setState('online');
+        clearInterval(this.pinger);
+        this.pinger = setInterval(() => this.sendFrame({ type: 'ping' }), PING_EVERY_MS);
+        this.catchUp();
+        this.flushOutbox();
+        break;
+      case 'new_message': {
+        const m = f.data;
+        const fresh = this.seen(m.thread_id, m.seq);
+        if (m.sender_id !== this.userId) this.acknowledge(m);
+        if (fresh) this.emit('message', { message: m });
+        break;
+      }
+      case 'message_sent': {
+        const m = f.data;
+        this.seen(m.thread_id, m.seq);
+        this.dropFromOutbox(m.client_msg_id);
+        this.emit('sent', { message: m });
+        break;
+      }
+      case 'message_delivered': this.emit('delivered', f); break;
+      case 'read_receipt': this.emit('read_receipt', f); break;
+      case 'typing': this.emit('typing', f); break;
+      case 'presence': this.emit('presence', f); break;
+      case 'call_offer': case 'call_answer': case 'ice_candidate': case 'call_end':
+        this.emit('call', f); break;
+      case 'error':
+        if (AUTH_FAILURES.has(f.code)) this.emit('unauthorized', { code: f.code });
+        break;
+      default: break;
+    }
+    this.emit('frame', f);
+  }
+
+  // Delivery receipts: acknowledging a message moves the whole thread's
+  // delivered mark up to it, so a burst (a replay after reconnecting) is
+  // acknowledged by its newest message only, staying far under the rate limit.
+  acknowledge(m) {
+    this.acks = this.acks || new Map();
+    const prev = this.acks.get(m.thread_id);
+    if (prev && prev.seq >= m.seq) return;
+    this.acks.set(m.thread_id, m);
+    if (this.ackTimer) return;
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = null;
+      for (const msg of this.acks.values()) this.sendFrame({ type: 'message_received', message_id: msg.id });
+      this.acks.clear();
+    }, 50);
+  }
+
+  // Records that seq of a thread was seen; false when it was seen already.
+  seen(threadId, seq) {
+    let cursor = this.cursors.get(threadId) || 0;
+    let ahead = this.ahead.get(threadId);
+    if (seq <= cursor || (ahead && ahead.has(seq))) return false;
+    if (!ahead) { ahead = new Set(); this.ahead.set(threadId, ahead); }
+    ahead.add(seq);
+    while (ahead.has(cursor + 1)) ahead.delete(++cursor);
+    this.cursors.set(threadId, cursor);
+    return true;
+  }
+
+  // Tells the client that everything up to lastSeq of a thread is known, so
+  // the next (re)connection replays from there.
+  track(threadId, lastSeq) {
+    let cursor = this.cursors.get(threadId) || 0;
+    if (this.cursors.has(threadId) && cursor >= lastSeq) return;
+    cursor = lastSeq;
+    const ahead = this.ahead.get(threadId);
+    if (ahead) {
+      for (const s of ahead) if (s <= cursor) ahead.delete(s);
+      while (ahead.has(cursor + 1)) ahead.delete(++cursor);
+    }
+    this.cursors.set(threadId, cursor);
+  }
+
+  // Replays, on each connection, every message after the contiguous cursor;
+  // those already seen above it are not emitted twice.
+  catchUp() {
+    for (const [thread_id, since_seq] of this.cursors) this.sendFrame({ type: 'subscribe_thread', thread_id, since_seq });
+  }
+
+  // ------------------------------------------------------------------ sending
+
+  // Queues a message and returns its pending form at once; 'sent' follows.
+  send(threadId, content) {
+    const item = {
+      thread_id: threadId,
+      content,
+      client_msg_id: `w-${crypto.randomUUID()}`,
+      created_at: new Date().toISOString(),
+    };
+    this.outbox.push(item);
+    this.saveOutbox();
+    this.transmit(item);
+    return item;
+  }
+
+  transmit(item) {
+    this.sendFrame({ type: 'send_message', thread_id: item.thread_id, content: item.content, client_msg_id: item.client_msg_id });
+  }
+
+  // On each connection every unacknowledged message is sent again, in order;
+  // the server answers a repeated client_msg_id with the stored original.
+  flushOutbox() { for (const item of this.outbox) this.transmit(item); }
+
+  dropFromOutbox(clientMsgId) {
+    const before = this.outbox.length;
+    this.outbox = this.outbox.filter((i) => i.client_msg_id !== clientMsgId);
+    if (this.outbox.length !== before) this.saveOutbox();
+  }
+
+  saveOutbox() {
+    if (this.outboxStore) this.outboxStore.save(this.outbox);
+    this.emit('outbox', { pending: this.outbox });
+  }
+
+  // ------------------------------------------------------------------ the rest
+
+  markRead(threadId, upToSeq) { return this.sendFrame({ type: 'mark_as_read', thread_id: threadId, up_to_seq: upToSeq }); }
+  typing(threadId, isTyping) { return this.sendFrame({ type: 'typing', thread_id: threadId, is_typing: isTyping }); }
+  // Call signalling: type is call_offer, call_answer, ice_candidate or call_end.
+  signal(type, threadId, payload) {
+    return type === 'call_offer'
+      ? this.request({ type, thread_id: threadId, payload }, { quietMs: 1000 })
+      : Promise.resolve(this.sendFrame({ type, thread_id: threadId, payload }));
+  }
+}

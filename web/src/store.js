@@ -1,0 +1,393 @@
+// The app's state and what changes it: one ParleyClient, the session in
+// localStorage, threads, messages, receipts, typing and presence. Components
+// read `state` and re-render on `subscribe`; nothing here touches the DOM.
+// The server decides everything that is a rule (unread counts, statuses,
+// who may do what); this file only shows what the server said.
+import { ParleyClient } from './parley-client.js';
+
+const SESSION_KEY = 'parley.session';
+const OUTBOX_KEY = 'parley.outbox';
+const TYPING_TTL_MS = 7000;  // the server stops a quiet typist after 6 s
+
+export const state = {
+  session: null,       // {token, user}
+  conn: 'offline',
+  threads: new Map(),  // id -> thread from GET /api/chat/threads (+ live updates)
+  messages: new Map(), // id -> {list, hasMore, loading}
+  pending: [],         // the client's outbox
+  typing: new Map(),   // thread id -> Map(user id -> expiry ms)
+  presence: new Map(), // user id -> {online, last_seen}
+  openId: null,
+  unreadTotal: 0,
+  notice: null,        // a one-line message for the user
+  call: null,          // see calls.js
+};
+
+const listeners = new Set();
+let scheduled = false;
+export function subscribe(fn) { listeners.add(fn); return () => listeners.delete(fn); }
+export function changed() {
+  if (scheduled) return;
+  scheduled = true;
+  queueMicrotask(() => { scheduled = false; for (const fn of listeners) fn(); });
+}
+
+export let client = null;
+
+// ---------------------------------------------------------------- session
+
+function outboxStore(userId) {
+  const key = `${OUTBOX_KEY}.${userId}`;
+  return {
+    load() { try { return JSON.parse(localStorage.getItem(key)) || []; } catch { return []; } },
+    save(list) { localStorage.setItem(key, JSON.stringify(list)); },
+  };
+}
+
+// Restores a session: a token handed over in the URL (#token=…) wins over
+// the saved one. Returns false when there is none (show sign-in).
+export async function restore() {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  let token = hash.get('token');
+  if (token) {
+    history.replaceState(null, '', location.pathname + location.search);
+  } else {
+    try { token = (JSON.parse(localStorage.getItem(SESSION_KEY)) || {}).token; } catch { token = null; }
+  }
+  if (!token) return false;
+  const probe = new ParleyClient({ token });
+  let user;
+  try {
+    user = await probe.me();
+  } catch (err) {
+    if (err.status === 401) {
+      localStorage.removeItem(SESSION_KEY);
+      state.notice = err.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.';
+      changed();
+      return false;
+    }
+    // The server is out of reach: open with the saved profile; the client
+    // keeps trying and fills everything in once it connects.
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+    if (!saved || saved.token !== token || !saved.user) {
+      state.notice = `Could not reach the server (${err.message}).`;
+      changed();
+      return false;
+    }
+    user = saved.user;
+  }
+  await start(token, user);
+  return true;
+}
+
+export async function signIn(login, password) {
+  const probe = new ParleyClient();
+  const phone = /^\+?[\d\s-]{5,}$/.test(login.trim());
+  const data = await probe.login(phone ? { phone_number: login.trim(), password } : { username: login.trim(), password });
+  await start(data.token, data.user);
+}
+
+export async function register(profile) {
+  const probe = new ParleyClient();
+  const data = await probe.register(profile);
+  await start(data.token, data.user);
+}
+
+export function signOut(notice = null) {
+  if (client) client.disconnect();
+  if (state.session) localStorage.removeItem(`${OUTBOX_KEY}.${state.session.user.id}`);
+  localStorage.removeItem(SESSION_KEY);
+  client = null;
+  Object.assign(state, {
+    session: null, conn: 'offline', threads: new Map(), messages: new Map(), pending: [], typing: new Map(),
+    presence: new Map(), openId: null, unreadTotal: 0, notice, call: null,
+  });
+  if (location.hash) history.replaceState(null, '', location.pathname);
+  changed();
+}
+
+async function start(token, user) {
+  localStorage.setItem(SESSION_KEY, JSON.stringify({ token, user }));
+  state.session = { token, user };
+  state.notice = null;
+  client = new ParleyClient({ token, outboxStore: outboxStore(user.id) });
+  client.userId = user.id;
+  state.pending = client.outbox;
+  wire(client);
+  await loadThreads().catch(() => {});  // offline: loaded when the connection comes
+  client.connect();
+  scheduleRefresh(token);
+  changed();
+}
+
+// Renews the token before it expires (at 80 % of its life), so a tab left
+// open for days stays signed in.
+function scheduleRefresh(token) {
+  try {
+    const { exp, iat } = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    const now = Date.now() / 1000;
+    const at = iat ? iat + (exp - iat) * 0.8 : exp - 60;
+    const ms = Math.max(5000, (at - now) * 1000);
+    if (ms > 2 ** 31 - 1) return;
+    setTimeout(async () => {
+      if (!client || client.token !== token) return;
+      try {
+        const data = await client.refresh();
+        state.session = { token: data.token, user: state.session.user };
+        localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+        scheduleRefresh(data.token);
+      } catch { /* the expiry path signs out */ }
+    }, ms);
+  } catch { /* not a JWT we can read: no renewal */ }
+}
+
+// ---------------------------------------------------------------- events
+
+function wire(c) {
+  c.addEventListener('state', (e) => {
+    state.conn = e.detail.state;
+    // After a reconnection the list may have changed (new threads, previews).
+    // Opened while the server was out of reach: nothing was tracked yet, so
+    // this device catches up once it knows the threads.
+    if (state.conn === 'online') {
+      const untracked = c.cursors.size === 0;
+      loadThreads().then(() => { if (untracked) c.catchUp(); }, () => {});
+    }
+    changed();
+  });
+  c.addEventListener('unauthorized', (e) => {
+    if (c !== client) return;
+    signOut(e.detail.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.');
+  });
+  c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
+  c.addEventListener('message', (e) => onMessage(e.detail.message, false));
+  c.addEventListener('sent', (e) => onMessage(e.detail.message, true));
+  c.addEventListener('delivered', (e) => bumpReceipt(e.detail.thread_id, e.detail.user_id, 'last_delivered_seq', e.detail.seq));
+  c.addEventListener('read_receipt', (e) => {
+    const f = e.detail;
+    bumpReceipt(f.thread_id, f.user_id, 'last_read_seq', f.seq);
+    if (f.user_id === state.session.user.id) refreshUnread();  // read on this or another device
+  });
+  c.addEventListener('typing', (e) => {
+    const f = e.detail;
+    const who = f.user_id || f.from_user_id;
+    if (!state.typing.has(f.thread_id)) state.typing.set(f.thread_id, new Map());
+    const m = state.typing.get(f.thread_id);
+    if (f.is_typing) m.set(who, Date.now() + TYPING_TTL_MS);
+    else m.delete(who);
+    changed();
+    setTimeout(changed, TYPING_TTL_MS + 50);
+  });
+  c.addEventListener('presence', (e) => {
+    state.presence.set(e.detail.user_id, { online: e.detail.online, last_seen: e.detail.last_seen });
+    changed();
+  });
+}
+
+export function typingIn(threadId) {
+  const m = state.typing.get(threadId);
+  if (!m) return [];
+  const now = Date.now();
+  return [...m].filter(([, until]) => until > now).map(([id]) => id);
+}
+
+function onMessage(m, own) {
+  const t = state.threads.get(m.thread_id);
+  if (!t) { loadThreads().catch(() => {}); return; }
+  const box = state.messages.get(m.thread_id);
+  if (box) insert(box, m);
+  if (!t.last_message || t.last_message.seq < m.seq) {
+    t.last_message = m;
+    t.last_seq = Math.max(t.last_seq || 0, m.seq);
+    t.last_activity = m.created_at;
+  }
+  // The sender stopped typing: it is shown as soon as their message is.
+  state.typing.get(m.thread_id)?.delete(m.sender_id);
+  // Sending marks the sender's thread read up to their message (docs/protocol.md),
+  // and the server announces no read_receipt for that: the ticks learn it here.
+  bumpReceipt(m.thread_id, m.sender_id, 'last_read_seq', m.seq);
+  bumpReceipt(m.thread_id, m.sender_id, 'last_delivered_seq', m.seq);
+  // Sending marks one's own thread read on the server, so any message may change the counts.
+  refreshUnread();
+  if (!own && m.sender_id !== state.session.user.id) notify(t, m);
+  changed();
+}
+
+function insert(box, m) {
+  const list = box.list;
+  if (list.length && list[list.length - 1].seq < m.seq) { list.push(m); return; }
+  const i = list.findIndex((x) => x.seq >= m.seq);
+  if (i >= 0 && list[i].seq === m.seq) return;
+  if (i < 0) list.push(m); else list.splice(i, 0, m);
+}
+
+function bumpReceipt(threadId, userId, field, seq) {
+  const t = state.threads.get(threadId);
+  const p = t && t.participants.find((x) => x.user_id === userId);
+  if (p && (p[field] || 0) < seq) { p[field] = seq; changed(); }
+}
+
+// Unread counts are the server's: asked again whenever they may have changed.
+let unreadTimer = null;
+function refreshUnread() {
+  clearTimeout(unreadTimer);
+  unreadTimer = setTimeout(async () => {
+    if (!client) return;
+    try {
+      const data = await client.unreadCount();
+      state.unreadTotal = data.unread_count;
+      const byThread = new Map(data.threads.map((x) => [x.thread_id, x.unread_count]));
+      for (const t of state.threads.values()) t.unread_count = byThread.get(t.id) || 0;
+      updateTitle();
+      changed();
+    } catch { /* offline: refreshed on reconnect */ }
+  }, 100);
+}
+
+// ---------------------------------------------------------------- loading
+
+export async function loadThreads() {
+  const list = await client.threads();
+  const threads = new Map();
+  let total = 0;
+  for (const t of list) {
+    threads.set(t.id, t);
+    total += t.unread_count || 0;
+    // What the server says now (presence events missed while offline included).
+    for (const p of t.participants) state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
+    // This device catches up from what it last acknowledged (at most the
+    // newest 200: older ones are in the history when the thread is opened).
+    const mine = t.participants.find((p) => p.user_id === state.session.user.id);
+    client.track(t.id, Math.max((mine && mine.last_delivered_seq) || 0, t.last_seq - 200, 0));
+  }
+  state.threads = threads;
+  state.unreadTotal = total;
+  updateTitle();
+  // A thread on screen that missed messages while offline: fill the gap.
+  for (const [id, box] of state.messages) {
+    const t = threads.get(id);
+    const last = box.list.length ? box.list[box.list.length - 1].seq : 0;
+    if (t && t.last_seq > last) fillGap(id, last).catch(() => {});
+  }
+  changed();
+}
+
+async function fillGap(threadId, after) {
+  const box = state.messages.get(threadId);
+  for (let page = 0; page < 20; page++) {
+    const msgs = await client.history(threadId, { after_seq: after, limit: 200 });
+    for (const m of msgs) insert(box, m);
+    changed();
+    if (msgs.length < 200) return;
+    after = msgs[msgs.length - 1].seq;
+  }
+}
+
+export async function openThread(id) {
+  state.openId = id;
+  changed();
+  if (!id || state.messages.has(id)) return;
+  const box = { list: [], hasMore: true, loading: true };
+  state.messages.set(id, box);
+  try {
+    const msgs = await client.history(id, { limit: 50 });
+    for (const m of msgs) insert(box, m);
+    box.hasMore = msgs.length === 50 && msgs[0].seq > 1;
+  } catch (err) {
+    state.notice = `Could not load the conversation: ${err.message}`;
+  }
+  box.loading = false;
+  changed();
+}
+
+export async function loadOlder(id) {
+  const box = state.messages.get(id);
+  if (!box || box.loading || !box.hasMore || !box.list.length) return false;
+  box.loading = true;
+  changed();
+  try {
+    const msgs = await client.history(id, { before_seq: box.list[0].seq, limit: 100 });
+    box.list.unshift(...msgs.filter((m) => m.seq < box.list[0].seq));
+    box.hasMore = msgs.length === 100 && msgs[0].seq > 1;
+  } finally {
+    box.loading = false;
+    changed();
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- actions
+
+export function send(threadId, text) {
+  client.send(threadId, text);
+  client.typing(threadId, false);
+  changed();
+}
+
+// The read mark counts once the server's read_receipt says so: a mark sent
+// into a connection that was dying is sent again (after 2 s, on a render).
+const readSent = new Map();  // thread id -> {seq, at}
+export function markRead(threadId, seq) {
+  const t = state.threads.get(threadId);
+  const me = t && t.participants.find((p) => p.user_id === state.session.user.id);
+  if (!me || (me.last_read_seq || 0) >= seq) return;
+  const sent = readSent.get(threadId);
+  if (sent && sent.seq >= seq && Date.now() - sent.at < 2000) return;
+  if (client.markRead(threadId, seq)) readSent.set(threadId, { seq, at: Date.now() });
+}
+
+export async function startDirect(username) {
+  const t = await client.createThread({ type: 'direct', usernames: [username] });
+  await loadThreads();
+  location.hash = `#/t/${t.id}`;
+}
+
+export async function createGroup(title, usernames) {
+  const t = await client.createThread({ type: 'group', title, usernames });
+  await loadThreads();
+  location.hash = `#/t/${t.id}`;
+}
+
+export async function addMember(threadId, userId) {
+  const t = await client.addParticipants(threadId, [userId]);
+  state.threads.set(threadId, { ...state.threads.get(threadId), ...t });
+  changed();
+}
+
+export async function removeMember(threadId, userId) {
+  await client.removeParticipant(threadId, userId);
+  await loadThreads();
+  if (!state.threads.has(threadId)) location.hash = '';
+}
+
+// ---------------------------------------------------------------- naming
+
+export function threadName(t) {
+  if (t.type === 'group') return t.title || 'Group';
+  const other = t.participants.find((p) => p.user_id !== state.session.user.id);
+  return other ? (other.full_name || other.username) : 'Just you';
+}
+
+export function otherParticipant(t) {
+  return t.type === 'direct' ? t.participants.find((p) => p.user_id !== state.session.user.id) : null;
+}
+
+export function sortedThreads() {
+  return [...state.threads.values()].sort((a, b) => (b.last_activity || '').localeCompare(a.last_activity || ''));
+}
+
+// ---------------------------------------------------------------- attention
+
+export function updateTitle() {
+  document.title = document.hidden && state.unreadTotal > 0 ? `(${state.unreadTotal}) Parley` : 'Parley';
+}
+document.addEventListener('visibilitychange', updateTitle);
+
+function notify(t, m) {
+  if (!document.hidden || typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+  try {
+    const n = new Notification(threadName(t), { body: m.content.slice(0, 140), tag: t.id });
+    n.onclick = () => { window.focus(); location.hash = `#/t/${t.id}`; };
+  } catch { /* some browsers only allow notifications from a service worker */ }
+}

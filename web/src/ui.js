@@ -1,0 +1,523 @@
+// The screens: sign-in, the thread list, the conversation, the call panel.
+// Message text is only ever rendered as text (Preact escapes it); there is no
+// innerHTML anywhere in the app.
+import { html } from 'htm/preact';
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
+import * as store from './store.js';
+import { state } from './store.js';
+import * as calls from './calls.js';
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long', year: 'numeric' });
+const shortDayFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
+
+function dayKey(iso) { const d = new Date(iso); return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`; }
+function dayLabel(iso) {
+  const d = new Date(iso);
+  const today = new Date();
+  const yesterday = new Date(Date.now() - 86400000);
+  if (dayKey(iso) === dayKey(today.toISOString())) return 'Today';
+  if (dayKey(iso) === dayKey(yesterday.toISOString())) return 'Yesterday';
+  return dayFmt.format(d);
+}
+function shortTime(iso) {
+  if (!iso) return '';
+  return dayKey(iso) === dayKey(new Date().toISOString()) ? timeFmt.format(new Date(iso)) : shortDayFmt.format(new Date(iso));
+}
+// While this device is offline, nobody's presence is known.
+function lastSeen(p) {
+  if (state.conn !== 'online') return 'presence unknown while offline';
+  const pr = state.presence.get(p.user_id) || p;
+  if (pr.online) return 'online';
+  return pr.last_seen ? `last seen ${shortTime(pr.last_seen)}` : 'offline';
+}
+function isOnline(userId) { return state.conn === 'online' && !!(state.presence.get(userId) || {}).online; }
+function nameOf(t, userId) {
+  const p = t.participants.find((x) => x.user_id === userId);
+  return p ? (p.full_name || p.username) : 'Someone';
+}
+
+// ---------------------------------------------------------------- sign in
+
+export function SignIn() {
+  const [mode, setMode] = useState('signin');
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  async function submit(e) {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    setBusy(true);
+    setError(null);
+    try {
+      if (mode === 'signin') await store.signIn(f.get('login'), f.get('password'));
+      else {
+        const profile = { username: f.get('login').trim().toLowerCase(), password: f.get('password'), full_name: f.get('full_name').trim() };
+        if (f.get('phone').trim()) profile.phone_number = f.get('phone').trim();
+        await store.register(profile);
+      }
+    } catch (err) {
+      setError(err.code === 'invalid_credentials' ? 'Wrong username or password.' : err.message);
+      setBusy(false);
+    }
+  }
+  const signin = mode === 'signin';
+  return html`
+    <main class="signin" aria-labelledby="signin-title">
+      <form class="card" onSubmit=${submit}>
+        <h1 id="signin-title">${signin ? 'Sign in to Parley' : 'Create an account'}</h1>
+        ${state.notice && html`<p class="notice" role="status">${state.notice}</p>`}
+        <label for="login">Username</label>
+        <input id="login" name="login" autocomplete="username" required
+          aria-describedby=${signin ? 'login-hint' : undefined} autofocus />
+        ${signin && html`<small id="login-hint">or your phone number</small>`}
+        ${!signin && html`
+          <label for="full_name">Full name</label>
+          <input id="full_name" name="full_name" autocomplete="name" required />
+          <label for="phone">Phone number (optional)</label>
+          <input id="phone" name="phone" type="tel" autocomplete="tel" />`}
+        <label for="password">Password</label>
+        <input id="password" name="password" type="password" required
+          autocomplete=${signin ? 'current-password' : 'new-password'} minlength=${signin ? undefined : 8} />
+        ${error && html`<p class="error" role="alert">${error}</p>`}
+        <button type="submit" class="primary" disabled=${busy}>${signin ? 'Sign in' : 'Create account'}</button>
+        <button type="button" class="link" onClick=${() => { setMode(signin ? 'register' : 'signin'); setError(null); }}>
+          ${signin ? 'New here? Create an account' : 'I have an account: sign in'}
+        </button>
+      </form>
+    </main>`;
+}
+
+// ---------------------------------------------------------------- the app
+
+export function Chat() {
+  const open = state.openId && state.threads.get(state.openId);
+  return html`
+    <div class=${`layout ${open ? 'has-open' : ''}`}>
+      <${Banner} />
+      <nav class="threads-pane" aria-label="Conversations">
+        <${Header} />
+        <${NewChat} />
+        <${ThreadList} />
+      </nav>
+      <main class="conversation-pane" aria-label=${open ? store.threadName(open) : 'Conversation'}>
+        ${open ? html`<${Conversation} key=${open.id} thread=${open} />`
+               : html`<div class="empty"><p>Choose a conversation, or start one.</p></div>`}
+      </main>
+      <${CallPanel} />
+    </div>`;
+}
+
+function Banner() {
+  if (state.conn === 'online') return null;
+  const text = state.conn === 'connecting' ? 'Connecting…' : 'Offline: reconnecting. Messages you send are kept and sent when the connection is back.';
+  return html`<div class="banner" role="status">${text}</div>`;
+}
+
+function Header() {
+  const u = state.session.user;
+  const canNotify = typeof Notification !== 'undefined' && Notification.permission === 'default';
+  return html`
+    <header class="me">
+      <div><strong>${u.full_name || u.username}</strong> <span class="role">${u.role}</span></div>
+      <div class="actions">
+        ${canNotify && html`<button type="button" onClick=${() => Notification.requestPermission().then(store.changed)}>Enable notifications</button>`}
+        <button type="button" onClick=${() => store.signOut()}>Sign out</button>
+      </div>
+    </header>`;
+}
+
+function NewChat() {
+  const [mode, setMode] = useState(null);  // null | 'dm' | 'group'
+  const [q, setQ] = useState('');
+  const [found, setFound] = useState([]);
+  const [picked, setPicked] = useState([]);
+  const [title, setTitle] = useState('');
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    if (!mode || q.trim().length < 1) { setFound([]); return; }
+    const t = setTimeout(() => store.client.searchUsers(q.trim()).then(
+      (users) => setFound(users.filter((u) => u.id !== state.session.user.id)), () => setFound([])), 200);
+    return () => clearTimeout(t);
+  }, [q, mode]);
+  const close = () => { setMode(null); setQ(''); setFound([]); setPicked([]); setTitle(''); setError(null); };
+  if (!mode) {
+    return html`<div class="new-chat">
+      <button type="button" onClick=${() => setMode('dm')}>New message</button>
+      <button type="button" onClick=${() => setMode('group')}>New group</button>
+    </div>`;
+  }
+  async function pick(u) {
+    if (mode === 'dm') {
+      try { await store.startDirect(u.username); close(); } catch (err) { setError(err.message); }
+    } else if (!picked.some((p) => p.id === u.id)) setPicked([...picked, u]);
+  }
+  async function create(e) {
+    e.preventDefault();
+    try { await store.createGroup(title.trim(), picked.map((p) => p.username)); close(); } catch (err) { setError(err.message); }
+  }
+  return html`
+    <form class="new-chat-form" onSubmit=${create} aria-label=${mode === 'dm' ? 'New message' : 'New group'}>
+      ${mode === 'group' && html`
+        <label for="group-title">Group name</label>
+        <input id="group-title" value=${title} onInput=${(e) => setTitle(e.target.value)} required />`}
+      <label for="user-search">${mode === 'dm' ? 'Find a person' : 'Add members'}</label>
+      <input id="user-search" type="search" value=${q} onInput=${(e) => setQ(e.target.value)} autocomplete="off" />
+      <ul class="found" aria-label="People found">
+        ${found.map((u) => html`<li key=${u.id}>
+          <button type="button" onClick=${() => pick(u)}>${u.full_name || u.username} <span class="role">@${u.username} · ${u.role}</span></button>
+        </li>`)}
+      </ul>
+      ${mode === 'group' && picked.length > 0 && html`<p class="picked">Members: ${picked.map((p) => p.full_name || p.username).join(', ')}</p>`}
+      ${error && html`<p class="error" role="alert">${error}</p>`}
+      <div class="row">
+        ${mode === 'group' && html`<button type="submit" class="primary" disabled=${!title.trim() || picked.length === 0}>Create group</button>`}
+        <button type="button" onClick=${close}>Cancel</button>
+      </div>
+    </form>`;
+}
+
+function ThreadList() {
+  const threads = store.sortedThreads();
+  if (!threads.length) return html`<p class="hint">No conversations yet.</p>`;
+  return html`
+    <ul class="thread-list">
+      ${threads.map((t) => html`<li key=${t.id}><${ThreadItem} t=${t} /></li>`)}
+    </ul>`;
+}
+
+function ThreadItem({ t }) {
+  const name = store.threadName(t);
+  const other = store.otherParticipant(t);
+  const typists = store.typingIn(t.id);
+  const m = t.last_message;
+  const preview = typists.length ? `${typists.map((id) => nameOf(t, id)).join(', ')} typing…`
+    : m ? (m.message_type === 'system' ? m.content : `${m.sender_id === state.session.user.id ? 'You: ' : ''}${m.content}`) : 'No messages yet';
+  const unread = t.unread_count || 0;
+  return html`
+    <a href=${`#/t/${t.id}`} class=${`thread ${state.openId === t.id ? 'current' : ''}`}
+       aria-current=${state.openId === t.id ? 'page' : undefined}>
+      <span class=${`dot ${other && isOnline(other.user_id) ? 'online' : ''}`} aria-hidden="true"></span>
+      <span class="thread-main">
+        <span class="thread-top">
+          <span class="thread-name" dir="auto">${name}</span>
+          ${other && html`<span class="role">${other.role}</span>`}
+          <span class="time">${shortTime(t.last_activity)}</span>
+        </span>
+        <span class="thread-bottom">
+          <span class=${`preview ${typists.length ? 'typing' : ''}`} dir="auto">${preview}</span>
+          ${unread > 0 && html`<span class="badge"><span data-testid="unread">${unread}</span><span class="visually-hidden"> unread</span></span>`}
+        </span>
+      </span>
+    </a>`;
+}
+
+// ---------------------------------------------------------------- conversation
+
+function Conversation({ thread: t }) {
+  const other = store.otherParticipant(t);
+  const typists = store.typingIn(t.id);
+  const [members, setMembers] = useState(false);
+  const box = state.messages.get(t.id);
+  return html`
+    <section class="conversation" aria-labelledby="conv-title">
+      <header class="conv-head">
+        <a href="#" class="back"><span aria-hidden="true">‹</span><span class="visually-hidden">Back to conversations</span></a>
+        <div class="conv-id">
+          <h2 id="conv-title" dir="auto">${store.threadName(t)}</h2>
+          <span class="sub">${other ? `${other.role} · ${lastSeen(other)}` : `${t.participants.length} members`}</span>
+        </div>
+        <div class="actions">
+          ${other && html`
+            <button type="button" onClick=${() => calls.startCall(t.id, 'audio')} disabled=${!!state.call}>Audio call</button>
+            <button type="button" onClick=${() => calls.startCall(t.id, 'video')} disabled=${!!state.call}>Video call</button>`}
+          ${t.type === 'group' && html`<button type="button" aria-expanded=${members} onClick=${() => setMembers(!members)}>Members</button>`}
+        </div>
+      </header>
+      ${members && html`<${Members} t=${t} />`}
+      <${MessageList} t=${t} box=${box} />
+      <p class="typing-line" aria-live="polite">${typists.length ? `${typists.map((id) => nameOf(t, id)).join(', ')} ${typists.length > 1 ? 'are' : 'is'} typing…` : ''}</p>
+      <${Composer} t=${t} />
+    </section>`;
+}
+
+function Members({ t }) {
+  const me = t.participants.find((p) => p.user_id === state.session.user.id);
+  const admin = me && me.is_admin;
+  const [q, setQ] = useState('');
+  const [error, setError] = useState(null);
+  async function add(e) {
+    e.preventDefault();
+    try {
+      const users = await store.client.searchUsers(q.trim());
+      const u = users.find((x) => x.username === q.trim().toLowerCase());
+      if (!u) { setError(`No user named ${q.trim()}.`); return; }
+      await store.addMember(t.id, u.id);
+      setQ(''); setError(null);
+    } catch (err) { setError(err.message); }
+  }
+  return html`
+    <section class="members" aria-label="Members">
+      <ul>
+        ${t.participants.map((p) => html`<li key=${p.user_id}>
+          <span class=${`dot ${isOnline(p.user_id) ? 'online' : ''}`} aria-hidden="true"></span>
+          ${p.full_name || p.username} <span class="role">${p.role}${p.is_admin ? ' · admin' : ''}</span>
+          ${(admin || p.user_id === me?.user_id) && html`<button type="button" class="link"
+            onClick=${() => store.removeMember(t.id, p.user_id).catch((err) => setError(err.message))}>
+            ${p.user_id === me?.user_id ? 'Leave' : `Remove ${p.full_name || p.username}`}</button>`}
+        </li>`)}
+      </ul>
+      ${admin && html`<form onSubmit=${add} class="row">
+        <label for="add-member">Add by username</label>
+        <input id="add-member" value=${q} onInput=${(e) => setQ(e.target.value)} required />
+        <button type="submit">Add</button>
+      </form>`}
+      ${error && html`<p class="error" role="alert">${error}</p>`}
+    </section>`;
+}
+
+function tickOf(t, m) {
+  const others = t.participants.filter((p) => p.user_id !== state.session.user.id);
+  if (m.status === 'read' || others.some((p) => (p.last_read_seq || 0) >= m.seq)) return 'read';
+  if (m.status === 'delivered' || others.some((p) => (p.last_delivered_seq || 0) >= m.seq)) return 'delivered';
+  return 'sent';
+}
+const TICK_TEXT = { sent: '✓', delivered: '✓✓', read: '✓✓', pending: '🕓' };
+const TICK_LABEL = { sent: 'Sent', delivered: 'Delivered', read: 'Read', pending: 'Waiting to send' };
+
+// At most this many messages are in the DOM: a window over the loaded
+// history that slides by STEP as the reader scrolls, so a conversation of any
+// length costs the same to render and scroll.
+const WINDOW_MAX = 300;
+const WINDOW_STEP = 100;
+
+function MessageList({ t, box }) {
+  const ref = useRef(null);
+  const stick = useRef(true);          // keep to the bottom while the reader is there
+  const anchor = useRef(null);         // {seq, offset}: a message that must stay where it is on screen
+  const view = useRef({ endSeq: null, count: WINDOW_MAX });  // endSeq null: the window ends at the newest
+  const [, rerender] = useState(0);
+  const me = state.session.user.id;
+  const all = box ? box.list : [];
+  const endIdx = view.current.endSeq === null ? all.length : lowerBound(all, view.current.endSeq + 1);
+  const startIdx = Math.max(0, endIdx - view.current.count);
+  const list = all.slice(startIdx, endIdx);
+  const atNewest = view.current.endSeq === null;
+  const pending = atNewest ? state.pending.filter((p) => p.thread_id === t.id) : [];
+
+  // Older messages go in above: the message that was first stays where the
+  // reader saw it (and the bottom stays the bottom while they are there).
+  useLayoutEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const a = anchor.current;
+    if (a) {
+      const li = el.querySelector(`li[data-seq="${a.seq}"]`);
+      if (li) el.scrollTop = li.offsetTop - a.offset;
+      if (!box || !box.loading) anchor.current = null;
+    } else if (stick.current) {
+      el.scrollTop = el.scrollHeight;
+    }
+  });
+
+  // Read marks: the highest seq of others' messages actually on screen, while the tab is visible.
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    let best = 0;
+    let timer = null;
+    let retry = null;
+    // Re-rendered a little later: a mark lost with a dying connection goes again.
+    const flush = () => {
+      timer = null;
+      if (best && !document.hidden) { store.markRead(t.id, best); retry = setTimeout(store.changed, 2500); }
+    };
+    const io = new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        if (!e.isIntersecting) continue;
+        const seq = Number(e.target.dataset.seq);
+        if (seq > best) best = seq;
+      }
+      if (!timer) timer = setTimeout(flush, 250);
+    }, { root: el, threshold: 0.6 });
+    for (const node of el.querySelectorAll('[data-unseen]')) io.observe(node);
+    const onVisible = () => { if (!document.hidden) flush(); };
+    document.addEventListener('visibilitychange', onVisible);
+    return () => { io.disconnect(); clearTimeout(timer); clearTimeout(retry); document.removeEventListener('visibilitychange', onVisible); };
+  });
+
+  function keep(li) {
+    const el = ref.current;
+    anchor.current = { seq: Number(li.dataset.seq), offset: li.offsetTop - el.scrollTop };
+  }
+
+  // Moves the window to [newStart, newEnd) of the loaded messages.
+  function slide(newStart, newEnd) {
+    const loaded = box.list;
+    view.current = { endSeq: newEnd >= loaded.length ? null : loaded[newEnd - 1].seq, count: newEnd - newStart };
+    rerender((v) => v + 1);
+  }
+
+  async function onScroll() {
+    const el = ref.current;
+    const nearBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    stick.current = nearBottom && atNewest;
+    if (!box || box.loading || anchor.current) return;
+    if (el.scrollTop < 300) {
+      const first = el.querySelector('li[data-seq]');
+      if (!first) return;
+      if (startIdx === 0) {
+        if (!box.hasMore) return;
+        keep(first);
+        if (!(await store.loadOlder(t.id))) { anchor.current = null; return; }
+      }
+      // Older ones come in above; past the maximum the newest leave below.
+      const end = view.current.endSeq === null ? box.list.length : lowerBound(box.list, view.current.endSeq + 1);
+      const start = Math.max(0, end - view.current.count);
+      const newStart = Math.max(0, start - WINDOW_STEP);
+      keep(first);
+      slide(newStart, Math.min(end, newStart + WINDOW_MAX));
+    } else if (nearBottom && !atNewest) {
+      const items = el.querySelectorAll('li[data-seq]');
+      if (!items.length) return;
+      keep(items[items.length - 1]);
+      const newEnd = Math.min(box.list.length, endIdx + WINDOW_STEP);
+      slide(Math.max(0, newEnd - WINDOW_MAX), newEnd);
+    }
+  }
+
+  function jumpToNewest() {
+    view.current = { endSeq: null, count: WINDOW_MAX };
+    stick.current = true;
+    rerender((v) => v + 1);
+  }
+
+  const myRead = (t.participants.find((p) => p.user_id === me) || {}).last_read_seq || 0;
+  const rows = [];
+  let prevDay = null;
+  let prevSender = null;
+  for (const m of list) {
+    const day = dayKey(m.created_at);
+    if (day !== prevDay) {
+      rows.push(html`<li class="day" key=${`d${day}`}><span>${dayLabel(m.created_at)}</span></li>`);
+      prevDay = day; prevSender = null;
+    }
+    if (m.message_type === 'system') {
+      rows.push(html`<li class="system" key=${m.id} data-seq=${m.seq} dir="auto">${m.content}</li>`);
+      prevSender = null;
+      continue;
+    }
+    const mine = m.sender_id === me;
+    const first = prevSender !== m.sender_id;
+    prevSender = m.sender_id;
+    const tick = mine ? tickOf(t, m) : null;
+    rows.push(html`
+      <li key=${m.id} class=${`msg ${mine ? 'mine' : 'theirs'} ${first ? 'first' : ''}`} data-seq=${m.seq}
+          data-unseen=${!mine && m.seq > myRead ? '' : undefined}>
+        ${first && !mine && t.type === 'group' && html`<div class="sender">${m.sender?.full_name || m.sender?.username} <span class="role">${m.sender?.role}</span></div>`}
+        <div class="bubble">
+          <p class="text" dir="auto">${m.content}</p>
+          <span class="meta"><time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
+            ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} aria-label=${TICK_LABEL[tick]} title=${TICK_LABEL[tick]}>${TICK_TEXT[tick]}</span>`}
+          </span>
+        </div>
+      </li>`);
+  }
+  for (const p of pending) {
+    if (list.some((m) => m.client_msg_id === p.client_msg_id)) continue;
+    rows.push(html`
+      <li key=${p.client_msg_id} class="msg mine pending">
+        <div class="bubble">
+          <p class="text" dir="auto">${p.content}</p>
+          <span class="meta"><span class="tick pending" data-status="pending" aria-label=${TICK_LABEL.pending} title=${TICK_LABEL.pending}>${TICK_TEXT.pending}</span></span>
+        </div>
+      </li>`);
+  }
+  return html`
+    <div class="messages" ref=${ref} onScroll=${onScroll} tabindex="0">
+      ${box && box.loading && html`<p class="loading" role="status">Loading…</p>`}
+      ${box && !box.hasMore && !box.loading && startIdx === 0 && html`<p class="start">This is the start of the conversation.</p>`}
+      <div role="log" aria-label="Messages" aria-live="polite"><ol class="log">${rows}</ol></div>
+      ${!atNewest && html`<button type="button" class="jump" onClick=${jumpToNewest}>Newest messages ↓</button>`}
+    </div>`;
+}
+
+// The index of the first message whose seq is at least `seq` (the list is in seq order).
+function lowerBound(list, seq) {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].seq < seq) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+function Composer({ t }) {
+  const [text, setText] = useState('');
+  const typingSent = useRef(0);
+  const input = useRef(null);
+  useEffect(() => { input.current && input.current.focus(); }, [t.id]);
+  function submit(e) {
+    e.preventDefault();
+    const content = text;
+    if (!content.trim()) return;
+    store.send(t.id, content);
+    typingSent.current = 0;
+    setText('');
+  }
+  function onInput(e) {
+    setText(e.target.value);
+    const now = Date.now();
+    if (e.target.value && now - typingSent.current > 3000) {
+      typingSent.current = now;
+      store.client.typing(t.id, true);
+    } else if (!e.target.value && typingSent.current) {
+      typingSent.current = 0;
+      store.client.typing(t.id, false);
+    }
+  }
+  function onKeyDown(e) {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) submit(e);
+  }
+  return html`
+    <form class="composer" onSubmit=${submit}>
+      <label for="composer" class="visually-hidden">Message</label>
+      <textarea id="composer" ref=${input} rows="1" value=${text} onInput=${onInput} onKeyDown=${onKeyDown}
+        placeholder="Write a message" dir="auto"></textarea>
+      <button type="submit" class="primary">Send</button>
+    </form>`;
+}
+
+// ---------------------------------------------------------------- calls
+
+function Video({ stream, muted, label }) {
+  const ref = useRef(null);
+  useEffect(() => { if (ref.current && ref.current.srcObject !== stream) ref.current.srcObject = stream || null; });
+  return html`<video ref=${ref} autoplay playsinline muted=${muted} aria-label=${label}></video>`;
+}
+
+function CallPanel() {
+  const c = state.call;
+  if (!c) return null;
+  const t = state.threads.get(c.threadId);
+  const who = t ? store.threadName(t) : 'Call';
+  const statusText = {
+    calling: `Calling ${who}…`, ringing: `${who} is calling (${c.kind})`, connecting: 'Connecting…',
+    connected: `In call with ${who}`, ended: c.note || 'Call ended.',
+  }[c.status];
+  return html`
+    <section class="call" role="dialog" aria-label="Call" aria-live="assertive">
+      <p class="call-status" data-status=${c.status}>${statusText}</p>
+      ${c.kind === 'video' && c.status !== 'ended' && html`<div class="videos">
+        <${Video} stream=${c.remote} muted=${false} label="Their video" />
+        <${Video} stream=${c.local} muted=${true} label="Your video" />
+      </div>`}
+      ${c.kind === 'audio' && c.remote && html`<${Video} stream=${c.remote} muted=${false} label="Their audio" />`}
+      <div class="row">
+        ${c.status === 'ringing' && html`<button type="button" class="primary" onClick=${calls.accept}>Accept</button>
+          <button type="button" onClick=${calls.decline}>Decline</button>`}
+        ${(c.status === 'calling' || c.status === 'connecting' || c.status === 'connected') &&
+          html`<button type="button" class="danger" onClick=${() => calls.hangUp()}>Hang up</button>`}
+      </div>
+    </section>`;
+}
