@@ -51,13 +51,17 @@ bool known_method(http::verb v) {
   }
 }
 
-// On every answer: no MIME sniffing, no referrer, no framing, and (nothing
-// here is a page) no content of any kind may load in a browser from it.
+// On every answer: no MIME sniffing, no referrer, no framing, and (the API
+// serves no pages) no content of any kind may load in a browser from it.
+// An answer that sets its own (the web app's pages) keeps them.
 void add_security_headers(http::response<http::string_body>& res) {
-  res.set("X-Content-Type-Options", "nosniff");
-  res.set("Referrer-Policy", "no-referrer");
-  res.set("X-Frame-Options", "DENY");
-  res.set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+  auto set_default = [&res](std::string_view name, std::string_view value) {
+    if (res.find(name) == res.end()) res.set(name, value);
+  };
+  set_default("X-Content-Type-Options", "nosniff");
+  set_default("Referrer-Policy", "no-referrer");
+  set_default("X-Frame-Options", "DENY");
+  set_default("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
 }
 
 std::string remote_of(const beast::tcp_stream& s) {
