@@ -46,6 +46,7 @@ if [ "$WITH_TESTS" -eq 1 ]; then
     python3 python3-websockets python3-socketio python3-requests python3-websocket
     postgresql redis-server
     procps psmisc
+    openssl
     chromium fonts-noto-color-emoji
   )
 fi

@@ -8,8 +8,12 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <csignal>
 #include <cstring>
 
 #include "jwt.h"
@@ -108,9 +112,51 @@ Worker::Worker(int index, int count, Shared& shared, Progress& progress)
   max_in_flight_ = std::max<int64_t>(1, (opt_.concurrency + count_ - 1) / count_);
   for (int port : opt_.ports)
     host_headers_.push_back((opt_.addrs.front().ss_family == AF_INET6 ? "[::1]" : opt_.host) + ":" + std::to_string(port));
+  if (opt_.tls) {
+    // TLS writes go through write(2), not send(MSG_NOSIGNAL): a peer that
+    // closed must not kill the run.
+    std::signal(SIGPIPE, SIG_IGN);
+    tls_ctx_ = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_verify(tls_ctx_, SSL_VERIFY_NONE, nullptr);  // loopback only; what is measured is the cost
+    SSL_CTX_set_options(tls_ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    // c.out may grow between a partial SSL_write and its retry.
+    SSL_CTX_set_mode(tls_ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  }
 }
 
-Worker::~Worker() { close_all(); }
+Worker::~Worker() {
+  close_all();
+  if (tls_ctx_) SSL_CTX_free(tls_ctx_);
+}
+
+ssize_t Worker::read_some(Conn& c, char* buf, size_t len) {
+  if (!c.ssl) return ::recv(c.fd, buf, len, 0);
+  int n = SSL_read(c.ssl, buf, static_cast<int>(std::min<size_t>(len, INT_MAX)));
+  if (n > 0) return n;
+  int err = SSL_get_error(c.ssl, n);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (err == SSL_ERROR_ZERO_RETURN) return 0;
+  if (err != SSL_ERROR_SYSCALL) errno = EPROTO;
+  ERR_clear_error();
+  return -1;
+}
+
+ssize_t Worker::write_some(Conn& c, const char* buf, size_t len) {
+  if (!c.ssl) return ::send(c.fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  int n = SSL_write(c.ssl, buf, static_cast<int>(std::min<size_t>(len, INT_MAX)));
+  if (n > 0) return n;
+  int err = SSL_get_error(c.ssl, n);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (err != SSL_ERROR_SYSCALL) errno = EPROTO;
+  ERR_clear_error();
+  return -1;
+}
 
 void Worker::run() {
   ep_ = epoll_create1(EPOLL_CLOEXEC);
@@ -157,6 +203,10 @@ void Worker::run() {
       if (c.state == kClosed || c.state == kNotStarted) continue;
       if (c.state == kConnecting) {
         finish_connect(c, now);
+        continue;
+      }
+      if (c.state == kTlsHandshake) {
+        continue_handshake(c, now);
         continue;
       }
       if (ev.events & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c, now);
@@ -214,6 +264,28 @@ void Worker::finish_connect(Conn& c, int64_t now) {
   if (getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
   if (err == EINPROGRESS || err == EALREADY) return;
   if (err != 0) return fail(c, std::string("connect: ") + std::strerror(err), now);
+  if (tls_ctx_) {
+    c.ssl = SSL_new(tls_ctx_);
+    SSL_set_fd(c.ssl, c.fd);
+    SSL_set_connect_state(c.ssl);
+    c.state = kTlsHandshake;
+    return continue_handshake(c, now);
+  }
+  send_upgrade(c);
+}
+
+void Worker::continue_handshake(Conn& c, int64_t now) {
+  int r = SSL_do_handshake(c.ssl);
+  if (r == 1) return send_upgrade(c);
+  int err = SSL_get_error(c.ssl, r);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return set_events(c, err == SSL_ERROR_WANT_WRITE);
+  char why[256] = "connection closed";
+  if (unsigned long e = ERR_get_error()) ERR_error_string_n(e, why, sizeof why);
+  ERR_clear_error();
+  fail(c, std::string("TLS handshake: ") + why, now);
+}
+
+void Worker::send_upgrade(Conn& c) {
   std::string target;
   if (opt_.protocol == Protocol::kSocketIo) {
     target = sio_target(opt_.path);  // the token goes in the Socket.IO CONNECT
@@ -241,7 +313,8 @@ void Worker::set_events(Conn& c, bool want_out) {
 
 void Worker::fail(Conn& c, const std::string& why, int64_t now) {
   (void)now;
-  const bool connecting = c.state == kConnecting || c.state == kUpgrading || c.state == kAwaitEstablished;
+  const bool connecting =
+      c.state == kConnecting || c.state == kTlsHandshake || c.state == kUpgrading || c.state == kAwaitEstablished;
   if (connecting) {
     ++totals_.connect_failures;
     --in_flight_;
@@ -250,14 +323,23 @@ void Worker::fail(Conn& c, const std::string& why, int64_t now) {
   }
   if (totals_.failure_samples.size() < 8)
     totals_.failure_samples.push_back("user " + std::to_string(c.user) + ": " + why);
+  if (c.ssl) SSL_free(c.ssl);
+  c.ssl = nullptr;
   if (c.fd >= 0) ::close(c.fd);  // also removes it from the epoll set
   c.fd = -1;
   c.state = kClosed;
 }
 
+// Under TLS, OpenSSL may hold decrypted bytes the socket no longer signals: read those too.
 void Worker::on_readable(Conn& c, int64_t now) {
+  do {
+    read_once(c, now);
+  } while (c.ssl && c.state != kClosed && SSL_pending(c.ssl) > 0);
+}
+
+void Worker::read_once(Conn& c, int64_t now) {
   if (c.in.empty()) {
-    ssize_t n = ::recv(c.fd, scratch_.data(), scratch_.size(), 0);
+    ssize_t n = read_some(c, scratch_.data(), scratch_.size());
     if (n > 0) {
       std::string_view data(scratch_.data(), static_cast<size_t>(n));
       size_t used = process(c, data, now);
@@ -270,7 +352,7 @@ void Worker::on_readable(Conn& c, int64_t now) {
   }
   const size_t old = c.in.size();
   c.in.resize(old + kReadChunk);
-  ssize_t n = ::recv(c.fd, c.in.data() + old, kReadChunk, 0);
+  ssize_t n = read_some(c, c.in.data() + old, kReadChunk);
   if (n <= 0) {
     c.in.resize(old);
     if (n == 0) return fail(c, "server closed the TCP connection", now);
@@ -377,7 +459,7 @@ void Worker::send_frame(Conn& c, Opcode op, std::string_view payload) {
 
 void Worker::write_pending(Conn& c) {
   while (c.out_off < c.out.size()) {
-    ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = write_some(c, c.out.data() + c.out_off, c.out.size() - c.out_off);
     if (n > 0) {
       c.out_off += static_cast<size_t>(n);
       continue;
@@ -398,7 +480,7 @@ void Worker::flush() {
   for (uint32_t i : dirty_) {
     Conn& c = conns_[i];
     c.dirty = false;
-    if (c.state == kClosed || c.state == kConnecting || c.fd < 0) continue;
+    if (c.state == kClosed || c.state == kConnecting || c.state == kTlsHandshake || c.fd < 0) continue;
     write_pending(c);
   }
   dirty_.clear();
@@ -427,6 +509,8 @@ void Worker::close_all() {
   // tens of thousands of connections do not run out of local ports.
   linger lg{1, 0};
   for (auto& c : conns_) {
+    if (c.ssl) SSL_free(c.ssl);
+    c.ssl = nullptr;
     if (c.fd >= 0) {
       setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
       ::close(c.fd);

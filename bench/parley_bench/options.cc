@@ -80,6 +80,7 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
   app.add_flag("--sio-ack-deliveries", o.sio_ack_deliveries,
                "socketio: acknowledge new_message events that ask for an ack (a delivery receipt per delivery; "
                "the native mode sends none)");
+  app.add_flag("--tls", o.tls, "Connect with TLS (a server run with --tls-cert); its certificate is not verified");
   app.add_option("--jwt-secret", o.jwt_secret, "HS256 secret shared with the server")->required();
   app.add_option("--target-name", o.target_name, "Name of the server under test, copied to the JSON")
       ->capture_default_str();

@@ -29,6 +29,7 @@ struct Options {
   Protocol protocol = Protocol::kNative;
   std::string path = "/ws";   // "/socket.io/" for Socket.IO unless --path is given
   bool sio_ack_deliveries = false;  // Socket.IO: acknowledge new_message events that ask for it
+  bool tls = false;                 // wss://: TLS under every connection (certificate not verified: loopback only)
   std::string jwt_secret;
   std::string target_name = "parley";
   int64_t users = 1000;

@@ -204,6 +204,7 @@ int run(const Options& opt) {
   if (!error.empty()) j.kv("error", error);
   j.begin_object("params");
   j.kv("protocol", protocol_name(opt.protocol));
+  j.kv("tls", opt.tls);
   j.kv("users", opt.users);
   j.kv("group_size", opt.group_size);
   j.kv("groups", plan.groups);

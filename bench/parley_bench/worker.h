@@ -6,6 +6,8 @@
 // the read-only plan, the phase flag and the progress counters.
 #pragma once
 
+#include <openssl/ssl.h>
+
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -90,10 +92,11 @@ struct SenderState {
   std::vector<uint64_t> acked;  // a bit per counter
 };
 
-enum ConnState : uint8_t { kNotStarted, kConnecting, kUpgrading, kAwaitEstablished, kOpen, kClosed };
+enum ConnState : uint8_t { kNotStarted, kConnecting, kTlsHandshake, kUpgrading, kAwaitEstablished, kOpen, kClosed };
 
 struct Conn {
   int fd = -1;
+  SSL* ssl = nullptr;      // --tls: the TLS session over fd
   ConnState state = kNotStarted;
   bool dirty = false;      // in the flush list
   bool want_out = false;   // EPOLLOUT registered
@@ -131,7 +134,13 @@ class Worker {
   void start_connections(int64_t now);
   void begin_connect(Conn& c, int64_t now);
   void finish_connect(Conn& c, int64_t now);
+  void continue_handshake(Conn& c, int64_t now);  // --tls: drives SSL_do_handshake, then sends the upgrade
+  void send_upgrade(Conn& c);
+  // recv/send, or SSL_read/SSL_write under --tls: >0 bytes, 0 closed, -1 errno set (EAGAIN: wait).
+  ssize_t read_some(Conn& c, char* buf, size_t len);
+  ssize_t write_some(Conn& c, const char* buf, size_t len);
   void on_readable(Conn& c, int64_t now);
+  void read_once(Conn& c, int64_t now);
   size_t process(Conn& c, std::string_view data, int64_t now);
   void send_frame(Conn& c, Opcode op, std::string_view payload);
   void write_pending(Conn& c);
@@ -175,6 +184,7 @@ class Worker {
   Rng rng_;
   int ep_ = -1;
   int timer_fd_ = -1;
+  SSL_CTX* tls_ctx_ = nullptr;  // --tls
   std::vector<Conn> conns_;
   std::vector<SenderState> senders_;
   std::vector<uint32_t> dirty_;

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/clock.h"
@@ -460,14 +461,33 @@ const std::vector<Route>& routes() {
   return table;
 }
 
+bool path_matches(const Route& r, const std::vector<std::string>& parts) {
+  if (r.pattern.size() != parts.size()) return false;
+  for (size_t i = 0; i < parts.size(); ++i)
+    if (r.pattern[i] != "*" && r.pattern[i] != parts[i]) return false;
+  return true;
+}
+
+// HEAD is served by the GET route, without the body (the network layer drops it).
 const Route* find_route(const std::string& method, const std::vector<std::string>& parts) {
+  std::string_view wanted = method == "HEAD" ? std::string_view("GET") : std::string_view(method);
   for (const Route& r : routes()) {
-    if (r.method != method || r.pattern.size() != parts.size()) continue;
-    bool match = true;
-    for (size_t i = 0; i < parts.size() && match; ++i) match = r.pattern[i] == "*" || r.pattern[i] == parts[i];
-    if (match) return &r;
+    if (r.method == wanted && path_matches(r, parts)) return &r;
   }
   return nullptr;
+}
+
+std::string allowed_for(const std::vector<std::string>& parts) {
+  std::vector<std::string_view> methods;
+  for (const Route& r : routes()) {
+    if (!path_matches(r, parts) || std::find(methods.begin(), methods.end(), r.method) != methods.end()) continue;
+    methods.push_back(r.method);
+    if (r.method == "GET") methods.push_back("HEAD");
+  }
+  if (methods.empty()) return "";
+  std::string allow;
+  for (std::string_view m : methods) allow.append(m).append(", ");
+  return allow + "OPTIONS";
 }
 
 }  // namespace
@@ -476,6 +496,8 @@ bool RestApi::hashes_passwords(const HttpRequest& req) {
   return req.method == "POST" && (req.path == "/api/auth/register" || req.path == "/api/auth/login" ||
                                   req.path == "/api/auth/register/" || req.path == "/api/auth/login/");
 }
+
+std::string RestApi::allowed_methods(const std::string& path) { return allowed_for(split_path(path)); }
 
 RestApi::RestApi(ChatService& chat, HealthInfo health)
     : chat_(chat), health_(std::move(health)), started_at_(now_micros()) {}
@@ -487,6 +509,16 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   const Route* route = find_route(req.method, parts);
   Call call{chat_, health_, started_at_, req, parts, nullptr, {}};
   if (route && route->is_public) return route->handler(call);
+  // A known path with a method it does not serve: 405 before any
+  // authentication, so a client learns its mistake, not that it needs a token.
+  if (!route) {
+    if (std::string allow = allowed_for(parts); !allow.empty()) {
+      HttpResponse r = failure({ErrorKind::kBadInput, "method_not_allowed", req.method + " is not allowed here; use " + allow});
+      r.status = 405;
+      r.headers.emplace_back("Allow", std::move(allow));
+      return r;
+    }
+  }
 
   const std::string prefix = "Bearer ";
   if (req.authorization.size() <= prefix.size() ||

@@ -26,6 +26,10 @@ class RestApi {
   // True for the requests that hash a password (register, login): the network
   // layer runs those on their own pool.
   static bool hashes_passwords(const HttpRequest& request);
+  // The methods the route table serves at `path` (percent-decoded, no query),
+  // as an Allow header value ("GET, HEAD, OPTIONS"); empty when no route has
+  // that path. HEAD goes wherever GET does. Any thread.
+  static std::string allowed_methods(const std::string& path);
 
  private:
   ChatService& chat_;

@@ -260,6 +260,24 @@ void add_serve_options(CLI::App& cmd, Config& c) {
                  "Registrations per client address per 10 minutes before 429")
       ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")
       ->capture_default_str();
+  cmd.add_option("--header-timeout", l.http_header_timeout_seconds,
+                 "Seconds to receive an HTTP request's headers (and idle keep-alive time)")
+      ->envname("PARLEY_HEADER_TIMEOUT")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  cmd.add_option("--body-timeout", l.http_body_timeout_seconds, "Seconds to receive an HTTP request's body")
+      ->envname("PARLEY_BODY_TIMEOUT")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  cmd.add_option("--keepalive-requests", l.http_keepalive_requests, "HTTP requests per connection before it is closed")
+      ->envname("PARLEY_KEEPALIVE_REQUESTS")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  auto* cert = cmd.add_option("--tls-cert", c.tls.cert_file, "PEM certificate chain: serve HTTPS and WSS (reloaded on SIGHUP)")
+                   ->envname("PARLEY_TLS_CERT");
+  auto* key = cmd.add_option("--tls-key", c.tls.key_file, "PEM private key of --tls-cert")->envname("PARLEY_TLS_KEY");
+  cert->needs(key);
+  key->needs(cert);
 }
 
 int serve(Config& config) {

@@ -26,6 +26,11 @@ struct Limits {
   int registration_window_seconds = 10 * 60;
   int presence_grace_seconds = 3;
   int typing_timeout_seconds = 6;
+  // HTTP: slow clients (slowloris) are cut off; the header timeout also
+  // bounds how long an idle keep-alive connection waits for its next request.
+  int http_header_timeout_seconds = 10;      // to receive a request's headers
+  int http_body_timeout_seconds = 30;        // to receive its body, once the headers are in
+  int http_keepalive_requests = 1000;        // requests per connection; the last one is answered with Connection: close
   int edit_window_seconds = 15 * 60;         // a sender may edit a message this long after sending it
   int account_poll_ms = 1000;                // how often a server reads account changes (disable, revoke-tokens)
 };
@@ -39,6 +44,13 @@ struct WebhookConfig {
   int max_backoff_ms = 5 * 60 * 1000;
   int timeout_ms = 5000;         // one POST
   int concurrency = 4;           // POSTs in flight at once
+};
+
+// HTTPS and WSS on the listening port (both files PEM); empty: plain TCP.
+// SIGHUP reloads both; new handshakes use the new pair.
+struct TlsConfig {
+  std::string cert_file;  // the certificate chain, leaf first
+  std::string key_file;   // its private key
 };
 
 // Socket.IO clients: Engine.IO v4 at `path` (CONTRACT.md section 7).
@@ -72,6 +84,7 @@ struct Config {
   Limits limits;
   SocketIoConfig socketio;
   WebhookConfig webhook;
+  TlsConfig tls;
 };
 
 inline constexpr const char* kDefaultRole = "member";

@@ -41,7 +41,7 @@ void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer);
 // A WebSocket upgrade on the Engine.IO path: checks it (nullopt when it may
 // proceed), then eio_websocket() takes the socket over.
 std::optional<sio::EioError> eio_check_upgrade(const EioQuery& query);
-void eio_websocket(LoopContext& loop, tcp::socket socket, http::request<http::string_body> request,
+void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::string_body> request,
                    std::string leftover, const EioQuery& query);
 
 }  // namespace parley::net

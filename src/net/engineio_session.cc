@@ -410,6 +410,87 @@ class EioWsListener final : public TransportListener {
   std::shared_ptr<EioSession> session_;
 };
 
+// A TLS stream cannot move to another loop the way a plain socket's fd can
+// (OpenSSL's state and Asio's stream stay with the loop that made them), so
+// a WSS upgrade of a session that lives on another loop keeps its WebSocket
+// here, and the two talk by posting to each other's loop: the WebSocket's
+// listener forwards to the session's loop, the session writes through a
+// Transport that forwards to the WebSocket's loop.
+class CrossLoopTransport final : public Transport {
+ public:
+  CrossLoopTransport(LoopContext& session_loop, LoopContext& ws_loop, std::weak_ptr<Transport> ws, std::string remote)
+      : session_loop_(session_loop), ws_loop_(ws_loop), ws_(std::move(ws)), remote_(std::move(remote)) {}
+
+  void send_text(FramePtr frame) override {
+    asio::post(ws_loop_.io, [ws = ws_, frame = std::move(frame)]() mutable {
+      if (auto t = ws.lock()) t->send_text(std::move(frame));
+    });
+  }
+  void close(CloseReason reason, std::string text) override {
+    asio::post(ws_loop_.io, [ws = ws_, reason, text = std::move(text)]() mutable {
+      if (auto t = ws.lock()) t->close(reason, std::move(text));
+    });
+  }
+  void post(std::function<void()> fn) override { asio::post(session_loop_.io, std::move(fn)); }
+  void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    auto timer = std::make_shared<asio::steady_timer>(session_loop_.io, delay);
+    timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
+      if (!ec) fn();
+    });
+  }
+  const std::string& remote_address() const override { return remote_; }
+  // The WebSocket bounds its own queue (and drops a client that stops reading).
+  size_t queued_bytes() const override { return 0; }
+
+ private:
+  LoopContext& session_loop_;
+  LoopContext& ws_loop_;
+  std::weak_ptr<Transport> ws_;
+  const std::string remote_;
+};
+
+// On the WebSocket's loop; owns the session-side Transport (the session holds it weakly).
+class CrossLoopListener final : public TransportListener {
+ public:
+  CrossLoopListener(LoopContext& session_loop, std::shared_ptr<EioSession> session)
+      : session_loop_(session_loop), session_(std::move(session)) {}
+
+  void attach(std::shared_ptr<CrossLoopTransport> transport) {
+    transport_ = transport;
+    asio::post(session_loop_.io, [session = session_, transport = std::weak_ptr<Transport>(transport), id = id()] {
+      session->attach_websocket(transport, id);
+    });
+  }
+  void on_text(std::string_view text) override {
+    asio::post(session_loop_.io, [session = session_, id = id(), text = std::string(text)] { session->on_ws_text(id, text); });
+  }
+  void on_binary(std::string_view) override {}
+  void on_tick(int64_t) override {}
+  void on_close() override {
+    asio::post(session_loop_.io, [session = session_, id = id()] { session->on_ws_closed(id); });
+  }
+
+ private:
+  const void* id() const { return this; }
+  LoopContext& session_loop_;
+  std::shared_ptr<EioSession> session_;
+  std::shared_ptr<CrossLoopTransport> transport_;
+};
+
+void cross_loop_websocket(LoopContext& loop, WsSocket socket, const http::request<http::string_body>& req,
+                          std::string leftover, const Registry::Entry& entry) {
+  LoopContext* owner = entry.loop;
+  boost::system::error_code ec;
+  auto ep = socket.lowest().remote_endpoint(ec);
+  std::string remote = ec ? "unknown" : ep.address().to_string();
+  start_ws_session(loop, std::move(socket), req, std::move(leftover),
+                   [&loop, owner, session = entry.session, remote](std::weak_ptr<Transport> ws) {
+                     auto listener = std::make_shared<CrossLoopListener>(*owner, session);
+                     listener->attach(std::make_shared<CrossLoopTransport>(*owner, loop, std::move(ws), remote));
+                     return listener;
+                   });
+}
+
 // A polling request for another node's session, sent there. Its answer is
 // the owner's; when no node serves it the session is as good as unknown, and
 // the 400 makes the client reconnect (to any node).
@@ -492,11 +573,11 @@ std::optional<sio::EioError> eio_check_upgrade(const EioQuery& q) {
   return std::nullopt;
 }
 
-void eio_websocket(LoopContext& loop, tcp::socket socket, http::request<http::string_body> req, std::string leftover,
+void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::string_body> req, std::string leftover,
                    const EioQuery& q) {
   if (q.sid.empty()) {
     boost::system::error_code ec;
-    auto ep = socket.remote_endpoint(ec);
+    auto ep = socket.lowest().remote_endpoint(ec);
     auto session = std::make_shared<EioSession>(loop, ec ? "unknown" : ep.address().to_string());
     start_ws_session(loop, std::move(socket), req, std::move(leftover),
                      [session](std::weak_ptr<Transport> ws) -> std::shared_ptr<TransportListener> {
@@ -515,12 +596,13 @@ void eio_websocket(LoopContext& loop, tcp::socket socket, http::request<http::st
     return listener;
   };
   if (entry->loop == &loop) return start_ws_session(loop, std::move(socket), req, std::move(leftover), attach);
+  if (socket.tls) return cross_loop_websocket(loop, std::move(socket), req, std::move(leftover), *entry);
   // The session lives on another loop: so does its WebSocket. The socket is
   // re-registered with that loop's io_context.
   boost::system::error_code ec;
-  auto protocol = socket.local_endpoint(ec).protocol();
+  auto protocol = socket.plain->local_endpoint(ec).protocol();
   if (ec) return;
-  int fd = socket.release(ec);
+  int fd = socket.plain->release(ec);
   if (ec) return;
   LoopContext* owner = entry->loop;
   auto shared_req = std::make_shared<const http::request<http::string_body>>(std::move(req));
@@ -532,7 +614,9 @@ void eio_websocket(LoopContext& loop, tcp::socket socket, http::request<http::st
       ::close(fd);
       return;
     }
-    start_ws_session(*owner, std::move(moved), *req, std::move(leftover), attach);
+    WsSocket ws;
+    ws.plain.emplace(std::move(moved));
+    start_ws_session(*owner, std::move(ws), *req, std::move(leftover), attach);
   });
 }
 

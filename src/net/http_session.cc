@@ -1,9 +1,12 @@
-// HTTP/1.1 on one connection: reads requests, runs REST handlers on the worker
-// pool and writes the answers in order; hands WebSocket upgrades over.
+// HTTP/1.1 on one connection, over TCP or TLS: reads requests, runs REST
+// handlers on the worker pool and writes the answers in order; hands
+// WebSocket upgrades over. Templated on the stream only because Beast's
+// read and write are; everything else is the same for both.
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "common/metrics.h"
 #include "net/engineio.h"
@@ -14,8 +17,11 @@ namespace parley::net {
 
 namespace {
 
-constexpr auto kRequestTimeout = std::chrono::seconds(30);
+// Writing an answer; reading is bounded by the configured header and body timeouts.
+constexpr auto kWriteTimeout = std::chrono::seconds(30);
 constexpr size_t kHeaderLimit = 16 * 1024;
+// A longer request target gets 414 (nginx and Node allow 8 KiB too).
+constexpr size_t kMaxTargetBytes = 8 * 1024;
 // A refused request's unread body is drained for at most this long and this much.
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerBytes = 4 * 1024 * 1024;
@@ -24,6 +30,38 @@ constexpr size_t kMaxQueuedPasswordRequests = 64;
 bool is_ws_path(std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
   return path == "/ws" || path == "/api/v1/ws/chat" || path == "/" || path == "/ws/" || path == "/api/v1/ws/chat/";
+}
+
+// What any server may be asked; others get 501. Of these, the ones a path
+// does not serve get 405 (RestApi).
+bool known_method(http::verb v) {
+  switch (v) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::post:
+    case http::verb::put:
+    case http::verb::delete_:
+    case http::verb::options:
+    case http::verb::patch:
+    case http::verb::trace:
+    case http::verb::connect:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// On every answer: no MIME sniffing, no referrer, no framing, and (the API
+// serves no pages) no content of any kind may load in a browser from it.
+// An answer that sets its own (the web app's pages) keeps them.
+void add_security_headers(http::response<http::string_body>& res) {
+  auto set_default = [&res](std::string_view name, std::string_view value) {
+    if (res.find(name) == res.end()) res.set(name, value);
+  };
+  set_default("X-Content-Type-Options", "nosniff");
+  set_default("Referrer-Policy", "no-referrer");
+  set_default("X-Frame-Options", "DENY");
+  set_default("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
 }
 
 std::string remote_of(const beast::tcp_stream& s) {
@@ -45,32 +83,90 @@ bool is_eio_path(const Config& config, std::string_view target) {
   return path.substr(0, base.size()) == base && (path.size() == base.size() || path[base.size()] == '/');
 }
 
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+template <class Stream>
+class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
  public:
-  HttpSession(LoopContext& loop, tcp::socket socket) : loop_(loop), stream_(std::move(socket)) {
-    remote_ = remote_of(stream_);
+  HttpSession(LoopContext& loop, Stream stream) : loop_(loop), stream_(std::move(stream)) { remote_ = remote_of(tcp()); }
+
+  void run() {
+    if constexpr (kTls) {
+      tcp().expires_after(header_timeout());
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this()](boost::system::error_code ec) {
+                                if (!ec) return self->read();
+                                spdlog::debug("event=tls_handshake_failed remote={} error=\"{}\"", self->remote_, ec.message());
+                                self->tcp().close();
+                              });
+    } else {
+      read();
+    }
   }
 
-  void run() { read(); }
-
  private:
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+  std::chrono::seconds header_timeout() const { return std::chrono::seconds(loop_.config.limits.http_header_timeout_seconds); }
+
+  // The headers first, within the header timeout (slowloris), then the body
+  // within the body timeout.
   void read() {
+    head_ = false;
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     // Engine.IO polling bodies may be larger than a REST body (maxPayload).
     parser_->body_limit(std::max<uint64_t>(loop_.config.limits.max_frame_bytes, loop_.config.socketio.max_payload));
-    stream_.expires_after(kRequestTimeout);
+    tcp().expires_after(header_timeout());
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = this->shared_from_this()](boost::system::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  void on_header(boost::system::error_code ec) {
+    if (ec) return on_read(ec);
+    const auto& head = parser_->get();
+    head_ = head.method() == http::verb::head;
+    if (head.target().size() > kMaxTargetBytes) {
+      linger_ = true;
+      return reply(error_response(414, "uri_too_long", "the request target is longer than 8 KiB"), false);
+    }
+    if (!known_method(head.method())) {
+      linger_ = true;
+      return reply(error_response(501, "not_implemented",
+                                  "the method " + std::string(head.method_string().substr(0, 32)) + " is not implemented"),
+                   false);
+    }
+    if (parser_->is_done()) return on_read({});
+    tcp().expires_after(std::chrono::seconds(loop_.config.limits.http_body_timeout_seconds));
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
+                     [self = this->shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
+  }
+
+  // Headers over the limit: 414 when the request line alone is too long
+  // (Beast keeps the target once it has parsed the request line: none yet
+  // means the line itself went past the limit), else 431.
+  bool request_line_too_long() const {
+    std::string_view target = parser_->get().target();
+    return target.empty() || target.size() > kMaxTargetBytes;
   }
 
   void on_read(boost::system::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset) {
+    if (ec == beast::error::timeout) {
+      // Slow headers or body, or an idle keep-alive connection: closed without an answer, as nginx does.
+      spdlog::debug("event=http_timeout remote={} phase={}", remote_, parser_->is_header_done() ? "body" : "header");
+      return shutdown();
+    }
+    if (ec == http::error::end_of_stream || ec == asio::error::connection_reset || ec == asio::ssl::error::stream_truncated) {
       return shutdown();
     }
     if (ec == http::error::body_limit) {
       linger_ = true;
       return reply(error_response(413, "payload_too_large", "request body is too large"), false);
+    }
+    if (ec == http::error::header_limit) {
+      linger_ = true;
+      if (request_line_too_long())
+        return reply(error_response(414, "uri_too_long", "the request target is longer than 8 KiB"), false);
+      return reply(error_response(431, "headers_too_large", "the request headers are larger than 16 KiB"), false);
     }
     if (ec) {
       linger_ = true;
@@ -93,10 +189,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (hashes && pool.queued() >= kMaxQueuedPasswordRequests)
       return reply(to_beast(HttpResponse{503, "application/json",
                                          encode_error_body({ErrorKind::kUnavailable, "server_busy",
-                                                            "too many logins and registrations at once; retry shortly"})},
+                                                            "too many logins and registrations at once; retry shortly"}),
+                                         {}},
                             origin),
                    keep_alive);
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     ++loop_.rest_in_flight;
     rest_counted_ = true;
     pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin)] {
@@ -125,8 +222,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     http::response<http::string_body> res{static_cast<http::status>(out.status), 11};
     res.set(http::field::server, "parley");
     res.set(http::field::content_type, out.content_type);
-    if (!origin.empty() && origin_allowed(loop_.config, origin)) {
-      res.set(http::field::access_control_allow_origin, origin);
+    if (!origin.empty()) {
+      if (origin_allowed(loop_.config, origin)) res.set(http::field::access_control_allow_origin, origin);
       res.set(http::field::vary, "Origin");
     }
     for (const auto& [name, value] : out.headers) res.set(name, value);
@@ -135,14 +232,27 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     return res;
   }
 
+  // OPTIONS: the methods of the path (Allow) and, for an allowed Origin, a
+  // CORS preflight answer; an Origin not allowed gets no CORS headers, so
+  // the browser refuses the request.
   http::response<http::string_body> preflight(const http::request<http::string_body>& req) {
+    std::string_view target = req.target();
+    std::string path = percent_decode(std::string(target.substr(0, target.find('?'))), false);
+    const bool eio = is_eio_path(loop_.config, target);
+    std::string allow = eio ? "GET, POST, OPTIONS" : path == "*" ? "GET, HEAD, POST, DELETE, OPTIONS" : RestApi::allowed_methods(path);
+    if (allow.empty()) return error_response(404, "not_found", "no such endpoint");
     HttpResponse empty;
     empty.status = 204;
     empty.content_type = "text/plain";
-    auto res = to_beast(empty, std::string(req[http::field::origin]));
-    res.set(http::field::access_control_allow_methods, "GET, POST, PATCH, DELETE, OPTIONS");
-    res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
-    res.set(http::field::access_control_max_age, "600");
+    std::string origin(req[http::field::origin]);
+    auto res = to_beast(empty, origin);
+    res.set(http::field::allow, allow);
+    if (!origin.empty() && origin_allowed(loop_.config, origin)) {
+      res.set(http::field::access_control_allow_methods, allow);
+      res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
+      res.set(http::field::access_control_max_age, "600");
+      if (eio) res.set(http::field::access_control_allow_credentials, "true");
+    }
     return res;
   }
 
@@ -173,14 +283,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void reply(http::response<http::string_body> res, bool keep_alive) {
+    // The last request a connection may make is answered with Connection: close.
+    if (++replies_ >= static_cast<uint64_t>(loop_.config.limits.http_keepalive_requests)) keep_alive = false;
+    add_security_headers(res);
     res.keep_alive(keep_alive && !loop_.draining);
     if (rest_counted_) {
       rest_counted_ = false;
       --loop_.rest_in_flight;  // its answer is computed; the write below is the loop's own work
     }
+    if (head_) {
+      // HEAD: GET's headers, Content-Length included, and no body.
+      size_t length = res.body().size();
+      res.body().clear();
+      res.content_length(length);
+    }
     auto sp = std::make_shared<http::response<http::string_body>>(std::move(res));
-    stream_.expires_after(kRequestTimeout);
-    http::async_write(stream_, *sp, [self = shared_from_this(), sp](boost::system::error_code ec, size_t) {
+    tcp().expires_after(kWriteTimeout);
+    http::async_write(stream_, *sp, [self = this->shared_from_this(), sp](boost::system::error_code ec, size_t) {
       if (!ec && self->linger_) return self->linger_close();
       if (ec || !sp->keep_alive()) return self->shutdown();
       self->read();
@@ -191,7 +310,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void engineio(http::request<http::string_body> req) {
     bool keep_alive = req.keep_alive();
     std::string origin(req[http::field::origin]);
-    auto respond = [self = shared_from_this(), keep_alive, origin](int status, std::string type, std::string body) {
+    auto respond = [self = this->shared_from_this(), keep_alive, origin](int status, std::string type, std::string body) {
       asio::post(self->stream_.get_executor(), [self, keep_alive, origin, status, type = std::move(type),
                                                 body = std::move(body)]() mutable {
         HttpResponse out;
@@ -235,7 +354,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     if (token.empty()) return hand_over(req, std::nullopt, "");
     // Verifying may provision a user (a write): off the loop.
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     auto sreq = std::make_shared<http::request<http::string_body>>(std::move(req));
     loop_.auth_queue->submit([self, sreq, token] {
       auto user = self->loop_.chat.authenticate(token);
@@ -264,8 +383,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     }
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
-    stream_.expires_never();
-    eio_websocket(loop_, stream_.release_socket(), std::move(req), std::move(leftover), query);
+    eio_websocket(loop_, release(), std::move(req), std::move(leftover), query);
+  }
+
+  // The connection leaves HTTP for a WebSocket session.
+  WsSocket release() {
+    tcp().expires_never();
+    WsSocket out;
+    if constexpr (kTls) out.tls = std::make_unique<TlsStream>(std::move(stream_));
+    else out.plain.emplace(stream_.release_socket());
+    return out;
   }
 
   // The socket and any bytes already read past the request go to the WebSocket session.
@@ -273,15 +400,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (loop_.draining) return reply(shutting_down(), false);  // its token check ended after the drain began
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
-    stream_.expires_never();
-    start_ws_session(loop_, stream_.release_socket(), req, std::move(leftover),
+    start_ws_session(loop_, release(), req, std::move(leftover),
                      json_connection_factory(loop_, std::move(user), std::move(token)));
   }
 
+  // Over TLS too, without a close_notify: every answer is length-delimited,
+  // so a client cannot mistake a cut connection for a whole answer.
   void shutdown() {
     boost::system::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.close();
+    tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp().close();
   }
 
   // After refusing a request whose body was not read (413, 400) the client may
@@ -291,27 +419,30 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // a bounded time and amount, then close.
   void linger_close() {
     boost::system::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp().socket().shutdown(tcp::socket::shutdown_send, ec);
     linger_left_ = kLingerBytes;
-    stream_.expires_after(kLingerTime);
+    tcp().expires_after(kLingerTime);
     drain();
   }
 
   void drain() {
     buffer_.consume(buffer_.size());
-    stream_.async_read_some(buffer_.prepare(16 * 1024), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-      if (ec || n >= self->linger_left_) return self->stream_.close();
+    // The raw bytes (ciphertext over TLS): they are dropped anyway.
+    tcp().async_read_some(buffer_.prepare(16 * 1024), [self = this->shared_from_this()](boost::system::error_code ec, size_t n) {
+      if (ec || n >= self->linger_left_) return self->tcp().close();
       self->linger_left_ -= n;
       self->drain();
     });
   }
 
   LoopContext& loop_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string remote_;
   bool rest_counted_ = false;  // this connection's REST request is counted in loop_.rest_in_flight
+  uint64_t replies_ = 0;    // answers written or being written on this connection
+  bool head_ = false;       // the request being answered is a HEAD
   bool linger_ = false;     // the reply refuses a request whose body was not read
   size_t linger_left_ = 0;  // bytes still drained before the close
 };
@@ -319,7 +450,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 }  // namespace
 
 void start_http_session(LoopContext& loop, tcp::socket socket) {
-  std::make_shared<HttpSession>(loop, std::move(socket))->run();
+  std::make_shared<HttpSession<beast::tcp_stream>>(loop, beast::tcp_stream(std::move(socket)))->run();
+}
+
+void start_https_session(LoopContext& loop, tcp::socket socket, std::shared_ptr<asio::ssl::context> context) {
+  std::make_shared<HttpSession<TlsStream>>(loop, TlsStream(std::move(socket), *context))->run();
 }
 
 }  // namespace parley::net

@@ -14,6 +14,7 @@
 #include "net/beast.h"
 #include "net/engineio.h"
 #include "net/sessions.h"
+#include "net/tls_context.h"
 
 namespace parley {
 
@@ -156,6 +157,7 @@ struct Server::Impl {
       boost::system::error_code ec;
       if (acceptor) acceptor->close(ec);
       if (signals) signals->cancel(ec);
+      if (hangup) hangup->cancel(ec);
     });
     std::lock_guard lock(guards_mu);
     for (auto& g : guards) g.reset();
@@ -218,11 +220,31 @@ struct Server::Impl {
       if (!ec) {
         socket.set_option(tcp::no_delay(true), ec);
         // The socket belongs to the target loop; start it there.
-        asio::post(target.io, [&target, s = std::move(socket)]() mutable { start_http_session(*target.ctx, std::move(s)); });
+        if (tls) {
+          asio::post(target.io, [&target, s = std::move(socket), ctx = tls->current()]() mutable {
+            start_https_session(*target.ctx, std::move(s), std::move(ctx));
+          });
+        } else {
+          asio::post(target.io, [&target, s = std::move(socket)]() mutable { start_http_session(*target.ctx, std::move(s)); });
+        }
       } else {
         spdlog::warn("event=accept_failed error=\"{}\"", ec.message());
       }
       accept();
+    });
+  }
+
+  // SIGHUP: read the certificate and key again. A pair that does not load
+  // is logged and the current one stays.
+  void reload_tls_on_hangup() {
+    hangup->async_wait([this](boost::system::error_code ec, int) {
+      if (ec) return;
+      if (auto st = tls->reload(); !st) {
+        spdlog::error("event=tls_reload_failed error=\"{}\"", st.error().message);
+      } else {
+        spdlog::info("event=tls_reloaded cert={}", config.tls.cert_file);
+      }
+      reload_tls_on_hangup();
     });
   }
 
@@ -238,6 +260,8 @@ struct Server::Impl {
       std::make_unique<ThreadPool>(static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / 2)));
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<asio::signal_set> signals;
+  std::unique_ptr<TlsContexts> tls;          // set when serving HTTPS/WSS
+  std::unique_ptr<asio::signal_set> hangup;  // SIGHUP, with TLS only
   size_t next_loop = 0;
   std::mutex guards_mu;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -266,6 +290,11 @@ RestApi& Server::rest() { return impl_->rest; }
 
 Result<uint16_t> Server::start() {
   auto& im = *impl_;
+  if (!im.config.tls.cert_file.empty()) {
+    auto tls = TlsContexts::load(im.config.tls);
+    if (!tls) return tls.error();
+    im.tls = std::move(*tls);
+  }
   boost::system::error_code ec;
   auto address = asio::ip::make_address(im.config.bind, ec);
   if (ec) return bad_input("invalid_bind", "bad bind address: " + im.config.bind);
@@ -281,12 +310,17 @@ Result<uint16_t> Server::start() {
   im.acceptor = std::move(acc);
   im.signals = std::make_unique<asio::signal_set>(im.loops[0]->io, SIGINT, SIGTERM);
   im.wait_signals();
+  if (im.tls) {
+    im.hangup = std::make_unique<asio::signal_set>(im.loops[0]->io, SIGHUP);
+    im.reload_tls_on_hangup();
+  }
   im.accept();
   for (auto& l : im.loops) {
     l->sweep = std::make_unique<asio::steady_timer>(l->io);
     Impl::sweep_loop(*l);
   }
-  spdlog::info("event=listening address={} port={} loops={}", im.config.bind, port, im.loops.size());
+  spdlog::info("event=listening address={} port={} loops={} tls={}", im.config.bind, port, im.loops.size(),
+               im.tls ? "on" : "off");
   return port;
 }
 

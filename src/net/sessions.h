@@ -4,6 +4,7 @@
 
 #include <sys/uio.h>
 
+#include <memory>
 #include <optional>
 #include <vector>
 #include <string>
@@ -13,7 +14,7 @@
 #include "bus/poll_forwarder.h"
 #include "common/config.h"
 #include "common/serial_queue.h"
-#include "net/beast.h"
+#include "net/beast_tls.h"
 #include "net/sweep.h"
 
 namespace parley::net {
@@ -71,8 +72,25 @@ struct LoopContext {
   int rest_in_flight = 0;
 };
 
+// TLS over a TCP stream (HTTPS, WSS). The HTTP session reads through it
+// with Beast; a WebSocket session keeps it (see WsSocket).
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// What a WebSocket session runs on: a plain TCP socket (gathered sendmsg,
+// reads into the loop's buffer), or a TLS stream (async reads and writes
+// through OpenSSL). Exactly one is set.
+struct WsSocket {
+  std::optional<tcp::socket> plain;
+  std::unique_ptr<TlsStream> tls;
+
+  tcp::socket& lowest() { return tls ? beast::get_lowest_layer(*tls).socket() : *plain; }
+};
+
 // Serves HTTP on an accepted socket; upgrades to WebSocket when asked.
 void start_http_session(LoopContext& loop, tcp::socket socket);
+// The same over TLS: the handshake first (within the header timeout), with
+// `context` (the current certificate when the connection came in).
+void start_https_session(LoopContext& loop, tcp::socket socket, std::shared_ptr<asio::ssl::context> context);
 
 // Makes the protocol session above a WebSocket, given the transport it will
 // write to. Called once, on the loop, after the handshake answer is queued.
@@ -81,7 +99,7 @@ using WsListenerFactory = std::function<std::shared_ptr<TransportListener>(std::
 // Completes the WebSocket handshake for `request` and runs the session the
 // factory makes. `leftover`: bytes the client sent after the upgrade request
 // (already read).
-void start_ws_session(LoopContext& loop, tcp::socket socket, const http::request<http::string_body>& request,
+void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<http::string_body>& request,
                       std::string leftover, WsListenerFactory make_listener);
 
 // The WebSocket JSON protocol's session (a Connection). `user` is set when

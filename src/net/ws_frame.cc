@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "common/utf8.h"
+
 namespace parley::ws {
 
 size_t encode_header(Opcode opcode, size_t len, uint8_t out[kMaxHeaderLen]) {
@@ -83,6 +85,15 @@ ParseStatus parse_header(const uint8_t* d, size_t size, uint64_t max_payload, Fr
   h.header_len = pos + 4;
   if (!control && len > max_payload) return ParseStatus::kTooBig;
   return ParseStatus::kFrame;
+}
+
+uint16_t close_reply_code(std::string_view payload) {
+  if (payload.empty()) return kCloseNormal;
+  if (payload.size() == 1) return kCloseProtocolError;
+  auto code = static_cast<uint16_t>((uint8_t(payload[0]) << 8) | uint8_t(payload[1]));
+  bool sendable = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+  if (!sendable || !utf8_length(payload.substr(2))) return kCloseProtocolError;
+  return code;
 }
 
 void unmask(uint8_t* data, size_t size, const uint8_t mask[4], size_t offset) {

@@ -40,6 +40,13 @@ std::string encode_close(uint16_t code, std::string_view reason);
 // The payload of a close frame: the code, big-endian, then the reason (cut to fit 125 bytes).
 std::string close_payload(uint16_t code, std::string_view reason);
 
+// The code to answer a client's close frame with (RFC 6455 5.5.1, 7.4):
+// its own code when the payload is well formed, 1000 when it is empty, and
+// 1002 when it is one byte, carries a code no endpoint may send (below 1000,
+// 1004-1006, 1015, 1016-2999 unassigned, 5000 and up) or a reason that is not
+// UTF-8.
+uint16_t close_reply_code(std::string_view payload);
+
 // The Sec-WebSocket-Accept value for a client's Sec-WebSocket-Key.
 std::string accept_key(std::string_view client_key);
 

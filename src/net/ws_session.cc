@@ -6,6 +6,12 @@
 // gather every queued frame into one sendmsg. The outbound queue is bounded
 // in bytes: a client that stops reading is cut off instead of growing memory
 // or slowing anyone else.
+//
+// Over TLS the framing is the same; only the byte transport differs: reads
+// are asynchronous through the TLS stream into the session's own buffer
+// (decryption completes later, so the loop's shared buffer cannot be used),
+// and the gathered frames are copied into one buffer that OpenSSL encrypts
+// into as few records as fit, since a TLS stream takes one buffer per write.
 #include <spdlog/spdlog.h>
 
 #include <vector>
@@ -48,8 +54,8 @@ class WsSession final : public Transport,
                         public ws::WsReader::Handler,
                         public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(LoopContext& loop, tcp::socket socket)
-      : loop_(loop), socket_(std::move(socket)), reader_(loop.config.limits.max_frame_bytes) {
+  WsSession(LoopContext& loop, WsSocket socket)
+      : loop_(loop), sock_(std::move(socket)), socket_(sock_.lowest()), reader_(loop.config.limits.max_frame_bytes) {
     boost::system::error_code ec;
     auto ep = socket_.remote_endpoint(ec);
     remote_ = ec ? "unknown" : ep.address().to_string();
@@ -67,7 +73,9 @@ class WsSession final : public Transport,
       const std::string body =
           R"({"status":"error","code":"bad_request","message":"WebSocket upgrade needs Sec-WebSocket-Key and version 13"})";
       enqueue(ws::WsOutQueue::kRaw, std::make_shared<const Frame>(
-          "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+          "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+          "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n"
+          "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\nContent-Length: " +
           std::to_string(body.size()) + "\r\n\r\n" + body));
       state_ = State::kClosing;
       closing_ms_ = now_ms();
@@ -135,6 +143,7 @@ class WsSession final : public Transport,
   // ---------------------------------------------------------------- reading
 
   void wait_readable() {
+    if (sock_.tls) return read_tls();
     socket_.async_wait(tcp::socket::wait_read,
                        [self = shared_from_this()](boost::system::error_code ec) { self->on_readable(ec); });
   }
@@ -153,6 +162,19 @@ class WsSession final : public Transport,
       if (n < buf.size()) break;
     }
     wait_readable();
+  }
+
+  void read_tls() {
+    // Small: a record larger than this is read in several completions, and
+    // every idle connection keeps the buffer (OpenSSL and Asio keep ~40 KiB more).
+    if (tls_in_.empty()) tls_in_.resize(4 * 1024);
+    sock_.tls->async_read_some(asio::buffer(tls_in_), [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+      if (ec) return self->finished();  // EOF, reset, a TLS error, or abort()
+      self->last_rx_ms_ = now_ms();
+      self->ping_sent_ = false;
+      self->consume(self->tls_in_.data(), n);
+      if (self->state_ != State::kAborted) self->read_tls();
+    });
   }
 
   // Once closing, input is read and dropped until the client closes its side;
@@ -181,12 +203,9 @@ class WsSession final : public Transport,
       return true;
     }
     if (opcode == ws::kPong) return true;
-    uint16_t code = payload.size() >= 2 ? static_cast<uint16_t>((uint8_t(payload[0]) << 8) | uint8_t(payload[1]))
-                                        : ws::kCloseNormal;
-    // Echo the client's code (RFC 6455 5.5.1), unless it may not be sent.
-    if (code < 1000 || code == 1004 || code == 1005 || code == 1006 || code == 1015 || code >= 5000)
-      code = ws::kCloseNormal;
-    begin_close(code, "");
+    // Echo the client's code (RFC 6455 5.5.1); a malformed close fails with 1002.
+    uint16_t code = ws::close_reply_code(payload);
+    begin_close(code, code == ws::kCloseProtocolError ? "invalid close frame" : "");
     return false;
   }
 
@@ -219,6 +238,7 @@ class WsSession final : public Transport,
     auto& headers = loop_.write_headers;
     if (iov.size() < kMaxIov) iov.resize(kMaxIov);
     if (headers.size() < kMaxIov / 2 * ws::kMaxHeaderLen) headers.resize(kMaxIov / 2 * ws::kMaxHeaderLen);
+    if (sock_.tls) return write_tls();
     for (;;) {
       if (out_.empty()) return drained();
       size_t want = 0;
@@ -236,6 +256,27 @@ class WsSession final : public Transport,
       out_.advance(static_cast<size_t>(n));
       if (static_cast<size_t>(n) < want) return wait_writable();
     }
+  }
+
+  // One async write of everything gathered, copied out of the queue (the
+  // queue moves on at once; the copy is what is in flight).
+  void write_tls() {
+    if (out_.empty()) return drained();
+    size_t want = 0;
+    int iovcnt = out_.gather(loop_.write_iov, loop_.write_headers, kMaxBytesPerWrite, want);
+    tls_out_.clear();
+    tls_out_.reserve(want);
+    for (int i = 0; i < iovcnt; ++i)
+      tls_out_.append(static_cast<const char*>(loop_.write_iov[i].iov_base), loop_.write_iov[i].iov_len);
+    out_.advance(want);
+    writing_ = true;
+    Metrics::get().socket_writes.fetch_add(1, std::memory_order_relaxed);
+    asio::async_write(*sock_.tls, asio::buffer(tls_out_), [self = shared_from_this()](boost::system::error_code ec, size_t) {
+      self->writing_ = false;
+      if (self->tls_out_.capacity() > 64 * 1024) self->tls_out_ = {};
+      if (ec || self->state_ == State::kAborted) return self->abort();
+      self->write_next();
+    });
   }
 
   void wait_writable() {
@@ -308,7 +349,10 @@ class WsSession final : public Transport,
   }
 
   LoopContext& loop_;
-  tcp::socket socket_;
+  WsSocket sock_;
+  tcp::socket& socket_;  // sock_'s TCP socket, under TLS or not
+  std::vector<uint8_t> tls_in_;  // TLS only: decrypted bytes of one read
+  std::string tls_out_;          // TLS only: the frames being written
   std::shared_ptr<TransportListener> listener_;
   ws::WsReader reader_;
   ws::WsOutQueue out_;
@@ -324,7 +368,7 @@ class WsSession final : public Transport,
 
 }  // namespace
 
-void start_ws_session(LoopContext& loop, tcp::socket socket, const http::request<http::string_body>& request,
+void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<http::string_body>& request,
                       std::string leftover, WsListenerFactory make_listener) {
   std::make_shared<WsSession>(loop, std::move(socket))->start(request, std::move(leftover), make_listener);
 }

@@ -60,6 +60,20 @@ TEST(WsFrame, CloseFrameCarriesCodeAndReason) {
   EXPECT_LE(close_payload(1000, std::string(300, 'x')).size(), 125u);
 }
 
+TEST(WsFrame, CloseReplyEchoesValidCodesAndRefusesTheRest) {
+  auto payload = [](uint16_t code, std::string reason = "") {
+    return std::string{char(code >> 8), char(code & 0xFF)} + reason;
+  };
+  EXPECT_EQ(close_reply_code(""), kCloseNormal);
+  for (uint16_t ok : {1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999})
+    EXPECT_EQ(close_reply_code(payload(ok, "bye")), ok) << ok;
+  for (uint16_t bad : {0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535})
+    EXPECT_EQ(close_reply_code(payload(bad)), kCloseProtocolError) << bad;
+  EXPECT_EQ(close_reply_code(std::string(1, '\x03')), kCloseProtocolError);
+  EXPECT_EQ(close_reply_code(payload(1000, "\xC3\x28")), kCloseProtocolError);  // not UTF-8
+  EXPECT_EQ(close_reply_code(payload(1000, "\xC3\xA9t\xC3\xA9")), kCloseNormal);
+}
+
 TEST(WsFrame, ParsesAndUnmasksATextFrame) {
   auto f = client_frame(0x81, "hello");
   FrameHeader h;

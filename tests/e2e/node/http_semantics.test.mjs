@@ -1,0 +1,232 @@
+// HTTP semantics at the edge: the status codes a well-behaved HTTP/1.1
+// server gives (414, 431, 501, 405 with Allow before authentication, 413,
+// 400), HEAD, OPTIONS and CORS preflight, security headers on every answer,
+// slow clients cut off (slowloris), and the keep-alive request limit. Raw
+// sockets where Node's http client would refuse to send the request.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+
+import { startServer, HOST } from './harness.mjs';
+
+// Sends raw bytes on a new connection; resolves {status, headers, text, closed}
+// with everything read until the server closes the connection or timeoutMs.
+function rawExchange(port, bytes, { timeoutMs = 5000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, HOST);
+    const chunks = [];
+    let done = false;
+    const finish = (closed) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ...parseResponse(Buffer.concat(chunks).toString('latin1')), closed });
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    socket.on('connect', () => socket.write(bytes));
+    socket.on('data', (c) => chunks.push(c));
+    socket.on('end', () => finish(true));
+    socket.on('close', () => finish(true));
+    socket.on('error', (e) => (e.code === 'ECONNRESET' || e.code === 'EPIPE' ? finish(true) : reject(e)));
+  });
+}
+
+function parseResponse(text) {
+  const end = text.indexOf('\r\n\r\n');
+  if (end < 0) return { status: null, headers: {}, text, raw: text };
+  const lines = text.slice(0, end).split('\r\n');
+  const status = Number(lines[0].split(' ')[1]);
+  const headers = {};
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(':');
+    headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return { status, headers, text: text.slice(end + 4), raw: text };
+}
+
+const SECURITY_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+};
+
+function assertSecurityHeaders(headers, what) {
+  for (const [name, value] of Object.entries(SECURITY_HEADERS)) assert.equal(headers[name], value, `${what}: ${name}`);
+  assert.match(headers['content-security-policy'] || '', /default-src 'none'.*frame-ancestors 'none'/, `${what}: CSP`);
+}
+
+describe('HTTP status codes', () => {
+  let server, user;
+  before(async () => {
+    server = await startServer({ args: ['--max-frame-bytes', '4096'] });
+    user = await server.register();
+  });
+  after(async () => { await server?.stop(); });
+
+  it('a request target over 8 KiB gets 414', async () => {
+    const res = await server.http('GET', `/api/users?search=${'a'.repeat(9000)}`, { token: user.token });
+    assert.equal(res.status, 414);
+    assert.equal(res.body.code, 'uri_too_long');
+  });
+
+  it('a request line longer than the whole header limit gets 414 too', async () => {
+    const res = await rawExchange(server.port, `GET /${'a'.repeat(20000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    assert.equal(res.status, 414, res.raw.slice(0, 200));
+  });
+
+  it('headers over 16 KiB get 431', async () => {
+    const res = await server.http('GET', '/health', { headers: { 'X-Big': 'b'.repeat(17000) } });
+    assert.equal(res.status, 431);
+    assert.equal(res.body.code, 'headers_too_large');
+    assertSecurityHeaders(res.headers, '431');
+  });
+
+  it('an unknown method gets 501', async () => {
+    const res = await rawExchange(server.port, 'BREW /health HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(res.status, 501);
+    assert.equal(JSON.parse(res.text).code, 'not_implemented');
+  });
+
+  it('a known route with the wrong method gets 405 with Allow, before authentication', async () => {
+    const login = await server.http('GET', '/api/auth/login');
+    assert.equal(login.status, 405);
+    assert.equal(login.headers.allow, 'POST, OPTIONS');
+    assert.equal(login.body.code, 'method_not_allowed');
+    // A route that needs a token: still 405 without one (not 401).
+    const me = await server.http('DELETE', '/api/users/me');
+    assert.equal(me.status, 405);
+    assert.equal(me.headers.allow, 'GET, HEAD, OPTIONS');
+    const threads = await server.http('PUT', '/api/chat/threads');
+    assert.equal(threads.status, 405);
+    assert.equal(threads.headers.allow, 'POST, GET, HEAD, OPTIONS');
+    const health = await server.http('POST', '/health', { body: {} });
+    assert.equal(health.status, 405);
+    assert.equal(health.headers.allow, 'GET, HEAD, OPTIONS');
+    // An unknown path stays 404 (or 401 under /api without a token).
+    assert.equal((await server.http('DELETE', '/nowhere')).status, 404);
+  });
+
+  it('a body over the limit gets 413, a malformed request 400', async () => {
+    const big = await server.http('POST', '/api/auth/login', { body: { username: 'x', password: 'p'.repeat(5000) } });
+    assert.equal(big.status, 413);
+    const bad = await rawExchange(server.port, 'GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n');
+    assert.equal(bad.status, 400);
+    assert.equal(JSON.parse(bad.text).code, 'bad_request');
+  });
+
+  it('HEAD on a GET route: the headers of GET, Content-Length included, and no body', async () => {
+    const get = await rawExchange(server.port, 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const head = await rawExchange(server.port, 'HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(head.status, 200);
+    assert.equal(head.text, '', 'no body after the headers');
+    assert.ok(Number(head.headers['content-length']) > 0);
+    assert.ok(Math.abs(Number(head.headers['content-length']) - get.text.length) < 8, 'about the GET body length (uptime varies)');
+    assert.equal(head.headers['content-type'], get.headers['content-type']);
+    const me = await rawExchange(server.port, `HEAD /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${user.token}\r\nConnection: close\r\n\r\n`);
+    assert.equal(me.status, 200);
+    assert.equal(me.text, '');
+  });
+
+  it('no token or password reaches the log (info level), whatever the request carried', async () => {
+    const secret = `pw-${Date.now()}-secret`;
+    const u = await server.register({ password: secret });
+    await server.http('POST', '/api/auth/login', { body: { username: u.username, password: `${secret}-wrong` } });
+    await server.http('POST', '/api/auth/login', { body: { username: 'nobody_here', password: secret } });
+    await server.http('GET', `/api/users/me?token=${u.token}`, { headers: { Authorization: `Bearer ${u.token}x` } });
+    const ws = await server.connect(u);
+    ws.ws.close();
+    await server.tryUpgrade(`/ws?token=${u.token}x`);
+    const log = server.log.join('\n');
+    assert.ok(log.includes('event=login_failed'), 'the failures were logged');
+    assert.ok(!log.includes(secret), 'no password in the log');
+    assert.ok(!log.includes(u.token.split('.')[2]), 'no token in the log');
+  });
+
+  it('every answer carries the security headers', async () => {
+    for (const [method, path, opts] of [['GET', '/', {}], ['GET', '/health', {}], ['GET', '/api/users/me', { token: user.token }],
+      ['GET', '/api/users/me', {}], ['GET', '/nowhere', {}], ['GET', '/ws', {}], ['OPTIONS', '/api/users/me', {}]]) {
+      const res = await server.http(method, path, opts);
+      assertSecurityHeaders(res.headers, `${method} ${path} (${res.status})`);
+    }
+  });
+});
+
+describe('OPTIONS and CORS preflight', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--allowed-origins', 'https://app.example'] }); });
+  after(async () => { await server?.stop(); });
+
+  const preflight = (path, origin, method = 'POST') => server.http('OPTIONS', path, {
+    headers: { Origin: origin, 'Access-Control-Request-Method': method, 'Access-Control-Request-Headers': 'authorization, content-type' },
+  });
+
+  it('an allowed Origin gets the Access-Control headers for that path', async () => {
+    const res = await preflight('/api/chat/threads', 'https://app.example');
+    assert.equal(res.status, 204);
+    assert.equal(res.headers['access-control-allow-origin'], 'https://app.example');
+    assert.equal(res.headers['access-control-allow-methods'], 'POST, GET, HEAD, OPTIONS');
+    assert.match(res.headers['access-control-allow-headers'], /Authorization/);
+    assert.match(res.headers['access-control-allow-headers'], /Content-Type/);
+    assert.equal(res.headers['access-control-max-age'], '600');
+    assert.equal(res.headers.vary, 'Origin');
+    assert.equal(res.headers.allow, 'POST, GET, HEAD, OPTIONS');
+  });
+
+  it('an Origin not allowed gets no CORS headers', async () => {
+    const res = await preflight('/api/chat/threads', 'https://evil.example');
+    for (const h of ['access-control-allow-origin', 'access-control-allow-methods', 'access-control-allow-headers', 'access-control-max-age']) {
+      assert.equal(res.headers[h], undefined, h);
+    }
+    assert.equal(res.headers.vary, 'Origin');
+  });
+
+  it('the actual request from an allowed Origin carries Access-Control-Allow-Origin, another Origin none', async () => {
+    const ok = await server.http('GET', '/health', { headers: { Origin: 'https://app.example' } });
+    assert.equal(ok.headers['access-control-allow-origin'], 'https://app.example');
+    const evil = await server.http('GET', '/health', { headers: { Origin: 'https://evil.example' } });
+    assert.equal(evil.headers['access-control-allow-origin'], undefined);
+  });
+
+  it('OPTIONS on an unknown path is 404; without an Origin it lists Allow', async () => {
+    assert.equal((await preflight('/nowhere', 'https://app.example')).status, 404);
+    const plain = await server.http('OPTIONS', '/api/auth/login');
+    assert.equal(plain.status, 204);
+    assert.equal(plain.headers.allow, 'POST, OPTIONS');
+  });
+});
+
+describe('slow clients and keep-alive limits', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ args: ['--header-timeout', '1', '--body-timeout', '2', '--keepalive-requests', '3'] });
+  });
+  after(async () => { await server?.stop(); });
+
+  it('headers that never finish are cut off after the header timeout', async () => {
+    const started = Date.now();
+    const res = await rawExchange(server.port, 'GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ', { timeoutMs: 8000 });
+    assert.equal(res.closed, true, 'the server closed the connection');
+    assert.equal(res.status, null, 'no answer');
+    assert.ok(Date.now() - started >= 900, 'not before the timeout');
+  });
+
+  it('a body that never finishes is cut off after the body timeout', async () => {
+    const started = Date.now();
+    const res = await rawExchange(server.port,
+      'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user', { timeoutMs: 10000 });
+    assert.equal(res.closed, true);
+    assert.equal(res.status, null);
+    assert.ok(Date.now() - started >= 1900, 'the body timeout, not the header timeout');
+  });
+
+  it('the third request on a connection is answered with Connection: close, then the connection ends', async () => {
+    const req = 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n';
+    const res = await rawExchange(server.port, req + req + req + req, { timeoutMs: 5000 });
+    assert.equal(res.closed, true);
+    const answers = res.raw.split('HTTP/1.1 ').slice(1);
+    assert.equal(answers.length, 3, 'three answers, the fourth request is not served');
+    assert.doesNotMatch(answers[0], /Connection: close/i);
+    assert.match(answers[2], /Connection: close/i);
+  });
+});
