@@ -12,10 +12,6 @@
 // reply (Parley speaks JSON text), messages over --max-frame-bytes (64 KiB)
 // close 1009 (Autobahn 9.x sends up to 16 MiB), and no extension is
 // negotiated (12.x/13.x permessage-deflate: RSV1 is a protocol error).
-//
-// Cases marked `todo` fail today because of close-frame validation, which is
-// being done apart from this driver (issue 12, RFC 6455 close handshake);
-// node:test runs and reports them without failing the suite.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -23,7 +19,6 @@ import { startServer, HOST } from '../e2e/node/harness.mjs';
 import { RawWs, OP, frame, closePayload, parseJson } from './wire.mjs';
 
 const MAX = 64 * 1024;  // the server's default --max-frame-bytes
-const CLOSE_CODES_TODO = 'close frame validation: an invalid close code or payload must get 1002 (issue 12, close handshake)';
 
 let server;
 let token;
@@ -372,7 +367,7 @@ describe('7 close handshake', () => {
     assert.ok(c.code === 1000 || c.code === 1005, `close code ${c.code}`);
   }));
 
-  test('7.3.2 a close with a 1-byte payload: close 1002', { todo: CLOSE_CODES_TODO }, () => withWs(async (ws) => {
+  test('7.3.2 a close with a 1-byte payload: close 1002', () => withWs(async (ws) => {
     ws.send(frame(OP.CLOSE, Buffer.from([0x03])));
     await expectClose(ws, 1002);
   }));
@@ -389,7 +384,7 @@ describe('7 close handshake', () => {
     await expectClose(ws, 1002);
   }));
 
-  test('7.5.1 a close reason that is not UTF-8: close 1002', { todo: CLOSE_CODES_TODO }, () => withWs(async (ws) => {
+  test('7.5.1 a close reason that is not UTF-8: close 1002', () => withWs(async (ws) => {
     ws.send(frame(OP.CLOSE, closePayload(1000, Buffer.from('cebae1bdb9cf83cebcceb5eda080656469746564', 'hex'))));
     await expectClose(ws, 1002);
   }));
@@ -402,7 +397,7 @@ describe('7 close handshake', () => {
   }
 
   for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]) {
-    test(`7.9.x close with invalid code ${code}: close 1002`, { todo: CLOSE_CODES_TODO }, () => withWs(async (ws) => {
+    test(`7.9.x close with invalid code ${code}: close 1002`, () => withWs(async (ws) => {
       ws.send(frame(OP.CLOSE, closePayload(code)));
       await expectClose(ws, 1002);
     }));
