@@ -1,5 +1,6 @@
 #include "api/connection.h"
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -291,8 +292,12 @@ void Connection::on_send(ClientFrame f) {
     Frames frames = r ? self->encoder_->data_reply("message_sent", r->message_json, request_id)
                       : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
+    std::string id = r && !r->duplicate ? r->message.id : std::string();
     if (auto t = transport.lock())
-      t->post([self, frames = std::move(frames)]() mutable { self->send(std::move(frames)); });
+      t->post([self, frames = std::move(frames), id = std::move(id)]() mutable {
+        if (!id.empty()) self->remember_own_send(std::move(id));
+        self->send(std::move(frames));
+      });
   };
   in_order(req.thread_id, [&chat = ctx_.chat, req = std::move(req), done = std::move(done)]() mutable {
     chat.send(std::move(req), std::move(done));  // returns once the write is queued
@@ -442,7 +447,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
       return;
     }
     const Message& m = r->page[r->next++];
-    if (cursor_.replayed(r->thread_id, m.seq))
+    if (cursor_.replayed(r->thread_id, m.seq) && !own_send(m))
       send(encoder_->replayed_message(m.id, json::serialize(message_json(m))));
   }
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;
@@ -455,6 +460,19 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
   send(encoder_->reply("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
                     r->request_id));
+}
+
+// Enough for the sends a gap can span: a gap lasts until the missing events
+// arrive or the store is read, a few round trips.
+constexpr size_t kOwnSendsKept = 256;
+
+void Connection::remember_own_send(std::string message_id) {
+  own_sends_.push_back(std::move(message_id));
+  if (own_sends_.size() > kOwnSendsKept) own_sends_.pop_front();
+}
+
+bool Connection::own_send(const Message& m) const {
+  return m.sender_id == user_.id && std::find(own_sends_.begin(), own_sends_.end(), m.id) != own_sends_.end();
 }
 
 void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {

@@ -12,6 +12,7 @@
 // in-flight work; it holds its transport weakly.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -95,6 +96,8 @@ class Connection final : public ClientSession,
   void replay_read(std::shared_ptr<Replay> replay);
   void replay_send(std::shared_ptr<Replay> replay);
   void replay_end(std::shared_ptr<Replay> replay, int64_t replayed_up_to);
+  void remember_own_send(std::string message_id);
+  bool own_send(const Message& m) const;
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
   void fill_gap(const std::string& thread_id, int64_t from);
@@ -150,6 +153,11 @@ class Connection final : public ClientSession,
   int64_t token_iat_ = 0;     // the token's iat, for revoke-tokens
   int64_t auth_deadline_ms_ = 0;
   DeliveryCursor cursor_;
+  // Ids of this connection's latest sends, answered with message_sent. The bus
+  // marks a sender's own event so it is never delivered back; a replay or gap
+  // fill reads the store, which cannot, so it skips these (several nodes: a
+  // later seq from another node can open a gap before the own event arrives).
+  std::deque<std::string> own_sends_;
   // Set while a send or relay of this connection is on a worker; later ones follow it there.
   std::shared_ptr<SerialQueue> chain_;
   bool holding_ = false;
