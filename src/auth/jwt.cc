@@ -1,5 +1,7 @@
 #include "auth/jwt.h"
 
+#include <cmath>
+
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -65,6 +67,8 @@ std::optional<int64_t> numeric_date(const json::value& v) {
   if (v.is_uint64()) return std::numeric_limits<int64_t>::max();
   if (v.is_double()) {
     double d = v.get_double();
+    // Boost.JSON reads some out-of-range literals (0.0e315) as NaN: not a date.
+    if (!std::isfinite(d)) return std::nullopt;
     if (d >= 9.2e18) return std::numeric_limits<int64_t>::max();
     if (d <= -9.2e18) return std::numeric_limits<int64_t>::min();
     return static_cast<int64_t>(d);
