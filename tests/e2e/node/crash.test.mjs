@@ -20,6 +20,8 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import WebSocket from 'ws';
 import { ParleyServer, PARLEY_BIN, TEST_STORE, sleep } from './harness.mjs';
 
@@ -46,8 +48,9 @@ const random = makeRandom(SEED);
 const uniform = (lo, hi) => lo + (hi - lo) * random();
 
 // How a round's kill is placed. 'early' lands in the first batches (often
-// before any ack); 'timer' after up to 1.5 s of commits, which spans several
-// WAL checkpoints (one per 1000 pages, a few hundred ms apart at this rate);
+// before any ack); 'timer' after up to 1.5 s of commits, which spans many
+// WAL checkpoints (one per 1000 pages: here about every 70 ms, so a kill
+// often lands while one runs; each round reports how many reset the WAL);
 // 'after_ack' waits a random time and then kills synchronously inside the
 // handler of the next message_sent, i.e. just after a commit's acks went out
 // while the next batch is being written.
@@ -225,6 +228,20 @@ describe('crash test: kill -9 at random points of the write path', () => {
       }
     };
 
+    // How many times the WAL started over (each completed checkpoint that
+    // reset it bumps the checkpoint sequence number in the WAL header, bytes
+    // 12-15): shows the kills land after checkpoints, not only before the
+    // first. Null when there is no WAL (PostgreSQL, or another journal).
+    const walResets = () => {
+      try {
+        const fd = fs.openSync(path.join(server.dataDir, 'parley.db-wal'), 'r');
+        try {
+          const header = Buffer.alloc(16);
+          return fs.readSync(fd, header, 0, 16, 0) === 16 ? header.readUInt32BE(12) : null;
+        } finally { fs.closeSync(fd); }
+      } catch { return null; }
+    };
+
     const stats = [];
     let roundMs = 0;
     let round = 0;
@@ -271,6 +288,7 @@ describe('crash test: kill -9 at random points of the write path', () => {
           if (armed) killNow();
         };
       }
+      const walResetsBefore = walResets();
       const sendStart = Date.now();
       for (const s of senders) s.pump();
       const delay = mode === 'early' ? uniform(0, 40) : mode === 'timer' ? uniform(50, 1500) : uniform(20, 1200);
@@ -283,6 +301,7 @@ describe('crash test: kill -9 at random points of the write path', () => {
       killNow();
       const killDelay = killedAt - sendStart;
       await server.kill9();
+      const walResetsAfter = walResets();
       // Acks already in the sockets' receive buffers still count: wait for each close.
       await Promise.race([Promise.all(senders.map((s) => s.closed)), sleep(5000)]);
       for (const s of senders) { s.stopped = true; s.ws.terminate(); }
@@ -323,7 +342,9 @@ describe('crash test: kill -9 at random points of the write path', () => {
       await checkStore(`round ${round}`);
       await markAllRead();
 
-      stats.push({ round, mode, fsync, delay_ms: killDelay, sent: sent.length, acked: ackedThisRound,
+      stats.push({ round, mode, fsync, delay_ms: killDelay,
+        wal_restarts: walResetsBefore === null || walResetsAfter === null ? null : walResetsAfter - walResetsBefore,
+        sent: sent.length, acked: ackedThisRound,
         unacked: unacked.length, committed_unacked: committedUnacked, errors });
       roundMs = Math.max(roundMs, Date.now() - roundStart);
     }
