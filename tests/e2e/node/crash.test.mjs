@@ -346,6 +346,7 @@ describe('crash test: kill -9 at random points of the write path', () => {
         wal_restarts: walResetsBefore === null || walResetsAfter === null ? null : walResetsAfter - walResetsBefore,
         sent: sent.length, acked: ackedThisRound,
         unacked: unacked.length, committed_unacked: committedUnacked, errors });
+      console.log(`# ${JSON.stringify(stats[stats.length - 1])}`);  // as it goes: a failing round shows the ones before
       roundMs = Math.max(roundMs, Date.now() - roundStart);
     }
 
@@ -359,7 +360,6 @@ describe('crash test: kill -9 at random points of the write path', () => {
     assert.equal(storedByKey.size, total, 'every message sent is stored exactly once after the retries');
     await checkStore('final');
 
-    for (const s of stats) console.log(`# ${JSON.stringify(s)}`);
     const sum = (k) => stats.reduce((a, s) => a + s[k], 0);
     console.log(`# ${round} rounds in ${Date.now() - started} ms: ${sum('acked')} acked, ${sum('unacked')} unacknowledged at the kill ` +
       `(${sum('committed_unacked')} of them committed), ${total} messages stored; final pass ${Date.now() - finalStart} ms`);
