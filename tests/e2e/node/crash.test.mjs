@@ -161,8 +161,8 @@ describe('crash test: kill -9 at random points of the write path', () => {
     const threadsOf = users.map((_, u) => threads.filter((_, t) => members[t].includes(u)).map((t) => t.id));
     const readerOf = new Map(threads.map((t, i) => [t.id, users[members[i][0]]]));
 
-    const records = new Map();                      // `${sender}/${cid}` -> record
-    const storedByKey = new Map();                  // `${sender_id}/${cid}` -> stored message
+    const records = new Map();                      // `${sender_id}/${cid}` -> what was sent and its ack
+    const storedByKey = new Map();                  // `${sender_id}/${cid}` -> {id, seq} as stored
     const verifiedTo = new Map(threads.map((t) => [t.id, 0]));  // seq read and checked so far
 
     // Reads each thread from the last checked seq: gapless, each client_msg_id
