@@ -15,7 +15,9 @@
 # every server started fresh for its run (Parley: new data dir seeded with
 # `parley seed`, persistence on, default settings) and killed by PID after it.
 # Raw JSON lines go to bench/results/<date>.jsonl, the table of medians to
-# bench/results/<date>.md and to stdout. Loopback only. See docs/benchmarks.md.
+# bench/results/<date>.md and to stdout, its charts to bench/results/<date>-*.svg
+# (bench/charts.py; `bench/charts.py RESULTS --docs` writes them to
+# docs/benchmarks/ for committing). Loopback only. See docs/benchmarks.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -315,6 +317,12 @@ out.push(`${runs.length} runs in ${elapsed} s${skipped !== '0' ? `, ${skipped} s
 console.log(out.join('\n'));
 EOF
 cat "$TABLE"
+# The same results as pictures: bench/results/<date>-*.svg (docs/benchmarks.md).
+if ! python3 "$ROOT/bench/charts.py" "$OUT" >"$TMP/charts.out" 2>&1; then
+  log "charts: $(cat "$TMP/charts.out")"
+else
+  log "charts: $(tr '\n' ' ' <"$TMP/charts.out")"
+fi
 FAILED=$(grep -c '"ok":false' "$OUT" || true)
 if (( FAILED > 0 )); then
   log "$FAILED run(s) failed their checks (see $OUT)"
