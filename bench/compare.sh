@@ -7,6 +7,7 @@
 #   bench/compare.sh --only sio only the Socket.IO cases (or --only sio-fanout,sio-idle)
 #   options: --reps N  --only fanout,dm,...  --skip-build
 #            --parley PATH  --bench PATH (use these binaries, build nothing)
+#            --threads N (Parley's network event loops, PARLEY_THREADS; default one per core)
 #
 # Builds Release into build-release/, installs the peers' npm packages, then
 # for each scenario runs Parley, Bun and Node interleaved (P, B, N, P, B, N…),
@@ -15,7 +16,9 @@
 # every server started fresh for its run (Parley: new data dir seeded with
 # `parley seed`, persistence on, default settings) and killed by PID after it.
 # Raw JSON lines go to bench/results/<date>.jsonl, the table of medians to
-# bench/results/<date>.md and to stdout. Loopback only. See docs/benchmarks.md.
+# bench/results/<date>.md and to stdout, its charts to bench/results/<date>-*.svg
+# (bench/charts.py; `bench/charts.py RESULTS --docs` writes them to
+# docs/benchmarks/ for committing). Loopback only. See docs/benchmarks.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --reps) REPS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --skip-build) SKIP_BUILD=1 ;;
+    --threads) export PARLEY_THREADS=$2; shift ;;
     --socketio) SOCKETIO=1 ;;
     --parley) PARLEY=$(realpath "$2"); SKIP_BUILD=1; shift ;;
     --bench) BENCH=$(realpath "$2"); SKIP_BUILD=1; shift ;;
@@ -97,6 +101,7 @@ TARGETS+=(node)
 
 START=$(date +%s)
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+[[ -n ${PARLEY_THREADS:-} ]] && STAMP+="-threads$PARLEY_THREADS"
 OUT=$RESULTS_DIR/$STAMP.jsonl
 TABLE=$RESULTS_DIR/$STAMP.md
 : >"$OUT"
@@ -315,6 +320,12 @@ out.push(`${runs.length} runs in ${elapsed} s${skipped !== '0' ? `, ${skipped} s
 console.log(out.join('\n'));
 EOF
 cat "$TABLE"
+# The same results as pictures: bench/results/<date>-*.svg (docs/benchmarks.md).
+if ! python3 "$ROOT/bench/charts.py" "$OUT" >"$TMP/charts.out" 2>&1; then
+  log "charts: $(cat "$TMP/charts.out")"
+else
+  log "charts: $(tr '\n' ' ' <"$TMP/charts.out")"
+fi
 FAILED=$(grep -c '"ok":false' "$OUT" || true)
 if (( FAILED > 0 )); then
   log "$FAILED run(s) failed their checks (see $OUT)"

@@ -39,6 +39,11 @@ class GroupCommitWriter {
     std::function<bool()> apply;
     // After the batch: the batch's error when its transaction failed, else nullptr.
     std::function<void(const Error* batch_error)> finish;
+    // False for an op that neither reads nor writes what the backend defers
+    // to the end of a batch (SqliteStore: the thread row and the sender's read
+    // mark of each append); run_batch brings that state up to date before
+    // every op where this is true.
+    bool needs_current_state = true;
   };
   // Applies and commits one batch; the error when the whole transaction failed.
   using RunBatch = std::function<std::optional<Error>(std::vector<Op>& batch)>;
@@ -53,9 +58,10 @@ class GroupCommitWriter {
 
   // An op computing a Result<T>; done (may be empty) gets it after the commit.
   template <typename T>
-  void submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done);
+  void submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done,
+              bool needs_current_state = true);
   template <typename T>
-  Result<T> submit_and_wait(std::function<Result<T>()> apply);
+  Result<T> submit_and_wait(std::function<Result<T>()> apply, bool needs_current_state = true);
 
   // Commits everything queued so far, runs every callback, then stops both threads.
   void stop();
@@ -106,9 +112,11 @@ class GroupCommitWriter {
 };
 
 template <typename T>
-void GroupCommitWriter::submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done) {
+void GroupCommitWriter::submit(std::function<Result<T>()> apply, std::function<void(Result<T>)> done,
+                               bool needs_current_state) {
   auto result = std::make_shared<std::optional<Result<T>>>();
   Op op;
+  op.needs_current_state = needs_current_state;
   op.apply = [apply = std::move(apply), result] {
     try {
       result->emplace(apply());
@@ -130,12 +138,13 @@ void GroupCommitWriter::submit(std::function<Result<T>()> apply, std::function<v
 }
 
 template <typename T>
-Result<T> GroupCommitWriter::submit_and_wait(std::function<Result<T>()> apply) {
+Result<T> GroupCommitWriter::submit_and_wait(std::function<Result<T>()> apply, bool needs_current_state) {
   // Waiting on the writer from a callback would hold up every later callback.
   if (on_own_thread()) return internal_error("blocking store write from a store callback");
   auto promise = std::make_shared<std::promise<Result<T>>>();
   auto future = promise->get_future();
-  submit<T>(std::move(apply), [promise](Result<T> r) { promise->set_value(std::move(r)); });
+  submit<T>(
+      std::move(apply), [promise](Result<T> r) { promise->set_value(std::move(r)); }, needs_current_state);
   return future.get();
 }
 

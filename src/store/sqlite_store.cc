@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/ids.h"
+#include "store/message_key.h"
 #include "store/sqlite_checkpointer.h"
 #include "store/sqlite_conn.h"
 #include "store/sqlite_rows.h"
@@ -100,8 +101,11 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
   {
     std::lock_guard gate(checkpointer_->writer_gate());
     ok = c.exec("BEGIN IMMEDIATE");
-    for (size_t i = 0; ok && i < batch.size(); ++i) ok = run_in_savepoint(batch[i]);
-    ok = ok && c.exec("COMMIT");
+    for (size_t i = 0; ok && i < batch.size(); ++i) {
+      if (batch[i].needs_current_state) ok = flush_thread_state();
+      ok = ok && run_in_savepoint(batch[i]);
+    }
+    ok = ok && flush_thread_state() && c.exec("COMMIT");
     if (!ok) {
       error = c.errmsg();
       if (!sqlite3_get_autocommit(c.db())) c.exec("ROLLBACK");
@@ -127,10 +131,34 @@ bool SqliteStore::run_in_savepoint(GroupCommitWriter::Op& op) {
 void SqliteStore::forget_caches() {
   last_seq_.clear();
   senders_.clear();
+  pending_threads_.clear();
+  pending_reads_.clear();
+}
+
+// Appends leave their thread row and the sender's read mark to here: one
+// UPDATE per thread and per sender at the end of the batch (or before an op
+// that may read them) instead of two per message. Runs outside any op's
+// savepoint, so a later op rolling back cannot undo it; false fails the batch.
+bool SqliteStore::flush_thread_state() {
+  SqliteConn& c = *writer_conn_;
+  for (const auto& [thread_id, state] : pending_threads_) {
+    auto st = c.prepare("UPDATE threads SET last_seq = ?, last_activity = ? WHERE id = ?");
+    st.bind(state.last_seq, state.last_activity, thread_id);
+    if (!st.done()) return false;
+  }
+  for (const auto& [key, seq] : pending_reads_) {
+    auto st = c.prepare("UPDATE participants SET last_read_seq = ? WHERE thread_id = ? AND user_id = ?");
+    st.bind(seq, key.first, key.second);
+    if (!st.done()) return false;
+  }
+  pending_threads_.clear();
+  pending_reads_.clear();
+  return true;
 }
 
 Result<int64_t> SqliteStore::last_seq_of(const std::string& thread_id) {
   if (auto it = last_seq_.find(thread_id); it != last_seq_.end()) return it->second;
+  if (auto it = pending_threads_.find(thread_id); it != pending_threads_.end()) return it->second.last_seq;
   auto st = writer_conn_->prepare("SELECT last_seq FROM threads WHERE id = ?");
   st.bind(thread_id);
   if (st.row()) return st.i64(0);
@@ -213,7 +241,7 @@ void SqliteStore::set_last_seen(const std::string& user_id, Micros when) {
         if (!st.done()) return storage_error(*writer_conn_, st.error(), "set_last_seen");
         return Ok{};
       },
-      nullptr);  // fire-and-forget: presence is best effort
+      nullptr, /*needs_current_state=*/false);  // fire-and-forget: presence is best effort
 }
 
 // ---------------------------------------------------------------- threads
@@ -347,7 +375,8 @@ Status SqliteStore::remove_participant(const std::string& thread_id, const std::
 // ---------------------------------------------------------------- messages
 
 void SqliteStore::append(AppendRequest request, AppendCallback done) {
-  writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done));
+  writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done),
+                                /*needs_current_state=*/false);
 }
 
 Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
@@ -370,33 +399,55 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   m.sender = *sender;
 
   std::optional<std::string> client_id;
-  if (!r.client_msg_id.empty()) client_id = r.client_msg_id;  // NULL, so "none" never collides
-  // A retry is found by the insert itself (one index walk instead of a
-  // lookup and then an insert): it stores nothing and reads the original.
+  if (!r.client_msg_id.empty()) {
+    client_id = r.client_msg_id;  // else NULL, so "none" never collides
+    // A retry is found by claiming the key (one walk of a compact index
+    // instead of a lookup and then an insert): a taken key reads the original.
+    int64_t key = message_key(r.thread_id, r.sender_id, r.client_msg_id);
+    auto claim = c.prepare("INSERT OR IGNORE INTO message_keys (key, seq) VALUES (?, ?)");
+    claim.bind(key, m.seq);
+    if (!claim.done()) return storage_error(c, claim.error(), "claim_message_key");
+    if (c.changes() == 0) {
+      auto original = find_retried(r, key);
+      if (!original) return original.error();
+      if (*original) return AppendResult{std::move(**original), true};
+      // A 64-bit hash collision with another send: stored without a key;
+      // its own retries find it through find_retried's slow path.
+    }
+  }
   auto ins = c.prepare(
       "INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-      "ON CONFLICT (thread_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING");
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
   ins.bind(m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, client_id, m.created_at);
   if (!ins.done()) return storage_error(c, ins.error(), "insert_message");
-  if (c.changes() == 0) {
-    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.sender_id = ? AND m.client_msg_id = ?");
-    st.bind(r.thread_id, r.sender_id, r.client_msg_id);
-    auto found = read_messages(c, st, "find_client_msg");
-    if (found.empty()) return internal_error("storage error");
-    return AppendResult{std::move(found.front()), true};
-  }
-  auto thr = c.prepare("UPDATE threads SET last_seq = ?, last_activity = ? WHERE id = ?");
-  thr.bind(m.seq, m.created_at, m.thread_id);
-  if (!thr.done()) return storage_error(c, thr.error(), "update_thread");
-  auto read = c.prepare("UPDATE participants SET last_read_seq = ? WHERE thread_id = ? AND user_id = ?");
-  read.bind(m.seq, m.thread_id, m.sender_id);
-  if (!read.done()) return storage_error(c, read.error(), "update_read");
 
-  // Only now, with every statement done: a failed op must leave the cache as it was.
+  // Only now, with every statement done: a failed op must leave the caches as they were.
+  auto& thread = pending_threads_[m.thread_id];
+  thread.last_seq = m.seq;
+  thread.last_activity = m.created_at;
+  pending_reads_[{m.thread_id, m.sender_id}] = m.seq;
   if (last_seq_.size() >= kMaxCacheEntries) last_seq_.clear();
   last_seq_[m.thread_id] = m.seq;
   return AppendResult{std::move(m), false};
+}
+
+// The original of a retried send whose key is taken, or nullopt when the key
+// belongs to another send (a hash collision): then only a scan of the
+// thread's rows can tell, which is slow but never happens in practice.
+Result<std::optional<Message>> SqliteStore::find_retried(const AppendRequest& r, int64_t key) {
+  SqliteConn& c = *writer_conn_;
+  auto same_send = [&](const Message& m) { return m.sender_id == r.sender_id && m.client_msg_id == r.client_msg_id; };
+  auto owner = c.prepare("SELECT seq FROM message_keys WHERE key = ?");
+  owner.bind(key);
+  if (!owner.row()) return storage_error(c, owner.error(), "read_message_key");
+  int64_t seq = owner.i64(0);
+  if (auto m = message_at(c, r.thread_id, seq); m && same_send(*m)) return std::optional<Message>(std::move(*m));
+  auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.sender_id = ? AND m.client_msg_id = ?");
+  st.bind(r.thread_id, r.sender_id, r.client_msg_id);
+  auto found = read_messages(c, st, "find_client_msg");
+  if (st.error() != SQLITE_OK && st.error() != SQLITE_DONE) return storage_error(c, st.error(), "find_client_msg");
+  if (found.empty()) return std::optional<Message>();
+  return std::optional<Message>(std::move(found.front()));
 }
 
 Result<std::optional<Message>> SqliteStore::message(const std::string& message_id) {
@@ -522,7 +573,7 @@ Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const 
       return not_found("not_a_participant", "user is not in this thread");
     }
     return st.i64(0);
-  });
+  }, /*needs_current_state=*/false);
 }
 
 Result<std::vector<std::string>> SqliteStore::contacts(const std::string& user_id) {
@@ -642,7 +693,8 @@ void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::fu
       },
       [done = std::move(done)](Status st) {
         if (done) done(std::move(st));
-      });
+      },
+      /*needs_current_state=*/false);
 }
 
 Result<std::vector<Notification>> SqliteStore::claim_notifications(Micros now, Micros lease_until, int limit) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -99,6 +100,7 @@ class SqliteStore final : public Store {
   std::optional<Error> run_batch(std::vector<GroupCommitWriter::Op>& batch);
   bool run_in_savepoint(GroupCommitWriter::Op& op);
   void forget_caches();
+  bool flush_thread_state();
 
   Result<User> write_user(User user);
   Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
@@ -107,6 +109,7 @@ class SqliteStore final : public Store {
   Result<AppendResult> write_message(const AppendRequest& request);
   Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
   Result<int64_t> last_seq_of(const std::string& thread_id);
+  Result<std::optional<Message>> find_retried(const AppendRequest& request, int64_t key);
   std::optional<UserRef> sender_ref(const std::string& user_id);
 
   // --- read side ---
@@ -129,6 +132,14 @@ class SqliteStore final : public Store {
   // Writer-thread caches; dropped whenever a batch rolls back.
   std::unordered_map<std::string, int64_t> last_seq_;
   std::unordered_map<std::string, UserRef> senders_;
+  // Written by appends, flushed by flush_thread_state(); sorted, so the
+  // flush walks each table's pages in order.
+  struct ThreadState {
+    int64_t last_seq = 0;
+    Micros last_activity = 0;
+  };
+  std::map<std::string, ThreadState> pending_threads_;
+  std::map<std::pair<std::string, std::string>, int64_t> pending_reads_;  // (thread, sender) -> seq
   Micros last_created_at_ = 0;  // created_at is strictly increasing across the store
 
   std::mutex readers_mu_;

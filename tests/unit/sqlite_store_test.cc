@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "store/message_key.h"
 #include "store/sqlite_schema.h"
 #include "store/sqlite_store.h"
 #include "store_test_support.h"
@@ -102,6 +103,7 @@ TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
     ALTER TABLE users DROP COLUMN tokens_valid_after;
     ALTER TABLE users DROP COLUMN state_version;
     DROP TABLE webhook_outbox;
+    DROP TABLE message_keys;
     PRAGMA user_version = 2;)sql";
   ASSERT_EQ(sqlite3_exec(db, to_v2, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
   sqlite3_close(db);
@@ -171,6 +173,68 @@ TEST_F(SqliteStoreTest, CheckpointerCopiesAndRestartsTheWalWhileOpen) {
   auto last = ok(store_->messages_after(t.id, kMessages - 1, 1));
   ASSERT_EQ(last.size(), 1u);
   EXPECT_EQ(last[0].content, content);
+}
+
+// A retry is found through message_keys, a 64-bit hash of (thread, sender,
+// client_msg_id). Two sends whose hashes collide must both be stored, and
+// each one's retry must still find its own original.
+TEST_F(SqliteStoreTest, RetryIsRecognisedWhenItsKeyCollidesWithAnotherSend) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto first = send(t.id, a.id, "first", "c1");
+  ASSERT_TRUE(first.ok());
+  store_->close();
+  // Make bob's "c2" collide: its key already names seq 1 (alice's "c1").
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  std::string sql = "INSERT INTO message_keys (key, seq) VALUES (" + std::to_string(message_key(t.id, b.id, "c2")) + ", 1)";
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  reopen();
+
+  auto second = send(t.id, b.id, "second", "c2");
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(second->duplicate) << "a colliding key is not the same send";
+  EXPECT_EQ(second->message.seq, 2);
+  auto retry2 = send(t.id, b.id, "second", "c2");
+  ASSERT_TRUE(retry2.ok());
+  EXPECT_TRUE(retry2->duplicate);
+  EXPECT_EQ(retry2->message.id, second->message.id);
+  auto retry1 = send(t.id, a.id, "first", "c1");
+  ASSERT_TRUE(retry1.ok());
+  EXPECT_TRUE(retry1->duplicate);
+  EXPECT_EQ(retry1->message.id, first->message.id);
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 2u);
+}
+
+// Appends update their thread row and the sender's read mark once per batch;
+// an op queued behind them in the same batch (mark_read up to "the end",
+// unread counts) must still see every one of them.
+TEST_F(SqliteStoreTest, OpsAfterAppendsInOneBatchSeeTheirThreadState) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  for (int round = 0; round < 20; ++round) {
+    constexpr int kSends = 50;
+    Countdown pending(kSends);
+    for (int i = 0; i < kSends; ++i)
+      store_->append(AppendRequest{t.id, i % 5 ? a.id : b.id, "m", "text", ""},
+                     [&](Result<AppendResult>) { pending.done(); });
+    int64_t marked = ok(store_->mark_read(t.id, b.id, 0));  // 0 = up to the thread's last seq
+    pending.wait();
+    EXPECT_EQ(marked, (round + 1) * kSends) << "round " << round;
+    EXPECT_EQ(ok(store_->thread(t.id))->last_seq, (round + 1) * kSends);
+    for (const auto& c : ok(store_->unread_counts(b.id))) EXPECT_EQ(c.unread_count, 0);
+  }
+  // alice's own sends are read by her: her read mark is her last message.
+  auto thread = ok(store_->thread(t.id));
+  ASSERT_TRUE(thread);
+  for (const auto& p : thread->participants) {
+    if (p.user_id == a.id) {
+      EXPECT_EQ(p.last_read_seq, 20 * 50);
+    }
+  }
 }
 
 TEST_F(SqliteStoreTest, OpenSqliteStoreFactory) {
