@@ -139,22 +139,32 @@ async function start(token, user) {
 // Renews the token before it expires (at 80 % of its life), so a tab left
 // open for days stays signed in.
 function scheduleRefresh(token) {
-  try {
-    const { exp, iat } = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
-    const now = Date.now() / 1000;
-    const at = iat ? iat + (exp - iat) * 0.8 : exp - 60;
-    const ms = Math.max(5000, (at - now) * 1000);
-    if (ms > 2 ** 31 - 1) return;
-    setTimeout(async () => {
-      if (!client || client.token !== token) return;
-      try {
-        const data = await client.refresh();
-        state.session = { token: data.token, user: state.session.user };
-        localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
-        scheduleRefresh(data.token);
-      } catch { /* the expiry path signs out */ }
-    }, ms);
-  } catch { /* not a JWT we can read: no renewal */ }
+  let claims;
+  try { claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))); } catch { return; }
+  const { exp, iat } = claims;  // not a JWT we can read: no renewal
+  if (typeof exp !== 'number') return;
+  const now = Date.now() / 1000;
+  const at = iat ? iat + (exp - iat) * 0.8 : exp - 60;
+  renewAt(token, exp, Math.max(5000, (at - now) * 1000));
+}
+
+// A renewal that fails for want of the server (not a refusal) is tried again
+// while the token still lives: after a third of its remaining life, 1 to 15 s.
+function renewAt(token, exp, ms) {
+  if (ms > 2 ** 31 - 1) return;
+  setTimeout(async () => {
+    if (!client || client.token !== token) return;
+    try {
+      const data = await client.refresh();
+      state.session = { token: data.token, user: state.session.user };
+      localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+      scheduleRefresh(data.token);
+    } catch (err) {
+      if (err.status === 401 || !client || client.token !== token) return;  // refused: the expiry path signs out
+      const left = exp * 1000 - Date.now();
+      if (left > 0) renewAt(token, exp, Math.max(1000, Math.min(15000, left / 3)));
+    }
+  }, ms);
 }
 
 // ---------------------------------------------------------------- events
