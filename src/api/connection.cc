@@ -346,6 +346,7 @@ struct Connection::Replay {
   int fill_attempts = 0;  // reads that found nothing new while the gap stayed
   uint64_t sends_begun = 0;  // the connection's sends begun when this page was read
   Micros created_floor = 0;  // messages created before this are not sent (older than the connection)
+  int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
@@ -423,7 +424,14 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
     auto page = self->ctx_.chat.replay(self->user_.id, r->thread_id, r->from, kReplayPage);
-    return [self, r, page = std::move(page)]() mutable {
+    // A since_seq at or past the thread's end: thread_subscribed tells the
+    // thread's last seq, not the client's number back. Read after the page:
+    // a message committed in between is past since_seq only if this is too
+    // (then since_seq stands).
+    int64_t thread_last = -1;
+    if (page && page->empty() && !r->gap_fill && r->from == r->since)
+      if (auto t = self->ctx_.chat.store().thread(r->thread_id); t && *t) thread_last = (*t)->last_seq;
+    return [self, r, page = std::move(page), thread_last]() mutable {
       if (self->closed_) return;
       if (!page) {
         if (r->gap_fill) {
@@ -445,6 +453,7 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       r->page = std::move(*page);
       r->next = 0;
       r->sends_begun = self->sends_begun_;
+      r->thread_last = thread_last;
       self->replay_send(std::move(r));
     };
   });
@@ -480,6 +489,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   }
   replay_end(r, last);
   if (r->gap_fill) return;
+  if (r->thread_last >= 0) last = std::min(last, r->thread_last);
   int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
   send(encoder_->reply("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
                     r->request_id));
