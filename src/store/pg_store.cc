@@ -328,14 +328,16 @@ Result<size_t> PgStore::user_count() {
 }
 
 void PgStore::set_last_seen(const std::string& user_id, Micros when) {
-  writer_->submit<Ok>(
-      [this, user_id, when]() -> Status {
-        auto r = writer_conn_->exec("UPDATE users SET last_seen = GREATEST(last_seen, $1) WHERE id = $2",
-                                    {when, user_id});
-        if (!r.ok()) return pg_error(*writer_conn_, r, "set_last_seen");
-        return Ok{};
-      },
-      nullptr);  // fire-and-forget: presence is best effort
+  // Waits for the write (the caller is a worker): the offline presence frame
+  // sent next carries this last_seen, and a client that asks REST right
+  // after must read the same. Presence stays best effort: a failure is
+  // logged, not returned.
+  auto saved = writer_->submit_and_wait<Ok>([this, user_id, when]() -> Status {
+    auto r = writer_conn_->exec("UPDATE users SET last_seen = GREATEST(last_seen, $1) WHERE id = $2", {when, user_id});
+    if (!r.ok()) return pg_error(*writer_conn_, r, "set_last_seen");
+    return Ok{};
+  });
+  if (!saved) spdlog::warn("event=last_seen_not_saved user_id={} code={}", user_id, saved.error().code);
 }
 
 // ---------------------------------------------------------------- threads
