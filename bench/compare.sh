@@ -7,6 +7,7 @@
 #   bench/compare.sh --only sio only the Socket.IO cases (or --only sio-fanout,sio-idle)
 #   options: --reps N  --only fanout,dm,...  --skip-build
 #            --parley PATH  --bench PATH (use these binaries, build nothing)
+#            --threads N (Parley's network event loops, PARLEY_THREADS; default one per core)
 #
 # Builds Release into build-release/, installs the peers' npm packages, then
 # for each scenario runs Parley, Bun and Node interleaved (P, B, N, P, B, N…),
@@ -38,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --reps) REPS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --skip-build) SKIP_BUILD=1 ;;
+    --threads) export PARLEY_THREADS=$2; shift ;;
     --socketio) SOCKETIO=1 ;;
     --parley) PARLEY=$(realpath "$2"); SKIP_BUILD=1; shift ;;
     --bench) BENCH=$(realpath "$2"); SKIP_BUILD=1; shift ;;
@@ -99,6 +101,7 @@ TARGETS+=(node)
 
 START=$(date +%s)
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+[[ -n ${PARLEY_THREADS:-} ]] && STAMP+="-threads$PARLEY_THREADS"
 OUT=$RESULTS_DIR/$STAMP.jsonl
 TABLE=$RESULTS_DIR/$STAMP.md
 : >"$OUT"

@@ -9,7 +9,8 @@
 #                                    Node + the e2e npm packages, Python's
 #                                    websockets and socketio, PostgreSQL and
 #                                    Redis servers, Chromium for the browser
-#                                    tests (scripts/test.sh uses this)
+#                                    tests, HAProxy and systemd-analyze for
+#                                    the deploy/ test (scripts/test.sh uses this)
 #   scripts/install-deps.sh --fuzz   also clang 14 and libFuzzer for the fuzz
 #                                    targets (scripts/fuzz.sh uses this)
 set -euo pipefail
@@ -48,6 +49,7 @@ if [ "$WITH_TESTS" -eq 1 ]; then
     procps psmisc
     openssl
     chromium fonts-noto-color-emoji
+    haproxy systemd
   )
 fi
 

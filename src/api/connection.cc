@@ -287,14 +287,17 @@ void Connection::on_send(ClientFrame f) {
   req.origin_session = session_id_;
   std::weak_ptr<Transport> transport = transport_;
   auto self = shared_from_this();
+  uint64_t number = ++sends_begun_;
+  unanswered_sends_.insert(number);
   // Runs on the store's completion thread after the commit, or right here when refused.
-  auto done = [self, transport, request_id = f.request_id](Result<SendOutcome> r) {
+  auto done = [self, transport, number, request_id = f.request_id](Result<SendOutcome> r) {
     Frames frames = r ? self->encoder_->data_reply("message_sent", r->message_json, request_id)
                       : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
     std::string id = r && !r->duplicate ? r->message.id : std::string();
     if (auto t = transport.lock())
-      t->post([self, frames = std::move(frames), id = std::move(id)]() mutable {
+      t->post([self, frames = std::move(frames), id = std::move(id), number]() mutable {
+        self->unanswered_sends_.erase(number);
         if (!id.empty()) self->remember_own_send(std::move(id));
         self->send(std::move(frames));
       });
@@ -332,6 +335,7 @@ struct Connection::Replay {
   int64_t from = 0;   // this page reads after this seq
   bool gap_fill = false;
   int fill_attempts = 0;  // reads that found nothing new while the gap stayed
+  uint64_t sends_begun = 0;  // the connection's sends begun when this page was read
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
@@ -429,6 +433,7 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       }
       r->page = std::move(*page);
       r->next = 0;
+      r->sends_begun = self->sends_begun_;
       self->replay_send(std::move(r));
     };
   });
@@ -440,6 +445,13 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   const size_t budget = ctx_.chat.config().limits.max_outbound_bytes / 2;
   while (r->next < r->page.size()) {
     if (t->queued_bytes() > budget) {
+      std::weak_ptr<Connection> weak = weak_from_this();
+      t->schedule(kReplayPause, [weak, r] {
+        if (auto self = weak.lock()) self->replay_send(r);
+      });
+      return;
+    }
+    if (maybe_unanswered_send(r->page[r->next], r->sends_begun)) {
       std::weak_ptr<Connection> weak = weak_from_this();
       t->schedule(kReplayPause, [weak, r] {
         if (auto self = weak.lock()) self->replay_send(r);
@@ -473,6 +485,14 @@ void Connection::remember_own_send(std::string message_id) {
 
 bool Connection::own_send(const Message& m) const {
   return m.sender_id == user_.id && std::find(own_sends_.begin(), own_sends_.end(), m.id) != own_sends_.end();
+}
+
+// This user's message that may be one of this connection's sends begun
+// before the page was read and not answered yet (message_sent comes after the
+// commit that made it readable): its answer tells whether to skip it.
+bool Connection::maybe_unanswered_send(const Message& m, uint64_t sends_begun_before_read) const {
+  return m.sender_id == user_.id && !unanswered_sends_.empty() &&
+         *unanswered_sends_.begin() <= sends_begun_before_read && !own_send(m);
 }
 
 void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {

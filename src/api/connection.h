@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -98,6 +99,7 @@ class Connection final : public ClientSession,
   void replay_end(std::shared_ptr<Replay> replay, int64_t replayed_up_to);
   void remember_own_send(std::string message_id);
   bool own_send(const Message& m) const;
+  bool maybe_unanswered_send(const Message& m, uint64_t sends_begun_before_read) const;
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
   void fill_gap(const std::string& thread_id, int64_t from);
@@ -158,6 +160,12 @@ class Connection final : public ClientSession,
   // fill reads the store, which cannot, so it skips these (several nodes: a
   // later seq from another node can open a gap before the own event arrives).
   std::deque<std::string> own_sends_;
+  // Sends not answered yet, by number (1, 2, ...), and the last number given:
+  // a store read may hold such a send's message before its message_sent
+  // comes (the commit is visible first), so a replay waits for those answers
+  // before it sends this user's messages.
+  std::set<uint64_t> unanswered_sends_;
+  uint64_t sends_begun_ = 0;
   // Set while a send or relay of this connection is on a worker; later ones follow it there.
   std::shared_ptr<SerialQueue> chain_;
   bool holding_ = false;

@@ -404,6 +404,7 @@ HttpResponse edit_message(Call& c) {
 HttpResponse upgrade_required(Call&) {
   HttpResponse r;
   r.status = 426;
+  r.headers.emplace_back("Upgrade", "websocket");  // RFC 9110 15.5.22: 426 names the protocol to switch to
   r.body = encode_error_body(bad_input(
       "upgrade_required", "this is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)"));
   return r;

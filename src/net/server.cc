@@ -239,7 +239,15 @@ struct Server::Impl {
           asio::post(target.io, [&target, s = std::move(socket)]() mutable { start_http_session(*target.ctx, std::move(s)); });
         }
       } else {
-        spdlog::warn("event=accept_failed error=\"{}\"", ec.message());
+        // Out of file descriptors (or memory) the listen queue stays
+        // readable and accept fails again at once: pause instead of spinning
+        // a core, and let the sweeps close idle connections meanwhile.
+        spdlog::warn("event=accept_failed error=\"{}\" retry_ms={}", ec.message(), kAcceptRetryMs);
+        accept_pause->expires_after(std::chrono::milliseconds(kAcceptRetryMs));
+        accept_pause->async_wait([this](boost::system::error_code wait_ec) {
+          if (!wait_ec && acceptor->is_open()) accept();
+        });
+        return;
       }
       accept();
     });
@@ -270,6 +278,8 @@ struct Server::Impl {
   std::unique_ptr<ThreadPool> password_workers =
       std::make_unique<ThreadPool>(static_cast<int>(std::max(1u, std::thread::hardware_concurrency() / 2)));
   std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<asio::steady_timer> accept_pause;  // after a failed accept
+  static constexpr int kAcceptRetryMs = 100;
   std::unique_ptr<asio::signal_set> signals;
   std::unique_ptr<TlsContexts> tls;          // set when serving HTTPS/WSS
   std::unique_ptr<asio::signal_set> hangup;  // SIGHUP, with TLS only
@@ -319,6 +329,7 @@ Result<uint16_t> Server::start() {
                                                                    std::to_string(im.config.port) + ": " + ec.message()};
   uint16_t port = acc->local_endpoint().port();
   im.acceptor = std::move(acc);
+  im.accept_pause = std::make_unique<asio::steady_timer>(im.acceptor->get_executor());
   im.signals = std::make_unique<asio::signal_set>(im.loops[0]->io, SIGINT, SIGTERM);
   im.wait_signals();
   if (im.tls) {

@@ -127,7 +127,7 @@ CREATE INDEX webhook_outbox_due ON webhook_outbox(dead, next_attempt_at);
     // about half of an append's cost. message_keys holds a 64-bit hash of
     // the same three fields (store/message_key.h) and the message's seq: a
     // fifth of the size, confirmed against the row on every match.
-    // parley_message_key() exists only on connections that run migrations.
+    // parley_message_key() exists only on connections that register it.
     {5, R"sql(
 CREATE TABLE message_keys (
   key INTEGER PRIMARY KEY,
@@ -183,6 +183,13 @@ Status apply(sqlite3* db, const Migration& m) {
 
 }  // namespace
 
+Status register_message_key_function(sqlite3* db) {
+  if (sqlite3_create_function_v2(db, "parley_message_key", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
+                                 message_key_sql, nullptr, nullptr, nullptr) != SQLITE_OK)
+    return internal_error(std::string("cannot register parley_message_key: ") + sqlite3_errmsg(db));
+  return Ok{};
+}
+
 int latest_schema_version() { return std::prev(std::end(kMigrations))->version; }
 
 Status migrate_schema(sqlite3* db) {
@@ -191,10 +198,9 @@ Status migrate_schema(sqlite3* db) {
   if (current > latest_schema_version())
     return internal_error("database schema version " + std::to_string(current) + " is newer than this build (" +
                           std::to_string(latest_schema_version()) + ")");
-  if (current < latest_schema_version() &&
-      sqlite3_create_function_v2(db, "parley_message_key", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
-                                 message_key_sql, nullptr, nullptr, nullptr) != SQLITE_OK)
-    return internal_error(std::string("cannot register parley_message_key: ") + sqlite3_errmsg(db));
+  if (current < latest_schema_version()) {
+    if (auto st = register_message_key_function(db); !st) return st;
+  }
   for (const auto& m : kMigrations) {
     if (m.version <= current) continue;
     if (auto st = apply(db, m); !st) return st;

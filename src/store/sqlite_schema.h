@@ -18,4 +18,9 @@ int latest_schema_version();
 // Fails (touching nothing) when the database is newer than this binary.
 Status migrate_schema(sqlite3* db);
 
+// Adds parley_message_key(thread_id, sender_id, client_msg_id), the SQL face
+// of store/message_key.h, to this connection (migrations and `parley check`
+// use it; the schema itself never does, so other SQLite tools can read it).
+Status register_message_key_function(sqlite3* db);
+
 }  // namespace parley

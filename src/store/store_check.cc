@@ -9,6 +9,7 @@
 
 #include "common/redact.h"
 #include "store/pg_conn.h"
+#include "store/sqlite_schema.h"
 
 namespace parley {
 
@@ -153,6 +154,26 @@ Status check_invariants(const Query& query, CheckReport& report) {
   return Ok{};
 }
 
+// SQLite only: a message with a client_msg_id whose key is not in
+// message_keys would be stored twice if its sender retried it.
+Status check_message_keys(sqlite3* db, const Query& query, CheckReport& report) {
+  auto version = query("PRAGMA user_version", 1);
+  if (!version) return version.error();
+  if (version->empty() || num(version->front(), 0) < 5) return Ok{};  // keys came with schema v5
+  if (auto st = register_message_key_function(db); !st) return st;
+  auto missing = query(
+      "SELECT m.thread_id, m.sender_id, m.seq FROM messages m WHERE m.client_msg_id IS NOT NULL AND NOT EXISTS "
+      "(SELECT 1 FROM message_keys k WHERE k.key = parley_message_key(m.thread_id, m.sender_id, m.client_msg_id)) "
+      "ORDER BY m.thread_id, m.seq LIMIT " + std::to_string(kMaxRowsPerCheck),
+      3);
+  if (!missing) return missing.error();
+  for (const Row& r : *missing)
+    report.problems.push_back({"message_key_missing", cell(r, 0), cell(r, 1),
+                               "thread " + cell(r, 0) + ": message seq " + cell(r, 2) +
+                                   " has a client_msg_id but no idempotency key; a retry would store it twice"});
+  return Ok{};
+}
+
 Result<CheckReport> check_sqlite(const std::string& data_dir) {
   namespace fs = std::filesystem;
   fs::path path = fs::path(data_dir) / "parley.db";
@@ -177,6 +198,7 @@ Result<CheckReport> check_sqlite(const std::string& data_dir) {
   for (const Row& r : *integrity)
     if (cell(r, 0) != "ok") report.problems.push_back({"integrity", "", "", "integrity_check: " + cell(r, 0)});
   if (auto st = check_invariants(query, report); !st) return st.error();
+  if (auto st = check_message_keys(db.get(), query, report); !st) return st.error();
   sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
   return report;
 }

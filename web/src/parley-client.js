@@ -307,6 +307,16 @@ export class ParleyClient extends EventTarget {
   // the server answers a repeated client_msg_id with the stored original.
   flushOutbox() { for (const item of this.outbox) this.transmit(item); }
 
+  // Stops following a thread this user has left: its unsent messages could
+  // never be sent, and resending them on each connection would only be refused.
+  forget(threadId) {
+    this.cursors.delete(threadId);
+    this.ahead.delete(threadId);
+    const before = this.outbox.length;
+    this.outbox = this.outbox.filter((i) => i.thread_id !== threadId);
+    if (this.outbox.length !== before) this.saveOutbox();
+  }
+
   dropFromOutbox(clientMsgId) {
     const before = this.outbox.length;
     this.outbox = this.outbox.filter((i) => i.client_msg_id !== clientMsgId);

@@ -55,28 +55,42 @@ export async function restore() {
     try { token = (JSON.parse(localStorage.getItem(SESSION_KEY)) || {}).token; } catch { token = null; }
   }
   if (!token) return false;
+  return tryToken(token, 0);
+}
+
+// Opens the session of a token once the server has taken it. While the
+// server is out of reach: with the profile saved on this device the app opens
+// at once (offline, reconnecting); without one (a token just handed over) the
+// sign-in screen says so and the token is tried again with backoff, so the
+// app opens by itself once the server answers.
+const RESTORE_RETRY_MAX_MS = 15000;
+let restoreTimer = null;
+async function tryToken(token, attempt) {
   const probe = new ParleyClient({ token });
   let user;
   try {
     user = await probe.me();
   } catch (err) {
+    if (state.session) return true;  // signed in by hand meanwhile
     if (err.status === 401) {
       localStorage.removeItem(SESSION_KEY);
       state.notice = err.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.';
       changed();
       return false;
     }
-    // The server is out of reach: open with the saved profile; the client
-    // keeps trying and fills everything in once it connects.
     let saved = null;
     try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
     if (!saved || saved.token !== token || !saved.user) {
-      state.notice = `Could not reach the server (${err.message}).`;
+      state.notice = `Cannot reach the server (${err.message}). Trying again…`;
       changed();
+      const base = Math.min(RESTORE_RETRY_MAX_MS, 1000 * 2 ** attempt);
+      clearTimeout(restoreTimer);
+      restoreTimer = setTimeout(() => { if (!state.session) tryToken(token, attempt + 1); }, base / 2 + Math.random() * base / 2);
       return false;
     }
     user = saved.user;
   }
+  if (state.session) return true;
   await start(token, user);
   return true;
 }
@@ -108,6 +122,7 @@ export function signOut(notice = null) {
 }
 
 async function start(token, user) {
+  clearTimeout(restoreTimer);
   localStorage.setItem(SESSION_KEY, JSON.stringify({ token, user }));
   state.session = { token, user };
   state.notice = null;
@@ -124,22 +139,32 @@ async function start(token, user) {
 // Renews the token before it expires (at 80 % of its life), so a tab left
 // open for days stays signed in.
 function scheduleRefresh(token) {
-  try {
-    const { exp, iat } = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
-    const now = Date.now() / 1000;
-    const at = iat ? iat + (exp - iat) * 0.8 : exp - 60;
-    const ms = Math.max(5000, (at - now) * 1000);
-    if (ms > 2 ** 31 - 1) return;
-    setTimeout(async () => {
-      if (!client || client.token !== token) return;
-      try {
-        const data = await client.refresh();
-        state.session = { token: data.token, user: state.session.user };
-        localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
-        scheduleRefresh(data.token);
-      } catch { /* the expiry path signs out */ }
-    }, ms);
-  } catch { /* not a JWT we can read: no renewal */ }
+  let claims;
+  try { claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))); } catch { return; }
+  const { exp, iat } = claims;  // not a JWT we can read: no renewal
+  if (typeof exp !== 'number') return;
+  const now = Date.now() / 1000;
+  const at = iat ? iat + (exp - iat) * 0.8 : exp - 60;
+  renewAt(token, exp, Math.max(5000, (at - now) * 1000));
+}
+
+// A renewal that fails for want of the server (not a refusal) is tried again
+// while the token still lives: after a third of its remaining life, 1 to 15 s.
+function renewAt(token, exp, ms) {
+  if (ms > 2 ** 31 - 1) return;
+  setTimeout(async () => {
+    if (!client || client.token !== token) return;
+    try {
+      const data = await client.refresh();
+      state.session = { token: data.token, user: state.session.user };
+      localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+      scheduleRefresh(data.token);
+    } catch (err) {
+      if (err.status === 401 || !client || client.token !== token) return;  // refused: the expiry path signs out
+      const left = exp * 1000 - Date.now();
+      if (left > 0) renewAt(token, exp, Math.max(1000, Math.min(15000, left / 3)));
+    }
+  }, ms);
 }
 
 // ---------------------------------------------------------------- events
@@ -196,7 +221,7 @@ function onMessage(m, own) {
   const t = state.threads.get(m.thread_id);
   if (!t) { loadThreads().catch(() => {}); return; }
   const box = state.messages.get(m.thread_id);
-  if (box) insert(box, m);
+  if (box) accept(m.thread_id, box, m);
   if (!t.last_message || t.last_message.seq < m.seq) {
     t.last_message = m;
     t.last_seq = Math.max(t.last_seq || 0, m.seq);
@@ -210,8 +235,32 @@ function onMessage(m, own) {
   bumpReceipt(m.thread_id, m.sender_id, 'last_delivered_seq', m.seq);
   // Sending marks one's own thread read on the server, so any message may change the counts.
   refreshUnread();
+  // Someone joined or left (the server records it as a system message): the
+  // members, or whether this user is still in the thread at all, changed.
+  if (m.message_type === 'system') reloadThreadsSoon();
   if (!own && m.sender_id !== state.session.user.id) notify(t, m);
   changed();
+}
+
+// A box holds one unbroken run of a thread's messages (history pages and
+// live ones). A live or replayed message outside it would leave a hole that
+// neither scroll-back (before the oldest) nor gap filling (after the newest)
+// ever looks into, so: while the first page loads, live messages wait for it
+// (openThread fills up to the thread's last_seq afterwards); one older than
+// the run is left to scroll-back; one past its end fills the gap in between.
+function accept(threadId, box, m) {
+  if (box.loading && !box.list.length) return;
+  const list = box.list;
+  if (list.length && m.seq < list[0].seq) return;
+  const last = list.length ? list[list.length - 1].seq : null;
+  insert(box, m);
+  if (last !== null && m.seq > last + 1) fillGap(threadId, last).catch(() => {});
+}
+
+let reloadTimer = null;
+function reloadThreadsSoon() {
+  clearTimeout(reloadTimer);
+  reloadTimer = setTimeout(() => { if (client) loadThreads().catch(() => {}); }, 100);
 }
 
 function insert(box, m) {
@@ -261,6 +310,14 @@ export async function loadThreads() {
     const mine = t.participants.find((p) => p.user_id === state.session.user.id);
     client.track(t.id, Math.max((mine && mine.last_delivered_seq) || 0, t.last_seq - 200, 0));
   }
+  // Threads this user is no longer in (removed from a group): their
+  // messages, unsent messages and the open conversation go.
+  for (const id of state.threads.keys()) {
+    if (threads.has(id)) continue;
+    state.messages.delete(id);
+    client.forget(id);
+    if (state.openId === id) location.hash = '';
+  }
   state.threads = threads;
   state.unreadTotal = total;
   updateTitle();
@@ -290,14 +347,20 @@ export async function openThread(id) {
   if (!id || state.messages.has(id)) return;
   const box = { list: [], hasMore: true, loading: true };
   state.messages.set(id, box);
+  let loaded = false;
   try {
     const msgs = await client.history(id, { limit: 50 });
     for (const m of msgs) insert(box, m);
     box.hasMore = msgs.length === 50 && msgs[0].seq > 1;
+    loaded = true;
   } catch (err) {
     state.notice = `Could not load the conversation: ${err.message}`;
   }
   box.loading = false;
+  // Messages that came live while the page loaded were not kept (see accept).
+  const t = state.threads.get(id);
+  const last = box.list.length ? box.list[box.list.length - 1].seq : 0;
+  if (loaded && t && t.last_seq > last) fillGap(id, last).catch(() => {});
   changed();
 }
 

@@ -119,6 +119,8 @@ describe('backup, restore and check', () => {
       assert.equal((await server.sendRest(alice.token, thread.id, { content: `m${i}` })).status, 201);
       assert.equal((await server.sendRest(alice.token, clean.id, { content: `c${i}` })).status, 201);
     }
+    const keyed = await server.createGroup(bob, [alice]);
+    assert.equal((await server.sendRest(bob.token, keyed.id, { content: 'k', client_msg_id: 'k-1' })).status, 201);
     await server.stop({ removeData: false });
     const db = path.join(server.dataDir, 'parley.db');
     assert.equal((await parley(['check', '--data-dir', server.dataDir])).code, 0, 'clean before the edit');
@@ -135,7 +137,7 @@ describe('backup, restore and check', () => {
     assert.equal(json.code, 1);
     const report = JSON.parse(json.stdout);
     assert.equal(report.ok, false);
-    assert.equal(report.messages, 9);
+    assert.equal(report.messages, 10);
     const kinds = report.problems.map((p) => `${p.kind}:${p.thread_id}`).sort();
     assert.deepEqual(kinds, [`read_mark_out_of_range:${thread.id}`, `seq_gap:${thread.id}`]);
     assert.equal(report.problems.find((p) => p.kind === 'read_mark_out_of_range').user_id, bob.id);
@@ -143,6 +145,12 @@ describe('backup, restore and check', () => {
     await sqlite(db, `UPDATE threads SET last_seq = 7 WHERE id = '${clean.id}';`);
     const mismatch = await parley(['check', '--data-dir', server.dataDir]);
     assert.match(mismatch.stdout, new RegExp(`problem last_seq_mismatch: thread ${clean.id}: last_seq is 7 but its highest message seq is 5`));
+    assert.ok(!mismatch.stdout.includes(keyed.id), 'a message with its idempotency key is fine');
+
+    // Without its key, a retry of k-1 would be stored a second time.
+    await sqlite(db, 'DELETE FROM message_keys;');
+    const unkeyed = await parley(['check', '--data-dir', server.dataDir]);
+    assert.match(unkeyed.stdout, new RegExp(`problem message_key_missing: thread ${keyed.id}: message seq 1 has a client_msg_id`));
     fs.rmSync(server.dataDir, { recursive: true, force: true });
   });
 

@@ -19,6 +19,7 @@ describe('HTTP rough edges', () => {
     for (const path of ['/ws', '/ws/', '/api/v1/ws/chat']) {
       const res = await server.http('GET', path);
       assertHttpError(assert, res, 426, 'upgrade_required', path);
+      assert.equal(res.headers.upgrade, 'websocket', 'a 426 names the protocol to upgrade to');
       assert.match(res.body.message, /WebSocket/);
     }
   });

@@ -8,25 +8,15 @@
 // either is missing.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { ParleyServer, PG_SH, pgAvailable, HOST, randomId, sleep } from './harness.mjs';
-import { redisAvailable, startRedis } from './redis.mjs';
-
-const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
-  || (!redisAvailable() && 'redis-server is not installed');
+import { HOST, randomId, sleep } from './harness.mjs';
+import { Cluster, clusterSkip as skip } from './cluster.mjs';
 
 describe('moderation and push on two nodes', { skip }, () => {
-  let pgState;
-  let databaseUrl;
-  let redis;
+  const cluster = new Cluster({ secret: `mod-multinode-${randomId(16)}` });
   let receiver;
   const hits = [];
-  const nodes = [];
-  const secret = `mod-multinode-${randomId(16)}`;
+  let nodes = [];
 
   before(async () => {
     receiver = http.createServer((req, res) => {
@@ -39,26 +29,11 @@ describe('moderation and push on two nodes', { skip }, () => {
     });
     await new Promise((resolve) => receiver.listen(0, HOST, resolve));
     const hookUrl = `http://${HOST}:${receiver.address().port}/hook`;
-    pgState = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pg-state-'));
-    execFileSync(PG_SH, ['start', pgState], { stdio: 'ignore', timeout: 120000 });
-    databaseUrl = execFileSync(PG_SH, ['createdb', pgState], { encoding: 'utf8', timeout: 30000 }).trim();
-    redis = await startRedis();
-    for (let i = 0; i < 2; i++) {
-      const node = new ParleyServer({
-        secret, database: databaseUrl,
-        args: ['--redis', redis.url, '--webhook-url', hookUrl, '--webhook-secret', 'hook-secret'],
-      });
-      await node.start();
-      nodes.push(node);
-    }
+    await cluster.start({ size: 2, args: ['--webhook-url', hookUrl, '--webhook-secret', 'hook-secret'] });
+    nodes = cluster.nodes;
   });
   after(async () => {
-    for (const n of nodes) await n.stop().catch(() => {});
-    redis?.remove();
-    if (pgState) {
-      try { execFileSync(PG_SH, ['stop', pgState], { stdio: 'ignore', timeout: 60000 }); } catch { /* gone */ }
-      fs.rmSync(pgState, { recursive: true, force: true });
-    }
+    await cluster.stop();
     await new Promise((resolve) => receiver?.close(resolve));
   });
 

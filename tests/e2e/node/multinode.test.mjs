@@ -8,15 +8,8 @@
 // (scripts/redis-test.sh); skipped when either is missing.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { ParleyServer, PG_SH, pgAvailable, randomId, sleep } from './harness.mjs';
-import { redisAvailable, startRedis } from './redis.mjs';
-
-const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
-  || (!redisAvailable() && 'redis-server is not installed');
+import { randomId, sleep } from './harness.mjs';
+import { Cluster, clusterSkip as skip, waitBus as waitHealth } from './cluster.mjs';
 
 // Waits for all of a client's new_message frames of a thread to reach n; returns their seqs in arrival order.
 async function seqsAt(client, threadId, n, timeoutMs = 15000) {
@@ -29,46 +22,16 @@ async function seqsAt(client, threadId, n, timeoutMs = 15000) {
 }
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-async function waitHealth(node, ok, timeoutMs = 20000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try { last = (await node.http('GET', '/health')).body; } catch { /* restarting */ }
-    if (last?.bus?.ok === ok) return last;
-    await sleep(100);
-  }
-  assert.fail(`bus.ok never became ${ok} on :${node.port}: ${JSON.stringify(last)}`);
-}
-
 describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
-  let pgState;
-  let databaseUrl;
-  let redis;
+  const cluster = new Cluster({ secret: `multinode-${randomId(16)}` });
   let nodes = [];
-  const secret = `multinode-${randomId(16)}`;
-
-  async function startNode() {
-    const node = new ParleyServer({ secret, database: databaseUrl, args: ['--redis', redis.url] });
-    await node.start();
-    await waitHealth(node, true);
-    return node;
-  }
+  const startNode = () => cluster.startNode();
 
   before(async () => {
-    pgState = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pg-state-'));
-    execFileSync(PG_SH, ['start', pgState], { stdio: 'ignore', timeout: 120000 });
-    databaseUrl = execFileSync(PG_SH, ['createdb', pgState], { encoding: 'utf8', timeout: 30000 }).trim();
-    redis = await startRedis();
-    for (let i = 0; i < 3; i++) nodes.push(await startNode());
+    await cluster.start({ size: 3 });
+    nodes = cluster.nodes;
   });
-  after(async () => {
-    for (const n of nodes) await n.stop().catch(() => {});
-    redis?.remove();
-    if (pgState) {
-      try { execFileSync(PG_SH, ['stop', pgState], { stdio: 'ignore', timeout: 60000 }); } catch { /* gone */ }
-      fs.rmSync(pgState, { recursive: true, force: true });
-    }
-  });
+  after(() => cluster.stop());
 
   it('a DM between users on two nodes, and the reply', async () => {
     const [n1, n2] = nodes;
@@ -171,10 +134,10 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     const bobWs = await nodes[1].connect(bob);
     const first = await aliceWs.sendMessage({ thread_id: thread.id, content: 'r1' });
     await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000);
-    redis.stopSync();
+    cluster.redis.stopSync();
     for (const n of nodes) assert.equal((await waitHealth(n, false)).bus.state, 'degraded');
     for (let i = 2; i <= 4; i++) await aliceWs.sendMessage({ thread_id: thread.id, content: `r${i}` });
-    redis.start();
+    cluster.redis.start();
     for (const n of nodes) await waitHealth(n, true, 30000);
     // Bob's node lost its subscription: it re-reads his threads from the store.
     assert.deepEqual(await seqsAt(bobWs, thread.id, 4), [1, 2, 3, 4]);
@@ -215,7 +178,7 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     const aliceWs = await nodes[0].connect(alice);
     const carolWs = await victim.connect(carol);
     await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 5000, 'carol online');
-    const heartbeats = () => redis.cli('--scan', '--pattern', 'parley:node:*').split('\n').filter(Boolean).sort();
+    const heartbeats = () => cluster.redis.cli('--scan', '--pattern', 'parley:node:*').split('\n').filter(Boolean).sort();
     // A node killed by an earlier test leaves its key until it expires (3 s).
     let before = heartbeats();
     for (let i = 0; i < 50 && before.length !== 3; i++) { await sleep(100); before = heartbeats(); }

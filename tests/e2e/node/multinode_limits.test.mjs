@@ -9,65 +9,9 @@
 // (scripts/redis-test.sh); skipped when either is missing.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { io } from 'socket.io-client';
-import { ParleyServer, REPO_ROOT, randomId, sleep } from './harness.mjs';
-import { redisAvailable, startRedis } from './redis.mjs';
-
-const PG_SH = path.join(REPO_ROOT, 'tests', 'db', 'pg.sh');
-function pgAvailable() {
-  if (!fs.existsSync(PG_SH)) return false;
-  try { return fs.readdirSync('/usr/lib/postgresql').length > 0; } catch { return false; }
-}
-
-const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
-  || (!redisAvailable() && 'redis-server is not installed');
-
-// A loopback TCP proxy to Redis that can be cut (every connection dropped,
-// new ones refused) and restored on the same port.
-class CuttableProxy {
-  constructor(targetPort) {
-    this.targetPort = targetPort;
-    this.port = 0;
-    this.sockets = new Set();
-  }
-  async start() {
-    this.server = net.createServer((client) => {
-      const upstream = net.connect(this.targetPort, '127.0.0.1');
-      for (const [a, b] of [[client, upstream], [upstream, client]]) {
-        this.sockets.add(a);
-        a.pipe(b);
-        a.on('error', () => b.destroy());
-        a.on('close', () => { this.sockets.delete(a); b.destroy(); });
-      }
-    });
-    await new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.port, '127.0.0.1', resolve);
-    });
-    this.port = this.server.address().port;
-  }
-  async cut() {
-    const closed = new Promise((resolve) => this.server.close(resolve));
-    for (const s of this.sockets) s.destroy();
-    await closed;
-  }
-}
-
-async function waitHealth(node, ok, timeoutMs = 20000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try { last = (await node.http('GET', '/health')).body; } catch { /* restarting */ }
-    if (last?.bus?.ok === ok) return last;
-    await sleep(100);
-  }
-  assert.fail(`bus.ok never became ${ok} on :${node.port}: ${JSON.stringify(last)}`);
-}
+import { randomId, sleep } from './harness.mjs';
+import { Cluster, CuttableProxy, clusterSkip as skip, waitBus as waitHealth } from './cluster.mjs';
 
 // A WebSocket connection expected to be refused by the per-user limit: how it ended.
 async function refused(node, user) {
@@ -102,37 +46,20 @@ async function eventually(cond, timeoutMs, what) {
 }
 
 describe('three nodes share the connection and login limits and presence through Redis', { skip }, () => {
-  let pgState;
-  let databaseUrl;
+  const cluster = new Cluster({ secret: `multinode-limits-${randomId(16)}` });
   let redis;
   let proxy;
   let nodes = [];
-  const secret = `multinode-limits-${randomId(16)}`;
-
-  async function startNode(redisUrl) {
-    const node = new ParleyServer({ secret, database: databaseUrl, args: ['--redis', redisUrl] });
-    await node.start();
-    await waitHealth(node, true);
-    return node;
-  }
 
   before(async () => {
-    pgState = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pg-state-'));
-    execFileSync(PG_SH, ['start', pgState], { stdio: 'ignore', timeout: 120000 });
-    databaseUrl = execFileSync(PG_SH, ['createdb', pgState], { encoding: 'utf8', timeout: 30000 }).trim();
-    redis = await startRedis();
-    proxy = new CuttableProxy(redis.port);
-    await proxy.start();
-    nodes.push(await startNode(redis.url), await startNode(redis.url), await startNode(`redis://127.0.0.1:${proxy.port}`));
+    await cluster.start({ size: 2 });
+    ({ redis, nodes } = cluster);
+    proxy = await new CuttableProxy(redis.port).start();
+    nodes.push(await cluster.startNode({ redisUrl: proxy.url }));
   });
   after(async () => {
-    for (const n of nodes) await n.stop().catch(() => {});
+    await cluster.stop();
     await proxy?.cut().catch(() => {});
-    redis?.remove();
-    if (pgState) {
-      try { execFileSync(PG_SH, ['stop', pgState], { stdio: 'ignore', timeout: 60000 }); } catch { /* gone */ }
-      fs.rmSync(pgState, { recursive: true, force: true });
-    }
   });
 
   it('the 21st connection of a user spread over three nodes is refused on every node, as on one node', async () => {

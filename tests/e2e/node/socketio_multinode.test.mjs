@@ -13,18 +13,11 @@
 // (scripts/redis-test.sh); skipped when either is missing.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { io } from 'socket.io-client';
-import { HOST, ParleyServer, PG_SH, pgAvailable, randomId, sleep } from './harness.mjs';
-import { redisAvailable, startRedis } from './redis.mjs';
-
-const skip = (!pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available')
-  || (!redisAvailable() && 'redis-server is not installed');
+import { HOST, randomId, sleep } from './harness.mjs';
+import { Cluster, clusterSkip as skip } from './cluster.mjs';
 
 const sidOf = (url) => new URL(url, 'http://proxy').searchParams.get('sid');
 const UNKNOWN_SID = { code: 1, message: 'Session ID unknown' };
@@ -148,42 +141,19 @@ async function waitFor(what, cond, timeoutMs = 15000) {
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 describe('Socket.IO long-polling over three nodes without sticky sessions', { skip }, () => {
-  let pgState;
-  let databaseUrl;
+  const cluster = new Cluster({ secret: `siofwd-${randomId(16)}` });
   let redis;
   let proxy;
-  const nodes = [];
-  const secret = `siofwd-${randomId(16)}`;
-
-  async function startNode() {
-    const node = new ParleyServer({ secret, database: databaseUrl, args: ['--redis', redis.url] });
-    await node.start();
-    const deadline = Date.now() + 20000;
-    for (;;) {
-      const health = await node.http('GET', '/health').catch(() => null);
-      if (health?.body?.bus?.ok) break;
-      if (Date.now() > deadline) assert.fail(`bus never became ok on :${node.port}`);
-      await sleep(100);
-    }
-    return node;
-  }
+  let nodes = [];
 
   before(async () => {
-    pgState = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-pg-state-'));
-    execFileSync(PG_SH, ['start', pgState], { stdio: 'ignore', timeout: 120000 });
-    databaseUrl = execFileSync(PG_SH, ['createdb', pgState], { encoding: 'utf8', timeout: 30000 }).trim();
-    redis = await startRedis();
-    for (let i = 0; i < 3; i++) nodes.push(await startNode());
+    await cluster.start({ size: 3 });
+    ({ redis, nodes } = cluster);
     proxy = await startProxy(nodes);
   });
   after(async () => {
     await proxy?.close();
-    for (const n of nodes) await n.stop().catch(() => {});
-    redis?.remove();
-    if (pgState) {
-      try { execFileSync(PG_SH, ['stop', pgState], { stdio: 'ignore', timeout: 60000 }); } catch { /* gone */ }
-      fs.rmSync(pgState, { recursive: true, force: true });
-    }
+    await cluster.stop();
   });
 
   it('connect with auth, messages both ways in order exactly once, acks, and disconnect, each request on the next node', async () => {

@@ -1,0 +1,109 @@
+// Group conversations in the web app, seen from three accounts in three
+// browser contexts: an admin creates a group from the UI and manages its
+// members; the member added sees the group appear live, the member removed
+// loses it live; a non-admin gets no add/remove controls; everyone else's
+// messages carry their sender's name and role, once per run of messages.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, randomId } from '../node/harness.mjs';
+import { launchBrowser, openAs, threadLink, messageLog, sendFromComposer, until } from './browser.mjs';
+
+const GROUP = 'Class 4B parents';
+
+describe('web app: group management from the UI', () => {
+  let server; let browser; let base; let alice; let bob; let carol;
+  let alicePage; let bobPage; let carolPage;
+
+  before(async () => {
+    server = await startServer();
+    base = `http://127.0.0.1:${server.port}`;
+    browser = await launchBrowser();
+    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
+    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+    const viewport = { width: 1200, height: 760 };
+    alicePage = await openAs(await browser.newContext({ viewport }), base, alice);
+    bobPage = await openAs(await browser.newContext({ viewport }), base, bob);
+    carolPage = await openAs(await browser.newContext({ viewport }), base, carol);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  const members = (page) => page.getByRole('region', { name: 'Members' });
+
+  it('the admin creates a group with a member; the member sees it appear live', async () => {
+    await alicePage.getByRole('button', { name: 'New group' }).click();
+    await alicePage.getByLabel('Group name').fill(GROUP);
+    await alicePage.getByLabel('Add members').fill(bob.username);
+    await alicePage.getByRole('list', { name: 'People found' }).getByRole('button', { name: /Bob Parent/ }).click();
+    await alicePage.getByRole('button', { name: 'Create group' }).click();
+    await alicePage.getByRole('heading', { name: GROUP }).waitFor();
+    await sendFromComposer(alicePage, 'Welcome to the group');
+
+    // No reload: the first message brings the new thread into Bob's list.
+    await threadLink(bobPage, GROUP).waitFor();
+    assert.equal(await threadLink(carolPage, GROUP).count(), 0, 'Carol is not in it');
+  });
+
+  it('a non-admin sees the members but no add or remove controls', async () => {
+    await threadLink(bobPage, GROUP).click();
+    await messageLog(bobPage).getByText('Welcome to the group').waitFor();
+    await bobPage.getByRole('button', { name: 'Members' }).click();
+    await members(bobPage).getByText('Alice Teacher').waitFor();
+    assert.equal(await members(bobPage).getByRole('button', { name: /^Remove/ }).count(), 0, 'no Remove buttons');
+    assert.equal(await members(bobPage).getByLabel('Add by username').count(), 0, 'no add form');
+    assert.equal(await members(bobPage).getByRole('button', { name: 'Leave' }).count(), 1, 'a member may leave');
+    await bobPage.getByRole('button', { name: 'Members' }).click();
+  });
+
+  it('the admin adds a member by username: the group appears live for them', async () => {
+    await alicePage.getByRole('button', { name: 'Members' }).click();
+    await members(alicePage).getByLabel('Add by username').fill(carol.username);
+    await members(alicePage).getByRole('button', { name: 'Add' }).click();
+    await members(alicePage).getByText('Carol Parent').waitFor();
+    assert.equal(await members(alicePage).getByRole('button', { name: 'Remove Carol Parent' }).count(), 1);
+
+    await threadLink(carolPage, GROUP).waitFor({ timeout: 10000 });
+    await threadLink(carolPage, GROUP).click();
+    await carolPage.getByRole('heading', { name: GROUP }).waitFor();
+    await carolPage.getByText('3 members').waitFor();
+    // Bob's open conversation learns of the new member too (the system message).
+    await bobPage.getByText('3 members').waitFor();
+  });
+
+  it("others' messages show the sender's name and role, once per run", async () => {
+    await sendFromComposer(bobPage, 'Hi all, Bob here');
+    await sendFromComposer(alicePage, 'Trip on Friday');
+    await sendFromComposer(alicePage, 'Bring a coat');
+    const log = messageLog(carolPage);
+    await log.getByText('Bring a coat').waitFor();
+    const sender = (text) => log.locator('li.msg', { hasText: text }).locator('.sender');
+    assert.equal((await sender('Hi all, Bob here').textContent()).trim(), 'Bob Parent parent');
+    assert.equal((await sender('Trip on Friday').textContent()).trim(), 'Alice Teacher teacher');
+    assert.equal(await sender('Bring a coat').count(), 0, 'the second of a run is not named again');
+    // One's own messages are not named.
+    await messageLog(bobPage).getByText('Bring a coat').waitFor();
+    assert.equal(await messageLog(bobPage).locator('li.msg.mine .sender').count(), 0);
+    assert.equal((await messageLog(bobPage).locator('li.msg', { hasText: 'Trip on Friday' }).locator('.sender').textContent()).trim(),
+      'Alice Teacher teacher');
+  });
+
+  it('the admin removes a member: the group leaves their list live and they can no longer send', async () => {
+    await members(alicePage).getByRole('button', { name: 'Remove Bob Parent' }).click();
+    await until(async () => (await members(alicePage).getByText('Bob Parent').count()) === 0, { what: 'Bob gone from the members' });
+
+    // Bob had the group open: it closes and leaves his list, without a reload.
+    await until(async () => (await threadLink(bobPage, GROUP).count()) === 0, { what: 'the group gone from Bob\'s list' });
+    await bobPage.getByText('Choose a conversation, or start one.').waitFor();
+    const thread = (await server.http('GET', '/api/chat/threads', { token: alice.token })).body.data.threads
+      .find((t) => t.title === GROUP);
+    const res = await server.sendRest(bob.token, thread.id, { content: 'still here?' });
+    assert.equal(res.status, 403, 'the server refuses his messages');
+
+    // Carol, still a member, sees the group with two members.
+    await carolPage.getByText('2 members').waitFor();
+    for (const page of [alicePage, bobPage, carolPage]) assert.deepEqual(page.pageErrors, [], 'no uncaught errors');
+  });
+});

@@ -1,0 +1,115 @@
+// The web app's session against time and an absent server: a token is
+// renewed before it expires (the app stays signed in past the first token's
+// expiry, its connection too), and the app opened while the server cannot be
+// reached says so, then connects by itself once the server answers, without
+// a reload. (An expired token that cannot be renewed leading back to sign-in
+// is in chat.test.mjs.)
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, randomId, mintToken, sleep } from '../node/harness.mjs';
+import { launchBrowser, openAs, trackErrors, threadLink, messageLog, until, waitOnline } from './browser.mjs';
+
+describe('web app: token renewal and an unreachable server', () => {
+  let server; let browser; let base; let alice; let bob; let thread;
+
+  before(async () => {
+    server = await startServer();
+    base = `http://127.0.0.1:${server.port}`;
+    browser = await launchBrowser();
+    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
+    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    thread = await server.createDirect(alice, bob);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('renews its token before it expires and stays signed in, connection included, past the first expiry', async () => {
+    const ctx = await browser.newContext();
+    // The first renewal finds the server out of reach: it is tried again
+    // while the token still lives.
+    let refreshes = 0;
+    await ctx.route(/\/api\/auth\/refresh$/, (route) => (++refreshes === 1 ? route.abort('connectionrefused') : route.continue()));
+    const now = Math.floor(Date.now() / 1000);
+    const first = mintToken(server.secret, { sub: alice.id, username: alice.username, iat: now, exp: now + 12 });
+    const page = await openAs(ctx, base, { token: first });
+    const saved = () => page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || 'null'));
+
+    // Renewed at 80 % of its life (and again soon after the failed try): the
+    // saved token changes before exp.
+    await until(async () => { const s = await saved(); return s && s.token !== first; }, { timeout: 12000, what: 'a renewed token' });
+    assert.equal(refreshes, 2, 'one refused try, then the renewal');
+    const renewed = (await saved()).token;
+    const payload = JSON.parse(Buffer.from(renewed.split('.')[1], 'base64url').toString());
+    assert.ok(payload.exp > now + 60, 'the new token lives longer than the first');
+
+    // Past the first token's exp (the server closes a connection whose token
+    // expired about a second after it): still signed in, still live.
+    await sleep(Math.max(0, (now + 14) * 1000 - Date.now()));
+    assert.equal(await page.getByRole('button', { name: 'Sign in' }).count(), 0, 'still signed in');
+    await waitOnline(page);
+    await threadLink(page, 'Bob Parent').click();
+    await server.sendRest(bob.token, thread.id, { content: 'after the first token expired' });
+    await messageLog(page).getByText('after the first token expired').waitFor({ timeout: 10000 });
+    assert.equal(await page.getByRole('button', { name: 'Sign in' }).count(), 0, 'still signed in');
+
+    // A reload starts from the renewed token.
+    await page.reload();
+    await page.getByRole('navigation', { name: 'Conversations' }).waitFor();
+    await waitOnline(page);
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  // The app's files load but its API and WebSocket are refused: what a
+  // browser sees when it opens a cached app (or one served by a server whose
+  // API is down) while the server is out of reach.
+  async function unreachable(ctx) {
+    const net = { down: true };
+    await ctx.route(/\/api\//, (route) => (net.down ? route.abort('connectionrefused') : route.continue()));
+    await ctx.routeWebSocket(/\/ws$/, (ws) => { if (net.down) ws.close(); else ws.connectToServer(); });
+    return net;
+  }
+
+  it('opened with a handed-over token while the server is out of reach: says so, then opens by itself', async () => {
+    const ctx = await browser.newContext();
+    const net = await unreachable(ctx);
+    const page = await ctx.newPage();
+    trackErrors(page);
+    await page.goto(`${base}/app/#token=${encodeURIComponent(alice.token)}`);
+    await page.getByRole('status').filter({ hasText: 'Cannot reach the server' }).waitFor();
+    assert.equal(await page.getByRole('navigation', { name: 'Conversations' }).count(), 0);
+
+    net.down = false;
+    await page.getByRole('navigation', { name: 'Conversations' }).waitFor({ timeout: 20000 });
+    await waitOnline(page);
+    await threadLink(page, 'Bob Parent').waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Sign in' }).count(), 0);
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  it('opened with a saved session while the server is out of reach: a banner, then connected and live without a reload', async () => {
+    const ctx = await browser.newContext();
+    const first = await openAs(ctx, base, bob);  // saves the session on this device
+    await first.close();
+    const net = await unreachable(ctx);
+    const page = await ctx.newPage();
+    trackErrors(page);
+    await page.goto(`${base}/app/`);
+    await page.getByRole('navigation', { name: 'Conversations' }).waitFor();
+    await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    await sleep(1500);  // a few refused reconnections
+    assert.equal(await page.locator('.banner').count(), 1, 'the banner stays while the server is out of reach');
+
+    net.down = false;
+    await waitOnline(page, 30000);
+    await threadLink(page, 'Alice Teacher').click();
+    await server.sendRest(alice.token, thread.id, { content: 'you are connected' });
+    await messageLog(page).getByText('you are connected').waitFor({ timeout: 10000 });
+    await until(async () => (await page.locator('.banner').count()) === 0, { what: 'no banner' });
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+});
