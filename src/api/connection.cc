@@ -17,6 +17,12 @@ namespace parley {
 namespace json = boost::json;
 
 namespace {
+// Several nodes: how far back the fill for a thread's first live message
+// looks, and how much older than the connection a message found there may
+// be and still be sent (other nodes' clocks; a duplicate of history is
+// better than a loss).
+constexpr int64_t kFirstFillWindow = 32;
+constexpr Micros kFirstFillMarginUs = 1'000'000;
 constexpr size_t kMaxDeferredFrames = 64;
 }
 
@@ -28,7 +34,9 @@ Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport
       transport_(std::move(transport)),
       session_id_(new_uuid()),
       tokens_(ctx.chat.config().limits.message_burst),
-      refilled_at_us_(now_micros()) {}
+      refilled_at_us_(now_micros()) {
+  if (!ctx.chat.config().redis_url.empty()) cursor_.fill_before_first(kFirstFillWindow);
+}
 
 Connection::~Connection() = default;
 
@@ -134,6 +142,7 @@ void Connection::admitted(bool ok, HeldCount* count) {
   }
   if (count) count->held = false;  // released in on_close from now on
   registered_ = true;
+  connected_at_us_ = now_micros();
   ctx_.chat.presence().connect(user.id);
   user_ = std::move(user);
   std::string().swap(user_.password_hash);  // never needed here; kept small per connection
@@ -336,6 +345,8 @@ struct Connection::Replay {
   bool gap_fill = false;
   int fill_attempts = 0;  // reads that found nothing new while the gap stayed
   uint64_t sends_begun = 0;  // the connection's sends begun when this page was read
+  Micros created_floor = 0;  // messages created before this are not sent (older than the connection)
+  int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
@@ -348,13 +359,14 @@ struct Connection::Replay {
 constexpr auto kGapFillRetry = std::chrono::seconds(1);
 constexpr int kGapFillAttempts = 5;
 
-void Connection::fill_gap(const std::string& thread_id, int64_t from) {
+void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros created_floor) {
   Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("event=gap_fill session_id={} thread_id={} after_seq={}", session_id_, thread_id, from);
   auto r = std::make_shared<Replay>();
   r->thread_id = thread_id;
   r->since = r->from = from;
   r->gap_fill = true;
+  r->created_floor = created_floor;
   replay_read(std::move(r));
 }
 
@@ -412,7 +424,14 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
     auto page = self->ctx_.chat.replay(self->user_.id, r->thread_id, r->from, kReplayPage);
-    return [self, r, page = std::move(page)]() mutable {
+    // A since_seq at or past the thread's end: thread_subscribed tells the
+    // thread's last seq, not the client's number back. Read after the page:
+    // a message committed in between is past since_seq only if this is too
+    // (then since_seq stands).
+    int64_t thread_last = -1;
+    if (page && page->empty() && !r->gap_fill && r->from == r->since)
+      if (auto t = self->ctx_.chat.store().thread(r->thread_id); t && *t) thread_last = (*t)->last_seq;
+    return [self, r, page = std::move(page), thread_last]() mutable {
       if (self->closed_) return;
       if (!page) {
         if (r->gap_fill) {
@@ -434,6 +453,7 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       r->page = std::move(*page);
       r->next = 0;
       r->sends_begun = self->sends_begun_;
+      r->thread_last = thread_last;
       self->replay_send(std::move(r));
     };
   });
@@ -459,7 +479,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
       return;
     }
     const Message& m = r->page[r->next++];
-    if (cursor_.replayed(r->thread_id, m.seq) && !own_send(m))
+    if (cursor_.replayed(r->thread_id, m.seq) && !own_send(m) && m.created_at >= r->created_floor)
       send(encoder_->replayed_message(m.id, json::serialize(message_json(m))));
   }
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;
@@ -469,6 +489,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   }
   replay_end(r, last);
   if (r->gap_fill) return;
+  if (r->thread_last >= 0) last = std::min(last, r->thread_last);
   int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
   send(encoder_->reply("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
                     r->request_id));
@@ -665,7 +686,7 @@ void Connection::excluded(const BusEvent& event) {
 
 bool Connection::admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
   auto d = cursor_.live(thread_id, seq, frame);
-  if (d.fill_from >= 0) fill_gap(thread_id, d.fill_from);
+  if (d.fill_from >= 0) fill_gap(thread_id, d.fill_from, d.first ? connected_at_us_ - kFirstFillMarginUs : 0);
   return d.send;
 }
 

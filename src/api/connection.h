@@ -102,7 +102,7 @@ class Connection final : public ClientSession,
   bool maybe_unanswered_send(const Message& m, uint64_t sends_begun_before_read) const;
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
-  void fill_gap(const std::string& thread_id, int64_t from);
+  void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0);
   void in_order(const std::string& thread_id, std::function<void()> step);
   void deliver_live(const BusEvent& event, const FramePtr& frame);
   // The cursor's verdict on a live message (seq order, once, gaps filled): true = send it now.
@@ -166,6 +166,7 @@ class Connection final : public ClientSession,
   // before it sends this user's messages.
   std::set<uint64_t> unanswered_sends_;
   uint64_t sends_begun_ = 0;
+  Micros connected_at_us_ = 0;  // admitted (authenticated and registered) at
   // Set while a send or relay of this connection is on a worker; later ones follow it there.
   std::shared_ptr<SerialQueue> chain_;
   bool holding_ = false;

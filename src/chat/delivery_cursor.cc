@@ -25,6 +25,11 @@ DeliveryCursor::Decision DeliveryCursor::live(const std::string& thread_id, int6
     ++s.replays;
     return {false, s.hi};
   }
+  if (s.hi == 0 && first_window_ > 0 && seq > 1) {
+    s.held.emplace_back(seq, frame);
+    ++s.replays;
+    return {false, std::max<int64_t>(0, seq - 1 - first_window_), true};
+  }
   if (s.hi == 0) s.lo = seq;
   s.hi = seq;
   return {frame != nullptr, -1};

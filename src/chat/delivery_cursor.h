@@ -10,6 +10,9 @@
 // cursor holds it and asks the caller to fill the gap from the store, which
 // runs as a replay from hi. The first message a connection gets on a thread
 // sets the start: a gap before it is the client's to fill with since_seq.
+// Except with fill_before_first(): on several nodes events may come out of
+// commit order, so the first one to arrive need not be the first committed
+// since the connection began; it is held and a fill reads what came before.
 // Not thread-safe: one connection, one loop thread.
 #pragma once
 
@@ -28,7 +31,11 @@ class DeliveryCursor {
   struct Decision {
     bool send = false;       // send this frame now
     int64_t fill_from = -1;  // >= 0: a gap fill began; read the store after this seq (see replayed/end_replay)
+    bool first = false;      // the fill is for the thread's first message: skip what predates the connection
   };
+  // From now on, the first live message of a thread with seq > 1 is held and
+  // a fill begins `window` seqs before it (Decision::first).
+  void fill_before_first(int64_t window) { first_window_ = window; }
   // A live message. `frame` null: the connection's own message (it gets
   // message_sent instead), which counts as sent and is never sent.
   Decision live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
@@ -63,6 +70,7 @@ class DeliveryCursor {
   State& state(const std::string& thread_id);
 
   std::unordered_map<std::string, State> threads_;
+  int64_t first_window_ = 0;
   // The last thread looked up: a burst of fan-out hits one thread many times
   // in a row. Map nodes never move, so the pointers stay valid.
   const std::string* last_id_ = nullptr;

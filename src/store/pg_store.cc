@@ -327,17 +327,18 @@ Result<size_t> PgStore::user_count() {
   });
 }
 
+// Waits for the commit (the caller, the presence announcer, runs on a
+// worker): the offline presence frame follows, and a client that asks
+// GET /api/users/:id/presence on seeing it must find this last_seen, not
+// the one before (e2e.pg.node.live failed so once under load). Its failure
+// is only logged: presence is best effort.
 void PgStore::set_last_seen(const std::string& user_id, Micros when) {
-  // Waits for the write (the caller is a worker): the offline presence frame
-  // sent next carries this last_seen, and a client that asks REST right
-  // after must read the same. Presence stays best effort: a failure is
-  // logged, not returned.
-  auto saved = writer_->submit_and_wait<Ok>([this, user_id, when]() -> Status {
+  auto written = writer_->submit_and_wait<Ok>([this, user_id, when]() -> Status {
     auto r = writer_conn_->exec("UPDATE users SET last_seen = GREATEST(last_seen, $1) WHERE id = $2", {when, user_id});
     if (!r.ok()) return pg_error(*writer_conn_, r, "set_last_seen");
     return Ok{};
   });
-  if (!saved) spdlog::warn("event=last_seen_not_saved user_id={} code={}", user_id, saved.error().code);
+  if (!written) spdlog::warn("event=last_seen_not_stored user_id={} code={}", user_id, written.error().code);
 }
 
 // ---------------------------------------------------------------- threads

@@ -233,15 +233,18 @@ Result<size_t> SqliteStore::user_count() {
   });
 }
 
+// Waits for the commit, as PgStore's does: the offline presence frame
+// follows, and GET /api/users/:id/presence must then find this last_seen.
 void SqliteStore::set_last_seen(const std::string& user_id, Micros when) {
-  writer_->submit<Ok>(
+  auto written = writer_->submit_and_wait<Ok>(
       [this, user_id, when]() -> Status {
         auto st = writer_conn_->prepare("UPDATE users SET last_seen = MAX(last_seen, ?) WHERE id = ?");
         st.bind(when, user_id);
         if (!st.done()) return storage_error(*writer_conn_, st.error(), "set_last_seen");
         return Ok{};
       },
-      nullptr, /*needs_current_state=*/false);  // fire-and-forget: presence is best effort
+      /*needs_current_state=*/false);
+  if (!written) spdlog::warn("event=last_seen_not_stored user_id={} code={}", user_id, written.error().code);
 }
 
 // ---------------------------------------------------------------- threads

@@ -60,6 +60,31 @@ TEST(DeliveryCursor, LiveFirstMessageNeedNotBeSeqOne) {
   EXPECT_EQ(c.last_sent(kT), 42);
 }
 
+// Several nodes: seq 3, committed on this node, can arrive before 1 and 2
+// from other nodes. The first message is held and a fill reads what came
+// before it (the connection skips what predates it); 1 and 2 arriving live
+// afterwards are not sent again.
+TEST(DeliveryCursor, FirstMessageWithAWindowIsHeldAndFilledFromBefore) {
+  DeliveryCursor c;
+  c.fill_before_first(32);
+  auto d = c.live(kT, 3, frame(3));
+  EXPECT_FALSE(d.send);
+  EXPECT_TRUE(d.first);
+  EXPECT_EQ(d.fill_from, 0);
+  EXPECT_FALSE(c.live(kT, 1, frame(1)).send);  // held while the fill runs
+  EXPECT_EQ(replay(c, kT, 0, {1, 2, 3}), (Seqs{"m1", "m2", "m3"}));
+  EXPECT_FALSE(c.live(kT, 2, frame(2)).send);
+  EXPECT_TRUE(c.live(kT, 4, frame(4)).send);
+  // A deep thread: the fill looks back 32 seqs, not to the start.
+  auto deep = c.live(kU, 1000, frame(1000));
+  EXPECT_TRUE(deep.first);
+  EXPECT_EQ(deep.fill_from, 1000 - 1 - 32);
+  // Seq 1 first needs no fill.
+  DeliveryCursor fresh;
+  fresh.fill_before_first(32);
+  EXPECT_TRUE(fresh.live(kT, 1, frame(1)).send);
+}
+
 TEST(DeliveryCursor, ThreadsAreIndependent) {
   DeliveryCursor c;
   EXPECT_TRUE(c.live(kT, 5, frame(5)).send);

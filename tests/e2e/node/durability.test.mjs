@@ -88,17 +88,22 @@ describe('durability across kill -9', () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
     const ws = await server.connect(alice);
-    const total = 400;
+    const limit = 4000;  // sends stop once the kill has landed, long before this
     const acked = new Map();  // client_msg_id -> message
     let killing = null;
+    let killed = false;
+    let total = 0;  // sends issued
     const attempts = [];
-    // Paced so that the kill lands while frames are still being sent and processed.
-    for (let i = 1; i <= total && !killing; i++) {
+    // Paced, and going on until the kill has landed, so that it lands while
+    // frames are still being sent and processed (a fast store may otherwise
+    // acknowledge a short burst whole before the signal).
+    for (let i = 1; i <= limit && !killed; i++) {
       const cid = `mid-${i}`;
+      total = i;
       attempts.push(ws.sendMessage({ thread_id: thread.id, content: `burst ${i}`, client_msg_id: cid }, 20000)
         .then((m) => {
           acked.set(cid, m);
-          if (acked.size === 100 && !killing) killing = server.kill9();
+          if (acked.size === 100 && !killing) killing = server.kill9().then(() => { killed = true; });
         })
         .catch(() => { /* in flight when the server died */ }));
       if (i % 5 === 0) await sleep(1);

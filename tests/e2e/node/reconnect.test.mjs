@@ -81,6 +81,22 @@ describe('reconnect with subscribe_thread since_seq', () => {
     assert.equal(newMessagesIn(bobWs, m1.thread_id).length, 0, 'nothing replayed');
   });
 
+  it('since_seq past the last seq replays nothing and answers the thread\'s last_seq, not the client\'s number', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'one' });
+    await aliceWs.sendMessage({ thread_id: m1.thread_id, content: 'two' });
+    const bobWs = await server.connect(bob);
+    const reply = await bobWs.request({ type: 'subscribe_thread', thread_id: m1.thread_id, since_seq: 1000 });
+    assert.equal(reply.type, 'thread_subscribed');
+    assert.equal(reply.last_seq, 2, 'the thread has two messages');
+    assert.equal(newMessagesIn(bobWs, m1.thread_id).length, 0, 'nothing replayed');
+    // Live delivery goes on after it: the next message is past last_seq.
+    const m3 = await aliceWs.sendMessage({ thread_id: m1.thread_id, content: 'three' });
+    const live = await bobWs.next((f) => f.type === 'new_message' && f.data.id === m3.id, 5000, 'the next message live');
+    assert.equal(live.data.seq, 3);
+  });
+
   it('messages sent while the subscription is being served are neither lost nor doubled', async () => {
     const [alice, bob] = await server.registerMany(2);
     const aliceWs = await server.connect(alice);
