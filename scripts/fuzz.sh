@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh TARGET|all SECONDS [libFuzzer flags...]
 #
-# Builds what it needs into ./build-fuzz (clang, ASan + UBSan + libFuzzer),
+# Builds what it needs into ./build-fuzz (clang, ASan + UBSan + libFuzzer,
+# -O1 -g1; scripts/configure-asan.sh),
 # then runs one target, or every target, for SECONDS each, starting from the
 # committed seeds (fuzz/corpus/TARGET) and the saved crash inputs
 # (fuzz/regressions/TARGET). New corpus entries go to build-fuzz/corpus/TARGET,
@@ -30,13 +31,8 @@ else
 fi
 
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
-CXX_FUZZ=${CXX_FUZZ:-clang++-14}
-if ! command -v "$CXX_FUZZ" >/dev/null || ! dpkg-query -W -f='${Status}' libfuzzer-14-dev 2>/dev/null | grep -q "ok installed"; then
-  ./scripts/install-deps.sh --fuzz
-fi
-if [ ! -f "$BUILD_DIR/build.ninja" ]; then
-  CXX=$CXX_FUZZ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPARLEY_FUZZ=ON >/dev/null
-fi
+# The same build dir as scripts/test.sh --sanitize=address,undefined.
+./scripts/configure-asan.sh "$BUILD_DIR"
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target "${selected[@]/#/fuzz_}"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1}

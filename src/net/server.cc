@@ -21,11 +21,22 @@ namespace parley {
 using namespace parley::net;
 
 struct Server::Impl {
+  // An io_context whose first step of destruction can be taken early:
+  // shutdown() destroys the handlers still queued when the loop stopped.
+  struct LoopIo : asio::io_context {
+    using asio::io_context::io_context;
+    void destroy_queued_handlers() { shutdown(); }
+  };
   struct Loop {
-    asio::io_context io{1};  // one thread per loop: no locks inside it
+    LoopIo io{1};  // one thread per loop: no locks inside it
     Hub hub;
     std::unique_ptr<LoopContext> ctx;
     std::unique_ptr<asio::steady_timer> sweep;
+    // Queued handlers may own the last reference to a session, whose
+    // destructor unlists it from ctx->sessions: they go while ctx and hub
+    // still exist, not in ~io_context after them (a use after free that
+    // AddressSanitizer saw at every shutdown with a WebSocket still open).
+    ~Loop() { io.destroy_queued_handlers(); }
   };
 
   // Once a second per loop: idle pings and timeouts, auth deadlines, token expiry.
