@@ -80,7 +80,7 @@ if [ -n "$SANITIZE" ]; then
   mkdir -p "$reports"
   # Suppressions: each entry in scripts/sanitizers/ says why it is a false positive.
   export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:log_path=$reports/asan-ubsan"
-  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/asan-ubsan"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/asan-ubsan:suppressions=$PWD/scripts/sanitizers/ubsan.supp"
   export LSAN_OPTIONS="suppressions=$PWD/scripts/sanitizers/lsan.supp"
   export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:log_path=$reports/tsan:suppressions=$PWD/scripts/sanitizers/tsan.supp"
 fi
