@@ -6,9 +6,20 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { REPO_ROOT, HOST, sleep } from '../node/harness.mjs';
+import { REPO_ROOT, HOST, sleep, startServer, randomId } from '../node/harness.mjs';
 
 export const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
+
+// The cast most browser tests start from: a server, a browser, and two
+// users, a teacher and a parent. Resolves {server, base, browser, alice, bob}.
+export async function startScene() {
+  const server = await startServer();
+  const base = `http://127.0.0.1:${server.port}`;
+  const browser = await launchBrowser();
+  const alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
+  const bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+  return { server, base, browser, alice, bob };
+}
 
 export async function launchBrowser() {
   return chromium.launch({

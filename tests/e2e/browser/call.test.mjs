@@ -2,8 +2,7 @@
 // fake camera and microphone, signalled through Parley's relayed frames.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, randomId } from '../node/harness.mjs';
-import { launchBrowser, openAs, threadLink, screenshotPath, until, loopbackOnlyWebRTC } from './browser.mjs';
+import { openAs, threadLink, screenshotPath, until, loopbackOnlyWebRTC, startScene } from './browser.mjs';
 
 async function callContext(browser, options = {}) {
   const ctx = await browser.newContext({ permissions: ['camera', 'microphone'], ...options });
@@ -15,11 +14,7 @@ describe('web app: calls', () => {
   let server; let browser; let base; let alice; let bob;
 
   before(async () => {
-    server = await startServer();
-    base = `http://127.0.0.1:${server.port}`;
-    browser = await launchBrowser();
-    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
-    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    ({ server, base, browser, alice, bob } = await startScene());
     const thread = await server.createDirect(alice, bob);
     await server.sendRest(alice.token, thread.id, { content: 'Can I call you?' });
   });

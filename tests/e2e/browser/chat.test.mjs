@@ -6,11 +6,10 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
-import { startServer, randomId, mintToken } from '../node/harness.mjs';
+import { randomId, mintToken } from '../node/harness.mjs';
 import {
-  launchBrowser, openAs, trackErrors, threadLink, messageLog, messageTexts, sendFromComposer,
-  screenshotPath, until,
-} from './browser.mjs';
+  openAs, trackErrors, threadLink, messageLog, messageTexts, sendFromComposer,
+  screenshotPath, until, startScene } from './browser.mjs';
 
 const require = createRequire(import.meta.url);
 const AXE_SOURCE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
@@ -29,11 +28,7 @@ describe('web app: two people chatting in two browsers', () => {
   let aliceCtx; let bobCtx; let alicePage; let bobPage; let bobPage2;
 
   before(async () => {
-    server = await startServer();
-    base = `http://127.0.0.1:${server.port}`;
-    browser = await launchBrowser();
-    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
-    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    ({ server, base, browser, alice, bob } = await startScene());
   });
   after(async () => {
     await browser?.close();

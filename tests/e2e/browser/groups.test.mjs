@@ -5,8 +5,8 @@
 // messages carry their sender's name and role, once per run of messages.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, randomId } from '../node/harness.mjs';
-import { launchBrowser, openAs, threadLink, messageLog, sendFromComposer, until } from './browser.mjs';
+import { randomId } from '../node/harness.mjs';
+import { openAs, threadLink, messageLog, sendFromComposer, until, startScene } from './browser.mjs';
 
 const GROUP = 'Class 4B parents';
 
@@ -15,11 +15,7 @@ describe('web app: group management from the UI', () => {
   let alicePage; let bobPage; let carolPage;
 
   before(async () => {
-    server = await startServer();
-    base = `http://127.0.0.1:${server.port}`;
-    browser = await launchBrowser();
-    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
-    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    ({ server, base, browser, alice, bob } = await startScene());
     carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
     const viewport = { width: 1200, height: 760 };
     alicePage = await openAs(await browser.newContext({ viewport }), base, alice);

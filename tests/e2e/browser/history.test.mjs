@@ -6,8 +6,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { startServer, randomId } from '../node/harness.mjs';
-import { launchBrowser, openAs, trackErrors, messageLog, messageTexts, until } from './browser.mjs';
+import { randomId } from '../node/harness.mjs';
+import { openAs, trackErrors, messageLog, messageTexts, until, startScene } from './browser.mjs';
 
 const DAY_MICROS = 86400 * 1e6;
 
@@ -21,10 +21,7 @@ describe('web app: days and scroll-back', () => {
   let server; let browser; let alice; let bob;
 
   before(async () => {
-    server = await startServer();
-    browser = await launchBrowser();
-    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
-    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    ({ server, browser, alice, bob } = await startScene());
   });
   after(async () => {
     await browser?.close();

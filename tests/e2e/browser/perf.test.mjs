@@ -7,8 +7,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { startServer, randomId } from '../node/harness.mjs';
-import { launchBrowser, openAs, threadLink, messageLog, until } from './browser.mjs';
+import { openAs, threadLink, messageLog, until, startScene } from './browser.mjs';
 
 const TOTAL = 10000;
 
@@ -30,11 +29,7 @@ describe('web app: performance', () => {
   const report = {};
 
   before(async () => {
-    server = await startServer();
-    base = `http://127.0.0.1:${server.port}`;
-    browser = await launchBrowser();
-    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
-    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    ({ server, base, browser, alice, bob } = await startScene());
     thread = await server.createDirect(alice, bob);
   });
   after(async () => {

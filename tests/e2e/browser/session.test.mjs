@@ -6,18 +6,14 @@
 // is in chat.test.mjs.)
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, randomId, mintToken, sleep } from '../node/harness.mjs';
-import { launchBrowser, openAs, trackErrors, threadLink, messageLog, until, waitOnline } from './browser.mjs';
+import { mintToken, sleep } from '../node/harness.mjs';
+import { openAs, trackErrors, threadLink, messageLog, until, waitOnline, startScene } from './browser.mjs';
 
 describe('web app: token renewal and an unreachable server', () => {
   let server; let browser; let base; let alice; let bob; let thread;
 
   before(async () => {
-    server = await startServer();
-    base = `http://127.0.0.1:${server.port}`;
-    browser = await launchBrowser();
-    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
-    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    ({ server, base, browser, alice, bob } = await startScene());
     thread = await server.createDirect(alice, bob);
   });
   after(async () => {

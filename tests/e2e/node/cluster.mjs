@@ -94,8 +94,19 @@ export class Cluster {
     return node;
   }
 
+  // Two nodes: b on Redis, a through a CuttableProxy (this.proxy) that a test
+  // cuts to take a off the bus. Resolves {nodeA, nodeB, proxy}; stop() stops all.
+  async startCuttablePair() {
+    await this.start({ size: 1 });
+    this.proxy = await new CuttableProxy(this.redis.port).start();
+    const nodeA = await this.startNode({ redisUrl: this.proxy.url });
+    this.nodes.push(nodeA);
+    return { nodeA, nodeB: this.nodes[0], proxy: this.proxy };
+  }
+
   async stop() {
     for (const n of this.nodes) await n.stop().catch(() => {});
+    await this.proxy?.cut().catch(() => {});
     this.redis?.remove();
     this.pg?.stop();
   }

@@ -19,7 +19,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomId, sleep } from './harness.mjs';
-import { Cluster, CuttableProxy, clusterSkip as skip, waitBus } from './cluster.mjs';
+import { Cluster, clusterSkip as skip, waitBus } from './cluster.mjs';
 
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const newMessages = (client, threadId) => client.all((f) => f.type === 'new_message' && f.data.thread_id === threadId);
@@ -63,15 +63,10 @@ describe('a sender never gets its own message back from a gap fill, across two n
   let proxy;
 
   before(async () => {
-    await cluster.start({ size: 1 });
-    nodeB = cluster.nodes[0];
-    proxy = await new CuttableProxy(cluster.redis.port).start();
-    nodeA = await cluster.startNode({ redisUrl: proxy.url });
-    cluster.nodes.push(nodeA);
+    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
   });
   after(async () => {
     await cluster.stop();
-    await proxy?.cut().catch(() => {});
   });
 
   it('node A cut off from Redis: each send on A fills the gap B left, and no sender is sent its own message', async () => {

@@ -12,7 +12,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomId, sleep } from './harness.mjs';
-import { Cluster, CuttableProxy, clusterSkip as skip } from './cluster.mjs';
+import { Cluster, clusterSkip as skip } from './cluster.mjs';
 
 const newMessages = (client, threadId) => client.all((f) => f.type === 'new_message' && f.data.thread_id === threadId);
 
@@ -29,15 +29,10 @@ describe('the first message a connection gets on a thread, across two nodes', { 
   let proxy;
 
   before(async () => {
-    await cluster.start({ size: 1 });
-    nodeB = cluster.nodes[0];
-    proxy = await new CuttableProxy(cluster.redis.port).start();
-    nodeA = await cluster.startNode({ redisUrl: proxy.url });
-    cluster.nodes.push(nodeA);
+    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
   });
   after(async () => {
     await cluster.stop();
-    await proxy?.cut().catch(() => {});
   });
 
   it('a reader whose first event is a later seq still gets the earlier ones sent since it connected, and none from before', async () => {
