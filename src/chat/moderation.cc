@@ -21,6 +21,22 @@ namespace {
 // answer, so ids of other people's messages tell nothing.
 Error message_forbidden() { return forbidden("message not found or you may not change it"); }
 
+// A message to delete or edit, with its thread's members, when the actor is
+// one of them (else message_forbidden(), whether or not it exists).
+struct Target {
+  Message message;
+  std::shared_ptr<const ThreadMembers> members;
+};
+Result<Target> find_target(ChatService& chat, const std::string& actor_id, const std::string& message_id) {
+  auto found = chat.store().message(message_id);
+  if (!found) return found.error();
+  if (!*found) return message_forbidden();
+  auto m = chat.members((*found)->thread_id);
+  if (!m) return m.error();
+  if (!*m || !chat.is_member(**m, actor_id)) return message_forbidden();
+  return Target{std::move(**found), std::move(*m)};
+}
+
 bool contains(const std::vector<std::string>& ids, const std::string& id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
@@ -29,22 +45,19 @@ bool contains(const std::vector<std::string>& ids, const std::string& id) {
 
 Result<Message> ChatService::delete_message(const std::string& actor_id, const std::string& message_id,
                                             const std::string& origin_session) {
-  auto found = store_.message(message_id);
-  if (!found) return found.error();
-  if (!*found) return message_forbidden();
-  const Message& msg = **found;
-  auto m = members(msg.thread_id);
-  if (!m) return m.error();
-  if (!*m || !is_member(**m, actor_id)) return message_forbidden();
+  auto target = find_target(*this, actor_id, message_id);
+  if (!target) return target.error();
+  const Message& msg = target->message;
+  const auto& m = target->members;
   const bool is_sender = msg.sender_id == actor_id;
-  if (!is_sender && !contains((*m)->admin_ids, actor_id))
+  if (!is_sender && !contains(m->admin_ids, actor_id))
     return forbidden("only the sender or a thread admin may delete a message");
   if (msg.deleted) return msg;  // already a tombstone: nothing changes, nobody is told again
   auto deleted = store_.delete_message(message_id);
   if (!deleted) return deleted.error();
   spdlog::info("event=audit action=message_delete actor_id={} as={} message_id={} thread_id={} seq={} sender_id={}",
                actor_id, is_sender ? "sender" : "thread_admin", msg.id, msg.thread_id, msg.seq, msg.sender_id);
-  publish(msg.thread_id, Audience::members(*m), "message_deleted",
+  publish(msg.thread_id, Audience::members(m), "message_deleted",
           json::serialize(json::object{{"thread_id", msg.thread_id}, {"message_id", msg.id}, {"seq", msg.seq}}),
           origin_session);
   return deleted;
@@ -52,13 +65,10 @@ Result<Message> ChatService::delete_message(const std::string& actor_id, const s
 
 Result<Message> ChatService::edit_message(const std::string& actor_id, const std::string& message_id,
                                           const std::string& content, const std::string& origin_session) {
-  auto found = store_.message(message_id);
-  if (!found) return found.error();
-  if (!*found) return message_forbidden();
-  const Message& msg = **found;
-  auto m = members(msg.thread_id);
-  if (!m) return m.error();
-  if (!*m || !is_member(**m, actor_id)) return message_forbidden();
+  auto target = find_target(*this, actor_id, message_id);
+  if (!target) return target.error();
+  const Message& msg = target->message;
+  const auto& m = target->members;
   if (msg.sender_id != actor_id || msg.message_type == "system")
     return forbidden("only the sender may edit a message");
   if (msg.deleted) return Error{ErrorKind::kConflict, "message_deleted", "the message was deleted"};
@@ -74,7 +84,7 @@ Result<Message> ChatService::edit_message(const std::string& actor_id, const std
                msg.thread_id, msg.seq);
   // The frame's `data` is the message; message_id marks it as such for every
   // wire format (seq stays 0: this is not a new message in the thread's order).
-  publish(msg.thread_id, Audience::members(*m), "message_edited", json::serialize(message_json(*edited)),
+  publish(msg.thread_id, Audience::members(m), "message_edited", json::serialize(message_json(*edited)),
           origin_session, 0,
           msg.id);
   return edited;
