@@ -278,20 +278,32 @@ function bumpReceipt(threadId, userId, field, seq) {
 }
 
 // Unread counts are the server's: asked again whenever they may have changed.
+// One question at a time, and one more after it if something changed while it
+// was asked: two answers on two connections can arrive out of order, and an
+// older answer applied last would leave a stale badge (1 for 2 messages).
 let unreadTimer = null;
+let unreadAsking = false;
+let unreadAgain = false;
 function refreshUnread() {
   clearTimeout(unreadTimer);
-  unreadTimer = setTimeout(async () => {
-    if (!client) return;
-    try {
-      const data = await client.unreadCount();
-      state.unreadTotal = data.unread_count;
-      const byThread = new Map(data.threads.map((x) => [x.thread_id, x.unread_count]));
-      for (const t of state.threads.values()) t.unread_count = byThread.get(t.id) || 0;
-      updateTitle();
-      changed();
-    } catch { /* offline: refreshed on reconnect */ }
-  }, 100);
+  unreadTimer = setTimeout(askUnread, 100);
+}
+
+async function askUnread() {
+  if (!client) return;
+  if (unreadAsking) { unreadAgain = true; return; }
+  unreadAsking = true;
+  try {
+    const data = await client.unreadCount();
+    state.unreadTotal = data.unread_count;
+    const byThread = new Map(data.threads.map((x) => [x.thread_id, x.unread_count]));
+    for (const t of state.threads.values()) t.unread_count = byThread.get(t.id) || 0;
+    updateTitle();
+    changed();
+  } catch { /* offline: refreshed on reconnect */ } finally {
+    unreadAsking = false;
+    if (unreadAgain) { unreadAgain = false; askUnread(); }
+  }
 }
 
 // ---------------------------------------------------------------- loading
@@ -321,6 +333,8 @@ export async function loadThreads() {
   state.threads = threads;
   state.unreadTotal = total;
   updateTitle();
+  // The list's counts may be older than an answer already applied: ask again.
+  refreshUnread();
   // A thread on screen that missed messages while offline: fill the gap.
   for (const [id, box] of state.messages) {
     const t = threads.get(id);

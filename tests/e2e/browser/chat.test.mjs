@@ -105,6 +105,9 @@ describe('web app: two people chatting in two browsers', () => {
   it('the unread badge rises and clears on both tabs of the same user', async () => {
     bobPage2 = await openAs(bobCtx, base, bob);
     await bobPage.evaluate(() => { location.hash = ''; });
+    // Tab 1 has closed the conversation (else it would read what arrives).
+    await until(async () => (await bobPage.getByRole('heading', { name: 'Alice Teacher' }).count()) === 0,
+      { what: 'the conversation closed on tab 1' });
     const badge1 = threadLink(bobPage, 'Alice Teacher').locator('[data-testid=unread]');
     const badge2 = threadLink(bobPage2, 'Alice Teacher').locator('[data-testid=unread]');
 
