@@ -40,10 +40,10 @@ Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport
 
 Connection::~Connection() = default;
 
-void Connection::on_open(std::optional<User> user, std::string token) {
+void Connection::on_open(std::optional<Authenticated> user) {
   Metrics::get().connections.fetch_add(1, std::memory_order_relaxed);
   Metrics::get().connections_total.fetch_add(1, std::memory_order_relaxed);
-  if (user) return authenticated(std::move(*user), token, nullptr);
+  if (user) return authenticated(std::move(*user), nullptr);
   auth_deadline_ms_ = now_micros() / 1000 + int64_t{ctx_.chat.config().limits.auth_timeout_seconds} * 1000;
 }
 
@@ -61,25 +61,24 @@ void Connection::on_tick(int64_t now_ms) {
   }
 }
 
-void Connection::authenticated(User user, const std::string& token, const json::value& request_id) {
+void Connection::authenticated(Authenticated user, const json::value& request_id) {
   bool renewal = authed_;
-  if (renewal && user.id != user_.id) {
+  if (renewal && user.user.id != user_.id) {
     send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
     return close(CloseReason::kUnauthorized, "token is for another user");
   }
   if (admission_) {
     // An `auth` frame answered while the first one's admission is pending:
     // a renewal once admitted.
-    admission_->deferred.push_back([this, user = std::move(user), token, request_id]() mutable {
-      authenticated(std::move(user), token, request_id);
+    admission_->deferred.push_back([this, user = std::move(user), request_id]() mutable {
+      authenticated(std::move(user), request_id);
     });
     return;
   }
-  if (!renewal) return admit(std::move(user), token);
+  if (!renewal) return admit(std::move(user));
   // Close when the token expires, unless an `auth` frame renews it first.
-  auto claims = ctx_.chat.identity().token_claims(token);
-  token_exp_ = claims ? claims->exp : 0;
-  token_iat_ = claims ? claims->iat : 0;
+  token_exp_ = user.expires_at;
+  token_iat_ = user.issued_at;
   send(encoder_->reply("auth_renewed", json::object{{"user_id", user_.id},
                                                     {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
                        request_id));
@@ -114,9 +113,9 @@ struct HeldCount {
 // The per-user connection limit (ConnectionLimiter): answered inline in one
 // process; across nodes the answer comes from Redis, and frames that arrive
 // meanwhile wait for it.
-void Connection::admit(User user, const std::string& token) {
-  std::string user_id = user.id;
-  admission_ = std::make_unique<Admission>(Admission{std::move(user), token, {}});
+void Connection::admit(Authenticated user) {
+  std::string user_id = user.user.id;
+  admission_ = std::make_unique<Admission>(Admission{std::move(user), {}});
   auto answer = std::make_shared<AdmissionAnswer>();
   auto self = shared_from_this();
   std::weak_ptr<Transport> transport = transport_;
@@ -135,7 +134,7 @@ void Connection::admit(User user, const std::string& token) {
 void Connection::admitted(bool ok, HeldCount* count) {
   auto admission = std::move(admission_);
   if (closed_ || !admission) return;  // the count, if any, goes back with `count`
-  User& user = admission->user;
+  User& user = admission->user.user;
   if (!ok) {
     send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
     return close(CloseReason::kTooManyConnections, "too many connections for this user");
@@ -154,9 +153,8 @@ void Connection::admitted(bool ok, HeldCount* count) {
                                                               {"timestamp", iso8601_millis(now_micros())}},
                        nullptr));
   // Close when the token expires, unless an `auth` frame renews it first.
-  auto claims = ctx_.chat.identity().token_claims(admission->token);
-  token_exp_ = claims ? claims->exp : 0;
-  token_iat_ = claims ? claims->iat : 0;
+  token_exp_ = admission->user.expires_at;
+  token_iat_ = admission->user.issued_at;
   if (auto hook = std::move(on_established_)) hook();
   for (auto& step : admission->deferred) {
     if (closed_) break;
@@ -274,13 +272,13 @@ void Connection::on_auth_frame(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f = std::move(f)]() -> std::function<void()> {
     auto user = self->ctx_.chat.authenticate(f.token);
-    return [self, user = std::move(user), f] {
+    return [self, user = std::move(user), f]() mutable {
       if (self->closed_) return;
       if (!user) {
         self->send_error(user.error(), f.request_id);
         return self->close(CloseReason::kUnauthorized, "authentication failed");
       }
-      self->authenticated(*user, f.token, f.request_id);
+      self->authenticated(std::move(*user), f.request_id);
     };
   });
 }

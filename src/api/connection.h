@@ -51,7 +51,7 @@ class Connection final : public ClientSession,
   ~Connection() override;
 
   // The transport is open. `user` is set when it came with a valid token.
-  void on_open(std::optional<User> user, std::string token);
+  void on_open(std::optional<Authenticated> user);
   // A client frame, whatever its envelope. Rate-limited, then dispatched.
   void on_frame(ClientFrame frame);
   // A client frame that could not be read: an `error` reply (rate-limited too).
@@ -85,8 +85,8 @@ class Connection final : public ClientSession,
   void account_changed(const AccountState& state) override;
 
  private:
-  void authenticated(User user, const std::string& token, const boost::json::value& request_id);
-  void admit(User user, const std::string& token);
+  void authenticated(Authenticated user, const boost::json::value& request_id);
+  void admit(Authenticated user);
   void admitted(bool ok, HeldCount* count);
   void dispatch(ClientFrame frame);
   void on_auth_frame(ClientFrame frame);
@@ -141,11 +141,10 @@ class Connection final : public ClientSession,
   bool authed_ = false;
   bool registered_ = false;
   // Only while the per-user limit is being asked (on the heap, so an idle
-  // connection does not carry it): the user and token to admit, and the
-  // steps (frames, a renewal) that wait for the answer.
+  // connection does not carry it): the user to admit, and the steps
+  // (frames, a renewal) that wait for the answer.
   struct Admission {
-    User user;
-    std::string token;
+    Authenticated user;
     std::vector<std::function<void()>> deferred;
   };
   std::unique_ptr<Admission> admission_;

@@ -530,7 +530,7 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   }
   auto me = chat_.authenticate(req.authorization.substr(prefix.size()));
   if (!me) return failure(me.error());
-  call.user = &*me;
+  call.user = &me->user;
 
   // Everything under /api/chat/threads/:id needs a well-formed id; a malformed
   // one gets the same answer as a thread the caller is not in.

@@ -59,27 +59,27 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
   auto self = shared_from_this();
   ctx_.workers.submit([self, token = std::string(token->get_string())] {
     auto user = self->ctx_.chat.authenticate(token);
-    self->post([self, token, user = std::move(user)]() mutable {
+    self->post([self, user = std::move(user)]() mutable {
       self->connecting_ = false;
       if (self->closed_) return;
       if (!user) {
         Metrics::get().count_error(user.error().code);
         return self->send(sio::encode_connect_error("/", "Authentication error: " + user.error().message));
       }
-      self->connected(std::move(*user), std::move(token));
+      self->connected(std::move(*user));
     });
   });
 }
 
-void SocketIoSession::connected(User user, std::string token) {
+void SocketIoSession::connected(Authenticated user) {
   conn_ = std::make_shared<Connection>(ctx_, weak_from_this(), socketio_encoder());
   send(sio::encode_connect(conn_->session_id()));
-  std::string user_id = user.id;
+  std::string user_id = user.user.id;
   std::weak_ptr<SocketIoSession> weak = weak_from_this();
   conn_->on_established([weak, user_id] {
     if (auto self = weak.lock()) self->established(user_id);
   });
-  conn_->on_open(std::move(user), std::move(token));
+  conn_->on_open(std::move(user));
 }
 
 // The connection is authenticated and within the per-user limit.

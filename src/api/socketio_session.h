@@ -46,7 +46,7 @@ class SocketIoSession final : public TransportListener,
 
  private:
   void on_connect(const sio::SioPacket& packet);
-  void connected(User user, std::string token);
+  void connected(Authenticated user);
   void established(const std::string& user_id);
   void on_event(sio::SioPacket packet);
   void on_ack(const sio::SioPacket& packet);

@@ -303,10 +303,12 @@ int serve(Config& config) {
     server->set_poll_forwarder(core->poll_forwarder.get());
     core->poll_forwarder->start();
   }
-  // Accounts disabled or revoked by `parley user …` in another process: their
-  // open connections close on every loop (every node polls for itself).
+  // Accounts disabled or revoked by `parley user …` in another process: the
+  // next upgrade reads the store again, and open connections close on every
+  // loop (every node polls for itself).
   AccountWatcher accounts(*core->store, std::chrono::milliseconds(config.limits.account_poll_ms),
-                          [srv = server.get()](const AccountState& a) {
+                          [srv = server.get(), chat = core->chat.get()](const AccountState& a) {
+                            chat->identity().forget_user(a.user_id);
                             srv->fanout().each_loop([a](Hub& hub) { hub.account_changed(a); });
                           });
   auto webhook = start_webhook(config, *core->chat, *core->store);
@@ -315,6 +317,8 @@ int serve(Config& config) {
   auto port = server->start();
   if (!port) return fail(port.error());
   accounts.start();
+  // After the watcher started: no account change falls between the two.
+  workers->submit([chat = core->chat.get()] { chat->identity().warm(Identity::kMaxCachedUsers / 2); });
   server->run();
   accounts.stop();
   if (*webhook) (*webhook)->stop();

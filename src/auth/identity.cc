@@ -159,26 +159,90 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   return issue_token(*u);
 }
 
-Result<User> Identity::authenticate(const std::string& token) {
+Result<Authenticated> Identity::admit(const JwtClaims& claims, User user) {
+  if (user.disabled) return unauthorized("account_disabled", "this account is disabled");
+  // A token without iat cannot show it is newer than a revocation.
+  if (user.tokens_valid_after > 0 && claims.iat < user.tokens_valid_after)
+    return unauthorized("token_revoked", "this token was revoked; log in again");
+  return Authenticated{std::move(user), claims.exp, claims.iat};
+}
+
+Result<Authenticated> Identity::authenticate(const std::string& token) {
   auto claims = jwt_->verify(token, now_seconds());
   if (!claims) return claims.error();
   if (!is_uuid(claims->sub)) return unauthorized("invalid_token", "token subject is not a user id");
+  const uint64_t before_read = generation();
   auto u = store_.user_by_id(normalize_uuid(claims->sub));
   if (!u) return u.error();  // an outage is not "unknown user": no provisioning either
-  if (!*u) return provision(*claims);
-  if ((*u)->disabled) return unauthorized("account_disabled", "this account is disabled");
-  // A token without iat cannot show it is newer than a revocation.
-  if ((*u)->tokens_valid_after > 0 && claims->iat < (*u)->tokens_valid_after)
-    return unauthorized("token_revoked", "this token was revoked; log in again");
-  return **u;
+  if (!*u) {
+    auto made = provision(*claims);
+    if (!made) return made.error();
+    return Authenticated{std::move(*made), claims->exp, claims->iat};
+  }
+  if (!(*u)->disabled) remember(**u, before_read);
+  return admit(*claims, std::move(**u));
 }
 
-Result<JwtClaims> Identity::token_claims(const std::string& token) const { return jwt_->verify(token, now_seconds()); }
+std::optional<Result<Authenticated>> Identity::authenticate_cached(const std::string& token) {
+  const int64_t now = now_seconds();
+  auto claims = jwt_->verify(token, now);
+  if (!claims) return Result<Authenticated>(claims.error());
+  if (!is_uuid(claims->sub)) return Result<Authenticated>(unauthorized("invalid_token", "token subject is not a user id"));
+  User user;
+  user.id = normalize_uuid(claims->sub);
+  {
+    std::lock_guard lock(cache_mu_);
+    auto it = cache_.find(user.id);
+    if (it == cache_.end() || now - it->second.read_at >= kUserCacheSeconds) return std::nullopt;
+    user.tokens_valid_after = it->second.tokens_valid_after;
+  }
+  // Only acceptances come from the cache: a refusal is the store's to make,
+  // so `parley user enable` takes effect at once.
+  auto ok = admit(*claims, std::move(user));
+  if (!ok) return std::nullopt;
+  return ok;
+}
 
-Result<int64_t> Identity::token_expiry(const std::string& token) const {
-  auto claims = jwt_->verify(token, now_seconds());
-  if (!claims) return claims.error();
-  return claims->exp;
+uint64_t Identity::generation() {
+  std::lock_guard lock(cache_mu_);
+  return forgets_;
+}
+
+void Identity::remember(const User& user, uint64_t generation) {
+  CachedUser entry{user.tokens_valid_after, now_seconds()};
+  std::lock_guard lock(cache_mu_);
+  if (forgets_ != generation) return;
+  // Bounded: past this many accounts, start again (a miss costs one store
+  // read, as every upgrade did before the cache).
+  if (cache_.size() >= kMaxCachedUsers) cache_.clear();
+  cache_.insert_or_assign(user.id, entry);
+}
+
+void Identity::forget_user(const std::string& user_id) {
+  std::lock_guard lock(cache_mu_);
+  ++forgets_;
+  cache_.erase(user_id);
+}
+
+void Identity::warm(int limit) {
+  const uint64_t before_read = generation();
+  auto users = store_.recent_users(std::min(limit, static_cast<int>(kMaxCachedUsers / 2)));
+  if (!users) {
+    spdlog::warn("event=user_cache_not_warmed code={}", users.error().code);
+    return;
+  }
+  const int64_t now = now_seconds();
+  size_t cached = 0;
+  {
+    std::lock_guard lock(cache_mu_);
+    if (forgets_ != before_read) return;  // an account changed meanwhile: left to authenticate()
+    for (User& u : *users) {
+      if (u.disabled) continue;
+      cache_.insert_or_assign(std::move(u.id), CachedUser{u.tokens_valid_after, now});
+      ++cached;
+    }
+  }
+  spdlog::info("event=user_cache_warmed users={}", cached);
 }
 
 // A provider's token (Supabase-style) for a user we have not seen: create the

@@ -13,8 +13,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "auth/jwt.h"
 #include "auth/login_limiter.h"
@@ -29,6 +31,15 @@ struct AuthResult {
   std::string token;
   User user;
   Micros expires_at = 0;
+};
+
+// A verified token's user, and the token's own times (seconds since epoch;
+// 0 = the claim is absent): a connection closes at `expires_at`, and when a
+// revoke-tokens time passes `issued_at`.
+struct Authenticated {
+  User user;
+  int64_t expires_at = 0;
+  int64_t issued_at = 0;
 };
 
 struct RegisterRequest {
@@ -48,19 +59,48 @@ class Identity {
   // Verifies a token and returns its user, provisioning one for a provider's
   // token that carries a profile. A disabled account's tokens, and tokens
   // issued (iat) before the account's revoke-tokens time, are refused
-  // (unauthorized "account_disabled" / "token_revoked").
-  Result<User> authenticate(const std::string& token);
-  // The verified claims of a token (exp, iat), for connections that must
-  // close when it expires or is revoked.
-  Result<JwtClaims> token_claims(const std::string& token) const;
-  // Seconds since epoch at which the token expires; for connections that must close then.
-  Result<int64_t> token_expiry(const std::string& token) const;
+  // (unauthorized "account_disabled" / "token_revoked"). Reads the store.
+  Result<Authenticated> authenticate(const std::string& token);
+  // The same without the store, for a WebSocket upgrade on an event loop
+  // (connection storms): answered from the accounts read by warm() or
+  // authenticate() in the last kUserCacheSeconds, or nullopt when the store
+  // must be read. A bad token is refused here; the account's refusals
+  // (disabled, revoked) are left to the store. What it answers carries the
+  // account's id only (the profile is the store's: read it there). The
+  // cache cannot see `parley
+  // user disable` or revoke-tokens until forget_user(); the AccountWatcher
+  // calls it on the same poll that closes the account's open connections.
+  std::optional<Result<Authenticated>> authenticate_cached(const std::string& token);
+  // An account changed: its next authentication reads the store.
+  void forget_user(const std::string& user_id);
+  // Reads up to `limit` accounts (at most half the cache), the most recently
+  // seen first, into the cache (after a restart its clients come back at once). Call after the
+  // AccountWatcher started, so no change falls between the two. Worker thread.
+  void warm(int limit);
+  static constexpr int64_t kUserCacheSeconds = 600;
+  static constexpr size_t kMaxCachedUsers = 200000;
   // Failed logins counted elsewhere (several nodes: Redis) instead of in this
   // process. At start, before the first login.
   void use_login_limits(std::unique_ptr<LoginLimits> limits);
 
  private:
   Result<User> provision(const JwtClaims& claims);
+  // The account's refusals (disabled, revoked) applied to a verified token.
+  static Result<Authenticated> admit(const JwtClaims& claims, User user);
+  // Caches `user`, read from the store when forgets_ was `generation`: not
+  // if an account was forgotten since (the read may predate the change).
+  void remember(const User& user, uint64_t generation);
+  uint64_t generation();
+
+  // What an upgrade needs of an account (an enabled one: refusals are the
+  // store's), small enough to keep every active user.
+  struct CachedUser {
+    int64_t tokens_valid_after = 0;
+    int64_t read_at = 0;  // seconds
+  };
+  std::mutex cache_mu_;
+  std::unordered_map<std::string, CachedUser> cache_;  // user id -> account; guarded by cache_mu_
+  uint64_t forgets_ = 0;                               // forget_user() calls; guarded by cache_mu_
 
   Store& store_;
   std::shared_ptr<const JwtVerifier> jwt_;

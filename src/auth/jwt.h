@@ -39,8 +39,9 @@ class JwtVerifier {
                    const boost::json::object& extra = {}) const;
 
  private:
-  JwtVerifier() = default;
-  std::string secret_;
+  JwtVerifier();
+  struct Hs256Key;
+  std::unique_ptr<Hs256Key> hs256_;  // the secret, as HMAC's keyed state
   struct Pkey;
   std::unique_ptr<Pkey> pkey_;
 };

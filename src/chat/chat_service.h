@@ -66,8 +66,7 @@ class ChatService {
     return identity_.login(login, password, address);
   }
   AuthResult issue_token(const User& user) const { return identity_.issue_token(user); }
-  Result<User> authenticate(const std::string& token) { return identity_.authenticate(token); }
-  Result<int64_t> token_expiry(const std::string& token) const { return identity_.token_expiry(token); }
+  Result<Authenticated> authenticate(const std::string& token) { return identity_.authenticate(token); }
 
   // --- users (blocking) ---
   Result<User> user(const std::string& user_id);

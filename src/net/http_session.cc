@@ -352,17 +352,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
                      false);
       token = std::move(header_token);
     }
-    if (token.empty()) return hand_over(req, std::nullopt, "");
-    // Verifying may provision a user (a write): off the loop.
+    if (token.empty()) return hand_over(req, std::nullopt);
+    // A user read in the last seconds (a reconnect, a storm of connects):
+    // answered here, with no store read and no hop to a worker and back.
+    if (auto cached = loop_.chat.identity().authenticate_cached(token)) {
+      if (!*cached) return reply(error_response(401, cached->error().code, cached->error().message), false);
+      return hand_over(req, std::move(**cached));
+    }
+    // Reading the store may provision a user (a write): off the loop.
     auto self = this->shared_from_this();
     auto sreq = std::make_shared<http::request<http::string_body>>(std::move(req));
     loop_.auth_queue->submit([self, sreq, token] {
       auto user = self->loop_.chat.authenticate(token);
-      asio::post(self->stream_.get_executor(), [self, sreq, token, user = std::move(user)]() mutable {
+      asio::post(self->stream_.get_executor(), [self, sreq, user = std::move(user)]() mutable {
         if (!user) {
           return self->reply(error_response(401, user.error().code, user.error().message), false);
         }
-        self->hand_over(*sreq, std::move(*user), token);
+        self->hand_over(*sreq, std::move(*user));
       });
     });
   }
@@ -396,12 +402,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   }
 
   // The socket and any bytes already read past the request go to the WebSocket session.
-  void hand_over(const http::request<http::string_body>& req, std::optional<User> user, std::string token) {
+  void hand_over(const http::request<http::string_body>& req, std::optional<Authenticated> user) {
     if (loop_.draining) return reply(shutting_down(), false);  // its token check ended after the drain began
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
     start_ws_session(loop_, release(), req, std::move(leftover),
-                     json_connection_factory(loop_, std::move(user), std::move(token)));
+                     json_connection_factory(loop_, std::move(user)));
   }
 
   // Over TLS too, without a close_notify: every answer is length-delimited,

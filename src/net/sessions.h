@@ -104,6 +104,6 @@ void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<ht
 
 // The WebSocket JSON protocol's session (a Connection). `user` is set when
 // the upgrade carried a valid token.
-WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<User> user, std::string token);
+WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authenticated> user);
 
 }  // namespace parley::net

@@ -373,11 +373,11 @@ void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<ht
   std::make_shared<WsSession>(loop, std::move(socket))->start(request, std::move(leftover), make_listener);
 }
 
-WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<User> user, std::string token) {
-  return [&loop, user = std::move(user), token = std::move(token)](std::weak_ptr<Transport> transport) mutable {
+WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authenticated> user) {
+  return [&loop, user = std::move(user)](std::weak_ptr<Transport> transport) mutable {
     auto conn = std::make_shared<Connection>(ConnectionContext{loop.chat, loop.workers, loop.hub}, std::move(transport),
                                              json_encoder());
-    conn->on_open(std::move(user), std::move(token));
+    conn->on_open(std::move(user));
     return conn;
   };
 }

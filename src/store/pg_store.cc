@@ -320,6 +320,17 @@ Result<std::vector<User>> PgStore::search_users(const std::string& query, int li
   });
 }
 
+Result<std::vector<User>> PgStore::recent_users(int limit) {
+  return with_reader([&](PgConn& c) {
+    auto r = c.exec("SELECT " PG_USER_COLS " FROM users ORDER BY last_seen DESC, created_at DESC LIMIT $1",
+                    {std::max(limit, 0)});
+    std::vector<User> out;
+    log_read_error(c, r, "recent_users");
+    for (int i = 0; i < r.rows(); ++i) out.push_back(read_user(r, i));
+    return out;
+  });
+}
+
 Result<size_t> PgStore::user_count() {
   return with_reader([](PgConn& c) {
     auto r = c.exec("SELECT COUNT(*) FROM users");

@@ -226,6 +226,17 @@ Result<std::vector<User>> SqliteStore::search_users(const std::string& query, in
   });
 }
 
+Result<std::vector<User>> SqliteStore::recent_users(int limit) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare("SELECT " USER_COLS " FROM users ORDER BY last_seen DESC, created_at DESC LIMIT ?");
+    st.bind(std::max(limit, 0));
+    std::vector<User> out;
+    while (st.row()) out.push_back(read_user(st));
+    log_read_error(c, st, "recent_users");
+    return out;
+  });
+}
+
 Result<size_t> SqliteStore::user_count() {
   return with_reader([](SqliteConn& c) {
     auto st = c.prepare("SELECT COUNT(*) FROM users");

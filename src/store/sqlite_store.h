@@ -38,6 +38,7 @@ class SqliteStore final : public Store {
   Result<std::optional<User>> user_by_username(const std::string& username) override;
   Result<std::optional<User>> user_by_phone(const std::string& phone) override;
   Result<std::vector<User>> search_users(const std::string& query, int limit) override;
+  Result<std::vector<User>> recent_users(int limit) override;
   Result<size_t> user_count() override;
   void set_last_seen(const std::string& user_id, Micros when) override;
 

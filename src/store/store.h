@@ -93,6 +93,9 @@ class Store {
   // Users whose username or full_name contains `query` (case-insensitive), by username.
   virtual Result<std::vector<User>> search_users(const std::string& query, int limit) = 0;
   virtual Result<size_t> user_count() = 0;
+  // Up to `limit` users, those seen most recently first (then the newest):
+  // for warming caches at start. One scan; blocks, so never from an event loop.
+  virtual Result<std::vector<User>> recent_users(int limit) = 0;
   // Returns once stored (a failure is logged, not returned: presence is best
   // effort); blocks, so never from an event loop.
   virtual void set_last_seen(const std::string& user_id, Micros when) = 0;

@@ -218,7 +218,7 @@ TEST_F(ChatServiceTest, RegisterReturnsTokenForTheNewUser) {
   EXPECT_GT(r->expires_at, now_micros());
   auto who = service_->authenticate(r->token);
   ASSERT_TRUE(who.ok()) << who.error().code;
-  EXPECT_EQ(who->id, r->user.id);
+  EXPECT_EQ(who->user.id, r->user.id);
 }
 
 TEST_F(ChatServiceTest, RegisterRejectsInvalidUsername) {
@@ -252,7 +252,7 @@ TEST_F(ChatServiceTest, LoginByUsername) {
   EXPECT_EQ(in->user.id, r->user.id);
   auto who = service_->authenticate(in->token);
   ASSERT_TRUE(who.ok());
-  EXPECT_EQ(who->id, r->user.id);
+  EXPECT_EQ(who->user.id, r->user.id);
 }
 
 TEST_F(ChatServiceTest, LoginByPhoneNumber) {
@@ -337,13 +337,13 @@ TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithEmail) {
   std::string token = jwt_->sign(sub, now_s(), 3600, json::object{{"email", "zed.smith@example.com"}});
   auto r = service_->authenticate(token);
   ASSERT_TRUE(r.ok()) << r.error().code;
-  EXPECT_EQ(r->id, sub);
-  EXPECT_EQ(r->username, "zed.smith");
+  EXPECT_EQ(r->user.id, sub);
+  EXPECT_EQ(r->user.username, "zed.smith");
   ASSERT_TRUE(ok(store_->user_by_id(sub)));
   size_t users = ok(store_->user_count());
   auto again = service_->authenticate(token);
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->id, sub);
+  EXPECT_EQ(again->user.id, sub);
   EXPECT_EQ(ok(store_->user_count()), users) << "second use must not create another user";
 }
 
@@ -352,9 +352,9 @@ TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithUserMetadata) {
   json::object extra{{"user_metadata", json::object{{"full_name", "Mary Major"}, {"role", "teacher"}}}};
   auto r = service_->authenticate(jwt_->sign(sub, now_s(), 3600, extra));
   ASSERT_TRUE(r.ok()) << r.error().code;
-  EXPECT_EQ(r->id, sub);
-  EXPECT_EQ(r->full_name, "Mary Major");
-  EXPECT_EQ(r->role, "teacher");
+  EXPECT_EQ(r->user.id, sub);
+  EXPECT_EQ(r->user.full_name, "Mary Major");
+  EXPECT_EQ(r->user.role, "teacher");
   auto stored = ok(store_->user_by_id(sub));
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->role, "teacher");
@@ -736,6 +736,72 @@ TEST_F(ChatServiceTest, RelayByNonParticipantForbidden) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().code, "forbidden");
   EXPECT_EQ(events_.size(), before);
+}
+
+// The WebSocket upgrade's path: no store read for an account read recently;
+// `parley user disable` / revoke-tokens reach it through forget_user().
+TEST_F(ChatServiceTest, CachedAuthenticationAnswersOnlyForAccountsReadRecently) {
+  User a = user("alice");
+  Identity& id = service_->identity();
+  std::string token = jwt_->sign(a.id, now_s() - 10, 3600);
+  EXPECT_FALSE(id.authenticate_cached(token).has_value()) << "never read: the store must be asked";
+
+  auto first = service_->authenticate(token);
+  ASSERT_TRUE(first.ok()) << first.error().code;
+  EXPECT_EQ(first->issued_at, now_s() - 10);
+  EXPECT_EQ(first->expires_at, now_s() - 10 + 3600);
+  auto cached = id.authenticate_cached(token);
+  ASSERT_TRUE(cached.has_value());
+  ASSERT_TRUE(cached->ok()) << cached->error().code;
+  EXPECT_EQ((*cached)->user.id, a.id);
+  EXPECT_TRUE((*cached)->user.password_hash.empty()) << "the cache keeps no password hash";
+  EXPECT_EQ((*cached)->expires_at, first->expires_at);
+
+  auto bad = id.authenticate_cached("a.b.c");
+  ASSERT_TRUE(bad.has_value()) << "a bad token is refused without the store";
+  ASSERT_FALSE(bad->ok());
+  EXPECT_EQ(bad->error().code, "invalid_token");
+
+  // Disabled by another process: cached until the watcher's forget_user().
+  ASSERT_TRUE(store_->set_user_disabled(a.id, true).ok());
+  auto before_poll = id.authenticate_cached(token);
+  EXPECT_TRUE(before_poll.has_value() && before_poll->ok()) << "the window the watcher's poll closes";
+  id.forget_user(a.id);
+  EXPECT_FALSE(id.authenticate_cached(token).has_value());
+  auto refused = service_->authenticate(token);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "account_disabled");
+  EXPECT_FALSE(id.authenticate_cached(token).has_value()) << "refusals are the store's: enable works at once";
+  ASSERT_TRUE(store_->set_user_disabled(a.id, false).ok());
+  ASSERT_TRUE(service_->authenticate(token).ok());
+  ASSERT_TRUE(id.authenticate_cached(token).has_value());
+
+  // Tokens revoked after this one was issued.
+  ASSERT_TRUE(store_->revoke_tokens(a.id, now_s()).ok());
+  id.forget_user(a.id);
+  auto revoked = service_->authenticate(token);
+  ASSERT_FALSE(revoked.ok());
+  EXPECT_EQ(revoked.error().code, "token_revoked");
+  EXPECT_FALSE(id.authenticate_cached(token).has_value()) << "left to the store";
+  auto fresh = id.authenticate_cached(jwt_->sign(a.id, now_s() + 1, 3600));
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_TRUE(fresh->ok()) << "a token issued after the revocation is accepted";
+}
+
+TEST_F(ChatServiceTest, WarmCachesEnabledAccountsForUpgrades) {
+  User a = user("alice");
+  User b = user("bob");
+  ASSERT_TRUE(store_->set_user_disabled(b.id, true).ok());
+  Identity& id = service_->identity();
+  std::string ta = jwt_->sign(a.id, now_s(), 3600);
+  std::string tb = jwt_->sign(b.id, now_s(), 3600);
+  EXPECT_FALSE(id.authenticate_cached(ta).has_value());
+  id.warm(100);
+  auto cached = id.authenticate_cached(ta);
+  ASSERT_TRUE(cached.has_value());
+  ASSERT_TRUE(cached->ok());
+  EXPECT_EQ((*cached)->user.id, a.id);
+  EXPECT_FALSE(id.authenticate_cached(tb).has_value()) << "a disabled account is the store's to refuse";
 }
 
 }  // namespace

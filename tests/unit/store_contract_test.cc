@@ -139,6 +139,23 @@ TEST_P(StoreContract, SearchUsersEscapesWildcardsAndIgnoresCase) {
   EXPECT_EQ(names(ok(store_->search_users("full", 2))), (std::vector<std::string>{"100%real", "Alice"}));
 }
 
+TEST_P(StoreContract, RecentUsersComeMostRecentlySeenFirstAndLimited) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  store_->set_last_seen(c.id, 2000);
+  store_->set_last_seen(a.id, 3000);
+  auto names = [](const std::vector<User>& us) {
+    std::vector<std::string> out;
+    for (const auto& u : us) out.push_back(u.username);
+    return out;
+  };
+  EXPECT_EQ(names(ok(store_->recent_users(10))), (std::vector<std::string>{"alice", "carol", "bob"}));
+  EXPECT_EQ(names(ok(store_->recent_users(2))), (std::vector<std::string>{"alice", "carol"}));
+  EXPECT_TRUE(ok(store_->recent_users(0)).empty());
+  EXPECT_EQ(ok(store_->recent_users(1)).at(0).id, a.id);
+}
+
 TEST_P(StoreContract, DirectThreadIsUniquePerPairInBothOrders) {
   User a = make_user("alice");
   User b = make_user("bob");
