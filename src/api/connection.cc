@@ -498,8 +498,9 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
 constexpr size_t kOwnSendsKept = 256;
 
 void Connection::remember_own_send(std::string message_id) {
-  own_sends_.push_back(std::move(message_id));
-  if (own_sends_.size() > kOwnSendsKept) own_sends_.pop_front();
+  if (own_sends_.size() < kOwnSendsKept) return own_sends_.push_back(std::move(message_id));
+  own_sends_[own_sends_next_] = std::move(message_id);
+  own_sends_next_ = (own_sends_next_ + 1) % kOwnSendsKept;
 }
 
 bool Connection::own_send(const Message& m) const {

@@ -4,8 +4,9 @@
 // every poll interval on its own thread and hands each change to `on_change`,
 // which closes the user's affected connections. Every node sharing a
 // database polls it itself, so no bus is needed and a node that was down
-// catches up on start. Tokens are checked against the store on every
-// authentication anyway; this only reaches connections already open.
+// catches up on start. on_change also makes Identity forget the account, so
+// the next WebSocket upgrade reads the store instead of the cache; REST
+// requests read the store every time.
 //
 // Threading: start() and stop() from one thread (the server's main);
 // on_change runs on the watcher's thread and must not block for long.
