@@ -155,6 +155,9 @@ void Connection::admitted(bool ok, HeldCount* count) {
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = admission->user.expires_at;
   token_iat_ = admission->user.issued_at;
+  // An account change polled after this one was authenticated and before it
+  // registered closed the user's connections without it: ask the store.
+  if (ctx_.chat.identity().generation() != admission->user.generation) recheck_account();
   if (auto hook = std::move(on_established_)) hook();
   for (auto& step : admission->deferred) {
     if (closed_) break;
@@ -661,6 +664,16 @@ void Connection::on_moderate(ClientFrame f) {
 // The account was disabled or its tokens revoked (AccountWatcher, on every
 // node): a disabled account, or a connection authenticated with a token
 // issued before the revocation, is closed.
+void Connection::recheck_account() {
+  auto self = shared_from_this();
+  off_loop([self, user_id = user_.id]() -> std::function<void()> {
+    auto state = self->ctx_.chat.identity().account_state(user_id);
+    return [self, state = std::move(state)] {
+      if (state) self->account_changed(*state);
+    };
+  });
+}
+
 void Connection::account_changed(const AccountState& state) {
   if (closed_ || !authed_ || state.user_id != user_.id) return;
   const bool revoked = token_iat_ < state.tokens_valid_after;

@@ -87,6 +87,7 @@ class Connection final : public ClientSession,
   void authenticated(Authenticated user, const boost::json::value& request_id);
   void admit(Authenticated user);
   void admitted(bool ok, HeldCount* count);
+  void recheck_account();
   void dispatch(ClientFrame frame);
   void on_auth_frame(ClientFrame frame);
   void on_send(ClientFrame frame);

@@ -159,12 +159,19 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   return issue_token(*u);
 }
 
+Result<AccountState> Identity::account_state(const std::string& user_id) {
+  auto u = store_.user_by_id(user_id);
+  if (!u) return u.error();
+  if (!*u) return AccountState{user_id, true, 0, 0};  // gone: nothing of it may stay connected
+  return AccountState{user_id, (*u)->disabled, (*u)->tokens_valid_after, 0};
+}
+
 Result<Authenticated> Identity::admit(const JwtClaims& claims, User user) {
   if (user.disabled) return unauthorized("account_disabled", "this account is disabled");
   // A token without iat cannot show it is newer than a revocation.
   if (user.tokens_valid_after > 0 && claims.iat < user.tokens_valid_after)
     return unauthorized("token_revoked", "this token was revoked; log in again");
-  return Authenticated{std::move(user), claims.exp, claims.iat};
+  return Authenticated{std::move(user), claims.exp, claims.iat, 0};
 }
 
 Result<Authenticated> Identity::authenticate(const std::string& token) {
@@ -177,10 +184,12 @@ Result<Authenticated> Identity::authenticate(const std::string& token) {
   if (!*u) {
     auto made = provision(*claims);
     if (!made) return made.error();
-    return Authenticated{std::move(*made), claims->exp, claims->iat};
+    return Authenticated{std::move(*made), claims->exp, claims->iat, before_read};
   }
   if (!(*u)->disabled) remember(**u, before_read);
-  return admit(*claims, std::move(**u));
+  auto ok = admit(*claims, std::move(**u));
+  if (ok) ok->generation = before_read;
+  return ok;
 }
 
 std::optional<Result<Authenticated>> Identity::authenticate_cached(const std::string& token) {
@@ -190,16 +199,19 @@ std::optional<Result<Authenticated>> Identity::authenticate_cached(const std::st
   if (!is_uuid(claims->sub)) return Result<Authenticated>(unauthorized("invalid_token", "token subject is not a user id"));
   User user;
   user.id = normalize_uuid(claims->sub);
+  uint64_t generation = 0;
   {
     std::lock_guard lock(cache_mu_);
     auto it = cache_.find(user.id);
     if (it == cache_.end() || now - it->second.read_at >= kUserCacheSeconds) return std::nullopt;
     user.tokens_valid_after = it->second.tokens_valid_after;
+    generation = forgets_;
   }
   // Only acceptances come from the cache: a refusal is the store's to make,
   // so `parley user enable` takes effect at once.
   auto ok = admit(*claims, std::move(user));
   if (!ok) return std::nullopt;
+  ok->generation = generation;
   return ok;
 }
 

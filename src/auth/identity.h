@@ -40,6 +40,10 @@ struct Authenticated {
   User user;
   int64_t expires_at = 0;
   int64_t issued_at = 0;
+  // Identity::generation() when the account was read: if it moved before the
+  // connection registered, an account change may have closed the user's
+  // connections without seeing this one (Identity::account_state re-reads).
+  uint64_t generation = 0;
 };
 
 struct RegisterRequest {
@@ -77,6 +81,11 @@ class Identity {
   // seen first, into the cache (after a restart its clients come back at once). Call after the
   // AccountWatcher started, so no change falls between the two. Worker thread.
   void warm(int limit);
+  // Counts forget_user() calls: compared with Authenticated::generation.
+  uint64_t generation();
+  // The account as the store has it now, for a connection whose
+  // authentication an account change may have overtaken. Reads the store.
+  Result<AccountState> account_state(const std::string& user_id);
   static constexpr int64_t kUserCacheSeconds = 600;
   static constexpr size_t kMaxCachedUsers = 200000;
   // Failed logins counted elsewhere (several nodes: Redis) instead of in this
@@ -90,7 +99,6 @@ class Identity {
   // Caches `user`, read from the store when forgets_ was `generation`: not
   // if an account was forgotten since (the read may predate the change).
   void remember(const User& user, uint64_t generation);
-  uint64_t generation();
 
   // What an upgrade needs of an account (an enabled one: refusals are the
   // store's), small enough to keep every active user.

@@ -788,6 +788,29 @@ TEST_F(ChatServiceTest, CachedAuthenticationAnswersOnlyForAccountsReadRecently) 
   EXPECT_TRUE(fresh->ok()) << "a token issued after the revocation is accepted";
 }
 
+// A connection authenticated before an account change and registered after
+// the watcher closed the user's connections finds out by the generation.
+TEST_F(ChatServiceTest, AccountChangeAfterAuthenticationMovesTheGeneration) {
+  User a = user("alice");
+  Identity& id = service_->identity();
+  std::string token = jwt_->sign(a.id, now_s() - 10, 3600);
+  auto first = service_->authenticate(token);
+  ASSERT_TRUE(first.ok());
+  auto cached = id.authenticate_cached(token);
+  ASSERT_TRUE(cached.has_value() && cached->ok());
+  EXPECT_EQ((*cached)->generation, id.generation()) << "nothing changed: no re-read needed";
+
+  ASSERT_TRUE(store_->set_user_disabled(a.id, true).ok());
+  id.forget_user(a.id);  // the watcher's poll
+  EXPECT_NE((*cached)->generation, id.generation());
+  auto state = id.account_state(a.id);
+  ASSERT_TRUE(state.ok());
+  EXPECT_TRUE(state->disabled);
+  auto gone = id.account_state(new_uuid());
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(gone->disabled) << "an account that is not there keeps nothing connected";
+}
+
 TEST_F(ChatServiceTest, WarmCachesEnabledAccountsForUpgrades) {
   User a = user("alice");
   User b = user("bob");
