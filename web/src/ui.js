@@ -342,7 +342,13 @@ function MessageList({ t, box }) {
     for (const node of el.querySelectorAll('[data-unseen]')) io.observe(node);
     const onVisible = () => { if (!document.hidden) flush(); };
     document.addEventListener('visibilitychange', onVisible);
-    return () => { io.disconnect(); clearTimeout(timer); clearTimeout(retry); document.removeEventListener('visibilitychange', onVisible); };
+    // A mark still waiting goes now: the conversation may be closing (a
+    // message seen for less than the wait was otherwise never marked read).
+    return () => {
+      io.disconnect();
+      document.removeEventListener('visibilitychange', onVisible);
+      if (timer) { clearTimeout(timer); flush(); } else clearTimeout(retry);
+    };
   });
 
   function keep(li) {

@@ -95,6 +95,9 @@ describe('web app: two people chatting in two browsers', () => {
     await messageLog(page).getByText('Great, thanks! 👍 شكرا').waitFor();
     await sendFromComposer(page, 'See you there');
     await messageLog(bobPage).getByText('See you there').waitFor();
+    // Read once on screen: the next test counts on Bob having read it (under
+    // load the read mark can come after the text shows).
+    await until(async () => (await tick(page, 'See you there').getAttribute('data-status')) === 'read', { what: 'tick read on the reply' });
     assert.deepEqual(await messageTexts(bobPage), ['Hello Bob, the trip is on Friday', 'Great, thanks! 👍 شكرا', 'See you there']);
     assert.deepEqual(await messageTexts(page), await messageTexts(bobPage), 'both see the same conversation');
     const aliceBadge = threadLink(page, 'Bob Parent').locator('[data-testid=unread]');
