@@ -66,20 +66,21 @@ class Identity {
   // (unauthorized "account_disabled" / "token_revoked"). Reads the store.
   Result<Authenticated> authenticate(const std::string& token);
   // The same without the store, for a WebSocket upgrade on an event loop
-  // (connection storms): answered from the accounts read by warm() or
-  // authenticate() in the last kUserCacheSeconds, or nullopt when the store
-  // must be read. A bad token is refused here; the account's refusals
+  // (connection storms): answered from the enabled accounts read by warm()
+  // or authenticate() in the last kUserCacheSeconds, or nullopt when the
+  // store must be read. A bad token is refused here; the account's refusals
   // (disabled, revoked) are left to the store. What it answers carries the
-  // account's id only (the profile is the store's: read it there). The
-  // cache cannot see `parley
-  // user disable` or revoke-tokens until forget_user(); the AccountWatcher
-  // calls it on the same poll that closes the account's open connections.
+  // account's id only (the profile is the store's: read it there). The cache
+  // cannot see `parley user disable` or revoke-tokens until forget_user();
+  // the AccountWatcher calls it on the same poll that closes the account's
+  // open connections.
   std::optional<Result<Authenticated>> authenticate_cached(const std::string& token);
   // An account changed: its next authentication reads the store.
   void forget_user(const std::string& user_id);
   // Reads up to `limit` accounts (at most half the cache), the most recently
-  // seen first, into the cache (after a restart its clients come back at once). Call after the
-  // AccountWatcher started, so no change falls between the two. Worker thread.
+  // seen first, into the cache: after a restart its clients come back at
+  // once. Call after the AccountWatcher started, so no change falls between
+  // the two. Reads the store: a worker thread.
   void warm(int limit);
   // Counts forget_user() calls: compared with Authenticated::generation.
   uint64_t generation();

@@ -353,8 +353,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       token = std::move(header_token);
     }
     if (token.empty()) return hand_over(req, std::nullopt);
-    // A user read in the last seconds (a reconnect, a storm of connects):
-    // answered here, with no store read and no hop to a worker and back.
+    // An account in Identity's cache (warmed at start, then every account
+    // read): answered here, with no store read and no hop to a worker and back.
     if (auto cached = loop_.chat.identity().authenticate_cached(token)) {
       if (!*cached) return reply(error_response(401, cached->error().code, cached->error().message), false);
       return hand_over(req, std::move(**cached));
