@@ -312,7 +312,10 @@ void Connection::on_send(ClientFrame f) {
         self->send(std::move(frames));
       });
   };
-  in_order(req.thread_id, [&chat = ctx_.chat, req = std::move(req), done = std::move(done)]() mutable {
+  // A copy: the step's capture moves req, and C++ leaves the order of the two
+  // arguments open (GCC moved first, so every send went to a worker).
+  const std::string thread_id = req.thread_id;
+  in_order(thread_id, [&chat = ctx_.chat, req = std::move(req), done = std::move(done)]() mutable {
     chat.send(std::move(req), std::move(done));  // returns once the write is queued
   });
 }
