@@ -237,6 +237,16 @@ export class ParleyServer {
     });
   }
 
+  // The value of a counter or gauge in GET /metrics (labels, if any, ignored);
+  // throws when the server does not answer or does not export it.
+  async metric(name) {
+    const res = await this.http('GET', '/metrics');
+    if (res.status !== 200) throw new Error(`GET /metrics answered ${res.status}`);
+    const m = res.text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+(?:\\.\\d+)?)$`, 'm'));
+    if (!m) throw new Error(`metric ${name} is not in /metrics`);
+    return Number(m[1]);
+  }
+
   // ----- REST conveniences -------------------------------------------------
 
   // Registers a fresh user; resolves {token, user, username, password, expires_at}.

@@ -6,13 +6,6 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, sleep } from './harness.mjs';
 
-async function metric(server, name) {
-  const res = await server.http('GET', '/metrics');
-  const m = res.text.match(new RegExp(`^${name} (\\d+)$`, 'm'));
-  assert.ok(m, `metric ${name} present in /metrics`);
-  return Number(m[1]);
-}
-
 const TOTAL = 1500;  // ~13 MB: more than loopback's socket buffers hold for a reader that does not read
 // ~3000 code points, 1- to 4-byte UTF-8 mixed, so frames are 6-9 KB and use
 // the 16-bit length header; each names its index so a splice would show.
@@ -32,7 +25,7 @@ describe('partial writes', { timeout: 60000 }, () => {
     const bWs = await server.connect(b);
     bWs.ws._socket.pause();  // b's kernel buffers fill, then the server's writes to b come up short
 
-    const waitsBefore = await metric(server, 'parley_socket_write_waits_total');
+    const waitsBefore = await server.metric('parley_socket_write_waits_total');
     const seqs = [];
     for (let i = 0; i < TOTAL; i += 20) {
       const batch = [];
@@ -46,7 +39,7 @@ describe('partial writes', { timeout: 60000 }, () => {
     }
     await sleep(300);
     assert.equal(bWs.all((f) => f.type === 'new_message').length, 0, 'nothing read while paused');
-    const waits = (await metric(server, 'parley_socket_write_waits_total')) - waitsBefore;
+    const waits = (await server.metric('parley_socket_write_waits_total')) - waitsBefore;
     assert.ok(waits > 0, 'the writes to b hit a full socket buffer (else this test proves nothing)');
 
     bWs.ws._socket.resume();

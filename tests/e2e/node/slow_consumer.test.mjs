@@ -16,14 +16,6 @@ const MAX_OUTBOUND = 262144;
 // ~100 bytes of content that names its index.
 const contentFor = (i) => `slow-consumer message ${String(i).padStart(5, '0')} `.padEnd(100, 'abcdefghij');
 
-async function metric(server, name) {
-  const res = await server.http('GET', '/metrics');
-  assert.equal(res.status, 200, `GET /metrics answered ${res.status}`);
-  const m = res.text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+(?:\\.\\d+)?)$`, 'm'));
-  assert.ok(m, `metric ${name} present in /metrics`);
-  return Number(m[1]);
-}
-
 // Sends TOTAL messages with at most WINDOW unacknowledged; resolves the seq of each index.
 function sendWindowed(ws, threadId, { deadlineMs }) {
   const seqs = new Array(TOTAL);
@@ -82,7 +74,7 @@ describe('slow consumer in a group of four', { timeout: 120000 }, () => {
     const h2Ws = await server.connect(h2);
     const lWs = await server.connect(l);
     lWs.ws._socket.pause();  // L stops reading: TCP backpressure, then the server's queue for L grows
-    const dropsBefore = await metric(server, 'parley_slow_consumer_disconnects_total');
+    const dropsBefore = await server.metric('parley_slow_consumer_disconnects_total');
 
     // S sends 10,000 messages of ~100 bytes.
     const seqByIndex = await sendWindowed(sWs, group.id, { deadlineMs: 60000 }).catch((err) => {
@@ -104,7 +96,7 @@ describe('slow consumer in a group of four', { timeout: 120000 }, () => {
     }
 
     // L was dropped by the server while the messages were flowing (L has not read anything since it paused).
-    const dropsAfter = await metric(server, 'parley_slow_consumer_disconnects_total');
+    const dropsAfter = await server.metric('parley_slow_consumer_disconnects_total');
     assert.equal(dropsAfter - dropsBefore, 1, `exactly one slow-consumer disconnect (L), none for the healthy readers; server: ${dropLog(server)}`);
 
     // L resumes reading: what was already in flight arrives, then the connection ends.

@@ -45,12 +45,6 @@ async function waitFor(pred, ms, what) {
   throw new Error(`timed out after ${ms} ms waiting for ${what}`);
 }
 
-async function metric(server, name) {
-  const res = await server.http('GET', '/metrics');
-  const line = res.text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(' ')[1]) : NaN;
-}
-
 describe('webhook for offline participants', () => {
   const secret = `hook-${crypto.randomBytes(8).toString('hex')}`;
 
@@ -91,7 +85,7 @@ describe('webhook for offline participants', () => {
       }
       assert.equal(ids.size, 3, 'a distinct delivery id each');
       for (const id of ids) assert.match(id, UUID_RE);
-      assert.equal(await metric(server, 'parley_webhook_delivered_total'), 3);
+      assert.equal(await server.metric('parley_webhook_delivered_total'), 3);
     } finally {
       await server.stop();
       await receiver.close();
@@ -119,7 +113,7 @@ describe('webhook for offline participants', () => {
         for (const r of receiver.requests) perId.set(r.headers['x-parley-delivery'], (perId.get(r.headers['x-parley-delivery']) || 0) + 1);
         return perId.size === 4 && [...perId.values()].every((n) => n >= 2);
       }, 15000, 'two failed attempts of each notification');
-      assert.ok(await metric(server, 'parley_webhook_failed_attempts_total') >= 8);
+      assert.ok(await server.metric('parley_webhook_failed_attempts_total') >= 8);
 
       await server.stop({ removeData: false });
       const failedIds = new Set(receiver.requests.map((r) => r.headers['x-parley-delivery']));
@@ -152,14 +146,14 @@ describe('webhook for offline participants', () => {
       const thread = await server.createDirect(alice, bob);
       assert.equal((await server.sendRest(alice.token, thread.id, { content: 'nobody home' })).status, 201);
       const deadline = Date.now() + 10000;
-      while (Date.now() < deadline && (await metric(server, 'parley_webhook_dead_letters')) < 1) await sleep(100);
-      assert.equal(await metric(server, 'parley_webhook_dead_letters'), 1);
+      while (Date.now() < deadline && (await server.metric('parley_webhook_dead_letters')) < 1) await sleep(100);
+      assert.equal(await server.metric('parley_webhook_dead_letters'), 1);
       await sleep(800);
       assert.equal(receiver.requests.length, 3, 'exactly max-attempts POSTs, then none');
       assert.equal(new Set(receiver.requests.map((r) => r.headers['x-parley-delivery'])).size, 1);
       // The count survives a restart (the dead letter is kept in the store).
       await server.restart();
-      assert.equal(await metric(server, 'parley_webhook_dead_letters'), 1);
+      assert.equal(await server.metric('parley_webhook_dead_letters'), 1);
     } finally {
       await server.stop();
       await receiver.close();
