@@ -328,7 +328,12 @@ void Connection::on_send(ClientFrame f) {
 // by value: they may run after the connection is gone (on_close relays).
 void Connection::in_order(const std::string& thread_id, std::function<void()> step) {
   if (chain_ && !chain_->busy()) chain_.reset();
-  if (!chain_ && !thread_id.empty() && ctx_.chat.cached_members(thread_id)) return step();
+  auto& metrics = Metrics::get();
+  if (!chain_ && !thread_id.empty() && ctx_.chat.cached_members(thread_id)) {
+    metrics.steps_on_loop.fetch_add(1, std::memory_order_relaxed);
+    return step();
+  }
+  metrics.steps_on_worker.fetch_add(1, std::memory_order_relaxed);
   if (!chain_) chain_ = SerialQueue::create(ctx_.workers);
   chain_->submit(std::move(step));
 }

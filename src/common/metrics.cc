@@ -67,6 +67,12 @@ std::string Metrics::render() const {
   o << "# HELP parley_socket_write_waits_total Writes that found the client's socket buffer full.\n"
     << "# TYPE parley_socket_write_waits_total counter\n"
     << "parley_socket_write_waits_total " << socket_write_waits.load() << "\n";
+  o << "# HELP parley_steps_on_loop_total Sends and relays run on their connection's event loop.\n"
+    << "# TYPE parley_steps_on_loop_total counter\n"
+    << "parley_steps_on_loop_total " << steps_on_loop.load() << "\n";
+  o << "# HELP parley_steps_on_worker_total Sends and relays handed to a worker (members not cached, or in order behind one).\n"
+    << "# TYPE parley_steps_on_worker_total counter\n"
+    << "parley_steps_on_worker_total " << steps_on_worker.load() << "\n";
   o << "# HELP parley_http_requests_total HTTP requests served.\n# TYPE parley_http_requests_total counter\n"
     << "parley_http_requests_total " << http_requests.load() << "\n";
   o << "# HELP parley_slow_consumer_disconnects_total Connections dropped for a full outbound queue.\n"

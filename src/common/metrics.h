@@ -22,6 +22,10 @@ class Metrics {
   std::atomic<uint64_t> socket_writes{0};          // gathered WebSocket writes (frames out / writes = batching)
   std::atomic<uint64_t> socket_write_waits{0};     // writes that found the socket buffer full (backpressure)
   std::atomic<uint64_t> http_requests{0};
+  // A connection's sends and relays: run on its event loop (the thread's
+  // members cached) or handed to a worker (a miss, or behind one in order).
+  std::atomic<uint64_t> steps_on_loop{0};
+  std::atomic<uint64_t> steps_on_worker{0};
   std::atomic<uint64_t> slow_consumer_drops{0};
   std::atomic<uint64_t> gap_fills{0};              // store reads for seqs the bus did not bring
   std::atomic<uint64_t> bus_published{0};          // events sent to the networked bus

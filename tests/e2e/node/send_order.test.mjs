@@ -41,4 +41,21 @@ describe('send order', { timeout: 60000 }, () => {
     const history = await server.history(b.token, sent[0].thread_id);
     assert.deepEqual(history.map((m) => m.content), sent.map((_, i) => `d${i}`));
   });
+
+  // The fast path: once a thread's members are cached, a send runs on the
+  // event loop; a worker hop per send (a futex wake each) is what a
+  // regression here would bring back, and nothing else would notice it.
+  it('sends to a thread whose members are cached run on the event loop', async () => {
+    const [a, b] = await server.registerMany(2);
+    const group = await server.createGroup(a, [b], 'fast path');
+    const ws = await server.connect(a);
+    const first = await ws.request({ type: 'send_message', thread_id: group.id, content: 'warm', client_msg_id: 'w' }, 15000);
+    assert.equal(first.type, 'message_sent');
+    const loopBefore = await server.metric('parley_steps_on_loop_total');
+    const workerBefore = await server.metric('parley_steps_on_worker_total');
+    const sent = await sendAll(ws, (i) => ({ thread_id: group.id, content: `f${i}` }));
+    assert.deepEqual(sent.map((m) => m.seq), sent.map((_, i) => i + 2), 'seq follows send order');
+    assert.equal(await server.metric('parley_steps_on_worker_total') - workerBefore, 0, 'no send went to a worker');
+    assert.equal(await server.metric('parley_steps_on_loop_total') - loopBefore, N, 'every send ran on the loop');
+  });
 });
