@@ -489,7 +489,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
     }
     const Message& m = r->page[r->next++];
     if (cursor_.replayed(r->thread_id, m.seq) && !own_send(m) && m.created_at >= r->created_floor)
-      send(encoder_->replayed_message(m.id, json::serialize(message_json(m))));
+      send(encoder_->replayed_message(m.id, message_json_text(m)));
   }
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;
   if (static_cast<int>(r->page.size()) == kReplayPage) {
@@ -664,7 +664,7 @@ void Connection::on_moderate(ClientFrame f) {
         return self->send(self->encoder_->reply(
             "message_deleted", json::object{{"thread_id", m->thread_id}, {"message_id", m->id}, {"seq", m->seq}},
             f.request_id));
-      self->send(self->encoder_->data_reply("message_edited", json::serialize(message_json(*m)), f.request_id));
+      self->send(self->encoder_->data_reply("message_edited", message_json_text(*m), f.request_id));
     };
   });
 }

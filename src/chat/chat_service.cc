@@ -276,7 +276,7 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     SendOutcome out;
     out.message = std::move(r->message);
     out.duplicate = r->duplicate;
-    out.message_json = json::serialize(message_json(out.message));
+    out.message_json = message_json_text(out.message);
     if (!out.duplicate) {
       Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
       publish(out.message.thread_id, Audience::members(members), "new_message", out.message_json, origin,

@@ -84,7 +84,7 @@ Result<Message> ChatService::edit_message(const std::string& actor_id, const std
                msg.thread_id, msg.seq);
   // The frame's `data` is the message; message_id marks it as such for every
   // wire format (seq stays 0: this is not a new message in the thread's order).
-  publish(msg.thread_id, Audience::members(m), "message_edited", json::serialize(message_json(*edited)),
+  publish(msg.thread_id, Audience::members(m), "message_edited", message_json_text(*edited),
           origin_session, 0,
           msg.id);
   return edited;

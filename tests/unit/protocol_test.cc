@@ -410,6 +410,30 @@ TEST(MessageJson, EditedAtIsIsoWhenSet) {
   EXPECT_EQ(message_json(m).at("edited_at"), json::value("2026-11-21T12:00:01.123Z"));
 }
 
+// The send path's serialiser must write exactly what the library writes.
+TEST(MessageJsonText, IsTheLibrarysSerialisationByteForByte) {
+  std::string every_ascii;
+  for (int c = 0; c < 128; ++c) every_ascii += static_cast<char>(c);
+  const std::string contents[] = {"", "Hello! \xC3\xA9", every_ascii, "\"quoted\" \\ back\\slash /",
+                                  "\xF0\x9F\x98\x80 \xE2\x82\xAC \xE4\xB8\xAD", "'; DROP TABLE messages; --",
+                                  "tab\there\nnew\rline\x01\x1f\x7f"};
+  for (const auto& content : contents) {
+    for (int variant = 0; variant < 4; ++variant) {
+      Message m = sample_message();
+      m.content = content;
+      if (variant & 1) m.client_msg_id = "c-\"17\"\n";
+      if (variant & 2) {
+        m.edited_at = m.created_at + 1'000'000;
+        m.deleted = true;
+        m.status = "read";
+        m.seq = 9'007'199'254'740'991;
+        m.sender.full_name = content;
+      }
+      EXPECT_EQ(message_json_text(m), json::serialize(message_json(m))) << "variant " << variant;
+    }
+  }
+}
+
 TEST(EncodeDataFrame, ParsesBackWithTypeRequestIdAndData) {
   std::string data = json::serialize(message_json(sample_message()));
   std::string frame = encode_data_frame("new_message", data, json::value("r-1"));
