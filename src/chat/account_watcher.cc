@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/thread_pool.h"
+
 namespace parley {
 
 AccountWatcher::AccountWatcher(Store& store, std::chrono::milliseconds interval, OnChange on_change)
@@ -14,7 +16,10 @@ void AccountWatcher::start() {
   if (auto all = store_.account_changes(0); all) {
     for (const auto& a : *all) seen_version_ = std::max(seen_version_, a.version);
   }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    set_thread_name("account-watch");
+    run();
+  });
 }
 
 void AccountWatcher::stop() {

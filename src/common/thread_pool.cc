@@ -1,11 +1,19 @@
 #include "common/thread_pool.h"
 
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 namespace parley {
 
+void set_thread_name(const char* name) { pthread_setname_np(pthread_self(), name); }
+
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] {
+      set_thread_name("parley-worker");
+      run();
+    });
+  }
 }
 
 ThreadPool::~ThreadPool() {

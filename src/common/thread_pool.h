@@ -12,6 +12,10 @@
 
 namespace parley {
 
+// Names the calling thread as top -H, perf and gdb show it (15 bytes at most).
+// Not for the main thread: its name is the process's.
+void set_thread_name(const char* name);
+
 class ThreadPool {
  public:
   explicit ThreadPool(int threads);

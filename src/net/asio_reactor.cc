@@ -5,6 +5,7 @@
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 
+#include "common/thread_pool.h"
 #include "net/beast.h"
 
 namespace parley {
@@ -99,6 +100,7 @@ struct ReactorThread::Impl {
 
 ReactorThread::ReactorThread() : impl_(std::make_unique<Impl>()) {
   impl_->thread = std::thread([im = impl_.get()] {
+    set_thread_name("reactor");
     im->reactor.loop_thread = std::this_thread::get_id();
     im->io.run();
   });

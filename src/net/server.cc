@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/serial_queue.h"
+#include "common/thread_pool.h"
 #include "net/beast.h"
 #include "net/engineio.h"
 #include "net/sessions.h"
@@ -353,7 +354,12 @@ void Server::run() {
     for (auto& l : im.loops) im.guards.push_back(asio::make_work_guard(l->io));
   }
   std::vector<std::thread> threads;
-  for (size_t i = 1; i < im.loops.size(); ++i) threads.emplace_back([&im, i] { im.loops[i]->io.run(); });
+  for (size_t i = 1; i < im.loops.size(); ++i) {
+    threads.emplace_back([&im, i] {
+      set_thread_name(("event-loop-" + std::to_string(i)).c_str());
+      im.loops[i]->io.run();
+    });
+  }
   im.loops[0]->io.run();
   for (auto& t : threads) t.join();
   if (im.drain_thread.joinable()) im.drain_thread.join();

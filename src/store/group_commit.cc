@@ -7,13 +7,20 @@
 #include <iterator>
 
 #include "common/metrics.h"
+#include "common/thread_pool.h"
 
 namespace parley {
 
 GroupCommitWriter::GroupCommitWriter(size_t max_batch, RunBatch run_batch)
     : max_batch_(std::max<size_t>(max_batch, 1)), run_batch_(std::move(run_batch)) {
-  writer_ = std::thread([this] { writer_loop(); });
-  completer_ = std::thread([this] { completion_loop(); });
+  writer_ = std::thread([this] {
+    set_thread_name("store-writer");
+    writer_loop();
+  });
+  completer_ = std::thread([this] {
+    set_thread_name("store-complete");
+    completion_loop();
+  });
 }
 
 GroupCommitWriter::~GroupCommitWriter() { stop(); }
