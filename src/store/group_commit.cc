@@ -79,6 +79,7 @@ void GroupCommitWriter::writer_loop() {
       if (queue_.empty()) return;  // stopping, and everything queued is committed
       size_t n = std::min(queue_.size(), max_batch_);
       auto end = queue_.begin() + static_cast<std::ptrdiff_t>(n);
+      batch.reserve(n);  // one allocation, not a doubling series (the last batch's vector moved on)
       std::move(queue_.begin(), end, std::back_inserter(batch));
       queue_.erase(queue_.begin(), end);
     }
