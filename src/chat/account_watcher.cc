@@ -16,10 +16,7 @@ void AccountWatcher::start() {
   if (auto all = store_.account_changes(0); all) {
     for (const auto& a : *all) seen_version_ = std::max(seen_version_, a.version);
   }
-  thread_ = std::thread([this] {
-    set_thread_name("account-watch");
-    run();
-  });
+  thread_ = named_thread("account-watch", [this] { run(); });
 }
 
 void AccountWatcher::stop() {

@@ -5,15 +5,15 @@
 
 namespace parley {
 
-void set_thread_name(const char* name) { pthread_setname_np(pthread_self(), name); }
+std::thread named_thread(std::string name, std::function<void()> body) {
+  return std::thread([name = std::move(name), body = std::move(body)] {
+    pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+    body();
+  });
+}
 
 ThreadPool::ThreadPool(int threads) {
-  for (int i = 0; i < threads; ++i) {
-    threads_.emplace_back([this] {
-      set_thread_name("parley-worker");
-      run();
-    });
-  }
+  for (int i = 0; i < threads; ++i) threads_.push_back(named_thread("parley-worker", [this] { run(); }));
 }
 
 ThreadPool::~ThreadPool() {

@@ -7,14 +7,16 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 namespace parley {
 
-// Names the calling thread as top -H, perf and gdb show it (15 bytes at most).
-// Not for the main thread: its name is the process's.
-void set_thread_name(const char* name);
+// A thread that names itself (as top -H, perf and gdb show it; 15 bytes at
+// most) and then runs `body`. The main thread is never renamed: its name is
+// the process's.
+std::thread named_thread(std::string name, std::function<void()> body);
 
 class ThreadPool {
  public:

@@ -99,8 +99,7 @@ struct ReactorThread::Impl {
 };
 
 ReactorThread::ReactorThread() : impl_(std::make_unique<Impl>()) {
-  impl_->thread = std::thread([im = impl_.get()] {
-    set_thread_name("reactor");
+  impl_->thread = named_thread("reactor", [im = impl_.get()] {
     im->reactor.loop_thread = std::this_thread::get_id();
     im->io.run();
   });

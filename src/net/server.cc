@@ -354,12 +354,8 @@ void Server::run() {
     for (auto& l : im.loops) im.guards.push_back(asio::make_work_guard(l->io));
   }
   std::vector<std::thread> threads;
-  for (size_t i = 1; i < im.loops.size(); ++i) {
-    threads.emplace_back([&im, i] {
-      set_thread_name(("event-loop-" + std::to_string(i)).c_str());
-      im.loops[i]->io.run();
-    });
-  }
+  for (size_t i = 1; i < im.loops.size(); ++i)
+    threads.push_back(named_thread("event-loop-" + std::to_string(i), [&im, i] { im.loops[i]->io.run(); }));
   im.loops[0]->io.run();
   for (auto& t : threads) t.join();
   if (im.drain_thread.joinable()) im.drain_thread.join();

@@ -53,14 +53,8 @@ WebhookNotifier::~WebhookNotifier() { stop(); }
 void WebhookNotifier::start() {
   if (auto dead = store_.dead_notification_count(); dead)
     Metrics::get().webhook_dead_letters.store(static_cast<uint64_t>(*dead), std::memory_order_relaxed);
-  intake_ = std::thread([this] {
-    set_thread_name("webhook-intake");
-    intake_loop();
-  });
-  delivery_ = std::thread([this] {
-    set_thread_name("webhook-send");
-    delivery_loop();
-  });
+  intake_ = named_thread("webhook-intake", [this] { intake_loop(); });
+  delivery_ = named_thread("webhook-send", [this] { delivery_loop(); });
   spdlog::info("event=webhook_started max_attempts={} concurrency={}", config_.max_attempts, config_.concurrency);
 }
 

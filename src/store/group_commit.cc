@@ -13,14 +13,8 @@ namespace parley {
 
 GroupCommitWriter::GroupCommitWriter(size_t max_batch, RunBatch run_batch)
     : max_batch_(std::max<size_t>(max_batch, 1)), run_batch_(std::move(run_batch)) {
-  writer_ = std::thread([this] {
-    set_thread_name("store-writer");
-    writer_loop();
-  });
-  completer_ = std::thread([this] {
-    set_thread_name("store-complete");
-    completion_loop();
-  });
+  writer_ = named_thread("store-writer", [this] { writer_loop(); });
+  completer_ = named_thread("store-complete", [this] { completion_loop(); });
 }
 
 GroupCommitWriter::~GroupCommitWriter() { stop(); }

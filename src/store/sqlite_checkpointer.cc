@@ -33,10 +33,7 @@ Result<std::unique_ptr<SqliteCheckpointer>> SqliteCheckpointer::start(const std:
   }
   sqlite3_busy_timeout(db, 0);  // never wait for readers while holding the writer gate
   std::unique_ptr<SqliteCheckpointer> c(new SqliteCheckpointer(db, threshold_frames));
-  c->thread_ = std::thread([p = c.get()] {
-    set_thread_name("checkpointer");
-    p->run();
-  });
+  c->thread_ = named_thread("checkpointer", [p = c.get()] { p->run(); });
   return c;
 }
 
