@@ -11,28 +11,37 @@ import { startServer, sleep } from './harness.mjs';
 
 const TOTAL = 10000;
 const WINDOW = 200;  // message_sent replies outstanding at most
+// Messages sent at most ahead of what the slowest healthy reader has read
+// (about 130 KB of frames, half the bound): a healthy reader is one that
+// keeps up, and with the test process itself short of CPU (a browser test
+// starting beside it) unpaced sending put a healthy reader past the bound.
+const LEAD = 400;
 const MAX_OUTBOUND = 262144;
 
 // ~100 bytes of content that names its index.
 const contentFor = (i) => `slow-consumer message ${String(i).padStart(5, '0')} `.padEnd(100, 'abcdefghij');
 
-// Sends TOTAL messages with at most WINDOW unacknowledged; resolves the seq of each index.
-function sendWindowed(ws, threadId, { deadlineMs }) {
+// Sends TOTAL messages with at most WINDOW unacknowledged and at most LEAD
+// ahead of readCount() (the frames the slowest healthy reader has received);
+// resolves the seq of each index.
+function sendWindowed(ws, threadId, { deadlineMs, readCount }) {
   const seqs = new Array(TOTAL);
   let next = 0;
   let acked = 0;
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${acked} of ${TOTAL} messages acknowledged within ${deadlineMs} ms`)), deadlineMs);
-    const fail = (err) => { clearTimeout(timer); reject(err); };
+    const timer = setTimeout(() => { clearInterval(poll); reject(new Error(`only ${acked} of ${TOTAL} messages acknowledged within ${deadlineMs} ms`)); }, deadlineMs);
+    const fail = (err) => { clearTimeout(timer); clearInterval(poll); reject(err); };
+    // Readers catching up wake no ack: look again every few milliseconds.
+    const poll = setInterval(() => pump(), 5);
     const pump = () => {
-      while (next < TOTAL && next - acked < WINDOW) {
+      while (next < TOTAL && next - acked < WINDOW && next - readCount() < LEAD) {
         const i = next++;
         ws.request({ type: 'send_message', thread_id: threadId, content: contentFor(i), client_msg_id: `sc-${i}` }, 30000)
           .then((reply) => {
             if (reply.type !== 'message_sent') return fail(new Error(`message ${i} answered ${JSON.stringify(reply).slice(0, 300)}`));
             seqs[i] = reply.data.seq;
             acked++;
-            if (acked === TOTAL) { clearTimeout(timer); resolve(seqs); } else pump();
+            if (acked === TOTAL) { clearTimeout(timer); clearInterval(poll); resolve(seqs); } else pump();
           }, fail);
       }
     };
@@ -75,9 +84,13 @@ describe('slow consumer in a group of four', { timeout: 120000 }, () => {
     const lWs = await server.connect(l);
     lWs.ws._socket.pause();  // L stops reading: TCP backpressure, then the server's queue for L grows
     const dropsBefore = await server.metric('parley_slow_consumer_disconnects_total');
+    const read = [0, 0];
+    h1Ws.ws.on('message', () => { read[0]++; });
+    h2Ws.ws.on('message', () => { read[1]++; });
 
     // S sends 10,000 messages of ~100 bytes.
-    const seqByIndex = await sendWindowed(sWs, group.id, { deadlineMs: 60000 }).catch((err) => {
+    const readCount = () => Math.min(read[0], read[1]);
+    const seqByIndex = await sendWindowed(sWs, group.id, { deadlineMs: 60000, readCount }).catch((err) => {
       throw new Error(`${err.message}\nserver: ${dropLog(server)}`);
     });
     const sorted = [...seqByIndex].sort((a, b) => a - b);
