@@ -5,6 +5,7 @@
 
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "api/socketio_session.h"
 #include "common/clock.h"
@@ -44,11 +45,34 @@ class Registry {
     if (it == map_.end()) return std::nullopt;
     return it->second;
   }
+  // The sids of polling sessions the server closed while shutting down.
+  // A client may have a POST in flight when its poll brings the close
+  // packet; answering that POST 400 (unknown sid) could reach the client
+  // first, on another connection, and it would report "transport error"
+  // instead of the close. Kept until the process exits: at most one entry
+  // per session open at the signal.
+  void bury(const std::string& sid) {
+    std::lock_guard lock(mu_);
+    closed_at_shutdown_.insert(sid);
+  }
+  bool buried(const std::string& sid) {
+    std::lock_guard lock(mu_);
+    return closed_at_shutdown_.contains(sid);
+  }
 
  private:
   std::mutex mu_;
   std::unordered_map<std::string, Entry> map_;
+  std::unordered_set<std::string> closed_at_shutdown_;
 };
+
+// A request for a session closed at shutdown (Registry::bury): a POST is
+// answered "ok" and its packets dropped (the session is gone, nothing in them
+// was acknowledged), a poll gets the close packet again.
+void answer_buried(bool post, const EioRespond& respond) {
+  if (post) return respond(200, "text/html", "ok");
+  respond(200, "text/plain; charset=UTF-8", std::string(1, sio::kClose));
+}
 
 Registry& registry() {
   static Registry r;
@@ -353,7 +377,10 @@ class EioSession final : public Transport,
     spdlog::debug("event=eio_close sid={} reason=\"{}\"", sid_, why);
     Mode was = mode_;
     mode_ = Mode::kClosed;
-    if (registered_) registry().remove(sid_);
+    if (registered_) {
+      registry().remove(sid_);
+      if (loop_.draining) registry().bury(sid_);
+    }
     if (poll_) {
       queue_.push_back(std::make_shared<const Frame>(1, sio::kClose));
       answer_poll();
@@ -520,6 +547,7 @@ void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer) {
     answer(PollAnswer{status, std::move(type), std::move(body)});
   };
   if (!entry) {
+    if (registry().buried(request.sid)) return answer_buried(request.post, respond);
     return respond(sio::eio_error_status(sio::EioError::kUnknownSid), "application/json",
                    sio::eio_error_body(sio::EioError::kUnknownSid));
   }
@@ -551,6 +579,8 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
   auto entry = registry().find(q.sid);
   bool get = method == "GET";
   if (!entry) {
+    if ((get || method == "POST") && q.transport == "polling" && registry().buried(q.sid))
+      return answer_buried(!get, respond);
     std::string owner = loop.poll_forwarder ? sid_owner(q.sid) : std::string();
     if (owner.empty() || owner == loop.poll_forwarder->node_id() || q.transport != "polling" ||
         (!get && method != "POST"))

@@ -75,6 +75,7 @@ describe('graceful shutdown', () => {
     const sioClients = [sioClient(server, users[3].token, ['polling']), sioClient(server, users[4].token, ['polling', 'websocket']),
       sioClient(server, users[4].token, ['websocket'])];
     await Promise.all(sioClients.map((c) => c.ready));
+    const pollingSid = sioClients[0].socket.io.engine.id;
     const stubborn = await stubbornClient(server, users[5].token);
 
     const acked = new Set();
@@ -120,6 +121,20 @@ describe('graceful shutdown', () => {
       assert.equal(refused.status, 503, refused.text);
       assert.equal(refused.body.code, 'shutting_down');
     }
+
+    // The polling client's close came in its poll. A POST it still had in
+    // flight is answered "ok" (and dropped), not 400 unknown sid: that answer
+    // could reach the client before the close and turn its "transport close"
+    // into "transport error". A poll gets the close packet again. (The
+    // stubborn client holds the drain open meanwhile.)
+    assert.ok(await Promise.race([sioClients[0].disconnected, sleep(5000).then(() => null)]), 'the polling client was closed');
+    const eio = `/socket.io/?EIO=4&transport=polling&sid=${pollingSid}`;
+    const latePost = await server.http('POST', eio, { body: '42["send_message",{}]', headers: { 'Content-Type': 'text/plain' } });
+    assert.equal(latePost.status, 200, latePost.text);
+    assert.equal(latePost.text, 'ok');
+    const latePoll = await server.http('GET', eio);
+    assert.equal(latePoll.status, 200, latePoll.text);
+    assert.equal(latePoll.text, '1', 'a poll after the close gets the close packet');
 
     const { code, signal } = await exited;
     await Promise.all(bursts);
