@@ -13,9 +13,9 @@
 #include <string>
 #include <string_view>
 
-namespace parley::ws {
+#include "common/ws_header.h"
 
-enum Opcode : uint8_t { kContinuation = 0x0, kText = 0x1, kBinary = 0x2, kClose = 0x8, kPing = 0x9, kPong = 0xA };
+namespace parley::ws {
 
 // Close codes (RFC 6455 section 7.4.1).
 constexpr uint16_t kCloseNormal = 1000;
@@ -24,15 +24,6 @@ constexpr uint16_t kCloseProtocolError = 1002;
 constexpr uint16_t kCloseInvalidPayload = 1007;
 constexpr uint16_t kClosePolicy = 1008;
 constexpr uint16_t kCloseTooBig = 1009;
-
-constexpr size_t kMaxHeaderLen = 10;
-
-// The size of an unmasked server frame header for a payload of `len` bytes.
-constexpr size_t header_size(size_t len) { return len < 126 ? 2 : len <= 0xFFFF ? 4 : 10; }
-
-// Writes an unmasked server frame header (FIN set) for a payload of `len`
-// bytes into out; returns its size, header_size(len).
-size_t encode_header(Opcode opcode, size_t len, uint8_t out[kMaxHeaderLen]);
 
 // A whole control or small frame, header and payload (server to client).
 std::string encode_frame(Opcode opcode, std::string_view payload);
