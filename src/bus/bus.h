@@ -32,10 +32,9 @@
 #include <string>
 #include <vector>
 
-namespace parley {
+#include "common/frame.h"
 
-using Frame = std::string;
-using FramePtr = std::shared_ptr<const Frame>;
+namespace parley {
 
 // The wire formats a server frame is written in: the WebSocket JSON protocol
 // and Socket.IO. An index into BusEvent::encoded.

@@ -288,7 +288,7 @@ class EioSession final : public Transport,
     }
     if (!pong_deadline_ms_ && now >= next_ping_ms_) {
       pong_deadline_ms_ = now + loop_.config.socketio.ping_timeout_ms;
-      send_text(std::make_shared<const Frame>(1, sio::kPing));
+      send_text(std::make_shared<const Frame>(std::string(1, sio::kPing)));
     }
     if (up_) up_->on_tick(now);
   }
@@ -303,7 +303,7 @@ class EioSession final : public Transport,
   void on_shutdown() override {
     if (mode_ == Mode::kClosed || close_on_poll_) return;
     if (mode_ == Mode::kWebSocket) {
-      send_text(std::make_shared<const Frame>(1, sio::kClose));
+      send_text(std::make_shared<const Frame>(std::string(1, sio::kClose)));
       if (auto ws = ws_.lock()) ws->close(CloseReason::kGoingAway, "server shutting down");
       return;
     }
@@ -354,7 +354,7 @@ class EioSession final : public Transport,
       body.reserve(total);
       for (size_t i = 0; i < queue_.size(); ++i) {
         if (i) body += sio::kRecordSeparator;
-        body += *queue_[i];
+        body += queue_[i]->payload();
       }
     }
     queue_.clear();
@@ -382,7 +382,7 @@ class EioSession final : public Transport,
       if (loop_.draining) registry().bury(sid_);
     }
     if (poll_) {
-      queue_.push_back(std::make_shared<const Frame>(1, sio::kClose));
+      queue_.push_back(std::make_shared<const Frame>(std::string(1, sio::kClose)));
       answer_poll();
     }
     queue_.clear();

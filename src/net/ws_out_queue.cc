@@ -50,6 +50,12 @@ int WsOutQueue::gather(std::vector<struct iovec>& iov, std::vector<uint8_t>& hea
        ++i) {
     const Out& o = queue_[i];
     size_t len = o.payload ? o.payload->size() : 0;
+    if (o.opcode == kText && o.payload) {
+      // The frame carries its text header: one iovec.
+      std::string_view whole = o.payload->text_frame();
+      add(whole.data(), whole.size());
+      continue;
+    }
     if (o.opcode != kRaw) {
       size_t h = encode_header(static_cast<Opcode>(o.opcode), len, headers.data() + used);
       add(headers.data() + used, h);

@@ -1,5 +1,6 @@
 // WsOutQueue: the frames waiting to be written to one WebSocket, gathered
-// into iovecs for one sendmsg (header and payload of each frame), with the
+// into iovecs for one sendmsg (one per text frame, whose header the shared
+// Frame carries; header and payload for the others), with the
 // position reached in a partly written frame. Payloads are shared frames:
 // one encoded message is queued on every recipient without a copy. Bounded
 // by the session (bytes()). Drained queues go back to a per-thread pool, so
@@ -28,8 +29,9 @@ class WsOutQueue {
   // Payload bytes queued and not yet written.
   size_t bytes() const { return bytes_; }
 
-  // Fills `iov` (at most its size, two per frame) from the queue, headers
-  // into `headers` (kMaxHeaderLen per frame), stopping past max_bytes.
+  // Fills `iov` (at most its size, at most two per frame) from the queue,
+  // control frames' headers into `headers` (kMaxHeaderLen per frame),
+  // stopping past max_bytes.
   // Returns the iovec count; `bytes` gets the total.
   int gather(std::vector<struct iovec>& iov, std::vector<uint8_t>& headers, size_t max_bytes, size_t& bytes) const;
   // The kernel took n bytes: whole frames leave the queue, a partly written

@@ -15,7 +15,7 @@ FramePtr frame(int64_t seq) { return std::make_shared<const Frame>("m" + std::to
 
 std::vector<std::string> texts(const std::vector<FramePtr>& frames) {
   std::vector<std::string> out;
-  for (const auto& f : frames) out.push_back(*f);
+  for (const auto& f : frames) out.emplace_back(f->payload());
   return out;
 }
 

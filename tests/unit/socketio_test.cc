@@ -141,9 +141,9 @@ TEST(SocketIoEncoder, MessageSentAcksWithTheMessageAndEmitsMessageSent) {
 TEST(SocketIoEncoder, ErrorsAreAFailedAckOrAnErrorEvent) {
   Error err = bad_input("unknown_type", "unknown event: x");
   auto acked = socketio_encoder().error(err, json::value(8));
-  EXPECT_EQ(json::parse(acked[0]->substr(3)),
+  EXPECT_EQ(json::parse(acked[0]->payload().substr(3)),
             json::parse(R"([{"success":false,"error":"unknown event: x","code":"unknown_type"}])"));
-  EXPECT_EQ(acked[0]->substr(0, 3), "438");
+  EXPECT_EQ(acked[0]->payload().substr(0, 3), "438");
   auto event = socketio_encoder().error(err, nullptr);
   EXPECT_EQ(*event[0], R"(42["error",{"message":"unknown event: x","code":"unknown_type"}])");
 }
@@ -155,7 +155,7 @@ TEST(SocketIoEncoder, NewMessageAsksForAnAckThatNamesTheMessage) {
   e.payload_is_data = true;
   e.message_id = "msg-1";
   FramePtr f = socketio_encoder().event(e);
-  auto packet = sio::decode_packet(std::string_view(*f).substr(1));
+  auto packet = sio::decode_packet((*f).payload().substr(1));
   ASSERT_TRUE(packet);
   ASSERT_TRUE(packet->id);
   EXPECT_EQ(packet->data.at(0), "new_message");

@@ -183,26 +183,50 @@ TEST(WsReader, RefusesWhatIsTooBigOrOutOfOrder) {
   }
 }
 
-TEST(WsOutQueue, GathersHeadersAndSharedPayloadsAndResumesMidFrame) {
+// What a gather would put on the wire, as one string.
+std::string wire(const std::vector<struct iovec>& iov, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+  return out;
+}
+
+TEST(WsOutQueue, TextFramesAreOneIovecEachAndResumeMidFrame) {
   WsOutQueue q;
-  auto frame = std::make_shared<const std::string>("abc");
+  auto frame = std::make_shared<const Frame>("abc");
+  auto pong = std::make_shared<const Frame>("p");
   q.push(kText, frame);
+  q.push(kPong, pong);
   q.push(kText, frame);
-  EXPECT_EQ(q.bytes(), 6u);
+  EXPECT_EQ(q.bytes(), 7u);
   std::vector<struct iovec> iov(8);
   std::vector<uint8_t> headers(4 * kMaxHeaderLen);
   size_t bytes = 0;
-  EXPECT_EQ(q.gather(iov, headers, 1 << 20, bytes), 4);
-  EXPECT_EQ(bytes, 10u);  // two 2-byte headers, two payloads
-  q.advance(7);           // the first frame and the second's header
+  // Text: the shared frame with its header (one iovec); pong: header and payload.
+  int n = q.gather(iov, headers, 1 << 20, bytes);
+  EXPECT_EQ(n, 4);
+  EXPECT_EQ(bytes, 13u);
+  EXPECT_EQ(wire(iov, n), encode_frame(kText, "abc") + encode_frame(kPong, "p") + encode_frame(kText, "abc"));
+  q.advance(9);  // the first frame (5 bytes), the pong (3) and one byte of the last frame's header
   EXPECT_EQ(q.bytes(), 3u);
   bytes = 0;
-  EXPECT_EQ(q.gather(iov, headers, 1 << 20, bytes), 1);
-  EXPECT_EQ(bytes, 3u);
-  q.advance(3);
+  n = q.gather(iov, headers, 1 << 20, bytes);
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(bytes, 4u);
+  EXPECT_EQ(wire(iov, n), encode_frame(kText, "abc").substr(1));
+  q.advance(4);
   EXPECT_TRUE(q.empty());
   EXPECT_EQ(q.bytes(), 0u);
   q.release();
+}
+
+TEST(Frame, CarriesTheTextHeaderAtEverySizeClass) {
+  for (size_t len : {size_t{0}, size_t{1}, size_t{125}, size_t{126}, size_t{65535}, size_t{65536}}) {
+    std::string payload(len, 'x');
+    Frame f(payload);
+    EXPECT_EQ(f.size(), len);
+    EXPECT_EQ(f.payload(), payload);
+    EXPECT_EQ(f.text_frame(), encode_frame(kText, payload)) << len;
+  }
 }
 
 }  // namespace
