@@ -32,7 +32,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates curl
   libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev sqlite3 libpq-dev libhiredis-dev libsodium-dev libssl-dev
-  libspdlog-dev libfmt-dev libcli11-dev
+  libspdlog-dev libfmt-dev libcli11-dev libjemalloc-dev
 )
 # Node.js builds the web app (web/, embedded into parley). Use the machine's
 # own if present (it may come from a non-Debian build that conflicts with

@@ -28,6 +28,7 @@
 #include "redis/redis_poll_forwarder.h"
 #include "chat/account_watcher.h"
 #include "chat/chat_service.h"
+#include "common/allocator.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/ids.h"
@@ -281,7 +282,8 @@ void add_serve_options(CLI::App& cmd, Config& c) {
 }
 
 int serve(Config& config) {
-  spdlog::info("event=starting version={} data_dir={}", PARLEY_VERSION, config.data_dir);
+  spdlog::info("event=starting version={} allocator=\"{}\" data_dir={}", PARLEY_VERSION, allocator_name(),
+               config.data_dir);
   // Held until serve returns: one server per data dir (see data_dir_lock.h).
   // With --database the database's own locking and seq rules apply instead.
   Result<std::unique_ptr<DataDirLock>> lock = std::unique_ptr<DataDirLock>();
@@ -601,7 +603,7 @@ int run_cli(int argc, char** argv) {
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);
   if (migrate_cmd->parsed()) return migrate(config);
   if (migrate_store_cmd->parsed()) return run_migrate_store(migrate_store_opts);
-  std::cout << "parley " << PARLEY_VERSION << "\n";
+  std::cout << "parley " << PARLEY_VERSION << "\nallocator: " << allocator_name() << "\n";
   return 0;
 }
 

@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cstdlib>
+#include <cstring>
 #include <chrono>
 #include <future>
 #include <set>
 #include <thread>
 
+#include "common/allocator.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/utf8.h"
@@ -179,6 +182,30 @@ TEST(Ids, RandomHex) {
   for (char c : h) EXPECT_NE(std::string("0123456789abcdef").find(c), std::string::npos) << h;
   EXPECT_NE(random_hex(16), h);
   EXPECT_EQ(random_hex(0), "");
+}
+
+// ---- allocator ----
+
+// When the build links jemalloc (CMake PARLEY_JEMALLOC; `parley version` and
+// the e2e CLI test say which), malloc really goes to it: jemalloc's
+// per-thread byte count grows by what this thread mallocs. A jemalloc that
+// was linked but shadowed by another malloc would count nothing.
+TEST(Allocator, MallocGoesToTheLinkedAllocator) {
+  const std::string name = allocator_name();
+  if (name == "system") {
+    EXPECT_EQ(allocator_thread_allocated(), -1);
+    return;
+  }
+  EXPECT_EQ(name.rfind("jemalloc 5.", 0), 0u) << name;
+  const int64_t before = allocator_thread_allocated();
+  ASSERT_GE(before, 0);
+  constexpr size_t kBytes = 1 << 20;
+  void* p = std::malloc(kBytes);
+  ASSERT_NE(p, nullptr);
+  std::memset(p, 1, kBytes);
+  const int64_t after = allocator_thread_allocated();
+  std::free(p);
+  EXPECT_GE(after - before, static_cast<int64_t>(kBytes));
 }
 
 }  // namespace

@@ -120,6 +120,14 @@ describe('server configuration', () => {
     }
   });
 
+  it('`parley version` names the allocator: jemalloc, except in a sanitizer build', async () => {
+    const r = await parley(['version']);
+    assert.equal(r.code, 0, r.stderr);
+    const sanitized = Boolean(process.env.ASAN_OPTIONS || process.env.TSAN_OPTIONS);
+    assert.match(r.stdout, sanitized ? /^parley \d+\.\d+\.\d+\nallocator: system\n$/
+      : /^parley \d+\.\d+\.\d+\nallocator: jemalloc 5\.\S+\n$/, r.stdout);
+  });
+
   it('`parley token --ttl` issues a token that expires', async () => {
     const server = await start();
     const u = await server.register();
