@@ -25,11 +25,12 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/frame.h"
@@ -42,16 +43,35 @@ enum class WireFormat : uint8_t { kJson = 0, kSocketIo = 1 };
 constexpr size_t kWireFormats = 2;
 
 // A frame made at most once, on first use, by whichever thread needs it first.
+// Not std::call_once: glibc's pthread_once under it makes a futex wake-up
+// system call every time it completes, one per event and wire format on the
+// delivery path; this costs an atomic load once made. A thread that finds
+// another making the frame yields until it is there (making one takes
+// microseconds); a make() that throws leaves it unmade for the next caller.
 class OnceFrame {
  public:
   template <class Make>
   const FramePtr& get(Make&& make) const {
-    std::call_once(once_, [&] { frame_ = make(); });
-    return frame_;
+    for (;;) {
+      uint8_t state = state_.load(std::memory_order_acquire);
+      if (state == kMade) return frame_;
+      if (state == kEmpty && state_.compare_exchange_strong(state, kMaking, std::memory_order_acquire)) {
+        try {
+          frame_ = make();
+        } catch (...) {
+          state_.store(kEmpty, std::memory_order_release);
+          throw;
+        }
+        state_.store(kMade, std::memory_order_release);
+        return frame_;
+      }
+      std::this_thread::yield();
+    }
   }
 
  private:
-  mutable std::once_flag once_;
+  static constexpr uint8_t kEmpty = 0, kMaking = 1, kMade = 2;
+  mutable std::atomic<uint8_t> state_{kEmpty};
   mutable FramePtr frame_;
 };
 
