@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "store/sqlite_wal_buffer.h"
+
 namespace parley {
 
 namespace {
@@ -11,8 +13,13 @@ constexpr int kBusyTimeoutMs = 5000;
 
 Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bool writer, bool fsync) {
   int flags = SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY);
+  // The writer writes the WAL through the buffering VFS (one write call per
+  // commit instead of two per page); readers never write it.
+  if (writer) {
+    if (auto st = register_wal_buffer_vfs(); !st) return st.error();
+  }
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, writer ? kWalBufferVfs : nullptr);
   std::unique_ptr<SqliteConn> conn(new SqliteConn(db));  // closes the handle even when open failed
   if (rc != SQLITE_OK) return internal_error("cannot open " + path + ": " + conn->errmsg());
   sqlite3_extended_result_codes(db, 1);
