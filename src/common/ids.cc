@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <cctype>
+#include <cstring>
 
 namespace parley {
 
@@ -19,9 +20,25 @@ static std::string format_uuid(const unsigned char b[16]) {
   return out;
 }
 
+// UUIDs take their random bytes from a per-thread pool refilled from the
+// kernel 4 KiB at a time: randombytes_buf makes one getrandom system call per
+// call, which was one per stored message on the store's writer and one per
+// connection. The bytes are the kernel's CSPRNG output all the same; secrets
+// (random_hex) still come straight from it.
+static void pooled_random(unsigned char* out, size_t n) {
+  thread_local unsigned char pool[4096];
+  thread_local size_t left = 0;
+  if (left < n) {
+    randombytes_buf(pool, sizeof pool);
+    left = sizeof pool;
+  }
+  std::memcpy(out, pool + sizeof pool - left, n);
+  left -= n;
+}
+
 std::string new_uuid() {
   unsigned char b[16];
-  randombytes_buf(b, sizeof b);
+  pooled_random(b, sizeof b);
   b[6] = (b[6] & 0x0f) | 0x40;
   b[8] = (b[8] & 0x3f) | 0x80;
   return format_uuid(b);
@@ -29,7 +46,7 @@ std::string new_uuid() {
 
 std::string new_uuid_v7(int64_t unix_ms) {
   unsigned char b[16];
-  randombytes_buf(b, sizeof b);
+  pooled_random(b, sizeof b);
   for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(static_cast<uint64_t>(unix_ms) >> (40 - 8 * i));
   b[6] = (b[6] & 0x0f) | 0x70;
   b[8] = (b[8] & 0x3f) | 0x80;

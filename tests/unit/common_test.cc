@@ -7,6 +7,7 @@
 #include <future>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "common/allocator.h"
 #include "common/clock.h"
@@ -159,6 +160,29 @@ TEST(Ids, UuidsAreUnique) {
   std::set<std::string> seen;
   for (int i = 0; i < 1000; ++i) seen.insert(new_uuid());
   EXPECT_EQ(seen.size(), 1000u);
+}
+
+// The random bytes come from a per-thread pool of 4 KiB (256 UUIDs): ids stay
+// unique and well-formed across its refills, and between threads (each
+// refills its own pool from the kernel).
+TEST(Ids, UuidsAreUniqueAcrossPoolRefillsAndThreads) {
+  constexpr int kPerThread = 3000;  // about twelve refills each
+  std::vector<std::vector<std::string>> made(3);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < made.size(); ++t) {
+    threads.emplace_back([&made, t] {
+      for (int i = 0; i < kPerThread; ++i) made[t].push_back(i % 2 ? new_uuid() : new_uuid_v7(1'700'000'000'000));
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<std::string> seen;
+  for (const auto& ids : made) {
+    for (const auto& id : ids) {
+      ASSERT_TRUE(is_uuid(id)) << id;
+      seen.insert(id);
+    }
+  }
+  EXPECT_EQ(seen.size(), made.size() * kPerThread);
 }
 
 TEST(Ids, IsUuidNegatives) {
