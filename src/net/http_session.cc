@@ -396,6 +396,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   WsSocket release() {
     tcp().expires_never();
     WsSocket out;
+    out.remote = remote_;
     if constexpr (kTls) out.tls = std::make_unique<TlsStream>(std::move(stream_));
     else out.plain.emplace(stream_.release_socket());
     return out;

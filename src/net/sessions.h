@@ -82,6 +82,9 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 struct WsSocket {
   std::optional<tcp::socket> plain;
   std::unique_ptr<TlsStream> tls;
+  // The peer's address as the HTTP session found it (one getpeername call
+  // per connection, not two); empty: the WebSocket session asks the socket.
+  std::string remote;
 
   tcp::socket& lowest() { return tls ? beast::get_lowest_layer(*tls).socket() : *plain; }
 };

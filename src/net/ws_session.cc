@@ -57,8 +57,12 @@ class WsSession final : public Transport,
   WsSession(LoopContext& loop, WsSocket socket)
       : loop_(loop), sock_(std::move(socket)), socket_(sock_.lowest()), reader_(loop.config.limits.max_frame_bytes) {
     boost::system::error_code ec;
-    auto ep = socket_.remote_endpoint(ec);
-    remote_ = ec ? "unknown" : ep.address().to_string();
+    if (sock_.remote.empty()) {
+      auto ep = socket_.remote_endpoint(ec);
+      remote_ = ec ? "unknown" : ep.address().to_string();
+    } else {
+      remote_ = std::move(sock_.remote);
+    }
     socket_.non_blocking(true, ec);
     last_rx_ms_ = now_ms();
   }
