@@ -392,18 +392,29 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
   return Ok{};
 }
 
-void ChatService::announce_presence(const std::string& user_id, bool online) {
+void ChatService::announce_presence(const std::vector<PresenceChange>& changes) {
+  if (changes.empty()) return;
   Micros seen = now_micros();
-  if (!online) store_.set_last_seen(user_id, seen);
-  auto contacts = store_.contacts(user_id);
+  std::vector<std::string> users;
+  users.reserve(changes.size());
+  for (const auto& change : changes) {
+    if (!change.online) store_.set_last_seen(change.user_id, seen);
+    users.push_back(change.user_id);
+  }
+  auto contacts = store_.contacts_of_each(users);
   if (!contacts) {
-    spdlog::warn("event=presence_not_announced user_id={} code={}", user_id, contacts.error().code);
+    spdlog::warn("event=presence_not_announced users={} code={}", users.size(), contacts.error().code);
     return;
   }
-  if (contacts->empty()) return;
-  publish("", Audience::users(std::move(*contacts)), "presence",
-          json::serialize(json::object{{"user_id", user_id}, {"online", online}, {"last_seen", iso8601_millis(seen)}}));
-  spdlog::debug("event=presence user_id={} online={}", user_id, online);
+  for (size_t i = 0; i < changes.size(); ++i) {
+    auto& audience = (*contacts)[i];
+    if (audience.empty()) continue;
+    const auto& change = changes[i];
+    publish("", Audience::users(std::move(audience)), "presence",
+            json::serialize(json::object{
+                {"user_id", change.user_id}, {"online", change.online}, {"last_seen", iso8601_millis(seen)}}));
+    spdlog::debug("event=presence user_id={} online={}", change.user_id, change.online);
+  }
 }
 
 Result<ChatService::PresenceInfo> ChatService::presence_of(const std::string& user_id) {

@@ -109,8 +109,14 @@ class ChatService {
   // A recipient's client acknowledged a message: records it and tells the
   // sender's connections (message_delivered). Blocking.
   Status acknowledge_delivery(const std::string& user_id, const std::string& message_id);
-  // Tells everyone who shares a thread with the user (presence). Blocking.
-  void announce_presence(const std::string& user_id, bool online);
+  // Tells everyone who shares a thread with each user that the user came
+  // online or went offline (presence), in the order given; the contacts of
+  // the whole burst are read in one go. Blocking.
+  struct PresenceChange {
+    std::string user_id;
+    bool online = false;
+  };
+  void announce_presence(const std::vector<PresenceChange>& changes);
   struct PresenceInfo {
     bool online = false;
     Micros last_seen = 0;

@@ -69,9 +69,16 @@ struct Server::Impl {
     }
     // Presence grace timers run on the first loop; announcements need the
     // store, so they go to the workers, through one SerialQueue: a burst of
-    // connects costs one worker wake-up, and one user's changes stay in order.
+    // connects costs one worker wake-up and one read of the store (the
+    // changes gather in `pending` until the queued task takes them all), and
+    // one user's changes stay in order.
     asio::io_context* timers = &loops[0]->io;
     auto announcements = SerialQueue::create(workers);
+    struct PendingPresence {
+      std::mutex mu;
+      std::vector<ChatService::PresenceChange> changes;
+    };
+    auto pending = std::make_shared<PendingPresence>();
     chat.presence().set_hooks(
         [timers](std::chrono::milliseconds delay, std::function<void()> fn) {
           auto t = std::make_shared<asio::steady_timer>(*timers, delay);
@@ -79,8 +86,22 @@ struct Server::Impl {
             if (!ec) fn();
           });
         },
-        [&ch, announcements](const std::string& user_id, bool online) {
-          announcements->submit([&ch, user_id, online] { ch.announce_presence(user_id, online); });
+        [&ch, announcements, pending](const std::string& user_id, bool online) {
+          bool first;
+          {
+            std::lock_guard lock(pending->mu);
+            first = pending->changes.empty();
+            pending->changes.push_back({user_id, online});
+          }
+          if (!first) return;  // the task already queued takes this one too
+          announcements->submit([&ch, pending] {
+            std::vector<ChatService::PresenceChange> burst;
+            {
+              std::lock_guard lock(pending->mu);
+              burst.swap(pending->changes);
+            }
+            ch.announce_presence(burst);
+          });
         });
   }
 

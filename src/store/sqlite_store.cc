@@ -590,15 +590,35 @@ Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const 
   }, /*needs_current_state=*/false);
 }
 
+namespace {
+
+constexpr const char* kContactsSql =
+    "SELECT DISTINCT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
+    "WHERE p.user_id = ? AND o.user_id <> p.user_id";
+
+std::vector<std::string> read_contacts(SqliteConn& c, const std::string& user_id) {
+  auto st = c.prepare(kContactsSql);
+  st.bind(user_id);
+  std::vector<std::string> out;
+  while (st.row()) out.push_back(st.text(0));
+  log_read_error(c, st, "contacts");
+  return out;
+}
+
+}  // namespace
+
 Result<std::vector<std::string>> SqliteStore::contacts(const std::string& user_id) {
+  return with_reader([&](SqliteConn& c) { return read_contacts(c, user_id); });
+}
+
+// One read transaction for the whole burst: each statement on its own would
+// take and release the WAL read lock (two fcntl calls) and a pooled reader.
+Result<std::vector<std::vector<std::string>>> SqliteStore::contacts_of_each(const std::vector<std::string>& user_ids) {
   return with_reader([&](SqliteConn& c) {
-    auto st = c.prepare(
-        "SELECT DISTINCT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
-        "WHERE p.user_id = ? AND o.user_id <> p.user_id");
-    st.bind(user_id);
-    std::vector<std::string> out;
-    while (st.row()) out.push_back(st.text(0));
-    log_read_error(c, st, "contacts");
+    ReadTxn txn(c);
+    std::vector<std::vector<std::string>> out;
+    out.reserve(user_ids.size());
+    for (const auto& id : user_ids) out.push_back(read_contacts(c, id));
     return out;
   });
 }

@@ -59,6 +59,7 @@ class SqliteStore final : public Store {
   Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) override;
   Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
+  Result<std::vector<std::vector<std::string>>> contacts_of_each(const std::vector<std::string>& user_ids) override;
   Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
   Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) override;

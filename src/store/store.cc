@@ -52,4 +52,15 @@ std::string like_contains_pattern(std::string_view text) {
   return p + "%";
 }
 
+Result<std::vector<std::vector<std::string>>> Store::contacts_of_each(const std::vector<std::string>& user_ids) {
+  std::vector<std::vector<std::string>> out;
+  out.reserve(user_ids.size());
+  for (const auto& id : user_ids) {
+    auto contacts_of_one = contacts(id);
+    if (!contacts_of_one) return contacts_of_one.error();
+    out.push_back(std::move(*contacts_of_one));
+  }
+  return out;
+}
+
 }  // namespace parley

@@ -193,6 +193,10 @@ class Store {
   virtual Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) = 0;
   // Every user who shares at least one thread with user_id (not user_id itself).
   virtual Result<std::vector<std::string>> contacts(const std::string& user_id) = 0;
+  // contacts() of each user, in the same order: what a burst of presence
+  // announcements needs. The default asks one by one; a store may read them
+  // all in one transaction.
+  virtual Result<std::vector<std::vector<std::string>>> contacts_of_each(const std::vector<std::string>& user_ids);
 
   // --- operations ---
   virtual std::string describe() const = 0;  // "sqlite:/path" for /health and logs

@@ -176,6 +176,38 @@ TEST_P(StoreContract, DirectThreadIsUniquePerPairInBothOrders) {
   EXPECT_EQ(ghost.error().code, "user_not_found");
 }
 
+// contacts_of_each answers, per user and in order, what contacts() answers
+// for that user: a burst of presence announcements reads them in one go.
+TEST_P(StoreContract, ContactsOfEachMatchContactsInOrder) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  User d = make_user("dave");  // shares no thread
+  ASSERT_TRUE(make_direct(a.id, b.id).ok());
+  make_group({c.id, a.id, b.id});
+  const std::string unknown = "00000000-0000-4000-8000-000000000000";
+  const std::vector<std::string> asked{a.id, c.id, d.id, unknown, a.id};
+  auto each = store_->contacts_of_each(asked);
+  ASSERT_TRUE(each.ok()) << each.error().message;
+  ASSERT_EQ(each->size(), asked.size());
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  for (size_t i = 0; i < asked.size(); ++i) {
+    auto one = store_->contacts(asked[i]);
+    ASSERT_TRUE(one.ok());
+    EXPECT_EQ(sorted((*each)[i]), sorted(*one)) << "user " << i;
+  }
+  EXPECT_EQ(sorted((*each)[0]), sorted({b.id, c.id}));
+  EXPECT_EQ(sorted((*each)[1]), sorted({a.id, b.id}));
+  EXPECT_TRUE((*each)[2].empty());
+  EXPECT_TRUE((*each)[3].empty());
+  auto none = store_->contacts_of_each({});
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
 TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   User a = make_user("alice");
   User b = make_user("bob");
