@@ -13,7 +13,9 @@
 // and the gathered frames are copied into one buffer that OpenSSL encrypts
 // into as few records as fit, since a TLS stream takes one buffer per write.
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <vector>
 
 #include "common/clock.h"
@@ -63,7 +65,10 @@ class WsSession final : public Transport,
     } else {
       remote_ = std::move(sock_.remote);
     }
-    socket_.non_blocking(true, ec);
+    // Reads and writes go straight to recv and sendmsg on the descriptor,
+    // which the HTTP session's asynchronous reads already made non-blocking:
+    // Asio's non_blocking(true) would repeat that ioctl on every connection.
+    if (!socket_.native_non_blocking()) socket_.native_non_blocking(true, ec);
     last_rx_ms_ = now_ms();
   }
 
@@ -156,9 +161,11 @@ class WsSession final : public Transport,
     if (ec) return finished();
     auto& buf = loop_.read_buffer;
     for (int round = 0; round < 8; ++round) {
-      size_t n = socket_.read_some(asio::buffer(buf), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-      if (ec) return finished();  // EOF or reset
+      ssize_t got = ::recv(socket_.native_handle(), buf.data(), buf.size(), 0);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (got <= 0) return finished();  // EOF or reset
+      const size_t n = static_cast<size_t>(got);
       last_rx_ms_ = now_ms();
       ping_sent_ = false;
       consume(buf.data(), n);
