@@ -95,6 +95,10 @@ bool parse_options(int argc, char** argv, Options& o, int& exit_code) {
   app.add_option("--drain-timeout", o.drain_timeout_s, "Seconds to wait for in-flight replies after sending")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 600.0));
+  app.add_option("--settle-timeout", o.settle_timeout_s,
+                 "fanout/latency/dm: seconds to wait after connecting for the server to go idle (with --server-pid)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 600.0));
   app.add_option("--connect-timeout", o.connect_timeout_s, "Seconds allowed to open every connection")
       ->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));

@@ -37,6 +37,9 @@ struct Options {
   double duration_s = 10;
   double warmup_s = 2;
   double drain_timeout_s = 5;
+  // Before sending: wait (at most this long) until the server has been idle
+  // for a moment (run.cc, "settle"); 0 = start at once.
+  double settle_timeout_s = 30;
   double connect_timeout_s = 60;
   std::vector<int64_t> server_pids;  // CPU and RSS are summed over them (several nodes)
   int64_t senders = 0;        // 0 = scenario default
