@@ -393,27 +393,33 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
 }
 
 void ChatService::announce_presence(const std::vector<PresenceChange>& changes) {
-  if (changes.empty()) return;
-  Micros seen = now_micros();
-  std::vector<std::string> users;
-  users.reserve(changes.size());
-  for (const auto& change : changes) {
-    if (!change.online) store_.set_last_seen(change.user_id, seen);
-    users.push_back(change.user_id);
-  }
-  auto contacts = store_.contacts_of_each(users);
-  if (!contacts) {
-    spdlog::warn("event=presence_not_announced users={} code={}", users.size(), contacts.error().code);
-    return;
-  }
-  for (size_t i = 0; i < changes.size(); ++i) {
-    auto& audience = (*contacts)[i];
-    if (audience.empty()) continue;
-    const auto& change = changes[i];
-    publish("", Audience::users(std::move(audience)), "presence",
-            json::serialize(json::object{
-                {"user_id", change.user_id}, {"online", change.online}, {"last_seen", iso8601_millis(seen)}}));
-    spdlog::debug("event=presence user_id={} online={}", change.user_id, change.online);
+  // In chunks: a storm of connects must neither hold one read transaction
+  // (and the WAL) for the whole storm nor keep its first users' contacts
+  // waiting until every later user's contacts are read.
+  constexpr size_t kChunk = 256;
+  for (size_t from = 0; from < changes.size(); from += kChunk) {
+    const size_t to = std::min(changes.size(), from + kChunk);
+    Micros seen = now_micros();
+    std::vector<std::string> users;
+    users.reserve(to - from);
+    for (size_t i = from; i < to; ++i) {
+      if (!changes[i].online) store_.set_last_seen(changes[i].user_id, seen);
+      users.push_back(changes[i].user_id);
+    }
+    auto contacts = store_.contacts_of_each(users);
+    if (!contacts) {
+      spdlog::warn("event=presence_not_announced users={} code={}", users.size(), contacts.error().code);
+      continue;
+    }
+    for (size_t i = from; i < to; ++i) {
+      auto& audience = (*contacts)[i - from];
+      if (audience.empty()) continue;
+      const auto& change = changes[i];
+      publish("", Audience::users(std::move(audience)), "presence",
+              json::serialize(json::object{
+                  {"user_id", change.user_id}, {"online", change.online}, {"last_seen", iso8601_millis(seen)}}));
+      spdlog::debug("event=presence user_id={} online={}", change.user_id, change.online);
+    }
   }
 }
 

@@ -827,5 +827,38 @@ TEST_F(ChatServiceTest, WarmCachesEnabledAccountsForUpgrades) {
   EXPECT_FALSE(id.authenticate_cached(tb).has_value()) << "a disabled account is the store's to refuse";
 }
 
+// A burst of presence changes (more than one chunk of the store reads) is
+// announced in the order given, each to exactly that user's contacts; a user
+// with no contacts gets no event.
+TEST_F(ChatServiceTest, PresenceBurstIsAnnouncedInOrderToEachUsersContacts) {
+  User hub = user("hub");
+  User loner = user("loner");
+  std::vector<User> others;
+  for (int i = 0; i < 300; ++i) {
+    others.push_back(user("p" + std::to_string(i)));
+    direct(hub, others.back());
+  }
+  std::vector<ChatService::PresenceChange> changes;
+  for (const auto& u : others) changes.push_back({u.id, true});
+  changes.push_back({loner.id, true});
+  changes.push_back({hub.id, false});
+  const size_t before = events_.size();
+  service_->announce_presence(changes);
+  ASSERT_EQ(events_.size(), before + others.size() + 1);
+  for (size_t i = 0; i < others.size(); ++i) {
+    auto e = events_.at(before + i);
+    ASSERT_EQ(e->type, "presence");
+    auto v = parse(e->payload).as_object();
+    EXPECT_EQ(v.at("user_id").as_string(), others[i].id) << i;
+    EXPECT_TRUE(v.at("online").as_bool());
+    EXPECT_EQ(recipients(*e), Ids{hub.id}) << i;
+  }
+  auto last = events_.at(before + others.size());
+  auto v = parse(last->payload).as_object();
+  EXPECT_EQ(v.at("user_id").as_string(), hub.id);
+  EXPECT_FALSE(v.at("online").as_bool());
+  EXPECT_EQ(recipients(*last).size(), others.size());
+}
+
 }  // namespace
 }  // namespace parley
