@@ -10,7 +10,8 @@
 // a moment when no commit is running, so it never restarts and grows without
 // bound. The RESTART does not wait for readers (busy timeout 0): when one
 // still reads an old snapshot, the round ends as a PASSIVE one and the next
-// round tries again.
+// round tries again. Between the two the database file is flushed to disk,
+// so the gated step's own sync only writes the pages it copied.
 //
 // notify() may be called from any thread (the writer's WAL hook calls it
 // after each commit). The writer holds writer_gate() around every
@@ -55,11 +56,12 @@ class SqliteCheckpointer {
   void attach_to_writer(sqlite3* writer_db, int hard_limit_frames);
 
  private:
-  SqliteCheckpointer(sqlite3* db, int threshold_frames);
+  SqliteCheckpointer(sqlite3* db, int db_fd, int threshold_frames);
   void run();
   void round();
 
   sqlite3* db_;
+  const int db_fd_;  // the database file, for flushing it before the gated step; -1 if it would not open
   std::mutex gate_;
   const int threshold_frames_;
   int hard_limit_frames_ = 0;
