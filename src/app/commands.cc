@@ -199,6 +199,11 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->capture_default_str();
   cmd.add_flag("--fsync", c.fsync_commits, "fsync every group commit (survive power loss, not just kill -9)")
       ->envname("PARLEY_FSYNC");
+  cmd.add_option("--wal-checkpoint-pages", c.wal_checkpoint_pages,
+                 "SQLite: WAL pages (4 KiB) that start a checkpoint; more = less copying per message, more disk")
+      ->envname("PARLEY_WAL_CHECKPOINT_PAGES")
+      ->check(CLI::Range(100, 50000))
+      ->capture_default_str();
   cmd.add_option("--allowed-origins", c.allowed_origins, "Browser Origins allowed to connect (default: any)")
       ->envname("PARLEY_ALLOWED_ORIGINS")
       ->delimiter(',');

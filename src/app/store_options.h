@@ -11,6 +11,7 @@ inline StoreOptions store_options(const Config& config) {
   options.data_dir = config.data_dir;
   options.fsync_commits = config.fsync_commits;
   options.database_url = config.database_url;
+  options.wal_checkpoint_pages = config.wal_checkpoint_pages;
   return options;
 }
 

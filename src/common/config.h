@@ -72,6 +72,7 @@ struct Config {
   std::string log_level = "info";
   int threads = 0;                        // network event loops; 0 = one per core
   bool fsync_commits = false;             // true: every group commit survives power loss (synchronous=FULL)
+  int wal_checkpoint_pages = 16000;       // SQLite: WAL pages (4 KiB) that start a checkpoint (store.h)
   bool metrics_enabled = true;
   std::string registration = "open";      // "open": anyone who reaches the port may register; "closed": only `parley user add`
   std::vector<std::string> allowed_origins;  // empty = any Origin

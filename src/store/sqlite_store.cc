@@ -21,9 +21,8 @@ namespace {
 constexpr size_t kMaxPooledReaders = 8;
 // Writer caches stay small: past this many entries they are simply dropped.
 constexpr size_t kMaxCacheEntries = 10000;
-// A checkpoint round starts at 1000 WAL pages (SQLite's own default); the
-// writer only checkpoints itself if the WAL reaches 100,000 (about 400 MB).
-constexpr int kCheckpointFrames = 1000;
+// The writer only checkpoints itself (the checkpointer cannot keep up) past
+// this many WAL pages, or twice the round's threshold if that is more.
 constexpr int kCheckpointHardLimitFrames = 100000;
 
 }  // namespace
@@ -45,11 +44,12 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   if (!conn) return conn.error();
   if (auto st = migrate_schema((*conn)->db()); !st) return st.error();
   Micros last_created_at = max_created_at(**conn);
-  auto checkpointer = SqliteCheckpointer::start(path, options.fsync_commits, kCheckpointFrames);
+  const int threshold = std::max(options.wal_checkpoint_pages, 1);
+  auto checkpointer = SqliteCheckpointer::start(path, options.fsync_commits, threshold);
   if (!checkpointer) return checkpointer.error();
-  (*checkpointer)->attach_to_writer((*conn)->db(), kCheckpointHardLimitFrames);
-  spdlog::info("event=store_open path={} schema_version={} fsync_commits={}", path, latest_schema_version(),
-               options.fsync_commits);
+  (*checkpointer)->attach_to_writer((*conn)->db(), std::max(kCheckpointHardLimitFrames, 2 * threshold));
+  spdlog::info("event=store_open path={} schema_version={} fsync_commits={} wal_checkpoint_pages={}", path,
+               latest_schema_version(), options.fsync_commits, threshold);
   return std::unique_ptr<SqliteStore>(
       new SqliteStore(options, path, std::move(*conn), std::move(*checkpointer), last_created_at));
 }

@@ -212,11 +212,19 @@ class Store {
   virtual void close() = 0;
 };
 
+// SQLite checkpoints once the WAL holds this many 4 KiB pages (64 MiB). A
+// page written by many commits meanwhile (a busy thread's index page) is
+// copied into the database once per checkpoint, not once per commit, so a
+// larger WAL costs less copying per message; it costs that much disk and a
+// longer replay of the WAL when the store opens after a crash.
+inline constexpr int kDefaultWalCheckpointPages = 16000;
+
 struct StoreOptions {
   std::string data_dir;
   bool fsync_commits = false;
   size_t max_batch = 4096;  // writes per group commit, at most
   std::string database_url{};  // postgres://… selects the PostgreSQL store; empty = SQLite in data_dir
+  int wal_checkpoint_pages = kDefaultWalCheckpointPages;  // SQLite: WAL pages that start a checkpoint round
 };
 
 // --- rules every Store implementation applies the same way ---

@@ -29,7 +29,9 @@ class SqliteStoreTest : public StoreFixture {
     std::filesystem::remove_all(root_);
   }
   Result<std::unique_ptr<Store>> open_store() override {
-    auto opened = SqliteStore::open(StoreOptions{dir_, false, 512, ""});
+    // Checkpoints at 1000 WAL pages (SQLite's own default, not ours): the
+    // checkpointer test below then sees several rounds in a few MB.
+    auto opened = SqliteStore::open(StoreOptions{dir_, false, 512, "", 1000});
     if (!opened) return opened.error();
     return std::unique_ptr<Store>(std::move(*opened));
   }
@@ -140,7 +142,7 @@ TEST_F(SqliteStoreTest, OpenRejectsNewerSchema) {
   ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 999", nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(db);
-  EXPECT_FALSE(SqliteStore::open(StoreOptions{dir_, false, 512, ""}).ok());
+  EXPECT_FALSE(SqliteStore::open(StoreOptions{dir_, false, 512, "", 1000}).ok());
 }
 
 // Checkpoints happen beside the writer while the store is open: the main

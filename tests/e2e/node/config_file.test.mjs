@@ -78,6 +78,7 @@ describe('configuration file', () => {
     const defaults = await parley(['config', 'check']);
     assert.equal(defaults.code, 0, defaults.stderr);
     assert.deepEqual(settings(defaults.stdout)['shutdown-timeout'], { value: '10', source: 'default' });
+    assert.deepEqual(settings(defaults.stdout)['wal-checkpoint-pages'], { value: '16000', source: 'default' });
     const viaEnv = await parley(['config', 'check'], { env: { PARLEY_CONFIG: file } });
     assert.deepEqual(settings(viaEnv.stdout)['shutdown-timeout'], { value: '20', source: 'file' }, 'PARLEY_CONFIG names the file');
   });
@@ -87,6 +88,7 @@ describe('configuration file', () => {
       ['unknown.toml', 'port = 3000\nprot = 3001\n', /unknown_setting: .*unknown setting 'prot'/],
       ['badvalue.toml', 'port = "three thousand"\n', /bad_setting: .*'port'/],
       ['range.toml', 'shutdown-timeout = 0\n', /bad_setting: .*'shutdown-timeout'/],
+      ['walpages.toml', 'wal-checkpoint-pages = 10\n', /bad_setting: .*'wal-checkpoint-pages'/],
       ['choice.toml', 'registration = "sometimes"\n', /bad_setting: .*'registration'/],
       ['section.toml', '[nonsense]\nport = 3000\n', /unknown_setting: .*\[nonsense\]/],
     ];
