@@ -47,8 +47,13 @@ Status SqliteConn::configure_writer(bool fsync) {
   // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
   // the WAL on every commit so it survives power loss.
   // Checkpoints are not the writer's: see SqliteCheckpointer.
-  const char* pragmas = fsync ? "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
-                              : "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+  // Foreign keys stay off (SQLite's default). This connection is the only
+  // writer, every op that writes a row naming a thread or a user checks that
+  // it exists first (SqliteStore: last_seq_of, sender_ref, user_exists), and
+  // users and threads are never deleted; with them on, each append also
+  // looked both parents up by their 36-byte text keys, 7-10% of an append
+  // (docs/benchmarks.md, "Foreign keys"). `parley check` finds any orphan.
+  const char* pragmas = fsync ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
   if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
     return internal_error("cannot configure connection: " + errmsg());
   return Ok{};

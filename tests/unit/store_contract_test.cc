@@ -230,6 +230,45 @@ TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   EXPECT_FALSE(ok(store_->thread("no-such-thread")));
 }
 
+// A write that names a user or thread that does not exist is refused and
+// stores nothing. The SQLite writer runs without foreign keys, so these
+// checks are the store's own; `parley check` would report any orphan.
+TEST_P(StoreContract, WritesNamingMissingUsersOrThreadsStoreNothing) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  const std::string ghost = "00000000-0000-4000-8000-00000000dead";
+
+  auto from_ghost = send(t.id, ghost, "boo");
+  ASSERT_FALSE(from_ghost.ok());
+  EXPECT_EQ(from_ghost.error().code, "user_not_found");
+  auto to_nowhere = send("00000000-0000-4000-8000-00000000beef", a.id, "hello?");
+  ASSERT_FALSE(to_nowhere.ok());
+  EXPECT_EQ(to_nowhere.error().code, "thread_not_found");
+  auto add_ghost = store_->add_participants(t.id, {ghost});
+  ASSERT_FALSE(add_ghost.ok());
+  EXPECT_EQ(add_ghost.error().code, "user_not_found");
+  Thread with_ghost;
+  with_ghost.type = ThreadType::kGroup;
+  with_ghost.title = "haunted";
+  with_ghost.created_by = a.id;
+  with_ghost.participants = {member(a.id), member(ghost)};
+  auto haunted = store_->create_thread(with_ghost);
+  ASSERT_FALSE(haunted.ok());
+  EXPECT_EQ(haunted.error().code, "user_not_found");
+
+  auto stored = ok(store_->thread(t.id));
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->participants.size(), 2u);
+  EXPECT_EQ(stored->last_seq, 0);
+  EXPECT_TRUE(ok(store_->messages_after(t.id, 0, 10)).empty());
+  EXPECT_TRUE(ok(store_->threads_for_user(ghost)).empty());
+  // The next real message still gets seq 1: the refused ones took no seq.
+  auto real = send(t.id, a.id, "hi");
+  ASSERT_TRUE(real.ok());
+  EXPECT_EQ(real->message.seq, 1);
+}
+
 TEST_P(StoreContract, ConcurrentAppendsAreGaplessAndShareCommits) {
   User a = make_user("alice");
   User b = make_user("bob");
