@@ -131,10 +131,13 @@ describe('server configuration', () => {
   it('`parley token --ttl` issues a token that expires', async () => {
     const server = await start();
     const u = await server.register();
-    const { stdout } = await server.cli(['token', u.username, '--ttl', '1']);
+    // exp is the issuing second plus the ttl, so a token lives between
+    // ttl - 1 and ttl seconds: with --ttl 1 one issued late in a second was
+    // already expired when a slow (sanitizer) build asked with it.
+    const { stdout } = await server.cli(['token', u.username, '--ttl', '3']);
     const token = stdout.trim();
     assert.equal((await server.http('GET', '/api/users/me', { token })).status, 200, 'valid at first');
-    await new Promise((r) => setTimeout(r, 2100));
+    await new Promise((r) => setTimeout(r, 3100));
     const later = await server.http('GET', '/api/users/me', { token });
     assert.equal(later.status, 401, 'expired after its ttl');
     assert.equal(later.body.code, 'token_expired');
