@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "app/store_options.h"
 #include "store/message_key.h"
 #include "store/sqlite_schema.h"
 #include "store/sqlite_store.h"
@@ -148,6 +149,13 @@ TEST_F(SqliteStoreTest, OpenRejectsNewerSchema) {
 // Checkpoints happen beside the writer while the store is open: the main
 // database file takes in what was committed, and the WAL restarts instead
 // of holding everything written.
+// `serve --wal-checkpoint-pages` defaults to the store's own default (the
+// two live apart: common/ does not know the store).
+TEST(SqliteStoreOptions, ServeDefaultsToTheStoresCheckpointThreshold) {
+  EXPECT_EQ(store_options(Config{}).wal_checkpoint_pages, StoreOptions{}.wal_checkpoint_pages);
+  EXPECT_EQ(StoreOptions{}.wal_checkpoint_pages, kDefaultWalCheckpointPages);
+}
+
 TEST_F(SqliteStoreTest, CheckpointerCopiesAndRestartsTheWalWhileOpen) {
   User a = make_user("alice");
   User b = make_user("bob");
