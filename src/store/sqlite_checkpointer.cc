@@ -111,7 +111,8 @@ void SqliteCheckpointer::round() {
   }
   // A passive pass syncs the database file only when it copied the whole
   // WAL; while commits flow it never does, and the gated step would then
-  // sync everything the passes wrote (tens of MB) while commits wait.
+  // sync everything the passes wrote (tens of MB) while commits wait. Its
+  // result is not ours to act on: the gated step's own sync reports an error.
   if (db_fd_ >= 0) ::fdatasync(db_fd_);
   const auto passive_done = std::chrono::steady_clock::now();
   int rc_restart = SQLITE_OK;
