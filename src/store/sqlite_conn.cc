@@ -49,7 +49,7 @@ Status SqliteConn::configure_writer(bool fsync) {
   // Checkpoints are not the writer's: see SqliteCheckpointer.
   // Foreign keys stay off (SQLite's default). This connection is the only
   // writer, every op that writes a row naming a thread or a user checks that
-  // it exists first (SqliteStore: last_seq_of, sender_ref, user_exists), and
+  // it exists first (SqliteStore: thread_key, sender_ref, user_exists), and
   // users and threads are never deleted; with them on, each append also
   // looked both parents up by their 36-byte text keys, 7-10% of an append
   // (docs/benchmarks.md, "Foreign keys"). `parley check` finds any orphan.

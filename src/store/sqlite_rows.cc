@@ -93,7 +93,7 @@ std::optional<Thread> load_thread(SqliteConn& c, const std::string& id) {
 }
 
 std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, int64_t seq) {
-  auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq = ?");
+  auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq = ?");
   st.bind(thread_id, seq);
   auto found = read_messages(c, st, "message_at");
   if (found.empty()) return std::nullopt;

@@ -25,6 +25,10 @@ namespace parley {
   "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \
   "u ON u.id = m.sender_id "
 
+// The message index's key of the thread whose id is `id` (an SQL expression):
+// a lookup by thread id goes through it to use the (thread_no, seq) index.
+#define THREAD_NO_OF(id) "(SELECT no FROM threads WHERE id = " id ")"
+
 User read_user(const SqliteStmt& st);      // a row of USER_COLS
 Thread read_thread(const SqliteStmt& st);  // a row of THREAD_COLS, without participants
 Message read_message(const SqliteStmt& st);  // a row of MESSAGE_SELECT

@@ -129,7 +129,7 @@ bool SqliteStore::run_in_savepoint(GroupCommitWriter::Op& op) {
 }
 
 void SqliteStore::forget_caches() {
-  last_seq_.clear();
+  thread_keys_.clear();
   senders_.clear();
   pending_threads_.clear();
   pending_reads_.clear();
@@ -156,13 +156,14 @@ bool SqliteStore::flush_thread_state() {
   return true;
 }
 
-Result<int64_t> SqliteStore::last_seq_of(const std::string& thread_id) {
-  if (auto it = last_seq_.find(thread_id); it != last_seq_.end()) return it->second;
-  if (auto it = pending_threads_.find(thread_id); it != pending_threads_.end()) return it->second.last_seq;
-  auto st = writer_conn_->prepare("SELECT last_seq FROM threads WHERE id = ?");
+Result<SqliteStore::ThreadKey> SqliteStore::thread_key(const std::string& thread_id) {
+  if (auto it = thread_keys_.find(thread_id); it != thread_keys_.end()) return it->second;
+  if (auto it = pending_threads_.find(thread_id); it != pending_threads_.end())
+    return ThreadKey{it->second.no, it->second.last_seq};
+  auto st = writer_conn_->prepare("SELECT no, last_seq FROM threads WHERE id = ?");
   st.bind(thread_id);
-  if (st.row()) return st.i64(0);
-  if (st.error() != SQLITE_OK) return storage_error(*writer_conn_, st.error(), "last_seq");
+  if (st.row()) return ThreadKey{st.i64(0), st.i64(1)};
+  if (st.error() != SQLITE_OK) return storage_error(*writer_conn_, st.error(), "thread_key");
   return not_found("thread_not_found", "thread does not exist");
 }
 
@@ -281,8 +282,8 @@ Result<Store::CreatedThread> SqliteStore::write_thread(const Thread& t, const st
     if (!user_exists(c, p.user_id)) return not_found("user_not_found", "participant does not exist");
 
   auto st = c.prepare(
-      "INSERT INTO threads (id, type, title, created_by, created_at, last_activity, last_seq, direct_key) "
-      "VALUES (?, ?, ?, ?, ?, ?, 0, ?)");
+      "INSERT INTO threads (id, type, title, created_by, created_at, last_activity, last_seq, direct_key, no) "
+      "VALUES (?, ?, ?, ?, ?, ?, 0, ?, (SELECT COALESCE(MAX(no), 0) + 1 FROM threads))");
   st.bind(t.id, stored_thread_type(t.type), t.title, t.created_by, t.created_at, t.created_at, direct_key);
   if (!st.done()) return storage_error(c, st.error(), "insert_thread");
   for (const auto& p : t.participants) {
@@ -329,7 +330,7 @@ Result<std::vector<ThreadSummary>> SqliteStore::threads_for_user(const std::stri
     std::vector<ThreadSummary> out;
     {
       auto st = c.prepare(
-          "SELECT " THREAD_COLS ", (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id "
+          "SELECT " THREAD_COLS ", (SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no "
           "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
           "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.user_id = ? "
           "ORDER BY t.last_activity DESC, t.id");
@@ -395,14 +396,14 @@ void SqliteStore::append(AppendRequest request, AppendCallback done) {
 
 Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   SqliteConn& c = *writer_conn_;
-  auto last_seq = last_seq_of(r.thread_id);
-  if (!last_seq) return last_seq.error();
+  auto thread_ref = thread_key(r.thread_id);
+  if (!thread_ref) return thread_ref.error();
   auto sender = sender_ref(r.sender_id);
   if (!sender) return not_found("user_not_found", "sender does not exist");
 
   Message m;
   m.thread_id = r.thread_id;
-  m.seq = *last_seq + 1;
+  m.seq = thread_ref->last_seq + 1;
   m.sender_id = r.sender_id;
   m.content = r.content;
   m.message_type = r.message_type;
@@ -430,18 +431,20 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
     }
   }
   auto ins = c.prepare(
-      "INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-  ins.bind(m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, client_id, m.created_at);
+      "INSERT INTO messages (id, thread_id, thread_no, seq, sender_id, content, message_type, client_msg_id, "
+      "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  ins.bind(m.id, m.thread_id, thread_ref->no, m.seq, m.sender_id, m.content, m.message_type, client_id,
+           m.created_at);
   if (!ins.done()) return storage_error(c, ins.error(), "insert_message");
 
   // Only now, with every statement done: a failed op must leave the caches as they were.
   auto& thread = pending_threads_[m.thread_id];
+  thread.no = thread_ref->no;
   thread.last_seq = m.seq;
   thread.last_activity = m.created_at;
   pending_reads_[{m.thread_id, m.sender_id}] = m.seq;
-  if (last_seq_.size() >= kMaxCacheEntries) last_seq_.clear();
-  last_seq_[m.thread_id] = m.seq;
+  if (thread_keys_.size() >= kMaxCacheEntries) thread_keys_.clear();
+  thread_keys_[m.thread_id] = ThreadKey{thread_ref->no, m.seq};
   return AppendResult{std::move(m), false};
 }
 
@@ -456,7 +459,7 @@ Result<std::optional<Message>> SqliteStore::find_retried(const AppendRequest& r,
   if (!owner.row()) return storage_error(c, owner.error(), "read_message_key");
   int64_t seq = owner.i64(0);
   if (auto m = message_at(c, r.thread_id, seq); m && same_send(*m)) return std::optional<Message>(std::move(*m));
-  auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.sender_id = ? AND m.client_msg_id = ?");
+  auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.sender_id = ? AND m.client_msg_id = ?");
   st.bind(r.thread_id, r.sender_id, r.client_msg_id);
   auto found = read_messages(c, st, "find_client_msg");
   if (st.error() != SQLITE_OK && st.error() != SQLITE_DONE) return storage_error(c, st.error(), "find_client_msg");
@@ -476,7 +479,7 @@ Result<std::optional<Message>> SqliteStore::message(const std::string& message_i
 
 Result<std::vector<Message>> SqliteStore::messages_after(const std::string& thread_id, int64_t after_seq, int limit) {
   return with_reader([&](SqliteConn& c) {
-    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?");
+    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq > ? ORDER BY m.seq LIMIT ?");
     st.bind(thread_id, after_seq, clamp_limit(limit));
     return read_messages(c, st, "messages_after");
   });
@@ -484,7 +487,7 @@ Result<std::vector<Message>> SqliteStore::messages_after(const std::string& thre
 
 Result<std::vector<Message>> SqliteStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
   return with_reader([&](SqliteConn& c) {
-    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_id = ? AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");
+    auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");
     st.bind(thread_id, before_seq > 0 ? before_seq : INT64_MAX, clamp_limit(limit));
     auto out = read_messages(c, st, "messages_before");
     std::reverse(out.begin(), out.end());
@@ -505,8 +508,9 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
         // `since`, found by walking the thread's seq index backwards from its
         // end: the cost follows what is new, not the thread's length.
         auto st = c.prepare(MESSAGE_SELECT
-                            "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = ?1 "
-                            "WHERE m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
+                            "JOIN participants p ON p.user_id = ?1 "
+                            "JOIN threads t ON t.id = p.thread_id AND t.no = m.thread_no "
+                            "WHERE m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_no = t.no "
                             "AND b.created_at <= ?2 ORDER BY b.seq DESC LIMIT 1), 0) "
                             "AND m.created_at > ?2 AND m.sender_id <> ?1 ORDER BY m.created_at LIMIT ?3");
         st.bind(user_id, since, clamp_limit(limit) + 1);
@@ -521,8 +525,9 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
         }
         // Nothing more from others: move past the user's own newer messages too.
         auto newest = c.prepare(
-            "SELECT MAX((SELECT m.created_at FROM messages m WHERE m.thread_id = p.thread_id "
-            "ORDER BY m.seq DESC LIMIT 1)) FROM participants p WHERE p.user_id = ?");
+            "SELECT MAX((SELECT m.created_at FROM messages m WHERE m.thread_no = t.no "
+            "ORDER BY m.seq DESC LIMIT 1)) FROM participants p JOIN threads t ON t.id = p.thread_id "
+            "WHERE p.user_id = ?");
         newest.bind(user_id);
         if (newest.row() && !newest.is_null(0)) page.cursor = std::max(since, newest.i64(0));
         return page;
@@ -534,9 +539,9 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
 Result<std::vector<UnreadCount>> SqliteStore::unread_counts(const std::string& user_id) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(
-        "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
+        "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no "
         "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
-        "FROM participants p WHERE p.user_id = ? ORDER BY p.thread_id");
+        "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.user_id = ? ORDER BY p.thread_id");
     st.bind(user_id);
     std::vector<UnreadCount> out;
     while (st.row()) out.push_back(UnreadCount{st.text(0), st.i64(1)});

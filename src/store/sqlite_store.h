@@ -110,7 +110,11 @@ class SqliteStore final : public Store {
                                                       const std::vector<std::string>& user_ids);
   Result<AppendResult> write_message(const AppendRequest& request);
   Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
-  Result<int64_t> last_seq_of(const std::string& thread_id);
+  struct ThreadKey {
+    int64_t no = 0;  // threads.no, the thread's key in the message index
+    int64_t last_seq = 0;
+  };
+  Result<ThreadKey> thread_key(const std::string& thread_id);
   Result<std::optional<Message>> find_retried(const AppendRequest& request, int64_t key);
   std::optional<UserRef> sender_ref(const std::string& user_id);
 
@@ -132,11 +136,12 @@ class SqliteStore final : public Store {
   std::once_flag close_once_;
 
   // Writer-thread caches; dropped whenever a batch rolls back.
-  std::unordered_map<std::string, int64_t> last_seq_;
+  std::unordered_map<std::string, ThreadKey> thread_keys_;
   std::unordered_map<std::string, UserRef> senders_;
   // Written by appends, flushed by flush_thread_state(); sorted, so the
   // flush walks each table's pages in order.
   struct ThreadState {
+    int64_t no = 0;
     int64_t last_seq = 0;
     Micros last_activity = 0;
   };

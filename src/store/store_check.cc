@@ -174,6 +174,33 @@ Status check_message_keys(sqlite3* db, const Query& query, CheckReport& report) 
   return Ok{};
 }
 
+// SQLite only (schema v6): every thread has its own number, and every
+// message's thread_no names the thread its thread_id does; a message filed
+// under another number would be missing from its thread's history.
+Status check_thread_numbers(const Query& query, CheckReport& report) {
+  auto version = query("PRAGMA user_version", 1);
+  if (!version) return version.error();
+  if (version->empty() || num(version->front(), 0) < 6) return Ok{};
+  auto unnumbered = query("SELECT id FROM threads WHERE no IS NULL ORDER BY id LIMIT " +
+                              std::to_string(kMaxRowsPerCheck),
+                          1);
+  if (!unnumbered) return unnumbered.error();
+  for (const Row& r : *unnumbered)
+    report.problems.push_back({"thread_number_missing", cell(r, 0), "",
+                               "thread " + cell(r, 0) + " has no number; its messages cannot be found"});
+  auto misfiled = query(
+      "SELECT m.thread_id, COUNT(*) FROM messages m LEFT JOIN threads t ON t.no = m.thread_no "
+      "WHERE t.id IS NOT m.thread_id GROUP BY m.thread_id ORDER BY m.thread_id LIMIT " +
+          std::to_string(kMaxRowsPerCheck),
+      2);
+  if (!misfiled) return misfiled.error();
+  for (const Row& r : *misfiled)
+    report.problems.push_back({"message_thread_number", cell(r, 0), "",
+                               "thread " + cell(r, 0) + ": " + cell(r, 1) +
+                                   " messages are filed under another thread's number"});
+  return Ok{};
+}
+
 Result<CheckReport> check_sqlite(const std::string& data_dir) {
   namespace fs = std::filesystem;
   fs::path path = fs::path(data_dir) / "parley.db";
@@ -199,6 +226,7 @@ Result<CheckReport> check_sqlite(const std::string& data_dir) {
     if (cell(r, 0) != "ok") report.problems.push_back({"integrity", "", "", "integrity_check: " + cell(r, 0)});
   if (auto st = check_invariants(query, report); !st) return st.error();
   if (auto st = check_message_keys(db.get(), query, report); !st) return st.error();
+  if (auto st = check_thread_numbers(query, report); !st) return st.error();
   sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
   return report;
 }

@@ -52,6 +52,13 @@ bool bookkeeping_table(const std::string& name) {
          name.rfind("sqlite_", 0) == 0;
 }
 
+// Columns only the SQLite store's own indexing uses (schema v6: its integer
+// thread keys; PostgreSQL indexes messages by thread id): not copied, and
+// not worth a "not copied" line.
+bool sqlite_key_column(const std::string& table, const std::string& column) {
+  return (table == "threads" && column == "no") || (table == "messages" && column == "thread_no");
+}
+
 // Any constant shared by every migrate-store run; differs from the schema
 // migration lock's.
 constexpr const char* kCopyLock = "SELECT pg_try_advisory_lock(112971151656314)";
@@ -180,7 +187,7 @@ class Copier {
         types.push_back(dst_cols->at(c));
       }
       for (const auto& c : *src_cols) {
-        if (!dst_cols->count(c)) report_.sqlite_only_columns.push_back(std::string(t.name) + "." + c);
+        if (!dst_cols->count(c) && !sqlite_key_column(t.name, c)) report_.sqlite_only_columns.push_back(std::string(t.name) + "." + c);
         if (dst_cols->count(c) && std::find(t.columns.begin(), t.columns.end(), c) == t.columns.end())
           return copy_error("schema_mismatch", std::string("column ") + t.name + "." + c +
                                                    " exists in both stores but migrate-store does not copy it "

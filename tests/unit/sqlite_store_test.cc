@@ -107,6 +107,8 @@ TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
     ALTER TABLE users DROP COLUMN state_version;
     DROP TABLE webhook_outbox;
     DROP TABLE message_keys;
+    DROP INDEX threads_by_no;
+    ALTER TABLE threads DROP COLUMN no;
     PRAGMA user_version = 2;)sql";
   ASSERT_EQ(sqlite3_exec(db, to_v2, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
   sqlite3_close(db);
@@ -135,6 +137,93 @@ TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
   EXPECT_EQ(page.messages[1].seq, 5);
   EXPECT_EQ(page.messages[2].seq, 6);
   EXPECT_EQ(page.cursor, next->message.created_at);
+}
+
+// Back to schema v5: messages keyed by (thread_id, seq), threads unnumbered.
+const char* kToVersion5 = R"sql(
+  CREATE TABLE v5_messages (
+    id TEXT PRIMARY KEY, thread_id TEXT NOT NULL REFERENCES threads(id), seq INTEGER NOT NULL,
+    sender_id TEXT NOT NULL REFERENCES users(id), content TEXT NOT NULL, message_type TEXT NOT NULL,
+    client_msg_id TEXT, created_at INTEGER NOT NULL, edited_at INTEGER, deleted_at INTEGER,
+    UNIQUE (thread_id, seq));
+  INSERT INTO v5_messages SELECT id, thread_id, seq, sender_id, content, message_type, client_msg_id,
+    created_at, edited_at, deleted_at FROM messages ORDER BY rowid;
+  DROP TABLE messages;
+  ALTER TABLE v5_messages RENAME TO messages;
+  DROP INDEX threads_by_no;
+  ALTER TABLE threads DROP COLUMN no;
+  PRAGMA user_version = 5;)sql";
+
+// Schema v6 numbers the threads and files every message under its thread's
+// number: histories, retries, offline sync and unread counts read the same
+// after it, and a thread created later gets a number of its own.
+TEST_F(SqliteStoreTest, MigratesVersion5ToIntegerThreadKeys) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t1 = make_group({a.id, b.id});
+  Thread t2 = make_group({a.id, b.id});
+  std::vector<Message> sent;  // alternating threads, so each thread's rows interleave with the other's
+  for (int i = 1; i <= 6; ++i)
+    sent.push_back(send(i % 2 ? t1.id : t2.id, a.id, "m" + std::to_string(i), "c" + std::to_string(i))->message);
+  store_->close();
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, kToVersion5, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  reopen();
+  for (const Thread* t : {&t1, &t2}) {
+    auto history = ok(store_->messages_after(t->id, 0, 10));
+    ASSERT_EQ(history.size(), 3u);
+    for (size_t i = 0; i < history.size(); ++i) {
+      EXPECT_EQ(history[i].thread_id, t->id);
+      EXPECT_EQ(history[i].seq, static_cast<int64_t>(i + 1));
+    }
+    EXPECT_EQ(ok(store_->messages_before(t->id, 0, 1)).front().seq, 3);
+  }
+  auto retry = send(t2.id, a.id, "m4", "c4");
+  ASSERT_TRUE(retry.ok());
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(retry->message.id, sent[3].id);
+  auto unread = ok(store_->unread_counts(b.id));
+  ASSERT_EQ(unread.size(), 2u);
+  EXPECT_EQ(unread[0].unread_count + unread[1].unread_count, 6);
+  EXPECT_EQ(ok(store_->messages_since(b.id, 0, 10)).messages.size(), 6u);
+
+  Thread t3 = make_group({a.id, b.id});  // numbered after the migrated ones
+  auto first = send(t3.id, b.id, "new thread");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->message.seq, 1);
+  EXPECT_EQ(ok(store_->messages_after(t3.id, 0, 10)).size(), 1u);
+  EXPECT_EQ(ok(store_->messages_after(t1.id, 0, 10)).size(), 3u);
+  store_->close();
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(pragma_int(db, "SELECT COUNT(DISTINCT no) FROM threads WHERE no IS NOT NULL"), 3);
+  EXPECT_EQ(pragma_int(db, ("SELECT no FROM threads WHERE id = '" + t3.id + "'").c_str()), 3);
+  sqlite3_close(db);
+}
+
+// A v5 message whose thread is missing (only a hand-edited store has one)
+// stops the migration: the store does not open and stays at v5, unchanged.
+TEST_F(SqliteStoreTest, MigrationToVersion6RefusesAMessageWithoutItsThread) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  ASSERT_TRUE(send(t.id, a.id, "kept").ok());
+  store_->close();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, kToVersion5, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE messages SET thread_id = 'gone'", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+
+  auto opened = SqliteStore::open(StoreOptions{dir_, false, 512, "", 1000});
+  ASSERT_FALSE(opened.ok());
+  EXPECT_NE(opened.error().message.find("thread_no"), std::string::npos) << opened.error().message;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(pragma_int(db, "PRAGMA user_version"), 5);
+  EXPECT_EQ(pragma_int(db, "SELECT COUNT(*) FROM messages WHERE thread_id = 'gone'"), 1);
+  sqlite3_close(db);
 }
 
 TEST_F(SqliteStoreTest, OpenRejectsNewerSchema) {

@@ -151,6 +151,12 @@ describe('backup, restore and check', () => {
     await sqlite(db, 'DELETE FROM message_keys;');
     const unkeyed = await parley(['check', '--data-dir', server.dataDir]);
     assert.match(unkeyed.stdout, new RegExp(`problem message_key_missing: thread ${keyed.id}: message seq 1 has a client_msg_id`));
+
+    // Messages filed under another thread's number would be missing from their own history.
+    await sqlite(db, `UPDATE messages SET thread_no = (SELECT no FROM threads WHERE id = '${thread.id}') WHERE thread_id = '${clean.id}' AND seq = 3;`);
+    const misfiled = await parley(['check', '--data-dir', server.dataDir]);
+    assert.match(misfiled.stdout, new RegExp(`problem message_thread_number: thread ${clean.id}: 1 messages are filed under another thread's number`));
+    assert.ok(!misfiled.stdout.includes(`message_thread_number: thread ${thread.id}`), 'the thread whose number was borrowed is not named');
     fs.rmSync(server.dataDir, { recursive: true, force: true });
   });
 
