@@ -103,7 +103,7 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
     ok = c.exec("BEGIN IMMEDIATE");
     for (size_t i = 0; ok && i < batch.size(); ++i) {
       if (batch[i].needs_current_state) ok = flush_thread_state();
-      ok = ok && run_in_savepoint(batch[i]);
+      ok = ok && run_op(batch[i]);
     }
     ok = ok && flush_thread_state() && c.exec("COMMIT");
     if (!ok) {
@@ -117,10 +117,26 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
   return storage_unavailable();
 }
 
-// False only when the whole transaction is lost and the batch must fail; an op
-// that fails by itself is rolled back to its savepoint and the batch goes on.
-bool SqliteStore::run_in_savepoint(GroupCommitWriter::Op& op) {
+void SqliteStore::enqueue_op_for_test(std::function<bool(sqlite3*)> apply, bool needs_savepoint,
+                                      std::function<void(const Error*)> finish) {
+  GroupCommitWriter::Op op{[this, apply = std::move(apply)] { return apply(writer_conn_->db()); }, std::move(finish)};
+  op.needs_savepoint = needs_savepoint;
+  writer_->enqueue(std::move(op));
+}
+
+// False only when the batch must fail: the whole transaction is lost, or an op
+// run without a savepoint failed after it wrote. An op that fails by itself is
+// rolled back to its savepoint, or has written nothing, and the batch goes on.
+bool SqliteStore::run_op(GroupCommitWriter::Op& op) {
   SqliteConn& c = *writer_conn_;
+  if (!op.needs_savepoint) {
+    const int64_t changes_before = sqlite3_total_changes64(c.db());
+    bool applied = op.apply();
+    if (sqlite3_get_autocommit(c.db())) return false;  // SQLite aborted the transaction
+    if (applied || sqlite3_total_changes64(c.db()) == changes_before) return true;
+    spdlog::error("event=store_op_failed_after_writing");
+    return false;
+  }
   if (!c.exec("SAVEPOINT op")) return false;
   bool applied = op.apply();
   if (sqlite3_get_autocommit(c.db())) return false;  // SQLite aborted the transaction (I/O error, disk full)
@@ -255,7 +271,7 @@ void SqliteStore::set_last_seen(const std::string& user_id, Micros when) {
         if (!st.done()) return storage_error(*writer_conn_, st.error(), "set_last_seen");
         return Ok{};
       },
-      /*needs_current_state=*/false);
+      {.needs_current_state = false});
   if (!written) spdlog::warn("event=last_seen_not_stored user_id={} code={}", user_id, written.error().code);
 }
 
@@ -390,8 +406,10 @@ Status SqliteStore::remove_participant(const std::string& thread_id, const std::
 // ---------------------------------------------------------------- messages
 
 void SqliteStore::append(AppendRequest request, AppendCallback done) {
+  // write_message orders its statements so that a failure leaves nothing
+  // written (see there): no savepoint.
   writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done),
-                                /*needs_current_state=*/false);
+                                {.needs_current_state = false, .needs_savepoint = false});
 }
 
 Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
@@ -413,17 +431,22 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   m.id = new_uuid_v7(m.created_at / 1000);  // time-ordered: the id index grows at its end
   m.sender = *sender;
 
+  // Runs without a savepoint (append()), so a failure must leave nothing
+  // written: everything that can refuse the send is read first, the row's
+  // INSERT is the first write (a failed statement is undone by SQLite), and
+  // the key's INSERT can fail only by losing the transaction (this writer
+  // just found the key free).
   std::optional<std::string> client_id;
+  std::optional<int64_t> new_key;
   if (!r.client_msg_id.empty()) {
     client_id = r.client_msg_id;  // else NULL, so "none" never collides
-    // A retry is found by claiming the key (one walk of a compact index
-    // instead of a lookup and then an insert): a taken key reads the original.
     int64_t key = message_key(r.thread_id, r.sender_id, r.client_msg_id);
-    auto claim = c.prepare("INSERT OR IGNORE INTO message_keys (key, seq) VALUES (?, ?)");
-    claim.bind(key, m.seq);
-    if (!claim.done()) return storage_error(c, claim.error(), "claim_message_key");
-    if (c.changes() == 0) {
-      auto original = find_retried(r, key);
+    auto owner = key_owner(key);
+    if (!owner) return owner.error();
+    if (!*owner) {
+      new_key = key;
+    } else {
+      auto original = find_retried(r, **owner);
       if (!original) return original.error();
       if (*original) return AppendResult{std::move(**original), true};
       // A 64-bit hash collision with another send: stored without a key;
@@ -436,6 +459,11 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   ins.bind(m.id, m.thread_id, thread_ref->no, m.seq, m.sender_id, m.content, m.message_type, client_id,
            m.created_at);
   if (!ins.done()) return storage_error(c, ins.error(), "insert_message");
+  if (new_key) {
+    auto claim = c.prepare("INSERT INTO message_keys (key, seq) VALUES (?, ?)");
+    claim.bind(*new_key, m.seq);
+    if (!claim.done()) return storage_error(c, claim.error(), "insert_message_key");
+  }
 
   // Only now, with every statement done: a failed op must leave the caches as they were.
   auto& thread = pending_threads_[m.thread_id];
@@ -448,16 +476,22 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   return AppendResult{std::move(m), false};
 }
 
-// The original of a retried send whose key is taken, or nullopt when the key
-// belongs to another send (a hash collision): then only a scan of the
-// thread's rows can tell, which is slow but never happens in practice.
-Result<std::optional<Message>> SqliteStore::find_retried(const AppendRequest& r, int64_t key) {
+// The seq of the message holding `key` in message_keys, or nullopt when none does.
+Result<std::optional<int64_t>> SqliteStore::key_owner(int64_t key) {
+  SqliteConn& c = *writer_conn_;
+  auto st = c.prepare("SELECT seq FROM message_keys WHERE key = ?");
+  st.bind(key);
+  if (st.row()) return std::optional<int64_t>(st.i64(0));
+  if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "read_message_key");
+  return std::optional<int64_t>();
+}
+
+// The original of a retried send whose key is held by the message at `seq`,
+// or nullopt when that is another send (a hash collision): then only a scan
+// of the thread's rows can tell, which is slow but never happens in practice.
+Result<std::optional<Message>> SqliteStore::find_retried(const AppendRequest& r, int64_t seq) {
   SqliteConn& c = *writer_conn_;
   auto same_send = [&](const Message& m) { return m.sender_id == r.sender_id && m.client_msg_id == r.client_msg_id; };
-  auto owner = c.prepare("SELECT seq FROM message_keys WHERE key = ?");
-  owner.bind(key);
-  if (!owner.row()) return storage_error(c, owner.error(), "read_message_key");
-  int64_t seq = owner.i64(0);
   if (auto m = message_at(c, r.thread_id, seq); m && same_send(*m)) return std::optional<Message>(std::move(*m));
   auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.sender_id = ? AND m.client_msg_id = ?");
   st.bind(r.thread_id, r.sender_id, r.client_msg_id);
@@ -592,7 +626,7 @@ Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const 
       return not_found("not_a_participant", "user is not in this thread");
     }
     return st.i64(0);
-  }, /*needs_current_state=*/false);
+  }, {.needs_current_state = false});
 }
 
 namespace {
@@ -733,7 +767,7 @@ void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::fu
       [done = std::move(done)](Status st) {
         if (done) done(std::move(st));
       },
-      /*needs_current_state=*/false);
+      {.needs_current_state = false});
 }
 
 Result<std::vector<Notification>> SqliteStore::claim_notifications(Micros now, Micros lease_until, int limit) {

@@ -2,7 +2,8 @@
 //
 // A GroupCommitWriter's writer thread owns the only write connection and
 // group-commits queued writes: up to max_batch ops per BEGIN IMMEDIATE ...
-// COMMIT, each op inside its own SAVEPOINT so a failing op rolls back alone.
+// COMMIT, each op inside its own SAVEPOINT so a failing op rolls back alone
+// (appends, which fail only before they write, run without one).
 // Reads use a small pool of read-only connections and only ever see committed
 // data. Callbacks run on the writer's completion thread, in commit order,
 // while the writer goes on to the next transaction. WAL checkpoints run on a
@@ -21,6 +22,8 @@
 
 #include "store/group_commit.h"
 #include "store/store.h"
+
+struct sqlite3;
 
 namespace parley {
 
@@ -88,6 +91,10 @@ class SqliteStore final : public Store {
                                            },
                                            [](const Error*) {}});
   }
+  // An op on the writer's connection, with or without a savepoint; finish
+  // gets the batch's error.
+  void enqueue_op_for_test(std::function<bool(sqlite3*)> apply, bool needs_savepoint,
+                           std::function<void(const Error*)> finish);
   // The last commit's outcome (see Store::write_state).
   WriteState write_state() const override { return writer_->write_state(); }
   // Frames in the WAL as of the last commit; tests use it to see the WAL restart.
@@ -100,7 +107,7 @@ class SqliteStore final : public Store {
   // --- on the writer thread only (the GroupCommitWriter calls them); callbacks
   // run on its completion thread ---
   std::optional<Error> run_batch(std::vector<GroupCommitWriter::Op>& batch);
-  bool run_in_savepoint(GroupCommitWriter::Op& op);
+  bool run_op(GroupCommitWriter::Op& op);
   void forget_caches();
   bool flush_thread_state();
 
@@ -115,7 +122,8 @@ class SqliteStore final : public Store {
     int64_t last_seq = 0;
   };
   Result<ThreadKey> thread_key(const std::string& thread_id);
-  Result<std::optional<Message>> find_retried(const AppendRequest& request, int64_t key);
+  Result<std::optional<int64_t>> key_owner(int64_t key);
+  Result<std::optional<Message>> find_retried(const AppendRequest& request, int64_t seq);
   std::optional<UserRef> sender_ref(const std::string& user_id);
 
   // --- read side ---

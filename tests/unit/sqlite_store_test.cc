@@ -5,6 +5,8 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <future>
+#include <optional>
 #include <thread>
 
 #include "app/store_options.h"
@@ -224,6 +226,70 @@ TEST_F(SqliteStoreTest, MigrationToVersion6RefusesAMessageWithoutItsThread) {
   EXPECT_EQ(pragma_int(db, "PRAGMA user_version"), 5);
   EXPECT_EQ(pragma_int(db, "SELECT COUNT(*) FROM messages WHERE thread_id = 'gone'"), 1);
   sqlite3_close(db);
+}
+
+// Appends run without a savepoint. An op run that way that fails after it
+// wrote cannot be undone alone: its whole batch fails and stores nothing,
+// and the store goes on from what was committed. One that fails before
+// writing fails alone.
+TEST_F(SqliteStoreTest, OpWithoutSavepointThatFailsAfterWritingFailsItsBatch) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  ASSERT_TRUE(send(t.id, a.id, "first").ok());
+
+  auto batch_of = [&](bool write_before_failing) {
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::promise<void> blocked;
+    sqlite().run_inside_write_for_test([&] {
+      blocked.set_value();
+      released.wait();
+    });
+    blocked.get_future().wait();
+    std::vector<std::optional<Result<AppendResult>>> results(2);
+    std::optional<bool> op_failed_batch;
+    Countdown pending(3);
+    auto append = [&](int i) {
+      store_->append(AppendRequest{t.id, a.id, "m" + std::to_string(i), "text", "k" + std::to_string(i)},
+                     [&, i](Result<AppendResult> r) {
+                       results[i].emplace(std::move(r));
+                       pending.done();
+                     });
+    };
+    append(0);
+    sqlite().enqueue_op_for_test(
+        [write_before_failing](sqlite3* db) {
+          if (write_before_failing)
+            sqlite3_exec(db, "UPDATE threads SET title = 'written'", nullptr, nullptr, nullptr);
+          return false;
+        },
+        /*needs_savepoint=*/false, [&](const Error* e) {
+          op_failed_batch = e != nullptr;
+          pending.done();
+        });
+    append(1);
+    release.set_value();
+    pending.wait();
+    return std::make_pair(std::move(results), *op_failed_batch);
+  };
+
+  auto [failed, failed_batch] = batch_of(true);
+  EXPECT_TRUE(failed_batch);
+  EXPECT_FALSE(failed[0]->ok());
+  EXPECT_FALSE(failed[1]->ok());
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 1u);
+  EXPECT_EQ(ok(store_->thread(t.id))->title, t.title);
+
+  auto [kept, kept_batch] = batch_of(false);
+  EXPECT_FALSE(kept_batch);
+  ASSERT_TRUE(kept[0]->ok());
+  ASSERT_TRUE(kept[1]->ok());
+  EXPECT_EQ((*kept[0])->message.seq, 2);  // the failed batch took no seq
+  EXPECT_EQ((*kept[1])->message.seq, 3);
+  auto retry = send(t.id, a.id, "m0 again", "k0");  // its key was stored with it, not with the failed batch
+  ASSERT_TRUE(retry.ok());
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(retry->message.seq, 2);
 }
 
 TEST_F(SqliteStoreTest, OpenRejectsNewerSchema) {
