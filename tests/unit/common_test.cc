@@ -2,7 +2,9 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <chrono>
 #include <future>
 #include <set>
@@ -29,6 +31,42 @@ TEST(Clock, FormatsMillisAndMicros) {
   EXPECT_EQ(iso8601_micros(kT), "2023-11-14T22:13:20.123456Z");
   // Before the epoch the fraction still counts forward within the second.
   EXPECT_EQ(iso8601_micros(-1), "1969-12-31T23:59:59.999999Z");
+}
+
+// The formatter is hand-written; gmtime_r and snprintf are the reference,
+// across leap days, year ends, centuries and a spread of instants.
+TEST(Clock, FormatsLikeGmtime) {
+  auto reference = [](Micros t) {
+    int64_t secs = t / 1000000, frac = t % 1000000;
+    if (frac < 0) { frac += 1000000; secs -= 1; }
+    std::time_t tt = static_cast<std::time_t>(secs);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(frac));
+    return std::string(buf);
+  };
+  constexpr int64_t kS = 1'000'000;
+  std::vector<Micros> instants = {
+      0, -1, kT, 951'782'400 * kS,                 // 2000-02-29 (a leap century)
+      4'107'542'399 * kS + 999'999,                // 2100-02-28T23:59:59.999999 (2100 is not leap)
+      4'107'542'400 * kS,                          // 2100-03-01
+      1'704'067'199 * kS + 999'999,                // 2023-12-31T23:59:59.999999
+      253'402'300'799 * kS + 999'999,              // 9999-12-31T23:59:59.999999
+      -62'135'596'800 * kS,                        // 0001-01-01
+  };
+  uint64_t x = 88172645463325252ULL;  // xorshift: a deterministic spread over 1970..2400
+  for (int i = 0; i < 20000; ++i) {
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    instants.push_back(static_cast<Micros>(x % (13'569'465'600ULL * kS)));
+  }
+  for (Micros t : instants) {
+    ASSERT_EQ(iso8601_micros(t), reference(t)) << t;
+    std::string millis = reference(t);
+    millis.erase(millis.size() - 4, 3);  // .uuuuuuZ -> .mmmZ
+    ASSERT_EQ(iso8601_millis(t), millis) << t;
+  }
 }
 
 TEST(Clock, RoundTrips) {
