@@ -33,6 +33,13 @@
 
 namespace parley {
 
+// How GroupCommitWriter::submit() fills an Op's flags (see Op). Outside the
+// class: clang needs it complete to use it as a default argument there.
+struct GroupCommitOpFlags {
+  bool needs_current_state = true;
+  bool needs_savepoint = true;
+};
+
 class GroupCommitWriter {
  public:
   struct Op {
@@ -54,11 +61,7 @@ class GroupCommitWriter {
     // batch if it fails after writing all the same.
     bool needs_savepoint = true;
   };
-  // How submit() fills an Op's flags.
-  struct OpFlags {
-    bool needs_current_state = true;
-    bool needs_savepoint = true;
-  };
+  using OpFlags = GroupCommitOpFlags;
   // Applies and commits one batch; the error when the whole transaction failed.
   using RunBatch = std::function<std::optional<Error>(std::vector<Op>& batch)>;
 
