@@ -102,28 +102,42 @@ describe('reconnect with subscribe_thread since_seq', () => {
     const aliceWs = await server.connect(alice);
     const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'r1' });
     const threadId = m1.thread_id;
+    // More than one replay page (500), so the replay is still running when
+    // the racing messages commit. Sent in bursts: seqs follow send order on
+    // one connection.
+    const backlogSize = 540;
     const backlog = [m1];
-    for (let i = 2; i <= 40; i++) backlog.push(await aliceWs.sendMessage({ thread_id: threadId, content: `r${i}` }));
+    for (let i = 2; i <= backlogSize; i += 60) {
+      const burst = [];
+      for (let j = i; j < i + 60 && j <= backlogSize; j++) burst.push(aliceWs.sendMessage({ thread_id: threadId, content: `r${j}` }, 10000));
+      backlog.push(...await Promise.all(burst));
+    }
+    const total = backlogSize + 20;
 
     const bobWs = await server.connect(bob);
-    // Subscribe from 0 while Alice keeps sending: the replay races the live messages.
-    const subscribe = bobWs.request({ type: 'subscribe_thread', thread_id: threadId, since_seq: 0 }, 10000);
+    // Subscribe from 0, then let Alice send while the replay runs. The ping
+    // behind the subscribe is a barrier: its pong means the server has read
+    // the subscribe frame. Without it a message could commit before the
+    // server reads that frame; it would go out live, ahead of the replay
+    // (docs/protocol.md), and seq order would depend on scheduling.
+    const subscribe = bobWs.request({ type: 'subscribe_thread', thread_id: threadId, since_seq: 0 }, 20000);
+    await bobWs.ping();
     const racing = [];
-    for (let i = 41; i <= 60; i++) racing.push(aliceWs.sendMessage({ thread_id: threadId, content: `r${i}` }, 10000));
+    for (let i = backlogSize + 1; i <= total; i++) racing.push(aliceWs.sendMessage({ thread_id: threadId, content: `r${i}` }, 10000));
     const subscribed = await subscribe;
     const raced = await Promise.all(racing);
     assert.equal(subscribed.type, 'thread_subscribed');
 
     const allIds = [...backlog, ...raced].map((m) => m.id);
-    for (let i = 0; i < 60; i++) {
-      if (newMessagesIn(bobWs, threadId).length >= 60) break;
+    for (let i = 0; i < total; i++) {
+      if (newMessagesIn(bobWs, threadId).length >= total) break;
       await bobWs.next((f) => f.type === 'new_message' && f.data.thread_id === threadId, 5000, 'the remaining messages').catch(() => {});
     }
     await bobWs.expectNone(() => false, 300);
 
     const seen = newMessagesIn(bobWs, threadId);
     const seqs = seen.map((m) => m.seq);
-    assert.deepEqual(seqs, Array.from({ length: 60 }, (_, i) => i + 1), 'every message exactly once, in seq order');
+    assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), 'every message exactly once, in seq order');
     assert.deepEqual(new Set(seen.map((m) => m.id)), new Set(allIds));
 
     // thread_subscribed separates replay (<= last_seq) from live (> last_seq).
