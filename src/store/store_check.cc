@@ -61,8 +61,15 @@ Result<std::vector<Row>> pg_query(PgConn& conn, const std::string& sql, int colu
   return rows;
 }
 
+// How a thread's messages are found, as the store's reads find them: by
+// thread id, or on SQLite from schema v6 by the thread's number, the key of
+// the message index (joining by thread_id there would build a temporary
+// index of every message: 1.4 s against 0.04 s for 300,000 messages).
+constexpr const char* kMessagesByThreadId = "m.thread_id = t.id";
+constexpr const char* kMessagesByThreadNo = "m.thread_no = t.no";
+
 // The invariants, in SQL both SQLite and PostgreSQL run as written.
-Status check_invariants(const Query& query, CheckReport& report) {
+Status check_invariants(const Query& query, const std::string& messages_of_thread, CheckReport& report) {
   auto add = [&report](std::string kind, std::string thread, std::string user, std::string detail) {
     report.problems.push_back({std::move(kind), std::move(thread), std::move(user), std::move(detail)});
   };
@@ -84,7 +91,7 @@ Status check_invariants(const Query& query, CheckReport& report) {
   // seq is UNIQUE per thread, so count = max = last_seq with min 1 means 1..last_seq, gapless.
   auto seqs = query(
       "SELECT t.id, t.last_seq, COUNT(m.seq), COALESCE(MIN(m.seq), 0), COALESCE(MAX(m.seq), 0) "
-      "FROM threads t LEFT JOIN messages m ON m.thread_id = t.id GROUP BY t.id, t.last_seq "
+      "FROM threads t LEFT JOIN messages m ON " + messages_of_thread + " GROUP BY t.id, t.last_seq "
       "HAVING COUNT(m.seq) <> t.last_seq OR COALESCE(MAX(m.seq), 0) <> t.last_seq OR COALESCE(MIN(m.seq), 1) <> 1 "
       "ORDER BY t.id" + limit,
       5);
@@ -224,7 +231,11 @@ Result<CheckReport> check_sqlite(const std::string& data_dir) {
   if (!integrity) return integrity.error();
   for (const Row& r : *integrity)
     if (cell(r, 0) != "ok") report.problems.push_back({"integrity", "", "", "integrity_check: " + cell(r, 0)});
-  if (auto st = check_invariants(query, report); !st) return st.error();
+  auto version = query("PRAGMA user_version", 1);
+  if (!version) return version.error();
+  const bool numbered = !version->empty() && num(version->front(), 0) >= 6;
+  if (auto st = check_invariants(query, numbered ? kMessagesByThreadNo : kMessagesByThreadId, report); !st)
+    return st.error();
   if (auto st = check_message_keys(db.get(), query, report); !st) return st.error();
   if (auto st = check_thread_numbers(query, report); !st) return st.error();
   sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
@@ -240,7 +251,7 @@ Result<CheckReport> check_postgres(const std::string& url) {
   if (!(*conn)->run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").ok())
     return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot begin a read: " + (*conn)->errmsg()};
   Query query = [&conn](const std::string& sql, int columns) { return pg_query(**conn, sql, columns); };
-  if (auto st = check_invariants(query, report); !st) return st.error();
+  if (auto st = check_invariants(query, kMessagesByThreadId, report); !st) return st.error();
   (*conn)->run("COMMIT");
   return report;
 }
