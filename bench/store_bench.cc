@@ -30,12 +30,14 @@ int main(int argc, char** argv) {
   int in_flight = 4096;
   bool fsync = false;
   bool keep = false;
+  bool no_client_ids = false;
   app.add_option("--data-dir", data_dir, "a scratch directory (emptied first unless --keep)");
   app.add_option("--threads", threads, "direct threads (two users each)")->check(CLI::Range(1, 1000000));
   app.add_option("--messages", messages, "messages to append")->check(CLI::Range(1, 100000000));
   app.add_option("--in-flight", in_flight, "appends waiting for their commit at most")->check(CLI::Range(1, 1000000));
   app.add_flag("--fsync", fsync, "fsync every commit (power-loss mode)");
   app.add_flag("--keep", keep, "append to an existing store in --data-dir");
+  app.add_flag("--no-client-msg-id", no_client_ids, "append without a client_msg_id (no idempotency key per message)");
   CLI11_PARSE(app, argc, argv);
 
   if (!keep) std::filesystem::remove_all(data_dir);
@@ -92,7 +94,7 @@ int main(int argc, char** argv) {
     r.sender_id = (rng() & 1) ? members[t].first : members[t].second;
     r.content = content;
     r.message_type = "text";
-    r.client_msg_id = "sb-" + std::to_string(i);
+    if (!no_client_ids) r.client_msg_id = "sb-" + std::to_string(i);
     waiting.fetch_add(1, std::memory_order_acq_rel);
     store.append(std::move(r), [&](Result<AppendResult> res) {
       if (!res) failed.fetch_add(1, std::memory_order_relaxed);
