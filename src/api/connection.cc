@@ -24,7 +24,33 @@ namespace {
 constexpr int64_t kFirstFillWindow = 32;
 constexpr Micros kFirstFillMarginUs = 1'000'000;
 constexpr size_t kMaxDeferredFrames = 64;
+
+// The threads a connection is typing in: a short list, searched in place.
+using TypingList = std::vector<std::pair<std::string, uint64_t>>;
+
+TypingList::iterator find_typing(TypingList& list, const std::string& thread_id) {
+  return std::find_if(list.begin(), list.end(), [&](const auto& e) { return e.first == thread_id; });
 }
+
+// The thread's timer generation, added as 0 when it is not in the list.
+uint64_t& typing_entry(TypingList& list, const std::string& thread_id) {
+  auto it = find_typing(list, thread_id);
+  if (it != list.end()) return it->second;
+  return list.emplace_back(thread_id, 0).second;
+}
+
+void erase_typing(TypingList& list, const std::string& thread_id) {
+  auto it = find_typing(list, thread_id);
+  if (it != list.end()) list.erase(it);
+}
+}  // namespace
+
+// Every idle connection carries one Connection, made by make_shared (16 bytes
+// of counts in front of it). Up to 496 bytes the pair is one 512-byte
+// jemalloc block; at 497 it is a 640-byte one (docs/benchmarks.md, "Idle
+// memory, again"). Growing past this is a choice to make with the idle
+// benchmark in hand, not by accident.
+static_assert(sizeof(Connection) <= 496, "Connection outgrew its 512-byte allocation class");
 
 // ---------------------------------------------------------------- lifecycle
 
@@ -63,7 +89,7 @@ void Connection::on_tick(int64_t now_ms) {
 
 void Connection::authenticated(Authenticated user, const json::value& request_id) {
   bool renewal = authed_;
-  if (renewal && user.user.id != user_.id) {
+  if (renewal && user.user.id != user_id_) {
     send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
     return close(CloseReason::kUnauthorized, "token is for another user");
   }
@@ -79,7 +105,7 @@ void Connection::authenticated(Authenticated user, const json::value& request_id
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = user.expires_at;
   token_iat_ = user.issued_at;
-  send(encoder_->reply("auth_renewed", json::object{{"user_id", user_.id},
+  send(encoder_->reply("auth_renewed", json::object{{"user_id", user_id_},
                                                     {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
                        request_id));
 }
@@ -143,12 +169,11 @@ void Connection::admitted(bool ok, HeldCount* count) {
   registered_ = true;
   connected_at_us_ = now_micros();
   ctx_.chat.presence().connect(user.id);
-  user_ = std::move(user);
-  std::string().swap(user_.password_hash);  // never needed here; kept small per connection
+  user_id_ = std::move(user.id);
   authed_ = true;
   ctx_.hub.add(this);
-  spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_.id);
-  send(encoder_->reply("connection_established", json::object{{"user_id", user_.id},
+  spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_id_);
+  send(encoder_->reply("connection_established", json::object{{"user_id", user_id_},
                                                               {"session_id", session_id_},
                                                               {"timestamp", iso8601_millis(now_micros())}},
                        nullptr));
@@ -173,13 +198,13 @@ void Connection::on_close() {
   if (authed_) {
     auto typing = std::move(typing_);
     for (const auto& [thread_id, gen] : typing) {
-      json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", false}};
+      json::object fields{{"from_user_id", user_id_}, {"user_id", user_id_}, {"is_typing", false}};
       relay(thread_id, "typing", std::move(fields), nullptr);
     }
   }
   if (registered_) {
-    ctx_.chat.presence().disconnect(user_.id);
-    ctx_.chat.connection_limiter().release(user_.id);
+    ctx_.chat.presence().disconnect(user_id_);
+    ctx_.chat.connection_limiter().release(user_id_);
   }
 }
 
@@ -288,7 +313,7 @@ void Connection::on_auth_frame(ClientFrame f) {
 
 void Connection::on_send(ClientFrame f) {
   SendRequest req;
-  req.sender_id = user_.id;
+  req.sender_id = user_id_;
   req.thread_id = std::move(f.thread_id);
   req.username = std::move(f.username);
   req.content = std::move(f.content);
@@ -298,7 +323,7 @@ void Connection::on_send(ClientFrame f) {
   std::weak_ptr<Transport> transport = transport_;
   auto self = shared_from_this();
   uint64_t number = ++sends_begun_;
-  unanswered_sends_.insert(number);
+  unanswered_sends_.push_back(number);
   // Runs on the store's completion thread after the commit, or right here when refused.
   auto done = [self, transport, number, request_id = f.request_id](Result<SendOutcome> r) {
     Frames frames = r ? self->encoder_->data_reply("message_sent", r->message_json, request_id)
@@ -307,7 +332,8 @@ void Connection::on_send(ClientFrame f) {
     std::string id = r && !r->duplicate ? r->message.id : std::string();
     if (auto t = transport.lock())
       t->post([self, frames = std::move(frames), id = std::move(id), number]() mutable {
-        self->unanswered_sends_.erase(number);
+        auto& u = self->unanswered_sends_;
+        u.erase(std::find(u.begin(), u.end(), number));
         if (!id.empty()) self->remember_own_send(std::move(id));
         self->send(std::move(frames));
       });
@@ -414,7 +440,7 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
     int64_t last_seq = 0;
     if (!m) {
       failed = m.error();
-    } else if (!*m || !self->ctx_.chat.is_member(**m, self->user_.id)) {
+    } else if (!*m || !self->ctx_.chat.is_member(**m, self->user_id_)) {
       failed = thread_not_found_or_forbidden();
     } else if (auto t = self->ctx_.chat.store().thread(f.thread_id); !t) {
       failed = t.error();
@@ -432,7 +458,7 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
 void Connection::replay_read(std::shared_ptr<Replay> r) {
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
-    auto page = self->ctx_.chat.replay(self->user_.id, r->thread_id, r->from, kReplayPage);
+    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, r->from, kReplayPage);
     // A since_seq at or past the thread's end: thread_subscribed tells the
     // thread's last seq, not the client's number back. Read after the page:
     // a message committed in between is past since_seq only if this is too
@@ -515,15 +541,15 @@ void Connection::remember_own_send(std::string message_id) {
 }
 
 bool Connection::own_send(const Message& m) const {
-  return m.sender_id == user_.id && std::find(own_sends_.begin(), own_sends_.end(), m.id) != own_sends_.end();
+  return m.sender_id == user_id_ && std::find(own_sends_.begin(), own_sends_.end(), m.id) != own_sends_.end();
 }
 
 // This user's message that may be one of this connection's sends begun
 // before the page was read and not answered yet (message_sent comes after the
 // commit that made it readable): its answer tells whether to skip it.
 bool Connection::maybe_unanswered_send(const Message& m, uint64_t sends_begun_before_read) const {
-  return m.sender_id == user_.id && !unanswered_sends_.empty() &&
-         *unanswered_sends_.begin() <= sends_begun_before_read && !own_send(m);
+  return m.sender_id == user_id_ && !unanswered_sends_.empty() &&
+         unanswered_sends_.front() <= sends_begun_before_read && !own_send(m);
 }
 
 void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
@@ -549,11 +575,11 @@ void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
 void Connection::on_mark_read(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f]() -> std::function<void()> {
-    auto seq = self->ctx_.chat.mark_read(self->user_.id, f.thread_id, f.up_to_seq.value_or(0), self->session_id_);
+    auto seq = self->ctx_.chat.mark_read(self->user_id_, f.thread_id, f.up_to_seq.value_or(0), self->session_id_);
     return [self, f, seq] {
       if (!seq) return self->send_error(seq.error(), f.request_id);
       self->send(self->encoder_->reply("read_receipt",
-                              json::object{{"thread_id", f.thread_id}, {"user_id", self->user_.id}, {"seq", *seq}},
+                              json::object{{"thread_id", f.thread_id}, {"user_id", self->user_id_}, {"seq", *seq}},
                               f.request_id));
     };
   });
@@ -562,7 +588,9 @@ void Connection::on_mark_read(ClientFrame f) {
 void Connection::on_join_chat(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f]() -> std::function<void()> {
-    auto t = self->ctx_.chat.direct_thread(self->user_, f.username);
+    User actor;  // the connection keeps only the id, which is all direct_thread needs
+    actor.id = self->user_id_;
+    auto t = self->ctx_.chat.direct_thread(actor, f.username);
     return [self, f, t] {
       if (!t) return self->send_error(t.error(), f.request_id);
       self->send(
@@ -575,7 +603,7 @@ void Connection::relay(const std::string& thread_id, std::string type, json::obj
                        std::function<void(const Status&)> then) {
   std::weak_ptr<Connection> weak = weak_from_this();
   std::weak_ptr<Transport> transport = transport_;
-  in_order(thread_id, [&chat = ctx_.chat, weak, transport, user_id = user_.id, session_id = session_id_, thread_id,
+  in_order(thread_id, [&chat = ctx_.chat, weak, transport, user_id = user_id_, session_id = session_id_, thread_id,
                        type = std::move(type), fields = std::move(fields), then = std::move(then),
                        loop_thread = std::this_thread::get_id()]() mutable {
     auto st = chat.relay(user_id, thread_id, type, std::move(fields), session_id);
@@ -590,7 +618,7 @@ void Connection::relay(const std::string& thread_id, std::string type, json::obj
 }
 
 void Connection::on_relay(ClientFrame f, std::string_view type) {
-  json::object fields{{"from_user_id", user_.id}, {"payload", f.payload}};
+  json::object fields{{"from_user_id", user_id_}, {"payload", f.payload}};
   relay(f.thread_id, std::string(type), std::move(fields), [this, request_id = f.request_id](const Status& st) {
     if (!st) return send_error(st.error(), request_id);
     send(encoder_->done(request_id));
@@ -600,26 +628,26 @@ void Connection::on_relay(ClientFrame f, std::string_view type) {
 // Typing relays as it comes; a client that goes quiet (or away) without
 // saying is_typing:false is stopped for it after typing_timeout_seconds.
 void Connection::on_typing(ClientFrame f) {
-  json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", f.is_typing}};
+  json::object fields{{"from_user_id", user_id_}, {"user_id", user_id_}, {"is_typing", f.is_typing}};
   // Known at once, not when the relay returns (it may be on a worker): a close
   // meanwhile must still send the stop, which in_order puts after this start.
-  if (f.is_typing) typing_.try_emplace(f.thread_id, 0);
+  if (f.is_typing) typing_entry(typing_, f.thread_id);
   auto self = shared_from_this();
   relay(f.thread_id, "typing", std::move(fields), [self, f](const Status& st) { self->typing_relayed(f, st); });
 }
 
 void Connection::typing_relayed(const ClientFrame& f, const Status& st) {
   if (!st) {
-    typing_.erase(f.thread_id);
+    erase_typing(typing_, f.thread_id);
     return send_error(st.error(), f.request_id);
   }
   send(encoder_->done(f.request_id));
   if (!f.is_typing) {
-    typing_.erase(f.thread_id);
+    erase_typing(typing_, f.thread_id);
     return;
   }
   uint64_t gen = ++typing_generation_;
-  typing_[f.thread_id] = gen;
+  typing_entry(typing_, f.thread_id) = gen;
   auto t = transport_.lock();
   if (!t) return;
   std::weak_ptr<Connection> weak = weak_from_this();
@@ -627,22 +655,22 @@ void Connection::typing_relayed(const ClientFrame& f, const Status& st) {
               [weak, thread_id = f.thread_id, gen] {
                 auto self = weak.lock();
                 if (!self || self->closed_) return;
-                auto it = self->typing_.find(thread_id);
+                auto it = find_typing(self->typing_, thread_id);
                 if (it == self->typing_.end() || it->second != gen) return;
                 self->stop_typing(thread_id);
               });
 }
 
 void Connection::stop_typing(const std::string& thread_id) {
-  typing_.erase(thread_id);
-  json::object fields{{"from_user_id", user_.id}, {"user_id", user_.id}, {"is_typing", false}};
+  erase_typing(typing_, thread_id);
+  json::object fields{{"from_user_id", user_id_}, {"user_id", user_id_}, {"is_typing", false}};
   relay(thread_id, "typing", std::move(fields), nullptr);
 }
 
 void Connection::on_delivered(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f]() -> std::function<void()> {
-    auto st = self->ctx_.chat.acknowledge_delivery(self->user_.id, f.message_id);
+    auto st = self->ctx_.chat.acknowledge_delivery(self->user_id_, f.message_id);
     return [self, f, st] {
       if (!st) return self->send_error(st.error(), f.request_id);
       self->send(self->encoder_->done(f.request_id));
@@ -656,8 +684,8 @@ void Connection::on_moderate(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f]() -> std::function<void()> {
     const bool del = f.type == ClientType::kDeleteMessage;
-    auto m = del ? self->ctx_.chat.delete_message(self->user_.id, f.message_id, self->session_id_)
-                 : self->ctx_.chat.edit_message(self->user_.id, f.message_id, f.content, self->session_id_);
+    auto m = del ? self->ctx_.chat.delete_message(self->user_id_, f.message_id, self->session_id_)
+                 : self->ctx_.chat.edit_message(self->user_id_, f.message_id, f.content, self->session_id_);
     return [self, f, del, m = std::move(m)] {
       if (!m) return self->send_error(m.error(), f.request_id);
       if (del)
@@ -674,7 +702,7 @@ void Connection::on_moderate(ClientFrame f) {
 // issued before the revocation, is closed.
 void Connection::recheck_account() {
   auto self = shared_from_this();
-  off_loop([self, user_id = user_.id]() -> std::function<void()> {
+  off_loop([self, user_id = user_id_]() -> std::function<void()> {
     auto state = self->ctx_.chat.identity().account_state(user_id);
     return [self, state = std::move(state)] {
       if (state) self->account_changed(*state);
@@ -683,7 +711,7 @@ void Connection::recheck_account() {
 }
 
 void Connection::account_changed(const AccountState& state) {
-  if (closed_ || !authed_ || state.user_id != user_.id) return;
+  if (closed_ || !authed_ || state.user_id != user_id_) return;
   const bool revoked = token_iat_ < state.tokens_valid_after;
   if (!state.disabled && !revoked) return;
   const char* why = state.disabled ? "account disabled" : "token revoked";
@@ -744,7 +772,7 @@ void Connection::send_error(const Error& error, const json::value& request_id) {
 }
 
 void Connection::close(CloseReason reason, std::string text) {
-  spdlog::info("event=session_close session_id={} user_id={} reason=\"{}\"", session_id_, user_.id, text);
+  spdlog::info("event=session_close session_id={} user_id={} reason=\"{}\"", session_id_, user_id_, text);
   if (auto t = transport_.lock()) t->close(reason, std::move(text));
 }
 

@@ -15,7 +15,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -77,7 +76,7 @@ class Connection final : public ClientSession,
 
   // ClientSession
   const std::string& session_id() const override { return session_id_; }
-  const std::string& user_id() const override { return user_.id; }
+  const std::string& user_id() const override { return user_id_; }
   void deliver(Delivery& delivery) override;
   void excluded(const BusEvent& event) override;
   void resync() override;
@@ -132,14 +131,15 @@ class Connection final : public ClientSession,
   // closed meanwhile.
   void off_loop(std::function<std::function<void()>()> work);
 
+  // Members are ordered to leave no padding: every idle connection carries
+  // this object, and its size decides its allocation class (at most 496
+  // bytes keeps it, with make_shared's counts, in jemalloc's 512-byte class;
+  // docs/benchmarks.md, "Idle memory, again").
   const Encoder* encoder_;
-
   ConnectionContext ctx_;
   std::weak_ptr<Transport> transport_;
   std::string session_id_;
-  User user_;
-  bool authed_ = false;
-  bool registered_ = false;
+  std::string user_id_;  // set once admitted; the rest of the account is not kept
   // Only while the per-user limit is being asked (on the heap, so an idle
   // connection does not carry it): the user to admit, and the steps
   // (frames, a renewal) that wait for the answer.
@@ -149,7 +149,6 @@ class Connection final : public ClientSession,
   };
   std::unique_ptr<Admission> admission_;
   std::function<void()> on_established_;
-  bool closed_ = false;
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
   int64_t token_iat_ = 0;     // the token's iat, for revoke-tokens
   int64_t auth_deadline_ms_ = 0;
@@ -165,13 +164,13 @@ class Connection final : public ClientSession,
   // Sends not answered yet, by number (1, 2, ...), and the last number given:
   // a store read may hold such a send's message before its message_sent
   // comes (the commit is visible first), so a replay waits for those answers
-  // before it sends this user's messages.
-  std::set<uint64_t> unanswered_sends_;
+  // before it sends this user's messages. Numbers are added in increasing
+  // order, so the vector stays sorted and front() is the oldest.
+  std::vector<uint64_t> unanswered_sends_;
   uint64_t sends_begun_ = 0;
   Micros connected_at_us_ = 0;  // admitted (authenticated and registered) at
   // Set while a send or relay of this connection is on a worker; later ones follow it there.
   std::shared_ptr<SerialQueue> chain_;
-  bool holding_ = false;
   struct Held {
     std::string thread_id;
     int64_t seq;
@@ -179,13 +178,17 @@ class Connection final : public ClientSession,
   };
   std::vector<Held> held_;
   // Threads this connection is typing in, with the generation of the timer
-  // that will stop it (a newer `typing` bumps it).
-  std::unordered_map<std::string, uint64_t> typing_;
+  // that will stop it (a newer `typing` bumps it). Seldom more than one.
+  std::vector<std::pair<std::string, uint64_t>> typing_;
   uint64_t typing_generation_ = 0;
   // Token bucket for client frames.
   double tokens_;
   int64_t refilled_at_us_;
   int strikes_ = 0;
+  bool authed_ = false;
+  bool registered_ = false;
+  bool closed_ = false;
+  bool holding_ = false;
 };
 
 }  // namespace parley

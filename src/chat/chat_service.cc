@@ -153,11 +153,10 @@ void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const
 }
 
 Result<Thread> ChatService::direct_thread(const User& actor, const std::string& username) {
-  std::string name = ascii_lowercase(username);
-  if (name == actor.username) return bad_input("invalid_recipient", "you cannot message yourself");
-  auto other = store_.user_by_username(name);
+  auto other = store_.user_by_username(ascii_lowercase(username));
   if (!other) return other.error();
   if (!*other) return not_found("user_not_found", "no user named " + username.substr(0, 64));
+  if ((*other)->id == actor.id) return bad_input("invalid_recipient", "you cannot message yourself");
   CreateThreadRequest req;
   req.type = "direct";
   req.participant_ids = {(*other)->id};

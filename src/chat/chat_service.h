@@ -85,7 +85,7 @@ class ChatService {
   Result<Thread> add_participants(const User& actor, const std::string& thread_id,
                                   const std::vector<std::string>& user_ids);
   Status remove_participant(const User& actor, const std::string& thread_id, const std::string& user_id);
-  // The direct thread with `username`, created on first use.
+  // The direct thread with `username`, created on first use. Only actor.id is read.
   Result<Thread> direct_thread(const User& actor, const std::string& username);
 
   // --- messages ---

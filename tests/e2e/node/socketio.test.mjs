@@ -190,6 +190,9 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     assert.equal(after.body.data.unread_count, 0);
     const unknown = await a.emit('join_chat', { username: 'nobody_here_at_all' });
     assert.equal(unknown.success, false);
+    const self = await a.emit('join_chat', { username: alice.username.toUpperCase() });
+    assert.equal(self.success, false, JSON.stringify(self));
+    assert.equal(self.code, 'invalid_recipient', `a chat with oneself is refused (got ${JSON.stringify(self)})`);
     a.close(); b.close();
   });
 
