@@ -333,7 +333,7 @@ void Connection::on_send(ClientFrame f) {
     if (auto t = transport.lock())
       t->post([self, frames = std::move(frames), id = std::move(id), number]() mutable {
         auto& u = self->unanswered_sends_;
-        u.erase(std::find(u.begin(), u.end(), number));
+        if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
         if (!id.empty()) self->remember_own_send(std::move(id));
         self->send(std::move(frames));
       });
