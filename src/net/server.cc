@@ -56,7 +56,7 @@ struct Server::Impl {
         workers(w),
         rest(ch, HealthInfo{[] { return static_cast<size_t>(std::max<int64_t>(Metrics::get().connections.load(), 0)); },
                             [&ch] { return ch.presence().users_online(); }, std::move(bus_name), std::move(bus_ok),
-                            [this] { return draining.load(std::memory_order_relaxed); }}) {
+                            [this] { return refusing.load(std::memory_order_relaxed); }}) {
     int n = c.threads > 0 ? c.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     for (int i = 0; i < n; ++i) {
       auto loop = std::make_unique<Loop>();
@@ -154,6 +154,7 @@ struct Server::Impl {
   void drain_run(DrainClock::time_point deadline) {
     auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(10)); };
     bool in_time = on_every_loop([](Loop& l) { l.ctx->draining = true; }, deadline);
+    refusing.store(true, std::memory_order_relaxed);
     while (in_time && !quiet(deadline)) {
       if (DrainClock::now() >= deadline || forced.load()) in_time = false;
       else pause();
@@ -310,6 +311,9 @@ struct Server::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::function<bool()> idle_check;
   std::atomic<bool> draining{false};
+  // Every loop refuses new work (set once the drain told them all): what
+  // /health reports as "draining", so a client that saw it is refused too.
+  std::atomic<bool> refusing{false};
   std::atomic<bool> forced{false};  // a second signal: end the drain now
   bool clean = true;                // written by the drain thread, read after it is joined
   std::thread drain_thread;
