@@ -114,7 +114,13 @@ describe('graceful shutdown', () => {
     const healthSeen = watchHealth(server, exited);
 
     // While it drains, new work is refused: a new WebSocket and a REST call get 503.
-    await sleep(150);
+    // Once /health says so, not after a fixed pause: on a loaded machine the
+    // signal can take longer than any pause to be handled.
+    for (let i = 0; i < 100; i++) {
+      const h = await server.http('GET', '/health', { timeoutMs: 1000 }).catch(() => null);
+      if (!h || (h.status === 503 && h.body?.status === 'draining')) break;
+      await sleep(20);
+    }
     const refused = await server.http('POST', '/api/auth/login', { body: { username: users[0].username, password: users[0].password } })
       .catch(() => null);
     if (refused) {
