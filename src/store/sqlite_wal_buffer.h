@@ -18,6 +18,10 @@
 //   - the buffer is full;
 //   - before any other operation on the file (read, sync, truncate, size,
 //     lock, file control, close), so nothing SQLite reads or syncs is missing.
+// A write that continues the log also goes out as whole file-system blocks
+// (the bytes of its first block that the file already holds in front, zeros
+// past the log's end behind), so the kernel never reads a block back from
+// disk to merge it.
 // So what is durable, and when, is exactly as with the default VFS: a commit
 // is in the OS (it survives kill -9) before sqlite3_step returns, and the
 // sync of synchronous=FULL still comes after every frame is written.
@@ -41,5 +45,8 @@ Status register_wal_buffer_vfs();
 // WAL writes handed on to the default VFS so far, process-wide: tests use it
 // to see that a commit's frames went out in a few calls.
 uint64_t wal_buffer_writes();
+// Of those, the writes that did not cover whole 4 KiB blocks: tests use it to
+// see that appends to the log go out as whole blocks.
+uint64_t wal_buffer_partial_writes();
 
 }  // namespace parley

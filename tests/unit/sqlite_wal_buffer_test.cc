@@ -2,7 +2,8 @@
 // is visible to other connections, and complete in the file, the moment it
 // returns; its frames go out in a few writes; and the WAL stays valid when
 // SQLite spills pages before the commit and rewrites them (and their
-// checksums) inside one transaction.
+// checksums) inside one transaction; appends go out as whole 4 KiB blocks,
+// also after the log restarts and when another connection writes the same log.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -133,6 +134,82 @@ TEST_F(WalBufferTest, SpilledAndRewrittenFramesLeaveAValidWal) {
   EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok");
   sqlite3_finalize(st);
   sqlite3_close(crashed);
+}
+
+TEST_F(WalBufferTest, AppendsGoOutAsWholeBlocksAcrossLogRestarts) {
+  insert(1, 300);  // the first write of a log may start mid-block
+  int64_t expected = 1;
+  const uint64_t partial_before = wal_buffer_partial_writes();
+  const uint64_t writes_before = wal_buffer_writes();
+  for (int round = 0; round < 3; ++round) {
+    for (int rows : {1, 2, 5, 1, 40, 1, 3}) {
+      insert(rows, 300);
+      expected += rows;
+    }
+    // What a kill -9 would leave recovers every commit, the zeros past the
+    // log's end included.
+    sqlite3* crashed = open_crash_copy();
+    ASSERT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t"), expected) << "round " << round;
+    ASSERT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t WHERE length(body) != 300"), 0);
+    sqlite3_close(crashed);
+    // The next commit starts a new log at offset 0 over the old one's bytes.
+    ASSERT_EQ(scalar(writer_, "PRAGMA wal_checkpoint(RESTART)"), 0);
+  }
+  insert(2, 300);
+  expected += 2;
+  EXPECT_GT(wal_buffer_writes() - writes_before, 20u);
+  EXPECT_EQ(wal_buffer_partial_writes() - partial_before, 0u) << "an append left part of a block to merge";
+  EXPECT_EQ(scalar(reader_, "SELECT COUNT(*) FROM t"), expected);
+  std::error_code ec;
+  EXPECT_EQ(std::filesystem::file_size(path_ + "-wal", ec) % 4096, 0u);
+}
+
+TEST_F(WalBufferTest, AnotherWriterOnTheSameLogIsNeverOverwritten) {
+  // A second writer through the VFS, as `parley user disable` is beside a
+  // running server: each connection's idea of the log's last block goes
+  // stale when the other writes, and must then not be written back.
+  sqlite3* other = open(kWalBufferVfs, SQLITE_OPEN_READWRITE);
+  int64_t expected = 0;
+  for (int round = 0; round < 6; ++round) {
+    insert(1 + round, 300);
+    exec(other, "INSERT INTO t (body) SELECT hex(randomblob(150))");
+    expected += 2 + round;
+    if (round == 2) {
+      ASSERT_EQ(scalar(other, "PRAGMA wal_checkpoint(RESTART)"), 0);
+    }
+    if (round == 4) {
+      ASSERT_EQ(scalar(writer_, "PRAGMA wal_checkpoint(RESTART)"), 0);
+    }
+    sqlite3* crashed = open_crash_copy();
+    ASSERT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t"), expected) << "round " << round;
+    ASSERT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t WHERE length(body) != 300"), 0);
+    sqlite3_close(crashed);
+  }
+  // Two new logs of one frame each, the writer's then other's: other's log
+  // ends exactly where the writer's last write did, in the block the writer
+  // remembers, and the writer's next write continues there. Each UPDATE
+  // changes one leaf page and not its size; row 1 is the one at the page's
+  // end, so the bytes the writer remembers are no longer the file's.
+  ASSERT_EQ(scalar(writer_, "PRAGMA wal_checkpoint(RESTART)"), 0);
+  exec(writer_, "UPDATE t SET body = lower(body) WHERE id = 1");
+  ASSERT_EQ(scalar(other, "PRAGMA wal_checkpoint(RESTART)"), 0);
+  exec(other, "UPDATE t SET body = upper(body) WHERE id = 1");
+  exec(writer_, "UPDATE t SET body = lower(body) WHERE id = 3");
+  sqlite3* crashed = open_crash_copy();
+  EXPECT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t"), expected);
+  EXPECT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t WHERE (id = 1 AND body GLOB '*[A-F]*') OR "
+                            "(id = 3 AND body NOT GLOB '*[A-F]*')"),
+            2);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(crashed, "PRAGMA integrity_check", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok");
+  sqlite3_finalize(st);
+  sqlite3_close(crashed);
+  EXPECT_EQ(scalar(reader_, "SELECT COUNT(*) FROM t WHERE (id = 1 AND body GLOB '*[A-F]*') OR "
+                            "(id = 3 AND body NOT GLOB '*[A-F]*')"),
+            2);
+  sqlite3_close(other);
 }
 
 }  // namespace
