@@ -165,12 +165,13 @@ int wal_write(sqlite3_file* f, const void* data, int n, sqlite3_int64 offset) {
   }
   if (n == kFrameHeaderBytes) {
     // Bytes 4..7 of a frame header: the database size after a commit, else 0.
-    // A commit frame's header goes out at once as well: when SQLite rewrites
-    // the headers of frames overwritten within a transaction (their
-    // checksums), the commit frame's header is the last write, with no page
-    // after it.
+    // A commit frame's header appended at the log's end is followed by its
+    // page, and both go out together. One written anywhere else goes out at
+    // once: when SQLite rewrites the headers of frames overwritten within a
+    // transaction (their checksums), the commit frame's header, inside the
+    // log, is the last write, with no page after it.
     w->commit_next = big_endian32(static_cast<const char*>(data) + 4) != 0;
-    commit_done = w->commit_next;
+    commit_done = w->commit_next && offset < s.end;
   } else if (w->commit_next) {
     w->commit_next = false;
     commit_done = true;

@@ -11,9 +11,10 @@
 //     commit frame's header carries the database size after the commit;
 //     every other frame's is 0): the commit is then complete in the OS
 //     before SQLite publishes it to other connections through the
-//     wal-index, which involves no VFS call. (The header alone too: when
-//     SQLite rewrites the checksums of frames it overwrote within the
-//     transaction, the commit frame's header is its last write);
+//     wal-index, which involves no VFS call. (The header alone when it is
+//     written inside the log: when SQLite rewrites the checksums of frames
+//     it overwrote within the transaction, the commit frame's header is its
+//     last write);
 //   - the next write is not contiguous (SQLite rewrites a frame in place);
 //   - the buffer is full;
 //   - before any other operation on the file (read, sync, truncate, size,

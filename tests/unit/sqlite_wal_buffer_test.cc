@@ -105,6 +105,13 @@ TEST_F(WalBufferTest, ACommitsFramesGoOutInAFewWrites) {
   EXPECT_GE(writes, 1u);
   EXPECT_LE(writes, 6u) << "frames of one commit of about " << pages << " pages";
   EXPECT_EQ(scalar(reader_, "SELECT COUNT(*) FROM t"), 1010);
+  // A small commit, its commit frame's header and page included: one write.
+  for (int i = 0; i < 5; ++i) {
+    const uint64_t at = wal_buffer_writes();
+    insert(1, 300);
+    EXPECT_EQ(wal_buffer_writes() - at, 1u) << "commit " << i;
+  }
+  EXPECT_EQ(scalar(reader_, "SELECT COUNT(*) FROM t"), 1015);
 }
 
 TEST_F(WalBufferTest, SpilledAndRewrittenFramesLeaveAValidWal) {
