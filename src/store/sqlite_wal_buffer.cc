@@ -3,12 +3,11 @@
 #include <sqlite3.h>
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <string>
-#include <string_view>
 
 namespace parley {
 
