@@ -57,6 +57,15 @@ class WalBufferTest : public ::testing::Test {
     sqlite3_finalize(st);
     return v;
   }
+  // SQLite's own check of every page and index of db: "ok" or what is wrong.
+  static std::string integrity(sqlite3* db) {
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, nullptr), SQLITE_OK);
+    std::string result = "no answer";
+    if (sqlite3_step(st) == SQLITE_ROW) result = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return result;
+  }
   // A copy of the database and its WAL as the OS has them now (no wal-index),
   // opened with the default VFS: what a restart after kill -9 would see.
   sqlite3* open_crash_copy() {
@@ -136,11 +145,7 @@ TEST_F(WalBufferTest, SpilledAndRewrittenFramesLeaveAValidWal) {
   EXPECT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t WHERE length(body) != 300 + "
                             "CASE WHEN id % 7 = 0 THEN 5 - (id - 1) / 400 ELSE 0 END"),
             0);
-  sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(crashed, "PRAGMA integrity_check", -1, &st, nullptr), SQLITE_OK);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok");
-  sqlite3_finalize(st);
+  EXPECT_EQ(integrity(crashed), "ok");
   sqlite3_close(crashed);
 }
 
@@ -208,11 +213,7 @@ TEST_F(WalBufferTest, AnotherWriterOnTheSameLogIsNeverOverwritten) {
   EXPECT_EQ(scalar(crashed, "SELECT COUNT(*) FROM t WHERE (id = 1 AND body GLOB '*[A-F]*') OR "
                             "(id = 3 AND body NOT GLOB '*[A-F]*')"),
             2);
-  sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(crashed, "PRAGMA integrity_check", -1, &st, nullptr), SQLITE_OK);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok");
-  sqlite3_finalize(st);
+  EXPECT_EQ(integrity(crashed), "ok");
   sqlite3_close(crashed);
   EXPECT_EQ(scalar(reader_, "SELECT COUNT(*) FROM t WHERE (id = 1 AND body GLOB '*[A-F]*') OR "
                             "(id = 3 AND body NOT GLOB '*[A-F]*')"),
@@ -256,11 +257,7 @@ TEST_F(WalBufferTest, RandomWritesFromTwoWritersSurviveACrashAfterEveryStep) {
     sqlite3* crashed = open_crash_copy();
     ASSERT_EQ(scalar(crashed, fingerprint), scalar(reader_, fingerprint)) << "step " << step << " action " << action;
     if (step % 25 == 24) {
-      sqlite3_stmt* st = nullptr;
-      ASSERT_EQ(sqlite3_prepare_v2(crashed, "PRAGMA integrity_check", -1, &st, nullptr), SQLITE_OK);
-      ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-      EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok") << "step " << step;
-      sqlite3_finalize(st);
+      EXPECT_EQ(integrity(crashed), "ok") << "step " << step;
     }
     sqlite3_close(crashed);
     std::filesystem::remove_all(root_ + "/crash" + std::to_string(crashes_));
