@@ -507,9 +507,7 @@ class CrossLoopListener final : public TransportListener {
 void cross_loop_websocket(LoopContext& loop, WsSocket socket, const http::request<http::string_body>& req,
                           std::string leftover, const Registry::Entry& entry) {
   LoopContext* owner = entry.loop;
-  boost::system::error_code ec;
-  auto ep = socket.lowest().remote_endpoint(ec);
-  std::string remote = ec ? "unknown" : ep.address().to_string();
+  std::string remote = socket.remote;
   start_ws_session(loop, std::move(socket), req, std::move(leftover),
                    [&loop, owner, session = entry.session, remote](std::weak_ptr<Transport> ws) {
                      auto listener = std::make_shared<CrossLoopListener>(*owner, session);
@@ -606,9 +604,7 @@ std::optional<sio::EioError> eio_check_upgrade(const EioQuery& q) {
 void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::string_body> req, std::string leftover,
                    const EioQuery& q) {
   if (q.sid.empty()) {
-    boost::system::error_code ec;
-    auto ep = socket.lowest().remote_endpoint(ec);
-    auto session = std::make_shared<EioSession>(loop, ec ? "unknown" : ep.address().to_string());
+    auto session = std::make_shared<EioSession>(loop, socket.remote);
     start_ws_session(loop, std::move(socket), req, std::move(leftover),
                      [session](std::weak_ptr<Transport> ws) -> std::shared_ptr<TransportListener> {
                        session->start(true);

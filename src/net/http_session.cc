@@ -64,12 +64,6 @@ void add_security_headers(http::response<http::string_body>& res) {
   set_default("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
 }
 
-std::string remote_of(const beast::tcp_stream& s) {
-  boost::system::error_code ec;
-  auto ep = s.socket().remote_endpoint(ec);
-  return ec ? "unknown" : ep.address().to_string();
-}
-
 bool origin_allowed(const Config& config, std::string_view origin) {
   if (config.allowed_origins.empty() || origin.empty()) return true;
   return std::any_of(config.allowed_origins.begin(), config.allowed_origins.end(),
@@ -88,7 +82,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
 
  public:
-  HttpSession(LoopContext& loop, Stream stream) : loop_(loop), stream_(std::move(stream)) { remote_ = remote_of(tcp()); }
+  HttpSession(LoopContext& loop, Stream stream, std::string remote)
+      : loop_(loop), stream_(std::move(stream)), remote_(std::move(remote)) {}
 
   void run() {
     if constexpr (kTls) {
@@ -456,12 +451,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
 
 }  // namespace
 
-void start_http_session(LoopContext& loop, tcp::socket socket) {
-  std::make_shared<HttpSession<beast::tcp_stream>>(loop, beast::tcp_stream(std::move(socket)))->run();
+void start_http_session(LoopContext& loop, tcp::socket socket, std::string remote) {
+  std::make_shared<HttpSession<beast::tcp_stream>>(loop, beast::tcp_stream(std::move(socket)), std::move(remote))->run();
 }
 
-void start_https_session(LoopContext& loop, tcp::socket socket, std::shared_ptr<asio::ssl::context> context) {
-  std::make_shared<HttpSession<TlsStream>>(loop, TlsStream(std::move(socket), *context))->run();
+void start_https_session(LoopContext& loop, tcp::socket socket, std::string remote,
+                         std::shared_ptr<asio::ssl::context> context) {
+  std::make_shared<HttpSession<TlsStream>>(loop, TlsStream(std::move(socket), *context), std::move(remote))->run();
 }
 
 }  // namespace parley::net

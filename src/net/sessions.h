@@ -82,18 +82,19 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 struct WsSocket {
   std::optional<tcp::socket> plain;
   std::unique_ptr<TlsStream> tls;
-  // The peer's address as the HTTP session found it (one getpeername call
-  // per connection, not two); empty: the WebSocket session asks the socket.
+  // The peer's address, as accept returned it.
   std::string remote;
 
   tcp::socket& lowest() { return tls ? beast::get_lowest_layer(*tls).socket() : *plain; }
 };
 
-// Serves HTTP on an accepted socket; upgrades to WebSocket when asked.
-void start_http_session(LoopContext& loop, tcp::socket socket);
+// Serves HTTP on an accepted socket from `remote` (the peer's address, as
+// accept returned it); upgrades to WebSocket when asked.
+void start_http_session(LoopContext& loop, tcp::socket socket, std::string remote);
 // The same over TLS: the handshake first (within the header timeout), with
 // `context` (the current certificate when the connection came in).
-void start_https_session(LoopContext& loop, tcp::socket socket, std::shared_ptr<asio::ssl::context> context);
+void start_https_session(LoopContext& loop, tcp::socket socket, std::string remote,
+                         std::shared_ptr<asio::ssl::context> context);
 
 // Makes the protocol session above a WebSocket, given the transport it will
 // write to. Called once, on the loop, after the handshake answer is queued.

@@ -75,14 +75,12 @@ class WsSession final : public Transport,
                         public std::enable_shared_from_this<WsSession> {
  public:
   WsSession(LoopContext& loop, WsSocket socket)
-      : loop_(loop), sock_(std::move(socket)), socket_(sock_.lowest()), reader_(loop.config.limits.max_frame_bytes) {
+      : loop_(loop),
+        sock_(std::move(socket)),
+        socket_(sock_.lowest()),
+        reader_(loop.config.limits.max_frame_bytes),
+        remote_(std::move(sock_.remote)) {
     boost::system::error_code ec;
-    if (sock_.remote.empty()) {
-      auto ep = socket_.remote_endpoint(ec);
-      remote_ = ec ? "unknown" : ep.address().to_string();
-    } else {
-      remote_ = std::move(sock_.remote);
-    }
     // Reads and writes go straight to recv and sendmsg on the descriptor,
     // which the HTTP session's asynchronous reads already made non-blocking:
     // Asio's non_blocking(true) would repeat that ioctl on every connection.
