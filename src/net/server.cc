@@ -70,8 +70,10 @@ struct Server::Impl {
     // Presence grace timers run on the first loop; announcements need the
     // store, so they go to the workers, through one SerialQueue: a burst of
     // connects costs one worker wake-up and one read of the store (the
-    // changes gather in `pending` until the queued task takes them all), and
-    // one user's changes stay in order.
+    // changes gather in `pending` for kPresenceGather, then one task takes
+    // them all), and one user's changes stay in order. Without the wait a
+    // storm of connects was announced two or three users at a time, each
+    // batch a worker wake-up, a read transaction and a post to every loop.
     asio::io_context* timers = &loops[0]->io;
     auto announcements = SerialQueue::create(workers);
     struct PendingPresence {
@@ -86,21 +88,24 @@ struct Server::Impl {
             if (!ec) fn();
           });
         },
-        [&ch, announcements, pending](const std::string& user_id, bool online) {
+        [timers, &ch, announcements, pending](const std::string& user_id, bool online) {
           bool first;
           {
             std::lock_guard lock(pending->mu);
             first = pending->changes.empty();
             pending->changes.push_back({user_id, online});
           }
-          if (!first) return;  // the task already queued takes this one too
-          announcements->submit([&ch, pending] {
-            std::vector<ChatService::PresenceChange> burst;
-            {
-              std::lock_guard lock(pending->mu);
-              burst.swap(pending->changes);
-            }
-            ch.announce_presence(burst);
+          if (!first) return;  // the batch already waiting takes this one too
+          auto gather = std::make_shared<asio::steady_timer>(*timers, kPresenceGather);
+          gather->async_wait([gather, &ch, announcements, pending](boost::system::error_code) {
+            announcements->submit([&ch, pending] {
+              std::vector<ChatService::PresenceChange> burst;
+              {
+                std::lock_guard lock(pending->mu);
+                burst.swap(pending->changes);
+              }
+              ch.announce_presence(burst);
+            });
           });
         });
   }
@@ -324,6 +329,9 @@ struct Server::Impl {
   int nodelay_inherited = -1;  // accepted sockets come with TCP_NODELAY: 1, or not: 0; -1 before the first
   std::unique_ptr<asio::steady_timer> accept_pause;  // after a failed accept
   static constexpr int kAcceptRetryMs = 100;
+  // How long presence changes gather before one batch announces them all:
+  // unnoticeable to people, and a storm of connects shares its store reads.
+  static constexpr std::chrono::milliseconds kPresenceGather{5};
   std::unique_ptr<asio::signal_set> signals;
   std::unique_ptr<TlsContexts> tls;          // set when serving HTTPS/WSS
   std::unique_ptr<asio::signal_set> hangup;  // SIGHUP, with TLS only
