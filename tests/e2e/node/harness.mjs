@@ -206,9 +206,10 @@ export class ParleyServer {
     });
   }
 
-  // Plain HTTP request. body: object (sent as JSON), string or Buffer (sent as is).
+  // Plain HTTP request. body: object (sent as JSON), string or Buffer (sent as is);
+  // localAddress: the loopback address to connect from.
   // Resolves {status, headers, text, body} where body is the parsed JSON or null.
-  http(method, urlPath, { token, body, headers = {}, timeoutMs = 10000 } = {}) {
+  http(method, urlPath, { token, body, headers = {}, timeoutMs = 10000, localAddress } = {}) {
     const hdrs = { ...headers };
     let payload = null;
     if (body !== undefined) {
@@ -218,7 +219,7 @@ export class ParleyServer {
     }
     if (token) hdrs.Authorization = `Bearer ${token}`;
     return new Promise((resolve, reject) => {
-      const req = http.request({ host: HOST, port: this.port, method, path: urlPath, headers: hdrs, agent: false },
+      const req = http.request({ host: HOST, port: this.port, method, path: urlPath, headers: hdrs, agent: false, localAddress },
         (res) => {
           const chunks = [];
           res.on('data', (c) => chunks.push(c));

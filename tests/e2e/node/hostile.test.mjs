@@ -84,6 +84,13 @@ describe('per-address limits are exact under concurrency', () => {
     assert.equal(statuses.filter((s) => s === 401).length, 5, statuses.join(','));
     assert.equal(statuses.filter((s) => s === 429).length, 7, statuses.join(','));
   });
+
+  it('another address has a count of its own (the server reads each peer address)', async () => {
+    const login = (localAddress) => server.http('POST', '/api/auth/login',
+      { body: { username: `ghost_${randomId(4)}`, password: 'nope-nope' }, localAddress });
+    assert.equal((await login('127.0.0.1')).status, 429, '127.0.0.1 used up its 5 failures above');
+    assert.equal((await login('127.0.0.2')).status, 401);
+  });
 });
 
 describe('hostile values over WebSocket and REST', () => {
