@@ -434,6 +434,26 @@ TEST(MessageJsonText, IsTheLibrarysSerialisationByteForByte) {
   }
 }
 
+// The serialiser scans eight bytes at a time: a character to escape must be
+// found at every offset of a block, next to any byte that needs none.
+TEST(MessageJsonText, EscapesAtEveryOffsetOfTheScan) {
+  const std::string specials[] = {"\"", "\\", "\n", "\x01", "\x1f", std::string(1, '\0')};
+  const std::string fillers[] = {"a", "\x7f", "\xC3\xA9", " ", "!", "#", "[", "]"};
+  for (const auto& special : specials) {
+    for (const auto& filler : fillers) {
+      for (size_t at = 0; at < 20; ++at) {
+        std::string content(at % filler.size(), 'a');  // whole UTF-8 sequences only
+        while (content.size() < at) content += filler;
+        content += special;
+        for (int i = 0; i < 19; ++i) content += filler;
+        Message m = sample_message();
+        m.content = content;
+        ASSERT_EQ(message_json_text(m), json::serialize(message_json(m))) << "offset " << at;
+      }
+    }
+  }
+}
+
 TEST(EncodeDataFrame, ParsesBackWithTypeRequestIdAndData) {
   std::string data = json::serialize(message_json(sample_message()));
   std::string frame = encode_data_frame("new_message", data, json::value("r-1"));
