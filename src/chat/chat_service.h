@@ -112,10 +112,7 @@ class ChatService {
   // Tells everyone who shares a thread with each user that the user came
   // online or went offline (presence), in the order given; the contacts of
   // the whole burst are read in one go. Blocking.
-  struct PresenceChange {
-    std::string user_id;
-    bool online = false;
-  };
+  using PresenceChange = parley::PresenceChange;
   void announce_presence(const std::vector<PresenceChange>& changes);
   struct PresenceInfo {
     bool online = false;

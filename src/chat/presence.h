@@ -20,6 +20,12 @@
 
 namespace parley {
 
+// One user's change of presence, as it is announced to their contacts.
+struct PresenceChange {
+  std::string user_id;
+  bool online = false;
+};
+
 class Presence {
  public:
   using Scheduler = std::function<void(std::chrono::milliseconds, std::function<void()>)>;

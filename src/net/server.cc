@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "chat/presence_batch.h"
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/serial_queue.h"
@@ -68,46 +69,27 @@ struct Server::Impl {
       loops.push_back(std::move(loop));
     }
     // Presence grace timers run on the first loop; announcements need the
-    // store, so they go to the workers, through one SerialQueue: a burst of
-    // connects costs one worker wake-up and one read of the store (the
-    // changes gather in `pending` for kPresenceGather, then one task takes
-    // them all), and one user's changes stay in order. Without the wait a
-    // storm of connects was announced two or three users at a time, each
-    // batch a worker wake-up, a read transaction and a post to every loop.
+    // store, so they go to the workers, through one SerialQueue that keeps
+    // them in order. Changes gather for kPresenceGather first
+    // (chat/presence_batch.h): without the wait a storm of connects was
+    // announced two or three users at a time, each batch a worker wake-up,
+    // a read transaction and a post to every loop.
     asio::io_context* timers = &loops[0]->io;
-    auto announcements = SerialQueue::create(workers);
-    struct PendingPresence {
-      std::mutex mu;
-      std::vector<ChatService::PresenceChange> changes;
+    Presence::Scheduler on_first_loop = [timers](std::chrono::milliseconds delay, std::function<void()> fn) {
+      auto t = std::make_shared<asio::steady_timer>(*timers, delay);
+      t->async_wait([t, fn = std::move(fn)](boost::system::error_code ec) {
+        if (!ec) fn();
+      });
     };
-    auto pending = std::make_shared<PendingPresence>();
-    chat.presence().set_hooks(
-        [timers](std::chrono::milliseconds delay, std::function<void()> fn) {
-          auto t = std::make_shared<asio::steady_timer>(*timers, delay);
-          t->async_wait([t, fn = std::move(fn)](boost::system::error_code ec) {
-            if (!ec) fn();
-          });
-        },
-        [timers, &ch, announcements, pending](const std::string& user_id, bool online) {
-          bool first;
-          {
-            std::lock_guard lock(pending->mu);
-            first = pending->changes.empty();
-            pending->changes.push_back({user_id, online});
-          }
-          if (!first) return;  // the batch already waiting takes this one too
-          auto gather = std::make_shared<asio::steady_timer>(*timers, kPresenceGather);
-          gather->async_wait([gather, &ch, announcements, pending](boost::system::error_code) {
-            announcements->submit([&ch, pending] {
-              std::vector<ChatService::PresenceChange> burst;
-              {
-                std::lock_guard lock(pending->mu);
-                burst.swap(pending->changes);
-              }
-              ch.announce_presence(burst);
-            });
-          });
-        });
+    auto announcements = SerialQueue::create(workers);
+    auto batch = PresenceBatch::create(kPresenceGather, on_first_loop,
+                                       [&ch, announcements](std::vector<PresenceChange> burst) {
+                                         announcements->submit([&ch, burst = std::move(burst)] {
+                                           ch.announce_presence(burst);
+                                         });
+                                       });
+    chat.presence().set_hooks(on_first_loop,
+                              [batch](const std::string& user_id, bool online) { batch->add(user_id, online); });
   }
 
   // ---------------------------------------------------------------- drain

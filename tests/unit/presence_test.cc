@@ -2,9 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "chat/presence_batch.h"
 
 namespace parley {
 namespace {
@@ -96,6 +101,74 @@ TEST(Presence, AUserTheDirectoryLostIsAnnouncedAgainWhileConnectedHere) {
   f.directory.back("here");
   f.directory.back("gone-meanwhile");
   EXPECT_EQ(f.said, (Announcements{{"here", true}})) << "only a user still connected here comes back";
+}
+
+// A burst of changes waits for one scheduled flush and is handed over as one
+// batch, in the order the changes came; the next change starts a new batch.
+struct BatchFixture {
+  std::vector<std::pair<std::chrono::milliseconds, std::function<void()>>> scheduled;
+  std::vector<std::vector<PresenceChange>> batches;
+  std::function<void()> during_flush;
+  std::shared_ptr<PresenceBatch> batch = PresenceBatch::create(
+      std::chrono::milliseconds(5),
+      [this](std::chrono::milliseconds delay, std::function<void()> fn) { scheduled.emplace_back(delay, std::move(fn)); },
+      [this](std::vector<PresenceChange> changes) {
+        batches.push_back(std::move(changes));
+        if (during_flush) std::exchange(during_flush, nullptr)();
+      });
+  static std::vector<std::pair<std::string, bool>> flat(const std::vector<PresenceChange>& changes) {
+    std::vector<std::pair<std::string, bool>> out;
+    for (const auto& c : changes) out.emplace_back(c.user_id, c.online);
+    return out;
+  }
+};
+
+TEST(PresenceBatch, ABurstIsOneBatchInOrder) {
+  BatchFixture f;
+  f.batch->add("a", true);
+  f.batch->add("b", true);
+  f.batch->add("a", false);
+  ASSERT_EQ(f.scheduled.size(), 1u) << "one flush for the burst";
+  EXPECT_EQ(f.scheduled[0].first, std::chrono::milliseconds(5));
+  EXPECT_TRUE(f.batches.empty()) << "nothing is handed over before the flush runs";
+  f.scheduled[0].second();
+  ASSERT_EQ(f.batches.size(), 1u);
+  EXPECT_EQ(BatchFixture::flat(f.batches[0]),
+            (std::vector<std::pair<std::string, bool>>{{"a", true}, {"b", true}, {"a", false}}));
+  f.batch->add("c", true);
+  ASSERT_EQ(f.scheduled.size(), 2u) << "the next change starts a new batch";
+  f.scheduled[1].second();
+  ASSERT_EQ(f.batches.size(), 2u);
+  EXPECT_EQ(BatchFixture::flat(f.batches[1]), (std::vector<std::pair<std::string, bool>>{{"c", true}}));
+}
+
+TEST(PresenceBatch, AChangeDuringAFlushGoesToTheNextBatch) {
+  BatchFixture f;
+  f.during_flush = [&f] { f.batch->add("late", true); };
+  f.batch->add("a", true);
+  ASSERT_EQ(f.scheduled.size(), 1u);
+  f.scheduled[0].second();
+  ASSERT_EQ(f.batches.size(), 1u);
+  EXPECT_EQ(BatchFixture::flat(f.batches[0]), (std::vector<std::pair<std::string, bool>>{{"a", true}}));
+  ASSERT_EQ(f.scheduled.size(), 2u) << "the late change scheduled its own flush";
+  f.scheduled[1].second();
+  ASSERT_EQ(f.batches.size(), 2u);
+  EXPECT_EQ(BatchFixture::flat(f.batches[1]), (std::vector<std::pair<std::string, bool>>{{"late", true}}));
+}
+
+TEST(PresenceBatch, TheScheduledFlushKeepsTheBatchAlive) {
+  std::function<void()> pending;
+  std::vector<PresenceChange> got;
+  {
+    auto batch = PresenceBatch::create(
+        std::chrono::milliseconds(5), [&](std::chrono::milliseconds, std::function<void()> fn) { pending = std::move(fn); },
+        [&](std::vector<PresenceChange> changes) { got = std::move(changes); });
+    batch->add("a", true);
+  }
+  ASSERT_TRUE(pending);
+  pending();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].user_id, "a");
 }
 
 }  // namespace
