@@ -479,6 +479,16 @@ void PgStore::append(AppendRequest request, AppendCallback done) {
   writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done));
 }
 
+// Why write_message's thread update matched no row, in the order a caller
+// can act on: no such thread, no such user, not a participant.
+Error PgStore::refused_append(PgConn& c, const AppendRequest& r) {
+  auto t = c.exec("SELECT 1 FROM threads WHERE id = $1", {r.thread_id});
+  if (!t.ok()) return pg_error(c, t, "find_thread");
+  if (t.rows() == 0) return not_found("thread_not_found", "thread does not exist");
+  if (!sender_ref(r.sender_id)) return not_found("user_not_found", "sender does not exist");
+  return thread_not_found_or_forbidden();
+}
+
 Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   PgConn& c = *writer_conn_;
   std::optional<std::string> client_id;
@@ -503,10 +513,16 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   m.created_at = created_at;
   m.id = new_uuid_v7(m.created_at / 1000);
 
-  auto seq = c.exec("UPDATE threads SET last_seq = last_seq + 1, last_activity = $2 WHERE id = $1 RETURNING last_seq",
-                    {r.thread_id, m.created_at});
+  // The sender must still be a participant: the caller checked its member
+  // cache, but another node may have removed them since (under the commit
+  // clock, that removal is committed and seen here). Free on the happy path:
+  // the same statement, the same primary-key page as the read mark below.
+  auto seq = c.exec(
+      "UPDATE threads SET last_seq = last_seq + 1, last_activity = $2 WHERE id = $1 "
+      "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1 AND user_id = $3) RETURNING last_seq",
+      {r.thread_id, m.created_at, r.sender_id});
   if (!seq.ok()) return pg_error(c, seq, "update_thread");
-  if (seq.rows() == 0) return not_found("thread_not_found", "thread does not exist");
+  if (seq.rows() == 0) return refused_append(c, r);
   m.seq = seq.i64(0, 0);
   auto sender = sender_ref(r.sender_id);
   if (!sender) return not_found("user_not_found", "sender does not exist");

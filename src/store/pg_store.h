@@ -109,6 +109,7 @@ class PgStore final : public Store {
   Result<std::vector<std::string>> write_participants(const std::string& thread_id,
                                                       const std::vector<std::string>& user_ids);
   Result<AppendResult> write_message(const AppendRequest& request);
+  Error refused_append(PgConn& c, const AppendRequest& request);
   Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
   std::optional<UserRef> sender_ref(const std::string& user_id);
 

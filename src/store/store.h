@@ -141,7 +141,12 @@ class Store {
   // see docs/architecture.md). A repeated (thread_id, sender_id,
   // client_msg_id) stores nothing and answers the original with
   // duplicate=true, whichever process stored the original. The sender's last_read_seq moves to the
-  // new seq (one's own message is read). Callback: see the class comment.
+  // new seq (one's own message is read). Errors: not_found "thread_not_found",
+  // "user_not_found"; and from PgStore, forbidden when the sender is no
+  // longer a participant (several processes: another may have removed them
+  // after the caller checked; SqliteStore serves one process, whose
+  // ChatService checks against a cache that its own changes keep current).
+  // Callback: see the class comment.
   virtual void append(AppendRequest request, AppendCallback done) = 0;
   // Blocking form of append, for callers that may wait (REST workers, tools).
   Result<AppendResult> append_and_wait(AppendRequest request);
