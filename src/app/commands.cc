@@ -305,7 +305,9 @@ int serve(Config& config) {
   RedisPollForwarder* forwarder = core->poll_forwarder.get();
   auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
                                          [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
-  core->bus->set_receiver([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
+  core->bus->set_receiver([srv = server.get(), chat = core->chat.get()](const BusEventPtr& e) {
+    if (chat->on_bus_event(*e)) srv->fanout()(e);
+  });
   if (core->poll_forwarder) {
     server->set_poll_forwarder(core->poll_forwarder.get());
     core->poll_forwarder->start();

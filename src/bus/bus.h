@@ -95,6 +95,9 @@ struct BusEvent {
   // A control event with no frame: events may have been lost, so every
   // session re-checks its threads against the store.
   bool resync = false;
+  // A control event with no frame: thread_id's participants changed, so every
+  // process forgets its cached list of them (chat/member_cache.h).
+  bool members_changed = false;
   // The frame in each wire format, encoded once for all recipients of that
   // format, on first use (see Delivery in chat/session.h).
   std::array<OnceFrame, kWireFormats> encoded;

@@ -14,6 +14,9 @@ std::string encode_bus_event(const BusEvent& e, const std::string& node_id) {
   h["node"] = node_id;
   if (e.resync) {
     h["resync"] = true;
+  } else if (e.members_changed) {
+    h["members_changed"] = true;
+    h["thread_id"] = e.thread_id;
   } else {
     h["type"] = e.type;
     h["thread_id"] = e.thread_id;
@@ -56,8 +59,13 @@ std::optional<DecodedBusEvent> decode_bus_event(std::string_view payload) {
     e.resync = true;
     return out;
   }
-  e.type = str("type");
   e.thread_id = str("thread_id");
+  if (const json::value* m = h.if_contains("members_changed"); m && m->is_bool() && m->get_bool()) {
+    if (e.thread_id.empty()) return std::nullopt;
+    e.members_changed = true;
+    return out;
+  }
+  e.type = str("type");
   if (const json::value* s = h.if_contains("seq"); s && s->is_int64()) e.seq = s->get_int64();
   auto recipients = std::make_shared<std::vector<std::string>>();
   if (const json::value* r = h.if_contains("recipients"); r && r->is_array()) {

@@ -28,7 +28,7 @@ ChatService::ChatService(Store& store, Bus& bus, std::shared_ptr<const JwtVerifi
       bus_(bus),
       config_(config),
       identity_(store, std::move(jwt), config),
-      members_(store),
+      members_(store, bus),
       presence_(std::chrono::seconds(config.limits.presence_grace_seconds)),
       connection_limiter_(std::make_unique<LocalConnectionLimiter>(config.limits.max_connections_per_user)) {}
 
@@ -53,7 +53,22 @@ Result<std::shared_ptr<const ThreadMembers>> ChatService::members(const std::str
   return members_.get(thread_id);
 }
 
-void ChatService::forget_members(const std::string& thread_id) { members_.forget(thread_id); }
+void ChatService::members_changed(const std::string& thread_id) {
+  members_.forget(thread_id);
+  auto ev = std::make_shared<BusEvent>();
+  ev->thread_id = thread_id;
+  ev->members_changed = true;
+  bus_.publish(std::move(ev));
+}
+
+bool ChatService::on_bus_event(const BusEvent& event) {
+  if (event.members_changed) {
+    members_.forget(event.thread_id);
+    return false;
+  }
+  if (event.resync) members_.forget_all();  // the changes it missed are unknown
+  return true;
+}
 
 bool ChatService::is_member(const ThreadMembers& m, const std::string& user_id) const {
   return MemberCache::contains(m, user_id);
@@ -185,7 +200,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
   }
   auto added = store_.add_participants(thread_id, ids);
   if (!added) return added.error();
-  forget_members(thread_id);
+  members_changed(thread_id);
   for (const auto& id : *added) {
     auto it = std::find(ids.begin(), ids.end(), id);
     post_system_message(actor, thread_id, actor.username + " added " + names[it - ids.begin()]);
@@ -212,7 +227,7 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
                       self ? actor.username + " left"
                            : actor.username + " removed " + (*target ? (*target)->username : user_id));
   auto st = store_.remove_participant(thread_id, user_id);
-  forget_members(thread_id);
+  members_changed(thread_id);
   return st;
 }
 

@@ -147,6 +147,13 @@ class ChatService {
                          const std::shared_ptr<const ThreadMembers>& members)>;
   void set_message_observer(MessageObserver observer) { message_observer_ = std::move(observer); }
 
+  // Every bus event, this process's and other processes', before it is
+  // fanned out (the bus receiver calls it, on the publishing or the bus's
+  // thread): keeps the member cache in step with membership changes made
+  // anywhere. False: a control event for this service only, not to be fanned
+  // out.
+  bool on_bus_event(const BusEvent& event);
+
   // --- relays (not stored) ---
   // typing and call signalling to the thread's other participants. A
   // call_offer with no other participant online fails with callee_offline.
@@ -169,7 +176,8 @@ class ChatService {
  private:
   Result<std::shared_ptr<const ThreadMembers>> require_member(const std::string& user_id,
                                                               const std::string& thread_id);
-  void forget_members(const std::string& thread_id);
+  // Forgets the cached members here and tells every other process to.
+  void members_changed(const std::string& thread_id);
   std::optional<Error> validate_content(const std::string& content, const std::string& message_type) const;
   void store_and_publish(SendRequest request, std::shared_ptr<const ThreadMembers> members, SendCallback done);
   void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);

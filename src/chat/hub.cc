@@ -66,7 +66,7 @@ void Hub::account_changed(const AccountState& state) {
 
 void Hub::dispatch(const BusEvent& event) {
   if (event.resync) return resync();
-  if (!event.recipients) return;
+  if (!event.recipients || event.members_changed) return;
   const auto& sessions = resolve(event);
   if (sessions.empty()) return;
   // Several local recipients: this loop's own copy of each encoding (see Delivery).

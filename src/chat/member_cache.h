@@ -1,27 +1,34 @@
 // MemberCache: the participants of each thread, as every send and relay
-// needs them, loaded from the Store on first use and kept until forgotten
-// (membership changes call forget()). Entries are immutable and shared: a
-// BusEvent's recipient list points into one, so a group's list is never
-// copied per message.
+// needs them, loaded from the Store on first use and kept until forgotten.
+// Entries are immutable and shared: a BusEvent's recipient list points into
+// one, so a group's list is never copied per message.
+//
+// Staleness: this process's membership changes call forget(); another
+// process's reach it as a `members_changed` bus event (ChatService::on_bus_event),
+// and a bus `resync` (events may have been lost) calls forget_all(). The
+// cache is trusted only while the bus is healthy: while it is not, cached()
+// misses and get() reads the store every time, so a change made on another
+// node during a Redis outage is never hidden behind an old entry.
 //
 // Thread-safety: any thread. get() may block on the Store on a miss; cached()
 // never blocks (event loops use it and go to a worker only on a miss). The
-// Store must outlive the cache. Per process: another process's membership
-// changes are not seen here.
+// Store and the Bus must outlive the cache.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
 
+#include "bus/bus.h"
 #include "store/store.h"
 
 namespace parley {
 
 class MemberCache {
  public:
-  explicit MemberCache(Store& store) : store_(store) {}
+  MemberCache(Store& store, const Bus& bus) : store_(store), bus_(bus) {}
 
   // The thread's members, loaded on a miss (blocking); nullptr when the
   // thread does not exist; an Error when the store could not answer.
@@ -29,13 +36,18 @@ class MemberCache {
   // The cached members, or nullptr on a miss. Never blocks on storage.
   std::shared_ptr<const ThreadMembers> cached(const std::string& thread_id) const;
   void forget(const std::string& thread_id);
+  void forget_all();
 
   static bool contains(const ThreadMembers& members, const std::string& user_id);
 
  private:
   Store& store_;
+  const Bus& bus_;
   mutable std::shared_mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members_;
+  // Bumped by every forget: a list read from the store before a forget is
+  // not cached after it (it may predate the change that caused the forget).
+  uint64_t version_ = 0;
 };
 
 }  // namespace parley

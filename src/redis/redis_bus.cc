@@ -133,17 +133,19 @@ void RedisBus::on_message(const redisReply* r) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
   std::string_view kind(r->element[0]->str, r->element[0]->len);
   if (kind == "subscribe") {
-    subscribed_ = true;
-    update_health();
     spdlog::info("event=bus_subscribed channel={} node_id={}", options_.channel, node_id_);
     // Events published while this node was not subscribed are gone: its
-    // sessions read what they missed from the store.
+    // sessions read what they missed from the store, and its caches forget
+    // what those events would have changed. Before the bus reports healthy
+    // again: the member cache trusts its entries only while it is.
     if (subscribed_before_) {
       auto resync = std::make_shared<BusEvent>();
       resync->resync = true;
       if (receiver_) receiver_(resync);
     }
     subscribed_before_ = true;
+    subscribed_ = true;
+    update_health();
     return;
   }
   if (kind != "message" || r->element[2]->type != REDIS_REPLY_STRING) return;

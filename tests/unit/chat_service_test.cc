@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -87,7 +88,8 @@ class ChatServiceTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.error().message;
     store_ = std::move(*store);
     bus_ = make_local_bus();
-    bus_->set_receiver([this](const BusEventPtr& e) { events_.record(e); });
+    // Control events (members_changed) apart, so counts of frames stay exact.
+    bus_->set_receiver([this](const BusEventPtr& e) { (e->members_changed ? changes_ : events_).record(e); });
     auto jwt = JwtVerifier::create("test-secret");
     ASSERT_TRUE(jwt.ok());
     jwt_ = *jwt;
@@ -130,10 +132,10 @@ class ChatServiceTest : public ::testing::Test {
     return r.ok() ? r->thread : Thread{};
   }
 
-  Result<SendOutcome> send(SendRequest req) {
+  Result<SendOutcome> send(SendRequest req, ChatService* via = nullptr) {
     auto p = std::make_shared<std::promise<Result<SendOutcome>>>();
     auto f = p->get_future();
-    service_->send(std::move(req), [p](Result<SendOutcome> r) { p->set_value(std::move(r)); });
+    (via ? via : service_.get())->send(std::move(req), [p](Result<SendOutcome> r) { p->set_value(std::move(r)); });
     if (f.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
       ADD_FAILURE() << "send callback never ran";
       return internal_error("timeout");
@@ -153,13 +155,13 @@ class ChatServiceTest : public ::testing::Test {
   }
 
   std::string send_code(const User& from, const std::string& thread_id, const std::string& content,
-                        const std::string& type = "text") {
+                        const std::string& type = "text", ChatService* via = nullptr) {
     SendRequest r;
     r.sender_id = from.id;
     r.thread_id = thread_id;
     r.content = content;
     r.message_type = type;
-    auto out = send(std::move(r));
+    auto out = send(std::move(r), via);
     return out.ok() ? "<ok>" : out.error().code;
   }
 
@@ -193,6 +195,7 @@ class ChatServiceTest : public ::testing::Test {
   std::unique_ptr<Bus> bus_;
   std::shared_ptr<JwtVerifier> jwt_;
   Recorder events_;
+  Recorder changes_;
   std::unique_ptr<ChatService> service_;
 };
 
@@ -616,6 +619,8 @@ TEST_F(ChatServiceTest, AdminAddsParticipantWithSystemMessage) {
   EXPECT_NE((*h)[0].content.find("carol"), std::string::npos) << (*h)[0].content;
   ASSERT_EQ(events_.size(), before + 1);
   EXPECT_EQ(recipients(*events_.last()), Ids({a.id, b.id, c.id}));
+  ASSERT_EQ(changes_.size(), 1u) << "other processes must hear of the change";
+  EXPECT_EQ(changes_.last()->thread_id, t.id);
 }
 
 TEST_F(ChatServiceTest, NonAdminCannotAddParticipants) {
@@ -658,6 +663,90 @@ TEST_F(ChatServiceTest, AdminRemovesOthers) {
   ASSERT_TRUE(service_->remove_participant(a, t.id, c.id).ok());
   EXPECT_FALSE(service_->thread(c, t.id).ok());
   EXPECT_TRUE(service_->thread(b, t.id).ok());
+}
+
+// Another process on the same store (a second node): its member cache
+// learns of this one's changes only through the bus.
+class TwoProcessesTest : public ChatServiceTest {
+ protected:
+  void SetUp() override {
+    ChatServiceTest::SetUp();
+    other_bus_ = make_local_bus();
+    other_bus_->set_receiver([](const BusEventPtr&) {});
+    other_ = std::make_unique<ChatService>(*store_, *other_bus_, jwt_, config_);
+  }
+  void TearDown() override {
+    other_.reset();
+    ChatServiceTest::TearDown();
+  }
+  // What the Redis bus does with this process's events: hands them to the other.
+  void carry_changes() {
+    for (size_t i = 0; i < changes_.size(); ++i) EXPECT_FALSE(other_->on_bus_event(*changes_.at(i)));
+  }
+
+  std::unique_ptr<Bus> other_bus_;
+  std::unique_ptr<ChatService> other_;
+};
+
+TEST_F(TwoProcessesTest, RemovalHereRefusesSendsThere) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  ASSERT_EQ(send_code(c, t.id, "cached there", "text", other_.get()), "<ok>");
+  ASSERT_TRUE(service_->remove_participant(a, t.id, c.id).ok());
+  carry_changes();
+  EXPECT_EQ(send_code(c, t.id, "after removal", "text", other_.get()), "forbidden");
+}
+
+TEST_F(TwoProcessesTest, AdditionHereReachesTheNewMemberFromThere) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b});
+  ASSERT_EQ(send_code(b, t.id, "cached there", "text", other_.get()), "<ok>");
+  ASSERT_TRUE(service_->add_participants(a, t.id, {c.id}).ok());
+  carry_changes();
+  ASSERT_EQ(send_code(c, t.id, "now a member", "text", other_.get()), "<ok>");
+}
+
+// A bus whose health the test sets; publishing goes nowhere.
+class SwitchableBus final : public Bus {
+ public:
+  void set_receiver(BusReceiver) override {}
+  void publish(BusEventPtr) override {}
+  std::string describe() const override { return "switchable"; }
+  bool healthy() const override { return healthy_.load(); }
+  std::atomic<bool> healthy_{true};
+};
+
+TEST_F(ChatServiceTest, MemberCacheIsNotTrustedWhileTheBusIsDown) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  SwitchableBus bus;
+  MemberCache cache(*store_, bus);
+  ASSERT_TRUE(cache.get(t.id).ok());
+  ASSERT_NE(cache.cached(t.id), nullptr);
+  bus.healthy_ = false;  // another node's change could be missed from now on
+  EXPECT_EQ(cache.cached(t.id), nullptr);
+  ASSERT_TRUE(store_->remove_participant(t.id, c.id).ok());
+  auto fresh = cache.get(t.id);
+  ASSERT_TRUE(fresh.ok() && *fresh);
+  EXPECT_FALSE(MemberCache::contains(**fresh, c.id)) << "read from the store, not the old entry";
+  bus.healthy_ = true;
+  cache.forget_all();  // what the bus's resync does on reconnecting
+  auto after = cache.get(t.id);
+  ASSERT_TRUE(after.ok() && *after);
+  EXPECT_FALSE(MemberCache::contains(**after, c.id));
+  EXPECT_EQ(cache.cached(t.id), *after) << "cached again once the bus is back";
+}
+
+TEST_F(TwoProcessesTest, ResyncForgetsEveryCachedList) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  ASSERT_EQ(send_code(c, t.id, "cached there", "text", other_.get()), "<ok>");
+  ASSERT_TRUE(service_->remove_participant(a, t.id, c.id).ok());
+  // The members_changed event is lost (the bus was down); the bus says so.
+  BusEvent resync;
+  resync.resync = true;
+  EXPECT_TRUE(other_->on_bus_event(resync)) << "a resync is for the sessions too";
+  EXPECT_EQ(send_code(c, t.id, "after removal", "text", other_.get()), "forbidden");
 }
 
 // ================================================================ read state

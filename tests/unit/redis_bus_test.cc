@@ -80,6 +80,19 @@ TEST(BusCodec, ResyncControlEvent) {
   EXPECT_TRUE(d->event->resync);
 }
 
+TEST(BusCodec, MembersChangedControlEvent) {
+  BusEvent e;
+  e.members_changed = true;
+  e.thread_id = "t-1";
+  auto d = decode_bus_event(encode_bus_event(e, "n"));
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->event->members_changed);
+  EXPECT_FALSE(d->event->resync);
+  EXPECT_EQ(d->event->thread_id, "t-1");
+  EXPECT_FALSE(decode_bus_event("{\"v\":1,\"node\":\"n\",\"members_changed\":true}\n"))
+      << "which thread's members changed is required";
+}
+
 TEST(BusCodec, RefusesWhatIsNotAnEventOfThisVersion) {
   EXPECT_FALSE(decode_bus_event(""));
   EXPECT_FALSE(decode_bus_event("hello"));

@@ -127,6 +127,45 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     await aliceWs.next((f) => f.type === 'presence' && f.user_id === carolUser.id && !f.online, 10000, 'presence offline');
   });
 
+  // Each node caches who is in a thread. A change made through one node must
+  // hold on the others: a removed member can no longer send there (the store
+  // refuses it at once) nor receive what is sent there, and an added member
+  // receives what is sent there, live.
+  it('membership changed on one node holds on the others', async () => {
+    const [n1, n2] = nodes;
+    const [admin, bob, carol, dave] = await n1.registerMany(4);
+    const g = await n1.createGroup(admin, [bob, carol]);
+    const bobWs = await n2.connect(bob);
+    const carolWs = await n2.connect(carol);
+    const daveWs = await n2.connect(dave);
+    const adminWs = await n1.connect(admin);
+    // Node 2 caches the members: carol sends through it.
+    const first = await carolWs.sendMessage({ thread_id: g.id, content: 'while a member' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000, 'carol\'s message');
+
+    const removed = await n1.http('DELETE', `/api/chat/threads/${g.id}/participants/${carol.id}`, { token: admin.token });
+    assert.equal(removed.status, 200, removed.text);
+    const refused = await carolWs.request({ type: 'send_message', thread_id: g.id, content: 'still here?', client_msg_id: randomId() });
+    assert.equal(refused.type, 'error', `carol's send after her removal answered ${JSON.stringify(refused)}`);
+    assert.equal(refused.code, 'forbidden');
+
+    const added = await n1.http('POST', `/api/chat/threads/${g.id}/participants`, { token: admin.token, body: { participant_ids: [dave.id] } });
+    assert.equal(added.status, 200, added.text);
+    // Node 1 publishes in order: once bob on node 2 has this, node 2 has had both changes.
+    const marker = await adminWs.sendMessage({ thread_id: g.id, content: 'marker' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === marker.id, 5000, 'the marker on node 2');
+    const fromBob = await bobWs.sendMessage({ thread_id: g.id, content: 'sent through node 2' });
+    const atDave = await daveWs.next((f) => f.type === 'new_message' && f.data.id === fromBob.id, 5000, 'bob\'s message at dave, added on node 1');
+    assert.equal(atDave.data.content, 'sent through node 2');
+    await adminWs.next((f) => f.type === 'new_message' && f.data.id === fromBob.id, 5000, 'bob\'s message at the admin');
+    await sleep(300);
+    assert.deepEqual(carolWs.all((f) => f.type === 'new_message' && [marker.id, fromBob.id].includes(f.data.id)), [],
+      'nothing sent after her removal reaches carol');
+    const history = await n2.http('GET', `/api/chat/threads/${g.id}/messages`, { token: bob.token });
+    assert.ok(!history.body.data.messages.some((m) => m.content === 'still here?'), 'the refused message was not stored');
+    for (const c of [bobWs, carolWs, daveWs, adminWs]) c.close();
+  });
+
   it('Redis restarted: every node degrades then recovers, and clients miss nothing', async () => {
     const [alice, bob] = await nodes[0].registerMany(2);
     const thread = await nodes[0].createDirect(alice, bob);
