@@ -351,13 +351,13 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
   std::vector<std::string> others;
-  bool anyone_online = false;
-  for (const auto& id : (*m)->user_ids) {
-    if (id == user_id) continue;
-    others.push_back(id);
-    anyone_online = anyone_online || presence_.online(id);
-  }
-  if (type == "call_offer" && !anyone_online)
+  others.reserve((*m)->user_ids.size());
+  for (const auto& id : (*m)->user_ids)
+    if (id != user_id) others.push_back(id);
+  // Only a call asks who is online (a lock per member): typing, the frequent
+  // relay, takes none.
+  if (type == "call_offer" &&
+      std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.online(id); }))
     return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
   fields["thread_id"] = thread_id;
   publish(thread_id, Audience::users(std::move(others)), type, json::serialize(fields), origin_session);
