@@ -5,20 +5,55 @@
 
 namespace parley {
 
+namespace {
+
+// The entries one thread has used, as of one version of one cache.
+struct LocalCopies {
+  uint64_t cache_id = 0;
+  uint64_t version = 0;
+  std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members;
+};
+// Bounds each thread's copies; past it, they start over.
+constexpr size_t kMaxLocalCopies = 100000;
+
+std::atomic<uint64_t> next_cache_id{1};
+
+}  // namespace
+
+MemberCache::MemberCache(Store& store, const Bus& bus)
+    : store_(store), bus_(bus), id_(next_cache_id.fetch_add(1, std::memory_order_relaxed)) {}
+
 std::shared_ptr<const ThreadMembers> MemberCache::cached(const std::string& thread_id) const {
   if (!bus_.healthy()) return nullptr;
-  std::shared_lock lock(mu_);
-  auto it = members_.find(thread_id);
-  return it == members_.end() ? nullptr : it->second;
+  thread_local LocalCopies local;
+  const uint64_t version = version_.load(std::memory_order_acquire);
+  if (local.cache_id != id_ || local.version != version || local.members.size() >= kMaxLocalCopies) {
+    local.members.clear();
+    local.cache_id = id_;
+    local.version = version;
+  }
+  if (auto it = local.members.find(thread_id); it != local.members.end()) return it->second;
+  std::shared_ptr<const ThreadMembers> hit;
+  {
+    std::shared_lock lock(mu_);
+    auto it = members_.find(thread_id);
+    if (it == members_.end()) return nullptr;
+    // A forget since the version was read: keep no copy of what it may have erased.
+    if (version_.load(std::memory_order_relaxed) != version) return it->second;
+    hit = it->second;
+  }
+  local.members.emplace(thread_id, hit);
+  return hit;
 }
 
 Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string& thread_id) {
+  if (auto hit = cached(thread_id)) return hit;
   const bool trusted = bus_.healthy();
   uint64_t seen = 0;
   if (trusted) {
     std::shared_lock lock(mu_);
     if (auto it = members_.find(thread_id); it != members_.end()) return it->second;
-    seen = version_;
+    seen = version_.load(std::memory_order_relaxed);
   }
   auto loaded = store_.thread_members(thread_id);
   if (!loaded) return loaded.error();
@@ -26,7 +61,7 @@ Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string&
   auto ptr = std::make_shared<const ThreadMembers>(std::move(**loaded));
   if (trusted) {
     std::unique_lock lock(mu_);
-    if (version_ == seen) members_[thread_id] = ptr;
+    if (version_.load(std::memory_order_relaxed) == seen) members_[thread_id] = ptr;
   }
   return ptr;
 }
@@ -34,13 +69,13 @@ Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string&
 void MemberCache::forget(const std::string& thread_id) {
   std::unique_lock lock(mu_);
   members_.erase(thread_id);
-  ++version_;
+  version_.fetch_add(1, std::memory_order_release);
 }
 
 void MemberCache::forget_all() {
   std::unique_lock lock(mu_);
   members_.clear();
-  ++version_;
+  version_.fetch_add(1, std::memory_order_release);
 }
 
 bool MemberCache::contains(const ThreadMembers& m, const std::string& user_id) {

@@ -11,10 +11,14 @@
 // node during a Redis outage is never hidden behind an old entry.
 //
 // Thread-safety: any thread. get() may block on the Store on a miss; cached()
-// never blocks (event loops use it and go to a worker only on a miss). The
-// Store and the Bus must outlive the cache.
+// never blocks (event loops use it and go to a worker only on a miss), and a
+// thread that asks for a list it asked for before takes no lock: each thread
+// keeps the entries it used until the next forget anywhere (membership
+// changes are rare; sends and typing are not). The Store and the Bus must
+// outlive the cache.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -28,7 +32,7 @@ namespace parley {
 
 class MemberCache {
  public:
-  MemberCache(Store& store, const Bus& bus) : store_(store), bus_(bus) {}
+  MemberCache(Store& store, const Bus& bus);
 
   // The thread's members, loaded on a miss (blocking); nullptr when the
   // thread does not exist; an Error when the store could not answer.
@@ -45,9 +49,12 @@ class MemberCache {
   const Bus& bus_;
   mutable std::shared_mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members_;
-  // Bumped by every forget: a list read from the store before a forget is
-  // not cached after it (it may predate the change that caused the forget).
-  uint64_t version_ = 0;
+  // Bumped by every forget, under mu_: a list read from the store before a
+  // forget is not cached after it (it may predate the change that caused the
+  // forget), and every thread's own copies are dropped.
+  std::atomic<uint64_t> version_{0};
+  // Tells one cache's per-thread copies from another's (tests run several).
+  const uint64_t id_;
 };
 
 }  // namespace parley
