@@ -199,8 +199,9 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     names.push_back((*u)->username);
   }
   auto added = store_.add_participants(thread_id, ids);
-  if (!added) return added.error();
+  // Also on failure: a commit whose answer was lost may have landed.
   members_changed(thread_id);
+  if (!added) return added.error();
   for (const auto& id : *added) {
     auto it = std::find(ids.begin(), ids.end(), id);
     post_system_message(actor, thread_id, actor.username + " added " + names[it - ids.begin()]);
