@@ -1,5 +1,7 @@
 #include "chat/member_cache.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <mutex>
 
@@ -11,17 +13,28 @@ namespace {
 struct LocalCopies {
   uint64_t cache_id = 0;
   uint64_t version = 0;
-  std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members;
+  std::unordered_map<std::string, std::pair<std::shared_ptr<const ThreadMembers>, int64_t>> members;
 };
 // Bounds each thread's copies; past it, they start over.
 constexpr size_t kMaxLocalCopies = 100000;
 
 std::atomic<uint64_t> next_cache_id{1};
 
+// Every lookup reads it: the coarse clock costs a few nanoseconds (no system
+// call), and ages of seconds need no better than its few milliseconds.
+int64_t coarse_now_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
+
 }  // namespace
 
-MemberCache::MemberCache(Store& store, const Bus& bus)
-    : store_(store), bus_(bus), id_(next_cache_id.fetch_add(1, std::memory_order_relaxed)) {}
+MemberCache::MemberCache(Store& store, const Bus& bus, std::chrono::milliseconds max_age)
+    : store_(store),
+      bus_(bus),
+      max_age_ms_(max_age.count()),
+      id_(next_cache_id.fetch_add(1, std::memory_order_relaxed)) {}
 
 std::shared_ptr<const ThreadMembers> MemberCache::cached(const std::string& thread_id) const {
   if (!bus_.healthy()) return nullptr;
@@ -32,18 +45,22 @@ std::shared_ptr<const ThreadMembers> MemberCache::cached(const std::string& thre
     local.cache_id = id_;
     local.version = version;
   }
-  if (auto it = local.members.find(thread_id); it != local.members.end()) return it->second;
-  std::shared_ptr<const ThreadMembers> hit;
+  const int64_t now = coarse_now_ms();
+  if (auto it = local.members.find(thread_id); it != local.members.end()) {
+    if (fresh(it->second.second, now)) return it->second.first;
+    local.members.erase(it);
+  }
+  Entry hit;
   {
     std::shared_lock lock(mu_);
     auto it = members_.find(thread_id);
-    if (it == members_.end()) return nullptr;
+    if (it == members_.end() || !fresh(it->second.loaded_ms, now)) return nullptr;
     // A forget since the version was read: keep no copy of what it may have erased.
-    if (version_.load(std::memory_order_relaxed) != version) return it->second;
+    if (version_.load(std::memory_order_relaxed) != version) return it->second.members;
     hit = it->second;
   }
-  local.members.emplace(thread_id, hit);
-  return hit;
+  local.members.emplace(thread_id, std::make_pair(hit.members, hit.loaded_ms));
+  return hit.members;
 }
 
 Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string& thread_id) {
@@ -52,16 +69,18 @@ Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string&
   uint64_t seen = 0;
   if (trusted) {
     std::shared_lock lock(mu_);
-    if (auto it = members_.find(thread_id); it != members_.end()) return it->second;
+    if (auto it = members_.find(thread_id); it != members_.end() && fresh(it->second.loaded_ms, coarse_now_ms()))
+      return it->second.members;
     seen = version_.load(std::memory_order_relaxed);
   }
+  const int64_t loaded_ms = coarse_now_ms();
   auto loaded = store_.thread_members(thread_id);
   if (!loaded) return loaded.error();
   if (!*loaded) return std::shared_ptr<const ThreadMembers>();
   auto ptr = std::make_shared<const ThreadMembers>(std::move(**loaded));
   if (trusted) {
     std::unique_lock lock(mu_);
-    if (version_.load(std::memory_order_relaxed) == seen) members_[thread_id] = ptr;
+    if (version_.load(std::memory_order_relaxed) == seen) members_[thread_id] = Entry{ptr, loaded_ms};
   }
   return ptr;
 }

@@ -8,7 +8,9 @@
 // and a bus `resync` (events may have been lost) calls forget_all(). The
 // cache is trusted only while the bus is healthy: while it is not, cached()
 // misses and get() reads the store every time, so a change made on another
-// node during a Redis outage is never hidden behind an old entry.
+// node during a Redis outage is never hidden behind an old entry. And no
+// entry is used after max_age (10 s): the backstop for an event that never
+// came (a node that died cut off from Redis, with its change unpublished).
 //
 // Thread-safety: any thread. get() may block on the Store on a miss; cached()
 // never blocks (event loops use it and go to a worker only on a miss), and a
@@ -19,6 +21,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -32,7 +35,7 @@ namespace parley {
 
 class MemberCache {
  public:
-  MemberCache(Store& store, const Bus& bus);
+  MemberCache(Store& store, const Bus& bus, std::chrono::milliseconds max_age = std::chrono::seconds(10));
 
   // The thread's members, loaded on a miss (blocking); nullptr when the
   // thread does not exist; an Error when the store could not answer.
@@ -48,7 +51,14 @@ class MemberCache {
   Store& store_;
   const Bus& bus_;
   mutable std::shared_mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<const ThreadMembers>> members_;
+  struct Entry {
+    std::shared_ptr<const ThreadMembers> members;
+    int64_t loaded_ms = 0;  // a coarse monotonic clock
+  };
+  bool fresh(int64_t loaded_ms, int64_t now_ms) const { return now_ms - loaded_ms < max_age_ms_; }
+
+  const int64_t max_age_ms_;
+  std::unordered_map<std::string, Entry> members_;
   // Bumped by every forget, under mu_: a list read from the store before a
   // forget is not cached after it (it may predate the change that caused the
   // forget), and every thread's own copies are dropped.

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -735,6 +736,25 @@ TEST_F(ChatServiceTest, MemberCacheIsNotTrustedWhileTheBusIsDown) {
   ASSERT_TRUE(after.ok() && *after);
   EXPECT_FALSE(MemberCache::contains(**after, c.id));
   EXPECT_EQ(cache.cached(t.id), *after) << "cached again once the bus is back";
+}
+
+TEST_F(ChatServiceTest, MemberCacheEntriesAreUsedForMaxAgeOnly) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  SwitchableBus bus;
+  MemberCache cache(*store_, bus, std::chrono::milliseconds(200));
+  ASSERT_TRUE(cache.get(t.id).ok());
+  // Changed by another node whose event never came: no forget here.
+  ASSERT_TRUE(store_->remove_participant(t.id, c.id).ok());
+  auto old = cache.cached(t.id);
+  ASSERT_NE(old, nullptr);
+  EXPECT_TRUE(MemberCache::contains(*old, c.id)) << "within max_age the entry stands";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(cache.cached(t.id), nullptr) << "past max_age it is not used";
+  auto fresh = cache.get(t.id);
+  ASSERT_TRUE(fresh.ok() && *fresh);
+  EXPECT_FALSE(MemberCache::contains(**fresh, c.id));
+  EXPECT_EQ(cache.cached(t.id), *fresh);
 }
 
 TEST_F(TwoProcessesTest, ResyncForgetsEveryCachedList) {
