@@ -189,7 +189,36 @@ void RedisPresenceDirectory::on_commands_up() {
   healthy_ = true;
   reloads_left_ = 5;
   heartbeat();
+  reconcile();
   reload();
+}
+
+// After a reconnect, also one shorter than the heartbeat's expiry (Redis kept
+// everything): a change this node made while the link was down may not have
+// reached Redis. A lost offline would leave the user online everywhere for
+// good (no push notifications, no offline announced later); a lost online,
+// calls refused as callee_offline. Makes Redis hold exactly this node's users.
+void RedisPresenceDirectory::reconcile() {
+  std::weak_ptr<bool> alive = alive_;
+  commands_.command({"SMEMBERS", "parley:node-users:" + node_id_}, [this, alive](const redisReply* r) {
+    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
+    for (size_t i = 0; i < r->elements; ++i) {
+      std::string user(r->element[i]->str, r->element[i]->len);
+      if (mine_.count(user)) continue;
+      spdlog::info("event=presence_stale_removed node={} user_id={}", node_id_, user);
+      commands_.command({"EVAL", kOfflineScript, "3", conns_key(user), "parley:node-users:" + node_id_,
+                         "parley:online", node_id_, user},
+                        [this, alive, user](const redisReply* left) {
+                          if (auto a = alive.lock(); !a || !*a || !left || left->type != REDIS_REPLY_INTEGER ||
+                                                     left->integer != 0)
+                            return;
+                          commands_.command({"PUBLISH", kChannel, "-" + user});
+                        });
+    }
+    // Those this node has that Redis lost: the online script is idempotent,
+    // and announces only a user no node had.
+    register_again();
+  });
 }
 
 // Sets this node's heartbeat; if it had expired, this node's users may be

@@ -19,8 +19,11 @@
 // empty, or this node was cut off past the 3 s, so another node may have
 // reaped it and announced its users offline): then this node registers its
 // users again, and those no node had meanwhile come back through the back
-// hook (Presence announces them online again). The copy is reloaded every
-// second for 5 s after a reconnect, while the other nodes register theirs.
+// hook (Presence announces them online again). Every reconnect also makes
+// Redis hold exactly this node's users (an online or offline sent while the
+// link was down may be lost even when the key did not expire). The copy is
+// reloaded every second for 5 s after a reconnect, while the other nodes
+// register theirs.
 #pragma once
 
 #include <atomic>
@@ -64,6 +67,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   void tick();
   void heartbeat();
   void register_again();
+  void reconcile();
   void reload();
 
   Reactor& reactor_;

@@ -133,5 +133,30 @@ TEST(RedisPresence, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
   EXPECT_EQ(back.size(), 1u) << "once";
 }
 
+// A blip shorter than the heartbeat's expiry: Redis keeps everything, but an
+// offline sent while the link was down never arrived. Reconnecting repairs it.
+TEST(RedisPresence, AnOfflineLostInABlipIsRepairedOnReconnect) {
+  RedisServer redis;
+  ReactorThread loop;
+  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
+  a.start();
+  b.start();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  EXPECT_TRUE(ask_online(a, "u"));
+  EXPECT_TRUE(ask_online(a, "stays"));
+  EXPECT_TRUE(ask_offline(a, "u"));
+  // What Redis holds when that offline's script was lost: u still on node a.
+  redis.cli("EVAL \"redis.call('HSET','parley:conns:u','node-a',1); redis.call('SADD','parley:online','u'); "
+            "redis.call('SADD','parley:node-users:node-a','u')\" 0");
+  ASSERT_TRUE(eventually([&] { return b.known_online("u"); })) << "b's reload sees the stale state";
+  redis.cli("CLIENT KILL TYPE normal");  // the blip: every command link drops and reconnects
+  EXPECT_TRUE(eventually([&] { return redis.cli("HEXISTS parley:conns:u node-a").find('0') != std::string::npos; }))
+      << "node a removed the field it no longer has";
+  EXPECT_TRUE(eventually([&] { return !b.known_online("u"); })) << "offline at the other node too";
+  EXPECT_TRUE(redis.cli("SISMEMBER parley:online u").find('0') != std::string::npos);
+  EXPECT_TRUE(redis.cli("HEXISTS parley:conns:stays node-a").find('1') != std::string::npos) << "its own user kept";
+  EXPECT_TRUE(b.known_online("stays"));
+}
+
 }  // namespace
 }  // namespace parley
