@@ -28,13 +28,24 @@ bool ask_offline(PresenceDirectory& d, const std::string& user) {
 
 RedisEndpoint endpoint(const RedisServer& redis) { return *RedisEndpoint::parse(redis.url()); }
 
-TEST(RedisPresence, OnlineWhileAnyNodeHasTheUser) {
+// Two nodes on one Redis, as two directories in this process.
+class PresenceOnTwoNodes : public ::testing::Test {
+ protected:
+  // Starts both and waits until both are connected; hooks are set before.
+  void start() {
+    a.start();
+    b.start();
+    ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  }
+
   RedisServer redis;
   ReactorThread loop;
-  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
-  a.start();
-  b.start();
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  RedisPresenceDirectory a{loop.reactor(), endpoint(redis), "node-a"};
+  RedisPresenceDirectory b{loop.reactor(), endpoint(redis), "node-b"};
+};
+
+TEST_F(PresenceOnTwoNodes, OnlineWhileAnyNodeHasTheUser) {
+  start();
   EXPECT_TRUE(ask_online(a, "u1")) << "first node: the user comes online";
   EXPECT_FALSE(ask_online(b, "u1")) << "second node: already online";
   EXPECT_TRUE(eventually([&] { return a.known_online("u1") && b.known_online("u1"); }));
@@ -76,13 +87,8 @@ TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
   EXPECT_TRUE(survivor.known_online("on-both"));
 }
 
-TEST(RedisPresence, RedisRestartedEmptyGetsThisNodesUsersBack) {
-  RedisServer redis;
-  ReactorThread loop;
-  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
-  a.start();
-  b.start();
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+TEST_F(PresenceOnTwoNodes, RedisRestartedEmptyGetsThisNodesUsersBack) {
+  start();
   EXPECT_TRUE(ask_online(a, "u"));
   redis.stop();
   ASSERT_TRUE(eventually([&] { return !a.healthy(); }));
@@ -97,19 +103,14 @@ TEST(RedisPresence, RedisRestartedEmptyGetsThisNodesUsersBack) {
   EXPECT_FALSE(ask_online(b, "u")) << "node b sees the user on node a";
 }
 
-TEST(RedisPresence, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
-  RedisServer redis;
-  ReactorThread loop;
-  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
+TEST_F(PresenceOnTwoNodes, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
   std::mutex mu;
   std::vector<std::string> back;
   a.set_back_hook([&](const std::string& user) {
     std::lock_guard lock(mu);
     back.push_back(user);
   });
-  a.start();
-  b.start();
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  start();
   EXPECT_TRUE(ask_online(a, "u"));
   ASSERT_TRUE(eventually([&] { return b.known_online("u"); }));
   // What another node's reaper does to a node whose heartbeat expired while
@@ -135,13 +136,8 @@ TEST(RedisPresence, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
 
 // A blip shorter than the heartbeat's expiry: Redis keeps everything, but an
 // offline sent while the link was down never arrived. Reconnecting repairs it.
-TEST(RedisPresence, AnOfflineLostInABlipIsRepairedOnReconnect) {
-  RedisServer redis;
-  ReactorThread loop;
-  RedisPresenceDirectory a(loop.reactor(), endpoint(redis), "node-a"), b(loop.reactor(), endpoint(redis), "node-b");
-  a.start();
-  b.start();
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+TEST_F(PresenceOnTwoNodes, AnOfflineLostInABlipIsRepairedOnReconnect) {
+  start();
   EXPECT_TRUE(ask_online(a, "u"));
   EXPECT_TRUE(ask_online(a, "stays"));
   EXPECT_TRUE(ask_offline(a, "u"));
