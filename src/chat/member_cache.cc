@@ -15,8 +15,10 @@ struct LocalCopies {
   uint64_t version = 0;
   std::unordered_map<std::string, std::pair<std::shared_ptr<const ThreadMembers>, int64_t>> members;
 };
-// Bounds each thread's copies; past it, they start over.
-constexpr size_t kMaxLocalCopies = 100000;
+// Bounds each thread's copies (about 150 bytes each, on every loop and
+// worker: 0.6 MB a thread at most); past it, they start over, and lookups of
+// a thread that has used more lists than this in a while take the lock more.
+constexpr size_t kMaxLocalCopies = 4096;
 
 std::atomic<uint64_t> next_cache_id{1};
 

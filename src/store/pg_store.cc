@@ -515,8 +515,9 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
 
   // The sender must still be a participant: the caller checked its member
   // cache, but another node may have removed them since (under the commit
-  // clock, that removal is committed and seen here). Free on the happy path:
-  // the same statement, the same primary-key page as the read mark below.
+  // clock, that removal is committed and seen here). No extra round trip:
+  // one primary-key probe in the same statement, on the page the read mark
+  // below updates anyway.
   auto seq = c.exec(
       "UPDATE threads SET last_seq = last_seq + 1, last_activity = $2 WHERE id = $1 "
       "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1 AND user_id = $3) RETURNING last_seq",
