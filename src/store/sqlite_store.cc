@@ -147,6 +147,7 @@ bool SqliteStore::run_op(GroupCommitWriter::Op& op) {
 void SqliteStore::forget_caches() {
   thread_keys_.clear();
   senders_.clear();
+  members_.clear();
   pending_threads_.clear();
   pending_reads_.clear();
 }
@@ -190,6 +191,25 @@ std::optional<UserRef> SqliteStore::sender_ref(const std::string& user_id) {
   if (!st.row()) return std::nullopt;
   if (senders_.size() >= kMaxCacheEntries) senders_.clear();
   return senders_[user_id] = UserRef{st.text(0), st.text(1), st.text(2), st.text(3)};
+}
+
+const std::string& SqliteStore::member_key(const std::string& thread_id, const std::string& user_id) {
+  member_probe_.assign(thread_id).append(1, '\n').append(user_id);
+  return member_probe_;
+}
+
+Result<bool> SqliteStore::is_participant(const std::string& thread_id, const std::string& user_id) {
+  const std::string& key = member_key(thread_id, user_id);
+  if (members_.contains(key)) return true;
+  auto st = writer_conn_->prepare("SELECT 1 FROM participants WHERE thread_id = ? AND user_id = ?");
+  st.bind(thread_id, user_id);
+  if (!st.row()) {
+    if (st.error() != SQLITE_OK && st.error() != SQLITE_DONE) return storage_error(*writer_conn_, st.error(), "is_participant");
+    return false;
+  }
+  if (members_.size() >= kMaxCacheEntries) members_.clear();
+  members_.insert(key);
+  return true;
 }
 
 // ---------------------------------------------------------------- users
@@ -398,6 +418,7 @@ Status SqliteStore::remove_participant(const std::string& thread_id, const std::
     auto st = writer_conn_->prepare("DELETE FROM participants WHERE thread_id = ? AND user_id = ?");
     st.bind(thread_id, user_id);
     if (!st.done()) return storage_error(*writer_conn_, st.error(), "remove_participant");
+    members_.erase(member_key(thread_id, user_id));
     if (writer_conn_->changes() == 0) return not_found("not_a_participant", "user is not in this thread");
     return Ok{};
   });
@@ -453,6 +474,12 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
       // its own retries find it through find_retried's slow path.
     }
   }
+  // Checked here, in commit order, and not only by ChatService before the
+  // append was queued: a removal queued meanwhile commits first. After the
+  // retry check, as in PgStore: a retry of what was stored still finds it.
+  auto member = is_participant(r.thread_id, r.sender_id);
+  if (!member) return member.error();
+  if (!*member) return thread_not_found_or_forbidden();
   auto ins = c.prepare(
       "INSERT INTO messages (id, thread_id, thread_no, seq, sender_id, content, message_type, client_msg_id, "
       "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");

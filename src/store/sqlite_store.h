@@ -18,6 +18,7 @@
 #include <string>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "store/group_commit.h"
@@ -125,6 +126,8 @@ class SqliteStore final : public Store {
   Result<std::optional<int64_t>> key_owner(int64_t key);
   Result<std::optional<Message>> find_retried(const AppendRequest& request, int64_t seq);
   std::optional<UserRef> sender_ref(const std::string& user_id);
+  Result<bool> is_participant(const std::string& thread_id, const std::string& user_id);
+  const std::string& member_key(const std::string& thread_id, const std::string& user_id);
 
   // --- read side ---
   std::unique_ptr<SqliteConn> acquire_reader();
@@ -146,6 +149,11 @@ class SqliteStore final : public Store {
   // Writer-thread caches; dropped whenever a batch rolls back.
   std::unordered_map<std::string, ThreadKey> thread_keys_;
   std::unordered_map<std::string, UserRef> senders_;
+  // (thread, user) pairs found in participants, keyed by member_key(). Only
+  // this writer removes participants, and it drops the pair as it does, so a
+  // pair here is a participant now.
+  std::unordered_set<std::string> members_;
+  std::string member_probe_;  // member_key()'s buffer: no allocation per append
   // Written by appends, flushed by flush_thread_state(); sorted, so the
   // flush walks each table's pages in order.
   struct ThreadState {

@@ -142,10 +142,10 @@ class Store {
   // client_msg_id) stores nothing and answers the original with
   // duplicate=true, whichever process stored the original. The sender's last_read_seq moves to the
   // new seq (one's own message is read). Errors: not_found "thread_not_found",
-  // "user_not_found"; and from PgStore, forbidden when the sender is no
-  // longer a participant (several processes: another may have removed them
-  // after the caller checked; SqliteStore serves one process, whose
-  // ChatService checks against a cache that its own changes keep current).
+  // "user_not_found"; forbidden when the sender is not a participant when the
+  // message commits (the caller's own check may be older: a removal, from
+  // this process or another, can commit between the two). A retry of a
+  // message stored while the sender was a participant still answers it.
   // Callback: see the class comment.
   virtual void append(AppendRequest request, AppendCallback done) = 0;
   // Blocking form of append, for callers that may wait (REST workers, tools).
