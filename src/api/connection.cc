@@ -575,7 +575,7 @@ void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
 void Connection::on_mark_read(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f]() -> std::function<void()> {
-    auto seq = self->ctx_.chat.mark_read(self->user_id_, f.thread_id, f.up_to_seq.value_or(0), self->session_id_);
+    auto seq = self->ctx_.chat.mark_read(self->user_id_, f.thread_id, f.up_to_seq.value_or(kAllSeqs), self->session_id_);
     return [self, f, seq] {
       if (!seq) return self->send_error(seq.error(), f.request_id);
       self->send(self->encoder_->reply("read_receipt",

@@ -366,7 +366,7 @@ HttpResponse unread_count(Call& c) {
 HttpResponse mark_read(Call& c) {
   if (!is_uuid(c.parts[3])) return failure(thread_not_found_or_forbidden());
   std::string thread_id = normalize_uuid(c.parts[3]);
-  int64_t up_to = 0;
+  int64_t up_to = kAllSeqs;
   if (auto it = c.req.query.find("up_to_seq"); it != c.req.query.end()) {
     auto v = parse_int(it->second);
     if (!v || *v < 0 || *v > kMaxSeq) return failure(bad_input("invalid_field", "up_to_seq " + seq_range_text()));

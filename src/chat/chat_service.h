@@ -48,7 +48,7 @@ struct SendOutcome {
 using SendCallback = std::function<void(Result<SendOutcome>)>;
 
 struct HistoryQuery {
-  int64_t before_seq = 0;  // 0 = none
+  int64_t before_seq = kAllSeqs;  // no bound
   int64_t after_seq = -1;  // -1 = none
   int limit = 50;
 };

@@ -59,6 +59,10 @@ struct Thread {
   std::vector<Participant> participants;
 };
 
+// A seq bound above every message: "the whole thread" where a call takes
+// an upper bound (history before, read marks).
+inline constexpr int64_t kAllSeqs = INT64_MAX;
+
 struct Message {
   std::string id;
   std::string thread_id;

@@ -565,7 +565,7 @@ Result<std::vector<Message>> PgStore::messages_before(const std::string& thread_
     auto out = read_messages(
         c,
         c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
-               {thread_id, before_seq > 0 ? before_seq : INT64_MAX, clamp_limit(limit)}),
+               {thread_id, before_seq, clamp_limit(limit)}),
         "messages_before");
     std::reverse(out.begin(), out.end());
     return out;
@@ -641,7 +641,7 @@ Result<int64_t> PgStore::write_read_mark(const std::string& thread_id, const std
   if (r.rows() == 0) return not_found("not_a_participant", "user is not in this thread");
   const int64_t current = r.i64(0, 0);
   const int64_t last_seq = r.i64(0, 1);
-  int64_t target = up_to_seq <= 0 ? last_seq : std::min(up_to_seq, last_seq);
+  int64_t target = std::min(up_to_seq, last_seq);
   if (target <= current) return current;  // never moves back
   auto u = c.exec("UPDATE participants SET last_read_seq = $1 WHERE thread_id = $2 AND user_id = $3",
                   {target, thread_id, user_id});

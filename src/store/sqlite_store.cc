@@ -549,7 +549,7 @@ Result<std::vector<Message>> SqliteStore::messages_after(const std::string& thre
 Result<std::vector<Message>> SqliteStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");
-    st.bind(thread_id, before_seq > 0 ? before_seq : INT64_MAX, clamp_limit(limit));
+    st.bind(thread_id, before_seq, clamp_limit(limit));
     auto out = read_messages(c, st, "messages_before");
     std::reverse(out.begin(), out.end());
     return out;
@@ -633,7 +633,7 @@ Result<int64_t> SqliteStore::write_read_mark(const std::string& thread_id, const
     current = st.i64(0);
     last_seq = st.i64(1);
   }
-  int64_t target = up_to_seq <= 0 ? last_seq : std::min(up_to_seq, last_seq);
+  int64_t target = std::min(up_to_seq, last_seq);
   if (target <= current) return current;  // never moves back
   auto st = c.prepare("UPDATE participants SET last_read_seq = ? WHERE thread_id = ? AND user_id = ?");
   st.bind(target, thread_id, user_id);

@@ -154,7 +154,8 @@ class Store {
   virtual Result<std::optional<Message>> message(const std::string& message_id) = 0;
   // Ascending seq: the oldest `limit` messages with seq > after_seq.
   virtual Result<std::vector<Message>> messages_after(const std::string& thread_id, int64_t after_seq, int limit) = 0;
-  // Ascending seq: the newest `limit` messages with seq < before_seq (0 = no bound).
+  // Ascending seq: the newest `limit` messages with seq < before_seq
+  // (kAllSeqs: the newest of all).
   virtual Result<std::vector<Message>> messages_before(const std::string& thread_id, int64_t before_seq, int limit) = 0;
   // Messages from others in the user's threads with created_at > since, oldest
   // first, read from one snapshot; the page's cursor chained back as `since`
@@ -190,7 +191,8 @@ class Store {
   // --- read state ---
   virtual Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) = 0;
   // Moves the user's last_read_seq up to min(up_to_seq, thread's last seq)
-  // (up_to_seq <= 0 = everything). Never moves it back. Returns the new value.
+  // (kAllSeqs: the whole thread; 0 changes nothing). Never moves it back.
+  // Returns the new value.
   virtual Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) = 0;
 
   // Moves the user's last_delivered_seq up to seq (never back); returns the new value.

@@ -572,12 +572,12 @@ TEST_F(ChatServiceTest, HistoryLimitBounds) {
   User a = user("alice"), b = user("bob");
   Thread t = direct(a, b);
   for (int limit : {0, 201, -1}) {
-    auto h = service_->history(a, t.id, HistoryQuery{0, -1, limit});
+    auto h = service_->history(a, t.id, HistoryQuery{kAllSeqs, -1, limit});
     ASSERT_FALSE(h.ok()) << limit;
     EXPECT_EQ(h.error().code, "invalid_limit") << limit;
   }
-  EXPECT_TRUE(service_->history(a, t.id, HistoryQuery{0, -1, 1}).ok());
-  EXPECT_TRUE(service_->history(a, t.id, HistoryQuery{0, -1, 200}).ok());
+  EXPECT_TRUE(service_->history(a, t.id, HistoryQuery{kAllSeqs, -1, 1}).ok());
+  EXPECT_TRUE(service_->history(a, t.id, HistoryQuery{kAllSeqs, -1, 200}).ok());
 }
 
 TEST_F(ChatServiceTest, HistoryPaging) {
@@ -586,7 +586,8 @@ TEST_F(ChatServiceTest, HistoryPaging) {
   for (int i = 1; i <= 5; ++i) ASSERT_TRUE(send_text(a, t, "m" + std::to_string(i)).ok());
   using V = std::vector<int64_t>;
   EXPECT_EQ(history_seqs(b, t, HistoryQuery{}), V({1, 2, 3, 4, 5}));
-  EXPECT_EQ(history_seqs(b, t, HistoryQuery{0, -1, 2}), V({4, 5}));   // newest 2
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{kAllSeqs, -1, 2}), V({4, 5}));  // newest 2
+  EXPECT_EQ(history_seqs(b, t, HistoryQuery{0, -1, 2}), V({}));             // before 0: nothing
   EXPECT_EQ(history_seqs(b, t, HistoryQuery{4, -1, 2}), V({2, 3}));   // before 4
   EXPECT_EQ(history_seqs(b, t, HistoryQuery{2, -1, 2}), V({1}));      // before 2
   EXPECT_EQ(history_seqs(b, t, HistoryQuery{0, 0, 2}), V({1, 2}));    // oldest after 0
@@ -777,7 +778,7 @@ TEST_F(ChatServiceTest, MarkReadPublishesReadReceipt) {
   ASSERT_TRUE(send_text(a, t, "one").ok());
   ASSERT_TRUE(send_text(a, t, "two").ok());
   size_t before = events_.size();
-  auto seq = service_->mark_read(b.id, t.id, 0, "session-b");
+  auto seq = service_->mark_read(b.id, t.id, kAllSeqs, "session-b");
   ASSERT_TRUE(seq.ok()) << seq.error().code;
   EXPECT_EQ(*seq, 2);
   ASSERT_EQ(events_.size(), before + 1);
@@ -797,7 +798,7 @@ TEST_F(ChatServiceTest, MarkReadByNonParticipantForbidden) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = direct(a, b);
   size_t before = events_.size();
-  auto r = service_->mark_read(c.id, t.id, 0);
+  auto r = service_->mark_read(c.id, t.id, kAllSeqs);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, "forbidden");
   EXPECT_EQ(events_.size(), before);
@@ -812,6 +813,8 @@ TEST_F(ChatServiceTest, UnreadCountsFollowSendsAndMarkRead) {
   ASSERT_TRUE(service_->mark_read(b.id, t.id, 2).ok());
   EXPECT_EQ(unread(b, t), 1);
   ASSERT_TRUE(service_->mark_read(b.id, t.id, 0).ok());
+  EXPECT_EQ(unread(b, t), 1) << "up to 0 reads nothing";
+  ASSERT_TRUE(service_->mark_read(b.id, t.id, kAllSeqs).ok());
   EXPECT_EQ(unread(b, t), 0);
   ASSERT_TRUE(send_text(a, t, "m").ok());
   EXPECT_EQ(unread(b, t), 1);

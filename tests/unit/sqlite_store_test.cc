@@ -182,7 +182,7 @@ TEST_F(SqliteStoreTest, MigratesVersion5ToIntegerThreadKeys) {
       EXPECT_EQ(history[i].thread_id, t->id);
       EXPECT_EQ(history[i].seq, static_cast<int64_t>(i + 1));
     }
-    EXPECT_EQ(ok(store_->messages_before(t->id, 0, 1)).front().seq, 3);
+    EXPECT_EQ(ok(store_->messages_before(t->id, kAllSeqs, 1)).front().seq, 3);
   }
   auto retry = send(t2.id, a.id, "m4", "c4");
   ASSERT_TRUE(retry.ok());
@@ -386,7 +386,7 @@ TEST_F(SqliteStoreTest, OpsAfterAppendsInOneBatchSeeTheirThreadState) {
     for (int i = 0; i < kSends; ++i)
       store_->append(AppendRequest{t.id, i % 5 ? a.id : b.id, "m", "text", ""},
                      [&](Result<AppendResult>) { pending.done(); });
-    int64_t marked = ok(store_->mark_read(t.id, b.id, 0));  // 0 = up to the thread's last seq
+    int64_t marked = ok(store_->mark_read(t.id, b.id, kAllSeqs));
     pending.wait();
     EXPECT_EQ(marked, (round + 1) * kSends) << "round " << round;
     EXPECT_EQ(ok(store_->thread(t.id))->last_seq, (round + 1) * kSends);

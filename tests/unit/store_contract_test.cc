@@ -418,7 +418,9 @@ TEST_P(StoreContract, MessagesAfterAndBeforePage) {
   };
   EXPECT_EQ(seqs(ok(store_->messages_after(t.id, 0, 3))), (std::vector<int64_t>{1, 2, 3}));
   EXPECT_EQ(seqs(ok(store_->messages_after(t.id, 8, 5))), (std::vector<int64_t>{9, 10}));
-  EXPECT_EQ(seqs(ok(store_->messages_before(t.id, 0, 3))), (std::vector<int64_t>{8, 9, 10}));
+  EXPECT_EQ(seqs(ok(store_->messages_before(t.id, kAllSeqs, 3))), (std::vector<int64_t>{8, 9, 10}));
+  EXPECT_TRUE(ok(store_->messages_before(t.id, 0, 3)).empty());
+  EXPECT_TRUE(ok(store_->messages_before(t.id, 1, 3)).empty());
   EXPECT_EQ(seqs(ok(store_->messages_before(t.id, 8, 3))), (std::vector<int64_t>{5, 6, 7}));
   EXPECT_EQ(seqs(ok(store_->messages_before(t.id, 2, 5))), (std::vector<int64_t>{1}));
   EXPECT_TRUE(ok(store_->messages_after(t.id, 0, -1)).empty());  // never "no limit"
@@ -507,6 +509,8 @@ TEST_P(StoreContract, UnreadCountsAndMarkRead) {
   send(t.id, b.id, "more");
   send(t.id, b.id, "more");
   EXPECT_EQ(counts(a.id)[t.id], 2);
+  EXPECT_EQ(*store_->mark_read(t.id, a.id, 0), 6);  // up to 0: nothing read, nothing moved
+  EXPECT_EQ(counts(a.id)[t.id], 2);
   auto r = store_->mark_read(t.id, a.id, 7);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(*r, 7);
@@ -514,8 +518,8 @@ TEST_P(StoreContract, UnreadCountsAndMarkRead) {
   EXPECT_EQ(*store_->mark_read(t.id, a.id, 3), 7);    // never back
   EXPECT_EQ(*store_->mark_read(t.id, a.id, 100), 8);  // clamped to last_seq
   EXPECT_EQ(counts(a.id)[t.id], 0);
-  EXPECT_EQ(*store_->mark_read(t.id, b.id, 0), 8);  // 0 = everything
-  EXPECT_EQ(*store_->mark_read(quiet.id, b.id, 0), 0);
+  EXPECT_EQ(*store_->mark_read(t.id, b.id, kAllSeqs), 8);
+  EXPECT_EQ(*store_->mark_read(quiet.id, b.id, kAllSeqs), 0);
 
   User c = make_user("carol");
   auto outsider = store_->mark_read(t.id, c.id, 1);
