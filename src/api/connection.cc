@@ -90,7 +90,7 @@ void Connection::on_tick(int64_t now_ms) {
 void Connection::authenticated(Authenticated user, const json::value& request_id) {
   bool renewal = authed_;
   if (renewal && user.user.id != user_id_) {
-    send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, nullptr);
+    send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, request_id);
     return close(CloseReason::kUnauthorized, "token is for another user");
   }
   if (admission_) {
@@ -101,7 +101,7 @@ void Connection::authenticated(Authenticated user, const json::value& request_id
     });
     return;
   }
-  if (!renewal) return admit(std::move(user));
+  if (!renewal) return admit(std::move(user), request_id);
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = user.expires_at;
   token_iat_ = user.issued_at;
@@ -139,9 +139,9 @@ struct HeldCount {
 // The per-user connection limit (ConnectionLimiter): answered inline in one
 // process; across nodes the answer comes from Redis, and frames that arrive
 // meanwhile wait for it.
-void Connection::admit(Authenticated user) {
+void Connection::admit(Authenticated user, const json::value& request_id) {
   std::string user_id = user.user.id;
-  admission_ = std::make_unique<Admission>(Admission{std::move(user), {}});
+  admission_ = std::make_unique<Admission>(Admission{std::move(user), request_id, {}});
   auto answer = std::make_shared<AdmissionAnswer>();
   auto self = shared_from_this();
   std::weak_ptr<Transport> transport = transport_;
@@ -162,7 +162,8 @@ void Connection::admitted(bool ok, HeldCount* count) {
   if (closed_ || !admission) return;  // the count, if any, goes back with `count`
   User& user = admission->user.user;
   if (!ok) {
-    send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"}, nullptr);
+    send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"},
+               admission->request_id);
     return close(CloseReason::kTooManyConnections, "too many connections for this user");
   }
   if (count) count->held = false;  // released in on_close from now on
@@ -176,7 +177,7 @@ void Connection::admitted(bool ok, HeldCount* count) {
   send(encoder_->reply("connection_established", json::object{{"user_id", user_id_},
                                                               {"session_id", session_id_},
                                                               {"timestamp", iso8601_millis(now_micros())}},
-                       nullptr));
+                       admission->request_id));
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = admission->user.expires_at;
   token_iat_ = admission->user.issued_at;

@@ -84,7 +84,7 @@ class Connection final : public ClientSession,
 
  private:
   void authenticated(Authenticated user, const boost::json::value& request_id);
-  void admit(Authenticated user);
+  void admit(Authenticated user, const boost::json::value& request_id);
   void admitted(bool ok, HeldCount* count);
   void recheck_account();
   void dispatch(ClientFrame frame);
@@ -145,6 +145,7 @@ class Connection final : public ClientSession,
   // (frames, a renewal) that wait for the answer.
   struct Admission {
     Authenticated user;
+    boost::json::value request_id;  // of the `auth` frame, if it came in one: echoed by the answer
     std::vector<std::function<void()>> deferred;
   };
   std::unique_ptr<Admission> admission_;

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
+#include "common/utf8.h"
 #include "common/wait.h"
 #include "protocol/client_frame.h"
 #include "protocol/json_fields.h"
@@ -59,6 +60,12 @@ std::map<std::string, std::string> parse_query(const std::string& q) {
     pos = amp + 1;
   }
   return out;
+}
+
+static bool query_is_utf8(const std::map<std::string, std::string>& query) {
+  for (const auto& [key, value] : query)
+    if (!utf8_length(key) || !utf8_length(value)) return false;
+  return true;
 }
 
 // ---------------------------------------------------------------- responses
@@ -329,7 +336,6 @@ HttpResponse send_message(Call& c) {
   if (b.has("message_type")) s.message_type = b.string("message_type", Need::kOptional);
   s.client_msg_id = b.string("client_msg_id", Need::kOptional);
   if (b.error()) return failure(*b.error());
-  if (s.client_msg_id.size() > 128) return failure(bad_input("invalid_field", "client_msg_id is too long"));
   auto r = wait_for_callback<Result<SendOutcome>>([&](SendCallback done) { c.chat.send(std::move(s), std::move(done)); });
   if (!r) return failure(r.error());
   return success(r->duplicate ? 200 : 201, json::parse(r->message_json));
@@ -509,6 +515,8 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   const auto parts = split_path(req.path);
   const Route* route = find_route(req.method, parts);
   Call call{chat_, health_, started_at_, req, parts, nullptr, {}};
+  if (route && !query_is_utf8(req.query))
+    return failure(bad_input("invalid_utf8", "the query string is not valid UTF-8 once decoded"));
   if (route && route->is_public) return route->handler(call);
   // A known path with a method it does not serve: 405 before any
   // authentication, so a client learns its mistake, not that it needs a token.

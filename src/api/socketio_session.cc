@@ -5,6 +5,7 @@
 
 #include "common/clock.h"
 #include "common/metrics.h"
+#include "common/utf8.h"
 #include "protocol/socketio_encoder.h"
 
 namespace parley {
@@ -155,7 +156,7 @@ void SocketIoSession::on_event(sio::SioPacket p) {
   std::string_view name = args[0].get_string();
   auto type = client_type(name);
   if (!type)
-    return conn_->on_bad_frame(bad_input("unknown_type", "unknown event: " + std::string(name.substr(0, 64))),
+    return conn_->on_bad_frame(bad_input("unknown_type", "unknown event: " + std::string(utf8_prefix(name, 64))),
                                request);
   static const json::object kNoFields;
   const json::object* fields = &kNoFields;

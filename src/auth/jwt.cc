@@ -234,7 +234,7 @@ Result<JwtClaims> JwtVerifier::verify(const std::string& token, int64_t now_seco
   }
   if (now_seconds >= claims.exp) return unauthorized("token_expired", "token expired");
   if (claims.exp - now_seconds > kMaxLifetimeSeconds) return invalid("exp is too far in the future");
-  if (nbf && now_seconds + kClockSkewSeconds < *nbf) return unauthorized("token_not_yet_valid", "token not yet valid");
+  if (nbf && now_seconds + kClockSkewSeconds < *nbf) return invalid("token not yet valid (nbf)");
   claims.all = std::move(*payload);
   return claims;
 }

@@ -100,7 +100,7 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
   for (const auto& name : req.usernames) {
     auto u = store_.user_by_username(ascii_lowercase(name));
     if (!u) return u.error();
-    if (!*u) return not_found("user_not_found", "no user named " + name.substr(0, 64));
+    if (!*u) return not_found("user_not_found", "no user named " + std::string(utf8_prefix(name, 64)));
     ids.push_back((*u)->id);
   }
   std::sort(ids.begin() + 1, ids.end());
@@ -170,7 +170,7 @@ void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const
 Result<Thread> ChatService::direct_thread(const User& actor, const std::string& username) {
   auto other = store_.user_by_username(ascii_lowercase(username));
   if (!other) return other.error();
-  if (!*other) return not_found("user_not_found", "no user named " + username.substr(0, 64));
+  if (!*other) return not_found("user_not_found", "no user named " + std::string(utf8_prefix(username, 64)));
   if ((*other)->id == actor.id) return bad_input("invalid_recipient", "you cannot message yourself");
   CreateThreadRequest req;
   req.type = "direct";
@@ -184,7 +184,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
                                              const std::vector<std::string>& user_ids) {
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
-  if ((*m)->type == ThreadType::kDirect) return bad_input("invalid_field", "direct threads have two participants");
+  if ((*m)->type == ThreadType::kDirect) return bad_input("direct_thread", "the members of a direct thread cannot change");
   const auto& admins = (*m)->admin_ids;
   if (std::find(admins.begin(), admins.end(), actor.id) == admins.end())
     return forbidden("only thread admins may add participants");
@@ -215,7 +215,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
 Status ChatService::remove_participant(const User& actor, const std::string& thread_id, const std::string& user_id) {
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
-  if ((*m)->type == ThreadType::kDirect) return bad_input("invalid_field", "direct threads have two participants");
+  if ((*m)->type == ThreadType::kDirect) return bad_input("direct_thread", "the members of a direct thread cannot change");
   bool self = user_id == actor.id;
   const auto& admins = (*m)->admin_ids;
   if (!self && std::find(admins.begin(), admins.end(), actor.id) == admins.end())
@@ -264,6 +264,9 @@ std::optional<Error> ChatService::validate_content(const std::string& content, c
 
 void ChatService::send(SendRequest req, SendCallback done) {
   if (auto e = validate_content(req.content, req.message_type)) return done(*e);
+  // Counted in characters, like content; the transports cap the bytes at 4 per character.
+  if (req.client_msg_id.size() > 128 && utf8_length(req.client_msg_id).value_or(SIZE_MAX) > 128)
+    return done(bad_input("invalid_field", "client_msg_id has more than 128 characters"));
   if (!req.thread_id.empty()) {
     auto m = require_member(req.sender_id, req.thread_id);
     if (!m) return done(m.error());

@@ -21,7 +21,7 @@ std::string close_payload(uint16_t code, std::string_view reason) {
   std::string payload;
   payload.push_back(static_cast<char>(code >> 8));
   payload.push_back(static_cast<char>(code & 0xFF));
-  payload.append(reason.substr(0, 123));  // control frames carry at most 125 bytes
+  payload.append(utf8_prefix(reason, 123));  // control frames carry at most 125 bytes
   return payload;
 }
 

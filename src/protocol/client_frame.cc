@@ -95,10 +95,10 @@ ParsedFrame parse_client_frame(std::string_view text) {
   }
   const json::value* t = o.if_contains("type");
   std::optional<ClientType> type;
-  if (!t) out.error = missing_field("type");
+  if (!t || t->is_null()) out.error = missing_field("type");
   else if (!t->is_string()) out.error = invalid_field("type", "must be a string");
   else if (!(type = client_type(t->get_string())))
-    out.error = bad_input("unknown_type", "unknown frame type: " + std::string(std::string_view(t->get_string()).substr(0, 64)));
+    out.error = bad_input("unknown_type", "unknown frame type: " + std::string(utf8_prefix(t->get_string(), 64)));
   if (!out.error) out = parse_client_fields(*type, o);
   out.frame.request_id = std::move(request_id);
   return out;
@@ -124,7 +124,7 @@ ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
       if (!in.has(content_key)) in.fail(missing_field("content"));
       f.content = in.string(content_key, Need::kOptional);
       if (in.has("message_type")) f.message_type = in.string("message_type", Need::kOptional, 32);
-      f.client_msg_id = in.string("client_msg_id", Need::kOptional, 128);
+      f.client_msg_id = in.string("client_msg_id", Need::kOptional, 4 * 128);  // characters: ChatService::send
       break;
     }
     case ClientType::kSubscribeThread:

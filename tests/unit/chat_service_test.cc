@@ -635,6 +635,32 @@ TEST_F(ChatServiceTest, NonAdminCannotAddParticipants) {
   EXPECT_EQ(history_seqs(a, t, HistoryQuery{}), std::vector<int64_t>{});
 }
 
+TEST_F(ChatServiceTest, DirectThreadMembersCannotChange) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = direct(a, b);
+  auto add = service_->add_participants(a, t.id, {c.id});
+  ASSERT_FALSE(add.ok());
+  EXPECT_EQ(add.error().code, "direct_thread");
+  auto leave = service_->remove_participant(b, t.id, b.id);
+  ASSERT_FALSE(leave.ok());
+  EXPECT_EQ(leave.error().code, "direct_thread");
+  EXPECT_TRUE(service_->thread(b, t.id).ok()) << "bob must still be a participant";
+  EXPECT_FALSE(service_->thread(c, t.id).ok());
+}
+
+TEST_F(ChatServiceTest, ClientMsgIdIsCountedInCharacters) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  std::string e_acute = "\xC3\xA9", ok_id, long_id;
+  for (int i = 0; i < 128; ++i) ok_id += e_acute;  // 128 characters, 256 bytes
+  long_id = ok_id + "x";
+  auto sent = send_text(a, t, "fine", ok_id);
+  ASSERT_TRUE(sent.ok()) << sent.error().code;
+  auto refused = send_text(a, t, "too long", long_id);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "invalid_field");
+}
+
 TEST_F(ChatServiceTest, MemberMayLeave) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});

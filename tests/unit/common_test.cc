@@ -128,6 +128,23 @@ TEST(Utf8, CountsCodePoints) {
   EXPECT_EQ(utf8_length("\xF4\x8F\xBF\xBF"), 1u);  // U+10FFFF, the last code point
 }
 
+TEST(Utf8, PrefixNeverEndsInsideACharacter) {
+  EXPECT_EQ(utf8_prefix("hello", 64), "hello");
+  EXPECT_EQ(utf8_prefix("hello", 3), "hel");
+  EXPECT_EQ(utf8_prefix("h\xC3\xA9llo", 2), "h");                 // not half of é
+  EXPECT_EQ(utf8_prefix("h\xC3\xA9llo", 3), "h\xC3\xA9");
+  EXPECT_EQ(utf8_prefix("\xF0\x9F\x98\x80\xF0\x9F\x98\x80", 7), "\xF0\x9F\x98\x80");  // 😀😀 cut at 7
+  EXPECT_EQ(utf8_prefix("\xF0\x9F\x98\x80", 3), "");
+  std::string long_text;
+  for (int i = 0; i < 40; ++i) long_text += "\xC3\xA9";  // é x 40 = 80 bytes
+  for (size_t max = 0; max <= 80; ++max) {
+    auto p = utf8_prefix(long_text, max);
+    EXPECT_LE(p.size(), max);
+    EXPECT_GE(p.size() + 1, max);
+    EXPECT_TRUE(utf8_length(p).has_value()) << max;
+  }
+}
+
 TEST(Utf8, RejectsOverlongs) {
   EXPECT_FALSE(utf8_length("\xC0\xAF").has_value());          // '/' in 2 bytes
   EXPECT_FALSE(utf8_length("\xC1\xBF").has_value());

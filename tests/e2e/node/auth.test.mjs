@@ -61,8 +61,10 @@ describe('WebSocket authentication', () => {
     const refused = await ws.request({ type: 'send_message', username: bob.username, content: 'sneaky' });
     assertWsError(assert, refused, 'not_authenticated');
     assert.ok(ws.isOpen, 'still open');
-    ws.send({ type: 'auth', token: alice.token });
-    assertEstablished(await ws.nextOfType('connection_established'), alice);
+    ws.send({ type: 'auth', token: alice.token, request_id: 'auth-1' });
+    const established = await ws.nextOfType('connection_established');
+    assertEstablished(established, alice);
+    assert.equal(established.request_id, 'auth-1', 'the answer to an auth frame echoes its request_id');
     await ws.ping();
   });
 
@@ -132,10 +134,12 @@ describe('WebSocket authentication', () => {
 
   it("renewing with another user's token never turns the connection into that user", async () => {
     const ws = await server.connect(alice);
-    ws.send({ type: 'auth', token: bob.token });
+    ws.send({ type: 'auth', token: bob.token, request_id: 'renew-as-bob' });
     await ws.ping().catch(() => {});
     assert.ok(!ws.all((f) => f.type === 'connection_established').some((f) => f.user_id === bob.id),
       'no connection_established for Bob');
+    const refusal = ws.all((f) => f.type === 'error' && f.code === 'invalid_token');
+    assert.ok(refusal.every((f) => f.request_id === 'renew-as-bob'), `the refusal echoes request_id: ${JSON.stringify(refusal)}`);
     // The renewal is checked off the event loop, so the 4401 close may come
     // before or after this request's reply: either is fine, becoming Bob is not.
     if (ws.isOpen) {

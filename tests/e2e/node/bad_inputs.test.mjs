@@ -48,6 +48,9 @@ describe('bad inputs are refused with the right code and change nothing', () => 
     { name: 'no type', frame: { thread_id: dm.id, content: 'x' }, code: 'missing_field' },
     { name: 'type is a number', frame: { type: 7 }, code: 'invalid_field' },
     { name: 'unknown type', frame: { type: 'launch_rockets' }, code: 'unknown_type' },
+    // Quoted back cut to 64 bytes: never inside a character, or the error frame is invalid UTF-8 and the client drops the connection.
+    { name: 'unknown type of 81 bytes, a character across byte 64', frame: { type: 'x' + 'é'.repeat(40) }, code: 'unknown_type' },
+    { name: 'type is null', frame: { type: null }, code: 'missing_field' },
     { name: 'send_message without content', frame: { type: 'send_message', thread_id: dm.id }, code: 'missing_field' },
     { name: 'send_message without thread_id or username', frame: { type: 'send_message', content: 'x' }, code: 'missing_field' },
     { name: 'thread_id is a number', frame: { type: 'send_message', thread_id: 12345, content: 'x' }, code: 'invalid_field' },
@@ -135,6 +138,7 @@ describe('bad inputs are refused with the right code and change nothing', () => 
       { name: 'threads: unknown type', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'triangle', participant_ids: [bob.id] }, status: 400, code: 'invalid_field' },
       { name: 'threads: no type', method: 'POST', path: '/api/chat/threads', token: tok, body: { participant_ids: [bob.id] }, status: 400, code: 'missing_field' },
       { name: 'threads: participant_ids a string', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'group', title: 't', participant_ids: bob.id }, status: 400, code: 'invalid_field' },
+      { name: 'search: invalid UTF-8 once decoded', method: 'GET', path: '/api/users?search=%FF', token: tok, status: 400, code: 'invalid_utf8' },
       { name: 'threads: unknown username', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'direct', usernames: [`ghost_${randomId(4)}`] }, status: 404, code: 'user_not_found' },
       { name: 'participants: non-admin adds', method: 'POST', path: `/api/chat/threads/${group.id}/participants`, token: bob.token, body: { participant_ids: [newUuid()] }, status: 403, code: 'forbidden' },
       { name: 'register: weak password', method: 'POST', path: '/api/auth/register', body: { username: `weak_${randomId(4)}`, password: 'abc', full_name: 'W' }, status: 400, code: 'weak_password' },
@@ -163,6 +167,14 @@ describe('bad inputs are refused with the right code and change nothing', () => 
   });
 
   // ----- SQL-looking strings that are valid input ------------------------
+  it('REST: an error quoting the client\'s text is valid UTF-8 when the quote is cut', async () => {
+    const ghost = 'x' + 'é'.repeat(40);  // 81 bytes: a cut at byte 64 falls inside a character
+    const res = await server.http('POST', '/api/chat/threads', { token: alice.token, body: { type: 'direct', usernames: [ghost] } });
+    assertHttpError(assert, res, 404, 'user_not_found');
+    assert.ok(!res.text.includes('\uFFFD'), `the body is valid UTF-8: ${res.text}`);
+    assert.ok(res.body.message.includes('x' + 'é'.repeat(31)), res.body.message);
+  });
+
   it('SQL-looking content is stored and returned verbatim, never interpreted', async () => {
     const samples = [
       "'; DROP TABLE messages; --",
