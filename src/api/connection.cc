@@ -428,8 +428,10 @@ void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& th
   holding_ = false;
   auto held = std::move(held_);
   held_.clear();
-  for (auto& h : held)
-    if (admit_live(h.thread_id, h.seq, h.frame) && h.frame) send(std::move(h.frame));
+  for (auto& h : held) {
+    bool now = h.seq > 0 ? admit_live(h.thread_id, h.seq, h.frame) : cursor_.changed(h.thread_id, h.frame);
+    if (now && h.frame) send(std::move(h.frame));
+  }
 }
 
 // thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
@@ -739,12 +741,21 @@ bool Connection::admit_live(const std::string& thread_id, int64_t seq, const Fra
   return d.send;
 }
 
+// An edit or a deletion of a stored message: ordered after the replays
+// running on its thread (DeliveryCursor::changed).
+static bool changes_a_message(const BusEvent& event) {
+  return event.type == "message_deleted" || event.type == "message_edited";
+}
+
 void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (closed_) return;
   if (event.seq > 0) {
     // Catch-up on connect (Socket.IO): live messages wait for their thread's replay.
     if (holding_) return held_.push_back({event.thread_id, event.seq, frame});
     if (!admit_live(event.thread_id, event.seq, frame)) return;
+  } else if (frame && changes_a_message(event)) {
+    if (holding_) return held_.push_back({event.thread_id, 0, frame});
+    if (!cursor_.changed(event.thread_id, frame)) return;
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
   if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub

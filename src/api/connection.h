@@ -174,7 +174,7 @@ class Connection final : public ClientSession,
   std::shared_ptr<SerialQueue> chain_;
   struct Held {
     std::string thread_id;
-    int64_t seq;
+    int64_t seq;  // 0: a change to a stored message (DeliveryCursor::changed)
     FramePtr frame;
   };
   std::vector<Held> held_;

@@ -48,6 +48,13 @@ bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
   return true;
 }
 
+bool DeliveryCursor::changed(const std::string& thread_id, FramePtr frame) {
+  auto it = threads_.find(thread_id);  // no entry: nothing sent or running, nothing to wait for
+  if (it == threads_.end() || it->second.replays == 0) return true;
+  it->second.held_changes.push_back(std::move(frame));
+  return false;
+}
+
 DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_id, int64_t since_seq,
                                                      int64_t replayed_up_to) {
   State& s = state(thread_id);
@@ -78,6 +85,7 @@ DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_i
     out.fill_from = s.hi;
   } else {
     s.held.clear();
+    release_changes(s, out.frames);
   }
   return out;
 }
@@ -95,7 +103,13 @@ std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
     if (frame) out.push_back(std::move(frame));
   }
   s.held.clear();
+  release_changes(s, out);
   return out;
+}
+
+void DeliveryCursor::release_changes(State& s, std::vector<FramePtr>& out) {
+  for (auto& frame : s.held_changes) out.push_back(std::move(frame));
+  s.held_changes.clear();
 }
 
 std::vector<std::pair<std::string, int64_t>> DeliveryCursor::begin_resync() {

@@ -13,6 +13,9 @@
 // Except with fill_before_first(): on several nodes events may come out of
 // commit order, so the first one to arrive need not be the first committed
 // since the connection began; it is held and a fill reads what came before.
+// Changes to a message already stored (an edit, a deletion) are held while a
+// replay runs too, and go out after everything it held: a replay page read,
+// or a live message encoded, before the change must not arrive after it.
 // Not thread-safe: one connection, one loop thread.
 #pragma once
 
@@ -43,6 +46,9 @@ class DeliveryCursor {
   void begin_replay(const std::string& thread_id, int64_t since_seq);
   // A replayed message (ascending seq). True: send it.
   bool replayed(const std::string& thread_id, int64_t seq);
+  // A change to a stored message of the thread (message_edited,
+  // message_deleted). True: send it now; false: held until the replays end.
+  bool changed(const std::string& thread_id, FramePtr frame);
   struct ReplayEnd {
     std::vector<FramePtr> frames;  // held frames to send now, in order
     int64_t fill_from = -1;        // >= 0: the held frames still have a gap; a fill from here began
@@ -50,10 +56,11 @@ class DeliveryCursor {
   // Ends a replay (or a fill) begun from since_seq; replayed_up_to is the
   // highest seq it read (sent or skipped), or since_seq when it read nothing.
   // No frames while another replay of the thread still runs.
+  // The held changes come last, once no gap is left.
   ReplayEnd end_replay(const std::string& thread_id, int64_t since_seq, int64_t replayed_up_to);
   // Gives up a fill that cannot find the missing seqs (the store does not
   // have them): ends it and returns the held frames past hi, in order,
-  // accepting the gap.
+  // accepting the gap, then the held changes.
   std::vector<FramePtr> skip_gap(const std::string& thread_id);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them.
@@ -66,8 +73,10 @@ class DeliveryCursor {
     int64_t lo = 0, hi = 0;  // sent range; hi == 0: nothing sent yet
     int replays = 0;         // replays and fills running (a client may overlap them)
     std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
+    std::vector<FramePtr> held_changes;              // in arrival order
   };
   State& state(const std::string& thread_id);
+  static void release_changes(State& s, std::vector<FramePtr>& out);
 
   std::unordered_map<std::string, State> threads_;
   int64_t first_window_ = 0;

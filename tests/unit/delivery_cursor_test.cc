@@ -360,5 +360,52 @@ TEST(DeliveryCursor, SkippingAGapSendsTheHeldFramesInOrder) {
   EXPECT_TRUE(c.live(kT, 5, frame(5)).send);
 }
 
+FramePtr change(const std::string& text) { return std::make_shared<const Frame>(text); }
+
+TEST(DeliveryCursor, ChangesGoOutAtOnceWithNoReplayRunning) {
+  DeliveryCursor c;
+  EXPECT_TRUE(c.changed(kT, change("deleted 1"))) << "nothing sent on the thread yet";
+  EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
+  EXPECT_TRUE(c.changed(kT, change("deleted 1")));
+}
+
+// A message deleted while a replay of its thread runs: the page (read before
+// the deletion) and a live message encoded before it go out first, the
+// deletion after, so the client ends with the message deleted.
+TEST(DeliveryCursor, ChangesWaitForTheReplayAndComeAfterItsHeldMessages) {
+  DeliveryCursor c;
+  c.begin_replay(kT, 0);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send);
+  EXPECT_FALSE(c.changed(kT, change("deleted 2")));
+  EXPECT_FALSE(c.changed(kT, change("deleted 3")));
+  EXPECT_TRUE(c.changed(kU, change("other thread"))) << "no replay runs on that thread";
+  EXPECT_EQ(replay(c, kT, 0, {1, 2, 3}), Seqs({"m1", "m2", "m3", "deleted 2", "deleted 3"}));
+  EXPECT_TRUE(c.changed(kT, change("deleted 1")));
+}
+
+TEST(DeliveryCursor, ChangesHeldUntilNoGapIsLeft) {
+  DeliveryCursor c;
+  EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
+  auto d = c.live(kT, 4, frame(4));  // 2 and 3 lost: a fill from 1
+  ASSERT_EQ(d.fill_from, 1);
+  EXPECT_FALSE(c.changed(kT, change("edited 4")));
+  // The fill read only seq 2: still a gap before 4, so nothing goes out yet.
+  EXPECT_TRUE(c.replayed(kT, 2));
+  auto end = c.end_replay(kT, 1, 2);
+  EXPECT_TRUE(end.frames.empty());
+  ASSERT_EQ(end.fill_from, 2);
+  EXPECT_TRUE(c.replayed(kT, 3));
+  EXPECT_EQ(texts(c.end_replay(kT, 2, 3).frames), Seqs({"m4", "edited 4"}));
+  EXPECT_TRUE(c.changed(kT, change("edited 4 again")));
+}
+
+TEST(DeliveryCursor, SkippingAGapReleasesTheHeldChangesLast) {
+  DeliveryCursor c;
+  EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
+  EXPECT_FALSE(c.changed(kT, change("deleted 3")));
+  EXPECT_EQ(texts(c.skip_gap(kT)), Seqs({"m3", "deleted 3"}));
+}
+
 }  // namespace
 }  // namespace parley

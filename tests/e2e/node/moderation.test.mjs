@@ -249,3 +249,55 @@ describe('message delete and edit', () => {
     }
   });
 });
+
+// A replay is sent page by page, paced by the client's reading: a change made
+// meanwhile must not reach the client before the copy the replay (or a live
+// message held behind it) still carries, or the client keeps the old text.
+describe('a delete or edit made while a replay is under way', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--max-outbound-bytes', '1048576'] }); });
+  after(async () => { await server?.stop(); });
+
+  it('reaches the client after the replayed copy, so it ends deleted or edited', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const dm = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const big = '😀'.repeat(3990);  // about 16 KB a message: 300 of them outrun a 1 MiB queue
+    const sent = [];
+    for (let batch = 0; batch < 6; batch++) {
+      const acks = [];
+      for (let i = 0; i < 50; i++) acks.push(aliceWs.sendMessage({ thread_id: dm.id, content: `${big} #${batch * 50 + i}` }, 20000));
+      sent.push(...await Promise.all(acks));
+    }
+    const bySeq = new Map(sent.map((m) => [m.seq, m]));
+    const deleted = bySeq.get(290), edited = bySeq.get(295);
+
+    const bobWs = await server.connect(bob);
+    bobWs.send({ type: 'subscribe_thread', thread_id: dm.id, since_seq: 0, request_id: 'catch-up' });
+    bobWs.ws._socket.pause();  // Bob stops reading: the replay waits for his queue to drain
+    await sleep(800);
+    assert.equal((await server.http('DELETE', `/api/chat/messages/${deleted.id}`, { token: alice.token })).status, 200);
+    const patched = await server.http('PATCH', `/api/chat/messages/${edited.id}`, { token: alice.token, body: { content: 'EDITED' } });
+    assert.equal(patched.status, 200, patched.text);
+    const live = await aliceWs.sendMessage({ thread_id: dm.id, content: 'live, then taken down' });
+    assert.equal((await server.http('DELETE', `/api/chat/messages/${live.id}`, { token: alice.token })).status, 200);
+    bobWs.ws._socket.resume();
+
+    await bobWs.next((f) => f.request_id === 'catch-up', 30000, 'thread_subscribed');
+    await bobWs.next((f) => f.type === 'message_deleted' && f.message_id === live.id, 10000, 'the live message\'s deletion');
+    // What Bob's client shows for a message: the last frame about it wins.
+    const lastAbout = (m) => {
+      const about = bobWs.all((f) => (f.type === 'new_message' || f.type === 'message_edited') ? f.data?.id === m.id
+        : f.type === 'message_deleted' && f.message_id === m.id);
+      assert.ok(about.length > 0, `Bob heard of seq ${m.seq}`);
+      return about.at(-1);
+    };
+    const shows = (f) => {
+      if (f.type === 'message_deleted' || f.data.deleted) return 'deleted';
+      return f.data.content.length > 40 ? `the old text (${f.data.content.length} characters)` : f.data.content;
+    };
+    assert.equal(shows(lastAbout(deleted)), 'deleted', 'the message deleted during the replay');
+    assert.equal(shows(lastAbout(edited)), 'EDITED', 'the message edited during the replay');
+    assert.equal(shows(lastAbout(live)), 'deleted', 'the live message held behind the replay, then deleted');
+  });
+});
