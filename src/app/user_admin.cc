@@ -1,6 +1,7 @@
 #include "app/user_admin.h"
 
 #include <CLI/CLI.hpp>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <iostream>
@@ -18,7 +19,10 @@ namespace {
 std::string operator_name() {
   if (const char* name = getlogin()) return name;
   if (const char* user = std::getenv("USER")) return user;
-  return "unknown";
+  // No terminal and no USER (cron, a container's exec): the account the
+  // command runs as.
+  if (const passwd* pw = getpwuid(geteuid())) return pw->pw_name;
+  return "uid-" + std::to_string(geteuid());
 }
 
 const char* action_name(UserAdminAction a) {

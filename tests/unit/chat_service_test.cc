@@ -269,6 +269,16 @@ TEST_F(ChatServiceTest, LoginByPhoneNumber) {
   EXPECT_EQ(in->user.id, r->user.id);
 }
 
+TEST_F(ChatServiceTest, PhoneNumberWithoutDigitsIsRefused) {
+  for (const char* phone : {"   ", "+-+ -", "+1 -"}) {
+    RegisterRequest req = reg("nodigits");
+    req.phone_number = phone;
+    auto r = service_->register_user(req);
+    ASSERT_FALSE(r.ok()) << "'" << phone << "'";
+    EXPECT_EQ(r.error().code, "invalid_field");
+  }
+}
+
 TEST_F(ChatServiceTest, WrongPasswordIsInvalidCredentials) {
   ASSERT_TRUE(service_->register_user(reg("alice")).ok());
   auto in = service_->login("alice", "wrong horse!", "10.0.0.1");
