@@ -49,6 +49,11 @@ void SocketIoSession::on_binary(std::string_view) {
 void SocketIoSession::on_connect(const sio::SioPacket& p) {
   if (p.nsp != "/") return send(sio::encode_connect_error(p.nsp, "Invalid namespace"));
   if (conn_ || connecting_) return close(CloseReason::kPolicy, "already connected");
+  if (p.data_error) {
+    // Unreadable auth data holds no token the server could accept.
+    Metrics::get().count_error(p.data_error->code);
+    return send(sio::encode_connect_error("/", "Authentication error: " + p.data_error->message));
+  }
   const json::value* token = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
   if (!token || !token->is_string() || token->get_string().empty()) {
     Metrics::get().count_error("missing_token");
@@ -149,6 +154,7 @@ void SocketIoSession::on_event(sio::SioPacket p) {
   if (p.type == sio::SioType::kBinaryEvent)
     return conn_->on_bad_frame(bad_input("binary_not_supported", "binary events are not supported; send JSON"),
                                request);
+  if (p.data_error) return conn_->on_bad_frame(*p.data_error, request);
   const json::array& args = p.data.get_array();
   if (!args[0].is_string())
     return conn_->on_bad_frame(bad_input("unknown_type", "event names are strings"), request);

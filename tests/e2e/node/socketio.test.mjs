@@ -341,6 +341,38 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     assert.equal((await a.emit('ping', {})).success, true, 'session still open');
     a.close();
   });
+
+  // JSON that JavaScript reads and the server refuses: an emoji cut in half
+  // (a lone surrogate, which JSON.stringify escapes as \ud83d) and nesting
+  // deeper than 32 levels. Refused like any bad event; the session stays.
+  for (const transports of [['websocket'], ['polling']]) {
+    it(`events whose data the server's parser refuses are answered and keep the session (${transports})`, async () => {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      const a = await connected(server, alice, { transports });
+      const disconnects = [];
+      a.socket.on('disconnect', (r) => disconnects.push(r));
+      const cut = '😀😀😀'.slice(0, 5);
+      const deep = JSON.parse('['.repeat(40) + ']'.repeat(40));
+      const cases = [
+        [{ thread_id: thread.id, content: cut, client_msg_id: 'cut1' }, 'invalid_utf8'],
+        [{ username: bob.username, text: '\udc00 low surrogate first' }, 'invalid_utf8'],
+        [{ thread_id: thread.id, content: 'x', extra: deep }, 'invalid_json'],
+      ];
+      for (const [payload, code] of cases) {
+        const r = await a.emit('send_message', payload);
+        assert.equal(r.success, false, JSON.stringify(r));
+        assert.equal(r.code, code, JSON.stringify(r));
+        assert.equal(typeof r.error, 'string');
+      }
+      a.socket.emit('send_message', { thread_id: thread.id, content: cut });  // no ack: an `error` event
+      assert.equal((await a.next('error', (e) => e?.code === 'invalid_utf8')).data.code, 'invalid_utf8');
+      assert.equal((await a.emit('ping', {})).success, true, 'session still open');
+      assert.deepEqual(disconnects, []);
+      assert.equal((await server.history(alice.token, thread.id)).length, 0, 'nothing stored');
+      a.close();
+    });
+  }
 });
 
 describe('Socket.IO sessions that stop answering', () => {
