@@ -262,15 +262,34 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     b.close();
   });
 
-  it('a token that expires: the error event token_expired, then the server disconnects', async () => {
+  // Over polling, the error event and DISCONNECT come in one poll and the
+  // Engine.IO close in the next: socket.io-client, given all three in one
+  // payload, handles the close first and drops the rest ("transport close",
+  // and it reconnects by itself).
+  for (const transports of [['websocket'], ['polling']]) {
+    it(`a token that expires: the error event token_expired, then the server disconnects (${transports})`, async () => {
+      const [alice] = await server.registerMany(1);
+      const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 2 });
+      const c = sioClient(server, token, { transports, reconnection: true });
+      const disconnected = new Promise((resolve) => c.socket.once('disconnect', resolve));
+      await c.connected();
+      const err = await c.next('error', (e) => e?.code === 'token_expired', 10000);
+      assert.equal(err.data.code, 'token_expired');
+      assert.equal(await disconnected, 'io server disconnect');
+      await sleep(1000);
+      assert.equal(c.socket.connected, false, 'the client does not reconnect by itself');
+      c.close();
+    });
+  }
+
+  it('a disabled account over polling: the error event account_disabled, then the server disconnects', async () => {
     const [alice] = await server.registerMany(1);
-    const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 2 });
-    const c = sioClient(server, token, { transports: ['websocket'] });
+    const c = await connected(server, alice, { transports: ['polling'], reconnection: true });
     const disconnected = new Promise((resolve) => c.socket.once('disconnect', resolve));
-    await c.connected();
-    const err = await c.next('error', (e) => e?.code === 'token_expired', 10000);
-    assert.equal(err.data.code, 'token_expired');
+    await server.cli(['user', 'disable', alice.username]);
+    assert.equal((await c.next('error', (e) => e?.code === 'account_disabled', 5000)).data.code, 'account_disabled');
     assert.equal(await disconnected, 'io server disconnect');
+    c.close();
   });
 
   it('polling-only clients exchange messages', async () => {
@@ -460,6 +479,23 @@ describe('Socket.IO limits are the native ones', () => {
     assert.equal(a2.socket.connected, false, 'the third connection is closed');
     assert.equal((await a1.emit('ping', {})).success, true, 'the others stay');
     a1.close(); ws.close?.();
+  });
+
+  it('over polling too, the refused connection gets the error event, then DISCONNECT, and stays disconnected', async () => {
+    const [carol] = await server.registerMany(1);
+    const held = [await server.connect(carol), await server.connect(carol)];
+    const c = sioClient(server, carol.token, { transports: ['polling'], reconnection: true });
+    const reasons = [];
+    let opens = 0;
+    c.socket.io.on('open', () => { opens += 1; });
+    const disconnected = new Promise((resolve) => c.socket.on('disconnect', (r) => { reasons.push(r); resolve(r); }));
+    assert.equal((await c.next('error', (e) => e?.code === 'too_many_connections')).data.code, 'too_many_connections');
+    assert.equal(await disconnected, 'io server disconnect');
+    await sleep(1000);
+    assert.deepEqual(reasons, ['io server disconnect']);
+    assert.equal(opens, 1, 'the client did not reconnect by itself');
+    c.close();
+    for (const h of held) h.close?.();
   });
 
   it('events count against the rate limit: past the burst they are refused in the ack', async () => {
