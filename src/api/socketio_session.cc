@@ -16,7 +16,9 @@ namespace json = boost::json;
 constexpr int64_t kPingEventIntervalMs = 25000;
 
 SocketIoSession::SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine)
-    : ctx_(ctx), engine_(std::move(engine)) {}
+    : ctx_(ctx),
+      engine_(std::move(engine)),
+      connect_deadline_ms_(now_micros() / 1000 + int64_t{ctx.chat.config().limits.auth_timeout_seconds} * 1000) {}
 
 // ---------------------------------------------------------------- inbound
 
@@ -195,9 +197,20 @@ void SocketIoSession::on_ack(const sio::SioPacket& p) {
 }
 
 void SocketIoSession::on_tick(int64_t now_ms) {
-  if (closed_ || !conn_) return;
+  if (closed_) return;
+  if (!conn_) return check_connect_deadline(now_ms);
   conn_->on_tick(now_ms);
   if (!conn_->closed() && now_ms >= next_ping_ms_) send_ping_event(now_ms);
+}
+
+// The reference server's connectTimeout, with the native `auth` frame's
+// deadline: a session with no CONNECT accepted by then (none came, or each
+// got CONNECT_ERROR) is closed. Answering pings would otherwise keep it open
+// for good. One being checked (connecting_) gets its answer first.
+void SocketIoSession::check_connect_deadline(int64_t now_ms) {
+  if (connecting_ || now_ms <= connect_deadline_ms_) return;
+  spdlog::info("event=sio_connect_timeout remote={}", remote_address());
+  close(CloseReason::kAuthTimeout, "no Socket.IO CONNECT in time");
 }
 
 void SocketIoSession::on_close() {

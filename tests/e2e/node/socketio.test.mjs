@@ -434,6 +434,42 @@ describe('Socket.IO sessions that stop answering', () => {
     b.close();
   });
 
+  // The reference server's connectTimeout; Parley's is the native auth
+  // frame's deadline, 10 s. Each session here answers every ping.
+  it('an Engine.IO session with no accepted CONNECT is closed after 10 s, though it answers pings', async () => {
+    const started = Date.now();
+    const rawWs = (first) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket`);
+      const s = { got: [], closedAt: null };
+      ws.on('message', (d) => { const t = String(d); s.got.push(t); if (t === '2') ws.send('3'); });
+      ws.on('close', () => { s.closedAt = Date.now(); });
+      ws.once('error', reject);
+      ws.once('open', () => { if (first) ws.send(first); resolve(s); });
+    });
+    const silent = await rawWs(null);
+    const refused = await rawWs('40{"token":"not.a.token"}');
+    // Polling, no CONNECT: polls and pongs until the close packet (bounded: 16 s).
+    const open = await handshake(server);
+    let polledClose = null;
+    while (!polledClose && Date.now() - started < 16000) {
+      const res = await poll(server, open.sid, 3000);
+      if (res.status !== 200) break;
+      for (const p of res.text.split('\x1e')) {
+        if (p === '2') await post(server, open.sid, '3');
+        if (p === '1') polledClose = Date.now();
+      }
+    }
+    for (let i = 0; i < 40 && (!silent.closedAt || !refused.closedAt); i++) await sleep(100);
+    assert.ok(refused.got.some((p) => p.startsWith('44{')), `no CONNECT_ERROR: ${refused.got.join(' | ')}`);
+    assert.ok(silent.got.includes('2') && refused.got.includes('2'), 'the server pinged, the clients answered');
+    for (const [name, at] of [['no CONNECT', silent.closedAt], ['CONNECT_ERROR', refused.closedAt], ['polling', polledClose]]) {
+      assert.ok(at, `the ${name} session was not closed`);
+      const after = at - started;
+      assert.ok(after >= 9000 && after <= 13000, `the ${name} session closed after ${after} ms`);
+    }
+    assert.equal((await poll(server, open.sid)).status, 400, 'the polling session is gone');
+  });
+
   it('a WebSocket probe that never sends 5 is dropped after the ping timeout; the session stays on polling', async () => {
     const open = await handshake(server);
     const probe = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
