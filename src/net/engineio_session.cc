@@ -326,6 +326,12 @@ class EioSession final : public Transport,
   enum class Mode { kPolling, kUpgrading, kWebSocket, kClosed };
 
   void on_packet(std::string_view p, bool over_websocket) {
+    if (p.empty()) {
+      // An empty WebSocket text frame (split_payload refuses one in a polling
+      // body): no packet type, which the reference server calls a parse error.
+      Metrics::get().count_error("invalid_packet");
+      return close_now("empty Engine.IO packet");
+    }
     // Closing: as on the reference server, what comes in is dropped, but for the client's own close.
     if (closing_ && p[0] != sio::kClose) return;
     switch (p[0]) {

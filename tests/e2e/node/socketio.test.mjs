@@ -669,6 +669,27 @@ describe('bad Engine.IO and Socket.IO input', () => {
     assert.ok((await pollFor(server, o.sid, (p) => p.startsWith('4317['))).packet, 'still answering');
   });
 
+  // The empty frame's payload view points just past its header in the
+  // loop's read buffer, where the previous frame's "2" still is: read as a
+  // packet type, that was a ping of an empty string.
+  it('an empty WebSocket text frame closes the session; the server stays up', async () => {
+    const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket`);
+    const got = [];
+    const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+    ws.on('message', (d) => got.push(String(d)));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.send('2probe');
+    for (let i = 0; i < 50 && !got.includes('3probe'); i++) await sleep(20);
+    assert.ok(got.includes('3probe'), `no answer to the ping: ${got.join(' | ')}`);
+    ws.send('');
+    const code = await Promise.race([closed, sleep(3000).then(() => 'still open')]);
+    assert.notEqual(code, 'still open', 'the session was not closed');
+    assert.equal((await server.http('GET', '/health')).status, 200);
+    const a = await connected(server, alice, { transports: ['websocket'] });
+    assert.equal((await a.emit('ping', {})).success, true);
+    a.close();
+  });
+
   it('after all of it: nothing stored, the server healthy', async () => {
     assert.equal((await server.history(alice.token, thread.id)).length, 0);
     const h = await server.http('GET', '/health');
