@@ -17,7 +17,9 @@ namespace json = boost::json;
 constexpr int64_t kPingEventIntervalMs = 25000;
 
 SocketIoSession::SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine)
-    : ctx_(ctx), engine_(std::move(engine)) {}
+    : ctx_(ctx),
+      engine_(std::move(engine)),
+      connect_deadline_ms_(now_micros() / 1000 + int64_t{ctx.chat.config().limits.auth_timeout_seconds} * 1000) {}
 
 // ---------------------------------------------------------------- inbound
 
@@ -50,6 +52,11 @@ void SocketIoSession::on_binary(std::string_view) {
 void SocketIoSession::on_connect(const sio::SioPacket& p) {
   if (p.nsp != "/") return send(sio::encode_connect_error(p.nsp, "Invalid namespace"));
   if (conn_ || connecting_) return close(CloseReason::kPolicy, "already connected");
+  if (p.data_error) {
+    // Unreadable auth data holds no token the server could accept.
+    Metrics::get().count_error(p.data_error->code);
+    return send(sio::encode_connect_error("/", "Authentication error: " + p.data_error->message));
+  }
   const json::value* token = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
   if (!token || !token->is_string() || token->get_string().empty()) {
     Metrics::get().count_error("missing_token");
@@ -150,6 +157,7 @@ void SocketIoSession::on_event(sio::SioPacket p) {
   if (p.type == sio::SioType::kBinaryEvent)
     return conn_->on_bad_frame(bad_input("binary_not_supported", "binary events are not supported; send JSON"),
                                request);
+  if (p.data_error) return conn_->on_bad_frame(*p.data_error, request);
   const json::array& args = p.data.get_array();
   if (!args[0].is_string())
     return conn_->on_bad_frame(bad_input("unknown_type", "event names are strings"), request);
@@ -190,9 +198,20 @@ void SocketIoSession::on_ack(const sio::SioPacket& p) {
 }
 
 void SocketIoSession::on_tick(int64_t now_ms) {
-  if (closed_ || !conn_) return;
+  if (closed_) return;
+  if (!conn_) return check_connect_deadline(now_ms);
   conn_->on_tick(now_ms);
   if (!conn_->closed() && now_ms >= next_ping_ms_) send_ping_event(now_ms);
+}
+
+// The reference server's connectTimeout, with the native `auth` frame's
+// deadline: a session with no CONNECT accepted by then (none came, or each
+// got CONNECT_ERROR) is closed. Answering pings would otherwise keep it open
+// for good. One being checked (connecting_) gets its answer first.
+void SocketIoSession::check_connect_deadline(int64_t now_ms) {
+  if (connecting_ || now_ms <= connect_deadline_ms_) return;
+  spdlog::info("event=sio_connect_timeout remote={}", remote_address());
+  close(CloseReason::kAuthTimeout, "no Socket.IO CONNECT in time");
 }
 
 void SocketIoSession::on_close() {

@@ -50,6 +50,7 @@ class SocketIoSession final : public TransportListener,
   void established(const std::string& user_id);
   void on_event(sio::SioPacket packet);
   void on_ack(const sio::SioPacket& packet);
+  void check_connect_deadline(int64_t now_ms);
   void send_ping_event(int64_t now_ms);
   void catch_up();
   void send(std::string packet);
@@ -60,6 +61,7 @@ class SocketIoSession final : public TransportListener,
   bool connecting_ = false;
   bool closed_ = false;
   int64_t next_ping_ms_ = 0;
+  int64_t connect_deadline_ms_;  // no Connection by then: closed
   // Ack ids of our own events (ping, test_message) still unanswered (0 = a
   // free slot; ids start at 1). Their acks are only liveness, so the oldest is
   // overwritten when all are taken: a forgotten id's ack names no message and

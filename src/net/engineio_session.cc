@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -129,7 +130,8 @@ class EioSession final : public Transport,
       return close_now("overlapping polls");
     }
     poll_ = std::move(respond);
-    if (close_on_poll_) return close_now("server shutting down");
+    // Closing (close_after_queue): what is still queued first, the close packet in a poll of its own.
+    if (closing_) return queue_.empty() ? close_now(close_why_) : answer_poll();
     // During an upgrade the poll is answered at once (a noop if nothing is
     // queued), so the client can pause polling and finish the upgrade.
     if (!queue_.empty() || mode_ == Mode::kUpgrading) answer_poll();
@@ -160,7 +162,7 @@ class EioSession final : public Transport,
       ws_id_ = id;
       return;
     }
-    if (probe_id_ || mode_ != Mode::kPolling) {
+    if (probe_id_ || mode_ != Mode::kPolling || closing_) {
       if (auto t = ws.lock()) t->close(CloseReason::kPolicy, "upgrade not possible");
       return;
     }
@@ -249,7 +251,13 @@ class EioSession final : public Transport,
     }
   }
 
-  void close(CloseReason, std::string text) override { close_now(text); }
+  // A server-side close (a refused connection, an expired token…): the
+  // client gets what was queued before it (the `error` event, DISCONNECT),
+  // polling or not. A client that stops polling is given the ping timeout,
+  // as it would be on an open session.
+  void close(CloseReason, std::string text) override {
+    close_after_queue(text, loop_.config.socketio.ping_timeout_ms);
+  }
 
   void post(std::function<void()> fn) override { asio::post(loop_.io, std::move(fn)); }
 
@@ -277,7 +285,11 @@ class EioSession final : public Transport,
   // Sweepable: pings, the pong deadline, and the ticks of the session above.
   void on_sweep(int64_t now) override {
     if (mode_ == Mode::kClosed) return;
-    if (close_on_poll_ && now > close_deadline_ms_) return close_now("server shutting down; no poll came");
+    if (closing_) {
+      // No pings, no ticks above: the session is only waiting to hand over its close.
+      if (now > close_deadline_ms_) close_now("no poll came for the close packet");
+      return;
+    }
     if (pong_deadline_ms_ && now > pong_deadline_ms_) {
       spdlog::info("event=eio_ping_timeout sid={}", sid_);
       return close_now("ping timeout");
@@ -297,25 +309,31 @@ class EioSession final : public Transport,
   // server does the same on close(): socket.io-client then reports
   // "transport close" and reconnects by itself (to another node behind the
   // load balancer), where a DISCONNECT ("io server disconnect") would leave
-  // it disconnected until the app calls connect(). A polling client gets the
-  // close packet in its waiting poll, or in its next one if none is waiting
-  // (for at most kShutdownPollWaitMs).
+  // it disconnected until the app calls connect(). A polling client gets
+  // what is queued, then the close packet (close_after_queue), within
+  // kShutdownPollWaitMs.
   void on_shutdown() override {
-    if (mode_ == Mode::kClosed || close_on_poll_) return;
+    if (mode_ == Mode::kClosed) return;
     if (mode_ == Mode::kWebSocket) {
       send_text(std::make_shared<const Frame>(std::string(1, sio::kClose)));
       if (auto ws = ws_.lock()) ws->close(CloseReason::kGoingAway, "server shutting down");
       return;
     }
-    if (poll_) return close_now("server shutting down");
-    close_on_poll_ = true;
-    close_deadline_ms_ = now_ms() + kShutdownPollWaitMs;
+    close_after_queue("server shutting down", kShutdownPollWaitMs);
   }
 
  private:
   enum class Mode { kPolling, kUpgrading, kWebSocket, kClosed };
 
   void on_packet(std::string_view p, bool over_websocket) {
+    if (p.empty()) {
+      // An empty WebSocket text frame (split_payload refuses one in a polling
+      // body): no packet type, which the reference server calls a parse error.
+      Metrics::get().count_error("invalid_packet");
+      return close_now("empty Engine.IO packet");
+    }
+    // Closing: as on the reference server, what comes in is dropped, but for the client's own close.
+    if (closing_ && p[0] != sio::kClose) return;
     switch (p[0]) {
       case sio::kClose: return close_now("client close");
       case sio::kPing:
@@ -368,7 +386,33 @@ class EioSession final : public Transport,
     respond(sio::eio_error_status(e), "application/json", sio::eio_error_body(e));
   }
 
-  // Ends the session: a waiting poll gets what is queued and the close
+  // Ends the session once the client has what is queued. Over a WebSocket
+  // the close follows the queued frames by itself. Over polling the close
+  // packet needs a poll of its own, as the reference server sends it:
+  // socket.io-client handles a close packet at once but the Socket.IO
+  // packets before it in the same payload a tick later, when the transport
+  // is closed and they are dropped (the `error` event and DISCONNECT of a
+  // server-side close were lost, and the client reconnected). So the queue
+  // goes out in one poll (a waiting one, or the next), the close packet in
+  // the one after it; a client that does not poll within wait_ms is closed
+  // anyway. A probe is dropped: the queue must not move to a WebSocket.
+  void close_after_queue(std::string_view why, int64_t wait_ms) {
+    if (mode_ == Mode::kClosed) return;
+    int64_t deadline = now_ms() + wait_ms;
+    if (closing_) {
+      close_deadline_ms_ = std::min(close_deadline_ms_, deadline);  // a shutdown does not wait longer
+      return;
+    }
+    if (mode_ == Mode::kWebSocket) return close_now(why);
+    if (probe_id_) drop_probe("the session is closing");
+    if (poll_ && queue_.empty()) return close_now(why);
+    closing_ = true;
+    close_why_ = why;
+    close_deadline_ms_ = deadline;
+    if (poll_) answer_poll();
+  }
+
+  // Ends the session now: a waiting poll gets what is queued and the close
   // packet, a WebSocket is closed. The layers above hear of it from the loop
   // a moment later, never from inside this call (the Hub may be iterating).
   void close_now(std::string_view why) {
@@ -420,7 +464,8 @@ class EioSession final : public Transport,
   int64_t probe_deadline_ms_ = 0;  // while a probe is attached
   bool listed_ = false;
   bool registered_ = false;  // in the registry: began on polling
-  bool close_on_poll_ = false;     // shutting down: the next poll gets the close packet
+  bool closing_ = false;           // close_after_queue: the queue, then the close packet, go to the next polls
+  std::string close_why_;
   int64_t close_deadline_ms_ = 0;  // ... or the session closes at this time anyway
 };
 

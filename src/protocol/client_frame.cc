@@ -48,23 +48,23 @@ bool has_surrogate_escape(std::string_view text) {
   return false;
 }
 
-// Maps Boost.JSON parse errors to our codes: a surrogate escape that does not
-// pair up, or raw invalid bytes, are an encoding problem; the rest is malformed JSON.
-Error parse_error(const boost::system::error_code& ec, std::string_view text, std::string_view what) {
+}  // namespace
+
+// A surrogate escape that does not pair up, or raw invalid bytes, are an
+// encoding problem; the rest is malformed JSON.
+Error json_parse_error(const boost::system::error_code& ec, std::string_view text, std::string_view what) {
   if (ec == json::error::illegal_leading_surrogate || ec == json::error::illegal_trailing_surrogate ||
       !utf8_length(text) || (ec == json::error::syntax && has_surrogate_escape(text)))
     return bad_input("invalid_utf8", "text is not valid UTF-8");
   return bad_input("invalid_json", std::string(what) + " is not valid JSON: " + ec.message());
 }
 
-}  // namespace
-
 Result<json::object> parse_json_object(std::string_view text, std::string_view what) {
   boost::system::error_code ec;
   json::parse_options opts;
   opts.max_depth = 32;
   json::value v = json::parse(text, ec, {}, opts);
-  if (ec) return parse_error(ec, text, what);
+  if (ec) return json_parse_error(ec, text, what);
   if (!v.is_object()) return bad_input("invalid_json", "expected a JSON object");
   return std::move(v.as_object());
 }

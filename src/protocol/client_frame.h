@@ -66,6 +66,11 @@ std::optional<ClientType> client_type(std::string_view name);
 // envelope (a WebSocket JSON frame, a Socket.IO event). request_id is left null.
 ParsedFrame parse_client_fields(ClientType type, const boost::json::object& fields);
 
+// The error a client gets for `text` that Boost.JSON refused with `ec`:
+// invalid_utf8 (bad bytes, a surrogate escape that does not pair up) or
+// invalid_json ("<what> is not valid JSON: …").
+Error json_parse_error(const boost::system::error_code& ec, std::string_view text, std::string_view what);
+
 // Parses a JSON object; errors invalid_json ("<what> is not valid JSON: …") / invalid_utf8.
 Result<boost::json::object> parse_json_object(std::string_view text, std::string_view what = "body");
 

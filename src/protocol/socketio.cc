@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include "common/utf8.h"
+#include "protocol/client_frame.h"
 
 namespace parley::sio {
 
@@ -60,6 +61,29 @@ bool valid_data(SioType type, const json::value& data, bool present) {
   return false;
 }
 
+// Parses a packet's data. Only JSON that no JSON.parse reads is an error;
+// what ours refuses and JavaScript's reads goes in data_error.
+Result<json::value> parse_data(std::string_view rest, std::optional<Error>& data_error) {
+  if (!utf8_length(rest)) {
+    data_error = bad_input("invalid_utf8", "text is not valid UTF-8");
+    return json::value();
+  }
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = 32;
+  json::value data = json::parse(rest, ec, {}, opts);
+  if (!ec) return data;
+  Error e = json_parse_error(ec, rest, "the event's data");
+  if (e.code != "invalid_utf8" && ec != json::error::too_deep) return invalid_packet("data is not valid JSON");
+  data_error = std::move(e);
+  return json::value();
+}
+
+// The packet types whose data may be refused without ending the session:
+// those that carry data (a DISCONNECT has none; the client's CONNECT_ERROR
+// ends the session anyway).
+bool may_refuse_data(SioType type) { return type != SioType::kDisconnect && type != SioType::kConnectError; }
+
 }  // namespace
 
 Result<SioPacket> decode_packet(std::string_view text) {
@@ -92,14 +116,13 @@ Result<SioPacket> decode_packet(std::string_view text) {
   std::string_view rest = text.substr(i);
   bool present = !rest.empty();
   if (present) {
-    if (!utf8_length(rest)) return invalid_packet("data is not valid UTF-8");
-    boost::system::error_code ec;
-    json::parse_options opts;
-    opts.max_depth = 32;
-    p.data = json::parse(rest, ec, {}, opts);
-    if (ec) return invalid_packet("data is not valid JSON");
+    auto data = parse_data(rest, p.data_error);
+    if (!data) return data.error();
+    p.data = std::move(*data);
+    if (p.data_error && !may_refuse_data(p.type)) return invalid_packet(p.data_error->message);
   }
-  if (!valid_data(p.type, p.data, present)) return invalid_packet("data of the wrong shape for the packet type");
+  if (!p.data_error && !valid_data(p.type, p.data, present))
+    return invalid_packet("data of the wrong shape for the packet type");
   if (p.id && (p.type == SioType::kConnect || p.type == SioType::kDisconnect || p.type == SioType::kConnectError))
     return invalid_packet("ack id on a packet that takes none");
   return p;

@@ -57,12 +57,20 @@ struct SioPacket {
   std::string nsp = "/";
   std::optional<uint64_t> id;  // ack id
   boost::json::value data;     // null when absent
+  // The framing is sound but the data is refused (then `data` is null):
+  // bytes that are not UTF-8, or JSON that JavaScript's JSON.parse reads and
+  // ours does not (a surrogate escape that does not pair up, nesting deeper
+  // than 32). The reference server would take such a packet, so it is no
+  // reason to end the session: the packet is refused like a bad native frame
+  // with the same payload (invalid_utf8 / invalid_json).
+  std::optional<Error> data_error;
 };
 
 // Decodes a Socket.IO packet (the text after Engine.IO's "4"). Checks what
 // the reference parser checks: the type, the namespace, an ack id of at
 // most 15 digits, JSON data of the right shape for the type (an EVENT is a
 // non-empty array starting with a string name). Errors: invalid_packet.
+// Data refused for the reasons of SioPacket::data_error is not an error.
 Result<SioPacket> decode_packet(std::string_view text);
 
 // Engine.IO message packets ("4" + Socket.IO packet), ready for the wire.

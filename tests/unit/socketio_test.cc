@@ -100,8 +100,36 @@ TEST(SocketIoDecode, RefusesMalformedPackets) {
   }
 }
 
-TEST(SocketIoDecode, RefusesInvalidUtf8) {
-  EXPECT_FALSE(sio::decode_packet("2[\"a\",\"\xff\"]"));
+// Data JavaScript's JSON.parse reads but ours refuses: the packet decodes,
+// with data_error set, so that the event alone is refused (the session stays).
+TEST(SocketIoDecode, DataOurParserRefusesIsAPacketWithADataError) {
+  std::string deep = "2[\"send_message\"," + std::string(40, '[') + std::string(40, ']') + "]";
+  const std::pair<std::string, std::string_view> cases[] = {
+      {"2[\"a\",\"\xff\"]", "invalid_utf8"},
+      {R"(27["send_message",{"content":"hi \ud83d"}])", "invalid_utf8"},
+      {R"(2["send_message",{"content":"\udc00 low first"}])", "invalid_utf8"},
+      {deep, "invalid_json"},
+  };
+  for (const auto& [text, code] : cases) {
+    auto p = sio::decode_packet(text);
+    ASSERT_TRUE(p) << text << ": " << p.error().message;
+    EXPECT_EQ(p->type, SioType::kEvent);
+    ASSERT_TRUE(p->data_error) << text;
+    EXPECT_EQ(p->data_error->code, code) << text;
+    EXPECT_TRUE(p->data.is_null());
+  }
+  auto acked = sio::decode_packet(R"(27["send_message",{"content":"hi \ud83d"}])");
+  ASSERT_TRUE(acked);
+  ASSERT_TRUE(acked->id) << "the ack id is read, so the refusal can go in the ack";
+  EXPECT_EQ(*acked->id, 7u);
+  auto connect = sio::decode_packet(R"(0{"token":"\ud800"})");
+  ASSERT_TRUE(connect);
+  EXPECT_TRUE(connect->data_error);
+  EXPECT_FALSE(sio::decode_packet(R"(1"\ud800")")) << "a DISCONNECT takes no data";
+  EXPECT_FALSE(sio::decode_packet("2[\"a\",{]")) << "JSON no parser reads still breaks the packet";
+  auto fine = sio::decode_packet(R"(2["send_message",{"content":"\ud83d\ude00"}])");
+  ASSERT_TRUE(fine);
+  EXPECT_FALSE(fine->data_error) << "a surrogate pair is fine";
 }
 
 TEST(SocketIoEncode, EventsAcksAndConnects) {

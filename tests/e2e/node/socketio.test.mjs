@@ -262,15 +262,34 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     b.close();
   });
 
-  it('a token that expires: the error event token_expired, then the server disconnects', async () => {
+  // Over polling, the error event and DISCONNECT come in one poll and the
+  // Engine.IO close in the next: socket.io-client, given all three in one
+  // payload, handles the close first and drops the rest ("transport close",
+  // and it reconnects by itself).
+  for (const transports of [['websocket'], ['polling']]) {
+    it(`a token that expires: the error event token_expired, then the server disconnects (${transports})`, async () => {
+      const [alice] = await server.registerMany(1);
+      const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 2 });
+      const c = sioClient(server, token, { transports, reconnection: true });
+      const disconnected = new Promise((resolve) => c.socket.once('disconnect', resolve));
+      await c.connected();
+      const err = await c.next('error', (e) => e?.code === 'token_expired', 10000);
+      assert.equal(err.data.code, 'token_expired');
+      assert.equal(await disconnected, 'io server disconnect');
+      await sleep(1000);
+      assert.equal(c.socket.connected, false, 'the client does not reconnect by itself');
+      c.close();
+    });
+  }
+
+  it('a disabled account over polling: the error event account_disabled, then the server disconnects', async () => {
     const [alice] = await server.registerMany(1);
-    const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 2 });
-    const c = sioClient(server, token, { transports: ['websocket'] });
+    const c = await connected(server, alice, { transports: ['polling'], reconnection: true });
     const disconnected = new Promise((resolve) => c.socket.once('disconnect', resolve));
-    await c.connected();
-    const err = await c.next('error', (e) => e?.code === 'token_expired', 10000);
-    assert.equal(err.data.code, 'token_expired');
+    await server.cli(['user', 'disable', alice.username]);
+    assert.equal((await c.next('error', (e) => e?.code === 'account_disabled', 5000)).data.code, 'account_disabled');
     assert.equal(await disconnected, 'io server disconnect');
+    c.close();
   });
 
   it('polling-only clients exchange messages', async () => {
@@ -341,6 +360,38 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     assert.equal((await a.emit('ping', {})).success, true, 'session still open');
     a.close();
   });
+
+  // JSON that JavaScript reads and the server refuses: an emoji cut in half
+  // (a lone surrogate, which JSON.stringify escapes as \ud83d) and nesting
+  // deeper than 32 levels. Refused like any bad event; the session stays.
+  for (const transports of [['websocket'], ['polling']]) {
+    it(`events whose data the server's parser refuses are answered and keep the session (${transports})`, async () => {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      const a = await connected(server, alice, { transports });
+      const disconnects = [];
+      a.socket.on('disconnect', (r) => disconnects.push(r));
+      const cut = '😀😀😀'.slice(0, 5);
+      const deep = JSON.parse('['.repeat(40) + ']'.repeat(40));
+      const cases = [
+        [{ thread_id: thread.id, content: cut, client_msg_id: 'cut1' }, 'invalid_utf8'],
+        [{ username: bob.username, text: '\udc00 low surrogate first' }, 'invalid_utf8'],
+        [{ thread_id: thread.id, content: 'x', extra: deep }, 'invalid_json'],
+      ];
+      for (const [payload, code] of cases) {
+        const r = await a.emit('send_message', payload);
+        assert.equal(r.success, false, JSON.stringify(r));
+        assert.equal(r.code, code, JSON.stringify(r));
+        assert.equal(typeof r.error, 'string');
+      }
+      a.socket.emit('send_message', { thread_id: thread.id, content: cut });  // no ack: an `error` event
+      assert.equal((await a.next('error', (e) => e?.code === 'invalid_utf8')).data.code, 'invalid_utf8');
+      assert.equal((await a.emit('ping', {})).success, true, 'session still open');
+      assert.deepEqual(disconnects, []);
+      assert.equal((await server.history(alice.token, thread.id)).length, 0, 'nothing stored');
+      a.close();
+    });
+  }
 });
 
 describe('Socket.IO sessions that stop answering', () => {
@@ -381,6 +432,42 @@ describe('Socket.IO sessions that stop answering', () => {
     await sleep(300);
     assert.equal(b.events.filter((r) => r.event === 'new_message').length, 2);
     b.close();
+  });
+
+  // The reference server's connectTimeout; Parley's is the native auth
+  // frame's deadline, 10 s. Each session here answers every ping.
+  it('an Engine.IO session with no accepted CONNECT is closed after 10 s, though it answers pings', async () => {
+    const started = Date.now();
+    const rawWs = (first) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket`);
+      const s = { got: [], closedAt: null };
+      ws.on('message', (d) => { const t = String(d); s.got.push(t); if (t === '2') ws.send('3'); });
+      ws.on('close', () => { s.closedAt = Date.now(); });
+      ws.once('error', reject);
+      ws.once('open', () => { if (first) ws.send(first); resolve(s); });
+    });
+    const silent = await rawWs(null);
+    const refused = await rawWs('40{"token":"not.a.token"}');
+    // Polling, no CONNECT: polls and pongs until the close packet (bounded: 16 s).
+    const open = await handshake(server);
+    let polledClose = null;
+    while (!polledClose && Date.now() - started < 16000) {
+      const res = await poll(server, open.sid, 3000);
+      if (res.status !== 200) break;
+      for (const p of res.text.split('\x1e')) {
+        if (p === '2') await post(server, open.sid, '3');
+        if (p === '1') polledClose = Date.now();
+      }
+    }
+    for (let i = 0; i < 40 && (!silent.closedAt || !refused.closedAt); i++) await sleep(100);
+    assert.ok(refused.got.some((p) => p.startsWith('44{')), `no CONNECT_ERROR: ${refused.got.join(' | ')}`);
+    assert.ok(silent.got.includes('2') && refused.got.includes('2'), 'the server pinged, the clients answered');
+    for (const [name, at] of [['no CONNECT', silent.closedAt], ['CONNECT_ERROR', refused.closedAt], ['polling', polledClose]]) {
+      assert.ok(at, `the ${name} session was not closed`);
+      const after = at - started;
+      assert.ok(after >= 9000 && after <= 13000, `the ${name} session closed after ${after} ms`);
+    }
+    assert.equal((await poll(server, open.sid)).status, 400, 'the polling session is gone');
   });
 
   it('a WebSocket probe that never sends 5 is dropped after the ping timeout; the session stays on polling', async () => {
@@ -428,6 +515,23 @@ describe('Socket.IO limits are the native ones', () => {
     assert.equal(a2.socket.connected, false, 'the third connection is closed');
     assert.equal((await a1.emit('ping', {})).success, true, 'the others stay');
     a1.close(); ws.close?.();
+  });
+
+  it('over polling too, the refused connection gets the error event, then DISCONNECT, and stays disconnected', async () => {
+    const [carol] = await server.registerMany(1);
+    const held = [await server.connect(carol), await server.connect(carol)];
+    const c = sioClient(server, carol.token, { transports: ['polling'], reconnection: true });
+    const reasons = [];
+    let opens = 0;
+    c.socket.io.on('open', () => { opens += 1; });
+    const disconnected = new Promise((resolve) => c.socket.on('disconnect', (r) => { reasons.push(r); resolve(r); }));
+    assert.equal((await c.next('error', (e) => e?.code === 'too_many_connections')).data.code, 'too_many_connections');
+    assert.equal(await disconnected, 'io server disconnect');
+    await sleep(1000);
+    assert.deepEqual(reasons, ['io server disconnect']);
+    assert.equal(opens, 1, 'the client did not reconnect by itself');
+    c.close();
+    for (const h of held) h.close?.();
   });
 
   it('events count against the rate limit: past the burst they are refused in the ack', async () => {
@@ -563,6 +667,27 @@ describe('bad Engine.IO and Socket.IO input', () => {
     assert.ok(r.packet, `got ${r.seen.join(' | ')}`);
     await post(server, o.sid, '4217["ping",{}]');
     assert.ok((await pollFor(server, o.sid, (p) => p.startsWith('4317['))).packet, 'still answering');
+  });
+
+  // The empty frame's payload view points just past its header in the
+  // loop's read buffer, where the previous frame's "2" still is: read as a
+  // packet type, that was a ping of an empty string.
+  it('an empty WebSocket text frame closes the session; the server stays up', async () => {
+    const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket`);
+    const got = [];
+    const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+    ws.on('message', (d) => got.push(String(d)));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.send('2probe');
+    for (let i = 0; i < 50 && !got.includes('3probe'); i++) await sleep(20);
+    assert.ok(got.includes('3probe'), `no answer to the ping: ${got.join(' | ')}`);
+    ws.send('');
+    const code = await Promise.race([closed, sleep(3000).then(() => 'still open')]);
+    assert.notEqual(code, 'still open', 'the session was not closed');
+    assert.equal((await server.http('GET', '/health')).status, 200);
+    const a = await connected(server, alice, { transports: ['websocket'] });
+    assert.equal((await a.emit('ping', {})).success, true);
+    a.close();
   });
 
   it('after all of it: nothing stored, the server healthy', async () => {
