@@ -367,7 +367,7 @@ bool use_data_dir(const Config& config, bool create) {
   if (ec) dir = config.data_dir;
   bool exists = fs::is_directory(dir, ec);
   if (!exists && !create) {
-    std::cerr << "parley: no data dir at " << dir.string()
+    std::cerr << "parley: no_data_dir: no data dir at " << dir.string()
               << " (pass the server's --data-dir or PARLEY_DATA_DIR, or --create to start a new one)\n";
     return false;
   }
@@ -582,7 +582,7 @@ int run_cli(int argc, char** argv) {
   // one line per event from info up.
   if (!serve_cmd->parsed() && !option_given(app, "--log-level")) config.log_level = "warn";
   if (!init_logging(config.log_level)) {
-    std::cerr << "parley: unknown log level " << config.log_level << "\n";
+    std::cerr << "parley: bad_setting: unknown log level " << config.log_level << "\n";
     return 2;
   }
   if (config_check_cmd->parsed()) {

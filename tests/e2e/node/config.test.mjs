@@ -61,7 +61,7 @@ describe('server configuration', () => {
       const args = ['user', 'add', '--data-dir', dir, '--username', `nodir_${randomId(4)}`, '--password', 'cli-password-1', '--full-name', 'No Dir'];
       const refused = await parley(args);
       assert.equal(refused.code, 1, refused.stderr);
-      assert.match(refused.stderr, new RegExp(`^parley: no data dir at ${dir} \\(pass the server's --data-dir`, 'm'));
+      assert.match(refused.stderr, new RegExp(`^parley: no_data_dir: no data dir at ${dir} \\(pass the server's --data-dir`, 'm'));
       assert.equal(refused.stdout, '');
       assert.ok(!fs.existsSync(dir), 'nothing was created');
       const token = await parley(['token', 'someone', '--data-dir', dir]);
