@@ -86,6 +86,7 @@ DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_i
   } else {
     s.held.clear();
     release_changes(s, out.frames);
+    if (s.hi == 0) forget(thread_id);  // nothing sent: a refused or empty replay leaves no entry behind
   }
   return out;
 }
@@ -105,6 +106,11 @@ std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
   s.held.clear();
   release_changes(s, out);
   return out;
+}
+
+void DeliveryCursor::forget(const std::string& thread_id) {
+  if (last_id_ && *last_id_ == thread_id) last_id_ = nullptr, last_ = nullptr;
+  threads_.erase(thread_id);
 }
 
 void DeliveryCursor::release_changes(State& s, std::vector<FramePtr>& out) {

@@ -67,6 +67,8 @@ class DeliveryCursor {
   std::vector<std::pair<std::string, int64_t>> begin_resync();
   // Highest seq sent on this connection for the thread (0 = none).
   int64_t last_sent(const std::string& thread_id) const;
+  // Threads with an entry: one with nothing sent, held or running has none.
+  size_t threads() const { return threads_.size(); }
 
  private:
   struct State {
@@ -77,6 +79,7 @@ class DeliveryCursor {
   };
   State& state(const std::string& thread_id);
   static void release_changes(State& s, std::vector<FramePtr>& out);
+  void forget(const std::string& thread_id);
 
   std::unordered_map<std::string, State> threads_;
   int64_t first_window_ = 0;

@@ -407,5 +407,21 @@ TEST(DeliveryCursor, SkippingAGapReleasesTheHeldChangesLast) {
   EXPECT_EQ(texts(c.skip_gap(kT)), Seqs({"m3", "deleted 3"}));
 }
 
+// A client may subscribe to any id; a refused replay (not a participant) must
+// not leave an entry per id behind for the connection's lifetime.
+TEST(DeliveryCursor, AReplayThatSentNothingLeavesNoEntry) {
+  DeliveryCursor c;
+  for (int i = 0; i < 100; ++i) {
+    std::string id = "no-such-thread-" + std::to_string(i);
+    c.begin_replay(id, 0);
+    EXPECT_TRUE(c.end_replay(id, 0, 0).frames.empty());
+  }
+  EXPECT_EQ(c.threads(), 0u);
+  EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
+  EXPECT_EQ(replay(c, kT, 1, {}), Seqs{});
+  EXPECT_EQ(c.threads(), 1u) << "a thread with messages sent keeps its entry";
+  EXPECT_EQ(c.last_sent(kT), 1);
+}
+
 }  // namespace
 }  // namespace parley
