@@ -286,6 +286,14 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   key->needs(cert);
 }
 
+// Half the time between now and the exit watchdog (2 s when none is armed:
+// the loops were stopped without a drain).
+std::chrono::steady_clock::time_point webhook_store_until(std::chrono::steady_clock::time_point exit_at) {
+  const auto now = std::chrono::steady_clock::now();
+  if (exit_at == std::chrono::steady_clock::time_point::max()) return now + std::chrono::seconds(2);
+  return now + std::max(std::chrono::steady_clock::duration::zero(), (exit_at - now) / 2);
+}
+
 int serve(Config& config) {
   spdlog::info("event=starting version={} allocator=\"{}\" data_dir={}", PARLEY_VERSION, allocator_name(),
                config.data_dir);
@@ -330,7 +338,10 @@ int serve(Config& config) {
   workers->submit([chat = core->chat.get()] { chat->identity().warm(Identity::kMaxCachedUsers / 2); });
   server->run();
   accounts.stop();
-  if (*webhook) (*webhook)->stop();
+  // Acknowledged messages still waiting for the webhook's intake go into the
+  // outbox before the store closes, in at most half the time left before the
+  // exit watchdog (the rest is for closing the store and the bus).
+  if (*webhook) (*webhook)->stop(webhook_store_until(server->exit_deadline()));
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();

@@ -39,9 +39,8 @@ Result<std::unique_ptr<WebhookNotifier>> start_webhook(const Config& config, Cha
   if (!poster) return poster.error();
   auto notifier = std::make_unique<WebhookNotifier>(
       w, store, chat.presence(),
-      [p = *poster](const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers) {
-        return p->post(body, headers);
-      });
+      [p = *poster](const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
+                    const std::atomic<bool>& abandon) { return p->post(body, headers, abandon); });
   WebhookNotifier* n = notifier.get();
   chat.set_message_observer([n](const Message& m, const std::string& json,
                                 const std::shared_ptr<const ThreadMembers>& members) { n->observe(m, json, members); });

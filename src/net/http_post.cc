@@ -40,8 +40,13 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
   return std::shared_ptr<const HttpPoster>(std::move(p));
 }
 
-Result<int> HttpPoster::post(const std::string& body,
-                             const std::vector<std::pair<std::string, std::string>>& headers) const {
+namespace {
+// How often a POST under way looks at its abandon flag.
+constexpr auto kAbandonPoll = std::chrono::milliseconds(20);
+}  // namespace
+
+Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
+                             const std::atomic<bool>& abandon) const {
   // Asynchronous operations on a private context: the stream's deadline
   // bounds resolve, connect, write and read together.
   asio::io_context io;
@@ -71,7 +76,14 @@ Result<int> HttpPoster::post(const std::string& body,
       });
     });
   });
-  io.run();
+  while (!io.stopped()) {
+    io.run_for(kAbandonPoll);
+    if (!io.stopped() && abandon.load(std::memory_order_relaxed)) {
+      // The handlers still pending are destroyed unrun with the context.
+      io.stop();
+      return Error{ErrorKind::kUnavailable, "webhook_abandoned", "POST abandoned at shutdown"};
+    }
+  }
   beast::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   if (failure) return Error{ErrorKind::kUnavailable, "webhook_unreachable", failure.message()};

@@ -197,7 +197,8 @@ struct Server::Impl {
     // A fifth of the time, at most 2 s, is kept for the store's last commit and the bus.
     auto reserve = std::min<DrainClock::duration>(std::chrono::seconds(2), std::chrono::milliseconds(timeout * 200));
     auto deadline = now + std::chrono::seconds(timeout) - reserve;
-    arm_exit_watchdog(now + std::chrono::seconds(timeout));
+    exit_at = now + std::chrono::seconds(timeout);
+    arm_exit_watchdog(exit_at);
     spdlog::info("event=shutdown_draining timeout_seconds={}", timeout);
     drain_thread = std::thread([this, deadline] { drain_run(deadline); });
   }
@@ -327,6 +328,8 @@ struct Server::Impl {
   std::atomic<bool> refusing{false};
   std::atomic<bool> forced{false};  // a second signal: end the drain now
   bool clean = true;                // written by the drain thread, read after it is joined
+  // When the exit watchdog fires: set before the drain thread starts, read after run().
+  DrainClock::time_point exit_at = DrainClock::time_point::max();
   std::thread drain_thread;
 };
 
@@ -410,6 +413,8 @@ void Server::drain() {
 bool Server::drained_cleanly() const { return impl_->clean; }
 
 void Server::set_idle_check(std::function<bool()> idle) { impl_->idle_check = std::move(idle); }
+
+std::chrono::steady_clock::time_point Server::exit_deadline() const { return impl_->exit_at; }
 
 void Server::disarm_exit_watchdog() { Impl::exit_disarmed() = true; }
 

@@ -10,6 +10,7 @@
 // time. The caller still closes the store (committing its queue) and the bus.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -55,6 +56,9 @@ class Server {
   // shutdown timeout is up; the caller disarms it once it has closed
   // everything and is about to return.
   static void disarm_exit_watchdog();
+  // After run(): when that watchdog fires (time_point::max() when no drain
+  // armed it), for what the caller still does before closing the store.
+  std::chrono::steady_clock::time_point exit_deadline() const;
 
   // Several nodes: polling requests for other nodes' Socket.IO sessions go
   // through `forwarder`, and it brings theirs to this server's sessions.

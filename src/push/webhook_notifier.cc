@@ -25,9 +25,35 @@ constexpr size_t kMaxPending = 100000;
 // How long a claimed notification is ours: longer than a POST may take, so
 // no other node takes it meanwhile; after it (we died), others may.
 constexpr Micros kLeaseMicros = 60 * 1000000;
-// Idle delivery polls the outbox this often (other nodes' notifications,
-// retries coming due).
+// Idle delivery polls the outbox at least this often (notifications other
+// nodes queued); a retry due sooner wakes it at its due time.
 constexpr auto kIdlePoll = std::chrono::milliseconds(500);
+// stop() without a deadline: how long the intake may go on storing.
+constexpr auto kDefaultStoreOnStop = std::chrono::seconds(2);
+
+// The message object the chat service serialised, with its content blanked:
+// what the outbox keeps (the text stays in the message row only).
+std::string message_without_content(const std::string& message_json) {
+  boost::system::error_code ec;
+  json::value v = json::parse(message_json, ec);
+  if (ec || !v.is_object()) return "null";  // never: the chat service wrote it
+  v.as_object()["content"] = "";
+  return json::serialize(v);
+}
+
+// The body to POST: the stored one with its message's content and edit time
+// as claim_notifications read them.
+std::string body_to_send(const Notification& n) {
+  if (n.message_id.empty()) return n.body;
+  boost::system::error_code ec;
+  json::value v = json::parse(n.body, ec);
+  json::value* field = (!ec && v.is_object()) ? v.as_object().if_contains("message") : nullptr;
+  json::object* message = field ? field->if_object() : nullptr;
+  if (!message) return n.body;
+  (*message)["content"] = n.content;
+  (*message)["edited_at"] = n.edited_at ? json::value(iso8601_millis(*n.edited_at)) : json::value(nullptr);
+  return json::serialize(v);
+}
 
 }  // namespace
 
@@ -58,13 +84,17 @@ void WebhookNotifier::start() {
   spdlog::info("event=webhook_started max_attempts={} concurrency={}", config_.max_attempts, config_.concurrency);
 }
 
-void WebhookNotifier::stop() {
+void WebhookNotifier::stop() { stop(Clock::now() + kDefaultStoreOnStop); }
+
+void WebhookNotifier::stop(Clock::time_point store_until) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
     stopping_ = true;
-    if (!pending_.empty()) spdlog::warn("event=webhook_dropped_on_stop messages={}", pending_.size());
+    store_until_ = store_until;
+    if (!pending_.empty()) spdlog::info("event=webhook_storing_on_stop messages={}", pending_.size());
   }
+  abandon_.store(true, std::memory_order_relaxed);
   intake_cv_.notify_all();
   delivery_cv_.notify_all();
   if (intake_.joinable()) intake_.join();
@@ -76,7 +106,10 @@ void WebhookNotifier::observe(const Message& message, const std::string& message
   if (message.message_type == "system" || !members || members->user_ids.size() < 2) return;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return;
+    if (stopping_) {
+      spdlog::warn("event=webhook_dropped_on_stop message_id={}", message.id);
+      return;
+    }
     if (pending_.size() >= kMaxPending) {
       spdlog::warn("event=webhook_backlog_full message_id={}", message.id);
       return;
@@ -86,11 +119,19 @@ void WebhookNotifier::observe(const Message& message, const std::string& message
   intake_cv_.notify_one();
 }
 
+// On stop it goes on until everything handed over is stored (the store is
+// closed only after stop() returns, and commits what is queued), or until
+// store_until_: messages already acknowledged keep their push.
 void WebhookNotifier::intake_loop() {
   std::unique_lock lock(mu_);
   while (true) {
     intake_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
-    if (stopping_) return;
+    if (pending_.empty()) return;  // stopping, nothing left
+    if (stopping_ && Clock::now() >= store_until_) {
+      spdlog::warn("event=webhook_dropped_on_stop messages={}", pending_.size());
+      pending_.clear();
+      return;
+    }
     Pending p = std::move(pending_.front());
     pending_.pop_front();
     lock.unlock();
@@ -100,20 +141,31 @@ void WebhookNotifier::intake_loop() {
 }
 
 void WebhookNotifier::store_notifications(const Pending& p) {
+  // One read for the whole thread (not one per recipient of every thread they are in).
+  std::vector<ParticipantUnread> unread;
+  if (auto counts = store_.thread_unread_counts(p.message.thread_id); counts) unread = std::move(*counts);
+  auto unread_of = [&unread](const std::string& user_id) -> int64_t {
+    for (const auto& u : unread)
+      if (u.user_id == user_id) return u.unread_count;
+    return 0;
+  };
+  // The message goes in as the chat service serialised it, less its content
+  // (added at each POST from the message row); the envelope is ours.
+  const std::string head = ",\"thread_id\":" + json::serialize(json::value(p.message.thread_id)) +
+                           ",\"message\":" + message_without_content(p.message_json) + ",\"unread_count\":";
   std::vector<Notification> batch;
   const Micros now = now_micros();
   for (const auto& user_id : p.members->user_ids) {
     if (user_id == p.message.sender_id || presence_.online(user_id)) continue;
-    int64_t unread = 0;
-    if (auto counts = store_.unread_counts(user_id); counts) {
-      for (const auto& c : *counts)
-        if (c.thread_id == p.message.thread_id) unread = c.unread_count;
-    }
-    // The message goes in as the chat service serialised it; the envelope is ours.
-    std::string body = "{\"type\":\"message\",\"recipient_id\":" + json::serialize(json::value(user_id)) +
-                       ",\"thread_id\":" + json::serialize(json::value(p.message.thread_id)) +
-                       ",\"message\":" + p.message_json + ",\"unread_count\":" + std::to_string(unread) + "}";
-    batch.push_back(Notification{new_uuid(), user_id, std::move(body), 0, now});
+    std::string body = "{\"type\":\"message\",\"recipient_id\":" + json::serialize(json::value(user_id)) + head +
+                       std::to_string(unread_of(user_id)) + "}";
+    Notification n;
+    n.id = new_uuid();
+    n.recipient_id = user_id;
+    n.body = std::move(body);
+    n.next_attempt_at = now;
+    n.message_id = p.message.id;
+    batch.push_back(std::move(n));
   }
   if (batch.empty()) return;
   const size_t n = batch.size();
@@ -148,10 +200,20 @@ void WebhookNotifier::delivery_loop() {
       for (auto& t : senders) t.join();
       continue;  // there may be more due
     }
-    std::unique_lock lock(mu_);
-    delivery_cv_.wait_for(lock, kIdlePoll, [this] { return stopping_ || wake_delivery_; });
-    wake_delivery_ = false;
+    wait_for_due();
   }
+}
+
+void WebhookNotifier::wait_for_due() {
+  auto wait = std::chrono::duration_cast<std::chrono::microseconds>(kIdlePoll);
+  if (auto due = store_.next_notification_due(); due && *due) {
+    // At least 1 ms: a clock that reads a hair early must not spin.
+    Micros until = std::max<Micros>(**due - now_micros(), 1000);
+    wait = std::min(wait, std::chrono::microseconds(until));
+  }
+  std::unique_lock lock(mu_);
+  delivery_cv_.wait_for(lock, wait, [this] { return stopping_ || wake_delivery_; });
+  wake_delivery_ = false;
 }
 
 Micros WebhookNotifier::backoff(int attempts) const {
@@ -161,10 +223,21 @@ Micros WebhookNotifier::backoff(int attempts) const {
 }
 
 void WebhookNotifier::deliver(const Notification& n) {
-  auto status = post_(n.body, {{"X-Parley-Signature", webhook_signature(config_.secret, n.body)},
-                               {"X-Parley-Delivery", n.id},
-                               {"X-Parley-Attempt", std::to_string(n.attempts + 1)}});
+  const std::string body = body_to_send(n);
+  auto status = post_(body,
+                      {{"X-Parley-Signature", webhook_signature(config_.secret, body)},
+                       {"X-Parley-Delivery", n.id},
+                       {"X-Parley-Attempt", std::to_string(n.attempts + 1)}},
+                      abandon_);
   auto& metrics = Metrics::get();
+  if (!status && abandon_.load(std::memory_order_relaxed)) {
+    // Stopping: not the receiver's failure. Due again at once (not after the
+    // claim's lease), so the next start, or another node, sends it.
+    spdlog::info("event=webhook_abandoned delivery_id={}", n.id);
+    if (auto st = store_.retry_notification(n.id, n.attempts, now_micros()); !st)
+      spdlog::warn("event=webhook_retry_failed delivery_id={} code={}", n.id, st.error().code);
+    return;
+  }
   if (status && *status >= 200 && *status < 300) {
     metrics.webhook_delivered.fetch_add(1, std::memory_order_relaxed);
     if (auto st = store_.finish_notification(n.id); !st)

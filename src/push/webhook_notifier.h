@@ -8,15 +8,20 @@
 // exclusive across nodes sharing a database), POSTs at most `concurrency` at
 // once, deletes what got a 2xx, reschedules the rest with exponential
 // backoff and, after max_attempts, marks them dead (counted in /metrics).
-// A restart loses nothing stored: delivery resumes from the outbox. A message
-// committed but not yet in the outbox when the process dies gets no push
-// (its recipients still find it through offline sync).
+// The outbox holds no message text: each POST's body gets the message's
+// content as the store has it then (an edit shows, a delete sends nothing).
+// A restart loses nothing stored: delivery resumes from the outbox, and a
+// clean stop first stores what the intake still holds. A message committed
+// but not yet in the outbox when the process dies gets no push (its
+// recipients still find it through offline sync).
 //
 // Threading: observe() from any thread (the store's completion thread);
 // start() and stop() from the owner's thread. Store, presence and poster
 // must outlive the notifier.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -35,9 +40,11 @@
 
 namespace parley {
 
-// Sends one POST: the response status, or an Error when none came.
-using WebhookPost =
-    std::function<Result<int>(const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers)>;
+// Sends one POST: the response status, or an Error when none came. Once
+// `abandon` is set it should give up promptly (the server is stopping).
+using WebhookPost = std::function<Result<int>(
+    const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
+    const std::atomic<bool>& abandon)>;
 
 // "sha256=" + lowercase hex HMAC-SHA256 of body with secret (X-Parley-Signature).
 std::string webhook_signature(const std::string& secret, const std::string& body);
@@ -47,10 +54,15 @@ class WebhookNotifier {
   WebhookNotifier(const WebhookConfig& config, Store& store, const Presence& presence, WebhookPost post);
   ~WebhookNotifier();  // stops
 
+  using Clock = std::chrono::steady_clock;
+
   void start();
-  // Stops both threads; what is not yet stored from observe() is dropped
-  // (logged), what is stored waits in the outbox for the next start.
-  void stop();
+  // Stops both threads. POSTs under way are abandoned and their
+  // notifications made due again (not counted as an attempt); what observe()
+  // handed over is stored in the outbox until `store_until`, and only what is
+  // left then is dropped (logged). Everything stored waits for the next start.
+  void stop(Clock::time_point store_until);
+  void stop();  // stop(now + 2 s)
 
   // A new message and who is in its thread; quick, never blocks on I/O.
   void observe(const Message& message, const std::string& message_json,
@@ -65,6 +77,8 @@ class WebhookNotifier {
   void intake_loop();
   void store_notifications(const Pending& p);
   void delivery_loop();
+  // Sleeps until the next notification is due (at most the idle poll) or a wake-up.
+  void wait_for_due();
   // One claimed notification: POST, then delete, reschedule or bury it.
   void deliver(const Notification& n);
   Micros backoff(int attempts) const;
@@ -79,6 +93,8 @@ class WebhookNotifier {
   std::condition_variable delivery_cv_;
   std::deque<Pending> pending_;
   bool stopping_ = false;
+  Clock::time_point store_until_;  // set by stop(): the intake's last moment
+  std::atomic<bool> abandon_{false};  // POSTs under way give up (stop())
   bool wake_delivery_ = false;
   std::thread intake_;
   std::thread delivery_;

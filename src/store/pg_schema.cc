@@ -102,6 +102,17 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox(dead, next_attempt_at);
 )sql"},
+    // As SQLite's version 7: outbox rows name their message and hold no copy
+    // of its text. Older rows get their message_id from the body and their
+    // content blanked (jsonb cannot hold an escaped NUL: a body with one keeps its
+    // copy until it is delivered or the message deleted).
+    {3, R"sql(
+ALTER TABLE webhook_outbox ADD COLUMN message_id TEXT;
+UPDATE webhook_outbox SET message_id = body::json #>> '{message,id}';
+UPDATE webhook_outbox SET body = jsonb_set(body::jsonb, '{message,content}', '""')::text
+  WHERE message_id IS NOT NULL AND strpos(body, '\u0000') = 0;
+CREATE INDEX webhook_outbox_by_message ON webhook_outbox(message_id);
+)sql"},
 };
 
 Status ensure_version_table(PgConn& c) {

@@ -626,6 +626,20 @@ Result<std::vector<UnreadCount>> PgStore::unread_counts(const std::string& user_
   });
 }
 
+Result<std::vector<ParticipantUnread>> PgStore::thread_unread_counts(const std::string& thread_id) {
+  return with_reader([&](PgConn& c) {
+    auto r = c.exec(
+        "SELECT p.user_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
+        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "FROM participants p WHERE p.thread_id = $1 ORDER BY p.user_id COLLATE \"C\"",
+        {thread_id});
+    log_read_error(c, r, "thread_unread_counts");
+    std::vector<ParticipantUnread> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(ParticipantUnread{r.text(i, 0), r.i64(i, 1)});
+    return out;
+  });
+}
+
 Result<int64_t> PgStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
   return writer_->submit_and_wait<int64_t>(
       [this, thread_id, user_id, up_to_seq] { return write_read_mark(thread_id, user_id, up_to_seq); });
@@ -691,6 +705,23 @@ Result<Message> reread_message(PgConn& c, const std::string& id) {
   return std::move(found.front());
 }
 
+// A claimed notification's message as it is now: its content and edit time
+// into `n`. False (and the notification removed) when the message was
+// deleted or is gone: nothing is sent for it.
+Result<bool> fill_notification_message(PgConn& c, Notification& n) {
+  if (n.message_id.empty()) return true;
+  auto r = c.exec("SELECT content, edited_at, deleted_at FROM messages WHERE id = $1", {n.message_id});
+  if (!r.ok()) return pg_error(c, r, "claim_notifications");
+  if (r.rows() == 1 && r.is_null(0, 2)) {
+    n.content = r.bytes(0, 0);
+    if (!r.is_null(0, 1)) n.edited_at = r.i64(0, 1);
+    return true;
+  }
+  auto drop = c.exec("DELETE FROM webhook_outbox WHERE id = $1", {n.id});
+  if (!drop.ok()) return pg_error(c, drop, "claim_notifications");
+  return false;
+}
+
 }  // namespace
 
 // Writers hold the commit clock, so MAX + 1 is the next version in commit order
@@ -739,6 +770,9 @@ Result<Message> PgStore::delete_message(const std::string& message_id) {
                     {now_micros(), message_id});
     if (!r.ok()) return pg_error(c, r, "delete_message");
     if (r.affected() == 0) return not_found("message_not_found", "no such message");
+    // No push for a message that is gone, and no copy of its text left behind.
+    auto outbox = c.exec("DELETE FROM webhook_outbox WHERE message_id = $1", {message_id});
+    if (!outbox.ok()) return pg_error(c, outbox, "delete_message");
     return reread_message(c, message_id);
   });
 }
@@ -768,9 +802,10 @@ void PgStore::enqueue_notifications(std::vector<Notification> items, std::functi
         const Micros now = now_micros();
         for (const auto& n : items) {
           auto r = c.exec(
-              "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at) "
-              "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-              {n.id, n.recipient_id, n.body, n.attempts, n.next_attempt_at, now});
+              "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at, message_id) "
+              "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+              {n.id, n.recipient_id, n.body, n.attempts, n.next_attempt_at, now,
+               n.message_id.empty() ? PgParam(nullptr) : PgParam(n.message_id)});
           if (!r.ok()) return pg_error(c, r, "enqueue_notification");
         }
         return Ok{};
@@ -789,18 +824,38 @@ Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micro
             "WITH due AS (SELECT id FROM webhook_outbox WHERE dead = 0 AND next_attempt_at <= $1 "
             "ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
             "UPDATE webhook_outbox w SET next_attempt_at = $2 FROM due WHERE w.id = due.id "
-            "RETURNING w.id, w.recipient_id, w.body, w.attempts, w.created_at",
+            "RETURNING w.id, w.recipient_id, w.body, w.attempts, w.created_at, w.message_id",
             {now, lease_until, clamp_limit(limit)});
         if (!r.ok()) return pg_error(c, r, "claim_notifications");
         std::vector<std::pair<Micros, Notification>> rows;
-        for (int i = 0; i < r.rows(); ++i)
-          rows.push_back({r.i64(i, 4), Notification{r.text(i, 0), r.text(i, 1), r.text(i, 2),
-                                                    static_cast<int>(r.i64(i, 3)), lease_until}});
+        for (int i = 0; i < r.rows(); ++i) {
+          Notification n;
+          n.id = r.text(i, 0);
+          n.recipient_id = r.text(i, 1);
+          n.body = r.text(i, 2);
+          n.attempts = static_cast<int>(r.i64(i, 3));
+          n.next_attempt_at = lease_until;
+          if (!r.is_null(i, 5)) n.message_id = r.text(i, 5);
+          rows.push_back({r.i64(i, 4), std::move(n)});
+        }
         std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
         std::vector<Notification> out;
-        for (auto& row : rows) out.push_back(std::move(row.second));
+        for (auto& row : rows) {
+          auto live = fill_notification_message(c, row.second);
+          if (!live) return live.error();
+          if (*live) out.push_back(std::move(row.second));
+        }
         return out;
       });
+}
+
+Result<std::optional<Micros>> PgStore::next_notification_due() {
+  return with_reader([](PgConn& c) -> std::optional<Micros> {
+    auto r = c.exec("SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE dead = 0");
+    log_read_error(c, r, "next_notification_due");
+    if (!r.ok() || r.rows() != 1 || r.is_null(0, 0)) return std::nullopt;
+    return r.i64(0, 0);
+  });
 }
 
 Status PgStore::finish_notification(const std::string& id) {

@@ -64,6 +64,7 @@ class PgStore final : public Store {
   Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) override;
 
   Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) override;
+  Result<std::vector<ParticipantUnread>> thread_unread_counts(const std::string& thread_id) override;
   Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
   Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
@@ -75,6 +76,7 @@ class PgStore final : public Store {
   Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) override;
   void enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) override;
   Result<std::vector<Notification>> claim_notifications(Micros now, Micros lease_until, int limit) override;
+  Result<std::optional<Micros>> next_notification_due() override;
   Status finish_notification(const std::string& id) override;
   Status retry_notification(const std::string& id, int attempts, Micros next_attempt_at) override;
   Status dead_letter_notification(const std::string& id, int attempts) override;

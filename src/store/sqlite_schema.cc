@@ -174,6 +174,18 @@ INSERT INTO messages_v6 (id, thread_id, thread_no, seq, sender_id, content, mess
 DROP TABLE messages;
 ALTER TABLE messages_v6 RENAME TO messages;
 )sql"},
+    // Outbox rows name their message and hold no copy of its text: delivery
+    // reads the message's current content, so an edit reaches retries, and
+    // deleting a message removes its notifications (docs/moderation.md).
+    // Rows queued before this version get their message_id from the body
+    // and their copy of the content blanked.
+    {7, R"sql(
+ALTER TABLE webhook_outbox ADD COLUMN message_id TEXT;
+UPDATE webhook_outbox
+  SET message_id = json_extract(body, '$.message.id'), body = json_set(body, '$.message.content', '')
+  WHERE json_valid(body) AND json_type(body, '$.message.id') = 'text';
+CREATE INDEX webhook_outbox_by_message ON webhook_outbox(message_id);
+)sql"},
 };
 
 // parley_message_key(thread_id, sender_id, client_msg_id) for migration 5.

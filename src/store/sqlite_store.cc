@@ -611,6 +611,20 @@ Result<std::vector<UnreadCount>> SqliteStore::unread_counts(const std::string& u
   });
 }
 
+Result<std::vector<ParticipantUnread>> SqliteStore::thread_unread_counts(const std::string& thread_id) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(
+        "SELECT p.user_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no "
+        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.thread_id = ? ORDER BY p.user_id");
+    st.bind(thread_id);
+    std::vector<ParticipantUnread> out;
+    while (st.row()) out.push_back(ParticipantUnread{st.text(0), st.i64(1)});
+    log_read_error(c, st, "thread_unread_counts");
+    return out;
+  });
+}
+
 Result<int64_t> SqliteStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
   return writer_->submit_and_wait<int64_t>(
       [this, thread_id, user_id, up_to_seq] { return write_read_mark(thread_id, user_id, up_to_seq); });
@@ -722,6 +736,25 @@ Result<Message> reread_message(SqliteConn& c, const std::string& id) {
   return std::move(found.front());
 }
 
+// A claimed notification's message as it is now: its content and edit time
+// into `n`. False (and the notification removed) when the message was
+// deleted or is gone: nothing is sent for it.
+Result<bool> fill_notification_message(SqliteConn& c, Notification& n) {
+  if (n.message_id.empty()) return true;
+  auto st = c.prepare("SELECT content, edited_at, deleted_at FROM messages WHERE id = ?");
+  st.bind(n.message_id);
+  if (st.row() && st.is_null(2)) {
+    n.content = st.text(0);
+    if (!st.is_null(1)) n.edited_at = st.i64(1);
+    return true;
+  }
+  if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "claim_notifications");
+  auto drop = c.prepare("DELETE FROM webhook_outbox WHERE id = ?");
+  drop.bind(n.id);
+  if (!drop.done()) return storage_error(c, drop.error(), "claim_notifications");
+  return false;
+}
+
 }  // namespace
 
 Result<AccountState> SqliteStore::set_user_disabled(const std::string& user_id, bool disabled) {
@@ -756,6 +789,10 @@ Result<Message> SqliteStore::delete_message(const std::string& message_id) {
     st.bind(now_micros(), message_id);
     if (!st.done()) return storage_error(c, st.error(), "delete_message");
     if (c.changes() == 0) return not_found("message_not_found", "no such message");
+    // No push for a message that is gone, and no copy of its text left behind.
+    auto outbox = c.prepare("DELETE FROM webhook_outbox WHERE message_id = ?");
+    outbox.bind(message_id);
+    if (!outbox.done()) return storage_error(c, outbox.error(), "delete_message");
     return reread_message(c, message_id);
   });
 }
@@ -784,9 +821,11 @@ void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::fu
         const Micros now = now_micros();
         for (const auto& n : items) {
           auto st = c.prepare(
-              "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at) "
-              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING");
-          st.bind(n.id, n.recipient_id, n.body, n.attempts, n.next_attempt_at, now);
+              "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at, message_id) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING");
+          std::optional<std::string> message_id;
+          if (!n.message_id.empty()) message_id = n.message_id;
+          st.bind(n.id, n.recipient_id, n.body, n.attempts, n.next_attempt_at, now, message_id);
           if (!st.done()) return storage_error(c, st.error(), "enqueue_notification");
         }
         return Ok{};
@@ -804,19 +843,40 @@ Result<std::vector<Notification>> SqliteStore::claim_notifications(Micros now, M
         auto st = c.prepare(
             "UPDATE webhook_outbox SET next_attempt_at = ?1 WHERE id IN (SELECT id FROM webhook_outbox "
             "WHERE dead = 0 AND next_attempt_at <= ?2 ORDER BY next_attempt_at, created_at LIMIT ?3) "
-            "RETURNING id, recipient_id, body, attempts, created_at");
+            "RETURNING id, recipient_id, body, attempts, created_at, message_id");
         st.bind(lease_until, now, clamp_limit(limit));
         std::vector<std::pair<Micros, Notification>> rows;
-        while (st.row())
-          rows.push_back({st.i64(4), Notification{st.text(0), st.text(1), st.text(2), static_cast<int>(st.i64(3)),
-                                                  lease_until}});
+        while (st.row()) {
+          Notification n;
+          n.id = st.text(0);
+          n.recipient_id = st.text(1);
+          n.body = st.text(2);
+          n.attempts = static_cast<int>(st.i64(3));
+          n.next_attempt_at = lease_until;
+          if (!st.is_null(5)) n.message_id = st.text(5);
+          rows.push_back({st.i64(4), std::move(n)});
+        }
         if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "claim_notifications");
         // RETURNING gives no order: oldest first, as they were queued.
         std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
         std::vector<Notification> out;
-        for (auto& r : rows) out.push_back(std::move(r.second));
+        for (auto& r : rows) {
+          auto live = fill_notification_message(c, r.second);
+          if (!live) return live.error();
+          if (*live) out.push_back(std::move(r.second));
+        }
         return out;
       });
+}
+
+Result<std::optional<Micros>> SqliteStore::next_notification_due() {
+  return with_reader([](SqliteConn& c) -> std::optional<Micros> {
+    auto st = c.prepare("SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE dead = 0");
+    std::optional<Micros> due;
+    if (st.row() && !st.is_null(0)) due = st.i64(0);
+    log_read_error(c, st, "next_notification_due");
+    return due;
+  });
 }
 
 Status SqliteStore::finish_notification(const std::string& id) {

@@ -65,13 +65,27 @@ struct AccountState {
 };
 
 // One webhook notification waiting in the outbox (CONTRACT section 9): `id`
-// is its delivery id, `body` the exact JSON POSTed.
+// is its delivery id. With a `message_id`, `body` is the JSON POSTed less the
+// message's content and edit time, which claim_notifications reads from the
+// message itself: the outbox never holds a copy of message text, so an edit
+// reaches retries and a delete (which removes the message's notifications)
+// leaves no text behind (docs/moderation.md). Without one, `body` is sent as is.
 struct Notification {
   std::string id;
   std::string recipient_id;
   std::string body;
   int attempts = 0;  // failed attempts so far
   Micros next_attempt_at = 0;
+  std::string message_id;  // "" = not about a message
+  // Filled by claim_notifications: the message's current content and edit time.
+  std::string content;
+  std::optional<Micros> edited_at;
+};
+
+// One participant's unread count in a thread (Store::thread_unread_counts).
+struct ParticipantUnread {
+  std::string user_id;
+  int64_t unread_count = 0;
 };
 
 struct OfflinePage {
@@ -162,23 +176,29 @@ class Store {
   // never skips or repeats a message, however many writers commit meanwhile.
   virtual Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) = 0;
 
-  // A tombstone: content emptied, deleted set, seq and everything else kept.
-  // Deleting a deleted message answers it as it is. Errors: not_found
-  // "message_not_found".
+  // A tombstone: content emptied, deleted set, seq and everything else kept;
+  // the message's webhook notifications (queued and dead) are removed in the
+  // same transaction. Deleting a deleted message answers it as it is.
+  // Errors: not_found "message_not_found".
   virtual Result<Message> delete_message(const std::string& message_id) = 0;
   // New content and edited_at = `when`. Errors: not_found
   // "message_not_found", conflict "message_deleted".
   virtual Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) = 0;
 
   // --- webhook outbox ---
-  // Stores notifications (id, recipient_id, body, next_attempt_at are read).
+  // Stores notifications (id, recipient_id, body, next_attempt_at, message_id are read).
   // `done` (may be empty) runs like an append's callback.
   virtual void enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) = 0;
   // Takes up to `limit` live notifications due at `now` and moves their
   // next_attempt_at to `lease_until`, in one write: several nodes sharing a
   // database never claim one notification at once, and a node that dies
-  // mid-delivery leaves its claims to be taken again after the lease.
+  // mid-delivery leaves its claims to be taken again after the lease. Each
+  // comes with its message's current content and edited_at; one whose
+  // message is deleted (or gone) is removed instead of returned.
   virtual Result<std::vector<Notification>> claim_notifications(Micros now, Micros lease_until, int limit) = 0;
+  // When the earliest live notification is due (claimed ones: when their
+  // lease ends); nullopt when none is queued.
+  virtual Result<std::optional<Micros>> next_notification_due() = 0;
   // Delivered: removed.
   virtual Status finish_notification(const std::string& id) = 0;
   // Failed: tried again at next_attempt_at.
@@ -190,6 +210,9 @@ class Store {
 
   // --- read state ---
   virtual Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) = 0;
+  // Every participant's unread count in one thread (one read for a whole
+  // thread, where unread_counts reads all of one user's threads).
+  virtual Result<std::vector<ParticipantUnread>> thread_unread_counts(const std::string& thread_id) = 0;
   // Moves the user's last_read_seq up to min(up_to_seq, thread's last seq)
   // (kAllSeqs: the whole thread; 0 changes nothing). Never moves it back.
   // Returns the new value.

@@ -40,7 +40,8 @@ const std::vector<TableSpec>& copied_tables() {
        {"id", "thread_id", "seq", "sender_id", "content", "message_type", "client_msg_id", "created_at", "edited_at",
         "deleted_at"}},
       // Notifications for offline participants not yet delivered: they go on from the new store.
-      {"webhook_outbox", 1, {"id", "recipient_id", "body", "attempts", "next_attempt_at", "created_at", "dead"}},
+      {"webhook_outbox", 1,
+       {"id", "recipient_id", "body", "attempts", "next_attempt_at", "created_at", "dead", "message_id"}},
   };
   return tables;
 }

@@ -154,6 +154,8 @@ const char* kToVersion5 = R"sql(
   ALTER TABLE v5_messages RENAME TO messages;
   DROP INDEX threads_by_no;
   ALTER TABLE threads DROP COLUMN no;
+  DROP INDEX webhook_outbox_by_message;
+  ALTER TABLE webhook_outbox DROP COLUMN message_id;
   PRAGMA user_version = 5;)sql";
 
 // Schema v6 numbers the threads and files every message under its thread's
@@ -203,6 +205,39 @@ TEST_F(SqliteStoreTest, MigratesVersion5ToIntegerThreadKeys) {
   ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
   EXPECT_EQ(pragma_int(db, "SELECT COUNT(DISTINCT no) FROM threads WHERE no IS NOT NULL"), 3);
   EXPECT_EQ(pragma_int(db, ("SELECT no FROM threads WHERE id = '" + t3.id + "'").c_str()), 3);
+  sqlite3_close(db);
+}
+
+// Schema v7: an outbox row queued by an older version (the whole message in
+// its body) gets its message_id and loses its copy of the text; the claim
+// then brings the message's own content.
+TEST_F(SqliteStoreTest, MigratesVersion6OutboxRowsToHoldNoText) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto m = send(t.id, a.id, "legacy secret");
+  ASSERT_TRUE(m.ok());
+  store_->close();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  const std::string to_v6 =
+      "DROP INDEX webhook_outbox_by_message; ALTER TABLE webhook_outbox DROP COLUMN message_id; "
+      "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at, dead) VALUES "
+      "('old', '" + b.id + "', '{\"type\":\"message\",\"message\":{\"id\":\"" + m->message.id +
+      "\",\"content\":\"legacy secret\"},\"unread_count\":1}', 0, 1, 1, 0); PRAGMA user_version = 6;";
+  ASSERT_EQ(sqlite3_exec(db, to_v6.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  reopen();
+  auto claimed = ok(store_->claim_notifications(10, 20, 10));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].message_id, m->message.id);
+  EXPECT_EQ(claimed[0].content, "legacy secret");
+  EXPECT_EQ(claimed[0].body.find("legacy secret"), std::string::npos) << claimed[0].body;
+  store_->close();
+  ASSERT_EQ(sqlite3_open((dir_ + "/parley.db").c_str(), &db), SQLITE_OK);
+  EXPECT_EQ(pragma_int(db, "PRAGMA user_version"), 7);
+  EXPECT_EQ(pragma_int(db, "SELECT COUNT(*) FROM webhook_outbox WHERE body LIKE '%legacy secret%'"), 0);
   sqlite3_close(db);
 }
 

@@ -808,7 +808,12 @@ Status enqueue_and_wait(Store& store, std::vector<Notification> items) {
 }
 
 Notification notification(const std::string& id, Micros due) {
-  return Notification{id, "user-" + id, "{\"n\":\"" + id + "\"}", 0, due};
+  Notification n;
+  n.id = id;
+  n.recipient_id = "user-" + id;
+  n.body = "{\"n\":\"" + id + "\"}";
+  n.next_attempt_at = due;
+  return n;
 }
 
 }  // namespace
@@ -847,6 +852,107 @@ TEST_P(StoreContract, OutboxClaimsLeasesRetriesAndBuries) {
   ASSERT_EQ(expired.size(), 1u);
   EXPECT_EQ(expired[0].id, "n2");
   EXPECT_TRUE(ok(store_->claim_notifications(69999, 80000, 10)).empty());  // leased again until 70000
+}
+
+// The outbox keeps no message text: a claim reads the message as it is now,
+// so an edit reaches the next attempt and a delete removes the message's
+// notifications, queued or dead, in its own transaction.
+TEST_P(StoreContract, OutboxFollowsEditsAndDeletesOfItsMessage) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto kept = send(t.id, a.id, "kept");
+  auto gone = send(t.id, a.id, "secret");
+  ASSERT_TRUE(kept.ok() && gone.ok());
+  auto about = [](const std::string& id, const Message& m) {
+    Notification n = notification(id, 100);
+    n.message_id = m.id;
+    return n;
+  };
+  ASSERT_TRUE(enqueue_and_wait(*store_, {about("k1", kept->message), about("g1", gone->message),
+                                         about("g2", gone->message), notification("plain", 100)})
+                  .ok());
+  ASSERT_TRUE(store_->edit_message(kept->message.id, "kept, edited", 4242).ok());
+  auto claimed = ok(store_->claim_notifications(200, 10000, 10));
+  ASSERT_EQ(claimed.size(), 4u);
+  for (const auto& n : claimed) {
+    if (n.id == "k1") {
+      EXPECT_EQ(n.message_id, kept->message.id);
+      EXPECT_EQ(n.content, "kept, edited");
+      ASSERT_TRUE(n.edited_at.has_value());
+      EXPECT_EQ(*n.edited_at, 4242);
+    } else if (n.id == "plain") {
+      EXPECT_EQ(n.message_id, "");
+      EXPECT_EQ(n.content, "");
+    } else {
+      EXPECT_EQ(n.content, "secret");
+      EXPECT_FALSE(n.edited_at.has_value());
+    }
+  }
+  ASSERT_TRUE(store_->retry_notification("k1", 1, 300).ok());
+  ASSERT_TRUE(store_->retry_notification("g1", 1, 300).ok());
+  ASSERT_TRUE(store_->dead_letter_notification("g2", 8).ok());
+  ASSERT_TRUE(store_->retry_notification("plain", 1, 300).ok());
+  EXPECT_EQ(ok(store_->dead_notification_count()), 1);
+
+  ASSERT_TRUE(store_->delete_message(gone->message.id).ok());
+  EXPECT_EQ(ok(store_->dead_notification_count()), 0);  // the dead letter went with it
+  reopen();
+  auto again = ok(store_->claim_notifications(400, 50000, 10));
+  std::set<std::string> ids;
+  for (const auto& n : again) ids.insert(n.id);
+  EXPECT_EQ(ids, (std::set<std::string>{"k1", "plain"}));
+}
+
+// A notification whose message is deleted after it was queued (the intake
+// was behind) is dropped at the claim, never sent.
+TEST_P(StoreContract, OutboxDropsANotificationOfADeletedMessageAtClaim) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto m = send(t.id, a.id, "secret");
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(store_->delete_message(m->message.id).ok());
+  Notification late = notification("late", 100);
+  late.message_id = m->message.id;
+  ASSERT_TRUE(enqueue_and_wait(*store_, {late}).ok());
+  EXPECT_TRUE(ok(store_->claim_notifications(200, 10000, 10)).empty());
+  EXPECT_FALSE(ok(store_->next_notification_due()).has_value());  // and it is gone
+}
+
+TEST_P(StoreContract, NextNotificationDueIsTheEarliestLiveOne) {
+  EXPECT_FALSE(ok(store_->next_notification_due()).has_value());
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification("a", 700), notification("b", 300)}).ok());
+  EXPECT_EQ(ok(store_->next_notification_due()), std::optional<Micros>(300));
+  ASSERT_EQ(ok(store_->claim_notifications(300, 5000, 1)).size(), 1u);  // b, leased until 5000
+  EXPECT_EQ(ok(store_->next_notification_due()), std::optional<Micros>(700));
+  ASSERT_TRUE(store_->dead_letter_notification("a", 8).ok());
+  EXPECT_EQ(ok(store_->next_notification_due()), std::optional<Micros>(5000));
+}
+
+TEST_P(StoreContract, ThreadUnreadCountsOfEveryParticipant) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  Thread other = make_group({a.id, b.id});
+  ASSERT_TRUE(send(t.id, a.id, "1").ok());
+  ASSERT_TRUE(send(t.id, a.id, "2").ok());
+  ASSERT_TRUE(send(t.id, b.id, "3").ok());
+  ASSERT_TRUE(send(other.id, a.id, "elsewhere").ok());
+  ASSERT_TRUE(store_->mark_read(t.id, c.id, 1).ok());
+  std::map<std::string, int64_t> got;
+  for (const auto& u : ok(store_->thread_unread_counts(t.id))) got[u.user_id] = u.unread_count;
+  // A sender has read up to their own message.
+  EXPECT_EQ(got, (std::map<std::string, int64_t>{{a.id, 1}, {b.id, 0}, {c.id, 2}}));
+  // The same numbers as each user's own unread_counts.
+  for (const auto& [user, n] : got) {
+    for (const auto& u : ok(store_->unread_counts(user))) {
+      if (u.thread_id != t.id) continue;
+      EXPECT_EQ(u.unread_count, n) << user;
+    }
+  }
+  EXPECT_TRUE(ok(store_->thread_unread_counts("00000000-0000-0000-0000-000000000000")).empty());
 }
 
 // Several nodes claiming from one database never get the same notification.

@@ -1,11 +1,32 @@
 // The webhook's signature (push/webhook_notifier.h): HMAC-SHA256 in the
-// X-Parley-Signature form, checked against RFC 4231's test vectors.
+// X-Parley-Signature form, checked against RFC 4231's test vectors; the
+// notifier against a real SQLite store (what the outbox holds, edits and
+// deletes, stop, retry timing); HttpPoster's abandon.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <boost/json.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "common/clock.h"
+#include "net/http_post.h"
+#include "protocol/encode.h"
 #include "push/webhook_notifier.h"
+#include "store_test_support.h"
 
 namespace parley {
 namespace {
+
+namespace json = boost::json;
 
 TEST(WebhookSignature, MatchesRfc4231TestCase2) {
   EXPECT_EQ(webhook_signature("Jefe", "what do ya want for nothing?"),
@@ -17,6 +38,209 @@ TEST(WebhookSignature, DependsOnKeyAndEveryByte) {
   EXPECT_NE(webhook_signature("a", body), webhook_signature("b", body));
   EXPECT_NE(webhook_signature("a", body), webhook_signature("a", body + " "));
   EXPECT_EQ(webhook_signature("a", body).size(), 7u + 64u);
+}
+
+// The notifier against a real SqliteStore and a scripted receiver.
+class WebhookNotifierTest : public StoreFixture {
+ protected:
+  using Clock = std::chrono::steady_clock;
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/parley_webhook_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    reopen();
+    alice_ = make_user("alice");
+    bob_ = make_user("bob");
+    thread_ = make_group({alice_.id, bob_.id});
+    members_ = std::make_shared<ThreadMembers>();
+    members_->user_ids = {alice_.id, bob_.id};
+  }
+  void TearDown() override {
+    notifier_.reset();
+    store_.reset();
+    std::filesystem::remove_all(root_);
+  }
+  Result<std::unique_ptr<Store>> open_store() override { return parley::open_store(StoreOptions{root_ + "/data", false, 512, ""}); }
+  uint64_t commit_count() override { return 0; }
+
+  // The receiver: answers each POST with the next of `statuses` (then 200).
+  struct Receiver {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> bodies;
+    std::vector<Clock::time_point> times;
+    std::deque<int> statuses;
+  };
+  WebhookConfig config(int max_attempts, int backoff_ms) {
+    WebhookConfig c;
+    c.url = "http://127.0.0.1:1/";
+    c.secret = "s";
+    c.max_attempts = max_attempts;
+    c.initial_backoff_ms = backoff_ms;
+    c.max_backoff_ms = backoff_ms;
+    c.concurrency = 2;
+    return c;
+  }
+  void start(const WebhookConfig& c, WebhookPost post) {
+    notifier_ = std::make_unique<WebhookNotifier>(c, *store_, presence_, std::move(post));
+    notifier_->start();
+  }
+  void start(const WebhookConfig& c) {
+    start(c, [r = &receiver_](const std::string& body, const auto&, const std::atomic<bool>&) -> Result<int> {
+      std::lock_guard lock(r->mu);
+      r->bodies.push_back(body);
+      r->times.push_back(Clock::now());
+      int status = 200;
+      if (!r->statuses.empty()) {
+        status = r->statuses.front();
+        r->statuses.pop_front();
+      }
+      r->cv.notify_all();
+      return status;
+    });
+  }
+  // Waits (at most 5 s) until the receiver got `n` POSTs.
+  bool posts(size_t n) {
+    std::unique_lock lock(receiver_.mu);
+    return receiver_.cv.wait_for(lock, std::chrono::seconds(5), [&] { return receiver_.bodies.size() >= n; });
+  }
+  Message message(const std::string& content) {
+    auto sent = send(thread_.id, alice_.id, content);
+    EXPECT_TRUE(sent.ok());
+    return sent.ok() ? sent->message : Message{};
+  }
+  void observe(const Message& m) { notifier_->observe(m, message_json_text(m), members_); }
+  static std::string content_of(const std::string& body) {
+    return std::string(json::parse(body).at("message").at("content").as_string());
+  }
+
+  std::string root_;
+  Presence presence_{std::chrono::milliseconds(0)};
+  User alice_, bob_;
+  Thread thread_;
+  std::shared_ptr<ThreadMembers> members_;
+  Receiver receiver_;
+  std::unique_ptr<WebhookNotifier> notifier_;
+};
+
+// A retry after an edit carries the new text; after a delete nothing is sent
+// again and nothing of the message is left in the outbox.
+TEST_F(WebhookNotifierTest, RetriesCarryTheMessageAsItIsNow) {
+  receiver_.statuses = {500, 500, 500, 500, 500, 500, 500, 500};
+  start(config(8, 100));
+  Message m = message("original text");
+  observe(m);
+  ASSERT_TRUE(posts(1));
+  ASSERT_TRUE(store_->edit_message(m.id, "edited text", now_micros()).ok());
+  ASSERT_TRUE(posts(3));  // one attempt may have been under way during the edit
+  EXPECT_EQ(content_of(receiver_.bodies.front()), "original text");
+  EXPECT_EQ(content_of(receiver_.bodies.back()), "edited text");
+  EXPECT_FALSE(json::parse(receiver_.bodies.back()).at("message").at("edited_at").is_null());
+  ASSERT_TRUE(store_->delete_message(m.id).ok());
+  size_t sent = 0;
+  {
+    std::lock_guard lock(receiver_.mu);
+    sent = receiver_.bodies.size();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // several backoffs
+  std::lock_guard lock(receiver_.mu);
+  EXPECT_LE(receiver_.bodies.size(), sent + 1);  // at most the one under way during the delete
+  for (size_t i = sent; i < receiver_.bodies.size(); ++i) EXPECT_NE(content_of(receiver_.bodies[i]), "original text");
+  EXPECT_FALSE(ok(store_->next_notification_due()).has_value());
+}
+
+// What the outbox stores has no message text; the claim brings it.
+TEST_F(WebhookNotifierTest, OutboxHoldsNoMessageText) {
+  start(config(8, 60000), [](const std::string&, const auto&, const std::atomic<bool>&) -> Result<int> { return 500; });
+  observe(message("a secret"));
+  notifier_->stop();
+  auto claimed = ok(store_->claim_notifications(now_micros() + 3600'000'000LL, now_micros() + 7200'000'000LL, 10));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].body.find("a secret"), std::string::npos) << claimed[0].body;
+  EXPECT_EQ(content_of(claimed[0].body), "");
+  EXPECT_EQ(claimed[0].content, "a secret");
+  EXPECT_EQ(claimed[0].recipient_id, bob_.id);
+}
+
+// A clean stop stores what the intake had not yet stored: every message
+// handed over gets its notification in the outbox.
+TEST_F(WebhookNotifierTest, StopStoresWhatTheIntakeStillHolds) {
+  start(config(8, 60000), [](const std::string&, const auto&, const std::atomic<bool>&) -> Result<int> { return 500; });
+  Message m = message("hello");
+  constexpr int kObserved = 1000;
+  for (int i = 0; i < kObserved; ++i) observe(m);
+  notifier_->stop(Clock::now() + std::chrono::seconds(20));
+  size_t stored = 0;
+  const Micros later = now_micros() + 3600'000'000LL;
+  for (int round = 0; round < kObserved; ++round) {
+    auto claimed = ok(store_->claim_notifications(later, later + 1, 500));
+    if (claimed.empty()) break;
+    stored += claimed.size();
+  }
+  EXPECT_EQ(stored, static_cast<size_t>(kObserved));
+}
+
+// A POST to a receiver that does not answer is abandoned at stop, at once,
+// and its notification is due again (not counted as an attempt).
+TEST_F(WebhookNotifierTest, StopAbandonsAPostUnderWay) {
+  std::atomic<bool> posting{false};
+  start(config(8, 100), [&posting](const std::string&, const auto&, const std::atomic<bool>& abandon) -> Result<int> {
+    posting = true;
+    for (int i = 0; i < 1000 && !abandon.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return Error{ErrorKind::kUnavailable, "webhook_abandoned", "abandoned"};
+  });
+  observe(message("hello"));
+  for (int i = 0; i < 500 && !posting.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(posting.load());
+  auto t0 = Clock::now();
+  notifier_->stop();
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(1000));
+  auto again = ok(store_->claim_notifications(now_micros() + 1000, now_micros() + 60'000'000, 10));
+  ASSERT_EQ(again.size(), 1u);  // not leased for a minute
+  EXPECT_EQ(again[0].attempts, 0);
+}
+
+// A retry goes out when --webhook-backoff-ms says, not at the next idle poll.
+TEST_F(WebhookNotifierTest, RetryFiresAtItsBackoff) {
+  receiver_.statuses = {500};
+  start(config(3, 150));
+  observe(message("hello"));
+  ASSERT_TRUE(posts(2));
+  std::lock_guard lock(receiver_.mu);
+  auto gap = receiver_.times[1] - receiver_.times[0];
+  EXPECT_GE(gap, std::chrono::milliseconds(150));
+  EXPECT_LT(gap, std::chrono::milliseconds(350)) << "the idle poll is 500 ms";
+}
+
+// HttpPoster gives up a POST under way when told to, long before its timeout.
+TEST(HttpPoster, AbandonEndsAPostUnderWay) {
+  // A listener that never accepts: the kernel completes the handshake, nobody answers.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto poster = HttpPoster::create("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/hook",
+                                   std::chrono::milliseconds(5000));
+  ASSERT_TRUE(poster.ok());
+  std::atomic<bool> abandon{false};
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    abandon = true;
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = (*poster)->post("{}", {}, abandon);
+  auto took = std::chrono::steady_clock::now() - t0;
+  stopper.join();
+  ::close(fd);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "webhook_abandoned");
+  EXPECT_LT(took, std::chrono::milliseconds(1500));
 }
 
 }  // namespace

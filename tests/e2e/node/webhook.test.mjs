@@ -3,11 +3,16 @@
 // notification per message for a participant with no open connection, none
 // for one who is online; failures are retried, survive a restart, and each
 // delivery id is answered 2xx once; past the attempt bound they are dead
-// letters in /metrics.
+// letters in /metrics. The outbox keeps no message text (an edit reaches the
+// retries, a delete leaves nothing, dead letters included); a graceful stop
+// stores every acknowledged message's notifications and does not wait for a
+// slow receiver.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { startServer, sleep, HOST, UUID_RE } from './harness.mjs';
 
 // A receiver that records every POST and answers `status` (changeable).
@@ -30,6 +35,16 @@ async function startReceiver(status = 200) {
   r.url = `http://${HOST}:${r.server.address().port}/hooks/parley`;
   r.close = () => new Promise((resolve) => r.server.close(resolve));
   return r;
+}
+
+// One value from the server's own database (SQLite file or PostgreSQL), read
+// with the database's CLI while the server runs or after it stopped.
+function queryStore(server, sql) {
+  if (server.database) {
+    return execFileSync('psql', ['-qtA', '-v', 'ON_ERROR_STOP=1', server.database, '-c', sql],
+      { encoding: 'utf8', timeout: 30000 }).trim();
+  }
+  return execFileSync('sqlite3', [path.join(server.dataDir, 'parley.db'), sql], { encoding: 'utf8', timeout: 30000 }).trim();
 }
 
 function signature(secret, raw) {
@@ -159,6 +174,137 @@ describe('webhook for offline participants', () => {
     } finally {
       await server.stop();
       await receiver.close();
+    }
+  });
+
+  it('a deleted message: no notification carries its text again, queued or dead, and the outbox has none of it', async () => {
+    const receiver = await startReceiver(503);
+    const server = await startServer({
+      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
+        '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '3'],
+    });
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      const deadText = `TAKEDOWN-DEAD-${crypto.randomBytes(4).toString('hex')}`;
+      const liveText = `TAKEDOWN-LIVE-${crypto.randomBytes(4).toString('hex')}`;
+      const dead = (await server.sendRest(alice.token, thread.id, { content: deadText })).body.data;
+      await waitFor(async () => (await server.metric('parley_webhook_dead_letters')) >= 1, 10000, 'a dead letter');
+      receiver.status = 500;  // fails, but is retried (three attempts in all)
+      const live = (await server.sendRest(alice.token, thread.id, { content: liveText })).body.data;
+      await waitFor(() => receiver.requests.some((r) => r.body?.message?.id === live.id), 10000, 'a first attempt');
+      for (const m of [dead, live]) {
+        assert.equal((await server.http('DELETE', `/api/chat/messages/${m.id}`, { token: alice.token })).status, 200);
+      }
+      const seenAtDelete = receiver.requests.length;
+      receiver.status = 200;
+      await sleep(1000);  // several backoffs
+      const later = receiver.requests.slice(seenAtDelete + 1);  // one may have been under way during the delete
+      assert.deepEqual(later.filter((r) => r.raw.includes('TAKEDOWN-')).map((r) => r.body?.message?.id), [],
+        'no POST after the delete carries the text');
+      assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE body LIKE '%TAKEDOWN-%'`), '0');
+      assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE message_id IN ('${dead.id}', '${live.id}')`), '0',
+        'the notifications of both messages, the dead letter too, are gone');
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  });
+
+  it('an edited message: a retry carries the new text', async () => {
+    const receiver = await startReceiver(500);
+    const server = await startServer({
+      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
+        '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '1000'],
+    });
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      const m = (await server.sendRest(alice.token, thread.id, { content: 'before the edit' })).body.data;
+      await waitFor(() => receiver.requests.length >= 1, 10000, 'a first attempt');
+      assert.equal(receiver.requests[0].body.message.content, 'before the edit');
+      assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE body LIKE '%before the edit%'`), '0',
+        'the outbox keeps no copy of the text');
+      const patched = await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: alice.token, body: { content: 'after the edit' } });
+      assert.equal(patched.status, 200);
+      receiver.status = 200;
+      await waitFor(() => receiver.requests.some((r) => r.answered === 200), 10000, 'a delivery');
+      const delivered = receiver.requests.find((r) => r.answered === 200);
+      assert.equal(delivered.body.message.content, 'after the edit');
+      assert.ok(delivered.body.message.edited_at, 'edited_at is set');
+      assert.equal(delivered.headers['x-parley-signature'], signature(secret, delivered.raw));
+      assert.equal(delivered.headers['x-parley-delivery'], receiver.requests[0].headers['x-parley-delivery'], 'the same notification');
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  });
+
+  it('a graceful stop stores the notifications of every acknowledged message', async () => {
+    // Nobody listens there: every notification stays queued (backoff of an hour).
+    const server = await startServer({
+      args: ['--webhook-url', `http://${HOST}:9/none`, '--webhook-secret', secret, '--webhook-backoff-ms', '3600000',
+        '--webhook-max-backoff-ms', '3600000'],
+    });
+    const kRecipients = 40;
+    const kMessages = 60;
+    try {
+      const [alice, ...others] = await server.registerMany(1 + kRecipients);
+      const thread = await server.createGroup(alice, others);
+      const ws = await server.connect(alice);
+      const sends = [];
+      for (let i = 0; i < kMessages; i++) sends.push(ws.sendMessage({ thread_id: thread.id, content: `push me ${i}` }, 20000));
+      const acked = await Promise.all(sends);
+      assert.equal(acked.length, kMessages);
+      await server.stop({ removeData: false, graceMs: 15000 });
+      const { code } = await server.exited;
+      assert.equal(code, 0, server.logTail());
+      assert.equal(Number(queryStore(server, 'SELECT COUNT(*) FROM webhook_outbox')), kMessages * kRecipients,
+        'one notification per message and offline recipient');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('a receiver that does not answer: the stop abandons its POST, exits 0 in time, and the next start sends it', async () => {
+    const held = [];
+    let answer = false;
+    const requests = [];
+    const slow = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        requests.push({ headers: req.headers, body: JSON.parse(Buffer.concat(chunks).toString('utf8')), answered: answer });
+        if (answer) res.writeHead(200).end('ok');
+        else held.push(res);  // never answered: the server's timeout is 5 s
+      });
+    });
+    await new Promise((resolve) => slow.listen(0, HOST, resolve));
+    const url = `http://${HOST}:${slow.address().port}/slow`;
+    const server = await startServer({ args: ['--webhook-url', url, '--webhook-secret', secret, '--shutdown-timeout', '3'] });
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      assert.equal((await server.sendRest(alice.token, thread.id, { content: 'slow hook' })).status, 201);
+      await waitFor(() => requests.length >= 1, 10000, 'the POST to reach the receiver');
+      const t0 = Date.now();
+      await server.stop({ removeData: false, graceMs: 10000 });
+      const { code } = await server.exited;
+      const took = Date.now() - t0;
+      assert.equal(code, 0, server.logTail());
+      assert.ok(took < 3000, `stopped in ${took} ms (shutdown timeout 3 s)`);
+      answer = true;
+      const t1 = Date.now();
+      await server.start();
+      await waitFor(() => requests.some((r) => r.answered), 10000, 'the notification to be sent again');
+      assert.ok(Date.now() - t1 < 10000, 'not after the one-minute lease');
+      const again = requests.find((r) => r.answered);
+      assert.equal(again.headers['x-parley-delivery'], requests[0].headers['x-parley-delivery']);
+      assert.equal(again.headers['x-parley-attempt'], '1', 'an abandoned POST is not a failed attempt');
+    } finally {
+      for (const res of held) res.destroy();
+      await server.stop();
+      await new Promise((resolve) => slow.close(resolve));
     }
   });
 
