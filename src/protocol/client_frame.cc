@@ -139,7 +139,7 @@ ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
       break;
     case ClientType::kMarkAsRead: {
       // `chatId` is the Socket.IO-era name; a missing one is reported as thread_id.
-      const char* key = o.if_contains("thread_id") ? "thread_id" : "chatId";
+      const char* key = in.has("thread_id") ? "thread_id" : "chatId";  // null is absent
       if (!in.has(key)) in.fail(missing_field("thread_id"));
       f.thread_id = in.uuid(key, Need::kOptional);
       f.up_to_seq = in.seq("up_to_seq");

@@ -148,6 +148,9 @@ TEST(ParseClientFrame, MarkAsReadChatIdAlias) {
   EXPECT_EQ(f.type, ClientType::kMarkAsRead);
   EXPECT_EQ(f.thread_id, kThread);
   EXPECT_FALSE(f.up_to_seq.has_value());
+  // A null thread_id is absent, so the alias is read.
+  auto g = parse_ok(std::string(R"({"type":"mark_as_read","thread_id":null,"chatId":")") + kThread + "\"}");
+  EXPECT_EQ(g.thread_id, kThread);
 }
 
 TEST(ParseClientFrame, MarkAsReadWithoutThreadIsMissingField) {
