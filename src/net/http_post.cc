@@ -30,8 +30,9 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
     host = authority.substr(0, colon);
     port = authority.substr(colon + 1);
   }
-  if (host.empty() || port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
-    return bad_input("invalid_webhook_url", "bad webhook host or port");
+  if (host.empty() || port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port) < 1 || std::stoi(port) > 65535)
+    return bad_input("invalid_webhook_url", "bad webhook host or port (1 to 65535)");
   auto p = std::shared_ptr<HttpPoster>(new HttpPoster());
   p->host_ = host;
   p->port_ = port;

@@ -130,6 +130,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
                                   "the method " + std::string(head.method_string().substr(0, 32)) + " is not implemented"),
                    false);
     }
+    if (!is_eio_path(loop_.config, head.target())) {
+      // A REST body is at most max_frame_bytes, below the parser's limit
+      // (Engine.IO's maxPayload): a larger one announced is refused before
+      // it is read (a client waiting on 100-continue would wait for nothing),
+      // and a chunked one is cut off at the limit.
+      const uint64_t limit = loop_.config.limits.max_frame_bytes;
+      if (auto length = parser_->content_length(); length && *length > limit) {
+        linger_ = true;
+        return reply(error_response(413, "payload_too_large", "request body is too large"), false);
+      }
+      parser_->body_limit(limit);
+    }
     if (parser_->is_done()) return on_read({});
     tcp().expires_after(std::chrono::seconds(loop_.config.limits.http_body_timeout_seconds));
     http::async_read(stream_, buffer_, *parser_,

@@ -115,6 +115,15 @@ describe('HTTP status codes', () => {
     assert.equal(JSON.parse(bad.text).code, 'bad_request');
   });
 
+  it('a REST body announced over the limit gets 413 before it is sent (Expect: 100-continue)', async () => {
+    // Under the parser's own limit (Engine.IO's 1 MB), over the REST limit (4096 here): no body follows.
+    const res = await rawExchange(server.port,
+      'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500000\r\n' +
+      'Expect: 100-continue\r\n\r\n', { timeoutMs: 3000 });
+    assert.equal(res.status, 413, `answered without waiting for the body: ${res.raw.slice(0, 200)}`);
+    assert.equal(JSON.parse(res.text).code, 'payload_too_large');
+  });
+
   it('HEAD on a GET route: the headers of GET, Content-Length included, and no body', async () => {
     const get = await rawExchange(server.port, 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
     const head = await rawExchange(server.port, 'HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
