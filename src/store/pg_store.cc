@@ -20,6 +20,10 @@ constexpr size_t kMaxCacheEntries = 10000;
 #define PG_USER_COLS \
   "id, username, full_name, phone_number, role, password_hash, created_at, last_seen, disabled, tokens_valid_after"
 #define PG_THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
+// Participant p's unread count (messages from others past p's read mark).
+#define PG_UNREAD_OF_P                                                                              \
+  "(SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id AND m.seq > p.last_read_seq " \
+  "AND m.sender_id <> p.user_id)"
 #define PG_MESSAGE_SELECT                                                                               \
   "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
   "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \
@@ -420,8 +424,7 @@ Result<std::vector<ThreadSummary>> PgStore::threads_for_user(const std::string& 
     PgReadTxn txn(c);
     std::vector<ThreadSummary> out;
     auto r = c.exec(
-        "SELECT " PG_THREAD_COLS ", (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id "
-        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "SELECT " PG_THREAD_COLS ", " PG_UNREAD_OF_P " "
         "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.user_id = $1 "
         "ORDER BY t.last_activity DESC, t.id COLLATE \"C\"",
         {user_id});
@@ -615,8 +618,7 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
 Result<std::vector<UnreadCount>> PgStore::unread_counts(const std::string& user_id) {
   return with_reader([&](PgConn& c) {
     auto r = c.exec(
-        "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
-        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "SELECT p.thread_id, " PG_UNREAD_OF_P " "
         "FROM participants p WHERE p.user_id = $1 ORDER BY p.thread_id COLLATE \"C\"",
         {user_id});
     log_read_error(c, r, "unread_counts");
@@ -629,8 +631,7 @@ Result<std::vector<UnreadCount>> PgStore::unread_counts(const std::string& user_
 Result<std::vector<ParticipantUnread>> PgStore::thread_unread_counts(const std::string& thread_id) {
   return with_reader([&](PgConn& c) {
     auto r = c.exec(
-        "SELECT p.user_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id "
-        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "SELECT p.user_id, " PG_UNREAD_OF_P " "
         "FROM participants p WHERE p.thread_id = $1 ORDER BY p.user_id COLLATE \"C\"",
         {thread_id});
     log_read_error(c, r, "thread_unread_counts");

@@ -366,8 +366,7 @@ Result<std::vector<ThreadSummary>> SqliteStore::threads_for_user(const std::stri
     std::vector<ThreadSummary> out;
     {
       auto st = c.prepare(
-          "SELECT " THREAD_COLS ", (SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no "
-          "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+          "SELECT " THREAD_COLS ", " UNREAD_OF_P " "
           "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.user_id = ? "
           "ORDER BY t.last_activity DESC, t.id");
       st.bind(user_id);
@@ -600,8 +599,7 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
 Result<std::vector<UnreadCount>> SqliteStore::unread_counts(const std::string& user_id) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(
-        "SELECT p.thread_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no "
-        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "SELECT p.thread_id, " UNREAD_OF_P " "
         "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.user_id = ? ORDER BY p.thread_id");
     st.bind(user_id);
     std::vector<UnreadCount> out;
@@ -614,8 +612,7 @@ Result<std::vector<UnreadCount>> SqliteStore::unread_counts(const std::string& u
 Result<std::vector<ParticipantUnread>> SqliteStore::thread_unread_counts(const std::string& thread_id) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(
-        "SELECT p.user_id, (SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no "
-        "AND m.seq > p.last_read_seq AND m.sender_id <> p.user_id) "
+        "SELECT p.user_id, " UNREAD_OF_P " "
         "FROM participants p JOIN threads t ON t.id = p.thread_id WHERE p.thread_id = ? ORDER BY p.user_id");
     st.bind(thread_id);
     std::vector<ParticipantUnread> out;
