@@ -227,10 +227,17 @@ describe('webhook for offline participants', () => {
         'the outbox keeps no copy of the text');
       const patched = await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: alice.token, body: { content: 'after the edit' } });
       assert.equal(patched.status, 200);
+      // A retry claimed just before the edit committed may still carry the old
+      // text (docs/webhooks.md); every one claimed after it carries the new.
+      await waitFor(() => receiver.requests.some((r) => r.body?.message?.content === 'after the edit'), 10000,
+        'a retry with the new text');
+      const firstNew = receiver.requests.findIndex((r) => r.body?.message?.content === 'after the edit');
       receiver.status = 200;
       await waitFor(() => receiver.requests.some((r) => r.answered === 200), 10000, 'a delivery');
       const delivered = receiver.requests.find((r) => r.answered === 200);
       assert.equal(delivered.body.message.content, 'after the edit');
+      assert.deepEqual(receiver.requests.slice(firstNew).map((r) => r.body?.message?.content).filter((c) => c !== 'after the edit'), [],
+        'no attempt after the first with the new text goes back to the old');
       assert.ok(delivered.body.message.edited_at, 'edited_at is set');
       assert.equal(delivered.headers['x-parley-signature'], signature(secret, delivered.raw));
       assert.equal(delivered.headers['x-parley-delivery'], receiver.requests[0].headers['x-parley-delivery'], 'the same notification');
