@@ -13,6 +13,7 @@
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "net/engineio.h"
+#include "net/ws_out_queue.h"
 
 namespace parley::net {
 
@@ -238,7 +239,7 @@ class EioSession final : public Transport,
       if (auto ws = ws_.lock()) ws->send_text(std::move(frame));
       return;
     }
-    queued_bytes_ += frame->size();
+    queued_bytes_ += frame->size() + ws::kQueuedFrameCost;  // a flood of tiny packets is bounded too
     if (queued_bytes_ > loop_.config.limits.max_outbound_bytes) {
       Metrics::get().slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
       spdlog::warn("event=slow_consumer_disconnect sid={} queued_bytes={}", sid_, queued_bytes_);

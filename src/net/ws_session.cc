@@ -254,8 +254,10 @@ class WsSession final : public Transport,
 
   // ---------------------------------------------------------------- writing
 
-  // Whether `payload` more bytes keep the queue within --max-outbound-bytes.
-  bool fits(size_t payload) const { return out_.bytes() + payload <= loop_.config.limits.max_outbound_bytes; }
+  // Whether one more frame of `payload` bytes keeps the queue within --max-outbound-bytes.
+  bool fits(size_t payload) const {
+    return out_.bytes() + payload + ws::kQueuedFrameCost <= loop_.config.limits.max_outbound_bytes;
+  }
 
   void enqueue(uint8_t opcode, FramePtr payload) {
     out_.push(opcode, std::move(payload));
