@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -262,7 +263,12 @@ class EioSession final : public Transport,
 
   void post(std::function<void()> fn) override { asio::post(loop_.io, std::move(fn)); }
 
+  // Upgraded, through the WebSocket's transport (its timers run on this
+  // loop too): one on another loop reads that WebSocket's queue again before
+  // fn runs, and a paced replay waits on exactly that (queued_bytes()).
   void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    if (mode_ == Mode::kWebSocket)
+      if (auto ws = ws_.lock()) return ws->schedule(delay, std::move(fn));
     auto timer = std::make_shared<asio::steady_timer>(loop_.io, delay);
     timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
       if (!ec) fn();
@@ -489,14 +495,26 @@ class EioWsListener final : public TransportListener {
 // here, and the two talk by posting to each other's loop: the WebSocket's
 // listener forwards to the session's loop, the session writes through a
 // Transport that forwards to the WebSocket's loop.
+//
+// queued_bytes() is what the session paces a catch-up replay by
+// (Connection::replay_send), so it must follow the WebSocket's queue: it is
+// the bytes posted and not yet handed over, plus the WebSocket's queue as
+// last read on its loop, read again at every hand-over and before every
+// scheduled wake-up (a paused replay sees the queue drain).
 class CrossLoopTransport final : public Transport {
  public:
   CrossLoopTransport(LoopContext& session_loop, LoopContext& ws_loop, std::weak_ptr<Transport> ws, std::string remote)
       : session_loop_(session_loop), ws_loop_(ws_loop), ws_(std::move(ws)), remote_(std::move(remote)) {}
 
   void send_text(FramePtr frame) override {
-    asio::post(ws_loop_.io, [ws = ws_, frame = std::move(frame)]() mutable {
-      if (auto t = ws.lock()) t->send_text(std::move(frame));
+    const size_t size = frame->size();
+    queued_->posted += size;
+    asio::post(ws_loop_.io, [ws = ws_, queued = queued_, frame = std::move(frame), size]() mutable {
+      if (auto t = ws.lock()) {
+        t->send_text(std::move(frame));
+        queued->at_ws = t->queued_bytes();
+      }
+      queued->posted -= size;
     });
   }
   void close(CloseReason reason, std::string text) override {
@@ -507,19 +525,30 @@ class CrossLoopTransport final : public Transport {
   void post(std::function<void()> fn) override { asio::post(session_loop_.io, std::move(fn)); }
   void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override {
     auto timer = std::make_shared<asio::steady_timer>(session_loop_.io, delay);
-    timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
-      if (!ec) fn();
+    timer->async_wait([timer, fn = std::move(fn), ws = ws_, queued = queued_, ws_loop = &ws_loop_,
+                       session_loop = &session_loop_](boost::system::error_code ec) mutable {
+      if (ec) return;
+      asio::post(ws_loop->io, [fn = std::move(fn), ws = std::move(ws), queued, session_loop]() mutable {
+        auto t = ws.lock();
+        queued->at_ws = t ? t->queued_bytes() : 0;
+        asio::post(session_loop->io, std::move(fn));
+      });
     });
   }
   const std::string& remote_address() const override { return remote_; }
-  // The WebSocket bounds its own queue (and drops a client that stops reading).
-  size_t queued_bytes() const override { return 0; }
+  size_t queued_bytes() const override { return queued_->posted + queued_->at_ws; }
 
  private:
+  // Written on both loops, read on the session's.
+  struct Queued {
+    std::atomic<size_t> posted{0};  // posted to the WebSocket's loop, not yet handed to it
+    std::atomic<size_t> at_ws{0};   // the WebSocket's queue, as last read there
+  };
   LoopContext& session_loop_;
   LoopContext& ws_loop_;
   std::weak_ptr<Transport> ws_;
   const std::string remote_;
+  std::shared_ptr<Queued> queued_ = std::make_shared<Queued>();
 };
 
 // On the WebSocket's loop; owns the session-side Transport (the session holds it weakly).
