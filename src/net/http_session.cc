@@ -144,6 +144,22 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     }
     if (parser_->is_done()) return on_read({});
     tcp().expires_after(std::chrono::seconds(loop_.config.limits.http_body_timeout_seconds));
+    // A client that asked to be told before it sends the body (curl before
+    // 7.88 for any body over 1 KiB) would otherwise wait a second or more
+    // for nothing, on every such request. HTTP/1.0 has no 100 (RFC 9110
+    // 10.1.1). The body timeout covers this write.
+    if (head.version() >= 11 && beast::iequals(head[http::field::expect], "100-continue")) {
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(stream_, asio::buffer(kContinue),
+                               [self = this->shared_from_this()](boost::system::error_code ec, size_t) {
+                                 if (ec) return self->shutdown();
+                                 self->read_body();
+                               });
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_,
                      [self = this->shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
   }
