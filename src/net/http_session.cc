@@ -483,9 +483,25 @@ void start_http_session(LoopContext& loop, tcp::socket socket, std::string remot
   std::make_shared<HttpSession<beast::tcp_stream>>(loop, beast::tcp_stream(std::move(socket)), std::move(remote))->run();
 }
 
+// A TLS stream holds about 70 KiB of record buffers from the moment it is
+// made, so it is made once the client's first bytes (its ClientHello) are in:
+// until then a connection costs what a plain one does, and one that sends
+// nothing is closed after the header timeout, as on plain HTTP.
 void start_https_session(LoopContext& loop, tcp::socket socket, std::string remote,
                          std::shared_ptr<asio::ssl::context> context) {
-  std::make_shared<HttpSession<TlsStream>>(loop, TlsStream(std::move(socket), *context), std::move(remote))->run();
+  auto waiting = std::make_shared<tcp::socket>(std::move(socket));
+  auto timer = std::make_shared<asio::steady_timer>(loop.io, std::chrono::seconds(loop.config.limits.http_header_timeout_seconds));
+  timer->async_wait([waiting](boost::system::error_code ec) {
+    if (ec) return;  // the client spoke first
+    spdlog::debug("event=tls_hello_timeout");
+    waiting->close(ec);
+  });
+  waiting->async_wait(tcp::socket::wait_read, [&loop, waiting, timer, remote = std::move(remote),
+                                               context = std::move(context)](boost::system::error_code ec) mutable {
+    timer->cancel();
+    if (ec || !waiting->is_open()) return;
+    std::make_shared<HttpSession<TlsStream>>(loop, TlsStream(std::move(*waiting), *context), std::move(remote))->run();
+  });
 }
 
 }  // namespace parley::net

@@ -8,6 +8,7 @@ import { execFileSync, execFile, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -120,6 +121,24 @@ describe('TLS: HTTPS, WSS and Socket.IO on one port', () => {
 
   it('plain HTTP on the TLS port gets no answer', async () => {
     await assert.rejects(ParleyServer.prototype.http.call({ port: server.port }, 'GET', '/health', { timeoutMs: 3000 }));
+  });
+
+  it('connections that send nothing cost next to nothing (the TLS stream waits for the first bytes)', async () => {
+    const rssKiB = () => Number(fs.readFileSync(`/proc/${server.child.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
+    const open = (n) => Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
+      const s = net.connect(server.port, HOST, () => resolve(s));
+      s.on('error', reject);
+    })));
+    const warm = await open(20);
+    await sleep(300);
+    const before = rssKiB();
+    const silent = await open(400);
+    await sleep(1000);
+    const grown = rssKiB() - before;
+    for (const s of [...warm, ...silent]) s.destroy();
+    // A TLS stream is about 70 KiB: 400 of them would be over 27 MiB.
+    assert.ok(grown < 8 * 1024, `400 silent connections took ${(grown / 1024).toFixed(1)} MiB`);
+    assert.equal((await server.http('GET', '/health')).status, 200);
   });
 
   it('TLS 1.1 is refused, TLS 1.2 and 1.3 are accepted (openssl s_client)', () => {
