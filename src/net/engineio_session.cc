@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -13,6 +14,7 @@
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "net/engineio.h"
+#include "net/ws_out_queue.h"
 
 namespace parley::net {
 
@@ -238,7 +240,7 @@ class EioSession final : public Transport,
       if (auto ws = ws_.lock()) ws->send_text(std::move(frame));
       return;
     }
-    queued_bytes_ += frame->size();
+    queued_bytes_ += frame->size() + ws::kQueuedFrameCost;  // a flood of tiny packets is bounded too
     if (queued_bytes_ > loop_.config.limits.max_outbound_bytes) {
       Metrics::get().slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
       spdlog::warn("event=slow_consumer_disconnect sid={} queued_bytes={}", sid_, queued_bytes_);
@@ -261,7 +263,12 @@ class EioSession final : public Transport,
 
   void post(std::function<void()> fn) override { asio::post(loop_.io, std::move(fn)); }
 
+  // Upgraded, through the WebSocket's transport (its timers run on this
+  // loop too): one on another loop reads that WebSocket's queue again before
+  // fn runs, and a paced replay waits on exactly that (queued_bytes()).
   void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    if (mode_ == Mode::kWebSocket)
+      if (auto ws = ws_.lock()) return ws->schedule(delay, std::move(fn));
     auto timer = std::make_shared<asio::steady_timer>(loop_.io, delay);
     timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
       if (!ec) fn();
@@ -488,14 +495,26 @@ class EioWsListener final : public TransportListener {
 // here, and the two talk by posting to each other's loop: the WebSocket's
 // listener forwards to the session's loop, the session writes through a
 // Transport that forwards to the WebSocket's loop.
+//
+// queued_bytes() is what the session paces a catch-up replay by
+// (Connection::replay_send), so it must follow the WebSocket's queue: it is
+// the bytes posted and not yet handed over, plus the WebSocket's queue as
+// last read on its loop, read again at every hand-over and before every
+// scheduled wake-up (a paused replay sees the queue drain).
 class CrossLoopTransport final : public Transport {
  public:
   CrossLoopTransport(LoopContext& session_loop, LoopContext& ws_loop, std::weak_ptr<Transport> ws, std::string remote)
       : session_loop_(session_loop), ws_loop_(ws_loop), ws_(std::move(ws)), remote_(std::move(remote)) {}
 
   void send_text(FramePtr frame) override {
-    asio::post(ws_loop_.io, [ws = ws_, frame = std::move(frame)]() mutable {
-      if (auto t = ws.lock()) t->send_text(std::move(frame));
+    const size_t size = frame->size();
+    queued_->posted += size;
+    asio::post(ws_loop_.io, [ws = ws_, queued = queued_, frame = std::move(frame), size]() mutable {
+      if (auto t = ws.lock()) {
+        t->send_text(std::move(frame));
+        queued->at_ws = t->queued_bytes();
+      }
+      queued->posted -= size;
     });
   }
   void close(CloseReason reason, std::string text) override {
@@ -506,19 +525,30 @@ class CrossLoopTransport final : public Transport {
   void post(std::function<void()> fn) override { asio::post(session_loop_.io, std::move(fn)); }
   void schedule(std::chrono::milliseconds delay, std::function<void()> fn) override {
     auto timer = std::make_shared<asio::steady_timer>(session_loop_.io, delay);
-    timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
-      if (!ec) fn();
+    timer->async_wait([timer, fn = std::move(fn), ws = ws_, queued = queued_, ws_loop = &ws_loop_,
+                       session_loop = &session_loop_](boost::system::error_code ec) mutable {
+      if (ec) return;
+      asio::post(ws_loop->io, [fn = std::move(fn), ws = std::move(ws), queued, session_loop]() mutable {
+        auto t = ws.lock();
+        queued->at_ws = t ? t->queued_bytes() : 0;
+        asio::post(session_loop->io, std::move(fn));
+      });
     });
   }
   const std::string& remote_address() const override { return remote_; }
-  // The WebSocket bounds its own queue (and drops a client that stops reading).
-  size_t queued_bytes() const override { return 0; }
+  size_t queued_bytes() const override { return queued_->posted + queued_->at_ws; }
 
  private:
+  // Written on both loops, read on the session's.
+  struct Queued {
+    std::atomic<size_t> posted{0};  // posted to the WebSocket's loop, not yet handed to it
+    std::atomic<size_t> at_ws{0};   // the WebSocket's queue, as last read there
+  };
   LoopContext& session_loop_;
   LoopContext& ws_loop_;
   std::weak_ptr<Transport> ws_;
   const std::string remote_;
+  std::shared_ptr<Queued> queued_ = std::make_shared<Queued>();
 };
 
 // On the WebSocket's loop; owns the session-side Transport (the session holds it weakly).

@@ -144,6 +144,22 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     }
     if (parser_->is_done()) return on_read({});
     tcp().expires_after(std::chrono::seconds(loop_.config.limits.http_body_timeout_seconds));
+    // A client that asked to be told before it sends the body (curl before
+    // 7.88 for any body over 1 KiB) would otherwise wait a second or more
+    // for nothing, on every such request. HTTP/1.0 has no 100 (RFC 9110
+    // 10.1.1). The body timeout covers this write.
+    if (head.version() >= 11 && beast::iequals(head[http::field::expect], "100-continue")) {
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(stream_, asio::buffer(kContinue),
+                               [self = this->shared_from_this()](boost::system::error_code ec, size_t) {
+                                 if (ec) return self->shutdown();
+                                 self->read_body();
+                               });
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_,
                      [self = this->shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
   }
@@ -467,9 +483,25 @@ void start_http_session(LoopContext& loop, tcp::socket socket, std::string remot
   std::make_shared<HttpSession<beast::tcp_stream>>(loop, beast::tcp_stream(std::move(socket)), std::move(remote))->run();
 }
 
+// A TLS stream holds about 70 KiB of record buffers from the moment it is
+// made, so it is made once the client's first bytes (its ClientHello) are in:
+// until then a connection costs what a plain one does, and one that sends
+// nothing is closed after the header timeout, as on plain HTTP.
 void start_https_session(LoopContext& loop, tcp::socket socket, std::string remote,
                          std::shared_ptr<asio::ssl::context> context) {
-  std::make_shared<HttpSession<TlsStream>>(loop, TlsStream(std::move(socket), *context), std::move(remote))->run();
+  auto waiting = std::make_shared<tcp::socket>(std::move(socket));
+  auto timer = std::make_shared<asio::steady_timer>(loop.io, std::chrono::seconds(loop.config.limits.http_header_timeout_seconds));
+  timer->async_wait([waiting](boost::system::error_code ec) {
+    if (ec) return;  // the client spoke first
+    spdlog::debug("event=tls_hello_timeout");
+    waiting->close(ec);
+  });
+  waiting->async_wait(tcp::socket::wait_read, [&loop, waiting, timer, remote = std::move(remote),
+                                               context = std::move(context)](boost::system::error_code ec) mutable {
+    timer->cancel();
+    if (ec || !waiting->is_open()) return;
+    std::make_shared<HttpSession<TlsStream>>(loop, TlsStream(std::move(*waiting), *context), std::move(remote))->run();
+  });
 }
 
 }  // namespace parley::net

@@ -91,8 +91,9 @@ struct WsSocket {
 // Serves HTTP on an accepted socket from `remote` (the peer's address, as
 // accept returned it); upgrades to WebSocket when asked.
 void start_http_session(LoopContext& loop, tcp::socket socket, std::string remote);
-// The same over TLS: the handshake first (within the header timeout), with
-// `context` (the current certificate when the connection came in).
+// The same over TLS: the client's first bytes (within the header timeout),
+// then the handshake (within the header timeout again), with `context` (the
+// current certificate when the connection came in).
 void start_https_session(LoopContext& loop, tcp::socket socket, std::string remote,
                          std::shared_ptr<asio::ssl::context> context);
 

@@ -25,7 +25,7 @@ void WsOutQueue::push(uint8_t opcode, FramePtr payload) {
       p.pop_back();
     }
   }
-  bytes_ += payload ? payload->size() : 0;
+  bytes_ += (payload ? payload->size() : 0) + kQueuedFrameCost;
   queue_.push_back(Out{std::move(payload), opcode});
 }
 
@@ -77,7 +77,7 @@ void WsOutQueue::advance(size_t n) {
       return;
     }
     n -= rest;
-    bytes_ -= len;
+    bytes_ -= len + kQueuedFrameCost;
     queue_[head_].payload.reset();
     ++head_;
     head_sent_ = 0;

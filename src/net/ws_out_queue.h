@@ -18,6 +18,14 @@
 
 namespace parley::ws {
 
+// What one frame waiting in a connection's outbound queue costs beside its
+// payload: the queue's entry, and the Frame's own block when it was made for
+// this connection alone (a pong). Outbound queues (this one, Engine.IO's
+// polling queue) count it against --max-outbound-bytes, so a flood of tiny
+// replies (pongs to empty pings, Engine.IO's "3") is bounded like a flood of
+// large ones.
+inline constexpr size_t kQueuedFrameCost = 64;
+
 class WsOutQueue {
  public:
   // An opcode for bytes written as they are, without a frame header (the HTTP answer).
@@ -26,7 +34,8 @@ class WsOutQueue {
   // Queues a frame; `payload` may be null for an empty control frame.
   void push(uint8_t opcode, FramePtr payload);
   bool empty() const { return head_ == queue_.size(); }
-  // Payload bytes queued and not yet written.
+  // What the frames not yet written cost: their payload bytes, plus
+  // kQueuedFrameCost each.
   size_t bytes() const { return bytes_; }
 
   // Fills `iov` (at most its size, at most two per frame) from the queue,

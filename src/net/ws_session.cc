@@ -120,7 +120,7 @@ class WsSession final : public Transport,
   // ---- Transport
   void send_text(FramePtr frame) override {
     if (state_ != State::kOpen) return;
-    if (out_.bytes() + frame->size() > loop_.config.limits.max_outbound_bytes) return drop_slow_consumer();
+    if (!fits(frame->size())) return drop_slow_consumer();
     enqueue(ws::kText, std::move(frame));
   }
 
@@ -234,6 +234,9 @@ class WsSession final : public Transport,
 
   bool on_control(ws::Opcode opcode, std::string_view payload) override {
     if (opcode == ws::kPing) {
+      // Bounded like any other output: a client that sends pings and never
+      // reads would otherwise pile up pongs without limit.
+      if (!fits(payload.size())) return drop_slow_consumer(), false;
       enqueue(ws::kPong, std::make_shared<const Frame>(payload));
       return true;
     }
@@ -250,6 +253,11 @@ class WsSession final : public Transport,
   }
 
   // ---------------------------------------------------------------- writing
+
+  // Whether one more frame of `payload` bytes keeps the queue within --max-outbound-bytes.
+  bool fits(size_t payload) const {
+    return out_.bytes() + payload + ws::kQueuedFrameCost <= loop_.config.limits.max_outbound_bytes;
+  }
 
   void enqueue(uint8_t opcode, FramePtr payload) {
     out_.push(opcode, std::move(payload));

@@ -197,7 +197,7 @@ TEST(WsOutQueue, TextFramesAreOneIovecEachAndResumeMidFrame) {
   q.push(kText, frame);
   q.push(kPong, pong);
   q.push(kText, frame);
-  EXPECT_EQ(q.bytes(), 7u);
+  EXPECT_EQ(q.bytes(), 7u + 3 * kQueuedFrameCost);  // payloads, and what each queued frame costs
   std::vector<struct iovec> iov(8);
   std::vector<uint8_t> headers(4 * kMaxHeaderLen);
   size_t bytes = 0;
@@ -207,13 +207,30 @@ TEST(WsOutQueue, TextFramesAreOneIovecEachAndResumeMidFrame) {
   EXPECT_EQ(bytes, 13u);
   EXPECT_EQ(wire(iov, n), encode_frame(kText, "abc") + encode_frame(kPong, "p") + encode_frame(kText, "abc"));
   q.advance(9);  // the first frame (5 bytes), the pong (3) and one byte of the last frame's header
-  EXPECT_EQ(q.bytes(), 3u);
+  EXPECT_EQ(q.bytes(), 3u + kQueuedFrameCost);
   bytes = 0;
   n = q.gather(iov, headers, 1 << 20, bytes);
   EXPECT_EQ(n, 1);
   EXPECT_EQ(bytes, 4u);
   EXPECT_EQ(wire(iov, n), encode_frame(kText, "abc").substr(1));
   q.advance(4);
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.bytes(), 0u);
+  q.release();
+}
+
+// A flood of empty pongs holds memory (an entry and a block per frame) that
+// their payloads do not show: the bound must see it.
+TEST(WsOutQueue, EmptyFramesCountAgainstTheBound) {
+  WsOutQueue q;
+  for (int i = 0; i < 1000; ++i) q.push(kPong, std::make_shared<const Frame>(""));
+  q.push(kPong, nullptr);
+  EXPECT_EQ(q.bytes(), 1001 * kQueuedFrameCost);
+  std::vector<struct iovec> iov(2048);
+  std::vector<uint8_t> headers(1024 * kMaxHeaderLen);
+  size_t bytes = 0;
+  q.gather(iov, headers, 1 << 20, bytes);
+  q.advance(bytes);
   EXPECT_TRUE(q.empty());
   EXPECT_EQ(q.bytes(), 0u);
   q.release();

@@ -8,6 +8,7 @@ import { spawn, execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -342,6 +343,43 @@ export class ParleyServer {
 }
 
 // Starts a server; `opts.args` adds flags (e.g. ['--max-frame-bytes', '4096']).
+// ---------------------------------------------------------------------------
+// Raw WebSocket, for frames well-behaved clients (ws) refuse to send.
+
+// Opens a WebSocket by hand; resolves {socket, rest} once the 101 arrived
+// (rest: bytes read past the HTTP answer).
+export function rawUpgrade(port, path) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, HOST);
+    const timer = setTimeout(() => { socket.destroy(); reject(new Error('no 101 within 5 s')); }, 5000);
+    let buf = Buffer.alloc(0);
+    socket.on('error', (e) => { clearTimeout(timer); reject(e); });
+    socket.on('connect', () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    });
+    const onData = (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      const head = buf.subarray(0, end).toString();
+      if (!head.startsWith('HTTP/1.1 101')) return reject(new Error(`upgrade refused: ${head}`));
+      resolve({ socket, rest: buf.subarray(end + 4) });
+    };
+    socket.on('data', onData);
+  });
+}
+
+// A masked client frame (payload under 126 bytes).
+export function clientFrame(opcode, payload) {
+  const mask = crypto.randomBytes(4);
+  const masked = Buffer.from(payload);
+  for (let i = 0; i < masked.length; i++) masked[i] ^= mask[i & 3];
+  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | masked.length]), mask, masked]);
+}
+
 export async function startServer(opts = {}) {
   const server = new ParleyServer(opts);
   try {

@@ -1,10 +1,12 @@
 // HTTP rough edges (issue 8): a WebSocket path without an upgrade answers 426
 // with a hint, a non-JSON body is called a body, the mark-read reply has the
-// read state in data and exactly the contract's top-level fields, and
+// read state in data and exactly the contract's top-level fields, a client
+// that expects 100-continue is told to go on at once, and
 // --registration closed refuses POST /api/auth/register (not `parley user add`).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, assertHttpError } from './harness.mjs';
+import http from 'node:http';
+import { startServer, assertHttpError, HOST } from './harness.mjs';
 
 describe('HTTP rough edges', () => {
   let server, alice, bob, dm;
@@ -30,6 +32,35 @@ describe('HTTP rough edges', () => {
     });
     assertHttpError(assert, res, 400, 'invalid_json');
     assert.match(res.body.message, /^body is not valid JSON/);
+  });
+
+  it('a POST with Expect: 100-continue gets 100 Continue at once, then its answer', async () => {
+    const group = await server.createGroup(alice, [bob], 'expect');
+    const body = JSON.stringify({ content: 'c'.repeat(2000), client_msg_id: 'expect-1' });
+    const started = Date.now();
+    const result = await new Promise((resolve, reject) => {
+      const req = http.request({
+        host: HOST, port: server.port, method: 'POST', path: `/api/chat/threads/${group.id}/messages`, agent: false,
+        headers: { Authorization: `Bearer ${alice.token}`, 'Content-Type': 'application/json',
+          'Content-Length': Buffer.byteLength(body), Expect: '100-continue' },
+      }, (res) => {
+        let text = '';
+        res.on('data', (c) => { text += c; });
+        res.on('end', () => resolve({ status: res.statusCode, text, continuedAfter }));
+      });
+      let continuedAfter = null;
+      // curl waits 1 s for the 100 before it sends anyway; this client waits 800 ms, then gives up.
+      const timer = setTimeout(() => req.destroy(new Error('no 100 Continue within 800 ms')), 800);
+      req.on('continue', () => {
+        clearTimeout(timer);
+        continuedAfter = Date.now() - started;
+        req.end(body);
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    assert.equal(result.status, 201, result.text);
+    assert.ok(result.continuedAfter < 800, `100 Continue after ${result.continuedAfter} ms`);
   });
 
   it('mark-read: data holds the read state; top level is status, data, thread_id, user_id', async () => {

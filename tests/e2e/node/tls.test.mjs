@@ -8,6 +8,7 @@ import { execFileSync, execFile, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -122,6 +123,24 @@ describe('TLS: HTTPS, WSS and Socket.IO on one port', () => {
     await assert.rejects(ParleyServer.prototype.http.call({ port: server.port }, 'GET', '/health', { timeoutMs: 3000 }));
   });
 
+  it('connections that send nothing cost next to nothing (the TLS stream waits for the first bytes)', async () => {
+    const rssKiB = () => Number(fs.readFileSync(`/proc/${server.child.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
+    const open = (n) => Promise.all(Array.from({ length: n }, () => new Promise((resolve, reject) => {
+      const s = net.connect(server.port, HOST, () => resolve(s));
+      s.on('error', reject);
+    })));
+    const warm = await open(20);
+    await sleep(300);
+    const before = rssKiB();
+    const silent = await open(400);
+    await sleep(1000);
+    const grown = rssKiB() - before;
+    for (const s of [...warm, ...silent]) s.destroy();
+    // A TLS stream is about 70 KiB: 400 of them would be over 27 MiB.
+    assert.ok(grown < 8 * 1024, `400 silent connections took ${(grown / 1024).toFixed(1)} MiB`);
+    assert.equal((await server.http('GET', '/health')).status, 200);
+  });
+
   it('TLS 1.1 is refused, TLS 1.2 and 1.3 are accepted (openssl s_client)', () => {
     const run = (flag, extra = []) => spawnSync('openssl', ['s_client', '-connect', `${HOST}:${server.port}`, flag, ...extra],
       { input: '', encoding: 'utf8', timeout: 10000 });
@@ -211,6 +230,99 @@ describe('TLS: HTTPS, WSS and Socket.IO on one port', () => {
     assert.equal(await peerFingerprint(server.port), fingerprint(second.cert));
     assert.equal((await server.http('GET', '/health')).status, 200);
     fs.writeFileSync(keyPath, second.key);
+  });
+});
+
+// A WSS upgrade of a Socket.IO session that lives on another event loop keeps
+// its WebSocket on the loop that accepted it (a TLS stream cannot move); the
+// session still has to see that WebSocket's queue, or it cannot pace a
+// catch-up replay and the client is dropped as a slow consumer.
+describe('Socket.IO over WSS on another loop: a catch-up replay is paced', () => {
+  let server;
+  before(async () => {
+    fs.mkdirSync(dir, { recursive: true });
+    const pair = makeCert('pacing');
+    fs.writeFileSync(path.join(dir, 'pacing.cert'), pair.cert);
+    fs.writeFileSync(path.join(dir, 'pacing.key'), pair.key);
+    server = new TlsServer({ args: ['--tls-cert', path.join(dir, 'pacing.cert'), '--tls-key', path.join(dir, 'pacing.key'),
+      '--threads', '2', '--max-outbound-bytes', String(1024 * 1024), '--rate-per-second', '100000', '--rate-burst', '100000'] });
+    server.ca = [pair.cert];
+    await server.start();
+  });
+  after(async () => {
+    await server?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a backlog larger than --max-outbound-bytes arrives whole over the upgraded WebSocket', { timeout: 90000 }, async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connectWss(alice);
+    const total = 600;  // ~2.4 MB of backlog: more than twice the 1 MiB bound, more than one replay page
+    for (let i = 0; i < total; i += 20) {
+      const batch = [];
+      for (let j = i; j < Math.min(total, i + 20); j++) batch.push(a.sendMessage({ thread_id: thread.id, content: `${j} ${'y'.repeat(3900)}` }, 20000));
+      await Promise.all(batch);
+    }
+    a.ws.close();
+
+    // Bob connects after the fact, so the server catches him up on connect.
+    // Engine.IO by hand, so that the loops are known: the polling requests go
+    // over one kept-alive connection, and the WebSocket is the next
+    // connection accepted, which the server hands to the other loop.
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: server.ca });
+    const poll = (method, query, body) => new Promise((resolve, reject) => {
+      const req = https.request({ host: HOST, port: server.port, method, path: `/socket.io/?EIO=4&transport=polling${query}`, agent },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c) => { text += c; });
+          res.on('end', () => resolve({ status: res.statusCode, text }));
+        });
+      req.setTimeout(10000, () => req.destroy(new Error(`${method} polling request timed out`)));
+      req.on('error', reject);
+      if (body) req.write(body);
+      req.end();
+    });
+    let ws;
+    try {
+      const { sid } = JSON.parse((await poll('GET', '')).text.slice(1));
+      assert.equal((await poll('POST', `&sid=${sid}`, `40${JSON.stringify({ token: bob.token })}`)).status, 200);
+      assert.match((await poll('GET', `&sid=${sid}`)).text, /^40/);
+      ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${sid}`, { ca: server.ca });
+      const seqs = [];
+      let upgraded = false;
+      let closed = null;
+      ws.on('message', (data) => {
+        const text = String(data);
+        if (text === '3probe') {
+          upgraded = true;
+          return;
+        }
+        if (text === '2') return ws.send('3');
+        const m = text.match(/^42(\d*)([\s\S]*)$/);
+        if (!m) return;
+        const [event, payload] = JSON.parse(m[2]);
+        if (event === 'new_message') seqs.push(payload.seq);
+      });
+      ws.on('close', (code) => { closed = code; });
+      await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+      ws.send('2probe');
+      const probed = Date.now() + 5000;
+      while (!upgraded && Date.now() < probed) await sleep(20);
+      assert.ok(upgraded, 'the probe was answered');
+      ws.send('5');
+      // The catch-up on connect (Bob has read nothing) paused while nobody
+      // polled; on the WebSocket it goes on, paced by that WebSocket's queue.
+      const deadline = Date.now() + 60000;
+      while (seqs.length < total && closed === null && Date.now() < deadline) await sleep(50);
+      assert.equal(closed, null, `the client was dropped after ${seqs.length} of ${total} messages`);
+      await sleep(200);
+      assert.deepEqual(seqs, Array.from({ length: total }, (_, i) => i + 1), 'the whole backlog, in order, once');
+    } finally {
+      ws?.close();
+      agent.destroy();
+    }
   });
 });
 

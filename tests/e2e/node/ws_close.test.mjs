@@ -4,44 +4,8 @@
 // well-behaved clients (ws) refuse to send them.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
-import net from 'node:net';
 
-import { startServer, HOST } from './harness.mjs';
-
-// Opens a WebSocket by hand; resolves {socket, rest} once the 101 arrived
-// (rest: bytes read past the HTTP answer).
-function rawUpgrade(port, path) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, HOST);
-    const timer = setTimeout(() => { socket.destroy(); reject(new Error('no 101 within 5 s')); }, 5000);
-    let buf = Buffer.alloc(0);
-    socket.on('error', (e) => { clearTimeout(timer); reject(e); });
-    socket.on('connect', () => {
-      socket.write(`GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: ${crypto.randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-    });
-    const onData = (chunk) => {
-      buf = Buffer.concat([buf, chunk]);
-      const end = buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      const head = buf.subarray(0, end).toString();
-      if (!head.startsWith('HTTP/1.1 101')) return reject(new Error(`upgrade refused: ${head}`));
-      resolve({ socket, rest: buf.subarray(end + 4) });
-    };
-    socket.on('data', onData);
-  });
-}
-
-// A masked client frame.
-function clientFrame(opcode, payload) {
-  const mask = crypto.randomBytes(4);
-  const masked = Buffer.from(payload);
-  for (let i = 0; i < masked.length; i++) masked[i] ^= mask[i & 3];
-  return Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | masked.length]), mask, masked]);
-}
+import { startServer, rawUpgrade, clientFrame } from './harness.mjs';
 
 // Reads server frames until a close; resolves its code (null: no code) and
 // whether the server then closed the TCP connection.
