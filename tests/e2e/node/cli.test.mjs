@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep } from './harness.mjs';
+import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep, listenOnTestPort } from './harness.mjs';
 
 const CLI_BIN = path.join(path.dirname(PARLEY_BIN), 'parley-cli');
 
@@ -95,8 +95,7 @@ class CuttableProxy {
   }
 
   async listen() {
-    await new Promise((resolve) => this.server.listen(0, HOST, resolve));
-    this.port = this.server.address().port;
+    this.port = await listenOnTestPort(this.server);
     return this;
   }
 
@@ -130,8 +129,7 @@ class CuttableProxy {
 
 async function closedPort() {
   const srv = net.createServer();
-  await new Promise((resolve) => srv.listen(0, HOST, resolve));
-  const { port } = srv.address();
+  const port = await listenOnTestPort(srv);
   await new Promise((resolve) => srv.close(resolve));
   return port;
 }
