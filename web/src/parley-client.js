@@ -15,6 +15,8 @@
 //   state        {state: 'connecting'|'online'|'offline'|'signed_out'}
 //   message      {message, replay}     a message from another connection
 //   sent         {message}             our message is durably stored
+//   edited       {message}             a message was edited (by its sender, on any device)
+//   deleted      {thread_id, message_id, seq}   a message was deleted
 //   outbox       {pending: [...]}      the queue changed
 //   delivered, read_receipt, typing, presence, call   the server frame
 //   unauthorized {code}                the token is refused or expired
@@ -221,6 +223,8 @@ export class ParleyClient extends EventTarget {
         this.emit('sent', { message: m });
         break;
       }
+      case 'message_edited': this.emit('edited', { message: f.data }); break;
+      case 'message_deleted': this.emit('deleted', f); break;
       case 'message_delivered': this.emit('delivered', f); break;
       case 'read_receipt': this.emit('read_receipt', f); break;
       case 'typing': this.emit('typing', f); break;

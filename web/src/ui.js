@@ -191,7 +191,8 @@ function ThreadItem({ t }) {
   const typists = store.typingIn(t.id);
   const m = t.last_message;
   const preview = typists.length ? `${typists.map((id) => nameOf(t, id)).join(', ')} typing…`
-    : m ? (m.message_type === 'system' ? m.content : `${m.sender_id === state.session.user.id ? 'You: ' : ''}${m.content}`) : 'No messages yet';
+    : m ? (m.message_type === 'system' ? m.content
+      : `${m.sender_id === state.session.user.id ? 'You: ' : ''}${m.deleted ? 'Message deleted' : m.content}`) : 'No messages yet';
   const unread = t.unread_count || 0;
   return html`
     <a href=${`#/t/${t.id}`} class=${`thread ${state.openId === t.id ? 'current' : ''}`}
@@ -424,8 +425,8 @@ function MessageList({ t, box }) {
           data-unseen=${!mine && m.seq > myRead ? '' : undefined}>
         ${first && !mine && t.type === 'group' && html`<div class="sender">${m.sender?.full_name || m.sender?.username} <span class="role">${m.sender?.role}</span></div>`}
         <div class="bubble">
-          <p class="text" dir="auto">${m.content}</p>
-          <span class="meta"><time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
+          ${m.deleted ? html`<p class="text deleted">This message was deleted.</p>` : html`<p class="text" dir="auto">${m.content}</p>`}
+          <span class="meta">${m.edited_at && !m.deleted && html`<span class="edited" title=${`Edited ${timeFmt.format(new Date(m.edited_at))}`}>edited</span> `}<time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
             ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} aria-label=${TICK_LABEL[tick]} title=${TICK_LABEL[tick]}>${TICK_TEXT[tick]}</span>`}
           </span>
         </div>
