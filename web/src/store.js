@@ -15,6 +15,7 @@ export const state = {
   threads: new Map(),  // id -> thread from GET /api/chat/threads (+ live updates)
   messages: new Map(), // id -> {list, hasMore, loading}
   pending: [],         // the client's outbox
+  failed: [],          // messages the server refused: {item, code, message}
   typing: new Map(),   // thread id -> Map(user id -> expiry ms)
   presence: new Map(), // user id -> {online, last_seen}
   openId: null,
@@ -114,7 +115,7 @@ export function signOut(notice = null) {
   localStorage.removeItem(SESSION_KEY);
   client = null;
   Object.assign(state, {
-    session: null, conn: 'offline', threads: new Map(), messages: new Map(), pending: [], typing: new Map(),
+    session: null, conn: 'offline', threads: new Map(), messages: new Map(), pending: [], failed: [], typing: new Map(),
     presence: new Map(), openId: null, unreadTotal: 0, notice, call: null,
   });
   if (location.hash) history.replaceState(null, '', location.pathname);
@@ -189,6 +190,7 @@ function wire(c) {
     signOut(e.detail.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.');
   });
   c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
+  c.addEventListener('failed', (e) => { state.failed = [...state.failed, e.detail]; changed(); });
   c.addEventListener('message', (e) => onMessage(e.detail.message, false));
   c.addEventListener('sent', (e) => onMessage(e.detail.message, true));
   c.addEventListener('edited', (e) => { const m = e.detail.message; update(m.thread_id, m.seq, (old) => ({ ...old, ...m })); });
@@ -450,6 +452,12 @@ export async function loadOlder(id) {
 }
 
 // ---------------------------------------------------------------- actions
+
+// Forgets a message the server refused (its note has been read).
+export function discardFailed(clientMsgId) {
+  state.failed = state.failed.filter((f) => f.item.client_msg_id !== clientMsgId);
+  changed();
+}
 
 export function send(threadId, text) {
   client.send(threadId, text);

@@ -282,8 +282,8 @@ function tickOf(t, m) {
   if (m.status === 'delivered' || others.some((p) => (p.last_delivered_seq || 0) >= m.seq)) return 'delivered';
   return 'sent';
 }
-const TICK_TEXT = { sent: '✓', delivered: '✓✓', read: '✓✓', pending: '🕓' };
-const TICK_LABEL = { sent: 'Sent', delivered: 'Delivered', read: 'Read', pending: 'Waiting to send' };
+const TICK_TEXT = { sent: '✓', delivered: '✓✓', read: '✓✓', pending: '🕓', failed: '!' };
+const TICK_LABEL = { sent: 'Sent', delivered: 'Delivered', read: 'Read', pending: 'Waiting to send', failed: 'Not sent' };
 
 // At most this many messages are in the DOM: a window over the loaded
 // history that slides by STEP as the reader scrolls, so a conversation of any
@@ -304,6 +304,7 @@ function MessageList({ t, box }) {
   const list = all.slice(startIdx, endIdx);
   const atNewest = view.current.endSeq === null;
   const pending = atNewest ? state.pending.filter((p) => p.thread_id === t.id) : [];
+  const failed = atNewest ? state.failed.filter((f) => f.item.thread_id === t.id) : [];
 
   // Older messages go in above: the message that was first stays where the
   // reader saw it (and the bottom stays the bottom while they are there).
@@ -440,6 +441,17 @@ function MessageList({ t, box }) {
           <p class="text" dir="auto">${p.content}</p>
           <span class="meta"><span class="tick pending" data-status="pending" aria-label=${TICK_LABEL.pending} title=${TICK_LABEL.pending}>${TICK_TEXT.pending}</span></span>
         </div>
+      </li>`);
+  }
+  for (const { item, message } of failed) {
+    rows.push(html`
+      <li key=${item.client_msg_id} class="msg mine failed">
+        <div class="bubble">
+          <p class="text" dir="auto">${item.content}</p>
+          <span class="meta"><span class="tick failed" data-status="failed" aria-label=${TICK_LABEL.failed} title=${TICK_LABEL.failed}>${TICK_TEXT.failed}</span></span>
+        </div>
+        <p class="failed-note" role="alert">Not sent: ${message}.
+          <button type="button" class="link" onClick=${() => store.discardFailed(item.client_msg_id)}>Discard</button></p>
       </li>`);
   }
   return html`
