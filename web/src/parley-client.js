@@ -31,7 +31,8 @@ export class ParleyError extends Error {
   }
 }
 
-const AUTH_FAILURES = new Set(['token_expired', 'invalid_token', 'unauthorized']);
+// A refused token or account: signing in again is the only way on.
+const AUTH_FAILURES = new Set(['token_expired', 'invalid_token', 'unauthorized', 'account_disabled', 'token_revoked']);
 // Refusals of a queued message worth trying again (the server or its store
 // was busy or stopping); any other refusal (too long, blank, not a
 // participant...) would repeat forever: the message leaves the outbox, `failed`.
@@ -146,7 +147,10 @@ export class ParleyClient extends EventTarget {
       clearInterval(this.pinger);
       for (const w of this.waiting.values()) w.reject(new ParleyError(0, 'disconnected', 'connection lost'));
       this.waiting.clear();
+      // 4401: the token was refused; 4403: the account was disabled or its
+      // tokens revoked. Reconnecting would only be refused again.
       if (e.code === 4401) return this.emit('unauthorized', { code: 'token_expired' });
+      if (e.code === 4403) return this.emit('unauthorized', { code: 'account_disabled' });
       if (!this.wanted) return this.setState('offline');
       this.setState('offline');
       this.scheduleReconnect();

@@ -75,7 +75,7 @@ async function tryToken(token, attempt) {
     if (state.session) return true;  // signed in by hand meanwhile
     if (err.status === 401) {
       localStorage.removeItem(SESSION_KEY);
-      state.notice = err.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.';
+      state.notice = signedOutNotice(err.code);
       changed();
       return false;
     }
@@ -94,6 +94,14 @@ async function tryToken(token, attempt) {
   if (state.session) return true;
   await start(token, user);
   return true;
+}
+
+// What the sign-in screen says after the server refused the session.
+function signedOutNotice(code) {
+  if (code === 'token_expired') return 'Your session has expired. Please sign in again.';
+  if (code === 'account_disabled') return 'Your account has been disabled. Ask an administrator to enable it.';
+  if (code === 'token_revoked') return 'You were signed out on all devices. Please sign in again.';
+  return 'Please sign in again.';
 }
 
 export async function signIn(login, password) {
@@ -187,7 +195,7 @@ function wire(c) {
   });
   c.addEventListener('unauthorized', (e) => {
     if (c !== client) return;
-    signOut(e.detail.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.');
+    signOut(signedOutNotice(e.detail.code));
   });
   c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
   c.addEventListener('failed', (e) => { state.failed = [...state.failed, e.detail]; changed(); });
