@@ -505,4 +505,31 @@ describe('parley-cli', () => {
     assert.equal(none.code, 1, none.proc.describe());
     assert.match(none.stderr, /^parley-cli: not_logged_in: /m);
   });
+
+  // Others' text reaches a terminal: escape sequences in it (clear the screen,
+  // retitle the window, write the clipboard with OSC 52) or a carriage
+  // return (overwrite what was printed) must show, not act.
+  it('--pretty shows control characters in others\' messages, never sends them to the terminal', async () => {
+    const hostile = 'look \x1b[2J\x1b]0;owned\x07 \x1b]52;c;cm0gLXJmIH4=\x07 fine\rFAKE\x7f \u009b31m end\nsecond line';
+    const listen = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--exit-after', '1', '--timeout', '20'], { home });
+    await listen.ready();
+    const sent = await aliceSends(hostile);
+    assert.equal(sent.content, hostile, 'stored exactly as sent');
+    const live = await listen.result();
+    assert.equal(live.code, 0, live.proc.describe());
+    const history = await asBob(['--pretty', 'history', threadId, '--limit', '1']);
+    assert.equal(history.code, 0, history.proc.describe());
+    const threads = await asBob(['--pretty', 'threads']);
+    assert.equal(threads.code, 0, threads.proc.describe());
+
+    for (const [what, out] of [['listen', live.stdout], ['history', history.stdout], ['threads', threads.stdout]]) {
+      assert.doesNotMatch(out, /[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f]/, `${what} printed a control character: ${JSON.stringify(out)}`);
+      if (what === 'threads') continue;  // a 40-byte preview of it
+      assert.match(out, /look \^\[\[2J\^\[\]0;owned\^G \^\[\]52;c;cm0gLXJmIH4=\^G fine\^MFAKE\^\? <U\+009B>31m end/, what);
+    }
+    assert.match(live.stdout, /end\n {4}second line\n$/, 'a newline still starts an indented line');
+    // JSON lines carry the text exactly (JSON escapes the controls itself).
+    const json = await asBob(['history', threadId, '--limit', '1']);
+    assert.equal(JSON.parse(json.lines[0]).content, hostile);
+  });
 });
