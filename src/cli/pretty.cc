@@ -149,7 +149,11 @@ std::string Names::of(std::string_view user_id) const {
 
 std::string pretty_message(const json::object& m, bool with_status) {
   std::string type = get_string(m, "message_type");
-  std::string body = indent_newlines(get_string(m, "content"));
+  const json::value* deleted = m.if_contains("deleted");
+  const json::value* edited_at = m.if_contains("edited_at");
+  std::string body = deleted && deleted->is_bool() && deleted->get_bool() ? "(deleted)"
+                     : indent_newlines(get_string(m, "content")) +
+                           (edited_at && edited_at->is_string() ? " (edited)" : "");
   std::string head = clock_time(get_string(m, "created_at")) + " " + thread_tag(m);
   // History shows seq too: it is what --before and mark-read --up-to take.
   if (with_status) {
@@ -180,7 +184,14 @@ namespace {
 std::string event_line(const json::object& f, const Names& names) {
   std::string type = get_string(f, "type");
   const json::object* data = get_object(f, "data");
-  if ((type == "new_message" || type == "message_sent") && data) return pretty_message(*data);
+  if ((type == "new_message" || type == "message_sent" || type == "message_edited") && data) {
+    return pretty_message(*data);
+  }
+  if (type == "message_deleted") {
+    auto seq = get_int(f, "seq");
+    return clock_time("") + " " + thread_tag(f) + " #" + (seq ? std::to_string(*seq) : std::string("?")) +
+           " was deleted";
+  }
   if (type == "typing") return pretty_typing(f, names);
   if (type == "presence") return pretty_presence(f, names);
   if (type == "read_receipt") return pretty_receipt(f, names);

@@ -532,4 +532,25 @@ describe('parley-cli', () => {
     const json = await asBob(['history', threadId, '--limit', '1']);
     assert.equal(JSON.parse(json.lines[0]).content, hostile);
   });
+
+  it('--pretty shows edits and deletions, as they happen in listen and in history', async () => {
+    const listen = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '20'], { home });
+    await listen.ready();
+    const typo = await aliceSends('see you at 9');
+    const oops = await aliceSends('wrong thread, sorry');
+    const edited = await server.http('PATCH', `/api/chat/messages/${typo.id}`, { token: alice.token, body: { content: 'see you at 10' } });
+    assert.equal(edited.status, 200, edited.text);
+    const deleted = await server.http('DELETE', `/api/chat/messages/${oops.id}`, { token: alice.token });
+    assert.equal(deleted.status, 200, deleted.text);
+    await listen.waitFor((p) => /was deleted/.test(p.stdoutText), 'the deletion');
+    listen.child.kill('SIGTERM');
+    await listen.result(5000);
+    assert.match(listen.stdoutText, /: see you at 10 \(edited\)$/m, listen.describe());
+    assert.match(listen.stdoutText, new RegExp(`^\\[[\\d:]+\\] #${threadId.slice(0, 8)} #${oops.seq} was deleted$`, 'm'), listen.describe());
+
+    const history = await asBob(['--pretty', 'history', threadId, '--limit', '2']);
+    assert.equal(history.code, 0, history.proc.describe());
+    assert.match(history.lines[0], new RegExp(` #${typo.seq} [a-z0-9_.]+: see you at 10 \\(edited\\) {2}\\(\\w+\\)$`), history.stdout);
+    assert.match(history.lines[1], new RegExp(` #${oops.seq} [a-z0-9_.]+: \\(deleted\\) {2}\\(\\w+\\)$`), history.stdout);
+  });
 });
