@@ -73,4 +73,43 @@ describe('web app: calls', () => {
     await aliceCtx.close();
     await bobCtx.close();
   });
+
+  // An offer rings on every device of the callee; the server relays the
+  // answer and the end only to the caller, who tells the others.
+  it('rings on each of the callee\'s devices; answered or declined on one, the others stop ringing', async () => {
+    const aliceCtx = await callContext(browser);
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const bobPhone = await openAs(await callContext(browser), base, bob);
+    const bobLaptop = await openAs(await callContext(browser), base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+    const dialog = (page) => page.getByRole('dialog', { name: 'Call' });
+    const status = (page) => page.locator('.call-status').getAttribute('data-status');
+    const rings = async (page) => (await page.locator('.call-status[data-status=ringing]').count()) === 1;
+    const stopsRinging = (page, what) => until(async () => !(await rings(page)), { timeout: 10000, what });
+
+    // Declined on the phone: the laptop stops ringing too.
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    for (const page of [bobPhone, bobLaptop]) await dialog(page).getByText('Alice Teacher is calling (audio)').waitFor();
+    await dialog(bobPhone).getByRole('button', { name: 'Decline' }).click();
+    await alicePage.getByText('Call declined.').waitFor();
+    await stopsRinging(bobLaptop, 'the laptop to stop ringing after the decline');
+    await until(async () => (await alicePage.locator('.call').count()) === 0, { what: 'the caller\'s panel gone' });
+
+    // Answered on the laptop: the phone stops ringing, the laptop's call goes on.
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    for (const page of [bobPhone, bobLaptop]) await dialog(page).getByText('Alice Teacher is calling (audio)').waitFor();
+    await dialog(bobLaptop).getByRole('button', { name: 'Accept' }).click();
+    await stopsRinging(bobPhone, 'the phone to stop ringing once the laptop answered');
+    await until(async () => (await status(bobLaptop)) === 'connected', { timeout: 20000, what: 'the laptop connected' });
+    await until(async () => (await status(alicePage)) === 'connected', { timeout: 20000, what: 'Alice connected' });
+
+    // Hung up on the laptop: nothing rings anywhere afterwards.
+    await dialog(bobLaptop).getByRole('button', { name: 'Hang up' }).click();
+    await alicePage.getByText('Call ended.').waitFor();
+    assert.equal(await rings(bobPhone), false);
+    for (const page of [alicePage, bobPhone, bobLaptop]) assert.deepEqual(page.pageErrors, []);
+    await aliceCtx.close();
+    await bobPhone.context().close();
+    await bobLaptop.context().close();
+  });
 });
