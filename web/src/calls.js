@@ -11,6 +11,14 @@ import { client, state, changed, threadName } from './store.js';
 // answered, or 'ended_elsewhere' once the callee declined or hung up).
 const DEVICE = crypto.randomUUID();
 
+// An unanswered call ends by itself: the caller gives up after RING_MS
+// ("No answer.", and its call_end tells the callee), and a callee that hears
+// nothing more (the caller's browser closed or lost its connection) stops
+// ringing a little later ("Missed call.").
+const RING_MS = 45000;
+const RING_GRACE_MS = 5000;
+let ringTimer = null;
+
 let pc = null;
 let localStream = null;
 let remoteCandidates = [];
@@ -43,6 +51,7 @@ export async function startCall(threadId, kind) {
   if (state.call) return;
   const id = crypto.randomUUID();
   set({ id, threadId, kind, direction: 'out', status: 'calling', note: null, local: null, remote: null });
+  ringUntil(RING_MS, id, 'calling', () => hangUp('No answer.', 'no_answer'));
   try {
     localStream = await media(kind);
     set({ local: localStream });
@@ -85,8 +94,15 @@ export function hangUp(note = null, reason = 'hangup') {
   finish(note);
 }
 
+// Gives up on a call still in `status` after ms.
+function ringUntil(ms, id, status, giveUp) {
+  clearTimeout(ringTimer);
+  ringTimer = setTimeout(() => { if (state.call && state.call.id === id && state.call.status === status) giveUp(); }, ms);
+}
+
 // Releases the call; with a note, the panel says it for a few seconds.
 function finish(note) {
+  clearTimeout(ringTimer);
   if (pc) { pc.close(); pc = null; }
   if (localStream) { for (const t of localStream.getTracks()) t.stop(); localStream = null; }
   remoteCandidates = [];
@@ -102,7 +118,7 @@ function finish(note) {
 
 // What the panel says when the other side ends the call, by reason (none:
 // the callee's other device declined or hung up; this one just stops ringing).
-const END_NOTES = { declined: 'Call declined.', busy: 'Busy.', ended_elsewhere: null };
+const END_NOTES = { declined: 'Call declined.', busy: 'Busy.', no_answer: 'Missed call.', ended_elsewhere: null };
 
 async function drainCandidates() {
   for (const c of remoteCandidates) await pc.addIceCandidate(c).catch(() => {});
@@ -120,6 +136,7 @@ export async function onSignal(f) {
     offer = p;
     set({ id: p.call_id, threadId: f.thread_id, kind: p.kind === 'video' ? 'video' : 'audio', direction: 'in',
       status: 'ringing', note: null, local: null, remote: null, from: f.from_user_id });
+    ringUntil(RING_MS + RING_GRACE_MS, p.call_id, 'ringing', () => finish('Missed call.'));
     return;
   }
   if (!state.call || p.call_id !== state.call.id) return;

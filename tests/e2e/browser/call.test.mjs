@@ -112,4 +112,39 @@ describe('web app: calls', () => {
     await bobPhone.context().close();
     await bobLaptop.context().close();
   });
+
+  // Nobody answers (the time is moved on with Playwright's clock): the caller
+  // gives up after 45 s and says so, and the callee stops ringing; a caller
+  // whose browser went away without hanging up stops ringing the callee too.
+  it('an unanswered call ends by itself on both sides, the caller\'s browser gone included', async () => {
+    const aliceCtx = await callContext(browser);
+    await aliceCtx.clock.install();
+    const bobCtx = await callContext(browser);
+    await bobCtx.clock.install();
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const bobPage = await openAs(bobCtx, base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+    const ringing = bobPage.getByRole('dialog', { name: 'Call' }).getByText('Alice Teacher is calling (audio)');
+
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    await ringing.waitFor();
+    await alicePage.clock.fastForward(46000);
+    await alicePage.getByText('No answer.').waitFor();
+    await bobPage.getByText('Missed call.').waitFor();
+    assert.equal(await ringing.count(), 0, 'the callee stopped ringing');
+
+    // The caller's browser closes while it rings (no call_end is sent).
+    await bobPage.clock.fastForward(5000);  // the "Missed call." note goes
+    const caller = await openAs(await callContext(browser), base, alice);
+    await threadLink(caller, 'Bob Parent').click();
+    await caller.getByRole('button', { name: 'Audio call' }).click();
+    await ringing.waitFor();
+    await caller.context().close();
+    await bobPage.clock.fastForward(51000);
+    await bobPage.getByText('Missed call.').waitFor();
+    assert.equal(await ringing.count(), 0, 'the callee stopped ringing');
+    assert.deepEqual(bobPage.pageErrors, []);
+    await aliceCtx.close();
+    await bobCtx.close();
+  });
 });
