@@ -553,4 +553,13 @@ describe('parley-cli', () => {
     assert.match(history.lines[0], new RegExp(` #${typo.seq} [a-z0-9_.]+: see you at 10 \\(edited\\) {2}\\(\\w+\\)$`), history.stdout);
     assert.match(history.lines[1], new RegExp(` #${oops.seq} [a-z0-9_.]+: \\(deleted\\) {2}\\(\\w+\\)$`), history.stdout);
   });
+
+  it('a negative --up-to, --timeout or --exit-after is refused in one short line, exit 64', async () => {
+    for (const args of [['mark-read', threadId, '--up-to', '-1'], ['listen', '--timeout', '-5'], ['listen', '--exit-after', '-2']]) {
+      const r = await asBob(args);
+      assert.equal(r.code, 64, r.proc.describe());
+      assert.match(r.stderr, /^--[a-z-]+: Value -\d is negative: give 0 or more$/m, r.proc.describe());
+      assert.ok(r.stderr.length < 120, `a short message, not DBL_MAX in full: ${r.stderr}`);
+    }
+  });
 });
