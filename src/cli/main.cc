@@ -46,6 +46,16 @@ int run_command(const GlobalOptions& globals, const Command& command) {
   return exit_code;
 }
 
+// For numbers that must not be negative. CLI11's NonNegativeNumber would say
+// "Value -1 not in range 0.000000 to " and then DBL_MAX in full, 309 digits.
+const CLI::Validator kNonNegative(
+    [](std::string& input) -> std::string {
+      double value = 0;
+      if (!CLI::detail::lexical_cast(input, value)) return "Value " + input + " is not a number";
+      return value < 0 ? "Value " + input + " is negative: give 0 or more" : std::string();
+    },
+    "NONNEGATIVE");
+
 void add_globals(CLI::App& app, GlobalOptions& g) {
   app.add_option("--server", g.server,
                  "Server URL (default: $PARLEY_SERVER, the saved login's, or http://127.0.0.1:3000)");
@@ -101,7 +111,7 @@ int main_impl(int argc, char** argv) {
   MarkReadOptions mark_opts;
   auto* mark_cmd = app.add_subcommand("mark-read", "Mark a thread read (all of it, or up to a seq)");
   mark_cmd->add_option("thread", mark_opts.thread_id, "Thread id, or a unique prefix of it")->required();
-  mark_cmd->add_option("--up-to", mark_opts.up_to_seq, "Only up to this seq")->check(CLI::NonNegativeNumber);
+  mark_cmd->add_option("--up-to", mark_opts.up_to_seq, "Only up to this seq")->check(kNonNegative);
 
   auto* group_cmd = app.add_subcommand("group", "Group threads: create, add members");
   group_cmd->require_subcommand(1);
@@ -120,9 +130,9 @@ int main_impl(int argc, char** argv) {
   auto* listen_cmd =
       app.add_subcommand("listen", "Print events as they come (JSON lines), reconnecting and catching up by itself");
   listen_cmd->add_option("--exit-after", listen_opts.exit_after, "Exit 0 after printing this many new messages")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   listen_cmd->add_option("--timeout", listen_opts.timeout_seconds, "Exit 3 after this many seconds")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   listen_cmd->add_flag("--presence", listen_opts.presence, "Also print presence (online / offline) events");
 
   try {

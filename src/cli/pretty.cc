@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "common/clock.h"
@@ -81,6 +82,42 @@ std::string pretty_error(const json::object& f) {
   return clock_time("") + " error " + get_string(f, "code") + ": " + get_string(f, "message");
 }
 
+// Text from others (a message, a name, a title) is printed to a terminal,
+// where control characters would act instead of show: ESC starts sequences
+// that clear the screen, retitle the window or write to the clipboard, CR
+// overwrites what was printed. They are shown in caret notation, as `cat -v`
+// does (ESC is ^[), C1 controls as <U+009B>; newlines and tabs stay.
+std::string terminal_safe(std::string line) {
+  auto control = [](unsigned char c) { return (c < 0x20 && c != '\n' && c != '\t') || c == 0x7F || c == 0xC2; };
+  if (std::none_of(line.begin(), line.end(), [&](char c) { return control(static_cast<unsigned char>(c)); })) {
+    return line;
+  }
+  std::string out;
+  out.reserve(line.size() + 16);
+  for (size_t i = 0; i < line.size(); ++i) {
+    auto c = static_cast<unsigned char>(line[i]);
+    auto next = i + 1 < line.size() ? static_cast<unsigned char>(line[i + 1]) : 0;
+    if (c == 0x7F) {
+      out += "^?";
+    } else if (c < 0x20 && c != '\n' && c != '\t') {
+      out += '^';
+      out += static_cast<char>(c + 0x40);
+    } else if (c == 0xC2 && next >= 0x80 && next <= 0x9F) {  // U+0080..U+009F in UTF-8
+      char code[16];
+      std::snprintf(code, sizeof code, "<U+%04X>", next);
+      out += code;
+      ++i;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// The lines before terminal_safe (defined below, after Names).
+std::string event_line(const json::object& frame, const Names& names);
+std::string thread_row(const json::object& thread, std::string_view self_id);
+
 }  // namespace
 
 void Names::learn_thread(const json::object& thread) {
@@ -112,25 +149,49 @@ std::string Names::of(std::string_view user_id) const {
 
 std::string pretty_message(const json::object& m, bool with_status) {
   std::string type = get_string(m, "message_type");
-  std::string body = indent_newlines(get_string(m, "content"));
+  const json::value* deleted = m.if_contains("deleted");
+  const json::value* edited_at = m.if_contains("edited_at");
+  std::string body = deleted && deleted->is_bool() && deleted->get_bool() ? "(deleted)"
+                     : indent_newlines(get_string(m, "content")) +
+                           (edited_at && edited_at->is_string() ? " (edited)" : "");
   std::string head = clock_time(get_string(m, "created_at")) + " " + thread_tag(m);
   // History shows seq too: it is what --before and mark-read --up-to take.
   if (with_status) {
     auto seq = get_int(m, "seq");
     head += " #" + (seq ? std::to_string(*seq) : std::string("?"));
   }
-  if (type == "system") return head + " * " + body;
+  if (type == "system") return terminal_safe(head + " * " + body);
   std::string kind = type.empty() || type == "text" ? "" : "[" + type + "] ";
   std::string line = head + " " + sender_name(m) + ": " + kind + body;
   std::string status = get_string(m, "status");
   if (with_status && !status.empty()) line += "  (" + status + ")";
-  return line;
+  return terminal_safe(line);
 }
 
-std::string pretty_event(const json::object& f, const Names& names) {
+std::string pretty_event(const json::object& f, const Names& names) { return terminal_safe(event_line(f, names)); }
+
+std::string pretty_thread(const json::object& t, std::string_view self_id) {
+  return terminal_safe(thread_row(t, self_id));
+}
+
+std::string pretty_user(const json::object& u) {
+  return terminal_safe(get_string(u, "username") + " (" + get_string(u, "full_name") +
+                       ") role=" + get_string(u, "role") + " id=" + get_string(u, "id"));
+}
+
+namespace {
+
+std::string event_line(const json::object& f, const Names& names) {
   std::string type = get_string(f, "type");
   const json::object* data = get_object(f, "data");
-  if ((type == "new_message" || type == "message_sent") && data) return pretty_message(*data);
+  if ((type == "new_message" || type == "message_sent" || type == "message_edited") && data) {
+    return pretty_message(*data);
+  }
+  if (type == "message_deleted") {
+    auto seq = get_int(f, "seq");
+    return clock_time("") + " " + thread_tag(f) + " #" + (seq ? std::to_string(*seq) : std::string("?")) +
+           " was deleted";
+  }
   if (type == "typing") return pretty_typing(f, names);
   if (type == "presence") return pretty_presence(f, names);
   if (type == "read_receipt") return pretty_receipt(f, names);
@@ -145,7 +206,7 @@ std::string pretty_event(const json::object& f, const Names& names) {
   return clock_time("") + " " + type;
 }
 
-std::string pretty_thread(const json::object& t, std::string_view self_id) {
+std::string thread_row(const json::object& t, std::string_view self_id) {
   std::string name = get_string(t, "title");
   if (name.empty()) {
     Names names;
@@ -169,9 +230,6 @@ std::string pretty_thread(const json::object& t, std::string_view self_id) {
   return row;
 }
 
-std::string pretty_user(const json::object& u) {
-  return get_string(u, "username") + " (" + get_string(u, "full_name") + ") role=" + get_string(u, "role") +
-         " id=" + get_string(u, "id");
-}
+}  // namespace
 
 }  // namespace parley::cli

@@ -24,6 +24,7 @@ class Names {
 
 // "[12:00:01] #1a2b3c4d alice: Hello"; with `with_status`, the status its
 // sender sees is appended: "[12:00:01] #1a2b3c4d #3 alice: Hello  (read)".
+// An edited message ends "(edited)"; a deleted one reads "alice: (deleted)".
 std::string pretty_message(const json::object& message, bool with_status = false);
 // A short line for any server frame; empty for frames not worth showing.
 std::string pretty_event(const json::object& frame, const Names& names);

@@ -4,6 +4,21 @@
 // status: 'calling'|'ringing'|'connecting'|'connected'|'ended', note, local, remote}.
 import { client, state, changed, threadName } from './store.js';
 
+// This tab among the user's devices. An offer rings on every device of the
+// callee, but the server relays the answer and the end of a call only to the
+// other person: so the caller tells the callee's other devices to stop
+// ringing (call_end with reason 'answered_elsewhere' naming the device that
+// answered, or 'ended_elsewhere' once the callee declined or hung up).
+const DEVICE = crypto.randomUUID();
+
+// An unanswered call ends by itself: the caller gives up after RING_MS
+// ("No answer.", and its call_end tells the callee), and a callee that hears
+// nothing more (the caller's browser closed or lost its connection) stops
+// ringing a little later ("Missed call.").
+const RING_MS = 45000;
+const RING_GRACE_MS = 5000;
+let ringTimer = null;
+
 let pc = null;
 let localStream = null;
 let remoteCandidates = [];
@@ -36,6 +51,7 @@ export async function startCall(threadId, kind) {
   if (state.call) return;
   const id = crypto.randomUUID();
   set({ id, threadId, kind, direction: 'out', status: 'calling', note: null, local: null, remote: null });
+  ringUntil(RING_MS, id, 'calling', () => hangUp('No answer.', 'no_answer'));
   try {
     localStream = await media(kind);
     set({ local: localStream });
@@ -64,7 +80,7 @@ export async function accept() {
     await drainCandidates();
     const desc = await pc.createAnswer();
     await pc.setLocalDescription(desc);
-    client.signal('call_answer', threadId, { call_id: id, sdp: desc.sdp });
+    client.signal('call_answer', threadId, { call_id: id, sdp: desc.sdp, device: DEVICE });
   } catch (err) {
     hangUp(`Could not answer: ${err.message}`);
   }
@@ -78,8 +94,15 @@ export function hangUp(note = null, reason = 'hangup') {
   finish(note);
 }
 
+// Gives up on a call still in `status` after ms.
+function ringUntil(ms, id, status, giveUp) {
+  clearTimeout(ringTimer);
+  ringTimer = setTimeout(() => { if (state.call && state.call.id === id && state.call.status === status) giveUp(); }, ms);
+}
+
 // Releases the call; with a note, the panel says it for a few seconds.
 function finish(note) {
+  clearTimeout(ringTimer);
   if (pc) { pc.close(); pc = null; }
   if (localStream) { for (const t of localStream.getTracks()) t.stop(); localStream = null; }
   remoteCandidates = [];
@@ -92,6 +115,10 @@ function finish(note) {
     changed();
   }
 }
+
+// What the panel says when the other side ends the call, by reason (none:
+// the callee's other device declined or hung up; this one just stops ringing).
+const END_NOTES = { declined: 'Call declined.', busy: 'Busy.', no_answer: 'Missed call.', ended_elsewhere: null };
 
 async function drainCandidates() {
   for (const c of remoteCandidates) await pc.addIceCandidate(c).catch(() => {});
@@ -109,17 +136,24 @@ export async function onSignal(f) {
     offer = p;
     set({ id: p.call_id, threadId: f.thread_id, kind: p.kind === 'video' ? 'video' : 'audio', direction: 'in',
       status: 'ringing', note: null, local: null, remote: null, from: f.from_user_id });
+    ringUntil(RING_MS + RING_GRACE_MS, p.call_id, 'ringing', () => finish('Missed call.'));
     return;
   }
   if (!state.call || p.call_id !== state.call.id) return;
   if (f.type === 'call_answer' && pc && state.call.direction === 'out') {
     set({ status: 'connecting' });
+    client.signal('call_end', f.thread_id, { call_id: p.call_id, reason: 'answered_elsewhere', device: p.device });
     await pc.setRemoteDescription({ type: 'answer', sdp: p.sdp });
     await drainCandidates();
   } else if (f.type === 'ice_candidate' && p.candidate) {
     if (pc && pc.remoteDescription) await pc.addIceCandidate(p.candidate).catch(() => {});
     else remoteCandidates.push(p.candidate);
   } else if (f.type === 'call_end') {
-    finish(p.reason === 'declined' ? 'Call declined.' : p.reason === 'busy' ? 'Busy.' : 'Call ended.');
+    if (p.reason === 'answered_elsewhere') {
+      if (state.call.status === 'ringing' && p.device !== DEVICE) finish('Answered on another device.');
+      return;
+    }
+    if (state.call.direction === 'out') client.signal('call_end', f.thread_id, { call_id: p.call_id, reason: 'ended_elsewhere' });
+    finish(Object.prototype.hasOwnProperty.call(END_NOTES, p.reason) ? END_NOTES[p.reason] : 'Call ended.');
   }
 }

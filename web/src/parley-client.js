@@ -15,6 +15,9 @@
 //   state        {state: 'connecting'|'online'|'offline'|'signed_out'}
 //   message      {message, replay}     a message from another connection
 //   sent         {message}             our message is durably stored
+//   failed       {item, code, message} the server refused a queued message for good
+//   edited       {message}             a message was edited (by its sender, on any device)
+//   deleted      {thread_id, message_id, seq}   a message was deleted
 //   outbox       {pending: [...]}      the queue changed
 //   delivered, read_receipt, typing, presence, call   the server frame
 //   unauthorized {code}                the token is refused or expired
@@ -28,7 +31,15 @@ export class ParleyError extends Error {
   }
 }
 
-const AUTH_FAILURES = new Set(['token_expired', 'invalid_token', 'unauthorized']);
+// A refused token or account: signing in again is the only way on.
+const AUTH_FAILURES = new Set(['token_expired', 'invalid_token', 'unauthorized', 'account_disabled', 'token_revoked']);
+// Refusals of a queued message worth trying again (the server or its store
+// was busy or stopping); any other refusal (too long, blank, not a
+// participant...) would repeat forever: the message leaves the outbox, `failed`.
+const SEND_RETRYABLE = new Set(['rate_limited', 'internal_error', 'storage_unavailable', 'store_closed',
+  'shutting_down', 'server_busy']);
+const SEND_RETRY_MS = 2000;
+const SEND_REQUEST = 's:';  // request_id of send_message: this prefix and the client_msg_id
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const PING_EVERY_MS = 20000;
@@ -136,7 +147,10 @@ export class ParleyClient extends EventTarget {
       clearInterval(this.pinger);
       for (const w of this.waiting.values()) w.reject(new ParleyError(0, 'disconnected', 'connection lost'));
       this.waiting.clear();
+      // 4401: the token was refused; 4403: the account was disabled or its
+      // tokens revoked. Reconnecting would only be refused again.
       if (e.code === 4401) return this.emit('unauthorized', { code: 'token_expired' });
+      if (e.code === 4403) return this.emit('unauthorized', { code: 'account_disabled' });
       if (!this.wanted) return this.setState('offline');
       this.setState('offline');
       this.scheduleReconnect();
@@ -221,6 +235,8 @@ export class ParleyClient extends EventTarget {
         this.emit('sent', { message: m });
         break;
       }
+      case 'message_edited': this.emit('edited', { message: f.data }); break;
+      case 'message_deleted': this.emit('deleted', f); break;
       case 'message_delivered': this.emit('delivered', f); break;
       case 'read_receipt': this.emit('read_receipt', f); break;
       case 'typing': this.emit('typing', f); break;
@@ -228,6 +244,9 @@ export class ParleyClient extends EventTarget {
       case 'call_offer': case 'call_answer': case 'ice_candidate': case 'call_end':
         this.emit('call', f); break;
       case 'error':
+        if (typeof f.request_id === 'string' && f.request_id.startsWith(SEND_REQUEST)) {
+          this.refused(f.request_id.slice(SEND_REQUEST.length), f);
+        }
         if (AUTH_FAILURES.has(f.code)) this.emit('unauthorized', { code: f.code });
         break;
       default: break;
@@ -300,7 +319,21 @@ export class ParleyClient extends EventTarget {
   }
 
   transmit(item) {
-    this.sendFrame({ type: 'send_message', thread_id: item.thread_id, content: item.content, client_msg_id: item.client_msg_id });
+    this.sendFrame({ type: 'send_message', request_id: `${SEND_REQUEST}${item.client_msg_id}`, thread_id: item.thread_id,
+      content: item.content, client_msg_id: item.client_msg_id });
+  }
+
+  // The server refused a queued message: sent again a little later when the
+  // refusal may pass, else dropped from the outbox and reported.
+  refused(clientMsgId, f) {
+    const item = this.outbox.find((i) => i.client_msg_id === clientMsgId);
+    if (!item) return;
+    if (SEND_RETRYABLE.has(f.code)) {
+      setTimeout(() => { if (this.outbox.includes(item)) this.transmit(item); }, SEND_RETRY_MS);
+      return;
+    }
+    this.dropFromOutbox(clientMsgId);
+    this.emit('failed', { item, code: f.code, message: f.message || f.code });
   }
 
   // On each connection every unacknowledged message is sent again, in order;

@@ -15,6 +15,7 @@ export const state = {
   threads: new Map(),  // id -> thread from GET /api/chat/threads (+ live updates)
   messages: new Map(), // id -> {list, hasMore, loading}
   pending: [],         // the client's outbox
+  failed: [],          // messages the server refused: {item, code, message}
   typing: new Map(),   // thread id -> Map(user id -> expiry ms)
   presence: new Map(), // user id -> {online, last_seen}
   openId: null,
@@ -74,7 +75,7 @@ async function tryToken(token, attempt) {
     if (state.session) return true;  // signed in by hand meanwhile
     if (err.status === 401) {
       localStorage.removeItem(SESSION_KEY);
-      state.notice = err.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.';
+      state.notice = signedOutNotice(err.code);
       changed();
       return false;
     }
@@ -93,6 +94,14 @@ async function tryToken(token, attempt) {
   if (state.session) return true;
   await start(token, user);
   return true;
+}
+
+// What the sign-in screen says after the server refused the session.
+function signedOutNotice(code) {
+  if (code === 'token_expired') return 'Your session has expired. Please sign in again.';
+  if (code === 'account_disabled') return 'Your account has been disabled. Ask an administrator to enable it.';
+  if (code === 'token_revoked') return 'You were signed out on all devices. Please sign in again.';
+  return 'Please sign in again.';
 }
 
 export async function signIn(login, password) {
@@ -114,7 +123,7 @@ export function signOut(notice = null) {
   localStorage.removeItem(SESSION_KEY);
   client = null;
   Object.assign(state, {
-    session: null, conn: 'offline', threads: new Map(), messages: new Map(), pending: [], typing: new Map(),
+    session: null, conn: 'offline', threads: new Map(), messages: new Map(), pending: [], failed: [], typing: new Map(),
     presence: new Map(), openId: null, unreadTotal: 0, notice, call: null,
   });
   if (location.hash) history.replaceState(null, '', location.pathname);
@@ -170,6 +179,7 @@ function renewAt(token, exp, ms) {
 // ---------------------------------------------------------------- events
 
 function wire(c) {
+  let connectedBefore = false;
   c.addEventListener('state', (e) => {
     state.conn = e.detail.state;
     // After a reconnection the list may have changed (new threads, previews).
@@ -178,16 +188,21 @@ function wire(c) {
     if (state.conn === 'online') {
       const untracked = c.cursors.size === 0;
       loadThreads().then(() => { if (untracked) c.catchUp(); }, () => {});
+      if (connectedBefore) refreshHeld().catch(() => {});
+      connectedBefore = true;
     }
     changed();
   });
   c.addEventListener('unauthorized', (e) => {
     if (c !== client) return;
-    signOut(e.detail.code === 'token_expired' ? 'Your session has expired. Please sign in again.' : 'Please sign in again.');
+    signOut(signedOutNotice(e.detail.code));
   });
   c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
+  c.addEventListener('failed', (e) => { state.failed = [...state.failed, e.detail]; changed(); });
   c.addEventListener('message', (e) => onMessage(e.detail.message, false));
   c.addEventListener('sent', (e) => onMessage(e.detail.message, true));
+  c.addEventListener('edited', (e) => { const m = e.detail.message; update(m.thread_id, m.seq, (old) => ({ ...old, ...m })); });
+  c.addEventListener('deleted', (e) => update(e.detail.thread_id, e.detail.seq, (old) => ({ ...old, content: '', deleted: true })));
   c.addEventListener('delivered', (e) => bumpReceipt(e.detail.thread_id, e.detail.user_id, 'last_delivered_seq', e.detail.seq));
   c.addEventListener('read_receipt', (e) => {
     const f = e.detail;
@@ -257,6 +272,45 @@ function accept(threadId, box, m) {
   if (last !== null && m.seq > last + 1) fillGap(threadId, last).catch(() => {});
 }
 
+// An edit or a deletion (from any device of anyone): the copies held of the
+// message, in its conversation and as its thread's last message, change.
+function update(threadId, seq, change) {
+  const box = state.messages.get(threadId);
+  const i = box ? indexOfSeq(box.list, seq) : -1;
+  if (i >= 0) box.list[i] = change(box.list[i]);
+  const t = state.threads.get(threadId);
+  if (t && t.last_message && t.last_message.seq === seq) t.last_message = change(t.last_message);
+  changed();
+}
+
+// Edits and deletions made while this device was offline are not replayed
+// (docs/protocol.md: history shows messages as they are now). After a
+// reconnection the conversations held are read again: the open one's newest
+// messages (up to REFRESH_MAX) are fetched and replace the copies held; the
+// others are dropped and load afresh when opened.
+const REFRESH_MAX = 600;
+async function refreshHeld() {
+  for (const id of [...state.messages.keys()]) {
+    if (id !== state.openId) state.messages.delete(id);
+  }
+  const id = state.openId;
+  const box = id && state.messages.get(id);
+  if (!box || !box.list.length) return;
+  const list = box.list;
+  let after = Math.max(list[0].seq, list[list.length - 1].seq - REFRESH_MAX + 1) - 1;
+  for (let page = 0; page < REFRESH_MAX / 200; page++) {
+    const msgs = await client.history(id, { after_seq: after, limit: 200 });
+    if (state.messages.get(id) !== box) return;
+    for (const m of msgs) {
+      const i = indexOfSeq(box.list, m.seq);
+      if (i >= 0) box.list[i] = m; else insert(box, m);
+    }
+    changed();
+    if (msgs.length < 200) return;
+    after = msgs[msgs.length - 1].seq;
+  }
+}
+
 let reloadTimer = null;
 function reloadThreadsSoon() {
   clearTimeout(reloadTimer);
@@ -269,6 +323,17 @@ function insert(box, m) {
   const i = list.findIndex((x) => x.seq >= m.seq);
   if (i >= 0 && list[i].seq === m.seq) return;
   if (i < 0) list.push(m); else list.splice(i, 0, m);
+}
+
+// The index of the message with this seq in a list in seq order, or -1.
+function indexOfSeq(list, seq) {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].seq < seq) lo = mid + 1; else hi = mid;
+  }
+  return lo < list.length && list[lo].seq === seq ? lo : -1;
 }
 
 function bumpReceipt(threadId, userId, field, seq) {
@@ -395,6 +460,12 @@ export async function loadOlder(id) {
 }
 
 // ---------------------------------------------------------------- actions
+
+// Forgets a message the server refused (its note has been read).
+export function discardFailed(clientMsgId) {
+  state.failed = state.failed.filter((f) => f.item.client_msg_id !== clientMsgId);
+  changed();
+}
 
 export function send(threadId, text) {
   client.send(threadId, text);

@@ -191,7 +191,8 @@ function ThreadItem({ t }) {
   const typists = store.typingIn(t.id);
   const m = t.last_message;
   const preview = typists.length ? `${typists.map((id) => nameOf(t, id)).join(', ')} typing…`
-    : m ? (m.message_type === 'system' ? m.content : `${m.sender_id === state.session.user.id ? 'You: ' : ''}${m.content}`) : 'No messages yet';
+    : m ? (m.message_type === 'system' ? m.content
+      : `${m.sender_id === state.session.user.id ? 'You: ' : ''}${m.deleted ? 'Message deleted' : m.content}`) : 'No messages yet';
   const unread = t.unread_count || 0;
   return html`
     <a href=${`#/t/${t.id}`} class=${`thread ${state.openId === t.id ? 'current' : ''}`}
@@ -281,8 +282,8 @@ function tickOf(t, m) {
   if (m.status === 'delivered' || others.some((p) => (p.last_delivered_seq || 0) >= m.seq)) return 'delivered';
   return 'sent';
 }
-const TICK_TEXT = { sent: '✓', delivered: '✓✓', read: '✓✓', pending: '🕓' };
-const TICK_LABEL = { sent: 'Sent', delivered: 'Delivered', read: 'Read', pending: 'Waiting to send' };
+const TICK_TEXT = { sent: '✓', delivered: '✓✓', read: '✓✓', pending: '🕓', failed: '!' };
+const TICK_LABEL = { sent: 'Sent', delivered: 'Delivered', read: 'Read', pending: 'Waiting to send', failed: 'Not sent' };
 
 // At most this many messages are in the DOM: a window over the loaded
 // history that slides by STEP as the reader scrolls, so a conversation of any
@@ -303,6 +304,7 @@ function MessageList({ t, box }) {
   const list = all.slice(startIdx, endIdx);
   const atNewest = view.current.endSeq === null;
   const pending = atNewest ? state.pending.filter((p) => p.thread_id === t.id) : [];
+  const failed = atNewest ? state.failed.filter((f) => f.item.thread_id === t.id) : [];
 
   // Older messages go in above: the message that was first stays where the
   // reader saw it (and the bottom stays the bottom while they are there).
@@ -424,8 +426,8 @@ function MessageList({ t, box }) {
           data-unseen=${!mine && m.seq > myRead ? '' : undefined}>
         ${first && !mine && t.type === 'group' && html`<div class="sender">${m.sender?.full_name || m.sender?.username} <span class="role">${m.sender?.role}</span></div>`}
         <div class="bubble">
-          <p class="text" dir="auto">${m.content}</p>
-          <span class="meta"><time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
+          ${m.deleted ? html`<p class="text deleted">This message was deleted.</p>` : html`<p class="text" dir="auto">${m.content}</p>`}
+          <span class="meta">${m.edited_at && !m.deleted && html`<span class="edited" title=${`Edited ${timeFmt.format(new Date(m.edited_at))}`}>edited</span> `}<time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
             ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} aria-label=${TICK_LABEL[tick]} title=${TICK_LABEL[tick]}>${TICK_TEXT[tick]}</span>`}
           </span>
         </div>
@@ -439,6 +441,17 @@ function MessageList({ t, box }) {
           <p class="text" dir="auto">${p.content}</p>
           <span class="meta"><span class="tick pending" data-status="pending" aria-label=${TICK_LABEL.pending} title=${TICK_LABEL.pending}>${TICK_TEXT.pending}</span></span>
         </div>
+      </li>`);
+  }
+  for (const { item, message } of failed) {
+    rows.push(html`
+      <li key=${item.client_msg_id} class="msg mine failed">
+        <div class="bubble">
+          <p class="text" dir="auto">${item.content}</p>
+          <span class="meta"><span class="tick failed" data-status="failed" aria-label=${TICK_LABEL.failed} title=${TICK_LABEL.failed}>${TICK_TEXT.failed}</span></span>
+        </div>
+        <p class="failed-note" role="alert">Not sent: ${message}.
+          <button type="button" class="link" onClick=${() => store.discardFailed(item.client_msg_id)}>Discard</button></p>
       </li>`);
   }
   return html`

@@ -6,7 +6,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { REPO_ROOT, HOST, sleep, startServer, randomId } from '../node/harness.mjs';
+import { REPO_ROOT, HOST, sleep, startServer, randomId, listenOnTestPort } from '../node/harness.mjs';
 
 export const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
 
@@ -109,8 +109,7 @@ export class Proxy {
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
     });
-    await new Promise((resolve) => this.server.listen(0, HOST, resolve));
-    this.port = this.server.address().port;
+    this.port = await listenOnTestPort(this.server);
     this.base = `http://${HOST}:${this.port}`;
     return this;
   }

@@ -73,4 +73,78 @@ describe('web app: calls', () => {
     await aliceCtx.close();
     await bobCtx.close();
   });
+
+  // An offer rings on every device of the callee; the server relays the
+  // answer and the end only to the caller, who tells the others.
+  it('rings on each of the callee\'s devices; answered or declined on one, the others stop ringing', async () => {
+    const aliceCtx = await callContext(browser);
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const bobPhone = await openAs(await callContext(browser), base, bob);
+    const bobLaptop = await openAs(await callContext(browser), base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+    const dialog = (page) => page.getByRole('dialog', { name: 'Call' });
+    const status = (page) => page.locator('.call-status').getAttribute('data-status');
+    const rings = async (page) => (await page.locator('.call-status[data-status=ringing]').count()) === 1;
+    const stopsRinging = (page, what) => until(async () => !(await rings(page)), { timeout: 10000, what });
+
+    // Declined on the phone: the laptop stops ringing too.
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    for (const page of [bobPhone, bobLaptop]) await dialog(page).getByText('Alice Teacher is calling (audio)').waitFor();
+    await dialog(bobPhone).getByRole('button', { name: 'Decline' }).click();
+    await alicePage.getByText('Call declined.').waitFor();
+    await stopsRinging(bobLaptop, 'the laptop to stop ringing after the decline');
+    await until(async () => (await alicePage.locator('.call').count()) === 0, { what: 'the caller\'s panel gone' });
+
+    // Answered on the laptop: the phone stops ringing, the laptop's call goes on.
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    for (const page of [bobPhone, bobLaptop]) await dialog(page).getByText('Alice Teacher is calling (audio)').waitFor();
+    await dialog(bobLaptop).getByRole('button', { name: 'Accept' }).click();
+    await stopsRinging(bobPhone, 'the phone to stop ringing once the laptop answered');
+    await until(async () => (await status(bobLaptop)) === 'connected', { timeout: 20000, what: 'the laptop connected' });
+    await until(async () => (await status(alicePage)) === 'connected', { timeout: 20000, what: 'Alice connected' });
+
+    // Hung up on the laptop: nothing rings anywhere afterwards.
+    await dialog(bobLaptop).getByRole('button', { name: 'Hang up' }).click();
+    await alicePage.getByText('Call ended.').waitFor();
+    assert.equal(await rings(bobPhone), false);
+    for (const page of [alicePage, bobPhone, bobLaptop]) assert.deepEqual(page.pageErrors, []);
+    await aliceCtx.close();
+    await bobPhone.context().close();
+    await bobLaptop.context().close();
+  });
+
+  // Nobody answers (the time is moved on with Playwright's clock): the caller
+  // gives up after 45 s and says so, and the callee stops ringing; a caller
+  // whose browser went away without hanging up stops ringing the callee too.
+  it('an unanswered call ends by itself on both sides, the caller\'s browser gone included', async () => {
+    const aliceCtx = await callContext(browser);
+    await aliceCtx.clock.install();
+    const bobCtx = await callContext(browser);
+    await bobCtx.clock.install();
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const bobPage = await openAs(bobCtx, base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+    const ringing = bobPage.getByRole('dialog', { name: 'Call' }).getByText('Alice Teacher is calling (audio)');
+
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    await ringing.waitFor();
+    await alicePage.clock.fastForward(46000);
+    await alicePage.getByText('No answer.').waitFor();
+    await bobPage.getByText('Missed call.').waitFor();
+    assert.equal(await ringing.count(), 0, 'the callee stopped ringing');
+
+    // The caller's browser closes while it rings (no call_end is sent).
+    await bobPage.clock.fastForward(5000);  // the "Missed call." note goes
+    const caller = await openAs(await callContext(browser), base, alice);
+    await threadLink(caller, 'Bob Parent').click();
+    await caller.getByRole('button', { name: 'Audio call' }).click();
+    await ringing.waitFor();
+    await caller.context().close();
+    await bobPage.clock.fastForward(51000);
+    await bobPage.getByText('Missed call.').waitFor();
+    assert.equal(await ringing.count(), 0, 'the callee stopped ringing');
+    assert.deepEqual(bobPage.pageErrors, []);
+    await aliceCtx.close();
+    await bobCtx.close();
+  });
 });

@@ -102,4 +102,28 @@ describe('web app: group management from the UI', () => {
     await carolPage.getByText('2 members').waitFor();
     for (const page of [alicePage, bobPage, carolPage]) assert.deepEqual(page.pageErrors, [], 'no uncaught errors');
   });
+
+  // A group title of one long word (a pasted code, a name run together):
+  // cut with … in the header and the list, never widening the page, on a
+  // desktop and on a phone, and never under the header's buttons.
+  it('a long one-word group title never widens the page, on a desktop or a phone', async () => {
+    const title = `Class5B_${'W'.repeat(150)}`;
+    await server.createThread(alice.token, { type: 'group', title, usernames: [bob.username] });
+    for (const viewport of [{ width: 1200, height: 760 }, { width: 390, height: 760 }]) {
+      await bobPage.setViewportSize(viewport);
+      await bobPage.goto(`${base}/app/`);
+      const link = threadLink(bobPage, 'Class5B_');
+      await link.waitFor();
+      const wide = () => bobPage.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      assert.equal(await wide(), 0, `${viewport.width} px: the list widens the page`);
+      await link.click();
+      const heading = bobPage.getByRole('heading', { name: title });
+      await heading.waitFor();
+      assert.equal(await wide(), 0, `${viewport.width} px: the conversation widens the page`);
+      const h = await heading.boundingBox();
+      const button = await bobPage.getByRole('button', { name: 'Members' }).boundingBox();
+      assert.ok(h.x + h.width <= button.x, `${viewport.width} px: the title runs under the Members button`);
+    }
+    await bobPage.setViewportSize({ width: 1200, height: 760 });
+  });
 });

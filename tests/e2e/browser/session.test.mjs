@@ -6,7 +6,7 @@
 // is in chat.test.mjs.)
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mintToken, sleep } from '../node/harness.mjs';
+import { mintToken, sleep, randomId } from '../node/harness.mjs';
 import { openAs, trackErrors, threadLink, messageLog, until, waitOnline, startScene } from './browser.mjs';
 
 describe('web app: token renewal and an unreachable server', () => {
@@ -108,4 +108,27 @@ describe('web app: token renewal and an unreachable server', () => {
     assert.deepEqual(page.pageErrors, []);
     await ctx.close();
   });
+
+  // An administrator acts on an open session (`parley user disable`,
+  // `parley user revoke-tokens`): the server says why and closes the
+  // connection with 4403. The app goes to sign-in saying so, and stops
+  // connecting: every try would only be refused again.
+  for (const [command, notice] of [['disable', /Your account has been disabled/], ['revoke-tokens', /signed out on all devices/]]) {
+    it(`parley user ${command} on an open session: the sign-in screen says why, and no more connections`, async () => {
+      const carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+      await server.createDirect(alice, carol);
+      const ctx = await browser.newContext();
+      const page = await openAs(ctx, base, carol);
+      let sockets = 0;
+      page.on('websocket', () => { sockets += 1; });
+      await server.cli(['user', command, carol.username]);
+      await page.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 10000 });
+      assert.match(await page.getByRole('status').textContent(), notice);
+      await sleep(3000);  // past a reconnection's first backoff
+      assert.equal(sockets, 0, 'no connection after the refusal');
+      assert.equal(await page.evaluate(() => localStorage.getItem('parley.session')), null, 'the session is forgotten');
+      assert.deepEqual(page.pageErrors, []);
+      await ctx.close();
+    });
+  }
 });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep } from './harness.mjs';
+import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep, listenOnTestPort } from './harness.mjs';
 
 const CLI_BIN = path.join(path.dirname(PARLEY_BIN), 'parley-cli');
 
@@ -95,8 +95,7 @@ class CuttableProxy {
   }
 
   async listen() {
-    await new Promise((resolve) => this.server.listen(0, HOST, resolve));
-    this.port = this.server.address().port;
+    this.port = await listenOnTestPort(this.server);
     return this;
   }
 
@@ -130,8 +129,7 @@ class CuttableProxy {
 
 async function closedPort() {
   const srv = net.createServer();
-  await new Promise((resolve) => srv.listen(0, HOST, resolve));
-  const { port } = srv.address();
+  const port = await listenOnTestPort(srv);
   await new Promise((resolve) => srv.close(resolve));
   return port;
 }
@@ -506,5 +504,62 @@ describe('parley-cli', () => {
     const none = await cli(['--server', server.baseUrl, '--config', path.join(home, 'nobody.json'), 'threads']);
     assert.equal(none.code, 1, none.proc.describe());
     assert.match(none.stderr, /^parley-cli: not_logged_in: /m);
+  });
+
+  // Others' text reaches a terminal: escape sequences in it (clear the screen,
+  // retitle the window, write the clipboard with OSC 52) or a carriage
+  // return (overwrite what was printed) must show, not act.
+  it('--pretty shows control characters in others\' messages, never sends them to the terminal', async () => {
+    const hostile = 'look \x1b[2J\x1b]0;owned\x07 \x1b]52;c;cm0gLXJmIH4=\x07 fine\rFAKE\x7f \u009b31m end\nsecond line';
+    const listen = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--exit-after', '1', '--timeout', '20'], { home });
+    await listen.ready();
+    const sent = await aliceSends(hostile);
+    assert.equal(sent.content, hostile, 'stored exactly as sent');
+    const live = await listen.result();
+    assert.equal(live.code, 0, live.proc.describe());
+    const history = await asBob(['--pretty', 'history', threadId, '--limit', '1']);
+    assert.equal(history.code, 0, history.proc.describe());
+    const threads = await asBob(['--pretty', 'threads']);
+    assert.equal(threads.code, 0, threads.proc.describe());
+
+    for (const [what, out] of [['listen', live.stdout], ['history', history.stdout], ['threads', threads.stdout]]) {
+      assert.doesNotMatch(out, /[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f]/, `${what} printed a control character: ${JSON.stringify(out)}`);
+      if (what === 'threads') continue;  // a 40-byte preview of it
+      assert.match(out, /look \^\[\[2J\^\[\]0;owned\^G \^\[\]52;c;cm0gLXJmIH4=\^G fine\^MFAKE\^\? <U\+009B>31m end/, what);
+    }
+    assert.match(live.stdout, /end\n {4}second line\n$/, 'a newline still starts an indented line');
+    // JSON lines carry the text exactly (JSON escapes the controls itself).
+    const json = await asBob(['history', threadId, '--limit', '1']);
+    assert.equal(JSON.parse(json.lines[0]).content, hostile);
+  });
+
+  it('--pretty shows edits and deletions, as they happen in listen and in history', async () => {
+    const listen = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '20'], { home });
+    await listen.ready();
+    const typo = await aliceSends('see you at 9');
+    const oops = await aliceSends('wrong thread, sorry');
+    const edited = await server.http('PATCH', `/api/chat/messages/${typo.id}`, { token: alice.token, body: { content: 'see you at 10' } });
+    assert.equal(edited.status, 200, edited.text);
+    const deleted = await server.http('DELETE', `/api/chat/messages/${oops.id}`, { token: alice.token });
+    assert.equal(deleted.status, 200, deleted.text);
+    await listen.waitFor((p) => /was deleted/.test(p.stdoutText), 'the deletion');
+    listen.child.kill('SIGTERM');
+    await listen.result(5000);
+    assert.match(listen.stdoutText, /: see you at 10 \(edited\)$/m, listen.describe());
+    assert.match(listen.stdoutText, new RegExp(`^\\[[\\d:]+\\] #${threadId.slice(0, 8)} #${oops.seq} was deleted$`, 'm'), listen.describe());
+
+    const history = await asBob(['--pretty', 'history', threadId, '--limit', '2']);
+    assert.equal(history.code, 0, history.proc.describe());
+    assert.match(history.lines[0], new RegExp(` #${typo.seq} [a-z0-9_.]+: see you at 10 \\(edited\\) {2}\\(\\w+\\)$`), history.stdout);
+    assert.match(history.lines[1], new RegExp(` #${oops.seq} [a-z0-9_.]+: \\(deleted\\) {2}\\(\\w+\\)$`), history.stdout);
+  });
+
+  it('a negative --up-to, --timeout or --exit-after is refused in one short line, exit 64', async () => {
+    for (const args of [['mark-read', threadId, '--up-to', '-1'], ['listen', '--timeout', '-5'], ['listen', '--exit-after', '-2']]) {
+      const r = await asBob(args);
+      assert.equal(r.code, 64, r.proc.describe());
+      assert.match(r.stderr, /^--[a-z-]+: Value -\d is negative: give 0 or more$/m, r.proc.describe());
+      assert.ok(r.stderr.length < 120, `a short message, not DBL_MAX in full: ${r.stderr}`);
+    }
   });
 });

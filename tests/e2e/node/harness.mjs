@@ -41,6 +41,38 @@ export function freshDatabaseUrl() {
   return execFileSync(PG_SH, ['createdb', state], { encoding: 'utf8', timeout: 30000 }).trim();
 }
 
+// PARLEY_TEST_PORTS=4200-4299: the servers and proxies the tests start
+// listen on ports of that range (a shared machine's allowance), taken in
+// turn and skipped when busy, instead of on any free port (the default).
+const PORT_RANGE = (() => {
+  const m = /^(\d+)-(\d+)$/.exec(process.env.PARLEY_TEST_PORTS || '');
+  return m && Number(m[1]) <= Number(m[2]) ? { lo: Number(m[1]), hi: Number(m[2]) } : null;
+})();
+let portTurn = PORT_RANGE ? process.pid : 0;
+// How many ports to try before giving up (1: any free port, no range).
+export const PORT_TRIES = PORT_RANGE ? PORT_RANGE.hi - PORT_RANGE.lo + 1 : 1;
+// The port to listen on next: 0 (any) without PARLEY_TEST_PORTS.
+export function testPort() {
+  if (!PORT_RANGE) return 0;
+  return PORT_RANGE.lo + (portTurn++ % PORT_TRIES);
+}
+
+// Listens with a node net.Server on 127.0.0.1 (a port of PARLEY_TEST_PORTS
+// when set); resolves the port.
+export async function listenOnTestPort(server) {
+  for (let i = 0; ; i++) {
+    try {
+      await new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(testPort(), HOST, () => { server.off('error', reject); resolve(); });
+      });
+      return server.address().port;
+    } catch (err) {
+      if (err.code !== 'EADDRINUSE' || i + 1 >= PORT_TRIES) throw err;
+    }
+  }
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 export const randomId = (bytes = 5) => crypto.randomBytes(bytes).toString('hex');
 export const newUuid = () => crypto.randomUUID();
@@ -94,7 +126,7 @@ export class ParleyServer {
     if (!fs.existsSync(PARLEY_BIN)) {
       throw new Error(`parley binary not found at ${PARLEY_BIN} (set PARLEY_BIN or build it first)`);
     }
-    const settings = { port: '0', bind: HOST, 'data-dir': this.dataDir };
+    const settings = { port: String(testPort()), bind: HOST, 'data-dir': this.dataDir };
     if (this.secret) settings['jwt-secret'] = this.secret;
     if (this.database) settings.database = this.database;
     const args = ['serve'];
@@ -382,13 +414,20 @@ export function clientFrame(opcode, payload) {
 
 export async function startServer(opts = {}) {
   const server = new ParleyServer(opts);
-  try {
-    await server.start();
-  } catch (err) {
-    await server.stop().catch(() => {});
-    throw err;
+  for (let i = 0; ; i++) {
+    try {
+      await server.start();
+      return server;
+    } catch (err) {
+      // A port of PARLEY_TEST_PORTS that another process holds: the next one.
+      const busy = PORT_TRIES > 1 && /exited during startup/.test(err.message) && i + 1 < PORT_TRIES;
+      if (!busy) {
+        await server.stop().catch(() => {});
+        throw err;
+      }
+      server.child = null;
+    }
   }
-  return server;
 }
 
 // ---------------------------------------------------------------------------
