@@ -761,9 +761,50 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub
 }
 
+// The bus may have lost events. Each thread this connection has been sent
+// messages on is re-read after the last one (the cursor's begin_resync). A
+// thread it has been sent nothing on has no last seq, and no later message
+// may come to open a gap: what was lost there (the first messages since the
+// connection began, a thread created meanwhile) would never arrive. So the
+// user's threads are read as well (resync_unseen_threads).
 void Connection::resync() {
   if (closed_) return;
   for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);
+  resync_unseen_threads(0);
+}
+
+// A thread with a message since the connection began, on which the connection
+// has no cursor entry, is filled as a first message is on several nodes: from
+// a window before its last seq, sending only what is newer than the
+// connection (less the margin for other nodes' clocks). One page: more than
+// that in one thread while the bus was down comes from the client's own
+// history read.
+constexpr int64_t kUnseenFillWindow = kReplayPage;
+
+void Connection::resync_unseen_threads(int attempt) {
+  auto self = shared_from_this();
+  off_loop([self, attempt]() -> std::function<void()> {
+    auto threads = self->ctx_.chat.store().threads_for_user(self->user_id_);
+    return [self, attempt, threads = std::move(threads)] {
+      if (!threads) return self->retry_unseen_resync(attempt, threads.error());
+      const Micros floor = self->connected_at_us_ - kFirstFillMarginUs;
+      for (const ThreadSummary& s : *threads) {
+        if (!s.last_message || s.last_message->created_at < floor) continue;  // nothing new since the connection
+        if (!self->cursor_.begin_unseen_fill(s.thread.id)) continue;
+        self->fill_gap(s.thread.id, std::max<int64_t>(0, s.last_message->seq - kUnseenFillWindow), floor);
+      }
+    };
+  });
+}
+
+void Connection::retry_unseen_resync(int attempt, const Error& error) {
+  spdlog::warn("event=resync_read_failed session_id={} attempt={} code={}", session_id_, attempt, error.code);
+  auto t = transport_.lock();
+  if (!t || attempt + 1 >= kGapFillAttempts) return;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  t->schedule(kGapFillRetry, [weak, attempt] {
+    if (auto self = weak.lock()) self->resync_unseen_threads(attempt + 1);
+  });
 }
 
 void Connection::send(Frames frames) {

@@ -102,6 +102,10 @@ class Connection final : public ClientSession,
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
   void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0);
+  // After a resync: fills the user's threads that had news since the
+  // connection began and that the cursor has no entry for.
+  void resync_unseen_threads(int attempt);
+  void retry_unseen_resync(int attempt, const Error& error);
   void in_order(const std::string& thread_id, std::function<void()> step);
   void deliver_live(const BusEvent& event, const FramePtr& frame);
   // The cursor's verdict on a live message (seq order, once, gaps filled): true = send it now.

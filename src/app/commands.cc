@@ -99,7 +99,11 @@ Status open_bus(const Config& config, bool serving, Core& core) {
   if (!endpoint) return endpoint.error();
   std::string node_id = random_hex(8);
   core.bus_loop = std::make_unique<ReactorThread>();
-  core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(), RedisBusOptions{*endpoint, "parley:events", 10000, node_id});
+  // Another node's typist whose stop has not come 2 s after the typing
+  // timeout is stopped here (bus/typing_lapse.h): that node died or lost Redis.
+  Micros typing_lapse = (static_cast<Micros>(config.limits.typing_timeout_seconds) + 2) * 1'000'000;
+  core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(),
+                                        RedisBusOptions{*endpoint, "parley:events", 10000, node_id, typing_lapse});
   core.redis_presence = std::make_unique<RedisPresenceDirectory>(core.bus_loop->reactor(), *endpoint, node_id);
   core.poll_forwarder = std::make_unique<RedisPollForwarder>(core.bus_loop->reactor(), *endpoint, node_id);
   return Ok{};

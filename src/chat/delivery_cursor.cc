@@ -128,6 +128,12 @@ std::vector<std::pair<std::string, int64_t>> DeliveryCursor::begin_resync() {
   return out;
 }
 
+bool DeliveryCursor::begin_unseen_fill(const std::string& thread_id) {
+  if (threads_.contains(thread_id)) return false;
+  ++state(thread_id).replays;
+  return true;
+}
+
 int64_t DeliveryCursor::last_sent(const std::string& thread_id) const {
   auto it = threads_.find(thread_id);
   return it == threads_.end() ? 0 : it->second.hi;

@@ -65,6 +65,12 @@ class DeliveryCursor {
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them.
   std::vector<std::pair<std::string, int64_t>> begin_resync();
+  // After a resync, for a thread the connection has no entry for (nothing
+  // sent, held or running): the bus may have lost its first messages, and no
+  // later gap would show it. Begins a fill (ended by end_replay) and returns
+  // true; false when the thread has an entry (begin_resync or a live message
+  // takes care of it).
+  bool begin_unseen_fill(const std::string& thread_id);
   // Highest seq sent on this connection for the thread (0 = none).
   int64_t last_sent(const std::string& thread_id) const;
   // Threads with an entry: one with nothing sent, held or running has none.

@@ -17,6 +17,7 @@ namespace parley {
 constexpr std::chrono::milliseconds kPingInterval{1000};
 constexpr int64_t kPingTimeoutMs = 3000;
 constexpr size_t kMaxCachedMemberLists = 4096;
+constexpr std::chrono::milliseconds kTypingSweepInterval{1000};
 
 RedisBus::RedisBus(Reactor& reactor, RedisBusOptions options)
     : reactor_(reactor),
@@ -33,7 +34,8 @@ RedisBus::RedisBus(Reactor& reactor, RedisBusOptions options)
            [this] {
              subscribed_ = false;
              update_health();
-           }) {}
+           }),
+      typing_(options_.typing_lapse) {}
 
 RedisBus::~RedisBus() { close(); }
 
@@ -65,6 +67,7 @@ void RedisBus::start() {
     pub_.start();
     sub_.start();
     ping();
+    if (options_.typing_lapse > 0) sweep_typing();
   });
 }
 
@@ -172,7 +175,19 @@ void RedisBus::deliver_remote(std::shared_ptr<BusEvent> e) {
       cached = e->recipients;
     }
   }
+  if (options_.typing_lapse > 0) typing_.observe(e, now_micros());
   if (receiver_) receiver_(e);
+}
+
+void RedisBus::sweep_typing() {
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.schedule(kTypingSweepInterval, [this, alive] {
+    auto a = alive.lock();
+    if (!a || !*a) return;
+    for (auto& stop : typing_.expired(now_micros()))
+      if (receiver_) receiver_(stop);  // this node's sessions only: the typist's node may be alive after all
+    sweep_typing();
+  });
 }
 
 void RedisBus::update_health() {

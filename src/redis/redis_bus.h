@@ -25,6 +25,8 @@
 #include <vector>
 
 #include "bus/bus.h"
+#include "bus/typing_lapse.h"
+#include "common/clock.h"
 #include "common/reactor.h"
 #include "redis/redis_link.h"
 
@@ -35,6 +37,7 @@ struct RedisBusOptions {
   std::string channel = "parley:events";
   size_t max_queued = 10000;  // events kept while Redis is unreachable
   std::string node_id;        // this process on the bus; empty = a random one
+  Micros typing_lapse = 0;    // > 0: stop other nodes' typists silent this long (bus/typing_lapse.h)
 };
 
 class RedisBus final : public Bus {
@@ -67,6 +70,8 @@ class RedisBus final : public Bus {
   void deliver_remote(std::shared_ptr<BusEvent> event);
   void update_health();
   void ping();
+  // Every second: delivers here the stops of other nodes' typists that lapsed.
+  void sweep_typing();
 
   Reactor& reactor_;
   RedisBusOptions options_;
@@ -88,6 +93,7 @@ class RedisBus final : public Bus {
   // Remote events carry the member list of their thread: keep one copy per
   // thread, so the Hubs' per-list caches work as they do for local events.
   std::unordered_map<std::string, std::shared_ptr<const std::vector<std::string>>> members_;
+  TypingLapse typing_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::atomic<bool> closed_{false};
 };

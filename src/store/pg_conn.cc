@@ -69,7 +69,12 @@ bool PgConn::reconnect() {
   prepared_.clear();  // a new session has none of them
   if (!healthy()) return false;
   PQsetNoticeReceiver(conn_, ignore_notice, nullptr);
-  return true;
+  return session_setup_.empty() || run(session_setup_).ok();
+}
+
+bool PgConn::set_session_setup(std::string sql) {
+  session_setup_ = std::move(sql);
+  return run(session_setup_).ok();
 }
 
 std::string PgConn::errmsg() const {

@@ -82,7 +82,10 @@ class PgConn {
   PgResult run(const std::string& sql);
   // False once the server went away; reconnect() then tries again.
   bool healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
+  // Reconnects, then runs the session setup again (a new session has none of it).
   bool reconnect();
+  // Session settings (SET …): runs `sql` now and again after every reconnect.
+  bool set_session_setup(std::string sql);
   bool in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
   // Whether any statement failed since the last call; clears the flag. A
   // read checks it so that a failure is an error, not a shorter answer.
@@ -94,6 +97,7 @@ class PgConn {
   PgResult note(PgResult r);  // sets failed_ when r failed
   PGconn* conn_;
   std::unordered_map<const char*, std::string> prepared_;  // literal -> statement name
+  std::string session_setup_;                              // "" = none
   bool failed_ = false;
 };
 

@@ -163,11 +163,24 @@ std::string without_password(const std::string& url) {
 
 // ---------------------------------------------------------------- lifecycle
 
+// Every node's writer holds the commit clock from BEGIN to COMMIT, so a
+// writer that stops half-way (its process frozen by SIGSTOP or a paused VM,
+// or cut off from the database without the connection closing) would stop
+// every node's writes for as long, for a partition until TCP gives up
+// (hours). A writer sends its statements back to back: 5 s idle inside a
+// transaction means it is gone, and PostgreSQL ends its session, which rolls
+// the transaction back (nothing of it was acknowledged) and frees the clock.
+// The writer finds its connection lost when it resumes and reconnects for
+// its next batch.
+constexpr const char* kWriterSessionSetup = "SET idle_in_transaction_session_timeout = 5000";
+
 Result<std::unique_ptr<PgStore>> PgStore::open(const StoreOptions& options) {
   if (options.database_url.empty()) return bad_input("invalid_config", "database URL is empty");
   auto conn = PgConn::open(options.database_url);
   if (!conn) return conn.error();
   if (auto st = migrate_pg_schema(**conn); !st) return st.error();
+  if (!(*conn)->set_session_setup(kWriterSessionSetup))
+    return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot set up the PostgreSQL session: " + (*conn)->errmsg()};
   std::string described = without_password(options.database_url);
   spdlog::info("event=store_open store=postgres url={} schema_version={}", described, latest_pg_schema_version());
   return std::unique_ptr<PgStore>(new PgStore(options, std::move(described), std::move(*conn)));

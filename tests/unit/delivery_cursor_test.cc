@@ -349,6 +349,29 @@ TEST(DeliveryCursor, ResyncSkipsThreadsNothingWasSentOn) {
   EXPECT_TRUE(c.begin_resync().empty());
 }
 
+// After a resync, a thread nothing was sent on is read from a window before
+// its last seq; what the fill reads starts the sent range, and live messages
+// that come meanwhile wait for it.
+TEST(DeliveryCursor, UnseenFillStartsAThreadNothingWasSentOn) {
+  DeliveryCursor c;
+  c.fill_before_first(32);
+  ASSERT_TRUE(c.begin_unseen_fill(kT));
+  EXPECT_FALSE(c.begin_unseen_fill(kT)) << "one fill at a time";
+  EXPECT_FALSE(c.live(kT, 8, frame(8)).send) << "held behind the fill";
+  EXPECT_EQ(replay(c, kT, 4, {5, 6, 7}), Seqs({"m5", "m6", "m7", "m8"}));
+  EXPECT_EQ(c.last_sent(kT), 8);
+  EXPECT_TRUE(c.live(kT, 9, frame(9)).send);
+}
+
+TEST(DeliveryCursor, UnseenFillLeavesThreadsWithAnEntryAlone) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  EXPECT_FALSE(c.begin_unseen_fill(kT)) << "begin_resync fills it";
+  ASSERT_TRUE(c.begin_unseen_fill(kU));
+  EXPECT_EQ(replay(c, kU, 0, {}), Seqs({}));
+  EXPECT_EQ(c.threads(), 1u) << "a fill that found nothing leaves no entry";
+}
+
 TEST(DeliveryCursor, SkippingAGapSendsTheHeldFramesInOrder) {
   DeliveryCursor c;
   ASSERT_TRUE(c.live(kT, 1, frame(1)).send);

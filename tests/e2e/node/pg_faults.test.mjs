@@ -1,7 +1,8 @@
 // PostgreSQL-only behaviour of a node (skipped where tests/db/pg.sh cannot
-// start PostgreSQL): a PostgreSQL restart under a running node, and two `parley`
-// processes sending into one thread of one database at once. Each test here
-// starts its own PostgreSQL (tests/db/pg.sh) so stopping it disturbs nobody.
+// start PostgreSQL): a PostgreSQL restart under a running node, two `parley`
+// processes sending into one thread of one database at once, and one of them
+// frozen inside its transaction. Each test here starts its own PostgreSQL
+// (tests/db/pg.sh) so stopping it disturbs nobody.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -11,6 +12,7 @@ import path from 'node:path';
 import { ParleyServer, PG_SH, pgAvailable, assertHttpError, assertWsError, sleep } from './harness.mjs';
 
 const pg = (...args) => execFileSync(PG_SH, args, { encoding: 'utf8', timeout: 60000 }).trim();
+const psql = (db, sql) => execFileSync('psql', ['-At', db, '-c', sql], { encoding: 'utf8', timeout: 10000 }).trim();
 
 describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'PostgreSQL (tests/db/pg.sh) is not available' }, () => {
   let state;
@@ -102,6 +104,62 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
       assert.equal(history.length, 2 * perNode, 'nothing stored twice');
       assert.deepEqual(history.map((m) => m.seq), seqs);
     } finally {
+      await nodeA.stop();
+      await nodeB.stop();
+    }
+  });
+
+  // Every node's writer holds the commit clock from BEGIN to COMMIT. Before
+  // the fix a node frozen there (SIGSTOP, a paused VM, a network partition)
+  // stopped every node's sends for as long as it stayed frozen.
+  it('a node frozen inside its transaction does not stop the other node: its session ends and the clock is free', async () => {
+    const db = pg('createdb', state);
+    const secret = `frozen-secret-${Date.now()}`;
+    const nodeA = new ParleyServer({ database: db, secret });
+    const nodeB = new ParleyServer({ database: db, secret });
+    await nodeA.start();
+    await nodeB.start();
+    let frozen = false;
+    try {
+      const [alice, bob] = await nodeA.registerMany(2);
+      const thread = await nodeA.createGroup(alice, [bob], 'one frozen');
+      const wsA = await nodeA.connect(alice);
+      const wsB = await nodeB.connect(bob);
+      const answers = [];
+      wsB.ws.on('message', (data) => {
+        const f = JSON.parse(data.toString());
+        if (f.type === 'message_sent' || f.type === 'error') answers.push(f);
+      });
+      // Freeze B until it is caught inside a transaction (bounded attempts).
+      const inTransaction = () => Number(psql(db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"));
+      for (let attempt = 0; attempt < 40 && !frozen; attempt++) {
+        for (let i = 0; i < 100; i++) wsB.send({ type: 'send_message', thread_id: thread.id, content: `b${attempt}.${i}`, client_msg_id: `b-${attempt}-${i}` });
+        await sleep(20 + (attempt % 5) * 7);
+        nodeB.child.kill('SIGSTOP');
+        await sleep(100);
+        if (inTransaction() > 0) frozen = true;
+        else nodeB.child.kill('SIGCONT');
+      }
+      assert.ok(frozen, 'node B was never caught inside a transaction');
+
+      const started = Date.now();
+      const sent = await wsA.sendMessage({ thread_id: thread.id, content: 'while B is frozen' }, 20000);
+      assert.ok(sent.seq > 0);
+      assert.ok(Date.now() - started < 15000, `node A waited ${Date.now() - started} ms`);
+
+      nodeB.child.kill('SIGCONT');
+      frozen = false;
+      // B's batch under way was rolled back (its sends fail, nothing acknowledged);
+      // B reconnects and sends again.
+      const after = await wsB.sendMessage({ thread_id: thread.id, content: 'B is back', client_msg_id: 'b-back' }, 20000);
+      const history = await nodeA.history(alice.token, thread.id);
+      assert.deepEqual(history.map((m) => m.seq), Array.from({ length: history.length }, (_, i) => i + 1), 'seq gapless');
+      const stored = new Set(history.map((m) => m.id));
+      for (const f of answers.filter((x) => x.type === 'message_sent')) assert.ok(stored.has(f.data.id), 'every acknowledged send is stored');
+      assert.ok(stored.has(sent.id) && stored.has(after.id));
+    } finally {
+      if (frozen) nodeB.child.kill('SIGCONT');
       await nodeA.stop();
       await nodeB.stop();
     }
