@@ -9,6 +9,7 @@
 // - Sending: every message gets a `client_msg_id`; it waits in an outbox while
 //   offline and is (re)sent until the server answers `message_sent`. The server
 //   stores a retried `client_msg_id` once, so a resend can never double it.
+//   At most SEND_WINDOW of them are unanswered at a time, in outbox order.
 // - Delivery receipts (`message_received`) are sent for others' messages.
 //
 // Events (it is an EventTarget; `event.detail` carries the data):
@@ -40,6 +41,10 @@ const SEND_RETRYABLE = new Set(['rate_limited', 'internal_error', 'storage_unava
   'shutting_down', 'server_busy']);
 const SEND_RETRY_MS = 2000;
 const SEND_REQUEST = 's:';  // request_id of send_message: this prefix and the client_msg_id
+// Queued messages transmitted and not yet answered, at most: a long outbox sent
+// at once would be refused by the rate limit (and 50 refusals in a row close
+// the connection), while a small window stays far under the burst.
+const SEND_WINDOW = 20;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const PING_EVERY_MS = 20000;
@@ -60,6 +65,9 @@ export class ParleyClient extends EventTarget {
     this.ahead = new Map();  // thread id -> Set of seqs
     this.outboxStore = outboxStore;
     this.outbox = outboxStore ? outboxStore.load() : [];  // [{thread_id, content, client_msg_id, created_at}]
+    // client_msg_ids of the outbox transmitted on this connection and not yet
+    // answered; a new Set per connection, so a retry timer of an older one is void.
+    this.inFlight = new Set();
     this.ws = null;
     this.wanted = false;
     this.attempt = 0;
@@ -219,7 +227,10 @@ export class ParleyClient extends EventTarget {
         clearInterval(this.pinger);
         this.pinger = setInterval(() => this.sendFrame({ type: 'ping' }), PING_EVERY_MS);
         this.catchUp();
-        this.flushOutbox();
+        // Everything unanswered goes again: the server answers a repeated
+        // client_msg_id with the stored original.
+        this.inFlight = new Set();
+        this.pump();
         break;
       case 'new_message': {
         const m = f.data;
@@ -314,12 +325,24 @@ export class ParleyClient extends EventTarget {
     };
     this.outbox.push(item);
     this.saveOutbox();
-    this.transmit(item);
+    this.pump();  // not straight away: it would overtake older queued messages
     return item;
   }
 
+  // Transmits the oldest queued messages not yet transmitted on this
+  // connection while fewer than SEND_WINDOW are unanswered; each answer makes
+  // room for the next, so the outbox goes in order at the server's pace.
+  pump() {
+    for (const item of this.outbox) {
+      if (this.inFlight.size >= SEND_WINDOW) return;
+      if (this.inFlight.has(item.client_msg_id)) continue;
+      if (!this.transmit(item)) return;  // offline: the next connection pumps
+      this.inFlight.add(item.client_msg_id);
+    }
+  }
+
   transmit(item) {
-    this.sendFrame({ type: 'send_message', request_id: `${SEND_REQUEST}${item.client_msg_id}`, thread_id: item.thread_id,
+    return this.sendFrame({ type: 'send_message', request_id: `${SEND_REQUEST}${item.client_msg_id}`, thread_id: item.thread_id,
       content: item.content, client_msg_id: item.client_msg_id });
   }
 
@@ -329,16 +352,14 @@ export class ParleyClient extends EventTarget {
     const item = this.outbox.find((i) => i.client_msg_id === clientMsgId);
     if (!item) return;
     if (SEND_RETRYABLE.has(f.code)) {
-      setTimeout(() => { if (this.outbox.includes(item)) this.transmit(item); }, SEND_RETRY_MS);
+      // It keeps its place in the window; a new connection has sent it already.
+      const flight = this.inFlight;
+      setTimeout(() => { if (flight === this.inFlight && this.outbox.includes(item)) this.transmit(item); }, SEND_RETRY_MS);
       return;
     }
     this.dropFromOutbox(clientMsgId);
     this.emit('failed', { item, code: f.code, message: f.message || f.code });
   }
-
-  // On each connection every unacknowledged message is sent again, in order;
-  // the server answers a repeated client_msg_id with the stored original.
-  flushOutbox() { for (const item of this.outbox) this.transmit(item); }
 
   // Stops following a thread this user has left: its unsent messages could
   // never be sent, and resending them on each connection would only be refused.
@@ -346,14 +367,19 @@ export class ParleyClient extends EventTarget {
     this.cursors.delete(threadId);
     this.ahead.delete(threadId);
     const before = this.outbox.length;
+    for (const i of this.outbox) if (i.thread_id === threadId) this.inFlight.delete(i.client_msg_id);
     this.outbox = this.outbox.filter((i) => i.thread_id !== threadId);
-    if (this.outbox.length !== before) this.saveOutbox();
+    if (this.outbox.length !== before) { this.saveOutbox(); this.pump(); }
   }
 
+  // Answered for good (stored, or refused for good): it leaves the outbox and
+  // its place in the window goes to the next queued message.
   dropFromOutbox(clientMsgId) {
     const before = this.outbox.length;
     this.outbox = this.outbox.filter((i) => i.client_msg_id !== clientMsgId);
+    this.inFlight.delete(clientMsgId);
     if (this.outbox.length !== before) this.saveOutbox();
+    this.pump();
   }
 
   saveOutbox() {
