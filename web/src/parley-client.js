@@ -51,8 +51,10 @@ const PING_EVERY_MS = 20000;
 
 export class ParleyClient extends EventTarget {
   // baseUrl: the server ('' = the page's own origin). token: a Parley or
-  // identity-provider JWT. outboxStore: optional {load(), save(list)} so
-  // unsent messages survive a reload.
+  // identity-provider JWT. outboxStore: optional {load(), save(list),
+  // watch(fn)} so unsent messages survive a reload; several clients (tabs)
+  // may share one, and watch(fn), when given, calls fn(list) when another
+  // changed it and returns a function that stops watching.
   constructor({ baseUrl = '', token = null, outboxStore = null } = {}) {
     super();
     this.baseUrl = baseUrl;
@@ -65,6 +67,9 @@ export class ParleyClient extends EventTarget {
     this.ahead = new Map();  // thread id -> Set of seqs
     this.outboxStore = outboxStore;
     this.outbox = outboxStore ? outboxStore.load() : [];  // [{thread_id, content, client_msg_id, created_at}]
+    // The client_msg_ids of the shared store as this client last read or wrote it.
+    this.stored = new Set(this.outbox.map((i) => i.client_msg_id));
+    this.unwatch = outboxStore?.watch ? outboxStore.watch((list) => this.outboxChangedElsewhere(list)) : null;
     // client_msg_ids of the outbox transmitted on this connection and not yet
     // answered; a new Set per connection, so a retry timer of an older one is void.
     this.inFlight = new Set();
@@ -168,6 +173,8 @@ export class ParleyClient extends EventTarget {
   // Stops for good (sign-out): no reconnect, the outbox is dropped.
   disconnect() {
     this.wanted = false;
+    this.unwatch?.();
+    this.unwatch = null;
     clearTimeout(this.timer);
     clearInterval(this.pinger);
     if (this.ws) { const ws = this.ws; this.ws = null; ws.close(1000); }
@@ -236,6 +243,8 @@ export class ParleyClient extends EventTarget {
         const m = f.data;
         const fresh = this.seen(m.thread_id, m.seq);
         if (m.sender_id !== this.userId) this.acknowledge(m);
+        // Ours, sent by another tab or device: stored, so no longer to send.
+        else if (m.client_msg_id) this.dropFromOutbox(m.client_msg_id);
         if (fresh) this.emit('message', { message: m });
         break;
       }
@@ -382,9 +391,43 @@ export class ParleyClient extends EventTarget {
     this.pump();
   }
 
+  // Other tabs of the same user share the stored outbox, so this client's
+  // changes are merged into what is stored now, never written over it: what
+  // another tab queued meanwhile is kept (and taken over here: the tab that
+  // queued it may be closed before the network is back), and only what this
+  // client answered leaves. Two tabs may then both send a message; the server
+  // stores a repeated client_msg_id once.
   saveOutbox() {
-    if (this.outboxStore) this.outboxStore.save(this.outbox);
+    if (this.outboxStore) {
+      const mine = new Set(this.outbox.map((i) => i.client_msg_id));
+      const kept = this.outboxStore.load().filter((i) => mine.has(i.client_msg_id) || !this.stored.has(i.client_msg_id));
+      this.outbox = this.merged(kept, this.outbox);
+      this.outboxStore.save(this.outbox);
+      this.stored = new Set(this.outbox.map((i) => i.client_msg_id));
+    }
     this.emit('outbox', { pending: this.outbox });
+  }
+
+  // Another tab changed the stored outbox: what it queued is taken over, and
+  // what left it there (answered in that tab) leaves here too.
+  outboxChangedElsewhere(list) {
+    const ids = new Set(list.map((i) => i.client_msg_id));
+    const gone = this.outbox.filter((i) => !ids.has(i.client_msg_id) && this.stored.has(i.client_msg_id));
+    for (const i of gone) this.inFlight.delete(i.client_msg_id);
+    this.outbox = this.merged(list, this.outbox.filter((i) => !gone.includes(i)));
+    this.stored = ids;
+    this.emit('outbox', { pending: this.outbox });
+    this.pump();
+  }
+
+  // The stored list in its order, then local items it lacks; an item this
+  // client holds keeps its object (a pending retry checks it is still queued).
+  merged(stored, local) {
+    const byId = new Map(local.map((i) => [i.client_msg_id, i]));
+    const out = stored.map((i) => byId.get(i.client_msg_id) || i);
+    const present = new Set(out.map((i) => i.client_msg_id));
+    for (const i of local) if (!present.has(i.client_msg_id)) out.push(i);
+    return out;
   }
 
   // ------------------------------------------------------------------ the rest

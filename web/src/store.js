@@ -42,6 +42,18 @@ function outboxStore(userId) {
   return {
     load() { try { return JSON.parse(localStorage.getItem(key)) || []; } catch { return []; } },
     save(list) { localStorage.setItem(key, JSON.stringify(list)); },
+    // Another tab of this user saved its outbox (the event never fires in the
+    // tab that saved); signing out removes it (null: nothing left to send).
+    watch(fn) {
+      const onStorage = (e) => {
+        if (e.key !== key && e.key !== null) return;
+        let list = [];
+        try { list = JSON.parse(localStorage.getItem(key)) || []; } catch { /* none */ }
+        fn(list);
+      };
+      window.addEventListener('storage', onStorage);
+      return () => window.removeEventListener('storage', onStorage);
+    },
   };
 }
 
