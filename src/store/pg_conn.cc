@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <vector>
 
 namespace parley {
@@ -50,8 +52,26 @@ void ignore_notice(void*, const PGresult*) {}  // "relation already exists, skip
 
 }  // namespace
 
+// A node cut off from the database (no FIN, no RST: a partition, a dead
+// host) would wait in a statement until TCP's retransmissions give up, 15
+// minutes or more, with the writer holding every send unanswered. libpq's
+// keepalives use the system's timing (a first probe after two hours); these
+// find a silent peer while a statement waits for its answer (in about 25 s),
+// the user timeout finds one that stops acknowledging what was
+// sent (30 s), and a connect gives up after 10 s. These come before the URL,
+// so a URL that sets any of them wins.
+constexpr const char* kConnectKeywords[] = {"keepalives",       "keepalives_idle", "keepalives_interval",
+                                            "keepalives_count", "tcp_user_timeout", "connect_timeout",
+                                            "dbname",           nullptr};
+constexpr const char* kConnectDefaults[] = {"1", "10", "5", "3", "30000", "10"};
+
 Result<std::unique_ptr<PgConn>> PgConn::open(const std::string& url) {
-  PGconn* c = PQconnectdb(url.c_str());
+  const char* values[std::size(kConnectKeywords)];
+  std::copy(std::begin(kConnectDefaults), std::end(kConnectDefaults), values);
+  values[std::size(kConnectDefaults)] = url.c_str();
+  values[std::size(kConnectDefaults) + 1] = nullptr;
+  static_assert(std::size(kConnectKeywords) == std::size(kConnectDefaults) + 2);
+  PGconn* c = PQconnectdbParams(kConnectKeywords, values, /*expand_dbname=*/1);
   std::unique_ptr<PgConn> conn(new PgConn(c));  // frees the handle even when the connection failed
   if (!c) return internal_error("cannot allocate a PostgreSQL connection");
   if (PQstatus(c) != CONNECTION_OK)

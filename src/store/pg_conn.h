@@ -91,6 +91,8 @@ class PgConn {
   // read checks it so that a failure is an error, not a shorter answer.
   bool take_failure() { return std::exchange(failed_, false); }
   std::string errmsg() const;
+  // The connection's socket, -1 when there is none (tests read its TCP options).
+  int socket() const { return PQsocket(conn_); }
 
  private:
   explicit PgConn(PGconn* c) : conn_(c) {}

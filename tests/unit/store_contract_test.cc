@@ -12,6 +12,9 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -986,6 +989,33 @@ TEST_P(StoreContract, ConcurrentClaimsNeverOverlap) {
   EXPECT_EQ(unique.size(), claimed.size()) << "a notification was claimed twice";
   EXPECT_EQ(unique.size(), static_cast<size_t>(kItems));
   if (second) second->close();
+}
+
+// A node cut off from PostgreSQL without a FIN or RST must notice within
+// seconds, not after TCP's retransmissions give up (15 minutes or more):
+// every connection has keepalives and a user timeout; a URL may set its own.
+TEST_P(StoreContract, PgConnectionsNoticeASilentPeer) {
+  if (GetParam() != "postgres") GTEST_SKIP() << "PostgreSQL only";
+  auto tcp_option = [](const PgConn& c, int level, int name) {
+    int value = -1;
+    socklen_t len = sizeof value;
+    EXPECT_EQ(getsockopt(c.socket(), level, name, &value, &len), 0);
+    return value;
+  };
+  auto conn = PgConn::open(database_url_);
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  EXPECT_EQ(tcp_option(**conn, SOL_SOCKET, SO_KEEPALIVE), 1);
+  EXPECT_EQ(tcp_option(**conn, IPPROTO_TCP, TCP_KEEPIDLE), 10);
+  EXPECT_EQ(tcp_option(**conn, IPPROTO_TCP, TCP_KEEPINTVL), 5);
+  EXPECT_EQ(tcp_option(**conn, IPPROTO_TCP, TCP_KEEPCNT), 3);
+  EXPECT_EQ(tcp_option(**conn, IPPROTO_TCP, TCP_USER_TIMEOUT), 30000);
+  EXPECT_TRUE((*conn)->run("SELECT 1").ok());
+
+  auto own = PgConn::open(database_url_ + "?keepalives_idle=60&tcp_user_timeout=0");
+  ASSERT_TRUE(own.ok()) << own.error().message;
+  EXPECT_EQ(tcp_option(**own, IPPROTO_TCP, TCP_KEEPIDLE), 60);
+  EXPECT_EQ(tcp_option(**own, IPPROTO_TCP, TCP_USER_TIMEOUT), 0);
+  EXPECT_EQ(tcp_option(**own, IPPROTO_TCP, TCP_KEEPCNT), 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContract, ::testing::ValuesIn(backends()),
