@@ -470,8 +470,11 @@ Result<std::vector<std::string>> PgStore::write_participants(const std::string& 
   const Micros now = now_micros();
   for (const auto& uid : user_ids) {
     if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
+    // A new member has read and received what was said before
+    // (Store::add_participants); last_seq is this transaction's (the commit clock is held).
     auto r = c.exec(
-        "INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES ($1, $2, 0, $3) "
+        "INSERT INTO participants (thread_id, user_id, is_admin, joined_at, last_read_seq, last_delivered_seq) "
+        "SELECT $1, $2, 0, $3, t.last_seq, t.last_seq FROM threads t WHERE t.id = $1 "
         "ON CONFLICT (thread_id, user_id) DO NOTHING",
         {thread_id, uid, now});
     if (!r.ok()) return pg_error(c, r, "add_participant");

@@ -398,14 +398,17 @@ Result<std::vector<std::string>> SqliteStore::write_participants(const std::stri
     if (thread_type_from_stored(st.text(0)) == ThreadType::kDirect)
       return bad_input("direct_thread", "participants of a direct thread cannot change");
   }
+  // A new member has read and received what was said before (Store::add_participants).
+  auto key = thread_key(thread_id);
+  if (!key) return key.error();
   std::vector<std::string> added;
   const Micros now = now_micros();
   for (const auto& uid : user_ids) {
     if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
     auto st = c.prepare(
-        "INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES (?, ?, 0, ?) "
-        "ON CONFLICT (thread_id, user_id) DO NOTHING");
-    st.bind(thread_id, uid, now);
+        "INSERT INTO participants (thread_id, user_id, is_admin, joined_at, last_read_seq, last_delivered_seq) "
+        "VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (thread_id, user_id) DO NOTHING");
+    st.bind(thread_id, uid, now, key->last_seq, key->last_seq);
     if (!st.done()) return storage_error(c, st.error(), "add_participant");
     if (c.changes() > 0) added.push_back(uid);
   }

@@ -140,6 +140,8 @@ class Store {
   // The user's threads, newest activity first, each with unread count and last message.
   virtual Result<std::vector<ThreadSummary>> threads_for_user(const std::string& user_id) = 0;
   // Adds users (ignoring those already in); returns the ids actually added.
+  // A new member's read and delivered marks start at the thread's last seq:
+  // what was said before is history to them, not unread.
   virtual Result<std::vector<std::string>> add_participants(const std::string& thread_id,
                                                             const std::vector<std::string>& user_ids) = 0;
   // Errors: not_found "not_a_participant".

@@ -958,6 +958,36 @@ TEST_P(StoreContract, ThreadUnreadCountsOfEveryParticipant) {
   EXPECT_TRUE(ok(store_->thread_unread_counts("00000000-0000-0000-0000-000000000000")).empty());
 }
 
+// A member added to a group starts with what was said before as read: the
+// history is theirs to scroll back through, not hundreds of unread messages
+// (nor a read receipt going back for everyone else). What comes after is
+// unread; someone removed and added again starts from their return.
+TEST_P(StoreContract, AddedMembersStartWithTheHistoryRead) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id});
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(send(t.id, a.id, "before " + std::to_string(i)).ok());
+  ASSERT_TRUE(ok(store_->add_participants(t.id, {c.id})) == std::vector<std::string>{c.id});
+  auto unread_of = [&](const std::string& user) {
+    std::map<std::string, int64_t> got;
+    for (const auto& u : ok(store_->thread_unread_counts(t.id))) got[u.user_id] = u.unread_count;
+    return got[user];
+  };
+  EXPECT_EQ(unread_of(c.id), 0);
+  for (const auto& u : ok(store_->unread_counts(c.id))) EXPECT_EQ(u.unread_count, 0) << u.thread_id;
+  ASSERT_TRUE(send(t.id, a.id, "after").ok());
+  EXPECT_EQ(unread_of(c.id), 1);
+  EXPECT_EQ(unread_of(b.id), 4);
+
+  ASSERT_TRUE(store_->remove_participant(t.id, c.id).ok());
+  ASSERT_TRUE(send(t.id, a.id, "while away").ok());
+  ASSERT_TRUE(ok(store_->add_participants(t.id, {c.id})) == std::vector<std::string>{c.id});
+  EXPECT_EQ(unread_of(c.id), 0);
+  ASSERT_TRUE(send(t.id, b.id, "welcome back").ok());
+  EXPECT_EQ(unread_of(c.id), 1);
+}
+
 // Several nodes claiming from one database never get the same notification.
 TEST_P(StoreContract, ConcurrentClaimsNeverOverlap) {
   std::unique_ptr<Store> second;
