@@ -20,10 +20,11 @@ constexpr size_t kMaxCacheEntries = 10000;
 #define PG_USER_COLS \
   "id, username, full_name, phone_number, role, password_hash, created_at, last_seen, disabled, tokens_valid_after"
 #define PG_THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
-// Participant p's unread count (messages from others past p's read mark).
+// Participant p's unread count (messages from others past p's read mark, not
+// deleted ones).
 #define PG_UNREAD_OF_P                                                                              \
   "(SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id AND m.seq > p.last_read_seq " \
-  "AND m.sender_id <> p.user_id)"
+  "AND m.sender_id <> p.user_id AND m.deleted_at IS NULL)"
 #define PG_MESSAGE_SELECT                                                                               \
   "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
   "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \

@@ -527,6 +527,25 @@ TEST_P(StoreContract, UnreadCountsAndMarkRead) {
   EXPECT_EQ(outsider.error().code, "not_a_participant");
 }
 
+// A deleted message is no longer there to read: it leaves the unread counts.
+TEST_P(StoreContract, DeletedMessagesAreNotUnread) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto first = send(t.id, b.id, "taken down");
+  ASSERT_TRUE(first.ok());
+  send(t.id, b.id, "kept");
+  ASSERT_TRUE(store_->delete_message(first->message.id).ok());
+  auto mine = ok(store_->unread_counts(a.id));
+  ASSERT_EQ(mine.size(), 1u);
+  EXPECT_EQ(mine[0].unread_count, 1);
+  auto list = ok(store_->threads_for_user(a.id));
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].unread_count, 1);
+  for (const auto& u : ok(store_->thread_unread_counts(t.id)))
+    EXPECT_EQ(u.unread_count, u.user_id == a.id ? 1 : 0) << u.user_id;
+}
+
 TEST_P(StoreContract, ThreadsForUserNewestFirstWithSummary) {
   User a = make_user("alice");
   User b = make_user("bob");

@@ -190,6 +190,23 @@ describe('message delete and edit', () => {
     assertWsError(assert, await bob1.request({ type: 'edit_message', message_id: second.id, content: 'x' }), 'message_deleted');
   });
 
+  it('a deleted message leaves the unread counts: the badge and the thread list count only what is left to read', async () => {
+    const { admin, bob, carol, thread } = await group();
+    const rude = (await server.sendRest(bob.token, thread.id, { content: 'something rude' })).body.data;
+    await server.sendRest(bob.token, thread.id, { content: 'still here' });
+    const unread = async (user) => {
+      const res = await server.http('GET', '/api/chat/unread-count', { token: user.token });
+      assert.equal(res.status, 200, res.text);
+      const list = await server.http('GET', '/api/chat/threads', { token: user.token });
+      const listed = list.body.data.threads.find((t) => t.id === thread.id).unread_count;
+      return { total: res.body.data.unread_count, thread: res.body.data.threads.find((t) => t.thread_id === thread.id).unread_count, listed };
+    };
+    assert.deepEqual(await unread(carol), { total: 2, thread: 2, listed: 2 });
+    assert.equal((await server.http('DELETE', `/api/chat/messages/${rude.id}`, { token: admin.token })).status, 200);
+    assert.deepEqual(await unread(carol), { total: 1, thread: 1, listed: 1 }, 'the tombstone is not unread');
+    assert.deepEqual(await unread(admin), { total: 1, thread: 1, listed: 1 });
+  });
+
   it('a participant who is neither sender nor admin, and a non-participant, get forbidden and change nothing', async () => {
     const { admin, bob, carol, outsider, thread } = await group();
     const bobWs = await server.connect(bob);
