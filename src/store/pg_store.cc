@@ -722,10 +722,14 @@ Result<Message> reread_message(PgConn& c, const std::string& id) {
 
 // A claimed notification's message as it is now: its content and edit time
 // into `n`. False (and the notification removed) when the message was
-// deleted or is gone: nothing is sent for it.
+// deleted or is gone, or its recipient's account is disabled (a locked
+// account gets no more message text on its phones): nothing is sent for it.
 Result<bool> fill_notification_message(PgConn& c, Notification& n) {
   if (n.message_id.empty()) return true;
-  auto r = c.exec("SELECT content, edited_at, deleted_at FROM messages WHERE id = $1", {n.message_id});
+  auto r = c.exec(
+      "SELECT content, edited_at, deleted_at FROM messages WHERE id = $1 "
+      "AND NOT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled <> 0)",
+      {n.message_id, n.recipient_id});
   if (!r.ok()) return pg_error(c, r, "claim_notifications");
   if (r.rows() == 1 && r.is_null(0, 2)) {
     n.content = r.bytes(0, 0);

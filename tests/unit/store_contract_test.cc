@@ -939,6 +939,30 @@ TEST_P(StoreContract, OutboxDropsANotificationOfADeletedMessageAtClaim) {
   EXPECT_FALSE(ok(store_->next_notification_due()).has_value());  // and it is gone
 }
 
+// A disabled account gets no more message text on its phones: its
+// notifications, queued before or after the disable, are dropped at the claim.
+TEST_P(StoreContract, OutboxDropsTheNotificationsOfADisabledRecipientAtClaim) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  auto m = send(t.id, a.id, "for bob and carol");
+  ASSERT_TRUE(m.ok());
+  auto to = [&](const std::string& id, const User& u) {
+    Notification n = notification(id, 100);
+    n.message_id = m->message.id;
+    n.recipient_id = u.id;
+    return n;
+  };
+  ASSERT_TRUE(enqueue_and_wait(*store_, {to("to-bob", b), to("to-carol", c)}).ok());
+  ASSERT_TRUE(store_->set_user_disabled(b.id, true).ok());
+  auto claimed = ok(store_->claim_notifications(200, 10000, 10));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].id, "to-carol");
+  ASSERT_TRUE(store_->set_user_disabled(b.id, false).ok());
+  EXPECT_TRUE(ok(store_->claim_notifications(20000, 30000, 10)).size() == 1u);  // carol's again; bob's is gone
+}
+
 TEST_P(StoreContract, NextNotificationDueIsTheEarliestLiveOne) {
   EXPECT_FALSE(ok(store_->next_notification_due()).has_value());
   ASSERT_TRUE(enqueue_and_wait(*store_, {notification("a", 700), notification("b", 300)}).ok());
