@@ -205,6 +205,9 @@ describe('webhook for offline participants', () => {
       assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE body LIKE '%TAKEDOWN-%'`), '0');
       assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE message_id IN ('${dead.id}', '${live.id}')`), '0',
         'the notifications of both messages, the dead letter too, are gone');
+      // /metrics follows the store: the dead letter it counted is gone.
+      await waitFor(async () => (await server.metric('parley_webhook_dead_letters')) === 0, 10000,
+        'parley_webhook_dead_letters back to 0');
     } finally {
       await server.stop();
       await receiver.close();
