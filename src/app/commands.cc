@@ -144,22 +144,33 @@ Result<Core> open_core(const Config& config, bool serving = false) {
   return core;
 }
 
-// `parley migrate`: brings the store's schema up to date and exits (serve
-// does the same at start; this is for deployments that migrate first).
-int migrate(const Config& config) {
-  auto store = open_store(store_options(config));
-  if (!store) {
-    std::cerr << "parley: " << store.error().code << ": " << store.error().message << "\n";
-    return 1;
-  }
-  std::cout << "migrated " << (*store)->describe() << "\n";
-  (*store)->close();
-  return 0;
-}
-
 int fail(const Error& e) {
   std::cerr << "parley: " << e.code << ": " << e.message << "\n";
   return 1;
+}
+
+// `parley migrate`: brings the store's schema up to date and exits (serve
+// does the same at start; this is for deployments that migrate first). On
+// SQLite it acts on an existing data dir only (run in the wrong directory it
+// would make a new empty store and report success) and, as an offline writer
+// that may rewrite the messages table, not beside a running server (which
+// would keep running on the schema it knows; data_dir_lock.h).
+int migrate(const Config& config) {
+  std::unique_ptr<DataDirLock> lock;
+  if (config.database_url.empty()) {
+    std::error_code ec;
+    if (!fs::is_directory(config.data_dir, ec))
+      return fail(not_found("no_data_dir", "no data dir at " + config.data_dir +
+                                               " (pass the server's --data-dir or PARLEY_DATA_DIR)"));
+    auto held = DataDirLock::acquire(config.data_dir);
+    if (!held) return fail(held.error());
+    lock = std::move(*held);
+  }
+  auto store = open_store(store_options(config));
+  if (!store) return fail(store.error());
+  std::cout << "migrated " << (*store)->describe() << "\n";
+  (*store)->close();
+  return 0;
 }
 
 // Every command: where the data is, and how much it logs.
