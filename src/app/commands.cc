@@ -475,6 +475,11 @@ bool option_given(const CLI::App& app, const std::string& name) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // What parley writes (the data dir, the database with its password hashes
+  // and every message, the JWT secret, backups) is for its own user alone,
+  // whatever umask it was started with (022 in most shells and in systemd):
+  // files 0600, directories 0700. A stricter umask stays as it is.
+  ::umask(::umask(077) | 077);
   CLI::App app{"Parley: a real-time chat server"};
   app.require_subcommand(1);
   Config config;
