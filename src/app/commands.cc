@@ -32,6 +32,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/ids.h"
+#include "common/redact.h"
 #include "common/log.h"
 #include "common/thread_pool.h"
 #include "net/asio_reactor.h"
@@ -381,10 +382,10 @@ int serve(Config& config) {
 bool use_data_dir(const Config& config, bool create) {
   // With PostgreSQL and a given secret the data dir holds nothing they need.
   if (!config.database_url.empty() && !config.jwt_secret.empty()) {
-    std::string where = config.database_url;
+    std::string where = redact_url_password(config.database_url);  // never the password
     size_t scheme = where.find("://"), at = where.rfind('@');
     if (scheme != std::string::npos && at != std::string::npos && at > scheme)
-      where.erase(scheme + 3, at + 1 - (scheme + 3));  // never print the password
+      where.erase(scheme + 3, at + 1 - (scheme + 3));  // nor the user
     std::cerr << "parley: database " << where << "\n";
     return true;
   }

@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/ids.h"
+#include "common/redact.h"
 #include "store/pg_conn.h"
 #include "store/pg_schema.h"
 
@@ -150,16 +151,6 @@ class PgReadTxn {
   bool open_;
 };
 
-// postgres://user:secret@host/db -> postgres://user@host/db, for logs and /health.
-std::string without_password(const std::string& url) {
-  auto scheme = url.find("://");
-  auto at = url.find('@', scheme == std::string::npos ? 0 : scheme + 3);
-  if (scheme == std::string::npos || at == std::string::npos) return url;
-  auto colon = url.find(':', scheme + 3);
-  if (colon == std::string::npos || colon > at) return url;
-  return url.substr(0, colon) + url.substr(at);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- lifecycle
@@ -182,7 +173,7 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const StoreOptions& options) {
   if (auto st = migrate_pg_schema(**conn); !st) return st.error();
   if (!(*conn)->set_session_setup(kWriterSessionSetup))
     return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot set up the PostgreSQL session: " + (*conn)->errmsg()};
-  std::string described = without_password(options.database_url);
+  std::string described = redact_url_password(options.database_url);  // also what /health shows
   spdlog::info("event=store_open store=postgres url={} schema_version={}", described, latest_pg_schema_version());
   return std::unique_ptr<PgStore>(new PgStore(options, std::move(described), std::move(*conn)));
 }

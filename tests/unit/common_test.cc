@@ -15,6 +15,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/redact.h"
 #include "common/utf8.h"
 #include "common/thread_pool.h"
 
@@ -46,6 +47,22 @@ TEST(Logging, OneEventIsOneLine) {
       << lines[0];
   EXPECT_NE(lines[1].find("level=info event=second"), std::string::npos) << lines[1];
   EXPECT_EQ(out.find('\r'), std::string::npos);
+}
+
+// ---- redaction ----
+
+// libpq takes a password in the URL's user info and as a query parameter;
+// neither may reach /health, the log or `config check`.
+TEST(Redact, MasksEveryPasswordOfADatabaseUrl) {
+  EXPECT_EQ(redact_url_password("postgres://parley:hunter2@db:5432/parley"), "postgres://parley:***@db:5432/parley");
+  EXPECT_EQ(redact_url_password("postgres://parley@db:5432/parley?password=hunter2&sslmode=require"),
+            "postgres://parley@db:5432/parley?password=***&sslmode=require");
+  EXPECT_EQ(redact_url_password("postgresql://db/parley?sslmode=verify-full&sslpassword=k3y&PASSWORD=p@ss"),
+            "postgresql://db/parley?sslmode=verify-full&sslpassword=***&PASSWORD=***");
+  EXPECT_EQ(redact_url_password("postgres://u:pw@db/parley?password=p@ss"), "postgres://u:***@db/parley?password=***");
+  EXPECT_EQ(redact_url_password("redis://:secret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+  EXPECT_EQ(redact_url_password("postgres://parley@db/parley?application_name=x"), "postgres://parley@db/parley?application_name=x");
+  EXPECT_EQ(redact_url_password("not a url"), "not a url");
 }
 
 // ---- clock ----
