@@ -463,6 +463,22 @@ std::optional<std::string> unknown_command(const CLI::App& app, int argc, char**
   return std::nullopt;
 }
 
+// "parley user disable --help": where to read how the command the words name
+// is called (its leading words that name commands).
+std::string help_hint(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* level = &app;
+  std::string path = "parley";
+  for (int i = 1; i < argc; ++i) {
+    const CLI::App* next = nullptr;
+    for (const CLI::App* sub : level->get_subcommands([](const CLI::App*) { return true; }))
+      if (sub->check_name(argv[i])) next = sub;
+    if (!next) break;
+    path += " " + next->get_name();
+    level = next;
+  }
+  return path + " --help";
+}
+
 // Whether the option was given (flag or environment) to the command that ran.
 bool option_given(const CLI::App& app, const std::string& name) {
   for (const CLI::App* sub : app.get_subcommands()) {
@@ -591,6 +607,13 @@ int run_cli(int argc, char** argv) {
     if (checking_config && e.get_exit_code() != 0) {
       std::cerr << "parley: bad_setting: " << e.what() << "\n";
       return 1;
+    }
+    // A wrong, missing or unexpected argument: one line like every other
+    // error, and exit 2 like an unknown command (CLI11's own is two lines and
+    // codes 104-114). --help still prints the help and exits 0.
+    if (e.get_exit_code() != 0) {
+      std::cerr << "parley: bad_arguments: " << e.what() << " (" << help_hint(app, argc, argv) << ")\n";
+      return 2;
     }
     return app.exit(e);
   }
