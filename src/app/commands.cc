@@ -379,9 +379,12 @@ int serve(Config& config) {
 // Admin commands act on an existing data dir, and say which: run in the
 // wrong directory, they would otherwise make a new ./data (and a new JWT
 // secret) and report success. `create` (--create) makes it.
-bool use_data_dir(const Config& config, bool create) {
-  // With PostgreSQL and a given secret the data dir holds nothing they need.
-  if (!config.database_url.empty() && !config.jwt_secret.empty()) {
+// `needs_secret`: the command signs tokens (user add, token); disable,
+// enable and revoke-tokens only write the store.
+bool use_data_dir(const Config& config, bool create, bool needs_secret = true) {
+  // With PostgreSQL the data dir holds nothing they need but a generated
+  // secret: nothing at all when the secret is given or not needed.
+  if (!config.database_url.empty() && (!config.jwt_secret.empty() || !needs_secret)) {
     std::string where = redact_url_password(config.database_url);  // never the password
     size_t scheme = where.find("://"), at = where.rfind('@');
     if (scheme != std::string::npos && at != std::string::npos && at > scheme)
@@ -655,7 +658,7 @@ int run_cli(int argc, char** argv) {
   }
   for (auto& [cmd, action] : admin_cmds) {
     if (!cmd->parsed()) continue;
-    if (!use_data_dir(config, false)) return 1;
+    if (!use_data_dir(config, false, /*needs_secret=*/false)) return 1;
     return run_user_admin(config, action, admin_user);
   }
   if (token_cmd->parsed()) {

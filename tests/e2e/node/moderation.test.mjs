@@ -5,7 +5,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
-import { startServer, sleep, assertHttpError, assertWsError } from './harness.mjs';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { startServer, sleep, assertHttpError, assertWsError, PARLEY_BIN, TEST_STORE } from './harness.mjs';
 
 // The server polls account changes every second; CONTRACT: within 2 s.
 const NOTICE_MS = 2000;
@@ -98,6 +102,26 @@ describe('account moderation from the command line', () => {
       assert.match(err.stderr, /user_not_found/);
       return true;
     });
+  });
+
+  it('on PostgreSQL, disable, enable and revoke-tokens need only --database (no data dir, no secret)', { skip: TEST_STORE !== 'postgres' }, async () => {
+    const carol = await server.register();
+    const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-admin-'));  // an operator's home: no ./data here
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PARLEY_')));
+    const run = (args) => new Promise((resolve) => {
+      execFile(PARLEY_BIN, [...args, '--database', server.database, carol.username], { cwd: elsewhere, env },
+        (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+    });
+    try {
+      for (const cmd of ['disable', 'enable', 'revoke-tokens']) {
+        const r = await run(['user', cmd]);
+        assert.equal(r.code, 0, `user ${cmd}: ${r.stderr}`);
+      }
+      assert.equal((await server.http('GET', '/api/users/me', { token: carol.token })).status, 401, 'the revocation took effect');
+      assert.deepEqual(fs.readdirSync(elsewhere), [], 'no data dir was made');
+    } finally {
+      fs.rmSync(elsewhere, { recursive: true, force: true });
+    }
   });
 });
 
