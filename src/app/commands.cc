@@ -32,6 +32,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/ids.h"
+#include "common/redact.h"
 #include "common/log.h"
 #include "common/thread_pool.h"
 #include "net/asio_reactor.h"
@@ -144,22 +145,33 @@ Result<Core> open_core(const Config& config, bool serving = false) {
   return core;
 }
 
-// `parley migrate`: brings the store's schema up to date and exits (serve
-// does the same at start; this is for deployments that migrate first).
-int migrate(const Config& config) {
-  auto store = open_store(store_options(config));
-  if (!store) {
-    std::cerr << "parley: " << store.error().code << ": " << store.error().message << "\n";
-    return 1;
-  }
-  std::cout << "migrated " << (*store)->describe() << "\n";
-  (*store)->close();
-  return 0;
-}
-
 int fail(const Error& e) {
   std::cerr << "parley: " << e.code << ": " << e.message << "\n";
   return 1;
+}
+
+// `parley migrate`: brings the store's schema up to date and exits (serve
+// does the same at start; this is for deployments that migrate first). On
+// SQLite it acts on an existing data dir only (run in the wrong directory it
+// would make a new empty store and report success) and, as an offline writer
+// that may rewrite the messages table, not beside a running server (which
+// would keep running on the schema it knows; data_dir_lock.h).
+int migrate(const Config& config) {
+  std::unique_ptr<DataDirLock> lock;
+  if (config.database_url.empty()) {
+    std::error_code ec;
+    if (!fs::is_directory(config.data_dir, ec))
+      return fail(not_found("no_data_dir", "no data dir at " + config.data_dir +
+                                               " (pass the server's --data-dir or PARLEY_DATA_DIR)"));
+    auto held = DataDirLock::acquire(config.data_dir);
+    if (!held) return fail(held.error());
+    lock = std::move(*held);
+  }
+  auto store = open_store(store_options(config));
+  if (!store) return fail(store.error());
+  std::cout << "migrated " << (*store)->describe() << "\n";
+  (*store)->close();
+  return 0;
 }
 
 // Every command: where the data is, and how much it logs.
@@ -367,13 +379,16 @@ int serve(Config& config) {
 // Admin commands act on an existing data dir, and say which: run in the
 // wrong directory, they would otherwise make a new ./data (and a new JWT
 // secret) and report success. `create` (--create) makes it.
-bool use_data_dir(const Config& config, bool create) {
-  // With PostgreSQL and a given secret the data dir holds nothing they need.
-  if (!config.database_url.empty() && !config.jwt_secret.empty()) {
-    std::string where = config.database_url;
+// `needs_secret`: the command signs tokens (user add, token); disable,
+// enable and revoke-tokens only write the store.
+bool use_data_dir(const Config& config, bool create, bool needs_secret = true) {
+  // With PostgreSQL the data dir holds nothing they need but a generated
+  // secret: nothing at all when the secret is given or not needed.
+  if (!config.database_url.empty() && (!config.jwt_secret.empty() || !needs_secret)) {
+    std::string where = redact_url_password(config.database_url);  // never the password
     size_t scheme = where.find("://"), at = where.rfind('@');
     if (scheme != std::string::npos && at != std::string::npos && at > scheme)
-      where.erase(scheme + 3, at + 1 - (scheme + 3));  // never print the password
+      where.erase(scheme + 3, at + 1 - (scheme + 3));  // nor the user
     std::cerr << "parley: database " << where << "\n";
     return true;
   }
@@ -451,6 +466,22 @@ std::optional<std::string> unknown_command(const CLI::App& app, int argc, char**
   return std::nullopt;
 }
 
+// "parley user disable --help": where to read how the command the words name
+// is called (its leading words that name commands).
+std::string help_hint(const CLI::App& app, int argc, char** argv) {
+  const CLI::App* level = &app;
+  std::string path = "parley";
+  for (int i = 1; i < argc; ++i) {
+    const CLI::App* next = nullptr;
+    for (const CLI::App* sub : level->get_subcommands([](const CLI::App*) { return true; }))
+      if (sub->check_name(argv[i])) next = sub;
+    if (!next) break;
+    path += " " + next->get_name();
+    level = next;
+  }
+  return path + " --help";
+}
+
 // Whether the option was given (flag or environment) to the command that ran.
 bool option_given(const CLI::App& app, const std::string& name) {
   for (const CLI::App* sub : app.get_subcommands()) {
@@ -464,6 +495,11 @@ bool option_given(const CLI::App& app, const std::string& name) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // What parley writes (the data dir, the database with its password hashes
+  // and every message, the JWT secret, backups) is for its own user alone,
+  // whatever umask it was started with (022 in most shells and in systemd):
+  // files 0600, directories 0700. A stricter umask stays as it is.
+  ::umask(::umask(077) | 077);
   CLI::App app{"Parley: a real-time chat server"};
   app.require_subcommand(1);
   Config config;
@@ -575,6 +611,13 @@ int run_cli(int argc, char** argv) {
       std::cerr << "parley: bad_setting: " << e.what() << "\n";
       return 1;
     }
+    // A wrong, missing or unexpected argument: one line like every other
+    // error, and exit 2 like an unknown command (CLI11's own is two lines and
+    // codes 104-114). --help still prints the help and exits 0.
+    if (e.get_exit_code() != 0) {
+      std::cerr << "parley: bad_arguments: " << e.what() << " (" << help_hint(app, argc, argv) << ")\n";
+      return 2;
+    }
     return app.exit(e);
   }
   // The --config file fills in what neither a flag nor the environment set.
@@ -615,7 +658,7 @@ int run_cli(int argc, char** argv) {
   }
   for (auto& [cmd, action] : admin_cmds) {
     if (!cmd->parsed()) continue;
-    if (!use_data_dir(config, false)) return 1;
+    if (!use_data_dir(config, false, /*needs_secret=*/false)) return 1;
     return run_user_admin(config, action, admin_user);
   }
   if (token_cmd->parsed()) {

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/redact.h"
 #include "store/data_dir_lock.h"
 #include "store/store_copy.h"
 
@@ -19,16 +20,6 @@ namespace fs = std::filesystem;
 int fail(const std::string& code, const std::string& message) {
   std::cerr << "parley migrate-store: " << code << ": " << message << "\n";
   return 1;
-}
-
-// The URL without its password, for messages.
-std::string redacted(std::string url) {
-  size_t scheme = url.find("://"), at = url.rfind('@');
-  if (scheme != std::string::npos && at != std::string::npos && at > scheme) {
-    size_t colon = url.find(':', scheme + 3);
-    if (colon != std::string::npos && colon < at) url.replace(colon + 1, at - colon - 1, "***");
-  }
-  return url;
 }
 
 }  // namespace
@@ -71,7 +62,7 @@ int run_migrate_store(const MigrateStoreOptions& options) {
     std::cerr << "migrate-store: " << p.table << " " << p.copied << "/" << p.total
               << (p.total > 0 ? " (" + std::to_string(p.copied * 100 / p.total) + "%)" : std::string()) << "\n";
   };
-  std::cerr << "migrate-store: copying " << db.string() << " into " << redacted(options.to) << "\n";
+  std::cerr << "migrate-store: copying " << db.string() << " into " << redact_url_password(options.to) << "\n";
   auto report = copy_sqlite_to_postgres(copy);
   if (!report) return fail(report.error().code, report.error().message);
 

@@ -30,6 +30,8 @@ constexpr Micros kLeaseMicros = 60 * 1000000;
 constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 // stop() without a deadline: how long the intake may go on storing.
 constexpr auto kDefaultStoreOnStop = std::chrono::seconds(2);
+// How often the idle delivery thread counts the dead letters in the store.
+constexpr auto kDeadLetterRecount = std::chrono::seconds(5);
 
 // The message object the chat service serialised, with its content blanked:
 // what the outbox keeps (the text stays in the message row only).
@@ -77,8 +79,7 @@ WebhookNotifier::WebhookNotifier(const WebhookConfig& config, Store& store, cons
 WebhookNotifier::~WebhookNotifier() { stop(); }
 
 void WebhookNotifier::start() {
-  if (auto dead = store_.dead_notification_count(); dead)
-    Metrics::get().webhook_dead_letters.store(static_cast<uint64_t>(*dead), std::memory_order_relaxed);
+  count_dead_letters();
   intake_ = named_thread("webhook-intake", [this] { intake_loop(); });
   delivery_ = named_thread("webhook-send", [this] { delivery_loop(); });
   spdlog::info("event=webhook_started max_attempts={} concurrency={}", config_.max_attempts, config_.concurrency);
@@ -204,7 +205,14 @@ void WebhookNotifier::delivery_loop() {
   }
 }
 
+void WebhookNotifier::count_dead_letters() {
+  dead_counted_at_ = Clock::now();
+  if (auto dead = store_.dead_notification_count(); dead)
+    Metrics::get().webhook_dead_letters.store(static_cast<uint64_t>(*dead), std::memory_order_relaxed);
+}
+
 void WebhookNotifier::wait_for_due() {
+  if (Clock::now() - dead_counted_at_ >= kDeadLetterRecount) count_dead_letters();
   auto wait = std::chrono::duration_cast<std::chrono::microseconds>(kIdlePoll);
   if (auto due = store_.next_notification_due(); due && *due) {
     // At least 1 ms: a clock that reads a hair early must not spin.

@@ -81,6 +81,9 @@ class WebhookNotifier {
   void wait_for_due();
   // One claimed notification: POST, then delete, reschedule or bury it.
   void deliver(const Notification& n);
+  // parley_webhook_dead_letters from the store's count: dead letters leave
+  // it when their message is deleted, and other nodes add to it.
+  void count_dead_letters();
   Micros backoff(int attempts) const;
 
   const WebhookConfig config_;
@@ -96,6 +99,7 @@ class WebhookNotifier {
   Clock::time_point store_until_;  // set by stop(): the intake's last moment
   std::atomic<bool> abandon_{false};  // POSTs under way give up (stop())
   bool wake_delivery_ = false;
+  Clock::time_point dead_counted_at_{};  // the delivery thread's last count_dead_letters()
   std::thread intake_;
   std::thread delivery_;
 };

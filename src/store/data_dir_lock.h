@@ -5,8 +5,10 @@
 // the holder's PID, only to name it in the error a second process gets.
 //
 // Who takes it: `serve`, and offline commands that write threads or messages
-// (`seed`), since two writers with their own view of each thread's seq would
-// conflict; and `migrate-store`, whose copy must not change under it.
+// (`seed`, and `migrate`, which may rewrite the messages table under a server
+// that knows only the old schema), since two writers with their own view of
+// each thread's seq would conflict; and `migrate-store`, whose copy must not
+// change under it.
 // Commands that only read or insert user rows (`user add`, `token`) do not:
 // SQLite's own locking keeps those safe beside a server.
 //

@@ -46,6 +46,11 @@ std::string PgResult::message() const {
   return s ? s : "no result";
 }
 
+std::string PgResult::primary_message() const {
+  const char* s = r_ ? PQresultErrorField(r_.get(), PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+  return s ? s : message();
+}
+
 namespace {
 
 void ignore_notice(void*, const PGresult*) {}  // "relation already exists, skipping" and the like
@@ -147,7 +152,8 @@ PgResult PgConn::exec_once(const std::string& sql, const std::vector<PgParam>& p
 
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
   std::string state = r.sqlstate();
-  spdlog::error("event=store_error op={} sqlstate={} error=\"{}\"", op, state, c.healthy() ? r.message() : c.errmsg());
+  spdlog::error("event=store_error op={} sqlstate={} error=\"{}\"", op, state,
+                c.healthy() ? r.primary_message() : c.errmsg());
   if (!c.healthy() || state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0)
     return storage_unavailable();
   if (state.rfind("23", 0) == 0) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};

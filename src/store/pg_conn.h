@@ -61,6 +61,9 @@ class PgResult {
   int64_t affected() const;                   // rows an INSERT/UPDATE/DELETE touched
   std::string sqlstate() const;               // "" when none
   std::string message() const;
+  // The error's first line only, without DETAIL (which quotes row values:
+  // "Key (phone_number)=(…)", "Failing row contains (…)"): what may be logged.
+  std::string primary_message() const;
 
  private:
   std::unique_ptr<PGresult, void (*)(PGresult*)> r_;

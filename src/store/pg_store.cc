@@ -6,6 +6,7 @@
 
 #include "common/clock.h"
 #include "common/ids.h"
+#include "common/redact.h"
 #include "store/pg_conn.h"
 #include "store/pg_schema.h"
 
@@ -20,10 +21,11 @@ constexpr size_t kMaxCacheEntries = 10000;
 #define PG_USER_COLS \
   "id, username, full_name, phone_number, role, password_hash, created_at, last_seen, disabled, tokens_valid_after"
 #define PG_THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
-// Participant p's unread count (messages from others past p's read mark).
+// Participant p's unread count (messages from others past p's read mark, not
+// deleted ones).
 #define PG_UNREAD_OF_P                                                                              \
   "(SELECT COUNT(*) FROM messages m WHERE m.thread_id = p.thread_id AND m.seq > p.last_read_seq " \
-  "AND m.sender_id <> p.user_id)"
+  "AND m.sender_id <> p.user_id AND m.deleted_at IS NULL)"
 #define PG_MESSAGE_SELECT                                                                               \
   "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
   "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \
@@ -149,16 +151,6 @@ class PgReadTxn {
   bool open_;
 };
 
-// postgres://user:secret@host/db -> postgres://user@host/db, for logs and /health.
-std::string without_password(const std::string& url) {
-  auto scheme = url.find("://");
-  auto at = url.find('@', scheme == std::string::npos ? 0 : scheme + 3);
-  if (scheme == std::string::npos || at == std::string::npos) return url;
-  auto colon = url.find(':', scheme + 3);
-  if (colon == std::string::npos || colon > at) return url;
-  return url.substr(0, colon) + url.substr(at);
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- lifecycle
@@ -181,7 +173,7 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const StoreOptions& options) {
   if (auto st = migrate_pg_schema(**conn); !st) return st.error();
   if (!(*conn)->set_session_setup(kWriterSessionSetup))
     return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot set up the PostgreSQL session: " + (*conn)->errmsg()};
-  std::string described = without_password(options.database_url);
+  std::string described = redact_url_password(options.database_url);  // also what /health shows
   spdlog::info("event=store_open store=postgres url={} schema_version={}", described, latest_pg_schema_version());
   return std::unique_ptr<PgStore>(new PgStore(options, std::move(described), std::move(*conn)));
 }
@@ -724,10 +716,14 @@ Result<Message> reread_message(PgConn& c, const std::string& id) {
 
 // A claimed notification's message as it is now: its content and edit time
 // into `n`. False (and the notification removed) when the message was
-// deleted or is gone: nothing is sent for it.
+// deleted or is gone, or its recipient's account is disabled (a locked
+// account gets no more message text on its phones): nothing is sent for it.
 Result<bool> fill_notification_message(PgConn& c, Notification& n) {
   if (n.message_id.empty()) return true;
-  auto r = c.exec("SELECT content, edited_at, deleted_at FROM messages WHERE id = $1", {n.message_id});
+  auto r = c.exec(
+      "SELECT content, edited_at, deleted_at FROM messages WHERE id = $1 "
+      "AND NOT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled <> 0)",
+      {n.message_id, n.recipient_id});
   if (!r.ok()) return pg_error(c, r, "claim_notifications");
   if (r.rows() == 1 && r.is_null(0, 2)) {
     n.content = r.bytes(0, 0);

@@ -26,11 +26,11 @@ namespace parley {
   "u ON u.id = m.sender_id "
 
 // Participant p's unread count in thread t (the rule of docs/protocol.md:
-// messages from others past p's read mark), for queries over participants p
-// JOIN threads t.
+// messages from others past p's read mark, deleted ones not counted), for
+// queries over participants p JOIN threads t.
 #define UNREAD_OF_P                                                                        \
   "(SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no AND m.seq > p.last_read_seq " \
-  "AND m.sender_id <> p.user_id)"
+  "AND m.sender_id <> p.user_id AND m.deleted_at IS NULL)"
 
 // The message index's key of the thread whose id is `id` (an SQL expression):
 // a lookup by thread id goes through it to use the (thread_no, seq) index.

@@ -738,11 +738,14 @@ Result<Message> reread_message(SqliteConn& c, const std::string& id) {
 
 // A claimed notification's message as it is now: its content and edit time
 // into `n`. False (and the notification removed) when the message was
-// deleted or is gone: nothing is sent for it.
+// deleted or is gone, or its recipient's account is disabled (a locked
+// account gets no more message text on its phones): nothing is sent for it.
 Result<bool> fill_notification_message(SqliteConn& c, Notification& n) {
   if (n.message_id.empty()) return true;
-  auto st = c.prepare("SELECT content, edited_at, deleted_at FROM messages WHERE id = ?");
-  st.bind(n.message_id);
+  auto st = c.prepare(
+      "SELECT content, edited_at, deleted_at FROM messages WHERE id = ?1 "
+      "AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled <> 0)");
+  st.bind(n.message_id, n.recipient_id);
   if (st.row() && st.is_null(2)) {
     n.content = st.text(0);
     if (!st.is_null(1)) n.edited_at = st.i64(1);

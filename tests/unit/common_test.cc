@@ -14,6 +14,8 @@
 #include "common/allocator.h"
 #include "common/clock.h"
 #include "common/ids.h"
+#include "common/log.h"
+#include "common/redact.h"
 #include "common/utf8.h"
 #include "common/thread_pool.h"
 
@@ -22,6 +24,46 @@ namespace {
 
 // 2023-11-14T22:13:20Z
 constexpr Micros kT = 1'700'000'000LL * 1'000'000 + 123'456;
+
+// ---- logging ----
+
+// One event is one line, whatever a value carries: libpq's connection errors
+// span lines ("server closed the connection unexpectedly\n\tThis probably
+// means..."), and a collector reading lines must not split them.
+TEST(Logging, OneEventIsOneLine) {
+  ASSERT_TRUE(init_logging("info"));
+  testing::internal::CaptureStderr();
+  spdlog::error("event=store_error error=\"{}\"", "server closed the connection unexpectedly\n\tThis probably means\r\n");
+  spdlog::info("event=second");
+  spdlog::default_logger()->flush();
+  std::string out = testing::internal::GetCapturedStderr();
+  std::vector<std::string> lines;
+  for (size_t start = 0, nl; (nl = out.find('\n', start)) != std::string::npos; start = nl + 1)
+    lines.push_back(out.substr(start, nl - start));
+  ASSERT_EQ(lines.size(), 2u) << out;
+  EXPECT_NE(lines[0].find("level=error event=store_error error=\"server closed the connection unexpectedly\\n\tThis "
+                          "probably means\\r\\n\""),
+            std::string::npos)
+      << lines[0];
+  EXPECT_NE(lines[1].find("level=info event=second"), std::string::npos) << lines[1];
+  EXPECT_EQ(out.find('\r'), std::string::npos);
+}
+
+// ---- redaction ----
+
+// libpq takes a password in the URL's user info and as a query parameter;
+// neither may reach /health, the log or `config check`.
+TEST(Redact, MasksEveryPasswordOfADatabaseUrl) {
+  EXPECT_EQ(redact_url_password("postgres://parley:hunter2@db:5432/parley"), "postgres://parley:***@db:5432/parley");
+  EXPECT_EQ(redact_url_password("postgres://parley@db:5432/parley?password=hunter2&sslmode=require"),
+            "postgres://parley@db:5432/parley?password=***&sslmode=require");
+  EXPECT_EQ(redact_url_password("postgresql://db/parley?sslmode=verify-full&sslpassword=k3y&PASSWORD=p@ss"),
+            "postgresql://db/parley?sslmode=verify-full&sslpassword=***&PASSWORD=***");
+  EXPECT_EQ(redact_url_password("postgres://u:pw@db/parley?password=p@ss"), "postgres://u:***@db/parley?password=***");
+  EXPECT_EQ(redact_url_password("redis://:secret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+  EXPECT_EQ(redact_url_password("postgres://parley@db/parley?application_name=x"), "postgres://parley@db/parley?application_name=x");
+  EXPECT_EQ(redact_url_password("not a url"), "not a url");
+}
 
 // ---- clock ----
 

@@ -530,6 +530,25 @@ TEST_P(StoreContract, UnreadCountsAndMarkRead) {
   EXPECT_EQ(outsider.error().code, "not_a_participant");
 }
 
+// A deleted message is no longer there to read: it leaves the unread counts.
+TEST_P(StoreContract, DeletedMessagesAreNotUnread) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto first = send(t.id, b.id, "taken down");
+  ASSERT_TRUE(first.ok());
+  send(t.id, b.id, "kept");
+  ASSERT_TRUE(store_->delete_message(first->message.id).ok());
+  auto mine = ok(store_->unread_counts(a.id));
+  ASSERT_EQ(mine.size(), 1u);
+  EXPECT_EQ(mine[0].unread_count, 1);
+  auto list = ok(store_->threads_for_user(a.id));
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].unread_count, 1);
+  for (const auto& u : ok(store_->thread_unread_counts(t.id)))
+    EXPECT_EQ(u.unread_count, u.user_id == a.id ? 1 : 0) << u.user_id;
+}
+
 TEST_P(StoreContract, ThreadsForUserNewestFirstWithSummary) {
   User a = make_user("alice");
   User b = make_user("bob");
@@ -921,6 +940,30 @@ TEST_P(StoreContract, OutboxDropsANotificationOfADeletedMessageAtClaim) {
   ASSERT_TRUE(enqueue_and_wait(*store_, {late}).ok());
   EXPECT_TRUE(ok(store_->claim_notifications(200, 10000, 10)).empty());
   EXPECT_FALSE(ok(store_->next_notification_due()).has_value());  // and it is gone
+}
+
+// A disabled account gets no more message text on its phones: its
+// notifications, queued before or after the disable, are dropped at the claim.
+TEST_P(StoreContract, OutboxDropsTheNotificationsOfADisabledRecipientAtClaim) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  auto m = send(t.id, a.id, "for bob and carol");
+  ASSERT_TRUE(m.ok());
+  auto to = [&](const std::string& id, const User& u) {
+    Notification n = notification(id, 100);
+    n.message_id = m->message.id;
+    n.recipient_id = u.id;
+    return n;
+  };
+  ASSERT_TRUE(enqueue_and_wait(*store_, {to("to-bob", b), to("to-carol", c)}).ok());
+  ASSERT_TRUE(store_->set_user_disabled(b.id, true).ok());
+  auto claimed = ok(store_->claim_notifications(200, 10000, 10));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].id, "to-carol");
+  ASSERT_TRUE(store_->set_user_disabled(b.id, false).ok());
+  EXPECT_TRUE(ok(store_->claim_notifications(20000, 30000, 10)).size() == 1u);  // carol's again; bob's is gone
 }
 
 TEST_P(StoreContract, NextNotificationDueIsTheEarliestLiveOne) {

@@ -109,6 +109,29 @@ describe('backup, restore and check', () => {
     history.forEach((m, i) => assert.equal(m.seq, i + 1, 'restored seqs are gapless'));
   });
 
+  it('the data dir, the database, the JWT secret and backups are for the server\'s user alone, whatever the umask', { skip: sqliteOnly }, async () => {
+    const parent = tmpDir('modes');
+    dirs.push(parent);
+    fs.chmodSync(parent, 0o755);
+    const dataDir = path.join(parent, 'data');  // made by the server, under this process's umask (022 here)
+    const server = await startServer({ dataDir, secret: null });
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    assert.equal((await server.sendRest(alice.token, thread.id, { content: 'not for other accounts on this machine' })).status, 201);
+    const file = path.join(parent, 'backup.db');
+    const backup = await parley(['backup', '--data-dir', dataDir, '--to', file]);
+    assert.equal(backup.code, 0, backup.stderr);
+    const restored = path.join(parent, 'restored');
+    const restore = await parley(['restore', '--from', file, '--data-dir', restored]);
+    assert.equal(restore.code, 0, restore.stderr);
+    const paths = [dataDir, ...['parley.db', 'parley.db-wal', 'parley.db-shm', 'jwt_secret', 'LOCK'].map((f) => path.join(dataDir, f)),
+      file, restored, path.join(restored, 'parley.db')];
+    const open = paths.filter((p) => fs.existsSync(p) && (fs.statSync(p).mode & 0o077) !== 0)
+      .map((p) => `${p} ${(fs.statSync(p).mode & 0o777).toString(8)}`);
+    assert.deepEqual(open, [], 'password hashes and messages are not readable by other local users');
+  });
+
   it('check finds a seq gap and a read mark out of range made with the sqlite3 CLI, and names the thread', { skip: sqliteOnly }, async () => {
     const server = await startServer();
     servers.push(server);

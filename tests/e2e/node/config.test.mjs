@@ -105,6 +105,18 @@ describe('server configuration', () => {
     assert.equal(userFoo.code, 2);
     assert.match(userFoo.stderr, /^parley: unknown command 'user foo' \(commands: add, disable, enable, revoke-tokens; parley user --help\)$/m);
 
+    // A wrong or missing argument: one line naming the help to read, exit 2 (not CLI11's two lines and 106).
+    for (const [args, what] of [[['user', 'disable'], /username is required/], [['serve', '--port', 'abc'], /--port/],
+      [['check', '--bogus'], /--bogus/], [['user'], /subcommand is required/], [['backup'], /--to is required/]]) {
+      const r = await parley(args);
+      assert.equal(r.code, 2, `parley ${args.join(' ')}: ${r.stderr}`);
+      const lines = r.stderr.split('\n').filter(Boolean);
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0], /^parley: bad_arguments: /);
+      assert.match(lines[0], what);
+      assert.match(lines[0], new RegExp(`\\(parley ${args[0]}( disable)? --help\\)$`));
+    }
+
     const serveHelp = await parley(['serve', '--help']);
     assert.equal(serveHelp.code, 0);
     assert.match(serveHelp.stdout, /--no-metrics/);

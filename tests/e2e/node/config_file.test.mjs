@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
-import { startServer, PARLEY_BIN } from './harness.mjs';
+import { startServer, freshDatabaseUrl, PARLEY_BIN, TEST_STORE } from './harness.mjs';
 
 // Runs `parley ARGS` with only the PARLEY_* variables given; resolves {code, stdout, stderr}.
 function parley(args, { env = {} } = {}) {
@@ -75,6 +75,12 @@ describe('configuration file', () => {
     assert.deepEqual(s.database, { value: '"postgres://parley:***@127.0.0.1:5432/parley"', source: 'file' });
     assert.ok(!r.stdout.includes('file-secret-value') && !r.stdout.includes('hunter2'), 'no secret is printed');
 
+    // libpq also takes the password as a query parameter: masked the same way.
+    const query = await parley(['config', 'check', '--database', 'postgres://parley@127.0.0.1:5432/parley?sslmode=disable&password=hunter3']);
+    assert.equal(query.code, 0, query.stderr);
+    assert.deepEqual(settings(query.stdout).database, { value: '"postgres://parley@127.0.0.1:5432/parley?sslmode=disable&password=***"', source: 'flag' });
+    assert.ok(!query.stdout.includes('hunter3'), 'no secret is printed');
+
     const defaults = await parley(['config', 'check']);
     assert.equal(defaults.code, 0, defaults.stderr);
     assert.deepEqual(settings(defaults.stdout)['shutdown-timeout'], { value: '10', source: 'default' });
@@ -127,5 +133,19 @@ describe('configuration file', () => {
     const second = await startServer({ args: ['--config', file], env: { PARLEY_MAX_CONTENT_CHARS: '20' }, dataDir: server.dataDir, secret: server.secret, database: server.database });
     servers.push(second);
     assert.equal((await second.sendRest(alice.token, thread.id, { content: 'thirteen char' })).status, 201, 'the environment beats the file');
+  });
+
+  it('on PostgreSQL, a password given as a query parameter of --database reaches neither /health nor the log', { skip: TEST_STORE !== 'postgres' }, async () => {
+    // The test database trusts loopback: libpq sends the password, nobody checks it.
+    const secret = 'query-password-hunter4';
+    const server = await startServer({ database: `${freshDatabaseUrl()}?sslmode=disable&password=${secret}` });
+    servers.push(server);
+    const health = await server.http('GET', '/health');
+    assert.equal(health.status, 200, health.text);
+    assert.match(health.body.storage.kind, /^postgres:\/\/.*password=\*\*\*/);
+    assert.ok(!health.text.includes(secret), `/health is public: ${health.text}`);
+    await server.stop({ removeData: false });
+    assert.ok(server.log.some((l) => l.includes('event=store_open')), server.logTail());
+    assert.deepEqual(server.log.filter((l) => l.includes(secret)), [], 'no log line holds the password');
   });
 });

@@ -2,10 +2,14 @@
 // use exits at once naming the holder's PID; `user add` and `token` work
 // beside the running server (they only read or insert users, through
 // SQLite's own locking) without disturbing its sends; `seed`, which writes
-// threads and messages, refuses; and a kill -9 releases the lock.
+// threads and messages, and `migrate`, which may rewrite them, refuse; and a
+// kill -9 releases the lock.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, execFile } from 'node:child_process';
 import { startServer, PARLEY_BIN, HOST, randomId } from './harness.mjs';
 import { TEST_STORE } from './harness.mjs';
 
@@ -74,6 +78,26 @@ describe('the data dir is locked by the server that serves it', { skip: TEST_STO
     // Nothing was written: no bench users.
     const res = await server.http('GET', '/api/users?search=bench_', { token: alice.token });
     assert.equal(res.body.data.users.length, 0);
+  });
+
+  it('migrate refuses while the server holds the data dir, and a data dir that does not exist; works once the server stopped', async () => {
+    const migrate = (dataDir) => new Promise((resolve) => {
+      execFile(PARLEY_BIN, ['migrate', '--data-dir', dataDir], (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+    });
+    const locked = await migrate(server.dataDir);
+    assert.equal(locked.code, 1, `${locked.stdout}${locked.stderr}`);
+    assert.match(locked.stderr, /^parley: data_dir_locked: /m);
+    const missing = path.join(os.tmpdir(), `parley-no-such-dir-${randomId(4)}`);
+    const wrongDir = await migrate(missing);
+    assert.equal(wrongDir.code, 1, `${wrongDir.stdout}${wrongDir.stderr}`);
+    assert.match(wrongDir.stderr, /^parley: no_data_dir: /m);
+    assert.equal(fs.existsSync(missing), false, 'no new data dir was made');
+    await server.stop({ removeData: false });
+    const stopped = await migrate(server.dataDir);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.match(stopped.stdout, /^migrated sqlite:/);
+    await server.start();
+    assert.equal((await server.sendRest(alice.token, dm.id, { content: 'after migrate' })).status, 201);
   });
 
   it('kill -9 releases the lock: the next serve starts', async () => {

@@ -5,7 +5,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
-import { startServer, sleep, assertHttpError, assertWsError } from './harness.mjs';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { startServer, sleep, assertHttpError, assertWsError, PARLEY_BIN, TEST_STORE } from './harness.mjs';
 
 // The server polls account changes every second; CONTRACT: within 2 s.
 const NOTICE_MS = 2000;
@@ -99,6 +103,26 @@ describe('account moderation from the command line', () => {
       return true;
     });
   });
+
+  it('on PostgreSQL, disable, enable and revoke-tokens need only --database (no data dir, no secret)', { skip: TEST_STORE !== 'postgres' }, async () => {
+    const carol = await server.register();
+    const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-admin-'));  // an operator's home: no ./data here
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PARLEY_')));
+    const run = (args) => new Promise((resolve) => {
+      execFile(PARLEY_BIN, [...args, '--database', server.database, carol.username], { cwd: elsewhere, env },
+        (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+    });
+    try {
+      for (const cmd of ['disable', 'enable', 'revoke-tokens']) {
+        const r = await run(['user', cmd]);
+        assert.equal(r.code, 0, `user ${cmd}: ${r.stderr}`);
+      }
+      assert.equal((await server.http('GET', '/api/users/me', { token: carol.token })).status, 401, 'the revocation took effect');
+      assert.deepEqual(fs.readdirSync(elsewhere), [], 'no data dir was made');
+    } finally {
+      fs.rmSync(elsewhere, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('message delete and edit', () => {
@@ -188,6 +212,23 @@ describe('message delete and edit', () => {
     await bob2.next((f) => f.type === 'message_deleted' && f.message_id === second.id);
     // Editing a tombstone is refused.
     assertWsError(assert, await bob1.request({ type: 'edit_message', message_id: second.id, content: 'x' }), 'message_deleted');
+  });
+
+  it('a deleted message leaves the unread counts: the badge and the thread list count only what is left to read', async () => {
+    const { admin, bob, carol, thread } = await group();
+    const rude = (await server.sendRest(bob.token, thread.id, { content: 'something rude' })).body.data;
+    await server.sendRest(bob.token, thread.id, { content: 'still here' });
+    const unread = async (user) => {
+      const res = await server.http('GET', '/api/chat/unread-count', { token: user.token });
+      assert.equal(res.status, 200, res.text);
+      const list = await server.http('GET', '/api/chat/threads', { token: user.token });
+      const listed = list.body.data.threads.find((t) => t.id === thread.id).unread_count;
+      return { total: res.body.data.unread_count, thread: res.body.data.threads.find((t) => t.thread_id === thread.id).unread_count, listed };
+    };
+    assert.deepEqual(await unread(carol), { total: 2, thread: 2, listed: 2 });
+    assert.equal((await server.http('DELETE', `/api/chat/messages/${rude.id}`, { token: admin.token })).status, 200);
+    assert.deepEqual(await unread(carol), { total: 1, thread: 1, listed: 1 }, 'the tombstone is not unread');
+    assert.deepEqual(await unread(admin), { total: 1, thread: 1, listed: 1 });
   });
 
   it('a participant who is neither sender nor admin, and a non-participant, get forbidden and change nothing', async () => {

@@ -205,6 +205,39 @@ describe('webhook for offline participants', () => {
       assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE body LIKE '%TAKEDOWN-%'`), '0');
       assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE message_id IN ('${dead.id}', '${live.id}')`), '0',
         'the notifications of both messages, the dead letter too, are gone');
+      // /metrics follows the store: the dead letter it counted is gone.
+      await waitFor(async () => (await server.metric('parley_webhook_dead_letters')) === 0, 10000,
+        'parley_webhook_dead_letters back to 0');
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  });
+
+  it('a disabled recipient gets no push: neither new messages nor the retries of those queued before', async () => {
+    const receiver = await startReceiver(500);
+    const server = await startServer({
+      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
+        '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '1000'],
+    });
+    try {
+      const [alice, bob, carol] = await server.registerMany(3);
+      const thread = await server.createGroup(alice, [bob, carol]);  // bob and carol have no connection
+      const before = (await server.sendRest(alice.token, thread.id, { content: 'before the disable' })).body.data;
+      await waitFor(() => receiver.requests.some((r) => r.body?.recipient_id === bob.id), 10000, 'a first attempt to bob');
+      await server.cli(['user', 'disable', bob.username]);  // rejects on a non-zero exit
+      const seenAtDisable = receiver.requests.length;
+      receiver.status = 200;
+      const after = (await server.sendRest(alice.token, thread.id, { content: 'after the disable' })).body.data;
+      await waitFor(() => receiver.requests.some((r) => r.answered === 200 && r.body?.message?.id === after.id), 10000,
+        'carol\'s notification of the later message');
+      await sleep(1000);  // several backoffs
+      const toBob = receiver.requests.slice(seenAtDisable + 1).filter((r) => r.body?.recipient_id === bob.id);  // one may have been under way
+      assert.deepEqual(toBob.map((r) => r.body.message.content), [], 'nothing more reaches the disabled account');
+      assert.ok(receiver.requests.some((r) => r.answered === 200 && r.body?.recipient_id === carol.id && r.body.message.id === before.id),
+        'carol, who is not disabled, still gets both');
+      assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE recipient_id = '${bob.id}'`), '0',
+        'the disabled account\'s notifications are gone from the outbox');
     } finally {
       await server.stop();
       await receiver.close();
