@@ -24,6 +24,9 @@ namespace {
 constexpr int64_t kFirstFillWindow = 32;
 constexpr Micros kFirstFillMarginUs = 1'000'000;
 constexpr size_t kMaxDeferredFrames = 64;
+// The seq of a thread's frame that is not a new message (an edit, a
+// deletion) or whose seq is not at hand: it waits behind any own message.
+constexpr int64_t kAnySeq = INT64_MAX;
 
 // The threads a connection is typing in: a short list, searched in place.
 using TypingList = std::vector<std::pair<std::string, uint64_t>>;
@@ -44,6 +47,31 @@ void erase_typing(TypingList& list, const std::string& thread_id) {
   if (it != list.end()) list.erase(it);
 }
 }  // namespace
+
+struct Connection::AnswerWait {
+  struct Pending {
+    std::string thread_id;
+    std::string message_id;
+    int64_t seq;
+  };
+  struct Waiting {
+    std::string thread_id;
+    int64_t seq;  // kAnySeq: a change to a message, or a frame of unknown seq
+    FramePtr frame;
+  };
+  std::vector<Pending> pending;
+  std::vector<Waiting> frames;  // in arrival order
+
+  // Whether a frame must wait: an own message before it is not answered yet,
+  // or an earlier frame of its thread still waits.
+  bool waits(const std::string& thread_id, int64_t seq) const {
+    for (const auto& p : pending)
+      if (p.thread_id == thread_id && p.seq < seq) return true;
+    for (const auto& f : frames)
+      if (f.thread_id == thread_id) return true;
+    return false;
+  }
+};
 
 // Every idle connection carries one Connection, made by make_shared (16 bytes
 // of counts in front of it). Up to 496 bytes the pair is one 512-byte
@@ -335,8 +363,9 @@ void Connection::on_send(ClientFrame f) {
       t->post([self, frames = std::move(frames), id = std::move(id), number]() mutable {
         auto& u = self->unanswered_sends_;
         if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
-        if (!id.empty()) self->remember_own_send(std::move(id));
         self->send(std::move(frames));
+        self->answered(id);
+        if (!id.empty()) self->remember_own_send(std::move(id));
       });
   };
   // A copy: the step's capture moves req, and C++ leaves the order of the two
@@ -430,7 +459,7 @@ void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& th
   held_.clear();
   for (auto& h : held) {
     bool now = h.seq > 0 ? admit_live(h.thread_id, h.seq, h.frame) : cursor_.changed(h.thread_id, h.frame);
-    if (now && h.frame) send(std::move(h.frame));
+    if (now && h.frame) send_in_thread(h.thread_id, h.seq > 0 ? h.seq : kAnySeq, std::move(h.frame));
   }
 }
 
@@ -557,13 +586,13 @@ bool Connection::maybe_unanswered_send(const Message& m, uint64_t sends_begun_be
 
 void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
   auto end = cursor_.end_replay(r->thread_id, r->since, replayed_up_to);
-  for (auto& frame : end.frames) send(std::move(frame));
+  for (auto& frame : end.frames) send_in_thread(r->thread_id, kAnySeq, std::move(frame));
   if (end.fill_from < 0) return;
   if (!r->gap_fill || end.fill_from > r->since) return fill_gap(r->thread_id, end.fill_from);
   // This fill found nothing past where it began.
   if (++r->fill_attempts >= kGapFillAttempts) {
     spdlog::warn("event=gap_skipped session_id={} thread_id={} after_seq={}", session_id_, r->thread_id, r->since);
-    for (auto& frame : cursor_.skip_gap(r->thread_id)) send(std::move(frame));
+    for (auto& frame : cursor_.skip_gap(r->thread_id)) send_in_thread(r->thread_id, kAnySeq, std::move(frame));
     return;
   }
   auto t = transport_.lock();
@@ -732,7 +761,43 @@ void Connection::deliver(Delivery& d) {
 }
 
 void Connection::excluded(const BusEvent& event) {
-  if (event.seq > 0) deliver_live(event, nullptr);
+  if (event.seq <= 0) return;
+  deliver_live(event, nullptr);
+  // Its message_sent may still be on its way: what follows in the thread waits for it.
+  if (closed_ || unanswered_sends_.empty() || event.message_id.empty()) return;
+  if (std::find(own_sends_.begin(), own_sends_.end(), event.message_id) != own_sends_.end()) return;
+  if (!answer_wait_) answer_wait_ = std::make_unique<AnswerWait>();
+  answer_wait_->pending.push_back({event.thread_id, event.message_id, event.seq});
+}
+
+void Connection::send_in_thread(const std::string& thread_id, int64_t seq, FramePtr frame, bool counted_by_hub) {
+  if (!counted_by_hub) Metrics::get().messages_out.fetch_add(1, std::memory_order_relaxed);
+  if (answer_wait_ && answer_wait_->waits(thread_id, seq)) {
+    answer_wait_->frames.push_back({thread_id, seq, std::move(frame)});
+    return;
+  }
+  if (auto t = transport_.lock()) t->send_text(std::move(frame));
+}
+
+void Connection::answered(const std::string& message_id) {
+  if (!answer_wait_) return;
+  auto& pending = answer_wait_->pending;
+  if (unanswered_sends_.empty()) {
+    pending.clear();  // every send is answered: nothing is left to wait for
+  } else if (!message_id.empty()) {
+    pending.erase(std::remove_if(pending.begin(), pending.end(), [&](const auto& p) { return p.message_id == message_id; }),
+                  pending.end());
+  }
+  auto frames = std::move(answer_wait_->frames);
+  answer_wait_->frames.clear();
+  for (auto& f : frames) {
+    if (answer_wait_->waits(f.thread_id, f.seq)) {
+      answer_wait_->frames.push_back(std::move(f));
+    } else if (auto t = transport_.lock()) {
+      t->send_text(std::move(f.frame));
+    }
+  }
+  if (pending.empty() && answer_wait_->frames.empty()) answer_wait_.reset();
 }
 
 bool Connection::admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
@@ -758,7 +823,7 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
     if (!cursor_.changed(event.thread_id, frame)) return;
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
-  if (auto t = transport_.lock()) t->send_text(frame);  // counted by the Hub
+  send_in_thread(event.thread_id, event.seq > 0 ? event.seq : kAnySeq, frame, /*counted_by_hub=*/true);
 }
 
 // The bus may have lost events. Each thread this connection has been sent

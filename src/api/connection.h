@@ -99,6 +99,12 @@ class Connection final : public ClientSession,
   void remember_own_send(std::string message_id);
   bool own_send(const Message& m) const;
   bool maybe_unanswered_send(const Message& m, uint64_t sends_begun_before_read) const;
+  // Sends a frame of a thread's message stream (a live message of that seq,
+  // a change to one), unless it must wait behind an own message's message_sent.
+  void send_in_thread(const std::string& thread_id, int64_t seq, FramePtr frame, bool counted_by_hub = false);
+  // A send's answer went out (message_id empty: it was refused or a
+  // duplicate): frames waiting behind it follow.
+  void answered(const std::string& message_id);
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
   void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0);
@@ -153,6 +159,14 @@ class Connection final : public ClientSession,
     std::vector<std::function<void()>> deferred;
   };
   std::unique_ptr<Admission> admission_;
+  // Own messages the Hub passed by (excluded) before their message_sent went
+  // out, and the frames of their threads that came behind them, which wait
+  // for it: the client gets a thread in seq order, its own messages as
+  // message_sent. (The store's completion thread posts that answer after the
+  // fan-out, and one fan-out task can carry several commits.) On the heap
+  // and only for that moment: idle connections do not carry it.
+  struct AnswerWait;
+  std::unique_ptr<AnswerWait> answer_wait_;
   std::function<void()> on_established_;
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
   int64_t token_iat_ = 0;     // the token's iat, for revoke-tokens

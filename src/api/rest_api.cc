@@ -377,6 +377,14 @@ HttpResponse mark_read(Call& c) {
     auto v = parse_int(it->second);
     if (!v || *v < 0 || *v > kMaxSeq) return failure(bad_input("invalid_field", "up_to_seq " + seq_range_text()));
     up_to = *v;
+  } else {
+    // Or in the body, as the WebSocket's mark_as_read carries it: ignoring it
+    // would mark the whole thread read.
+    auto body = body_object(c.req.body, true);
+    if (!body) return failure(body.error());
+    JsonFields b(*body);
+    if (auto v = b.seq("up_to_seq")) up_to = *v;
+    if (b.error()) return failure(*b.error());
   }
   auto seq = c.chat.mark_read(c.user->id, thread_id, up_to);
   if (!seq) return failure(seq.error());

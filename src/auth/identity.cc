@@ -37,10 +37,6 @@ Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnau
 constexpr size_t kMaxFullNameBytes = 200;
 constexpr size_t kMaxRoleBytes = 64;
 
-bool has_control_chars(std::string_view s) {
-  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
-}
-
 // Profile text from a provider's token, made to pass registration's checks:
 // control characters (NUL included) dropped, then cut to max_bytes at a
 // character boundary. Refusing instead would lock the provider's user out

@@ -20,6 +20,7 @@ namespace {
 
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
 
+constexpr size_t kMaxTitleBytes = 400;
 
 }  // namespace
 
@@ -109,7 +110,12 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
 
   if (type == ThreadType::kDirect && ids.size() != 2)
     return bad_input("invalid_field", "a direct thread has exactly one other participant");
-  if (!utf8_length(req.title) || req.title.size() > 400) return bad_input("invalid_field", "title is not valid text");
+  // Every member's client shows the title: text, as registration wants a
+  // full_name. "" (or none) is a group without a title.
+  if (!utf8_length(req.title) || req.title.size() > kMaxTitleBytes || has_control_chars(req.title))
+    return bad_input("invalid_field", "title must be text of at most 400 bytes, without control characters");
+  if (!req.title.empty() && !has_visible_text(req.title))
+    return bad_input("invalid_field", "title is blank: leave it out for a group without a title");
 
   Thread t;
   t.id = new_uuid();

@@ -11,6 +11,9 @@ namespace parley {
 std::optional<size_t> utf8_length(std::string_view s);
 // True when s has a character other than Unicode white space.
 bool has_visible_text(std::string_view s);
+// True when s has an ASCII control character (below 0x20, NUL included, or
+// DEL): names and titles people see may not carry them.
+bool has_control_chars(std::string_view s);
 // The longest prefix of s of at most max_bytes that does not end inside a
 // character: a client's text quoted in a reply is cut there, since a frame
 // with half a character is invalid UTF-8 and makes WebSocket clients drop

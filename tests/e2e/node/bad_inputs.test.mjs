@@ -137,6 +137,8 @@ describe('bad inputs are refused with the right code and change nothing', () => 
       { name: 'history: limit with SQL', method: 'GET', path: `${msgs}?limit=${encodeURIComponent('10; DROP TABLE messages')}`, token: tok, status: 400, code: 'invalid_limit' },
       { name: 'threads: unknown type', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'triangle', participant_ids: [bob.id] }, status: 400, code: 'invalid_field' },
       { name: 'threads: no type', method: 'POST', path: '/api/chat/threads', token: tok, body: { participant_ids: [bob.id] }, status: 400, code: 'missing_field' },
+      { name: 'threads: title with control characters', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'group', title: 'Class 4B\u0000\u001b[2J', participant_ids: [bob.id] }, status: 400, code: 'invalid_field' },
+      { name: 'threads: blank title', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'group', title: ' \t ', participant_ids: [bob.id] }, status: 400, code: 'invalid_field' },
       { name: 'threads: participant_ids a string', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'group', title: 't', participant_ids: bob.id }, status: 400, code: 'invalid_field' },
       { name: 'search: invalid UTF-8 once decoded', method: 'GET', path: '/api/users?search=%FF', token: tok, status: 400, code: 'invalid_utf8' },
       { name: 'threads: unknown username', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'direct', usernames: [`ghost_${randomId(4)}`] }, status: 404, code: 'user_not_found' },

@@ -4,7 +4,7 @@
 // sends behind them must not overtake them.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer } from './harness.mjs';
+import { startServer, sleep } from './harness.mjs';
 
 const N = 60;
 
@@ -57,5 +57,31 @@ describe('send order', { timeout: 60000 }, () => {
     assert.deepEqual(sent.map((m) => m.seq), sent.map((_, i) => i + 2), 'seq follows send order');
     assert.equal(await server.metric('parley_steps_on_worker_total') - workerBefore, 0, 'no send went to a worker');
     assert.equal(await server.metric('parley_steps_on_loop_total') - loopBefore, N, 'every send ran on the loop');
+  });
+
+  // CONTRACT section 6: every connection sees a thread's messages in seq
+  // order; a sender sees its own as message_sent. Commits of both senders
+  // land in one group commit, and one fan-out task carries several of them:
+  // the other's next message must not overtake one's own message_sent.
+  it('two people writing at once each get the thread in seq order, their own messages as message_sent', async () => {
+    const [a, b] = await server.registerMany(2);
+    const thread = await server.createDirect(a, b);
+    const wa = await server.connect(a);
+    const wb = await server.connect(b);
+    for (let i = 0; i < N; i++) {
+      wa.send({ type: 'send_message', thread_id: thread.id, content: `a${i}` });
+      wb.send({ type: 'send_message', thread_id: thread.id, content: `b${i}` });
+    }
+    for (const [who, ws, mine] of [['a', wa, a], ['b', wb, b]]) {
+      const inThread = (f) => (f.type === 'message_sent' || f.type === 'new_message') && f.data?.thread_id === thread.id;
+      const deadline = Date.now() + 15000;
+      while (ws.all(inThread).length < 2 * N && Date.now() < deadline) await sleep(20);
+      const frames = ws.all(inThread);
+      assert.equal(frames.length, 2 * N, `${who} got every message of the thread once`);
+      assert.deepEqual(frames.map((f) => f.data.seq), frames.map((_, i) => i + 1), `${who} got the thread in seq order`);
+      for (const f of frames) {
+        assert.equal(f.type, f.data.sender_id === mine.id ? 'message_sent' : 'new_message', `${who}: seq ${f.data.seq}`);
+      }
+    }
   });
 });

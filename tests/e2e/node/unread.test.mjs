@@ -112,6 +112,33 @@ describe('unread counts and mark-read', () => {
     await waitUnread(server, bob, m1.thread_id, 0);
   });
 
+  // A REST client that sends up_to_seq as the WebSocket frame carries it, in
+  // the body, marks that prefix: it was ignored, and the whole thread read.
+  it('POST mark-read takes up_to_seq from the query or the JSON body', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const t = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 5; i++) await server.sendRest(alice.token, t.id, { content: `p${i}` });
+
+    const byBody = await server.http('POST', `/api/chat/mark-read/${t.id}`, { token: bob.token, body: { up_to_seq: 2 } });
+    assert.equal(byBody.status, 200, byBody.text);
+    assert.equal(byBody.body.data.last_read_seq, 2, 'the body\'s up_to_seq is honoured');
+    assert.equal((await unread(server, bob)).perThread.get(t.id), 3);
+
+    const byQuery = await server.http('POST', `/api/chat/mark-read/${t.id}?up_to_seq=4`, { token: bob.token });
+    assert.equal(byQuery.body.data.last_read_seq, 4);
+    assert.equal((await unread(server, bob)).perThread.get(t.id), 1);
+
+    for (const body of [{ up_to_seq: '5' }, { up_to_seq: -1 }, { up_to_seq: 1.5 }, '{"up_to_seq":']) {
+      const bad = await server.http('POST', `/api/chat/mark-read/${t.id}`, { token: bob.token, body });
+      assert.equal(bad.status, 400, `${JSON.stringify(body)}: ${bad.text}`);
+      assert.equal(bad.body.code, typeof body === 'string' ? 'invalid_json' : 'invalid_field');
+    }
+    assert.equal((await unread(server, bob)).perThread.get(t.id), 1, 'a refused mark-read changes nothing');
+
+    const all = await server.http('POST', `/api/chat/mark-read/${t.id}`, { token: bob.token, body: {} });
+    assert.equal(all.body.data.last_read_seq, 5, 'without up_to_seq everything is read');
+  });
+
   it('mark_as_read accepts the chatId alias', async () => {
     const [alice, bob] = await server.registerMany(2);
     const aliceWs = await server.connect(alice);
