@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
+#include <mutex>
 
 #include "common/clock.h"
 #include "common/ids.h"
@@ -20,6 +22,14 @@ namespace {
 
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
 
+// Read marks of one (thread, reader) are made one at a time (mark_read).
+// Striped, as a lock per pair would need a map: two pairs that share a
+// stripe only wait for each other's commit.
+std::mutex& read_mark_lock(const std::string& thread_id, const std::string& user_id) {
+  static std::mutex stripes[64];
+  const size_t h = std::hash<std::string>{}(thread_id) * 31 + std::hash<std::string>{}(user_id);
+  return stripes[h % 64];
+}
 
 }  // namespace
 
@@ -342,6 +352,10 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
                                        const std::string& origin_session) {
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
+  // One mark of a (thread, reader) at a time, written and announced before
+  // the next: two devices marking at once must not announce the lower mark
+  // last (the store never moves a mark back; the receipts must not either).
+  std::lock_guard one_at_a_time(read_mark_lock(thread_id, user_id));
   auto seq = store_.mark_read(thread_id, user_id, up_to_seq);
   if (!seq) return seq;
   publish(thread_id, Audience::members(*m), "read_receipt",
