@@ -206,11 +206,7 @@ describe('reconnect with subscribe_thread since_seq', () => {
     // the replays run side by side, page by page (500 a page).
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
-    const senders = [await server.connect(alice), await server.connect(alice)];  // each within its rate limit
-    for (let i = 0; i < 1200; i += 100) {
-      await Promise.all(Array.from({ length: 100 }, (_, j) =>
-        senders[(i / 100) % 2].sendMessage({ thread_id: thread.id, content: `long ${i + j}` }, 20000)));
-    }
+    await server.sendBacklog(alice, thread.id, 1200);
     const bobWs = await server.connect(bob);
     const first = bobWs.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 }, 30000);
     const second = bobWs.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 20 }, 30000);

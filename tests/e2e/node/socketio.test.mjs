@@ -219,11 +219,7 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     // replay page here) runs at the same time, and what overlaps comes once.
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
-    const senders = [await server.connect(alice), await server.connect(alice)];  // each within its rate limit
-    for (let i = 0; i < 1100; i += 100) {
-      await Promise.all(Array.from({ length: 100 }, (_, j) =>
-        senders[(i / 100) % 2].sendMessage({ thread_id: thread.id, content: `backlog ${i + j}` }, 20000)));
-    }
+    await server.sendBacklog(alice, thread.id, 1100);
     const b = sioClient(server, bob.token, { transports: ['websocket'] });
     b.socket.on('connect', () => b.socket.emit('subscribe_thread', { thread_id: thread.id, since_seq: 10 }));
     await b.connected();
