@@ -546,7 +546,8 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
       return;
     }
     const Message& m = r->page[r->next++];
-    if (cursor_.replayed(r->thread_id, m.seq) && !own_send(m) && m.created_at >= r->created_floor)
+    // The cursor last: it counts what it lets through as sent (other replays of the thread skip it).
+    if (!own_send(m) && m.created_at >= r->created_floor && cursor_.replayed(r->thread_id, m.seq))
       send(encoder_->replayed_message(m.id, message_json_text(m)));
   }
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;

@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <functional>
+#include <mutex>
 
 #include "common/clock.h"
 #include "common/ids.h"
@@ -21,6 +23,15 @@ namespace {
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
 
 constexpr size_t kMaxTitleBytes = 400;
+
+// Read marks of one (thread, reader) are made one at a time (mark_read).
+// Striped, as a lock per pair would need a map: two pairs that share a
+// stripe only wait for each other's commit.
+std::mutex& read_mark_lock(const std::string& thread_id, const std::string& user_id) {
+  static std::mutex stripes[64];
+  const size_t h = std::hash<std::string>{}(thread_id) * 31 + std::hash<std::string>{}(user_id);
+  return stripes[h % 64];
+}
 
 }  // namespace
 
@@ -55,7 +66,7 @@ Result<std::shared_ptr<const ThreadMembers>> ChatService::members(const std::str
 }
 
 void ChatService::members_changed(const std::string& thread_id) {
-  members_.forget(thread_id);
+  members_.end_change(thread_id);
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = thread_id;
   ev->members_changed = true;
@@ -204,6 +215,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     ids.push_back((*u)->id);
     names.push_back((*u)->username);
   }
+  members_.begin_change(thread_id);
   auto added = store_.add_participants(thread_id, ids);
   // Also on failure: a commit whose answer was lost may have landed.
   members_changed(thread_id);
@@ -233,6 +245,7 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
   post_system_message(actor, thread_id,
                       self ? actor.username + " left"
                            : actor.username + " removed " + (*target ? (*target)->username : user_id));
+  members_.begin_change(thread_id);
   auto st = store_.remove_participant(thread_id, user_id);
   members_changed(thread_id);
   return st;
@@ -303,12 +316,26 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.message_json = message_json_text(out.message);
     if (!out.duplicate) {
       Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
-      publish(out.message.thread_id, Audience::members(members), "new_message", out.message_json, origin,
+      auto audience = members_at_commit(out.message.thread_id, members);
+      publish(out.message.thread_id, Audience::members(audience), "new_message", out.message_json, origin,
               out.message.seq, out.message.id);
-      if (message_observer_) message_observer_(out.message, out.message_json, members);
+      if (message_observer_) message_observer_(out.message, out.message_json, audience);
     }
     done(std::move(out));
   });
+}
+
+// Who a committed message goes to: the members as they are now, not as they
+// were when the send was checked. A removal (or an addition) may have
+// committed in between: the removed must not get the message, the added
+// must. The cache answers at once unless a change was just made (it then
+// reads the store, which has every change committed before this message);
+// `checked` serves when the store cannot answer.
+std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const std::string& thread_id,
+                                                                    std::shared_ptr<const ThreadMembers> checked) {
+  auto now = members_.get(thread_id);
+  if (now && *now) return std::move(*now);
+  return checked;
 }
 
 Result<std::vector<Message>> ChatService::history(const User& actor, const std::string& thread_id,
@@ -348,6 +375,10 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
                                        const std::string& origin_session) {
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
+  // One mark of a (thread, reader) at a time, written and announced before
+  // the next: two devices marking at once must not announce the lower mark
+  // last (the store never moves a mark back; the receipts must not either).
+  std::lock_guard one_at_a_time(read_mark_lock(thread_id, user_id));
   auto seq = store_.mark_read(thread_id, user_id, up_to_seq);
   if (!seq) return seq;
   publish(thread_id, Audience::members(*m), "read_receipt",

@@ -176,10 +176,13 @@ class ChatService {
  private:
   Result<std::shared_ptr<const ThreadMembers>> require_member(const std::string& user_id,
                                                               const std::string& thread_id);
-  // Forgets the cached members here and tells every other process to.
+  // After a membership change was written (MemberCache::begin_change before
+  // it): forgets the cached members here and tells every other process to.
   void members_changed(const std::string& thread_id);
   std::optional<Error> validate_content(const std::string& content, const std::string& message_type) const;
   void store_and_publish(SendRequest request, std::shared_ptr<const ThreadMembers> members, SendCallback done);
+  std::shared_ptr<const ThreadMembers> members_at_commit(const std::string& thread_id,
+                                                         std::shared_ptr<const ThreadMembers> checked);
   void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);
   // Who an event goes to: a thread's cached member list (shared, never
   // copied per event: each loop may cache whom it resolves to) or a one-off list.

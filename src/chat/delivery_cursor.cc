@@ -45,7 +45,31 @@ bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
   // The connection's own message, held while the store is read: it got message_sent.
   for (const auto& [held_seq, frame] : s.held)
     if (held_seq == seq && !frame) return false;
-  return true;
+  return !sent_by_replay(s, seq);
+}
+
+// True when another replay running on the thread already sent seq; else
+// records that this one sends it.
+bool DeliveryCursor::sent_by_replay(State& s, int64_t seq) {
+  if (!s.replay_sent) s.replay_sent = std::make_unique<std::vector<std::pair<int64_t, int64_t>>>();
+  auto& ranges = *s.replay_sent;
+  // The first range starting after seq; the one before it may hold seq.
+  auto next = std::upper_bound(ranges.begin(), ranges.end(), seq,
+                               [](int64_t v, const std::pair<int64_t, int64_t>& r) { return v < r.first; });
+  if (next != ranges.begin() && std::prev(next)->second >= seq) return true;
+  const bool joins_prev = next != ranges.begin() && std::prev(next)->second == seq - 1;
+  const bool joins_next = next != ranges.end() && next->first == seq + 1;
+  if (joins_prev && joins_next) {
+    std::prev(next)->second = next->second;
+    ranges.erase(next);
+  } else if (joins_prev) {
+    std::prev(next)->second = seq;
+  } else if (joins_next) {
+    next->first = seq;
+  } else {
+    ranges.insert(next, {seq, seq});
+  }
+  return false;
 }
 
 bool DeliveryCursor::changed(const std::string& thread_id, FramePtr frame) {
@@ -69,6 +93,7 @@ DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_i
   }
   ReplayEnd out;
   if (--s.replays > 0) return out;
+  s.replay_sent.reset();  // every replay merged what it sent into [lo, hi]
   std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   size_t i = 0;
   for (; i < s.held.size(); ++i) {
@@ -96,6 +121,7 @@ std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
   std::vector<FramePtr> out;
   if (s.replays > 0) --s.replays;
   if (s.replays > 0) return out;
+  s.replay_sent.reset();
   std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [seq, frame] : s.held) {
     if (s.hi != 0 && seq <= s.hi) continue;

@@ -13,6 +13,9 @@
 // Except with fill_before_first(): on several nodes events may come out of
 // commit order, so the first one to arrive need not be the first committed
 // since the connection began; it is held and a fill reads what came before.
+// Replays of one thread may overlap (a client that subscribes twice, a
+// Socket.IO catch-up and the client's own subscribe): what one has sent, the
+// others skip, from the moment it is sent.
 // Changes to a message already stored (an edit, a deletion) are held while a
 // replay runs too, and go out after everything it held: a replay page read,
 // or a live message encoded, before the change must not arrive after it.
@@ -20,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -82,7 +86,11 @@ class DeliveryCursor {
     int replays = 0;         // replays and fills running (a client may overlap them)
     std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
     std::vector<FramePtr> held_changes;              // in arrival order
+    // Seqs the running replays sent outside [lo, hi], as sorted disjoint
+    // ranges; merged into [lo, hi] as each replay ends, dropped with the last.
+    std::unique_ptr<std::vector<std::pair<int64_t, int64_t>>> replay_sent;
   };
+  static bool sent_by_replay(State& s, int64_t seq);
   State& state(const std::string& thread_id);
   static void release_changes(State& s, std::vector<FramePtr>& out);
   void forget(const std::string& thread_id);

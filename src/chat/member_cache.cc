@@ -82,13 +82,28 @@ Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string&
   auto ptr = std::make_shared<const ThreadMembers>(std::move(**loaded));
   if (trusted) {
     std::unique_lock lock(mu_);
-    if (version_.load(std::memory_order_relaxed) == seen) members_[thread_id] = Entry{ptr, loaded_ms};
+    if (version_.load(std::memory_order_relaxed) == seen && !changing_.contains(thread_id))
+      members_[thread_id] = Entry{ptr, loaded_ms};
   }
   return ptr;
 }
 
 void MemberCache::forget(const std::string& thread_id) {
   std::unique_lock lock(mu_);
+  members_.erase(thread_id);
+  version_.fetch_add(1, std::memory_order_release);
+}
+
+void MemberCache::begin_change(const std::string& thread_id) {
+  std::unique_lock lock(mu_);
+  ++changing_[thread_id];
+  members_.erase(thread_id);
+  version_.fetch_add(1, std::memory_order_release);
+}
+
+void MemberCache::end_change(const std::string& thread_id) {
+  std::unique_lock lock(mu_);
+  if (auto it = changing_.find(thread_id); it != changing_.end() && --it->second <= 0) changing_.erase(it);
   members_.erase(thread_id);
   version_.fetch_add(1, std::memory_order_release);
 }

@@ -3,7 +3,12 @@
 // Entries are immutable and shared: a BusEvent's recipient list points into
 // one, so a group's list is never copied per message.
 //
-// Staleness: this process's membership changes call forget(); another
+// Staleness: this process's membership changes are bracketed by
+// begin_change() and end_change(): while one is being written, the thread's
+// list is read from the store every time and cached nowhere, so a list
+// asked for after the change committed never predates it (a send's fan-out
+// asks again once its message is committed: ChatService::store_and_publish).
+// Another
 // process's reach it as a `members_changed` bus event (ChatService::on_bus_event),
 // and a bus `resync` (events may have been lost) calls forget_all(). The
 // cache is trusted only while the bus is healthy: while it is not, cached()
@@ -44,6 +49,11 @@ class MemberCache {
   std::shared_ptr<const ThreadMembers> cached(const std::string& thread_id) const;
   void forget(const std::string& thread_id);
   void forget_all();
+  // A change of the thread's members is about to be written (begin_change)
+  // or is done, committed or failed (end_change, which forgets the list).
+  // In between, get() reads the store every time and cached() misses.
+  void begin_change(const std::string& thread_id);
+  void end_change(const std::string& thread_id);
 
   static bool contains(const ThreadMembers& members, const std::string& user_id);
 
@@ -59,6 +69,8 @@ class MemberCache {
 
   const int64_t max_age_ms_;
   std::unordered_map<std::string, Entry> members_;
+  // Threads with a membership change being written, and how many.
+  std::unordered_map<std::string, int> changing_;
   // Bumped by every forget, under mu_: a list read from the store before a
   // forget is not cached after it (it may predate the change that caused the
   // forget), and every thread's own copies are dropped.

@@ -233,6 +233,45 @@ TEST(DeliveryCursor, OverlappingReplaysEmptyNarrowFirstDoesNotHideWiderOne) {
   EXPECT_EQ(replay(c, kT, 0, {1, 2, 3, 4, 5}), Seqs({"m1", "m2", "m3", "m4", "m5"}));
 }
 
+TEST(DeliveryCursor, OverlappingReplaysInterleavedPagesSendEachOnce) {
+  // A thread longer than a replay page, subscribed twice at once: one
+  // replay's page goes out while the other has sent a page and reads its next.
+  DeliveryCursor c;
+  c.begin_replay(kT, 0);
+  c.begin_replay(kT, 2);
+  Seqs sent;
+  auto page = [&](std::vector<int64_t> seqs) {
+    for (int64_t seq : seqs)
+      if (c.replayed(kT, seq)) sent.push_back("m" + std::to_string(seq));
+  };
+  page({1, 2, 3});  // since 0, page 1
+  page({3, 4, 5});  // since 2, page 1
+  page({4, 5, 6});  // since 0, page 2 (the last)
+  for (auto& s : texts(c.end_replay(kT, 0, 6).frames)) sent.push_back(s);
+  page({6});        // since 2, page 2 (the last)
+  for (auto& s : texts(c.end_replay(kT, 2, 6).frames)) sent.push_back(s);
+  EXPECT_EQ(sent, Seqs({"m1", "m2", "m3", "m4", "m5", "m6"}));
+  EXPECT_EQ(c.last_sent(kT), 6);
+}
+
+TEST(DeliveryCursor, OverlappingReplaysAroundALiveRangeSendTheRestOnce) {
+  DeliveryCursor c;
+  for (int64_t s = 5; s <= 6; ++s) EXPECT_TRUE(c.live(kT, s, frame(s)).send);
+  c.begin_replay(kT, 0);
+  c.begin_replay(kT, 1);
+  Seqs sent;
+  for (int64_t seq : {1, 2, 3})
+    if (c.replayed(kT, seq)) sent.push_back("m" + std::to_string(seq));
+  for (int64_t seq : {2, 3, 4, 5, 6, 7})
+    if (c.replayed(kT, seq)) sent.push_back("m" + std::to_string(seq));
+  for (auto& s : texts(c.end_replay(kT, 1, 7).frames)) sent.push_back(s);
+  for (int64_t seq : {4, 5, 6, 7})
+    if (c.replayed(kT, seq)) sent.push_back("m" + std::to_string(seq));
+  for (auto& s : texts(c.end_replay(kT, 0, 7).frames)) sent.push_back(s);
+  EXPECT_EQ(sent, Seqs({"m1", "m2", "m3", "m4", "m7"}));
+  EXPECT_EQ(c.last_sent(kT), 7);
+}
+
 // ---- gaps: the bus missed events, the store fills them
 
 TEST(DeliveryCursor, GapHoldsTheMessageAndAsksForAFillFromLastSent) {

@@ -3,7 +3,7 @@
 // in seq order, and seq is gapless from 1.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer } from './harness.mjs';
+import { startServer, sleep } from './harness.mjs';
 
 const PER_CONNECTION = 6;  // 3 users x 2 connections x 6 = 36 messages
 
@@ -151,5 +151,85 @@ describe('group fan-out', () => {
     }
     const atCarol = cWs.all((f) => f.type === 'new_message' && f.data.thread_id === thread.id).map((f) => f.data.seq);
     assert.deepEqual(atCarol, seqs, 'Carol sees all 30 in seq order');
+  });
+});
+
+// Membership changes while the thread is busy: a send is checked against the
+// members when it arrives and committed a moment later, after the change
+// may have committed. Who gets it is decided by the members at its commit.
+describe('membership changes racing sends', () => {
+  let server;
+  // --fsync: slower commits, so sends queue up behind a membership change as on a busy server.
+  before(async () => { server = await startServer({ args: ['--fsync'] }); });
+  after(async () => { await server?.stop(); });
+
+  it('a participant removed and added back while others send gets nothing committed after the removal until the next addition', async () => {
+    const [admin, sender, member] = await server.registerMany(3);
+    const thread = await server.createGroup(admin, [sender, member], 'revolving door');
+    const memberWs = await server.connect(member);
+    const senderWs = await server.connect(sender);
+    const path = `/api/chat/threads/${thread.id}/participants`;
+    let stop = false;
+    let sent = 0;
+    const sending = (async () => {
+      // At most 900, about 500 a second: within the connection's rate limit (a burst of 1000).
+      while (!stop && sent < 900) {
+        for (let i = 0; i < 5; i++) senderWs.send({ type: 'send_message', thread_id: thread.id, content: `m${sent++}` });
+        await sleep(10);
+        if (sent % 200 === 0) await senderWs.next((f) => f.type === 'message_sent' && f.data.content === `m${sent - 1}`, 10000);
+      }
+    })();
+    // Per removal: the thread's last seq once it had returned, and from when
+    // to when the member was out (from its answer to the request adding them back).
+    const outside = [];
+    for (let round = 0; round < 10; round++) {
+      await sleep(20);
+      const del = await server.http('DELETE', `${path}/${member.id}`, { token: admin.token });
+      assert.equal(del.status, 200, del.text);
+      const from = Date.now();
+      const t = await server.http('GET', `/api/chat/threads/${thread.id}`, { token: admin.token });
+      await sleep(20);
+      outside.push({ after: t.body.data.last_seq, from, to: Date.now() });
+      const add = await server.http('POST', path, { token: admin.token, body: { participant_ids: [member.id] } });
+      assert.equal(add.status, 200, add.text);
+    }
+    stop = true;
+    await sending;
+    await senderWs.next((f) => f.type === 'message_sent' && f.data.content === `m${sent - 1}`, 15000, 'the last ack');
+
+    // What reached the member while out that was committed after the removal.
+    const leaked = memberWs.frames.filter((e) => e.frame.type === 'new_message' && outside.some(
+      (o) => e.at >= o.from && e.at < o.to && e.frame.data.seq > o.after)).map((e) => e.frame.data.seq);
+    assert.deepEqual(leaked, [], 'messages delivered to a removed participant');
+  });
+
+  it('a participant added while others send gets, live, every message committed after joining', async () => {
+    let missed = [];
+    for (let round = 0; round < 6; round++) {
+      const [admin, sender, late] = await server.registerMany(3);
+      const thread = await server.createGroup(admin, [sender], 'joining a busy group');
+      const lateWs = await server.connect(late);
+      const senderWs = await server.connect(sender);
+      // About 500 a second, before, during and after the addition.
+      let sent = 0;
+      const sending = (async () => {
+        while (sent < 300) {
+          for (let i = 0; i < 5; i++) senderWs.send({ type: 'send_message', thread_id: thread.id, content: `m${sent++}` });
+          await sleep(10);
+        }
+      })();
+      await senderWs.next((f) => f.type === 'message_sent' && f.data.content === 'm50', 10000);
+      const add = await server.http('POST', `/api/chat/threads/${thread.id}/participants`,
+        { token: admin.token, body: { participant_ids: [late.id] } });
+      assert.equal(add.status, 200, add.text);
+      await sending;
+      await senderWs.next((f) => f.type === 'message_sent' && f.data.content === 'm299', 15000, 'the last ack');
+      await sleep(500);
+      const joined = Date.parse(add.body.data.participants.find((p) => p.user_id === late.id).joined_at);
+      const got = new Set(lateWs.all((f) => f.type === 'new_message').map((f) => f.data.seq));
+      const history = await server.history(admin.token, thread.id);
+      missed = missed.concat(history.filter((m) => Date.parse(m.created_at) > joined && !got.has(m.seq)).map((m) => m.seq));
+    }
+    assert.deepEqual(missed, [], 'messages committed after the addition that the new participant never got');
   });
 });

@@ -338,6 +338,17 @@ export class ParleyServer {
     return this.http('POST', `/api/chat/threads/${threadId}/messages`, { token, body });
   }
 
+  // Sends n messages from `user` into the thread, 100 at a time, over two
+  // connections so that neither passes its rate limit (a burst of 1000).
+  async sendBacklog(user, threadId, n, prefix = 'backlog') {
+    const senders = [await this.connect(user), await this.connect(user)];
+    for (let i = 0; i < n; i += 100) {
+      await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, j) =>
+        senders[(i / 100) % 2].sendMessage({ thread_id: threadId, content: `${prefix} ${i + j}` }, 20000)));
+    }
+    for (const ws of senders) ws.close();
+  }
+
   // ----- WebSocket ---------------------------------------------------------
 
   // Opens a WebSocket as `user` (or with `token`).

@@ -107,6 +107,30 @@ describe('delivery and read receipts across devices', { timeout: 60000 }, () => 
     await b.expectNone((f) => f.type === 'read_receipt', 400, 'a second read_receipt at the reading connection');
   });
 
+  it('read receipts reach the others in the order the marks were made: never backwards, and the last one is the mark', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a1 = await server.connect(alice);
+    const a2 = await server.connect(alice);
+    const sends = [];
+    for (let i = 0; i < 100; i++) sends.push(a1.sendMessage({ thread_id: thread.id, content: `m${i}` }, 15000));
+    await Promise.all(sends);
+    const b1 = await server.connect(bob);
+    const b2 = await server.connect(bob);
+    // Bob reads on two devices at once, a message at a time, as a phone and a
+    // laptop open on the same conversation do while scrolling.
+    for (let seq = 1; seq <= 100; seq++) (seq % 2 ? b1 : b2).send({ type: 'mark_as_read', thread_id: thread.id, up_to_seq: seq });
+    const marked = await until(async () => participant(await getThread(server, alice, thread.id), bob.id).last_read_seq === 100);
+    assert.ok(marked, "Bob's marks were all made");
+    for (const [name, ws] of [["Alice's device 1", a1], ["Alice's device 2", a2]]) {
+      await until(() => ws.all((f) => f.type === 'read_receipt').length === 100);
+      const seqs = ws.all((f) => f.type === 'read_receipt' && f.user_id === bob.id).map((f) => f.seq);
+      assert.equal(seqs.length, 100, `${name}: one receipt per mark`);
+      assert.deepEqual(seqs.filter((seq, i) => i > 0 && seq < seqs[i - 1]), [], `${name}: receipts that went backwards`);
+      assert.equal(seqs.at(-1), 100, `${name}: the last receipt is Bob's mark`);
+    }
+  });
+
   it("history status as the sender sees it moves sent → delivered → read, per message", async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
