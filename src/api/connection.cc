@@ -239,14 +239,14 @@ void Connection::on_close() {
 
 // ---------------------------------------------------------------- inbound
 
-bool Connection::take_token() {
+bool Connection::take_token(bool clears_strikes) {
   const auto& lim = ctx_.chat.config().limits;
   int64_t now = now_micros();
   tokens_ = std::min(lim.message_burst, tokens_ + (now - refilled_at_us_) * lim.messages_per_second / 1e6);
   refilled_at_us_ = now;
   if (tokens_ >= 1) {
     tokens_ -= 1;
-    strikes_ = 0;
+    if (clears_strikes) strikes_ = 0;
     return true;
   }
   return false;
@@ -289,6 +289,13 @@ void Connection::on_frame(ClientFrame f) {
   if (!authed_ && f.type != ClientType::kAuth)
     return send_error({ErrorKind::kUnauthorized, "not_authenticated", "send an `auth` frame first"}, f.request_id);
   dispatch(std::move(f));
+}
+
+bool Connection::on_requested_receipt(ClientFrame f) {
+  if (closed_ || !authed_ || admission_) return true;  // nothing to try again
+  if (!take_token(/*clears_strikes=*/false)) return false;
+  dispatch(std::move(f));
+  return true;
 }
 
 // A frame the token bucket refuses gets `rate_limited`; sustained flooding closes.

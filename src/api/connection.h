@@ -52,6 +52,14 @@ class Connection final : public ClientSession,
   void on_open(std::optional<Authenticated> user);
   // A client frame, whatever its envelope. Rate-limited, then dispatched.
   void on_frame(ClientFrame frame);
+  // The client's receipt of a message the server asked it to acknowledge
+  // (Socket.IO's ack of new_message). It takes a token of the rate limit but
+  // is never refused with an error nor counted as flooding: a client acks
+  // every message of a catch-up, which may be more than the burst, and would
+  // otherwise be closed (1008) on every reconnection. False when no token was
+  // left: the caller may keep it and try again later (a later receipt of a
+  // thread covers the earlier ones).
+  bool on_requested_receipt(ClientFrame frame);
   // A client frame that could not be read: an `error` reply (rate-limited too).
   void on_bad_frame(const Error& error, const boost::json::value& request_id);
   // For a client that expects what it missed without asking (Socket.IO):
@@ -129,7 +137,7 @@ class Connection final : public ClientSession,
   void stop_typing(const std::string& thread_id);
   void on_delivered(ClientFrame frame);
   void on_moderate(ClientFrame frame);
-  bool take_token();
+  bool take_token(bool clears_strikes = true);
   bool take_token_or_refuse(const boost::json::value& request_id);
 
   void send(FramePtr frame);

@@ -191,16 +191,28 @@ void SocketIoSession::on_ack(const sio::SioPacket& p) {
   }
   auto message_id = socketio_encoder().message_for_ack(*p.id);
   if (!message_id) return;
+  send_receipt(std::move(*message_id));
+}
+
+// Past the rate limit (a catch-up longer than the burst, each message
+// acked), the newest refused receipt waits for the next tick; the earlier
+// ones are covered by it in their thread, or replayed on the next connect.
+void SocketIoSession::send_receipt(std::string message_id) {
   ClientFrame f;
   f.type = ClientType::kMessageReceived;
-  f.message_id = std::move(*message_id);
-  conn_->on_frame(std::move(f));
+  f.message_id = message_id;
+  if (conn_->on_requested_receipt(std::move(f))) {
+    if (deferred_receipt_ == message_id) deferred_receipt_.clear();
+  } else {
+    deferred_receipt_ = std::move(message_id);
+  }
 }
 
 void SocketIoSession::on_tick(int64_t now_ms) {
   if (closed_) return;
   if (!conn_) return check_connect_deadline(now_ms);
   conn_->on_tick(now_ms);
+  if (!conn_->closed() && !deferred_receipt_.empty()) send_receipt(deferred_receipt_);
   if (!conn_->closed() && now_ms >= next_ping_ms_) send_ping_event(now_ms);
 }
 

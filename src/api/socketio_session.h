@@ -50,6 +50,7 @@ class SocketIoSession final : public TransportListener,
   void established(const std::string& user_id);
   void on_event(sio::SioPacket packet);
   void on_ack(const sio::SioPacket& packet);
+  void send_receipt(std::string message_id);
   void check_connect_deadline(int64_t now_ms);
   void send_ping_event(int64_t now_ms);
   void catch_up();
@@ -70,6 +71,7 @@ class SocketIoSession final : public TransportListener,
   void remember_ack(uint64_t id);
   std::array<uint64_t, 4> pending_acks_{};
   uint8_t next_ack_slot_ = 0;
+  std::string deferred_receipt_;  // a message id whose ack found no token left ("" = none)
 };
 
 }  // namespace parley

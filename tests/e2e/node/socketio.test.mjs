@@ -554,6 +554,32 @@ describe('Socket.IO limits are the native ones', () => {
     for (const h of held) h.close?.();
   });
 
+  it('acking every message of a catch-up longer than the burst is no flood: no error, no close, the receipts catch up', async () => {
+    // burst 5, 1 per second, flooding closes after 50 refusals in a row: 80
+    // acks at once were 75 refusals, so the connection closed (1008) on every
+    // reconnection while the backlog lasted.
+    const [dave, erin] = await server.registerMany(2);
+    const thread = await server.createDirect(dave, erin);
+    const ids = [];
+    for (let i = 0; i < 80; i++) ids.push((await server.sendRest(dave.token, thread.id, { content: `backlog ${i}` })).id);
+    const e = await connected(server, erin, { transports: ['websocket'] });
+    let disconnected = null;
+    e.socket.on('disconnect', (r) => { disconnected = r; });
+    for (let waited = 0; e.events.filter((r) => r.event === 'new_message').length < 80 && waited < 15000; waited += 100) await sleep(100);
+    assert.equal(e.events.filter((r) => r.event === 'new_message').length, 80, 'the 80 replayed');
+    await sleep(2500);
+    assert.equal(disconnected, null, 'still connected');
+    assert.deepEqual(e.events.filter((r) => r.event === 'error').map((r) => r.data.code), [], 'no error events');
+    const answer = await e.emit('ping', {}).catch(() => null);
+    assert.ok(answer, 'the session still answers');
+    // The newest receipt waited for a token and went through: nothing replayed next time.
+    e.close();
+    const again = await connected(server, erin, { transports: ['websocket'] });
+    await sleep(500);
+    assert.equal(again.events.filter((r) => r.event === 'new_message').length, 0, 'nothing replayed on the next connect');
+    again.close();
+  });
+
   it('events count against the rate limit: past the burst they are refused in the ack', async () => {
     const [bob] = await server.registerMany(1);
     const b = await connected(server, bob, { transports: ['websocket'] });
