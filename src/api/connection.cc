@@ -276,7 +276,15 @@ void Connection::on_bad_frame(const Error& error, const json::value& request_id)
 }
 
 void Connection::on_frame(ClientFrame f) {
-  if (closed_ || !take_token_or_refuse(f.request_id)) return;
+  if (closed_) return;
+  // A client may acknowledge every message of a replay longer than the burst:
+  // a receipt past the limit is dropped (a later one of its thread covers it),
+  // with no error and no strike, never closing the connection for flooding.
+  if (f.type == ClientType::kMessageReceived && authed_ && !admission_) {
+    if (take_token(/*clears_strikes=*/false)) dispatch(std::move(f));
+    return;
+  }
+  if (!take_token_or_refuse(f.request_id)) return;
   if (admission_) {
     // Frames sent right after the open wait for the limiter's answer (a
     // Redis round trip), as they would have waited for the loop.

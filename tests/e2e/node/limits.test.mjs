@@ -143,6 +143,29 @@ describe('message rate limit', () => {
     await ws.sendMessage({ thread_id: thread.id, content: 'after a pause' });
   });
 
+  it('acknowledging each message of a replay longer than the burst is not flooding: no error, no close', async () => {
+    // 80 receipts at once past a burst of 5 were 75 rate_limited errors, and
+    // the 50th in a row closed the connection: every reconnection with a
+    // backlog ended the same way for a client that acks each message.
+    const [carol, dave] = await server.registerMany(2);
+    const thread = await server.createDirect(carol, dave);
+    for (let i = 0; i < 80; i++) await server.sendRest(carol.token, thread.id, { content: `backlog ${i}` });
+    const ws = await server.connect(dave);
+    ws.send({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 });
+    for (let i = 0; i < 100 && ws.all((f) => f.type === 'new_message').length < 80; i++) await sleep(50);
+    const replayed = ws.all((f) => f.type === 'new_message');
+    assert.equal(replayed.length, 80);
+    for (const m of replayed) ws.send({ type: 'message_received', message_id: m.data.id });
+    await sleep(1000);
+    assert.ok(ws.isOpen, 'still open');
+    assert.deepEqual(ws.all((f) => f.type === 'error').map((f) => f.code), [], 'no error for a receipt');
+    const a = await server.connect(carol);
+    await sleep(1100);  // a token for the newest receipt
+    ws.send({ type: 'message_received', message_id: replayed[79].data.id });
+    await a.next((f) => f.type === 'message_delivered' && f.message_id === replayed[79].data.id, 5000, 'the newest receipt counts');
+    ws.close(); a.close();
+  });
+
   it('sustained flooding closes the connection with a close code and reason', async () => {
     const ws = await server.connect(alice);
     const thread = await server.createDirect(alice, bob);
