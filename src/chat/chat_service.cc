@@ -401,6 +401,12 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
       std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.online(id); }))
     return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
   fields["thread_id"] = thread_id;
+  // An answer or a hang-up also reaches the sender's other devices (never the
+  // sending connection), so a phone that answered stops the tablet ringing.
+  if (type == "call_answer" || type == "call_end") {
+    publish(thread_id, Audience::members(*m), type, json::serialize(fields), origin_session);
+    return Ok{};
+  }
   publish(thread_id, Audience::users(std::move(others)), type, json::serialize(fields), origin_session);
   return Ok{};
 }

@@ -155,7 +155,8 @@ class ChatService {
   bool on_bus_event(const BusEvent& event);
 
   // --- relays (not stored) ---
-  // typing and call signalling to the thread's other participants. A
+  // typing and call signalling to the thread's other participants
+  // (call_answer and call_end also to the sender's other connections). A
   // call_offer with no other participant online fails with callee_offline.
   Status relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
                boost::json::object fields, const std::string& origin_session);

@@ -4,12 +4,9 @@
 // status: 'calling'|'ringing'|'connecting'|'connected'|'ended', note, local, remote}.
 import { client, state, changed, threadName } from './store.js';
 
-// This tab among the user's devices. An offer rings on every device of the
-// callee, but the server relays the answer and the end of a call only to the
-// other person: so the caller tells the callee's other devices to stop
-// ringing (call_end with reason 'answered_elsewhere' naming the device that
-// answered, or 'ended_elsewhere' once the callee declined or hung up).
-const DEVICE = crypto.randomUUID();
+// An offer rings on every device of the callee; the server relays an answer
+// or a hang-up to the sender's other devices too (from_user_id is then our
+// own id), which stop ringing.
 
 // An unanswered call ends by itself: the caller gives up after RING_MS
 // ("No answer.", and its call_end tells the callee), and a callee that hears
@@ -80,7 +77,7 @@ export async function accept() {
     await drainCandidates();
     const desc = await pc.createAnswer();
     await pc.setLocalDescription(desc);
-    client.signal('call_answer', threadId, { call_id: id, sdp: desc.sdp, device: DEVICE });
+    client.signal('call_answer', threadId, { call_id: id, sdp: desc.sdp });
   } catch (err) {
     hangUp(`Could not answer: ${err.message}`);
   }
@@ -116,9 +113,8 @@ function finish(note) {
   }
 }
 
-// What the panel says when the other side ends the call, by reason (none:
-// the callee's other device declined or hung up; this one just stops ringing).
-const END_NOTES = { declined: 'Call declined.', busy: 'Busy.', no_answer: 'Missed call.', ended_elsewhere: null };
+// What the panel says when the other side ends the call, by reason.
+const END_NOTES = { declined: 'Call declined.', busy: 'Busy.', no_answer: 'Missed call.' };
 
 async function drainCandidates() {
   for (const c of remoteCandidates) await pc.addIceCandidate(c).catch(() => {});
@@ -140,20 +136,19 @@ export async function onSignal(f) {
     return;
   }
   if (!state.call || p.call_id !== state.call.id) return;
+  if (f.from_user_id === client.userId) {  // our other device answered, declined or hung up
+    if (f.type !== 'ice_candidate' && state.call.status === 'ringing')
+      finish(f.type === 'call_answer' ? 'Answered on another device.' : null);
+    return;
+  }
   if (f.type === 'call_answer' && pc && state.call.direction === 'out') {
     set({ status: 'connecting' });
-    client.signal('call_end', f.thread_id, { call_id: p.call_id, reason: 'answered_elsewhere', device: p.device });
     await pc.setRemoteDescription({ type: 'answer', sdp: p.sdp });
     await drainCandidates();
   } else if (f.type === 'ice_candidate' && p.candidate) {
     if (pc && pc.remoteDescription) await pc.addIceCandidate(p.candidate).catch(() => {});
     else remoteCandidates.push(p.candidate);
   } else if (f.type === 'call_end') {
-    if (p.reason === 'answered_elsewhere') {
-      if (state.call.status === 'ringing' && p.device !== DEVICE) finish('Answered on another device.');
-      return;
-    }
-    if (state.call.direction === 'out') client.signal('call_end', f.thread_id, { call_id: p.call_id, reason: 'ended_elsewhere' });
     finish(Object.prototype.hasOwnProperty.call(END_NOTES, p.reason) ? END_NOTES[p.reason] : 'Call ended.');
   }
 }

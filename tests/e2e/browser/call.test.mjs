@@ -75,7 +75,7 @@ describe('web app: calls', () => {
   });
 
   // An offer rings on every device of the callee; the server relays the
-  // answer and the end only to the caller, who tells the others.
+  // answer and the end to the callee's other devices too.
   it('rings on each of the callee\'s devices; answered or declined on one, the others stop ringing', async () => {
     const aliceCtx = await callContext(browser);
     const alicePage = await openAs(aliceCtx, base, alice);

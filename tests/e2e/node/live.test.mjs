@@ -405,6 +405,35 @@ describe('call signalling', { timeout: 60000 }, () => {
     await b.expectNone((f) => f.type === 'error', 100, 'an error during signalling');
   });
 
+  it("an answer or a hang-up on one device reaches the user's other devices, so they stop ringing; offers and ICE do not", async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const phone = await server.connect(bob);
+    const tablet = await server.connect(bob);
+    a.send({ type: 'call_offer', thread_id: thread.id, payload: payloads.call_offer });
+    for (const [ws, name] of [[phone, 'phone'], [tablet, 'tablet']])
+      await ws.next((f) => f.type === 'call_offer' && f.from_user_id === alice.id, 5000, `the offer rings on Bob's ${name}`);
+    await a.expectNone((f) => f.type === 'call_offer', 200, "the caller's own offer echoed");
+
+    phone.send({ type: 'call_answer', thread_id: thread.id, payload: payloads.call_answer });
+    const atCaller = await a.next((f) => f.type === 'call_answer', 5000, 'the answer at the caller');
+    assert.equal(atCaller.from_user_id, bob.id);
+    const atTablet = await tablet.next((f) => f.type === 'call_answer', 5000, "the answer at Bob's other device");
+    assert.equal(atTablet.from_user_id, bob.id, 'from_user_id says it was answered by Bob himself');
+    assert.deepEqual(atTablet.payload, payloads.call_answer);
+    await phone.expectNone((f) => f.type === 'call_answer', 200, 'the answering connection gets its own answer back');
+
+    phone.send({ type: 'ice_candidate', thread_id: thread.id, payload: payloads.ice_candidate });
+    await a.next((f) => f.type === 'ice_candidate' && f.from_user_id === bob.id, 5000, 'ICE at the caller');
+    await tablet.expectNone((f) => f.type === 'ice_candidate', 200, "ICE at Bob's device that is not in the call");
+
+    phone.send({ type: 'call_end', thread_id: thread.id, payload: payloads.call_end });
+    await a.next((f) => f.type === 'call_end' && f.from_user_id === bob.id, 5000, 'the hang-up at the caller');
+    await tablet.next((f) => f.type === 'call_end' && f.from_user_id === bob.id, 5000, "the hang-up at Bob's other device");
+    await phone.expectNone((f) => f.type === 'call_end', 200, 'the hanging-up connection gets its own call_end back');
+  });
+
   it('signalling is never stored: no message, history and last_seq unchanged, nothing unread', async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
