@@ -51,6 +51,14 @@ bool known_method(http::verb v) {
   }
 }
 
+// RFC 9112 3.2: an HTTP/1.1 request must carry exactly one Host, and no
+// request may carry two (a proxy and Parley could each read another one).
+bool host_ok(const http::request_header<>& head) {
+  auto [first, last] = head.equal_range(http::field::host);
+  const auto count = std::distance(first, last);
+  return head.version() >= 11 ? count == 1 : count <= 1;
+}
+
 // On every answer: no MIME sniffing, no referrer, no framing, and (the API
 // serves no pages) no content of any kind may load in a browser from it.
 // An answer that sets its own (the web app's pages) keeps them.
@@ -129,6 +137,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       return reply(error_response(501, "not_implemented",
                                   "the method " + std::string(head.method_string().substr(0, 32)) + " is not implemented"),
                    false);
+    }
+    if (!host_ok(head)) {
+      linger_ = true;
+      return reply(error_response(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header"), false);
     }
     if (!is_eio_path(loop_.config, head.target())) {
       // A REST body is at most max_frame_bytes, below the parser's limit

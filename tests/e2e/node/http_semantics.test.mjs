@@ -115,6 +115,22 @@ describe('HTTP status codes', () => {
     assert.equal(JSON.parse(bad.text).code, 'bad_request');
   });
 
+  it('an HTTP/1.1 request without a Host, or any request with two, gets 400 (RFC 9112 3.2); HTTP/1.0 may omit it', async () => {
+    for (const [what, req] of [
+      ['no Host', 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n'],
+      ['two Hosts', 'GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n'],
+      ['two Hosts, HTTP/1.0', 'GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n'],
+      ['a WebSocket upgrade without Host', `GET /ws?token=${encodeURIComponent(user.token)} HTTP/1.1\r\nUpgrade: websocket\r\n` +
+        'Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'],
+    ]) {
+      const res = await rawExchange(server.port, req);
+      assert.equal(res.status, 400, `${what}: ${res.raw.slice(0, 120)}`);
+      assert.equal(JSON.parse(res.text).code, 'bad_request', what);
+    }
+    const old = await rawExchange(server.port, 'GET /health HTTP/1.0\r\n\r\n');
+    assert.equal(old.status, 200, 'HTTP/1.0 without Host is answered');
+  });
+
   it('a REST body announced over the limit gets 413 before it is sent (Expect: 100-continue)', async () => {
     // Under the parser's own limit (Engine.IO's 1 MB), over the REST limit (4096 here): no body follows.
     const res = await rawExchange(server.port,
