@@ -236,7 +236,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_SHUTDOWN_TIMEOUT")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
-  cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
+  cmd.add_option("--redis", c.redis_url, "redis://[[USER]:PASSWORD@]HOST:PORT: several nodes share fan-out and live state (default: in-process)")
       ->envname("PARLEY_REDIS_URL");
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
       ->envname("PARLEY_SOCKETIO_PATH")

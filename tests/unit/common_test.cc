@@ -97,6 +97,12 @@ TEST(Redact, MasksEveryPasswordOfADatabaseUrl) {
             "postgresql://db/parley?sslmode=verify-full&sslpassword=***&PASSWORD=***");
   EXPECT_EQ(redact_url_password("postgres://u:pw@db/parley?password=p@ss"), "postgres://u:***@db/parley?password=***");
   EXPECT_EQ(redact_url_password("redis://:secret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+  EXPECT_EQ(redact_url_password("redis://user:p%2Fss@127.0.0.1:6379/0"), "redis://user:***@127.0.0.1:6379/0");
+  EXPECT_EQ(redact_url_password("redis://:p/ss@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+  EXPECT_EQ(redact_url_password("redis://:a:b/c@d@[::1]:6379"), "redis://:***@[::1]:6379");
+  // A Redis URL's user info without ':' is all password (redis-cli reads it so).
+  EXPECT_EQ(redact_url_password("redis://s3cret@127.0.0.1:6379"), "redis://***@127.0.0.1:6379");
+  EXPECT_EQ(redact_url_password("postgres://parley@db:5432/parley"), "postgres://parley@db:5432/parley");
   EXPECT_EQ(redact_url_password("postgres://parley@db/parley?application_name=x"), "postgres://parley@db/parley?application_name=x");
   EXPECT_EQ(redact_url_password("not a url"), "not a url");
 }
