@@ -29,6 +29,7 @@
 #include "chat/account_watcher.h"
 #include "chat/chat_service.h"
 #include "common/allocator.h"
+#include "common/atomic_file.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/ids.h"
@@ -48,25 +49,32 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Shorter than this, a jwt_secret file is damaged (cut short by a crash or a
+// full disk while an older parley wrote it) or not one we made (we write 64
+// hex characters): refused rather than signing tokens with a guessable key.
+constexpr size_t kMinSecretFileChars = 32;
+
 // The HS256 secret: from config, else <data_dir>/jwt_secret, else a new
-// random one written there (mode 0600) so tokens survive restarts.
+// random one written there (mode 0600, atomically) so tokens survive restarts.
 Result<std::string> resolve_secret(const Config& config) {
   if (!config.jwt_secret.empty()) return config.jwt_secret;
   std::error_code ec;
   fs::create_directories(config.data_dir, ec);
   fs::path path = fs::path(config.data_dir) / "jwt_secret";
-  if (std::ifstream in(path); in) {
+  if (fs::exists(path, ec)) {
+    std::ifstream in(path);
     std::string s;
-    std::getline(in, s);
-    if (!s.empty()) return s;
+    if (!in || !std::getline(in, s)) s.clear();
+    if (!in && !in.eof()) return bad_input("bad_jwt_secret", path.string() + " cannot be read");
+    if (s.size() >= kMinSecretFileChars) return s;
+    return bad_input("bad_jwt_secret",
+                     path.string() + " holds " + std::to_string(s.size()) + " characters, fewer than " +
+                         std::to_string(kMinSecretFileChars) +
+                         ": damaged or not a Parley secret. Put back a saved copy, or pass --jwt-secret, or delete "
+                         "the file to have a new one made (tokens issued before are then refused)");
   }
   std::string secret = random_hex(32);
-  {
-    std::ofstream out(path, std::ios::trunc);
-    out << secret << "\n";
-    if (!out) return internal_error("cannot write " + path.string());
-  }
-  ::chmod(path.c_str(), 0600);
+  if (auto st = write_file_atomically(path.string(), secret + "\n", 0600); !st) return st.error();
   spdlog::info("event=jwt_secret_generated path={}", path.string());
   return secret;
 }
@@ -228,7 +236,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_SHUTDOWN_TIMEOUT")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
-  cmd.add_option("--redis", c.redis_url, "redis://HOST:PORT: several nodes share fan-out and live state (default: in-process)")
+  cmd.add_option("--redis", c.redis_url, "redis://[[USER]:PASSWORD@]HOST:PORT: several nodes share fan-out and live state (default: in-process)")
       ->envname("PARLEY_REDIS_URL");
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
       ->envname("PARLEY_SOCKETIO_PATH")

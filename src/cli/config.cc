@@ -13,6 +13,7 @@
 
 #include "cli/errors.h"
 #include "cli/output.h"
+#include "common/atomic_file.h"
 
 namespace parley::cli {
 
@@ -35,49 +36,12 @@ void ensure_parent(const fs::path& path) {
   ::chmod(dir.c_str(), 0700);
 }
 
-void write_all(int fd, const std::string& text, const std::string& path) {
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw write_failure(path, errno);
-    done += static_cast<size_t>(n);
-  }
-}
-
-// The rename is made durable too: without it a power loss could bring back
-// the old file (and listen would print again what it had printed).
-void sync_parent(const fs::path& path) {
-  fs::path dir = path.parent_path();
-  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// Write to a temporary file created 0600, fsync it, then rename over the
-// target: a crash at any moment leaves the old file or the new one, whole.
+// A crash at any moment leaves the old file or the new one, whole (and
+// listen does not print again what it had printed).
 void write_private_file(const std::string& path, const std::string& text) {
   ensure_parent(path);
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw write_failure(tmp, errno);
-  ::fchmod(fd, 0600);  // whatever the umask
-  try {
-    write_all(fd, text, tmp);
-    if (::fsync(fd) != 0) throw write_failure(tmp, errno);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw write_failure(path, err);
-  }
-  sync_parent(path);
+  if (auto st = write_file_atomically(path, text, 0600); !st)
+    throw CliError("config_error", st.error().message, kExitServerError);
 }
 
 json::object to_json(const CliConfig& c) {

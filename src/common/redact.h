@@ -1,5 +1,5 @@
 // Secrets out of what is printed: a URL's password (postgres://user:pw@host,
-// redis://:pw@host, and libpq's postgres://user@host/db?password=pw). Pure
+// redis://:pw@host, redis://pw@host, and libpq's postgres://user@host/db?password=pw). Pure
 // functions; any thread.
 #pragma once
 
@@ -35,7 +35,13 @@ inline std::string redact_url_password(const std::string& url) {
   auto at = out.rfind('@');
   if (at == std::string::npos || at < scheme + 3) return out;
   auto colon = out.find(':', scheme + 3);
-  if (colon == std::string::npos || colon > at) return out;
+  if (colon == std::string::npos || colon > at) {
+    // redis://SECRET@host: a Redis URL's user info without ':' is all
+    // password (redis-cli and RedisEndpoint read it so); postgres://USER@host
+    // names a user.
+    if (out.compare(0, scheme, "redis") == 0) return out.substr(0, scheme + 3) + "***" + out.substr(at);
+    return out;
+  }
   return out.substr(0, colon + 1) + "***" + out.substr(at);
 }
 

@@ -90,8 +90,15 @@ ParsedFrame parse_client_frame(std::string_view text) {
   }
   const json::object& o = *parsed;
   json::value request_id;
-  if (const json::value* rid = o.if_contains("request_id")) {
-    if (rid->is_string() || rid->is_number()) request_id = *rid;
+  if (const json::value* rid = o.if_contains("request_id"); rid && !rid->is_null()) {
+    // Any other type would be dropped from the reply, leaving the client
+    // unable to match it: refuse the frame instead (its type stays unset, so
+    // a bad request_id alone never closes the connection).
+    if (!rid->is_string() && !rid->is_number()) {
+      out.error = invalid_field("request_id", "must be a string or a number");
+      return out;
+    }
+    request_id = *rid;
   }
   const json::value* t = o.if_contains("type");
   std::optional<ClientType> type;

@@ -51,7 +51,7 @@ struct ClientFrame {
 };
 
 struct ParsedFrame {
-  ClientFrame frame;           // request_id is filled even when error is set
+  ClientFrame frame;           // request_id is filled even when error is set (unless it is the error)
   std::optional<Error> error;  // codes: invalid_json, invalid_utf8, unknown_type, missing_field, invalid_field
 };
 

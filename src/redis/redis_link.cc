@@ -11,19 +11,55 @@ namespace parley {
 constexpr std::chrono::milliseconds kFirstBackoff{100};
 constexpr std::chrono::milliseconds kMaxBackoff{2000};
 
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// %XX -> the byte; false on a '%' not followed by two hex digits (the
+// caller's error must not quote the text: it is a password).
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+    if (hi < 0 || lo < 0) return false;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return true;
+}
+
+}  // namespace
+
 Result<RedisEndpoint> RedisEndpoint::parse(const std::string& url) {
   constexpr std::string_view kScheme = "redis://";
-  auto bad = [&] { return bad_input("invalid_redis_url", "expected redis://[:PASSWORD@]HOST:PORT"); };
+  auto bad = [&] { return bad_input("invalid_redis_url", "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]"); };
   if (url.compare(0, kScheme.size(), kScheme) != 0) return bad();
   std::string rest = url.substr(kScheme.size());
-  if (auto slash = rest.find('/'); slash != std::string::npos) rest.resize(slash);  // a /DB suffix is ignored: pub/sub has no databases
   RedisEndpoint e;
+  // The last '@': a password may hold a raw '@' or '/' (a generated one
+  // often does); host, port and DB never hold an '@'.
   if (auto at = rest.rfind('@'); at != std::string::npos) {
-    std::string auth = rest.substr(0, at);
-    rest = rest.substr(at + 1);
+    std::string_view auth = std::string_view(rest).substr(0, at);
     auto colon = auth.find(':');
-    e.password = colon == std::string::npos ? auth : auth.substr(colon + 1);
+    std::string_view user = colon == std::string_view::npos ? std::string_view() : auth.substr(0, colon);
+    std::string_view password = colon == std::string_view::npos ? auth : auth.substr(colon + 1);
+    if (!percent_decode(user, e.user) || !percent_decode(password, e.password))
+      return bad_input("invalid_redis_url",
+                       "the user or password of the Redis URL has a '%' not followed by two hex digits; "
+                       "write '%' as %25 (and '/' as %2F, '@' as %40, ':' as %3A)");
+    rest = rest.substr(at + 1);
   }
+  if (auto slash = rest.find('/'); slash != std::string::npos) rest.resize(slash);  // a /DB suffix is ignored: pub/sub has no databases
   std::string port;
   if (!rest.empty() && rest[0] == '[') {  // [::1]:6379
     auto close = rest.find(']');
@@ -44,6 +80,13 @@ Result<RedisEndpoint> RedisEndpoint::parse(const std::string& url) {
     if (ec != std::errc() || p != port.data() + port.size() || e.port < 1 || e.port > 65535) return bad();
   }
   return e;
+}
+
+std::vector<std::string> RedisEndpoint::auth_command() const {
+  if (password.empty()) return {};
+  // A one-argument AUTH logs in as `default`, and Redis before 6 knows no other form.
+  if (user.empty() || user == "default") return {"AUTH", password};
+  return {"AUTH", user, password};
 }
 
 std::string RedisEndpoint::describe() const {
@@ -101,8 +144,9 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
   self->up_ = true;
   self->backoff_ = kFirstBackoff;
   spdlog::info("event=redis_connected link={} endpoint={}", self->name_, self->endpoint_.describe());
-  if (!self->endpoint_.password.empty()) {
-    self->command({"AUTH", self->endpoint_.password}, [name = self->name_](const redisReply* r) {
+  if (auto auth = self->endpoint_.auth_command(); !auth.empty()) {
+    std::vector<std::string_view> argv(auth.begin(), auth.end());
+    self->command(argv, [name = self->name_](const redisReply* r) {
       if (r && r->type == REDIS_REPLY_ERROR) spdlog::error("event=redis_auth_failed link={} error=\"{}\"", name, r->str);
     });
   }

@@ -24,13 +24,21 @@ struct redisReply;
 
 namespace parley {
 
-// redis://[:PASSWORD@]HOST:PORT (the port defaults to 6379).
+// redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (the port defaults to 6379;
+// the DB is ignored: pub/sub has no databases). USER and PASSWORD may be
+// percent-encoded (%2F for '/', %40 for '@', %3A for ':', %25 for '%'); the
+// user info is everything before the last '@', and the user ends at its
+// first ':', so a raw '/', '@' or ':' in a password works too. Without ':'
+// the whole user info is the password (as redis-cli reads it).
 struct RedisEndpoint {
   std::string host;
   int port = 6379;
+  std::string user;  // a Redis 6 ACL user; empty: the default user
   std::string password;
   static Result<RedisEndpoint> parse(const std::string& url);
   std::string describe() const;  // redis://HOST:PORT, never the password
+  // The AUTH command to send on connecting (empty: none).
+  std::vector<std::string> auth_command() const;
 };
 
 class RedisLink {

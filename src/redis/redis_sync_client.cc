@@ -43,8 +43,14 @@ bool RedisSyncClient::connect() {
     drop();
     return false;
   }
-  if (!endpoint_.password.empty()) {
-    Reply auth(static_cast<redisReply*>(redisCommand(ctx_, "AUTH %b", endpoint_.password.data(), endpoint_.password.size())));
+  if (auto argv = endpoint_.auth_command(); !argv.empty()) {
+    std::vector<const char*> args;
+    std::vector<size_t> lens;
+    for (const auto& a : argv) {
+      args.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    Reply auth(static_cast<redisReply*>(redisCommandArgv(ctx_, static_cast<int>(args.size()), args.data(), lens.data())));
     if (!auth || auth->type == REDIS_REPLY_ERROR) {
       drop();
       return false;

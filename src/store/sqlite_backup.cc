@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "store/data_dir_lock.h"
+#include "store/sqlite_schema.h"
 
 namespace parley {
 
@@ -161,6 +162,12 @@ Result<CopySummary> sqlite_restore(const std::string& from, const std::string& d
     return bad_input("not_a_backup", from + " is not a sound SQLite database: " + check);
   if (scalar(src->get(), "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('users', 'threads', 'participants', 'messages')") != 4)
     return bad_input("not_a_backup", from + " is not a Parley database (no users, threads, participants and messages tables)");
+  // serve would refuse the restored database (migrate_schema does not go
+  // back); better to say so now, before the data dir is touched.
+  if (int64_t version = scalar(src->get(), "PRAGMA user_version"); version > latest_schema_version())
+    return bad_input("backup_too_new", from + " has schema version " + std::to_string(version) +
+                                           ", newer than this parley knows (" + std::to_string(latest_schema_version()) +
+                                           "); restore it with the parley release that made it, or a newer one");
   // The lock keeps a server from starting on the data dir while it is filled.
   auto lock = DataDirLock::acquire(data_dir);
   if (!lock) return lock.error();

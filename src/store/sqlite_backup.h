@@ -33,7 +33,9 @@ Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string
 
 // Copies the backup `from` into <data_dir>/parley.db. data_dir must be
 // missing or empty. Errors: "data_dir_not_empty", "not_a_backup" (missing,
-// unreadable, not a Parley database, or failing integrity_check), "restore_failed".
+// unreadable, not a Parley database, or failing integrity_check),
+// "backup_too_new" (a schema newer than latest_schema_version()), all with
+// the data dir untouched; "restore_failed".
 Result<CopySummary> sqlite_restore(const std::string& from, const std::string& data_dir);
 
 }  // namespace parley

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL for tests: Debian's postgresql package, on a free
-# loopback port, its data and socket in a temporary directory, stopped by PID.
+# loopback port (one of PARLEY_TEST_PORTS=LO-HI when set, as for the rest of
+# a test run: scripts/free-port.py), its data and socket in a temporary
+# directory, stopped by PID.
 #
 #   pg.sh start STATE_DIR      start a server; STATE_DIR/url holds its base URL
 #                              (postgres://parley@127.0.0.1:PORT), STATE_DIR/root its temp dir
@@ -28,20 +30,20 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+free_port() { "$(dirname "$0")/../../scripts/free-port.py"; }
 
 pid_of() { head -1 "$1/data/postmaster.pid" 2>/dev/null || true; }
 
 launch() {  # root port
-  local root=$1 port=$2
+  local root=$1 port=$2 pid
   as_pg "$PG_BIN/postgres" -D "$root/data" -p "$port" -k "$root" -c listen_addresses=127.0.0.1 \
     -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=200 \
     -c shared_buffers=64MB -c log_min_messages=warning \
     >>"$root/server.log" 2>&1 </dev/null &
+  pid=$!
   for _ in $(seq 1 150); do
     if as_pg "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || break  # exited: the port was taken meanwhile, say
     sleep 0.1
   done
   echo "pg.sh: server did not start on port $port; log:" >&2
@@ -70,11 +72,16 @@ case "$cmd" in
     [ "$(id -u)" -eq 0 ] && chown postgres: "$root"
     as_pg "$PG_BIN/initdb" -D "$root/data" -U parley --auth=trust -E UTF8 --locale=C.UTF-8 -N >"$root/initdb.log" 2>&1 ||
       { cat "$root/initdb.log" >&2; exit 1; }
-    port=$(free_port)
     echo "$root" >"$state/root"
-    echo "$port" >"$state/port"
-    echo "postgres://parley@127.0.0.1:$port" >"$state/url"
-    launch "$root" "$port"
+    # The port was free when chosen; another test's server may take it
+    # before ours binds it: then another one.
+    for attempt in 1 2 3 4 5; do
+      port=$(free_port)
+      echo "$port" >"$state/port"
+      echo "postgres://parley@127.0.0.1:$port" >"$state/url"
+      if launch "$root" "$port"; then break; fi
+      [ "$attempt" -lt 5 ] || exit 1
+    done
     echo "postgres://parley@127.0.0.1:$port"
     ;;
   createdb)

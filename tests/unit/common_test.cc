@@ -1,9 +1,14 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <ctime>
 #include <chrono>
 #include <future>
@@ -12,6 +17,7 @@
 #include <vector>
 
 #include "common/allocator.h"
+#include "common/atomic_file.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -49,6 +55,36 @@ TEST(Logging, OneEventIsOneLine) {
   EXPECT_EQ(out.find('\r'), std::string::npos);
 }
 
+// ---- atomic small files ----
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(AtomicFile, WritesWholeFilesPrivateWhateverTheUmaskAndLeavesNothingBeside) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("parley-atomic-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::path file = dir / "jwt_secret";
+  mode_t old = ::umask(022);
+  ASSERT_TRUE(write_file_atomically(file.string(), "first\n"));
+  ::umask(old);
+  EXPECT_EQ(slurp(file), "first\n");
+  EXPECT_EQ(fs::status(file).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  ASSERT_TRUE(write_file_atomically(file.string(), "second, longer\n"));
+  EXPECT_EQ(slurp(file), "second, longer\n") << "replaced, not appended to";
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"jwt_secret"}) << "no temporary file left";
+
+  auto missing = write_file_atomically((dir / "no-such-dir" / "f").string(), "x");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("no-such-dir"), std::string::npos) << missing.error().message;
+  fs::remove_all(dir);
+}
+
 // ---- redaction ----
 
 // libpq takes a password in the URL's user info and as a query parameter;
@@ -61,6 +97,12 @@ TEST(Redact, MasksEveryPasswordOfADatabaseUrl) {
             "postgresql://db/parley?sslmode=verify-full&sslpassword=***&PASSWORD=***");
   EXPECT_EQ(redact_url_password("postgres://u:pw@db/parley?password=p@ss"), "postgres://u:***@db/parley?password=***");
   EXPECT_EQ(redact_url_password("redis://:secret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+  EXPECT_EQ(redact_url_password("redis://user:p%2Fss@127.0.0.1:6379/0"), "redis://user:***@127.0.0.1:6379/0");
+  EXPECT_EQ(redact_url_password("redis://:p/ss@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+  EXPECT_EQ(redact_url_password("redis://:a:b/c@d@[::1]:6379"), "redis://:***@[::1]:6379");
+  // A Redis URL's user info without ':' is all password (redis-cli reads it so).
+  EXPECT_EQ(redact_url_password("redis://s3cret@127.0.0.1:6379"), "redis://***@127.0.0.1:6379");
+  EXPECT_EQ(redact_url_password("postgres://parley@db:5432/parley"), "postgres://parley@db:5432/parley");
   EXPECT_EQ(redact_url_password("postgres://parley@db/parley?application_name=x"), "postgres://parley@db/parley?application_name=x");
   EXPECT_EQ(redact_url_password("not a url"), "not a url");
 }

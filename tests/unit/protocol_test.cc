@@ -227,6 +227,27 @@ TEST(ParseClientFrame, RequestIdAbsentIsNull) {
   EXPECT_TRUE(parse_ok(R"({"type":"ping"})").request_id.is_null());
 }
 
+TEST(ParseClientFrame, RequestIdOfAnotherTypeIsInvalidField) {
+  // Not a string or a number: refused, the frame not carried out, nothing to echo.
+  for (const char* rid : {R"({"n":1})", "[1]", "{}", "true", "false"}) {
+    std::string text = std::string(R"({"type":"send_message","content":"hi","request_id":)") + rid +
+                       R"(,"thread_id":")" + kThread + "\"}";
+    ParsedFrame p = parse_client_frame(text);
+    ASSERT_TRUE(p.error) << text;
+    EXPECT_EQ(p.error->code, "invalid_field") << text;
+    EXPECT_NE(p.error->message.find("request_id"), std::string::npos) << p.error->message;
+    EXPECT_TRUE(p.frame.request_id.is_null()) << text;
+    EXPECT_NE(p.frame.type, ClientType::kAuth) << "a bad request_id alone does not close the connection";
+  }
+  auto auth = parse_client_frame(R"({"type":"auth","token":"abc.def.ghi","request_id":[]})");
+  ASSERT_TRUE(auth.error);
+  EXPECT_NE(auth.frame.type, ClientType::kAuth);
+}
+
+TEST(ParseClientFrame, RequestIdNullIsAbsent) {
+  EXPECT_TRUE(parse_ok(R"({"type":"ping","request_id":null})").request_id.is_null());
+}
+
 TEST(ParseClientFrame, RequestIdKeptWhenTypeUnknown) {
   ParsedFrame p = parse_client_frame(R"({"type":"bogus","request_id":"r-9"})");
   ASSERT_TRUE(p.error);

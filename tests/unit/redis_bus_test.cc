@@ -2,10 +2,12 @@
 // two bus instances in one process stand for two nodes.
 #include "bus/bus_codec.h"
 #include "redis/redis_bus.h"
+#include "redis/redis_sync_client.h"
 #include "net/asio_reactor.h"
 #include "redis_server.h"
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -127,6 +129,93 @@ TEST(RedisEndpoint, Parses) {
   EXPECT_FALSE(RedisEndpoint::parse("redis://:1"));
   EXPECT_FALSE(RedisEndpoint::parse("redis://h:99999"));
   EXPECT_FALSE(RedisEndpoint::parse("redis://h:12x"));
+}
+
+// Passwords are whatever an operator generated: '/', '@', ':' and '%' are
+// written percent-encoded (as in any URL), and raw '/', '@' and ':' work too,
+// the user info being everything before the last '@'.
+TEST(RedisEndpoint, PasswordsWithSlashAtColonAndPercent) {
+  auto e = RedisEndpoint::parse("redis://user:p%2Fss@127.0.0.1:6379/0");
+  ASSERT_TRUE(e) << e.error().message;
+  EXPECT_EQ(e->host, "127.0.0.1");
+  EXPECT_EQ(e->port, 6379);
+  EXPECT_EQ(e->password, "p/ss");
+  auto all = RedisEndpoint::parse("redis://:a%2Fb%40c%3Ad%25e%2fx@h:7000");
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->password, "a/b@c:d%e/x");
+  EXPECT_EQ(all->host, "h");
+  EXPECT_EQ(all->port, 7000);
+  EXPECT_EQ(all->describe(), "redis://h:7000") << "never the password";
+
+  auto raw_slash = RedisEndpoint::parse("redis://:p/ss@127.0.0.1:6380/0");
+  ASSERT_TRUE(raw_slash) << raw_slash.error().message;
+  EXPECT_EQ(raw_slash->password, "p/ss");
+  EXPECT_EQ(raw_slash->host, "127.0.0.1");
+  EXPECT_EQ(raw_slash->port, 6380);
+  auto raw_at = RedisEndpoint::parse("redis://:p@ss@127.0.0.1:6380");
+  ASSERT_TRUE(raw_at);
+  EXPECT_EQ(raw_at->password, "p@ss");
+  EXPECT_EQ(raw_at->host, "127.0.0.1");
+  auto raw_mixed = RedisEndpoint::parse("redis://:a:b/c@d@[::1]:7001/2");
+  ASSERT_TRUE(raw_mixed);
+  EXPECT_EQ(raw_mixed->password, "a:b/c@d");
+  EXPECT_EQ(raw_mixed->host, "::1");
+  EXPECT_EQ(raw_mixed->port, 7001);
+  auto bare = RedisEndpoint::parse("redis://s3cret@h");  // no ':': the whole user info is the password (redis-cli)
+  ASSERT_TRUE(bare);
+  EXPECT_EQ(bare->password, "s3cret");
+  EXPECT_EQ(bare->port, 6379);
+}
+
+TEST(RedisEndpoint, BadPercentEncodingIsAClearErrorThatDoesNotQuoteThePassword) {
+  for (const char* url : {"redis://:50%off@h:6379", "redis://:abc%4@h", "redis://:abc%@h", "redis://u%zz:pw@h"}) {
+    auto e = RedisEndpoint::parse(url);
+    ASSERT_FALSE(e) << url;
+    EXPECT_EQ(e.error().code, "invalid_redis_url") << url;
+    EXPECT_NE(e.error().message.find("%25"), std::string::npos) << e.error().message;
+    EXPECT_EQ(e.error().message.find("off"), std::string::npos) << e.error().message;
+  }
+}
+
+TEST(RedisEndpoint, UserNameIsDecodedAndSentWithAuth) {
+  auto e = RedisEndpoint::parse("redis://al%40ice:p%2Fss@127.0.0.1:6379/0");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->user, "al@ice");
+  EXPECT_EQ(e->password, "p/ss");
+  EXPECT_EQ(e->auth_command(), (std::vector<std::string>{"AUTH", "al@ice", "p/ss"}));
+  EXPECT_EQ(RedisEndpoint::parse("redis://:pw@h")->auth_command(), (std::vector<std::string>{"AUTH", "pw"}));
+  // `default` is who a one-argument AUTH logs in as: the same, and Redis 5 understands it.
+  EXPECT_EQ(RedisEndpoint::parse("redis://default:pw@h")->auth_command(), (std::vector<std::string>{"AUTH", "pw"}));
+  EXPECT_TRUE(RedisEndpoint::parse("redis://h:1")->auth_command().empty());
+  EXPECT_TRUE(RedisEndpoint::parse("redis://:@h:1")->auth_command().empty());
+}
+
+// An ACL user whose password has every awkward character, and no way in
+// without it: both nodes' links (commands and subscriber) log in with it.
+TEST(RedisBus, LogsInAsTheUrlsUserWithAPercentEncodedPassword) {
+  RedisServer redis;
+  redis.cli("ACL SETUSER parley on '>p/ss@w:rd%' '~*' '&*' '+@all'");
+  redis.cli("ACL SETUSER default off");
+  const std::string url = "redis://parley:p%2Fss%40w%3Ard%25@127.0.0.1:" + redis.url().substr(redis.url().rfind(':') + 1);
+  auto endpoint = RedisEndpoint::parse(url);
+  ASSERT_TRUE(endpoint);
+  RedisBusOptions o;
+  o.endpoint = *endpoint;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), o), b(loop.reactor(), o);
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  ASSERT_TRUE(eventually([&] {
+    a.publish(message("t", 1, {"u1"}));
+    return at_b.wait([](auto& ev) { return !ev.empty(); }, 1s);
+  }));
+  RedisSyncClient sync(*endpoint, 2000ms);
+  auto who = sync.command({"ACL", "WHOAMI"});
+  ASSERT_TRUE(who);
+  ASSERT_EQ(who->type, REDIS_REPLY_STRING);
+  EXPECT_EQ(std::string(who->str, who->len), "parley");
 }
 
 TEST(RedisBus, EventsReachTheOtherNodeInOrderAndTheOwnNodeOnce) {

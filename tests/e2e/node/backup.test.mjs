@@ -2,7 +2,7 @@
 // a backup taken while clients send restores to a data dir holding every
 // message acknowledged before it began, and check passes there; check finds
 // a seq gap made by hand with the sqlite3 CLI; restore refuses a data dir
-// that is not empty. On PostgreSQL (PARLEY_TEST_STORE=postgres) check runs
+// that is not empty, and a backup from a newer schema. On PostgreSQL (PARLEY_TEST_STORE=postgres) check runs
 // against the database and backup/restore point to pg_dump/pg_restore.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -218,6 +218,36 @@ describe('backup, restore and check', () => {
     const again = await parley(['backup', '--data-dir', server.dataDir, '--to', file]);
     assert.equal(again.code, 1, 'an existing backup file is not overwritten');
     assert.match(again.stderr, /backup_exists/);
+  });
+
+  it('restore refuses a backup from a newer schema than this binary knows, and leaves the data dir as it was', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    await server.registerMany(1);
+    const dir = tmpDir('restore-newer');
+    dirs.push(dir);
+    const file = path.join(dir, 'b.db');
+    assert.equal((await parley(['backup', '--data-dir', server.dataDir, '--to', file])).code, 0);
+    // A backup made by a later Parley: its schema one step past this binary's.
+    const version = Number((await sqlite(file, 'PRAGMA user_version;')).trim());
+    assert.ok(version > 0, `a Parley database has a schema version (${version})`);
+    await sqlite(file, `PRAGMA user_version = ${version + 1};`);
+
+    const missing = path.join(dir, 'missing');
+    const intoMissing = await parley(['restore', '--from', file, '--data-dir', missing]);
+    assert.notEqual(intoMissing.code, 0, intoMissing.stdout);
+    const lines = intoMissing.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one error line: ${intoMissing.stderr}`);
+    assert.match(lines[0], new RegExp(`^parley: backup_too_new: .*schema version ${version + 1}.*\\b${version}\\b`));
+    assert.equal(intoMissing.stdout, '', 'no "restored" line');
+    assert.ok(!fs.existsSync(missing), 'a data dir that did not exist still does not');
+
+    const empty = path.join(dir, 'empty');
+    fs.mkdirSync(empty);
+    const intoEmpty = await parley(['restore', '--from', file, '--data-dir', empty]);
+    assert.notEqual(intoEmpty.code, 0);
+    assert.match(intoEmpty.stderr, /backup_too_new/);
+    assert.deepEqual(fs.readdirSync(empty), [], 'an empty data dir stays empty (no database, no LOCK)');
   });
 
   it('on PostgreSQL: check runs against the database; backup and restore point to pg_dump and pg_restore',

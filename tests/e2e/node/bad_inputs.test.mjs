@@ -111,6 +111,36 @@ describe('bad inputs are refused with the right code and change nothing', () => 
     assert.equal(aliceWs.all((f) => f.type === 'message_sent').length, 0, 'no bad frame was stored');
   });
 
+  // docs/protocol.md: request_id is a string or a number. Any other type is
+  // refused like a wrong-typed field (the frame is not carried out), never
+  // dropped silently; the error cannot echo it, so it has no request_id.
+  it('WebSocket: a request_id that is an object, an array or a boolean gets invalid_field and changes nothing', async (t) => {
+    for (const [name, rid] of [['an object', { n: 1 }], ['an array', ['r', 1]], ['a boolean', true], ['an empty object', {}]]) {
+      await t.test(name, async () => {
+        const before = await snapshot();
+        const content = `never stored ${randomId(4)}`;
+        aliceWs.sendRaw(JSON.stringify({ type: 'send_message', thread_id: dm.id, content, client_msg_id: `rid-${randomId(4)}`, request_id: rid }));
+        const reply = await aliceWs.next((f) => f.type === 'error' || (f.type === 'message_sent' && f.data?.content === content),
+          5000, `the reply to a request_id that is ${name}`);
+        assert.equal(reply.type, 'error', `an error frame, got ${JSON.stringify(reply).slice(0, 300)}`);
+        assert.equal(reply.code, 'invalid_field');
+        assert.match(reply.message, /request_id/);
+        assert.equal(reply.request_id, undefined, 'a request_id of a type the protocol does not allow is not echoed');
+        assert.ok(aliceWs.isOpen, 'the connection stays open');
+        await aliceWs.ping();
+        assert.deepEqual(await snapshot(), before, 'nothing was stored');
+      });
+    }
+    // The allowed types still work, and an explicit null is as good as none.
+    const byString = await aliceWs.request({ type: 'ping', request_id: 'p-1' });
+    assert.deepEqual([byString.type, byString.request_id], ['pong', 'p-1']);
+    const byNumber = await aliceWs.request({ type: 'ping', request_id: 77 });
+    assert.deepEqual([byNumber.type, byNumber.request_id], ['pong', 77]);
+    aliceWs.sendRaw('{"type":"ping","request_id":null}');
+    const byNull = await aliceWs.next((f) => f.type === 'pong' || f.type === 'error', 5000, 'the reply to request_id null');
+    assert.equal(byNull.type, 'pong');
+  });
+
   // ----- REST requests ---------------------------------------------------
   const restCases = () => {
     const msgs = `/api/chat/threads/${dm.id}/messages`;

@@ -77,6 +77,36 @@ describe('server configuration', () => {
     }
   });
 
+  it('the generated jwt_secret is whole and private; an empty or cut-short one is refused, not used or replaced', async () => {
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-secret-'));
+    try {
+      const dir = path.join(parent, 'data');
+      const add = () => parley(['user', 'add', '--data-dir', dir, '--create', '--username', `s_${randomId(5)}`,
+        '--password', 'cli-password-1', '--full-name', 'Secret Test']);
+      const first = await add();
+      assert.equal(first.code, 0, first.stderr);
+      const file = path.join(dir, 'jwt_secret');
+      assert.match(fs.readFileSync(file, 'utf8'), /^[0-9a-f]{64}\n$/);
+      assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+      assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('jwt_secret')), ['jwt_secret'], 'no temporary file left beside it');
+
+      // What a crash or a full disk in the middle of writing it used to leave.
+      for (const [what, text] of [['empty', ''], ['a newline only', '\n'], ['cut short', 'a3f09c1e77b2']]) {
+        fs.writeFileSync(file, text, { mode: 0o600 });
+        const refused = await add();
+        assert.equal(refused.code, 1, `${what}: ${refused.stdout}${refused.stderr}`);
+        assert.match(refused.stderr, new RegExp(`^parley: bad_jwt_secret: ${file} `, 'm'), what);
+        assert.equal(refused.stderr.split('\n').filter((l) => l.includes('jwt_secret')).length, 1, `${what}: one error line: ${refused.stderr}`);
+        assert.equal(fs.readFileSync(file, 'utf8'), text, `${what}: the file is left for the operator to look at`);
+      }
+      const token = await parley(['token', 'nobody', '--data-dir', dir]);
+      assert.equal(token.code, 1);
+      assert.match(token.stderr, /bad_jwt_secret/);
+    } finally {
+      fs.rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
   it('roles: --role must be one the product knows; --roles / PARLEY_ROLES change the list, for registration too', async () => {
     const server = await start({ args: ['--roles', 'teacher,parent,nurse'] });
     const add = (role, extra = []) => parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
