@@ -439,6 +439,12 @@ struct Connection::Replay {
 constexpr auto kGapFillRetry = std::chrono::seconds(1);
 constexpr int kGapFillAttempts = 5;
 
+// A refused read, not a failed one: the user was removed from the thread, or
+// it is gone.
+static bool left_thread(const Error& e) {
+  return e.kind == ErrorKind::kForbidden || e.kind == ErrorKind::kNotFound;
+}
+
 void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros created_floor) {
   Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("event=gap_fill session_id={} thread_id={} after_seq={}", session_id_, thread_id, from);
@@ -516,6 +522,12 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     return [self, r, page = std::move(page), thread_last]() mutable {
       if (self->closed_) return;
       if (!page) {
+        if (r->gap_fill && left_thread(page.error())) {
+          // Retrying cannot help: nothing of this thread is for this user any more.
+          spdlog::info("event=gap_fill_stopped session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
+                       page.error().code);
+          return self->cursor_.abandon(r->thread_id);
+        }
         if (r->gap_fill) {
           // The gap stays open (its live messages held) until the store answers.
           spdlog::warn("event=gap_fill_failed session_id={} thread_id={} code={}", self->session_id_, r->thread_id,

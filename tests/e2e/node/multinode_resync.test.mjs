@@ -5,6 +5,8 @@
 // direct thread created during the cut. Before the fix a resync re-read only
 // the threads a connection had already been sent messages on, so these
 // messages never reached it live (until another message came to the thread).
+// And a re-read of a thread the user has left since stops at the store's
+// refusal instead of retrying for good.
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
@@ -73,5 +75,33 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(contents(readerWs), ['during 1', 'during 2', 'after'], 'nothing twice, no history');
     assert.deepEqual(contents(subscriberWs), ['during']);
     assert.deepEqual(contents(newcomerWs), ['hello newcomer']);
+  });
+
+  // A resync re-reads every thread the connection was sent messages on,
+  // including one its user has since been removed from. The store refuses
+  // that read (not a participant); before the fix the fill took the refusal
+  // for an outage and retried it every second for as long as the connection
+  // lived (one event=gap_fill_failed line each time).
+  it('the fill of a thread the user was removed from stops at the refusal', async () => {
+    const [admin, carol] = await nodeB.registerMany(2);
+    const group = await nodeB.createGroup(admin, [carol]);
+    const adminWs = await nodeB.connect(admin);
+    const carolWs = await nodeA.connect(carol);
+    await adminWs.sendMessage({ thread_id: group.id, content: 'before the removal' });
+    await waitContents(carolWs, group.id, ['before the removal'], 'carol on node A has the thread');
+    const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${carol.id}`, { token: admin.token });
+    assert.equal(removed.status, 200, removed.text);
+
+    await proxy.cut();
+    await waitBus(nodeA, false);
+    await proxy.start();
+    await waitBus(nodeA, true);
+    const about = (event) => nodeA.log.filter((l) => l.includes(`event=${event}`) && l.includes(`thread_id=${group.id}`));
+    const deadline = Date.now() + 10000;
+    while (about('gap_fill_stopped').length === 0 && about('gap_fill_failed').length < 3 && Date.now() < deadline) await sleep(100);
+    await sleep(2500);  // a retry comes each second
+    assert.deepEqual(about('gap_fill_failed'), [], 'the refused fill is not retried');
+    assert.equal(about('gap_fill_stopped').length, 1, nodeA.logTail());
+    assert.ok(carolWs.isOpen, 'the connection itself goes on');
   });
 });
