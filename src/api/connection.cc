@@ -439,6 +439,12 @@ struct Connection::Replay {
 constexpr auto kGapFillRetry = std::chrono::seconds(1);
 constexpr int kGapFillAttempts = 5;
 
+// A refused read, not a failed one: the user was removed from the thread, or
+// it is gone.
+static bool left_thread(const Error& e) {
+  return e.kind == ErrorKind::kForbidden || e.kind == ErrorKind::kNotFound;
+}
+
 void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros created_floor) {
   Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("event=gap_fill session_id={} thread_id={} after_seq={}", session_id_, thread_id, from);
@@ -516,6 +522,12 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     return [self, r, page = std::move(page), thread_last]() mutable {
       if (self->closed_) return;
       if (!page) {
+        if (r->gap_fill && left_thread(page.error())) {
+          // Retrying cannot help: nothing of this thread is for this user any more.
+          spdlog::info("event=gap_fill_stopped session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
+                       page.error().code);
+          return self->cursor_.abandon(r->thread_id);
+        }
         if (r->gap_fill) {
           // The gap stays open (its live messages held) until the store answers.
           spdlog::warn("event=gap_fill_failed session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
@@ -835,6 +847,7 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
     if (holding_) return held_.push_back({event.thread_id, event.seq, frame});
     if (!admit_live(event.thread_id, event.seq, frame)) return;
   } else if (frame && changes_a_message(event)) {
+    if (!admit_change(event.message_id, event.change_no)) return;
     if (holding_) return held_.push_back({event.thread_id, 0, frame});
     if (!cursor_.changed(event.thread_id, frame)) return;
   }
@@ -848,10 +861,15 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
 // may come to open a gap: what was lost there (the first messages since the
 // connection began, a thread created meanwhile) would never arrive. So the
 // user's threads are read as well (resync_unseen_threads).
-void Connection::resync() {
+void Connection::resync(int64_t changes_after) {
   if (closed_) return;
   for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);
   resync_unseen_threads(0);
+  if (changes_after < 0) return;
+  // Kept while an earlier resync's reads run: they cover numbers this one may not.
+  if (!changes_sent_ || changes_sent_->reads == 0) changes_sent_ = std::make_unique<ChangesSent>();
+  ++changes_sent_->reads;
+  resend_changes(changes_after, 0);
 }
 
 // A thread with a message since the connection began, on which the connection
@@ -886,6 +904,60 @@ void Connection::retry_unseen_resync(int attempt, const Error& error) {
   t->schedule(kGapFillRetry, [weak, attempt] {
     if (auto self = weak.lock()) self->resync_unseen_threads(attempt + 1);
   });
+}
+
+// Edits and deletions carry no seq, so no gap shows that the bus lost them:
+// the node counts those it received (ChangeWatermark) and each connection
+// reads from the store those numbered above what had arrived when the bus
+// broke, in its user's threads, and is sent each message as it is now. A
+// change it had already been sent comes again, with the same final state.
+// One read of a chain that resync() began (ChangesSent::reads counts the
+// chains running; each ends with its last page, or when it gives up).
+void Connection::resend_changes(int64_t after, int attempt) {
+  auto self = shared_from_this();
+  off_loop([self, after, attempt]() -> std::function<void()> {
+    auto page = self->ctx_.chat.store().changes_after(self->user_id_, after, kReplayPage);
+    return [self, after, attempt, page = std::move(page)] {
+      if (page) {
+        for (const Message& m : *page) self->resend_change(m);
+        if (static_cast<int>(page->size()) == kReplayPage) return self->resend_changes(page->back().change_no, 0);
+      } else {
+        spdlog::warn("event=resync_changes_failed session_id={} attempt={} code={}", self->session_id_, attempt,
+                     page.error().code);
+        auto t = self->transport_.lock();
+        if (t && attempt + 1 < kGapFillAttempts) {
+          std::weak_ptr<Connection> weak = self;
+          t->schedule(kGapFillRetry, [weak, after, attempt] {
+            if (auto again = weak.lock()) again->resend_changes(after, attempt + 1);
+          });
+          return;
+        }
+      }
+      if (self->changes_sent_ && self->changes_sent_->reads > 0) --self->changes_sent_->reads;
+    };
+  });
+}
+
+void Connection::resend_change(const Message& changed) {
+  if (!admit_change(changed.id, changed.change_no)) return;
+  auto event = change_event(changed);
+  FramePtr frame = encoder_->event(*event);
+  if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame)});
+  // Behind the thread's fills, like a live change.
+  if (!cursor_.changed(changed.thread_id, frame)) return;
+  send_in_thread(changed.thread_id, kAnySeq, std::move(frame));
+}
+
+bool Connection::admit_change(const std::string& message_id, int64_t change_no) {
+  if (!changes_sent_ || change_no <= 0 || message_id.empty()) return true;
+  auto it = changes_sent_->last.find(message_id);
+  if (it != changes_sent_->last.end()) {
+    if (it->second >= change_no) return false;
+    it->second = change_no;
+  } else if (changes_sent_->reads > 0) {
+    changes_sent_->last.emplace(message_id, change_no);
+  }
+  return true;
 }
 
 void Connection::send(Frames frames) {

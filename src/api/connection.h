@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -87,7 +88,7 @@ class Connection final : public ClientSession,
   const std::string& user_id() const override { return user_id_; }
   void deliver(Delivery& delivery) override;
   void excluded(const BusEvent& event) override;
-  void resync() override;
+  void resync(int64_t changes_after) override;
   void account_changed(const AccountState& state) override;
 
  private:
@@ -120,6 +121,13 @@ class Connection final : public ClientSession,
   // connection began and that the cursor has no entry for.
   void resync_unseen_threads(int attempt);
   void retry_unseen_resync(int attempt, const Error& error);
+  // After a resync: reads the edits and deletions numbered above `after` in
+  // the user's threads and sends each message's last one.
+  void resend_changes(int64_t after, int attempt);
+  void resend_change(const Message& changed);
+  // False for a change older than (or the same as) one this connection was
+  // sent about that message since the last resync: a frame must not undo a newer one.
+  bool admit_change(const std::string& message_id, int64_t change_no);
   void in_order(const std::string& thread_id, std::function<void()> step);
   void deliver_live(const BusEvent& event, const FramePtr& frame);
   // The cursor's verdict on a live message (seq order, once, gaps filled): true = send it now.
@@ -204,6 +212,14 @@ class Connection final : public ClientSession,
     FramePtr frame;
   };
   std::vector<Held> held_;
+  // Since the last resync: the change number each message was last sent
+  // with, by its id (live changes are noted only while the store is read).
+  // Made by a resync that re-reads changes; none before.
+  struct ChangesSent {
+    std::unordered_map<std::string, int64_t> last;
+    int reads = 0;  // resend_changes reads running
+  };
+  std::unique_ptr<ChangesSent> changes_sent_;
   // Threads this connection is typing in, with the generation of the timer
   // that will stop it (a newer `typing` bumps it). Seldom more than one.
   std::vector<std::pair<std::string, uint64_t>> typing_;

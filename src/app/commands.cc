@@ -337,8 +337,9 @@ int serve(Config& config) {
   RedisPollForwarder* forwarder = core->poll_forwarder.get();
   auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
                                          [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
+  if (auto counted = core->chat->start_counting_changes(); !counted) return fail(counted.error());
   core->bus->set_receiver([srv = server.get(), chat = core->chat.get()](const BusEventPtr& e) {
-    if (chat->on_bus_event(*e)) srv->fanout()(e);
+    if (auto out = chat->on_bus(e)) srv->fanout()(out);
   });
   if (core->poll_forwarder) {
     server->set_poll_forwarder(core->poll_forwarder.get());

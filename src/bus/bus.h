@@ -89,12 +89,18 @@ struct BusEvent {
   std::string type;
   std::string payload;
   bool payload_is_data = false;
-  std::string message_id;        // new_message: the message's id (delivery receipts)
+  std::string message_id;        // new_message (delivery receipts), message_edited/_deleted: the message's id
   std::string exclude_session;   // a session that must not get it (the sender's own); empty = none
   int64_t seq = 0;               // > 0 for new_message events: used to deliver each message once
+  // message_edited / message_deleted: the store's number of the change
+  // (Message::change_no), which tells a node what it may have missed.
+  int64_t change_no = 0;
   // A control event with no frame: events may have been lost, so every
   // session re-checks its threads against the store.
   bool resync = false;
+  // On a resync handed to the sessions (ChatService::on_bus): they re-read
+  // the edits and deletions numbered above this in their threads (-1: none).
+  int64_t changes_after = -1;
   // A control event with no frame: thread_id's participants changed, so every
   // process forgets its cached list of them (chat/member_cache.h).
   bool members_changed = false;

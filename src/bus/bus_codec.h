@@ -9,7 +9,8 @@
 // event's payload (BusEvent::payload, a JSON object's text: the message for
 // "data":true, else the frame's own fields) as is, so it is neither escaped
 // nor parsed again; each node encodes it per wire format as for its own
-// events. Absent fields take BusEvent's defaults. A control
+// events. message_edited / message_deleted also carry "change":N (the
+// store's change number) and "message_id". Absent fields take BusEvent's defaults. A control
 // event is the header alone: {"v":1,"node":"…","resync":true}. Receivers
 // ignore their own node's events (they were delivered locally on publish)
 // and refuse other versions. Thread-safe (pure functions).

@@ -82,6 +82,23 @@ bool ChatService::on_bus_event(const BusEvent& event) {
   return true;
 }
 
+BusEventPtr ChatService::on_bus(const BusEventPtr& event) {
+  if (!on_bus_event(*event)) return nullptr;
+  if (event->change_no > 0) changes_.received(event->change_no);
+  if (!event->resync) return event;
+  auto resync = std::make_shared<BusEvent>();
+  resync->resync = true;
+  resync->changes_after = changes_.resync();
+  return resync;
+}
+
+Status ChatService::start_counting_changes() {
+  auto last = store_.last_change();
+  if (!last) return last.error();
+  changes_.reset(*last);
+  return Ok{};
+}
+
 bool ChatService::is_member(const ThreadMembers& m, const std::string& user_id) const {
   return MemberCache::contains(m, user_id);
 }
@@ -433,6 +450,33 @@ void ChatService::publish(std::string thread_id, Audience to, std::string type, 
   ev->message_id = std::move(message_id);
   ev->exclude_session = std::move(exclude_session);
   ev->seq = seq;
+  bus_.publish(std::move(ev));
+}
+
+std::shared_ptr<BusEvent> change_event(const Message& changed) {
+  auto ev = std::make_shared<BusEvent>();
+  ev->thread_id = changed.thread_id;
+  ev->message_id = changed.id;
+  ev->change_no = changed.change_no;
+  if (changed.deleted) {
+    ev->type = "message_deleted";
+    ev->payload = json::serialize(
+        json::object{{"thread_id", changed.thread_id}, {"message_id", changed.id}, {"seq", changed.seq}});
+  } else {
+    // The frame's `data` is the message (seq stays 0: this is not a new
+    // message in the thread's order).
+    ev->type = "message_edited";
+    ev->payload = message_json_text(changed);
+    ev->payload_is_data = true;
+  }
+  return ev;
+}
+
+void ChatService::publish_change(const Message& changed, Audience to, const std::string& exclude_session) {
+  auto ev = change_event(changed);
+  ev->recipients = std::move(to.user_ids);
+  ev->shared_recipients = to.shared;
+  ev->exclude_session = exclude_session;
   bus_.publish(std::move(ev));
 }
 

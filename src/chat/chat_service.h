@@ -19,6 +19,7 @@
 #include "auth/identity.h"
 #include "auth/jwt.h"
 #include "bus/bus.h"
+#include "chat/change_watermark.h"
 #include "chat/member_cache.h"
 #include "chat/connection_limiter.h"
 #include "chat/presence.h"
@@ -52,6 +53,12 @@ struct HistoryQuery {
   int64_t after_seq = -1;  // -1 = none
   int limit = 50;
 };
+
+// The event that tells of a message's last edit or deletion, as it is now:
+// message_deleted {thread_id, message_id, seq} for a tombstone, else
+// message_edited with the message as `data`; with the change's number. No
+// recipients: the caller's.
+std::shared_ptr<BusEvent> change_event(const Message& changed);
 
 class ChatService {
  public:
@@ -153,6 +160,14 @@ class ChatService {
   // anywhere. False: a control event for this service only, not to be fanned
   // out.
   bool on_bus_event(const BusEvent& event);
+  // The bus receiver of a serving process: on_bus_event, and what the
+  // sessions get (null: nothing). Counts the edits and deletions received;
+  // a resync goes on as a new event that tells the sessions from which
+  // change number to re-read them (BusEvent::changes_after).
+  BusEventPtr on_bus(const BusEventPtr& event);
+  // Before the bus receiver is set: the store's last change number, from
+  // which this process counts those it receives.
+  Status start_counting_changes();
 
   // --- relays (not stored) ---
   // typing and call signalling to the thread's other participants
@@ -199,6 +214,8 @@ class ChatService {
   // message_id, and `payload` is the message (the frame's `data`).
   void publish(std::string thread_id, Audience to, std::string type, std::string payload,
                std::string exclude_session = {}, int64_t seq = 0, std::string message_id = {});
+  // change_event(changed) to `to`, but not to exclude_session.
+  void publish_change(const Message& changed, Audience to, const std::string& exclude_session);
   // Fills the sender-relative status of each message and who is online.
   void annotate(Thread& thread, std::vector<Message*> messages) const;
 
@@ -207,6 +224,7 @@ class ChatService {
   const Config& config_;
   Identity identity_;
   MemberCache members_;
+  ChangeWatermark changes_;
   Presence presence_;
   std::unique_ptr<ConnectionLimiter> connection_limiter_;
   MessageObserver message_observer_;

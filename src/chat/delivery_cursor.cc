@@ -134,6 +134,12 @@ std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
   return out;
 }
 
+void DeliveryCursor::abandon(const std::string& thread_id) {
+  State& s = state(thread_id);
+  if (s.replays > 0) --s.replays;
+  if (s.replays == 0) forget(thread_id);
+}
+
 void DeliveryCursor::forget(const std::string& thread_id) {
   if (last_id_ && *last_id_ == thread_id) last_id_ = nullptr, last_ = nullptr;
   threads_.erase(thread_id);

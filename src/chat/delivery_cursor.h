@@ -66,6 +66,10 @@ class DeliveryCursor {
   // have them): ends it and returns the held frames past hi, in order,
   // accepting the gap, then the held changes.
   std::vector<FramePtr> skip_gap(const std::string& thread_id);
+  // Ends a fill the store refused because the user is no longer in the
+  // thread (or it is gone): once no replay of it runs, the thread's entry
+  // and what it held are dropped, since nothing of it may be sent any more.
+  void abandon(const std::string& thread_id);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them.
   std::vector<std::pair<std::string, int64_t>> begin_resync();

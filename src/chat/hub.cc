@@ -52,9 +52,9 @@ const std::vector<ClientSession*>& Hub::resolve(const BusEvent& event) {
   return r.sessions;
 }
 
-void Hub::resync() {
+void Hub::resync(int64_t changes_after) {
   for (auto& [user, sessions] : by_user_)
-    for (ClientSession* s : sessions) s->resync();
+    for (ClientSession* s : sessions) s->resync(changes_after);
 }
 
 void Hub::account_changed(const AccountState& state) {
@@ -65,7 +65,7 @@ void Hub::account_changed(const AccountState& state) {
 }
 
 void Hub::dispatch(const BusEvent& event) {
-  if (event.resync) return resync();
+  if (event.resync) return resync(event.changes_after);
   if (!event.recipients || event.members_changed) return;
   const auto& sessions = resolve(event);
   if (sessions.empty()) return;

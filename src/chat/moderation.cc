@@ -57,9 +57,7 @@ Result<Message> ChatService::delete_message(const std::string& actor_id, const s
   if (!deleted) return deleted.error();
   spdlog::info("event=audit action=message_delete actor_id={} as={} message_id={} thread_id={} seq={} sender_id={}",
                actor_id, is_sender ? "sender" : "thread_admin", msg.id, msg.thread_id, msg.seq, msg.sender_id);
-  publish(msg.thread_id, Audience::members(m), "message_deleted",
-          json::serialize(json::object{{"thread_id", msg.thread_id}, {"message_id", msg.id}, {"seq", msg.seq}}),
-          origin_session);
+  publish_change(*deleted, Audience::members(m), origin_session);
   return deleted;
 }
 
@@ -82,11 +80,7 @@ Result<Message> ChatService::edit_message(const std::string& actor_id, const std
   if (!edited) return edited.error();
   spdlog::info("event=audit action=message_edit actor_id={} message_id={} thread_id={} seq={}", actor_id, msg.id,
                msg.thread_id, msg.seq);
-  // The frame's `data` is the message; message_id marks it as such for every
-  // wire format (seq stays 0: this is not a new message in the thread's order).
-  publish(msg.thread_id, Audience::members(m), "message_edited", message_json_text(*edited),
-          origin_session, 0,
-          msg.id);
+  publish_change(*edited, Audience::members(m), origin_session);
   return edited;
 }
 

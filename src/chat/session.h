@@ -51,8 +51,9 @@ class ClientSession {
   // sent the message). Still told, so that its own seq is not taken for a gap.
   virtual void excluded(const BusEvent& event) = 0;
   // The bus may have lost events (it reconnected): re-check every thread
-  // against the store.
-  virtual void resync() = 0;
+  // against the store, and the edits and deletions numbered above
+  // changes_after (-1: not those) in the user's threads.
+  virtual void resync(int64_t changes_after) = 0;
   // The user's account state changed (disabled, tokens revoked): the session
   // closes itself when it may no longer be open.
   virtual void account_changed(const AccountState& state) = 0;

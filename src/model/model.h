@@ -74,6 +74,7 @@ struct Message {
   Micros created_at = 0;
   std::optional<Micros> edited_at;
   bool deleted = false;  // a tombstone: content is empty, seq kept
+  int64_t change_no = 0;  // the store's number of its last edit or deletion (0: none)
   UserRef sender;
   std::string status = "sent";  // sent | delivered | read, as seen by the sender
 };

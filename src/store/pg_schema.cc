@@ -113,6 +113,11 @@ UPDATE webhook_outbox SET body = jsonb_set(body::jsonb, '{message,content}', '""
   WHERE message_id IS NOT NULL AND strpos(body, '\u0000') = 0;
 CREATE INDEX webhook_outbox_by_message ON webhook_outbox(message_id);
 )sql"},
+    // As SQLite's version 8: edits and deletions numbered in commit order.
+    {4, R"sql(
+ALTER TABLE messages ADD COLUMN change_no BIGINT;
+CREATE INDEX messages_by_change ON messages(change_no) WHERE change_no IS NOT NULL;
+)sql"},
 };
 
 Status ensure_version_table(PgConn& c) {

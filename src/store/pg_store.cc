@@ -28,8 +28,15 @@ constexpr size_t kMaxCacheEntries = 10000;
   "AND m.sender_id <> p.user_id AND m.deleted_at IS NULL)"
 #define PG_MESSAGE_SELECT                                                                               \
   "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
-  "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \
-  "u ON u.id = m.sender_id "
+  "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at, m.change_no FROM messages m " \
+  "JOIN users u ON u.id = m.sender_id "
+
+// The last change number (0: none) and the next one, through the partial
+// index of changed messages. Writers hold the commit clock, so MAX + 1 is the
+// next number in commit order across every node.
+#define PG_LAST_CHANGE_NO \
+  "COALESCE((SELECT change_no FROM messages WHERE change_no IS NOT NULL ORDER BY change_no DESC LIMIT 1), 0)"
+#define PG_NEXT_CHANGE_NO "(" PG_LAST_CHANGE_NO " + 1)"
 
 Error unavailable() { return storage_unavailable(); }
 
@@ -73,6 +80,7 @@ Message read_message(const PgResult& r, int i) {
   if (!r.is_null(i, 8)) m.edited_at = r.i64(i, 8);
   m.sender = UserRef{m.sender_id, r.text(i, 9), r.text(i, 10), r.text(i, 11)};
   m.deleted = !r.is_null(i, 12);
+  if (!r.is_null(i, 13)) m.change_no = r.i64(i, 13);
   return m;
 }
 
@@ -779,7 +787,8 @@ Result<std::vector<AccountState>> PgStore::account_changes(int64_t after_version
 Result<Message> PgStore::delete_message(const std::string& message_id) {
   return writer_->submit_and_wait<Message>([this, message_id]() -> Result<Message> {
     PgConn& c = *writer_conn_;
-    auto r = c.exec("UPDATE messages SET content = ''::bytea, deleted_at = COALESCE(deleted_at, $1) WHERE id = $2",
+    auto r = c.exec("UPDATE messages SET content = ''::bytea, change_no = CASE WHEN deleted_at IS NULL THEN "
+                    PG_NEXT_CHANGE_NO " ELSE change_no END, deleted_at = COALESCE(deleted_at, $1) WHERE id = $2",
                     {now_micros(), message_id});
     if (!r.ok()) return pg_error(c, r, "delete_message");
     if (r.affected() == 0) return not_found("message_not_found", "no such message");
@@ -793,7 +802,8 @@ Result<Message> PgStore::delete_message(const std::string& message_id) {
 Result<Message> PgStore::edit_message(const std::string& message_id, const std::string& content, Micros when) {
   return writer_->submit_and_wait<Message>([this, message_id, content, when]() -> Result<Message> {
     PgConn& c = *writer_conn_;
-    auto r = c.exec("UPDATE messages SET content = $1, edited_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+    auto r = c.exec("UPDATE messages SET content = $1, edited_at = $2, change_no = " PG_NEXT_CHANGE_NO
+                    " WHERE id = $3 AND deleted_at IS NULL",
                     {PgParam::bytes(content), when, message_id});
     if (!r.ok()) return pg_error(c, r, "edit_message");
     if (r.affected() == 0) {
@@ -803,6 +813,25 @@ Result<Message> PgStore::edit_message(const std::string& message_id, const std::
       return not_found("message_not_found", "no such message");
     }
     return reread_message(c, message_id);
+  });
+}
+
+Result<int64_t> PgStore::last_change() {
+  return with_reader([&](PgConn& c) -> int64_t {
+    auto r = c.exec("SELECT " PG_LAST_CHANGE_NO, {});
+    log_read_error(c, r, "last_change");
+    return r.ok() && r.rows() == 1 ? r.i64(0, 0) : 0;
+  });
+}
+
+Result<std::vector<Message>> PgStore::changes_after(const std::string& user_id, int64_t after, int limit) {
+  return with_reader([&](PgConn& c) {
+    return read_messages(c,
+                         c.exec(PG_MESSAGE_SELECT
+                                "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = $1 "
+                                "WHERE m.change_no > $2 ORDER BY m.change_no LIMIT $3",
+                                {user_id, after, clamp_limit(limit)}),
+                         "changes_after");
   });
 }
 

@@ -44,6 +44,7 @@ Message read_message(const SqliteStmt& st) {
   if (!st.is_null(8)) m.edited_at = st.i64(8);
   m.sender = UserRef{m.sender_id, st.text(9), st.text(10), st.text(11)};
   m.deleted = !st.is_null(12);
+  if (!st.is_null(13)) m.change_no = st.i64(13);
   return m;
 }
 

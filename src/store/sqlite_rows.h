@@ -22,8 +22,8 @@ namespace parley {
 #define THREAD_COLS "t.id, t.type, t.title, t.created_by, t.created_at, t.last_activity, t.last_seq"
 #define MESSAGE_SELECT                                                                                  \
   "SELECT m.id, m.thread_id, m.seq, m.sender_id, m.content, m.message_type, m.client_msg_id, "         \
-  "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at FROM messages m JOIN users " \
-  "u ON u.id = m.sender_id "
+  "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at, m.change_no FROM messages m " \
+  "JOIN users u ON u.id = m.sender_id "
 
 // Participant p's unread count in thread t (the rule of docs/protocol.md:
 // messages from others past p's read mark, deleted ones not counted), for
@@ -31,6 +31,13 @@ namespace parley {
 #define UNREAD_OF_P                                                                        \
   "(SELECT COUNT(*) FROM messages m WHERE m.thread_no = t.no AND m.seq > p.last_read_seq " \
   "AND m.sender_id <> p.user_id AND m.deleted_at IS NULL)"
+
+// The store's last change number (0: none), and the next one for an edit or
+// a deletion: on the single writer, in commit order. Through the partial
+// index of changed messages.
+#define LAST_CHANGE_NO \
+  "COALESCE((SELECT change_no FROM messages WHERE change_no IS NOT NULL ORDER BY change_no DESC LIMIT 1), 0)"
+#define NEXT_CHANGE_NO "(" LAST_CHANGE_NO " + 1)"
 
 // The message index's key of the thread whose id is `id` (an SQL expression):
 // a lookup by thread id goes through it to use the (thread_no, seq) index.

@@ -186,6 +186,15 @@ UPDATE webhook_outbox
   WHERE json_valid(body) AND json_type(body, '$.message.id') = 'text';
 CREATE INDEX webhook_outbox_by_message ON webhook_outbox(message_id);
 )sql"},
+    // Edits and deletions numbered in commit order (change_no, the next one
+    // MAX + 1), so a node whose bus was cut finds those it missed by number
+    // (docs/architecture.md, "Edits and deletions after an outage"). NULL
+    // for a message never changed: the index holds changed messages only,
+    // and an append writes no entry.
+    {8, R"sql(
+ALTER TABLE messages ADD COLUMN change_no INTEGER;
+CREATE INDEX messages_by_change ON messages(change_no) WHERE change_no IS NOT NULL;
+)sql"},
 };
 
 // parley_message_key(thread_id, sender_id, client_msg_id) for migration 5.

@@ -788,7 +788,9 @@ Result<std::vector<AccountState>> SqliteStore::account_changes(int64_t after_ver
 Result<Message> SqliteStore::delete_message(const std::string& message_id) {
   return writer_->submit_and_wait<Message>([this, message_id]() -> Result<Message> {
     SqliteConn& c = *writer_conn_;
-    auto st = c.prepare("UPDATE messages SET content = '', deleted_at = COALESCE(deleted_at, ?) WHERE id = ?");
+    auto st = c.prepare(
+        "UPDATE messages SET content = '', change_no = CASE WHEN deleted_at IS NULL THEN " NEXT_CHANGE_NO
+        " ELSE change_no END, deleted_at = COALESCE(deleted_at, ?) WHERE id = ?");
     st.bind(now_micros(), message_id);
     if (!st.done()) return storage_error(c, st.error(), "delete_message");
     if (c.changes() == 0) return not_found("message_not_found", "no such message");
@@ -803,7 +805,8 @@ Result<Message> SqliteStore::delete_message(const std::string& message_id) {
 Result<Message> SqliteStore::edit_message(const std::string& message_id, const std::string& content, Micros when) {
   return writer_->submit_and_wait<Message>([this, message_id, content, when]() -> Result<Message> {
     SqliteConn& c = *writer_conn_;
-    auto st = c.prepare("UPDATE messages SET content = ?, edited_at = ? WHERE id = ? AND deleted_at IS NULL");
+    auto st = c.prepare("UPDATE messages SET content = ?, edited_at = ?, change_no = " NEXT_CHANGE_NO
+                        " WHERE id = ? AND deleted_at IS NULL");
     st.bind(content, when, message_id);
     if (!st.done()) return storage_error(c, st.error(), "edit_message");
     if (c.changes() == 0) {
@@ -812,6 +815,25 @@ Result<Message> SqliteStore::edit_message(const std::string& message_id, const s
       return not_found("message_not_found", "no such message");
     }
     return reread_message(c, message_id);
+  });
+}
+
+Result<int64_t> SqliteStore::last_change() {
+  return with_reader([&](SqliteConn& c) -> int64_t {
+    auto st = c.prepare("SELECT " LAST_CHANGE_NO);
+    if (st.row()) return st.i64(0);
+    log_read_error(c, st, "last_change");
+    return 0;
+  });
+}
+
+Result<std::vector<Message>> SqliteStore::changes_after(const std::string& user_id, int64_t after, int limit) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(MESSAGE_SELECT
+                        "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = ? "
+                        "WHERE m.change_no > ? ORDER BY m.change_no LIMIT ?");
+    st.bind(user_id, after, clamp_limit(limit));
+    return read_messages(c, st, "changes_after");
   });
 }
 

@@ -186,6 +186,15 @@ class Store {
   // New content and edited_at = `when`. Errors: not_found
   // "message_not_found", conflict "message_deleted".
   virtual Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) = 0;
+  // Every edit and deletion (not the repeat of one) gives its message the
+  // next change number of the whole store (Message::change_no): in commit
+  // order across every writer, without gaps, 1 first. A node that may have
+  // missed the events of some (its bus was cut) finds them by number: the
+  // last number given (0: none yet), and the messages of the user's threads
+  // whose last change is numbered above `after`, in that order, at most
+  // `limit` (docs/architecture.md, "Edits and deletions after an outage").
+  virtual Result<int64_t> last_change() = 0;
+  virtual Result<std::vector<Message>> changes_after(const std::string& user_id, int64_t after, int limit) = 0;
 
   // --- webhook outbox ---
   // Stores notifications (id, recipient_id, body, next_attempt_at, message_id are read).

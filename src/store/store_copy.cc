@@ -38,7 +38,7 @@ const std::vector<TableSpec>& copied_tables() {
       {"participants", 2, {"thread_id", "user_id", "is_admin", "last_read_seq", "joined_at", "last_delivered_seq"}},
       {"messages", 1,
        {"id", "thread_id", "seq", "sender_id", "content", "message_type", "client_msg_id", "created_at", "edited_at",
-        "deleted_at"}},
+        "deleted_at", "change_no"}},
       // Notifications for offline participants not yet delivered: they go on from the new store.
       {"webhook_outbox", 1,
        {"id", "recipient_id", "body", "attempts", "next_attempt_at", "created_at", "dead", "message_id"}},

@@ -18,7 +18,7 @@ class RecordingSession final : public ClientSession {
   const std::string& user_id() const override { return user_id_; }
   void deliver(Delivery& delivery) override { delivered.push_back(delivery.event().seq); }
   void excluded(const BusEvent& event) override { excluded_seqs.push_back(event.seq); }
-  void resync() override { ++resyncs; }
+  void resync(int64_t) override { ++resyncs; }
   void account_changed(const AccountState&) override {}
 
   std::vector<int64_t> delivered, excluded_seqs;

@@ -821,6 +821,86 @@ TEST_P(StoreContract, DeleteLeavesATombstoneAndEditSetsEditedAt) {
   EXPECT_EQ(send(t.id, a.id, "third")->message.seq, 3);
 }
 
+// Edits and deletions are numbered in commit order without gaps (a repeated
+// delete takes no number), and changes_after finds those above a number in
+// the user's threads only, in that order, paged by `limit`.
+TEST_P(StoreContract, ChangesAreNumberedAndFoundByUserAfterANumber) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread ab = make_group({a.id, b.id});
+  Thread ac = make_group({a.id, c.id});
+  auto m1 = send(ab.id, a.id, "one");
+  auto m2 = send(ab.id, a.id, "two");
+  auto m3 = send(ac.id, a.id, "three");
+  ASSERT_TRUE(m1.ok() && m2.ok() && m3.ok());
+  EXPECT_EQ(ok(store_->last_change()), 0);
+  EXPECT_EQ(m1->message.change_no, 0);
+
+  EXPECT_EQ(ok(store_->edit_message(m1->message.id, "one, edited", 1)).change_no, 1);
+  EXPECT_EQ(ok(store_->edit_message(m3->message.id, "three, edited", 2)).change_no, 2);
+  EXPECT_EQ(ok(store_->delete_message(m2->message.id)).change_no, 3);
+  EXPECT_EQ(ok(store_->delete_message(m2->message.id)).change_no, 3) << "deleting a tombstone again changes nothing";
+  EXPECT_EQ(ok(store_->edit_message(m1->message.id, "one, edited twice", 3)).change_no, 4);
+  EXPECT_EQ(ok(store_->last_change()), 4);
+
+  // Each message once, with its last change; bob's threads only.
+  auto bob = ok(store_->changes_after(b.id, 0, 10));
+  ASSERT_EQ(bob.size(), 2u);
+  EXPECT_EQ(bob[0].id, m2->message.id);
+  EXPECT_TRUE(bob[0].deleted);
+  EXPECT_EQ(bob[0].change_no, 3);
+  EXPECT_EQ(bob[1].id, m1->message.id);
+  EXPECT_EQ(bob[1].content, "one, edited twice");
+  EXPECT_EQ(bob[1].change_no, 4);
+  EXPECT_EQ(ok(store_->changes_after(b.id, 3, 10)).size(), 1u);
+  EXPECT_TRUE(ok(store_->changes_after(b.id, 4, 10)).empty());
+  auto carol = ok(store_->changes_after(c.id, 0, 10));
+  ASSERT_EQ(carol.size(), 1u);
+  EXPECT_EQ(carol[0].id, m3->message.id);
+  auto paged = ok(store_->changes_after(a.id, 0, 2));
+  ASSERT_EQ(paged.size(), 2u);
+  EXPECT_EQ(paged[1].change_no, 3);
+  auto rest = ok(store_->changes_after(a.id, paged[1].change_no, 2));
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].change_no, 4);
+  // A plain read of a message carries its last change's number too.
+  EXPECT_EQ(ok(store_->messages_after(ab.id, 0, 10))[0].change_no, 4);
+  // And a new message none.
+  EXPECT_EQ(send(ab.id, b.id, "four")->message.change_no, 0);
+}
+
+// Two stores on one PostgreSQL database number their changes as one.
+TEST_P(StoreContract, ChangesOfTwoStoresOnOneDatabaseShareOneNumbering) {
+  if (GetParam() == "sqlite") GTEST_SKIP() << "one SQLite file is written by one process";
+  auto second = open_store_with(options());
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  Store& other = **second;
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) ids.push_back(send(t.id, a.id, "m" + std::to_string(i))->message.id);
+  std::vector<std::thread> writers;
+  std::mutex mu;
+  std::vector<int64_t> numbers;
+  for (int w = 0; w < 2; ++w) {
+    writers.emplace_back([&, w] {
+      Store& s = w ? other : *store_;
+      for (int i = w; i < 20; i += 2) {
+        auto r = i % 4 < 2 ? s.edit_message(ids[static_cast<size_t>(i)], "edited", 1) : s.delete_message(ids[static_cast<size_t>(i)]);
+        std::lock_guard lock(mu);
+        numbers.push_back(r.ok() ? r->change_no : -1);
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  std::sort(numbers.begin(), numbers.end());
+  for (size_t i = 0; i < numbers.size(); ++i) EXPECT_EQ(numbers[i], static_cast<int64_t>(i + 1));
+  EXPECT_EQ(ok(other.last_change()), 20);
+  EXPECT_EQ(ok(other.changes_after(a.id, 0, 100)).size(), 20u);
+  other.close();
+}
+
 namespace {
 
 Status enqueue_and_wait(Store& store, std::vector<Notification> items) {

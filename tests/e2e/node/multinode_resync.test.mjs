@@ -5,6 +5,10 @@
 // direct thread created during the cut. Before the fix a resync re-read only
 // the threads a connection had already been sent messages on, so these
 // messages never reached it live (until another message came to the thread).
+// Edits and deletions made meanwhile have no seq for a gap to show: they
+// must reach the connections too (before the fix they never did, until the
+// client reloaded). And a re-read of a thread the user has left since stops
+// at the store's refusal instead of retrying for good.
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
@@ -73,5 +77,73 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(contents(readerWs), ['during 1', 'during 2', 'after'], 'nothing twice, no history');
     assert.deepEqual(contents(subscriberWs), ['during']);
     assert.deepEqual(contents(newcomerWs), ['hello newcomer']);
+  });
+
+  // A teacher on node B fixes a message and deletes a wrong one while node A
+  // is cut off from Redis; the parents connected to node A must see both
+  // once it is back, as the messages are now.
+  it('edits and deletes made on node B while node A was off the bus reach A\'s connections once it is back', async () => {
+    const [teacher, parent] = await nodeB.registerMany(2);
+    const group = await nodeB.createGroup(teacher, [parent]);
+    const teacherWs = await nodeB.connect(teacher);
+    const parentWs = await nodeA.connect(parent);
+    const wrong = await teacherWs.sendMessage({ thread_id: group.id, content: 'the trip is on Friday' });
+    const typo = await teacherWs.sendMessage({ thread_id: group.id, content: 'bring a lunhc' });
+    await waitContents(parentWs, group.id, ['the trip is on Friday', 'bring a lunhc'], 'both messages on node A');
+
+    await proxy.cut();
+    await waitBus(nodeA, false);
+    for (const [frame, type] of [
+      [{ type: 'edit_message', message_id: typo.id, content: 'bring a lunch' }, 'message_edited'],
+      [{ type: 'edit_message', message_id: typo.id, content: 'bring a packed lunch' }, 'message_edited'],
+      [{ type: 'delete_message', message_id: wrong.id }, 'message_deleted'],
+    ]) assert.equal((await teacherWs.request(frame)).type, type);
+    await sleep(300);  // published on node B, lost for node A
+    assert.deepEqual(parentWs.all((f) => f.type === 'message_edited' || f.type === 'message_deleted'), []);
+    await proxy.start();
+    await waitBus(nodeA, true);
+
+    const gone = await parentWs.next((f) => f.type === 'message_deleted' && f.message_id === wrong.id, 10000,
+      'the deletion at the parent on node A');
+    assert.deepEqual(gone, { type: 'message_deleted', thread_id: group.id, message_id: wrong.id, seq: wrong.seq });
+    const fixed = await parentWs.next((f) => f.type === 'message_edited' && f.data.id === typo.id
+      && f.data.content === 'bring a packed lunch', 10000, 'the last edit at the parent on node A');
+    assert.ok(fixed.data.edited_at, 'edited_at set');
+    await sleep(1500);  // a fill retries after 1 s: anything later would come meanwhile
+    const edits = parentWs.all((f) => f.type === 'message_edited' && f.data.id === typo.id);
+    assert.equal(edits.at(-1).data.content, 'bring a packed lunch', 'the last frame shows the message as it is now');
+
+    // Live again afterwards.
+    await teacherWs.request({ type: 'edit_message', message_id: typo.id, content: 'bring lunch and water' });
+    await parentWs.next((f) => f.type === 'message_edited' && f.data.content === 'bring lunch and water', 10000);
+    assert.deepEqual(contents(parentWs, group.id), ['the trip is on Friday', 'bring a lunhc'], 'no message twice');
+  });
+
+  // A resync re-reads every thread the connection was sent messages on,
+  // including one its user has since been removed from. The store refuses
+  // that read (not a participant); before the fix the fill took the refusal
+  // for an outage and retried it every second for as long as the connection
+  // lived (one event=gap_fill_failed line each time).
+  it('the fill of a thread the user was removed from stops at the refusal', async () => {
+    const [admin, carol] = await nodeB.registerMany(2);
+    const group = await nodeB.createGroup(admin, [carol]);
+    const adminWs = await nodeB.connect(admin);
+    const carolWs = await nodeA.connect(carol);
+    await adminWs.sendMessage({ thread_id: group.id, content: 'before the removal' });
+    await waitContents(carolWs, group.id, ['before the removal'], 'carol on node A has the thread');
+    const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${carol.id}`, { token: admin.token });
+    assert.equal(removed.status, 200, removed.text);
+
+    await proxy.cut();
+    await waitBus(nodeA, false);
+    await proxy.start();
+    await waitBus(nodeA, true);
+    const about = (event) => nodeA.log.filter((l) => l.includes(`event=${event}`) && l.includes(`thread_id=${group.id}`));
+    const deadline = Date.now() + 10000;
+    while (about('gap_fill_stopped').length === 0 && about('gap_fill_failed').length < 3 && Date.now() < deadline) await sleep(100);
+    await sleep(2500);  // a retry comes each second
+    assert.deepEqual(about('gap_fill_failed'), [], 'the refused fill is not retried');
+    assert.equal(about('gap_fill_stopped').length, 1, nodeA.logTail());
+    assert.ok(carolWs.isOpen, 'the connection itself goes on');
   });
 });

@@ -1,0 +1,47 @@
+#include "chat/change_watermark.h"
+
+#include <gtest/gtest.h>
+
+namespace parley {
+namespace {
+
+TEST(ChangeWatermark, AdvancesThroughContiguousNumbersOnly) {
+  ChangeWatermark w(10);
+  EXPECT_EQ(w.through(), 10);
+  w.received(11);
+  EXPECT_EQ(w.through(), 11);
+  w.received(13);  // 12 is still on its way (another node's event)
+  w.received(14);
+  EXPECT_EQ(w.through(), 11);
+  w.received(12);
+  EXPECT_EQ(w.through(), 14);
+  w.received(9);  // older than the start, or a repeat: nothing
+  w.received(14);
+  EXPECT_EQ(w.through(), 14);
+}
+
+// A resync answers the number the connections re-read after (below the
+// first missing one), then counts everything received so far as received.
+TEST(ChangeWatermark, ResyncReadsFromTheFirstHoleThenMovesPastWhatCame) {
+  ChangeWatermark w(0);
+  w.received(1);
+  w.received(3);  // 2 was lost with the bus
+  w.received(5);
+  EXPECT_EQ(w.resync(), 1);
+  EXPECT_EQ(w.through(), 5);
+  w.received(6);
+  EXPECT_EQ(w.through(), 6);
+  EXPECT_EQ(w.resync(), 6) << "nothing missing: nothing before the last number to re-read";
+}
+
+TEST(ChangeWatermark, ResetStartsAgain) {
+  ChangeWatermark w;
+  w.received(2);
+  w.reset(7);
+  EXPECT_EQ(w.through(), 7);
+  w.received(8);
+  EXPECT_EQ(w.resync(), 8);
+}
+
+}  // namespace
+}  // namespace parley
