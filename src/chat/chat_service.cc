@@ -262,10 +262,33 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
   post_system_message(actor, thread_id,
                       self ? actor.username + " left"
                            : actor.username + " removed " + (*target ? (*target)->username : user_id));
+  Removal removal{thread_id, user_id, [](const std::string& username) { return username + " is now an admin"; }};
   members_.begin_change(thread_id);
-  auto st = store_.remove_participant(thread_id, user_id);
+  auto removed = wait_for_callback<Result<Removed>>([&](RemovalCallback done) {
+    store_.remove_participant(std::move(removal), [this, thread_id, user_id, checked = *m,
+                                                   done = std::move(done)](Result<Removed> r) {
+      // Stored just before the removal: the one leaving is told too.
+      if (r && r->promotion)
+        deliver(*r->promotion, message_json_text(*r->promotion),
+                with_member(members_at_commit(thread_id, checked), user_id), "");
+      done(std::move(r));
+    });
+  });
+  // Also on failure: a commit whose answer was lost may have landed.
   members_changed(thread_id);
-  return st;
+  if (!removed) return removed.error();
+  if (!removed->new_admin_id.empty())
+    spdlog::info("event=admin_succeeded thread_id={} user_id={} left={}", thread_id, removed->new_admin_id, user_id);
+  return Ok{};
+}
+
+// `members` and `user_id`, who may have just been removed.
+std::shared_ptr<const ThreadMembers> ChatService::with_member(std::shared_ptr<const ThreadMembers> members,
+                                                              const std::string& user_id) {
+  if (is_member(*members, user_id)) return members;
+  auto out = std::make_shared<ThreadMembers>(*members);
+  out->user_ids.push_back(user_id);
+  return out;
 }
 
 void ChatService::post_system_message(const User& actor, const std::string& thread_id, const std::string& text) {
@@ -331,15 +354,18 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.message = std::move(r->message);
     out.duplicate = r->duplicate;
     out.message_json = message_json_text(out.message);
-    if (!out.duplicate) {
-      Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
-      auto audience = members_at_commit(out.message.thread_id, members);
-      publish(out.message.thread_id, Audience::members(audience), "new_message", out.message_json, origin,
-              out.message.seq, out.message.id);
-      if (message_observer_) message_observer_(out.message, out.message_json, audience);
-    }
+    if (!out.duplicate)
+      deliver(out.message, out.message_json, members_at_commit(out.message.thread_id, members), origin);
     done(std::move(out));
   });
+}
+
+void ChatService::deliver(const Message& message, const std::string& message_json,
+                          const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
+  Metrics::get().messages_in.fetch_add(1, std::memory_order_relaxed);
+  publish(message.thread_id, Audience::members(audience), "new_message", message_json, origin, message.seq,
+          message.id);
+  if (message_observer_) message_observer_(message, message_json, audience);
 }
 
 // Who a committed message goes to: the members as they are now, not as they

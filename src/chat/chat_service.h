@@ -197,6 +197,12 @@ class ChatService {
   void members_changed(const std::string& thread_id);
   std::optional<Error> validate_content(const std::string& content, const std::string& message_type) const;
   void store_and_publish(SendRequest request, std::shared_ptr<const ThreadMembers> members, SendCallback done);
+  // A committed message to `audience` (new_message) and the message
+  // observer; on the store's completion thread, in commit order.
+  void deliver(const Message& message, const std::string& message_json,
+               const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin);
+  std::shared_ptr<const ThreadMembers> with_member(std::shared_ptr<const ThreadMembers> members,
+                                                   const std::string& user_id);
   std::shared_ptr<const ThreadMembers> members_at_commit(const std::string& thread_id,
                                                          std::shared_ptr<const ThreadMembers> checked);
   void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);

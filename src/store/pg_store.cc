@@ -483,13 +483,56 @@ Result<std::vector<std::string>> PgStore::write_participants(const std::string& 
   return added;
 }
 
-Status PgStore::remove_participant(const std::string& thread_id, const std::string& user_id) {
-  return writer_->submit_and_wait<Ok>([this, thread_id, user_id]() -> Status {
-    auto r = writer_conn_->exec("DELETE FROM participants WHERE thread_id = $1 AND user_id = $2", {thread_id, user_id});
-    if (!r.ok()) return pg_error(*writer_conn_, r, "remove_participant");
-    if (r.affected() == 0) return not_found("not_a_participant", "user is not in this thread");
-    return Ok{};
-  });
+void PgStore::remove_participant(Removal removal, RemovalCallback done) {
+  writer_->submit<Removed>([this, r = std::move(removal)] { return write_removal(r); }, std::move(done));
+}
+
+// Under the commit clock, as every write: the successor chosen here is the
+// one the removal leaves, whichever node changes the thread next.
+Result<Removed> PgStore::write_removal(const Removal& r) {
+  PgConn& c = *writer_conn_;
+  auto successor = successor_admin(r.thread_id, r.user_id);
+  if (!successor) return successor.error();
+  Removed out;
+  if (*successor) {
+    auto ref = sender_ref(**successor);
+    if (!ref) return not_found("user_not_found", "participant does not exist");
+    if (auto notice = promotion_notice(r, ref->username)) {
+      auto stored = write_message(*notice);
+      if (!stored) return stored.error();
+      out.promotion = std::move(stored->message);
+    }
+  }
+  auto del = c.exec("DELETE FROM participants WHERE thread_id = $1 AND user_id = $2", {r.thread_id, r.user_id});
+  if (!del.ok()) return pg_error(c, del, "remove_participant");
+  if (!*successor) return out;
+  auto promote = c.exec("UPDATE participants SET is_admin = 1 WHERE thread_id = $1 AND user_id = $2",
+                        {r.thread_id, **successor});
+  if (!promote.ok()) return pg_error(c, promote, "promote_admin");
+  out.new_admin_id = **successor;
+  return out;
+}
+
+// Who becomes admin when user_id leaves a group: nullopt when an admin
+// remains, or nobody does. Errors: not_found "not_a_participant".
+Result<std::optional<std::string>> PgStore::successor_admin(const std::string& thread_id, const std::string& user_id) {
+  PgConn& c = *writer_conn_;
+  auto st = c.exec(
+      "SELECT t.type, (SELECT COUNT(*) FROM participants o WHERE o.thread_id = t.id AND o.user_id <> p.user_id "
+      "AND o.is_admin <> 0) FROM participants p JOIN threads t ON t.id = p.thread_id "
+      "WHERE p.thread_id = $1 AND p.user_id = $2",
+      {thread_id, user_id});
+  if (!st.ok()) return pg_error(c, st, "remove_participant");
+  if (st.rows() == 0) return not_found("not_a_participant", "user is not in this thread");
+  if (thread_type_from_stored(st.text(0, 0)) != ThreadType::kGroup || st.i64(0, 1) != 0)
+    return std::optional<std::string>();
+  auto next = c.exec(
+      "SELECT user_id FROM participants WHERE thread_id = $1 AND user_id <> $2 "
+      "ORDER BY joined_at, user_id COLLATE \"C\" LIMIT 1",
+      {thread_id, user_id});
+  if (!next.ok()) return pg_error(c, next, "remove_participant");
+  if (next.rows() == 0) return std::optional<std::string>();
+  return std::optional<std::string>(next.text(0, 0));
 }
 
 // ---------------------------------------------------------------- messages

@@ -415,15 +415,68 @@ Result<std::vector<std::string>> SqliteStore::write_participants(const std::stri
   return added;
 }
 
-Status SqliteStore::remove_participant(const std::string& thread_id, const std::string& user_id) {
-  return writer_->submit_and_wait<Ok>([this, thread_id, user_id]() -> Status {
-    auto st = writer_conn_->prepare("DELETE FROM participants WHERE thread_id = ? AND user_id = ?");
-    st.bind(thread_id, user_id);
-    if (!st.done()) return storage_error(*writer_conn_, st.error(), "remove_participant");
-    members_.erase(member_key(thread_id, user_id));
-    if (writer_conn_->changes() == 0) return not_found("not_a_participant", "user is not in this thread");
+void SqliteStore::remove_participant(Removal removal, RemovalCallback done) {
+  writer_->submit<Removed>([this, r = std::move(removal)] { return write_removal(r); }, std::move(done));
+}
+
+// Everything that can refuse the removal is read before the first write. A
+// statement failing after it makes the op's savepoint roll back what the
+// writer's caches may already hold: they are forgotten (the batch's deferred
+// state was flushed before this op, so only this op's is lost).
+Result<Removed> SqliteStore::write_removal(const Removal& r) {
+  auto successor = successor_admin(r.thread_id, r.user_id);
+  if (!successor) return successor.error();
+  Removed out;
+  auto written = [&]() -> Status {
+    if (*successor) {
+      auto ref = sender_ref(**successor);
+      if (!ref) return not_found("user_not_found", "participant does not exist");
+      if (auto notice = promotion_notice(r, ref->username)) {
+        auto stored = write_message(*notice);
+        if (!stored) return stored.error();
+        out.promotion = std::move(stored->message);
+      }
+    }
+    auto del = writer_conn_->prepare("DELETE FROM participants WHERE thread_id = ? AND user_id = ?");
+    del.bind(r.thread_id, r.user_id);
+    if (!del.done()) return storage_error(*writer_conn_, del.error(), "remove_participant");
+    members_.erase(member_key(r.thread_id, r.user_id));
+    if (!*successor) return Ok{};
+    auto promote = writer_conn_->prepare("UPDATE participants SET is_admin = 1 WHERE thread_id = ? AND user_id = ?");
+    promote.bind(r.thread_id, **successor);
+    if (!promote.done()) return storage_error(*writer_conn_, promote.error(), "promote_admin");
+    out.new_admin_id = **successor;
     return Ok{};
-  });
+  }();
+  if (!written) {
+    forget_caches();
+    return written.error();
+  }
+  return out;
+}
+
+// Who becomes admin when user_id leaves a group: nullopt when an admin
+// remains, or nobody does. Errors: not_found "not_a_participant".
+Result<std::optional<std::string>> SqliteStore::successor_admin(const std::string& thread_id,
+                                                                const std::string& user_id) {
+  SqliteConn& c = *writer_conn_;
+  auto st = c.prepare(
+      "SELECT t.type, EXISTS (SELECT 1 FROM participants o WHERE o.thread_id = t.id AND o.user_id <> p.user_id "
+      "AND o.is_admin <> 0) FROM participants p JOIN threads t ON t.id = p.thread_id "
+      "WHERE p.thread_id = ? AND p.user_id = ?");
+  st.bind(thread_id, user_id);
+  if (!st.row()) {
+    if (st.error() != SQLITE_OK && st.error() != SQLITE_DONE) return storage_error(c, st.error(), "remove_participant");
+    return not_found("not_a_participant", "user is not in this thread");
+  }
+  if (thread_type_from_stored(st.text(0)) != ThreadType::kGroup || st.i64(1) != 0)
+    return std::optional<std::string>();
+  auto next = c.prepare(
+      "SELECT user_id FROM participants WHERE thread_id = ? AND user_id <> ? ORDER BY joined_at, user_id LIMIT 1");
+  next.bind(thread_id, user_id);
+  if (next.row()) return std::optional<std::string>(next.text(0));
+  if (next.error() != SQLITE_OK && next.error() != SQLITE_DONE) return storage_error(c, next.error(), "remove_participant");
+  return std::optional<std::string>();
 }
 
 // ---------------------------------------------------------------- messages

@@ -52,7 +52,7 @@ class SqliteStore final : public Store {
   Result<std::vector<ThreadSummary>> threads_for_user(const std::string& user_id) override;
   Result<std::vector<std::string>> add_participants(const std::string& thread_id,
                                                     const std::vector<std::string>& user_ids) override;
-  Status remove_participant(const std::string& thread_id, const std::string& user_id) override;
+  void remove_participant(Removal removal, RemovalCallback done) override;
 
   void append(AppendRequest request, AppendCallback done) override;
   Result<std::optional<Message>> message(const std::string& message_id) override;
@@ -121,6 +121,8 @@ class SqliteStore final : public Store {
   Result<std::vector<std::string>> write_participants(const std::string& thread_id,
                                                       const std::vector<std::string>& user_ids);
   Result<AppendResult> write_message(const AppendRequest& request);
+  Result<Removed> write_removal(const Removal& removal);
+  Result<std::optional<std::string>> successor_admin(const std::string& thread_id, const std::string& user_id);
   Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
   struct ThreadKey {
     int64_t no = 0;  // threads.no, the thread's key in the message index

@@ -15,6 +15,16 @@ Result<AppendResult> Store::append_and_wait(AppendRequest request) {
       [&](AppendCallback done) { append(std::move(request), std::move(done)); });
 }
 
+Result<Removed> Store::remove_participant_and_wait(Removal removal) {
+  return wait_for_callback<Result<Removed>>(
+      [&](RemovalCallback done) { remove_participant(std::move(removal), std::move(done)); });
+}
+
+std::optional<AppendRequest> promotion_notice(const Removal& removal, const std::string& username) {
+  if (!removal.promotion_notice) return std::nullopt;
+  return AppendRequest{removal.thread_id, removal.user_id, removal.promotion_notice(username), "system", ""};
+}
+
 const char* stored_thread_type(ThreadType type) { return type == ThreadType::kDirect ? "direct" : "group"; }
 
 ThreadType thread_type_from_stored(std::string_view name) {

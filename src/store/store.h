@@ -43,6 +43,22 @@ struct AppendResult {
 
 using AppendCallback = std::function<void(Result<AppendResult>)>;
 
+// A member leaving a thread, or removed from it (Store::remove_participant).
+struct Removal {
+  std::string thread_id;
+  std::string user_id;
+  // The text announcing who became admin, given their username (a chat
+  // rule, so the caller's); empty: no announcement is stored.
+  std::function<std::string(const std::string& username)> promotion_notice;
+};
+
+struct Removed {
+  std::string new_admin_id;          // "" when nobody was made admin
+  std::optional<Message> promotion;  // the system message announcing it
+};
+
+using RemovalCallback = std::function<void(Result<Removed>)>;
+
 // The participants of a thread, as the chat service needs them on every send.
 struct ThreadMembers {
   ThreadType type = ThreadType::kGroup;
@@ -144,8 +160,15 @@ class Store {
   // what was said before is history to them, not unread.
   virtual Result<std::vector<std::string>> add_participants(const std::string& thread_id,
                                                             const std::vector<std::string>& user_ids) = 0;
-  // Errors: not_found "not_a_participant".
-  virtual Status remove_participant(const std::string& thread_id, const std::string& user_id) = 0;
+  // Removes a participant (see Removal); `done` runs like an append's
+  // callback. A group is never left without an admin while it has members:
+  // when no admin would remain, the member there longest (earliest
+  // joined_at, then the lowest user id) becomes admin in the same
+  // transaction, announced by a system message from the leaving user,
+  // stored just before the removal. Errors: not_found "not_a_participant".
+  virtual void remove_participant(Removal removal, RemovalCallback done) = 0;
+  // Blocking form, for callers that may wait (tools, tests).
+  Result<Removed> remove_participant_and_wait(Removal removal);
 
   // --- messages ---
   // Stores a message: assigns the next seq of its thread (no gaps, also when
@@ -283,6 +306,10 @@ struct NewThread {
 };
 // Errors: bad_input "invalid_participants".
 Result<NewThread> prepare_new_thread(const Thread& requested);
+
+// The system message announcing that `username` became admin as `removal`
+// commits, sent by the leaving user; nullopt when the removal announces none.
+std::optional<AppendRequest> promotion_notice(const Removal& removal, const std::string& username);
 
 // A LIKE pattern matching strings that contain `text`, with LIKE's own
 // wildcards (and the escape character) escaped by a backslash.

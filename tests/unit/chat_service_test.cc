@@ -703,6 +703,56 @@ TEST_F(ChatServiceTest, AdminRemovesOthers) {
   EXPECT_TRUE(service_->thread(b, t.id).ok());
 }
 
+Ids admins_of(ChatService& service, const User& asker, const Thread& t) {
+  Ids out;
+  auto th = service.thread(asker, t.id);
+  EXPECT_TRUE(th.ok()) << th.error().code;
+  if (th.ok())
+    for (const auto& p : th->participants)
+      if (p.is_admin) out.insert(p.user_id);
+  return out;
+}
+
+// The only admin leaving must not leave a group nobody can manage: the
+// member there longest takes over, and everyone (the leaver too) is told.
+TEST_F(ChatServiceTest, LastAdminLeavingMakesTheLongestStandingMemberAdmin) {
+  User a = user("alice"), b = user("bob"), c = user("carol"), d = user("dave"), e = user("erin");
+  Thread t = group(a, {c});
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // bob and dave join after carol
+  ASSERT_TRUE(service_->add_participants(a, t.id, {b.id, d.id}).ok());
+  size_t before = events_.size();
+  ASSERT_TRUE(service_->remove_participant(a, t.id, a.id).ok());
+  EXPECT_EQ(admins_of(*service_, b, t), Ids({c.id}));
+  auto h = service_->history(b, t.id, HistoryQuery{});
+  ASSERT_TRUE(h.ok());
+  ASSERT_GE(h->size(), 2u);
+  const Message& last = h->back();
+  EXPECT_EQ(last.message_type, "system");
+  EXPECT_EQ(last.content, "carol is now an admin");
+  ASSERT_EQ(events_.size(), before + 2) << "the leave and the new admin, as new_message";
+  EXPECT_EQ(recipients(*events_.last()), Ids({a.id, b.id, c.id, d.id})) << "the leaver is told too";
+  EXPECT_TRUE(service_->add_participants(c, t.id, {e.id}).ok()) << "the new admin manages the group";
+  EXPECT_FALSE(service_->add_participants(b, t.id, {e.id}).ok());
+}
+
+TEST_F(ChatServiceTest, LastAdminLeavingWithEqualJoinTimesPromotesTheLowestUserId) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});  // bob and carol joined at the same moment
+  ASSERT_TRUE(service_->remove_participant(a, t.id, a.id).ok());
+  EXPECT_EQ(admins_of(*service_, b, t), Ids({std::min(b.id, c.id)}));
+}
+
+TEST_F(ChatServiceTest, LeavingWhileAnotherAdminRemainsPromotesNobody) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b});
+  ASSERT_TRUE(service_->remove_participant(b, t.id, b.id).ok());
+  EXPECT_EQ(admins_of(*service_, a, t), Ids({a.id}));
+  ASSERT_TRUE(service_->add_participants(a, t.id, {c.id}).ok());
+  ASSERT_TRUE(service_->remove_participant(a, t.id, a.id).ok());
+  EXPECT_EQ(admins_of(*service_, c, t), Ids({c.id})) << "the only one left";
+  ASSERT_TRUE(service_->remove_participant(c, t.id, c.id).ok()) << "the last member may leave too";
+}
+
 // Another process on the same store (a second node): its member cache
 // learns of this one's changes only through the bus.
 class TwoProcessesTest : public ChatServiceTest {
@@ -763,7 +813,7 @@ TEST_F(ChatServiceTest, MemberCacheIsNotTrustedWhileTheBusIsDown) {
   ASSERT_NE(cache.cached(t.id), nullptr);
   bus.healthy_ = false;  // another node's change could be missed from now on
   EXPECT_EQ(cache.cached(t.id), nullptr);
-  ASSERT_TRUE(store_->remove_participant(t.id, c.id).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
   auto fresh = cache.get(t.id);
   ASSERT_TRUE(fresh.ok() && *fresh);
   EXPECT_FALSE(MemberCache::contains(**fresh, c.id)) << "read from the store, not the old entry";
@@ -782,7 +832,7 @@ TEST_F(ChatServiceTest, MemberCacheEntriesAreUsedForMaxAgeOnly) {
   MemberCache cache(*store_, bus, std::chrono::milliseconds(200));
   ASSERT_TRUE(cache.get(t.id).ok());
   // Changed by another node whose event never came: no forget here.
-  ASSERT_TRUE(store_->remove_participant(t.id, c.id).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
   auto old = cache.cached(t.id);
   ASSERT_NE(old, nullptr);
   EXPECT_TRUE(MemberCache::contains(*old, c.id)) << "within max_age the entry stands";

@@ -226,11 +226,53 @@ TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   EXPECT_EQ(*added, std::vector<std::string>{c.id});  // bob was in already
   EXPECT_EQ(ok(store_->thread(t.id))->participants.size(), 3u);
 
-  EXPECT_TRUE(store_->remove_participant(t.id, c.id).ok());
-  auto gone = store_->remove_participant(t.id, c.id);
+  EXPECT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
+  auto gone = store_->remove_participant_and_wait({t.id, c.id, {}});
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code, "not_a_participant");
   EXPECT_FALSE(ok(store_->thread("no-such-thread")));
+}
+
+// A group is never left without an admin while it has members: the member
+// there longest (then the lowest user id) takes over in the removal's own
+// transaction, announced just before it by a message from the one leaving.
+TEST_P(StoreContract, RemovingTheLastAdminPromotesTheLongestStandingMember) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  User d = make_user("dave");
+  Thread t = make_group({a.id, c.id, b.id});  // bob and carol joined together
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(store_->add_participants(t.id, {d.id}).ok());
+  auto text = [](const std::string& name) { return name + " took over"; };
+  auto removed = store_->remove_participant_and_wait({t.id, a.id, text});
+  ASSERT_TRUE(removed.ok()) << removed.error().code;
+  const std::string first = std::min(b.id, c.id);
+  EXPECT_EQ(removed->new_admin_id, first);
+  ASSERT_TRUE(removed->promotion);
+  EXPECT_EQ(removed->promotion->sender_id, a.id);
+  EXPECT_EQ(removed->promotion->message_type, "system");
+  EXPECT_EQ(removed->promotion->content, (first == b.id ? "bob" : "carol") + std::string(" took over"));
+  EXPECT_EQ(removed->promotion->seq, 1);
+  EXPECT_EQ(ok(store_->thread_members(t.id))->admin_ids, std::vector<std::string>{first});
+
+  // An admin remains: nobody else is promoted, nothing is announced.
+  const std::string second = first == b.id ? c.id : b.id;
+  auto again = store_->remove_participant_and_wait({t.id, second, text});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->new_admin_id, "");
+  EXPECT_FALSE(again->promotion);
+  // The admin leaves the last other member: they take over; without a text, silently.
+  auto last = store_->remove_participant_and_wait({t.id, first, {}});
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(last->new_admin_id, d.id);
+  EXPECT_FALSE(last->promotion);
+  EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 1);
+  auto empty = store_->remove_participant_and_wait({t.id, d.id, text});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->new_admin_id, "") << "nobody is left to promote";
+  auto send_after = send(t.id, a.id, "gone");
+  EXPECT_FALSE(send_after.ok());
 }
 
 // A write that names a user or thread that does not exist is refused and
@@ -396,7 +438,7 @@ TEST_P(StoreContract, AppendFromARemovedParticipantIsRefused) {
   User b = make_user("bob");
   Thread t = make_group({a.id, b.id});
   ASSERT_TRUE(send(t.id, b.id, "while a member", "k1").ok());
-  ASSERT_TRUE(store_->remove_participant(t.id, b.id).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}}).ok());
   auto after = send(t.id, b.id, "after removal");
   ASSERT_FALSE(after.ok());
   EXPECT_EQ(after.error().code, "forbidden");
@@ -1103,7 +1145,7 @@ TEST_P(StoreContract, AddedMembersStartWithTheHistoryRead) {
   EXPECT_EQ(unread_of(c.id), 1);
   EXPECT_EQ(unread_of(b.id), 4);
 
-  ASSERT_TRUE(store_->remove_participant(t.id, c.id).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
   ASSERT_TRUE(send(t.id, a.id, "while away").ok());
   ASSERT_TRUE(ok(store_->add_participants(t.id, {c.id})) == std::vector<std::string>{c.id});
   EXPECT_EQ(unread_of(c.id), 0);

@@ -129,6 +129,31 @@ describe('group fan-out', () => {
     assert.equal(refused.code, 'forbidden', 'a removed participant can no longer send');
   });
 
+  it('the last admin leaving makes the longest-standing member admin, and says so', async () => {
+    const [admin, first, later, newcomer] = await server.registerMany(4);
+    const thread = await server.createGroup(admin, [first], 'handover');
+    await sleep(5);
+    const path = `/api/chat/threads/${thread.id}/participants`;
+    const add = await server.http('POST', path, { token: admin.token, body: { participant_ids: [later.id] } });
+    assert.equal(add.status, 200, add.text);
+    const adminWs = await server.connect(admin);
+
+    const left = await server.http('DELETE', `${path}/${admin.id}`, { token: admin.token });
+    assert.equal(left.status, 200, left.text);
+    const t = await server.http('GET', `/api/chat/threads/${thread.id}`, { token: later.token });
+    const admins = t.body.data.participants.filter((p) => p.is_admin).map((p) => p.user_id);
+    assert.deepEqual(admins, [first.id], 'the member there longest is admin now');
+    const told = await adminWs.next((f) => f.type === 'new_message' && f.data.message_type === 'system' &&
+      f.data.content === `${first.username} is now an admin`, 5000, 'the handover, at the one who left');
+    const history = await server.history(later.token, thread.id);
+    assert.equal(history.at(-1).id, told.data.id, 'the handover is the last message');
+
+    const byNewAdmin = await server.http('POST', path, { token: first.token, body: { participant_ids: [newcomer.id] } });
+    assert.equal(byNewAdmin.status, 200, `the new admin adds people: ${byNewAdmin.text}`);
+    const byMember = await server.http('DELETE', `${path}/${newcomer.id}`, { token: later.token });
+    assert.equal(byMember.status, 403, 'a member still cannot remove others');
+  });
+
   it('REST and WebSocket senders interleaved concurrently still get gapless seqs', async () => {
     const [a, b, c] = await server.registerMany(3);
     const thread = await server.createGroup(a, [b, c], 'mixed');
