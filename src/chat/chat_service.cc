@@ -258,19 +258,26 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
   if (!is_member(**m, user_id)) return not_found("not_a_participant", "that user is not in this thread");
   auto target = store_.user_by_id(user_id);
   if (!target) return target.error();
-  // The system message goes first, so the leaving user's devices see it too.
-  post_system_message(actor, thread_id,
-                      self ? actor.username + " left"
-                           : actor.username + " removed " + (*target ? (*target)->username : user_id));
-  Removal removal{thread_id, user_id, [](const std::string& username) { return username + " is now an admin"; }};
+  Removal removal;
+  removal.thread_id = thread_id;
+  removal.user_id = user_id;
+  removal.promotion_notice = [](const std::string& username) { return username + " is now an admin"; };
+  // Stored with the removal, in one step: the removed user's devices get
+  // this notice, and nothing committed after it.
+  removal.notice = AppendRequest{
+      thread_id, actor.id,
+      self ? actor.username + " left" : actor.username + " removed " + (*target ? (*target)->username : user_id),
+      "system", ""};
   members_.begin_change(thread_id);
   auto removed = wait_for_callback<Result<Removed>>([&](RemovalCallback done) {
     store_.remove_participant(std::move(removal), [this, thread_id, user_id, checked = *m,
                                                    done = std::move(done)](Result<Removed> r) {
-      // Stored just before the removal: the one leaving is told too.
-      if (r && r->promotion)
-        deliver(*r->promotion, message_json_text(*r->promotion),
-                with_member(members_at_commit(thread_id, checked), user_id), "");
+      // Both stored just before the removal: the one leaving is told too.
+      if (r && (r->notice || r->promotion)) {
+        auto audience = with_member(members_at_commit(thread_id, checked), user_id);
+        for (const auto* message : {&r->notice, &r->promotion})
+          if (*message) deliver(**message, message_json_text(**message), audience, "");
+      }
       done(std::move(r));
     });
   });

@@ -494,6 +494,11 @@ Result<Removed> PgStore::write_removal(const Removal& r) {
   auto successor = successor_admin(r.thread_id, r.user_id);
   if (!successor) return successor.error();
   Removed out;
+  if (r.notice) {
+    auto stored = write_message(*r.notice);
+    if (!stored) return stored.error();
+    out.notice = std::move(stored->message);
+  }
   if (*successor) {
     auto ref = sender_ref(**successor);
     if (!ref) return not_found("user_not_found", "participant does not exist");

@@ -428,6 +428,11 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
   if (!successor) return successor.error();
   Removed out;
   auto written = [&]() -> Status {
+    if (r.notice) {
+      auto stored = write_message(*r.notice);
+      if (!stored) return stored.error();
+      out.notice = std::move(stored->message);
+    }
     if (*successor) {
       auto ref = sender_ref(**successor);
       if (!ref) return not_found("user_not_found", "participant does not exist");

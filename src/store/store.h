@@ -50,9 +50,14 @@ struct Removal {
   // The text announcing who became admin, given their username (a chat
   // rule, so the caller's); empty: no announcement is stored.
   std::function<std::string(const std::string& username)> promotion_notice;
+  // The system message recording the removal, stored first in the same
+  // transaction: the removed user's last message is this notice, and no
+  // message commits between the two.
+  std::optional<AppendRequest> notice;
 };
 
 struct Removed {
+  std::optional<Message> notice;     // Removal::notice, stored
   std::string new_admin_id;          // "" when nobody was made admin
   std::optional<Message> promotion;  // the system message announcing it
 };
@@ -160,8 +165,8 @@ class Store {
   // what was said before is history to them, not unread.
   virtual Result<std::vector<std::string>> add_participants(const std::string& thread_id,
                                                             const std::vector<std::string>& user_ids) = 0;
-  // Removes a participant (see Removal); `done` runs like an append's
-  // callback. A group is never left without an admin while it has members:
+  // Removes a participant, after storing removal.notice if any (see
+  // Removal); `done` runs like an append's callback. A group is never left without an admin while it has members:
   // when no admin would remain, the member there longest (earliest
   // joined_at, then the lowest user id) becomes admin in the same
   // transaction, announced by a system message from the leaving user,

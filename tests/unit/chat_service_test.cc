@@ -813,7 +813,7 @@ TEST_F(ChatServiceTest, MemberCacheIsNotTrustedWhileTheBusIsDown) {
   ASSERT_NE(cache.cached(t.id), nullptr);
   bus.healthy_ = false;  // another node's change could be missed from now on
   EXPECT_EQ(cache.cached(t.id), nullptr);
-  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
   auto fresh = cache.get(t.id);
   ASSERT_TRUE(fresh.ok() && *fresh);
   EXPECT_FALSE(MemberCache::contains(**fresh, c.id)) << "read from the store, not the old entry";
@@ -832,7 +832,7 @@ TEST_F(ChatServiceTest, MemberCacheEntriesAreUsedForMaxAgeOnly) {
   MemberCache cache(*store_, bus, std::chrono::milliseconds(200));
   ASSERT_TRUE(cache.get(t.id).ok());
   // Changed by another node whose event never came: no forget here.
-  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
   auto old = cache.cached(t.id);
   ASSERT_NE(old, nullptr);
   EXPECT_TRUE(MemberCache::contains(*old, c.id)) << "within max_age the entry stands";

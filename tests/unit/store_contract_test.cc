@@ -226,8 +226,8 @@ TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   EXPECT_EQ(*added, std::vector<std::string>{c.id});  // bob was in already
   EXPECT_EQ(ok(store_->thread(t.id))->participants.size(), 3u);
 
-  EXPECT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
-  auto gone = store_->remove_participant_and_wait({t.id, c.id, {}});
+  EXPECT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
+  auto gone = store_->remove_participant_and_wait({t.id, c.id, {}, {}});
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code, "not_a_participant");
   EXPECT_FALSE(ok(store_->thread("no-such-thread")));
@@ -245,7 +245,7 @@ TEST_P(StoreContract, RemovingTheLastAdminPromotesTheLongestStandingMember) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2));
   ASSERT_TRUE(store_->add_participants(t.id, {d.id}).ok());
   auto text = [](const std::string& name) { return name + " took over"; };
-  auto removed = store_->remove_participant_and_wait({t.id, a.id, text});
+  auto removed = store_->remove_participant_and_wait({t.id, a.id, text, {}});
   ASSERT_TRUE(removed.ok()) << removed.error().code;
   const std::string first = std::min(b.id, c.id);
   EXPECT_EQ(removed->new_admin_id, first);
@@ -258,21 +258,47 @@ TEST_P(StoreContract, RemovingTheLastAdminPromotesTheLongestStandingMember) {
 
   // An admin remains: nobody else is promoted, nothing is announced.
   const std::string second = first == b.id ? c.id : b.id;
-  auto again = store_->remove_participant_and_wait({t.id, second, text});
+  auto again = store_->remove_participant_and_wait({t.id, second, text, {}});
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->new_admin_id, "");
   EXPECT_FALSE(again->promotion);
   // The admin leaves the last other member: they take over; without a text, silently.
-  auto last = store_->remove_participant_and_wait({t.id, first, {}});
+  auto last = store_->remove_participant_and_wait({t.id, first, {}, {}});
   ASSERT_TRUE(last.ok());
   EXPECT_EQ(last->new_admin_id, d.id);
   EXPECT_FALSE(last->promotion);
   EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 1);
-  auto empty = store_->remove_participant_and_wait({t.id, d.id, text});
+  auto empty = store_->remove_participant_and_wait({t.id, d.id, text, {}});
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->new_admin_id, "") << "nobody is left to promote";
   auto send_after = send(t.id, a.id, "gone");
   EXPECT_FALSE(send_after.ok());
+}
+
+// The notice of a removal and the removal are one transaction: nothing
+// commits between them, and a notice that cannot be stored (its author is
+// no longer a participant) removes nobody.
+TEST_P(StoreContract, RemovalNoticeIsStoredWithTheRemoval) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  ASSERT_TRUE(send(t.id, b.id, "hello").ok());
+  auto removed = store_->remove_participant_and_wait(
+      {t.id, c.id, {}, AppendRequest{t.id, a.id, "alice removed carol", "system", ""}});
+  ASSERT_TRUE(removed.ok()) << removed.error().code;
+  ASSERT_TRUE(removed->notice);
+  EXPECT_EQ(removed->notice->seq, 2);
+  EXPECT_EQ(removed->notice->content, "alice removed carol");
+  EXPECT_EQ(ok(store_->thread_members(t.id))->user_ids.size(), 2u);
+  auto refused = store_->remove_participant_and_wait(
+      {t.id, b.id, {}, AppendRequest{t.id, c.id, "carol removed bob", "system", ""}});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "forbidden");
+  EXPECT_EQ(ok(store_->thread_members(t.id))->user_ids.size(), 2u) << "bob is still in";
+  EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 2) << "nothing stored";
+  ASSERT_TRUE(send(t.id, b.id, "gapless").ok());
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).back().seq, 3);
 }
 
 // A write that names a user or thread that does not exist is refused and
@@ -438,7 +464,7 @@ TEST_P(StoreContract, AppendFromARemovedParticipantIsRefused) {
   User b = make_user("bob");
   Thread t = make_group({a.id, b.id});
   ASSERT_TRUE(send(t.id, b.id, "while a member", "k1").ok());
-  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}}).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
   auto after = send(t.id, b.id, "after removal");
   ASSERT_FALSE(after.ok());
   EXPECT_EQ(after.error().code, "forbidden");
@@ -1145,7 +1171,7 @@ TEST_P(StoreContract, AddedMembersStartWithTheHistoryRead) {
   EXPECT_EQ(unread_of(c.id), 1);
   EXPECT_EQ(unread_of(b.id), 4);
 
-  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}}).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
   ASSERT_TRUE(send(t.id, a.id, "while away").ok());
   ASSERT_TRUE(ok(store_->add_participants(t.id, {c.id})) == std::vector<std::string>{c.id});
   EXPECT_EQ(unread_of(c.id), 0);

@@ -228,6 +228,42 @@ describe('membership changes racing sends', () => {
     assert.deepEqual(leaked, [], 'messages delivered to a removed participant');
   });
 
+  it('a participant removed while others send gets the notice of the removal and nothing committed after it', async () => {
+    const late = [];
+    const noticeMissing = [];
+    for (let round = 0; round < 4; round++) {
+      const [admin, sender, member] = await server.registerMany(3);
+      const thread = await server.createGroup(admin, [sender, member], 'removal under load');
+      const memberWs = await server.connect(member);
+      const senderWs = await server.connect(sender);
+      let sent = 0;
+      let stop = false;
+      // About 500 a second, before, during and after the removal.
+      const sending = (async () => {
+        while (!stop && sent < 400) {
+          for (let i = 0; i < 5; i++) senderWs.send({ type: 'send_message', thread_id: thread.id, content: `m${sent++}` });
+          await sleep(10);
+        }
+      })();
+      await senderWs.next((f) => f.type === 'message_sent' && f.data.content === 'm20', 10000);
+      const del = await server.http('DELETE', `/api/chat/threads/${thread.id}/participants/${member.id}`, { token: admin.token });
+      assert.equal(del.status, 200, del.text);
+      await sleep(150);
+      stop = true;
+      await sending;
+      await senderWs.next((f) => f.type === 'message_sent' && f.data.content === `m${sent - 1}`, 15000, 'the last ack');
+      await sleep(300);
+      const history = await server.history(admin.token, thread.id);
+      const notice = history.find((m) => m.message_type === 'system' && m.content === `${admin.username} removed ${member.username}`);
+      assert.ok(notice, 'the removal is recorded');
+      const got = memberWs.all((f) => f.type === 'new_message' && f.data.thread_id === thread.id).map((f) => f.data.seq);
+      if (!got.includes(notice.seq)) noticeMissing.push(round);
+      late.push(...got.filter((seq) => seq > notice.seq));
+    }
+    assert.deepEqual(noticeMissing, [], 'rounds where the removed member never got the notice');
+    assert.deepEqual(late, [], 'messages committed after the removal notice that reached the removed member');
+  });
+
   it('a participant added while others send gets, live, every message committed after joining', async () => {
     let missed = [];
     for (let round = 0; round < 6; round++) {
