@@ -269,9 +269,11 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
       self ? actor.username + " left" : actor.username + " removed " + (*target ? (*target)->username : user_id),
       "system", ""};
   members_.begin_change(thread_id);
+  begin_removal(thread_id, user_id);
   auto removed = wait_for_callback<Result<Removed>>([&](RemovalCallback done) {
     store_.remove_participant(std::move(removal), [this, thread_id, user_id, checked = *m,
                                                    done = std::move(done)](Result<Removed> r) {
+      end_removal(thread_id, user_id);
       // Both stored just before the removal: the one leaving is told too.
       if (r && (r->notice || r->promotion)) {
         auto audience = with_member(members_at_commit(thread_id, checked), user_id);
@@ -384,8 +386,33 @@ void ChatService::deliver(const Message& message, const std::string& message_jso
 std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const std::string& thread_id,
                                                                     std::shared_ptr<const ThreadMembers> checked) {
   auto now = members_.get(thread_id);
-  if (now && *now) return std::move(*now);
-  return checked;
+  if (!now || !*now) return checked;
+  // The store may already hold a removal whose callback has not run: this
+  // message committed before it (callbacks run in commit order), so the
+  // member being removed still gets it, as they get the removal's notice.
+  if (removals_in_flight_.load(std::memory_order_acquire) == 0) return std::move(*now);
+  std::lock_guard lock(removals_mu_);
+  auto members = std::move(*now);
+  auto [from, to] = removals_.equal_range(thread_id);
+  for (auto it = from; it != to; ++it) members = with_member(std::move(members), it->second);
+  return members;
+}
+
+void ChatService::begin_removal(const std::string& thread_id, const std::string& user_id) {
+  std::lock_guard lock(removals_mu_);
+  removals_.emplace(thread_id, user_id);
+  removals_in_flight_.fetch_add(1, std::memory_order_release);
+}
+
+void ChatService::end_removal(const std::string& thread_id, const std::string& user_id) {
+  std::lock_guard lock(removals_mu_);
+  auto [from, to] = removals_.equal_range(thread_id);
+  for (auto it = from; it != to; ++it) {
+    if (it->second != user_id) continue;
+    removals_.erase(it);
+    removals_in_flight_.fetch_sub(1, std::memory_order_release);
+    return;
+  }
 }
 
 Result<std::vector<Message>> ChatService::history(const User& actor, const std::string& thread_id,

@@ -10,10 +10,13 @@
 
 #include <boost/json/object.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "auth/identity.h"
@@ -203,6 +206,10 @@ class ChatService {
                const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin);
   std::shared_ptr<const ThreadMembers> with_member(std::shared_ptr<const ThreadMembers> members,
                                                    const std::string& user_id);
+  // A removal queued in the store and not yet called back (its notice not
+  // yet fanned out): members_at_commit counts the user in until then.
+  void begin_removal(const std::string& thread_id, const std::string& user_id);
+  void end_removal(const std::string& thread_id, const std::string& user_id);
   std::shared_ptr<const ThreadMembers> members_at_commit(const std::string& thread_id,
                                                          std::shared_ptr<const ThreadMembers> checked);
   void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);
@@ -234,6 +241,9 @@ class ChatService {
   Presence presence_;
   std::unique_ptr<ConnectionLimiter> connection_limiter_;
   MessageObserver message_observer_;
+  std::mutex removals_mu_;
+  std::unordered_multimap<std::string, std::string> removals_;  // thread -> user being removed
+  std::atomic<int> removals_in_flight_{0};
 };
 
 }  // namespace parley
