@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <thread>
+#include <utility>
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
@@ -189,6 +190,11 @@ void Connection::admitted(bool ok, HeldCount* count) {
   auto admission = std::move(admission_);
   if (closed_ || !admission) return;  // the count, if any, goes back with `count`
   User& user = admission->user.user;
+  if (on_admission_) {
+    if (!ok) return std::exchange(on_admission_, nullptr)(AdmissionStep::kRefused);
+    on_admission_(AdmissionStep::kAdmitted);
+    if (closed_) return;
+  }
   if (!ok) {
     send_error({ErrorKind::kRateLimited, "too_many_connections", "too many connections for this user"},
                admission->request_id);
@@ -212,7 +218,7 @@ void Connection::admitted(bool ok, HeldCount* count) {
   // An account change polled after this one was authenticated and before it
   // registered closed the user's connections without it: ask the store.
   if (ctx_.chat.identity().generation() != admission->user.generation) recheck_account();
-  if (auto hook = std::move(on_established_)) hook();
+  if (auto hook = std::exchange(on_admission_, nullptr)) hook(AdmissionStep::kEstablished);
   for (auto& step : admission->deferred) {
     if (closed_) break;
     step();

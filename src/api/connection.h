@@ -70,10 +70,15 @@ class Connection final : public ClientSession,
   void hold_live() { holding_ = true; }
   void catch_up(const std::vector<std::pair<std::string, int64_t>>& threads);
   bool authenticated() const { return authed_; }
-  // Set before on_open: runs once on the loop when the connection is
-  // authenticated and admitted by the per-user limit (inline within on_open
-  // or the auth frame's answer in one process; a moment later across nodes).
-  void on_established(std::function<void()> fn) { on_established_ = std::move(fn); }
+  // Set before on_open: runs on the loop at the steps of the admission by the
+  // per-user limit, once the connection is authenticated (inline within
+  // on_open or the auth frame's answer in one process; a moment later across
+  // nodes): kAdmitted before anything is sent for it (a transport's own
+  // handshake answer goes first), then kEstablished once
+  // `connection_established` is sent; or kRefused alone, which is then the
+  // hook's to answer: the connection sends nothing and does not close.
+  enum class AdmissionStep { kRefused, kAdmitted, kEstablished };
+  void on_admission(std::function<void(AdmissionStep)> fn) { on_admission_ = std::move(fn); }
   bool closed() const { return closed_; }
 
   // TransportListener: the WebSocket JSON adapter.
@@ -183,7 +188,7 @@ class Connection final : public ClientSession,
   // and only for that moment: idle connections do not carry it.
   struct AnswerWait;
   std::unique_ptr<AnswerWait> answer_wait_;
-  std::function<void()> on_established_;
+  std::function<void(AdmissionStep)> on_admission_;
   int64_t token_exp_ = 0;     // seconds since epoch; 0 = none
   int64_t token_iat_ = 0;     // the token's iat, for revoke-tokens
   int64_t auth_deadline_ms_ = 0;

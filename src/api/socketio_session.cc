@@ -60,7 +60,8 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
   const json::value* token = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
   if (!token || !token->is_string() || token->get_string().empty()) {
     Metrics::get().count_error("missing_token");
-    return send(sio::encode_connect_error("/", "Authentication error: token missing (send auth: {token})"));
+    return send(
+        sio::encode_connect_error("/", "Authentication error: token missing (send auth: {token})", "missing_token"));
   }
   connecting_ = true;
   // Verifying may provision a user (a write): off the loop.
@@ -72,22 +73,42 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
       if (self->closed_) return;
       if (!user) {
         Metrics::get().count_error(user.error().code);
-        return self->send(sio::encode_connect_error("/", "Authentication error: " + user.error().message));
+        return self->send(
+            sio::encode_connect_error("/", "Authentication error: " + user.error().message, user.error().code));
       }
       self->connected(std::move(*user));
     });
   });
 }
 
+// CONNECT is answered once the per-user limit has: a refused session gets
+// CONNECT_ERROR (`connect_error` on the client, as for a bad token), never a
+// `connect` it would lose a moment later.
 void SocketIoSession::connected(Authenticated user) {
   conn_ = std::make_shared<Connection>(ctx_, weak_from_this(), socketio_encoder());
-  send(sio::encode_connect(conn_->session_id()));
   std::string user_id = user.user.id;
   std::weak_ptr<SocketIoSession> weak = weak_from_this();
-  conn_->on_established([weak, user_id] {
-    if (auto self = weak.lock()) self->established(user_id);
+  conn_->on_admission([weak, user_id](Connection::AdmissionStep step) {
+    auto self = weak.lock();
+    if (!self) return;
+    switch (step) {
+      case Connection::AdmissionStep::kAdmitted: return self->send(sio::encode_connect(self->conn_->session_id()));
+      case Connection::AdmissionStep::kEstablished: return self->established(user_id);
+      case Connection::AdmissionStep::kRefused: return self->refused();
+    }
   });
   conn_->on_open(std::move(user));
+}
+
+// Past the per-user limit. The session stays, as after any CONNECT_ERROR,
+// until the connect deadline, and may CONNECT again. (The connection calling
+// this holds itself alive until it returns.)
+void SocketIoSession::refused() {
+  Metrics::get().count_error("too_many_connections");
+  auto conn = std::move(conn_);
+  spdlog::info("event=sio_connect_refused session_id={} reason=too_many_connections", conn->session_id());
+  send(sio::encode_connect_error("/", "too many connections for this user", "too_many_connections"));
+  conn->on_close();
 }
 
 // The connection is authenticated and within the per-user limit.
@@ -248,8 +269,7 @@ void SocketIoSession::send_text(FramePtr frame) {
 void SocketIoSession::close(CloseReason reason, std::string text) {
   auto e = engine_.lock();
   if (!e) return;
-  if (reason == CloseReason::kUnauthorized || reason == CloseReason::kTooManyConnections ||
-      reason == CloseReason::kForbidden)
+  if (reason == CloseReason::kUnauthorized || reason == CloseReason::kForbidden)
     e->send_text(std::make_shared<const Frame>(sio::encode_disconnect()));
   e->close(reason, std::move(text));
 }

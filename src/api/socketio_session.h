@@ -48,6 +48,7 @@ class SocketIoSession final : public TransportListener,
   void on_connect(const sio::SioPacket& packet);
   void connected(Authenticated user);
   void established(const std::string& user_id);
+  void refused();
   void on_event(sio::SioPacket packet);
   void on_ack(const sio::SioPacket& packet);
   void send_receipt(std::string message_id);

@@ -151,13 +151,15 @@ std::string encode_ack(uint64_t ack_id, std::string_view payload_json) {
 
 std::string encode_connect(std::string_view sid) { return "40" + json::serialize(json::object{{"sid", sid}}); }
 
-std::string encode_connect_error(std::string_view nsp, std::string_view message) {
+std::string encode_connect_error(std::string_view nsp, std::string_view message, std::string_view code) {
   std::string out = "44";
   if (nsp != "/") {
     out += nsp;
     out += ',';
   }
-  return out + json::serialize(json::object{{"message", message}});
+  json::object error{{"message", message}};
+  if (!code.empty()) error["data"] = json::object{{"code", code}};
+  return out + json::serialize(error);
 }
 
 std::string encode_disconnect() { return "41"; }

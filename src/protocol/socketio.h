@@ -78,7 +78,9 @@ Result<SioPacket> decode_packet(std::string_view text);
 std::string encode_event(std::string_view name, std::string_view payload_json, std::optional<uint64_t> ack_id = {});
 std::string encode_ack(uint64_t ack_id, std::string_view payload_json);
 std::string encode_connect(std::string_view sid);
-std::string encode_connect_error(std::string_view nsp, std::string_view message);
+// A refused CONNECT. With a `code` (ours: `too_many_connections`,
+// `token_expired`…) the client's connect_error has it as err.data.code.
+std::string encode_connect_error(std::string_view nsp, std::string_view message, std::string_view code = {});
 std::string encode_disconnect();
 
 }  // namespace parley::sio

@@ -139,6 +139,8 @@ TEST(SocketIoEncode, EventsAcksAndConnects) {
   EXPECT_EQ(sio::encode_connect("s1"), R"(40{"sid":"s1"})");
   EXPECT_EQ(sio::encode_connect_error("/", "bad"), R"(44{"message":"bad"})");
   EXPECT_EQ(sio::encode_connect_error("/admin", "Invalid namespace"), R"(44/admin,{"message":"Invalid namespace"})");
+  EXPECT_EQ(sio::encode_connect_error("/", "too many", "too_many_connections"),
+            R"(44{"message":"too many","data":{"code":"too_many_connections"}})");
   EXPECT_EQ(sio::encode_disconnect(), "41");
 }
 

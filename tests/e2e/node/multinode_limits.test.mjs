@@ -114,7 +114,7 @@ describe('three nodes share the connection and login limits and presence through
     ws.ws.close();
   });
 
-  it('Socket.IO sessions count too: established after the limiter answers, refused past the limit', async () => {
+  it('Socket.IO sessions count too: established after the limiter answers, connect_error past the limit', async () => {
     const user = await nodes[0].register();
     const open = [];
     for (let i = 0; i < 19; i++) open.push(await nodes[i % 3].connect(user));
@@ -138,8 +138,16 @@ describe('three nodes share the connection and login limits and presence through
     const pong = await twentieth.socket.timeout(5000).emitWithAck('ping', {});
     assert.equal(pong.success, true, 'events flow once admitted');
     const extra = sio(nodes[2]);
-    assert.equal((await extra.waitFor('error')).data.code, 'too_many_connections');
-    assert.ok(!extra.events.some((e) => e.event === 'connection_success'), 'no connection_success for a refused session');
+    let connects = 0;
+    extra.socket.on('connect', () => { connects += 1; });
+    const refusal = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no connect_error within 5 s')), 5000);
+      extra.socket.once('connect_error', (e) => { clearTimeout(timer); resolve(e); });
+    });
+    assert.equal(refusal.data?.code, 'too_many_connections');
+    await sleep(200);
+    assert.equal(connects, 0, 'a refused session never gets connect');
+    assert.deepEqual(extra.events, [], 'no events for a refused session');
     twentieth.socket.disconnect();
     extra.socket.disconnect();
     for (const c of open) c.ws.close();

@@ -524,34 +524,65 @@ describe('Socket.IO limits are the native ones', () => {
   });
   after(async () => { await server?.stop(); });
 
-  it('Socket.IO sessions count against the connections per user, beside native ones', async () => {
+  // The reference server's way to refuse a CONNECT (an error from a
+  // middleware): connect_error, never a `connect` lost a moment later.
+  const refusedConnect = (c) => new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no connect_error within 5 s')), 5000);
+    c.socket.once('connect', () => { clearTimeout(timer); reject(new Error('the refused session got connect')); });
+    c.socket.once('connect_error', (e) => { clearTimeout(timer); resolve(e); });
+  });
+
+  it('Socket.IO sessions count against the connections per user, beside native ones: past it, connect_error', async () => {
     const [alice] = await server.registerMany(1);
     const ws = await server.connect(alice);
     const a1 = await connected(server, alice, { transports: ['websocket'] });
     const a2 = sioClient(server, alice.token, { transports: ['websocket'] });
-    const refused = await a2.next('error', (e) => e.code === 'too_many_connections');
-    assert.equal(typeof refused.data.message, 'string');
-    await new Promise((resolve) => (a2.socket.connected ? a2.socket.once('disconnect', resolve) : resolve()));
-    assert.equal(a2.socket.connected, false, 'the third connection is closed');
+    const err = await refusedConnect(a2);
+    assert.equal(err.data?.code, 'too_many_connections');
+    assert.match(err.message, /too many connections/);
+    await sleep(300);
+    assert.equal(a2.socket.connected, false, 'the third connection is not connected');
+    assert.deepEqual(a2.events.map((e) => e.event), [], 'a refused session gets no events');
     assert.equal((await a1.emit('ping', {})).success, true, 'the others stay');
-    a1.close(); ws.close?.();
+    // Once a place is free, the same socket connects when asked to.
+    a1.close();
+    await sleep(300);
+    a2.socket.connect();
+    await a2.connected();
+    await a2.next('connection_success');
+    a2.close(); ws.close?.();
   });
 
-  it('over polling too, the refused connection gets the error event, then DISCONNECT, and stays disconnected', async () => {
+  it('over polling too, the refused connection gets connect_error and the client does not retry by itself', async () => {
     const [carol] = await server.registerMany(1);
     const held = [await server.connect(carol), await server.connect(carol)];
     const c = sioClient(server, carol.token, { transports: ['polling'], reconnection: true });
-    const reasons = [];
     let opens = 0;
     c.socket.io.on('open', () => { opens += 1; });
-    const disconnected = new Promise((resolve) => c.socket.on('disconnect', (r) => { reasons.push(r); resolve(r); }));
-    assert.equal((await c.next('error', (e) => e?.code === 'too_many_connections')).data.code, 'too_many_connections');
-    assert.equal(await disconnected, 'io server disconnect');
+    assert.equal((await refusedConnect(c)).data?.code, 'too_many_connections');
     await sleep(1000);
-    assert.deepEqual(reasons, ['io server disconnect']);
+    assert.equal(c.socket.connected, false);
     assert.equal(opens, 1, 'the client did not reconnect by itself');
     c.close();
     for (const h of held) h.close?.();
+  });
+
+  it('a raw client refused past the limit can CONNECT again on the same Engine.IO session', async () => {
+    const [dave] = await server.registerMany(1);
+    const held = [await server.connect(dave), await server.connect(dave)];
+    const open = await handshake(server);
+    await post(server, open.sid, `40${JSON.stringify({ token: dave.token })}`);
+    const first = await pollFor(server, open.sid, (p) => p.startsWith('44'));
+    assert.ok(first.packet, `no CONNECT_ERROR: ${first.seen.join(' | ')}`);
+    assert.deepEqual(JSON.parse(first.packet.slice(2)).data, { code: 'too_many_connections' });
+    assert.ok(!first.seen.some((p) => p.startsWith('40')), `a CONNECT answer came: ${first.seen.join(' | ')}`);
+    held[0].close?.();
+    await sleep(300);
+    await post(server, open.sid, `40${JSON.stringify({ token: dave.token })}`);
+    const second = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
+    assert.ok(second.packet, `not connected: ${second.seen.join(' | ')}`);
+    await post(server, open.sid, '1');
+    held[1].close?.();
   });
 
   it('acking every message of a catch-up longer than the burst is no flood: no error, no close, the receipts catch up', async () => {
