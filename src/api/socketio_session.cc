@@ -59,9 +59,11 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
   }
   const json::value* token = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
   if (!token || !token->is_string() || token->get_string().empty()) {
-    Metrics::get().count_error("missing_token");
+    // The code of a missing token over REST and the native WebSocket: clients
+    // tell "sign in" from "try again" by the codes of the one table.
+    Metrics::get().count_error("unauthorized");
     return send(
-        sio::encode_connect_error("/", "Authentication error: token missing (send auth: {token})", "missing_token"));
+        sio::encode_connect_error("/", "Authentication error: token missing (send auth: {token})", "unauthorized"));
   }
   connecting_ = true;
   // Verifying may provision a user (a write): off the loop.

@@ -49,6 +49,71 @@ std::set<std::string> server_frame_types() {
   return types;
 }
 
+// The codes of the error table: the first column of the rows under
+// "## Error codes" (a row may name several, `a`, `b`).
+std::set<std::string> documented_error_codes(const std::string& doc) {
+  size_t begin = doc.find("\n## Error codes");
+  EXPECT_NE(begin, std::string::npos) << "docs/protocol.md has no \"## Error codes\" section";
+  if (begin == std::string::npos) return {};
+  size_t end = doc.find("\n## ", begin + 1);
+  std::string section = doc.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+  static const std::regex kRow(R"re(\n\| ([^|]+) \|)re");
+  static const std::regex kCode("`([a-z_]+)`");
+  std::set<std::string> codes;
+  for (std::sregex_iterator row(section.begin(), section.end(), kRow), end_row; row != end_row; ++row) {
+    std::string first = (*row)[1];
+    for (std::sregex_iterator c(first.begin(), first.end(), kCode), end_code; c != end_code; ++c) codes.insert((*c)[1]);
+  }
+  return codes;
+}
+
+// The error codes the server code can put in an answer to a client: the
+// literal code of an Error made by a helper or by kind, of an HTTP error
+// response, of a Socket.IO CONNECT_ERROR. Only where answers are made: the
+// store's and the admin commands' codes reach clients through these layers
+// or not at all.
+std::set<std::string> client_error_codes() {
+  static const std::regex kCodes[] = {
+      std::regex(R"re(\b(?:bad_input|not_found|unauthorized)\(\s*"([a-z_]+)")re"),
+      std::regex(R"re(ErrorKind::k[A-Za-z]+,\s*"([a-z_]+)")re"),
+      std::regex(R"re(error_response\(\s*\d+,\s*"([a-z_]+)")re"),
+      std::regex(R"re(encode_connect_error\([^;]*,\s*"([a-z_]+)"\s*\))re"),
+  };
+  std::set<std::string> codes;
+  for (const char* dir : {"api", "auth", "chat", "protocol", "net", "common"}) {
+    for (const auto& entry : fs::recursive_directory_iterator(fs::path(PARLEY_SOURCE_DIR) / "src" / dir)) {
+      if (entry.path().extension() != ".cc" && entry.path().extension() != ".h") continue;
+      std::string text = read_text(entry.path());
+      for (const std::regex& re : kCodes) {
+        for (std::sregex_iterator it(text.begin(), text.end(), re), end; it != end; ++it) codes.insert((*it)[1]);
+      }
+    }
+  }
+  return codes;
+}
+
+TEST(ProtocolDoc, ListsEveryErrorCodeAClientCanGet) {
+  std::string doc = protocol_doc();
+  auto documented = documented_error_codes(doc);
+  auto codes = client_error_codes();
+  for (const char* known : {"invalid_json", "forbidden", "token_expired", "uri_too_long", "too_many_connections"}) {
+    EXPECT_TRUE(codes.contains(known)) << known << " not found in the sources: is the scan broken?";
+    EXPECT_TRUE(documented.contains(known)) << known << " not found in the table: is its parsing broken?";
+  }
+  // Made in these layers but never sent to a client: failures at start
+  // (a bad setting, no TLS files, a port in use), the webhook's own HTTP
+  // client, and a Socket.IO packet that cannot be parsed (the session is
+  // closed, as by the reference server; the code only labels the metric).
+  const std::set<std::string> not_for_clients = {"crypto_init_failed", "invalid_config", "invalid_bind",
+                                                 "tls_config",         "listen_failed",  "invalid_webhook_url",
+                                                 "webhook_abandoned",  "webhook_unreachable", "invalid_packet"};
+  for (const std::string& code : codes) {
+    if (not_for_clients.contains(code)) continue;
+    EXPECT_TRUE(documented.contains(code)) << "error code `" << code
+                                           << "` is not in the table of docs/protocol.md, \"Error codes\"";
+  }
+}
+
 TEST(ProtocolDoc, NamesEveryClientFrameType) {
   std::string doc = protocol_doc();
   auto types = client_frame_types();

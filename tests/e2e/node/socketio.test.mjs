@@ -114,11 +114,14 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
 
   it('a bad, an expired and a missing token get connect_error and no session', async () => {
     const [alice] = await server.registerMany(1);
-    for (const auth of [{ token: 'not-a-jwt' }, { token: alice.token.slice(0, -3) + 'xyz' }, {}, undefined]) {
+    // err.data.code is a code of the error table, as over REST and the native WebSocket.
+    for (const [auth, code] of [[{ token: 'not-a-jwt' }, 'invalid_token'], [{ token: alice.token.slice(0, -3) + 'xyz' }, 'invalid_token'],
+      [{}, 'unauthorized'], [{ token: '' }, 'unauthorized'], [undefined, 'unauthorized']]) {
       const c = sioClient(server, null, { auth: auth ?? null, transports: ['websocket'] });
       const err = await c.connected().then(() => null, (e) => e);
       assert.ok(err, `auth ${JSON.stringify(auth)} was accepted`);
       assert.match(err.message, /token|Authentication/i, err.message);
+      assert.equal(err.data?.code, code, `auth ${JSON.stringify(auth)}: ${JSON.stringify(err.data)}`);
       assert.equal(c.events.length, 0, 'no event before a refused connect');
       c.close();
     }
