@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -182,13 +183,25 @@ int migrate(const Config& config) {
   return 0;
 }
 
+// The variable of a setting is PARLEY_ + the flag's name, as for every other
+// one; the database and Redis URLs were first read from a name ending in _URL,
+// which still works (the flag's own name wins when both are set).
+std::string env_name(const char* name, const char* older_name) {
+  auto set = [](const char* var) {
+    const char* v = std::getenv(var);
+    return v && *v;
+  };
+  return set(older_name) && !set(name) ? older_name : name;
+}
+
 // Every command: where the data is, and how much it logs.
 void add_data_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--data-dir", c.data_dir, "Storage directory (SQLite database, generated secret)")
       ->envname("PARLEY_DATA_DIR")
       ->capture_default_str();
-  cmd.add_option("--database", c.database_url, "postgres://USER:PASS@HOST:PORT/DB: use PostgreSQL (default: SQLite in the data dir)")
-      ->envname("PARLEY_DATABASE_URL");
+  cmd.add_option("--database", c.database_url, "postgres://USER:PASS@HOST:PORT/DB: use PostgreSQL (default: SQLite in the data dir; "
+                 "PARLEY_DATABASE_URL also works)")
+      ->envname(env_name("PARLEY_DATABASE", "PARLEY_DATABASE_URL"));
   cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (default: info for serve, warn otherwise)")
       ->envname("PARLEY_LOG_LEVEL");
   cmd.add_option("--config", c.config_file, "Settings file (key = value lines; flags and PARLEY_* variables win over it)")
@@ -236,8 +249,9 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_SHUTDOWN_TIMEOUT")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
-  cmd.add_option("--redis", c.redis_url, "redis://[[USER]:PASSWORD@]HOST:PORT: several nodes share fan-out and live state (default: in-process)")
-      ->envname("PARLEY_REDIS_URL");
+  cmd.add_option("--redis", c.redis_url, "redis://[[USER]:PASSWORD@]HOST:PORT: several nodes share fan-out and live state (default: in-process; "
+                 "PARLEY_REDIS_URL also works)")
+      ->envname(env_name("PARLEY_REDIS", "PARLEY_REDIS_URL"));
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
       ->envname("PARLEY_SOCKETIO_PATH")
       ->capture_default_str();

@@ -89,6 +89,22 @@ describe('configuration file', () => {
     assert.deepEqual(settings(viaEnv.stdout)['shutdown-timeout'], { value: '20', source: 'file' }, 'PARLEY_CONFIG names the file');
   });
 
+  it('the database and Redis URLs come from PARLEY_DATABASE and PARLEY_REDIS, like every setting; the _URL names still work', async () => {
+    const pg = 'postgres://parley:hunter2@127.0.0.1:5432/parley', redis = 'redis://127.0.0.1:6390';
+    const contract = await parley(['config', 'check'], { env: { PARLEY_DATABASE: pg, PARLEY_REDIS: redis } });
+    assert.equal(contract.code, 0, contract.stderr);
+    assert.deepEqual(settings(contract.stdout).database, { value: '"postgres://parley:***@127.0.0.1:5432/parley"', source: 'env PARLEY_DATABASE' });
+    assert.deepEqual(settings(contract.stdout).redis, { value: `"${redis}"`, source: 'env PARLEY_REDIS' });
+
+    const older = await parley(['config', 'check'], { env: { PARLEY_DATABASE_URL: pg, PARLEY_REDIS_URL: redis } });
+    assert.equal(older.code, 0, older.stderr);
+    assert.deepEqual(settings(older.stdout).database, { value: '"postgres://parley:***@127.0.0.1:5432/parley"', source: 'env PARLEY_DATABASE_URL' });
+    assert.deepEqual(settings(older.stdout).redis, { value: `"${redis}"`, source: 'env PARLEY_REDIS_URL' });
+
+    const both = await parley(['config', 'check'], { env: { PARLEY_REDIS: redis, PARLEY_REDIS_URL: 'redis://127.0.0.1:6391' } });
+    assert.deepEqual(settings(both.stdout).redis, { value: `"${redis}"`, source: 'env PARLEY_REDIS' }, "the flag's own name wins");
+  });
+
   it('config check exits 1 on an unknown key, a bad value, an unknown section or a missing file', async () => {
     const cases = [
       ['unknown.toml', 'port = 3000\nprot = 3001\n', /unknown_setting: .*unknown setting 'prot'/],

@@ -131,7 +131,7 @@ export class ParleyServer {
     if (this.database) settings.database = this.database;
     const args = ['serve'];
     const env = { ...process.env };
-    for (const key of ['PARLEY_PORT', 'PARLEY_BIND', 'PARLEY_DATA_DIR', 'PARLEY_JWT_SECRET', 'PARLEY_DATABASE_URL']) {
+    for (const key of ['PARLEY_PORT', 'PARLEY_BIND', 'PARLEY_DATA_DIR', 'PARLEY_JWT_SECRET', 'PARLEY_DATABASE_URL', 'PARLEY_DATABASE']) {
       delete env[key];
     }
     for (const [k, v] of Object.entries(settings)) {
