@@ -283,12 +283,13 @@ Result<User> Identity::provision(const JwtClaims& claims) {
   User u;
   u.id = normalize_uuid(claims.sub);
   u.full_name = clean_profile_text(str(meta, "full_name"), kMaxFullNameBytes);
-  if (!has_visible_text(u.full_name)) u.full_name = clean;
+  const bool name_is_username = !has_visible_text(u.full_name);
   u.role = clean_profile_text(str(meta, "role"), kMaxRoleBytes);
   if (u.role.empty()) u.role = "member";
   u.created_at = now_micros();
   for (int attempt = 0; attempt < 5; ++attempt) {
     u.username = attempt == 0 ? clean : clean + "_" + random_hex(3);
+    if (name_is_username) u.full_name = u.username;
     auto created = store_.create_user(u);
     if (created) {
       spdlog::info("event=user_provisioned user_id={}", u.id);

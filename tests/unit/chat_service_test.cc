@@ -374,6 +374,19 @@ TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithUserMetadata) {
   EXPECT_EQ(stored->role, "teacher");
 }
 
+// docs/protocol.md: a full_name with nothing visible left becomes the
+// username, also the one made unique when the e-mail's local part is taken.
+TEST_F(ChatServiceTest, ProvisionedBlankFullNameIsTheUsernameItGot) {
+  user("zoe.q");
+  std::string sub = new_uuid();
+  json::object extra{{"email", "zoe.q@example.org"}, {"user_metadata", json::object{{"full_name", "\x01 \x02"}}}};
+  auto r = service_->authenticate(jwt_->sign(sub, now_s(), 3600, extra));
+  ASSERT_TRUE(r.ok()) << r.error().code;
+  EXPECT_NE(r->user.username, "zoe.q");
+  EXPECT_EQ(r->user.full_name, r->user.username);
+  EXPECT_EQ(ok(store_->user_by_id(sub))->full_name, r->user.username);
+}
+
 TEST_F(ChatServiceTest, TokenOfUnknownUserWithoutProfileRefused) {
   std::string sub = new_uuid();
   auto r = service_->authenticate(jwt_->sign(sub, now_s(), 3600));
