@@ -151,6 +151,19 @@ describe('HTTP status codes', () => {
     const me = await rawExchange(server.port, `HEAD /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${user.token}\r\nConnection: close\r\n\r\n`);
     assert.equal(me.status, 200);
     assert.equal(me.text, '');
+
+    // The web app's files too: its page and a script it loads.
+    const page = await rawExchange(server.port, 'GET /app/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const script = /src="([^"]+\.js)"/.exec(page.text)?.[1];
+    for (const target of ['/app/', ...(script ? [`/app/${script}`] : [])]) {
+      const full = await rawExchange(server.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const bare = await rawExchange(server.port, `HEAD ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      assert.equal(bare.status, full.status, target);
+      assert.equal(bare.text, '', `${target}: no body after the headers`);
+      assert.ok(full.text.length > 0, `${target}: GET has a body`);
+      assert.equal(bare.headers['content-length'], String(full.text.length), `${target}: HEAD's Content-Length is GET's`);
+      assert.equal(bare.headers['content-type'], full.headers['content-type'], target);
+    }
   });
 
   it('no token or password reaches the log (info level), whatever the request carried', async () => {
