@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
-import { startServer, randomId, PARLEY_BIN, TEST_STORE } from './harness.mjs';
+import { startServer, randomId, PARLEY_BIN, TEST_STORE, REPO_ROOT } from './harness.mjs';
 
 // Runs `parley ARGS` to completion; resolves {code, stdout, stderr} whatever the exit code.
 function parley(args, { env = {} } = {}) {
@@ -160,6 +160,35 @@ describe('server configuration', () => {
     for (const foreign of ['--port', '--bind', '--max-frame-bytes', '--jwt-public-key', '--no-metrics', '--threads']) {
       assert.doesNotMatch(addHelp.stdout, new RegExp(`${foreign}\\b`), `user add --help does not list ${foreign}`);
     }
+  });
+
+  it('every flag of parley and parley-cli that the docs name is one a command of theirs takes', async () => {
+    // The options and subcommands that `BIN WORDS --help` lists, and those of every subcommand.
+    const flags = new Set();
+    const walk = async (bin, words) => {
+      const out = await new Promise((resolve) => execFile(bin, [...words, '--help'], { timeout: 20000 },
+        (err, stdout) => resolve(stdout)));
+      for (const m of out.matchAll(/--[a-z][a-z0-9-]*/g)) flags.add(m[0]);
+      const subs = out.split('\nSubcommands:\n')[1] ?? '';
+      for (const m of subs.matchAll(/^ {2}([a-z][a-z-]*) /gm)) await walk(bin, [...words, m[1]]);
+    };
+    await walk(PARLEY_BIN, []);
+    await walk(path.join(path.dirname(PARLEY_BIN), 'parley-cli'), []);
+    assert.ok(flags.has('--max-frame-bytes') && flags.has('--pretty') && flags.has('--to'), 'the help was read');
+
+    // Flags of other tools the docs also show: the scripts' and Docker Compose's.
+    const others = new Set(['--test', '--fuzz', '--sanitize', '--scale']);
+    const missing = [];
+    for (const doc of ['README.md', 'docs/protocol.md', 'docs/operations.md', 'docs/deploy.md', 'docs/security.md',
+      'docs/moderation.md', 'docs/webhooks.md', 'docs/webapp.md']) {
+      const text = fs.readFileSync(path.join(REPO_ROOT, doc), 'utf8');
+      for (const span of text.matchAll(/`([^`\n]+)`/g)) {
+        for (const m of span[1].matchAll(/(?:^|[\s(\[])(--[a-z][a-z0-9-]*)/g)) {
+          if (!flags.has(m[1]) && !others.has(m[1])) missing.push(`${doc}: ${m[1]} in \`${span[1]}\``);
+        }
+      }
+    }
+    assert.deepEqual(missing, [], 'flags the docs name that no command takes');
   });
 
   it('`parley version` names the allocator: jemalloc, except in a sanitizer build', async () => {
