@@ -55,7 +55,7 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
   if (p.data_error) {
     // Unreadable auth data holds no token the server could accept.
     Metrics::get().count_error(p.data_error->code);
-    return send(sio::encode_connect_error("/", "Authentication error: " + p.data_error->message));
+    return send(sio::encode_connect_error("/", "Authentication error: " + p.data_error->message, p.data_error->code));
   }
   const json::value* token = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
   if (!token || !token->is_string() || token->get_string().empty()) {

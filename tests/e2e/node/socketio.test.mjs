@@ -726,11 +726,15 @@ describe('bad Engine.IO and Socket.IO input', () => {
   }
 
   // Packets answered with a clear error while the session stays.
+  // A CONNECT_ERROR for the main namespace carries the error code in data.code.
+  const connectError = (code) => (p) => p.startsWith('44{') && JSON.parse(p.slice(2)).data?.code === code;
   const answered = [
     ['CONNECT to another namespace', '40/admin,{}', (p) => p.startsWith('44/admin,') && /Invalid namespace/.test(p)],
-    ['CONNECT without a token', '40{}', (p) => p.startsWith('44{') && /token/.test(p)],
-    ['CONNECT with a bad token', '40{"token":"bad.token.here"}', (p) => p.startsWith('44{')],
-    ['CONNECT with a token that is not a string', '40{"token":42}', (p) => p.startsWith('44{')],
+    ['CONNECT without a token', '40{}', (p) => connectError('unauthorized')(p) && /token/.test(p)],
+    ['CONNECT with a bad token', '40{"token":"bad.token.here"}', connectError('invalid_token')],
+    ['CONNECT with a token that is not a string', '40{"token":42}', connectError('unauthorized')],
+    ['CONNECT whose data has a lone surrogate', '40{"token":"\\ud800"}', connectError('invalid_utf8')],
+    ['CONNECT whose data is nested too deep', `40{"token":${'['.repeat(40)}${']'.repeat(40)}}`, connectError('invalid_json')],
   ];
   for (const [name, body, pred] of answered) {
     it(`answers ${name} with CONNECT_ERROR`, async () => {
