@@ -9,6 +9,7 @@
 #include "common/redact.h"
 #include "store/pg_conn.h"
 #include "store/pg_schema.h"
+#include "store/phone_key.h"
 
 namespace parley {
 
@@ -298,14 +299,16 @@ Result<User> PgStore::write_user(const User& u) {
   auto taken = c.exec("SELECT 1 FROM users WHERE username = $1", {u.username});
   if (!taken.ok()) return pg_error(c, taken, "insert_user");
   if (taken.rows() > 0) return Error{ErrorKind::kConflict, "username_taken", "username is already taken"};
+  std::optional<std::string> key = stored_phone_key(u.phone_number);
   if (u.phone_number) {
-    auto phone = c.exec("SELECT 1 FROM users WHERE phone_number = $1", {*u.phone_number});
+    // The number as typed is unique too (schema v1): a key-less one is compared as is.
+    auto phone = c.exec("SELECT 1 FROM users WHERE phone_key = $1 OR phone_number = $2", {key, *u.phone_number});
     if (!phone.ok()) return pg_error(c, phone, "insert_user");
     if (phone.rows() > 0) return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
   }
-  auto r = c.exec("INSERT INTO users (" PG_USER_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+  auto r = c.exec("INSERT INTO users (" PG_USER_COLS ", phone_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                   {u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen,
-                   u.disabled, u.tokens_valid_after});
+                   u.disabled, u.tokens_valid_after, key});
   if (!r.ok()) return pg_error(c, r, "insert_user");
   return u;
 }
@@ -320,8 +323,10 @@ Result<std::optional<User>> PgStore::user_by_username(const std::string& usernam
 }
 
 Result<std::optional<User>> PgStore::user_by_phone(const std::string& phone) {
+  std::string key = phone_key(phone);
+  if (key.empty()) return std::optional<User>();
   return with_reader(
-      [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE phone_number = $1", phone); });
+      [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE phone_key = $1", key); });
 }
 
 Result<std::vector<User>> PgStore::search_users(const std::string& query, int limit) {

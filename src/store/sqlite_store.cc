@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "store/message_key.h"
+#include "store/phone_key.h"
 #include "store/sqlite_checkpointer.h"
 #include "store/sqlite_conn.h"
 #include "store/sqlite_rows.h"
@@ -227,11 +228,15 @@ Result<User> SqliteStore::write_user(User u) {
   // writer, so nothing can slip in between the check and the insert.
   if (c.prepare("SELECT 1 FROM users WHERE username = ?").bind(u.username).row())
     return Error{ErrorKind::kConflict, "username_taken", "username is already taken"};
-  if (u.phone_number && c.prepare("SELECT 1 FROM users WHERE phone_number = ?").bind(*u.phone_number).row())
+  std::optional<std::string> key = stored_phone_key(u.phone_number);
+  // The number as typed is unique too (schema v1): a key-less one is compared as is.
+  if (u.phone_number && c.prepare("SELECT 1 FROM users WHERE phone_key = ? OR phone_number = ?")
+                            .bind(key, *u.phone_number)
+                            .row())
     return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
-  auto st = c.prepare("INSERT INTO users (" USER_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  auto st = c.prepare("INSERT INTO users (" USER_COLS ", phone_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   st.bind(u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen,
-          u.disabled, u.tokens_valid_after);
+          u.disabled, u.tokens_valid_after, key);
   if (!st.done()) return storage_error(c, st.error(), "insert_user");
   return u;
 }
@@ -246,8 +251,10 @@ Result<std::optional<User>> SqliteStore::user_by_username(const std::string& use
 }
 
 Result<std::optional<User>> SqliteStore::user_by_phone(const std::string& phone) {
+  std::string key = phone_key(phone);
+  if (key.empty()) return std::optional<User>();
   return with_reader(
-      [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE phone_number = ?", phone); });
+      [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE phone_key = ?", key); });
 }
 
 Result<std::vector<User>> SqliteStore::search_users(const std::string& query, int limit) {

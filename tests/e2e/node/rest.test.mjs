@@ -79,6 +79,17 @@ describe('REST API', () => {
         { body: { username: `u_${randomId(5)}`, password: 'long-enough-pw', full_name: 'Dup', phone_number: phone } }), 409, 'phone_taken');
     });
 
+    it('a phone number is one account however it is written: register refuses another spelling (409 phone_taken)', async () => {
+      const digits = String(Math.floor(Math.random() * 1e7)).padStart(7, '0');
+      const a = await server.register({ phone_number: `+1 555 ${digits}` });
+      assert.equal(a.user.phone_number, `+1 555 ${digits}`, "kept as typed");
+      for (const other of [`+1555${digits}`, `1-555-${digits.slice(0, 3)}-${digits.slice(3)}`, `(1) 555.${digits}`]) {
+        assertHttpError(assert, await server.http('POST', '/api/auth/register',
+          { body: { username: `u_${randomId(5)}`, password: 'long-enough-pw', full_name: 'Dup', phone_number: other } }),
+        409, 'phone_taken', other);
+      }
+    });
+
     it('register validates username, password and required fields', async () => {
       const post = (body) => server.http('POST', '/api/auth/register', { body });
       for (const bad of ['ab', 'with space', 'dash-ed', 'x'.repeat(33), 'émile', 'semi;colon']) {
@@ -131,6 +142,20 @@ describe('REST API', () => {
         assert.equal(me.status, 200);
         assert.equal(me.body.data.id, u.id);
       }
+    });
+
+    it('login by phone_number matches the digits, not the spelling; the user keeps the number as typed', async () => {
+      const digits = String(Math.floor(Math.random() * 1e7)).padStart(7, '0');
+      const typed = `+1 555 ${digits}`;
+      const u = await server.register({ phone_number: typed });
+      for (const phone of [`+1555${digits}`, `+1-555-${digits}`, `1 (555) ${digits.slice(0, 3)}.${digits.slice(3)}`]) {
+        const res = await server.http('POST', '/api/auth/login', { body: { phone_number: phone, password: u.password } });
+        assert.equal(res.status, 200, `login with ${phone}: ${res.text}`);
+        assert.equal(res.body.data.user.id, u.id);
+        assert.equal(res.body.data.user.phone_number, typed, 'phone_number as it was registered');
+      }
+      assertHttpError(assert, await server.http('POST', '/api/auth/login', { body: { phone_number: `+1555${digits}9`, password: u.password } }),
+        401, 'invalid_credentials', 'one digit more is another number');
     });
 
     it('login with a wrong password or an unknown user is 401 invalid_credentials, the same for both', async () => {
