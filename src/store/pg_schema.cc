@@ -131,6 +131,16 @@ ALTER TABLE users ADD COLUMN phone_key TEXT;
 CREATE UNIQUE INDEX users_by_phone_key ON users(phone_key);
 )sql",
      fill_phone_keys},
+    // As SQLite's version 10: the marks of members who left.
+    {6, R"sql(
+CREATE TABLE former_marks (
+  thread_id          TEXT NOT NULL,
+  user_id            TEXT NOT NULL,
+  last_read_seq      BIGINT NOT NULL,
+  last_delivered_seq BIGINT NOT NULL,
+  PRIMARY KEY (thread_id, user_id)
+);
+)sql"},
 };
 
 Status fill_phone_keys(PgConn& c) {

@@ -127,12 +127,22 @@ std::vector<Participant> load_participants(PgConn& c, const std::string& thread_
   return out;
 }
 
+std::vector<FormerMarks> load_former_marks(PgConn& c, const std::string& thread_id) {
+  auto r = c.exec("SELECT user_id, last_read_seq, last_delivered_seq FROM former_marks WHERE thread_id = $1",
+                  {thread_id});
+  std::vector<FormerMarks> out;
+  log_read_error(c, r, "load_former_marks");
+  for (int i = 0; i < r.rows(); ++i) out.push_back(FormerMarks{r.text(i, 0), r.i64(i, 1), r.i64(i, 2)});
+  return out;
+}
+
 std::optional<Thread> load_thread(PgConn& c, const std::string& id) {
   auto r = c.exec("SELECT " PG_THREAD_COLS " FROM threads t WHERE t.id = $1", {id});
   log_read_error(c, r, "load_thread");
   if (!r.ok() || r.rows() == 0) return std::nullopt;
   Thread t = read_thread(r, 0);
   t.participants = load_participants(c, id);
+  t.former_marks = load_former_marks(c, id);
   return t;
 }
 
@@ -450,6 +460,7 @@ Result<std::vector<ThreadSummary>> PgStore::threads_for_user(const std::string& 
     for (int i = 0; i < r.rows(); ++i) out.push_back(ThreadSummary{read_thread(r, i), r.i64(i, 7), std::nullopt});
     for (auto& s : out) {
       s.thread.participants = load_participants(c, s.thread.id);
+      s.thread.former_marks = load_former_marks(c, s.thread.id);
       if (s.thread.last_seq > 0) s.last_message = message_at(c, s.thread.id, s.thread.last_seq);
     }
     return out;
@@ -499,6 +510,17 @@ Result<Removed> PgStore::write_removal(const Removal& r) {
   auto successor = successor_admin(r.thread_id, r.user_id);
   if (!successor) return successor.error();
   Removed out;
+  // Kept for the status of what they read (schema v6), as they are before
+  // the notices below: a message stored for the leaver reads nothing for them.
+  auto keep = c.exec(
+      "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq) "
+      "SELECT thread_id, user_id, last_read_seq, last_delivered_seq FROM participants "
+      "WHERE thread_id = $1 AND user_id = $2 "
+      "ON CONFLICT (thread_id, user_id) DO UPDATE SET "
+      "last_read_seq = GREATEST(former_marks.last_read_seq, EXCLUDED.last_read_seq), "
+      "last_delivered_seq = GREATEST(former_marks.last_delivered_seq, EXCLUDED.last_delivered_seq)",
+      {r.thread_id, r.user_id});
+  if (!keep.ok()) return pg_error(c, keep, "remove_participant");
   if (r.notice) {
     auto stored = write_message(*r.notice);
     if (!stored) return stored.error();

@@ -210,6 +210,19 @@ ALTER TABLE users ADD COLUMN phone_key TEXT;
 CREATE UNIQUE INDEX users_by_phone_key ON users(phone_key);
 )sql",
      fill_phone_keys},
+    // A message's status counts the marks of members who left too
+    // (docs/protocol.md, Message): a removal moves the member's marks here,
+    // in its transaction. A member who rejoins starts again at the thread's
+    // last seq, above these, so the two never disagree.
+    {10, R"sql(
+CREATE TABLE former_marks (
+  thread_id          TEXT NOT NULL,
+  user_id            TEXT NOT NULL,
+  last_read_seq      INTEGER NOT NULL,
+  last_delivered_seq INTEGER NOT NULL,
+  PRIMARY KEY (thread_id, user_id)
+) WITHOUT ROWID;
+)sql"},
 };
 
 // parley_message_key(thread_id, sender_id, client_msg_id) for migration 5.

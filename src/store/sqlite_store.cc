@@ -382,6 +382,7 @@ Result<std::vector<ThreadSummary>> SqliteStore::threads_for_user(const std::stri
     }
     for (auto& s : out) {
       s.thread.participants = load_participants(c, s.thread.id);
+      s.thread.former_marks = load_former_marks(c, s.thread.id);
       if (s.thread.last_seq > 0) s.last_message = message_at(c, s.thread.id, s.thread.last_seq);
     }
     return out;
@@ -435,6 +436,17 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
   if (!successor) return successor.error();
   Removed out;
   auto written = [&]() -> Status {
+    // Kept for the status of what they read (schema v10), as they are before
+    // the notices below: a message stored for the leaver reads nothing for them.
+    // The batch's deferred read marks were flushed before this op.
+    auto keep = writer_conn_->prepare(
+        "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq) "
+        "SELECT thread_id, user_id, last_read_seq, last_delivered_seq FROM participants "
+        "WHERE thread_id = ? AND user_id = ? "
+        "ON CONFLICT (thread_id, user_id) DO UPDATE SET last_read_seq = MAX(last_read_seq, excluded.last_read_seq), "
+        "last_delivered_seq = MAX(last_delivered_seq, excluded.last_delivered_seq)");
+    keep.bind(r.thread_id, r.user_id);
+    if (!keep.done()) return storage_error(*writer_conn_, keep.error(), "remove_participant");
     if (r.notice) {
       auto stored = write_message(*r.notice);
       if (!stored) return stored.error();

@@ -357,6 +357,31 @@ describe('REST API', () => {
       assertHttpError(assert, await server.http('GET', `/api/chat/threads/${g.id}/messages`, { token: b.token }), 403, 'forbidden', 'after leaving');
     });
 
+    it('a message read by a member who then leaves stays read for its sender', async () => {
+      const [a, b, c] = await server.registerMany(3);
+      const g = await server.createGroup(a, [b, c], 'readers leave');
+      const read = (await server.sendRest(a.token, g.id, { content: 'read by bob' })).body.data;
+      const unread = (await server.sendRest(a.token, g.id, { content: 'read by nobody' })).body.data;
+      const mark = await server.http('POST', `/api/chat/mark-read/${g.id}?up_to_seq=${read.seq}`, { token: b.token });
+      assert.equal(mark.status, 200, mark.text);
+      const status = async () => Object.fromEntries((await server.history(a.token, g.id)).map((m) => [m.seq, m.status]));
+      assert.equal((await status())[read.seq], 'read', 'read before bob leaves');
+
+      const leave = await server.http('DELETE', `/api/chat/threads/${g.id}/participants/${b.id}`, { token: b.token });
+      assert.equal(leave.status, 200, leave.text);
+      const after = await status();
+      assert.equal(after[read.seq], 'read', 'still read after bob left');
+      assert.equal(after[unread.seq], 'sent', 'what nobody read is not');
+
+      // Carol, removed by Alice, counts as well; Alice's own marks never do.
+      await server.http('POST', `/api/chat/mark-read/${g.id}`, { token: c.token });
+      const removed = await server.http('DELETE', `/api/chat/threads/${g.id}/participants/${c.id}`, { token: a.token });
+      assert.equal(removed.status, 200, removed.text);
+      assert.equal((await status())[unread.seq], 'read', 'read by carol before her removal');
+      const mine = (await server.sendRest(a.token, g.id, { content: 'alone now' })).body.data;
+      assert.equal((await status())[mine.seq], 'sent', 'nobody else has read it');
+    });
+
     it('a direct thread has no system messages and takes no new participants', async () => {
       const [a, b, c] = await server.registerMany(3);
       const t = await server.createDirect(a, b);
