@@ -25,11 +25,15 @@ bool valid_username(const std::string& u) {
                      [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.'; });
 }
 
+// Digits and the punctuation people write numbers with ("+1 (555) 010-0100",
+// "555.010.0100"); only the digits tell numbers apart (store/phone_key.h).
 bool valid_phone(const std::string& p) {
   if (p.size() < 3 || p.size() > 32) return false;
   auto digit = [](char c) { return c >= '0' && c <= '9'; };
   if (std::count_if(p.begin(), p.end(), digit) < 3) return false;  // "   " or "+-+" is no number
-  return std::all_of(p.begin(), p.end(), [&](char c) { return digit(c) || c == '+' || c == '-' || c == ' '; });
+  return std::all_of(p.begin(), p.end(), [&](char c) {
+    return digit(c) || c == '+' || c == '-' || c == ' ' || c == '(' || c == ')' || c == '.';
+  });
 }
 
 Error unauthorized(std::string code, std::string msg) { return {ErrorKind::kUnauthorized, std::move(code), std::move(msg)}; }
@@ -97,7 +101,7 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
       has_control_chars(req.full_name))
     return bad_input("invalid_field", "full_name must be 1-200 characters of text");
   if (req.phone_number && !valid_phone(*req.phone_number))
-    return bad_input("invalid_field", "phone_number must be at least 3 digits, with spaces, + and -");
+    return bad_input("invalid_field", "phone_number must be at least 3 digits, with spaces, +, -, ., ( and )");
   if (!utf8_length(req.role) || req.role.size() > kMaxRoleBytes || has_control_chars(req.role))
     return bad_input("invalid_field", "role must be at most 64 characters of text");
   if (!req.role.empty() && !known_role(config_, req.role)) {

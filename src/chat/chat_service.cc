@@ -187,16 +187,19 @@ Result<std::vector<ThreadSummary>> ChatService::threads(const User& actor) {
 
 // A message's status, as its sender sees it: `read` once any other
 // participant has read up to it, else `delivered` once any other
-// participant's client acknowledged it, else `sent`.
+// participant's client acknowledged it, else `sent`. Those who left count
+// with the marks they left with, so a status never goes back.
 void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const {
   for (auto& p : thread.participants) p.online = presence_.online(p.user_id);
   for (Message* m : messages) {
     int64_t read = 0, delivered = 0;
-    for (const auto& p : thread.participants) {
-      if (p.user_id == m->sender_id) continue;
-      read = std::max(read, p.last_read_seq);
-      delivered = std::max({delivered, p.last_delivered_seq, p.last_read_seq});
-    }
+    auto count = [&](const std::string& user_id, int64_t read_seq, int64_t delivered_seq) {
+      if (user_id == m->sender_id) return;
+      read = std::max(read, read_seq);
+      delivered = std::max({delivered, delivered_seq, read_seq});
+    };
+    for (const auto& p : thread.participants) count(p.user_id, p.last_read_seq, p.last_delivered_seq);
+    for (const auto& f : thread.former_marks) count(f.user_id, f.last_read_seq, f.last_delivered_seq);
     m->status = m->seq <= read ? "read" : m->seq <= delivered ? "delivered" : "sent";
   }
 }

@@ -48,6 +48,14 @@ struct Participant {
   bool online = false;             // filled by the chat service, not stored
 };
 
+// The read and delivered marks a member had when they left the thread (or
+// were removed): what they had read stays read for its sender.
+struct FormerMarks {
+  std::string user_id;
+  int64_t last_read_seq = 0;
+  int64_t last_delivered_seq = 0;
+};
+
 struct Thread {
   std::string id;
   ThreadType type = ThreadType::kGroup;
@@ -57,6 +65,7 @@ struct Thread {
   Micros last_activity = 0;
   int64_t last_seq = 0;
   std::vector<Participant> participants;
+  std::vector<FormerMarks> former_marks;  // of members who left; never sent to clients
 };
 
 // A seq bound above every message: "the whole thread" where a call takes

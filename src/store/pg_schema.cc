@@ -4,8 +4,10 @@
 
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "store/pg_conn.h"
+#include "store/phone_key.h"
 
 namespace parley {
 
@@ -18,7 +20,11 @@ constexpr const char* kMigrationUnlock = "SELECT pg_advisory_unlock(112971151656
 struct Migration {
   int version;
   const char* sql;
+  // Work SQL cannot say, run after `sql` in the same transaction; may be null.
+  Status (*then)(PgConn& c) = nullptr;
 };
+
+Status fill_phone_keys(PgConn& c);
 
 // Append-only: never edit a step that has shipped; add a new one instead.
 // The same tables as the SQLite store's, with two differences: message
@@ -118,7 +124,37 @@ CREATE INDEX webhook_outbox_by_message ON webhook_outbox(message_id);
 ALTER TABLE messages ADD COLUMN change_no BIGINT;
 CREATE INDEX messages_by_change ON messages(change_no) WHERE change_no IS NOT NULL;
 )sql"},
+    // As SQLite's version 9: phone numbers found by their digits, existing
+    // ones keyed by fill_phone_keys (the same rule, in C++, for both stores).
+    {5, R"sql(
+ALTER TABLE users ADD COLUMN phone_key TEXT;
+CREATE UNIQUE INDEX users_by_phone_key ON users(phone_key);
+)sql",
+     fill_phone_keys},
+    // As SQLite's version 10: the marks of members who left.
+    {6, R"sql(
+CREATE TABLE former_marks (
+  thread_id          TEXT NOT NULL,
+  user_id            TEXT NOT NULL,
+  last_read_seq      BIGINT NOT NULL,
+  last_delivered_seq BIGINT NOT NULL,
+  PRIMARY KEY (thread_id, user_id)
+);
+)sql"},
 };
+
+Status fill_phone_keys(PgConn& c) {
+  auto r = c.run("SELECT id, phone_number, created_at FROM users WHERE phone_number IS NOT NULL");
+  if (!r.ok()) return internal_error("reading phone numbers: " + r.message());
+  std::vector<PhoneOwner> owners;
+  for (int i = 0; i < r.rows(); ++i) owners.push_back({r.text(i, 0), r.text(i, 1), r.i64(i, 2)});
+  for (const auto& k : assign_phone_keys(std::move(owners))) {
+    if (!k.key) continue;
+    auto set = c.exec_once("UPDATE users SET phone_key = $1 WHERE id = $2", {*k.key, k.id});
+    if (!set.ok()) return internal_error("storing phone keys: " + set.message());
+  }
+  return Ok{};
+}
 
 Status ensure_version_table(PgConn& c) {
   auto r = c.run("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
@@ -133,19 +169,23 @@ Result<int> current_version(PgConn& c) {
 }
 
 Status apply(PgConn& c, const Migration& m) {
-  std::string sql = "BEGIN;\n" + std::string(m.sql) + "\nINSERT INTO schema_migrations VALUES (" +
-                    std::to_string(m.version) + ", (extract(epoch from clock_timestamp()) * 1000000)::bigint);\nCOMMIT;";
-  auto r = c.run(sql);
-  if (!r.ok()) {
-    std::string msg = r.message();
+  auto failed = [&](const std::string& msg) -> Status {
     c.run("ROLLBACK");
     return internal_error("schema migration " + std::to_string(m.version) + " failed: " + msg);
+  };
+  auto r = c.run("BEGIN;\n" + std::string(m.sql));
+  if (!r.ok()) return failed(r.message());
+  if (m.then) {
+    if (auto st = m.then(c); !st) return failed(st.error().message);
   }
+  r = c.run("INSERT INTO schema_migrations VALUES (" + std::to_string(m.version) +
+            ", (extract(epoch from clock_timestamp()) * 1000000)::bigint);\nCOMMIT;");
+  if (!r.ok()) return failed(r.message());
   spdlog::info("event=migration store=postgres version={}", m.version);
   return Ok{};
 }
 
-Status migrate_locked(PgConn& c) {
+Status migrate_locked(PgConn& c, int version) {
   if (auto st = ensure_version_table(c); !st) return st;
   auto current = current_version(c);
   if (!current) return current.error();
@@ -153,7 +193,7 @@ Status migrate_locked(PgConn& c) {
     return internal_error("database schema version " + std::to_string(*current) + " is newer than this build (" +
                           std::to_string(latest_pg_schema_version()) + ")");
   for (const auto& m : kMigrations) {
-    if (m.version <= *current) continue;
+    if (m.version <= *current || m.version > version) continue;
     if (auto st = apply(c, m); !st) return st;
   }
   return Ok{};
@@ -163,12 +203,14 @@ Status migrate_locked(PgConn& c) {
 
 int latest_pg_schema_version() { return std::prev(std::end(kMigrations))->version; }
 
-Status migrate_pg_schema(PgConn& c) {
+Status migrate_pg_schema(PgConn& c) { return migrate_pg_schema_to(c, latest_pg_schema_version()); }
+
+Status migrate_pg_schema_to(PgConn& c, int version) {
   // Session lock: held across the steps' own transactions; a second node
   // blocks here until the first is done, then sees every step applied.
   auto locked = c.run(kMigrationLock);
   if (!locked.ok()) return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot lock for migration: " + locked.message()};
-  auto st = migrate_locked(c);
+  auto st = migrate_locked(c, version);
   c.run(kMigrationUnlock);
   return st;
 }

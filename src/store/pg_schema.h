@@ -17,5 +17,8 @@ int latest_pg_schema_version();
 // Brings the database up to latest_pg_schema_version(), logging each applied
 // step. Fails (touching nothing) when the database is newer than this binary.
 Status migrate_pg_schema(PgConn& conn);
+// Applies the steps up to `version` only: how tests build an older version's
+// database to migrate from.
+Status migrate_pg_schema_to(PgConn& conn, int version);
 
 }  // namespace parley

@@ -9,6 +9,7 @@
 #include "common/redact.h"
 #include "store/pg_conn.h"
 #include "store/pg_schema.h"
+#include "store/phone_key.h"
 
 namespace parley {
 
@@ -126,12 +127,22 @@ std::vector<Participant> load_participants(PgConn& c, const std::string& thread_
   return out;
 }
 
+std::vector<FormerMarks> load_former_marks(PgConn& c, const std::string& thread_id) {
+  auto r = c.exec("SELECT user_id, last_read_seq, last_delivered_seq FROM former_marks WHERE thread_id = $1",
+                  {thread_id});
+  std::vector<FormerMarks> out;
+  log_read_error(c, r, "load_former_marks");
+  for (int i = 0; i < r.rows(); ++i) out.push_back(FormerMarks{r.text(i, 0), r.i64(i, 1), r.i64(i, 2)});
+  return out;
+}
+
 std::optional<Thread> load_thread(PgConn& c, const std::string& id) {
   auto r = c.exec("SELECT " PG_THREAD_COLS " FROM threads t WHERE t.id = $1", {id});
   log_read_error(c, r, "load_thread");
   if (!r.ok() || r.rows() == 0) return std::nullopt;
   Thread t = read_thread(r, 0);
   t.participants = load_participants(c, id);
+  t.former_marks = load_former_marks(c, id);
   return t;
 }
 
@@ -298,14 +309,16 @@ Result<User> PgStore::write_user(const User& u) {
   auto taken = c.exec("SELECT 1 FROM users WHERE username = $1", {u.username});
   if (!taken.ok()) return pg_error(c, taken, "insert_user");
   if (taken.rows() > 0) return Error{ErrorKind::kConflict, "username_taken", "username is already taken"};
+  std::optional<std::string> key = stored_phone_key(u.phone_number);
   if (u.phone_number) {
-    auto phone = c.exec("SELECT 1 FROM users WHERE phone_number = $1", {*u.phone_number});
+    // The number as typed is unique too (schema v1): a key-less one is compared as is.
+    auto phone = c.exec("SELECT 1 FROM users WHERE phone_key = $1 OR phone_number = $2", {key, *u.phone_number});
     if (!phone.ok()) return pg_error(c, phone, "insert_user");
     if (phone.rows() > 0) return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
   }
-  auto r = c.exec("INSERT INTO users (" PG_USER_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+  auto r = c.exec("INSERT INTO users (" PG_USER_COLS ", phone_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                   {u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen,
-                   u.disabled, u.tokens_valid_after});
+                   u.disabled, u.tokens_valid_after, key});
   if (!r.ok()) return pg_error(c, r, "insert_user");
   return u;
 }
@@ -320,8 +333,10 @@ Result<std::optional<User>> PgStore::user_by_username(const std::string& usernam
 }
 
 Result<std::optional<User>> PgStore::user_by_phone(const std::string& phone) {
+  std::string key = phone_key(phone);
+  if (key.empty()) return std::optional<User>();
   return with_reader(
-      [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE phone_number = $1", phone); });
+      [&](PgConn& c) { return find_user(c, "SELECT " PG_USER_COLS " FROM users WHERE phone_key = $1", key); });
 }
 
 Result<std::vector<User>> PgStore::search_users(const std::string& query, int limit) {
@@ -445,6 +460,7 @@ Result<std::vector<ThreadSummary>> PgStore::threads_for_user(const std::string& 
     for (int i = 0; i < r.rows(); ++i) out.push_back(ThreadSummary{read_thread(r, i), r.i64(i, 7), std::nullopt});
     for (auto& s : out) {
       s.thread.participants = load_participants(c, s.thread.id);
+      s.thread.former_marks = load_former_marks(c, s.thread.id);
       if (s.thread.last_seq > 0) s.last_message = message_at(c, s.thread.id, s.thread.last_seq);
     }
     return out;
@@ -494,6 +510,17 @@ Result<Removed> PgStore::write_removal(const Removal& r) {
   auto successor = successor_admin(r.thread_id, r.user_id);
   if (!successor) return successor.error();
   Removed out;
+  // Kept for the status of what they read (schema v6), as they are before
+  // the notices below: a message stored for the leaver reads nothing for them.
+  auto keep = c.exec(
+      "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq) "
+      "SELECT thread_id, user_id, last_read_seq, last_delivered_seq FROM participants "
+      "WHERE thread_id = $1 AND user_id = $2 "
+      "ON CONFLICT (thread_id, user_id) DO UPDATE SET "
+      "last_read_seq = GREATEST(former_marks.last_read_seq, EXCLUDED.last_read_seq), "
+      "last_delivered_seq = GREATEST(former_marks.last_delivered_seq, EXCLUDED.last_delivered_seq)",
+      {r.thread_id, r.user_id});
+  if (!keep.ok()) return pg_error(c, keep, "remove_participant");
   if (r.notice) {
     auto stored = write_message(*r.notice);
     if (!stored) return stored.error();

@@ -81,6 +81,15 @@ std::vector<Participant> load_participants(SqliteConn& c, const std::string& thr
   return out;
 }
 
+std::vector<FormerMarks> load_former_marks(SqliteConn& c, const std::string& thread_id) {
+  auto st = c.prepare("SELECT user_id, last_read_seq, last_delivered_seq FROM former_marks WHERE thread_id = ?");
+  st.bind(thread_id);
+  std::vector<FormerMarks> out;
+  while (st.row()) out.push_back(FormerMarks{st.text(0), st.i64(1), st.i64(2)});
+  log_read_error(c, st, "load_former_marks");
+  return out;
+}
+
 std::optional<Thread> load_thread(SqliteConn& c, const std::string& id) {
   std::optional<Thread> t;
   {
@@ -89,7 +98,10 @@ std::optional<Thread> load_thread(SqliteConn& c, const std::string& id) {
     if (st.row()) t = read_thread(st);
     log_read_error(c, st, "load_thread");
   }
-  if (t) t->participants = load_participants(c, id);
+  if (t) {
+    t->participants = load_participants(c, id);
+    t->former_marks = load_former_marks(c, id);
+  }
   return t;
 }
 

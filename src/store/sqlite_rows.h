@@ -52,7 +52,8 @@ std::vector<Message> read_messages(SqliteConn& c, SqliteStmt& st, std::string_vi
 std::optional<User> find_user(SqliteConn& c, const char* sql, const std::string& key);
 bool user_exists(SqliteConn& c, const std::string& id);
 std::vector<Participant> load_participants(SqliteConn& c, const std::string& thread_id);
-// The thread with its participants.
+std::vector<FormerMarks> load_former_marks(SqliteConn& c, const std::string& thread_id);
+// The thread with its participants and the marks of those who left.
 std::optional<Thread> load_thread(SqliteConn& c, const std::string& id);
 std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, int64_t seq);
 Micros max_created_at(SqliteConn& c);

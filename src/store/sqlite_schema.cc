@@ -6,8 +6,10 @@
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store/message_key.h"
+#include "store/phone_key.h"
 
 namespace parley {
 
@@ -16,7 +18,11 @@ namespace {
 struct Migration {
   int version;
   const char* sql;
+  // Work SQL cannot say, run after `sql` in the same transaction; may be null.
+  Status (*then)(sqlite3* db) = nullptr;
 };
+
+Status fill_phone_keys(sqlite3* db);
 
 // Append-only: never edit a step that has shipped; add a new one instead.
 constexpr Migration kMigrations[] = {
@@ -195,6 +201,28 @@ CREATE INDEX webhook_outbox_by_message ON webhook_outbox(message_id);
 ALTER TABLE messages ADD COLUMN change_no INTEGER;
 CREATE INDEX messages_by_change ON messages(change_no) WHERE change_no IS NOT NULL;
 )sql"},
+    // Phone numbers found by their digits (store/phone_key.h): "+1 555 0100"
+    // and "15550100" are one account. Existing numbers get their key from
+    // fill_phone_keys; of accounts already registered under two spellings
+    // of one number, only the oldest keeps the key.
+    {9, R"sql(
+ALTER TABLE users ADD COLUMN phone_key TEXT;
+CREATE UNIQUE INDEX users_by_phone_key ON users(phone_key);
+)sql",
+     fill_phone_keys},
+    // A message's status counts the marks of members who left too
+    // (docs/protocol.md, Message): a removal moves the member's marks here,
+    // in its transaction. A member who rejoins starts again at the thread's
+    // last seq, above these, so the two never disagree.
+    {10, R"sql(
+CREATE TABLE former_marks (
+  thread_id          TEXT NOT NULL,
+  user_id            TEXT NOT NULL,
+  last_read_seq      INTEGER NOT NULL,
+  last_delivered_seq INTEGER NOT NULL,
+  PRIMARY KEY (thread_id, user_id)
+) WITHOUT ROWID;
+)sql"},
 };
 
 // parley_message_key(thread_id, sender_id, client_msg_id) for migration 5.
@@ -204,6 +232,37 @@ void message_key_sql(sqlite3_context* ctx, int, sqlite3_value** argv) {
     return std::string_view(p ? p : "", static_cast<size_t>(sqlite3_value_bytes(v)));
   };
   sqlite3_result_int64(ctx, message_key(text(argv[0]), text(argv[1]), text(argv[2])));
+}
+
+Status step_error(sqlite3* db, const char* what) {
+  return internal_error(std::string("schema migration failed: ") + what + ": " + sqlite3_errmsg(db));
+}
+
+Status fill_phone_keys(sqlite3* db) {
+  std::vector<PhoneOwner> owners;
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT id, phone_number, created_at FROM users WHERE phone_number IS NOT NULL", -1, &st,
+                         nullptr) != SQLITE_OK)
+    return step_error(db, "reading phone numbers");
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    owners.push_back({reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
+                      reinterpret_cast<const char*>(sqlite3_column_text(st, 1)), sqlite3_column_int64(st, 2)});
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return step_error(db, "reading phone numbers");
+  if (sqlite3_prepare_v2(db, "UPDATE users SET phone_key = ? WHERE id = ?", -1, &st, nullptr) != SQLITE_OK)
+    return step_error(db, "storing phone keys");
+  for (const auto& k : assign_phone_keys(std::move(owners))) {
+    if (!k.key) continue;
+    sqlite3_bind_text(st, 1, k.key->data(), static_cast<int>(k.key->size()), SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, k.id.data(), static_cast<int>(k.id.size()), SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) break;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return step_error(db, "storing phone keys");
+  return Ok{};
 }
 
 int user_version(sqlite3* db) {
@@ -252,7 +311,9 @@ Status apply(sqlite3* db, const Migration& m) {
   auto now = std::chrono::steady_clock::now();
   MigrationProgress progress{m.version, now, now};
   sqlite3_progress_handler(db, 1'000'000, report_progress, &progress);
-  auto st = exec(db, std::string(m.sql) + "\nPRAGMA user_version = " + std::to_string(m.version) + ";");
+  auto st = exec(db, m.sql);
+  if (st && m.then) st = m.then(db);
+  if (st) st = exec(db, "PRAGMA user_version = " + std::to_string(m.version));
   sqlite3_progress_handler(db, 0, nullptr, nullptr);
   if (st) st = exec(db, "COMMIT");
   if (!st) {
@@ -274,17 +335,19 @@ Status register_message_key_function(sqlite3* db) {
 
 int latest_schema_version() { return std::prev(std::end(kMigrations))->version; }
 
-Status migrate_schema(sqlite3* db) {
+Status migrate_schema(sqlite3* db) { return migrate_schema_to(db, latest_schema_version()); }
+
+Status migrate_schema_to(sqlite3* db, int version) {
   int current = user_version(db);
   if (current < 0) return internal_error(std::string("cannot read schema version: ") + sqlite3_errmsg(db));
   if (current > latest_schema_version())
     return internal_error("database schema version " + std::to_string(current) + " is newer than this build (" +
                           std::to_string(latest_schema_version()) + ")");
-  if (current < latest_schema_version()) {
+  if (current < version) {
     if (auto st = register_message_key_function(db); !st) return st;
   }
   for (const auto& m : kMigrations) {
-    if (m.version <= current) continue;
+    if (m.version <= current || m.version > version) continue;
     if (auto st = apply(db, m); !st) return st;
   }
   return Ok{};

@@ -17,6 +17,9 @@ int latest_schema_version();
 // Brings `db` up to latest_schema_version(), logging each applied step.
 // Fails (touching nothing) when the database is newer than this binary.
 Status migrate_schema(sqlite3* db);
+// Applies the steps up to `version` only: how tests build an older version's
+// database to migrate from.
+Status migrate_schema_to(sqlite3* db, int version);
 
 // Adds parley_message_key(thread_id, sender_id, client_msg_id), the SQL face
 // of store/message_key.h, to this connection (migrations and `parley check`

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "store/message_key.h"
+#include "store/phone_key.h"
 #include "store/sqlite_checkpointer.h"
 #include "store/sqlite_conn.h"
 #include "store/sqlite_rows.h"
@@ -227,11 +228,15 @@ Result<User> SqliteStore::write_user(User u) {
   // writer, so nothing can slip in between the check and the insert.
   if (c.prepare("SELECT 1 FROM users WHERE username = ?").bind(u.username).row())
     return Error{ErrorKind::kConflict, "username_taken", "username is already taken"};
-  if (u.phone_number && c.prepare("SELECT 1 FROM users WHERE phone_number = ?").bind(*u.phone_number).row())
+  std::optional<std::string> key = stored_phone_key(u.phone_number);
+  // The number as typed is unique too (schema v1): a key-less one is compared as is.
+  if (u.phone_number && c.prepare("SELECT 1 FROM users WHERE phone_key = ? OR phone_number = ?")
+                            .bind(key, *u.phone_number)
+                            .row())
     return Error{ErrorKind::kConflict, "phone_taken", "phone number is already registered"};
-  auto st = c.prepare("INSERT INTO users (" USER_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  auto st = c.prepare("INSERT INTO users (" USER_COLS ", phone_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   st.bind(u.id, u.username, u.full_name, u.phone_number, u.role, u.password_hash, u.created_at, u.last_seen,
-          u.disabled, u.tokens_valid_after);
+          u.disabled, u.tokens_valid_after, key);
   if (!st.done()) return storage_error(c, st.error(), "insert_user");
   return u;
 }
@@ -246,8 +251,10 @@ Result<std::optional<User>> SqliteStore::user_by_username(const std::string& use
 }
 
 Result<std::optional<User>> SqliteStore::user_by_phone(const std::string& phone) {
+  std::string key = phone_key(phone);
+  if (key.empty()) return std::optional<User>();
   return with_reader(
-      [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE phone_number = ?", phone); });
+      [&](SqliteConn& c) { return find_user(c, "SELECT " USER_COLS " FROM users WHERE phone_key = ?", key); });
 }
 
 Result<std::vector<User>> SqliteStore::search_users(const std::string& query, int limit) {
@@ -375,6 +382,7 @@ Result<std::vector<ThreadSummary>> SqliteStore::threads_for_user(const std::stri
     }
     for (auto& s : out) {
       s.thread.participants = load_participants(c, s.thread.id);
+      s.thread.former_marks = load_former_marks(c, s.thread.id);
       if (s.thread.last_seq > 0) s.last_message = message_at(c, s.thread.id, s.thread.last_seq);
     }
     return out;
@@ -428,6 +436,17 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
   if (!successor) return successor.error();
   Removed out;
   auto written = [&]() -> Status {
+    // Kept for the status of what they read (schema v10), as they are before
+    // the notices below: a message stored for the leaver reads nothing for them.
+    // The batch's deferred read marks were flushed before this op.
+    auto keep = writer_conn_->prepare(
+        "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq) "
+        "SELECT thread_id, user_id, last_read_seq, last_delivered_seq FROM participants "
+        "WHERE thread_id = ? AND user_id = ? "
+        "ON CONFLICT (thread_id, user_id) DO UPDATE SET last_read_seq = MAX(last_read_seq, excluded.last_read_seq), "
+        "last_delivered_seq = MAX(last_delivered_seq, excluded.last_delivered_seq)");
+    keep.bind(r.thread_id, r.user_id);
+    if (!keep.done()) return storage_error(*writer_conn_, keep.error(), "remove_participant");
     if (r.notice) {
       auto stored = write_message(*r.notice);
       if (!stored) return stored.error();

@@ -33,9 +33,10 @@ const std::vector<TableSpec>& copied_tables() {
   static const std::vector<TableSpec> tables = {
       {"users", 1,
        {"id", "username", "full_name", "phone_number", "role", "password_hash", "created_at", "last_seen", "disabled",
-        "tokens_valid_after", "state_version"}},
+        "tokens_valid_after", "state_version", "phone_key"}},
       {"threads", 1, {"id", "type", "title", "created_by", "created_at", "last_activity", "last_seq", "direct_key"}},
       {"participants", 2, {"thread_id", "user_id", "is_admin", "last_read_seq", "joined_at", "last_delivered_seq"}},
+      {"former_marks", 2, {"thread_id", "user_id", "last_read_seq", "last_delivered_seq"}},
       {"messages", 1,
        {"id", "thread_id", "seq", "sender_id", "content", "message_type", "client_msg_id", "created_at", "edited_at",
         "deleted_at", "change_no"}},

@@ -699,6 +699,32 @@ TEST_F(ChatServiceTest, MemberMayLeave) {
   EXPECT_EQ((*h)[0].message_type, "system");
 }
 
+// Status counts those who left with what they had read when they went: what
+// Bob read stays read for Alice; Alice's own marks never count for her.
+TEST_F(ChatServiceTest, StatusKeepsTheMarksOfMembersWhoLeft) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  auto read = send_text(a, t, "read by bob");
+  auto unread = send_text(a, t, "read by nobody");
+  ASSERT_TRUE(read.ok() && unread.ok());
+  ASSERT_TRUE(service_->mark_read(b.id, t.id, read->message.seq, "session-b").ok());
+  ASSERT_TRUE(service_->remove_participant(b, t.id, b.id).ok());
+  auto status = [&](int64_t seq) {
+    auto h = service_->history(a, t.id, HistoryQuery{});
+    EXPECT_TRUE(h.ok());
+    for (const auto& m : h.ok() ? *h : std::vector<Message>{})
+      if (m.seq == seq) return m.status;
+    return std::string("missing");
+  };
+  EXPECT_EQ(status(read->message.seq), "read");
+  EXPECT_EQ(status(unread->message.seq), "sent");
+  auto list = service_->threads(a);
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  ASSERT_TRUE((*list)[0].last_message);
+  EXPECT_EQ((*list)[0].last_message->status, "sent") << "bob's leave notice: read by nobody else";
+}
+
 TEST_F(ChatServiceTest, NonAdminCannotRemoveOthers) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});

@@ -19,7 +19,11 @@
 
 #include <fstream>
 
+#include <sqlite3.h>
+
 #include "store/pg_conn.h"
+#include "store/pg_schema.h"
+#include "store/sqlite_schema.h"
 #include "store/pg_store.h"
 #include "store/sqlite_store.h"
 #include "store_test_support.h"
@@ -123,6 +127,170 @@ TEST_P(StoreContract, UsersFindAndConflicts) {
   make_user("nophone1");
   make_user("nophone2");  // NULL phones never collide
   EXPECT_EQ(ok(store_->user_count()), 3u);
+}
+
+// A number is found, and taken, by its digits (store/phone_key.h); the
+// user keeps it as typed.
+TEST_P(StoreContract, PhoneNumbersAreOneAccountWhateverTheSpelling) {
+  User a = make_user("alice", "+1 555 0100");
+  for (const char* spelling : {"+1 555 0100", "+15550100", "1-555-0100", "(1) 555.0100"}) {
+    auto found = ok(store_->user_by_phone(spelling));
+    ASSERT_TRUE(found) << spelling;
+    EXPECT_EQ(found->id, a.id) << spelling;
+    EXPECT_EQ(found->phone_number, "+1 555 0100");
+  }
+  EXPECT_FALSE(ok(store_->user_by_phone("+1 555 01000")));
+  EXPECT_FALSE(ok(store_->user_by_phone("alice"))) << "no digits: no number";
+  EXPECT_FALSE(ok(store_->user_by_phone("")));
+
+  User dup;
+  dup.username = "alice2";
+  dup.role = "member";
+  for (const char* spelling : {"15550100", "+1-555-0100", "+1 555 0100"}) {
+    dup.phone_number = spelling;
+    auto r = store_->create_user(dup);
+    ASSERT_FALSE(r.ok()) << spelling;
+    EXPECT_EQ(r.error().code, "phone_taken") << spelling;
+  }
+  User b = make_user("bob", "+1 555 0101");
+  EXPECT_EQ(ok(store_->user_by_phone("15550101"))->id, b.id);
+}
+
+// Schema version 8 (SQLite) / 4 (PostgreSQL) kept numbers as typed, so one
+// number may be registered twice under two spellings. Migrating keys every
+// number; of such a pair the older account keeps the key, the other keeps
+// its number and its username login, and nothing is lost.
+TEST_P(StoreContract, MigrationKeysStoredPhoneNumbersAndKeepsCollisionsApart) {
+  store_.reset();
+  const char* kRows =
+      "INSERT INTO users (id, username, full_name, phone_number, role, password_hash, created_at) VALUES "
+      "('u-newer', 'newer', 'N', '+15550100', 'member', '', 2000), "
+      "('u-older', 'older', 'O', '+1 555 0100', 'member', '', 1000), "
+      "('u-other', 'other', 'X', '1-555-0199', 'member', '', 1500), "
+      "('u-none', 'none', 'Z', NULL, 'member', '', 1)";
+  if (GetParam() == "postgres") {
+    auto url = fresh_pg_database();
+    ASSERT_TRUE(url.ok()) << url.error().message;
+    database_url_ = *url;
+    auto c = PgConn::open(database_url_);
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    ASSERT_TRUE(migrate_pg_schema_to(**c, 4).ok());
+    auto r = (*c)->run(kRows);
+    ASSERT_TRUE(r.ok()) << r.message();
+  } else {
+    std::filesystem::remove_all(root_ + "/data");
+    std::filesystem::create_directories(root_ + "/data");
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((root_ + "/data/parley.db").c_str(), &db), SQLITE_OK);
+    ASSERT_TRUE(migrate_schema_to(db, 8).ok());
+    EXPECT_EQ(sqlite3_exec(db, kRows, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  reopen();
+
+  EXPECT_EQ(ok(store_->user_count()), 4u);
+  EXPECT_EQ(ok(store_->user_by_phone("15550100"))->id, "u-older") << "the older account keeps the number";
+  EXPECT_EQ(ok(store_->user_by_phone("+1 (555) 0199"))->id, "u-other");
+  auto newer = ok(store_->user_by_username("newer"));
+  ASSERT_TRUE(newer);
+  EXPECT_EQ(newer->phone_number, "+15550100") << "kept, as typed";
+  EXPECT_EQ(ok(store_->user_by_id("u-older"))->phone_number, "+1 555 0100");
+
+  User dup;
+  dup.username = "third";
+  dup.role = "member";
+  for (const char* spelling : {"+1-555-0100", "+15550100", "15550199"}) {
+    dup.phone_number = spelling;
+    auto r = store_->create_user(dup);
+    ASSERT_FALSE(r.ok()) << spelling;
+    EXPECT_EQ(r.error().code, "phone_taken") << spelling;
+  }
+  reopen();  // migrated once: opening again changes nothing
+  EXPECT_EQ(ok(store_->user_by_phone("+1 555 0100"))->id, "u-older");
+}
+
+// A member who leaves, or is removed, leaves their read and delivered marks
+// with the thread (schema v10 / v6): the thread and the thread list carry
+// them, a second departure keeps the highest, and the member's return
+// (a new participant row at the thread's last seq) leaves them as they are.
+TEST_P(StoreContract, RemovalKeepsTheMembersMarks) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  ASSERT_TRUE(send(t.id, a.id, "one").ok());
+  ASSERT_TRUE(send(t.id, a.id, "two").ok());
+  ASSERT_TRUE(send(t.id, a.id, "three").ok());
+  ASSERT_TRUE(store_->mark_read(t.id, b.id, 1).ok());
+  ASSERT_TRUE(store_->mark_delivered(t.id, b.id, 2).ok());
+  EXPECT_TRUE(ok(store_->thread(t.id))->former_marks.empty());
+
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
+  auto marks = [&](const std::vector<FormerMarks>& all, const std::string& user_id) {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (const auto& f : all)
+      if (f.user_id == user_id) out.emplace_back(f.last_read_seq, f.last_delivered_seq);
+    return out;
+  };
+  using Marks = std::vector<std::pair<int64_t, int64_t>>;
+  auto after = ok(store_->thread(t.id));
+  ASSERT_TRUE(after);
+  EXPECT_EQ(marks(after->former_marks, b.id), (Marks{{1, 2}}));
+  EXPECT_EQ(after->participants.size(), 2u) << "not a participant";
+  auto list = ok(store_->threads_for_user(a.id));
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(marks(list[0].thread.former_marks, b.id), (Marks{{1, 2}}));
+
+  ASSERT_EQ(ok(store_->add_participants(t.id, {b.id})), std::vector<std::string>{b.id});
+  EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, b.id), (Marks{{1, 2}}));
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
+  EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, b.id), (Marks{{3, 3}}))
+      << "rejoined at the last seq, then left again: one row, the highest marks";
+  reopen();
+  EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, b.id), (Marks{{3, 3}}));
+  EXPECT_TRUE(marks(ok(store_->thread(t.id))->former_marks, c.id).empty());
+
+  // The notice stored for the leaver is theirs, but reads nothing for them.
+  ASSERT_TRUE(store_->remove_participant_and_wait(
+                        {t.id, c.id, {}, AppendRequest{t.id, c.id, "carol left", "system", ""}})
+                  .ok());
+  EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, c.id), (Marks{{0, 0}}));
+}
+
+// A store from before former_marks (SQLite v9, PostgreSQL v5) migrates with
+// its threads and marks as they were, and keeps marks from then on.
+TEST_P(StoreContract, MigrationToFormerMarksKeepsThreadsAndMarks) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  ASSERT_TRUE(send(t.id, a.id, "one").ok());
+  ASSERT_TRUE(send(t.id, a.id, "two").ok());
+  ASSERT_TRUE(store_->mark_read(t.id, b.id, 1).ok());
+  store_.reset();
+  if (GetParam() == "postgres") {
+    auto c = PgConn::open(database_url_);
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    auto r = (*c)->run("DROP TABLE former_marks; DELETE FROM schema_migrations WHERE version = 6");
+    ASSERT_TRUE(r.ok()) << r.message();
+  } else {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((root_ + "/data/parley.db").c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, "DROP TABLE former_marks; PRAGMA user_version = 9", nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  reopen();
+  auto before = ok(store_->thread(t.id));
+  ASSERT_TRUE(before);
+  ASSERT_EQ(before->participants.size(), 2u);
+  for (const auto& p : before->participants) EXPECT_EQ(p.last_read_seq, p.user_id == b.id ? 1 : 2) << p.user_id;
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 2u);
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
+  auto after = ok(store_->thread(t.id));
+  ASSERT_EQ(after->former_marks.size(), 1u);
+  EXPECT_EQ(after->former_marks[0].user_id, b.id);
+  EXPECT_EQ(after->former_marks[0].last_read_seq, 1);
 }
 
 TEST_P(StoreContract, SearchUsersEscapesWildcardsAndIgnoresCase) {

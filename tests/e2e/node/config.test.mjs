@@ -37,6 +37,25 @@ describe('server configuration', () => {
     assert.equal(byPhone.status, 200, byPhone.text);
   });
 
+  it('`parley user add --phone` keys the number by its digits, as registration does', async () => {
+    const server = await start();
+    const digits = String(Math.floor(Math.random() * 1e7)).padStart(7, '0');
+    const username = `cli_${randomId(4)}`;
+    await server.cli(['user', 'add', '--username', username, '--password', 'cli-password-1', '--full-name', 'Cli Phone',
+      '--phone', `+1 (555) ${digits}`]);
+    const byPhone = await server.http('POST', '/api/auth/login', { body: { phone_number: `1-555-${digits}`, password: 'cli-password-1' } });
+    assert.equal(byPhone.status, 200, byPhone.text);
+    assert.equal(byPhone.body.data.user.phone_number, `+1 (555) ${digits}`, 'kept as typed');
+    const again = await server.cli(['user', 'add', '--username', `${username}_2`, '--password', 'cli-password-1',
+      '--full-name', 'Cli Phone 2', '--phone', `+1555${digits}`]).then(() => null, (err) => err);
+    assert.ok(again, 'a second spelling of the number is refused');
+    assert.match(again.stderr, /phone_taken/);
+    const rest = await server.http('POST', '/api/auth/register',
+      { body: { username: `${username}_3`, password: 'cli-password-1', full_name: 'Rest', phone_number: `1 555 ${digits}` } });
+    assert.equal(rest.status, 409, rest.text);
+    assert.equal(rest.body.code, 'phone_taken');
+  });
+
   it('`parley user add` is quiet: one line of result, the data dir on stderr, --json for the token', async () => {
     const server = await start();
     const username = `quiet_${randomId(4)}`;

@@ -91,6 +91,7 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
   let retried;      // a message sent with a client_msg_id
   let davesLogin;   // the disabled account's login answer on SQLite
   let target;       // the PostgreSQL database of the first copy
+  let daveReadSeq;  // how far dave had read the group when he left it
 
   before(async () => {
     source = await startSqliteServer(secret);
@@ -123,6 +124,12 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
     // Moderation state: a deleted message (its tombstone) and a disabled account.
     const deleted = await source.http('DELETE', `/api/chat/messages/${groupHistory[2].id}`, { token: alice.token });
     assert.equal(deleted.status, 200, `DELETE answered ${deleted.status}: ${deleted.text}`);
+    // Dave reads the group, then leaves it: his marks stay with the thread (former_marks).
+    const daveRead = await source.http('POST', `/api/chat/mark-read/${group.id}`, { token: dave.token });
+    assert.equal(daveRead.status, 200, daveRead.text);
+    daveReadSeq = daveRead.body.data.last_read_seq;
+    const left = await source.http('DELETE', `/api/chat/threads/${group.id}/participants/${dave.id}`, { token: dave.token });
+    assert.equal(left.status, 200, left.text);
     await source.cli(['user', 'disable', dave.username]);
     davesLogin = await source.http('POST', '/api/auth/login', { body: { username: dave.username, password: dave.password } });
     assert.equal(davesLogin.status, 403, `a disabled account's login: ${davesLogin.text}`);
@@ -147,9 +154,11 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
     const run = await migrateStore(source.dataDir, target, { batchRows: 3 });
     assert.equal(run.code, 0, `migrate-store failed: ${run.stderr}`);
     assert.match(run.stdout, /users 4\b/);
-    assert.match(run.stdout, /messages 18\b/);
+    assert.match(run.stdout, /messages 19\b/);
     assert.match(run.stdout, /2 threads with equal message count and max seq/);
-    assert.match(run.stderr, /migrate-store: messages 18\/18 \(100%\)/, 'progress on stderr');
+    assert.match(run.stderr, /migrate-store: messages 19\/19 \(100%\)/, 'progress on stderr');
+    assert.equal(psql(target, `SELECT last_read_seq FROM former_marks WHERE user_id = '${users[3].id}'`), String(daveReadSeq),
+      'the marks of a member who left are copied');
 
     const pg = await startPgServer(secret, target);
     try {
@@ -182,7 +191,7 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
     // The server above added one message: the check now reports the difference.
     const again = await migrateStore(source.dataDir, target);
     assert.equal(again.code, 1);
-    assert.match(again.stderr, /copy_mismatch: messages: 18 rows in the source, 19 in the target/);
+    assert.match(again.stderr, /copy_mismatch: messages: 19 rows in the source, 20 in the target/);
     assert.equal(psql(target, 'SELECT (SELECT COUNT(*) FROM users) || \',\' || (SELECT COUNT(*) FROM messages)'), counts);
 
     const other = new ParleyServer({ secret, database: 'unused' });

@@ -79,6 +79,17 @@ describe('REST API', () => {
         { body: { username: `u_${randomId(5)}`, password: 'long-enough-pw', full_name: 'Dup', phone_number: phone } }), 409, 'phone_taken');
     });
 
+    it('a phone number is one account however it is written: register refuses another spelling (409 phone_taken)', async () => {
+      const digits = String(Math.floor(Math.random() * 1e7)).padStart(7, '0');
+      const a = await server.register({ phone_number: `+1 555 ${digits}` });
+      assert.equal(a.user.phone_number, `+1 555 ${digits}`, "kept as typed");
+      for (const other of [`+1555${digits}`, `1-555-${digits.slice(0, 3)}-${digits.slice(3)}`, `(1) 555.${digits}`]) {
+        assertHttpError(assert, await server.http('POST', '/api/auth/register',
+          { body: { username: `u_${randomId(5)}`, password: 'long-enough-pw', full_name: 'Dup', phone_number: other } }),
+        409, 'phone_taken', other);
+      }
+    });
+
     it('register validates username, password and required fields', async () => {
       const post = (body) => server.http('POST', '/api/auth/register', { body });
       for (const bad of ['ab', 'with space', 'dash-ed', 'x'.repeat(33), 'émile', 'semi;colon']) {
@@ -131,6 +142,20 @@ describe('REST API', () => {
         assert.equal(me.status, 200);
         assert.equal(me.body.data.id, u.id);
       }
+    });
+
+    it('login by phone_number matches the digits, not the spelling; the user keeps the number as typed', async () => {
+      const digits = String(Math.floor(Math.random() * 1e7)).padStart(7, '0');
+      const typed = `+1 555 ${digits}`;
+      const u = await server.register({ phone_number: typed });
+      for (const phone of [`+1555${digits}`, `+1-555-${digits}`, `1 (555) ${digits.slice(0, 3)}.${digits.slice(3)}`]) {
+        const res = await server.http('POST', '/api/auth/login', { body: { phone_number: phone, password: u.password } });
+        assert.equal(res.status, 200, `login with ${phone}: ${res.text}`);
+        assert.equal(res.body.data.user.id, u.id);
+        assert.equal(res.body.data.user.phone_number, typed, 'phone_number as it was registered');
+      }
+      assertHttpError(assert, await server.http('POST', '/api/auth/login', { body: { phone_number: `+1555${digits}9`, password: u.password } }),
+        401, 'invalid_credentials', 'one digit more is another number');
     });
 
     it('login with a wrong password or an unknown user is 401 invalid_credentials, the same for both', async () => {
@@ -330,6 +355,31 @@ describe('REST API', () => {
       const leave = await server.http('DELETE', `/api/chat/threads/${g.id}/participants/${b.id}`, { token: b.token });
       assert.equal(leave.status, 200, `leaving yourself is allowed: ${leave.text}`);
       assertHttpError(assert, await server.http('GET', `/api/chat/threads/${g.id}/messages`, { token: b.token }), 403, 'forbidden', 'after leaving');
+    });
+
+    it('a message read by a member who then leaves stays read for its sender', async () => {
+      const [a, b, c] = await server.registerMany(3);
+      const g = await server.createGroup(a, [b, c], 'readers leave');
+      const read = (await server.sendRest(a.token, g.id, { content: 'read by bob' })).body.data;
+      const unread = (await server.sendRest(a.token, g.id, { content: 'read by nobody' })).body.data;
+      const mark = await server.http('POST', `/api/chat/mark-read/${g.id}?up_to_seq=${read.seq}`, { token: b.token });
+      assert.equal(mark.status, 200, mark.text);
+      const status = async () => Object.fromEntries((await server.history(a.token, g.id)).map((m) => [m.seq, m.status]));
+      assert.equal((await status())[read.seq], 'read', 'read before bob leaves');
+
+      const leave = await server.http('DELETE', `/api/chat/threads/${g.id}/participants/${b.id}`, { token: b.token });
+      assert.equal(leave.status, 200, leave.text);
+      const after = await status();
+      assert.equal(after[read.seq], 'read', 'still read after bob left');
+      assert.equal(after[unread.seq], 'sent', 'what nobody read is not');
+
+      // Carol, removed by Alice, counts as well; Alice's own marks never do.
+      await server.http('POST', `/api/chat/mark-read/${g.id}`, { token: c.token });
+      const removed = await server.http('DELETE', `/api/chat/threads/${g.id}/participants/${c.id}`, { token: a.token });
+      assert.equal(removed.status, 200, removed.text);
+      assert.equal((await status())[unread.seq], 'read', 'read by carol before her removal');
+      const mine = (await server.sendRest(a.token, g.id, { content: 'alone now' })).body.data;
+      assert.equal((await status())[mine.seq], 'sent', 'nobody else has read it');
     });
 
     it('a direct thread has no system messages and takes no new participants', async () => {
