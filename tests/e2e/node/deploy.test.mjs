@@ -104,11 +104,11 @@ describe('deploy/: the shipped deployment files', { skip: clusterSkip }, () => {
     const settings = Object.fromEntries(read('parley.env.example').split('\n')
       .filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     assertKnownSettings(Object.keys(settings), 'parley.env.example');
-    assert.ok(settings.PARLEY_DATABASE_URL && settings.PARLEY_REDIS_URL && settings.PARLEY_JWT_SECRET,
+    assert.ok(settings.PARLEY_DATABASE && settings.PARLEY_REDIS && settings.PARLEY_JWT_SECRET,
       'the example names the database, Redis and the shared secret');
     // This machine's PostgreSQL, Redis and secret; loopback instead of every interface.
     Object.assign(settings, {
-      PARLEY_DATABASE_URL: cluster.databaseUrl, PARLEY_REDIS_URL: cluster.redis.url,
+      PARLEY_DATABASE: cluster.databaseUrl, PARLEY_REDIS: cluster.redis.url,
       PARLEY_JWT_SECRET: cluster.secret, PARLEY_BIND: '127.0.0.1',
     });
     const node = new Proc(PARLEY_BIN, args, { ...envWithout('PARLEY_'), ...settings });
@@ -131,7 +131,7 @@ describe('deploy/: the shipped deployment files', { skip: clusterSkip }, () => {
       env[m[1]] = m[2];
     }
     assertKnownSettings(Object.keys(env), 'compose.yaml');
-    assert.deepEqual(Object.keys(env).sort(), ['PARLEY_DATABASE_URL', 'PARLEY_JWT_SECRET', 'PARLEY_REDIS_URL']);
+    assert.deepEqual(Object.keys(env).sort(), ['PARLEY_DATABASE', 'PARLEY_JWT_SECRET', 'PARLEY_REDIS']);
 
     const composePort = command[command.indexOf('--port') + 1];
     assert.match(read('haproxy.cfg'), new RegExp(`server-template parley \\d+ parley:${composePort} `),
@@ -143,8 +143,8 @@ describe('deploy/: the shipped deployment files', { skip: clusterSkip }, () => {
       : command[i - 1] === '--port' ? String(port)
         : command[i - 1] === '--data-dir' ? path.join(dir, 'data') : a));
     const node = new Proc(PARLEY_BIN, args, {
-      ...envWithout('PARLEY_'), PARLEY_DATABASE_URL: cluster.databaseUrl,
-      PARLEY_REDIS_URL: cluster.redis.url, PARLEY_JWT_SECRET: cluster.secret,
+      ...envWithout('PARLEY_'), PARLEY_DATABASE: cluster.databaseUrl,
+      PARLEY_REDIS: cluster.redis.url, PARLEY_JWT_SECRET: cluster.secret,
     });
     procs.push(node);
     const health = await node.waitHealthy(port);
