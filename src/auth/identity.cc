@@ -10,6 +10,7 @@
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "common/utf8.h"
+#include "store/phone_key.h"
 
 namespace parley {
 
@@ -138,8 +139,11 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
     u = std::move(*by_phone);
   }
   // Failures count per account (whichever name it was reached by), or per
-  // login text when no account matches.
-  const std::string key = u ? u->id : "login:" + ascii_lowercase(login);
+  // login text when no account matches: for a phone number, per its digits,
+  // since every spelling of it would reach the same account.
+  const std::string key = u                    ? u->id
+                          : valid_phone(login) ? "phone:" + phone_key(login)
+                                               : "login:" + ascii_lowercase(login);
   int64_t now = now_seconds();
   if (!login_limits_->admit(key, address, now)) {
     Metrics::get().count_error("rate_limited");

@@ -320,6 +320,18 @@ TEST_F(ChatServiceTest, LoginRateLimitIsPerAccountWhicheverLoginNameIsUsed) {
   EXPECT_EQ(by_phone.error().code, "rate_limited");
 }
 
+TEST_F(ChatServiceTest, LoginRateLimitForAnUnknownNumberCountsEverySpelling) {
+  config_.limits.login_failures_per_account = 3;
+  start();
+  for (const char* spelling : {"+1 555 0199", "1-555-0199", "(1) 555.0199"})
+    ASSERT_EQ(service_->login(spelling, "wrong horse!", "10.0.0.1").error().code, "invalid_credentials") << spelling;
+  auto fourth = service_->login("15550199", "wrong horse!", "10.0.0.1");
+  ASSERT_FALSE(fourth.ok());
+  EXPECT_EQ(fourth.error().code, "rate_limited") << "each spelling of one number counted on its own";
+  EXPECT_EQ(service_->login("nobody", "wrong horse!", "10.0.0.1").error().code, "invalid_credentials")
+      << "another login text has its own count";
+}
+
 TEST_F(ChatServiceTest, AuthenticateExpiredToken) {
   User a = user("alice");
   std::string token = jwt_->sign(a.id, now_s() - 7200, 60);
