@@ -67,16 +67,17 @@ bool user_exists(SqliteConn& c, const std::string& id) {
   return c.prepare("SELECT 1 FROM users WHERE id = ?").bind(id).row();
 }
 
+Participant read_participant(const SqliteStmt& st, int col) {
+  return Participant{st.text(col),         st.text(col + 1), st.text(col + 2),
+                     st.text(col + 3),     st.i64(col + 4) != 0, st.i64(col + 5),
+                     st.i64(col + 6),      st.i64(col + 7), st.i64(col + 8)};
+}
+
 std::vector<Participant> load_participants(SqliteConn& c, const std::string& thread_id) {
-  auto st = c.prepare(
-      "SELECT p.user_id, u.username, u.full_name, u.role, p.is_admin, p.last_read_seq, p.joined_at, "
-      "p.last_delivered_seq, u.last_seen "
-      "FROM participants p JOIN users u ON u.id = p.user_id WHERE p.thread_id = ? ORDER BY p.joined_at, p.user_id");
+  auto st = c.prepare("SELECT " PARTICIPANT_COLS " " PARTICIPANTS_FROM " WHERE p.thread_id = ? ORDER BY p.joined_at, p.user_id");
   st.bind(thread_id);
   std::vector<Participant> out;
-  while (st.row())
-    out.push_back(Participant{st.text(0), st.text(1), st.text(2), st.text(3), st.i64(4) != 0, st.i64(5), st.i64(6),
-                              st.i64(7), st.i64(8)});
+  while (st.row()) out.push_back(read_participant(st, 0));
   log_read_error(c, st, "load_participants");
   return out;
 }

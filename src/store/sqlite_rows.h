@@ -25,6 +25,12 @@ namespace parley {
   "m.created_at, m.edited_at, u.username, u.full_name, u.role, m.deleted_at, m.change_no FROM messages m " \
   "JOIN users u ON u.id = m.sender_id "
 
+// A participant row: p is participants, u the user (PARTICIPANTS_FROM).
+#define PARTICIPANT_COLS                                                                                   \
+  "p.user_id, u.username, u.full_name, u.role, p.is_admin, p.last_read_seq, p.joined_at, p.last_delivered_seq, " \
+  "u.last_seen"
+#define PARTICIPANTS_FROM "FROM participants p JOIN users u ON u.id = p.user_id"
+
 // Participant p's unread count in thread t (the rule of docs/protocol.md:
 // messages from others past p's read mark, deleted ones not counted), for
 // queries over participants p JOIN threads t.
@@ -46,6 +52,7 @@ namespace parley {
 User read_user(const SqliteStmt& st);      // a row of USER_COLS
 Thread read_thread(const SqliteStmt& st);  // a row of THREAD_COLS, without participants
 Message read_message(const SqliteStmt& st);  // a row of MESSAGE_SELECT
+Participant read_participant(const SqliteStmt& st, int col);  // PARTICIPANT_COLS from column `col` on
 std::vector<Message> read_messages(SqliteConn& c, SqliteStmt& st, std::string_view op);
 
 // `sql` selects USER_COLS by one key.

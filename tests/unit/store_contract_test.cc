@@ -812,6 +812,66 @@ TEST_P(StoreContract, ThreadsForUserNewestFirstWithSummary) {
   EXPECT_TRUE(ok(store_->threads_for_user(make_user("loner").id)).empty());
 }
 
+// The summaries are read a table at a time for all the user's threads; each
+// must hold exactly what reading its thread alone gives.
+TEST_P(StoreContract, ThreadsForUserAgreesWithEachThread) {
+  User a = make_user("alice");
+  std::vector<User> others;
+  for (int i = 0; i < 6; ++i) others.push_back(make_user("user" + std::to_string(i)));
+  Thread quiet = make_group({a.id, others[0].id}, "quiet");  // no message
+  Thread left = make_group({a.id, others[1].id, others[2].id}, "left");
+  send(left.id, others[1].id, "before leaving");
+  ASSERT_TRUE(store_->mark_read(left.id, others[1].id, 1).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({left.id, others[1].id, {}, {}}).ok());
+  Thread deleted = make_group({a.id, others[3].id}, "deleted");
+  send(deleted.id, a.id, "kept");
+  auto gone = send(deleted.id, others[3].id, "taken down");
+  ASSERT_TRUE(gone.ok());
+  ASSERT_TRUE(store_->delete_message(gone->message.id).ok());
+  auto direct = make_direct(a.id, others[4].id);
+  ASSERT_TRUE(direct.ok());
+  send(direct->thread.id, others[4].id, "hi");
+  Thread big = make_group({a.id, others[0].id, others[2].id, others[3].id, others[4].id, others[5].id}, "big");
+  send(big.id, others[5].id, "one");
+  send(big.id, a.id, "two");
+  make_group({others[0].id, others[1].id}, "not alice's");
+
+  auto list = ok(store_->threads_for_user(a.id));
+  ASSERT_EQ(list.size(), 5u);
+  auto ids = [](const auto& rows) {
+    std::vector<std::string> out;
+    for (const auto& r : rows) out.push_back(r.user_id);
+    return out;
+  };
+  for (const auto& s : list) {
+    auto alone = ok(store_->thread(s.thread.id));
+    ASSERT_TRUE(alone) << s.thread.title;
+    EXPECT_EQ(ids(s.thread.participants), ids(alone->participants)) << s.thread.title;
+    for (size_t i = 0; i < s.thread.participants.size() && i < alone->participants.size(); ++i) {
+      EXPECT_EQ(s.thread.participants[i].username, alone->participants[i].username);
+      EXPECT_EQ(s.thread.participants[i].last_read_seq, alone->participants[i].last_read_seq);
+      EXPECT_EQ(s.thread.participants[i].is_admin, alone->participants[i].is_admin);
+    }
+    EXPECT_EQ(ids(s.thread.former_marks), ids(alone->former_marks)) << s.thread.title;
+    ASSERT_EQ(s.last_message.has_value(), alone->last_seq > 0) << s.thread.title;
+    if (!s.last_message) continue;
+    EXPECT_EQ(s.last_message->thread_id, s.thread.id);
+    EXPECT_EQ(s.last_message->seq, alone->last_seq) << s.thread.title;
+    auto newest = ok(store_->messages_before(s.thread.id, kAllSeqs, 1));
+    ASSERT_EQ(newest.size(), 1u);
+    EXPECT_EQ(s.last_message->id, newest[0].id);
+    EXPECT_EQ(s.last_message->deleted, newest[0].deleted);
+  }
+  auto find = [&](const std::string& id) {
+    return std::find_if(list.begin(), list.end(), [&](const ThreadSummary& s) { return s.thread.id == id; });
+  };
+  EXPECT_EQ(find(big.id)->thread.participants.size(), 6u);
+  EXPECT_EQ(find(big.id)->last_message->content, "two");
+  EXPECT_FALSE(find(quiet.id)->last_message);
+  EXPECT_EQ(ids(find(left.id)->thread.former_marks), std::vector<std::string>{others[1].id});
+  EXPECT_TRUE(find(deleted.id)->last_message->deleted);
+}
+
 TEST_P(StoreContract, ContentIsStoredVerbatim) {
   User a = make_user("alice");
   Thread t = make_group({a.id});
