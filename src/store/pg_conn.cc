@@ -115,6 +115,21 @@ PgResult PgConn::note(PgResult r) {
   return r;
 }
 
+PgParam PgParam::array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (const auto& item : items) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (char ch : item) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  out += '}';
+  return PgParam{std::move(out)};
+}
+
 PgResult PgConn::exec(const char* sql, std::initializer_list<PgParam> params) {
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {

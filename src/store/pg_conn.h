@@ -44,6 +44,9 @@ struct PgParam {
     p.binary = true;
     return p;
   }
+  // A text[] (or, cast, int[]) literal of `items`, each quoted, so a
+  // statement can take a whole list: ... = ANY($1::text[]), unnest($1::text[]).
+  static PgParam array(const std::vector<std::string>& items);
   std::optional<std::string> value;  // nullopt = NULL
   bool binary = false;
 };

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <set>
 #include <unordered_map>
 
 #include "common/clock.h"
@@ -108,9 +109,12 @@ std::optional<User> find_user(PgConn& c, const char* sql, const std::string& key
   return std::nullopt;
 }
 
-bool user_exists(PgConn& c, const std::string& id) {
-  auto r = c.exec("SELECT 1 FROM users WHERE id = $1", {id});
-  return r.ok() && r.rows() > 0;
+// Whether every id in `ids` (repeats allowed) names a user, in one statement.
+Result<bool> all_users_exist(PgConn& c, const std::vector<std::string>& ids) {
+  if (ids.empty()) return true;
+  auto r = c.exec("SELECT count(*) FROM users WHERE id = ANY($1::text[])", {PgParam::array(ids)});
+  if (!r.ok() || r.rows() == 0) return pg_error(c, r, "find_users");
+  return r.i64(0, 0) == static_cast<int64_t>(std::set<std::string>(ids.begin(), ids.end()).size());
 }
 
 // A participant row: p is participants, u the user (PG_PARTICIPANTS_FROM).
@@ -403,19 +407,27 @@ Result<Store::CreatedThread> PgStore::write_thread(const Thread& t, const std::o
       if (auto found = load_thread(c, r.text(0, 0))) return CreatedThread{std::move(*found), false};
     }
   }
-  for (const auto& p : t.participants)
-    if (!user_exists(c, p.user_id)) return not_found("user_not_found", "participant does not exist");
+  std::vector<std::string> ids, admin;
+  for (const auto& p : t.participants) {
+    ids.push_back(p.user_id);
+    admin.push_back(p.is_admin ? "1" : "0");
+  }
+  auto known = all_users_exist(c, ids);
+  if (!known) return known.error();
+  if (!*known) return not_found("user_not_found", "participant does not exist");
 
   auto r = c.exec(
       "INSERT INTO threads (id, type, title, created_by, created_at, last_activity, last_seq, direct_key) "
       "VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
       {t.id, stored_thread_type(t.type), t.title, t.created_by, t.created_at, t.created_at, direct_key});
   if (!r.ok()) return pg_error(c, r, "insert_thread");
-  for (const auto& p : t.participants) {
-    auto ins = c.exec("INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES ($1, $2, $3, $4)",
-                      {t.id, p.user_id, p.is_admin, t.created_at});
-    if (!ins.ok()) return pg_error(c, ins, "insert_participant");
-  }
+  // One statement for all members: a group of 500 is one round trip, not 500,
+  // while this writer holds the commit clock every node's sends wait for.
+  auto ins = c.exec(
+      "INSERT INTO participants (thread_id, user_id, is_admin, joined_at) "
+      "SELECT $1, x.u, x.a, $4 FROM unnest($2::text[], $3::int[]) AS x(u, a)",
+      {t.id, PgParam::array(ids), PgParam::array(admin), t.created_at});
+  if (!ins.ok()) return pg_error(c, ins, "insert_participant");
   auto stored = load_thread(c, t.id);
   if (!stored) return internal_error("storage error");
   return CreatedThread{std::move(*stored), true};
@@ -506,20 +518,23 @@ Result<std::vector<std::string>> PgStore::write_participants(const std::string& 
   // A direct thread is keyed by its pair; a third member would break that.
   if (thread_type_from_stored(t.text(0, 0)) == ThreadType::kDirect)
     return bad_input("direct_thread", "participants of a direct thread cannot change");
-  std::vector<std::string> added;
-  const Micros now = now_micros();
-  for (const auto& uid : user_ids) {
-    if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
-    // A new member has read and received what was said before
-    // (Store::add_participants); last_seq is this transaction's (the commit clock is held).
-    auto r = c.exec(
-        "INSERT INTO participants (thread_id, user_id, is_admin, joined_at, last_read_seq, last_delivered_seq) "
-        "SELECT $1, $2, 0, $3, t.last_seq, t.last_seq FROM threads t WHERE t.id = $1 "
-        "ON CONFLICT (thread_id, user_id) DO NOTHING",
-        {thread_id, uid, now});
-    if (!r.ok()) return pg_error(c, r, "add_participant");
-    if (r.affected() > 0) added.push_back(uid);
-  }
+  auto known = all_users_exist(c, user_ids);
+  if (!known) return known.error();
+  if (!*known) return not_found("user_not_found", "participant does not exist");
+  // A new member has read and received what was said before
+  // (Store::add_participants); last_seq is this transaction's (the commit
+  // clock is held). One statement for the whole list, as in write_thread.
+  auto r = c.exec(
+      "INSERT INTO participants (thread_id, user_id, is_admin, joined_at, last_read_seq, last_delivered_seq) "
+      "SELECT $1, x.u, 0, $3, t.last_seq, t.last_seq FROM unnest($2::text[]) AS x(u) JOIN threads t ON t.id = $1 "
+      "ON CONFLICT (thread_id, user_id) DO NOTHING RETURNING user_id",
+      {thread_id, PgParam::array(user_ids), now_micros()});
+  if (!r.ok()) return pg_error(c, r, "add_participant");
+  std::set<std::string> inserted;
+  for (int i = 0; i < r.rows(); ++i) inserted.insert(r.text(i, 0));
+  std::vector<std::string> added;  // in the order asked
+  for (const auto& uid : user_ids)
+    if (inserted.erase(uid) > 0) added.push_back(uid);
   return added;
 }
 

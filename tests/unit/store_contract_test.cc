@@ -401,6 +401,43 @@ TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   EXPECT_FALSE(ok(store_->thread("no-such-thread")));
 }
 
+// Members are written as one list (one statement on PostgreSQL): every
+// one stored with its flags, the added ones reported once each in the order
+// asked, and a list naming anyone unknown stores none of it.
+TEST_P(StoreContract, GroupsAndAdditionsOfManyMembersAtOnce) {
+  std::vector<User> users;
+  for (int i = 0; i < 60; ++i) users.push_back(make_user("member" + std::to_string(i)));
+  std::vector<std::string> first_fifty;
+  for (int i = 0; i < 50; ++i) first_fifty.push_back(users[i].id);
+  Thread t = make_group(first_fifty, "class");
+  auto members = ok(store_->thread_members(t.id));
+  ASSERT_TRUE(members);
+  EXPECT_EQ(members->user_ids.size(), 50u);
+  EXPECT_EQ(members->admin_ids, std::vector<std::string>{users[0].id});
+  send(t.id, users[1].id, "before they came");
+
+  const auto& u = users;
+  auto added = ok(store_->add_participants(t.id, {u[50].id, u[3].id, u[51].id, u[50].id, u[52].id}));
+  EXPECT_EQ(added, (std::vector<std::string>{u[50].id, u[51].id, u[52].id}));
+  auto stored = ok(store_->thread(t.id));
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->participants.size(), 53u);
+  for (const auto& p : stored->participants) {
+    bool is_new = p.user_id == u[50].id || p.user_id == u[51].id || p.user_id == u[52].id;
+    if (is_new) {
+      EXPECT_EQ(p.last_read_seq, 1) << "a new member has read what was said before";
+    }
+    EXPECT_EQ(p.is_admin, p.user_id == u[0].id);
+  }
+
+  for (const std::string ghost : {"00000000-0000-4000-8000-00000000dead", "a\"b\\c,{}"}) {
+    auto haunted = store_->add_participants(t.id, {u[53].id, ghost});
+    ASSERT_FALSE(haunted.ok()) << ghost;
+    EXPECT_EQ(haunted.error().code, "user_not_found");
+  }
+  EXPECT_EQ(ok(store_->thread(t.id))->participants.size(), 53u) << "nothing of a refused list is stored";
+}
+
 // A group is never left without an admin while it has members: the member
 // there longest (then the lowest user id) takes over in the removal's own
 // transaction, announced just before it by a message from the one leaving.
