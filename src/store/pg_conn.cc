@@ -104,6 +104,7 @@ bool PgConn::set_session_setup(std::string sql) {
 
 std::string PgConn::errmsg() const {
   std::string m = conn_ ? PQerrorMessage(conn_) : "no connection";
+  m = m.substr(0, m.find('\n'));  // one log line: not the CONTEXT and DETAIL lines after it
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
   return m;
 }

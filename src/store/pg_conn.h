@@ -93,6 +93,8 @@ class PgConn {
   // Session settings (SET …): runs `sql` now and again after every reconnect.
   bool set_session_setup(std::string sql);
   bool in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
+  // A statement failed inside the open transaction: only a rollback is accepted now.
+  bool transaction_failed() const { return PQtransactionStatus(conn_) == PQTRANS_INERROR; }
   // Whether any statement failed since the last call; clears the flag. A
   // read checks it so that a failure is an error, not a shorter answer.
   bool take_failure() { return std::exchange(failed_, false); }

@@ -234,42 +234,19 @@ std::optional<Error> PgStore::run_batch(std::vector<GroupCommitWriter::Op>& batc
     spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), c.errmsg());
     return unavailable();
   }
-  // A connection that died while idle only says so when used: nothing of
-  // this batch has run yet, so one reconnect and a second try are safe.
-  auto begun = c.run("BEGIN");
-  if (!begun.ok() && !c.healthy() && c.reconnect()) {
-    spdlog::info("event=store_reconnected url={}", described_);
-    begun = c.run("BEGIN");
+  // An op run without a savepoint whose statement failed took the whole
+  // transaction with it: the batch runs once more with a savepoint around
+  // every op, so that op fails alone, as it would have with one.
+  BatchAttempt attempt = try_batch(batch, false);
+  if (attempt.unsaved_op_failed && c.healthy()) {
+    spdlog::warn("event=store_batch_retry size={} reason=statement_failed error=\"{}\"", batch.size(), attempt.error);
+    if (c.in_transaction()) c.run("ROLLBACK");
+    senders_.clear();
+    attempt = try_batch(batch, true);
   }
-  bool ok = begun.ok();
-  std::string error = ok ? "" : begun.message();
-  Micros clock_floor = 0;
-  if (ok) {
-    // The commit clock: every writing transaction of every node takes this
-    // row lock first, so they commit one at a time (see the class comment).
-    auto clock = c.exec("SELECT last_created_at FROM commit_clock WHERE id = 1 FOR UPDATE");
-    ok = clock.ok() && clock.rows() == 1;
-    if (ok) {
-      clock_floor = clock.i64(0, 0);
-      last_created_at_ = std::max(last_created_at_, clock_floor);
-    } else {
-      error = clock.message();
-    }
-  }
-  for (size_t i = 0; ok && i < batch.size(); ++i) ok = run_in_savepoint(batch[i]);
-  if (ok && last_created_at_ > clock_floor) {
-    auto moved = c.exec("UPDATE commit_clock SET last_created_at = $1 WHERE id = 1", {last_created_at_});
-    ok = moved.ok();
-    if (!ok) error = moved.message();
-  }
-  if (ok) {
-    auto committed = c.run("COMMIT");
-    ok = committed.ok();
-    if (!ok) error = committed.message();
-  }
-  if (ok) return std::nullopt;
+  if (attempt.ok) return std::nullopt;
 
-  if (error.empty()) error = c.errmsg();
+  std::string error = attempt.error.empty() ? c.errmsg() : attempt.error;
   const bool lost = !c.healthy();
   spdlog::error("event=store_batch_failed size={} connection_lost={} error=\"{}\"", batch.size(), lost, error);
   if (!lost && c.in_transaction()) c.run("ROLLBACK");
@@ -279,10 +256,49 @@ std::optional<Error> PgStore::run_batch(std::vector<GroupCommitWriter::Op>& batc
   return lost ? unavailable() : internal_error("storage commit failed");
 }
 
-// False only when the whole transaction is lost and the batch must fail; an op
-// that fails by itself is rolled back to its savepoint and the batch goes on.
-bool PgStore::run_in_savepoint(GroupCommitWriter::Op& op) {
+PgStore::BatchAttempt PgStore::try_batch(std::vector<GroupCommitWriter::Op>& batch, bool savepoint_every_op) {
   PgConn& c = *writer_conn_;
+  BatchAttempt out;
+  // A connection that died while idle only says so when used: nothing of
+  // this batch has run yet, so one reconnect and a second try are safe.
+  auto begun = c.run("BEGIN");
+  if (!begun.ok() && !c.healthy() && c.reconnect()) {
+    spdlog::info("event=store_reconnected url={}", described_);
+    begun = c.run("BEGIN");
+  }
+  if (!begun.ok()) return {false, false, begun.message()};
+  // The commit clock: every writing transaction of every node takes this
+  // row lock first, so they commit one at a time (see the class comment).
+  auto clock = c.exec("SELECT last_created_at FROM commit_clock WHERE id = 1 FOR UPDATE");
+  if (!clock.ok() || clock.rows() != 1) return {false, false, clock.message()};
+  const Micros clock_floor = clock.i64(0, 0);
+  last_created_at_ = std::max(last_created_at_, clock_floor);
+  for (auto& op : batch) {
+    if (run_op(op, savepoint_every_op || op.needs_savepoint)) continue;
+    return {false, !savepoint_every_op && !op.needs_savepoint, c.errmsg()};
+  }
+  if (last_created_at_ > clock_floor) {
+    auto moved = c.exec("UPDATE commit_clock SET last_created_at = $1 WHERE id = 1", {last_created_at_});
+    if (!moved.ok()) return {false, false, moved.message()};
+  }
+  auto committed = c.run("COMMIT");
+  if (!committed.ok()) return {false, false, committed.message()};
+  return {true, false, ""};
+}
+
+// False only when the whole transaction is lost and the batch must fail; an op
+// that fails by itself is rolled back to its savepoint, or (run without one)
+// has written nothing, and the batch goes on.
+bool PgStore::run_op(GroupCommitWriter::Op& op, bool savepoint) {
+  PgConn& c = *writer_conn_;
+  if (!savepoint) {
+    // Such an op writes all in one statement or nothing (GroupCommitWriter::Op):
+    // failing by itself it left nothing; a statement that failed aborted the
+    // whole transaction (PostgreSQL keeps no partial one): run_batch runs the
+    // batch again with savepoints.
+    op.apply();
+    return c.healthy() && !c.transaction_failed();
+  }
   if (!c.run("SAVEPOINT op").ok()) return false;
   bool applied = op.apply();
   if (!c.healthy()) return false;
@@ -609,7 +625,23 @@ Result<std::optional<std::string>> PgStore::successor_admin(const std::string& t
 // ---------------------------------------------------------------- messages
 
 void PgStore::append(AppendRequest request, AppendCallback done) {
-  writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done));
+  // write_message writes in one statement, all or nothing: no savepoint
+  // (two round trips fewer per message under the commit clock).
+  writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done),
+                                {.needs_current_state = false, .needs_savepoint = false});
+}
+
+// Why write_message stored nothing: the send was stored before (the original,
+// as a duplicate), else why it was refused.
+Result<AppendResult> PgStore::not_appended(PgConn& c, const AppendRequest& r,
+                                           const std::optional<std::string>& client_id) {
+  if (client_id) {
+    auto dup = c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.sender_id = $2 AND m.client_msg_id = $3",
+                      {r.thread_id, r.sender_id, PgParam::bytes(client_id)});
+    if (!dup.ok()) return pg_error(c, dup, "find_client_msg");
+    if (dup.rows() > 0) return AppendResult{read_message(dup, 0), true};
+  }
+  return refused_append(c, r);
 }
 
 // Why write_message's thread update matched no row, in the order a caller
@@ -626,15 +658,6 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   PgConn& c = *writer_conn_;
   std::optional<std::string> client_id;
   if (!r.client_msg_id.empty()) client_id = r.client_msg_id;  // NULL, so "none" never collides
-  if (client_id) {
-    // Under the commit clock no other node can insert the same id meanwhile;
-    // the unique index stays as the last word.
-    auto dup = c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.sender_id = $2 AND m.client_msg_id = $3",
-                      {r.thread_id, r.sender_id, PgParam::bytes(client_id)});
-    if (!dup.ok()) return pg_error(c, dup, "find_client_msg");
-    if (dup.rows() > 0) return AppendResult{read_message(dup, 0), true};
-  }
-
   Message m;
   m.thread_id = r.thread_id;
   m.sender_id = r.sender_id;
@@ -646,31 +669,36 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   m.created_at = created_at;
   m.id = new_uuid_v7(m.created_at / 1000);
 
-  // The sender must still be a participant: the caller checked its member
-  // cache, but another node may have removed them since (under the commit
-  // clock, that removal is committed and seen here). No extra round trip:
-  // one primary-key probe in the same statement, on the page the read mark
-  // below updates anyway.
-  auto seq = c.exec(
-      "UPDATE threads SET last_seq = last_seq + 1, last_activity = $2 WHERE id = $1 "
-      "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1 AND user_id = $3) RETURNING last_seq",
-      {r.thread_id, m.created_at, r.sender_id});
-  if (!seq.ok()) return pg_error(c, seq, "update_thread");
-  if (seq.rows() == 0) return refused_append(c, r);
-  m.seq = seq.i64(0, 0);
   auto sender = sender_ref(r.sender_id);
-  if (!sender) return not_found("user_not_found", "sender does not exist");
+  if (!sender) return not_appended(c, r, client_id);
   m.sender = *sender;
 
-  auto ins = c.exec(
-      "INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
-      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-      {m.id, m.thread_id, m.seq, m.sender_id, PgParam::bytes(m.content), m.message_type, PgParam::bytes(client_id),
-       m.created_at});
-  if (!ins.ok()) return pg_error(c, ins, "insert_message");
-  auto read = c.exec("UPDATE participants SET last_read_seq = $1 WHERE thread_id = $2 AND user_id = $3",
-                     {m.seq, m.thread_id, m.sender_id});
-  if (!read.ok()) return pg_error(c, read, "update_read");
+  // One statement, one round trip, while this writer holds the commit clock
+  // every node waits for: the thread's next seq, the row, and the sender's
+  // read mark. It writes all of it or nothing: when the client_msg_id is
+  // taken (a retry: under the commit clock no other node can insert it
+  // meanwhile; the unique index stays as the last word), or when the sender
+  // is no longer a participant (the caller checked its member cache, but
+  // another node may have removed them since; under the commit clock, that
+  // removal is committed and seen here). So the op needs no savepoint
+  // (PgStore::append).
+  auto seq = c.exec(
+      "WITH t AS (UPDATE threads SET last_seq = last_seq + 1, last_activity = $2::bigint WHERE id = $1::text "
+      "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1::text AND user_id = $3::text) "
+      "AND NOT EXISTS (SELECT 1 FROM messages WHERE thread_id = $1::text AND sender_id = $3::text "
+      "AND client_msg_id = $7::bytea) "
+      "RETURNING last_seq), "
+      "m AS (INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
+      "SELECT $4::text, $1::text, t.last_seq, $3::text, $5::bytea, $6::text, $7::bytea, $2::bigint FROM t "
+      "RETURNING seq), "
+      "r AS (UPDATE participants p SET last_read_seq = m.seq FROM m WHERE p.thread_id = $1::text "
+      "AND p.user_id = $3::text) "
+      "SELECT seq FROM m",
+      {r.thread_id, m.created_at, r.sender_id, m.id, PgParam::bytes(m.content), m.message_type,
+       PgParam::bytes(client_id)});
+  if (!seq.ok()) return pg_error(c, seq, "append");
+  if (seq.rows() == 0) return not_appended(c, r, client_id);
+  m.seq = seq.i64(0, 0);
   last_created_at_ = created_at;  // only now: a failed op leaves the floor as it was
   return AppendResult{std::move(m), false};
 }

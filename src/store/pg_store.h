@@ -106,7 +106,13 @@ class PgStore final : public Store {
 
   // --- writer side (writer thread only) ---
   std::optional<Error> run_batch(std::vector<GroupCommitWriter::Op>& batch);
-  bool run_in_savepoint(GroupCommitWriter::Op& op);
+  struct BatchAttempt {
+    bool ok = false;
+    bool unsaved_op_failed = false;  // an op without a savepoint lost the transaction
+    std::string error;
+  };
+  BatchAttempt try_batch(std::vector<GroupCommitWriter::Op>& batch, bool savepoint_every_op);
+  bool run_op(GroupCommitWriter::Op& op, bool savepoint);
 
   Result<User> write_user(const User& user);
   Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
@@ -115,6 +121,8 @@ class PgStore final : public Store {
   Result<AppendResult> write_message(const AppendRequest& request);
   Result<Removed> write_removal(const Removal& removal);
   Result<std::optional<std::string>> successor_admin(const std::string& thread_id, const std::string& user_id);
+  Result<AppendResult> not_appended(PgConn& c, const AppendRequest& request,
+                                    const std::optional<std::string>& client_id);
   Error refused_append(PgConn& c, const AppendRequest& request);
   Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
   std::optional<UserRef> sender_ref(const std::string& user_id);

@@ -1504,6 +1504,63 @@ TEST_P(StoreContract, PgConnectionsNoticeASilentPeer) {
   EXPECT_EQ(tcp_option(**own, IPPROTO_TCP, TCP_KEEPCNT), 3);
 }
 
+// An append is one statement without a savepoint. When that statement
+// fails (here a trigger refuses it; in life, a fault), PostgreSQL has
+// aborted the transaction: the batch runs again with a savepoint around each
+// op, so only that append fails, as it would have with one, and seq stays
+// gapless.
+TEST_P(StoreContract, PgAnAppendWhoseStatementFailsFailsAlone) {
+  if (GetParam() != "postgres") GTEST_SKIP() << "PostgreSQL only";
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto admin = PgConn::open(database_url_);
+  ASSERT_TRUE(admin.ok()) << admin.error().message;
+  PgConn& c = **admin;
+  ASSERT_TRUE(c.run("CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.content = 'boom'::bytea THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$ "
+                    "LANGUAGE plpgsql")
+                  .ok());
+  ASSERT_TRUE(c.run("CREATE TRIGGER refuse_boom BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION refuse_boom()")
+                  .ok());
+
+  // Hold the commit clock so the appends after the first queue up as one batch.
+  ASSERT_TRUE(c.run("BEGIN").ok());
+  ASSERT_TRUE(c.run("SELECT 1 FROM commit_clock WHERE id = 1 FOR UPDATE").ok());
+  std::mutex mu;
+  std::map<std::string, Result<AppendResult>> results;
+  Countdown pending(4);
+  auto append = [&](const std::string& text) {
+    store_->append(AppendRequest{t.id, a.id, text, "text", text + "-id"}, [&, text](Result<AppendResult> r) {
+      std::lock_guard lock(mu);
+      results.emplace(text, std::move(r));
+      pending.done();
+    });
+  };
+  const uint64_t commits_before = commit_count();
+  append("first");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // its batch waits for the clock
+  for (const char* text : {"one", "boom", "two"}) append(text);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(c.run("COMMIT").ok());
+  pending.wait();
+
+  ASSERT_TRUE(results.at("first").ok());
+  EXPECT_EQ(results.at("first")->message.seq, 1);
+  ASSERT_FALSE(results.at("boom").ok());
+  ASSERT_TRUE(results.at("one").ok()) << results.at("one").error().message;
+  ASSERT_TRUE(results.at("two").ok()) << results.at("two").error().message;
+  EXPECT_EQ(results.at("one")->message.seq, 2);
+  EXPECT_EQ(results.at("two")->message.seq, 3);
+  EXPECT_EQ(commit_count() - commits_before, 2u) << "the three queued appends shared one batch";
+  auto after = send(t.id, b.id, "after");
+  ASSERT_TRUE(after.ok()) << after.error().message;
+  EXPECT_EQ(after->message.seq, 4) << "the failed append took no seq";
+  std::vector<std::string> contents;
+  for (const auto& m : ok(store_->messages_after(t.id, 0, 10))) contents.push_back(m.content);
+  EXPECT_EQ(contents, (std::vector<std::string>{"first", "one", "two", "after"}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContract, ::testing::ValuesIn(backends()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
