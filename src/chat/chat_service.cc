@@ -240,10 +240,12 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
   // Also on failure: a commit whose answer was lost may have landed.
   members_changed(thread_id);
   if (!added) return added.error();
+  std::vector<std::string> notices;
   for (const auto& id : *added) {
     auto it = std::find(ids.begin(), ids.end(), id);
-    post_system_message(actor, thread_id, actor.username + " added " + names[it - ids.begin()]);
+    notices.push_back(actor.username + " added " + names[it - ids.begin()]);
   }
+  post_system_messages(actor, thread_id, notices);
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
   if (!*t) return thread_not_found_or_forbidden();
@@ -303,20 +305,31 @@ std::shared_ptr<const ThreadMembers> ChatService::with_member(std::shared_ptr<co
   return out;
 }
 
-void ChatService::post_system_message(const User& actor, const std::string& thread_id, const std::string& text) {
+// Queued together, in the order given (the store takes appends in the
+// order queued), then waited for together: a class of 500 added at once
+// shares a few commits instead of waiting for 500 one after another.
+void ChatService::post_system_messages(const User& actor, const std::string& thread_id,
+                                       const std::vector<std::string>& texts) {
+  if (texts.empty()) return;
   auto m = members(thread_id);
   if (!m || !*m) {
     spdlog::warn("event=system_message_failed code={}", m ? "thread_not_found" : m.error().code);
     return;
   }
-  SendRequest req;
-  req.sender_id = actor.id;
-  req.thread_id = thread_id;
-  req.content = text;
-  req.message_type = "system";
-  auto r = wait_for_callback<Result<SendOutcome>>(
-      [&](SendCallback done) { store_and_publish(std::move(req), *m, std::move(done)); });
-  if (!r) spdlog::warn("event=system_message_failed code={}", r.error().code);
+  std::vector<std::future<Result<SendOutcome>>> pending;
+  for (const auto& text : texts) {
+    SendRequest req;
+    req.sender_id = actor.id;
+    req.thread_id = thread_id;
+    req.content = text;
+    req.message_type = "system";
+    // Shared with the callback, as wait_for_callback's (common/wait.h).
+    auto promise = std::make_shared<std::promise<Result<SendOutcome>>>();
+    pending.push_back(promise->get_future());
+    store_and_publish(std::move(req), *m, [promise](Result<SendOutcome> r) { promise->set_value(std::move(r)); });
+  }
+  for (auto& f : pending)
+    if (auto r = f.get(); !r) spdlog::warn("event=system_message_failed code={}", r.error().code);
 }
 
 // ---------------------------------------------------------------- messages

@@ -212,7 +212,7 @@ class ChatService {
   void end_removal(const std::string& thread_id, const std::string& user_id);
   std::shared_ptr<const ThreadMembers> members_at_commit(const std::string& thread_id,
                                                          std::shared_ptr<const ThreadMembers> checked);
-  void post_system_message(const User& actor, const std::string& thread_id, const std::string& text);
+  void post_system_messages(const User& actor, const std::string& thread_id, const std::vector<std::string>& texts);
   // Who an event goes to: a thread's cached member list (shared, never
   // copied per event: each loop may cache whom it resolves to) or a one-off list.
   struct Audience {
