@@ -1289,6 +1289,28 @@ TEST_P(StoreContract, OutboxClaimsLeasesRetriesAndBuries) {
   EXPECT_TRUE(ok(store_->claim_notifications(69999, 80000, 10)).empty());  // leased again until 70000
 }
 
+// A batch of notifications is written in one statement on PostgreSQL (a
+// list per column): every body comes back byte for byte, whatever it holds.
+TEST_P(StoreContract, OutboxKeepsEveryBodyOfALargeBatchExactly) {
+  std::vector<Notification> items;
+  std::map<std::string, std::string> bodies;
+  for (int i = 0; i < 300; ++i) {
+    Notification n = notification("b" + std::to_string(i), 100);
+    n.body = "{\"text\":\"quote \\\" backslash \\\\ braces {} comma, NULL \u00e9 " + std::to_string(i) + "\"}";
+    n.attempts = i % 3;
+    bodies[n.id] = n.body;
+    items.push_back(std::move(n));
+  }
+  ASSERT_TRUE(enqueue_and_wait(*store_, items).ok());
+  auto claimed = ok(store_->claim_notifications(200, 10000, 1000));
+  ASSERT_EQ(claimed.size(), 300u);
+  for (const auto& n : claimed) {
+    EXPECT_EQ(n.body, bodies.at(n.id));
+    EXPECT_EQ(n.attempts, std::stoi(n.id.substr(1)) % 3);
+    EXPECT_EQ(n.recipient_id, "user-" + n.id);
+  }
+}
+
 // The outbox keeps no message text: a claim reads the message as it is now,
 // so an edit reaches the next attempt and a delete removes the message's
 // notifications, queued or dead, in its own transaction.
