@@ -141,9 +141,10 @@ run_case() {  # CASE
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
         c AS (SELECT SUM(calls) AS commits FROM s WHERE query LIKE 'SELECT last_created_at FROM commit_clock%'),
         w AS (SELECT SUM(calls) AS statements FROM s WHERE query = 'BEGIN'
-          OR query ~ '^(SAVEPOINT|RELEASE|ROLLBACK TO|UPDATE threads SET last_seq|INSERT INTO messages|UPDATE participants SET last_read_seq|UPDATE commit_clock|SELECT last_created_at FROM commit_clock)'
+          OR query ~ '^(SAVEPOINT|RELEASE|ROLLBACK TO|UPDATE threads SET last_seq|INSERT INTO messages|UPDATE participants SET last_read_seq|UPDATE commit_clock|SELECT last_created_at FROM commit_clock|WITH t AS [(]UPDATE threads SET last_seq)'
           OR query ~ 'client_msg_id = [\$]3'),
-        m AS (SELECT SUM(calls) AS messages FROM s WHERE query LIKE 'INSERT INTO messages%')
+        m AS (SELECT SUM(calls) AS messages FROM s WHERE query LIKE 'INSERT INTO messages%'
+          OR query LIKE 'WITH t AS (UPDATE threads SET last_seq%')
       SELECT json_build_object('writer_commits', c.commits,
         'messages_per_commit', round(m.messages / NULLIF(c.commits, 0), 1),
         'round_trips_per_commit', round((w.statements + c.commits) / NULLIF(c.commits, 0), 1))
