@@ -10,9 +10,10 @@
 #   fanout-2   the same load with the connections split over two nodes on
 #              PostgreSQL + Redis (parley-bench --port A,B: user u on node u mod 2)
 #   dm-sqlite  dm, 500 pairs, one node on SQLite (durable acks/s)
-#   dm-pg      the same on PostgreSQL; also reports the writer's round trips
+#   dm-pg      the same on PostgreSQL; also reports the writer's statements
 #              per group commit (pg_stat_statements: the writer's statements
-#              over its transactions, those that lock the commit clock)
+#              over its transactions, those that lock the commit clock; a run
+#              of appends is sent pipelined, 64 statements a round trip)
 # Starts PostgreSQL (tests/db/pg.sh, with pg_stat_statements preloaded) and
 # Redis (scripts/redis-test.sh) on free loopback ports in temporary
 # directories; stops every process it started, by PID, on the way out.
@@ -134,8 +135,8 @@ run_case() {  # CASE
     2>"$TMP/$case.bench.log") || rc=$?
   local trips=null
   if [[ $case == dm-pg ]]; then
-    # The writer's statements (each one round trip: no pipelining) per group
-    # commit. Writer transactions are the ones that lock the commit clock;
+    # The writer's statements per group commit (appends are pipelined, 64 to
+    # a round trip; every other statement is a round trip of its own). Writer transactions are the ones that lock the commit clock;
     # the readers' BEGIN/COMMIT (REPEATABLE READ snapshots) do not count.
     trips=$(psql -qtA "$db" -c "WITH s AS (SELECT query, calls FROM pg_stat_statements
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
@@ -147,7 +148,7 @@ run_case() {  # CASE
           OR query LIKE 'WITH t AS (UPDATE threads SET last_seq%')
       SELECT json_build_object('writer_commits', c.commits,
         'messages_per_commit', round(m.messages / NULLIF(c.commits, 0), 1),
-        'round_trips_per_commit', round((w.statements + c.commits) / NULLIF(c.commits, 0), 1))
+        'statements_per_commit', round((w.statements + c.commits) / NULLIF(c.commits, 0), 1))
       FROM c, w, m")
     [[ -n $PERF_DIR ]] && psql -qtA "$db" -c "SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
       FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())

@@ -33,6 +33,13 @@
 
 namespace parley {
 
+// What a backend may attach to an op it queues, to know the op again in its
+// run_batch (PgStore sends a run of appends together); the writer never
+// looks at it.
+struct GroupCommitPayload {
+  virtual ~GroupCommitPayload() = default;
+};
+
 // How GroupCommitWriter::submit() fills an Op's flags (see Op). Outside the
 // class: clang needs it complete to use it as a default argument there.
 struct GroupCommitOpFlags {
@@ -60,6 +67,7 @@ class GroupCommitWriter {
     // every page the op touched: 12-15% of an append) and fails the whole
     // batch if it fails after writing all the same.
     bool needs_savepoint = true;
+    std::shared_ptr<GroupCommitPayload> payload = nullptr;  // the backend's, or none
   };
   using OpFlags = GroupCommitOpFlags;
   // Applies and commits one batch; the error when the whole transaction failed.

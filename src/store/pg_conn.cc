@@ -131,39 +131,98 @@ PgParam PgParam::array(const std::vector<std::string>& items) {
   return PgParam{std::move(out)};
 }
 
-PgResult PgConn::exec(const char* sql, std::initializer_list<PgParam> params) {
+namespace {
+
+// libpq's three parallel arrays for one statement's parameters.
+struct ParamArrays {
+  explicit ParamArrays(std::span<const PgParam> params) {
+    values.reserve(params.size());
+    lengths.reserve(params.size());
+    formats.reserve(params.size());
+    for (const auto& p : params) {
+      values.push_back(p.value ? p.value->data() : nullptr);
+      lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
+      formats.push_back(p.binary ? 1 : 0);
+    }
+  }
+  int count() const { return static_cast<int>(values.size()); }
+  std::vector<const char*> values;
+  std::vector<int> lengths;
+  std::vector<int> formats;
+};
+
+}  // namespace
+
+const std::string* PgConn::prepare(const char* sql, std::optional<PgResult>& failed) {
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
     std::string name = "p" + std::to_string(prepared_.size());
     PgResult prep(PQprepare(conn_, name.c_str(), sql, 0, nullptr));
-    if (!prep.ok()) return note(std::move(prep));
+    if (!prep.ok()) {
+      failed.emplace(note(std::move(prep)));
+      return nullptr;
+    }
     it = prepared_.emplace(sql, std::move(name)).first;
   }
-  std::vector<const char*> values;
-  std::vector<int> lengths;
-  std::vector<int> formats;
-  values.reserve(params.size());
-  for (const auto& p : params) {
-    values.push_back(p.value ? p.value->data() : nullptr);
-    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
-    formats.push_back(p.binary ? 1 : 0);
+  return &it->second;
+}
+
+std::vector<PgResult> PgConn::exec_pipelined(const char* sql, const std::vector<std::vector<PgParam>>& lists) {
+  std::vector<PgResult> out;
+  out.reserve(lists.size());
+  std::optional<PgResult> failed;
+  const std::string* name = lists.empty() ? nullptr : prepare(sql, failed);
+  if (failed) out.push_back(std::move(*failed));
+  for (size_t begin = 0; name && begin < lists.size(); begin += kPipelineDepth) {
+    if (!pipeline_round(*name, lists, begin, std::min(lists.size(), begin + kPipelineDepth), out)) break;
   }
-  return note(PgResult(PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(params.size()), values.data(),
-                                      lengths.data(), formats.data(), 0)));
+  while (out.size() < lists.size()) out.emplace_back(nullptr);  // not run: not ok()
+  return out;
+}
+
+// One round: every statement sent, one sync, then every answer read. False
+// when the connection broke or a statement failed (the caller stops: the
+// transaction is aborted).
+bool PgConn::pipeline_round(const std::string& name, const std::vector<std::vector<PgParam>>& lists, size_t begin,
+                            size_t end, std::vector<PgResult>& out) {
+  if (PQenterPipelineMode(conn_) != 1) return false;
+  size_t sent = begin;
+  for (; sent < end; ++sent) {
+    ParamArrays a(lists[sent]);
+    if (PQsendQueryPrepared(conn_, name.c_str(), a.count(), a.values.data(), a.lengths.data(), a.formats.data(), 0) !=
+        1)
+      break;
+  }
+  bool ok = sent == end && PQpipelineSync(conn_) == 1;
+  if (!ok && sent > begin) PQpipelineSync(conn_);  // so what was sent can be read and the mode left
+  // Each statement's answer is one result, then nullptr; the sync's is PGRES_PIPELINE_SYNC.
+  for (size_t i = begin; i < sent; ++i) {
+    PgResult r(PQgetResult(conn_));
+    while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
+    if (!r.ok()) ok = false;
+    out.push_back(note(std::move(r)));
+  }
+  if (sent > begin) {
+    PgResult sync(PQgetResult(conn_));
+    if (sync.status() != PGRES_PIPELINE_SYNC) ok = false;
+  }
+  if (PQexitPipelineMode(conn_) != 1) ok = false;
+  return ok && healthy();
+}
+
+PgResult PgConn::exec(const char* sql, std::span<const PgParam> params) {
+  std::optional<PgResult> failed;
+  const std::string* name = prepare(sql, failed);
+  if (!name) return std::move(*failed);
+  ParamArrays a(params);
+  return note(
+      PgResult(PQexecPrepared(conn_, name->c_str(), a.count(), a.values.data(), a.lengths.data(), a.formats.data(), 0)));
 }
 
 PgResult PgConn::exec_once(const std::string& sql, const std::vector<PgParam>& params) {
-  std::vector<const char*> values;
-  std::vector<int> lengths;
-  std::vector<int> formats;
-  values.reserve(params.size());
-  for (const auto& p : params) {
-    values.push_back(p.value ? p.value->data() : nullptr);
-    lengths.push_back(p.value ? static_cast<int>(p.value->size()) : 0);
-    formats.push_back(p.binary ? 1 : 0);
-  }
-  return note(PgResult(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
-                                    lengths.data(), formats.data(), 0)));
+  ParamArrays a(params);
+  return note(PgResult(
+      PQexecParams(conn_, sql.c_str(), a.count(), nullptr, a.values.data(), a.lengths.data(), a.formats.data(), 0)));
 }
 
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {

@@ -14,6 +14,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -56,6 +57,7 @@ class PgResult {
   explicit PgResult(PGresult* r) : r_(r, &PQclear) {}
   // True when the statement ran (with or without rows).
   bool ok() const;
+  ExecStatusType status() const { return r_ ? PQresultStatus(r_.get()) : PGRES_FATAL_ERROR; }
   int rows() const { return r_ ? PQntuples(r_.get()) : 0; }
   bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
   std::string text(int row, int col) const;
@@ -81,7 +83,17 @@ class PgConn {
   PgConn& operator=(const PgConn&) = delete;
 
   // Runs `sql` as a prepared statement; `sql` must be a string literal.
-  PgResult exec(const char* sql, std::initializer_list<PgParam> params = {});
+  PgResult exec(const char* sql, std::initializer_list<PgParam> params = {}) {
+    return exec(sql, std::span<const PgParam>(params.begin(), params.size()));
+  }
+  PgResult exec(const char* sql, std::span<const PgParam> params);
+  // Runs the prepared statement `sql` once per parameter list, sent back to
+  // back without waiting for each answer (libpq's pipeline mode), in rounds
+  // of kPipelineDepth: one round trip per round instead of per statement.
+  // One result per list, in order; after a statement fails, the rest of its
+  // round are not run (their results are not ok()) and, as after any failed
+  // statement, the transaction is aborted.
+  std::vector<PgResult> exec_pipelined(const char* sql, const std::vector<std::vector<PgParam>>& lists);
   // Runs a statement built at run time once, unprepared, with its parameters.
   PgResult exec_once(const std::string& sql, const std::vector<PgParam>& params);
   // Runs SQL text without parameters (transaction control, DDL; several statements allowed).
@@ -103,8 +115,17 @@ class PgConn {
   int socket() const { return PQsocket(conn_); }
 
  private:
+  // Statements per pipeline round: few enough that their answers never fill
+  // the socket buffers while we are still sending (libpq's blocking mode
+  // would then wait on itself), many enough that a round trip is shared.
+  static constexpr size_t kPipelineDepth = 64;
   explicit PgConn(PGconn* c) : conn_(c) {}
   PgResult note(PgResult r);  // sets failed_ when r failed
+  // The prepared statement's name, preparing it on first use; nullptr when
+  // PQprepare failed, whose result is then in `failed`.
+  const std::string* prepare(const char* sql, std::optional<PgResult>& failed);
+  bool pipeline_round(const std::string& name, const std::vector<std::vector<PgParam>>& lists, size_t begin,
+                      size_t end, std::vector<PgResult>& out);
   PGconn* conn_;
   std::unordered_map<const char*, std::string> prepared_;  // literal -> statement name
   std::string session_setup_;                              // "" = none

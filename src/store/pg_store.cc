@@ -228,6 +228,13 @@ std::string PgStore::describe() const { return described_; }
 
 // ---------------------------------------------------------------- writer
 
+// An append as the writer holds it: try_batch finds a run of them by this
+// payload and sends their statements together (append_run).
+struct PgStore::PendingAppend : GroupCommitPayload {
+  AppendRequest request;
+  std::optional<Result<AppendResult>> result;
+};
+
 std::optional<Error> PgStore::run_batch(std::vector<GroupCommitWriter::Op>& batch) {
   PgConn& c = *writer_conn_;
   if (!c.healthy() && !c.reconnect()) {
@@ -273,7 +280,21 @@ PgStore::BatchAttempt PgStore::try_batch(std::vector<GroupCommitWriter::Op>& bat
   if (!clock.ok() || clock.rows() != 1) return {false, false, clock.message()};
   const Micros clock_floor = clock.i64(0, 0);
   last_created_at_ = std::max(last_created_at_, clock_floor);
-  for (auto& op : batch) {
+  for (size_t i = 0; i < batch.size();) {
+    // Two or more appends in a row go out together (append_run); with a
+    // savepoint each they run one by one, as every other op.
+    std::vector<PendingAppend*> run;
+    for (size_t j = i; !savepoint_every_op && j < batch.size(); ++j) {
+      auto* p = dynamic_cast<PendingAppend*>(batch[j].payload.get());
+      if (!p) break;
+      run.push_back(p);
+    }
+    if (run.size() > 1) {
+      if (!append_run(run)) return {false, true, c.healthy() ? "an append failed" : c.errmsg()};
+      i += run.size();
+      continue;
+    }
+    auto& op = batch[i++];
     if (run_op(op, savepoint_every_op || op.needs_savepoint)) continue;
     return {false, !savepoint_every_op && !op.needs_savepoint, c.errmsg()};
   }
@@ -625,10 +646,29 @@ Result<std::optional<std::string>> PgStore::successor_admin(const std::string& t
 // ---------------------------------------------------------------- messages
 
 void PgStore::append(AppendRequest request, AppendCallback done) {
+  auto pending = std::make_shared<PendingAppend>();
+  pending->request = std::move(request);
+  GroupCommitWriter::Op op;
   // write_message writes in one statement, all or nothing: no savepoint
   // (two round trips fewer per message under the commit clock).
-  writer_->submit<AppendResult>([this, r = std::move(request)] { return write_message(r); }, std::move(done),
-                                {.needs_current_state = false, .needs_savepoint = false});
+  op.needs_current_state = false;
+  op.needs_savepoint = false;
+  op.apply = [this, p = pending.get()] {  // op.payload keeps *p alive
+    try {
+      p->result.emplace(write_message(p->request));
+    } catch (const std::exception& e) {
+      spdlog::error("event=store_op_exception error=\"{}\"", e.what());
+      p->result.emplace(internal_error("storage error"));
+    }
+    return p->result->ok();
+  };
+  op.finish = [p = pending.get(), done = std::move(done)](const Error* batch_error) {
+    if (!done) return;
+    if (batch_error) return done(*batch_error);
+    done(p->result ? std::move(*p->result) : Result<AppendResult>(internal_error("storage error")));
+  };
+  op.payload = std::move(pending);
+  writer_->enqueue(std::move(op));
 }
 
 // Why write_message stored nothing: the send was stored before (the original,
@@ -654,53 +694,113 @@ Error PgStore::refused_append(PgConn& c, const AppendRequest& r) {
   return thread_not_found_or_forbidden();
 }
 
-Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
-  PgConn& c = *writer_conn_;
-  std::optional<std::string> client_id;
-  if (!r.client_msg_id.empty()) client_id = r.client_msg_id;  // NULL, so "none" never collides
+namespace {
+
+// One statement, one round trip, while this writer holds the commit clock
+// every node waits for: the thread's next seq, the row, and the sender's read
+// mark. It writes all of it or nothing: when the client_msg_id is taken (a
+// retry: under the commit clock no other node can insert it meanwhile; the
+// unique index stays as the last word), or when the sender is no longer a
+// participant (the caller checked its member cache, but another node may have
+// removed them since; under the commit clock, that removal is committed and
+// seen here). So an append needs no savepoint (PgStore::append). Its
+// parameters: append_params.
+constexpr const char* kAppendSql =
+    "WITH t AS (UPDATE threads SET last_seq = last_seq + 1, last_activity = $2::bigint WHERE id = $1::text "
+    "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1::text AND user_id = $3::text) "
+    "AND NOT EXISTS (SELECT 1 FROM messages WHERE thread_id = $1::text AND sender_id = $3::text "
+    "AND client_msg_id = $7::bytea) "
+    "RETURNING last_seq), "
+    "m AS (INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
+    "SELECT $4::text, $1::text, t.last_seq, $3::text, $5::bytea, $6::text, $7::bytea, $2::bigint FROM t "
+    "RETURNING seq), "
+    "r AS (UPDATE participants p SET last_read_seq = m.seq FROM m WHERE p.thread_id = $1::text "
+    "AND p.user_id = $3::text) "
+    "SELECT seq FROM m";
+
+// The message an append would store, all but its seq. created_at is
+// strictly increasing across the database: the floor came from commit_clock.
+Message new_message(const AppendRequest& r, Micros floor) {
   Message m;
   m.thread_id = r.thread_id;
   m.sender_id = r.sender_id;
   m.content = r.content;
   m.message_type = r.message_type;
   m.client_msg_id = r.client_msg_id;
-  // Strictly increasing across the database: the floor came from commit_clock.
-  const Micros created_at = std::max(now_micros(), last_created_at_ + 1);
-  m.created_at = created_at;
+  m.created_at = std::max(now_micros(), floor + 1);
   m.id = new_uuid_v7(m.created_at / 1000);
+  return m;
+}
 
+// NULL for "no client_msg_id", so "none" never collides.
+std::optional<std::string> client_id_of(const AppendRequest& r) {
+  if (r.client_msg_id.empty()) return std::nullopt;
+  return r.client_msg_id;
+}
+
+std::vector<PgParam> append_params(const Message& m) {
+  return {m.thread_id, m.created_at, m.sender_id, m.id, PgParam::bytes(m.content), m.message_type,
+          PgParam::bytes(client_id_of(AppendRequest{"", "", "", "", m.client_msg_id}))};
+}
+
+}  // namespace
+
+Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
+  PgConn& c = *writer_conn_;
   auto sender = sender_ref(r.sender_id);
-  if (!sender) return not_appended(c, r, client_id);
+  if (!sender) return not_appended(c, r, client_id_of(r));
+  Message m = new_message(r, last_created_at_);
   m.sender = *sender;
-
-  // One statement, one round trip, while this writer holds the commit clock
-  // every node waits for: the thread's next seq, the row, and the sender's
-  // read mark. It writes all of it or nothing: when the client_msg_id is
-  // taken (a retry: under the commit clock no other node can insert it
-  // meanwhile; the unique index stays as the last word), or when the sender
-  // is no longer a participant (the caller checked its member cache, but
-  // another node may have removed them since; under the commit clock, that
-  // removal is committed and seen here). So the op needs no savepoint
-  // (PgStore::append).
-  auto seq = c.exec(
-      "WITH t AS (UPDATE threads SET last_seq = last_seq + 1, last_activity = $2::bigint WHERE id = $1::text "
-      "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1::text AND user_id = $3::text) "
-      "AND NOT EXISTS (SELECT 1 FROM messages WHERE thread_id = $1::text AND sender_id = $3::text "
-      "AND client_msg_id = $7::bytea) "
-      "RETURNING last_seq), "
-      "m AS (INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
-      "SELECT $4::text, $1::text, t.last_seq, $3::text, $5::bytea, $6::text, $7::bytea, $2::bigint FROM t "
-      "RETURNING seq), "
-      "r AS (UPDATE participants p SET last_read_seq = m.seq FROM m WHERE p.thread_id = $1::text "
-      "AND p.user_id = $3::text) "
-      "SELECT seq FROM m",
-      {r.thread_id, m.created_at, r.sender_id, m.id, PgParam::bytes(m.content), m.message_type,
-       PgParam::bytes(client_id)});
+  auto seq = c.exec(kAppendSql, append_params(m));
   if (!seq.ok()) return pg_error(c, seq, "append");
-  if (seq.rows() == 0) return not_appended(c, r, client_id);
+  if (seq.rows() == 0) return not_appended(c, r, client_id_of(r));
   m.seq = seq.i64(0, 0);
-  last_created_at_ = created_at;  // only now: a failed op leaves the floor as it was
+  last_created_at_ = m.created_at;  // only now: a failed op leaves the floor as it was
   return AppendResult{std::move(m), false};
+}
+
+// A run of appends, consecutive in the batch, sent together (PgConn's
+// pipeline): a round trip per PgConn::kPipelineDepth messages, not one each.
+// Each gets the result write_message would give it. False when a statement
+// failed: the transaction is aborted, and run_batch runs the batch again with
+// a savepoint per op.
+bool PgStore::append_run(const std::vector<PendingAppend*>& run) {
+  PgConn& c = *writer_conn_;
+  std::vector<PendingAppend*> sent, not_sent;
+  std::vector<Message> messages;
+  std::vector<std::vector<PgParam>> params;
+  Micros floor = last_created_at_;
+  for (PendingAppend* p : run) {
+    auto sender = sender_ref(p->request.sender_id);
+    if (!c.healthy() || c.transaction_failed()) return false;
+    if (!sender) {
+      not_sent.push_back(p);
+      continue;
+    }
+    Message m = new_message(p->request, floor);
+    floor = m.created_at;
+    m.sender = *sender;
+    params.push_back(append_params(m));
+    messages.push_back(std::move(m));
+    sent.push_back(p);
+  }
+  auto results = c.exec_pipelined(kAppendSql, params);
+  for (const auto& r : results) {
+    if (r.ok()) continue;
+    pg_error(c, r, "append");  // logs it
+    return false;
+  }
+  for (size_t i = 0; i < sent.size(); ++i) {
+    if (results[i].rows() == 0) {
+      not_sent.push_back(sent[i]);
+      continue;
+    }
+    messages[i].seq = results[i].i64(0, 0);
+    last_created_at_ = messages[i].created_at;
+    sent[i]->result.emplace(AppendResult{std::move(messages[i]), false});
+  }
+  for (PendingAppend* p : not_sent) p->result.emplace(not_appended(c, p->request, client_id_of(p->request)));
+  return c.healthy() && !c.transaction_failed();
 }
 
 Result<std::optional<Message>> PgStore::message(const std::string& message_id) {

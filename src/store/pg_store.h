@@ -118,7 +118,9 @@ class PgStore final : public Store {
   Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
   Result<std::vector<std::string>> write_participants(const std::string& thread_id,
                                                       const std::vector<std::string>& user_ids);
+  struct PendingAppend;
   Result<AppendResult> write_message(const AppendRequest& request);
+  bool append_run(const std::vector<PendingAppend*>& run);
   Result<Removed> write_removal(const Removal& removal);
   Result<std::optional<std::string>> successor_admin(const std::string& thread_id, const std::string& user_id);
   Result<AppendResult> not_appended(PgConn& c, const AppendRequest& request,

@@ -1583,6 +1583,37 @@ TEST_P(StoreContract, PgAnAppendWhoseStatementFailsFailsAlone) {
   EXPECT_EQ(contents, (std::vector<std::string>{"first", "one", "two", "after"}));
 }
 
+// PgConn::exec_pipelined: answers in the order sent, across several rounds;
+// a failed statement stops the rest and leaves the connection usable.
+TEST_P(StoreContract, PgPipelinedStatementsAnswerInOrder) {
+  if (GetParam() != "postgres") GTEST_SKIP() << "PostgreSQL only";
+  auto conn = PgConn::open(database_url_);
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  PgConn& c = **conn;
+  static const char* const kDivide = "SELECT 1000 / $1::int";
+  std::vector<std::vector<PgParam>> lists;
+  for (int i = 1; i <= 150; ++i) lists.push_back({i});
+  auto all = c.exec_pipelined(kDivide, lists);
+  ASSERT_EQ(all.size(), 150u);
+  for (int i = 1; i <= 150; ++i) {
+    ASSERT_TRUE(all[i - 1].ok()) << i;
+    EXPECT_EQ(all[i - 1].i64(0, 0), 1000 / i);
+  }
+
+  ASSERT_TRUE(c.run("BEGIN").ok());
+  lists[99] = {0};  // division by zero, in the second round
+  auto stopped = c.exec_pipelined(kDivide, lists);
+  ASSERT_EQ(stopped.size(), 150u);
+  for (int i = 0; i < 99; ++i) EXPECT_TRUE(stopped[i].ok()) << i;
+  for (int i = 99; i < 150; ++i) EXPECT_FALSE(stopped[i].ok()) << i;
+  EXPECT_TRUE(c.transaction_failed());
+  ASSERT_TRUE(c.run("ROLLBACK").ok());
+  auto after = c.exec(kDivide, {4});
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after.i64(0, 0), 250);
+  EXPECT_TRUE(c.exec_pipelined(kDivide, {}).empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContract, ::testing::ValuesIn(backends()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
