@@ -733,14 +733,14 @@ Message new_message(const AppendRequest& r, Micros floor) {
 }
 
 // NULL for "no client_msg_id", so "none" never collides.
-std::optional<std::string> client_id_of(const AppendRequest& r) {
-  if (r.client_msg_id.empty()) return std::nullopt;
-  return r.client_msg_id;
+std::optional<std::string> client_id_of(const std::string& client_msg_id) {
+  if (client_msg_id.empty()) return std::nullopt;
+  return client_msg_id;
 }
 
 std::vector<PgParam> append_params(const Message& m) {
-  return {m.thread_id, m.created_at, m.sender_id, m.id, PgParam::bytes(m.content), m.message_type,
-          PgParam::bytes(client_id_of(AppendRequest{"", "", "", "", m.client_msg_id}))};
+  return {m.thread_id, m.created_at,   m.sender_id, m.id, PgParam::bytes(m.content), m.message_type,
+          PgParam::bytes(client_id_of(m.client_msg_id))};
 }
 
 }  // namespace
@@ -748,12 +748,12 @@ std::vector<PgParam> append_params(const Message& m) {
 Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   PgConn& c = *writer_conn_;
   auto sender = sender_ref(r.sender_id);
-  if (!sender) return not_appended(c, r, client_id_of(r));
+  if (!sender) return not_appended(c, r, client_id_of(r.client_msg_id));
   Message m = new_message(r, last_created_at_);
   m.sender = *sender;
   auto seq = c.exec(kAppendSql, append_params(m));
   if (!seq.ok()) return pg_error(c, seq, "append");
-  if (seq.rows() == 0) return not_appended(c, r, client_id_of(r));
+  if (seq.rows() == 0) return not_appended(c, r, client_id_of(r.client_msg_id));
   m.seq = seq.i64(0, 0);
   last_created_at_ = m.created_at;  // only now: a failed op leaves the floor as it was
   return AppendResult{std::move(m), false};
@@ -799,7 +799,8 @@ bool PgStore::append_run(const std::vector<PendingAppend*>& run) {
     last_created_at_ = messages[i].created_at;
     sent[i]->result.emplace(AppendResult{std::move(messages[i]), false});
   }
-  for (PendingAppend* p : not_sent) p->result.emplace(not_appended(c, p->request, client_id_of(p->request)));
+  for (PendingAppend* p : not_sent)
+    p->result.emplace(not_appended(c, p->request, client_id_of(p->request.client_msg_id)));
   return c.healthy() && !c.transaction_failed();
 }
 
