@@ -5,7 +5,8 @@
 #
 # Builds what it needs into ./build-fuzz (clang, ASan + UBSan + libFuzzer,
 # -O1 -g1; scripts/configure-asan.sh),
-# then runs one target, or every target, for SECONDS each, starting from the
+# then runs one target, or every target (one per core at a time, FUZZ_JOBS to
+# change that), for SECONDS each, starting from the
 # committed seeds (fuzz/corpus/TARGET) and the saved crash inputs
 # (fuzz/regressions/TARGET). New corpus entries go to build-fuzz/corpus/TARGET,
 # not into the repository. Exits non-zero on any crash, leak, timeout
@@ -37,25 +38,53 @@ cmake --build "$BUILD_DIR" -j "$(nproc)" --target "${selected[@]/#/fuzz_}"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-failed=()
-for t in "${selected[@]}"; do
-  corpus="$BUILD_DIR/corpus/$t"
-  artifacts="$BUILD_DIR/artifacts/$t"
+
+# One target, its output in its log; the exit status says whether it is clean.
+run_target() {
+  local t=$1 corpus="$BUILD_DIR/corpus/$1" artifacts="$BUILD_DIR/artifacts/$1"
   mkdir -p "$corpus" "$artifacts"
-  seeds=(fuzz/corpus/$t)
+  local seeds=(fuzz/corpus/$t)
   [ -d "fuzz/regressions/$t" ] && seeds+=("fuzz/regressions/$t")
-  echo "fuzz: $t for ${seconds}s"
-  log="$BUILD_DIR/fuzz-$t.log"
   # -max_len 64 KiB: the server's frame limit; -timeout per input; -rss_limit_mb for the process.
-  if "$BUILD_DIR/fuzz/fuzz_$t" "$corpus" "${seeds[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-       -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/" "$@" >"$log" 2>&1; then
-    grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | tr '\n' ' ' || true
-    echo
+  "$BUILD_DIR/fuzz/fuzz_$t" "$corpus" "${seeds[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -max_len=65536 -print_final_stats=1 -artifact_prefix="$artifacts/" "${extra[@]}" >"$BUILD_DIR/fuzz-$t.log" 2>&1
+}
+
+report() {
+  local t=$1 status=$2 log="$BUILD_DIR/fuzz-$1.log"
+  if [ "$status" -eq 0 ]; then
+    echo "fuzz: $t clean: $(grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | tr '\n' ' ')"
   else
     echo "fuzz: $t FAILED (log $log)"
     grep -E 'ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|runtime error|SUMMARY|Test unit written to' "$log" | head -20 || true
     failed+=("$t")
   fi
+}
+
+# One target per core at a time: each is a single process, so on a 2-core
+# CI machine seven 30 s targets take four rounds instead of seven.
+extra=("$@")
+parallel=${FUZZ_JOBS:-$(nproc)}
+failed=()
+pids=()
+names=()
+for t in "${selected[@]}"; do
+  echo "fuzz: $t for ${seconds}s"
+  run_target "$t" &
+  pids+=($!)
+  names+=("$t")
+  if [ ${#pids[@]} -ge "$parallel" ]; then
+    status=0
+    wait "${pids[0]}" || status=$?
+    report "${names[0]}" $status
+    pids=("${pids[@]:1}")
+    names=("${names[@]:1}")
+  fi
+done
+for i in "${!pids[@]}"; do
+  status=0
+  wait "${pids[$i]}" || status=$?
+  report "${names[$i]}" $status
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: failures in ${failed[*]}" >&2
