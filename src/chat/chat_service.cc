@@ -580,11 +580,12 @@ void ChatService::announce_presence(const std::vector<PresenceChange>& changes) 
   constexpr size_t kChunk = 256;
   for (size_t from = 0; from < changes.size(); from += kChunk) {
     const size_t to = std::min(changes.size(), from + kChunk);
-    Micros seen = now_micros();
+    const Micros now = now_micros();
+    auto when = [now](const PresenceChange& c) { return c.at ? c.at : now; };
     std::vector<std::string> users;
     users.reserve(to - from);
     for (size_t i = from; i < to; ++i) {
-      if (!changes[i].online) store_.set_last_seen(changes[i].user_id, seen);
+      if (!changes[i].online) store_.set_last_seen(changes[i].user_id, when(changes[i]));
       users.push_back(changes[i].user_id);
     }
     auto contacts = store_.contacts_of_each(users);
@@ -598,7 +599,7 @@ void ChatService::announce_presence(const std::vector<PresenceChange>& changes) 
       const auto& change = changes[i];
       publish("", Audience::users(std::move(audience)), "presence",
               json::serialize(json::object{
-                  {"user_id", change.user_id}, {"online", change.online}, {"last_seen", iso8601_millis(seen)}}));
+                  {"user_id", change.user_id}, {"online", change.online}, {"last_seen", iso8601_millis(when(change))}}));
       spdlog::debug("event=presence user_id={} online={}", change.user_id, change.online);
     }
   }

@@ -120,8 +120,9 @@ class ChatService {
   // sender's connections (message_delivered). Blocking.
   Status acknowledge_delivery(const std::string& user_id, const std::string& message_id);
   // Tells everyone who shares a thread with each user that the user came
-  // online or went offline (presence), in the order given; the contacts of
-  // the whole burst are read in one go. Blocking.
+  // online or went offline (presence), in the order given, `last_seen` being
+  // the change's own time; an offline change also stores it as the user's
+  // last_seen. The contacts of the whole burst are read in one go. Blocking.
   using PresenceChange = parley::PresenceChange;
   void announce_presence(const std::vector<PresenceChange>& changes);
   struct PresenceInfo {

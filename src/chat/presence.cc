@@ -1,5 +1,7 @@
 #include "chat/presence.h"
 
+#include "common/clock.h"
+
 namespace parley {
 
 Presence::Presence(std::chrono::milliseconds grace) : grace_(grace) {}
@@ -13,17 +15,19 @@ void Presence::set_directory(PresenceDirectory* directory) {
   directory_ = directory;
   // A node died with this user's last connection: unless the user is back
   // here meanwhile, they are offline.
+  // When the node died is not known here: the time it was found dead.
   directory_->set_gone_hook([this](const std::string& user_id) {
-    if (!online_here(user_id) && announce_) announce_(user_id, false);
+    if (!online_here(user_id) && announce_) announce_({user_id, false, now_micros()});
   });
   // This node was cut off long enough for the others to announce its users
   // offline: those still connected here are online again.
   directory_->set_back_hook([this](const std::string& user_id) {
-    if (online_here(user_id) && announce_) announce_(user_id, true);
+    if (online_here(user_id) && announce_) announce_({user_id, true, now_micros()});
   });
 }
 
 void Presence::connect(const std::string& user_id) {
+  const Micros opened_at = now_micros();
   bool announce = false;
   {
     std::lock_guard lock(mu_);
@@ -34,15 +38,16 @@ void Presence::connect(const std::string& user_id) {
   }
   if (!announce) return;
   if (!directory_) {
-    if (announce_) announce_(user_id, true);
+    if (announce_) announce_({user_id, true, opened_at});
     return;
   }
-  directory_->node_online(user_id, [this, user_id](bool first) {
-    if (first && announce_) announce_(user_id, true);
+  directory_->node_online(user_id, [this, user_id, opened_at](bool first) {
+    if (first && announce_) announce_({user_id, true, opened_at});
   });
 }
 
 void Presence::disconnect(const std::string& user_id) {
+  const Micros closed_at = now_micros();
   uint64_t generation;
   {
     std::lock_guard lock(mu_);
@@ -53,13 +58,13 @@ void Presence::disconnect(const std::string& user_id) {
     generation = ++it->second.generation;
   }
   if (schedule_) {
-    schedule_(grace_, [this, user_id, generation] { grace_over(user_id, generation); });
+    schedule_(grace_, [this, user_id, generation, closed_at] { grace_over(user_id, generation, closed_at); });
   } else {
-    grace_over(user_id, generation);
+    grace_over(user_id, generation, closed_at);
   }
 }
 
-void Presence::grace_over(const std::string& user_id, uint64_t generation) {
+void Presence::grace_over(const std::string& user_id, uint64_t generation, Micros closed_at) {
   {
     std::lock_guard lock(mu_);
     auto it = users_.find(user_id);
@@ -68,11 +73,11 @@ void Presence::grace_over(const std::string& user_id, uint64_t generation) {
     users_.erase(it);
   }
   if (!directory_) {
-    if (announce_) announce_(user_id, false);
+    if (announce_) announce_({user_id, false, closed_at});
     return;
   }
-  directory_->node_offline(user_id, [this, user_id](bool last) {
-    if (last && announce_) announce_(user_id, false);
+  directory_->node_offline(user_id, [this, user_id, closed_at](bool last) {
+    if (last && announce_) announce_({user_id, false, closed_at});
   });
 }
 

@@ -17,19 +17,23 @@
 #include <unordered_map>
 
 #include "chat/presence_directory.h"
+#include "model/model.h"
 
 namespace parley {
 
-// One user's change of presence, as it is announced to their contacts.
+// One user's change of presence, as it is announced to their contacts. `at`
+// is when it happened: the first connection's open, or the last one's close
+// (not the end of the grace period, which only decides whether to announce).
 struct PresenceChange {
   std::string user_id;
   bool online = false;
+  Micros at = 0;
 };
 
 class Presence {
  public:
   using Scheduler = std::function<void(std::chrono::milliseconds, std::function<void()>)>;
-  using Announce = std::function<void(const std::string& user_id, bool online)>;
+  using Announce = std::function<void(PresenceChange change)>;
 
   explicit Presence(std::chrono::milliseconds grace);
   void set_hooks(Scheduler schedule, Announce announce);
@@ -50,7 +54,7 @@ class Presence {
     bool announced_online = false;
     uint64_t generation = 0;  // bumps on every change; a stale grace timer sees it moved
   };
-  void grace_over(const std::string& user_id, uint64_t generation);
+  void grace_over(const std::string& user_id, uint64_t generation, Micros closed_at);
   bool online_here(const std::string& user_id) const;
 
   mutable std::mutex mu_;

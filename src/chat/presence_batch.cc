@@ -12,12 +12,12 @@ std::shared_ptr<PresenceBatch> PresenceBatch::create(std::chrono::milliseconds g
 PresenceBatch::PresenceBatch(std::chrono::milliseconds gather, Presence::Scheduler schedule, Flush flush)
     : gather_(gather), schedule_(std::move(schedule)), flush_(std::move(flush)) {}
 
-void PresenceBatch::add(const std::string& user_id, bool online) {
+void PresenceBatch::add(PresenceChange change) {
   bool first;
   {
     std::lock_guard lock(mu_);
     first = pending_.empty();
-    pending_.push_back({user_id, online});
+    pending_.push_back(std::move(change));
   }
   if (!first) return;  // the batch already waiting takes this one too
   schedule_(gather_, [self = shared_from_this()] { self->flush_now(); });

@@ -29,7 +29,7 @@ class PresenceBatch : public std::enable_shared_from_this<PresenceBatch> {
                                                Flush flush);
 
   // Queues a change; the first change of a batch schedules its flush.
-  void add(const std::string& user_id, bool online);
+  void add(PresenceChange change);
 
  private:
   PresenceBatch(std::chrono::milliseconds gather, Presence::Scheduler schedule, Flush flush);

@@ -89,7 +89,7 @@ struct Server::Impl {
                                          });
                                        });
     chat.presence().set_hooks(on_first_loop,
-                              [batch](const std::string& user_id, bool online) { batch->add(user_id, online); });
+                              [batch](PresenceChange change) { batch->add(std::move(change)); });
   }
 
   // ---------------------------------------------------------------- drain

@@ -1076,6 +1076,24 @@ TEST_F(ChatServiceTest, WarmCachesEnabledAccountsForUpgrades) {
   EXPECT_FALSE(id.authenticate_cached(tb).has_value()) << "a disabled account is the store's to refuse";
 }
 
+// An offline change is announced and stored with its own time (when the
+// last connection closed), not the time the announcement ran.
+TEST_F(ChatServiceTest, PresenceAnnouncesAndStoresTheTimeOfTheChange) {
+  User a = user("a");
+  User b = user("b");
+  direct(a, b);
+  const Micros closed_at = now_micros() - 3'000'000;  // the grace period ago
+  const size_t before = events_.size();
+  service_->announce_presence({{a.id, false, closed_at}});
+  ASSERT_EQ(events_.size(), before + 1);
+  auto v = parse(events_.last()->payload).as_object();
+  EXPECT_FALSE(v.at("online").as_bool());
+  EXPECT_EQ(v.at("last_seen").as_string(), iso8601_millis(closed_at));
+  auto seen = service_->presence_of(a.id);
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ(seen->last_seen, closed_at);
+}
+
 // A burst of presence changes (more than one chunk of the store reads) is
 // announced in the order given, each to exactly that user's contacts; a user
 // with no contacts gets no event.

@@ -6,10 +6,12 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "chat/presence_batch.h"
+#include "common/clock.h"
 
 namespace parley {
 namespace {
@@ -41,7 +43,7 @@ struct Fixture {
   ScriptedDirectory directory;
   Announcements said;
   Fixture() {
-    presence.set_hooks(nullptr, [this](const std::string& u, bool on) { said.emplace_back(u, on); });
+    presence.set_hooks(nullptr, [this](PresenceChange c) { said.emplace_back(c.user_id, c.online); });
     presence.set_directory(&directory);
   }
 };
@@ -49,12 +51,39 @@ struct Fixture {
 TEST(Presence, WithoutADirectoryAnnouncesLocalChanges) {
   Presence p(std::chrono::milliseconds(0));
   Announcements said;
-  p.set_hooks(nullptr, [&](const std::string& u, bool on) { said.emplace_back(u, on); });
+  p.set_hooks(nullptr, [&](PresenceChange c) { said.emplace_back(c.user_id, c.online); });
   p.connect("a");
   p.connect("a");
   p.disconnect("a");
   p.disconnect("a");
   EXPECT_EQ(said, (Announcements{{"a", true}, {"a", false}}));
+}
+
+// last_seen is when the last connection closed: the grace period decides
+// whether to say so, not what time it was.
+TEST(Presence, AnOfflineChangeCarriesTheTimeTheLastConnectionClosed) {
+  Presence p(std::chrono::milliseconds(3000));
+  std::function<void()> grace;
+  std::vector<PresenceChange> said;
+  p.set_hooks([&](std::chrono::milliseconds, std::function<void()> fn) { grace = std::move(fn); },
+              [&](PresenceChange c) { said.push_back(std::move(c)); });
+  const Micros before_open = now_micros();
+  p.connect("a");
+  const Micros after_open = now_micros();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const Micros before_close = now_micros();
+  p.disconnect("a");
+  const Micros after_close = now_micros();
+  ASSERT_TRUE(grace);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  grace();
+  ASSERT_EQ(said.size(), 2u);
+  EXPECT_TRUE(said[0].online);
+  EXPECT_GE(said[0].at, before_open);
+  EXPECT_LE(said[0].at, after_open);
+  EXPECT_FALSE(said[1].online);
+  EXPECT_GE(said[1].at, before_close);
+  EXPECT_LE(said[1].at, after_close) << "the close's time, not the grace period's end (50 ms later)";
 }
 
 TEST(Presence, AsksTheDirectoryOncePerNodeTransition) {
@@ -125,9 +154,9 @@ struct BatchFixture {
 
 TEST(PresenceBatch, ABurstIsOneBatchInOrder) {
   BatchFixture f;
-  f.batch->add("a", true);
-  f.batch->add("b", true);
-  f.batch->add("a", false);
+  f.batch->add({"a", true});
+  f.batch->add({"b", true});
+  f.batch->add({"a", false});
   ASSERT_EQ(f.scheduled.size(), 1u) << "one flush for the burst";
   EXPECT_EQ(f.scheduled[0].first, std::chrono::milliseconds(5));
   EXPECT_TRUE(f.batches.empty()) << "nothing is handed over before the flush runs";
@@ -135,7 +164,7 @@ TEST(PresenceBatch, ABurstIsOneBatchInOrder) {
   ASSERT_EQ(f.batches.size(), 1u);
   EXPECT_EQ(BatchFixture::flat(f.batches[0]),
             (std::vector<std::pair<std::string, bool>>{{"a", true}, {"b", true}, {"a", false}}));
-  f.batch->add("c", true);
+  f.batch->add({"c", true});
   ASSERT_EQ(f.scheduled.size(), 2u) << "the next change starts a new batch";
   f.scheduled[1].second();
   ASSERT_EQ(f.batches.size(), 2u);
@@ -144,8 +173,8 @@ TEST(PresenceBatch, ABurstIsOneBatchInOrder) {
 
 TEST(PresenceBatch, AChangeDuringAFlushGoesToTheNextBatch) {
   BatchFixture f;
-  f.during_flush = [&f] { f.batch->add("late", true); };
-  f.batch->add("a", true);
+  f.during_flush = [&f] { f.batch->add({"late", true}); };
+  f.batch->add({"a", true});
   ASSERT_EQ(f.scheduled.size(), 1u);
   f.scheduled[0].second();
   ASSERT_EQ(f.batches.size(), 1u);
@@ -163,7 +192,7 @@ TEST(PresenceBatch, TheScheduledFlushKeepsTheBatchAlive) {
     auto batch = PresenceBatch::create(
         std::chrono::milliseconds(5), [&](std::chrono::milliseconds, std::function<void()> fn) { pending = std::move(fn); },
         [&](std::vector<PresenceChange> changes) { got = std::move(changes); });
-    batch->add("a", true);
+    batch->add({"a", true});
   }
   ASSERT_TRUE(pending);
   pending();
