@@ -148,11 +148,20 @@ Status fill_phone_keys(PgConn& c) {
   if (!r.ok()) return internal_error("reading phone numbers: " + r.message());
   std::vector<PhoneOwner> owners;
   for (int i = 0; i < r.rows(); ++i) owners.push_back({r.text(i, 0), r.text(i, 1), r.i64(i, 2)});
-  for (const auto& k : assign_phone_keys(std::move(owners))) {
+  std::vector<std::string> ids, keys;
+  for (auto& k : assign_phone_keys(std::move(owners))) {
     if (!k.key) continue;
-    auto set = c.exec_once("UPDATE users SET phone_key = $1 WHERE id = $2", {*k.key, k.id});
-    if (!set.ok()) return internal_error("storing phone keys: " + set.message());
+    ids.push_back(std::move(k.id));
+    keys.push_back(std::move(*k.key));
   }
+  if (ids.empty()) return Ok{};
+  // One statement for every user: a round trip each would make the step
+  // take minutes on a large users table across a network.
+  auto set = c.exec_once(
+      "UPDATE users u SET phone_key = x.k FROM unnest($1::text[], $2::text[]) AS x(id, k) WHERE u.id = x.id",
+      {PgParam::array(ids), PgParam::array(keys)});
+  if (!set.ok()) return internal_error("storing phone keys: " + set.message());
+  spdlog::info("event=migration_phone_keys store=postgres users={}", ids.size());
   return Ok{};
 }
 
