@@ -965,27 +965,6 @@ Result<Message> reread_message(PgConn& c, const std::string& id) {
   return std::move(found.front());
 }
 
-// A claimed notification's message as it is now: its content and edit time
-// into `n`. False (and the notification removed) when the message was
-// deleted or is gone, or its recipient's account is disabled (a locked
-// account gets no more message text on its phones): nothing is sent for it.
-Result<bool> fill_notification_message(PgConn& c, Notification& n) {
-  if (n.message_id.empty()) return true;
-  auto r = c.exec(
-      "SELECT content, edited_at, deleted_at FROM messages WHERE id = $1 "
-      "AND NOT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled <> 0)",
-      {n.message_id, n.recipient_id});
-  if (!r.ok()) return pg_error(c, r, "claim_notifications");
-  if (r.rows() == 1 && r.is_null(0, 2)) {
-    n.content = r.bytes(0, 0);
-    if (!r.is_null(0, 1)) n.edited_at = r.i64(0, 1);
-    return true;
-  }
-  auto drop = c.exec("DELETE FROM webhook_outbox WHERE id = $1", {n.id});
-  if (!drop.ok()) return pg_error(c, drop, "claim_notifications");
-  return false;
-}
-
 }  // namespace
 
 // Writers hold the commit clock, so MAX + 1 is the next version in commit order
@@ -1112,34 +1091,48 @@ void PgStore::enqueue_notifications(std::vector<Notification> items, std::functi
 }
 
 // SKIP LOCKED: a row another transaction holds is left to it, never waited for.
+// One statement claims the rows and reads each one's message as it is now;
+// a notification whose message was deleted (or is gone), or whose recipient's
+// account is disabled (a locked account gets no more message text on its
+// phones), is removed by a second one instead of returned.
 Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micros lease_until, int limit) {
   return writer_->submit_and_wait<std::vector<Notification>>(
       [this, now, lease_until, limit]() -> Result<std::vector<Notification>> {
         PgConn& c = *writer_conn_;
         auto r = c.exec(
             "WITH due AS (SELECT id FROM webhook_outbox WHERE dead = 0 AND next_attempt_at <= $1 "
-            "ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
-            "UPDATE webhook_outbox w SET next_attempt_at = $2 FROM due WHERE w.id = due.id "
-            "RETURNING w.id, w.recipient_id, w.body, w.attempts, w.created_at, w.message_id",
+            "ORDER BY next_attempt_at, created_at LIMIT $3 FOR UPDATE SKIP LOCKED), "
+            "claimed AS (UPDATE webhook_outbox w SET next_attempt_at = $2 FROM due WHERE w.id = due.id "
+            "RETURNING w.id, w.recipient_id, w.body, w.attempts, w.created_at, w.message_id) "
+            "SELECT c.id, c.recipient_id, c.body, c.attempts, c.created_at, c.message_id, m.content, m.edited_at, "
+            "(c.message_id IS NOT NULL AND (m.id IS NULL OR m.deleted_at IS NOT NULL OR COALESCE(u.disabled, 0) <> 0))::int "
+            "FROM claimed c LEFT JOIN messages m ON m.id = c.message_id LEFT JOIN users u ON u.id = c.recipient_id "
+            "ORDER BY c.created_at",
             {now, lease_until, clamp_limit(limit)});
         if (!r.ok()) return pg_error(c, r, "claim_notifications");
-        std::vector<std::pair<Micros, Notification>> rows;
+        std::vector<Notification> out;
+        std::vector<std::string> dropped;
         for (int i = 0; i < r.rows(); ++i) {
+          if (r.i64(i, 8) != 0) {  // not to be sent
+            dropped.push_back(r.text(i, 0));
+            continue;
+          }
           Notification n;
           n.id = r.text(i, 0);
           n.recipient_id = r.text(i, 1);
           n.body = r.text(i, 2);
           n.attempts = static_cast<int>(r.i64(i, 3));
           n.next_attempt_at = lease_until;
-          if (!r.is_null(i, 5)) n.message_id = r.text(i, 5);
-          rows.push_back({r.i64(i, 4), std::move(n)});
+          if (!r.is_null(i, 5)) {
+            n.message_id = r.text(i, 5);
+            n.content = r.bytes(i, 6);
+            if (!r.is_null(i, 7)) n.edited_at = r.i64(i, 7);
+          }
+          out.push_back(std::move(n));
         }
-        std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-        std::vector<Notification> out;
-        for (auto& row : rows) {
-          auto live = fill_notification_message(c, row.second);
-          if (!live) return live.error();
-          if (*live) out.push_back(std::move(row.second));
+        if (!dropped.empty()) {
+          auto drop = c.exec("DELETE FROM webhook_outbox WHERE id = ANY($1::text[])", {PgParam::array(dropped)});
+          if (!drop.ok()) return pg_error(c, drop, "claim_notifications");
         }
         return out;
       });
