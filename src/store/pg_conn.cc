@@ -193,8 +193,11 @@ bool PgConn::pipeline_round(const std::string& name, const std::vector<std::vect
         1)
       break;
   }
-  bool ok = sent == end && PQpipelineSync(conn_) == 1;
-  if (!ok && sent > begin) PQpipelineSync(conn_);  // so what was sent can be read and the mode left
+  bool ok = sent == end;
+  // Even after a failed send, what was sent is synced, read and the mode left.
+  // Without the sync the server would answer nothing and reading would wait
+  // forever: such a session is given up (the server rolls back its transaction).
+  if (sent > begin && PQpipelineSync(conn_) != 1) return abandon_pipeline("PQpipelineSync", begin, out);
   // Each statement's answer is one result, then nullptr; the sync's is PGRES_PIPELINE_SYNC.
   for (size_t i = begin; i < sent; ++i) {
     PgResult r(PQgetResult(conn_));
@@ -206,8 +209,20 @@ bool PgConn::pipeline_round(const std::string& name, const std::vector<std::vect
     PgResult sync(PQgetResult(conn_));
     if (sync.status() != PGRES_PIPELINE_SYNC) ok = false;
   }
-  if (PQexitPipelineMode(conn_) != 1) ok = false;
+  // Still in pipeline mode, every later statement would fail on a session
+  // that looks healthy: given up as above.
+  if (PQexitPipelineMode(conn_) != 1) return abandon_pipeline("PQexitPipelineMode", begin, out);
   return ok && healthy();
+}
+
+// The round's answers are dropped: what they say was done went with the old
+// session, so none of them may read as done.
+bool PgConn::abandon_pipeline(const char* what, size_t begin, std::vector<PgResult>& out) {
+  spdlog::error("event=pg_pipeline_abandoned call={} error=\"{}\"", what, errmsg());
+  out.erase(out.begin() + static_cast<std::ptrdiff_t>(begin), out.end());
+  reconnect();
+  failed_ = true;
+  return false;
 }
 
 PgResult PgConn::exec(const char* sql, std::span<const PgParam> params) {

@@ -115,9 +115,9 @@ class PgConn {
   int socket() const { return PQsocket(conn_); }
 
  private:
-  // Statements per pipeline round: few enough that their answers never fill
-  // the socket buffers while we are still sending (libpq's blocking mode
-  // would then wait on itself), many enough that a round trip is shared.
+  // Statements per pipeline round: many enough that a round trip is shared,
+  // few enough that a round's answers, which libpq reads into its buffer
+  // while it is still sending (so a large round cannot deadlock), stay small.
   static constexpr size_t kPipelineDepth = 64;
   explicit PgConn(PGconn* c) : conn_(c) {}
   PgResult note(PgResult r);  // sets failed_ when r failed
@@ -126,6 +126,9 @@ class PgConn {
   const std::string* prepare(const char* sql, std::optional<PgResult>& failed);
   bool pipeline_round(const std::string& name, const std::vector<std::vector<PgParam>>& lists, size_t begin,
                       size_t end, std::vector<PgResult>& out);
+  // A pipeline that cannot be read back or left: a new session, this round's
+  // answers dropped from `out` (from `begin` on), and false.
+  bool abandon_pipeline(const char* what, size_t begin, std::vector<PgResult>& out);
   PGconn* conn_;
   std::unordered_map<const char*, std::string> prepared_;  // literal -> statement name
   std::string session_setup_;                              // "" = none
