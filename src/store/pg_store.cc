@@ -236,6 +236,22 @@ struct PgStore::PendingAppend : GroupCommitPayload {
 };
 
 std::optional<Error> PgStore::run_batch(std::vector<GroupCommitWriter::Op>& batch) {
+  try {
+    return run_batch_on_writer(batch);
+  } catch (const std::exception& e) {
+    // Thrown mid-transaction (an allocation that failed, say), the batch may
+    // have left its transaction open, and the connection in pipeline mode:
+    // the next batch's COMMIT would commit writes reported failed. A new
+    // session is the one state known to be clean (the server rolls back the
+    // old one's transaction).
+    spdlog::error("event=store_batch_failed size={} error=\"exception: {}\"", batch.size(), e.what());
+    senders_.clear();
+    writer_conn_->reconnect();
+    return internal_error("storage commit failed");
+  }
+}
+
+std::optional<Error> PgStore::run_batch_on_writer(std::vector<GroupCommitWriter::Op>& batch) {
   PgConn& c = *writer_conn_;
   if (!c.healthy() && !c.reconnect()) {
     spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), c.errmsg());
@@ -302,6 +318,10 @@ PgStore::BatchAttempt PgStore::try_batch(std::vector<GroupCommitWriter::Op>& bat
     auto moved = c.exec("UPDATE commit_clock SET last_created_at = $1 WHERE id = 1", {last_created_at_});
     if (!moved.ok()) return {false, false, moved.message()};
   }
+  // PostgreSQL answers a COMMIT outside a transaction with a warning and
+  // success: a session that was reset on the way (its transaction rolled
+  // back) must not make this batch read as committed.
+  if (!c.in_transaction() || c.transaction_failed()) return {false, false, "the transaction was lost"};
   auto committed = c.run("COMMIT");
   if (!committed.ok()) return {false, false, committed.message()};
   return {true, false, ""};

@@ -102,14 +102,20 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
   std::string error;
   {
     std::lock_guard gate(checkpointer_->writer_gate());
-    ok = c.exec("BEGIN IMMEDIATE");
-    for (size_t i = 0; ok && i < batch.size(); ++i) {
-      if (batch[i].needs_current_state) ok = flush_thread_state();
-      ok = ok && run_op(batch[i]);
+    try {
+      ok = c.exec("BEGIN IMMEDIATE");
+      for (size_t i = 0; ok && i < batch.size(); ++i) {
+        if (batch[i].needs_current_state) ok = flush_thread_state();
+        ok = ok && run_op(batch[i]);
+      }
+      ok = ok && flush_thread_state() && c.exec("COMMIT");
+    } catch (const std::exception& e) {
+      // Rolled back here, not left open for the next batch to trip over.
+      ok = false;
+      error = std::string("exception: ") + e.what();
     }
-    ok = ok && flush_thread_state() && c.exec("COMMIT");
     if (!ok) {
-      error = c.errmsg();
+      if (error.empty()) error = c.errmsg();
       if (!sqlite3_get_autocommit(c.db())) c.exec("ROLLBACK");
     }
   }

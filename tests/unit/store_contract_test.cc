@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -659,6 +660,46 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
   ASSERT_TRUE(results[2]->ok());
   EXPECT_EQ((*results[2])->message.seq, 3);
   EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 3u);
+}
+
+// An exception out of a batch (in the store's own code, or an op that does
+// not catch its own) fails the whole batch and leaves nothing of it: its
+// transaction must not stay open for the next batch to commit or trip over.
+TEST_P(StoreContract, ABatchThatThrowsLeavesNothingAndTheNextCommits) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> blocked;
+  run_inside_write([&] {
+    blocked.set_value();
+    released.wait();
+  });
+  blocked.get_future().wait();
+
+  // Queued behind the held batch, so the append and the throw share one batch.
+  std::optional<Result<AppendResult>> lost;
+  Countdown pending(1);
+  store_->append(AppendRequest{t.id, a.id, "in the batch that throws", "text", "k-lost"},
+                 [&](Result<AppendResult> r) {
+                   lost.emplace(std::move(r));
+                   pending.done();
+                 });
+  run_inside_write([] { throw std::runtime_error("thrown inside the batch"); });
+  release.set_value();
+  pending.wait();
+  ASSERT_FALSE(lost->ok()) << "the whole batch failed";
+
+  auto next = send(t.id, a.id, "after", "k-next");
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  EXPECT_EQ(next->message.seq, 1) << "the failed batch took no seq";
+  auto stored = ok(store_->messages_after(t.id, 0, 10));
+  ASSERT_EQ(stored.size(), 1u) << "the failed batch's append was not committed by the next batch";
+  EXPECT_EQ(stored[0].content, "after");
+  auto retry = send(t.id, a.id, "in the batch that throws", "k-lost");
+  ASSERT_TRUE(retry.ok());
+  EXPECT_FALSE(retry->duplicate) << "a retry of the failed append stores it";
+  EXPECT_EQ(retry->message.seq, 2);
 }
 
 // A removal commits after the caller checked membership (on another node,
