@@ -97,6 +97,21 @@ class StoreContract : public StoreFixture, public ::testing::WithParamInterface<
     if (auto* pg = dynamic_cast<PgStore*>(store_.get())) return pg->run_inside_write_for_test(std::move(fn));
     dynamic_cast<SqliteStore&>(*store_).run_inside_write_for_test(std::move(fn));
   }
+  // Holds the writer inside a batch transaction (not in a callback, which
+  // runs on the completion thread and would not hold it) until the returned
+  // function is called: writes queued meanwhile form the next batch together.
+  std::function<void()> hold_writer() {
+    auto release = std::make_shared<std::promise<void>>();
+    std::shared_future<void> released = release->get_future().share();
+    auto blocked = std::make_shared<std::promise<void>>();
+    auto held = blocked->get_future();
+    run_inside_write([blocked, released] {
+      blocked->set_value();
+      released.wait();
+    });
+    held.wait();
+    return [release] { release->set_value(); };
+  }
 
   std::string root_;
   std::string database_url_;  // empty: SQLite
@@ -626,17 +641,9 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
   Thread t = make_group({a.id, b.id});
 
   send(t.id, a.id, "first");
-  // Hold the writer inside a write (inside its transaction, not in a callback,
-  // which runs on the completion thread and would not hold it), so the next
-  // three appends queue up and are committed together as one batch.
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::promise<void> blocked;
-  run_inside_write([&] {
-    blocked.set_value();
-    released.wait();
-  });
-  blocked.get_future().wait();
+  // The next three appends queue up behind the held writer and are committed
+  // together as one batch.
+  auto release = hold_writer();
   const uint64_t commits_before = commit_count();  // the held batch has not committed yet
 
   std::vector<std::optional<Result<AppendResult>>> results(3);
@@ -649,7 +656,7 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
                      pending.done();
                    });
   }
-  release.set_value();
+  release();
   pending.wait();
 
   EXPECT_EQ(commit_count() - commits_before, 2u);  // the held batch, then all three in one commit
@@ -668,15 +675,7 @@ TEST_P(StoreContract, FailingOpInBatchDoesNotFailTheOthers) {
 TEST_P(StoreContract, ABatchThatThrowsLeavesNothingAndTheNextCommits) {
   User a = make_user("alice");
   Thread t = make_group({a.id});
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::promise<void> blocked;
-  run_inside_write([&] {
-    blocked.set_value();
-    released.wait();
-  });
-  blocked.get_future().wait();
-
+  auto release = hold_writer();
   // Queued behind the held batch, so the append and the throw share one batch.
   std::optional<Result<AppendResult>> lost;
   Countdown pending(1);
@@ -686,7 +685,7 @@ TEST_P(StoreContract, ABatchThatThrowsLeavesNothingAndTheNextCommits) {
                    pending.done();
                  });
   run_inside_write([] { throw std::runtime_error("thrown inside the batch"); });
-  release.set_value();
+  release();
   pending.wait();
   ASSERT_FALSE(lost->ok()) << "the whole batch failed";
 
