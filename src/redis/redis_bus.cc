@@ -140,13 +140,12 @@ void RedisBus::on_message(const redisReply* r) {
     // Events published while this node was not subscribed are gone: its
     // sessions read what they missed from the store, and its caches forget
     // what those events would have changed. Before the bus reports healthy
-    // again: the member cache trusts its entries only while it is.
-    if (subscribed_before_) {
-      auto resync = std::make_shared<BusEvent>();
-      resync->resync = true;
-      if (receiver_) receiver_(resync);
-    }
-    subscribed_before_ = true;
+    // again: the member cache trusts its entries only while it is. The first
+    // subscription too: the node accepts clients before it (Redis may be
+    // down at start), and their events of that time are gone as well.
+    auto resync = std::make_shared<BusEvent>();
+    resync->resync = true;
+    if (receiver_) receiver_(resync);
     subscribed_ = true;
     update_health();
     return;

@@ -88,7 +88,7 @@ class RedisBus final : public Bus {
   RedisLink pub_, sub_;
   std::deque<std::string> pending_;  // encoded events waiting for the publishing connection
   bool lost_ = false;                // events were lost since the last resync was sent
-  bool subscribed_ = false, subscribed_before_ = false;
+  bool subscribed_ = false;
   int64_t ping_sent_ms_ = 0;         // 0 = no PING in flight
   // Remote events carry the member list of their thread: keep one copy per
   // thread, so the Hubs' per-list caches work as they do for local events.

@@ -64,15 +64,26 @@ class RedisServer {
   int port_ = 0;
 };
 
-// Collects what a bus hands its receiver.
+// Collects what a bus hands its receiver: events, and apart from them how
+// many resyncs it asked for.
 struct Inbox {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<BusEventPtr> events;
+  int resyncs = 0;
   void operator()(const BusEventPtr& e) {
     std::lock_guard lock(mu);
-    events.push_back(e);
+    if (e->resync) {
+      ++resyncs;
+    } else {
+      events.push_back(e);
+    }
     cv.notify_all();
+  }
+  // Waits (bounded) until at least n resyncs came.
+  bool wait_resyncs(int n, std::chrono::seconds limit = 10s) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, limit, [&] { return resyncs >= n; });
   }
   // Waits (bounded) until pred holds over the events.
   bool wait(const std::function<bool(const std::vector<BusEventPtr>&)>& pred, std::chrono::seconds limit = 10s) {
