@@ -44,4 +44,9 @@ std::optional<sio::EioError> eio_check_upgrade(const EioQuery& query);
 void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::string_body> request,
                    std::string leftover, const EioQuery& query);
 
+// Once `loop` has stopped for good: drops the registry's hold on its polling
+// sessions, so that none outlives the loop it belongs to. Any thread, after
+// the loop's thread has returned from run().
+void eio_forget_sessions(LoopContext& loop);
+
 }  // namespace parley::net

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "api/socketio_session.h"
 #include "common/clock.h"
@@ -61,6 +62,21 @@ class Registry {
   bool buried(const std::string& sid) {
     std::lock_guard lock(mu_);
     return closed_at_shutdown_.contains(sid);
+  }
+  // Takes out the entries of `loop`'s sessions; the caller drops them
+  // outside the lock (a session's destructor may take it).
+  std::vector<Entry> take_loop(const LoopContext* loop) {
+    std::vector<Entry> out;
+    std::lock_guard lock(mu_);
+    for (auto it = map_.begin(); it != map_.end();) {
+      if (it->second.loop == loop) {
+        out.push_back(std::move(it->second));
+        it = map_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return out;
   }
 
  private:
@@ -719,6 +735,14 @@ void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::strin
     ws.plain.emplace(std::move(moved));
     start_ws_session(*owner, std::move(ws), *req, std::move(leftover), attach);
   });
+}
+
+// A shutdown cut short (a second signal, the timeout) stops the loops with
+// polling sessions still open; the process-wide registry would keep them past
+// their loop, and destroy them at exit against freed loop state.
+void eio_forget_sessions(LoopContext& loop) {
+  auto entries = registry().take_loop(&loop);
+  if (!entries.empty()) spdlog::debug("event=eio_sessions_dropped count={}", entries.size());
 }
 
 }  // namespace parley::net

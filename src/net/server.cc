@@ -399,6 +399,7 @@ void Server::run() {
   im.loops[0]->io.run();
   for (auto& t : threads) t.join();
   if (im.drain_thread.joinable()) im.drain_thread.join();
+  for (auto& l : im.loops) eio_forget_sessions(*l->ctx);
   // Loops are stopped: finish the hashing already queued while the store is open.
   im.password_workers.reset();
 }

@@ -213,4 +213,25 @@ describe('graceful shutdown', () => {
     assert.ok(second.log.some((l) => l.includes('reason=second_signal')), second.logTail());
     void randomId;
   });
+
+  // A drain cut short stops the loops with Socket.IO polling sessions still
+  // open (one with a poll waiting): the process must still exit cleanly, not
+  // crash at exit on sessions that outlived their loop (ASan reports it).
+  it('a second signal with Socket.IO polling sessions open: exit 1, no crash', async () => {
+    const server = await startServer({ args: ['--shutdown-timeout', '30'] });
+    servers.push(server);
+    const [u, v] = await server.registerMany(2);
+    const stubborn = await stubbornClient(server, u.token);
+    const polling = [sioClient(server, u.token, ['polling']), sioClient(server, v.token, ['polling'])];
+    await Promise.all(polling.map((c) => c.ready));
+    await sleep(100);  // each client has a GET waiting
+    server.child.kill('SIGTERM');
+    await sleep(300);
+    server.child.kill('SIGTERM');
+    const { code, signal } = await server.exited;
+    stubborn.destroy();
+    for (const c of polling) c.socket.close();
+    assert.equal(signal, null, `exited by itself, not killed by ${signal}\n${server.logTail()}`);
+    assert.equal(code, 1, `cut short by the second signal\n${server.logTail()}`);
+  });
 });
