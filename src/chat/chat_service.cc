@@ -84,7 +84,10 @@ bool ChatService::on_bus_event(const BusEvent& event) {
 
 BusEventPtr ChatService::on_bus(const BusEventPtr& event) {
   if (!on_bus_event(*event)) return nullptr;
-  if (event->change_no > 0) changes_.received(event->change_no);
+  if (event->change_no > 0) {
+    changes_.received(event->change_no);
+    if (!event->message_id.empty() && !newest_changes_.admit(event->message_id, event->change_no)) return nullptr;
+  }
   if (!event->resync) return event;
   auto resync = std::make_shared<BusEvent>();
   resync->resync = true;

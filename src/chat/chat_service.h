@@ -23,6 +23,7 @@
 #include "auth/jwt.h"
 #include "bus/bus.h"
 #include "chat/change_watermark.h"
+#include "chat/newest_change.h"
 #include "chat/member_cache.h"
 #include "chat/connection_limiter.h"
 #include "chat/presence.h"
@@ -239,6 +240,7 @@ class ChatService {
   Identity identity_;
   MemberCache members_;
   ChangeWatermark changes_;
+  NewestChange newest_changes_;
   Presence presence_;
   std::unique_ptr<ConnectionLimiter> connection_limiter_;
   MessageObserver message_observer_;

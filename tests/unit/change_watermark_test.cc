@@ -1,4 +1,5 @@
 #include "chat/change_watermark.h"
+#include "chat/newest_change.h"
 
 #include <gtest/gtest.h>
 
@@ -41,6 +42,18 @@ TEST(ChangeWatermark, ResetStartsAgain) {
   EXPECT_EQ(w.through(), 7);
   w.received(8);
   EXPECT_EQ(w.resync(), 8);
+}
+
+// Change events of one message pass in the order of their numbers: one that
+// comes after a newer change of the same message is dropped; other
+// messages' changes are not held back by it.
+TEST(NewestChange, DropsAChangeOlderThanOnePassedOnForTheSameMessage) {
+  NewestChange n;
+  EXPECT_TRUE(n.admit("m1", 11)) << "a deletion, published first";
+  EXPECT_FALSE(n.admit("m1", 10)) << "an edit committed before it, published late";
+  EXPECT_FALSE(n.admit("m1", 11)) << "the same change twice";
+  EXPECT_TRUE(n.admit("m2", 9)) << "another message's older number";
+  EXPECT_TRUE(n.admit("m1", 12));
 }
 
 }  // namespace

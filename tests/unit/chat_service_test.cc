@@ -1076,6 +1076,24 @@ TEST_F(ChatServiceTest, WarmCachesEnabledAccountsForUpgrades) {
   EXPECT_FALSE(id.authenticate_cached(tb).has_value()) << "a disabled account is the store's to refuse";
 }
 
+// Another node's edit published after this node passed on a later change of
+// the same message (its deletion) is not passed on: the last frame a client
+// gets about a message shows it as it is now.
+TEST_F(ChatServiceTest, AChangeEventOlderThanOnePassedOnIsDropped) {
+  auto change = [](const std::string& type, int64_t n) {
+    auto e = std::make_shared<BusEvent>();
+    e->thread_id = "t";
+    e->type = type;
+    e->message_id = "m1";
+    e->change_no = n;
+    e->payload = "{}";
+    return e;
+  };
+  EXPECT_TRUE(service_->on_bus(change("message_deleted", 11)));
+  EXPECT_FALSE(service_->on_bus(change("message_edited", 10)));
+  EXPECT_TRUE(service_->on_bus(change("message_edited", 12)));
+}
+
 // An offline change is announced and stored with its own time (when the
 // last connection closed), not the time the announcement ran.
 TEST_F(ChatServiceTest, PresenceAnnouncesAndStoresTheTimeOfTheChange) {
