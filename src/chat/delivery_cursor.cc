@@ -1,6 +1,7 @@
 #include "chat/delivery_cursor.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace parley {
 
@@ -104,7 +105,8 @@ DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_i
     s.hi = seq;
     if (frame) out.frames.push_back(std::move(frame));
   }
-  if (i < s.held.size()) {
+  const bool resync = std::exchange(s.resync_pending, false) && s.hi != 0;
+  if (i < s.held.size() || resync) {
     s.held.erase(s.held.begin(), s.held.begin() + static_cast<std::ptrdiff_t>(i));
     ++s.replays;
     out.fill_from = s.hi;
@@ -153,7 +155,11 @@ void DeliveryCursor::release_changes(State& s, std::vector<FramePtr>& out) {
 std::vector<std::pair<std::string, int64_t>> DeliveryCursor::begin_resync() {
   std::vector<std::pair<std::string, int64_t>> out;
   for (auto& [thread_id, s] : threads_) {
-    if (s.hi == 0 || s.replays > 0) continue;  // a running replay reads the store anyway
+    if (s.hi == 0) continue;
+    if (s.replays > 0) {
+      s.resync_pending = true;  // it may have read its last page before the loss
+      continue;
+    }
     ++s.replays;
     out.emplace_back(thread_id, s.hi);
   }

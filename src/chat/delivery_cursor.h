@@ -71,7 +71,9 @@ class DeliveryCursor {
   // and what it held are dropped, since nothing of it may be sent any more.
   void abandon(const std::string& thread_id);
   // After the bus may have lost events (it reconnected): begins a fill from
-  // hi on every thread that has one and no replay running; returns them.
+  // hi on every thread that has one and no replay running; returns them. A
+  // thread whose replay runs may have read its last page already: its last
+  // replay's end begins that fill instead (ReplayEnd::fill_from).
   std::vector<std::pair<std::string, int64_t>> begin_resync();
   // After a resync, for a thread the connection has no entry for (nothing
   // sent, held or running): the bus may have lost its first messages, and no
@@ -88,6 +90,7 @@ class DeliveryCursor {
   struct State {
     int64_t lo = 0, hi = 0;  // sent range; hi == 0: nothing sent yet
     int replays = 0;         // replays and fills running (a client may overlap them)
+    bool resync_pending = false;  // a resync came while they ran: fill from hi once they end
     std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
     std::vector<FramePtr> held_changes;              // in arrival order
     // Seqs the running replays sent outside [lo, hi], as sorted disjoint

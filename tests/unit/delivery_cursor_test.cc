@@ -381,6 +381,22 @@ TEST(DeliveryCursor, ResyncFillsEveryThreadWithoutAReplayRunning) {
   EXPECT_EQ(c.last_sent(kT), 6);
 }
 
+// A replay that read its last page before the bus lost messages of its
+// thread would end without them, and nothing later need show the gap: the
+// resync's fill begins when that replay ends.
+TEST(DeliveryCursor, ResyncDuringAReplayFillsWhenItEnds) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 4, frame(4)).send);
+  c.begin_replay(kT, 0);
+  EXPECT_TRUE(c.begin_resync().empty()) << "the replay is running";
+  auto end = c.end_replay(kT, 0, 4);
+  EXPECT_TRUE(end.frames.empty());
+  EXPECT_EQ(end.fill_from, 4) << "the resync's fill, from what was sent";
+  EXPECT_EQ(replay(c, kT, 4, {5}), Seqs({"m5"}));
+  c.begin_replay(kT, 5);
+  EXPECT_EQ(c.end_replay(kT, 5, 5).fill_from, -1) << "only once";
+}
+
 TEST(DeliveryCursor, ResyncSkipsThreadsNothingWasSentOn) {
   DeliveryCursor c;
   c.begin_replay(kT, 0);
