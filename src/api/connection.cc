@@ -886,7 +886,11 @@ void Connection::resync(int64_t changes_after) {
 // history read.
 constexpr int64_t kUnseenFillWindow = kReplayPage;
 
+// The read's chain (its retries included) holds the cursor's first-fill
+// window open to kUnseenFillWindow, so a live message that comes first does
+// not narrow what is filled before it.
 void Connection::resync_unseen_threads(int attempt) {
+  if (attempt == 0) cursor_.begin_unseen_read(kUnseenFillWindow);
   auto self = shared_from_this();
   off_loop([self, attempt]() -> std::function<void()> {
     auto threads = self->ctx_.chat.store().threads_for_user(self->user_id_);
@@ -898,6 +902,7 @@ void Connection::resync_unseen_threads(int attempt) {
         if (!self->cursor_.begin_unseen_fill(s.thread.id)) continue;
         self->fill_gap(s.thread.id, std::max<int64_t>(0, s.last_message->seq - kUnseenFillWindow), floor);
       }
+      self->cursor_.end_unseen_read();
     };
   });
 }
@@ -905,7 +910,7 @@ void Connection::resync_unseen_threads(int attempt) {
 void Connection::retry_unseen_resync(int attempt, const Error& error) {
   spdlog::warn("event=resync_read_failed session_id={} attempt={} code={}", session_id_, attempt, error.code);
   auto t = transport_.lock();
-  if (!t || attempt + 1 >= kGapFillAttempts) return;
+  if (!t || attempt + 1 >= kGapFillAttempts) return cursor_.end_unseen_read();
   std::weak_ptr<Connection> weak = weak_from_this();
   t->schedule(kGapFillRetry, [weak, attempt] {
     if (auto self = weak.lock()) self->resync_unseen_threads(attempt + 1);

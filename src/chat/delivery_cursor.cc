@@ -27,9 +27,10 @@ DeliveryCursor::Decision DeliveryCursor::live(const std::string& thread_id, int6
     return {false, s.hi};
   }
   if (s.hi == 0 && first_window_ > 0 && seq > 1) {
+    const int64_t window = unseen_reads_ > 0 ? std::max(first_window_, unseen_window_) : first_window_;
     s.held.emplace_back(seq, frame);
     ++s.replays;
-    return {false, std::max<int64_t>(0, seq - 1 - first_window_), true};
+    return {false, std::max<int64_t>(0, seq - 1 - window), true};
   }
   if (s.hi == 0) s.lo = seq;
   s.hi = seq;
@@ -164,6 +165,15 @@ std::vector<std::pair<std::string, int64_t>> DeliveryCursor::begin_resync() {
     out.emplace_back(thread_id, s.hi);
   }
   return out;
+}
+
+void DeliveryCursor::begin_unseen_read(int64_t window) {
+  ++unseen_reads_;
+  unseen_window_ = window;
+}
+
+void DeliveryCursor::end_unseen_read() {
+  if (unseen_reads_ > 0) --unseen_reads_;
 }
 
 bool DeliveryCursor::begin_unseen_fill(const std::string& thread_id) {

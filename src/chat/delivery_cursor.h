@@ -43,6 +43,12 @@ class DeliveryCursor {
   // From now on, the first live message of a thread with seq > 1 is held and
   // a fill begins `window` seqs before it (Decision::first).
   void fill_before_first(int64_t window) { first_window_ = window; }
+  // While a resync's read of the user's threads runs (from this call to
+  // end_unseen_read), a first live message fills from `window` seqs before
+  // it instead, as that read's unseen fill would have: the message gives the
+  // thread an entry first, and begin_unseen_fill then leaves it alone.
+  void begin_unseen_read(int64_t window);
+  void end_unseen_read();
   // A live message. `frame` null: the connection's own message (it gets
   // message_sent instead), which counts as sent and is never sent.
   Decision live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
@@ -104,6 +110,8 @@ class DeliveryCursor {
 
   std::unordered_map<std::string, State> threads_;
   int64_t first_window_ = 0;
+  int64_t unseen_window_ = 0;
+  int unseen_reads_ = 0;  // resync reads of the thread list running
   // The last thread looked up: a burst of fan-out hits one thread many times
   // in a row. Map nodes never move, so the pointers stay valid.
   const std::string* last_id_ = nullptr;

@@ -418,6 +418,23 @@ TEST(DeliveryCursor, UnseenFillStartsAThreadNothingWasSentOn) {
   EXPECT_TRUE(c.live(kT, 9, frame(9)).send);
 }
 
+// A live message that comes while the resync's thread list is read takes
+// the thread's entry before the unseen fill can: its first fill looks back
+// as far as the unseen fill would have, not the narrower first window.
+TEST(DeliveryCursor, FirstMessageDuringAnUnseenReadFillsTheUnseenWindow) {
+  DeliveryCursor c;
+  c.fill_before_first(32);
+  c.begin_unseen_read(500);
+  auto d = c.live(kT, 1000, frame(1000));
+  EXPECT_TRUE(d.first);
+  EXPECT_EQ(d.fill_from, 1000 - 1 - 500);
+  EXPECT_FALSE(c.begin_unseen_fill(kT)) << "the live message's fill covers it";
+  c.end_unseen_read();
+  EXPECT_EQ(c.live(kU, 1000, frame(1000)).fill_from, 1000 - 1 - 32) << "back to the first window";
+  c.end_unseen_read();  // an extra end changes nothing
+  EXPECT_EQ(c.live("thread-c", 1000, frame(1000)).fill_from, 1000 - 1 - 32);
+}
+
 TEST(DeliveryCursor, UnseenFillLeavesThreadsWithAnEntryAlone) {
   DeliveryCursor c;
   ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
