@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <utility>
 
 namespace parley {
 
@@ -136,6 +137,7 @@ void RedisLink::attach(redisAsyncContext* ac) {
 
 void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
   auto* self = static_cast<RedisLink*>(ac->data);
+  if (!self) return;  // dropped
   if (status != REDIS_OK) {
     // hiredis frees the context after this returns.
     self->ctx_ = nullptr;
@@ -155,6 +157,7 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
 
 void RedisLink::on_disconnect(const redisAsyncContext* ac, int status) {
   auto* self = static_cast<RedisLink*>(ac->data);
+  if (!self) return;  // dropped
   self->ctx_ = nullptr;  // hiredis frees it after this returns
   self->on_message_ = nullptr;
   if (self->stopped_) return;
@@ -189,8 +192,17 @@ void RedisLink::stop() {
   watch_.reset();
 }
 
+// Frees the context at once: redisAsyncDisconnect would wait for the pending
+// replies, which a Redis that stopped answering never sends, and the link
+// would look up (taking publishes nobody receives) until TCP gave up.
 void RedisLink::drop() {
-  if (ctx_) redisAsyncDisconnect(ctx_);
+  if (!ctx_) return;
+  redisAsyncContext* ac = std::exchange(ctx_, nullptr);
+  ac->data = nullptr;  // its connect and disconnect callbacks: this reports the loss itself
+  on_message_ = nullptr;
+  redisAsyncFree(ac);  // pending callbacks run with a null reply
+  watch_.reset();
+  lost("no answer");
 }
 
 bool RedisLink::command(const std::vector<std::string_view>& argv, ReplyFn done) {

@@ -2,13 +2,18 @@
 // two bus instances in one process stand for two nodes.
 #include "bus/bus_codec.h"
 #include "redis/redis_bus.h"
+#include "redis/redis_link.h"
 #include "redis/redis_sync_client.h"
 #include "net/asio_reactor.h"
 #include "redis_server.h"
 
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -16,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -305,6 +311,100 @@ TEST(RedisBus, RedisRestartDegradesThenRecoversAndAsksForAResync) {
   // And the bus works again.
   a.publish(message("t", 3, {"u"}));
   EXPECT_TRUE(at_b.wait([](auto& ev) { return ev.back()->seq == 3; }));
+}
+
+// A Redis that stops answering but keeps its connections (paused: its kernel
+// still takes the bytes) is caught by the ping watchdog: both nodes degrade
+// within seconds, not when TCP gives up, and recover with a resync once it
+// answers again.
+TEST(RedisBus, RedisThatStopsAnsweringIsDroppedThenRecovers) {
+  RedisServer redis;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
+  ASSERT_TRUE(at_b.wait_resyncs(1)) << "the first subscription";
+
+  redis.pause();
+  a.publish(message("t", 1, {"u"}));
+  EXPECT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); }, 12s)) << "the watchdog drops the links";
+  EXPECT_TRUE(at_a.wait([](auto& ev) { return ev.size() >= 1; }, 2s)) << "local delivery goes on";
+
+  redis.resume();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 20s)) << "both reconnect by themselves";
+  EXPECT_TRUE(at_b.wait_resyncs(2)) << "what Redis did not pass on is read again";
+  a.publish(message("t", 2, {"u"}));
+  EXPECT_TRUE(at_b.wait([](auto& ev) { return !ev.empty() && ev.back()->seq == 2; }));
+}
+
+// A listening socket nobody reads: the kernel completes the connection and
+// takes the bytes, and no reply ever comes, like a Redis behind a link that
+// drops its packets.
+class SilentServer {
+ public:
+  SilentServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("silent server");
+    port_ = ntohs(a.sin_port);
+  }
+  ~SilentServer() { ::close(fd_); }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// Runs fn on the loop and waits for it.
+void on_loop(Reactor& reactor, const std::function<void()>& fn) {
+  std::promise<void> done;
+  reactor.post([&] {
+    fn();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+// The watchdog's drop() must not wait for replies that will never come: the
+// link is down at once, its pending commands are answered with null, and it
+// connects again by itself.
+TEST(RedisLink, DropGivesUpALinkWhoseRepliesNeverComeAndReconnects) {
+  SilentServer silent;
+  ReactorThread loop;
+  std::atomic<int> ups{0}, downs{0};
+  RedisEndpoint endpoint;
+  endpoint.host = "127.0.0.1";
+  endpoint.port = silent.port();
+  RedisLink link(loop.reactor(), endpoint, "test", [&] { ++ups; }, [&] { ++downs; });
+  on_loop(loop.reactor(), [&] { link.start(); });
+  ASSERT_TRUE(eventually([&] { return ups == 1; }));
+
+  bool sent = false, up_after_drop = true;
+  std::atomic<int> answers{0}, null_answers{0};
+  on_loop(loop.reactor(), [&] {
+    sent = link.command({"PING"}, [&](const redisReply* r) {
+      ++answers;
+      null_answers += r == nullptr;
+    });
+    link.drop();
+    up_after_drop = link.up();
+  });
+  ASSERT_TRUE(sent);
+  EXPECT_FALSE(up_after_drop);
+  EXPECT_EQ(answers, 1) << "the pending PING is answered at once";
+  EXPECT_EQ(null_answers, 1);
+  EXPECT_EQ(downs, 1);
+  EXPECT_TRUE(eventually([&] { return ups == 2; })) << "it reconnects by itself";
+  on_loop(loop.reactor(), [&] { link.stop(); });
+  EXPECT_EQ(answers, 1);
 }
 
 TEST(RedisBus, UnreachableRedisAtStartIsDegradedNotFatal) {

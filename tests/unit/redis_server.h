@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -35,6 +36,7 @@ class RedisServer {
     in >> port_;
   }
   ~RedisServer() {
+    resume();
     stop();
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
@@ -44,6 +46,10 @@ class RedisServer {
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("redis-server did not start");
   }
   void stop() { std::system((script() + " stop " + dir_.string()).c_str()); }
+  // Pauses the server (SIGSTOP): its kernel still accepts connections and
+  // takes bytes, but nothing is answered, as with a Redis that hangs.
+  void pause() { signal_server(SIGSTOP); }
+  void resume() { signal_server(SIGCONT); }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
   // Runs redis-cli with `args` (shell words) against this server; its output.
   std::string cli(const std::string& args) const {
@@ -59,6 +65,11 @@ class RedisServer {
   }
 
  private:
+  void signal_server(int sig) const {
+    std::ifstream in(dir_ / "redis.pid");
+    pid_t pid = 0;
+    if (in >> pid && pid > 0) ::kill(pid, sig);
+  }
   static inline int counter_ = 0;
   std::filesystem::path dir_;
   int port_ = 0;
