@@ -507,9 +507,13 @@ std::string allowed_for(const std::vector<std::string>& parts) {
 
 }  // namespace
 
+// By the router's own split of the path, so every spelling that reaches
+// register or login (`/api//auth/login`, a trailing slash) is counted.
 bool RestApi::hashes_passwords(const HttpRequest& req) {
-  return req.method == "POST" && (req.path == "/api/auth/register" || req.path == "/api/auth/login" ||
-                                  req.path == "/api/auth/register/" || req.path == "/api/auth/login/");
+  if (req.method != "POST") return false;
+  const auto parts = split_path(req.path);
+  return parts.size() == 3 && parts[0] == "api" && parts[1] == "auth" &&
+         (parts[2] == "register" || parts[2] == "login");
 }
 
 std::string RestApi::allowed_methods(const std::string& path) { return allowed_for(split_path(path)); }
