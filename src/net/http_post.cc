@@ -54,15 +54,18 @@ Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pai
   tcp::resolver resolver(io);
   beast::tcp_stream stream(io);
   http::request<http::string_body> req{http::verb::post, target_, 11};
-  req.set(http::field::host, host_ + ":" + port_);
+  const bool v6 = host_.find(':') != std::string::npos;  // an IPv6 literal: bracketed, as in the URL
+  req.set(http::field::host, (v6 ? "[" + host_ + "]" : host_) + ":" + port_);
   req.set(http::field::user_agent, "Parley-Webhook/" PARLEY_VERSION);
   req.set(http::field::content_type, "application/json");
   for (const auto& [name, value] : headers) req.set(name, value);
   req.body() = body;
   req.prepare_payload();
   beast::flat_buffer buffer;
-  http::response_parser<http::string_body> res;
-  res.body_limit(64 * 1024);  // the answer is not used, only its status
+  // Only the status is used, so only the head is read: a 2xx whose body is
+  // long or never ends (kept alive, no length) is still an answer, and must
+  // not be retried as a failure and pushed twice.
+  http::response_parser<http::empty_body> res;
   beast::error_code failure;
   stream.expires_after(timeout_);
   resolver.async_resolve(host_, port_, [&](beast::error_code ec, tcp::resolver::results_type results) {
@@ -71,7 +74,7 @@ Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pai
       if (ec) return void(failure = ec);
       http::async_write(stream, req, [&](beast::error_code ec, size_t) {
         if (ec) return void(failure = ec);
-        http::async_read(stream, buffer, res, [&](beast::error_code ec, size_t) {
+        http::async_read_header(stream, buffer, res, [&](beast::error_code ec, size_t) {
           if (ec) failure = ec;
         });
       });

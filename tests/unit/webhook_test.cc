@@ -27,6 +27,7 @@ namespace parley {
 namespace {
 
 namespace json = boost::json;
+using namespace std::chrono_literals;
 
 TEST(WebhookSignature, MatchesRfc4231TestCase2) {
   EXPECT_EQ(webhook_signature("Jefe", "what do ya want for nothing?"),
@@ -253,6 +254,113 @@ TEST(HttpPoster, AbandonEndsAPostUnderWay) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, "webhook_abandoned");
   EXPECT_LT(took, std::chrono::milliseconds(1500));
+}
+
+// Accepts one connection on loopback (IPv4, or IPv6 with v6), keeps the
+// request's head, writes `answer` and holds the connection open until
+// destroyed: a receiver whose body never ends.
+class OneAnswerServer {
+ public:
+  OneAnswerServer(std::string answer, bool v6 = false) {
+    fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+    sockaddr_storage ss{};
+    socklen_t len;
+    if (v6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      a->sin6_family = AF_INET6;
+      a->sin6_addr = in6addr_loopback;
+      len = sizeof *a;
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      len = sizeof *a;
+    }
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(fd_, 4) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+      return;
+    port_ = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    server_ = std::thread([this, answer = std::move(answer)] {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      char buf[4096];
+      while (head_.find("\r\n\r\n") == std::string::npos) {
+        ssize_t n = ::read(c, buf, sizeof buf);
+        if (n <= 0) break;
+        head_.append(buf, static_cast<size_t>(n));
+      }
+      for (size_t off = 0; off < answer.size();) {
+        ssize_t n = ::write(c, answer.data() + off, answer.size() - off);
+        if (n <= 0) break;
+        off += static_cast<size_t>(n);
+      }
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(10), [this] { return done_; });
+      ::close(c);
+    });
+  }
+  ~OneAnswerServer() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    ::shutdown(fd_, SHUT_RDWR);
+    if (server_.joinable()) server_.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+  std::string head() {
+    std::lock_guard lock(mu_);
+    return head_;
+  }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::string head_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread server_;
+};
+
+// Only the status is used: a 2xx ends the delivery however its body goes on
+// (longer than any limit, or never ending on a kept-alive connection), or
+// the notification would be retried and pushed twice.
+TEST(HttpPoster, A2xxIsTheAnswerWhateverItsBodyDoes) {
+  std::atomic<bool> abandon{false};
+  {
+    OneAnswerServer big("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + std::string(100000, 'x'));
+    auto poster = HttpPoster::create("http://127.0.0.1:" + std::to_string(big.port()) + "/hook", 3000ms);
+    ASSERT_TRUE(poster.ok());
+    auto r = (*poster)->post("{}", {}, abandon);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(*r, 200);
+  }
+  {
+    OneAnswerServer endless("HTTP/1.1 202 Accepted\r\nConnection: keep-alive\r\n\r\npartial");
+    auto poster = HttpPoster::create("http://127.0.0.1:" + std::to_string(endless.port()) + "/hook", 3000ms);
+    ASSERT_TRUE(poster.ok());
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = (*poster)->post("{}", {}, abandon);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(*r, 202);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2000ms) << "not held until the timeout";
+  }
+}
+
+// An IPv6 literal goes into Host in brackets (RFC 9110), as in the URL.
+TEST(HttpPoster, HostHeaderOfAnIpv6ReceiverHasBrackets) {
+  OneAnswerServer v6("HTTP/1.1 204 No Content\r\n\r\n", /*v6=*/true);
+  if (v6.port() == 0) GTEST_SKIP() << "no IPv6 loopback here";
+  auto poster = HttpPoster::create("http://[::1]:" + std::to_string(v6.port()) + "/hook", 3000ms);
+  ASSERT_TRUE(poster.ok());
+  std::atomic<bool> abandon{false};
+  auto r = (*poster)->post("{}", {}, abandon);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, 204);
+  EXPECT_NE(v6.head().find("\r\nHost: [::1]:" + std::to_string(v6.port()) + "\r\n"), std::string::npos) << v6.head();
 }
 
 }  // namespace
