@@ -148,7 +148,13 @@ bool SqliteStore::run_op(GroupCommitWriter::Op& op) {
   if (!c.exec("SAVEPOINT op")) return false;
   bool applied = op.apply();
   if (sqlite3_get_autocommit(c.db())) return false;  // SQLite aborted the transaction (I/O error, disk full)
-  if (!applied && !c.exec("ROLLBACK TO op")) return false;
+  if (!applied) {
+    if (!c.exec("ROLLBACK TO op")) return false;
+    // What the op put in the caches went with its writes (a notice's seq, a
+    // member added), whether it returned an error or threw. The batch's
+    // deferred state was flushed before such an op, so only its own is lost.
+    if (op.needs_current_state) forget_caches();
+  }
   return c.exec("RELEASE op");
 }
 
@@ -464,9 +470,8 @@ void SqliteStore::remove_participant(Removal removal, RemovalCallback done) {
 }
 
 // Everything that can refuse the removal is read before the first write. A
-// statement failing after it makes the op's savepoint roll back what the
-// writer's caches may already hold: they are forgotten (the batch's deferred
-// state was flushed before this op, so only this op's is lost).
+// statement failing after it rolls the op back, and run_op forgets what the
+// writer's caches took from it.
 Result<Removed> SqliteStore::write_removal(const Removal& r) {
   auto successor = successor_admin(r.thread_id, r.user_id);
   if (!successor) return successor.error();
@@ -508,10 +513,7 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
     out.new_admin_id = **successor;
     return Ok{};
   }();
-  if (!written) {
-    forget_caches();
-    return written.error();
-  }
+  if (!written) return written.error();
   return out;
 }
 

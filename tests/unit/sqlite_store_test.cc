@@ -54,6 +54,29 @@ int pragma_int(sqlite3* db, const char* sql) {
   return v;
 }
 
+// A removal that fails after storing its notice (here a trigger refuses the
+// DELETE) is rolled back whole, and the writer's caches with it: the next
+// message takes the notice's seq, so the thread's seqs stay gapless.
+TEST_F(SqliteStoreTest, AFailedOpAfterItsNoticeLeavesNoGapInSeqs) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  ASSERT_EQ(ok(store_->append_and_wait({t.id, a.id, "one", "text", ""})).message.seq, 1);
+  auto on_writer = [&](const char* sql) {
+    std::promise<void> done;
+    sqlite().enqueue_op_for_test([sql](sqlite3* db) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK; },
+                                 /*needs_savepoint=*/false, [&](const Error*) { done.set_value(); });
+    done.get_future().wait();
+  };
+  on_writer("CREATE TEMP TRIGGER refuse_leaving BEFORE DELETE ON participants BEGIN SELECT RAISE(ABORT, 'no'); END");
+  auto removed = store_->remove_participant_and_wait({t.id, b.id, {}, AppendRequest{t.id, b.id, "bob left", "system", ""}});
+  EXPECT_FALSE(removed.ok());
+  on_writer("DROP TRIGGER temp.refuse_leaving");
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 1u) << "the notice was rolled back";
+  EXPECT_EQ(ok(store_->append_and_wait({t.id, a.id, "two", "text", ""})).message.seq, 2);
+  EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 2);
+}
+
 TEST_F(SqliteStoreTest, MigratesNewDirAndDataSurvivesReopen) {
   EXPECT_EQ(store_->describe(), "sqlite:" + dir_ + "/parley.db");
   User a = make_user("alice");
