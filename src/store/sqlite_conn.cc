@@ -63,25 +63,25 @@ SqliteStmt SqliteConn::prepare(const char* sql) {
   auto it = cache_.find(sql);
   if (it != cache_.end() && !it->second.in_use) {
     it->second.in_use = true;
-    return SqliteStmt(it->second.stmt, SQLITE_OK, &it->second.in_use, &failed_);
+    return SqliteStmt(it->second.stmt, SQLITE_OK, &it->second.in_use, &flags_);
   }
   sqlite3_stmt* s = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
   if (rc != SQLITE_OK) {
     spdlog::error("event=sqlite_prepare_failed error=\"{}\"", errmsg());
-    return SqliteStmt(nullptr, rc, nullptr, &failed_);
+    return SqliteStmt(nullptr, rc, nullptr, &flags_);
   }
   // The same statement nested inside itself gets a private copy.
-  if (it != cache_.end()) return SqliteStmt(s, SQLITE_OK, nullptr, &failed_);
+  if (it != cache_.end()) return SqliteStmt(s, SQLITE_OK, nullptr, &flags_);
   auto& entry = cache_.emplace(sql, Entry{s, true}).first->second;
-  return SqliteStmt(s, SQLITE_OK, &entry.in_use, &failed_);
+  return SqliteStmt(s, SQLITE_OK, &entry.in_use, &flags_);
 }
 
 SqliteStmt SqliteConn::prepare_once(const std::string& sql) {
   sqlite3_stmt* s = nullptr;
   int rc = sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), &s, nullptr);
   if (rc != SQLITE_OK) spdlog::error("event=sqlite_prepare_failed error=\"{}\"", errmsg());
-  return SqliteStmt(s, rc, nullptr, &failed_);
+  return SqliteStmt(s, rc, nullptr, &flags_);
 }
 
 Error storage_error(SqliteConn& c, int rc, std::string_view op) {

@@ -23,12 +23,19 @@
 
 namespace parley {
 
+// What a connection's statements tell it, and the rule they keep for it.
+struct SqliteConnFlags {
+  bool failed = false;    // a statement failed (SqliteConn::take_failure)
+  bool in_batch = false;  // SqliteConn::set_in_batch
+};
+
 // One use of a prepared statement. Resets on destruction so a finished read
 // never keeps its snapshot (and the WAL) pinned.
 class SqliteStmt {
  public:
-  // failed: the connection's flag, set when this statement fails (see SqliteConn::take_failure).
-  SqliteStmt(sqlite3_stmt* s, int rc, bool* in_use, bool* failed) : s_(s), rc_(rc), in_use_(in_use), failed_(failed) {}
+  // flags: its connection's.
+  SqliteStmt(sqlite3_stmt* s, int rc, bool* in_use, SqliteConnFlags* flags)
+      : s_(s), rc_(rc), in_use_(in_use), flags_(flags) {}
   SqliteStmt(const SqliteStmt&) = delete;
   SqliteStmt& operator=(const SqliteStmt&) = delete;
   ~SqliteStmt() {
@@ -50,14 +57,18 @@ class SqliteStmt {
   }
   // SQLITE_ROW, SQLITE_DONE, or the extended error code (also kept in error()).
   int step() {
+    // Inside a batch with its transaction gone (SQLite rolls it back on an
+    // I/O error, a full disk, no memory, even in a read), a statement would
+    // commit by itself: refused, so the batch fails whole.
+    if (rc_ == SQLITE_OK && flags_->in_batch && sqlite3_get_autocommit(sqlite3_db_handle(s_))) rc_ = SQLITE_ABORT;
     if (rc_ != SQLITE_OK) {
-      *failed_ = true;
+      flags_->failed = true;
       return rc_;
     }
     int rc = sqlite3_step(s_);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
       rc_ = rc;
-      *failed_ = true;
+      flags_->failed = true;
     }
     return rc;
   }
@@ -97,7 +108,7 @@ class SqliteStmt {
   sqlite3_stmt* s_;
   int rc_;
   bool* in_use_;  // the cache slot's flag; nullptr for a private, finalized-on-exit statement
-  bool* failed_;
+  SqliteConnFlags* flags_;
 };
 
 class SqliteConn {
@@ -121,7 +132,11 @@ class SqliteConn {
   int64_t changes() const { return sqlite3_changes64(db_); }
   // Whether any statement failed since the last call; clears the flag. A
   // read checks it so that a failure is an error, not a shorter answer.
-  bool take_failure() { return std::exchange(failed_, false); }
+  bool take_failure() { return std::exchange(flags_.failed, false); }
+  // While on (the writer, from its BEGIN to its COMMIT or ROLLBACK), every
+  // statement must run inside the open transaction: one that finds it gone
+  // fails instead of committing on its own.
+  void set_in_batch(bool on) { flags_.in_batch = on; }
 
  private:
   explicit SqliteConn(sqlite3* db) : db_(db) {}
@@ -133,7 +148,7 @@ class SqliteConn {
   };
   sqlite3* db_;
   std::unordered_map<const char*, Entry> cache_;
-  bool failed_ = false;
+  SqliteConnFlags flags_;
 };
 
 // Several statements read as one consistent snapshot (reader connections only).

@@ -104,6 +104,7 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
     std::lock_guard gate(checkpointer_->writer_gate());
     try {
       ok = c.exec("BEGIN IMMEDIATE");
+      c.set_in_batch(ok);
       for (size_t i = 0; ok && i < batch.size(); ++i) {
         if (batch[i].needs_current_state) ok = flush_thread_state();
         ok = ok && run_op(batch[i]);
@@ -118,6 +119,7 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
       if (error.empty()) error = c.errmsg();
       if (!sqlite3_get_autocommit(c.db())) c.exec("ROLLBACK");
     }
+    c.set_in_batch(false);
   }
   if (ok) return std::nullopt;
   spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), error);
@@ -125,9 +127,9 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
   return storage_unavailable();
 }
 
-void SqliteStore::enqueue_op_for_test(std::function<bool(sqlite3*)> apply, bool needs_savepoint,
+void SqliteStore::enqueue_op_for_test(std::function<bool(SqliteConn&)> apply, bool needs_savepoint,
                                       std::function<void(const Error*)> finish) {
-  GroupCommitWriter::Op op{[this, apply = std::move(apply)] { return apply(writer_conn_->db()); }, std::move(finish)};
+  GroupCommitWriter::Op op{[this, apply = std::move(apply)] { return apply(*writer_conn_); }, std::move(finish)};
   op.needs_savepoint = needs_savepoint;
   writer_->enqueue(std::move(op));
 }

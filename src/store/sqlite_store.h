@@ -98,7 +98,7 @@ class SqliteStore final : public Store {
   }
   // An op on the writer's connection, with or without a savepoint; finish
   // gets the batch's error.
-  void enqueue_op_for_test(std::function<bool(sqlite3*)> apply, bool needs_savepoint,
+  void enqueue_op_for_test(std::function<bool(SqliteConn&)> apply, bool needs_savepoint,
                            std::function<void(const Error*)> finish);
   // The last commit's outcome (see Store::write_state).
   WriteState write_state() const override { return writer_->write_state(); }

@@ -11,6 +11,7 @@
 
 #include "app/store_options.h"
 #include "store/message_key.h"
+#include "store/sqlite_conn.h"
 #include "store/sqlite_schema.h"
 #include "store/sqlite_store.h"
 #include "store_test_support.h"
@@ -64,8 +65,9 @@ TEST_F(SqliteStoreTest, AFailedOpAfterItsNoticeLeavesNoGapInSeqs) {
   ASSERT_EQ(ok(store_->append_and_wait({t.id, a.id, "one", "text", ""})).message.seq, 1);
   auto on_writer = [&](const char* sql) {
     std::promise<void> done;
-    sqlite().enqueue_op_for_test([sql](sqlite3* db) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr) == SQLITE_OK; },
-                                 /*needs_savepoint=*/false, [&](const Error*) { done.set_value(); });
+    sqlite().enqueue_op_for_test(
+        [sql](SqliteConn& c) { return sqlite3_exec(c.db(), sql, nullptr, nullptr, nullptr) == SQLITE_OK; },
+        /*needs_savepoint=*/false, [&](const Error*) { done.set_value(); });
     done.get_future().wait();
   };
   on_writer("CREATE TEMP TRIGGER refuse_leaving BEFORE DELETE ON participants BEGIN SELECT RAISE(ABORT, 'no'); END");
@@ -75,6 +77,28 @@ TEST_F(SqliteStoreTest, AFailedOpAfterItsNoticeLeavesNoGapInSeqs) {
   EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 1u) << "the notice was rolled back";
   EXPECT_EQ(ok(store_->append_and_wait({t.id, a.id, "two", "text", ""})).message.seq, 2);
   EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 2);
+}
+
+// SQLite rolls the whole transaction back on some errors, even in a read (no
+// memory, I/O, a full disk). An op that goes on writing after one must not
+// commit those writes by themselves: they fail, and the batch with them.
+TEST_F(SqliteStoreTest, AStatementAfterTheBatchLostItsTransactionFailsInsteadOfCommitting) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id}, "before");
+  std::promise<std::pair<bool, bool>> outcome;  // the write ran; the batch failed
+  bool wrote = true;
+  sqlite().enqueue_op_for_test(
+      [&](SqliteConn& c) {
+        sqlite3_exec(c.db(), "ROLLBACK", nullptr, nullptr, nullptr);  // as SQLite does on such an error
+        wrote = c.prepare("UPDATE threads SET title = 'outside'").done();
+        return true;
+      },
+      /*needs_savepoint=*/true, [&](const Error* e) { outcome.set_value({wrote, e != nullptr}); });
+  auto [ran, batch_failed] = outcome.get_future().get();
+  EXPECT_FALSE(ran);
+  EXPECT_TRUE(batch_failed);
+  EXPECT_EQ(ok(store_->thread(t.id))->title, "before");
+  EXPECT_EQ(ok(store_->append_and_wait({t.id, a.id, "next", "text", ""})).message.seq, 1) << "the writer goes on";
 }
 
 TEST_F(SqliteStoreTest, MigratesNewDirAndDataSurvivesReopen) {
@@ -324,9 +348,9 @@ TEST_F(SqliteStoreTest, OpWithoutSavepointThatFailsAfterWritingFailsItsBatch) {
     };
     append(0);
     sqlite().enqueue_op_for_test(
-        [write_before_failing](sqlite3* db) {
+        [write_before_failing](SqliteConn& c) {
           if (write_before_failing)
-            sqlite3_exec(db, "UPDATE threads SET title = 'written'", nullptr, nullptr, nullptr);
+            sqlite3_exec(c.db(), "UPDATE threads SET title = 'written'", nullptr, nullptr, nullptr);
           return false;
         },
         /*needs_savepoint=*/false, [&](const Error* e) {
