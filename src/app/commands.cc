@@ -126,7 +126,9 @@ Result<Core> open_core(const Config& config, bool serving = false) {
   std::string pem = config.jwt_public_key_file.empty() ? "" : read_file(config.jwt_public_key_file);
   auto jwt = JwtVerifier::create(*secret, pem);
   if (!jwt) return jwt.error();
-  auto store = open_store(store_options(config));
+  StoreOptions options = store_options(config);
+  options.beside_server = !serving;  // `user add`, `token`: no DataDirLock of their own
+  auto store = open_store(options);
   if (!store) return store.error();
   Core core;
   core.store = std::move(*store);

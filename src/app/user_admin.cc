@@ -54,7 +54,9 @@ void add_moderation_options(CLI::App& cmd, Config& c) {
 }
 
 int run_user_admin(const Config& config, UserAdminAction action, const std::string& username) {
-  auto store = open_store(store_options(config));
+  StoreOptions options = store_options(config);
+  options.beside_server = true;  // no DataDirLock: it runs beside a server
+  auto store = open_store(options);
   if (!store) return fail(store.error());
   auto close_and = [&](int code) {
     (*store)->close();

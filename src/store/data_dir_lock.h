@@ -9,8 +9,10 @@
 // that knows only the old schema), since two writers with their own view of
 // each thread's seq would conflict; and `migrate-store`, whose copy must not
 // change under it.
-// Commands that only read or insert user rows (`user add`, `token`) do not:
-// SQLite's own locking keeps those safe beside a server.
+// Commands that only read or write user rows (`user add`, `token`, `user
+// disable`) do not: SQLite's own locking keeps those safe beside a server.
+// Unless the schema is older than theirs: then they take it to migrate, and
+// refuse while a server holds it (StoreOptions::beside_server).
 //
 // Not thread-safe; one owner. Destroying it releases the lock.
 #pragma once

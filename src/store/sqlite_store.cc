@@ -9,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/ids.h"
+#include "store/data_dir_lock.h"
 #include "store/message_key.h"
 #include "store/phone_key.h"
 #include "store/sqlite_checkpointer.h"
@@ -27,6 +28,16 @@ constexpr size_t kMaxCacheEntries = 10000;
 // this many WAL pages, or twice the round's threshold if that is more.
 constexpr int kCheckpointHardLimitFrames = 100000;
 
+// PRAGMA user_version: 0 for a new file, -1 when it cannot be read.
+int schema_version(sqlite3* db) {
+  sqlite3_stmt* st = nullptr;
+  int version = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    version = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return version;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- lifecycle
@@ -44,7 +55,19 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
 
   auto conn = SqliteConn::open(path, /*writer=*/true, options.fsync_commits);
   if (!conn) return conn.error();
+  std::unique_ptr<DataDirLock> migrating;  // held while the schema is brought up to date
+  if (const int version = schema_version((*conn)->db()); options.beside_server && version < latest_schema_version()) {
+    auto held = DataDirLock::acquire(options.data_dir);
+    if (!held)
+      return Error{ErrorKind::kConflict, "schema_outdated",
+                   "the store in " + options.data_dir + " has schema version " + std::to_string(version) +
+                       ", this parley needs " + std::to_string(latest_schema_version()) +
+                       ", and a server is running on it (" + held.error().message +
+                       "): stop it and start this version's server, which migrates, then retry"};
+    migrating = std::move(*held);
+  }
   if (auto st = migrate_schema((*conn)->db()); !st) return st.error();
+  migrating.reset();
   Micros last_created_at = max_created_at(**conn);
   const int threshold = std::max(options.wal_checkpoint_pages, 1);
   auto checkpointer = SqliteCheckpointer::start(path, options.fsync_commits, threshold);

@@ -294,6 +294,10 @@ struct StoreOptions {
   size_t max_batch = 4096;  // writes per group commit, at most
   std::string database_url{};  // postgres://… selects the PostgreSQL store; empty = SQLite in data_dir
   int wal_checkpoint_pages = kDefaultWalCheckpointPages;  // SQLite: WAL pages that start a checkpoint round
+  // SQLite: the caller holds no DataDirLock and may run beside a server
+  // (`user add`, `token`): a schema migration takes the lock for itself, and
+  // is refused while a server holds it (it knows only its own schema).
+  bool beside_server = false;
 };
 
 // --- rules every Store implementation applies the same way ---

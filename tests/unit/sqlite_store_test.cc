@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "app/store_options.h"
+#include "store/data_dir_lock.h"
 #include "store/message_key.h"
 #include "store/sqlite_conn.h"
 #include "store/sqlite_schema.h"
@@ -99,6 +100,48 @@ TEST_F(SqliteStoreTest, AStatementAfterTheBatchLostItsTransactionFailsInsteadOfC
   EXPECT_TRUE(batch_failed);
   EXPECT_EQ(ok(store_->thread(t.id))->title, "before");
   EXPECT_EQ(ok(store_->append_and_wait({t.id, a.id, "next", "text", ""})).message.seq, 1) << "the writer goes on";
+}
+
+// `user add` and `token` run beside a server, without its lock. A newer
+// binary's must not migrate the schema under an older server (which would go
+// on writing the rows it knows): it refuses while the server holds the data
+// dir, and migrates once none does.
+TEST_F(SqliteStoreTest, ABesideServerOpenMigratesOnlyWhenNoServerHoldsTheDir) {
+  const std::string older = root_ + "/older";
+  std::filesystem::create_directories(older);
+  auto version_of = [&] {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open((older + "/parley.db").c_str(), &db), SQLITE_OK);
+    int v = pragma_int(db, "PRAGMA user_version");
+    sqlite3_close(db);
+    return v;
+  };
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((older + "/parley.db").c_str(), &db), SQLITE_OK);
+    ASSERT_TRUE(migrate_schema_to(db, latest_schema_version() - 1).ok());
+    sqlite3_close(db);
+  }
+  StoreOptions options{older, false, 512, "", 1000};
+  options.beside_server = true;
+  {
+    auto server = DataDirLock::acquire(older);
+    ASSERT_TRUE(server.ok());
+    auto refused = SqliteStore::open(options);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().code, "schema_outdated");
+    EXPECT_EQ(version_of(), latest_schema_version() - 1) << "nothing migrated";
+  }
+  auto opened = SqliteStore::open(options);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  (*opened)->close();
+  EXPECT_EQ(version_of(), latest_schema_version());
+  // Up to date: beside a server is fine (SQLite's own locking).
+  auto server = DataDirLock::acquire(older);
+  ASSERT_TRUE(server.ok());
+  auto beside = SqliteStore::open(options);
+  ASSERT_TRUE(beside.ok()) << beside.error().message;
+  (*beside)->close();
 }
 
 TEST_F(SqliteStoreTest, MigratesNewDirAndDataSurvivesReopen) {
