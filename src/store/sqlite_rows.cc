@@ -116,9 +116,11 @@ std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, i
 
 // The newest row is the newest message: rows are inserted in created_at order
 // (schema v3), and created_at has no index of its own.
-Micros max_created_at(SqliteConn& c) {
+Result<Micros> max_created_at(SqliteConn& c) {
   auto st = c.prepare("SELECT created_at FROM messages ORDER BY rowid DESC LIMIT 1");
-  return st.row() ? st.i64(0) : 0;
+  if (st.row()) return st.i64(0);
+  if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "max_created_at");
+  return Micros{0};
 }
 
 

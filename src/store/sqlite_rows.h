@@ -63,7 +63,8 @@ std::vector<FormerMarks> load_former_marks(SqliteConn& c, const std::string& thr
 // The thread with its participants and the marks of those who left.
 std::optional<Thread> load_thread(SqliteConn& c, const std::string& id);
 std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, int64_t seq);
-Micros max_created_at(SqliteConn& c);
+// The newest message's created_at (0: none), where new ones continue from.
+Result<Micros> max_created_at(SqliteConn& c);
 
 inline int64_t clamp_limit(int limit) { return std::max(limit, 0); }  // SQLite reads a negative LIMIT as "none"
 

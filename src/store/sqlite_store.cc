@@ -68,7 +68,8 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   }
   if (auto st = migrate_schema((*conn)->db()); !st) return st.error();
   migrating.reset();
-  Micros last_created_at = max_created_at(**conn);
+  auto last_created_at = max_created_at(**conn);
+  if (!last_created_at) return last_created_at.error();
   const int threshold = std::max(options.wal_checkpoint_pages, 1);
   auto checkpointer = SqliteCheckpointer::start(path, options.fsync_commits, threshold);
   if (!checkpointer) return checkpointer.error();
@@ -76,7 +77,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   spdlog::info("event=store_open path={} schema_version={} fsync_commits={} wal_checkpoint_pages={}", path,
                latest_schema_version(), options.fsync_commits, threshold);
   return std::unique_ptr<SqliteStore>(
-      new SqliteStore(options, path, std::move(*conn), std::move(*checkpointer), last_created_at));
+      new SqliteStore(options, path, std::move(*conn), std::move(*checkpointer), *last_created_at));
 }
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options) {
@@ -223,11 +224,15 @@ Result<SqliteStore::ThreadKey> SqliteStore::thread_key(const std::string& thread
   return not_found("thread_not_found", "thread does not exist");
 }
 
-std::optional<UserRef> SqliteStore::sender_ref(const std::string& user_id) {
+Result<UserRef> SqliteStore::sender_ref(const std::string& user_id) {
   if (auto it = senders_.find(user_id); it != senders_.end()) return it->second;
   auto st = writer_conn_->prepare("SELECT id, username, full_name, role FROM users WHERE id = ?");
   st.bind(user_id);
-  if (!st.row()) return std::nullopt;
+  if (!st.row()) {
+    // A failed read is not a missing user: the client would not retry that.
+    if (st.error() != SQLITE_OK) return storage_error(*writer_conn_, st.error(), "sender_ref");
+    return not_found("user_not_found", "user does not exist");
+  }
   if (senders_.size() >= kMaxCacheEntries) senders_.clear();
   return senders_[user_id] = UserRef{st.text(0), st.text(1), st.text(2), st.text(3)};
 }
@@ -520,7 +525,7 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
     }
     if (*successor) {
       auto ref = sender_ref(**successor);
-      if (!ref) return not_found("user_not_found", "participant does not exist");
+      if (!ref) return ref.error();
       if (auto notice = promotion_notice(r, ref->username)) {
         auto stored = write_message(*notice);
         if (!stored) return stored.error();
@@ -580,7 +585,7 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
   auto thread_ref = thread_key(r.thread_id);
   if (!thread_ref) return thread_ref.error();
   auto sender = sender_ref(r.sender_id);
-  if (!sender) return not_found("user_not_found", "sender does not exist");
+  if (!sender) return sender.error();
 
   Message m;
   m.thread_id = r.thread_id;

@@ -131,7 +131,8 @@ class SqliteStore final : public Store {
   Result<ThreadKey> thread_key(const std::string& thread_id);
   Result<std::optional<int64_t>> key_owner(int64_t key);
   Result<std::optional<Message>> find_retried(const AppendRequest& request, int64_t seq);
-  std::optional<UserRef> sender_ref(const std::string& user_id);
+  // Errors: not_found "user_not_found", or the read's own.
+  Result<UserRef> sender_ref(const std::string& user_id);
   Result<bool> is_participant(const std::string& thread_id, const std::string& user_id);
   const std::string& member_key(const std::string& thread_id, const std::string& user_id);
 
