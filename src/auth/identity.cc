@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "auth/address_block.h"
 #include "auth/password.h"
 #include "common/clock.h"
 #include "common/ids.h"
@@ -110,7 +111,7 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
     for (const std::string& r : config_.roles) roles += (roles.empty() ? "" : ", ") + r;
     return bad_input("invalid_role", "role must be one of: " + roles);
   }
-  if (!address.empty() && !registration_limiter_.admit("", address, now_seconds())) {
+  if (!address.empty() && !registration_limiter_.admit("", address_block(address), now_seconds())) {
     Metrics::get().count_error("rate_limited");
     return Error{ErrorKind::kRateLimited, "rate_limited", "too many registrations from this address; try again later"};
   }
@@ -145,7 +146,8 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
                           : valid_phone(login) ? "phone:" + phone_key(login)
                                                : "login:" + ascii_lowercase(login);
   int64_t now = now_seconds();
-  if (!login_limits_->admit(key, address, now)) {
+  const std::string block = address_block(address);
+  if (!login_limits_->admit(key, block, now)) {
     Metrics::get().count_error("rate_limited");
     return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again later"};
   }
@@ -161,7 +163,7 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
     spdlog::info("event=login_refused reason=account_disabled user_id={}", u->id);
     return Error{ErrorKind::kForbidden, "account_disabled", "this account is disabled"};
   }
-  login_limits_->record_success(key, address, now);
+  login_limits_->record_success(key, block, now);
   return issue_token(*u);
 }
 

@@ -308,6 +308,26 @@ TEST_F(ChatServiceTest, LoginRateLimitedAfterTooManyFailures) {
   EXPECT_EQ(fourth.error().kind, ErrorKind::kRateLimited);
 }
 
+// One client holds a whole IPv6 /64: its addresses count as one, for failed
+// logins and registrations alike; another /64 and IPv4 count apart.
+TEST_F(ChatServiceTest, PerAddressLimitsCountAnIpv6SlashSixtyFourAsOneClient) {
+  config_.limits.login_failures_per_address = 3;
+  config_.limits.registrations_per_address = 2;
+  start();
+  ASSERT_TRUE(service_->register_user(reg("user1"), "2001:db8:1:2::1").ok());
+  ASSERT_TRUE(service_->register_user(reg("user2"), "2001:db8:1:2::2").ok());
+  auto third = service_->register_user(reg("user3"), "2001:db8:1:2:ffff::3");
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.error().code, "rate_limited");
+  ASSERT_TRUE(service_->register_user(reg("user4"), "2001:db8:1:3::1").ok()) << "another /64";
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(service_->login("user4", "wrong horse!", "2001:db8:9:9::" + std::to_string(i + 1)).error().code,
+              "invalid_credentials");
+  EXPECT_EQ(service_->login("user1", "correct horse", "2001:db8:9:9:1:2:3:4").error().code, "rate_limited");
+  EXPECT_TRUE(service_->login("user1", "correct horse", "2001:db8:9:a::1").ok());
+  EXPECT_TRUE(service_->login("user1", "correct horse", "10.0.0.1").ok());
+}
+
 TEST_F(ChatServiceTest, LoginRateLimitIsPerAccountWhicheverLoginNameIsUsed) {
   config_.limits.login_failures_per_account = 3;
   start();

@@ -1,3 +1,4 @@
+#include "auth/address_block.h"
 #include "auth/login_limiter.h"
 
 #include <gtest/gtest.h>
@@ -109,6 +110,17 @@ TEST(LoginLimiter, AdmittedSuccessIsTakenBackFromTheAddress) {
   EXPECT_TRUE(l.admit("bob", "ip", 2));
   EXPECT_TRUE(l.admit("carol", "ip", 2));
   EXPECT_FALSE(l.admit("dave", "ip", 2));  // two failures counted: the limit
+}
+
+TEST(AddressBlock, Ipv4IsItselfAndIpv6CountsByItsSlashSixtyFour) {
+  EXPECT_EQ(address_block("203.0.113.7"), "203.0.113.7");
+  EXPECT_EQ(address_block("::ffff:203.0.113.7"), "203.0.113.7");
+  EXPECT_EQ(address_block("2001:db8:1:2:a:b:c:d"), "2001:db8:1:2::/64");
+  EXPECT_EQ(address_block("2001:db8:1:2::1"), address_block("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+  EXPECT_NE(address_block("2001:db8:1:2::1"), address_block("2001:db8:1:3::1"));
+  EXPECT_EQ(address_block("::1"), "::/64");
+  EXPECT_EQ(address_block(""), "");
+  EXPECT_EQ(address_block("not:an:address"), "not:an:address");
 }
 
 }  // namespace
