@@ -519,7 +519,10 @@ bool RestApi::hashes_passwords(const HttpRequest& req) {
 std::string RestApi::allowed_methods(const std::string& path) { return allowed_for(split_path(path)); }
 
 RestApi::RestApi(ChatService& chat, HealthInfo health)
-    : chat_(chat), health_(std::move(health)), started_at_(now_micros()) {}
+    : chat_(chat),
+      health_(std::move(health)),
+      started_at_(now_micros()),
+      writes_(chat.config().limits.rest_writes_per_second, chat.config().limits.rest_write_burst) {}
 
 HttpResponse RestApi::handle(const HttpRequest& req) {
   Metrics::get().http_requests.fetch_add(1, std::memory_order_relaxed);
@@ -551,6 +554,11 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   auto me = chat_.authenticate(req.authorization.substr(prefix.size()));
   if (!me) return failure(me.error());
   call.user = &me->user;
+  if (route && req.method != "GET" && req.method != "HEAD" && !writes_.admit(me->user.id, now_micros())) {
+    HttpResponse r = failure({ErrorKind::kRateLimited, "rate_limited", "too many requests that change something; slow down"});
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
 
   // Everything under /api/chat/threads/:id needs a well-formed id; a malformed
   // one gets the same answer as a thread the caller is not in.

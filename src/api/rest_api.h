@@ -7,6 +7,7 @@
 #include <string>
 
 #include "api/http.h"
+#include "api/rest_write_limiter.h"
 #include "chat/chat_service.h"
 
 namespace parley {
@@ -35,6 +36,7 @@ class RestApi {
   ChatService& chat_;
   HealthInfo health_;
   int64_t started_at_;
+  RestWriteLimiter writes_;
 };
 
 }  // namespace parley

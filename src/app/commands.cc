@@ -279,6 +279,15 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--rate-burst", l.message_burst, "Frames per connection in a burst")
       ->envname("PARLEY_RATE_BURST")
       ->capture_default_str();
+  cmd.add_option("--rest-rate-per-second", l.rest_writes_per_second,
+                 "REST requests that change something (not GET or HEAD) per second per user, sustained")
+      ->envname("PARLEY_REST_RATE_PER_SECOND")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd.add_option("--rest-rate-burst", l.rest_write_burst, "Such REST requests per user in a burst")
+      ->envname("PARLEY_REST_RATE_BURST")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd.add_option("--max-connections-per-user", l.max_connections_per_user, "Open connections per user")
       ->envname("PARLEY_MAX_CONNECTIONS_PER_USER")
       ->capture_default_str();

@@ -15,6 +15,8 @@ struct Limits {
   double messages_per_second = 200;          // token bucket refill per connection
   double message_burst = 1000;               // token bucket size
   int flood_strikes = 50;                    // frames refused by the bucket before the connection is closed
+  double rest_writes_per_second = 200;       // token bucket refill per user, REST requests other than GET/HEAD
+  double rest_write_burst = 1000;            // its size
   int max_connections_per_user = 20;
   int idle_timeout_seconds = 60;             // no traffic for this long: server pings, then closes
   int auth_timeout_seconds = 10;             // time to send the `auth` frame when no token came with the upgrade

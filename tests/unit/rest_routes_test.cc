@@ -1,5 +1,6 @@
 // RestApi's route questions the network layer asks before a request runs.
 #include "api/rest_api.h"
+#include "api/rest_write_limiter.h"
 
 #include <gtest/gtest.h>
 
@@ -28,6 +29,25 @@ TEST(RestRoutes, EveryPathToRegisterOrLoginHashesPasswords) {
 TEST(RestRoutes, AllowedMethodsFollowTheRouterSplit) {
   EXPECT_EQ(RestApi::allowed_methods("/api//auth/login"), RestApi::allowed_methods("/api/auth/login"));
   EXPECT_NE(RestApi::allowed_methods("/api/auth/login"), "");
+}
+
+// A burst, then the sustained rate; each user has a bucket of their own, and
+// a bucket that has refilled is forgotten.
+TEST(RestWriteLimiter, BurstThenRatePerUser) {
+  RestWriteLimiter l(/*per_second=*/2, /*burst=*/3);
+  const int64_t t0 = 1'000'000'000;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(l.admit("alice", t0)) << i;
+  EXPECT_FALSE(l.admit("alice", t0));
+  EXPECT_TRUE(l.admit("bob", t0)) << "bob has a bucket of his own";
+  EXPECT_FALSE(l.admit("alice", t0 + 400'000)) << "0.8 of a token";
+  EXPECT_TRUE(l.admit("alice", t0 + 500'000)) << "one token after half a second";
+  EXPECT_FALSE(l.admit("alice", t0 + 500'000));
+  // 2,000 users writing once each, then quiet long enough to refill: the
+  // next sweep (once the map has doubled) drops them all.
+  for (int i = 0; i < 2000; ++i) l.admit("user" + std::to_string(i), t0 + 600'000);
+  EXPECT_GE(l.users_tracked(), 2000u);
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(l.admit("later" + std::to_string(i), t0 + 10'000'000));
+  EXPECT_LT(l.users_tracked(), 200u);
 }
 
 }  // namespace

@@ -180,6 +180,33 @@ describe('message rate limit', () => {
   });
 });
 
+describe('REST writes per user', () => {
+  let server, alice, bob;
+  before(async () => {
+    server = await startServer({ args: ['--rest-rate-per-second', '1', '--rest-rate-burst', '3'] });
+    [alice, bob] = await server.registerMany(2);
+  });
+  after(async () => { await server?.stop(); });
+
+  it('past the burst a write gets 429 rate_limited with Retry-After and stores nothing; reads and other users go on', async () => {
+    const thread = await server.createDirect(alice, bob);  // one of alice's three
+    const answers = [];
+    for (let i = 0; i < 8; i++) answers.push(await server.sendRest(alice.token, thread.id, { content: `rest ${i}` }));
+    const statuses = answers.map((a) => a.status);
+    assert.deepEqual(statuses.slice(0, 2), [201, 201], `the burst passes: ${statuses}`);
+    const refused = answers.filter((a) => a.status === 429);
+    assert.ok(refused.length >= 1, `past the burst: ${statuses}`);
+    assert.equal(refused[0].body.code, 'rate_limited');
+    assert.equal(refused[0].headers['retry-after'], '1');
+    const history = await server.history(alice.token, thread.id);
+    assert.equal(history.length, answers.filter((a) => a.status === 201).length, 'only what was answered 201 is stored');
+    assert.equal((await server.http('GET', `/api/chat/threads/${thread.id}`, { token: alice.token })).status, 200, 'reads are not limited');
+    assert.equal((await server.sendRest(bob.token, thread.id, { content: 'bob' })).status, 201, 'bob has his own bucket');
+    await sleep(1100);
+    assert.equal((await server.sendRest(alice.token, thread.id, { content: 'later' })).status, 201, 'the bucket refills');
+  });
+});
+
 describe('slow consumers', () => {
   let server;
   before(async () => {
