@@ -12,8 +12,9 @@ export const CHROMIUM = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
 
 // The cast most browser tests start from: a server, a browser, and two
 // users, a teacher and a parent. Resolves {server, base, browser, alice, bob}.
-export async function startScene() {
-  const server = await startServer();
+// serverArgs: extra flags for the server.
+export async function startScene(serverArgs = []) {
+  const server = await startServer({ args: serverArgs });
   const base = `http://127.0.0.1:${server.port}`;
   const browser = await launchBrowser();
   const alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
