@@ -517,7 +517,7 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
 void Connection::replay_read(std::shared_ptr<Replay> r) {
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
-    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, r->from, kReplayPage);
+    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, r->from, kReplayPage, /*with_status=*/!r->gap_fill);
     // A since_seq at or past the thread's end: thread_subscribed tells the
     // thread's last seq, not the client's number back. Read after the page:
     // a message committed in between is past since_seq only if this is too

@@ -191,7 +191,10 @@ Result<std::vector<ThreadSummary>> ChatService::threads(const User& actor) {
 // A message's status, as its sender sees it: `read` once any other
 // participant has read up to it, else `delivered` once any other
 // participant's client acknowledged it, else `sent`. Those who left count
-// with the marks they left with, so a status never goes back.
+// with the marks they left with, so a status never goes back. A member
+// counts only for what was sent since they joined: joining sets their marks
+// to the thread's end (nothing before is unread for them) without their
+// having read or received any of it.
 void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const {
   for (auto& p : thread.participants) p.online = presence_.online(p.user_id);
   for (Message* m : messages) {
@@ -201,7 +204,8 @@ void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const
       read = std::max(read, read_seq);
       delivered = std::max({delivered, delivered_seq, read_seq});
     };
-    for (const auto& p : thread.participants) count(p.user_id, p.last_read_seq, p.last_delivered_seq);
+    for (const auto& p : thread.participants)
+      if (m->created_at >= p.joined_at) count(p.user_id, p.last_read_seq, p.last_delivered_seq);
     for (const auto& f : thread.former_marks) count(f.user_id, f.last_read_seq, f.last_delivered_seq);
     m->status = m->seq <= read ? "read" : m->seq <= delivered ? "delivered" : "sent";
   }
@@ -453,14 +457,32 @@ Result<std::vector<Message>> ChatService::history(const User& actor, const std::
 }
 
 Result<std::vector<Message>> ChatService::replay(const std::string& user_id, const std::string& thread_id,
-                                                 int64_t since_seq, int limit) {
+                                                 int64_t since_seq, int limit, bool with_status) {
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
-  return store_.messages_after(thread_id, since_seq, limit);
+  auto ms = store_.messages_after(thread_id, since_seq, limit);
+  if (!ms || !with_status) return ms;
+  if (auto st = annotate_each_thread(*ms); !st) return st.error();
+  return ms;
 }
 
 Result<OfflinePage> ChatService::offline_messages(const User& actor, Micros since) {
-  return store_.messages_since(actor.id, since, 500);
+  auto page = store_.messages_since(actor.id, since, 500);
+  if (!page) return page;
+  if (auto st = annotate_each_thread(page->messages); !st) return st.error();
+  return page;
+}
+
+// annotate() for messages of any threads: each thread read once.
+Status ChatService::annotate_each_thread(std::vector<Message>& messages) const {
+  std::unordered_map<std::string, std::vector<Message*>> by_thread;
+  for (auto& m : messages) by_thread[m.thread_id].push_back(&m);
+  for (auto& [thread_id, ms] : by_thread) {
+    auto t = store_.thread(thread_id);
+    if (!t) return t.error();
+    if (*t) annotate(**t, std::move(ms));
+  }
+  return Ok{};
 }
 
 Result<std::vector<UnreadCount>> ChatService::unread_counts(const User& actor) {

@@ -106,9 +106,12 @@ class ChatService {
   // (the direct thread may have to be created) or the thread is not cached.
   void send(SendRequest request, SendCallback done);
   Result<std::vector<Message>> history(const User& actor, const std::string& thread_id, const HistoryQuery& query);
-  // Messages after since_seq, oldest first, at most limit (replay for subscribe_thread). Blocking.
+  // Messages after since_seq, oldest first, at most limit (replay for
+  // subscribe_thread, and gap fills). with_status: each with its current
+  // status, as history has (a fill stands in for live frames, which are
+  // `sent`, and skips the thread read). Blocking.
   Result<std::vector<Message>> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
-                                      int limit);
+                                      int limit, bool with_status = true);
   Result<OfflinePage> offline_messages(const User& actor, Micros since);
   Result<std::vector<UnreadCount>> unread_counts(const User& actor);
   // Marks read and tells the thread's participants (read_receipt); the
@@ -233,6 +236,7 @@ class ChatService {
   void publish_change(const Message& changed, Audience to, const std::string& exclude_session);
   // Fills the sender-relative status of each message and who is online.
   void annotate(Thread& thread, std::vector<Message*> messages) const;
+  Status annotate_each_thread(std::vector<Message>& messages) const;
 
   Store& store_;
   Bus& bus_;

@@ -757,6 +757,54 @@ TEST_F(ChatServiceTest, StatusKeepsTheMarksOfMembersWhoLeft) {
   EXPECT_EQ((*list)[0].last_message->status, "sent") << "bob's leave notice: read by nobody else";
 }
 
+// Joining sets a member's marks to the thread's end (nothing before is
+// unread for them) without their having read any of it: what was sent before
+// they joined does not become `read` for its sender by that. Their reading
+// counts for what comes after; another member's reading counts as ever.
+TEST_F(ChatServiceTest, StatusIgnoresTheMarksAMemberGetsByJoining) {
+  User a = user("alice"), b = user("bob"), d = user("dave");
+  Thread t = group(a, {b});
+  auto before = send_text(a, t, "before dave");
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(service_->add_participants(a, t.id, {d.id}).ok());
+  auto status = [&](int64_t seq) {
+    auto h = service_->history(a, t.id, HistoryQuery{});
+    EXPECT_TRUE(h.ok());
+    for (const auto& m : h.ok() ? *h : std::vector<Message>{})
+      if (m.seq == seq) return m.status;
+    return std::string("missing");
+  };
+  EXPECT_EQ(status(before->message.seq), "sent") << "dave joining is not dave reading";
+  auto after = send_text(a, t, "after dave");
+  ASSERT_TRUE(after.ok());
+  ASSERT_TRUE(service_->mark_read(d.id, t.id, kAllSeqs, "session-d").ok());
+  EXPECT_EQ(status(after->message.seq), "read");
+  EXPECT_EQ(status(before->message.seq), "sent");
+  ASSERT_TRUE(service_->mark_read(b.id, t.id, before->message.seq, "session-b").ok());
+  EXPECT_EQ(status(before->message.seq), "read");
+}
+
+// Offline messages and subscribe_thread replays carry the current status, as
+// history does; a gap fill (which stands in for live frames) does not read it.
+TEST_F(ChatServiceTest, OfflineMessagesAndReplaysCarryTheCurrentStatus) {
+  User a = user("alice"), b = user("bob");
+  Thread t = group(a, {b});
+  auto m = send_text(b, t, "to alice");
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(service_->mark_read(a.id, t.id, kAllSeqs, "session-a").ok());
+  auto offline = service_->offline_messages(a, 0);
+  ASSERT_TRUE(offline.ok());
+  ASSERT_EQ(offline->messages.size(), 1u);
+  EXPECT_EQ(offline->messages[0].status, "read") << "bob's message, as bob sees it: alice read it";
+  auto replayed = service_->replay(b.id, t.id, 0, 10);
+  ASSERT_TRUE(replayed.ok());
+  ASSERT_FALSE(replayed->empty());
+  EXPECT_EQ(replayed->back().status, "read");
+  auto filled = service_->replay(b.id, t.id, 0, 10, /*with_status=*/false);
+  ASSERT_TRUE(filled.ok());
+  EXPECT_EQ(filled->back().status, "sent");
+}
+
 TEST_F(ChatServiceTest, NonAdminCannotRemoveOthers) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});
