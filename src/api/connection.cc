@@ -547,8 +547,9 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           return;
         }
         self->send_error(page.error(), r->request_id);
-        int64_t since = r->since;
-        return self->replay_end(std::move(r), since);
+        // What the pages before this one sent counts as sent (r->from is the last seq they read).
+        int64_t read_up_to = r->from;
+        return self->replay_end(std::move(r), read_up_to);
       }
       r->page = std::move(*page);
       r->next = 0;
@@ -580,8 +581,10 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
     }
     const Message& m = r->page[r->next++];
     // The cursor last: it counts what it lets through as sent (other replays of the thread skip it).
+    // Behind this connection's own unanswered message like a live one (AnswerWait):
+    // a fill must not put seq 7 before the message_sent of its seq 6.
     if (!own_send(m) && m.created_at >= r->created_floor && cursor_.replayed(r->thread_id, m.seq))
-      send(encoder_->replayed_message(m.id, message_json_text(m)));
+      send_in_thread(r->thread_id, m.seq, encoder_->replayed_message(m.id, message_json_text(m)));
   }
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;
   if (static_cast<int>(r->page.size()) == kReplayPage) {
