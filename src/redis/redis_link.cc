@@ -11,6 +11,20 @@ namespace parley {
 
 constexpr std::chrono::milliseconds kFirstBackoff{100};
 constexpr std::chrono::milliseconds kMaxBackoff{2000};
+constexpr std::chrono::milliseconds kReplyCheck{1000};
+constexpr int64_t kReplyTimeoutMs = 3000;
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// What a command's callback needs: its link's list of replies awaited (to
+// count this one) and the caller's function.
+struct PendingReply {
+  std::deque<int64_t>* waiting;
+  RedisLink::ReplyFn done;
+};
 
 namespace {
 
@@ -108,6 +122,7 @@ RedisLink::~RedisLink() { *alive_ = false; }
 void RedisLink::start() {
   retry_pending_ = false;
   if (stopped_ || ctx_) return;
+  if (!watching_) watch_replies();
   redisAsyncContext* ac = redisAsyncConnect(endpoint_.host.c_str(), endpoint_.port);
   if (!ac) return lost("out of memory");
   if (ac->err) {
@@ -145,6 +160,7 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
   }
   self->up_ = true;
   self->backoff_ = kFirstBackoff;
+  if (self->ctx_) redisEnableKeepAlive(&self->ctx_->c);
   spdlog::info("event=redis_connected link={} endpoint={}", self->name_, self->endpoint_.describe());
   if (auto auth = self->endpoint_.auth_command(); !auth.empty()) {
     std::vector<std::string_view> argv(auth.begin(), auth.end());
@@ -160,6 +176,7 @@ void RedisLink::on_disconnect(const redisAsyncContext* ac, int status) {
   if (!self) return;  // dropped
   self->ctx_ = nullptr;  // hiredis frees it after this returns
   self->on_message_ = nullptr;
+  self->waiting_since_ms_.clear();
   if (self->stopped_) return;
   self->lost(status == REDIS_OK ? "closed" : ac->errstr);
 }
@@ -189,6 +206,7 @@ void RedisLink::stop() {
     ctx_ = nullptr;
     redisAsyncFree(ac);  // pending callbacks run with a null reply
   }
+  waiting_since_ms_.clear();
   watch_.reset();
 }
 
@@ -201,8 +219,27 @@ void RedisLink::drop() {
   ac->data = nullptr;  // its connect and disconnect callbacks: this reports the loss itself
   on_message_ = nullptr;
   redisAsyncFree(ac);  // pending callbacks run with a null reply
+  waiting_since_ms_.clear();
   watch_.reset();
   lost("no answer");
+}
+
+// Once a second while the link lives: a reply overdue drops the connection.
+void RedisLink::watch_replies() {
+  watching_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.schedule(kReplyCheck, [this, alive] {
+    if (auto a = alive.lock(); !a || !*a) return;
+    if (stopped_) return void(watching_ = false);
+    if (!waiting_since_ms_.empty()) {
+      const int64_t waited = steady_ms() - waiting_since_ms_.front();
+      if (waited > kReplyTimeoutMs) {
+        spdlog::warn("event=redis_unresponsive link={} waited_ms={}", name_, waited);
+        drop();
+      }
+    }
+    watch_replies();
+  });
 }
 
 bool RedisLink::command(const std::vector<std::string_view>& argv, ReplyFn done) {
@@ -215,19 +252,25 @@ bool RedisLink::command(const std::vector<std::string_view>& argv, ReplyFn done)
     args.push_back(a.data());
     lens.push_back(a.size());
   }
-  auto* fn = done ? new ReplyFn(std::move(done)) : nullptr;
-  int rc = redisAsyncCommandArgv(ctx_, fn ? &RedisLink::on_reply : nullptr, fn, static_cast<int>(args.size()),
-                                 args.data(), lens.data());
+  // Every command gets a callback, with or without `done`: each reply is
+  // counted, so the oldest one waiting is always the front of waiting_since_ms_.
+  auto* pending = new PendingReply{&waiting_since_ms_, std::move(done)};
+  int rc = redisAsyncCommandArgv(ctx_, &RedisLink::on_reply, pending, static_cast<int>(args.size()), args.data(),
+                                 lens.data());
   if (rc != REDIS_OK) {
-    delete fn;
+    delete pending;
     return false;
   }
+  waiting_since_ms_.push_back(steady_ms());
   return true;
 }
 
+// Runs on the loop (hiredis calls it from a read, or with nullptr while the
+// context is freed by stop() or drop(), which the link outlives).
 void RedisLink::on_reply(redisAsyncContext*, void* reply, void* privdata) {
-  std::unique_ptr<ReplyFn> fn(static_cast<ReplyFn*>(privdata));
-  (*fn)(static_cast<const redisReply*>(reply));
+  std::unique_ptr<PendingReply> pending(static_cast<PendingReply*>(privdata));
+  if (!pending->waiting->empty()) pending->waiting->pop_front();
+  if (pending->done) pending->done(static_cast<const redisReply*>(reply));
 }
 
 bool RedisLink::subscribe(const std::string& channel, ReplyFn on_message) {

@@ -1,7 +1,11 @@
 // RedisLink: one hiredis asynchronous connection to Redis, run on a Reactor,
 // that reconnects by itself with backoff (100 ms doubling to 2 s) when Redis
 // goes away. The Redis bus keeps two: one for commands (PUBLISH, presence,
-// counters) and one in subscriber mode.
+// counters) and one in subscriber mode. A command whose reply has not come
+// within 3 s drops the connection (its callers get nullptr and it
+// reconnects): a Redis that hangs, or a peer gone without a reset, must not
+// hold their callers for as long as TCP takes to give up. An idle connection
+// (a subscriber) is kept honest by TCP keepalive instead.
 //
 // Threading: construct anywhere; every other method, and every callback,
 // runs on the reactor's loop thread. stop() must run there before the link
@@ -10,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -71,6 +76,7 @@ class RedisLink {
   static void on_subscription(redisAsyncContext* ac, void* reply, void* privdata);
   void lost(const char* why);
   void attach(redisAsyncContext* ac);
+  void watch_replies();
 
   Reactor& reactor_;
   RedisEndpoint endpoint_;
@@ -82,6 +88,10 @@ class RedisLink {
   bool up_ = false;
   bool stopped_ = false;
   bool retry_pending_ = false;
+  bool watching_ = false;  // watch_replies() is scheduled
+  // When each command still awaiting its reply was sent (steady ms), oldest
+  // first: Redis answers a connection's commands in order.
+  std::deque<int64_t> waiting_since_ms_;
   std::chrono::milliseconds backoff_{100};
   // Guards callbacks scheduled on the reactor against a destroyed link.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -407,6 +407,33 @@ TEST(RedisLink, DropGivesUpALinkWhoseRepliesNeverComeAndReconnects) {
   EXPECT_EQ(answers, 1);
 }
 
+// A link that gets no reply gives up by itself within a few seconds (a
+// Redis that hangs must not hold, say, every connection's admission), then
+// connects again.
+TEST(RedisLink, ACommandLeftUnansweredDropsTheLinkByItself) {
+  SilentServer silent;
+  ReactorThread loop;
+  std::atomic<int> ups{0}, downs{0}, null_answers{0};
+  RedisEndpoint endpoint;
+  endpoint.host = "127.0.0.1";
+  endpoint.port = silent.port();
+  RedisLink link(loop.reactor(), endpoint, "test", [&] { ++ups; }, [&] { ++downs; });
+  on_loop(loop.reactor(), [&] { link.start(); });
+  ASSERT_TRUE(eventually([&] { return ups == 1; }));
+  const auto sent_at = std::chrono::steady_clock::now();
+  on_loop(loop.reactor(), [&] {
+    link.command({"EVAL", "return 1", "0"}, [&](const redisReply* r) { null_answers += r == nullptr; });
+    link.command({"SET", "k", "v"});  // no callback of its own: still awaited
+  });
+  ASSERT_TRUE(eventually([&] { return null_answers == 1; }, 10s));
+  const auto waited = std::chrono::steady_clock::now() - sent_at;
+  EXPECT_GE(waited, 2900ms);
+  EXPECT_LT(waited, 6s);
+  EXPECT_EQ(downs, 1);
+  EXPECT_TRUE(eventually([&] { return ups == 2; })) << "it reconnects by itself";
+  on_loop(loop.reactor(), [&] { link.stop(); });
+}
+
 TEST(RedisBus, UnreachableRedisAtStartIsDegradedNotFatal) {
   RedisServer redis;
   redis.stop();
