@@ -94,11 +94,19 @@ void RedisConnectionLimiter::release(const std::string& user_id) {
   });
 }
 
+// An entry at 0 goes once Redis has answered its write: a write lost with the
+// link must be made again when it is back (write_all), or Redis would keep
+// counting connections this node no longer has.
 void RedisConnectionLimiter::write(const std::string& user_id) {
   auto it = mine_.find(user_id);
   if (it == mine_.end()) return;
-  if (!link_.command({"EVAL", kWriteScript, "1", key(user_id), node_id_, std::to_string(it->second)})) return;
-  if (it->second == 0) mine_.erase(it);
+  std::weak_ptr<bool> alive = alive_;
+  link_.command({"EVAL", kWriteScript, "1", key(user_id), node_id_, std::to_string(it->second)},
+                [this, alive, user_id](const redisReply* r) {
+                  if (auto a = alive.lock(); !a || !*a) return;
+                  if (!r || r->type == REDIS_REPLY_ERROR) return;
+                  if (auto now = mine_.find(user_id); now != mine_.end() && now->second == 0) mine_.erase(now);
+                });
 }
 
 std::function<void()> RedisConnectionLimiter::write_all_hook() {
@@ -110,11 +118,7 @@ std::function<void()> RedisConnectionLimiter::write_all_hook() {
 
 void RedisConnectionLimiter::write_all() {
   if (!link_.up()) return;
-  for (auto it = mine_.begin(); it != mine_.end();) {
-    auto next = std::next(it);
-    write(it->first);  // may erase `it`
-    it = next;
-  }
+  for (const auto& [user_id, count] : mine_) write(user_id);
 }
 
 }  // namespace parley
