@@ -5,10 +5,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <future>
 #include <vector>
-
-#include "common/clock.h"
 
 namespace parley {
 
@@ -21,7 +20,12 @@ constexpr size_t kMaxPending = 10000;
 
 std::string channel_of(std::string_view node) { return "parley:sio:" + std::string(node); }
 
-int64_t now_ms() { return now_micros() / 1000; }
+// Deadlines are durations on this node: a steady clock, so a step of the
+// wall clock neither expires every forward at once nor holds one longer.
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Splits off the text up to the next space (or the end).
 std::string_view take_word(std::string_view& s) {
