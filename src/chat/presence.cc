@@ -21,8 +21,8 @@ void Presence::set_directory(PresenceDirectory* directory) {
   });
   // This node was cut off long enough for the others to announce its users
   // offline: those still connected here are online again.
-  directory_->set_back_hook([this](const std::string& user_id) {
-    if (online_here(user_id) && announce_) announce_({user_id, true, now_micros()});
+  directory_->set_back_hook([this](const std::string& user_id, bool elsewhere) {
+    if ((elsewhere || online_here(user_id)) && announce_) announce_({user_id, true, now_micros()});
   });
 }
 

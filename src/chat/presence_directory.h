@@ -31,8 +31,11 @@ class PresenceDirectory {
   // Set once at start: called for each of this node's users that the shared
   // directory had lost (this node was cut off from it past its heartbeat, so
   // another node announced the user offline, or it restarted empty) once this
-  // node has registered the user again: announce online again.
-  virtual void set_back_hook(std::function<void(const std::string& user_id)> hook) = 0;
+  // node has registered the user again: announce online again. Also, with
+  // `elsewhere`, for a user this node announced offline while cut off (its
+  // last connection here closed) whom another node still has: that offline
+  // was wrong, announce online again.
+  virtual void set_back_hook(std::function<void(const std::string& user_id, bool elsewhere)> hook) = 0;
 };
 
 }  // namespace parley

@@ -119,7 +119,9 @@ void RedisPresenceDirectory::close() {
 }
 
 void RedisPresenceDirectory::set_gone_hook(std::function<void(const std::string&)> hook) { gone_hook_ = std::move(hook); }
-void RedisPresenceDirectory::set_back_hook(std::function<void(const std::string&)> hook) { back_hook_ = std::move(hook); }
+void RedisPresenceDirectory::set_back_hook(std::function<void(const std::string&, bool)> hook) {
+  back_hook_ = std::move(hook);
+}
 
 bool RedisPresenceDirectory::known_online(const std::string& user_id) const {
   std::lock_guard lock(mu_);
@@ -209,9 +211,13 @@ void RedisPresenceDirectory::reconcile() {
       commands_.command({"EVAL", kOfflineScript, "3", conns_key(user), "parley:node-users:" + node_id_,
                          "parley:online", node_id_, user},
                         [this, alive, user](const redisReply* left) {
-                          if (auto a = alive.lock(); !a || !*a || !left || left->type != REDIS_REPLY_INTEGER ||
-                                                     left->integer != 0)
+                          if (auto a = alive.lock(); !a || !*a || !left || left->type != REDIS_REPLY_INTEGER) return;
+                          // Another node has the user: the offline this node
+                          // announced when it could not ask was wrong.
+                          if (left->integer != 0) {
+                            if (back_hook_) back_hook_(user, /*elsewhere=*/true);
                             return;
+                          }
                           commands_.command({"PUBLISH", kChannel, "-" + user});
                         });
     }
@@ -245,7 +251,7 @@ void RedisPresenceDirectory::register_again() {
                         if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 0)
                           return;
                         commands_.command({"PUBLISH", kChannel, "+" + user});
-                        if (back_hook_) back_hook_(user);
+                        if (back_hook_) back_hook_(user, /*elsewhere=*/false);
                       });
 }
 

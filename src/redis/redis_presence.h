@@ -21,7 +21,9 @@
 // users again, and those no node had meanwhile come back through the back
 // hook (Presence announces them online again). Every reconnect also makes
 // Redis hold exactly this node's users (an online or offline sent while the
-// link was down may be lost even when the key did not expire). The copy is
+// link was down may be lost even when the key did not expire); a user this
+// node announced offline on its own meanwhile, whom another node still has,
+// is announced online again (the back hook, `elsewhere`). The copy is
 // reloaded every second for 5 s after a reconnect, while the other nodes
 // register theirs.
 #pragma once
@@ -46,7 +48,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   void node_offline(const std::string& user_id, std::function<void(bool last)> done) override;
   bool known_online(const std::string& user_id) const override;
   void set_gone_hook(std::function<void(const std::string& user_id)> hook) override;
-  void set_back_hook(std::function<void(const std::string& user_id)> hook) override;
+  void set_back_hook(std::function<void(const std::string& user_id, bool elsewhere)> hook) override;
   // Set once before start(): runs on the loop after this node registered its
   // users again (its other per-node state in Redis, such as connection
   // counts, may be gone too).
@@ -74,7 +76,8 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   std::string node_id_;
   RedisEndpoint endpoint_;
   RedisLink commands_, subscription_;
-  std::function<void(const std::string&)> gone_hook_, back_hook_;
+  std::function<void(const std::string&)> gone_hook_;
+  std::function<void(const std::string&, bool)> back_hook_;
   std::function<void()> registered_again_hook_;
   std::atomic<bool> healthy_{false};
   std::atomic<bool> closed_{false};

@@ -34,8 +34,8 @@ class ScriptedDirectory final : public PresenceDirectory {
   }
   bool known_online(const std::string& user) const override { return user == "elsewhere"; }
   void set_gone_hook(std::function<void(const std::string&)> hook) override { gone = std::move(hook); }
-  void set_back_hook(std::function<void(const std::string&)> hook) override { back = std::move(hook); }
-  std::function<void(const std::string&)> back;
+  void set_back_hook(std::function<void(const std::string&, bool)> hook) override { back = std::move(hook); }
+  std::function<void(const std::string&, bool)> back;
 };
 
 struct Fixture {
@@ -127,9 +127,12 @@ TEST(Presence, AUserTheDirectoryLostIsAnnouncedAgainWhileConnectedHere) {
   ASSERT_TRUE(f.directory.back);
   f.presence.connect("here");
   f.said.clear();
-  f.directory.back("here");
-  f.directory.back("gone-meanwhile");
+  f.directory.back("here", false);
+  f.directory.back("gone-meanwhile", false);
   EXPECT_EQ(f.said, (Announcements{{"here", true}})) << "only a user still connected here comes back";
+  f.directory.back("on-another-node", true);
+  EXPECT_EQ(f.said, (Announcements{{"here", true}, {"on-another-node", true}}))
+      << "announced offline here while cut off, yet another node has them";
 }
 
 // A burst of changes waits for one scheduled flush and is handed over as one

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <memory>
@@ -106,9 +107,9 @@ TEST_F(PresenceOnTwoNodes, RedisRestartedEmptyGetsThisNodesUsersBack) {
 TEST_F(PresenceOnTwoNodes, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
   std::mutex mu;
   std::vector<std::string> back;
-  a.set_back_hook([&](const std::string& user) {
+  a.set_back_hook([&](const std::string& user, bool elsewhere) {
     std::lock_guard lock(mu);
-    back.push_back(user);
+    if (!elsewhere) back.push_back(user);
   });
   start();
   EXPECT_TRUE(ask_online(a, "u"));
@@ -152,6 +153,33 @@ TEST_F(PresenceOnTwoNodes, AnOfflineLostInABlipIsRepairedOnReconnect) {
   EXPECT_TRUE(redis.cli("SISMEMBER parley:online u").find('0') != std::string::npos);
   EXPECT_TRUE(redis.cli("HEXISTS parley:conns:stays node-a").find('1') != std::string::npos) << "its own user kept";
   EXPECT_TRUE(b.known_online("stays"));
+}
+
+// Node a could not reach Redis when u's last connection there closed, so it
+// announced u offline by itself; node b still has u. When a is back, Redis
+// tells it another node holds u: a announces u online again (the back hook,
+// `elsewhere`), and u stays online in Redis.
+TEST_F(PresenceOnTwoNodes, AnOfflineAnnouncedWhileCutOffIsTakenBackWhenAnotherNodeHasTheUser) {
+  std::mutex mu;
+  std::vector<std::pair<std::string, bool>> back;
+  a.set_back_hook([&](const std::string& user, bool elsewhere) {
+    std::lock_guard lock(mu);
+    back.emplace_back(user, elsewhere);
+  });
+  start();
+  EXPECT_TRUE(ask_online(a, "u"));
+  EXPECT_FALSE(ask_online(b, "u"));
+  EXPECT_FALSE(ask_offline(a, "u"));
+  // What Redis holds when a's offline never reached it: u still on node a.
+  redis.cli("EVAL \"redis.call('HSET','parley:conns:u','node-a',1); redis.call('SADD','parley:node-users:node-a','u')\" 0");
+  redis.cli("CLIENT KILL TYPE normal");  // a's links drop and reconnect
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return std::find(back.begin(), back.end(), std::make_pair(std::string("u"), true)) != back.end();
+  })) << "announced online again";
+  EXPECT_TRUE(redis.cli("HEXISTS parley:conns:u node-a").find('0') != std::string::npos);
+  EXPECT_TRUE(redis.cli("HEXISTS parley:conns:u node-b").find('1') != std::string::npos);
+  EXPECT_TRUE(b.known_online("u"));
 }
 
 }  // namespace
