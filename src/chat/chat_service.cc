@@ -592,6 +592,8 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
   if (!before) return before.error();
+  // A sender who has left the thread is told nothing more of it.
+  if (!is_member(**m, msg->sender_id)) return Ok{};
   publish(msg->thread_id, Audience::users({msg->sender_id}), "message_delivered",
           json::serialize(json::object{
               {"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));

@@ -805,6 +805,28 @@ TEST_F(ChatServiceTest, OfflineMessagesAndReplaysCarryTheCurrentStatus) {
   EXPECT_EQ(filled->back().status, "sent");
 }
 
+// A delivery receipt is told to the message's sender while they are in the
+// thread, and to nobody once they have left it.
+TEST_F(ChatServiceTest, DeliveryReceiptsGoToTheSenderOnlyWhileAMember) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  auto first = send_text(a, t, "first");
+  auto second = send_text(a, t, "second");
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto delivered_events = [&] {
+    size_t n = 0;
+    for (size_t i = 0; i < events_.size(); ++i)
+      if (events_.at(i)->type == "message_delivered") ++n;
+    return n;
+  };
+  ASSERT_TRUE(service_->acknowledge_delivery(b.id, first->message.id).ok());
+  EXPECT_EQ(delivered_events(), 1u);
+  EXPECT_EQ(recipients(*events_.last()), (Ids{a.id}));
+  ASSERT_TRUE(service_->remove_participant(a, t.id, a.id).ok());
+  ASSERT_TRUE(service_->acknowledge_delivery(c.id, second->message.id).ok()) << "the receipt is still stored";
+  EXPECT_EQ(delivered_events(), 1u) << "alice left: nothing more of this thread for her";
+}
+
 TEST_F(ChatServiceTest, NonAdminCannotRemoveOthers) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});
