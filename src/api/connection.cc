@@ -517,7 +517,9 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
 void Connection::replay_read(std::shared_ptr<Replay> r) {
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
-    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, r->from, kReplayPage, /*with_status=*/!r->gap_fill);
+    Micros member_since = 0;
+    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, r->from, kReplayPage, /*with_status=*/!r->gap_fill,
+                                       &member_since);
     // A since_seq at or past the thread's end: thread_subscribed tells the
     // thread's last seq, not the client's number back. Read after the page:
     // a message committed in between is past since_seq only if this is too
@@ -525,8 +527,17 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     int64_t thread_last = -1;
     if (page && page->empty() && !r->gap_fill && r->from == r->since)
       if (auto t = self->ctx_.chat.store().thread(r->thread_id); t && *t) thread_last = (*t)->last_seq;
-    return [self, r, page = std::move(page), thread_last]() mutable {
+    return [self, r, page = std::move(page), thread_last, member_since]() mutable {
       if (self->closed_) return;
+      // A gap fill stands in for live frames, which a member gets only from
+      // when they joined: a member removed and added again while connected
+      // is not sent what was said while they were out. On several nodes,
+      // less the margin for their clocks: a duplicate of history rather than
+      // a loss.
+      if (r->gap_fill && member_since > 0) {
+        const Micros margin = self->ctx_.chat.config().redis_url.empty() ? 0 : kFirstFillMarginUs;
+        r->created_floor = std::max(r->created_floor, member_since - margin);
+      }
       if (!page) {
         if (r->gap_fill && left_thread(page.error())) {
           // Retrying cannot help: nothing of this thread is for this user any more.

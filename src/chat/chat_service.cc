@@ -457,9 +457,14 @@ Result<std::vector<Message>> ChatService::history(const User& actor, const std::
 }
 
 Result<std::vector<Message>> ChatService::replay(const std::string& user_id, const std::string& thread_id,
-                                                 int64_t since_seq, int limit, bool with_status) {
+                                                 int64_t since_seq, int limit, bool with_status, Micros* member_since) {
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
+  if (member_since) {
+    const auto& ids = (*m)->user_ids;
+    const auto at = static_cast<size_t>(std::find(ids.begin(), ids.end(), user_id) - ids.begin());
+    *member_since = at < (*m)->joined_at.size() ? (*m)->joined_at[at] : 0;
+  }
   auto ms = store_.messages_after(thread_id, since_seq, limit);
   if (!ms || !with_status) return ms;
   if (auto st = annotate_each_thread(*ms); !st) return st.error();

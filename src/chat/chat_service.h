@@ -109,9 +109,10 @@ class ChatService {
   // Messages after since_seq, oldest first, at most limit (replay for
   // subscribe_thread, and gap fills). with_status: each with its current
   // status, as history has (a fill stands in for live frames, which are
-  // `sent`, and skips the thread read). Blocking.
+  // `sent`, and skips the thread read). member_since: set to when the user
+  // (last) joined the thread, 0 when unknown. Blocking.
   Result<std::vector<Message>> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
-                                      int limit, bool with_status = true);
+                                      int limit, bool with_status = true, Micros* member_since = nullptr);
   Result<OfflinePage> offline_messages(const User& actor, Micros since);
   Result<std::vector<UnreadCount>> unread_counts(const User& actor);
   // Marks read and tells the thread's participants (read_receipt); the

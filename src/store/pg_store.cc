@@ -506,12 +506,14 @@ Result<std::optional<ThreadMembers>> PgStore::thread_members(const std::string& 
     if (!t.ok() || t.rows() == 0) return std::nullopt;
     members.type = thread_type_from_stored(t.text(0, 0));
     auto r = c.exec(
-        "SELECT user_id, is_admin FROM participants WHERE thread_id = $1 ORDER BY joined_at, user_id COLLATE \"C\"",
+        "SELECT user_id, is_admin, joined_at FROM participants WHERE thread_id = $1 "
+        "ORDER BY joined_at, user_id COLLATE \"C\"",
         {thread_id});
     log_read_error(c, r, "thread_members");
     for (int i = 0; i < r.rows(); ++i) {
       members.user_ids.push_back(r.text(i, 0));
       if (r.i64(i, 1) != 0) members.admin_ids.push_back(r.text(i, 0));
+      members.joined_at.push_back(r.i64(i, 2));
     }
     return members;
   });

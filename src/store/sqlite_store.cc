@@ -399,11 +399,13 @@ Result<std::optional<ThreadMembers>> SqliteStore::thread_members(const std::stri
       if (!st.row()) return std::nullopt;
       members.type = thread_type_from_stored(st.text(0));
     }
-    auto st = c.prepare("SELECT user_id, is_admin FROM participants WHERE thread_id = ? ORDER BY joined_at, user_id");
+    auto st = c.prepare(
+        "SELECT user_id, is_admin, joined_at FROM participants WHERE thread_id = ? ORDER BY joined_at, user_id");
     st.bind(thread_id);
     while (st.row()) {
       members.user_ids.push_back(st.text(0));
       if (st.i64(1) != 0) members.admin_ids.push_back(st.text(0));
+      members.joined_at.push_back(st.i64(2));
     }
     log_read_error(c, st, "thread_members");
     return members;

@@ -67,8 +67,9 @@ using RemovalCallback = std::function<void(Result<Removed>)>;
 // The participants of a thread, as the chat service needs them on every send.
 struct ThreadMembers {
   ThreadType type = ThreadType::kGroup;
-  std::vector<std::string> user_ids;
+  std::vector<std::string> user_ids;  // in the order they joined
   std::vector<std::string> admin_ids;
+  std::vector<Micros> joined_at;      // when each of user_ids joined (the last time); may be shorter
 };
 
 struct UnreadCount {

@@ -111,3 +111,33 @@ describe('a non-participant is refused, like an unknown thread', () => {
     await carolWs.expectNone((f) => f.type === 'new_message', 300, 'any message at Carol');
   });
 });
+
+describe('a member removed and added again while connected', () => {
+  let server, alice, bob;
+  before(async () => {
+    server = await startServer();
+    [alice, bob] = await server.registerMany(2);
+  });
+  after(async () => { await server?.stop(); });
+
+  it('is not sent, as new messages, what was said while out; what comes after the return arrives live', async () => {
+    const group = await server.createGroup(alice, [bob]);
+    const bobWs = await server.connect(bob);
+    const aliceWs = await server.connect(alice);
+    await aliceWs.sendMessage({ thread_id: group.id, content: 'before' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.content === 'before', 5000, 'bob gets the first message');
+    const removed = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(removed.status, 200, removed.text);
+    await bobWs.next((f) => f.type === 'new_message' && f.data.message_type === 'system', 5000, 'the removal notice');
+    for (const content of ['away 1', 'away 2', 'away 3']) await aliceWs.sendMessage({ thread_id: group.id, content });
+    const added = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [bob.id] } });
+    assert.ok(added.status === 200 || added.status === 201, added.text);
+    await aliceWs.sendMessage({ thread_id: group.id, content: 'welcome back' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.content === 'welcome back', 5000, 'live again after the return');
+    const away = bobWs.all((f) => f.type === 'new_message' && /^away /.test(f.data.content));
+    assert.deepEqual(away.map((f) => f.data.content), [], 'nothing said while bob was out is pushed to him');
+    const history = await server.history(bob.token, group.id);
+    assert.ok(history.some((m) => m.content === 'away 2'), 'it is in the history bob may read');
+    bobWs.close(); aliceWs.close();
+  });
+});
