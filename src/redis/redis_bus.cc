@@ -28,6 +28,10 @@ RedisBus::RedisBus(Reactor& reactor, RedisBusOptions options)
              // Commands in flight may be lost with the connection: others must resync.
              lost_ = true;
              ping_sent_ms_ = 0;
+             // The subscriber sends nothing, so only this link can tell that
+             // Redis stopped answering (its PING, or the link's own deadline):
+             // the subscription is as suspect, and is taken again.
+             sub_.drop();
              update_health();
            }),
       sub_(reactor, options_.endpoint, "subscribe", [this] { on_sub_up(); },
