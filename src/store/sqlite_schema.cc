@@ -265,7 +265,7 @@ Status fill_phone_keys(sqlite3* db) {
   return Ok{};
 }
 
-int user_version(sqlite3* db) {
+int read_user_version(sqlite3* db) {
   sqlite3_stmt* st = nullptr;
   int version = -1;
   if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
@@ -306,7 +306,7 @@ Status apply(sqlite3* db, const Migration& m) {
   // IMMEDIATE: a second process opening the same file waits instead of racing us.
   if (auto st = exec(db, "BEGIN IMMEDIATE"); !st) return st;
   // Re-check under the write lock: another opener may have applied it meanwhile.
-  if (user_version(db) >= m.version) return exec(db, "COMMIT");
+  if (read_user_version(db) >= m.version) return exec(db, "COMMIT");
   spdlog::info("event=migration_started version={}", m.version);
   auto now = std::chrono::steady_clock::now();
   MigrationProgress progress{m.version, now, now};
@@ -326,6 +326,8 @@ Status apply(sqlite3* db, const Migration& m) {
 
 }  // namespace
 
+int schema_version(sqlite3* db) { return read_user_version(db); }
+
 Status register_message_key_function(sqlite3* db) {
   if (sqlite3_create_function_v2(db, "parley_message_key", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
                                  message_key_sql, nullptr, nullptr, nullptr) != SQLITE_OK)
@@ -338,7 +340,7 @@ int latest_schema_version() { return std::prev(std::end(kMigrations))->version; 
 Status migrate_schema(sqlite3* db) { return migrate_schema_to(db, latest_schema_version()); }
 
 Status migrate_schema_to(sqlite3* db, int version) {
-  int current = user_version(db);
+  int current = read_user_version(db);
   if (current < 0) return internal_error(std::string("cannot read schema version: ") + sqlite3_errmsg(db));
   if (current > latest_schema_version())
     return internal_error("database schema version " + std::to_string(current) + " is newer than this build (" +

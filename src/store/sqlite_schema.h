@@ -13,6 +13,9 @@ namespace parley {
 
 // The version a fully migrated database has.
 int latest_schema_version();
+// The database's version (PRAGMA user_version): 0 for a new file, -1 when it
+// cannot be read.
+int schema_version(sqlite3* db);
 
 // Brings `db` up to latest_schema_version(), logging each applied step.
 // Fails (touching nothing) when the database is newer than this binary.

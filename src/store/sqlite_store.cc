@@ -28,16 +28,6 @@ constexpr size_t kMaxCacheEntries = 10000;
 // this many WAL pages, or twice the round's threshold if that is more.
 constexpr int kCheckpointHardLimitFrames = 100000;
 
-// PRAGMA user_version: 0 for a new file, -1 when it cannot be read.
-int schema_version(sqlite3* db) {
-  sqlite3_stmt* st = nullptr;
-  int version = -1;
-  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-    version = sqlite3_column_int(st, 0);
-  sqlite3_finalize(st);
-  return version;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------- lifecycle

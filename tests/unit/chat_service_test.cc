@@ -182,6 +182,15 @@ class ChatServiceTest : public ::testing::Test {
     return -1;
   }
 
+  // A message's status in `viewer`'s history of the thread ("missing": not there).
+  std::string status_in_history(const User& viewer, const Thread& t, int64_t seq) {
+    auto h = service_->history(viewer, t.id, HistoryQuery{});
+    EXPECT_TRUE(h.ok());
+    for (const auto& m : h.ok() ? *h : std::vector<Message>{})
+      if (m.seq == seq) return m.status;
+    return "missing";
+  }
+
   RegisterRequest reg(const std::string& username, const std::string& password = "correct horse") {
     RegisterRequest r;
     r.username = username;
@@ -741,13 +750,7 @@ TEST_F(ChatServiceTest, StatusKeepsTheMarksOfMembersWhoLeft) {
   ASSERT_TRUE(read.ok() && unread.ok());
   ASSERT_TRUE(service_->mark_read(b.id, t.id, read->message.seq, "session-b").ok());
   ASSERT_TRUE(service_->remove_participant(b, t.id, b.id).ok());
-  auto status = [&](int64_t seq) {
-    auto h = service_->history(a, t.id, HistoryQuery{});
-    EXPECT_TRUE(h.ok());
-    for (const auto& m : h.ok() ? *h : std::vector<Message>{})
-      if (m.seq == seq) return m.status;
-    return std::string("missing");
-  };
+  auto status = [&](int64_t seq) { return status_in_history(a, t, seq); };
   EXPECT_EQ(status(read->message.seq), "read");
   EXPECT_EQ(status(unread->message.seq), "sent");
   auto list = service_->threads(a);
@@ -767,13 +770,7 @@ TEST_F(ChatServiceTest, StatusIgnoresTheMarksAMemberGetsByJoining) {
   auto before = send_text(a, t, "before dave");
   ASSERT_TRUE(before.ok());
   ASSERT_TRUE(service_->add_participants(a, t.id, {d.id}).ok());
-  auto status = [&](int64_t seq) {
-    auto h = service_->history(a, t.id, HistoryQuery{});
-    EXPECT_TRUE(h.ok());
-    for (const auto& m : h.ok() ? *h : std::vector<Message>{})
-      if (m.seq == seq) return m.status;
-    return std::string("missing");
-  };
+  auto status = [&](int64_t seq) { return status_in_history(a, t, seq); };
   EXPECT_EQ(status(before->message.seq), "sent") << "dave joining is not dave reading";
   auto after = send_text(a, t, "after dave");
   ASSERT_TRUE(after.ok());

@@ -317,26 +317,34 @@ TEST(RedisBus, RedisRestartDegradesThenRecoversAndAsksForAResync) {
 // still takes the bytes) is caught by the ping watchdog: both nodes degrade
 // within seconds, not when TCP gives up, and recover with a resync once it
 // answers again.
-TEST(RedisBus, RedisThatStopsAnsweringIsDroppedThenRecovers) {
+// Two nodes' buses on one Redis, each handing its events to its inbox.
+struct TwoBuses {
   RedisServer redis;
   ReactorThread loop;
   Inbox at_a, at_b;
-  RedisBus a(loop.reactor(), options(redis)), b(loop.reactor(), options(redis));
-  a.set_receiver(std::ref(at_a));
-  b.set_receiver(std::ref(at_b));
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
-  ASSERT_TRUE(at_b.wait_resyncs(1)) << "the first subscription";
+  RedisBus a{loop.reactor(), options(redis)}, b{loop.reactor(), options(redis)};
+  TwoBuses() {
+    a.set_receiver(std::ref(at_a));
+    b.set_receiver(std::ref(at_b));
+  }
+  bool both_healthy() { return a.healthy() && b.healthy(); }
+};
 
-  redis.pause();
-  a.publish(message("t", 1, {"u"}));
-  EXPECT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); }, 12s)) << "the watchdog drops the links";
-  EXPECT_TRUE(at_a.wait([](auto& ev) { return ev.size() >= 1; }, 2s)) << "local delivery goes on";
+TEST(RedisBus, RedisThatStopsAnsweringIsDroppedThenRecovers) {
+  TwoBuses n;
+  ASSERT_TRUE(eventually([&] { return n.both_healthy(); }));
+  ASSERT_TRUE(n.at_b.wait_resyncs(1)) << "the first subscription";
 
-  redis.resume();
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 20s)) << "both reconnect by themselves";
-  EXPECT_TRUE(at_b.wait_resyncs(2)) << "what Redis did not pass on is read again";
-  a.publish(message("t", 2, {"u"}));
-  EXPECT_TRUE(at_b.wait([](auto& ev) { return !ev.empty() && ev.back()->seq == 2; }));
+  n.redis.pause();
+  n.a.publish(message("t", 1, {"u"}));
+  EXPECT_TRUE(eventually([&] { return !n.a.healthy() && !n.b.healthy(); }, 12s)) << "the watchdog drops the links";
+  EXPECT_TRUE(n.at_a.wait([](auto& ev) { return ev.size() >= 1; }, 2s)) << "local delivery goes on";
+
+  n.redis.resume();
+  ASSERT_TRUE(eventually([&] { return n.both_healthy(); }, 20s)) << "both reconnect by themselves";
+  EXPECT_TRUE(n.at_b.wait_resyncs(2)) << "what Redis did not pass on is read again";
+  n.a.publish(message("t", 2, {"u"}));
+  EXPECT_TRUE(n.at_b.wait([](auto& ev) { return !ev.empty() && ev.back()->seq == 2; }));
 }
 
 // A listening socket nobody reads: the kernel completes the connection and
@@ -373,37 +381,42 @@ void on_loop(Reactor& reactor, const std::function<void()>& fn) {
   done.get_future().wait();
 }
 
+// A RedisLink to a SilentServer, started; counts its ups and downs.
+struct SilentLink {
+  SilentServer silent;
+  ReactorThread loop;
+  std::atomic<int> ups{0}, downs{0};
+  RedisLink link{loop.reactor(), RedisEndpoint{"127.0.0.1", silent.port(), "", ""}, "test", [this] { ++ups; },
+                 [this] { ++downs; }};
+  SilentLink() { on_loop(loop.reactor(), [&] { link.start(); }); }
+  ~SilentLink() { on_loop(loop.reactor(), [&] { link.stop(); }); }
+  void run(const std::function<void()>& fn) { on_loop(loop.reactor(), fn); }
+};
+
 // The watchdog's drop() must not wait for replies that will never come: the
 // link is down at once, its pending commands are answered with null, and it
 // connects again by itself.
 TEST(RedisLink, DropGivesUpALinkWhoseRepliesNeverComeAndReconnects) {
-  SilentServer silent;
-  ReactorThread loop;
-  std::atomic<int> ups{0}, downs{0};
-  RedisEndpoint endpoint;
-  endpoint.host = "127.0.0.1";
-  endpoint.port = silent.port();
-  RedisLink link(loop.reactor(), endpoint, "test", [&] { ++ups; }, [&] { ++downs; });
-  on_loop(loop.reactor(), [&] { link.start(); });
-  ASSERT_TRUE(eventually([&] { return ups == 1; }));
+  SilentLink l;
+  ASSERT_TRUE(eventually([&] { return l.ups == 1; }));
 
   bool sent = false, up_after_drop = true;
   std::atomic<int> answers{0}, null_answers{0};
-  on_loop(loop.reactor(), [&] {
-    sent = link.command({"PING"}, [&](const redisReply* r) {
+  l.run([&] {
+    sent = l.link.command({"PING"}, [&](const redisReply* r) {
       ++answers;
       null_answers += r == nullptr;
     });
-    link.drop();
-    up_after_drop = link.up();
+    l.link.drop();
+    up_after_drop = l.link.up();
   });
   ASSERT_TRUE(sent);
   EXPECT_FALSE(up_after_drop);
   EXPECT_EQ(answers, 1) << "the pending PING is answered at once";
   EXPECT_EQ(null_answers, 1);
-  EXPECT_EQ(downs, 1);
-  EXPECT_TRUE(eventually([&] { return ups == 2; })) << "it reconnects by itself";
-  on_loop(loop.reactor(), [&] { link.stop(); });
+  EXPECT_EQ(l.downs, 1);
+  EXPECT_TRUE(eventually([&] { return l.ups == 2; })) << "it reconnects by itself";
+  l.run([&] { l.link.stop(); });
   EXPECT_EQ(answers, 1);
 }
 
@@ -411,27 +424,21 @@ TEST(RedisLink, DropGivesUpALinkWhoseRepliesNeverComeAndReconnects) {
 // Redis that hangs must not hold, say, every connection's admission), then
 // connects again.
 TEST(RedisLink, ACommandLeftUnansweredDropsTheLinkByItself) {
-  SilentServer silent;
-  ReactorThread loop;
-  std::atomic<int> ups{0}, downs{0}, null_answers{0};
-  RedisEndpoint endpoint;
-  endpoint.host = "127.0.0.1";
-  endpoint.port = silent.port();
-  RedisLink link(loop.reactor(), endpoint, "test", [&] { ++ups; }, [&] { ++downs; });
-  on_loop(loop.reactor(), [&] { link.start(); });
-  ASSERT_TRUE(eventually([&] { return ups == 1; }));
+  SilentLink l;
+  std::atomic<int> null_answers{0};
+  ASSERT_TRUE(eventually([&] { return l.ups == 1; }));
   const auto sent_at = std::chrono::steady_clock::now();
-  on_loop(loop.reactor(), [&] {
-    link.command({"EVAL", "return 1", "0"}, [&](const redisReply* r) { null_answers += r == nullptr; });
-    link.command({"SET", "k", "v"});  // no callback of its own: still awaited
+  l.run([&] {
+    l.link.command({"EVAL", "return 1", "0"}, [&](const redisReply* r) { null_answers += r == nullptr; });
+    l.link.command({"SET", "k", "v"});  // no callback of its own: still awaited
   });
   ASSERT_TRUE(eventually([&] { return null_answers == 1; }, 10s));
   const auto waited = std::chrono::steady_clock::now() - sent_at;
   EXPECT_GE(waited, 2900ms);
   EXPECT_LT(waited, 6s);
-  EXPECT_EQ(downs, 1);
-  EXPECT_TRUE(eventually([&] { return ups == 2; })) << "it reconnects by itself";
-  on_loop(loop.reactor(), [&] { link.stop(); });
+  EXPECT_EQ(l.downs, 1);
+  EXPECT_TRUE(eventually([&] { return l.ups == 2; })) << "it reconnects by itself";
+  l.run([&] { l.link.stop(); });
 }
 
 TEST(RedisBus, UnreachableRedisAtStartIsDegradedNotFatal) {
