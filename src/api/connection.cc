@@ -595,7 +595,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
     // Behind this connection's own unanswered message like a live one (AnswerWait):
     // a fill must not put seq 7 before the message_sent of its seq 6.
     if (!own_send(m) && m.created_at >= r->created_floor && cursor_.replayed(r->thread_id, m.seq))
-      send_in_thread(r->thread_id, m.seq, encoder_->replayed_message(m.id, message_json_text(m)));
+      send_in_thread(r->thread_id, m.seq, encoder_->replayed_message({m.id, m.thread_id, m.seq}, message_json_text(m)));
   }
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;
   if (static_cast<int>(r->page.size()) == kReplayPage) {

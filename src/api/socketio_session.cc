@@ -212,30 +212,46 @@ void SocketIoSession::on_ack(const sio::SioPacket& p) {
       return;
     }
   }
-  auto message_id = socketio_encoder().message_for_ack(*p.id);
-  if (!message_id) return;
-  send_receipt(std::move(*message_id));
+  auto message = socketio_encoder().message_for_ack(*p.id);
+  if (!message) return;
+  if (!send_receipt(*message)) return defer_receipt(std::move(*message));
+  std::erase_if(deferred_receipts_, [&](const SocketIoEncoder::Acked& d) {
+    return d.thread_id == message->thread_id && d.seq <= message->seq;
+  });
+}
+
+// Dispatches the receipt unless the rate limit refuses it (false).
+bool SocketIoSession::send_receipt(const SocketIoEncoder::Acked& message) {
+  ClientFrame f;
+  f.type = ClientType::kMessageReceived;
+  f.message_id = message.message_id;
+  return conn_->on_requested_receipt(std::move(f));
 }
 
 // Past the rate limit (a catch-up longer than the burst, each message
-// acked), the newest refused receipt waits for the next tick; the earlier
-// ones are covered by it in their thread, or replayed on the next connect.
-void SocketIoSession::send_receipt(std::string message_id) {
-  ClientFrame f;
-  f.type = ClientType::kMessageReceived;
-  f.message_id = message_id;
-  if (conn_->on_requested_receipt(std::move(f))) {
-    if (deferred_receipt_ == message_id) deferred_receipt_.clear();
-  } else {
-    deferred_receipt_ = std::move(message_id);
+// acked), the newest refused receipt of each thread waits for a tick; the
+// earlier ones of the thread are covered by it. One that went through covers
+// what waited in its thread.
+void SocketIoSession::defer_receipt(SocketIoEncoder::Acked message) {
+  for (auto& d : deferred_receipts_) {
+    if (d.thread_id != message.thread_id) continue;
+    if (message.seq > d.seq) d = std::move(message);
+    return;
   }
+  if (deferred_receipts_.size() < kMaxDeferredReceipts) deferred_receipts_.push_back(std::move(message));
+}
+
+void SocketIoSession::send_deferred_receipts() {
+  size_t sent = 0;
+  while (sent < deferred_receipts_.size() && !conn_->closed() && send_receipt(deferred_receipts_[sent])) ++sent;
+  deferred_receipts_.erase(deferred_receipts_.begin(), deferred_receipts_.begin() + static_cast<ptrdiff_t>(sent));
 }
 
 void SocketIoSession::on_tick(int64_t now_ms) {
   if (closed_) return;
   if (!conn_) return check_connect_deadline(now_ms);
   conn_->on_tick(now_ms);
-  if (!conn_->closed() && !deferred_receipt_.empty()) send_receipt(deferred_receipt_);
+  if (!deferred_receipts_.empty()) send_deferred_receipts();
   if (!conn_->closed() && now_ms >= next_ping_ms_) send_ping_event(now_ms);
 }
 

@@ -17,10 +17,12 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "api/connection.h"
 #include "api/transport.h"
 #include "protocol/socketio.h"
+#include "protocol/socketio_encoder.h"
 
 namespace parley {
 
@@ -51,7 +53,7 @@ class SocketIoSession final : public TransportListener,
   void refused();
   void on_event(sio::SioPacket packet);
   void on_ack(const sio::SioPacket& packet);
-  void send_receipt(std::string message_id);
+  bool send_receipt(const SocketIoEncoder::Acked& message);
   void check_connect_deadline(int64_t now_ms);
   void send_ping_event(int64_t now_ms);
   void catch_up();
@@ -72,7 +74,13 @@ class SocketIoSession final : public TransportListener,
   void remember_ack(uint64_t id);
   std::array<uint64_t, 4> pending_acks_{};
   uint8_t next_ack_slot_ = 0;
-  std::string deferred_receipt_;  // a message id whose ack found no token left ("" = none)
+  // Receipts that found no token left: the newest per thread, retried on
+  // each tick (a receipt covers its thread's earlier messages). Bounded by
+  // kMaxDeferredReceipts threads; past it the rest replays on the next connect.
+  void defer_receipt(SocketIoEncoder::Acked message);
+  void send_deferred_receipts();
+  static constexpr size_t kMaxDeferredReceipts = 256;
+  std::vector<SocketIoEncoder::Acked> deferred_receipts_;
 };
 
 }  // namespace parley

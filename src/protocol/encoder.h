@@ -8,6 +8,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
+#include <cstdint>
 #include <string_view>
 #include <vector>
 
@@ -18,6 +19,13 @@ namespace parley {
 
 using Frames = std::vector<FramePtr>;
 
+// The message a `new_message` frame carries, as a delivery receipt names it.
+struct MessageRef {
+  std::string_view id;
+  std::string_view thread_id;
+  int64_t seq = 0;
+};
+
 class Encoder {
  public:
   virtual ~Encoder() = default;
@@ -26,7 +34,7 @@ class Encoder {
   // A fan-out event; made once per event for every recipient of this format.
   virtual FramePtr event(const BusEvent& event) const = 0;
   // A message one connection is sent on its own (a replay) as `new_message`.
-  virtual FramePtr replayed_message(const std::string& message_id, std::string_view message_json) const = 0;
+  virtual FramePtr replayed_message(const MessageRef& message, std::string_view message_json) const = 0;
   // A reply to a client frame. `request` identifies the request (the
   // client's request_id, a Socket.IO ack id); null for frames nobody asked for.
   virtual Frames reply(std::string_view type, boost::json::object fields, const boost::json::value& request) const = 0;

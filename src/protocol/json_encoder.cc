@@ -15,7 +15,7 @@ class JsonEncoder final : public Encoder {
 
   FramePtr event(const BusEvent& event) const override { return std::make_shared<const Frame>(encode_event(event)); }
 
-  FramePtr replayed_message(const std::string&, std::string_view message_json) const override {
+  FramePtr replayed_message(const MessageRef&, std::string_view message_json) const override {
     return std::make_shared<const Frame>(encode_data_frame("new_message", message_json));
   }
 

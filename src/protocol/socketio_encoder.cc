@@ -22,29 +22,32 @@ FramePtr frame(std::string text) { return std::make_shared<const Frame>(std::mov
 
 }  // namespace
 
-uint64_t SocketIoEncoder::remember(const std::string& message_id) const {
+uint64_t SocketIoEncoder::remember(const MessageRef& message) const {
   uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(mu_);
   Slot& s = slots_[id % kRemembered];
   s.id = id;
-  s.message_id = message_id;
+  s.message.message_id = message.id;
+  s.message.thread_id = message.thread_id;
+  s.message.seq = message.seq;
   return id;
 }
 
-std::optional<std::string> SocketIoEncoder::message_for_ack(uint64_t ack_id) const {
+std::optional<SocketIoEncoder::Acked> SocketIoEncoder::message_for_ack(uint64_t ack_id) const {
   std::lock_guard lock(mu_);
   const Slot& s = slots_[ack_id % kRemembered];
-  if (s.id != ack_id || s.message_id.empty()) return std::nullopt;
-  return s.message_id;
+  if (s.id != ack_id || s.message.message_id.empty()) return std::nullopt;
+  return s.message;
 }
 
 FramePtr SocketIoEncoder::event(const BusEvent& e) const {
-  if (e.type == "new_message" && !e.message_id.empty()) return replayed_message(e.message_id, e.payload);
+  if (e.type == "new_message" && !e.message_id.empty())
+    return replayed_message({e.message_id, e.thread_id, e.seq}, e.payload);
   return frame(sio::encode_event(e.type, e.payload.empty() ? std::string_view("{}") : std::string_view(e.payload)));
 }
 
-FramePtr SocketIoEncoder::replayed_message(const std::string& message_id, std::string_view message_json) const {
-  return frame(sio::encode_event("new_message", message_json, remember(message_id)));
+FramePtr SocketIoEncoder::replayed_message(const MessageRef& message, std::string_view message_json) const {
+  return frame(sio::encode_event("new_message", message_json, remember(message)));
 }
 
 Frames SocketIoEncoder::reply(std::string_view type, json::object fields, const json::value& request) const {

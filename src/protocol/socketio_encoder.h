@@ -24,7 +24,7 @@ class SocketIoEncoder final : public Encoder {
  public:
   WireFormat format() const override { return WireFormat::kSocketIo; }
   FramePtr event(const BusEvent& event) const override;
-  FramePtr replayed_message(const std::string& message_id, std::string_view message_json) const override;
+  FramePtr replayed_message(const MessageRef& message, std::string_view message_json) const override;
   Frames reply(std::string_view type, boost::json::object fields, const boost::json::value& request) const override;
   Frames data_reply(std::string_view type, std::string_view data_json,
                     const boost::json::value& request) const override;
@@ -35,15 +35,20 @@ class SocketIoEncoder final : public Encoder {
   uint64_t next_ack_id() const { return next_id_.fetch_add(1, std::memory_order_relaxed); }
   // The message whose new_message carried `ack_id`, while it is among the
   // last kRemembered; nullopt otherwise (a ping's ack, a forged or old id).
-  std::optional<std::string> message_for_ack(uint64_t ack_id) const;
+  struct Acked {
+    std::string message_id;
+    std::string thread_id;
+    int64_t seq = 0;
+  };
+  std::optional<Acked> message_for_ack(uint64_t ack_id) const;
 
  private:
-  uint64_t remember(const std::string& message_id) const;
+  uint64_t remember(const MessageRef& message) const;
 
   static constexpr size_t kRemembered = 1 << 16;
   struct Slot {
     uint64_t id = 0;
-    std::string message_id;
+    Acked message;  // its strings keep their capacity when the slot is reused
   };
   mutable std::atomic<uint64_t> next_id_{1};
   mutable std::mutex mu_;

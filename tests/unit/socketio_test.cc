@@ -184,13 +184,19 @@ TEST(SocketIoEncoder, NewMessageAsksForAnAckThatNamesTheMessage) {
   e.payload = R"({"id":"msg-1","seq":3})";
   e.payload_is_data = true;
   e.message_id = "msg-1";
+  e.thread_id = "thread-1";
+  e.seq = 3;
   FramePtr f = socketio_encoder().event(e);
   auto packet = sio::decode_packet((*f).payload().substr(1));
   ASSERT_TRUE(packet);
   ASSERT_TRUE(packet->id);
   EXPECT_EQ(packet->data.at(0), "new_message");
   EXPECT_EQ(packet->data.at(1).at("seq"), 3);
-  EXPECT_EQ(socketio_encoder().message_for_ack(*packet->id), "msg-1");
+  auto acked = socketio_encoder().message_for_ack(*packet->id);
+  ASSERT_TRUE(acked);
+  EXPECT_EQ(acked->message_id, "msg-1");
+  EXPECT_EQ(acked->thread_id, "thread-1");  // a deferred receipt is kept per thread
+  EXPECT_EQ(acked->seq, 3);
   EXPECT_FALSE(socketio_encoder().message_for_ack(*packet->id + 1000));
 }
 

@@ -618,6 +618,32 @@ describe('Socket.IO limits are the native ones', () => {
     again.close();
   });
 
+  it('a catch-up over several threads past the burst: each thread\'s newest receipt catches up and its sender hears of it', async () => {
+    // Before, one receipt waited for all threads: the other thread's mark
+    // stayed behind (replayed on the next connect) and its sender never heard.
+    const [dave, frank, erin] = await server.registerMany(3);
+    const t1 = await server.createDirect(dave, erin);
+    const t2 = await server.createDirect(frank, erin);
+    const last = {};
+    for (let i = 0; i < 20; i++) {
+      last[t1.id] = (await server.sendRest(dave.token, t1.id, { content: `one ${i}` })).body.data.id;
+      last[t2.id] = (await server.sendRest(frank.token, t2.id, { content: `two ${i}` })).body.data.id;
+    }
+    const d = await server.connect(dave);
+    const f = await server.connect(frank);
+    const e = await connected(server, erin, { transports: ['websocket'] });
+    for (let waited = 0; e.events.filter((r) => r.event === 'new_message').length < 40 && waited < 15000; waited += 100) await sleep(100);
+    assert.equal(e.events.filter((r) => r.event === 'new_message').length, 40, 'the 40 replayed');
+    // One token a second: the two threads' receipts within a few ticks.
+    await d.next((m) => m.type === 'message_delivered' && m.message_id === last[t1.id], 8000, 'delivered of thread one');
+    await f.next((m) => m.type === 'message_delivered' && m.message_id === last[t2.id], 8000, 'delivered of thread two');
+    e.close();
+    const again = await connected(server, erin, { transports: ['websocket'] });
+    await sleep(500);
+    assert.equal(again.events.filter((r) => r.event === 'new_message').length, 0, 'nothing replayed on the next connect');
+    again.close(); d.close(); f.close();
+  });
+
   it('events count against the rate limit: past the burst they are refused in the ack', async () => {
     const [bob] = await server.registerMany(1);
     const b = await connected(server, bob, { transports: ['websocket'] });
