@@ -9,6 +9,8 @@
 
 namespace parley {
 
+namespace {
+
 constexpr std::chrono::milliseconds kFirstBackoff{100};
 constexpr std::chrono::milliseconds kMaxBackoff{2000};
 constexpr std::chrono::milliseconds kReplyCheck{1000};
@@ -25,8 +27,6 @@ struct PendingReply {
   std::deque<int64_t>* waiting;
   RedisLink::ReplyFn done;
 };
-
-namespace {
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
