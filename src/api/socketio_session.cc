@@ -115,6 +115,7 @@ void SocketIoSession::refused() {
 
 // The connection is authenticated and within the per-user limit.
 void SocketIoSession::established(const std::string& user_id) {
+  established_ = true;
   spdlog::debug("event=sio_connected session_id={} user_id={}", conn_->session_id(), user_id);
   int64_t now = now_micros();
   send(sio::encode_event("connection_success", json::serialize(json::object{{"userId", user_id}})));

@@ -37,6 +37,8 @@ class SocketIoSession final : public TransportListener,
   void on_binary(std::string_view data) override;
   void on_tick(int64_t now_ms) override;
   void on_close() override;
+  // A CONNECT was accepted (authenticated, within the user's limit).
+  bool connected() const { return established_; }
 
   // Transport, for the Connection.
   void send_text(FramePtr frame) override;
@@ -63,6 +65,7 @@ class SocketIoSession final : public TransportListener,
   std::weak_ptr<Transport> engine_;
   std::shared_ptr<Connection> conn_;
   bool connecting_ = false;
+  bool established_ = false;  // a CONNECT was accepted once
   bool closed_ = false;
   int64_t next_ping_ms_ = 0;
   int64_t connect_deadline_ms_;  // no Connection by then: closed

@@ -264,6 +264,11 @@ void add_serve_options(CLI::App& cmd, Config& c) {
                  "Engine.IO: milliseconds to answer a ping before the session closes")
       ->envname("PARLEY_SOCKETIO_PING_TIMEOUT")
       ->capture_default_str();
+  cmd.add_option("--socketio-max-pending-per-address", c.socketio.max_pending_per_address,
+                 "Engine.IO polling sessions not yet connected, per client address (IPv6: its /64); more get 429")
+      ->envname("PARLEY_SOCKETIO_MAX_PENDING_PER_ADDRESS")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   // A callback, not a negated bool flag: CLI11 would print that as "--no-metrics{false}".
   cmd.add_flag_callback("--no-metrics", [&c] { c.metrics_enabled = false; }, "Disable GET /metrics")
       ->envname("PARLEY_NO_METRICS");

@@ -61,6 +61,7 @@ struct SocketIoConfig {
   int ping_interval_ms = 25000;
   int ping_timeout_ms = 20000;
   size_t max_payload = 1000000;  // bytes of one polling POST; larger: 413
+  int max_pending_per_address = 1000;  // polling sessions not yet connected, per client address (IPv6: /64); more: 429
 };
 
 struct Config {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "api/socketio_session.h"
+#include "auth/address_block.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
@@ -63,6 +64,25 @@ class Registry {
     std::lock_guard lock(mu_);
     return closed_at_shutdown_.contains(sid);
   }
+  // Polling sessions not yet connected (no Socket.IO CONNECT accepted), per
+  // address block. Each one costs memory until its connect deadline with no
+  // socket held open, so without a bound one client could open them without
+  // end. False (and nothing held) when `block` already has `cap`.
+  bool hold_pending(const std::string& block, int cap) {
+    std::lock_guard lock(mu_);
+    int& n = pending_[block];
+    if (n >= cap) {
+      if (n == 0) pending_.erase(block);
+      return false;
+    }
+    ++n;
+    return true;
+  }
+  void release_pending(const std::string& block) {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(block);
+    if (it != pending_.end() && --it->second <= 0) pending_.erase(it);
+  }
   // Takes out the entries of `loop`'s sessions; the caller drops them
   // outside the lock (a session's destructor may take it).
   std::vector<Entry> take_loop(const LoopContext* loop) {
@@ -83,6 +103,7 @@ class Registry {
   std::mutex mu_;
   std::unordered_map<std::string, Entry> map_;
   std::unordered_set<std::string> closed_at_shutdown_;
+  std::unordered_map<std::string, int> pending_;
 };
 
 // A request for a session closed at shutdown (Registry::bury): a POST is
@@ -116,7 +137,12 @@ class EioSession final : public Transport,
         remote_(std::move(remote)) {}
   ~EioSession() override {
     if (listed_) loop_.sessions.remove(this);
+    settle();
   }
+
+  // The session counts as pending under `block` (Registry::hold_pending)
+  // until it is connected or closed.
+  void count_pending(std::string block) { pending_block_ = std::move(block); }
 
   const std::string& sid() const { return sid_; }
 
@@ -326,6 +352,13 @@ class EioSession final : public Transport,
       send_text(std::make_shared<const Frame>(std::string(1, sio::kPing)));
     }
     if (up_) up_->on_tick(now);
+    if (up_ && up_->connected()) settle();
+  }
+
+  void settle() {
+    if (pending_block_.empty()) return;
+    registry().release_pending(pending_block_);
+    pending_block_.clear();
   }
 
   // Shutdown: an Engine.IO close, not a Socket.IO DISCONNECT. The reference
@@ -448,6 +481,7 @@ class EioSession final : public Transport,
       registry().remove(sid_);
       if (loop_.draining) registry().bury(sid_);
     }
+    settle();
     if (poll_) {
       queue_.push_back(std::make_shared<const Frame>(std::string(1, sio::kClose)));
       answer_poll();
@@ -487,6 +521,7 @@ class EioSession final : public Transport,
   int64_t probe_deadline_ms_ = 0;  // while a probe is attached
   bool listed_ = false;
   bool registered_ = false;  // in the registry: began on polling
+  std::string pending_block_;  // held in Registry::hold_pending until connected or closed ("" = not)
   bool closing_ = false;           // close_after_queue: the queue, then the close packet, go to the next polls
   std::string close_why_;
   int64_t close_deadline_ms_ = 0;  // ... or the session closes at this time anyway
@@ -661,7 +696,14 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
     if (method != "GET") return fail(sio::EioError::kBadHandshakeMethod);
     if (q.eio != "4") return fail(sio::EioError::kUnsupportedProtocolVersion);
     if (q.transport != "polling") return fail(sio::EioError::kBadRequest);  // a WebSocket needs the upgrade
+    std::string block = address_block(remote);
+    if (!registry().hold_pending(block, loop.config.socketio.max_pending_per_address)) {
+      Metrics::get().count_error("engineio_too_many_pending");
+      spdlog::debug("event=eio_handshake_refused remote={} reason=too_many_pending", remote);
+      return respond(429, "application/json", sio::eio_error_body(sio::EioError::kBadRequest));
+    }
     auto session = std::make_shared<EioSession>(loop, remote);
+    session->count_pending(std::move(block));
     session->start(false);
     return respond(200, "text/plain; charset=UTF-8", session->open_packet(true));
   }

@@ -655,6 +655,38 @@ describe('Socket.IO limits are the native ones', () => {
   });
 });
 
+describe('Engine.IO handshakes not yet connected are bounded per address', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--socketio-max-pending-per-address', '3'] }); });
+  after(async () => { await server?.stop(); });
+
+  it('past the bound a handshake gets 429 and nothing is opened; a CONNECT or a close frees a place', async () => {
+    const [alice] = await server.registerMany(1);
+    const open = [await handshake(server), await handshake(server), await handshake(server)];
+    const refused = await server.http('GET', EIO);
+    assert.equal(refused.status, 429, refused.text);
+    assert.equal(refused.text[0], '{', 'an Engine.IO error body, not an open packet');
+    assert.equal(refused.body.code, 3);
+    // A client that closes its session frees its place at once.
+    await post(server, open[0].sid, '1');
+    await handshake(server);
+    assert.equal((await server.http('GET', EIO)).status, 429);
+    // A session whose CONNECT was accepted stops counting (within a second).
+    await post(server, open[1].sid, `40${JSON.stringify({ token: alice.token })}`);
+    const connected = await pollFor(server, open[1].sid, (p) => p.startsWith('40{"sid"'));
+    assert.ok(connected.packet, `not connected: ${connected.seen.join(' | ')}`);
+    let status = 0;
+    for (let waited = 0; waited < 3000; waited += 200) {
+      status = (await server.http('GET', EIO)).status;
+      if (status === 200) break;
+      await sleep(200);
+    }
+    assert.equal(status, 200, 'a place was freed by the connected session');
+    // The connected session still works.
+    await post(server, open[1].sid, '1');
+  });
+});
+
 describe('Socket.IO polling and CORS', () => {
   let server;
   before(async () => { server = await startServer({ args: ['--allowed-origins', 'http://app.example'] }); });
