@@ -16,6 +16,9 @@ namespace {
 constexpr const char* kChannel = "parley:presence";
 constexpr std::chrono::milliseconds kTick{1000};
 constexpr const char* kHeartbeatMs = "3000";
+// After Redis restarted empty: how long the live nodes get to register their
+// users again before the ones no node has are announced offline.
+constexpr std::chrono::milliseconds kRegisterAgainWait{5000};
 
 // KEYS: conns:<user>, node-users:<node>, online. ARGV: node, user.
 // Returns how many nodes had the user before.
@@ -190,9 +193,42 @@ void RedisPresenceDirectory::tick() {
 void RedisPresenceDirectory::on_commands_up() {
   healthy_ = true;
   reloads_left_ = 5;
+  std::unordered_set<std::string> before;
+  {
+    std::lock_guard lock(mu_);
+    before = online_;  // as it was while Redis was away
+  }
   heartbeat();
   reconcile();
   reload();
+  claim_lost_users(std::move(before));
+}
+
+// Redis restarted empty: a node that died meanwhile left no trace there for
+// the reaper to find, so its users would stay online at their contacts. The
+// first node to find parley:epoch missing (one SET NX) waits while the live
+// nodes register their users again, then announces offline everyone its copy
+// had before the restart whom no node has now. A live node slower to come
+// back than that announces its users online again (register_again).
+void RedisPresenceDirectory::claim_lost_users(std::unordered_set<std::string> before) {
+  std::weak_ptr<bool> alive = alive_;
+  commands_.command({"SET", "parley:epoch", node_id_, "NX"}, [this, alive, before = std::move(before)](
+                                                                 const redisReply* r) mutable {
+    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_STATUS || before.empty()) return;
+    reactor_.schedule(kRegisterAgainWait, [this, alive, before = std::move(before)]() mutable {
+      if (auto a = alive.lock(); !a || !*a) return;
+      commands_.command({"SMEMBERS", "parley:online"}, [this, alive, before = std::move(before)](const redisReply* r) {
+        if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
+        std::unordered_set<std::string> now;
+        for (size_t i = 0; i < r->elements; ++i) now.emplace(r->element[i]->str, r->element[i]->len);
+        for (const auto& user : before) {
+          if (now.count(user) || mine_.count(user)) continue;
+          spdlog::info("event=presence_lost_with_redis user_id={}", user);
+          if (gone_hook_) gone_hook_(user);
+        }
+      });
+    });
+  });
 }
 
 // After a reconnect, also one shorter than the heartbeat's expiry (Redis kept

@@ -23,7 +23,10 @@
 // Redis hold exactly this node's users (an online or offline sent while the
 // link was down may be lost even when the key did not expire); a user this
 // node announced offline on its own meanwhile, whom another node still has,
-// is announced online again (the back hook, `elsewhere`). The copy is
+// is announced online again (the back hook, `elsewhere`). Redis restarted
+// empty also forgot the nodes that died meanwhile: the first node back
+// (parley:epoch) announces their users offline (the gone hook) once the live
+// nodes have had 5 s to register theirs. The copy is
 // reloaded every second for 5 s after a reconnect, while the other nodes
 // register theirs.
 #pragma once
@@ -71,6 +74,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   void register_again();
   void reconcile();
   void reload();
+  void claim_lost_users(std::unordered_set<std::string> before);
 
   Reactor& reactor_;
   std::string node_id_;

@@ -104,6 +104,46 @@ TEST_F(PresenceOnTwoNodes, RedisRestartedEmptyGetsThisNodesUsersBack) {
   EXPECT_FALSE(ask_online(b, "u")) << "node b sees the user on node a";
 }
 
+// Redis restarts empty while a node is dead: nothing in Redis remembers that
+// node or its users, so no reaper finds them. The first node back announces
+// offline those its copy had whom no live node registered again.
+TEST_F(PresenceOnTwoNodes, UsersOfANodeThatDiedWhileRedisWasAwayGoOfflineWhenItComesBackEmpty) {
+  std::mutex mu;
+  std::vector<std::string> gone;
+  auto record = [&](const std::string& user) {
+    std::lock_guard lock(mu);
+    gone.push_back(user);
+  };
+  a.set_gone_hook(record);
+  b.set_gone_hook(record);
+  start();
+  EXPECT_TRUE(ask_online(a, "on-a"));
+  EXPECT_TRUE(ask_online(b, "on-b"));
+  {
+    RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
+    doomed.start();
+    ASSERT_TRUE(eventually([&] { return doomed.healthy(); }));
+    EXPECT_TRUE(ask_online(doomed, "on-d"));
+    ASSERT_TRUE(eventually([&] { return a.known_online("on-d") && b.known_online("on-d"); }));
+    redis.stop();
+    ASSERT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); }));
+    // Node d dies while Redis is away.
+  }
+  redis.start();  // no persistence: it comes back empty
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 20s));
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return !gone.empty();
+  }, 15s)) << "the dead node's user was announced offline";
+  std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(gone, std::vector<std::string>{"on-d"}) << "once, by one node; the live nodes' users are not";
+  }
+  EXPECT_FALSE(a.known_online("on-d"));
+  EXPECT_TRUE(eventually([&] { return a.known_online("on-b") && b.known_online("on-a"); }));
+}
+
 TEST_F(PresenceOnTwoNodes, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
   std::mutex mu;
   std::vector<std::string> back;
