@@ -277,7 +277,9 @@ class EioSession final : public Transport,
   // ---------------------------------------------------------------- Transport
 
   void send_text(FramePtr frame) override {
-    if (mode_ == Mode::kClosed) return;
+    // Closing: what was queued before the close goes out, nothing after it
+    // (a disabled account must not get the thread's next messages by polling).
+    if (mode_ == Mode::kClosed || closing_) return;
     if (mode_ == Mode::kWebSocket) {
       if (auto ws = ws_.lock()) ws->send_text(std::move(frame));
       return;

@@ -319,6 +319,27 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     c.close();
   });
 
+  it('a disabled account over polling gets nothing after its DISCONNECT, even if it keeps polling', async () => {
+    // Before, the closing session kept queuing: each poll carried the
+    // thread's new messages to the disabled user until the close deadline.
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const open = await handshake(server);
+    await post(server, open.sid, `40${JSON.stringify({ token: bob.token })}`);
+    const connectedNow = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
+    assert.ok(connectedNow.packet, `not connected: ${connectedNow.seen.join(' | ')}`);
+    await server.cli(['user', 'disable', bob.username]);
+    const bye = await pollFor(server, open.sid, (p) => p === '41');
+    assert.ok(bye.packet, `no DISCONNECT: ${bye.seen.join(' | ')}`);
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await server.sendRest(alice.token, thread.id, { content: `after ${i}` })).status, 201);
+    }
+    await sleep(300);
+    const after = await poll(server, open.sid, 5000);
+    assert.ok(!after.text.includes('new_message'), `a disabled user was sent: ${after.text}`);
+    assert.ok(after.status !== 200 || after.text.split('\x1e').includes('1'), `the close packet comes next: ${after.text}`);
+  });
+
   it('polling-only clients exchange messages', async () => {
     const [alice, bob] = await server.registerMany(2);
     const a = await connected(server, alice, { transports: ['polling'] });
