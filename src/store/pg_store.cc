@@ -1116,7 +1116,8 @@ void PgStore::enqueue_notifications(std::vector<Notification> items, std::functi
 // One statement claims the rows and reads each one's message as it is now;
 // a notification whose message was deleted (or is gone), or whose recipient's
 // account is disabled (a locked account gets no more message text on its
-// phones), is removed by a second one instead of returned.
+// phones) or who has left the thread, is removed by a second one instead of
+// returned.
 Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micros lease_until, int limit) {
   return writer_->submit_and_wait<std::vector<Notification>>(
       [this, now, lease_until, limit]() -> Result<std::vector<Notification>> {
@@ -1127,7 +1128,8 @@ Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micro
             "claimed AS (UPDATE webhook_outbox w SET next_attempt_at = $2 FROM due WHERE w.id = due.id "
             "RETURNING w.id, w.recipient_id, w.body, w.attempts, w.created_at, w.message_id) "
             "SELECT c.id, c.recipient_id, c.body, c.attempts, c.created_at, c.message_id, m.content, m.edited_at, "
-            "(c.message_id IS NOT NULL AND (m.id IS NULL OR m.deleted_at IS NOT NULL OR COALESCE(u.disabled, 0) <> 0))::int "
+            "(c.message_id IS NOT NULL AND (m.id IS NULL OR m.deleted_at IS NOT NULL OR COALESCE(u.disabled, 0) <> 0 "
+            "OR NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = m.thread_id AND p.user_id = c.recipient_id)))::int "
             "FROM claimed c LEFT JOIN messages m ON m.id = c.message_id LEFT JOIN users u ON u.id = c.recipient_id "
             "ORDER BY c.created_at",
             {now, lease_until, clamp_limit(limit)});

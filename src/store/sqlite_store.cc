@@ -875,13 +875,16 @@ Result<Message> reread_message(SqliteConn& c, const std::string& id) {
 
 // A claimed notification's message as it is now: its content and edit time
 // into `n`. False (and the notification removed) when the message was
-// deleted or is gone, or its recipient's account is disabled (a locked
-// account gets no more message text on its phones): nothing is sent for it.
+// deleted or is gone, its recipient's account is disabled (a locked
+// account gets no more message text on its phones), or the recipient has
+// left the thread (a retry must not carry the text to a removed member):
+// nothing is sent for it.
 Result<bool> fill_notification_message(SqliteConn& c, Notification& n) {
   if (n.message_id.empty()) return true;
   auto st = c.prepare(
       "SELECT content, edited_at, deleted_at FROM messages WHERE id = ?1 "
-      "AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled <> 0)");
+      "AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled <> 0) "
+      "AND EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = messages.thread_id AND p.user_id = ?2)");
   st.bind(n.message_id, n.recipient_id);
   if (st.row() && st.is_null(2)) {
     n.content = st.text(0);

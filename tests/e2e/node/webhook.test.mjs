@@ -244,6 +244,36 @@ describe('webhook for offline participants', () => {
     }
   });
 
+  it('a member removed from the thread gets no retry of its messages', async () => {
+    const receiver = await startReceiver(500);
+    const server = await startServer({
+      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
+        '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '1000'],
+    });
+    try {
+      const [alice, bob, carol] = await server.registerMany(3);
+      const thread = await server.createGroup(alice, [bob, carol]);  // bob and carol have no connection
+      const msg = (await server.sendRest(alice.token, thread.id, { content: 'for members only' })).body.data;
+      await waitFor(() => receiver.requests.some((r) => r.body?.recipient_id === carol.id), 10000, 'a first attempt to carol');
+      const removed = await server.http('DELETE', `/api/chat/threads/${thread.id}/participants/${carol.id}`, { token: alice.token });
+      assert.equal(removed.status, 200, removed.text);
+      const seenAtRemoval = receiver.requests.length;
+      await sleep(1000);  // still failing: several retries would come
+      receiver.status = 200;
+      await waitFor(() => receiver.requests.some((r) => r.answered === 200 && r.body?.recipient_id === bob.id && r.body.message?.id === msg.id),
+        10000, 'bob\'s notification');
+      await sleep(500);
+      // One may have been under way at the removal.
+      const toCarol = receiver.requests.slice(seenAtRemoval).filter((r) => r.body?.recipient_id === carol.id).slice(1);
+      assert.deepEqual(toCarol.map((r) => r.body.message?.content), [], 'nothing more reaches the removed member');
+      assert.equal(queryStore(server, `SELECT COUNT(*) FROM webhook_outbox WHERE recipient_id = '${carol.id}'`), '0',
+        'the removed member\'s notifications are gone from the outbox');
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  });
+
   it('an edited message: a retry carries the new text', async () => {
     const receiver = await startReceiver(500);
     const server = await startServer({
