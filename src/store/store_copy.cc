@@ -72,7 +72,25 @@ CREATE TABLE IF NOT EXISTS parley_store_copy (
   last_key   BYTEA,
   done       BOOLEAN NOT NULL DEFAULT false,
   updated_at BIGINT NOT NULL
-))sql";
+);
+ALTER TABLE parley_store_copy ADD COLUMN IF NOT EXISTS fingerprint TEXT)sql";
+
+// What the source held when a copy began: row counts and sums of what
+// changes in place (sequence numbers, read marks, account versions, edit
+// numbers, outbox attempts). A resume refuses a source that moved since:
+// rows already copied are never updated (ON CONFLICT DO NOTHING), so a
+// server run on it between two runs would leave stale rows behind (a
+// thread's last_seq below its messages, which blocks every later send).
+constexpr const char* kFingerprint = R"sql(
+SELECT 'users ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(state_version), 0) FROM users) ||
+  ', threads ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_seq), 0) || ' ' || COALESCE(SUM(last_activity), 0) FROM threads) ||
+  ', participants ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_read_seq), 0) || ' ' ||
+                        COALESCE(SUM(last_delivered_seq), 0) || ' ' || COALESCE(SUM(is_admin), 0) FROM participants) ||
+  ', former_marks ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_read_seq), 0) || ' ' ||
+                        COALESCE(SUM(last_delivered_seq), 0) FROM former_marks) ||
+  ', messages ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(change_no), 0) || ' ' || COALESCE(MAX(created_at), 0) FROM messages) ||
+  ', webhook_outbox ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(attempts), 0) || ' ' || COALESCE(SUM(dead), 0) FROM webhook_outbox)
+)sql";
 
 using Row = std::vector<std::optional<std::string>>;
 
@@ -211,6 +229,8 @@ class Copier {
                         "the target database holds a copy from " + cursors.text(0, 0) + ", not from " +
                             o_.source_name + "; nothing was changed (use an empty database)");
     }
+    auto fingerprint = source_fingerprint();
+    if (!fingerprint) return fingerprint.error();
     if (cursors.rows() == 0) {
       std::string held;
       for (const auto& t : copied_tables()) {
@@ -226,15 +246,29 @@ class Copier {
       }
     } else {
       report_.resumed = true;
+      auto began = dst_.run("SELECT DISTINCT COALESCE(fingerprint, '') FROM parley_store_copy");
+      if (!began.ok()) return pg_failure(began, "cannot read parley_store_copy");
+      if (began.rows() != 1 || began.text(0, 0) != *fingerprint) {
+        return copy_error("source_changed",
+                          "the source changed since the interrupted copy began (was a server run on it?): "
+                          "resuming would keep rows copied before the change as they were. Nothing was "
+                          "changed; copy again into an empty database");
+      }
     }
     for (const auto& t : copied_tables()) {
       auto r = dst_.exec_once(
-          "INSERT INTO parley_store_copy (table_name, source, updated_at) VALUES ($1, $2, $3::bigint) "
+          "INSERT INTO parley_store_copy (table_name, source, updated_at, fingerprint) VALUES ($1, $2, $3::bigint, $4) "
           "ON CONFLICT (table_name) DO NOTHING",
-          {PgParam(std::string(t.name)), PgParam(o_.source_name), PgParam(now_micros())});
+          {PgParam(std::string(t.name)), PgParam(o_.source_name), PgParam(now_micros()), PgParam(*fingerprint)});
       if (!r.ok()) return pg_failure(r, "cannot write parley_store_copy");
     }
     return Ok{};
+  }
+
+  Result<std::string> source_fingerprint() {
+    auto st = src_.prepare_once(kFingerprint);
+    if (!st.row()) return internal_error("cannot read the source: " + src_.errmsg());
+    return st.text(0);
   }
 
   Result<int64_t> sqlite_count(const std::string& table) {
@@ -423,6 +457,11 @@ Result<StoreCopyReport> copy_sqlite_to_postgres(const StoreCopyOptions& options)
   if (!src) return src.error();
   // The source at this build's schema, as `serve` would leave it.
   if (auto st = migrate_schema((*src)->db()); !st) return st.error();
+  // The source's write lock for the whole copy: one snapshot, and the tools
+  // that write beside a server (`parley user disable`…) wait and fail
+  // instead of changing what was already copied. Ends with the connection.
+  if (auto begin = (*src)->prepare_once("BEGIN IMMEDIATE"); !begin.done())
+    return copy_error("source_busy", "cannot lock the source for writing: " + (*src)->errmsg());
   auto dst = PgConn::open(options.pg_url);
   if (!dst) return dst.error();
   if (auto st = migrate_pg_schema(**dst); !st) return st.error();

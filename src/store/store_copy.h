@@ -7,7 +7,9 @@
 // transaction together with the cursor it reached (table parley_store_copy in
 // the target), so a run killed at any moment resumes after the last committed
 // batch; inserts are ON CONFLICT DO NOTHING, so nothing is ever doubled.
-// The target must be empty, or hold an earlier run's copy of this same source.
+// The target must be empty, or hold an earlier run's copy of this same source,
+// unchanged since that run began (its fingerprint: counts and sums of what
+// changes in place). The source's write lock is held for the whole run.
 // The run ends by comparing row counts per table and each thread's message
 // count and highest seq on both sides.
 //
@@ -55,8 +57,8 @@ struct StoreCopyReport {
   std::vector<std::string> sqlite_only_columns;  // "table.column": no such column in PostgreSQL, not copied
 };
 
-// Errors: "target_not_empty" / "target_other_source" / "copy_running" (kConflict,
-// nothing changed), "schema_mismatch" (a column in both schemas that the list
+// Errors: "target_not_empty" / "target_other_source" / "copy_running" /
+// "source_changed" / "source_busy" (kConflict, nothing changed), "schema_mismatch" (a column in both schemas that the list
 // misses, or a listed one missing), "copy_mismatch" (the final check failed;
 // the message says where), "copy_stopped", "postgres_error" (a statement
 // failed; in the middle of a copy, running again resumes), store errors.

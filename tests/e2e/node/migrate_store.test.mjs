@@ -353,4 +353,44 @@ describe('migrate-store: interrupted and resumed', () => {
       await b.stop();
     }
   });
+
+  it('a tool that writes beside a server fails while the copy runs, instead of changing what was copied', async () => {
+    const url = freshDatabaseUrl();
+    const child = spawn(PARLEY_BIN, ['migrate-store', '--from', `sqlite:${source.dataDir}`, '--to', url, '--batch-rows', '1'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PARLEY_TEST_MIGRATE_BATCH_PAUSE_MS: '20' } });
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    try {
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, 10000);
+        child.stderr.on('data', (d) => { if (/messages \d+\/\d+/.test(String(d))) { clearTimeout(timer); resolve(); } });
+      });
+      // Users are copied by now: a disable that went through would be lost.
+      const disable = await source.cli(['user', 'disable', users[5].username], { timeoutMs: 30000 }).then(() => null, (e) => e);
+      assert.ok(disable, 'the disable was refused while the copy holds the source');
+      assert.match(`${disable.stderr}`, /lock|busy/i, disable.stderr);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+
+  it('an interrupted copy does not resume from a source that changed since (a server ran on it)', async () => {
+    const url = freshDatabaseUrl();
+    const stopped = await migrateStore(source.dataDir, url, { batchRows: 10, env: { PARLEY_TEST_MIGRATE_STOP_AFTER_BATCHES: '5' } });
+    assert.equal(stopped.code, 1);
+    assert.match(stopped.stderr, /copy_stopped/);
+    const before = psql(url, 'SELECT COUNT(*) FROM threads');
+    // The old server started again on its data dir: one more message moves a thread's last_seq.
+    await source.start();
+    try {
+      const sent = await source.sendRest(users[0].token, threads[0].id, { content: 'after the interrupted copy' });
+      assert.equal(sent.status, 201, sent.text);
+    } finally {
+      await source.stop({ removeData: false });
+    }
+    const resumed = await migrateStore(source.dataDir, url, { batchRows: 10 });
+    assert.equal(resumed.code, 1, `resumed: ${resumed.stdout}`);
+    assert.match(resumed.stderr, /source_changed/);
+    assert.equal(psql(url, 'SELECT COUNT(*) FROM threads'), before, 'nothing changed in the target');
+  });
 });
