@@ -136,24 +136,36 @@ Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string
   return copy_to_new_file(src->get(), fs::absolute(to, ec), "DELETE", "backup_failed");
 }
 
+namespace {
+
+// A data dir a restore may fill: missing, empty, or holding only the LOCK
+// file a lock (DataDirLock) leaves behind. Else data_dir_not_empty.
+Status restorable_data_dir(const std::string& data_dir) {
+  std::error_code ec;
+  if (!fs::exists(data_dir, ec)) return Ok{};
+  if (!fs::is_directory(data_dir, ec)) return bad_input("data_dir_not_empty", data_dir + " exists and is not a directory");
+  std::string what;
+  int shown = 0;
+  for (const auto& entry : fs::directory_iterator(data_dir, ec)) {
+    if (entry.path().filename() == "LOCK") continue;
+    if (shown++ == 3) {
+      what += ", ...";
+      break;
+    }
+    what += (what.empty() ? "" : ", ") + entry.path().filename().string();
+  }
+  if (what.empty()) return Ok{};
+  return Error{ErrorKind::kConflict, "data_dir_not_empty",
+               data_dir + " is not empty (" + what + "); restore only into a new or empty data dir, with no server on it"};
+}
+
+}  // namespace
+
 Result<CopySummary> sqlite_restore(const std::string& from, const std::string& data_dir) {
   std::error_code ec;
-  if (fs::exists(data_dir, ec)) {
-    if (!fs::is_directory(data_dir, ec)) return bad_input("data_dir_not_empty", data_dir + " exists and is not a directory");
-    if (!fs::is_empty(data_dir, ec)) {
-      std::string what;
-      int shown = 0;
-      for (const auto& entry : fs::directory_iterator(data_dir, ec)) {
-        if (shown++ == 3) {
-          what += ", ...";
-          break;
-        }
-        what += (what.empty() ? "" : ", ") + entry.path().filename().string();
-      }
-      return Error{ErrorKind::kConflict, "data_dir_not_empty",
-                   data_dir + " is not empty (" + what + "); restore only into a new or empty data dir, with no server on it"};
-    }
-  }
+  if (auto st = restorable_data_dir(data_dir); !st) return st.error();
+  const bool dir_existed = fs::exists(data_dir, ec);
+  const bool lock_existed = fs::exists(fs::path(data_dir) / "LOCK", ec);
   if (!fs::is_regular_file(from, ec)) return bad_input("not_a_backup", "no backup file at " + from);
   auto src = open_db(from, SQLITE_OPEN_READONLY);
   if (!src) return bad_input("not_a_backup", src.error().message);
@@ -168,10 +180,22 @@ Result<CopySummary> sqlite_restore(const std::string& from, const std::string& d
     return bad_input("backup_too_new", from + " has schema version " + std::to_string(version) +
                                            ", newer than this parley knows (" + std::to_string(latest_schema_version()) +
                                            "); restore it with the parley release that made it, or a newer one");
-  // The lock keeps a server from starting on the data dir while it is filled.
-  auto lock = DataDirLock::acquire(data_dir);
-  if (!lock) return lock.error();
-  return copy_to_new_file(src->get(), fs::absolute(fs::path(data_dir) / "parley.db", ec), "WAL", "restore_failed");
+  Result<CopySummary> restored = [&]() -> Result<CopySummary> {
+    // The lock keeps a server from starting on the data dir while it is
+    // filled; the check again under it, in case one came and went.
+    auto lock = DataDirLock::acquire(data_dir);
+    if (!lock) return lock.error();
+    if (auto st = restorable_data_dir(data_dir); !st) return st.error();
+    return copy_to_new_file(src->get(), fs::absolute(fs::path(data_dir) / "parley.db", ec), "WAL", "restore_failed");
+  }();
+  // A failed restore leaves the data dir as it found it (the lock created
+  // its LOCK file, and the directory if it was missing), so a retry is not
+  // refused as "not empty".
+  if (!restored && restored.error().code != "data_dir_not_empty") {
+    if (!lock_existed) fs::remove(fs::path(data_dir) / "LOCK", ec);
+    if (!dir_existed) fs::remove(data_dir, ec);  // only if empty
+  }
+  return restored;
 }
 
 }  // namespace parley

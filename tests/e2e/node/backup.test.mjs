@@ -250,6 +250,31 @@ describe('backup, restore and check', () => {
     assert.deepEqual(fs.readdirSync(empty), [], 'an empty data dir stays empty (no database, no LOCK)');
   });
 
+  it('a restore that fails while writing (the file size limit) leaves no data dir behind, and a retry succeeds', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 0; i < 50; i++) await server.sendRest(alice.token, thread.id, { content: `kept ${i} ${'x'.repeat(500)}` });
+    const dir = tmpDir('restore-fail');
+    dirs.push(dir);
+    const file = path.join(dir, 'b.db');
+    assert.equal((await parley(['backup', '--data-dir', server.dataDir, '--to', file])).code, 0);
+    assert.ok(fs.statSync(file).size > 64 * 1024, 'the backup is larger than the limit below');
+    const target = path.join(dir, 'restored');
+    // 32 KiB per file: the copy fails part-way (SIGXFSZ ignored, so write() fails with EFBIG).
+    const failed = await new Promise((resolve) => {
+      execFile('bash', ['-c', 'trap "" XFSZ; ulimit -f 32; exec "$0" restore --from "$1" --data-dir "$2"', PARLEY_BIN, file, target],
+        { timeout: 60000 }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stderr }));
+    });
+    assert.notEqual(failed.code, 0, 'the restore failed');
+    assert.match(failed.stderr, /restore_failed/);
+    assert.ok(!fs.existsSync(target), `the data dir it created is gone: ${fs.existsSync(target) ? fs.readdirSync(target) : ''}`);
+    const retried = await parley(['restore', '--from', file, '--data-dir', target]);
+    assert.equal(retried.code, 0, retried.stderr);
+    assert.equal((await parley(['check', '--data-dir', target])).code, 0);
+  });
+
   it('on PostgreSQL: check runs against the database; backup and restore point to pg_dump and pg_restore',
     { skip: TEST_STORE === 'postgres' ? false : 'PostgreSQL runs only (PARLEY_TEST_STORE=postgres)' }, async () => {
       const server = await startServer();
