@@ -2,9 +2,12 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>  // renameat2
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -87,6 +90,16 @@ void fill_counts(sqlite3* db, CopySummary& s) {
   s.messages = scalar(db, "SELECT COUNT(*) FROM messages");
 }
 
+// rename(2) that fails with EEXIST instead of replacing `to`; 0 or an errno.
+int rename_no_replace(const fs::path& from, const fs::path& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  // A file system without RENAME_NOREPLACE: the plain rename, checked just before.
+  std::error_code ec;
+  if (fs::exists(to, ec)) return EEXIST;
+  return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+}
+
 // Copies `from` into a new file `to` (via a temporary name, fsynced, renamed).
 // `journal_mode`: the copy's own, DELETE for a self-contained backup file,
 // WAL for a server's database.
@@ -112,8 +125,12 @@ Result<CopySummary> copy_to_new_file(sqlite3* from, const fs::path& to, const ch
     fill_counts(dest->get(), summary);
   }
   if (auto st = fsync_path(tmp, false); !st) return fail(st.error().message);
-  fs::rename(tmp, to, ec);
-  if (ec) return fail("cannot rename " + tmp.string() + " to " + to.string() + ": " + ec.message());
+  // Never over a file that appeared since the caller checked (two backups to
+  // one name would both report success, one of them lost).
+  if (int err = rename_no_replace(tmp, to); err != 0) {
+    if (err == EEXIST) return fail(to.string() + " appeared while the copy was made; nothing was replaced");
+    return fail("cannot rename " + tmp.string() + " to " + to.string() + ": " + std::strerror(err));
+  }
   fs::path dir = to.parent_path().empty() ? fs::path(".") : to.parent_path();
   if (auto st = fsync_path(dir, true); !st) return Error{ErrorKind::kInternal, failure_code, st.error().message};
   summary.path = to.string();
