@@ -85,30 +85,39 @@ Status apply_config_file(const std::string& path, const CLI::App& root, CLI::App
   } catch (const CLI::FileError& e) {
     return bad_input("config_unreadable", "cannot read config file " + path + ": " + e.what());
   }
-  for (const CLI::ConfigItem& item : items) {
-    if (item.name == "++" || item.name == "--") continue;  // section boundaries
-    std::string key = item.name;
-    for (char& c : key) c = c == '_' ? '-' : c;
-    std::string shown = item.fullname();
-    if (item.parents.size() > 1) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
-    const bool for_this_command = item.parents.empty() || item.parents.front() == section;
-    if (!item.parents.empty()) {
-      bool command_exists = false;
-      each_command(root, [&](const CLI::App& c) { command_exists = command_exists || c.get_name() == item.parents.front(); });
-      if (!command_exists) return bad_input("unknown_setting", path + ": unknown section [" + item.parents.front() + "]");
+  // The command's own section first, then the top level: a key in both
+  // takes the section's value (TOML puts top-level keys before any section,
+  // so file order would always pick the general one).
+  for (const bool section_pass : {true, false}) {
+    for (const CLI::ConfigItem& item : items) {
+      if (item.name == "++" || item.name == "--") continue;  // section boundaries
+      if (section_pass == item.parents.empty()) continue;
+      std::string key = item.name;
+      for (char& c : key) c = c == '_' ? '-' : c;
+      std::string shown = item.fullname();
+      if (item.parents.size() > 1) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
+      const bool for_this_command = item.parents.empty() || item.parents.front() == section;
+      if (!item.parents.empty()) {
+        bool command_exists = false;
+        each_command(root, [&](const CLI::App& c) { command_exists = command_exists || c.get_name() == item.parents.front(); });
+        if (!command_exists) return bad_input("unknown_setting", path + ": unknown section [" + item.parents.front() + "]");
+      }
+      if (!known_anywhere(root, key)) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
+      CLI::Option* opt = cmd.get_option_no_throw("--" + key);
+      if (!item.parents.empty() && for_this_command && (!opt || !settable(opt)))
+        return bad_input("unknown_setting", path + ": '" + item.name + "' is not a setting of " + section);
+      if (!for_this_command || !opt || !settable(opt)) continue;  // another command's setting
+      key = key_of(opt);
+      if (sources.count(key)) continue;  // a flag, the environment, or the section's value wins
+      if (item.inputs.empty()) continue;  // `key = []`: the default (as `config check` prints an empty list)
+      try {
+        for (const std::string& v : item.inputs) opt->add_result(v);
+        opt->run_callback();
+      } catch (const CLI::Error& e) {
+        return bad_input("bad_setting", path + ": bad value for '" + shown + "': " + e.what());
+      }
+      sources[key] = "file";
     }
-    if (!known_anywhere(root, key)) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
-    CLI::Option* opt = cmd.get_option_no_throw("--" + key);
-    if (!for_this_command || !opt || !settable(opt)) continue;  // another command's setting
-    key = key_of(opt);
-    if (sources.count(key)) continue;  // a flag or the environment wins over the file
-    try {
-      for (const std::string& v : item.inputs) opt->add_result(v);
-      opt->run_callback();
-    } catch (const CLI::Error& e) {
-      return bad_input("bad_setting", path + ": bad value for '" + shown + "': " + e.what());
-    }
-    sources[key] = "file";
   }
   return Ok{};
 }

@@ -89,6 +89,24 @@ describe('configuration file', () => {
     assert.deepEqual(settings(viaEnv.stdout)['shutdown-timeout'], { value: '20', source: 'file' }, 'PARLEY_CONFIG names the file');
   });
 
+  it("the command's own section beats the top level; a key the command lacks in its section is refused; config check's output reads back", async () => {
+    const both = write('both.toml', 'shutdown-timeout = 5\nport = 3101\n[serve]\nshutdown-timeout = 20\n');
+    const r = await parley(['config', 'check', '--config', both]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(settings(r.stdout)['shutdown-timeout'], { value: '20', source: 'file' }, '[serve] wins over the top level');
+    assert.deepEqual(settings(r.stdout).port, { value: '3101', source: 'file' }, 'the top level still applies');
+
+    const stray = await parley(['config', 'check', '--config', write('stray.toml', '[serve]\nto = "x"\n')]);
+    assert.equal(stray.code, 1, stray.stdout);
+    assert.match(stray.stderr, /unknown_setting: .*'to' is not a setting of serve/);
+
+    const defaults = await parley(['config', 'check']);
+    assert.equal(defaults.code, 0, defaults.stderr);
+    const again = await parley(['config', 'check', '--config', write('roundtrip.toml', defaults.stdout)]);
+    assert.equal(again.code, 0, `the printed settings as a file: ${again.stderr}`);
+    assert.deepEqual(settings(again.stdout)['allowed-origins'], settings(defaults.stdout)['allowed-origins']);
+  });
+
   it('the database and Redis URLs come from PARLEY_DATABASE and PARLEY_REDIS, like every setting; the _URL names still work', async () => {
     const pg = 'postgres://parley:hunter2@127.0.0.1:5432/parley', redis = 'redis://127.0.0.1:6390';
     const contract = await parley(['config', 'check'], { env: { PARLEY_DATABASE: pg, PARLEY_REDIS: redis } });
