@@ -204,8 +204,9 @@ void add_data_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--database", c.database_url, "postgres://USER:PASS@HOST:PORT/DB: use PostgreSQL (default: SQLite in the data dir; "
                  "PARLEY_DATABASE_URL also works)")
       ->envname(env_name("PARLEY_DATABASE", "PARLEY_DATABASE_URL"));
-  cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (default: info for serve, warn otherwise)")
-      ->envname("PARLEY_LOG_LEVEL");
+  cmd.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, off (commands other than serve: warn unless given)")
+      ->envname("PARLEY_LOG_LEVEL")
+      ->capture_default_str();
   cmd.add_option("--config", c.config_file, "Settings file (key = value lines; flags and PARLEY_* variables win over it)")
       ->envname("PARLEY_CONFIG");
 }
@@ -678,11 +679,14 @@ int run_cli(int argc, char** argv) {
   // Admin commands are quiet: only warnings and their result. serve logs
   // one line per event from info up.
   if (!serve_cmd->parsed() && !option_given(app, "--log-level")) config.log_level = "warn";
-  if (!init_logging(config.log_level)) {
-    std::cerr << "parley: bad_setting: unknown log level " << config.log_level << "\n";
-    return 2;
+  const std::string& level = config_check_cmd->parsed() ? checked.log_level : config.log_level;
+  if (!valid_log_level(level) || !init_logging(config.log_level)) {
+    std::cerr << "parley: bad_setting: unknown log level " << level << " (trace, debug, info, warn, error, off)\n";
+    return 1;
   }
   if (config_check_cmd->parsed()) {
+    // What serve would refuse at start, refused here too.
+    if (auto st = check_webhook(checked.webhook); !st) return fail(st.error());
     std::cout << describe_settings(*config_check_cmd, sources);
     std::cerr << "parley: settings ok" << (config_file.empty() ? "" : " (" + config_file + ")") << "\n";
     return 0;

@@ -31,10 +31,17 @@ void add_webhook_options(CLI::App& cmd, Config& c) {
       ->capture_default_str();
 }
 
+Status check_webhook(const WebhookConfig& w) {
+  if (w.url.empty()) return Ok{};
+  if (w.secret.empty()) return bad_input("invalid_config", "--webhook-url needs --webhook-secret");
+  if (auto poster = HttpPoster::create(w.url, std::chrono::milliseconds(w.timeout_ms)); !poster) return poster.error();
+  return Ok{};
+}
+
 Result<std::unique_ptr<WebhookNotifier>> start_webhook(const Config& config, ChatService& chat, Store& store) {
   const WebhookConfig& w = config.webhook;
   if (w.url.empty()) return std::unique_ptr<WebhookNotifier>();
-  if (w.secret.empty()) return bad_input("invalid_config", "--webhook-url needs --webhook-secret");
+  if (auto st = check_webhook(w); !st) return st.error();
   auto poster = HttpPoster::create(w.url, std::chrono::milliseconds(w.timeout_ms));
   if (!poster) return poster.error();
   auto notifier = std::make_unique<WebhookNotifier>(

@@ -29,9 +29,13 @@ class OneLinePayload : public spdlog::custom_flag_formatter {
 
 }  // namespace
 
+bool valid_log_level(const std::string& level) {
+  return spdlog::level::from_str(level) != spdlog::level::off || level == "off";
+}
+
 bool init_logging(const std::string& level) {
+  if (!valid_log_level(level)) return false;
   auto lvl = spdlog::level::from_str(level);
-  if (lvl == spdlog::level::off && level != "off") return false;
   auto logger = spdlog::stderr_logger_mt("parley");
   auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
   formatter->add_flag<OneLinePayload>('*').set_pattern("%Y-%m-%dT%H:%M:%S.%eZ level=%l %*");

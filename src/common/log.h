@@ -10,5 +10,7 @@ namespace parley {
 
 // Sets the global level ("trace".."critical", "off"); false if unknown.
 bool init_logging(const std::string& level);
+// Whether init_logging would take `level`.
+bool valid_log_level(const std::string& level);
 
 }  // namespace parley

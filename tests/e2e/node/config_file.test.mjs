@@ -131,6 +131,10 @@ describe('configuration file', () => {
       ['walpages.toml', 'wal-checkpoint-pages = 10\n', /bad_setting: .*'wal-checkpoint-pages'/],
       ['choice.toml', 'registration = "sometimes"\n', /bad_setting: .*'registration'/],
       ['section.toml', '[nonsense]\nport = 3000\n', /unknown_setting: .*\[nonsense\]/],
+      // What serve would refuse at start is refused here too.
+      ['loglevel.toml', 'log-level = "verbose"\n', /bad_setting: unknown log level verbose/],
+      ['https.toml', 'webhook-url = "https://hooks.example/p"\nwebhook-secret = "s"\n', /invalid_webhook_url/],
+      ['nosecret.toml', 'webhook-url = "http://127.0.0.1:9/p"\n', /invalid_config: .*webhook-secret/],
     ];
     for (const [name, text, expected] of cases) {
       const r = await parley(['config', 'check', '--config', write(name, text)]);
