@@ -164,8 +164,9 @@ struct Server::Impl {
       else pause();
     }
     if (!in_time || forced.load()) {
-      spdlog::warn("event=shutdown_forced open_sessions={} workers_idle={} store_idle={}", open == SIZE_MAX ? 0 : open,
-                   workers.idle(), !idle_check || idle_check());
+      spdlog::warn("event=shutdown_forced open_sessions={} workers_idle={} store_idle={}",
+                   open == SIZE_MAX ? std::string("unknown") : std::to_string(open), workers.idle(),
+                   !idle_check || idle_check());
       clean = false;
     } else {
       spdlog::info("event=shutdown_drained");
