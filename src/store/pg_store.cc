@@ -403,10 +403,15 @@ Result<std::optional<User>> PgStore::user_by_phone(const std::string& phone) {
 
 Result<std::vector<User>> PgStore::search_users(const std::string& query, int limit) {
   return with_reader([&](PgConn& c) {
-    // Byte order, as SQLite's default, whatever the database's collation.
-    auto r = c.exec("SELECT " PG_USER_COLS " FROM users WHERE username ILIKE $1 ESCAPE '\\' "
-                    "OR full_name ILIKE $1 ESCAPE '\\' ORDER BY username COLLATE \"C\" LIMIT $2",
+    // As SQLite's LIKE: only ASCII letters match either case (ILIKE would
+    // fold every letter the database's locale knows). Byte order, as
+    // SQLite's default, whatever the database's collation.
+#define PG_ASCII_LOWER(x) "translate(" x ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+    auto r = c.exec("SELECT " PG_USER_COLS " FROM users WHERE " PG_ASCII_LOWER("username") " LIKE " PG_ASCII_LOWER(
+                        "$1") " ESCAPE '\\' OR " PG_ASCII_LOWER("full_name") " LIKE " PG_ASCII_LOWER("$1") " ESCAPE '\\' "
+                    "ORDER BY username COLLATE \"C\" LIMIT $2",
                     {like_contains_pattern(query), clamp_limit(limit)});
+#undef PG_ASCII_LOWER
     std::vector<User> out;
     log_read_error(c, r, "search_users");
     for (int i = 0; i < r.rows(); ++i) out.push_back(read_user(r, i));

@@ -324,6 +324,10 @@ TEST_P(StoreContract, SearchUsersEscapesWildcardsAndIgnoresCase) {
   EXPECT_EQ(names(ok(store_->search_users("ALICE", 10))), std::vector<std::string>{"Alice"});
   // full_name matches too ("Full ..."), ordered by username, limited.
   EXPECT_EQ(names(ok(store_->search_users("full", 2))), (std::vector<std::string>{"100%real", "Alice"}));
+  // Only ASCII letters match either case, on every store (SQLite's LIKE).
+  make_user("\xc3\x89mile");  // "Émile"
+  EXPECT_EQ(names(ok(store_->search_users("\xc3\x89MILE", 10))), std::vector<std::string>{"\xc3\x89mile"});
+  EXPECT_TRUE(ok(store_->search_users("\xc3\xa9mile", 10)).empty()) << "é does not match É";
 }
 
 TEST_P(StoreContract, RecentUsersComeMostRecentlySeenFirstAndLimited) {
