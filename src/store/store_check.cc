@@ -252,6 +252,15 @@ Result<CheckReport> check_postgres(const std::string& url) {
     return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot begin a read: " + (*conn)->errmsg()};
   Query query = [&conn](const std::string& sql, int columns) { return pg_query(**conn, sql, columns); };
   if (auto st = check_invariants(query, kMessagesByThreadId, report); !st) return st.error();
+  // New messages take created_at above the commit clock; one below the
+  // newest message would let offline sync's cursor skip what comes next.
+  auto clock = query("SELECT c.last_created_at, (SELECT COALESCE(MAX(created_at), 0) FROM messages) "
+                     "FROM commit_clock c WHERE c.id = 1", 2);
+  if (!clock) return clock.error();
+  if (!clock->empty() && num(clock->front(), 0) < num(clock->front(), 1))
+    report.problems.push_back({"commit_clock_behind", "", "",
+                               "commit_clock.last_created_at " + cell(clock->front(), 0) +
+                                   " is below the newest message's created_at " + cell(clock->front(), 1)});
   (*conn)->run("COMMIT");
   return report;
 }

@@ -308,5 +308,11 @@ describe('backup, restore and check', () => {
       const gap = await parley(['check', '--database', copy]);
       assert.equal(gap.code, 1, gap.stdout);
       assert.match(gap.stdout, new RegExp(`problem seq_gap: thread ${thread.id}: `));
+
+      // A commit clock set back by hand (new messages would sort before old ones).
+      await run('psql', ['--quiet', '--no-psqlrc', '--dbname', copy, '--command', 'UPDATE commit_clock SET last_created_at = 0']);
+      const behind = await parley(['check', '--database', copy]);
+      assert.equal(behind.code, 1, behind.stdout);
+      assert.match(behind.stdout, /problem commit_clock_behind: /);
     });
 });
