@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <limits>
 #include <thread>
 
 #include "chat/presence_batch.h"
@@ -159,9 +160,22 @@ struct Server::Impl {
     }
     // Sessions leave their loop's list once the client has answered the close
     // (or after their linger bound); what their closing queued runs meanwhile.
+    // A client that has not answered by shortly before the deadline will not:
+    // its session is cut then (a sweep as if its linger were over), so a
+    // client gone silent does not alone turn a drain into a forced exit when
+    // --shutdown-timeout leaves less than the 2 s linger.
+    const auto cut_at = deadline - std::chrono::milliseconds(300);
+    bool cut = false;
     while (in_time && ((open = open_sessions(deadline)) > 0 || !quiet(deadline))) {
-      if (DrainClock::now() >= deadline || forced.load()) in_time = false;
-      else pause();
+      if (DrainClock::now() >= deadline || forced.load()) {
+        in_time = false;
+      } else if (!cut && open > 0 && open != SIZE_MAX && DrainClock::now() >= cut_at) {
+        cut = true;
+        spdlog::info("event=shutdown_cut_unanswered sessions={}", open);
+        on_every_loop([](Loop& l) { l.ctx->sessions.sweep(std::numeric_limits<int64_t>::max() / 4); }, deadline);
+      } else {
+        pause();
+      }
     }
     if (!in_time || forced.load()) {
       spdlog::warn("event=shutdown_forced open_sessions={} workers_idle={} store_idle={}",
