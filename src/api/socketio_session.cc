@@ -253,7 +253,8 @@ void SocketIoSession::on_tick(int64_t now_ms) {
   if (!conn_) return check_connect_deadline(now_ms);
   conn_->on_tick(now_ms);
   if (!deferred_receipts_.empty()) send_deferred_receipts();
-  if (!conn_->closed() && now_ms >= next_ping_ms_) send_ping_event(now_ms);
+  // Not before the CONNECT is answered (with Redis, admission takes a round trip).
+  if (established_ && !conn_->closed() && now_ms >= next_ping_ms_) send_ping_event(now_ms);
 }
 
 // The reference server's connectTimeout, with the native `auth` frame's

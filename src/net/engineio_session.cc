@@ -322,6 +322,9 @@ class EioSession final : public Transport,
   const std::string& remote_address() const override { return remote_; }
 
   size_t queued_bytes() const override {
+    // Closing takes nothing more (send_text): as full, so that a paced replay
+    // waits instead of reading the whole backlog only to have it dropped.
+    if (closing_) return loop_.config.limits.max_outbound_bytes + 1;
     if (mode_ == Mode::kWebSocket)
       if (auto ws = ws_.lock()) return ws->queued_bytes();
     return queued_bytes_;
@@ -349,7 +352,9 @@ class EioSession final : public Transport,
       spdlog::info("event=eio_upgrade_timeout sid={}", sid_);
       drop_probe("upgrade timeout");
     }
-    if (!pong_deadline_ms_ && now >= next_ping_ms_) {
+    // Up to one sweep early: late, the ping would reach the client after
+    // pingInterval + pingTimeout with a short timeout, and it would give up.
+    if (!pong_deadline_ms_ && now + kSweepIntervalMs > next_ping_ms_) {
       pong_deadline_ms_ = now + loop_.config.socketio.ping_timeout_ms;
       send_text(std::make_shared<const Frame>(std::string(1, sio::kPing)));
     }

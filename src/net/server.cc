@@ -44,7 +44,7 @@ struct Server::Impl {
 
   // Once a second per loop: idle pings and timeouts, auth deadlines, token expiry.
   static void sweep_loop(Loop& loop) {
-    loop.sweep->expires_after(std::chrono::seconds(1));
+    loop.sweep->expires_after(std::chrono::milliseconds(kSweepIntervalMs));
     loop.sweep->async_wait([&loop](boost::system::error_code ec) {
       if (ec) return;
       loop.ctx->sessions.sweep(now_micros() / 1000);

@@ -12,6 +12,9 @@
 
 namespace parley::net {
 
+// How often each loop sweeps its sessions (server.cc).
+constexpr int64_t kSweepIntervalMs = 1000;
+
 class Sweepable {
  public:
   virtual void on_sweep(int64_t now_ms) = 0;

@@ -442,6 +442,44 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
   }
 });
 
+describe('Socket.IO pings with a short timeout, and a session closing with a backlog', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ args: ['--socketio-ping-interval', '2000', '--socketio-ping-timeout', '500',
+      '--max-outbound-bytes', '262144', '--rate-burst', '10000'] });
+  });
+  after(async () => { await server?.stop(); });
+
+  it('pings come within pingInterval + pingTimeout of each other: clients with a 500 ms timeout stay connected', async () => {
+    // The server sent pings at its once-a-second sweep, up to a second late:
+    // socket.io-client then closed with "ping timeout".
+    const [alice, bob] = await server.registerMany(2);
+    const clients = [await connected(server, alice, { transports: ['websocket'] }), await connected(server, bob, { transports: ['polling'] })];
+    const drops = [];
+    for (const c of clients) c.socket.on('disconnect', (r) => drops.push(r));
+    await sleep(7000);
+    assert.deepEqual(drops, [], 'no client gave up');
+    for (const c of clients) assert.equal((await c.emit('ping', {})).success, true);
+    for (const c of clients) c.close();
+  });
+
+  it('a session that disconnects during its catch-up stops reading the backlog', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    await server.sendBacklog(alice, thread.id, 3000, `backlog ${'x'.repeat(300)}`);
+    const before = await server.metric('parley_messages_out_total');
+    const open = await handshake(server);
+    await post(server, open.sid, `40${JSON.stringify({ token: bob.token })}`);
+    await poll(server, open.sid, 3000);
+    await post(server, open.sid, '41');  // DISCONNECT, then no more polls
+    await sleep(2000);
+    const sent = (await server.metric('parley_messages_out_total')) - before;
+    // Paced by --max-outbound-bytes (a few hundred frames), not all 3000
+    // read, encoded and dropped.
+    assert.ok(sent < 1500, `frames sent into the closing session: ${sent}`);
+  });
+});
+
 describe('Socket.IO sessions that stop answering', () => {
   let server;
   before(async () => {
