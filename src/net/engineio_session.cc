@@ -243,6 +243,7 @@ class EioSession final : public Transport,
       queued_bytes_ = 0;
       for (auto& f : queue) probe->send_text(std::move(f));
       spdlog::debug("event=eio_upgraded sid={}", sid_);
+      if (closing_) close_now(close_why_);  // the WebSocket's close follows what was queued
     } else {
       drop_probe("unexpected packet during the upgrade");
     }
@@ -458,7 +459,7 @@ class EioSession final : public Transport,
   // server-side close were lost, and the client reconnected). So the queue
   // goes out in one poll (a waiting one, or the next), the close packet in
   // the one after it; a client that does not poll within wait_ms is closed
-  // anyway. A probe is dropped: the queue must not move to a WebSocket.
+  // anyway.
   void close_after_queue(std::string_view why, int64_t wait_ms) {
     if (mode_ == Mode::kClosed) return;
     int64_t deadline = now_ms() + wait_ms;
@@ -467,7 +468,10 @@ class EioSession final : public Transport,
       return;
     }
     if (mode_ == Mode::kWebSocket) return close_now(why);
-    if (probe_id_) drop_probe("the session is closing");
+    // Mid-upgrade (3probe sent) the client has paused polling and waits to
+    // send 5 on the probe: the queue goes there then, and the session closes
+    // (on_ws_text). A probe not that far is dropped: the client still polls.
+    if (probe_id_ && mode_ != Mode::kUpgrading) drop_probe("the session is closing");
     if (poll_ && queue_.empty()) return close_now(why);
     closing_ = true;
     close_why_ = why;

@@ -1365,9 +1365,10 @@ TEST_P(StoreContract, OutboxFollowsEditsAndDeletesOfItsMessage) {
   auto kept = send(t.id, a.id, "kept");
   auto gone = send(t.id, a.id, "secret");
   ASSERT_TRUE(kept.ok() && gone.ok());
-  auto about = [](const std::string& id, const Message& m) {
+  auto about = [&b](const std::string& id, const Message& m) {
     Notification n = notification(id, 100);
     n.message_id = m.id;
+    n.recipient_id = b.id;  // a participant: only they get a message's notifications
     return n;
   };
   ASSERT_TRUE(enqueue_and_wait(*store_, {about("k1", kept->message), about("g1", gone->message),
@@ -1443,6 +1444,29 @@ TEST_P(StoreContract, OutboxDropsTheNotificationsOfADisabledRecipientAtClaim) {
   EXPECT_EQ(claimed[0].id, "to-carol");
   ASSERT_TRUE(store_->set_user_disabled(b.id, false).ok());
   EXPECT_TRUE(ok(store_->claim_notifications(20000, 30000, 10)).size() == 1u);  // carol's again; bob's is gone
+}
+
+// A member removed from the thread gets no more of its text: their
+// notifications, queued before the removal, are dropped at the claim.
+TEST_P(StoreContract, OutboxDropsTheNotificationsOfARemovedMemberAtClaim) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  auto m = send(t.id, a.id, "for members only");
+  ASSERT_TRUE(m.ok());
+  auto to = [&](const std::string& id, const User& u) {
+    Notification n = notification(id, 100);
+    n.message_id = m->message.id;
+    n.recipient_id = u.id;
+    return n;
+  };
+  ASSERT_TRUE(enqueue_and_wait(*store_, {to("to-bob", b), to("to-carol", c)}).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
+  auto claimed = ok(store_->claim_notifications(200, 10000, 10));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].id, "to-bob");
+  EXPECT_TRUE(ok(store_->claim_notifications(20000, 30000, 10)).size() == 1u);  // bob's again; carol's is gone
 }
 
 TEST_P(StoreContract, NextNotificationDueIsTheEarliestLiveOne) {

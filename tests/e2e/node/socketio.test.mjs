@@ -340,6 +340,33 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     assert.ok(after.status !== 200 || after.text.split('\x1e').includes('1'), `the close packet comes next: ${after.text}`);
   });
 
+  it('a server-side close in the middle of an upgrade reaches the client over the probe once it sends 5', async () => {
+    // Before, the probe was dropped at the close: the client, which stops
+    // polling after 3probe, never got the error event nor the DISCONNECT.
+    const [alice] = await server.registerMany(1);
+    const open = await handshake(server);
+    await post(server, open.sid, `40${JSON.stringify({ token: alice.token })}`);
+    const ok = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
+    assert.ok(ok.packet, `not connected: ${ok.seen.join(' | ')}`);
+    const probe = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
+    const received = [];
+    let closed = false;
+    probe.on('message', (data) => received.push(String(data)));
+    probe.on('close', () => { closed = true; });
+    await new Promise((resolve, reject) => { probe.once('open', resolve); probe.once('error', reject); });
+    probe.send('2probe');
+    for (let i = 0; i < 50 && !received.includes('3probe'); i++) await sleep(20);
+    assert.deepEqual(received, ['3probe']);
+    await server.cli(['user', 'disable', alice.username]);
+    await sleep(2500);  // the account watcher closes the session within 2 s
+    assert.equal(closed, false, 'the probe is kept while the upgrade is under way');
+    probe.send('5');
+    for (let i = 0; i < 100 && !closed; i++) await sleep(30);
+    assert.ok(closed, 'the WebSocket closes after what was queued');
+    assert.ok(received.some((p) => p.startsWith('42["error"') && p.includes('account_disabled')), received.join(' | '));
+    assert.ok(received.includes('41'), `DISCONNECT: ${received.join(' | ')}`);
+  });
+
   it('polling-only clients exchange messages', async () => {
     const [alice, bob] = await server.registerMany(2);
     const a = await connected(server, alice, { transports: ['polling'] });
