@@ -1295,6 +1295,14 @@ Notification notification(const std::string& id, Micros due) {
   return n;
 }
 
+// A notification of message `m` for `recipient`, due at 100.
+Notification notification_of(const std::string& id, const Message& m, const User& recipient) {
+  Notification n = notification(id, 100);
+  n.message_id = m.id;
+  n.recipient_id = recipient.id;
+  return n;
+}
+
 }  // namespace
 
 TEST_P(StoreContract, OutboxClaimsLeasesRetriesAndBuries) {
@@ -1365,12 +1373,8 @@ TEST_P(StoreContract, OutboxFollowsEditsAndDeletesOfItsMessage) {
   auto kept = send(t.id, a.id, "kept");
   auto gone = send(t.id, a.id, "secret");
   ASSERT_TRUE(kept.ok() && gone.ok());
-  auto about = [&b](const std::string& id, const Message& m) {
-    Notification n = notification(id, 100);
-    n.message_id = m.id;
-    n.recipient_id = b.id;  // a participant: only they get a message's notifications
-    return n;
-  };
+  // To bob, a participant: only participants get a message's notifications.
+  auto about = [&b](const std::string& id, const Message& m) { return notification_of(id, m, b); };
   ASSERT_TRUE(enqueue_and_wait(*store_, {about("k1", kept->message), about("g1", gone->message),
                                          about("g2", gone->message), notification("plain", 100)})
                   .ok());
@@ -1431,13 +1435,7 @@ TEST_P(StoreContract, OutboxDropsTheNotificationsOfADisabledRecipientAtClaim) {
   Thread t = make_group({a.id, b.id, c.id});
   auto m = send(t.id, a.id, "for bob and carol");
   ASSERT_TRUE(m.ok());
-  auto to = [&](const std::string& id, const User& u) {
-    Notification n = notification(id, 100);
-    n.message_id = m->message.id;
-    n.recipient_id = u.id;
-    return n;
-  };
-  ASSERT_TRUE(enqueue_and_wait(*store_, {to("to-bob", b), to("to-carol", c)}).ok());
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification_of("to-bob", m->message, b), notification_of("to-carol", m->message, c)}).ok());
   ASSERT_TRUE(store_->set_user_disabled(b.id, true).ok());
   auto claimed = ok(store_->claim_notifications(200, 10000, 10));
   ASSERT_EQ(claimed.size(), 1u);
@@ -1455,13 +1453,7 @@ TEST_P(StoreContract, OutboxDropsTheNotificationsOfARemovedMemberAtClaim) {
   Thread t = make_group({a.id, b.id, c.id});
   auto m = send(t.id, a.id, "for members only");
   ASSERT_TRUE(m.ok());
-  auto to = [&](const std::string& id, const User& u) {
-    Notification n = notification(id, 100);
-    n.message_id = m->message.id;
-    n.recipient_id = u.id;
-    return n;
-  };
-  ASSERT_TRUE(enqueue_and_wait(*store_, {to("to-bob", b), to("to-carol", c)}).ok());
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification_of("to-bob", m->message, b), notification_of("to-carol", m->message, c)}).ok());
   ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
   auto claimed = ok(store_->claim_notifications(200, 10000, 10));
   ASSERT_EQ(claimed.size(), 1u);

@@ -62,6 +62,11 @@ async function waitFor(pred, ms, what) {
 
 describe('webhook for offline participants', () => {
   const secret = `hook-${crypto.randomBytes(8).toString('hex')}`;
+  // A server that retries every 150 ms, practically without end.
+  const startRetryingServer = (receiver) => startServer({
+    args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
+      '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '1000'],
+  });
 
   it('one correctly signed notification per message for the offline participant, none for the online one', async () => {
     const receiver = await startReceiver(200);
@@ -216,10 +221,7 @@ describe('webhook for offline participants', () => {
 
   it('a disabled recipient gets no push: neither new messages nor the retries of those queued before', async () => {
     const receiver = await startReceiver(500);
-    const server = await startServer({
-      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
-        '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '1000'],
-    });
+    const server = await startRetryingServer(receiver);
     try {
       const [alice, bob, carol] = await server.registerMany(3);
       const thread = await server.createGroup(alice, [bob, carol]);  // bob and carol have no connection
@@ -246,10 +248,7 @@ describe('webhook for offline participants', () => {
 
   it('a member removed from the thread gets no retry of its messages', async () => {
     const receiver = await startReceiver(500);
-    const server = await startServer({
-      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
-        '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '1000'],
-    });
+    const server = await startRetryingServer(receiver);
     try {
       const [alice, bob, carol] = await server.registerMany(3);
       const thread = await server.createGroup(alice, [bob, carol]);  // bob and carol have no connection
@@ -276,10 +275,7 @@ describe('webhook for offline participants', () => {
 
   it('an edited message: a retry carries the new text', async () => {
     const receiver = await startReceiver(500);
-    const server = await startServer({
-      args: ['--webhook-url', receiver.url, '--webhook-secret', secret, '--webhook-backoff-ms', '150',
-        '--webhook-max-backoff-ms', '150', '--webhook-max-attempts', '1000'],
-    });
+    const server = await startRetryingServer(receiver);
     try {
       const [alice, bob] = await server.registerMany(2);
       const thread = await server.createDirect(alice, bob);
