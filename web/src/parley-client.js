@@ -48,6 +48,7 @@ const SEND_WINDOW = 20;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const PING_EVERY_MS = 20000;
+const PONG_WAIT_MS = 10000;
 
 export class ParleyClient extends EventTarget {
   // baseUrl: the server ('' = the page's own origin). token: a Parley or
@@ -65,6 +66,7 @@ export class ParleyClient extends EventTarget {
     // above it (a reply can overtake a replay) wait in `ahead` until the gap fills.
     this.cursors = new Map();
     this.ahead = new Map();  // thread id -> Set of seqs
+    this.subscribed = new Set();  // thread ids subscribed on the current connection
     this.outboxStore = outboxStore;
     this.outbox = outboxStore ? outboxStore.load() : [];  // [{thread_id, content, client_msg_id, created_at}]
     // The client_msg_ids of the shared store as this client last read or wrote it.
@@ -150,6 +152,7 @@ export class ParleyClient extends EventTarget {
     this.ws = ws;
     ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: this.token }));
     ws.onmessage = (e) => {
+      clearTimeout(this.pongTimer);
       let frame;
       try { frame = JSON.parse(e.data); } catch { return; }
       this.onFrame(frame);
@@ -158,6 +161,7 @@ export class ParleyClient extends EventTarget {
       if (this.ws !== ws) return;
       this.ws = null;
       clearInterval(this.pinger);
+      clearTimeout(this.pongTimer);
       for (const w of this.waiting.values()) w.reject(new ParleyError(0, 'disconnected', 'connection lost'));
       this.waiting.clear();
       // 4401: the token was refused; 4403: the account was disabled or its
@@ -186,6 +190,21 @@ export class ParleyClient extends EventTarget {
     clearTimeout(this.timer);
     this.attempt = 0;
     if (!this.ws && this.wanted) this.connect();
+  }
+
+  // A connection that stopped carrying anything (a network change, a NAT
+  // that forgot it) can stay open for minutes: no frame within PONG_WAIT_MS
+  // of a ping, and it is given up and opened again (the outbox resends).
+  ping() {
+    if (!this.sendFrame({ type: 'ping' })) return;
+    clearTimeout(this.pongTimer);
+    const ws = this.ws;
+    this.pongTimer = setTimeout(() => {
+      if (this.ws !== ws) return;
+      ws.onclose({ code: 1006 });  // as if it had closed: state, waiters, reconnect
+      ws.onclose = null;
+      ws.close();
+    }, PONG_WAIT_MS);
   }
 
   scheduleReconnect() {
@@ -232,7 +251,7 @@ export class ParleyClient extends EventTarget {
         this.attempt = 0;
         this.setState('online');
         clearInterval(this.pinger);
-        this.pinger = setInterval(() => this.sendFrame({ type: 'ping' }), PING_EVERY_MS);
+        this.pinger = setInterval(() => this.ping(), PING_EVERY_MS);
         this.catchUp();
         // Everything unanswered goes again: the server answers a repeated
         // client_msg_id with the stored original.
@@ -304,22 +323,33 @@ export class ParleyClient extends EventTarget {
 
   // Tells the client that everything up to lastSeq of a thread is known, so
   // the next (re)connection replays from there.
+  // A thread not yet subscribed on this connection (one that appeared while
+  // this device was offline) is subscribed at once, from its cursor.
   track(threadId, lastSeq) {
     let cursor = this.cursors.get(threadId) || 0;
-    if (this.cursors.has(threadId) && cursor >= lastSeq) return;
-    cursor = lastSeq;
-    const ahead = this.ahead.get(threadId);
-    if (ahead) {
-      for (const s of ahead) if (s <= cursor) ahead.delete(s);
-      while (ahead.has(cursor + 1)) ahead.delete(++cursor);
+    if (!this.cursors.has(threadId) || cursor < lastSeq) {
+      cursor = lastSeq;
+      const ahead = this.ahead.get(threadId);
+      if (ahead) {
+        for (const s of ahead) if (s <= cursor) ahead.delete(s);
+        while (ahead.has(cursor + 1)) ahead.delete(++cursor);
+      }
+      this.cursors.set(threadId, cursor);
     }
-    this.cursors.set(threadId, cursor);
+    this.subscribe(threadId);
   }
 
   // Replays, on each connection, every message after the contiguous cursor;
   // those already seen above it are not emitted twice.
   catchUp() {
-    for (const [thread_id, since_seq] of this.cursors) this.sendFrame({ type: 'subscribe_thread', thread_id, since_seq });
+    this.subscribed = new Set();
+    for (const threadId of this.cursors.keys()) this.subscribe(threadId);
+  }
+
+  subscribe(threadId) {
+    if (this.subscribed.has(threadId)) return;
+    const since_seq = this.cursors.get(threadId) || 0;
+    if (this.sendFrame({ type: 'subscribe_thread', thread_id: threadId, since_seq })) this.subscribed.add(threadId);
   }
 
   // ------------------------------------------------------------------ sending
@@ -375,6 +405,7 @@ export class ParleyClient extends EventTarget {
   forget(threadId) {
     this.cursors.delete(threadId);
     this.ahead.delete(threadId);
+    this.subscribed.delete(threadId);
     const before = this.outbox.length;
     for (const i of this.outbox) if (i.thread_id === threadId) this.inFlight.delete(i.client_msg_id);
     this.outbox = this.outbox.filter((i) => i.thread_id !== threadId);

@@ -129,9 +129,12 @@ export async function register(profile) {
   await start(data.token, data.user);
 }
 
-export function signOut(notice = null) {
+// Signing out on purpose drops what was written and not yet sent; a session
+// that ended by itself (an expired or revoked token) keeps it, and it goes
+// once the same user signs in again.
+export function signOut(notice = null, { keepOutbox = false } = {}) {
   if (client) client.disconnect();
-  if (state.session) localStorage.removeItem(`${OUTBOX_KEY}.${state.session.user.id}`);
+  if (state.session && !keepOutbox) localStorage.removeItem(`${OUTBOX_KEY}.${state.session.user.id}`);
   localStorage.removeItem(SESSION_KEY);
   client = null;
   Object.assign(state, {
@@ -194,12 +197,10 @@ function wire(c) {
   let connectedBefore = false;
   c.addEventListener('state', (e) => {
     state.conn = e.detail.state;
-    // After a reconnection the list may have changed (new threads, previews).
-    // Opened while the server was out of reach: nothing was tracked yet, so
-    // this device catches up once it knows the threads.
+    // After a reconnection the list may have changed (new threads, previews):
+    // a thread that appeared meanwhile is subscribed as it is tracked.
     if (state.conn === 'online') {
-      const untracked = c.cursors.size === 0;
-      loadThreads().then(() => { if (untracked) c.catchUp(); }, () => {});
+      loadThreads().catch(() => {});
       if (connectedBefore) refreshHeld().catch(() => {});
       connectedBefore = true;
     }
@@ -207,7 +208,7 @@ function wire(c) {
   });
   c.addEventListener('unauthorized', (e) => {
     if (c !== client) return;
-    signOut(signedOutNotice(e.detail.code));
+    signOut(signedOutNotice(e.detail.code), { keepOutbox: true });
   });
   c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
   c.addEventListener('failed', (e) => { state.failed = [...state.failed, e.detail]; changed(); });
@@ -246,7 +247,11 @@ export function typingIn(threadId) {
 
 function onMessage(m, own) {
   const t = state.threads.get(m.thread_id);
-  if (!t) { loadThreads().catch(() => {}); return; }
+  // A new conversation: known once the list is read again, then shown (and notified) as any other.
+  if (!t) {
+    loadThreads().then(() => { if (state.threads.has(m.thread_id)) onMessage(m, own); }, () => {});
+    return;
+  }
   const box = state.messages.get(m.thread_id);
   if (box) accept(m.thread_id, box, m);
   if (!t.last_message || t.last_message.seq < m.seq) {

@@ -413,7 +413,9 @@ function MessageList({ t, box }) {
       prevDay = day; prevSender = null;
     }
     if (m.message_type === 'system') {
-      rows.push(html`<li class="system" key=${m.id} data-seq=${m.seq} dir="auto">${m.content}</li>`);
+      // Counted unread like any message from someone else: seen, it is marked read.
+      rows.push(html`<li class="system" key=${m.id} data-seq=${m.seq} dir="auto"
+          data-unseen=${m.sender_id !== me && m.seq > myRead ? '' : undefined}>${m.content}</li>`);
       prevSender = null;
       continue;
     }

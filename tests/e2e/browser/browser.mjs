@@ -88,7 +88,8 @@ export async function sendFromComposer(page, text) {
 
 // A TCP proxy on 127.0.0.1: cut() drops every connection and refuses new
 // ones (the browser sees the network gone); resume() accepts again;
-// retarget(port) follows a restarted server.
+// stall() carries nothing but closes nothing; retarget(port) follows a
+// restarted server.
 export class Proxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
@@ -105,8 +106,9 @@ export class Proxy {
         s.on('close', () => this.sockets.delete(s));
         s.on('error', () => {});
       }
-      client.pipe(upstream);
-      upstream.pipe(client);
+      // Forwarded by hand, not piped, so that stall() can drop bytes.
+      client.on('data', (d) => { if (!this.stalled) upstream.write(d); });
+      upstream.on('data', (d) => { if (!this.stalled) client.write(d); });
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
     });
@@ -122,6 +124,10 @@ export class Proxy {
   }
 
   resume() { this.open = true; }
+  // Keeps every connection open but carries nothing (a network that went
+  // silent: a NAT that forgot the connection); unstall() carries again.
+  stall() { this.stalled = true; }
+  unstall() { this.stalled = false; }
   retarget(port) { this.targetPort = port; }
 
   async close() {

@@ -528,9 +528,11 @@ describe('parley-cli', () => {
       assert.match(out, /look \^\[\[2J\^\[\]0;owned\^G \^\[\]52;c;cm0gLXJmIH4=\^G fine\^MFAKE\^\? <U\+009B>31m end/, what);
     }
     assert.match(live.stdout, /end\n {4}second line\n$/, 'a newline still starts an indented line');
-    // JSON lines carry the text exactly (JSON escapes the controls itself).
+    // JSON lines carry the text exactly, every control escaped (DEL and the
+    // C1 controls too, which Boost.JSON leaves raw).
     const json = await asBob(['history', threadId, '--limit', '1']);
     assert.equal(JSON.parse(json.lines[0]).content, hostile);
+    assert.doesNotMatch(json.stdout, /[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f]/, `JSON output with a raw control: ${JSON.stringify(json.stdout)}`);
   });
 
   it('--pretty shows edits and deletions, as they happen in listen and in history', async () => {
