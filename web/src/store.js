@@ -58,15 +58,19 @@ function outboxStore(userId) {
 }
 
 // Restores a session: a token handed over in the URL (#token=…) wins over
-// the saved one. Returns false when there is none (show sign-in).
+// the saved one, but one for another account than the one signed in here
+// only if the user agrees (tryToken): a link must not switch accounts
+// unseen, or what they then write goes to someone else's account. Returns
+// false when there is none (show sign-in).
 export async function restore() {
   const hash = new URLSearchParams(location.hash.slice(1));
-  let token = hash.get('token');
-  if (token) {
+  const linked = hash.get('token');
+  if (linked) {
     history.replaceState(null, '', location.pathname + location.search);
-  } else {
-    try { token = (JSON.parse(localStorage.getItem(SESSION_KEY)) || {}).token; } catch { token = null; }
+    return tryToken(linked, 0, { linked: true });
   }
+  let token = null;
+  try { token = (JSON.parse(localStorage.getItem(SESSION_KEY)) || {}).token; } catch { token = null; }
   if (!token) return false;
   return tryToken(token, 0);
 }
@@ -78,14 +82,24 @@ export async function restore() {
 // app opens by itself once the server answers.
 const RESTORE_RETRY_MAX_MS = 15000;
 let restoreTimer = null;
-async function tryToken(token, attempt) {
+async function tryToken(token, attempt, { linked = false } = {}) {
   const probe = new ParleyClient({ token });
   let user;
   try {
     user = await probe.me();
+    let saved = null;
+    try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+    if (linked && saved?.token && saved.user && saved.user.id !== user.id &&
+        !window.confirm(`This link signs in as ${user.username}. Sign out ${saved.user.username} and switch?`)) {
+      return tryToken(saved.token, 0);
+    }
   } catch (err) {
     if (state.session) return true;  // signed in by hand meanwhile
     if (err.status === 401) {
+      // A link's token refused: the session saved here, if any, stays.
+      let kept = null;
+      try { kept = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+      if (linked && kept?.token && kept.token !== token) return tryToken(kept.token, 0);
       localStorage.removeItem(SESSION_KEY);
       state.notice = signedOutNotice(err.code);
       changed();

@@ -96,6 +96,30 @@ describe('web app: coming back after being away', () => {
       { timeout: 15000, what: 'the message sent after the reconnection' });
   });
 
+  it('a link with another account\'s token switches only after the user agrees', async () => {
+    proxy.resume();
+    const alice = await person('alice', 'teacher');
+    const mallory = await person('mallory');
+    const ctx = await browser.newContext();
+    await openAs(ctx, proxy.base, alice);
+    const signedIn = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || '{}').user?.id);
+    const open = async (answer) => {
+      const page = await ctx.newPage();
+      const asked = [];
+      page.on('dialog', (d) => { asked.push(d.message()); (answer ? d.accept() : d.dismiss()).catch(() => {}); });
+      await page.goto(`${proxy.base}/app/#token=${encodeURIComponent(mallory.token)}`);
+      await page.getByRole('navigation', { name: 'Conversations' }).waitFor();
+      return { page, asked };
+    };
+    const declined = await open(false);
+    assert.equal(declined.asked.length, 1, 'asked before switching');
+    assert.match(declined.asked[0], new RegExp(mallory.username));
+    assert.equal(await signedIn(declined.page), alice.id, 'declined: still alice');
+    const accepted = await open(true);
+    assert.equal(accepted.asked.length, 1);
+    await until(async () => (await signedIn(accepted.page)) === mallory.id, { what: 'switched to mallory' });
+  });
+
   it('a system message seen in an open group is marked read: the unread count goes to zero', async () => {
     proxy.resume();
     proxy.unstall();
