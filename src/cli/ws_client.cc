@@ -45,10 +45,13 @@ awaitable<void> WsClient::connect(const Endpoint& endpoint, const std::string& t
 }
 
 awaitable<void> WsClient::handshake(const Endpoint& endpoint, const std::string& token) {
-  ws_.set_option(websocket::stream_base::decorator(
-      [](websocket::request_type& req) { req.set(http::field::user_agent, "parley-cli/" PARLEY_VERSION); }));
+  // The token in a header, not the query: a URL ends up in proxies' access logs.
+  ws_.set_option(websocket::stream_base::decorator([token](websocket::request_type& req) {
+    req.set(http::field::user_agent, "parley-cli/" PARLEY_VERSION);
+    req.set(http::field::authorization, "Bearer " + token);
+  }));
   websocket::response_type res;
-  std::string target = endpoint.target("/ws") + "?token=" + url_encode(token);
+  std::string target = endpoint.target("/ws");
   try {
     co_await ws_.async_handshake(res, endpoint.host_header, target, asio::use_awaitable);
   } catch (const boost::system::system_error& e) {
