@@ -82,6 +82,14 @@ void WsOutQueue::advance(size_t n) {
     ++head_;
     head_sent_ = 0;
   }
+  // A queue that never drains (a client kept just behind) would otherwise
+  // keep every written entry: drop them once they are half of it, so the
+  // vector follows what is waiting (amortized: each entry moves at most once
+  // per halving).
+  if (head_ >= 64 && head_ * 2 >= queue_.size()) {
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
+  }
 }
 
 void WsOutQueue::release() {

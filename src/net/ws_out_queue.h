@@ -48,6 +48,8 @@ class WsOutQueue {
   void advance(size_t n);
   // Everything was written: the vector goes back to the thread's pool.
   void release();
+  // Entries the vector holds, written ones not yet dropped included (tests).
+  size_t entries() const { return queue_.size(); }
 
  private:
   struct Out {

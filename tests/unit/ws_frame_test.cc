@@ -219,6 +219,32 @@ TEST(WsOutQueue, TextFramesAreOneIovecEachAndResumeMidFrame) {
   q.release();
 }
 
+// A queue that never drains (each write takes one frame while the client
+// adds one, a ping flood kept just behind) must not keep the written entries.
+TEST(WsOutQueue, WrittenEntriesAreDroppedWhileTheQueueNeverDrains) {
+  WsOutQueue q;
+  auto frame = std::make_shared<const Frame>("abc");
+  for (int i = 0; i < 100; ++i) q.push(kText, frame);
+  const size_t one = encode_frame(kText, "abc").size();
+  for (int i = 0; i < 100000; ++i) {
+    q.push(kText, frame);
+    q.advance(one);
+  }
+  EXPECT_EQ(q.bytes(), 100 * (3 + kQueuedFrameCost));
+  EXPECT_LE(q.entries(), 400u) << "the vector grew with every frame ever written";
+  // What is left is still written in order, resuming mid-frame.
+  q.advance(1);
+  std::vector<struct iovec> iov(512);
+  std::vector<uint8_t> headers(256 * kMaxHeaderLen);
+  size_t bytes = 0;
+  int n = q.gather(iov, headers, 1 << 20, bytes);
+  EXPECT_EQ(bytes, 100 * one - 1);
+  EXPECT_EQ(n, 100);
+  q.advance(bytes);
+  EXPECT_TRUE(q.empty());
+  q.release();
+}
+
 // A flood of empty pongs holds memory (an entry and a block per frame) that
 // their payloads do not show: the bound must see it.
 TEST(WsOutQueue, EmptyFramesCountAgainstTheBound) {
