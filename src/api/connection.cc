@@ -291,6 +291,21 @@ void Connection::on_frame(ClientFrame f) {
     return;
   }
   if (!take_token_or_refuse(f.request_id)) return;
+  if (awaiting_auth_) {
+    // Frames sent right after the `auth` frame wait for its token check (on
+    // a worker), then go in order; refused as not authenticated they were lost.
+    if (awaiting_auth_->size() >= kMaxDeferredFrames)
+      return send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames before the connection was established"},
+                        f.request_id);
+    awaiting_auth_->push_back(std::move(f));
+    return;
+  }
+  route(std::move(f));
+}
+
+// A frame that has its token: held while the admission runs, refused before
+// authentication, else handled.
+void Connection::route(ClientFrame f) {
   if (admission_) {
     // Frames sent right after the open wait for the limiter's answer (a
     // Redis round trip), as they would have waited for the loop.
@@ -347,16 +362,23 @@ void Connection::dispatch(ClientFrame f) {
 }
 
 void Connection::on_auth_frame(ClientFrame f) {
+  if (!authed_ && !admission_ && !awaiting_auth_) awaiting_auth_ = std::make_unique<std::vector<ClientFrame>>();
   auto self = shared_from_this();
   off_loop([self, f = std::move(f)]() -> std::function<void()> {
     auto user = self->ctx_.chat.authenticate(f.token);
     return [self, user = std::move(user), f]() mutable {
       if (self->closed_) return;
+      auto waiting = std::move(self->awaiting_auth_);
       if (!user) {
         self->send_error(user.error(), f.request_id);
         return self->close(CloseReason::kUnauthorized, "authentication failed");
       }
       self->authenticated(std::move(*user), f.request_id);
+      if (!waiting) return;
+      for (auto& next : *waiting) {
+        if (self->closed_) return;
+        self->route(std::move(next));
+      }
     };
   });
 }

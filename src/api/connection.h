@@ -101,6 +101,7 @@ class Connection final : public ClientSession,
   void admit(Authenticated user, const boost::json::value& request_id);
   void admitted(bool ok, HeldCount* count);
   void recheck_account();
+  void route(ClientFrame frame);
   void dispatch(ClientFrame frame);
   void on_auth_frame(ClientFrame frame);
   void on_send(ClientFrame frame);
@@ -180,6 +181,9 @@ class Connection final : public ClientSession,
     std::vector<std::function<void()>> deferred;
   };
   std::unique_ptr<Admission> admission_;
+  // While the first `auth` frame's token is checked: the frames that came
+  // after it, handled in order once it is answered.
+  std::unique_ptr<std::vector<ClientFrame>> awaiting_auth_;
   // Own messages the Hub passed by (excluded) before their message_sent went
   // out, and the frames of their threads that came behind them, which wait
   // for it: the client gets a thread in seq order, its own messages as

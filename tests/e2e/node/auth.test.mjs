@@ -68,6 +68,21 @@ describe('WebSocket authentication', () => {
     await ws.ping();
   });
 
+  it('frames sent right behind the auth frame wait for its answer and are handled in order', async () => {
+    // Before, the token check ran on a worker and they were refused as not_authenticated.
+    const ws = await server.connect(null, { via: 'none' });
+    ws.send({ type: 'auth', token: alice.token, request_id: 'auth-2' });
+    ws.send({ type: 'ping', request_id: 'p1' });
+    ws.send({ type: 'send_message', username: bob.username, content: 'right behind auth', client_msg_id: 'behind-1', request_id: 's1' });
+    assertEstablished(await ws.nextOfType('connection_established'), alice);
+    const pong = await ws.next((f) => f.request_id === 'p1', 5000, 'the ping\'s answer');
+    assert.equal(pong.type, 'pong');
+    const sent = await ws.next((f) => f.request_id === 's1', 5000, 'the send\'s answer');
+    assert.equal(sent.type, 'message_sent', JSON.stringify(sent));
+    assert.equal(sent.data.content, 'right behind auth');
+    await ws.expectNone((f) => f.type === 'error', 300, 'an error');
+  });
+
   describe('bad tokens at upgrade → HTTP 401', () => {
     const cases = () => {
       const past = Math.floor(Date.now() / 1000) - 600;
