@@ -97,8 +97,11 @@ class WsSession final : public Transport,
     if (key.empty() || req[http::field::sec_websocket_version] != "13") {
       const std::string body =
           R"({"status":"error","code":"bad_request","message":"WebSocket upgrade needs Sec-WebSocket-Key and version 13"})";
+      // Another version: 426 with the one supported (RFC 6455, 4.4).
+      const bool version = !key.empty();
       enqueue(ws::WsOutQueue::kRaw, std::make_shared<const Frame>(
-          "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+          std::string(version ? "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n" : "HTTP/1.1 400 Bad Request\r\n") +
+          "Content-Type: application/json\r\nConnection: close\r\n"
           "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n"
           "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\nContent-Length: " +
           std::to_string(body.size()) + "\r\n\r\n" + body));

@@ -131,6 +131,16 @@ describe('HTTP status codes', () => {
     assert.equal(old.status, 200, 'HTTP/1.0 without Host is answered');
   });
 
+  it('a WebSocket upgrade for another protocol version gets 426 naming version 13 (RFC 6455 4.4)', async () => {
+    const res = await rawExchange(server.port, `GET /ws?token=${encodeURIComponent(user.token)} HTTP/1.1\r\nHost: x\r\n` +
+      'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    assert.equal(res.status, 426, res.raw.slice(0, 200));
+    assert.match(res.raw, /\r\nSec-WebSocket-Version: 13\r\n/i);
+    const noKey = await rawExchange(server.port, `GET /ws?token=${encodeURIComponent(user.token)} HTTP/1.1\r\nHost: x\r\n` +
+      'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    assert.equal(noKey.status, 400, 'no key: a bad request');
+  });
+
   it('a REST body announced over the limit gets 413 before it is sent (Expect: 100-continue)', async () => {
     // Under the parser's own limit (Engine.IO's 1 MB), over the REST limit (4096 here): no body follows.
     const res = await rawExchange(server.port,
