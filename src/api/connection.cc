@@ -458,6 +458,7 @@ struct Connection::Replay {
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
+  std::chrono::steady_clock::time_point stalled_since{};  // paused for the outbound budget since ({}: not paused)
 };
 
 // A store that cannot be read now, or does not have the missing seqs yet, is
@@ -599,12 +600,26 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   const size_t budget = ctx_.chat.config().limits.max_outbound_bytes / 2;
   while (r->next < r->page.size()) {
     if (t->queued_bytes() > budget) {
+      // A client that reads nothing for half the idle timeout while its
+      // thread goes on is dropped as a slow consumer (it resumes with
+      // since_seq): the thread's live messages are held behind this replay,
+      // outside the outbound queue's bound.
+      const auto now = std::chrono::steady_clock::now();
+      if (r->stalled_since == std::chrono::steady_clock::time_point{}) r->stalled_since = now;
+      const auto stall_limit = std::chrono::milliseconds(int64_t{ctx_.chat.config().limits.idle_timeout_seconds} * 500);
+      if (now - r->stalled_since > stall_limit) {
+        Metrics::get().slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("event=slow_consumer_disconnect session_id={} reason=replay_stalled thread_id={}", session_id_,
+                     r->thread_id);
+        return close(CloseReason::kPolicy, "slow consumer");
+      }
       std::weak_ptr<Connection> weak = weak_from_this();
       t->schedule(kReplayPause, [weak, r] {
         if (auto self = weak.lock()) self->replay_send(r);
       });
       return;
     }
+    r->stalled_since = {};
     if (maybe_unanswered_send(r->page[r->next], r->sends_begun)) {
       std::weak_ptr<Connection> weak = weak_from_this();
       t->schedule(kReplayPause, [weak, r] {

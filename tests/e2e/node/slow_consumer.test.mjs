@@ -145,3 +145,41 @@ describe('slow consumer in a group of four', { timeout: 120000 }, () => {
     assert.ok(Date.now() - started < 120000, `finished in ${Date.now() - started} ms`);
   });
 });
+
+// A client that asks for a long replay, then reads nothing while it keeps
+// the connection alive (pings) and its thread goes on: the replay pauses for
+// the outbound budget while the thread's live messages are held behind it,
+// outside that budget. Past half the idle timeout paused, it is dropped.
+describe('a replay stalled by a client that reads nothing', { timeout: 60000 }, () => {
+  let server;
+  before(async () => {
+    server = await startServer({ args: ['--max-outbound-bytes', '262144', '--idle-timeout', '6',
+      '--rate-per-second', '100000', '--rate-burst', '100000'] });
+  });
+  after(async () => { await server?.stop(); });
+
+  it('is dropped as a slow consumer, not left holding the thread\'s traffic', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    // More than the kernel's socket buffers take (several MB on loopback), so the replay pauses.
+    await server.sendBacklog(alice, thread.id, 12000, `backlog ${'y'.repeat(1000)}`);
+    const reader = await server.connect(bob);
+    reader.send({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 });
+    reader.ws._socket.pause();  // reads nothing from here on
+    const keepAlive = setInterval(() => { try { reader.ws.ping(); } catch { /* closed */ } }, 1000);
+    const sender = await server.connect(alice);
+    try {
+      const deadline = Date.now() + 15000;
+      let i = 0;
+      while (Date.now() < deadline && !server.log.some((l) => l.includes('reason=replay_stalled'))) {
+        sender.send({ type: 'send_message', thread_id: thread.id, content: `live ${i++} ${'z'.repeat(400)}` });
+        await sleep(20);
+      }
+      assert.ok(server.log.some((l) => l.includes('reason=replay_stalled')), `not dropped; ${dropLog(server)}`);
+    } finally {
+      clearInterval(keepAlive);
+      reader.ws._socket.resume();
+      sender.close();
+    }
+  });
+});
