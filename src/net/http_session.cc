@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <type_traits>
 
 #include "common/metrics.h"
@@ -70,6 +72,24 @@ void add_security_headers(http::response<http::string_body>& res) {
   set_default("Referrer-Policy", "no-referrer");
   set_default("X-Frame-Options", "DENY");
   set_default("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'");
+}
+
+// RFC 9112 3.2.2: a server must accept a target in absolute form
+// (`GET http://host/health`, what a client sends when it thinks it talks to
+// a proxy) and use its path. Returns the origin form of such a target, or
+// nothing for a target already in origin form (or in another form, which
+// the routes answer 404). The authority is not checked against Host: Parley
+// serves one site whatever its name.
+std::optional<std::string> origin_form(std::string_view target) {
+  size_t colon = target.find("://");
+  if (colon == std::string_view::npos || target.empty() || target.front() == '/') return std::nullopt;
+  std::string_view scheme = target.substr(0, colon);
+  if (!beast::iequals(scheme, "http") && !beast::iequals(scheme, "https")) return std::nullopt;
+  std::string_view rest = target.substr(colon + 3);
+  size_t path = rest.find_first_of("/?");
+  if (path == std::string_view::npos) return std::string("/");
+  if (rest[path] == '?') return "/" + std::string(rest.substr(path));
+  return std::string(rest.substr(path));
 }
 
 bool origin_allowed(const Config& config, std::string_view origin) {
@@ -142,6 +162,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       linger_ = true;
       return reply(error_response(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header"), false);
     }
+    if (auto path = origin_form(head.target())) parser_->get().target(*path);
     if (!is_eio_path(loop_.config, head.target())) {
       // A REST body is at most max_frame_bytes, below the parser's limit
       // (Engine.IO's maxPayload): a larger one announced is refused before

@@ -82,6 +82,21 @@ describe('HTTP status codes', () => {
     assertSecurityHeaders(res.headers, '431');
   });
 
+  it('a target in absolute form is served by its path (RFC 9112 3.2.2)', async () => {
+    const health = await rawExchange(server.port, `GET http://${HOST}:${server.port}/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    assert.equal(health.status, 200, health.raw.slice(0, 200));
+    assert.equal(JSON.parse(health.text).status, 'ok');
+    // The scheme's case does not matter, and the request is the path's.
+    const me = await rawExchange(server.port,
+      `GET HTTP://example.test/api/users/me HTTP/1.1\r\nHost: x\r\n` +
+      `Authorization: Bearer ${user.token}\r\nConnection: close\r\n\r\n`);
+    assert.equal(me.status, 200, me.raw.slice(0, 200));
+    assert.ok(me.text.includes(user.username), me.text.slice(0, 200));
+    // Only the path is taken: a target that is not a URL is not rewritten.
+    const odd = await rawExchange(server.port, 'GET ftp://x/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(odd.status, 404);
+  });
+
   it('an unknown method gets 501', async () => {
     const res = await rawExchange(server.port, 'BREW /health HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.equal(res.status, 501);
