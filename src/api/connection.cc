@@ -402,11 +402,15 @@ void Connection::on_send(ClientFrame f) {
                       : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
     std::string id = r && !r->duplicate ? r->message.id : std::string();
+    std::string thread_id = id.empty() ? std::string() : r->message.thread_id;
+    int64_t seq = id.empty() ? 0 : r->message.seq;
     if (auto t = transport.lock())
-      t->post([self, frames = std::move(frames), id = std::move(id), number]() mutable {
+      t->post([self, frames = std::move(frames), id = std::move(id), thread_id = std::move(thread_id), seq,
+               number]() mutable {
         auto& u = self->unanswered_sends_;
         if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
-        self->send(std::move(frames));
+        // During a replay of its thread the answer takes its seq's place (DeliveryCursor::hold_answer).
+        if (self->closed_ || id.empty() || !self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
         self->answered(id);
         if (!id.empty()) self->remember_own_send(std::move(id));
       });
@@ -566,7 +570,8 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           // Retrying cannot help: nothing of this thread is for this user any more.
           spdlog::info("event=gap_fill_stopped session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
                        page.error().code);
-          return self->cursor_.abandon(r->thread_id);
+          for (auto& answer : self->cursor_.abandon(r->thread_id)) self->send(std::move(answer));
+          return;
         }
         if (r->gap_fill) {
           // The gap stays open (its live messages held) until the store answers.
@@ -628,6 +633,10 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
       return;
     }
     const Message& m = r->page[r->next++];
+    if (auto answer = cursor_.take_answer(r->thread_id, m.seq); !answer.empty()) {
+      for (auto& frame : answer) send_in_thread(r->thread_id, m.seq, std::move(frame));
+      continue;
+    }
     // The cursor last: it counts what it lets through as sent (other replays of the thread skip it).
     // Behind this connection's own unanswered message like a live one (AnswerWait):
     // a fill must not put seq 7 before the message_sent of its seq 6.

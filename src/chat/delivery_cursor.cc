@@ -16,7 +16,7 @@ DeliveryCursor::State& DeliveryCursor::state(const std::string& thread_id) {
 DeliveryCursor::Decision DeliveryCursor::live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
   State& s = state(thread_id);
   if (s.replays > 0) {
-    s.held.emplace_back(seq, frame);
+    if (frame || !holds_own(s, seq)) s.held.emplace_back(seq, frame);  // its answer may have come first
     return {};
   }
   if (s.hi != 0 && seq <= s.hi) return {};
@@ -37,6 +37,38 @@ DeliveryCursor::Decision DeliveryCursor::live(const std::string& thread_id, int6
   return {frame != nullptr, -1};
 }
 
+bool DeliveryCursor::holds_own(const State& s, int64_t seq) {
+  for (const auto& [held_seq, frame] : s.held)
+    if (held_seq == seq && !frame) return true;
+  return false;
+}
+
+bool DeliveryCursor::hold_answer(const std::string& thread_id, int64_t seq, std::vector<FramePtr>& frames) {
+  auto it = threads_.find(thread_id);
+  if (it == threads_.end() || it->second.replays == 0) return false;
+  State& s = it->second;
+  if (s.hi != 0 && seq <= s.hi) return false;  // everything before it went out already
+  if (!holds_own(s, seq)) s.held.emplace_back(seq, nullptr);
+  s.answers.emplace_back(seq, std::move(frames));
+  return true;
+}
+
+std::vector<FramePtr> DeliveryCursor::take_answer(const std::string& thread_id, int64_t seq) {
+  std::vector<FramePtr> out;
+  auto it = threads_.find(thread_id);
+  if (it != threads_.end()) release_answer(it->second, seq, out);
+  return out;
+}
+
+void DeliveryCursor::release_answer(State& s, int64_t seq, std::vector<FramePtr>& out) {
+  for (auto it = s.answers.begin(); it != s.answers.end(); ++it) {
+    if (it->first != seq) continue;
+    for (auto& f : it->second) out.push_back(std::move(f));
+    s.answers.erase(it);
+    return;
+  }
+}
+
 void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_seq*/) {
   ++state(thread_id).replays;
 }
@@ -44,9 +76,8 @@ void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_
 bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
   State& s = state(thread_id);
   if (s.hi != 0 && seq >= s.lo && seq <= s.hi) return false;
-  // The connection's own message, held while the store is read: it got message_sent.
-  for (const auto& [held_seq, frame] : s.held)
-    if (held_seq == seq && !frame) return false;
+  // The connection's own message, held while the store is read: it gets message_sent.
+  if (holds_own(s, seq)) return false;
   return !sent_by_replay(s, seq);
 }
 
@@ -100,6 +131,7 @@ DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_i
   size_t i = 0;
   for (; i < s.held.size(); ++i) {
     auto& [seq, frame] = s.held[i];
+    if (!frame) release_answer(s, seq, out.frames);  // an answer is never dropped, even one the replay passed
     if (s.hi != 0 && seq <= s.hi) continue;
     if (s.hi != 0 && seq > s.hi + 1) break;  // still a gap: fill again from hi
     if (s.hi == 0) s.lo = seq;
@@ -127,6 +159,7 @@ std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
   s.replay_sent.reset();
   std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [seq, frame] : s.held) {
+    if (!frame) release_answer(s, seq, out);
     if (s.hi != 0 && seq <= s.hi) continue;
     if (s.hi == 0) s.lo = seq;
     s.hi = seq;
@@ -137,10 +170,16 @@ std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
   return out;
 }
 
-void DeliveryCursor::abandon(const std::string& thread_id) {
+std::vector<FramePtr> DeliveryCursor::abandon(const std::string& thread_id) {
   State& s = state(thread_id);
+  std::vector<FramePtr> out;
   if (s.replays > 0) --s.replays;
-  if (s.replays == 0) forget(thread_id);
+  if (s.replays > 0) return out;
+  std::sort(s.answers.begin(), s.answers.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [seq, frames] : s.answers)
+    for (auto& f : frames) out.push_back(std::move(f));
+  forget(thread_id);
+  return out;
 }
 
 void DeliveryCursor::forget(const std::string& thread_id) {

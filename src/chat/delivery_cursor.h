@@ -16,6 +16,9 @@
 // Replays of one thread may overlap (a client that subscribes twice, a
 // Socket.IO catch-up and the client's own subscribe): what one has sent, the
 // others skip, from the moment it is sent.
+// The connection's own message counts as sent without being sent (it gets
+// message_sent); that answer is held like a live message when it comes
+// during a replay of its thread, so that it too goes out in seq order.
 // Changes to a message already stored (an edit, a deletion) are held while a
 // replay runs too, and go out after everything it held: a replay page read,
 // or a live message encoded, before the change must not arrive after it.
@@ -52,6 +55,14 @@ class DeliveryCursor {
   // A live message. `frame` null: the connection's own message (it gets
   // message_sent instead), which counts as sent and is never sent.
   Decision live(const std::string& thread_id, int64_t seq, const FramePtr& frame);
+  // The answer (message_sent) to the connection's own message `seq`, whose
+  // commit event may not have come yet. True: held, it goes out in seq order
+  // with what the thread's replays hold (or by take_answer), and `frames` is
+  // moved from; false: send it now.
+  bool hold_answer(const std::string& thread_id, int64_t seq, std::vector<FramePtr>& frames);
+  // The held answer to own message `seq`, for a replay that reached it in
+  // the store (empty: none held).
+  std::vector<FramePtr> take_answer(const std::string& thread_id, int64_t seq);
   // Starts a replay of messages with seq > since_seq.
   void begin_replay(const std::string& thread_id, int64_t since_seq);
   // A replayed message (ascending seq). True: send it.
@@ -75,7 +86,9 @@ class DeliveryCursor {
   // Ends a fill the store refused because the user is no longer in the
   // thread (or it is gone): once no replay of it runs, the thread's entry
   // and what it held are dropped, since nothing of it may be sent any more.
-  void abandon(const std::string& thread_id);
+  // Returns the held answers to the connection's own messages, which were
+  // stored and must still be answered.
+  std::vector<FramePtr> abandon(const std::string& thread_id);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them. A
   // thread whose replay runs may have read its last page already: its last
@@ -99,6 +112,8 @@ class DeliveryCursor {
     bool resync_pending = false;  // a resync came while they ran: fill from hi once they end
     std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
     std::vector<FramePtr> held_changes;              // in arrival order
+    // Answers to own messages held in `held` (as their null frame), by seq.
+    std::vector<std::pair<int64_t, std::vector<FramePtr>>> answers;
     // Seqs the running replays sent outside [lo, hi], as sorted disjoint
     // ranges; merged into [lo, hi] as each replay ends, dropped with the last.
     std::unique_ptr<std::vector<std::pair<int64_t, int64_t>>> replay_sent;
@@ -106,6 +121,8 @@ class DeliveryCursor {
   static bool sent_by_replay(State& s, int64_t seq);
   State& state(const std::string& thread_id);
   static void release_changes(State& s, std::vector<FramePtr>& out);
+  static void release_answer(State& s, int64_t seq, std::vector<FramePtr>& out);
+  static bool holds_own(const State& s, int64_t seq);
   void forget(const std::string& thread_id);
 
   std::unordered_map<std::string, State> threads_;

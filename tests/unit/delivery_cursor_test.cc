@@ -355,6 +355,68 @@ TEST(DeliveryCursor, OwnMessageInsideAFillIsNotSentBack) {
   EXPECT_TRUE(c.live(kT, 4, frame(4)).send);
 }
 
+std::vector<FramePtr> answer(int64_t seq) { return {std::make_shared<const Frame>("sent" + std::to_string(seq))}; }
+
+TEST(DeliveryCursor, AnswerWithNoReplayRunningGoesOutAtOnce) {
+  DeliveryCursor c;
+  auto a = answer(1);
+  EXPECT_FALSE(c.hold_answer(kT, 1, a));
+  EXPECT_EQ(a.size(), 1u) << "not moved from";
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  c.begin_replay(kT, 1);
+  auto past = answer(1);
+  EXPECT_FALSE(c.hold_answer(kT, 1, past)) << "a seq already behind what was sent";
+}
+
+TEST(DeliveryCursor, AnswerDuringAReplayTakesItsSeqsPlace) {
+  // The replay read 1..3 before the own message 5 committed; 4 came live.
+  DeliveryCursor c;
+  c.begin_replay(kT, 0);
+  EXPECT_FALSE(c.live(kT, 4, frame(4)).send);
+  EXPECT_FALSE(c.live(kT, 5, nullptr).send);
+  auto a = answer(5);
+  EXPECT_TRUE(c.hold_answer(kT, 5, a));
+  EXPECT_FALSE(c.live(kT, 6, frame(6)).send);
+  EXPECT_EQ(replay(c, kT, 0, {1, 2, 3}), Seqs({"m1", "m2", "m3", "m4", "sent5", "m6"}));
+  EXPECT_EQ(c.last_sent(kT), 6);
+}
+
+TEST(DeliveryCursor, AnswerBeforeItsOwnEventIsHeldOnce) {
+  DeliveryCursor c;
+  c.begin_replay(kT, 0);
+  auto a = answer(3);
+  EXPECT_TRUE(c.hold_answer(kT, 3, a));
+  EXPECT_FALSE(c.replayed(kT, 3)) << "never sent back as new_message";
+  EXPECT_FALSE(c.live(kT, 3, nullptr).send);  // the own event, after its answer
+  EXPECT_EQ(replay(c, kT, 0, {1, 2}), Seqs({"m1", "m2", "sent3"}));
+  EXPECT_EQ(c.last_sent(kT), 3);
+  EXPECT_TRUE(c.live(kT, 4, frame(4)).send);
+}
+
+TEST(DeliveryCursor, AReplayThatReachesTheOwnMessageTakesItsAnswer) {
+  DeliveryCursor c;
+  c.begin_replay(kT, 0);
+  auto a = answer(2);
+  EXPECT_TRUE(c.hold_answer(kT, 2, a));
+  EXPECT_TRUE(c.replayed(kT, 1));
+  EXPECT_TRUE(c.take_answer(kT, 1).empty());
+  EXPECT_EQ(texts(c.take_answer(kT, 2)), Seqs({"sent2"}));
+  EXPECT_FALSE(c.replayed(kT, 2));
+  EXPECT_TRUE(c.replayed(kT, 3));
+  EXPECT_TRUE(c.end_replay(kT, 0, 3).frames.empty()) << "the answer went out once, at its place";
+  EXPECT_EQ(c.last_sent(kT), 3);
+}
+
+TEST(DeliveryCursor, AnAbandonedFillStillAnswers) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
+  auto a = answer(4);
+  EXPECT_TRUE(c.hold_answer(kT, 4, a));
+  EXPECT_EQ(texts(c.abandon(kT)), Seqs({"sent4"}));
+  EXPECT_EQ(c.threads(), 0u);
+}
+
 TEST(DeliveryCursor, FillThatReadNothingAsksForAnotherFill) {
   // A fill whose read failed (store down) ends with nothing read: the held
   // frames cannot be sent before the gap, so another fill is asked for.

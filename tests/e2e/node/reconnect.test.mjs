@@ -149,6 +149,27 @@ describe('reconnect with subscribe_thread since_seq', () => {
     assert.ok(afterSub.every((s) => s > subscribed.last_seq), `live seqs ${afterSub} are > last_seq ${subscribed.last_seq}`);
   });
 
+  it('a message the client sends during the replay of its thread is answered in its seq place', async () => {
+    // message_sent stands for the sender's own message in the thread's
+    // order: it must not overtake the older messages still being replayed.
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    await server.sendBacklog(alice, thread.id, 1200);
+    const bobWs = await server.connect(bob);
+    const subscribe = bobWs.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 }, 30000);
+    await bobWs.ping();  // the server has read the subscribe: the replay runs
+    const mine = await bobWs.sendMessage({ thread_id: thread.id, content: 'mine' }, 30000);
+    const subscribed = await subscribe;
+    assert.equal(mine.seq, 1201);
+    // 1200 when the replay ended before the send committed (then there was no race to lose).
+    assert.ok([1200, 1201].includes(subscribed.last_seq), `last_seq ${subscribed.last_seq}`);
+    const timeline = bobWs.all((f) => (f.type === 'new_message' && f.data.thread_id === thread.id) || f.type === 'message_sent');
+    const at = timeline.findIndex((f) => f.type === 'message_sent');
+    assert.deepEqual(timeline.slice(0, at).map((f) => f.data.seq), Array.from({ length: 1200 }, (_, i) => i + 1),
+      'every older message, in order, before the answer');
+    assert.equal(timeline.length, 1201, 'nothing after it, and never its own new_message');
+  });
+
   it('unsubscribe_thread answers thread_unsubscribed with last_seq', async () => {
     const [alice, bob] = await server.registerMany(2);
     const aliceWs = await server.connect(alice);
