@@ -23,6 +23,8 @@ class HttpClient {
   awaitable<json::value> post(std::string path, json::object body);
   // Aborts the call in flight, if any (listen's shutdown on a signal).
   void cancel();
+  // The token of later calls (listen renews its own).
+  void set_token(std::string token) { token_ = std::move(token); }
 
  private:
   using Response = http::response<http::string_body>;

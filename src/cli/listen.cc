@@ -10,9 +10,17 @@
 // every (re)connect each known thread is subscribed with since_seq = its
 // position, so the server replays what was missed; SeqTracker keeps the
 // output gapless, ordered and free of repeats.
+//
+// Tokens expire (after 7 days by default): listen renews its own when 80% of
+// the remaining life is gone (POST /api/auth/refresh), sends the new one as
+// an `auth` frame on the open connection and uses it to reconnect, and saves
+// it when it was the saved login's. So it runs for as long as it is left
+// running, until the account is disabled or its tokens revoked.
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <deque>
+#include <memory>
 #include <optional>
 #include <random>
 #include <set>
@@ -25,6 +33,7 @@
 #include "cli/pretty.h"
 #include "cli/seq_tracker.h"
 #include "cli/ws_client.h"
+#include "common/clock.h"
 
 namespace parley::cli {
 
@@ -39,6 +48,7 @@ constexpr std::chrono::seconds kConnectTimeout{10};
 constexpr std::chrono::seconds kIdleTimeout{40};
 constexpr std::chrono::milliseconds kSaveEvery = 200ms;
 constexpr std::string_view kFillPrefix = "fill:";  // request_id of our subscribe_thread frames
+constexpr std::chrono::seconds kRenewRetry{30};    // after a renewal that failed
 
 // Errors worth reconnecting after; any other server answer (a bad token, a
 // forbidden origin) would only repeat, so it ends listen with exit 1.
@@ -59,7 +69,7 @@ std::vector<const json::object*> threads_in(const json::value& listing) {
   return out;
 }
 
-class Listener {
+class Listener : public std::enable_shared_from_this<Listener> {
  public:
   Listener(Context& ctx, ListenOptions options)
       : ctx_(ctx),
@@ -68,6 +78,7 @@ class Listener {
         backoff_timer_(ctx.executor),
         timeout_timer_(ctx.executor),
         save_timer_(ctx.executor),
+        renew_timer_(ctx.executor),
         signals_(ctx.executor, SIGINT, SIGTERM, SIGHUP),
         rng_(std::random_device{}()) {}
 
@@ -85,6 +96,10 @@ class Listener {
   awaitable<void> drain(const std::string& thread, bool force);
   awaitable<void> request_fill(const std::string& thread);
   awaitable<void> backoff();
+  awaitable<void> send_frame(json::object frame);
+  void renew_token_at(Clock::time_point when);
+  // A coroutine of its own beside the session's, which keeps the listener alive.
+  static awaitable<void> renew_token(std::shared_ptr<Listener> self);
   void print_event(const json::object& frame);
   void arm_signals();
   void arm_timeout();
@@ -97,10 +112,15 @@ class Listener {
   Context& ctx_;
   ListenOptions options_;
   HttpClient http_;
-  WsClient* ws_ = nullptr;  // the connection in use, for acks and abort()
+  // The connection in use. Shared with a renewal's write in flight, which
+  // may outlast the session that opened it.
+  std::shared_ptr<WsClient> ws_;
+  bool writing_ = false;             // a write is in flight on ws_
+  std::deque<json::object> unsent_;  // frames waiting for it
   asio::steady_timer backoff_timer_;
   asio::steady_timer timeout_timer_;
   asio::steady_timer save_timer_;
+  asio::steady_timer renew_timer_;
   asio::signal_set signals_;
   std::mt19937 rng_;
 
@@ -120,6 +140,12 @@ class Listener {
 awaitable<int> Listener::run() {
   arm_signals();
   arm_timeout();
+  // The saved login's expiry when that is the token in use; else the token's
+  // life is unknown, and the first renewal comes at once.
+  std::optional<Micros> expires = ctx_.token == ctx_.config.token ? parse_iso8601(ctx_.config.expires_at) : std::nullopt;
+  Clock::time_point renew_at = Clock::now();
+  if (expires) renew_at += std::chrono::microseconds((*expires - now_micros()) * 4 / 5);
+  renew_token_at(renew_at);
   std::optional<CliError> failure;
   try {
     co_await start();
@@ -165,20 +191,104 @@ awaitable<void> Listener::start() {
 }
 
 awaitable<void> Listener::session() {
-  WsClient ws(ctx_.executor);
-  ws_ = &ws;
+  auto ws = std::make_shared<WsClient>(ctx_.executor);
+  ws_ = ws;
   struct Detach {
-    WsClient*& slot;
-    ~Detach() { slot = nullptr; }
-  } detach{ws_};
+    std::shared_ptr<WsClient>& slot;
+    std::deque<json::object>& unsent;
+    ~Detach() {
+      slot.reset();
+      unsent.clear();  // acks and fills of this connection; the next one fills again
+    }
+  } detach{ws_, unsent_};
   filling_.clear();
-  co_await ws.connect(ctx_.endpoint, ctx_.token, kConnectTimeout);
-  ws.keep_alive(kIdleTimeout);
+  co_await ws->connect(ctx_.endpoint, ctx_.token, kConnectTimeout);
+  ws->keep_alive(kIdleTimeout);
   while (!stopping_) {
-    json::object frame = co_await ws.read();
+    json::object frame = co_await ws->read();
     co_await handle(std::move(frame));
   }
-  co_await ws.close();
+  co_await ws->close();
+}
+
+// One write at a time (Beast allows no more): a frame sent while another is
+// in flight waits for it, and its writer sends the waiting ones after its own.
+awaitable<void> Listener::send_frame(json::object frame) {
+  std::shared_ptr<WsClient> ws = ws_;
+  if (!ws) co_return;
+  if (writing_) {
+    unsent_.push_back(std::move(frame));
+    co_return;
+  }
+  writing_ = true;
+  struct Done {
+    bool& writing;
+    ~Done() { writing = false; }
+  } done{writing_};
+  co_await ws->write(frame);
+  while (!unsent_.empty() && ws_ == ws) {
+    json::object next = std::move(unsent_.front());
+    unsent_.pop_front();
+    co_await ws->write(next);
+  }
+}
+
+void Listener::renew_token_at(Clock::time_point when) {
+  renew_timer_.expires_at(when);
+  renew_timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+    std::shared_ptr<Listener> self = weak.lock();
+    if (ec || !self || self->stopping_) return;
+    asio::co_spawn(self->ctx_.executor, renew_token(self), [](std::exception_ptr) {});
+  });
+}
+
+awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
+  Context& ctx = self->ctx_;
+  // A client of its own: http_ may have a call of the session's in flight.
+  HttpClient http(ctx.executor, ctx.endpoint, ctx.token);
+  json::value answer;
+  try {
+    answer = co_await http.post("/api/auth/refresh", json::object{});
+  } catch (const CliError& e) {
+    if (self->stopping_) co_return;
+    note(std::string("cannot renew the token (retrying in 30 s): ") + e.what());
+    self->renew_token_at(Clock::now() + kRenewRetry);
+    co_return;
+  }
+  if (self->stopping_) co_return;
+  const json::object* o = answer.if_object();
+  std::string token = o ? get_string(*o, "token") : "";
+  std::optional<Micros> expires = o ? parse_iso8601(get_string(*o, "expires_at")) : std::nullopt;
+  if (token.empty() || !expires) {
+    note("cannot renew the token (retrying in 30 s): unexpected answer");
+    self->renew_token_at(Clock::now() + kRenewRetry);
+    co_return;
+  }
+  if (ctx.token == ctx.config.token) {
+    // Re-read: a login done meanwhile by another process is kept.
+    CliConfig saved = load_config(ctx.config_path);
+    if (saved.token == ctx.token) {
+      saved.token = token;
+      saved.expires_at = get_string(*o, "expires_at");
+      try {
+        save_config(ctx.config_path, saved);
+        ctx.config = saved;
+      } catch (const CliError& e) {
+        note(std::string("cannot save the renewed token: ") + e.what());
+      }
+    }
+  }
+  ctx.token = token;
+  self->http_.set_token(token);
+  self->renew_token_at(Clock::now() + std::chrono::microseconds(std::max<Micros>(0, *expires - now_micros()) * 4 / 5));
+  json::object auth;
+  auth["type"] = "auth";
+  auth["token"] = token;
+  try {
+    co_await self->send_frame(std::move(auth));  // the connection's own expiry moves too
+  } catch (const CliError&) {
+    // The connection broke meanwhile: the session reconnects with the new token.
+  }
 }
 
 awaitable<void> Listener::handle(json::object frame) {
@@ -197,7 +307,7 @@ awaitable<void> Listener::handle(json::object frame) {
     // Hidden by default: every one-shot command (send, history...) of a
     // contact opens and closes a connection, which would read as a flood of
     // "online" / "went offline" lines.
-  } else if (type != "pong" && type != "thread_unsubscribed") {
+  } else if (type != "pong" && type != "thread_unsubscribed" && type != "auth_renewed") {
     print_event(frame);
   }
 }
@@ -262,7 +372,7 @@ awaitable<void> Listener::deliver(json::object frame) {
   json::object ack;
   ack["type"] = "message_received";
   ack["message_id"] = get_string(message, "id");
-  if (ws_) co_await ws_->write(ack);
+  co_await send_frame(std::move(ack));
 }
 
 awaitable<void> Listener::drain(const std::string& thread, bool force) {
@@ -281,7 +391,7 @@ awaitable<void> Listener::request_fill(const std::string& thread) {
   frame["request_id"] = std::string(kFillPrefix) + thread;
   frame["thread_id"] = thread;
   frame["since_seq"] = seqs_.last(thread);
-  co_await ws_->write(frame);
+  co_await send_frame(std::move(frame));
 }
 
 // 0.5 s doubling to 30 s, each wait jittered by +-25% so that many clients
@@ -344,6 +454,7 @@ void Listener::finish() {
   signals_.cancel(ignored);
   timeout_timer_.cancel();
   save_timer_.cancel();
+  renew_timer_.cancel();
   save_positions();
 }
 
@@ -380,8 +491,8 @@ void Listener::save_positions() {
 
 awaitable<int> listen(Context& ctx, ListenOptions options) {
   ctx.require_token();
-  Listener listener(ctx, options);
-  co_return co_await listener.run();
+  auto listener = std::make_shared<Listener>(ctx, options);
+  co_return co_await listener->run();
 }
 
 }  // namespace parley::cli

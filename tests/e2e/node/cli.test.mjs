@@ -565,3 +565,45 @@ describe('parley-cli', () => {
     }
   });
 });
+
+describe('parley-cli listen with short-lived tokens', () => {
+  let server, home;
+  before(async () => {
+    server = await startServer({ args: ['--token-ttl', '6'] });
+    home = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-cli-ttl-'));
+  });
+  after(async () => {
+    await server?.stop();
+    if (home) fs.rmSync(home, { recursive: true, force: true });
+  });
+
+  it('renews its token before it expires: the connection stays open, and the saved login is renewed', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const cfg = path.join(home, 'bob.json');
+    const login = await new CliProcess(['--server', server.baseUrl, '--config', cfg, 'login', '--username', bob.username,
+      '--password', bob.password], { home }).result();
+    assert.equal(login.code, 0, login.proc.describe());
+    const before = JSON.parse(fs.readFileSync(cfg, 'utf8'));
+
+    const listen = new CliProcess(['--config', cfg, 'listen', '--exit-after', '1', '--timeout', '30'], { home });
+    await listen.ready();
+    await sleep(8000);  // past the first token's 6 s (the server closes an expired connection at once)
+    const fresh = await server.http('POST', '/api/auth/login', { body: { username: alice.username, password: alice.password } });
+    assert.equal(fresh.status, 200, fresh.text);
+    const sent = await server.http('POST', `/api/chat/threads/${thread.id}/messages`,
+      { token: fresh.body.data.token, body: { content: 'after the first token expired' } });
+    assert.equal(sent.status, 201, sent.text);
+    const r = await listen.result();
+    assert.equal(r.code, 0, r.proc.describe());
+    assert.deepEqual(newMessages(listen.frames).map((m) => m.content), ['after the first token expired'], r.proc.describe());
+    assert.doesNotMatch(r.stderr, /reconnecting|token_expired/, r.proc.describe());
+    assert.equal((r.stderr.match(/listening as /g) || []).length, 1, `one connection throughout\n${r.stderr}`);
+
+    const after = JSON.parse(fs.readFileSync(cfg, 'utf8'));
+    assert.notEqual(after.token, before.token, 'the saved login holds the renewed token');
+    assert.ok(Date.parse(after.expires_at) > Date.parse(before.expires_at));
+    const me = await new CliProcess(['--config', cfg, 'whoami'], { home }).result();
+    assert.equal(me.code, 0, `the renewed token works after the first expired\n${me.proc.describe()}`);
+  });
+});
