@@ -17,11 +17,13 @@ void Presence::set_directory(PresenceDirectory* directory) {
   // here meanwhile, they are offline.
   // When the node died is not known here: the time it was found dead.
   directory_->set_gone_hook([this](const std::string& user_id) {
+    std::lock_guard order(order_mu_);
     if (!online_here(user_id) && announce_) announce_({user_id, false, now_micros()});
   });
   // This node was cut off long enough for the others to announce its users
   // offline: those still connected here are online again.
   directory_->set_back_hook([this](const std::string& user_id, bool elsewhere) {
+    std::lock_guard order(order_mu_);
     if ((elsewhere || online_here(user_id)) && announce_) announce_({user_id, true, now_micros()});
   });
 }
@@ -29,6 +31,7 @@ void Presence::set_directory(PresenceDirectory* directory) {
 void Presence::connect(const std::string& user_id) {
   const Micros opened_at = now_micros();
   bool announce = false;
+  std::lock_guard order(order_mu_);
   {
     std::lock_guard lock(mu_);
     Entry& e = users_[user_id];
@@ -65,6 +68,7 @@ void Presence::disconnect(const std::string& user_id) {
 }
 
 void Presence::grace_over(const std::string& user_id, uint64_t generation, Micros closed_at) {
+  std::lock_guard order(order_mu_);
   {
     std::lock_guard lock(mu_);
     auto it = users_.find(user_id);

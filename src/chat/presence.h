@@ -6,7 +6,10 @@
 // when the last one has none (or died). The per-user connection limit is
 // the ConnectionLimiter's (chat/connection_limiter.h).
 // Thread-safe. The hooks and the directory are set once at start, before the
-// first connect(); hooks are called without locks held and must not block.
+// first connect(). The announce hook and the directory's node_online and
+// node_offline are called in the order of the changes they carry, under a
+// lock that only orders them (so they may call online()): they must not
+// block, nor call connect() or disconnect().
 #pragma once
 
 #include <chrono>
@@ -57,6 +60,11 @@ class Presence {
   void grace_over(const std::string& user_id, uint64_t generation, Micros closed_at);
   bool online_here(const std::string& user_id) const;
 
+  // Held from a change's decision to its hook call, so that one user's
+  // online and offline reach the directory (and the announcements) in the
+  // order they were decided: a reconnect on another loop at the moment a
+  // grace period ends must not overtake its offline.
+  std::mutex order_mu_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> users_;
   size_t online_count_ = 0;

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -19,7 +21,7 @@ namespace {
 using Announcements = std::vector<std::pair<std::string, bool>>;
 
 // A directory whose answers the test chooses.
-class ScriptedDirectory final : public PresenceDirectory {
+class ScriptedDirectory : public PresenceDirectory {
  public:
   bool first = true, last = true;
   std::vector<std::string> calls;
@@ -103,6 +105,49 @@ TEST(Presence, OnlineOnAnotherNodeAlreadyMeansNoAnnouncement) {
   f.presence.connect("a");
   f.presence.disconnect("a");
   EXPECT_TRUE(f.said.empty()) << "the other node announced it, and still has the user";
+}
+
+// A reconnect on another event loop just as the grace period ends: the
+// directory must hear offline then online, in that order (the other way
+// round Redis would drop this node's user while it is connected).
+TEST(Presence, AReconnectAsTheGraceEndsReachesTheDirectoryAfterTheOffline) {
+  class RacingDirectory final : public ScriptedDirectory {
+   public:
+    std::function<void()> during_offline;
+    void node_offline(const std::string& user, std::function<void(bool)> done) override {
+      if (during_offline) std::exchange(during_offline, nullptr)();
+      ScriptedDirectory::node_offline(user, std::move(done));
+    }
+  };
+  Presence p(std::chrono::milliseconds(3000));
+  RacingDirectory directory;
+  std::mutex said_mu;
+  Announcements said;
+  std::function<void()> grace;
+  p.set_hooks([&](std::chrono::milliseconds, std::function<void()> fn) { grace = std::move(fn); },
+              [&](PresenceChange c) {
+                std::lock_guard lock(said_mu);
+                said.emplace_back(c.user_id, c.online);
+              });
+  p.set_directory(&directory);
+  p.connect("a");
+  p.disconnect("a");
+  ASSERT_TRUE(grace);
+  std::thread reconnect;
+  std::atomic<bool> connected{false};
+  directory.during_offline = [&] {
+    // The offline is decided; a connect on another thread now must wait for it.
+    reconnect = std::thread([&] {
+      p.connect("a");
+      connected = true;
+    });
+    for (int i = 0; i < 40 && !connected; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  };
+  grace();
+  reconnect.join();
+  EXPECT_EQ(directory.calls, (std::vector<std::string>{"online a", "offline a", "online a"}));
+  EXPECT_EQ(said, (Announcements{{"a", true}, {"a", false}, {"a", true}}));
+  EXPECT_TRUE(p.online("a"));
 }
 
 TEST(Presence, OnlineCountsOtherNodes) {
