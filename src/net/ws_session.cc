@@ -32,6 +32,9 @@ namespace {
 
 constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux
 constexpr size_t kMaxBytesPerWrite = 1024 * 1024;
+// Over TLS each write is a copy (tls_out_), counted as queued until written:
+// small enough that the copy's buffer is kept between writes.
+constexpr size_t kMaxTlsBytesPerWrite = 64 * 1024;
 constexpr int64_t kCloseLingerMs = 2000;  // after our close frame, wait this long for the client's
 
 int64_t now_ms() { return now_micros() / 1000; }
@@ -139,7 +142,7 @@ class WsSession final : public Transport,
   }
 
   const std::string& remote_address() const override { return remote_; }
-  size_t queued_bytes() const override { return out_.bytes(); }
+  size_t queued_bytes() const override { return out_.bytes() + (sock_.tls && writing_ ? tls_out_.size() : 0); }
 
   // ---- Sweepable: once a second from the loop.
   void on_sweep(int64_t now) override {
@@ -259,7 +262,7 @@ class WsSession final : public Transport,
 
   // Whether one more frame of `payload` bytes keeps the queue within --max-outbound-bytes.
   bool fits(size_t payload) const {
-    return out_.bytes() + payload + ws::kQueuedFrameCost <= loop_.config.limits.max_outbound_bytes;
+    return queued_bytes() + payload + ws::kQueuedFrameCost <= loop_.config.limits.max_outbound_bytes;
   }
 
   void enqueue(uint8_t opcode, FramePtr payload) {
@@ -309,7 +312,7 @@ class WsSession final : public Transport,
   void write_tls() {
     if (out_.empty()) return drained();
     size_t want = 0;
-    int iovcnt = out_.gather(loop_.write_iov, loop_.write_headers, kMaxBytesPerWrite, want);
+    int iovcnt = out_.gather(loop_.write_iov, loop_.write_headers, kMaxTlsBytesPerWrite, want);
     tls_out_.clear();
     tls_out_.reserve(want);
     for (int i = 0; i < iovcnt; ++i)
@@ -319,7 +322,7 @@ class WsSession final : public Transport,
     Metrics::get().socket_writes.fetch_add(1, std::memory_order_relaxed);
     asio::async_write(*sock_.tls, asio::buffer(tls_out_), [self = shared_from_this()](boost::system::error_code ec, size_t) {
       self->writing_ = false;
-      if (self->tls_out_.capacity() > 64 * 1024) self->tls_out_ = {};
+      if (self->tls_out_.capacity() > kMaxTlsBytesPerWrite) self->tls_out_ = {};  // one frame larger than a write
       if (ec || self->state_ == State::kAborted) return self->abort();
       self->write_next();
     });
@@ -362,7 +365,7 @@ class WsSession final : public Transport,
   // The client is not reading: a close frame could not get through either.
   void drop_slow_consumer() {
     Metrics::get().slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
-    spdlog::warn("event=slow_consumer_disconnect remote={} queued_bytes={}", remote_, out_.bytes());
+    spdlog::warn("event=slow_consumer_disconnect remote={} queued_bytes={}", remote_, queued_bytes());
     abort();
   }
 
