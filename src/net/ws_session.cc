@@ -32,9 +32,6 @@ namespace {
 
 constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux
 constexpr size_t kMaxBytesPerWrite = 1024 * 1024;
-// Over TLS each write is a copy (tls_out_), counted as queued until written:
-// small enough that the copy's buffer is kept between writes.
-constexpr size_t kMaxTlsBytesPerWrite = 64 * 1024;
 constexpr int64_t kCloseLingerMs = 2000;  // after our close frame, wait this long for the client's
 
 int64_t now_ms() { return now_micros() / 1000; }
@@ -312,7 +309,10 @@ class WsSession final : public Transport,
   void write_tls() {
     if (out_.empty()) return drained();
     size_t want = 0;
-    int iovcnt = out_.gather(loop_.write_iov, loop_.write_headers, kMaxTlsBytesPerWrite, want);
+    // The copy counts as queued until written (queued_bytes): an eighth of
+    // the bound at most, so that a client that reads keeps up within it.
+    const size_t max_bytes = std::clamp<size_t>(loop_.config.limits.max_outbound_bytes / 8, 16 * 1024, kMaxBytesPerWrite);
+    int iovcnt = out_.gather(loop_.write_iov, loop_.write_headers, max_bytes, want);
     tls_out_.clear();
     tls_out_.reserve(want);
     for (int i = 0; i < iovcnt; ++i)
@@ -322,7 +322,7 @@ class WsSession final : public Transport,
     Metrics::get().socket_writes.fetch_add(1, std::memory_order_relaxed);
     asio::async_write(*sock_.tls, asio::buffer(tls_out_), [self = shared_from_this()](boost::system::error_code ec, size_t) {
       self->writing_ = false;
-      if (self->tls_out_.capacity() > kMaxTlsBytesPerWrite) self->tls_out_ = {};  // one frame larger than a write
+      if (self->tls_out_.capacity() > 64 * 1024) self->tls_out_ = {};
       if (ec || self->state_ == State::kAborted) return self->abort();
       self->write_next();
     });
