@@ -161,6 +161,7 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
     t.participants.push_back(std::move(p));
   }
   auto created = store_.create_thread(t);
+  if (created) annotate(created->thread, {});  // participants' presence, as every thread answer has
   if (created && created->created)
     spdlog::info("event=thread_created thread_id={} type={} participants={}", created->thread.id,
                  thread_type_name(type), ids.size());
@@ -256,6 +257,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
   if (!*t) return thread_not_found_or_forbidden();
+  annotate(**t, {});
   return **t;
 }
 
@@ -298,6 +300,14 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
   // Also on failure: a commit whose answer was lost may have landed.
   members_changed(thread_id);
   if (!removed) return removed.error();
+  // The removed user may have been typing. Their own stop (its timer, their
+  // close) is refused from now on, as any non-member's is, so it goes from
+  // here; a member who saw no start ignores it.
+  std::vector<std::string> others;
+  for (const auto& id : (*m)->user_ids)
+    if (id != user_id) others.push_back(id);
+  json::object stop{{"from_user_id", user_id}, {"user_id", user_id}, {"is_typing", false}, {"thread_id", thread_id}};
+  publish(thread_id, Audience::users(std::move(others)), "typing", json::serialize(stop), "");
   if (!removed->new_admin_id.empty())
     spdlog::info("event=admin_succeeded thread_id={} user_id={} left={}", thread_id, removed->new_admin_id, user_id);
   return Ok{};

@@ -41,6 +41,21 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     assert.ok(after >= 4000 && after <= 9000, `stopped after ${after} ms (expected about 6 s)`);
   });
 
+  it('a typist removed from a group stops typing at the others', async () => {
+    // Their own stop (the 6 s timer, their close) is refused once they are out.
+    const [alice, bob, carol] = await server.registerMany(3);
+    const group = await server.createGroup(alice, [bob, carol]);
+    const bobWs = await server.connect(bob);
+    const carolWs = await server.connect(carol);
+    bobWs.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    await carolWs.next((f) => f.type === 'typing' && f.is_typing === true && f.user_id === bob.id, 5000, 'typing start');
+    const removed = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(removed.status, 200, removed.text);
+    const stop = await carolWs.next((f) => f.type === 'typing' && f.is_typing === false, 3000, "the removed typist's stop");
+    assert.equal(stop.user_id, bob.id);
+    assert.equal(stop.thread_id, group.id);
+  });
+
   it('presence: online when a thread partner connects, offline (with last_seen) within 5 s of the last close', async () => {
     const [alice, bob] = await server.registerMany(2);
     await server.createDirect(alice, bob);

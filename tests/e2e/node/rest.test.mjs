@@ -301,6 +301,22 @@ describe('REST API', () => {
       assert.equal(got.body.data.title, 'Class 7B');
     });
 
+    it('the answers to creating a thread and adding members carry each participant\'s presence', async () => {
+      const [a, b, c, d] = await server.registerMany(4);
+      const bWs = await server.connect(b);
+      try {
+        const res = await server.http('POST', '/api/chat/threads', { token: a.token, body: { type: 'group', title: 'P', participant_ids: [b.id, c.id] } });
+        assert.equal(res.status, 201, res.text);
+        const online = (t) => Object.fromEntries(t.participants.map((p) => [p.user_id, p.online]));
+        assert.deepEqual(online(res.body.data), { [a.id]: false, [b.id]: true, [c.id]: false });
+        const add = await server.http('POST', `/api/chat/threads/${res.body.data.id}/participants`, { token: a.token, body: { participant_ids: [d.id] } });
+        assert.equal(add.status, 200, add.text);
+        assert.deepEqual(online(add.body.data), { [a.id]: false, [b.id]: true, [c.id]: false, [d.id]: false });
+      } finally {
+        bWs.close();
+      }
+    });
+
     it('GET /api/chat/threads lists the caller\'s threads, newest activity first, with unread_count, last_message, participants', async () => {
       const [a, b, c] = await server.registerMany(3);
       const t1 = await server.createDirect(a, b);
