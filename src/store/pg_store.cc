@@ -870,10 +870,17 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
       [&](PgConn& c) {
         PgReadTxn txn(c);
         OfflinePage page;
+        // A time past the newest commit (a client's clock ahead) would come
+        // back as the cursor and skip what commits until then: the commit
+        // clock stands in for it.
+        auto clock = c.exec("SELECT last_created_at FROM commit_clock WHERE id = 1", {});
+        log_read_error(c, clock, "messages_since");
+        if (!clock.ok()) return page;
+        if (clock.rows() == 1) since = std::min(since, clock.i64(0, 0));
         page.cursor = since;
         auto r = c.exec(PG_MESSAGE_SELECT
                         "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = $1 "
-                        "WHERE m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
+                        "WHERE m.created_at >= p.joined_at AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
                         "AND b.created_at <= $2 ORDER BY b.seq DESC LIMIT 1), 0) "
                         "AND m.created_at > $2 AND m.sender_id <> $1 ORDER BY m.created_at LIMIT $3",
                         {user_id, since, clamp_limit(limit) + 1});

@@ -703,6 +703,11 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
       [&](SqliteConn& c) {
         ReadTxn txn(c);
         OfflinePage page;
+        // A time past the newest commit (a client's clock ahead) would come
+        // back as the cursor and skip what commits until then: the newest
+        // commit's time stands in for it. The table is appended in commit order.
+        auto clock = c.prepare("SELECT created_at FROM messages ORDER BY rowid DESC LIMIT 1");
+        since = std::min<Micros>(since, clock.row() ? clock.i64(0) : 0);
         page.cursor = since;
         // Per thread, the walk starts after the newest message at or before
         // `since`, found by walking the thread's seq index backwards from its
@@ -710,7 +715,7 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
         auto st = c.prepare(MESSAGE_SELECT
                             "JOIN participants p ON p.user_id = ?1 "
                             "JOIN threads t ON t.id = p.thread_id AND t.no = m.thread_no "
-                            "WHERE m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_no = t.no "
+                            "WHERE m.created_at >= p.joined_at AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_no = t.no "
                             "AND b.created_at <= ?2 ORDER BY b.seq DESC LIMIT 1), 0) "
                             "AND m.created_at > ?2 AND m.sender_id <> ?1 ORDER BY m.created_at LIMIT ?3");
         st.bind(user_id, since, clamp_limit(limit) + 1);

@@ -108,6 +108,37 @@ describe('offline messages', () => {
     assert.equal(after.count, 0, 'nothing more');
   });
 
+  it('a last_check_time ahead of the server\'s clock skips nothing sent later', async () => {
+    // A client whose clock runs an hour ahead: the cursor it gets back must
+    // not be its own future time, or every chained call would miss what is
+    // sent until then.
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    await server.sendRest(alice.token, thread.id, { content: 'before' });
+    const ahead = new Date(Date.now() + 3600_000).toISOString();
+    const first = await offline(server, bob.token, ahead);
+    assert.equal(first.count, 0);
+    assert.ok(Date.parse(first.last_check_time) <= Date.now() + 1000, `cursor ${first.last_check_time} is not in the future`);
+    const later = await server.sendRest(alice.token, thread.id, { content: 'after' });
+    const next = await offline(server, bob.token, first.last_check_time);
+    assert.deepEqual(next.messages.map((m) => m.id), [later.body.data.id]);
+  });
+
+  it('leaves out what was said in a group before the caller joined, as live delivery does', async () => {
+    const [alice, bob, dave] = await server.registerMany(3);
+    const start = new Date(Date.now() - 60_000).toISOString();
+    const group = await server.createGroup(alice, [bob]);
+    await server.sendRest(alice.token, group.id, { content: 'before dave joined' });
+    const add = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [dave.id] } });
+    assert.equal(add.status, 200, add.text);
+    await server.sendRest(alice.token, group.id, { content: 'after dave joined' });
+    const { messages } = await drain(server, dave.token, start);
+    const texts = messages.map((m) => m.content);
+    assert.ok(!texts.includes('before dave joined'), JSON.stringify(texts));
+    assert.ok(texts.includes('after dave joined'), JSON.stringify(texts));
+    assert.ok(messages.some((m) => m.message_type === 'system'), 'the notice of his joining is his');
+  });
+
   it('covers every thread of the caller and no thread of others', async () => {
     const [alice, bob, carol, dave] = await server.registerMany(4);
     const start = new Date(Date.now() - 60_000).toISOString();
