@@ -238,6 +238,8 @@ class ChatService {
   // Fills the sender-relative status of each message and who is online.
   void annotate(Thread& thread, std::vector<Message*> messages) const;
   Status annotate_each_thread(std::vector<Message>& messages) const;
+  // One message with its current status (moderation.cc).
+  Message with_status(Message m) const;
 
   Store& store_;
   Bus& bus_;

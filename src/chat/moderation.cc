@@ -41,7 +41,19 @@ bool contains(const std::vector<std::string>& ids, const std::string& id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
+
 }  // namespace
+
+// With its status as history has it: a change's frame and answer replace the
+// client's copy, whose read ticks must not go back. Without the thread (a
+// read that failed), as stored ("sent").
+Message ChatService::with_status(Message m) const {
+  std::vector<Message> one;
+  one.push_back(std::move(m));
+  if (auto st = annotate_each_thread(one); !st)
+    spdlog::warn("event=message_status_unknown message_id={} code={}", one.front().id, st.error().code);
+  return std::move(one.front());
+}
 
 Result<Message> ChatService::delete_message(const std::string& actor_id, const std::string& message_id,
                                             const std::string& origin_session) {
@@ -52,9 +64,10 @@ Result<Message> ChatService::delete_message(const std::string& actor_id, const s
   const bool is_sender = msg.sender_id == actor_id;
   if (!is_sender && !contains(m->admin_ids, actor_id))
     return forbidden("only the sender or a thread admin may delete a message");
-  if (msg.deleted) return msg;  // already a tombstone: nothing changes, nobody is told again
+  if (msg.deleted) return with_status(msg);  // already a tombstone: nothing changes, nobody is told again
   auto deleted = store_.delete_message(message_id);
   if (!deleted) return deleted.error();
+  *deleted = with_status(std::move(*deleted));
   spdlog::info("event=audit action=message_delete actor_id={} as={} message_id={} thread_id={} seq={} sender_id={}",
                actor_id, is_sender ? "sender" : "thread_admin", msg.id, msg.thread_id, msg.seq, msg.sender_id);
   publish_change(*deleted, Audience::members(m), origin_session);
@@ -67,8 +80,8 @@ Result<Message> ChatService::edit_message(const std::string& actor_id, const std
   if (!target) return target.error();
   const Message& msg = target->message;
   const auto& m = target->members;
-  if (msg.sender_id != actor_id || msg.message_type == "system")
-    return forbidden("only the sender may edit a message");
+  if (msg.message_type == "system") return forbidden("system messages cannot be edited");
+  if (msg.sender_id != actor_id) return forbidden("only the sender may edit a message");
   if (msg.deleted) return Error{ErrorKind::kConflict, "message_deleted", "the message was deleted"};
   const Micros now = now_micros();
   if (now - msg.created_at > int64_t{config_.limits.edit_window_seconds} * 1000000)
@@ -78,6 +91,7 @@ Result<Message> ChatService::edit_message(const std::string& actor_id, const std
   if (auto e = validate_content(content, msg.message_type)) return *e;
   auto edited = store_.edit_message(message_id, content, now);
   if (!edited) return edited.error();
+  *edited = with_status(std::move(*edited));
   spdlog::info("event=audit action=message_edit actor_id={} message_id={} thread_id={} seq={}", actor_id, msg.id,
                msg.thread_id, msg.seq);
   publish_change(*edited, Audience::members(m), origin_session);

@@ -172,6 +172,34 @@ describe('message delete and edit', () => {
     }
   });
 
+  it('an edit and a delete carry the message\'s status as history has it: read ticks never go back', async () => {
+    const { admin, bob, carol, thread } = await group();
+    const adminWs = await server.connect(admin);
+    const m1 = await server.sendRest(admin.token, thread.id, { content: 'one' });
+    const m2 = await server.sendRest(admin.token, thread.id, { content: 'two' });
+    for (const reader of [bob, carol]) {
+      const marked = await server.http('POST', `/api/chat/mark-read/${thread.id}`, { token: reader.token });
+      assert.equal(marked.status, 200, marked.text);
+    }
+    const edited = await server.http('PATCH', `/api/chat/messages/${m1.body.data.id}`, { token: admin.token, body: { content: 'one!' } });
+    assert.equal(edited.status, 200, edited.text);
+    assert.equal(edited.body.data.status, 'read');
+    const deleted = await server.http('DELETE', `/api/chat/messages/${m2.body.data.id}`, { token: admin.token });
+    assert.equal(deleted.status, 200, deleted.text);
+    assert.equal(deleted.body.data.status, 'read');
+    // message_edited carries the whole message, which replaces the client's copy.
+    const ev = await adminWs.next((f) => f.type === 'message_edited');
+    assert.equal(ev.data.status, 'read', JSON.stringify(ev.data));
+    // A system message is not anyone's to edit, and the answer says why.
+    const history = await server.history(admin.token, thread.id);
+    const notice = history.find((x) => x.message_type === 'system');
+    if (notice) {
+      const refused = await server.http('PATCH', `/api/chat/messages/${notice.id}`, { token: admin.token, body: { content: 'x' } });
+      assert.equal(refused.status, 403);
+      assert.match(refused.body.message, /system messages/);
+    }
+  });
+
   it('a thread admin deletes: a tombstone with its seq, message_deleted everywhere, history and offline sync show it', async () => {
     const { admin, bob, carol, thread } = await group();
     const bob1 = await server.connect(bob);
