@@ -544,17 +544,17 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     }
   }
 
+  // Before the token: checking one may provision its user (an external
+  // issuer's token), which a request for nothing must not do.
+  if (!route) return failure(not_found("not_found", "no such endpoint"));
   const std::string prefix = "Bearer ";
   if (req.authorization.size() <= prefix.size() ||
-      strncasecmp(req.authorization.c_str(), prefix.c_str(), prefix.size()) != 0) {
-    bool known = parts.size() >= 1 && parts[0] == "api";
-    if (!known) return failure(not_found("not_found", "no such endpoint"));
+      strncasecmp(req.authorization.c_str(), prefix.c_str(), prefix.size()) != 0)
     return failure({ErrorKind::kUnauthorized, "unauthorized", "missing Authorization: Bearer token"});
-  }
   auto me = chat_.authenticate(req.authorization.substr(prefix.size()));
   if (!me) return failure(me.error());
   call.user = &me->user;
-  if (route && req.method != "GET" && req.method != "HEAD" && !writes_.admit(me->user.id, now_micros())) {
+  if (req.method != "GET" && req.method != "HEAD" && !writes_.admit(me->user.id, now_micros())) {
     HttpResponse r = failure({ErrorKind::kRateLimited, "rate_limited", "too many requests that change something; slow down"});
     r.headers.emplace_back("Retry-After", "1");
     return r;
@@ -566,7 +566,6 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
     if (!is_uuid(parts[3])) return failure(thread_not_found_or_forbidden());
     call.thread_id = normalize_uuid(parts[3]);
   }
-  if (!route) return failure(not_found("not_found", "no such endpoint"));
   return route->handler(call);
 }
 

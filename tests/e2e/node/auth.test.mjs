@@ -183,4 +183,19 @@ describe('WebSocket authentication', () => {
     assert.equal(me.body.data.full_name, 'Provided Person');
     assert.equal(me.body.data.role, 'parent');
   });
+
+  it('a request for no endpoint answers 404 and provisions nobody, with or without a token', async () => {
+    const sub = newUuid();
+    const token = mintToken(server.secret, {
+      sub, email: `q_${randomId(4)}@example.invalid`, role: 'authenticated',
+      user_metadata: { full_name: 'Nobody Yet', role: 'parent' },
+    });
+    const nowhere = await server.http('GET', '/api/nonexistent/endpoint', { token });
+    assert.equal(nowhere.status, 404, nowhere.text);
+    assert.equal(nowhere.body.code, 'not_found');
+    assert.equal((await server.http('GET', '/api/nonexistent/endpoint')).status, 404, 'without a token too');
+    const someone = await server.register();
+    const found = await server.http('GET', `/api/users/${sub}`, { token: someone.token });
+    assert.equal(found.status, 404, `no user was made for the token's sub: ${found.text}`);
+  });
 });

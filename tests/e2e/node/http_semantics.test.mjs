@@ -118,7 +118,7 @@ describe('HTTP status codes', () => {
     const health = await server.http('POST', '/health', { body: {} });
     assert.equal(health.status, 405);
     assert.equal(health.headers.allow, 'GET, HEAD, OPTIONS');
-    // An unknown path stays 404 (or 401 under /api without a token).
+    // An unknown path stays 404, under /api too, token or not.
     assert.equal((await server.http('DELETE', '/nowhere')).status, 404);
   });
 
