@@ -867,8 +867,10 @@ TEST_F(ChatServiceTest, LastAdminLeavingMakesTheLongestStandingMemberAdmin) {
   const Message& last = h->back();
   EXPECT_EQ(last.message_type, "system");
   EXPECT_EQ(last.content, "carol is now an admin");
-  ASSERT_EQ(events_.size(), before + 2) << "the leave and the new admin, as new_message";
-  EXPECT_EQ(recipients(*events_.last()), Ids({a.id, b.id, c.id, d.id})) << "the leaver is told too";
+  ASSERT_EQ(events_.size(), before + 3) << "the leave and the new admin, as new_message, then the leaver's typing stop";
+  EXPECT_EQ(recipients(*events_.at(before + 1)), Ids({a.id, b.id, c.id, d.id})) << "the leaver is told too";
+  EXPECT_EQ(events_.last()->type, "typing");
+  EXPECT_EQ(recipients(*events_.last()), Ids({b.id, c.id, d.id})) << "to those left";
   EXPECT_TRUE(service_->add_participants(c, t.id, {e.id}).ok()) << "the new admin manages the group";
   EXPECT_FALSE(service_->add_participants(b, t.id, {e.id}).ok());
 }
