@@ -165,7 +165,13 @@ ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
     case ClientType::kIceCandidate:
     case ClientType::kCallEnd:
       f.thread_id = in.uuid("thread_id", Need::kRequired);
-      if (const json::value* p = o.if_contains("payload")) f.payload = *p;
+      // An offer, an answer or a candidate is its payload (SDP, ICE); a
+      // hang-up may carry none.
+      if (const json::value* p = o.if_contains("payload")) {
+        f.payload = *p;
+      } else if (f.type != ClientType::kCallEnd) {
+        in.fail(missing_field("payload"));
+      }
       break;
     case ClientType::kDeleteMessage:
       f.message_id = in.uuid("message_id", Need::kRequired);

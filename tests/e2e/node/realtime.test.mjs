@@ -136,4 +136,16 @@ describe('typing, presence, delivery, join_chat, calls', () => {
       await aliceWs.expectNone((f) => f.type === type, 200, `own ${type} echoed`);
     });
   }
+
+  it('an offer, answer or candidate without a payload is refused and not relayed; a hang-up needs none', async () => {
+    const { thread, aliceWs, bobWs } = await pair();
+    for (const type of ['call_offer', 'call_answer', 'ice_candidate']) {
+      const reply = await aliceWs.request({ type, thread_id: thread.id });
+      assertWsError(assert, reply, 'missing_field', type);
+    }
+    await bobWs.expectNone((f) => ['call_offer', 'call_answer', 'ice_candidate'].includes(f.type), 300, 'a relayed frame without payload');
+    aliceWs.send({ type: 'call_end', thread_id: thread.id });
+    const end = await bobWs.nextOfType('call_end');
+    assert.equal(end.payload, null);
+  });
 });
