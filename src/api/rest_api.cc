@@ -231,6 +231,8 @@ HttpResponse me(Call& c) { return success(200, user_json(*c.user)); }
 HttpResponse search_users(Call& c) {
   auto it = c.req.query.find("search");
   std::string q = it == c.req.query.end() ? "" : it->second;
+  // A NUL would end SQLite's LIKE pattern early (and match everyone); no name has a control character.
+  if (has_control_chars(q)) return failure(bad_input("invalid_field", "search must not contain control characters"));
   auto found = c.chat.search_users(q, 50);
   if (!found) return failure(found.error());
   json::array arr;
@@ -373,18 +375,18 @@ HttpResponse mark_read(Call& c) {
   if (!is_uuid(c.parts[3])) return failure(thread_not_found_or_forbidden());
   std::string thread_id = normalize_uuid(c.parts[3]);
   int64_t up_to = kAllSeqs;
+  // Or in the body, as the WebSocket's mark_as_read carries it: ignoring it
+  // would mark the whole thread read. A bad body is refused even when the
+  // query gives the mark, which then wins.
+  auto body = body_object(c.req.body, true);
+  if (!body) return failure(body.error());
+  JsonFields b(*body);
+  if (auto v = b.seq("up_to_seq")) up_to = *v;
+  if (b.error()) return failure(*b.error());
   if (auto it = c.req.query.find("up_to_seq"); it != c.req.query.end()) {
     auto v = parse_int(it->second);
     if (!v || *v < 0 || *v > kMaxSeq) return failure(bad_input("invalid_field", "up_to_seq " + seq_range_text()));
     up_to = *v;
-  } else {
-    // Or in the body, as the WebSocket's mark_as_read carries it: ignoring it
-    // would mark the whole thread read.
-    auto body = body_object(c.req.body, true);
-    if (!body) return failure(body.error());
-    JsonFields b(*body);
-    if (auto v = b.seq("up_to_seq")) up_to = *v;
-    if (b.error()) return failure(*b.error());
   }
   auto seq = c.chat.mark_read(c.user->id, thread_id, up_to);
   if (!seq) return failure(seq.error());

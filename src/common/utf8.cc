@@ -49,7 +49,8 @@ bool has_visible_text(std::string_view s) {
     uint32_t cp;
     size_t n = decode(s, i, cp);
     if (n == 0) return true;
-    if (!is_space(cp)) return true;
+    const bool control = cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);  // C0, DEL, C1: nothing to see
+    if (!is_space(cp) && !control) return true;
     i += n;
   }
   return false;

@@ -9,7 +9,8 @@ namespace parley {
 
 // Number of code points in s, or nullopt when s is not valid UTF-8.
 std::optional<size_t> utf8_length(std::string_view s);
-// True when s has a character other than Unicode white space.
+// True when s has a character other than Unicode white space and the
+// control characters (C0, DEL, C1).
 bool has_visible_text(std::string_view s);
 // True when s has an ASCII control character (below 0x20, NUL included, or
 // DEL): names and titles people see may not carry them.

@@ -274,6 +274,10 @@ TEST(Utf8, VisibleText) {
   EXPECT_TRUE(has_visible_text("\xC2\xA0x"));
   EXPECT_TRUE(has_visible_text("\xF0\x9F\x98\x80"));
   EXPECT_TRUE(has_visible_text("."));
+  EXPECT_FALSE(has_visible_text(std::string("\0", 1)));     // NUL
+  EXPECT_FALSE(has_visible_text("\x07\x1b \x7f"));         // BEL, ESC, DEL
+  EXPECT_FALSE(has_visible_text("\xC2\x9B"));             // C1 CSI
+  EXPECT_TRUE(has_visible_text("\x07" "bell"));
 }
 
 // ---- ids ----

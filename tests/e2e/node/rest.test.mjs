@@ -249,6 +249,23 @@ describe('REST API', () => {
       }
       const none = await server.http('GET', `/api/users?search=${encodeURIComponent(`nothing_${randomId(6)}`)}`, { token: asker.token });
       assert.deepEqual(none.body.data.users, []);
+      // A NUL ended the pattern early, and `%00zzz` listed every user.
+      for (const q of ['%00zzz', 'b%00zzz', '%1B']) {
+        const bad = await server.http('GET', `/api/users?search=${q}`, { token: asker.token });
+        assert.equal(bad.status, 400, `${q}: ${bad.text}`);
+        assert.equal(bad.body.code, 'invalid_field');
+      }
+    });
+
+    it('a message of control characters only is blank (empty_content), as white space is', async () => {
+      const [a, b] = await server.registerMany(2);
+      const t = await server.createDirect(a, b);
+      for (const content of ['\u0000', '\u0007\u001b', ' \u0085\u009b ']) {
+        const res = await server.sendRest(a.token, t.id, { content });
+        assert.equal(res.status, 400, `${JSON.stringify(content)}: ${res.text}`);
+        assert.equal(res.body.code, 'empty_content');
+      }
+      assert.equal((await server.sendRest(a.token, t.id, { content: '\u0007bell' })).status, 201);
     });
   });
 

@@ -133,6 +133,9 @@ describe('unread counts and mark-read', () => {
       assert.equal(bad.status, 400, `${JSON.stringify(body)}: ${bad.text}`);
       assert.equal(bad.body.code, typeof body === 'string' ? 'invalid_json' : 'invalid_field');
     }
+    // With the query giving the mark, a malformed body is still refused.
+    const badWithQuery = await server.http('POST', `/api/chat/mark-read/${t.id}?up_to_seq=5`, { token: bob.token, body: '{bad json' });
+    assert.equal(badWithQuery.status, 400, badWithQuery.text);
     assert.equal((await unread(server, bob)).perThread.get(t.id), 1, 'a refused mark-read changes nothing');
 
     const all = await server.http('POST', `/api/chat/mark-read/${t.id}`, { token: bob.token, body: {} });
