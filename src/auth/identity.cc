@@ -98,14 +98,14 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
   if (!valid_username(username))
     return bad_input("invalid_username", "username must be 3-32 characters of a-z, 0-9, _ and .");
   if (req.password.size() < 8) return bad_input("weak_password", "password must have at least 8 characters");
-  if (req.password.size() > 1024) return bad_input("invalid_field", "password is too long");
+  if (req.password.size() > 1024) return bad_input("invalid_field", "password must be at most 1024 bytes");
   if (!utf8_length(req.full_name) || !has_visible_text(req.full_name) || req.full_name.size() > kMaxFullNameBytes ||
       has_control_chars(req.full_name))
-    return bad_input("invalid_field", "full_name must be 1-200 characters of text");
+    return bad_input("invalid_field", "full_name must be 1-200 bytes of text (UTF-8), without control characters");
   if (req.phone_number && !valid_phone(*req.phone_number))
     return bad_input("invalid_field", "phone_number must be at least 3 digits, with spaces, +, -, ., ( and )");
   if (!utf8_length(req.role) || req.role.size() > kMaxRoleBytes || has_control_chars(req.role))
-    return bad_input("invalid_field", "role must be at most 64 characters of text");
+    return bad_input("invalid_field", "role must be at most 64 bytes of text (UTF-8), without control characters");
   if (!req.role.empty() && !known_role(config_, req.role)) {
     std::string roles;
     for (const std::string& r : config_.roles) roles += (roles.empty() ? "" : ", ") + r;
