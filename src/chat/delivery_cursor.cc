@@ -131,9 +131,9 @@ DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_i
   size_t i = 0;
   for (; i < s.held.size(); ++i) {
     auto& [seq, frame] = s.held[i];
-    if (!frame) release_answer(s, seq, out.frames);  // an answer is never dropped, even one the replay passed
+    if (s.hi != 0 && seq > s.hi + 1) break;  // still a gap: fill again from hi (answers past it wait too)
+    if (!frame) release_answer(s, seq, out.frames);  // never dropped, even one the replay passed
     if (s.hi != 0 && seq <= s.hi) continue;
-    if (s.hi != 0 && seq > s.hi + 1) break;  // still a gap: fill again from hi
     if (s.hi == 0) s.lo = seq;
     s.hi = seq;
     if (frame) out.frames.push_back(std::move(frame));

@@ -114,9 +114,14 @@ class Listener : public std::enable_shared_from_this<Listener> {
   HttpClient http_;
   // The connection in use. Shared with a renewal's write in flight, which
   // may outlast the session that opened it.
-  std::shared_ptr<WsClient> ws_;
-  bool writing_ = false;             // a write is in flight on ws_
-  std::deque<json::object> unsent_;  // frames waiting for it
+  struct Link {
+    explicit Link(asio::any_io_executor executor) : ws(std::move(executor)) {}
+    WsClient ws;
+    bool open = false;                // connected: frames may be written
+    bool writing = false;             // a write is in flight
+    std::deque<json::object> unsent;  // frames waiting for it
+  };
+  std::shared_ptr<Link> ws_;
   asio::steady_timer backoff_timer_;
   asio::steady_timer timeout_timer_;
   asio::steady_timer save_timer_;
@@ -191,45 +196,50 @@ awaitable<void> Listener::start() {
 }
 
 awaitable<void> Listener::session() {
-  auto ws = std::make_shared<WsClient>(ctx_.executor);
-  ws_ = ws;
+  auto link = std::make_shared<Link>(ctx_.executor);
+  ws_ = link;
   struct Detach {
-    std::shared_ptr<WsClient>& slot;
-    std::deque<json::object>& unsent;
-    ~Detach() {
-      slot.reset();
-      unsent.clear();  // acks and fills of this connection; the next one fills again
-    }
-  } detach{ws_, unsent_};
+    std::shared_ptr<Link>& slot;
+    ~Detach() { slot.reset(); }
+  } detach{ws_};
   filling_.clear();
-  co_await ws->connect(ctx_.endpoint, ctx_.token, kConnectTimeout);
-  ws->keep_alive(kIdleTimeout);
+  WsClient& ws = link->ws;
+  co_await ws.connect(ctx_.endpoint, ctx_.token, kConnectTimeout);
+  ws.keep_alive(kIdleTimeout);
+  link->open = true;
   while (!stopping_) {
-    json::object frame = co_await ws->read();
+    json::object frame = co_await ws.read();
     co_await handle(std::move(frame));
   }
-  co_await ws->close();
+  link->open = false;  // nothing more is written; a write in flight ends before the close goes
+  for (int i = 0; link->writing && i < 200; ++i) {  // at most a second
+    asio::steady_timer pause(ctx_.executor, std::chrono::milliseconds(5));
+    co_await pause.async_wait(asio::use_awaitable);
+  }
+  co_await ws.close();
 }
 
-// One write at a time (Beast allows no more): a frame sent while another is
-// in flight waits for it, and its writer sends the waiting ones after its own.
+// One write at a time on a connection (Beast allows no more): a frame sent
+// while another is in flight waits for it, and its writer sends the waiting
+// ones after its own. Each connection has its own queue: what waited for a
+// connection that ended is dropped with it (its fills are asked again).
 awaitable<void> Listener::send_frame(json::object frame) {
-  std::shared_ptr<WsClient> ws = ws_;
-  if (!ws) co_return;
-  if (writing_) {
-    unsent_.push_back(std::move(frame));
+  std::shared_ptr<Link> link = ws_;
+  if (!link || !link->open) co_return;
+  if (link->writing) {
+    link->unsent.push_back(std::move(frame));
     co_return;
   }
-  writing_ = true;
+  link->writing = true;
   struct Done {
     bool& writing;
     ~Done() { writing = false; }
-  } done{writing_};
-  co_await ws->write(frame);
-  while (!unsent_.empty() && ws_ == ws) {
-    json::object next = std::move(unsent_.front());
-    unsent_.pop_front();
-    co_await ws->write(next);
+  } done{link->writing};
+  co_await link->ws.write(frame);
+  while (!link->unsent.empty() && link->open) {
+    json::object next = std::move(link->unsent.front());
+    link->unsent.pop_front();
+    co_await link->ws.write(next);
   }
 }
 
@@ -265,22 +275,24 @@ awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
     co_return;
   }
   if (ctx.token == ctx.config.token) {
-    // Re-read: a login done meanwhile by another process is kept.
-    CliConfig saved = load_config(ctx.config_path);
-    if (saved.token == ctx.token) {
-      saved.token = token;
-      saved.expires_at = get_string(*o, "expires_at");
-      try {
+    try {
+      // Re-read: a login done meanwhile by another process is kept.
+      CliConfig saved = load_config(ctx.config_path);
+      if (saved.token == ctx.token) {
+        saved.token = token;
+        saved.expires_at = get_string(*o, "expires_at");
         save_config(ctx.config_path, saved);
         ctx.config = saved;
-      } catch (const CliError& e) {
-        note(std::string("cannot save the renewed token: ") + e.what());
       }
+    } catch (const CliError& e) {
+      note(std::string("cannot save the renewed token: ") + e.what());
     }
   }
   ctx.token = token;
   self->http_.set_token(token);
-  self->renew_token_at(Clock::now() + std::chrono::microseconds(std::max<Micros>(0, *expires - now_micros()) * 4 / 5));
+  // At least a second apart: a clock running ahead of the server's must not make it renew back to back.
+  const Micros wait = std::max<Micros>(1'000'000, (*expires - now_micros()) * 4 / 5);
+  self->renew_token_at(Clock::now() + std::chrono::microseconds(wait));
   json::object auth;
   auth["type"] = "auth";
   auth["token"] = token;
@@ -444,7 +456,7 @@ void Listener::request_stop(int exit_code) {
 // Leave now: cancel whatever the coroutine waits on.
 void Listener::abort(int exit_code) {
   request_stop(exit_code);
-  if (ws_) ws_->cancel();
+  if (ws_) ws_->ws.cancel();
   http_.cancel();
   backoff_timer_.cancel();
 }

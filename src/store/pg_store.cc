@@ -880,7 +880,9 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
         page.cursor = since;
         auto r = c.exec(PG_MESSAGE_SELECT
                         "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = $1 "
-                        "WHERE m.created_at >= p.joined_at AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
+                        // joined_at is the joining node's clock, created_at the commit clock:
+                        // a second's margin for nodes' clocks (some history twice, rather than a loss).
+                        "WHERE m.created_at >= p.joined_at - 1000000 AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
                         "AND b.created_at <= $2 ORDER BY b.seq DESC LIMIT 1), 0) "
                         "AND m.created_at > $2 AND m.sender_id <> $1 ORDER BY m.created_at LIMIT $3",
                         {user_id, since, clamp_limit(limit) + 1});

@@ -407,6 +407,18 @@ TEST(DeliveryCursor, AReplayThatReachesTheOwnMessageTakesItsAnswer) {
   EXPECT_EQ(c.last_sent(kT), 3);
 }
 
+TEST(DeliveryCursor, AnAnswerPastAGapWaitsForTheFill) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 10, frame(10)).send);
+  c.begin_replay(kT, 10);  // reads nothing
+  auto a = answer(12);
+  EXPECT_TRUE(c.hold_answer(kT, 12, a));  // 11 (another node's) has not come yet
+  auto end = c.end_replay(kT, 10, 10);
+  EXPECT_TRUE(end.frames.empty()) << "not ahead of 11";
+  ASSERT_EQ(end.fill_from, 10);
+  EXPECT_EQ(replay(c, kT, 10, {11, 12}), Seqs({"m11", "sent12"}));
+}
+
 TEST(DeliveryCursor, AnAbandonedFillStillAnswers) {
   DeliveryCursor c;
   ASSERT_TRUE(c.live(kT, 1, frame(1)).send);

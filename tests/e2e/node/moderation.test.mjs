@@ -191,13 +191,15 @@ describe('message delete and edit', () => {
     const ev = await adminWs.next((f) => f.type === 'message_edited');
     assert.equal(ev.data.status, 'read', JSON.stringify(ev.data));
     // A system message is not anyone's to edit, and the answer says why.
+    const [dave] = await server.registerMany(1);
+    const add = await server.http('POST', `/api/chat/threads/${thread.id}/participants`, { token: admin.token, body: { participant_ids: [dave.id] } });
+    assert.equal(add.status, 200, add.text);
     const history = await server.history(admin.token, thread.id);
     const notice = history.find((x) => x.message_type === 'system');
-    if (notice) {
-      const refused = await server.http('PATCH', `/api/chat/messages/${notice.id}`, { token: admin.token, body: { content: 'x' } });
-      assert.equal(refused.status, 403);
-      assert.match(refused.body.message, /system messages/);
-    }
+    assert.ok(notice, 'the addition left a notice');
+    const refused = await server.http('PATCH', `/api/chat/messages/${notice.id}`, { token: admin.token, body: { content: 'x' } });
+    assert.equal(refused.status, 403);
+    assert.match(refused.body.message, /system messages/);
   });
 
   it('a thread admin deletes: a tombstone with its seq, message_deleted everywhere, history and offline sync show it', async () => {
