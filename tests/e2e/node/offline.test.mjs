@@ -129,6 +129,7 @@ describe('offline messages', () => {
     const start = new Date(Date.now() - 60_000).toISOString();
     const group = await server.createGroup(alice, [bob]);
     await server.sendRest(alice.token, group.id, { content: 'before dave joined' });
+    await sleep(1100);  // PostgreSQL keeps the last second before a join (nodes' clocks differ)
     const add = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [dave.id] } });
     assert.equal(add.status, 200, add.text);
     await server.sendRest(alice.token, group.id, { content: 'after dave joined' });
