@@ -116,7 +116,10 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
     const db = pg('createdb', state);
     const secret = `frozen-secret-${Date.now()}`;
     const nodeA = new ParleyServer({ database: db, secret });
-    const nodeB = new ParleyServer({ database: db, secret });
+    // B's client sends in bursts until B is caught: past the default rate
+    // limit (200/s) its frames were refused and then closed for flooding,
+    // so later attempts sent nothing and B was never caught mid-transaction.
+    const nodeB = new ParleyServer({ database: db, secret, args: ['--rate-per-second', '100000', '--rate-burst', '100000'] });
     await nodeA.start();
     await nodeB.start();
     let frozen = false;
@@ -133,7 +136,7 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
       // Freeze B until it is caught inside a transaction (bounded attempts).
       const inTransaction = () => Number(psql(db,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'"));
-      for (let attempt = 0; attempt < 40 && !frozen; attempt++) {
+      for (let attempt = 0; attempt < 80 && !frozen; attempt++) {
         for (let i = 0; i < 100; i++) wsB.send({ type: 'send_message', thread_id: thread.id, content: `b${attempt}.${i}`, client_msg_id: `b-${attempt}-${i}` });
         await sleep(20 + (attempt % 5) * 7);
         nodeB.child.kill('SIGSTOP');
