@@ -405,12 +405,13 @@ Result<std::vector<User>> PgStore::search_users(const std::string& query, int li
   return with_reader([&](PgConn& c) {
     // As SQLite's LIKE: only ASCII letters match either case (ILIKE would
     // fold every letter the database's locale knows). Byte order, as
-    // SQLite's default, whatever the database's collation.
+    // SQLite's default, whatever the database's collation. The username
+    // typed in full first, as on SQLite.
 #define PG_ASCII_LOWER(x) "translate(" x ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
     auto r = c.exec("SELECT " PG_USER_COLS " FROM users WHERE " PG_ASCII_LOWER("username") " LIKE " PG_ASCII_LOWER(
                         "$1") " ESCAPE '\\' OR " PG_ASCII_LOWER("full_name") " LIKE " PG_ASCII_LOWER("$1") " ESCAPE '\\' "
-                    "ORDER BY username COLLATE \"C\" LIMIT $2",
-                    {like_contains_pattern(query), clamp_limit(limit)});
+                    "ORDER BY " PG_ASCII_LOWER("username") " = " PG_ASCII_LOWER("$3") " DESC, username COLLATE \"C\" LIMIT $2",
+                    {like_contains_pattern(query), clamp_limit(limit), query});
 #undef PG_ASCII_LOWER
     std::vector<User> out;
     log_read_error(c, r, "search_users");

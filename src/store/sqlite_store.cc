@@ -292,10 +292,13 @@ Result<std::optional<User>> SqliteStore::user_by_phone(const std::string& phone)
 
 Result<std::vector<User>> SqliteStore::search_users(const std::string& query, int limit) {
   return with_reader([&](SqliteConn& c) {
-    // LIKE is case-insensitive for ASCII letters only (SQLite's built-in rule).
+    // LIKE is case-insensitive for ASCII letters only (SQLite's built-in
+    // rule), and so is NOCASE. The username typed in full comes first: past
+    // the limit, a short name would be lost among the longer ones holding it.
     auto st = c.prepare("SELECT " USER_COLS " FROM users WHERE username LIKE ?1 ESCAPE '\\' "
-                        "OR full_name LIKE ?1 ESCAPE '\\' ORDER BY username LIMIT ?2");
-    st.bind(like_contains_pattern(query), clamp_limit(limit));
+                        "OR full_name LIKE ?1 ESCAPE '\\' "
+                        "ORDER BY username = ?3 COLLATE NOCASE DESC, username LIMIT ?2");
+    st.bind(like_contains_pattern(query), clamp_limit(limit), query);
     std::vector<User> out;
     while (st.row()) out.push_back(read_user(st));
     log_read_error(c, st, "search_users");

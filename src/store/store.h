@@ -126,7 +126,8 @@ class Store {
   virtual Result<std::optional<User>> user_by_id(const std::string& id) = 0;
   virtual Result<std::optional<User>> user_by_username(const std::string& username) = 0;
   virtual Result<std::optional<User>> user_by_phone(const std::string& phone) = 0;
-  // Users whose username or full_name contains `query` (case-insensitive), by username.
+  // Users whose username or full_name contains `query` (case-insensitive):
+  // the one whose username is `query` first, then by username.
   virtual Result<std::vector<User>> search_users(const std::string& query, int limit) = 0;
   virtual Result<size_t> user_count() = 0;
   // Up to `limit` users, those seen most recently first (then the newest):

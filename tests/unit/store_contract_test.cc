@@ -330,6 +330,19 @@ TEST_P(StoreContract, SearchUsersEscapesWildcardsAndIgnoresCase) {
   EXPECT_TRUE(ok(store_->search_users("\xc3\xa9mile", 10)).empty()) << "é does not match É";
 }
 
+TEST_P(StoreContract, SearchUsersPutsTheExactUsernameFirst) {
+  for (const char* name : {"alee0", "alee1", "alee2", "lee", "leeds"}) make_user(name);
+  auto first = [&](const char* q, int limit) {
+    auto found = ok(store_->search_users(q, limit));
+    return found.empty() ? std::string() : found[0].username;
+  };
+  // Past the limit, the user named in full would otherwise be cut off.
+  EXPECT_EQ(first("lee", 2), "lee");
+  EXPECT_EQ(first("LEE", 2), "lee");
+  EXPECT_EQ(ok(store_->search_users("lee", 10)).size(), 5u);
+  EXPECT_EQ(first("ale", 10), "alee0") << "no exact match: by username";
+}
+
 TEST_P(StoreContract, RecentUsersComeMostRecentlySeenFirstAndLimited) {
   User a = make_user("alice");
   User b = make_user("bob");
