@@ -34,6 +34,12 @@ using EioRespond = std::function<void(int status, std::string content_type, std:
 void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& query,
                       std::string body, EioRespond respond);
 
+// The HTTP connection of a long poll for `sid` closed before its answer was
+// written: the session closes (its answer, if one is on the way, is lost
+// with the connection). A sid of another node or already gone is ignored.
+// Any thread.
+void eio_poll_abandoned(const std::string& sid);
+
 // A polling request another node forwarded here (PollForwarder's serve
 // hook): served by the session's loop as if it had come in here. Any thread.
 void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer);

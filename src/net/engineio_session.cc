@@ -181,6 +181,13 @@ class EioSession final : public Transport,
     if (!queue_.empty() || mode_ == Mode::kUpgrading) answer_poll();
   }
 
+  // See eio_poll_abandoned. After an upgrade the poll was only the noop
+  // that let the client switch: the WebSocket carries the session.
+  void on_poll_abandoned() {
+    if (mode_ == Mode::kClosed || mode_ == Mode::kWebSocket) return;
+    close_now("the long poll's connection closed");
+  }
+
   void on_post(std::string_view body, const EioRespond& respond) {
     if (mode_ == Mode::kClosed) return respond_error(respond, sio::EioError::kUnknownSid);
     if (mode_ == Mode::kWebSocket) return respond_error(respond, sio::EioError::kBadRequest);
@@ -735,6 +742,12 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
     if (get) session->on_poll(respond);
     else session->on_post(body, respond);
   });
+}
+
+void eio_poll_abandoned(const std::string& sid) {
+  auto entry = registry().find(sid);
+  if (!entry) return;
+  asio::post(entry->loop->io, [session = entry->session] { session->on_poll_abandoned(); });
 }
 
 std::optional<sio::EioError> eio_check_upgrade(const EioQuery& q) {

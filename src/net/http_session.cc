@@ -5,7 +5,10 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -369,6 +372,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     auto respond = [self = this->shared_from_this(), keep_alive, origin](int status, std::string type, std::string body) {
       asio::post(self->stream_.get_executor(), [self, keep_alive, origin, status, type = std::move(type),
                                                 body = std::move(body)]() mutable {
+        self->end_poll_watch();
         HttpResponse out;
         out.status = status;
         out.content_type = std::move(type);
@@ -383,8 +387,41 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       return respond(403, "application/json", sio::eio_error_body(sio::EioError::kForbidden));
     if (req.body().size() > loop_.config.socketio.max_payload)
       return respond(413, "application/json", sio::eio_error_body(sio::EioError::kBadRequest));
-    eio_http_request(loop_, remote_, req.method_string(), parse_eio_query(req.target()), std::move(req.body()),
-                     std::move(respond));
+    EioQuery query = parse_eio_query(req.target());
+    const bool poll = req.method() == http::verb::get && !query.sid.empty();
+    std::string sid = query.sid;
+    eio_http_request(loop_, remote_, req.method_string(), query, std::move(req.body()), std::move(respond));
+    if (poll) watch_poll(std::move(sid));
+  }
+
+  // A long poll waits here for its answer, and nothing reads the connection
+  // meanwhile. A client (or a proxy) that drops it would leave the session
+  // answering its next packets into a dead connection, lost while the
+  // session goes on. So the connection is watched: closed before the answer
+  // was written, it closes the session (as the reference server does), and
+  // the client's next request finds the sid gone, reconnects and catches up.
+  // Bytes that come instead (a pipelined request) end the watch.
+  void watch_poll(std::string sid) {
+    if (buffer_.size() > 0) return;  // the next request is already here
+    const uint64_t watch = ++poll_watch_;
+    watching_poll_ = true;
+    tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), watch,
+                                                       sid = std::move(sid)](boost::system::error_code ec) {
+      if (ec == asio::error::operation_aborted || !self->watching_poll_ || watch != self->poll_watch_) return;
+      self->watching_poll_ = false;
+      char byte;
+      ssize_t n = ::recv(self->tcp().socket().native_handle(), &byte, 1, MSG_PEEK);
+      if (!ec && n > 0) return;
+      if (!ec && n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+      eio_poll_abandoned(sid);
+    });
+  }
+
+  void end_poll_watch() {
+    if (!watching_poll_) return;
+    watching_poll_ = false;
+    boost::system::error_code ec;
+    tcp().socket().cancel(ec);
   }
 
   void upgrade(http::request<http::string_body> req) {
@@ -505,6 +542,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   std::string remote_;
   bool rest_counted_ = false;  // this connection's REST request is counted in loop_.rest_in_flight
   uint64_t replies_ = 0;    // answers written or being written on this connection
+  uint64_t poll_watch_ = 0;     // the number of the latest long poll's watch (watch_poll)
+  bool watching_poll_ = false;  // a long poll waits for its answer on this connection
   bool head_ = false;       // the request being answered is a HEAD
   bool linger_ = false;     // the reply refuses a request whose body was not read
   size_t linger_left_ = 0;  // bytes still drained before the close

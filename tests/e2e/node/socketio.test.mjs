@@ -547,6 +547,27 @@ describe('Socket.IO sessions that stop answering', () => {
     b.close();
   });
 
+  it('a long poll whose connection the client drops closes the session, and what came after it is caught up on reconnect', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aWs = await server.connect(alice);
+    const open = await handshake(server);
+    assert.equal((await post(server, open.sid, `40${JSON.stringify({ token: bob.token })}`)).status, 200);
+    const conn = await pollFor(server, open.sid, (p) => p.startsWith('40'));
+    assert.ok(conn.packet, `no CONNECT answer: ${conn.seen.join(' | ')}`);
+    // A poll given up on (a proxy's reset, say): its connection closes while it waits.
+    await assert.rejects(poll(server, open.sid, 300));
+    await sleep(300);
+    const sent = await aWs.request({ type: 'send_message', username: bob.username, content: 'after the dead poll' });
+    assert.equal(sent.type, 'message_sent');
+    // Before, the message went into the dead connection and the session went on.
+    const next = await poll(server, open.sid);
+    assert.equal(next.status, 400, `the session outlived its poll's connection: ${next.text}`);
+    assert.deepEqual(next.body, { code: 1, message: 'Session ID unknown' });
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    assert.equal((await b.next('new_message')).data.content, 'after the dead poll');
+    b.close();
+  });
+
   // The reference server's connectTimeout; Parley's is the native auth
   // frame's deadline, 10 s. Each session here answers every ping.
   it('an Engine.IO session with no accepted CONNECT is closed after 10 s, though it answers pings', async () => {
