@@ -174,7 +174,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       const uint64_t limit = loop_.config.limits.max_frame_bytes;
       if (auto length = parser_->content_length(); length && *length > limit) {
         linger_ = true;
-        return reply(error_response(413, "payload_too_large", "request body is too large"), false);
+        return reply(with_cors(error_response(413, "payload_too_large", "request body is too large")), false);
       }
       parser_->body_limit(limit);
     }
@@ -219,7 +219,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     }
     if (ec == http::error::body_limit) {
       linger_ = true;
-      return reply(error_response(413, "payload_too_large", "request body is too large"), false);
+      return reply(with_cors(error_response(413, "payload_too_large", "request body is too large")), false);
     }
     if (ec == http::error::header_limit) {
       linger_ = true;
@@ -312,6 +312,23 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       res.set(http::field::access_control_max_age, "600");
       if (eio) res.set(http::field::access_control_allow_credentials, "true");
     }
+    return res;
+  }
+
+  // A request refused once its headers are read but before a handler took
+  // it (a body over the limit): the CORS headers its handler would have set,
+  // so that a browser app sees the 413 instead of a failed CORS check.
+  http::response<http::string_body> with_cors(http::response<http::string_body> res) {
+    // Not is_header_done(): Beast refuses a Content-Length over the limit as
+    // the header ends, with every field parsed but the header not marked done.
+    if (!parser_) return res;
+    const auto& head = parser_->get();
+    std::string origin(head[http::field::origin]);
+    if (origin.empty()) return res;
+    res.set(http::field::vary, "Origin");
+    if (!origin_allowed(loop_.config, origin)) return res;
+    res.set(http::field::access_control_allow_origin, origin);
+    if (is_eio_path(loop_.config, head.target())) res.set(http::field::access_control_allow_credentials, "true");
     return res;
   }
 

@@ -814,6 +814,19 @@ describe('Socket.IO polling and CORS', () => {
     assert.equal(preflight.status, 204);
     assert.equal(preflight.headers['access-control-allow-origin'], 'http://app.example');
   });
+
+  it('a POST over maxPayload gets its 413 with the CORS headers, so a browser app sees it', async () => {
+    const open = await handshake(server);
+    const res = await server.http('POST', `${EIO}&sid=${open.sid}`,
+      { body: '4' + 'x'.repeat(1000001), headers: { Origin: 'http://app.example', 'Content-Type': 'text/plain' } });
+    assert.equal(res.status, 413);
+    assert.equal(res.headers['access-control-allow-origin'], 'http://app.example');
+    assert.equal(res.headers['access-control-allow-credentials'], 'true');
+    const rest = await server.http('POST', '/api/chat/threads', { body: { type: 'group', title: 'x'.repeat(2_000_000) },
+      headers: { Origin: 'http://app.example' } });
+    assert.equal(rest.status, 413);
+    assert.equal(rest.headers['access-control-allow-origin'], 'http://app.example');
+  });
 });
 
 describe('bad Engine.IO and Socket.IO input', () => {
