@@ -1,11 +1,15 @@
 #include "store/sqlite_backup.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <stdio.h>  // renameat2
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -100,6 +104,78 @@ int rename_no_replace(const fs::path& from, const fs::path& to) {
   return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
 }
 
+// The files a copy to `tmp` may leave: the database and SQLite's own beside it.
+constexpr std::array<const char*, 4> kPartialSuffixes = {"", "-journal", "-wal", "-shm"};
+
+// What the signal handler needs, set before it is installed and read-only
+// while it is: the files to remove and the line to print around the signal.
+std::array<std::string, kPartialSuffixes.size()> g_partial_files;
+std::string g_interrupted_head, g_interrupted_tail;
+
+void write_stderr(std::string_view text) {
+  if (::write(STDERR_FILENO, text.data(), text.size()) < 0) return;  // nowhere to report it
+}
+
+extern "C" void remove_partial_and_exit(int sig) {
+  // Only async-signal-safe calls here: the copy was cut anywhere, in SQLite
+  // or in the allocator. unlink is enough: nothing else the copy made lasts.
+  for (const std::string& f : g_partial_files) ::unlink(f.c_str());
+  write_stderr(g_interrupted_head);
+  write_stderr(sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP");
+  write_stderr(g_interrupted_tail);
+  ::_exit(1);
+}
+
+// While alive, SIGTERM, SIGINT and SIGHUP remove the copy's partial files and
+// end the process with exit 1 (the default action would leave them behind,
+// full-size, in the backup folder). disarm() hands the signals back to their
+// old handlers; done with signals blocked together with the rename, so a
+// signal lands either before it (nothing written) or after (a whole file).
+class RemovedOnSignal {
+ public:
+  RemovedOnSignal(const fs::path& tmp, const std::string& failure_code, const fs::path& to) {
+    for (size_t i = 0; i < kPartialSuffixes.size(); ++i) g_partial_files[i] = tmp.string() + kPartialSuffixes[i];
+    g_interrupted_head = "parley: " + failure_code + ": stopped by ";
+    g_interrupted_tail = "; the partial copy was removed and nothing was written to " + to.string() + "\n";
+    struct sigaction sa {};
+    sa.sa_handler = remove_partial_and_exit;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : kSignals) sigaddset(&sa.sa_mask, sig);
+    for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+  }
+  ~RemovedOnSignal() { disarm(); }
+  RemovedOnSignal(const RemovedOnSignal&) = delete;
+  RemovedOnSignal& operator=(const RemovedOnSignal&) = delete;
+
+  void disarm() {
+    if (disarmed_) return;
+    for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+    disarmed_ = true;
+  }
+
+  // Blocks the signals for its lifetime (a pending one arrives afterwards).
+  class Blocked {
+   public:
+    Blocked() {
+      sigset_t set;
+      sigemptyset(&set);
+      for (int sig : kSignals) sigaddset(&set, sig);
+      ::pthread_sigmask(SIG_BLOCK, &set, &old_);
+    }
+    ~Blocked() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+    Blocked(const Blocked&) = delete;
+    Blocked& operator=(const Blocked&) = delete;
+
+   private:
+    sigset_t old_;
+  };
+
+ private:
+  static constexpr std::array<int, 3> kSignals = {SIGTERM, SIGINT, SIGHUP};
+  std::array<struct sigaction, kSignals.size()> old_{};
+  bool disarmed_ = false;
+};
+
 // Copies `from` into a new file `to` (via a temporary name, fsynced, renamed).
 // `journal_mode`: the copy's own, DELETE for a self-contained backup file,
 // WAL for a server's database.
@@ -109,6 +185,7 @@ Result<CopySummary> copy_to_new_file(sqlite3* from, const fs::path& to, const ch
   tmp += ".partial-" + std::to_string(::getpid());
   std::error_code ec;
   fs::remove(tmp, ec);
+  RemovedOnSignal removed_on_signal(tmp, failure_code, to);
   auto fail = [&](const std::string& why) -> Error {
     fs::remove(tmp, ec);
     return Error{ErrorKind::kInternal, failure_code, why};
@@ -127,7 +204,13 @@ Result<CopySummary> copy_to_new_file(sqlite3* from, const fs::path& to, const ch
   if (auto st = fsync_path(tmp, false); !st) return fail(st.error().message);
   // Never over a file that appeared since the caller checked (two backups to
   // one name would both report success, one of them lost).
-  if (int err = rename_no_replace(tmp, to); err != 0) {
+  int err = 0;
+  {
+    RemovedOnSignal::Blocked blocked;
+    err = rename_no_replace(tmp, to);
+    if (err == 0) removed_on_signal.disarm();
+  }
+  if (err != 0) {
     if (err == EEXIST) return fail(to.string() + " appeared while the copy was made; nothing was replaced");
     return fail("cannot rename " + tmp.string() + " to " + to.string() + ": " + std::strerror(err));
   }
@@ -136,6 +219,40 @@ Result<CopySummary> copy_to_new_file(sqlite3* from, const fs::path& to, const ch
   summary.path = to.string();
   summary.bytes = static_cast<int64_t>(fs::file_size(to, ec));
   return summary;
+}
+
+// The pid in "<to>.partial-<pid>[-journal|-wal|-shm]", or 0 when `name` is
+// not such a file of `to`.
+pid_t partial_owner(const std::string& name, const std::string& to_name) {
+  const std::string prefix = to_name + ".partial-";
+  if (!name.starts_with(prefix)) return 0;
+  const char* first = name.data() + prefix.size();
+  const char* last = name.data() + name.size();
+  pid_t pid = 0;
+  auto [end, ec] = std::from_chars(first, last, pid);
+  if (ec != std::errc() || end == first || pid <= 0) return 0;
+  for (const char* suffix : kPartialSuffixes)
+    if (std::string_view(end, last) == suffix) return pid;
+  return 0;
+}
+
+// Removes what backups to `to` killed outright (SIGKILL, a crash, power
+// loss) left behind. Only files whose process is gone: a live pid may be
+// another backup still copying (or, reused, some other process: its file
+// is kept, the safe way to be wrong). EPERM means alive, someone else's.
+void remove_stale_partials(const fs::path& to) {
+  std::error_code ec;
+  const fs::path dir = to.parent_path().empty() ? fs::path(".") : to.parent_path();
+  const std::string to_name = to.filename().string();
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const pid_t pid = partial_owner(name, to_name);
+    if (pid == 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    std::error_code removed;
+    if (fs::remove(entry.path(), removed))
+      spdlog::warn("event=backup_stale_partial_removed file=\"{}\" pid={}", entry.path().string(), pid);
+  }
 }
 
 }  // namespace
@@ -150,7 +267,9 @@ Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string
   // writing; WAL lets this reader see one snapshot while it does.
   auto src = open_db(source.string(), SQLITE_OPEN_READONLY);
   if (!src) return Error{ErrorKind::kInternal, "backup_failed", src.error().message};
-  return copy_to_new_file(src->get(), fs::absolute(to, ec), "DELETE", "backup_failed");
+  const fs::path target = fs::absolute(to, ec);
+  remove_stale_partials(target);
+  return copy_to_new_file(src->get(), target, "DELETE", "backup_failed");
 }
 
 namespace {

@@ -6,7 +6,9 @@
 // (data_dir_lock.h): backup only reads; restore refuses a data dir that has
 // anything in it, a running server's included.
 //
-// Blocking; any thread; no state kept between calls.
+// Blocking; no state kept between calls. For the length of a copy, SIGTERM,
+// SIGINT and SIGHUP remove its partial files and end the process (exit 1,
+// one line on stderr): meant for the command-line process that runs it.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +29,9 @@ struct CopySummary {
 
 // Copies <data_dir>/parley.db to `to`, a new file (written beside it under a
 // temporary name, checked with quick_check, fsynced, then renamed, so `to`
-// is either a whole backup or absent). Errors: "no_database", "backup_exists",
-// "backup_failed".
+// is either a whole backup or absent). First removes the partial files of
+// earlier backups to `to` whose process is gone (SIGKILL, a crash).
+// Errors: "no_database", "backup_exists", "backup_failed".
 Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string& to);
 
 // Copies the backup `from` into <data_dir>/parley.db. data_dir must be

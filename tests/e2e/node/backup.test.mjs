@@ -2,14 +2,16 @@
 // a backup taken while clients send restores to a data dir holding every
 // message acknowledged before it began, and check passes there; check finds
 // a seq gap made by hand with the sqlite3 CLI; restore refuses a data dir
-// that is not empty, and a backup from a newer schema. On PostgreSQL (PARLEY_TEST_STORE=postgres) check runs
+// that is not empty, and a backup from a newer schema; a backup stopped by
+// SIGTERM or SIGINT leaves no partial file, and one killed outright has its
+// partial files removed by the next backup to that name. On PostgreSQL (PARLEY_TEST_STORE=postgres) check runs
 // against the database and backup/restore point to pg_dump/pg_restore.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { startServer, sleep, freshDatabaseUrl, PARLEY_BIN, TEST_STORE } from './harness.mjs';
 
 // Runs `parley ARGS`; resolves {code, stdout, stderr} whatever the exit code.
@@ -218,6 +220,65 @@ describe('backup, restore and check', () => {
     const again = await parley(['backup', '--data-dir', server.dataDir, '--to', file]);
     assert.equal(again.code, 1, 'an existing backup file is not overwritten');
     assert.match(again.stderr, /backup_exists/);
+  });
+
+  it('a backup stopped by SIGTERM or SIGINT removes its partial files, says so and exits 1', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    assert.equal((await server.sendRest(alice.token, thread.id, { content: 'before the ballast' })).status, 201);
+    await server.stop({ removeData: false });
+    dirs.push(server.dataDir);
+    // 96 MiB at once through the sqlite3 CLI (through the server it would take
+    // minutes): enough for the copy, its quick_check and its fsync to last
+    // well past the moment its partial file appears.
+    await sqlite(path.join(server.dataDir, 'parley.db'), 'CREATE TABLE ballast (b BLOB); WITH RECURSIVE n(i) AS '
+      + '(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 96) INSERT INTO ballast SELECT randomblob(1048576) FROM n;');
+
+    for (const signal of ['SIGTERM', 'SIGINT']) {
+      const dir = tmpDir('backup-signal');
+      dirs.push(dir);
+      const file = path.join(dir, 'parley-backup.db');
+      const child = spawn(PARLEY_BIN, ['backup', '--data-dir', server.dataDir, '--to', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => { stderr += d; });
+      const exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve({ code, sig })));
+      let running = true;
+      exited.then(() => { running = false; });
+      let seen = [];
+      for (let i = 0; running && i < 5000 && seen.length === 0; i++) {
+        seen = fs.readdirSync(dir).filter((f) => f.includes('.partial-'));
+        if (seen.length === 0) await sleep(2);
+      }
+      assert.ok(running && seen.length > 0, `${signal}: the backup was still copying when its partial file appeared (${stderr})`);
+      child.kill(signal);
+      const { code, sig } = await exited;
+      assert.equal(code, 1, `${signal}: exit code (${sig}): ${stderr}`);
+      assert.match(stderr, new RegExp(`^parley: backup_failed: stopped by ${signal}; the partial copy was removed and nothing was written to ${file}\n$`));
+      assert.deepEqual(fs.readdirSync(dir), [], `${signal}: no partial file (${seen.join(', ')}) and no backup left`);
+    }
+  });
+
+  it('a backup removes the partial files of backups to the same name whose process is gone, and no other', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    await server.registerMany(1);
+    const dir = tmpDir('backup-stale');
+    dirs.push(dir);
+    const file = path.join(dir, 'parley-backup.db');
+    // Far above any pid_max (at most 2^22): no such process. This test's own
+    // pid stands for a backup still copying.
+    const dead = 2000000000;
+    const stale = [`parley-backup.db.partial-${dead}`, `parley-backup.db.partial-${dead}-journal`];
+    const kept = [`parley-backup.db.partial-${process.pid}`, `parley-backup.db.partial-${process.pid}-journal`,
+      `other.db.partial-${dead}`, `parley-backup.db.partial-${dead}.notes`, 'parley-backup.db.partial-x'];
+    for (const f of [...stale, ...kept]) fs.writeFileSync(path.join(dir, f), 'x'.repeat(4096));
+
+    const backup = await parley(['backup', '--data-dir', server.dataDir, '--to', file]);
+    assert.equal(backup.code, 0, backup.stderr);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [...kept, 'parley-backup.db'].sort());
+    for (const f of stale) assert.match(backup.stderr, new RegExp(`event=backup_stale_partial_removed file="${path.join(dir, f)}" pid=${dead}`));
   });
 
   it('restore refuses a backup from a newer schema than this binary knows, and leaves the data dir as it was', { skip: sqliteOnly }, async () => {
