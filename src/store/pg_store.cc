@@ -244,7 +244,9 @@ std::optional<Error> PgStore::run_batch(std::vector<GroupCommitWriter::Op>& batc
     // the next batch's COMMIT would commit writes reported failed. A new
     // session is the one state known to be clean (the server rolls back the
     // old one's transaction).
-    spdlog::error("event=store_batch_failed size={} error=\"exception: {}\"", batch.size(), e.what());
+    if (auto held_back = batch_failed_log_.admit())
+      spdlog::error("event=store_batch_failed size={} error=\"exception: {}\" suppressed={}", batch.size(), e.what(),
+                    *held_back);
     senders_.clear();
     writer_conn_->reconnect();
     return internal_error("storage commit failed");
@@ -254,7 +256,8 @@ std::optional<Error> PgStore::run_batch(std::vector<GroupCommitWriter::Op>& batc
 std::optional<Error> PgStore::run_batch_on_writer(std::vector<GroupCommitWriter::Op>& batch) {
   PgConn& c = *writer_conn_;
   if (!c.healthy() && !c.reconnect()) {
-    spdlog::error("event=store_batch_failed size={} error=\"{}\"", batch.size(), c.errmsg());
+    if (auto held_back = batch_failed_log_.admit())
+      spdlog::error("event=store_batch_failed size={} error=\"{}\" suppressed={}", batch.size(), c.errmsg(), *held_back);
     return unavailable();
   }
   // An op run without a savepoint whose statement failed took the whole
@@ -271,7 +274,9 @@ std::optional<Error> PgStore::run_batch_on_writer(std::vector<GroupCommitWriter:
 
   std::string error = attempt.error.empty() ? c.errmsg() : attempt.error;
   const bool lost = !c.healthy();
-  spdlog::error("event=store_batch_failed size={} connection_lost={} error=\"{}\"", batch.size(), lost, error);
+  if (auto held_back = batch_failed_log_.admit())
+    spdlog::error("event=store_batch_failed size={} connection_lost={} error=\"{}\" suppressed={}", batch.size(), lost,
+                  error, *held_back);
   if (!lost && c.in_transaction()) c.run("ROLLBACK");
   senders_.clear();  // may hold users of the rolled-back batch
   // Lost mid-COMMIT the outcome is unknown: the ops are reported failed and a

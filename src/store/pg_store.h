@@ -27,6 +27,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/log_throttle.h"
 #include "store/group_commit.h"
 #include "store/store.h"
 
@@ -144,6 +145,8 @@ class PgStore final : public Store {
   std::unique_ptr<PgConn> writer_conn_;
   std::unique_ptr<GroupCommitWriter> writer_;  // stopped in close(), before the connections
   std::once_flag close_once_;
+  // A database down fails every batch, as fast as clients retry: one line a second.
+  LogThrottle batch_failed_log_;
 
   // Writer-thread state. The clock floor is read under the commit_clock lock
   // at the start of every batch; sender names are only ever added to.

@@ -21,6 +21,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/log_throttle.h"
 #include "store/group_commit.h"
 #include "store/store.h"
 
@@ -152,6 +153,8 @@ class SqliteStore final : public Store {
   std::unique_ptr<GroupCommitWriter> writer_;  // stopped in close(), before the connections
 
   std::once_flag close_once_;
+  // A full disk fails every batch, as fast as clients retry: one line a second.
+  LogThrottle batch_failed_log_;
 
   // Writer-thread caches; dropped whenever a batch rolls back.
   std::unordered_map<std::string, ThreadKey> thread_keys_;

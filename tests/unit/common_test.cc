@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/log.h"
+#include "common/log_throttle.h"
 #include "common/redact.h"
 #include "common/utf8.h"
 #include "common/thread_pool.h"
@@ -53,6 +54,34 @@ TEST(Logging, OneEventIsOneLine) {
       << lines[0];
   EXPECT_NE(lines[1].find("level=info event=second"), std::string::npos) << lines[1];
   EXPECT_EQ(out.find('\r'), std::string::npos);
+}
+
+// A failure repeated in a tight loop (a full disk under retrying clients):
+// the first line at once, then one per interval with the count held back.
+TEST(LogThrottle, FirstAtOnceThenOnePerIntervalWithTheCountHeldBack) {
+  using namespace std::chrono_literals;
+  LogThrottle throttle(1s);
+  const LogThrottle::Clock::time_point t0{};  // the clock's epoch: the first must pass all the same
+  EXPECT_EQ(throttle.admit(t0), 0u);
+  for (int i = 1; i <= 4000; ++i) EXPECT_EQ(throttle.admit(t0 + i * 200us), std::nullopt) << i;
+  EXPECT_EQ(throttle.admit(t0 + 999ms), std::nullopt);
+  EXPECT_EQ(throttle.admit(t0 + 1s), 4001u);
+  // A quiet spell: the next one goes out at once, and the count starts again.
+  EXPECT_EQ(throttle.admit(t0 + 60s), 0u);
+  EXPECT_EQ(throttle.admit(t0 + 60s + 1ms), std::nullopt);
+  EXPECT_EQ(throttle.admit(t0 + 61s), 1u);
+}
+
+TEST(LogThrottle, CountsEveryCallAcrossThreads) {
+  LogThrottle throttle(std::chrono::hours(1));
+  ASSERT_EQ(throttle.admit(), 0u);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) EXPECT_EQ(throttle.admit(), std::nullopt);
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(throttle.admit(LogThrottle::Clock::now() + std::chrono::hours(2)), 4000u);
 }
 
 // ---- atomic small files ----

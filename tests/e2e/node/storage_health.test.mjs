@@ -1,11 +1,11 @@
 // A store whose writes fail (issue 8, item 5): a file-size limit of 0 on the
 // running server stands in for a full disk. Sends are refused with
-// storage_unavailable (and not acknowledged), the cause is in the log,
-// /health reports the store's write state, and all recovers with the disk.
+// storage_unavailable (and not acknowledged), the cause is in the log (at
+// most a line a second however fast clients retry), /health reports the store's write state, and all recovers with the disk.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { startServer, assertHttpError, assertWsError } from './harness.mjs';
+import { startServer, assertHttpError, assertWsError, sleep } from './harness.mjs';
 import { TEST_STORE } from './harness.mjs';
 
 function setFileSizeLimit(pid, limit) {
@@ -44,6 +44,21 @@ describe('/health and send errors follow the store write state', { skip: TEST_ST
     assert.equal(bad.body.storage.ok, false);
     assert.equal(typeof bad.body.storage.error, 'string');
     assert.ok(server.log.some((l) => l.includes('event=store_batch_failed')), 'the cause is logged');
+
+    // A client retrying at once: the first failure was logged, the next ones
+    // at most once a second, each saying how many it stands for.
+    const started = Date.now();
+    for (let i = 0; i < 10; i++) {
+      const burst = await Promise.all(Array.from({ length: 20 }, (_, k) => server.sendRest(alice.token, dm.id, { content: `retry ${i}.${k}` })));
+      for (const r of burst) assertHttpError(assert, r, 503, 'storage_unavailable');
+    }
+    await sleep(1100);
+    assertHttpError(assert, await server.sendRest(alice.token, dm.id, { content: 'a second later' }), 503, 'storage_unavailable');
+    const seconds = (Date.now() - started) / 1000;
+    const failed = server.log.filter((l) => l.includes('event=store_batch_failed'));
+    assert.ok(failed.length <= 2 + Math.ceil(seconds), `${failed.length} lines in ${seconds} s for 200 failures:\n${failed.join('\n')}`);
+    assert.match(failed[0], /error="[^"]+" suppressed=0$/, 'the first line has the details');
+    assert.match(failed.at(-1), /error="[^"]+" suppressed=[1-9]\d*$/, 'a later line counts what it held back');
 
     setFileSizeLimit(server.child.pid, 'unlimited:unlimited');
     const after = await server.sendRest(alice.token, dm.id, { content: 'after' });

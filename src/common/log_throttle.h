@@ -1,0 +1,43 @@
+// A log line that a failure repeated in a tight loop would print thousands of
+// times a second (a full disk under a client that retries at once): the first
+// goes out at once, then at most one per interval, saying how many were held
+// back since the one before, so the log keeps the news and its rate without
+// drowning everything else. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+namespace parley {
+
+class LogThrottle {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit LogThrottle(Clock::duration interval = std::chrono::seconds(1)) : interval_(interval) {}
+
+  // Whether to log this occurrence: the number of occurrences held back since
+  // the last line (0 for the first), or nullopt to stay quiet.
+  std::optional<uint64_t> admit(Clock::time_point now = Clock::now()) {
+    std::lock_guard lock(mu_);
+    if (logged_ && now - last_ < interval_) {
+      ++held_back_;
+      return std::nullopt;
+    }
+    logged_ = true;
+    last_ = now;
+    return std::exchange(held_back_, 0);
+  }
+
+ private:
+  const Clock::duration interval_;
+  std::mutex mu_;
+  bool logged_ = false;
+  Clock::time_point last_{};
+  uint64_t held_back_ = 0;
+};
+
+}  // namespace parley
