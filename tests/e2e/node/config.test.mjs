@@ -146,6 +146,25 @@ describe('server configuration', () => {
     assert.match(bad.body.message, /teacher, parent, nurse/);
   });
 
+  it('serve refuses a Socket.IO ping interval or timeout of 0, below or past an hour, from a flag or the environment', async () => {
+    const dataDir = path.join(os.tmpdir(), `parley-never-${randomId(4)}`);
+    const cases = [
+      [['--socketio-ping-interval', '0'], {}, '--socketio-ping-interval', '0'],
+      [['--socketio-ping-interval=-5'], {}, '--socketio-ping-interval', '-5'],
+      [['--socketio-ping-interval', '3600001'], {}, '--socketio-ping-interval', '3600001'],
+      [['--socketio-ping-timeout', '0'], {}, '--socketio-ping-timeout', '0'],
+      [[], { PARLEY_SOCKETIO_PING_TIMEOUT: '0' }, '--socketio-ping-timeout', '0'],
+      [[], { PARLEY_SOCKETIO_PING_INTERVAL: '-1' }, '--socketio-ping-interval', '-1'],
+    ];
+    for (const [args, env, flag, value] of cases) {
+      const r = await parley(['serve', '--port', '0', '--data-dir', dataDir, ...args], { env });
+      const what = `${args.join(' ')} ${JSON.stringify(env)}`;
+      assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`^parley: bad_arguments: ${flag}: Value ${value} not in range 1 to 3600000 \\(parley serve --help\\)\n$`), what);
+    }
+    assert.ok(!fs.existsSync(dataDir), 'refused before anything was made');
+  });
+
   it('the `parley` command line: unknown commands are named, help shows only what applies', async () => {
     const foo = await parley(['foo']);
     assert.equal(foo.code, 2);
