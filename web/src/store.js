@@ -14,6 +14,7 @@ export const state = {
   conn: 'offline',
   threads: new Map(),  // id -> thread from GET /api/chat/threads (+ live updates)
   messages: new Map(), // id -> {list, hasMore, loading}
+  loadError: null,     // {threadId, message}: the open conversation's first page failed
   pending: [],         // the client's outbox
   failed: [],          // messages the server refused: {item, code, message}
   typing: new Map(),   // thread id -> Map(user id -> expiry ms)
@@ -152,7 +153,7 @@ export function signOut(notice = null, { keepOutbox = false } = {}) {
   localStorage.removeItem(SESSION_KEY);
   client = null;
   Object.assign(state, {
-    session: null, conn: 'offline', threads: new Map(), messages: new Map(), pending: [], failed: [], typing: new Map(),
+    session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, pending: [], failed: [], typing: new Map(),
     presence: new Map(), openId: null, unreadTotal: 0, notice, call: null,
   });
   if (location.hash) history.replaceState(null, '', location.pathname);
@@ -216,6 +217,8 @@ function wire(c) {
     if (state.conn === 'online') {
       loadThreads().catch(() => {});
       if (connectedBefore) refreshHeld().catch(() => {});
+      // The open conversation whose first page failed loads now.
+      if (state.openId && !state.messages.has(state.openId)) loadNewest(state.openId);
       connectedBefore = true;
     }
     changed();
@@ -292,7 +295,7 @@ function onMessage(m, own) {
 // live ones). A live or replayed message outside it would leave a hole that
 // neither scroll-back (before the oldest) nor gap filling (after the newest)
 // ever looks into, so: while the first page loads, live messages wait for it
-// (openThread fills up to the thread's last_seq afterwards); one older than
+// (loadNewest fills up to the thread's last_seq afterwards); one older than
 // the run is left to scroll-back; one past its end fills the gap in between.
 function accept(threadId, box, m) {
   if (box.loading && !box.list.length) return;
@@ -300,7 +303,7 @@ function accept(threadId, box, m) {
   if (list.length && m.seq < list[0].seq) return;
   const last = list.length ? list[list.length - 1].seq : null;
   insert(box, m);
-  if (last !== null && m.seq > last + 1) fillGap(threadId, last).catch(() => {});
+  if (last !== null && m.seq > last + 1) fillGap(threadId, last, m.seq).catch(() => {});
 }
 
 // An edit or a deletion (from any device of anyone): the copies held of the
@@ -431,46 +434,94 @@ export async function loadThreads() {
   updateTitle();
   // The list's counts may be older than an answer already applied: ask again.
   refreshUnread();
-  // A thread on screen that missed messages while offline: fill the gap.
+  // A thread on screen that missed messages while offline: fill the gap
+  // (a box still waiting for its first page fills after it).
   for (const [id, box] of state.messages) {
     const t = threads.get(id);
+    if (box.loading && !box.list.length) continue;
     const last = box.list.length ? box.list[box.list.length - 1].seq : 0;
-    if (t && t.last_seq > last) fillGap(id, last).catch(() => {});
+    if (t && t.last_seq > last) fillGap(id, last, t.last_seq).catch(() => {});
   }
   changed();
 }
 
-async function fillGap(threadId, after) {
+// Gaps are filled page by page up to GAP_PAGES_MAX pages; a longer one (a
+// device offline for days in a busy group) would take minutes, so the
+// conversation starts again from its newest page, as when it opens.
+const GAP_PAGE = 200;
+const GAP_PAGES_MAX = 20;
+
+// Fetches the messages after `after` (up to about `upTo`, the newest known)
+// into the thread's box, keeping it one unbroken run (see accept).
+async function fillGap(threadId, after, upTo) {
   const box = state.messages.get(threadId);
-  for (let page = 0; page < 20; page++) {
-    const msgs = await client.history(threadId, { after_seq: after, limit: 200 });
+  if (!box) return;
+  // With nothing held there is no run to continue: the newest page is what
+  // opening the conversation would show.
+  if (!box.list.length || upTo - after > GAP_PAGE * GAP_PAGES_MAX) { replaceWithNewest(threadId); return; }
+  if (!(await fillPages(threadId, box, after))) replaceWithNewest(threadId);
+}
+
+// Returns false when GAP_PAGES_MAX full pages did not reach the end.
+async function fillPages(threadId, box, after) {
+  for (let page = 0; page < GAP_PAGES_MAX; page++) {
+    const msgs = await client.history(threadId, { after_seq: after, limit: GAP_PAGE });
+    if (state.messages.get(threadId) !== box) return true;  // replaced or dropped meanwhile
     for (const m of msgs) insert(box, m);
     changed();
-    if (msgs.length < 200) return;
+    if (msgs.length < GAP_PAGE) return true;
     after = msgs[msgs.length - 1].seq;
   }
+  return false;
 }
 
-export async function openThread(id) {
+// The open conversation reloads from its newest page; another one is
+// dropped and loads afresh when opened.
+function replaceWithNewest(threadId) {
+  if (threadId === state.openId) loadNewest(threadId);
+  else state.messages.delete(threadId);
+  changed();
+}
+
+export function openThread(id) {
   state.openId = id;
   changed();
-  if (!id || state.messages.has(id)) return;
+  if (id && !state.messages.has(id)) loadNewest(id);
+}
+
+// Loads a conversation's newest page into a new box. If that fails no box is
+// left behind (it would pass for an empty conversation, and gap filling would
+// start from its first message): the pane says why, and the conversation
+// loads again when the connection is back.
+const FIRST_PAGE = 50;
+async function loadNewest(id) {
   const box = { list: [], hasMore: true, loading: true };
   state.messages.set(id, box);
-  let loaded = false;
+  if (state.loadError?.threadId === id) state.loadError = null;
+  changed();
+  let msgs;
   try {
-    const msgs = await client.history(id, { limit: 50 });
-    for (const m of msgs) insert(box, m);
-    box.hasMore = msgs.length === 50 && msgs[0].seq > 1;
-    loaded = true;
+    msgs = await client.history(id, { limit: FIRST_PAGE });
   } catch (err) {
-    state.notice = `Could not load the conversation: ${err.message}`;
+    if (state.messages.get(id) !== box) return;
+    state.messages.delete(id);
+    if (id === state.openId) state.loadError = { threadId: id, message: err.message };
+    changed();
+    return;
   }
+  if (state.messages.get(id) !== box) return;  // replaced or dropped meanwhile
+  for (const m of msgs) insert(box, m);
+  box.hasMore = msgs.length === FIRST_PAGE && msgs[0].seq > 1;
   box.loading = false;
   // Messages that came live while the page loaded were not kept (see accept).
+  // An empty page means the thread was empty: all it has now came since, so
+  // it is filled from the start (not reloaded, which would only come back empty).
   const t = state.threads.get(id);
   const last = box.list.length ? box.list[box.list.length - 1].seq : 0;
-  if (loaded && t && t.last_seq > last) fillGap(id, last).catch(() => {});
+  if (t && t.last_seq > last) {
+    if (box.list.length) fillGap(id, last, t.last_seq).catch(() => {});
+    else fillPages(id, box, 0).then((done) => { if (!done) replaceWithNewest(id); }, () => {});
+  }
   changed();
 }
 

@@ -297,6 +297,15 @@ function MessageList({ t, box }) {
   const anchor = useRef(null);         // {seq, offset}: a message that must stay where it is on screen
   const view = useRef({ endSeq: null, count: WINDOW_MAX });  // endSeq null: the window ends at the newest
   const [, rerender] = useState(0);
+  // A box replaced by the newest page (a gap too long to fill): the window
+  // starts again at the newest, where the reader is taken.
+  const shownBox = useRef(box);
+  if (shownBox.current !== box) {
+    shownBox.current = box;
+    view.current = { endSeq: null, count: WINDOW_MAX };
+    stick.current = true;
+    anchor.current = null;
+  }
   const me = state.session.user.id;
   const all = box ? box.list : [];
   const endIdx = view.current.endSeq === null ? all.length : lowerBound(all, view.current.endSeq + 1);
@@ -459,6 +468,9 @@ function MessageList({ t, box }) {
   return html`
     <div class="messages" ref=${ref} onScroll=${onScroll} tabindex="0">
       ${box && box.loading && html`<p class="loading" role="status">Loading…</p>`}
+      ${!box && state.loadError?.threadId === t.id && html`<p class="load-error" role="alert">
+        Could not load the conversation: ${state.loadError.message}. It loads again when the connection is back.
+        <button type="button" class="link" onClick=${() => store.openThread(t.id)}>Try again</button></p>`}
       ${box && !box.hasMore && !box.loading && startIdx === 0 && html`<p class="start">This is the start of the conversation.</p>`}
       <div role="log" aria-label="Messages" aria-live="polite"><ol class="log">${rows}</ol></div>
       ${!atNewest && html`<button type="button" class="jump" onClick=${jumpToNewest}>Newest messages ↓</button>`}
