@@ -148,9 +148,26 @@ export async function register(profile) {
 // that ended by itself (an expired or revoked token) keeps it, and it goes
 // once the same user signs in again.
 export function signOut(notice = null, { keepOutbox = false } = {}) {
-  if (client) client.disconnect();
   if (state.session && !keepOutbox) localStorage.removeItem(`${OUTBOX_KEY}.${state.session.user.id}`);
   localStorage.removeItem(SESSION_KEY);
+  endSession(notice);
+}
+
+// The saved session is the device's: signed out in another tab (or signed in
+// there as someone else), this tab signs out too, or it would go on
+// receiving that user's messages. What is saved is the other tab's, and
+// stays. A renewal saving a new token for the same user changes nothing.
+window.addEventListener('storage', (e) => {
+  if (!state.session || (e.key !== SESSION_KEY && e.key !== null)) return;
+  let saved = null;
+  try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+  if (saved?.user?.id === state.session.user.id) return;
+  endSession(saved?.user ? `Signed in as ${saved.user.username} in another tab.` : 'You signed out in another tab.');
+});
+
+// Ends this tab's session; what is saved on the device is left as it is.
+function endSession(notice) {
+  if (client) client.disconnect();
   client = null;
   Object.assign(state, {
     session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, pending: [], failed: [], typing: new Map(),

@@ -2,8 +2,9 @@
 // renewed before it expires (the app stays signed in past the first token's
 // expiry, its connection too), and the app opened while the server cannot be
 // reached says so, then connects by itself once the server answers, without
-// a reload. (An expired token that cannot be renewed leading back to sign-in
-// is in chat.test.mjs.)
+// a reload. Signing out in one tab signs out the user's other tabs. (An
+// expired token that cannot be renewed leading back to sign-in is in
+// chat.test.mjs.)
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mintToken, sleep, randomId } from '../node/harness.mjs';
@@ -55,6 +56,58 @@ describe('web app: token renewal and an unreachable server', () => {
     await page.getByRole('navigation', { name: 'Conversations' }).waitFor();
     await waitOnline(page);
     assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  // Two tabs of one browser share the saved session. Signing out in one used
+  // to leave the other signed in, and receiving the user's messages.
+  it('signing out in one tab signs out the other; a renewed token does not, another account signing in does', async () => {
+    const dora = await server.register({ username: `dora_${randomId(3)}`, full_name: 'Dora Parent', role: 'parent' });
+    await server.createDirect(alice, dora);
+    const ctx = await browser.newContext();
+    const tabA = await ctx.newPage();
+    trackErrors(tabA);
+    const sockets = new Set();  // tab A's open WebSockets
+    tabA.on('websocket', (ws) => { sockets.add(ws); ws.on('close', () => sockets.delete(ws)); });
+    await tabA.goto(`${base}/app/#token=${encodeURIComponent(dora.token)}`);
+    await waitOnline(tabA);
+    const tabB = await openAs(ctx, base, dora);
+    const signedIn = async (page) => (await page.getByRole('navigation', { name: 'Conversations' }).count()) === 1;
+
+    // A renewal in tab B saves a new token for the same user.
+    const now = Math.floor(Date.now() / 1000);
+    const renewed = mintToken(server.secret, { sub: dora.id, username: dora.username, iat: now, exp: now + 3600 });
+    await tabB.evaluate((token) => {
+      const saved = JSON.parse(localStorage.getItem('parley.session'));
+      localStorage.setItem('parley.session', JSON.stringify({ ...saved, token }));
+    }, renewed);
+    await sleep(500);
+    assert.ok(await signedIn(tabA), 'tab A still signed in after the renewal');
+    assert.equal(sockets.size, 1, "tab A's connection still open");
+
+    await tabB.getByRole('button', { name: 'Sign out' }).click();
+    await tabA.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 5000 });
+    assert.match(await tabA.getByRole('status').textContent(), /signed out in another tab/);
+    await until(() => sockets.size === 0, { timeout: 5000, what: "tab A's connection closed" });
+
+    // Tab A signs in again; then tab B as another account: tab A goes, and
+    // leaves tab B's saved session alone.
+    await tabA.getByLabel('Username').fill(dora.username);
+    await tabA.getByLabel('Password').fill(dora.password);
+    await tabA.getByRole('button', { name: 'Sign in' }).click();
+    await waitOnline(tabA);
+    await tabB.getByLabel('Username').fill(alice.username);
+    await tabB.getByLabel('Password').fill(alice.password);
+    await tabB.getByRole('button', { name: 'Sign in' }).click();
+    await waitOnline(tabB);
+    await tabA.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 5000 });
+    assert.match(await tabA.getByRole('status').textContent(), new RegExp(`Signed in as ${alice.username} in another tab`));
+    await until(() => sockets.size === 0, { timeout: 5000, what: "tab A's connection closed" });
+    assert.ok(await signedIn(tabB), 'tab B stays signed in');
+    const saved = await tabB.evaluate(() => JSON.parse(localStorage.getItem('parley.session')));
+    assert.equal(saved.user.id, alice.id, "tab B's session is the one saved");
+    assert.deepEqual(tabA.pageErrors, []);
+    assert.deepEqual(tabB.pageErrors, []);
     await ctx.close();
   });
 
