@@ -15,6 +15,7 @@ export const state = {
   threads: new Map(),  // id -> thread from GET /api/chat/threads (+ live updates)
   messages: new Map(), // id -> {list, hasMore, loading}
   loadError: null,     // {threadId, message}: the open conversation's first page failed
+  drafts: new Map(),   // thread id -> what the composer held there (in memory only)
   pending: [],         // the client's outbox
   failed: [],          // messages the server refused: {item, code, message}
   typing: new Map(),   // thread id -> Map(user id -> expiry ms)
@@ -170,7 +171,7 @@ function endSession(notice) {
   if (client) client.disconnect();
   client = null;
   Object.assign(state, {
-    session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, pending: [], failed: [], typing: new Map(),
+    session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, drafts: new Map(), pending: [], failed: [], typing: new Map(),
     presence: new Map(), openId: null, unreadTotal: 0, notice, call: null,
   });
   if (location.hash) history.replaceState(null, '', location.pathname);
@@ -566,7 +567,15 @@ export function discardFailed(clientMsgId) {
   changed();
 }
 
+// What is written and not sent stays with its conversation while the user
+// looks at another one (the composer is made anew for each).
+export function draftOf(threadId) { return state.drafts.get(threadId) || ''; }
+export function keepDraft(threadId, text) {
+  if (text) state.drafts.set(threadId, text); else state.drafts.delete(threadId);
+}
+
 export function send(threadId, text) {
+  state.drafts.delete(threadId);
   client.send(threadId, text);
   client.typing(threadId, false);
   changed();

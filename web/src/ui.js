@@ -489,7 +489,7 @@ function lowerBound(list, seq) {
 }
 
 function Composer({ t }) {
-  const [text, setText] = useState('');
+  const [text, setText] = useState(() => store.draftOf(t.id));
   const typingSent = useRef(0);
   const input = useRef(null);
   useEffect(() => { input.current && input.current.focus(); }, [t.id]);
@@ -503,6 +503,7 @@ function Composer({ t }) {
   }
   function onInput(e) {
     setText(e.target.value);
+    store.keepDraft(t.id, e.target.value);
     const now = Date.now();
     if (e.target.value && now - typingSent.current > 3000) {
       typingSent.current = now;

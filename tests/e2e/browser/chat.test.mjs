@@ -1,7 +1,8 @@
 // The web app in a real browser (Debian's Chromium via playwright-core)
 // against the real parley binary: sign-in, DMs both ways, ticks, unread
 // badges on two tabs, typing, HTML shown as text, keyboard-only use, reload
-// and scroll-back, the phone layout, accessibility (axe-core), token expiry.
+// and scroll-back, drafts, the phone layout, accessibility (axe-core), token
+// expiry.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -219,6 +220,33 @@ describe('web app: two people chatting in two browsers', () => {
       'a member may not remove others');
     await page.screenshot({ path: screenshotPath('group') });
     await page.getByRole('button', { name: 'Members' }).click();
+  });
+
+  it('a draft stays with its conversation when switching away and back, and goes once sent', async () => {
+    const page = alicePage;
+    const box = page.getByRole('textbox', { name: 'Message' });
+    const open = async (name) => {
+      await threadLink(page, name).click();
+      await page.getByRole('heading', { name }).waitFor();
+    };
+    await open('Bob Parent');
+    await box.fill('Draft for Bob');
+    await open('Class 4B parents');
+    assert.equal(await box.inputValue(), '', 'no draft in the group');
+    await box.fill('Draft for the group');
+    await open('Bob Parent');
+    assert.equal(await box.inputValue(), 'Draft for Bob', 'the draft is back');
+
+    await open('Class 4B parents');
+    assert.equal(await box.inputValue(), 'Draft for the group');
+    await box.press('Enter');
+    await messageLog(page).getByText('Draft for the group').waitFor();
+    assert.equal(await box.inputValue(), '');
+    await open('Bob Parent');
+    await open('Class 4B parents');
+    assert.equal(await box.inputValue(), '', 'a sent draft does not come back');
+    await open('Bob Parent');
+    await box.fill('');
   });
 
   it('axe-core finds no serious or critical accessibility violations', async () => {
