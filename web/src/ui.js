@@ -493,6 +493,13 @@ function Composer({ t }) {
   const typingSent = useRef(0);
   const input = useRef(null);
   useEffect(() => { input.current && input.current.focus(); }, [t.id]);
+  // As tall as its lines, up to the stylesheet's max-height; past that it scrolls.
+  useLayoutEffect(() => {
+    const el = input.current;
+    if (!el) return;
+    el.style.height = 'auto';
+    el.style.height = `${el.scrollHeight + el.offsetHeight - el.clientHeight}px`;
+  }, [text]);
   function submit(e) {
     e.preventDefault();
     const content = text;

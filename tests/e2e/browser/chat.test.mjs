@@ -1,8 +1,8 @@
 // The web app in a real browser (Debian's Chromium via playwright-core)
 // against the real parley binary: sign-in, DMs both ways, ticks, unread
 // badges on two tabs, typing, HTML shown as text, keyboard-only use, reload
-// and scroll-back, drafts, the phone layout, accessibility (axe-core), token
-// expiry.
+// and scroll-back, drafts and the composer's height, the phone layout,
+// accessibility (axe-core), token expiry.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -247,6 +247,36 @@ describe('web app: two people chatting in two browsers', () => {
     assert.equal(await box.inputValue(), '', 'a sent draft does not come back');
     await open('Bob Parent');
     await box.fill('');
+  });
+
+  it('the composer grows with its lines up to seven, then scrolls', async () => {
+    const page = alicePage;
+    const box = page.getByRole('textbox', { name: 'Message' });
+    const size = () => box.evaluate((el) => ({
+      height: el.offsetHeight, line: parseFloat(getComputedStyle(el).lineHeight), scrolls: el.scrollHeight > el.clientHeight,
+    }));
+    await threadLink(page, 'Bob Parent').click();
+    await page.getByRole('heading', { name: 'Bob Parent' }).waitFor();
+    const one = await size();
+    await box.pressSequentially('first line');
+    for (let i = 2; i <= 3; i++) {
+      await box.press('Shift+Enter');
+      await box.pressSequentially(`line ${i}`);
+    }
+    const three = await size();
+    assert.ok(Math.abs(three.height - one.height - 2 * one.line) <= 2, `three lines tall (${one.height} → ${three.height} px)`);
+    assert.equal(three.scrolls, false, 'nothing hidden');
+
+    for (let i = 4; i <= 20; i++) {
+      await box.press('Shift+Enter');
+      await box.pressSequentially(`line ${i}`);
+    }
+    const tall = await size();
+    assert.ok(Math.abs(tall.height - one.height - 6 * one.line) <= 2, `seven lines tall at most (${tall.height} px)`);
+    assert.equal(tall.scrolls, true, 'the rest scrolls');
+    await box.press('Enter');
+    await messageLog(page).getByText(/first line\s+line 2/).waitFor();
+    assert.equal((await size()).height, one.height, 'one line again once sent');
   });
 
   it('axe-core finds no serious or critical accessibility violations', async () => {
