@@ -162,9 +162,16 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
   }
   auto created = store_.create_thread(t);
   if (created) annotate(created->thread, {});  // participants' presence, as every thread answer has
-  if (created && created->created)
+  if (created && created->created) {
     spdlog::info("event=thread_created thread_id={} type={} participants={}", created->thread.id,
                  thread_type_name(type), ids.size());
+    // A group's members see it in their list at once, not at its first
+    // message (adding a member later says so with a system message). A
+    // direct thread shows up for the other person with its first message.
+    if (type == ThreadType::kGroup)
+      publish(created->thread.id, Audience::users(ids), "thread_created",
+              json::serialize(json::object{{"thread", thread_json(created->thread)}}), "");
+  }
   return created;
 }
 

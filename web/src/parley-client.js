@@ -280,6 +280,7 @@ export class ParleyClient extends EventTarget {
       case 'read_receipt': this.emit('read_receipt', f); break;
       case 'typing': this.emit('typing', f); break;
       case 'presence': this.emit('presence', f); break;
+      case 'thread_created': this.emit('thread_created', f); break;
       case 'call_offer': case 'call_answer': case 'ice_candidate': case 'call_end':
         this.emit('call', f); break;
       case 'error':

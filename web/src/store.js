@@ -248,6 +248,8 @@ function wire(c) {
   c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
   c.addEventListener('failed', (e) => { state.failed = [...state.failed, e.detail]; changed(); });
   c.addEventListener('message', (e) => onMessage(e.detail.message, false));
+  // A group this user is in was just made (by them elsewhere, or by someone else).
+  c.addEventListener('thread_created', () => reloadThreadsSoon());
   c.addEventListener('sent', (e) => onMessage(e.detail.message, true));
   c.addEventListener('edited', (e) => { const m = e.detail.message; update(m.thread_id, m.seq, (old) => ({ ...old, ...m })); });
   c.addEventListener('deleted', (e) => update(e.detail.thread_id, e.detail.seq, (old) => ({ ...old, content: '', deleted: true })));

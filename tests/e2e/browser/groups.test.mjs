@@ -36,11 +36,11 @@ describe('web app: group management from the UI', () => {
     await alicePage.getByRole('list', { name: 'People found' }).getByRole('button', { name: /Bob Parent/ }).click();
     await alicePage.getByRole('button', { name: 'Create group' }).click();
     await alicePage.getByRole('heading', { name: GROUP }).waitFor();
-    await sendFromComposer(alicePage, 'Welcome to the group');
 
-    // No reload: the first message brings the new thread into Bob's list.
+    // No reload, and before any message: the new group is in Bob's list (thread_created).
     await threadLink(bobPage, GROUP).waitFor();
     assert.equal(await threadLink(carolPage, GROUP).count(), 0, 'Carol is not in it');
+    await sendFromComposer(alicePage, 'Welcome to the group');
   });
 
   it('a non-admin sees the members but no add or remove controls', async () => {

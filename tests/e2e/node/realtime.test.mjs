@@ -56,6 +56,22 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     assert.equal(stop.thread_id, group.id);
   });
 
+  it('a new group reaches its members at once as thread_created; a new direct thread does not', async () => {
+    const [alice, bob, carol, dave] = await server.registerMany(4);
+    const bobWs = await server.connect(bob);
+    const aliceWs = await server.connect(alice);
+    const daveWs = await server.connect(dave);
+    const group = await server.createGroup(alice, [bob, carol], 'Class 4B parents');
+    const seen = await bobWs.nextOfType('thread_created');
+    assert.equal(seen.thread.id, group.id);
+    assert.equal(seen.thread.title, 'Class 4B parents');
+    assert.deepEqual(seen.thread.participants.map((p) => p.user_id).sort(), [alice.id, bob.id, carol.id].sort());
+    assert.equal((await aliceWs.nextOfType('thread_created')).thread.id, group.id, "the creator's other devices too");
+    await daveWs.expectNone((f) => f.type === 'thread_created', 300, 'a non-member told of the group');
+    await server.createDirect(dave, bob);
+    await bobWs.expectNone((f) => f.type === 'thread_created', 300, 'a direct thread announced before its first message');
+  });
+
   it('presence: online when a thread partner connects, offline (with last_seen) within 5 s of the last close', async () => {
     const [alice, bob] = await server.registerMany(2);
     await server.createDirect(alice, bob);
