@@ -796,7 +796,10 @@ void Connection::stop_typing(const std::string& thread_id) {
 void Connection::on_delivered(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f]() -> std::function<void()> {
-    auto st = self->ctx_.chat.acknowledge_delivery(self->user_id_, f.message_id);
+    // Socket.IO's ack of a message names it by thread and seq (protocol/socketio_encoder.h).
+    auto st = !f.message_id.empty() || !f.up_to_seq
+                  ? self->ctx_.chat.acknowledge_delivery(self->user_id_, f.message_id)
+                  : self->ctx_.chat.acknowledge_delivery_at(self->user_id_, f.thread_id, *f.up_to_seq);
     return [self, f, st] {
       if (!st) return self->send_error(st.error(), f.request_id);
       self->send(self->encoder_->done(f.request_id));

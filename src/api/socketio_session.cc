@@ -226,6 +226,10 @@ bool SocketIoSession::send_receipt(const SocketIoEncoder::Acked& message) {
   ClientFrame f;
   f.type = ClientType::kMessageReceived;
   f.message_id = message.message_id;
+  if (f.message_id.empty()) {  // the ack id named the message by its place
+    f.thread_id = message.thread_id;
+    f.up_to_seq = message.seq;
+  }
   return conn_->on_requested_receipt(std::move(f));
 }
 

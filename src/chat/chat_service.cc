@@ -608,7 +608,21 @@ Status ChatService::acknowledge_delivery(const std::string& user_id, const std::
   if (!found) return found.error();
   // An unknown message and one in someone else's thread get the same answer.
   if (!*found) return thread_not_found_or_forbidden();
-  const Message* msg = &**found;
+  return acknowledge(user_id, **found);
+}
+
+Status ChatService::acknowledge_delivery_at(const std::string& user_id, const std::string& thread_id, int64_t seq) {
+  if (seq < 1) return thread_not_found_or_forbidden();
+  auto found = store_.messages_after(thread_id, seq - 1, 1);
+  if (!found) return found.error();
+  if (found->empty() || found->front().seq != seq) return thread_not_found_or_forbidden();
+  return acknowledge(user_id, found->front());
+}
+
+// The receipt of `msg`, which user_id's client has: their delivery mark
+// moves up to it, and its sender hears of it.
+Status ChatService::acknowledge(const std::string& user_id, const Message& message) {
+  const Message* msg = &message;
   auto m = require_member(user_id, msg->thread_id);
   if (!m) return m.error();
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell

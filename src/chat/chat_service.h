@@ -124,6 +124,8 @@ class ChatService {
   // A recipient's client acknowledged a message: records it and tells the
   // sender's connections (message_delivered). Blocking.
   Status acknowledge_delivery(const std::string& user_id, const std::string& message_id);
+  // The same for the message at `seq` in `thread_id`.
+  Status acknowledge_delivery_at(const std::string& user_id, const std::string& thread_id, int64_t seq);
   // Tells everyone who shares a thread with each user that the user came
   // online or went offline (presence), in the order given, `last_seen` being
   // the change's own time; an offline change also stores it as the user's
@@ -199,6 +201,7 @@ class ChatService {
   Store& store() { return store_; }
 
  private:
+  Status acknowledge(const std::string& user_id, const Message& message);
   Result<std::shared_ptr<const ThreadMembers>> require_member(const std::string& user_id,
                                                               const std::string& thread_id);
   // After a membership change was written (MemberCache::begin_change before

@@ -23,8 +23,17 @@ FramePtr frame(std::string text) { return std::make_shared<const Frame>(std::mov
 }  // namespace
 
 uint64_t SocketIoEncoder::remember(const MessageRef& message) const {
-  uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard lock(mu_);
+  if (message.seq > 0 && message.seq < (int64_t{1} << kSeqBits)) {
+    auto it = thread_numbers_.find(message.thread_id);
+    if (it == thread_numbers_.end() && threads_.size() + 1 < (uint64_t{1} << kThreadBits)) {
+      threads_.emplace_back(message.thread_id);
+      it = thread_numbers_.emplace(threads_.back(), threads_.size()).first;
+    }
+    // Every number taken: a plain id.
+    if (it != thread_numbers_.end()) return kNamed | it->second << kSeqBits | static_cast<uint64_t>(message.seq);
+  }
+  uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   Slot& s = slots_[id % kRemembered];
   s.id = id;
   s.message.message_id = message.id;
@@ -35,6 +44,12 @@ uint64_t SocketIoEncoder::remember(const MessageRef& message) const {
 
 std::optional<SocketIoEncoder::Acked> SocketIoEncoder::message_for_ack(uint64_t ack_id) const {
   std::lock_guard lock(mu_);
+  if (ack_id >= kNamed) {
+    const uint64_t number = (ack_id - kNamed) >> kSeqBits;
+    const int64_t seq = static_cast<int64_t>(ack_id & ((uint64_t{1} << kSeqBits) - 1));
+    if (number == 0 || number > threads_.size() || seq == 0 || ack_id >= kNamed << 1) return std::nullopt;
+    return Acked{"", threads_[number - 1], seq};
+  }
   const Slot& s = slots_[ack_id % kRemembered];
   if (s.id != ack_id || s.message.message_id.empty()) return std::nullopt;
   return s.message;

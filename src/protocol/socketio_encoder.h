@@ -5,8 +5,12 @@
 // request is then the ack id): {success:true,…} or {success:false,error,code};
 // otherwise it is an event too. new_message asks the client for an ack,
 // which the session turns into a delivery receipt: the ack id is made once
-// per message, shared by every recipient, and remembered here.
-// Any thread: the ack-id table is locked.
+// per message, shared by every recipient, and says which message it is: its
+// thread (a number given here to each thread id, for the process's life)
+// and its seq, so an ack is understood however late it comes. A message
+// whose numbers do not fit gets a plain id, remembered in a table of the
+// last kRemembered.
+// Any thread: the tables are locked.
 #pragma once
 
 #include <array>
@@ -14,7 +18,11 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <functional>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "protocol/encoder.h"
 
@@ -33,8 +41,9 @@ class SocketIoEncoder final : public Encoder {
 
   // A fresh ack id for a server event that asks for an ack (not a message).
   uint64_t next_ack_id() const { return next_id_.fetch_add(1, std::memory_order_relaxed); }
-  // The message whose new_message carried `ack_id`, while it is among the
-  // last kRemembered; nullopt otherwise (a ping's ack, a forged or old id).
+  // The message whose new_message carried `ack_id`; nullopt otherwise (a
+  // ping's ack, a forged id, a plain id no longer among the last kRemembered).
+  // message_id is empty when the id carries only the thread and seq.
   struct Acked {
     std::string message_id;
     std::string thread_id;
@@ -45,6 +54,12 @@ class SocketIoEncoder final : public Encoder {
  private:
   uint64_t remember(const MessageRef& message) const;
 
+  // An ack id that names its message: kNamed | thread number << kSeqBits |
+  // seq. Below 10^15, the longest ack id a Socket.IO decoder here reads
+  // (socketio.h), and exact in a JavaScript number; plain ids stay below kNamed.
+  static constexpr int kSeqBits = 27;
+  static constexpr int kThreadBits = 21;
+  static constexpr uint64_t kNamed = uint64_t{1} << (kSeqBits + kThreadBits);
   static constexpr size_t kRemembered = 1 << 16;
   struct Slot {
     uint64_t id = 0;
@@ -53,6 +68,12 @@ class SocketIoEncoder final : public Encoder {
   mutable std::atomic<uint64_t> next_id_{1};
   mutable std::mutex mu_;
   mutable std::array<Slot, kRemembered> slots_;
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  mutable std::unordered_map<std::string, uint64_t, Hash, std::equal_to<>> thread_numbers_;  // from 1
+  mutable std::vector<std::string> threads_;                          // by number - 1
 };
 
 const SocketIoEncoder& socketio_encoder();

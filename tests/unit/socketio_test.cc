@@ -194,10 +194,41 @@ TEST(SocketIoEncoder, NewMessageAsksForAnAckThatNamesTheMessage) {
   EXPECT_EQ(packet->data.at(1).at("seq"), 3);
   auto acked = socketio_encoder().message_for_ack(*packet->id);
   ASSERT_TRUE(acked);
-  EXPECT_EQ(acked->message_id, "msg-1");
   EXPECT_EQ(acked->thread_id, "thread-1");  // a deferred receipt is kept per thread
   EXPECT_EQ(acked->seq, 3);
-  EXPECT_FALSE(socketio_encoder().message_for_ack(*packet->id + 1000));
+  EXPECT_TRUE(acked->message_id.empty()) << "named by its thread and seq";
+  // Every recipient, live or replayed, is asked with the same id.
+  auto replayed = sio::decode_packet(socketio_encoder().replayed_message({"msg-1", "thread-1", 3}, "{}")->payload().substr(1));
+  ASSERT_TRUE(replayed && replayed->id);
+  EXPECT_EQ(*replayed->id, *packet->id);
+  EXPECT_FALSE(socketio_encoder().message_for_ack(*packet->id + (uint64_t{1} << 40))) << "a thread never numbered";
+  EXPECT_FALSE(socketio_encoder().message_for_ack(*packet->id - 3)) << "seq 0";
+}
+
+uint64_t ack_id_of(const FramePtr& f) {
+  auto packet = sio::decode_packet(f->payload().substr(1));
+  return packet && packet->id ? *packet->id : 0;
+}
+
+TEST(SocketIoEncoder, AnAckIsUnderstoodHoweverLateItComes) {
+  const uint64_t late = ack_id_of(socketio_encoder().replayed_message({"m-late", "thread-late", 7}, "{}"));
+  ASSERT_NE(late, 0u);
+  EXPECT_LT(late, uint64_t{1'000'000'000'000'000}) << "a Socket.IO decoder reads 15 digits at most";
+  // More messages since than a table of ids could hold (it held 65,536).
+  for (int i = 0; i < 70000; ++i)
+    socketio_encoder().replayed_message({"m", "thread-other-" + std::to_string(i % 50), i + 1}, "{}");
+  auto acked = socketio_encoder().message_for_ack(late);
+  ASSERT_TRUE(acked);
+  EXPECT_EQ(acked->thread_id, "thread-late");
+  EXPECT_EQ(acked->seq, 7);
+}
+
+TEST(SocketIoEncoder, ASeqPastItsBitsGetsARememberedId) {
+  const uint64_t id = ack_id_of(socketio_encoder().replayed_message({"m-big", "thread-big", int64_t{1} << 27}, "{}"));
+  auto acked = socketio_encoder().message_for_ack(id);
+  ASSERT_TRUE(acked);
+  EXPECT_EQ(acked->message_id, "m-big");
+  EXPECT_EQ(acked->seq, int64_t{1} << 27);
 }
 
 TEST(SocketIoEncoder, OtherEventsCarryTheFrameFields) {

@@ -157,6 +157,23 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     a.close(); bSio.close();
   });
 
+  it('an ack of new_message that comes late still counts as the delivery receipt', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const a = await connected(server, alice);
+    const b = await connected(server, bob, { transports: ['websocket'], autoAck: false });
+    const ack = await a.emit('send_message', { username: bob.username, text: 'ack me later' });
+    assert.equal(ack.success, true, JSON.stringify(ack));
+    const got = await b.next('new_message', (m) => m.id === ack.message.id);
+    await sleep(1500);
+    got.ack({ received: true });
+    const delivered = await a.next('message_delivered', (d) => d.message_id === ack.message.id);
+    assert.equal(delivered.data.user_id, bob.id);
+    assert.equal(delivered.data.seq, ack.message.seq);
+    const history = await server.history(alice.token, ack.message.thread_id);
+    assert.equal(history.find((m) => m.id === ack.message.id).status, 'delivered');
+    a.close(); b.close();
+  });
+
   it('send_message by thread_id with client_msg_id is idempotent', async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
