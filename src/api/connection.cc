@@ -867,15 +867,6 @@ void Connection::excluded(const BusEvent& event) {
   answer_wait_->pending.push_back({event.thread_id, event.message_id, event.seq});
 }
 
-// The server is shutting down: a message_sent the cursor holds behind a
-// replay or a fill (which will not end now) goes out ahead of what it waits
-// for. The message is stored, so its answer is owed; the client gets the
-// rest again when it resumes.
-void Connection::on_shutdown() {
-  if (closed_) return;
-  for (auto& frame : cursor_.take_answers()) send(std::move(frame));
-}
-
 void Connection::send_in_thread(const std::string& thread_id, int64_t seq, FramePtr frame, bool counted_by_hub) {
   if (!counted_by_hub) Metrics::get().messages_out.fetch_add(1, std::memory_order_relaxed);
   if (answer_wait_ && answer_wait_->waits(thread_id, seq)) {

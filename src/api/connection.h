@@ -85,7 +85,6 @@ class Connection final : public ClientSession,
   void on_text(std::string_view text) override;
   void on_binary(std::string_view data) override;
   void on_close() override;
-  void on_shutdown() override;
   // About once a second, from the loop: the auth deadline and token expiry.
   void on_tick(int64_t now_ms) override;
 

@@ -271,10 +271,6 @@ void SocketIoSession::check_connect_deadline(int64_t now_ms) {
   close(CloseReason::kAuthTimeout, "no Socket.IO CONNECT in time");
 }
 
-void SocketIoSession::on_shutdown() {
-  if (conn_ && !closed_) conn_->on_shutdown();
-}
-
 void SocketIoSession::on_close() {
   if (closed_) return;
   closed_ = true;

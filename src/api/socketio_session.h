@@ -37,7 +37,6 @@ class SocketIoSession final : public TransportListener,
   void on_binary(std::string_view data) override;
   void on_tick(int64_t now_ms) override;
   void on_close() override;
-  void on_shutdown() override;
   // A CONNECT was accepted (authenticated, within the user's limit).
   bool connected() const { return established_; }
 

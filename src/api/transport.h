@@ -50,9 +50,6 @@ class TransportListener {
   virtual void on_binary(std::string_view data) = 0;
   // About once a second: deadlines (auth, token expiry, pings).
   virtual void on_tick(int64_t now_ms) = 0;
-  // The server is shutting down and the transport closes next: what is owed
-  // to the client (answers to what it sent) must be sent now, before it.
-  virtual void on_shutdown() {}
   virtual void on_close() = 0;
 };
 

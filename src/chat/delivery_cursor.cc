@@ -182,17 +182,6 @@ std::vector<FramePtr> DeliveryCursor::abandon(const std::string& thread_id) {
   return out;
 }
 
-std::vector<FramePtr> DeliveryCursor::take_answers() {
-  std::vector<FramePtr> out;
-  for (auto& [thread_id, s] : threads_) {
-    std::sort(s.answers.begin(), s.answers.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    for (auto& [seq, frames] : s.answers)
-      for (auto& f : frames) out.push_back(std::move(f));
-    s.answers.clear();
-  }
-  return out;
-}
-
 void DeliveryCursor::forget(const std::string& thread_id) {
   if (last_id_ && *last_id_ == thread_id) last_id_ = nullptr, last_ = nullptr;
   threads_.erase(thread_id);

@@ -89,11 +89,6 @@ class DeliveryCursor {
   // Returns the held answers to the connection's own messages, which were
   // stored and must still be answered.
   std::vector<FramePtr> abandon(const std::string& thread_id);
-  // The connection is closing before its replays and fills can end (the
-  // server is shutting down): every held answer to its own messages, each
-  // thread's in seq order. They were stored and must still be answered;
-  // the live frames held with them are not sent (the client resumes them).
-  std::vector<FramePtr> take_answers();
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them. A
   // thread whose replay runs may have read its last page already: its last

@@ -385,7 +385,6 @@ class EioSession final : public Transport,
   // kShutdownPollWaitMs.
   void on_shutdown() override {
     if (mode_ == Mode::kClosed) return;
-    if (up_) up_->on_shutdown();  // answers still owed go before the close
     if (mode_ == Mode::kWebSocket) {
       send_text(std::make_shared<const Frame>(std::string(1, sio::kClose)));
       if (auto ws = ws_.lock()) ws->close(CloseReason::kGoingAway, "server shutting down");

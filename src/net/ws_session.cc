@@ -159,10 +159,7 @@ class WsSession final : public Transport,
 
   // The session above may have closed already (an Engine.IO session sends its
   // close packet first); either way the client sees 1001.
-  void on_shutdown() override {
-    if (listener_ && state_ == State::kOpen) listener_->on_shutdown();
-    begin_close(ws::kCloseGoingAway, "server shutting down");
-  }
+  void on_shutdown() override { begin_close(ws::kCloseGoingAway, "server shutting down"); }
 
  private:
   // The connection's life: open; closing (our close frame, or an error

@@ -1,4 +1,3 @@
-#include <algorithm>
 #include "chat/delivery_cursor.h"
 
 #include <gtest/gtest.h>
@@ -428,25 +427,6 @@ TEST(DeliveryCursor, AnAbandonedFillStillAnswers) {
   EXPECT_TRUE(c.hold_answer(kT, 4, a));
   EXPECT_EQ(texts(c.abandon(kT)), Seqs({"sent4"}));
   EXPECT_EQ(c.threads(), 0u);
-}
-
-TEST(DeliveryCursor, AShutdownTakesEveryHeldAnswerOnce) {
-  // Answers held behind fills that will not end now (the server stops):
-  // they are owed, in seq order per thread; the live frames are not.
-  DeliveryCursor c;
-  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
-  ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
-  auto a5 = answer(5), a4 = answer(4), b2 = answer(2);
-  EXPECT_TRUE(c.hold_answer(kT, 5, a5));
-  EXPECT_TRUE(c.hold_answer(kT, 4, a4));
-  c.begin_replay(kU, 0);
-  EXPECT_TRUE(c.hold_answer(kU, 2, b2));
-  auto taken = texts(c.take_answers());
-  std::sort(taken.begin(), taken.end());
-  EXPECT_EQ(taken, Seqs({"sent2", "sent4", "sent5"}));
-  EXPECT_TRUE(c.take_answers().empty()) << "each once";
-  auto end = c.end_replay(kT, 1, 5);
-  for (const auto& f : texts(end.frames)) EXPECT_EQ(f.rfind("sent", 0), std::string::npos) << f;
 }
 
 TEST(DeliveryCursor, FillThatReadNothingAsksForAnotherFill) {
