@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include <memory>
+#include <random>
 
 #include "protocol/socketio.h"
 
@@ -22,13 +23,15 @@ FramePtr frame(std::string text) { return std::make_shared<const Frame>(std::mov
 
 }  // namespace
 
+SocketIoEncoder::SocketIoEncoder() : first_number_(std::random_device{}() % kNumbers) {}
+
 uint64_t SocketIoEncoder::remember(const MessageRef& message) const {
   std::lock_guard lock(mu_);
   if (message.seq > 0 && message.seq < (int64_t{1} << kSeqBits)) {
     auto it = thread_numbers_.find(message.thread_id);
-    if (it == thread_numbers_.end() && threads_.size() + 1 < (uint64_t{1} << kThreadBits)) {
+    if (it == thread_numbers_.end() && threads_.size() < kMaxNumbered) {
       threads_.emplace_back(message.thread_id);
-      it = thread_numbers_.emplace(threads_.back(), threads_.size()).first;
+      it = thread_numbers_.emplace(threads_.back(), number_of(threads_.size() - 1)).first;
     }
     // Every number taken: a plain id.
     if (it != thread_numbers_.end()) return kNamed | it->second << kSeqBits | static_cast<uint64_t>(message.seq);
@@ -47,8 +50,10 @@ std::optional<SocketIoEncoder::Acked> SocketIoEncoder::message_for_ack(uint64_t 
   if (ack_id >= kNamed) {
     const uint64_t number = (ack_id - kNamed) >> kSeqBits;
     const int64_t seq = static_cast<int64_t>(ack_id & ((uint64_t{1} << kSeqBits) - 1));
-    if (number == 0 || number > threads_.size() || seq == 0 || ack_id >= kNamed << 1) return std::nullopt;
-    return Acked{"", threads_[number - 1], seq};
+    if (number == 0 || number > kNumbers || seq == 0 || ack_id >= kNamed << 1) return std::nullopt;
+    const uint64_t index = (number - 1 + kNumbers - first_number_) % kNumbers;
+    if (index >= threads_.size()) return std::nullopt;
+    return Acked{"", threads_[index], seq};
   }
   const Slot& s = slots_[ack_id % kRemembered];
   if (s.id != ack_id || s.message.message_id.empty()) return std::nullopt;

@@ -9,7 +9,10 @@
 // thread (a number given here to each thread id, for the process's life)
 // and its seq, so an ack is understood however late it comes. A message
 // whose numbers do not fit gets a plain id, remembered in a table of the
-// last kRemembered.
+// last kRemembered. Numbers start at a random place in each process, so that
+// an ack a client keeps across a restart (socket.io-client sends it on the
+// new connection) seldom names a thread there; the session also takes an ack
+// only for a message it was sent (SocketIoSession::on_ack).
 // Any thread: the tables are locked.
 #pragma once
 
@@ -30,6 +33,7 @@ namespace parley {
 
 class SocketIoEncoder final : public Encoder {
  public:
+  SocketIoEncoder();
   WireFormat format() const override { return WireFormat::kSocketIo; }
   FramePtr event(const BusEvent& event) const override;
   FramePtr replayed_message(const MessageRef& message, std::string_view message_json) const override;
@@ -60,6 +64,10 @@ class SocketIoEncoder final : public Encoder {
   static constexpr int kSeqBits = 27;
   static constexpr int kThreadBits = 21;
   static constexpr uint64_t kNamed = uint64_t{1} << (kSeqBits + kThreadBits);
+  static constexpr uint64_t kNumbers = (uint64_t{1} << kThreadBits) - 1;  // 1 .. kNumbers
+  // Threads numbered at most (about 100 bytes each); later ones get plain ids.
+  static constexpr size_t kMaxNumbered = size_t{1} << 17;
+  uint64_t number_of(size_t index) const { return 1 + (first_number_ + index) % kNumbers; }
   static constexpr size_t kRemembered = 1 << 16;
   struct Slot {
     uint64_t id = 0;
@@ -72,8 +80,9 @@ class SocketIoEncoder final : public Encoder {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
-  mutable std::unordered_map<std::string, uint64_t, Hash, std::equal_to<>> thread_numbers_;  // from 1
-  mutable std::vector<std::string> threads_;                          // by number - 1
+  const uint64_t first_number_;  // random, below kNumbers
+  mutable std::unordered_map<std::string, uint64_t, Hash, std::equal_to<>> thread_numbers_;
+  mutable std::vector<std::string> threads_;  // in the order numbered: number_of(index)
 };
 
 const SocketIoEncoder& socketio_encoder();

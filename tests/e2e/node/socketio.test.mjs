@@ -174,6 +174,36 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     a.close(); b.close();
   });
 
+  it('an ack id counts only on a session that was sent its message: a forged one changes nothing and says nothing', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const a = await connected(server, alice);
+    // Bob and Carol over raw polling, to see the ack ids.
+    const rawSession = async (user) => {
+      const open = await handshake(server);
+      assert.equal((await post(server, open.sid, `40${JSON.stringify({ token: user.token })}`)).status, 200);
+      assert.ok((await pollFor(server, open.sid, (p) => p.startsWith('40'))).packet);
+      return open.sid;
+    };
+    const bobSid = await rawSession(bob);
+    const carolSid = await rawSession(carol);
+    const ack = await a.emit('send_message', { username: bob.username, text: 'only bob may ack this' });
+    assert.equal(ack.success, true, JSON.stringify(ack));
+    const got = await pollFor(server, bobSid, (p) => /^42\d+\["new_message"/.test(p));
+    const id = got.packet.match(/^42(\d+)/)[1];
+    // Carol is not in the thread and was never sent the message.
+    assert.equal((await post(server, carolSid, `43${id}[{"received":true}]`)).status, 200);
+    let carolGot = '';
+    try { carolGot = (await poll(server, carolSid, 1000)).text; } catch { /* nothing for her: as it should be */ }
+    assert.ok(!carolGot.includes('"error"'), `an error told Carol of the thread: ${carolGot}`);
+    await sleep(300);
+    assert.equal(a.events.filter((r) => r.event === 'message_delivered').length, 0, 'a forged ack made a receipt');
+    // Bob's own ack is the receipt.
+    assert.equal((await post(server, bobSid, `43${id}[{"received":true}]`)).status, 200);
+    const delivered = await a.next('message_delivered', (d) => d.message_id === ack.message.id);
+    assert.equal(delivered.data.user_id, bob.id);
+    a.close();
+  });
+
   it('send_message by thread_id with client_msg_id is idempotent', async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
