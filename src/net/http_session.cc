@@ -422,23 +422,31 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     if (buffer_.size() > 0) return;  // the next request is already here
     const uint64_t watch = ++poll_watch_;
     watching_poll_ = true;
-    tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), watch,
-                                                       sid = std::move(sid)](boost::system::error_code ec) {
+    poll_sid_ = std::move(sid);
+    tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), watch](boost::system::error_code ec) {
       if (ec == asio::error::operation_aborted || !self->watching_poll_ || watch != self->poll_watch_) return;
       self->watching_poll_ = false;
-      char byte;
-      ssize_t n = ::recv(self->tcp().socket().native_handle(), &byte, 1, MSG_PEEK);
-      if (!ec && n > 0) return;
-      if (!ec && n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
-      eio_poll_abandoned(sid);
+      if (ec || self->peer_gone()) eio_poll_abandoned(self->poll_sid_);
     });
   }
 
+  // The answer is here. The close may have come just before it, its wake-up
+  // still queued behind this: looked at once more, so that the answer does
+  // not go into a connection the client has left.
   void end_poll_watch() {
     if (!watching_poll_) return;
     watching_poll_ = false;
     boost::system::error_code ec;
     tcp().socket().cancel(ec);
+    if (peer_gone()) eio_poll_abandoned(poll_sid_);
+  }
+
+  // Whether the client closed or reset the connection: a peek, no wait.
+  bool peer_gone() {
+    char byte;
+    ssize_t n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return false;  // bytes: a pipelined request (or TLS), not a close
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
   }
 
   void upgrade(http::request<http::string_body> req) {
@@ -561,6 +569,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   uint64_t replies_ = 0;    // answers written or being written on this connection
   uint64_t poll_watch_ = 0;     // the number of the latest long poll's watch (watch_poll)
   bool watching_poll_ = false;  // a long poll waits for its answer on this connection
+  std::string poll_sid_;        // its session
   bool head_ = false;       // the request being answered is a HEAD
   bool linger_ = false;     // the reply refuses a request whose body was not read
   size_t linger_left_ = 0;  // bytes still drained before the close
