@@ -215,10 +215,10 @@ void SocketIoSession::on_ack(const sio::SioPacket& p) {
   }
   auto message = socketio_encoder().message_for_ack(*p.id);
   if (!message) return;
-  // An id that names its message by thread and seq counts only for a message
-  // this session was sent: not one from before a restart (numbers are the
-  // process's), nor a forged one (which would tell of threads by its error).
-  if (message->message_id.empty() && !conn_->was_sent(message->thread_id, message->seq)) return;
+  // An ack counts only for a message this session was sent: not one from
+  // before a restart (thread numbers are the process's), nor a forged one
+  // (which would tell of threads by its error).
+  if (!conn_->was_sent(message->thread_id, message->seq)) return;
   if (!send_receipt(*message)) return defer_receipt(std::move(*message));
   std::erase_if(deferred_receipts_, [&](const SocketIoEncoder::Acked& d) {
     return d.thread_id == message->thread_id && d.seq <= message->seq;

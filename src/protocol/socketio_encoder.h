@@ -19,9 +19,9 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
