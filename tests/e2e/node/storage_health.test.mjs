@@ -58,7 +58,10 @@ describe('/health and send errors follow the store write state', { skip: TEST_ST
     const failed = server.log.filter((l) => l.includes('event=store_batch_failed'));
     assert.ok(failed.length <= 2 + Math.ceil(seconds), `${failed.length} lines in ${seconds} s for 200 failures:\n${failed.join('\n')}`);
     assert.match(failed[0], /error="[^"]+" suppressed=0$/, 'the first line has the details');
-    assert.match(failed.at(-1), /error="[^"]+" suppressed=[1-9]\d*$/, 'a later line counts what it held back');
+    // Which later line counts them depends on timing: with a slow machine a
+    // line may come between the bursts and hold all but the last back.
+    assert.ok(failed.slice(1).some((l) => /error="[^"]+" suppressed=[1-9]\d*$/.test(l)),
+      `a later line counts what it held back:\n${failed.join('\n')}`);
 
     setFileSizeLimit(server.child.pid, 'unlimited:unlimited');
     const after = await server.sendRest(alice.token, dm.id, { content: 'after' });
