@@ -336,24 +336,40 @@ describe('web app: two people chatting in two browsers', () => {
 
   it('while the tab is hidden: a desktop notification and the unread total in the title', async () => {
     const ctx = await browser.newContext({ permissions: ['notifications'] });
-    const page = await openAs(ctx, base, bob);
-    await page.evaluate(() => {
-      window.__notes = [];
-      const Real = window.Notification;
-      window.Notification = class extends Real {
-        constructor(title, options) { super(title, options); window.__notes.push([title, options.body]); }
-      };
-      Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
-      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
-      document.dispatchEvent(new Event('visibilitychange'));
-    });
-    const dm = (await server.http('GET', '/api/chat/threads', { token: alice.token })).body.data.threads
-      .find((t) => t.type === 'direct');
-    await server.sendRest(alice.token, dm.id, { content: 'Are you there?' });
-    await until(() => page.evaluate(() => /^\(\d+\) Parley$/.test(document.title)), { what: 'the unread total in the title' });
-    const notes = await page.evaluate(() => window.__notes);
-    assert.deepEqual(notes, [['Alice Teacher', 'Are you there?']]);
-    await ctx.close();
+    // Bob's other tabs show no conversation, so nothing marks the new message read behind the test's back.
+    for (const other of [bobPage, bobPage2]) {
+      await other.evaluate(() => { location.hash = ''; });
+      await until(async () => (await other.locator('.conv-head').count()) === 0, { what: 'the conversation closed' });
+    }
+    // Closed whatever happens: a Bob left connected would keep him online for the presence test.
+    try {
+      const page = await openAs(ctx, base, bob);
+      await page.evaluate(() => {
+        window.__notes = [];
+        const Real = window.Notification;
+        window.Notification = class extends Real {
+          constructor(title, options) { super(title, options); window.__notes.push([title, options.body]); }
+        };
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+        document.dispatchEvent(new Event('visibilitychange'));
+      });
+      const dm = (await server.http('GET', '/api/chat/threads', { token: alice.token })).body.data.threads
+        .find((t) => t.type === 'direct');
+      // Bob may already have unread messages from earlier tests, so the title can show a total before
+      // this message arrives: wait for the message itself, then check the title counts it.
+      const unreadBefore = (await server.http('GET', '/api/chat/unread-count', { token: bob.token })).body.data.unread_count;
+      await server.sendRest(alice.token, dm.id, { content: 'Are you there?' });
+      await until(() => page.evaluate(() => window.__notes.length > 0), { what: 'the desktop notification' });
+      const notes = await page.evaluate(() => window.__notes);
+      assert.deepEqual(notes, [['Alice Teacher', 'Are you there?']]);
+      // The total comes from the server shortly after the message (GET /api/chat/unread-count).
+      const expected = `(${unreadBefore + 1}) Parley`;
+      await until(async () => (await page.evaluate(() => document.title)) === expected,
+        { what: `the title to read ${expected}` });
+    } finally {
+      await ctx.close();
+    }
   });
 
   it('an expired token leads back to sign-in, at load and while connected', async () => {
