@@ -18,13 +18,13 @@ void Presence::set_directory(PresenceDirectory* directory) {
   // When the node died is not known here: the time it was found dead.
   directory_->set_gone_hook([this](const std::string& user_id) {
     std::lock_guard order(order_mu_);
-    if (!online_here(user_id) && announce_) announce_({user_id, false, now_micros()});
+    if (!connected_here(user_id) && announce_) announce_({user_id, false, now_micros()});
   });
   // This node was cut off long enough for the others to announce its users
   // offline: those still connected here are online again.
   directory_->set_back_hook([this](const std::string& user_id, bool elsewhere) {
     std::lock_guard order(order_mu_);
-    if ((elsewhere || online_here(user_id)) && announce_) announce_({user_id, true, now_micros()});
+    if ((elsewhere || connected_here(user_id)) && announce_) announce_({user_id, true, now_micros()});
   });
 }
 
@@ -89,7 +89,17 @@ bool Presence::online(const std::string& user_id) const {
   return online_here(user_id) || (directory_ && directory_->known_online(user_id));
 }
 
+bool Presence::connected(const std::string& user_id) const {
+  return connected_here(user_id) || (directory_ && directory_->known_online(user_id));
+}
+
+// An entry lives from the first connection until its grace period ends.
 bool Presence::online_here(const std::string& user_id) const {
+  std::lock_guard lock(mu_);
+  return users_.count(user_id) > 0;
+}
+
+bool Presence::connected_here(const std::string& user_id) const {
   std::lock_guard lock(mu_);
   auto it = users_.find(user_id);
   return it != users_.end() && it->second.connections > 0;

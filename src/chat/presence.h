@@ -46,8 +46,14 @@ class Presence {
   // A connection of user_id opened (the limiter admitted it).
   void connect(const std::string& user_id);
   void disconnect(const std::string& user_id);
-  // True while the user has at least one open connection, here or on another node.
+  // True while the user is online as their contacts were told: from the first
+  // connection until the offline announced when the grace period ends, here or
+  // on another node. What the API reports, so a list loaded during a reload's
+  // grace does not show offline a user who comes back without an announcement.
   bool online(const std::string& user_id) const;
+  // True while the user has an open connection here, or is online on another
+  // node: what push and calls ask (during the grace period nothing is live here).
+  bool connected(const std::string& user_id) const;
   // Users with a connection to this process.
   size_t users_online() const;
 
@@ -59,6 +65,7 @@ class Presence {
   };
   void grace_over(const std::string& user_id, uint64_t generation, Micros closed_at);
   bool online_here(const std::string& user_id) const;
+  bool connected_here(const std::string& user_id) const;
 
   // Held from a change's decision to its hook call, so that one user's
   // online and offline reach the directory (and the announcements) in the

@@ -157,7 +157,7 @@ void WebhookNotifier::store_notifications(const Pending& p) {
   std::vector<Notification> batch;
   const Micros now = now_micros();
   for (const auto& user_id : p.members->user_ids) {
-    if (user_id == p.message.sender_id || presence_.online(user_id)) continue;
+    if (user_id == p.message.sender_id || presence_.connected(user_id)) continue;
     std::string body = "{\"type\":\"message\",\"recipient_id\":" + json::serialize(json::value(user_id)) + head +
                        std::to_string(unread_of(user_id)) + "}";
     Notification n;

@@ -150,10 +150,34 @@ TEST(Presence, AReconnectAsTheGraceEndsReachesTheDirectoryAfterTheOffline) {
   EXPECT_TRUE(p.online("a"));
 }
 
+// What the API reports follows the announcements: a reload within the grace
+// period announces nothing, so nothing may read offline meanwhile; push and
+// calls ask whether anything is connected now.
+TEST(Presence, OnlineUntilTheOfflineIsAnnouncedConnectedOnlyWhileAConnectionIsOpen) {
+  Presence p(std::chrono::milliseconds(3000));
+  std::function<void()> grace;
+  Announcements said;
+  p.set_hooks([&](std::chrono::milliseconds, std::function<void()> fn) { grace = std::move(fn); },
+              [&](PresenceChange c) { said.emplace_back(c.user_id, c.online); });
+  EXPECT_FALSE(p.online("a"));
+  p.connect("a");
+  EXPECT_TRUE(p.online("a"));
+  EXPECT_TRUE(p.connected("a"));
+  p.disconnect("a");
+  ASSERT_TRUE(grace);
+  EXPECT_TRUE(p.online("a")) << "in the grace period: no offline announced yet";
+  EXPECT_FALSE(p.connected("a"));
+  grace();
+  EXPECT_FALSE(p.online("a"));
+  EXPECT_FALSE(p.connected("a"));
+  EXPECT_EQ(said, (Announcements{{"a", true}, {"a", false}}));
+}
+
 TEST(Presence, OnlineCountsOtherNodes) {
   Fixture f;
   EXPECT_TRUE(f.presence.online("elsewhere"));
   EXPECT_FALSE(f.presence.online("nobody"));
+  EXPECT_TRUE(f.presence.connected("elsewhere"));
   EXPECT_EQ(f.presence.users_online(), 0u) << "users_online counts this process";
 }
 

@@ -3,6 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, assertWsError } from './harness.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 describe('typing, presence, delivery, join_chat, calls', () => {
   let server;
@@ -80,13 +81,22 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     const online = await aliceWs.next((f) => f.type === 'presence' && f.user_id === bob.id && f.online === true, 5000, "Bob's online presence");
     assert.equal(online.user_id, bob.id);
 
+    const presenceOfBob = async () => (await server.http('GET', `/api/users/${bob.id}/presence`, { token: alice.token })).body.data;
     bobWs.close();
     const closedAt = Date.now();
+    // Inside the grace period nothing was announced: the API must not say offline yet
+    // (a reload within it would otherwise leave Bob shown offline with no event to fix it).
+    await sleep(300);
+    const during = await presenceOfBob();
+    if (Date.now() - closedAt < 2500) assert.equal(during.online, true, `online until the offline is announced: ${JSON.stringify(during)}`);
     const offline = await aliceWs.next((f) => f.type === 'presence' && f.user_id === bob.id && f.online === false, 8000, "Bob's offline presence");
     const delay = Date.now() - closedAt;
     assert.ok(delay <= 5500, `offline ${delay} ms after the last connection closed (at most 5 s)`);
     assert.ok(offline.last_seen, 'last_seen is given');
     assert.ok(Number.isFinite(typeof offline.last_seen === 'number' ? offline.last_seen : Date.parse(offline.last_seen)), `last_seen is a time: ${offline.last_seen}`);
+    const after = await presenceOfBob();
+    assert.equal(after.online, false, 'offline once announced');
+    assert.equal(after.last_seen, offline.last_seen, 'the API and the event give the same last_seen');
   });
 
   it('presence stays online while the user still has another connection', async () => {
