@@ -1,7 +1,8 @@
 // ParleyClient: one small client of the Parley protocol (docs/protocol.md) for
 // browsers, with no UI in it, so any web app can reuse it.
 //
-// - REST: login/register/refresh, users, threads, history, mark-read.
+// - REST: login/register/refresh, users, threads, history, mark-read,
+//   editing and deleting a message.
 // - WebSocket: connects to /ws, authenticates with an `auth` frame (the token
 //   never goes into a URL), reconnects with exponential backoff, and on every
 //   (re)connection catches up each known thread with `subscribe_thread` +
@@ -129,6 +130,13 @@ export class ParleyClient extends EventTarget {
   addParticipants(threadId, ids) { return this.rest('POST', `/api/chat/threads/${threadId}/participants`, { participant_ids: ids }); }
   removeParticipant(threadId, userId) { return this.rest('DELETE', `/api/chat/threads/${threadId}/participants/${userId}`); }
   unreadCount() { return this.rest('GET', '/api/chat/unread-count'); }
+  // One's own message (docs/protocol.md, "Moderation and edits"). Over REST
+  // rather than the WebSocket: the user waits for the answer, and it comes
+  // even while the WebSocket is between connections. Each resolves the
+  // message as it is now (edited, or the tombstone); every connection of
+  // every participant also gets `message_edited` / `message_deleted`.
+  editMessage(messageId, content) { return this.rest('PATCH', `/api/chat/messages/${messageId}`, { content }); }
+  deleteMessage(messageId) { return this.rest('DELETE', `/api/chat/messages/${messageId}`); }
 
   // History in ascending seq: {before_seq} pages back, {after_seq} forward.
   async history(threadId, { before_seq, after_seq, limit = 50 } = {}) {
