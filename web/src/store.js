@@ -23,6 +23,8 @@ export const state = {
   openId: null,
   unreadTotal: 0,
   notice: null,        // a one-line message for the user
+  editing: null,       // id of the message of one's own being edited in the open conversation
+  messageNote: null,   // {id, text}: why an edit or deletion of that message did not happen
   call: null,          // see calls.js
 };
 
@@ -172,7 +174,7 @@ function endSession(notice) {
   client = null;
   Object.assign(state, {
     session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, drafts: new Map(), pending: [], failed: [], typing: new Map(),
-    presence: new Map(), openId: null, unreadTotal: 0, notice, call: null,
+    presence: new Map(), openId: null, unreadTotal: 0, notice, editing: null, messageNote: null, call: null,
   });
   if (location.hash) history.replaceState(null, '', location.pathname);
   changed();
@@ -251,8 +253,8 @@ function wire(c) {
   // A group this user is in was just made (by them elsewhere, or by someone else).
   c.addEventListener('thread_created', () => reloadThreadsSoon());
   c.addEventListener('sent', (e) => onMessage(e.detail.message, true));
-  c.addEventListener('edited', (e) => { const m = e.detail.message; update(m.thread_id, m.seq, (old) => ({ ...old, ...m })); });
-  c.addEventListener('deleted', (e) => update(e.detail.thread_id, e.detail.seq, (old) => ({ ...old, content: '', deleted: true })));
+  c.addEventListener('edited', (e) => applyEdit(e.detail.message));
+  c.addEventListener('deleted', (e) => update(e.detail.thread_id, e.detail.seq, tombstone));
   c.addEventListener('delivered', (e) => bumpReceipt(e.detail.thread_id, e.detail.user_id, 'last_delivered_seq', e.detail.seq));
   c.addEventListener('read_receipt', (e) => {
     const f = e.detail;
@@ -336,6 +338,19 @@ function update(threadId, seq, change) {
   if (t && t.last_message && t.last_message.seq === seq) t.last_message = change(t.last_message);
   changed();
 }
+
+// The answer to one's own edit and its event both come, in either order, and
+// may cross a deletion or a later edit from another device: a deleted message
+// stays deleted, and an older edit does not replace a newer one.
+function applyEdit(m) {
+  update(m.thread_id, m.seq, (old) => {
+    if (old.deleted) return old;
+    if (old.edited_at && m.edited_at && Date.parse(old.edited_at) > Date.parse(m.edited_at)) return old;
+    return { ...old, ...m };
+  });
+}
+
+function tombstone(old) { return { ...old, content: '', deleted: true }; }
 
 // Edits and deletions made while this device was offline are not replayed
 // (docs/protocol.md: history shows messages as they are now). After a
@@ -504,6 +519,7 @@ function replaceWithNewest(threadId) {
 }
 
 export function openThread(id) {
+  if (id !== state.openId) { state.editing = null; state.messageNote = null; }
   state.openId = id;
   changed();
   if (id && !state.messages.has(id)) loadNewest(id);
@@ -581,6 +597,65 @@ export function send(threadId, text) {
   client.send(threadId, text);
   client.typing(threadId, false);
   changed();
+}
+
+// ---------------------------------------------------------------- editing and deleting
+
+// The server does not publish its edit window (--edit-window), so Edit is
+// offered until the server refuses a message as too old. Every message sent
+// before that one is too old as well (the server's clock only moves on), so
+// from then on Edit is offered on none of them.
+let editClosedUpTo = 0;  // ms: created_at of the newest message refused as too old
+
+// Edit and Delete are offered on one's own messages; the server has the last
+// word (its refusal is shown). A thread admin may also delete others'
+// messages, which the app does not offer.
+export function mayDelete(m) {
+  return !!m.id && m.sender_id === state.session.user.id && m.message_type !== 'system' && !m.deleted;
+}
+export function mayEdit(m) { return mayDelete(m) && Date.parse(m.created_at) > editClosedUpTo; }
+
+// The newest message of one's own that may still be edited (Up in an empty composer edits it).
+export function lastEditable(threadId) {
+  const list = state.messages.get(threadId)?.list || [];
+  for (let i = list.length - 1; i >= 0; i--) if (mayEdit(list[i])) return list[i];
+  return null;
+}
+
+export function startEditing(id) {
+  state.editing = id;
+  state.messageNote = null;
+  changed();
+}
+
+// Only the edit that asked: the user may have started another meanwhile.
+export function stopEditing(id) {
+  if (state.editing !== id) return;
+  state.editing = null;
+  changed();
+}
+
+export function noteOn(id, text) {
+  state.messageNote = text ? { id, text } : null;
+  changed();
+}
+
+// Shows the message as the server answers it; a refusal is thrown for the
+// caller to explain, and the message stays as it was.
+export async function editMessage(m, content) {
+  try {
+    applyEdit(await client.editMessage(m.id, content));
+  } catch (err) {
+    if (err.code === 'edit_window_passed') editClosedUpTo = Math.max(editClosedUpTo, Date.parse(m.created_at));
+    // Deleted meanwhile, and its event not here yet: shown as the server has it.
+    if (err.code === 'message_deleted') update(m.thread_id, m.seq, tombstone);
+    throw err;
+  }
+}
+
+export async function deleteMessage(m) {
+  await client.deleteMessage(m.id);
+  update(m.thread_id, m.seq, tombstone);
 }
 
 // The read mark counts once the server's read_receipt says so: a mark sent
