@@ -297,6 +297,8 @@ function MessageList({ t, box }) {
   const anchor = useRef(null);         // {seq, offset}: a message that must stay where it is on screen
   const view = useRef({ endSeq: null, count: WINDOW_MAX });  // endSeq null: the window ends at the newest
   const [, rerender] = useState(0);
+  const [confirming, setConfirming] = useState(null);  // the message whose deletion awaits the user's yes
+  const [selected, setSelected] = useState(null);      // on a touch screen: the tapped message, showing its actions
   // A box replaced by the newest page (a gap too long to fill): the window
   // starts again at the newest, where the reader is taken.
   const shownBox = useRef(box);
@@ -432,16 +434,28 @@ function MessageList({ t, box }) {
     const first = prevSender !== m.sender_id;
     prevSender = m.sender_id;
     const tick = mine ? tickOf(t, m) : null;
+    const deletable = store.mayDelete(m);
+    const editing = state.editing === m.id && !m.deleted;
+    const note = state.messageNote?.id === m.id ? state.messageNote.text : null;
     rows.push(html`
-      <li key=${m.id} class=${`msg ${mine ? 'mine' : 'theirs'} ${first ? 'first' : ''}`} data-seq=${m.seq}
-          data-unseen=${!mine && m.seq > myRead ? '' : undefined}>
+      <li key=${m.id} class=${`msg ${mine ? 'mine' : 'theirs'} ${first ? 'first' : ''} ${editing ? 'editing' : ''} ${selected === m.id ? 'selected' : ''}`}
+          data-seq=${m.seq} data-unseen=${!mine && m.seq > myRead ? '' : undefined}>
         ${first && !mine && t.type === 'group' && html`<div class="sender">${m.sender?.full_name || m.sender?.username} <span class="role">${m.sender?.role}</span></div>`}
-        <div class="bubble">
-          ${m.deleted ? html`<p class="text deleted">This message was deleted.</p>` : html`<p class="text" dir="auto">${m.content}</p>`}
-          <span class="meta">${m.edited_at && !m.deleted && html`<span class="edited" title=${`Edited ${timeFmt.format(new Date(m.edited_at))}`}>edited</span> `}<time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
-            ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} aria-label=${TICK_LABEL[tick]} title=${TICK_LABEL[tick]}>${TICK_TEXT[tick]}</span>`}
-          </span>
+        <div class="msg-line">
+          ${deletable && !editing && html`<div class="msg-actions">
+            ${store.mayEdit(m) && html`<button type="button" aria-label="Edit message" onClick=${() => store.startEditing(m.id)}>Edit</button>`}
+            <button type="button" aria-label="Delete message" onClick=${() => setConfirming(m)}>Delete</button>
+          </div>`}
+          <div class="bubble" onClick=${deletable && !editing && TOUCH.matches ? () => setSelected(selected === m.id ? null : m.id) : undefined}>
+            ${m.deleted ? html`<p class="text deleted">This message was deleted.</p>`
+              : editing ? html`<${EditBox} m=${m} />` : html`<p class="text" dir="auto">${m.content}</p>`}
+            <span class="meta">${m.edited_at && !m.deleted && html`<span class="edited" title=${`Edited ${timeFmt.format(new Date(m.edited_at))}`}>edited</span> `}<time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
+              ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} aria-label=${TICK_LABEL[tick]} title=${TICK_LABEL[tick]}>${TICK_TEXT[tick]}</span>`}
+            </span>
+          </div>
         </div>
+        ${note && html`<p class="msg-note" role="alert">${note}
+          <button type="button" class="link" onClick=${() => store.noteOn(m.id, null)}>Dismiss</button></p>`}
       </li>`);
   }
   for (const p of pending) {
@@ -474,7 +488,117 @@ function MessageList({ t, box }) {
       ${box && !box.hasMore && !box.loading && startIdx === 0 && html`<p class="start">This is the start of the conversation.</p>`}
       <div role="log" aria-label="Messages" aria-live="polite"><ol class="log">${rows}</ol></div>
       ${!atNewest && html`<button type="button" class="jump" onClick=${jumpToNewest}>Newest messages ↓</button>`}
+      ${confirming && html`<${ConfirmDelete} m=${confirming} onDone=${() => setConfirming(null)} />`}
     </div>`;
+}
+
+// A screen without a mouse shows a message's actions once it is tapped (there is no hover).
+const TOUCH = matchMedia('(hover: none)');
+
+// Why an edit or a deletion of one's own message did not happen, in plain words.
+function refusal(err, action) {
+  const done = action === 'edit' ? 'edited' : 'deleted';
+  switch (err.code) {
+    case 'edit_window_passed': return 'This message can no longer be edited: the time for editing it has passed.';
+    case 'message_deleted': return 'This message was deleted, so it can no longer be edited.';
+    case 'forbidden': return `You cannot ${action} this message.`;
+    case 'empty_content': return 'A message cannot be empty. To remove it, delete it instead.';
+    case 'content_too_long': return `The new text is too long (${err.message}).`;
+    case 'network_error': return `The server cannot be reached, so the message was not ${done}. Try again.`;
+    case 'rate_limited': return `Too many changes at once, so the message was not ${done}. Try again in a moment.`;
+    default: return `The message was not ${done}: ${err.message}.`;
+  }
+}
+// Trying the same edit again cannot change these: the editor closes.
+const FINAL_EDIT_REFUSALS = new Set(['edit_window_passed', 'message_deleted', 'forbidden']);
+
+function focusComposer() { document.getElementById('composer')?.focus(); }
+
+// As tall as its lines, up to the stylesheet's max-height; past that it scrolls.
+function fitToLines(el) {
+  el.style.height = 'auto';
+  el.style.height = `${el.scrollHeight + el.offsetHeight - el.clientHeight}px`;
+}
+
+// A message of one's own, its text in an editor: Enter saves, Shift+Enter
+// starts a new line, Escape leaves the message as it was. The message shows
+// the new text once the server has taken it.
+function EditBox({ m }) {
+  const [text, setText] = useState(m.content);
+  const busy = useRef(false);
+  const input = useRef(null);
+  useEffect(() => {
+    const el = input.current;
+    el.focus();
+    el.setSelectionRange(el.value.length, el.value.length);
+    el.scrollIntoView({ block: 'nearest' });
+  }, []);
+  useLayoutEffect(() => fitToLines(input.current), [text]);
+  function close() {
+    store.stopEditing(m.id);
+    focusComposer();
+  }
+  function cancel() {
+    store.noteOn(m.id, null);
+    close();
+  }
+  async function save(e) {
+    e.preventDefault();
+    if (busy.current) return;
+    if (text === m.content) { cancel(); return; }
+    busy.current = true;
+    try {
+      await store.editMessage(m, text);
+      store.noteOn(m.id, null);
+      close();
+    } catch (err) {
+      store.noteOn(m.id, refusal(err, 'edit'));
+      if (FINAL_EDIT_REFUSALS.has(err.code)) close();
+    } finally {
+      busy.current = false;
+    }
+  }
+  function onKeyDown(e) {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) save(e);
+    else if (e.key === 'Escape') { e.preventDefault(); cancel(); }
+  }
+  return html`
+    <form class="edit" onSubmit=${save}>
+      <label for="edit-box" class="visually-hidden">Edit message</label>
+      <textarea id="edit-box" ref=${input} rows="1" value=${text} dir="auto" aria-describedby="edit-hint"
+        onInput=${(e) => setText(e.target.value)} onKeyDown=${onKeyDown}></textarea>
+      <div class="row">
+        <span id="edit-hint" class="edit-hint">Enter to save, Escape to cancel</span>
+        <button type="button" onClick=${cancel}>Cancel</button>
+        <button type="submit" class="primary">Save</button>
+      </div>
+    </form>`;
+}
+
+// Asks before a message is deleted for everyone. A modal <dialog>: focus
+// stays in it, Escape closes it, and focus goes back to where it was.
+function ConfirmDelete({ m, onDone }) {
+  const ref = useRef(null);
+  useEffect(() => { if (!ref.current.open) ref.current.showModal(); }, []);
+  async function remove() {
+    ref.current.close();
+    // The Delete button goes with the message's text.
+    focusComposer();
+    try {
+      await store.deleteMessage(m);
+    } catch (err) {
+      store.noteOn(m.id, refusal(err, 'delete'));
+    }
+  }
+  return html`
+    <dialog ref=${ref} class="confirm" aria-labelledby="confirm-title" aria-describedby="confirm-text" onClose=${onDone}>
+      <h2 id="confirm-title">Delete this message?</h2>
+      <p id="confirm-text">It will be deleted for everyone in the conversation. This cannot be undone.</p>
+      <div class="row">
+        <button type="button" autofocus onClick=${() => ref.current.close()}>Cancel</button>
+        <button type="button" class="danger" onClick=${remove}>Delete</button>
+      </div>
+    </dialog>`;
 }
 
 // The index of the first message whose seq is at least `seq` (the list is in seq order).
@@ -493,13 +617,7 @@ function Composer({ t }) {
   const typingSent = useRef(0);
   const input = useRef(null);
   useEffect(() => { input.current && input.current.focus(); }, [t.id]);
-  // As tall as its lines, up to the stylesheet's max-height; past that it scrolls.
-  useLayoutEffect(() => {
-    const el = input.current;
-    if (!el) return;
-    el.style.height = 'auto';
-    el.style.height = `${el.scrollHeight + el.offsetHeight - el.clientHeight}px`;
-  }, [text]);
+  useLayoutEffect(() => { if (input.current) fitToLines(input.current); }, [text]);
   function submit(e) {
     e.preventDefault();
     const content = text;
@@ -522,6 +640,11 @@ function Composer({ t }) {
   }
   function onKeyDown(e) {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) submit(e);
+    // Up in an empty composer edits one's last message, as in most chat apps.
+    else if (e.key === 'ArrowUp' && !text && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      const m = store.lastEditable(t.id);
+      if (m) { e.preventDefault(); store.startEditing(m.id); }
+    }
   }
   return html`
     <form class="composer" onSubmit=${submit}>
