@@ -5,6 +5,7 @@
 import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
 import { REPO_ROOT, HOST, sleep, startServer, randomId, listenOnTestPort } from '../node/harness.mjs';
 
@@ -42,6 +43,17 @@ export function screenshotPath(name) {
     : path.join(process.env.TMPDIR || '/tmp', 'parley-screenshots');
   fs.mkdirSync(dir, { recursive: true });
   return path.join(dir, `${name}.png`);
+}
+
+let axeSource = null;
+
+// The serious and critical accessibility violations axe-core finds on the page as it is now.
+export async function axeViolations(page) {
+  axeSource ??= fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 }
 
 // Opens the app as a user in a new page of the context, handing the token

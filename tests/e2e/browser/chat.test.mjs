@@ -5,22 +5,10 @@
 // accessibility (axe-core), token expiry.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { randomId, mintToken } from '../node/harness.mjs';
 import {
   openAs, trackErrors, threadLink, messageLog, messageTexts, sendFromComposer,
-  screenshotPath, until, startScene } from './browser.mjs';
-
-const require = createRequire(import.meta.url);
-const AXE_SOURCE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
-
-async function axeViolations(page) {
-  await page.evaluate(AXE_SOURCE);
-  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-}
+  screenshotPath, until, startScene, axeViolations } from './browser.mjs';
 
 const tick = (page, text) => messageLog(page).locator('li.msg.mine', { hasText: text }).locator('.tick');
 
