@@ -1,10 +1,18 @@
 // The web app and what happens to a message after it was sent: edits and
 // deletions reach every open screen at once (and a screen that was offline
-// meanwhile once it is back), shown as the server says the message is now.
+// meanwhile once it is back), shown as the server says the message is now;
+// a user edits and deletes their own messages from the page, and an edit
+// the server refuses says why and leaves the message as it was.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, randomId } from '../node/harness.mjs';
-import { launchBrowser, openAs, threadLink, messageLog, messageTexts, until, waitOnline, Proxy } from './browser.mjs';
+import { startServer, randomId, sleep } from '../node/harness.mjs';
+import {
+  launchBrowser, openAs, threadLink, messageLog, messageTexts, sendFromComposer, until, waitOnline, Proxy, startScene,
+  axeViolations,
+} from './browser.mjs';
+
+const row = (page, text) => messageLog(page).locator('li.msg', { hasText: text });
+const actionsShown = (page, text) => row(page, text).locator('.msg-actions').evaluate((el) => getComputedStyle(el).opacity === '1');
 
 describe('web app: edits and deletions', () => {
   let server; let proxy; let browser; let alice; let bob; let thread;
@@ -75,5 +83,152 @@ describe('web app: edits and deletions', () => {
     assert.deepEqual(bobPage.pageErrors, []);
   });
 
+  it('a user edits and deletes their own messages from the page; the other screen follows; others\' messages offer neither', async () => {
+    await sendFromComposer(alicePage, 'Pick-up at 3pm');
+    await messageLog(bobPage).getByText('Pick-up at 3pm').waitFor();
+    await sendFromComposer(bobPage, 'Which door?');
+    await messageLog(alicePage).getByText('Which door?').waitFor();
+    await sendFromComposer(alicePage, 'Wrong chat, sorry');
+    await messageLog(bobPage).getByText('Wrong chat, sorry').waitFor();
+
+    // Someone else's messages offer neither Edit nor Delete, nor does a tombstone.
+    assert.equal(await row(bobPage, 'Pick-up at 3pm').getByRole('button').count(), 0, "none on Alice's message on Bob's screen");
+    assert.equal(await row(alicePage, 'Which door?').getByRole('button').count(), 0, "none on Bob's message on Alice's screen");
+    assert.equal(await messageLog(bobPage).getByRole('button', { name: /Edit message|Delete message/ }).count(), 2,
+      'Bob is offered both on his own message only');
+    assert.equal(await messageLog(alicePage).locator('li.msg', { hasText: 'This message was deleted.' }).getByRole('button').count(), 0);
+
+    // The controls show on hover; Escape leaves the message as it was.
+    const pickup = row(alicePage, 'Pick-up at 3pm');
+    assert.equal(await actionsShown(alicePage, 'Pick-up at 3pm'), false, 'hidden until hovered');
+    await pickup.hover();
+    await until(() => actionsShown(alicePage, 'Pick-up at 3pm'), { what: 'Edit and Delete shown on hover' });
+    await pickup.getByRole('button', { name: 'Edit message' }).click();
+    const editor = alicePage.getByRole('textbox', { name: 'Edit message' });
+    assert.equal(await editor.inputValue(), 'Pick-up at 3pm', 'the editor holds the text');
+    await until(() => editor.evaluate((el) => el === document.activeElement), { what: 'the editor focused' });
+    await editor.fill('Pick-up at 9pm');
+    await editor.press('Escape');
+    await editor.waitFor({ state: 'detached' });
+    assert.equal(await pickup.locator('.text').textContent(), 'Pick-up at 3pm');
+    assert.equal(await pickup.locator('.edited').count(), 0, 'cancelled: not edited');
+
+    // Enter saves: both screens show the new text, marked edited.
+    await pickup.hover();
+    await pickup.getByRole('button', { name: 'Edit message' }).click();
+    await editor.fill('Pick-up at 4pm');
+    await editor.press('Enter');
+    for (const page of [alicePage, bobPage]) {
+      await row(page, 'Pick-up at 4pm').locator('.edited').waitFor();
+      assert.equal(await messageLog(page).getByText('Pick-up at 3pm').count(), 0, 'the old text is gone');
+    }
+    await until(() => alicePage.evaluate(() => document.activeElement?.id === 'composer'), { what: 'focus back in the composer' });
+
+    // A text the server refuses (blank): it says why, the editor stays, the message is as it was.
+    const edited = row(alicePage, 'Pick-up at 4pm');
+    await edited.hover();
+    await edited.getByRole('button', { name: 'Edit message' }).click();
+    await editor.fill('   ');
+    await editor.press('Enter');
+    await messageLog(alicePage).getByRole('alert').filter({ hasText: 'A message cannot be empty.' }).waitFor();
+    assert.equal(await editor.count(), 1, 'still editing');
+    assert.deepEqual(await axeViolations(alicePage), [], 'the editor and its note');
+    await editor.press('Escape');
+    await editor.waitFor({ state: 'detached' });
+    assert.equal(await messageLog(alicePage).getByRole('alert').count(), 0, 'the note goes with the edit');
+    assert.deepEqual((await messageTexts(bobPage)).slice(-3), ['Pick-up at 4pm', 'Which door?', 'Wrong chat, sorry']);
+
+    // Up in the empty composer edits one's last message.
+    await alicePage.getByRole('textbox', { name: 'Message' }).press('ArrowUp');
+    assert.equal(await editor.inputValue(), 'Wrong chat, sorry');
+    await editor.press('Escape');
+    await editor.waitFor({ state: 'detached' });
+
+    // Delete, from the keyboard: focus shows the controls, and the page asks first.
+    const wrong = row(alicePage, 'Wrong chat, sorry');
+    await alicePage.mouse.move(0, 0);
+    await wrong.getByRole('button', { name: 'Delete message' }).focus();
+    await until(() => actionsShown(alicePage, 'Wrong chat, sorry'), { what: 'Edit and Delete shown on keyboard focus' });
+    await alicePage.keyboard.press('Enter');
+    const dialog = alicePage.getByRole('dialog', { name: 'Delete this message?' });
+    await dialog.waitFor();
+    assert.equal(await dialog.getByRole('button', { name: 'Cancel' }).evaluate((el) => el === document.activeElement), true,
+      'the dialog opens on Cancel');
+    assert.deepEqual(await axeViolations(alicePage), [], 'the confirm dialog');
+    await alicePage.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+    assert.equal(await wrong.locator('.text').textContent(), 'Wrong chat, sorry', 'not deleted when the user backs out');
+    await wrong.getByRole('button', { name: 'Delete message' }).press('Enter');
+    await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
+    for (const page of [alicePage, bobPage]) {
+      await expectTexts(page, ['The trip is on Saturday', 'This message was deleted.', 'Meet at the main gate',
+        'This message was deleted.', 'See you', 'Pick-up at 4pm', 'Which door?', 'This message was deleted.']);
+      assert.equal(await page.getByText('Wrong chat', { exact: false }).count(), 0, 'the deleted text is gone everywhere');
+    }
+    assert.equal(await preview(bobPage, 'Alice Teacher'), 'Message deleted');
+    assert.equal(await messageLog(alicePage).locator('li.msg').last().getByRole('button').count(), 0, 'nothing to do with a tombstone');
+    assert.deepEqual([...alicePage.dialogs, ...bobPage.dialogs], [], 'no browser dialogs');
+    assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], []);
+  });
+
   function base() { return `http://127.0.0.1:${server.port}`; }
+});
+
+describe('web app: an edit after the edit window', () => {
+  let server; let base; let browser; let alice; let bob;
+
+  before(async () => {
+    ({ server, base, browser, alice, bob } = await startScene(['--edit-window', '2']));
+    await server.createDirect(alice, bob);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('is refused in plain words, the message stays as it was, and Edit is no longer offered on it or older ones', async () => {
+    const alicePage = await openAs(await browser.newContext({ colorScheme: 'dark' }), base, alice);
+    const bobPage = await openAs(await browser.newContext(), base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+    await threadLink(bobPage, 'Alice Teacher').click();
+    await sendFromComposer(alicePage, 'Older one');
+    await sendFromComposer(alicePage, 'Too late to fix');
+    await messageLog(bobPage).getByText('Too late to fix').waitFor();
+    await sleep(3000);
+
+    // The app cannot know the server's window, so Edit is offered until the server refuses.
+    const late = row(alicePage, 'Too late to fix');
+    await late.hover();
+    await late.getByRole('button', { name: 'Edit message' }).click();
+    const editor = alicePage.getByRole('textbox', { name: 'Edit message' });
+    await editor.fill('Fixed too late');
+    await editor.press('Enter');
+    const alert = messageLog(alicePage).getByRole('alert');
+    await alert.filter({ hasText: 'This message can no longer be edited: the time for editing it has passed.' }).waitFor();
+    await editor.waitFor({ state: 'detached' });
+    for (const page of [alicePage, bobPage]) {
+      assert.deepEqual(await messageTexts(page), ['Older one', 'Too late to fix']);
+      assert.equal(await messageLog(page).locator('.edited').count(), 0);
+    }
+    for (const text of ['Older one', 'Too late to fix']) {
+      assert.equal(await row(alicePage, text).getByRole('button', { name: 'Edit message' }).count(), 0, `no Edit on "${text}"`);
+      assert.equal(await row(alicePage, text).getByRole('button', { name: 'Delete message' }).count(), 1, `Delete still on "${text}"`);
+    }
+    assert.deepEqual(await axeViolations(alicePage), [], 'the note, dark theme');
+    await alert.getByRole('button', { name: 'Dismiss' }).click();
+    assert.equal(await alert.count(), 0);
+
+    // Delete is still offered: its dialog in the dark theme.
+    await late.getByRole('button', { name: 'Delete message' }).click();
+    const dialog = alicePage.getByRole('dialog', { name: 'Delete this message?' });
+    await dialog.waitFor();
+    assert.deepEqual(await axeViolations(alicePage), [], 'the confirm dialog, dark theme');
+    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    await dialog.waitFor({ state: 'detached' });
+
+    // A message sent since is offered Edit again.
+    await sendFromComposer(alicePage, 'A new one');
+    await row(alicePage, 'A new one').getByRole('button', { name: 'Edit message' }).waitFor({ state: 'attached' });
+    assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], []);
+  });
 });
