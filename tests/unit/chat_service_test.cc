@@ -969,14 +969,15 @@ TEST_F(ChatServiceTest, MemberCacheEntriesAreUsedForMaxAgeOnly) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});
   SwitchableBus bus;
-  MemberCache cache(*store_, bus, std::chrono::milliseconds(200));
+  // Long enough that the commit below (slow on a loaded machine) ends well within it.
+  MemberCache cache(*store_, bus, std::chrono::milliseconds(2000));
   ASSERT_TRUE(cache.get(t.id).ok());
   // Changed by another node whose event never came: no forget here.
   ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
   auto old = cache.cached(t.id);
   ASSERT_NE(old, nullptr);
   EXPECT_TRUE(MemberCache::contains(*old, c.id)) << "within max_age the entry stands";
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
   EXPECT_EQ(cache.cached(t.id), nullptr) << "past max_age it is not used";
   auto fresh = cache.get(t.id);
   ASSERT_TRUE(fresh.ok() && *fresh);

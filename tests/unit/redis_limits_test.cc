@@ -109,7 +109,7 @@ TEST(RedisConnectionLimiter, WithRedisDownEachNodeLimitsItsOwnAndRedisGetsTheCou
 
 TEST(RedisLoginLimits, FailuresSpreadOverNodesLockTheAccountOnEveryNode) {
   RedisServer redis;
-  RedisLoginLimits a(endpoint(redis), 250ms, 3, 100, 900), b(endpoint(redis), 250ms, 3, 100, 900);
+  RedisLoginLimits a(endpoint(redis), 5s, 3, 100, 900), b(endpoint(redis), 5s, 3, 100, 900);
   EXPECT_TRUE(a.admit("acct", "10.0.0.1", 1000));
   EXPECT_TRUE(b.admit("acct", "10.0.0.2", 1001));
   EXPECT_TRUE(a.admit("acct", "10.0.0.3", 1002));
@@ -121,7 +121,7 @@ TEST(RedisLoginLimits, FailuresSpreadOverNodesLockTheAccountOnEveryNode) {
 
 TEST(RedisLoginLimits, ASuccessClearsTheAccountOnEveryNode) {
   RedisServer redis;
-  RedisLoginLimits a(endpoint(redis), 250ms, 3, 100, 900), b(endpoint(redis), 250ms, 3, 100, 900);
+  RedisLoginLimits a(endpoint(redis), 5s, 3, 100, 900), b(endpoint(redis), 5s, 3, 100, 900);
   EXPECT_TRUE(a.admit("acct", "x", 1000));
   EXPECT_TRUE(a.admit("acct", "x", 1001));
   EXPECT_TRUE(b.admit("acct", "y", 1002));
@@ -134,7 +134,7 @@ TEST(RedisLoginLimits, ASuccessClearsTheAccountOnEveryNode) {
 
 TEST(RedisLoginLimits, PerAddressAcrossNodes) {
   RedisServer redis;
-  RedisLoginLimits a(endpoint(redis), 250ms, 100, 2, 900), b(endpoint(redis), 250ms, 100, 2, 900);
+  RedisLoginLimits a(endpoint(redis), 5s, 100, 2, 900), b(endpoint(redis), 5s, 100, 2, 900);
   EXPECT_TRUE(a.admit("one", "10.0.0.9", 1000));
   EXPECT_TRUE(b.admit("two", "10.0.0.9", 1000));
   EXPECT_FALSE(a.admit("three", "10.0.0.9", 1000));
