@@ -46,6 +46,10 @@ struct WebhookConfig {
   int max_backoff_ms = 5 * 60 * 1000;
   int timeout_ms = 5000;         // one POST
   int concurrency = 4;           // POSTs in flight at once
+  // Idle delivery polls the outbox at least this often (notifications other
+  // nodes queued); a retry due sooner wakes it at its due time. Not an option:
+  // tests lengthen it to tell the two apart.
+  int idle_poll_ms = 500;
 };
 
 // HTTPS and WSS on the listening port (both files PEM); empty: plain TCP.

@@ -25,9 +25,6 @@ constexpr size_t kMaxPending = 100000;
 // How long a claimed notification is ours: longer than a POST may take, so
 // no other node takes it meanwhile; after it (we died), others may.
 constexpr Micros kLeaseMicros = 60 * 1000000;
-// Idle delivery polls the outbox at least this often (notifications other
-// nodes queued); a retry due sooner wakes it at its due time.
-constexpr auto kIdlePoll = std::chrono::milliseconds(500);
 // stop() without a deadline: how long the intake may go on storing.
 constexpr auto kDefaultStoreOnStop = std::chrono::seconds(2);
 // How often the idle delivery thread counts the dead letters in the store.
@@ -213,7 +210,7 @@ void WebhookNotifier::count_dead_letters() {
 
 void WebhookNotifier::wait_for_due() {
   if (Clock::now() - dead_counted_at_ >= kDeadLetterRecount) count_dead_letters();
-  auto wait = std::chrono::duration_cast<std::chrono::microseconds>(kIdlePoll);
+  auto wait = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::milliseconds(config_.idle_poll_ms));
   if (auto due = store_.next_notification_due(); due && *due) {
     // At least 1 ms: a clock that reads a hair early must not spin.
     Micros until = std::max<Micros>(**due - now_micros(), 1000);
