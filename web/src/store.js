@@ -607,13 +607,17 @@ export function send(threadId, text) {
 // from then on Edit is offered on none of them.
 let editClosedUpTo = 0;  // ms: created_at of the newest message refused as too old
 
-// Edit and Delete are offered on one's own messages; the server has the last
-// word (its refusal is shown). A thread admin may also delete others'
-// messages, which the app does not offer.
-export function mayDelete(m) {
-  return !!m.id && m.sender_id === state.session.user.id && m.message_type !== 'system' && !m.deleted;
+// Edit is offered on one's own messages; Delete on those and, to an admin of
+// a group, on everyone's (docs/protocol.md, "Moderation and edits"). The
+// server has the last word (its refusal is shown).
+function deletable(m) { return !!m.id && m.message_type !== 'system' && !m.deleted; }
+function mine(m) { return m.sender_id === state.session.user.id; }
+function adminOf(threadId) {
+  const t = state.threads.get(threadId);
+  return !!t && t.type === 'group' && t.participants.some((p) => p.user_id === state.session.user.id && p.is_admin);
 }
-export function mayEdit(m) { return mayDelete(m) && Date.parse(m.created_at) > editClosedUpTo; }
+export function mayDelete(m) { return deletable(m) && (mine(m) || adminOf(m.thread_id)); }
+export function mayEdit(m) { return deletable(m) && mine(m) && Date.parse(m.created_at) > editClosedUpTo; }
 
 // The newest message of one's own that may still be edited (Up in an empty composer edits it).
 export function lastEditable(threadId) {

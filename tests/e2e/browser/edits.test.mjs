@@ -171,6 +171,26 @@ describe('web app: edits and deletions', () => {
     assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], []);
   });
 
+  it('a group\'s admin may delete anyone\'s message from the page (but edit only their own); a member may not delete the admin\'s', async () => {
+    const group = await server.createGroup(alice, [bob], 'Trip helpers');
+    await server.sendRest(alice.token, group.id, { content: 'Helpers meet at 8' });
+    await server.sendRest(bob.token, group.id, { content: 'Selling raffle tickets, DM me' });
+    for (const page of [alicePage, bobPage]) {
+      await threadLink(page, 'Trip helpers').click();
+      await messageLog(page).getByText('Selling raffle tickets').waitFor();
+    }
+    assert.equal(await row(bobPage, 'Helpers meet at 8').getByRole('button').count(), 0, "a member: nothing on the admin's message");
+    const advert = row(alicePage, 'Selling raffle tickets');
+    assert.equal(await advert.getByRole('button', { name: 'Edit message' }).count(), 0, 'the admin may not edit it');
+    await advert.hover();
+    await advert.getByRole('button', { name: 'Delete message' }).click();
+    await alicePage.getByRole('dialog', { name: 'Delete this message?' }).getByRole('button', { name: 'Delete', exact: true }).click();
+    for (const page of [alicePage, bobPage]) await expectTexts(page, ['Helpers meet at 8', 'This message was deleted.']);
+    const history = await server.history(bob.token, group.id);
+    assert.equal(history.find((m) => m.sender_id === bob.id && m.message_type !== 'system').deleted, true, 'deleted on the server');
+    assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], []);
+  });
+
   function base() { return `http://127.0.0.1:${server.port}`; }
 });
 
