@@ -965,6 +965,32 @@ TEST_F(ChatServiceTest, MemberCacheIsNotTrustedWhileTheBusIsDown) {
   EXPECT_EQ(cache.cached(t.id), *after) << "cached again once the bus is back";
 }
 
+// In the grace period after a user's last connection closed, the API still
+// says online (no offline was announced), but nothing of theirs is live: a
+// call to them is refused, as it would ring nobody.
+TEST_F(ChatServiceTest, InTheGracePeriodTheAPISaysOnlineButACallIsRefused) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  std::function<void()> grace;
+  service_->presence().set_hooks([&](std::chrono::milliseconds, std::function<void()> fn) { grace = std::move(fn); },
+                                 [](PresenceChange) {});
+  service_->presence().connect(b.id);
+  const json::object offer{{"payload", json::object{{"sdp", "x"}}}};
+  EXPECT_TRUE(service_->relay(a.id, t.id, "call_offer", offer, "session-a").ok()) << "Bob is connected";
+  service_->presence().disconnect(b.id);
+  ASSERT_TRUE(grace);
+  auto info = service_->presence_of(b.id);
+  ASSERT_TRUE(info.ok());
+  EXPECT_TRUE(info->online) << "no offline announced yet";
+  auto refused = service_->relay(a.id, t.id, "call_offer", offer, "session-a");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "callee_offline");
+  grace();
+  info = service_->presence_of(b.id);
+  ASSERT_TRUE(info.ok());
+  EXPECT_FALSE(info->online);
+}
+
 TEST_F(ChatServiceTest, MemberCacheEntriesAreUsedForMaxAgeOnly) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});

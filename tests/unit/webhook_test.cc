@@ -101,10 +101,10 @@ class WebhookNotifierTest : public StoreFixture {
       return status;
     });
   }
-  // Waits (at most 5 s) until the receiver got `n` POSTs.
-  bool posts(size_t n) {
+  // Waits (at most `wait`) until the receiver got `n` POSTs.
+  bool posts(size_t n, std::chrono::milliseconds wait = std::chrono::seconds(5)) {
     std::unique_lock lock(receiver_.mu);
-    return receiver_.cv.wait_for(lock, std::chrono::seconds(5), [&] { return receiver_.bodies.size() >= n; });
+    return receiver_.cv.wait_for(lock, wait, [&] { return receiver_.bodies.size() >= n; });
   }
   Message message(const std::string& content) {
     auto sent = send(thread_.id, alice_.id, content);
@@ -149,6 +149,26 @@ TEST_F(WebhookNotifierTest, RetriesCarryTheMessageAsItIsNow) {
   EXPECT_LE(receiver_.bodies.size(), sent + 1);  // at most the one under way during the delete
   for (size_t i = sent; i < receiver_.bodies.size(); ++i) EXPECT_NE(content_of(receiver_.bodies[i]), "original text");
   EXPECT_FALSE(ok(store_->next_notification_due()).has_value());
+}
+
+// Push goes to whoever has nothing live: not to a connected user, but to one
+// in the grace period after their last connection closed (still shown online,
+// yet nothing would show them the message).
+TEST_F(WebhookNotifierTest, PushSkipsConnectedUsersNotThoseInTheGracePeriod) {
+  std::function<void()> grace;
+  presence_.set_hooks([&](std::chrono::milliseconds, std::function<void()> fn) { grace = std::move(fn); },
+                      [](PresenceChange) {});
+  start(config(3, 100));
+  presence_.connect(bob_.id);
+  observe(message("while connected"));
+  EXPECT_FALSE(posts(1, std::chrono::milliseconds(1000))) << "Bob is connected: no push";
+  presence_.disconnect(bob_.id);
+  ASSERT_TRUE(grace);
+  ASSERT_TRUE(presence_.online(bob_.id));
+  observe(message("in the grace period"));
+  ASSERT_TRUE(posts(1));
+  std::lock_guard lock(receiver_.mu);
+  EXPECT_EQ(content_of(receiver_.bodies.front()), "in the grace period");
 }
 
 // What the outbox stores has no message text; the claim brings it.
