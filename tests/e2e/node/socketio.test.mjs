@@ -77,7 +77,9 @@ async function pollFor(server, sid, pred, rounds = 6) {
 
 describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
   let server;
-  before(async () => { server = await startServer(); });
+  // --account-poll-ms 200: a `parley user disable` reaches the sessions well
+  // within the waits below even on a loaded machine (the default polls every second).
+  before(async () => { server = await startServer({ args: ['--account-poll-ms', '200'] }); });
   after(async () => { await server?.stop(); });
 
   it('the handshake answers the open packet as the reference server does', async () => {
@@ -405,7 +407,13 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     for (let i = 0; i < 50 && !received.includes('3probe'); i++) await sleep(20);
     assert.deepEqual(received, ['3probe']);
     await server.cli(['user', 'disable', alice.username]);
-    await sleep(2500);  // the account watcher closes the session within 2 s
+    // The account watcher closes the session right after it logs the change:
+    // wait for that line, then give the close time to run, so that the probe
+    // is checked after the server tried to close (not before, vacuously).
+    const changed = `event=account_changed user_id=${alice.id} disabled=true`;
+    for (let i = 0; i < 100 && !server.log.some((l) => l.includes(changed)); i++) await sleep(50);
+    assert.ok(server.log.some((l) => l.includes(changed)), `the account watcher never saw the disable\n${server.logTail()}`);
+    await sleep(1000);
     assert.equal(closed, false, 'the probe is kept while the upgrade is under way');
     probe.send('5');
     for (let i = 0; i < 100 && !closed; i++) await sleep(30);
