@@ -29,13 +29,16 @@ describe('web app: token renewal and an unreachable server', () => {
     let refreshes = 0;
     await ctx.route(/\/api\/auth\/refresh$/, (route) => (++refreshes === 1 ? route.abort('connectionrefused') : route.continue()));
     const now = Math.floor(Date.now() / 1000);
-    const first = mintToken(server.secret, { sub: alice.id, username: alice.username, iat: now, exp: now + 12 });
+    // 30 s of life: renewal due at now+24 (80 %), the retry after the refused
+    // try a third of the 6 s left later (now+26), 4 s before exp; a shorter
+    // life left too little room for a slow page load on a loaded machine.
+    const first = mintToken(server.secret, { sub: alice.id, username: alice.username, iat: now, exp: now + 30 });
     const page = await openAs(ctx, base, { token: first });
     const saved = () => page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || 'null'));
 
     // Renewed at 80 % of its life (and again soon after the failed try): the
     // saved token changes before exp.
-    await until(async () => { const s = await saved(); return s && s.token !== first; }, { timeout: 12000, what: 'a renewed token' });
+    await until(async () => { const s = await saved(); return s && s.token !== first; }, { timeout: 30000, what: 'a renewed token' });
     assert.equal(refreshes, 2, 'one refused try, then the renewal');
     const renewed = (await saved()).token;
     const payload = JSON.parse(Buffer.from(renewed.split('.')[1], 'base64url').toString());
@@ -43,7 +46,7 @@ describe('web app: token renewal and an unreachable server', () => {
 
     // Past the first token's exp (the server closes a connection whose token
     // expired about a second after it): still signed in, still live.
-    await sleep(Math.max(0, (now + 14) * 1000 - Date.now()));
+    await sleep(Math.max(0, (now + 32) * 1000 - Date.now()));
     assert.equal(await page.getByRole('button', { name: 'Sign in' }).count(), 0, 'still signed in');
     await waitOnline(page);
     await threadLink(page, 'Bob Parent').click();
