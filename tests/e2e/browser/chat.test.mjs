@@ -370,10 +370,16 @@ describe('web app: two people chatting in two browsers', () => {
     await page.getByRole('button', { name: 'Sign in' }).waitFor();
     await page.getByText('Your session has expired').waitFor();
 
-    const shortLived = mintToken(server.secret, { sub: alice.id, username: alice.username, iat: now, exp: now + 4 });
+    // A token that cannot be renewed (every renewal fails to reach the
+    // server) runs out while the page is connected. 10 s of life from now,
+    // not from before the first page load: a slow load must not use it up
+    // before the app has connected with it.
+    await ctx.route(/\/api\/auth\/refresh$/, (route) => route.abort('connectionrefused'));
+    const later = Math.floor(Date.now() / 1000);
+    const shortLived = mintToken(server.secret, { sub: alice.id, username: alice.username, iat: later, exp: later + 10 });
     await page.goto(`${base}/app/#token=${shortLived}`);
     await page.getByRole('navigation', { name: 'Conversations' }).waitFor();
-    await page.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 15000 });
+    await page.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 20000 });
     assert.equal(await page.evaluate(() => localStorage.getItem('parley.session')), null, 'the token is forgotten');
     await ctx.close();
     assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], [], 'no uncaught errors in the pages');
