@@ -47,8 +47,9 @@ async function statuses(server, user, threadId) {
   return Object.fromEntries(msgs.map((m) => [m.id, m.status]));
 }
 
-// Polls (bounded) until fn() returns a truthy value; returns the last value.
-async function until(fn, { timeoutMs = 3000, stepMs = 50 } = {}) {
+// Polls (bounded) until fn() returns a truthy value; returns the last value
+// (callers assert it: a falsy one means the time ran out).
+async function until(fn, { timeoutMs = 15000, stepMs = 50 } = {}) {
   const deadline = Date.now() + timeoutMs;
   let last;
   for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
@@ -123,7 +124,8 @@ describe('delivery and read receipts across devices', { timeout: 60000 }, () => 
     const marked = await until(async () => participant(await getThread(server, alice, thread.id), bob.id).last_read_seq === 100);
     assert.ok(marked, "Bob's marks were all made");
     for (const [name, ws] of [["Alice's device 1", a1], ["Alice's device 2", a2]]) {
-      await until(() => ws.all((f) => f.type === 'read_receipt').length === 100);
+      assert.ok(await until(() => ws.all((f) => f.type === 'read_receipt').length === 100),
+        `${name}: 100 read receipts, got ${ws.all((f) => f.type === 'read_receipt').length}`);
       const seqs = ws.all((f) => f.type === 'read_receipt' && f.user_id === bob.id).map((f) => f.seq);
       assert.equal(seqs.length, 100, `${name}: one receipt per mark`);
       assert.deepEqual(seqs.filter((seq, i) => i > 0 && seq < seqs[i - 1]), [], `${name}: receipts that went backwards`);

@@ -25,10 +25,10 @@ async function listedUnread(server, user, threadId) {
 }
 
 // Polls (bounded) until the unread count of a thread reaches the expected value.
-async function waitUnread(server, user, threadId, expected, timeoutMs = 3000) {
+async function waitUnread(server, user, threadId, expected, timeoutMs = 15000) {
   const deadline = Date.now() + timeoutMs;
   let last;
-  for (let i = 0; i < 100 && Date.now() < deadline; i++) {
+  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
     last = (await unread(server, user)).perThread.get(threadId) ?? 0;
     if (last === expected) return;
     await sleep(50);
