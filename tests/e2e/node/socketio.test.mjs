@@ -345,11 +345,13 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
   for (const transports of [['websocket'], ['polling']]) {
     it(`a token that expires: the error event token_expired, then the server disconnects (${transports})`, async () => {
       const [alice] = await server.registerMany(1);
-      const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 2 });
+      // 7 s of life: the connect (a polling handshake on a loaded machine)
+      // must happen before exp; with 2 s it could be refused instead.
+      const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 7 });
       const c = sioClient(server, token, { transports, reconnection: true });
       const disconnected = new Promise((resolve) => c.socket.once('disconnect', resolve));
       await c.connected();
-      const err = await c.next('error', (e) => e?.code === 'token_expired', 10000);
+      const err = await c.next('error', (e) => e?.code === 'token_expired', 15000);
       assert.equal(err.data.code, 'token_expired');
       assert.equal(await disconnected, 'io server disconnect');
       await sleep(1000);
