@@ -52,7 +52,10 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     await carolWs.next((f) => f.type === 'typing' && f.is_typing === true && f.user_id === bob.id, 5000, 'typing start');
     const removed = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
     assert.equal(removed.status, 200, removed.text);
-    const stop = await carolWs.next((f) => f.type === 'typing' && f.is_typing === false, 3000, "the removed typist's stop");
+    // Without the removal's own stop none comes (the typist's, the 6 s
+    // timer's included, are refused once they are out): 5 s leaves room for a
+    // loaded machine and stays under the 6 s timer.
+    const stop = await carolWs.next((f) => f.type === 'typing' && f.is_typing === false, 5000, "the removed typist's stop");
     assert.equal(stop.user_id, bob.id);
     assert.equal(stop.thread_id, group.id);
   });
@@ -89,9 +92,10 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     await sleep(300);
     const during = await presenceOfBob();
     if (Date.now() - closedAt < 2500) assert.equal(during.online, true, `online until the offline is announced: ${JSON.stringify(during)}`);
-    const offline = await aliceWs.next((f) => f.type === 'presence' && f.user_id === bob.id && f.online === false, 8000, "Bob's offline presence");
+    const offline = await aliceWs.next((f) => f.type === 'presence' && f.user_id === bob.id && f.online === false, 10000, "Bob's offline presence");
     const delay = Date.now() - closedAt;
-    assert.ok(delay <= 5500, `offline ${delay} ms after the last connection closed (at most 5 s)`);
+    // At most 5 s, plus room for a loaded machine.
+    assert.ok(delay <= 7500, `offline ${delay} ms after the last connection closed (at most 5 s, 7.5 s allowed)`);
     assert.ok(offline.last_seen, 'last_seen is given');
     assert.ok(Number.isFinite(typeof offline.last_seen === 'number' ? offline.last_seen : Date.parse(offline.last_seen)), `last_seen is a time: ${offline.last_seen}`);
     const after = await presenceOfBob();

@@ -206,7 +206,10 @@ describe('graceful shutdown', () => {
     const { code } = await server.exited;
     stubborn.destroy();
     assert.equal(code, 0, `exit 0 within the shutdown timeout\n${server.logTail()}`);
-    assert.ok(Date.now() - started < 2000, `exited within the bound (${Date.now() - started} ms)`);
+    // The 1 s timeout, plus 3 s of room for a loaded machine (exit 0 and the
+    // event=shutdown_cut_unanswered line are what tell the cut apart from a
+    // drain that waits for the client until it is forced).
+    assert.ok(Date.now() - started < 4000, `exited within the bound (${Date.now() - started} ms)`);
     assert.ok(server.log.some((l) => l.includes('event=shutdown_cut_unanswered')), server.logTail());
   });
 
