@@ -32,6 +32,14 @@ async function stubbornClient(server, token) {
   return sock;
 }
 
+// Waits (bounded) until the server has logged a line containing `text`.
+async function waitLog(server, text, timeoutMs = 10000) {
+  for (const end = Date.now() + timeoutMs; Date.now() < end; await sleep(20)) {
+    if (server.log.some((l) => l.includes(text))) return;
+  }
+  assert.fail(`the server never logged ${text}\n${server.logTail()}`);
+}
+
 function sioClient(server, token, transports) {
   const socket = io(server.baseUrl, { auth: { token }, transports, reconnection: false, forceNew: true, timeout: 5000 });
   const c = { socket, disconnect: null };
@@ -226,7 +234,9 @@ describe('graceful shutdown', () => {
     const [u] = await second.registerMany(1);
     const stubborn = await stubbornClient(second, u.token);
     second.child.kill('SIGTERM');
-    await sleep(300);
+    // The second signal once the first is handled (it began the drain), not
+    // after a fixed 300 ms that a loaded machine may not have used for it.
+    await waitLog(second, 'event=shutdown_draining');
     second.child.kill('SIGTERM');
     const { code } = await second.exited;
     stubborn.destroy();
@@ -247,7 +257,7 @@ describe('graceful shutdown', () => {
     await Promise.all(polling.map((c) => c.ready));
     await sleep(100);  // each client has a GET waiting
     server.child.kill('SIGTERM');
-    await sleep(300);
+    await waitLog(server, 'event=shutdown_draining');  // the first signal handled
     server.child.kill('SIGTERM');
     const { code, signal } = await server.exited;
     stubborn.destroy();
