@@ -1,11 +1,17 @@
 // Calls in the web app: WebRTC between two browser contexts with Chromium's
 // fake camera and microphone, signalled through Parley's relayed frames.
-import { describe, it, before, after } from 'node:test';
+import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { openAs, threadLink, screenshotPath, until, loopbackOnlyWebRTC, startScene } from './browser.mjs';
 
+// Every context a test opens, closed after it whatever happened: a test
+// that failed half-way must not leave its users connected (and ringing) for
+// the next ones.
+const contexts = new Set();
+
 async function callContext(browser, options = {}) {
   const ctx = await browser.newContext({ permissions: ['camera', 'microphone'], ...options });
+  contexts.add(ctx);
   await loopbackOnlyWebRTC(ctx);
   return ctx;
 }
@@ -17,6 +23,10 @@ describe('web app: calls', () => {
     ({ server, base, browser, alice, bob } = await startScene());
     const thread = await server.createDirect(alice, bob);
     await server.sendRest(alice.token, thread.id, { content: 'Can I call you?' });
+  });
+  afterEach(async () => {
+    for (const ctx of contexts) await ctx.close().catch(() => {});
+    contexts.clear();
   });
   after(async () => {
     await browser?.close();

@@ -26,6 +26,17 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
   const cluster = new Cluster({ secret: `multinode-${randomId(16)}` });
   let nodes = [];
   const startNode = () => cluster.startNode();
+  // Tests that stop Redis or a node put it back in a `finally`, so that one
+  // failing does not fail the tests after it for want of their fixture.
+  const redisUp = () => { try { return cluster.redis.cli('ping') === 'PONG'; } catch { return false; } };
+  async function restoreRedis() {
+    if (!redisUp()) cluster.redis.start();
+    for (const n of nodes) await waitHealth(n, true, 30000).catch(() => {});
+  }
+  const running = (node) => node.child && node.child.exitCode === null && node.child.signalCode === null;
+  async function restoreNode(i) {
+    if (!running(nodes[i])) nodes[i] = await startNode();
+  }
 
   before(async () => {
     await cluster.start({ size: 3 });
@@ -174,14 +185,18 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     const first = await aliceWs.sendMessage({ thread_id: thread.id, content: 'r1' });
     await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000);
     cluster.redis.stopSync();
-    for (const n of nodes) assert.equal((await waitHealth(n, false)).bus.state, 'degraded');
-    for (let i = 2; i <= 4; i++) await aliceWs.sendMessage({ thread_id: thread.id, content: `r${i}` });
-    cluster.redis.start();
-    for (const n of nodes) await waitHealth(n, true, 30000);
-    // Bob's node lost its subscription: it re-reads his threads from the store.
-    assert.deepEqual(await seqsAt(bobWs, thread.id, 4), [1, 2, 3, 4]);
-    await aliceWs.sendMessage({ thread_id: thread.id, content: 'r5' });
-    assert.deepEqual(await seqsAt(bobWs, thread.id, 5), [1, 2, 3, 4, 5]);
+    try {
+      for (const n of nodes) assert.equal((await waitHealth(n, false)).bus.state, 'degraded');
+      for (let i = 2; i <= 4; i++) await aliceWs.sendMessage({ thread_id: thread.id, content: `r${i}` });
+      cluster.redis.start();
+      for (const n of nodes) await waitHealth(n, true, 30000);
+      // Bob's node lost its subscription: it re-reads his threads from the store.
+      assert.deepEqual(await seqsAt(bobWs, thread.id, 4), [1, 2, 3, 4]);
+      await aliceWs.sendMessage({ thread_id: thread.id, content: 'r5' });
+      assert.deepEqual(await seqsAt(bobWs, thread.id, 5), [1, 2, 3, 4, 5]);
+    } finally {
+      await restoreRedis();
+    }
   });
 
   it('a node killed with -9 mid-burst: its clients resume on another node and nothing acknowledged is lost', async () => {
@@ -198,16 +213,19 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     const deadline = Date.now() + 10000;
     while (acked.length < 20 && Date.now() < deadline) await sleep(5);
     await victim.kill9();
-    assert.ok(acked.length >= 20, `some sends were acknowledged before the kill (${acked.length})`);
+    try {
+      assert.ok(acked.length >= 20, `some sends were acknowledged before the kill (${acked.length})`);
 
-    // Alice resumes on another node; her next message makes Bob's node see any gap.
-    const aliceAgain = await nodes[1].connect(alice);
-    const next = await aliceAgain.sendMessage({ thread_id: thread.id, content: 'after the kill' });
-    const history = await nodes[0].history(bob.token, thread.id);
-    assert.deepEqual(history.map((m) => m.seq), range(1, history.length), 'gapless');
-    for (const m of acked) assert.ok(history.some((h) => h.id === m.id), `acknowledged ${m.seq} survived`);
-    assert.deepEqual(await seqsAt(bobWs, thread.id, next.seq), range(1, next.seq), 'Bob got every stored message once, in order');
-    nodes[2] = await startNode();
+      // Alice resumes on another node; her next message makes Bob's node see any gap.
+      const aliceAgain = await nodes[1].connect(alice);
+      const next = await aliceAgain.sendMessage({ thread_id: thread.id, content: 'after the kill' });
+      const history = await nodes[0].history(bob.token, thread.id);
+      assert.deepEqual(history.map((m) => m.seq), range(1, history.length), 'gapless');
+      for (const m of acked) assert.ok(history.some((h) => h.id === m.id), `acknowledged ${m.seq} survived`);
+      assert.deepEqual(await seqsAt(bobWs, thread.id, next.seq), range(1, next.seq), 'Bob got every stored message once, in order');
+    } finally {
+      await restoreNode(2);
+    }
   });
 
   it('a node stopped with SIGTERM: its clients get 1001, it leaves Redis at once, its users go offline at the others', async () => {
@@ -223,16 +241,20 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     for (let i = 0; i < 50 && before.length !== 3; i++) { await sleep(100); before = heartbeats(); }
     assert.equal(before.length, 3, `three nodes heartbeat: ${before}`);
     victim.child.kill('SIGTERM');
-    const { code } = await victim.exited;
-    assert.equal(code, 0, victim.logTail());
-    assert.equal((await carolWs.waitClose(5000)).code, 1001);
-    // Deleted on the way out, not left to expire: the other nodes reap it on their next tick.
-    const after = heartbeats();
-    assert.equal(after.length, 2, `the stopped node's heartbeat key is gone at once: ${before} -> ${after}`);
-    const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node stopped');
-    assert.equal(off.online, false);
-    victim.child = null;
-    nodes[2] = await startNode();
+    try {
+      const { code } = await victim.exited;
+      assert.equal(code, 0, victim.logTail());
+      assert.equal((await carolWs.waitClose(5000)).code, 1001);
+      // Deleted on the way out, not left to expire: the other nodes reap it on their next tick.
+      const after = heartbeats();
+      assert.equal(after.length, 2, `the stopped node's heartbeat key is gone at once: ${before} -> ${after}`);
+      const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node stopped');
+      assert.equal(off.online, false);
+    } finally {
+      if (running(victim)) await victim.kill9();
+      victim.child = null;
+      await restoreNode(2);
+    }
   });
 
   it("a killed node's users go offline at the others (its heartbeat expires)", async () => {
@@ -243,8 +265,11 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     await victim.connect(carol);
     await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 5000, 'carol online');
     await victim.kill9();
-    const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node died');
-    assert.equal(off.online, false);
-    nodes[2] = await startNode();
+    try {
+      const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node died');
+      assert.equal(off.online, false);
+    } finally {
+      await restoreNode(2);
+    }
   });
 });

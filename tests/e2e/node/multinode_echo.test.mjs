@@ -88,26 +88,30 @@ describe('a sender never gets its own message back from a gap fill, across two n
     }
 
     await proxy.cut();
-    await waitBus(nodeA, false);
-    // One by one: A never hears of tom's message, so sam's next send is one
-    // past a gap, and its fill reads sam's own message from the store (after
-    // its own event, which the cursor holds).
     const rounds = 8;
-    for (let i = 0; i < rounds; i++) {
-      tomS.sent.push(await tomWs.sendMessage({ thread_id: thread.id, content: `tom ${i}` }));
-      samS.sent.push(await samWs.sendMessage({ thread_id: thread.id, content: `sam ${i}` }));
-    }
-    // All at once, twice: fills read sends committed but not answered yet.
     const burst = 150;
     const bursts = 2;
-    for (let b = 0; b < bursts; b++) {
-      await Promise.all(senders.map(async (s) => {
-        s.sent.push(...await Promise.all(range(1, burst).map((i) =>
-          s.client.sendMessage({ thread_id: thread.id, content: `${s.name} burst ${b}.${i}` }, 20000))));
-      }));
+    try {
+      await waitBus(nodeA, false);
+      // One by one: A never hears of tom's message, so sam's next send is one
+      // past a gap, and its fill reads sam's own message from the store (after
+      // its own event, which the cursor holds).
+      for (let i = 0; i < rounds; i++) {
+        tomS.sent.push(await tomWs.sendMessage({ thread_id: thread.id, content: `tom ${i}` }));
+        samS.sent.push(await samWs.sendMessage({ thread_id: thread.id, content: `sam ${i}` }));
+      }
+      // All at once, twice: fills read sends committed but not answered yet.
+      for (let b = 0; b < bursts; b++) {
+        await Promise.all(senders.map(async (s) => {
+          s.sent.push(...await Promise.all(range(1, burst).map((i) =>
+            s.client.sendMessage({ thread_id: thread.id, content: `${s.name} burst ${b}.${i}` }, 20000))));
+        }));
+      }
+    } finally {
+      // Back on the bus also when the above failed: the next test needs it.
+      await proxy.start();
     }
     const total = 1 + 2 * rounds + senders.length * burst * bursts;
-    await proxy.start();
     await waitBus(nodeA, true);
     await waitCount(oliveWs, thread.id, total, 'olive (node A)');
     await waitCount(patWs, thread.id, total, 'pat (node B)');

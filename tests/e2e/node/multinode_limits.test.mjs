@@ -61,6 +61,15 @@ describe('three nodes share the connection and login limits and presence through
     await cluster.stop();
     await proxy?.cut().catch(() => {});
   });
+  // Tests that cut the proxy or stop Redis put it back in a `finally`, so that
+  // one failing does not fail the tests after it for want of their bus.
+  async function restoreBus() {
+    if (!proxy.server.listening) await proxy.start().catch(() => {});
+    let up = false;
+    try { up = redis.cli('ping') === 'PONG'; } catch { /* down */ }
+    if (!up) redis.start();
+    for (const n of nodes) await waitHealth(n, true, 30000).catch(() => {});
+  }
 
   it('the 21st connection of a user spread over three nodes is refused on every node, as on one node', async () => {
     const user = await nodes[0].register();
@@ -176,17 +185,21 @@ describe('three nodes share the connection and login limits and presence through
     await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 5000, 'carol online');
 
     await proxy.cut();
-    await waitHealth(nodes[2], false);
-    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 15000,
-      "carol offline: node 3's heartbeat expired and node 1 or 2 reaped it");
-    assert.equal(await onlineIn(nodes[1], alice, carol.id), false);
+    try {
+      await waitHealth(nodes[2], false);
+      await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 15000,
+        "carol offline: node 3's heartbeat expired and node 1 or 2 reaped it");
+      assert.equal(await onlineIn(nodes[1], alice, carol.id), false);
 
-    await proxy.start();
-    await waitHealth(nodes[2], true, 20000);
-    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 10000,
-      'carol online again: node 3 registered her again and announced it');
-    await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000, 'carol online in listings on node 2');
-    await carolWs.ping();
+      await proxy.start();
+      await waitHealth(nodes[2], true, 20000);
+      await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 10000,
+        'carol online again: node 3 registered her again and announced it');
+      await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000, 'carol online in listings on node 2');
+      await carolWs.ping();
+    } finally {
+      await restoreBus();
+    }
   });
 
   it('Redis restarted: users stay online at the other nodes, and connection counts are back in Redis', async () => {
@@ -199,18 +212,22 @@ describe('three nodes share the connection and login limits and presence through
     await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000, 'carol online on node 2');
 
     redis.stopSync();
-    for (const n of nodes) await waitHealth(n, false);
-    await sleep(3500);  // past the 3 s heartbeat
-    redis.start();  // empty: no persistence
-    for (const n of nodes) await waitHealth(n, true, 30000);
-    await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000,
-      'carol (node 3) online in listings on node 2 after the restart');
-    await eventually(async () => (await onlineIn(nodes[2], carol, alice.id)) === true, 5000,
-      'alice (node 1) online in listings on node 3 after the restart');
-    // Each node wrote its counts again, so the 21st is refused on a node that has only 6.
-    const counted = () => redis.cli('HVALS', `parley:user-conns:${busy.id}`).split('\n').filter(Boolean)
-      .reduce((sum, v) => sum + Number(v), 0);
-    await eventually(() => counted() === 20, 5000, 'the 20 connections counted in Redis again');
-    assert.deepEqual(await refused(nodes[2], busy), REFUSED, 'the 21st after the restart');
+    try {
+      for (const n of nodes) await waitHealth(n, false);
+      await sleep(3500);  // past the 3 s heartbeat
+      redis.start();  // empty: no persistence
+      for (const n of nodes) await waitHealth(n, true, 30000);
+      await eventually(async () => (await onlineIn(nodes[1], alice, carol.id)) === true, 5000,
+        'carol (node 3) online in listings on node 2 after the restart');
+      await eventually(async () => (await onlineIn(nodes[2], carol, alice.id)) === true, 5000,
+        'alice (node 1) online in listings on node 3 after the restart');
+      // Each node wrote its counts again, so the 21st is refused on a node that has only 6.
+      const counted = () => redis.cli('HVALS', `parley:user-conns:${busy.id}`).split('\n').filter(Boolean)
+        .reduce((sum, v) => sum + Number(v), 0);
+      await eventually(() => counted() === 20, 5000, 'the 20 connections counted in Redis again');
+      assert.deepEqual(await refused(nodes[2], busy), REFUSED, 'the 21st after the restart');
+    } finally {
+      await restoreBus();
+    }
   });
 });

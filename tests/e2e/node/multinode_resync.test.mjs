@@ -39,6 +39,12 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
   after(async () => {
     await cluster.stop();
   });
+  // The tests cut node A off and put it back in a `finally`: one failing while
+  // A is cut off must not leave the tests after it without the bus.
+  async function uncut() {
+    if (!proxy.server.listening) await proxy.start();
+    await waitBus(nodeA, true).catch(() => {});
+  }
 
   it('messages stored on node B while node A was off the bus reach A\'s connections once it is back', async () => {
     const [sender, reader, subscriber, newcomer] = await nodeB.registerMany(4);
@@ -58,12 +64,16 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.equal(sub.type, 'thread_subscribed');
 
     await proxy.cut();
-    await waitBus(nodeA, false);
-    await senderWs.sendMessage({ thread_id: old.id, content: 'during 1' });
-    await senderWs.sendMessage({ thread_id: old.id, content: 'during 2' });
-    await senderWs.sendMessage({ thread_id: subscribed.id, content: 'during' });
-    const dm = await senderWs.sendMessage({ username: newcomer.username, content: 'hello newcomer' });
-    await proxy.start();
+    let dm;
+    try {
+      await waitBus(nodeA, false);
+      await senderWs.sendMessage({ thread_id: old.id, content: 'during 1' });
+      await senderWs.sendMessage({ thread_id: old.id, content: 'during 2' });
+      await senderWs.sendMessage({ thread_id: subscribed.id, content: 'during' });
+      dm = await senderWs.sendMessage({ username: newcomer.username, content: 'hello newcomer' });
+    } finally {
+      await uncut();
+    }
     await waitBus(nodeA, true);
 
     await waitContents(readerWs, old.id, ['during 1', 'during 2'], 'a thread whose history predates the connection');
@@ -92,15 +102,18 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await waitContents(parentWs, group.id, ['the trip is on Friday', 'bring a lunhc'], 'both messages on node A');
 
     await proxy.cut();
-    await waitBus(nodeA, false);
-    for (const [frame, type] of [
-      [{ type: 'edit_message', message_id: typo.id, content: 'bring a lunch' }, 'message_edited'],
-      [{ type: 'edit_message', message_id: typo.id, content: 'bring a packed lunch' }, 'message_edited'],
-      [{ type: 'delete_message', message_id: wrong.id }, 'message_deleted'],
-    ]) assert.equal((await teacherWs.request(frame)).type, type);
-    await sleep(300);  // published on node B, lost for node A
-    assert.deepEqual(parentWs.all((f) => f.type === 'message_edited' || f.type === 'message_deleted'), []);
-    await proxy.start();
+    try {
+      await waitBus(nodeA, false);
+      for (const [frame, type] of [
+        [{ type: 'edit_message', message_id: typo.id, content: 'bring a lunch' }, 'message_edited'],
+        [{ type: 'edit_message', message_id: typo.id, content: 'bring a packed lunch' }, 'message_edited'],
+        [{ type: 'delete_message', message_id: wrong.id }, 'message_deleted'],
+      ]) assert.equal((await teacherWs.request(frame)).type, type);
+      await sleep(300);  // published on node B, lost for node A
+      assert.deepEqual(parentWs.all((f) => f.type === 'message_edited' || f.type === 'message_deleted'), []);
+    } finally {
+      await uncut();
+    }
     await waitBus(nodeA, true);
 
     const gone = await parentWs.next((f) => f.type === 'message_deleted' && f.message_id === wrong.id, 10000,
@@ -135,8 +148,11 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.equal(removed.status, 200, removed.text);
 
     await proxy.cut();
-    await waitBus(nodeA, false);
-    await proxy.start();
+    try {
+      await waitBus(nodeA, false);
+    } finally {
+      await uncut();
+    }
     await waitBus(nodeA, true);
     const about = (event) => nodeA.log.filter((l) => l.includes(`event=${event}`) && l.includes(`thread_id=${group.id}`));
     const deadline = Date.now() + 10000;

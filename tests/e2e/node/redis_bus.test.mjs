@@ -133,15 +133,17 @@ describe('one node on Redis', { skip: !redisAvailable() && 'redis-server is not 
     await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000, 'message before the outage');
 
     redis.stopSync();
-    const down = await waitHealth(server, false);
-    assert.equal(down.bus.state, 'degraded');
-    assert.equal(down.status, 'ok', 'the node itself still serves');
+    try {
+      const down = await waitHealth(server, false);
+      assert.equal(down.bus.state, 'degraded');
+      assert.equal(down.status, 'ok', 'the node itself still serves');
 
-    const during = await aliceWs.sendMessage({ thread_id: first.thread_id, content: 'during the outage' });
-    const got = await bobWs.next((f) => f.type === 'new_message' && f.data.id === during.id, 5000, 'message during the outage');
-    assert.equal(got.data.seq, 2);
-
-    redis.start();
+      const during = await aliceWs.sendMessage({ thread_id: first.thread_id, content: 'during the outage' });
+      const got = await bobWs.next((f) => f.type === 'new_message' && f.data.id === during.id, 5000, 'message during the outage');
+      assert.equal(got.data.seq, 2);
+    } finally {
+      redis.start();  // also when the above failed: the tests after this one need Redis
+    }
     const up = await waitHealth(server, true, 20000);
     assert.equal(up.bus.state, 'ok');
     const afterwards = await aliceWs.sendMessage({ thread_id: first.thread_id, content: 'after the outage' });

@@ -292,10 +292,13 @@ describe('Socket.IO long-polling over three nodes without sticky sessions', { sk
     const reasons = [];
     c.socket.on('disconnect', (reason) => reasons.push(reason));
     redis.stopSync();
-    await waitFor('the disconnect', () => reasons.length > 0, 20000);
     const acked = [];
-    for (let i = 1; i <= 5; i++) acked.push(await bobWs.sendMessage({ thread_id: thread.id, content: `while down ${i}` }));
-    redis.start();
+    try {
+      await waitFor('the disconnect', () => reasons.length > 0, 20000);
+      for (let i = 1; i <= 5; i++) acked.push(await bobWs.sendMessage({ thread_id: thread.id, content: `while down ${i}` }));
+    } finally {
+      redis.start();  // also when the above failed: the tests after this one need Redis
+    }
     for (const node of nodes) {
       const deadline = Date.now() + 30000;
       while (!(await node.http('GET', '/health').catch(() => null))?.body?.bus?.ok) {
