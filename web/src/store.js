@@ -176,6 +176,8 @@ function endSession(notice) {
     session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, drafts: new Map(), pending: [], failed: [], typing: new Map(),
     presence: new Map(), openId: null, unreadTotal: 0, notice, editing: null, messageNote: null, call: null,
   });
+  // What the server refused belongs to this account: the next one starts with Edit offered.
+  editClosedUpTo = 0;
   if (location.hash) history.replaceState(null, '', location.pathname);
   changed();
 }
@@ -333,7 +335,7 @@ function accept(threadId, box, m) {
 function update(threadId, seq, change) {
   const box = state.messages.get(threadId);
   const i = box ? indexOfSeq(box.list, seq) : -1;
-  if (i >= 0) box.list[i] = change(box.list[i]);
+  if (i >= 0) { box.list[i] = change(box.list[i]); stopEditingIfDeleted(box.list[i]); }
   const t = state.threads.get(threadId);
   if (t && t.last_message && t.last_message.seq === seq) t.last_message = change(t.last_message);
   changed();
@@ -348,6 +350,13 @@ function applyEdit(m) {
     if (old.edited_at && m.edited_at && Date.parse(old.edited_at) > Date.parse(m.edited_at)) return old;
     return { ...old, ...m };
   });
+}
+
+// A message being edited and deleted meanwhile (on another device, or by a
+// group's admin) has nothing left to edit: its editor goes, and Up or a later
+// render must not bring it back.
+function stopEditingIfDeleted(m) {
+  if (m.deleted && state.editing === m.id) state.editing = null;
 }
 
 function tombstone(old) { return { ...old, content: '', deleted: true }; }
@@ -373,6 +382,7 @@ async function refreshHeld() {
     for (const m of msgs) {
       const i = indexOfSeq(box.list, m.seq);
       if (i >= 0) box.list[i] = m; else insert(box, m);
+      stopEditingIfDeleted(m);
     }
     changed();
     if (msgs.length < 200) return;
@@ -619,10 +629,14 @@ function adminOf(threadId) {
 export function mayDelete(m) { return deletable(m) && (mine(m) || adminOf(m.thread_id)); }
 export function mayEdit(m) { return deletable(m) && mine(m) && Date.parse(m.created_at) > editClosedUpTo; }
 
-// The newest message of one's own that may still be edited (Up in an empty composer edits it).
-export function lastEditable(threadId) {
+// The newest message of one's own that may still be edited among those with
+// seq in [fromSeq, toSeq] (Up in an empty composer edits it). Only the ones
+// on screen: an editor opened on a message outside the window would never show.
+export function lastEditable(threadId, fromSeq, toSeq) {
   const list = state.messages.get(threadId)?.list || [];
-  for (let i = list.length - 1; i >= 0; i--) if (mayEdit(list[i])) return list[i];
+  for (let i = list.length - 1; i >= 0 && list[i].seq >= fromSeq; i--) {
+    if (list[i].seq <= toSeq && mayEdit(list[i])) return list[i];
+  }
   return null;
 }
 
@@ -639,7 +653,10 @@ export function stopEditing(id) {
   changed();
 }
 
+// Clearing (text null) clears only that message's note: a late answer about
+// one message must not take away what is said about another.
 export function noteOn(id, text) {
+  if (!text && state.messageNote?.id !== id) return;
   state.messageNote = text ? { id, text } : null;
   changed();
 }

@@ -299,6 +299,7 @@ function MessageList({ t, box }) {
   const [, rerender] = useState(0);
   const [confirming, setConfirming] = useState(null);  // the message whose deletion awaits the user's yes
   const [selected, setSelected] = useState(null);      // on a touch screen: the tapped message, showing its actions
+  const [current, setCurrent] = useState(null);        // seq of the message that is the log's one tab stop
   // A box replaced by the newest page (a gap too long to fill): the window
   // starts again at the newest, where the reader is taken.
   const shownBox = useRef(box);
@@ -316,6 +317,12 @@ function MessageList({ t, box }) {
   const atNewest = view.current.endSeq === null;
   const pending = atNewest ? state.pending.filter((p) => p.thread_id === t.id) : [];
   const failed = atNewest ? state.failed.filter((f) => f.item.thread_id === t.id) : [];
+  // The log is one stop in the Tab order (not one per message and button):
+  // the current message, the newest shown until the user moves. Its own
+  // Edit and Delete follow it; the others' are reached with the arrows.
+  const ci = current === null ? -1 : lowerBound(list, current);
+  const currentSeq = ci >= 0 && ci < list.length && list[ci].seq === current ? current
+    : list.length ? list[list.length - 1].seq : null;
 
   // Older messages go in above: the message that was first stays where the
   // reader saw it (and the bottom stays the bottom while they are there).
@@ -407,6 +414,23 @@ function MessageList({ t, box }) {
     }
   }
 
+  // Up and Down move between messages, Home and End to the first and last
+  // shown; keys in an editor or on a button are theirs.
+  function onLogKey(e) {
+    if (!e.target.matches('.log > li[data-seq]') || e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    const items = [...e.currentTarget.querySelectorAll(':scope > li[data-seq]')];
+    const i = items.indexOf(e.target);
+    const to = { ArrowUp: items[i - 1], ArrowDown: items[i + 1], Home: items[0], End: items[items.length - 1] }[e.key];
+    if (!(e.key in { ArrowUp: 1, ArrowDown: 1, Home: 1, End: 1 })) return;
+    e.preventDefault();
+    if (to) { setCurrent(Number(to.dataset.seq)); to.focus(); }
+  }
+  // Focus that lands in a message (a click, a tap, a button focused) makes it the current one.
+  function onLogFocus(e) {
+    const li = e.target.closest('.log > li[data-seq]');
+    if (li) setCurrent(Number(li.dataset.seq));
+  }
+
   function jumpToNewest() {
     view.current = { endSeq: null, count: WINDOW_MAX };
     stick.current = true;
@@ -425,7 +449,7 @@ function MessageList({ t, box }) {
     }
     if (m.message_type === 'system') {
       // Counted unread like any message from someone else: seen, it is marked read.
-      rows.push(html`<li class="system" key=${m.id} data-seq=${m.seq} dir="auto"
+      rows.push(html`<li class="system" key=${m.id} data-seq=${m.seq} dir="auto" tabIndex=${m.seq === currentSeq ? 0 : -1}
           data-unseen=${m.sender_id !== me && m.seq > myRead ? '' : undefined}>${m.content}</li>`);
       prevSender = null;
       continue;
@@ -437,18 +461,22 @@ function MessageList({ t, box }) {
     const deletable = store.mayDelete(m);
     const editing = state.editing === m.id && !m.deleted;
     const note = state.messageNote?.id === m.id ? state.messageNote.text : null;
+    const stop = m.seq === currentSeq ? 0 : -1;
+    const textId = `msg-text-${m.id}`;
     rows.push(html`
       <li key=${m.id} class=${`msg ${mine ? 'mine' : 'theirs'} ${first ? 'first' : ''} ${editing ? 'editing' : ''} ${selected === m.id ? 'selected' : ''}`}
-          data-seq=${m.seq} data-unseen=${!mine && m.seq > myRead ? '' : undefined}>
+          data-seq=${m.seq} data-unseen=${!mine && m.seq > myRead ? '' : undefined} tabIndex=${stop}>
         ${first && !mine && t.type === 'group' && html`<div class="sender">${m.sender?.full_name || m.sender?.username} <span class="role">${m.sender?.role}</span></div>`}
         <div class="msg-line">
           ${deletable && !editing && html`<div class="msg-actions">
-            ${store.mayEdit(m) && html`<button type="button" aria-label="Edit message" onClick=${() => store.startEditing(m.id)}>Edit</button>`}
-            <button type="button" aria-label="Delete message" onClick=${() => setConfirming(m)}>Delete</button>
+            ${store.mayEdit(m) && html`<button type="button" aria-label="Edit message" aria-describedby=${textId} tabIndex=${stop}
+              onClick=${() => { setSelected(null); store.startEditing(m.id); }}>Edit</button>`}
+            <button type="button" aria-label="Delete message" aria-describedby=${textId} tabIndex=${stop}
+              onClick=${() => setConfirming(m)}>Delete</button>
           </div>`}
           <div class="bubble" onClick=${deletable && !editing && TOUCH.matches ? () => setSelected(selected === m.id ? null : m.id) : undefined}>
             ${m.deleted ? html`<p class="text deleted">This message was deleted.</p>`
-              : editing ? html`<${EditBox} m=${m} />` : html`<p class="text" dir="auto">${m.content}</p>`}
+              : editing ? html`<${EditBox} m=${m} />` : html`<p class="text" id=${textId} dir="auto">${m.content}</p>`}
             <span class="meta">${m.edited_at && !m.deleted && html`<span class="edited" title=${`Edited ${timeFmt.format(new Date(m.edited_at))}`}>edited</span> `}<time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
               ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} aria-label=${TICK_LABEL[tick]} title=${TICK_LABEL[tick]}>${TICK_TEXT[tick]}</span>`}
             </span>
@@ -480,15 +508,15 @@ function MessageList({ t, box }) {
       </li>`);
   }
   return html`
-    <div class="messages" ref=${ref} onScroll=${onScroll} tabindex="0">
+    <div class="messages" ref=${ref} onScroll=${onScroll}>
       ${box && box.loading && html`<p class="loading" role="status">Loading…</p>`}
       ${!box && state.loadError?.threadId === t.id && html`<p class="load-error" role="alert">
         Could not load the conversation: ${state.loadError.message}. It loads again when the connection is back.
         <button type="button" class="link" onClick=${() => store.openThread(t.id)}>Try again</button></p>`}
       ${box && !box.hasMore && !box.loading && startIdx === 0 && html`<p class="start">This is the start of the conversation.</p>`}
-      <div role="log" aria-label="Messages" aria-live="polite"><ol class="log">${rows}</ol></div>
+      <div role="log" aria-label="Messages" aria-live="polite"><ol class="log" onKeyDown=${onLogKey} onfocusin=${onLogFocus}>${rows}</ol></div>
       ${!atNewest && html`<button type="button" class="jump" onClick=${jumpToNewest}>Newest messages ↓</button>`}
-      ${confirming && html`<${ConfirmDelete} m=${confirming} onDone=${() => setConfirming(null)} />`}
+      ${confirming && html`<${ConfirmDelete} m=${confirming} onDone=${() => { setConfirming(null); setSelected(null); }} />`}
     </div>`;
 }
 
@@ -522,23 +550,40 @@ function fitToLines(el) {
 
 // A message of one's own, its text in an editor: Enter saves, Shift+Enter
 // starts a new line, Escape leaves the message as it was. The message shows
-// the new text once the server has taken it.
+// the new text once the server has taken it; while it is asked, Escape and
+// Cancel wait (the edit would land anyway, the opposite of what they say).
 function EditBox({ m }) {
   const [text, setText] = useState(m.content);
+  const [saving, setSaving] = useState(false);
   const busy = useRef(false);
+  const opened = useRef(m.content);  // the text the user started from
+  const sent = useRef(null);         // the text last sent to the server
+  const form = useRef(null);
   const input = useRef(null);
   useEffect(() => {
     const el = input.current;
     el.focus();
     el.setSelectionRange(el.value.length, el.value.length);
     el.scrollIntoView({ block: 'nearest' });
+    // Gone with focus in it (the message deleted elsewhere meanwhile), the
+    // editor would leave focus on the page's body: the composer takes it.
+    const box = form.current;
+    return () => {
+      if (!box.contains(document.activeElement)) return;
+      setTimeout(() => { if (!document.activeElement || document.activeElement === document.body) focusComposer(); });
+    };
   }, []);
   useLayoutEffect(() => fitToLines(input.current), [text]);
+  // Changed on another device while open: the user's text stays, and they are
+  // told that saving it replaces the newer one.
+  const changedElsewhere = m.content !== opened.current && m.content !== sent.current;
   function close() {
+    const hadFocus = form.current?.contains(document.activeElement);
     store.stopEditing(m.id);
-    focusComposer();
+    if (hadFocus) focusComposer();
   }
   function cancel() {
+    if (busy.current) return;
     store.noteOn(m.id, null);
     close();
   }
@@ -547,15 +592,18 @@ function EditBox({ m }) {
     if (busy.current) return;
     if (text === m.content) { cancel(); return; }
     busy.current = true;
+    sent.current = text;
+    setSaving(true);
     try {
       await store.editMessage(m, text);
-      store.noteOn(m.id, null);
-      close();
+      // The user may have gone on to another message meanwhile: that one keeps focus and its note.
+      if (state.editing === m.id) { store.noteOn(m.id, null); close(); }
     } catch (err) {
       store.noteOn(m.id, refusal(err, 'edit'));
-      if (FINAL_EDIT_REFUSALS.has(err.code)) close();
+      if (FINAL_EDIT_REFUSALS.has(err.code) && state.editing === m.id) close();
     } finally {
       busy.current = false;
+      setSaving(false);
     }
   }
   function onKeyDown(e) {
@@ -563,14 +611,17 @@ function EditBox({ m }) {
     else if (e.key === 'Escape') { e.preventDefault(); cancel(); }
   }
   return html`
-    <form class="edit" onSubmit=${save}>
+    <form class="edit" ref=${form} onSubmit=${save} aria-busy=${saving ? 'true' : undefined}>
       <label for="edit-box" class="visually-hidden">Edit message</label>
-      <textarea id="edit-box" ref=${input} rows="1" value=${text} dir="auto" aria-describedby="edit-hint"
+      <textarea id="edit-box" ref=${input} rows="1" value=${text} dir="auto" readOnly=${saving}
+        aria-describedby=${changedElsewhere ? 'edit-hint edit-changed' : 'edit-hint'}
         onInput=${(e) => setText(e.target.value)} onKeyDown=${onKeyDown}></textarea>
+      ${changedElsewhere && html`<p id="edit-changed" class="edit-changed" role="status">
+        This message was changed elsewhere while you were editing it. Saving replaces that change with your text.</p>`}
       <div class="row">
-        <span id="edit-hint" class="edit-hint">Enter to save, Escape to cancel</span>
-        <button type="button" onClick=${cancel}>Cancel</button>
-        <button type="submit" class="primary">Save</button>
+        <span id="edit-hint" class=${`edit-hint ${saving ? 'saving' : ''}`} role="status">${saving ? 'Saving…' : 'Enter to save, Escape to cancel'}</span>
+        <button type="button" onClick=${cancel} aria-disabled=${saving ? 'true' : undefined}>Cancel</button>
+        <button type="submit" class="primary" aria-disabled=${saving ? 'true' : undefined}>Save</button>
       </div>
     </form>`;
 }
@@ -641,8 +692,10 @@ function Composer({ t }) {
   function onKeyDown(e) {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) submit(e);
     // Up in an empty composer edits one's last message, as in most chat apps.
+    // Only a message on screen: the window may be far from the newest.
     else if (e.key === 'ArrowUp' && !text && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
-      const m = store.lastEditable(t.id);
+      const shown = document.querySelectorAll('.log > li[data-seq]');
+      const m = shown.length && store.lastEditable(t.id, Number(shown[0].dataset.seq), Number(shown[shown.length - 1].dataset.seq));
       if (m) { e.preventDefault(); store.startEditing(m.id); }
     }
   }
