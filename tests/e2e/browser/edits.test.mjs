@@ -252,3 +252,166 @@ describe('web app: an edit after the edit window', () => {
     assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], []);
   });
 });
+
+describe('web app: messages and the keyboard', () => {
+  let server; let base; let browser; let alice; let bob;
+
+  before(async () => {
+    ({ server, base, browser, alice, bob } = await startScene());
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  // What has focus: a message (its text), a button (its name and the text it
+  // is described by), or an element's id.
+  const focused = (page) => page.evaluate(() => {
+    const el = document.activeElement;
+    if (el.matches('.log > li')) return `message: ${el.querySelector('.text')?.textContent}`;
+    if (el.tagName === 'BUTTON') {
+      const about = el.getAttribute('aria-describedby');
+      return `button: ${el.getAttribute('aria-label') || el.textContent}${about ? ` (${document.getElementById(about)?.textContent})` : ''}`;
+    }
+    return el.id || el.tagName;
+  });
+  // Tab presses until the composer has focus (at most 50).
+  async function tabsToComposer(page) {
+    for (let n = 1; n <= 50; n++) {
+      await page.keyboard.press('Tab');
+      if (await page.evaluate(() => document.activeElement?.id === 'composer')) return n;
+    }
+    return Infinity;
+  }
+
+  it('the log is one tab stop: arrows move between messages, Tab reaches the current one\'s Edit and Delete, then the composer', async () => {
+    const thread = await server.createDirect(alice, bob);
+    await server.sendRest(alice.token, thread.id, { content: 'One' });
+    await server.sendRest(bob.token, thread.id, { content: 'Two' });
+    await server.sendRest(alice.token, thread.id, { content: 'Three' });
+    const page = await openAs(await browser.newContext(), base, alice);
+    await threadLink(page, 'Bob Parent').click();
+    await messageLog(page).getByText('Three').waitFor();
+    const video = page.getByRole('button', { name: 'Video call' });
+
+    // From the header's last control, Tab goes to the newest message, then its actions, then out.
+    await video.focus();
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'message: Three', 'Tab from the header: the newest message');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'button: Edit message (Three)');
+    await until(() => actionsShown(page, 'Three'), { what: 'the current message\'s actions shown on focus' });
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'button: Delete message (Three)');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'composer', 'then the composer: no other message is a stop');
+
+    // Shift+Tab comes back to the current message; the arrows, Home and End move it.
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('Shift+Tab');
+    assert.equal(await focused(page), 'message: Three');
+    await page.keyboard.press('ArrowUp');
+    assert.equal(await focused(page), 'message: Two');
+    assert.equal(await tabsToComposer(page), 1, 'someone else\'s message: nothing to stop at');
+    await page.keyboard.press('Shift+Tab');
+    assert.equal(await focused(page), 'message: Two', 'the log remembers the current message');
+    await page.keyboard.press('Home');
+    assert.equal(await focused(page), 'message: One');
+    await page.keyboard.press('Tab');
+    assert.equal(await focused(page), 'button: Edit message (One)', 'the actions of the current message, not the newest');
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('End');
+    assert.equal(await focused(page), 'message: Three');
+    await page.keyboard.press('ArrowDown');
+    assert.equal(await focused(page), 'message: Three', 'nothing past the last');
+    assert.equal(await messageLog(page).locator('[tabindex="0"]').count(), 3, 'one message and its two buttons');
+    assert.deepEqual(await axeViolations(page), [], 'the log with a current message');
+
+    // Many more messages change nothing in the Tab order.
+    for (let i = 0; i < 40; i++) await server.sendRest(i % 2 ? bob.token : alice.token, thread.id, { content: `More ${i}` });
+    await messageLog(page).getByText('More 39').waitFor();
+    await video.focus();
+    await page.keyboard.press('Tab');
+    assert.match(await focused(page), /^message: /, 'Tab from the header: into the log');
+    await page.keyboard.press('End');
+    assert.equal(await focused(page), 'message: More 39');
+    assert.equal(await tabsToComposer(page), 1, 'Bob\'s newest: straight to the composer');
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('ArrowUp');
+    assert.equal(await focused(page), 'message: More 38');
+    assert.equal(await tabsToComposer(page), 3, 'Alice\'s own: Edit, Delete, composer, as with three messages');
+
+    // Up in the empty composer still edits one's last message.
+    await page.keyboard.press('ArrowUp');
+    const editor = page.getByRole('textbox', { name: 'Edit message' });
+    assert.equal(await editor.inputValue(), 'More 38');
+    await editor.press('Escape');
+    await editor.waitFor({ state: 'detached' });
+    assert.deepEqual(page.pageErrors, []);
+    await page.context().close();
+  });
+
+  it('an editor whose message is deleted by someone else goes, and focus is back in the composer', async () => {
+    const group = await server.createGroup(bob, [alice], 'Class 3B');
+    await server.sendRest(alice.token, group.id, { content: 'Homework is page 12' });
+    const mine = (await server.sendRest(alice.token, group.id, { content: 'Bring crayons' })).body.data;
+    const page = await openAs(await browser.newContext(), base, alice);
+    await threadLink(page, 'Class 3B').click();
+    await messageLog(page).getByText('Bring crayons').waitFor();
+
+    // Changed on another device while open: said so, and the user's text stays.
+    const homework = row(page, 'Homework is page 12');
+    await homework.hover();
+    await homework.getByRole('button', { name: 'Edit message' }).click();
+    const editor = page.getByRole('textbox', { name: 'Edit message' });
+    await editor.fill('Homework is page 14');
+    const first = (await server.history(alice.token, group.id)).find((m) => m.content === 'Homework is page 12');
+    assert.equal((await server.http('PATCH', `/api/chat/messages/${first.id}`, { token: alice.token, body: { content: 'Homework is page 13' } })).status, 200);
+    await page.getByRole('status').filter({ hasText: 'This message was changed elsewhere' }).waitFor();
+    assert.equal(await editor.inputValue(), 'Homework is page 14', 'the user\'s text kept');
+    assert.deepEqual(await axeViolations(page), [], 'the editor with its note');
+    await editor.press('Escape');
+    await editor.waitFor({ state: 'detached' });
+    assert.equal(await row(page, 'Homework is page 13').count(), 1, 'cancelled: the newer edit stays');
+
+    // Deleted by the group's admin while open: the editor goes, focus is in the composer.
+    await page.getByRole('textbox', { name: 'Message' }).press('ArrowUp');
+    assert.equal(await editor.inputValue(), 'Bring crayons');
+    await editor.fill('Bring crayons and glue');
+    assert.equal((await server.http('DELETE', `/api/chat/messages/${mine.id}`, { token: bob.token })).status, 200);
+    await editor.waitFor({ state: 'detached' });
+    await until(() => page.evaluate(() => document.activeElement?.id === 'composer'), { what: 'focus in the composer' });
+    assert.deepEqual(await messageTexts(page), ['Homework is page 13', 'This message was deleted.']);
+    // Nothing left open: Up edits the message still there.
+    await page.getByRole('textbox', { name: 'Message' }).press('ArrowUp');
+    assert.equal(await editor.inputValue(), 'Homework is page 13');
+    await editor.press('Escape');
+    assert.deepEqual(page.pageErrors, []);
+    await page.context().close();
+  });
+
+  it('while a save is under way it says so, and Escape does not pretend to cancel it', async () => {
+    const thread = await server.createGroup(alice, [bob], 'Slow line');
+    await server.sendRest(alice.token, thread.id, { content: 'Lunch at noon' });
+    const page = await openAs(await browser.newContext(), base, alice);
+    await threadLink(page, 'Slow line').click();
+    await messageLog(page).getByText('Lunch at noon').waitFor();
+    await page.route('**/api/chat/messages/*', async (route) => {
+      if (route.request().method() === 'PATCH') await sleep(1500);
+      await route.continue();
+    });
+    await page.getByRole('textbox', { name: 'Message' }).press('ArrowUp');
+    const editor = page.getByRole('textbox', { name: 'Edit message' });
+    await editor.fill('Lunch at one');
+    await editor.press('Enter');
+    await messageLog(page).getByText('Saving…').waitFor();
+    await editor.press('Escape');
+    assert.equal(await editor.count(), 1, 'still open while the server is asked');
+    await editor.waitFor({ state: 'detached' });
+    await row(page, 'Lunch at one').locator('.edited').waitFor();
+    await until(() => page.evaluate(() => document.activeElement?.id === 'composer'), { what: 'focus back in the composer' });
+    assert.deepEqual(page.pageErrors, []);
+    await page.context().close();
+  });
+});
