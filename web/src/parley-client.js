@@ -50,6 +50,8 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const PING_EVERY_MS = 20000;
 const PONG_WAIT_MS = 10000;
+// A REST request not answered within this is given up as a network error.
+const REST_TIMEOUT_MS = 20000;
 
 export class ParleyClient extends EventTarget {
   // baseUrl: the server ('' = the page's own origin). token: a Parley or
@@ -95,7 +97,11 @@ export class ParleyClient extends EventTarget {
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
     try {
-      res = await fetch(this.baseUrl + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      // Bounded: a request the server never answers (a half-open connection)
+      // must end as a network error, not leave the user waiting on it for good.
+      res = await fetch(this.baseUrl + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(REST_TIMEOUT_MS),
+      });
     } catch (err) {
       throw new ParleyError(0, 'network_error', 'the server cannot be reached');
     }

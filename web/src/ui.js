@@ -324,11 +324,22 @@ function MessageList({ t, box }) {
   const currentSeq = ci >= 0 && ci < list.length && list[ci].seq === current ? current
     : list.length ? list[list.length - 1].seq : null;
 
+  // Whether focus is on a message or its actions as this render begins (the
+  // DOM is still the last one's): a focused message the window slides past
+  // must not take the focus with it to the page's body, where the arrow keys
+  // reach nothing. (An editor that goes hands focus to the composer itself.)
+  const focusWasIn = useRef(false);
+  const active = document.activeElement;
+  focusWasIn.current = !!ref.current && ref.current.contains(active) && !active.closest('form');
+
   // Older messages go in above: the message that was first stays where the
   // reader saw it (and the bottom stays the bottom while they are there).
   useLayoutEffect(() => {
     const el = ref.current;
     if (!el) return;
+    if (focusWasIn.current && document.activeElement === document.body && currentSeq !== null) {
+      el.querySelector(`li[data-seq="${currentSeq}"]`)?.focus({ preventScroll: true });
+    }
     const a = anchor.current;
     if (a) {
       const li = el.querySelector(`li[data-seq="${a.seq}"]`);
@@ -514,7 +525,8 @@ function MessageList({ t, box }) {
         Could not load the conversation: ${state.loadError.message}. It loads again when the connection is back.
         <button type="button" class="link" onClick=${() => store.openThread(t.id)}>Try again</button></p>`}
       ${box && !box.hasMore && !box.loading && startIdx === 0 && html`<p class="start">This is the start of the conversation.</p>`}
-      <div role="log" aria-label="Messages" aria-live="polite"><ol class="log" onKeyDown=${onLogKey} onfocusin=${onLogFocus}>${rows}</ol></div>
+      <div role="log" aria-label="Messages" aria-live="polite"><ol class="log" aria-describedby="log-keys" onKeyDown=${onLogKey} onfocusin=${onLogFocus}>${rows}</ol></div>
+      <p id="log-keys" class="visually-hidden">Up and Down arrows move between messages, Home and End to the first and last; Tab reaches a message's Edit and Delete.</p>
       ${!atNewest && html`<button type="button" class="jump" onClick=${jumpToNewest}>Newest messages ↓</button>`}
       ${confirming && html`<${ConfirmDelete} m=${confirming} onDone=${() => { setConfirming(null); setSelected(null); }} />`}
     </div>`;

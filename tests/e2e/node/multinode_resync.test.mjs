@@ -42,7 +42,7 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
   // The tests cut node A off and put it back in a `finally`: one failing while
   // A is cut off must not leave the tests after it without the bus.
   async function uncut() {
-    if (!proxy.server.listening) await proxy.start();
+    if (!proxy.server.listening) await proxy.start().catch((err) => console.error('restarting the proxy failed:', err));
     await waitBus(nodeA, true).catch(() => {});
   }
 
