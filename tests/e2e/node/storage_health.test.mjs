@@ -55,12 +55,17 @@ describe('/health and send errors follow the store write state', { skip: TEST_ST
     await sleep(1100);
     assertHttpError(assert, await server.sendRest(alice.token, dm.id, { content: 'a second later' }), 503, 'storage_unavailable');
     const seconds = (Date.now() - started) / 1000;
-    const failed = server.log.filter((l) => l.includes('event=store_batch_failed'));
+    // The server's log comes over a pipe that may be read after the HTTP answer
+    // it preceded: wait (bounded) for a line that counts what was held back.
+    const failedLines = () => server.log.filter((l) => l.includes('event=store_batch_failed'));
+    const counting = (l) => /error="[^"]+" suppressed=[1-9]\d*$/.test(l);
+    for (let i = 0; i < 50 && !failedLines().slice(1).some(counting); i++) await sleep(100);
+    const failed = failedLines();
     assert.ok(failed.length <= 2 + Math.ceil(seconds), `${failed.length} lines in ${seconds} s for 200 failures:\n${failed.join('\n')}`);
     assert.match(failed[0], /error="[^"]+" suppressed=0$/, 'the first line has the details');
     // Which later line counts them depends on timing: with a slow machine a
     // line may come between the bursts and hold all but the last back.
-    assert.ok(failed.slice(1).some((l) => /error="[^"]+" suppressed=[1-9]\d*$/.test(l)),
+    assert.ok(failed.slice(1).some(counting),
       `a later line counts what it held back:\n${failed.join('\n')}`);
 
     setFileSizeLimit(server.child.pid, 'unlimited:unlimited');
