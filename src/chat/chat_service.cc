@@ -539,7 +539,7 @@ Status ChatService::relay(const std::string& user_id, const std::string& thread_
   // relay, takes none.
   if (type == "call_offer" &&
       std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.connected(id); }))
-    return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread is online to take the call"};
+    return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread has a connection open to take the call"};
   fields["thread_id"] = thread_id;
   // An answer or a hang-up also reaches the sender's other devices (never the
   // sending connection), so a phone that answered stops the tablet ringing.
