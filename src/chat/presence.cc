@@ -30,15 +30,18 @@ void Presence::set_directory(PresenceDirectory* directory) {
 
 void Presence::connect(const std::string& user_id) {
   const Micros opened_at = now_micros();
-  bool announce = false;
+  bool announce = false, back_in_grace = false;
   std::lock_guard order(order_mu_);
   {
     std::lock_guard lock(mu_);
     Entry& e = users_[user_id];
-    if (e.connections++ == 0) ++online_count_;
+    const bool first_here = e.connections++ == 0;
+    if (first_here) ++online_count_;
     ++e.generation;
     if (!e.announced_online) announce = e.announced_online = true;
+    else back_in_grace = first_here;
   }
+  if (back_in_grace && directory_) directory_->node_live(user_id, true);
   if (!announce) return;
   if (!directory_) {
     if (announce_) announce_({user_id, true, opened_at});
@@ -53,12 +56,19 @@ void Presence::disconnect(const std::string& user_id) {
   const Micros closed_at = now_micros();
   uint64_t generation;
   {
-    std::lock_guard lock(mu_);
-    auto it = users_.find(user_id);
-    if (it == users_.end() || it->second.connections == 0) return;
-    if (--it->second.connections > 0) return;
-    --online_count_;
-    generation = ++it->second.generation;
+    // With a directory, under the order lock: it hears a last connection's
+    // close (node_live) in order with a reconnect's.
+    std::unique_lock order(order_mu_, std::defer_lock);
+    if (directory_) order.lock();
+    {
+      std::lock_guard lock(mu_);
+      auto it = users_.find(user_id);
+      if (it == users_.end() || it->second.connections == 0) return;
+      if (--it->second.connections > 0) return;
+      --online_count_;
+      generation = ++it->second.generation;
+    }
+    if (directory_) directory_->node_live(user_id, false);
   }
   if (schedule_) {
     schedule_(grace_, [this, user_id, generation, closed_at] { grace_over(user_id, generation, closed_at); });
@@ -90,7 +100,7 @@ bool Presence::online(const std::string& user_id) const {
 }
 
 bool Presence::connected(const std::string& user_id) const {
-  return connected_here(user_id) || (directory_ && directory_->known_online(user_id));
+  return connected_here(user_id) || (directory_ && directory_->known_connected_elsewhere(user_id));
 }
 
 // An entry lives from the first connection until its grace period ends.

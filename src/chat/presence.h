@@ -51,11 +51,9 @@ class Presence {
   // on another node. What the API reports, so a list loaded during a reload's
   // grace does not show offline a user who comes back without an announcement.
   bool online(const std::string& user_id) const;
-  // True while the user has an open connection here, or the directory knows
-  // them online: what push and calls ask (with one node, a user in the grace
-  // period has nothing live and is not connected). The directory cannot say
-  // which node, and this node leaves it only when its grace ends, so with
-  // several nodes a user in this node's grace still counts as connected.
+  // True while the user has an open connection here or, as the directory
+  // last heard, on another node: what push and calls ask (a user in the
+  // grace period has nothing live and is not connected).
   bool connected(const std::string& user_id) const;
   // Users with a connection to this process.
   size_t users_online() const;

@@ -23,9 +23,16 @@ class PresenceDirectory {
   // This node's last connection of the user closed (after Presence's grace);
   // done(true) when no node has one now (announce offline).
   virtual void node_offline(const std::string& user_id, std::function<void(bool last)> done) = 0;
+  // Between the two: this node's last connection of the user closed and its
+  // grace period began (live=false), or one opened again within it
+  // (live=true). node_online counts as live. No answer.
+  virtual void node_live(const std::string& user_id, bool live) = 0;
   // Online on some node (this one included), as last heard here: a local
   // lookup, a moment behind the truth.
   virtual bool known_online(const std::string& user_id) const = 0;
+  // Has an open connection on another node (not one in its grace period),
+  // as last heard here: a local lookup, a moment behind the truth.
+  virtual bool known_connected_elsewhere(const std::string& user_id) const = 0;
   // Set once at start: called for each user whose last node died.
   virtual void set_gone_hook(std::function<void(const std::string& user_id)> hook) = 0;
   // Set once at start: called for each of this node's users that the shared

@@ -13,28 +13,59 @@ namespace parley {
 
 namespace {
 
-constexpr const char* kChannel = "parley:presence";
+constexpr const char* kChannel = "parley:presence";  // also named in the scripts
 constexpr std::chrono::milliseconds kTick{1000};
 constexpr const char* kHeartbeatMs = "3000";
 // After Redis restarted empty: how long the live nodes get to register their
 // users again before the ones no node has are announced offline.
 constexpr std::chrono::milliseconds kRegisterAgainWait{5000};
 
-// KEYS: conns:<user>, node-users:<node>, online. ARGV: node, user.
-// Returns how many nodes had the user before.
-constexpr const char* kOnlineScript = R"(
+// The announcements each node's copy follows, published by the scripts
+// themselves so that a change and its announcement reach Redis as one step
+// (a PUBLISH sent after a script's reply is lost if the link drops between):
+// "+<user>" and "-<user>" (online anywhere, or nowhere), "L<node> <user>" and
+// "l<node> <user>" (the user has an open connection on that node, or no
+// longer: its grace period began, or it ended), "X<node>" (that node was
+// found dead: it has no one).
+//
+// Sets the user's live flag on this node, the tail of the two scripts below.
+// KEYS[4]: node-live:<node>. ARGV: node, user, "1" live or "0" in the grace
+// period.
+constexpr const char* kSetLive = R"(
+if ARGV[3] == '1' then
+  if redis.call('SADD', KEYS[4], ARGV[2]) == 1 then
+    redis.call('PUBLISH', 'parley:presence', 'L' .. ARGV[1] .. ' ' .. ARGV[2])
+  end
+elseif redis.call('SREM', KEYS[4], ARGV[2]) == 1 then
+  redis.call('PUBLISH', 'parley:presence', 'l' .. ARGV[1] .. ' ' .. ARGV[2])
+end
+)";
+
+// KEYS: conns:<user>, node-users:<node>, online, node-live:<node>. ARGV: node,
+// user, live ("1" or "0"). Returns how many nodes had the user before.
+const std::string kOnlineScript = std::string(R"(
 local before = redis.call('HLEN', KEYS[1])
 redis.call('HSET', KEYS[1], ARGV[1], 1)
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
-return before)";
+if before == 0 then redis.call('PUBLISH', 'parley:presence', '+' .. ARGV[2]) end
+)") + kSetLive + "return before";
 
-// Same keys. Returns how many nodes still have the user.
+// Same keys and arguments, for a user already on this node: only the flag.
+const std::string kLiveScript = std::string(kSetLive) + "return 0";
+
+// Same keys. ARGV: node, user. Returns how many nodes still have the user.
 constexpr const char* kOfflineScript = R"(
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[2])
+if redis.call('SREM', KEYS[4], ARGV[2]) == 1 then
+  redis.call('PUBLISH', 'parley:presence', 'l' .. ARGV[1] .. ' ' .. ARGV[2])
+end
 local left = redis.call('HLEN', KEYS[1])
-if left == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+if left == 0 then
+  redis.call('SREM', KEYS[3], ARGV[2])
+  redis.call('PUBLISH', 'parley:presence', '-' .. ARGV[2])
+end
 return left)";
 
 // The heartbeat. KEYS: node:<node>, nodes. ARGV: node, expiry in ms.
@@ -56,16 +87,39 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
       redis.call('HDEL', 'parley:user-conns:' .. u, n)
       if redis.call('HLEN', 'parley:conns:' .. u) == 0 then
         redis.call('SREM', 'parley:online', u)
+        redis.call('PUBLISH', 'parley:presence', '-' .. u)
         table.insert(gone, u)
       end
     end
-    redis.call('DEL', 'parley:node-users:' .. n)
+    redis.call('DEL', 'parley:node-users:' .. n, 'parley:node-live:' .. n)
     redis.call('SREM', 'parley:nodes', n)
+    redis.call('PUBLISH', 'parley:presence', 'X' .. n)
   end
 end
 return gone)";
 
+// What a node's copy holds. ARGV: this node. Returns every online user, then
+// each other node's id followed by the users with an open connection there.
+constexpr const char* kReloadScript = R"(
+local others = {}
+for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
+  if n ~= ARGV[1] then
+    table.insert(others, n)
+    table.insert(others, redis.call('SMEMBERS', 'parley:node-live:' .. n))
+  end
+end
+return {redis.call('SMEMBERS', 'parley:online'), others})";
+
 std::string conns_key(const std::string& user) { return "parley:conns:" + user; }
+
+// A user's (or "X"'s node's) part of an announcement: "<node> <user>".
+bool split_node_user(std::string_view rest, std::string_view& node, std::string_view& user) {
+  size_t space = rest.find(' ');
+  if (space == std::string_view::npos || space == 0 || space + 1 == rest.size()) return false;
+  node = rest.substr(0, space);
+  user = rest.substr(space + 1);
+  return true;
+}
 
 }  // namespace
 
@@ -131,19 +185,39 @@ bool RedisPresenceDirectory::known_online(const std::string& user_id) const {
   return online_.count(user_id) != 0;
 }
 
+bool RedisPresenceDirectory::known_connected_elsewhere(const std::string& user_id) const {
+  std::lock_guard lock(mu_);
+  return live_elsewhere_.count(user_id) != 0;
+}
+
+// The scripts' keys and arguments for a user of this node.
+bool RedisPresenceDirectory::run(const std::string& script, const std::string& user_id, bool live,
+                                 RedisLink::ReplyFn done) {
+  return commands_.command({"EVAL", script, "4", conns_key(user_id), "parley:node-users:" + node_id_, "parley:online",
+                            "parley:node-live:" + node_id_, node_id_, user_id, live ? "1" : "0"},
+                           std::move(done));
+}
+
 void RedisPresenceDirectory::node_online(const std::string& user_id, std::function<void(bool)> done) {
   std::weak_ptr<bool> alive = alive_;
   reactor_.post([this, alive, user_id, done = std::move(done)]() mutable {
     if (auto a = alive.lock(); !a || !*a) return;
-    mine_.insert(user_id);
-    bool sent = commands_.command(
-        {"EVAL", kOnlineScript, "3", conns_key(user_id), "parley:node-users:" + node_id_, "parley:online", node_id_, user_id},
-        [this, alive, user_id, done](const redisReply* r) {
-          bool first = !r || r->type != REDIS_REPLY_INTEGER || r->integer == 0;
-          if (auto a = alive.lock(); a && *a && r && first) commands_.command({"PUBLISH", kChannel, "+" + user_id});
-          done(first);
-        });
+    mine_[user_id] = true;
+    bool sent = run(kOnlineScript, user_id, true, [done](const redisReply* r) {
+      done(!r || r->type != REDIS_REPLY_INTEGER || r->integer == 0);
+    });
     if (!sent) done(true);  // Redis unreachable: behave as one node
+  });
+}
+
+void RedisPresenceDirectory::node_live(const std::string& user_id, bool live) {
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.post([this, alive, user_id, live] {
+    if (auto a = alive.lock(); !a || !*a) return;
+    auto it = mine_.find(user_id);
+    if (it == mine_.end()) return;
+    it->second = live;
+    run(kLiveScript, user_id, live);  // unsent: the reconnect's register_again sets it
   });
 }
 
@@ -152,13 +226,9 @@ void RedisPresenceDirectory::node_offline(const std::string& user_id, std::funct
   reactor_.post([this, alive, user_id, done = std::move(done)]() mutable {
     if (auto a = alive.lock(); !a || !*a) return;
     mine_.erase(user_id);
-    bool sent = commands_.command(
-        {"EVAL", kOfflineScript, "3", conns_key(user_id), "parley:node-users:" + node_id_, "parley:online", node_id_, user_id},
-        [this, alive, user_id, done](const redisReply* r) {
-          bool last = !r || r->type != REDIS_REPLY_INTEGER || r->integer == 0;
-          if (auto a = alive.lock(); a && *a && r && last) commands_.command({"PUBLISH", kChannel, "-" + user_id});
-          done(last);
-        });
+    bool sent = run(kOfflineScript, user_id, false, [done](const redisReply* r) {
+      done(!r || r->type != REDIS_REPLY_INTEGER || r->integer == 0);
+    });
     if (!sent) done(true);
   });
 }
@@ -181,7 +251,6 @@ void RedisPresenceDirectory::tick() {
         for (size_t i = 0; i < r->elements; ++i) {
           std::string user(r->element[i]->str, r->element[i]->len);
           spdlog::info("event=presence_node_gone user_id={}", user);
-          commands_.command({"PUBLISH", kChannel, "-" + user});
           if (gone_hook_) gone_hook_(user);
         }
       });
@@ -244,18 +313,12 @@ void RedisPresenceDirectory::reconcile() {
       std::string user(r->element[i]->str, r->element[i]->len);
       if (mine_.count(user)) continue;
       spdlog::info("event=presence_stale_removed node={} user_id={}", node_id_, user);
-      commands_.command({"EVAL", kOfflineScript, "3", conns_key(user), "parley:node-users:" + node_id_,
-                         "parley:online", node_id_, user},
-                        [this, alive, user](const redisReply* left) {
-                          if (auto a = alive.lock(); !a || !*a || !left || left->type != REDIS_REPLY_INTEGER) return;
-                          // Another node has the user: the offline this node
-                          // announced when it could not ask was wrong.
-                          if (left->integer != 0) {
-                            if (back_hook_) back_hook_(user, /*elsewhere=*/true);
-                            return;
-                          }
-                          commands_.command({"PUBLISH", kChannel, "-" + user});
-                        });
+      run(kOfflineScript, user, false, [this, alive, user](const redisReply* left) {
+        if (auto a = alive.lock(); !a || !*a || !left || left->type != REDIS_REPLY_INTEGER) return;
+        // Another node has the user: the offline this node announced when it
+        // could not ask was wrong.
+        if (left->integer != 0 && back_hook_) back_hook_(user, /*elsewhere=*/true);
+      });
     }
     // Those this node has that Redis lost: the online script is idempotent,
     // and announces only a user no node had.
@@ -278,17 +341,14 @@ void RedisPresenceDirectory::register_again() {
   if (!mine_.empty()) spdlog::info("event=presence_register_again node={} users={}", node_id_, mine_.size());
   if (registered_again_hook_) registered_again_hook_();
   std::weak_ptr<bool> alive = alive_;
-  for (const auto& user : mine_)
-    commands_.command({"EVAL", kOnlineScript, "3", conns_key(user), "parley:node-users:" + node_id_, "parley:online",
-                       node_id_, user},
-                      [this, alive, user](const redisReply* r) {
-                        // No node had the user: the others were told it went
-                        // offline (or never heard it came): online again.
-                        if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 0)
-                          return;
-                        commands_.command({"PUBLISH", kChannel, "+" + user});
-                        if (back_hook_) back_hook_(user, /*elsewhere=*/false);
-                      });
+  // The script also sets each user's live flag as it is here now.
+  for (const auto& [user, live] : mine_)
+    run(kOnlineScript, user, live, [this, alive, user](const redisReply* r) {
+      // No node had the user: the others were told it went offline (or never
+      // heard it came): online again.
+      if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 0) return;
+      if (back_hook_) back_hook_(user, /*elsewhere=*/false);
+    });
 }
 
 void RedisPresenceDirectory::on_subscription_up() {
@@ -301,20 +361,61 @@ void RedisPresenceDirectory::on_message(const redisReply* r) {
   if (kind == "subscribe") return reload();
   if (kind != "message" || r->element[2]->type != REDIS_REPLY_STRING || r->element[2]->len < 2) return;
   std::string_view m(r->element[2]->str, r->element[2]->len);
-  std::string user(m.substr(1));
+  std::string_view rest = m.substr(1), node, user;
   std::lock_guard lock(mu_);
-  if (m[0] == '+') online_.insert(std::move(user));
-  else if (m[0] == '-') online_.erase(user);
+  switch (m[0]) {
+    case '+':
+      online_.emplace(rest);
+      break;
+    case '-':
+      online_.erase(std::string(rest));
+      break;
+    case 'L':
+    case 'l':
+      if (!split_node_user(rest, node, user) || node == node_id_) break;
+      set_live_elsewhere(std::string(user), node, m[0] == 'L');
+      break;
+    case 'X':
+      for (auto it = live_elsewhere_.begin(); it != live_elsewhere_.end();) {
+        std::erase(it->second, rest);
+        it = it->second.empty() ? live_elsewhere_.erase(it) : std::next(it);
+      }
+      break;
+  }
+}
+
+// Under mu_.
+void RedisPresenceDirectory::set_live_elsewhere(const std::string& user, std::string_view node, bool live) {
+  auto it = live_elsewhere_.find(user);
+  if (live) {
+    if (it == live_elsewhere_.end()) it = live_elsewhere_.emplace(user, std::vector<std::string>{}).first;
+    if (std::find(it->second.begin(), it->second.end(), node) == it->second.end()) it->second.emplace_back(node);
+  } else if (it != live_elsewhere_.end()) {
+    std::erase(it->second, node);
+    if (it->second.empty()) live_elsewhere_.erase(it);
+  }
 }
 
 void RedisPresenceDirectory::reload() {
   std::weak_ptr<bool> alive = alive_;
-  commands_.command({"SMEMBERS", "parley:online"}, [this, alive](const redisReply* r) {
-    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
-    std::unordered_set<std::string> all;
-    for (size_t i = 0; i < r->elements; ++i) all.emplace(r->element[i]->str, r->element[i]->len);
+  commands_.command({"EVAL", kReloadScript, "0", node_id_}, [this, alive](const redisReply* r) {
+    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
+    const redisReply* users = r->element[0];
+    const redisReply* others = r->element[1];
+    if (users->type != REDIS_REPLY_ARRAY || others->type != REDIS_REPLY_ARRAY) return;
+    std::unordered_set<std::string> online;
+    for (size_t i = 0; i < users->elements; ++i) online.emplace(users->element[i]->str, users->element[i]->len);
+    std::unordered_map<std::string, std::vector<std::string>> live;
+    for (size_t i = 0; i + 1 < others->elements; i += 2) {
+      const redisReply* node = others->element[i];
+      const redisReply* there = others->element[i + 1];
+      if (node->type != REDIS_REPLY_STRING || there->type != REDIS_REPLY_ARRAY) continue;
+      for (size_t j = 0; j < there->elements; ++j)
+        live[std::string(there->element[j]->str, there->element[j]->len)].emplace_back(node->str, node->len);
+    }
     std::lock_guard lock(mu_);
-    online_.swap(all);
+    online_.swap(online);
+    live_elsewhere_.swap(live);
   });
 }
 

@@ -3,14 +3,17 @@
 //
 // In Redis: parley:conns:<user> is a hash of the nodes that have the user
 // (a user is online while it is not empty), parley:node-users:<node> the
-// users of each node, parley:online every online user, and parley:node:<node>
+// users of each node, parley:node-live:<node> those of them with an open
+// connection there (not in their grace period), parley:online every online
+// user, and parley:node:<node>
 // a heartbeat key each live node sets every second with a 3 s expiry
 // (parley:nodes lists them). Each node checks every second for nodes whose
 // heartbeat expired and removes them in one Lua script, so exactly one node
 // learns which users went offline and announces it: within 5 s of a kill -9.
-// Online and offline changes are published on parley:presence ("+<user>",
-// "-<user>") so each node keeps a local copy of who is online for cheap
-// lookups. The scripts name keys they compute (not cluster-safe: one Redis).
+// The scripts publish each change on parley:presence (the format is in
+// redis_presence.cc) so each node keeps a local copy of who is online, and on
+// which other nodes with an open connection, for cheap lookups. The scripts
+// name keys they compute (not cluster-safe: one Redis).
 //
 // Threading: as PresenceDirectory; both connections live on the reactor's
 // loop. While Redis is unreachable, first/last answers are "yes" (each node
@@ -34,7 +37,10 @@
 #include <atomic>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "common/reactor.h"
 #include "redis/redis_link.h"
@@ -49,7 +55,9 @@ class RedisPresenceDirectory final : public PresenceDirectory {
 
   void node_online(const std::string& user_id, std::function<void(bool first)> done) override;
   void node_offline(const std::string& user_id, std::function<void(bool last)> done) override;
+  void node_live(const std::string& user_id, bool live) override;
   bool known_online(const std::string& user_id) const override;
+  bool known_connected_elsewhere(const std::string& user_id) const override;
   void set_gone_hook(std::function<void(const std::string& user_id)> hook) override;
   void set_back_hook(std::function<void(const std::string& user_id, bool elsewhere)> hook) override;
   // Set once before start(): runs on the loop after this node registered its
@@ -68,7 +76,9 @@ class RedisPresenceDirectory final : public PresenceDirectory {
  private:
   void on_commands_up();
   void on_subscription_up();
+  bool run(const std::string& script, const std::string& user_id, bool live, RedisLink::ReplyFn done = {});
   void on_message(const struct redisReply* reply);
+  void set_live_elsewhere(const std::string& user, std::string_view node, bool live);
   void tick();
   void heartbeat();
   void register_again();
@@ -88,9 +98,12 @@ class RedisPresenceDirectory final : public PresenceDirectory {
 
   mutable std::mutex mu_;
   std::unordered_set<std::string> online_;  // every node's users, as last heard
+  // The other nodes where a user has an open connection, as last heard.
+  std::unordered_map<std::string, std::vector<std::string>> live_elsewhere_;
 
-  // Loop thread only: this node's users, registered again after a reconnect.
-  std::unordered_set<std::string> mine_;
+  // Loop thread only: this node's users (true: with an open connection; false:
+  // in the grace period), registered again after a reconnect.
+  std::unordered_map<std::string, bool> mine_;
   uint64_t ticks_ = 0;
   int reloads_left_ = 0;  // reloads due on the next ticks, after a reconnect
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -34,7 +34,15 @@ class ScriptedDirectory : public PresenceDirectory {
     calls.push_back("offline " + user);
     done(last);
   }
-  bool known_online(const std::string& user) const override { return user == "elsewhere"; }
+  void node_live(const std::string& user, bool live) override {
+    calls.push_back((live ? "live " : "idle ") + user);
+  }
+  // "elsewhere" has a connection on another node; "grace-elsewhere" is in
+  // another node's grace period (online, not connected).
+  bool known_online(const std::string& user) const override {
+    return user == "elsewhere" || user == "grace-elsewhere";
+  }
+  bool known_connected_elsewhere(const std::string& user) const override { return user == "elsewhere"; }
   void set_gone_hook(std::function<void(const std::string&)> hook) override { gone = std::move(hook); }
   void set_back_hook(std::function<void(const std::string&, bool)> hook) override { back = std::move(hook); }
   std::function<void(const std::string&, bool)> back;
@@ -94,8 +102,25 @@ TEST(Presence, AsksTheDirectoryOncePerNodeTransition) {
   f.presence.connect("a");
   f.presence.disconnect("a");
   f.presence.disconnect("a");
-  EXPECT_EQ(f.directory.calls, (std::vector<std::string>{"online a", "offline a"}));
+  EXPECT_EQ(f.directory.calls, (std::vector<std::string>{"online a", "idle a", "offline a"}));
   EXPECT_EQ(f.said, (Announcements{{"a", true}, {"a", false}}));
+}
+
+// The directory hears when the grace period begins and when a reconnect ends
+// it early, so other nodes know the user has nothing open here meanwhile.
+TEST(Presence, TellsTheDirectoryWhenTheGracePeriodBeginsAndWhenAReconnectEndsIt) {
+  Presence p(std::chrono::milliseconds(3000));
+  ScriptedDirectory directory;
+  std::function<void()> grace;
+  p.set_hooks([&](std::chrono::milliseconds, std::function<void()> fn) { grace = std::move(fn); }, nullptr);
+  p.set_directory(&directory);
+  p.connect("a");
+  p.disconnect("a");
+  p.connect("a");
+  p.connect("a");
+  p.disconnect("a");
+  EXPECT_EQ(directory.calls, (std::vector<std::string>{"online a", "idle a", "live a"}))
+      << "one idle per last close, one live per first open within the grace";
 }
 
 TEST(Presence, OnlineOnAnotherNodeAlreadyMeansNoAnnouncement) {
@@ -145,7 +170,7 @@ TEST(Presence, AReconnectAsTheGraceEndsReachesTheDirectoryAfterTheOffline) {
   };
   grace();
   reconnect.join();
-  EXPECT_EQ(directory.calls, (std::vector<std::string>{"online a", "offline a", "online a"}));
+  EXPECT_EQ(directory.calls, (std::vector<std::string>{"online a", "idle a", "offline a", "online a"}));
   EXPECT_EQ(said, (Announcements{{"a", true}, {"a", false}, {"a", true}}));
   EXPECT_TRUE(p.online("a"));
 }
@@ -178,6 +203,8 @@ TEST(Presence, OnlineCountsOtherNodes) {
   EXPECT_TRUE(f.presence.online("elsewhere"));
   EXPECT_FALSE(f.presence.online("nobody"));
   EXPECT_TRUE(f.presence.connected("elsewhere"));
+  EXPECT_TRUE(f.presence.online("grace-elsewhere"));
+  EXPECT_FALSE(f.presence.connected("grace-elsewhere")) << "in another node's grace period: nothing open";
   EXPECT_EQ(f.presence.users_online(), 0u) << "users_online counts this process";
 }
 

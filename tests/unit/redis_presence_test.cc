@@ -56,6 +56,29 @@ TEST_F(PresenceOnTwoNodes, OnlineWhileAnyNodeHasTheUser) {
   EXPECT_TRUE(eventually([&] { return !a.known_online("u1") && !b.known_online("u1"); }));
 }
 
+// Push and calls ask whether a user has a connection open now: a user in
+// one node's grace period is online (no offline announced yet) but not
+// connected, at every other node.
+TEST_F(PresenceOnTwoNodes, ConnectedElsewhereFollowsTheOtherNodesOpenConnections) {
+  start();
+  EXPECT_TRUE(ask_online(a, "u"));
+  EXPECT_TRUE(eventually([&] { return b.known_connected_elsewhere("u"); }));
+  EXPECT_FALSE(a.known_connected_elsewhere("u")) << "this node's own connections are not elsewhere";
+  a.node_live("u", false);  // its last connection on a closed: the grace period
+  EXPECT_TRUE(eventually([&] { return !b.known_connected_elsewhere("u"); }));
+  EXPECT_TRUE(b.known_online("u")) << "still online until the grace period ends";
+  a.node_live("u", true);  // back within the grace period
+  EXPECT_TRUE(eventually([&] { return b.known_connected_elsewhere("u"); }));
+  // A third node started now learns it from Redis, not from an announcement.
+  RedisPresenceDirectory c(loop.reactor(), endpoint(redis), "node-c");
+  c.start();
+  EXPECT_TRUE(eventually([&] { return c.healthy() && c.known_connected_elsewhere("u"); }));
+  EXPECT_TRUE(ask_offline(a, "u")) << "the grace period ended: the last node";
+  EXPECT_TRUE(eventually([&] { return !b.known_connected_elsewhere("u") && !c.known_connected_elsewhere("u"); }));
+  EXPECT_TRUE(eventually([&] { return !b.known_online("u") && !c.known_online("u"); }));
+  c.close();
+}
+
 TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
   RedisServer redis;
   ReactorThread loop;
@@ -75,6 +98,7 @@ TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
     EXPECT_TRUE(ask_online(doomed, "on-both"));
     EXPECT_FALSE(ask_online(survivor, "on-both"));
     ASSERT_TRUE(eventually([&] { return survivor.known_online("only-on-d"); }));
+    ASSERT_TRUE(eventually([&] { return survivor.known_connected_elsewhere("on-both"); }));
     // Leaves without a word (as after kill -9): its heartbeat stops.
   }
   ASSERT_TRUE(eventually([&] {
@@ -86,6 +110,7 @@ TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
   EXPECT_EQ(gone, std::vector<std::string>{"only-on-d"}) << "reported once; a user still on a live node is not";
   EXPECT_FALSE(survivor.known_online("only-on-d"));
   EXPECT_TRUE(survivor.known_online("on-both"));
+  EXPECT_FALSE(survivor.known_connected_elsewhere("on-both")) << "nothing is open on a dead node";
 }
 
 TEST_F(PresenceOnTwoNodes, RedisRestartedEmptyGetsThisNodesUsersBack) {

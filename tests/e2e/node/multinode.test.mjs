@@ -129,7 +129,7 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     await aliceWs.expectNone((f) => f.type === 'error' && f.request_id === 'call-1', 300, 'callee_offline');
 
     const carolUser = await n1.register();
-    await n1.createDirect(alice, carolUser);
+    const withCarolThread = await n1.createDirect(alice, carolUser);
     const carolWs = await n3.connect(carolUser);
     const on = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carolUser.id && f.online, 5000, 'presence online from another node');
     assert.equal(on.online, true);
@@ -137,7 +137,18 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     const withCarol = threads.body.data.threads.find((t) => t.participants.some((p) => p.user_id === carolUser.id));
     assert.equal(withCarol.participants.find((p) => p.user_id === carolUser.id).online, true, 'online in listings on another node');
     carolWs.close();
-    await aliceWs.next((f) => f.type === 'presence' && f.user_id === carolUser.id && !f.online, 10000, 'presence offline');
+    // In Carol's grace period on node 3 (online, no offline announced yet),
+    // node 1 knows she has nothing open: a call to her is refused, not rung
+    // into nothing. Each attempt that is still relayed (node 3 had not yet
+    // seen the close) answers nothing.
+    const carolOffline = (f) => f.type === 'presence' && f.user_id === carolUser.id && !f.online;
+    let refused = null;
+    for (let i = 0; i < 10 && !refused; i++) {
+      refused = await aliceWs.request({ type: 'call_offer', thread_id: withCarolThread.id, payload: { sdp: 'offer' } }, 250).catch(() => null);
+    }
+    assert.equal(refused?.code, 'callee_offline', 'a call in the grace period on another node is refused');
+    assert.equal(aliceWs.all(carolOffline).length, 0, 'refused within the grace period, before her offline was announced');
+    await aliceWs.next(carolOffline, 10000, 'presence offline');
   });
 
   // Each node caches who is in a thread. A change made through one node must
