@@ -405,8 +405,24 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.message_json = message_json_text(out.message);
     if (!out.duplicate)
       deliver(out.message, out.message_json, members_at_commit(out.message.thread_id, members), origin);
+    else if (out.message.created_at >= now_micros() - int64_t{config_.limits.redeliver_retry_seconds} * 1000000)
+      redeliver(out.message, out.message_json, members_at_commit(out.message.thread_id, members), origin);
     done(std::move(out));
   });
+}
+
+// A retry finds its original stored, but that original may never have been
+// published: its node died between the commit and the publish, or a
+// PostgreSQL COMMIT whose connection was lost reported a failure and had
+// landed. Its participants would then see it only with the thread's next
+// message. So it is published again; each connection's DeliveryCursor skips
+// it where it went out already. Only while recent: a connection that has
+// had nothing of the thread since it opened would take an old message for a
+// new one. Not counted as a message again, and no second push.
+void ChatService::redeliver(const Message& message, const std::string& message_json,
+                            const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
+  publish(message.thread_id, Audience::members(audience), "new_message", message_json, origin, message.seq,
+          message.id);
 }
 
 void ChatService::deliver(const Message& message, const std::string& message_json,

@@ -213,6 +213,9 @@ class ChatService {
   // observer; on the store's completion thread, in commit order.
   void deliver(const Message& message, const std::string& message_json,
                const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin);
+  // A retried send's recent original, published again (new_message only).
+  void redeliver(const Message& message, const std::string& message_json,
+                 const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin);
   std::shared_ptr<const ThreadMembers> with_member(std::shared_ptr<const ThreadMembers> members,
                                                    const std::string& user_id);
   // A removal queued in the store and not yet called back (its notice not

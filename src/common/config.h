@@ -35,6 +35,9 @@ struct Limits {
   int http_keepalive_requests = 1000;        // requests per connection; the last one is answered with Connection: close
   int edit_window_seconds = 15 * 60;         // a sender may edit a message this long after sending it
   int account_poll_ms = 1000;                // how often a server reads account changes (disable, revoke-tokens)
+  // A retried send (same client_msg_id) whose original is at most this old
+  // is published again (ChatService::store_and_publish). Not an option.
+  int redeliver_retry_seconds = 120;
 };
 
 // Push for offline participants (CONTRACT.md section 9; docs/webhooks.md).

@@ -22,6 +22,7 @@
 #include "auth/password.h"
 #include "common/clock.h"
 #include "common/ids.h"
+#include "common/metrics.h"
 #include "protocol/encode.h"
 
 namespace parley {
@@ -602,20 +603,61 @@ TEST_F(ChatServiceTest, SendPublishesOneNewMessageEventToAllParticipants) {
   EXPECT_EQ(f.at("data").at("sender").at("username"), json::value("bob"));
 }
 
-TEST_F(ChatServiceTest, RetriedClientMsgIdIsDuplicateWithNoSecondEvent) {
+// The retry is stored once and answered with the original. Its new_message
+// goes out again (each connection's DeliveryCursor drops what it was sent):
+// the original may have been committed and never published.
+TEST_F(ChatServiceTest, RetriedClientMsgIdIsDuplicateAndPublishedAgain) {
   User a = user("alice"), b = user("bob");
   Thread t = direct(a, b);
   auto first = send_text(a, t, "once", "c-17");
   ASSERT_TRUE(first.ok());
   EXPECT_FALSE(first->duplicate);
   size_t after_first = events_.size();
-  auto retry = send_text(a, t, "once", "c-17");
+  const auto messages_in = Metrics::get().messages_in.load();
+  auto retry = send_text(a, t, "once", "c-17", "session-2");
   ASSERT_TRUE(retry.ok()) << retry.error().code;
   EXPECT_TRUE(retry->duplicate);
   EXPECT_EQ(retry->message.id, first->message.id);
   EXPECT_EQ(retry->message.seq, first->message.seq);
-  EXPECT_EQ(events_.size(), after_first);
+  ASSERT_EQ(events_.size(), after_first + 1);
+  BusEventPtr again = events_.at(after_first);
+  EXPECT_EQ(again->type, "new_message");
+  EXPECT_EQ(again->seq, first->message.seq);
+  EXPECT_EQ(again->exclude_session, "session-2") << "the retrying connection has it as message_sent";
+  EXPECT_EQ(recipients(*again), (Ids{a.id, b.id}));
+  EXPECT_EQ(Metrics::get().messages_in.load(), messages_in) << "not counted as a second message";
   EXPECT_EQ(history_seqs(a, t, HistoryQuery{}), std::vector<int64_t>({1}));
+}
+
+// A message committed whose new_message was never published (its node died
+// between the two): the sender's retry publishes it.
+TEST_F(ChatServiceTest, ARetryPublishesAnOriginalThatWasStoredButNeverPublished) {
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  AppendRequest stored{t.id, a.id, "committed, then the node died", "text", "c-9"};
+  auto original = store_->append_and_wait(std::move(stored));
+  ASSERT_TRUE(original.ok()) << original.error().code;
+  ASSERT_EQ(events_.size(), 0u);
+  auto retry = send_text(a, t, "committed, then the node died", "c-9");
+  ASSERT_TRUE(retry.ok()) << retry.error().code;
+  EXPECT_TRUE(retry->duplicate);
+  ASSERT_EQ(events_.size(), 1u);
+  EXPECT_EQ(events_.at(0)->seq, original->message.seq);
+  EXPECT_EQ(recipients(*events_.at(0)), (Ids{a.id, b.id}));
+}
+
+TEST_F(ChatServiceTest, ARetryOfAnOldMessageIsNotPublishedAgain) {
+  config_.limits.redeliver_retry_seconds = 0;
+  start();
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  ASSERT_TRUE(send_text(a, t, "long ago", "c-1").ok());
+  const size_t after_first = events_.size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  auto retry = send_text(a, t, "long ago", "c-1");
+  ASSERT_TRUE(retry.ok());
+  EXPECT_TRUE(retry->duplicate);
+  EXPECT_EQ(events_.size(), after_first) << "a connection that had nothing of the thread would take it for new";
 }
 
 TEST_F(ChatServiceTest, SameClientMsgIdFromAnotherSenderIsANewMessage) {

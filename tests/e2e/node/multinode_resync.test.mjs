@@ -8,7 +8,8 @@
 // Edits and deletions made meanwhile have no seq for a gap to show: they
 // must reach the connections too (before the fix they never did, until the
 // client reloaded). And a re-read of a thread the user has left since stops
-// at the store's refusal instead of retrying for good.
+// at the store's refusal instead of retrying for good. Last, a node that dies
+// off the bus: a retry elsewhere publishes what it stored.
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
@@ -161,5 +162,36 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(about('gap_fill_failed'), [], 'the refused fill is not retried');
     assert.equal(about('gap_fill_stopped').length, 1, nodeA.logTail());
     assert.ok(carolWs.isOpen, 'the connection itself goes on');
+  });
+
+  // Last: it kills node A. A message committed on a node that died before its
+  // new_message reached the bus: no resync will ever come for it. The
+  // sender, unanswered, retries on another node with the same client_msg_id;
+  // the retry finds the original and publishes it again, so the reader gets
+  // it now (once), not with the thread's next message.
+  it('a retry on another node delivers a message its dead node stored but never published', async () => {
+    const [sender, reader] = await nodeB.registerMany(2);
+    const thread = await nodeB.createDirect(sender, reader);
+    const readerWs = await nodeB.connect(reader);
+    const senderOnA = await nodeA.connect(sender);
+    await senderOnA.sendMessage({ thread_id: thread.id, content: 'first' });
+    await waitContents(readerWs, thread.id, ['first'], 'the first message, live');
+
+    await proxy.cut();
+    await waitBus(nodeA, false);
+    const lost = await senderOnA.sendMessage({ thread_id: thread.id, content: 'stored, never published', client_msg_id: 'lost-1' });
+    await nodeA.kill9();  // its queue of unpublished events dies with it
+    await readerWs.expectNone((f) => f.type === 'new_message' && f.data.thread_id === thread.id && f.data.seq === lost.seq,
+      1000, 'the message before the retry (nothing published it)');
+
+    const senderOnB = await nodeB.connect(sender);
+    const retried = await senderOnB.sendMessage({ thread_id: thread.id, content: 'stored, never published', client_msg_id: 'lost-1' });
+    assert.equal(retried.id, lost.id, 'the retry answers with the original');
+    await waitContents(readerWs, thread.id, ['first', 'stored, never published'], 'the message reaches the reader after the retry');
+    const again = await senderOnB.sendMessage({ thread_id: thread.id, content: 'stored, never published', client_msg_id: 'lost-1' });
+    assert.equal(again.id, lost.id);
+    await sleep(500);  // a second copy would come meanwhile
+    assert.deepEqual(contents(readerWs, thread.id), ['first', 'stored, never published'], 'each message once, after another retry too');
+    assert.equal(senderOnB.all((f) => f.type === 'new_message').length, 0, "the retrying connection has it as message_sent, not new_message");
   });
 });
