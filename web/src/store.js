@@ -25,6 +25,7 @@ export const state = {
   notice: null,        // a one-line message for the user
   editing: null,       // id of the message of one's own being edited in the open conversation
   messageNote: null,   // {id, text}: why an edit or deletion of that message did not happen
+  announcement: { text: '', n: 0 },  // what the app's live region says (announce())
   call: null,          // see calls.js
 };
 
@@ -175,6 +176,7 @@ function endSession(notice) {
   Object.assign(state, {
     session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, drafts: new Map(), pending: [], failed: [], typing: new Map(),
     presence: new Map(), openId: null, unreadTotal: 0, notice, editing: null, messageNote: null, call: null,
+    announcement: { text: '', n: 0 },
   });
   // What the server refused belongs to this account: the next one starts with Edit offered.
   editClosedUpTo = 0;
@@ -657,8 +659,23 @@ export function stopEditing(id) {
 // one message must not take away what is said about another.
 export function noteOn(id, text) {
   if (!text && state.messageNote?.id !== id) return;
+  if (text) announce(text); else unannounce(state.messageNote.text);
   state.messageNote = text ? { id, text } : null;
   changed();
+}
+
+// Said by the app's live region (ui.js), which is on the page, empty, before
+// anything is said: a region inserted together with its text may go unheard.
+// n counts what was said, so the same words twice still change its text.
+export function announce(text) {
+  state.announcement = { text, n: state.announcement.n + 1 };
+  changed();
+}
+
+// Empties the live region if it still says `text` (and nothing said since).
+export function unannounce(text) {
+  if (state.announcement.text !== text) return;
+  announce('');
 }
 
 // Shows the message as the server answers it; a refusal is thrown for the

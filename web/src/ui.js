@@ -104,7 +104,18 @@ export function Chat() {
                : html`<div class="empty"><p>Choose a conversation, or start one.</p></div>`}
       </main>
       <${CallPanel} />
+      <${Announcer} />
     </div>`;
+}
+
+// The app's one polite live region: always here, visually hidden, so that
+// what it is given to say ("Saving…", a refusal) is a change of its text,
+// which screen readers announce.
+function Announcer() {
+  const a = state.announcement;
+  // A no-break space every other time: the same words again are a change too.
+  const text = a.text && `${a.text}${a.n % 2 ? '\u00a0' : ''}`;
+  return html`<p id="announcer" class="visually-hidden" role="status" aria-live="polite" aria-atomic="true">${text}</p>`;
 }
 
 function Banner() {
@@ -493,7 +504,7 @@ function MessageList({ t, box }) {
             </span>
           </div>
         </div>
-        ${note && html`<p class="msg-note" role="alert">${note}
+        ${note && html`<p class="msg-note">${note}
           <button type="button" class="link" onClick=${() => store.noteOn(m.id, null)}>Dismiss</button></p>`}
       </li>`);
   }
@@ -549,6 +560,8 @@ function refusal(err, action) {
     default: return `The message was not ${done}: ${err.message}.`;
   }
 }
+const CHANGED_ELSEWHERE = 'This message was changed elsewhere while you were editing it. Saving replaces that change with your text.';
+
 // Trying the same edit again cannot change these: the editor closes.
 const FINAL_EDIT_REFUSALS = new Set(['edit_window_passed', 'message_deleted', 'forbidden']);
 
@@ -581,6 +594,8 @@ function EditBox({ m }) {
     // editor would leave focus on the page's body: the composer takes it.
     const box = form.current;
     return () => {
+      store.unannounce('Saving…');
+      store.unannounce(CHANGED_ELSEWHERE);
       if (!box.contains(document.activeElement)) return;
       setTimeout(() => { if (!document.activeElement || document.activeElement === document.body) focusComposer(); });
     };
@@ -589,6 +604,10 @@ function EditBox({ m }) {
   // Changed on another device while open: the user's text stays, and they are
   // told that saving it replaces the newer one.
   const changedElsewhere = m.content !== opened.current && m.content !== sent.current;
+  // The app's live region says these (and a refusal, see noteOn): the texts
+  // below come and go with their elements, which screen readers may not announce.
+  useEffect(() => { if (changedElsewhere) store.announce(CHANGED_ELSEWHERE); }, [changedElsewhere]);
+  useEffect(() => { if (saving) store.announce('Saving…'); else store.unannounce('Saving…'); }, [saving]);
   function close() {
     const hadFocus = form.current?.contains(document.activeElement);
     store.stopEditing(m.id);
@@ -628,10 +647,9 @@ function EditBox({ m }) {
       <textarea id="edit-box" ref=${input} rows="1" value=${text} dir="auto" readOnly=${saving}
         aria-describedby=${changedElsewhere ? 'edit-hint edit-changed' : 'edit-hint'}
         onInput=${(e) => setText(e.target.value)} onKeyDown=${onKeyDown}></textarea>
-      ${changedElsewhere && html`<p id="edit-changed" class="edit-changed" role="status">
-        This message was changed elsewhere while you were editing it. Saving replaces that change with your text.</p>`}
+      ${changedElsewhere && html`<p id="edit-changed" class="edit-changed">${CHANGED_ELSEWHERE}</p>`}
       <div class="row">
-        <span id="edit-hint" class=${`edit-hint ${saving ? 'saving' : ''}`} role="status">${saving ? 'Saving…' : 'Enter to save, Escape to cancel'}</span>
+        <span id="edit-hint" class=${`edit-hint ${saving ? 'saving' : ''}`}>${saving ? 'Saving…' : 'Enter to save, Escape to cancel'}</span>
         <button type="button" onClick=${cancel} aria-disabled=${saving ? 'true' : undefined}>Cancel</button>
         <button type="submit" class="primary" aria-disabled=${saving ? 'true' : undefined}>Save</button>
       </div>

@@ -130,12 +130,12 @@ describe('web app: edits and deletions', () => {
     await edited.getByRole('button', { name: 'Edit message' }).click();
     await editor.fill('   ');
     await editor.press('Enter');
-    await messageLog(alicePage).getByRole('alert').filter({ hasText: 'A message cannot be empty.' }).waitFor();
+    await messageLog(alicePage).locator('.msg-note').filter({ hasText: 'A message cannot be empty.' }).waitFor();
     assert.equal(await editor.count(), 1, 'still editing');
     assert.deepEqual(await axeViolations(alicePage), [], 'the editor and its note');
     await editor.press('Escape');
     await editor.waitFor({ state: 'detached' });
-    assert.equal(await messageLog(alicePage).getByRole('alert').count(), 0, 'the note goes with the edit');
+    assert.equal(await messageLog(alicePage).locator('.msg-note').count(), 0, 'the note goes with the edit');
     assert.deepEqual((await messageTexts(bobPage)).slice(-3), ['Pick-up at 4pm', 'Which door?', 'Wrong chat, sorry']);
 
     // Up in the empty composer edits one's last message.
@@ -223,8 +223,10 @@ describe('web app: an edit after the edit window', () => {
     const editor = alicePage.getByRole('textbox', { name: 'Edit message' });
     await editor.fill('Fixed too late');
     await editor.press('Enter');
-    const alert = messageLog(alicePage).getByRole('alert');
-    await alert.filter({ hasText: 'This message can no longer be edited: the time for editing it has passed.' }).waitFor();
+    const note = messageLog(alicePage).locator('.msg-note');
+    const tooLate = 'This message can no longer be edited: the time for editing it has passed.';
+    await note.filter({ hasText: tooLate }).waitFor();
+    assert.equal((await alicePage.locator('#announcer').textContent()).trim(), tooLate, 'said by the live region');
     await editor.waitFor({ state: 'detached' });
     for (const page of [alicePage, bobPage]) {
       assert.deepEqual(await messageTexts(page), ['Older one', 'Too late to fix']);
@@ -235,8 +237,9 @@ describe('web app: an edit after the edit window', () => {
       assert.equal(await row(alicePage, text).getByRole('button', { name: 'Delete message' }).count(), 1, `Delete still on "${text}"`);
     }
     assert.deepEqual(await axeViolations(alicePage), [], 'the note, dark theme');
-    await alert.getByRole('button', { name: 'Dismiss' }).click();
-    assert.equal(await alert.count(), 0);
+    await note.getByRole('button', { name: 'Dismiss' }).click();
+    assert.equal(await note.count(), 0);
+    assert.equal(await alicePage.locator('#announcer').textContent(), '', 'no longer said once dismissed');
 
     // Delete is still offered: its dialog in the dark theme.
     await late.getByRole('button', { name: 'Delete message' }).click();
@@ -411,6 +414,68 @@ describe('web app: messages and the keyboard', () => {
     await editor.waitFor({ state: 'detached' });
     await row(page, 'Lunch at one').locator('.edited').waitFor();
     await until(() => page.evaluate(() => document.activeElement?.id === 'composer'), { what: 'focus back in the composer' });
+    assert.deepEqual(page.pageErrors, []);
+    await page.context().close();
+  });
+
+  it('the editor\'s state is said by one live region, there and empty before the edit starts', async () => {
+    const changed = 'This message was changed elsewhere while you were editing it. Saving replaces that change with your text.';
+    const empty = 'A message cannot be empty. To remove it, delete it instead.';
+    const group = await server.createGroup(alice, [bob], 'Said aloud');
+    const choir = (await server.sendRest(alice.token, group.id, { content: 'Choir at five' })).body.data;
+    const page = await openAs(await browser.newContext(), base, alice);
+    await threadLink(page, 'Said aloud').click();
+    await messageLog(page).getByText('Choir at five').waitFor();
+
+    // Before any edit: a polite live region, empty, whose every change is recorded from now on.
+    const region = page.locator('#announcer');
+    assert.deepEqual(await region.evaluate((el) => [el.getAttribute('role'), el.getAttribute('aria-live'), el.textContent]),
+      ['status', 'polite', '']);
+    await region.evaluate((el) => {
+      window.announcer = el;
+      window.said = [];
+      // Only changes of its text (Preact may write the same text again, which says nothing).
+      let last = el.textContent;
+      new MutationObserver(() => {
+        if (el.textContent !== last) window.said.push((last = el.textContent).trim());
+      }).observe(el, { childList: true, subtree: true, characterData: true });
+    });
+    const says = (text, what) => until(async () => (await region.textContent()).trim() === text, { what: `the live region saying ${what}` });
+
+    await page.getByRole('textbox', { name: 'Message' }).press('ArrowUp');
+    const editor = page.getByRole('textbox', { name: 'Edit message' });
+    assert.equal(await editor.inputValue(), 'Choir at five');
+    assert.equal(await region.textContent(), '', 'opening the editor says nothing');
+
+    // Changed elsewhere: the note shows, and the region says it (the note is no live region of its own).
+    await editor.fill('Choir at half five');
+    assert.equal((await server.http('PATCH', `/api/chat/messages/${choir.id}`, { token: alice.token, body: { content: 'Choir at 5pm' } })).status, 200);
+    await says(changed, 'the change elsewhere');
+    assert.equal(await page.locator('#edit-changed').textContent(), changed, 'the visible note');
+    assert.deepEqual(await page.locator('#edit-changed').evaluate((el) => [el.getAttribute('role'), el.getAttribute('aria-live')]), [null, null]);
+    assert.deepEqual(await axeViolations(page), [], 'the editor with its note and the live region');
+
+    // A slow save: "Saving…", then the server's refusal, then (saved) nothing.
+    await page.route('**/api/chat/messages/*', async (route) => {
+      if (route.request().method() === 'PATCH') await sleep(1500);
+      await route.continue();
+    });
+    await editor.fill('   ');
+    await editor.press('Enter');
+    await says('Saving…', '"Saving…"');
+    assert.equal(await page.locator('#edit-hint').textContent(), 'Saving…', 'the visible hint');
+    await says(empty, 'the refusal');
+    await messageLog(page).locator('.msg-note').filter({ hasText: empty }).waitFor();
+    assert.equal(await editor.count(), 1, 'still editing');
+    await editor.fill('Choir at six');
+    await editor.press('Enter');
+    await says('Saving…', '"Saving…" again');
+    await editor.waitFor({ state: 'detached' });
+    await row(page, 'Choir at six').locator('.edited').waitFor();
+    await says('', 'nothing once saved');
+    assert.deepEqual(await page.evaluate(() => window.said), [changed, 'Saving…', empty, 'Saving…', ''],
+      'each step a change of the same region\'s text, "Saving…" twice');
+    assert.equal(await page.evaluate(() => document.getElementById('announcer') === window.announcer), true, 'never replaced');
     assert.deepEqual(page.pageErrors, []);
     await page.context().close();
   });
