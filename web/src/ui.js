@@ -445,7 +445,12 @@ function MessageList({ t, box }) {
     const to = { ArrowUp: items[i - 1], ArrowDown: items[i + 1], Home: items[0], End: items[items.length - 1] }[e.key];
     if (!(e.key in { ArrowUp: 1, ArrowDown: 1, Home: 1, End: 1 })) return;
     e.preventDefault();
-    if (to) { setCurrent(Number(to.dataset.seq)); to.focus(); }
+    if (!to) return;
+    // Away from the newest, the view must not keep to the bottom: the render
+    // that setCurrent causes would come before the scroll event that says so.
+    if (to !== items[items.length - 1]) stick.current = false;
+    setCurrent(Number(to.dataset.seq));
+    to.focus();
   }
   // Focus that lands in a message (a click, a tap, a button focused) makes it the current one.
   function onLogFocus(e) {

@@ -110,4 +110,38 @@ describe('web app: focus while the message window slides', () => {
     assert.deepEqual(page.pageErrors, []);
     await page.context().close();
   });
+
+  // At the newest message the view keeps to the bottom; Home from there must
+  // leave the message it focuses in view (the view once snapped back).
+  it('Home pressed at the newest message shows the message it focuses', async () => {
+    const thread = await server.createDirect(alice, bob);
+    await server.sendBacklog(bob, thread.id, 80, 'short');  // after the test above's 450, in the same thread
+    const page = await openAs(await browser.newContext(), base, alice);
+    try {
+      await threadLink(page, 'Bob Parent').click();
+      const log = messageLog(page);
+      await log.getByText('short 79', { exact: true }).waitFor();
+      await page.getByRole('textbox', { name: 'Message' }).focus();
+      await page.keyboard.press('Shift+Tab');
+      const focusedText = () => page.evaluate(() => document.activeElement.querySelector?.('.text')?.textContent ?? null);
+      assert.equal(await focusedText(), 'short 79');
+      await page.keyboard.press('Home');
+      const first = await focusedText();
+      assert.match(first ?? '', /^(short|backlog) \d+$/, 'Home focuses the first message shown');
+      assert.notEqual(first, 'short 79');
+      // In view (within the scroller's box), now and after any older page came in.
+      const inView = () => page.evaluate(() => {
+        const box = document.querySelector('.messages').getBoundingClientRect();
+        const r = document.activeElement.getBoundingClientRect();
+        return r.bottom > box.top && r.top < box.bottom;
+      });
+      await until(async () => await page.locator('.messages .loading').count() === 0, { what: 'no page loading' });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(await focusedText(), first, 'focus stays on it');
+      assert.ok(await inView(), 'the focused message is in view, not scrolled away to the newest');
+      assert.deepEqual(page.pageErrors, []);
+    } finally {
+      await page.context().close();
+    }
+  });
 });
