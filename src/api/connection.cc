@@ -853,6 +853,12 @@ void Connection::account_changed(const AccountState& state) {
 void Connection::deliver(Delivery& d) {
   if (closed_) return;
   const BusEvent& event = d.event();
+  // A retried send's original (ChatService::redeliver): wanted only where the
+  // thread's messages before it were sent and it was not (the cursor sends
+  // it, drops it, or fills up to it). A connection sent nothing of the thread
+  // since it opened (or catching up, which reads it from the store) cannot
+  // tell it from history it already has: not for it.
+  if (event.redelivery && (holding_ || cursor_.last_sent(event.thread_id) == 0)) return;
   const FramePtr& frame = d.frame(encoder_->format(), [&] { return encoder_->event(event); });
   deliver_live(event, frame);
 }
@@ -921,7 +927,7 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
     if (!cursor_.changed(event.thread_id, frame)) return;
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
-  send_in_thread(event.thread_id, event.seq > 0 ? event.seq : kAnySeq, frame, /*counted_by_hub=*/true);
+  send_in_thread(event.thread_id, event.seq > 0 ? event.seq : kAnySeq, frame, /*counted_by_hub=*/!event.redelivery);
 }
 
 // The bus may have lost events. Each thread this connection has been sent

@@ -415,14 +415,16 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
 // published: its node died between the commit and the publish, or a
 // PostgreSQL COMMIT whose connection was lost reported a failure and had
 // landed. Its participants would then see it only with the thread's next
-// message. So it is published again; each connection's DeliveryCursor skips
-// it where it went out already. Only while recent: a connection that has
-// had nothing of the thread since it opened would take an old message for a
-// new one. Not counted as a message again, and no second push.
+// message. So it is published again, marked as such: a connection takes it
+// only if it was sent some of the thread and not this message (the cursor
+// decides; Connection::deliver), and the sender's session ignores it. Only
+// while recent, for the participants as they are now. Not counted as a
+// message again, and no second push (a push lost with the dead node stays
+// lost).
 void ChatService::redeliver(const Message& message, const std::string& message_json,
                             const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
   publish(message.thread_id, Audience::members(audience), "new_message", message_json, origin, message.seq,
-          message.id);
+          message.id, /*redelivery=*/true);
 }
 
 void ChatService::deliver(const Message& message, const std::string& message_json,
@@ -578,7 +580,7 @@ ChatService::Audience ChatService::Audience::users(std::vector<std::string> user
 }
 
 void ChatService::publish(std::string thread_id, Audience to, std::string type, std::string payload,
-                          std::string exclude_session, int64_t seq, std::string message_id) {
+                          std::string exclude_session, int64_t seq, std::string message_id, bool redelivery) {
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = std::move(thread_id);
   ev->recipients = std::move(to.user_ids);
@@ -589,6 +591,7 @@ void ChatService::publish(std::string thread_id, Audience to, std::string type, 
   ev->message_id = std::move(message_id);
   ev->exclude_session = std::move(exclude_session);
   ev->seq = seq;
+  ev->redelivery = redelivery;
   bus_.publish(std::move(ev));
 }
 

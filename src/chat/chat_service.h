@@ -238,7 +238,8 @@ class ChatService {
   // `to` except `exclude_session`. A new_message has seq > 0 and its
   // message_id, and `payload` is the message (the frame's `data`).
   void publish(std::string thread_id, Audience to, std::string type, std::string payload,
-               std::string exclude_session = {}, int64_t seq = 0, std::string message_id = {});
+               std::string exclude_session = {}, int64_t seq = 0, std::string message_id = {},
+               bool redelivery = false);
   // change_event(changed) to `to`, but not to exclude_session.
   void publish_change(const Message& changed, Audience to, const std::string& exclude_session);
   // Fills the sender-relative status of each message and who is online.

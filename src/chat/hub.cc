@@ -74,13 +74,15 @@ void Hub::dispatch(const BusEvent& event) {
   uint64_t delivered = 0;
   for (ClientSession* s : sessions) {
     if (!event.exclude_session.empty() && s->session_id() == event.exclude_session) {
-      s->excluded(event);
+      // A redelivery's sender has its answer (message_sent) and needs nothing.
+      if (!event.redelivery) s->excluded(event);
       continue;
     }
     s->deliver(delivery);
     ++delivered;
   }
-  if (delivered) {
+  // A redelivery is counted by the sessions that send it (most drop it).
+  if (delivered && !event.redelivery) {
     auto& m = Metrics::get();
     m.messages_out.fetch_add(delivered, std::memory_order_relaxed);
     if (event.seq > 0) m.deliveries.fetch_add(delivered, std::memory_order_relaxed);

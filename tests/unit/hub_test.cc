@@ -65,6 +65,21 @@ TEST(Hub, TheSendersOwnSessionIsToldButNotDelivered) {
   EXPECT_TRUE(other_device.excluded_seqs.empty());
 }
 
+// A retried send's original published again: the sender's session has its
+// answer, and must not take it for an own message still to be answered.
+TEST(Hub, ARedeliveryIsNotToldToTheSendersSession) {
+  Hub hub;
+  RecordingSession mine("s1", "alice"), other_device("s2", "alice");
+  hub.add(&mine);
+  hub.add(&other_device);
+  auto again = message_event({"alice"}, 3, "s1");
+  again->redelivery = true;
+  hub.dispatch(*again);
+  EXPECT_TRUE(mine.delivered.empty());
+  EXPECT_TRUE(mine.excluded_seqs.empty());
+  EXPECT_EQ(other_device.delivered, std::vector<int64_t>{3}) << "the session decides whether it wants it";
+}
+
 TEST(Hub, ResyncEventReachesEverySessionAndDeliversNothing) {
   Hub hub;
   RecordingSession a("s1", "alice"), b("s2", "bob");

@@ -63,6 +63,23 @@ TEST(BusCodec, RoundTripKeepsEveryField) {
   EXPECT_FALSE(d->event->resync);
 }
 
+TEST(BusCodec, ARedeliveryStaysOne) {
+  auto plain = message("t1", 7, {"u1"});
+  EXPECT_FALSE(decode_bus_event(encode_bus_event(*plain, "n"))->event->redelivery);
+  BusEvent e;
+  e.thread_id = "t1";
+  e.seq = 7;
+  e.recipients = plain->recipients;
+  e.type = "new_message";
+  e.payload = plain->payload;
+  e.payload_is_data = true;
+  e.redelivery = true;
+  auto d = decode_bus_event(encode_bus_event(e, "n"));
+  ASSERT_TRUE(d);
+  EXPECT_TRUE(d->event->redelivery);
+  EXPECT_EQ(d->event->seq, 7);
+}
+
 TEST(BusCodec, EventWithoutSeqOrExclusion) {
   BusEvent e;
   e.thread_id = "t";

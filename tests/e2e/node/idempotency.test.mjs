@@ -29,6 +29,38 @@ describe('safe retries with client_msg_id', () => {
     assert.equal(next.seq, first.seq + 1, 'the retry consumed no seq');
   });
 
+  // A retry publishes its original again (a node may have died before
+  // delivering it); a connection takes it only if it was sent some of the
+  // thread and not this message. These connections were each sent it, or
+  // nothing of the thread since they opened: none gets it twice or out of order.
+  it('a retry sends nothing again to connections that have the message or nothing of the thread, nor to the sender', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    const sent = [];
+    for (let i = 1; i <= 3; i++) sent.push(await aliceWs.sendMessage({ thread_id: thread.id, content: `m${i}`, client_msg_id: `r-${i}` }));
+    await bobWs.next((f) => f.type === 'new_message' && f.data.seq === 3, 5000, 'the third message at Bob');
+    // A second device of Bob's, up to date: its subscribe replays nothing.
+    const bobTablet = await server.connect(bob);
+    const subscribed = await bobTablet.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 3 });
+    assert.equal(subscribed.type, 'thread_subscribed');
+    // Alice retries the first message twice, on her connection and over REST.
+    const retried = await aliceWs.sendMessage({ thread_id: thread.id, content: 'm1', client_msg_id: 'r-1' });
+    assert.equal(retried.id, sent[0].id);
+    const rest = await server.sendRest(alice.token, thread.id, { content: 'm1', client_msg_id: 'r-1' });
+    assert.equal(rest.status, 200);
+    const after = await aliceWs.sendMessage({ thread_id: thread.id, content: 'm4' });
+    assert.equal(after.seq, 4);
+    await bobWs.next((f) => f.type === 'new_message' && f.data.seq === 4, 5000, 'the fourth message at Bob');
+    await bobTablet.next((f) => f.type === 'new_message' && f.data.seq === 4, 5000, 'the fourth message at the tablet');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const seqs = (c) => c.all((f) => f.type === 'new_message').map((f) => f.data.seq);
+    assert.deepEqual(seqs(bobWs), [1, 2, 3, 4], 'the phone: each once, in order');
+    assert.deepEqual(seqs(bobTablet), [4], 'the tablet: only what came after it caught up, nothing refilled');
+    assert.deepEqual(seqs(aliceWs), [], 'the sender: message_sent only');
+  });
+
   it('WebSocket: a retry by username (thread created on first use) returns the original', async () => {
     const [alice, bob] = await server.registerMany(2);
     const aliceWs = await server.connect(alice);
