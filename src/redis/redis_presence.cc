@@ -26,7 +26,8 @@ constexpr std::chrono::milliseconds kRegisterAgainWait{5000};
 // "+<user>" and "-<user>" (online anywhere, or nowhere), "L<node> <user>" and
 // "l<node> <user>" (the user has an open connection on that node, or no
 // longer: its grace period began, or it ended), "X<node>" (that node was
-// found dead: it has no one).
+// found dead: it has no one), and "R<node> <token>" (a node's reload took
+// its snapshot here: see reload()).
 //
 // Sets the user's live flag on this node, the tail of the two scripts below.
 // KEYS[4]: node-live:<node>. ARGV: node, user, "1" live or "0" in the grace
@@ -98,8 +99,9 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
 end
 return gone)";
 
-// What a node's copy holds. ARGV: this node. Returns every online user, then
-// each other node's id followed by the users with an open connection there.
+// What a node's copy holds. ARGV: this node, the reload's token. Returns
+// every online user, then each other node's id followed by the users with an
+// open connection there; publishes the reload's marker ("R<node> <token>").
 constexpr const char* kReloadScript = R"(
 local others = {}
 for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
@@ -108,7 +110,11 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
     table.insert(others, redis.call('SMEMBERS', 'parley:node-live:' .. n))
   end
 end
+redis.call('PUBLISH', 'parley:presence', 'R' .. ARGV[1] .. ' ' .. ARGV[2])
 return {redis.call('SMEMBERS', 'parley:online'), others})";
+
+// Announcements kept between a reload's marker and its reply, at most.
+constexpr size_t kMaxRecorded = 100000;
 
 std::string conns_key(const std::string& user) { return "parley:conns:" + user; }
 
@@ -361,8 +367,21 @@ void RedisPresenceDirectory::on_message(const redisReply* r) {
   if (kind == "subscribe") return reload();
   if (kind != "message" || r->element[2]->type != REDIS_REPLY_STRING || r->element[2]->len < 2) return;
   std::string_view m(r->element[2]->str, r->element[2]->len);
-  std::string_view rest = m.substr(1), node, user;
+  if (m[0] == 'R') return on_reload_marker(m.substr(1));
+  // Between a reload's marker and its reply: kept, to apply again on top of
+  // the snapshot (which they are newer than). Bounded: past it, the reload
+  // is given up and the next one repairs.
+  if (reload_.recording) {
+    if (reload_.since_marker.size() < kMaxRecorded) reload_.since_marker.emplace_back(m);
+    else reload_ = {};
+  }
   std::lock_guard lock(mu_);
+  apply(m);
+}
+
+// Under mu_: one announcement (the format is at the top of this file).
+void RedisPresenceDirectory::apply(std::string_view m) {
+  std::string_view rest = m.substr(1), node, user;
   switch (m[0]) {
     case '+':
       online_.emplace(rest);
@@ -396,27 +415,67 @@ void RedisPresenceDirectory::set_live_elsewhere(const std::string& user, std::st
   }
 }
 
+// The snapshot (the reply, on the command link) and the announcements (on
+// the subscription) come in no fixed order to each other, so an
+// announcement published after the snapshot was taken could come first and
+// be overwritten by it. The script ends by publishing a marker, which the
+// subscription delivers in order with the announcements: the snapshot is
+// applied as of its marker, then whatever came after the marker on top.
 void RedisPresenceDirectory::reload() {
   std::weak_ptr<bool> alive = alive_;
-  commands_.command({"EVAL", kReloadScript, "0", node_id_}, [this, alive](const redisReply* r) {
-    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return;
-    const redisReply* users = r->element[0];
-    const redisReply* others = r->element[1];
-    if (users->type != REDIS_REPLY_ARRAY || others->type != REDIS_REPLY_ARRAY) return;
-    std::unordered_set<std::string> online;
-    for (size_t i = 0; i < users->elements; ++i) online.emplace(users->element[i]->str, users->element[i]->len);
-    std::unordered_map<std::string, std::vector<std::string>> live;
-    for (size_t i = 0; i + 1 < others->elements; i += 2) {
-      const redisReply* node = others->element[i];
-      const redisReply* there = others->element[i + 1];
-      if (node->type != REDIS_REPLY_STRING || there->type != REDIS_REPLY_ARRAY) continue;
-      for (size_t j = 0; j < there->elements; ++j)
-        live[std::string(there->element[j]->str, there->element[j]->len)].emplace_back(node->str, node->len);
+  reload_ = {};
+  reload_.token = ++reload_tokens_;
+  const std::string token = std::to_string(reload_.token);
+  commands_.command({"EVAL", kReloadScript, "0", node_id_, token}, [this, alive, n = reload_.token](const redisReply* r) {
+    if (auto a = alive.lock(); !a || !*a || n != reload_.token) return;
+    auto snapshot = parse_snapshot(r);
+    if (!snapshot) {
+      reload_ = {};
+      return;
+    }
+    if (!reload_.marker_seen) {
+      reload_.snapshot = std::move(snapshot);
+      return;
     }
     std::lock_guard lock(mu_);
-    online_.swap(online);
-    live_elsewhere_.swap(live);
+    online_.swap(snapshot->online);
+    live_elsewhere_.swap(snapshot->live);
+    for (const auto& m : reload_.since_marker) apply(m);
+    reload_ = {};
   });
+}
+
+void RedisPresenceDirectory::on_reload_marker(std::string_view rest) {
+  std::string_view node, token;
+  if (!split_node_user(rest, node, token) || node != node_id_ || reload_.token == 0 ||
+      token != std::to_string(reload_.token) || reload_.marker_seen)
+    return;
+  reload_.marker_seen = true;
+  if (!reload_.snapshot) {
+    reload_.recording = true;  // the reply is still to come
+    return;
+  }
+  std::lock_guard lock(mu_);
+  online_.swap(reload_.snapshot->online);
+  live_elsewhere_.swap(reload_.snapshot->live);
+  reload_ = {};
+}
+
+std::optional<RedisPresenceDirectory::Snapshot> RedisPresenceDirectory::parse_snapshot(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
+  const redisReply* users = r->element[0];
+  const redisReply* others = r->element[1];
+  if (users->type != REDIS_REPLY_ARRAY || others->type != REDIS_REPLY_ARRAY) return std::nullopt;
+  Snapshot out;
+  for (size_t i = 0; i < users->elements; ++i) out.online.emplace(users->element[i]->str, users->element[i]->len);
+  for (size_t i = 0; i + 1 < others->elements; i += 2) {
+    const redisReply* node = others->element[i];
+    const redisReply* there = others->element[i + 1];
+    if (node->type != REDIS_REPLY_STRING || there->type != REDIS_REPLY_ARRAY) continue;
+    for (size_t j = 0; j < there->elements; ++j)
+      out.live[std::string(there->element[j]->str, there->element[j]->len)].emplace_back(node->str, node->len);
+  }
+  return out;
 }
 
 }  // namespace parley

@@ -36,6 +36,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -77,7 +78,14 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   void on_commands_up();
   void on_subscription_up();
   bool run(const std::string& script, const std::string& user_id, bool live, RedisLink::ReplyFn done = {});
+  struct Snapshot {
+    std::unordered_set<std::string> online;
+    std::unordered_map<std::string, std::vector<std::string>> live;
+  };
+  static std::optional<Snapshot> parse_snapshot(const struct redisReply* reply);
   void on_message(const struct redisReply* reply);
+  void on_reload_marker(std::string_view rest);
+  void apply(std::string_view announcement);
   void set_live_elsewhere(const std::string& user, std::string_view node, bool live);
   void tick();
   void heartbeat();
@@ -105,6 +113,16 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   // in the grace period), registered again after a reconnect.
   std::unordered_map<std::string, bool> mine_;
   uint64_t ticks_ = 0;
+  // The reload in flight (only the latest counts), see reload().
+  struct Reload {
+    uint64_t token = 0;
+    bool marker_seen = false;
+    bool recording = false;                  // marker seen, reply not yet
+    std::optional<Snapshot> snapshot;        // reply before its marker
+    std::vector<std::string> since_marker;  // announcements after the marker
+  };
+  Reload reload_;
+  uint64_t reload_tokens_ = 0;
   int reloads_left_ = 0;  // reloads due on the next ticks, after a reconnect
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
