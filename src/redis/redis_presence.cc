@@ -75,6 +75,7 @@ constexpr const char* kHeartbeatScript = R"(
 local alive = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], 1, 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', 'parley:reports-live', ARGV[1])
 return alive)";
 
 // Removes every node whose heartbeat expired, with its connection counts
@@ -94,6 +95,7 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
     end
     redis.call('DEL', 'parley:node-users:' .. n, 'parley:node-live:' .. n)
     redis.call('SREM', 'parley:nodes', n)
+    redis.call('SREM', 'parley:reports-live', n)
     redis.call('PUBLISH', 'parley:presence', 'X' .. n)
   end
 end
@@ -102,12 +104,19 @@ return gone)";
 // What a node's copy holds. ARGV: this node, the reload's token. Returns
 // every online user, then each other node's id followed by the users with an
 // open connection there; publishes the reload's marker ("R<node> <token>").
+// A node of a version before node-live sets (not in parley:reports-live,
+// which the heartbeat fills: a rolling upgrade) counts all its users, as
+// that version did, until the next reload.
 constexpr const char* kReloadScript = R"(
 local others = {}
 for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
   if n ~= ARGV[1] then
     table.insert(others, n)
-    table.insert(others, redis.call('SMEMBERS', 'parley:node-live:' .. n))
+    if redis.call('SISMEMBER', 'parley:reports-live', n) == 1 then
+      table.insert(others, redis.call('SMEMBERS', 'parley:node-live:' .. n))
+    else
+      table.insert(others, redis.call('SMEMBERS', 'parley:node-users:' .. n))
+    end
   end
 end
 redis.call('PUBLISH', 'parley:presence', 'R' .. ARGV[1] .. ' ' .. ARGV[2])

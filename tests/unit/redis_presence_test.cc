@@ -79,6 +79,22 @@ TEST_F(PresenceOnTwoNodes, ConnectedElsewhereFollowsTheOtherNodesOpenConnections
   c.close();
 }
 
+// A node of an older version (a rolling upgrade) keeps no set of its users
+// with a connection open: its users count as connected, as they did.
+TEST_F(PresenceOnTwoNodes, AnOlderNodesUsersCountAsConnected) {
+  start();
+  // What an older node leaves in Redis: a heartbeat and its users, nothing more.
+  redis.cli("EVAL \"redis.call('SET','parley:node:node-old',1,'PX',60000); redis.call('SADD','parley:nodes','node-old'); "
+            "redis.call('HSET','parley:conns:v','node-old',1); redis.call('SADD','parley:node-users:node-old','v'); "
+            "redis.call('SADD','parley:online','v')\" 0");
+  redis.cli("CLIENT KILL TYPE pubsub");  // b subscribes again, which reloads its copy
+  EXPECT_TRUE(eventually([&] { return b.known_connected_elsewhere("v"); }));
+  EXPECT_TRUE(ask_online(a, "u"));
+  EXPECT_TRUE(eventually([&] { return b.known_connected_elsewhere("u"); }));
+  a.node_live("u", false);
+  EXPECT_TRUE(eventually([&] { return !b.known_connected_elsewhere("u"); })) << "a node that reports it is not taken for an older one";
+}
+
 TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
   RedisServer redis;
   ReactorThread loop;
