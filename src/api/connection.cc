@@ -401,16 +401,20 @@ void Connection::on_send(ClientFrame f) {
     Frames frames = r ? self->encoder_->data_reply("message_sent", r->message_json, request_id)
                       : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
-    std::string id = r && !r->duplicate ? r->message.id : std::string();
-    std::string thread_id = id.empty() ? std::string() : r->message.thread_id;
-    int64_t seq = id.empty() ? 0 : r->message.seq;
+    std::string id = r ? r->message.id : std::string();
+    // A duplicate's answer is not held in seq order (its event came long ago,
+    // if ever), but it is an own message all the same: a fill that reads it
+    // (this connection's cursor may not have it) must not send it back.
+    const bool in_order = r && !r->duplicate;
+    std::string thread_id = in_order ? r->message.thread_id : std::string();
+    int64_t seq = in_order ? r->message.seq : 0;
     if (auto t = transport.lock())
-      t->post([self, frames = std::move(frames), id = std::move(id), thread_id = std::move(thread_id), seq,
+      t->post([self, frames = std::move(frames), id = std::move(id), thread_id = std::move(thread_id), seq, in_order,
                number]() mutable {
         auto& u = self->unanswered_sends_;
         if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
         // During a replay of its thread the answer takes its seq's place (DeliveryCursor::hold_answer).
-        if (self->closed_ || id.empty() || !self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
+        if (self->closed_ || !in_order || !self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
         self->answered(id);
         if (!id.empty()) self->remember_own_send(std::move(id));
       });
@@ -458,6 +462,7 @@ struct Connection::Replay {
   int fill_attempts = 0;  // reads that found nothing new while the gap stayed
   uint64_t sends_begun = 0;  // the connection's sends begun when this page was read
   Micros created_floor = 0;  // messages created before this are not sent (older than the connection)
+  bool past_floor = false;  // a message at or above created_floor was read (see replay_send)
   int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
   json::value request_id;
   std::vector<Message> page;
@@ -561,10 +566,8 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       // is not sent what was said while they were out. On several nodes,
       // less the margin for their clocks: a duplicate of history rather than
       // a loss.
-      if (r->gap_fill && member_since > 0) {
-        const Micros margin = self->ctx_.chat.config().redis_url.empty() ? 0 : kFirstFillMarginUs;
-        r->created_floor = std::max(r->created_floor, member_since - margin);
-      }
+      if (r->gap_fill && member_since > 0)
+        r->created_floor = std::max(r->created_floor, member_since - self->first_fill_margin());
       if (!page) {
         if (r->gap_fill && left_thread(page.error())) {
           // Retrying cannot help: nothing of this thread is for this user any more.
@@ -633,6 +636,14 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
       return;
     }
     const Message& m = r->page[r->next++];
+    // The fill of a thread's first message skips what predates the
+    // connection: none of that counts as sent (a subscribe_thread may still
+    // ask for it), so the range this fill merges starts after it.
+    if (!r->past_floor && r->gap_fill && m.created_at < r->created_floor && cursor_.last_sent(r->thread_id) == 0) {
+      r->since = m.seq;
+      continue;
+    }
+    r->past_floor = true;
     if (auto answer = cursor_.take_answer(r->thread_id, m.seq); !answer.empty()) {
       for (auto& frame : answer) send_in_thread(r->thread_id, m.seq, std::move(frame));
       continue;
@@ -850,15 +861,20 @@ void Connection::account_changed(const AccountState& state) {
 
 // ---------------------------------------------------------------- outbound
 
+Micros Connection::first_fill_margin() const {
+  return ctx_.chat.config().redis_url.empty() ? 0 : kFirstFillMarginUs;
+}
+
 void Connection::deliver(Delivery& d) {
   if (closed_) return;
   const BusEvent& event = d.event();
-  // A retried send's original (ChatService::redeliver): wanted only where the
-  // thread's messages before it were sent and it was not (the cursor sends
-  // it, drops it, or fills up to it). A connection sent nothing of the thread
-  // since it opened (or catching up, which reads it from the store) cannot
-  // tell it from history it already has: not for it.
-  if (event.redelivery && (holding_ || cursor_.last_sent(event.thread_id) == 0)) return;
+  // A retried send's original (ChatService::redeliver). A connection sent
+  // nothing of the thread that opened after it was stored has it as history
+  // (the margin: other nodes' clocks). Otherwise the cursor decides, as for
+  // any live message: it drops it where it went out, sends it in its place,
+  // or fills up to it.
+  if (event.redelivery && cursor_.last_sent(event.thread_id) == 0 && event.created_at < connected_at_us_ - first_fill_margin())
+    return;
   const FramePtr& frame = d.frame(encoder_->format(), [&] { return encoder_->event(event); });
   deliver_live(event, frame);
 }

@@ -214,6 +214,9 @@ class Connection final : public ClientSession,
   // order, so the vector stays sorted and front() is the oldest.
   std::vector<uint64_t> unanswered_sends_;
   uint64_t sends_begun_ = 0;
+  // How much older than the connection a message from another node may look
+  // and still be new to it (other nodes' clocks): none with one node.
+  Micros first_fill_margin() const;
   Micros connected_at_us_ = 0;  // admitted (authenticated and registered) at
   // Set while a send or relay of this connection is on a worker; later ones follow it there.
   std::shared_ptr<SerialQueue> chain_;

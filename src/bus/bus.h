@@ -93,9 +93,11 @@ struct BusEvent {
   std::string exclude_session;   // a session that must not get it (the sender's own); empty = none
   int64_t seq = 0;               // > 0 for new_message events: used to deliver each message once
   // A new_message published again for a retried send (ChatService::redeliver):
-  // only for connections that were sent some of the thread and not this
-  // message; not for the sender's session, not counted again.
+  // not for the sender's session, nor for a connection that opened after the
+  // message was stored and was sent nothing of the thread; not counted again.
+  // created_at: the message's (redeliveries only).
   bool redelivery = false;
+  int64_t created_at = 0;
   // message_edited / message_deleted: the store's number of the change
   // (Message::change_no), which tells a node what it may have missed.
   int64_t change_no = 0;

@@ -21,7 +21,7 @@ std::string encode_bus_event(const BusEvent& e, const std::string& node_id) {
     h["type"] = e.type;
     h["thread_id"] = e.thread_id;
     if (e.seq > 0) h["seq"] = e.seq;
-    if (e.redelivery) h["again"] = true;
+    if (e.redelivery) h["again"] = e.created_at;
     if (e.change_no > 0) h["change"] = e.change_no;
     json::array r;
     if (e.recipients) {
@@ -69,7 +69,10 @@ std::optional<DecodedBusEvent> decode_bus_event(std::string_view payload) {
   }
   e.type = str("type");
   if (const json::value* s = h.if_contains("seq"); s && s->is_int64()) e.seq = s->get_int64();
-  if (const json::value* a = h.if_contains("again"); a && a->is_bool()) e.redelivery = a->get_bool();
+  if (const json::value* a = h.if_contains("again"); a && a->is_int64()) {
+    e.redelivery = true;
+    e.created_at = a->get_int64();
+  }
   if (const json::value* c = h.if_contains("change"); c && c->is_int64()) e.change_no = c->get_int64();
   auto recipients = std::make_shared<std::vector<std::string>>();
   if (const json::value* r = h.if_contains("recipients"); r && r->is_array()) {

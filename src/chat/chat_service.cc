@@ -415,16 +415,18 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
 // published: its node died between the commit and the publish, or a
 // PostgreSQL COMMIT whose connection was lost reported a failure and had
 // landed. Its participants would then see it only with the thread's next
-// message. So it is published again, marked as such: a connection takes it
-// only if it was sent some of the thread and not this message (the cursor
-// decides; Connection::deliver), and the sender's session ignores it. Only
+// message. So it is published again, marked as such: the sender's session
+// ignores it, a connection that opened after it was stored and was sent
+// nothing of the thread takes it for history it has (Connection::deliver),
+// and every other connection's DeliveryCursor sends it, drops it, or fills
+// up to it, as for any live message. Only
 // while recent, for the participants as they are now. Not counted as a
 // message again, and no second push (a push lost with the dead node stays
 // lost).
 void ChatService::redeliver(const Message& message, const std::string& message_json,
                             const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
   publish(message.thread_id, Audience::members(audience), "new_message", message_json, origin, message.seq,
-          message.id, /*redelivery=*/true);
+          message.id, /*redelivery_of=*/message.created_at);
 }
 
 void ChatService::deliver(const Message& message, const std::string& message_json,
@@ -580,7 +582,7 @@ ChatService::Audience ChatService::Audience::users(std::vector<std::string> user
 }
 
 void ChatService::publish(std::string thread_id, Audience to, std::string type, std::string payload,
-                          std::string exclude_session, int64_t seq, std::string message_id, bool redelivery) {
+                          std::string exclude_session, int64_t seq, std::string message_id, Micros redelivery_of) {
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = std::move(thread_id);
   ev->recipients = std::move(to.user_ids);
@@ -591,7 +593,8 @@ void ChatService::publish(std::string thread_id, Audience to, std::string type, 
   ev->message_id = std::move(message_id);
   ev->exclude_session = std::move(exclude_session);
   ev->seq = seq;
-  ev->redelivery = redelivery;
+  ev->redelivery = redelivery_of > 0;
+  ev->created_at = redelivery_of;
   bus_.publish(std::move(ev));
 }
 

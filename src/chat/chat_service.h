@@ -239,7 +239,7 @@ class ChatService {
   // message_id, and `payload` is the message (the frame's `data`).
   void publish(std::string thread_id, Audience to, std::string type, std::string payload,
                std::string exclude_session = {}, int64_t seq = 0, std::string message_id = {},
-               bool redelivery = false);
+               Micros redelivery_of = 0);
   // change_event(changed) to `to`, but not to exclude_session.
   void publish_change(const Message& changed, Audience to, const std::string& exclude_session);
   // Fills the sender-relative status of each message and who is online.

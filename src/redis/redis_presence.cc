@@ -99,6 +99,10 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
     redis.call('PUBLISH', 'parley:presence', 'X' .. n)
   end
 end
+-- What a reaper of an older version left behind (it knows no reports-live).
+for _, n in ipairs(redis.call('SMEMBERS', 'parley:reports-live')) do
+  if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('SREM', 'parley:reports-live', n) end
+end
 return gone)";
 
 // What a node's copy holds. ARGV: this node, the reload's token. Returns
@@ -432,6 +436,14 @@ void RedisPresenceDirectory::set_live_elsewhere(const std::string& user, std::st
 // applied as of its marker, then whatever came after the marker on top.
 void RedisPresenceDirectory::reload() {
   std::weak_ptr<bool> alive = alive_;
+  // A snapshot whose marker never came (the subscription is down, or not yet
+  // subscribed): applied now rather than never, as a reload without markers
+  // would have been; the subscription's own reload follows when it is back.
+  if (reload_.snapshot) {
+    std::lock_guard lock(mu_);
+    online_.swap(reload_.snapshot->online);
+    live_elsewhere_.swap(reload_.snapshot->live);
+  }
   reload_ = {};
   reload_.token = ++reload_tokens_;
   const std::string token = std::to_string(reload_.token);

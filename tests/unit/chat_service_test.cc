@@ -624,6 +624,8 @@ TEST_F(ChatServiceTest, RetriedClientMsgIdIsDuplicateAndPublishedAgain) {
   EXPECT_EQ(again->type, "new_message");
   EXPECT_EQ(again->seq, first->message.seq);
   EXPECT_EQ(again->exclude_session, "session-2") << "the retrying connection has it as message_sent";
+  EXPECT_TRUE(again->redelivery);
+  EXPECT_EQ(again->created_at, first->message.created_at);
   EXPECT_EQ(recipients(*again), (Ids{a.id, b.id}));
   EXPECT_EQ(Metrics::get().messages_in.load(), messages_in) << "not counted as a second message";
   EXPECT_EQ(history_seqs(a, t, HistoryQuery{}), std::vector<int64_t>({1}));

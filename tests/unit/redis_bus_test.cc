@@ -74,9 +74,11 @@ TEST(BusCodec, ARedeliveryStaysOne) {
   e.payload = plain->payload;
   e.payload_is_data = true;
   e.redelivery = true;
+  e.created_at = 1764800000123456;
   auto d = decode_bus_event(encode_bus_event(e, "n"));
   ASSERT_TRUE(d);
   EXPECT_TRUE(d->event->redelivery);
+  EXPECT_EQ(d->event->created_at, 1764800000123456) << "the message's time, for connections opened since";
   EXPECT_EQ(d->event->seq, 7);
 }
 

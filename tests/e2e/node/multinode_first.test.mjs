@@ -57,4 +57,25 @@ describe('the first message a connection gets on a thread, across two nodes', { 
     assert.equal(newMessages(rexWs, thread.id).length, 3, 'nothing more, nothing twice');
     await proxy.start();
   });
+
+  // The fill for the first message skips what predates the connection, and
+  // must not count it as sent: a subscribe_thread that asks for it then (the
+  // client catching up after a reconnect) still gets it.
+  it('history skipped by the first message\'s fill still comes with a later subscribe_thread', async () => {
+    const [ann, bea, rex] = await nodeA.registerMany(3);
+    const thread = await nodeA.createGroup(ann, [bea, rex]);
+    const annWs = await nodeA.connect(ann);
+    for (const c of ['old1', 'old2', 'old3']) await annWs.sendMessage({ thread_id: thread.id, content: c });
+    await sleep(1200);  // older than the one-second allowance for other nodes' clocks
+
+    const rexWs = await nodeB.connect(rex);
+    const beaWs = await nodeB.connect(bea);
+    await beaWs.sendMessage({ thread_id: thread.id, content: 'live' });
+    assert.deepEqual(await waitSeqs(rexWs, thread.id, 1), [4], 'the live message, alone: not the history before the connection');
+    const subscribed = await rexWs.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 });
+    assert.equal(subscribed.type, 'thread_subscribed');
+    assert.equal(subscribed.last_seq, 4);
+    assert.deepEqual(newMessages(rexWs, thread.id).map((f) => f.data.content), ['live', 'old1', 'old2', 'old3'],
+      'the history it asked for, each once (the live message not again)');
+  });
 });

@@ -174,8 +174,11 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     const thread = await nodeB.createDirect(sender, reader);
     const readerWs = await nodeB.connect(reader);
     const senderOnA = await nodeA.connect(sender);
+    // The sender's other device, on node B: the retry will come from it.
+    const senderOnB = await nodeB.connect(sender);
     await senderOnA.sendMessage({ thread_id: thread.id, content: 'first' });
     await waitContents(readerWs, thread.id, ['first'], 'the first message, live');
+    await waitContents(senderOnB, thread.id, ['first'], "the first message at the sender's other device");
 
     await proxy.cut();
     await waitBus(nodeA, false);
@@ -184,7 +187,6 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await readerWs.expectNone((f) => f.type === 'new_message' && f.data.thread_id === thread.id && f.data.seq === lost.seq,
       1000, 'the message before the retry (nothing published it)');
 
-    const senderOnB = await nodeB.connect(sender);
     const retried = await senderOnB.sendMessage({ thread_id: thread.id, content: 'stored, never published', client_msg_id: 'lost-1' });
     assert.equal(retried.id, lost.id, 'the retry answers with the original');
     await waitContents(readerWs, thread.id, ['first', 'stored, never published'], 'the message reaches the reader after the retry');
@@ -192,6 +194,11 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.equal(again.id, lost.id);
     await sleep(500);  // a second copy would come meanwhile
     assert.deepEqual(contents(readerWs, thread.id), ['first', 'stored, never published'], 'each message once, after another retry too');
-    assert.equal(senderOnB.all((f) => f.type === 'new_message').length, 0, "the retrying connection has it as message_sent, not new_message");
+    // The reader answers: its message opens a gap at the retrying device
+    // (which had only 'first'); the fill must not send back its own message.
+    await readerWs.sendMessage({ thread_id: thread.id, content: 'reply' });
+    await waitContents(senderOnB, thread.id, ['first', 'reply'], "the retrying device: its own message as message_sent only, not as new_message");
+    await sleep(300);
+    assert.deepEqual(contents(senderOnB, thread.id), ['first', 'reply']);
   });
 });
