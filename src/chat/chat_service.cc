@@ -419,10 +419,9 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
 // ignores it, a connection that opened after it was stored and was sent
 // nothing of the thread takes it for history it has (Connection::deliver),
 // and every other connection's DeliveryCursor sends it, drops it, or fills
-// up to it, as for any live message. Only
-// while recent, for the participants as they are now. Not counted as a
-// message again, and no second push (a push lost with the dead node stays
-// lost).
+// up to it, as for any live message. Only while recent, for the
+// participants as they are now. Not counted as a message again, and no
+// second push (a push lost with the dead node stays lost).
 void ChatService::redeliver(const Message& message, const std::string& message_json,
                             const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
   publish(message.thread_id, Audience::members(audience), "new_message", message_json, origin, message.seq,
