@@ -361,13 +361,16 @@ void RedisPresenceDirectory::register_again() {
   if (registered_again_hook_) registered_again_hook_();
   std::weak_ptr<bool> alive = alive_;
   // The script also sets each user's live flag as it is here now.
-  for (const auto& [user, live] : mine_)
-    run(kOnlineScript, user, live, [this, alive, user](const redisReply* r) {
+  // Not a structured binding: clang 14 (the sanitizer build) cannot capture one.
+  for (const auto& entry : mine_) {
+    const std::string& user = entry.first;
+    run(kOnlineScript, user, entry.second, [this, alive, user](const redisReply* r) {
       // No node had the user: the others were told it went offline (or never
       // heard it came): online again.
       if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 0) return;
       if (back_hook_) back_hook_(user, /*elsewhere=*/false);
     });
+  }
 }
 
 void RedisPresenceDirectory::on_subscription_up() {
