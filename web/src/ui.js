@@ -541,7 +541,7 @@ function MessageList({ t, box }) {
         Could not load the conversation: ${state.loadError.message}. It loads again when the connection is back.
         <button type="button" class="link" onClick=${() => store.openThread(t.id)}>Try again</button></p>`}
       ${box && !box.hasMore && !box.loading && startIdx === 0 && html`<p class="start">This is the start of the conversation.</p>`}
-      <div role="log" aria-label="Messages" aria-live="polite"><ol class="log" aria-describedby="log-keys" onKeyDown=${onLogKey} onfocusin=${onLogFocus}>${rows}</ol></div>
+      <div role="log" aria-label="Messages" aria-live="polite" aria-relevant="additions"><ol class="log" aria-describedby="log-keys" onKeyDown=${onLogKey} onfocusin=${onLogFocus}>${rows}</ol></div>
       <p id="log-keys" class="visually-hidden">Up and Down arrows move between messages, Home and End to the first and last; Tab reaches a message's Edit and Delete.</p>
       ${!atNewest && html`<button type="button" class="jump" onClick=${jumpToNewest}>Newest messages ↓</button>`}
       ${confirming && html`<${ConfirmDelete} m=${confirming} onDone=${() => { setConfirming(null); setSelected(null); }} />`}
@@ -647,7 +647,7 @@ function EditBox({ m }) {
     else if (e.key === 'Escape') { e.preventDefault(); cancel(); }
   }
   return html`
-    <form class="edit" ref=${form} onSubmit=${save} aria-busy=${saving ? 'true' : undefined}>
+    <form class="edit" ref=${form} onSubmit=${save} aria-busy=${saving ? 'true' : undefined} aria-live="off">
       <label for="edit-box" class="visually-hidden">Edit message</label>
       <textarea id="edit-box" ref=${input} rows="1" value=${text} dir="auto" readOnly=${saving}
         aria-describedby=${changedElsewhere ? 'edit-hint edit-changed' : 'edit-hint'}

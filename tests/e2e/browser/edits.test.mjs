@@ -426,6 +426,9 @@ describe('web app: messages and the keyboard', () => {
     const page = await openAs(await browser.newContext(), base, alice);
     await threadLink(page, 'Said aloud').click();
     await messageLog(page).getByText('Choir at five').waitFor();
+    // The log says new messages, not each change inside one (a tick turning
+    // to "read", an edit's label): those are heard when the message is read.
+    assert.equal(await messageLog(page).getAttribute('aria-relevant'), 'additions');
 
     // Before any edit: a polite live region, empty, whose every change is recorded from now on.
     const region = page.locator('#announcer');
@@ -464,6 +467,10 @@ describe('web app: messages and the keyboard', () => {
     await editor.press('Enter');
     await says('Saving…', '"Saving…"');
     assert.equal(await page.locator('#edit-hint').textContent(), 'Saving…', 'the visible hint');
+    // The editor sits in the message log, itself a live region: it is turned
+    // off there, so "Saving…" is said once, by the region above.
+    assert.equal(await page.locator('#edit-hint').evaluate((el) => el.closest('[aria-live]').getAttribute('aria-live')), 'off',
+      'the hint is in no live region');
     await says(empty, 'the refusal');
     await messageLog(page).locator('.msg-note').filter({ hasText: empty }).waitFor();
     assert.equal(await editor.count(), 1, 'still editing');
