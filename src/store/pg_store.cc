@@ -270,7 +270,11 @@ std::optional<Error> PgStore::run_batch_on_writer(std::vector<GroupCommitWriter:
     senders_.clear();
     attempt = try_batch(batch, true);
   }
-  if (attempt.ok) return std::nullopt;
+  if (attempt.ok) {
+    if (auto held_back = batch_failed_log_.recovered())
+      spdlog::warn("event=store_batch_recovered suppressed={}", *held_back);
+    return std::nullopt;
+  }
 
   std::string error = attempt.error.empty() ? c.errmsg() : attempt.error;
   const bool lost = !c.healthy();

@@ -135,7 +135,11 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
     }
     c.set_in_batch(false);
   }
-  if (ok) return std::nullopt;
+  if (ok) {
+    if (auto held_back = batch_failed_log_.recovered())
+      spdlog::warn("event=store_batch_recovered suppressed={}", *held_back);
+    return std::nullopt;
+  }
   if (auto held_back = batch_failed_log_.admit())
     spdlog::error("event=store_batch_failed size={} error=\"{}\" suppressed={}", batch.size(), error, *held_back);
   forget_caches();  // they may hold values of the rolled-back batch

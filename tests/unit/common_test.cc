@@ -72,6 +72,21 @@ TEST(LogThrottle, FirstAtOnceThenOnePerIntervalWithTheCountHeldBack) {
   EXPECT_EQ(throttle.admit(t0 + 61s), 1u);
 }
 
+// When the failure stops, one line may say so with what was held back since
+// the last line; after it the next failure is logged at once.
+TEST(LogThrottle, RecoveredGivesTheCountNeverShownAndStartsAgain) {
+  using namespace std::chrono_literals;
+  LogThrottle throttle(1s);
+  const LogThrottle::Clock::time_point t0{};
+  EXPECT_EQ(throttle.recovered(), std::nullopt) << "nothing failed";
+  EXPECT_EQ(throttle.admit(t0), 0u);
+  for (int i = 1; i <= 5; ++i) EXPECT_EQ(throttle.admit(t0 + i * 1ms), std::nullopt);
+  EXPECT_EQ(throttle.recovered(), 5u) << "the five held back since the line";
+  EXPECT_EQ(throttle.recovered(), std::nullopt) << "said once";
+  EXPECT_EQ(throttle.admit(t0 + 10ms), 0u) << "a new failure is logged at once, within the interval";
+  EXPECT_EQ(throttle.recovered(), 0u) << "logged, none held back: the end is still said";
+}
+
 TEST(LogThrottle, CountsEveryCallAcrossThreads) {
   LogThrottle throttle(std::chrono::hours(1));
   ASSERT_EQ(throttle.admit(), 0u);

@@ -1,7 +1,8 @@
 // A store whose writes fail (issue 8, item 5): a file-size limit of 0 on the
 // running server stands in for a full disk. Sends are refused with
 // storage_unavailable (and not acknowledged), the cause is in the log (at
-// most a line a second however fast clients retry), /health reports the store's write state, and all recovers with the disk.
+// most a line a second however fast clients retry, and a line when it ends),
+// /health reports the store's write state, and all recovers with the disk.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -67,10 +68,21 @@ describe('/health and send errors follow the store write state', { skip: TEST_ST
     // line may come between the bursts and hold all but the last back.
     assert.ok(failed.slice(1).some(counting),
       `a later line counts what it held back:\n${failed.join('\n')}`);
+    const recoveredLines = () => server.log.filter((l) => l.includes('event=store_batch_recovered'));
+    const failedBefore = failedLines().length;
 
     setFileSizeLimit(server.child.pid, 'unlimited:unlimited');
     const after = await server.sendRest(alice.token, dm.id, { content: 'after' });
     assert.equal(after.status, 201, after.text);
+    // The end of the failures is said, with what the last lines held back.
+    const endSaid = () => {
+      const last = server.log.findLastIndex((l) => l.includes('event=store_batch_recovered'));
+      return last > server.log.findLastIndex((l) => l.includes('event=store_batch_failed'));
+    };
+    for (let i = 0; i < 50 && !endSaid(); i++) await sleep(100);
+    assert.ok(endSaid(), `the end of the failures is logged:\n${server.log.slice(-5).join('\n')}`);
+    assert.match(recoveredLines().at(-1), /event=store_batch_recovered suppressed=\d+$/);
+    assert.equal(failedLines().length, failedBefore, 'no failure since');
     const good = await server.http('GET', '/health');
     assert.equal(good.status, 200);
     assert.equal(good.body.storage.ok, true);
