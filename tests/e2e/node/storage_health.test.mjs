@@ -69,7 +69,6 @@ describe('/health and send errors follow the store write state', { skip: TEST_ST
     assert.ok(failed.slice(1).some(counting),
       `a later line counts what it held back:\n${failed.join('\n')}`);
     const recoveredLines = () => server.log.filter((l) => l.includes('event=store_batch_recovered'));
-    const failedBefore = failedLines().length;
 
     setFileSizeLimit(server.child.pid, 'unlimited:unlimited');
     const after = await server.sendRest(alice.token, dm.id, { content: 'after' });
@@ -82,7 +81,6 @@ describe('/health and send errors follow the store write state', { skip: TEST_ST
     for (let i = 0; i < 50 && !endSaid(); i++) await sleep(100);
     assert.ok(endSaid(), `the end of the failures is logged:\n${server.log.slice(-5).join('\n')}`);
     assert.match(recoveredLines().at(-1), /event=store_batch_recovered suppressed=\d+$/);
-    assert.equal(failedLines().length, failedBefore, 'no failure since');
     const good = await server.http('GET', '/health');
     assert.equal(good.status, 200);
     assert.equal(good.body.storage.ok, true);
