@@ -7,6 +7,7 @@ The server helper is the one of test_chat.py (127.0.0.1, port 0, temp data dir).
 """
 
 import queue
+import time
 import unittest
 
 import socketio
@@ -19,6 +20,7 @@ class SioClient:
 
     def __init__(self, server, token, transports):
         self.events = queue.Queue()
+        self.kept = []  # received, not yet taken by next()
         self.sio = socketio.Client(reconnection=False)
 
         @self.sio.on("*")
@@ -30,10 +32,20 @@ class SioClient:
                          transports=transports, wait_timeout=5)
 
     def next(self, name, timeout=5.0):
+        """The first event called `name` not taken yet. Others are kept for later
+        calls, not dropped: the Engine.IO client runs each message's handler on a
+        thread of its own, so two events sent close together may be queued in
+        either order (the server's order is not what this checks)."""
+        for i, (event, data) in enumerate(self.kept):
+            if event == name:
+                del self.kept[i]
+                return data
+        deadline = time.monotonic() + timeout
         while True:
-            event, data = self.events.get(timeout=timeout)
+            event, data = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
             if event == name:
                 return data
+            self.kept.append((event, data))
 
     def call(self, event, data):
         return self.sio.call(event, data, timeout=5)
