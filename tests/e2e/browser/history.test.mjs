@@ -80,12 +80,16 @@ describe('web app: days and scroll-back', () => {
     await server.restart();
     const base = `http://127.0.0.1:${server.port}`;
 
-    const ctx = await browser.newContext({ timezoneId: 'UTC', locale: 'en-US' });
+    // A zone where it is far from midnight now, so that "Today" cannot turn
+    // into "Yesterday" between the sends and the page (a run near 00:00 UTC).
+    const utcHour = new Date().getUTCHours();
+    const timeZone = utcHour >= 6 && utcHour < 18 ? 'UTC' : 'Etc/GMT+12';
+    const ctx = await browser.newContext({ timezoneId: timeZone, locale: 'en-US' });
     const page = await openAs(ctx, base, bob);
     await page.goto(`${base}/app/#/t/${thread.id}`);
     await messageLog(page).getByText('today A').waitFor();
     const threeDaysAgo = new Intl.DateTimeFormat('en-US', {
-      weekday: 'long', day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC',
+      weekday: 'long', day: 'numeric', month: 'long', year: 'numeric', timeZone,
     }).format(new Date(Date.now() - 3 * 86400 * 1000));
     assert.deepEqual(await rowsOf(page), [
       `day: ${threeDaysAgo}`, 'three days ago A', 'three days ago B',
