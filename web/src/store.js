@@ -257,8 +257,18 @@ function wire(c) {
   // A group this user is in was just made (by them elsewhere, or by someone else).
   c.addEventListener('thread_created', () => reloadThreadsSoon());
   c.addEventListener('sent', (e) => onMessage(e.detail.message, true));
-  c.addEventListener('edited', (e) => applyEdit(e.detail.message));
-  c.addEventListener('deleted', (e) => update(e.detail.thread_id, e.detail.seq, tombstone));
+  c.addEventListener('edited', (e) => {
+    const m = e.detail.message;
+    const held = heldMessage(m.thread_id, m.seq);
+    if (held && !mine(held) && newerEdit(held, m) && held.content !== m.content) sayChange(held, 'edited');
+    applyEdit(m);
+  });
+  c.addEventListener('deleted', (e) => {
+    const f = e.detail;
+    const held = heldMessage(f.thread_id, f.seq);
+    if (held && !held.deleted && !deletingHere.has(held.id)) sayChange(held, 'deleted');
+    update(f.thread_id, f.seq, tombstone);
+  });
   c.addEventListener('delivered', (e) => bumpReceipt(e.detail.thread_id, e.detail.user_id, 'last_delivered_seq', e.detail.seq));
   c.addEventListener('read_receipt', (e) => {
     const f = e.detail;
@@ -347,11 +357,31 @@ function update(threadId, seq, change) {
 // may cross a deletion or a later edit from another device: a deleted message
 // stays deleted, and an older edit does not replace a newer one.
 function applyEdit(m) {
-  update(m.thread_id, m.seq, (old) => {
-    if (old.deleted) return old;
-    if (old.edited_at && m.edited_at && Date.parse(old.edited_at) > Date.parse(m.edited_at)) return old;
-    return { ...old, ...m };
-  });
+  update(m.thread_id, m.seq, (old) => (newerEdit(old, m) ? { ...old, ...m } : old));
+}
+
+function newerEdit(old, m) {
+  if (old.deleted) return false;
+  return !(old.edited_at && m.edited_at && Date.parse(old.edited_at) > Date.parse(m.edited_at));
+}
+
+// The open conversation's copy of a message, if it is on screen.
+function heldMessage(threadId, seq) {
+  if (threadId !== state.openId) return null;
+  const box = state.messages.get(threadId);
+  const i = box ? indexOfSeq(box.list, seq) : -1;
+  return i >= 0 ? box.list[i] : null;
+}
+
+// The log announces new messages only (ui.js), so a change inside one on
+// screen would go unheard until the reader reached it: someone else's edit,
+// and a deletion this screen did not ask for (by an admin, or on another
+// device), are said by the live region as they happen. One's own edits are
+// not: they come from this user, here or on another device of theirs.
+function sayChange(held, what) {
+  const who = held.sender?.full_name || held.sender?.username || 'someone';
+  if (what === 'edited') announce(`${who} edited a message`);
+  else announce(mine(held) ? 'Your message was deleted' : `A message from ${who} was deleted`);
 }
 
 // A message being edited and deleted meanwhile (on another device, or by a
@@ -691,9 +721,17 @@ export async function editMessage(m, content) {
   }
 }
 
+// Deletions asked for on this screen, whose event is not said (sayChange):
+// it may come before or after the answer, so each is kept a while after it.
+const deletingHere = new Set();
 export async function deleteMessage(m) {
-  await client.deleteMessage(m.id);
-  update(m.thread_id, m.seq, tombstone);
+  deletingHere.add(m.id);
+  try {
+    await client.deleteMessage(m.id);
+    update(m.thread_id, m.seq, tombstone);
+  } finally {
+    setTimeout(() => deletingHere.delete(m.id), 30000);
+  }
 }
 
 // The read mark counts once the server's read_receipt says so: a mark sent

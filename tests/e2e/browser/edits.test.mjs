@@ -418,6 +418,61 @@ describe('web app: messages and the keyboard', () => {
     await page.context().close();
   });
 
+  // The log announces additions only, so a change inside a message on screen
+  // is said by the live region: someone else's edit, and a deletion this
+  // screen did not ask for; never the user's own edits, nor a deletion made here.
+  it('someone else\'s edit, and a deletion not made here, are said by the live region as they happen', async () => {
+    const group = await server.createGroup(alice, [bob], 'Trip planning');
+    const lunch = (await server.sendRest(alice.token, group.id, { content: 'Lunch at noon' })).body.data;
+    const kit = (await server.sendRest(alice.token, group.id, { content: 'Swim kit on Monday' })).body.data;
+    const gotIt = (await server.sendRest(bob.token, group.id, { content: 'Got it' })).body.data;
+    await server.sendRest(bob.token, group.id, { content: 'Thanks, typo here' });
+    const page = await openAs(await browser.newContext(), base, bob);
+    await threadLink(page, 'Trip planning').click();
+    await messageLog(page).getByText('Thanks, typo here').waitFor();
+    const region = page.locator('#announcer');
+    await region.evaluate((el) => {
+      window.said = [];
+      let last = el.textContent;
+      new MutationObserver(() => {
+        if (el.textContent !== last) window.said.push((last = el.textContent).trim());
+      }).observe(el, { childList: true, subtree: true, characterData: true });
+    });
+    const edit = (user, id, content) => server.http('PATCH', `/api/chat/messages/${id}`, { token: user.token, body: { content } });
+    const remove = (user, id) => server.http('DELETE', `/api/chat/messages/${id}`, { token: user.token });
+    const said = () => page.evaluate(() => window.said);
+    const saysNext = async (expected, what) => {
+      await until(async () => (await said()).length === expected.length, { what }).catch(() => {});
+      assert.deepEqual(await said(), expected, what);
+    };
+
+    assert.equal((await edit(alice, lunch.id, 'Lunch at one')).status, 200);
+    await row(page, 'Lunch at one').waitFor();
+    await saysNext(['Alice Teacher edited a message'], 'someone else\'s edit');
+    // One's own edit on another device: shown, not said.
+    assert.equal((await edit(bob, gotIt.id, 'Got it, thanks')).status, 200);
+    await row(page, 'Got it, thanks').waitFor();
+    // Deleted by the group's admin: one's own message, then the admin's.
+    assert.equal((await remove(alice, gotIt.id)).status, 200);
+    await saysNext(['Alice Teacher edited a message', 'Your message was deleted'], 'one\'s message deleted by the admin');
+    assert.equal((await remove(alice, kit.id)).status, 200);
+    await saysNext(['Alice Teacher edited a message', 'Your message was deleted', 'A message from Alice Teacher was deleted'],
+      'someone else\'s deletion');
+    // Deleted here: the page did it, nothing to say.
+    const typo = row(page, 'Thanks, typo here');
+    await typo.getByRole('button', { name: 'Delete message' }).focus();
+    await typo.getByRole('button', { name: 'Delete message' }).press('Enter');
+    const dialog = page.getByRole('dialog', { name: 'Delete this message?' });
+    await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
+    const tombstones = ['Lunch at one', 'This message was deleted.', 'This message was deleted.', 'This message was deleted.'];
+    await until(async () => (await messageTexts(page)).join('|') === tombstones.join('|'), { what: 'the deletion shown' });
+    await sleep(500);  // the deletion's own event, if it comes after the answer
+    assert.deepEqual(await said(), ['Alice Teacher edited a message', 'Your message was deleted',
+      'A message from Alice Teacher was deleted'], 'nothing said of one\'s own edit or of the deletion made here');
+    assert.deepEqual(page.pageErrors, []);
+    await page.context().close();
+  });
+
   it('the editor\'s state is said by one live region, there and empty before the edit starts', async () => {
     const changed = 'This message was changed elsewhere while you were editing it. Saving replaces that change with your text.';
     const empty = 'A message cannot be empty. To remove it, delete it instead.';
