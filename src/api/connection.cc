@@ -233,6 +233,7 @@ void Connection::on_close() {
   if (authed_) {
     auto typing = std::move(typing_);
     for (const auto& [thread_id, gen] : typing) {
+      if (!ctx_.chat.typing_board().stop(user_id_, thread_id, session_id_)) continue;  // another device types there
       json::object fields{{"from_user_id", user_id_}, {"user_id", user_id_}, {"is_typing", false}};
       relay(thread_id, "typing", std::move(fields), nullptr);
     }
@@ -763,12 +764,19 @@ void Connection::on_relay(ClientFrame f, std::string_view type) {
 }
 
 // Typing relays as it comes; a client that goes quiet (or away) without
-// saying is_typing:false is stopped for it after typing_timeout_seconds.
+// saying is_typing:false is stopped for it after typing_timeout_seconds, and
+// that stop, like the one of a close, waits for the user's other sessions
+// here typing in the thread (chat/typing_board.h).
 void Connection::on_typing(ClientFrame f) {
   json::object fields{{"from_user_id", user_id_}, {"user_id", user_id_}, {"is_typing", f.is_typing}};
   // Known at once, not when the relay returns (it may be on a worker): a close
   // meanwhile must still send the stop, which in_order puts after this start.
-  if (f.is_typing) typing_entry(typing_, f.thread_id);
+  if (f.is_typing) {
+    typing_entry(typing_, f.thread_id);
+    ctx_.chat.typing_board().start(user_id_, f.thread_id, session_id_);
+  } else {
+    ctx_.chat.typing_board().stop(user_id_, f.thread_id, session_id_);  // said: relayed whoever else types
+  }
   auto self = shared_from_this();
   relay(f.thread_id, "typing", std::move(fields), [self, f](const Status& st) { self->typing_relayed(f, st); });
 }
@@ -776,6 +784,7 @@ void Connection::on_typing(ClientFrame f) {
 void Connection::typing_relayed(const ClientFrame& f, const Status& st) {
   if (!st) {
     erase_typing(typing_, f.thread_id);
+    ctx_.chat.typing_board().stop(user_id_, f.thread_id, session_id_);
     return send_error(st.error(), f.request_id);
   }
   send(encoder_->done(f.request_id));
@@ -800,6 +809,7 @@ void Connection::typing_relayed(const ClientFrame& f, const Status& st) {
 
 void Connection::stop_typing(const std::string& thread_id) {
   erase_typing(typing_, thread_id);
+  if (!ctx_.chat.typing_board().stop(user_id_, thread_id, session_id_)) return;  // another device types there
   json::object fields{{"from_user_id", user_id_}, {"user_id", user_id_}, {"is_typing", false}};
   relay(thread_id, "typing", std::move(fields), nullptr);
 }

@@ -27,6 +27,7 @@
 #include "chat/member_cache.h"
 #include "chat/connection_limiter.h"
 #include "chat/presence.h"
+#include "chat/typing_board.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "model/model.h"
@@ -138,6 +139,8 @@ class ChatService {
   };
   Result<PresenceInfo> presence_of(const std::string& user_id);
   Presence& presence() { return presence_; }
+  // Which of this node's sessions type where (implicit stops: chat/typing_board.h).
+  TypingBoard& typing_board() { return typing_board_; }
   // The per-user connection limit: in this process unless replaced (several
   // nodes: Redis) at start, before the first connection.
   ConnectionLimiter& connection_limiter() { return *connection_limiter_; }
@@ -256,6 +259,7 @@ class ChatService {
   ChangeWatermark changes_;
   NewestChange newest_changes_;
   Presence presence_;
+  TypingBoard typing_board_;
   std::unique_ptr<ConnectionLimiter> connection_limiter_;
   MessageObserver message_observer_;
   std::mutex removals_mu_;

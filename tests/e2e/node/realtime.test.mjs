@@ -42,6 +42,39 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     assert.ok(after >= 4000 && after <= 9000, `stopped after ${after} ms (expected about 6 s)`);
   });
 
+  // One device's close or timeout does not stop "typing…" while the user's
+  // other device still types in the thread; a stop the user sends does.
+  it('a user typing on two devices keeps typing at the others when one closes or goes quiet', async () => {
+    const { alice, thread, aliceWs: phone, bobWs } = await pair();
+    const laptop = await server.connect(alice);
+    const typingOf = (isTyping) => (f) => f.type === 'typing' && f.user_id === alice.id && f.is_typing === isTyping;
+    phone.send({ type: 'typing', thread_id: thread.id, is_typing: true });
+    await bobWs.next(typingOf(true), 5000, 'the phone types');
+    laptop.send({ type: 'typing', thread_id: thread.id, is_typing: true });
+    await bobWs.next(typingOf(true), 5000, 'the laptop types');
+    phone.close();
+    await bobWs.expectNone(typingOf(false), 1000, 'stop while the laptop still types');
+    laptop.send({ type: 'typing', thread_id: thread.id, is_typing: false });
+    await bobWs.next(typingOf(false), 5000, 'the stop the laptop says');
+
+    // Two devices typing, the first goes quiet: its timeout (6 s) stops
+    // nothing while the second, which typed 3 s later, still types; the
+    // second's own timeout does.
+    const tablet = await server.connect(alice);
+    laptop.send({ type: 'typing', thread_id: thread.id, is_typing: true });
+    await bobWs.next(typingOf(true), 5000, 'the laptop types again');
+    await sleep(3000);
+    tablet.send({ type: 'typing', thread_id: thread.id, is_typing: true });
+    await bobWs.next(typingOf(true), 5000, 'the tablet types');
+    const tabletStarted = Date.now();
+    await bobWs.expectNone(typingOf(false), 4500, 'stop at the laptop'"'"'s timeout while the tablet types');
+    await bobWs.next(typingOf(false), 6000, "the tablet's timeout");
+    const after = Date.now() - tabletStarted;
+    assert.ok(after >= 4500 && after <= 10500, `stopped ${after} ms after the tablet's start (its timeout is 6 s)`);
+    laptop.close();
+    tablet.close();
+  });
+
   it('a typist removed from a group stops typing at the others', async () => {
     // Their own stop (the 6 s timer, their close) is refused once they are out.
     const [alice, bob, carol] = await server.registerMany(3);
