@@ -767,42 +767,51 @@ void Connection::on_relay(ClientFrame f, std::string_view type) {
 // saying is_typing:false is stopped for it after typing_timeout_seconds, and
 // that stop, like the one of a close, waits for the user's other sessions
 // here typing in the thread (chat/typing_board.h).
+//
+// typing_ and the board change together, when a frame comes (not when its
+// relay returns: it may be on a worker, and a close meanwhile must still send
+// the stop, which in_order puts after this start). Each start is numbered; a
+// relay's outcome or a timeout acts only for the latest start of its thread,
+// so no entry outlives its session and a newer start is never stopped by an
+// older one's timer.
 void Connection::on_typing(ClientFrame f) {
   json::object fields{{"from_user_id", user_id_}, {"user_id", user_id_}, {"is_typing", f.is_typing}};
-  // Known at once, not when the relay returns (it may be on a worker): a close
-  // meanwhile must still send the stop, which in_order puts after this start.
+  uint64_t gen = 0;
   if (f.is_typing) {
-    typing_entry(typing_, f.thread_id);
+    gen = ++typing_generation_;
+    typing_entry(typing_, f.thread_id) = gen;
     ctx_.chat.typing_board().start(user_id_, f.thread_id, session_id_);
   } else {
+    erase_typing(typing_, f.thread_id);
     ctx_.chat.typing_board().stop(user_id_, f.thread_id, session_id_);  // said: relayed whoever else types
   }
   auto self = shared_from_this();
-  relay(f.thread_id, "typing", std::move(fields), [self, f](const Status& st) { self->typing_relayed(f, st); });
+  relay(f.thread_id, "typing", std::move(fields),
+        [self, f, gen](const Status& st) { self->typing_relayed(f, gen, st); });
 }
 
-void Connection::typing_relayed(const ClientFrame& f, const Status& st) {
+bool Connection::typing_is(const std::string& thread_id, uint64_t gen) {
+  auto it = find_typing(typing_, thread_id);
+  return it != typing_.end() && it->second == gen;
+}
+
+void Connection::typing_relayed(const ClientFrame& f, uint64_t gen, const Status& st) {
   if (!st) {
-    erase_typing(typing_, f.thread_id);
-    ctx_.chat.typing_board().stop(user_id_, f.thread_id, session_id_);
+    if (f.is_typing && typing_is(f.thread_id, gen)) {
+      erase_typing(typing_, f.thread_id);
+      ctx_.chat.typing_board().stop(user_id_, f.thread_id, session_id_);
+    }
     return send_error(st.error(), f.request_id);
   }
   send(encoder_->done(f.request_id));
-  if (!f.is_typing) {
-    erase_typing(typing_, f.thread_id);
-    return;
-  }
-  uint64_t gen = ++typing_generation_;
-  typing_entry(typing_, f.thread_id) = gen;
+  if (!f.is_typing || !typing_is(f.thread_id, gen)) return;  // stopped, or started again, since
   auto t = transport_.lock();
   if (!t) return;
   std::weak_ptr<Connection> weak = weak_from_this();
   t->schedule(std::chrono::seconds(ctx_.chat.config().limits.typing_timeout_seconds),
               [weak, thread_id = f.thread_id, gen] {
                 auto self = weak.lock();
-                if (!self || self->closed_) return;
-                auto it = find_typing(self->typing_, thread_id);
-                if (it == self->typing_.end() || it->second != gen) return;
+                if (!self || self->closed_ || !self->typing_is(thread_id, gen)) return;
                 self->stop_typing(thread_id);
               });
 }

@@ -144,7 +144,8 @@ class Connection final : public ClientSession,
   void on_join_chat(ClientFrame frame);
   void on_relay(ClientFrame frame, std::string_view type);
   void on_typing(ClientFrame frame);
-  void typing_relayed(const ClientFrame& frame, const Status& outcome);
+  void typing_relayed(const ClientFrame& frame, uint64_t generation, const Status& outcome);
+  bool typing_is(const std::string& thread_id, uint64_t generation);
   // Relays typing or call signalling without blocking the loop: inline when the
   // thread's members are cached, else from a worker. `then` (may be empty) runs
   // on the loop with the outcome.
@@ -234,8 +235,9 @@ class Connection final : public ClientSession,
     int reads = 0;  // resend_changes reads running
   };
   std::unique_ptr<ChangesSent> changes_sent_;
-  // Threads this connection is typing in, with the generation of the timer
-  // that will stop it (a newer `typing` bumps it). Seldom more than one.
+  // Threads this connection is typing in (as on the TypingBoard), each with
+  // the number of its latest start: only that start's relay outcome and
+  // timeout act on it. Seldom more than one.
   std::vector<std::pair<std::string, uint64_t>> typing_;
   uint64_t typing_generation_ = 0;
   // Token bucket for client frames.

@@ -728,10 +728,12 @@ export async function deleteMessage(m) {
   deletingHere.add(m.id);
   try {
     await client.deleteMessage(m.id);
-    update(m.thread_id, m.seq, tombstone);
-  } finally {
-    setTimeout(() => deletingHere.delete(m.id), 30000);
+  } catch (err) {
+    deletingHere.delete(m.id);  // refused: a deletion by someone else is said again
+    throw err;
   }
+  update(m.thread_id, m.seq, tombstone);
+  setTimeout(() => deletingHere.delete(m.id), 30000);
 }
 
 // The read mark counts once the server's read_receipt says so: a mark sent
