@@ -946,12 +946,12 @@ Result<std::vector<ParticipantUnread>> PgStore::thread_unread_counts(const std::
   });
 }
 
-Result<int64_t> PgStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
-  return writer_->submit_and_wait<int64_t>(
+Result<ReadMark> PgStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
+  return writer_->submit_and_wait<ReadMark>(
       [this, thread_id, user_id, up_to_seq] { return write_read_mark(thread_id, user_id, up_to_seq); });
 }
 
-Result<int64_t> PgStore::write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
+Result<ReadMark> PgStore::write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
   PgConn& c = *writer_conn_;
   auto r = c.exec(
       "SELECT p.last_read_seq, t.last_seq FROM participants p JOIN threads t ON t.id = p.thread_id "
@@ -962,11 +962,11 @@ Result<int64_t> PgStore::write_read_mark(const std::string& thread_id, const std
   const int64_t current = r.i64(0, 0);
   const int64_t last_seq = r.i64(0, 1);
   int64_t target = std::min(up_to_seq, last_seq);
-  if (target <= current) return current;  // never moves back
+  if (target <= current) return ReadMark{current, false};  // never moves back
   auto u = c.exec("UPDATE participants SET last_read_seq = $1 WHERE thread_id = $2 AND user_id = $3",
                   {target, thread_id, user_id});
   if (!u.ok()) return pg_error(c, u, "mark_read");
-  return target;
+  return ReadMark{target, true};
 }
 
 Result<int64_t> PgStore::mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) {

@@ -68,7 +68,7 @@ class PgStore final : public Store {
   Result<std::vector<ParticipantUnread>> thread_unread_counts(const std::string& thread_id) override;
   Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
-  Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
+  Result<ReadMark> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
   Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) override;
   Result<AccountState> revoke_tokens(const std::string& user_id, int64_t valid_after) override;
@@ -128,7 +128,7 @@ class PgStore final : public Store {
   Result<AppendResult> not_appended(PgConn& c, const AppendRequest& request,
                                     const std::optional<std::string>& client_id);
   Error refused_append(PgConn& c, const AppendRequest& request);
-  Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
+  Result<ReadMark> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
   std::optional<UserRef> sender_ref(const std::string& user_id);
 
   // --- read side ---

@@ -775,12 +775,12 @@ Result<std::vector<ParticipantUnread>> SqliteStore::thread_unread_counts(const s
   });
 }
 
-Result<int64_t> SqliteStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
-  return writer_->submit_and_wait<int64_t>(
+Result<ReadMark> SqliteStore::mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
+  return writer_->submit_and_wait<ReadMark>(
       [this, thread_id, user_id, up_to_seq] { return write_read_mark(thread_id, user_id, up_to_seq); });
 }
 
-Result<int64_t> SqliteStore::write_read_mark(const std::string& thread_id, const std::string& user_id,
+Result<ReadMark> SqliteStore::write_read_mark(const std::string& thread_id, const std::string& user_id,
                                              int64_t up_to_seq) {
   SqliteConn& c = *writer_conn_;
   int64_t current = 0;
@@ -798,11 +798,11 @@ Result<int64_t> SqliteStore::write_read_mark(const std::string& thread_id, const
     last_seq = st.i64(1);
   }
   int64_t target = std::min(up_to_seq, last_seq);
-  if (target <= current) return current;  // never moves back
+  if (target <= current) return ReadMark{current, false};  // never moves back
   auto st = c.prepare("UPDATE participants SET last_read_seq = ? WHERE thread_id = ? AND user_id = ?");
   st.bind(target, thread_id, user_id);
   if (!st.done()) return storage_error(c, st.error(), "mark_read");
-  return target;
+  return ReadMark{target, true};
 }
 
 Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) {

@@ -66,7 +66,7 @@ class SqliteStore final : public Store {
   Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
   Result<std::vector<std::vector<std::string>>> contacts_of_each(const std::vector<std::string>& user_ids) override;
-  Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
+  Result<ReadMark> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
   Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) override;
   Result<AccountState> revoke_tokens(const std::string& user_id, int64_t valid_after) override;
@@ -124,7 +124,7 @@ class SqliteStore final : public Store {
   Result<AppendResult> write_message(const AppendRequest& request);
   Result<Removed> write_removal(const Removal& removal);
   Result<std::optional<std::string>> successor_admin(const std::string& thread_id, const std::string& user_id);
-  Result<int64_t> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
+  Result<ReadMark> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
   struct ThreadKey {
     int64_t no = 0;  // threads.no, the thread's key in the message index
     int64_t last_seq = 0;

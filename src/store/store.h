@@ -104,6 +104,12 @@ struct Notification {
   std::optional<Micros> edited_at;
 };
 
+// What mark_read left: the reader's mark, and whether this call moved it.
+struct ReadMark {
+  int64_t seq = 0;
+  bool moved = false;
+};
+
 // One participant's unread count in a thread (Store::thread_unread_counts).
 struct ParticipantUnread {
   std::string user_id;
@@ -256,8 +262,8 @@ class Store {
   virtual Result<std::vector<ParticipantUnread>> thread_unread_counts(const std::string& thread_id) = 0;
   // Moves the user's last_read_seq up to min(up_to_seq, thread's last seq)
   // (kAllSeqs: the whole thread; 0 changes nothing). Never moves it back.
-  // Returns the new value.
-  virtual Result<int64_t> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) = 0;
+  // Returns the mark as it now is, and whether this call moved it.
+  virtual Result<ReadMark> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) = 0;
 
   // Moves the user's last_delivered_seq up to seq (never back); returns the new value.
   // Errors: not_found "not_a_participant".

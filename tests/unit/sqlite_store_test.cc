@@ -519,7 +519,7 @@ TEST_F(SqliteStoreTest, OpsAfterAppendsInOneBatchSeeTheirThreadState) {
     for (int i = 0; i < kSends; ++i)
       store_->append(AppendRequest{t.id, i % 5 ? a.id : b.id, "m", "text", ""},
                      [&](Result<AppendResult>) { pending.done(); });
-    int64_t marked = ok(store_->mark_read(t.id, b.id, kAllSeqs));
+    int64_t marked = ok(store_->mark_read(t.id, b.id, kAllSeqs)).seq;
     pending.wait();
     EXPECT_EQ(marked, (round + 1) * kSends) << "round " << round;
     EXPECT_EQ(ok(store_->thread(t.id))->last_seq, (round + 1) * kSends);
