@@ -781,7 +781,7 @@ Result<ReadMark> SqliteStore::mark_read(const std::string& thread_id, const std:
 }
 
 Result<ReadMark> SqliteStore::write_read_mark(const std::string& thread_id, const std::string& user_id,
-                                             int64_t up_to_seq) {
+                                              int64_t up_to_seq) {
   SqliteConn& c = *writer_conn_;
   int64_t current = 0;
   int64_t last_seq = 0;
