@@ -420,11 +420,23 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
 // nothing of the thread takes it for history it has (Connection::deliver),
 // and every other connection's DeliveryCursor sends it, drops it, or fills
 // up to it, as for any live message. Only while recent, for the
-// participants as they are now. Not counted as a message again, and no
-// second push (a push lost with the dead node stays lost).
+// participants as they are now who were members when it was stored: one
+// removed and added back since must not get it through a cursor entry from
+// before (history gives a member nothing from before they joined either).
+// Not counted as a message again, and no second push (a push lost with the
+// dead node stays lost).
 void ChatService::redeliver(const Message& message, const std::string& message_json,
                             const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
-  publish(message.thread_id, Audience::members(audience), "new_message", message_json, origin, message.seq,
+  // PostgreSQL's joined_at is the joining node's clock and created_at the
+  // committing one's: the same second of slack as its offline sync.
+  const Micros slack = config_.database_url.empty() ? 0 : 1'000'000;
+  std::vector<std::string> then;
+  then.reserve(audience->user_ids.size());
+  for (size_t i = 0; i < audience->user_ids.size(); ++i) {
+    const bool joined_after = i < audience->joined_at.size() && audience->joined_at[i] - slack > message.created_at;
+    if (!joined_after) then.push_back(audience->user_ids[i]);
+  }
+  publish(message.thread_id, Audience::users(std::move(then)), "new_message", message_json, origin, message.seq,
           message.id, /*redelivery_of=*/message.created_at);
 }
 

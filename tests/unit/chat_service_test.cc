@@ -648,6 +648,27 @@ TEST_F(ChatServiceTest, ARetryPublishesAnOriginalThatWasStoredButNeverPublished)
   EXPECT_EQ(recipients(*events_.at(0)), (Ids{a.id, b.id}));
 }
 
+// A member removed and added back since the original was stored, or added
+// since, was not there for it: its redelivery does not reach them (their
+// connections may hold cursor entries from before).
+TEST_F(ChatServiceTest, ARetryIsPublishedAgainOnlyToThoseWhoWereMembersThen) {
+  User a = user("alice"), b = user("bob"), c = user("carol"), d = user("dave");
+  Thread t = group(a, {b, c});
+  auto first = send_text(a, t, "before carol left", "c-5");
+  ASSERT_TRUE(first.ok()) << first.error().code;
+  ASSERT_TRUE(service_->remove_participant(a, t.id, c.id).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_TRUE(service_->add_participants(a, t.id, {c.id, d.id}).ok());
+  const size_t before_retry = events_.size();
+  auto retry = send_text(a, t, "before carol left", "c-5");
+  ASSERT_TRUE(retry.ok()) << retry.error().code;
+  EXPECT_TRUE(retry->duplicate);
+  ASSERT_EQ(events_.size(), before_retry + 1);
+  BusEventPtr again = events_.at(before_retry);
+  EXPECT_TRUE(again->redelivery);
+  EXPECT_EQ(recipients(*again), (Ids{a.id, b.id}));
+}
+
 TEST_F(ChatServiceTest, ARetryOfAnOldMessageIsNotPublishedAgain) {
   config_.limits.redeliver_retry_seconds = 0;
   start();
