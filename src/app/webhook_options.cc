@@ -51,6 +51,7 @@ Result<std::unique_ptr<WebhookNotifier>> start_webhook(const Config& config, Cha
   WebhookNotifier* n = notifier.get();
   chat.set_message_observer([n](const Message& m, const std::string& json,
                                 const std::shared_ptr<const ThreadMembers>& members) { n->observe(m, json, members); });
+  chat.set_records_owed_pushes(true);
   notifier->start();
   spdlog::info("event=webhook_enabled host={}", (*poster)->host());
   return notifier;

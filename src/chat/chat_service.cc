@@ -395,6 +395,7 @@ void ChatService::send(SendRequest req, SendCallback done) {
 void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const ThreadMembers> members, SendCallback done) {
   AppendRequest append{req.thread_id, req.sender_id, std::move(req.content), std::move(req.message_type),
                        std::move(req.client_msg_id)};
+  append.owes_push = records_owed_pushes_ && append.message_type != "system";
   std::string origin = std::move(req.origin_session);
   store_.append(std::move(append), [this, origin = std::move(origin), members = std::move(members),
                                     done = std::move(done)](Result<AppendResult> r) {

@@ -167,6 +167,10 @@ class ChatService {
       std::function<void(const Message& message, const std::string& message_json,
                          const std::shared_ptr<const ThreadMembers>& members)>;
   void set_message_observer(MessageObserver observer) { message_observer_ = std::move(observer); }
+  // Each new message other than a system line is stored with a record that
+  // its push is owed (AppendRequest::owes_push), which the webhook notifier
+  // settles. Set once, before serving.
+  void set_records_owed_pushes(bool on) { records_owed_pushes_ = on; }
 
   // Every bus event, this process's and other processes', before it is
   // fanned out (the bus receiver calls it, on the publishing or the bus's
@@ -262,6 +266,7 @@ class ChatService {
   TypingBoard typing_board_;
   std::unique_ptr<ConnectionLimiter> connection_limiter_;
   MessageObserver message_observer_;
+  bool records_owed_pushes_ = false;
   std::mutex removals_mu_;
   std::unordered_multimap<std::string, std::string> removals_;  // thread -> user being removed
   std::atomic<int> removals_in_flight_{0};

@@ -7,11 +7,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "common/thread_pool.h"
+#include "protocol/encode.h"
 
 namespace parley {
 
@@ -29,6 +31,13 @@ constexpr Micros kLeaseMicros = 60 * 1000000;
 constexpr auto kDefaultStoreOnStop = std::chrono::seconds(2);
 // How often the idle delivery thread counts the dead letters in the store.
 constexpr auto kDeadLetterRecount = std::chrono::seconds(5);
+// A message owed its push this long is taken as lost by its intake (its
+// node died, or dropped it): far longer than an intake takes, so a sweep
+// rarely races a live one (and the settle decides if it does).
+constexpr Micros kOverdueMicros = 30 * 1000000;
+// How often the delivery thread looks for overdue pushes, and how many at once.
+constexpr auto kOverdueSweep = std::chrono::seconds(10);
+constexpr int kOverdueBatch = 100;
 
 // The message object the chat service serialised, with its content blanked:
 // what the outbox keeps (the text stays in the message row only).
@@ -76,6 +85,7 @@ WebhookNotifier::WebhookNotifier(const WebhookConfig& config, Store& store, cons
 WebhookNotifier::~WebhookNotifier() { stop(); }
 
 void WebhookNotifier::start() {
+  started_at_ = now_micros();
   count_dead_letters();
   intake_ = named_thread("webhook-intake", [this] { intake_loop(); });
   delivery_ = named_thread("webhook-send", [this] { delivery_loop(); });
@@ -101,11 +111,14 @@ void WebhookNotifier::stop(Clock::time_point store_until) {
 
 void WebhookNotifier::observe(const Message& message, const std::string& message_json,
                               const std::shared_ptr<const ThreadMembers>& members) {
-  if (message.message_type == "system" || !members || members->user_ids.size() < 2) return;
+  // A system line owes no push. Every other message is settled, even one
+  // with nobody to notify: its owed-push record must go.
+  if (message.message_type == "system") return;
   {
     std::lock_guard lock(mu_);
+    // Left owed in the store: the overdue sweep (here or on another node) makes it.
     if (stopping_) {
-      spdlog::warn("event=webhook_dropped_on_stop message_id={}", message.id);
+      spdlog::warn("event=webhook_deferred_on_stop message_id={}", message.id);
       return;
     }
     if (pending_.size() >= kMaxPending) {
@@ -126,7 +139,7 @@ void WebhookNotifier::intake_loop() {
     intake_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
     if (pending_.empty()) return;  // stopping, nothing left
     if (stopping_ && Clock::now() >= store_until_) {
-      spdlog::warn("event=webhook_dropped_on_stop messages={}", pending_.size());
+      spdlog::warn("event=webhook_deferred_on_stop messages={}", pending_.size());
       pending_.clear();
       return;
     }
@@ -139,9 +152,21 @@ void WebhookNotifier::intake_loop() {
 }
 
 void WebhookNotifier::store_notifications(const Pending& p) {
-  // One read for the whole thread (not one per recipient of every thread they are in).
+  std::vector<std::string> recipients;
+  if (p.members)
+    for (const auto& user_id : p.members->user_ids)
+      if (user_id != p.message.sender_id && !presence_.connected(user_id)) recipients.push_back(user_id);
+  settle(p.message, p.message_json, recipients);
+}
+
+// Stores one notification per recipient (none: only settles the message's
+// owed push), each with its recipient's unread count.
+void WebhookNotifier::settle(const Message& message, const std::string& message_json,
+                             const std::vector<std::string>& recipients, std::function<void()> then) {
   std::vector<ParticipantUnread> unread;
-  if (auto counts = store_.thread_unread_counts(p.message.thread_id); counts) unread = std::move(*counts);
+  // One read for the whole thread (not one per recipient of every thread they are in).
+  if (!recipients.empty())
+    if (auto counts = store_.thread_unread_counts(message.thread_id); counts) unread = std::move(*counts);
   auto unread_of = [&unread](const std::string& user_id) -> int64_t {
     for (const auto& u : unread)
       if (u.user_id == user_id) return u.unread_count;
@@ -149,36 +174,73 @@ void WebhookNotifier::store_notifications(const Pending& p) {
   };
   // The message goes in as the chat service serialised it, less its content
   // (added at each POST from the message row); the envelope is ours.
-  const std::string head = ",\"thread_id\":" + json::serialize(json::value(p.message.thread_id)) +
-                           ",\"message\":" + message_without_content(p.message_json) + ",\"unread_count\":";
+  const std::string head = ",\"thread_id\":" + json::serialize(json::value(message.thread_id)) +
+                           ",\"message\":" + message_without_content(message_json) + ",\"unread_count\":";
   std::vector<Notification> batch;
   const Micros now = now_micros();
-  for (const auto& user_id : p.members->user_ids) {
-    if (user_id == p.message.sender_id || presence_.connected(user_id)) continue;
-    std::string body = "{\"type\":\"message\",\"recipient_id\":" + json::serialize(json::value(user_id)) + head +
-                       std::to_string(unread_of(user_id)) + "}";
+  for (const auto& user_id : recipients) {
     Notification n;
     n.id = new_uuid();
     n.recipient_id = user_id;
-    n.body = std::move(body);
+    n.body = "{\"type\":\"message\",\"recipient_id\":" + json::serialize(json::value(user_id)) + head +
+             std::to_string(unread_of(user_id)) + "}";
     n.next_attempt_at = now;
-    n.message_id = p.message.id;
+    n.message_id = message.id;
     batch.push_back(std::move(n));
   }
-  if (batch.empty()) return;
   const size_t n = batch.size();
-  store_.enqueue_notifications(std::move(batch), [this, n, id = p.message.id](Status st) {
-    if (!st) {
-      spdlog::warn("event=webhook_enqueue_failed message_id={} code={}", id, st.error().code);
-      return;
-    }
-    Metrics::get().webhook_queued.fetch_add(n, std::memory_order_relaxed);
-    {
+  store_.enqueue_notifications(std::move(batch), message.id, [this, n, id = message.id, then = std::move(then)](Status st) {
+    if (!st) spdlog::warn("event=webhook_enqueue_failed message_id={} code={}", id, st.error().code);
+    if (st && n > 0) {
+      Metrics::get().webhook_queued.fetch_add(n, std::memory_order_relaxed);
       std::lock_guard lock(mu_);
       wake_delivery_ = true;
     }
-    delivery_cv_.notify_one();
+    if (st && n > 0) delivery_cv_.notify_one();
+    if (then) then();
   });
+}
+
+// Messages whose push their intake never stored (a node killed after the
+// commit, a backlog or a stop that left them): made now, for the members of
+// the thread who were members when it was stored, have no device that
+// acknowledged it (or read it), and have nothing live now.
+void WebhookNotifier::sweep_overdue() {
+  next_sweep_ = Clock::now() + kOverdueSweep;
+  const Micros before = std::max(started_at_, now_micros() - kOverdueMicros);
+  auto overdue = store_.overdue_pushes(before, kOverdueBatch);
+  if (!overdue || overdue->empty()) return;
+  // Waited for, so the next sweep does not read these again: a full batch
+  // (a crash under load left many) is followed by the next one at once.
+  auto settled = std::make_shared<std::promise<void>>();
+  auto left = std::make_shared<std::atomic<size_t>>(overdue->size());
+  auto one_settled = [settled, left] {
+    if (left->fetch_sub(1) == 1) settled->set_value();
+  };
+  for (const auto& id : *overdue) {
+    auto message = store_.message(id);
+    auto thread = message && *message ? store_.thread((*message)->thread_id) : Result<std::optional<Thread>>(std::nullopt);
+    if (!message || !thread) {  // the store is failing: the next sweep
+      one_settled();
+      continue;
+    }
+    if (!*message || (*message)->deleted || !*thread) {
+      Message gone;
+      gone.id = id;
+      settle(gone, "null", {}, one_settled);
+      continue;
+    }
+    const Message& m = **message;
+    std::vector<std::string> recipients;
+    for (const auto& p : (*thread)->participants)
+      if (p.user_id != m.sender_id && p.joined_at <= m.created_at &&
+          std::max(p.last_delivered_seq, p.last_read_seq) < m.seq && !presence_.connected(p.user_id))
+        recipients.push_back(p.user_id);
+    spdlog::info("event=webhook_overdue message_id={} recipients={}", id, recipients.size());
+    settle(m, message_json_text(m), recipients, one_settled);
+  }
+  settled->get_future().wait();
+  if (overdue->size() == static_cast<size_t>(kOverdueBatch)) next_sweep_ = Clock::now();
 }
 
 void WebhookNotifier::delivery_loop() {
@@ -188,6 +250,7 @@ void WebhookNotifier::delivery_loop() {
       std::lock_guard lock(mu_);
       if (stopping_) return;
     }
+    if (Clock::now() >= next_sweep_) sweep_overdue();
     const Micros now = now_micros();
     auto claimed = store_.claim_notifications(now, now + kLeaseMicros, concurrency);
     if (!claimed) spdlog::warn("event=webhook_claim_failed code={}", claimed.error().code);

@@ -11,9 +11,16 @@
 // The outbox holds no message text: each POST's body gets the message's
 // content as the store has it then (an edit shows, a delete sends nothing).
 // A restart loses nothing stored: delivery resumes from the outbox, and a
-// clean stop first stores what the intake still holds. A message committed
-// but not yet in the outbox when the process dies gets no push (its
-// recipients still find it through offline sync).
+// clean stop first stores what the intake still holds. Nor is a push lost
+// between the commit and the outbox: each message is committed with a
+// record that its push is owed (ChatService::set_records_owed_pushes), and
+// storing its notifications removes that record in the same transaction.
+// A record left behind (the process was killed, or a backlog or a stop
+// dropped the message here) is overdue after 30 s, or at once if it is from
+// before this process started: the delivery thread's sweep then notifies
+// the members who were members when it was stored, have acknowledged no
+// delivery of it and have nothing live. Of the intake and a sweep (on any
+// node), the first to settle stores; the other stores nothing.
 //
 // Threading: observe() from any thread (the store's completion thread);
 // start() and stop() from the owner's thread. Store, presence and poster
@@ -60,11 +67,13 @@ class WebhookNotifier {
   // Stops both threads. POSTs under way are abandoned and their
   // notifications made due again (not counted as an attempt); what observe()
   // handed over is stored in the outbox until `store_until`, and only what is
-  // left then is dropped (logged). Everything stored waits for the next start.
+  // left then is left owed (logged: the next start's sweep, or another
+  // node's, makes it). Everything stored waits for the next start.
   void stop(Clock::time_point store_until);
   void stop();  // stop(now + 2 s)
 
-  // A new message and who is in its thread; quick, never blocks on I/O.
+  // A new message, stored owing its push (AppendRequest::owes_push), and who
+  // is in its thread; quick, never blocks on I/O.
   void observe(const Message& message, const std::string& message_json,
                const std::shared_ptr<const ThreadMembers>& members);
 
@@ -76,6 +85,9 @@ class WebhookNotifier {
   };
   void intake_loop();
   void store_notifications(const Pending& p);
+  void settle(const Message& message, const std::string& message_json, const std::vector<std::string>& recipients,
+              std::function<void()> then = {});
+  void sweep_overdue();  // delivery thread
   void delivery_loop();
   // Sleeps until the next notification is due (at most the idle poll) or a wake-up.
   void wait_for_due();
@@ -100,6 +112,8 @@ class WebhookNotifier {
   std::atomic<bool> abandon_{false};  // POSTs under way give up (stop())
   bool wake_delivery_ = false;
   Clock::time_point dead_counted_at_{};  // the delivery thread's last count_dead_letters()
+  Clock::time_point next_sweep_{};       // the delivery thread's next sweep_overdue()
+  Micros started_at_ = 0;  // what was owed before is no intake's here: overdue at once
   std::thread intake_;
   std::thread delivery_;
 };

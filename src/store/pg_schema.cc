@@ -141,6 +141,13 @@ CREATE TABLE former_marks (
   PRIMARY KEY (thread_id, user_id)
 );
 )sql"},
+    // As SQLite's version 11: messages owed their push.
+    {7, R"sql(
+CREATE TABLE owed_pushes (
+  message_id TEXT PRIMARY KEY,
+  created_at BIGINT NOT NULL
+);
+)sql"},
 };
 
 Status fill_phone_keys(PgConn& c) {

@@ -752,7 +752,8 @@ constexpr const char* kAppendSql =
     "SELECT $4::text, $1::text, t.last_seq, $3::text, $5::bytea, $6::text, $7::bytea, $2::bigint FROM t "
     "RETURNING seq), "
     "r AS (UPDATE participants p SET last_read_seq = m.seq FROM m WHERE p.thread_id = $1::text "
-    "AND p.user_id = $3::text) "
+    "AND p.user_id = $3::text), "
+    "o AS (INSERT INTO owed_pushes (message_id, created_at) SELECT $4::text, $2::bigint FROM m WHERE $8::boolean) "
     "SELECT seq FROM m";
 
 // The message an append would store, all but its seq. created_at is
@@ -775,9 +776,11 @@ std::optional<std::string> client_id_of(const std::string& client_msg_id) {
   return client_msg_id;
 }
 
-std::vector<PgParam> append_params(const Message& m) {
-  return {m.thread_id, m.created_at,   m.sender_id, m.id, PgParam::bytes(m.content), m.message_type,
-          PgParam::bytes(client_id_of(m.client_msg_id))};
+std::vector<PgParam> append_params(const Message& m, bool owes_push) {
+  return {m.thread_id,    m.created_at,
+          m.sender_id,    m.id,
+          PgParam::bytes(m.content), m.message_type,
+          PgParam::bytes(client_id_of(m.client_msg_id)), owes_push};
 }
 
 }  // namespace
@@ -788,7 +791,7 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   if (!sender) return not_appended(c, r, client_id_of(r.client_msg_id));
   Message m = new_message(r, last_created_at_);
   m.sender = *sender;
-  auto seq = c.exec(kAppendSql, append_params(m));
+  auto seq = c.exec(kAppendSql, append_params(m, r.owes_push));
   if (!seq.ok()) return pg_error(c, seq, "append");
   if (seq.rows() == 0) return not_appended(c, r, client_id_of(r.client_msg_id));
   m.seq = seq.i64(0, 0);
@@ -817,7 +820,7 @@ bool PgStore::append_run(const std::vector<PendingAppend*>& run) {
     Message m = new_message(p->request, floor);
     floor = m.created_at;
     m.sender = *sender;
-    params.push_back(append_params(m));
+    params.push_back(append_params(m, p->request.owes_push));
     messages.push_back(std::move(m));
     sent.push_back(p);
   }
@@ -1063,6 +1066,8 @@ Result<Message> PgStore::delete_message(const std::string& message_id) {
     // No push for a message that is gone, and no copy of its text left behind.
     auto outbox = c.exec("DELETE FROM webhook_outbox WHERE message_id = $1", {message_id});
     if (!outbox.ok()) return pg_error(c, outbox, "delete_message");
+    auto owed = c.exec("DELETE FROM owed_pushes WHERE message_id = $1", {message_id});
+    if (!owed.ok()) return pg_error(c, owed, "delete_message");
     return reread_message(c, message_id);
   });
 }
@@ -1105,10 +1110,17 @@ Result<std::vector<Message>> PgStore::changes_after(const std::string& user_id, 
 
 // ---------------------------------------------------------------- webhook outbox
 
-void PgStore::enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) {
+void PgStore::enqueue_notifications(std::vector<Notification> items, std::string settles,
+                                    std::function<void(Status)> done) {
   writer_->submit<Ok>(
-      [this, items = std::move(items)]() -> Status {
+      [this, items = std::move(items), settles = std::move(settles)]() -> Status {
         PgConn& c = *writer_conn_;
+        if (!settles.empty()) {
+          // The row lock makes a second settler wait for the first's commit, then delete nothing.
+          auto owed = c.exec("DELETE FROM owed_pushes WHERE message_id = $1", {settles});
+          if (!owed.ok()) return pg_error(c, owed, "settle_owed_push");
+          if (owed.affected() == 0) return Ok{};  // settled already (or deleted): stored by another
+        }
         if (items.empty()) return Ok{};
         // One statement for the lot: a message to 500 offline members is one
         // round trip under the commit clock, not 500.
@@ -1142,6 +1154,17 @@ void PgStore::enqueue_notifications(std::vector<Notification> items, std::functi
 // account is disabled (a locked account gets no more message text on its
 // phones) or who has left the thread, is removed by a second one instead of
 // returned.
+Result<std::vector<std::string>> PgStore::overdue_pushes(Micros before, int limit) {
+  return with_reader([&](PgConn& c) {
+    auto r = c.exec("SELECT message_id FROM owed_pushes WHERE created_at < $1 ORDER BY created_at LIMIT $2",
+                    {before, clamp_limit(limit)});
+    log_read_error(c, r, "overdue_pushes");
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
+    return out;
+  });
+}
+
 Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micros lease_until, int limit) {
   return writer_->submit_and_wait<std::vector<Notification>>(
       [this, now, lease_until, limit]() -> Result<std::vector<Notification>> {

@@ -223,6 +223,15 @@ CREATE TABLE former_marks (
   PRIMARY KEY (thread_id, user_id)
 ) WITHOUT ROWID;
 )sql"},
+    // Messages owed their push (Store::overdue_pushes): written with the
+    // message when webhooks are on, removed when its notifications are
+    // stored, so a node killed in between leaves the record behind.
+    {11, R"sql(
+CREATE TABLE owed_pushes (
+  message_id TEXT PRIMARY KEY,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql"},
 };
 
 // parley_message_key(thread_id, sender_id, client_msg_id) for migration 5.

@@ -638,6 +638,11 @@ Result<AppendResult> SqliteStore::write_message(const AppendRequest& r) {
     claim.bind(*new_key, m.seq);
     if (!claim.done()) return storage_error(c, claim.error(), "insert_message_key");
   }
+  if (r.owes_push) {  // a new id: this too can fail only by losing the transaction
+    auto owed = c.prepare("INSERT INTO owed_pushes (message_id, created_at) VALUES (?, ?)");
+    owed.bind(m.id, m.created_at);
+    if (!owed.done()) return storage_error(c, owed.error(), "insert_owed_push");
+  }
 
   // Only now, with every statement done: a failed op must leave the caches as they were.
   auto& thread = pending_threads_[m.thread_id];
@@ -956,6 +961,9 @@ Result<Message> SqliteStore::delete_message(const std::string& message_id) {
     auto outbox = c.prepare("DELETE FROM webhook_outbox WHERE message_id = ?");
     outbox.bind(message_id);
     if (!outbox.done()) return storage_error(c, outbox.error(), "delete_message");
+    auto owed = c.prepare("DELETE FROM owed_pushes WHERE message_id = ?");
+    owed.bind(message_id);
+    if (!owed.done()) return storage_error(c, owed.error(), "delete_message");
     return reread_message(c, message_id);
   });
 }
@@ -997,11 +1005,18 @@ Result<std::vector<Message>> SqliteStore::changes_after(const std::string& user_
 
 // ---------------------------------------------------------------- webhook outbox
 
-void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) {
+void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::string settles,
+                                        std::function<void(Status)> done) {
   writer_->submit<Ok>(
-      [this, items = std::move(items)]() -> Status {
+      [this, items = std::move(items), settles = std::move(settles)]() -> Status {
         SqliteConn& c = *writer_conn_;
         const Micros now = now_micros();
+        if (!settles.empty()) {
+          auto owed = c.prepare("DELETE FROM owed_pushes WHERE message_id = ?");
+          owed.bind(settles);
+          if (!owed.done()) return storage_error(c, owed.error(), "settle_owed_push");
+          if (c.changes() == 0) return Ok{};  // settled already (or deleted): stored by another
+        }
         for (const auto& n : items) {
           auto st = c.prepare(
               "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at, message_id) "
@@ -1017,6 +1032,17 @@ void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::fu
         if (done) done(std::move(st));
       },
       {.needs_current_state = false});
+}
+
+Result<std::vector<std::string>> SqliteStore::overdue_pushes(Micros before, int limit) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare("SELECT message_id FROM owed_pushes WHERE created_at < ? ORDER BY created_at LIMIT ?");
+    st.bind(before, clamp_limit(limit));
+    std::vector<std::string> out;
+    while (st.row()) out.push_back(st.text(0));
+    log_read_error(c, st, "overdue_pushes");
+    return out;
+  });
 }
 
 Result<std::vector<Notification>> SqliteStore::claim_notifications(Micros now, Micros lease_until, int limit) {

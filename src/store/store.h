@@ -34,6 +34,10 @@ struct AppendRequest {
   std::string content;
   std::string message_type;   // already validated by the chat service
   std::string client_msg_id;  // empty = none
+  // Also record the new message as owed its push, in the same commit, until
+  // enqueue_notifications settles it: a node killed before its webhook
+  // intake stored the notifications leaves the record for overdue_pushes.
+  bool owes_push = false;
 };
 
 struct AppendResult {
@@ -234,8 +238,18 @@ class Store {
 
   // --- webhook outbox ---
   // Stores notifications (id, recipient_id, body, next_attempt_at, message_id are read).
+  // With `settles` (a message id), the message's owed-push record
+  // (AppendRequest::owes_push) is removed in the same transaction, and the
+  // items are stored only if the record was there: of two callers settling
+  // one message (the intake and a sweep of overdue pushes, on one node or
+  // two), exactly one stores its notifications.
   // `done` (may be empty) runs like an append's callback.
-  virtual void enqueue_notifications(std::vector<Notification> items, std::function<void(Status)> done) = 0;
+  virtual void enqueue_notifications(std::vector<Notification> items, std::string settles,
+                                     std::function<void(Status)> done) = 0;
+  // Messages still owed their push that were recorded before `before`, oldest
+  // first, at most `limit`: their node died between the commit and storing
+  // the notifications, or its intake dropped them (a backlog, a stop).
+  virtual Result<std::vector<std::string>> overdue_pushes(Micros before, int limit) = 0;
   // Takes up to `limit` live notifications due at `now` and moves their
   // next_attempt_at to `lease_until`, in one write: several nodes sharing a
   // database never claim one notification at once, and a node that dies

@@ -43,6 +43,8 @@ const std::vector<TableSpec>& copied_tables() {
       // Notifications for offline participants not yet delivered: they go on from the new store.
       {"webhook_outbox", 1,
        {"id", "recipient_id", "body", "attempts", "next_attempt_at", "created_at", "dead", "message_id"}},
+      // Messages whose push was never stored: the new store's nodes make it.
+      {"owed_pushes", 1, {"message_id", "created_at"}},
   };
   return tables;
 }
@@ -89,7 +91,8 @@ SELECT 'users ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(state_version), 0) FR
   ', former_marks ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_read_seq), 0) || ' ' ||
                         COALESCE(SUM(last_delivered_seq), 0) FROM former_marks) ||
   ', messages ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(change_no), 0) || ' ' || COALESCE(MAX(created_at), 0) FROM messages) ||
-  ', webhook_outbox ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(attempts), 0) || ' ' || COALESCE(SUM(dead), 0) FROM webhook_outbox)
+  ', webhook_outbox ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(attempts), 0) || ' ' || COALESCE(SUM(dead), 0) FROM webhook_outbox) ||
+  ', owed_pushes ' || (SELECT COUNT(*) FROM owed_pushes)
 )sql";
 
 using Row = std::vector<std::optional<std::string>>;

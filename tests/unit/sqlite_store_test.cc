@@ -199,6 +199,7 @@ TEST_F(SqliteStoreTest, MigratesVersion2Messages) {
     ALTER TABLE users DROP COLUMN state_version;
     DROP INDEX users_by_phone_key;
     ALTER TABLE users DROP COLUMN phone_key;
+    DROP TABLE owed_pushes;
     DROP TABLE former_marks;
     DROP TABLE webhook_outbox;
     DROP TABLE message_keys;
@@ -251,6 +252,7 @@ const char* kToVersion5 = R"sql(
   ALTER TABLE webhook_outbox DROP COLUMN message_id;
   DROP INDEX users_by_phone_key;
   ALTER TABLE users DROP COLUMN phone_key;
+  DROP TABLE owed_pushes;
   DROP TABLE former_marks;
   PRAGMA user_version = 5;)sql";
 
@@ -319,7 +321,7 @@ TEST_F(SqliteStoreTest, MigratesVersion6OutboxRowsToHoldNoText) {
   const std::string to_v6 =
       "DROP INDEX webhook_outbox_by_message; ALTER TABLE webhook_outbox DROP COLUMN message_id; "
       "DROP INDEX messages_by_change; ALTER TABLE messages DROP COLUMN change_no; "
-      "DROP INDEX users_by_phone_key; ALTER TABLE users DROP COLUMN phone_key; DROP TABLE former_marks; "
+      "DROP INDEX users_by_phone_key; ALTER TABLE users DROP COLUMN phone_key; DROP TABLE former_marks; DROP TABLE owed_pushes; "
       "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at, dead) VALUES "
       "('old', '" + b.id + "', '{\"type\":\"message\",\"message\":{\"id\":\"" + m->message.id +
       "\",\"content\":\"legacy secret\"},\"unread_count\":1}', 0, 1, 1, 0); PRAGMA user_version = 6;";

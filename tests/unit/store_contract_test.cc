@@ -22,6 +22,7 @@
 
 #include <sqlite3.h>
 
+#include "common/clock.h"
 #include "store/pg_conn.h"
 #include "store/pg_schema.h"
 #include "store/sqlite_schema.h"
@@ -286,12 +287,12 @@ TEST_P(StoreContract, MigrationToFormerMarksKeepsThreadsAndMarks) {
   if (GetParam() == "postgres") {
     auto c = PgConn::open(database_url_);
     ASSERT_TRUE(c.ok()) << c.error().message;
-    auto r = (*c)->run("DROP TABLE former_marks; DELETE FROM schema_migrations WHERE version = 6");
+    auto r = (*c)->run("DROP TABLE owed_pushes; DROP TABLE former_marks; DELETE FROM schema_migrations WHERE version >= 6");
     ASSERT_TRUE(r.ok()) << r.message();
   } else {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((root_ + "/data/parley.db").c_str(), &db), SQLITE_OK);
-    EXPECT_EQ(sqlite3_exec(db, "DROP TABLE former_marks; PRAGMA user_version = 9", nullptr, nullptr, nullptr),
+    EXPECT_EQ(sqlite3_exec(db, "DROP TABLE owed_pushes; DROP TABLE former_marks; PRAGMA user_version = 9", nullptr, nullptr, nullptr),
               SQLITE_OK)
         << sqlite3_errmsg(db);
     sqlite3_close(db);
@@ -1298,9 +1299,9 @@ TEST_P(StoreContract, ChangesOfTwoStoresOnOneDatabaseShareOneNumbering) {
 
 namespace {
 
-Status enqueue_and_wait(Store& store, std::vector<Notification> items) {
+Status enqueue_and_wait(Store& store, std::vector<Notification> items, std::string settles = "") {
   std::promise<Status> done;
-  store.enqueue_notifications(std::move(items), [&](Status st) { done.set_value(std::move(st)); });
+  store.enqueue_notifications(std::move(items), std::move(settles), [&](Status st) { done.set_value(std::move(st)); });
   return done.get_future().get();
 }
 
@@ -1322,6 +1323,38 @@ Notification notification_of(const std::string& id, const Message& m, const User
 }
 
 }  // namespace
+
+// A message stored owing its push is listed as overdue until its
+// notifications are stored with it settled; of two settles only the first
+// stores anything. A retry adds no record, a deletion removes it.
+TEST_P(StoreContract, OwedPushesAreSettledOnce) {
+  User a = make_user("alice"), b = make_user("bob");
+  Thread t = make_group({a.id, b.id});
+  auto owed = store_->append_and_wait(AppendRequest{t.id, a.id, "owed", "text", "c-1", true});
+  ASSERT_TRUE(owed.ok()) << owed.error().code;
+  ASSERT_TRUE(send(t.id, a.id, "not owed").ok());
+  auto retry = store_->append_and_wait(AppendRequest{t.id, a.id, "owed", "text", "c-1", true});
+  ASSERT_TRUE(retry.ok());
+  ASSERT_TRUE(retry->duplicate);
+  auto deleted = store_->append_and_wait(AppendRequest{t.id, b.id, "deleted", "text", "", true});
+  ASSERT_TRUE(deleted.ok());
+  const Micros later = now_micros() + 60'000'000;
+  EXPECT_EQ(ok(store_->overdue_pushes(later, 10)), (std::vector<std::string>{owed->message.id, deleted->message.id}));
+  EXPECT_EQ(ok(store_->overdue_pushes(owed->message.created_at, 10)), std::vector<std::string>{})
+      << "recorded at the message's time, not before it";
+  ASSERT_TRUE(store_->delete_message(deleted->message.id).ok());
+  EXPECT_EQ(ok(store_->overdue_pushes(later, 10)), std::vector<std::string>{owed->message.id});
+
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification_of("first", owed->message, b)}, owed->message.id).ok());
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification_of("second", owed->message, b)}, owed->message.id).ok());
+  EXPECT_EQ(ok(store_->overdue_pushes(later, 10)), std::vector<std::string>{});
+  auto claimed = ok(store_->claim_notifications(later, later + 1, 10));
+  ASSERT_EQ(claimed.size(), 1u) << "the second settle stored nothing";
+  EXPECT_EQ(claimed[0].id, "first");
+  // Without `settles`, notifications are stored as before.
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification_of("third", owed->message, b)}).ok());
+  EXPECT_EQ(ok(store_->claim_notifications(later, later + 1, 10)).size(), 1u);
+}
 
 TEST_P(StoreContract, OutboxClaimsLeasesRetriesAndBuries) {
   ASSERT_TRUE(enqueue_and_wait(*store_, {notification("n1", 100), notification("n2", 100), notification("n3", 500)}).ok());

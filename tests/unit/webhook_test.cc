@@ -106,8 +106,9 @@ class WebhookNotifierTest : public StoreFixture {
     std::unique_lock lock(receiver_.mu);
     return receiver_.cv.wait_for(lock, wait, [&] { return receiver_.bodies.size() >= n; });
   }
+  // A message as the chat service stores it with webhooks on: owing its push.
   Message message(const std::string& content) {
-    auto sent = send(thread_.id, alice_.id, content);
+    auto sent = store_->append_and_wait(AppendRequest{thread_.id, alice_.id, content, "text", "", true});
     EXPECT_TRUE(sent.ok());
     return sent.ok() ? sent->message : Message{};
   }
@@ -187,11 +188,13 @@ TEST_F(WebhookNotifierTest, OutboxHoldsNoMessageText) {
 // A clean stop stores what the intake had not yet stored: every message
 // handed over gets its notification in the outbox.
 TEST_F(WebhookNotifierTest, StopStoresWhatTheIntakeStillHolds) {
+  constexpr int kObserved = 300;
+  std::vector<Message> messages;
+  for (int i = 0; i < kObserved; ++i) messages.push_back(message("hello " + std::to_string(i)));
   start(config(8, 60000), [](const std::string&, const auto&, const std::atomic<bool>&) -> Result<int> { return 500; });
-  Message m = message("hello");
-  constexpr int kObserved = 1000;
-  for (int i = 0; i < kObserved; ++i) observe(m);
+  for (const auto& m : messages) observe(m);
   notifier_->stop(Clock::now() + std::chrono::seconds(20));
+  EXPECT_EQ(ok(store_->overdue_pushes(now_micros() + 3600'000'000LL, 10)), std::vector<std::string>{});
   size_t stored = 0;
   const Micros later = now_micros() + 3600'000'000LL;
   for (int round = 0; round < kObserved; ++round) {
@@ -200,6 +203,35 @@ TEST_F(WebhookNotifierTest, StopStoresWhatTheIntakeStillHolds) {
     stored += claimed.size();
   }
   EXPECT_EQ(stored, static_cast<size_t>(kObserved));
+}
+
+// A process killed between a message's commit and its intake storing the
+// notifications left the message owing its push: the next start makes it,
+// for members with no device that acknowledged it, and only once.
+TEST_F(WebhookNotifierTest, APushOwedWhenTheProcessDiedIsMadeAtTheNextStart) {
+  User carol = make_user("carol"), dave = make_user("dave");
+  Thread t = make_group({alice_.id, bob_.id, carol.id});
+  auto owed = store_->append_and_wait(AppendRequest{t.id, alice_.id, "sent, then killed", "text", "", true});
+  ASSERT_TRUE(owed.ok());
+  ASSERT_TRUE(store_->mark_delivered(t.id, carol.id, owed->message.seq).ok());  // carol's phone had it
+  ASSERT_TRUE(store_->add_participants(t.id, {dave.id}).ok());  // dave came later
+  auto gone = store_->append_and_wait(AppendRequest{t.id, alice_.id, "deleted before the restart", "text", "", true});
+  ASSERT_TRUE(gone.ok());
+  ASSERT_TRUE(store_->delete_message(gone->message.id).ok());
+  start(config(3, 100));
+  ASSERT_TRUE(posts(1));
+  EXPECT_FALSE(posts(2, std::chrono::milliseconds(700))) << "one push: bob's";
+  {
+    std::lock_guard lock(receiver_.mu);
+    json::value body = json::parse(receiver_.bodies.front());
+    EXPECT_EQ(body.at("recipient_id"), json::value(bob_.id));
+    EXPECT_EQ(content_of(receiver_.bodies.front()), "sent, then killed");
+    EXPECT_EQ(body.at("unread_count").to_number<int64_t>(), 1);
+  }
+  EXPECT_EQ(ok(store_->overdue_pushes(now_micros() + 3600'000'000LL, 10)), std::vector<std::string>{});
+  // The intake, late with the same message, finds it settled and stores nothing.
+  notifier_->observe(owed->message, message_json_text(owed->message), members_);
+  EXPECT_FALSE(posts(2, std::chrono::milliseconds(700)));
 }
 
 // A POST to a receiver that does not answer is abandoned at stop, at once,

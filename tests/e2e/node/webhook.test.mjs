@@ -332,6 +332,39 @@ describe('webhook for offline participants', () => {
     }
   });
 
+  it('a kill -9 right after the acknowledgements: the next start stores every notification the intake had not, once', async () => {
+    // As above, but no chance to store what the intake holds: the messages
+    // were committed owing their push, and the next start makes what is owed.
+    const args = ['--webhook-url', `http://${HOST}:9/none`, '--webhook-secret', secret, '--webhook-backoff-ms', '3600000',
+      '--webhook-max-backoff-ms', '3600000'];
+    const server = await startServer({ args });
+    const kRecipients = 40;
+    const kMessages = 60;
+    try {
+      const [alice, ...others] = await server.registerMany(1 + kRecipients);
+      const thread = await server.createGroup(alice, others);
+      const ws = await server.connect(alice);
+      const sends = [];
+      for (let i = 0; i < kMessages; i++) sends.push(ws.sendMessage({ thread_id: thread.id, content: `push me ${i}` }, 20000));
+      assert.equal((await Promise.all(sends)).length, kMessages);
+      await server.kill9();
+      const storedBefore = Number(queryStore(server, 'SELECT COUNT(*) FROM webhook_outbox'));
+      const owedBefore = Number(queryStore(server, 'SELECT COUNT(*) FROM owed_pushes'));
+      await server.start();
+      const expected = kMessages * kRecipients;
+      await waitFor(() => Number(queryStore(server, 'SELECT COUNT(*) FROM webhook_outbox')) >= expected, 15000,
+        `${expected} notifications (${storedBefore} stored before the restart, ${owedBefore} messages owed)`);
+      await waitFor(() => Number(queryStore(server, 'SELECT COUNT(*) FROM owed_pushes')) === 0, 5000, 'nothing owed');
+      await sleep(500);
+      assert.equal(Number(queryStore(server, 'SELECT COUNT(*) FROM webhook_outbox')), expected, 'none stored twice');
+      assert.equal(Number(queryStore(server,
+        "SELECT COUNT(*) FROM (SELECT DISTINCT message_id, recipient_id FROM webhook_outbox) AS d")), expected,
+      'one per message and recipient');
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('a receiver that does not answer: the stop abandons its POST, exits 0 in time, and the next start sends it', async () => {
     const held = [];
     let answer = false;
