@@ -742,19 +742,26 @@ namespace {
 // removed them since; under the commit clock, that removal is committed and
 // seen here). So an append needs no savepoint (PgStore::append). Its
 // parameters: append_params.
-constexpr const char* kAppendSql =
-    "WITH t AS (UPDATE threads SET last_seq = last_seq + 1, last_activity = $2::bigint WHERE id = $1::text "
-    "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1::text AND user_id = $3::text) "
-    "AND NOT EXISTS (SELECT 1 FROM messages WHERE thread_id = $1::text AND sender_id = $3::text "
-    "AND client_msg_id = $7::bytea) "
-    "RETURNING last_seq), "
-    "m AS (INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) "
-    "SELECT $4::text, $1::text, t.last_seq, $3::text, $5::bytea, $6::text, $7::bytea, $2::bigint FROM t "
-    "RETURNING seq), "
-    "r AS (UPDATE participants p SET last_read_seq = m.seq FROM m WHERE p.thread_id = $1::text "
-    "AND p.user_id = $3::text), "
-    "o AS (INSERT INTO owed_pushes (message_id, created_at) SELECT $4::text, $2::bigint FROM m WHERE $8::boolean) "
+#define PG_APPEND_CTES                                                                                           \
+  "WITH t AS (UPDATE threads SET last_seq = last_seq + 1, last_activity = $2::bigint WHERE id = $1::text "      \
+  "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1::text AND user_id = $3::text) "                  \
+  "AND NOT EXISTS (SELECT 1 FROM messages WHERE thread_id = $1::text AND sender_id = $3::text "                 \
+  "AND client_msg_id = $7::bytea) "                                                                              \
+  "RETURNING last_seq), "                                                                                        \
+  "m AS (INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) " \
+  "SELECT $4::text, $1::text, t.last_seq, $3::text, $5::bytea, $6::text, $7::bytea, $2::bigint FROM t "         \
+  "RETURNING seq), "                                                                                             \
+  "r AS (UPDATE participants p SET last_read_seq = m.seq FROM m WHERE p.thread_id = $1::text "                  \
+  "AND p.user_id = $3::text) "
+constexpr const char* kAppendSql = PG_APPEND_CTES "SELECT seq FROM m";
+// The same, also recording that the message owes its push when $8 is true
+// (AppendRequest::owes_push): only with a webhook, so without one an append
+// runs the statement it always did.
+constexpr const char* kAppendOwingSql =
+    PG_APPEND_CTES
+    ", o AS (INSERT INTO owed_pushes (message_id, created_at) SELECT $4::text, $2::bigint FROM m WHERE $8::boolean) "
     "SELECT seq FROM m";
+#undef PG_APPEND_CTES
 
 // The message an append would store, all but its seq. created_at is
 // strictly increasing across the database: the floor came from commit_clock.
@@ -776,11 +783,12 @@ std::optional<std::string> client_id_of(const std::string& client_msg_id) {
   return client_msg_id;
 }
 
-std::vector<PgParam> append_params(const Message& m, bool owes_push) {
-  return {m.thread_id,    m.created_at,
-          m.sender_id,    m.id,
-          PgParam::bytes(m.content), m.message_type,
-          PgParam::bytes(client_id_of(m.client_msg_id)), owes_push};
+// kAppendSql's parameters, or with `owing` kAppendOwingSql's.
+std::vector<PgParam> append_params(const Message& m, bool owing, bool owes_push) {
+  std::vector<PgParam> params{m.thread_id, m.created_at,   m.sender_id, m.id, PgParam::bytes(m.content), m.message_type,
+                              PgParam::bytes(client_id_of(m.client_msg_id))};
+  if (owing) params.push_back(owes_push);
+  return params;
 }
 
 }  // namespace
@@ -791,7 +799,7 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   if (!sender) return not_appended(c, r, client_id_of(r.client_msg_id));
   Message m = new_message(r, last_created_at_);
   m.sender = *sender;
-  auto seq = c.exec(kAppendSql, append_params(m, r.owes_push));
+  auto seq = c.exec(r.owes_push ? kAppendOwingSql : kAppendSql, append_params(m, r.owes_push, r.owes_push));
   if (!seq.ok()) return pg_error(c, seq, "append");
   if (seq.rows() == 0) return not_appended(c, r, client_id_of(r.client_msg_id));
   m.seq = seq.i64(0, 0);
@@ -810,6 +818,8 @@ bool PgStore::append_run(const std::vector<PendingAppend*>& run) {
   std::vector<Message> messages;
   std::vector<std::vector<PgParam>> params;
   Micros floor = last_created_at_;
+  // One statement for the run: the owing one if any append of it owes a push.
+  const bool owing = std::any_of(run.begin(), run.end(), [](const PendingAppend* p) { return p->request.owes_push; });
   for (PendingAppend* p : run) {
     auto sender = sender_ref(p->request.sender_id);
     if (!c.healthy() || c.transaction_failed()) return false;
@@ -820,11 +830,11 @@ bool PgStore::append_run(const std::vector<PendingAppend*>& run) {
     Message m = new_message(p->request, floor);
     floor = m.created_at;
     m.sender = *sender;
-    params.push_back(append_params(m, p->request.owes_push));
+    params.push_back(append_params(m, owing, p->request.owes_push));
     messages.push_back(std::move(m));
     sent.push_back(p);
   }
-  auto results = c.exec_pipelined(kAppendSql, params);
+  auto results = c.exec_pipelined(owing ? kAppendOwingSql : kAppendSql, params);
   for (const auto& r : results) {
     if (r.ok()) continue;
     pg_error(c, r, "append");  // logs it
