@@ -38,6 +38,11 @@ constexpr Micros kOverdueMicros = 30 * 1000000;
 // How often the delivery thread looks for overdue pushes, and how many at once.
 constexpr auto kOverdueSweep = std::chrono::seconds(10);
 constexpr int kOverdueBatch = 100;
+// An owed push older than this is settled without one: a notification a
+// day late (webhooks were off, a long outage) is noise, not news.
+constexpr Micros kOverdueMaxAge = 24LL * 3600 * 1000000;
+// How many handed-over messages the intake settles in one write.
+constexpr size_t kIntakeBatch = 256;
 
 // The message object the chat service serialised, with its content blanked:
 // what the outbox keeps (the text stays in the message row only).
@@ -143,30 +148,38 @@ void WebhookNotifier::intake_loop() {
       pending_.clear();
       return;
     }
-    Pending p = std::move(pending_.front());
-    pending_.pop_front();
+    std::vector<Pending> batch;
+    while (!pending_.empty() && batch.size() < kIntakeBatch) {
+      batch.push_back(std::move(pending_.front()));
+      pending_.pop_front();
+    }
     lock.unlock();
-    store_notifications(p);
+    store_notifications(batch);
     lock.lock();
   }
 }
 
-void WebhookNotifier::store_notifications(const Pending& p) {
-  std::vector<std::string> recipients;
-  if (p.members)
-    for (const auto& user_id : p.members->user_ids)
-      if (user_id != p.message.sender_id && !presence_.connected(user_id)) recipients.push_back(user_id);
-  settle(p.message, p.message_json, recipients);
+void WebhookNotifier::store_notifications(const std::vector<Pending>& batch) {
+  Settlement settlement;
+  for (const auto& p : batch) {
+    std::vector<std::string> recipients;
+    if (p.members)
+      for (const auto& user_id : p.members->user_ids)
+        if (user_id != p.message.sender_id && !presence_.connected(user_id)) recipients.push_back(user_id);
+    add(settlement, p.message, p.message_json, recipients);
+  }
+  store(std::move(settlement), {});
 }
 
-// Stores one notification per recipient (none: only settles the message's
-// owed push), each with its recipient's unread count.
-void WebhookNotifier::settle(const Message& message, const std::string& message_json,
-                             const std::vector<std::string>& recipients, std::function<void()> then) {
+// One notification per recipient (none: the message is only settled), each
+// with its recipient's unread count.
+void WebhookNotifier::add(Settlement& settlement, const Message& message, const std::string& message_json,
+                          const std::vector<std::string>& recipients) {
+  settlement.settles.push_back(message.id);
+  if (recipients.empty()) return;
   std::vector<ParticipantUnread> unread;
   // One read for the whole thread (not one per recipient of every thread they are in).
-  if (!recipients.empty())
-    if (auto counts = store_.thread_unread_counts(message.thread_id); counts) unread = std::move(*counts);
+  if (auto counts = store_.thread_unread_counts(message.thread_id); counts) unread = std::move(*counts);
   auto unread_of = [&unread](const std::string& user_id) -> int64_t {
     for (const auto& u : unread)
       if (u.user_id == user_id) return u.unread_count;
@@ -176,7 +189,6 @@ void WebhookNotifier::settle(const Message& message, const std::string& message_
   // (added at each POST from the message row); the envelope is ours.
   const std::string head = ",\"thread_id\":" + json::serialize(json::value(message.thread_id)) +
                            ",\"message\":" + message_without_content(message_json) + ",\"unread_count\":";
-  std::vector<Notification> batch;
   const Micros now = now_micros();
   for (const auto& user_id : recipients) {
     Notification n;
@@ -186,61 +198,85 @@ void WebhookNotifier::settle(const Message& message, const std::string& message_
              std::to_string(unread_of(user_id)) + "}";
     n.next_attempt_at = now;
     n.message_id = message.id;
-    batch.push_back(std::move(n));
+    settlement.items.push_back(std::move(n));
   }
-  const size_t n = batch.size();
-  store_.enqueue_notifications(std::move(batch), message.id, [this, n, id = message.id, then = std::move(then)](Status st) {
-    if (!st) spdlog::warn("event=webhook_enqueue_failed message_id={} code={}", id, st.error().code);
-    if (st && n > 0) {
-      Metrics::get().webhook_queued.fetch_add(n, std::memory_order_relaxed);
-      std::lock_guard lock(mu_);
-      wake_delivery_ = true;
-    }
-    if (st && n > 0) delivery_cv_.notify_one();
-    if (then) then();
-  });
+}
+
+// One write for the lot; `then` (may be empty) gets whether it committed.
+void WebhookNotifier::store(Settlement settlement, std::function<void(bool)> then) {
+  if (settlement.settles.empty() && settlement.items.empty()) {
+    if (then) then(true);
+    return;
+  }
+  const size_t messages = settlement.settles.size(), made = settlement.items.size();
+  store_.enqueue_notifications(
+      std::move(settlement.items), std::move(settlement.settles),
+      [this, messages, made, then = std::move(then)](Result<size_t> stored) {
+        if (!stored) {
+          // The messages stay owed: the overdue sweep makes their push.
+          spdlog::warn("event=webhook_enqueue_failed messages={} code={}", messages, stored.error().code);
+        } else if (*stored < made) {
+          spdlog::debug("event=webhook_settled_elsewhere notifications={}", made - *stored);
+        }
+        if (stored && *stored > 0) {
+          Metrics::get().webhook_queued.fetch_add(*stored, std::memory_order_relaxed);
+          {
+            std::lock_guard lock(mu_);
+            wake_delivery_ = true;
+          }
+          delivery_cv_.notify_one();
+        }
+        if (then) then(stored.ok());
+      });
 }
 
 // Messages whose push their intake never stored (a node killed after the
-// commit, a backlog or a stop that left them): made now, for the members of
-// the thread who were members when it was stored, have no device that
-// acknowledged it (or read it), and have nothing live now.
+// commit, a backlog or a stop that left them): made now, for the thread's
+// members with no device that acknowledged it (or read it) and nothing live
+// now. A member who joined after it has marks at or past its seq (a new
+// member's marks start at the thread's last seq), and one who left is no
+// member now.
 void WebhookNotifier::sweep_overdue() {
   next_sweep_ = Clock::now() + kOverdueSweep;
-  const Micros before = std::max(started_at_, now_micros() - kOverdueMicros);
-  auto overdue = store_.overdue_pushes(before, kOverdueBatch);
+  const Micros now = now_micros();
+  auto overdue = store_.overdue_pushes(std::max(started_at_, now - kOverdueMicros), kOverdueBatch);
   if (!overdue || overdue->empty()) return;
-  // Waited for, so the next sweep does not read these again: a full batch
-  // (a crash under load left many) is followed by the next one at once.
-  auto settled = std::make_shared<std::promise<void>>();
-  auto left = std::make_shared<std::atomic<size_t>>(overdue->size());
-  auto one_settled = [settled, left] {
-    if (left->fetch_sub(1) == 1) settled->set_value();
-  };
+  Settlement settlement;
+  size_t looked_at = 0;
   for (const auto& id : *overdue) {
+    if (abandon_.load(std::memory_order_relaxed)) break;  // stopping: the rest stays owed
     auto message = store_.message(id);
-    auto thread = message && *message ? store_.thread((*message)->thread_id) : Result<std::optional<Thread>>(std::nullopt);
-    if (!message || !thread) {  // the store is failing: the next sweep
-      one_settled();
-      continue;
-    }
-    if (!*message || (*message)->deleted || !*thread) {
-      Message gone;
-      gone.id = id;
-      settle(gone, "null", {}, one_settled);
+    if (!message) break;  // the store is failing: the next sweep
+    if (!*message || (*message)->deleted) {
+      settlement.settles.push_back(id);
+      ++looked_at;
       continue;
     }
     const Message& m = **message;
+    if (m.created_at < now - kOverdueMaxAge) {
+      spdlog::info("event=webhook_overdue_expired message_id={}", id);
+      settlement.settles.push_back(id);
+      ++looked_at;
+      continue;
+    }
+    auto thread = store_.thread(m.thread_id);
+    if (!thread) break;
     std::vector<std::string> recipients;
-    for (const auto& p : (*thread)->participants)
-      if (p.user_id != m.sender_id && p.joined_at <= m.created_at &&
-          std::max(p.last_delivered_seq, p.last_read_seq) < m.seq && !presence_.connected(p.user_id))
-        recipients.push_back(p.user_id);
+    if (*thread)
+      for (const auto& p : (*thread)->participants)
+        if (p.user_id != m.sender_id && std::max(p.last_delivered_seq, p.last_read_seq) < m.seq &&
+            !presence_.connected(p.user_id))
+          recipients.push_back(p.user_id);
     spdlog::info("event=webhook_overdue message_id={} recipients={}", id, recipients.size());
-    settle(m, message_json_text(m), recipients, one_settled);
+    add(settlement, m, message_json_text(m), recipients);
+    ++looked_at;
   }
-  settled->get_future().wait();
-  if (overdue->size() == static_cast<size_t>(kOverdueBatch)) next_sweep_ = Clock::now();
+  // Waited for, so the next sweep does not read these again; a full batch
+  // wholly settled (a crash under load left many) is followed by the next at once.
+  auto committed = std::make_shared<std::promise<bool>>();
+  store(std::move(settlement), [committed](bool ok) { committed->set_value(ok); });
+  const bool ok = committed->get_future().get();
+  if (ok && looked_at == static_cast<size_t>(kOverdueBatch)) next_sweep_ = Clock::now();
 }
 
 void WebhookNotifier::delivery_loop() {
@@ -274,6 +310,8 @@ void WebhookNotifier::count_dead_letters() {
 void WebhookNotifier::wait_for_due() {
   if (Clock::now() - dead_counted_at_ >= kDeadLetterRecount) count_dead_letters();
   auto wait = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::milliseconds(config_.idle_poll_ms));
+  wait = std::min(wait, std::max(std::chrono::duration_cast<std::chrono::microseconds>(next_sweep_ - Clock::now()),
+                                 std::chrono::microseconds(1000)));
   if (auto due = store_.next_notification_due(); due && *due) {
     // At least 1 ms: a clock that reads a hair early must not spin.
     Micros until = std::max<Micros>(**due - now_micros(), 1000);

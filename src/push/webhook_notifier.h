@@ -17,9 +17,11 @@
 // storing its notifications removes that record in the same transaction.
 // A record left behind (the process was killed, or a backlog or a stop
 // dropped the message here) is overdue after 30 s, or at once if it is from
-// before this process started: the delivery thread's sweep then notifies
-// the members who were members when it was stored, have acknowledged no
-// delivery of it and have nothing live. Of the intake and a sweep (on any
+// before this process started (on a shared database another node's intake
+// may still hold it: the settle decides): the delivery thread's sweep then
+// notifies the thread's members, other than its sender, who were members
+// when it was stored, have acknowledged no delivery of it and have nothing
+// live (a day-old one only settles). Of the intake and a sweep (on any
 // node), the first to settle stores; the other stores nothing.
 //
 // Threading: observe() from any thread (the store's completion thread);
@@ -83,10 +85,16 @@ class WebhookNotifier {
     std::string message_json;
     std::shared_ptr<const ThreadMembers> members;
   };
+  // What one write of the outbox stores and settles (Store::enqueue_notifications).
+  struct Settlement {
+    std::vector<Notification> items;
+    std::vector<std::string> settles;
+  };
   void intake_loop();
-  void store_notifications(const Pending& p);
-  void settle(const Message& message, const std::string& message_json, const std::vector<std::string>& recipients,
-              std::function<void()> then = {});
+  void store_notifications(const std::vector<Pending>& batch);
+  void add(Settlement& settlement, const Message& message, const std::string& message_json,
+           const std::vector<std::string>& recipients);
+  void store(Settlement settlement, std::function<void(bool committed)> then);
   void sweep_overdue();  // delivery thread
   void delivery_loop();
   // Sleeps until the next notification is due (at most the idle poll) or a wake-up.
@@ -113,7 +121,7 @@ class WebhookNotifier {
   bool wake_delivery_ = false;
   Clock::time_point dead_counted_at_{};  // the delivery thread's last count_dead_letters()
   Clock::time_point next_sweep_{};       // the delivery thread's next sweep_overdue()
-  Micros started_at_ = 0;  // what was owed before is no intake's here: overdue at once
+  Micros started_at_ = 0;  // what was owed before is in no intake here: overdue at once
   std::thread intake_;
   std::thread delivery_;
 };

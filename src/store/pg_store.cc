@@ -1120,20 +1120,17 @@ Result<std::vector<Message>> PgStore::changes_after(const std::string& user_id, 
 
 // ---------------------------------------------------------------- webhook outbox
 
-void PgStore::enqueue_notifications(std::vector<Notification> items, std::string settles,
-                                    std::function<void(Status)> done) {
-  writer_->submit<Ok>(
-      [this, items = std::move(items), settles = std::move(settles)]() -> Status {
+void PgStore::enqueue_notifications(std::vector<Notification> items, std::vector<std::string> settles,
+                                    std::function<void(Result<size_t>)> done) {
+  // One statement for the lot, so no savepoint: a message to 500 offline
+  // members, or the intake's settles of many messages, is one round trip
+  // under the commit clock. Writers take the clock one at a time, so a
+  // second settle of a message runs after the first committed and finds
+  // its record gone.
+  writer_->submit<size_t>(
+      [this, items = std::move(items), settles = std::move(settles)]() -> Result<size_t> {
         PgConn& c = *writer_conn_;
-        if (!settles.empty()) {
-          // The row lock makes a second settler wait for the first's commit, then delete nothing.
-          auto owed = c.exec("DELETE FROM owed_pushes WHERE message_id = $1", {settles});
-          if (!owed.ok()) return pg_error(c, owed, "settle_owed_push");
-          if (owed.affected() == 0) return Ok{};  // settled already (or deleted): stored by another
-        }
-        if (items.empty()) return Ok{};
-        // One statement for the lot: a message to 500 offline members is one
-        // round trip under the commit clock, not 500.
+        if (items.empty() && settles.empty()) return size_t{0};
         std::vector<std::string> ids, recipients, bodies, attempts, due, messages;
         for (const auto& n : items) {
           ids.push_back(n.id);
@@ -1144,29 +1141,28 @@ void PgStore::enqueue_notifications(std::vector<Notification> items, std::string
           messages.push_back(n.message_id);
         }
         auto r = c.exec(
+            "WITH d AS (DELETE FROM owed_pushes WHERE message_id = ANY($8::text[]) RETURNING message_id) "
             "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at, message_id) "
             "SELECT x.id, x.recipient, x.body, x.attempts, x.due, $7, NULLIF(x.message, '') "
             "FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[]) "
-            "AS x(id, recipient, body, attempts, due, message) ON CONFLICT (id) DO NOTHING",
+            "AS x(id, recipient, body, attempts, due, message) "
+            "WHERE x.message <> ALL($8::text[]) OR x.message IN (SELECT message_id FROM d) "
+            "ON CONFLICT (id) DO NOTHING",
             {PgParam::array(ids), PgParam::array(recipients), PgParam::array(bodies), PgParam::array(attempts),
-             PgParam::array(due), PgParam::array(messages), now_micros()});
+             PgParam::array(due), PgParam::array(messages), now_micros(), PgParam::array(settles)});
         if (!r.ok()) return pg_error(c, r, "enqueue_notification");
-        return Ok{};
+        return static_cast<size_t>(r.affected());
       },
-      [done = std::move(done)](Status st) {
-        if (done) done(std::move(st));
-      });
+      [done = std::move(done)](Result<size_t> r) {
+        if (done) done(std::move(r));
+      },
+      {.needs_current_state = false, .needs_savepoint = false});
 }
 
-// SKIP LOCKED: a row another transaction holds is left to it, never waited for.
-// One statement claims the rows and reads each one's message as it is now;
-// a notification whose message was deleted (or is gone), or whose recipient's
-// account is disabled (a locked account gets no more message text on its
-// phones) or who has left the thread, is removed by a second one instead of
-// returned.
 Result<std::vector<std::string>> PgStore::overdue_pushes(Micros before, int limit) {
   return with_reader([&](PgConn& c) {
-    auto r = c.exec("SELECT message_id FROM owed_pushes WHERE created_at < $1 ORDER BY created_at LIMIT $2",
+    // Ids are UUIDv7, in time order: the primary key's walk stops after `limit` rows.
+    auto r = c.exec("SELECT message_id FROM owed_pushes WHERE created_at < $1 ORDER BY message_id LIMIT $2",
                     {before, clamp_limit(limit)});
     log_read_error(c, r, "overdue_pushes");
     std::vector<std::string> out;
@@ -1175,6 +1171,12 @@ Result<std::vector<std::string>> PgStore::overdue_pushes(Micros before, int limi
   });
 }
 
+// SKIP LOCKED: a row another transaction holds is left to it, never waited for.
+// One statement claims the rows and reads each one's message as it is now;
+// a notification whose message was deleted (or is gone), or whose recipient's
+// account is disabled (a locked account gets no more message text on its
+// phones) or who has left the thread, is removed by a second one instead of
+// returned.
 Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micros lease_until, int limit) {
   return writer_->submit_and_wait<std::vector<Notification>>(
       [this, now, lease_until, limit]() -> Result<std::vector<Notification>> {

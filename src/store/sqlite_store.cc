@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common/clock.h"
 #include "common/ids.h"
@@ -1005,19 +1006,24 @@ Result<std::vector<Message>> SqliteStore::changes_after(const std::string& user_
 
 // ---------------------------------------------------------------- webhook outbox
 
-void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::string settles,
-                                        std::function<void(Status)> done) {
-  writer_->submit<Ok>(
-      [this, items = std::move(items), settles = std::move(settles)]() -> Status {
+void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::vector<std::string> settles,
+                                        std::function<void(Result<size_t>)> done) {
+  // No savepoint: a statement here fails only with the transaction (an id
+  // taken is skipped), and then the whole batch is run again.
+  writer_->submit<size_t>(
+      [this, items = std::move(items), settles = std::move(settles)]() -> Result<size_t> {
         SqliteConn& c = *writer_conn_;
         const Micros now = now_micros();
-        if (!settles.empty()) {
+        std::unordered_set<std::string> settled_elsewhere;  // owed no more: another settled it, or it was deleted
+        for (const auto& id : settles) {
           auto owed = c.prepare("DELETE FROM owed_pushes WHERE message_id = ?");
-          owed.bind(settles);
+          owed.bind(id);
           if (!owed.done()) return storage_error(c, owed.error(), "settle_owed_push");
-          if (c.changes() == 0) return Ok{};  // settled already (or deleted): stored by another
+          if (c.changes() == 0) settled_elsewhere.insert(id);
         }
+        size_t stored = 0;
         for (const auto& n : items) {
+          if (settled_elsewhere.count(n.message_id)) continue;
           auto st = c.prepare(
               "INSERT INTO webhook_outbox (id, recipient_id, body, attempts, next_attempt_at, created_at, message_id) "
               "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING");
@@ -1025,18 +1031,20 @@ void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::st
           if (!n.message_id.empty()) message_id = n.message_id;
           st.bind(n.id, n.recipient_id, n.body, n.attempts, n.next_attempt_at, now, message_id);
           if (!st.done()) return storage_error(c, st.error(), "enqueue_notification");
+          stored += static_cast<size_t>(c.changes());
         }
-        return Ok{};
+        return stored;
       },
-      [done = std::move(done)](Status st) {
-        if (done) done(std::move(st));
+      [done = std::move(done)](Result<size_t> r) {
+        if (done) done(std::move(r));
       },
-      {.needs_current_state = false});
+      {.needs_current_state = false, .needs_savepoint = false});
 }
 
 Result<std::vector<std::string>> SqliteStore::overdue_pushes(Micros before, int limit) {
   return with_reader([&](SqliteConn& c) {
-    auto st = c.prepare("SELECT message_id FROM owed_pushes WHERE created_at < ? ORDER BY created_at LIMIT ?");
+    // Ids are UUIDv7, in time order: the walk stops after `limit` rows.
+    auto st = c.prepare("SELECT message_id FROM owed_pushes WHERE created_at < ? ORDER BY message_id LIMIT ?");
     st.bind(before, clamp_limit(limit));
     std::vector<std::string> out;
     while (st.row()) out.push_back(st.text(0));

@@ -75,8 +75,8 @@ class SqliteStore final : public Store {
   Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) override;
   Result<int64_t> last_change() override;
   Result<std::vector<Message>> changes_after(const std::string& user_id, int64_t after, int limit) override;
-  void enqueue_notifications(std::vector<Notification> items, std::string settles,
-                             std::function<void(Status)> done) override;
+  void enqueue_notifications(std::vector<Notification> items, std::vector<std::string> settles,
+                             std::function<void(Result<size_t>)> done) override;
   Result<std::vector<std::string>> overdue_pushes(Micros before, int limit) override;
   Result<std::vector<Notification>> claim_notifications(Micros now, Micros lease_until, int limit) override;
   Result<std::optional<Micros>> next_notification_due() override;

@@ -237,17 +237,18 @@ class Store {
   virtual Result<std::vector<Message>> changes_after(const std::string& user_id, int64_t after, int limit) = 0;
 
   // --- webhook outbox ---
-  // Stores notifications (id, recipient_id, body, next_attempt_at, message_id are read).
-  // With `settles` (a message id), the message's owed-push record
-  // (AppendRequest::owes_push) is removed in the same transaction, and the
-  // items are stored only if the record was there: of two callers settling
-  // one message (the intake and a sweep of overdue pushes, on one node or
-  // two), exactly one stores its notifications.
-  // `done` (may be empty) runs like an append's callback.
-  virtual void enqueue_notifications(std::vector<Notification> items, std::string settles,
-                                     std::function<void(Status)> done) = 0;
-  // Messages still owed their push that were recorded before `before`, oldest
-  // first, at most `limit`: their node died between the commit and storing
+  // Stores notifications (id, recipient_id, body, next_attempt_at,
+  // message_id are read) and settles owed pushes (AppendRequest::owes_push),
+  // in one write: the records of the messages in `settles` are removed, and
+  // an item about one of them is stored only if its record was there, so of
+  // two callers settling one message (the intake and a sweep of overdue
+  // pushes, on one node or two) exactly one stores its notifications. Items
+  // about other messages are stored as they are. `done` (may be empty) gets
+  // how many items were stored and runs like an append's callback.
+  virtual void enqueue_notifications(std::vector<Notification> items, std::vector<std::string> settles,
+                                     std::function<void(Result<size_t>)> done) = 0;
+  // Messages still owed their push that were recorded before `before`, at
+  // most `limit`, in the order of their ids (oldest first to the millisecond): their node died between the commit and storing
   // the notifications, or its intake dropped them (a backlog, a stop).
   virtual Result<std::vector<std::string>> overdue_pushes(Micros before, int limit) = 0;
   // Takes up to `limit` live notifications due at `now` and moves their

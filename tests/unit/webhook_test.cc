@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <sqlite3.h>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -233,6 +234,24 @@ TEST_F(WebhookNotifierTest, APushOwedWhenTheProcessDiedIsMadeAtTheNextStart) {
   // The intake, late with the same message, finds it settled and stores nothing.
   notifier_->observe(owed->message, message_json_text(owed->message), members_);
   EXPECT_FALSE(posts(2, std::chrono::milliseconds(700)));
+}
+
+// A push owed for over a day (webhooks were off, a long outage) is settled
+// without one: a notification that late is noise.
+TEST_F(WebhookNotifierTest, APushOwedForOverADayIsSettledWithoutOne) {
+  Message m = message("yesterday's news");
+  store_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((root_ + "/data/parley.db").c_str(), &db), SQLITE_OK);
+  const std::string age = "UPDATE messages SET created_at = created_at - 90000000000 WHERE id = '" + m.id + "'";
+  EXPECT_EQ(sqlite3_exec(db, age.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  reopen();
+  ASSERT_EQ(ok(store_->overdue_pushes(now_micros() + 1, 10)), std::vector<std::string>{m.id});
+  start(config(3, 100));
+  EXPECT_FALSE(posts(1, std::chrono::milliseconds(1000)));
+  notifier_->stop();
+  EXPECT_EQ(ok(store_->overdue_pushes(now_micros() + 1, 10)), std::vector<std::string>{}) << "settled";
 }
 
 // A POST to a receiver that does not answer is abandoned at stop, at once,
