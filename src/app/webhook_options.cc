@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+
 #include "net/http_post.h"
 
 namespace parley {
@@ -39,8 +41,10 @@ Status check_webhook(const WebhookConfig& w) {
 }
 
 Result<std::unique_ptr<WebhookNotifier>> start_webhook(const Config& config, ChatService& chat, Store& store) {
-  const WebhookConfig& w = config.webhook;
+  WebhookConfig w = config.webhook;
   if (w.url.empty()) return std::unique_ptr<WebhookNotifier>();
+  // Tests only: see WebhookConfig::intake_pause_ms.
+  if (const char* pause = std::getenv("PARLEY_TEST_WEBHOOK_INTAKE_PAUSE_MS")) w.intake_pause_ms = std::atoi(pause);
   if (auto st = check_webhook(w); !st) return st.error();
   auto poster = HttpPoster::create(w.url, std::chrono::milliseconds(w.timeout_ms));
   if (!poster) return poster.error();

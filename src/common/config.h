@@ -53,6 +53,9 @@ struct WebhookConfig {
   // nodes queued); a retry due sooner wakes it at its due time. Not an option:
   // tests lengthen it to tell the two apart.
   int idle_poll_ms = 500;
+  // Tests only (PARLEY_TEST_WEBHOOK_INTAKE_PAUSE_MS): the intake waits this
+  // long before each batch, so a test can kill the server with pushes owed.
+  int intake_pause_ms = 0;
 };
 
 // HTTPS and WSS on the listening port (both files PEM); empty: plain TCP.

@@ -41,8 +41,11 @@ constexpr int kOverdueBatch = 100;
 // An owed push older than this is settled without one: a notification a
 // day late (webhooks were off, a long outage) is noise, not news.
 constexpr Micros kOverdueMaxAge = 24LL * 3600 * 1000000;
-// How many handed-over messages the intake settles in one write.
+// How many handed-over messages the intake settles in one write, and about
+// how many notifications it stores in one (a few large groups' worth: the
+// write holds the store's writer, on PostgreSQL every node's).
 constexpr size_t kIntakeBatch = 256;
+constexpr size_t kIntakeItems = 4096;
 
 // The message object the chat service serialised, with its content blanked:
 // what the outbox keeps (the text stays in the message row only).
@@ -137,38 +140,36 @@ void WebhookNotifier::observe(const Message& message, const std::string& message
 
 // On stop it goes on until everything handed over is stored (the store is
 // closed only after stop() returns, and commits what is queued), or until
-// store_until_: messages already acknowledged keep their push.
+// store_until_, checked before each message: messages already acknowledged
+// keep their push, and those left then stay owed.
 void WebhookNotifier::intake_loop() {
   std::unique_lock lock(mu_);
   while (true) {
     intake_cv_.wait(lock, [this] { return stopping_ || !pending_.empty(); });
+    if (config_.intake_pause_ms > 0)
+      intake_cv_.wait_for(lock, std::chrono::milliseconds(config_.intake_pause_ms), [this] { return stopping_; });
     if (pending_.empty()) return;  // stopping, nothing left
-    if (stopping_ && Clock::now() >= store_until_) {
-      spdlog::warn("event=webhook_deferred_on_stop messages={}", pending_.size());
-      pending_.clear();
-      return;
-    }
-    std::vector<Pending> batch;
-    while (!pending_.empty() && batch.size() < kIntakeBatch) {
-      batch.push_back(std::move(pending_.front()));
+    Settlement settlement;
+    while (!pending_.empty() && settlement.settles.size() < kIntakeBatch && settlement.items.size() < kIntakeItems) {
+      if (stopping_ && Clock::now() >= store_until_) {
+        spdlog::warn("event=webhook_deferred_on_stop messages={}", pending_.size());
+        pending_.clear();
+        break;
+      }
+      Pending p = std::move(pending_.front());
       pending_.pop_front();
+      lock.unlock();
+      std::vector<std::string> recipients;
+      if (p.members)
+        for (const auto& user_id : p.members->user_ids)
+          if (user_id != p.message.sender_id && !presence_.connected(user_id)) recipients.push_back(user_id);
+      add(settlement, p.message, p.message_json, recipients);
+      lock.lock();
     }
     lock.unlock();
-    store_notifications(batch);
+    store(std::move(settlement), {});
     lock.lock();
   }
-}
-
-void WebhookNotifier::store_notifications(const std::vector<Pending>& batch) {
-  Settlement settlement;
-  for (const auto& p : batch) {
-    std::vector<std::string> recipients;
-    if (p.members)
-      for (const auto& user_id : p.members->user_ids)
-        if (user_id != p.message.sender_id && !presence_.connected(user_id)) recipients.push_back(user_id);
-    add(settlement, p.message, p.message_json, recipients);
-  }
-  store(std::move(settlement), {});
 }
 
 // One notification per recipient (none: the message is only settled), each
@@ -243,10 +244,14 @@ void WebhookNotifier::sweep_overdue() {
   if (!overdue || overdue->empty()) return;
   Settlement settlement;
   size_t looked_at = 0;
+  int failed_reads = 0;
   for (const auto& id : *overdue) {
     if (abandon_.load(std::memory_order_relaxed)) break;  // stopping: the rest stays owed
+    // A failed read leaves the message owed for the next sweep; two in a
+    // row, the store is failing: the rest waits too.
     auto message = store_.message(id);
-    if (!message) break;  // the store is failing: the next sweep
+    if (!message && ++failed_reads >= 2) break;
+    if (!message) continue;
     if (!*message || (*message)->deleted) {
       settlement.settles.push_back(id);
       ++looked_at;
@@ -260,7 +265,9 @@ void WebhookNotifier::sweep_overdue() {
       continue;
     }
     auto thread = store_.thread(m.thread_id);
-    if (!thread) break;
+    if (!thread && ++failed_reads >= 2) break;
+    if (!thread) continue;
+    failed_reads = 0;
     std::vector<std::string> recipients;
     if (*thread)
       for (const auto& p : (*thread)->participants)

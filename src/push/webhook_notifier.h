@@ -91,7 +91,6 @@ class WebhookNotifier {
     std::vector<std::string> settles;
   };
   void intake_loop();
-  void store_notifications(const std::vector<Pending>& batch);
   void add(Settlement& settlement, const Message& message, const std::string& message_json,
            const std::vector<std::string>& recipients);
   void store(Settlement settlement, std::function<void(bool committed)> then);

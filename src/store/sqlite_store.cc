@@ -1008,14 +1008,16 @@ Result<std::vector<Message>> SqliteStore::changes_after(const std::string& user_
 
 void SqliteStore::enqueue_notifications(std::vector<Notification> items, std::vector<std::string> settles,
                                         std::function<void(Result<size_t>)> done) {
-  // No savepoint: a statement here fails only with the transaction (an id
-  // taken is skipped), and then the whole batch is run again.
+  // No savepoint: a statement here fails only when the transaction is lost
+  // (an id taken is skipped), and the whole batch fails with it anyway.
   writer_->submit<size_t>(
       [this, items = std::move(items), settles = std::move(settles)]() -> Result<size_t> {
         SqliteConn& c = *writer_conn_;
         const Micros now = now_micros();
         std::unordered_set<std::string> settled_elsewhere;  // owed no more: another settled it, or it was deleted
+        std::unordered_set<std::string> seen;
         for (const auto& id : settles) {
+          if (!seen.insert(id).second) continue;  // named twice: settled once
           auto owed = c.prepare("DELETE FROM owed_pushes WHERE message_id = ?");
           owed.bind(id);
           if (!owed.done()) return storage_error(c, owed.error(), "settle_owed_push");

@@ -333,11 +333,13 @@ describe('webhook for offline participants', () => {
   });
 
   it('a kill -9 right after the acknowledgements: the next start stores every notification the intake had not, once', async () => {
-    // As above, but no chance to store what the intake holds: the messages
-    // were committed owing their push, and the next start makes what is owed.
+    // As above, but no chance to store what the intake holds (held back here
+    // by a test-only pause, as a kill in the instant after the commits would
+    // find it): the messages were committed owing their push, and the next
+    // start makes what is owed.
     const args = ['--webhook-url', `http://${HOST}:9/none`, '--webhook-secret', secret, '--webhook-backoff-ms', '3600000',
       '--webhook-max-backoff-ms', '3600000'];
-    const server = await startServer({ args });
+    const server = await startServer({ args, env: { PARLEY_TEST_WEBHOOK_INTAKE_PAUSE_MS: '600000' } });
     const kRecipients = 40;
     const kMessages = 60;
     try {
@@ -350,6 +352,9 @@ describe('webhook for offline participants', () => {
       await server.kill9();
       const storedBefore = Number(queryStore(server, 'SELECT COUNT(*) FROM webhook_outbox'));
       const owedBefore = Number(queryStore(server, 'SELECT COUNT(*) FROM owed_pushes'));
+      assert.equal(storedBefore, 0, 'the intake stored nothing before the kill');
+      assert.equal(owedBefore, kMessages, 'every acknowledged message was committed owing its push');
+      server.extraEnv = {};
       await server.start();
       const expected = kMessages * kRecipients;
       await waitFor(() => Number(queryStore(server, 'SELECT COUNT(*) FROM webhook_outbox')) >= expected, 15000,
