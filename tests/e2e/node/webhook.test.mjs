@@ -306,22 +306,29 @@ describe('webhook for offline participants', () => {
     }
   });
 
+  // A server whose receiver nobody listens at: every notification stays
+  // queued (backoff of an hour).
+  const startUnheardServer = (env = {}) => startServer({
+    args: ['--webhook-url', `http://${HOST}:9/none`, '--webhook-secret', secret, '--webhook-backoff-ms', '3600000',
+      '--webhook-max-backoff-ms', '3600000'],
+    env,
+  });
+  // `messages` acknowledged messages from one sender to a group of `recipients` with no connection.
+  async function sendToOfflineGroup(server, recipients, messages) {
+    const [alice, ...others] = await server.registerMany(1 + recipients);
+    const thread = await server.createGroup(alice, others);
+    const ws = await server.connect(alice);
+    const sends = [];
+    for (let i = 0; i < messages; i++) sends.push(ws.sendMessage({ thread_id: thread.id, content: `push me ${i}` }, 20000));
+    assert.equal((await Promise.all(sends)).length, messages);
+  }
+
   it('a graceful stop stores the notifications of every acknowledged message', async () => {
-    // Nobody listens there: every notification stays queued (backoff of an hour).
-    const server = await startServer({
-      args: ['--webhook-url', `http://${HOST}:9/none`, '--webhook-secret', secret, '--webhook-backoff-ms', '3600000',
-        '--webhook-max-backoff-ms', '3600000'],
-    });
+    const server = await startUnheardServer();
     const kRecipients = 40;
     const kMessages = 60;
     try {
-      const [alice, ...others] = await server.registerMany(1 + kRecipients);
-      const thread = await server.createGroup(alice, others);
-      const ws = await server.connect(alice);
-      const sends = [];
-      for (let i = 0; i < kMessages; i++) sends.push(ws.sendMessage({ thread_id: thread.id, content: `push me ${i}` }, 20000));
-      const acked = await Promise.all(sends);
-      assert.equal(acked.length, kMessages);
+      await sendToOfflineGroup(server, kRecipients, kMessages);
       await server.stop({ removeData: false, graceMs: 15000 });
       const { code } = await server.exited;
       assert.equal(code, 0, server.logTail());
@@ -337,18 +344,11 @@ describe('webhook for offline participants', () => {
     // by a test-only pause, as a kill in the instant after the commits would
     // find it): the messages were committed owing their push, and the next
     // start makes what is owed.
-    const args = ['--webhook-url', `http://${HOST}:9/none`, '--webhook-secret', secret, '--webhook-backoff-ms', '3600000',
-      '--webhook-max-backoff-ms', '3600000'];
-    const server = await startServer({ args, env: { PARLEY_TEST_WEBHOOK_INTAKE_PAUSE_MS: '600000' } });
+    const server = await startUnheardServer({ PARLEY_TEST_WEBHOOK_INTAKE_PAUSE_MS: '600000' });
     const kRecipients = 40;
     const kMessages = 60;
     try {
-      const [alice, ...others] = await server.registerMany(1 + kRecipients);
-      const thread = await server.createGroup(alice, others);
-      const ws = await server.connect(alice);
-      const sends = [];
-      for (let i = 0; i < kMessages; i++) sends.push(ws.sendMessage({ thread_id: thread.id, content: `push me ${i}` }, 20000));
-      assert.equal((await Promise.all(sends)).length, kMessages);
+      await sendToOfflineGroup(server, kRecipients, kMessages);
       await server.kill9();
       const storedBefore = Number(queryStore(server, 'SELECT COUNT(*) FROM webhook_outbox'));
       const owedBefore = Number(queryStore(server, 'SELECT COUNT(*) FROM owed_pushes'));
