@@ -424,8 +424,8 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
 // participants as they are now who were members when it was stored: one
 // removed and added back since must not get it through a cursor entry from
 // before (history gives a member nothing from before they joined either).
-// Not counted as a message again, and no second push (a push lost with the
-// dead node stays lost).
+// Not counted as a message again, and no second push (the original's, if
+// the dead node had not stored it, is still owed: WebhookNotifier's sweep).
 void ChatService::redeliver(const Message& message, const std::string& message_json,
                             const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
   // PostgreSQL's joined_at is the joining node's clock and created_at the

@@ -248,8 +248,9 @@ class Store {
   virtual void enqueue_notifications(std::vector<Notification> items, std::vector<std::string> settles,
                                      std::function<void(Result<size_t>)> done) = 0;
   // Messages still owed their push that were recorded before `before`, at
-  // most `limit`, in the order of their ids (oldest first to the millisecond): their node died between the commit and storing
-  // the notifications, or its intake dropped them (a backlog, a stop).
+  // most `limit`, in the order of their ids (oldest first to the
+  // millisecond): their node died between the commit and storing the
+  // notifications, or its intake dropped them (a backlog, a stop).
   virtual Result<std::vector<std::string>> overdue_pushes(Micros before, int limit) = 0;
   // Takes up to `limit` live notifications due at `now` and moves their
   // next_attempt_at to `lease_until`, in one write: several nodes sharing a
