@@ -1007,8 +1007,32 @@ void Connection::resync_unseen_threads(int attempt) {
         self->fill_gap(s.thread.id, std::max<int64_t>(0, s.last_message->seq - kUnseenFillWindow), floor);
       }
       self->cursor_.end_unseen_read();
+      self->resend_read_marks(*threads);
     };
   });
+}
+
+// Read receipts carry neither seq nor change number, so nothing shows that
+// the bus lost one: after a resync every member's mark in the user's threads
+// is announced again (docs/protocol.md tells clients to keep the highest, so
+// one they had changes nothing). The most recently active threads first, at
+// most kResyncReceipts frames: about 200 KiB, under any outbound bound.
+constexpr size_t kResyncReceipts = 2000;
+
+void Connection::resend_read_marks(const std::vector<ThreadSummary>& threads) {
+  size_t sent = 0;
+  for (const ThreadSummary& s : threads) {
+    for (const Participant& p : s.thread.participants) {
+      if (p.last_read_seq <= 0) continue;
+      if (closed_ || sent++ == kResyncReceipts) return;
+      BusEvent receipt;
+      receipt.thread_id = s.thread.id;
+      receipt.type = "read_receipt";
+      receipt.payload = json::serialize(
+          json::object{{"thread_id", s.thread.id}, {"user_id", p.user_id}, {"seq", p.last_read_seq}});
+      send_in_thread(s.thread.id, kAnySeq, encoder_->event(receipt), /*counted_by_hub=*/false);
+    }
+  }
 }
 
 void Connection::retry_unseen_resync(int attempt, const Error& error) {

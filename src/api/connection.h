@@ -126,8 +126,10 @@ class Connection final : public ClientSession,
   // bus left (DeliveryCursor began it).
   void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0);
   // After a resync: fills the user's threads that had news since the
-  // connection began and that the cursor has no entry for.
+  // connection began and that the cursor has no entry for, and announces
+  // every member's read mark in them again.
   void resync_unseen_threads(int attempt);
+  void resend_read_marks(const std::vector<ThreadSummary>& threads);
   void retry_unseen_resync(int attempt, const Error& error);
   // After a resync: reads the edits and deletions numbered above `after` in
   // the user's threads and sends each message's last one.

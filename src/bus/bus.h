@@ -128,10 +128,6 @@ class Bus {
   virtual std::string describe() const = 0;  // "local", "redis://…"
   // False while a networked bus is disconnected (local delivery goes on).
   virtual bool healthy() const = 0;
-  // Whether an event published here can fail to reach a receiver: true for
-  // a networked bus (while disconnected; its resync repairs messages and
-  // changes, not read receipts). LocalBus: never.
-  virtual bool may_lose_events() const = 0;
   // Stops receiving other processes' events and disconnects (publish() then
   // reaches this process only). Call before the receiver's target goes away.
   virtual void close() {}

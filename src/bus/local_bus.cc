@@ -14,7 +14,6 @@ class LocalBus final : public Bus {
   }
   std::string describe() const override { return "local"; }
   bool healthy() const override { return true; }
-  bool may_lose_events() const override { return false; }
 
  private:
   BusReceiver receiver_;

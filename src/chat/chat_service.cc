@@ -555,9 +555,9 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   if (!mark) return mark.error();
   // A mark that moved nothing tells the others nothing new (an app that marks
   // the whole thread each time it is opened, in a class of 500, would send
-  // 499 frames each time): announced only where the bus may have lost the
-  // first receipt, for which a repeated mark is then the repair.
-  if (!mark->moved && !bus_.may_lose_events()) return mark->seq;
+  // 499 frames each time). A receipt a networked bus lost is announced again
+  // by the resync that follows the loss (Connection::resend_read_marks).
+  if (!mark->moved) return mark->seq;
   publish(thread_id, Audience::members(*m), "read_receipt",
           json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", mark->seq}}),
           origin_session);

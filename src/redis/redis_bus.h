@@ -51,7 +51,6 @@ class RedisBus final : public Bus {
   void publish(BusEventPtr event) override;
   std::string describe() const override { return options_.endpoint.describe(); }
   bool healthy() const override { return healthy_.load(std::memory_order_relaxed); }
-  bool may_lose_events() const override { return true; }
   void close() override;
 
   // This process's id on the bus (random per start).

@@ -7,7 +7,7 @@
 // messages never reached it live (until another message came to the thread).
 // Edits and deletions made meanwhile have no seq for a gap to show: they
 // must reach the connections too (before the fix they never did, until the
-// client reloaded). And a re-read of a thread the user has left since stops
+// client reloaded), and so must read marks. And a re-read of a thread the user has left since stops
 // at the store's refusal instead of retrying for good. Last, a node that dies
 // off the bus: a retry elsewhere publishes what it stored.
 //
@@ -131,6 +131,44 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await teacherWs.request({ type: 'edit_message', message_id: typo.id, content: 'bring lunch and water' });
     await parentWs.next((f) => f.type === 'message_edited' && f.data.content === 'bring lunch and water', 10000);
     assert.deepEqual(contents(parentWs, group.id), ['the trip is on Friday', 'bring a lunhc'], 'no message twice');
+  });
+
+  // A parent on node B reads the teacher's messages while node A is cut off
+  // from Redis: the receipt B published never reaches node A. Read marks have
+  // no seq for a gap to show, so the resync announces them again; before it,
+  // the teacher's ticks (and the parent's own other device) stayed behind
+  // until the parent read again.
+  it('read marks made on node B while node A was off the bus reach A\'s connections once it is back', async () => {
+    const [teacher, parent] = await nodeB.registerMany(2);
+    const group = await nodeB.createGroup(teacher, [parent]);
+    const teacherWs = await nodeA.connect(teacher);
+    const parentOnA = await nodeA.connect(parent);
+    const parentWs = await nodeB.connect(parent);
+    for (const content of ['one', 'two', 'three']) await teacherWs.sendMessage({ thread_id: group.id, content });
+    await waitContents(parentWs, group.id, ['one', 'two', 'three'], 'the messages at the parent on node B');
+    const receiptsOf = (ws) => ws.all((f) => f.type === 'read_receipt' && f.user_id === parent.id);
+
+    await proxy.cut();
+    try {
+      await waitBus(nodeA, false);
+      const reply = await parentWs.request({ type: 'mark_as_read', thread_id: group.id, up_to_seq: 2 });
+      assert.equal(reply.seq, 2, JSON.stringify(reply));
+      await sleep(300);  // published on node B, lost for node A
+      assert.deepEqual(receiptsOf(teacherWs), [], 'nothing reached node A during the cut');
+    } finally {
+      await uncut();
+    }
+    await waitBus(nodeA, true);
+
+    for (const [ws, who] of [[teacherWs, 'the teacher'], [parentOnA, "the parent's other device"]]) {
+      const receipt = await ws.next((f) => f.type === 'read_receipt' && f.user_id === parent.id, 10000,
+        `the parent's mark at ${who} on node A`);
+      assert.deepEqual(receipt, { type: 'read_receipt', thread_id: group.id, user_id: parent.id, seq: 2 });
+    }
+    // Live again afterwards.
+    await parentWs.request({ type: 'mark_as_read', thread_id: group.id });
+    await teacherWs.next((f) => f.type === 'read_receipt' && f.user_id === parent.id && f.seq === 3, 10000,
+      'a live receipt after the resync');
   });
 
   // A resync re-reads every thread the connection was sent messages on,
