@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include <array>
+#include <cmath>
 #include <utility>
 
 #include "common/utf8.h"
@@ -66,7 +67,24 @@ Result<json::object> parse_json_object(std::string_view text, std::string_view w
   json::value v = json::parse(text, ec, {}, opts);
   if (ec) return json_parse_error(ec, text, what);
   if (!v.is_object()) return bad_input("invalid_json", "expected a JSON object");
+  if (has_infinite_number(v)) return bad_input("invalid_json", std::string(what) + " has a number beyond a double's range");
   return std::move(v.as_object());
+}
+
+// Recursion is bounded by the parsers' max_depth (32).
+bool has_infinite_number(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::double_: return !std::isfinite(v.get_double());
+    case json::kind::array:
+      for (const auto& e : v.get_array())
+        if (has_infinite_number(e)) return true;
+      return false;
+    case json::kind::object:
+      for (const auto& kv : v.get_object())
+        if (has_infinite_number(kv.value())) return true;
+      return false;
+    default: return false;
+  }
 }
 
 std::vector<std::string_view> client_frame_types() {

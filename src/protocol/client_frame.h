@@ -71,7 +71,14 @@ ParsedFrame parse_client_fields(ClientType type, const boost::json::object& fiel
 // invalid_json ("<what> is not valid JSON: …").
 Error json_parse_error(const boost::system::error_code& ec, std::string_view text, std::string_view what);
 
-// Parses a JSON object; errors invalid_json ("<what> is not valid JSON: …") / invalid_utf8.
+// Parses a JSON object; errors invalid_json ("<what> is not valid JSON: …",
+// or a number beyond a double's range) / invalid_utf8.
 Result<boost::json::object> parse_json_object(std::string_view text, std::string_view what = "body");
+
+// Whether `v` holds a number beyond a double's range (1e400). Boost.JSON
+// reads one as infinity, and serialising that writes `Infinity`, which is
+// not JSON: relayed as is (a call's payload), it would break every client
+// that receives it.
+bool has_infinite_number(const boost::json::value& v);
 
 }  // namespace parley

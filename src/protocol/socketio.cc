@@ -72,6 +72,11 @@ Result<json::value> parse_data(std::string_view rest, std::optional<Error>& data
   json::parse_options opts;
   opts.max_depth = 32;
   json::value data = json::parse(rest, ec, {}, opts);
+  if (!ec && has_infinite_number(data)) {
+    // JSON.parse reads 1e400 (as Infinity): refused, the session goes on.
+    data_error = bad_input("invalid_json", "the event's data has a number beyond a double's range");
+    return json::value();
+  }
   if (!ec) return data;
   Error e = json_parse_error(ec, rest, "the event's data");
   if (e.code != "invalid_utf8" && ec != json::error::too_deep) return invalid_packet("data is not valid JSON");

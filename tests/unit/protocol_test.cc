@@ -285,6 +285,14 @@ TEST(ParseClientFrameErrors, NotJson) {
   EXPECT_EQ(parse_code(""), "invalid_json");
 }
 
+// Boost.JSON reads a number beyond a double's range as infinity, which would
+// be written back as `Infinity` (not JSON) to whoever a payload is relayed to.
+TEST(ParseClientFrameErrors, NumberBeyondADoubleIsInvalidJson) {
+  EXPECT_EQ(parse_code(R"({"type":"ping","request_id":1e400})"), "invalid_json");
+  EXPECT_EQ(parse_code(R"({"type":"call_offer","thread_id":"t","payload":{"a":[{"n":-1e309}]}})"), "invalid_json");
+  EXPECT_NE(parse_code(R"({"type":"ping","request_id":1e300})"), "invalid_json") << "a large number in range is fine";
+}
+
 TEST(ParseClientFrameErrors, JsonButNotObject) {
   EXPECT_EQ(parse_code(R"([{"type":"ping"}])"), "invalid_json");
   EXPECT_EQ(parse_code("42"), "invalid_json");

@@ -109,6 +109,8 @@ TEST(SocketIoDecode, DataOurParserRefusesIsAPacketWithADataError) {
       {R"(27["send_message",{"content":"hi \ud83d"}])", "invalid_utf8"},
       {R"(2["send_message",{"content":"\udc00 low first"}])", "invalid_utf8"},
       {deep, "invalid_json"},
+      // JSON.parse reads it as Infinity; relayed, ours would write `Infinity`, not JSON.
+      {R"(2["call_offer",{"thread_id":"t","payload":{"sdp":[1,-1e400]}}])", "invalid_json"},
   };
   for (const auto& [text, code] : cases) {
     auto p = sio::decode_packet(text);

@@ -45,6 +45,9 @@ describe('bad inputs are refused with the right code and change nothing', () => 
     { name: 'a JSON number', raw: '42', code: 'invalid_json' },
     { name: 'JSON null', raw: 'null', code: 'invalid_json' },
     { name: 'JSON nested 5000 deep', raw: `{"type":"ping","x":${'['.repeat(5000)}${']'.repeat(5000)}}`, code: 'invalid_json' },
+    // Read as infinity, it would be relayed as `Infinity`, which no client's JSON parser reads.
+    { name: 'a number beyond a double in a call payload', raw: (rid) => `{"type":"call_offer","thread_id":"${dm.id}","payload":{"sdp":1e400},"request_id":"${rid}"}`, code: 'invalid_json' },
+    { name: 'a request_id beyond a double', raw: '{"type":"ping","request_id":-1e400}', code: 'invalid_json' },
     { name: 'no type', frame: { thread_id: dm.id, content: 'x' }, code: 'missing_field' },
     { name: 'type is a number', frame: { type: 7 }, code: 'invalid_field' },
     { name: 'unknown type', frame: { type: 'launch_rockets' }, code: 'unknown_type' },
