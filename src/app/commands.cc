@@ -364,6 +364,11 @@ int serve(Config& config) {
   if (!lock) return fail(lock.error());
   // A file-size limit (or a full disk) must fail writes, which the store reports, not kill the server.
   std::signal(SIGXFSZ, SIG_IGN);
+  // hiredis writes to Redis with plain write(): a link Redis closed under it
+  // (a restart) must be a write error that the link reconnects from, not a
+  // signal that kills the server. (Asio's sockets pass MSG_NOSIGNAL, libpq
+  // masks the signal itself.)
+  std::signal(SIGPIPE, SIG_IGN);
   auto core = open_core(config, /*serving=*/true);
   if (!core) return fail(core.error());
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));

@@ -6,6 +6,7 @@
 // multinode.test.mjs.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { startServer, sleep } from './harness.mjs';
 import { redisAvailable, startRedis } from './redis.mjs';
 
@@ -63,6 +64,14 @@ describe('one node on Redis', { skip: !redisAvailable() && 'redis-server is not 
     assert.equal(h.bus.kind, redis.url);
     assert.equal(h.bus.ok, true);
     assert.equal(h.bus.state, 'ok');
+  });
+
+  // hiredis writes with plain write(): a Redis that closes the link under a
+  // write (a restart) raises SIGPIPE, which killed a node of a chaos run.
+  it('the server ignores SIGPIPE', () => {
+    const status = fs.readFileSync(`/proc/${server.child.pid}/status`, 'utf8');
+    const ignored = BigInt(`0x${/^SigIgn:\s*([0-9a-f]+)$/m.exec(status)[1]}`);
+    assert.equal((ignored >> 12n) & 1n, 1n, `SIGPIPE (13) not in SigIgn ${ignored.toString(16)}`);
   });
 
   it('a DM is delivered once, and the node publishes it into Redis for the others', async () => {
