@@ -660,6 +660,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
     r->from = last;
     return replay_read(std::move(r));
   }
+  if (!r->gap_fill && r->thread_last >= 0) cursor_.caught_up(r->thread_id, std::min(r->since, r->thread_last));
   replay_end(r, last);
   if (r->gap_fill) return;
   if (r->thread_last >= 0) last = std::min(last, r->thread_last);

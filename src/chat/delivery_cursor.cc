@@ -112,6 +112,14 @@ bool DeliveryCursor::changed(const std::string& thread_id, FramePtr frame) {
   return false;
 }
 
+void DeliveryCursor::caught_up(const std::string& thread_id, int64_t seq) {
+  if (seq <= 0) return;
+  State& s = state(thread_id);
+  if (seq <= s.hi) return;
+  if (s.hi == 0) s.lo = seq;
+  s.hi = seq;  // what lies between the old hi and seq, the client has by its own word
+}
+
 DeliveryCursor::ReplayEnd DeliveryCursor::end_replay(const std::string& thread_id, int64_t since_seq,
                                                      int64_t replayed_up_to) {
   State& s = state(thread_id);

@@ -67,6 +67,12 @@ class DeliveryCursor {
   void begin_replay(const std::string& thread_id, int64_t since_seq);
   // A replayed message (ascending seq). True: send it.
   bool replayed(const std::string& thread_id, int64_t seq);
+  // During a replay that found nothing after the client's since_seq: the
+  // client has every message up to `seq` (since_seq, at most the thread's
+  // last). A later message past seq + 1 then shows a gap, where without an
+  // entry it would count as the thread's first, and what the bus lost before
+  // it would never be sent.
+  void caught_up(const std::string& thread_id, int64_t seq);
   // A change to a stored message of the thread (message_edited,
   // message_deleted). True: send it now; false: held until the replays end.
   bool changed(const std::string& thread_id, FramePtr frame);

@@ -185,6 +185,37 @@ TEST(DeliveryCursor, EmptyReplayOnFreshThread) {
   EXPECT_TRUE(c.live(kT, 1, frame(1)).send);
 }
 
+// A client up to date (since_seq 5 is the thread's last): the replay reads
+// nothing, yet the client has 1..5. On several nodes seqs 6..40 may come late
+// (their node was cut off Redis) after seq 41: that is a gap to fill from 5,
+// not a thread's first message, whose fill looks back only 32 seqs.
+TEST(DeliveryCursor, AReplayThatFoundNothingAfterSinceSeqStillSetsThePosition) {
+  DeliveryCursor c;
+  c.fill_before_first(32);
+  c.begin_replay(kT, 5);
+  c.caught_up(kT, 5);
+  EXPECT_TRUE(c.end_replay(kT, 5, 5).frames.empty());
+  EXPECT_EQ(c.last_sent(kT), 5);
+  auto d = c.live(kT, 41, frame(41));
+  EXPECT_FALSE(d.send);
+  EXPECT_FALSE(d.first);
+  EXPECT_EQ(d.fill_from, 5);
+  std::vector<int64_t> missed;
+  for (int64_t seq = 6; seq <= 41; ++seq) missed.push_back(seq);
+  Seqs sent = replay(c, kT, 5, missed);
+  ASSERT_EQ(sent.size(), 36u);
+  EXPECT_EQ(sent.front(), "m6");
+  EXPECT_EQ(sent.back(), "m41");
+  EXPECT_FALSE(c.live(kT, 6, frame(6)).send) << "a late event of the cut-off node";
+  // Past what the client has, a message sent live stands; a lower claim changes nothing.
+  c.caught_up(kT, 3);
+  EXPECT_EQ(c.last_sent(kT), 41);
+  c.caught_up(kT, 0);
+  DeliveryCursor fresh;
+  fresh.caught_up(kU, 0);
+  EXPECT_EQ(fresh.threads(), 0u) << "nothing claimed: no entry";
+}
+
 TEST(DeliveryCursor, LastSentAfterReplayIsHighestReplayed) {
   DeliveryCursor c;
   EXPECT_EQ(replay(c, kT, 10, {11, 12}), Seqs({"m11", "m12"}));

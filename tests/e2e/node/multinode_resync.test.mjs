@@ -133,6 +133,43 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(contents(parentWs, group.id), ['the trip is on Friday', 'bring a lunhc'], 'no message twice');
   });
 
+  // A reader on node B, up to date (its subscribe_thread replays nothing),
+  // while node A, cut off from Redis, stores 40 messages of the thread and
+  // node B then stores one: that one arrives first. The reader has 1, so
+  // 2..41 are a gap to fill from the store. Before the fix the subscribe left
+  // no position behind, the message counted as the thread's first, whose fill
+  // looks back 32 seqs: 2..9 were never sent (A's late events were dropped as
+  // older than what was sent).
+  it("a connection up to date gets every message another node stored while cut off, in order", async () => {
+    const [far, near, reader] = await nodeB.registerMany(3);
+    const group = await nodeB.createGroup(far, [near, reader]);
+    const farWs = await nodeA.connect(far);
+    const nearWs = await nodeB.connect(near);
+    await farWs.sendMessage({ thread_id: group.id, content: 'first' });
+    const readerWs = await nodeB.connect(reader);
+    const sub = await readerWs.request({ type: 'subscribe_thread', thread_id: group.id, since_seq: 1 });
+    assert.deepEqual([sub.type, sub.last_seq], ['thread_subscribed', 1]);
+
+    const want = [];
+    await proxy.cut();
+    try {
+      await waitBus(nodeA, false);
+      for (let i = 0; i < 40; i++) {
+        want.push(`far ${i}`);
+        await farWs.sendMessage({ thread_id: group.id, content: `far ${i}` });
+      }
+      want.push('near');
+      assert.equal((await nearWs.sendMessage({ thread_id: group.id, content: 'near' })).seq, 42);
+      await waitContents(readerWs, group.id, want, 'the gap filled from the store before the message that showed it');
+    } finally {
+      await uncut();
+    }
+    await waitBus(nodeA, true);
+    await sleep(1000);  // node A's late events come meanwhile
+    await nearWs.sendMessage({ thread_id: group.id, content: 'after' });
+    await waitContents(readerWs, group.id, [...want, 'after'], 'each message once, in seq order');
+  });
+
   // A parent on node B reads the teacher's messages while node A is cut off
   // from Redis: the receipt B published never reaches node A. Read marks have
   // no seq for a gap to show, so the resync announces them again; before it,
