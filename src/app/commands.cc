@@ -112,9 +112,14 @@ Status open_bus(const Config& config, bool serving, Core& core) {
   // Another node's typist whose stop has not come 2 s after the typing
   // timeout is stopped here (bus/typing_lapse.h): that node died or lost Redis.
   Micros typing_lapse = (static_cast<Micros>(config.limits.typing_timeout_seconds) + 2) * 1'000'000;
-  core.bus = std::make_unique<RedisBus>(core.bus_loop->reactor(),
+  auto bus = std::make_unique<RedisBus>(core.bus_loop->reactor(),
                                         RedisBusOptions{*endpoint, "parley:events", 10000, node_id, typing_lapse});
   core.redis_presence = std::make_unique<RedisPresenceDirectory>(core.bus_loop->reactor(), *endpoint, node_id);
+  // A node killed with events it had not published (acknowledged messages
+  // among them) leaves no resync behind: the node that learns of its death
+  // hands its own sessions one. (The presence directory goes before the bus.)
+  core.redis_presence->set_node_gone_hook([b = bus.get()](const std::string& node) { b->resync_here(node); });
+  core.bus = std::move(bus);
   core.poll_forwarder = std::make_unique<RedisPollForwarder>(core.bus_loop->reactor(), *endpoint, node_id);
   return Ok{};
 }

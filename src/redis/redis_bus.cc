@@ -126,6 +126,13 @@ void RedisBus::flush() {
   }
 }
 
+void RedisBus::resync_here(const std::string& node) {
+  spdlog::info("event=bus_resync_node_gone node_id={} gone={}", node_id_, node);
+  auto resync = std::make_shared<BusEvent>();
+  resync->resync = true;
+  if (receiver_) receiver_(resync);
+}
+
 void RedisBus::on_pub_up() {
   Metrics::get().bus_reconnects.fetch_add(1, std::memory_order_relaxed);
   update_health();

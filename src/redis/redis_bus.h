@@ -53,6 +53,10 @@ class RedisBus final : public Bus {
   bool healthy() const override { return healthy_.load(std::memory_order_relaxed); }
   void close() override;
 
+  // Hands this node's sessions a resync (loop thread only): events another
+  // node published, or meant to, may be lost for good (`node` died with its
+  // queue of events not yet published).
+  void resync_here(const std::string& node);
   // This process's id on the bus (random per start).
   const std::string& node_id() const { return node_id_; }
   Reactor& reactor() { return reactor_; }

@@ -391,8 +391,11 @@ void RedisPresenceDirectory::on_message(const redisReply* r) {
     if (reload_.since_marker.size() < kMaxRecorded) reload_.since_marker.emplace_back(m);
     else reload_ = {};
   }
-  std::lock_guard lock(mu_);
-  apply(m);
+  {
+    std::lock_guard lock(mu_);
+    apply(m);
+  }
+  if (m[0] == 'X' && m.substr(1) != node_id_ && node_gone_hook_) node_gone_hook_(std::string(m.substr(1)));
 }
 
 // Under mu_: one announcement (the format is at the top of this file).

@@ -65,6 +65,10 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   // users again (its other per-node state in Redis, such as connection
   // counts, may be gone too).
   void set_registered_again_hook(std::function<void()> hook) { registered_again_hook_ = std::move(hook); }
+  // Set once before start(): runs on the loop when another node was removed
+  // for a heartbeat that expired (it died, or was cut off from Redis past
+  // 3 s): what it had not published yet may be gone with it.
+  void set_node_gone_hook(std::function<void(const std::string& node)> hook) { node_gone_hook_ = std::move(hook); }
 
   // Connects and starts the heartbeat. Any thread but the loop's.
   void start();
@@ -101,6 +105,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   std::function<void(const std::string&)> gone_hook_;
   std::function<void(const std::string&, bool)> back_hook_;
   std::function<void()> registered_again_hook_;
+  std::function<void(const std::string&)> node_gone_hook_;
   std::atomic<bool> healthy_{false};
   std::atomic<bool> closed_{false};
 

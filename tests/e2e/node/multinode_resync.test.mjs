@@ -277,3 +277,42 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(contents(senderOnB, thread.id), ['first', 'reply']);
   });
 });
+
+// A node killed with events it never published: cut off from Redis, it
+// acknowledged a message (stored), then died with its queue of events. No
+// resync comes from it. The node that finds its heartbeat expired tells the
+// others ('X' on the presence channel), and each resyncs its own sessions:
+// the reader gets the message without waiting for the thread's next one.
+describe('a node killed with events it never published', { skip }, () => {
+  const cluster = new Cluster({ secret: `dead-${randomId(16)}` });
+  let nodeA;
+  let nodeB;
+  let proxy;
+  before(async () => {
+    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
+  });
+  after(async () => {
+    await cluster.stop();
+  });
+
+  it("its acknowledged messages reach the other nodes' connections once it is found dead", async () => {
+    const [sender, reader] = await nodeB.registerMany(2);
+    const thread = await nodeB.createDirect(sender, reader);
+    const senderWs = await nodeA.connect(sender);
+    const readerWs = await nodeB.connect(reader);
+    await senderWs.sendMessage({ thread_id: thread.id, content: 'first' });
+    await waitContents(readerWs, thread.id, ['first'], 'the first message, live');
+
+    const cutAt = Date.now();
+    await proxy.cut();
+    await waitBus(nodeA, false);
+    await senderWs.sendMessage({ thread_id: thread.id, content: 'acknowledged, never published' });
+    // Stored before the other node can reap A (3 s without a heartbeat), or
+    // the reap would come first and find nothing to resync.
+    assert.ok(Date.now() - cutAt < 2500, `the send took ${Date.now() - cutAt} ms after the cut`);
+    await nodeA.kill9();
+    await waitContents(readerWs, thread.id, ['first', 'acknowledged, never published'],
+      'the message, once node A is found dead', 15000);
+    assert.ok(nodeB.log.some((l) => l.includes('event=bus_resync_node_gone')), nodeB.logTail());
+  });
+});
