@@ -463,6 +463,9 @@ struct Connection::Replay {
   int fill_attempts = 0;  // reads that found nothing new while the gap stayed
   uint64_t sends_begun = 0;  // the connection's sends begun when this page was read
   Micros created_floor = 0;  // messages created before this are not sent (older than the connection)
+  // > 0: the fill of a thread the connection has no position in, up to this
+  // seq. It starts no later than the newest message before created_floor.
+  int64_t first_seq = 0;
   bool past_floor = false;  // a message at or above created_floor was read (see replay_send)
   int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
   json::value request_id;
@@ -484,7 +487,7 @@ static bool left_thread(const Error& e) {
   return e.kind == ErrorKind::kForbidden || e.kind == ErrorKind::kNotFound;
 }
 
-void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros created_floor) {
+void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros created_floor, int64_t first_seq) {
   Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("event=gap_fill session_id={} thread_id={} after_seq={}", session_id_, thread_id, from);
   auto r = std::make_shared<Replay>();
@@ -492,8 +495,15 @@ void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros cre
   r->since = r->from = from;
   r->gap_fill = true;
   r->created_floor = created_floor;
+  r->first_seq = created_floor > 0 ? first_seq : 0;
   replay_read(std::move(r));
 }
+
+// A first fill's window (the cursor's) may end after messages created since
+// the connection began: a node cut off from Redis may have stored many before
+// its events came. It starts instead after the newest message older than
+// the connection, looking back at most this far.
+constexpr int64_t kFirstFillMaxBack = 10000;
 
 void Connection::on_subscribe(ClientFrame f) {
   if (!f.since_seq) return reply_thread_state("thread_subscribed", std::move(f));
@@ -551,7 +561,13 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
     Micros member_since = 0;
-    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, r->from, kReplayPage, /*with_status=*/!r->gap_fill,
+    int64_t from = r->from;
+    if (r->first_seq > 0) {
+      auto start = self->ctx_.chat.store().last_seq_created_before(
+          r->thread_id, r->first_seq, r->created_floor, std::max<int64_t>(0, r->first_seq - 1 - kFirstFillMaxBack));
+      if (start) from = std::min(from, *start);  // a failed read keeps the window
+    }
+    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, /*with_status=*/!r->gap_fill,
                                        &member_since);
     // A since_seq at or past the thread's end: thread_subscribed tells the
     // thread's last seq, not the client's number back. Read after the page:
@@ -560,8 +576,12 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     int64_t thread_last = -1;
     if (page && page->empty() && !r->gap_fill && r->from == r->since)
       if (auto t = self->ctx_.chat.store().thread(r->thread_id); t && *t) thread_last = (*t)->last_seq;
-    return [self, r, page = std::move(page), thread_last, member_since]() mutable {
+    return [self, r, page = std::move(page), thread_last, member_since, from]() mutable {
       if (self->closed_) return;
+      if (page && r->first_seq > 0) {
+        r->since = r->from = from;
+        r->first_seq = 0;
+      }
       // A gap fill stands in for live frames, which a member gets only from
       // when they joined: a member removed and added again while connected
       // is not sent what was said while they were out. On several nodes,
@@ -941,7 +961,7 @@ void Connection::answered(const std::string& message_id) {
 
 bool Connection::admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
   auto d = cursor_.live(thread_id, seq, frame);
-  if (d.fill_from >= 0) fill_gap(thread_id, d.fill_from, d.first ? connected_at_us_ - kFirstFillMarginUs : 0);
+  if (d.fill_from >= 0) fill_gap(thread_id, d.fill_from, d.first ? connected_at_us_ - kFirstFillMarginUs : 0, seq);
   return d.send;
 }
 
@@ -1005,7 +1025,8 @@ void Connection::resync_unseen_threads(int attempt) {
       for (const ThreadSummary& s : *threads) {
         if (!s.last_message || s.last_message->created_at < floor) continue;  // nothing new since the connection
         if (!self->cursor_.begin_unseen_fill(s.thread.id)) continue;
-        self->fill_gap(s.thread.id, std::max<int64_t>(0, s.last_message->seq - kUnseenFillWindow), floor);
+        self->fill_gap(s.thread.id, std::max<int64_t>(0, s.last_message->seq - kUnseenFillWindow), floor,
+                       s.last_message->seq + 1);
       }
       self->cursor_.end_unseen_read();
       self->resend_read_marks(*threads);

@@ -124,7 +124,9 @@ class Connection final : public ClientSession,
   void answered(const std::string& message_id);
   // Reads the thread's messages after `from` from the store to fill a gap the
   // bus left (DeliveryCursor began it).
-  void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0);
+  // With created_floor (a thread the connection has no position in), it
+  // starts no later than the newest message before the floor, below first_seq.
+  void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0, int64_t first_seq = 0);
   // After a resync: fills the user's threads that had news since the
   // connection began and that the cursor has no entry for, and announces
   // every member's read mark in them again.

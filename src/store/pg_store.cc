@@ -872,6 +872,17 @@ Result<std::vector<Message>> PgStore::messages_after(const std::string& thread_i
   });
 }
 
+Result<int64_t> PgStore::last_seq_created_before(const std::string& thread_id, int64_t below_seq,
+                                                 Micros created_before, int64_t lowest_seq) {
+  return with_reader([&](PgConn& c) -> int64_t {
+    auto r = c.exec("SELECT seq FROM messages WHERE thread_id = $1 AND seq < $2 AND seq > $3 AND created_at < $4 "
+                    "ORDER BY seq DESC LIMIT 1",
+                    {thread_id, below_seq, lowest_seq, created_before});
+    log_read_error(c, r, "last_seq_created_before");
+    return r.ok() && r.rows() == 1 ? r.i64(0, 0) : lowest_seq;
+  });
+}
+
 Result<std::vector<Message>> PgStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
   return with_reader([&](PgConn& c) {
     auto out = read_messages(

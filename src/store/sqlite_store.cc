@@ -699,6 +699,18 @@ Result<std::vector<Message>> SqliteStore::messages_after(const std::string& thre
   });
 }
 
+Result<int64_t> SqliteStore::last_seq_created_before(const std::string& thread_id, int64_t below_seq,
+                                                     Micros created_before, int64_t lowest_seq) {
+  return with_reader([&](SqliteConn& c) -> int64_t {
+    auto st = c.prepare("SELECT seq FROM messages WHERE thread_no = " THREAD_NO_OF("?")
+                        " AND seq < ? AND seq > ? AND created_at < ? ORDER BY seq DESC LIMIT 1");
+    st.bind(thread_id, below_seq, lowest_seq, created_before);
+    if (st.row()) return st.i64(0);
+    log_read_error(c, st, "last_seq_created_before");
+    return lowest_seq;
+  });
+}
+
 Result<std::vector<Message>> SqliteStore::messages_before(const std::string& thread_id, int64_t before_seq, int limit) {
   return with_reader([&](SqliteConn& c) {
     auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");

@@ -213,6 +213,11 @@ class Store {
   // Ascending seq: the newest `limit` messages with seq < before_seq
   // (kAllSeqs: the newest of all).
   virtual Result<std::vector<Message>> messages_before(const std::string& thread_id, int64_t before_seq, int limit) = 0;
+  // The highest seq in (lowest_seq, below_seq) of a message of the thread
+  // created before `created_before`; lowest_seq when there is none. Reads
+  // back from below_seq, so it costs the messages newer than that time.
+  virtual Result<int64_t> last_seq_created_before(const std::string& thread_id, int64_t below_seq,
+                                                 Micros created_before, int64_t lowest_seq) = 0;
   // Messages from others in the user's threads with created_at > since, oldest
   // first, read from one snapshot; the page's cursor chained back as `since`
   // never skips or repeats a message, however many writers commit meanwhile.

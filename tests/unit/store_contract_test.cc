@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <stdexcept>
+#include <tuple>
 #include <thread>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -762,6 +763,33 @@ TEST_P(StoreContract, MessagesAfterAndBeforePage) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->content, "5");
   EXPECT_EQ(m->sender.username, "alice");
+}
+
+// Where a connection's first fill starts (Connection::fill_gap): after the
+// newest message older than the connection, within the range asked.
+TEST_P(StoreContract, LastSeqCreatedBeforeFindsTheNewestOlderMessageInRange) {
+  User a = make_user("alice");
+  Thread t = make_group({a.id});
+  for (int i = 1; i <= 10; ++i) send(t.id, a.id, std::to_string(i));
+  auto all = ok(store_->messages_after(t.id, 0, 10));
+  ASSERT_EQ(all.size(), 10u);
+  // What the answer must be, from the messages themselves (two may share a time).
+  auto expected = [&](int64_t below, Micros before, int64_t lowest) {
+    int64_t found = lowest;
+    for (const auto& m : all)
+      if (m.seq < below && m.seq > lowest && m.created_at < before) found = std::max(found, m.seq);
+    return found;
+  };
+  ASSERT_LT(all[0].created_at, all[9].created_at);
+  const Micros mid = all[5].created_at + 1;
+  for (auto [below, before, lowest] : {std::tuple<int64_t, Micros, int64_t>{11, mid, 0}, {5, mid, 0}, {11, mid, 7},
+                                       {11, all[0].created_at, 0}, {11, all[9].created_at + 1, 0}}) {
+    EXPECT_EQ(ok(store_->last_seq_created_before(t.id, below, before, lowest)), expected(below, before, lowest))
+        << below << " " << before << " " << lowest;
+  }
+  EXPECT_EQ(ok(store_->last_seq_created_before(t.id, 11, all[9].created_at + 1, 0)), 10);
+  EXPECT_EQ(ok(store_->last_seq_created_before(t.id, 11, all[0].created_at, 0)), 0) << "nothing older at all";
+  EXPECT_EQ(ok(store_->last_seq_created_before(t.id, 11, mid, 10)), 10) << "nothing in range: lowest_seq";
 }
 
 TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {

@@ -170,6 +170,39 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await waitContents(readerWs, group.id, [...want, 'after'], 'each message once, in seq order');
   });
 
+  // The same without a subscribe: the reader connected after the thread's
+  // history and never asked for any. Node B's message is the first the
+  // connection gets on the thread; its fill reads everything created since the
+  // connection began, not just the 32 seqs before it (before the fix, 2..9).
+  it("a connection with no position in a thread gets every message stored since it connected, in order", async () => {
+    const [far, near, reader] = await nodeB.registerMany(3);
+    const group = await nodeB.createGroup(far, [near, reader]);
+    const farWs = await nodeA.connect(far);
+    const nearWs = await nodeB.connect(near);
+    await farWs.sendMessage({ thread_id: group.id, content: 'history' });
+    await sleep(1200);  // older than the connection by more than the margin for nodes' clocks
+    const readerWs = await nodeB.connect(reader);
+
+    const want = [];
+    await proxy.cut();
+    try {
+      await waitBus(nodeA, false);
+      for (let i = 0; i < 40; i++) {
+        want.push(`far ${i}`);
+        await farWs.sendMessage({ thread_id: group.id, content: `far ${i}` });
+      }
+      want.push('near');
+      await nearWs.sendMessage({ thread_id: group.id, content: 'near' });
+      await waitContents(readerWs, group.id, want, 'everything since the connection, before the message that came first');
+    } finally {
+      await uncut();
+    }
+    await waitBus(nodeA, true);
+    await sleep(1000);  // node A's late events come meanwhile
+    await nearWs.sendMessage({ thread_id: group.id, content: 'after' });
+    await waitContents(readerWs, group.id, [...want, 'after'], 'each message once, in seq order, no history');
+  });
+
   // A parent on node B reads the teacher's messages while node A is cut off
   // from Redis: the receipt B published never reaches node A. Read marks have
   // no seq for a gap to show, so the resync announces them again; before it,
