@@ -562,13 +562,20 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
   off_loop([self, r]() -> std::function<void()> {
     Micros member_since = 0;
     int64_t from = r->from;
-    if (r->first_seq > 0) {
-      auto start = self->ctx_.chat.store().last_seq_created_before(
-          r->thread_id, r->first_seq, r->created_floor, std::max<int64_t>(0, r->first_seq - 1 - kFirstFillMaxBack));
-      if (start) from = std::min(from, *start);  // a failed read keeps the window
-    }
     auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, /*with_status=*/!r->gap_fill,
                                        &member_since);
+    if (page && r->first_seq > 0) {
+      // Not before the member joined: what came earlier is not theirs to get live.
+      Micros floor = r->created_floor;
+      if (member_since > 0) floor = std::max(floor, member_since - self->first_fill_margin());
+      auto start = self->ctx_.chat.store().last_seq_created_before(
+          r->thread_id, r->first_seq, floor, std::max<int64_t>(0, r->first_seq - 1 - kFirstFillMaxBack));
+      if (start && *start < from) {  // a failed read keeps the window
+        from = *start;
+        page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, /*with_status=*/false,
+                                      &member_since);
+      }
+    }
     // A since_seq at or past the thread's end: thread_subscribed tells the
     // thread's last seq, not the client's number back. Read after the page:
     // a message committed in between is past since_seq only if this is too
@@ -680,7 +687,9 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
     r->from = last;
     return replay_read(std::move(r));
   }
-  if (!r->gap_fill && r->thread_last >= 0) cursor_.caught_up(r->thread_id, std::min(r->since, r->thread_last));
+  // A since_seq past the thread's end claims messages that do not exist yet
+  // (one committed since the page was read would be taken as had): no position.
+  if (!r->gap_fill && r->thread_last >= 0 && r->since <= r->thread_last) cursor_.caught_up(r->thread_id, r->since);
   replay_end(r, last);
   if (r->gap_fill) return;
   if (r->thread_last >= 0) last = std::min(last, r->thread_last);
@@ -983,6 +992,7 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
     if (!cursor_.changed(event.thread_id, frame)) return;
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
+  if (changes_sent_ && changes_sent_->receipt_reads > 0 && event.type == "read_receipt") note_receipt(event);
   send_in_thread(event.thread_id, event.seq > 0 ? event.seq : kAnySeq, frame, /*counted_by_hub=*/!event.redelivery);
 }
 
@@ -994,28 +1004,31 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
 // user's threads are read as well (resync_unseen_threads).
 void Connection::resync(int64_t changes_after) {
   if (closed_) return;
+  // Kept while an earlier resync's reads run: they cover numbers this one may not.
+  if (!changes_sent_ || (changes_sent_->reads == 0 && changes_sent_->receipt_reads == 0))
+    changes_sent_ = std::make_unique<ChangesSent>();
   for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);
   resync_unseen_threads(0);
   if (changes_after < 0) return;
-  // Kept while an earlier resync's reads run: they cover numbers this one may not.
-  if (!changes_sent_ || changes_sent_->reads == 0) changes_sent_ = std::make_unique<ChangesSent>();
   ++changes_sent_->reads;
   resend_changes(changes_after, 0);
 }
 
 // A thread with a message since the connection began, on which the connection
 // has no cursor entry, is filled as a first message is on several nodes: from
-// a window before its last seq, sending only what is newer than the
-// connection (less the margin for other nodes' clocks). One page: more than
-// that in one thread while the bus was down comes from the client's own
-// history read.
+// at least this window before its last seq (fill_gap's first_seq reaches back
+// to the newest message older than the connection), sending only what is
+// newer than the connection (less the margin for other nodes' clocks).
 constexpr int64_t kUnseenFillWindow = kReplayPage;
 
 // The read's chain (its retries included) holds the cursor's first-fill
 // window open to kUnseenFillWindow, so a live message that comes first does
 // not narrow what is filled before it.
 void Connection::resync_unseen_threads(int attempt) {
-  if (attempt == 0) cursor_.begin_unseen_read(kUnseenFillWindow);
+  if (attempt == 0) {
+    cursor_.begin_unseen_read(kUnseenFillWindow);
+    ++changes_sent_->receipt_reads;  // resync() made changes_sent_
+  }
   auto self = shared_from_this();
   off_loop([self, attempt]() -> std::function<void()> {
     auto threads = self->ctx_.chat.store().threads_for_user(self->user_id_);
@@ -1036,17 +1049,45 @@ void Connection::resync_unseen_threads(int attempt) {
 
 // Read receipts carry neither seq nor change number, so nothing shows that
 // the bus lost one: after a resync every member's mark in the user's threads
-// is announced again (docs/protocol.md tells clients to keep the highest, so
-// one they had changes nothing). The most recently active threads first, at
-// most kResyncReceipts frames: about 200 KiB, under any outbound bound.
+// is announced again (one the client had changes nothing). The most recently
+// active threads first, at most kResyncReceipts frames (about 400 KB queued)
+// and no more than a quarter of the outbound bound. A mark read before a
+// live receipt raised it is not sent (receipts_seen_, kept while the read runs).
 constexpr size_t kResyncReceipts = 2000;
 
+// A live receipt while a resync reads the marks: the mark it names, which a
+// mark read earlier must not undo.
+void Connection::note_receipt(const BusEvent& event) {
+  boost::system::error_code ec;
+  json::value v = json::parse(event.payload, ec);
+  if (ec || !v.is_object()) return;
+  const json::object& o = v.get_object();
+  const json::value* user = o.if_contains("user_id");
+  const json::value* seq = o.if_contains("seq");
+  if (!user || !user->is_string() || !seq || !seq->is_int64()) return;
+  int64_t& seen = changes_sent_->receipts[event.thread_id + '/' + std::string(user->get_string())];
+  seen = std::max(seen, seq->get_int64());
+}
+
+void Connection::end_receipt_read() {
+  if (!changes_sent_ || changes_sent_->receipt_reads == 0) return;
+  if (--changes_sent_->receipt_reads == 0) changes_sent_->receipts.clear();
+}
+
 void Connection::resend_read_marks(const std::vector<ThreadSummary>& threads) {
+  std::unordered_map<std::string, int64_t> seen;
+  if (changes_sent_) seen = changes_sent_->receipts;  // a copy: another read may still be running
+  end_receipt_read();
+  auto t = transport_.lock();
+  if (!t) return;
+  const size_t budget = ctx_.chat.config().limits.max_outbound_bytes / 4;
   size_t sent = 0;
   for (const ThreadSummary& s : threads) {
     for (const Participant& p : s.thread.participants) {
       if (p.last_read_seq <= 0) continue;
-      if (closed_ || sent++ == kResyncReceipts) return;
+      if (auto it = seen.find(s.thread.id + '/' + p.user_id); it != seen.end() && it->second >= p.last_read_seq)
+        continue;
+      if (closed_ || sent++ == kResyncReceipts || t->queued_bytes() > budget) return;
       BusEvent receipt;
       receipt.thread_id = s.thread.id;
       receipt.type = "read_receipt";
@@ -1060,7 +1101,10 @@ void Connection::resend_read_marks(const std::vector<ThreadSummary>& threads) {
 void Connection::retry_unseen_resync(int attempt, const Error& error) {
   spdlog::warn("event=resync_read_failed session_id={} attempt={} code={}", session_id_, attempt, error.code);
   auto t = transport_.lock();
-  if (!t || attempt + 1 >= kGapFillAttempts) return cursor_.end_unseen_read();
+  if (!t || attempt + 1 >= kGapFillAttempts) {
+    end_receipt_read();
+    return cursor_.end_unseen_read();
+  }
   std::weak_ptr<Connection> weak = weak_from_this();
   t->schedule(kGapFillRetry, [weak, attempt] {
     if (auto self = weak.lock()) self->resync_unseen_threads(attempt + 1);

@@ -132,6 +132,8 @@ class Connection final : public ClientSession,
   // every member's read mark in them again.
   void resync_unseen_threads(int attempt);
   void resend_read_marks(const std::vector<ThreadSummary>& threads);
+  void note_receipt(const BusEvent& event);
+  void end_receipt_read();
   void retry_unseen_resync(int attempt, const Error& error);
   // After a resync: reads the edits and deletions numbered above `after` in
   // the user's threads and sends each message's last one.
@@ -237,6 +239,11 @@ class Connection final : public ClientSession,
   struct ChangesSent {
     std::unordered_map<std::string, int64_t> last;
     int reads = 0;  // resend_changes reads running
+    // While resync_unseen_threads reads the read marks: the highest live
+    // receipt sent since, per "thread/reader" (resend_read_marks skips a
+    // mark at or below it).
+    std::unordered_map<std::string, int64_t> receipts;
+    int receipt_reads = 0;
   };
   std::unique_ptr<ChangesSent> changes_sent_;
   // Threads this connection is typing in (as on the TypingBoard), each with

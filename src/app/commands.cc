@@ -416,8 +416,9 @@ int serve(Config& config) {
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
-  // The node's presence leaves Redis now, not when its heartbeat expires.
-  if (core->redis_presence) core->redis_presence->close();
+  // The node's presence leaves Redis now, not when its heartbeat expires;
+  // with its bus connected, its events are out, and the others need not resync.
+  if (core->redis_presence) core->redis_presence->close(/*published_all=*/core->bus->healthy());
   core->bus->close();
   if (core->poll_forwarder) core->poll_forwarder->close();
   const bool clean = server->drained_cleanly();

@@ -126,11 +126,22 @@ void RedisBus::flush() {
   }
 }
 
+// Not while unsubscribed: the resync at the next subscription covers it (and
+// receiver_ is only read on the loop once start() has run there). Nodes
+// removed within a second (after an outage, several at once) make one.
 void RedisBus::resync_here(const std::string& node) {
+  if (!subscribed_) return;
   spdlog::info("event=bus_resync_node_gone node_id={} gone={}", node_id_, node);
-  auto resync = std::make_shared<BusEvent>();
-  resync->resync = true;
-  if (receiver_) receiver_(resync);
+  if (node_gone_resync_due_) return;
+  node_gone_resync_due_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.schedule(std::chrono::seconds(1), [this, alive] {
+    if (auto a = alive.lock(); !a || !*a) return;
+    node_gone_resync_due_ = false;
+    auto resync = std::make_shared<BusEvent>();
+    resync->resync = true;
+    if (subscribed_ && receiver_) receiver_(resync);
+  });
 }
 
 void RedisBus::on_pub_up() {

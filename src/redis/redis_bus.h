@@ -53,9 +53,9 @@ class RedisBus final : public Bus {
   bool healthy() const override { return healthy_.load(std::memory_order_relaxed); }
   void close() override;
 
-  // Hands this node's sessions a resync (loop thread only): events another
-  // node published, or meant to, may be lost for good (`node` died with its
-  // queue of events not yet published).
+  // Hands this node's sessions a resync within a second (loop thread only):
+  // events another node meant to publish may be lost for good (`node` died
+  // with its queue of events not yet published).
   void resync_here(const std::string& node);
   // This process's id on the bus (random per start).
   const std::string& node_id() const { return node_id_; }
@@ -93,6 +93,7 @@ class RedisBus final : public Bus {
   std::deque<std::string> pending_;  // encoded events waiting for the publishing connection
   bool lost_ = false;                // events were lost since the last resync was sent
   bool subscribed_ = false;
+  bool node_gone_resync_due_ = false;  // resync_here's, within its second
   int64_t ping_sent_ms_ = 0;         // 0 = no PING in flight
   // Remote events carry the member list of their thread: keep one copy per
   // thread, so the Hubs' per-list caches work as they do for local events.

@@ -96,12 +96,15 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
     redis.call('DEL', 'parley:node-users:' .. n, 'parley:node-live:' .. n)
     redis.call('SREM', 'parley:nodes', n)
     redis.call('SREM', 'parley:reports-live', n)
+    if redis.call('SREM', 'parley:left', n) == 1 then redis.call('PUBLISH', 'parley:presence', 'C' .. n) end
     redis.call('PUBLISH', 'parley:presence', 'X' .. n)
   end
 end
--- What a reaper of an older version left behind (it knows no reports-live).
-for _, n in ipairs(redis.call('SMEMBERS', 'parley:reports-live')) do
-  if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('SREM', 'parley:reports-live', n) end
+-- What a reaper of an older version left behind (it knows no reports-live, no left).
+for _, set in ipairs({'parley:reports-live', 'parley:left'}) do
+  for _, n in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('SREM', set, n) end
+  end
 end
 return gone)";
 
@@ -160,7 +163,14 @@ void RedisPresenceDirectory::start() {
   });
 }
 
-void RedisPresenceDirectory::close() {
+// A node that stops on purpose, everything it published out, says so
+// (parley:left): its removal then makes no other node resync ('C' before 'X').
+constexpr const char* kLeaveScript = R"(
+if ARGV[2] == '1' then redis.call('SADD', 'parley:left', ARGV[1]) end
+redis.call('DEL', 'parley:node:' .. ARGV[1])
+return 1)";
+
+void RedisPresenceDirectory::close(bool published_all) {
   if (closed_.exchange(true)) return;
   // A node that stops on purpose deletes its heartbeat key first: the next
   // node's reap (within a second) then takes its users offline, instead of
@@ -176,8 +186,9 @@ void RedisPresenceDirectory::close() {
     said->done = true;
     said->cv.notify_all();
   };
-  reactor_.post([this, mark] {
-    if (!commands_.up() || !commands_.command({"DEL", "parley:node:" + node_id_}, [mark](const redisReply*) { mark(); }))
+  reactor_.post([this, mark, published_all] {
+    if (!commands_.up() || !commands_.command({"EVAL", kLeaveScript, "0", node_id_, published_all ? "1" : "0"},
+                                              [mark](const redisReply*) { mark(); }))
       mark();
   });
   {
@@ -395,7 +406,10 @@ void RedisPresenceDirectory::on_message(const redisReply* r) {
     std::lock_guard lock(mu_);
     apply(m);
   }
-  if (m[0] == 'X' && m.substr(1) != node_id_ && node_gone_hook_) node_gone_hook_(std::string(m.substr(1)));
+  // A node removed: one that left on purpose ('C' first) took nothing with it.
+  std::string node(m.substr(1));
+  if (m[0] == 'C') left_cleanly_.insert(node);
+  if (m[0] == 'X' && !left_cleanly_.erase(node) && node != node_id_ && node_gone_hook_) node_gone_hook_(node);
 }
 
 // Under mu_: one announcement (the format is at the top of this file).

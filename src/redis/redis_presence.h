@@ -73,7 +73,9 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   // Connects and starts the heartbeat. Any thread but the loop's.
   void start();
   // Stops the heartbeat and disconnects (the node's key then expires).
-  void close();
+  // published_all: the node's bus has nothing left to publish, so its
+  // removal makes no other node resync (set_node_gone_hook).
+  void close(bool published_all = false);
   bool healthy() const { return healthy_.load(std::memory_order_relaxed); }
   const std::string& node_id() const { return node_id_; }
   const RedisEndpoint& endpoint() const { return endpoint_; }
@@ -106,6 +108,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   std::function<void(const std::string&, bool)> back_hook_;
   std::function<void()> registered_again_hook_;
   std::function<void(const std::string&)> node_gone_hook_;
+  std::unordered_set<std::string> left_cleanly_;  // 'C' came, its 'X' not yet (loop thread)
   std::atomic<bool> healthy_{false};
   std::atomic<bool> closed_{false};
 

@@ -129,6 +129,39 @@ TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
   EXPECT_FALSE(survivor.known_connected_elsewhere("on-both")) << "nothing is open on a dead node";
 }
 
+// A node removed after it stopped with its events published ('C' before its
+// 'X') is no reason for the others to resync; one that went without saying
+// so (killed, or its bus cut off) is.
+TEST(RedisPresence, TheNodeGoneHookTellsADeathFromALeaving) {
+  RedisServer redis;
+  ReactorThread loop;
+  RedisPresenceDirectory survivor(loop.reactor(), endpoint(redis), "node-s");
+  std::mutex mu;
+  std::vector<std::string> gone;
+  survivor.set_node_gone_hook([&](const std::string& node) {
+    std::lock_guard lock(mu);
+    gone.push_back(node);
+  });
+  survivor.start();
+  {
+    RedisPresenceDirectory left(loop.reactor(), endpoint(redis), "node-left");
+    RedisPresenceDirectory died(loop.reactor(), endpoint(redis), "node-died");
+    left.start();
+    died.start();
+    ASSERT_TRUE(eventually([&] { return left.healthy() && died.healthy() && survivor.healthy(); }));
+    left.close(/*published_all=*/true);
+    died.close(/*published_all=*/false);
+  }
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return !gone.empty();
+  }));
+  std::this_thread::sleep_for(1500ms);  // the other removal comes within a second
+  std::lock_guard lock(mu);
+  EXPECT_EQ(gone, std::vector<std::string>{"node-died"});
+  EXPECT_EQ(redis.cli("SCARD parley:left"), "0\n") << "the reaper forgets who left";
+}
+
 TEST_F(PresenceOnTwoNodes, RedisRestartedEmptyGetsThisNodesUsersBack) {
   start();
   EXPECT_TRUE(ask_online(a, "u"));

@@ -269,6 +269,15 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
       assert.equal(after.length, 2, `the stopped node's heartbeat key is gone at once: ${before} -> ${after}`);
       const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node stopped');
       assert.equal(off.online, false);
+      // It left with its events published: its removal makes no node resync
+      // its sessions (a killed node's does: multinode_resync.test.mjs).
+      const id = /event=bus_subscribed .*node_id=([0-9a-f]+)/.exec(victim.log.join('\n'))?.[1];
+      assert.ok(id, 'the stopped node logged its id');
+      await sleep(1500);  // a resync would come within a second of the removal
+      for (const n of [nodes[0], nodes[1]]) {
+        assert.deepEqual(n.log.filter((l) => l.includes('event=bus_resync_node_gone') && l.includes(`gone=${id}`)), [],
+          'no resync for a node that stopped on purpose');
+      }
     } finally {
       if (running(victim)) await victim.kill9();
       victim.child = null;
