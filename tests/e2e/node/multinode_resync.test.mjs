@@ -133,6 +133,30 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(contents(parentWs, group.id), ['the trip is on Friday', 'bring a lunhc'], 'no message twice');
   });
 
+  // Node A, cut off from Redis, stores 40 messages; node B then stores one,
+  // which reaches the reader (on node B) first. The reader must get all 41 in
+  // seq order, then, once A is back and its late events came, nothing twice.
+  async function farThenNear(group, farWs, nearWs, readerWs) {
+    const want = [];
+    await proxy.cut();
+    try {
+      await waitBus(nodeA, false);
+      for (let i = 0; i < 40; i++) {
+        want.push(`far ${i}`);
+        await farWs.sendMessage({ thread_id: group.id, content: `far ${i}` });
+      }
+      want.push('near');
+      await nearWs.sendMessage({ thread_id: group.id, content: 'near' });
+      await waitContents(readerWs, group.id, want, 'what A stored, before the message that came first');
+    } finally {
+      await uncut();
+    }
+    await waitBus(nodeA, true);
+    await sleep(1000);  // node A's late events come meanwhile
+    await nearWs.sendMessage({ thread_id: group.id, content: 'after' });
+    await waitContents(readerWs, group.id, [...want, 'after'], 'each message once, in seq order, no history');
+  }
+
   // A reader on node B, up to date (its subscribe_thread replays nothing),
   // while node A, cut off from Redis, stores 40 messages of the thread and
   // node B then stores one: that one arrives first. The reader has 1, so
@@ -150,24 +174,7 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     const sub = await readerWs.request({ type: 'subscribe_thread', thread_id: group.id, since_seq: 1 });
     assert.deepEqual([sub.type, sub.last_seq], ['thread_subscribed', 1]);
 
-    const want = [];
-    await proxy.cut();
-    try {
-      await waitBus(nodeA, false);
-      for (let i = 0; i < 40; i++) {
-        want.push(`far ${i}`);
-        await farWs.sendMessage({ thread_id: group.id, content: `far ${i}` });
-      }
-      want.push('near');
-      assert.equal((await nearWs.sendMessage({ thread_id: group.id, content: 'near' })).seq, 42);
-      await waitContents(readerWs, group.id, want, 'the gap filled from the store before the message that showed it');
-    } finally {
-      await uncut();
-    }
-    await waitBus(nodeA, true);
-    await sleep(1000);  // node A's late events come meanwhile
-    await nearWs.sendMessage({ thread_id: group.id, content: 'after' });
-    await waitContents(readerWs, group.id, [...want, 'after'], 'each message once, in seq order');
+    await farThenNear(group, farWs, nearWs, readerWs);
   });
 
   // The same without a subscribe: the reader connected after the thread's
@@ -183,24 +190,7 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await sleep(1200);  // older than the connection by more than the margin for nodes' clocks
     const readerWs = await nodeB.connect(reader);
 
-    const want = [];
-    await proxy.cut();
-    try {
-      await waitBus(nodeA, false);
-      for (let i = 0; i < 40; i++) {
-        want.push(`far ${i}`);
-        await farWs.sendMessage({ thread_id: group.id, content: `far ${i}` });
-      }
-      want.push('near');
-      await nearWs.sendMessage({ thread_id: group.id, content: 'near' });
-      await waitContents(readerWs, group.id, want, 'everything since the connection, before the message that came first');
-    } finally {
-      await uncut();
-    }
-    await waitBus(nodeA, true);
-    await sleep(1000);  // node A's late events come meanwhile
-    await nearWs.sendMessage({ thread_id: group.id, content: 'after' });
-    await waitContents(readerWs, group.id, [...want, 'after'], 'each message once, in seq order, no history');
+    await farThenNear(group, farWs, nearWs, readerWs);
   });
 
   // A parent on node B reads the teacher's messages while node A is cut off
