@@ -13,7 +13,9 @@
 // bounded queue and go out when it is back; if any were dropped (queue full,
 // or the connection broke with commands in flight) a resync event follows,
 // and a node whose subscription broke resyncs its own sessions when it is
-// back. Sessions then fill their gaps from the store (DeliveryCursor).
+// back. A node that died cannot say so: the others resync their own sessions
+// when it is removed (resync_here). Sessions then fill their gaps from the
+// store (DeliveryCursor).
 #pragma once
 
 #include <atomic>
