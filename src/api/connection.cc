@@ -1052,7 +1052,7 @@ void Connection::resync_unseen_threads(int attempt) {
 // is announced again (one the client had changes nothing). The most recently
 // active threads first, at most kResyncReceipts frames (about 400 KB queued)
 // and no more than a quarter of the outbound bound. A mark read before a
-// live receipt raised it is not sent (receipts_seen_, kept while the read runs).
+// live receipt raised it is not sent (ChangesSent::receipts, kept while the read runs).
 constexpr size_t kResyncReceipts = 2000;
 
 // A live receipt while a resync reads the marks: the mark it names, which a

@@ -407,9 +407,10 @@ void RedisPresenceDirectory::on_message(const redisReply* r) {
     apply(m);
   }
   // A node removed: one that left on purpose ('C' first) took nothing with it.
+  if (m[0] == 'C') left_cleanly_.emplace(m.substr(1));
+  if (m[0] != 'X') return;
   std::string node(m.substr(1));
-  if (m[0] == 'C') left_cleanly_.insert(node);
-  if (m[0] == 'X' && !left_cleanly_.erase(node) && node != node_id_ && node_gone_hook_) node_gone_hook_(node);
+  if (!left_cleanly_.erase(node) && node != node_id_ && node_gone_hook_) node_gone_hook_(node);
 }
 
 // Under mu_: one announcement (the format is at the top of this file).
