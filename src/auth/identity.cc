@@ -305,8 +305,11 @@ Result<User> Identity::provision(const JwtClaims& claims) {
       spdlog::info("event=user_provisioned user_id={}", u.id);
       return *created;
     }
-    if (created.error().code != "username_taken") return created.error();
-    auto existing = store_.user_by_id(u.id);  // a concurrent first login
+    // A concurrent first login with this token's subject may have won: with
+    // the name taken, each picks its own suffix and the two collide on the
+    // user id instead (a plain conflict), so both kinds look for it.
+    if (created.error().kind != ErrorKind::kConflict) return created.error();
+    auto existing = store_.user_by_id(u.id);
     if (!existing) return existing.error();
     if (*existing) return **existing;
   }

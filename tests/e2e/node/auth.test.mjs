@@ -184,6 +184,25 @@ describe('WebSocket authentication', () => {
     assert.equal(me.body.data.role, 'parent');
   });
 
+  it("an app's first requests at once, with the e-mail's name taken, all succeed as one user", async () => {
+    // Each request provisions with its own random suffix to the taken name;
+    // the losers of that race must find the winner's user, not answer 409.
+    const taken = await server.register();
+    for (let round = 0; round < 5; round++) {
+      const sub = newUuid();
+      const token = mintToken(server.secret, {
+        sub, email: `${taken.username}@example.invalid`, role: 'authenticated',
+        user_metadata: { full_name: 'Same Name', role: 'parent' },
+      });
+      const answers = await Promise.all(Array.from({ length: 8 }, () => server.http('GET', '/api/users/me', { token })));
+      for (const a of answers) {
+        assert.equal(a.status, 200, `round ${round}: ${a.text}`);
+        assert.equal(a.body.data.id, sub);
+      }
+      assert.equal(new Set(answers.map((a) => a.body.data.username)).size, 1, 'one user, one name');
+    }
+  });
+
   it('a request for no endpoint answers 404 and provisions nobody, with or without a token', async () => {
     const sub = newUuid();
     const token = mintToken(server.secret, {
