@@ -297,9 +297,10 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
       end_removal(thread_id, user_id);
       // Both stored just before the removal: the one leaving is told too.
       if (r && (r->notice || r->promotion)) {
-        auto audience = with_member(members_at_commit(thread_id, checked), user_id);
         for (const auto* message : {&r->notice, &r->promotion})
-          if (*message) deliver(**message, message_json_text(**message), audience, "");
+          if (*message)
+            deliver(**message, message_json_text(**message), with_member(members_at_commit(**message, checked), user_id),
+                    "");
       }
       done(std::move(r));
     });
@@ -405,9 +406,9 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.duplicate = r->duplicate;
     out.message_json = message_json_text(out.message);
     if (!out.duplicate)
-      deliver(out.message, out.message_json, members_at_commit(out.message.thread_id, members), origin);
+      deliver(out.message, out.message_json, members_at_commit(out.message, members), origin);
     else if (out.message.created_at >= now_micros() - int64_t{config_.limits.redeliver_retry_seconds} * 1000000)
-      redeliver(out.message, out.message_json, members_at_commit(out.message.thread_id, members), origin);
+      redeliver(out.message, out.message_json, members_at_commit(out.message, members), origin);
     done(std::move(out));
   });
 }
@@ -421,23 +422,14 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
 // nothing of the thread takes it for history it has (Connection::deliver),
 // and every other connection's DeliveryCursor sends it, drops it, or fills
 // up to it, as for any live message. Only while recent, for the
-// participants as they are now who were members when it was stored: one
-// removed and added back since must not get it through a cursor entry from
-// before (history gives a member nothing from before they joined either).
+// participants as they are now who were members when it was stored
+// (members_at_commit): one removed and added back since must not get it
+// through a cursor entry from before.
 // Not counted as a message again, and no second push (the original's, if
 // the dead node had not stored it, is still owed: WebhookNotifier's sweep).
 void ChatService::redeliver(const Message& message, const std::string& message_json,
                             const std::shared_ptr<const ThreadMembers>& audience, const std::string& origin) {
-  // PostgreSQL's joined_at is the joining node's clock and created_at the
-  // committing one's: the same second of slack as its offline sync.
-  const Micros slack = config_.database_url.empty() ? 0 : 1'000'000;
-  std::vector<std::string> then;
-  then.reserve(audience->user_ids.size());
-  for (size_t i = 0; i < audience->user_ids.size(); ++i) {
-    const bool joined_after = i < audience->joined_at.size() && audience->joined_at[i] - slack > message.created_at;
-    if (!joined_after) then.push_back(audience->user_ids[i]);
-  }
-  publish(message.thread_id, Audience::users(std::move(then)), "new_message", message_json, origin, message.seq,
+  publish(message.thread_id, Audience::members(audience), "new_message", message_json, origin, message.seq,
           message.id, /*redelivery_of=*/message.created_at);
 }
 
@@ -450,24 +442,53 @@ void ChatService::deliver(const Message& message, const std::string& message_jso
 }
 
 // Who a committed message goes to: the members as they are now, not as they
-// were when the send was checked. A removal (or an addition) may have
-// committed in between: the removed must not get the message, the added
-// must. The cache answers at once unless a change was just made (it then
-// reads the store, which has every change committed before this message);
-// `checked` serves when the store cannot answer.
-std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const std::string& thread_id,
+// were when the send was checked, less anyone who joined after the message
+// was stored. A removal or an addition may have committed in between, or
+// after the message and before this callback: the removed must not get it,
+// one added before it must, and one added after it must not (what was said
+// before someone joined is never sent or pushed to them: protocol.md).
+// The cache answers at once unless a change was just made (it then reads the
+// store); `checked` serves when the store cannot answer.
+std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const Message& message,
                                                                     std::shared_ptr<const ThreadMembers> checked) {
-  auto now = members_.get(thread_id);
-  if (!now || !*now) return checked;
+  auto now = members_.get(message.thread_id);
+  auto members = joined_by(now && *now ? std::move(*now) : std::move(checked), message.created_at);
   // The store may already hold a removal whose callback has not run: this
   // message committed before it (callbacks run in commit order), so the
   // member being removed still gets it, as they get the removal's notice.
-  if (removals_in_flight_.load(std::memory_order_acquire) == 0) return std::move(*now);
+  if (removals_in_flight_.load(std::memory_order_acquire) == 0) return members;
   std::lock_guard lock(removals_mu_);
-  auto members = std::move(*now);
-  auto [from, to] = removals_.equal_range(thread_id);
+  auto [from, to] = removals_.equal_range(message.thread_id);
   for (auto it = from; it != to; ++it) members = with_member(std::move(members), it->second);
   return members;
+}
+
+// `members` less those who joined after `created_at`: the line offline sync
+// draws too. On SQLite both times come from the store's one writer (a join
+// takes its time on the message clock); on PostgreSQL joined_at is the
+// joining node's clock and created_at the committing one's, so there a
+// message stored up to a second before someone joined may still reach them
+// (the slack of its offline sync): one they could read in history anyway,
+// rather than a live message lost to a clock behind.
+std::shared_ptr<const ThreadMembers> ChatService::joined_by(std::shared_ptr<const ThreadMembers> members,
+                                                            Micros created_at) const {
+  if (!members) return members;
+  const Micros slack = config_.database_url.empty() ? 0 : 1'000'000;
+  const auto& joined = members->joined_at;
+  const size_t dated = std::min(joined.size(), members->user_ids.size());
+  auto late = [&](size_t i) { return i < dated && joined[i] - slack > created_at; };
+  size_t i = 0;
+  while (i < dated && !late(i)) ++i;
+  if (i == dated) return members;  // the common case: everyone was in before it
+  auto out = std::make_shared<ThreadMembers>();
+  out->type = members->type;
+  out->admin_ids = members->admin_ids;
+  for (size_t k = 0; k < members->user_ids.size(); ++k) {
+    if (late(k)) continue;
+    out->user_ids.push_back(members->user_ids[k]);
+    if (k < dated) out->joined_at.push_back(joined[k]);
+  }
+  return out;
 }
 
 void ChatService::begin_removal(const std::string& thread_id, const std::string& user_id) {

@@ -483,7 +483,10 @@ Result<std::vector<std::string>> SqliteStore::write_participants(const std::stri
   auto key = thread_key(thread_id);
   if (!key) return key.error();
   std::vector<std::string> added;
-  const Micros now = now_micros();
+  // On the message clock (created_at): every message stored before this
+  // join is older than it, every one after is newer, so history and live
+  // delivery (ChatService::members_at_commit) draw the same line.
+  const Micros now = last_created_at_ = std::max(now_micros(), last_created_at_ + 1);
   for (const auto& uid : user_ids) {
     if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
     auto st = c.prepare(

@@ -140,4 +140,41 @@ describe('a member removed and added again while connected', () => {
     assert.ok(history.some((m) => m.content === 'away 2'), 'it is in the history bob may read');
     bobWs.close(); aliceWs.close();
   });
+
+  it('one added while the group is busy is sent nothing stored before the addition', async () => {
+    // A message committed just before the addition has its fan-out run
+    // after the member list already holds the new member: it must still go
+    // only to those who were in when it was stored (their joined_at).
+    const senders = await Promise.all([1, 2, 3, 4].map(() => server.connect(alice)));
+    for (let round = 0; round < 10; round++) {
+      const carol = await server.register();
+      const carolWs = await server.connect(carol);
+      const group = await server.createGroup(alice, [bob]);
+      let stop = false;
+      const pump = async (ws, tag) => {
+        for (let i = 0; i < 300 && !stop; i++) await ws.sendMessage({ thread_id: group.id, content: `${tag} ${i}` }, 10000);
+      };
+      const pumps = senders.map((ws, k) => pump(ws, `s${k}`));
+      await new Promise((r) => setTimeout(r, 60));
+      const added = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [carol.id] } });
+      assert.ok(added.status === 200 || added.status === 201, added.text);
+      // Her read mark is the thread's last seq when the addition committed
+      // (the notice saying so is stored after it, so messages may come between).
+      const thread = await server.http('GET', `/api/chat/threads/${group.id}`, { token: carol.token });
+      assert.equal(thread.status, 200, thread.text);
+      const before = thread.body.data.participants.find((p) => p.user_id === carol.id).last_read_seq;
+      assert.ok(before > 0, `the group was busy when carol was added (read mark ${before})`);
+      await new Promise((r) => setTimeout(r, 60));
+      stop = true;
+      await Promise.all(pumps);
+      // Whatever carol was sent live comes before this, her own send's answer.
+      await carolWs.sendMessage({ thread_id: group.id, content: 'carol here' }, 10000);
+      const early = carolWs.all((f) => f.type === 'new_message' && f.data.thread_id === group.id && f.data.seq <= before);
+      assert.deepEqual(early.map((f) => f.data.seq), [], `round ${round}: nothing up to seq ${before} (the addition) is sent to carol`);
+      const notice = carolWs.all((f) => f.type === 'new_message' && f.data.message_type === 'system' && f.data.content.includes(carol.username));
+      assert.equal(notice.length, 1, 'the addition notice reaches her');
+      carolWs.close();
+    }
+    for (const ws of senders) ws.close();
+  });
 });
