@@ -263,17 +263,20 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--socketio-path", c.socketio.path, "Where Socket.IO (Engine.IO v4) clients connect")
       ->envname("PARLEY_SOCKETIO_PATH")
       ->capture_default_str();
-  // Both go to clients in the open packet as they are: 0 or less would have
-  // them ping in a loop or time out at once, and past an hour their sum (the
-  // client's heartbeat timer; the server's longest poll) stops making sense.
-  cmd.add_option("--socketio-ping-interval", c.socketio.ping_interval_ms, "Engine.IO ping interval, milliseconds (1-3600000)")
+  // Both go to clients in the open packet as they are. The server's pings
+  // and pong deadlines run on its once-a-second sweep, so below a second it
+  // would ping later than it told the client and every client would time out
+  // in a loop; past an hour their sum (the client's heartbeat timer; the
+  // server's longest poll) stops making sense.
+  cmd.add_option("--socketio-ping-interval", c.socketio.ping_interval_ms,
+                 "Engine.IO ping interval, milliseconds (1000-3600000)")
       ->envname("PARLEY_SOCKETIO_PING_INTERVAL")
-      ->check(CLI::Range(1, 3600000))
+      ->check(CLI::Range(1000, 3600000))
       ->capture_default_str();
   cmd.add_option("--socketio-ping-timeout", c.socketio.ping_timeout_ms,
-                 "Engine.IO: milliseconds to answer a ping before the session closes (1-3600000)")
+                 "Engine.IO: milliseconds to answer a ping before the session closes (1000-3600000)")
       ->envname("PARLEY_SOCKETIO_PING_TIMEOUT")
-      ->check(CLI::Range(1, 3600000))
+      ->check(CLI::Range(1000, 3600000))
       ->capture_default_str();
   cmd.add_option("--socketio-max-pending-per-address", c.socketio.max_pending_per_address,
                  "Engine.IO polling sessions not yet connected, per client address (IPv6: its /64); more get 429")

@@ -153,6 +153,9 @@ describe('server configuration', () => {
       [['--socketio-ping-interval=-5'], {}, '--socketio-ping-interval', '-5'],
       [['--socketio-ping-interval', '3600001'], {}, '--socketio-ping-interval', '3600001'],
       [['--socketio-ping-timeout', '0'], {}, '--socketio-ping-timeout', '0'],
+      // Below the server's one-second sweep, pings would come late: every client would time out.
+      [['--socketio-ping-interval', '500'], {}, '--socketio-ping-interval', '500'],
+      [['--socketio-ping-timeout', '999'], {}, '--socketio-ping-timeout', '999'],
       [[], { PARLEY_SOCKETIO_PING_TIMEOUT: '0' }, '--socketio-ping-timeout', '0'],
       [[], { PARLEY_SOCKETIO_PING_INTERVAL: '-1' }, '--socketio-ping-interval', '-1'],
     ];
@@ -160,7 +163,7 @@ describe('server configuration', () => {
       const r = await parley(['serve', '--port', '0', '--data-dir', dataDir, ...args], { env });
       const what = `${args.join(' ')} ${JSON.stringify(env)}`;
       assert.equal(r.code, 2, `${what}: ${r.stderr}`);
-      assert.match(r.stderr, new RegExp(`^parley: bad_arguments: ${flag}: Value ${value} not in range 1 to 3600000 \\(parley serve --help\\)\n$`), what);
+      assert.match(r.stderr, new RegExp(`^parley: bad_arguments: ${flag}: Value ${value} not in range 1000 to 3600000 \\(parley serve --help\\)\n$`), what);
     }
     assert.ok(!fs.existsSync(dataDir), 'refused before anything was made');
   });
