@@ -234,7 +234,8 @@ class EioSession final : public Transport,
       probe->send_text(std::make_shared<const Frame>("3probe"));
       mode_ = Mode::kUpgrading;
       if (poll_) answer_poll();
-    } else if (text == "5" && mode_ == Mode::kUpgrading) {
+    } else if (text == "5" && (mode_ == Mode::kUpgrading || mode_ == Mode::kPolling)) {
+      // Without a probe first too, as the reference server takes it.
       // Upgraded: what is queued and every packet from now on go over the WebSocket.
       mode_ = Mode::kWebSocket;
       ws_ = std::move(probe_);

@@ -424,6 +424,26 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     assert.ok(received.includes('41'), `DISCONNECT: ${received.join(' | ')}`);
   });
 
+  it('an upgrade whose client sends 5 without a probe first is taken, as the reference server takes it', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const open = await handshake(server);
+    await post(server, open.sid, `40${JSON.stringify({ token: alice.token })}`);
+    const ok = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
+    assert.ok(ok.packet, `not connected: ${ok.seen.join(' | ')}`);
+    const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
+    const received = [];
+    ws.on('message', (data) => received.push(String(data)));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    ws.send('5');
+    await sleep(200);
+    const thread = await server.createDirect(bob, alice);
+    const sent = await server.sendRest(bob.token, thread.id, { content: 'over the upgraded socket' });
+    assert.equal(sent.status, 201, sent.text);
+    for (let i = 0; i < 100 && !received.some((p) => p.includes('over the upgraded socket')); i++) await sleep(30);
+    assert.ok(received.some((p) => /^42\d*\["new_message"/.test(p) && p.includes('over the upgraded socket')), received.join(' | '));
+    ws.close();
+  });
+
   it('polling-only clients exchange messages', async () => {
     const [alice, bob] = await server.registerMany(2);
     const a = await connected(server, alice, { transports: ['polling'] });
