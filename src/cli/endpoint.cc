@@ -61,6 +61,8 @@ Endpoint parse_server_url(std::string_view url) {
   if (ep.host.empty()) throw bad_url(url, "no host");
   ep.port = port_part.empty() ? "80" : std::string(port_part);
   if (!all_digits(ep.port)) throw bad_url(url, "the port must be a number");
+  // Asio would take 70111 modulo 65536: another port, and the token sent there.
+  if (const int port = std::stoi(ep.port); port < 1 || port > 65535) throw bad_url(url, "the port must be 1 to 65535");
   bool v6 = ep.host.find(':') != std::string::npos;
   ep.host_header = (v6 ? "[" + ep.host + "]" : ep.host) + ":" + ep.port;
   return ep;

@@ -54,8 +54,10 @@ constexpr std::chrono::seconds kRenewRetry{30};    // after a renewal that faile
 // forbidden origin) would only repeat, so it ends listen with exit 1.
 bool transient(const CliError& e) {
   if (e.exit_code() == kExitUnreachable) return true;
-  static const std::set<std::string> kRetry = {"rate_limited", "internal_error", "bad_response",        "http_502",
-                                               "http_503",     "http_504",       "too_many_connections"};
+  // shutting_down and store_closed: a server restarting (its drain answers 503 "connect again").
+  static const std::set<std::string> kRetry = {"rate_limited", "internal_error", "bad_response",
+                                               "http_502",     "http_503",       "http_504",
+                                               "shutting_down", "store_closed",  "too_many_connections"};
   return kRetry.contains(e.code());
 }
 

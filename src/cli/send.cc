@@ -18,7 +18,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int kAttempts = 3;
+// A server restarting answers shutting_down for a few seconds: the waits
+// between attempts add up to 5 s.
+constexpr int kAttempts = 5;
 constexpr std::chrono::seconds kConnectTimeout{10};
 constexpr std::chrono::seconds kReplyTimeout{15};
 
@@ -74,6 +76,14 @@ awaitable<void> sleep_for(asio::any_io_executor executor, std::chrono::milliseco
   co_await timer.async_wait(asio::use_awaitable);
 }
 
+// Worth sending again with the same client_msg_id: no answer came (the
+// connection failed or was closed before it), or the server is restarting.
+bool retryable(const CliError& e) {
+  const std::string& code = e.code();
+  return code == "connection_failed" || code == "connection_closed" || code == "shutting_down" ||
+         code == "store_closed";
+}
+
 }  // namespace
 
 awaitable<int> send(Context& ctx, SendOptions options) {
@@ -83,18 +93,30 @@ awaitable<int> send(Context& ctx, SendOptions options) {
     options.thread_id = co_await resolve_thread(http, options.thread_id);
   }
   const json::object frame = send_frame(options, message_text(options));
+  const std::string client_msg_id = get_string(frame, "client_msg_id");
   for (int attempt = 1;; ++attempt) {
     std::string failure;
     try {
       json::object message = co_await send_once(ctx, frame);
+      // The server answers a client_msg_id it has already stored with that
+      // message: a retry's answer, or another message's if the id was reused.
+      if (get_string(message, "content") != get_string(frame, "content"))
+        throw server_error("client_msg_id_reused", "client_msg_id " + client_msg_id +
+                                                       " already names a stored message with other text (seq " +
+                                                       std::to_string(get_int(message, "seq").value_or(0)) +
+                                                       "); nothing new was stored");
       ctx.pretty ? print_line(pretty_message(message)) : print_json_line(message);
       co_return 0;
     } catch (const CliError& e) {
-      // Only a connection that never got an answer is worth another try.
-      if (e.code() != "connection_failed" || attempt == kAttempts) throw;
+      if (!retryable(e)) throw;
+      if (attempt == kAttempts) {
+        note("the message may have been stored: send it again with --client-msg-id " + client_msg_id +
+             " (it is then stored once)");
+        throw;
+      }
       failure = e.what();
     }
-    note(failure + "; trying again with the same client_msg_id");
+    note(failure + "; trying again with the same client_msg_id " + client_msg_id);
     co_await sleep_for(ctx.executor, attempt * 500ms);
   }
 }

@@ -103,6 +103,16 @@ class CuttableProxy {
 
   accept(client) {
     if (this.refusing) { client.destroy(); return; }
+    if (this.draining) {
+      // What a server in its shutdown drain answers every new request or upgrade.
+      const body = JSON.stringify({ status: 'error', code: 'shutting_down', message: 'the server is shutting down; connect again' });
+      client.on('error', () => {});
+      this.sockets.add(client);
+      client.on('close', () => this.sockets.delete(client));
+      client.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n` +
+        `Connection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      return;
+    }
     const upstream = net.connect(this.targetPort, HOST);
     for (const s of [client, upstream]) {
       this.sockets.add(s);
@@ -119,7 +129,13 @@ class CuttableProxy {
     for (const s of this.sockets) s.destroy();
   }
 
-  resume() { this.refusing = false; }
+  resume() { this.refusing = false; this.draining = false; }
+
+  // Drops every open connection and answers new ones as a draining server does, until resume().
+  drain() {
+    this.draining = true;
+    for (const s of this.sockets) s.destroy();
+  }
 
   close() {
     this.cut();
@@ -305,6 +321,45 @@ describe('parley-cli', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  it('listen and send ride out a server restarting (503 shutting_down), and send says when an id names other text', async () => {
+    const proxy = await new CuttableProxy(server.port).listen();
+    try {
+      const listen = new CliProcess(['--config', bobCfg, '--server', proxy.url, 'listen', '--exit-after', '2', '--timeout', '25'], { home });
+      await listen.ready();
+      await aliceSends('before the restart');
+      await listen.waitFor((p) => p.stdoutText.includes('before the restart'), 'the first message');
+      proxy.drain();
+      const send = new CliProcess(['--config', aliceCfg, '--server', proxy.url, 'send', '--to', bob.username, 'during the restart'], { home });
+      await listen.waitFor((p) => /shutting down/.test(p.stderrText), 'a reconnect refused by the drain');
+      await sleep(800);
+      proxy.resume();
+      const sent = await send.result();
+      assert.equal(sent.code, 0, sent.proc.describe());
+      assert.match(sent.stderr, /trying again with the same client_msg_id cli-/, sent.proc.describe());
+      const r = await listen.result();
+      assert.equal(r.code, 0, r.proc.describe());
+      assert.deepEqual(newMessages(listen.frames).map((m) => m.content), ['before the restart', 'during the restart'], r.proc.describe());
+    } finally {
+      await proxy.close();
+    }
+    const id = `cli-reuse-${Date.now()}`;
+    const first = await asAlice(['send', '--to', bob.username, '--client-msg-id', id, 'first text']);
+    assert.equal(first.code, 0, first.proc.describe());
+    const again = await asAlice(['send', '--to', bob.username, '--client-msg-id', id, 'first text']);
+    assert.equal(again.code, 0, `a retry of the same text answers the stored message\n${again.proc.describe()}`);
+    assert.equal(JSON.parse(again.lines[0]).id, JSON.parse(first.lines[0]).id);
+    const other = await asAlice(['send', '--to', bob.username, '--client-msg-id', id, 'other text']);
+    assert.equal(other.code, 1, other.proc.describe());
+    assert.match(other.stderr, /^parley-cli: client_msg_id_reused: .*nothing new was stored/m);
+    assert.equal(other.stdout, '', 'the stored message is not printed as if sent');
+  });
+
+  it('a --server port past 65535 is refused, not wrapped onto another port', async () => {
+    const r = await asBob(['--server', `http://${HOST}:${65536 + server.port}`, 'whoami']);
+    assert.equal(r.code, 64, r.proc.describe());
+    assert.match(r.stderr, /^parley-cli: invalid_server: .*1 to 65535/m);
   });
 
   it('listen exits 0 on SIGINT, SIGTERM and SIGHUP', async () => {
