@@ -480,6 +480,10 @@ struct Connection::Replay {
 // (an event for a seq the store never had must not stall the thread).
 constexpr auto kGapFillRetry = std::chrono::seconds(1);
 constexpr int kGapFillAttempts = 5;
+// How long a thread whose fill the store refused (the user left it) passes
+// its live messages through (DeliveryCursor::abandon): events of one moment
+// from several nodes arrive within milliseconds of each other.
+constexpr auto kLeftPassThrough = std::chrono::seconds(5);
 
 // A refused read, not a failed one: the user was removed from the thread, or
 // it is gone.
@@ -601,7 +605,15 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           // Retrying cannot help: nothing of this thread is for this user any more.
           spdlog::info("event=gap_fill_stopped session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
                        page.error().code);
-          for (auto& answer : self->cursor_.abandon(r->thread_id)) self->send(std::move(answer));
+          for (auto& frame : self->cursor_.abandon(r->thread_id)) self->send(std::move(frame));
+          // The last events addressed to the user as a member may still be on
+          // their way from other nodes; past this, a stray one starts anew.
+          if (auto t = self->transport_.lock()) {
+            std::weak_ptr<Connection> weak = self;
+            t->schedule(kLeftPassThrough, [weak, thread_id = r->thread_id] {
+              if (auto again = weak.lock()) again->cursor_.forget_left(thread_id);
+            });
+          }
           return;
         }
         if (r->gap_fill) {

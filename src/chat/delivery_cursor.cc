@@ -15,6 +15,10 @@ DeliveryCursor::State& DeliveryCursor::state(const std::string& thread_id) {
 
 DeliveryCursor::Decision DeliveryCursor::live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
   State& s = state(thread_id);
+  if (s.left) {
+    const bool sent = sent_before(s, seq);  // records it (the connection's own message too)
+    return {frame != nullptr && !sent, -1};
+  }
   if (s.replays > 0) {
     if (frame || !holds_own(s, seq)) s.held.emplace_back(seq, frame);  // its answer may have come first
     return {};
@@ -70,7 +74,9 @@ void DeliveryCursor::release_answer(State& s, int64_t seq, std::vector<FramePtr>
 }
 
 void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_seq*/) {
-  ++state(thread_id).replays;
+  State& s = state(thread_id);
+  ++s.replays;
+  s.left = false;  // the client subscribes again: a member again, or refused and forgotten
 }
 
 bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {
@@ -103,6 +109,12 @@ bool DeliveryCursor::sent_by_replay(State& s, int64_t seq) {
     ranges.insert(next, {seq, seq});
   }
   return false;
+}
+
+// True when seq went out before ([lo, hi] or the ranges); else records it.
+bool DeliveryCursor::sent_before(State& s, int64_t seq) {
+  if (s.hi != 0 && seq >= s.lo && seq <= s.hi) return true;
+  return sent_by_replay(s, seq);
 }
 
 bool DeliveryCursor::changed(const std::string& thread_id, FramePtr frame) {
@@ -183,11 +195,29 @@ std::vector<FramePtr> DeliveryCursor::abandon(const std::string& thread_id) {
   std::vector<FramePtr> out;
   if (s.replays > 0) --s.replays;
   if (s.replays > 0) return out;
+  s.left = true;
+  s.replay_sent.reset();  // from here on it records what the pass-through sends
+  std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [seq, frame] : s.held) {
+    if (!frame) {
+      release_answer(s, seq, out);
+      sent_before(s, seq);
+    } else if (!sent_before(s, seq)) {
+      out.push_back(std::move(frame));
+    }
+  }
+  s.held.clear();
   std::sort(s.answers.begin(), s.answers.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [seq, frames] : s.answers)
     for (auto& f : frames) out.push_back(std::move(f));
-  forget(thread_id);
+  s.answers.clear();
+  release_changes(s, out);
   return out;
+}
+
+void DeliveryCursor::forget_left(const std::string& thread_id) {
+  auto it = threads_.find(thread_id);
+  if (it != threads_.end() && it->second.left && it->second.replays == 0) forget(thread_id);
 }
 
 void DeliveryCursor::forget(const std::string& thread_id) {
@@ -203,7 +233,7 @@ void DeliveryCursor::release_changes(State& s, std::vector<FramePtr>& out) {
 std::vector<std::pair<std::string, int64_t>> DeliveryCursor::begin_resync() {
   std::vector<std::pair<std::string, int64_t>> out;
   for (auto& [thread_id, s] : threads_) {
-    if (s.hi == 0) continue;
+    if (s.hi == 0 || s.left) continue;  // a passed-through thread is not the user's to read
     if (s.replays > 0) {
       s.resync_pending = true;  // it may have read its last page before the loss
       continue;

@@ -90,11 +90,18 @@ class DeliveryCursor {
   // accepting the gap, then the held changes.
   std::vector<FramePtr> skip_gap(const std::string& thread_id);
   // Ends a fill the store refused because the user is no longer in the
-  // thread (or it is gone): once no replay of it runs, the thread's entry
-  // and what it held are dropped, since nothing of it may be sent any more.
-  // Returns the held answers to the connection's own messages, which were
-  // stored and must still be answered.
+  // thread (or it is gone). Once no replay of it runs, returns what the
+  // thread held, in seq order: live messages, which their publisher
+  // addressed to this user as a member (on several nodes the events of the
+  // last messages before a removal, and its notice, come out of order, and
+  // the store no longer lets the gap be read), the answers to the
+  // connection's own messages, and held changes. From then on the thread is
+  // passed through: each live message is sent as it comes, once, with no
+  // gap fill (the store would refuse it), until forget_left.
   std::vector<FramePtr> abandon(const std::string& thread_id);
+  // Drops a passed-through thread's entry (see abandon); a later message
+  // starts it anew, as a thread's first does.
+  void forget_left(const std::string& thread_id);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them. A
   // thread whose replay runs may have read its last page already: its last
@@ -116,15 +123,18 @@ class DeliveryCursor {
     int64_t lo = 0, hi = 0;  // sent range; hi == 0: nothing sent yet
     int replays = 0;         // replays and fills running (a client may overlap them)
     bool resync_pending = false;  // a resync came while they ran: fill from hi once they end
+    bool left = false;            // passed through, unfilled (abandon)
     std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
     std::vector<FramePtr> held_changes;              // in arrival order
     // Answers to own messages held in `held` (as their null frame), by seq.
     std::vector<std::pair<int64_t, std::vector<FramePtr>>> answers;
     // Seqs the running replays sent outside [lo, hi], as sorted disjoint
     // ranges; merged into [lo, hi] as each replay ends, dropped with the last.
+    // While the thread is passed through (left), every seq sent.
     std::unique_ptr<std::vector<std::pair<int64_t, int64_t>>> replay_sent;
   };
   static bool sent_by_replay(State& s, int64_t seq);
+  static bool sent_before(State& s, int64_t seq);
   State& state(const std::string& thread_id);
   static void release_changes(State& s, std::vector<FramePtr>& out);
   static void release_answer(State& s, int64_t seq, std::vector<FramePtr>& out);

@@ -456,8 +456,33 @@ TEST(DeliveryCursor, AnAbandonedFillStillAnswers) {
   ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
   auto a = answer(4);
   EXPECT_TRUE(c.hold_answer(kT, 4, a));
-  EXPECT_EQ(texts(c.abandon(kT)), Seqs({"sent4"}));
+  EXPECT_EQ(texts(c.abandon(kT)), Seqs({"m3", "sent4"}));
+  c.forget_left(kT);
   EXPECT_EQ(c.threads(), 0u);
+}
+
+// A member removed on another node: the store refuses the gap's fill, but the
+// events addressed to them as a member (the removal notice among them) still
+// arrive, out of order. Each goes out once; none is dropped, none is filled.
+TEST(DeliveryCursor, AThreadWhoseFillIsRefusedPassesItsLateMessagesThroughOnce) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 4, frame(4)).fill_from, 1);
+  EXPECT_EQ(texts(c.abandon(kT)), Seqs({"m4"}));
+  auto late = c.live(kT, 3, frame(3));
+  EXPECT_TRUE(late.send);
+  EXPECT_EQ(late.fill_from, -1) << "the store would refuse it";
+  EXPECT_TRUE(c.live(kT, 2, frame(2)).send);
+  EXPECT_FALSE(c.live(kT, 3, frame(3)).send) << "once";
+  EXPECT_FALSE(c.live(kT, 1, frame(1)).send) << "sent before the refusal";
+  EXPECT_TRUE(c.begin_resync().empty()) << "no fill of a thread the user left";
+  c.forget_left(kT);
+  EXPECT_EQ(c.threads(), 0u);
+  // Added again and subscribing: a thread like any other.
+  c.begin_replay(kT, 0);
+  EXPECT_TRUE(c.replayed(kT, 1));
+  EXPECT_TRUE(c.end_replay(kT, 0, 1).frames.empty());
+  EXPECT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
 }
 
 TEST(DeliveryCursor, FillThatReadNothingAsksForAnotherFill) {
