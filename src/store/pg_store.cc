@@ -283,8 +283,13 @@ std::optional<Error> PgStore::run_batch_on_writer(std::vector<GroupCommitWriter:
                   error, *held_back);
   if (!lost && c.in_transaction()) c.run("ROLLBACK");
   senders_.clear();  // may hold users of the rolled-back batch
-  // Lost mid-COMMIT the outcome is unknown: the ops are reported failed and a
-  // client's retry with the same client_msg_id finds the original if it landed.
+  // Lost mid-COMMIT the outcome is unknown: the ops are reported failed, and
+  // say that they may have landed (a client's retry with the same
+  // client_msg_id finds the original if it did).
+  if (lost && attempt.commit_failed)
+    return Error{ErrorKind::kUnavailable, "storage_unavailable",
+                 "the database connection was lost during the commit: it may have been stored (retry with the same "
+                 "client_msg_id; check before repeating other changes)"};
   return lost ? unavailable() : internal_error("storage commit failed");
 }
 
@@ -332,7 +337,7 @@ PgStore::BatchAttempt PgStore::try_batch(std::vector<GroupCommitWriter::Op>& bat
   // back) must not make this batch read as committed.
   if (!c.in_transaction() || c.transaction_failed()) return {false, false, "the transaction was lost"};
   auto committed = c.run("COMMIT");
-  if (!committed.ok()) return {false, false, committed.message()};
+  if (!committed.ok()) return {false, false, committed.message(), true};
   return {true, false, ""};
 }
 

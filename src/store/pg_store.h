@@ -116,6 +116,7 @@ class PgStore final : public Store {
     bool ok = false;
     bool unsaved_op_failed = false;  // an op without a savepoint lost the transaction
     std::string error;
+    bool commit_failed = false;  // COMMIT was sent and did not answer success
   };
   BatchAttempt try_batch(std::vector<GroupCommitWriter::Op>& batch, bool savepoint_every_op);
   bool run_op(GroupCommitWriter::Op& op, bool savepoint);

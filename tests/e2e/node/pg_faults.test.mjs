@@ -9,7 +9,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ParleyServer, PG_SH, pgAvailable, assertHttpError, assertWsError, sleep } from './harness.mjs';
+import net from 'node:net';
+import { ParleyServer, PG_SH, pgAvailable, assertHttpError, assertWsError, sleep, listenOnTestPort, HOST } from './harness.mjs';
 
 const pg = (...args) => execFileSync(PG_SH, args, { encoding: 'utf8', timeout: 60000 }).trim();
 const psql = (db, sql) => execFileSync('psql', ['-At', db, '-c', sql], { encoding: 'utf8', timeout: 10000 }).trim();
@@ -68,6 +69,59 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
       assert.equal(viaWs.seq, 3);
     } finally {
       await server.stop();
+    }
+  });
+
+  it('a COMMIT whose answer is lost is reported as possibly stored, and the retry finds it', async () => {
+    // A relay in front of PostgreSQL that, once armed, forwards the writer's
+    // next COMMIT and then drops the connection without its answer: the
+    // database commits, the node cannot know.
+    const db = pg('createdb', state);
+    const target = Number(new URL(db).port);
+    let armed = false;
+    const relay = net.createServer((client) => {
+      const up = net.connect(target, HOST);
+      let writer = false, cut = false;
+      const end = () => { client.destroy(); up.destroy(); };
+      for (const s of [client, up]) { s.on('error', end); s.on('close', end); }
+      client.on('data', (d) => {
+        if (cut) return;
+        const text = d.toString('latin1');
+        if (text.includes('idle_in_transaction_session_timeout')) writer = true;  // the writer's session settings
+        up.write(d);
+        if (writer && armed && /Q\0\0\0\x0bCOMMIT\0/.test(text)) {
+          armed = false;
+          cut = true;
+          setTimeout(end, 200);
+        }
+      });
+      up.on('data', (d) => { if (!cut) client.write(d); });
+    });
+    const relayUrl = new URL(db);
+    relayUrl.port = String(await listenOnTestPort(relay));
+    const node = new ParleyServer({ database: relayUrl.toString() });
+    await node.start();
+    try {
+      const [alice, bob] = await node.registerMany(2);
+      const dm = await node.createDirect(alice, bob);
+      armed = true;
+      const lost = await node.sendRest(alice.token, dm.id, { content: 'commit answer lost', client_msg_id: 'lost-1' });
+      assert.equal(lost.status, 503, lost.text);
+      assert.equal(lost.body.code, 'storage_unavailable');
+      assert.match(lost.body.message, /may have been stored/, 'not "nothing was stored": the database did commit');
+      let retry;
+      for (let i = 0; i < 50; i++) {  // the node reconnects to the database first
+        retry = await node.sendRest(alice.token, dm.id, { content: 'commit answer lost', client_msg_id: 'lost-1' });
+        if (retry.status !== 503) break;
+        await sleep(200);
+      }
+      assert.ok(retry.status === 200 || retry.status === 201, retry.text);
+      const history = await node.history(bob.token, dm.id);
+      assert.deepEqual(history.map((m) => m.client_msg_id), ['lost-1'], 'stored once, by the COMMIT whose answer was lost');
+      assert.equal(retry.body.data.id, history[0].id);
+    } finally {
+      await node.stop();
+      await new Promise((resolve) => relay.close(resolve));
     }
   });
 
