@@ -250,17 +250,25 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     ids.push_back((*u)->id);
     names.push_back((*u)->username);
   }
+  Addition addition{thread_id, ids, [&](const std::string& id) {
+                      auto it = std::find(ids.begin(), ids.end(), id);
+                      return AppendRequest{thread_id, actor.id, actor.username + " added " + names[it - ids.begin()],
+                                           "system", ""};
+                    }};
   members_.begin_change(thread_id);
-  auto added = store_.add_participants(thread_id, ids);
+  // Each notice is stored with the additions, in one step: an added member
+  // is never in the thread without its record (a notice stored apart could
+  // fail, or its node die, after the addition had committed).
+  auto added = wait_for_callback<Result<Added>>([&](AdditionCallback done) {
+    store_.add_participants(std::move(addition), [this, checked = *m, done = std::move(done)](Result<Added> r) {
+      if (r)
+        for (const auto& notice : r->notices) deliver(notice, message_json_text(notice), members_at_commit(notice, checked), "");
+      done(std::move(r));
+    });
+  });
   // Also on failure: a commit whose answer was lost may have landed.
   members_changed(thread_id);
   if (!added) return added.error();
-  std::vector<std::string> notices;
-  for (const auto& id : *added) {
-    auto it = std::find(ids.begin(), ids.end(), id);
-    notices.push_back(actor.username + " added " + names[it - ids.begin()]);
-  }
-  post_system_messages(actor, thread_id, notices);
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
   if (!*t) return thread_not_found_or_forbidden();
@@ -328,33 +336,6 @@ std::shared_ptr<const ThreadMembers> ChatService::with_member(std::shared_ptr<co
   auto out = std::make_shared<ThreadMembers>(*members);
   out->user_ids.push_back(user_id);
   return out;
-}
-
-// Queued together, in the order given (the store takes appends in the
-// order queued), then waited for together: a class of 500 added at once
-// shares a few commits instead of waiting for 500 one after another.
-void ChatService::post_system_messages(const User& actor, const std::string& thread_id,
-                                       const std::vector<std::string>& texts) {
-  if (texts.empty()) return;
-  auto m = members(thread_id);
-  if (!m || !*m) {
-    spdlog::warn("event=system_message_failed code={}", m ? "thread_not_found" : m.error().code);
-    return;
-  }
-  std::vector<std::future<Result<SendOutcome>>> pending;
-  for (const auto& text : texts) {
-    SendRequest req;
-    req.sender_id = actor.id;
-    req.thread_id = thread_id;
-    req.content = text;
-    req.message_type = "system";
-    // Shared with the callback, as wait_for_callback's (common/wait.h).
-    auto promise = std::make_shared<std::promise<Result<SendOutcome>>>();
-    pending.push_back(promise->get_future());
-    store_and_publish(std::move(req), *m, [promise](Result<SendOutcome> r) { promise->set_value(std::move(r)); });
-  }
-  for (auto& f : pending)
-    if (auto r = f.get(); !r) spdlog::warn("event=system_message_failed code={}", r.error().code);
 }
 
 // ---------------------------------------------------------------- messages

@@ -233,7 +233,6 @@ class ChatService {
   std::shared_ptr<const ThreadMembers> members_at_commit(const Message& message,
                                                          std::shared_ptr<const ThreadMembers> checked);
   std::shared_ptr<const ThreadMembers> joined_by(std::shared_ptr<const ThreadMembers> members, Micros created_at) const;
-  void post_system_messages(const User& actor, const std::string& thread_id, const std::vector<std::string>& texts);
   // Who an event goes to: a thread's cached member list (shared, never
   // copied per event: each loop may cache whom it resolves to) or a one-off list.
   struct Audience {

@@ -582,14 +582,13 @@ Result<std::vector<ThreadSummary>> PgStore::threads_for_user(const std::string& 
   });
 }
 
-Result<std::vector<std::string>> PgStore::add_participants(const std::string& thread_id,
-                                                           const std::vector<std::string>& user_ids) {
-  return writer_->submit_and_wait<std::vector<std::string>>(
-      [this, thread_id, user_ids] { return write_participants(thread_id, user_ids); });
+void PgStore::add_participants(Addition addition, AdditionCallback done) {
+  writer_->submit<Added>([this, a = std::move(addition)] { return write_participants(a); }, std::move(done));
 }
 
-Result<std::vector<std::string>> PgStore::write_participants(const std::string& thread_id,
-                                                             const std::vector<std::string>& user_ids) {
+Result<Added> PgStore::write_participants(const Addition& a) {
+  const std::string& thread_id = a.thread_id;
+  const std::vector<std::string>& user_ids = a.user_ids;
   PgConn& c = *writer_conn_;
   auto t = c.exec("SELECT type FROM threads WHERE id = $1", {thread_id});
   if (!t.ok()) return pg_error(c, t, "add_participant");
@@ -611,10 +610,16 @@ Result<std::vector<std::string>> PgStore::write_participants(const std::string& 
   if (!r.ok()) return pg_error(c, r, "add_participant");
   std::set<std::string> inserted;
   for (int i = 0; i < r.rows(); ++i) inserted.insert(r.text(i, 0));
-  std::vector<std::string> added;  // in the order asked
-  for (const auto& uid : user_ids)
-    if (inserted.erase(uid) > 0) added.push_back(uid);
-  return added;
+  Added out;
+  for (const auto& uid : user_ids)  // in the order asked
+    if (inserted.erase(uid) > 0) out.user_ids.push_back(uid);
+  // After every addition, so each notice reaches all those added.
+  for (size_t i = 0; a.notice && i < out.user_ids.size(); ++i) {
+    auto stored = write_message(a.notice(out.user_ids[i]));
+    if (!stored) return stored.error();
+    out.notices.push_back(std::move(stored->message));
+  }
+  return out;
 }
 
 void PgStore::remove_participant(Removal removal, RemovalCallback done) {

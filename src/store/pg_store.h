@@ -54,8 +54,8 @@ class PgStore final : public Store {
   Result<std::optional<Thread>> thread(const std::string& thread_id) override;
   Result<std::optional<ThreadMembers>> thread_members(const std::string& thread_id) override;
   Result<std::vector<ThreadSummary>> threads_for_user(const std::string& user_id) override;
-  Result<std::vector<std::string>> add_participants(const std::string& thread_id,
-                                                    const std::vector<std::string>& user_ids) override;
+  using Store::add_participants;
+  void add_participants(Addition addition, AdditionCallback done) override;
   void remove_participant(Removal removal, RemovalCallback done) override;
 
   void append(AppendRequest request, AppendCallback done) override;
@@ -123,8 +123,7 @@ class PgStore final : public Store {
 
   Result<User> write_user(const User& user);
   Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
-  Result<std::vector<std::string>> write_participants(const std::string& thread_id,
-                                                      const std::vector<std::string>& user_ids);
+  Result<Added> write_participants(const Addition& addition);
   struct PendingAppend;
   Result<AppendResult> write_message(const AppendRequest& request);
   bool append_run(const std::vector<PendingAppend*>& run);

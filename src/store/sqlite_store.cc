@@ -462,14 +462,12 @@ Result<std::vector<ThreadSummary>> SqliteStore::threads_for_user(const std::stri
   });
 }
 
-Result<std::vector<std::string>> SqliteStore::add_participants(const std::string& thread_id,
-                                                               const std::vector<std::string>& user_ids) {
-  return writer_->submit_and_wait<std::vector<std::string>>(
-      [this, thread_id, user_ids] { return write_participants(thread_id, user_ids); });
+void SqliteStore::add_participants(Addition addition, AdditionCallback done) {
+  writer_->submit<Added>([this, a = std::move(addition)] { return write_participants(a); }, std::move(done));
 }
 
-Result<std::vector<std::string>> SqliteStore::write_participants(const std::string& thread_id,
-                                                                 const std::vector<std::string>& user_ids) {
+Result<Added> SqliteStore::write_participants(const Addition& a) {
+  const std::string& thread_id = a.thread_id;
   SqliteConn& c = *writer_conn_;
   {
     auto st = c.prepare("SELECT type FROM threads WHERE id = ?");
@@ -482,21 +480,28 @@ Result<std::vector<std::string>> SqliteStore::write_participants(const std::stri
   // A new member has read and received what was said before (Store::add_participants).
   auto key = thread_key(thread_id);
   if (!key) return key.error();
-  std::vector<std::string> added;
+  Added out;
   // On the message clock (created_at): every message stored before this
   // join is older than it, every one after is newer, so history and live
   // delivery (ChatService::members_at_commit) draw the same line.
   const Micros now = last_created_at_ = std::max(now_micros(), last_created_at_ + 1);
-  for (const auto& uid : user_ids) {
+  for (const auto& uid : a.user_ids) {
     if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
     auto st = c.prepare(
         "INSERT INTO participants (thread_id, user_id, is_admin, joined_at, last_read_seq, last_delivered_seq) "
         "VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT (thread_id, user_id) DO NOTHING");
     st.bind(thread_id, uid, now, key->last_seq, key->last_seq);
     if (!st.done()) return storage_error(c, st.error(), "add_participant");
-    if (c.changes() > 0) added.push_back(uid);
+    if (c.changes() > 0) out.user_ids.push_back(uid);
   }
-  return added;
+  // After every addition, so each notice reaches all those added (a message
+  // stored from their joined_at on is theirs).
+  for (size_t i = 0; a.notice && i < out.user_ids.size(); ++i) {
+    auto stored = write_message(a.notice(out.user_ids[i]));
+    if (!stored) return stored.error();
+    out.notices.push_back(std::move(stored->message));
+  }
+  return out;
 }
 
 void SqliteStore::remove_participant(Removal removal, RemovalCallback done) {

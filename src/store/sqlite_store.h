@@ -51,8 +51,8 @@ class SqliteStore final : public Store {
   Result<std::optional<Thread>> thread(const std::string& thread_id) override;
   Result<std::optional<ThreadMembers>> thread_members(const std::string& thread_id) override;
   Result<std::vector<ThreadSummary>> threads_for_user(const std::string& user_id) override;
-  Result<std::vector<std::string>> add_participants(const std::string& thread_id,
-                                                    const std::vector<std::string>& user_ids) override;
+  using Store::add_participants;
+  void add_participants(Addition addition, AdditionCallback done) override;
   void remove_participant(Removal removal, RemovalCallback done) override;
 
   void append(AppendRequest request, AppendCallback done) override;
@@ -123,8 +123,7 @@ class SqliteStore final : public Store {
 
   Result<User> write_user(User user);
   Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
-  Result<std::vector<std::string>> write_participants(const std::string& thread_id,
-                                                      const std::vector<std::string>& user_ids);
+  Result<Added> write_participants(const Addition& addition);
   Result<AppendResult> write_message(const AppendRequest& request);
   Result<Removed> write_removal(const Removal& removal);
   Result<std::optional<std::string>> successor_admin(const std::string& thread_id, const std::string& user_id);

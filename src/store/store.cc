@@ -15,6 +15,14 @@ Result<AppendResult> Store::append_and_wait(AppendRequest request) {
       [&](AppendCallback done) { append(std::move(request), std::move(done)); });
 }
 
+Result<std::vector<std::string>> Store::add_participants(const std::string& thread_id,
+                                                         const std::vector<std::string>& user_ids) {
+  auto added = wait_for_callback<Result<Added>>(
+      [&](AdditionCallback done) { add_participants(Addition{thread_id, user_ids, {}}, std::move(done)); });
+  if (!added) return added.error();
+  return std::move(added->user_ids);
+}
+
 Result<Removed> Store::remove_participant_and_wait(Removal removal) {
   return wait_for_callback<Result<Removed>>(
       [&](RemovalCallback done) { remove_participant(std::move(removal), std::move(done)); });

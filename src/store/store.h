@@ -47,6 +47,23 @@ struct AppendResult {
 
 using AppendCallback = std::function<void(Result<AppendResult>)>;
 
+// Users joining a thread (Store::add_participants).
+struct Addition {
+  std::string thread_id;
+  std::vector<std::string> user_ids;
+  // The system message recording each user actually added (a chat rule, so
+  // the caller's), stored in the same transaction right after the
+  // additions: no addition commits without its record. Empty: none.
+  std::function<AppendRequest(const std::string& user_id)> notice;
+};
+
+struct Added {
+  std::vector<std::string> user_ids;  // those actually added, in the order asked
+  std::vector<Message> notices;       // Addition::notice of each, stored, in the same order
+};
+
+using AdditionCallback = std::function<void(Result<Added>)>;
+
 // A member leaving a thread, or removed from it (Store::remove_participant).
 struct Removal {
   std::string thread_id;
@@ -172,11 +189,14 @@ class Store {
   virtual Result<std::optional<ThreadMembers>> thread_members(const std::string& thread_id) = 0;
   // The user's threads, newest activity first, each with unread count and last message.
   virtual Result<std::vector<ThreadSummary>> threads_for_user(const std::string& user_id) = 0;
-  // Adds users (ignoring those already in); returns the ids actually added.
+  // Adds users (ignoring those already in) and stores their notices (see
+  // Addition); `done` runs like an append's callback, in commit order.
   // A new member's read and delivered marks start at the thread's last seq:
   // what was said before is history to them, not unread.
-  virtual Result<std::vector<std::string>> add_participants(const std::string& thread_id,
-                                                            const std::vector<std::string>& user_ids) = 0;
+  virtual void add_participants(Addition addition, AdditionCallback done) = 0;
+  // The same without notices, waiting for it; returns the ids actually added.
+  Result<std::vector<std::string>> add_participants(const std::string& thread_id,
+                                                    const std::vector<std::string>& user_ids);
   // Removes a participant, after storing removal.notice if any (see
   // Removal); `done` runs like an append's callback. A group is never left without an admin while it has members:
   // when no admin would remain, the member there longest (earliest

@@ -436,6 +436,43 @@ TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   EXPECT_FALSE(ok(store_->thread("no-such-thread")));
 }
 
+// An addition's notices are stored in its transaction, after the members:
+// each added member's first message, never an addition without its record,
+// and a notice the store refuses takes the addition back with it.
+TEST_P(StoreContract, AnAdditionAndItsNoticesCommitTogether) {
+  User a = make_user("alice"), b = make_user("bob"), c = make_user("carol"), d = make_user("dave"),
+       e = make_user("erin");
+  Thread t = make_group({a.id, b.id});
+  send(t.id, b.id, "before");
+  auto add = [&](Addition addition) {
+    auto promise = std::make_shared<std::promise<Result<Added>>>();
+    auto future = promise->get_future();
+    store_->add_participants(std::move(addition), [promise](Result<Added> r) { promise->set_value(std::move(r)); });
+    return future.get();
+  };
+  auto notice = [&](const std::string& sender) {
+    return [&t, sender](const std::string& user_id) { return AppendRequest{t.id, sender, "added " + user_id, "system", ""}; };
+  };
+  auto added = ok(add({t.id, {b.id, c.id}, notice(a.id)}));
+  EXPECT_EQ(added.user_ids, std::vector<std::string>{c.id}) << "bob was in already: no notice for him";
+  ASSERT_EQ(added.notices.size(), 1u);
+  EXPECT_EQ(added.notices[0].content, "added " + c.id);
+  EXPECT_EQ(added.notices[0].seq, 2);
+  auto members = ok(store_->thread_members(t.id));
+  ASSERT_TRUE(members && members->joined_at.size() == 3u);
+  EXPECT_LE(members->joined_at[2], added.notices[0].created_at) << "the notice is carol's (stored from her joining on)";
+  EXPECT_GT(members->joined_at[2], ok(store_->messages_after(t.id, 0, 10))[0].created_at) << "'before' is not";
+
+  // erin is no member: a notice sent as her is refused, and dave is not
+  // added without it.
+  auto refused = add({t.id, {d.id}, notice(e.id)});
+  EXPECT_FALSE(refused.ok());
+  members = ok(store_->thread_members(t.id));
+  ASSERT_TRUE(members);
+  EXPECT_EQ(members->user_ids.size(), 3u) << "dave was not added without his notice";
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 2u);
+}
+
 // Members are written as one list (one statement on PostgreSQL): every
 // one stored with its flags, the added ones reported once each in the order
 // asked, and a list naming anyone unknown stores none of it.
