@@ -7,6 +7,8 @@
 #include <iterator>
 #include <vector>
 
+#include "common/log_throttle.h"
+
 namespace parley {
 
 bool PgResult::ok() const {
@@ -242,8 +244,11 @@ PgResult PgConn::exec_once(const std::string& sql, const std::vector<PgParam>& p
 
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
   std::string state = r.sqlstate();
-  spdlog::error("event=store_error op={} sqlstate={} error=\"{}\"", op, state,
-                c.healthy() ? r.primary_message() : c.errmsg());
+  // A database going away fails every statement: a line a second, with how many it stands for.
+  static LogThrottle throttle;
+  if (auto held_back = throttle.admit())
+    spdlog::error("event=store_error op={} sqlstate={} error=\"{}\" suppressed={}", op, state,
+                  c.healthy() ? r.primary_message() : c.errmsg(), *held_back);
   if (!c.healthy() || state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0)
     return storage_unavailable();
   if (state.rfind("23", 0) == 0) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};

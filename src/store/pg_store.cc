@@ -1316,7 +1316,9 @@ std::unique_ptr<PgConn> PgStore::acquire_reader() {
   }
   auto conn = PgConn::open(options_.database_url);
   if (!conn) {
-    spdlog::error("event=store_reader_open_failed error=\"{}\"", conn.error().message);
+    static LogThrottle throttle;  // every read tries again
+    if (auto held_back = throttle.admit())
+      spdlog::error("event=store_reader_open_failed error=\"{}\" suppressed={}", conn.error().message, *held_back);
     return nullptr;
   }
   return std::move(*conn);

@@ -8,6 +8,7 @@
 
 #include <chrono>
 
+#include "common/log_throttle.h"
 #include "common/thread_pool.h"
 
 namespace parley {
@@ -125,7 +126,9 @@ void SqliteCheckpointer::round() {
   const auto done = std::chrono::steady_clock::now();
   auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
   if ((rc != SQLITE_OK && rc != SQLITE_BUSY) || (rc_restart != SQLITE_OK && rc_restart != SQLITE_BUSY)) {
-    spdlog::error("event=wal_checkpoint_failed error=\"{}\"", sqlite3_errmsg(db_));
+    static LogThrottle throttle;  // tried again after every commit while the disk is full
+    if (auto held_back = throttle.admit())
+      spdlog::error("event=wal_checkpoint_failed error=\"{}\" suppressed={}", sqlite3_errmsg(db_), *held_back);
     return;
   }
   spdlog::debug("event=wal_checkpoint frames={} restarted={} passes={} passive_ms={:.1f} gate_ms={:.1f}", log,

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/log_throttle.h"
 #include "store/sqlite_wal_buffer.h"
 
 namespace parley {
@@ -85,7 +86,10 @@ SqliteStmt SqliteConn::prepare_once(const std::string& sql) {
 }
 
 Error storage_error(SqliteConn& c, int rc, std::string_view op) {
-  spdlog::error("event=store_error op={} code={} error=\"{}\"", op, rc, c.errmsg());
+  // A failing disk fails every statement: a line a second, with how many it stands for.
+  static LogThrottle throttle;
+  if (auto held_back = throttle.admit())
+    spdlog::error("event=store_error op={} code={} error=\"{}\" suppressed={}", op, rc, c.errmsg(), *held_back);
   if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
   // A bug in a statement is ours; anything else (disk full, I/O, read-only
   // files, busy past the timeout) is the storage failing.

@@ -1179,7 +1179,9 @@ std::unique_ptr<SqliteConn> SqliteStore::acquire_reader() {
   }
   auto conn = SqliteConn::open(path_, /*writer=*/false, false);
   if (!conn) {
-    spdlog::error("event=store_reader_open_failed error=\"{}\"", conn.error().message);
+    static LogThrottle throttle;  // every read tries again
+    if (auto held_back = throttle.admit())
+      spdlog::error("event=store_reader_open_failed error=\"{}\" suppressed={}", conn.error().message, *held_back);
     return nullptr;
   }
   return std::move(*conn);
