@@ -260,14 +260,17 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
   // is never in the thread without its record (a notice stored apart could
   // fail, or its node die, after the addition had committed).
   auto added = wait_for_callback<Result<Added>>([&](AdditionCallback done) {
-    store_.add_participants(std::move(addition), [this, checked = *m, done = std::move(done)](Result<Added> r) {
+    store_.add_participants(std::move(addition), [this, thread_id, checked = *m, done = std::move(done)](Result<Added> r) {
+      // Before the notices, also on failure (a commit whose answer was lost
+      // may have landed): a node that gets a notice for someone added must
+      // not still hold the list without them (their gap fill would be
+      // refused as a non-member's).
+      members_changed(thread_id);
       if (r)
         for (const auto& notice : r->notices) deliver(notice, message_json_text(notice), members_at_commit(notice, checked), "");
       done(std::move(r));
     });
   });
-  // Also on failure: a commit whose answer was lost may have landed.
-  members_changed(thread_id);
   if (!added) return added.error();
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
@@ -303,6 +306,10 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
     store_.remove_participant(std::move(removal), [this, thread_id, user_id, checked = *m,
                                                    done = std::move(done)](Result<Removed> r) {
       end_removal(thread_id, user_id);
+      // Before the notices, also on failure (a commit whose answer was lost
+      // may have landed): other nodes drop their list ahead of the notices
+      // on the bus, which keeps one publisher's order.
+      members_changed(thread_id);
       // Both stored just before the removal: the one leaving is told too.
       if (r && (r->notice || r->promotion)) {
         for (const auto* message : {&r->notice, &r->promotion})
@@ -313,8 +320,6 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
       done(std::move(r));
     });
   });
-  // Also on failure: a commit whose answer was lost may have landed.
-  members_changed(thread_id);
   if (!removed) return removed.error();
   // The removed user may have been typing. Their own stop (its timer, their
   // close) is refused from now on, as any non-member's is, so it goes from

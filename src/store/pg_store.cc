@@ -475,6 +475,13 @@ Result<Store::CreatedThread> PgStore::create_thread(const Thread& in) {
       [this, t = std::move(*prepared)] { return write_thread(t.thread, t.direct_key); });
 }
 
+// On the commit clock (created_at), which this writer holds: every message
+// stored before a join, on any node, is older than it, every one after is
+// newer, whatever the nodes' wall clocks say. (Rows from before this rule,
+// and a node of an older version in a rolling upgrade, have the joining
+// node's clock: hence the second of slack where joined_at is compared.)
+Micros PgStore::join_time() { return last_created_at_ = std::max(now_micros(), last_created_at_ + 1); }
+
 Result<Store::CreatedThread> PgStore::write_thread(const Thread& t, const std::optional<std::string>& direct_key) {
   PgConn& c = *writer_conn_;
   if (direct_key) {
@@ -503,7 +510,7 @@ Result<Store::CreatedThread> PgStore::write_thread(const Thread& t, const std::o
   auto ins = c.exec(
       "INSERT INTO participants (thread_id, user_id, is_admin, joined_at) "
       "SELECT $1, x.u, x.a, $4 FROM unnest($2::text[], $3::int[]) AS x(u, a)",
-      {t.id, PgParam::array(ids), PgParam::array(admin), t.created_at});
+      {t.id, PgParam::array(ids), PgParam::array(admin), join_time()});
   if (!ins.ok()) return pg_error(c, ins, "insert_participant");
   auto stored = load_thread(c, t.id);
   if (!stored) return internal_error("storage error");
@@ -606,7 +613,7 @@ Result<Added> PgStore::write_participants(const Addition& a) {
       "INSERT INTO participants (thread_id, user_id, is_admin, joined_at, last_read_seq, last_delivered_seq) "
       "SELECT $1, x.u, 0, $3, t.last_seq, t.last_seq FROM unnest($2::text[]) AS x(u) JOIN threads t ON t.id = $1 "
       "ON CONFLICT (thread_id, user_id) DO NOTHING RETURNING user_id",
-      {thread_id, PgParam::array(user_ids), now_micros()});
+      {thread_id, PgParam::array(user_ids), join_time()});
   if (!r.ok()) return pg_error(c, r, "add_participant");
   std::set<std::string> inserted;
   for (int i = 0; i < r.rows(); ++i) inserted.insert(r.text(i, 0));

@@ -123,6 +123,7 @@ class PgStore final : public Store {
 
   Result<User> write_user(const User& user);
   Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
+  Micros join_time();
   Result<Added> write_participants(const Addition& addition);
   struct PendingAppend;
   Result<AppendResult> write_message(const AppendRequest& request);

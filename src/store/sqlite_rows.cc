@@ -1,5 +1,7 @@
 #include "store/sqlite_rows.h"
 
+#include <algorithm>
+
 #include "store/store.h"
 
 namespace parley {
@@ -117,10 +119,18 @@ std::optional<Message> message_at(SqliteConn& c, const std::string& thread_id, i
 // The newest row is the newest message: rows are inserted in created_at order
 // (schema v3), and created_at has no index of its own.
 Result<Micros> max_created_at(SqliteConn& c) {
+  Micros last = 0;
   auto st = c.prepare("SELECT created_at FROM messages ORDER BY rowid DESC LIMIT 1");
-  if (st.row()) return st.i64(0);
-  if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "max_created_at");
-  return Micros{0};
+  if (st.row())
+    last = st.i64(0);
+  else if (st.error() != SQLITE_OK)
+    return storage_error(c, st.error(), "max_created_at");
+  // Joins are on the message clock too (SqliteStore::join_time): one at the
+  // end of it, with a wall clock now behind, must still precede what follows.
+  // (A scan of participants, once at start.)
+  auto joined = c.prepare("SELECT COALESCE(MAX(joined_at), 0) FROM participants");
+  if (!joined.row()) return storage_error(c, joined.error(), "max_created_at");
+  return std::max(last, joined.i64(0));
 }
 
 

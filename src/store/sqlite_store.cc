@@ -353,6 +353,12 @@ Result<Store::CreatedThread> SqliteStore::create_thread(const Thread& in) {
       [this, t = std::move(*prepared)] { return write_thread(t.thread, t.direct_key); });
 }
 
+// On the message clock (created_at): every message stored before a join is
+// older than it, every one after is newer, so offline sync and live delivery
+// (ChatService::members_at_commit) draw the line exactly, whatever the wall
+// clock does meanwhile.
+Micros SqliteStore::join_time() { return last_created_at_ = std::max(now_micros(), last_created_at_ + 1); }
+
 Result<Store::CreatedThread> SqliteStore::write_thread(const Thread& t, const std::optional<std::string>& direct_key) {
   SqliteConn& c = *writer_conn_;
   if (direct_key) {
@@ -371,9 +377,10 @@ Result<Store::CreatedThread> SqliteStore::write_thread(const Thread& t, const st
       "VALUES (?, ?, ?, ?, ?, ?, 0, ?, (SELECT COALESCE(MAX(no), 0) + 1 FROM threads))");
   st.bind(t.id, stored_thread_type(t.type), t.title, t.created_by, t.created_at, t.created_at, direct_key);
   if (!st.done()) return storage_error(c, st.error(), "insert_thread");
+  const Micros joined = join_time();
   for (const auto& p : t.participants) {
     auto ins = c.prepare("INSERT INTO participants (thread_id, user_id, is_admin, joined_at) VALUES (?, ?, ?, ?)");
-    ins.bind(t.id, p.user_id, p.is_admin, t.created_at);
+    ins.bind(t.id, p.user_id, p.is_admin, joined);
     if (!ins.done()) return storage_error(c, ins.error(), "insert_participant");
   }
   auto stored = load_thread(c, t.id);
@@ -481,10 +488,7 @@ Result<Added> SqliteStore::write_participants(const Addition& a) {
   auto key = thread_key(thread_id);
   if (!key) return key.error();
   Added out;
-  // On the message clock (created_at): every message stored before this
-  // join is older than it, every one after is newer, so history and live
-  // delivery (ChatService::members_at_commit) draw the same line.
-  const Micros now = last_created_at_ = std::max(now_micros(), last_created_at_ + 1);
+  const Micros now = join_time();
   for (const auto& uid : a.user_ids) {
     if (!user_exists(c, uid)) return not_found("user_not_found", "participant does not exist");
     auto st = c.prepare(

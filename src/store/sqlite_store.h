@@ -123,6 +123,7 @@ class SqliteStore final : public Store {
 
   Result<User> write_user(User user);
   Result<CreatedThread> write_thread(const Thread& thread, const std::optional<std::string>& direct_key);
+  Micros join_time();
   Result<Added> write_participants(const Addition& addition);
   Result<AppendResult> write_message(const AppendRequest& request);
   Result<Removed> write_removal(const Removal& removal);
