@@ -605,13 +605,20 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           // Retrying cannot help: nothing of this thread is for this user any more.
           spdlog::info("event=gap_fill_stopped session_id={} thread_id={} code={}", self->session_id_, r->thread_id,
                        page.error().code);
-          for (auto& frame : self->cursor_.abandon(r->thread_id)) self->send(std::move(frame));
+          auto abandoned = self->cursor_.abandon(r->thread_id);
+          for (auto& [frame, answer] : abandoned.frames) {
+            // An answer goes at once; a message waits, as a live one, behind
+            // the answer to an earlier send of this connection (AnswerWait).
+            if (answer) self->send(std::move(frame));
+            else self->send_in_thread(r->thread_id, kAnySeq, std::move(frame));
+          }
           // The last events addressed to the user as a member may still be on
           // their way from other nodes; past this, a stray one starts anew.
-          if (auto t = self->transport_.lock()) {
+          auto t = abandoned.epoch ? self->transport_.lock() : nullptr;
+          if (t) {
             std::weak_ptr<Connection> weak = self;
-            t->schedule(kLeftPassThrough, [weak, thread_id = r->thread_id] {
-              if (auto again = weak.lock()) again->cursor_.forget_left(thread_id);
+            t->schedule(kLeftPassThrough, [weak, thread_id = r->thread_id, epoch = abandoned.epoch] {
+              if (auto again = weak.lock()) again->cursor_.forget_left(thread_id, epoch);
             });
           }
           return;

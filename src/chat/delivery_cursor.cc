@@ -190,34 +190,41 @@ std::vector<FramePtr> DeliveryCursor::skip_gap(const std::string& thread_id) {
   return out;
 }
 
-std::vector<FramePtr> DeliveryCursor::abandon(const std::string& thread_id) {
+DeliveryCursor::Abandoned DeliveryCursor::abandon(const std::string& thread_id) {
   State& s = state(thread_id);
-  std::vector<FramePtr> out;
+  Abandoned out;
   if (s.replays > 0) --s.replays;
   if (s.replays > 0) return out;
   s.left = true;
-  s.replay_sent.reset();  // from here on it records what the pass-through sends
+  s.left_epoch = out.epoch = ++epochs_ == 0 ? ++epochs_ : epochs_;
+  // replay_sent is kept: what the fill's earlier pages sent is not sent again,
+  // and from here on it records what the pass-through sends.
   std::sort(s.held.begin(), s.held.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<FramePtr> answer;
   for (auto& [seq, frame] : s.held) {
     if (!frame) {
-      release_answer(s, seq, out);
+      release_answer(s, seq, answer);
+      for (auto& f : answer) out.frames.emplace_back(std::move(f), true);
+      answer.clear();
       sent_before(s, seq);
     } else if (!sent_before(s, seq)) {
-      out.push_back(std::move(frame));
+      out.frames.emplace_back(std::move(frame), false);
     }
   }
   s.held.clear();
   std::sort(s.answers.begin(), s.answers.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [seq, frames] : s.answers)
-    for (auto& f : frames) out.push_back(std::move(f));
+    for (auto& f : frames) out.frames.emplace_back(std::move(f), true);
   s.answers.clear();
-  release_changes(s, out);
+  for (auto& frame : s.held_changes) out.frames.emplace_back(std::move(frame), false);
+  s.held_changes.clear();
   return out;
 }
 
-void DeliveryCursor::forget_left(const std::string& thread_id) {
+void DeliveryCursor::forget_left(const std::string& thread_id, uint32_t epoch) {
   auto it = threads_.find(thread_id);
-  if (it != threads_.end() && it->second.left && it->second.replays == 0) forget(thread_id);
+  if (it != threads_.end() && it->second.left && it->second.left_epoch == epoch && it->second.replays == 0)
+    forget(thread_id);
 }
 
 void DeliveryCursor::forget(const std::string& thread_id) {

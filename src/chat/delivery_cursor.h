@@ -98,10 +98,15 @@ class DeliveryCursor {
   // connection's own messages, and held changes. From then on the thread is
   // passed through: each live message is sent as it comes, once, with no
   // gap fill (the store would refuse it), until forget_left.
-  std::vector<FramePtr> abandon(const std::string& thread_id);
-  // Drops a passed-through thread's entry (see abandon); a later message
-  // starts it anew, as a thread's first does.
-  void forget_left(const std::string& thread_id);
+  struct Abandoned {
+    std::vector<std::pair<FramePtr, bool>> frames;  // in seq order; true: an answer (message_sent)
+    uint32_t epoch = 0;                              // for forget_left; 0: still filling (no frames)
+  };
+  Abandoned abandon(const std::string& thread_id);
+  // Drops a passed-through thread's entry (see abandon) if it is still the
+  // pass-through that abandon began with `epoch`; a later message starts it
+  // anew, as a thread's first does.
+  void forget_left(const std::string& thread_id, uint32_t epoch);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them. A
   // thread whose replay runs may have read its last page already: its last
@@ -124,6 +129,7 @@ class DeliveryCursor {
     int replays = 0;         // replays and fills running (a client may overlap them)
     bool resync_pending = false;  // a resync came while they ran: fill from hi once they end
     bool left = false;            // passed through, unfilled (abandon)
+    uint32_t left_epoch = 0;      // which abandon began it
     std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
     std::vector<FramePtr> held_changes;              // in arrival order
     // Answers to own messages held in `held` (as their null frame), by seq.
@@ -145,6 +151,7 @@ class DeliveryCursor {
   int64_t first_window_ = 0;
   int64_t unseen_window_ = 0;
   int unseen_reads_ = 0;  // resync reads of the thread list running
+  uint32_t epochs_ = 0;   // abandons so far (beside unseen_reads_: no bigger a Connection)
   // The last thread looked up: a burst of fan-out hits one thread many times
   // in a row. Map nodes never move, so the pointers stay valid.
   const std::string* last_id_ = nullptr;

@@ -19,6 +19,13 @@ std::vector<std::string> texts(const std::vector<FramePtr>& frames) {
   return out;
 }
 
+// What abandon released, answers marked "sent…" by their own text.
+std::vector<std::string> texts(const DeliveryCursor::Abandoned& a) {
+  std::vector<std::string> out;
+  for (const auto& [f, answer] : a.frames) out.emplace_back(f->payload());
+  return out;
+}
+
 // Plays one replay the way a connection does: begin, every message of the
 // read page through replayed(), end. Returns what went out, in order.
 std::vector<std::string> replay(DeliveryCursor& c, const std::string& t, int64_t since, std::vector<int64_t> page) {
@@ -456,8 +463,12 @@ TEST(DeliveryCursor, AnAbandonedFillStillAnswers) {
   ASSERT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
   auto a = answer(4);
   EXPECT_TRUE(c.hold_answer(kT, 4, a));
-  EXPECT_EQ(texts(c.abandon(kT)), Seqs({"m3", "sent4"}));
-  c.forget_left(kT);
+  auto abandoned = c.abandon(kT);
+  EXPECT_EQ(texts(abandoned), Seqs({"m3", "sent4"}));
+  ASSERT_EQ(abandoned.frames.size(), 2u);
+  EXPECT_FALSE(abandoned.frames[0].second);
+  EXPECT_TRUE(abandoned.frames[1].second) << "the answer is marked as one";
+  c.forget_left(kT, abandoned.epoch);
   EXPECT_EQ(c.threads(), 0u);
 }
 
@@ -468,7 +479,8 @@ TEST(DeliveryCursor, AThreadWhoseFillIsRefusedPassesItsLateMessagesThroughOnce) 
   DeliveryCursor c;
   ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
   ASSERT_EQ(c.live(kT, 4, frame(4)).fill_from, 1);
-  EXPECT_EQ(texts(c.abandon(kT)), Seqs({"m4"}));
+  auto abandoned = c.abandon(kT);
+  EXPECT_EQ(texts(abandoned), Seqs({"m4"}));
   auto late = c.live(kT, 3, frame(3));
   EXPECT_TRUE(late.send);
   EXPECT_EQ(late.fill_from, -1) << "the store would refuse it";
@@ -476,13 +488,30 @@ TEST(DeliveryCursor, AThreadWhoseFillIsRefusedPassesItsLateMessagesThroughOnce) 
   EXPECT_FALSE(c.live(kT, 3, frame(3)).send) << "once";
   EXPECT_FALSE(c.live(kT, 1, frame(1)).send) << "sent before the refusal";
   EXPECT_TRUE(c.begin_resync().empty()) << "no fill of a thread the user left";
-  c.forget_left(kT);
+  c.forget_left(kT, abandoned.epoch + 1);
+  EXPECT_EQ(c.threads(), 1u) << "another pass-through's timer leaves this one";
+  c.forget_left(kT, abandoned.epoch);
   EXPECT_EQ(c.threads(), 0u);
   // Added again and subscribing: a thread like any other.
   c.begin_replay(kT, 0);
   EXPECT_TRUE(c.replayed(kT, 1));
   EXPECT_TRUE(c.end_replay(kT, 0, 1).frames.empty());
   EXPECT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
+}
+
+// A fill whose first page went out and whose next read was refused: what
+// the first page sent is not sent again, neither from what was held nor by
+// the pass-through.
+TEST(DeliveryCursor, ARefusedFillDoesNotSendAgainWhatItsFirstPageSent) {
+  DeliveryCursor c;
+  ASSERT_TRUE(c.live(kT, 1, frame(1)).send);
+  ASSERT_EQ(c.live(kT, 5, frame(5)).fill_from, 1);
+  EXPECT_TRUE(c.live(kT, 3, frame(3)).fill_from < 0);  // held behind the fill
+  EXPECT_TRUE(c.replayed(kT, 2));
+  EXPECT_TRUE(c.replayed(kT, 3));  // the first page reached 3; the next read is refused
+  EXPECT_EQ(texts(c.abandon(kT)), Seqs({"m5"})) << "3 went out with the page";
+  EXPECT_FALSE(c.live(kT, 2, frame(2)).send);
+  EXPECT_TRUE(c.live(kT, 4, frame(4)).send);
 }
 
 TEST(DeliveryCursor, FillThatReadNothingAsksForAnotherFill) {
