@@ -99,8 +99,12 @@ awaitable<int> send(Context& ctx, SendOptions options) {
     try {
       json::object message = co_await send_once(ctx, frame);
       // The server answers a client_msg_id it has already stored with that
-      // message: a retry's answer, or another message's if the id was reused.
-      if (get_string(message, "content") != get_string(frame, "content"))
+      // message: a retry's answer, or another message's if the id was reused
+      // (an edit since, or a deletion, also changes the text: not a reuse).
+      const json::value* edited = message.if_contains("edited_at");
+      const json::value* deleted = message.if_contains("deleted");
+      const bool changed_since = (edited && !edited->is_null()) || (deleted && deleted->is_bool() && deleted->get_bool());
+      if (!changed_since && get_string(message, "content") != get_string(frame, "content"))
         throw server_error("client_msg_id_reused", "client_msg_id " + client_msg_id +
                                                        " already names a stored message with other text (seq " +
                                                        std::to_string(get_int(message, "seq").value_or(0)) +
