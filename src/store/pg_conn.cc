@@ -244,6 +244,11 @@ PgResult PgConn::exec_once(const std::string& sql, const std::vector<PgParam>& p
 
 Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
   std::string state = r.sqlstate();
+  if (c.healthy() && state.rfind("23", 0) == 0) {
+    // An answer (two requests raced for one key), not a failure of the store.
+    spdlog::info("event=store_conflict op={} sqlstate={} error=\"{}\"", op, state, r.primary_message());
+    return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
+  }
   // A database going away fails every statement: a line a second, with how many it stands for.
   static LogThrottle throttle;
   if (auto held_back = throttle.admit())
@@ -251,7 +256,6 @@ Error pg_error(const PgConn& c, const PgResult& r, std::string_view op) {
                   c.healthy() ? r.primary_message() : c.errmsg(), *held_back);
   if (!c.healthy() || state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0)
     return storage_unavailable();
-  if (state.rfind("23", 0) == 0) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
   return internal_error("storage error");
 }
 

@@ -86,11 +86,15 @@ SqliteStmt SqliteConn::prepare_once(const std::string& sql) {
 }
 
 Error storage_error(SqliteConn& c, int rc, std::string_view op) {
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+    // An answer (two requests raced for one key), not a failure of the store.
+    spdlog::info("event=store_conflict op={} code={} error=\"{}\"", op, rc, c.errmsg());
+    return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
+  }
   // A failing disk fails every statement: a line a second, with how many it stands for.
   static LogThrottle throttle;
   if (auto held_back = throttle.admit())
     spdlog::error("event=store_error op={} code={} error=\"{}\" suppressed={}", op, rc, c.errmsg(), *held_back);
-  if ((rc & 0xff) == SQLITE_CONSTRAINT) return {ErrorKind::kConflict, "conflict", std::string(op) + " conflicts"};
   // A bug in a statement is ours; anything else (disk full, I/O, read-only
   // files, busy past the timeout) is the storage failing.
   if ((rc & 0xff) == SQLITE_ERROR || (rc & 0xff) == SQLITE_MISUSE || (rc & 0xff) == SQLITE_RANGE)
