@@ -450,12 +450,13 @@ std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const Messag
 }
 
 // `members` less those who joined after `created_at`: the line offline sync
-// draws too. On SQLite both times come from the store's one writer (a join
-// takes its time on the message clock); on PostgreSQL joined_at is the
-// joining node's clock and created_at the committing one's, so there a
-// message stored up to a second before someone joined may still reach them
-// (the slack of its offline sync): one they could read in history anyway,
-// rather than a live message lost to a clock behind.
+// draws too. Both stores take a join's time on the message clock
+// (join_time), so the line is exact; PostgreSQL keeps the second of slack of
+// its offline sync for joins stored before that, or by a node of an older
+// version during a rolling upgrade, whose joined_at is that node's clock: a
+// message stored up to a second before someone joined may reach them there,
+// one they could read in history anyway, rather than a live message lost to a
+// clock ahead.
 std::shared_ptr<const ThreadMembers> ChatService::joined_by(std::shared_ptr<const ThreadMembers> members,
                                                             Micros created_at) const {
   if (!members) return members;
