@@ -500,32 +500,38 @@ Result<std::vector<Message>> ChatService::history(const User& actor, const std::
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
   if (q.limit < 1 || q.limit > 200) return bad_input("invalid_limit", "limit must be between 1 and 200");
-  auto ms = q.after_seq >= 0 ? store_.messages_after(thread_id, q.after_seq, q.limit)
-                             : store_.messages_before(thread_id, q.before_seq, q.limit);
-  if (!ms) return ms.error();
+  auto page = member_page(actor.id, PageQuery{thread_id, q.after_seq, q.before_seq, q.limit});
+  if (!page) return page.error();
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
   if (*t) {
     std::vector<Message*> ptrs;
-    for (auto& m : *ms) ptrs.push_back(&m);
+    for (auto& m : page->messages) ptrs.push_back(&m);
     annotate(**t, std::move(ptrs));
   }
-  return ms;
+  return std::move(page->messages);
+}
+
+// The member check above answers from the cache; this one is the store's,
+// from the page's own snapshot (a removal committed since the check, or
+// during the read, lets nothing stored after it through: a gap fill of a
+// busy thread reads up to a page of messages).
+Result<MemberPage> ChatService::member_page(const std::string& user_id, const PageQuery& query) {
+  auto page = store_.member_page(user_id, query);
+  if (!page && page.error().code == "not_a_participant") return thread_not_found_or_forbidden();
+  return page;
 }
 
 Result<std::vector<Message>> ChatService::replay(const std::string& user_id, const std::string& thread_id,
                                                  int64_t since_seq, int limit, bool with_status, Micros* member_since) {
   auto m = require_member(user_id, thread_id);
   if (!m) return m.error();
-  if (member_since) {
-    const auto& ids = (*m)->user_ids;
-    const auto at = static_cast<size_t>(std::find(ids.begin(), ids.end(), user_id) - ids.begin());
-    *member_since = at < (*m)->joined_at.size() ? (*m)->joined_at[at] : 0;
-  }
-  auto ms = store_.messages_after(thread_id, since_seq, limit);
-  if (!ms || !with_status) return ms;
-  if (auto st = annotate_each_thread(*ms); !st) return st.error();
-  return ms;
+  auto page = member_page(user_id, PageQuery{thread_id, since_seq, kAllSeqs, limit});
+  if (!page) return page.error();
+  if (member_since) *member_since = page->joined_at;
+  if (with_status)
+    if (auto st = annotate_each_thread(page->messages); !st) return st.error();
+  return std::move(page->messages);
 }
 
 Result<OfflinePage> ChatService::offline_messages(const User& actor, Micros since) {

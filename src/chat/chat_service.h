@@ -111,7 +111,9 @@ class ChatService {
   // subscribe_thread, and gap fills). with_status: each with its current
   // status, as history has (a fill stands in for live frames, which are
   // `sent`, and skips the thread read). member_since: set to when the user
-  // (last) joined the thread, 0 when unknown. Blocking.
+  // (last) joined the thread. Read with the membership, from one snapshot
+  // (Store::member_page): never a message stored after the user's removal,
+  // however long the read waited for a worker. Blocking.
   Result<std::vector<Message>> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
                                       int limit, bool with_status = true, Micros* member_since = nullptr);
   Result<OfflinePage> offline_messages(const User& actor, Micros since);
@@ -211,6 +213,8 @@ class ChatService {
   Status acknowledge(const std::string& user_id, const Message& message);
   Result<std::shared_ptr<const ThreadMembers>> require_member(const std::string& user_id,
                                                               const std::string& thread_id);
+  // Store::member_page, its refusal told as require_member tells it.
+  Result<MemberPage> member_page(const std::string& user_id, const PageQuery& query);
   // After a membership change was written (MemberCache::begin_change before
   // it): forgets the cached members here and tells every other process to.
   void members_changed(const std::string& thread_id);

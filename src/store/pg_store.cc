@@ -889,6 +889,34 @@ Result<std::vector<Message>> PgStore::messages_after(const std::string& thread_i
   });
 }
 
+Result<MemberPage> PgStore::member_page(const std::string& user_id, const PageQuery& q) {
+  auto page = with_reader([&](PgConn& c) -> std::optional<MemberPage> {
+    PgReadTxn txn(c);  // REPEATABLE READ: both statements see one snapshot
+    MemberPage out;
+    auto p = c.exec("SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2", {q.thread_id, user_id});
+    log_read_error(c, p, "member_page");
+    if (!p.ok() || p.rows() == 0) return std::nullopt;
+    out.joined_at = p.i64(0, 0);
+    if (q.after_seq >= 0) {
+      out.messages = read_messages(c,
+                                   c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
+                                          {q.thread_id, q.after_seq, clamp_limit(q.limit)}),
+                                   "member_page");
+    } else {
+      out.messages = read_messages(
+          c,
+          c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3",
+                 {q.thread_id, q.before_seq, clamp_limit(q.limit)}),
+          "member_page");
+      std::reverse(out.messages.begin(), out.messages.end());
+    }
+    return out;
+  });
+  if (!page) return page.error();
+  if (!*page) return not_found("not_a_participant", "user is not in this thread");
+  return std::move(**page);
+}
+
 Result<int64_t> PgStore::last_seq_created_before(const std::string& thread_id, int64_t below_seq,
                                                  Micros created_before, int64_t lowest_seq) {
   return with_reader([&](PgConn& c) -> int64_t {

@@ -62,6 +62,7 @@ class PgStore final : public Store {
   Result<std::optional<Message>> message(const std::string& message_id) override;
   Result<std::vector<Message>> messages_after(const std::string& thread_id, int64_t after_seq, int limit) override;
   Result<std::vector<Message>> messages_before(const std::string& thread_id, int64_t before_seq, int limit) override;
+  Result<MemberPage> member_page(const std::string& user_id, const PageQuery& query) override;
   Result<int64_t> last_seq_created_before(const std::string& thread_id, int64_t below_seq, Micros created_before,
                                           int64_t lowest_seq) override;
   Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) override;

@@ -711,6 +711,36 @@ Result<std::vector<Message>> SqliteStore::messages_after(const std::string& thre
   });
 }
 
+Result<MemberPage> SqliteStore::member_page(const std::string& user_id, const PageQuery& q) {
+  auto page = with_reader([&](SqliteConn& c) -> std::optional<MemberPage> {
+    ReadTxn txn(c);
+    MemberPage out;
+    {
+      auto st = c.prepare("SELECT joined_at FROM participants WHERE thread_id = ? AND user_id = ?");
+      st.bind(q.thread_id, user_id);
+      if (!st.row()) {
+        log_read_error(c, st, "member_page");
+        return std::nullopt;
+      }
+      out.joined_at = st.i64(0);
+    }
+    if (q.after_seq >= 0) {
+      auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq > ? ORDER BY m.seq LIMIT ?");
+      st.bind(q.thread_id, q.after_seq, clamp_limit(q.limit));
+      out.messages = read_messages(c, st, "member_page");
+    } else {
+      auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");
+      st.bind(q.thread_id, q.before_seq, clamp_limit(q.limit));
+      out.messages = read_messages(c, st, "member_page");
+      std::reverse(out.messages.begin(), out.messages.end());
+    }
+    return out;
+  });
+  if (!page) return page.error();
+  if (!*page) return not_found("not_a_participant", "user is not in this thread");
+  return std::move(**page);
+}
+
 Result<int64_t> SqliteStore::last_seq_created_before(const std::string& thread_id, int64_t below_seq,
                                                      Micros created_before, int64_t lowest_seq) {
   return with_reader([&](SqliteConn& c) -> int64_t {

@@ -143,6 +143,19 @@ struct OfflinePage {
   bool has_more = false;
 };
 
+// A page of one thread as a participant reads it (Store::member_page).
+struct PageQuery {
+  std::string thread_id;
+  int64_t after_seq = -1;          // >= 0: the oldest `limit` with seq > after_seq
+  int64_t before_seq = kAllSeqs;   // else: the newest `limit` with seq < before_seq
+  int limit = 50;
+};
+
+struct MemberPage {
+  Micros joined_at = 0;            // the reader's, as of the page's snapshot
+  std::vector<Message> messages;   // ascending seq
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -233,6 +246,12 @@ class Store {
   // Ascending seq: the newest `limit` messages with seq < before_seq
   // (kAllSeqs: the newest of all).
   virtual Result<std::vector<Message>> messages_before(const std::string& thread_id, int64_t before_seq, int limit) = 0;
+  // messages_after or messages_before for a reader who must be a participant,
+  // read from one snapshot with the membership: a removal that commits while
+  // the page is read never lets through a message stored after it (a check
+  // apart from the read would, for as long as the read took to start).
+  // Errors: not_found "not_a_participant", also for a thread that does not exist.
+  virtual Result<MemberPage> member_page(const std::string& user_id, const PageQuery& query) = 0;
   // The highest seq in (lowest_seq, below_seq) of a message of the thread
   // created before `created_before`; lowest_seq when there is none. Reads
   // back from below_seq, so it costs the messages newer than that time.

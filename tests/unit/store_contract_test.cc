@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include "common/clock.h"
+#include "common/ids.h"
 #include "store/pg_conn.h"
 #include "store/pg_schema.h"
 #include "store/sqlite_schema.h"
@@ -800,6 +801,44 @@ TEST_P(StoreContract, MessagesAfterAndBeforePage) {
   ASSERT_TRUE(m);
   EXPECT_EQ(m->content, "5");
   EXPECT_EQ(m->sender.username, "alice");
+}
+
+// A participant's page: the messages and their membership from one read,
+// refused to anyone not in the thread when it is read.
+TEST_P(StoreContract, MemberPageIsReadWithTheMembership) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id});
+  for (int i = 1; i <= 4; ++i) send(t.id, a.id, std::to_string(i));
+  auto seqs = [](const MemberPage& p) {
+    std::vector<int64_t> out;
+    for (const auto& m : p.messages) out.push_back(m.seq);
+    return out;
+  };
+  auto members = ok(store_->thread_members(t.id));
+  ASSERT_TRUE(members);
+  const auto at = std::find(members->user_ids.begin(), members->user_ids.end(), b.id) - members->user_ids.begin();
+  auto after = ok(store_->member_page(b.id, PageQuery{t.id, 0, kAllSeqs, 3}));
+  EXPECT_EQ(seqs(after), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(after.joined_at, members->joined_at[static_cast<size_t>(at)]);
+  EXPECT_EQ(seqs(ok(store_->member_page(b.id, PageQuery{t.id, -1, kAllSeqs, 2}))), (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(seqs(ok(store_->member_page(b.id, PageQuery{t.id, -1, 3, 5}))), (std::vector<int64_t>{1, 2}));
+  EXPECT_TRUE(ok(store_->member_page(b.id, PageQuery{t.id, 4, kAllSeqs, 5})).messages.empty());
+
+  auto refused = [&](const std::string& user_id, const std::string& thread_id) {
+    auto p = store_->member_page(user_id, PageQuery{thread_id, 0, kAllSeqs, 10});
+    return !p.ok() && p.error().code == "not_a_participant";
+  };
+  EXPECT_TRUE(refused(c.id, t.id)) << "never a member";
+  EXPECT_TRUE(refused(b.id, new_uuid())) << "no such thread";
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
+  send(t.id, a.id, "after the removal");
+  EXPECT_TRUE(refused(b.id, t.id)) << "removed";
+  ASSERT_TRUE(store_->add_participants(t.id, {b.id}).ok());
+  auto back = ok(store_->member_page(b.id, PageQuery{t.id, 0, kAllSeqs, 10}));
+  EXPECT_GT(back.joined_at, after.joined_at) << "the joined_at of the new membership";
+  EXPECT_EQ(back.messages.size(), 5u) << "history, as for any member";
 }
 
 // Where a connection's first fill starts (Connection::fill_gap): after the
