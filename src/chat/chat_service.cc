@@ -244,6 +244,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
   std::vector<std::string> names;
   for (const auto& id : user_ids) {
     if (!is_uuid(id)) return bad_input("invalid_field", "participant_ids must be user ids");
+    if (std::find(ids.begin(), ids.end(), normalize_uuid(id)) != ids.end()) continue;  // named twice
     auto u = store_.user_by_id(normalize_uuid(id));
     if (!u) return u.error();
     if (!*u) return not_found("user_not_found", "no user with id " + normalize_uuid(id));
@@ -254,7 +255,8 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
                       auto it = std::find(ids.begin(), ids.end(), id);
                       return AppendRequest{thread_id, actor.id, actor.username + " added " + names[it - ids.begin()],
                                            "system", ""};
-                    }};
+                    },
+                    actor.id};
   members_.begin_change(thread_id);
   // Each notice is stored with the additions, in one step: an added member
   // is never in the thread without its record (a notice stored apart could
@@ -271,6 +273,8 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
       done(std::move(r));
     });
   });
+  // The admin check above read the cache; the store's, as it commits, has the last word.
+  if (!added && added.error().code == "not_admin") return forbidden("only thread admins may add participants");
   if (!added) return added.error();
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
@@ -294,6 +298,7 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
   removal.thread_id = thread_id;
   removal.user_id = user_id;
   removal.promotion_notice = [](const std::string& username) { return username + " is now an admin"; };
+  removal.actor_id = actor.id;
   // Stored with the removal, in one step: the removed user's devices get
   // this notice, and nothing committed after it.
   removal.notice = AppendRequest{
@@ -320,6 +325,7 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
       done(std::move(r));
     });
   });
+  if (!removed && removed.error().code == "not_admin") return forbidden("only thread admins may remove others");
   if (!removed) return removed.error();
   // The removed user may have been typing. Their own stop (its timer, their
   // close) is refused from now on, as any non-member's is, so it goes from
@@ -438,15 +444,30 @@ void ChatService::deliver(const Message& message, const std::string& message_jso
 std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const Message& message,
                                                                     std::shared_ptr<const ThreadMembers> checked) {
   auto now = members_.get(message.thread_id);
-  auto members = joined_by(now && *now ? std::move(*now) : std::move(checked), message.created_at);
-  // The store may already hold a removal whose callback has not run: this
-  // message committed before it (callbacks run in commit order), so the
-  // member being removed still gets it, as they get the removal's notice.
+  return with_removals_in_flight(message.thread_id,
+                                 joined_by(now && *now ? std::move(*now) : std::move(checked), message.created_at));
+}
+
+// The store may already hold a removal whose callback has not run: a write
+// that committed before it (callbacks run in commit order) still goes to the
+// member being removed, as the removal's notice does.
+std::shared_ptr<const ThreadMembers> ChatService::with_removals_in_flight(const std::string& thread_id,
+                                                                          std::shared_ptr<const ThreadMembers> members) {
   if (removals_in_flight_.load(std::memory_order_acquire) == 0) return members;
   std::lock_guard lock(removals_mu_);
-  auto [from, to] = removals_.equal_range(message.thread_id);
+  auto [from, to] = removals_.equal_range(thread_id);
   for (auto it = from; it != to; ++it) members = with_member(std::move(members), it->second);
   return members;
+}
+
+// Who an edit or deletion that just committed goes to: the members as it
+// leaves them, not as they were when it was checked (a removal may have
+// committed in between: the removed must not get the new text). As for a
+// message, the cache answers unless a change was just made here.
+std::shared_ptr<const ThreadMembers> ChatService::members_after_change(const std::string& thread_id,
+                                                                       std::shared_ptr<const ThreadMembers> checked) {
+  auto now = members_.get(thread_id);
+  return with_removals_in_flight(thread_id, now && *now ? std::move(*now) : std::move(checked));
 }
 
 // `members` less those who joined after `created_at`: the line offline sync

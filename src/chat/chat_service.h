@@ -237,6 +237,11 @@ class ChatService {
   std::shared_ptr<const ThreadMembers> members_at_commit(const Message& message,
                                                          std::shared_ptr<const ThreadMembers> checked);
   std::shared_ptr<const ThreadMembers> joined_by(std::shared_ptr<const ThreadMembers> members, Micros created_at) const;
+  std::shared_ptr<const ThreadMembers> with_removals_in_flight(const std::string& thread_id,
+                                                               std::shared_ptr<const ThreadMembers> members);
+  // Who an edit or deletion just committed goes to (see the definition).
+  std::shared_ptr<const ThreadMembers> members_after_change(const std::string& thread_id,
+                                                            std::shared_ptr<const ThreadMembers> checked);
   // Who an event goes to: a thread's cached member list (shared, never
   // copied per event: each loop may cache whom it resolves to) or a one-off list.
   struct Audience {

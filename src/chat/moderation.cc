@@ -1,7 +1,7 @@
-// ChatService: deleting and editing messages (CONTRACT section 8). Who may do
-// what is decided here; the store only writes. Each action that changes
-// something writes one audit log line: who, what, which message; never the
-// content.
+// ChatService: deleting and editing messages (CONTRACT section 8). Who may
+// do what is decided here, and checked again by the store as the change
+// commits. Each action that changes something writes one audit log line:
+// who, what, which message; never the content.
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -65,12 +65,14 @@ Result<Message> ChatService::delete_message(const std::string& actor_id, const s
   if (!is_sender && !contains(m->admin_ids, actor_id))
     return forbidden("only the sender or a thread admin may delete a message");
   if (msg.deleted) return with_status(msg);  // already a tombstone: nothing changes, nobody is told again
-  auto deleted = store_.delete_message(message_id);
+  auto deleted = store_.delete_message(message_id, actor_id);
+  // The checks above read the cache; the store's, as it commits, has the last word.
+  if (!deleted && deleted.error().code == "not_allowed") return message_forbidden();
   if (!deleted) return deleted.error();
   *deleted = with_status(std::move(*deleted));
   spdlog::info("event=audit action=message_delete actor_id={} as={} message_id={} thread_id={} seq={} sender_id={}",
                actor_id, is_sender ? "sender" : "thread_admin", msg.id, msg.thread_id, msg.seq, msg.sender_id);
-  publish_change(*deleted, Audience::members(m), origin_session);
+  publish_change(*deleted, Audience::members(members_after_change(msg.thread_id, m)), origin_session);
   return deleted;
 }
 
@@ -89,12 +91,13 @@ Result<Message> ChatService::edit_message(const std::string& actor_id, const std
                  "messages can be edited for " + std::to_string(config_.limits.edit_window_seconds) +
                      " seconds after sending"};
   if (auto e = validate_content(content, msg.message_type)) return *e;
-  auto edited = store_.edit_message(message_id, content, now);
+  auto edited = store_.edit_message(message_id, actor_id, content, now);
+  if (!edited && edited.error().code == "not_allowed") return message_forbidden();
   if (!edited) return edited.error();
   *edited = with_status(std::move(*edited));
   spdlog::info("event=audit action=message_edit actor_id={} message_id={} thread_id={} seq={}", actor_id, msg.id,
                msg.thread_id, msg.seq);
-  publish_change(*edited, Audience::members(m), origin_session);
+  publish_change(*edited, Audience::members(members_after_change(msg.thread_id, m)), origin_session);
   return edited;
 }
 

@@ -603,6 +603,7 @@ Result<Added> PgStore::write_participants(const Addition& a) {
   // A direct thread is keyed by its pair; a third member would break that.
   if (thread_type_from_stored(t.text(0, 0)) == ThreadType::kDirect)
     return bad_input("direct_thread", "participants of a direct thread cannot change");
+  if (auto admin = require_admin(thread_id, a.actor_id); !admin) return admin.error();
   auto known = all_users_exist(c, user_ids);
   if (!known) return known.error();
   if (!*known) return not_found("user_not_found", "participant does not exist");
@@ -629,6 +630,15 @@ Result<Added> PgStore::write_participants(const Addition& a) {
   return out;
 }
 
+Status PgStore::require_admin(const std::string& thread_id, const std::string& actor_id) {
+  if (actor_id.empty()) return Ok{};
+  PgConn& c = *writer_conn_;
+  auto r = c.exec("SELECT is_admin FROM participants WHERE thread_id = $1 AND user_id = $2", {thread_id, actor_id});
+  if (!r.ok()) return pg_error(c, r, "require_admin");
+  if (r.rows() == 1 && r.i64(0, 0) != 0) return Ok{};
+  return not_admin();
+}
+
 void PgStore::remove_participant(Removal removal, RemovalCallback done) {
   writer_->submit<Removed>([this, r = std::move(removal)] { return write_removal(r); }, std::move(done));
 }
@@ -637,6 +647,8 @@ void PgStore::remove_participant(Removal removal, RemovalCallback done) {
 // one the removal leaves, whichever node changes the thread next.
 Result<Removed> PgStore::write_removal(const Removal& r) {
   PgConn& c = *writer_conn_;
+  if (r.actor_id != r.user_id)
+    if (auto admin = require_admin(r.thread_id, r.actor_id); !admin) return admin.error();
   auto successor = successor_admin(r.thread_id, r.user_id);
   if (!successor) return successor.error();
   Removed out;
@@ -1121,9 +1133,26 @@ Result<std::vector<AccountState>> PgStore::account_changes(int64_t after_version
   });
 }
 
-Result<Message> PgStore::delete_message(const std::string& message_id) {
-  return writer_->submit_and_wait<Message>([this, message_id]() -> Result<Message> {
+// Whether actor_id may change the message as this commits (Store::delete_message):
+// a participant of its thread, and its sender, or (admin_too) an admin.
+Status PgStore::may_change(const std::string& message_id, const std::string& actor_id, bool admin_too) {
+  if (actor_id.empty()) return Ok{};
+  PgConn& c = *writer_conn_;
+  auto r = c.exec(
+      "SELECT (m.sender_id = $1)::int, p.is_admin, p.user_id IS NOT NULL FROM messages m "
+      "LEFT JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = $1 WHERE m.id = $2",
+      {actor_id, message_id});
+  if (!r.ok()) return pg_error(c, r, "may_change");
+  if (r.rows() == 0) return not_found("message_not_found", "no such message");
+  const bool member = r.text(0, 2) == "t";
+  if (member && (r.i64(0, 0) != 0 || (admin_too && r.i64(0, 1) != 0))) return Ok{};
+  return not_allowed();
+}
+
+Result<Message> PgStore::delete_message(const std::string& message_id, const std::string& actor_id) {
+  return writer_->submit_and_wait<Message>([this, message_id, actor_id]() -> Result<Message> {
     PgConn& c = *writer_conn_;
+    if (auto may = may_change(message_id, actor_id, /*admin_too=*/true); !may) return may.error();
     auto r = c.exec("UPDATE messages SET content = ''::bytea, change_no = CASE WHEN deleted_at IS NULL THEN "
                     PG_NEXT_CHANGE_NO " ELSE change_no END, deleted_at = COALESCE(deleted_at, $1) WHERE id = $2",
                     {now_micros(), message_id});
@@ -1138,9 +1167,11 @@ Result<Message> PgStore::delete_message(const std::string& message_id) {
   });
 }
 
-Result<Message> PgStore::edit_message(const std::string& message_id, const std::string& content, Micros when) {
-  return writer_->submit_and_wait<Message>([this, message_id, content, when]() -> Result<Message> {
+Result<Message> PgStore::edit_message(const std::string& message_id, const std::string& actor_id,
+                                      const std::string& content, Micros when) {
+  return writer_->submit_and_wait<Message>([this, message_id, actor_id, content, when]() -> Result<Message> {
     PgConn& c = *writer_conn_;
+    if (auto may = may_change(message_id, actor_id, /*admin_too=*/false); !may) return may.error();
     auto r = c.exec("UPDATE messages SET content = $1, edited_at = $2, change_no = " PG_NEXT_CHANGE_NO
                     " WHERE id = $3 AND deleted_at IS NULL",
                     {PgParam::bytes(content), when, message_id});

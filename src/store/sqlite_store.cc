@@ -484,6 +484,7 @@ Result<Added> SqliteStore::write_participants(const Addition& a) {
     if (thread_type_from_stored(st.text(0)) == ThreadType::kDirect)
       return bad_input("direct_thread", "participants of a direct thread cannot change");
   }
+  if (auto admin = require_admin(thread_id, a.actor_id); !admin) return admin.error();
   // A new member has read and received what was said before (Store::add_participants).
   auto key = thread_key(thread_id);
   if (!key) return key.error();
@@ -508,6 +509,15 @@ Result<Added> SqliteStore::write_participants(const Addition& a) {
   return out;
 }
 
+Status SqliteStore::require_admin(const std::string& thread_id, const std::string& actor_id) {
+  if (actor_id.empty()) return Ok{};
+  auto st = writer_conn_->prepare("SELECT is_admin FROM participants WHERE thread_id = ? AND user_id = ?");
+  st.bind(thread_id, actor_id);
+  if (st.row()) return st.i64(0) != 0 ? Status{Ok{}} : not_admin();
+  if (st.error() != SQLITE_OK) return storage_error(*writer_conn_, st.error(), "require_admin");
+  return not_admin();
+}
+
 void SqliteStore::remove_participant(Removal removal, RemovalCallback done) {
   writer_->submit<Removed>([this, r = std::move(removal)] { return write_removal(r); }, std::move(done));
 }
@@ -516,6 +526,8 @@ void SqliteStore::remove_participant(Removal removal, RemovalCallback done) {
 // statement failing after it rolls the op back, and run_op forgets what the
 // writer's caches took from it.
 Result<Removed> SqliteStore::write_removal(const Removal& r) {
+  if (r.actor_id != r.user_id)
+    if (auto admin = require_admin(r.thread_id, r.actor_id); !admin) return admin.error();
   auto successor = successor_admin(r.thread_id, r.user_id);
   if (!successor) return successor.error();
   Removed out;
@@ -1003,9 +1015,28 @@ Result<std::vector<AccountState>> SqliteStore::account_changes(int64_t after_ver
   });
 }
 
-Result<Message> SqliteStore::delete_message(const std::string& message_id) {
-  return writer_->submit_and_wait<Message>([this, message_id]() -> Result<Message> {
+// Whether actor_id may change the message as this commits (Store::delete_message):
+// a participant of its thread, and its sender, or (admin_too) an admin.
+Status SqliteStore::may_change(const std::string& message_id, const std::string& actor_id, bool admin_too) {
+  if (actor_id.empty()) return Ok{};
+  SqliteConn& c = *writer_conn_;
+  auto st = c.prepare(
+      "SELECT m.sender_id = ?1, p.is_admin FROM messages m "
+      "LEFT JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = ?1 WHERE m.id = ?2");
+  st.bind(actor_id, message_id);
+  if (!st.row()) {
+    if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "may_change");
+    return not_found("message_not_found", "no such message");
+  }
+  const bool member = !st.is_null(1);
+  if (member && (st.i64(0) != 0 || (admin_too && st.i64(1) != 0))) return Ok{};
+  return not_allowed();
+}
+
+Result<Message> SqliteStore::delete_message(const std::string& message_id, const std::string& actor_id) {
+  return writer_->submit_and_wait<Message>([this, message_id, actor_id]() -> Result<Message> {
     SqliteConn& c = *writer_conn_;
+    if (auto may = may_change(message_id, actor_id, /*admin_too=*/true); !may) return may.error();
     auto st = c.prepare(
         "UPDATE messages SET content = '', change_no = CASE WHEN deleted_at IS NULL THEN " NEXT_CHANGE_NO
         " ELSE change_no END, deleted_at = COALESCE(deleted_at, ?) WHERE id = ?");
@@ -1023,9 +1054,11 @@ Result<Message> SqliteStore::delete_message(const std::string& message_id) {
   });
 }
 
-Result<Message> SqliteStore::edit_message(const std::string& message_id, const std::string& content, Micros when) {
-  return writer_->submit_and_wait<Message>([this, message_id, content, when]() -> Result<Message> {
+Result<Message> SqliteStore::edit_message(const std::string& message_id, const std::string& actor_id,
+                                          const std::string& content, Micros when) {
+  return writer_->submit_and_wait<Message>([this, message_id, actor_id, content, when]() -> Result<Message> {
     SqliteConn& c = *writer_conn_;
+    if (auto may = may_change(message_id, actor_id, /*admin_too=*/false); !may) return may.error();
     auto st = c.prepare("UPDATE messages SET content = ?, edited_at = ?, change_no = " NEXT_CHANGE_NO
                         " WHERE id = ? AND deleted_at IS NULL");
     st.bind(content, when, message_id);

@@ -74,8 +74,9 @@ class SqliteStore final : public Store {
   Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) override;
   Result<AccountState> revoke_tokens(const std::string& user_id, int64_t valid_after) override;
   Result<std::vector<AccountState>> account_changes(int64_t after_version) override;
-  Result<Message> delete_message(const std::string& message_id) override;
-  Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) override;
+  Result<Message> delete_message(const std::string& message_id, const std::string& actor_id) override;
+  Result<Message> edit_message(const std::string& message_id, const std::string& actor_id, const std::string& content,
+                               Micros when) override;
   Result<int64_t> last_change() override;
   Result<std::vector<Message>> changes_after(const std::string& user_id, int64_t after, int limit) override;
   void enqueue_notifications(std::vector<Notification> items, std::vector<std::string> settles,
@@ -129,6 +130,9 @@ class SqliteStore final : public Store {
   Result<AppendResult> write_message(const AppendRequest& request);
   Result<Removed> write_removal(const Removal& removal);
   Result<std::optional<std::string>> successor_admin(const std::string& thread_id, const std::string& user_id);
+  // The store's own check of who changes what, as it commits (Addition::actor_id, Store::delete_message).
+  Status require_admin(const std::string& thread_id, const std::string& actor_id);
+  Status may_change(const std::string& message_id, const std::string& actor_id, bool admin_too);
   Result<ReadMark> write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq);
   struct ThreadKey {
     int64_t no = 0;  // threads.no, the thread's key in the message index

@@ -10,6 +10,14 @@
 
 namespace parley {
 
+Error not_admin() {
+  return Error{ErrorKind::kForbidden, "not_admin", "only thread admins may change its participants"};
+}
+
+Error not_allowed() {
+  return Error{ErrorKind::kForbidden, "not_allowed", "you may no longer change this message"};
+}
+
 Result<AppendResult> Store::append_and_wait(AppendRequest request) {
   return wait_for_callback<Result<AppendResult>>(
       [&](AppendCallback done) { append(std::move(request), std::move(done)); });

@@ -55,6 +55,10 @@ struct Addition {
   // the caller's), stored in the same transaction right after the
   // additions: no addition commits without its record. Empty: none.
   std::function<AppendRequest(const std::string& user_id)> notice;
+  // Who adds them; unless empty (tools), refused (forbidden "not_admin")
+  // when not an admin of the thread as the addition commits: the caller's
+  // check may be older (a removal of the actor can commit between the two).
+  std::string actor_id{};  // (an initializer: brace lists may end before it)
 };
 
 struct Added {
@@ -75,6 +79,10 @@ struct Removal {
   // transaction: the removed user's last message is this notice, and no
   // message commits between the two.
   std::optional<AppendRequest> notice;
+  // Who removes them; unless empty (tools) or user_id (leaving), refused
+  // (forbidden "not_admin") when not an admin of the thread as the removal
+  // commits, as Addition::actor_id.
+  std::string actor_id{};  // (an initializer: brace lists may end before it)
 };
 
 struct Removed {
@@ -265,11 +273,16 @@ class Store {
   // A tombstone: content emptied, deleted set, seq and everything else kept;
   // the message's webhook notifications (queued and dead) are removed in the
   // same transaction. Deleting a deleted message answers it as it is.
-  // Errors: not_found "message_not_found".
-  virtual Result<Message> delete_message(const std::string& message_id) = 0;
-  // New content and edited_at = `when`. Errors: not_found
-  // "message_not_found", conflict "message_deleted".
-  virtual Result<Message> edit_message(const std::string& message_id, const std::string& content, Micros when) = 0;
+  // `actor_id`, unless empty (tools), must be a participant of the thread
+  // when this commits, and its sender or an admin: the caller's check may be
+  // older (a removal can commit between the two). Errors: not_found
+  // "message_not_found", forbidden "not_allowed".
+  virtual Result<Message> delete_message(const std::string& message_id, const std::string& actor_id) = 0;
+  // New content and edited_at = `when`. `actor_id`, unless empty, must be
+  // its sender and a participant when this commits. Errors: not_found
+  // "message_not_found", conflict "message_deleted", forbidden "not_allowed".
+  virtual Result<Message> edit_message(const std::string& message_id, const std::string& actor_id,
+                                       const std::string& content, Micros when) = 0;
   // Every edit and deletion (not the repeat of one) gives its message the
   // next change number of the whole store (Message::change_no): in commit
   // order across every writer, without gaps, 1 first. A node that may have
@@ -387,6 +400,11 @@ Result<NewThread> prepare_new_thread(const Thread& requested);
 // The system message announcing that `username` became admin as `removal`
 // commits, sent by the leaving user; nullopt when the removal announces none.
 std::optional<AppendRequest> promotion_notice(const Removal& removal, const std::string& username);
+
+// The refusals of the store's own checks of who may change what (Addition::actor_id,
+// Removal::actor_id, Store::delete_message, Store::edit_message).
+Error not_admin();
+Error not_allowed();
 
 // A LIKE pattern matching strings that contain `text`, with LIKE's own
 // wildcards (and the escape character) escaped by a backslash.

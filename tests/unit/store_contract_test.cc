@@ -25,6 +25,7 @@
 
 #include "common/clock.h"
 #include "common/ids.h"
+#include "common/wait.h"
 #include "store/pg_conn.h"
 #include "store/pg_schema.h"
 #include "store/sqlite_schema.h"
@@ -472,6 +473,69 @@ TEST_P(StoreContract, AnAdditionAndItsNoticesCommitTogether) {
   ASSERT_TRUE(members);
   EXPECT_EQ(members->user_ids.size(), 3u) << "dave was not added without his notice";
   EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10)).size(), 2u);
+}
+
+// Who changes the members is checked again as the change commits: an admin
+// removed (or a member never admin) whose request was checked before cannot
+// add or remove anyone, themselves included; anyone may leave.
+TEST_P(StoreContract, MembershipChangesNeedAnAdminAsTheyCommit) {
+  User a = make_user("alice"), b = make_user("bob"), c = make_user("carol"), d = make_user("dave");
+  Thread t = make_group({a.id, b.id, c.id});  // alice is the admin
+  auto add = [&](std::vector<std::string> ids, const std::string& actor) {
+    return wait_for_callback<Result<Added>>([&](AdditionCallback done) {
+      store_->add_participants(Addition{t.id, std::move(ids), {}, actor}, std::move(done));
+    });
+  };
+  auto member_count = [&] { return ok(store_->thread_members(t.id))->user_ids.size(); };
+  auto by_member = add({d.id}, b.id);
+  ASSERT_FALSE(by_member.ok());
+  EXPECT_EQ(by_member.error().code, "not_admin");
+  EXPECT_EQ(member_count(), 3u);
+  auto removal_by_member = store_->remove_participant_and_wait({t.id, c.id, {}, {}, b.id});
+  ASSERT_FALSE(removal_by_member.ok());
+  EXPECT_EQ(removal_by_member.error().code, "not_admin");
+  EXPECT_EQ(member_count(), 3u);
+  EXPECT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}, c.id}).ok()) << "anyone may leave";
+  EXPECT_EQ(ok(add({c.id}, a.id)).user_ids.size(), 1u) << "the admin adds";
+
+  // bob made admin when alice leaves; alice, out, cannot add herself back.
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, a.id, {}, {}, a.id}).ok());
+  auto self_back = add({a.id}, a.id);
+  ASSERT_FALSE(self_back.ok());
+  EXPECT_EQ(self_back.error().code, "not_admin");
+  auto removal_by_former = store_->remove_participant_and_wait({t.id, c.id, {}, {}, a.id});
+  ASSERT_FALSE(removal_by_former.ok());
+  EXPECT_EQ(member_count(), 2u) << "bob and carol";
+}
+
+// Edits and deletions: the sender, or for a deletion an admin too, and a
+// participant either way, as the change commits.
+TEST_P(StoreContract, MessageChangesNeedTheirRightsAsTheyCommit) {
+  User a = make_user("alice"), b = make_user("bob"), c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});  // alice is the admin
+  auto bobs_sent = send(t.id, b.id, "bob's");
+  auto carols_sent = send(t.id, c.id, "carol's");
+  ASSERT_TRUE(bobs_sent.ok() && carols_sent.ok());
+  const Message bobs_message = bobs_sent->message, carols_message = carols_sent->message;
+  auto refused = [](const Result<Message>& r) { return !r.ok() && r.error().code == "not_allowed"; };
+  EXPECT_TRUE(refused(store_->edit_message(bobs_message.id, c.id, "not hers", 1))) << "only the sender edits";
+  EXPECT_TRUE(refused(store_->edit_message(bobs_message.id, a.id, "nor the admin's", 1)));
+  EXPECT_TRUE(refused(store_->delete_message(bobs_message.id, c.id))) << "a member deletes only their own";
+  EXPECT_EQ(ok(store_->messages_after(t.id, 0, 10))[0].content, "bob's") << "nothing changed";
+  EXPECT_EQ(ok(store_->edit_message(bobs_message.id, b.id, "bob's, edited", 1)).content, "bob's, edited");
+  EXPECT_TRUE(ok(store_->delete_message(carols_message.id, a.id)).deleted) << "an admin deletes anyone's";
+
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
+  EXPECT_TRUE(refused(store_->edit_message(bobs_message.id, b.id, "after leaving", 2))) << "a former member";
+  EXPECT_TRUE(refused(store_->delete_message(bobs_message.id, b.id)));
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, a.id, {}, {}}).ok());
+  EXPECT_TRUE(refused(store_->delete_message(bobs_message.id, a.id))) << "a former admin";
+  auto kept = ok(store_->messages_after(t.id, 0, 10))[0];
+  EXPECT_EQ(kept.content, "bob's, edited");
+  EXPECT_FALSE(kept.deleted);
+  auto unknown = store_->delete_message("00000000-0000-0000-0000-000000000000", a.id);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, "message_not_found");
 }
 
 // Members are written as one list (one statement on PostgreSQL): every
@@ -978,7 +1042,7 @@ TEST_P(StoreContract, DeletedMessagesAreNotUnread) {
   auto first = send(t.id, b.id, "taken down");
   ASSERT_TRUE(first.ok());
   send(t.id, b.id, "kept");
-  ASSERT_TRUE(store_->delete_message(first->message.id).ok());
+  ASSERT_TRUE(store_->delete_message(first->message.id, "").ok());
   auto mine = ok(store_->unread_counts(a.id));
   ASSERT_EQ(mine.size(), 1u);
   EXPECT_EQ(mine[0].unread_count, 1);
@@ -1031,7 +1095,7 @@ TEST_P(StoreContract, ThreadsForUserAgreesWithEachThread) {
   send(deleted.id, a.id, "kept");
   auto gone = send(deleted.id, others[3].id, "taken down");
   ASSERT_TRUE(gone.ok());
-  ASSERT_TRUE(store_->delete_message(gone->message.id).ok());
+  ASSERT_TRUE(store_->delete_message(gone->message.id, "").ok());
   auto direct = make_direct(a.id, others[4].id);
   ASSERT_TRUE(direct.ok());
   send(direct->thread.id, others[4].id, "hi");
@@ -1282,20 +1346,20 @@ TEST_P(StoreContract, DeleteLeavesATombstoneAndEditSetsEditedAt) {
   auto m2 = send(t.id, b.id, "second");
   ASSERT_TRUE(m1.ok() && m2.ok());
 
-  auto edited = store_->edit_message(m2->message.id, "second, edited", 12345);
+  auto edited = store_->edit_message(m2->message.id, "", "second, edited", 12345);
   ASSERT_TRUE(edited.ok()) << edited.error().code;
   EXPECT_EQ(edited->content, "second, edited");
   ASSERT_TRUE(edited->edited_at.has_value());
   EXPECT_EQ(*edited->edited_at, 12345);
   EXPECT_EQ(edited->seq, 2);
 
-  auto deleted = store_->delete_message(m1->message.id);
+  auto deleted = store_->delete_message(m1->message.id, "");
   ASSERT_TRUE(deleted.ok()) << deleted.error().code;
   EXPECT_TRUE(deleted->deleted);
   EXPECT_EQ(deleted->content, "");
   EXPECT_EQ(deleted->seq, 1);
   EXPECT_EQ(deleted->created_at, m1->message.created_at);
-  EXPECT_TRUE(ok(store_->delete_message(m1->message.id)).deleted);  // again: the same tombstone
+  EXPECT_TRUE(ok(store_->delete_message(m1->message.id, "")).deleted);  // again: the same tombstone
 
   auto history = ok(store_->messages_after(t.id, 0, 10));
   ASSERT_EQ(history.size(), 2u);
@@ -1308,13 +1372,13 @@ TEST_P(StoreContract, DeleteLeavesATombstoneAndEditSetsEditedAt) {
   EXPECT_TRUE(since.messages[0].deleted);
   EXPECT_EQ(ok(store_->thread(t.id))->last_seq, 2);  // no new seq
 
-  auto on_tombstone = store_->edit_message(m1->message.id, "back", 1);
+  auto on_tombstone = store_->edit_message(m1->message.id, "", "back", 1);
   ASSERT_FALSE(on_tombstone.ok());
   EXPECT_EQ(on_tombstone.error().code, "message_deleted");
-  auto unknown = store_->delete_message("00000000-0000-0000-0000-000000000000");
+  auto unknown = store_->delete_message("00000000-0000-0000-0000-000000000000", "");
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.error().code, "message_not_found");
-  auto unknown_edit = store_->edit_message("00000000-0000-0000-0000-000000000000", "x", 1);
+  auto unknown_edit = store_->edit_message("00000000-0000-0000-0000-000000000000", "", "x", 1);
   ASSERT_FALSE(unknown_edit.ok());
   EXPECT_EQ(unknown_edit.error().code, "message_not_found");
   // The next message still gets the next seq.
@@ -1337,11 +1401,11 @@ TEST_P(StoreContract, ChangesAreNumberedAndFoundByUserAfterANumber) {
   EXPECT_EQ(ok(store_->last_change()), 0);
   EXPECT_EQ(m1->message.change_no, 0);
 
-  EXPECT_EQ(ok(store_->edit_message(m1->message.id, "one, edited", 1)).change_no, 1);
-  EXPECT_EQ(ok(store_->edit_message(m3->message.id, "three, edited", 2)).change_no, 2);
-  EXPECT_EQ(ok(store_->delete_message(m2->message.id)).change_no, 3);
-  EXPECT_EQ(ok(store_->delete_message(m2->message.id)).change_no, 3) << "deleting a tombstone again changes nothing";
-  EXPECT_EQ(ok(store_->edit_message(m1->message.id, "one, edited twice", 3)).change_no, 4);
+  EXPECT_EQ(ok(store_->edit_message(m1->message.id, "", "one, edited", 1)).change_no, 1);
+  EXPECT_EQ(ok(store_->edit_message(m3->message.id, "", "three, edited", 2)).change_no, 2);
+  EXPECT_EQ(ok(store_->delete_message(m2->message.id, "")).change_no, 3);
+  EXPECT_EQ(ok(store_->delete_message(m2->message.id, "")).change_no, 3) << "deleting a tombstone again changes nothing";
+  EXPECT_EQ(ok(store_->edit_message(m1->message.id, "", "one, edited twice", 3)).change_no, 4);
   EXPECT_EQ(ok(store_->last_change()), 4);
 
   // Each message once, with its last change; bob's threads only.
@@ -1387,7 +1451,7 @@ TEST_P(StoreContract, ChangesOfTwoStoresOnOneDatabaseShareOneNumbering) {
     writers.emplace_back([&, w] {
       Store& s = w ? other : *store_;
       for (int i = w; i < 20; i += 2) {
-        auto r = i % 4 < 2 ? s.edit_message(ids[static_cast<size_t>(i)], "edited", 1) : s.delete_message(ids[static_cast<size_t>(i)]);
+        auto r = i % 4 < 2 ? s.edit_message(ids[static_cast<size_t>(i)], "", "edited", 1) : s.delete_message(ids[static_cast<size_t>(i)], "");
         std::lock_guard lock(mu);
         numbers.push_back(r.ok() ? r->change_no : -1);
       }
@@ -1452,7 +1516,7 @@ TEST_P(StoreContract, OwedPushesAreSettledOnce) {
   EXPECT_EQ(both, expected) << "in the order of their ids (time-ordered to the millisecond)";
   EXPECT_EQ(ok(store_->overdue_pushes(owed->message.created_at, 10)), std::vector<std::string>{})
       << "recorded at the message's time, not before it";
-  ASSERT_TRUE(store_->delete_message(deleted->message.id).ok());
+  ASSERT_TRUE(store_->delete_message(deleted->message.id, "").ok());
   EXPECT_EQ(ok(store_->overdue_pushes(later, 10)), std::vector<std::string>{owed->message.id});
 
   // One write settles two messages; the item of the one settled before (deleted) is not stored.
@@ -1548,7 +1612,7 @@ TEST_P(StoreContract, OutboxFollowsEditsAndDeletesOfItsMessage) {
   ASSERT_TRUE(enqueue_and_wait(*store_, {about("k1", kept->message), about("g1", gone->message),
                                          about("g2", gone->message), notification("plain", 100)})
                   .ok());
-  ASSERT_TRUE(store_->edit_message(kept->message.id, "kept, edited", 4242).ok());
+  ASSERT_TRUE(store_->edit_message(kept->message.id, "", "kept, edited", 4242).ok());
   auto claimed = ok(store_->claim_notifications(200, 10000, 10));
   ASSERT_EQ(claimed.size(), 4u);
   for (const auto& n : claimed) {
@@ -1571,7 +1635,7 @@ TEST_P(StoreContract, OutboxFollowsEditsAndDeletesOfItsMessage) {
   ASSERT_TRUE(store_->retry_notification("plain", 1, 300).ok());
   EXPECT_EQ(ok(store_->dead_notification_count()), 1);
 
-  ASSERT_TRUE(store_->delete_message(gone->message.id).ok());
+  ASSERT_TRUE(store_->delete_message(gone->message.id, "").ok());
   EXPECT_EQ(ok(store_->dead_notification_count()), 0);  // the dead letter went with it
   reopen();
   auto again = ok(store_->claim_notifications(400, 50000, 10));
@@ -1588,7 +1652,7 @@ TEST_P(StoreContract, OutboxDropsANotificationOfADeletedMessageAtClaim) {
   Thread t = make_group({a.id, b.id});
   auto m = send(t.id, a.id, "secret");
   ASSERT_TRUE(m.ok());
-  ASSERT_TRUE(store_->delete_message(m->message.id).ok());
+  ASSERT_TRUE(store_->delete_message(m->message.id, "").ok());
   Notification late = notification("late", 100);
   late.message_id = m->message.id;
   ASSERT_TRUE(enqueue_and_wait(*store_, {late}).ok());

@@ -135,12 +135,12 @@ TEST_F(WebhookNotifierTest, RetriesCarryTheMessageAsItIsNow) {
   Message m = message("original text");
   observe(m);
   ASSERT_TRUE(posts(1));
-  ASSERT_TRUE(store_->edit_message(m.id, "edited text", now_micros()).ok());
+  ASSERT_TRUE(store_->edit_message(m.id, "", "edited text", now_micros()).ok());
   ASSERT_TRUE(posts(3));  // one attempt may have been under way during the edit
   EXPECT_EQ(content_of(receiver_.bodies.front()), "original text");
   EXPECT_EQ(content_of(receiver_.bodies.back()), "edited text");
   EXPECT_FALSE(json::parse(receiver_.bodies.back()).at("message").at("edited_at").is_null());
-  ASSERT_TRUE(store_->delete_message(m.id).ok());
+  ASSERT_TRUE(store_->delete_message(m.id, "").ok());
   size_t sent = 0;
   {
     std::lock_guard lock(receiver_.mu);
@@ -219,7 +219,7 @@ TEST_F(WebhookNotifierTest, APushOwedWhenTheProcessDiedIsMadeAtTheNextStart) {
   ASSERT_TRUE(store_->add_participants(t.id, {dave.id}).ok());  // dave came later
   auto gone = store_->append_and_wait(AppendRequest{t.id, alice_.id, "deleted before the restart", "text", "", true});
   ASSERT_TRUE(gone.ok());
-  ASSERT_TRUE(store_->delete_message(gone->message.id).ok());
+  ASSERT_TRUE(store_->delete_message(gone->message.id, "").ok());
   start(config(3, 100));
   ASSERT_TRUE(posts(1));
   EXPECT_FALSE(posts(2, std::chrono::milliseconds(700))) << "one push: bob's";
