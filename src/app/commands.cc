@@ -17,6 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <optional>
 
 #include "auth/jwt.h"
@@ -387,7 +389,14 @@ int serve(Config& config) {
   auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
                                          [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
   if (auto counted = core->chat->start_counting_changes(); !counted) return fail(counted.error());
-  core->bus->set_receiver([srv = server.get(), chat = core->chat.get()](const BusEventPtr& e) {
+  // Edits and deletions are published from the workers that wrote them: two
+  // changes of one message at once must reach the loops in the order
+  // NewestChange admitted them (a deletion then the edit before it would
+  // show the text again), so for those the two steps are one.
+  auto change_order = std::make_shared<std::mutex>();
+  core->bus->set_receiver([srv = server.get(), chat = core->chat.get(), change_order](const BusEventPtr& e) {
+    std::unique_lock<std::mutex> lock;
+    if (e->change_no > 0) lock = std::unique_lock(*change_order);
     if (auto out = chat->on_bus(e)) srv->fanout()(out);
   });
   if (core->poll_forwarder) {

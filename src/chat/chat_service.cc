@@ -181,6 +181,10 @@ Result<Thread> ChatService::thread(const User& actor, const std::string& thread_
   auto t = store_.thread(thread_id);
   if (!t) return t.error();
   if (!*t) return thread_not_found_or_forbidden();
+  // The read has the last word: the check above may predate a removal.
+  const auto& ps = (*t)->participants;
+  if (std::none_of(ps.begin(), ps.end(), [&](const Participant& p) { return p.user_id == actor.id; }))
+    return thread_not_found_or_forbidden();
   annotate(**t, {});
   return **t;
 }
