@@ -224,7 +224,14 @@ HttpResponse login(Call& c) {
   return success(200, auth_json(*a));
 }
 
-HttpResponse refresh(Call& c) { return success(200, auth_json(c.chat.issue_token(*c.user))); }
+HttpResponse refresh(Call& c) {
+  auto issued = c.chat.issue_token(*c.user);
+  // The account is read again once the new token is signed: a revocation (or
+  // a disabling) that committed after this request's token was checked would
+  // otherwise be outlived by a token signed in the second it made valid.
+  if (auto unchanged = c.chat.identity().unchanged_since(*c.user); !unchanged) return failure(unchanged.error());
+  return success(200, auth_json(issued));
+}
 
 HttpResponse me(Call& c) { return success(200, user_json(*c.user)); }
 

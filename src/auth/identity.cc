@@ -167,6 +167,15 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   return issue_token(*u);
 }
 
+Status Identity::unchanged_since(const User& user) {
+  auto now = account_state(user.id);
+  if (!now) return now.error();
+  if (now->disabled) return unauthorized("account_disabled", "this account is disabled");
+  if (now->tokens_valid_after != user.tokens_valid_after)
+    return unauthorized("token_revoked", "this token was revoked; log in again");
+  return Ok{};
+}
+
 Result<AccountState> Identity::account_state(const std::string& user_id) {
   auto u = store_.user_by_id(user_id);
   if (!u) return u.error();

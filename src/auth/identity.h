@@ -60,6 +60,11 @@ class Identity {
   // `login` is a username or a phone number; `address` the client's, for rate limiting.
   Result<AuthResult> login(const std::string& login, const std::string& password, const std::string& address);
   AuthResult issue_token(const User& user) const;
+  // For a token just issued to `user` as authenticate() read it: the account
+  // read again, refused as authenticate() would (unauthorized
+  // "account_disabled" / "token_revoked") if it was disabled or its tokens
+  // revoked since. Reads the store.
+  Status unchanged_since(const User& user);
   // Verifies a token and returns its user, provisioning one for a provider's
   // token that carries a profile. A disabled account's tokens, and tokens
   // issued (iat) before the account's revoke-tokens time, are refused

@@ -1236,6 +1236,28 @@ TEST_F(ChatServiceTest, CachedAuthenticationAnswersOnlyForAccountsReadRecently) 
   EXPECT_TRUE(fresh->ok()) << "a token issued after the revocation is accepted";
 }
 
+// A refresh re-reads the account once its token is signed: a revocation or
+// a disabling that committed after the request was authenticated refuses it.
+TEST_F(ChatServiceTest, ATokenIssuedToAnAccountChangedSinceItWasReadIsRefused) {
+  User a = user("alice");
+  Identity& id = service_->identity();
+  auto authenticated = service_->authenticate(jwt_->sign(a.id, now_s() - 10, 3600));
+  ASSERT_TRUE(authenticated.ok());
+  const User as_read = authenticated->user;
+  EXPECT_TRUE(id.unchanged_since(as_read).ok());
+  ASSERT_TRUE(store_->revoke_tokens(a.id, now_s() + 1).ok());
+  auto revoked = id.unchanged_since(as_read);
+  ASSERT_FALSE(revoked.ok());
+  EXPECT_EQ(revoked.error().code, "token_revoked");
+  auto again = service_->authenticate(jwt_->sign(a.id, now_s() + 1, 3600));
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(id.unchanged_since(again->user).ok()) << "read after the revocation";
+  ASSERT_TRUE(store_->set_user_disabled(a.id, true).ok());
+  auto disabled = id.unchanged_since(again->user);
+  ASSERT_FALSE(disabled.ok());
+  EXPECT_EQ(disabled.error().code, "account_disabled");
+}
+
 // A connection authenticated before an account change and registered after
 // the watcher closed the user's connections finds out by the generation.
 TEST_F(ChatServiceTest, AccountChangeAfterAuthenticationMovesTheGeneration) {
