@@ -187,7 +187,10 @@ describe('graceful shutdown', () => {
   });
 
   it('past --shutdown-timeout (PARLEY_SHUTDOWN_TIMEOUT) it exits anyway, with code 1', async () => {
-    const server = await startServer({ env: { PARLEY_SHUTDOWN_TIMEOUT: '1' } });
+    // 2 s: the cut comes at 1.3 s, before the 2 s linger would end the
+    // session anyway, and closing the store keeps 0.7 s on a loaded machine
+    // (with 1 s it kept 0.5 s, which a full suite run on 2 cores overran).
+    const server = await startServer({ env: { PARLEY_SHUTDOWN_TIMEOUT: '2' } });
     servers.push(server);
     const [u] = await server.registerMany(1);
     // Work that outlasts the timeout: 40 logins, each an Argon2 hash (tens of
@@ -214,10 +217,10 @@ describe('graceful shutdown', () => {
     const { code } = await server.exited;
     stubborn.destroy();
     assert.equal(code, 0, `exit 0 within the shutdown timeout\n${server.logTail()}`);
-    // The 1 s timeout, plus 3 s of room for a loaded machine (exit 0 and the
+    // The 2 s timeout, plus 3 s of room for a loaded machine (exit 0 and the
     // event=shutdown_cut_unanswered line are what tell the cut apart from a
     // drain that waits for the client until it is forced).
-    assert.ok(Date.now() - started < 4000, `exited within the bound (${Date.now() - started} ms)`);
+    assert.ok(Date.now() - started < 5000, `exited within the bound (${Date.now() - started} ms)`);
     assert.ok(server.log.some((l) => l.includes('event=shutdown_cut_unanswered')), server.logTail());
   });
 
