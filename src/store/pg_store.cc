@@ -1097,13 +1097,19 @@ Result<Message> reread_message(PgConn& c, const std::string& id) {
 // Writers hold the commit clock, so MAX + 1 is the next version in commit order
 // across every node.
 Result<AccountState> PgStore::set_user_disabled(const std::string& user_id, bool disabled) {
-  return writer_->submit_and_wait<AccountState>([this, user_id, disabled] {
+  return writer_->submit_and_wait<AccountState>([this, user_id, disabled]() -> Result<AccountState> {
     PgConn& c = *writer_conn_;
     auto r = c.exec(
         "UPDATE users SET disabled = $1, state_version = (SELECT COALESCE(MAX(state_version), 0) + 1 FROM users) "
         "WHERE id = $2 RETURNING disabled, tokens_valid_after, state_version",
         {disabled, user_id});
-    return account_row(c, r, user_id, "set_user_disabled");
+    auto state = account_row(c, r, user_id, "set_user_disabled");
+    if (!state || !disabled) return state;
+    // Its queued pushes go with it, in the same commit: an `enable` before a
+    // retry was due would otherwise send them after all.
+    auto drop = c.exec("DELETE FROM webhook_outbox WHERE recipient_id = $1 AND dead = 0", {user_id});
+    if (!drop.ok()) return pg_error(c, drop, "set_user_disabled");
+    return state;
   });
 }
 
@@ -1262,8 +1268,11 @@ Result<std::vector<std::string>> PgStore::overdue_pushes(Micros before, int limi
 // One statement claims the rows and reads each one's message as it is now;
 // a notification whose message was deleted (or is gone), or whose recipient's
 // account is disabled (a locked account gets no more message text on its
-// phones) or who has left the thread, is removed by a second one instead of
-// returned.
+// phones) or who has left the thread (or was added back since: the message
+// predates their joining; without the second of slack live delivery keeps
+// for joins of older nodes, ChatService::joined_by: a push lost to such a
+// clock rather than text pushed from before a join), is removed by a second
+// one instead of returned.
 Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micros lease_until, int limit) {
   return writer_->submit_and_wait<std::vector<Notification>>(
       [this, now, lease_until, limit]() -> Result<std::vector<Notification>> {
@@ -1275,7 +1284,8 @@ Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micro
             "RETURNING w.id, w.recipient_id, w.body, w.attempts, w.created_at, w.message_id) "
             "SELECT c.id, c.recipient_id, c.body, c.attempts, c.created_at, c.message_id, m.content, m.edited_at, "
             "(c.message_id IS NOT NULL AND (m.id IS NULL OR m.deleted_at IS NOT NULL OR COALESCE(u.disabled, 0) <> 0 "
-            "OR NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = m.thread_id AND p.user_id = c.recipient_id)))::int "
+            "OR NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = m.thread_id AND p.user_id = c.recipient_id "
+            "AND p.joined_at <= m.created_at)))::int "
             "FROM claimed c LEFT JOIN messages m ON m.id = c.message_id LEFT JOIN users u ON u.id = c.recipient_id "
             "ORDER BY c.created_at",
             {now, lease_until, clamp_limit(limit)});

@@ -967,14 +967,16 @@ Result<Message> reread_message(SqliteConn& c, const std::string& id) {
 // into `n`. False (and the notification removed) when the message was
 // deleted or is gone, its recipient's account is disabled (a locked
 // account gets no more message text on its phones), or the recipient has
-// left the thread (a retry must not carry the text to a removed member):
+// left the thread (a retry must not carry the text to a removed member, nor
+// to one added back since, for whom it was said before they joined):
 // nothing is sent for it.
 Result<bool> fill_notification_message(SqliteConn& c, Notification& n) {
   if (n.message_id.empty()) return true;
   auto st = c.prepare(
       "SELECT content, edited_at, deleted_at FROM messages WHERE id = ?1 "
       "AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled <> 0) "
-      "AND EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = messages.thread_id AND p.user_id = ?2)");
+      "AND EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = messages.thread_id AND p.user_id = ?2 "
+      "AND p.joined_at <= messages.created_at)");
   st.bind(n.message_id, n.recipient_id);
   if (st.row() && st.is_null(2)) {
     n.content = st.text(0);
@@ -991,8 +993,15 @@ Result<bool> fill_notification_message(SqliteConn& c, Notification& n) {
 }  // namespace
 
 Result<AccountState> SqliteStore::set_user_disabled(const std::string& user_id, bool disabled) {
-  return writer_->submit_and_wait<AccountState>([this, user_id, disabled] {
-    return write_account(*writer_conn_, user_id, "set_user_disabled", disabled, std::nullopt);
+  return writer_->submit_and_wait<AccountState>([this, user_id, disabled]() -> Result<AccountState> {
+    auto state = write_account(*writer_conn_, user_id, "set_user_disabled", disabled, std::nullopt);
+    if (!state || !disabled) return state;
+    // Its queued pushes go with it, in the same commit: an `enable` before a
+    // retry was due would otherwise send them after all.
+    auto drop = writer_conn_->prepare("DELETE FROM webhook_outbox WHERE recipient_id = ? AND dead = 0");
+    drop.bind(user_id);
+    if (!drop.done()) return storage_error(*writer_conn_, drop.error(), "set_user_disabled");
+    return state;
   });
 }
 

@@ -1695,6 +1695,40 @@ TEST_P(StoreContract, OutboxDropsTheNotificationsOfARemovedMemberAtClaim) {
   EXPECT_TRUE(ok(store_->claim_notifications(20000, 30000, 10)).size() == 1u);  // bob's again; carol's is gone
 }
 
+// Disabling drops the account's queued pushes in its own commit: enabling
+// it again before a retry is due brings none of them back.
+TEST_P(StoreContract, OutboxForgetsADisabledRecipientsPushesForGood) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  auto m = send(t.id, a.id, "for bob and carol");
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification_of("to-bob", m->message, b), notification_of("to-carol", m->message, c)}).ok());
+  ASSERT_TRUE(store_->set_user_disabled(b.id, true).ok());
+  ASSERT_TRUE(store_->set_user_disabled(b.id, false).ok());
+  auto claimed = ok(store_->claim_notifications(200, 10000, 10));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].id, "to-carol");
+}
+
+// A member removed and added back is not pushed what was said before they
+// joined again, though they are in the thread when the retry is due.
+TEST_P(StoreContract, OutboxDropsAPushFromBeforeTheRecipientJoinedAgain) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id, c.id});
+  auto m = send(t.id, a.id, "before carol left");
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(enqueue_and_wait(*store_, {notification_of("to-bob", m->message, b), notification_of("to-carol", m->message, c)}).ok());
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
+  ASSERT_TRUE(store_->add_participants(t.id, {c.id}).ok());
+  auto claimed = ok(store_->claim_notifications(200, 10000, 10));
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].id, "to-bob");
+}
+
 TEST_P(StoreContract, NextNotificationDueIsTheEarliestLiveOne) {
   EXPECT_FALSE(ok(store_->next_notification_due()).has_value());
   ASSERT_TRUE(enqueue_and_wait(*store_, {notification("a", 700), notification("b", 300)}).ok());
