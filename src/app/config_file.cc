@@ -77,6 +77,21 @@ SettingSources given_settings(const CLI::App& cmd, int argc, char** argv) {
   return sources;
 }
 
+// Whether `key` is a setting of a command named `name`, or of one under it
+// (a [user] section speaks for `user disable`, `user enable`…). Several
+// commands may share a name (`check`, `config check`): any of them counts.
+bool setting_of_section(const CLI::App& root, const std::string& name, const std::string& key) {
+  bool found = false;
+  each_command(root, [&](const CLI::App& c) {
+    if (c.get_name() != name) return;
+    each_command(c, [&](const CLI::App& under) {
+      const CLI::Option* opt = under.get_option_no_throw("--" + key);
+      if (opt && settable(opt)) found = true;
+    });
+  });
+  return found;
+}
+
 Status apply_config_file(const std::string& path, const CLI::App& root, CLI::App& cmd, const std::string& section,
                          SettingSources& sources) {
   std::vector<CLI::ConfigItem> items;
@@ -85,36 +100,51 @@ Status apply_config_file(const std::string& path, const CLI::App& root, CLI::App
   } catch (const CLI::FileError& e) {
     return bad_input("config_unreadable", "cannot read config file " + path + ": " + e.what());
   }
-  // The command's own section first, then the top level: a key in both
-  // takes the section's value (TOML puts top-level keys before any section,
-  // so file order would always pick the general one).
-  for (const bool section_pass : {true, false}) {
+  // The sections that speak for cmd, the nearest first: its own name, then
+  // each command it is under (`parley user disable`: [disable], [user]);
+  // `config check` reads as serve ([serve] only).
+  std::vector<std::string> chain{section};
+  if (section == cmd.get_name())
+    for (const CLI::App* up = cmd.get_parent(); up && up->get_parent(); up = up->get_parent())
+      chain.push_back(up->get_name());
+  for (const CLI::ConfigItem& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // section boundaries
+    std::string key = item.name;
+    for (char& c : key) c = c == '_' ? '-' : c;
+    const std::string shown = item.fullname();
+    if (item.parents.size() > 1) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
+    if (!known_anywhere(root, key)) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
+    if (item.parents.empty()) continue;
+    bool command_exists = false;
+    each_command(root, [&](const CLI::App& c) { command_exists = command_exists || c.get_name() == item.parents.front(); });
+    if (!command_exists) return bad_input("unknown_setting", path + ": unknown section [" + item.parents.front() + "]");
+    // Checked whichever command runs: a key another command would refuse
+    // is refused here too, not left to sit unused.
+    if (!setting_of_section(root, item.parents.front(), key))
+      return bad_input("unknown_setting", path + ": '" + item.name + "' is not a setting of " + item.parents.front());
+  }
+  // The nearest section first, then the others, then the top level: a key
+  // in several takes the nearest one's value (TOML puts top-level keys
+  // before any section, so file order would always pick the general one).
+  for (size_t pass = 0; pass <= chain.size(); ++pass) {
+    const bool top = pass == chain.size();
     for (const CLI::ConfigItem& item : items) {
-      if (item.name == "++" || item.name == "--") continue;  // section boundaries
-      if (section_pass == item.parents.empty()) continue;
+      if (item.name == "++" || item.name == "--") continue;
+      if (top ? !item.parents.empty() : item.parents.empty() || item.parents.front() != chain[pass]) continue;
       std::string key = item.name;
       for (char& c : key) c = c == '_' ? '-' : c;
-      std::string shown = item.fullname();
-      if (item.parents.size() > 1) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
-      const bool for_this_command = item.parents.empty() || item.parents.front() == section;
-      if (!item.parents.empty()) {
-        bool command_exists = false;
-        each_command(root, [&](const CLI::App& c) { command_exists = command_exists || c.get_name() == item.parents.front(); });
-        if (!command_exists) return bad_input("unknown_setting", path + ": unknown section [" + item.parents.front() + "]");
-      }
-      if (!known_anywhere(root, key)) return bad_input("unknown_setting", path + ": unknown setting '" + shown + "'");
       CLI::Option* opt = cmd.get_option_no_throw("--" + key);
-      if (!item.parents.empty() && for_this_command && (!opt || !settable(opt)))
+      if (!top && pass == 0 && (!opt || !settable(opt)))
         return bad_input("unknown_setting", path + ": '" + item.name + "' is not a setting of " + section);
-      if (!for_this_command || !opt || !settable(opt)) continue;  // another command's setting
+      if (!opt || !settable(opt)) continue;  // another command's setting
       key = key_of(opt);
-      if (sources.count(key)) continue;  // a flag, the environment, or the section's value wins
+      if (sources.count(key)) continue;  // a flag, the environment, or a nearer section's value wins
       if (item.inputs.empty()) continue;  // `key = []`: the default (as `config check` prints an empty list)
       try {
         for (const std::string& v : item.inputs) opt->add_result(v);
         opt->run_callback();
       } catch (const CLI::Error& e) {
-        return bad_input("bad_setting", path + ": bad value for '" + shown + "': " + e.what());
+        return bad_input("bad_setting", path + ": bad value for '" + item.fullname() + "': " + e.what());
       }
       sources[key] = "file";
     }

@@ -28,11 +28,14 @@ using SettingSources = std::map<std::string, std::string>;
 SettingSources given_settings(const CLI::App& cmd, int argc, char** argv);
 
 // Applies the file at `path` to `cmd` (the command that runs): each key must
-// name an option of some command of `root` ("unknown_setting" otherwise);
-// keys of options that `cmd` lacks are ignored, as are those `sources`
-// already has, and those in a [section] other than `section` (cmd's name;
-// "serve" for `config check`). A value its option refuses is "bad_setting".
-// Adds "file" entries to `sources`.
+// name an option of some command of `root`, and a key under a [section] an
+// option of the command of that name or of one under it ("unknown_setting"
+// otherwise). Keys of options that `cmd` lacks are ignored, as are those
+// `sources` already has, and those in a [section] that does not speak for
+// cmd: `section` (cmd's name; "serve" for `config check`) or, after it, a
+// command cmd is under ([user] for `user disable`), nearest first, then the
+// top level. A value its option refuses is "bad_setting". Adds "file"
+// entries to `sources`.
 Status apply_config_file(const std::string& path, const CLI::App& root, CLI::App& cmd, const std::string& section,
                          SettingSources& sources);
 

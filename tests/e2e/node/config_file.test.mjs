@@ -107,6 +107,29 @@ describe('configuration file', () => {
     assert.deepEqual(settings(again.stdout)['allowed-origins'], settings(defaults.stdout)['allowed-origins']);
   });
 
+  it("a group's section ([user]) speaks for each of its commands, below the command's own; every section's keys are checked", async () => {
+    const store = path.join(dir, 'userstore');
+    const group = write('group.toml', `[user]\ndata-dir = ${JSON.stringify(store)}\n`);
+    const add = await parley(['user', 'add', '--config', group, '--create', '--username', 'mallory', '--password', 'password123', '--full-name', 'M']);
+    assert.equal(add.code, 0, add.stderr);
+    assert.ok(fs.existsSync(path.join(store, 'parley.db')), '[user] data-dir reached `user add`');
+    const disable = await parley(['user', 'disable', '--config', group, 'mallory']);
+    assert.equal(disable.code, 0, disable.stderr);
+    assert.match(disable.stdout, /disabled user mallory/);
+
+    const own = write('own.toml', `[user]\ndata-dir = ${JSON.stringify(store)}\n[enable]\ndata-dir = ${JSON.stringify(path.join(dir, 'elsewhere'))}\n`);
+    const enable = await parley(['user', 'enable', '--config', own, 'mallory']);
+    assert.equal(enable.code, 1, `[enable] wins over [user]: ${enable.stdout}`);
+    assert.match(enable.stderr, /elsewhere/);
+
+    const stray = write('stray-user.toml', '[user]\nport = 3000\n');
+    for (const args of [['config', 'check'], ['user', 'enable', 'mallory'], ['backup', '--to', path.join(dir, 'b')]]) {
+      const r = await parley([...args, '--config', stray]);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+      assert.match(r.stderr, /unknown_setting: .*'port' is not a setting of user/, args.join(' '));
+    }
+  });
+
   it('the database and Redis URLs come from PARLEY_DATABASE and PARLEY_REDIS, like every setting; the _URL names still work', async () => {
     const pg = 'postgres://parley:hunter2@127.0.0.1:5432/parley', redis = 'redis://127.0.0.1:6390';
     const contract = await parley(['config', 'check'], { env: { PARLEY_DATABASE: pg, PARLEY_REDIS: redis } });
