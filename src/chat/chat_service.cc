@@ -559,9 +559,26 @@ Result<std::vector<Message>> ChatService::replay(const std::string& user_id, con
   return std::move(page->messages);
 }
 
+// An answer is held whole in memory until its client has read it (an HTTP
+// body is not streamed), and 500 messages of 4,000 characters are 8 MB: a
+// client that asks on many connections and reads nothing would hold that
+// much per connection. A page stops once past this much content; the rest
+// comes with the next call (has_more), whose cursor the last message kept
+// gives, as at the store's own limit (created_at is unique and increasing).
+constexpr size_t kOfflinePageContentBytes = size_t{1} << 20;
+
 Result<OfflinePage> ChatService::offline_messages(const User& actor, Micros since) {
   auto page = store_.messages_since(actor.id, since, 500);
   if (!page) return page;
+  size_t bytes = 0;
+  for (size_t i = 0; i < page->messages.size(); ++i) {
+    bytes += page->messages[i].content.size();
+    if (i == 0 || bytes <= kOfflinePageContentBytes) continue;
+    page->messages.resize(i);
+    page->has_more = true;
+    page->cursor = page->messages.back().created_at;
+    break;
+  }
   if (auto st = annotate_each_thread(page->messages); !st) return st.error();
   return page;
 }

@@ -63,6 +63,27 @@ describe('offline messages', () => {
     assert.ok(!ids.some((id) => own.some((m) => m.id === id)), 'own messages excluded');
   });
 
+  it('a page stops at about 1 MiB of content and the chain still returns every message once', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
+    const start = new Date(Date.now() - 60_000).toISOString();
+    // 300 messages of 4,000 bytes: 1.2 MB, past one page's content.
+    const text = (i) => `${String(i).padStart(4, '0')} ${'x'.repeat(3995)}`;
+    const sent = [];
+    for (let i = 0; i < 300; i += 50) {
+      const acks = [];
+      for (let k = i; k < i + 50; k++) acks.push(aliceWs.sendMessage({ thread_id: thread.id, content: text(k), client_msg_id: `big-${k}` }, 15000));
+      sent.push(...await Promise.all(acks));
+    }
+    const first = await offline(server, bob.token, start);
+    assert.equal(first.has_more, true, 'more than one page of content');
+    const bytes = first.messages.reduce((n, m) => n + m.content.length, 0);
+    assert.ok(bytes <= (1 << 20) && first.messages.length < 300, `the first page holds ${first.messages.length} messages, ${bytes} bytes`);
+    const { messages } = await drain(server, bob.token, start);
+    assert.deepEqual(messages.map((m) => m.id), sent.map((m) => m.id), 'every message, once, in order');
+  });
+
   it('chaining while messages are being sent skips nothing and repeats nothing', async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
