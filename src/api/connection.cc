@@ -804,7 +804,21 @@ void Connection::relay(const std::string& thread_id, std::string type, json::obj
   });
 }
 
+// A relay is queued whole at each connection of every other member, whose
+// unsent bytes are bounded (--max-outbound-bytes, 8 MiB), and is not stored:
+// a burst of 1,000 large payloads (64 MB) would drop readers at a normal
+// pace as slow consumers. So beyond the frame's token a relay costs one per
+// 4 KiB of payload: a burst then carries at most about 4 MiB, and a sender
+// keeps up 800 KiB/s at the default rate.
+constexpr size_t kRelayBytesPerToken = 4096;
+
 void Connection::on_relay(ClientFrame f, std::string_view type) {
+  const double extra = static_cast<double>(json::serialize(f.payload).size() / kRelayBytesPerToken);
+  if (extra > 0) {
+    if (tokens_ < extra)
+      return send_error({ErrorKind::kRateLimited, "rate_limited", "too much call signalling: slow down"}, f.request_id);
+    tokens_ -= extra;
+  }
   json::object fields{{"from_user_id", user_id_}, {"payload", f.payload}};
   relay(f.thread_id, std::string(type), std::move(fields), [this, request_id = f.request_id](const Status& st) {
     if (!st) return send_error(st.error(), request_id);

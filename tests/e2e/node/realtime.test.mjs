@@ -202,6 +202,25 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     });
   }
 
+  it('large call payloads cost the rate by their size: a burst cannot flood the other side', async () => {
+    const { thread, aliceWs, bobWs } = await pair();
+    // 300 offers of 60 KB (18 MB) at once: past what a burst may carry (about 4 MiB).
+    const sdp = 'a'.repeat(60_000);
+    const n = 300;
+    for (let i = 0; i < n; i++) aliceWs.send({ type: 'call_offer', thread_id: thread.id, payload: { i, sdp }, request_id: `big-${i}` });
+    // A relay is answered only when refused; a request after the burst (once
+    // the bucket refilled) is answered after every refusal before it.
+    await sleep(1500);
+    const probe = await aliceWs.request({ type: 'join_chat', username: 'nobody_here_at_all' }, 20000);
+    assertWsError(assert, probe, 'user_not_found', 'the request after the burst');
+    const refused = aliceWs.all((f) => f.type === 'error' && f.code === 'rate_limited' && String(f.request_id).startsWith('big-')).length;
+    const relayed = n - refused;
+    assert.ok(refused > 0 && relayed <= 120, `${relayed} relayed, ${refused} refused as rate_limited`);
+    for (let i = 0; i < relayed; i++) await bobWs.nextOfType('call_offer', 20000);
+    await bobWs.expectNone((f) => f.type === 'call_offer', 300, 'a refused offer relayed');
+    assert.equal(bobWs.closeInfo, null, 'the callee stays connected');
+  });
+
   it('an offer, answer or candidate without a payload is refused and not relayed; a hang-up needs none', async () => {
     const { thread, aliceWs, bobWs } = await pair();
     for (const type of ['call_offer', 'call_answer', 'ice_candidate']) {
