@@ -15,6 +15,7 @@
 #include "protocol/json_fields.h"
 #include "protocol/encode.h"
 #include "api/web_app.h"
+#include "auth/identity.h"
 
 namespace parley {
 
@@ -523,6 +524,17 @@ bool RestApi::hashes_passwords(const HttpRequest& req) {
   const auto parts = split_path(req.path);
   return parts.size() == 3 && parts[0] == "api" && parts[1] == "auth" &&
          (parts[2] == "register" || parts[2] == "login");
+}
+
+std::string RestApi::login_account(const HttpRequest& req) {
+  if (req.method != "POST" || split_path(req.path) != std::vector<std::string>{"api", "auth", "login"}) return "";
+  boost::system::error_code ec;
+  auto body = json::parse(req.body, ec);
+  if (ec || !body.is_object()) return "";
+  for (const char* field : {"username", "phone_number"})
+    if (const auto* v = body.as_object().if_contains(field); v && v->is_string())
+      return login_text_key(std::string(v->as_string()));
+  return "";
 }
 
 std::string RestApi::allowed_methods(const std::string& path) { return allowed_for(split_path(path)); }

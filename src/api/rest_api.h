@@ -27,6 +27,10 @@ class RestApi {
   // True for the requests that hash a password (register, login): the network
   // layer runs those on their own pool.
   static bool hashes_passwords(const HttpRequest& request);
+  // The account a login asks for ("" for anything else, or a body that names
+  // none): the network layer bounds how many of one account's logins wait
+  // for a hash at once, so one account cannot fill the queue for everyone.
+  static std::string login_account(const HttpRequest& request);
   // The methods the route table serves at `path` (percent-decoded, no query),
   // as an Allow header value ("GET, HEAD, OPTIONS"); empty when no route has
   // that path. HEAD goes wherever GET does. Any thread.

@@ -142,9 +142,7 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   // Failures count per account (whichever name it was reached by), or per
   // login text when no account matches: for a phone number, per its digits,
   // since every spelling of it would reach the same account.
-  const std::string key = u                    ? u->id
-                          : valid_phone(login) ? "phone:" + phone_key(login)
-                                               : "login:" + ascii_lowercase(login);
+  const std::string key = u ? u->id : login_text_key(login);
   int64_t now = now_seconds();
   const std::string block = address_block(address);
   if (!login_limits_->admit(key, block, now)) {
@@ -165,6 +163,10 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   }
   login_limits_->record_success(key, block, now);
   return issue_token(*u);
+}
+
+std::string login_text_key(const std::string& login) {
+  return valid_phone(login) ? "phone:" + phone_key(login) : "login:" + ascii_lowercase(login);
 }
 
 Status Identity::unchanged_since(const User& user) {

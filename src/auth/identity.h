@@ -128,4 +128,8 @@ class Identity {
 // ASCII lowercase (usernames are ASCII; other bytes are left alone).
 std::string ascii_lowercase(std::string text);
 
+// A login text as an account key, whichever spelling it has: "phone:" and
+// the digits of a phone number, else "login:" and the lowercased text.
+std::string login_text_key(const std::string& login);
+
 }  // namespace parley

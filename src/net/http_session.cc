@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 
 #include "common/metrics.h"
 #include "net/engineio.h"
@@ -31,6 +33,35 @@ constexpr size_t kMaxTargetBytes = 8 * 1024;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerBytes = 4 * 1024 * 1024;
 constexpr size_t kMaxQueuedPasswordRequests = 64;
+// Of those, at most this many logins of one account (RestApi::login_account):
+// correct logins are counted by no limiter, and one account's, sent on many
+// connections, kept the queue above full for everyone else.
+constexpr int kMaxQueuedLoginsPerAccount = 4;
+
+// The logins of each account waiting for a hash, across every loop.
+class QueuedLogins {
+ public:
+  bool enter(const std::string& account) {
+    std::lock_guard lock(mu_);
+    int& n = counts_[account];
+    if (n >= kMaxQueuedLoginsPerAccount) return false;
+    ++n;
+    return true;
+  }
+  void leave(const std::string& account) {
+    std::lock_guard lock(mu_);
+    if (auto it = counts_.find(account); it != counts_.end() && --it->second <= 0) counts_.erase(it);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::string, int> counts_;
+};
+
+QueuedLogins& queued_logins() {
+  static QueuedLogins logins;
+  return logins;
+}
 
 bool is_ws_path(std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
@@ -252,11 +283,20 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
                                          {}},
                             origin),
                    keep_alive);
+    std::string account = hashes ? RestApi::login_account(r) : std::string();
+    if (!account.empty() && !queued_logins().enter(account))
+      return reply(to_beast(HttpResponse{429, "application/json",
+                                         encode_error_body({ErrorKind::kRateLimited, "rate_limited",
+                                                            "too many logins of this account at once; retry shortly"}),
+                                         {{"Retry-After", "1"}}},
+                            origin),
+                   keep_alive);
     auto self = this->shared_from_this();
     ++loop_.rest_in_flight;
     rest_counted_ = true;
-    pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin)] {
+    pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin), account = std::move(account)] {
       HttpResponse out = self->loop_.rest.handle(r);
+      if (!account.empty()) queued_logins().leave(account);
       asio::post(self->stream_.get_executor(), [self, out = std::move(out), keep_alive, origin] {
         self->reply(self->to_beast(out, origin), keep_alive);
       });

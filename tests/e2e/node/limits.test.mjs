@@ -207,6 +207,31 @@ describe('REST writes per user', () => {
   });
 });
 
+describe('logins of one account', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('at most 4 of one account wait for a hash at once; past them 429, and other accounts still log in', async () => {
+    const [mallory, alice] = await server.registerMany(2);
+    const login = (u) => server.http('POST', '/api/auth/login', { body: { username: u.username, password: u.password } });
+    // 24 correct logins at once: the password pool hashes one or two at a time.
+    const flood = await Promise.all(Array.from({ length: 24 }, () => login(mallory)));
+    const statuses = flood.map((r) => r.status);
+    const refused = flood.filter((r) => r.status === 429);
+    assert.ok(refused.length >= 1 && flood.some((r) => r.status === 200), `statuses: ${statuses}`);
+    assert.ok(statuses.every((st) => st === 200 || st === 429), `statuses: ${statuses}`);
+    assert.equal(refused[0].body.code, 'rate_limited');
+    assert.equal(refused[0].headers['retry-after'], '1');
+    // While the account floods again, another account's login is served.
+    const again = Array.from({ length: 24 }, () => login(mallory));
+    const other = await login(alice);
+    assert.equal(other.status, 200, `another account during the flood: ${other.text}`);
+    await Promise.all(again);
+    assert.equal((await login(mallory)).status, 200, 'once its logins are answered, the account logs in');
+  });
+});
+
 describe('slow consumers', () => {
   let server;
   before(async () => {
