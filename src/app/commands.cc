@@ -312,6 +312,10 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--max-connections-per-user", l.max_connections_per_user, "Open connections per user")
       ->envname("PARLEY_MAX_CONNECTIONS_PER_USER")
       ->capture_default_str();
+  cmd.add_option("--max-group-members", l.max_group_members, "Participants of a group, its creator included")
+      ->envname("PARLEY_MAX_GROUP_MEMBERS")
+      ->check(CLI::Range(2, 1000000))
+      ->capture_default_str();
   cmd.add_option("--idle-timeout", l.idle_timeout_seconds, "Seconds without traffic before a connection is closed")
       ->envname("PARLEY_IDLE_TIMEOUT")
       ->capture_default_str();

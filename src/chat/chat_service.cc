@@ -114,6 +114,14 @@ Result<std::shared_ptr<const ThreadMembers>> ChatService::require_member(const s
   return m;
 }
 
+// Every member gets the whole member list with a new group (thread_created)
+// and with each thread list: a bound on a group's size bounds what one
+// request makes the server send.
+Error ChatService::group_too_large() const {
+  return bad_input("group_too_large", "a group has at most " + std::to_string(config_.limits.max_group_members) +
+                                          " participants (--max-group-members)");
+}
+
 Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const CreateThreadRequest& req) {
   ThreadType type;
   if (req.type == "direct") type = ThreadType::kDirect;
@@ -141,6 +149,7 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
 
   if (type == ThreadType::kDirect && ids.size() != 2)
     return bad_input("invalid_field", "a direct thread has exactly one other participant");
+  if (ids.size() > static_cast<size_t>(config_.limits.max_group_members)) return group_too_large();
   // Every member's client shows the title: text, as registration wants a
   // full_name. "" (or none) is a group without a title.
   if (!utf8_length(req.title) || req.title.size() > kMaxTitleBytes || has_control_chars(req.title))
@@ -255,6 +264,11 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     ids.push_back((*u)->id);
     names.push_back((*u)->username);
   }
+  // Those already in count once; concurrent additions may pass the bound
+  // together (a check against the cached list, not in the store).
+  size_t after = (*m)->user_ids.size();
+  for (const auto& id : ids) after += is_member(**m, id) ? 0 : 1;
+  if (after > static_cast<size_t>(config_.limits.max_group_members)) return group_too_large();
   Addition addition{thread_id, ids, [&](const std::string& id) {
                       auto it = std::find(ids.begin(), ids.end(), id);
                       return AppendRequest{thread_id, actor.id, actor.username + " added " + names[it - ids.begin()],

@@ -211,6 +211,7 @@ class ChatService {
 
  private:
   Status acknowledge(const std::string& user_id, const Message& message);
+  Error group_too_large() const;
   Result<std::shared_ptr<const ThreadMembers>> require_member(const std::string& user_id,
                                                               const std::string& thread_id);
   // Store::member_page, its refusal told as require_member tells it.

@@ -18,6 +18,7 @@ struct Limits {
   double rest_writes_per_second = 200;       // token bucket refill per user, REST requests other than GET/HEAD
   double rest_write_burst = 1000;            // its size
   int max_connections_per_user = 20;
+  int max_group_members = 1000;              // a group's participants, its creator included
   int idle_timeout_seconds = 60;             // no traffic for this long: server pings, then closes
   int auth_timeout_seconds = 10;             // time to send the `auth` frame when no token came with the upgrade
   size_t max_outbound_bytes = 8 * 1024 * 1024;  // queued, unsent bytes per connection; past it the connection is dropped

@@ -2,7 +2,7 @@
 // connections per user, message rate, content length, slow consumers.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, sleep, assertWsError } from './harness.mjs';
+import { startServer, sleep, assertWsError, assertHttpError } from './harness.mjs';
 
 describe('frame limits', () => {
   let server, alice, bob;
@@ -204,6 +204,29 @@ describe('REST writes per user', () => {
     assert.equal((await server.sendRest(bob.token, thread.id, { content: 'bob' })).status, 201, 'bob has his own bucket');
     await sleep(1100);
     assert.equal((await server.sendRest(alice.token, thread.id, { content: 'later' })).status, 201, 'the bucket refills');
+  });
+});
+
+describe('group size', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--max-group-members', '4'] }); });
+  after(async () => { await server?.stop(); });
+
+  it('a group past --max-group-members is refused, made or grown; members already in count once', async () => {
+    const [a, b, c, d, e] = await server.registerMany(5);
+    const create = (ids) => server.http('POST', '/api/chat/threads', { token: a.token, body: { type: 'group', title: 'small', participant_ids: ids } });
+    const big = await create([b.id, c.id, d.id, e.id]);
+    assertHttpError(assert, big, 400, 'group_too_large');
+    const made = await create([b.id, c.id, d.id]);
+    assert.equal(made.status, 201, made.text);
+    const path = `/api/chat/threads/${made.body.data.id}/participants`;
+    const grow = await server.http('POST', path, { token: a.token, body: { participant_ids: [e.id] } });
+    assertHttpError(assert, grow, 400, 'group_too_large');
+    const same = await server.http('POST', path, { token: a.token, body: { participant_ids: [b.id, c.id] } });
+    assert.equal(same.status, 200, `adding those already in: ${same.text}`);
+    const members = (await server.http('GET', `/api/chat/threads/${made.body.data.id}`, { token: a.token })).body.data.participants;
+    assert.equal(members.length, 4, 'nobody added past the bound');
+    assert.ok(!members.some((p) => p.user_id === e.id));
   });
 });
 
