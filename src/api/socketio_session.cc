@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.h"
+#include "common/log_throttle.h"
 #include "common/metrics.h"
 #include "common/utf8.h"
 #include "protocol/socketio_encoder.h"
@@ -29,7 +30,10 @@ void SocketIoSession::on_text(std::string_view text) {
   if (!packet) {
     // As the reference server: a packet it cannot parse ends the connection.
     Metrics::get().count_error("invalid_packet");
-    spdlog::info("event=sio_bad_packet reason=\"{}\"", packet.error().message);
+    // Any client can send these as fast as it connects: one line a second.
+    static LogThrottle throttle;
+    if (auto held_back = throttle.admit())
+      spdlog::info("event=sio_bad_packet reason=\"{}\" suppressed={}", packet.error().message, *held_back);
     return close(CloseReason::kPolicy, "invalid Socket.IO packet");
   }
   switch (packet->type) {
@@ -271,7 +275,9 @@ void SocketIoSession::on_tick(int64_t now_ms) {
 // for good. One being checked (connecting_) gets its answer first.
 void SocketIoSession::check_connect_deadline(int64_t now_ms) {
   if (connecting_ || now_ms <= connect_deadline_ms_) return;
-  spdlog::info("event=sio_connect_timeout remote={}", remote_address());
+  static LogThrottle throttle;  // as sio_bad_packet
+  if (auto held_back = throttle.admit())
+    spdlog::info("event=sio_connect_timeout remote={} suppressed={}", remote_address(), *held_back);
   close(CloseReason::kAuthTimeout, "no Socket.IO CONNECT in time");
 }
 
