@@ -23,6 +23,7 @@
 
 #include "auth/jwt.h"
 #include "auth/password.h"
+#include "store/sqlite_backup.h"
 #include "bus/bus.h"
 #include "redis/redis_bus.h"
 #include "redis/redis_connection_limiter.h"
@@ -128,6 +129,10 @@ Status open_bus(const Config& config, bool serving, Core& core) {
 
 Result<Core> open_core(const Config& config, bool serving = false) {
   if (!init_crypto()) return internal_error("libsodium failed to initialise");
+  // Before anything is written into the data dir (a generated secret), which
+  // would then make the restore's retry refuse it as not empty.
+  if (config.database_url.empty())
+    if (auto st = no_unfinished_restore(config.data_dir); !st) return st.error();
   auto secret = resolve_secret(config);
   if (!secret) return secret.error();
   std::string pem = config.jwt_public_key_file.empty() ? "" : read_file(config.jwt_public_key_file);

@@ -297,8 +297,20 @@ Status restorable_data_dir(const std::string& data_dir) {
 
 }  // namespace
 
+Status no_unfinished_restore(const std::string& data_dir) {
+  std::error_code ec;
+  if (fs::exists(fs::path(data_dir) / "parley.db", ec)) return Ok{};
+  for (const auto& entry : fs::directory_iterator(data_dir, ec))
+    if (partial_owner(entry.path().filename().string(), "parley.db") != 0)
+      return Error{ErrorKind::kConflict, "restore_unfinished",
+                   data_dir + " holds the partial files of a restore that did not finish (" +
+                       entry.path().filename().string() + ") and no database: run the restore again (it removes them first)"};
+  return Ok{};
+}
+
 Result<CopySummary> sqlite_restore(const std::string& from, const std::string& data_dir) {
   std::error_code ec;
+  if (fs::is_directory(data_dir, ec)) remove_stale_partials(fs::absolute(fs::path(data_dir) / "parley.db", ec));
   if (auto st = restorable_data_dir(data_dir); !st) return st.error();
   const bool dir_existed = fs::exists(data_dir, ec);
   const bool lock_existed = fs::exists(fs::path(data_dir) / "LOCK", ec);

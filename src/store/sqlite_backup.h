@@ -39,6 +39,13 @@ Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string
 // unreadable, not a Parley database, or failing integrity_check),
 // "backup_too_new" (a schema newer than latest_schema_version()), all with
 // the data dir untouched; "restore_failed".
+// A restore killed outright (SIGKILL, a crash) leaves its partial files in
+// the data dir; the next restore into it removes those whose process is
+// gone first.
 Result<CopySummary> sqlite_restore(const std::string& from, const std::string& data_dir);
+// Refuses (conflict "restore_unfinished") a data_dir that holds the partial
+// files of a restore and no database: a store opened there would start
+// empty beside the unfinished copy.
+Status no_unfinished_restore(const std::string& data_dir);
 
 }  // namespace parley

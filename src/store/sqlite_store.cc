@@ -13,6 +13,7 @@
 #include "store/data_dir_lock.h"
 #include "store/message_key.h"
 #include "store/phone_key.h"
+#include "store/sqlite_backup.h"
 #include "store/sqlite_checkpointer.h"
 #include "store/sqlite_conn.h"
 #include "store/sqlite_rows.h"
@@ -43,6 +44,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   std::filesystem::create_directories(options.data_dir, ec);
   if (ec) return internal_error("cannot create " + options.data_dir + ": " + ec.message());
   std::string path = (std::filesystem::path(options.data_dir) / "parley.db").string();
+  if (auto st = no_unfinished_restore(options.data_dir); !st) return st.error();
 
   auto conn = SqliteConn::open(path, /*writer=*/true, options.fsync_commits);
   if (!conn) return conn.error();

@@ -281,6 +281,29 @@ describe('backup, restore and check', () => {
     for (const f of stale) assert.match(backup.stderr, new RegExp(`event=backup_stale_partial_removed file="${path.join(dir, f)}" pid=${dead}`));
   });
 
+  it('a restore killed outright leaves partial files that serve refuses to start beside, and the next restore removes', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    await server.registerMany(2);
+    const dir = tmpDir('restore-killed');
+    dirs.push(dir);
+    const file = path.join(dir, 'b.db');
+    assert.equal((await parley(['backup', '--data-dir', server.dataDir, '--to', file])).code, 0);
+    // What a restore killed by SIGKILL leaves: its lock file and its partial copy.
+    const target = path.join(dir, 'restored');
+    fs.mkdirSync(target);
+    const dead = 2000000000;  // far above any pid_max: no such process
+    for (const f of ['LOCK', `parley.db.partial-${dead}`, `parley.db.partial-${dead}-journal`]) fs.writeFileSync(path.join(target, f), 'x'.repeat(4096));
+    const serve = await parley(['serve', '--port', '0', '--data-dir', target]);
+    assert.equal(serve.code, 1, 'serve does not start an empty store beside an unfinished restore');
+    assert.match(serve.stderr, /restore_unfinished/);
+    assert.ok(!fs.existsSync(path.join(target, 'parley.db')), 'no database was created');
+    const retried = await parley(['restore', '--from', file, '--data-dir', target]);
+    assert.equal(retried.code, 0, retried.stderr);
+    assert.deepEqual(fs.readdirSync(target).filter((f) => f.includes('partial')), [], 'the stale partial files are gone');
+    assert.equal((await parley(['check', '--data-dir', target])).code, 0);
+  });
+
   it('restore refuses a backup from a newer schema than this binary knows, and leaves the data dir as it was', { skip: sqliteOnly }, async () => {
     const server = await startServer();
     servers.push(server);
