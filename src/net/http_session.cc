@@ -196,6 +196,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       linger_ = true;
       return reply(error_response(400, "bad_request", "an HTTP/1.1 request needs exactly one Host header"), false);
     }
+    // Two credentials: which one a proxy checked and which one Parley would
+    // read need not be the same (as with two Hosts).
+    if (auto [first, last] = head.equal_range(http::field::authorization); std::distance(first, last) > 1) {
+      linger_ = true;
+      return reply(error_response(400, "bad_request", "a request carries at most one Authorization header"), false);
+    }
     if (auto path = origin_form(head.target())) parser_->get().target(*path);
     if (!is_eio_path(loop_.config, head.target())) {
       // A REST body is at most max_frame_bytes, below the parser's limit

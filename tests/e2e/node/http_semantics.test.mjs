@@ -130,11 +130,13 @@ describe('HTTP status codes', () => {
     assert.equal(JSON.parse(bad.text).code, 'bad_request');
   });
 
-  it('an HTTP/1.1 request without a Host, or any request with two, gets 400 (RFC 9112 3.2); HTTP/1.0 may omit it', async () => {
+  it('an HTTP/1.1 request without a Host, or any request with two (or two Authorization headers), gets 400 (RFC 9112 3.2); HTTP/1.0 may omit it', async () => {
     for (const [what, req] of [
       ['no Host', 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n'],
       ['two Hosts', 'GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n'],
       ['two Hosts, HTTP/1.0', 'GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n'],
+      ['two Authorization headers', `GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${user.token}\r\n` +
+        'Authorization: Bearer forged\r\nConnection: close\r\n\r\n'],
       ['a WebSocket upgrade without Host', `GET /ws?token=${encodeURIComponent(user.token)} HTTP/1.1\r\nUpgrade: websocket\r\n` +
         'Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'],
     ]) {
