@@ -813,7 +813,10 @@ void Connection::relay(const std::string& thread_id, std::string type, json::obj
 constexpr size_t kRelayBytesPerToken = 4096;
 
 void Connection::on_relay(ClientFrame f, std::string_view type) {
-  const double extra = static_cast<double>(json::serialize(f.payload).size() / kRelayBytesPerToken);
+  // At most what the bucket can hold after the frame's own token: a payload
+  // near the frame limit under a small --rate-burst still passes once full.
+  const double extra = std::min(static_cast<double>(json::serialize(f.payload).size() / kRelayBytesPerToken),
+                                ctx_.chat.config().limits.message_burst - 1);
   if (extra > 0) {
     if (tokens_ < extra)
       return send_error({ErrorKind::kRateLimited, "rate_limited", "too much call signalling: slow down"}, f.request_id);

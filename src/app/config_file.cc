@@ -77,13 +77,21 @@ SettingSources given_settings(const CLI::App& cmd, int argc, char** argv) {
   return sources;
 }
 
+// `config check` has serve's settings and reads the [serve] section: neither
+// [config] nor [check] (that is `parley check`'s) speaks for it.
+bool reads_serve_section(const CLI::App& c) {
+  const CLI::App* parent = c.get_parent();
+  return (parent && parent->get_name() == "config" && c.get_name() == "check") ||
+         (c.get_name() == "config" && parent && !parent->get_parent());
+}
+
 // Whether `key` is a setting of a command named `name`, or of one under it
 // (a [user] section speaks for `user disable`, `user enable`…). Several
 // commands may share a name (`check`, `config check`): any of them counts.
 bool setting_of_section(const CLI::App& root, const std::string& name, const std::string& key) {
   bool found = false;
   each_command(root, [&](const CLI::App& c) {
-    if (c.get_name() != name) return;
+    if (c.get_name() != name || reads_serve_section(c)) return;
     each_command(c, [&](const CLI::App& under) {
       const CLI::Option* opt = under.get_option_no_throw("--" + key);
       if (opt && settable(opt)) found = true;

@@ -63,6 +63,18 @@ QueuedLogins& queued_logins() {
   return logins;
 }
 
+// One queued login's count, given back when its task is done or dropped,
+// however it ends (an exception in the handler included).
+struct QueuedLogin {
+  std::string account;
+  explicit QueuedLogin(std::string a) : account(std::move(a)) {}
+  QueuedLogin(const QueuedLogin&) = delete;
+  QueuedLogin& operator=(const QueuedLogin&) = delete;
+  ~QueuedLogin() {
+    if (!account.empty()) queued_logins().leave(account);
+  }
+};
+
 bool is_ws_path(std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
   return path == "/ws" || path == "/api/v1/ws/chat" || path == "/" || path == "/ws/" || path == "/api/v1/ws/chat/";
@@ -300,9 +312,10 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     auto self = this->shared_from_this();
     ++loop_.rest_in_flight;
     rest_counted_ = true;
-    pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin), account = std::move(account)] {
+    auto counted = std::make_shared<QueuedLogin>(std::move(account));
+    pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin), counted = std::move(counted)]() mutable {
       HttpResponse out = self->loop_.rest.handle(r);
-      if (!account.empty()) queued_logins().leave(account);
+      counted.reset();
       asio::post(self->stream_.get_executor(), [self, out = std::move(out), keep_alive, origin] {
         self->reply(self->to_beast(out, origin), keep_alive);
       });

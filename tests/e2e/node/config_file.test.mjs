@@ -12,11 +12,11 @@ import { execFile } from 'node:child_process';
 import { startServer, freshDatabaseUrl, PARLEY_BIN, TEST_STORE } from './harness.mjs';
 
 // Runs `parley ARGS` with only the PARLEY_* variables given; resolves {code, stdout, stderr}.
-function parley(args, { env = {} } = {}) {
+function parley(args, { env = {}, cwd = undefined } = {}) {
   return new Promise((resolve) => {
     const e = { ...process.env, ...env };
     for (const k of Object.keys(e)) if (k.startsWith('PARLEY_') && k !== 'PARLEY_BIN' && !(k in env)) delete e[k];
-    execFile(PARLEY_BIN, args, { timeout: 20000, env: e }, (err, stdout, stderr) => {
+    execFile(PARLEY_BIN, args, { timeout: 20000, env: e, cwd }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
     });
   });
@@ -110,21 +110,28 @@ describe('configuration file', () => {
   it("a group's section ([user]) speaks for each of its commands, below the command's own; every section's keys are checked", async () => {
     const store = path.join(dir, 'userstore');
     const group = write('group.toml', `[user]\ndata-dir = ${JSON.stringify(store)}\n`);
-    const add = await parley(['user', 'add', '--config', group, '--create', '--username', 'mallory', '--password', 'password123', '--full-name', 'M']);
+    // From the test's own directory: a command that fell back to ./data writes there, not into the checkout.
+    const add = await parley(['user', 'add', '--config', group, '--create', '--username', 'mallory', '--password', 'password123', '--full-name', 'M'], { cwd: dir });
     assert.equal(add.code, 0, add.stderr);
     assert.ok(fs.existsSync(path.join(store, 'parley.db')), '[user] data-dir reached `user add`');
-    const disable = await parley(['user', 'disable', '--config', group, 'mallory']);
+    const disable = await parley(['user', 'disable', '--config', group, 'mallory'], { cwd: dir });
     assert.equal(disable.code, 0, disable.stderr);
     assert.match(disable.stdout, /disabled user mallory/);
 
     const own = write('own.toml', `[user]\ndata-dir = ${JSON.stringify(store)}\n[enable]\ndata-dir = ${JSON.stringify(path.join(dir, 'elsewhere'))}\n`);
-    const enable = await parley(['user', 'enable', '--config', own, 'mallory']);
+    const enable = await parley(['user', 'enable', '--config', own, 'mallory'], { cwd: dir });
     assert.equal(enable.code, 1, `[enable] wins over [user]: ${enable.stdout}`);
     assert.match(enable.stderr, /elsewhere/);
 
+    // config check reads [serve]: a [config] section, or serve's settings under [check] (parley check's), are never read.
+    for (const [name, text, section] of [['config-section.toml', '[config]\nport = 3000\n', 'config'], ['check-port.toml', '[check]\nport = 3000\n', 'check']]) {
+      const r = await parley(['config', 'check', '--config', write(name, text)], { cwd: dir });
+      assert.equal(r.code, 1, `${name}: ${r.stdout}`);
+      assert.match(r.stderr, new RegExp(`unknown_setting: .*'port' is not a setting of ${section}`), name);
+    }
     const stray = write('stray-user.toml', '[user]\nport = 3000\n');
     for (const args of [['config', 'check'], ['user', 'enable', 'mallory'], ['backup', '--to', path.join(dir, 'b')]]) {
-      const r = await parley([...args, '--config', stray]);
+      const r = await parley([...args, '--config', stray], { cwd: dir });
       assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
       assert.match(r.stderr, /unknown_setting: .*'port' is not a setting of user/, args.join(' '));
     }
