@@ -312,7 +312,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     auto self = this->shared_from_this();
     ++loop_.rest_in_flight;
     rest_counted_ = true;
-    auto counted = std::make_shared<QueuedLogin>(std::move(account));
+    auto counted = account.empty() ? nullptr : std::make_shared<QueuedLogin>(std::move(account));
     pool.submit([self, r = std::move(r), keep_alive, origin = std::move(origin), counted = std::move(counted)]() mutable {
       HttpResponse out = self->loop_.rest.handle(r);
       counted.reset();
