@@ -403,6 +403,16 @@ int serve(Config& config) {
   // NewestChange admitted them (a deletion then the edit before it would
   // show the text again), so for those the two steps are one.
   auto change_order = std::make_shared<std::mutex>();
+  // The receiver and the forwarder point into `server`: on every way out of
+  // here, a failed start included, they stop before it goes (Bus::close).
+  struct StopBeforeServer {
+    Bus* bus;
+    RedisPollForwarder* forwarder;
+    ~StopBeforeServer() {
+      bus->close();
+      if (forwarder) forwarder->close();
+    }
+  } stop_before_server{bus, forwarder};
   core->bus->set_receiver([srv = server.get(), chat = core->chat.get(), change_order](const BusEventPtr& e) {
     std::unique_lock<std::mutex> lock;
     if (e->change_no > 0) lock = std::unique_lock(*change_order);
