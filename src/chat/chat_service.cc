@@ -416,7 +416,7 @@ void ChatService::store_and_publish(SendRequest req, std::shared_ptr<const Threa
     out.duplicate = r->duplicate;
     out.message_json = message_json_text(out.message);
     if (!out.duplicate)
-      deliver(out.message, out.message_json, members_at_commit(out.message, members), origin);
+      deliver(out.message, out.message_json, members_at_commit(out.message, members, r->member_version), origin);
     else if (out.message.created_at >= now_micros() - int64_t{config_.limits.redeliver_retry_seconds} * 1000000)
       redeliver(out.message, out.message_json, members_at_commit(out.message, members), origin);
     done(std::move(out));
@@ -457,11 +457,15 @@ void ChatService::deliver(const Message& message, const std::string& message_jso
 // after the message and before this callback: the removed must not get it,
 // one added before it must, and one added after it must not (what was said
 // before someone joined is never sent or pushed to them: protocol.md).
-// The cache answers at once unless a change was just made (it then reads the
-// store); `checked` serves when the store cannot answer.
+// The cache answers at once unless a change was just made here (it then
+// reads the store), or the store says one made through another node
+// committed before the message (`member_version`) and that node's
+// members_changed has not arrived yet (it then reads the store too);
+// `checked` serves when the store cannot answer.
 std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const Message& message,
-                                                                    std::shared_ptr<const ThreadMembers> checked) {
-  auto now = members_.get(message.thread_id);
+                                                                    std::shared_ptr<const ThreadMembers> checked,
+                                                                    int64_t member_version) {
+  auto now = members_.get_at_least(message.thread_id, member_version);
   return with_removals_in_flight(message.thread_id,
                                  joined_by(now && *now ? std::move(*now) : std::move(checked), message.created_at));
 }

@@ -236,7 +236,8 @@ class ChatService {
   void end_removal(const std::string& thread_id, const std::string& user_id);
   // Who `message`, just committed, goes to (see the definition).
   std::shared_ptr<const ThreadMembers> members_at_commit(const Message& message,
-                                                         std::shared_ptr<const ThreadMembers> checked);
+                                                         std::shared_ptr<const ThreadMembers> checked,
+                                                         int64_t member_version = 0);
   std::shared_ptr<const ThreadMembers> joined_by(std::shared_ptr<const ThreadMembers> members, Micros created_at) const;
   std::shared_ptr<const ThreadMembers> with_removals_in_flight(const std::string& thread_id,
                                                                std::shared_ptr<const ThreadMembers> members);

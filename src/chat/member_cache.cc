@@ -88,6 +88,14 @@ Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string&
   return ptr;
 }
 
+Result<std::shared_ptr<const ThreadMembers>> MemberCache::get_at_least(const std::string& thread_id,
+                                                                       int64_t version) {
+  auto hit = get(thread_id);
+  if (!hit || !*hit || (*hit)->version >= version) return hit;
+  forget(thread_id);
+  return get(thread_id);
+}
+
 void MemberCache::forget(const std::string& thread_id) {
   std::unique_lock lock(mu_);
   members_.erase(thread_id);

@@ -148,6 +148,14 @@ CREATE TABLE owed_pushes (
   created_at BIGINT NOT NULL
 );
 )sql"},
+    // Each change of a thread's members bumps its member_version in the
+    // same commit, and an append reads it back under the commit clock: a
+    // node whose member list is older than a change another node committed
+    // before the message reads the members again for its fan-out
+    // (ChatService::members_at_commit). PostgreSQL only: SQLite has one process.
+    {8, R"sql(
+ALTER TABLE threads ADD COLUMN member_version BIGINT NOT NULL DEFAULT 0;
+)sql"},
 };
 
 Status fill_phone_keys(PgConn& c) {

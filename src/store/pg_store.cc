@@ -528,10 +528,11 @@ Result<std::optional<ThreadMembers>> PgStore::thread_members(const std::string& 
   return with_reader([&](PgConn& c) -> std::optional<ThreadMembers> {
     PgReadTxn txn(c);
     ThreadMembers members;
-    auto t = c.exec("SELECT type FROM threads WHERE id = $1", {thread_id});
+    auto t = c.exec("SELECT type, member_version FROM threads WHERE id = $1", {thread_id});
     log_read_error(c, t, "thread_members");
     if (!t.ok() || t.rows() == 0) return std::nullopt;
     members.type = thread_type_from_stored(t.text(0, 0));
+    members.version = t.i64(0, 1);
     auto r = c.exec(
         "SELECT user_id, is_admin, joined_at FROM participants WHERE thread_id = $1 "
         "ORDER BY joined_at, user_id COLLATE \"C\"",
@@ -621,6 +622,8 @@ Result<Added> PgStore::write_participants(const Addition& a) {
   Added out;
   for (const auto& uid : user_ids)  // in the order asked
     if (inserted.erase(uid) > 0) out.user_ids.push_back(uid);
+  if (!out.user_ids.empty())
+    if (auto bumped = bump_member_version(thread_id); !bumped) return bumped.error();
   // After every addition, so each notice reaches all those added.
   for (size_t i = 0; a.notice && i < out.user_ids.size(); ++i) {
     auto stored = write_message(a.notice(out.user_ids[i]));
@@ -628,6 +631,14 @@ Result<Added> PgStore::write_participants(const Addition& a) {
     out.notices.push_back(std::move(stored->message));
   }
   return out;
+}
+
+// In the transaction of every change of a thread's members (ThreadMembers::version).
+Status PgStore::bump_member_version(const std::string& thread_id) {
+  PgConn& c = *writer_conn_;
+  auto r = c.exec("UPDATE threads SET member_version = member_version + 1 WHERE id = $1", {thread_id});
+  if (!r.ok()) return pg_error(c, r, "member_version");
+  return Ok{};
 }
 
 Status PgStore::require_admin(const std::string& thread_id, const std::string& actor_id) {
@@ -679,6 +690,7 @@ Result<Removed> PgStore::write_removal(const Removal& r) {
   }
   auto del = c.exec("DELETE FROM participants WHERE thread_id = $1 AND user_id = $2", {r.thread_id, r.user_id});
   if (!del.ok()) return pg_error(c, del, "remove_participant");
+  if (auto bumped = bump_member_version(r.thread_id); !bumped) return bumped.error();
   if (!*successor) return out;
   auto promote = c.exec("UPDATE participants SET is_admin = 1 WHERE thread_id = $1 AND user_id = $2",
                         {r.thread_id, **successor});
@@ -776,20 +788,20 @@ namespace {
   "AND EXISTS (SELECT 1 FROM participants WHERE thread_id = $1::text AND user_id = $3::text) "                  \
   "AND NOT EXISTS (SELECT 1 FROM messages WHERE thread_id = $1::text AND sender_id = $3::text "                 \
   "AND client_msg_id = $7::bytea) "                                                                              \
-  "RETURNING last_seq), "                                                                                        \
+  "RETURNING last_seq, member_version), "                                                                        \
   "m AS (INSERT INTO messages (id, thread_id, seq, sender_id, content, message_type, client_msg_id, created_at) " \
   "SELECT $4::text, $1::text, t.last_seq, $3::text, $5::bytea, $6::text, $7::bytea, $2::bigint FROM t "         \
   "RETURNING seq), "                                                                                             \
   "r AS (UPDATE participants p SET last_read_seq = m.seq FROM m WHERE p.thread_id = $1::text "                  \
   "AND p.user_id = $3::text) "
-constexpr const char* kAppendSql = PG_APPEND_CTES "SELECT seq FROM m";
+constexpr const char* kAppendSql = PG_APPEND_CTES "SELECT m.seq, t.member_version FROM m, t";
 // The same, also recording that the message owes its push when $8 is true
 // (AppendRequest::owes_push): only with a webhook, so without one an append
 // runs the statement it always did.
 constexpr const char* kAppendOwingSql =
     PG_APPEND_CTES
     ", o AS (INSERT INTO owed_pushes (message_id, created_at) SELECT $4::text, $2::bigint FROM m WHERE $8::boolean) "
-    "SELECT seq FROM m";
+    "SELECT m.seq, t.member_version FROM m, t";
 #undef PG_APPEND_CTES
 
 // The message an append would store, all but its seq. created_at is
@@ -833,7 +845,7 @@ Result<AppendResult> PgStore::write_message(const AppendRequest& r) {
   if (seq.rows() == 0) return not_appended(c, r, client_id_of(r.client_msg_id));
   m.seq = seq.i64(0, 0);
   last_created_at_ = m.created_at;  // only now: a failed op leaves the floor as it was
-  return AppendResult{std::move(m), false};
+  return AppendResult{std::move(m), false, seq.i64(0, 1)};
 }
 
 // A run of appends, consecutive in the batch, sent together (PgConn's
@@ -876,7 +888,7 @@ bool PgStore::append_run(const std::vector<PendingAppend*>& run) {
     }
     messages[i].seq = results[i].i64(0, 0);
     last_created_at_ = messages[i].created_at;
-    sent[i]->result.emplace(AppendResult{std::move(messages[i]), false});
+    sent[i]->result.emplace(AppendResult{std::move(messages[i]), false, results[i].i64(0, 1)});
   }
   for (PendingAppend* p : not_sent)
     p->result.emplace(not_appended(c, p->request, client_id_of(p->request.client_msg_id)));

@@ -132,6 +132,7 @@ class PgStore final : public Store {
   bool append_run(const std::vector<PendingAppend*>& run);
   Result<Removed> write_removal(const Removal& removal);
   Result<std::optional<std::string>> successor_admin(const std::string& thread_id, const std::string& user_id);
+  Status bump_member_version(const std::string& thread_id);
   // The store's own check of who changes what, as it commits (Addition::actor_id, Store::delete_message).
   Status require_admin(const std::string& thread_id, const std::string& actor_id);
   Status may_change(const std::string& message_id, const std::string& actor_id, bool admin_too);

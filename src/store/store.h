@@ -43,6 +43,10 @@ struct AppendRequest {
 struct AppendResult {
   Message message;         // with id, seq, created_at and sender filled in
   bool duplicate = false;  // true: client_msg_id seen before; message is the original
+  // The thread's ThreadMembers::version as the message committed (0 when
+  // the store does not number them, or for a duplicate): a member list of a
+  // lower version predates a change committed before the message.
+  int64_t member_version = 0;
 };
 
 using AppendCallback = std::function<void(Result<AppendResult>)>;
@@ -99,6 +103,10 @@ struct ThreadMembers {
   std::vector<std::string> user_ids;  // in the order they joined
   std::vector<std::string> admin_ids;
   std::vector<Micros> joined_at;      // when each of user_ids joined (the last time); may be shorter
+  // Grows with every change of the members, in the same commit, where the
+  // store is shared by several processes (PgStore); always 0 in SqliteStore,
+  // whose one process sees its own changes in order.
+  int64_t version = 0;
 };
 
 struct UnreadCount {

@@ -290,7 +290,8 @@ TEST_P(StoreContract, MigrationToFormerMarksKeepsThreadsAndMarks) {
   if (GetParam() == "postgres") {
     auto c = PgConn::open(database_url_);
     ASSERT_TRUE(c.ok()) << c.error().message;
-    auto r = (*c)->run("DROP TABLE owed_pushes; DROP TABLE former_marks; DELETE FROM schema_migrations WHERE version >= 6");
+    auto r = (*c)->run("ALTER TABLE threads DROP COLUMN member_version; DROP TABLE owed_pushes; DROP TABLE former_marks; "
+                       "DELETE FROM schema_migrations WHERE version >= 6");
     ASSERT_TRUE(r.ok()) << r.message();
   } else {
     sqlite3* db = nullptr;
@@ -903,6 +904,41 @@ TEST_P(StoreContract, MemberPageIsReadWithTheMembership) {
   auto back = ok(store_->member_page(b.id, PageQuery{t.id, 0, kAllSeqs, 10}));
   EXPECT_GT(back.joined_at, after.joined_at) << "the joined_at of the new membership";
   EXPECT_EQ(back.messages.size(), 5u) << "history, as for any member";
+}
+
+// Where several processes share the store, a member list carries the
+// version of the membership it was read at, and an append the version it
+// committed under: a list older than a change committed before the message
+// is caught (ChatService::members_at_commit). SQLite's one process needs none.
+TEST_P(StoreContract, MemberVersionGrowsWithEachChangeAndComesWithEachAppend) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  Thread t = make_group({a.id, b.id});
+  auto version = [&] {
+    auto m = ok(store_->thread_members(t.id));
+    return m ? m->version : -1;
+  };
+  const int64_t v0 = version();
+  auto first = send(t.id, a.id, "one");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->member_version, v0) << "an append reads the version it commits under";
+  ASSERT_TRUE(store_->add_participants(t.id, {c.id}).ok());
+  const int64_t v1 = version();
+  ASSERT_TRUE(store_->add_participants(t.id, {c.id}).ok());  // already in: no change
+  EXPECT_EQ(version(), v1);
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
+  const int64_t v2 = version();
+  auto second = send(t.id, a.id, "two");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->member_version, v2);
+  if (GetParam() == "sqlite") {
+    EXPECT_EQ(v0, 0);
+    EXPECT_EQ(v2, 0) << "one process: never numbered";
+    return;
+  }
+  EXPECT_GT(v1, v0) << "an addition";
+  EXPECT_GT(v2, v1) << "a removal";
 }
 
 // Where a connection's first fill starts (Connection::fill_gap): after the

@@ -117,6 +117,7 @@ export class Cluster {
 export class CuttableProxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
+    this.delayMs = 0;
     this.port = 0;
     this.sockets = new Set();
   }
@@ -126,7 +127,8 @@ export class CuttableProxy {
       const upstream = net.connect(this.targetPort, '127.0.0.1');
       for (const [a, b] of [[client, upstream], [upstream, client]]) {
         this.sockets.add(a);
-        a.pipe(b);
+        if (a === upstream) a.on('data', (chunk) => this.forward(client, chunk));
+        else a.pipe(b);
         a.on('error', () => b.destroy());
         a.on('close', () => { this.sockets.delete(a); b.destroy(); });
       }
@@ -137,6 +139,27 @@ export class CuttableProxy {
     });
     this.port = this.server.address().port;
     return this;
+  }
+  // Holds what Redis sends to the node for `ms` more (0: none), in order, so
+  // that the node hears the other nodes' events late while its bus stays
+  // healthy (its pings are answered well within their timeout).
+  delay(ms) { this.delayMs = ms; }
+  forward(client, chunk) {
+    if (!this.delayMs && !client.held) {
+      client.write(chunk);
+      return;
+    }
+    (client.held ??= []).push({ at: Date.now() + (this.delayMs || 0), chunk });
+    if (!client.holdTimer) this.release(client);
+  }
+  release(client) {
+    const held = client.held;
+    while (held.length && held[0].at <= Date.now()) {
+      const { chunk } = held.shift();
+      if (!client.destroyed) client.write(chunk);
+    }
+    client.holdTimer = held.length ? setTimeout(() => this.release(client), held[0].at - Date.now()) : null;
+    if (!held.length) client.held = null;
   }
   async cut() {
     const closed = new Promise((resolve) => this.server.close(resolve));

@@ -1,0 +1,91 @@
+// A membership change made through one node decides the audience of every
+// message committed after it, whichever node stores that message, also before
+// the change's `members_changed` event has reached that node.
+//
+// Node A hears Redis through a proxy that holds every event for 600 ms (its
+// bus stays healthy: pings are answered within their timeout), so A's member
+// list of the group is the one from before a change made through node B. A
+// message sent through A right after must still reach a member just added
+// (live, without waiting for a later message's gap fill: there is none here)
+// and must not reach a member just removed. Before the store told A the
+// thread's membership version at commit, both failed every time.
+//
+// Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
+// either is missing.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomId, sleep } from './harness.mjs';
+import { Cluster, clusterSkip as skip } from './cluster.mjs';
+
+const HOLD_MS = 600;
+const newMessage = (client, id) => client.all((f) => f.type === 'new_message' && f.data.id === id);
+
+describe('membership changed through one node, a message sent through another right after', { skip }, () => {
+  const cluster = new Cluster({ secret: `membership-${randomId(16)}` });
+  let nodeA;
+  let nodeB;
+  let proxy;
+
+  before(async () => {
+    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
+  });
+  after(async () => {
+    await cluster.stop();
+  });
+
+  // A group of admin and alice made on B; alice on A sends once so that A
+  // holds the group's members in its cache before the change.
+  async function groupWarmOnA(more) {
+    const [admin, alice, ...others] = await nodeB.registerMany(2 + more);
+    const group = await nodeB.createGroup(admin, [alice]);
+    const aliceWs = await nodeA.connect(alice);
+    await aliceWs.sendMessage({ thread_id: group.id, content: 'warm', client_msg_id: `warm-${randomId(4)}` });
+    return { admin, alice, others, group, aliceWs };
+  }
+
+  it('a member added through B gets, live, a message sent through A before A heard of the addition', async () => {
+    const { admin, others: [carol], group, aliceWs } = await groupWarmOnA(1);
+    const carolOnA = await nodeA.connect(carol);
+    const carolOnB = await nodeB.connect(carol);
+    proxy.delay(HOLD_MS);
+    try {
+      const added = await nodeB.http('POST', `/api/chat/threads/${group.id}/participants`,
+        { token: admin.token, body: { participant_ids: [carol.id] } });
+      assert.equal(added.status, 200, added.text);
+      const sent = await aliceWs.sendMessage({ thread_id: group.id, content: 'welcome', client_msg_id: `w-${randomId(4)}` });
+      // Well before A hears of the addition: the frame must come from the send itself.
+      await sleep(HOLD_MS / 3);
+      assert.equal(newMessage(carolOnA, sent.id).length, 1, 'Carol on node A got the message sent right after she was added');
+      assert.equal(newMessage(carolOnB, sent.id).length, 1, 'Carol on node B got it too');
+      // And nothing twice once A hears of the change.
+      await sleep(HOLD_MS + 300);
+      assert.equal(newMessage(carolOnA, sent.id).length, 1, 'once on A');
+      assert.equal(newMessage(carolOnB, sent.id).length, 1, 'once on B');
+    } finally {
+      proxy.delay(0);
+    }
+  });
+
+  it('a member removed through B does not get a message sent through A before A heard of the removal', async () => {
+    const { admin, others: [bob], group, aliceWs } = await groupWarmOnA(1);
+    const add = await nodeB.http('POST', `/api/chat/threads/${group.id}/participants`,
+      { token: admin.token, body: { participant_ids: [bob.id] } });
+    assert.equal(add.status, 200, add.text);
+    await sleep(300);  // A hears of Bob (no hold yet)
+    const bobOnA = await nodeA.connect(bob);
+    const bobOnB = await nodeB.connect(bob);
+    const before = await aliceWs.sendMessage({ thread_id: group.id, content: 'hello bob', client_msg_id: `h-${randomId(4)}` });
+    await bobOnA.next((f) => f.type === 'new_message' && f.data.id === before.id, 5000, 'Bob gets a message while a member');
+    proxy.delay(HOLD_MS);
+    try {
+      const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: admin.token });
+      assert.equal(removed.status, 200, removed.text);
+      const sent = await aliceWs.sendMessage({ thread_id: group.id, content: 'not for bob', client_msg_id: `n-${randomId(4)}` });
+      await sleep(HOLD_MS + 300);
+      assert.equal(newMessage(bobOnA, sent.id).length, 0, 'Bob on node A did not get a message stored after his removal');
+      assert.equal(newMessage(bobOnB, sent.id).length, 0, 'nor on node B');
+    } finally {
+      proxy.delay(0);
+    }
+  });
+});
