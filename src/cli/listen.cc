@@ -92,6 +92,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   awaitable<void> handle(json::object frame);
   awaitable<void> on_connected();
   awaitable<void> discover_threads();
+  awaitable<void> learn_thread(const std::string& thread, std::int64_t seq);
+  std::int64_t delivered_to_me(const json::object& thread) const;
   awaitable<void> on_message(json::object frame);
   awaitable<void> on_fill_error(const json::object& frame);
   awaitable<void> deliver(json::object frame);
@@ -190,8 +192,9 @@ awaitable<void> Listener::start() {
   for (const json::object* t : threads_in(listing)) {
     names_.learn_thread(*t);
     std::string id = get_string(*t, "id");
-    // First run: start from now. Later runs: a thread we never saw is new since then, so all of it.
-    if (!seqs_.known(id)) seqs_.set(id, saved ? 0 : get_int(*t, "last_seq").value_or(0));
+    // First run: start from now. Later runs: a thread we never saw is new
+    // since then, so all of it from when we were let in.
+    if (!seqs_.known(id)) seqs_.set(id, saved ? delivered_to_me(*t) : get_int(*t, "last_seq").value_or(0));
   }
   dirty_ = true;  // so the seeded positions are saved even if nothing arrives
   schedule_save();
@@ -342,11 +345,48 @@ awaitable<void> Listener::discover_threads() {
     names_.learn_thread(*t);
     std::string id = get_string(*t, "id");
     if (seqs_.known(id)) continue;
-    seqs_.set(id, 0);  // created while we were away: all of it is new
+    seqs_.set(id, delivered_to_me(*t));  // created, or joined, while we were away
     dirty_ = true;
     schedule_save();
-    if (get_int(*t, "last_seq").value_or(0) > 0) co_await request_fill(id);
+    if (get_int(*t, "last_seq").value_or(0) > seqs_.last(id)) co_await request_fill(id);
   }
+}
+
+// Where a thread we have not seen starts for us: after what the server had
+// delivered to us, which for a group we were added to is everything said
+// before we joined (`last_delivered_seq` is set to it then). That is its
+// history, for `history`, not news: a replay from 0 would print all of it
+// as new messages and acknowledge them. (Messages another device of ours
+// got after we joined count as delivered too; the web client starts there
+// as well.)
+std::int64_t Listener::delivered_to_me(const json::object& thread) const {
+  const json::array* people = get_array(thread, "participants");
+  for (size_t i = 0; people && i < people->size(); ++i) {
+    const json::object* p = (*people)[i].if_object();
+    if (p && get_string(*p, "user_id") == user_id_) return get_int(*p, "last_delivered_seq").value_or(0);
+  }
+  return 0;
+}
+
+// A live message `seq` of a thread we have not seen: one just made, or one we
+// were just added to. It starts at the message, or earlier where the server
+// had delivered less to us (a new thread's first messages); at the message
+// when the thread cannot be read.
+awaitable<void> Listener::learn_thread(const std::string& thread, std::int64_t seq) {
+  std::int64_t start = seq - 1;
+  try {
+    json::value t = co_await http_.get("/api/chat/threads/" + thread);
+    if (const json::object* o = t.if_object()) {
+      names_.learn_thread(*o);
+      start = std::min(start, delivered_to_me(*o));
+    }
+  } catch (const std::exception& e) {
+    note("cannot read thread " + thread + ": " + e.what());
+  }
+  if (seqs_.known(thread)) co_return;
+  seqs_.set(thread, std::max<std::int64_t>(start, 0));
+  dirty_ = true;
+  schedule_save();
 }
 
 awaitable<void> Listener::on_message(json::object frame) {
@@ -358,6 +398,7 @@ awaitable<void> Listener::on_message(json::object frame) {
     co_return;
   }
   names_.learn_message(*message);
+  if (!seqs_.known(thread)) co_await learn_thread(thread, *seq);
   SeqTracker::Offer offer = seqs_.offer(thread, *seq, frame);
   if (offer == SeqTracker::Offer::kHeld) co_await request_fill(thread);
   if (offer != SeqTracker::Offer::kNext) co_return;

@@ -662,4 +662,46 @@ describe('parley-cli listen with short-lived tokens', () => {
     const me = await new CliProcess(['--config', cfg, 'whoami'], { home }).result();
     assert.equal(me.code, 0, `the renewed token works after the first expired\n${me.proc.describe()}`);
   });
+
+  // A group's earlier messages are its history (`history`), not news: a
+  // listener added to it used to replay them all from seq 0 as new messages.
+  it('listen starts a group it is added to at the "added" notice, live and on its next run', async () => {
+    const [teacher, carol, dan] = await server.registerMany(3);
+    const cfg = path.join(home, 'dan.json');
+    const login = await new CliProcess(['--server', server.baseUrl, '--config', cfg, 'login', '--username', dan.username,
+      '--password', dan.password], { home }).result();
+    assert.equal(login.code, 0, login.proc.describe());
+    const groupWithHistory = async (title) => {
+      const g = await server.createGroup(teacher, [carol], title);
+      for (let i = 1; i <= 3; i++) {
+        const r = await server.http('POST', `/api/chat/threads/${g.id}/messages`, { token: teacher.token, body: { content: `${title} before dan ${i}` } });
+        assert.equal(r.status, 201, r.text);
+      }
+      return g;
+    };
+    const addDan = async (g) => {
+      const r = await server.http('POST', `/api/chat/threads/${g.id}/participants`, { token: teacher.token, body: { participant_ids: [dan.id] } });
+      assert.equal(r.status, 200, r.text);
+    };
+
+    const live = await groupWithHistory('class 4b');
+    const listen = new CliProcess(['--config', cfg, 'listen', '--exit-after', '1', '--timeout', '20'], { home });
+    await listen.ready();
+    await addDan(live);
+    const r1 = await listen.result();
+    assert.equal(r1.code, 0, r1.proc.describe());
+    const got1 = newMessages(listen.frames);
+    assert.deepEqual(got1.map((m) => [m.seq, m.message_type]), [[4, 'system']], `the notice, not the history\n${r1.proc.describe()}`);
+
+    const away = await groupWithHistory('class 5a');  // added while no listener runs
+    await addDan(away);
+    const after = await server.http('POST', `/api/chat/threads/${away.id}/messages`, { token: teacher.token, body: { content: 'welcome dan' } });
+    assert.equal(after.status, 201, after.text);
+    const next = new CliProcess(['--config', cfg, 'listen', '--exit-after', '2', '--timeout', '20'], { home });
+    const r2 = await next.result();
+    assert.equal(r2.code, 0, r2.proc.describe());
+    const got2 = newMessages(next.frames);
+    assert.deepEqual(got2.map((m) => [m.seq, m.message_type]), [[4, 'system'], [5, 'text']], r2.proc.describe());
+    assert.equal(got2[1].content, 'welcome dan');
+  });
 });
