@@ -186,8 +186,12 @@ function endSession(notice) {
 
 async function start(token, user) {
   clearTimeout(restoreTimer);
-  localStorage.setItem(SESSION_KEY, JSON.stringify({ token, user }));
-  state.session = { token, user };
+  let saved = null;
+  try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
+  // When this device got the token, on its own clock (see scheduleRefresh).
+  const receivedAt = saved?.token === token ? saved.received_at : Date.now();
+  localStorage.setItem(SESSION_KEY, JSON.stringify({ token, user, received_at: receivedAt }));
+  state.session = { token, user, received_at: receivedAt };
   state.notice = null;
   client = new ParleyClient({ token, outboxStore: outboxStore(user.id) });
   client.userId = user.id;
@@ -195,37 +199,56 @@ async function start(token, user) {
   wire(client);
   await loadThreads().catch(() => {});  // offline: loaded when the connection comes
   client.connect();
-  scheduleRefresh(token);
+  scheduleRefresh(token, receivedAt);
   changed();
 }
 
 // Renews the token before it expires (at 80 % of its life), so a tab left
-// open for days stays signed in.
-function scheduleRefresh(token) {
+// open for days stays signed in. The life is counted from when this device
+// got the token, on its own clock (`receivedAt`), not from the token's
+// times against the device's clock: a clock days ahead would renew every
+// few seconds for ever, one behind would let the token expire first. A
+// session saved by an older version has no receipt time: the token's times
+// serve then.
+function scheduleRefresh(token, receivedAt) {
   let claims;
   try { claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))); } catch { return; }
   const { exp, iat } = claims;  // not a JWT we can read: no renewal
   if (typeof exp !== 'number') return;
-  const now = Date.now() / 1000;
-  const at = iat ? iat + (exp - iat) * 0.8 : exp - 60;
-  renewAt(token, exp, Math.max(5000, (at - now) * 1000));
+  let ms;
+  let expires;  // on this device's clock, in ms
+  if (typeof iat === 'number' && exp > iat && typeof receivedAt === 'number') {
+    ms = receivedAt + (exp - iat) * 800 - Date.now();
+    expires = receivedAt + (exp - iat) * 1000;
+  } else {
+    const at = typeof iat === 'number' ? iat + (exp - iat) * 0.8 : exp - 60;
+    ms = (at - Date.now() / 1000) * 1000;
+    expires = exp * 1000;
+  }
+  renewAt(token, expires, Math.max(5000, ms));
 }
 
 // A renewal that fails for want of the server (not a refusal) is tried again
 // while the token still lives: after a third of its remaining life, 1 to 15 s.
-function renewAt(token, exp, ms) {
-  if (ms > 2 ** 31 - 1) return;
+// (A timer cannot wait past 2^31 - 1 ms, about 24.8 days: a longer wait is
+// taken in steps.)
+const MAX_TIMER_MS = 2 ** 31 - 1;
+function renewAt(token, expires, ms) {
+  if (ms > MAX_TIMER_MS) {
+    setTimeout(() => { if (client && client.token === token) renewAt(token, expires, ms - MAX_TIMER_MS); }, MAX_TIMER_MS);
+    return;
+  }
   setTimeout(async () => {
     if (!client || client.token !== token) return;
     try {
       const data = await client.refresh();
-      state.session = { token: data.token, user: state.session.user };
+      state.session = { token: data.token, user: state.session.user, received_at: Date.now() };
       localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
-      scheduleRefresh(data.token);
+      scheduleRefresh(data.token, state.session.received_at);
     } catch (err) {
       if (err.status === 401 || !client || client.token !== token) return;  // refused: the expiry path signs out
-      const left = exp * 1000 - Date.now();
-      if (left > 0) renewAt(token, exp, Math.max(1000, Math.min(15000, left / 3)));
+      const left = expires - Date.now();
+      if (left > 0) renewAt(token, expires, Math.max(1000, Math.min(15000, left / 3)));
     }
   }, ms);
 }
@@ -268,6 +291,7 @@ function wire(c) {
     const held = heldMessage(f.thread_id, f.seq);
     if (held && !held.deleted && !deletingHere.has(held.id)) sayChange(held, 'deleted');
     update(f.thread_id, f.seq, tombstone);
+    refreshUnread();  // a deleted message no longer counts as unread
   });
   c.addEventListener('delivered', (e) => bumpReceipt(e.detail.thread_id, e.detail.user_id, 'last_delivered_seq', e.detail.seq));
   c.addEventListener('read_receipt', (e) => {
@@ -484,7 +508,26 @@ async function askUnread() {
 
 // ---------------------------------------------------------------- loading
 
-export async function loadThreads() {
+// One list request at a time. Answers applied out of order would put back a
+// list older than one already applied: a group just joined would vanish
+// again, and its queued messages be forgotten with it. A call made while a
+// request is in flight is answered by the next one, which starts when that
+// one ends (one for every such call: they share it).
+let threadsLoading = null;
+let threadsNext = null;
+export function loadThreads() {
+  if (!threadsLoading) {
+    threadsLoading = applyThreads().finally(() => { threadsLoading = null; });
+    return threadsLoading;
+  }
+  threadsNext ??= threadsLoading.catch(() => {}).then(() => {
+    threadsNext = null;
+    return loadThreads();
+  });
+  return threadsNext;
+}
+
+async function applyThreads() {
   const list = await client.threads();
   const threads = new Map();
   let total = 0;

@@ -1,0 +1,223 @@
+// The web app's state against what the server says, in Debian's Chromium
+// driven by playwright-core (skipped when there is none): the unread badge
+// and the tab title after the sender deletes an unread message, a stale
+// thread-list answer that arrives last, and the renewal of the token over
+// weeks of a tab left open (Playwright's fake clock), with a lifetime past
+// setTimeout's 2^31 - 1 ms and with an ordinary one.
+//
+// Each test starts its own server and browser context and closes both; one
+// browser serves the file (one at a time on a small machine). Loopback only;
+// every wait is bounded in time.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { startServer, randomId, sleep } from '../node/harness.mjs';
+import { CHROMIUM, launchBrowser, openAs, trackErrors, threadLink, until } from './browser.mjs';
+
+const DAY_MS = 86400 * 1000;
+const skip = fs.existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}`;
+
+// A server with a teacher and a parent; resolves {server, base, alice, bob}.
+async function scene(args = []) {
+  const server = await startServer({ args });
+  try {
+    const alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
+    const bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    return { server, base: server.baseUrl, alice, bob };
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+}
+
+// Rejects when `promise` has not settled within ms.
+function within(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+async function assertOk(res, what) {
+  assert.ok(res.status >= 200 && res.status < 300, `${what} answered ${res.status}: ${res.text.slice(0, 300)}`);
+  return res.body?.data;
+}
+
+describe('web app state against the server', { skip }, () => {
+  let browser;
+  before(async () => { browser = await launchBrowser(); });
+  after(async () => { await browser?.close(); });
+
+  it('an unread message deleted by its sender: the badge and the tab title drop to the server\'s count', async () => {
+    const { server, base, alice, bob } = await scene();
+    let ctx;
+    try {
+      const dm = await server.createDirect(alice, bob);
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, base, bob);
+      // A hidden tab shows the unread total in its title (as a background tab would).
+      await page.evaluate(() => {
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+        document.dispatchEvent(new Event('visibilitychange'));
+      });
+      await assertOk(await server.sendRest(alice.token, dm.id, { content: 'First' }), 'sending the first message');
+      const wrong = await assertOk(await server.sendRest(alice.token, dm.id, { content: 'Oops, wrong family' }), 'sending the second message');
+
+      const badge = threadLink(page, 'Alice Teacher').locator('[data-testid=unread]');
+      const shown = async () => ({
+        badge: await badge.textContent({ timeout: 1000 }).catch(() => '(none)'),
+        title: await page.title(),
+      });
+      let seen;
+      await until(async () => { seen = await shown(); return seen.badge === '2' && seen.title === '(2) Parley'; },
+        { timeout: 10000, what: 'the badge and the title to count 2 unread' }).catch((err) => {
+        throw new Error(`${err.message}; shown: ${JSON.stringify(seen)}`);
+      });
+
+      await assertOk(await server.http('DELETE', `/api/chat/messages/${wrong.id}`, { token: alice.token }), 'deleting the second message');
+      const count = await assertOk(await server.http('GET', '/api/chat/unread-count', { token: bob.token }), 'GET /api/chat/unread-count');
+      assert.equal(count.unread_count, 1, 'the server no longer counts the deleted message');
+      const listed = (await assertOk(await server.http('GET', '/api/chat/threads', { token: bob.token }), 'GET /api/chat/threads'))
+        .threads.find((t) => t.id === dm.id);
+      assert.equal(listed.unread_count, 1, 'the thread list agrees');
+
+      const want = { badge: '1', title: '(1) Parley' };
+      await until(async () => { seen = await shown(); return seen.badge === want.badge && seen.title === want.title; },
+        { timeout: 5000, what: 'the app to count 1 unread' }).catch(() => {});
+      assert.deepEqual(seen, want, 'the badge and the title show the server\'s count after the deletion');
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      await ctx?.close().catch(() => {});
+      await server.stop();
+    }
+  });
+
+  it('a stale thread-list answer arriving last does not remove a group the user was just added to', async () => {
+    const { server, base, alice, bob } = await scene();
+    let ctx;
+    try {
+      const carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+      const first = await server.createGroup(alice, [bob], 'Class 4B');
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, base, bob);
+      await threadLink(page, 'Class 4B').waitFor({ timeout: 10000 });
+
+      // The next thread-list answer is slow: read from the server now,
+      // delivered 2 s later (a slow mobile link).
+      let delayed = false;
+      let fetched = false;  // the slow answer is read from the server (before the new group exists)
+      let landed;
+      const stale = new Promise((resolve) => { landed = resolve; });
+      await page.route(/\/api\/chat\/threads$/, async (route) => {
+        if (delayed || route.request().method() !== 'GET') return route.continue().catch(() => {});
+        delayed = true;
+        try {
+          const response = await route.fetch();
+          fetched = true;
+          await sleep(2000);
+          await route.fulfill({ response });
+        } catch { /* the context closed meanwhile */ } finally {
+          landed();
+        }
+      });
+      // Alice adds Carol to Class 4B: Bob's app reloads its list (the slow answer).
+      await assertOk(await server.http('POST', `/api/chat/threads/${first.id}/participants`,
+        { token: alice.token, body: { participant_ids: [carol.id] } }), 'adding Carol');
+      await until(() => fetched, { timeout: 5000, what: 'the app to ask for its thread list again' });
+      // Alice makes a new group with Bob: a second reload, answered at once.
+      await server.createGroup(alice, [bob], 'Trip to the zoo');
+      const zoo = threadLink(page, 'Trip to the zoo');
+      await zoo.waitFor({ timeout: 8000 });
+
+      // The older answer lands; whatever the app does with it, the group stays.
+      await within(stale, 8000, 'the delayed thread-list answer');
+      const onServer = (await assertOk(await server.http('GET', '/api/chat/threads', { token: bob.token }), 'GET /api/chat/threads'))
+        .threads.map((t) => t.title);
+      assert.ok(onServer.includes('Trip to the zoo'), `the server lists the group for Bob: ${onServer}`);
+      const end = Date.now() + 1500;
+      while (Date.now() < end) {
+        assert.equal(await zoo.count(), 1, 'the group just joined is still in the list after the stale answer');
+        await sleep(100);
+      }
+      assert.equal(await threadLink(page, 'Class 4B').count(), 1, 'the older group is listed too');
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      await ctx?.close().catch(() => {});
+      await server.stop();
+    }
+  });
+
+  it('token renewal over weeks: made before a 40-day token expires, and a 7-day one is not renewed every few seconds', async (t) => {
+    // Opens the app as a fresh user of a server whose tokens live ttlDays,
+    // lets `days` pass on the page's fake clock, and resolves how many
+    // renewals the app completed. Time jumps 12 hours at a time (a laptop
+    // lid closed and opened: each due timer fires once), and a renewal under
+    // way is let finish before the next jump: one long runFor() would fire
+    // each request's 20 s timeout at once and abort it, and a count of 200
+    // answers would then say little.
+    async function renewalsOver(ttlDays, days) {
+      const server = await startServer({ args: ['--token-ttl', String(ttlDays * 86400)] });
+      let ctx;
+      try {
+        const bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+        ctx = await browser.newContext();
+        await ctx.addInitScript(() => {
+          // Each renewal saves the session again (a token made in the same
+          // second as the last may be the same string): saves after the first.
+          const seen = { inflight: 0, adopted: -1 };
+          window.__renewals = seen;
+          const setItem = Storage.prototype.setItem;
+          Storage.prototype.setItem = function (key, value) {
+            if (key === 'parley.session') seen.adopted++;
+            return setItem.call(this, key, value);
+          };
+          const realFetch = window.fetch;
+          window.fetch = function (input, init) {
+            if (!String(input.url ?? input).endsWith('/api/auth/refresh')) return realFetch.call(this, input, init);
+            seen.inflight++;
+            const done = () => { seen.inflight--; };
+            return realFetch.call(this, input, init).then((res) => {
+              res.clone().text().then(done, done);
+              return res;
+            }, (err) => { done(); throw err; });
+          };
+        });
+        const page = await ctx.newPage();
+        trackErrors(page);
+        await page.clock.install();
+        let granted = 0;  // 200 answers, for the failure message
+        page.on('response', (r) => {
+          if (r.url().endsWith('/api/auth/refresh') && r.status() === 200) granted++;
+        });
+        await page.goto(`${server.baseUrl}/app/#token=${encodeURIComponent(bob.token)}`);
+        await page.getByRole('navigation', { name: 'Conversations' }).waitFor({ timeout: 15000 });
+        const stepMs = 12 * 3600 * 1000;
+        for (let passed = 0; passed < days * DAY_MS; passed += stepMs) {
+          await page.clock.fastForward(stepMs);
+          await until(() => page.evaluate(() => window.__renewals.inflight === 0),
+            { timeout: 5000, every: 20, what: 'a renewal under way to finish' });
+        }
+        const { adopted } = await page.evaluate(() => window.__renewals);
+        const signedIn = await page.getByRole('navigation', { name: 'Conversations' }).isVisible();
+        return { adopted, granted, signedIn, errors: page.pageErrors };
+      } finally {
+        await ctx?.close().catch(() => {});
+        await server.stop();
+      }
+    }
+
+    const problems = [];
+    // 40 days: past the 2^31 - 1 ms a timer can wait; the renewal is due at day 32.
+    const long = await renewalsOver(40, 39);
+    if (long.adopted < 1) problems.push(`40-day token: ${long.adopted} renewals in 39 days, ${long.granted} answered 200 (the tab is signed out at day 40)`);
+    // 7 days: one renewal about every 5.6 days, 6 in 39 days (at least 5 keep it alive).
+    const week = await renewalsOver(7, 39);
+    if (week.adopted < 5 || week.adopted > 12) problems.push(`7-day token: ${week.adopted} renewals in 39 days, ${week.granted} answered 200 (expected 5 to 12)`);
+    t.diagnostic(`renewals in 39 days: ${long.adopted} of a 40-day token, ${week.adopted} of a 7-day one`);
+    assert.deepEqual(problems, []);
+    assert.ok(long.signedIn && week.signedIn, 'still signed in');
+    assert.deepEqual([...long.errors, ...week.errors], [], 'no uncaught page error');
+  });
+});
