@@ -484,12 +484,20 @@ std::shared_ptr<const ThreadMembers> ChatService::with_removals_in_flight(const 
 
 // Who an edit or deletion that just committed goes to: the members as it
 // leaves them, not as they were when it was checked (a removal may have
-// committed in between: the removed must not get the new text). As for a
-// message, the cache answers unless a change was just made here.
+// committed in between: the removed must not get the new text). Both are
+// rare and run on a worker, so the members are read from the store once
+// the change committed: a removal made through another node a moment
+// before is in, which the cache would know only with its members_changed.
+// The cache serves when the store cannot answer, then the checked list.
 std::shared_ptr<const ThreadMembers> ChatService::members_after_change(const std::string& thread_id,
                                                                        std::shared_ptr<const ThreadMembers> checked) {
-  auto now = members_.get(thread_id);
-  return with_removals_in_flight(thread_id, now && *now ? std::move(*now) : std::move(checked));
+  std::shared_ptr<const ThreadMembers> now;
+  if (auto stored = store_.thread_members(thread_id); stored && *stored) {
+    now = std::make_shared<const ThreadMembers>(std::move(**stored));
+  } else if (auto cached = members_.get(thread_id); cached && *cached) {
+    now = std::move(*cached);
+  }
+  return with_removals_in_flight(thread_id, now ? std::move(now) : std::move(checked));
 }
 
 // `members` less those who joined after `created_at`: the line offline sync

@@ -7,8 +7,10 @@
 // list of the group is the one from before a change made through node B. A
 // message sent through A right after must still reach a member just added
 // (live, without waiting for a later message's gap fill: there is none here)
-// and must not reach a member just removed. Before the store told A the
-// thread's membership version at commit, both failed every time.
+// and must not reach a member just removed, nor must an edit or deletion
+// made through A then. Before the store told A the thread's membership
+// version at commit (and edits read the members after committing), each
+// failed every time.
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
@@ -43,6 +45,17 @@ describe('membership changed through one node, a message sent through another ri
     return { admin, alice, others, group, aliceWs };
   }
 
+  // The same, with bob added through B, A told of it (no hold yet), and bob on A.
+  async function groupWithBobOnA() {
+    const warm = await groupWarmOnA(1);
+    const { admin, others: [bob], group } = warm;
+    const add = await nodeB.http('POST', `/api/chat/threads/${group.id}/participants`,
+      { token: admin.token, body: { participant_ids: [bob.id] } });
+    assert.equal(add.status, 200, add.text);
+    await sleep(300);
+    return { ...warm, bob, bobOnA: await nodeA.connect(bob) };
+  }
+
   it('a member added through B gets, live, a message sent through A before A heard of the addition', async () => {
     const { admin, others: [carol], group, aliceWs } = await groupWarmOnA(1);
     const carolOnA = await nodeA.connect(carol);
@@ -67,12 +80,7 @@ describe('membership changed through one node, a message sent through another ri
   });
 
   it('a member removed through B does not get a message sent through A before A heard of the removal', async () => {
-    const { admin, others: [bob], group, aliceWs } = await groupWarmOnA(1);
-    const add = await nodeB.http('POST', `/api/chat/threads/${group.id}/participants`,
-      { token: admin.token, body: { participant_ids: [bob.id] } });
-    assert.equal(add.status, 200, add.text);
-    await sleep(300);  // A hears of Bob (no hold yet)
-    const bobOnA = await nodeA.connect(bob);
+    const { admin, bob, group, aliceWs, bobOnA } = await groupWithBobOnA();
     const bobOnB = await nodeB.connect(bob);
     const before = await aliceWs.sendMessage({ thread_id: group.id, content: 'hello bob', client_msg_id: `h-${randomId(4)}` });
     await bobOnA.next((f) => f.type === 'new_message' && f.data.id === before.id, 5000, 'Bob gets a message while a member');
@@ -84,6 +92,28 @@ describe('membership changed through one node, a message sent through another ri
       await sleep(HOLD_MS + 300);
       assert.equal(newMessage(bobOnA, sent.id).length, 0, 'Bob on node A did not get a message stored after his removal');
       assert.equal(newMessage(bobOnB, sent.id).length, 0, 'nor on node B');
+    } finally {
+      proxy.delay(0);
+    }
+  });
+
+  it('a member removed through B does not get an edit or a deletion made through A before A heard of the removal', async () => {
+    const { admin, bob, group, aliceWs, bobOnA } = await groupWithBobOnA();
+    const toEdit = await aliceWs.sendMessage({ thread_id: group.id, content: 'draft', client_msg_id: `e-${randomId(4)}` });
+    const toDelete = await aliceWs.sendMessage({ thread_id: group.id, content: 'oops', client_msg_id: `d-${randomId(4)}` });
+    await bobOnA.next((f) => f.type === 'new_message' && f.data.id === toDelete.id, 5000, 'Bob gets both while a member');
+    proxy.delay(HOLD_MS);
+    try {
+      const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: admin.token });
+      assert.equal(removed.status, 200, removed.text);
+      const edited = await aliceWs.request({ type: 'edit_message', message_id: toEdit.id, content: 'the final text, not for bob' });
+      assert.equal(edited.type, 'message_edited', JSON.stringify(edited));
+      const deleted = await aliceWs.request({ type: 'delete_message', message_id: toDelete.id });
+      assert.equal(deleted.type, 'message_deleted', JSON.stringify(deleted));
+      await sleep(HOLD_MS + 300);
+      const changes = bobOnA.all((f) => (f.type === 'message_edited' && f.data.id === toEdit.id) ||
+        (f.type === 'message_deleted' && (f.message_id ?? f.data?.message_id) === toDelete.id));
+      assert.deepEqual(changes.map((f) => f.type), [], 'Bob got no change made after his removal');
     } finally {
       proxy.delay(0);
     }
