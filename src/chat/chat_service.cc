@@ -457,14 +457,18 @@ void ChatService::deliver(const Message& message, const std::string& message_jso
 // after the message and before this callback: the removed must not get it,
 // one added before it must, and one added after it must not (what was said
 // before someone joined is never sent or pushed to them: protocol.md).
-// The cache answers at once unless a change was just made here (it then
+// Where the store numbers memberships (`member_version` > 0), a checked list
+// of the commit's version is exactly the members at the commit. Otherwise
+// the cache answers at once unless a change was just made here (it then
 // reads the store), or the store says one made through another node
-// committed before the message (`member_version`) and that node's
-// members_changed has not arrived yet (it then reads the store too);
-// `checked` serves when the store cannot answer.
+// committed before the message and that node's members_changed has not
+// arrived yet (it then reads the store too); `checked` serves when the
+// store cannot answer.
 std::shared_ptr<const ThreadMembers> ChatService::members_at_commit(const Message& message,
                                                                     std::shared_ptr<const ThreadMembers> checked,
                                                                     int64_t member_version) {
+  if (member_version > 0 && checked && checked->version == member_version)
+    return with_removals_in_flight(message.thread_id, joined_by(std::move(checked), message.created_at));
   auto now = members_.get_at_least(message.thread_id, member_version);
   return with_removals_in_flight(message.thread_id,
                                  joined_by(now && *now ? std::move(*now) : std::move(checked), message.created_at));

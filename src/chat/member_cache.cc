@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include <spdlog/spdlog.h>
+
 namespace parley {
 
 namespace {
@@ -93,7 +95,11 @@ Result<std::shared_ptr<const ThreadMembers>> MemberCache::get_at_least(const std
   auto hit = get(thread_id);
   if (!hit || !*hit || (*hit)->version >= version) return hit;
   forget(thread_id);
-  return get(thread_id);
+  auto again = get(thread_id);
+  if (again) return again;
+  // Older than the commit, but newer than anything the caller holds.
+  spdlog::warn("event=members_reread_failed thread_id={} code={}", thread_id, again.error().code);
+  return hit;
 }
 
 void MemberCache::forget(const std::string& thread_id) {

@@ -47,7 +47,8 @@ class MemberCache {
   Result<std::shared_ptr<const ThreadMembers>> get(const std::string& thread_id);
   // As get(), but a cached list of a lower ThreadMembers::version than
   // `version` (the store has committed a change this process has not heard
-  // of yet) is dropped and the members read again.
+  // of yet) is dropped and the members read again; if that read fails, the
+  // old list is the answer (logged).
   Result<std::shared_ptr<const ThreadMembers>> get_at_least(const std::string& thread_id, int64_t version);
   // The cached members, or nullptr on a miss. Never blocks on storage.
   std::shared_ptr<const ThreadMembers> cached(const std::string& thread_id) const;

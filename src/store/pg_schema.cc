@@ -152,9 +152,10 @@ CREATE TABLE owed_pushes (
     // same commit, and an append reads it back under the commit clock: a
     // node whose member list is older than a change another node committed
     // before the message reads the members again for its fan-out
-    // (ChatService::members_at_commit). PostgreSQL only: SQLite has one process.
+    // (ChatService::members_at_commit). From 1: 0 means "not numbered"
+    // (SQLite, whose one process needs none).
     {8, R"sql(
-ALTER TABLE threads ADD COLUMN member_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE threads ADD COLUMN member_version BIGINT NOT NULL DEFAULT 1;
 )sql"},
 };
 

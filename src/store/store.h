@@ -45,7 +45,8 @@ struct AppendResult {
   bool duplicate = false;  // true: client_msg_id seen before; message is the original
   // The thread's ThreadMembers::version as the message committed (0 when
   // the store does not number them, or for a duplicate): a member list of a
-  // lower version predates a change committed before the message.
+  // lower version predates a change committed before the message, one of
+  // the same version is exactly the members at the commit.
   int64_t member_version = 0;
 };
 
@@ -103,9 +104,9 @@ struct ThreadMembers {
   std::vector<std::string> user_ids;  // in the order they joined
   std::vector<std::string> admin_ids;
   std::vector<Micros> joined_at;      // when each of user_ids joined (the last time); may be shorter
-  // Grows with every change of the members, in the same commit, where the
-  // store is shared by several processes (PgStore); always 0 in SqliteStore,
-  // whose one process sees its own changes in order.
+  // Grows with every change of the members, in the same commit, from 1,
+  // where the store is shared by several processes (PgStore); always 0 in
+  // SqliteStore, whose one process sees its own changes in order.
   int64_t version = 0;
 };
 

@@ -937,8 +937,21 @@ TEST_P(StoreContract, MemberVersionGrowsWithEachChangeAndComesWithEachAppend) {
     EXPECT_EQ(v2, 0) << "one process: never numbered";
     return;
   }
+  EXPECT_GE(v0, 1) << "numbered from 1: 0 means not numbered";
   EXPECT_GT(v1, v0) << "an addition";
   EXPECT_GT(v2, v1) << "a removal";
+  // Appends sent together (PgStore's pipelined run) each read the version.
+  std::vector<std::shared_ptr<std::promise<Result<AppendResult>>>> waiting;
+  for (int i = 0; i < 3; ++i) {
+    waiting.push_back(std::make_shared<std::promise<Result<AppendResult>>>());
+    store_->append(AppendRequest{t.id, a.id, "run " + std::to_string(i), "text", ""},
+                   [p = waiting.back()](Result<AppendResult> r) { p->set_value(std::move(r)); });
+  }
+  for (auto& w : waiting) {
+    auto r = w->get_future().get();
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->member_version, v2);
+  }
 }
 
 // Where a connection's first fill starts (Connection::fill_gap): after the
