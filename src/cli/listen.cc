@@ -93,7 +93,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   awaitable<void> on_connected();
   awaitable<void> discover_threads();
   awaitable<void> learn_thread(const std::string& thread, std::int64_t seq);
-  std::int64_t delivered_to_me(const json::object& thread) const;
+  awaitable<std::int64_t> start_of(const json::object& thread);
   awaitable<void> on_message(json::object frame);
   awaitable<void> on_fill_error(const json::object& frame);
   awaitable<void> deliver(json::object frame);
@@ -194,7 +194,7 @@ awaitable<void> Listener::start() {
     std::string id = get_string(*t, "id");
     // First run: start from now. Later runs: a thread we never saw is new
     // since then, so all of it from when we were let in.
-    if (!seqs_.known(id)) seqs_.set(id, saved ? delivered_to_me(*t) : get_int(*t, "last_seq").value_or(0));
+    if (!seqs_.known(id)) seqs_.set(id, saved ? co_await start_of(*t) : get_int(*t, "last_seq").value_or(0));
   }
   dirty_ = true;  // so the seeded positions are saved even if nothing arrives
   schedule_save();
@@ -345,27 +345,42 @@ awaitable<void> Listener::discover_threads() {
     names_.learn_thread(*t);
     std::string id = get_string(*t, "id");
     if (seqs_.known(id)) continue;
-    seqs_.set(id, delivered_to_me(*t));  // created, or joined, while we were away
+    seqs_.set(id, co_await start_of(*t));  // created, or joined, while we were away
     dirty_ = true;
     schedule_save();
     if (get_int(*t, "last_seq").value_or(0) > seqs_.last(id)) co_await request_fill(id);
   }
 }
 
-// Where a thread we have not seen starts for us: after what the server had
-// delivered to us, which for a group we were added to is everything said
-// before we joined (`last_delivered_seq` is set to it then). That is its
-// history, for `history`, not news: a replay from 0 would print all of it
-// as new messages and acknowledge them. (Messages another device of ours
-// got after we joined count as delivered too; the web client starts there
-// as well.)
-std::int64_t Listener::delivered_to_me(const json::object& thread) const {
+// Where a thread we have not seen starts for us. A member from its start
+// (every direct thread, a group made with us in it): at 0, all of it. One
+// we were added to: after the last message from before we joined, which is
+// its history (for `history`), not news: a replay from 0 would print all
+// of it as new messages and acknowledge them. Found by paging back from
+// what the server has delivered to us, which is that point when we join
+// (another device of ours may have taken it further since).
+awaitable<std::int64_t> Listener::start_of(const json::object& thread) {
+  const json::object* me = nullptr;
   const json::array* people = get_array(thread, "participants");
-  for (size_t i = 0; people && i < people->size(); ++i) {
-    const json::object* p = (*people)[i].if_object();
-    if (p && get_string(*p, "user_id") == user_id_) return get_int(*p, "last_delivered_seq").value_or(0);
+  for (size_t i = 0; people && i < people->size() && !me; ++i)
+    if (const json::object* p = (*people)[i].if_object(); p && get_string(*p, "user_id") == user_id_) me = p;
+  if (!me) co_return 0;
+  // Both ISO 8601 UTC in one format: in time order as text.
+  const std::string joined = get_string(*me, "joined_at");
+  if (joined.empty() || joined <= get_string(thread, "created_at")) co_return 0;
+  const std::string path = "/api/chat/threads/" + url_encode(get_string(thread, "id")) + "/messages?limit=200&before_seq=";
+  std::int64_t start = get_int(*me, "last_delivered_seq").value_or(0);
+  for (int page = 0; page < 10 && start > 0; ++page) {
+    json::value got = co_await http_.get(path + std::to_string(start + 1));
+    const json::array* messages = got.is_object() ? get_array(got.as_object(), "messages") : nullptr;
+    if (!messages || messages->empty()) co_return start;
+    for (size_t i = messages->size(); i-- > 0;) {  // newest first
+      const json::object* m = (*messages)[i].if_object();
+      if (!m || get_string(*m, "created_at") < joined) co_return start;
+      start = get_int(*m, "seq").value_or(1) - 1;
+    }
   }
-  return 0;
+  co_return start;
 }
 
 // A live message `seq` of a thread we have not seen: one just made, or one we
@@ -375,10 +390,10 @@ std::int64_t Listener::delivered_to_me(const json::object& thread) const {
 awaitable<void> Listener::learn_thread(const std::string& thread, std::int64_t seq) {
   std::int64_t start = seq - 1;
   try {
-    json::value t = co_await http_.get("/api/chat/threads/" + thread);
+    json::value t = co_await http_.get("/api/chat/threads/" + url_encode(thread));
     if (const json::object* o = t.if_object()) {
       names_.learn_thread(*o);
-      start = std::min(start, delivered_to_me(*o));
+      start = std::min(start, co_await start_of(*o));
     }
   } catch (const std::exception& e) {
     note("cannot read thread " + thread + ": " + e.what());

@@ -703,5 +703,27 @@ describe('parley-cli listen with short-lived tokens', () => {
     const got2 = newMessages(next.frames);
     assert.deepEqual(got2.map((m) => [m.seq, m.message_type]), [[4, 'system'], [5, 'text']], r2.proc.describe());
     assert.equal(got2[1].content, 'welcome dan');
+
+    // A direct thread started while no listener runs, its messages already
+    // taken by Dan's phone: still new to the terminal, all of it.
+    const phone = await server.connect(dan);
+    const dm = await server.createDirect(teacher, dan);
+    for (const text of ['dm 1', 'dm 2']) {
+      const sent = await server.http('POST', `/api/chat/threads/${dm.id}/messages`, { token: teacher.token, body: { content: text } });
+      assert.equal(sent.status, 201, sent.text);
+      await phone.next((f) => f.type === 'new_message' && f.data.id === sent.body.data.id, 5000, text);
+      phone.send({ type: 'message_received', message_id: sent.body.data.id });
+    }
+    for (let tries = 0; ; tries++) {
+      const t = await server.http('GET', `/api/chat/threads/${dm.id}`, { token: dan.token });
+      if (t.body?.data?.participants?.find((p) => p.user_id === dan.id)?.last_delivered_seq === 2) break;
+      assert.ok(tries < 50, `the phone's receipts were not stored: ${t.text}`);
+      await sleep(100);
+    }
+    const third = new CliProcess(['--config', cfg, 'listen', '--exit-after', '2', '--timeout', '20'], { home });
+    const r3 = await third.result();
+    assert.equal(r3.code, 0, r3.proc.describe());
+    assert.deepEqual(newMessages(third.frames).map((m) => m.content), ['dm 1', 'dm 2'], r3.proc.describe());
+    phone.close();
   });
 });
