@@ -139,13 +139,13 @@ export async function signIn(login, password) {
   const probe = new ParleyClient();
   const phone = /^\+?[\d\s-]{5,}$/.test(login.trim());
   const data = await probe.login(phone ? { phone_number: login.trim(), password } : { username: login.trim(), password });
-  await start(data.token, data.user);
+  await start(data.token, data.user, { fresh: true });
 }
 
 export async function register(profile) {
   const probe = new ParleyClient();
   const data = await probe.register(profile);
-  await start(data.token, data.user);
+  await start(data.token, data.user, { fresh: true });
 }
 
 // Signing out on purpose drops what was written and not yet sent; a session
@@ -184,12 +184,14 @@ function endSession(notice) {
   changed();
 }
 
-async function start(token, user) {
+// `fresh`: the token was just issued to this device (a sign-in's answer);
+// one handed over in a link may be older.
+async function start(token, user, { fresh = false } = {}) {
   clearTimeout(restoreTimer);
   let saved = null;
   try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
   // When this device got the token, on its own clock (see scheduleRefresh).
-  const receivedAt = saved?.token === token ? saved.received_at : Date.now();
+  const receivedAt = saved?.token === token ? saved.received_at : fresh ? Date.now() : undefined;
   localStorage.setItem(SESSION_KEY, JSON.stringify({ token, user, received_at: receivedAt }));
   state.session = { token, user, received_at: receivedAt };
   state.notice = null;
@@ -208,8 +210,8 @@ async function start(token, user) {
 // got the token, on its own clock (`receivedAt`), not from the token's
 // times against the device's clock: a clock days ahead would renew every
 // few seconds for ever, one behind would let the token expire first. A
-// session saved by an older version has no receipt time: the token's times
-// serve then.
+// token handed over in a link, or saved by an older version, has no
+// receipt time: its own times serve until its first renewal.
 function scheduleRefresh(token, receivedAt) {
   let claims;
   try { claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))); } catch { return; }
@@ -225,32 +227,37 @@ function scheduleRefresh(token, receivedAt) {
     ms = (at - Date.now() / 1000) * 1000;
     expires = exp * 1000;
   }
-  renewAt(token, expires, Math.max(5000, ms));
+  renewAt(token, expires, Date.now() + Math.max(5000, ms));
 }
 
-// A renewal that fails for want of the server (not a refusal) is tried again
-// while the token still lives: after a third of its remaining life, 1 to 15 s.
-// (A timer cannot wait past 2^31 - 1 ms, about 24.8 days: a longer wait is
-// taken in steps.)
-const MAX_TIMER_MS = 2 ** 31 - 1;
-function renewAt(token, expires, ms) {
-  if (ms > MAX_TIMER_MS) {
-    setTimeout(() => { if (client && client.token === token) renewAt(token, expires, ms - MAX_TIMER_MS); }, MAX_TIMER_MS);
+// The renewal is due at `due`, on this device's clock. It is waited for in
+// steps of at most an hour, the clock read again at each: a timer cannot
+// wait past 2^31 - 1 ms (about 24.8 days), and time the machine spends
+// asleep counts for the token but not for timers. A renewal that fails for
+// want of the server (not a refusal) is tried again while the token still
+// lives: after a third of its remaining life, 1 to 15 s.
+const RENEW_STEP_MS = 3600 * 1000;
+function renewAt(token, expires, due) {
+  const wait = due - Date.now();
+  if (wait > RENEW_STEP_MS) {
+    setTimeout(() => { if (client && client.token === token) renewAt(token, expires, due); }, RENEW_STEP_MS);
     return;
   }
   setTimeout(async () => {
-    if (!client || client.token !== token) return;
+    const c = client;
+    if (!c || c.token !== token) return;
     try {
-      const data = await client.refresh();
+      const data = await c.refresh();
+      if (client !== c) return;  // signed out, or in as someone else, meanwhile
       state.session = { token: data.token, user: state.session.user, received_at: Date.now() };
       localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
       scheduleRefresh(data.token, state.session.received_at);
     } catch (err) {
-      if (err.status === 401 || !client || client.token !== token) return;  // refused: the expiry path signs out
+      if (err.status === 401 || client !== c || c.token !== token) return;  // refused: the expiry path signs out
       const left = expires - Date.now();
-      if (left > 0) renewAt(token, expires, Math.max(1000, Math.min(15000, left / 3)));
+      if (left > 0) renewAt(token, expires, Date.now() + Math.max(1000, Math.min(15000, left / 3)));
     }
-  }, ms);
+  }, Math.max(0, wait));
 }
 
 // ---------------------------------------------------------------- events
@@ -528,7 +535,9 @@ export function loadThreads() {
 }
 
 async function applyThreads() {
-  const list = await client.threads();
+  const c = client;
+  const list = await c.threads();
+  if (c !== client) return;  // signed out, or in as someone else, meanwhile
   const threads = new Map();
   let total = 0;
   for (const t of list) {
