@@ -49,6 +49,21 @@ void SocketIoSession::on_text(std::string_view text) {
   }
 }
 
+// An event over the frame limit is refused like any bad frame (in its ack,
+// when it asked for one) and the session goes on: the client was told
+// packets up to maxPayload would do, and the packets after it in the same
+// POST or burst are handled. Anything else that large closes it.
+bool SocketIoSession::on_text_too_large(std::string_view head) {
+  if (closed_ || !conn_) return false;
+  auto packet = sio::decode_header(head);
+  if (!packet || packet->type != sio::SioType::kEvent || packet->nsp != "/") return false;
+  conn_->on_bad_frame(bad_input("payload_too_large", "an event is at most " +
+                                                         std::to_string(ctx_.chat.config().limits.max_frame_bytes) +
+                                                         " bytes (--max-frame-bytes)"),
+                      packet->id ? json::value(*packet->id) : json::value(nullptr));
+  return true;
+}
+
 void SocketIoSession::on_binary(std::string_view) {
   // Attachments of a BINARY_EVENT, which was refused already: dropped.
 }

@@ -48,6 +48,13 @@ class TransportListener {
   virtual ~TransportListener() = default;
   virtual void on_text(std::string_view text) = 0;
   virtual void on_binary(std::string_view data) = 0;
+  // A text message over the frame limit, of which `head` is the start: not
+  // passed whole. True: the listener refused it and the transport goes on;
+  // false (the default): the transport closes.
+  virtual bool on_text_too_large(std::string_view head) {
+    (void)head;
+    return false;
+  }
   // About once a second: deadlines (auth, token expiry, pings).
   virtual void on_tick(int64_t now_ms) = 0;
   virtual void on_close() = 0;

@@ -26,6 +26,17 @@ int64_t now_ms() { return now_micros() / 1000; }
 
 // Shutdown: how long a polling session waits for its next poll to carry the close packet.
 constexpr int64_t kShutdownPollWaitMs = 2000;
+// How much of a packet over the frame limit its listener sees: enough for a
+// Socket.IO header (type, namespace, ack id of up to 15 digits).
+constexpr size_t kTooLargeHead = 256;
+
+// An Engine.IO WebSocket reads messages up to maxPayload whole, as a
+// polling POST may carry them: a packet over the frame limit is then
+// refused by its listener, not the connection closed under the packets
+// after it (EioSession::on_packet).
+uint64_t ws_message_limit(const LoopContext& loop) {
+  return std::max<uint64_t>(loop.config.limits.max_frame_bytes, loop.config.socketio.max_payload);
+}
 
 class EioSession;
 
@@ -418,6 +429,7 @@ class EioSession final : public Transport,
         if (loop_.draining) return;  // never acknowledged: the client sends it again after reconnecting
         if (p.size() - 1 > loop_.config.limits.max_frame_bytes) {
           Metrics::get().count_error("frame_too_large");
+          if (up_ && up_->on_text_too_large(p.substr(1, kTooLargeHead))) return;
           return close_now("message too big");
         }
         if (up_) up_->on_text(p.substr(1));
@@ -658,7 +670,8 @@ void cross_loop_websocket(LoopContext& loop, WsSocket socket, const http::reques
                      auto listener = std::make_shared<CrossLoopListener>(*owner, session);
                      listener->attach(std::make_shared<CrossLoopTransport>(*owner, loop, std::move(ws), remote));
                      return listener;
-                   });
+                   },
+                   ws_message_limit(loop));
 }
 
 // A polling request for another node's session, sent there. Its answer is
@@ -769,7 +782,8 @@ void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::strin
                        session->attach_websocket(ws, static_cast<TransportListener*>(session.get()));
                        session->send_text(std::make_shared<const Frame>(session->open_packet(false)));
                        return session;
-                     });
+                     },
+                     ws_message_limit(loop));
     return;
   }
   auto entry = registry().find(q.sid);
@@ -779,7 +793,8 @@ void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::strin
     session->attach_websocket(ws, listener.get());
     return listener;
   };
-  if (entry->loop == &loop) return start_ws_session(loop, std::move(socket), req, std::move(leftover), attach);
+  if (entry->loop == &loop)
+    return start_ws_session(loop, std::move(socket), req, std::move(leftover), attach, ws_message_limit(loop));
   if (socket.tls) return cross_loop_websocket(loop, std::move(socket), req, std::move(leftover), *entry);
   // The session lives on another loop: so does its WebSocket. The socket is
   // re-registered with that loop's io_context.
@@ -800,7 +815,7 @@ void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::strin
     }
     WsSocket ws;
     ws.plain.emplace(std::move(moved));
-    start_ws_session(*owner, std::move(ws), *req, std::move(leftover), attach);
+    start_ws_session(*owner, std::move(ws), *req, std::move(leftover), attach, ws_message_limit(*owner));
   });
 }
 

@@ -103,9 +103,10 @@ using WsListenerFactory = std::function<std::shared_ptr<TransportListener>(std::
 
 // Completes the WebSocket handshake for `request` and runs the session the
 // factory makes. `leftover`: bytes the client sent after the upgrade request
-// (already read).
+// (already read). `max_message_bytes`: the largest message read whole (0:
+// --max-frame-bytes); a larger one closes the connection with 1009.
 void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<http::string_body>& request,
-                      std::string leftover, WsListenerFactory make_listener);
+                      std::string leftover, WsListenerFactory make_listener, uint64_t max_message_bytes = 0);
 
 // The WebSocket JSON protocol's session (a Connection). `user` is set when
 // the upgrade carried a valid token.

@@ -74,11 +74,11 @@ class WsSession final : public Transport,
                         public ws::WsReader::Handler,
                         public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(LoopContext& loop, WsSocket socket)
+  WsSession(LoopContext& loop, WsSocket socket, uint64_t max_message_bytes)
       : loop_(loop),
         sock_(std::move(socket)),
         socket_(sock_.lowest()),
-        reader_(loop.config.limits.max_frame_bytes),
+        reader_(max_message_bytes ? max_message_bytes : loop.config.limits.max_frame_bytes),
         remote_(std::move(sock_.remote)) {
     boost::system::error_code ec;
     // Reads and writes go straight to recv and sendmsg on the descriptor,
@@ -418,8 +418,9 @@ class WsSession final : public Transport,
 }  // namespace
 
 void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<http::string_body>& request,
-                      std::string leftover, WsListenerFactory make_listener) {
-  std::make_shared<WsSession>(loop, std::move(socket))->start(request, std::move(leftover), make_listener);
+                      std::string leftover, WsListenerFactory make_listener, uint64_t max_message_bytes) {
+  std::make_shared<WsSession>(loop, std::move(socket), max_message_bytes)
+      ->start(request, std::move(leftover), make_listener);
 }
 
 WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authenticated> user) {

@@ -89,10 +89,8 @@ Result<json::value> parse_data(std::string_view rest, std::optional<Error>& data
 // ends the session anyway).
 bool may_refuse_data(SioType type) { return type != SioType::kDisconnect && type != SioType::kConnectError; }
 
-}  // namespace
-
-Result<SioPacket> decode_packet(std::string_view text) {
-  SioPacket p;
+// Reads the header into `p`; `at`: where the data begins.
+Status read_header(std::string_view text, SioPacket& p, size_t& at) {
   if (text.empty() || text[0] < '0' || text[0] > '6') return invalid_packet("unknown packet type");
   p.type = static_cast<SioType>(text[0] - '0');
   size_t i = 1;
@@ -118,6 +116,25 @@ Result<SioPacket> decode_packet(std::string_view text) {
     p.id = std::stoull(std::string(text.substr(i, digits)));
     i += digits;
   }
+  at = i;
+  return Ok{};
+}
+
+}  // namespace
+
+Result<SioPacket> decode_header(std::string_view head) {
+  SioPacket p;
+  size_t at = 0;
+  if (auto st = read_header(head, p, at); !st) return st.error();
+  if (p.id && (p.type == SioType::kConnect || p.type == SioType::kDisconnect || p.type == SioType::kConnectError))
+    return invalid_packet("ack id on a packet that takes none");
+  return p;
+}
+
+Result<SioPacket> decode_packet(std::string_view text) {
+  SioPacket p;
+  size_t i = 0;
+  if (auto st = read_header(text, p, i); !st) return st.error();
   std::string_view rest = text.substr(i);
   bool present = !rest.empty();
   if (present) {

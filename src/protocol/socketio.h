@@ -72,6 +72,9 @@ struct SioPacket {
 // non-empty array starting with a string name). Errors: invalid_packet.
 // Data refused for the reasons of SioPacket::data_error is not an error.
 Result<SioPacket> decode_packet(std::string_view text);
+// The header alone (type, namespace, ack id) of a packet whose start is
+// `head`; `data` stays null. For a packet too large to be read whole.
+Result<SioPacket> decode_header(std::string_view head);
 
 // Engine.IO message packets ("4" + Socket.IO packet), ready for the wire.
 // `payload_json` is JSON text; names are ours (no escaping needed).

@@ -86,6 +86,24 @@ TEST(SocketIoDecode, NamespaceAndAckId) {
   EXPECT_EQ(*ack->id, 5u);
 }
 
+// The start of a packet too large to read whole: its header only.
+TEST(SocketIoDecode, HeaderOfAPacketCutShort) {
+  auto p = sio::decode_header(R"(2/admin,12["send_message",{"content":"AAAA)");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->type, SioType::kEvent);
+  EXPECT_EQ(p->nsp, "/admin");
+  ASSERT_TRUE(p->id);
+  EXPECT_EQ(*p->id, 12u);
+  EXPECT_TRUE(p->data.is_null());
+  auto q = sio::decode_header(R"(2["send_message",{"con)");
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->nsp, "/");
+  EXPECT_FALSE(q->id);
+  EXPECT_FALSE(sio::decode_header("x12["));
+  EXPECT_FALSE(sio::decode_header("0123{")) << "an ack id on a CONNECT";
+  EXPECT_FALSE(sio::decode_header("21234567890123456[")) << "an ack id of 16 digits";
+}
+
 TEST(SocketIoDecode, BinaryEventIsReadButMarked) {
   auto p = sio::decode_packet(R"(51-["upload",{"_placeholder":true,"num":0}])");
   ASSERT_TRUE(p);

@@ -775,6 +775,26 @@ describe('Socket.IO limits are the native ones', () => {
     a2.close(); ws.close?.();
   });
 
+  // The client is told packets up to maxPayload (1 MB) will do: one past
+  // --max-frame-bytes (a photo inlined as base64) used to close the session,
+  // and the packets sent after it (the rest of a flushed offline queue: the
+  // same POST, or the next frames) were lost with no ack and no error.
+  for (const transports of [['polling'], ['websocket']]) {
+    it(`over ${transports[0]}, an event past --max-frame-bytes is refused in its ack and the next ones go through`, async () => {
+      const [erin, fay] = await server.registerMany(2);
+      const thread = await server.createDirect(erin, fay);
+      const c = await connected(server, erin, { transports });
+      const send = (name, extra = {}) => c.emit('send_message', { thread_id: thread.id, content: name, client_msg_id: name, ...extra });
+      const answers = await Promise.all([send('m0'), send('big', { image_base64: 'A'.repeat(80000) }), send('m1'), send('m2')]);
+      assert.deepEqual(answers.map((a) => a.success), [true, false, true, true], JSON.stringify(answers).slice(0, 400));
+      assert.equal(answers[1].code, 'payload_too_large', JSON.stringify(answers[1]));
+      assert.ok(c.socket.connected, 'the session stays');
+      const history = await server.http('GET', `/api/chat/threads/${thread.id}/messages?limit=10`, { token: erin.token });
+      assert.deepEqual(history.body.data.messages.map((m) => m.content), ['m0', 'm1', 'm2']);
+      c.close();
+    });
+  }
+
   it('over polling too, the refused connection gets connect_error and the client does not retry by itself', async () => {
     const [carol] = await server.registerMany(1);
     const held = [await server.connect(carol), await server.connect(carol)];
