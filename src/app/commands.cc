@@ -293,7 +293,8 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   // A callback, not a negated bool flag: CLI11 would print that as "--no-metrics{false}".
   cmd.add_flag_callback("--no-metrics", [&c] { c.metrics_enabled = false; }, "Disable GET /metrics")
       ->envname("PARLEY_NO_METRICS");
-  cmd.add_option("--max-frame-bytes", l.max_frame_bytes, "Largest WebSocket frame / HTTP body")
+  cmd.add_option("--max-frame-bytes", l.max_frame_bytes,
+                 "Largest WebSocket frame / HTTP body / Socket.IO event (Engine.IO carries up to maxPayload)")
       ->envname("PARLEY_MAX_FRAME_BYTES")
       ->capture_default_str();
   cmd.add_option("--max-content-chars", l.max_content_chars, "Longest message, in Unicode code points")

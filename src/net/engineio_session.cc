@@ -428,8 +428,8 @@ class EioSession final : public Transport,
       case sio::kMessage:
         if (loop_.draining) return;  // never acknowledged: the client sends it again after reconnecting
         if (p.size() - 1 > loop_.config.limits.max_frame_bytes) {
+          if (up_ && up_->on_text_too_large(p.substr(1, kTooLargeHead))) return;  // counted as it answers
           Metrics::get().count_error("frame_too_large");
-          if (up_ && up_->on_text_too_large(p.substr(1, kTooLargeHead))) return;
           return close_now("message too big");
         }
         if (up_) up_->on_text(p.substr(1));

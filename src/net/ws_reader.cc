@@ -2,6 +2,11 @@
 
 namespace parley::ws {
 
+namespace {
+// A buffer this small is kept for the next frame that spans reads.
+constexpr size_t kKeptBufferBytes = 16 * 1024;
+}  // namespace
+
 bool WsReader::consume(uint8_t* data, size_t size, Handler& h) {
   size_t used = 0;
   if (partial_.empty()) {
@@ -18,6 +23,10 @@ bool WsReader::consume(uint8_t* data, size_t size, Handler& h) {
     return false;
   }
   partial_.erase(0, used);
+  // A connection keeps no read buffer while idle: once a large frame is
+  // handled (an Engine.IO WebSocket reads up to maxPayload, 1 MB), its
+  // memory goes with it, not with the connection.
+  if (partial_.empty() && partial_.capacity() > kKeptBufferBytes) std::string().swap(partial_);
   return true;
 }
 
