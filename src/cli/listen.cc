@@ -194,7 +194,10 @@ awaitable<void> Listener::start() {
     std::string id = get_string(*t, "id");
     // First run: start from now. Later runs: a thread we never saw is new
     // since then, so all of it from when we were let in.
-    if (!seqs_.known(id)) seqs_.set(id, saved ? co_await start_of(*t) : get_int(*t, "last_seq").value_or(0));
+    if (seqs_.known(id)) continue;
+    std::int64_t start = get_int(*t, "last_seq").value_or(0);
+    if (saved) start = co_await start_of(*t);
+    seqs_.set(id, start);
   }
   dirty_ = true;  // so the seeded positions are saved even if nothing arrives
   schedule_save();
@@ -345,7 +348,8 @@ awaitable<void> Listener::discover_threads() {
     names_.learn_thread(*t);
     std::string id = get_string(*t, "id");
     if (seqs_.known(id)) continue;
-    seqs_.set(id, co_await start_of(*t));  // created, or joined, while we were away
+    const std::int64_t start = co_await start_of(*t);  // created, or joined, while we were away
+    seqs_.set(id, start);
     dirty_ = true;
     schedule_save();
     if (get_int(*t, "last_seq").value_or(0) > seqs_.last(id)) co_await request_fill(id);
@@ -365,20 +369,29 @@ awaitable<std::int64_t> Listener::start_of(const json::object& thread) {
   for (size_t i = 0; people && i < people->size() && !me; ++i)
     if (const json::object* p = (*people)[i].if_object(); p && get_string(*p, "user_id") == user_id_) me = p;
   if (!me) co_return 0;
-  // Both ISO 8601 UTC in one format: in time order as text.
+  // Both ISO 8601 UTC in one format: in time order as text. (The members
+  // of a new thread are stored a moment after its time is taken: they page
+  // back below, to the start or at most 2,000 messages.)
   const std::string joined = get_string(*me, "joined_at");
   if (joined.empty() || joined <= get_string(thread, "created_at")) co_return 0;
   const std::string path = "/api/chat/threads/" + url_encode(get_string(thread, "id")) + "/messages?limit=200&before_seq=";
-  std::int64_t start = get_int(*me, "last_delivered_seq").value_or(0);
-  for (int page = 0; page < 10 && start > 0; ++page) {
-    json::value got = co_await http_.get(path + std::to_string(start + 1));
-    const json::array* messages = got.is_object() ? get_array(got.as_object(), "messages") : nullptr;
-    if (!messages || messages->empty()) co_return start;
-    for (size_t i = messages->size(); i-- > 0;) {  // newest first
-      const json::object* m = (*messages)[i].if_object();
-      if (!m || get_string(*m, "created_at") < joined) co_return start;
-      start = get_int(*m, "seq").value_or(1) - 1;
+  const std::int64_t delivered = get_int(*me, "last_delivered_seq").value_or(0);
+  std::int64_t start = delivered;
+  try {
+    for (int page = 0; page < 10 && start > 0; ++page) {
+      json::value got = co_await http_.get(path + std::to_string(start + 1));
+      const json::array* messages = got.is_object() ? get_array(got.as_object(), "messages") : nullptr;
+      if (!messages || messages->empty()) co_return start;
+      for (size_t i = messages->size(); i-- > 0;) {  // newest first
+        const json::object* m = (*messages)[i].if_object();
+        if (!m || get_string(*m, "created_at") < joined) co_return start;
+        start = get_int(*m, "seq").value_or(1) - 1;
+      }
     }
+  } catch (const std::exception& e) {
+    // Left the thread meanwhile, say: what the server had delivered will do.
+    note("cannot read thread " + get_string(thread, "id") + ": " + e.what());
+    co_return delivered;
   }
   co_return start;
 }
