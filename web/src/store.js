@@ -231,16 +231,17 @@ function scheduleRefresh(token, receivedAt) {
 }
 
 // The renewal is due at `due`, on this device's clock. It is waited for in
-// steps of at most an hour, the clock read again at each: a timer cannot
-// wait past 2^31 - 1 ms (about 24.8 days), and time the machine spends
-// asleep counts for the token but not for timers. A renewal that fails for
-// want of the server (not a refusal) is tried again while the token still
-// lives: after a third of its remaining life, 1 to 15 s.
-const RENEW_STEP_MS = 3600 * 1000;
+// steps of a tenth of what is left (1 minute to an hour), the clock read
+// again at each: a timer cannot wait past 2^31 - 1 ms (about 24.8 days),
+// and time the machine spends asleep counts for the token but not for
+// timers. A renewal that fails for want of the server (not a refusal) is
+// tried again while the token still lives: after a third of its remaining
+// life, 1 to 15 s.
 function renewAt(token, expires, due) {
   const wait = due - Date.now();
-  if (wait > RENEW_STEP_MS) {
-    setTimeout(() => { if (client && client.token === token) renewAt(token, expires, due); }, RENEW_STEP_MS);
+  const step = Math.min(3600e3, Math.max(60e3, wait / 10));
+  if (wait > step) {
+    setTimeout(() => { if (client && client.token === token) renewAt(token, expires, due); }, step);
     return;
   }
   setTimeout(async () => {
