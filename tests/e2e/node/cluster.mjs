@@ -10,6 +10,7 @@
 //
 // Tests may replace a node in cluster.nodes (nodes[2] = await
 // cluster.startNode()) after killing it; stop() stops whatever is there.
+import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -110,6 +111,16 @@ export class Cluster {
     this.redis?.remove();
     this.pg?.stop();
   }
+}
+
+// A describe's two nodes (Cluster.startCuttablePair), started before its
+// tests, each handed to `started` ({nodeA, nodeB, proxy}), and stopped after
+// them. Returns the cluster.
+export function cuttablePair(name, started) {
+  const cluster = new Cluster({ secret: `${name}-${randomId(16)}` });
+  before(async () => { started(await cluster.startCuttablePair()); });
+  after(async () => { await cluster.stop(); });
+  return cluster;
 }
 
 // A loopback TCP proxy (to Redis) that can be cut, every connection dropped

@@ -16,10 +16,10 @@
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomId, sleep } from './harness.mjs';
-import { Cluster, clusterSkip as skip, waitBus } from './cluster.mjs';
+import { sleep } from './harness.mjs';
+import { cuttablePair, clusterSkip as skip, waitBus } from './cluster.mjs';
 
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const newMessages = (client, threadId) => client.all((f) => f.type === 'new_message' && f.data.thread_id === threadId);
@@ -57,17 +57,10 @@ function checkDelivery(threadId, total, { observers, senders }) {
 }
 
 describe('a sender never gets its own message back from a gap fill, across two nodes', { skip }, () => {
-  const cluster = new Cluster({ secret: `echo-${randomId(16)}` });
   let nodeA;
   let nodeB;
   let proxy;
-
-  before(async () => {
-    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
-  });
-  after(async () => {
-    await cluster.stop();
-  });
+  cuttablePair('echo', (pair) => ({ nodeA, nodeB, proxy } = pair));
 
   it('node A cut off from Redis: each send on A fills the gap B left, and no sender is sent its own message', async () => {
     const users = await nodeA.registerMany(6);

@@ -9,10 +9,10 @@
 // sent: they are the client's to ask for with since_seq.
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server.
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomId, sleep } from './harness.mjs';
-import { Cluster, clusterSkip as skip } from './cluster.mjs';
+import { sleep } from './harness.mjs';
+import { cuttablePair, clusterSkip as skip } from './cluster.mjs';
 
 const newMessages = (client, threadId) => client.all((f) => f.type === 'new_message' && f.data.thread_id === threadId);
 
@@ -23,17 +23,10 @@ async function waitSeqs(client, threadId, n, timeoutMs = 10000) {
 }
 
 describe('the first message a connection gets on a thread, across two nodes', { skip }, () => {
-  const cluster = new Cluster({ secret: `first-${randomId(16)}` });
   let nodeA;
   let nodeB;
   let proxy;
-
-  before(async () => {
-    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
-  });
-  after(async () => {
-    await cluster.stop();
-  });
+  cuttablePair('first', (pair) => ({ nodeA, nodeB, proxy } = pair));
 
   it('a reader whose first event is a later seq still gets the earlier ones sent since it connected, and none from before', async () => {
     const [ann, bea, rex] = await nodeA.registerMany(3);

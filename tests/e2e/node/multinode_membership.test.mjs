@@ -14,26 +14,19 @@
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomId, sleep } from './harness.mjs';
-import { Cluster, clusterSkip as skip } from './cluster.mjs';
+import { cuttablePair, clusterSkip as skip } from './cluster.mjs';
 
 const HOLD_MS = 1000;
 const newMessage = (client, id) => client.all((f) => f.type === 'new_message' && f.data.id === id);
 
 describe('membership changed through one node, a message sent through another right after', { skip }, () => {
-  const cluster = new Cluster({ secret: `membership-${randomId(16)}` });
   let nodeA;
   let nodeB;
   let proxy;
-
-  before(async () => {
-    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
-  });
-  after(async () => {
-    await cluster.stop();
-  });
+  cuttablePair('membership', (pair) => ({ nodeA, nodeB, proxy } = pair));
 
   // A group of admin and alice made on B; alice on A sends once so that A
   // holds the group's members in its cache before the change.

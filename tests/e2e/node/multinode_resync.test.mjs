@@ -14,10 +14,10 @@
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
-import { describe, it, before, after } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomId, sleep } from './harness.mjs';
-import { Cluster, clusterSkip as skip, waitBus } from './cluster.mjs';
+import { sleep } from './harness.mjs';
+import { cuttablePair, clusterSkip as skip, waitBus } from './cluster.mjs';
 
 const contents = (client, threadId) =>
   client.all((f) => f.type === 'new_message' && (!threadId || f.data.thread_id === threadId)).map((f) => f.data.content);
@@ -30,17 +30,10 @@ async function waitContents(client, threadId, want, what, timeoutMs = 15000) {
 }
 
 describe('a resync after a Redis cut covers threads a connection had been sent nothing on', { skip }, () => {
-  const cluster = new Cluster({ secret: `resync-${randomId(16)}` });
   let nodeA;
   let nodeB;
   let proxy;
-
-  before(async () => {
-    ({ nodeA, nodeB, proxy } = await cluster.startCuttablePair());
-  });
-  after(async () => {
-    await cluster.stop();
-  });
+  const cluster = cuttablePair('resync', (pair) => ({ nodeA, nodeB, proxy } = pair));
   // The tests cut node A off and put it back in a `finally`: one failing while
   // A is cut off must not leave the tests after it without the bus.
   async function uncut() {
