@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
+#include <strings.h>
 
 #include "common/clock.h"
 #include "common/log_throttle.h"
@@ -17,12 +18,25 @@ namespace json = boost::json;
 // Engine.IO's own pings).
 constexpr int64_t kPingEventIntervalMs = 25000;
 
-SocketIoSession::SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine)
+SocketIoSession::SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine,
+                                 std::optional<std::string> handshake_token)
     : ctx_(ctx),
       engine_(std::move(engine)),
+      handshake_token_(std::move(handshake_token)),
       connect_deadline_ms_(now_micros() / 1000 + int64_t{ctx.chat.config().limits.auth_timeout_seconds} * 1000) {}
 
 // ---------------------------------------------------------------- inbound
+
+namespace {
+
+// `auth: {token: "Bearer …"}`, as apps written against an Authorization
+// header send it: a JWT holds no space, so the prefix cannot be part of one.
+std::string without_bearer(std::string_view token) {
+  if (token.size() > 7 && strncasecmp(token.data(), "Bearer ", 7) == 0) token.remove_prefix(7);
+  return std::string(token);
+}
+
+}  // namespace
 
 void SocketIoSession::on_text(std::string_view text) {
   if (closed_) return;
@@ -76,8 +90,22 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
     Metrics::get().count_error(p.data_error->code);
     return send(sio::encode_connect_error("/", "Authentication error: " + p.data_error->message, p.data_error->code));
   }
-  const json::value* token = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
-  if (!token || !token->is_string() || token->get_string().empty()) {
+  // The auth payload's token first: `io(url, {auth: {token}})`, the
+  // contract's way, and the one an app can renew for each reconnect (a
+  // `query` is sent as it was first given). Then the handshake's.
+  std::string token;
+  const json::value* given = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
+  if (given && given->is_string() && !given->get_string().empty()) {
+    token = without_bearer(given->get_string());
+  } else if (!handshake_token_) {
+    Metrics::get().count_error("conflicting_tokens");
+    return send(sio::encode_connect_error(
+        "/", "Authentication error: the ?token= and Authorization: Bearer tokens differ; send one",
+        "conflicting_tokens"));
+  } else {
+    token = *handshake_token_;
+  }
+  if (token.empty()) {
     // The code of a missing token over REST and the native WebSocket: clients
     // tell "sign in" from "try again" by the codes of the one table.
     Metrics::get().count_error("unauthorized");
@@ -87,7 +115,7 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
   connecting_ = true;
   // Verifying may provision a user (a write): off the loop.
   auto self = shared_from_this();
-  ctx_.workers.submit([self, token = std::string(token->get_string())] {
+  ctx_.workers.submit([self, token = std::move(token)] {
     auto user = self->ctx_.chat.authenticate(token);
     self->post([self, user = std::move(user)]() mutable {
       self->connecting_ = false;

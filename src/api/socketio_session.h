@@ -16,6 +16,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,11 @@ class SocketIoSession final : public TransportListener,
                               public Transport,
                               public std::enable_shared_from_this<SocketIoSession> {
  public:
-  SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine);
+  // `handshake_token`: what the Engine.IO handshake request carried as
+  // `?token=` or `Authorization: Bearer` ("" nothing, nullopt two that
+  // differ), for a CONNECT whose auth payload has no token.
+  SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport> engine,
+                  std::optional<std::string> handshake_token);
 
   // TransportListener: `text` is a Socket.IO packet (Engine.IO's "4" removed).
   void on_text(std::string_view text) override;
@@ -65,6 +70,7 @@ class SocketIoSession final : public TransportListener,
   ConnectionContext ctx_;
   std::weak_ptr<Transport> engine_;
   std::shared_ptr<Connection> conn_;
+  std::optional<std::string> handshake_token_;
   bool connecting_ = false;
   bool established_ = false;  // a CONNECT was accepted once
   bool closed_ = false;

@@ -25,14 +25,19 @@
 
 namespace parley::net {
 
+// What a handshake request carried as `?token=` or `Authorization: Bearer`:
+// "" for nothing, nullopt for two that differ. The Socket.IO CONNECT falls
+// back to it when its auth payload has no token.
+using HandshakeToken = std::optional<std::string>;
+
 // An HTTP answer for a polling request: status, content type, body. Called
 // once, on any thread: the callee posts to its own loop.
 using EioRespond = std::function<void(int status, std::string content_type, std::string body)>;
 
-// A polling request (GET, POST) or a polling handshake. Loop thread of the
-// HTTP connection.
+// A polling request (GET, POST) or a polling handshake (which alone uses
+// `token`). Loop thread of the HTTP connection.
 void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& query,
-                      std::string body, EioRespond respond);
+                      HandshakeToken token, std::string body, EioRespond respond);
 
 // The HTTP connection of a long poll for `sid` closed before its answer was
 // written: the session closes (its answer, if one is on the way, is lost
@@ -48,7 +53,7 @@ void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer);
 // proceed), then eio_websocket() takes the socket over.
 std::optional<sio::EioError> eio_check_upgrade(const EioQuery& query);
 void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::string_body> request,
-                   std::string leftover, const EioQuery& query);
+                   std::string leftover, const EioQuery& query, HandshakeToken token);
 
 // Once `loop` has stopped for good: drops the registry's hold on its polling
 // sessions, so that none outlives the loop it belongs to. Any thread, after

@@ -158,10 +158,11 @@ class EioSession final : public Transport,
   const std::string& sid() const { return sid_; }
 
   // Registers the session and the Socket.IO session above it.
-  void start(bool websocket) {
+  void start(bool websocket, HandshakeToken token) {
     mode_ = websocket ? Mode::kWebSocket : Mode::kPolling;
     next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;
-    up_ = std::make_shared<SocketIoSession>(ConnectionContext{loop_.chat, loop_.workers, loop_.hub}, weak_from_this());
+    up_ = std::make_shared<SocketIoSession>(ConnectionContext{loop_.chat, loop_.workers, loop_.hub}, weak_from_this(),
+                                            std::move(token));
     registered_ = !websocket;
     if (registered_) registry().add(sid_, {&loop_, shared_from_this()});
     loop_.sessions.add(this);
@@ -718,7 +719,7 @@ void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer) {
 }
 
 void eio_http_request(LoopContext& loop, const std::string& remote, std::string_view method, const EioQuery& q,
-                      std::string body, EioRespond respond) {
+                      HandshakeToken token, std::string body, EioRespond respond) {
   auto fail = [&respond](sio::EioError e) {
     Metrics::get().count_error("engineio_error");
     respond(sio::eio_error_status(e), "application/json", sio::eio_error_body(e));
@@ -736,7 +737,7 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
     }
     auto session = std::make_shared<EioSession>(loop, remote);
     session->count_pending(std::move(block));
-    session->start(false);
+    session->start(false, std::move(token));
     return respond(200, "text/plain; charset=UTF-8", session->open_packet(true));
   }
   auto entry = registry().find(q.sid);
@@ -773,12 +774,13 @@ std::optional<sio::EioError> eio_check_upgrade(const EioQuery& q) {
 }
 
 void eio_websocket(LoopContext& loop, WsSocket socket, http::request<http::string_body> req, std::string leftover,
-                   const EioQuery& q) {
+                   const EioQuery& q, HandshakeToken token) {
   if (q.sid.empty()) {
     auto session = std::make_shared<EioSession>(loop, socket.remote);
     start_ws_session(loop, std::move(socket), req, std::move(leftover),
-                     [session](std::weak_ptr<Transport> ws) -> std::shared_ptr<TransportListener> {
-                       session->start(true);
+                     [session, token = std::move(token)](std::weak_ptr<Transport> ws) mutable
+                     -> std::shared_ptr<TransportListener> {
+                       session->start(true, std::move(token));
                        session->attach_websocket(ws, static_cast<TransportListener*>(session.get()));
                        session->send_text(std::make_shared<const Frame>(session->open_packet(false)));
                        return session;

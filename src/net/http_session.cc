@@ -144,6 +144,25 @@ bool origin_allowed(const Config& config, std::string_view origin) {
                      [&](const std::string& o) { return o == "*" || o == origin; });
 }
 
+// The token a request carries as `?token=` or `Authorization: Bearer`; ""
+// when it carries none, nullopt when it carries both and they differ (which
+// one is meant is a guess, so neither is taken).
+std::optional<std::string> request_token(const http::request<http::string_body>& req) {
+  std::string token;
+  std::string_view target = req.target();
+  if (size_t q = target.find('?'); q != std::string_view::npos) {
+    auto query = parse_query(std::string(target.substr(q + 1)));
+    if (auto it = query.find("token"); it != query.end()) token = it->second;
+  }
+  std::string_view auth = req[http::field::authorization];
+  if (auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0) {
+    std::string header_token(auth.substr(7));
+    if (!token.empty() && token != header_token) return std::nullopt;
+    token = std::move(header_token);
+  }
+  return token;
+}
+
 bool is_eio_path(const Config& config, std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
   std::string_view base = config.socketio.path;
@@ -466,7 +485,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     EioQuery query = parse_eio_query(req.target());
     const bool poll = req.method() == http::verb::get && !query.sid.empty();
     std::string sid = query.sid;
-    eio_http_request(loop_, remote_, req.method_string(), query, std::move(req.body()), std::move(respond));
+    eio_http_request(loop_, remote_, req.method_string(), query, request_token(req), std::move(req.body()),
+                     std::move(respond));
     if (poll) watch_poll(std::move(sid));
   }
 
@@ -513,22 +533,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     if (!is_ws_path(req.target())) return reply(error_response(404, "not_found", "no WebSocket endpoint here"), false);
     if (!origin_allowed(loop_.config, req[http::field::origin]))
       return reply(error_response(403, "origin_not_allowed", "this Origin may not connect"), false);
-    std::string token;
-    std::string_view target = req.target();
-    if (size_t q = target.find('?'); q != std::string_view::npos) {
-      auto query = parse_query(std::string(target.substr(q + 1)));
-      if (auto it = query.find("token"); it != query.end()) token = it->second;
-    }
-    std::string_view auth = req[http::field::authorization];
-    if (auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0) {
-      std::string header_token(auth.substr(7));
-      // Two different tokens: which one is meant is a guess, so neither is taken.
-      if (!token.empty() && token != header_token)
-        return reply(error_response(400, "conflicting_tokens",
-                                    "the ?token= and Authorization: Bearer tokens differ; send one"),
-                     false);
-      token = std::move(header_token);
-    }
+    auto found = request_token(req);
+    if (!found)
+      return reply(error_response(400, "conflicting_tokens",
+                                  "the ?token= and Authorization: Bearer tokens differ; send one"),
+                   false);
+    std::string token = std::move(*found);
     if (token.empty()) return hand_over(req, std::nullopt);
     // An account in Identity's cache (warmed at start, then every account
     // read): answered here, with no store read and no hop to a worker and back.
@@ -566,7 +576,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     }
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
-    eio_websocket(loop_, release(), std::move(req), std::move(leftover), query);
+    auto token = request_token(req);
+    eio_websocket(loop_, release(), std::move(req), std::move(leftover), query, std::move(token));
   }
 
   // The connection leaves HTTP for a WebSocket session.

@@ -11,9 +11,11 @@ import { startServer, assertMessageShape, sleep, UUID_RE, mintToken } from './ha
 
 // A socket.io-client socket that records every event (with its ack, if the
 // server asked for one) and acks new_message, ping and test_message unless told not to.
-function sioClient(server, token, { transports, autoAck = true, auth, reconnection = false } = {}) {
+function sioClient(server, token, { transports, autoAck = true, auth, reconnection = false, query, extraHeaders } = {}) {
   const opts = { reconnection, forceNew: true, timeout: 5000 };
   if (transports) opts.transports = transports;
+  if (query) opts.query = query;
+  if (extraHeaders) opts.extraHeaders = extraHeaders;
   opts.auth = auth !== undefined ? auth : { token };
   const socket = io(server.baseUrl, opts);
   const c = { socket, events: [], waiters: [] };
@@ -126,6 +128,38 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
       assert.equal(err.data?.code, code, `auth ${JSON.stringify(auth)}: ${JSON.stringify(err.data)}`);
       assert.equal(c.events.length, 0, 'no event before a refused connect');
       c.close();
+    }
+  });
+
+  // As the native WebSocket takes them: apps ported from a server that read
+  // socket.handshake.query.token or the Authorization header.
+  it('the token may also come as ?token=, as Authorization: Bearer, or with a Bearer prefix; auth wins over the query', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    for (const transports of [undefined, ['websocket']]) {
+      const label = transports ? 'WebSocket only' : 'polling';
+      for (const [name, opts, expected] of [
+        ['?token=', { auth: null, query: { token: alice.token } }, alice],
+        ['Authorization: Bearer', { auth: null, extraHeaders: { Authorization: `Bearer ${alice.token}` } }, alice],
+        ['auth with a Bearer prefix', { auth: { token: `Bearer ${alice.token}` } }, alice],
+        ['auth and a query naming another user', { auth: { token: bob.token }, query: { token: alice.token } }, bob],
+      ]) {
+        const c = sioClient(server, null, { transports, ...opts });
+        await c.connected();
+        const success = await c.next('connection_success');
+        assert.equal(success.data.userId, expected.id, `${name} (${label})`);
+        c.close();
+      }
+      for (const [name, opts, code] of [
+        ['a bad ?token=', { auth: null, query: { token: 'not-a-jwt' } }, 'invalid_token'],
+        ['?token= and a header that differ', { auth: null, query: { token: alice.token }, extraHeaders: { Authorization: `Bearer ${bob.token}` } }, 'conflicting_tokens'],
+      ]) {
+        const c = sioClient(server, null, { transports, ...opts });
+        const err = await c.connected().then(() => null, (e) => e);
+        assert.ok(err, `${name} (${label}) was accepted`);
+        assert.equal(err.data?.code, code, `${name} (${label}): ${JSON.stringify(err.data)}`);
+        assert.equal(c.events.length, 0, 'no event before a refused connect');
+        c.close();
+      }
     }
   });
 
