@@ -485,7 +485,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     EioQuery query = parse_eio_query(req.target());
     const bool poll = req.method() == http::verb::get && !query.sid.empty();
     std::string sid = query.sid;
-    eio_http_request(loop_, remote_, req.method_string(), query, request_token(req), std::move(req.body()),
+    // Only a handshake's token is used: not parsed again for every poll.
+    HandshakeToken token = query.sid.empty() ? request_token(req) : std::string();
+    eio_http_request(loop_, remote_, req.method_string(), query, std::move(token), std::move(req.body()),
                      std::move(respond));
     if (poll) watch_poll(std::move(sid));
   }
@@ -576,7 +578,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     }
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
-    auto token = request_token(req);
+    HandshakeToken token = query.sid.empty() ? request_token(req) : std::string();
     eio_websocket(loop_, release(), std::move(req), std::move(leftover), query, std::move(token));
   }
 
