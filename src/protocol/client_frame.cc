@@ -49,6 +49,26 @@ bool has_surrogate_escape(std::string_view text) {
   return false;
 }
 
+// The request_id of a frame refused as a whole (a lone surrogate escape, a
+// number beyond a double's range), so that its error still echoes it. Read
+// from a copy whose surrogate escapes are made U+FFFD; only on the error path.
+json::value salvage_request_id(std::string_view text) {
+  if (text.find("\"request_id\"") == std::string_view::npos) return nullptr;
+  std::string copy(text);
+  for (size_t i = copy.find("\\u"); i != std::string::npos && i + 5 < copy.size(); i = copy.find("\\u", i + 2)) {
+    char a = copy[i + 2], b = copy[i + 3];
+    if ((a == 'd' || a == 'D') && ((b >= '8' && b <= '9') || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F')))
+      copy.replace(i + 2, 4, "fffd");
+  }
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = 32;
+  json::value v = json::parse(copy, ec, {}, opts);
+  const json::value* rid = !ec && v.is_object() ? v.get_object().if_contains("request_id") : nullptr;
+  if (!rid || !(rid->is_string() || rid->is_number()) || has_infinite_number(*rid)) return nullptr;
+  return *rid;
+}
+
 }  // namespace
 
 // A surrogate escape that does not pair up, or raw invalid bytes, are an
@@ -104,6 +124,7 @@ ParsedFrame parse_client_frame(std::string_view text) {
   auto parsed = parse_json_object(text, "frame");
   if (!parsed) {
     out.error = parsed.error();
+    out.frame.request_id = salvage_request_id(text);
     return out;
   }
   const json::object& o = *parsed;

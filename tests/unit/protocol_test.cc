@@ -277,6 +277,26 @@ TEST(ParseClientFrame, RequestIdKeptWhenTypeMissing) {
   EXPECT_EQ(p.frame.request_id, json::value("r-2"));
 }
 
+// A frame refused as a whole for its encoding or a number still answers with
+// its request_id: a client matching replies by it would wait forever.
+TEST(ParseClientFrame, RequestIdKeptWhenFrameRefusedWhole) {
+  ParsedFrame surrogate =
+      parse_client_frame(R"({"type":"send_message","thread_id":"t","content":"\ud800","request_id":"r-s"})");
+  ASSERT_TRUE(surrogate.error);
+  EXPECT_EQ(surrogate.error->code, "invalid_utf8");
+  EXPECT_EQ(surrogate.frame.request_id, json::value("r-s"));
+
+  ParsedFrame huge = parse_client_frame(R"({"type":"ping","request_id":7,"n":1e400})");
+  ASSERT_TRUE(huge.error);
+  EXPECT_EQ(huge.error->code, "invalid_json");
+  ASSERT_TRUE(huge.frame.request_id.is_number());
+  EXPECT_EQ(huge.frame.request_id.to_number<int64_t>(), 7);
+
+  // Nothing to salvage: a request_id out of range, or a frame that is not JSON.
+  EXPECT_TRUE(parse_client_frame(R"({"type":"ping","request_id":1e400})").frame.request_id.is_null());
+  EXPECT_TRUE(parse_client_frame(R"({"type":"ping","request_id":"r-x",)").frame.request_id.is_null());
+}
+
 // ------------------------------------------------------------ errors
 
 TEST(ParseClientFrameErrors, NotJson) {
