@@ -205,7 +205,8 @@ HttpResponse register_user(Call& c) {
   r.password = b.string("password", Need::kRequired);
   r.full_name = b.string("full_name", Need::kRequired);
   r.role = b.string("role", Need::kOptional);
-  if (b.has("phone_number")) r.phone_number = b.string("phone_number", Need::kOptional);
+  // "" is a form's empty optional field: no number, as null is.
+  if (auto phone = b.string("phone_number", Need::kOptional); !phone.empty()) r.phone_number = std::move(phone);
   if (b.error()) return failure(*b.error());
   auto a = c.chat.register_user(r, c.req.remote_address);
   if (!a) return failure(a.error());

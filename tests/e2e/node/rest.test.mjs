@@ -106,6 +106,19 @@ describe('REST API', () => {
       assertHttpError(assert, await post('{"username":'), 400, 'invalid_json', 'truncated JSON');
     });
 
+    it('an empty or null phone_number on register is no number (a form\'s empty field); a bad one is refused', async () => {
+      const post = (body) => server.http('POST', '/api/auth/register', { body });
+      for (const phone_number of ['', null]) {
+        const res = await post({ username: `u_${randomId(5)}`, password: 'long-enough-pw', full_name: 'N', phone_number });
+        assert.equal(res.status, 201, `phone_number ${JSON.stringify(phone_number)}: ${res.text}`);
+        assert.equal(res.body.data.user.phone_number, null);
+      }
+      assertHttpError(assert, await post({ username: `u_${randomId(5)}`, password: 'long-enough-pw', full_name: 'N', phone_number: '  ' }),
+        400, 'invalid_field', 'blank phone_number');
+      assertHttpError(assert, await post({ username: `u_${randomId(5)}`, password: 'long-enough-pw', full_name: 'N', phone_number: 'abc' }),
+        400, 'invalid_field', 'letters');
+    });
+
     it('an upper-case username is either refused or folded to lower case', async () => {
       const name = `Mixed_${randomId(3)}`;
       const res = await server.http('POST', '/api/auth/register', { body: { username: name, password: 'long-enough-pw', full_name: 'M' } });
