@@ -2,7 +2,6 @@
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
-#include <strings.h>
 
 #include "common/clock.h"
 #include "common/log_throttle.h"
@@ -27,16 +26,6 @@ SocketIoSession::SocketIoSession(ConnectionContext ctx, std::weak_ptr<Transport>
 
 // ---------------------------------------------------------------- inbound
 
-namespace {
-
-// `auth: {token: "Bearer …"}`, as apps written against an Authorization
-// header send it: a JWT holds no space, so the prefix cannot be part of one.
-std::string without_bearer(std::string_view token) {
-  if (token.size() > 7 && strncasecmp(token.data(), "Bearer ", 7) == 0) token.remove_prefix(7);
-  return std::string(token);
-}
-
-}  // namespace
 
 void SocketIoSession::on_text(std::string_view text) {
   if (closed_) return;
@@ -96,7 +85,7 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
   std::string token;
   const json::value* given = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
   if (given && given->is_string() && !given->get_string().empty()) {
-    token = without_bearer(given->get_string());
+    token = given->get_string();
   } else if (!handshake_token_) {
     Metrics::get().count_error("conflicting_tokens");
     return send(sio::encode_connect_error(

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <sodium.h>
+#include <strings.h>
 
 #include <algorithm>
 #include <array>
@@ -165,15 +166,21 @@ Result<std::shared_ptr<JwtVerifier>> JwtVerifier::create(std::string hs256_secre
   return v;
 }
 
-Result<JwtClaims> JwtVerifier::verify(const std::string& token, int64_t now_seconds) const {
+Result<JwtClaims> JwtVerifier::verify(const std::string& given, int64_t now_seconds) const {
+  // `Bearer <jwt>`, the Authorization header's form, as apps store and send
+  // it in an auth frame or a Socket.IO auth payload: a JWT holds no space,
+  // so the prefix is never part of one.
+  std::string_view token(given);
+  if (token.size() > 7 && strncasecmp(token.data(), "Bearer ", 7) == 0) token.remove_prefix(7);
   if (token.size() > kMaxTokenBytes) return invalid("token too large");
   // JWS segments are unpadded (RFC 7515 section 2); padding would give one
   // token several spellings.
-  if (token.find('=') != std::string::npos) return invalid("malformed token");
+  if (token.find('=') != std::string_view::npos) return invalid("malformed token");
   size_t d1 = token.find('.');
-  size_t d2 = d1 == std::string::npos ? d1 : token.find('.', d1 + 1);
-  if (d2 == std::string::npos || token.find('.', d2 + 1) != std::string::npos) return invalid("malformed token");
-  std::string_view t(token);
+  size_t d2 = d1 == std::string_view::npos ? d1 : token.find('.', d1 + 1);
+  if (d2 == std::string_view::npos || token.find('.', d2 + 1) != std::string_view::npos)
+    return invalid("malformed token");
+  std::string_view t = token;
   std::string_view signing_input = t.substr(0, d2);
   std::string_view payload_b64 = t.substr(d1 + 1, d2 - d1 - 1);
 

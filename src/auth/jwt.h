@@ -31,7 +31,8 @@ class JwtVerifier {
   ~JwtVerifier();
 
   // Errors (kind unauthorized): "invalid_token" (malformed, bad signature,
-  // bad alg, a `nbf` in the future), "token_expired".
+  // bad alg, a `nbf` in the future), "token_expired". A `Bearer ` prefix is
+  // skipped.
   Result<JwtClaims> verify(const std::string& token, int64_t now_seconds) const;
 
   // An HS256 token with sub, iat=now, exp=now+ttl and any extra claims.

@@ -125,6 +125,22 @@ TEST(Jwt, SignVerifyRoundTrip) {
   EXPECT_EQ(r->all.at("role").as_string(), "admin");
 }
 
+// The Authorization header's form, as apps that keep it send a bare token.
+TEST(Jwt, BearerPrefixIsSkipped) {
+  auto v = verifier();
+  std::string token = v->sign("user-1", kNow, 3600);
+  for (const std::string& given : {"Bearer " + token, "bearer " + token}) {
+    auto r = v->verify(given, kNow + 10);
+    ASSERT_TRUE(r.ok()) << given << ": " << r.error().message;
+    EXPECT_EQ(r->sub, "user-1");
+  }
+  for (const std::string& given : {std::string("Bearer"), std::string("Bearer "), "Bearer  " + token, "Bearer Bearer " + token, "Basic " + token}) {
+    auto r = v->verify(given, kNow + 10);
+    ASSERT_FALSE(r.ok()) << given;
+    EXPECT_EQ(r.error().code, "invalid_token") << given;
+  }
+}
+
 TEST(Jwt, ExpiredAtExp) {
   auto v = verifier();
   std::string token = v->sign("u", kNow, 60, {});
