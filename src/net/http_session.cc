@@ -29,6 +29,12 @@ constexpr auto kWriteTimeout = std::chrono::seconds(30);
 constexpr size_t kHeaderLimit = 16 * 1024;
 // A longer request target gets 414 (nginx and Node allow 8 KiB too).
 constexpr size_t kMaxTargetBytes = 8 * 1024;
+// The bytes read but not yet parsed. Beast's parser bounds the headers
+// (kHeaderLimit) and the body (body_limit), not a chunk-size line or a
+// trailer section, which it holds whole until their CRLF: without this
+// bound one request could grow the buffer for as long as the body timeout.
+// The body itself is parsed as it comes and never held here.
+constexpr size_t kReadBufferLimit = 64 * 1024;
 // A refused request's unread body is drained for at most this long and this much.
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerBytes = 4 * 1024 * 1024;
@@ -74,6 +80,12 @@ struct QueuedLogin {
     if (!account.empty()) queued_logins().leave(account);
   }
 };
+
+std::string_view trim_ows(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
 
 bool is_ws_path(std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
@@ -233,6 +245,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       linger_ = true;
       return reply(error_response(400, "bad_request", "a request carries at most one Authorization header"), false);
     }
+    // A Transfer-Encoding that is not one final `chunked` (gzip, identity,
+    // chunked twice…) leaves the body's length unknown: Beast would read no
+    // body and take it for the next request, which a proxy in front may
+    // have read otherwise (request smuggling). RFC 9112 6.3: 400, close.
+    if (auto [first, last] = head.equal_range(http::field::transfer_encoding);
+        first != last && (std::next(first) != last || !beast::iequals(trim_ows(first->value()), "chunked"))) {
+      linger_ = true;
+      return reply(error_response(400, "bad_request", "Transfer-Encoding must be exactly \"chunked\""), false);
+    }
     if (auto path = origin_form(head.target())) parser_->get().target(*path);
     if (!is_eio_path(loop_.config, head.target())) {
       // A REST body is at most max_frame_bytes, below the parser's limit
@@ -288,6 +309,14 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     if (ec == http::error::body_limit) {
       linger_ = true;
       return reply(with_cors(error_response(413, "payload_too_large", "request body is too large")), false);
+    }
+    if (ec == http::error::buffer_overflow) {
+      // Past kReadBufferLimit without a line end: headers (within the
+      // header limit they would have ended) or a chunk line or trailers.
+      linger_ = true;
+      if (!parser_->is_header_done())
+        return reply(error_response(431, "headers_too_large", "the request headers are larger than 16 KiB"), false);
+      return reply(error_response(400, "bad_request", "a chunk-size line or the trailers are too long"), false);
     }
     if (ec == http::error::header_limit) {
       linger_ = true;
@@ -634,7 +663,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
 
   LoopContext& loop_;
   Stream stream_;
-  beast::flat_buffer buffer_;
+  beast::flat_buffer buffer_{kReadBufferLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
   std::string remote_;
   bool rest_counted_ = false;  // this connection's REST request is counted in loop_.rest_in_flight

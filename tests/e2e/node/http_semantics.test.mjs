@@ -130,6 +130,38 @@ describe('HTTP status codes', () => {
     assert.equal(JSON.parse(bad.text).code, 'bad_request');
   });
 
+  // RFC 9112 6.3: the body's length is unknown, so the request is refused
+  // and the connection closed; read as bodiless, its body was served as the
+  // next request (smuggling past a proxy that reads it otherwise).
+  it('a Transfer-Encoding other than one final chunked gets 400, and its body is never served as a request', async () => {
+    const hidden = `GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${user.token}\r\n\r\n`;
+    for (const te of ['gzip', 'identity', 'chunked, identity', 'chunked, chunked', 'gzip, chunked', 'xchunked']) {
+      const res = await rawExchange(server.port, `GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${te}\r\n\r\n${hidden}`);
+      assert.equal(res.status, 400, `${te}: ${res.raw.slice(0, 120)}`);
+      assert.equal(res.raw.split('HTTP/1.1 ').length - 1, 1, `${te}: one answer only: ${res.raw.slice(0, 300)}`);
+      assert.ok(res.closed, `${te}: the connection is closed`);
+    }
+    const two = await rawExchange(server.port, 'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n' +
+      'Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    assert.equal(two.status, 400, 'two Transfer-Encoding headers');
+    const good = await rawExchange(server.port, 'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n' +
+      'Connection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n');
+    assert.equal(good.status, 400, 'a chunked body is read');
+    assert.equal(JSON.parse(good.text).code, 'missing_field', `the chunked body reached the route: ${good.text}`);
+  });
+
+  // Beast bounds headers and bodies, not these lines: each was held whole
+  // until the body timeout, megabytes per connection, no token needed.
+  it('a chunk-size line or a trailer section that never ends gets 400 at once, not a buffer held until the body timeout', async () => {
+    const start = 'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n';
+    for (const [what, tail] of [['a chunk-size line', 'f'.repeat(300_000)], ['trailers', `0\r\nX-A: ${'b'.repeat(300_000)}`]]) {
+      const began = Date.now();
+      const res = await rawExchange(server.port, start + tail, { timeoutMs: 8000 });
+      assert.equal(res.status, 400, `${what}: ${res.raw.slice(0, 120)}`);
+      assert.ok(Date.now() - began < 5000, `${what}: answered after ${Date.now() - began} ms`);
+    }
+  });
+
   it('an HTTP/1.1 request without a Host, or any request with two (or two Authorization headers), gets 400 (RFC 9112 3.2); HTTP/1.0 may omit it', async () => {
     for (const [what, req] of [
       ['no Host', 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n'],
