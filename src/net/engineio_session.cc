@@ -421,7 +421,12 @@ class EioSession final : public Transport,
     switch (p[0]) {
       case sio::kClose: return close_now("client close");
       case sio::kPing:
-        return send_text(std::make_shared<const Frame>("3" + std::string(p.substr(1))));
+        // In v4 only the server pings (a probe's "2probe" is answered in
+        // on_ws_text). Answering these would let a client that never
+        // connects fill its session's queue a "3" at a time: the reference
+        // server closes the session ("invalid heartbeat direction").
+        Metrics::get().count_error("invalid_packet");
+        return close_now("invalid heartbeat direction");
       case sio::kPong:
         pong_deadline_ms_ = 0;
         next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;

@@ -1056,6 +1056,10 @@ describe('bad Engine.IO and Socket.IO input', () => {
   const closing = [
     ['an empty packet in the payload', '40\x1e\x1e2'],
     ['an unknown Engine.IO packet type', '9hello'],
+    // Engine.IO v4: only the server pings ("invalid heartbeat direction").
+    // Answered, 100,000 of them in one POST held megabytes per session.
+    ['a ping from the client', '2'],
+    ['a burst of pings from the client', Array(1000).fill('2').join('\x1e')],
     ['an unknown Socket.IO packet type', '49{}'],
     ['a Socket.IO packet that is not JSON', '42["send_message",{'],
     ['an EVENT that is not an array', '42{"type":"ping"}'],
