@@ -44,14 +44,18 @@ constexpr size_t kMaxFullNameBytes = 200;
 constexpr size_t kMaxRoleBytes = 64;
 
 // Profile text from a provider's token, made to pass registration's checks:
-// control characters (NUL included) dropped, then cut to max_bytes at a
+// control characters (NUL and C1 included) dropped, then cut to max_bytes at a
 // character boundary. Refusing instead would lock the provider's user out
 // for a profile they may not be able to change.
 std::string clean_profile_text(std::string_view text, size_t max_bytes) {
   if (!utf8_length(text)) return "";
   std::string out;
-  for (char c : text)
-    if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f) out.push_back(c);
+  for (size_t i = 0; i < text.size();) {
+    // A C1 character is two bytes, 0xC2 then 0x80-0x9F: taken as one.
+    std::string_view piece = text.substr(i, static_cast<unsigned char>(text[i]) == 0xC2 ? 2 : 1);
+    if (!has_control_chars(piece)) out.append(piece);
+    i += piece.size();
+  }
   if (out.size() > max_bytes) {
     size_t cut = max_bytes;
     while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a character

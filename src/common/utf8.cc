@@ -57,8 +57,14 @@ bool has_visible_text(std::string_view s) {
 }
 
 bool has_control_chars(std::string_view s) {
-  for (char c : s)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return true;
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) return true;
+    // C1 (U+0080-U+009F) is 0xC2 0x80-0x9F: U+009B is a terminal's CSI.
+    if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) <= 0x9f &&
+        static_cast<unsigned char>(s[i + 1]) >= 0x80)
+      return true;
+  }
   return false;
 }
 

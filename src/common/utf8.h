@@ -12,8 +12,9 @@ std::optional<size_t> utf8_length(std::string_view s);
 // True when s has a character other than Unicode white space and the
 // control characters (C0, DEL, C1).
 bool has_visible_text(std::string_view s);
-// True when s has an ASCII control character (below 0x20, NUL included, or
-// DEL): names and titles people see may not carry them.
+// True when s has a control character: C0 (below 0x20, NUL included), DEL
+// or C1 (U+0080-U+009F, in UTF-8). Names and titles people see may not
+// carry them.
 bool has_control_chars(std::string_view s);
 // The longest prefix of s of at most max_bytes that does not end inside a
 // character: a client's text quoted in a reply is cut there, since a frame

@@ -416,6 +416,29 @@ TEST_F(ChatServiceTest, ProvisionsUserFromProviderTokenWithUserMetadata) {
   EXPECT_EQ(stored->role, "teacher");
 }
 
+// C1 (here U+009B, a terminal's CSI) goes as C0 does; U+00A0 and é stay.
+TEST_F(ChatServiceTest, ProvisionedProfileLosesC1ControlCharacters) {
+  std::string sub = new_uuid();
+  json::object extra{{"user_metadata", json::object{{"full_name", "Ren\xC3\xA9\xC2\x9B" "31m\xC2\xA0Roe\x01"}}}};
+  auto r = service_->authenticate(jwt_->sign(sub, now_s(), 3600, extra));
+  ASSERT_TRUE(r.ok()) << r.error().code;
+  EXPECT_EQ(r->user.full_name, "Ren\xC3\xA9" "31m\xC2\xA0Roe");
+}
+
+TEST_F(ChatServiceTest, RegisterAndGroupTitleRefuseC1ControlCharacters) {
+  RegisterRequest req;
+  req.username = "c1user";
+  req.password = "long-enough-pw";
+  req.full_name = "ab\xC2\x9B" "cd";
+  auto reg = service_->register_user(req, "127.0.0.1");
+  ASSERT_FALSE(reg.ok());
+  EXPECT_EQ(reg.error().code, "invalid_field");
+  User a = user("alice"), b = user("bob");
+  auto group = service_->create_thread(a, {"group", {b.id}, {}, "t\xC2\x9Bx"});
+  ASSERT_FALSE(group.ok());
+  EXPECT_EQ(group.error().code, "invalid_field");
+}
+
 // docs/protocol.md: a full_name with nothing visible left becomes the
 // username, also the one made unique when the e-mail's local part is taken.
 TEST_F(ChatServiceTest, ProvisionedBlankFullNameIsTheUsernameItGot) {

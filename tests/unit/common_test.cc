@@ -305,6 +305,17 @@ TEST(Utf8, RejectsAboveMax) {
   EXPECT_FALSE(utf8_length("\xF8\x88\x80\x80\x80").has_value());  // old 5-byte form
 }
 
+TEST(Utf8, ControlCharacters) {
+  EXPECT_FALSE(has_control_chars("Ms. Émilie O'Brien \xC2\xA0 \xE2\x80\x8B"));  // NBSP, zero-width space
+  EXPECT_TRUE(has_control_chars(std::string("a\0b", 3)));
+  EXPECT_TRUE(has_control_chars("tab\there"));
+  EXPECT_TRUE(has_control_chars("del\x7f"));
+  EXPECT_TRUE(has_control_chars("ab\xC2\x9B" "31mcd"));  // C1 CSI
+  EXPECT_TRUE(has_control_chars("\xC2\x80"));
+  EXPECT_TRUE(has_control_chars("\xC2\x9F"));
+  EXPECT_FALSE(has_control_chars("\xC2\xA9"));  // ©
+}
+
 TEST(Utf8, VisibleText) {
   EXPECT_FALSE(has_visible_text(""));
   EXPECT_FALSE(has_visible_text("   "));
