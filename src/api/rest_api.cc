@@ -552,6 +552,8 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   const auto parts = split_path(req.path);
   const Route* route = find_route(req.method, parts);
   Call call{chat_, health_, started_at_, req, parts, nullptr, {}};
+  if (route && !utf8_length(req.path))
+    return failure(bad_input("invalid_utf8", "the path is not valid UTF-8 once decoded"));
   if (route && !query_is_utf8(req.query))
     return failure(bad_input("invalid_utf8", "the query string is not valid UTF-8 once decoded"));
   if (route && route->is_public) return route->handler(call);

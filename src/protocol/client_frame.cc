@@ -50,7 +50,7 @@ bool has_surrogate_escape(std::string_view text) {
 }
 
 // The request_id of a frame refused as a whole (a lone surrogate escape, a
-// number beyond a double's range), so that its error still echoes it. Read
+// number beyond a double's range, nesting deeper than 32), so that its error still echoes it. Read
 // from a copy whose surrogate escapes are made U+FFFD; only on the error path.
 json::value salvage_request_id(std::string_view text) {
   if (text.find("\"request_id\"") == std::string_view::npos) return nullptr;
@@ -62,7 +62,7 @@ json::value salvage_request_id(std::string_view text) {
   }
   boost::system::error_code ec;
   json::parse_options opts;
-  opts.max_depth = 32;
+  opts.max_depth = 1024;  // a frame refused for its nesting too
   json::value v = json::parse(copy, ec, {}, opts);
   const json::value* rid = !ec && v.is_object() ? v.get_object().if_contains("request_id") : nullptr;
   if (!rid || !(rid->is_string() || rid->is_number()) || has_infinite_number(*rid)) return nullptr;

@@ -292,6 +292,12 @@ TEST(ParseClientFrame, RequestIdKeptWhenFrameRefusedWhole) {
   ASSERT_TRUE(huge.frame.request_id.is_number());
   EXPECT_EQ(huge.frame.request_id.to_number<int64_t>(), 7);
 
+  std::string deep = R"({"type":"ping","request_id":"r-d","n":)" + std::string(40, '[') + std::string(40, ']') + "}";
+  ParsedFrame nested = parse_client_frame(deep);
+  ASSERT_TRUE(nested.error);
+  EXPECT_EQ(nested.error->code, "invalid_json");
+  EXPECT_EQ(nested.frame.request_id, json::value("r-d"));
+
   // Nothing to salvage: a request_id out of range, or a frame that is not JSON.
   EXPECT_TRUE(parse_client_frame(R"({"type":"ping","request_id":1e400})").frame.request_id.is_null());
   EXPECT_TRUE(parse_client_frame(R"({"type":"ping","request_id":"r-x",)").frame.request_id.is_null());

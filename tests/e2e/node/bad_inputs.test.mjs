@@ -66,6 +66,8 @@ describe('bad inputs are refused with the right code and change nothing', () => 
     { name: 'content of 4001 ASCII characters', frame: { type: 'send_message', thread_id: dm.id, content: 'a'.repeat(4001) }, code: 'content_too_long' },
     { name: 'content of 4001 emoji (code points, not bytes)', frame: { type: 'send_message', thread_id: dm.id, content: '😀'.repeat(4001) }, code: 'content_too_long' },
     { name: 'content with a lone surrogate', raw: (rid) => `{"type":"send_message","thread_id":"${dm.id}","content":"bad ${LONE_SURROGATE} here","request_id":"${rid}"}`, code: 'invalid_utf8' },
+    { name: 'a number beyond a double\'s range', raw: (rid) => `{"type":"ping","n":1e400,"request_id":"${rid}"}`, code: 'invalid_json' },
+    { name: 'nesting 40 deep', raw: (rid) => `{"type":"ping","request_id":"${rid}","n":${'['.repeat(40)}${']'.repeat(40)}}`, code: 'invalid_json' },
     { name: 'message_type video', frame: { type: 'send_message', thread_id: dm.id, content: 'x', message_type: 'video' }, code: 'invalid_message_type' },
     { name: 'message_type system', frame: { type: 'send_message', thread_id: dm.id, content: 'x', message_type: 'system' }, code: 'invalid_message_type' },
     { name: 'message_type is a number', frame: { type: 'send_message', thread_id: dm.id, content: 'x', message_type: 3 }, code: 'invalid_field' },
@@ -99,6 +101,7 @@ describe('bad inputs are refused with the right code and change nothing', () => 
           aliceWs.sendRaw(c.raw(rid));
           reply = await aliceWs.next((f) => f.request_id === rid || (f.type === 'error' && f.request_id === undefined),
             5000, `the reply to ${c.name}`);
+          assert.equal(reply.request_id, rid, `${c.name}: request_id echoed (code ${reply.code})`);
         } else {
           aliceWs.sendRaw(c.raw);
           reply = await aliceWs.next((f) => f.type === 'error', 5000, `the error for ${c.name}`);
@@ -173,6 +176,8 @@ describe('bad inputs are refused with the right code and change nothing', () => 
       { name: 'threads: title with control characters', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'group', title: 'Class 4B\u0000\u001b[2J', participant_ids: [bob.id] }, status: 400, code: 'invalid_field' },
       { name: 'threads: blank title', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'group', title: ' \t ', participant_ids: [bob.id] }, status: 400, code: 'invalid_field' },
       { name: 'threads: participant_ids a string', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'group', title: 't', participant_ids: bob.id }, status: 400, code: 'invalid_field' },
+      { name: 'path: invalid UTF-8 once decoded', method: 'GET', path: '/api/users/%ff', token: tok, status: 400, code: 'invalid_utf8' },
+      { name: 'path: a surrogate once decoded', method: 'GET', path: '/api/chat/threads/%ed%a0%80/messages', token: tok, status: 400, code: 'invalid_utf8' },
       { name: 'search: invalid UTF-8 once decoded', method: 'GET', path: '/api/users?search=%FF', token: tok, status: 400, code: 'invalid_utf8' },
       { name: 'threads: unknown username', method: 'POST', path: '/api/chat/threads', token: tok, body: { type: 'direct', usernames: [`ghost_${randomId(4)}`] }, status: 404, code: 'user_not_found' },
       { name: 'participants: non-admin adds', method: 'POST', path: `/api/chat/threads/${group.id}/participants`, token: bob.token, body: { participant_ids: [newUuid()] }, status: 403, code: 'forbidden' },
