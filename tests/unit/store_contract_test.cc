@@ -1041,6 +1041,30 @@ TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {
   EXPECT_EQ(next.messages[0].id, fresh->message.id);
 }
 
+// A time asked past the newest message is answered with the caller's own
+// newest (or nothing), never the store's newest commit: that would tell
+// anyone when someone, anywhere, last wrote.
+TEST_P(StoreContract, OfflineCursorPastTheClockTellsNothingOfOthersThreads) {
+  User a = make_user("alice"), b = make_user("bob"), c = make_user("carol"), d = make_user("dave"),
+       loner = make_user("loner");
+  Thread mine = make_group({a.id, b.id}, "mine"), theirs = make_group({c.id, d.id}, "theirs");
+  auto own = send(mine.id, a.id, "to bob");
+  auto other = send(theirs.id, c.id, "elsewhere, later");
+  ASSERT_GT(other->message.created_at, own->message.created_at);
+  const Micros ahead = other->message.created_at + Micros{3600} * 1000000;
+
+  OfflinePage page = ok(store_->messages_since(b.id, ahead, 10));
+  EXPECT_TRUE(page.messages.empty());
+  EXPECT_EQ(page.cursor, own->message.created_at);
+  EXPECT_EQ(ok(store_->messages_since(loner.id, ahead, 10)).cursor, 0);
+
+  // The cursor still skips nothing sent later.
+  auto later = send(mine.id, a.id, "after");
+  OfflinePage next = ok(store_->messages_since(b.id, page.cursor, 10));
+  ASSERT_EQ(next.messages.size(), 1u);
+  EXPECT_EQ(next.messages[0].id, later->message.id);
+}
+
 TEST_P(StoreContract, UnreadCountsAndMarkRead) {
   User a = make_user("alice");
   User b = make_user("bob");
