@@ -252,7 +252,7 @@ HttpResponse search_users(Call& c) {
 HttpResponse presence(Call& c) {
   if (!is_uuid(c.parts[2])) return failure(not_found("user_not_found", "no such user"));
   std::string id = normalize_uuid(c.parts[2]);
-  auto p = c.chat.presence_of(id);
+  auto p = c.chat.presence_of(*c.user, id);
   if (!p) return failure(p.error());
   return success(200, json::object{{"user_id", id},
                                    {"online", p->online},

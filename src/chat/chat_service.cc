@@ -793,10 +793,19 @@ void ChatService::announce_presence(const std::vector<PresenceChange>& changes) 
   }
 }
 
-Result<ChatService::PresenceInfo> ChatService::presence_of(const std::string& user_id) {
+// As the `presence` events: told to those who share a thread with the user
+// (and the user), not to anyone who knows an id, so a stranger cannot watch
+// when a teacher is online.
+Result<ChatService::PresenceInfo> ChatService::presence_of(const User& actor, const std::string& user_id) {
   auto u = store_.user_by_id(user_id);
   if (!u) return u.error();
   if (!*u) return not_found("user_not_found", "no such user");
+  if (actor.id != user_id) {
+    auto contacts = store_.contacts(actor.id);
+    if (!contacts) return contacts.error();
+    if (std::find(contacts->begin(), contacts->end(), user_id) == contacts->end())
+      return forbidden("you share no thread with this user");
+  }
   return PresenceInfo{presence_.online(user_id), (*u)->last_seen};
 }
 

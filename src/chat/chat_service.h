@@ -139,7 +139,8 @@ class ChatService {
     bool online = false;
     Micros last_seen = 0;
   };
-  Result<PresenceInfo> presence_of(const std::string& user_id);
+  // Of the actor or of someone who shares a thread with them (else forbidden).
+  Result<PresenceInfo> presence_of(const User& actor, const std::string& user_id);
   Presence& presence() { return presence_; }
   // Which of this node's sessions type where (implicit stops: chat/typing_board.h).
   TypingBoard& typing_board() { return typing_board_; }

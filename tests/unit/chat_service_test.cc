@@ -1067,14 +1067,14 @@ TEST_F(ChatServiceTest, InTheGracePeriodTheAPISaysOnlineButACallIsRefused) {
   EXPECT_TRUE(service_->relay(a.id, t.id, "call_offer", offer, "session-a").ok()) << "Bob is connected";
   service_->presence().disconnect(b.id);
   ASSERT_TRUE(grace);
-  auto info = service_->presence_of(b.id);
+  auto info = service_->presence_of(a, b.id);
   ASSERT_TRUE(info.ok());
   EXPECT_TRUE(info->online) << "no offline announced yet";
   auto refused = service_->relay(a.id, t.id, "call_offer", offer, "session-a");
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code, "callee_offline");
   grace();
-  info = service_->presence_of(b.id);
+  info = service_->presence_of(a, b.id);
   ASSERT_TRUE(info.ok());
   EXPECT_FALSE(info->online);
 }
@@ -1351,9 +1351,22 @@ TEST_F(ChatServiceTest, PresenceAnnouncesAndStoresTheTimeOfTheChange) {
   auto v = parse(events_.last()->payload).as_object();
   EXPECT_FALSE(v.at("online").as_bool());
   EXPECT_EQ(v.at("last_seen").as_string(), iso8601_millis(closed_at));
-  auto seen = service_->presence_of(a.id);
+  auto seen = service_->presence_of(b, a.id);
   ASSERT_TRUE(seen.ok());
   EXPECT_EQ(seen->last_seen, closed_at);
+}
+
+// As the presence events: the user themself and those who share a thread.
+TEST_F(ChatServiceTest, PresenceIsToldToContactsOnly) {
+  User a = user("alice"), b = user("bob"), stranger = user("stranger");
+  direct(a, b);
+  EXPECT_TRUE(service_->presence_of(a, b.id).ok());
+  EXPECT_TRUE(service_->presence_of(b, a.id).ok());
+  EXPECT_TRUE(service_->presence_of(stranger, stranger.id).ok());
+  auto refused = service_->presence_of(stranger, a.id);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "forbidden");
+  EXPECT_EQ(service_->presence_of(stranger, "00000000-0000-4000-8000-000000000000").error().code, "user_not_found");
 }
 
 // A burst of presence changes (more than one chunk of the store reads) is

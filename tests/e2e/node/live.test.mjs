@@ -383,6 +383,16 @@ describe('presence', { timeout: 90000 }, () => {
     assert.equal(Date.parse(p.last_seen), Date.parse(offline.last_seen), 'participant last_seen agrees');
   });
 
+  it('GET /api/users/:id/presence is for those who share a thread with the user (and the user): others get 403', async () => {
+    const [alice, bob, stranger] = await server.registerMany(3);
+    await server.createDirect(alice, bob);
+    assert.equal((await restPresence(server, bob, alice.id)).user_id, alice.id);
+    assert.equal((await restPresence(server, alice, alice.id)).user_id, alice.id);
+    const res = await server.http('GET', `/api/users/${alice.id}/presence`, { token: stranger.token });
+    assert.equal(res.status, 403, res.text);
+    assert.equal(res.body?.code, 'forbidden');
+  });
+
   it('GET /api/users/:id/presence for an unknown user is 404 user_not_found', async () => {
     const [alice] = await server.registerMany(1);
     const res = await server.http('GET', '/api/users/00000000-0000-4000-8000-000000000000/presence', { token: alice.token });
