@@ -136,7 +136,7 @@ void add_security_headers(http::response<http::string_body>& res) {
 // (`GET http://host/health`, what a client sends when it thinks it talks to
 // a proxy) and use its path. Returns the origin form of such a target, or
 // nothing for a target already in origin form (or in another form, which
-// the routes answer 404). The authority is not checked against Host: Parley
+// on_header refuses). The authority is not checked against Host: Parley
 // serves one site whatever its name.
 std::optional<std::string> origin_form(std::string_view target) {
   size_t colon = target.find("://");
@@ -254,7 +254,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
       linger_ = true;
       return reply(error_response(400, "bad_request", "Transfer-Encoding must be exactly \"chunked\""), false);
     }
-    if (auto path = origin_form(head.target())) parser_->get().target(*path);
+    if (auto path = origin_form(head.target())) {
+      parser_->get().target(*path);
+    } else if (head.target().empty() || (head.target().front() != '/' && head.target() != "*")) {
+      // Neither origin, absolute nor asterisk form (RFC 9112 3.2): `GET health`.
+      linger_ = true;
+      return reply(error_response(400, "bad_request", "the request target must start with /"), false);
+    }
     if (!is_eio_path(loop_.config, head.target())) {
       // A REST body is at most max_frame_bytes, below the parser's limit
       // (Engine.IO's maxPayload): a larger one announced is refused before

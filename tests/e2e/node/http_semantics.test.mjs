@@ -92,9 +92,9 @@ describe('HTTP status codes', () => {
       `Authorization: Bearer ${user.token}\r\nConnection: close\r\n\r\n`);
     assert.equal(me.status, 200, me.raw.slice(0, 200));
     assert.ok(me.text.includes(user.username), me.text.slice(0, 200));
-    // Only the path is taken: a target that is not a URL is not rewritten.
+    // Only http and https URLs are rewritten: another scheme is no target of ours.
     const odd = await rawExchange(server.port, 'GET ftp://x/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-    assert.equal(odd.status, 404);
+    assert.equal(odd.status, 400);
   });
 
   it('an unknown method gets 501', async () => {
@@ -133,13 +133,17 @@ describe('HTTP status codes', () => {
   // RFC 9112 6.3: the body's length is unknown, so the request is refused
   // and the connection closed; read as bodiless, its body was served as the
   // next request (smuggling past a proxy that reads it otherwise).
-  it('a Transfer-Encoding other than one final chunked gets 400, and its body is never served as a request', async () => {
+  it('a Transfer-Encoding other than one final chunked, or a target not starting with /, gets 400; such a body is never served as a request', async () => {
     const hidden = `GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${user.token}\r\n\r\n`;
     for (const te of ['gzip', 'identity', 'chunked, identity', 'chunked, chunked', 'gzip, chunked', 'xchunked']) {
       const res = await rawExchange(server.port, `GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${te}\r\n\r\n${hidden}`);
       assert.equal(res.status, 400, `${te}: ${res.raw.slice(0, 120)}`);
       assert.equal(res.raw.split('HTTP/1.1 ').length - 1, 1, `${te}: one answer only: ${res.raw.slice(0, 300)}`);
       assert.ok(res.closed, `${te}: the connection is closed`);
+    }
+    for (const target of ['health', 'api/users/me', 'x:y']) {
+      const res = await rawExchange(server.port, `GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      assert.equal(res.status, 400, `target ${target}: ${res.raw.slice(0, 120)}`);
     }
     const two = await rawExchange(server.port, 'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n' +
       'Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
