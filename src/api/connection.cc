@@ -467,6 +467,7 @@ struct Connection::Replay {
   // seq. It starts no later than the newest message before created_floor.
   int64_t first_seq = 0;
   bool past_floor = false;  // a message at or above created_floor was read (see replay_send)
+  uint32_t subscribes_at = 0;  // a fill: the cursor's subscribes() when it began
   int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
   json::value request_id;
   std::vector<Message> page;
@@ -498,6 +499,7 @@ void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros cre
   r->thread_id = thread_id;
   r->since = r->from = from;
   r->gap_fill = true;
+  r->subscribes_at = cursor_.subscribes(thread_id);
   r->created_floor = created_floor;
   r->first_seq = created_floor > 0 ? first_seq : 0;
   replay_read(std::move(r));
@@ -654,6 +656,13 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   if (!t || closed_) return;
   const size_t budget = ctx_.chat.config().limits.max_outbound_bytes / 2;
   while (r->next < r->page.size()) {
+    if (r->gap_fill && cursor_.subscribes(r->thread_id) != r->subscribes_at) {
+      // The client asked for a replay of the thread since this fill began:
+      // that replay sends every message after its since_seq, in order. This
+      // fill ends here, claiming only what it went through.
+      r->subscribes_at = cursor_.subscribes(r->thread_id);
+      return replay_end(r, r->next > 0 ? r->page[r->next - 1].seq : r->from);
+    }
     if (t->queued_bytes() > budget) {
       // A client that reads nothing for half the idle timeout while its
       // thread goes on is dropped as a slow consumer (it resumes with

@@ -76,7 +76,13 @@ void DeliveryCursor::release_answer(State& s, int64_t seq, std::vector<FramePtr>
 void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_seq*/) {
   State& s = state(thread_id);
   ++s.replays;
+  ++s.subscribes;
   s.left = false;  // the client subscribes again: a member again, or refused and forgotten
+}
+
+uint32_t DeliveryCursor::subscribes(const std::string& thread_id) const {
+  auto it = threads_.find(thread_id);
+  return it == threads_.end() ? 0 : it->second.subscribes;
 }
 
 bool DeliveryCursor::replayed(const std::string& thread_id, int64_t seq) {

@@ -63,8 +63,15 @@ class DeliveryCursor {
   // The held answer to own message `seq`, for a replay that reached it in
   // the store (empty: none held).
   std::vector<FramePtr> take_answer(const std::string& thread_id, int64_t seq);
-  // Starts a replay of messages with seq > since_seq.
+  // Starts a replay of messages with seq > since_seq, asked by the client
+  // (subscribe_thread, a Socket.IO catch-up); it counts in subscribes().
   void begin_replay(const std::string& thread_id, int64_t since_seq);
+  // How many replays the client has asked for on the thread. A fill begun
+  // before the latest one stops (Connection::replay_send): that replay sends
+  // everything after the client's since_seq in order, and a fill still
+  // sending meanwhile would put its seqs out of order around it (on several
+  // nodes, a first fill's second of messages, below or above since_seq).
+  uint32_t subscribes(const std::string& thread_id) const;
   // A replayed message (ascending seq). True: send it.
   bool replayed(const std::string& thread_id, int64_t seq);
   // During a replay that found nothing after the client's since_seq: the
@@ -127,6 +134,7 @@ class DeliveryCursor {
   struct State {
     int64_t lo = 0, hi = 0;  // sent range; hi == 0: nothing sent yet
     int replays = 0;         // replays and fills running (a client may overlap them)
+    uint32_t subscribes = 0;  // replays the client asked for (begin_replay)
     bool resync_pending = false;  // a resync came while they ran: fill from hi once they end
     bool left = false;            // passed through, unfilled (abandon)
     uint32_t left_epoch = 0;      // which abandon began it

@@ -71,4 +71,50 @@ describe('the first message a connection gets on a thread, across two nodes', { 
     assert.deepEqual(newMessages(rexWs, thread.id).map((f) => f.data.content), ['live', 'old1', 'old2', 'old3'],
       'the history it asked for, each once (the live message not again)');
   });
+
+  // A reader that connects to a busy thread and subscribes at once: its
+  // first live message begins a fill of the second before it connected,
+  // which ran beside the replay it asked for and sent its seqs (below or
+  // above since_seq) after newer ones, even after thread_subscribed. The
+  // fill now stops once the client's replay begins.
+  it('subscribe_thread right after connecting to a busy thread: every seq after since_seq once, in order, none at or below it', { timeout: 90000 }, async () => {
+    const [ann, bea, rex] = await nodeA.registerMany(3);
+    const thread = await nodeA.createGroup(ann, [bea, rex]);
+    const senders = [await nodeA.connect(ann), await nodeA.connect(bea)];
+    let sent = 0;
+    let stop = false;
+    const traffic = (async () => {
+      const until = Date.now() + 40000;
+      while (!stop && sent < 12000 && Date.now() < until) {
+        for (const s of senders) { s.send({ type: 'send_message', thread_id: thread.id, content: `m${sent}` }); sent++; }
+        await sleep(3);
+      }
+    })();
+    try {
+      await sleep(1500);  // a few hundred messages of history
+      const failures = [];
+      for (let trial = 0; trial < 8; trial++) {
+        const [last] = (await nodeB.http('GET', `/api/chat/threads/${thread.id}/messages?limit=1`, { token: rex.token })).body.data.messages;
+        const since = Math.max(0, last.seq - 200);
+        const reader = await nodeB.connect(rex);
+        reader.send({ type: 'subscribe_thread', thread_id: thread.id, since_seq: since });
+        await sleep(1500);
+        reader.close();
+        const frames = reader.all((f) => (f.type === 'new_message' && f.data.thread_id === thread.id) || f.type === 'thread_subscribed');
+        const seqs = frames.filter((f) => f.type === 'new_message').map((f) => f.data.seq);
+        const problems = [];
+        if (seqs.some((q) => q <= since)) problems.push(`${seqs.filter((q) => q <= since).length} at or below since_seq ${since}`);
+        const back = seqs.findIndex((q, i) => i > 0 && q <= seqs[i - 1]);
+        if (back > 0) problems.push(`seq ${seqs[back - 1]} then ${seqs[back]}`);
+        if (seqs.length && (seqs[0] !== since + 1 || seqs[seqs.length - 1] - seqs[0] + 1 !== seqs.length)) problems.push(`not since+1.. without a gap: ${seqs[0]}..${seqs[seqs.length - 1]}, ${seqs.length} frames`);
+        if (!frames.some((f) => f.type === 'thread_subscribed')) problems.push('no thread_subscribed');
+        if (problems.length) failures.push(`trial ${trial}: ${problems.join('; ')}`);
+      }
+      assert.ok(sent > 1000, `the thread was busy: ${sent} sent`);
+      assert.deepEqual(failures, []);
+    } finally {
+      stop = true;
+      await traffic;
+    }
+  });
 });
