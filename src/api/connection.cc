@@ -1041,6 +1041,9 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   send_in_thread(event.thread_id, event.seq > 0 ? event.seq : kAnySeq, frame, /*counted_by_hub=*/!event.redelivery);
 }
 
+// Messages whose last change sent a connection keeps (ChangesSent::last).
+constexpr size_t kChangesKept = 4096;
+
 // The bus may have lost events. Each thread this connection has been sent
 // messages on is re-read after the last one (the cursor's begin_resync). A
 // thread it has been sent nothing on has no last seq, and no later message
@@ -1049,9 +1052,14 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
 // user's threads are read as well (resync_unseen_threads).
 void Connection::resync(int64_t changes_after) {
   if (closed_) return;
-  // Kept while an earlier resync's reads run: they cover numbers this one may not.
-  if (!changes_sent_ || (changes_sent_->reads == 0 && changes_sent_->receipt_reads == 0))
-    changes_sent_ = std::make_unique<ChangesSent>();
+  // One record for the connection's life. A change an earlier resync's read
+  // sent must still stop an older event of the same message that comes late:
+  // when Redis hangs, outages come a few seconds apart, and a record begun
+  // anew at each let a deleted message's earlier edits through after its
+  // deletion. Bounded: past kChangesKept messages, between reads, it starts
+  // again (the node's NewestChange still stops what came over the bus).
+  if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
+  else if (changes_sent_->reads == 0 && changes_sent_->last.size() > kChangesKept) changes_sent_->last.clear();
   for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);
   resync_unseen_threads(0);
   if (changes_after < 0) return;
