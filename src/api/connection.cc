@@ -638,6 +638,10 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           return;
         }
         self->send_error(page.error(), r->request_id);
+        // A fill that gave way to this replay goes on from where it stopped:
+        // nothing else would send what it had still to send.
+        if (auto resume = self->cursor_.resume_fill(r->thread_id); resume.from >= 0)
+          self->fill_gap(r->thread_id, resume.from, resume.created_floor);
         // What the pages before this one sent counts as sent (r->from is the last seq they read).
         int64_t read_up_to = r->from;
         return self->replay_end(std::move(r), read_up_to);
@@ -661,7 +665,9 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
       // that replay sends every message after its since_seq, in order. This
       // fill ends here, claiming only what it went through.
       r->subscribes_at = cursor_.subscribes(r->thread_id);
-      return replay_end(r, r->next > 0 ? r->page[r->next - 1].seq : r->from);
+      const int64_t done = r->next > 0 ? r->page[r->next - 1].seq : r->from;
+      cursor_.gave_way(r->thread_id, done, r->past_floor ? 0 : r->created_floor);
+      return replay_end(r, done);
     }
     if (t->queued_bytes() > budget) {
       // A client that reads nothing for half the idle timeout while its
@@ -720,6 +726,7 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   if (!r->gap_fill && r->thread_last >= 0 && r->since <= r->thread_last) cursor_.caught_up(r->thread_id, r->since);
   replay_end(r, last);
   if (r->gap_fill) return;
+  cursor_.drop_gave_way(r->thread_id);  // this replay sent what a fill that gave way to it would have
   if (r->thread_last >= 0) last = std::min(last, r->thread_last);
   int64_t last_seq = std::max(last, cursor_.last_sent(r->thread_id));
   send(encoder_->reply("thread_subscribed", json::object{{"thread_id", r->thread_id}, {"last_seq", last_seq}},
@@ -1056,8 +1063,9 @@ void Connection::resync(int64_t changes_after) {
   // sent must still stop an older event of the same message that comes late:
   // when Redis hangs, outages come a few seconds apart, and a record begun
   // anew at each let a deleted message's earlier edits through after its
-  // deletion. Bounded: past kChangesKept messages, between reads, it starts
-  // again (the node's NewestChange still stops what came over the bus).
+  // deletion. Bounded: a resync that finds it past kChangesKept messages,
+  // and no read running, starts it again (the node's NewestChange still
+  // stops what came over the bus).
   if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
   else if (changes_sent_->reads == 0 && changes_sent_->last.size() > kChangesKept) changes_sent_->last.clear();
   for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);

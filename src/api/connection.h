@@ -233,9 +233,10 @@ class Connection final : public ClientSession,
     FramePtr frame;
   };
   std::vector<Held> held_;
-  // Since the last resync: the change number each message was last sent
-  // with, by its id (live changes are noted only while the store is read).
-  // Made by a resync that re-reads changes; none before.
+  // Since the first resync: the change number each message was last sent
+  // with, by its id (a message's first is noted only while the store is
+  // read; later ones always). Made by a resync that re-reads changes; none
+  // before.
   struct ChangesSent {
     std::unordered_map<std::string, int64_t> last;
     int reads = 0;  // resend_changes reads running

@@ -80,6 +80,25 @@ void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_
   s.left = false;  // the client subscribes again: a member again, or refused and forgotten
 }
 
+void DeliveryCursor::gave_way(const std::string& thread_id, int64_t at, int64_t created_floor) {
+  State& s = state(thread_id);
+  s.gave_way_at = at;
+  s.gave_way_floor = created_floor;
+}
+
+DeliveryCursor::Resume DeliveryCursor::resume_fill(const std::string& thread_id) {
+  auto it = threads_.find(thread_id);
+  if (it == threads_.end() || it->second.gave_way_at < 0) return {};
+  State& s = it->second;
+  Resume out{std::exchange(s.gave_way_at, -1), s.gave_way_floor};
+  ++s.replays;
+  return out;
+}
+
+void DeliveryCursor::drop_gave_way(const std::string& thread_id) {
+  if (auto it = threads_.find(thread_id); it != threads_.end()) it->second.gave_way_at = -1;
+}
+
 uint32_t DeliveryCursor::subscribes(const std::string& thread_id) const {
   auto it = threads_.find(thread_id);
   return it == threads_.end() ? 0 : it->second.subscribes;

@@ -72,6 +72,19 @@ class DeliveryCursor {
   // sending meanwhile would put its seqs out of order around it (on several
   // nodes, a first fill's second of messages, below or above since_seq).
   uint32_t subscribes(const std::string& thread_id) const;
+  // A fill that gave way to the client's replay stopped after seq `at`, its
+  // messages created before `created_floor` not for sending. Should that
+  // replay fail, resume_fill() begins it again from there (nothing else
+  // would send what it had still to send); a replay that ends well drops it
+  // (drop_gave_way).
+  void gave_way(const std::string& thread_id, int64_t at, int64_t created_floor);
+  struct Resume {
+    int64_t from = -1;  // < 0: no fill to resume
+    int64_t created_floor = 0;
+  };
+  // Begins (ended by end_replay) the fill that gave way, if any.
+  Resume resume_fill(const std::string& thread_id);
+  void drop_gave_way(const std::string& thread_id);
   // A replayed message (ascending seq). True: send it.
   bool replayed(const std::string& thread_id, int64_t seq);
   // During a replay that found nothing after the client's since_seq: the
@@ -135,6 +148,8 @@ class DeliveryCursor {
     int64_t lo = 0, hi = 0;  // sent range; hi == 0: nothing sent yet
     int replays = 0;         // replays and fills running (a client may overlap them)
     uint32_t subscribes = 0;  // replays the client asked for (begin_replay)
+    int64_t gave_way_at = -1;     // see gave_way()
+    int64_t gave_way_floor = 0;
     bool resync_pending = false;  // a resync came while they ran: fill from hi once they end
     bool left = false;            // passed through, unfilled (abandon)
     uint32_t left_epoch = 0;      // which abandon began it

@@ -55,10 +55,19 @@ bool has_surrogate_escape(std::string_view text) {
 json::value salvage_request_id(std::string_view text) {
   if (text.find("\"request_id\"") == std::string_view::npos) return nullptr;
   std::string copy(text);
-  for (size_t i = copy.find("\\u"); i != std::string::npos && i + 5 < copy.size(); i = copy.find("\\u", i + 2)) {
-    char a = copy[i + 2], b = copy[i + 3];
-    if ((a == 'd' || a == 'D') && ((b >= '8' && b <= '9') || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F')))
-      copy.replace(i + 2, 4, "fffd");
+  // A high surrogate escape (\uD800-\uDBFF) right before a low one is a
+  // pair, kept; any other surrogate escape is made U+FFFD.
+  auto surrogate = [&copy](size_t i, bool high) {
+    if (i + 5 >= copy.size() || copy[i] != '\\' || copy[i + 1] != 'u' || (copy[i + 2] | 0x20) != 'd') return false;
+    char b = static_cast<char>(copy[i + 3] | 0x20);
+    return high ? (b >= '8' && b <= '9') || (b >= 'a' && b <= 'b') : (b >= 'c' && b <= 'f');
+  };
+  for (size_t i = copy.find("\\u"); i != std::string::npos; i = copy.find("\\u", i + 2)) {
+    if (surrogate(i, true) && surrogate(i + 6, false)) {
+      i += 6;
+      continue;
+    }
+    if (surrogate(i, true) || surrogate(i, false)) copy.replace(i + 2, 4, "fffd");
   }
   boost::system::error_code ec;
   json::parse_options opts;

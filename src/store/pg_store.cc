@@ -979,11 +979,7 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
         auto clock = c.exec("SELECT last_created_at FROM commit_clock WHERE id = 1", {});
         log_read_error(c, clock, "messages_since");
         if (!clock.ok()) return page;
-        const Micros asked = since;
         if (clock.rows() == 1) since = std::min(since, clock.i64(0, 0));
-        // That clock is anyone's: a cursor past the caller's own messages
-        // says only what their threads say (below), else nothing.
-        page.cursor = asked > since ? 0 : since;
         auto r = c.exec(PG_MESSAGE_SELECT
                         "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = $1 "
                         // joined_at is the joining node's clock, created_at the commit clock:
@@ -1008,8 +1004,10 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
             "ORDER BY m.seq DESC LIMIT 1)) FROM participants p WHERE p.user_id = $1",
             {user_id});
         log_read_error(c, newest, "messages_since");
-        if (newest.ok() && newest.rows() == 1 && !newest.is_null(0, 0))
-          page.cursor = std::max(page.cursor, newest.i64(0, 0));
+        // The newest message of the caller's threads (the epoch for none),
+        // whatever time was asked: see SqliteStore::messages_since.
+        page.cursor = page.messages.empty() ? since : page.messages.back().created_at;  // if the read fails
+        if (newest.ok() && newest.rows() == 1) page.cursor = newest.is_null(0, 0) ? 0 : newest.i64(0, 0);
         return page;
       });
 }

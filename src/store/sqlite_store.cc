@@ -789,11 +789,7 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
         // back as the cursor and skip what commits until then: the newest
         // commit's time stands in for it. The table is appended in commit order.
         auto clock = c.prepare("SELECT created_at FROM messages ORDER BY rowid DESC LIMIT 1");
-        const Micros asked = since;
         since = std::min<Micros>(since, clock.row() ? clock.i64(0) : 0);
-        // That newest commit is anyone's: a cursor past the caller's own
-        // messages says only what their threads say (below), else nothing.
-        page.cursor = asked > since ? 0 : since;
         // Per thread, the walk starts after the newest message at or before
         // `since`, found by walking the thread's seq index backwards from its
         // end: the cost follows what is new, not the thread's length.
@@ -819,7 +815,12 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
             "ORDER BY m.seq DESC LIMIT 1)) FROM participants p JOIN threads t ON t.id = p.thread_id "
             "WHERE p.user_id = ?");
         newest.bind(user_id);
-        if (newest.row() && !newest.is_null(0)) page.cursor = std::max(page.cursor, newest.i64(0));
+        // The newest message of the caller's threads (the epoch for none),
+        // whatever time was asked: an answer that depended on how the time
+        // asked compares with the store's newest commit would tell anyone,
+        // by bisection, when someone somewhere last wrote.
+        page.cursor = page.messages.empty() ? since : page.messages.back().created_at;  // if the read fails
+        if (newest.row()) page.cursor = newest.is_null(0) ? 0 : newest.i64(0);
         return page;
       });
 }

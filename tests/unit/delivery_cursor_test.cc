@@ -677,5 +677,42 @@ TEST(DeliveryCursor, AReplayThatSentNothingLeavesNoEntry) {
   EXPECT_EQ(c.last_sent(kT), 1);
 }
 
+// A first fill that gives way to the client's replay (Connection::replay_send
+// stops it once subscribes() moves) ends with what it went through; should
+// that replay fail, the fill is resumed from where it stopped, and the held
+// first message waits behind it.
+TEST(DeliveryCursor, AFillThatGaveWayIsResumedWhenTheReplayFails) {
+  DeliveryCursor c;
+  c.fill_before_first(32);
+  auto d = c.live(kT, 50, frame(50));  // the first live message: held, a fill begins
+  ASSERT_GE(d.fill_from, 0);
+  EXPECT_EQ(c.subscribes(kT), 0u);
+  c.begin_replay(kT, 10);  // the client subscribes
+  EXPECT_EQ(c.subscribes(kT), 1u);
+  // The fill had sent 40 and 41, then gives way.
+  EXPECT_TRUE(c.replayed(kT, 40));
+  EXPECT_TRUE(c.replayed(kT, 41));
+  c.gave_way(kT, 41, 0);
+  EXPECT_TRUE(c.end_replay(kT, 39, 41).frames.empty());  // the client's replay still runs
+  // Its read fails: the fill goes on from 41, before the replay ends.
+  auto resume = c.resume_fill(kT);
+  ASSERT_EQ(resume.from, 41);
+  EXPECT_TRUE(c.end_replay(kT, 10, 10).frames.empty());  // the failed replay: nothing read
+  EXPECT_EQ(replay(c, kT, 41, {42, 43, 44, 45, 46, 47, 48, 49, 50}),
+            (std::vector<std::string>{"m42", "m43", "m44", "m45", "m46", "m47", "m48", "m49", "m50"}));
+  EXPECT_EQ(c.resume_fill(kT).from, -1) << "resumed once";
+}
+
+TEST(DeliveryCursor, AFillThatGaveWayIsDroppedWhenTheReplayEndsWell) {
+  DeliveryCursor c;
+  c.fill_before_first(32);
+  c.live(kT, 50, frame(50));
+  c.begin_replay(kT, 10);
+  c.gave_way(kT, 17, 0);
+  EXPECT_TRUE(c.end_replay(kT, 17, 17).frames.empty());
+  c.drop_gave_way(kT);
+  EXPECT_EQ(c.resume_fill(kT).from, -1);
+}
+
 }  // namespace
 }  // namespace parley

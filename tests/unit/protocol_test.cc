@@ -286,6 +286,12 @@ TEST(ParseClientFrame, RequestIdKeptWhenFrameRefusedWhole) {
   EXPECT_EQ(surrogate.error->code, "invalid_utf8");
   EXPECT_EQ(surrogate.frame.request_id, json::value("r-s"));
 
+  // A surrogate pair in the request_id is kept as sent.
+  ParsedFrame pair =
+      parse_client_frame(R"({"type":"send_message","thread_id":"t","content":"\udc00","request_id":"r-\ud83d\ude00"})");
+  ASSERT_TRUE(pair.error);
+  EXPECT_EQ(pair.frame.request_id, json::value("r-\xF0\x9F\x98\x80"));
+
   ParsedFrame huge = parse_client_frame(R"({"type":"ping","request_id":7,"n":1e400})");
   ASSERT_TRUE(huge.error);
   EXPECT_EQ(huge.error->code, "invalid_json");

@@ -1041,9 +1041,10 @@ TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {
   EXPECT_EQ(next.messages[0].id, fresh->message.id);
 }
 
-// A time asked past the newest message is answered with the caller's own
-// newest (or nothing), never the store's newest commit: that would tell
-// anyone when someone, anywhere, last wrote.
+// The cursor is the newest message of the caller's threads (or the epoch),
+// whatever time was asked: never the store's newest commit, and never an
+// answer that shows how the time asked compares with it (bisection would
+// find it). Either would tell anyone when someone, anywhere, last wrote.
 TEST_P(StoreContract, OfflineCursorPastTheClockTellsNothingOfOthersThreads) {
   User a = make_user("alice"), b = make_user("bob"), c = make_user("carol"), d = make_user("dave"),
        loner = make_user("loner");
@@ -1056,7 +1057,11 @@ TEST_P(StoreContract, OfflineCursorPastTheClockTellsNothingOfOthersThreads) {
   OfflinePage page = ok(store_->messages_since(b.id, ahead, 10));
   EXPECT_TRUE(page.messages.empty());
   EXPECT_EQ(page.cursor, own->message.created_at);
-  EXPECT_EQ(ok(store_->messages_since(loner.id, ahead, 10)).cursor, 0);
+  // Nor by bisection: a time before the newest commit is answered alike.
+  const Micros between = (own->message.created_at + other->message.created_at) / 2;
+  EXPECT_EQ(ok(store_->messages_since(b.id, between, 10)).cursor, own->message.created_at);
+  for (Micros asked : {Micros{0}, between, other->message.created_at, ahead})
+    EXPECT_EQ(ok(store_->messages_since(loner.id, asked, 10)).cursor, 0) << asked;
 
   // The cursor still skips nothing sent later.
   auto later = send(mine.id, a.id, "after");

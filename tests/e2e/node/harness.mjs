@@ -122,7 +122,20 @@ export class ParleyServer {
   logTail(n = 40) { return this.log.slice(-n).join('\n'); }
 
   // Starts the server and resolves once it listens and GET /health answers 200.
+  // With PARLEY_TEST_PORTS, a port of the range that another process holds
+  // (a test's Redis, a server of another suite) is skipped: the next is tried.
   async start({ timeoutMs = 20000 } = {}) {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await this.startOnce({ timeoutMs });
+      } catch (err) {
+        if (tries >= PORT_TRIES || !/listen_failed: .*Address already in use/.test(err.message)) throw err;
+        this.log.push('----- port taken: the next one -----');
+      }
+    }
+  }
+
+  async startOnce({ timeoutMs }) {
     if (!fs.existsSync(PARLEY_BIN)) {
       throw new Error(`parley binary not found at ${PARLEY_BIN} (set PARLEY_BIN or build it first)`);
     }
