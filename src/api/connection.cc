@@ -418,6 +418,11 @@ void Connection::on_send(ClientFrame f) {
         if (self->closed_ || !in_order || !self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
         self->answered(id);
         if (!id.empty()) self->remember_own_send(std::move(id));
+        // The message the typist was typing is sent: their typing stops for
+        // the others now, not after the silence timeout (unless another of
+        // their devices types there).
+        if (in_order && !self->closed_ && find_typing(self->typing_, thread_id) != self->typing_.end())
+          self->stop_typing(thread_id);
       });
   };
   // A copy: the step's capture moves req, and C++ leaves the order of the two

@@ -289,6 +289,22 @@ describe('typing', { timeout: 90000 }, () => {
     await b.expectNone(isTyping(alice.id, false), 7500, 'an automatic stop after an explicit one');
   });
 
+  it('the typist sending their message stops typing at once, with no second stop later', async () => {
+    const { alice, group, a, b } = await trio();
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    await b.next(isTyping(alice.id, true), 5000, 'typing start');
+    const sentAt = Date.now();
+    await a.sendMessage({ thread_id: group.id, content: 'done typing' });
+    const stop = await b.next(isTyping(alice.id, false), 3000, 'typing stop after the send');
+    assert.ok(Date.now() - sentAt < 3000, 'promptly, not at the 6 s timeout');
+    assert.equal(stop.thread_id, group.id);
+    assert.ok(b.all((f) => f.type === 'new_message' && f.data.content === 'done typing').length === 1, 'the message reached Bob');
+    await b.expectNone(isTyping(alice.id, false), 7000, 'a second, automatic stop');
+    // A send in a thread where the sender was not typing relays nothing.
+    await a.sendMessage({ thread_id: group.id, content: 'not typing' });
+    await b.expectNone((f) => f.type === 'typing', 500, 'a typing frame for a send without typing');
+  });
+
   it('the typist disconnecting stops typing at once (well before the 6 s timeout)', async () => {
     const { alice, group, a, b, c } = await trio();
     a.send({ type: 'typing', thread_id: group.id, is_typing: true });
