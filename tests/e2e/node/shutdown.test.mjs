@@ -189,11 +189,12 @@ describe('graceful shutdown', () => {
   it('past --shutdown-timeout (PARLEY_SHUTDOWN_TIMEOUT) it exits anyway, with code 1', async () => {
     const server = await startServer({ env: { PARLEY_SHUTDOWN_TIMEOUT: '1' } });
     servers.push(server);
-    const users = await server.registerMany(10);
-    // Work that outlasts the timeout: 40 logins, each an Argon2 hash (tens of
-    // ms) on the password pool (one thread on two cores); 4 per account, as
-    // many as may wait at once.
-    const logins = Array.from({ length: 40 }, (_, i) => users[i % 10]).map((u) =>
+    const users = await server.registerMany(16);
+    // Work that outlasts the timeout: 64 logins (the most that may queue),
+    // each an Argon2 hash (tens of ms) on the password pool (one thread on
+    // two cores); 4 per account, as many as may wait at once. 40 once
+    // finished within the second on an idle machine.
+    const logins = Array.from({ length: 64 }, (_, i) => users[i % 16]).map((u) =>
       server.http('POST', '/api/auth/login', { body: { username: u.username, password: u.password } }).catch(() => null));
     await sleep(100);
     const started = Date.now();
