@@ -129,6 +129,9 @@ end
 redis.call('PUBLISH', 'parley:presence', 'R' .. ARGV[1] .. ' ' .. ARGV[2])
 return {redis.call('SMEMBERS', 'parley:online'), others})";
 
+// How long after Redis answers again a change is announced again
+// (announce_again): more than a link's longest retry backoff (redis_link.h).
+constexpr std::chrono::milliseconds kAnnounceAgainAfter{3000};
 // Announcements kept between a reload's marker and its reply, at most.
 constexpr size_t kMaxRecorded = 100000;
 
@@ -233,10 +236,14 @@ void RedisPresenceDirectory::node_online(const std::string& user_id, std::functi
   reactor_.post([this, alive, user_id, done = std::move(done)]() mutable {
     if (auto a = alive.lock(); !a || !*a) return;
     mine_[user_id] = true;
-    bool sent = run(kOnlineScript, user_id, true, [done](const redisReply* r) {
+    bool sent = run(kOnlineScript, user_id, true, [this, alive, user_id, done](const redisReply* r) {
+      heard(alive, user_id, r);
       done(!r || r->type != REDIS_REPLY_INTEGER || r->integer == 0);
     });
-    if (!sent) done(true);  // Redis unreachable: behave as one node
+    if (!sent) {  // Redis unreachable: behave as one node
+      unheard_.insert(user_id);
+      done(true);
+    }
   });
 }
 
@@ -256,11 +263,25 @@ void RedisPresenceDirectory::node_offline(const std::string& user_id, std::funct
   reactor_.post([this, alive, user_id, done = std::move(done)]() mutable {
     if (auto a = alive.lock(); !a || !*a) return;
     mine_.erase(user_id);
-    bool sent = run(kOfflineScript, user_id, false, [done](const redisReply* r) {
+    bool sent = run(kOfflineScript, user_id, false, [this, alive, user_id, done](const redisReply* r) {
+      heard(alive, user_id, r);
       done(!r || r->type != REDIS_REPLY_INTEGER || r->integer == 0);
     });
-    if (!sent) done(true);
+    if (!sent) {
+      unheard_.insert(user_id);
+      done(true);
+    }
   });
+}
+
+// A change Redis did not answer was announced by this node on its own, and
+// the bus that carried the announcement may have lost it with the link
+// (other nodes' contacts then never hear it, though Redis may well have run
+// the script): announced again once Redis is back (reconcile, register_again).
+void RedisPresenceDirectory::heard(const std::weak_ptr<bool>& alive, const std::string& user_id, const redisReply* r) {
+  if (auto a = alive.lock(); !a || !*a) return;
+  if (r && r->type == REDIS_REPLY_INTEGER) unheard_.erase(user_id);
+  else unheard_.insert(user_id);
 }
 
 // Once a second: this node's heartbeat, then the removal of dead nodes.
@@ -339,15 +360,31 @@ void RedisPresenceDirectory::reconcile() {
   std::weak_ptr<bool> alive = alive_;
   commands_.command({"SMEMBERS", "parley:node-users:" + node_id_}, [this, alive](const redisReply* r) {
     if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
-    for (size_t i = 0; i < r->elements; ++i) {
-      std::string user(r->element[i]->str, r->element[i]->len);
+    // Gone from this node: those Redis still lists for it, and those whose
+    // offline went unheard (Redis may have run it, the bus lost its news).
+    std::unordered_set<std::string> gone;
+    for (size_t i = 0; i < r->elements; ++i) gone.emplace(r->element[i]->str, r->element[i]->len);
+    for (const auto& user : unheard_) gone.insert(user);
+    for (const auto& user : gone) {
       if (mine_.count(user)) continue;
+      unheard_.erase(user);
       spdlog::info("event=presence_stale_removed node={} user_id={}", node_id_, user);
       run(kOfflineScript, user, false, [this, alive, user](const redisReply* left) {
-        if (auto a = alive.lock(); !a || !*a || !left || left->type != REDIS_REPLY_INTEGER) return;
+        if (auto a = alive.lock(); !a || !*a) return;
+        if (!left || left->type != REDIS_REPLY_INTEGER) {
+          unheard_.insert(user);  // the next reconnect tries again
+          return;
+        }
         // Another node has the user: the offline this node announced when it
-        // could not ask was wrong.
-        if (left->integer != 0 && back_hook_) back_hook_(user, /*elsewhere=*/true);
+        // could not ask was wrong. No node has them: the offline again, in
+        // case the bus lost it (the gone hook skips a user back here).
+        const bool elsewhere = left->integer != 0;
+        announce_again(user, [this, user, elsewhere] {
+          // As the copy stands then: the user may have come or gone since.
+          if (known_online(user) != elsewhere) return;
+          if (elsewhere && back_hook_) back_hook_(user, /*elsewhere=*/true);
+          if (!elsewhere && gone_hook_) gone_hook_(user);
+        });
       });
     }
     // Those this node has that Redis lost: the online script is idempotent,
@@ -375,13 +412,34 @@ void RedisPresenceDirectory::register_again() {
   // Not a structured binding: clang 14 (the sanitizer build) cannot capture one.
   for (const auto& entry : mine_) {
     const std::string& user = entry.first;
-    run(kOnlineScript, user, entry.second, [this, alive, user](const redisReply* r) {
+    const bool unheard = unheard_.erase(user) != 0;
+    run(kOnlineScript, user, entry.second, [this, alive, user, unheard](const redisReply* r) {
+      if (auto a = alive.lock(); !a || !*a) return;
+      if (!r || r->type != REDIS_REPLY_INTEGER) {
+        if (unheard) unheard_.insert(user);
+        return;
+      }
       // No node had the user: the others were told it went offline (or never
-      // heard it came): online again.
-      if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_INTEGER || r->integer != 0) return;
-      if (back_hook_) back_hook_(user, /*elsewhere=*/false);
+      // heard it came). Or its online went unheard: the bus may have lost it.
+      // Online again.
+      if (r->integer == 0 || unheard)
+        announce_again(user, [this, user] {
+          if (back_hook_) back_hook_(user, /*elsewhere=*/false);  // if still connected here
+        });
     });
   }
+}
+
+// Redis is back after this node lost it, and the other nodes' bus
+// subscriptions may be coming back too (their links retry within 2 s): an
+// announcement made at once could reach none of them.
+void RedisPresenceDirectory::announce_again(const std::string& user_id, std::function<void()> announce) {
+  std::weak_ptr<bool> alive = alive_;
+  reactor_.schedule(kAnnounceAgainAfter, [alive, user_id, announce = std::move(announce)] {
+    if (auto a = alive.lock(); !a || !*a) return;
+    spdlog::info("event=presence_announced_again user_id={}", user_id);
+    announce();
+  });
 }
 
 void RedisPresenceDirectory::on_subscription_up() {

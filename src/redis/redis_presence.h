@@ -26,7 +26,10 @@
 // Redis hold exactly this node's users (an online or offline sent while the
 // link was down may be lost even when the key did not expire); a user this
 // node announced offline on its own meanwhile, whom another node still has,
-// is announced online again (the back hook, `elsewhere`). Redis restarted
+// is announced online again (the back hook, `elsewhere`). A change whose
+// script Redis did not answer was announced by this node alone, and the bus
+// may have lost that announcement: it is announced again. Announcements made
+// again wait 3 s, for the other nodes' subscriptions to be back. Redis restarted
 // empty also forgot the nodes that died meanwhile: the first node back
 // (parley:epoch) announces their users offline (the gone hook) once the live
 // nodes have had 5 s to register theirs. The copy is
@@ -81,6 +84,8 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   const RedisEndpoint& endpoint() const { return endpoint_; }
 
  private:
+  void announce_again(const std::string& user_id, std::function<void()> announce);
+  void heard(const std::weak_ptr<bool>& alive, const std::string& user_id, const struct redisReply* r);
   void on_commands_up();
   void on_subscription_up();
   bool run(const std::string& script, const std::string& user_id, bool live, RedisLink::ReplyFn done = {});
@@ -120,6 +125,9 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   // Loop thread only: this node's users (true: with an open connection; false:
   // in the grace period), registered again after a reconnect.
   std::unordered_map<std::string, bool> mine_;
+  // Loop thread only: users whose last online or offline here Redis did not
+  // answer, announced by this node alone; announced again when it is back.
+  std::unordered_set<std::string> unheard_;
   uint64_t ticks_ = 0;
   // The reload in flight (only the latest counts), see reload().
   struct Reload {

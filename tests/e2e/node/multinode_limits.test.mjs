@@ -1,8 +1,8 @@
 // Three `parley` nodes on one PostgreSQL and one Redis share the limits of
 // CONTRACT section 5 and presence: the per-user connection limit and the
 // failed-login limit count across nodes, and a node cut off from Redis for
-// longer than its heartbeat (3 s), or a Redis restart, leaves its users online
-// at the other nodes once Redis is back. Node 3 reaches Redis through a TCP
+// longer than its heartbeat (3 s), a Redis that hangs, or a Redis restart,
+// leaves its users online at the other nodes once Redis is back. Node 3 reaches Redis through a TCP
 // proxy the test can cut, so it alone loses Redis while the others keep it.
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server
@@ -201,6 +201,36 @@ describe('three nodes share the connection and login limits and presence through
       await restoreBus();
     }
   });
+
+  // The node's presence script and the bus event that announces the user go
+  // unanswered; Redis may run the script when it wakes, but the event is lost
+  // with the links that carried it, and the other nodes' subscriptions are
+  // coming back at the same moment. Two rounds: the user connects early in
+  // the hang, and just before the links give up on it (3 s).
+  for (const pauseMs of [1500, 2800]) {
+    it(`a user who comes online while Redis hangs (${pauseMs} ms in) is announced to a contact on another node once it answers`, async () => {
+      const [alice, carol] = await nodes[0].registerMany(2);
+      await nodes[0].createDirect(alice, carol);
+      const aliceWs = await nodes[0].connect(alice);
+      let carolWs;
+      redis.pause();
+      try {
+        await sleep(pauseMs);
+        carolWs = await nodes[1].connect(carol);
+        await sleep(5000);
+      } finally {
+        redis.resume();
+      }
+      try {
+        await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 15000,
+          'carol online at alice, on another node');
+        await eventually(async () => (await onlineIn(nodes[0], alice, carol.id)) === true, 5000, 'carol online in listings');
+        await carolWs.ping();
+      } finally {
+        await restoreBus();
+      }
+    });
+  }
 
   it('Redis restarted: users stay online at the other nodes, and connection counts are back in Redis', async () => {
     const [alice, carol] = await nodes[0].registerMany(2);

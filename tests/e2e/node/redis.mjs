@@ -32,6 +32,11 @@ export class RedisServer {
     try { execFileSync(SCRIPT, ['stop', this.dir], { stdio: 'ignore', timeout: 20000 }); } catch { /* gone */ }
     running.delete(this);
   }
+  // SIGSTOP / SIGCONT: a Redis that hangs (its kernel still accepts
+  // connections, nothing answers).
+  pid() { return Number(fs.readFileSync(path.join(this.dir, 'redis.pid'), 'utf8')); }
+  pause() { process.kill(this.pid(), 'SIGSTOP'); }
+  resume() { process.kill(this.pid(), 'SIGCONT'); }
   // Commands through redis-cli (loopback only).
   cli(...args) {
     return execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', String(this.port), ...args], { encoding: 'utf8', timeout: 10000 }).trim();
