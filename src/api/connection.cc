@@ -398,7 +398,9 @@ void Connection::on_send(ClientFrame f) {
   uint64_t number = ++sends_begun_;
   unanswered_sends_.push_back(number);
   // Runs on the store's completion thread after the commit, or right here when refused.
-  auto done = [self, transport, number, request_id = f.request_id](Result<SendOutcome> r) {
+  // Typing started after this frame is the next message's: the answer leaves it.
+  const uint64_t typing_before = typing_generation_;
+  auto done = [self, transport, number, typing_before, request_id = f.request_id](Result<SendOutcome> r) {
     Frames frames = r ? self->encoder_->data_reply("message_sent", r->message_json, request_id)
                       : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
@@ -411,7 +413,7 @@ void Connection::on_send(ClientFrame f) {
     int64_t seq = in_order ? r->message.seq : 0;
     if (auto t = transport.lock())
       t->post([self, frames = std::move(frames), id = std::move(id), thread_id = std::move(thread_id), seq, in_order,
-               number]() mutable {
+               number, typing_before]() mutable {
         auto& u = self->unanswered_sends_;
         if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
         // During a replay of its thread the answer takes its seq's place (DeliveryCursor::hold_answer).
@@ -420,9 +422,11 @@ void Connection::on_send(ClientFrame f) {
         if (!id.empty()) self->remember_own_send(std::move(id));
         // The message the typist was typing is sent: their typing stops for
         // the others now, not after the silence timeout (unless another of
-        // their devices types there).
-        if (in_order && !self->closed_ && find_typing(self->typing_, thread_id) != self->typing_.end())
-          self->stop_typing(thread_id);
+        // their devices types there, or this one began the next message).
+        if (in_order && !self->closed_) {
+          auto typing = find_typing(self->typing_, thread_id);
+          if (typing != self->typing_.end() && typing->second <= typing_before) self->stop_typing(thread_id);
+        }
       });
   };
   // A copy: the step's capture moves req, and C++ leaves the order of the two
@@ -433,8 +437,8 @@ void Connection::on_send(ClientFrame f) {
   });
 }
 
-// The chat service gets a connection's sends and relays in the order the
-// client sent them. A step runs here on the loop when its thread's members are
+// The chat service gets a connection's sends, relays, edits, deletions and
+// read marks in the order the client sent them. A step runs here on the loop when its thread's members are
 // cached (send() and relay() then do not block); otherwise it goes to a
 // worker, and every later step follows it through the same serial queue until
 // the queue is idle again, so none overtakes it. Steps capture what they need
@@ -782,7 +786,7 @@ void Connection::replay_end(std::shared_ptr<Replay> r, int64_t replayed_up_to) {
 
 void Connection::on_mark_read(ClientFrame f) {
   auto self = shared_from_this();
-  off_loop([self, f]() -> std::function<void()> {
+  off_loop_in_order([self, f]() -> std::function<void()> {
     auto seq = self->ctx_.chat.mark_read(self->user_id_, f.thread_id, f.up_to_seq.value_or(kAllSeqs), self->session_id_);
     return [self, f, seq] {
       if (!seq) return self->send_error(seq.error(), f.request_id);
@@ -928,7 +932,7 @@ void Connection::on_delivered(ClientFrame f) {
 // get the event from the chat service; this one gets it as the reply.
 void Connection::on_moderate(ClientFrame f) {
   auto self = shared_from_this();
-  off_loop([self, f]() -> std::function<void()> {
+  off_loop_in_order([self, f]() -> std::function<void()> {
     const bool del = f.type == ClientType::kDeleteMessage;
     auto m = del ? self->ctx_.chat.delete_message(self->user_id_, f.message_id, self->session_id_)
                  : self->ctx_.chat.edit_message(self->user_id_, f.message_id, f.content, self->session_id_);
@@ -1254,14 +1258,26 @@ void Connection::close(CloseReason reason, std::string text) {
 }
 
 void Connection::off_loop(std::function<std::function<void()>()> work) {
+  ctx_.workers.submit(then_on_loop(std::move(work)));
+}
+
+// Two edits of one message sent back to back must be stored, and answered,
+// in that order, or the older text wins; likewise read marks and their
+// receipts. So these go through the connection's serial queue, behind its
+// earlier sends, relays and changes.
+void Connection::off_loop_in_order(std::function<std::function<void()>()> work) {
+  in_order({}, then_on_loop(std::move(work)));
+}
+
+std::function<void()> Connection::then_on_loop(std::function<std::function<void()>()> work) {
   std::weak_ptr<Transport> transport = transport_;
-  ctx_.workers.submit([self = shared_from_this(), transport, work = std::move(work)] {
+  return [self = shared_from_this(), transport, work = std::move(work)] {
     auto then = work();
     if (auto t = transport.lock())
       t->post([self, then = std::move(then)] {
         if (!self->closed_) then();
       });
-  });
+  };
 }
 
 }  // namespace parley

@@ -171,6 +171,9 @@ class Connection final : public ClientSession,
   // the function it returns on this connection's loop, unless the connection
   // closed meanwhile.
   void off_loop(std::function<std::function<void()>()> work);
+  // The same, in the order of the connection's other steps (in_order).
+  void off_loop_in_order(std::function<std::function<void()>()> work);
+  std::function<void()> then_on_loop(std::function<std::function<void()>()> work);
 
   // Members are ordered to leave no padding: every idle connection carries
   // this object, and its size decides its allocation class (at most 496

@@ -144,6 +144,21 @@ describe('delivery and read receipts across devices', { timeout: 60000 }, () => 
     assert.deepEqual(receiptsAt(), heard, "receipts at Alice's devices for a mark that moved nothing");
   });
 
+  it('marks sent back to back on one connection are answered in order, the last answer the mark', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const sends = [];
+    for (let i = 0; i < 40; i++) sends.push(a.sendMessage({ thread_id: thread.id, content: `m${i}` }, 15000));
+    await Promise.all(sends);
+    const b = await server.connect(bob);
+    for (let seq = 1; seq <= 40; seq++) b.send({ type: 'mark_as_read', thread_id: thread.id, up_to_seq: seq, request_id: `mark-${seq}` });
+    await b.next((f) => f.type === 'read_receipt' && f.request_id === 'mark-40', 10000, 'the last answer');
+    const answers = b.all((f) => f.type === 'read_receipt' && typeof f.request_id === 'string');
+    assert.deepEqual(answers.map((f) => f.request_id), Array.from({ length: 40 }, (_, i) => `mark-${i + 1}`), 'answers in request order');
+    assert.equal(answers.at(-1).seq, 40, 'the last answer says the mark as it is');
+  });
+
   it("history status as the sender sees it moves sent → delivered → read, per message", async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
@@ -303,6 +318,26 @@ describe('typing', { timeout: 90000 }, () => {
     // A send in a thread where the sender was not typing relays nothing.
     await a.sendMessage({ thread_id: group.id, content: 'not typing' });
     await b.expectNone((f) => f.type === 'typing', 500, 'a typing frame for a send without typing');
+  });
+
+  it('typing begun after a send (the next message) is not stopped by that send, and still times out', async () => {
+    const { alice, group, a, b } = await trio();
+    // Back to back, as a client does when its user starts the next message
+    // before the first one's answer: typing, send, typing.
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    a.send({ type: 'send_message', thread_id: group.id, content: 'first of two', request_id: 'first' });
+    a.send({ type: 'typing', thread_id: group.id, is_typing: true });
+    const startedAt = Date.now();
+    await a.next((f) => f.type === 'message_sent' && f.request_id === 'first', 5000, 'the answer');
+    await b.next((f) => f.type === 'new_message' && f.data.content === 'first of two', 5000, 'the message at Bob');
+    await sleep(500);
+    const seen = () => b.all((f) => f.type === 'typing' && f.user_id === alice.id).map((f) => f.is_typing);
+    assert.equal(seen().at(-1), true, `Bob still sees Alice typing the next message: ${JSON.stringify(seen())}`);
+    // The second start is typing like any other: stopped by its own timeout.
+    const stops = seen().filter((x) => !x).length;
+    await until(() => seen().filter((x) => !x).length > stops, { timeoutMs: 10000 });
+    const stoppedAfter = Date.now() - startedAt;
+    assert.ok(stoppedAfter >= 4500 && stoppedAfter <= 10000, `the automatic stop came ${stoppedAfter} ms after the second start: ${JSON.stringify(seen())}`);
   });
 
   it('the typist disconnecting stops typing at once (well before the 6 s timeout)', async () => {

@@ -179,6 +179,23 @@ describe('message delete and edit', () => {
     }
   });
 
+  it('edits sent back to back on one connection are stored and answered in order: the last one wins', async () => {
+    const { bob, carol, thread } = await group();
+    const bobWs = await server.connect(bob);
+    const carolWs = await server.connect(carol);
+    const m = await bobWs.sendMessage({ thread_id: thread.id, content: 'draft' });
+    const edits = Array.from({ length: 20 }, (_, i) => `edit ${i + 1}`);
+    edits.forEach((content, i) => bobWs.send({ type: 'edit_message', message_id: m.id, content, request_id: `e${i + 1}` }));
+    await bobWs.next((f) => f.type === 'message_edited' && f.request_id === 'e20', 10000, 'the last answer');
+    const answers = bobWs.all((f) => f.type === 'message_edited' && f.request_id);
+    assert.deepEqual(answers.map((f) => f.data.content), edits, 'answers in request order, each with its own text');
+    const stored = (await server.history(carol.token, thread.id)).find((x) => x.id === m.id);
+    assert.equal(stored.content, 'edit 20', 'history holds the last edit');
+    await carolWs.next((f) => f.type === 'message_edited' && f.data.content === 'edit 20', 5000, 'the last edit at Carol');
+    await sleep(300);
+    assert.equal(carolWs.all((f) => f.type === 'message_edited').at(-1).data.content, 'edit 20', "Carol's last frame shows the message as it is");
+  });
+
   it('an edit and a delete carry the message\'s status as history has it: read ticks never go back', async () => {
     const { admin, bob, carol, thread } = await group();
     const adminWs = await server.connect(admin);
