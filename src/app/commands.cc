@@ -83,9 +83,16 @@ Result<std::string> resolve_secret(const Config& config) {
   return secret;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
+// --jwt-public-key: the PEM text itself (as an environment variable holds
+// it), or the path of a file holding it. A key given and not found is an
+// error: started without it, every provider token would be refused.
+Result<std::string> jwt_public_key(const std::string& value) {
+  if (value.empty() || value.starts_with("-----BEGIN")) return value;
+  std::ifstream in(value);
+  if (!in) return Error{ErrorKind::kInternal, "invalid_config", "cannot read the --jwt-public-key file " + value};
+  std::string pem(std::istreambuf_iterator<char>(in), {});
+  if (pem.empty()) return Error{ErrorKind::kInternal, "invalid_config", "the --jwt-public-key file " + value + " is empty"};
+  return pem;
 }
 
 // Everything a command needs to talk to the data: store, bus, chat service.
@@ -135,8 +142,9 @@ Result<Core> open_core(const Config& config, bool serving = false) {
     if (auto st = no_unfinished_restore(config.data_dir); !st) return st.error();
   auto secret = resolve_secret(config);
   if (!secret) return secret.error();
-  std::string pem = config.jwt_public_key_file.empty() ? "" : read_file(config.jwt_public_key_file);
-  auto jwt = JwtVerifier::create(*secret, pem);
+  auto pem = jwt_public_key(config.jwt_public_key_file);
+  if (!pem) return pem.error();
+  auto jwt = JwtVerifier::create(*secret, *pem);
   if (!jwt) return jwt.error();
   StoreOptions options = store_options(config);
   options.beside_server = !serving;  // `user add`, `token`: no DataDirLock of their own
@@ -241,7 +249,7 @@ void add_roles_option(CLI::App& cmd, Config& c) {
 
 void add_serve_options(CLI::App& cmd, Config& c) {
   Limits& l = c.limits;
-  cmd.add_option("--jwt-public-key", c.jwt_public_key_file, "PEM public key accepting RS256/ES256 provider tokens")
+  cmd.add_option("--jwt-public-key", c.jwt_public_key_file, "PEM public key accepting RS256/ES256 provider tokens: a file's path, or the PEM text itself")
       ->envname("PARLEY_JWT_PUBLIC_KEY");
   add_roles_option(cmd, c);
   cmd.add_option("--port", c.port, "TCP port (0 = any free port)")->envname("PARLEY_PORT")->capture_default_str();

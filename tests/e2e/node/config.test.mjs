@@ -2,6 +2,7 @@
 // disabling metrics, and settings from the environment.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -201,6 +202,32 @@ describe('server configuration', () => {
     for (const foreign of ['--port', '--bind', '--max-frame-bytes', '--jwt-public-key', '--no-metrics', '--threads']) {
       assert.doesNotMatch(addHelp.stdout, new RegExp(`${foreign}\\b`), `user add --help does not list ${foreign}`);
     }
+  });
+
+  it('--jwt-public-key takes a file or the PEM text itself; a file that cannot be read stops the start', async () => {
+    const { publicKey, privateKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pem = publicKey.export({ type: 'spki', format: 'pem' });
+    const b64 = (x) => Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url');
+    const es256 = (claims) => {
+      const head = `${b64({ alg: 'ES256', typ: 'JWT' })}.${b64(claims)}`;
+      const sig = crypto.sign('sha256', Buffer.from(head), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+      return `${head}.${sig.toString('base64url')}`;
+    };
+    const keyFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'parley-key-')), 'provider.pem');
+    fs.writeFileSync(keyFile, pem);
+    for (const [what, opts] of [['a file', { args: ['--jwt-public-key', keyFile] }],
+      ['the PEM text in PARLEY_JWT_PUBLIC_KEY', { env: { PARLEY_JWT_PUBLIC_KEY: pem } }]]) {
+      const server = await start(opts);
+      const sub = crypto.randomUUID();
+      const token = es256({ sub, email: `p_${randomId(6)}@example.org`, exp: Math.floor(Date.now() / 1000) + 600 });
+      const me = await server.http('GET', '/api/users/me', { token });
+      assert.equal(me.status, 200, `${what}: ${me.text}`);
+      assert.equal(me.body.data.id, sub, `${what}: the provider's user is provisioned`);
+    }
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-key-data-'));
+    const missing = await parley(['serve', '--port', '0', '--data-dir', dataDir, '--jwt-public-key', `${keyFile}.missing`]);
+    assert.equal(missing.code, 1, `a missing key file stops the start: ${missing.stdout}${missing.stderr}`);
+    assert.match(missing.stdout + missing.stderr, /--jwt-public-key/);
   });
 
   it('every flag of parley and parley-cli that the docs name is one a command of theirs takes', async (t) => {
