@@ -242,7 +242,7 @@ HttpResponse search_users(Call& c) {
   std::string q = it == c.req.query.end() ? "" : it->second;
   // A NUL would end SQLite's LIKE pattern early (and match everyone); no name has a control character.
   if (has_control_chars(q)) return failure(bad_input("invalid_field", "search must not contain control characters"));
-  auto found = c.chat.search_users(q, 50);
+  auto found = c.chat.search_users(*c.user, q, 50);
   if (!found) return failure(found.error());
   json::array arr;
   for (const auto& u : *found) arr.push_back(user_json(u));
@@ -262,7 +262,7 @@ HttpResponse presence(Call& c) {
 
 HttpResponse user_by_id(Call& c) {
   if (!is_uuid(c.parts[2])) return failure(not_found("user_not_found", "no such user"));
-  auto u = c.chat.user(normalize_uuid(c.parts[2]));
+  auto u = c.chat.user_as_seen_by(*c.user, normalize_uuid(c.parts[2]));
   if (!u) return failure(u.error());
   return success(200, user_json(*u));
 }

@@ -241,10 +241,11 @@ void add_token_options(CLI::App& cmd, Config& c) {
 }
 
 void add_roles_option(CLI::App& cmd, Config& c) {
-  cmd.add_option("--roles", c.roles, "The roles users may have, comma-separated")
+  cmd.add_option("--roles", c.roles,
+                 "The only roles users may take, comma-separated (default: any text; e.g. parent,student, so that "
+                 "no one registers as a teacher)")
       ->envname("PARLEY_ROLES")
-      ->delimiter(',')
-      ->capture_default_str();
+      ->delimiter(',');
 }
 
 void add_serve_options(CLI::App& cmd, Config& c) {
@@ -621,7 +622,7 @@ int run_cli(int argc, char** argv) {
   add_cmd->add_option("--username", reg.username, "3-32 of a-z 0-9 _ .")->required();
   add_cmd->add_option("--password", reg.password, "At least 8 characters")->required();
   add_cmd->add_option("--full-name", reg.full_name, "Display name")->required();
-  add_cmd->add_option("--role", reg.role, "One of --roles (default: no role, shown as member)");
+  add_cmd->add_option("--role", reg.role, "Free text, or one of --roles when given (default: no role, shown as member)");
   auto* phone_opt = add_cmd->add_option("--phone", phone, "Phone number (login alternative)");
   add_roles_option(*add_cmd, config);
   add_cmd->add_flag("--json", user_add_json, "Print {user, token} as JSON (the token lasts --token-ttl)");

@@ -55,8 +55,36 @@ Result<User> ChatService::user(const std::string& user_id) {
   return not_found("user_not_found", "no such user");
 }
 
-Result<std::vector<User>> ChatService::search_users(const std::string& query, int limit) {
-  return store_.search_users(query, limit);
+// A directory anyone signed in can search must not hand a stranger a
+// parent's phone number, nor let them watch when a teacher goes offline.
+Status ChatService::hide_private(const User& viewer, std::vector<User>& users) {
+  bool strangers = false;
+  for (const auto& u : users) strangers |= u.id != viewer.id;
+  if (!strangers) return Ok{};
+  auto contacts = store_.contacts(viewer.id);
+  if (!contacts) return contacts.error();
+  std::sort(contacts->begin(), contacts->end());
+  for (auto& u : users) {
+    if (u.id == viewer.id || std::binary_search(contacts->begin(), contacts->end(), u.id)) continue;
+    u.phone_number.reset();
+    u.last_seen = 0;
+  }
+  return Ok{};
+}
+
+Result<User> ChatService::user_as_seen_by(const User& viewer, const std::string& user_id) {
+  auto u = user(user_id);
+  if (!u) return u.error();
+  std::vector<User> one{std::move(*u)};
+  if (auto st = hide_private(viewer, one); !st) return st.error();
+  return std::move(one.front());
+}
+
+Result<std::vector<User>> ChatService::search_users(const User& viewer, const std::string& query, int limit) {
+  auto found = store_.search_users(query, limit);
+  if (!found) return found.error();
+  if (auto st = hide_private(viewer, *found); !st) return st.error();
+  return found;
 }
 
 // ---------------------------------------------------------------- threads

@@ -82,7 +82,10 @@ class ChatService {
 
   // --- users (blocking) ---
   Result<User> user(const std::string& user_id);
-  Result<std::vector<User>> search_users(const std::string& query, int limit);
+  // As `viewer` may see them: a phone number and last_seen only for the
+  // viewer themselves and those who share a thread with them (as presence).
+  Result<User> user_as_seen_by(const User& viewer, const std::string& user_id);
+  Result<std::vector<User>> search_users(const User& viewer, const std::string& query, int limit);
 
   // --- threads (blocking) ---
   struct CreateThreadRequest {
@@ -211,6 +214,7 @@ class ChatService {
   Store& store() { return store_; }
 
  private:
+  Status hide_private(const User& viewer, std::vector<User>& users);
   Status acknowledge(const std::string& user_id, const Message& message);
   Error group_too_large() const;
   Result<std::shared_ptr<const ThreadMembers>> require_member(const std::string& user_id,

@@ -184,3 +184,47 @@ describe('a member removed and added again while connected', () => {
     for (const ws of senders) ws.close();
   });
 });
+
+describe("a user's phone number and last_seen are for those who share a thread with them", () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('a stranger finds the user (name, role) without them; a contact and the user see them', async () => {
+    const phone = `+44 7700 ${String(Math.floor(Math.random() * 1e6)).padStart(6, '0')}`;
+    const [teacher, parent, stranger] = [
+      await server.register({ phone_number: phone, role: 'teacher' }),
+      await server.register(),
+      await server.register(),
+    ];
+    await server.createDirect(teacher, parent);
+    // last_seen set: the teacher was online and went offline.
+    const ws = await server.connect(teacher);
+    ws.close();
+    const deadline = Date.now() + 10000;
+    let seen;
+    while (Date.now() < deadline) {
+      seen = (await server.http('GET', `/api/users/${teacher.id}`, { token: parent.token })).body.data;
+      if (seen.last_seen) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(seen.phone_number, phone, 'a contact sees the number');
+    assert.ok(seen.last_seen, 'a contact sees last_seen');
+
+    const byId = await server.http('GET', `/api/users/${teacher.id}`, { token: stranger.token });
+    assert.equal(byId.status, 200, byId.text);
+    assert.equal(byId.body.data.username, teacher.username);
+    assert.equal(byId.body.data.role, 'teacher');
+    assert.equal(byId.body.data.phone_number, null, 'no number for a stranger');
+    assert.equal(byId.body.data.last_seen, null, 'no last_seen for a stranger');
+    const found = await server.http('GET', `/api/users?search=${teacher.username}`, { token: stranger.token });
+    const hit = found.body.data.users.find((u) => u.id === teacher.id);
+    assert.ok(hit, 'the stranger finds the teacher to write to');
+    assert.equal(hit.phone_number, null);
+    assert.equal(hit.last_seen, null);
+    const asContact = await server.http('GET', `/api/users?search=${teacher.username}`, { token: parent.token });
+    assert.equal(asContact.body.data.users.find((u) => u.id === teacher.id).phone_number, phone);
+    const self = await server.http('GET', `/api/users?search=${teacher.username}`, { token: teacher.token });
+    assert.equal(self.body.data.users.find((u) => u.id === teacher.id).phone_number, phone, 'the user sees their own');
+  });
+});

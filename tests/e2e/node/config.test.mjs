@@ -127,16 +127,21 @@ describe('server configuration', () => {
     }
   });
 
-  it('roles: --role must be one the product knows; --roles / PARLEY_ROLES change the list, for registration too', async () => {
+  it('roles: any text by default (the contract\'s free text); --roles / PARLEY_ROLES restrict them, for registration too', async () => {
     const server = await start({ args: ['--roles', 'teacher,parent,nurse'] });
     const add = (role, extra = []) => parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
       '--password', 'cli-password-1', '--full-name', 'Role Test', '--role', role, ...extra]);
-    const wizard = await add('wizard');
+    // `parley user add` has its own --roles: an administrator creates the
+    // roles the server's registration may not offer.
+    assert.equal((await add('principal')).code, 0, 'any role by default');
+    const wizard = await add('wizard', ['--roles', 'nurse,teacher']);
     assert.equal(wizard.code, 1);
-    assert.match(wizard.stderr, /^parley: invalid_role: role must be one of: teacher, parent, student, admin$/m);
+    assert.match(wizard.stderr, /^parley: invalid_role: role must be one of: nurse, teacher$/m);
     assert.equal((await add('nurse', ['--roles', 'nurse,teacher'])).code, 0);
-    assert.equal((await parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
-      '--password', 'cli-password-1', '--full-name', 'Env Role', '--role', 'nurse'], { env: { PARLEY_ROLES: 'nurse' } })).code, 0);
+    const envOnly = (role) => parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
+      '--password', 'cli-password-1', '--full-name', 'Env Role', '--role', role], { env: { PARLEY_ROLES: 'nurse' } });
+    assert.equal((await envOnly('nurse')).code, 0);
+    assert.equal((await envOnly('teacher')).code, 1, 'PARLEY_ROLES restricts too');
 
     // The server's list (--roles teacher,parent,nurse) applies to POST /api/auth/register.
     const ok = await server.http('POST', '/api/auth/register', { body: { username: `r_${randomId(5)}`, password: 'pw-12345678', full_name: 'N', role: 'nurse' } });
@@ -145,6 +150,12 @@ describe('server configuration', () => {
     assert.equal(bad.status, 400, bad.text);
     assert.equal(bad.body.code, 'invalid_role');
     assert.match(bad.body.message, /teacher, parent, nurse/);
+
+    // Without --roles, registration takes any role text.
+    const open = await start();
+    const free = await open.http('POST', '/api/auth/register', { body: { username: `r_${randomId(5)}`, password: 'pw-12345678', full_name: 'P', role: 'principal' } });
+    assert.equal(free.status, 201, free.text);
+    assert.equal(free.body.data.user.role, 'principal');
   });
 
   it('serve refuses a Socket.IO ping interval or timeout of 0, below or past an hour, from a flag or the environment', async () => {
