@@ -325,7 +325,8 @@ HttpResponse history(Call& c) {
     if (!v || *v < 0 || *v > kMaxSeq) return failure(bad_input("invalid_field", std::string(key) + " " + seq_range_text()));
     *target = *v;
   }
-  if (auto it = c.req.query.find("limit"); it != c.req.query.end()) {
+  // Empty, as the cursors: an app filling the template ?before_seq=&after_seq=&limit= gets the default.
+  if (auto it = c.req.query.find("limit"); it != c.req.query.end() && !it->second.empty()) {
     auto v = parse_int(it->second);
     if (!v) return failure(bad_input("invalid_limit", "limit must be between 1 and 200"));
     q.limit = static_cast<int>(std::clamp<int64_t>(*v, -1, 1000));

@@ -498,6 +498,13 @@ describe('REST API', () => {
       }
     });
 
+    it('empty parameters, as the template ?before_seq=&after_seq=&limit= leaves them, are absent: the default page', async () => {
+      const all = await page('');
+      const templated = await page('?before_seq=&after_seq=&limit=');
+      assert.equal(templated.status, 200, templated.text);
+      assert.deepEqual(seqsOf(templated), seqsOf(all));
+    });
+
     it('history is the same for both participants', async () => {
       const mine = await server.history(a.token, thread.id);
       const theirs = await server.history(b.token, thread.id);
