@@ -95,15 +95,21 @@ SqliteStore::~SqliteStore() { close(); }
 void SqliteStore::close() {
   std::call_once(close_once_, [this] {
     writer_->stop();  // every queued write committed, every callback run
-    checkpointer_.reset();
-    writer_conn_.reset();  // the last connection out checkpoints what is left
     std::vector<std::unique_ptr<SqliteConn>> idle;
     {
       std::lock_guard lock(readers_mu_);
       readers_closed_ = true;
       idle.swap(readers_);
     }
-    spdlog::info("event=store_closed path={}", path_);
+    idle.clear();
+    checkpointer_.reset();
+    // Last, so that it is the last connection out: SQLite then copies the
+    // WAL into the database and deletes it. Closed first, it left the WAL
+    // to the read-only readers, which cannot: a stopped server's database
+    // file alone then lacked recent messages, and the WAL kept deleted text.
+    writer_conn_.reset();
+    spdlog::info("event=store_closed path={} wal_left={}", path_,
+                 std::filesystem::exists(path_ + "-wal") ? "yes" : "no");
   });
 }
 

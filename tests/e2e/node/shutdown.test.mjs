@@ -8,7 +8,9 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { io } from 'socket.io-client';
-import { startServer, sleep, randomId, HOST } from './harness.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startServer, sleep, randomId, HOST, TEST_STORE } from './harness.mjs';
 
 // A WebSocket client that never answers the server's close frame and reads
 // nothing after the handshake: the server keeps its connection (and so the
@@ -157,6 +159,11 @@ describe('graceful shutdown', () => {
     assert.equal(signal, null, `exited by itself, not killed by ${signal}`);
     assert.equal(code, 0, `exit code 0\n${server.logTail()}`);
     assert.ok(server.log.some((l) => l.includes('event=shutdown_drained')), server.logTail());
+    if (TEST_STORE === 'sqlite') {
+      // The store was closed whole: parley.db alone holds everything (a copy of
+      // it is complete), and no WAL keeps old pages (deleted text) behind.
+      assert.equal(fs.existsSync(path.join(server.dataDir, 'parley.db-wal')), false, 'parley.db-wal is gone after a clean stop');
+    }
 
     for (const ws of wsClients) {
       const info = await ws.waitClose(5000);
