@@ -1,6 +1,7 @@
 #include "app/config_file.h"
 
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 
 #include "common/redact.h"
@@ -63,6 +64,41 @@ std::string toml_value(const std::string& v) {
   return out + "\"";
 }
 
+// CLI11's reader takes `key = "value` (no closing quote) as the value
+// `"value`, so a data dir of `"/srv/parley` would start a new, empty store
+// beside it. A value that opens a quote must close it on its line
+// (multi-line strings, triple-quoted, and lists are left to CLI11).
+Status check_closed_values(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    size_t eq = line.find('=');
+    size_t start = line.find_first_not_of(" \t");
+    if (eq == std::string::npos || start == std::string::npos || line[start] == '#' || line[start] == '[') continue;
+    std::string_view v(line);
+    v.remove_prefix(std::min(v.size(), v.find_first_not_of(" \t", eq + 1)));
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\r')) v.remove_suffix(1);
+    if (v.empty() || v.starts_with(R"(""")") || v.starts_with("'''")) continue;
+    const char open = v.front();
+    bool closed = true;
+    if (open == '"' || open == '\'') {
+      closed = false;
+      for (size_t i = 1; i < v.size(); ++i) {
+        if (open == '"' && v[i] == '\\') {
+          ++i;
+        } else if (v[i] == open) {
+          closed = true;
+          break;
+        }
+      }
+    }
+    if (!closed)
+      return bad_input("bad_setting", path + ":" + std::to_string(n) + ": the value opens " + std::string(1, open) +
+                                          " and does not close it");
+  }
+  return Ok{};
+}
+
 }  // namespace
 
 SettingSources given_settings(const CLI::App& cmd, int argc, char** argv) {
@@ -108,6 +144,7 @@ Status apply_config_file(const std::string& path, const CLI::App& root, CLI::App
   } catch (const CLI::FileError& e) {
     return bad_input("config_unreadable", "cannot read config file " + path + ": " + e.what());
   }
+  if (auto st = check_closed_values(path); !st) return st;
   // The sections that speak for cmd, the nearest first: its own name, then
   // each command it is under (`parley user disable`: [disable], [user]);
   // `config check` reads as serve ([serve] only).

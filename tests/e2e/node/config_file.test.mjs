@@ -163,6 +163,9 @@ describe('configuration file', () => {
       ['pingtimeout.toml', '[serve]\nsocketio-ping-timeout = -1\n', /bad_setting: .*socketio-ping-timeout'.*not in range 1000 to 3600000/],
       ['choice.toml', 'registration = "sometimes"\n', /bad_setting: .*'registration'/],
       ['section.toml', '[nonsense]\nport = 3000\n', /unknown_setting: .*\[nonsense\]/],
+      // Read as the value `"/srv/parley`, it would start a new store beside the real one.
+      ['quote.toml', '[serve]\ndata-dir = "/srv/parley\n', /bad_setting: .*quote\.toml:2: the value opens " and does not close it/],
+      ['squote.toml', "log-level = 'info\n", /bad_setting: .*squote\.toml:1: the value opens ' and does not close it/],
       // What serve would refuse at start is refused here too.
       ['loglevel.toml', 'log-level = "verbose"\n', /bad_setting: unknown log level verbose/],
       ['https.toml', 'webhook-url = "https://hooks.example/p"\nwebhook-secret = "s"\n', /invalid_webhook_url/],
