@@ -49,6 +49,11 @@ int64_t scalar(sqlite3* db, const char* sql) {
   return v;
 }
 
+bool parley_tables(sqlite3* db) {
+  return scalar(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                    "('users', 'threads', 'participants', 'messages')") == 4;
+}
+
 // "ok", or the first problem quick_check reports.
 std::string quick_check(sqlite3* db) {
   sqlite3_stmt* st = nullptr;
@@ -267,6 +272,11 @@ Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string
   // writing; WAL lets this reader see one snapshot while it does.
   auto src = open_db(source.string(), SQLITE_OPEN_READONLY);
   if (!src) return Error{ErrorKind::kInternal, "backup_failed", src.error().message};
+  // restore refuses anything else: a scheduled backup must not report
+  // success while it copies an empty file (a data dir never served).
+  if (!parley_tables(src->get()))
+    return Error{ErrorKind::kInternal, "backup_failed",
+                 source.string() + " is not a Parley database (no users, threads, participants and messages tables)"};
   const fs::path target = fs::absolute(to, ec);
   remove_stale_partials(target);
   return copy_to_new_file(src->get(), target, "DELETE", "backup_failed");
@@ -320,7 +330,7 @@ Result<CopySummary> sqlite_restore(const std::string& from, const std::string& d
   // Any SQLite file would copy; only a Parley database is worth restoring.
   if (std::string check = quick_check(src->get()); check != "ok")
     return bad_input("not_a_backup", from + " is not a sound SQLite database: " + check);
-  if (scalar(src->get(), "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('users', 'threads', 'participants', 'messages')") != 4)
+  if (!parley_tables(src->get()))
     return bad_input("not_a_backup", from + " is not a Parley database (no users, threads, participants and messages tables)");
   // serve would refuse the restored database (migrate_schema does not go
   // back); better to say so now, before the data dir is touched.

@@ -220,6 +220,15 @@ describe('backup, restore and check', () => {
     const again = await parley(['backup', '--data-dir', server.dataDir, '--to', file]);
     assert.equal(again.code, 1, 'an existing backup file is not overwritten');
     assert.match(again.stderr, /backup_exists/);
+
+    // A data dir whose parley.db is empty (never served): no "success" with -1 counts.
+    const empty = path.join(dir, 'empty');
+    fs.mkdirSync(empty);
+    fs.writeFileSync(path.join(empty, 'parley.db'), '');
+    const nothing = await parley(['backup', '--data-dir', empty, '--to', path.join(dir, 'nothing.db')]);
+    assert.equal(nothing.code, 1, `${nothing.stdout}${nothing.stderr}`);
+    assert.match(nothing.stderr, /backup_failed: .*not a Parley database/);
+    assert.ok(!fs.existsSync(path.join(dir, 'nothing.db')), 'no backup file');
   });
 
   it('a backup stopped by SIGTERM or SIGINT removes its partial files, says so and exits 1', { skip: sqliteOnly }, async () => {
