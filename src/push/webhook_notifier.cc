@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <future>
 
@@ -286,26 +287,55 @@ void WebhookNotifier::sweep_overdue() {
   if (ok && looked_at == static_cast<size_t>(kOverdueBatch)) next_sweep_ = Clock::now();
 }
 
+// At most `concurrency` POSTs at once, one thread each. A slot is claimed
+// again as soon as its POST ends: one slow receiver holds one slot, not
+// the notifications due behind it (the senders wake this loop as they end).
 void WebhookNotifier::delivery_loop() {
   const int concurrency = std::max(1, config_.concurrency);
+  struct Sender {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Sender> senders;
+  auto reap = [&senders] {
+    std::erase_if(senders, [](Sender& s) {
+      if (!s.done->load()) return false;
+      s.thread.join();
+      return true;
+    });
+  };
   while (true) {
     {
       std::lock_guard lock(mu_);
-      if (stopping_) return;
+      if (stopping_) break;
     }
+    reap();
     if (Clock::now() >= next_sweep_) sweep_overdue();
-    const Micros now = now_micros();
-    auto claimed = store_.claim_notifications(now, now + kLeaseMicros, concurrency);
-    if (!claimed) spdlog::warn("event=webhook_claim_failed code={}", claimed.error().code);
-    if (claimed && !claimed->empty()) {
-      // At most `concurrency` POSTs at once: one thread each, joined before the next claim.
-      std::vector<std::thread> senders;
-      for (const auto& n : *claimed) senders.emplace_back([this, n] { deliver(n); });
-      for (auto& t : senders) t.join();
-      continue;  // there may be more due
+    const int free = concurrency - static_cast<int>(senders.size());
+    if (free > 0) {
+      const Micros now = now_micros();
+      auto claimed = store_.claim_notifications(now, now + kLeaseMicros, free);
+      if (!claimed) spdlog::warn("event=webhook_claim_failed code={}", claimed.error().code);
+      if (claimed && !claimed->empty()) {
+        for (const auto& n : *claimed) {
+          auto done = std::make_shared<std::atomic<bool>>(false);
+          senders.push_back({std::thread([this, n, done] {
+                               deliver(n);
+                               done->store(true);
+                               {
+                                 std::lock_guard lock(mu_);
+                                 wake_delivery_ = true;
+                               }
+                               delivery_cv_.notify_one();
+                             }),
+                             done});
+        }
+        continue;  // there may be more due
+      }
     }
     wait_for_due();
   }
+  for (auto& s : senders) s.thread.join();
 }
 
 void WebhookNotifier::count_dead_letters() {

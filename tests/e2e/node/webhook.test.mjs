@@ -370,6 +370,40 @@ describe('webhook for offline participants', () => {
     }
   });
 
+  it('one slow POST holds one of the --webhook-concurrency slots, not the notifications due behind it', async () => {
+    const arrived = [];
+    const held = [];
+    const receiver = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        arrived.push({ content: body.message.content, at: Date.now() });
+        if (body.message.content === 'slow') held.push(res);  // answered only at the end
+        else res.writeHead(200).end('ok');
+      });
+    });
+    await new Promise((resolve) => receiver.listen(0, HOST, resolve));
+    const url = `http://${HOST}:${receiver.address().port}/hooks`;
+    const server = await startServer({ args: ['--webhook-url', url, '--webhook-secret', secret] });
+    try {
+      const [alice, bob, carol, dave] = await server.registerMany(4);
+      const slowThread = await server.createDirect(alice, bob);
+      const fastThread = await server.createDirect(carol, dave);
+      assert.equal((await server.sendRest(alice.token, slowThread.id, { content: 'slow' })).status, 201);
+      await waitFor(() => arrived.length === 1, 10000, 'the slow POST');
+      const sentAt = Date.now();
+      for (let i = 0; i < 5; i++) assert.equal((await server.sendRest(carol.token, fastThread.id, { content: `fast ${i}` })).status, 201);
+      await waitFor(() => arrived.length === 6, 4000, 'the five others while the slow one is held (4 s: it times out at 5 s)');
+      const late = arrived.slice(1).filter((a) => a.at - sentAt > 2500);
+      assert.deepEqual(late, [], 'none waited for the slow POST');
+    } finally {
+      for (const res of held) res.destroy();
+      await server.stop();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
+
   it('a receiver that does not answer: the stop abandons its POST, exits 0 in time, and the next start sends it', async () => {
     const held = [];
     let answer = false;
