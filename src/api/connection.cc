@@ -286,9 +286,12 @@ void Connection::on_frame(ClientFrame f) {
   if (closed_) return;
   // A client may acknowledge every message of a replay longer than the burst:
   // a receipt past the limit is dropped (a later one of its thread covers it),
-  // with no error and no strike, never closing the connection for flooding.
+  // with no strike, never closing the connection for flooding. One that
+  // waits for an answer (a request_id, a Socket.IO ack) is told so.
   if (f.type == ClientType::kMessageReceived && authed_ && !admission_) {
     if (take_token(/*clears_strikes=*/false)) dispatch(std::move(f));
+    else if (!f.request_id.is_null())
+      send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}, f.request_id);
     return;
   }
   if (!take_token_or_refuse(f.request_id)) return;

@@ -123,6 +123,7 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
   SqliteConn& c = *writer_conn_;
   bool ok;
   std::string error;
+  const int64_t changes_before = sqlite3_total_changes64(c.db());
   {
     std::lock_guard gate(checkpointer_->writer_gate());
     try {
@@ -145,8 +146,11 @@ std::optional<Error> SqliteStore::run_batch(std::vector<GroupCommitWriter::Op>& 
     c.set_in_batch(false);
   }
   if (ok) {
-    if (auto held_back = batch_failed_log_.recovered())
-      spdlog::warn("event=store_batch_recovered suppressed={}", *held_back);
+    // Only a batch that wrote says the store is back: with the disk full,
+    // each op's savepoint rolls back and the empty batch commits fine.
+    if (sqlite3_total_changes64(c.db()) != changes_before)
+      if (auto held_back = batch_failed_log_.recovered())
+        spdlog::warn("event=store_batch_recovered suppressed={}", *held_back);
     return std::nullopt;
   }
   if (auto held_back = batch_failed_log_.admit())

@@ -2,6 +2,7 @@
 // connections per user, message rate, content length, slow consumers.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
 import { startServer, sleep, assertWsError, assertHttpError } from './harness.mjs';
 
 describe('frame limits', () => {
@@ -163,6 +164,28 @@ describe('message rate limit', () => {
     await sleep(1100);  // a token for the newest receipt
     ws.send({ type: 'message_received', message_id: replayed[79].data.id });
     await a.next((f) => f.type === 'message_delivered' && f.message_id === replayed[79].data.id, 5000, 'the newest receipt counts');
+
+    // A receipt that waits for its answer is told when it is refused: a
+    // request_id gets the error (an accepted one has no answer over the
+    // native WebSocket), a Socket.IO ack {success:false, code}.
+    for (let i = 0; i < 40; i++) ws.send({ type: 'message_received', message_id: replayed[i].data.id, request_id: `r${i}` });
+    await sleep(500);
+    const refused = ws.all((f) => typeof f.request_id === 'string' && /^r\d+$/.test(f.request_id));
+    assert.ok(refused.length >= 20, `receipts past the burst are answered: ${refused.length}`);
+    assert.deepEqual([...new Set(refused.map((f) => f.code))], ['rate_limited']);
+    assert.ok(ws.isOpen, 'still not flooding');
+    await sleep(1100);
+    const sio = io(server.baseUrl, { transports: ['websocket'], auth: { token: dave.token }, reconnection: false });
+    try {
+      await new Promise((resolve, reject) => { sio.once('connect', resolve); sio.once('connect_error', reject); });
+      const acks = await Promise.all(replayed.slice(0, 30).map((m) =>
+        sio.timeout(3000).emitWithAck('message_received', { message_id: m.data.id }).catch((err) => ({ timedOut: String(err) }))));
+      assert.deepEqual(acks.filter((x) => x.timedOut), [], 'every ack answered');
+      assert.ok(acks.some((x) => x.success === true), 'those within the burst: success');
+      assert.ok(acks.some((x) => x.success === false && x.code === 'rate_limited'), `those past it: rate_limited: ${JSON.stringify(acks.slice(-2))}`);
+    } finally {
+      sio.close();
+    }
     ws.close(); a.close();
   });
 
