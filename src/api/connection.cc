@@ -478,6 +478,7 @@ struct Connection::Replay {
   // > 0: the fill of a thread the connection has no position in, up to this
   // seq. It starts no later than the newest message before created_floor.
   int64_t first_seq = 0;
+  int64_t history_to = 0;  // a first fill: the seq up to which the thread is history (ArrivalLog)
   bool past_floor = false;  // a message at or above created_floor was read (see replay_send)
   uint32_t subscribes_at = 0;  // a fill: the cursor's subscribes() when it began
   int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
@@ -504,7 +505,8 @@ static bool left_thread(const Error& e) {
   return e.kind == ErrorKind::kForbidden || e.kind == ErrorKind::kNotFound;
 }
 
-void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros created_floor, int64_t first_seq) {
+void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros created_floor, int64_t first_seq,
+                          int64_t history_to) {
   Metrics::get().gap_fills.fetch_add(1, std::memory_order_relaxed);
   spdlog::debug("event=gap_fill session_id={} thread_id={} after_seq={}", session_id_, thread_id, from);
   auto r = std::make_shared<Replay>();
@@ -514,6 +516,7 @@ void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros cre
   r->subscribes_at = cursor_.subscribes(thread_id);
   r->created_floor = created_floor;
   r->first_seq = created_floor > 0 ? first_seq : 0;
+  r->history_to = history_to;
   replay_read(std::move(r));
 }
 
@@ -588,8 +591,13 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       if (member_since > 0) floor = std::max(floor, member_since - self->first_fill_margin());
       auto start = self->ctx_.chat.store().last_seq_created_before(
           r->thread_id, r->first_seq, floor, std::max<int64_t>(0, r->first_seq - 1 - kFirstFillMaxBack));
-      if (start && *start < from) {  // a failed read keeps the window
-        from = *start;
+      int64_t want = from;
+      if (start && *start < from) want = *start;  // a failed read keeps the window
+      // What reached this loop before the connection opened was committed
+      // before it, and so was every lower seq: history (ArrivalLog).
+      want = std::max(want, std::min(r->history_to, r->first_seq - 1));
+      if (want != from) {
+        from = want;
         page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, /*with_status=*/false,
                                       &member_since);
       }
@@ -1034,7 +1042,12 @@ void Connection::answered(const std::string& message_id) {
 
 bool Connection::admit_live(const std::string& thread_id, int64_t seq, const FramePtr& frame) {
   auto d = cursor_.live(thread_id, seq, frame);
-  if (d.fill_from >= 0) fill_gap(thread_id, d.fill_from, d.first ? connected_at_us_ - kFirstFillMarginUs : 0, seq);
+  if (d.fill_from >= 0) {
+    int64_t history_to = 0;
+    if (const ArrivalLog* log = ctx_.hub.arrivals(); d.first && log)
+      history_to = log->arrived_before(thread_id, connected_at_us_);
+    fill_gap(thread_id, d.fill_from, d.first ? connected_at_us_ - kFirstFillMarginUs : 0, seq, history_to);
+  }
   return d.send;
 }
 

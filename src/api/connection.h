@@ -126,7 +126,8 @@ class Connection final : public ClientSession,
   // bus left (DeliveryCursor began it).
   // With created_floor (a thread the connection has no position in), it
   // starts no later than the newest message before the floor, below first_seq.
-  void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0, int64_t first_seq = 0);
+  void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0, int64_t first_seq = 0,
+                int64_t history_to = 0);
   // After a resync: fills the user's threads that had news since the
   // connection began and that the cursor has no entry for, and announces
   // every member's read mark in them again.

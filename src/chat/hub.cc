@@ -2,12 +2,15 @@
 
 #include <algorithm>
 
+#include "common/clock.h"
 #include "common/metrics.h"
 
 namespace parley {
 
 // Bounds the resolution cache; past it, it starts over.
 constexpr size_t kMaxResolved = 4096;
+// Bounds the arrival log (about 100 bytes a thread).
+constexpr size_t kMaxArrivalThreads = 200000;
 
 void Hub::add(ClientSession* session) {
   by_user_[session->user_id()].push_back(session);
@@ -64,9 +67,12 @@ void Hub::account_changed(const AccountState& state) {
   for (ClientSession* s : sessions) s->account_changed(state);
 }
 
+void Hub::log_arrivals(Micros keep) { arrivals_ = std::make_unique<ArrivalLog>(keep, kMaxArrivalThreads); }
+
 void Hub::dispatch(const BusEvent& event) {
   if (event.resync) return resync(event.changes_after);
   if (!event.recipients || event.members_changed) return;
+  if (arrivals_ && event.seq > 0) arrivals_->note(event.thread_id, event.seq, now_micros());
   const auto& sessions = resolve(event);
   if (sessions.empty()) return;
   // Several local recipients: this loop's own copy of each encoding (see Delivery).

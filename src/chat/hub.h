@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bus/bus.h"
+#include "chat/arrival_log.h"
 #include "chat/session.h"
 
 namespace parley {
@@ -31,6 +32,10 @@ class Hub {
   // Tells the user's sessions on this loop (they may close, so they are copied first).
   void account_changed(const AccountState& state);
   size_t session_count() const { return count_; }
+  // Several nodes: keep the log of messages handed to this loop (ArrivalLog),
+  // for connections' first fills. Before the first event.
+  void log_arrivals(Micros keep);
+  const ArrivalLog* arrivals() const { return arrivals_.get(); }
   bool has_user(const std::string& user_id) const { return by_user_.count(user_id) != 0; }
 
  private:
@@ -49,6 +54,7 @@ class Hub {
   std::vector<ClientSession*> scratch_;
   uint64_t generation_ = 1;
   size_t count_ = 0;
+  std::unique_ptr<ArrivalLog> arrivals_;
 };
 
 using PostFn = std::function<void(std::function<void()>)>;

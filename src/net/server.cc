@@ -23,6 +23,11 @@ namespace parley {
 
 using namespace parley::net;
 
+// Threads whose last message reached a loop longer ago than this may be
+// forgotten (once the log is full): their connections' first fills fall
+// back on creation times.
+constexpr Micros kArrivalsKeptUs = 10 * 60 * 1'000'000LL;
+
 struct Server::Impl {
   // An io_context whose first step of destruction can be taken early:
   // shutdown() destroys the handlers still queued when the loop stopped.
@@ -65,6 +70,9 @@ struct Server::Impl {
       loop->ctx = std::make_unique<LoopContext>(LoopContext{loop->io, config, chat, rest, workers, *password_workers, loop->hub, {}, {}, {}, false, {}, {}, {}});
       loop->ctx->read_buffer.resize(64 * 1024);
       loop->ctx->auth_queue = SerialQueue::create(workers);
+      // Several nodes: connections' first fills ask what reached the loop
+      // before they opened (chat/arrival_log.h).
+      if (!c.redis_url.empty()) loop->hub.log_arrivals(kArrivalsKeptUs);
       asio::io_context* io = &loop->io;
       fanout.add_loop(&loop->hub, [io](std::function<void()> fn) { asio::post(*io, std::move(fn)); });
       loops.push_back(std::move(loop));

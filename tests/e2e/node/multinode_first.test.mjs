@@ -72,6 +72,30 @@ describe('the first message a connection gets on a thread, across two nodes', { 
       'the history it asked for, each once (the live message not again)');
   });
 
+  // The one-second allowance for other nodes' clocks used to send again, as
+  // new_message, everything stored in the second before the connection
+  // opened (messages the reader had read, on the same node or another). What
+  // reached the reader's node before it connected is history now, whatever
+  // its creation time says.
+  it('messages that reached the node in the second before the connection are not sent again with its first message', async () => {
+    for (const [what, writerNode] of [['same node', () => nodeB], ['other node', () => nodeA]]) {
+      const [ann, rex] = await nodeA.registerMany(2);
+      const thread = await nodeA.createDirect(ann, rex);
+      const annWs = await writerNode().connect(ann);
+      for (let i = 1; i <= 10; i++) await annWs.sendMessage({ thread_id: thread.id, content: `read ${i}` });
+      const marked = await nodeB.http('POST', `/api/chat/mark-read/${thread.id}`, { token: rex.token });
+      assert.equal(marked.status, 200, marked.text);
+      await sleep(200);  // their events reached node B (within the allowance)
+      const rexWs = await nodeB.connect(rex);
+      await sleep(100);
+      await annWs.sendMessage({ thread_id: thread.id, content: 'new' });
+      await rexWs.next((f) => f.type === 'new_message' && f.data.content === 'new', 5000, `${what}: the new message`);
+      await sleep(500);
+      assert.deepEqual(newMessages(rexWs, thread.id).map((f) => f.data.seq), [11], `${what}: only the new message, not the ten before the connection`);
+      annWs.close(); rexWs.close();
+    }
+  });
+
   // A reader that connects to a busy thread and subscribes at once: its
   // first live message begins a fill of the second before it connected,
   // which ran beside the replay it asked for and sent its seqs (below or
