@@ -208,10 +208,9 @@ void Connection::admitted(bool ok, HeldCount* count) {
   authed_ = true;
   ctx_.hub.add(this);
   spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_id_);
-  send(encoder_->reply("connection_established", json::object{{"user_id", user_id_},
-                                                              {"session_id", session_id_},
-                                                              {"timestamp", iso8601_millis(now_micros())}},
-                       admission->request_id));
+  json::object established{{"user_id", user_id_}, {"session_id", session_id_}, {"timestamp", iso8601_millis(now_micros())}};
+  if (std::string store_id = ctx_.chat.store().store_id(); !store_id.empty()) established["store_id"] = std::move(store_id);
+  send(encoder_->reply("connection_established", std::move(established), admission->request_id));
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = admission->user.expires_at;
   token_iat_ = admission->user.issued_at;

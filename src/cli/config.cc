@@ -90,6 +90,9 @@ void save_config(const std::string& path, const CliConfig& config) {
   write_private_file(path, json::serialize(to_json(config)) + "\n");
 }
 
+// Not a thread id; saved_positions reads integers only, so earlier versions skip it.
+constexpr std::string_view kStoreKey = "$store";
+
 std::optional<Positions> saved_positions(const CliConfig& config, const std::string& user_id) {
   const json::object* mine = get_object(config.positions, user_id);
   if (!mine) return std::nullopt;
@@ -100,10 +103,17 @@ std::optional<Positions> saved_positions(const CliConfig& config, const std::str
   return out;
 }
 
-void store_positions(const std::string& path, const std::string& user_id, const Positions& positions) {
+std::string saved_store_id(const CliConfig& config, const std::string& user_id) {
+  const json::object* mine = get_object(config.positions, user_id);
+  return mine ? get_string(*mine, kStoreKey) : std::string();
+}
+
+void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
+                     const std::string& store_id) {
   CliConfig config = load_config(path);
   json::object mine;
   for (const auto& [thread, seq] : positions) mine[thread] = seq;
+  if (!store_id.empty()) mine[kStoreKey] = store_id;
   config.positions[user_id] = std::move(mine);
   save_config(path, config);
 }

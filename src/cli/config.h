@@ -37,8 +37,13 @@ void save_config(const std::string& path, const CliConfig& config);
 // nullopt when listen never ran for this user (then it starts "from now").
 std::optional<Positions> saved_positions(const CliConfig& config, const std::string& user_id);
 
+// The server store's id the positions were saved against (connection_established
+// `store_id`; empty: none saved). Kept beside the positions under "$store".
+std::string saved_store_id(const CliConfig& config, const std::string& user_id);
+
 // Re-reads the file and replaces only this user's positions, so a login done
 // meanwhile by another process is kept.
-void store_positions(const std::string& path, const std::string& user_id, const Positions& positions);
+void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
+                     const std::string& store_id);
 
 }  // namespace parley::cli

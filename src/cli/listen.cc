@@ -94,6 +94,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   awaitable<void> discover_threads();
   awaitable<void> learn_thread(const std::string& thread, std::int64_t seq);
   awaitable<std::int64_t> start_of(const json::object& thread);
+  awaitable<void> on_store(std::string store_id);
   awaitable<void> on_message(json::object frame);
   awaitable<void> on_fill_error(const json::object& frame);
   awaitable<void> deliver(json::object frame);
@@ -137,6 +138,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   std::set<std::string> filling_;  // threads with a subscribe_thread in flight on this connection
   Names names_;
   std::string user_id_, username_;
+  std::string store_id_;  // of the server's store the positions count in (connection_established)
   std::chrono::milliseconds delay_ = kFirstDelay;
   int printed_ = 0;
   bool stopping_ = false;
@@ -187,6 +189,7 @@ awaitable<void> Listener::start() {
     names_.learn_user(*o);
   }
   std::optional<Positions> saved = saved_positions(ctx_.config, user_id_);
+  store_id_ = saved_store_id(ctx_.config, user_id_);
   for (const auto& [thread, seq] : saved.value_or(Positions{})) seqs_.set(thread, seq);
   json::value listing = co_await http_.get("/api/chat/threads");
   for (const json::object* t : threads_in(listing)) {
@@ -314,6 +317,7 @@ awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
 awaitable<void> Listener::handle(json::object frame) {
   std::string type = get_string(frame, "type");
   if (type == "connection_established") {
+    co_await on_store(get_string(frame, "store_id"));
     co_await on_connected();
   } else if (type == "new_message") {
     co_await on_message(std::move(frame));
@@ -329,6 +333,32 @@ awaitable<void> Listener::handle(json::object frame) {
     // "online" / "went offline" lines.
   } else if (type != "pong" && type != "thread_unsubscribed" && type != "auth_renewed") {
     print_event(frame);
+  }
+}
+
+// A server whose store is not the one the positions were saved against was
+// restored from a backup: seqs past the backup's end were given again to
+// new messages, so positions there would skip them. Each thread starts
+// again from the user's delivery mark in the restored store (listen
+// acknowledges what it prints): what came after the backup is printed,
+// with perhaps a few messages again.
+awaitable<void> Listener::on_store(std::string store_id) {
+  if (store_id.empty() || store_id == store_id_) co_return;
+  const bool restored = !store_id_.empty();
+  store_id_ = std::move(store_id);
+  dirty_ = true;
+  schedule_save();
+  if (!restored) co_return;  // first seen: the positions count in this one
+  note("the server's store was restored from a backup: printing each thread again from its delivery mark");
+  json::value listing = co_await http_.get("/api/chat/threads");
+  seqs_ = SeqTracker{};
+  for (const json::object* t : threads_in(listing)) {
+    std::int64_t mark = 0;
+    if (const json::array* people = get_array(*t, "participants"))
+      for (const json::value& p : *people)
+        if (const json::object* o = p.if_object(); o && get_string(*o, "user_id") == user_id_)
+          mark = get_int(*o, "last_delivered_seq").value_or(0);
+    seqs_.set(get_string(*t, "id"), mark);
   }
 }
 
@@ -562,7 +592,7 @@ void Listener::schedule_save() {
 void Listener::save_positions() {
   if (!dirty_ || user_id_.empty()) return;
   try {
-    store_positions(ctx_.config_path, user_id_, seqs_.positions());
+    store_positions(ctx_.config_path, user_id_, seqs_.positions(), store_id_);
     dirty_ = false;
     last_save_ = Clock::now();
   } catch (const CliError& e) {

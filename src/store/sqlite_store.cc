@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "common/atomic_file.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "store/data_dir_lock.h"
@@ -33,6 +35,24 @@ constexpr int kCheckpointHardLimitFrames = 100000;
 }  // namespace
 
 // ---------------------------------------------------------------- lifecycle
+
+namespace {
+
+// The data dir's store_id file, made when missing: a backup holds the
+// database alone, so the data dir a restore makes gets a new one.
+// Tools beside a server (`parley user add`) only read it: the server makes it.
+Result<std::string> read_or_make_store_id(const std::string& data_dir, bool make) {
+  const std::string path = (std::filesystem::path(data_dir) / "store_id").string();
+  std::ifstream in(path);
+  std::string id;
+  if (in && std::getline(in, id) && is_uuid(id)) return id;
+  if (!make) return std::string();
+  id = new_uuid();
+  if (auto st = write_file_atomically(path, id + "\n", 0600); !st) return st.error();
+  return id;
+}
+
+}  // namespace
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& options) {
   // No allocation statistics: they take a global mutex on every SQLite malloc.
@@ -67,10 +87,14 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   auto checkpointer = SqliteCheckpointer::start(path, options.fsync_commits, threshold);
   if (!checkpointer) return checkpointer.error();
   (*checkpointer)->attach_to_writer((*conn)->db(), std::max(kCheckpointHardLimitFrames, 2 * threshold));
-  spdlog::info("event=store_open path={} schema_version={} fsync_commits={} wal_checkpoint_pages={}", path,
-               latest_schema_version(), options.fsync_commits, threshold);
-  return std::unique_ptr<SqliteStore>(
+  auto id = read_or_make_store_id(options.data_dir, /*make=*/!options.beside_server);
+  if (!id) return id.error();
+  spdlog::info("event=store_open path={} schema_version={} fsync_commits={} wal_checkpoint_pages={} store_id={}", path,
+               latest_schema_version(), options.fsync_commits, threshold, *id);
+  auto store = std::unique_ptr<SqliteStore>(
       new SqliteStore(options, path, std::move(*conn), std::move(*checkpointer), *last_created_at));
+  store->store_id_ = std::move(*id);
+  return store;
 }
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const StoreOptions& options) {

@@ -90,6 +90,7 @@ class SqliteStore final : public Store {
   Result<int64_t> dead_notification_count() override;
 
   std::string describe() const override;
+  std::string store_id() const override { return store_id_; }
   void close() override;
 
   // Group commits made so far; tests use it to check that writes share commits.
@@ -156,6 +157,7 @@ class SqliteStore final : public Store {
 
   const StoreOptions options_;
   const std::string path_;
+  std::string store_id_;  // <data dir>/store_id, made on the first start (a restore's too)
 
   std::unique_ptr<SqliteConn> writer_conn_;
   std::unique_ptr<SqliteCheckpointer> checkpointer_;  // stopped after the writer thread, before writer_conn_ closes

@@ -261,6 +261,16 @@ export class ParleyClient extends EventTarget {
     }
     switch (f.type) {
       case 'connection_established':
+        // Another store than before: the server was restored from a backup,
+        // and seqs past the backup's end were given again to new messages.
+        // The cursors here would skip those: the app starts over.
+        if (f.store_id && this.storeId && f.store_id !== this.storeId) {
+          this.storeId = f.store_id;
+          this.cursors = new Map();
+          this.subscribed = new Set();
+          this.emit('store_changed', { store_id: f.store_id });
+        }
+        if (f.store_id) this.storeId = f.store_id;
         this.userId = f.user_id;
         this.attempt = 0;
         this.setState('online');

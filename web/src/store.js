@@ -282,6 +282,9 @@ function wire(c) {
     if (c !== client) return;
     signOut(signedOutNotice(e.detail.code), { keepOutbox: true });
   });
+  // Restored from a backup: what this page holds may name seqs given again.
+  // A reload reads it all anew (the outbox stays and is sent again).
+  c.addEventListener('store_changed', () => { if (c === client) location.reload(); });
   c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
   c.addEventListener('failed', (e) => { state.failed = [...state.failed, e.detail]; changed(); });
   c.addEventListener('message', (e) => onMessage(e.detail.message, false));

@@ -4,12 +4,12 @@
 // not running, reconnecting by itself through a connection cut, exit codes.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFile as execFileCb } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep, listenOnTestPort } from './harness.mjs';
+import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep, listenOnTestPort, TEST_STORE } from './harness.mjs';
 
 const CLI_BIN = path.join(path.dirname(PARLEY_BIN), 'parley-cli');
 
@@ -725,5 +725,66 @@ describe('parley-cli listen with short-lived tokens', () => {
     assert.equal(r3.code, 0, r3.proc.describe());
     assert.deepEqual(newMessages(third.frames).map((m) => m.content), ['dm 1', 'dm 2'], r3.proc.describe());
     phone.close();
+  });
+});
+
+// After `parley restore` from a backup, seqs past the backup's end are given
+// again to new messages; listen's saved positions would skip them. The
+// restored data dir has a new store_id (connection_established), and listen
+// starts each thread again from its delivery mark there.
+describe('parley-cli listen across a restore from a backup', { skip: TEST_STORE !== 'sqlite' && 'SQLite backups only' }, () => {
+  const servers = [];
+  let home;
+  after(async () => {
+    for (const s of servers) await s.stop();
+    if (home) fs.rmSync(home, { recursive: true, force: true });
+  });
+
+  it('prints the messages sent on the restored server, though their seqs are ones it printed before', async () => {
+    const secret = `restore-${Math.random().toString(36).slice(2)}`;
+    const server = await startServer({ secret });
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    home = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-cli-restore-'));
+    const cfg = path.join(home, 'bob.json');
+    const login = await new CliProcess(['--server', server.baseUrl, '--config', cfg, 'login', '--username', bob.username,
+      '--password', bob.password], { home }).result();
+    assert.equal(login.code, 0, login.proc.describe());
+    const listen = async (srv, n, what) => {
+      const p = new CliProcess(['--config', cfg, '--server', srv.baseUrl, 'listen', '--exit-after', String(n), '--timeout', '20'], { home });
+      if (n > 0) await p.ready();
+      return p;
+    };
+    const send = async (srv, texts) => {
+      for (const content of texts) assert.equal((await srv.sendRest(alice.token, thread.id, { content })).status, 201);
+    };
+
+    const first = await listen(server, 3);
+    await send(server, ['pre 1', 'pre 2', 'pre 3']);
+    assert.equal((await first.result()).code, 0, first.describe());
+    const backup = path.join(home, 'b.db');
+    const made = await new Promise((resolve) => execFileCb(PARLEY_BIN, ['backup', '--data-dir', server.dataDir, '--to', backup],
+      (err, stdout, stderr) => resolve({ err, stderr })));
+    assert.ifError(made.err);
+    const second = await listen(server, 3);
+    await send(server, ['lost 4', 'lost 5', 'lost 6']);  // not in the backup
+    assert.equal((await second.result()).code, 0, second.describe());
+    assert.deepEqual(newMessages(second.frames).map((m) => m.seq), [4, 5, 6]);
+    await server.stop({ removeData: false });
+
+    const restoredDir = path.join(home, 'restored');
+    const restored = await new Promise((resolve) => execFileCb(PARLEY_BIN, ['restore', '--from', backup, '--data-dir', restoredDir],
+      (err, stdout, stderr) => resolve({ err, stderr })));
+    assert.ifError(restored.err);
+    const again = await startServer({ secret, dataDir: restoredDir });
+    servers.push(again);
+    await send(again, ['after 1', 'after 2', 'after 3', 'after 4']);  // seqs 4..7 again
+
+    const third = new CliProcess(['--config', cfg, '--server', again.baseUrl, 'listen', '--exit-after', '4', '--timeout', '20'], { home });
+    const r = await third.result();
+    assert.equal(r.code, 0, third.describe());
+    assert.deepEqual(newMessages(third.frames).map((m) => m.content), ['after 1', 'after 2', 'after 3', 'after 4'], third.describe());
+    assert.match(third.stderrText, /restored from a backup/);
   });
 });
