@@ -236,7 +236,7 @@ function Conversation({ thread: t }) {
         <a href="#" class="back"><span aria-hidden="true">‹</span><span class="visually-hidden">Back to conversations</span></a>
         <div class="conv-id">
           <h2 id="conv-title" dir="auto">${store.threadName(t)}</h2>
-          <span class="sub">${other ? `${other.role} · ${lastSeen(other)}` : `${t.participants.length} members`}</span>
+          <span class="sub">${other ? `${other.role} · ${lastSeen(other)}` : `${t.participants.length} ${t.participants.length === 1 ? 'member' : 'members'}`}</span>
         </div>
         <div class="actions">
           ${other && html`
@@ -252,11 +252,23 @@ function Conversation({ thread: t }) {
     </section>`;
 }
 
+// A class is 30 and more: admins first, then by name, in a list that
+// scrolls inside its own box so the conversation stays on screen. Removing
+// someone, or leaving, asks first (one click on a long list of links was
+// enough to remove a parent).
 function Members({ t }) {
   const me = t.participants.find((p) => p.user_id === state.session.user.id);
   const admin = me && me.is_admin;
   const [q, setQ] = useState('');
   const [error, setError] = useState(null);
+  const [asking, setAsking] = useState(null);  // the user id whose removal waits for a yes
+  const nameOfP = (p) => p.full_name || p.username;
+  const sorted = [...t.participants].sort((a, b) =>
+    (b.is_admin ? 1 : 0) - (a.is_admin ? 1 : 0) || nameOfP(a).localeCompare(nameOfP(b)));
+  function remove(p) {
+    setAsking(null);
+    store.removeMember(t.id, p.user_id).catch((err) => setError(err.message));
+  }
   async function add(e) {
     e.preventDefault();
     try {
@@ -270,13 +282,20 @@ function Members({ t }) {
   return html`
     <section class="members" aria-label="Members">
       <ul>
-        ${t.participants.map((p) => html`<li key=${p.user_id}>
+        ${sorted.map((p) => {
+          const self = p.user_id === me?.user_id;
+          return html`<li key=${p.user_id}>
           <span class=${`dot ${isOnline(p.user_id) ? 'online' : ''}`} aria-hidden="true"></span>
-          ${p.full_name || p.username} <span class="role">${p.role}${p.is_admin ? ' · admin' : ''}</span>
-          ${(admin || p.user_id === me?.user_id) && html`<button type="button" class="link"
-            onClick=${() => store.removeMember(t.id, p.user_id).catch((err) => setError(err.message))}>
-            ${p.user_id === me?.user_id ? 'Leave' : `Remove ${p.full_name || p.username}`}</button>`}
-        </li>`)}
+          ${nameOfP(p)} <span class="role">${p.role}${p.is_admin ? ' · admin' : ''}</span>
+          ${(admin || self) && asking !== p.user_id && html`<button type="button" class="link"
+            onClick=${() => setAsking(p.user_id)}>${self ? 'Leave' : `Remove ${nameOfP(p)}`}</button>`}
+          ${asking === p.user_id && html`<span class="confirm" role="group" aria-label=${self ? 'Leave the group?' : `Remove ${nameOfP(p)}?`}>
+            ${self ? 'Leave the group?' : `Remove ${nameOfP(p)}?`}
+            <button type="button" class="link danger" onClick=${() => remove(p)}>${self ? 'Yes, leave' : 'Yes, remove'}</button>
+            <button type="button" class="link" onClick=${() => setAsking(null)}>Cancel</button>
+          </span>`}
+        </li>`;
+        })}
       </ul>
       ${admin && html`<form onSubmit=${add} class="row">
         <label for="add-member">Add by username</label>

@@ -5,7 +5,7 @@
 // messages carry their sender's name and role, once per run of messages.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomId } from '../node/harness.mjs';
+import { randomId, sleep } from '../node/harness.mjs';
 import { openAs, threadLink, messageLog, sendFromComposer, until, startScene } from './browser.mjs';
 
 const GROUP = 'Class 4B parents';
@@ -87,7 +87,13 @@ describe('web app: group management from the UI', () => {
   });
 
   it('the admin removes a member: the group leaves their list live and they can no longer send', async () => {
+    // One click asks first; Cancel keeps him.
     await members(alicePage).getByRole('button', { name: 'Remove Bob Parent' }).click();
+    await members(alicePage).getByRole('button', { name: 'Cancel' }).click();
+    await sleep(300);
+    assert.equal(await members(alicePage).getByText('Bob Parent').count(), 1, 'still a member after Cancel');
+    await members(alicePage).getByRole('button', { name: 'Remove Bob Parent' }).click();
+    await members(alicePage).getByRole('button', { name: 'Yes, remove' }).click();
     await until(async () => (await members(alicePage).getByText('Bob Parent').count()) === 0, { what: 'Bob gone from the members' });
 
     // Bob had the group open: it closes and leaves his list, without a reload.
