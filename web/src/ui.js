@@ -308,9 +308,26 @@ function Members({ t }) {
 
 function tickOf(t, m) {
   const others = t.participants.filter((p) => p.user_id !== state.session.user.id);
+  if (t.type === 'group') return groupTick(others, m);
   if (m.status === 'read' || others.some((p) => (p.last_read_seq || 0) >= m.seq)) return 'read';
   if (m.status === 'delivered' || others.some((p) => (p.last_delivered_seq || 0) >= m.seq)) return 'delivered';
   return 'sent';
+}
+
+// In a group the server's status is "read" once anyone read: a teacher
+// needs to know whether the class did. Blue ticks when every member there
+// when it was sent has read it; otherwise how many have.
+function groupTick(others, m) {
+  const sentAt = Date.parse(m.created_at);
+  const due = others.filter((p) => !(Date.parse(p.joined_at) > sentAt));
+  if (!due.length) return { status: m.status || 'sent', label: TICK_LABEL[m.status || 'sent'] };
+  const read = due.filter((p) => (p.last_read_seq || 0) >= m.seq).length;
+  const got = due.filter((p) => Math.max(p.last_delivered_seq || 0, p.last_read_seq || 0) >= m.seq).length;
+  const of = ` of ${due.length}`;
+  if (read === due.length) return { status: 'read', label: due.length === 1 ? 'Read' : 'Read by everyone' };
+  if (read > 0) return { status: 'delivered', label: `Read by ${read}${of}` };
+  if (got === due.length) return { status: 'delivered', label: due.length === 1 ? 'Delivered' : 'Delivered to everyone' };
+  return { status: 'sent', label: got > 0 ? `Delivered to ${got}${of}` : 'Sent' };
 }
 const TICK_TEXT = { sent: '✓', delivered: '✓✓', read: '✓✓', pending: '🕓', failed: '!' };
 const TICK_LABEL = { sent: 'Sent', delivered: 'Delivered', read: 'Read', pending: 'Waiting to send', failed: 'Not sent' };
@@ -503,7 +520,9 @@ function MessageList({ t, box }) {
     const mine = m.sender_id === me;
     const first = prevSender !== m.sender_id;
     prevSender = m.sender_id;
-    const tick = mine ? tickOf(t, m) : null;
+    const tickInfo = mine ? tickOf(t, m) : null;
+    const tick = tickInfo && (typeof tickInfo === 'string' ? tickInfo : tickInfo.status);
+    const tickLabel = tickInfo && (typeof tickInfo === 'string' ? TICK_LABEL[tickInfo] : tickInfo.label);
     const deletable = store.mayDelete(m);
     const editing = state.editing === m.id && !m.deleted;
     const note = state.messageNote?.id === m.id ? state.messageNote.text : null;
@@ -524,7 +543,7 @@ function MessageList({ t, box }) {
             ${m.deleted ? html`<p class="text deleted">This message was deleted.</p>`
               : editing ? html`<${EditBox} m=${m} />` : html`<p class="text" id=${textId} dir="auto">${m.content}</p>`}
             <span class="meta">${m.edited_at && !m.deleted && html`<span class="edited" title=${`Edited ${timeFmt.format(new Date(m.edited_at))}`}>edited</span> `}<time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
-              ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} aria-label=${TICK_LABEL[tick]} title=${TICK_LABEL[tick]}>${TICK_TEXT[tick]}</span>`}
+              ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} role="img" aria-label=${tickLabel} title=${tickLabel}>${TICK_TEXT[tick]}</span>`}
             </span>
           </div>
         </div>
@@ -538,7 +557,7 @@ function MessageList({ t, box }) {
       <li key=${p.client_msg_id} class="msg mine pending">
         <div class="bubble">
           <p class="text" dir="auto">${p.content}</p>
-          <span class="meta"><span class="tick pending" data-status="pending" aria-label=${TICK_LABEL.pending} title=${TICK_LABEL.pending}>${TICK_TEXT.pending}</span></span>
+          <span class="meta"><span class="tick pending" data-status="pending" role="img" aria-label=${TICK_LABEL.pending} title=${TICK_LABEL.pending}>${TICK_TEXT.pending}</span></span>
         </div>
       </li>`);
   }
@@ -547,7 +566,7 @@ function MessageList({ t, box }) {
       <li key=${item.client_msg_id} class="msg mine failed">
         <div class="bubble">
           <p class="text" dir="auto">${item.content}</p>
-          <span class="meta"><span class="tick failed" data-status="failed" aria-label=${TICK_LABEL.failed} title=${TICK_LABEL.failed}>${TICK_TEXT.failed}</span></span>
+          <span class="meta"><span class="tick failed" data-status="failed" role="img" aria-label=${TICK_LABEL.failed} title=${TICK_LABEL.failed}>${TICK_TEXT.failed}</span></span>
         </div>
         <p class="failed-note" role="alert">Not sent: ${message}.
           <button type="button" class="link" onClick=${() => store.discardFailed(item.client_msg_id)}>Discard</button></p>

@@ -86,6 +86,22 @@ describe('web app: group management from the UI', () => {
       'Alice Teacher teacher');
   });
 
+  // The server's status is "read" once anyone read; in a group the ticks go
+  // blue only when every member has, and say how many have.
+  it('group ticks: "Read by 1 of 2" while one member has read, blue once both have', async () => {
+    await bobPage.evaluate(() => { location.hash = ''; });  // Bob has no conversation open
+    await bobPage.getByText('Choose a conversation, or start one.').waitFor();
+    await sendFromComposer(alicePage, 'Ticks for the class');
+    await messageLog(carolPage).getByText('Ticks for the class').waitFor();  // Carol has it open: read
+    const tick = messageLog(alicePage).locator('li.msg.mine', { hasText: 'Ticks for the class' }).locator('.tick');
+    await until(async () => (await tick.getAttribute('aria-label')) === 'Read by 1 of 2', { what: 'Read by 1 of 2' });
+    assert.equal(await tick.getAttribute('data-status'), 'delivered', 'not blue yet');
+    await threadLink(bobPage, GROUP).click();
+    await messageLog(bobPage).getByText('Ticks for the class').waitFor();
+    await until(async () => (await tick.getAttribute('data-status')) === 'read', { what: 'blue once Bob read it too' });
+    assert.equal(await tick.getAttribute('aria-label'), 'Read by everyone');
+  });
+
   it('the admin removes a member: the group leaves their list live and they can no longer send', async () => {
     // One click asks first; Cancel keeps him.
     await members(alicePage).getByRole('button', { name: 'Remove Bob Parent' }).click();
