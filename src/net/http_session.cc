@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <mutex>
 #include <optional>
@@ -404,6 +405,18 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     return res;
   }
 
+  // Socket.IO apps may send headers of their own (`extraHeaders`): as the
+  // reference server's cors package, the headers a preflight asks for are
+  // allowed on Engine.IO paths, when they are plain header names.
+  static std::string allowed_request_headers(const http::request<http::string_body>& req, bool eio) {
+    std::string asked(req[http::field::access_control_request_headers]);
+    const bool plain = !asked.empty() && asked.size() <= 1024 &&
+                       std::all_of(asked.begin(), asked.end(), [](unsigned char c) {
+                         return std::isalnum(c) || c == '-' || c == '_' || c == ',' || c == ' ';
+                       });
+    return eio && plain ? asked : "Authorization, Content-Type";
+  }
+
   // OPTIONS: the methods of the path (Allow) and, for an allowed Origin, a
   // CORS preflight answer; an Origin not allowed gets no CORS headers, so
   // the browser refuses the request.
@@ -421,7 +434,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     res.set(http::field::allow, allow);
     if (!origin.empty() && origin_allowed(loop_.config, origin)) {
       res.set(http::field::access_control_allow_methods, allow);
-      res.set(http::field::access_control_allow_headers, "Authorization, Content-Type");
+      res.set(http::field::access_control_allow_headers, allowed_request_headers(req, eio));
       res.set(http::field::access_control_max_age, "600");
       if (eio) res.set(http::field::access_control_allow_credentials, "true");
     }

@@ -989,6 +989,13 @@ describe('Socket.IO polling and CORS', () => {
     const preflight = await server.http('OPTIONS', EIO, { headers: { Origin: 'http://app.example', 'Access-Control-Request-Method': 'POST' } });
     assert.equal(preflight.status, 204);
     assert.equal(preflight.headers['access-control-allow-origin'], 'http://app.example');
+    // An app's own headers (socket.io-client's extraHeaders) pass the preflight, as on the reference server.
+    const custom = await server.http('OPTIONS', EIO, { headers: { Origin: 'http://app.example', 'Access-Control-Request-Method': 'GET',
+      'Access-Control-Request-Headers': 'x-school-id, authorization' } });
+    assert.equal(custom.headers['access-control-allow-headers'], 'x-school-id, authorization');
+    const odd = await server.http('OPTIONS', EIO, { headers: { Origin: 'http://app.example', 'Access-Control-Request-Method': 'GET',
+      'Access-Control-Request-Headers': 'x-a;b=c' } });
+    assert.equal(odd.headers['access-control-allow-headers'], 'Authorization, Content-Type', 'not a list of header names: the fixed list');
   });
 
   it('a POST over maxPayload gets its 413 with the CORS headers, so a browser app sees it', async () => {
