@@ -265,6 +265,7 @@ void remove_stale_partials(const fs::path& to) {
 Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string& to) {
   fs::path source = fs::path(data_dir) / "parley.db";
   std::error_code ec;
+  if (auto st = no_unfinished_restore(data_dir); !st) return st.error();  // as serve says it
   if (!fs::is_regular_file(source, ec))
     return not_found("no_database", "no database at " + source.string() + " (is --data-dir the server's?)");
   if (fs::exists(to, ec)) return Error{ErrorKind::kConflict, "backup_exists", to + " exists; choose a new file name"};

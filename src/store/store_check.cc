@@ -9,6 +9,7 @@
 
 #include "common/redact.h"
 #include "store/pg_conn.h"
+#include "store/sqlite_backup.h"
 #include "store/sqlite_schema.h"
 
 namespace parley {
@@ -212,6 +213,7 @@ Result<CheckReport> check_sqlite(const std::string& data_dir) {
   namespace fs = std::filesystem;
   fs::path path = fs::path(data_dir) / "parley.db";
   std::error_code ec;
+  if (auto st = no_unfinished_restore(data_dir); !st) return st.error();  // as serve says it
   if (!fs::is_regular_file(path, ec))
     return not_found("no_database", "no database at " + path.string() + " (is --data-dir the server's?)");
   sqlite3* raw = nullptr;

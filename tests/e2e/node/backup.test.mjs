@@ -307,6 +307,11 @@ describe('backup, restore and check', () => {
     assert.equal(serve.code, 1, 'serve does not start an empty store beside an unfinished restore');
     assert.match(serve.stderr, /restore_unfinished/);
     assert.ok(!fs.existsSync(path.join(target, 'parley.db')), 'no database was created');
+    for (const args of [['check', '--data-dir', target], ['backup', '--data-dir', target, '--to', path.join(dir, 'of-partial.db')]]) {
+      const r = await parley(args);
+      assert.equal(r.code, 1, `${args[0]}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /restore_unfinished/, `${args[0]} says what serve says`);
+    }
     const retried = await parley(['restore', '--from', file, '--data-dir', target]);
     assert.equal(retried.code, 0, retried.stderr);
     assert.deepEqual(fs.readdirSync(target).filter((f) => f.includes('partial')), [], 'the stale partial files are gone');
