@@ -222,6 +222,13 @@ HttpResponse login(Call& c) {
   if (!b.error() && login.empty()) return failure(bad_input("missing_field", "missing field: username or phone_number"));
   if (b.error()) return failure(*b.error());
   auto a = c.chat.login(login, password, c.req.remote_address);
+  if (!a && a.error().code == "rate_limited" && a.error().kind == ErrorKind::kRateLimited) {
+    // The failures count over a sliding window: past it, the oldest have
+    // left it for sure (maybe sooner). A client can show when to try again.
+    HttpResponse r = failure(a.error());
+    r.headers.emplace_back("Retry-After", std::to_string(c.chat.config().limits.login_window_seconds));
+    return r;
+  }
   if (!a) return failure(a.error());
   return success(200, auth_json(*a));
 }

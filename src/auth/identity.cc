@@ -151,7 +151,9 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
   const std::string block = address_block(address);
   if (!login_limits_->admit(key, block, now)) {
     Metrics::get().count_error("rate_limited");
-    return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again later"};
+    const int window = config_.limits.login_window_seconds;
+    const std::string wait = window >= 120 ? std::to_string(window / 60) + " minutes" : std::to_string(window) + " seconds";
+    return Error{ErrorKind::kRateLimited, "rate_limited", "too many failed logins; try again in at most " + wait};
   }
   // Hash even for an unknown account, so timing does not tell which exist.
   static const std::string kDummy = hash_password("parley-dummy-password");

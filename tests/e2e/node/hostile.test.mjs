@@ -83,6 +83,10 @@ describe('per-address limits are exact under concurrency', () => {
     const statuses = results.map((r) => r.status);
     assert.equal(statuses.filter((s) => s === 401).length, 5, statuses.join(','));
     assert.equal(statuses.filter((s) => s === 429).length, 7, statuses.join(','));
+    // A client can say when to try again: at most the window (15 minutes).
+    const refused = results.find((r) => r.status === 429);
+    assert.equal(refused.headers['retry-after'], '900');
+    assert.match(refused.body.message, /try again in at most 15 minutes/);
   });
 
   it('another address has a count of its own (the server reads each peer address)', async () => {
