@@ -208,8 +208,15 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     const sdp = 'a'.repeat(60_000);
     const n = 300;
     for (let i = 0; i < n; i++) aliceWs.send({ type: 'call_offer', thread_id: thread.id, payload: { i, sdp }, request_id: `big-${i}` });
-    // A relay is answered only when refused; a request after the burst (once
-    // the bucket refilled) is answered after every refusal before it.
+    // A relay is answered only when refused. Wait until every offer of the
+    // burst was either refused or relayed (a slow build, under sanitizers,
+    // takes seconds to read 18 MB), then let the bucket refill before the
+    // request that must pass.
+    const settled = () => aliceWs.all((f) => f.type === 'error' && String(f.request_id).startsWith('big-')).length
+      + bobWs.all((f) => f.type === 'call_offer').length;
+    const deadline = Date.now() + 30000;
+    while (settled() < n && Date.now() < deadline) await sleep(100);
+    assert.equal(settled(), n, 'every offer of the burst refused or relayed');
     await sleep(1500);
     const probe = await aliceWs.request({ type: 'join_chat', username: 'nobody_here_at_all' }, 20000);
     assertWsError(assert, probe, 'user_not_found', 'the request after the burst');
