@@ -174,6 +174,8 @@ HttpResponse health(Call& c) {
                  {"connections", c.health.connections ? c.health.connections() : 0},
                  {"users_online", c.health.users_online ? c.health.users_online() : 0},
                  {"users", users ? json::value(*users) : json::value(nullptr)},
+                 // The web app offers "Create an account" only where it can work.
+                 {"registration", c.chat.config().registration == "closed" ? "closed" : "open"},
                  {"storage", std::move(storage)},
                  {"bus", json::object{{"kind", c.health.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
   // A draining server (graceful shutdown) answers 503 whatever else holds, so

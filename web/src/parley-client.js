@@ -23,7 +23,16 @@
 //   outbox       {pending: [...]}      the queue changed
 //   delivered, read_receipt, typing, presence, call   the server frame
 //   unauthorized {code}                the token is refused or expired
+//   closed       {code, reason}        the server closed the connection (a reconnect follows)
 //   frame        the raw server frame, for anything else
+
+// What a failed request without Parley's JSON says: a proxy in front of the
+// server answered (502-504: the server behind it is down or restarting), or
+// something else did.
+function httpFailure(status) {
+  if (status >= 502 && status <= 504) return `the server is not answering (HTTP ${status} from the proxy in front of it); try again shortly`;
+  return `the server answered HTTP ${status}`;
+}
 
 export class ParleyError extends Error {
   constructor(status, code, message) {
@@ -110,9 +119,19 @@ export class ParleyClient extends EventTarget {
     if (!res.ok || !json || json.status !== 'success') {
       const code = (json && json.code) || `http_${res.status}`;
       if (res.status === 401 && this.token && AUTH_FAILURES.has(code)) this.emit('unauthorized', { code });
-      throw new ParleyError(res.status, code, json && json.message);
+      throw new ParleyError(res.status, code, (json && json.message) || httpFailure(res.status));
     }
     return json.data;
+  }
+
+  // The server's /health (not in an envelope); null when it cannot be read.
+  async health() {
+    try {
+      const res = await fetch(`${this.baseUrl}/health`, { headers: { Accept: 'application/json' }, signal: AbortSignal.timeout(REST_TIMEOUT_MS) });
+      return await res.json();
+    } catch {
+      return null;
+    }
   }
 
   async login(credentials) { return this.adopt(await this.rest('POST', '/api/auth/login', credentials)); }
@@ -183,6 +202,7 @@ export class ParleyClient extends EventTarget {
       if (e.code === 4401) return this.emit('unauthorized', { code: 'token_expired' });
       if (e.code === 4403) return this.emit('unauthorized', { code: 'account_disabled' });
       if (!this.wanted) return this.setState('offline');
+      this.emit('closed', { code: e.code, reason: e.reason || '' });
       this.setState('offline');
       this.scheduleReconnect();
     };

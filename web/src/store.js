@@ -23,6 +23,8 @@ export const state = {
   openId: null,
   unreadTotal: 0,
   notice: null,        // a one-line message for the user
+  connNote: null,      // why the server closed the connection, while reconnecting
+  removedFrom: [],     // names of groups this user was removed from, until dismissed
   editing: null,       // id of the message of one's own being edited in the open conversation
   messageNote: null,   // {id, text}: why an edit or deletion of that message did not happen
   announcement: { text: '', n: 0 },  // what the app's live region says (announce())
@@ -142,6 +144,9 @@ export async function signIn(login, password) {
   await start(data.token, data.user, { fresh: true });
 }
 
+// The server's GET /health, or null (the sign-in screen reads `registration`).
+export function serverHealth() { return new ParleyClient().health(); }
+
 export async function register(profile) {
   const probe = new ParleyClient();
   const data = await probe.register(profile);
@@ -175,11 +180,12 @@ function endSession(notice) {
   client = null;
   Object.assign(state, {
     session: null, conn: 'offline', threads: new Map(), messages: new Map(), loadError: null, drafts: new Map(), pending: [], failed: [], typing: new Map(),
-    presence: new Map(), openId: null, unreadTotal: 0, notice, editing: null, messageNote: null, call: null,
+    presence: new Map(), openId: null, unreadTotal: 0, notice, connNote: null, removedFrom: [], editing: null, messageNote: null, call: null,
     announcement: { text: '', n: 0 },
   });
   // What the server refused belongs to this account: the next one starts with Edit offered.
   editClosedUpTo = 0;
+  knownNames.clear();
   if (location.hash) history.replaceState(null, '', location.pathname);
   changed();
 }
@@ -267,6 +273,7 @@ function wire(c) {
   let connectedBefore = false;
   c.addEventListener('state', (e) => {
     state.conn = e.detail.state;
+    if (state.conn === 'online') state.connNote = null;
     // After a reconnection the list may have changed (new threads, previews):
     // a thread that appeared meanwhile is subscribed as it is tracked.
     if (state.conn === 'online') {
@@ -277,6 +284,12 @@ function wire(c) {
       connectedBefore = true;
     }
     changed();
+  });
+  // A closing the server explains: said in the offline banner until the
+  // connection is back (the client keeps reconnecting with backoff).
+  c.addEventListener('closed', (e) => {
+    const note = closeNote(e.detail.code);
+    if (note !== state.connNote) { state.connNote = note; changed(); }
   });
   c.addEventListener('unauthorized', (e) => {
     if (c !== client) return;
@@ -324,6 +337,15 @@ function wire(c) {
     state.presence.set(e.detail.user_id, { online: e.detail.online, last_seen: e.detail.last_seen });
     changed();
   });
+}
+
+function closeNote(code) {
+  if (code === 4429) {
+    return 'This account has too many tabs or devices connected at once. Close some of them: this tab keeps trying.';
+  }
+  if (code === 1001) return 'The server is restarting.';
+  if (code === 1008) return 'The server closed the connection (too many requests, or no answer to its ping).';
+  return null;
 }
 
 export function typingIn(threadId) {
@@ -519,6 +541,10 @@ async function askUnread() {
 
 // ---------------------------------------------------------------- loading
 
+// username -> full name of everyone seen in this session's thread lists: a
+// system line may name someone no longer in its thread (systemText).
+const knownNames = new Map();
+
 // One list request at a time. Answers applied out of order would put back a
 // list older than one already applied: a group just joined would vanish
 // again, and its queued messages be forgotten with it. A call made while a
@@ -548,16 +574,26 @@ async function applyThreads() {
     threads.set(t.id, t);
     total += t.unread_count || 0;
     // What the server says now (presence events missed while offline included).
-    for (const p of t.participants) state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
+    for (const p of t.participants) {
+      state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
+      if (p.full_name) knownNames.set(p.username, p.full_name);
+    }
     // This device catches up from what it last acknowledged (at most the
     // newest 200: older ones are in the history when the thread is opened).
     const mine = t.participants.find((p) => p.user_id === state.session.user.id);
     client.track(t.id, Math.max((mine && mine.last_delivered_seq) || 0, t.last_seq - 200, 0));
   }
   // Threads this user is no longer in (removed from a group): their
-  // messages, unsent messages and the open conversation go.
-  for (const id of state.threads.keys()) {
+  // messages, unsent messages and the open conversation go, and the user is
+  // told, unless they left themselves.
+  for (const [id, old] of state.threads) {
     if (threads.has(id)) continue;
+    if (!leaving.has(id)) {
+      const name = threadName(old);
+      state.removedFrom = [...state.removedFrom, name];
+      announce(`You were removed from ${name}`);
+    }
+    leaving.delete(id);
     state.messages.delete(id);
     client.forget(id);
     if (state.openId === id) location.hash = '';
@@ -822,10 +858,24 @@ export async function addMember(threadId, userId) {
   changed();
 }
 
+// Groups this user is leaving on purpose: their going from the list is not news.
+const leaving = new Set();
 export async function removeMember(threadId, userId) {
-  await client.removeParticipant(threadId, userId);
+  const self = userId === state.session.user.id;
+  if (self) leaving.add(threadId);
+  try {
+    await client.removeParticipant(threadId, userId);
+  } catch (err) {
+    if (self) leaving.delete(threadId);
+    throw err;
+  }
   await loadThreads();
   if (!state.threads.has(threadId)) location.hash = '';
+}
+
+export function dismissRemoved() {
+  state.removedFrom = [];
+  changed();
 }
 
 // ---------------------------------------------------------------- naming
@@ -834,6 +884,26 @@ export function threadName(t) {
   if (t.type === 'group') return t.title || 'Group';
   const other = t.participants.find((p) => p.user_id !== state.session.user.id);
   return other ? (other.full_name || other.username) : 'Just you';
+}
+
+export function participantName(t, userId) {
+  const p = t.participants.find((x) => x.user_id === userId);
+  return p ? (p.full_name || p.username) : null;
+}
+
+// A system line ("alice added bob", "alice removed bob", "alice left", as the
+// server stores it) with people's full names where this app knows them; a
+// line of another shape is shown as it is.
+export function systemText(t, m) {
+  const named = (username) => {
+    const p = t.participants.find((x) => x.username === username);
+    return p?.full_name || knownNames.get(username) || username;
+  };
+  const two = /^(\S+) (added|removed) (\S+)$/.exec(m.content);
+  if (two) return `${named(two[1])} ${two[2]} ${named(two[3])}`;
+  const left = /^(\S+) left$/.exec(m.content);
+  if (left) return `${named(left[1])} left`;
+  return m.content;
 }
 
 export function otherParticipant(t) {
@@ -854,7 +924,10 @@ document.addEventListener('visibilitychange', updateTitle);
 function notify(t, m) {
   if (!document.hidden || typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
   try {
-    const n = new Notification(threadName(t), { body: m.content.slice(0, 140), tag: t.id });
+    // In a group the title names the group: the body says who wrote.
+    const who = t.type === 'group' ? participantName(t, m.sender_id) : null;
+    const body = who ? `${who}: ${m.content}` : m.content;
+    const n = new Notification(threadName(t), { body: body.slice(0, 140), tag: t.id });
     n.onclick = () => { window.focus(); location.hash = `#/t/${t.id}`; };
   } catch { /* some browsers only allow notifications from a service worker */ }
 }

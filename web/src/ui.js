@@ -43,6 +43,14 @@ export function SignIn() {
   const [mode, setMode] = useState('signin');
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
+  // Closed registration (`--registration closed`, GET /health): accounts
+  // come from the administrator, and "Create an account" is not offered.
+  const [closed, setClosed] = useState(false);
+  useEffect(() => {
+    let live = true;
+    store.serverHealth().then((h) => { if (live && h?.registration === 'closed') { setClosed(true); setMode('signin'); } });
+    return () => { live = false; };
+  }, []);
   async function submit(e) {
     e.preventDefault();
     const f = new FormData(e.target);
@@ -56,6 +64,7 @@ export function SignIn() {
         await store.register(profile);
       }
     } catch (err) {
+      if (err.code === 'registration_closed') { setClosed(true); setMode('signin'); }
       setError(err.code === 'invalid_credentials' ? 'Wrong username or password.' : err.message);
       setBusy(false);
     }
@@ -80,9 +89,10 @@ export function SignIn() {
           autocomplete=${signin ? 'current-password' : 'new-password'} minlength=${signin ? undefined : 8} />
         ${error && html`<p class="error" role="alert">${error}</p>`}
         <button type="submit" class="primary" disabled=${busy}>${signin ? 'Sign in' : 'Create account'}</button>
-        <button type="button" class="link" onClick=${() => { setMode(signin ? 'register' : 'signin'); setError(null); }}>
+        ${closed ? html`<p class="hint">New here? Accounts on this server are made by its administrator.</p>`
+          : html`<button type="button" class="link" onClick=${() => { setMode(signin ? 'register' : 'signin'); setError(null); }}>
           ${signin ? 'New here? Create an account' : 'I have an account: sign in'}
-        </button>
+        </button>`}
       </form>
     </main>`;
 }
@@ -118,10 +128,20 @@ function Announcer() {
   return html`<p id="announcer" class="visually-hidden" role="status" aria-live="polite" aria-atomic="true">${text}</p>`;
 }
 
+// One row above both panes: why the connection is down, and groups this
+// user was removed from (until dismissed).
 function Banner() {
-  if (state.conn === 'online') return null;
+  const removed = state.removedFrom.length > 0;
+  const offline = state.conn !== 'online';
+  if (!removed && !offline) return null;
   const text = state.conn === 'connecting' ? 'Connecting…' : 'Offline: reconnecting. Messages you send are kept and sent when the connection is back.';
-  return html`<div class="banner" role="status">${text}</div>`;
+  return html`<div class="banners">
+    ${removed && html`<div class="removed-note" role="status">
+      You were removed from ${state.removedFrom.join(', ')}.
+      <button type="button" class="link" onClick=${store.dismissRemoved}>Dismiss</button>
+    </div>`}
+    ${offline && html`<div class="banner" role="status">${state.connNote ? `${state.connNote} ` : ''}${text}</div>`}
+  </div>`;
 }
 
 function Header() {
@@ -178,7 +198,12 @@ function NewChat() {
           <button type="button" onClick=${() => pick(u)}>${u.full_name || u.username} <span class="role">@${u.username} · ${u.role}</span></button>
         </li>`)}
       </ul>
-      ${mode === 'group' && picked.length > 0 && html`<p class="picked">Members: ${picked.map((p) => p.full_name || p.username).join(', ')}</p>`}
+      ${mode === 'group' && picked.length > 0 && html`
+        <ul class="picked" aria-label="Members picked">
+          ${picked.map((p) => html`<li key=${p.id}>${p.full_name || p.username}
+            <button type="button" class="link" aria-label=${`Remove ${p.full_name || p.username}`}
+              onClick=${() => setPicked(picked.filter((x) => x.id !== p.id))}>×</button></li>`)}
+        </ul>`}
       ${error && html`<p class="error" role="alert">${error}</p>`}
       <div class="row">
         ${mode === 'group' && html`<button type="submit" class="primary" disabled=${!title.trim() || picked.length === 0}>Create group</button>`}
@@ -202,7 +227,7 @@ function ThreadItem({ t }) {
   const typists = store.typingIn(t.id);
   const m = t.last_message;
   const preview = typists.length ? `${typists.map((id) => nameOf(t, id)).join(', ')} typing…`
-    : m ? (m.message_type === 'system' ? m.content
+    : m ? (m.message_type === 'system' ? store.systemText(t, m)
       : `${m.sender_id === state.session.user.id ? 'You: ' : ''}${m.deleted ? 'Message deleted' : m.content}`) : 'No messages yet';
   const unread = t.unread_count || 0;
   return html`
@@ -272,9 +297,18 @@ function Members({ t }) {
   async function add(e) {
     e.preventDefault();
     try {
-      const users = await store.client.searchUsers(q.trim());
-      const u = users.find((x) => x.username === q.trim().toLowerCase());
-      if (!u) { setError(`No user named ${q.trim()}.`); return; }
+      // The exact username, or else the one person the search finds (by
+      // name, phone or part of a username) who is not a member yet.
+      const wanted = q.trim();
+      const users = await store.client.searchUsers(wanted);
+      const outside = users.filter((x) => !t.participants.some((p) => p.user_id === x.id));
+      const u = users.find((x) => x.username === wanted.toLowerCase()) || (outside.length === 1 ? outside[0] : null);
+      if (!u && outside.length > 1) {
+        const some = outside.slice(0, 5).map((x) => `${x.full_name || x.username} (@${x.username})`).join(', ');
+        setError(`${outside.length} people match ${wanted}: ${some}${outside.length > 5 ? ', …' : ''}. Type the username.`);
+        return;
+      }
+      if (!u) { setError(users.length ? `Everyone matching ${wanted} is already a member.` : `No one matches ${wanted}.`); return; }
       await store.addMember(t.id, u.id);
       setQ(''); setError(null);
     } catch (err) { setError(err.message); }
@@ -513,7 +547,7 @@ function MessageList({ t, box }) {
     if (m.message_type === 'system') {
       // Counted unread like any message from someone else: seen, it is marked read.
       rows.push(html`<li class="system" key=${m.id} data-seq=${m.seq} dir="auto" tabIndex=${m.seq === currentSeq ? 0 : -1}
-          data-unseen=${m.sender_id !== me && m.seq > myRead ? '' : undefined}>${m.content}</li>`);
+          data-unseen=${m.sender_id !== me && m.seq > myRead ? '' : undefined}>${store.systemText(t, m)}</li>`);
       prevSender = null;
       continue;
     }

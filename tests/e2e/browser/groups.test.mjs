@@ -65,8 +65,10 @@ describe('web app: group management from the UI', () => {
     await threadLink(carolPage, GROUP).click();
     await carolPage.getByRole('heading', { name: GROUP }).waitFor();
     await carolPage.getByText('3 members').waitFor();
-    // Bob's open conversation learns of the new member too (the system message).
+    // Bob's open conversation learns of the new member too (the system
+    // message), which names both by their full names, not their usernames.
     await bobPage.getByText('3 members').waitFor();
+    await messageLog(bobPage).locator('li.system', { hasText: 'Alice Teacher added Carol Parent' }).waitFor();
   });
 
   it("others' messages show the sender's name and role, once per run", async () => {
@@ -120,8 +122,17 @@ describe('web app: group management from the UI', () => {
     const res = await server.sendRest(bob.token, thread.id, { content: 'still here?' });
     assert.equal(res.status, 403, 'the server refuses his messages');
 
-    // Carol, still a member, sees the group with two members.
+    // He is told why it went, until he dismisses it.
+    const note = bobPage.locator('.removed-note');
+    await note.getByText(`You were removed from ${GROUP}.`).waitFor();
+    await note.getByRole('button', { name: 'Dismiss' }).click();
+    assert.equal(await note.count(), 0, 'dismissed');
+
+    // Carol, still a member, sees the group with two members, and the
+    // system line names Bob by his full name though he is no longer in it.
     await carolPage.getByText('2 members').waitFor();
+    await messageLog(carolPage).locator('li.system', { hasText: 'Alice Teacher removed Bob Parent' }).waitFor();
+    assert.equal(await alicePage.locator('.removed-note').count(), 0, 'the admin who removed him is told nothing');
     for (const page of [alicePage, bobPage, carolPage]) assert.deepEqual(page.pageErrors, [], 'no uncaught errors');
   });
 

@@ -1,0 +1,162 @@
+// What the web app tells its user when something is not as they expect:
+// registration closed on this server, too many tabs of one account, a proxy
+// in front of the server answering 502, leaving a group (no "removed" note:
+// they did it), a member unpicked from a new group, and who wrote in a group
+// when a notification arrives while the tab is hidden.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, randomId } from '../node/harness.mjs';
+import { launchBrowser, openAs, threadLink, messageLog, until, startScene } from './browser.mjs';
+
+describe('web app: notices', () => {
+  let server; let browser; let base; let alice; let bob;
+
+  before(async () => {
+    // One connection per user, so a second tab is refused (close 4429).
+    ({ server, base, browser, alice, bob } = await startScene(['--max-connections-per-user', '1']));
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('with open registration, sign-in offers "Create an account"', async () => {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${base}/app/`);
+    await page.getByRole('button', { name: 'New here? Create an account' }).waitFor();
+    await page.context().close();
+  });
+
+  it('a second tab past the per-user limit says why it is not connected, and connects once the first closes', async () => {
+    const ctx = await browser.newContext();
+    const first = await openAs(ctx, base, alice);
+    const second = await ctx.newPage();
+    await second.goto(`${base}/app/#token=${encodeURIComponent(alice.token)}`);
+    await second.locator('.banner').getByText(/too many tabs or devices/).waitFor({ timeout: 15000 });
+    await first.close();
+    // The second keeps trying (backoff up to 15 s) and gets in.
+    await second.waitForFunction(() => !document.querySelector('.banner'), null, { timeout: 30000 });
+    await ctx.close();
+  });
+
+  it('a 502 from a proxy in front of the server reads as the server not answering, not "http_502"', async () => {
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, base, alice);
+    await ctx.route(/\/api\/chat\/threads$/, (route) => (route.request().method() === 'POST'
+      ? route.fulfill({ status: 502, contentType: 'text/html', body: '<html><body>Bad Gateway</body></html>' })
+      : route.continue()));
+    await page.getByRole('button', { name: 'New message' }).click();
+    await page.getByLabel('Find a person').fill(bob.username);
+    await page.getByRole('list', { name: 'People found' }).getByRole('button', { name: /Bob Parent/ }).click();
+    const error = page.getByRole('alert');
+    await error.waitFor();
+    const text = await error.textContent();
+    assert.match(text, /server is not answering \(HTTP 502/);
+    assert.doesNotMatch(text, /http_502/);
+    await ctx.close();
+  });
+
+  it('a member picked for a new group can be unpicked before the group is made', async () => {
+    const carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, base, alice);
+    await page.getByRole('button', { name: 'New group' }).click();
+    await page.getByLabel('Group name').fill('Picked and unpicked');
+    for (const [u, name] of [[bob, 'Bob Parent'], [carol, 'Carol Parent']]) {
+      await page.getByLabel('Add members').fill(u.username);
+      await page.getByRole('list', { name: 'People found' }).getByRole('button', { name: new RegExp(name) }).click();
+    }
+    const picked = page.getByRole('list', { name: 'Members picked' });
+    await picked.getByText('Carol Parent').waitFor();
+    await picked.getByRole('button', { name: 'Remove Carol Parent' }).click();
+    assert.equal(await picked.getByText('Carol Parent').count(), 0, 'Carol unpicked');
+    await page.getByRole('button', { name: 'Create group' }).click();
+    await page.getByRole('heading', { name: 'Picked and unpicked' }).waitFor();
+    const group = (await server.http('GET', '/api/chat/threads', { token: alice.token })).body.data.threads
+      .find((t) => t.title === 'Picked and unpicked');
+    assert.deepEqual(group.participants.map((p) => p.user_id).sort(), [alice.id, bob.id].sort(), 'Bob and Alice only');
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  it('a member is added by their name when one person matches; several matches are listed, none added', async () => {
+    const tag = randomId(3);
+    const dora = await server.register({ username: `dz_${tag}`, full_name: `Dora Zed${tag}`, role: 'parent' });
+    for (const n of ['One', 'Two']) await server.register({ username: `ev${n.toLowerCase()}_${tag}`, full_name: `Evan${tag} ${n}`, role: 'parent' });
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Added by name', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, base, alice);
+    await threadLink(page, 'Added by name').click();
+    await page.getByRole('button', { name: 'Members' }).click();
+    const members = page.getByRole('region', { name: 'Members' });
+    await members.getByLabel('Add by username').fill(`Evan${tag}`);
+    await members.getByRole('button', { name: 'Add' }).click();
+    await members.getByRole('alert').getByText(new RegExp(`2 people match Evan${tag}: .*@evone_${tag}.*Type the username`)).waitFor();
+    await members.getByLabel('Add by username').fill(`Zed${tag}`);
+    await members.getByRole('button', { name: 'Add' }).click();
+    await members.getByText(`Dora Zed${tag}`).waitFor();
+    const after = (await server.http('GET', `/api/chat/threads/${group.id}`, { token: alice.token })).body.data;
+    const ids = (after.participants || after.thread?.participants).map((p) => p.user_id);
+    assert.ok(ids.includes(dora.id), 'Dora added');
+    assert.equal(ids.length, 3, 'no Evan added');
+    await ctx.close();
+  });
+
+  it('leaving a group oneself brings no "removed" note; a group notification names who wrote', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Leavers', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    // Notifications granted, and the tab hidden on demand: what the app
+    // would show is recorded.
+    await ctx.addInitScript(() => {
+      window.__notes = [];
+      window.__hidden = false;
+      Object.defineProperty(document, 'hidden', { get: () => window.__hidden, configurable: true });
+      window.Notification = class {
+        constructor(title, options) { window.__notes.push({ title, body: options.body }); }
+        static get permission() { return 'granted'; }
+        static requestPermission() { return Promise.resolve('granted'); }
+      };
+    });
+    const page = await openAs(ctx, base, bob);
+    await threadLink(page, 'Leavers').waitFor();
+    await page.evaluate(() => { window.__hidden = true; });
+    await server.sendRest(alice.token, group.id, { content: 'Field trip forms are due' });
+    await until(async () => (await page.evaluate(() => window.__notes.length)) > 0, { what: 'a notification' });
+    assert.deepEqual(await page.evaluate(() => window.__notes[0]),
+      { title: 'Leavers', body: 'Alice Teacher: Field trip forms are due' });
+    await page.evaluate(() => { window.__hidden = false; });
+
+    await threadLink(page, 'Leavers').click();
+    await messageLog(page).getByText('Field trip forms are due').waitFor();
+    await page.getByRole('button', { name: 'Members' }).click();
+    await page.getByRole('button', { name: 'Leave' }).click();
+    await page.getByRole('button', { name: 'Yes, leave' }).click();
+    await until(async () => (await threadLink(page, 'Leavers').count()) === 0, { what: 'the group gone from the list' });
+    await page.waitForTimeout(500);
+    assert.equal(await page.locator('.removed-note').count(), 0, 'no "You were removed" for leaving');
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+});
+
+describe('web app: closed registration', () => {
+  let server; let browser;
+
+  before(async () => {
+    server = await startServer({ args: ['--registration', 'closed'] });
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('sign-in does not offer "Create an account" and says who makes accounts', async () => {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`http://127.0.0.1:${server.port}/app/`);
+    await page.getByText('Accounts on this server are made by its administrator.').waitFor();
+    assert.equal(await page.getByRole('button', { name: /Create an account/ }).count(), 0);
+    const health = await server.http('GET', '/health');
+    assert.equal(health.body.registration, 'closed');
+  });
+});
