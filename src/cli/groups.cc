@@ -56,6 +56,9 @@ awaitable<std::string> own_id(HttpClient& http) {
 }  // namespace
 
 awaitable<int> group_create(Context& ctx, GroupCreateOptions options) {
+  // The server would say "leave it out", which --title (required) cannot.
+  if (options.title.find_first_not_of(" \t\r\n") == std::string::npos)
+    throw usage_error("invalid_title", "--title is blank: give the group a name");
   ctx.require_token();
   HttpClient http = ctx.http();
   json::array usernames, ids;

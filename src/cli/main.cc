@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/errors.h"
+#include "cli/thread_ref.h"
 
 namespace parley::cli {
 
@@ -17,11 +18,18 @@ namespace {
 
 using Command = std::function<awaitable<int>(Context&)>;
 
+// The same words as resolve_thread's refusal (kMinThreadPrefix).
+const std::string kThreadHelp =
+    "Thread id, or a unique prefix of it (" + std::to_string(kMinThreadPrefix) + " characters or more)";
+
 int report(std::exception_ptr error) {
   try {
     std::rethrow_exception(error);
   } catch (const CliError& e) {
     std::cerr << "parley-cli: " << e.code() << ": " << e.what() << "\n";
+    // The saved token no longer works: the way on is to log in again.
+    if (e.code() == "token_expired" || e.code() == "token_revoked" || e.code() == "invalid_token")
+      std::cerr << "parley-cli: log in again: parley-cli login --username <your username>\n";
     return e.exit_code();
   } catch (const std::exception& e) {
     std::cerr << "parley-cli: internal_error: " << e.what() << "\n";
@@ -94,14 +102,14 @@ int main_impl(int argc, char** argv) {
 
   HistoryOptions history_opts;
   auto* history_cmd = app.add_subcommand("history", "Print a thread's messages, oldest first");
-  history_cmd->add_option("thread", history_opts.thread_id, "Thread id, or a unique prefix of it (8 characters)")
+  history_cmd->add_option("thread", history_opts.thread_id, kThreadHelp)
       ->required();
   history_cmd->add_option("--limit", history_opts.limit, "How many (1-200, default 50)");
   history_cmd->add_option("--before", history_opts.before_seq, "Only messages before this seq");
 
   SendOptions send_opts;
   auto* send_cmd = app.add_subcommand("send", "Send a message (prints it once stored)");
-  auto* thread_opt = send_cmd->add_option("--thread", send_opts.thread_id, "Thread id, or a unique prefix of it");
+  auto* thread_opt = send_cmd->add_option("--thread", send_opts.thread_id, kThreadHelp);
   auto* to_opt = send_cmd->add_option("--to", send_opts.to, "Username: a direct message");
   thread_opt->excludes(to_opt);
   send_cmd->add_option("--client-msg-id", send_opts.client_msg_id, "Idempotency key (default: generated)");
@@ -110,7 +118,7 @@ int main_impl(int argc, char** argv) {
 
   MarkReadOptions mark_opts;
   auto* mark_cmd = app.add_subcommand("mark-read", "Mark a thread read (all of it, or up to a seq)");
-  mark_cmd->add_option("thread", mark_opts.thread_id, "Thread id, or a unique prefix of it")->required();
+  mark_cmd->add_option("thread", mark_opts.thread_id, kThreadHelp)->required();
   mark_cmd->add_option("--up-to", mark_opts.up_to_seq, "Only up to this seq")->check(kNonNegative);
 
   auto* group_cmd = app.add_subcommand("group", "Group threads: create, add members");
@@ -123,7 +131,7 @@ int main_impl(int argc, char** argv) {
       ->required();
   GroupAddOptions group_add_opts;
   auto* group_add_cmd = group_cmd->add_subcommand("add", "Add members to a group you administer");
-  group_add_cmd->add_option("thread", group_add_opts.thread_id, "Thread id, or a unique prefix of it")->required();
+  group_add_cmd->add_option("thread", group_add_opts.thread_id, kThreadHelp)->required();
   group_add_cmd->add_option("users", group_add_opts.members, "Usernames (or user ids)")->required();
 
   ListenOptions listen_opts;

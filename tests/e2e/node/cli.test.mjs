@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep, listenOnTestPort, TEST_STORE } from './harness.mjs';
+import { startServer, PARLEY_BIN, HOST, UUID_RE, newUuid, sleep, listenOnTestPort, TEST_STORE, mintToken } from './harness.mjs';
 
 const CLI_BIN = path.join(path.dirname(PARLEY_BIN), 'parley-cli');
 
@@ -455,7 +455,13 @@ describe('parley-cli', () => {
 
     const tooShort = await asBob(['history', 'ab']);
     assert.equal(tooShort.code, 64, tooShort.proc.describe());
-    assert.match(tooShort.stderr, /^parley-cli: invalid_thread_id: /m);
+    assert.match(tooShort.stderr, /^parley-cli: invalid_thread_id: .*first 4 characters or more/m);
+    // The help says the same length as the refusal.
+    for (const cmd of [['history'], ['send'], ['mark-read'], ['group', 'add']]) {
+      const help = await cli([...cmd, '--help']);
+      assert.equal(help.code, 0, help.proc.describe());
+      assert.match(help.stdout, /unique prefix of it \(4 characters or more\)/, help.proc.describe());
+    }
 
     // A well-formed full id of a thread that is not Bob's stays the server's answer.
     const foreign = await asBob(['history', newUuid()]);
@@ -526,6 +532,11 @@ describe('parley-cli', () => {
     assert.equal(nobody.code, 1, nobody.proc.describe());
     assert.match(nobody.stderr, /^parley-cli: user_not_found: no user named no_such_user_x/m);
 
+    // A blank title is refused here, with words that fit a required option.
+    const blank = await asBob(['group', 'create', '--title', '   ', '--members', alice.username]);
+    assert.equal(blank.code, 64, blank.proc.describe());
+    assert.match(blank.stderr, /^parley-cli: invalid_title: --title is blank: give the group a name$/m);
+
     // Only the group's admin may add: Alice is a member, not an admin.
     const notAdmin = await asAlice(['group', 'add', group.id, dave.username]);
     assert.equal(notAdmin.code, 1, notAdmin.proc.describe());
@@ -560,6 +571,13 @@ describe('parley-cli', () => {
     const none = await cli(['--server', server.baseUrl, '--config', path.join(home, 'nobody.json'), 'threads']);
     assert.equal(none.code, 1, none.proc.describe());
     assert.match(none.stderr, /^parley-cli: not_logged_in: /m);
+
+    // An expired token says how to go on.
+    const now = Math.floor(Date.now() / 1000);
+    const expired = mintToken(server.secret, { sub: bob.id, username: bob.username, iat: now - 7200, exp: now - 3600 });
+    const old = await cli(['--server', server.baseUrl, '--token', expired, '--config', path.join(home, 'nobody.json'), 'threads']);
+    assert.equal(old.code, 1, old.proc.describe());
+    assert.match(old.stderr, /^parley-cli: token_expired: .*\nparley-cli: log in again: parley-cli login --username/m);
   });
 
   // Others' text reaches a terminal: escape sequences in it (clear the screen,
