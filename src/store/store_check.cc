@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "common/redact.h"
+#include "common/utf8.h"
 #include "store/pg_conn.h"
 #include "store/sqlite_backup.h"
 #include "store/sqlite_schema.h"
@@ -26,12 +27,23 @@ constexpr int kMaxRowsPerCheck = 1000;  // a badly broken store lists this many 
 std::string cell(const Row& r, size_t i) { return i < r.size() && r[i] ? *r[i] : ""; }
 int64_t num(const Row& r, size_t i) { return std::strtoll(cell(r, i).c_str(), nullptr, 10); }
 
+// A damaged file says so in words an operator can act on; any other failure
+// is ours.
+Error sqlite_failure(sqlite3* db) {
+  const int code = sqlite3_errcode(db) & 0xff;
+  std::string why = sqlite3_errmsg(db);
+  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
+    return Error{ErrorKind::kInternal, "database_corrupt",
+                 "the database is damaged (" + why + "): restore the last backup (parley restore)"};
+  return internal_error("query failed: " + why);
+}
+
 Result<std::vector<Row>> sqlite_query(sqlite3* db, const std::string& sql, int columns) {
   sqlite3_stmt* st = nullptr;
   if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
-    std::string why = sqlite3_errmsg(db);
+    Error e = sqlite_failure(db);
     sqlite3_finalize(st);
-    return internal_error("query failed: " + why);
+    return e;
   }
   std::vector<Row> rows;
   int rc;
@@ -43,9 +55,10 @@ Result<std::vector<Row>> sqlite_query(sqlite3* db, const std::string& sql, int c
     }
     rows.push_back(std::move(row));
   }
-  std::string why = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db);
+  std::optional<Error> failed;
+  if (rc != SQLITE_DONE) failed = sqlite_failure(db);
   sqlite3_finalize(st);
-  if (!why.empty()) return internal_error("query failed: " + why);
+  if (failed) return *failed;
   return rows;
 }
 
@@ -68,6 +81,16 @@ Result<std::vector<Row>> pg_query(PgConn& conn, const std::string& sql, int colu
 // index of every message: 1.4 s against 0.04 s for 300,000 messages).
 constexpr const char* kMessagesByThreadId = "m.thread_id = t.id";
 constexpr const char* kMessagesByThreadNo = "m.thread_no = t.no";
+
+// Every listing query stops at kMaxRowsPerCheck rows: a full page means
+// there may be more than the report lists, which it then says.
+Query noting_caps(Query query, CheckReport& report) {
+  return [query = std::move(query), &report](const std::string& sql, int columns) {
+    auto rows = query(sql, columns);
+    if (rows && rows->size() >= static_cast<size_t>(kMaxRowsPerCheck)) report.capped = true;
+    return rows;
+  };
+}
 
 // The invariants, in SQL both SQLite and PostgreSQL run as written.
 Status check_invariants(const Query& query, const std::string& messages_of_thread, CheckReport& report) {
@@ -209,6 +232,55 @@ Status check_thread_numbers(const Query& query, CheckReport& report) {
   return Ok{};
 }
 
+// A Parley database has the version of the migration that made it (1 on):
+// 0 is a file whose header was rewritten or a schema made by hand, and a
+// version above this build's is a newer release's, whose invariants this
+// check may not know. Older versions are fine: serve migrates them.
+void check_schema_version(int64_t version, CheckReport& report) {
+  if (version < 1)
+    report.problems.push_back({"schema_version_missing", "", "",
+                               "user_version is " + std::to_string(version) +
+                                   ": not a schema Parley made (serve would migrate it from scratch)"});
+  else if (version > latest_schema_version())
+    report.problems.push_back({"schema_too_new", "", "",
+                               "schema version " + std::to_string(version) + " is newer than this parley knows (" +
+                                   std::to_string(latest_schema_version()) +
+                                   "): check it with the release that made it"});
+}
+
+// SQLite only: text that is not UTF-8 (SQLite stores any bytes; PostgreSQL
+// refuses them in a UTF8 database). The server would send it in frames
+// clients must reject: a WebSocket client drops the connection.
+void valid_utf8_function(sqlite3_context* ctx, int, sqlite3_value** argv) {
+  if (sqlite3_value_type(argv[0]) == SQLITE_NULL) return sqlite3_result_int(ctx, 1);
+  const auto* bytes = static_cast<const char*>(sqlite3_value_blob(argv[0]));
+  const int size = sqlite3_value_bytes(argv[0]);
+  sqlite3_result_int(ctx, utf8_length(std::string_view(bytes ? bytes : "", static_cast<size_t>(size))) ? 1 : 0);
+}
+
+Status check_text(sqlite3* db, const Query& query, CheckReport& report) {
+  if (sqlite3_create_function(db, "parley_valid_utf8", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
+                              &valid_utf8_function, nullptr, nullptr) != SQLITE_OK)
+    return internal_error(std::string("cannot register parley_valid_utf8: ") + sqlite3_errmsg(db));
+  const std::string limit = " LIMIT " + std::to_string(kMaxRowsPerCheck);
+  auto messages = query("SELECT thread_id, sender_id, seq FROM messages WHERE NOT parley_valid_utf8(content) "
+                        "ORDER BY thread_id, seq" + limit, 3);
+  if (!messages) return messages.error();
+  for (const Row& r : *messages)
+    report.problems.push_back({"invalid_utf8", cell(r, 0), cell(r, 1),
+                               "thread " + cell(r, 0) + ": message seq " + cell(r, 2) + " has text that is not UTF-8"});
+  auto users = query("SELECT id FROM users WHERE NOT (parley_valid_utf8(username) AND parley_valid_utf8(full_name) "
+                     "AND parley_valid_utf8(role) AND parley_valid_utf8(phone_number)) ORDER BY id" + limit, 1);
+  if (!users) return users.error();
+  for (const Row& r : *users)
+    report.problems.push_back({"invalid_utf8", "", cell(r, 0), "user " + cell(r, 0) + " has a name, role or phone number that is not UTF-8"});
+  auto titles = query("SELECT id FROM threads WHERE NOT parley_valid_utf8(title) ORDER BY id" + limit, 1);
+  if (!titles) return titles.error();
+  for (const Row& r : *titles)
+    report.problems.push_back({"invalid_utf8", cell(r, 0), "", "thread " + cell(r, 0) + " has a title that is not UTF-8"});
+  return Ok{};
+}
+
 Result<CheckReport> check_sqlite(const std::string& data_dir) {
   namespace fs = std::filesystem;
   fs::path path = fs::path(data_dir) / "parley.db";
@@ -228,18 +300,32 @@ Result<CheckReport> check_sqlite(const std::string& data_dir) {
   // between two of them cannot look like a broken invariant.
   if (sqlite3_exec(db.get(), "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK)
     return internal_error(std::string("cannot begin a read: ") + sqlite3_errmsg(db.get()));
-  Query query = [&db](const std::string& sql, int columns) { return sqlite_query(db.get(), sql, columns); };
+  Query query = noting_caps(
+      [&db](const std::string& sql, int columns) { return sqlite_query(db.get(), sql, columns); }, report);
   auto integrity = query("PRAGMA integrity_check", 1);
   if (!integrity) return integrity.error();
   for (const Row& r : *integrity)
     if (cell(r, 0) != "ok") report.problems.push_back({"integrity", "", "", "integrity_check: " + cell(r, 0)});
+  auto tables = query("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                      "('users', 'threads', 'participants', 'messages')", 1);
+  if (tables && (tables->empty() || num(tables->front(), 0) != 4))
+    return bad_input("not_parley_database", path.string() + " is not a Parley database (no users, threads, "
+                                            "participants and messages tables)");
   auto version = query("PRAGMA user_version", 1);
   if (!version) return version.error();
+  check_schema_version(version->empty() ? 0 : num(version->front(), 0), report);
   const bool numbered = !version->empty() && num(version->front(), 0) >= 6;
-  if (auto st = check_invariants(query, numbered ? kMessagesByThreadNo : kMessagesByThreadId, report); !st)
-    return st.error();
-  if (auto st = check_message_keys(db.get(), query, report); !st) return st.error();
-  if (auto st = check_thread_numbers(query, report); !st) return st.error();
+  // The rest reads every row: on a damaged file it may fail part way. What
+  // integrity_check found is still worth printing, with that failure.
+  Status rest = check_invariants(query, numbered ? kMessagesByThreadNo : kMessagesByThreadId, report);
+  if (rest) rest = check_message_keys(db.get(), query, report);
+  if (rest) rest = check_thread_numbers(query, report);
+  if (rest) rest = check_text(db.get(), query, report);
+  if (!rest && rest.error().code == "database_corrupt" && !report.problems.empty()) {
+    report.problems.push_back({"unreadable", "", "", "the invariants could not all be checked: " + rest.error().message});
+    rest = Ok{};
+  }
+  if (!rest) return rest.error();
   sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
   return report;
 }
@@ -252,7 +338,8 @@ Result<CheckReport> check_postgres(const std::string& url) {
   // One snapshot for every query, as on SQLite.
   if (!(*conn)->run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").ok())
     return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot begin a read: " + (*conn)->errmsg()};
-  Query query = [&conn](const std::string& sql, int columns) { return pg_query(**conn, sql, columns); };
+  Query query = noting_caps([&conn](const std::string& sql, int columns) { return pg_query(**conn, sql, columns); },
+                            report);
   if (auto st = check_invariants(query, kMessagesByThreadId, report); !st) return st.error();
   // New messages take created_at above the commit clock; one below the
   // newest message would let offline sync's cursor skip what comes next.

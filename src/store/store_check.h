@@ -32,10 +32,12 @@ struct CheckReport {
   int64_t messages = 0;
   int64_t participants = 0;
   std::vector<CheckProblem> problems;  // empty: everything holds
+  bool capped = false;  // some kind had more problems than it lists (kMaxRowsPerCheck)
 };
 
-// An error only when the store cannot be read at all ("no_database", a
-// connection failure); problems found are in the report.
+// An error only when the store cannot be read at all ("no_database",
+// "not_parley_database", "database_corrupt" when not even SQLite's own
+// check can read it, a connection failure); problems found are in the report.
 Result<CheckReport> check_store(const StoreOptions& options);
 
 }  // namespace parley

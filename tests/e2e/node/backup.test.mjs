@@ -187,6 +187,64 @@ describe('backup, restore and check', () => {
     fs.rmSync(server.dataDir, { recursive: true, force: true });
   });
 
+  it('check finds text that is not UTF-8, a schema version Parley did not write, more problems than it lists, and a damaged file', { skip: sqliteOnly }, async () => {
+    const server = await startServer();
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 3; i++) assert.equal((await server.sendRest(alice.token, thread.id, { content: `m${i}` })).status, 201);
+    await server.stop({ removeData: false });
+    const db = path.join(server.dataDir, 'parley.db');
+    const check = () => parley(['check', '--data-dir', server.dataDir]);
+    assert.equal((await check()).code, 0, 'clean before the edits');
+
+    // Bytes that are not UTF-8 in a message and in a name: the server would
+    // send them in frames every WebSocket client must reject.
+    await sqlite(db, `UPDATE messages SET content = CAST(X'6869C328' AS TEXT) WHERE thread_id = '${thread.id}' AND seq = 2;
+                      UPDATE users SET full_name = CAST(X'FF' AS TEXT) WHERE id = '${bob.id}';`);
+    const text = await check();
+    assert.equal(text.code, 1, text.stdout);
+    assert.match(text.stdout, new RegExp(`problem invalid_utf8: thread ${thread.id}: message seq 2 has text that is not UTF-8`));
+    assert.match(text.stdout, new RegExp(`problem invalid_utf8: user ${bob.id} has a name`));
+    assert.match(text.stdout, /^2 problems in sqlite:/m);
+    await sqlite(db, `UPDATE messages SET content = 'm2' WHERE thread_id = '${thread.id}' AND seq = 2;
+                      UPDATE users SET full_name = 'Bob' WHERE id = '${bob.id}';`);
+    assert.equal((await check()).code, 0, 'clean again');
+
+    // user_version: 0 is not a schema Parley made; one past this binary's is a newer release's.
+    const version = Number((await sqlite(db, 'PRAGMA user_version;')).trim());
+    for (const [v, kind] of [[0, 'schema_version_missing'], [version + 1, 'schema_too_new']]) {
+      await sqlite(db, `PRAGMA user_version = ${v};`);
+      const r = await check();
+      assert.equal(r.code, 1, `user_version ${v}: ${r.stdout}`);
+      assert.match(r.stdout, new RegExp(`^problem ${kind}: `, 'm'));
+    }
+    await sqlite(db, `PRAGMA user_version = ${version};`);
+
+    // 1,200 participants who are no users: the listing stops at 1,000 and the count says there are more.
+    await sqlite(db, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+                      INSERT INTO participants (thread_id, user_id, joined_at) SELECT '${thread.id}', 'ghost-' || i, 0 FROM n;`);
+    const many = await check();
+    assert.equal(many.code, 1);
+    assert.equal(many.stdout.split('\n').filter((l) => l.startsWith('problem participant_without_user')).length, 1000);
+    assert.match(many.stdout, /^1000 problems listed, and more not listed \(each kind lists at most 1000\) in sqlite:/m);
+    const json = JSON.parse((await parley(['check', '--data-dir', server.dataDir, '--json'])).stdout);
+    assert.equal(json.capped, true);
+
+    // A damaged file: a page of the messages' table overwritten. Said as
+    // damage with what to do, never as an internal error.
+    const pageSize = Number((await sqlite(db, 'PRAGMA page_size;')).trim());
+    const root = Number((await sqlite(db, "SELECT rootpage FROM sqlite_master WHERE name = 'messages';")).trim());
+    const fd = fs.openSync(db, 'r+');
+    fs.writeSync(fd, Buffer.alloc(pageSize, 0x5a), 0, pageSize, (root - 1) * pageSize);
+    fs.closeSync(fd);
+    const damaged = await check();
+    assert.equal(damaged.code, 1, damaged.stdout + damaged.stderr);
+    assert.doesNotMatch(damaged.stdout + damaged.stderr, /internal_error/);
+    assert.match(damaged.stdout + damaged.stderr, /problem integrity: |database_corrupt: .*restore the last backup/);
+    fs.rmSync(server.dataDir, { recursive: true, force: true });
+  });
+
   it('restore refuses a non-empty data dir (a running server\'s too) and a file that is not a backup', { skip: sqliteOnly }, async () => {
     const server = await startServer();
     servers.push(server);
