@@ -24,7 +24,7 @@ export const state = {
   unreadTotal: 0,
   notice: null,        // a one-line message for the user
   connNote: null,      // why the server closed the connection, while reconnecting
-  removedFrom: [],     // names of groups this user was removed from, until dismissed
+  removedFrom: [],     // sentences: groups this user is no longer in, until dismissed
   editing: null,       // id of the message of one's own being edited in the open conversation
   messageNote: null,   // {id, text}: why an edit or deletion of that message did not happen
   announcement: { text: '', n: 0 },  // what the app's live region says (announce())
@@ -379,7 +379,10 @@ function onMessage(m, own) {
   refreshUnread();
   // Someone joined or left (the server records it as a system message): the
   // members, or whether this user is still in the thread at all, changed.
-  if (m.message_type === 'system') reloadThreadsSoon();
+  if (m.message_type === 'system') {
+    noteRemoval(t, m);
+    reloadThreadsSoon();
+  }
   if (!own && m.sender_id !== state.session.user.id) notify(t, m);
   changed();
 }
@@ -590,10 +593,13 @@ async function applyThreads() {
     if (threads.has(id)) continue;
     if (!leaving.has(id)) {
       const name = threadName(old);
-      state.removedFrom = [...state.removedFrom, name];
-      announce(`You were removed from ${name}`);
+      const by = removedBy.get(id);
+      const said = by ? `${by} removed you from ${name}.` : `You are no longer in ${name}.`;
+      state.removedFrom = [...state.removedFrom, said];
+      announce(said);
     }
     leaving.delete(id);
+    removedBy.delete(id);
     state.messages.delete(id);
     client.forget(id);
     if (state.openId === id) location.hash = '';
@@ -858,8 +864,17 @@ export async function addMember(threadId, userId) {
   changed();
 }
 
-// Groups this user is leaving on purpose: their going from the list is not news.
+// Groups this user is leaving on purpose (here, or on another device: its
+// "… left" line): their going from the list is not news. Who removed this
+// user, from the "… removed …" line, names the remover in the note.
 const leaving = new Set();
+const removedBy = new Map();  // thread id -> the remover's name
+function noteRemoval(t, m) {
+  const me = state.session.user.username;
+  if (m.content === `${me} left`) leaving.add(t.id);
+  const removed = /^(\S+) removed (\S+)$/.exec(m.content);
+  if (removed && removed[2] === me) removedBy.set(t.id, nameOfUsername(t, removed[1]));
+}
 export async function removeMember(threadId, userId) {
   const self = userId === state.session.user.id;
   if (self) leaving.add(threadId);
@@ -895,15 +910,17 @@ export function participantName(t, userId) {
 // server stores it) with people's full names where this app knows them; a
 // line of another shape is shown as it is.
 export function systemText(t, m) {
-  const named = (username) => {
-    const p = t.participants.find((x) => x.username === username);
-    return p?.full_name || knownNames.get(username) || username;
-  };
+  const named = (username) => nameOfUsername(t, username);
   const two = /^(\S+) (added|removed) (\S+)$/.exec(m.content);
   if (two) return `${named(two[1])} ${two[2]} ${named(two[3])}`;
   const left = /^(\S+) left$/.exec(m.content);
   if (left) return `${named(left[1])} left`;
   return m.content;
+}
+
+function nameOfUsername(t, username) {
+  const p = t.participants.find((x) => x.username === username);
+  return p?.full_name || knownNames.get(username) || username;
 }
 
 export function otherParticipant(t) {

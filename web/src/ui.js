@@ -137,7 +137,7 @@ function Banner() {
   const text = state.conn === 'connecting' ? 'Connecting…' : 'Offline: reconnecting. Messages you send are kept and sent when the connection is back.';
   return html`<div class="banners">
     ${removed && html`<div class="removed-note" role="status">
-      You were removed from ${state.removedFrom.join(', ')}.
+      ${state.removedFrom.join(' ')}
       <button type="button" class="link" onClick=${store.dismissRemoved}>Dismiss</button>
     </div>`}
     ${offline && html`<div class="banner" role="status">${state.connNote ? `${state.connNote} ` : ''}${text}</div>`}

@@ -124,7 +124,7 @@ describe('web app: group management from the UI', () => {
 
     // He is told why it went, until he dismisses it.
     const note = bobPage.locator('.removed-note');
-    await note.getByText(`You were removed from ${GROUP}.`).waitFor();
+    await note.getByText(`Alice Teacher removed you from ${GROUP}.`).waitFor();
     await note.getByRole('button', { name: 'Dismiss' }).click();
     assert.equal(await note.count(), 0, 'dismissed');
 

@@ -6,7 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, randomId } from '../node/harness.mjs';
-import { launchBrowser, openAs, threadLink, messageLog, until, startScene } from './browser.mjs';
+import { launchBrowser, openAs, threadLink, messageLog, until, startScene, Proxy } from './browser.mjs';
 
 describe('web app: notices', () => {
   let server; let browser; let base; let alice; let bob;
@@ -158,5 +158,49 @@ describe('web app: closed registration', () => {
     assert.equal(await page.getByRole('button', { name: /Create an account/ }).count(), 0);
     const health = await server.http('GET', '/health');
     assert.equal(health.body.registration, 'closed');
+  });
+});
+
+describe('web app: leaving or removed while away', () => {
+  let server; let browser; let base; let alice; let bob; let proxy;
+
+  before(async () => {
+    ({ server, base, browser, alice, bob } = await startScene());
+    proxy = await new Proxy(server.port).start();
+  });
+  after(async () => {
+    await browser?.close();
+    await proxy?.close();
+    await server?.stop();
+  });
+
+  it('leaving in one tab brings no note in the other', async () => {
+    await server.createThread(alice.token, { type: 'group', title: 'Two tabs', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const [tabA, tabB] = [await openAs(ctx, base, bob), await openAs(ctx, base, bob)];
+    await threadLink(tabA, 'Two tabs').click();
+    await tabA.getByRole('button', { name: 'Members' }).click();
+    await tabA.getByRole('button', { name: 'Leave' }).click();
+    await tabA.getByRole('button', { name: 'Yes, leave' }).click();
+    await until(async () => (await threadLink(tabB, 'Two tabs').count()) === 0, { what: 'the group gone from the other tab' });
+    await tabB.waitForTimeout(500);
+    assert.equal(await tabB.locator('.removed-note').count(), 0, 'no note for leaving on another tab');
+    await ctx.close();
+  });
+
+  it('removed while offline: told on reconnecting that they are no longer in the group', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'While away', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, proxy.base, bob);
+    await threadLink(page, 'While away').waitFor();
+    proxy.cut();
+    await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    const res = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(res.status, 200, res.text);
+    proxy.resume();
+    await page.locator('.removed-note').getByText('You are no longer in While away.').waitFor({ timeout: 30000 });
+    assert.equal(await threadLink(page, 'While away').count(), 0);
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
   });
 });
