@@ -34,10 +34,12 @@ int64_t coarse_now_ms() {
 
 }  // namespace
 
-MemberCache::MemberCache(Store& store, const Bus& bus, std::chrono::milliseconds max_age)
+MemberCache::MemberCache(Store& store, const Bus& bus, std::chrono::milliseconds max_age, size_t sweep_from)
     : store_(store),
       bus_(bus),
       max_age_ms_(max_age.count()),
+      sweep_from_(sweep_from),
+      sweep_at_(sweep_from),
       id_(next_cache_id.fetch_add(1, std::memory_order_relaxed)) {}
 
 std::shared_ptr<const ThreadMembers> MemberCache::cached(const std::string& thread_id) const {
@@ -84,10 +86,24 @@ Result<std::shared_ptr<const ThreadMembers>> MemberCache::get(const std::string&
   auto ptr = std::make_shared<const ThreadMembers>(std::move(**loaded));
   if (trusted) {
     std::unique_lock lock(mu_);
-    if (version_.load(std::memory_order_relaxed) == seen && !changing_.contains(thread_id))
+    if (version_.load(std::memory_order_relaxed) == seen && !changing_.contains(thread_id)) {
       members_[thread_id] = Entry{ptr, loaded_ms};
+      if (members_.size() >= sweep_at_) sweep(loaded_ms);
+    }
   }
   return ptr;
+}
+
+// Only entries no lookup would use: no version bump, and the threads' own
+// copies of them are past max_age as well (they keep the same load time).
+void MemberCache::sweep(int64_t now_ms) {
+  std::erase_if(members_, [&](const auto& kv) { return !fresh(kv.second.loaded_ms, now_ms); });
+  sweep_at_ = std::max(sweep_from_, members_.size() * 2);
+}
+
+size_t MemberCache::size() const {
+  std::shared_lock lock(mu_);
+  return members_.size();
 }
 
 Result<std::shared_ptr<const ThreadMembers>> MemberCache::get_at_least(const std::string& thread_id,

@@ -16,6 +16,9 @@
 // node during a Redis outage is never hidden behind an old entry. And no
 // entry is used after max_age (10 s): the backstop for an event that never
 // came (a node that died cut off from Redis, with its change unpublished).
+// Entries past max_age are dropped whenever the table has doubled since it
+// was last swept (from `sweep_from` entries on), so it holds about the
+// threads used within max_age, not every thread ever used.
 //
 // Thread-safety: any thread. get() may block on the Store on a miss; cached()
 // never blocks (event loops use it and go to a worker only on a miss), and a
@@ -40,7 +43,8 @@ namespace parley {
 
 class MemberCache {
  public:
-  MemberCache(Store& store, const Bus& bus, std::chrono::milliseconds max_age = std::chrono::seconds(10));
+  MemberCache(Store& store, const Bus& bus, std::chrono::milliseconds max_age = std::chrono::seconds(10),
+              size_t sweep_from = 1024);
 
   // The thread's members, loaded on a miss (blocking); nullptr when the
   // thread does not exist; an Error when the store could not answer.
@@ -61,6 +65,8 @@ class MemberCache {
   void end_change(const std::string& thread_id);
 
   static bool contains(const ThreadMembers& members, const std::string& user_id);
+  // Lists held in the shared table (tests).
+  size_t size() const;
 
  private:
   Store& store_;
@@ -71,8 +77,11 @@ class MemberCache {
     int64_t loaded_ms = 0;  // a coarse monotonic clock
   };
   bool fresh(int64_t loaded_ms, int64_t now_ms) const { return now_ms - loaded_ms < max_age_ms_; }
+  void sweep(int64_t now_ms);  // under mu_, exclusive
 
   const int64_t max_age_ms_;
+  const size_t sweep_from_;
+  size_t sweep_at_;  // the next sweep, by members_.size(); under mu_
   std::unordered_map<std::string, Entry> members_;
   // Threads with a membership change being written, and how many.
   std::unordered_map<std::string, int> changing_;

@@ -1099,6 +1099,26 @@ TEST_F(ChatServiceTest, MemberCacheEntriesAreUsedForMaxAgeOnly) {
   EXPECT_EQ(cache.cached(t.id), *fresh);
 }
 
+// Every direct pair is a thread: a table that kept each list ever loaded
+// grew for as long as the server ran (about 0.5 KB a thread).
+TEST_F(ChatServiceTest, MemberCacheDropsListsPastMaxAgeAsItGrows) {
+  User a = user("alice");
+  std::vector<Thread> threads;
+  for (int i = 0; i < 6; ++i) threads.push_back(group(a, {user("member" + std::to_string(i))}));
+  SwitchableBus bus;
+  MemberCache cache(*store_, bus, std::chrono::milliseconds(1000), /*sweep_from=*/4);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cache.get(threads[i].id).ok());
+  EXPECT_EQ(cache.size(), 3u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  // The fourth reaches sweep_from: the three past max_age go.
+  ASSERT_TRUE(cache.get(threads[3].id).ok());
+  EXPECT_EQ(cache.size(), 1u);
+  // Fresh lists stay, and the next sweep waits for the table to double.
+  for (int i = 4; i < 6; ++i) ASSERT_TRUE(cache.get(threads[i].id).ok());
+  EXPECT_EQ(cache.size(), 3u);
+  EXPECT_NE(cache.cached(threads[5].id), nullptr);
+}
+
 TEST_F(TwoProcessesTest, ResyncForgetsEveryCachedList) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});
