@@ -41,6 +41,10 @@ Context make_context(const GlobalOptions& options, asio::any_io_executor executo
   c.server_url = first_set({options.server, env("PARLEY_SERVER"), c.config.server, kDefaultServer});
   c.endpoint = parse_server_url(c.server_url);
   c.token = first_set({options.token, env("PARLEY_TOKEN"), c.config.token});
+  c.token_source = !options.token.empty()          ? "--token"
+                   : !env("PARLEY_TOKEN").empty()  ? "PARLEY_TOKEN"
+                   : !c.config.token.empty()       ? "saved"
+                                                   : "";
   return c;
 }
 

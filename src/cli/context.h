@@ -26,6 +26,8 @@ struct Context {
   std::string server_url;
   Endpoint endpoint;
   std::string token;
+  // Where the token came from: "--token", "PARLEY_TOKEN", "saved" or "" (none).
+  std::string token_source;
   std::string config_path;
   CliConfig config;
   bool pretty = false;

@@ -7,6 +7,7 @@
 #include "cli/output.h"
 #include "cli/pretty.h"
 #include "cli/thread_ref.h"
+#include "common/utf8.h"
 
 namespace parley::cli {
 
@@ -56,9 +57,10 @@ awaitable<std::string> own_id(HttpClient& http) {
 }  // namespace
 
 awaitable<int> group_create(Context& ctx, GroupCreateOptions options) {
-  // The server would say "leave it out", which --title (required) cannot.
-  if (options.title.find_first_not_of(" \t\r\n") == std::string::npos)
-    throw usage_error("invalid_title", "--title is blank: give the group a name");
+  // The server would say "leave it out" of a title with nothing visible in
+  // it, which --title (required) cannot; "" is the way to no title.
+  if (!options.title.empty() && !has_visible_text(options.title))
+    throw usage_error("invalid_title", "--title is blank: give the group a name, or --title \"\" for none");
   ctx.require_token();
   HttpClient http = ctx.http();
   json::array usernames, ids;

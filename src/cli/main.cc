@@ -22,14 +22,26 @@ using Command = std::function<awaitable<int>(Context&)>;
 const std::string kThreadHelp =
     "Thread id, or a unique prefix of it (" + std::to_string(kMinThreadPrefix) + " characters or more)";
 
-int report(std::exception_ptr error) {
+// What to do about a refused token depends on where it came from: a new
+// login is saved, but --token and PARLEY_TOKEN would still win over it.
+void token_hint(const std::string& source) {
+  if (source == "--token")
+    std::cerr << "parley-cli: the token given with --token is refused: pass a new one, or leave --token out to "
+                 "use the saved login\n";
+  else if (source == "PARLEY_TOKEN")
+    std::cerr << "parley-cli: the token in PARLEY_TOKEN is refused: set a new one, or unset PARLEY_TOKEN to use "
+                 "the saved login\n";
+  else if (source == "saved")
+    std::cerr << "parley-cli: log in again: parley-cli login --username <your username>\n";
+}
+
+int report(std::exception_ptr error, const std::string& token_source = "") {
   try {
     std::rethrow_exception(error);
   } catch (const CliError& e) {
     std::cerr << "parley-cli: " << e.code() << ": " << e.what() << "\n";
-    // The saved token no longer works: the way on is to log in again.
     if (e.code() == "token_expired" || e.code() == "token_revoked" || e.code() == "invalid_token")
-      std::cerr << "parley-cli: log in again: parley-cli login --username <your username>\n";
+      token_hint(token_source);
     return e.exit_code();
   } catch (const std::exception& e) {
     std::cerr << "parley-cli: internal_error: " << e.what() << "\n";
@@ -44,7 +56,7 @@ int run_command(const GlobalOptions& globals, const Command& command) {
   try {
     Context ctx = make_context(globals, ioc.get_executor());
     asio::co_spawn(ioc, command(ctx), [&](std::exception_ptr error, int code) {
-      exit_code = error ? report(error) : code;
+      exit_code = error ? report(error, ctx.token_source) : code;
       ioc.stop();  // nothing the command left behind outlives it
     });
     ioc.run();

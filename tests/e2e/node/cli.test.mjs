@@ -532,10 +532,16 @@ describe('parley-cli', () => {
     assert.equal(nobody.code, 1, nobody.proc.describe());
     assert.match(nobody.stderr, /^parley-cli: user_not_found: no user named no_such_user_x/m);
 
-    // A blank title is refused here, with words that fit a required option.
-    const blank = await asBob(['group', 'create', '--title', '   ', '--members', alice.username]);
-    assert.equal(blank.code, 64, blank.proc.describe());
-    assert.match(blank.stderr, /^parley-cli: invalid_title: --title is blank: give the group a name$/m);
+    // A blank title (spaces, or a no-break space) is refused here, with
+    // words that fit a required option; "" still makes a group without one.
+    for (const title of ['   ', '\u00a0\u3000']) {
+      const blank = await asBob(['group', 'create', '--title', title, '--members', alice.username]);
+      assert.equal(blank.code, 64, blank.proc.describe());
+      assert.match(blank.stderr, /^parley-cli: invalid_title: --title is blank: give the group a name, or --title "" for none$/m);
+    }
+    const untitled = await asBob(['group', 'create', '--title', '', '--members', alice.username]);
+    assert.equal(untitled.code, 0, untitled.proc.describe());
+    assert.equal(JSON.parse(untitled.lines[0]).title, null, 'a group without a title');
 
     // Only the group's admin may add: Alice is a member, not an admin.
     const notAdmin = await asAlice(['group', 'add', group.id, dave.username]);
@@ -572,12 +578,18 @@ describe('parley-cli', () => {
     assert.equal(none.code, 1, none.proc.describe());
     assert.match(none.stderr, /^parley-cli: not_logged_in: /m);
 
-    // An expired token says how to go on.
+    // An expired token says how to go on, by where it came from: a new
+    // login would not help one given with --token, which wins over it.
     const now = Math.floor(Date.now() / 1000);
     const expired = mintToken(server.secret, { sub: bob.id, username: bob.username, iat: now - 7200, exp: now - 3600 });
-    const old = await cli(['--server', server.baseUrl, '--token', expired, '--config', path.join(home, 'nobody.json'), 'threads']);
-    assert.equal(old.code, 1, old.proc.describe());
-    assert.match(old.stderr, /^parley-cli: token_expired: .*\nparley-cli: log in again: parley-cli login --username/m);
+    const given = await cli(['--server', server.baseUrl, '--token', expired, '--config', path.join(home, 'nobody.json'), 'threads']);
+    assert.equal(given.code, 1, given.proc.describe());
+    assert.match(given.stderr, /^parley-cli: token_expired: .*\nparley-cli: the token given with --token is refused: pass a new one, or leave --token out/m);
+    const savedCfg = path.join(home, 'expired.json');
+    fs.writeFileSync(savedCfg, JSON.stringify({ server: server.baseUrl, token: expired }), { mode: 0o600 });
+    const saved = await cli(['--config', savedCfg, 'threads']);
+    assert.equal(saved.code, 1, saved.proc.describe());
+    assert.match(saved.stderr, /^parley-cli: token_expired: .*\nparley-cli: log in again: parley-cli login --username/m);
   });
 
   // Others' text reaches a terminal: escape sequences in it (clear the screen,
