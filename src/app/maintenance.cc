@@ -62,18 +62,19 @@ int check(const Config& config, bool as_json) {
           boost::json::object{{"kind", p.kind}, {"thread_id", p.thread_id}, {"user_id", p.user_id}, {"detail", p.detail}});
     boost::json::object out{{"ok", ok},
                             {"store", r->store},
-                            {"users", r->users},
-                            {"threads", r->threads},
-                            {"messages", r->messages},
-                            {"participants", r->participants},
+                            {"users", r->counted ? boost::json::value(r->users) : nullptr},
+                            {"threads", r->counted ? boost::json::value(r->threads) : nullptr},
+                            {"messages", r->counted ? boost::json::value(r->messages) : nullptr},
+                            {"participants", r->counted ? boost::json::value(r->participants) : nullptr},
                             {"problems", std::move(problems)},
                             {"capped", r->capped}};
     std::cout << boost::json::serialize(out) << "\n";
     return ok ? 0 : 1;
   }
-  const std::string what = std::to_string(r->users) + " users, " + std::to_string(r->threads) + " threads, " +
-                           std::to_string(r->messages) + " messages, " + std::to_string(r->participants) +
-                           " participants";
+  const std::string what = !r->counted ? std::string("counts not read")
+                                       : std::to_string(r->users) + " users, " + std::to_string(r->threads) +
+                                             " threads, " + std::to_string(r->messages) + " messages, " +
+                                             std::to_string(r->participants) + " participants";
   if (ok) {
     std::cout << "ok " << r->store << ": " << what << "; integrity and invariants hold\n";
     return 0;
@@ -81,7 +82,7 @@ int check(const Config& config, bool as_json) {
   for (const CheckProblem& p : r->problems) std::cout << "problem " << p.kind << ": " << p.detail << "\n";
   // A capped kind has more than it lists: the count is a floor, and says so.
   std::cout << r->problems.size() << " problem" << (r->problems.size() == 1 ? "" : "s")
-            << (r->capped ? " listed, and more not listed (each kind lists at most 1000)" : "") << " in " << r->store
+            << (r->capped ? " listed, and more not listed (each query lists at most 1000)" : "") << " in " << r->store
             << " (" << what << ")\n";
   return 1;
 }

@@ -22,7 +22,9 @@ namespace {
 using Row = std::vector<std::optional<std::string>>;
 using Query = std::function<Result<std::vector<Row>>(const std::string& sql, int columns)>;
 
-constexpr int kMaxRowsPerCheck = 1000;  // a badly broken store lists this many per kind, then says how many more
+constexpr int kMaxRowsPerCheck = 1000;  // a badly broken store lists this many per query, then says there are more
+// Queries ask for one row more than they list: that row says there are more.
+const std::string kLimit = " LIMIT " + std::to_string(kMaxRowsPerCheck + 1);
 
 std::string cell(const Row& r, size_t i) { return i < r.size() && r[i] ? *r[i] : ""; }
 int64_t num(const Row& r, size_t i) { return std::strtoll(cell(r, i).c_str(), nullptr, 10); }
@@ -82,12 +84,15 @@ Result<std::vector<Row>> pg_query(PgConn& conn, const std::string& sql, int colu
 constexpr const char* kMessagesByThreadId = "m.thread_id = t.id";
 constexpr const char* kMessagesByThreadNo = "m.thread_no = t.no";
 
-// Every listing query stops at kMaxRowsPerCheck rows: a full page means
-// there may be more than the report lists, which it then says.
+// Every listing query asks for kMaxRowsPerCheck + 1 rows (kLimit) and
+// lists kMaxRowsPerCheck: the extra row means there are more than listed.
 Query noting_caps(Query query, CheckReport& report) {
   return [query = std::move(query), &report](const std::string& sql, int columns) {
     auto rows = query(sql, columns);
-    if (rows && rows->size() >= static_cast<size_t>(kMaxRowsPerCheck)) report.capped = true;
+    if (rows && rows->size() > static_cast<size_t>(kMaxRowsPerCheck)) {
+      report.capped = true;
+      rows->resize(kMaxRowsPerCheck);
+    }
     return rows;
   };
 }
@@ -97,7 +102,7 @@ Status check_invariants(const Query& query, const std::string& messages_of_threa
   auto add = [&report](std::string kind, std::string thread, std::string user, std::string detail) {
     report.problems.push_back({std::move(kind), std::move(thread), std::move(user), std::move(detail)});
   };
-  const std::string limit = " LIMIT " + std::to_string(kMaxRowsPerCheck);
+  const std::string& limit = kLimit;
 
   auto counts = query(
       "SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM threads), (SELECT COUNT(*) FROM messages), "
@@ -110,6 +115,7 @@ Status check_invariants(const Query& query, const std::string& messages_of_threa
     report.threads = num(r, 1);
     report.messages = num(r, 2);
     report.participants = num(r, 3);
+    report.counted = true;
   }
 
   // seq is UNIQUE per thread, so count = max = last_seq with min 1 means 1..last_seq, gapless.
@@ -195,7 +201,7 @@ Status check_message_keys(sqlite3* db, const Query& query, CheckReport& report) 
   auto missing = query(
       "SELECT m.thread_id, m.sender_id, m.seq FROM messages m WHERE m.client_msg_id IS NOT NULL AND NOT EXISTS "
       "(SELECT 1 FROM message_keys k WHERE k.key = parley_message_key(m.thread_id, m.sender_id, m.client_msg_id)) "
-      "ORDER BY m.thread_id, m.seq LIMIT " + std::to_string(kMaxRowsPerCheck),
+      "ORDER BY m.thread_id, m.seq" + kLimit,
       3);
   if (!missing) return missing.error();
   for (const Row& r : *missing)
@@ -212,17 +218,14 @@ Status check_thread_numbers(const Query& query, CheckReport& report) {
   auto version = query("PRAGMA user_version", 1);
   if (!version) return version.error();
   if (version->empty() || num(version->front(), 0) < 6) return Ok{};
-  auto unnumbered = query("SELECT id FROM threads WHERE no IS NULL ORDER BY id LIMIT " +
-                              std::to_string(kMaxRowsPerCheck),
-                          1);
+  auto unnumbered = query("SELECT id FROM threads WHERE no IS NULL ORDER BY id" + kLimit, 1);
   if (!unnumbered) return unnumbered.error();
   for (const Row& r : *unnumbered)
     report.problems.push_back({"thread_number_missing", cell(r, 0), "",
                                "thread " + cell(r, 0) + " has no number; its messages cannot be found"});
   auto misfiled = query(
       "SELECT m.thread_id, COUNT(*) FROM messages m LEFT JOIN threads t ON t.no = m.thread_no "
-      "WHERE t.id IS NOT m.thread_id GROUP BY m.thread_id ORDER BY m.thread_id LIMIT " +
-          std::to_string(kMaxRowsPerCheck),
+      "WHERE t.id IS NOT m.thread_id GROUP BY m.thread_id ORDER BY m.thread_id" + kLimit,
       2);
   if (!misfiled) return misfiled.error();
   for (const Row& r : *misfiled)
@@ -262,7 +265,7 @@ Status check_text(sqlite3* db, const Query& query, CheckReport& report) {
   if (sqlite3_create_function(db, "parley_valid_utf8", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
                               &valid_utf8_function, nullptr, nullptr) != SQLITE_OK)
     return internal_error(std::string("cannot register parley_valid_utf8: ") + sqlite3_errmsg(db));
-  const std::string limit = " LIMIT " + std::to_string(kMaxRowsPerCheck);
+  const std::string& limit = kLimit;
   auto messages = query("SELECT thread_id, sender_id, seq FROM messages WHERE NOT parley_valid_utf8(content) "
                         "ORDER BY thread_id, seq" + limit, 3);
   if (!messages) return messages.error();
@@ -302,7 +305,8 @@ Result<CheckReport> check_sqlite(const std::string& data_dir) {
     return internal_error(std::string("cannot begin a read: ") + sqlite3_errmsg(db.get()));
   Query query = noting_caps(
       [&db](const std::string& sql, int columns) { return sqlite_query(db.get(), sql, columns); }, report);
-  auto integrity = query("PRAGMA integrity_check", 1);
+  // Its own default stops at 100 findings; this one at what the others list.
+  auto integrity = query("PRAGMA integrity_check(" + std::to_string(kMaxRowsPerCheck + 1) + ")", 1);
   if (!integrity) return integrity.error();
   for (const Row& r : *integrity)
     if (cell(r, 0) != "ok") report.problems.push_back({"integrity", "", "", "integrity_check: " + cell(r, 0)});
@@ -321,7 +325,9 @@ Result<CheckReport> check_sqlite(const std::string& data_dir) {
   if (rest) rest = check_message_keys(db.get(), query, report);
   if (rest) rest = check_thread_numbers(query, report);
   if (rest) rest = check_text(db.get(), query, report);
-  if (!rest && rest.error().code == "database_corrupt" && !report.problems.empty()) {
+  const bool damage_found = std::any_of(report.problems.begin(), report.problems.end(),
+                                        [](const CheckProblem& p) { return p.kind == "integrity"; });
+  if (!rest && rest.error().code == "database_corrupt" && damage_found) {
     report.problems.push_back({"unreadable", "", "", "the invariants could not all be checked: " + rest.error().message});
     rest = Ok{};
   }

@@ -31,6 +31,7 @@ struct CheckReport {
   int64_t threads = 0;
   int64_t messages = 0;
   int64_t participants = 0;
+  bool counted = false;  // the counts above were read (a damaged file may stop before)
   std::vector<CheckProblem> problems;  // empty: everything holds
   bool capped = false;  // some kind had more problems than it lists (kMaxRowsPerCheck)
 };

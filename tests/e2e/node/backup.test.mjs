@@ -221,13 +221,18 @@ describe('backup, restore and check', () => {
     }
     await sqlite(db, `PRAGMA user_version = ${version};`);
 
-    // 1,200 participants who are no users: the listing stops at 1,000 and the count says there are more.
-    await sqlite(db, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+    // Exactly 1,000 participants who are no users: all listed, no more said.
+    const ghosts = (from, to) => sqlite(db, `WITH RECURSIVE n(i) AS (SELECT ${from} UNION ALL SELECT i + 1 FROM n WHERE i < ${to})
                       INSERT INTO participants (thread_id, user_id, joined_at) SELECT '${thread.id}', 'ghost-' || i, 0 FROM n;`);
+    await ghosts(1, 1000);
+    const exactly = await check();
+    assert.match(exactly.stdout, /^1000 problems in sqlite:/m);
+    // 1,200: the listing stops at 1,000 and the count says there are more.
+    await ghosts(1001, 1200);
     const many = await check();
     assert.equal(many.code, 1);
     assert.equal(many.stdout.split('\n').filter((l) => l.startsWith('problem participant_without_user')).length, 1000);
-    assert.match(many.stdout, /^1000 problems listed, and more not listed \(each kind lists at most 1000\) in sqlite:/m);
+    assert.match(many.stdout, /^1000 problems listed, and more not listed \(each query lists at most 1000\) in sqlite:/m);
     const json = JSON.parse((await parley(['check', '--data-dir', server.dataDir, '--json'])).stdout);
     assert.equal(json.capped, true);
 
