@@ -24,7 +24,7 @@ export const state = {
   unreadTotal: 0,
   notice: null,        // a one-line message for the user
   connNote: null,      // why the server closed the connection, while reconnecting
-  removedFrom: [],     // sentences: groups this user is no longer in, until dismissed
+  removedFrom: [],     // [{id, text}]: groups this user is no longer in, until dismissed
   editing: null,       // id of the message of one's own being edited in the open conversation
   messageNote: null,   // {id, text}: why an edit or deletion of that message did not happen
   announcement: { text: '', n: 0 },  // what the app's live region says (announce())
@@ -186,6 +186,8 @@ function endSession(notice) {
   // What the server refused belongs to this account: the next one starts with Edit offered.
   editClosedUpTo = 0;
   knownNames.clear();
+  leaving.clear();
+  removedBy.clear();
   if (location.hash) history.replaceState(null, '', location.pathname);
   changed();
 }
@@ -595,7 +597,7 @@ async function applyThreads() {
       const name = threadName(old);
       const by = removedBy.get(id);
       const said = by ? `${by} removed you from ${name}.` : `You are no longer in ${name}.`;
-      state.removedFrom = [...state.removedFrom, said];
+      state.removedFrom = [...state.removedFrom.filter((r) => r.id !== id), { id, text: said }];
       announce(said);
     }
     leaving.delete(id);
@@ -874,6 +876,14 @@ function noteRemoval(t, m) {
   if (m.content === `${me} left`) leaving.add(t.id);
   const removed = /^(\S+) removed (\S+)$/.exec(m.content);
   if (removed && removed[2] === me) removedBy.set(t.id, nameOfUsername(t, removed[1]));
+  // Back in it (added again before the list was read): nothing of the
+  // removal holds, and a note about it goes.
+  const added = /^(\S+) added (\S+)$/.exec(m.content);
+  if (added && added[2] === me) {
+    leaving.delete(t.id);
+    removedBy.delete(t.id);
+    state.removedFrom = state.removedFrom.filter((r) => r.id !== t.id);
+  }
 }
 export async function removeMember(threadId, userId) {
   const self = userId === state.session.user.id;
@@ -915,6 +925,8 @@ export function systemText(t, m) {
   if (two) return `${named(two[1])} ${two[2]} ${named(two[3])}`;
   const left = /^(\S+) left$/.exec(m.content);
   if (left) return `${named(left[1])} left`;
+  const admin = /^(\S+) is now an admin$/.exec(m.content);
+  if (admin) return `${named(admin[1])} is now an admin`;
   return m.content;
 }
 
@@ -941,9 +953,12 @@ document.addEventListener('visibilitychange', updateTitle);
 function notify(t, m) {
   if (!document.hidden || typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
   try {
-    // In a group the title names the group: the body says who wrote.
-    const who = t.type === 'group' ? participantName(t, m.sender_id) : null;
-    const body = who ? `${who}: ${m.content}` : m.content;
+    // In a group the title names the group: the body says who wrote (a
+    // system line names its people itself).
+    const system = m.message_type === 'system';
+    const who = t.type === 'group' && !system ? participantName(t, m.sender_id) : null;
+    const text = system ? systemText(t, m) : m.content;
+    const body = who ? `${who}: ${text}` : text;
     const n = new Notification(threadName(t), { body: body.slice(0, 140), tag: t.id });
     n.onclick = () => { window.focus(); location.hash = `#/t/${t.id}`; };
   } catch { /* some browsers only allow notifications from a service worker */ }

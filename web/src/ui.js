@@ -137,7 +137,7 @@ function Banner() {
   const text = state.conn === 'connecting' ? 'Connecting…' : 'Offline: reconnecting. Messages you send are kept and sent when the connection is back.';
   return html`<div class="banners">
     ${removed && html`<div class="removed-note" role="status">
-      ${state.removedFrom.join(' ')}
+      ${state.removedFrom.map((r) => r.text).join(' ')}
       <button type="button" class="link" onClick=${store.dismissRemoved}>Dismiss</button>
     </div>`}
     ${offline && html`<div class="banner" role="status">${state.connNote ? `${state.connNote} ` : ''}${text}</div>`}
@@ -302,7 +302,14 @@ function Members({ t }) {
       const wanted = q.trim();
       const users = await store.client.searchUsers(wanted);
       const outside = users.filter((x) => !t.participants.some((p) => p.user_id === x.id));
-      const u = users.find((x) => x.username === wanted.toLowerCase()) || (outside.length === 1 ? outside[0] : null);
+      // The search answers 50 at most: a single outsider among a full page
+      // may not be the only one who matches.
+      const complete = users.length < 50;
+      const u = users.find((x) => x.username === wanted.toLowerCase()) || (outside.length === 1 && complete ? outside[0] : null);
+      if (!u && !complete) {
+        setError(`Too many people match ${wanted}: type more of the name, or the username.`);
+        return;
+      }
       if (!u && outside.length > 1) {
         const some = outside.slice(0, 5).map((x) => `${x.full_name || x.username} (@${x.username})`).join(', ');
         setError(`${outside.length} people match ${wanted}: ${some}${outside.length > 5 ? ', …' : ''}. Type the username.`);

@@ -188,6 +188,23 @@ describe('web app: leaving or removed while away', () => {
     await ctx.close();
   });
 
+  it('added back after a removal: the note about it goes, and the group is there', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Back again', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, base, bob);
+    await threadLink(page, 'Back again').waitFor();
+    const out = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(out.status, 200, out.text);
+    await until(async () => (await threadLink(page, 'Back again').count()) === 0, { what: 'the group gone' });
+    await page.locator('.removed-note').getByText('removed you from Back again.').waitFor();
+    const back = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [bob.id] } });
+    assert.ok(back.status === 200 || back.status === 201, back.text);
+    await until(async () => (await threadLink(page, 'Back again').count()) === 1, { timeout: 15000, what: 'the group back in the list' });
+    await until(async () => (await page.locator('.removed-note').count()) === 0, { what: 'the note about the undone removal gone' });
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
   it('removed while offline: told on reconnecting that they are no longer in the group', async () => {
     const group = await server.createThread(alice.token, { type: 'group', title: 'While away', usernames: [bob.username] });
     const ctx = await browser.newContext();
