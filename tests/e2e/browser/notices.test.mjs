@@ -205,6 +205,34 @@ describe('web app: leaving or removed while away', () => {
     await ctx.close();
   });
 
+  it('the lines of an admin leaving name both people by their full names', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Handover', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, base, bob);
+    await threadLink(page, 'Handover').click();
+    const res = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${alice.id}`, { token: alice.token });
+    assert.equal(res.status, 200, res.text);
+    await messageLog(page).locator('li.system', { hasText: 'Alice Teacher left' }).waitFor();
+    await messageLog(page).locator('li.system', { hasText: 'Bob Parent is now an admin' }).waitFor();
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  it('adding by name asks for more of it when the search answers a full page', async () => {
+    const tag = randomId(3);
+    for (let i = 0; i < 51; i++) await server.register({ username: `crowd${i}_${tag}`, full_name: `Crowd${tag} ${i}`, role: 'parent' });
+    await server.createThread(alice.token, { type: 'group', title: 'Crowded', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, base, alice);
+    await threadLink(page, 'Crowded').click();
+    await page.getByRole('button', { name: 'Members' }).click();
+    const members = page.getByRole('region', { name: 'Members' });
+    await members.getByLabel('Add by username').fill(`Crowd${tag}`);
+    await members.getByRole('button', { name: 'Add' }).click();
+    await members.getByRole('alert').getByText(`Too many people match Crowd${tag}: type more of the name, or the username.`).waitFor();
+    await ctx.close();
+  });
+
   it('removed while offline: told on reconnecting that they are no longer in the group', async () => {
     const group = await server.createThread(alice.token, { type: 'group', title: 'While away', usernames: [bob.username] });
     const ctx = await browser.newContext();
