@@ -80,7 +80,7 @@ int check(const Config& config, bool as_json) {
     return 0;
   }
   for (const CheckProblem& p : r->problems) std::cout << "problem " << p.kind << ": " << p.detail << "\n";
-  // A capped kind has more than it lists: the count is a floor, and says so.
+  // A capped query found more than it lists: the count is a floor, and says so.
   std::cout << r->problems.size() << " problem" << (r->problems.size() == 1 ? "" : "s")
             << (r->capped ? " listed, and more not listed (each query lists at most 1000)" : "") << " in " << r->store
             << " (" << what << ")\n";
