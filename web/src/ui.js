@@ -32,10 +32,7 @@ function lastSeen(p) {
   return pr.last_seen ? `last seen ${shortTime(pr.last_seen)}` : 'offline';
 }
 function isOnline(userId) { return state.conn === 'online' && !!(state.presence.get(userId) || {}).online; }
-function nameOf(t, userId) {
-  const p = t.participants.find((x) => x.user_id === userId);
-  return p ? (p.full_name || p.username) : 'Someone';
-}
+function nameOf(t, userId) { return store.participantName(t, userId) || 'Someone'; }
 
 // ---------------------------------------------------------------- sign in
 
