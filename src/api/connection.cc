@@ -471,6 +471,9 @@ struct Connection::Replay {
   int64_t since = 0;  // the client's since_seq, or the last seq sent before the gap
   int64_t from = 0;   // this page reads after this seq
   bool gap_fill = false;
+  // The server's own replay of what a Socket.IO client missed (catch_up):
+  // like a fill, it gives way to the client's subscribe_thread of the thread.
+  bool catch_up = false;
   int fill_attempts = 0;  // reads that found nothing new while the gap stayed
   uint64_t sends_begun = 0;  // the connection's sends begun when this page was read
   Micros created_floor = 0;  // messages created before this are not sent (older than the connection)
@@ -479,7 +482,7 @@ struct Connection::Replay {
   int64_t first_seq = 0;
   int64_t history_to = 0;  // a first fill: the seq up to which the thread is history (ArrivalLog)
   bool past_floor = false;  // a message at or above created_floor was read (see replay_send)
-  uint32_t subscribes_at = 0;  // a fill: the cursor's subscribes() when it began
+  uint32_t subscribes_at = 0;  // a fill or catch-up: the cursor's subscribes() when it began
   int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
   json::value request_id;
   std::vector<Message> page;
@@ -538,11 +541,16 @@ void Connection::on_subscribe(ClientFrame f) {
 void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& threads) {
   if (closed_ || !authed_) return;
   for (const auto& [thread_id, since] : threads) {
-    ClientFrame f;
-    f.type = ClientType::kSubscribeThread;
-    f.thread_id = thread_id;
-    f.since_seq = since;
-    on_subscribe(std::move(f));
+    // A client that subscribed to the thread already (on connect, before
+    // this list was read) said where it stands: its since_seq wins, and a
+    // second replay from the server's guess would send its range first.
+    if (cursor_.subscribes(thread_id) > 0) continue;
+    cursor_.begin_catch_up(thread_id);
+    auto r = std::make_shared<Replay>();
+    r->thread_id = thread_id;
+    r->since = r->from = since;
+    r->catch_up = true;
+    replay_read(std::move(r));
   }
   holding_ = false;
   auto held = std::move(held_);
@@ -679,10 +687,11 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   if (!t || closed_) return;
   const size_t budget = ctx_.chat.config().limits.max_outbound_bytes / 2;
   while (r->next < r->page.size()) {
-    if (r->gap_fill && cursor_.subscribes(r->thread_id) != r->subscribes_at) {
-      // The client asked for a replay of the thread since this fill began:
-      // that replay sends every message after its since_seq, in order. This
-      // fill ends here, claiming only what it went through.
+    if ((r->gap_fill || r->catch_up) && cursor_.subscribes(r->thread_id) != r->subscribes_at) {
+      // The client asked for a replay of the thread since this fill (or
+      // catch-up) began: that replay sends every message after its
+      // since_seq, in order. This one ends here, claiming only what it went
+      // through.
       r->subscribes_at = cursor_.subscribes(r->thread_id);
       const int64_t done = r->next > 0 ? r->page[r->next - 1].seq : r->from;
       cursor_.gave_way(r->thread_id, done, r->past_floor ? 0 : r->created_floor);

@@ -65,7 +65,8 @@ class Connection final : public ClientSession,
   void on_bad_frame(const Error& error, const boost::json::value& request_id);
   // For a client that expects what it missed without asking (Socket.IO):
   // hold_live() holds live messages from now on; catch_up() replays each
-  // thread's messages after its since_seq (as subscribe_thread does), then
+  // thread's messages after its since_seq (as subscribe_thread does, but
+  // giving way to the client's own subscribe_thread of the thread), then
   // lets the held messages through, after their thread's replay, each once.
   void hold_live() { holding_ = true; }
   void catch_up(const std::vector<std::pair<std::string, int64_t>>& threads);

@@ -101,6 +101,17 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
     return send(
         sio::encode_connect_error("/", "Authentication error: token missing (send auth: {token})", "unauthorized"));
   }
+  // `catch_up: false`: a client that keeps each thread's position itself and
+  // subscribes on connect asks for no replay of the server's guess, which
+  // could send newer messages before the older ones it asks for.
+  catch_up_ = true;
+  if (const json::value* c = p.data.is_object() ? p.data.get_object().if_contains("catch_up") : nullptr) {
+    if (!c->is_bool()) {
+      Metrics::get().count_error("invalid_field");
+      return send(sio::encode_connect_error("/", "catch_up must be true or false", "invalid_field"));
+    }
+    catch_up_ = c->get_bool();
+  }
   connecting_ = true;
   // Verifying may provision a user (a write): off the loop.
   auto self = shared_from_this();
@@ -162,6 +173,7 @@ void SocketIoSession::established(const std::string& user_id) {
                                                       {"timestamp", iso8601_millis(now)}}),
                          test_ack));
   send_ping_event(now / 1000);
+  if (!catch_up_) return;
   conn_->hold_live();
   catch_up();
 }

@@ -73,6 +73,7 @@ class SocketIoSession final : public TransportListener,
   std::optional<std::string> handshake_token_;
   bool connecting_ = false;
   bool established_ = false;  // a CONNECT was accepted once
+  bool catch_up_ = true;      // replay what the user missed on connect (CONNECT's `catch_up`)
   bool closed_ = false;
   int64_t next_ping_ms_ = 0;
   int64_t connect_deadline_ms_;  // no Connection by then: closed

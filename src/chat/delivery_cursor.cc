@@ -80,6 +80,12 @@ void DeliveryCursor::begin_replay(const std::string& thread_id, int64_t /*since_
   s.left = false;  // the client subscribes again: a member again, or refused and forgotten
 }
 
+void DeliveryCursor::begin_catch_up(const std::string& thread_id) {
+  State& s = state(thread_id);
+  ++s.replays;
+  s.left = false;
+}
+
 void DeliveryCursor::gave_way(const std::string& thread_id, int64_t at, int64_t created_floor) {
   State& s = state(thread_id);
   s.gave_way_at = at;

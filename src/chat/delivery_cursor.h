@@ -13,9 +13,10 @@
 // Except with fill_before_first(): on several nodes events may come out of
 // commit order, so the first one to arrive need not be the first committed
 // since the connection began; it is held and a fill reads what came before.
-// Replays of one thread may overlap (a client that subscribes twice, a
-// Socket.IO catch-up and the client's own subscribe): what one has sent, the
-// others skip, from the moment it is sent.
+// Replays of one thread may overlap (a client that subscribes twice): what
+// one has sent, the others skip, from the moment it is sent. A replay the
+// server began on its own (a fill, a Socket.IO catch-up) gives way to one the
+// client asks for: see subscribes().
 // The connection's own message counts as sent without being sent (it gets
 // message_sent); that answer is held like a live message when it comes
 // during a replay of its thread, so that it too goes out in seq order.
@@ -64,13 +65,19 @@ class DeliveryCursor {
   // the store (empty: none held).
   std::vector<FramePtr> take_answer(const std::string& thread_id, int64_t seq);
   // Starts a replay of messages with seq > since_seq, asked by the client
-  // (subscribe_thread, a Socket.IO catch-up); it counts in subscribes().
+  // (subscribe_thread); it counts in subscribes().
   void begin_replay(const std::string& thread_id, int64_t since_seq);
-  // How many replays the client has asked for on the thread. A fill begun
-  // before the latest one stops (Connection::replay_send): that replay sends
-  // everything after the client's since_seq in order, and a fill still
-  // sending meanwhile would put its seqs out of order around it (on several
-  // nodes, a first fill's second of messages, below or above since_seq).
+  // Starts a replay the server begins for a client that expects what it
+  // missed without asking (a Socket.IO catch-up), ended by end_replay. It
+  // does not count in subscribes(): like a fill, it stops when the client
+  // asks for a replay of its own.
+  void begin_catch_up(const std::string& thread_id);
+  // How many replays the client has asked for on the thread. A fill or a
+  // catch-up begun before the latest one stops (Connection::replay_send):
+  // that replay sends everything after the client's since_seq in order, and
+  // one still sending meanwhile would put its seqs out of order around it
+  // (on several nodes, a first fill's second of messages, below or above
+  // since_seq; a catch-up's newer messages before the client's older ones).
   uint32_t subscribes(const std::string& thread_id) const;
   // A fill that gave way to the client's replay stopped after seq `at`, its
   // messages created before `created_floor` not for sending. Should that

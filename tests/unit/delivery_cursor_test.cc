@@ -714,5 +714,22 @@ TEST(DeliveryCursor, AFillThatGaveWayIsDroppedWhenTheReplayEndsWell) {
   EXPECT_EQ(c.resume_fill(kT).from, -1);
 }
 
+// A Socket.IO catch-up holds the thread's live messages like a replay, but is
+// not the client's: subscribes() stays, so the client's own subscribe_thread
+// stops it (Connection::replay_send). What it sent before stopping is not
+// sent again; the client's replay sends the rest, then the held live message.
+TEST(DeliveryCursor, ACatchUpGivesWayToTheClientsReplay) {
+  DeliveryCursor c;
+  c.begin_catch_up(kT);
+  EXPECT_EQ(c.subscribes(kT), 0u);
+  EXPECT_FALSE(c.live(kT, 9, frame(9)).send) << "held behind the catch-up";
+  EXPECT_TRUE(c.replayed(kT, 3));  // the catch-up, from 2, sent 3
+  c.begin_replay(kT, 1);           // the client asks from 1
+  EXPECT_EQ(c.subscribes(kT), 1u);
+  EXPECT_TRUE(c.end_replay(kT, 2, 3).frames.empty()) << "the client's replay still runs";
+  EXPECT_EQ(replay(c, kT, 1, {2, 3, 4, 5, 6, 7, 8}), (Seqs{"m2", "m4", "m5", "m6", "m7", "m8", "m9"}));
+  EXPECT_EQ(c.last_sent(kT), 9);
+}
+
 }  // namespace
 }  // namespace parley
