@@ -595,7 +595,8 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     if (page && r->first_seq > 0) {
       // Not before the member joined: what came earlier is not theirs to get live.
       Micros floor = r->created_floor;
-      if (member_since > 0) floor = std::max(floor, member_since - self->first_fill_margin());
+      // joined_at is on the store's commit clock, as created_at is: no margin.
+      if (member_since > 0) floor = std::max(floor, member_since);
       auto start = self->ctx_.chat.store().last_seq_created_before(
           r->thread_id, r->first_seq, floor, std::max<int64_t>(0, r->first_seq - 1 - kFirstFillMaxBack));
       int64_t want = from;
@@ -624,11 +625,9 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       }
       // A gap fill stands in for live frames, which a member gets only from
       // when they joined: a member removed and added again while connected
-      // is not sent what was said while they were out. On several nodes,
-      // less the margin for their clocks: a duplicate of history rather than
-      // a loss.
-      if (r->gap_fill && member_since > 0)
-        r->created_floor = std::max(r->created_floor, member_since - self->first_fill_margin());
+      // is not sent what was said while they were out. joined_at and
+      // created_at are both on the store's commit clock, on every node.
+      if (r->gap_fill && member_since > 0) r->created_floor = std::max(r->created_floor, member_since);
       if (!page) {
         if (r->gap_fill && left_thread(page.error())) {
           // Retrying cannot help: nothing of this thread is for this user any more.

@@ -477,9 +477,9 @@ Result<Store::CreatedThread> PgStore::create_thread(const Thread& in) {
 
 // On the commit clock (created_at), which this writer holds: every message
 // stored before a join, on any node, is older than it, every one after is
-// newer, whatever the nodes' wall clocks say. (Rows from before this rule,
-// and a node of an older version in a rolling upgrade, have the joining
-// node's clock: hence the second of slack where joined_at is compared.)
+// newer, whatever the nodes' wall clocks say, so joined_at and created_at
+// compare exactly. (A join made through a node of an older version, during
+// a rolling upgrade, has that node's clock: docs/operations.md.)
 Micros PgStore::join_time() { return last_created_at_ = std::max(now_micros(), last_created_at_ + 1); }
 
 Result<Store::CreatedThread> PgStore::write_thread(const Thread& t, const std::optional<std::string>& direct_key) {
@@ -982,9 +982,9 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
         if (clock.rows() == 1) since = std::min(since, clock.i64(0, 0));
         auto r = c.exec(PG_MESSAGE_SELECT
                         "JOIN participants p ON p.thread_id = m.thread_id AND p.user_id = $1 "
-                        // joined_at is the joining node's clock, created_at the commit clock:
-                        // a second's margin for nodes' clocks (some history twice, rather than a loss).
-                        "WHERE m.created_at >= p.joined_at - 1000000 AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
+                        // Both on the commit clock (join_time): nothing from before the join,
+                        // even a member's earlier time in the thread.
+                        "WHERE m.created_at >= p.joined_at AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = p.thread_id "
                         "AND b.created_at <= $2 ORDER BY b.seq DESC LIMIT 1), 0) "
                         "AND m.created_at > $2 AND m.sender_id <> $1 ORDER BY m.created_at LIMIT $3",
                         {user_id, since, clamp_limit(limit) + 1});

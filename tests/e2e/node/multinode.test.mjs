@@ -190,6 +190,32 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     for (const c of [bobWs, carolWs, daveWs, adminWs]) c.close();
   });
 
+  it('a member removed and added back gets nothing said while out, on any node, even in the last second', async () => {
+    const [n1, n2] = nodes;
+    const [admin, bob] = await n1.registerMany(2);
+    const g = await n1.createGroup(admin, [bob]);
+    const bobWs = [await n1.connect(bob), await n2.connect(bob)];
+    const before = await n1.sendRest(admin.token, g.id, { content: 'before' });
+    for (const ws of bobWs) await ws.next((f) => f.type === 'new_message' && f.data.id === before.body.data.id, 5000, 'before');
+    const out = await n1.http('DELETE', `/api/chat/threads/${g.id}/participants/${bob.id}`, { token: admin.token });
+    assert.equal(out.status, 200, out.text);
+    const away = [];
+    for (let i = 0; i < 5; i++) away.push((await n2.sendRest(admin.token, g.id, { content: `while out ${i}` })).body.data.id);
+    // Added back at once: each "while out" is well within a second of it.
+    const back = await n1.http('POST', `/api/chat/threads/${g.id}/participants`, { token: admin.token, body: { participant_ids: [bob.id] } });
+    assert.equal(back.status, 200, back.text);
+    const after = await n2.sendRest(admin.token, g.id, { content: 'after' });
+    for (const ws of bobWs) await ws.next((f) => f.type === 'new_message' && f.data.id === after.body.data.id, 10000, 'after');
+    await sleep(1500);  // a fill retries after 1 s: anything it would send comes meanwhile
+    for (const [i, ws] of bobWs.entries()) {
+      const got = ws.all((f) => f.type === 'new_message' && away.includes(f.data.id)).map((f) => f.data.content);
+      assert.deepEqual(got, [], `bob's connection on node ${i + 1} was sent what was said while he was out`);
+    }
+    const { body } = await n2.http('GET', `/api/chat/offline-messages?last_check_time=${encodeURIComponent(before.body.data.created_at)}`, { token: bob.token });
+    assert.ok(!body.data.messages.some((m) => away.includes(m.id)), 'nor by offline sync');
+    for (const ws of bobWs) ws.close();
+  });
+
   it('Redis restarted: every node degrades then recovers, and clients miss nothing', async () => {
     const [alice, bob] = await nodes[0].registerMany(2);
     const thread = await nodes[0].createDirect(alice, bob);
