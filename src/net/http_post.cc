@@ -2,6 +2,9 @@
 
 #include "net/beast.h"
 
+#include <functional>
+#include <optional>
+
 namespace parley {
 
 using namespace net;
@@ -44,6 +47,8 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
 namespace {
 // How often a POST under way looks at its abandon flag.
 constexpr auto kAbandonPoll = std::chrono::milliseconds(20);
+// 1xx answers read before the final one; past this, the last counts (a failure).
+constexpr int kMaxInterimAnswers = 8;
 }  // namespace
 
 Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
@@ -65,8 +70,22 @@ Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pai
   // Only the status is used, so only the head is read: a 2xx whose body is
   // long or never ends (kept alive, no length) is still an answer, and must
   // not be retried as a failure and pushed twice.
-  http::response_parser<http::empty_body> res;
+  // Interim answers (102 Processing, 103 Early Hints, an unasked 100
+  // Continue) may come before the final one, each a head of its own (RFC
+  // 9110 §15.2): read on, a fresh parser each time. Bounded in number, and
+  // all of it by the deadline.
+  std::optional<http::response_parser<http::empty_body>> res;
+  int interim = 0;
+  std::function<void()> read_head;
   beast::error_code failure;
+  read_head = [&] {
+    res.emplace();
+    http::async_read_header(stream, buffer, *res, [&](beast::error_code ec, size_t) {
+      if (ec) return void(failure = ec);
+      const unsigned status = res->get().result_int();
+      if (status >= 100 && status < 200 && status != 101 && ++interim <= kMaxInterimAnswers) read_head();
+    });
+  };
   stream.expires_after(timeout_);
   resolver.async_resolve(host_, port_, [&](beast::error_code ec, tcp::resolver::results_type results) {
     if (ec) return void(failure = ec);
@@ -74,9 +93,7 @@ Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pai
       if (ec) return void(failure = ec);
       http::async_write(stream, req, [&](beast::error_code ec, size_t) {
         if (ec) return void(failure = ec);
-        http::async_read_header(stream, buffer, res, [&](beast::error_code ec, size_t) {
-          if (ec) failure = ec;
-        });
+        read_head();
       });
     });
   });
@@ -91,7 +108,8 @@ Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pai
   beast::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   if (failure) return Error{ErrorKind::kUnavailable, "webhook_unreachable", failure.message()};
-  return static_cast<int>(res.get().result_int());
+  if (!res) return Error{ErrorKind::kUnavailable, "webhook_unreachable", "no answer"};
+  return static_cast<int>(res->get().result_int());
 }
 
 }  // namespace parley

@@ -182,6 +182,38 @@ describe('webhook for offline participants', () => {
     }
   });
 
+  it('interim answers (103 Early Hints, 102 Processing) before the 200: one POST each, delivered', async () => {
+    const posts = [];
+    const receiver = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        posts.push(req.headers['x-parley-delivery']);
+        if (posts.length % 2) res.writeEarlyHints({ link: '</x>; rel=preload' });
+        else res.writeProcessing();
+        setTimeout(() => { res.writeHead(200); res.end('ok'); }, 50);
+      });
+    });
+    await new Promise((resolve) => receiver.listen(0, HOST, resolve));
+    const server = await startServer({
+      args: ['--webhook-url', `http://${HOST}:${receiver.address().port}/hook`, '--webhook-secret', secret,
+        '--webhook-backoff-ms', '100', '--webhook-max-attempts', '5'],
+    });
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      for (const content of ['early hints', 'processing'])
+        assert.equal((await server.sendRest(alice.token, thread.id, { content })).status, 201);
+      await waitFor(async () => (await server.metric('parley_webhook_delivered_total')) >= 2, 10000, 'two deliveries');
+      await sleep(500);  // a retry (backoff 100 ms) would come meanwhile
+      assert.equal(posts.length, 2, `one POST per message: ${posts}`);
+      assert.equal(new Set(posts).size, 2);
+      assert.equal(await server.metric('parley_webhook_failed_attempts_total'), 0);
+    } finally {
+      await server.stop();
+      await new Promise((resolve) => receiver.close(resolve));
+    }
+  });
+
   it('a deleted message: no notification carries its text again, queued or dead, and the outbox has none of it', async () => {
     const receiver = await startReceiver(503);
     const server = await startServer({
