@@ -546,16 +546,21 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   // session goes on. So the connection is watched: closed before the answer
   // was written, it closes the session (as the reference server does), and
   // the client's next request finds the sid gone, reconnects and catches up.
-  // Bytes that come instead (a pipelined request) end the watch.
   void watch_poll(std::string sid) {
     if (buffer_.size() > 0) return;  // the next request is already here
+    poll_sid_ = std::move(sid);
+    arm_poll_watch();
+  }
+
+  void arm_poll_watch() {
     const uint64_t watch = ++poll_watch_;
     watching_poll_ = true;
-    poll_sid_ = std::move(sid);
     tcp().socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), watch](boost::system::error_code ec) {
       if (ec == asio::error::operation_aborted || !self->watching_poll_ || watch != self->poll_watch_) return;
       self->watching_poll_ = false;
-      if (ec || self->peer_gone()) eio_poll_abandoned(self->poll_sid_);
+      const PollPeer peer = ec ? PollPeer::kGone : self->poll_peer();
+      if (peer == PollPeer::kGone) return eio_poll_abandoned(self->poll_sid_);
+      if (peer == PollPeer::kQuiet) self->arm_poll_watch();  // bytes kept for the next request: watch on
     });
   }
 
@@ -567,15 +572,43 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     watching_poll_ = false;
     boost::system::error_code ec;
     tcp().socket().cancel(ec);
-    if (peer_gone()) eio_poll_abandoned(poll_sid_);
+    if (poll_peer() == PollPeer::kGone) eio_poll_abandoned(poll_sid_);
   }
 
-  // Whether the client closed or reset the connection: a peek, no wait.
-  bool peer_gone() {
-    char byte;
-    ssize_t n = ::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return false;  // bytes: a pipelined request (or TLS), not a close
-    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  enum class PollPeer { kQuiet, kGone, kBusy };
+  // Whether the client of a waiting poll closed or reset the connection, with
+  // no wait. Bytes that came first do not hide a close behind them: a client
+  // may send a stray CRLF, or pipeline its next request, and then go.
+  // - Plain TCP: they are read into the buffer, where the next request is
+  //   parsed from once the poll is answered, then the close is looked for
+  //   behind them; kBusy once the buffer is full (the watch ends, as it
+  //   must: nothing can be read past it).
+  // - TLS: they cannot be told apart without decrypting them, and with TLS
+  //   1.3 a clean close (close_notify) is an encrypted record like any
+  //   other. Browsers do not pipeline, so they count as a close: a client
+  //   that did pipeline reconnects and catches up, where one that left
+  //   would lose what its answer carried.
+  PollPeer poll_peer() {
+    const int fd = tcp().socket().native_handle();
+    if constexpr (kTls) {
+      char byte;
+      ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return PollPeer::kQuiet;
+      return PollPeer::kGone;
+    } else {
+      for (;;) {
+        const size_t room = std::min<size_t>(4096, buffer_.max_size() - buffer_.size());
+        if (room == 0) return PollPeer::kBusy;
+        auto space = buffer_.prepare(room);
+        ssize_t n = ::recv(fd, space.data(), space.size(), MSG_DONTWAIT);
+        if (n > 0) {
+          buffer_.commit(static_cast<size_t>(n));
+          continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return PollPeer::kQuiet;
+        return PollPeer::kGone;
+      }
+    }
   }
 
   void upgrade(http::request<http::string_body> req) {

@@ -7,6 +7,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
+import net from 'node:net';
 import { startServer, assertMessageShape, sleep, UUID_RE, mintToken } from './harness.mjs';
 
 // A socket.io-client socket that records every event (with its ack, if the
@@ -750,6 +751,76 @@ describe('Socket.IO sessions that stop answering', () => {
     const b = await connected(server, bob, { transports: ['websocket'] });
     assert.equal((await b.next('new_message')).data.content, 'after the dead poll');
     b.close();
+  });
+
+  // A raw connection holding a long poll of `sid`; `after` is written once it waits.
+  async function rawPoll(sid, after) {
+    const sock = net.connect(server.port, '127.0.0.1');
+    await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+    const got = [];
+    sock.on('data', (d) => got.push(d));
+    sock.on('error', () => {});
+    sock.write(`GET ${EIO}&sid=${sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    await sleep(200);
+    if (after) sock.write(after);
+    return { sock, text: () => Buffer.concat(got).toString('latin1') };
+  }
+  async function connectedPollingSession(user) {
+    const open = await handshake(server);
+    assert.equal((await post(server, open.sid, `40${JSON.stringify({ token: user.token })}`)).status, 200);
+    // Through what connect queues, the Socket.IO ping event last: then
+    // nothing waits for the next poll.
+    const conn = await pollFor(server, open.sid, (p) => p.startsWith('42') && p.includes('"ping"'));
+    assert.ok(conn.packet, `no ping event after CONNECT: ${conn.seen.join(' | ')}`);
+    assert.ok(conn.seen.some((p) => p.startsWith('40')), 'connected');
+    return open.sid;
+  }
+
+  for (const [name, bytes] of [['a stray CRLF', '\r\n'], ['the start of a pipelined request', 'GET /health HTTP/1.1\r\nHo']]) {
+    it(`a long poll dropped after ${name} still closes the session: nothing goes into the dead connection`, async () => {
+      const [alice, bob] = await server.registerMany(2);
+      const aWs = await server.connect(alice);
+      const sid = await connectedPollingSession(bob);
+      const { sock } = await rawPoll(sid, bytes);
+      await sleep(100);
+      sock.destroy();
+      let ended = false;
+      for (let i = 0; i < 100 && !ended; i++) {
+        ended = (await post(server, sid, '6')).status === 400;
+        if (!ended) await sleep(100);
+      }
+      // Before, the bytes ended the watch: the session went on, and the next
+      // message was written into the dead connection and lost to it.
+      assert.ok(ended, 'the session outlived its poll\'s connection');
+      assert.ok(!server.log.some((l) => l.includes(`event=eio_ping_timeout sid=${sid}`)),
+        'closed at the dropped poll, not later at the ping timeout');
+      const sent = await aWs.request({ type: 'send_message', username: bob.username, content: `after ${name}` });
+      assert.equal(sent.type, 'message_sent');
+      assert.deepEqual((await poll(server, sid)).body, { code: 1, message: 'Session ID unknown' });
+      aWs.close();
+    });
+  }
+
+  it('a request pipelined behind a long poll is answered after it, and the poll still gets its message', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aWs = await server.connect(alice);
+    const sid = await connectedPollingSession(bob);
+    const raw = await rawPoll(sid, 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    await sleep(200);
+    assert.equal((await aWs.request({ type: 'send_message', username: bob.username, content: 'to the poll' })).type, 'message_sent');
+    let text = '';
+    for (let i = 0; i < 50 && !text.includes('"status"'); i++) { await sleep(100); text = raw.text(); }
+    const health = text.indexOf('"status"');
+    assert.ok(health >= 0, `the pipelined /health was answered: ${text.slice(0, 600)}`);
+    assert.ok(/^HTTP\/1\.1 200/.test(text) && text.indexOf('HTTP/1.1 200', 1) > 0 && text.indexOf('HTTP/1.1 200', 1) < health,
+      `the poll's answer first, then /health's: ${text.slice(0, 600)}`);
+    // The poll carries the message, unless a ping answered it first: then the next poll does.
+    if (!text.slice(0, health).includes('to the poll')) {
+      const next = await pollFor(server, sid, (p) => p.includes('to the poll'));
+      assert.ok(next.packet, `the message, by the next poll: ${next.seen.join(' | ')}`);
+    }
+    raw.sock.destroy();
+    aWs.close();
   });
 
   // The reference server's connectTimeout; Parley's is the native auth
