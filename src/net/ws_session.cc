@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <cctype>
 #include <cerrno>
 #include <vector>
 
@@ -94,9 +95,13 @@ class WsSession final : public Transport,
 
   void start(const http::request<http::string_body>& req, std::string leftover, const WsListenerFactory& make) {
     std::string_view key = req[http::field::sec_websocket_key];
+    // RFC 6455 4.2.1: one key, the base64 of 16 bytes, and one version.
+    if (!valid_key(key) || req.count(http::field::sec_websocket_key) != 1 ||
+        req.count(http::field::sec_websocket_version) != 1)
+      key = {};
     if (key.empty() || req[http::field::sec_websocket_version] != "13") {
       const std::string body =
-          R"({"status":"error","code":"bad_request","message":"WebSocket upgrade needs Sec-WebSocket-Key and version 13"})";
+          R"({"status":"error","code":"bad_request","message":"WebSocket upgrade needs one Sec-WebSocket-Key (16 bytes in base64) and version 13"})";
       // Another version: 426 with the one supported (RFC 6455, 4.4).
       const bool version = !key.empty();
       enqueue(ws::WsOutQueue::kRaw, std::make_shared<const Frame>(
@@ -118,6 +123,14 @@ class WsSession final : public Transport,
     listener_ = make(weak_from_this());
     if (!leftover.empty()) consume(reinterpret_cast<uint8_t*>(leftover.data()), leftover.size());
     if (state_ != State::kAborted) wait_readable();
+  }
+
+  // 22 base64 characters and "==": 16 bytes.
+  static bool valid_key(std::string_view key) {
+    if (key.size() != 24 || key.substr(22) != "==") return false;
+    for (char c : key.substr(0, 22))
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') return false;
+    return true;
   }
 
   // ---- Transport

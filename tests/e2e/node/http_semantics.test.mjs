@@ -194,6 +194,25 @@ describe('HTTP status codes', () => {
     assert.equal(noKey.status, 400, 'no key: a bad request');
   });
 
+  it('a WebSocket upgrade with a key that is not 16 bytes of base64, or with two keys or versions, gets 400 (RFC 6455 4.2.1)', async () => {
+    const upgrade = (headers) => rawExchange(server.port, `GET /ws?token=${encodeURIComponent(user.token)} HTTP/1.1\r\nHost: x\r\n` +
+      `Upgrade: websocket\r\nConnection: Upgrade\r\n${headers}\r\n`);
+    const good = 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    for (const [what, headers] of [
+      ['a short key', 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n'],
+      ['a key that is not base64', `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${'!'.repeat(22)}==\r\n`],
+      ['a key of 32 bytes', `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${Buffer.alloc(32, 7).toString('base64')}\r\n`],
+      ['two keys', `Sec-WebSocket-Version: 13\r\n${good}${good}`],
+      ['two versions', `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n${good}`],
+    ]) {
+      const res = await upgrade(headers);
+      assert.equal(res.status, 400, `${what}: ${res.raw.slice(0, 120)}`);
+      assert.equal(JSON.parse(res.text).code, 'bad_request', what);
+    }
+    const ok = await upgrade(`Sec-WebSocket-Version: 13\r\n${good}`);
+    assert.equal(ok.status, 101, 'one good key and version');
+  });
+
   it('a REST body announced over the limit gets 413 before it is sent (Expect: 100-continue)', async () => {
     // Under the parser's own limit (Engine.IO's 1 MB), over the REST limit (4096 here): no body follows.
     const res = await rawExchange(server.port,
