@@ -157,6 +157,21 @@ bool origin_allowed(const Config& config, std::string_view origin) {
                      [&](const std::string& o) { return o == "*" || o == origin; });
 }
 
+// Whether a browser may open a connection (a WebSocket, an Engine.IO
+// session) from this request's Origin: an allowed one, or the server's own
+// (its authority is the request's Host: the web app Parley serves, and
+// mobile WebSocket clients, which send the URL's own origin). A same-origin
+// page needs no allowing, and the token, never ambient, is checked after.
+bool origin_admitted(const Config& config, const http::request<http::string_body>& req) {
+  std::string_view origin = req[http::field::origin];
+  if (origin_allowed(config, origin)) return true;
+  const size_t scheme = origin.find("://");
+  std::string_view host = req[http::field::host];
+  if (scheme == std::string_view::npos || host.empty()) return false;
+  std::string_view authority = origin.substr(scheme + 3);
+  return authority.size() == host.size() && strncasecmp(authority.data(), host.data(), host.size()) == 0;
+}
+
 // The token a request carries as `?token=` or `Authorization: Bearer`; ""
 // when it carries none, nullopt when it carries both and they differ (which
 // one is meant is a guess, so neither is taken).
@@ -526,7 +541,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
         self->reply(std::move(res), keep_alive);
       });
     };
-    if (!origin_allowed(loop_.config, origin))
+    if (!origin_admitted(loop_.config, req))
       return respond(403, "application/json", sio::eio_error_body(sio::EioError::kForbidden));
     if (req.body().size() > loop_.config.socketio.max_payload)
       return respond(413, "application/json", sio::eio_error_body(sio::EioError::kBadRequest));
@@ -614,7 +629,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   void upgrade(http::request<http::string_body> req) {
     if (is_eio_path(loop_.config, req.target())) return engineio_upgrade(std::move(req));
     if (!is_ws_path(req.target())) return reply(error_response(404, "not_found", "no WebSocket endpoint here"), false);
-    if (!origin_allowed(loop_.config, req[http::field::origin]))
+    if (!origin_admitted(loop_.config, req))
       return reply(error_response(403, "origin_not_allowed", "this Origin may not connect"), false);
     auto found = request_token(req);
     if (!found)
@@ -644,7 +659,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   }
 
   void engineio_upgrade(http::request<http::string_body> req) {
-    if (!origin_allowed(loop_.config, req[http::field::origin])) {
+    if (!origin_admitted(loop_.config, req)) {
       auto res = error_response(403, "origin_not_allowed", "this Origin may not connect");
       res.body() = sio::eio_error_body(sio::EioError::kForbidden);
       res.prepare_payload();

@@ -308,6 +308,21 @@ describe('server configuration', () => {
     await good.ping();
     const none = await server.connect(u);
     await none.ping();
+    // The server's own origin (its web app; a mobile client sends the URL's
+    // own origin) needs no listing, on WebSocket and Engine.IO alike.
+    for (const own of [`http://127.0.0.1:${server.port}`, `https://127.0.0.1:${server.port}`]) {
+      const same = await server.connect(u, { headers: { Origin: own } });
+      await same.ping();
+      same.close();
+    }
+    const poll = await server.http('GET', '/socket.io/?EIO=4&transport=polling', { headers: { Origin: `http://127.0.0.1:${server.port}` } });
+    assert.equal(poll.status, 200, `same-origin polling: ${poll.text}`);
+    const foreignPoll = await server.http('GET', '/socket.io/?EIO=4&transport=polling', { headers: { Origin: 'http://evil.example' } });
+    assert.equal(foreignPoll.status, 403);
+    // Another port of the same host is another origin.
+    const otherPort = await server.tryUpgrade(`/ws?token=${u.token}`, { headers: { Origin: `http://127.0.0.1:${server.port + 1}` } });
+    if (otherPort.opened) otherPort.client.terminate();
+    assert.equal(otherPort.status, 403, 'another port is refused');
   });
 
   it('--no-metrics disables GET /metrics', async () => {
