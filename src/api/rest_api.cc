@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/bearer.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/metrics.h"
@@ -581,11 +582,9 @@ HttpResponse RestApi::handle(const HttpRequest& req) {
   // Before the token: checking one may provision its user (an external
   // issuer's token), which a request for nothing must not do.
   if (!route) return failure(not_found("not_found", "no such endpoint"));
-  const std::string prefix = "Bearer ";
-  if (req.authorization.size() <= prefix.size() ||
-      strncasecmp(req.authorization.c_str(), prefix.c_str(), prefix.size()) != 0)
-    return failure({ErrorKind::kUnauthorized, "unauthorized", "missing Authorization: Bearer token"});
-  auto me = chat_.authenticate(req.authorization.substr(prefix.size()));
+  auto bearer = bearer_token(req.authorization);
+  if (!bearer) return failure({ErrorKind::kUnauthorized, "unauthorized", "missing Authorization: Bearer token"});
+  auto me = chat_.authenticate(std::string(*bearer));
   if (!me) return failure(me.error());
   call.user = &me->user;
   if (req.method != "GET" && req.method != "HEAD" && !writes_.admit(me->user.id, now_micros())) {

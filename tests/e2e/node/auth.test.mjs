@@ -34,6 +34,20 @@ describe('WebSocket authentication', () => {
     await ws.ping();
   });
 
+  it('the Bearer scheme in any case, with one or more spaces before the token (RFC 6750 2.1), on REST and the upgrade', async () => {
+    for (const value of [`Bearer  ${alice.token}`, `bearer ${alice.token}`, `BEARER   ${alice.token}`]) {
+      const me = await server.http('GET', '/api/users/me', { headers: { Authorization: value } });
+      assert.equal(me.status, 200, `${value.slice(0, 12)}: ${me.text}`);
+      const ws = await server.connect(alice, { via: 'given headers', headers: { Authorization: value } });
+      await ws.ping();
+      ws.close();
+    }
+    for (const value of ['Bearer', 'Bearer   ', `Bearer${alice.token}`]) {
+      const me = await server.http('GET', '/api/users/me', { headers: { Authorization: value } });
+      assert.equal(me.status, 401, `${value.slice(0, 12)}: ${me.text}`);
+    }
+  });
+
   it('token in a first auth frame', async () => {
     const ws = await server.connect(alice, { via: 'frame' });
     assertEstablished(ws.established, alice);
