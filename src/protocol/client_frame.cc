@@ -214,11 +214,13 @@ ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
     case ClientType::kCallEnd:
       f.thread_id = in.uuid("thread_id", Need::kRequired);
       // An offer, an answer or a candidate is its payload (SDP, ICE); a
-      // hang-up may carry none.
-      if (const json::value* p = o.if_contains("payload")) {
+      // hang-up may carry none. Null is absent, as for every required field.
+      if (const json::value* p = o.if_contains("payload"); p && !p->is_null()) {
         f.payload = *p;
       } else if (f.type != ClientType::kCallEnd) {
         in.fail(missing_field("payload"));
+      } else if (p) {
+        f.payload = *p;
       }
       break;
     case ClientType::kDeleteMessage:

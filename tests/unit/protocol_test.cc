@@ -210,11 +210,15 @@ TEST(ParseClientFrame, SignallingTypes) {
   EXPECT_EQ(parse_ok(with_thread(R"(,"type":"call_end")")).type, ClientType::kCallEnd);
 }
 
+// A null payload is an absent one, as for every required field.
 TEST(ParseClientFrame, SignallingWithoutAPayloadIsRefusedButAHangUp) {
-  for (const char* type : {"call_offer", "call_answer", "ice_candidate"})
+  for (const char* type : {"call_offer", "call_answer", "ice_candidate"}) {
     EXPECT_EQ(parse_code(with_thread(std::string(R"(,"type":")") + type + R"(")")), "missing_field") << type;
-  EXPECT_EQ(parse_ok(with_thread(R"(,"type":"call_offer","payload":null)")).payload, json::value(nullptr));
+    EXPECT_EQ(parse_code(with_thread(std::string(R"(,"type":")") + type + R"(","payload":null)")), "missing_field")
+        << type;
+  }
   EXPECT_TRUE(parse_ok(with_thread(R"(,"type":"call_end")")).payload.is_null());
+  EXPECT_TRUE(parse_ok(with_thread(R"(,"type":"call_end","payload":null)")).payload.is_null());
 }
 
 // ------------------------------------------------------------ request_id
