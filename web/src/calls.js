@@ -131,7 +131,14 @@ export async function onSignal(f) {
     }
     offer = p;
     set({ id: p.call_id, threadId: f.thread_id, kind: p.kind === 'video' ? 'video' : 'audio', direction: 'in',
-      status: 'ringing', note: null, local: null, remote: null, from: f.from_user_id });
+      status: 'ringing', note: null, local: null, remote: null, from: f.from_user_id, name: null });
+    // A direct thread with no message yet is not in the list: the panel
+    // names the caller from the thread itself.
+    if (!state.threads.has(f.thread_id)) {
+      client.thread(f.thread_id).then((t) => {
+        if (state.call && state.call.id === p.call_id) set({ name: threadName(t) });
+      }, () => {});
+    }
     ringUntil(RING_MS + RING_GRACE_MS, p.call_id, 'ringing', () => finish('Missed call.'));
     return;
   }

@@ -10,7 +10,8 @@
 // - Sending: every message gets a `client_msg_id`; it waits in an outbox while
 //   offline and is (re)sent until the server answers `message_sent`. The server
 //   stores a retried `client_msg_id` once, so a resend can never double it.
-//   At most SEND_WINDOW of them are unanswered at a time, in outbox order.
+//   At most SEND_WINDOW of them are unanswered at a time, one per thread, in
+//   outbox order.
 // - Delivery receipts (`message_received`) are sent for others' messages.
 //
 // Events (it is an EventTarget; `event.detail` carries the data):
@@ -414,14 +415,20 @@ export class ParleyClient extends EventTarget {
   }
 
   // Transmits the oldest queued messages not yet transmitted on this
-  // connection while fewer than SEND_WINDOW are unanswered; each answer makes
-  // room for the next, so the outbox goes in order at the server's pace.
+  // connection while fewer than SEND_WINDOW are unanswered, one per thread:
+  // each answer makes room for the next, so the outbox goes in order at the
+  // server's pace. One per thread because a refusal that may pass (say,
+  // rate_limited) is sent again later: a message of the same thread sent
+  // meanwhile would be stored before it, out of the order it was written.
   pump() {
+    const busy = new Set();  // threads with a message unanswered
+    for (const item of this.outbox) if (this.inFlight.has(item.client_msg_id)) busy.add(item.thread_id);
     for (const item of this.outbox) {
       if (this.inFlight.size >= SEND_WINDOW) return;
-      if (this.inFlight.has(item.client_msg_id)) continue;
+      if (busy.has(item.thread_id)) continue;
       if (!this.transmit(item)) return;  // offline: the next connection pumps
       this.inFlight.add(item.client_msg_id);
+      busy.add(item.thread_id);
     }
   }
 

@@ -29,6 +29,7 @@ export const state = {
   messageNote: null,   // {id, text}: why an edit or deletion of that message did not happen
   announcement: { text: '', n: 0 },  // what the app's live region says (announce())
   call: null,          // see calls.js
+  sends: 0,            // messages written here so far: the conversation goes to its newest on each
 };
 
 const listeners = new Set();
@@ -235,7 +236,11 @@ function scheduleRefresh(token, receivedAt) {
     ms = (at - Date.now() / 1000) * 1000;
     expires = exp * 1000;
   }
-  renewAt(token, expires, Date.now() + Math.max(5000, ms));
+  // At least 5 s from now (a token just renewed is not renewed again at
+  // once), but never later than a little before it expires: a reload late
+  // in a short token's life must renew it while it is still good.
+  const left = expires - Date.now();
+  renewAt(token, expires, Date.now() + Math.min(Math.max(5000, ms), Math.max(0, left - Math.min(5000, left / 4))));
 }
 
 // The renewal is due at `due`, on this device's clock. It is waited for in
@@ -736,6 +741,7 @@ export function keepDraft(threadId, text) {
 
 export function send(threadId, text) {
   state.drafts.delete(threadId);
+  state.sends += 1;
   client.send(threadId, text);
   client.typing(threadId, false);
   changed();

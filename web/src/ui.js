@@ -388,8 +388,12 @@ function MessageList({ t, box }) {
   // A box replaced by the newest page (a gap too long to fill): the window
   // starts again at the newest, where the reader is taken.
   const shownBox = useRef(box);
-  if (shownBox.current !== box) {
+  // A message written here takes the reader to the newest, where it shows
+  // (scrolled back, it would go in below the window, out of sight).
+  const sendsSeen = useRef(state.sends);
+  if (shownBox.current !== box || sendsSeen.current !== state.sends) {
     shownBox.current = box;
+    sendsSeen.current = state.sends;
     view.current = { endSeq: null, count: WINDOW_MAX };
     stick.current = true;
     anchor.current = null;
@@ -581,7 +585,7 @@ function MessageList({ t, box }) {
             ${m.deleted ? html`<p class="text deleted">This message was deleted.</p>`
               : editing ? html`<${EditBox} m=${m} />` : html`<p class="text" id=${textId} dir="auto">${m.content}</p>`}
             <span class="meta">${m.edited_at && !m.deleted && html`<span class="edited" title=${`Edited ${timeFmt.format(new Date(m.edited_at))}`}>edited</span> `}<time datetime=${m.created_at}>${timeFmt.format(new Date(m.created_at))}</time>
-              ${tick && html` <span class=${`tick ${tick}`} data-status=${tick} role="img" aria-label=${tickLabel} title=${tickLabel}>${TICK_TEXT[tick]}</span>`}
+              ${tick && !m.deleted && html` <span class=${`tick ${tick}`} data-status=${tick} role="img" aria-label=${tickLabel} title=${tickLabel}>${TICK_TEXT[tick]}</span>`}
             </span>
           </div>
         </div>
@@ -831,7 +835,7 @@ function CallPanel() {
   const c = state.call;
   if (!c) return null;
   const t = state.threads.get(c.threadId);
-  const who = t ? store.threadName(t) : 'Call';
+  const who = t ? store.threadName(t) : (c.name || 'Call');
   const statusText = {
     calling: `Calling ${who}…`, ringing: `${who} is calling (${c.kind})`, connecting: 'Connecting…',
     connected: `In call with ${who}`, ended: c.note || 'Call ended.',
