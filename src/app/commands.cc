@@ -620,10 +620,15 @@ int run_cli(int argc, char** argv) {
   std::string phone;
   bool user_add_json = false;
   add_cmd->add_option("--username", reg.username, "3-32 of a-z 0-9 _ .")->required();
-  add_cmd->add_option("--password", reg.password, "At least 8 characters")->required();
+  auto* password_opt = add_cmd->add_option("--password", reg.password, "At least 8 characters (required without --id)");
   add_cmd->add_option("--full-name", reg.full_name, "Display name")->required();
   add_cmd->add_option("--role", reg.role, "Free text, or one of --roles when given (default: no role, shown as member)");
   auto* phone_opt = add_cmd->add_option("--phone", phone, "Phone number (login alternative)");
+  std::string user_id;
+  auto* id_opt = add_cmd->add_option(
+      "--id", user_id,
+      "The id (UUID) an outside identity provider's tokens give as sub: the account exists before their first token, "
+      "so others can message them; without --password they sign in only through the provider");
   add_roles_option(*add_cmd, config);
   add_cmd->add_flag("--json", user_add_json, "Print {user, token} as JSON (the token lasts --token-ttl)");
   add_token_options(*add_cmd, config);
@@ -753,6 +758,9 @@ int run_cli(int argc, char** argv) {
   if (restore_cmd->parsed()) return restore(config, restore_from);
   if (check_cmd->parsed()) return check(config, check_json);
   if (add_cmd->parsed()) {
+    if (password_opt->count() == 0 && id_opt->count() == 0)
+      return fail(bad_input("missing_field", "--password is required (or --id, for a user of an outside identity provider)"));
+    if (id_opt->count() > 0) reg.id = user_id;
     if (!use_data_dir(config, create_data_dir)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
   }

@@ -101,7 +101,10 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
   std::string username = ascii_lowercase(req.username);
   if (!valid_username(username))
     return bad_input("invalid_username", "username must be 3-32 characters of a-z, 0-9, _ and .");
-  if (req.password.size() < 8) return bad_input("weak_password", "password must have at least 8 characters");
+  if (req.id && !is_uuid(*req.id)) return bad_input("invalid_field", "id must be a UUID");
+  const bool no_password = req.id && req.password.empty();  // signs in through its identity provider only
+  if (!no_password && req.password.size() < 8)
+    return bad_input("weak_password", "password must have at least 8 characters");
   if (req.password.size() > 1024) return bad_input("invalid_field", "password must be at most 1024 bytes");
   if (!utf8_length(req.full_name) || !has_visible_text(req.full_name) || req.full_name.size() > kMaxFullNameBytes ||
       has_control_chars(req.full_name))
@@ -120,12 +123,17 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
     return Error{ErrorKind::kRateLimited, "rate_limited", "too many registrations from this address; try again later"};
   }
   User u;
-  u.id = new_uuid();
+  u.id = req.id ? normalize_uuid(*req.id) : new_uuid();
+  if (req.id) {
+    auto existing = store_.user_by_id(u.id);
+    if (!existing) return existing.error();
+    if (*existing) return Error{ErrorKind::kConflict, "user_exists", "a user with this id already exists"};
+  }
   u.username = username;
   u.full_name = req.full_name;
   u.phone_number = req.phone_number;
   u.role = req.role.empty() ? kDefaultRole : req.role;
-  u.password_hash = hash_password(req.password);
+  if (!no_password) u.password_hash = hash_password(req.password);
   u.created_at = now_micros();
   auto created = store_.create_user(u);
   if (!created) return created.error();

@@ -49,6 +49,10 @@ struct Authenticated {
 struct RegisterRequest {
   std::string username, password, full_name, role;
   std::optional<std::string> phone_number;
+  // Local tools only (`parley user add --id`): the account of an outside
+  // identity provider's user, made before their first token names it (as
+  // `sub`). Without a password, it signs in only through that provider.
+  std::optional<std::string> id;
 };
 
 class Identity {

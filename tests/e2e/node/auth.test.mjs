@@ -198,6 +198,31 @@ describe('WebSocket authentication', () => {
     assert.equal(me.body.data.role, 'parent');
   });
 
+  it('a provider\'s user made ahead with `parley user add --id` can be messaged before their first token, and that token is theirs', async () => {
+    const sub = newUuid();
+    const username = `pre_${randomId(4)}`;
+    await server.cli(['user', 'add', '--id', sub.toUpperCase(), '--username', username, '--full-name', 'Pre Made', '--role', 'parent']);
+    const alice = await server.register();
+    const a = await server.connect(alice);
+    const sent = await a.request({ type: 'send_message', username, content: 'waiting for you', client_msg_id: randomId() });
+    assert.equal(sent.type, 'message_sent', JSON.stringify(sent));
+    // Their first token, from the provider: no profile needed, the account exists.
+    const token = mintToken(server.secret, { sub, role: 'authenticated' });
+    const me = await server.http('GET', '/api/users/me', { token });
+    assert.equal(me.status, 200, me.text);
+    assert.deepEqual([me.body.data.id, me.body.data.username, me.body.data.full_name], [sub, username, 'Pre Made']);
+    const inbox = await server.http('GET', `/api/chat/threads/${sent.data.thread_id}/messages`, { token });
+    assert.deepEqual(inbox.body.data.messages.map((m) => m.content), ['waiting for you']);
+    // No password: no password sign-in.
+    const login = await server.http('POST', '/api/auth/login', { body: { username, password: '' } });
+    assert.equal(login.status, 401, login.text);
+    // The id is taken now; and --password stays required without --id.
+    await assert.rejects(server.cli(['user', 'add', '--id', sub, '--username', `${username}2`, '--full-name', 'Again']),
+      (e) => /user_exists/.test(e.stderr));
+    await assert.rejects(server.cli(['user', 'add', '--username', `${username}3`, '--full-name', 'No Password']),
+      (e) => /--password is required/.test(e.stderr));
+  });
+
   it("an app's first requests at once, with the e-mail's name taken, all succeed as one user", async () => {
     // Each request provisions with its own random suffix to the taken name;
     // the losers of that race must find the winner's user, not answer 409.
