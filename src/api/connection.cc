@@ -112,7 +112,7 @@ void Connection::on_tick(int64_t now_ms) {
   if (token_exp_ > 0 && now_ms > token_exp_ * 1000 + 1000) {
     token_exp_ = 0;
     send_error({ErrorKind::kUnauthorized, "token_expired", "token expired; send a fresh `auth` frame"}, nullptr);
-    close(CloseReason::kUnauthorized, "token expired");
+    close(CloseReason::kTokenExpired, "token expired");
   }
 }
 

@@ -343,7 +343,10 @@ void SocketIoSession::send_text(FramePtr frame) {
 }
 
 // Refusals the client must not answer by reconnecting at once get a
-// DISCONNECT first ("io server disconnect" on the client).
+// DISCONNECT first ("io server disconnect" on the client). An expired token
+// does not: socket.io-client then reconnects by itself, and an `auth`
+// given as a function hands it a fresh token (a stale one gets
+// CONNECT_ERROR token_expired, after which the client stops).
 void SocketIoSession::close(CloseReason reason, std::string text) {
   auto e = engine_.lock();
   if (!e) return;

@@ -19,7 +19,8 @@ namespace parley {
 enum class CloseReason {
   kNormal,
   kPolicy,              // abuse: sustained flooding
-  kUnauthorized,        // bad or expired token
+  kUnauthorized,        // bad token
+  kTokenExpired,        // the token's exp passed without a renewal (WebSocket 4401 too)
   kAuthTimeout,         // no `auth` frame in time
   kTooManyConnections,  // the user's connection limit
   kForbidden,           // the account was disabled or its tokens revoked

@@ -61,6 +61,7 @@ uint16_t close_code(CloseReason reason) {
     case CloseReason::kNormal: return ws::kCloseNormal;
     case CloseReason::kPolicy: return ws::kClosePolicy;
     case CloseReason::kUnauthorized: return 4401;
+    case CloseReason::kTokenExpired: return 4401;
     case CloseReason::kAuthTimeout: return 4408;
     case CloseReason::kTooManyConnections: return 4429;
     case CloseReason::kForbidden: return 4403;

@@ -409,27 +409,54 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     b.close();
   });
 
-  // Over polling, the error event and DISCONNECT come in one poll and the
-  // Engine.IO close in the next: socket.io-client, given all three in one
-  // payload, handles the close first and drops the rest ("transport close",
-  // and it reconnects by itself).
+  // An expired token ends the session with a plain close, no DISCONNECT:
+  // socket.io-client reconnects by itself, and an `auth` function gives it a
+  // fresh token (as apps of a provider with one-hour tokens do); the catch-up
+  // then brings what was sent meanwhile. A stale token is refused at that
+  // CONNECT (connect_error token_expired), after which the client stops.
   for (const transports of [['websocket'], ['polling']]) {
-    it(`a token that expires: the error event token_expired, then the server disconnects (${transports})`, async () => {
-      const [alice] = await server.registerMany(1);
+    it(`a token that expires: the session closes, and the client reconnects with a fresh token from its auth function (${transports})`, async () => {
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
       // 7 s of life: the connect (a polling handshake on a loaded machine)
       // must happen before exp; with 2 s it could be refused instead.
-      const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 7 });
-      const c = sioClient(server, token, { transports, reconnection: true });
+      let tokens = 0;
+      const auth = (cb) => {
+        tokens += 1;
+        const exp = Math.floor(Date.now() / 1000) + (tokens === 1 ? 7 : 3600);
+        cb({ token: mintToken(server.secret, { sub: alice.id, exp }) });
+      };
+      const c = sioClient(server, null, { transports, reconnection: true, auth });
       const disconnected = new Promise((resolve) => c.socket.once('disconnect', resolve));
       await c.connected();
-      const err = await c.next('error', (e) => e?.code === 'token_expired', 15000);
-      assert.equal(err.data.code, 'token_expired');
-      assert.equal(await disconnected, 'io server disconnect');
-      await sleep(1000);
-      assert.equal(c.socket.connected, false, 'the client does not reconnect by itself');
+      await c.next('connection_success');
+      const reason = await disconnected;
+      assert.notEqual(reason, 'io server disconnect', 'a plain close, which the client answers by reconnecting');
+      const sent = await server.sendRest(bob.token, thread.id, { content: 'while the token was renewed' });
+      assert.equal(sent.status, 201);
+      const again = await c.next('new_message', (m) => m.id === sent.body.data.id, 20000);
+      assert.equal(again.data.content, 'while the token was renewed');
+      assert.ok(c.socket.connected, 'connected again');
+      assert.equal(tokens, 2, 'one fresh token, for the reconnect');
       c.close();
     });
   }
+
+  it('a token that expires, given as it was: the reconnect is refused with token_expired and the client stops', async () => {
+    const [alice] = await server.registerMany(1);
+    const token = mintToken(server.secret, { sub: alice.id, exp: Math.floor(Date.now() / 1000) + 7 });
+    const c = sioClient(server, token, { transports: ['websocket'], reconnection: true });
+    await c.connected();
+    const refused = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(null), 20000);
+      c.socket.once('connect_error', (e) => { clearTimeout(timer); resolve(e); });
+    });
+    assert.ok(refused, 'no reconnect was tried within 20 s of the expiry');
+    assert.equal(refused.data?.code, 'token_expired', refused.message);
+    await sleep(1000);
+    assert.equal(c.socket.connected, false, 'the client does not retry a refused CONNECT');
+    c.close();
+  });
 
   it('a disabled account over polling: the error event account_disabled, then the server disconnects', async () => {
     const [alice] = await server.registerMany(1);
