@@ -2,6 +2,7 @@
 // fake camera and microphone, signalled through Parley's relayed frames.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomId } from '../node/harness.mjs';
 import { openAs, threadLink, screenshotPath, until, loopbackOnlyWebRTC, startScene } from './browser.mjs';
 
 // Every context a test opens, closed after it whatever happened: a test
@@ -156,5 +157,34 @@ describe('web app: calls', () => {
     assert.deepEqual(bobPage.pageErrors, []);
     await aliceCtx.close();
     await bobCtx.close();
+  });
+
+  // A direct thread nobody has written in yet is not in the callee's list:
+  // the ringing panel used to read "Call is calling (audio)". It names the
+  // caller from the thread itself.
+  it('a call in a new direct thread with no message yet names the caller', async () => {
+    const carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+    const aliceCtx = await callContext(browser);
+    const carolCtx = await callContext(browser);
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const carolPage = await openAs(carolCtx, base, carol);
+    await alicePage.getByRole('button', { name: 'New message' }).click();
+    await alicePage.getByLabel('Find a person').fill(carol.username);
+    await alicePage.getByRole('list', { name: 'People found' }).getByRole('button', { name: /Carol Parent/ }).click();
+    await alicePage.getByRole('heading', { name: 'Carol Parent' }).waitFor();
+    assert.equal(await threadLink(carolPage, 'Alice Teacher').count(), 0, "the thread is not in Carol's list (nothing written yet)");
+
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    const dialog = carolPage.getByRole('dialog', { name: 'Call' });
+    await dialog.locator('.call-status[data-status=ringing]').waitFor();
+    let said = '';
+    await until(async () => (said = (await dialog.locator('.call-status').textContent()).trim()).includes('Alice Teacher is calling (audio)'),
+      { timeout: 10000, what: 'the caller named' }).catch((err) => assert.fail(`${err.message}: the panel reads "${said}"`));
+    assert.equal(await dialog.getByText('Call is calling').count(), 0);
+    await dialog.getByRole('button', { name: 'Decline' }).click();
+    await alicePage.getByText('Call declined.').waitFor();
+    assert.deepEqual([...alicePage.pageErrors, ...carolPage.pageErrors], []);
+    await aliceCtx.close();
+    await carolCtx.close();
   });
 });

@@ -296,6 +296,37 @@ describe('web app: two people chatting in two browsers', () => {
     await ctx.close();
   });
 
+  // A direct conversation's status line (role · last seen) at phone width:
+  // an inline span, it was not cut and ran on under the call buttons.
+  it('at phone width a long status line is cut with an ellipsis before the call buttons', async () => {
+    const dave = await server.register({ username: `dave_${randomId(3)}`, full_name: 'Dave Parent',
+      role: 'parent and class representative for year four' });
+    // Two new people: the other tests' users and threads stay as they were.
+    const erin = await server.register({ username: `erin_${randomId(3)}`, full_name: 'Erin Teacher', role: 'teacher' });
+    const thread = await server.createDirect(erin, dave);
+    await server.sendRest(dave.token, thread.id, { content: 'Hello from Dave' });
+    const ctx = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    try {
+      const page = await openAs(ctx, base, erin);
+      await threadLink(page, 'Dave Parent').click();
+      await page.getByRole('heading', { name: 'Dave Parent' }).waitFor();
+      const sub = page.locator('.conv-head .sub');
+      await until(async () => /^parent and class representative for year four · /.test(await sub.textContent()), { what: 'the status line' });
+      const subBox = await sub.boundingBox();
+      const callBox = await page.locator('.conv-head').getByRole('button', { name: 'Audio call' }).boundingBox();
+      assert.ok(subBox.x + subBox.width <= callBox.x + 0.5,
+        `the status line ends (${subBox.x + subBox.width}) before the first call button starts (${callBox.x})`);
+      const cut = await sub.evaluate((el) => {
+        const cs = getComputedStyle(el);
+        return { textOverflow: cs.textOverflow, overflow: cs.overflowX, display: cs.display, overflows: el.scrollWidth > el.clientWidth };
+      });
+      assert.deepEqual(cut, { textOverflow: 'ellipsis', overflow: 'hidden', display: 'block', overflows: true }, 'cut with an ellipsis');
+      assert.deepEqual(page.pageErrors, []);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it('registers a new account from the sign-in screen', async () => {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();

@@ -191,6 +191,36 @@ describe('web app: edits and deletions', () => {
     assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors], []);
   });
 
+  // One's own deleted message kept its delivery tick (✓, ✓✓) beside "This
+  // message was deleted.": a tombstone is delivered to no one.
+  it('one\'s own deleted message shows no delivery tick', async () => {
+    const cleo = await server.register({ username: `cleo_${randomId(3)}`, full_name: 'Cleo Parent', role: 'parent' });
+    const dm = await server.createDirect(alice, cleo);
+    await server.sendRest(cleo.token, dm.id, { content: 'Is the trip on?' });
+    const ctx = await browser.newContext();
+    try {
+      const page = await openAs(ctx, base(), alice);
+      await threadLink(page, 'Cleo Parent').click();
+      await messageLog(page).getByText('Is the trip on?').waitFor();
+      await sendFromComposer(page, 'Yes, Friday');
+      await sendFromComposer(page, 'Sent to the wrong person');
+      for (const text of ['Yes, Friday', 'Sent to the wrong person']) {
+        await until(async () => (await row(page, text).locator('.tick').getAttribute('data-status').catch(() => null)) === 'sent',
+          { what: `the tick of "${text}"` });
+      }
+      const mine = (await server.history(alice.token, dm.id)).find((m) => m.content === 'Sent to the wrong person');
+      assert.equal((await remove(alice, mine.id)).status, 200);
+      await expectTexts(page, ['Is the trip on?', 'Yes, Friday', 'This message was deleted.']);
+      const tomb = messageLog(page).locator('li.msg.mine', { hasText: 'This message was deleted.' });
+      assert.equal(await tomb.count(), 1);
+      assert.equal(await tomb.locator('.tick').count(), 0, 'no tick on the deleted message');
+      assert.equal(await row(page, 'Yes, Friday').locator('.tick').count(), 1, 'the other message keeps its tick');
+      assert.deepEqual(page.pageErrors, []);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   function base() { return `http://127.0.0.1:${server.port}`; }
 });
 

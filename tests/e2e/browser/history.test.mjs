@@ -226,4 +226,61 @@ describe('web app: days and scroll-back', () => {
       await proxy.close();
     }
   });
+
+  // Scrolled far back (the window of messages on screen no longer holds the
+  // newest), a message sent from the composer went in below the window, out
+  // of sight. Sending takes the reader to the newest, where it shows.
+  it('a message sent while scrolled far back shows, with the newest messages', async () => {
+    const gus = await server.register({ username: `gus_${randomId(3)}`, full_name: 'Gus Parent', role: 'parent' });
+    const thread = await server.createDirect(alice, gus);
+    const SEEDED = 650;
+    let next = 1;
+    async function worker() {
+      while (next <= SEEDED) {
+        const i = next++;
+        const res = await server.sendRest([alice, gus][i % 2].token, thread.id, { content: `old ${i}`, client_msg_id: `old-${i}` });
+        if (res.status !== 201) throw new Error(`seed ${i}: ${res.status} ${res.text}`);
+      }
+    }
+    await Promise.all(Array.from({ length: 4 }, worker));
+    const newest = (await server.history(gus.token, thread.id)).at(-1).content;
+    const ctx = await browser.newContext({ viewport: { width: 1200, height: 760 } });
+    try {
+      const page = await openAs(ctx, `http://127.0.0.1:${server.port}`, gus);
+      await threadLink(page, 'Alice Teacher').click();
+      await messageLog(page).getByText(newest, { exact: true }).waitFor();
+
+      // Back until the newest message has left the window (bounded: 60 scrolls).
+      const shown = () => messageLog(page).getByText(newest, { exact: true }).count();
+      for (let i = 0; i < 60 && (await shown()); i++) {
+        await page.locator('.messages').evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+        await page.waitForTimeout(250);
+      }
+      assert.equal(await shown(), 0, 'scrolled back past the window that holds the newest');
+
+      const text = 'sent while scrolled back';
+      const box = page.getByRole('textbox', { name: 'Message' });
+      await box.fill(text);
+      await box.press('Enter');
+      let texts = [];
+      await until(async () => (texts = await messageTexts(page)).at(-1) === text,
+        { timeout: 10000, what: 'the sent message last in the log' }).catch((err) => {
+        assert.fail(`${err.message}: the log shows ${texts.slice(0, 2)} … ${texts.slice(-2)} (${texts.length})`);
+      });
+      const stored = (await server.history(gus.token, thread.id)).map((m) => m.content);
+      assert.equal(stored.at(-1), text, 'stored last');
+      assert.deepEqual(texts, stored.slice(-texts.length), 'the newest messages, each once, in order');
+      // On screen: the log is scrolled to it.
+      await until(() => page.evaluate((t) => {
+        const log = document.querySelector('.messages');
+        const li = [...log.querySelectorAll('li.msg')].find((el) => el.querySelector('.text')?.textContent === t);
+        if (!li) return false;
+        const a = log.getBoundingClientRect(); const b = li.getBoundingClientRect();
+        return b.top >= a.top - 1 && b.bottom <= a.bottom + 1;
+      }, text), { timeout: 5000, what: 'the sent message in view' });
+      assert.deepEqual(page.pageErrors, []);
+    } finally {
+      await ctx.close();
+    }
+  });
 });

@@ -84,3 +84,61 @@ describe('web app: an outbox longer than the rate limit allows at once', () => {
     assert.deepEqual(alicePage.pageErrors, []);
   });
 });
+
+// Messages written quickly while online, faster than the server's rate limit
+// lets through: the server refuses some with rate_limited, a refusal that may
+// pass, and the app sends each again 2 s later. With several of one
+// conversation's messages in flight at once, the ones sent meanwhile were
+// stored before the refused one: the conversation was stored scrambled.
+describe('web app: messages written faster than the rate limit', () => {
+  const WRITTEN = 36;
+  let server; let browser; let alice; let bob; let thread;
+
+  before(async () => {
+    server = await startServer({ args: ['--rate-per-second', '4', '--rate-burst', '8'] });
+    browser = await launchBrowser();
+    alice = await server.register({ username: `alice_${randomId(3)}`, full_name: 'Alice Teacher', role: 'teacher' });
+    bob = await server.register({ username: `bob_${randomId(3)}`, full_name: 'Bob Parent', role: 'parent' });
+    thread = await server.createDirect(alice, bob);
+    await server.sendRest(bob.token, thread.id, { content: 'first', client_msg_id: 'f0' });
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it(`${WRITTEN} messages typed quickly in one conversation, some refused as rate_limited, are stored in the order written`, async () => {
+    const ctx = await browser.newContext();
+    // The rate_limited refusals the page receives, on any of its connections.
+    await ctx.addInitScript(() => {
+      const Native = window.WebSocket;
+      window.rateLimited = 0;
+      window.WebSocket = class extends Native {
+        constructor(...args) {
+          super(...args);
+          this.addEventListener('message', (e) => { if (String(e.data).includes('"rate_limited"')) window.rateLimited += 1; });
+        }
+      };
+    });
+    const page = await openAs(ctx, server.baseUrl, alice);
+    const refusals = () => page.evaluate(() => window.rateLimited);
+    await threadLink(page, 'Bob Parent').click();
+    await messageLog(page).getByText('first').waitFor();
+
+    const texts = Array.from({ length: WRITTEN }, (_, i) => `quick ${i + 1}`);
+    for (const t of texts) await sendFromComposer(page, t);
+    const expected = ['first', ...texts];
+    let stored = [];
+    await until(async () => (stored = (await server.history(bob.token, thread.id)).map((m) => m.content)).length >= expected.length,
+      { timeout: 90000, every: 500, what: `all ${WRITTEN} stored` }).catch((err) => {
+      assert.fail(`${err.message}: ${stored.length - 1} stored`);
+    });
+    const refused = await refusals();
+    assert.ok(refused > 0, 'the rate limit refused some (else this test shows nothing)');
+    assert.deepEqual(stored, expected, `stored once each, in the order written (${refused} rate_limited refusals)`);
+    await until(async () => (await messageLog(page).locator('li.pending').count()) === 0, { what: 'nothing pending' });
+    assert.deepEqual(await messageTexts(page), expected, "Alice's screen");
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+});

@@ -7,7 +7,7 @@
 // chat.test.mjs.)
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mintToken, sleep, randomId } from '../node/harness.mjs';
+import { mintToken, sleep, randomId, startServer } from '../node/harness.mjs';
 import { openAs, trackErrors, threadLink, messageLog, until, waitOnline, startScene } from './browser.mjs';
 
 describe('web app: token renewal and an unreachable server', () => {
@@ -60,6 +60,49 @@ describe('web app: token renewal and an unreachable server', () => {
     await waitOnline(page);
     assert.deepEqual(page.pageErrors, []);
     await ctx.close();
+  });
+
+  // A reload late in a short token's life: the renewal used to wait at
+  // least 5 s from the load, past the expiry, so it was refused and the app
+  // went to "Your session has expired". It must come while the token is good.
+  it('a reload with 5 s of a 20-second token left renews it before it expires and stays signed in', async () => {
+    const short = await startServer({ args: ['--token-ttl', '20'] });
+    const ctx = await browser.newContext();
+    try {
+      const carol = await short.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+      const { exp } = JSON.parse(Buffer.from(carol.token.split('.')[1], 'base64url').toString());
+      // The first page's own renewal (due at 80 %, 4 s before exp) must not
+      // come before the reload: refused as out of reach until then.
+      const net = { renew: false };
+      await ctx.route(/\/api\/auth\/refresh$/, (route) => (net.renew ? route.continue() : route.abort('connectionrefused')));
+      const page = await openAs(ctx, short.baseUrl, carol);
+      const renewals = [];  // statuses of POST /api/auth/refresh after the reload, and when
+      page.on('response', (r) => {
+        if (net.renew && r.url().endsWith('/api/auth/refresh')) renewals.push({ status: r.status(), at: Date.now() });
+      });
+      const saved = () => page.evaluate(() => JSON.parse(localStorage.getItem('parley.session') || 'null'));
+      const reloadAt = exp * 1000 - 5000;
+      assert.ok(Date.now() < reloadAt, `the page opened ${Date.now() - reloadAt} ms too late for the test`);
+      await sleep(reloadAt - Date.now());
+      assert.equal((await saved())?.token, carol.token, 'not renewed before the reload');
+      net.renew = true;
+      await page.reload();
+      await page.getByRole('navigation', { name: 'Conversations' }).waitFor({ timeout: 5000 });
+
+      // Past the first token's exp (the server closes a connection whose
+      // token expired about a second after it): still signed in.
+      await sleep(Math.max(0, (exp + 2) * 1000 - Date.now()));
+      const granted = renewals.filter((r) => r.status === 200);
+      assert.equal(await page.getByText('Your session has expired').count(), 0, `no "session expired" (renewals: ${JSON.stringify(renewals.map((r) => ({ status: r.status, ms_before_exp: exp * 1000 - r.at })))})`);
+      assert.equal(await page.getByRole('button', { name: 'Sign in' }).count(), 0, 'still signed in');
+      assert.ok(granted.length >= 1 && granted[0].at < exp * 1000, 'renewed (200) before the first token expired');
+      assert.notEqual((await saved())?.token, carol.token, 'the renewed token is saved');
+      await waitOnline(page);
+      assert.deepEqual(page.pageErrors, []);
+    } finally {
+      await ctx.close();
+      await short.stop();
+    }
   });
 
   // Two tabs of one browser share the saved session. Signing out in one used
