@@ -59,8 +59,8 @@ export async function startCall(threadId, kind) {
     await client.signal('call_offer', threadId, { call_id: id, kind, sdp: desc.sdp });
   } catch (err) {
     const t = state.threads.get(threadId);
-    const who = t ? threadName(t) : 'They';
-    finish(err.code === 'callee_offline' ? `${who} is offline.` : `Could not call: ${err.message}`);
+    const offline = t ? `${threadName(t)} is offline.` : 'Nobody else in this conversation is online.';
+    finish(err.code === 'callee_offline' ? offline : `Could not call: ${err.message}`);
   }
 }
 

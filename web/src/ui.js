@@ -835,10 +835,12 @@ function CallPanel() {
   const c = state.call;
   if (!c) return null;
   const t = state.threads.get(c.threadId);
-  const who = t ? store.threadName(t) : (c.name || 'Call');
+  // A thread not in the list yet (a new direct one) is named once calls.js
+  // has read it; until then the panel names nobody.
+  const who = t ? store.threadName(t) : c.name;
   const statusText = {
-    calling: `Calling ${who}…`, ringing: `${who} is calling (${c.kind})`, connecting: 'Connecting…',
-    connected: `In call with ${who}`, ended: c.note || 'Call ended.',
+    calling: who ? `Calling ${who}…` : 'Calling…', ringing: who ? `${who} is calling (${c.kind})` : `Incoming ${c.kind} call`,
+    connecting: 'Connecting…', connected: who ? `In call with ${who}` : 'In call', ended: c.note || 'Call ended.',
   }[c.status];
   return html`
     <section class="call" role="dialog" aria-label="Call" aria-live="assertive">
