@@ -446,3 +446,23 @@ TEST(BearerToken, SchemeThenOneOrMoreSpaces) {
 
 }  // namespace
 }  // namespace parley
+
+// A graceful shutdown waits for the worker pool to be idle: a running task
+// counts, not only a queued one.
+TEST(ThreadPool, IdleOnlyWhenNothingQueuedOrRunning) {
+  parley::ThreadPool pool(1);
+  EXPECT_TRUE(pool.idle());
+  std::promise<void> started, release;
+  std::shared_future<void> released = release.get_future().share();
+  pool.submit([&started, released] {
+    started.set_value();
+    released.wait();
+  });
+  started.get_future().wait();
+  EXPECT_FALSE(pool.idle()) << "a running task keeps the pool busy";
+  pool.submit([] {});
+  EXPECT_FALSE(pool.idle());
+  release.set_value();
+  for (int i = 0; i < 2000 && !pool.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(pool.idle());
+}
