@@ -533,20 +533,17 @@ std::shared_ptr<const ThreadMembers> ChatService::members_after_change(const std
 }
 
 // `members` less those who joined after `created_at`: the line offline sync
-// draws too. Both stores take a join's time on the message clock
-// (join_time), so the line is exact; PostgreSQL keeps the second of slack of
-// its offline sync for joins stored before that, or by a node of an older
-// version during a rolling upgrade, whose joined_at is that node's clock: a
-// message stored up to a second before someone joined may reach them there,
-// one they could read in history anyway, rather than a live message lost to a
-// clock ahead.
+// and gap fills draw too. Both stores take a join's time on the message
+// clock (join_time), so the line is exact: nothing said before someone was
+// (again) a member reaches them live. (A join made through a node of an
+// older build, during a rolling upgrade, has that node's clock:
+// docs/operations.md.)
 std::shared_ptr<const ThreadMembers> ChatService::joined_by(std::shared_ptr<const ThreadMembers> members,
                                                             Micros created_at) const {
   if (!members) return members;
-  const Micros slack = config_.database_url.empty() ? 0 : 1'000'000;
   const auto& joined = members->joined_at;
   const size_t dated = std::min(joined.size(), members->user_ids.size());
-  auto late = [&](size_t i) { return i < dated && joined[i] - slack > created_at; };
+  auto late = [&](size_t i) { return i < dated && joined[i] > created_at; };
   size_t i = 0;
   while (i < dated && !late(i)) ++i;
   if (i == dated) return members;  // the common case: everyone was in before it
