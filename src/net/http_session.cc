@@ -163,13 +163,23 @@ bool origin_allowed(const Config& config, std::string_view origin) {
 // (its authority is the request's Host: the web app Parley serves, and
 // mobile WebSocket clients, which send the URL's own origin). A same-origin
 // page needs no allowing, and the token, never ambient, is checked after.
+// The scheme is not compared: behind a proxy that ends TLS, the server
+// cannot tell which one the page used. A default port (:80, :443) written
+// on either side is dropped first: browsers leave it out of Origin, and
+// some clients and proxies put it in Host.
 bool origin_admitted(const Config& config, const http::request<http::string_body>& req) {
   std::string_view origin = req[http::field::origin];
   if (origin_allowed(config, origin)) return true;
   const size_t scheme = origin.find("://");
   std::string_view host = req[http::field::host];
   if (scheme == std::string_view::npos || host.empty()) return false;
-  std::string_view authority = origin.substr(scheme + 3);
+  auto without_default_port = [](std::string_view a) {
+    for (std::string_view port : {":80", ":443"})
+      if (a.size() > port.size() && a.substr(a.size() - port.size()) == port) return a.substr(0, a.size() - port.size());
+    return a;
+  };
+  std::string_view authority = without_default_port(origin.substr(scheme + 3));
+  host = without_default_port(host);
   return authority.size() == host.size() && strncasecmp(authority.data(), host.data(), host.size()) == 0;
 }
 

@@ -319,6 +319,15 @@ describe('server configuration', () => {
     assert.equal(poll.status, 200, `same-origin polling: ${poll.text}`);
     const foreignPoll = await server.http('GET', '/socket.io/?EIO=4&transport=polling', { headers: { Origin: 'http://evil.example' } });
     assert.equal(foreignPoll.status, 403);
+    // Behind a proxy: the Host it passes on, a default port written or not.
+    for (const [origin, host] of [['https://chat.example', 'chat.example:443'], ['https://chat.example:443', 'chat.example'],
+      ['http://chat.example', 'CHAT.example:80']]) {
+      const res = await server.http('GET', '/socket.io/?EIO=4&transport=polling', { headers: { Origin: origin, Host: host } });
+      assert.equal(res.status, 200, `${origin} with Host ${host}: ${res.text}`);
+    }
+    const proxiedOther = await server.http('GET', '/socket.io/?EIO=4&transport=polling',
+      { headers: { Origin: 'https://chat.example:8443', Host: 'chat.example' } });
+    assert.equal(proxiedOther.status, 403, 'a Host without the port the page used is another origin');
     // Another port of the same host is another origin.
     const otherPort = await server.tryUpgrade(`/ws?token=${u.token}`, { headers: { Origin: `http://127.0.0.1:${server.port + 1}` } });
     if (otherPort.opened) otherPort.client.terminate();
