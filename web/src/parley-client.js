@@ -203,6 +203,10 @@ export class ParleyClient extends EventTarget {
       if (e.code === 4401) return this.emit('unauthorized', { code: 'token_expired' });
       if (e.code === 4403) return this.emit('unauthorized', { code: 'account_disabled' });
       if (!this.wanted) return this.setState('offline');
+      // 1009: a frame over the server's size limit, which only a queued
+      // message can be (a pasted book). Sent again on each connection it
+      // would close each one: the largest one in flight is refused for good.
+      if (e.code === 1009) this.dropOversize();
       this.emit('closed', { code: e.code, reason: e.reason || '' });
       this.setState('offline');
       this.scheduleReconnect();
@@ -462,6 +466,15 @@ export class ParleyClient extends EventTarget {
     for (const i of this.outbox) if (i.thread_id === threadId) this.inFlight.delete(i.client_msg_id);
     this.outbox = this.outbox.filter((i) => i.thread_id !== threadId);
     if (this.outbox.length !== before) { this.saveOutbox(); this.pump(); }
+  }
+
+  dropOversize() {
+    let largest = null;
+    for (const item of this.outbox)
+      if (this.inFlight.has(item.client_msg_id) && (!largest || item.content.length > largest.content.length)) largest = item;
+    if (!largest) return;
+    this.dropFromOutbox(largest.client_msg_id);
+    this.emit('failed', { item: largest, code: 'payload_too_large', message: 'the message is too large to send' });
   }
 
   // Answered for good (stored, or refused for good): it leaves the outbox and

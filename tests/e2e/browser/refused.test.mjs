@@ -55,4 +55,42 @@ describe('web app: a message the server refuses', () => {
     assert.deepEqual(page.pageErrors, []);
     await ctx.close();
   });
+  it('one over the server\'s frame limit (the connection closes with 1009) is not sent again on each connection', async () => {
+    const ctx = await browser.newContext();
+    // Every frame over 64 KiB the page sends, and every close code it sees.
+    await ctx.addInitScript(() => {
+      const Native = window.WebSocket;
+      window.bigSends = 0;
+      window.closeCodes = [];
+      window.WebSocket = class extends Native {
+        constructor(...args) {
+          super(...args);
+          this.addEventListener('close', (e) => window.closeCodes.push(e.code));
+        }
+        send(data) {
+          if (String(data).length > 65536) window.bigSends += 1;
+          return super.send(data);
+        }
+      };
+    });
+    const page = await openAs(ctx, base, bob);
+    await threadLink(page, 'Alice Teacher').click();
+    await messageLog(page).getByText('Please send the form back').waitFor();
+    // Over 64 KiB in one frame: the server closes the connection (1009)
+    // before it reads the content's length.
+    await sendFromComposer(page, 'y'.repeat(70000));
+    const note = messageLog(page).getByRole('alert');
+    await note.waitFor({ timeout: 10000 });
+    assert.match(await note.textContent(), /Not sent: .*too large/);
+    await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor({ state: 'detached', timeout: 15000 }).catch(() => {});
+    await sendFromComposer(page, 'the short one');
+    await until(async () => (await messageTexts(page)).includes('the short one') &&
+      (await messageLog(page).locator('[data-status=sent], [data-status=delivered], [data-status=read]').count()) >= 1,
+    { what: 'the next message sent' });
+    await page.waitForTimeout(1500);  // a resend would follow the reconnection at once
+    assert.equal(await page.evaluate(() => window.bigSends), 1, 'sent once, not again on the next connection');
+    assert.deepEqual(await page.evaluate(() => window.closeCodes), [1009], 'one connection closed for it');
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
 });
