@@ -136,6 +136,11 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
   if (!no_password) u.password_hash = hash_password(req.password);
   u.created_at = now_micros();
   auto created = store_.create_user(u);
+  if (!created && req.id) {
+    // The provider's first token for this id may have made it meanwhile.
+    auto existing = store_.user_by_id(u.id);
+    if (existing && *existing) return Error{ErrorKind::kConflict, "user_exists", "a user with this id already exists"};
+  }
   if (!created) return created.error();
   spdlog::info("event=user_registered user_id={}", u.id);
   return issue_token(*created);
