@@ -102,11 +102,13 @@ TEST(ProtocolDoc, ListsEveryErrorCodeAClientCanGet) {
   }
   // Made in these layers but never sent to a client: failures at start
   // (a bad setting, no TLS files, a port in use), the webhook's own HTTP
-  // client, and a Socket.IO packet that cannot be parsed (the session is
-  // closed, as by the reference server; the code only labels the metric).
+  // client, a Socket.IO packet that cannot be parsed (the session is
+  // closed, as by the reference server; the code only labels the metric),
+  // and `parley user add --id`'s refusal of an id in use (a local command).
   const std::set<std::string> not_for_clients = {"crypto_init_failed", "invalid_config", "invalid_bind",
                                                  "tls_config",         "listen_failed",  "invalid_webhook_url",
-                                                 "webhook_abandoned",  "webhook_unreachable", "invalid_packet"};
+                                                 "webhook_abandoned",  "webhook_unreachable", "invalid_packet",
+                                                 "user_exists"};
   for (const std::string& code : codes) {
     if (not_for_clients.contains(code)) continue;
     EXPECT_TRUE(documented.contains(code)) << "error code `" << code
