@@ -129,12 +129,12 @@ TEST(Jwt, SignVerifyRoundTrip) {
 TEST(Jwt, BearerPrefixIsSkipped) {
   auto v = verifier();
   std::string token = v->sign("user-1", kNow, 3600);
-  for (const std::string& given : {"Bearer " + token, "bearer " + token}) {
+  for (const std::string& given : {"Bearer " + token, "bearer " + token, "Bearer  " + token}) {  // RFC 6750: 1*SP
     auto r = v->verify(given, kNow + 10);
     ASSERT_TRUE(r.ok()) << given << ": " << r.error().message;
     EXPECT_EQ(r->sub, "user-1");
   }
-  for (const std::string& given : {std::string("Bearer"), std::string("Bearer "), "Bearer  " + token, "Bearer Bearer " + token, "Basic " + token}) {
+  for (const std::string& given : {std::string("Bearer"), std::string("Bearer "), "Bearer Bearer " + token, "Basic " + token}) {
     auto r = v->verify(given, kNow + 10);
     ASSERT_FALSE(r.ok()) << given;
     EXPECT_EQ(r.error().code, "invalid_token") << given;
