@@ -63,17 +63,21 @@ async function handshake(server) {
 }
 const post = (server, sid, body) => server.http('POST', `${EIO}&sid=${sid}`, { body, headers: { 'Content-Type': 'text/plain' } });
 const poll = (server, sid, timeoutMs = 10000) => server.http('GET', `${EIO}&sid=${sid}`, { timeoutMs });
-// Polls until a packet matching pred arrives (the answers may carry pings and others).
+// Polls until a packet matching pred arrives (the answers may carry pings
+// and others). Every ping of the answer is answered, also one after the
+// match: left unanswered, it would close the session at the ping timeout.
 async function pollFor(server, sid, pred, rounds = 6) {
   const seen = [];
   for (let i = 0; i < rounds; i++) {
     const res = await poll(server, sid);
     if (res.status !== 200) return { status: res.status, body: res.body, seen };
+    let packet = null;
     for (const p of res.text.split('\x1e')) {
       seen.push(p);
       if (p === '2') await post(server, sid, '3');
-      if (pred(p)) return { status: 200, packet: p, seen };
+      if (packet === null && pred(p)) packet = p;
     }
+    if (packet !== null) return { status: 200, packet, seen };
   }
   return { status: 200, packet: null, seen };
 }
