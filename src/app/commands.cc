@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
 
 #include <csignal>
@@ -52,6 +53,33 @@ namespace parley {
 namespace {
 
 namespace fs = std::filesystem;
+
+// --bind: what the listener's address parser takes (an IPv4 or IPv6 literal,
+// an IPv6 scope after %), checked here so that `config check` refuses what
+// `serve` would.
+CLI::Validator ip_address() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        unsigned char buf[sizeof(in6_addr)];
+        if (inet_pton(AF_INET, v.c_str(), buf) == 1) return {};
+        const std::string host = v.substr(0, v.find('%'));
+        if (inet_pton(AF_INET6, host.c_str(), buf) == 1) return {};
+        return "not an IPv4 or IPv6 address: " + v;
+      },
+      "IP");
+}
+
+// CLI::PositiveNumber's refusal of 0 reads "not in range 0.000000 to 1.79…e308".
+CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        const double d = std::strtod(v.c_str(), &end);
+        if (end == v.c_str() || *end != '\0' || !(d > 0) || d > 1e12) return "must be a number above 0: " + v;
+        return {};
+      },
+      "POSITIVE");
+}
 
 // Shorter than this, a jwt_secret file is damaged (cut short by a crash or a
 // full disk while an older parley wrote it) or not one we made (we write 64
@@ -235,8 +263,9 @@ void add_data_options(CLI::App& cmd, Config& c) {
 void add_token_options(CLI::App& cmd, Config& c) {
   cmd.add_option("--jwt-secret", c.jwt_secret, "HS256 secret for tokens (default: generated into the data dir)")
       ->envname("PARLEY_JWT_SECRET");
-  cmd.add_option("--token-ttl,--ttl", c.token_ttl_seconds, "Lifetime of issued tokens, seconds")
+  cmd.add_option("--token-ttl,--ttl", c.token_ttl_seconds, "Lifetime of issued tokens, seconds (1-315360000)")
       ->envname("PARLEY_TOKEN_TTL")
+      ->check(CLI::Range(1, 315360000))
       ->capture_default_str();
 }
 
@@ -254,9 +283,13 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_JWT_PUBLIC_KEY");
   add_roles_option(cmd, c);
   cmd.add_option("--port", c.port, "TCP port (0 = any free port)")->envname("PARLEY_PORT")->capture_default_str();
-  cmd.add_option("--bind", c.bind, "Address to listen on")->envname("PARLEY_BIND")->capture_default_str();
-  cmd.add_option("--threads", c.threads, "Network event loops (0 = one per core)")
+  cmd.add_option("--bind", c.bind, "Address to listen on (an IPv4 or IPv6 address)")
+      ->envname("PARLEY_BIND")
+      ->check(ip_address())
+      ->capture_default_str();
+  cmd.add_option("--threads", c.threads, "Network event loops (0 = one per core; at most 256)")
       ->envname("PARLEY_THREADS")
+      ->check(CLI::Range(0, 256))
       ->capture_default_str();
   cmd.add_flag("--fsync", c.fsync_commits, "fsync every group commit (survive power loss, not just kill -9)")
       ->envname("PARLEY_FSYNC");
@@ -303,47 +336,59 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   cmd.add_flag_callback("--no-metrics", [&c] { c.metrics_enabled = false; }, "Disable GET /metrics")
       ->envname("PARLEY_NO_METRICS");
   cmd.add_option("--max-frame-bytes", l.max_frame_bytes,
-                 "Largest WebSocket frame / HTTP body / Socket.IO event (Engine.IO carries up to maxPayload)")
+                 "Largest WebSocket frame / HTTP body / Socket.IO event (Engine.IO carries up to maxPayload; "
+                 "1024-67108864)")
       ->envname("PARLEY_MAX_FRAME_BYTES")
+      ->check(CLI::Range(size_t{1024}, size_t{64} << 20))
       ->capture_default_str();
-  cmd.add_option("--max-content-chars", l.max_content_chars, "Longest message, in Unicode code points")
+  cmd.add_option("--max-content-chars", l.max_content_chars, "Longest message, in Unicode code points (1-1000000)")
       ->envname("PARLEY_MAX_CONTENT_CHARS")
+      ->check(CLI::Range(size_t{1}, size_t{1000000}))
       ->capture_default_str();
-  cmd.add_option("--rate-per-second", l.messages_per_second, "Frames per second per connection, sustained")
+  cmd.add_option("--rate-per-second", l.messages_per_second, "Frames per second per connection, sustained (> 0)")
       ->envname("PARLEY_RATE_PER_SECOND")
+      ->check(positive())
       ->capture_default_str();
-  cmd.add_option("--rate-burst", l.message_burst, "Frames per connection in a burst")
+  cmd.add_option("--rate-burst", l.message_burst, "Frames per connection in a burst (at least 1)")
       ->envname("PARLEY_RATE_BURST")
+      ->check(CLI::Range(1.0, 1e9))
       ->capture_default_str();
   cmd.add_option("--rest-rate-per-second", l.rest_writes_per_second,
-                 "REST requests that change something (not GET or HEAD) per second per user, sustained")
+                 "REST requests that change something (not GET or HEAD) per second per user, sustained (> 0)")
       ->envname("PARLEY_REST_RATE_PER_SECOND")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
-  cmd.add_option("--rest-rate-burst", l.rest_write_burst, "Such REST requests per user in a burst")
+  cmd.add_option("--rest-rate-burst", l.rest_write_burst, "Such REST requests per user in a burst (at least 1)")
       ->envname("PARLEY_REST_RATE_BURST")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1.0, 1e9))
       ->capture_default_str();
-  cmd.add_option("--max-connections-per-user", l.max_connections_per_user, "Open connections per user")
+  cmd.add_option("--max-connections-per-user", l.max_connections_per_user, "Open connections per user (1-1000000)")
       ->envname("PARLEY_MAX_CONNECTIONS_PER_USER")
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   cmd.add_option("--max-group-members", l.max_group_members, "Participants of a group, its creator included")
       ->envname("PARLEY_MAX_GROUP_MEMBERS")
       ->check(CLI::Range(2, 1000000))
       ->capture_default_str();
-  cmd.add_option("--idle-timeout", l.idle_timeout_seconds, "Seconds without traffic before a connection is closed")
+  cmd.add_option("--idle-timeout", l.idle_timeout_seconds,
+                 "Seconds without traffic before a connection is closed (2-86400)")
       ->envname("PARLEY_IDLE_TIMEOUT")
+      ->check(CLI::Range(2, 86400))
       ->capture_default_str();
-  cmd.add_option("--max-outbound-bytes", l.max_outbound_bytes, "Unsent bytes per connection before it is dropped")
+  cmd.add_option("--max-outbound-bytes", l.max_outbound_bytes,
+                 "Unsent bytes per connection before it is dropped (65536-1073741824)")
       ->envname("PARLEY_MAX_OUTBOUND_BYTES")
+      ->check(CLI::Range(size_t{64} << 10, size_t{1} << 30))
       ->capture_default_str();
   cmd.add_option("--login-failures-per-account", l.login_failures_per_account,
-                 "Failed logins per account per window before 429")
+                 "Failed logins per account per window before 429 (1-1000000)")
       ->envname("PARLEY_LOGIN_FAILURES_PER_ACCOUNT")
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   cmd.add_option("--login-failures-per-address", l.login_failures_per_address,
-                 "Failed logins per client address per window before 429")
+                 "Failed logins per client address per window before 429 (1-1000000)")
       ->envname("PARLEY_LOGIN_FAILURES_PER_ADDRESS")
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   cmd.add_option("--registration", c.registration, "open: anyone may POST /api/auth/register; closed: only `parley user add`")
       ->envname("PARLEY_REGISTRATION")
@@ -352,8 +397,9 @@ void add_serve_options(CLI::App& cmd, Config& c) {
   add_webhook_options(cmd, c);
   add_moderation_options(cmd, c);
   cmd.add_option("--registrations-per-address", l.registrations_per_address,
-                 "Registrations per client address per 10 minutes before 429")
+                 "Registrations per client address per 10 minutes before 429 (1-1000000)")
       ->envname("PARLEY_REGISTRATIONS_PER_ADDRESS")
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   cmd.add_option("--header-timeout", l.http_header_timeout_seconds,
                  "Seconds to receive an HTTP request's headers (and idle keep-alive time)")

@@ -162,6 +162,20 @@ describe('configuration file', () => {
       ['ping.toml', 'socketio-ping-interval = 0\n', /bad_setting: .*'socketio-ping-interval'.*not in range 1000 to 3600000/],
       ['pingtimeout.toml', '[serve]\nsocketio-ping-timeout = -1\n', /bad_setting: .*socketio-ping-timeout'.*not in range 1000 to 3600000/],
       ['choice.toml', 'registration = "sometimes"\n', /bad_setting: .*'registration'/],
+      // Values that would start a server nobody can use: tokens dead on
+      // issue, every connection closed at once, every body refused...
+      ['ttl.toml', 'token-ttl = 0\n', /bad_setting: .*'token-ttl'/],
+      ['idle.toml', 'idle-timeout = -1\n', /bad_setting: .*'idle-timeout'/],
+      ['frame.toml', 'max-frame-bytes = 0\n', /bad_setting: .*'max-frame-bytes'/],
+      ['content.toml', 'max-content-chars = 0\n', /bad_setting: .*'max-content-chars'/],
+      ['burst.toml', 'rate-burst = -1\n', /bad_setting: .*'rate-burst'/],
+      ['rate.toml', 'rate-per-second = 0\n', /bad_setting: .*'rate-per-second'.*must be a number above 0/],
+      ['outbound.toml', 'max-outbound-bytes = 0\n', /bad_setting: .*'max-outbound-bytes'/],
+      ['conns.toml', 'max-connections-per-user = 0\n', /bad_setting: .*'max-connections-per-user'/],
+      ['logins.toml', 'login-failures-per-account = -1\n', /bad_setting: .*'login-failures-per-account'/],
+      ['threads.toml', 'threads = -3\n', /bad_setting: .*'threads'/],
+      // serve's listener would refuse it; config check says so first.
+      ['bind.toml', 'bind = "not an ip"\n', /bad_setting: .*'bind'.*not an IPv4 or IPv6 address/],
       ['section.toml', '[nonsense]\nport = 3000\n', /unknown_setting: .*\[nonsense\]/],
       // Read as the value `"/srv/parley`, it would start a new store beside the real one.
       ['quote.toml', '[serve]\ndata-dir = "/srv/parley\n', /bad_setting: .*quote\.toml:2: the value opens " and does not close it/],
@@ -182,6 +196,13 @@ describe('configuration file', () => {
     assert.match(missing.stderr, /config_unreadable/);
     const badFlag = await parley(['config', 'check', '--shutdown-timeout', 'soon']);
     assert.equal(badFlag.code, 1, badFlag.stderr);
+    const zeroRate = await parley(['config', 'check', '--rest-rate-per-second', '0']);
+    assert.equal(zeroRate.code, 1, zeroRate.stderr);
+    assert.match(zeroRate.stderr, /--rest-rate-per-second: must be a number above 0: 0/);
+    for (const bind of ['127.0.0.1', '::1', 'fe80::1%lo', '0.0.0.0']) {
+      const ok = await parley(['config', 'check', '--bind', bind]);
+      assert.equal(ok.code, 0, `--bind ${bind}: ${ok.stderr}`);
+    }
 
     // serve refuses to start on a bad file.
     const serve = await parley(['serve', '--port', '0', '--data-dir', path.join(dir, 'never'), '--config', path.join(dir, 'unknown.toml')]);
