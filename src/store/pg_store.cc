@@ -1130,7 +1130,7 @@ Result<AccountState> PgStore::revoke_tokens(const std::string& user_id, int64_t 
   return writer_->submit_and_wait<AccountState>([this, user_id, valid_after] {
     PgConn& c = *writer_conn_;
     auto r = c.exec(
-        "UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after, $1), "
+        "UPDATE users SET tokens_valid_after = GREATEST(tokens_valid_after + 1, $1), "
         "state_version = (SELECT COALESCE(MAX(state_version), 0) + 1 FROM users) "
         "WHERE id = $2 RETURNING disabled, tokens_valid_after, state_version",
         {valid_after, user_id});

@@ -980,7 +980,7 @@ Result<AccountState> write_account(SqliteConn& c, const std::string& user_id, co
                                    std::optional<bool> disabled, std::optional<int64_t> valid_after) {
   auto st = c.prepare(
       "UPDATE users SET disabled = COALESCE(?1, disabled), "
-      "tokens_valid_after = MAX(tokens_valid_after, COALESCE(?2, 0)), "
+      "tokens_valid_after = CASE WHEN ?2 IS NULL THEN tokens_valid_after ELSE MAX(tokens_valid_after + 1, ?2) END, "
       "state_version = (SELECT COALESCE(MAX(state_version), 0) + 1 FROM users) WHERE id = ?3 "
       "RETURNING disabled, tokens_valid_after, state_version");
   std::optional<int64_t> dis;

@@ -197,8 +197,11 @@ class Store {
   // --- account moderation ---
   // Each bumps the user's state version. Errors: not_found "user_not_found".
   virtual Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) = 0;
-  // Tokens whose iat is before valid_after (seconds) are refused from now on;
-  // never moves back.
+  // Tokens whose iat is before valid_after (seconds) are refused from now on,
+  // and so is every token issued before the call: the mark moves to at least
+  // one past its old value, since tokens are issued with iat no earlier than
+  // the old mark (Identity::issue_token), which may lie ahead of the clock
+  // when the last revocation came in the same second. Never moves back.
   virtual Result<AccountState> revoke_tokens(const std::string& user_id, int64_t valid_after) = 0;
   // Account states changed after `after_version` (0: every user ever
   // changed), by version. Versions follow commit order, so a poller that

@@ -1386,12 +1386,17 @@ TEST_P(StoreContract, AccountStateChangesAreVersionedInCommitOrder) {
   ASSERT_TRUE(revoked.ok());
   EXPECT_EQ(revoked->tokens_valid_after, 1000);
   EXPECT_GT(revoked->version, disabled->version);
-  // Never moves back.
-  EXPECT_EQ(ok(store_->revoke_tokens(b.id, 500)).tokens_valid_after, 1000);
+  // Never moves back, and a second revocation always moves it on: tokens
+  // issued after the first carry iat = the mark (Identity::issue_token),
+  // which a revocation in the same second must refuse too.
+  EXPECT_EQ(ok(store_->revoke_tokens(b.id, 500)).tokens_valid_after, 1001);
+  EXPECT_EQ(ok(store_->revoke_tokens(b.id, 1001)).tokens_valid_after, 1002);
+  EXPECT_EQ(ok(store_->revoke_tokens(b.id, 5000)).tokens_valid_after, 5000);
+  EXPECT_EQ(ok(store_->set_user_disabled(b.id, false)).tokens_valid_after, 5000) << "not a revocation";
 
   User stored = *ok(store_->user_by_username("alice"));
   EXPECT_TRUE(stored.disabled);
-  EXPECT_EQ(ok(store_->user_by_id(b.id))->tokens_valid_after, 1000);
+  EXPECT_EQ(ok(store_->user_by_id(b.id))->tokens_valid_after, 5000);
 
   auto all = ok(store_->account_changes(0));
   ASSERT_EQ(all.size(), 2u);  // one row per user, its latest state
@@ -1413,7 +1418,7 @@ TEST_P(StoreContract, AccountStateChangesAreVersionedInCommitOrder) {
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.error().code, "user_not_found");
   reopen();
-  EXPECT_TRUE(ok(store_->user_by_id(b.id))->tokens_valid_after == 1000);
+  EXPECT_TRUE(ok(store_->user_by_id(b.id))->tokens_valid_after == 5000);
 }
 
 TEST_P(StoreContract, DeleteLeavesATombstoneAndEditSetsEditedAt) {

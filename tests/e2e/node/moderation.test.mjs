@@ -104,6 +104,24 @@ describe('account moderation from the command line', () => {
     await fresh.ping();
   });
 
+  // Tokens are issued with iat no earlier than the last revocation, which
+  // lies a second ahead: a second revocation in that same second must move
+  // past it, or the token of a login between the two would survive it.
+  it('a second revoke-tokens right after a login refuses that login\'s token, in the same second too', async () => {
+    const fay = await server.register();
+    while (Date.now() % 1000 > 100) await sleep(5);  // the whole sequence inside one second, most runs
+    await server.cli(['user', 'revoke-tokens', fay.username]);
+    const login = await server.http('POST', '/api/auth/login', { body: { username: fay.username, password: fay.password } });
+    assert.equal(login.status, 200, login.text);
+    const token = login.body.data.token;
+    assert.equal((await server.http('GET', '/api/users/me', { token })).status, 200, 'the login after the first revocation works');
+    await server.cli(['user', 'revoke-tokens', fay.username]);
+    assertHttpError(assert, await server.http('GET', '/api/users/me', { token }), 401, 'token_revoked');
+    const after = await server.http('POST', '/api/auth/login', { body: { username: fay.username, password: fay.password } });
+    assert.equal((await server.http('GET', '/api/users/me', { token: after.body.data.token })).status, 200,
+      'a login after the second revocation works');
+  });
+
   it('unknown users are an error and change nothing', async () => {
     await assert.rejects(server.cli(['user', 'disable', 'nobody_here']), (err) => {
       assert.match(err.stderr, /user_not_found/);
