@@ -176,11 +176,14 @@ Result<AuthResult> Identity::login(const std::string& login, const std::string& 
     spdlog::info("event=login_failed address={}", address);
     return unauthorized("invalid_credentials", "wrong username, phone number or password");
   }
+  // The right password is no failed login, also on a disabled account: an
+  // app retrying saved credentials must not lock the account past `enable`,
+  // nor lock out its address (a school's NAT).
+  login_limits_->record_success(key, block, now);
   if (u->disabled) {
     spdlog::info("event=login_refused reason=account_disabled user_id={}", u->id);
     return Error{ErrorKind::kForbidden, "account_disabled", "this account is disabled"};
   }
-  login_limits_->record_success(key, block, now);
   return issue_token(*u);
 }
 

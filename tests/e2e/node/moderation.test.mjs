@@ -122,6 +122,27 @@ describe('account moderation from the command line', () => {
       'a login after the second revocation works');
   });
 
+  // The right password is not a failed login, also on a disabled account: an
+  // app that keeps retrying saved credentials must not lock the account (or
+  // its school's address) past `enable`.
+  it('logins with the right password to a disabled account are no failures: after enable, login works at once', async () => {
+    const gus = await server.register();
+    await server.cli(['user', 'disable', gus.username]);
+    for (let i = 0; i < 12; i++) {
+      const r = await server.http('POST', '/api/auth/login', { body: { username: gus.username, password: gus.password } });
+      assertHttpError(assert, r, 403, 'account_disabled', `login ${i + 1} while disabled`);
+    }
+    await server.cli(['user', 'enable', gus.username]);
+    const login = await server.http('POST', '/api/auth/login', { body: { username: gus.username, password: gus.password } });
+    assert.equal(login.status, 200, login.text);
+    // A wrong password to a disabled account still counts.
+    await server.cli(['user', 'disable', gus.username]);
+    const statuses = [];
+    for (let i = 0; i < 11; i++)
+      statuses.push((await server.http('POST', '/api/auth/login', { body: { username: gus.username, password: 'wrong-password' } })).status);
+    assert.deepEqual(statuses, [...Array(10).fill(401), 429], 'wrong passwords are counted (--login-failures-per-account 10)');
+  });
+
   it('unknown users are an error and change nothing', async () => {
     await assert.rejects(server.cli(['user', 'disable', 'nobody_here']), (err) => {
       assert.match(err.stderr, /user_not_found/);
