@@ -146,8 +146,7 @@ Result<std::shared_ptr<const ThreadMembers>> ChatService::require_member(const s
 // and with each thread list: a bound on a group's size bounds what one
 // request makes the server send.
 Error ChatService::group_too_large() const {
-  return bad_input("group_too_large", "a group has at most " + std::to_string(config_.limits.max_group_members) +
-                                          " participants (--max-group-members)");
+  return parley::group_too_large(static_cast<size_t>(config_.limits.max_group_members));
 }
 
 Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const CreateThreadRequest& req) {
@@ -292,8 +291,8 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     ids.push_back((*u)->id);
     names.push_back((*u)->username);
   }
-  // Those already in count once; concurrent additions may pass the bound
-  // together (a check against the cached list, not in the store).
+  // Those already in count once. A check against the cached list, to refuse
+  // early; the store counts again as the addition commits (Addition::max_members).
   size_t after = (*m)->user_ids.size();
   for (const auto& id : ids) after += is_member(**m, id) ? 0 : 1;
   if (after > static_cast<size_t>(config_.limits.max_group_members)) return group_too_large();
@@ -302,7 +301,7 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
                       return AppendRequest{thread_id, actor.id, actor.username + " added " + names[it - ids.begin()],
                                            "system", ""};
                     },
-                    actor.id};
+                    actor.id, static_cast<size_t>(config_.limits.max_group_members)};
   members_.begin_change(thread_id);
   // Each notice is stored with the additions, in one step: an added member
   // is never in the thread without its record (a notice stored apart could

@@ -622,6 +622,11 @@ Result<Added> PgStore::write_participants(const Addition& a) {
   Added out;
   for (const auto& uid : user_ids)  // in the order asked
     if (inserted.erase(uid) > 0) out.user_ids.push_back(uid);
+  if (a.max_members > 0 && !out.user_ids.empty()) {
+    auto n = c.exec("SELECT COUNT(*) FROM participants WHERE thread_id = $1", {thread_id});
+    if (!n.ok()) return pg_error(c, n, "add_participant");
+    if (static_cast<size_t>(n.i64(0, 0)) > a.max_members) return group_too_large(a.max_members);
+  }
   if (!out.user_ids.empty())
     if (auto bumped = bump_member_version(thread_id); !bumped) return bumped.error();
   // After every addition, so each notice reaches all those added.

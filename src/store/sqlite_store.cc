@@ -535,6 +535,12 @@ Result<Added> SqliteStore::write_participants(const Addition& a) {
     if (!st.done()) return storage_error(c, st.error(), "add_participant");
     if (c.changes() > 0) out.user_ids.push_back(uid);
   }
+  if (a.max_members > 0 && !out.user_ids.empty()) {
+    auto st = c.prepare("SELECT COUNT(*) FROM participants WHERE thread_id = ?");
+    st.bind(thread_id);
+    if (!st.row()) return storage_error(c, st.error(), "add_participant");
+    if (static_cast<size_t>(st.i64(0)) > a.max_members) return group_too_large(a.max_members);
+  }
   // After every addition, so each notice reaches all those added (a message
   // stored from their joined_at on is theirs).
   for (size_t i = 0; a.notice && i < out.user_ids.size(); ++i) {

@@ -14,6 +14,11 @@ Error not_admin() {
   return Error{ErrorKind::kForbidden, "not_admin", "only thread admins may change its participants"};
 }
 
+Error group_too_large(size_t max_members) {
+  return bad_input("group_too_large", "a group has at most " + std::to_string(max_members) +
+                                          " participants (--max-group-members)");
+}
+
 Error not_allowed() {
   return Error{ErrorKind::kForbidden, "not_allowed", "you may no longer change this message"};
 }

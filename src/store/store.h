@@ -64,6 +64,10 @@ struct Addition {
   // when not an admin of the thread as the addition commits: the caller's
   // check may be older (a removal of the actor can commit between the two).
   std::string actor_id{};  // (an initializer: brace lists may end before it)
+  // > 0: refused (bad_input "group_too_large") when the thread would have
+  // more participants as the addition commits: the caller's count may be
+  // older (another addition can commit between the two).
+  size_t max_members = 0;
 };
 
 struct Added {
@@ -422,6 +426,7 @@ std::optional<AppendRequest> promotion_notice(const Removal& removal, const std:
 // Removal::actor_id, Store::delete_message, Store::edit_message).
 Error not_admin();
 Error not_allowed();
+Error group_too_large(size_t max_members);
 
 // A LIKE pattern matching strings that contain `text`, with LIKE's own
 // wildcards (and the escape character) escaped by a backslash.

@@ -254,6 +254,24 @@ describe('group size', () => {
     assert.equal(members.length, 4, 'nobody added past the bound');
     assert.ok(!members.some((p) => p.user_id === e.id));
   });
+
+  // The bound is counted again as each addition commits: additions sent at
+  // once, each checked against the same list of two, used to pass it together.
+  it('additions at once never take a group past --max-group-members', async () => {
+    for (let round = 0; round < 5; round++) {
+      const [a, b, ...others] = await server.registerMany(8);
+      const made = await server.http('POST', '/api/chat/threads',
+        { token: a.token, body: { type: 'group', title: `race ${round}`, participant_ids: [b.id] } });
+      assert.equal(made.status, 201, made.text);
+      const path = `/api/chat/threads/${made.body.data.id}/participants`;
+      const answers = await Promise.all(others.map((o) => server.http('POST', path, { token: a.token, body: { participant_ids: [o.id] } })));
+      const statuses = answers.map((r) => r.status);
+      for (const r of answers.filter((x) => x.status !== 200)) assertHttpError(assert, r, 400, 'group_too_large');
+      const members = (await server.http('GET', `/api/chat/threads/${made.body.data.id}`, { token: a.token })).body.data.participants;
+      assert.equal(members.length, 4, `round ${round}: ${members.length} members after ${statuses}`);
+      assert.equal(statuses.filter((x) => x === 200).length, 2, `round ${round}: two additions fit: ${statuses}`);
+    }
+  });
 });
 
 describe('logins of one account', () => {
