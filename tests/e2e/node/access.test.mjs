@@ -3,7 +3,7 @@
 // nothing leaks about threads they are not in.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, newUuid, assertHttpError, assertWsError, TEST_STORE } from './harness.mjs';
+import { startServer, newUuid, assertHttpError, assertWsError, sleep, TEST_STORE } from './harness.mjs';
 
 describe('a non-participant is refused, like an unknown thread', () => {
   let server, alice, bob, carol, thread, carolWs, aliceWs, bobWs;
@@ -139,6 +139,50 @@ describe('a member removed and added again while connected', () => {
     const history = await server.history(bob.token, group.id);
     assert.ok(history.some((m) => m.content === 'away 2'), 'it is in the history bob may read');
     bobWs.close(); aliceWs.close();
+  });
+
+  // A receipt's audience is read once its mark committed: one read from the
+  // member list as the mark was asked told the removed how far others read
+  // after they left (the wait for the reader's lock and the write between).
+  it('one removed while others mark the group read hears of no reading past the removal', async () => {
+    const server = await startServer({ args: ['--rate-per-second', '100000', '--rate-burst', '100000'] });
+    const [alice, bob] = await server.registerMany(2);
+    const readers = await Promise.all([1, 2, 3].map(() => server.connect(bob)));
+    const aliceWs = await server.connect(alice);
+    const leaks = [];
+    for (let round = 0; round < 15; round++) {
+      const xavier = await server.register();
+      const group = await server.createGroup(alice, [bob, xavier]);
+      const xWs = await server.connect(xavier);
+      let stop = false;
+      const pump = async () => {
+        for (let i = 0; i < 300 && !stop; i++) await aliceWs.sendMessage({ thread_id: group.id, content: `m${i}` }, 10000);
+      };
+      const mark = async (ws) => {
+        for (let i = 0; i < 600 && !stop; i++) await ws.request({ type: 'mark_as_read', thread_id: group.id }, 10000);
+      };
+      const running = [pump(), ...readers.map(mark)];
+      await sleep(20 + (round % 4) * 15);
+      const removed = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${xavier.id}`, { token: alice.token });
+      assert.equal(removed.status, 200, removed.text);
+      await sleep(80);
+      stop = true;
+      await Promise.all(running);
+      await aliceWs.ping();
+      await xWs.ping();
+      const frames = xWs.all();
+      const at = frames.findIndex((f) => f.type === 'new_message' && f.data.message_type === 'system' &&
+        f.data.content.includes(`removed ${xavier.username}`));
+      assert.ok(at >= 0, `round ${round}: the removal notice reaches xavier`);
+      const noticeSeq = frames[at].data.seq;
+      for (const f of frames.slice(at + 1)) {
+        if (f.type === 'new_message' || (f.type === 'read_receipt' && f.seq >= noticeSeq))
+          leaks.push(`round ${round}: ${f.type} seq ${f.data?.seq ?? f.seq} after the notice (seq ${noticeSeq})`);
+      }
+      xWs.close();
+    }
+    await server.stop();
+    assert.deepEqual(leaks, []);
   });
 
   it('one added while the group is busy is sent nothing stored before the addition', async () => {
