@@ -254,7 +254,8 @@ void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const
     };
     for (const auto& p : thread.participants)
       if (m->created_at >= p.joined_at) count(p.user_id, p.last_read_seq, p.last_delivered_seq);
-    for (const auto& f : thread.former_marks) count(f.user_id, f.last_read_seq, f.last_delivered_seq);
+    for (const auto& f : thread.former_marks)
+      if (m->created_at >= f.joined_at) count(f.user_id, f.last_read_seq, f.last_delivered_seq);
     m->status = m->seq <= read ? "read" : m->seq <= delivered ? "delivered" : "sent";
   }
 }

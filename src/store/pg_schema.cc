@@ -157,6 +157,10 @@ CREATE TABLE owed_pushes (
     {8, R"sql(
 ALTER TABLE threads ADD COLUMN member_version BIGINT NOT NULL DEFAULT 1;
 )sql"},
+    // As SQLite's version 12: when a member who left had joined.
+    {9, R"sql(
+ALTER TABLE former_marks ADD COLUMN joined_at BIGINT NOT NULL DEFAULT 0;
+)sql"},
 };
 
 Status fill_phone_keys(PgConn& c) {

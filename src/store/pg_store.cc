@@ -140,11 +140,13 @@ std::vector<Participant> load_participants(PgConn& c, const std::string& thread_
 }
 
 std::vector<FormerMarks> load_former_marks(PgConn& c, const std::string& thread_id) {
-  auto r = c.exec("SELECT user_id, last_read_seq, last_delivered_seq FROM former_marks WHERE thread_id = $1",
-                  {thread_id});
+  auto r = c.exec(
+      "SELECT user_id, last_read_seq, last_delivered_seq, joined_at FROM former_marks WHERE thread_id = $1",
+      {thread_id});
   std::vector<FormerMarks> out;
   log_read_error(c, r, "load_former_marks");
-  for (int i = 0; i < r.rows(); ++i) out.push_back(FormerMarks{r.text(i, 0), r.i64(i, 1), r.i64(i, 2)});
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back(FormerMarks{r.text(i, 0), r.i64(i, 1), r.i64(i, 2), r.i64(i, 3)});
   return out;
 }
 
@@ -574,12 +576,13 @@ Result<std::vector<ThreadSummary>> PgStore::threads_for_user(const std::string& 
     for (int i = 0; i < p.rows(); ++i)
       if (auto* s = of(p, i)) s->thread.participants.push_back(read_participant(p, i, 1));
     auto f = c.exec(
-        "SELECT f.thread_id, f.user_id, f.last_read_seq, f.last_delivered_seq "
+        "SELECT f.thread_id, f.user_id, f.last_read_seq, f.last_delivered_seq, f.joined_at "
         "FROM participants me JOIN former_marks f ON f.thread_id = me.thread_id WHERE me.user_id = $1",
         {user_id});
     log_read_error(c, f, "threads_for_user former_marks");
     for (int i = 0; i < f.rows(); ++i)
-      if (auto* s = of(f, i)) s->thread.former_marks.push_back(FormerMarks{f.text(i, 1), f.i64(i, 2), f.i64(i, 3)});
+      if (auto* s = of(f, i))
+        s->thread.former_marks.push_back(FormerMarks{f.text(i, 1), f.i64(i, 2), f.i64(i, 3), f.i64(i, 4)});
     auto last = c.exec(PG_MESSAGE_SELECT
                        "JOIN threads t ON t.id = m.thread_id AND m.seq = t.last_seq "
                        "JOIN participants me ON me.thread_id = t.id WHERE me.user_id = $1",
@@ -671,12 +674,13 @@ Result<Removed> PgStore::write_removal(const Removal& r) {
   // Kept for the status of what they read (schema v6), as they are before
   // the notices below: a message stored for the leaver reads nothing for them.
   auto keep = c.exec(
-      "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq) "
-      "SELECT thread_id, user_id, last_read_seq, last_delivered_seq FROM participants "
+      "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq, joined_at) "
+      "SELECT thread_id, user_id, last_read_seq, last_delivered_seq, joined_at FROM participants "
       "WHERE thread_id = $1 AND user_id = $2 "
       "ON CONFLICT (thread_id, user_id) DO UPDATE SET "
       "last_read_seq = GREATEST(former_marks.last_read_seq, EXCLUDED.last_read_seq), "
-      "last_delivered_seq = GREATEST(former_marks.last_delivered_seq, EXCLUDED.last_delivered_seq)",
+      "last_delivered_seq = GREATEST(former_marks.last_delivered_seq, EXCLUDED.last_delivered_seq), "
+      "joined_at = LEAST(former_marks.joined_at, EXCLUDED.joined_at)",
       {r.thread_id, r.user_id});
   if (!keep.ok()) return pg_error(c, keep, "remove_participant");
   if (r.notice) {

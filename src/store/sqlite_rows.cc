@@ -85,10 +85,11 @@ std::vector<Participant> load_participants(SqliteConn& c, const std::string& thr
 }
 
 std::vector<FormerMarks> load_former_marks(SqliteConn& c, const std::string& thread_id) {
-  auto st = c.prepare("SELECT user_id, last_read_seq, last_delivered_seq FROM former_marks WHERE thread_id = ?");
+  auto st = c.prepare(
+      "SELECT user_id, last_read_seq, last_delivered_seq, joined_at FROM former_marks WHERE thread_id = ?");
   st.bind(thread_id);
   std::vector<FormerMarks> out;
-  while (st.row()) out.push_back(FormerMarks{st.text(0), st.i64(1), st.i64(2)});
+  while (st.row()) out.push_back(FormerMarks{st.text(0), st.i64(1), st.i64(2), st.i64(3)});
   log_read_error(c, st, "load_former_marks");
   return out;
 }

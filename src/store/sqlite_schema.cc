@@ -232,6 +232,11 @@ CREATE TABLE owed_pushes (
   created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 )sql"},
+    // The marks a member left with count only for what was said since they
+    // joined (FormerMarks::joined_at); rows kept before have 0 (every message).
+    {12, R"sql(
+ALTER TABLE former_marks ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;
+)sql"},
 };
 
 // parley_message_key(thread_id, sender_id, client_msg_id) for migration 5.

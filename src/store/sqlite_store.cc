@@ -486,11 +486,12 @@ Result<std::vector<ThreadSummary>> SqliteStore::threads_for_user(const std::stri
     }
     {
       auto st = c.prepare(
-          "SELECT f.thread_id, f.user_id, f.last_read_seq, f.last_delivered_seq "
+          "SELECT f.thread_id, f.user_id, f.last_read_seq, f.last_delivered_seq, f.joined_at "
           "FROM participants me JOIN former_marks f ON f.thread_id = me.thread_id WHERE me.user_id = ?");
       st.bind(user_id);
       while (st.row())
-        if (auto* s = of(st)) s->thread.former_marks.push_back(FormerMarks{st.text(1), st.i64(2), st.i64(3)});
+        if (auto* s = of(st))
+          s->thread.former_marks.push_back(FormerMarks{st.text(1), st.i64(2), st.i64(3), st.i64(4)});
       log_read_error(c, st, "threads_for_user former_marks");
     }
     {
@@ -578,11 +579,12 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
     // the notices below: a message stored for the leaver reads nothing for them.
     // The batch's deferred read marks were flushed before this op.
     auto keep = writer_conn_->prepare(
-        "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq) "
-        "SELECT thread_id, user_id, last_read_seq, last_delivered_seq FROM participants "
+        "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq, joined_at) "
+        "SELECT thread_id, user_id, last_read_seq, last_delivered_seq, joined_at FROM participants "
         "WHERE thread_id = ? AND user_id = ? "
         "ON CONFLICT (thread_id, user_id) DO UPDATE SET last_read_seq = MAX(last_read_seq, excluded.last_read_seq), "
-        "last_delivered_seq = MAX(last_delivered_seq, excluded.last_delivered_seq)");
+        "last_delivered_seq = MAX(last_delivered_seq, excluded.last_delivered_seq), "
+        "joined_at = MIN(joined_at, excluded.joined_at)");
     keep.bind(r.thread_id, r.user_id);
     if (!keep.done()) return storage_error(*writer_conn_, keep.error(), "remove_participant");
     if (r.notice) {

@@ -865,6 +865,10 @@ TEST_F(ChatServiceTest, StatusIgnoresTheMarksAMemberGetsByJoining) {
   ASSERT_TRUE(service_->mark_read(d.id, t.id, kAllSeqs, "session-d").ok());
   EXPECT_EQ(status(after->message.seq), "read");
   EXPECT_EQ(status(before->message.seq), "sent");
+  // Nor once dave has left: the marks he leaves with count from when he joined.
+  ASSERT_TRUE(service_->remove_participant(a, t.id, d.id).ok());
+  EXPECT_EQ(status(before->message.seq), "sent") << "dave leaving is not dave having read";
+  EXPECT_EQ(status(after->message.seq), "read") << "what dave read stays read";
   ASSERT_TRUE(service_->mark_read(b.id, t.id, before->message.seq, "session-b").ok());
   EXPECT_EQ(status(before->message.seq), "read");
 }

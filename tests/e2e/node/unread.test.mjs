@@ -189,4 +189,23 @@ describe('unread counts and mark-read', () => {
     assert.equal((await unread(server, carol)).perThread.get(group.id), base.carol + 2, 'Carol has both unread');
     assert.equal(await countOf(alice), base.alice + 1, "Alice has Bob's message unread");
   });
+
+  // Joining sets a member's marks to the thread's end without their reading
+  // anything; those marks stay with the thread when they leave, and counted
+  // for every message they made what nobody read show as read.
+  it("a member added and removed without reading leaves no read or delivered ticks on what came before", async () => {
+    const [alice, bob, xena] = await server.registerMany(3);
+    const group = await server.createGroup(alice, [bob]);
+    for (const content of ['m1', 'm2', 'm3']) await server.sendRest(alice.token, group.id, { content });
+    const statuses = async () => (await server.history(alice.token, group.id))
+      .filter((m) => /^m\d$/.test(m.content)).map((m) => `${m.content}:${m.status}`);
+    assert.deepEqual(await statuses(), ['m1:sent', 'm2:sent', 'm3:sent']);
+    const path = `/api/chat/threads/${group.id}/participants`;
+    assert.equal((await server.http('POST', path, { token: alice.token, body: { participant_ids: [xena.id] } })).status, 200);
+    await server.sendRest(alice.token, group.id, { content: 'm4' });
+    assert.equal((await server.http('POST', `/api/chat/mark-read/${group.id}`, { token: xena.token })).status, 200);
+    assert.equal((await server.http('DELETE', `${path}/${xena.id}`, { token: alice.token })).status, 200);
+    assert.deepEqual(await statuses(), ['m1:sent', 'm2:sent', 'm3:sent', 'm4:read'],
+      'what xena read stays read; what came before she joined was read by nobody');
+  });
 });
