@@ -374,7 +374,12 @@ void Connection::on_auth_frame(ClientFrame f) {
       auto waiting = std::move(self->awaiting_auth_);
       if (!user) {
         self->send_error(user.error(), f.request_id);
-        return self->close(CloseReason::kUnauthorized, "authentication failed");
+        if (!is_outage(user.error())) return self->close(CloseReason::kUnauthorized, "authentication failed");
+        // The token may be good: a renewal leaves the connection on the token
+        // it has (its expiry still closes it); a first `auth` closes with
+        // "try again later", which a client retries, not 4401 (sign in again).
+        if (self->authed_) return;
+        return self->close(CloseReason::kUnavailable, "storage unavailable; reconnect later");
       }
       self->authenticated(std::move(*user), f.request_id);
       if (!waiting) return;

@@ -25,6 +25,7 @@ enum class CloseReason {
   kTooManyConnections,  // the user's connection limit
   kForbidden,           // the account was disabled or its tokens revoked
   kGoingAway,           // the server is shutting down (WebSocket 1001)
+  kUnavailable,         // the token could not be checked (storage down): reconnect later (WebSocket 1013)
 };
 
 class Transport {

@@ -42,6 +42,11 @@ inline Error internal_error(std::string msg = "internal error") { return {ErrorK
 
 int http_status(ErrorKind kind);
 
+// The server could not answer (storage down, an internal failure): not a
+// refusal of what was asked. A token check that fails so must not be told
+// to the client as a bad token (401, close 4401), which makes it sign out.
+inline bool is_outage(const Error& e) { return e.kind == ErrorKind::kUnavailable || e.kind == ErrorKind::kInternal; }
+
 // Result<T>: a value or an Error. Small on purpose; no exceptions on hot paths.
 template <typename T>
 class Result {

@@ -494,6 +494,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     return res;
   }
 
+  // A token the upgrade refuses: 401, unless it could not be checked (503
+  // storage_unavailable: the client retries, where a 401 makes it sign out).
+  static http::response<http::string_body> upgrade_refusal(const Error& e) {
+    return error_response(is_outage(e) ? http_status(e.kind) : 401, e.code, e.message);
+  }
+
   // While the server drains, /health (it says "draining", so a load balancer
   // stops sending clients here) and the polls of existing Engine.IO sessions
   // (they carry the close packet) are still served; nothing new starts.
@@ -653,7 +659,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     // An account in Identity's cache (warmed at start, then every account
     // read): answered here, with no store read and no hop to a worker and back.
     if (auto cached = loop_.chat.identity().authenticate_cached(token)) {
-      if (!*cached) return reply(error_response(401, cached->error().code, cached->error().message), false);
+      if (!*cached) return reply(upgrade_refusal(cached->error()), false);
       return hand_over(req, std::move(**cached));
     }
     // Reading the store may provision a user (a write): off the loop.
@@ -662,9 +668,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
     loop_.auth_queue->submit([self, sreq, token] {
       auto user = self->loop_.chat.authenticate(token);
       asio::post(self->stream_.get_executor(), [self, sreq, user = std::move(user)]() mutable {
-        if (!user) {
-          return self->reply(error_response(401, user.error().code, user.error().message), false);
-        }
+        if (!user) return self->reply(upgrade_refusal(user.error()), false);
         self->hand_over(*sreq, std::move(*user));
       });
     });

@@ -24,6 +24,7 @@ constexpr uint16_t kCloseProtocolError = 1002;
 constexpr uint16_t kCloseInvalidPayload = 1007;
 constexpr uint16_t kClosePolicy = 1008;
 constexpr uint16_t kCloseTooBig = 1009;
+constexpr uint16_t kCloseTryAgainLater = 1013;
 
 // A whole control or small frame, header and payload (server to client).
 std::string encode_frame(Opcode opcode, std::string_view payload);

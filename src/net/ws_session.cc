@@ -66,6 +66,7 @@ uint16_t close_code(CloseReason reason) {
     case CloseReason::kTooManyConnections: return 4429;
     case CloseReason::kForbidden: return 4403;
     case CloseReason::kGoingAway: return ws::kCloseGoingAway;
+    case CloseReason::kUnavailable: return ws::kCloseTryAgainLater;
   }
   return ws::kClosePolicy;
 }

@@ -72,6 +72,56 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
     }
   });
 
+  // A token the node cannot check is not a bad token: a 401 or a close 4401
+  // makes clients (the web app among them) sign the user out, where they
+  // should try again once the database is back.
+  it('while PostgreSQL is down, tokens are not refused as bad: 503 at the upgrade, close 1013 for a first auth frame, a renewal keeps its connection', async () => {
+    const db = pg('createdb', state);
+    const secret = `shared-secret-${Date.now()}`;
+    const nodeA = new ParleyServer({ database: db, secret });
+    const nodeB = new ParleyServer({ database: db, secret });
+    await nodeA.start();
+    await nodeB.start();
+    try {
+      // Registered through A after B started: B has never read alice's account.
+      const [alice] = await nodeA.registerMany(1);
+      const open = await nodeA.connect(alice);
+      pg('halt', state);
+      try {
+        const upgrade = await nodeB.tryUpgrade(`/ws?token=${encodeURIComponent(alice.token)}`, { timeoutMs: 15000 });
+        assert.equal(upgrade.opened, undefined, 'the upgrade is refused');
+        assert.equal(upgrade.status, 503, `the upgrade: ${JSON.stringify(upgrade.body)}`);
+        assert.equal(upgrade.body?.code, 'storage_unavailable');
+
+        const fresh = await nodeA.connect(alice, { via: 'none' });
+        const reply = await fresh.request({ type: 'auth', token: alice.token }, 15000);
+        assertWsError(assert, reply, 'storage_unavailable', 'a first auth frame');
+        const closed = await fresh.waitClose(5000);
+        assert.equal(closed.code, 1013, 'try again later, not 4401');
+
+        const renewal = await open.request({ type: 'auth', token: alice.token }, 15000);
+        assertWsError(assert, renewal, 'storage_unavailable', 'a renewal');
+        await sleep(300);
+        assert.equal(open.closeInfo, null, 'the renewing connection stays open');
+      } finally {
+        pg('resume', state);
+      }
+      // Back: the same token works on both nodes, and the open connection too.
+      let renewed = null;
+      for (let i = 0; i < 100 && !renewed; i++) {
+        const r = await open.request({ type: 'auth', token: alice.token }, 15000);
+        if (r.type === 'auth_renewed') renewed = r;
+        else await sleep(100);
+      }
+      assert.ok(renewed, 'a renewal succeeds once PostgreSQL is back');
+      const again = await nodeB.connect(alice);
+      assert.equal(again.established.type, 'connection_established');
+    } finally {
+      await nodeA.stop();
+      await nodeB.stop();
+    }
+  });
+
   it('a COMMIT whose answer is lost is reported as possibly stored, and the retry finds it', async () => {
     // A relay in front of PostgreSQL that, once armed, forwards the writer's
     // next COMMIT and then drops the connection without its answer: the
