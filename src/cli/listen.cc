@@ -48,6 +48,7 @@ constexpr std::chrono::seconds kConnectTimeout{10};
 constexpr std::chrono::seconds kIdleTimeout{40};
 constexpr std::chrono::milliseconds kSaveEvery = 200ms;
 constexpr std::string_view kFillPrefix = "fill:";  // request_id of our subscribe_thread frames
+constexpr std::string_view kAckPrefix = "ack:";    // request_id of our message_received frames
 constexpr std::chrono::seconds kRenewRetry{30};    // after a renewal that failed
 
 // Errors worth reconnecting after; any other server answer (a bad token, a
@@ -327,6 +328,10 @@ awaitable<void> Listener::handle(json::object frame) {
     co_await drain(thread, true);
   } else if (type == "error" && get_string(frame, "request_id").starts_with(kFillPrefix)) {
     co_await on_fill_error(frame);
+  } else if (type == "error" && get_string(frame, "request_id").starts_with(kAckPrefix)) {
+    // A receipt the server did not take: most often that of the notice of our
+    // own removal from a group (no longer a member, we may not acknowledge
+    // it). The message was printed; nothing to tell.
   } else if (type == "presence" && !options_.presence) {
     // Hidden by default: every one-shot command (send, history...) of a
     // contact opens and closes a connection, which would read as a flood of
@@ -485,6 +490,7 @@ awaitable<void> Listener::deliver(json::object frame) {
   json::object ack;
   ack["type"] = "message_received";
   ack["message_id"] = get_string(message, "id");
+  ack["request_id"] = std::string(kAckPrefix) + get_string(message, "id");
   co_await send_frame(std::move(ack));
 }
 

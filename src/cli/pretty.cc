@@ -48,8 +48,12 @@ std::string preview(std::string_view text, size_t max) {
   return out;
 }
 
+// To `width` characters (code points: a name in Cyrillic or with an accent
+// takes as many columns as its letters, not its bytes).
 std::string pad(std::string s, size_t width) {
-  if (s.size() < width) s.append(width - s.size(), ' ');
+  size_t chars = 0;
+  for (unsigned char c : s) chars += (c & 0xC0) != 0x80;
+  if (chars < width) s.append(width - chars, ' ');
   return s;
 }
 
@@ -86,9 +90,14 @@ std::string pretty_error(const json::object& f) {
 // where control characters would act instead of show: ESC starts sequences
 // that clear the screen, retitle the window or write to the clipboard, CR
 // overwrites what was printed. They are shown in caret notation, as `cat -v`
-// does (ESC is ^[), C1 controls as <U+009B>; newlines and tabs stay.
+// does (ESC is ^[), C1 controls as <U+009B>; newlines and tabs stay. The
+// bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069) are
+// shown as <U+202E> too: they reverse what follows them on the line, so a
+// message could make the sender's name or a later column read otherwise.
 std::string terminal_safe(std::string line) {
-  auto control = [](unsigned char c) { return (c < 0x20 && c != '\n' && c != '\t') || c == 0x7F || c == 0xC2; };
+  auto control = [](unsigned char c) {
+    return (c < 0x20 && c != '\n' && c != '\t') || c == 0x7F || c == 0xC2 || c == 0xE2;
+  };
   if (std::none_of(line.begin(), line.end(), [&](char c) { return control(static_cast<unsigned char>(c)); })) {
     return line;
   }
@@ -107,6 +116,13 @@ std::string terminal_safe(std::string line) {
       std::snprintf(code, sizeof code, "<U+%04X>", next);
       out += code;
       ++i;
+    } else if (auto third = i + 2 < line.size() ? static_cast<unsigned char>(line[i + 2]) : 0;
+               c == 0xE2 && ((next == 0x80 && third >= 0xAA && third <= 0xAE) ||
+                             (next == 0x81 && third >= 0xA6 && third <= 0xA9))) {
+      char code[16];  // E2 80 AA = U+202A, E2 81 A6 = U+2066
+      std::snprintf(code, sizeof code, "<U+%04X>", 0x2000 + ((next & 0x3F) << 6) + (third & 0x3F));
+      out += code;
+      i += 2;
     } else {
       out += static_cast<char>(c);
     }
@@ -202,6 +218,8 @@ std::string event_line(const json::object& f, const Names& names) {
   if (type.starts_with("call_") || type == "ice_candidate") {
     return clock_time("") + " " + thread_tag(f) + " " + type + " from " + names.of(get_string(f, "from_user_id"));
   }
+  if (const json::object* thread = get_object(f, "thread"); type == "thread_created" && thread)
+    return clock_time("") + " new " + thread_row(*thread, "");
   if (type == "pong" || type == "thread_subscribed" || type == "thread_unsubscribed") return "";
   return clock_time("") + " " + type;
 }
@@ -225,7 +243,13 @@ std::string thread_row(const json::object& t, std::string_view self_id) {
                     pad(std::to_string(unread.value_or(0)) + " unread", 9) + "  #" +
                     std::to_string(last_seq.value_or(0));
   if (const json::object* last = get_object(t, "last_message")) {
-    row += "  " + sender_name(*last) + ": " + preview(get_string(*last, "content"), 40);
+    const json::value* deleted = last->if_contains("deleted");
+    const json::value* edited_at = last->if_contains("edited_at");
+    if (deleted && deleted->is_bool() && deleted->get_bool())
+      row += "  " + sender_name(*last) + ": (deleted)";
+    else
+      row += "  " + sender_name(*last) + ": " + preview(get_string(*last, "content"), 40) +
+             (edited_at && edited_at->is_string() ? " (edited)" : "");
   }
   return row;
 }

@@ -79,6 +79,14 @@ awaitable<json::object> WsClient::read() {
       if (e.code() != websocket::error::closed)
         throw unreachable("connection to " + where_ + " lost: " + e.code().message());
       const websocket::close_reason& why = ws_.reason();
+      // Refusals of what was sent: sent again, it would be refused again.
+      if (why.code == websocket::close_code::too_big)
+        throw server_error("payload_too_large",
+                           "the server refused a frame as too large (code 1009, its --max-frame-bytes); nothing of it "
+                           "was stored");
+      if (why.code == websocket::close_code::bad_payload)
+        throw server_error("invalid_utf8", "the server refused text that is not valid UTF-8 (code 1007); nothing of "
+                                           "it was stored");
       throw unreachable("the server closed the connection (code " + std::to_string(why.code) +
                             (why.reason.empty() ? "" : ", " + std::string(why.reason.data(), why.reason.size())) + ")",
                         "connection_closed");

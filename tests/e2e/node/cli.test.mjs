@@ -642,6 +642,49 @@ describe('parley-cli', () => {
     assert.match(history.lines[1], new RegExp(` #${oops.seq} [a-z0-9_.]+: \\(deleted\\) {2}\\(\\w+\\)$`), history.stdout);
   });
 
+  it('--pretty threads shows a deleted last message as (deleted), an edited one with (edited)', async () => {
+    const gone = await aliceSends('to be taken back');
+    assert.equal((await server.http('DELETE', `/api/chat/messages/${gone.id}`, { token: alice.token })).status, 200);
+    const deleted = await asBob(['--pretty', 'threads']);
+    assert.match(deleted.stdout, new RegExp(`^${threadId.slice(0, 8)} .*[a-z0-9_.]+: \\(deleted\\)$`, 'm'), deleted.stdout);
+    const fixed = await aliceSends('at 9');
+    assert.equal((await server.http('PATCH', `/api/chat/messages/${fixed.id}`, { token: alice.token, body: { content: 'at 10' } })).status, 200);
+    const edited = await asBob(['--pretty', 'threads']);
+    assert.match(edited.stdout, new RegExp(`^${threadId.slice(0, 8)} .*: at 10 \\(edited\\)$`, 'm'), edited.stdout);
+  });
+
+  it('--pretty shows bidirectional overrides in others\' text as code points: they cannot reorder the line', async () => {
+    await aliceSends('pay \u202Eevil\u202C here \u2067x\u2069');
+    const history = await asBob(['--pretty', 'history', threadId, '--limit', '1']);
+    assert.equal(history.code, 0, history.proc.describe());
+    assert.match(history.stdout, /pay <U\+202E>evil<U\+202C> here <U\+2067>x<U\+2069>/, history.stdout);
+    assert.doesNotMatch(history.stdout, /[\u202A-\u202E\u2066-\u2069]/);
+  });
+
+  it('send of a message the server refuses for its size is a refusal (exit 1), not retried as a lost connection', async () => {
+    const started = Date.now();
+    const r = await asAlice(['send', '--to', bob.username, '-'], { input: 'x'.repeat(70000) });
+    assert.equal(r.code, 1, r.proc.describe());
+    assert.match(r.stderr, /payload_too_large/, r.proc.describe());
+    assert.doesNotMatch(r.stderr, /trying again|may have been stored/, r.proc.describe());
+    assert.ok(Date.now() - started < 4000, `answered at once, not after retries (${Date.now() - started} ms)`);
+  });
+
+  it('listen shows its own removal from a group, and no error for the receipt the server no longer takes', async () => {
+    const group = await server.createGroup(alice, [bob]);
+    const listen = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '20'], { home });
+    await listen.ready();
+    await server.sendRest(alice.token, group.id, { content: 'class starts at 8' });
+    await listen.waitFor((p) => /class starts at 8/.test(p.stdoutText), 'the message');
+    const removed = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(removed.status, 200, removed.text);
+    await listen.waitFor((p) => new RegExp(`removed ${bob.username}`).test(p.stdoutText), 'the removal notice');
+    await sleep(500);  // the receipt's refusal would come by now
+    listen.child.kill('SIGTERM');
+    await listen.result(5000);
+    assert.doesNotMatch(listen.stdoutText + listen.stderrText, /error|forbidden/, listen.describe());
+  });
+
   it('a negative --up-to, --timeout or --exit-after is refused in one short line, exit 64', async () => {
     for (const args of [['mark-read', threadId, '--up-to', '-1'], ['listen', '--timeout', '-5'], ['listen', '--exit-after', '-2']]) {
       const r = await asBob(args);
