@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
+import { io } from 'socket.io-client';
 import { ParleyServer, PG_SH, pgAvailable, assertHttpError, assertWsError, sleep, listenOnTestPort, HOST } from './harness.mjs';
 
 const pg = (...args) => execFileSync(PG_SH, args, { encoding: 'utf8', timeout: 60000 }).trim();
@@ -86,6 +87,8 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
       // Registered through A after B started: B has never read alice's account.
       const [alice] = await nodeA.registerMany(1);
       const open = await nodeA.connect(alice);
+      const sio = io(nodeA.baseUrl, { auth: { token: alice.token }, reconnection: false, forceNew: true, transports: ['websocket'] });
+      await new Promise((resolve, reject) => { sio.once('connect', resolve); sio.once('connect_error', reject); });
       pg('halt', state);
       try {
         const upgrade = await nodeB.tryUpgrade(`/ws?token=${encodeURIComponent(alice.token)}`, { timeoutMs: 15000 });
@@ -101,8 +104,12 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
 
         const renewal = await open.request({ type: 'auth', token: alice.token }, 15000);
         assertWsError(assert, renewal, 'storage_unavailable', 'a renewal');
+        const sioRenewal = await sio.timeout(15000).emitWithAck('auth', { token: alice.token });
+        assert.equal(sioRenewal.success, false, JSON.stringify(sioRenewal));
+        assert.equal(sioRenewal.code, 'storage_unavailable');
         await sleep(300);
         assert.equal(open.closeInfo, null, 'the renewing connection stays open');
+        assert.equal(sio.connected, true, 'the Socket.IO session too');
       } finally {
         pg('resume', state);
       }
@@ -116,6 +123,7 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
       assert.ok(renewed, 'a renewal succeeds once PostgreSQL is back');
       const again = await nodeB.connect(alice);
       assert.equal(again.established.type, 'connection_established');
+      sio.disconnect();
     } finally {
       await nodeA.stop();
       await nodeB.stop();
