@@ -523,15 +523,13 @@ std::shared_ptr<const ThreadMembers> ChatService::with_removals_in_flight(const 
 // The cache serves when the store cannot answer, then the checked list.
 std::shared_ptr<const ThreadMembers> ChatService::members_after_change(const std::string& thread_id,
                                                                        std::shared_ptr<const ThreadMembers> checked) {
-  return with_removals_in_flight(thread_id, members_as_stored(thread_id, std::move(checked)));
-}
-
-std::shared_ptr<const ThreadMembers> ChatService::members_as_stored(const std::string& thread_id,
-                                                                    std::shared_ptr<const ThreadMembers> checked) {
-  if (auto stored = store_.thread_members(thread_id); stored && *stored)
-    return std::make_shared<const ThreadMembers>(std::move(**stored));
-  if (auto cached = members_.get(thread_id); cached && *cached) return std::move(*cached);
-  return checked;
+  std::shared_ptr<const ThreadMembers> now;
+  if (auto stored = store_.thread_members(thread_id); stored && *stored) {
+    now = std::make_shared<const ThreadMembers>(std::move(**stored));
+  } else if (auto cached = members_.get(thread_id); cached && *cached) {
+    now = std::move(*cached);
+  }
+  return with_removals_in_flight(thread_id, now ? std::move(now) : std::move(checked));
 }
 
 // `members` less those who joined after `created_at`: the line offline sync
@@ -671,12 +669,16 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   // 499 frames each time). A receipt a networked bus lost is announced again
   // by the resync that follows the loss (Connection::resend_read_marks).
   if (!mark->moved) return mark->seq;
-  // To the members as the mark committed, read from the store: a removal that
-  // committed meanwhile (the wait for the lock, the write) must not hear how
-  // far someone read after it left, and the cache may not know of it yet
-  // (one made through another node). Unlike a message, nothing is owed to a
-  // member whose removal is in flight.
-  publish(thread_id, Audience::members(members_as_stored(thread_id, *m)), "read_receipt",
+  // To the members as the mark committed, not as they were when it was
+  // asked: a removal that committed meanwhile (the wait for the lock, the
+  // write) must not hear how far someone read after it left. Callbacks run
+  // in commit order, so this process's removals are in the cache by now; the
+  // mark's member version says whether one made through another node is
+  // still on its way (then the store is read, as for a message:
+  // members_at_commit). The cached list itself, never a copy per receipt:
+  // each loop keeps whom a shared list resolves to.
+  auto now = members_.get_at_least(thread_id, mark->member_version);
+  publish(thread_id, Audience::members(now && *now ? std::move(*now) : std::move(*m)), "read_receipt",
           json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", mark->seq}}),
           origin_session);
   return mark->seq;

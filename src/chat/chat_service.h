@@ -249,9 +249,6 @@ class ChatService {
   // Who an edit or deletion just committed goes to (see the definition).
   std::shared_ptr<const ThreadMembers> members_after_change(const std::string& thread_id,
                                                             std::shared_ptr<const ThreadMembers> checked);
-  // The members as the store has them now (else the cache, else `checked`).
-  std::shared_ptr<const ThreadMembers> members_as_stored(const std::string& thread_id,
-                                                         std::shared_ptr<const ThreadMembers> checked);
   // Who an event goes to: a thread's cached member list (shared, never
   // copied per event: each loop may cache whom it resolves to) or a one-off list.
   struct Audience {

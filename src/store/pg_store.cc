@@ -1057,7 +1057,7 @@ Result<ReadMark> PgStore::mark_read(const std::string& thread_id, const std::str
 Result<ReadMark> PgStore::write_read_mark(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) {
   PgConn& c = *writer_conn_;
   auto r = c.exec(
-      "SELECT p.last_read_seq, t.last_seq FROM participants p JOIN threads t ON t.id = p.thread_id "
+      "SELECT p.last_read_seq, t.last_seq, t.member_version FROM participants p JOIN threads t ON t.id = p.thread_id "
       "WHERE p.thread_id = $1 AND p.user_id = $2",
       {thread_id, user_id});
   if (!r.ok()) return pg_error(c, r, "mark_read");
@@ -1069,7 +1069,7 @@ Result<ReadMark> PgStore::write_read_mark(const std::string& thread_id, const st
   auto u = c.exec("UPDATE participants SET last_read_seq = $1 WHERE thread_id = $2 AND user_id = $3",
                   {target, thread_id, user_id});
   if (!u.ok()) return pg_error(c, u, "mark_read");
-  return ReadMark{target, true};
+  return ReadMark{target, true, r.i64(0, 2)};
 }
 
 Result<int64_t> PgStore::mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) {

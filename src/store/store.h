@@ -150,6 +150,9 @@ struct Notification {
 struct ReadMark {
   int64_t seq = 0;
   bool moved = false;
+  // The thread's ThreadMembers::version as the mark committed (PostgreSQL;
+  // 0 where memberships are not numbered).
+  int64_t member_version = 0;
 };
 
 // One participant's unread count in a thread (Store::thread_unread_counts).
