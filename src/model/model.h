@@ -54,10 +54,10 @@ struct FormerMarks {
   std::string user_id;
   int64_t last_read_seq = 0;
   int64_t last_delivered_seq = 0;
-  // When they had joined: the marks count only for messages since (joining
-  // set them to the thread's end without anything read). 0: not known (kept
-  // before schema 12 / PostgreSQL 9), every message. After several
-  // memberships, the earliest.
+  // When that membership began: the marks count only for messages since
+  // (joining set them to the thread's end without anything read). One entry
+  // per membership. 0: not known (kept before SQLite schema 12 / PostgreSQL
+  // 9), every message.
   Micros joined_at = 0;
 };
 

@@ -157,9 +157,11 @@ CREATE TABLE owed_pushes (
     {8, R"sql(
 ALTER TABLE threads ADD COLUMN member_version BIGINT NOT NULL DEFAULT 1;
 )sql"},
-    // As SQLite's version 12: when a member who left had joined.
+    // As SQLite's version 12: one row per membership, with when it began.
     {9, R"sql(
 ALTER TABLE former_marks ADD COLUMN joined_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE former_marks DROP CONSTRAINT former_marks_pkey;
+ALTER TABLE former_marks ADD PRIMARY KEY (thread_id, user_id, joined_at);
 )sql"},
 };
 

@@ -677,10 +677,9 @@ Result<Removed> PgStore::write_removal(const Removal& r) {
       "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq, joined_at) "
       "SELECT thread_id, user_id, last_read_seq, last_delivered_seq, joined_at FROM participants "
       "WHERE thread_id = $1 AND user_id = $2 "
-      "ON CONFLICT (thread_id, user_id) DO UPDATE SET "
+      "ON CONFLICT (thread_id, user_id, joined_at) DO UPDATE SET "
       "last_read_seq = GREATEST(former_marks.last_read_seq, EXCLUDED.last_read_seq), "
-      "last_delivered_seq = GREATEST(former_marks.last_delivered_seq, EXCLUDED.last_delivered_seq), "
-      "joined_at = LEAST(former_marks.joined_at, EXCLUDED.joined_at)",
+      "last_delivered_seq = GREATEST(former_marks.last_delivered_seq, EXCLUDED.last_delivered_seq)",
       {r.thread_id, r.user_id});
   if (!keep.ok()) return pg_error(c, keep, "remove_participant");
   if (r.notice) {

@@ -233,9 +233,21 @@ CREATE TABLE owed_pushes (
 ) WITHOUT ROWID;
 )sql"},
     // The marks a member left with count only for what was said since they
-    // joined (FormerMarks::joined_at); rows kept before have 0 (every message).
+    // joined (FormerMarks::joined_at): one row per membership, since marks
+    // merged across two would count what was said between them. Rows kept
+    // before have 0 (every message).
     {12, R"sql(
-ALTER TABLE former_marks ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE former_marks_v12 (
+  thread_id          TEXT NOT NULL,
+  user_id            TEXT NOT NULL,
+  joined_at          INTEGER NOT NULL,
+  last_read_seq      INTEGER NOT NULL,
+  last_delivered_seq INTEGER NOT NULL,
+  PRIMARY KEY (thread_id, user_id, joined_at)
+) WITHOUT ROWID;
+INSERT INTO former_marks_v12 SELECT thread_id, user_id, 0, last_read_seq, last_delivered_seq FROM former_marks;
+DROP TABLE former_marks;
+ALTER TABLE former_marks_v12 RENAME TO former_marks;
 )sql"},
 };
 

@@ -582,9 +582,9 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
         "INSERT INTO former_marks (thread_id, user_id, last_read_seq, last_delivered_seq, joined_at) "
         "SELECT thread_id, user_id, last_read_seq, last_delivered_seq, joined_at FROM participants "
         "WHERE thread_id = ? AND user_id = ? "
-        "ON CONFLICT (thread_id, user_id) DO UPDATE SET last_read_seq = MAX(last_read_seq, excluded.last_read_seq), "
-        "last_delivered_seq = MAX(last_delivered_seq, excluded.last_delivered_seq), "
-        "joined_at = MIN(joined_at, excluded.joined_at)");
+        "ON CONFLICT (thread_id, user_id, joined_at) DO UPDATE SET "
+        "last_read_seq = MAX(last_read_seq, excluded.last_read_seq), "
+        "last_delivered_seq = MAX(last_delivered_seq, excluded.last_delivered_seq)");
     keep.bind(r.thread_id, r.user_id);
     if (!keep.done()) return storage_error(*writer_conn_, keep.error(), "remove_participant");
     if (r.notice) {

@@ -36,7 +36,7 @@ const std::vector<TableSpec>& copied_tables() {
         "tokens_valid_after", "state_version", "phone_key"}},
       {"threads", 1, {"id", "type", "title", "created_by", "created_at", "last_activity", "last_seq", "direct_key"}},
       {"participants", 2, {"thread_id", "user_id", "is_admin", "last_read_seq", "joined_at", "last_delivered_seq"}},
-      {"former_marks", 2, {"thread_id", "user_id", "last_read_seq", "last_delivered_seq", "joined_at"}},
+      {"former_marks", 3, {"thread_id", "user_id", "joined_at", "last_read_seq", "last_delivered_seq"}},
       {"messages", 1,
        {"id", "thread_id", "seq", "sender_id", "content", "message_type", "client_msg_id", "created_at", "edited_at",
         "deleted_at", "change_no"}},
@@ -193,8 +193,8 @@ class Copier {
                                                  "(src/store/store_copy.cc lists what it copies)");
     }
     for (const auto& t : copied_tables()) {
-      if (t.key_columns < 1 || t.key_columns > 2 || t.key_columns > t.columns.size())
-        return internal_error(std::string("copy list: ") + t.name + " needs a key of one or two columns");
+      if (t.key_columns < 1 || t.key_columns > 3 || t.key_columns > t.columns.size())
+        return internal_error(std::string("copy list: ") + t.name + " needs a key of one to three columns");
       auto src_cols = sqlite_names(std::string("PRAGMA table_info(") + t.name + ")", 1);
       if (!src_cols) return src_cols.error();
       auto dst_cols = pg_names(
@@ -318,10 +318,14 @@ class Copier {
       {
         auto st = src_.prepare_once(cursor ? select_after : select);
         if (cursor) {
+          // Bound as text: SQLite compares them with an INTEGER key column
+          // (former_marks.joined_at) by its affinity, as numbers.
           if (t.key_columns == 1)
             st.bind((*cursor)[0], static_cast<int64_t>(batch_rows));
-          else
+          else if (t.key_columns == 2)
             st.bind((*cursor)[0], (*cursor)[1], static_cast<int64_t>(batch_rows));
+          else
+            st.bind((*cursor)[0], (*cursor)[1], (*cursor)[2], static_cast<int64_t>(batch_rows));
         } else {
           st.bind(static_cast<int64_t>(batch_rows));
         }

@@ -231,8 +231,9 @@ TEST_P(StoreContract, MigrationKeysStoredPhoneNumbersAndKeepsCollisionsApart) {
 
 // A member who leaves, or is removed, leaves their read and delivered marks
 // with the thread (schema v10 / v6): the thread and the thread list carry
-// them, a second departure keeps the highest, and the member's return
-// (a new participant row at the thread's last seq) leaves them as they are.
+// them, the member's return (a new participant row at the thread's last
+// seq) leaves them as they are, and a second departure keeps a second row,
+// with when that membership began (schema v12 / v9).
 TEST_P(StoreContract, RemovalKeepsTheMembersMarks) {
   User a = make_user("alice");
   User b = make_user("bob");
@@ -250,6 +251,7 @@ TEST_P(StoreContract, RemovalKeepsTheMembersMarks) {
     std::vector<std::pair<int64_t, int64_t>> out;
     for (const auto& f : all)
       if (f.user_id == user_id) out.emplace_back(f.last_read_seq, f.last_delivered_seq);
+    std::sort(out.begin(), out.end());
     return out;
   };
   using Marks = std::vector<std::pair<int64_t, int64_t>>;
@@ -264,10 +266,17 @@ TEST_P(StoreContract, RemovalKeepsTheMembersMarks) {
   ASSERT_EQ(ok(store_->add_participants(t.id, {b.id})), std::vector<std::string>{b.id});
   EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, b.id), (Marks{{1, 2}}));
   ASSERT_TRUE(store_->remove_participant_and_wait({t.id, b.id, {}, {}}).ok());
-  EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, b.id), (Marks{{3, 3}}))
-      << "rejoined at the last seq, then left again: one row, the highest marks";
+  EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, b.id), (Marks{{1, 2}, {3, 3}}))
+      << "rejoined at the last seq, then left again: one row per membership";
   reopen();
-  EXPECT_EQ(marks(ok(store_->thread(t.id))->former_marks, b.id), (Marks{{3, 3}}));
+  auto rows = ok(store_->thread(t.id))->former_marks;
+  EXPECT_EQ(marks(rows, b.id), (Marks{{1, 2}, {3, 3}}));
+  std::vector<Micros> joined;
+  for (const auto& f : rows)
+    if (f.user_id == b.id) joined.push_back(f.joined_at);
+  ASSERT_EQ(joined.size(), 2u);
+  EXPECT_NE(joined[0], joined[1]) << "each membership with when it began";
+  EXPECT_GT(std::min(joined[0], joined[1]), 0);
   EXPECT_TRUE(marks(ok(store_->thread(t.id))->former_marks, c.id).empty());
 
   // The notice stored for the leaver is theirs, but reads nothing for them.

@@ -207,5 +207,12 @@ describe('unread counts and mark-read', () => {
     assert.equal((await server.http('DELETE', `${path}/${xena.id}`, { token: alice.token })).status, 200);
     assert.deepEqual(await statuses(), ['m1:sent', 'm2:sent', 'm3:sent', 'm4:read'],
       'what xena read stays read; what came before she joined was read by nobody');
+    // Said while she was out, then she is added and removed again: her
+    // second membership's marks do not reach back over the time between.
+    for (const content of ['m5', 'm6']) await server.sendRest(alice.token, group.id, { content });
+    assert.equal((await server.http('POST', path, { token: alice.token, body: { participant_ids: [xena.id] } })).status, 200);
+    assert.equal((await server.http('DELETE', `${path}/${xena.id}`, { token: alice.token })).status, 200);
+    assert.deepEqual(await statuses(), ['m1:sent', 'm2:sent', 'm3:sent', 'm4:read', 'm5:sent', 'm6:sent'],
+      'nobody read what was said while xena was out');
   });
 });
