@@ -83,13 +83,16 @@ ALTER TABLE parley_store_copy ADD COLUMN IF NOT EXISTS fingerprint TEXT)sql";
 // rows already copied are never updated (ON CONFLICT DO NOTHING), so a
 // server run on it between two runs would leave stale rows behind (a
 // thread's last_seq below its messages, which blocks every later send).
+// Times are summed as whole seconds and remainders: SQLite's SUM of
+// microsecond times overflows its 64 bits (an error) past about 5,000 rows.
 constexpr const char* kFingerprint = R"sql(
 SELECT 'users ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(state_version), 0) FROM users) ||
-  ', threads ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_seq), 0) || ' ' || COALESCE(SUM(last_activity), 0) FROM threads) ||
+  ', threads ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_seq), 0) || ' ' || COALESCE(SUM(last_activity / 1000000), 0) || ' ' ||
+                   COALESCE(SUM(last_activity % 1000000), 0) FROM threads) ||
   ', participants ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_read_seq), 0) || ' ' ||
                         COALESCE(SUM(last_delivered_seq), 0) || ' ' || COALESCE(SUM(is_admin), 0) FROM participants) ||
   ', former_marks ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_read_seq), 0) || ' ' ||
-                        COALESCE(SUM(last_delivered_seq), 0) || ' ' || COALESCE(SUM(joined_at / 1000), 0) FROM former_marks) ||
+                        COALESCE(SUM(last_delivered_seq), 0) FROM former_marks) ||
   ', messages ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(change_no), 0) || ' ' || COALESCE(MAX(created_at), 0) FROM messages) ||
   ', webhook_outbox ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(attempts), 0) || ' ' || COALESCE(SUM(dead), 0) FROM webhook_outbox) ||
   ', owed_pushes ' || (SELECT COUNT(*) FROM owed_pushes)

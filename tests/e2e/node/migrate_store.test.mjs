@@ -237,6 +237,42 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
     assert.match(bad.stderr, /invalid_config/);
   });
 
+  // The copy's fingerprint summed microsecond times, which overflows SQLite's
+  // SUM past about 5,000 threads; and a member's marks are one row per
+  // membership, keyed by when it began (three key columns to page through).
+  it('copies a store of 5,500 threads, and every membership\'s marks of one member', async () => {
+    const dirs = [];
+    const seeded = (users, groupSize) => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-mig-many-'));
+      dirs.push(dir);
+      execFileSync(PARLEY_BIN, ['seed', '--data-dir', dir, '--users', String(users), '--group-size', String(groupSize)],
+        { timeout: 60000, stdio: 'ignore' });
+      return dir;
+    };
+    try {
+      const many = seeded(11000, 2);
+      const url = freshDatabaseUrl();
+      const run = await migrateStore(many, url, { timeoutMs: 120000 });
+      assert.equal(run.code, 0, `migrate-store failed: ${run.stderr}`);
+      assert.equal(psql(url, 'SELECT COUNT(*) FROM threads'), '5500');
+
+      const small = seeded(3, 3);
+      const thread = '00000000-0000-4000-9000-000000000000';
+      // Times of different lengths: paged as text, "80" would come after "700".
+      const times = [9, 80, 700, 6000, 50000, 400000, 3000000];
+      const rows = times.map((t, k) => `('${thread}', '00000000-0000-4000-8000-000000000000', ${t}, ${k + 1}, ${k + 1})`);
+      execFileSync('sqlite3', [path.join(small, 'parley.db'),
+        `INSERT INTO former_marks (thread_id, user_id, joined_at, last_read_seq, last_delivered_seq) VALUES ${rows.join(', ')}`], { timeout: 30000 });
+      const url2 = freshDatabaseUrl();
+      const paged = await migrateStore(small, url2, { batchRows: 2 });
+      assert.equal(paged.code, 0, `migrate-store failed: ${paged.stderr}`);
+      assert.equal(psql(url2, "SELECT string_agg(joined_at || ':' || last_read_seq, ',' ORDER BY joined_at) FROM former_marks"),
+        times.map((t, k) => `${t}:${k + 1}`).join(','), 'seven rows, paged two at a time');
+    } finally {
+      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to leave behind a column both stores have but it does not copy; a SQLite-only one is named', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-mig-schema-'));
     try {
