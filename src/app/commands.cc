@@ -75,7 +75,8 @@ CLI::Validator positive() {
       [](std::string& v) -> std::string {
         char* end = nullptr;
         const double d = std::strtod(v.c_str(), &end);
-        if (end == v.c_str() || *end != '\0' || !(d > 0) || d > 1e12) return "must be a number above 0: " + v;
+        if (end == v.c_str() || *end != '\0' || !(d > 0) || d > 1e12)
+          return "must be a number above 0 and at most 1e12: " + v;
         return {};
       },
       "POSITIVE");
@@ -349,18 +350,18 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->envname("PARLEY_RATE_PER_SECOND")
       ->check(positive())
       ->capture_default_str();
-  cmd.add_option("--rate-burst", l.message_burst, "Frames per connection in a burst (at least 1)")
+  cmd.add_option("--rate-burst", l.message_burst, "Frames per connection in a burst (1-1000000000)")
       ->envname("PARLEY_RATE_BURST")
-      ->check(CLI::Range(1.0, 1e9))
+      ->check(CLI::Range(1, 1000000000))
       ->capture_default_str();
   cmd.add_option("--rest-rate-per-second", l.rest_writes_per_second,
                  "REST requests that change something (not GET or HEAD) per second per user, sustained (> 0)")
       ->envname("PARLEY_REST_RATE_PER_SECOND")
       ->check(positive())
       ->capture_default_str();
-  cmd.add_option("--rest-rate-burst", l.rest_write_burst, "Such REST requests per user in a burst (at least 1)")
+  cmd.add_option("--rest-rate-burst", l.rest_write_burst, "Such REST requests per user in a burst (1-1000000000)")
       ->envname("PARLEY_REST_RATE_BURST")
-      ->check(CLI::Range(1.0, 1e9))
+      ->check(CLI::Range(1, 1000000000))
       ->capture_default_str();
   cmd.add_option("--max-connections-per-user", l.max_connections_per_user, "Open connections per user (1-1000000)")
       ->envname("PARLEY_MAX_CONNECTIONS_PER_USER")

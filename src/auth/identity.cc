@@ -88,7 +88,8 @@ void Identity::use_login_limits(std::unique_ptr<LoginLimits> limits) {
 
 AuthResult Identity::issue_token(const User& user) const {
   // Never before the account's revocation time: revoke-tokens refuses iat
-  // earlier than it, and it may lie up to a second ahead (see docs/moderation.md).
+  // earlier than it, and it may lie a second or more ahead (each revocation
+  // moves it past the last: docs/moderation.md).
   int64_t now = std::max(now_seconds(), user.tokens_valid_after);
   AuthResult r;
   r.user = user;

@@ -58,7 +58,8 @@ bool transient(const CliError& e) {
   // shutting_down and store_closed: a server restarting (its drain answers 503 "connect again").
   static const std::set<std::string> kRetry = {"rate_limited", "internal_error", "bad_response",
                                                "http_502",     "http_503",       "http_504",
-                                               "shutting_down", "store_closed",  "too_many_connections"};
+                                               "shutting_down", "store_closed",  "too_many_connections",
+                                               "storage_unavailable"};
   return kRetry.contains(e.code());
 }
 

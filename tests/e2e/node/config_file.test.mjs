@@ -198,7 +198,7 @@ describe('configuration file', () => {
     assert.equal(badFlag.code, 1, badFlag.stderr);
     const zeroRate = await parley(['config', 'check', '--rest-rate-per-second', '0']);
     assert.equal(zeroRate.code, 1, zeroRate.stderr);
-    assert.match(zeroRate.stderr, /--rest-rate-per-second: must be a number above 0: 0/);
+    assert.match(zeroRate.stderr, /--rest-rate-per-second: must be a number above 0 and at most 1e12: 0/);
     for (const bind of ['127.0.0.1', '::1', 'fe80::1%lo', '0.0.0.0']) {
       const ok = await parley(['config', 'check', '--bind', bind]);
       assert.equal(ok.code, 0, `--bind ${bind}: ${ok.stderr}`);
