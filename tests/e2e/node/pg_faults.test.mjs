@@ -31,6 +31,15 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
     }
   });
 
+  // Two nodes on a fresh database of their own, sharing a JWT secret.
+  async function twoNodes() {
+    const db = pg('createdb', state);
+    const secret = `shared-secret-${Date.now()}`;
+    const nodes = [new ParleyServer({ database: db, secret }), new ParleyServer({ database: db, secret })];
+    for (const node of nodes) await node.start();
+    return nodes;
+  }
+
   it('a PostgreSQL restart: sends fail with 503 storage_unavailable, nothing half-stored, and the node recovers by itself', async () => {
     const server = new ParleyServer({ database: url });
     await server.start();
@@ -77,12 +86,7 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
   // makes clients (the web app among them) sign the user out, where they
   // should try again once the database is back.
   it('while PostgreSQL is down, tokens are not refused as bad: 503 at the upgrade, close 1013 for a first auth frame, a renewal keeps its connection', async () => {
-    const db = pg('createdb', state);
-    const secret = `shared-secret-${Date.now()}`;
-    const nodeA = new ParleyServer({ database: db, secret });
-    const nodeB = new ParleyServer({ database: db, secret });
-    await nodeA.start();
-    await nodeB.start();
+    const [nodeA, nodeB] = await twoNodes();
     try {
       // Registered through A after B started: B has never read alice's account.
       const [alice] = await nodeA.registerMany(1);
@@ -184,12 +188,7 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
   });
 
   it('two parley processes on one database sending into one thread at once: seq gapless, nothing duplicated, retries recognised across nodes', async () => {
-    const db = pg('createdb', state);
-    const secret = `shared-secret-${Date.now()}`;
-    const nodeA = new ParleyServer({ database: db, secret });
-    const nodeB = new ParleyServer({ database: db, secret });
-    await nodeA.start();
-    await nodeB.start();
+    const [nodeA, nodeB] = await twoNodes();
     try {
       const [alice, bob] = await nodeA.registerMany(2);
       const thread = await nodeA.createGroup(alice, [bob], 'two nodes');
