@@ -58,6 +58,11 @@ const SEND_REQUEST = 's:';  // request_id of send_message: this prefix and the c
 const SEND_WINDOW = 20;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
+// The `auth` frame that hands the connection a renewed token. Refused by a
+// server that could not check it (its storage down), it is sent again this
+// much later: the connection stays on the old token, which would expire on it.
+const RENEW_REQUEST = 'renew';
+const RENEW_RETRY_MS = 5000;
 const PING_EVERY_MS = 20000;
 const PONG_WAIT_MS = 10000;
 // A REST request not answered within this is given up as a network error.
@@ -139,8 +144,13 @@ export class ParleyClient extends EventTarget {
   async register(profile) { return this.adopt(await this.rest('POST', '/api/auth/register', profile)); }
   async refresh() {
     const data = await this.adopt(await this.rest('POST', '/api/auth/refresh'));
-    this.sendFrame({ type: 'auth', token: this.token });
+    this.renewSocket();
     return data;
+  }
+  // Offline, nothing to do: the next connection authenticates with the new token.
+  renewSocket() {
+    clearTimeout(this.renewTimer);
+    this.sendFrame({ type: 'auth', token: this.token, request_id: RENEW_REQUEST });
   }
   adopt(data) {
     this.token = data.token;
@@ -216,6 +226,7 @@ export class ParleyClient extends EventTarget {
   // Stops for good (sign-out): no reconnect, the outbox is dropped.
   disconnect() {
     this.wanted = false;
+    clearTimeout(this.renewTimer);
     this.unwatch?.();
     this.unwatch = null;
     clearTimeout(this.timer);
@@ -337,6 +348,7 @@ export class ParleyClient extends EventTarget {
           this.refused(f.request_id.slice(SEND_REQUEST.length), f);
         }
         if (AUTH_FAILURES.has(f.code)) this.emit('unauthorized', { code: f.code });
+        else if (f.request_id === RENEW_REQUEST) this.renewTimer = setTimeout(() => this.renewSocket(), RENEW_RETRY_MS);
         break;
       default: break;
     }

@@ -11,7 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
 import { io } from 'socket.io-client';
-import { ParleyServer, PG_SH, pgAvailable, assertHttpError, assertWsError, sleep, listenOnTestPort, HOST } from './harness.mjs';
+import WebSocket from 'ws';
+import { pathToFileURL } from 'node:url';
+import { ParleyServer, PG_SH, pgAvailable, assertHttpError, assertWsError, sleep, listenOnTestPort, HOST, REPO_ROOT } from './harness.mjs';
 
 const pg = (...args) => execFileSync(PG_SH, args, { encoding: 'utf8', timeout: 60000 }).trim();
 const psql = (db, sql) => execFileSync('psql', ['-At', db, '-c', sql], { encoding: 'utf8', timeout: 10000 }).trim();
@@ -131,6 +133,44 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
     } finally {
       await nodeA.stop();
       await nodeB.stop();
+    }
+  });
+
+  // The web app's protocol client (web/src/parley-client.js, run here in
+  // Node with ws as its WebSocket): a renewed token its connection could not
+  // take (storage down) is handed to it again, or the connection would stay
+  // on the old token until that expired (close 4401: signed out).
+  it('the web app\'s client hands a renewal refused for a storage outage to its connection again', async () => {
+    globalThis.WebSocket ??= WebSocket;
+    const { ParleyClient } = await import(pathToFileURL(path.join(REPO_ROOT, 'web', 'src', 'parley-client.js')).href);
+    const server = new ParleyServer({ database: pg('createdb', state) });
+    await server.start();
+    let c = null;
+    try {
+      const [alice] = await server.registerMany(1);
+      const frames = [];
+      c = new ParleyClient({ baseUrl: server.baseUrl, token: alice.token });
+      c.addEventListener('frame', (e) => frames.push(e.detail));
+      const until = async (pred, what, ms = 20000) => {
+        for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (pred()) return;
+        assert.fail(`waited in vain for ${what}; frames: ${JSON.stringify(frames.slice(-5))}`);
+      };
+      c.connect();
+      await until(() => c.state === 'online', 'the client online');
+      pg('halt', state);
+      try {
+        c.renewSocket();
+        await until(() => frames.some((f) => f.type === 'error' && f.request_id === 'renew'), 'the renewal refused');
+        assert.equal(frames.find((f) => f.request_id === 'renew').code, 'storage_unavailable');
+        assert.equal(c.state, 'online', 'the connection stays');
+      } finally {
+        pg('resume', state);
+      }
+      await until(() => frames.some((f) => f.type === 'auth_renewed' && f.request_id === 'renew'), 'the renewal sent again and taken');
+      assert.equal(c.state, 'online');
+    } finally {
+      c?.disconnect();
+      await server.stop();
     }
   });
 
