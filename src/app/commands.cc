@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -67,6 +68,21 @@ CLI::Validator ip_address() {
         return "not an IPv4 or IPv6 address: " + v;
       },
       "IP");
+}
+
+// A number from `low` to `high`, fractions allowed (CLI::Range of doubles
+// prints its bounds as 1.000000 and 1000000000.000000).
+CLI::Validator number_from(double low, double high) {
+  return CLI::Validator(
+      [low, high](std::string& v) -> std::string {
+        char* end = nullptr;
+        const double d = std::strtod(v.c_str(), &end);
+        if (end != v.c_str() && *end == '\0' && d >= low && d <= high) return {};
+        char range[64];
+        std::snprintf(range, sizeof range, "%.0f to %.0f", low, high);
+        return "must be a number from " + std::string(range) + ": " + v;
+      },
+      "NUMBER");
 }
 
 // CLI::PositiveNumber's refusal of 0 reads "not in range 0.000000 to 1.79…e308".
@@ -352,7 +368,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->capture_default_str();
   cmd.add_option("--rate-burst", l.message_burst, "Frames per connection in a burst (1-1000000000)")
       ->envname("PARLEY_RATE_BURST")
-      ->check(CLI::Range(1, 1000000000))
+      ->check(number_from(1, 1e9))
       ->capture_default_str();
   cmd.add_option("--rest-rate-per-second", l.rest_writes_per_second,
                  "REST requests that change something (not GET or HEAD) per second per user, sustained (> 0)")
@@ -361,7 +377,7 @@ void add_serve_options(CLI::App& cmd, Config& c) {
       ->capture_default_str();
   cmd.add_option("--rest-rate-burst", l.rest_write_burst, "Such REST requests per user in a burst (1-1000000000)")
       ->envname("PARLEY_REST_RATE_BURST")
-      ->check(CLI::Range(1, 1000000000))
+      ->check(number_from(1, 1e9))
       ->capture_default_str();
   cmd.add_option("--max-connections-per-user", l.max_connections_per_user, "Open connections per user (1-1000000)")
       ->envname("PARLEY_MAX_CONNECTIONS_PER_USER")

@@ -203,6 +203,14 @@ describe('configuration file', () => {
       const ok = await parley(['config', 'check', '--bind', bind]);
       assert.equal(ok.code, 0, `--bind ${bind}: ${ok.stderr}`);
     }
+    // A burst is a number of frames, but written as a number with a fraction it was always taken.
+    for (const burst of ['1000.0', '1e3', '2.5']) {
+      const ok = await parley(['config', 'check', '--rate-burst', burst, '--rest-rate-burst', burst]);
+      assert.equal(ok.code, 0, `burst ${burst}: ${ok.stderr}`);
+    }
+    const halfBurst = await parley(['config', 'check', '--rate-burst', '0.5']);
+    assert.equal(halfBurst.code, 1, halfBurst.stderr);
+    assert.match(halfBurst.stderr, /--rate-burst: must be a number from 1 to 1000000000: 0\.5/);
 
     // serve refuses to start on a bad file.
     const serve = await parley(['serve', '--port', '0', '--data-dir', path.join(dir, 'never'), '--config', path.join(dir, 'unknown.toml')]);
