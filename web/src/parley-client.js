@@ -147,10 +147,13 @@ export class ParleyClient extends EventTarget {
     this.renewSocket();
     return data;
   }
-  // Offline, nothing to do: the next connection authenticates with the new token.
+  // Offline, nothing to do: the next connection authenticates with the new
+  // token. Connecting (its `auth` sent with the old token, no answer yet), it
+  // is tried again once the connection may be online.
   renewSocket() {
     clearTimeout(this.renewTimer);
-    this.sendFrame({ type: 'auth', token: this.token, request_id: RENEW_REQUEST });
+    const sent = this.sendFrame({ type: 'auth', token: this.token, request_id: RENEW_REQUEST });
+    if (!sent && this.ws) this.renewTimer = setTimeout(() => this.renewSocket(), RENEW_RETRY_MS);
   }
   adopt(data) {
     this.token = data.token;
