@@ -70,14 +70,20 @@ CLI::Validator ip_address() {
       "IP");
 }
 
+// The whole of `v` as a number, or nullopt.
+std::optional<double> whole_number_text(const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (end == v.c_str() || *end != '\0') return std::nullopt;
+  return d;
+}
+
 // A number from `low` to `high`, fractions allowed (CLI::Range of doubles
 // prints its bounds as 1.000000 and 1000000000.000000).
 CLI::Validator number_from(double low, double high) {
   return CLI::Validator(
       [low, high](std::string& v) -> std::string {
-        char* end = nullptr;
-        const double d = std::strtod(v.c_str(), &end);
-        if (end != v.c_str() && *end == '\0' && d >= low && d <= high) return {};
+        if (auto d = whole_number_text(v); d && *d >= low && *d <= high) return {};
         char range[64];
         std::snprintf(range, sizeof range, "%.0f to %.0f", low, high);
         return "must be a number from " + std::string(range) + ": " + v;
@@ -89,11 +95,8 @@ CLI::Validator number_from(double low, double high) {
 CLI::Validator positive() {
   return CLI::Validator(
       [](std::string& v) -> std::string {
-        char* end = nullptr;
-        const double d = std::strtod(v.c_str(), &end);
-        if (end == v.c_str() || *end != '\0' || !(d > 0) || d > 1e12)
-          return "must be a number above 0 and at most 1e12: " + v;
-        return {};
+        if (auto d = whole_number_text(v); d && *d > 0 && *d <= 1e12) return {};
+        return "must be a number above 0 and at most 1e12: " + v;
       },
       "POSITIVE");
 }

@@ -57,6 +57,15 @@ std::string pad(std::string s, size_t width) {
   return s;
 }
 
+// What a message shows: "(deleted)" for a tombstone, else its content as
+// `shown` renders it, marked "(edited)" after an edit.
+std::string message_body(const json::object& m, std::string shown) {
+  const json::value* deleted = m.if_contains("deleted");
+  if (deleted && deleted->is_bool() && deleted->get_bool()) return "(deleted)";
+  const json::value* edited_at = m.if_contains("edited_at");
+  return edited_at && edited_at->is_string() ? std::move(shown) + " (edited)" : std::move(shown);
+}
+
 std::string sender_name(const json::object& message) {
   const json::object* sender = get_object(message, "sender");
   std::string name = sender ? get_string(*sender, "username") : "";
@@ -165,11 +174,7 @@ std::string Names::of(std::string_view user_id) const {
 
 std::string pretty_message(const json::object& m, bool with_status) {
   std::string type = get_string(m, "message_type");
-  const json::value* deleted = m.if_contains("deleted");
-  const json::value* edited_at = m.if_contains("edited_at");
-  std::string body = deleted && deleted->is_bool() && deleted->get_bool() ? "(deleted)"
-                     : indent_newlines(get_string(m, "content")) +
-                           (edited_at && edited_at->is_string() ? " (edited)" : "");
+  std::string body = message_body(m, indent_newlines(get_string(m, "content")));
   std::string head = clock_time(get_string(m, "created_at")) + " " + thread_tag(m);
   // History shows seq too: it is what --before and mark-read --up-to take.
   if (with_status) {
@@ -243,13 +248,7 @@ std::string thread_row(const json::object& t, std::string_view self_id) {
                     pad(std::to_string(unread.value_or(0)) + " unread", 9) + "  #" +
                     std::to_string(last_seq.value_or(0));
   if (const json::object* last = get_object(t, "last_message")) {
-    const json::value* deleted = last->if_contains("deleted");
-    const json::value* edited_at = last->if_contains("edited_at");
-    if (deleted && deleted->is_bool() && deleted->get_bool())
-      row += "  " + sender_name(*last) + ": (deleted)";
-    else
-      row += "  " + sender_name(*last) + ": " + preview(get_string(*last, "content"), 40) +
-             (edited_at && edited_at->is_string() ? " (edited)" : "");
+    row += "  " + sender_name(*last) + ": " + message_body(*last, preview(get_string(*last, "content"), 40));
   }
   return row;
 }
