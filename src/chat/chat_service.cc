@@ -104,6 +104,11 @@ void ChatService::members_changed(const std::string& thread_id) {
 bool ChatService::on_bus_event(const BusEvent& event) {
   if (event.members_changed) {
     members_.forget(event.thread_id);
+    // Another node's removal: its notice follows on the bus, and a relay here
+    // that read the list before this forget reads it again (relay()).
+    RelayStripe& stripe = relay_stripe(event.thread_id);
+    std::lock_guard relays(stripe.mu);
+    stripe.removals_done.fetch_add(1, std::memory_order_release);
     return false;
   }
   if (event.resync) members_.forget_all();  // the changes it missed are unknown
@@ -362,11 +367,16 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
       // on the bus, which keeps one publisher's order.
       members_changed(thread_id);
       // Both stored just before the removal: the one leaving is told too.
-      if (r && (r->notice || r->promotion)) {
+      std::vector<std::pair<const Message*, std::shared_ptr<const ThreadMembers>>> notices;
+      if (r)
         for (const auto* message : {&r->notice, &r->promotion})
-          if (*message)
-            deliver(**message, message_json_text(**message), with_member(members_at_commit(**message, checked), user_id),
-                    "");
+          if (*message) notices.emplace_back(&**message, with_member(members_at_commit(**message, checked), user_id));
+      {
+        RelayStripe& stripe = relay_stripe(thread_id);
+        std::lock_guard relays(stripe.mu);
+        for (const auto& [message, audience] : notices) deliver(*message, message_json_text(*message), audience, "");
+        // With release: a relay that sees this count sees the list forgotten.
+        stripe.removals_done.fetch_add(1, std::memory_order_release);
       }
       done(std::move(r));
     });
@@ -684,28 +694,46 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   return mark->seq;
 }
 
+ChatService::RelayStripe& ChatService::relay_stripe(const std::string& thread_id) {
+  return relay_stripes_[std::hash<std::string>{}(thread_id) % relay_stripes_.size()];
+}
+
 Status ChatService::relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
                           json::object fields, const std::string& origin_session) {
-  auto m = require_member(user_id, thread_id);
-  if (!m) return m.error();
-  std::vector<std::string> others;
-  others.reserve((*m)->user_ids.size());
-  for (const auto& id : (*m)->user_ids)
-    if (id != user_id) others.push_back(id);
-  // Only a call asks who is online (a lock per member): typing, the frequent
-  // relay, takes none.
-  if (type == "call_offer" &&
-      std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.connected(id); }))
-    return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread has a connection open to take the call"};
   fields["thread_id"] = thread_id;
-  // An answer or a hang-up also reaches the sender's other devices (never the
-  // sending connection), so a phone that answered stops the tablet ringing.
-  if (type == "call_answer" || type == "call_end") {
-    publish(thread_id, Audience::members(*m), type, json::serialize(fields), origin_session);
+  std::string payload = json::serialize(fields);
+  RelayStripe& stripe = relay_stripe(thread_id);
+  // The member list is read without the stripe's lock (it may block on the
+  // store); a removal done meanwhile means reading it again. A third miss in
+  // a row reads it under the lock, which holds up removals of this stripe only.
+  for (int attempt = 1;; ++attempt) {
+    const uint64_t removals_seen = stripe.removals_done.load(std::memory_order_acquire);
+    std::unique_lock relays(stripe.mu, std::defer_lock);
+    if (attempt == 3) relays.lock();
+    auto m = require_member(user_id, thread_id);
+    if (!m) return m.error();
+    std::vector<std::string> others;
+    others.reserve((*m)->user_ids.size());
+    for (const auto& id : (*m)->user_ids)
+      if (id != user_id) others.push_back(id);
+    // Only a call asks who is online (a lock per member): typing, the frequent
+    // relay, takes none.
+    if (type == "call_offer" &&
+        std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.connected(id); }))
+      return Error{ErrorKind::kNotFound, "callee_offline",
+                   "nobody else in this thread has a connection open to take the call"};
+    if (!relays.owns_lock()) {
+      relays.lock();
+      if (stripe.removals_done.load(std::memory_order_relaxed) != removals_seen) continue;
+    }
+    // An answer or a hang-up also reaches the sender's other devices (never the
+    // sending connection), so a phone that answered stops the tablet ringing.
+    if (type == "call_answer" || type == "call_end")
+      publish(thread_id, Audience::members(*m), type, std::move(payload), origin_session);
+    else
+      publish(thread_id, Audience::users(std::move(others)), type, std::move(payload), origin_session);
     return Ok{};
   }
-  publish(thread_id, Audience::users(std::move(others)), type, json::serialize(fields), origin_session);
-  return Ok{};
 }
 
 // ---------------------------------------------------------------- receipts and presence

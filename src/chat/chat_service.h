@@ -10,6 +10,7 @@
 
 #include <boost/json/object.hpp>
 
+#include <array>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -287,6 +288,20 @@ class ChatService {
   std::mutex removals_mu_;
   std::unordered_multimap<std::string, std::string> removals_;  // thread -> user being removed
   std::atomic<int> removals_in_flight_{0};
+  // A relay (typing, call signalling) and a removal's notices are published
+  // under their thread's stripe lock, and a removal counts itself done there
+  // after its notice: a relay whose member list may predate a removal that
+  // completed meanwhile reads the list again, so nothing relayed reaches the
+  // one removed after the notice of their removal. Another node's removal
+  // counts when its members_changed arrives (on_bus_event), before its
+  // notice; a relay published on that node just before the removal may
+  // still come after (the bus orders one publisher's events, not two's).
+  struct alignas(64) RelayStripe {
+    std::mutex mu;
+    std::atomic<uint64_t> removals_done{0};  // and other nodes' member changes
+  };
+  std::array<RelayStripe, 64> relay_stripes_;
+  RelayStripe& relay_stripe(const std::string& thread_id);
 };
 
 }  // namespace parley

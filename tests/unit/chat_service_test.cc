@@ -1223,6 +1223,43 @@ TEST_F(ChatServiceTest, TypingReachesOnlyTheOtherParticipants) {
   EXPECT_EQ(f.at("is_typing"), json::value(true));
 }
 
+// Typing relayed while a member is removed reaches them before the notice
+// of their removal or not at all: never after it. A relay reads the member
+// list before it publishes, and the removal may commit and be announced in
+// between; each removal here races a relay loop on another thread.
+TEST_F(ChatServiceTest, NoRelayReachesARemovedMemberAfterTheirRemovalNotice) {
+  User a = user("alice"), b = user("bob"), x = user("xena");
+  Thread t = group(a, {b, x});
+  std::atomic<bool> stop{false};
+  std::atomic<int> relayed{0};
+  std::thread typist([&] {
+    while (!stop.load()) {
+      if (service_->relay(b.id, t.id, "typing", json::object{{"is_typing", true}}, "session-b").ok()) ++relayed;
+    }
+  });
+  const int rounds = 150;
+  int late = 0;
+  for (int i = 0; i < rounds && late == 0; ++i) {
+    size_t from = events_.size();
+    ASSERT_TRUE(service_->remove_participant(a, t.id, x.id).ok());
+    // Let relays run after the removal, then look at what was published.
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+    size_t to = events_.size();
+    bool told = false;
+    for (size_t k = from; k < to; ++k) {
+      BusEventPtr e = events_.at(k);
+      if (e->type == "new_message" && recipients(*e).count(x.id)) told = true;
+      else if (told && e->type == "typing" && recipients(*e).count(x.id)) ++late;
+    }
+    EXPECT_TRUE(told) << "round " << i << ": the removal's notice reaches the one removed";
+    ASSERT_TRUE(service_->add_participants(a, t.id, {x.id}).ok());
+  }
+  stop = true;
+  typist.join();
+  EXPECT_GT(relayed.load(), rounds) << "the relays raced the removals";
+  EXPECT_EQ(late, 0) << "typing reached a member after the notice of their removal";
+}
+
 TEST_F(ChatServiceTest, RelayByNonParticipantForbidden) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = direct(a, b);
