@@ -2,6 +2,8 @@
 
 #include <boost/json.hpp>
 
+#include <cmath>
+
 #include "common/ids.h"
 
 namespace parley {
@@ -66,6 +68,11 @@ std::optional<int64_t> JsonFields::seq(std::string_view key) {
   const json::value* v = present(key, Need::kOptional);
   if (!v) return std::nullopt;
   if (v->is_int64() && v->get_int64() >= 0 && v->get_int64() <= kMaxSeq) return v->get_int64();
+  // JSON has one number type: a client that keeps numbers as doubles writes
+  // 5 as 5.0 (Python's json does), which is still the integer 5.
+  if (v->is_double() && v->get_double() >= 0 && v->get_double() <= static_cast<double>(kMaxSeq) &&
+      std::trunc(v->get_double()) == v->get_double())
+    return static_cast<int64_t>(v->get_double());
   fail(invalid_field(key, seq_range_text()));
   return std::nullopt;
 }

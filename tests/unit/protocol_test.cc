@@ -383,6 +383,16 @@ TEST(ParseClientFrameErrors, ContentNumber) {
   EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","text":5)")), "invalid_field");
 }
 
+// JSON has one number type: 42.0 and 4.2e1 are the integer 42 (Python's
+// json writes floats so); a fraction or a value past 2^53-1 is not a seq.
+TEST(ParseClientFrame, SinceSeqWrittenWithAFractionOfZeroIsAnInteger) {
+  for (const char* v : {"42.0", "4.2e1", "42e0"})
+    EXPECT_EQ(parse_ok(with_thread(std::string(R"(,"type":"subscribe_thread","since_seq":)") + v)).since_seq, 42) << v;
+  EXPECT_EQ(parse_ok(with_thread(R"(,"type":"mark_as_read","up_to_seq":0.0)")).up_to_seq, 0);
+  for (const char* v : {"42.5", "-1.0", "1e16", "9007199254740992.0"})
+    EXPECT_EQ(parse_code(with_thread(std::string(R"(,"type":"subscribe_thread","since_seq":)") + v)), "invalid_field") << v;
+}
+
 TEST(ParseClientFrameErrors, SinceSeqNegativeOrString) {
   EXPECT_EQ(parse_code(with_thread(R"(,"type":"subscribe_thread","since_seq":-1)")), "invalid_field");
   EXPECT_EQ(parse_code(with_thread(R"(,"type":"subscribe_thread","since_seq":"3")")), "invalid_field");
