@@ -104,7 +104,9 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
     return bad_input("invalid_username", "username must be 3-32 characters of a-z, 0-9, _ and .");
   if (req.id && !is_uuid(*req.id)) return bad_input("invalid_field", "id must be a UUID");
   const bool no_password = req.id && req.password.empty();  // signs in through its identity provider only
-  if (!no_password && req.password.size() < 8)
+  // Counted in characters, as the message says: "éééééééé" is eight.
+  const size_t password_chars = utf8_length(req.password).value_or(req.password.size());
+  if (!no_password && password_chars < 8)
     return bad_input("weak_password", "password must have at least 8 characters");
   if (req.password.size() > 1024) return bad_input("invalid_field", "password must be at most 1024 bytes");
   if (!utf8_length(req.full_name) || !has_visible_text(req.full_name) || req.full_name.size() > kMaxFullNameBytes ||

@@ -100,6 +100,13 @@ describe('REST API', () => {
       assert.equal(empty.status, 400, `empty username: ${empty.text}`);
       assert.ok(['invalid_username', 'missing_field'].includes(empty.body.code), `empty username code: ${empty.body.code}`);
       assertHttpError(assert, await post({ username: `u_${randomId(5)}`, password: 'short77', full_name: 'N' }), 400, 'weak_password', '7-char password');
+      // Characters, not bytes: each of these is 8 bytes or more and under 8 characters.
+      for (const pw of ['😀😀', 'éééé', '€€€', 'ééééééé']) {
+        assertHttpError(assert, await post({ username: `u_${randomId(5)}`, password: pw, full_name: 'N' }), 400, 'weak_password',
+          `${JSON.stringify(pw)} is ${[...pw].length} characters`);
+      }
+      const accented = await post({ username: `u_${randomId(5)}`, password: 'éééééééé', full_name: 'N' });
+      assert.equal(accented.status, 201, `eight accented characters are enough: ${accented.text}`);
       assertHttpError(assert, await post({ username: `u_${randomId(5)}`, full_name: 'N' }), 400, 'missing_field', 'no password');
       assertHttpError(assert, await post({ password: 'long-enough-pw', full_name: 'N' }), 400, 'missing_field', 'no username');
       assertHttpError(assert, await post({ username: 123, password: 'long-enough-pw', full_name: 'N' }), 400, 'invalid_field', 'numeric username');
