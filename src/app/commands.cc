@@ -108,11 +108,23 @@ constexpr size_t kMinSecretFileChars = 32;
 
 // The HS256 secret: from config, else <data_dir>/jwt_secret, else a new
 // random one written there (mode 0600, atomically) so tokens survive restarts.
-Result<std::string> resolve_secret(const Config& config) {
+// Only a server, or a command making a new store, makes one: beside an
+// existing store (or on PostgreSQL) the missing file means the server is
+// given its secret, and a token signed with a new one would be refused by
+// it. A command there that prints no token gets a secret used by nobody.
+Result<std::string> resolve_secret(const Config& config, bool serving, bool prints_token) {
   if (!config.jwt_secret.empty()) return config.jwt_secret;
   std::error_code ec;
-  fs::create_directories(config.data_dir, ec);
   fs::path path = fs::path(config.data_dir) / "jwt_secret";
+  if (!serving && !fs::exists(path, ec) &&
+      (!config.database_url.empty() || fs::exists(fs::path(config.data_dir) / "parley.db", ec))) {
+    if (!prints_token) return random_hex(32);
+    return bad_input("no_jwt_secret",
+                     path.string() + " does not exist, so the server signs tokens with a secret it is given "
+                                     "(--jwt-secret or PARLEY_JWT_SECRET): pass the same one here (a new secret "
+                                     "would sign tokens that server refuses)");
+  }
+  fs::create_directories(config.data_dir, ec);
   if (fs::exists(path, ec)) {
     std::ifstream in(path);
     std::string s;
@@ -182,13 +194,14 @@ Status open_bus(const Config& config, bool serving, Core& core) {
   return Ok{};
 }
 
-Result<Core> open_core(const Config& config, bool serving = false) {
+// `prints_token`: the command shows a token it signs (token, user add --json).
+Result<Core> open_core(const Config& config, bool serving = false, bool prints_token = true) {
   if (!init_crypto()) return internal_error("libsodium failed to initialise");
   // Before anything is written into the data dir (a generated secret), which
   // would then make the restore's retry refuse it as not empty.
   if (config.database_url.empty())
     if (auto st = no_unfinished_restore(config.data_dir); !st) return st.error();
-  auto secret = resolve_secret(config);
+  auto secret = resolve_secret(config, serving, prints_token);
   if (!secret) return secret.error();
   auto pem = jwt_public_key(config.jwt_public_key_file);
   if (!pem) return pem.error();
@@ -569,7 +582,7 @@ bool use_data_dir(const Config& config, bool create, bool needs_secret = true) {
 }
 
 int user_add(Config& config, RegisterRequest& req, bool phone_set, const std::string& phone, bool as_json) {
-  auto core = open_core(config);
+  auto core = open_core(config, /*serving=*/false, /*prints_token=*/as_json);
   if (!core) return fail(core.error());
   if (phone_set) req.phone_number = phone;
   auto r = core->chat->register_user(req);

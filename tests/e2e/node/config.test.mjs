@@ -282,6 +282,29 @@ describe('server configuration', () => {
       : /^parley \d+\.\d+\.\d+\nallocator: jemalloc 5\.\S+\n$/, r.stdout);
   });
 
+  // The server was given its secret, so its data dir has no jwt_secret file:
+  // an admin command run without the secret must not make one and sign
+  // tokens that server refuses (a "token mismatch").
+  it('`parley token` and `user add --json` beside a server given its secret refuse to sign with a new one', async () => {
+    const server = await start();
+    const u = await server.register();
+    const store = server.database ? ['--database', server.database] : [];
+    const add = (name, extra = []) => parley(['user', 'add', '--username', name, '--password', 'cli-password-1',
+      '--full-name', 'No Secret', ...extra, '--data-dir', server.dataDir, ...store]);
+    const plain = await add(`nosecret_${randomId(4)}`);
+    assert.equal(plain.code, 0, `user add shows no token, so needs no secret: ${plain.stderr}`);
+    for (const args of [['token', u.username], ['user', 'add', '--username', `nosecret_${randomId(4)}`,
+      '--password', 'cli-password-1', '--full-name', 'No Secret', '--json']]) {
+      const r = await parley([...args, '--data-dir', server.dataDir, ...store]);
+      assert.equal(r.code, 1, `${args[0]}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /no_jwt_secret: .*--jwt-secret or PARLEY_JWT_SECRET/);
+      assert.equal(r.stdout, '', 'no token printed');
+    }
+    assert.ok(!fs.existsSync(path.join(server.dataDir, 'jwt_secret')), 'no secret file was made');
+    const { stdout } = await server.cli(['token', u.username]);
+    assert.equal((await server.http('GET', '/api/users/me', { token: stdout.trim() })).status, 200, 'with the secret it works');
+  });
+
   it('`parley token --ttl` issues a token that expires', async () => {
     const server = await start();
     const u = await server.register();
