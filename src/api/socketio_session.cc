@@ -67,6 +67,15 @@ bool SocketIoSession::on_text_too_large(std::string_view head) {
   return true;
 }
 
+void SocketIoSession::on_text_while_draining(std::string_view head) {
+  if (closed_ || !conn_) return;
+  auto packet = sio::decode_header(head);
+  if (!packet || packet->type != sio::SioType::kEvent || packet->nsp != "/" || !packet->id) return;
+  conn_->on_bad_frame(Error{ErrorKind::kUnavailable, "shutting_down",
+                            "the server is shutting down: send it again once reconnected (with the same client_msg_id)"},
+                      json::value(*packet->id));
+}
+
 void SocketIoSession::on_binary(std::string_view) {
   // Attachments of a BINARY_EVENT, which was refused already: dropped.
 }

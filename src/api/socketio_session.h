@@ -41,6 +41,7 @@ class SocketIoSession final : public TransportListener,
   void on_text(std::string_view text) override;
   void on_binary(std::string_view data) override;
   bool on_text_too_large(std::string_view head) override;
+  void on_text_while_draining(std::string_view head) override;
   void on_tick(int64_t now_ms) override;
   void on_close() override;
   // A CONNECT was accepted (authenticated, within the user's limit).

@@ -57,6 +57,10 @@ class TransportListener {
     (void)head;
     return false;
   }
+  // A text message that came while the server drains (not taken), of which
+  // `head` is the start. A listener whose client would wait for its answer
+  // forever (a Socket.IO ack callback) refuses it here.
+  virtual void on_text_while_draining(std::string_view head) { (void)head; }
   // About once a second: deadlines (auth, token expiry, pings).
   virtual void on_tick(int64_t now_ms) = 0;
   virtual void on_close() = 0;

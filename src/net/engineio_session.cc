@@ -291,6 +291,8 @@ class EioSession final : public Transport,
   // Only for a session that began on its WebSocket (see attach_websocket).
 
   void on_text(std::string_view text) override { on_ws_text(ws_id_, text); }
+  // on_packet refuses a message during the drain (its head is enough).
+  void on_text_while_draining(std::string_view head) override { on_text(head); }
   void on_binary(std::string_view) override {}
   void on_tick(int64_t) override {}
   void on_close() override { on_ws_closed(ws_id_); }
@@ -432,7 +434,13 @@ class EioSession final : public Transport,
         next_ping_ms_ = now_ms() + loop_.config.socketio.ping_interval_ms;
         return;
       case sio::kMessage:
-        if (loop_.draining) return;  // never acknowledged: the client sends it again after reconnecting
+        // Not taken: the client sends it again after reconnecting. An event
+        // with an ack is answered shutting_down, since socket.io-client
+        // neither resends it nor calls its callback on the disconnect.
+        if (loop_.draining) {
+          if (up_) up_->on_text_while_draining(p.substr(1, kTooLargeHead));
+          return;
+        }
         if (p.size() - 1 > loop_.config.limits.max_frame_bytes) {
           if (up_ && up_->on_text_too_large(p.substr(1, kTooLargeHead))) return;  // counted as it answers
           Metrics::get().count_error("frame_too_large");
@@ -569,6 +577,7 @@ class EioWsListener final : public TransportListener {
  public:
   explicit EioWsListener(std::shared_ptr<EioSession> session) : session_(std::move(session)) {}
   void on_text(std::string_view text) override { session_->on_ws_text(this, text); }
+  void on_text_while_draining(std::string_view head) override { on_text(head); }
   void on_binary(std::string_view) override {}
   void on_tick(int64_t) override {}
   void on_close() override { session_->on_ws_closed(this); }
@@ -654,6 +663,7 @@ class CrossLoopListener final : public TransportListener {
   void on_text(std::string_view text) override {
     asio::post(session_loop_.io, [session = session_, id = id(), text = std::string(text)] { session->on_ws_text(id, text); });
   }
+  void on_text_while_draining(std::string_view head) override { on_text(head); }
   void on_binary(std::string_view) override {}
   void on_tick(int64_t) override {}
   void on_close() override {

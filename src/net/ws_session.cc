@@ -34,6 +34,8 @@ namespace {
 constexpr size_t kMaxIov = 1024;  // IOV_MAX on Linux
 constexpr size_t kMaxBytesPerWrite = 1024 * 1024;
 constexpr int64_t kCloseLingerMs = 2000;  // after our close frame, wait this long for the client's
+// What a listener is shown of a message that came during the drain (enough for a Socket.IO packet's header).
+constexpr size_t kDrainingHead = 256;
 
 int64_t now_ms() { return now_micros() / 1000; }
 
@@ -230,16 +232,21 @@ class WsSession final : public Transport,
     });
   }
 
-  // Once closing, input is read and dropped until the client closes its side;
-  // while the server drains too (LoopContext::draining).
+  // Once closing, input is read and dropped until the client closes its side.
   void consume(uint8_t* data, size_t size) {
-    if (state_ != State::kOpen || loop_.draining) return;
+    if (state_ != State::kOpen) return;
     reader_.consume(data, size, *this);
   }
 
   // ---- WsReader::Handler
   bool on_message(ws::Opcode opcode, std::string_view message) override {
     if (!listener_) return false;
+    // While the server drains (LoopContext::draining) nothing is taken; the
+    // listener may refuse what its client would wait for an answer to.
+    if (loop_.draining) {
+      if (opcode != ws::kBinary) listener_->on_text_while_draining(utf8_prefix(message, kDrainingHead));
+      return state_ == State::kOpen;
+    }
     if (opcode == ws::kBinary) {
       listener_->on_binary(message);
     } else {

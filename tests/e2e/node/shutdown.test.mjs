@@ -193,6 +193,41 @@ describe('graceful shutdown', () => {
     history.forEach((m, i) => assert.equal(m.seq, i + 1, 'seq is gapless after the shutdown'));
   });
 
+  // socket.io-client neither resends an event it wrote nor calls its plain
+  // callback on a disconnect: an event dropped by the drain would be lost
+  // without the app knowing. Each is answered: stored, or shutting_down.
+  it('Socket.IO events with a callback sent during the drain are answered shutting_down, not dropped unanswered', async () => {
+    const server = await startServer({ args: ['--shutdown-timeout', '15'] });
+    servers.push(server);
+    const users = await server.registerMany(8);
+    const thread = await server.createGroup(users[0], [users[1]]);
+    const c = sioClient(server, users[0].token, ['websocket']);
+    await c.ready;
+    // Logins in flight (an Argon2 hash each) hold the drain open a while.
+    const logins = Array.from({ length: 32 }, (_, i) => users[i % 8]).map((u) =>
+      server.http('POST', '/api/auth/login', { body: { username: u.username, password: u.password } }).catch(() => null));
+    await sleep(50);
+    server.child.kill('SIGTERM');
+    await waitLog(server, 'event=shutdown_draining');
+    const answers = new Map();
+    const sentConnected = [];
+    for (let i = 0; i < 300 && c.socket.connected; i++) {
+      const cid = `drain-${i}`;
+      sentConnected.push(cid);
+      c.socket.emit('send_message', { thread_id: thread.id, content: cid, client_msg_id: cid }, (r) => answers.set(cid, r));
+      await sleep(10);
+    }
+    await c.disconnected;
+    await server.exited;
+    await Promise.all(logins);
+    c.socket.close();
+    const unanswered = sentConnected.filter((cid) => !answers.has(cid));
+    assert.deepEqual(unanswered, [], `every event written while connected got its callback (${sentConnected.length} sent)`);
+    const refused = [...answers.values()].filter((r) => !r.success);
+    assert.ok(refused.length > 0, 'some events came during the drain');
+    for (const r of refused) assert.equal(r.code, 'shutting_down', JSON.stringify(r));
+  });
+
   it('past --shutdown-timeout (PARLEY_SHUTDOWN_TIMEOUT) it exits anyway, with code 1', async () => {
     const server = await startServer({ env: { PARLEY_SHUTDOWN_TIMEOUT: '1' } });
     servers.push(server);
