@@ -2,7 +2,7 @@
 // (call_offer, call_answer, ice_candidate, call_end; the server only relays).
 // One call at a time. state.call = {id, threadId, kind, direction,
 // status: 'calling'|'ringing'|'connecting'|'connected'|'ended', note, local, remote}.
-import { client, state, changed, threadName } from './store.js';
+import { client, state, changed, threadName, onSessionEnd } from './store.js';
 
 // An offer rings on every device of the callee; the server relays an answer
 // or a hang-up to the sender's other devices too (from_user_id is then our
@@ -112,6 +112,15 @@ function finish(note) {
     changed();
   }
 }
+
+// Signed out (here, in another tab, or everywhere) during a call or while it
+// rings: the other side is told while the connection lasts, and the camera
+// and microphone stop, whatever the next user of this tab does.
+onSessionEnd(() => {
+  if (state.call && state.call.status !== 'ended' && client)
+    client.signal('call_end', state.call.threadId, { call_id: state.call.id, reason: 'hangup' });
+  if (state.call || pc || localStream) finish(null);
+});
 
 // What the panel says when the other side ends the call, by reason.
 const END_NOTES = { declined: 'Call declined.', busy: 'Busy.', no_answer: 'Missed call.' };

@@ -175,8 +175,13 @@ window.addEventListener('storage', (e) => {
   endSession(saved?.user ? `Signed in as ${saved.user.username} in another tab.` : 'You signed out in another tab.');
 });
 
+// What else ends with a session (calls.js: a call's camera and microphone).
+const sessionEndHooks = new Set();
+export function onSessionEnd(fn) { sessionEndHooks.add(fn); }
+
 // Ends this tab's session; what is saved on the device is left as it is.
 function endSession(notice) {
+  for (const fn of sessionEndHooks) fn();
   if (client) client.disconnect();
   client = null;
   Object.assign(state, {
@@ -190,6 +195,7 @@ function endSession(notice) {
   leaving.clear();
   removedBy.clear();
   if (location.hash) history.replaceState(null, '', location.pathname);
+  updateTitle();  // a hidden tab showed the last user's unread count
   changed();
 }
 

@@ -159,6 +159,49 @@ describe('web app: calls', () => {
     await bobCtx.close();
   });
 
+  // The camera and microphone belong to the session: signing out during a
+  // call (or while one rings) stops them and ends the call for the other side.
+  it('signing out during a call or while it rings stops the camera and microphone and ends the call', async () => {
+    // Records every capture stream the page opens, to read their tracks' state.
+    const recording = async (ctx) => {
+      await ctx.addInitScript(() => {
+        window.__streams = [];
+        const get = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+        navigator.mediaDevices.getUserMedia = async (...args) => { const st = await get(...args); window.__streams.push(st); return st; };
+      });
+      return ctx;
+    };
+    const liveTracks = (page) => page.evaluate(() => window.__streams.flatMap((st) => st.getTracks()).filter((t) => t.readyState === 'live').length);
+    const aliceCtx = await recording(await callContext(browser));
+    const bobCtx = await recording(await callContext(browser));
+    const alicePage = await openAs(aliceCtx, base, alice);
+    const bobPage = await openAs(bobCtx, base, bob);
+    await threadLink(alicePage, 'Bob Parent').click();
+    const status = (page) => page.locator('.call-status').getAttribute('data-status');
+
+    // In a call: Bob signs out.
+    await alicePage.getByRole('button', { name: 'Video call' }).click();
+    await bobPage.getByRole('dialog', { name: 'Call' }).getByRole('button', { name: 'Accept' }).click();
+    await until(async () => (await status(bobPage)) === 'connected', { timeout: 20000, what: "Bob's call connected" });
+    assert.ok(await liveTracks(bobPage) > 0, "Bob's camera and microphone are on in the call");
+    await bobPage.getByRole('button', { name: 'Sign out' }).click();
+    await until(async () => (await liveTracks(bobPage)) === 0, { timeout: 5000, what: "Bob's camera and microphone stopped" });
+    await alicePage.getByText('Call ended.').waitFor({ timeout: 10000 });
+    await until(async () => (await liveTracks(alicePage)) === 0, { timeout: 10000, what: "Alice's camera and microphone stopped" });
+
+    // Calling: Alice signs out while Bob's devices ring.
+    const bobAgain = await openAs(await recording(await callContext(browser)), base, bob);
+    await until(async () => (await alicePage.locator('.call').count()) === 0, { timeout: 10000, what: "Alice's panel gone" });
+    await alicePage.getByRole('button', { name: 'Audio call' }).click();
+    await bobAgain.getByRole('dialog', { name: 'Call' }).getByText('Alice Teacher is calling (audio)').waitFor();
+    await until(async () => (await liveTracks(alicePage)) > 0, { timeout: 10000, what: "Alice's microphone on while calling" });
+    await alicePage.getByRole('button', { name: 'Sign out' }).click();
+    await until(async () => (await liveTracks(alicePage)) === 0, { timeout: 5000, what: "Alice's microphone stopped" });
+    await until(async () => (await bobAgain.locator('.call-status[data-status=ringing]').count()) === 0,
+      { timeout: 10000, what: "Bob's device stopped ringing" });
+    assert.deepEqual([...alicePage.pageErrors, ...bobPage.pageErrors, ...bobAgain.pageErrors], []);
+  });
+
   // A direct thread nobody has written in yet is not in the callee's list:
   // the ringing panel used to read "Call is calling (audio)". It names the
   // caller from the thread itself.

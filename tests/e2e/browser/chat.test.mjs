@@ -386,6 +386,11 @@ describe('web app: two people chatting in two browsers', () => {
       const expected = `(${unreadBefore + 1}) Parley`;
       await until(async () => (await page.evaluate(() => document.title)) === expected,
         { what: `the title to read ${expected}` });
+      // Signed out in another tab: the hidden tab's title no longer counts that user's messages.
+      const other = await openAs(ctx, base, bob);
+      await other.getByRole('button', { name: 'Sign out' }).click();
+      await page.getByText('You signed out in another tab.').waitFor();
+      assert.equal(await page.evaluate(() => document.title), 'Parley', 'no unread count left in the title');
     } finally {
       await ctx.close();
     }
