@@ -101,6 +101,10 @@ struct BusEvent {
   // message_edited / message_deleted: the store's number of the change
   // (Message::change_no), which tells a node what it may have missed.
   int64_t change_no = 0;
+  // read_receipt: whose mark it is and how far it reaches (the payload says
+  // so too), so that a node drops one that comes after a higher mark.
+  std::string reader_id;
+  int64_t read_seq = 0;
   // A control event with no frame: events may have been lost, so every
   // session re-checks its threads against the store.
   bool resync = false;

@@ -23,6 +23,10 @@ std::string encode_bus_event(const BusEvent& e, const std::string& node_id) {
     if (e.seq > 0) h["seq"] = e.seq;
     if (e.redelivery) h["again"] = e.created_at;
     if (e.change_no > 0) h["change"] = e.change_no;
+    if (e.read_seq > 0) {
+      h["reader"] = e.reader_id;
+      h["read_seq"] = e.read_seq;
+    }
     json::array r;
     if (e.recipients) {
       r.reserve(e.recipients->size());
@@ -74,6 +78,10 @@ std::optional<DecodedBusEvent> decode_bus_event(std::string_view payload) {
     e.created_at = a->get_int64();
   }
   if (const json::value* c = h.if_contains("change"); c && c->is_int64()) e.change_no = c->get_int64();
+  if (const json::value* r = h.if_contains("read_seq"); r && r->is_int64()) {
+    e.reader_id = str("reader");
+    if (!e.reader_id.empty()) e.read_seq = r->get_int64();
+  }
   auto recipients = std::make_shared<std::vector<std::string>>();
   if (const json::value* r = h.if_contains("recipients"); r && r->is_array()) {
     recipients->reserve(r->get_array().size());

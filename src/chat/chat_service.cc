@@ -121,6 +121,11 @@ BusEventPtr ChatService::on_bus(const BusEventPtr& event) {
     changes_.received(event->change_no);
     if (!event->message_id.empty() && !newest_changes_.admit(event->message_id, event->change_no)) return nullptr;
   }
+  // One reader's marks are announced in order by the node that writes them
+  // (read_mark_lock), but two nodes' receipts reach Redis in the order they
+  // are published: one below a mark already passed on is stale here.
+  if (event->read_seq > 0 && !newest_receipts_.admit(event->thread_id + '/' + event->reader_id, event->read_seq))
+    return nullptr;
   if (!event->resync) return event;
   auto resync = std::make_shared<BusEvent>();
   resync->resync = true;
@@ -688,9 +693,17 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   // members_at_commit). The cached list itself, never a copy per receipt:
   // each loop keeps whom a shared list resolves to.
   auto now = members_.get_at_least(thread_id, mark->member_version);
-  publish(thread_id, Audience::members(now && *now ? std::move(*now) : std::move(*m)), "read_receipt",
-          json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", mark->seq}}),
-          origin_session);
+  Audience to = Audience::members(now && *now ? std::move(*now) : std::move(*m));
+  auto ev = std::make_shared<BusEvent>();
+  ev->thread_id = thread_id;
+  ev->recipients = std::move(to.user_ids);
+  ev->shared_recipients = to.shared;
+  ev->type = "read_receipt";
+  ev->payload = json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", mark->seq}});
+  ev->exclude_session = origin_session;
+  ev->reader_id = user_id;
+  ev->read_seq = mark->seq;
+  bus_.publish(std::move(ev));
   return mark->seq;
 }
 

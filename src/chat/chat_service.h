@@ -280,6 +280,7 @@ class ChatService {
   MemberCache members_;
   ChangeWatermark changes_;
   NewestChange newest_changes_;
+  NewestChange newest_receipts_;  // by "thread_id/reader_id": the highest read_seq passed on
   Presence presence_;
   TypingBoard typing_board_;
   std::unique_ptr<ConnectionLimiter> connection_limiter_;

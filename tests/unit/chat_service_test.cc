@@ -1399,6 +1399,36 @@ TEST_F(ChatServiceTest, AChangeEventOlderThanOnePassedOnIsDropped) {
   EXPECT_TRUE(service_->on_bus(change("message_edited", 12)));
 }
 
+// Two nodes' receipts of one reader (two devices marking at once) can reach
+// Redis in either order: a receipt below one passed on is dropped, so a
+// reader's receipts never go backwards. Other readers and threads count apart.
+TEST_F(ChatServiceTest, AReadReceiptBelowOnePassedOnIsDropped) {
+  auto receipt = [](const std::string& thread, const std::string& reader, int64_t seq) {
+    auto e = std::make_shared<BusEvent>();
+    e->thread_id = thread;
+    e->type = "read_receipt";
+    e->reader_id = reader;
+    e->read_seq = seq;
+    e->payload = "{}";
+    return e;
+  };
+  EXPECT_TRUE(service_->on_bus(receipt("t", "b", 120)));
+  EXPECT_FALSE(service_->on_bus(receipt("t", "b", 87)));
+  EXPECT_FALSE(service_->on_bus(receipt("t", "b", 120))) << "the same mark again tells nothing";
+  EXPECT_TRUE(service_->on_bus(receipt("t", "c", 5))) << "another reader";
+  EXPECT_TRUE(service_->on_bus(receipt("u", "b", 3))) << "another thread";
+  EXPECT_TRUE(service_->on_bus(receipt("t", "b", 121)));
+  // Marks made here carry reader and seq (a receipt from an older node, without them, passes).
+  User a = user("alice"), b = user("bob");
+  Thread t = direct(a, b);
+  ASSERT_TRUE(send_text(a, t, "one").ok());
+  size_t before = events_.size();
+  ASSERT_TRUE(service_->mark_read(b.id, t.id, kAllSeqs).ok());
+  ASSERT_EQ(events_.size(), before + 1);
+  EXPECT_EQ(events_.last()->reader_id, b.id);
+  EXPECT_EQ(events_.last()->read_seq, 1);
+}
+
 // An offline change is announced and stored with its own time (when the
 // last connection closed), not the time the announcement ran.
 TEST_F(ChatServiceTest, PresenceAnnouncesAndStoresTheTimeOfTheChange) {

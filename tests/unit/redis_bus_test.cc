@@ -64,6 +64,25 @@ TEST(BusCodec, RoundTripKeepsEveryField) {
   EXPECT_FALSE(d->event->resync);
 }
 
+TEST(BusCodec, AReceiptKeepsItsReaderAndMark) {
+  BusEvent e;
+  e.thread_id = "t1";
+  e.recipients = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"u1"});
+  e.type = "read_receipt";
+  e.payload = R"({"thread_id":"t1","user_id":"u2","seq":17})";
+  e.reader_id = "u2";
+  e.read_seq = 17;
+  auto d = decode_bus_event(encode_bus_event(e, "n"));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->event->reader_id, "u2");
+  EXPECT_EQ(d->event->read_seq, 17);
+  EXPECT_EQ(d->event->seq, 0) << "not a message's seq";
+  auto plain = decode_bus_event(encode_bus_event(*message("t1", 3, {"u1"}), "n"));
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->event->read_seq, 0);
+  EXPECT_TRUE(plain->event->reader_id.empty());
+}
+
 TEST(BusCodec, ARedeliveryStaysOne) {
   auto plain = message("t1", 7, {"u1"});
   EXPECT_FALSE(decode_bus_event(encode_bus_event(*plain, "n"))->event->redelivery);

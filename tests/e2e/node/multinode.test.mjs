@@ -151,6 +151,36 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     await aliceWs.next(carolOffline, 10000, 'presence offline');
   });
 
+  // One reader's two devices on two nodes mark at once, alternately: each
+  // node announces its own marks in order, but the two nodes' receipts meet
+  // in Redis in either order. A watcher on a third node must never see the
+  // reader's receipts go backwards, and the last one is the highest mark.
+  it("a reader's receipts never go backwards when two devices on two nodes mark at once", async () => {
+    const [n1, n2, n3] = nodes;
+    const [alice, bob] = await n1.registerMany(2);
+    const watcher = await n3.connect(alice);
+    const phone = await n1.connect(bob);
+    const laptop = await n2.connect(bob);
+    const total = 100;
+    for (let round = 0; round < 3; round++) {
+      const thread = await n1.createGroup(alice, [bob], `receipts ${round}`);
+      await Promise.all(Array.from({ length: total }, (_, i) => n3.sendRest(alice.token, thread.id, { content: `m${i}` })));
+      for (let seq = 1; seq <= total; seq++) {
+        (seq % 2 ? phone : laptop).send({ type: 'mark_as_read', thread_id: thread.id, up_to_seq: seq });
+      }
+      const bobReceipts = () => watcher.all((f) => f.type === 'read_receipt' && f.thread_id === thread.id && f.user_id === bob.id)
+        .map((f) => f.seq);
+      for (let i = 0; i < 200 && !bobReceipts().includes(total); i++) await sleep(50);
+      await sleep(300);  // a late, lower receipt would come now
+      const seen = bobReceipts();
+      assert.ok(seen.includes(total), `the highest mark was announced: ${seen.join(',')}`);
+      const backwards = seen.filter((s, i) => i > 0 && s <= seen[i - 1]);
+      assert.deepEqual(backwards, [], `round ${round}: receipts in order: ${seen.join(',')}`);
+      assert.equal(seen[seen.length - 1], total, 'the last receipt is the highest mark');
+    }
+    for (const c of [watcher, phone, laptop]) c.close();
+  });
+
   // Each node caches who is in a thread. A change made through one node must
   // hold on the others: a removed member can no longer send there (the store
   // refuses it at once) nor receive what is sent there, and an added member
