@@ -5,9 +5,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <deque>
 #include <mutex>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "api/socketio_session.h"
@@ -61,19 +62,29 @@ class Registry {
     if (it == map_.end()) return std::nullopt;
     return it->second;
   }
-  // The sids of polling sessions the server closed while shutting down.
-  // A client may have a POST in flight when its poll brings the close
-  // packet; answering that POST 400 (unknown sid) could reach the client
-  // first, on another connection, and it would report "transport error"
-  // instead of the close. Kept until the process exits: at most one entry
-  // per session open at the signal.
-  void bury(const std::string& sid) {
+  // The sids of polling sessions closed lately. A client may have a POST in
+  // flight when its poll brings the close packet, and socket.io-client
+  // follows its own DISCONNECT with an Engine.IO close in a second POST:
+  // answering those 400 (unknown sid) shows an error in the browser's
+  // console and, when it reaches the client before the close, turns a close
+  // into "transport error". Kept until `until_ms`: the sessions closed at
+  // shutdown until the process exits, those closed on the client's
+  // DISCONNECT for kBuriedMs. Others answer unknown sid, as the reference
+  // server does.
+  void bury(const std::string& sid, int64_t until_ms, int64_t now) {
     std::lock_guard lock(mu_);
-    closed_at_shutdown_.insert(sid);
+    while (!burials_.empty() && burials_.front().first <= now) {
+      auto it = buried_.find(burials_.front().second);
+      if (it != buried_.end() && it->second <= now) buried_.erase(it);
+      burials_.pop_front();
+    }
+    buried_[sid] = until_ms;
+    if (until_ms != INT64_MAX) burials_.emplace_back(until_ms, sid);
   }
-  bool buried(const std::string& sid) {
+  bool buried(const std::string& sid, int64_t now) {
     std::lock_guard lock(mu_);
-    return closed_at_shutdown_.contains(sid);
+    auto it = buried_.find(sid);
+    return it != buried_.end() && it->second > now;
   }
   // Polling sessions not yet connected (no Socket.IO CONNECT accepted), per
   // address block. Each one costs memory until its connect deadline with no
@@ -113,11 +124,15 @@ class Registry {
  private:
   std::mutex mu_;
   std::unordered_map<std::string, Entry> map_;
-  std::unordered_set<std::string> closed_at_shutdown_;
+  std::unordered_map<std::string, int64_t> buried_;        // sid -> until (ms)
+  std::deque<std::pair<int64_t, std::string>> burials_;    // those with an end, in the order they end
   std::unordered_map<std::string, int> pending_;
 };
 
-// A request for a session closed at shutdown (Registry::bury): a POST is
+// How long the sid of a polling session its client disconnected is answered as closed (Registry::bury).
+constexpr int64_t kBuriedMs = 10000;
+
+// A request for a session closed lately (Registry::bury): a POST is
 // answered "ok" and its packets dropped (the session is gone, nothing in them
 // was acknowledged), a poll gets the close packet again.
 void answer_buried(bool post, const EioRespond& respond) {
@@ -324,7 +339,10 @@ class EioSession final : public Transport,
   // client gets what was queued before it (the `error` event, DISCONNECT),
   // polling or not. A client that stops polling is given the ping timeout,
   // as it would be on an open session.
-  void close(CloseReason, std::string text) override {
+  void close(CloseReason reason, std::string text) override {
+    // kNormal: the client's own DISCONNECT, which socket.io-client follows
+    // with an Engine.IO close in another POST (Registry::bury).
+    if (reason == CloseReason::kNormal) client_disconnected_ = true;
     close_after_queue(text, loop_.config.socketio.ping_timeout_ms);
   }
 
@@ -524,7 +542,9 @@ class EioSession final : public Transport,
     mode_ = Mode::kClosed;
     if (registered_) {
       registry().remove(sid_);
-      if (loop_.draining) registry().bury(sid_);
+      const int64_t now = now_ms();
+      if (loop_.draining) registry().bury(sid_, INT64_MAX, now);
+      else if (client_disconnected_) registry().bury(sid_, now + kBuriedMs, now);
     }
     settle();
     if (poll_) {
@@ -570,6 +590,7 @@ class EioSession final : public Transport,
   bool closing_ = false;           // close_after_queue: the queue, then the close packet, go to the next polls
   std::string close_why_;
   int64_t close_deadline_ms_ = 0;  // ... or the session closes at this time anyway
+  bool client_disconnected_ = false;  // closing on the client's DISCONNECT
 };
 
 // The WebSocket's listener: forwards to the session on the same loop.
@@ -719,7 +740,7 @@ void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer) {
     answer(PollAnswer{status, std::move(type), std::move(body)});
   };
   if (!entry) {
-    if (registry().buried(request.sid)) return answer_buried(request.post, respond);
+    if (registry().buried(request.sid, now_ms())) return answer_buried(request.post, respond);
     return respond(sio::eio_error_status(sio::EioError::kUnknownSid), "application/json",
                    sio::eio_error_body(sio::EioError::kUnknownSid));
   }
@@ -758,7 +779,7 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
   auto entry = registry().find(q.sid);
   bool get = method == "GET";
   if (!entry) {
-    if ((get || method == "POST") && q.transport == "polling" && registry().buried(q.sid))
+    if ((get || method == "POST") && q.transport == "polling" && registry().buried(q.sid, now_ms()))
       return answer_buried(!get, respond);
     std::string owner = loop.poll_forwarder ? sid_owner(q.sid) : std::string();
     if (owner.empty() || owner == loop.poll_forwarder->node_id() || q.transport != "polling" ||

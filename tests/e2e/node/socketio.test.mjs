@@ -493,6 +493,41 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     assert.ok(after.status !== 200 || after.text.split('\x1e').includes('1'), `the close packet comes next: ${after.text}`);
   });
 
+  // socket.io-client's disconnect() over polling: DISCONNECT (41) in one
+  // POST, then the Engine.IO close (1) in another. The session ends at the
+  // 41 (a poll was waiting); the 1 that follows is answered ok, not 400
+  // unknown sid (an error in every browser's console). So is the real
+  // client's, which counts no engineio_error.
+  it('a polling client that disconnects: its Engine.IO close after the DISCONNECT is answered ok', async () => {
+    const [bob] = await server.registerMany(1);
+    const open = await handshake(server);
+    await post(server, open.sid, `40${JSON.stringify({ token: bob.token })}`);
+    const connectedNow = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
+    assert.ok(connectedNow.packet, `not connected: ${connectedNow.seen.join(' | ')}`);
+    const waiting = poll(server, open.sid);
+    await sleep(100);
+    const bye = await post(server, open.sid, '41');
+    assert.equal(bye.text, 'ok');
+    const closed = await waiting;
+    assert.ok(closed.text.split('\x1e').includes('1'), `the waiting poll gets the close: ${closed.text}`);
+    const close = await post(server, open.sid, '1');
+    assert.equal(close.status, 200, close.text);
+    assert.equal(close.text, 'ok');
+
+    const errors = async () => {
+      const m = (await server.http('GET', '/metrics')).text.match(/parley_errors_total\{code="engineio_error"\} (\d+)/);
+      return m ? Number(m[1]) : 0;
+    };
+    const before = await errors();
+    for (let i = 0; i < 3; i++) {
+      const c = await connected(server, bob, { transports: ['polling'] });
+      await sleep(100);  // its poll waits
+      c.socket.disconnect();
+      await sleep(300);
+    }
+    assert.equal(await errors(), before, 'no Engine.IO error from a client disconnecting');
+  });
+
   it('a server-side close in the middle of an upgrade reaches the client over the probe once it sends 5', async () => {
     // Before, the probe was dropped at the close: the client, which stops
     // polling after 3probe, never got the error event nor the DISCONNECT.
