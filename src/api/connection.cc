@@ -1082,6 +1082,10 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
   if (changes_sent_ && changes_sent_->receipt_reads > 0 && event.type == "read_receipt") note_receipt(event);
+  if (event.type == "thread_created") {
+    if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
+    changes_sent_->groups.insert(event.thread_id);
+  }
   send_in_thread(event.thread_id, event.seq > 0 ? event.seq : kAnySeq, frame, /*counted_by_hub=*/!event.redelivery);
 }
 
@@ -1130,9 +1134,20 @@ void Connection::resync_unseen_threads(int attempt) {
   auto self = shared_from_this();
   off_loop([self, attempt]() -> std::function<void()> {
     auto threads = self->ctx_.chat.store().threads_for_user(self->user_id_);
-    return [self, attempt, threads = std::move(threads)] {
+    const Micros floor = self->connected_at_us_ - kFirstFillMarginUs;
+    // Groups made since the connection opened, whose thread_created the bus
+    // may have lost, with their frames' payloads (made here, off the loop).
+    std::vector<std::pair<std::string, std::string>> created;
+    if (threads)
+      for (const ThreadSummary& s : *threads) {
+        if (s.thread.type != ThreadType::kGroup || s.thread.created_at < floor) continue;
+        Thread t = s.thread;
+        self->ctx_.chat.mark_online(t);
+        created.emplace_back(t.id, json::serialize(json::object{{"thread", thread_json(t)}}));
+      }
+    return [self, attempt, floor, threads = std::move(threads), created = std::move(created)] {
       if (!threads) return self->retry_unseen_resync(attempt, threads.error());
-      const Micros floor = self->connected_at_us_ - kFirstFillMarginUs;
+      self->announce_unseen_groups(created);  // before the fills send their messages
       for (const ThreadSummary& s : *threads) {
         if (!s.last_message || s.last_message->created_at < floor) continue;  // nothing new since the connection
         if (!self->cursor_.begin_unseen_fill(s.thread.id)) continue;
@@ -1143,6 +1158,22 @@ void Connection::resync_unseen_threads(int attempt) {
       self->resend_read_marks(*threads);
     };
   });
+}
+
+// A group created while the bus was down reached only its creator's node:
+// its members elsewhere heard of it from nothing but a later message. Sent
+// once per connection (one the client had already changes nothing: a thread
+// is known by its id).
+void Connection::announce_unseen_groups(const std::vector<std::pair<std::string, std::string>>& created) {
+  for (const auto& [thread_id, payload] : created) {
+    if (closed_) return;
+    if (!changes_sent_->groups.insert(thread_id).second) continue;  // resync() made changes_sent_
+    BusEvent announced;
+    announced.thread_id = thread_id;
+    announced.type = "thread_created";
+    announced.payload = payload;
+    send_in_thread(thread_id, kAnySeq, encoder_->event(announced), /*counted_by_hub=*/false);
+  }
 }
 
 // Read receipts carry neither seq nor change number, so nothing shows that

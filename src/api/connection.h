@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -133,6 +134,9 @@ class Connection final : public ClientSession,
   // connection began and that the cursor has no entry for, and announces
   // every member's read mark in them again.
   void resync_unseen_threads(int attempt);
+  // thread_created for groups made since the connection opened that it was
+  // not sent (`created`: each group's id and its frame's payload).
+  void announce_unseen_groups(const std::vector<std::pair<std::string, std::string>>& created);
   void resend_read_marks(const std::vector<ThreadSummary>& threads);
   void note_receipt(const BusEvent& event);
   void end_receipt_read();
@@ -240,8 +244,8 @@ class Connection final : public ClientSession,
   std::vector<Held> held_;
   // Since the first resync: the change number each message was last sent
   // with, by its id (a message's first is noted only while the store is
-  // read; later ones always). Made by a resync that re-reads changes; none
-  // before.
+  // read; later ones always). Made by the first resync (or the first
+  // thread_created); none before.
   struct ChangesSent {
     std::unordered_map<std::string, int64_t> last;
     int reads = 0;  // resend_changes reads running
@@ -250,6 +254,10 @@ class Connection final : public ClientSession,
     // mark at or below it).
     std::unordered_map<std::string, int64_t> receipts;
     int receipt_reads = 0;
+    // The groups this connection was sent thread_created for (a resync
+    // announces those the bus lost: announce_unseen_groups). A live one makes
+    // the record too.
+    std::unordered_set<std::string> groups;
   };
   std::unique_ptr<ChangesSent> changes_sent_;
   // Threads this connection is typing in (as on the TypingBoard), each with

@@ -253,8 +253,12 @@ Result<std::vector<ThreadSummary>> ChatService::threads(const User& actor) {
 // counts only for what was sent since they joined: joining sets their marks
 // to the thread's end (nothing before is unread for them) without their
 // having read or received any of it.
-void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const {
+void ChatService::mark_online(Thread& thread) const {
   for (auto& p : thread.participants) p.online = presence_.online(p.user_id);
+}
+
+void ChatService::annotate(Thread& thread, std::vector<Message*> messages) const {
+  mark_online(thread);
   for (Message* m : messages) {
     int64_t read = 0, delivered = 0;
     auto count = [&](const std::string& user_id, int64_t read_seq, int64_t delivered_seq) {

@@ -213,6 +213,8 @@ class ChatService {
 
   const Config& config() const { return config_; }
   Store& store() { return store_; }
+  // Marks each participant online or not, as every thread answer shows them.
+  void mark_online(Thread& thread) const;
 
  private:
   Status hide_private(const User& viewer, std::vector<User>& users);

@@ -247,22 +247,35 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
   });
 
   it('Redis restarted: every node degrades then recovers, and clients miss nothing', async () => {
-    const [alice, bob] = await nodes[0].registerMany(2);
+    const [alice, bob, carol] = await nodes[0].registerMany(3);
     const thread = await nodes[0].createDirect(alice, bob);
     const aliceWs = await nodes[0].connect(alice);
     const bobWs = await nodes[1].connect(bob);
+    const carolWs = await nodes[2].connect(carol);
     const first = await aliceWs.sendMessage({ thread_id: thread.id, content: 'r1' });
     await bobWs.next((f) => f.type === 'new_message' && f.data.id === first.id, 5000);
     cluster.redis.stopSync();
+    let group;
     try {
       for (const n of nodes) assert.equal((await waitHealth(n, false)).bus.state, 'degraded');
       for (let i = 2; i <= 4; i++) await aliceWs.sendMessage({ thread_id: thread.id, content: `r${i}` });
+      // A group made meanwhile: its thread_created reached only Alice's node.
+      group = await nodes[0].createGroup(alice, [bob, carol], 'made while Redis was down');
       cluster.redis.start();
       for (const n of nodes) await waitHealth(n, true, 30000);
       // Bob's node lost its subscription: it re-reads his threads from the store.
       assert.deepEqual(await seqsAt(bobWs, thread.id, 4), [1, 2, 3, 4]);
       await aliceWs.sendMessage({ thread_id: thread.id, content: 'r5' });
       assert.deepEqual(await seqsAt(bobWs, thread.id, 5), [1, 2, 3, 4, 5]);
+      // The members on the other nodes are told of the group all the same, once.
+      for (const ws of [bobWs, carolWs]) {
+        const created = await ws.next((f) => f.type === 'thread_created' && f.thread.id === group.id, 15000, 'thread_created after the outage');
+        assert.equal(created.thread.title, 'made while Redis was down');
+        assert.equal(created.thread.participants.length, 3);
+      }
+      await sleep(500);
+      for (const ws of [aliceWs, bobWs, carolWs])
+        assert.equal(ws.all((f) => f.type === 'thread_created' && f.thread.id === group.id).length, 1, 'thread_created once');
     } finally {
       await restoreRedis();
     }
