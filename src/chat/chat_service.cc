@@ -104,11 +104,6 @@ void ChatService::members_changed(const std::string& thread_id) {
 bool ChatService::on_bus_event(const BusEvent& event) {
   if (event.members_changed) {
     members_.forget(event.thread_id);
-    // Another node's removal: its notice follows on the bus, and a relay here
-    // that read the list before this forget reads it again (relay()).
-    RelayStripe& stripe = relay_stripe(event.thread_id);
-    std::lock_guard relays(stripe.mu);
-    stripe.removals_done.fetch_add(1, std::memory_order_release);
     return false;
   }
   if (event.resync) members_.forget_all();  // the changes it missed are unknown
@@ -384,8 +379,12 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
         RelayStripe& stripe = relay_stripe(thread_id);
         std::lock_guard relays(stripe.mu);
         for (const auto& [message, audience] : notices) deliver(*message, message_json_text(*message), audience, "");
-        // With release: a relay that sees this count sees the list forgotten.
-        stripe.removals_done.fetch_add(1, std::memory_order_release);
+        if (r) {
+          const uint64_t n = stripe.removals_done.load(std::memory_order_relaxed);
+          stripe.recent[n % stripe.recent.size()] = {thread_id, user_id};
+          // With release: a relay that sees this count sees the list forgotten.
+          stripe.removals_done.store(n + 1, std::memory_order_release);
+        }
       }
       done(std::move(r));
     });
@@ -717,40 +716,43 @@ ChatService::RelayStripe& ChatService::relay_stripe(const std::string& thread_id
 
 Status ChatService::relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
                           json::object fields, const std::string& origin_session) {
-  fields["thread_id"] = thread_id;
-  std::string payload = json::serialize(fields);
   RelayStripe& stripe = relay_stripe(thread_id);
   // The member list is read without the stripe's lock (it may block on the
-  // store); a removal done meanwhile means reading it again. A third miss in
-  // a row reads it under the lock, which holds up removals of this stripe only.
-  for (int attempt = 1;; ++attempt) {
-    const uint64_t removals_seen = stripe.removals_done.load(std::memory_order_acquire);
-    std::unique_lock relays(stripe.mu, std::defer_lock);
-    if (attempt == 3) relays.lock();
-    auto m = require_member(user_id, thread_id);
-    if (!m) return m.error();
-    std::vector<std::string> others;
-    others.reserve((*m)->user_ids.size());
-    for (const auto& id : (*m)->user_ids)
-      if (id != user_id) others.push_back(id);
-    // Only a call asks who is online (a lock per member): typing, the frequent
-    // relay, takes none.
-    if (type == "call_offer" &&
-        std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.connected(id); }))
-      return Error{ErrorKind::kNotFound, "callee_offline",
-                   "nobody else in this thread has a connection open to take the call"};
-    if (!relays.owns_lock()) {
-      relays.lock();
-      if (stripe.removals_done.load(std::memory_order_relaxed) != removals_seen) continue;
-    }
-    // An answer or a hang-up also reaches the sender's other devices (never the
-    // sending connection), so a phone that answered stops the tablet ringing.
-    if (type == "call_answer" || type == "call_end")
+  // store); the removals done meanwhile are left out under it.
+  const uint64_t removals_seen = stripe.removals_done.load(std::memory_order_acquire);
+  auto m = require_member(user_id, thread_id);
+  if (!m) return m.error();
+  std::vector<std::string> others;
+  others.reserve((*m)->user_ids.size());
+  for (const auto& id : (*m)->user_ids)
+    if (id != user_id) others.push_back(id);
+  // Only a call asks who is online (a lock per member): typing, the frequent
+  // relay, takes none.
+  if (type == "call_offer" &&
+      std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.connected(id); }))
+    return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread has a connection open to take the call"};
+  fields["thread_id"] = thread_id;
+  std::string payload = json::serialize(fields);
+  std::lock_guard relays(stripe.mu);
+  std::vector<std::string> gone;  // removed from this thread since the list was read
+  const uint64_t done = stripe.removals_done.load(std::memory_order_relaxed);
+  if (done - removals_seen > stripe.recent.size())
+    return Error{ErrorKind::kUnavailable, "try_again", "the thread's members changed while this was relayed; send it again"};
+  for (uint64_t k = removals_seen; k < done; ++k)
+    if (const auto& [thread, user] = stripe.recent[k % stripe.recent.size()]; thread == thread_id) gone.push_back(user);
+  auto removed = [&](const std::string& id) { return std::find(gone.begin(), gone.end(), id) != gone.end(); };
+  // An answer or a hang-up also reaches the sender's other devices (never the
+  // sending connection), so a phone that answered stops the tablet ringing.
+  if (type == "call_answer" || type == "call_end") {
+    if (gone.empty()) {
       publish(thread_id, Audience::members(*m), type, std::move(payload), origin_session);
-    else
-      publish(thread_id, Audience::users(std::move(others)), type, std::move(payload), origin_session);
-    return Ok{};
+      return Ok{};
+    }
+    others.push_back(user_id);
   }
+  std::erase_if(others, removed);
+  publish(thread_id, Audience::users(std::move(others)), type, std::move(payload), origin_session);
+  return Ok{};
 }
 
 // ---------------------------------------------------------------- receipts and presence

@@ -292,16 +292,17 @@ class ChatService {
   std::unordered_multimap<std::string, std::string> removals_;  // thread -> user being removed
   std::atomic<int> removals_in_flight_{0};
   // A relay (typing, call signalling) and a removal's notices are published
-  // under their thread's stripe lock, and a removal counts itself done there
-  // after its notice: a relay whose member list may predate a removal that
-  // completed meanwhile reads the list again, so nothing relayed reaches the
-  // one removed after the notice of their removal. Another node's removal
-  // counts when its members_changed arrives (on_bus_event), before its
-  // notice; a relay published on that node just before the removal may
-  // still come after (the bus orders one publisher's events, not two's).
+  // under their thread's stripe lock, and each removal done is noted there
+  // after its notice: a relay whose member list was read before a removal
+  // done meanwhile leaves the one removed out, so nothing relayed reaches
+  // them after the notice of their removal. This process's removals: another
+  // node's reach it with the bus's delay, and a relay made here in that
+  // delay may come after its notice.
   struct alignas(64) RelayStripe {
     std::mutex mu;
-    std::atomic<uint64_t> removals_done{0};  // and other nodes' member changes
+    std::atomic<uint64_t> removals_done{0};  // written under mu
+    // The latest removals done, thread and user, at removals_done % size (under mu).
+    std::array<std::pair<std::string, std::string>, 8> recent;
   };
   std::array<RelayStripe, 64> relay_stripes_;
   RelayStripe& relay_stripe(const std::string& thread_id);
