@@ -490,7 +490,9 @@ int serve(Config& config) {
   // Edits and deletions are published from the workers that wrote them: two
   // changes of one message at once must reach the loops in the order
   // NewestChange admitted them (a deletion then the edit before it would
-  // show the text again), so for those the two steps are one.
+  // show the text again), so for those the two steps are one. So for read
+  // receipts: another node's, admitted on the bus thread, and this node's,
+  // admitted on the worker that marked, must not pass each other either.
   auto change_order = std::make_shared<std::mutex>();
   // The receiver and the forwarder point into `server`: on every way out of
   // here, a failed start included, they stop before it goes (Bus::close).
@@ -504,7 +506,7 @@ int serve(Config& config) {
   } stop_before_server{bus, forwarder};
   core->bus->set_receiver([srv = server.get(), chat = core->chat.get(), change_order](const BusEventPtr& e) {
     std::unique_lock<std::mutex> lock;
-    if (e->change_no > 0) lock = std::unique_lock(*change_order);
+    if (e->change_no > 0 || e->read_seq > 0) lock = std::unique_lock(*change_order);
     if (auto out = chat->on_bus(e)) srv->fanout()(out);
   });
   if (core->poll_forwarder) {

@@ -696,14 +696,9 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   // members_at_commit). The cached list itself, never a copy per receipt:
   // each loop keeps whom a shared list resolves to.
   auto now = members_.get_at_least(thread_id, mark->member_version);
-  Audience to = Audience::members(now && *now ? std::move(*now) : std::move(*m));
-  auto ev = std::make_shared<BusEvent>();
-  ev->thread_id = thread_id;
-  ev->recipients = std::move(to.user_ids);
-  ev->shared_recipients = to.shared;
-  ev->type = "read_receipt";
-  ev->payload = json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", mark->seq}});
-  ev->exclude_session = origin_session;
+  auto ev = event_for(thread_id, Audience::members(now && *now ? std::move(*now) : std::move(*m)), "read_receipt",
+                      json::serialize(json::object{{"thread_id", thread_id}, {"user_id", user_id}, {"seq", mark->seq}}),
+                      origin_session);
   ev->reader_id = user_id;
   ev->read_seq = mark->seq;
   bus_.publish(std::move(ev));
@@ -765,17 +760,24 @@ ChatService::Audience ChatService::Audience::users(std::vector<std::string> user
   return {std::make_shared<const std::vector<std::string>>(std::move(user_ids)), false};
 }
 
-void ChatService::publish(std::string thread_id, Audience to, std::string type, std::string payload,
-                          std::string exclude_session, int64_t seq, std::string message_id, Micros redelivery_of) {
+std::shared_ptr<BusEvent> ChatService::event_for(std::string thread_id, Audience to, std::string type,
+                                                 std::string payload, std::string exclude_session) {
   auto ev = std::make_shared<BusEvent>();
   ev->thread_id = std::move(thread_id);
   ev->recipients = std::move(to.user_ids);
   ev->shared_recipients = to.shared;
   ev->type = std::move(type);
   ev->payload = std::move(payload);
+  ev->exclude_session = std::move(exclude_session);
+  return ev;
+}
+
+void ChatService::publish(std::string thread_id, Audience to, std::string type, std::string payload,
+                          std::string exclude_session, int64_t seq, std::string message_id, Micros redelivery_of) {
+  auto ev = event_for(std::move(thread_id), std::move(to), std::move(type), std::move(payload),
+                      std::move(exclude_session));
   ev->payload_is_data = !message_id.empty();
   ev->message_id = std::move(message_id);
-  ev->exclude_session = std::move(exclude_session);
   ev->seq = seq;
   ev->redelivery = redelivery_of > 0;
   ev->created_at = redelivery_of;

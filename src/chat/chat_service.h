@@ -267,6 +267,9 @@ class ChatService {
   void publish(std::string thread_id, Audience to, std::string type, std::string payload,
                std::string exclude_session = {}, int64_t seq = 0, std::string message_id = {},
                Micros redelivery_of = 0);
+  // The event publish() sends, before its message fields (a receipt adds its own).
+  std::shared_ptr<BusEvent> event_for(std::string thread_id, Audience to, std::string type, std::string payload,
+                                      std::string exclude_session);
   // change_event(changed) to `to`, but not to exclude_session.
   void publish_change(const Message& changed, Audience to, const std::string& exclude_session);
   // Fills the sender-relative status of each message and who is online.
