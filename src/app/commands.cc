@@ -557,7 +557,7 @@ int serve(Config& config) {
 // Admin commands act on an existing data dir, and say which: run in the
 // wrong directory, they would otherwise make a new ./data (and a new JWT
 // secret) and report success. `create` (--create) makes it.
-// `needs_secret`: the command signs tokens (user add, token); disable,
+// `needs_secret`: the command shows a token it signs (token, user add --json); disable,
 // enable and revoke-tokens only write the store.
 bool use_data_dir(const Config& config, bool create, bool needs_secret = true) {
   // With PostgreSQL the data dir holds nothing they need but a generated
@@ -842,7 +842,7 @@ int run_cli(int argc, char** argv) {
     if (password_opt->count() == 0 && id_opt->count() == 0)
       return fail(bad_input("missing_field", "--password is required (or --id, for a user of an outside identity provider)"));
     if (id_opt->count() > 0) reg.id = user_id;
-    if (!use_data_dir(config, create_data_dir)) return 1;
+    if (!use_data_dir(config, create_data_dir, /*needs_secret=*/user_add_json)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
   }
   for (auto& [cmd, action] : admin_cmds) {
