@@ -284,6 +284,19 @@ class EioSession final : public Transport,
     }
   }
 
+  // A message its WebSocket got while the server drains, of which `head` is
+  // the start: refused, whatever this loop has heard of the drain yet (a
+  // WebSocket on another loop may drain first). Other packets are short: the
+  // head is all of them.
+  void on_ws_text_while_draining(const void* id, std::string_view head) {
+    if (mode_ == Mode::kClosed) return;
+    if (id == ws_id_ && !head.empty() && head[0] == sio::kMessage) {
+      if (up_) up_->on_text_while_draining(head.substr(1));
+      return;
+    }
+    on_ws_text(id, head);
+  }
+
   void drop_probe(std::string_view why) {
     auto probe = probe_.lock();
     probe_id_ = nullptr;
@@ -306,8 +319,7 @@ class EioSession final : public Transport,
   // Only for a session that began on its WebSocket (see attach_websocket).
 
   void on_text(std::string_view text) override { on_ws_text(ws_id_, text); }
-  // on_packet refuses a message during the drain (its head is enough).
-  void on_text_while_draining(std::string_view head) override { on_text(head); }
+  void on_text_while_draining(std::string_view head) override { on_ws_text_while_draining(ws_id_, head); }
   void on_binary(std::string_view) override {}
   void on_tick(int64_t) override {}
   void on_close() override { on_ws_closed(ws_id_); }
@@ -598,7 +610,7 @@ class EioWsListener final : public TransportListener {
  public:
   explicit EioWsListener(std::shared_ptr<EioSession> session) : session_(std::move(session)) {}
   void on_text(std::string_view text) override { session_->on_ws_text(this, text); }
-  void on_text_while_draining(std::string_view head) override { on_text(head); }
+  void on_text_while_draining(std::string_view head) override { session_->on_ws_text_while_draining(this, head); }
   void on_binary(std::string_view) override {}
   void on_tick(int64_t) override {}
   void on_close() override { session_->on_ws_closed(this); }
@@ -684,7 +696,11 @@ class CrossLoopListener final : public TransportListener {
   void on_text(std::string_view text) override {
     asio::post(session_loop_.io, [session = session_, id = id(), text = std::string(text)] { session->on_ws_text(id, text); });
   }
-  void on_text_while_draining(std::string_view head) override { on_text(head); }
+  void on_text_while_draining(std::string_view head) override {
+    asio::post(session_loop_.io, [session = session_, id = id(), head = std::string(head)] {
+      session->on_ws_text_while_draining(id, head);
+    });
+  }
   void on_binary(std::string_view) override {}
   void on_tick(int64_t) override {}
   void on_close() override {
