@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -24,6 +25,11 @@ namespace parley::net {
 namespace {
 
 int64_t now_ms() { return now_micros() / 1000; }
+// For Registry::bury's ends: never moved back by a clock step.
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Shutdown: how long a polling session waits for its next poll to carry the close packet.
 constexpr int64_t kShutdownPollWaitMs = 2000;
@@ -554,7 +560,7 @@ class EioSession final : public Transport,
     mode_ = Mode::kClosed;
     if (registered_) {
       registry().remove(sid_);
-      const int64_t now = now_ms();
+      const int64_t now = steady_ms();
       if (loop_.draining) registry().bury(sid_, INT64_MAX, now);
       else if (client_disconnected_) registry().bury(sid_, now + kBuriedMs, now);
     }
@@ -756,7 +762,7 @@ void eio_serve_forwarded(PollRequest request, PollForwarder::AnswerFn answer) {
     answer(PollAnswer{status, std::move(type), std::move(body)});
   };
   if (!entry) {
-    if (registry().buried(request.sid, now_ms())) return answer_buried(request.post, respond);
+    if (registry().buried(request.sid, steady_ms())) return answer_buried(request.post, respond);
     return respond(sio::eio_error_status(sio::EioError::kUnknownSid), "application/json",
                    sio::eio_error_body(sio::EioError::kUnknownSid));
   }
@@ -795,7 +801,7 @@ void eio_http_request(LoopContext& loop, const std::string& remote, std::string_
   auto entry = registry().find(q.sid);
   bool get = method == "GET";
   if (!entry) {
-    if ((get || method == "POST") && q.transport == "polling" && registry().buried(q.sid, now_ms()))
+    if ((get || method == "POST") && q.transport == "polling" && registry().buried(q.sid, steady_ms()))
       return answer_buried(!get, respond);
     std::string owner = loop.poll_forwarder ? sid_owner(q.sid) : std::string();
     if (owner.empty() || owner == loop.poll_forwarder->node_id() || q.transport != "polling" ||
