@@ -44,13 +44,23 @@ async function media(kind) {
   return navigator.mediaDevices.getUserMedia({ audio: true, video: kind === 'video' });
 }
 
+// A camera and microphone granted after their call ended (hung up, or the
+// session ended while the browser asked for them) are released at once.
+async function mediaFor(id, kind) {
+  const stream = await media(kind);
+  if (state.call && state.call.id === id && state.call.status !== 'ended') return stream;
+  for (const t of stream.getTracks()) t.stop();
+  return null;
+}
+
 export async function startCall(threadId, kind) {
   if (state.call) return;
   const id = crypto.randomUUID();
   set({ id, threadId, kind, direction: 'out', status: 'calling', note: null, local: null, remote: null });
   ringUntil(RING_MS, id, 'calling', () => hangUp('No answer.', 'no_answer'));
   try {
-    localStream = await media(kind);
+    localStream = await mediaFor(id, kind);
+    if (!localStream) return;
     set({ local: localStream });
     pc = newPeer(threadId, id);
     for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
@@ -58,6 +68,7 @@ export async function startCall(threadId, kind) {
     await pc.setLocalDescription(desc);
     await client.signal('call_offer', threadId, { call_id: id, kind, sdp: desc.sdp });
   } catch (err) {
+    if (!state.call || state.call.id !== id) return;  // ended meanwhile (the session, a hang-up)
     const t = state.threads.get(threadId);
     const offline = t ? `${threadName(t)} is offline.` : 'Nobody else in this conversation is online.';
     finish(err.code === 'callee_offline' ? offline : `Could not call: ${err.message}`);
@@ -69,7 +80,8 @@ export async function accept() {
   const { id, threadId, kind } = state.call;
   set({ status: 'connecting' });
   try {
-    localStream = await media(kind);
+    localStream = await mediaFor(id, kind);
+    if (!localStream) return;
     set({ local: localStream });
     pc = newPeer(threadId, id);
     for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
@@ -79,6 +91,7 @@ export async function accept() {
     await pc.setLocalDescription(desc);
     client.signal('call_answer', threadId, { call_id: id, sdp: desc.sdp });
   } catch (err) {
+    if (!state.call || state.call.id !== id) return;  // ended meanwhile (the session, a hang-up)
     hangUp(`Could not answer: ${err.message}`);
   }
 }
@@ -113,12 +126,14 @@ function finish(note) {
   }
 }
 
-// Signed out (here, in another tab, or everywhere) during a call or while it
-// rings: the other side is told while the connection lasts, and the camera
+// Signed out (here, in another tab, or everywhere) during a call or while
+// calling: the other side is told while the connection lasts, and the camera
 // and microphone stop, whatever the next user of this tab does.
+// A callee who only rings here lets it ring on: their other devices may answer.
 onSessionEnd(() => {
-  if (state.call && state.call.status !== 'ended' && client)
-    client.signal('call_end', state.call.threadId, { call_id: state.call.id, reason: 'hangup' });
+  const c = state.call;
+  if (c && c.status !== 'ended' && c.status !== 'ringing' && client)
+    client.signal('call_end', c.threadId, { call_id: c.id, reason: 'hangup' });
   if (state.call || pc || localStream) finish(null);
 });
 
