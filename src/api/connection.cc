@@ -1082,7 +1082,7 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
   if (changes_sent_ && changes_sent_->receipt_reads > 0 && event.type == "read_receipt") note_receipt(event);
-  if (event.type == "thread_created") {
+  if (event.seq == 0 && event.type == "thread_created") {  // a message (seq > 0) skips the comparison
     if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
     changes_sent_->groups.insert(event.thread_id);
   }
