@@ -711,43 +711,50 @@ ChatService::RelayStripe& ChatService::relay_stripe(const std::string& thread_id
 
 Status ChatService::relay(const std::string& user_id, const std::string& thread_id, const std::string& type,
                           json::object fields, const std::string& origin_session) {
-  RelayStripe& stripe = relay_stripe(thread_id);
-  // The member list is read without the stripe's lock (it may block on the
-  // store); the removals done meanwhile are left out under it.
-  const uint64_t removals_seen = stripe.removals_done.load(std::memory_order_acquire);
-  auto m = require_member(user_id, thread_id);
-  if (!m) return m.error();
-  std::vector<std::string> others;
-  others.reserve((*m)->user_ids.size());
-  for (const auto& id : (*m)->user_ids)
-    if (id != user_id) others.push_back(id);
-  // Only a call asks who is online (a lock per member): typing, the frequent
-  // relay, takes none.
-  if (type == "call_offer" &&
-      std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.connected(id); }))
-    return Error{ErrorKind::kNotFound, "callee_offline", "nobody else in this thread has a connection open to take the call"};
   fields["thread_id"] = thread_id;
   std::string payload = json::serialize(fields);
-  std::lock_guard relays(stripe.mu);
-  std::vector<std::string> gone;  // removed from this thread since the list was read
-  const uint64_t done = stripe.removals_done.load(std::memory_order_relaxed);
-  if (done - removals_seen > stripe.recent.size())
-    return Error{ErrorKind::kUnavailable, "try_again", "the thread's members changed while this was relayed; send it again"};
-  for (uint64_t k = removals_seen; k < done; ++k)
-    if (const auto& [thread, user] = stripe.recent[k % stripe.recent.size()]; thread == thread_id) gone.push_back(user);
-  auto removed = [&](const std::string& id) { return std::find(gone.begin(), gone.end(), id) != gone.end(); };
-  // An answer or a hang-up also reaches the sender's other devices (never the
-  // sending connection), so a phone that answered stops the tablet ringing.
-  if (type == "call_answer" || type == "call_end") {
-    if (gone.empty()) {
-      publish(thread_id, Audience::members(*m), type, std::move(payload), origin_session);
-      return Ok{};
+  RelayStripe& stripe = relay_stripe(thread_id);
+  // The member list is read without the stripe's lock (it may block on the
+  // store); the removals done meanwhile are left out under it. More than the
+  // stripe keeps (a burst of removals in its threads) means reading again.
+  for (int attempt = 1;; ++attempt) {
+    const uint64_t removals_seen = stripe.removals_done.load(std::memory_order_acquire);
+    auto m = require_member(user_id, thread_id);
+    if (!m) return m.error();
+    std::vector<std::string> others;
+    others.reserve((*m)->user_ids.size());
+    for (const auto& id : (*m)->user_ids)
+      if (id != user_id) others.push_back(id);
+    // Only a call asks who is online (a lock per member): typing, the frequent
+    // relay, takes none.
+    if (type == "call_offer" &&
+        std::none_of(others.begin(), others.end(), [&](const std::string& id) { return presence_.connected(id); }))
+      return Error{ErrorKind::kNotFound, "callee_offline",
+                   "nobody else in this thread has a connection open to take the call"};
+    std::lock_guard relays(stripe.mu);
+    const uint64_t done = stripe.removals_done.load(std::memory_order_relaxed);
+    if (done - removals_seen > stripe.recent.size()) {
+      if (attempt < 3) continue;
+      return Error{ErrorKind::kUnavailable, "try_again", "members were being removed as this was relayed; send it again"};
     }
-    others.push_back(user_id);
+    std::vector<std::string> gone;  // removed from this thread since the list was read
+    for (uint64_t k = removals_seen; k < done; ++k)
+      if (const auto& [thread, user] = stripe.recent[k % stripe.recent.size()]; thread == thread_id) gone.push_back(user);
+    auto removed = [&](const std::string& id) { return std::find(gone.begin(), gone.end(), id) != gone.end(); };
+    if (removed(user_id)) return thread_not_found_or_forbidden();  // the sender was removed meanwhile
+    // An answer or a hang-up also reaches the sender's other devices (never the
+    // sending connection), so a phone that answered stops the tablet ringing.
+    if (type == "call_answer" || type == "call_end") {
+      if (gone.empty()) {
+        publish(thread_id, Audience::members(*m), type, std::move(payload), origin_session);
+        return Ok{};
+      }
+      others.push_back(user_id);
+    }
+    std::erase_if(others, removed);
+    publish(thread_id, Audience::users(std::move(others)), type, std::move(payload), origin_session);
+    return Ok{};
   }
-  std::erase_if(others, removed);
-  publish(thread_id, Audience::users(std::move(others)), type, std::move(payload), origin_session);
-  return Ok{};
 }
 
 // ---------------------------------------------------------------- receipts and presence

@@ -305,7 +305,7 @@ class ChatService {
     std::mutex mu;
     std::atomic<uint64_t> removals_done{0};  // written under mu
     // The latest removals done, thread and user, at removals_done % size (under mu).
-    std::array<std::pair<std::string, std::string>, 8> recent;
+    std::array<std::pair<std::string, std::string>, 16> recent;
   };
   std::array<RelayStripe, 64> relay_stripes_;
   RelayStripe& relay_stripe(const std::string& thread_id);

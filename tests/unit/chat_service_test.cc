@@ -1237,6 +1237,10 @@ TEST_F(ChatServiceTest, NoRelayReachesARemovedMemberAfterTheirRemovalNotice) {
       if (service_->relay(b.id, t.id, "typing", json::object{{"is_typing", true}}, "session-b").ok()) ++relayed;
     }
   });
+  // The one removed types too: nothing of theirs reaches the others after the notice either.
+  std::thread removed_typist([&] {
+    while (!stop.load()) service_->relay(x.id, t.id, "typing", json::object{{"user_id", x.id}}, "session-x");
+  });
   const int rounds = 150;
   int late = 0;
   for (int i = 0; i < rounds && late == 0; ++i) {
@@ -1250,14 +1254,18 @@ TEST_F(ChatServiceTest, NoRelayReachesARemovedMemberAfterTheirRemovalNotice) {
       BusEventPtr e = events_.at(k);
       if (e->type == "new_message" && recipients(*e).count(x.id)) told = true;
       else if (told && e->type == "typing" && recipients(*e).count(x.id)) ++late;
+      else if (told && e->type == "typing" && e->payload.find(x.id) != std::string::npos &&
+               e->payload.find(R"("is_typing":false)") == std::string::npos)  // the removal's own stop is due
+        ++late;
     }
     EXPECT_TRUE(told) << "round " << i << ": the removal's notice reaches the one removed";
     ASSERT_TRUE(service_->add_participants(a, t.id, {x.id}).ok());
   }
   stop = true;
   typist.join();
+  removed_typist.join();
   EXPECT_GT(relayed.load(), rounds) << "the relays raced the removals";
-  EXPECT_EQ(late, 0) << "typing reached a member after the notice of their removal";
+  EXPECT_EQ(late, 0) << "typing reached a member, or came from one, after the notice of their removal";
 }
 
 TEST_F(ChatServiceTest, RelayByNonParticipantForbidden) {
