@@ -1082,10 +1082,7 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
   if (changes_sent_ && changes_sent_->receipt_reads > 0 && event.type == "read_receipt") note_receipt(event);
-  if (event.seq == 0 && event.type == "thread_created") {  // a message (seq > 0) skips the comparison
-    if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
-    changes_sent_->groups.insert(event.thread_id);
-  }
+  if (event.seq == 0 && event.type == "thread_created" && !note_group(event.thread_id)) return;  // a resync sent it
   send_in_thread(event.thread_id, event.seq > 0 ? event.seq : kAnySeq, frame, /*counted_by_hub=*/!event.redelivery);
 }
 
@@ -1160,6 +1157,18 @@ void Connection::resync_unseen_threads(int attempt) {
   });
 }
 
+// Groups a connection was sent thread_created for (ChangesSent::groups).
+constexpr size_t kGroupsKept = 4096;
+
+// False when `thread_id`'s thread_created was sent already: live, or by a
+// resync (the one the bus kept back may come after the resync's).
+bool Connection::note_group(const std::string& thread_id) {
+  if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
+  auto& groups = changes_sent_->groups;
+  if (groups.size() >= kGroupsKept) groups.clear();  // bounded: a later resync may announce one again
+  return groups.insert(thread_id).second;
+}
+
 // A group created while the bus was down reached only its creator's node:
 // its members elsewhere heard of it from nothing but a later message. Sent
 // once per connection (one the client had already changes nothing: a thread
@@ -1167,7 +1176,7 @@ void Connection::resync_unseen_threads(int attempt) {
 void Connection::announce_unseen_groups(const std::vector<std::pair<std::string, std::string>>& created) {
   for (const auto& [thread_id, payload] : created) {
     if (closed_) return;
-    if (!changes_sent_->groups.insert(thread_id).second) continue;  // resync() made changes_sent_
+    if (!note_group(thread_id)) continue;
     BusEvent announced;
     announced.thread_id = thread_id;
     announced.type = "thread_created";

@@ -137,6 +137,7 @@ class Connection final : public ClientSession,
   // thread_created for groups made since the connection opened that it was
   // not sent (`created`: each group's id and its frame's payload).
   void announce_unseen_groups(const std::vector<std::pair<std::string, std::string>>& created);
+  bool note_group(const std::string& thread_id);
   void resend_read_marks(const std::vector<ThreadSummary>& threads);
   void note_receipt(const BusEvent& event);
   void end_receipt_read();
@@ -254,9 +255,9 @@ class Connection final : public ClientSession,
     // mark at or below it).
     std::unordered_map<std::string, int64_t> receipts;
     int receipt_reads = 0;
-    // The groups this connection was sent thread_created for (a resync
-    // announces those the bus lost: announce_unseen_groups). A live one makes
-    // the record too.
+    // The groups this connection was sent thread_created for, live or by a
+    // resync (which announces those the bus lost: announce_unseen_groups);
+    // each is sent once (note_group). A live one makes the record too.
     std::unordered_set<std::string> groups;
   };
   std::unique_ptr<ChangesSent> changes_sent_;
