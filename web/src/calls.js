@@ -68,7 +68,8 @@ export async function startCall(threadId, kind) {
     await pc.setLocalDescription(desc);
     await client.signal('call_offer', threadId, { call_id: id, kind, sdp: desc.sdp });
   } catch (err) {
-    if (!state.call || state.call.id !== id) return;  // ended meanwhile (the session, a hang-up)
+    // Ended meanwhile (the session, a hang-up on either side): nothing to undo.
+    if (!state.call || state.call.id !== id || state.call.status === 'ended') return;
     const t = state.threads.get(threadId);
     const offline = t ? `${threadName(t)} is offline.` : 'Nobody else in this conversation is online.';
     finish(err.code === 'callee_offline' ? offline : `Could not call: ${err.message}`);
@@ -91,7 +92,8 @@ export async function accept() {
     await pc.setLocalDescription(desc);
     client.signal('call_answer', threadId, { call_id: id, sdp: desc.sdp });
   } catch (err) {
-    if (!state.call || state.call.id !== id) return;  // ended meanwhile (the session, a hang-up)
+    // Ended meanwhile (the session, a hang-up on either side): nothing to undo.
+    if (!state.call || state.call.id !== id || state.call.status === 'ended') return;
     hangUp(`Could not answer: ${err.message}`);
   }
 }
