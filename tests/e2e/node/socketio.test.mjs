@@ -82,6 +82,15 @@ async function pollFor(server, sid, pred, rounds = 6) {
   return { status: 200, packet: null, seen };
 }
 
+// A raw Engine.IO session over polling, its Socket.IO CONNECT accepted.
+async function rawConnect(server, user) {
+  const open = await handshake(server);
+  await post(server, open.sid, `40${JSON.stringify({ token: user.token })}`);
+  const connectedNow = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
+  assert.ok(connectedNow.packet, `not connected: ${connectedNow.seen.join(' | ')}`);
+  return open;
+}
+
 describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
   let server;
   // --account-poll-ms 200: a `parley user disable` reaches the sessions well
@@ -477,10 +486,7 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     // thread's new messages to the disabled user until the close deadline.
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
-    const open = await handshake(server);
-    await post(server, open.sid, `40${JSON.stringify({ token: bob.token })}`);
-    const connectedNow = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
-    assert.ok(connectedNow.packet, `not connected: ${connectedNow.seen.join(' | ')}`);
+    const open = await rawConnect(server, bob);
     await server.cli(['user', 'disable', bob.username]);
     const bye = await pollFor(server, open.sid, (p) => p === '41');
     assert.ok(bye.packet, `no DISCONNECT: ${bye.seen.join(' | ')}`);
@@ -500,10 +506,7 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
   // client's, which counts no engineio_error.
   it('a polling client that disconnects: its Engine.IO close after the DISCONNECT is answered ok', async () => {
     const [bob] = await server.registerMany(1);
-    const open = await handshake(server);
-    await post(server, open.sid, `40${JSON.stringify({ token: bob.token })}`);
-    const connectedNow = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
-    assert.ok(connectedNow.packet, `not connected: ${connectedNow.seen.join(' | ')}`);
+    const open = await rawConnect(server, bob);
     const waiting = poll(server, open.sid);
     await sleep(100);
     const bye = await post(server, open.sid, '41');
@@ -532,10 +535,7 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     // Before, the probe was dropped at the close: the client, which stops
     // polling after 3probe, never got the error event nor the DISCONNECT.
     const [alice] = await server.registerMany(1);
-    const open = await handshake(server);
-    await post(server, open.sid, `40${JSON.stringify({ token: alice.token })}`);
-    const ok = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
-    assert.ok(ok.packet, `not connected: ${ok.seen.join(' | ')}`);
+    const open = await rawConnect(server, alice);
     const probe = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
     const received = [];
     let closed = false;
@@ -563,10 +563,7 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
 
   it('an upgrade whose client sends 5 without a probe first is taken, as the reference server takes it', async () => {
     const [alice, bob] = await server.registerMany(2);
-    const open = await handshake(server);
-    await post(server, open.sid, `40${JSON.stringify({ token: alice.token })}`);
-    const ok = await pollFor(server, open.sid, (p) => p.startsWith('40{"sid"'));
-    assert.ok(ok.packet, `not connected: ${ok.seen.join(' | ')}`);
+    const open = await rawConnect(server, alice);
     const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
     const received = [];
     ws.on('message', (data) => received.push(String(data)));
