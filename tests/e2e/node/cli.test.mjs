@@ -740,6 +740,9 @@ describe('parley-cli listen with short-lived tokens', () => {
   // listener added to it used to replay them all from seq 0 as new messages.
   it('listen starts a group it is added to at the "added" notice, live and on its next run', async () => {
     const [teacher, carol, dan] = await server.registerMany(3);
+    // This server's tokens last 6 s, and the steps below can take longer on a
+    // loaded machine: the teacher's requests carry an hour's token.
+    teacher.token = mintToken(server.secret, { sub: teacher.id });
     const cfg = path.join(home, 'dan.json');
     const login = await new CliProcess(['--server', server.baseUrl, '--config', cfg, 'login', '--username', dan.username,
       '--password', dan.password], { home }).result();
