@@ -489,6 +489,9 @@ struct Connection::Replay {
   bool past_floor = false;  // a message at or above created_floor was read (see replay_send)
   uint32_t subscribes_at = 0;  // a fill or catch-up: the cursor's subscribes() when it began
   int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
+  // > 0: a fill's page read as a former member (MemberPage::ended_at_seq):
+  // the fill reads on past it, into a later membership or a refusal.
+  int64_t ended_at_seq = 0;
   json::value request_id;
   std::vector<Message> page;
   size_t next = 0;
@@ -593,15 +596,14 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
 void Connection::replay_read(std::shared_ptr<Replay> r) {
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
-    Micros member_since = 0;
     int64_t from = r->from;
-    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, /*with_status=*/!r->gap_fill,
-                                       &member_since);
+    const auto purpose = r->gap_fill ? ChatService::ReplayFor::kGapFill : ChatService::ReplayFor::kSubscriber;
+    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, purpose);
     if (page && r->first_seq > 0) {
       // Not before the member joined: what came earlier is not theirs to get live.
       Micros floor = r->created_floor;
       // joined_at is on the store's commit clock, as created_at is: no margin.
-      if (member_since > 0) floor = std::max(floor, member_since);
+      if (page->joined_at > 0) floor = std::max(floor, page->joined_at);
       auto start = self->ctx_.chat.store().last_seq_created_before(
           r->thread_id, r->first_seq, floor, std::max<int64_t>(0, r->first_seq - 1 - kFirstFillMaxBack));
       int64_t want = from;
@@ -611,8 +613,7 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       want = std::max(want, std::min(r->history_to, r->first_seq - 1));
       if (want != from) {
         from = want;
-        page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, /*with_status=*/false,
-                                      &member_since);
+        page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, purpose);
       }
     }
     // A since_seq at or past the thread's end: thread_subscribed tells the
@@ -620,9 +621,9 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
     // a message committed in between is past since_seq only if this is too
     // (then since_seq stands).
     int64_t thread_last = -1;
-    if (page && page->empty() && !r->gap_fill && r->from == r->since)
+    if (page && page->messages.empty() && !r->gap_fill && r->from == r->since)
       if (auto t = self->ctx_.chat.store().thread(r->thread_id); t && *t) thread_last = (*t)->last_seq;
-    return [self, r, page = std::move(page), thread_last, member_since, from]() mutable {
+    return [self, r, page = std::move(page), thread_last, from]() mutable {
       if (self->closed_) return;
       if (page && r->first_seq > 0) {
         r->since = r->from = from;
@@ -632,7 +633,7 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       // when they joined: a member removed and added again while connected
       // is not sent what was said while they were out. joined_at and
       // created_at are both on the store's commit clock, on every node.
-      if (r->gap_fill && member_since > 0) r->created_floor = std::max(r->created_floor, member_since);
+      if (r->gap_fill && page && page->joined_at > 0) r->created_floor = std::max(r->created_floor, page->joined_at);
       if (!page) {
         if (r->gap_fill && left_thread(page.error())) {
           // Retrying cannot help: nothing of this thread is for this user any more.
@@ -677,7 +678,8 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
         int64_t read_up_to = r->from;
         return self->replay_end(std::move(r), read_up_to);
       }
-      r->page = std::move(*page);
+      r->page = std::move(page->messages);
+      r->ended_at_seq = page->ended_at_seq;
       r->next = 0;
       r->sends_begun = self->sends_begun_;
       r->thread_last = thread_last;
@@ -751,6 +753,14 @@ void Connection::replay_send(std::shared_ptr<Replay> r) {
   int64_t last = r->page.empty() ? r->from : r->page.back().seq;
   if (static_cast<int>(r->page.size()) == kReplayPage) {
     r->from = last;
+    return replay_read(std::move(r));
+  }
+  if (r->ended_at_seq > 0) {
+    // A former membership read to its end (seqs past the last message
+    // stored are none of theirs): what follows is a later membership's, or
+    // the refusal that ends the fill (the thread is left, as above).
+    r->from = std::max(last, r->ended_at_seq);
+    r->ended_at_seq = 0;
     return replay_read(std::move(r));
   }
   // A since_seq past the thread's end claims messages that do not exist yet

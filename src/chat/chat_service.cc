@@ -620,16 +620,18 @@ Result<MemberPage> ChatService::member_page(const std::string& user_id, const Pa
   return page;
 }
 
-Result<std::vector<Message>> ChatService::replay(const std::string& user_id, const std::string& thread_id,
-                                                 int64_t since_seq, int limit, bool with_status, Micros* member_since) {
-  auto m = require_member(user_id, thread_id);
-  if (!m) return m.error();
-  auto page = member_page(user_id, PageQuery{thread_id, since_seq, kAllSeqs, limit});
+Result<MemberPage> ChatService::replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
+                                       int limit, ReplayFor purpose) {
+  const bool fill = purpose == ReplayFor::kGapFill;
+  // A fill asks the store whatever the cache says: a former member's
+  // membership ended in the store, which the cache may not have seen yet.
+  if (!fill)
+    if (auto m = require_member(user_id, thread_id); !m) return m.error();
+  auto page = member_page(user_id, PageQuery{thread_id, since_seq, kAllSeqs, limit, /*former_too=*/fill});
   if (!page) return page.error();
-  if (member_since) *member_since = page->joined_at;
-  if (with_status)
+  if (!fill)
     if (auto st = annotate_each_thread(page->messages); !st) return st.error();
-  return std::move(page->messages);
+  return page;
 }
 
 // An answer is held whole in memory until its client has read it (an HTTP

@@ -111,15 +111,18 @@ class ChatService {
   // (the direct thread may have to be created) or the thread is not cached.
   void send(SendRequest request, SendCallback done);
   Result<std::vector<Message>> history(const User& actor, const std::string& thread_id, const HistoryQuery& query);
-  // Messages after since_seq, oldest first, at most limit (replay for
-  // subscribe_thread, and gap fills). with_status: each with its current
-  // status, as history has (a fill stands in for live frames, which are
-  // `sent`, and skips the thread read). member_since: set to when the user
-  // (last) joined the thread. Read with the membership, from one snapshot
+  // What a replay stands for. A subscribe_thread replay gives each message
+  // its current status, as history does, and only to a member. A gap fill
+  // stands in for the live frames a connection missed: each `sent`, and to
+  // a member removed since, what came up to their removal's notice (the
+  // frames they were owed as a member), then refused as to a non-member.
+  enum class ReplayFor { kSubscriber, kGapFill };
+  // Messages after since_seq, oldest first, at most limit, with the
+  // membership they were read as. Read with it, from one snapshot
   // (Store::member_page): never a message stored after the user's removal,
   // however long the read waited for a worker. Blocking.
-  Result<std::vector<Message>> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
-                                      int limit, bool with_status = true, Micros* member_since = nullptr);
+  Result<MemberPage> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq, int limit,
+                            ReplayFor purpose = ReplayFor::kSubscriber);
   Result<OfflinePage> offline_messages(const User& actor, Micros since);
   Result<std::vector<UnreadCount>> unread_counts(const User& actor);
   // Marks read and tells the thread's participants (read_receipt); the

@@ -163,6 +163,11 @@ ALTER TABLE former_marks ADD COLUMN joined_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE former_marks DROP CONSTRAINT former_marks_pkey;
 ALTER TABLE former_marks ADD PRIMARY KEY (thread_id, user_id, joined_at);
 )sql"},
+    // As SQLite's version 13: where each membership ended.
+    {10, R"sql(
+ALTER TABLE former_marks ADD COLUMN left_seq BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX former_marks_by_user ON former_marks(user_id);
+)sql"},
 };
 
 Status fill_phone_keys(PgConn& c) {

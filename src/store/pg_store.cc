@@ -696,6 +696,13 @@ Result<Removed> PgStore::write_removal(const Removal& r) {
       out.promotion = std::move(stored->message);
     }
   }
+  if (int64_t last = last_notice_seq(out); last > 0) {
+    auto ended = c.exec(
+        "UPDATE former_marks f SET left_seq = $3 FROM participants p WHERE p.thread_id = $1 AND p.user_id = $2 "
+        "AND f.thread_id = p.thread_id AND f.user_id = p.user_id AND f.joined_at = p.joined_at",
+        {r.thread_id, r.user_id, last});
+    if (!ended.ok()) return pg_error(c, ended, "remove_participant");
+  }
   auto del = c.exec("DELETE FROM participants WHERE thread_id = $1 AND user_id = $2", {r.thread_id, r.user_id});
   if (!del.ok()) return pg_error(c, del, "remove_participant");
   if (auto bumped = bump_member_version(r.thread_id); !bumped) return bumped.error();
@@ -927,13 +934,28 @@ Result<MemberPage> PgStore::member_page(const std::string& user_id, const PageQu
     MemberPage out;
     auto p = c.exec("SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2", {q.thread_id, user_id});
     log_read_error(c, p, "member_page");
-    if (!p.ok() || p.rows() == 0) return std::nullopt;
-    out.joined_at = p.i64(0, 0);
+    if (!p.ok()) return std::nullopt;
+    if (p.rows() > 0) {
+      out.joined_at = p.i64(0, 0);
+    } else {
+      if (!q.former_too || q.after_seq < 0) return std::nullopt;
+      // Of the memberships that ended past after_seq, the first (seqs only grow).
+      auto f = c.exec(
+          "SELECT joined_at, left_seq FROM former_marks WHERE thread_id = $1 AND user_id = $2 AND left_seq > $3 "
+          "ORDER BY left_seq LIMIT 1",
+          {q.thread_id, user_id, q.after_seq});
+      log_read_error(c, f, "member_page former");
+      if (!f.ok() || f.rows() == 0) return std::nullopt;
+      out.joined_at = f.i64(0, 0);
+      out.ended_at_seq = f.i64(0, 1);
+    }
     if (q.after_seq >= 0) {
-      out.messages = read_messages(c,
-                                   c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
-                                          {q.thread_id, q.after_seq, clamp_limit(q.limit)}),
-                                   "member_page");
+      int64_t last = out.ended_at_seq > 0 ? out.ended_at_seq : kAllSeqs;
+      out.messages = read_messages(
+          c,
+          c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq LIMIT $4",
+                 {q.thread_id, q.after_seq, last, clamp_limit(q.limit)}),
+          "member_page");
     } else {
       out.messages = read_messages(
           c,

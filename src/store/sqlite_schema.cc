@@ -249,6 +249,16 @@ INSERT INTO former_marks_v12 SELECT thread_id, user_id, 0, last_read_seq, last_d
 DROP TABLE former_marks;
 ALTER TABLE former_marks_v12 RENAME TO former_marks;
 )sql"},
+    // Where each membership ended: the seq of the last notice of its removal.
+    // What a member was owed up to there stays theirs after the removal: a
+    // connection that missed its events (a node cut off from the bus) gets
+    // it with its gap fill (PageQuery::former_too), a device offline then
+    // with offline messages (by user, hence the index). Rows kept before
+    // have 0: ended at a seq not known, nothing read.
+    {13, R"sql(
+ALTER TABLE former_marks ADD COLUMN left_seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX former_marks_by_user ON former_marks(user_id);
+)sql"},
 };
 
 // parley_message_key(thread_id, sender_id, client_msg_id) for migration 5.

@@ -601,6 +601,13 @@ Result<Removed> SqliteStore::write_removal(const Removal& r) {
         out.promotion = std::move(stored->message);
       }
     }
+    if (int64_t last = last_notice_seq(out); last > 0) {
+      auto ended = writer_conn_->prepare(
+          "UPDATE former_marks SET left_seq = ? WHERE thread_id = ? AND user_id = ? "
+          "AND joined_at = (SELECT joined_at FROM participants WHERE thread_id = ? AND user_id = ?)");
+      ended.bind(last, r.thread_id, r.user_id, r.thread_id, r.user_id);
+      if (!ended.done()) return storage_error(*writer_conn_, ended.error(), "remove_participant");
+    }
     auto del = writer_conn_->prepare("DELETE FROM participants WHERE thread_id = ? AND user_id = ?");
     del.bind(r.thread_id, r.user_id);
     if (!del.done()) return storage_error(*writer_conn_, del.error(), "remove_participant");
@@ -774,15 +781,29 @@ Result<MemberPage> SqliteStore::member_page(const std::string& user_id, const Pa
     {
       auto st = c.prepare("SELECT joined_at FROM participants WHERE thread_id = ? AND user_id = ?");
       st.bind(q.thread_id, user_id);
-      if (!st.row()) {
+      if (st.row()) {
+        out.joined_at = st.i64(0);
+      } else {
         log_read_error(c, st, "member_page");
-        return std::nullopt;
+        if (!q.former_too || q.after_seq < 0) return std::nullopt;
+        // Of the memberships that ended past after_seq, the first (seqs only grow).
+        auto f = c.prepare(
+            "SELECT joined_at, left_seq FROM former_marks WHERE thread_id = ? AND user_id = ? AND left_seq > ? "
+            "ORDER BY left_seq LIMIT 1");
+        f.bind(q.thread_id, user_id, q.after_seq);
+        if (!f.row()) {
+          log_read_error(c, f, "member_page former");
+          return std::nullopt;
+        }
+        out.joined_at = f.i64(0);
+        out.ended_at_seq = f.i64(1);
       }
-      out.joined_at = st.i64(0);
     }
     if (q.after_seq >= 0) {
-      auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq > ? ORDER BY m.seq LIMIT ?");
-      st.bind(q.thread_id, q.after_seq, clamp_limit(q.limit));
+      int64_t last = out.ended_at_seq > 0 ? out.ended_at_seq : kAllSeqs;
+      auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?")
+                                         " AND m.seq > ? AND m.seq <= ? ORDER BY m.seq LIMIT ?");
+      st.bind(q.thread_id, q.after_seq, last, clamp_limit(q.limit));
       out.messages = read_messages(c, st, "member_page");
     } else {
       auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");

@@ -46,6 +46,11 @@ std::optional<AppendRequest> promotion_notice(const Removal& removal, const std:
   return AppendRequest{removal.thread_id, removal.user_id, removal.promotion_notice(username), "system", ""};
 }
 
+int64_t last_notice_seq(const Removed& removed) {
+  if (removed.promotion) return removed.promotion->seq;
+  return removed.notice ? removed.notice->seq : 0;
+}
+
 const char* stored_thread_type(ThreadType type) { return type == ThreadType::kDirect ? "direct" : "group"; }
 
 ThreadType thread_type_from_stored(std::string_view name) {

@@ -173,11 +173,16 @@ struct PageQuery {
   int64_t after_seq = -1;          // >= 0: the oldest `limit` with seq > after_seq
   int64_t before_seq = kAllSeqs;   // else: the newest `limit` with seq < before_seq
   int limit = 50;
+  // With after_seq: a reader no longer a participant reads on through the
+  // first membership of theirs that ended past after_seq, up to the last
+  // notice of its removal (a connection owed what it was sent as a member).
+  bool former_too = false;
 };
 
 struct MemberPage {
   Micros joined_at = 0;            // the reader's, as of the page's snapshot
   std::vector<Message> messages;   // ascending seq
+  int64_t ended_at_seq = 0;        // > 0: read as a former member; nothing past this seq is theirs
 };
 
 class Store {
@@ -277,6 +282,8 @@ class Store {
   // read from one snapshot with the membership: a removal that commits while
   // the page is read never lets through a message stored after it (a check
   // apart from the read would, for as long as the read took to start).
+  // With former_too, a former member reads as one up to where that
+  // membership ended (removals from SQLite schema 13 / PostgreSQL 10 on).
   // Errors: not_found "not_a_participant", also for a thread that does not exist.
   virtual Result<MemberPage> member_page(const std::string& user_id, const PageQuery& query) = 0;
   // The highest seq in (lowest_seq, below_seq) of a message of the thread
@@ -424,6 +431,11 @@ Result<NewThread> prepare_new_thread(const Thread& requested);
 // The system message announcing that `username` became admin as `removal`
 // commits, sent by the leaving user; nullopt when the removal announces none.
 std::optional<AppendRequest> promotion_notice(const Removal& removal, const std::string& username);
+
+// Where a removed member's membership ended (former_marks.left_seq): the seq
+// of their last message, the promotion's notice, else the removal's; 0 when
+// neither was stored.
+int64_t last_notice_seq(const Removed& removed);
 
 // The refusals of the store's own checks of who may change what (Addition::actor_id,
 // Removal::actor_id, Store::delete_message, Store::edit_message).

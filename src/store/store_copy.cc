@@ -36,7 +36,7 @@ const std::vector<TableSpec>& copied_tables() {
         "tokens_valid_after", "state_version", "phone_key"}},
       {"threads", 1, {"id", "type", "title", "created_by", "created_at", "last_activity", "last_seq", "direct_key"}},
       {"participants", 2, {"thread_id", "user_id", "is_admin", "last_read_seq", "joined_at", "last_delivered_seq"}},
-      {"former_marks", 3, {"thread_id", "user_id", "joined_at", "last_read_seq", "last_delivered_seq"}},
+      {"former_marks", 3, {"thread_id", "user_id", "joined_at", "last_read_seq", "last_delivered_seq", "left_seq"}},
       {"messages", 1,
        {"id", "thread_id", "seq", "sender_id", "content", "message_type", "client_msg_id", "created_at", "edited_at",
         "deleted_at", "change_no"}},
@@ -92,7 +92,7 @@ SELECT 'users ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(state_version), 0) FR
   ', participants ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_read_seq), 0) || ' ' ||
                         COALESCE(SUM(last_delivered_seq), 0) || ' ' || COALESCE(SUM(is_admin), 0) FROM participants) ||
   ', former_marks ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(last_read_seq), 0) || ' ' ||
-                        COALESCE(SUM(last_delivered_seq), 0) FROM former_marks) ||
+                        COALESCE(SUM(last_delivered_seq), 0) || ' ' || COALESCE(SUM(left_seq), 0) FROM former_marks) ||
   ', messages ' || (SELECT COUNT(*) || ' ' || COALESCE(MAX(change_no), 0) || ' ' || COALESCE(MAX(created_at), 0) FROM messages) ||
   ', webhook_outbox ' || (SELECT COUNT(*) || ' ' || COALESCE(SUM(attempts), 0) || ' ' || COALESCE(SUM(dead), 0) FROM webhook_outbox) ||
   ', owed_pushes ' || (SELECT COUNT(*) FROM owed_pushes)

@@ -887,11 +887,12 @@ TEST_F(ChatServiceTest, OfflineMessagesAndReplaysCarryTheCurrentStatus) {
   EXPECT_EQ(offline->messages[0].status, "read") << "bob's message, as bob sees it: alice read it";
   auto replayed = service_->replay(b.id, t.id, 0, 10);
   ASSERT_TRUE(replayed.ok());
-  ASSERT_FALSE(replayed->empty());
-  EXPECT_EQ(replayed->back().status, "read");
-  auto filled = service_->replay(b.id, t.id, 0, 10, /*with_status=*/false);
+  ASSERT_FALSE(replayed->messages.empty());
+  EXPECT_EQ(replayed->messages.back().status, "read");
+  auto filled = service_->replay(b.id, t.id, 0, 10, ChatService::ReplayFor::kGapFill);
   ASSERT_TRUE(filled.ok());
-  EXPECT_EQ(filled->back().status, "sent");
+  ASSERT_FALSE(filled->messages.empty());
+  EXPECT_EQ(filled->messages.back().status, "sent");
 }
 
 // A delivery receipt is told to the message's sender while they are in the

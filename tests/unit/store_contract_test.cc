@@ -915,6 +915,75 @@ TEST_P(StoreContract, MemberPageIsReadWithTheMembership) {
   EXPECT_EQ(back.messages.size(), 5u) << "history, as for any member";
 }
 
+// A former member reads, with former_too, what each of their memberships
+// was sent: up to the last notice of its removal (schema v13 / v10), never
+// past it, and only after_seq pages. A removal without a notice records no
+// end, and reads nothing.
+TEST_P(StoreContract, AFormerMemberReadsUpToTheirRemovalsNotice) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  User d = make_user("dave");
+  Thread t = make_group({a.id, b.id, c.id, d.id});
+  send(t.id, a.id, "1");
+  send(t.id, a.id, "2");
+  auto seqs = [](const MemberPage& p) {
+    std::vector<int64_t> out;
+    for (const auto& m : p.messages) out.push_back(m.seq);
+    return out;
+  };
+  auto former = [&](const std::string& user_id, int64_t after, int limit = 10) {
+    return store_->member_page(user_id, PageQuery{t.id, after, kAllSeqs, limit, /*former_too=*/true});
+  };
+  auto refused = [](const Result<MemberPage>& p) { return !p.ok() && p.error().code == "not_a_participant"; };
+  auto member = ok(former(b.id, 0));
+  EXPECT_EQ(seqs(member), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(member.ended_at_seq, 0) << "a member reads as one";
+
+  auto notice = [&](const std::string& user_id) {
+    return AppendRequest{t.id, a.id, "alice removed " + user_id, "system", ""};
+  };
+  auto first = ok(store_->remove_participant_and_wait({t.id, b.id, {}, notice(b.id)}));
+  ASSERT_TRUE(first.notice);
+  EXPECT_EQ(first.notice->seq, 3);
+  send(t.id, a.id, "4 (after the removal)");
+  EXPECT_TRUE(refused(store_->member_page(b.id, PageQuery{t.id, 0, kAllSeqs, 10}))) << "without former_too";
+  auto out = ok(former(b.id, 0));
+  EXPECT_EQ(seqs(out), (std::vector<int64_t>{1, 2, 3})) << "up to the notice";
+  EXPECT_EQ(out.ended_at_seq, 3);
+  EXPECT_EQ(out.joined_at, member.joined_at);
+  EXPECT_EQ(seqs(ok(former(b.id, 1, 1))), (std::vector<int64_t>{2})) << "paged";
+  EXPECT_TRUE(refused(former(b.id, 3))) << "nothing past the end";
+  EXPECT_TRUE(refused(store_->member_page(b.id, PageQuery{t.id, -1, kAllSeqs, 10, true}))) << "after_seq pages only";
+  EXPECT_TRUE(refused(former(make_user("erin").id, 0))) << "never a member";
+
+  // Back, then removed again: the second membership ends at its own notice.
+  ASSERT_TRUE(store_->add_participants(t.id, {b.id}).ok());
+  send(t.id, a.id, "5");
+  ASSERT_EQ(ok(store_->remove_participant_and_wait({t.id, b.id, {}, notice(b.id)})).notice->seq, 6);
+  send(t.id, a.id, "7");
+  reopen();
+  EXPECT_EQ(ok(former(b.id, 0)).ended_at_seq, 3) << "the first membership that ended past after_seq";
+  auto second = ok(former(b.id, 3));
+  EXPECT_EQ(seqs(second), (std::vector<int64_t>{4, 5, 6}));
+  EXPECT_EQ(second.ended_at_seq, 6);
+  EXPECT_GT(second.joined_at, out.joined_at) << "read as the second membership (its joined_at)";
+  EXPECT_TRUE(refused(former(b.id, 6)));
+
+  // Removed with no notice stored: no end is known.
+  ASSERT_TRUE(store_->remove_participant_and_wait({t.id, c.id, {}, {}}).ok());
+  EXPECT_TRUE(refused(former(c.id, 0)));
+
+  // The last admin leaves: the promotion's notice, stored after theirs, is their last.
+  auto promote = [](const std::string& username) { return username + " is now an admin"; };
+  auto left = ok(store_->remove_participant_and_wait({t.id, a.id, promote, notice(a.id)}));
+  ASSERT_TRUE(left.promotion);
+  EXPECT_EQ(left.promotion->seq, 9);
+  auto admin = ok(former(a.id, 7));
+  EXPECT_EQ(seqs(admin), (std::vector<int64_t>{8, 9}));
+  EXPECT_EQ(admin.ended_at_seq, 9);
+}
+
 // Where several processes share the store, a member list carries the
 // version of the membership it was read at, and an append the version it
 // committed under: a list older than a change committed before the message

@@ -256,6 +256,44 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.ok(carolWs.isOpen, 'the connection itself goes on');
   });
 
+  // A parent connected to node A is removed from a class group through node
+  // B while A is cut off from Redis. The removal's notice ("… removed
+  // carol") and what was said before it are hers, as they would have been
+  // live; nothing said after it is. Before the fix the resync's fill was
+  // refused (she is no longer a member) and she never learnt of the removal.
+  it('a member removed through another node during the cut gets what came up to the removal, then nothing', async () => {
+    const [admin, carol, dave] = await nodeB.registerMany(3);
+    const group = await nodeB.createGroup(admin, [carol, dave]);
+    const adminWs = await nodeB.connect(admin);
+    const carolWs = await nodeA.connect(carol);
+    await adminWs.sendMessage({ thread_id: group.id, content: 'before the cut' });
+    await waitContents(carolWs, group.id, ['before the cut'], 'carol on node A has the thread');
+
+    await proxy.cut();
+    try {
+      await waitBus(nodeA, false);
+      await adminWs.sendMessage({ thread_id: group.id, content: 'during the cut' });
+      const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${carol.id}`, { token: admin.token });
+      assert.equal(removed.status, 200, removed.text);
+      await adminWs.sendMessage({ thread_id: group.id, content: 'after the removal' });
+    } finally {
+      await uncut();
+    }
+    await waitBus(nodeA, true);
+    const notice = `${admin.username} removed ${carol.username}`;
+    await waitContents(carolWs, group.id, ['before the cut', 'during the cut', notice], 'up to the removal notice');
+    const seqs = carolWs.all((f) => f.type === 'new_message' && f.data.thread_id === group.id).map((f) => f.data.seq);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'in seq order');
+    const about = (event) => nodeA.log.filter((l) => l.includes(`event=${event}`) && l.includes(`thread_id=${group.id}`));
+    const deadline = Date.now() + 10000;
+    while (about('gap_fill_stopped').length === 0 && Date.now() < deadline) await sleep(100);
+    await adminWs.sendMessage({ thread_id: group.id, content: 'later still' });
+    await sleep(1500);
+    assert.deepEqual(contents(carolWs, group.id), ['before the cut', 'during the cut', notice], 'nothing said after it');
+    assert.equal(about('gap_fill_stopped').length, 1, nodeA.logTail());
+    assert.deepEqual(about('gap_fill_failed'), [], 'the refusal that ends the fill is not retried');
+  });
+
   // It kills node A (the next test starts it again). A message committed on a node that died before its
   // new_message reached the bus: no resync will ever come for it. The
   // sender, unanswered, retries on another node with the same client_msg_id;
