@@ -1018,20 +1018,27 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
                         "AND b.created_at <= $2 ORDER BY b.seq DESC LIMIT 1), 0) "
                         "AND m.created_at > $2 AND m.sender_id <> $1 ORDER BY m.created_at LIMIT $3",
                         {user_id, since, clamp_limit(limit) + 1});
-        page.messages = read_messages(c, r, "messages_since");
+        auto current = read_messages(c, r, "messages_since");
         if (!r.ok()) return page;
-        if (page.messages.size() > static_cast<size_t>(clamp_limit(limit))) {
-          page.messages.pop_back();
-          page.has_more = true;
-        }
-        if (page.has_more) {
-          if (!page.messages.empty()) page.cursor = page.messages.back().created_at;
-          return page;
-        }
+        // The memberships that ended, each up to its removal's last notice:
+        // see SqliteStore::messages_since.
+        auto f = c.exec(PG_MESSAGE_SELECT
+                        "JOIN former_marks f ON f.thread_id = m.thread_id AND f.user_id = $1 AND f.left_seq > 0 "
+                        "WHERE m.created_at >= f.joined_at AND m.seq <= f.left_seq "
+                        "AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_id = f.thread_id "
+                        "AND b.seq <= f.left_seq AND b.created_at <= $2 ORDER BY b.seq DESC LIMIT 1), 0) "
+                        "AND m.created_at > $2 AND m.sender_id <> $1 ORDER BY m.created_at LIMIT $3",
+                        {user_id, since, clamp_limit(limit) + 1});
+        auto ended = read_messages(c, f, "messages_since former");
+        if (!f.ok()) return page;
+        page = offline_page(std::move(current), std::move(ended), limit);
+        if (page.has_more) return page;
         // Nothing more from others: move past the user's own newer messages too.
         auto newest = c.exec(
-            "SELECT MAX((SELECT m.created_at FROM messages m WHERE m.thread_id = p.thread_id "
-            "ORDER BY m.seq DESC LIMIT 1)) FROM participants p WHERE p.user_id = $1",
+            "SELECT GREATEST((SELECT MAX((SELECT m.created_at FROM messages m WHERE m.thread_id = p.thread_id "
+            "ORDER BY m.seq DESC LIMIT 1)) FROM participants p WHERE p.user_id = $1), "
+            "(SELECT MAX(m.created_at) FROM former_marks f JOIN messages m ON m.thread_id = f.thread_id "
+            "AND m.seq = f.left_seq WHERE f.user_id = $1 AND f.left_seq > 0))",
             {user_id});
         log_read_error(c, newest, "messages_since");
         // The newest message of the caller's threads (the epoch for none),

@@ -847,7 +847,6 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
   return with_reader(
       [&](SqliteConn& c) {
         ReadTxn txn(c);
-        OfflinePage page;
         // A time past the newest commit (a client's clock ahead) would come
         // back as the cursor and skip what commits until then: the newest
         // commit's time stands in for it. The table is appended in commit order.
@@ -863,27 +862,39 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
                             "AND b.created_at <= ?2 ORDER BY b.seq DESC LIMIT 1), 0) "
                             "AND m.created_at > ?2 AND m.sender_id <> ?1 ORDER BY m.created_at LIMIT ?3");
         st.bind(user_id, since, clamp_limit(limit) + 1);
-        page.messages = read_messages(c, st, "messages_since");
-        if (page.messages.size() > static_cast<size_t>(clamp_limit(limit))) {
-          page.messages.pop_back();
-          page.has_more = true;
-        }
-        if (page.has_more) {
-          if (!page.messages.empty()) page.cursor = page.messages.back().created_at;
-          return page;
-        }
+        auto current = read_messages(c, st, "messages_since");
+        // The memberships that ended: what was said in each from its join up
+        // to its removal's last notice. The walk back starts at that end, so
+        // one that ended before `since` costs one step.
+        auto ended = c.prepare(MESSAGE_SELECT
+                               "JOIN former_marks f ON f.user_id = ?1 AND f.left_seq > 0 "
+                               "JOIN threads t ON t.id = f.thread_id AND t.no = m.thread_no "
+                               "WHERE m.created_at >= f.joined_at AND m.seq <= f.left_seq "
+                               "AND m.seq > COALESCE((SELECT b.seq FROM messages b WHERE b.thread_no = t.no "
+                               "AND b.seq <= f.left_seq AND b.created_at <= ?2 ORDER BY b.seq DESC LIMIT 1), 0) "
+                               "AND m.created_at > ?2 AND m.sender_id <> ?1 ORDER BY m.created_at LIMIT ?3");
+        ended.bind(user_id, since, clamp_limit(limit) + 1);
+        auto page = offline_page(std::move(current), read_messages(c, ended, "messages_since former"), limit);
+        if (page.has_more) return page;
         // Nothing more from others: move past the user's own newer messages too.
         auto newest = c.prepare(
             "SELECT MAX((SELECT m.created_at FROM messages m WHERE m.thread_no = t.no "
             "ORDER BY m.seq DESC LIMIT 1)) FROM participants p JOIN threads t ON t.id = p.thread_id "
-            "WHERE p.user_id = ?");
+            "WHERE p.user_id = ?1 UNION ALL "
+            "SELECT MAX(m.created_at) FROM former_marks f JOIN threads t ON t.id = f.thread_id "
+            "JOIN messages m ON m.thread_no = t.no AND m.seq = f.left_seq WHERE f.user_id = ?1 AND f.left_seq > 0");
         newest.bind(user_id);
         // The newest message of the caller's threads (the epoch for none),
         // whatever time was asked: an answer that depended on how the time
         // asked compares with the store's newest commit would tell anyone,
         // by bisection, when someone somewhere last wrote.
         page.cursor = page.messages.empty() ? since : page.messages.back().created_at;  // if the read fails
-        if (newest.row()) page.cursor = newest.is_null(0) ? 0 : newest.i64(0);
+        std::optional<Micros> newest_at;
+        while (newest.row()) {
+          Micros at = newest.is_null(0) ? 0 : newest.i64(0);
+          newest_at = std::max(newest_at.value_or(0), at);
+        }
+        if (newest.error() == SQLITE_OK && newest_at) page.cursor = *newest_at;
         return page;
       });
 }

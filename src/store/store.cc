@@ -1,6 +1,7 @@
 #include "store/store.h"
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <set>
 
@@ -49,6 +50,25 @@ std::optional<AppendRequest> promotion_notice(const Removal& removal, const std:
 int64_t last_notice_seq(const Removed& removed) {
   if (removed.promotion) return removed.promotion->seq;
   return removed.notice ? removed.notice->seq : 0;
+}
+
+OfflinePage offline_page(std::vector<Message> current, std::vector<Message> former, int limit) {
+  OfflinePage page;
+  page.messages = std::move(current);
+  if (!former.empty()) {
+    // created_at is unique across the store: one order for both.
+    const auto mid = page.messages.insert(page.messages.end(), std::make_move_iterator(former.begin()),
+                                          std::make_move_iterator(former.end()));
+    std::inplace_merge(page.messages.begin(), mid, page.messages.end(),
+                       [](const Message& a, const Message& b) { return a.created_at < b.created_at; });
+  }
+  const size_t keep = static_cast<size_t>(std::max(limit, 0));
+  if (page.messages.size() > keep) {
+    page.messages.resize(keep);
+    page.has_more = true;
+    if (!page.messages.empty()) page.cursor = page.messages.back().created_at;
+  }
+  return page;
 }
 
 const char* stored_thread_type(ThreadType type) { return type == ThreadType::kDirect ? "direct" : "group"; }

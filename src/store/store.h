@@ -294,6 +294,8 @@ class Store {
   // Messages from others in the user's threads with created_at > since, oldest
   // first, read from one snapshot; the page's cursor chained back as `since`
   // never skips or repeats a message, however many writers commit meanwhile.
+  // A membership that ended counts up to its removal's last notice, as a
+  // former member's member_page reads it.
   virtual Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) = 0;
 
   // A tombstone: content emptied, deleted set, seq and everything else kept;
@@ -436,6 +438,12 @@ std::optional<AppendRequest> promotion_notice(const Removal& removal, const std:
 // of their last message, the promotion's notice, else the removal's; 0 when
 // neither was stored.
 int64_t last_notice_seq(const Removed& removed);
+
+// messages_since's page from its two reads, each oldest first and at most
+// limit + 1 long: the current memberships' and the ended ones' (which never
+// overlap). The oldest `limit` of both; has_more and the cursor when more
+// are left.
+OfflinePage offline_page(std::vector<Message> current, std::vector<Message> former, int limit);
 
 // The refusals of the store's own checks of who may change what (Addition::actor_id,
 // Removal::actor_id, Store::delete_message, Store::edit_message).

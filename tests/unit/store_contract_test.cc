@@ -1119,6 +1119,61 @@ TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {
   EXPECT_EQ(next.messages[0].id, fresh->message.id);
 }
 
+// Offline messages of a member removed while offline: what was said in
+// each membership up to its removal's notice, then nothing of the thread;
+// pages chained through the cursor skip and repeat nothing across current
+// and ended memberships, and the cursor moves past an ended one's notice.
+TEST_P(StoreContract, OfflineMessagesKeepWhatAnEndedMembershipWasOwed) {
+  User a = make_user("alice"), b = make_user("bob"), c = make_user("carol");
+  Thread group = make_group({a.id, b.id, c.id}, "class");
+  Thread dm = make_group({a.id, b.id}, "pair");
+  const Micros start = ok(send(group.id, a.id, "before")).message.created_at;
+  std::vector<std::string> want;
+  auto note = [&](const Result<AppendResult>& r) { want.push_back(r->message.content); };
+  note(send(group.id, a.id, "g1"));
+  note(send(dm.id, a.id, "d1"));
+  note(send(group.id, c.id, "g2"));
+  auto notice = [&](const std::string& text) { return AppendRequest{group.id, a.id, text, "system", ""}; };
+  auto removed = ok(store_->remove_participant_and_wait({group.id, b.id, {}, notice("alice removed bob")}));
+  want.push_back("alice removed bob");
+  send(group.id, a.id, "while bob was out");
+  note(send(dm.id, a.id, "d2"));
+  ASSERT_EQ(ok(store_->add_participants(group.id, {b.id})), std::vector<std::string>{b.id});
+  note(send(group.id, c.id, "g3 (back)"));
+  ASSERT_TRUE(store_->remove_participant_and_wait({group.id, b.id, {}, notice("alice removed bob again")}).ok());
+  want.push_back("alice removed bob again");
+  send(group.id, a.id, "after the second removal");
+  send(dm.id, b.id, "bob's own");
+
+  for (int per_page : {2, 3, 50}) {
+    std::vector<std::string> got;
+    Micros cursor = start;
+    for (int calls = 0; calls < 50; ++calls) {
+      OfflinePage page = ok(store_->messages_since(b.id, cursor, per_page));
+      ASSERT_LE(page.messages.size(), static_cast<size_t>(per_page));
+      for (const auto& m : page.messages) got.push_back(m.content);
+      cursor = page.cursor;
+      if (!page.has_more) break;
+    }
+    EXPECT_EQ(got, want) << "pages of " << per_page;
+  }
+  OfflinePage last = ok(store_->messages_since(b.id, start, 50));
+  EXPECT_TRUE(ok(store_->messages_since(b.id, last.cursor, 50)).messages.empty()) << "nothing twice";
+  EXPECT_GT(last.cursor, removed.notice->created_at);
+
+  // Only the group's end is left: the cursor is its notice, not a later message.
+  auto off = make_user("dora");
+  Thread once = make_group({a.id, off.id}, "once");
+  send(once.id, a.id, "hello dora");
+  auto gone = ok(store_->remove_participant_and_wait({once.id, off.id, {}, AppendRequest{once.id, a.id, "alice removed dora", "system", ""}}));
+  send(once.id, a.id, "not for dora");
+  OfflinePage dora = ok(store_->messages_since(off.id, 0, 50));
+  ASSERT_EQ(dora.messages.size(), 2u);
+  EXPECT_EQ(dora.messages[1].content, "alice removed dora");
+  EXPECT_EQ(dora.cursor, gone.notice->created_at);
+  EXPECT_TRUE(ok(store_->messages_since(off.id, dora.cursor, 50)).messages.empty());
+}
+
 // The cursor is the newest message of the caller's threads (or the epoch),
 // whatever time was asked: never the store's newest commit, and never an
 // answer that shows how the time asked compares with it (bisection would

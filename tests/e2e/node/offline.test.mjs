@@ -161,10 +161,8 @@ describe('offline messages', () => {
   });
 
   it('a member removed and added back within a second is not given a message twice, nor what was said while out', async () => {
-    // The cursor may go back when the caller leaves the thread that held the
-    // newest message (it is the newest of the caller's threads); after the
-    // re-add, nothing before it may qualify again (PostgreSQL once kept the
-    // second before a join, and repeated the message).
+    // After the re-add, nothing before it may qualify again (PostgreSQL once
+    // kept the second before a join, and repeated the message).
     const [alice, bob] = await server.registerMany(2);
     const dm = await server.createDirect(alice, bob);
     await server.sendRest(alice.token, dm.id, { content: 'older, in the direct thread' });
@@ -176,13 +174,40 @@ describe('offline messages', () => {
     assert.equal(out.status, 200, out.text);
     const away = (await server.sendRest(alice.token, group.id, { content: 'while bob was out' })).body.data;
     const second = await offline(server, bob.token, first.last_check_time);
-    assert.equal(second.count, 0);
+    assert.deepEqual(second.messages.map((x) => x.content), [`${alice.username} removed ${bob.username}`],
+      'only the notice of his removal');
     const back = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [bob.id] } });
     assert.equal(back.status, 200, back.text);
     const { messages } = await drain(server, bob.token, second.last_check_time);
     assert.ok(!messages.some((x) => x.id === m.id), `not again: ${JSON.stringify(messages.map((x) => x.content))}`);
     assert.ok(!messages.some((x) => x.id === away.id), 'nothing said while he was out');
     assert.ok(messages.some((x) => x.message_type === 'system' && /added/.test(x.content)), 'the notice of his return');
+  });
+
+  // A parent whose phone was off while the teacher removed them from a class
+  // group: what was said before the removal was theirs, as was its notice,
+  // and a device that was online got both live. Before the fix the thread's
+  // messages vanished from offline messages with the membership.
+  it('a member removed while offline still gets what was said before, the removal notice last, nothing after', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const group = await server.createGroup(alice, [bob, carol]);
+    const start = new Date(Date.now() - 60_000).toISOString();
+    await server.sendRest(carol.token, group.id, { content: 'before the removal' });
+    const out = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(out.status, 200, out.text);
+    await server.sendRest(carol.token, group.id, { content: 'after the removal' });
+    const { messages, cursor } = await drain(server, bob.token, start);
+    const texts = messages.filter((m) => m.thread_id === group.id && m.message_type !== 'system' || /removed/.test(m.content))
+      .map((m) => m.content);
+    assert.deepEqual(texts, ['before the removal', `${alice.username} removed ${bob.username}`]);
+    const notice = messages.find((m) => /removed/.test(m.content));
+    assert.equal(notice.message_type, 'system');
+    const again = await offline(server, bob.token, cursor);
+    assert.equal(again.count, 0, 'nothing twice');
+    await server.sendRest(carol.token, group.id, { content: 'later still' });
+    assert.equal((await offline(server, bob.token, cursor)).count, 0, 'nothing of the thread after his removal');
+    const history = await server.http('GET', `/api/chat/threads/${group.id}/messages`, { token: bob.token });
+    assert.equal(history.status, 403, 'the thread itself is no longer his to read');
   });
 
   it('covers every thread of the caller and no thread of others', async () => {
