@@ -159,6 +159,18 @@ Status check_invariants(const Query& query, const std::string& messages_of_threa
           "thread " + cell(r, 0) + ": user " + cell(r, 1) + " has delivered up to seq " + cell(r, 3) + range);
   }
 
+  // A membership's end past the thread's last message would let its former
+  // member read messages stored after they left (PageQuery::former_too).
+  auto ends = query(
+      "SELECT f.thread_id, f.user_id, f.left_seq, t.last_seq FROM former_marks f JOIN threads t ON t.id = f.thread_id "
+      "WHERE f.left_seq < 0 OR f.left_seq > t.last_seq ORDER BY f.thread_id, f.user_id" + limit,
+      4);
+  if (!ends) return ends.error();
+  for (const Row& r : *ends)
+    add("membership_end_out_of_range", cell(r, 0), cell(r, 1),
+        "thread " + cell(r, 0) + ": a membership of user " + cell(r, 1) + " ended at seq " + cell(r, 2) +
+            " outside 0.." + cell(r, 3));
+
   auto members = query(
       "SELECT p.thread_id, p.user_id, CASE WHEN t.id IS NULL THEN 1 ELSE 0 END, CASE WHEN u.id IS NULL THEN 1 ELSE 0 END "
       "FROM participants p LEFT JOIN threads t ON t.id = p.thread_id LEFT JOIN users u ON u.id = p.user_id "

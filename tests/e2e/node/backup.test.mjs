@@ -137,9 +137,13 @@ describe('backup, restore and check', () => {
   it('check finds a seq gap and a read mark out of range made with the sqlite3 CLI, and names the thread', { skip: sqliteOnly }, async () => {
     const server = await startServer();
     servers.push(server);
-    const [alice, bob] = await server.registerMany(2);
+    const [alice, bob, carol] = await server.registerMany(3);
     const thread = await server.createDirect(alice, bob);
     const clean = await server.createGroup(alice, [bob]);
+    const left = await server.createGroup(alice, [carol]);
+    assert.equal((await server.sendRest(alice.token, left.id, { content: 'to carol' })).status, 201);
+    const out = await server.http('DELETE', `/api/chat/threads/${left.id}/participants/${carol.id}`, { token: alice.token });
+    assert.equal(out.status, 200, out.text);
     for (let i = 1; i <= 5; i++) {
       assert.equal((await server.sendRest(alice.token, thread.id, { content: `m${i}` })).status, 201);
       assert.equal((await server.sendRest(alice.token, clean.id, { content: `c${i}` })).status, 201);
@@ -162,10 +166,16 @@ describe('backup, restore and check', () => {
     assert.equal(json.code, 1);
     const report = JSON.parse(json.stdout);
     assert.equal(report.ok, false);
-    assert.equal(report.messages, 10);
+    assert.equal(report.messages, 12);  // 5 + 4 (one deleted) + k-1 + the two of `left`
     const kinds = report.problems.map((p) => `${p.kind}:${p.thread_id}`).sort();
     assert.deepEqual(kinds, [`read_mark_out_of_range:${thread.id}`, `seq_gap:${thread.id}`]);
     assert.equal(report.problems.find((p) => p.kind === 'read_mark_out_of_range').user_id, bob.id);
+
+    // Ended at the removal's notice, seq 2; at 11 carol would be sent seqs 3..11 when they come.
+    await sqlite(db, `UPDATE former_marks SET left_seq = 11 WHERE thread_id = '${left.id}' AND user_id = '${carol.id}';`);
+    const end = await parley(['check', '--data-dir', server.dataDir]);
+    assert.match(end.stdout, new RegExp(`problem membership_end_out_of_range: thread ${left.id}: a membership of user ${carol.id} ended at seq 11 outside 0\\.\\.2`));
+    await sqlite(db, `UPDATE former_marks SET left_seq = 2 WHERE thread_id = '${left.id}' AND user_id = '${carol.id}';`);
 
     await sqlite(db, `UPDATE threads SET last_seq = 7 WHERE id = '${clean.id}';`);
     const mismatch = await parley(['check', '--data-dir', server.dataDir]);
