@@ -176,6 +176,16 @@ describe('backup, restore and check', () => {
     const end = await parley(['check', '--data-dir', server.dataDir]);
     assert.match(end.stdout, new RegExp(`problem membership_end_out_of_range: thread ${left.id}: a membership of user ${carol.id} ended at seq 11 outside 0\\.\\.2`));
     await sqlite(db, `UPDATE former_marks SET left_seq = 2 WHERE thread_id = '${left.id}' AND user_id = '${carol.id}';`);
+    // A store of schema 12 (serve would migrate it): no ends to check, and no failure for want of the column.
+    const copy = path.join(server.dataDir, 'v12');
+    fs.mkdirSync(copy, { mode: 0o700 });
+    await sqlite(db, `VACUUM INTO '${path.join(copy, 'parley.db')}';`);
+    await sqlite(path.join(copy, 'parley.db'),
+      'DROP INDEX former_marks_by_user; ALTER TABLE former_marks DROP COLUMN left_seq; PRAGMA user_version = 12;');
+    const older = await parley(['check', '--data-dir', copy]);
+    assert.doesNotMatch(older.stdout + older.stderr, /left_seq|membership_end|failed/, older.stdout + older.stderr);
+    assert.match(older.stdout, /problem read_mark_out_of_range/, 'the other invariants are still checked');
+    fs.rmSync(copy, { recursive: true, force: true });
 
     await sqlite(db, `UPDATE threads SET last_seq = 7 WHERE id = '${clean.id}';`);
     const mismatch = await parley(['check', '--data-dir', server.dataDir]);
