@@ -932,22 +932,25 @@ Result<MemberPage> PgStore::member_page(const std::string& user_id, const PageQu
   auto page = with_reader([&](PgConn& c) -> std::optional<MemberPage> {
     PgReadTxn txn(c);  // REPEATABLE READ: both statements see one snapshot
     MemberPage out;
-    auto p = c.exec("SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2", {q.thread_id, user_id});
-    log_read_error(c, p, "member_page");
-    if (!p.ok()) return std::nullopt;
-    if (p.rows() > 0) {
-      out.joined_at = p.i64(0, 0);
-    } else {
-      if (!q.former_too || q.after_seq < 0) return std::nullopt;
-      // Of the memberships that ended past after_seq, the first (seqs only grow).
+    if (q.former_too && q.after_seq >= 0) {
+      // Of the memberships that ended past after_seq, the first (seqs only
+      // grow): it comes before the current one, if the user is back.
       auto f = c.exec(
           "SELECT joined_at, left_seq FROM former_marks WHERE thread_id = $1 AND user_id = $2 AND left_seq > $3 "
           "ORDER BY left_seq LIMIT 1",
           {q.thread_id, user_id, q.after_seq});
       log_read_error(c, f, "member_page former");
-      if (!f.ok() || f.rows() == 0) return std::nullopt;
-      out.joined_at = f.i64(0, 0);
-      out.ended_at_seq = f.i64(0, 1);
+      if (!f.ok()) return std::nullopt;
+      if (f.rows() > 0) {
+        out.joined_at = f.i64(0, 0);
+        out.ended_at_seq = f.i64(0, 1);
+      }
+    }
+    if (out.ended_at_seq == 0) {
+      auto p = c.exec("SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2", {q.thread_id, user_id});
+      log_read_error(c, p, "member_page");
+      if (!p.ok() || p.rows() == 0) return std::nullopt;
+      out.joined_at = p.i64(0, 0);
     }
     if (q.after_seq >= 0) {
       int64_t last = out.ended_at_seq > 0 ? out.ended_at_seq : kAllSeqs;

@@ -778,26 +778,28 @@ Result<MemberPage> SqliteStore::member_page(const std::string& user_id, const Pa
   auto page = with_reader([&](SqliteConn& c) -> std::optional<MemberPage> {
     ReadTxn txn(c);
     MemberPage out;
-    {
-      auto st = c.prepare("SELECT joined_at FROM participants WHERE thread_id = ? AND user_id = ?");
-      st.bind(q.thread_id, user_id);
-      if (st.row()) {
-        out.joined_at = st.i64(0);
-      } else {
-        log_read_error(c, st, "member_page");
-        if (!q.former_too || q.after_seq < 0) return std::nullopt;
-        // Of the memberships that ended past after_seq, the first (seqs only grow).
-        auto f = c.prepare(
-            "SELECT joined_at, left_seq FROM former_marks WHERE thread_id = ? AND user_id = ? AND left_seq > ? "
-            "ORDER BY left_seq LIMIT 1");
-        f.bind(q.thread_id, user_id, q.after_seq);
-        if (!f.row()) {
-          log_read_error(c, f, "member_page former");
-          return std::nullopt;
-        }
+    if (q.former_too && q.after_seq >= 0) {
+      // Of the memberships that ended past after_seq, the first (seqs only
+      // grow): it comes before the current one, if the user is back.
+      auto f = c.prepare(
+          "SELECT joined_at, left_seq FROM former_marks WHERE thread_id = ? AND user_id = ? AND left_seq > ? "
+          "ORDER BY left_seq LIMIT 1");
+      f.bind(q.thread_id, user_id, q.after_seq);
+      if (f.row()) {
         out.joined_at = f.i64(0);
         out.ended_at_seq = f.i64(1);
+      } else {
+        log_read_error(c, f, "member_page former");
       }
+    }
+    if (out.ended_at_seq == 0) {
+      auto st = c.prepare("SELECT joined_at FROM participants WHERE thread_id = ? AND user_id = ?");
+      st.bind(q.thread_id, user_id);
+      if (!st.row()) {
+        log_read_error(c, st, "member_page");
+        return std::nullopt;
+      }
+      out.joined_at = st.i64(0);
     }
     if (q.after_seq >= 0) {
       int64_t last = out.ended_at_seq > 0 ? out.ended_at_seq : kAllSeqs;

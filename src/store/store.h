@@ -173,9 +173,9 @@ struct PageQuery {
   int64_t after_seq = -1;          // >= 0: the oldest `limit` with seq > after_seq
   int64_t before_seq = kAllSeqs;   // else: the newest `limit` with seq < before_seq
   int limit = 50;
-  // With after_seq: a reader no longer a participant reads on through the
-  // first membership of theirs that ended past after_seq, up to the last
-  // notice of its removal (a connection owed what it was sent as a member).
+  // With after_seq: the first membership of the reader's that ended past
+  // after_seq is read first, up to the last notice of its removal (a
+  // connection owed what it was sent as a member), then the current one.
   bool former_too = false;
 };
 
@@ -282,8 +282,9 @@ class Store {
   // read from one snapshot with the membership: a removal that commits while
   // the page is read never lets through a message stored after it (a check
   // apart from the read would, for as long as the read took to start).
-  // With former_too, a former member reads as one up to where that
-  // membership ended (removals from SQLite schema 13 / PostgreSQL 10 on).
+  // With former_too, a membership that ended past after_seq is read, up to
+  // where it ended, before the current one or instead of none (removals
+  // from SQLite schema 13 / PostgreSQL 10 on).
   // Errors: not_found "not_a_participant", also for a thread that does not exist.
   virtual Result<MemberPage> member_page(const std::string& user_id, const PageQuery& query) = 0;
   // The highest seq in (lowest_seq, below_seq) of a message of the thread

@@ -959,6 +959,13 @@ TEST_P(StoreContract, AFormerMemberReadsUpToTheirRemovalsNotice) {
 
   // Back, then removed again: the second membership ends at its own notice.
   ASSERT_TRUE(store_->add_participants(t.id, {b.id}).ok());
+  auto ended = ok(former(b.id, 0));
+  EXPECT_EQ(seqs(ended), (std::vector<int64_t>{1, 2, 3})) << "the membership that ended comes first, though back";
+  EXPECT_EQ(ended.ended_at_seq, 3);
+  auto again = ok(former(b.id, 3));
+  EXPECT_EQ(again.ended_at_seq, 0) << "then the current one";
+  EXPECT_GT(again.joined_at, ended.joined_at);
+  EXPECT_EQ(ok(store_->member_page(b.id, PageQuery{t.id, 0, kAllSeqs, 10})).ended_at_seq, 0) << "without former_too";
   send(t.id, a.id, "5");
   ASSERT_EQ(ok(store_->remove_participant_and_wait({t.id, b.id, {}, notice(b.id)})).notice->seq, 6);
   send(t.id, a.id, "7");

@@ -294,6 +294,40 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(about('gap_fill_failed'), [], 'the refusal that ends the fill is not retried');
   });
 
+  // The same parent removed and added back during the cut: the end of her
+  // first time in the group is hers, the second time is hers, what was said
+  // while she was out is not.
+  it('a member removed and added back during the cut gets both times in the group, not what was said while out', async () => {
+    const [admin, carol] = await nodeB.registerMany(2);
+    const group = await nodeB.createGroup(admin, [carol]);
+    const adminWs = await nodeB.connect(admin);
+    const carolWs = await nodeA.connect(carol);
+    await adminWs.sendMessage({ thread_id: group.id, content: 'before the cut' });
+    await waitContents(carolWs, group.id, ['before the cut'], 'carol on node A has the thread');
+
+    await proxy.cut();
+    try {
+      await waitBus(nodeA, false);
+      await adminWs.sendMessage({ thread_id: group.id, content: 'during the cut' });
+      const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${carol.id}`, { token: admin.token });
+      assert.equal(removed.status, 200, removed.text);
+      await adminWs.sendMessage({ thread_id: group.id, content: 'while carol was out' });
+      const back = await nodeB.http('POST', `/api/chat/threads/${group.id}/participants`, { token: admin.token, body: { participant_ids: [carol.id] } });
+      assert.equal(back.status, 200, back.text);
+      await adminWs.sendMessage({ thread_id: group.id, content: 'after her return' });
+    } finally {
+      await uncut();
+    }
+    await waitBus(nodeA, true);
+    const want = ['before the cut', 'during the cut', `${admin.username} removed ${carol.username}`,
+      `${admin.username} added ${carol.username}`, 'after her return'];
+    await waitContents(carolWs, group.id, want, 'both times in the group');
+    await adminWs.sendMessage({ thread_id: group.id, content: 'live again' });
+    await waitContents(carolWs, group.id, [...want, 'live again'], 'live after the fill');
+    await sleep(1500);
+    assert.deepEqual(contents(carolWs, group.id), [...want, 'live again'], 'each once, nothing said while out');
+  });
+
   // It kills node A (the next test starts it again). A message committed on a node that died before its
   // new_message reached the bus: no resync will ever come for it. The
   // sender, unanswered, retries on another node with the same client_msg_id;
