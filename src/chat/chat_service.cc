@@ -654,18 +654,23 @@ Result<OfflinePage> ChatService::offline_messages(const User& actor, Micros sinc
     page->cursor = page->messages.back().created_at;
     break;
   }
-  if (auto st = annotate_each_thread(page->messages); !st) return st.error();
+  if (auto st = annotate_each_thread(page->messages, actor.id); !st) return st.error();
   return page;
 }
 
-// annotate() for messages of any threads: each thread read once.
-Status ChatService::annotate_each_thread(std::vector<Message>& messages) const {
+// Each thread read once.
+Status ChatService::annotate_each_thread(std::vector<Message>& messages, const std::string& reader_id) const {
   std::unordered_map<std::string, std::vector<Message*>> by_thread;
   for (auto& m : messages) by_thread[m.thread_id].push_back(&m);
   for (auto& [thread_id, ms] : by_thread) {
     auto t = store_.thread(thread_id);
     if (!t) return t.error();
-    if (*t) annotate(**t, std::move(ms));
+    if (!*t) continue;
+    const auto& ps = (*t)->participants;
+    const bool left = !reader_id.empty() && std::none_of(ps.begin(), ps.end(), [&](const Participant& p) {
+      return p.user_id == reader_id;
+    });
+    if (!left) annotate(**t, std::move(ms));
   }
   return Ok{};
 }

@@ -277,7 +277,10 @@ class ChatService {
   void publish_change(const Message& changed, Audience to, const std::string& exclude_session);
   // Fills the sender-relative status of each message and who is online.
   void annotate(Thread& thread, std::vector<Message*> messages) const;
-  Status annotate_each_thread(std::vector<Message>& messages) const;
+  // annotate() for messages of any threads. Given a reader, a thread they
+  // are no longer in keeps its messages `sent`: how far its members read
+  // after the reader left is not theirs to learn (offline messages).
+  Status annotate_each_thread(std::vector<Message>& messages, const std::string& reader_id = "") const;
   // One message with its current status (moderation.cc).
   Message with_status(Message m) const;
 

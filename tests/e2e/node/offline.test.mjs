@@ -192,16 +192,20 @@ describe('offline messages', () => {
     const [alice, bob, carol] = await server.registerMany(3);
     const group = await server.createGroup(alice, [bob, carol]);
     const start = new Date(Date.now() - 60_000).toISOString();
-    await server.sendRest(carol.token, group.id, { content: 'before the removal' });
+    const said = (await server.sendRest(carol.token, group.id, { content: 'before the removal' })).body.data;
     const out = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
     assert.equal(out.status, 200, out.text);
     await server.sendRest(carol.token, group.id, { content: 'after the removal' });
+    const read = await server.http('POST', `/api/chat/mark-read/${group.id}?up_to_seq=${said.seq}`, { token: alice.token });
+    assert.equal(read.status, 200, read.text);
     const { messages, cursor } = await drain(server, bob.token, start);
     const texts = messages.filter((m) => m.thread_id === group.id && m.message_type !== 'system' || /removed/.test(m.content))
       .map((m) => m.content);
     assert.deepEqual(texts, ['before the removal', `${alice.username} removed ${bob.username}`]);
     const notice = messages.find((m) => /removed/.test(m.content));
     assert.equal(notice.message_type, 'system');
+    assert.equal(messages.find((m) => m.id === said.id).status, 'sent',
+      'how far the group read after he left is not his to learn (alice read it since)');
     const again = await offline(server, bob.token, cursor);
     assert.equal(again.count, 0, 'nothing twice');
     await server.sendRest(carol.token, group.id, { content: 'later still' });
