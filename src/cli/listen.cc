@@ -473,9 +473,19 @@ awaitable<void> Listener::on_message(json::object frame) {
 // Our subscribe_thread was refused (say, we left the thread): stop waiting for it.
 awaitable<void> Listener::on_fill_error(const json::object& frame) {
   std::string thread = get_string(frame, "request_id").substr(kFillPrefix.size());
-  note("cannot catch up on thread " + thread + ": " + get_string(frame, "code") + ": " + get_string(frame, "message"));
   filling_.erase(thread);
   co_await drain(thread, true);
+  if (get_string(frame, "code") != "forbidden") {
+    note("cannot catch up on thread " + thread + ": " + get_string(frame, "code") + ": " + get_string(frame, "message"));
+    co_return;
+  }
+  // Removed (or left) while this was not listening: the replay sent what
+  // came up to the removal's notice, which was printed. The position goes,
+  // so a later run does not ask again.
+  note("no longer a participant of thread " + thread);
+  seqs_.forget(thread);
+  dirty_ = true;
+  schedule_save();
 }
 
 awaitable<void> Listener::deliver(json::object frame) {

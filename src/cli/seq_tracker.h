@@ -35,6 +35,12 @@ class SeqTracker {
   // ended, nothing more will fill the gap), the oldest held one regardless.
   std::optional<json::object> take_next(const std::string& thread, bool force);
 
+  // Drops a thread's position and anything held: the user is no longer in it.
+  void forget(const std::string& thread) {
+    last_.erase(thread);
+    held_.erase(thread);
+  }
+
   const Positions& positions() const { return last_; }
 
  private:

@@ -685,6 +685,42 @@ describe('parley-cli', () => {
     assert.doesNotMatch(listen.stdoutText + listen.stderrText, /error|forbidden/, listen.describe());
   });
 
+  // Bob's listener is stopped while Alice writes to the group and then
+  // removes him: the next run prints both and forgets the thread; the one
+  // after asks for nothing. Before, each run said "cannot catch up on
+  // thread …: forbidden" and printed neither.
+  it('listen removed from a group while stopped prints what came up to the removal, then forgets the thread', async () => {
+    const group = await server.createGroup(alice, [bob]);
+    const first = new CliProcess(['--config', bobCfg, 'listen', '--timeout', '20'], { home });
+    await first.ready();
+    await server.sendRest(alice.token, group.id, { content: 'term starts monday' });
+    await first.waitFor((p) => /term starts monday/.test(p.stdoutText), 'the message');
+    first.child.kill('SIGTERM');
+    await first.result(5000);
+
+    await server.sendRest(alice.token, group.id, { content: 'bring the forms' });
+    const removed = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(removed.status, 200, removed.text);
+    await server.sendRest(alice.token, group.id, { content: 'not for bob' });
+
+    const notice = `${alice.username} removed ${bob.username}`;
+    const second = new CliProcess(['--config', bobCfg, 'listen', '--timeout', '20'], { home });
+    await second.waitFor((p) => p.stdoutText.includes(notice) && /no longer a participant/.test(p.stderrText), 'the notice');
+    second.child.kill('SIGTERM');
+    await second.result(5000);
+    const printed = second.stdoutText.split('\n').filter(Boolean).map((l) => JSON.parse(l))
+      .filter((f) => f.type === 'new_message' && f.data.thread_id === group.id).map((f) => f.data.content);
+    assert.deepEqual(printed, ['bring the forms', notice], second.describe());
+    assert.doesNotMatch(second.stderrText, /cannot catch up/, second.describe());
+    const saved = JSON.parse(fs.readFileSync(bobCfg, 'utf8'));
+    assert.equal(saved.positions?.[bob.id]?.[group.id], undefined, 'the thread is forgotten');
+
+    const third = new CliProcess(['--config', bobCfg, 'listen', '--timeout', '1.5'], { home });
+    const r3 = await third.result();
+    assert.equal(r3.code, 3, third.describe());
+    assert.doesNotMatch(third.stderrText, /forbidden|no longer|cannot catch up/, third.describe());
+  });
+
   it('a negative --up-to, --timeout or --exit-after is refused in one short line, exit 64', async () => {
     for (const args of [['mark-read', threadId, '--up-to', '-1'], ['listen', '--timeout', '-5'], ['listen', '--exit-after', '-2']]) {
       const r = await asBob(args);
