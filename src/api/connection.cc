@@ -951,11 +951,18 @@ void Connection::on_delivered(ClientFrame f) {
   auto self = shared_from_this();
   off_loop([self, f]() -> std::function<void()> {
     // Socket.IO's ack of a message names it by thread and seq (protocol/socketio_encoder.h).
-    auto st = !f.message_id.empty() || !f.up_to_seq
-                  ? self->ctx_.chat.acknowledge_delivery(self->user_id_, f.message_id)
-                  : self->ctx_.chat.acknowledge_delivery_at(self->user_id_, f.thread_id, *f.up_to_seq);
-    return [self, f, st] {
-      if (!st) return self->send_error(st.error(), f.request_id);
+    const bool by_id = !f.message_id.empty() || !f.up_to_seq;
+    std::pair<std::string, int64_t> at{f.thread_id, f.up_to_seq.value_or(0)};
+    auto st = by_id ? self->ctx_.chat.acknowledge_delivery(self->user_id_, f.message_id, &at)
+                    : self->ctx_.chat.acknowledge_delivery_at(self->user_id_, f.thread_id, *f.up_to_seq);
+    return [self, f, st, at] {
+      // The receipt of a message this connection was sent in a thread its
+      // user has left since (the notice of their removal, say, which every
+      // client that acknowledges what it gets acknowledges): nothing to
+      // record, nor to complain of.
+      const bool left_since = !st && st.error().kind == ErrorKind::kForbidden && at.second > 0 &&
+                              self->was_sent(at.first, at.second);
+      if (!st && !left_since) return self->send_error(st.error(), f.request_id);
       self->send(self->encoder_->done(f.request_id));
     };
   });

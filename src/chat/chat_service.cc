@@ -622,15 +622,12 @@ Result<MemberPage> ChatService::member_page(const std::string& user_id, const Pa
 
 Result<MemberPage> ChatService::replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq,
                                        int limit, ReplayFor purpose) {
-  const bool fill = purpose == ReplayFor::kGapFill;
-  // A fill asks the store whatever the cache says: a former member's
-  // membership ended in the store, which the cache may not have seen yet.
-  if (!fill)
-    if (auto m = require_member(user_id, thread_id); !m) return m.error();
-  auto page = member_page(user_id, PageQuery{thread_id, since_seq, kAllSeqs, limit, /*former_too=*/fill});
+  // The store decides, not the member cache: a former member's membership
+  // ended in the store, and the page is read with it.
+  auto page = member_page(user_id, PageQuery{thread_id, since_seq, kAllSeqs, limit, /*former_too=*/true});
   if (!page) return page.error();
-  if (!fill)
-    if (auto st = annotate_each_thread(page->messages); !st) return st.error();
+  if (purpose == ReplayFor::kSubscriber)
+    if (auto st = annotate_each_thread(page->messages, user_id); !st) return st.error();
   return page;
 }
 
@@ -825,11 +822,13 @@ void ChatService::publish_change(const Message& changed, Audience to, const std:
   bus_.publish(std::move(ev));
 }
 
-Status ChatService::acknowledge_delivery(const std::string& user_id, const std::string& message_id) {
+Status ChatService::acknowledge_delivery(const std::string& user_id, const std::string& message_id,
+                                         std::pair<std::string, int64_t>* at) {
   auto found = store_.message(message_id);
   if (!found) return found.error();
   // An unknown message and one in someone else's thread get the same answer.
   if (!*found) return thread_not_found_or_forbidden();
+  if (at) *at = {(*found)->thread_id, (*found)->seq};
   return acknowledge(user_id, **found);
 }
 

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "auth/identity.h"
@@ -111,11 +112,12 @@ class ChatService {
   // (the direct thread may have to be created) or the thread is not cached.
   void send(SendRequest request, SendCallback done);
   Result<std::vector<Message>> history(const User& actor, const std::string& thread_id, const HistoryQuery& query);
-  // What a replay stands for. A subscribe_thread replay gives each message
-  // its current status, as history does, and only to a member. A gap fill
-  // stands in for the live frames a connection missed: each `sent`, and to
-  // a member removed since, what came up to their removal's notice (the
-  // frames they were owed as a member), then refused as to a non-member.
+  // What a replay stands for. Both read what the user was owed as a
+  // member: to one removed since, what came up to their removal's notice
+  // (as it reached their connections live), then refused as to a
+  // non-member. A subscribe_thread replay gives each message its current
+  // status, as history does (`sent` in a thread the user has left); a gap
+  // fill stands in for the live frames a connection missed: each `sent`.
   enum class ReplayFor { kSubscriber, kGapFill };
   // Messages after since_seq, oldest first, at most limit, with the
   // membership they were read as. Read with it, from one snapshot
@@ -132,8 +134,11 @@ class ChatService {
 
   // --- receipts and presence ---
   // A recipient's client acknowledged a message: records it and tells the
-  // sender's connections (message_delivered). Blocking.
-  Status acknowledge_delivery(const std::string& user_id, const std::string& message_id);
+  // sender's connections (message_delivered). `at`, if given, is set to the
+  // message's place when it exists, even when the receipt is refused.
+  // Blocking.
+  Status acknowledge_delivery(const std::string& user_id, const std::string& message_id,
+                              std::pair<std::string, int64_t>* at = nullptr);
   // The same for the message at `seq` in `thread_id`.
   Status acknowledge_delivery_at(const std::string& user_id, const std::string& thread_id, int64_t seq);
   // Tells everyone who shares a thread with each user that the user came

@@ -129,6 +129,45 @@ describe('group fan-out', () => {
     assert.equal(refused.code, 'forbidden', 'a removed participant can no longer send');
   });
 
+  // A parent's tablet was off while the teacher removed them from the class
+  // group. It reconnects and catches up as every client does (subscribe_thread
+  // from its last seq): it gets what was said up to the removal and the
+  // notice of it, then `forbidden`. Before, the catch-up was refused outright
+  // and the tablet never heard of the removal. And a connected client that
+  // acknowledges what it gets is not answered an error for the notice.
+  it('a member removed while a device was off: its catch-up brings what came up to the removal, then forbidden', async () => {
+    const [admin, carol, parent] = await server.registerMany(3);
+    const thread = await server.createGroup(admin, [carol, parent], 'class 4b');
+    const phone = await server.connect(parent);
+    const first = await server.sendRest(carol.token, thread.id, { content: 'seen on the tablet' });
+    const seen = first.body.data.seq;
+    const before = (await server.sendRest(carol.token, thread.id, { content: 'before the removal' })).body.data;
+    const del = await server.http('DELETE', `/api/chat/threads/${thread.id}/participants/${parent.id}`, { token: admin.token });
+    assert.equal(del.status, 200, del.text);
+    await server.sendRest(carol.token, thread.id, { content: 'after the removal' });
+    const read = await server.http('POST', `/api/chat/mark-read/${thread.id}?up_to_seq=${before.seq}`, { token: admin.token });
+    assert.equal(read.status, 200, read.text);
+    const notice = `${admin.username} removed ${parent.username}`;
+
+    // The phone was connected: the notice came live, and its receipt is no error.
+    const live = await phone.next((f) => f.type === 'new_message' && f.data.content === notice, 5000, 'the notice, live');
+    phone.send({ type: 'message_received', message_id: live.data.id, request_id: 'ack-notice' });
+    await phone.expectNone((f) => f.type === 'error', 700, 'an error for the receipt of the notice');
+    const foreign = await phone.request({ type: 'message_received', message_id: before.id.replace(/^./, (c) => (c === '0' ? '1' : '0')) });
+    assert.equal(foreign.type, 'error', 'an id this connection was not sent is still refused');
+
+    const tablet = await server.connect(parent);
+    const reply = await tablet.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: seen });
+    assert.equal(reply.type, 'error');
+    assert.equal(reply.code, 'forbidden');
+    const replayed = tablet.all((f) => f.type === 'new_message' && f.data.thread_id === thread.id).map((f) => f.data);
+    assert.deepEqual(replayed.map((m) => m.content), ['before the removal', notice]);
+    assert.equal(replayed[0].status, 'sent', 'how far the group read since is not for the parent');
+    const again = await tablet.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: replayed[1].seq });
+    assert.equal(again.code, 'forbidden', 'nothing past the removal');
+    await tablet.expectNone((f) => f.type === 'new_message' && f.data.content === 'after the removal', 300, 'a message after the removal');
+  });
+
   it('the last admin leaving makes the longest-standing member admin, and says so', async () => {
     const [admin, first, later, newcomer] = await server.registerMany(4);
     const thread = await server.createGroup(admin, [first], 'handover');

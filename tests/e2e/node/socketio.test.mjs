@@ -224,6 +224,21 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     a.close(); b.close();
   });
 
+  // socket.io-client apps ack every new_message; the last one a removed
+  // member gets is the notice of the removal. Its ack used to come back as
+  // an `error` event (forbidden), on every removal.
+  it('the ack of the notice of one\'s removal says nothing', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const group = await server.createGroup(alice, [bob]);
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    const del = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(del.status, 200, del.text);
+    await b.next('new_message', (m) => m.thread_id === group.id && /removed/.test(m.content));
+    await sleep(700);
+    assert.deepEqual(b.events.filter((r) => r.event === 'error').map((r) => r.data), []);
+    b.close();
+  });
+
   it('an ack id counts only on a session that was sent its message: a forged one changes nothing and says nothing', async () => {
     const [alice, bob, carol] = await server.registerMany(3);
     const a = await connected(server, alice);
