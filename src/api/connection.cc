@@ -489,8 +489,8 @@ struct Connection::Replay {
   bool past_floor = false;  // a message at or above created_floor was read (see replay_send)
   uint32_t subscribes_at = 0;  // a fill or catch-up: the cursor's subscribes() when it began
   int64_t thread_last = -1;  // >= 0: the thread's last seq, read when since_seq found nothing
-  // > 0: a fill's page read as a former member (MemberPage::ended_at_seq):
-  // the fill reads on past it, into a later membership or a refusal.
+  // > 0: a page read as a former member (MemberPage::ended_at_seq): the
+  // replay reads on past it, into a later membership or a refusal.
   int64_t ended_at_seq = 0;
   json::value request_id;
   std::vector<Message> page;

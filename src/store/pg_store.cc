@@ -953,11 +953,14 @@ Result<MemberPage> PgStore::member_page(const std::string& user_id, const PageQu
       out.joined_at = p.i64(0, 0);
     }
     if (q.after_seq >= 0) {
-      int64_t last = out.ended_at_seq > 0 ? out.ended_at_seq : kAllSeqs;
+      // An ended membership: only what was said during it (see SqliteStore).
+      const bool ended = out.ended_at_seq > 0;
       out.messages = read_messages(
           c,
-          c.exec(PG_MESSAGE_SELECT "WHERE m.thread_id = $1 AND m.seq > $2 AND m.seq <= $3 ORDER BY m.seq LIMIT $4",
-                 {q.thread_id, q.after_seq, last, clamp_limit(q.limit)}),
+          c.exec(PG_MESSAGE_SELECT
+                 "WHERE m.thread_id = $1 AND m.seq > $2 AND m.seq <= $3 AND m.created_at >= $4 ORDER BY m.seq LIMIT $5",
+                 {q.thread_id, q.after_seq, ended ? out.ended_at_seq : kAllSeqs, ended ? out.joined_at : Micros{0},
+                  clamp_limit(q.limit)}),
           "member_page");
     } else {
       out.messages = read_messages(

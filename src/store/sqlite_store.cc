@@ -802,10 +802,13 @@ Result<MemberPage> SqliteStore::member_page(const std::string& user_id, const Pa
       out.joined_at = st.i64(0);
     }
     if (q.after_seq >= 0) {
-      int64_t last = out.ended_at_seq > 0 ? out.ended_at_seq : kAllSeqs;
+      // An ended membership: only what was said during it (a member reads
+      // the whole history, but that is no longer theirs to read).
+      const bool ended = out.ended_at_seq > 0;
       auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?")
-                                         " AND m.seq > ? AND m.seq <= ? ORDER BY m.seq LIMIT ?");
-      st.bind(q.thread_id, q.after_seq, last, clamp_limit(q.limit));
+                                         " AND m.seq > ? AND m.seq <= ? AND m.created_at >= ? ORDER BY m.seq LIMIT ?");
+      st.bind(q.thread_id, q.after_seq, ended ? out.ended_at_seq : kAllSeqs, ended ? out.joined_at : Micros{0},
+              clamp_limit(q.limit));
       out.messages = read_messages(c, st, "member_page");
     } else {
       auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");

@@ -182,7 +182,9 @@ struct PageQuery {
 struct MemberPage {
   Micros joined_at = 0;            // the reader's, as of the page's snapshot
   std::vector<Message> messages;   // ascending seq
-  int64_t ended_at_seq = 0;        // > 0: read as a former member; nothing past this seq is theirs
+  // > 0: read as a former member: only what was said during that
+  // membership (from joined_at), and nothing past this seq.
+  int64_t ended_at_seq = 0;
 };
 
 class Store {

@@ -168,6 +168,22 @@ describe('group fan-out', () => {
     await tablet.expectNone((f) => f.type === 'new_message' && f.data.content === 'after the removal', 300, 'a message after the removal');
   });
 
+  it('a former member\'s catch-up from 0 is only their time in the group: not the history before they joined', async () => {
+    const [admin, carol, dave] = await server.registerMany(3);
+    const thread = await server.createGroup(admin, [carol], 'class 5a');
+    await server.sendRest(carol.token, thread.id, { content: 'before dave joined' });
+    const add = await server.http('POST', `/api/chat/threads/${thread.id}/participants`, { token: admin.token, body: { participant_ids: [dave.id] } });
+    assert.equal(add.status, 200, add.text);
+    await server.sendRest(carol.token, thread.id, { content: 'while dave was in' });
+    const del = await server.http('DELETE', `/api/chat/threads/${thread.id}/participants/${dave.id}`, { token: admin.token });
+    assert.equal(del.status, 200, del.text);
+    const ws = await server.connect(dave);
+    const reply = await ws.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 });
+    assert.equal(reply.code, 'forbidden');
+    assert.deepEqual(ws.all((f) => f.type === 'new_message').map((f) => f.data.content),
+      [`${admin.username} added ${dave.username}`, 'while dave was in', `${admin.username} removed ${dave.username}`]);
+  });
+
   it('the last admin leaving makes the longest-standing member admin, and says so', async () => {
     const [admin, first, later, newcomer] = await server.registerMany(4);
     const thread = await server.createGroup(admin, [first], 'handover');
