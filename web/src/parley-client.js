@@ -85,6 +85,10 @@ export class ParleyClient extends EventTarget {
     this.cursors = new Map();
     this.ahead = new Map();  // thread id -> Set of seqs
     this.subscribed = new Set();  // thread ids subscribed on the current connection
+    // Threads the app forgot (no longer the user's) until it tracks them
+    // again: a replay of one still under way when it was forgotten must not
+    // give it a position back, or every reconnect would ask for it again.
+    this.forgotten = new Set();
     this.outboxStore = outboxStore;
     this.outbox = outboxStore ? outboxStore.load() : [];  // [{thread_id, content, client_msg_id, created_at}]
     // The client_msg_ids of the shared store as this client last read or wrote it.
@@ -376,6 +380,7 @@ export class ParleyClient extends EventTarget {
 
   // Records that seq of a thread was seen; false when it was seen already.
   seen(threadId, seq) {
+    if (this.forgotten.has(threadId)) return true;  // the app decides (it may learn the user is back)
     let cursor = this.cursors.get(threadId) || 0;
     let ahead = this.ahead.get(threadId);
     if (seq <= cursor || (ahead && ahead.has(seq))) return false;
@@ -391,6 +396,7 @@ export class ParleyClient extends EventTarget {
   // A thread not yet subscribed on this connection (one that appeared while
   // this device was offline) is subscribed at once, from its cursor.
   track(threadId, lastSeq) {
+    this.forgotten.delete(threadId);
     let cursor = this.cursors.get(threadId) || 0;
     if (!this.cursors.has(threadId) || cursor < lastSeq) {
       cursor = lastSeq;
@@ -474,6 +480,7 @@ export class ParleyClient extends EventTarget {
   // Stops following a thread this user has left: its unsent messages could
   // never be sent, and resending them on each connection would only be refused.
   forget(threadId) {
+    this.forgotten.add(threadId);
     this.cursors.delete(threadId);
     this.ahead.delete(threadId);
     this.subscribed.delete(threadId);

@@ -3,7 +3,10 @@
 // in seq order, and seq is gapless from 1.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, sleep } from './harness.mjs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import WebSocket from 'ws';
+import { startServer, sleep, REPO_ROOT } from './harness.mjs';
 
 const PER_CONNECTION = 6;  // 3 users x 2 connections x 6 = 36 messages
 
@@ -182,6 +185,50 @@ describe('group fan-out', () => {
     assert.equal(reply.code, 'forbidden');
     assert.deepEqual(ws.all((f) => f.type === 'new_message').map((f) => f.data.content),
       [`${admin.username} added ${dave.username}`, 'while dave was in', `${admin.username} removed ${dave.username}`]);
+  });
+
+  // The web app's client (web/src/parley-client.js, in Node with ws): the
+  // thread list that drops a group the user was removed from can come back
+  // before the catch-up's replay of it. The replay must not give the group
+  // its position back, or every reconnect would ask for it again (and from
+  // 0, its whole history).
+  it('the web app\'s client, told to forget a group during its replay, does not ask for it again', async () => {
+    globalThis.WebSocket ??= WebSocket;
+    const { ParleyClient } = await import(pathToFileURL(path.join(REPO_ROOT, 'web', 'src', 'parley-client.js')).href);
+    const [admin, bob] = await server.registerMany(2);
+    const thread = await server.createGroup(admin, [bob], 'replayed while forgotten');
+    const first = (await server.sendRest(admin.token, thread.id, { content: 'seen' })).body.data;
+    await server.sendRest(admin.token, thread.id, { content: 'missed' });
+    const del = await server.http('DELETE', `/api/chat/threads/${thread.id}/participants/${bob.id}`, { token: admin.token });
+    assert.equal(del.status, 200, del.text);
+    const c = new ParleyClient({ baseUrl: server.baseUrl, token: bob.token });
+    const sent = [];
+    const frames = [];
+    const send = c.sendFrame.bind(c);
+    c.sendFrame = (f) => { sent.push(f); return send(f); };
+    c.addEventListener('frame', (e) => {
+      frames.push(e.detail);
+      // The list came first: the app forgets the group right after the catch-up asked for it.
+      if (e.detail.type === 'connection_established' && frames.length === 1) c.forget(thread.id);
+    });
+    const until = async (pred, what, ms = 10000) => {
+      for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (pred()) return;
+      assert.fail(`waited in vain for ${what}; frames: ${JSON.stringify(frames.slice(-4))}`);
+    };
+    try {
+      c.track(thread.id, first.seq);
+      c.connect();
+      await until(() => frames.some((f) => f.type === 'error' && f.code === 'forbidden'), 'the refusal after the replay');
+      assert.ok(frames.some((f) => f.type === 'new_message' && f.data.content === 'missed'), 'the replay came');
+      assert.equal(c.cursors.has(thread.id), false, 'no position back for the forgotten group');
+      const before = sent.length;
+      c.ws.close();
+      await until(() => frames.filter((f) => f.type === 'connection_established').length === 2, 'the reconnection');
+      await sleep(300);
+      assert.deepEqual(sent.slice(before).filter((f) => f.type === 'subscribe_thread'), [], 'nothing asked again');
+    } finally {
+      c.disconnect();
+    }
   });
 
   it('the last admin leaving makes the longest-standing member admin, and says so', async () => {
