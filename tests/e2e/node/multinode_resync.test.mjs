@@ -256,30 +256,43 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.ok(carolWs.isOpen, 'the connection itself goes on');
   });
 
-  // A parent connected to node A is removed from a class group through node
-  // B while A is cut off from Redis. The removal's notice ("… removed
-  // carol") and what was said before it are hers, as they would have been
-  // live; nothing said after it is. Before the fix the resync's fill was
-  // refused (she is no longer a member) and she never learnt of the removal.
-  it('a member removed through another node during the cut gets what came up to the removal, then nothing', async () => {
-    const [admin, carol, dave] = await nodeB.registerMany(3);
-    const group = await nodeB.createGroup(admin, [carol, dave]);
+  // A group made on node B whose member carol is connected to node A and
+  // has been sent its first message there.
+  async function carolOnA() {
+    const [admin, carol] = await nodeB.registerMany(2);
+    const group = await nodeB.createGroup(admin, [carol]);
     const adminWs = await nodeB.connect(admin);
     const carolWs = await nodeA.connect(carol);
     await adminWs.sendMessage({ thread_id: group.id, content: 'before the cut' });
     await waitContents(carolWs, group.id, ['before the cut'], 'carol on node A has the thread');
+    return { admin, carol, group, adminWs, carolWs };
+  }
 
+  // While node A is cut off: a message, carol's removal through node B, then `after`.
+  async function removeCarolDuringCut(admin, carol, group, adminWs, after) {
     await proxy.cut();
     try {
       await waitBus(nodeA, false);
       await adminWs.sendMessage({ thread_id: group.id, content: 'during the cut' });
       const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${carol.id}`, { token: admin.token });
       assert.equal(removed.status, 200, removed.text);
-      await adminWs.sendMessage({ thread_id: group.id, content: 'after the removal' });
+      await after();
     } finally {
       await uncut();
     }
     await waitBus(nodeA, true);
+  }
+
+  // A parent connected to node A is removed from a class group through node
+  // B while A is cut off from Redis. The removal's notice ("… removed
+  // carol") and what was said before it are hers, as they would have been
+  // live; nothing said after it is. Before the fix the resync's fill was
+  // refused (she is no longer a member) and she never learnt of the removal.
+  it('a member removed through another node during the cut gets what came up to the removal, then nothing', async () => {
+    const { admin, carol, group, adminWs, carolWs } = await carolOnA();
+    await removeCarolDuringCut(admin, carol, group, adminWs, async () => {
+      await adminWs.sendMessage({ thread_id: group.id, content: 'after the removal' });
+    });
     const notice = `${admin.username} removed ${carol.username}`;
     await waitContents(carolWs, group.id, ['before the cut', 'during the cut', notice], 'up to the removal notice');
     const seqs = carolWs.all((f) => f.type === 'new_message' && f.data.thread_id === group.id).map((f) => f.data.seq);
@@ -298,27 +311,13 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
   // first time in the group is hers, the second time is hers, what was said
   // while she was out is not.
   it('a member removed and added back during the cut gets both times in the group, not what was said while out', async () => {
-    const [admin, carol] = await nodeB.registerMany(2);
-    const group = await nodeB.createGroup(admin, [carol]);
-    const adminWs = await nodeB.connect(admin);
-    const carolWs = await nodeA.connect(carol);
-    await adminWs.sendMessage({ thread_id: group.id, content: 'before the cut' });
-    await waitContents(carolWs, group.id, ['before the cut'], 'carol on node A has the thread');
-
-    await proxy.cut();
-    try {
-      await waitBus(nodeA, false);
-      await adminWs.sendMessage({ thread_id: group.id, content: 'during the cut' });
-      const removed = await nodeB.http('DELETE', `/api/chat/threads/${group.id}/participants/${carol.id}`, { token: admin.token });
-      assert.equal(removed.status, 200, removed.text);
+    const { admin, carol, group, adminWs, carolWs } = await carolOnA();
+    await removeCarolDuringCut(admin, carol, group, adminWs, async () => {
       await adminWs.sendMessage({ thread_id: group.id, content: 'while carol was out' });
       const back = await nodeB.http('POST', `/api/chat/threads/${group.id}/participants`, { token: admin.token, body: { participant_ids: [carol.id] } });
       assert.equal(back.status, 200, back.text);
       await adminWs.sendMessage({ thread_id: group.id, content: 'after her return' });
-    } finally {
-      await uncut();
-    }
-    await waitBus(nodeA, true);
+    });
     const want = ['before the cut', 'during the cut', `${admin.username} removed ${carol.username}`,
       `${admin.username} added ${carol.username}`, 'after her return'];
     await waitContents(carolWs, group.id, want, 'both times in the group');
