@@ -932,6 +932,10 @@ Result<MemberPage> PgStore::member_page(const std::string& user_id, const PageQu
   auto page = with_reader([&](PgConn& c) -> std::optional<MemberPage> {
     PgReadTxn txn(c);  // REPEATABLE READ: both statements see one snapshot
     MemberPage out;
+    auto p = c.exec("SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2", {q.thread_id, user_id});
+    log_read_error(c, p, "member_page");
+    if (!p.ok()) return std::nullopt;
+    const bool member = p.rows() > 0;  // a participant now
     if (q.former_too && q.after_seq >= 0) {
       // Of the memberships that ended past after_seq, the first (seqs only
       // grow): it comes before the current one, if the user is back.
@@ -947,20 +951,19 @@ Result<MemberPage> PgStore::member_page(const std::string& user_id, const PageQu
       }
     }
     if (out.ended_at_seq == 0) {
-      auto p = c.exec("SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2", {q.thread_id, user_id});
-      log_read_error(c, p, "member_page");
-      if (!p.ok() || p.rows() == 0) return std::nullopt;
+      if (!member) return std::nullopt;
       out.joined_at = p.i64(0, 0);
     }
     if (q.after_seq >= 0) {
-      // An ended membership: only what was said during it (see SqliteStore).
+      // Only what was said during the membership that ended, for someone no
+      // longer a participant (see SqliteStore).
       const bool ended = out.ended_at_seq > 0;
       out.messages = read_messages(
           c,
           c.exec(PG_MESSAGE_SELECT
                  "WHERE m.thread_id = $1 AND m.seq > $2 AND m.seq <= $3 AND m.created_at >= $4 ORDER BY m.seq LIMIT $5",
-                 {q.thread_id, q.after_seq, ended ? out.ended_at_seq : kAllSeqs, ended ? out.joined_at : Micros{0},
-                  clamp_limit(q.limit)}),
+                 {q.thread_id, q.after_seq, ended ? out.ended_at_seq : kAllSeqs,
+                  ended && !member ? out.joined_at : Micros{0}, clamp_limit(q.limit)}),
           "member_page");
     } else {
       out.messages = read_messages(

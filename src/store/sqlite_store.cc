@@ -778,6 +778,13 @@ Result<MemberPage> SqliteStore::member_page(const std::string& user_id, const Pa
   auto page = with_reader([&](SqliteConn& c) -> std::optional<MemberPage> {
     ReadTxn txn(c);
     MemberPage out;
+    std::optional<Micros> member_since;  // set: a participant now
+    {
+      auto st = c.prepare("SELECT joined_at FROM participants WHERE thread_id = ? AND user_id = ?");
+      st.bind(q.thread_id, user_id);
+      if (st.row()) member_since = st.i64(0);
+      else log_read_error(c, st, "member_page");
+    }
     if (q.former_too && q.after_seq >= 0) {
       // Of the memberships that ended past after_seq, the first (seqs only
       // grow): it comes before the current one, if the user is back.
@@ -793,22 +800,18 @@ Result<MemberPage> SqliteStore::member_page(const std::string& user_id, const Pa
       }
     }
     if (out.ended_at_seq == 0) {
-      auto st = c.prepare("SELECT joined_at FROM participants WHERE thread_id = ? AND user_id = ?");
-      st.bind(q.thread_id, user_id);
-      if (!st.row()) {
-        log_read_error(c, st, "member_page");
-        return std::nullopt;
-      }
-      out.joined_at = st.i64(0);
+      if (!member_since) return std::nullopt;
+      out.joined_at = *member_since;
     }
     if (q.after_seq >= 0) {
-      // An ended membership: only what was said during it (a member reads
-      // the whole history, but that is no longer theirs to read).
+      // Someone no longer a participant reads only what was said during
+      // the membership that ended (the history before it is no longer
+      // theirs); a participant reads the whole history, as always.
       const bool ended = out.ended_at_seq > 0;
       auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?")
                                          " AND m.seq > ? AND m.seq <= ? AND m.created_at >= ? ORDER BY m.seq LIMIT ?");
-      st.bind(q.thread_id, q.after_seq, ended ? out.ended_at_seq : kAllSeqs, ended ? out.joined_at : Micros{0},
-              clamp_limit(q.limit));
+      st.bind(q.thread_id, q.after_seq, ended ? out.ended_at_seq : kAllSeqs,
+              ended && !member_since ? out.joined_at : Micros{0}, clamp_limit(q.limit));
       out.messages = read_messages(c, st, "member_page");
     } else {
       auto st = c.prepare(MESSAGE_SELECT "WHERE m.thread_no = " THREAD_NO_OF("?") " AND m.seq < ? ORDER BY m.seq DESC LIMIT ?");

@@ -182,8 +182,9 @@ struct PageQuery {
 struct MemberPage {
   Micros joined_at = 0;            // the reader's, as of the page's snapshot
   std::vector<Message> messages;   // ascending seq
-  // > 0: read as a former member: only what was said during that
-  // membership (from joined_at), and nothing past this seq.
+  // > 0: read as a membership that ended: nothing past this seq, and for a
+  // reader no longer a participant only what was said during it (from
+  // joined_at; a participant reads the whole history, as always).
   int64_t ended_at_seq = 0;
 };
 

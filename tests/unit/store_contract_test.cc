@@ -1126,6 +1126,37 @@ TEST_P(StoreContract, MessagesSinceChainsWithoutSkipsOrRepeats) {
   EXPECT_EQ(next.messages[0].id, fresh->message.id);
 }
 
+// A participant who had an earlier membership reads, with former_too, the
+// whole history as any member does: the ended membership's page is bounded
+// by its end only, not by its start.
+TEST_P(StoreContract, AMemberBackReadsTheWholeHistoryThroughTheirEndedMembership) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  Thread t = make_group({a.id});
+  send(t.id, a.id, "1 (before bob)");
+  ASSERT_TRUE(store_->add_participants(t.id, {b.id}).ok());
+  send(t.id, a.id, "2");
+  ASSERT_TRUE(
+      store_->remove_participant_and_wait({t.id, b.id, {}, AppendRequest{t.id, a.id, "alice removed bob", "system", ""}})
+          .ok());
+  send(t.id, a.id, "4 (while out)");
+  auto former = [&](int64_t after) {
+    return store_->member_page(b.id, PageQuery{t.id, after, kAllSeqs, 10, /*former_too=*/true});
+  };
+  auto seqs = [](const MemberPage& p) {
+    std::vector<int64_t> out;
+    for (const auto& m : p.messages) out.push_back(m.seq);
+    return out;
+  };
+  EXPECT_EQ(seqs(ok(former(0))), (std::vector<int64_t>{2, 3})) << "not a member: only the time in the group";
+  ASSERT_TRUE(store_->add_participants(t.id, {b.id}).ok());
+  send(t.id, a.id, "5");
+  auto first = ok(former(0));
+  EXPECT_EQ(seqs(first), (std::vector<int64_t>{1, 2, 3})) << "a member again: the history from the start";
+  EXPECT_EQ(first.ended_at_seq, 3);
+  EXPECT_EQ(seqs(ok(former(3))), (std::vector<int64_t>{4, 5}));
+}
+
 // Offline messages of a member removed while offline: what was said in
 // each membership up to its removal's notice, then nothing of the thread;
 // pages chained through the cursor skip and repeat nothing across current

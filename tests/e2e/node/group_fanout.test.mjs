@@ -185,6 +185,16 @@ describe('group fan-out', () => {
     assert.equal(reply.code, 'forbidden');
     assert.deepEqual(ws.all((f) => f.type === 'new_message').map((f) => f.data.content),
       [`${admin.username} added ${dave.username}`, 'while dave was in', `${admin.username} removed ${dave.username}`]);
+
+    // Added back, he is a member: from 0, the whole history, as GET …/messages gives it.
+    const back = await server.http('POST', `/api/chat/threads/${thread.id}/participants`, { token: admin.token, body: { participant_ids: [dave.id] } });
+    assert.equal(back.status, 200, back.text);
+    const again = await server.connect(dave);
+    const sub = await again.request({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0 });
+    assert.equal(sub.type, 'thread_subscribed', JSON.stringify(sub));
+    const history = (await server.http('GET', `/api/chat/threads/${thread.id}/messages`, { token: dave.token })).body.data.messages;
+    assert.deepEqual(again.all((f) => f.type === 'new_message').map((f) => f.data.seq), history.map((m) => m.seq));
+    assert.equal(history[0].content, 'before dave joined');
   });
 
   // The web app's client (web/src/parley-client.js, in Node with ws): the
