@@ -932,25 +932,22 @@ Result<MemberPage> PgStore::member_page(const std::string& user_id, const PageQu
   auto page = with_reader([&](PgConn& c) -> std::optional<MemberPage> {
     PgReadTxn txn(c);  // REPEATABLE READ: both statements see one snapshot
     MemberPage out;
-    auto p = c.exec("SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2", {q.thread_id, user_id});
+    // The current membership and, with former_too, the first of the
+    // memberships that ended past after_seq (seqs only grow: it comes before
+    // the current one, if the user is back), in one round trip.
+    const bool former = q.former_too && q.after_seq >= 0;
+    auto p = c.exec(
+        "SELECT (SELECT joined_at FROM participants WHERE thread_id = $1 AND user_id = $2), f.joined_at, f.left_seq "
+        "FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT joined_at, left_seq FROM former_marks "
+        "WHERE $4 AND thread_id = $1 AND user_id = $2 AND left_seq > $3 ORDER BY left_seq LIMIT 1) f ON true",
+        {q.thread_id, user_id, q.after_seq, former});
     log_read_error(c, p, "member_page");
-    if (!p.ok()) return std::nullopt;
-    const bool member = p.rows() > 0;  // a participant now
-    if (q.former_too && q.after_seq >= 0) {
-      // Of the memberships that ended past after_seq, the first (seqs only
-      // grow): it comes before the current one, if the user is back.
-      auto f = c.exec(
-          "SELECT joined_at, left_seq FROM former_marks WHERE thread_id = $1 AND user_id = $2 AND left_seq > $3 "
-          "ORDER BY left_seq LIMIT 1",
-          {q.thread_id, user_id, q.after_seq});
-      log_read_error(c, f, "member_page former");
-      if (!f.ok()) return std::nullopt;
-      if (f.rows() > 0) {
-        out.joined_at = f.i64(0, 0);
-        out.ended_at_seq = f.i64(0, 1);
-      }
-    }
-    if (out.ended_at_seq == 0) {
+    if (!p.ok() || p.rows() != 1) return std::nullopt;
+    const bool member = !p.is_null(0, 0);  // a participant now
+    if (!p.is_null(0, 2)) {
+      out.joined_at = p.i64(0, 1);
+      out.ended_at_seq = p.i64(0, 2);
+    } else {
       if (!member) return std::nullopt;
       out.joined_at = p.i64(0, 0);
     }
