@@ -1284,13 +1284,15 @@ TEST_F(ChatServiceTest, RelayByNonParticipantForbidden) {
 TEST_F(ChatServiceTest, CachedAuthenticationAnswersOnlyForAccountsReadRecently) {
   User a = user("alice");
   Identity& id = service_->identity();
-  std::string token = jwt_->sign(a.id, now_s() - 10, 3600);
+  // Read the clock once: a second may tick between the signing and the checks.
+  const int64_t issued_at = now_s() - 10;
+  std::string token = jwt_->sign(a.id, issued_at, 3600);
   EXPECT_FALSE(id.authenticate_cached(token).has_value()) << "never read: the store must be asked";
 
   auto first = service_->authenticate(token);
   ASSERT_TRUE(first.ok()) << first.error().code;
-  EXPECT_EQ(first->issued_at, now_s() - 10);
-  EXPECT_EQ(first->expires_at, now_s() - 10 + 3600);
+  EXPECT_EQ(first->issued_at, issued_at);
+  EXPECT_EQ(first->expires_at, issued_at + 3600);
   auto cached = id.authenticate_cached(token);
   ASSERT_TRUE(cached.has_value());
   ASSERT_TRUE(cached->ok()) << cached->error().code;
