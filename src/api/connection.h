@@ -82,8 +82,8 @@ class Connection final : public ClientSession,
   enum class AdmissionStep { kRefused, kAdmitted, kEstablished };
   void on_admission(std::function<void(AdmissionStep)> fn) { on_admission_ = std::move(fn); }
   bool closed() const { return closed_; }
-  // Whether this connection was sent the thread's messages up to `seq`.
-  bool was_sent(const std::string& thread_id, int64_t seq) const { return cursor_.last_sent(thread_id) >= seq; }
+  // Whether this connection was sent the thread's message at `seq`.
+  bool was_sent(const std::string& thread_id, int64_t seq) const { return cursor_.was_sent(thread_id, seq); }
 
   // TransportListener: the WebSocket JSON adapter.
   void on_text(std::string_view text) override;

@@ -302,4 +302,16 @@ int64_t DeliveryCursor::last_sent(const std::string& thread_id) const {
   return it == threads_.end() ? 0 : it->second.hi;
 }
 
+bool DeliveryCursor::was_sent(const std::string& thread_id, int64_t seq) const {
+  auto it = threads_.find(thread_id);
+  if (it == threads_.end() || seq < 1) return false;
+  const State& s = it->second;
+  if (seq <= s.hi) return true;
+  if (!s.replay_sent) return false;
+  const auto& ranges = *s.replay_sent;
+  auto next = std::upper_bound(ranges.begin(), ranges.end(), seq,
+                               [](int64_t v, const std::pair<int64_t, int64_t>& r) { return v < r.first; });
+  return next != ranges.begin() && std::prev(next)->second >= seq;
+}
+
 }  // namespace parley

@@ -231,6 +231,26 @@ TEST(DeliveryCursor, LastSentAfterReplayIsHighestReplayed) {
   EXPECT_TRUE(c.live(kT, 13, frame(13)).send);
 }
 
+// A client acknowledges each message as it comes: those of a replay that
+// is still reading (its next page, or past an ended membership) count as
+// sent before last_sent moves.
+TEST(DeliveryCursor, WhatARunningReplaySentWasSent) {
+  DeliveryCursor c;
+  c.begin_catch_up(kT);
+  EXPECT_TRUE(c.replayed(kT, 3));
+  EXPECT_TRUE(c.replayed(kT, 4));
+  EXPECT_EQ(c.last_sent(kT), 0);
+  EXPECT_TRUE(c.was_sent(kT, 3));
+  EXPECT_TRUE(c.was_sent(kT, 4));
+  EXPECT_FALSE(c.was_sent(kT, 2));
+  EXPECT_FALSE(c.was_sent(kT, 5));
+  EXPECT_FALSE(c.was_sent("other", 3));
+  c.end_replay(kT, 2, 4);
+  EXPECT_TRUE(c.was_sent(kT, 4));
+  EXPECT_FALSE(c.was_sent(kT, 5));
+  EXPECT_FALSE(c.was_sent(kT, 0));
+}
+
 TEST(DeliveryCursor, OverlappingReplaysSameSinceSendEachOnce) {
   DeliveryCursor c;
   c.begin_replay(kT, 0);
