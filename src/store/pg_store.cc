@@ -1055,6 +1055,24 @@ Result<OfflinePage> PgStore::messages_since(const std::string& user_id, Micros s
       });
 }
 
+Result<std::vector<std::pair<std::string, int64_t>>> PgStore::left_threads_owed(const std::string& user_id) {
+  return with_reader([&](PgConn& c) {
+    // See SqliteStore::left_threads_owed.
+    auto r = c.exec(
+        "SELECT f.thread_id, MIN(GREATEST(f.last_delivered_seq, f.last_read_seq)) FROM former_marks f "
+        "JOIN messages m ON m.thread_id = f.thread_id AND m.seq = f.left_seq JOIN users u ON u.id = f.user_id "
+        "WHERE f.user_id = $1 AND f.left_seq > GREATEST(f.last_delivered_seq, f.last_read_seq) "
+        "AND m.created_at > u.last_seen "
+        "AND NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = f.thread_id AND p.user_id = $1) "
+        "GROUP BY f.thread_id ORDER BY f.thread_id COLLATE \"C\"",
+        {user_id});
+    log_read_error(c, r, "left_threads_owed");
+    std::vector<std::pair<std::string, int64_t>> out;
+    for (int i = 0; i < r.rows(); ++i) out.emplace_back(r.text(i, 0), r.i64(i, 1));
+    return out;
+  });
+}
+
 // ---------------------------------------------------------------- read state
 
 Result<std::vector<UnreadCount>> PgStore::unread_counts(const std::string& user_id) {
@@ -1116,6 +1134,20 @@ Result<int64_t> PgStore::mark_delivered(const std::string& thread_id, const std:
     if (!r.ok()) return pg_error(c, r, "mark_delivered");
     if (r.rows() == 0) return not_found("not_a_participant", "user is not in this thread");
     return r.i64(0, 0);
+  });
+}
+
+Result<bool> PgStore::mark_former_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq,
+                                            Micros created_at) {
+  return writer_->submit_and_wait<bool>([this, thread_id, user_id, seq, created_at]() -> Result<bool> {
+    PgConn& c = *writer_conn_;
+    // See SqliteStore::mark_former_delivered.
+    auto r = c.exec(
+        "UPDATE former_marks SET last_delivered_seq = GREATEST(last_delivered_seq, $1) "
+        "WHERE thread_id = $2 AND user_id = $3 AND left_seq >= $1 AND joined_at <= $4 RETURNING 1",
+        {seq, thread_id, user_id, created_at});
+    if (!r.ok()) return pg_error(c, r, "mark_former_delivered");
+    return r.rows() > 0;
   });
 }
 

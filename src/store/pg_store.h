@@ -66,10 +66,13 @@ class PgStore final : public Store {
   Result<int64_t> last_seq_created_before(const std::string& thread_id, int64_t below_seq, Micros created_before,
                                           int64_t lowest_seq) override;
   Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) override;
+  Result<std::vector<std::pair<std::string, int64_t>>> left_threads_owed(const std::string& user_id) override;
 
   Result<std::vector<UnreadCount>> unread_counts(const std::string& user_id) override;
   Result<std::vector<ParticipantUnread>> thread_unread_counts(const std::string& thread_id) override;
   Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) override;
+  Result<bool> mark_former_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq,
+                                     Micros created_at) override;
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
   Result<ReadMark> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 

@@ -907,6 +907,26 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
       });
 }
 
+Result<std::vector<std::pair<std::string, int64_t>>> SqliteStore::left_threads_owed(const std::string& user_id) {
+  return with_reader([&](SqliteConn& c) {
+    // By user (former_marks_by_user), then a primary-key step per row: the
+    // notice's time, and whether the user is in the thread again.
+    auto st = c.prepare(
+        "SELECT f.thread_id, MIN(MAX(f.last_delivered_seq, f.last_read_seq)) FROM former_marks f "
+        "JOIN threads t ON t.id = f.thread_id JOIN messages m ON m.thread_no = t.no AND m.seq = f.left_seq "
+        "JOIN users u ON u.id = f.user_id "
+        "WHERE f.user_id = ?1 AND f.left_seq > MAX(f.last_delivered_seq, f.last_read_seq) "
+        "AND m.created_at > u.last_seen "
+        "AND NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = f.thread_id AND p.user_id = ?1) "
+        "GROUP BY f.thread_id ORDER BY f.thread_id");
+    st.bind(user_id);
+    std::vector<std::pair<std::string, int64_t>> out;
+    while (st.row()) out.emplace_back(st.text(0), st.i64(1));
+    log_read_error(c, st, "left_threads_owed");
+    return out;
+  });
+}
+
 // ---------------------------------------------------------------- read state
 
 Result<std::vector<UnreadCount>> SqliteStore::unread_counts(const std::string& user_id) {
@@ -977,6 +997,22 @@ Result<int64_t> SqliteStore::mark_delivered(const std::string& thread_id, const 
       return not_found("not_a_participant", "user is not in this thread");
     }
     return st.i64(0);
+  }, {.needs_current_state = false});
+}
+
+Result<bool> SqliteStore::mark_former_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq,
+                                                Micros created_at) {
+  return writer_->submit_and_wait<bool>([this, thread_id, user_id, seq, created_at]() -> Result<bool> {
+    SqliteConn& c = *writer_conn_;
+    // Memberships never overlap, and seqs and created_at rise together: one
+    // row at most holds the message.
+    auto st = c.prepare(
+        "UPDATE former_marks SET last_delivered_seq = MAX(last_delivered_seq, ?1) "
+        "WHERE thread_id = ?2 AND user_id = ?3 AND left_seq >= ?1 AND joined_at <= ?4 RETURNING 1");
+    st.bind(seq, thread_id, user_id, created_at);
+    if (st.row()) return true;
+    if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "mark_former_delivered");
+    return false;
   }, {.needs_current_state = false});
 }
 

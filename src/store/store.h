@@ -301,6 +301,14 @@ class Store {
   // A membership that ended counts up to its removal's last notice, as a
   // former member's member_page reads it.
   virtual Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) = 0;
+  // The threads the user was removed from, is not in now, and still has
+  // messages of an ended membership they never got: its removal's last
+  // notice is past both of the membership's marks (delivered, read) and
+  // newer than the user's last_seen (no connection of theirs opened and
+  // closed since). Each with the highest of those marks (of the earliest
+  // such membership): what a connect's catch-up reads after. Removals from
+  // SQLite schema 13 / PostgreSQL 10 on.
+  virtual Result<std::vector<std::pair<std::string, int64_t>>> left_threads_owed(const std::string& user_id) = 0;
 
   // A tombstone: content emptied, deleted set, seq and everything else kept;
   // the message's webhook notifications (queued and dead) are removed in the
@@ -373,6 +381,13 @@ class Store {
   // Moves the user's last_delivered_seq up to seq (never back); returns the new value.
   // Errors: not_found "not_a_participant".
   virtual Result<int64_t> mark_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq) = 0;
+  // A former member's receipt: moves the delivery mark of the user's ended
+  // membership that held the message (joined by created_at, ended at or
+  // past seq) up to seq, never back. False: no membership of theirs held
+  // it, or its end is not known (removals before SQLite schema 13 /
+  // PostgreSQL 10).
+  virtual Result<bool> mark_former_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq,
+                                             Micros created_at) = 0;
   // Every user who shares at least one thread with user_id (not user_id itself).
   virtual Result<std::vector<std::string>> contacts(const std::string& user_id) = 0;
   // contacts() of each user, in the same order: what a burst of presence

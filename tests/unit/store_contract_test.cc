@@ -1212,6 +1212,55 @@ TEST_P(StoreContract, OfflineMessagesKeepWhatAnEndedMembershipWasOwed) {
   EXPECT_TRUE(ok(store_->messages_since(off.id, dora.cursor, 50)).messages.empty());
 }
 
+// What a connect's catch-up owes a removed user: the end of a membership
+// that never reached them, from its marks, until their receipt of its
+// notice, a connection of theirs closing after it, or their coming back.
+TEST_P(StoreContract, LeftThreadsOwedUntilReceivedSeenOrBack) {
+  using Owed = std::vector<std::pair<std::string, int64_t>>;
+  User a = make_user("alice"), b = make_user("bob"), c = make_user("carol");
+  Thread group = make_group({a.id, b.id, c.id}, "class");
+  Thread kept = make_group({a.id, b.id}, "kept");
+  send(group.id, a.id, "g1");
+  ASSERT_TRUE(store_->mark_delivered(group.id, b.id, 1).ok());
+  auto g2 = ok(send(group.id, a.id, "g2")).message;
+  send(kept.id, a.id, "k1");
+  auto notice = [&](const std::string& text) { return AppendRequest{group.id, a.id, text, "system", ""}; };
+  const Message bob_out = *ok(store_->remove_participant_and_wait({group.id, b.id, {}, notice("alice removed bob")})).notice;
+  const Message carol_out = *ok(store_->remove_participant_and_wait({group.id, c.id, {}, notice("alice removed carol")})).notice;
+  send(group.id, a.id, "after");
+  EXPECT_EQ(ok(store_->left_threads_owed(b.id)), (Owed{{group.id, 1}})) << "from bob's delivered mark";
+  EXPECT_EQ(ok(store_->left_threads_owed(c.id)), (Owed{{group.id, 0}}));
+  EXPECT_EQ(ok(store_->left_threads_owed(a.id)), Owed{});
+
+  // Receipts: short of the end the position moves; the notice's ends it.
+  EXPECT_TRUE(ok(store_->mark_former_delivered(group.id, b.id, g2.seq, g2.created_at)));
+  EXPECT_EQ(ok(store_->left_threads_owed(b.id)), (Owed{{group.id, g2.seq}}));
+  EXPECT_FALSE(ok(store_->mark_former_delivered(group.id, b.id, carol_out.seq, carol_out.created_at)))
+      << "past bob's end: not his";
+  EXPECT_FALSE(ok(store_->mark_former_delivered(kept.id, b.id, 1, carol_out.created_at))) << "no ended membership";
+  EXPECT_TRUE(ok(store_->mark_former_delivered(group.id, b.id, bob_out.seq, bob_out.created_at)));
+  EXPECT_EQ(ok(store_->left_threads_owed(b.id)), Owed{});
+  EXPECT_TRUE(ok(store_->mark_former_delivered(group.id, b.id, 1, g2.created_at))) << "an older receipt moves nothing back";
+  EXPECT_EQ(ok(store_->left_threads_owed(b.id)), Owed{});
+  auto th = ok(store_->thread(group.id));
+  ASSERT_TRUE(th);
+  int64_t bob_delivered = -1;
+  for (const auto& f : th->former_marks)
+    if (f.user_id == b.id) bob_delivered = f.last_delivered_seq;
+  EXPECT_EQ(bob_delivered, bob_out.seq) << "the mark a message's status counts";
+
+  // A connection of carol's that closed after her removal got its notice live.
+  store_->set_last_seen(c.id, carol_out.created_at - 1);
+  EXPECT_EQ(ok(store_->left_threads_owed(c.id)), (Owed{{group.id, 0}}));
+  store_->set_last_seen(c.id, carol_out.created_at + 1);
+  EXPECT_EQ(ok(store_->left_threads_owed(c.id)), Owed{});
+
+  // Back in the group, the current membership's catch-up is hers.
+  store_->set_last_seen(c.id, 0);
+  ASSERT_EQ(ok(store_->add_participants(group.id, {c.id})), std::vector<std::string>{c.id});
+  EXPECT_EQ(ok(store_->left_threads_owed(c.id)), Owed{});
+}
+
 // The cursor is the newest message of the caller's threads (or the epoch),
 // whatever time was asked: never the store's newest commit, and never an
 // answer that shows how the time asked compares with it (bisection would
@@ -1419,7 +1468,7 @@ TEST_P(StoreContract, CloseDrainsQueuedWritesThenRefuses) {
 
   std::optional<Error> refused;
   store_->append(AppendRequest{t.id, a.id, "late", "text", ""}, [&](Result<AppendResult> r) {
-    if (!r.ok()) refused = r.error();
+    if (!r.ok()) refused.emplace(r.error());
   });
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->kind, ErrorKind::kUnavailable);
