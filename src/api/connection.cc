@@ -669,7 +669,9 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           });
           return;
         }
-        self->send_error(page.error(), r->request_id);
+        // The catch-up of a thread the user has left ends here, after what
+        // the ended membership owed them: nobody asked, nobody is told.
+        if (!(r->catch_up && left_thread(page.error()))) self->send_error(page.error(), r->request_id);
         // A fill that gave way to this replay goes on from where it stopped:
         // nothing else would send what it had still to send.
         if (auto resume = self->cursor_.resume_fill(r->thread_id); resume.from >= 0)
@@ -958,8 +960,9 @@ void Connection::on_delivered(ClientFrame f) {
     return [self, f, st, at] {
       // The receipt of a message this connection was sent in a thread its
       // user has left since (the notice of their removal, say, which every
-      // client that acknowledges what it gets acknowledges): nothing to
-      // record, nor to complain of.
+      // client that acknowledges what it gets acknowledges), that the chat
+      // service refused (a membership whose end the store does not know):
+      // nothing to record, nor to complain of.
       const bool left_since = !st && st.error().kind == ErrorKind::kForbidden && at.second > 0 &&
                               self->was_sent(at.first, at.second);
       if (!st && !left_since) return self->send_error(st.error(), f.request_id);

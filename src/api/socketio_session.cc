@@ -189,23 +189,18 @@ void SocketIoSession::established(const std::string& user_id) {
 
 // The Socket.IO system's clients expect what they missed to arrive when they
 // connect: every thread with unread messages from others is replayed from
-// past what this user acknowledged (delivered) or read, oldest first.
+// past what this user acknowledged (delivered) or read, oldest first, and
+// so is the end of a membership that ended while they were away
+// (ChatService::catch_up_positions).
 void SocketIoSession::catch_up() {
   auto self = shared_from_this();
   std::string user_id = conn_->user_id();
   ctx_.workers.submit([self, user_id] {
     // Live delivery is held until catch_up() runs: it must run even when the
     // store cannot answer now (then there is nothing to replay).
+    auto positions = self->ctx_.chat.catch_up_positions(user_id);
     std::vector<std::pair<std::string, int64_t>> behind;
-    auto user = self->ctx_.chat.user(user_id);
-    auto threads = user ? self->ctx_.chat.threads(*user) : Result<std::vector<ThreadSummary>>(user.error());
-    for (const auto& s : threads ? *threads : std::vector<ThreadSummary>{}) {
-      for (const auto& p : s.thread.participants) {
-        if (p.user_id != user_id) continue;
-        int64_t seen = std::max(p.last_delivered_seq, p.last_read_seq);
-        if (s.unread_count > 0 && s.thread.last_seq > seen) behind.emplace_back(s.thread.id, seen);
-      }
-    }
+    if (positions) behind = std::move(*positions);
     self->post([self, behind = std::move(behind)] {
       if (self->closed_ || !self->conn_) return;
       self->conn_->catch_up(behind);

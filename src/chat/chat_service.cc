@@ -631,6 +631,28 @@ Result<MemberPage> ChatService::replay(const std::string& user_id, const std::st
   return page;
 }
 
+Result<std::vector<std::pair<std::string, int64_t>>> ChatService::catch_up_positions(const std::string& user_id) {
+  auto actor = user(user_id);
+  if (!actor) return actor.error();
+  auto summaries = threads(*actor);
+  if (!summaries) return summaries.error();
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const auto& s : *summaries) {
+    if (s.unread_count == 0) continue;
+    for (const auto& p : s.thread.participants) {
+      if (p.user_id != user_id) continue;
+      int64_t seen = std::max(p.last_delivered_seq, p.last_read_seq);
+      if (s.thread.last_seq > seen) out.emplace_back(s.thread.id, seen);
+    }
+  }
+  // A replay from there reads the ended membership to its end, then is
+  // refused: the user is not in the thread now.
+  auto left = store_.left_threads_owed(user_id);
+  if (!left) return left.error();
+  out.insert(out.end(), left->begin(), left->end());
+  return out;
+}
+
 // An answer is held whole in memory until its client has read it (an HTTP
 // body is not streamed), and 500 messages of 4,000 characters are 8 MB: a
 // client that asks on many connections and reads nothing would hold that
@@ -845,6 +867,15 @@ Status ChatService::acknowledge_delivery_at(const std::string& user_id, const st
 Status ChatService::acknowledge(const std::string& user_id, const Message& message) {
   const Message* msg = &message;
   auto m = require_member(user_id, msg->thread_id);
+  if (!m && m.error().kind == ErrorKind::kForbidden && msg->sender_id != user_id) {
+    // A removed member's receipt of what their membership owed them (a
+    // catch-up replays it): their former mark moves, so that no later
+    // catch-up sends it again. Its sender is not told: the receipt is late
+    // news of a member who has left.
+    auto former = store_.mark_former_delivered(msg->thread_id, user_id, msg->seq, msg->created_at);
+    if (!former) return former.error();
+    if (*former) return Ok{};
+  }
   if (!m) return m.error();
   if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);

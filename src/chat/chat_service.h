@@ -126,6 +126,12 @@ class ChatService {
   Result<MemberPage> replay(const std::string& user_id, const std::string& thread_id, int64_t since_seq, int limit,
                             ReplayFor purpose = ReplayFor::kSubscriber);
   Result<OfflinePage> offline_messages(const User& actor, Micros since);
+  // Where a connect's catch-up (Socket.IO) starts each thread the user has
+  // messages from others to get in: past the user's delivered or read mark
+  // in each thread with unread messages, and past the marks of each ended
+  // membership whose end never reached them (Store::left_threads_owed).
+  // Blocking.
+  Result<std::vector<std::pair<std::string, int64_t>>> catch_up_positions(const std::string& user_id);
   Result<std::vector<UnreadCount>> unread_counts(const User& actor);
   // Marks read and tells the thread's participants (read_receipt); the
   // session `origin_session` is left out of the broadcast (it gets a reply).

@@ -239,6 +239,66 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     b.close();
   });
 
+  // A phone that was off while its user was removed from a group: the
+  // catch-up on connect brings what the group said up to the removal, and
+  // its notice, as it brings what was said in the groups the user is in.
+  // It came only through offline-messages or the app's own subscribe_thread.
+  async function removedWhileAway() {
+    const [alice, bob] = await server.registerMany(2);
+    const group = await server.createGroup(alice, [bob]);
+    const a = await connected(server, alice);
+    const owed = await a.emit('send_message', { thread_id: group.id, content: 'homework: page 4', client_msg_id: 'hw-1' });
+    assert.equal(owed.success, true, JSON.stringify(owed));
+    const del = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(del.status, 200, del.text);
+    const after = await a.emit('send_message', { thread_id: group.id, content: 'not for bob', client_msg_id: 'nb-1' });
+    assert.equal(after.success, true, JSON.stringify(after));
+    a.close();
+    return { alice, bob, group, owed: owed.message };
+  }
+  const inGroup = (c, group) => c.events.filter((r) => r.event === 'new_message' && r.data.thread_id === group.id);
+
+  it('the catch-up on connect brings a removed member what they missed up to the notice, once acked never again', async () => {
+    const { alice, bob, group, owed } = await removedWhileAway();
+    assert.equal((await server.history(alice.token, group.id)).find((m) => m.id === owed.id).status, 'sent');
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    await b.next('new_message', (m) => m.thread_id === group.id && m.message_type === 'system');
+    await sleep(700);
+    const contents = inGroup(b, group).map((r) => r.data.content);
+    assert.equal(contents.length, 2, JSON.stringify(contents));
+    assert.equal(contents[0], 'homework: page 4');
+    assert.match(contents[1], /removed/);
+    assert.deepEqual(b.events.filter((r) => r.event === 'error').map((r) => r.data), [], 'no error for the refusal that ends it');
+    b.close();
+    // Bob's receipts count: Alice sees it delivered, and a connect at once
+    // (within the presence grace period) does not bring it again.
+    let status = '';
+    for (let i = 0; i < 50 && status !== 'delivered'; ++i) {
+      if (i) await sleep(100);
+      status = (await server.history(alice.token, group.id)).find((m) => m.id === owed.id).status;
+    }
+    assert.equal(status, 'delivered');
+    const again = await connected(server, bob, { transports: ['websocket'] });
+    await sleep(700);
+    assert.deepEqual(inGroup(again, group).map((r) => r.data.content), []);
+    again.close();
+  });
+
+  // Apps written as socket.io's own examples are (`socket.on('new_message',
+  // (m) => …)`) never ack: a connection of theirs that closed after the
+  // removal had it, and the next connect does not bring it again.
+  it('an app that never acks gets a removal it missed on its next connect only', async () => {
+    const { bob, group } = await removedWhileAway();
+    const b = await connected(server, bob, { transports: ['websocket'], autoAck: false });
+    await b.next('new_message', (m) => m.thread_id === group.id && m.message_type === 'system');
+    b.close();
+    await sleep(3000 + 1500);  // the presence grace period: then bob's last_seen is the close
+    const again = await connected(server, bob, { transports: ['websocket'], autoAck: false });
+    await sleep(700);
+    assert.deepEqual(inGroup(again, group).map((r) => r.data.content), []);
+    again.close();
+  });
+
   it('an ack id counts only on a session that was sent its message: a forged one changes nothing and says nothing', async () => {
     const [alice, bob, carol] = await server.registerMany(3);
     const a = await connected(server, alice);
