@@ -136,10 +136,20 @@ TEST_F(WebhookNotifierTest, RetriesCarryTheMessageAsItIsNow) {
   observe(m);
   ASSERT_TRUE(posts(1));
   ASSERT_TRUE(store_->edit_message(m.id, "", "edited text", now_micros()).ok());
-  ASSERT_TRUE(posts(3));  // one attempt may have been under way during the edit
-  EXPECT_EQ(content_of(receiver_.bodies.front()), "original text");
-  EXPECT_EQ(content_of(receiver_.bodies.back()), "edited text");
-  EXPECT_FALSE(json::parse(receiver_.bodies.back()).at("message").at("edited_at").is_null());
+  // The attempts under way during the edit (one, or more on a loaded
+  // machine: the backoff is 100 ms) carry the old text; the next the new.
+  bool edited = false;
+  for (size_t n = 2; n <= 8 && !edited; ++n) {
+    ASSERT_TRUE(posts(n));
+    std::lock_guard lock(receiver_.mu);
+    edited = content_of(receiver_.bodies.back()) == "edited text";
+  }
+  ASSERT_TRUE(edited) << "a retry after the edit carries the new text";
+  {
+    std::lock_guard lock(receiver_.mu);
+    EXPECT_EQ(content_of(receiver_.bodies.front()), "original text");
+    EXPECT_FALSE(json::parse(receiver_.bodies.back()).at("message").at("edited_at").is_null());
+  }
   ASSERT_TRUE(store_->delete_message(m.id, "").ok());
   size_t sent = 0;
   {
@@ -268,7 +278,7 @@ TEST_F(WebhookNotifierTest, StopAbandonsAPostUnderWay) {
   ASSERT_TRUE(posting.load());
   auto t0 = Clock::now();
   notifier_->stop();
-  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(1000));
+  EXPECT_LT(Clock::now() - t0, std::chrono::milliseconds(5000)) << "abandoned: the post would last 10 s";
   auto again = ok(store_->claim_notifications(now_micros() + 1000, now_micros() + 60'000'000, 10));
   ASSERT_EQ(again.size(), 1u);  // not leased for a minute
   EXPECT_EQ(again[0].attempts, 0);
@@ -327,7 +337,7 @@ TEST(HttpPoster, AbandonEndsAPostUnderWay) {
   ::close(fd);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, "webhook_abandoned");
-  EXPECT_LT(took, std::chrono::milliseconds(1500));
+  EXPECT_LT(took, std::chrono::milliseconds(3000)) << "abandoned: the timeout is 5 s";
 }
 
 // Accepts one connection on loopback (IPv4, or IPv6 with v6), keeps the
