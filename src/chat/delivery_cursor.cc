@@ -306,7 +306,7 @@ bool DeliveryCursor::was_sent(const std::string& thread_id, int64_t seq) const {
   auto it = threads_.find(thread_id);
   if (it == threads_.end() || seq < 1) return false;
   const State& s = it->second;
-  if (seq <= s.hi) return true;
+  if (s.hi != 0 && seq >= s.lo && seq <= s.hi) return true;
   if (!s.replay_sent) return false;
   const auto& ranges = *s.replay_sent;
   auto next = std::upper_bound(ranges.begin(), ranges.end(), seq,

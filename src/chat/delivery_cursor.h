@@ -147,9 +147,9 @@ class DeliveryCursor {
   bool begin_unseen_fill(const std::string& thread_id);
   // Highest seq sent on this connection for the thread (0 = none).
   int64_t last_sent(const std::string& thread_id) const;
-  // Whether seq went out on this connection for the thread: at or below
-  // last_sent, or sent by a replay still running (last_sent moves only as
-  // it ends, and its client acknowledges each message as it comes).
+  // Whether seq went out on this connection for the thread: in the range
+  // sent, or sent by a replay still running (the range grows only as it
+  // ends, and its client acknowledges each message as it comes).
   bool was_sent(const std::string& thread_id, int64_t seq) const;
   // Threads with an entry: one with nothing sent, held or running has none.
   size_t threads() const { return threads_.size(); }

@@ -248,6 +248,7 @@ TEST(DeliveryCursor, WhatARunningReplaySentWasSent) {
   c.end_replay(kT, 2, 4);
   EXPECT_TRUE(c.was_sent(kT, 4));
   EXPECT_FALSE(c.was_sent(kT, 5));
+  EXPECT_FALSE(c.was_sent(kT, 2)) << "below what this connection was sent";
   EXPECT_FALSE(c.was_sent(kT, 0));
 }
 
