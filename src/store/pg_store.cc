@@ -1063,6 +1063,9 @@ Result<std::vector<std::pair<std::string, int64_t>>> PgStore::left_threads_owed(
         "JOIN messages m ON m.thread_id = f.thread_id AND m.seq = f.left_seq JOIN users u ON u.id = f.user_id "
         "WHERE f.user_id = $1 AND f.left_seq > GREATEST(f.last_delivered_seq, f.last_read_seq) "
         "AND m.created_at > u.last_seen "
+        "AND EXISTS (SELECT 1 FROM messages o WHERE o.thread_id = f.thread_id "
+        "AND o.seq > GREATEST(f.last_delivered_seq, f.last_read_seq) AND o.seq <= f.left_seq "
+        "AND o.created_at >= f.joined_at AND o.sender_id <> $1) "
         "AND NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = f.thread_id AND p.user_id = $1) "
         "GROUP BY f.thread_id ORDER BY f.thread_id COLLATE \"C\"",
         {user_id});

@@ -909,14 +909,19 @@ Result<OfflinePage> SqliteStore::messages_since(const std::string& user_id, Micr
 
 Result<std::vector<std::pair<std::string, int64_t>>> SqliteStore::left_threads_owed(const std::string& user_id) {
   return with_reader([&](SqliteConn& c) {
-    // By user (former_marks_by_user), then a primary-key step per row: the
-    // notice's time, and whether the user is in the thread again.
+    // By user (former_marks_by_user), then primary-key steps per row: the
+    // notice's time, a message from others past the marks (the user's own
+    // notices, of their leaving, are never acknowledged: one's own), and
+    // whether the user is in the thread again.
     auto st = c.prepare(
         "SELECT f.thread_id, MIN(MAX(f.last_delivered_seq, f.last_read_seq)) FROM former_marks f "
         "JOIN threads t ON t.id = f.thread_id JOIN messages m ON m.thread_no = t.no AND m.seq = f.left_seq "
         "JOIN users u ON u.id = f.user_id "
         "WHERE f.user_id = ?1 AND f.left_seq > MAX(f.last_delivered_seq, f.last_read_seq) "
         "AND m.created_at > u.last_seen "
+        "AND EXISTS (SELECT 1 FROM messages o WHERE o.thread_no = t.no "
+        "AND o.seq > MAX(f.last_delivered_seq, f.last_read_seq) AND o.seq <= f.left_seq "
+        "AND o.created_at >= f.joined_at AND o.sender_id <> ?1) "
         "AND NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = f.thread_id AND p.user_id = ?1) "
         "GROUP BY f.thread_id ORDER BY f.thread_id");
     st.bind(user_id);

@@ -301,12 +301,12 @@ class Store {
   // A membership that ended counts up to its removal's last notice, as a
   // former member's member_page reads it.
   virtual Result<OfflinePage> messages_since(const std::string& user_id, Micros since, int limit) = 0;
-  // The threads the user was removed from, is not in now, and still has
-  // messages of an ended membership they never got: its removal's last
-  // notice is past both of the membership's marks (delivered, read) and
-  // newer than the user's last_seen (no connection of theirs opened and
-  // closed since). Each with the highest of those marks (of the earliest
-  // such membership): what a connect's catch-up reads after. Removals from
+  // The threads the user left, is not in now, and still has messages from
+  // others of an ended membership they never got: past both of the
+  // membership's marks (delivered, read), up to its removal's last notice,
+  // which is newer than the user's last_seen (they have not gone offline
+  // since). Each with the highest of those marks (of the earliest such
+  // membership): what a connect's catch-up reads after. Removals from
   // SQLite schema 13 / PostgreSQL 10 on.
   virtual Result<std::vector<std::pair<std::string, int64_t>>> left_threads_owed(const std::string& user_id) = 0;
 

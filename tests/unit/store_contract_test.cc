@@ -1259,6 +1259,16 @@ TEST_P(StoreContract, LeftThreadsOwedUntilReceivedSeenOrBack) {
   store_->set_last_seen(c.id, 0);
   ASSERT_EQ(ok(store_->add_participants(group.id, {c.id})), std::vector<std::string>{c.id});
   EXPECT_EQ(ok(store_->left_threads_owed(c.id)), Owed{});
+
+  // One who left by themselves never acknowledges their own notice: what
+  // others said before it is owed, the notice alone is not.
+  User d = make_user("dave");
+  Thread club = make_group({a.id, d.id}, "club");
+  auto said = ok(send(club.id, a.id, "see you")).message;
+  ASSERT_TRUE(store_->remove_participant_and_wait({club.id, d.id, {}, AppendRequest{club.id, d.id, "dave left", "system", ""}}).ok());
+  EXPECT_EQ(ok(store_->left_threads_owed(d.id)), (Owed{{club.id, 0}}));
+  EXPECT_TRUE(ok(store_->mark_former_delivered(club.id, d.id, said.seq, said.created_at)));
+  EXPECT_EQ(ok(store_->left_threads_owed(d.id)), Owed{});
 }
 
 // The cursor is the newest message of the caller's threads (or the epoch),
