@@ -1018,6 +1018,29 @@ TEST_F(TwoProcessesTest, RemovalHereRefusesSendsThere) {
   EXPECT_EQ(send_code(c, t.id, "after removal", "text", other_.get()), "forbidden");
 }
 
+// A removed member's receipt through a node whose member list has not heard
+// of the removal yet: the store decides, and their ended membership's mark moves.
+TEST_F(TwoProcessesTest, AReceiptThroughANodeThatMissedTheRemovalCountsOnTheEndedMembership) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  auto said = send_text(a, t, "before carol left");
+  ASSERT_TRUE(said.ok());
+  ASSERT_EQ(send_code(c, t.id, "cached there", "text", other_.get()), "<ok>");
+  ASSERT_TRUE(service_->remove_participant(a, t.id, c.id).ok());
+  EXPECT_TRUE(other_->acknowledge_delivery(c.id, said->message.id).ok());
+  auto th = store_->thread(t.id);
+  ASSERT_TRUE(th.ok() && *th);
+  int64_t carol_delivered = -1;
+  for (const auto& f : (*th)->former_marks)
+    if (f.user_id == c.id) carol_delivered = f.last_delivered_seq;
+  EXPECT_EQ(carol_delivered, said->message.seq);
+  auto after = send_text(a, t, "after carol left");
+  ASSERT_TRUE(after.ok());
+  auto refused = other_->acknowledge_delivery(c.id, after->message.id);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kForbidden) << "past her membership's end";
+}
+
 TEST_F(TwoProcessesTest, AdditionHereReachesTheNewMemberFromThere) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b});

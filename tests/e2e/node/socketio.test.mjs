@@ -243,13 +243,14 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
   // catch-up on connect brings what the group said up to the removal, and
   // its notice, as it brings what was said in the groups the user is in.
   // It came only through offline-messages or the app's own subscribe_thread.
-  async function removedWhileAway() {
+  async function removedWhileAway({ byThemselves = false } = {}) {
     const [alice, bob] = await server.registerMany(2);
     const group = await server.createGroup(alice, [bob]);
     const a = await connected(server, alice);
     const owed = await a.emit('send_message', { thread_id: group.id, content: 'homework: page 4', client_msg_id: 'hw-1' });
     assert.equal(owed.success, true, JSON.stringify(owed));
-    const del = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    const del = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`,
+      { token: byThemselves ? bob.token : alice.token });
     assert.equal(del.status, 200, del.text);
     const after = await a.emit('send_message', { thread_id: group.id, content: 'not for bob', client_msg_id: 'nb-1' });
     assert.equal(after.success, true, JSON.stringify(after));
@@ -281,6 +282,24 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     const again = await connected(server, bob, { transports: ['websocket'] });
     await sleep(700);
     assert.deepEqual(inGroup(again, group).map((r) => r.data.content), []);
+    again.close();
+  });
+
+  // Left from another device: the user's own notice is never acknowledged
+  // (one's own message), and must not keep the thread owed: with a device
+  // of theirs connected all along, it came on every connect.
+  it('one who left from another device gets what was said before, and their own notice, once', async () => {
+    const { bob, group } = await removedWhileAway({ byThemselves: true });
+    const b = await connected(server, bob, { transports: ['websocket'] });
+    await b.next('new_message', (m) => m.thread_id === group.id && m.message_type === 'system');
+    const contents = inGroup(b, group).map((r) => r.data.content);
+    assert.equal(contents.length, 2, JSON.stringify(contents));
+    assert.equal(contents[0], 'homework: page 4');
+    await sleep(700);
+    const again = await connected(server, bob, { transports: ['websocket'] });
+    await sleep(700);
+    assert.deepEqual(inGroup(again, group).map((r) => r.data.content), [], 'not again while the first is connected');
+    b.close();
     again.close();
   });
 
