@@ -304,8 +304,8 @@ class Store {
   // The threads the user left, is not in now, and still has messages from
   // others of an ended membership they never got: past both of the
   // membership's marks (delivered, read), up to its removal's last notice,
-  // which is newer than the user's last_seen (they have not gone offline
-  // since). Each with the highest of those marks (of the earliest such
+  // which is newer than the user's last_seen (their last connection closed
+  // before it, or is open still). Each with the highest of those marks (of the earliest such
   // membership): what a connect's catch-up reads after. Removals from
   // SQLite schema 13 / PostgreSQL 10 on.
   virtual Result<std::vector<std::pair<std::string, int64_t>>> left_threads_owed(const std::string& user_id) = 0;
