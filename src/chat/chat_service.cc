@@ -885,15 +885,24 @@ Status ChatService::acknowledge(const std::string& user_id, const Message& messa
     return Ok{};
   };
   auto m = require_member(user_id, msg->thread_id);
-  if (!m && m.error().kind == ErrorKind::kForbidden && msg->sender_id != user_id) return former_receipt();
-  if (!m) return m.error();
-  if (msg->sender_id == user_id) return Ok{};  // one's own message: nothing to tell
+  if (!m && m.error().kind != ErrorKind::kForbidden) return m.error();
+  if (msg->sender_id == user_id) return m ? Status{Ok{}} : Status{m.error()};  // one's own: nothing to tell
+  // The store decides, not this node's member list: another node's removal
+  // or re-addition may not have reached it yet, and a receipt refused here
+  // would be answered quietly by a connection that was sent the message.
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
-  // The member list this node holds has not heard of the removal yet: the store decides.
   if (!before && before.error().code == "not_a_participant") return former_receipt();
   if (!before) return before.error();
+  bool sender_stays = false;
+  if (m) {
+    sender_stays = is_member(**m, msg->sender_id);
+  } else {  // a member the list here has not heard of: the store's list
+    auto read = store_.thread_members(msg->thread_id);
+    if (!read) return read.error();
+    sender_stays = *read && is_member(**read, msg->sender_id);
+  }
   // A sender who has left the thread is told nothing more of it.
-  if (!is_member(**m, msg->sender_id)) return Ok{};
+  if (!sender_stays) return Ok{};
   publish(msg->thread_id, Audience::users({msg->sender_id}), "message_delivered",
           json::serialize(json::object{
               {"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));

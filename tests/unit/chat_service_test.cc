@@ -993,7 +993,9 @@ class TwoProcessesTest : public ChatServiceTest {
   void SetUp() override {
     ChatServiceTest::SetUp();
     other_bus_ = make_local_bus();
-    other_bus_->set_receiver([](const BusEventPtr&) {});
+    other_bus_->set_receiver([this](const BusEventPtr& e) {
+      if (!e->members_changed) other_events_.record(e);
+    });
     other_ = std::make_unique<ChatService>(*store_, *other_bus_, jwt_, config_);
   }
   void TearDown() override {
@@ -1007,6 +1009,7 @@ class TwoProcessesTest : public ChatServiceTest {
 
   std::unique_ptr<Bus> other_bus_;
   std::unique_ptr<ChatService> other_;
+  Recorder other_events_;  // what the other process published, members' changes apart
 };
 
 TEST_F(TwoProcessesTest, RemovalHereRefusesSendsThere) {
@@ -1039,6 +1042,29 @@ TEST_F(TwoProcessesTest, AReceiptThroughANodeThatMissedTheRemovalCountsOnTheEnde
   auto refused = other_->acknowledge_delivery(c.id, after->message.id);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().kind, ErrorKind::kForbidden) << "past her membership's end";
+}
+
+// A member added again here, whose receipt goes through a node that has not
+// heard of it yet: the store decides, the mark moves and the sender is told.
+TEST_F(TwoProcessesTest, AReceiptThroughANodeThatMissedTheReadditionCounts) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b, c});
+  ASSERT_TRUE(service_->remove_participant(a, t.id, c.id).ok());
+  carry_changes();
+  ASSERT_EQ(send_code(c, t.id, "not a member there", "text", other_.get()), "forbidden") << "cached there";
+  ASSERT_TRUE(service_->add_participants(a, t.id, {c.id}).ok());
+  auto said = send_text(a, t, "welcome back");
+  ASSERT_TRUE(said.ok());
+  ASSERT_TRUE(other_->acknowledge_delivery(c.id, said->message.id).ok());
+  auto th = store_->thread(t.id);
+  ASSERT_TRUE(th.ok() && *th);
+  int64_t carol_delivered = -1;
+  for (const auto& p : (*th)->participants)
+    if (p.user_id == c.id) carol_delivered = p.last_delivered_seq;
+  EXPECT_EQ(carol_delivered, said->message.seq) << "recorded, not dropped";
+  ASSERT_GE(other_events_.size(), 1u);
+  EXPECT_EQ(other_events_.last()->type, "message_delivered");
+  EXPECT_EQ(recipients(*other_events_.last()), (Ids{a.id})) << "the sender hears of it";
 }
 
 TEST_F(TwoProcessesTest, AdditionHereReachesTheNewMemberFromThere) {
