@@ -46,7 +46,7 @@ done
 
 TMP=$(mktemp -d /tmp/parley-multinode.XXXXXX)
 chmod 755 "$TMP"
-SECRET="mn-$$-$RANDOM"
+SECRET="mn-$$-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 PIDS=()
 mkdir -p bench/results
 OUT=bench/results/multinode-$(date -u +%Y-%m-%dT%H%M%SZ).jsonl

@@ -17,7 +17,7 @@ BENCH=${2:?usage: smoke.sh PARLEY_BIN BENCH_BIN}
 PROTOCOL=${3:-native}
 [[ $PROTOCOL == native || $PROTOCOL == socketio ]] || { echo "smoke: protocol must be native or socketio" >&2; exit 2; }
 TMP=$(mktemp -d /tmp/parley-bench-smoke.XXXXXX)
-SECRET="smoke-$$-$RANDOM"
+SECRET="smoke-$$-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 PID=""
 
 cleanup() {

@@ -104,7 +104,21 @@ CLI::Validator positive() {
 // Shorter than this, a jwt_secret file is damaged (cut short by a crash or a
 // full disk while an older parley wrote it) or not one we made (we write 64
 // hex characters): refused rather than signing tokens with a guessable key.
+// A secret given by flag, environment or settings file is held to the same
+// length: RFC 7518 asks HS256 for a key of 256 bits at least, and the mask
+// `config check` prints ("***"), copied back as a secret, must not start a
+// server whose tokens anyone can sign.
 constexpr size_t kMinSecretFileChars = 32;
+
+Status check_given_secret(const std::string& secret) {
+  if (secret.size() >= kMinSecretFileChars) return Ok{};
+  std::string what = secret == "***" ? "is \"***\", the mask `parley config check` prints in place of a secret"
+                                     : "has " + std::to_string(secret.size()) + " characters, fewer than " +
+                                           std::to_string(kMinSecretFileChars);
+  return bad_input("bad_jwt_secret", "the JWT secret (--jwt-secret, PARLEY_JWT_SECRET or jwt-secret) " + what +
+                                         ": give the real one, at least " + std::to_string(kMinSecretFileChars) +
+                                         " characters (`openssl rand -hex 32` makes one)");
+}
 
 // The HS256 secret: from config, else <data_dir>/jwt_secret, else a new
 // random one written there (mode 0600, atomically) so tokens survive restarts.
@@ -113,7 +127,7 @@ constexpr size_t kMinSecretFileChars = 32;
 // given its secret, and a token signed with a new one would be refused by
 // it. A command there that prints no token gets a secret used by nobody.
 Result<std::string> resolve_secret(const Config& config, bool serving, bool prints_token) {
-  if (!config.jwt_secret.empty()) return config.jwt_secret;
+  if (!config.jwt_secret.empty()) return config.jwt_secret;  // checked by run_cli
   std::error_code ec;
   fs::path path = fs::path(config.data_dir) / "jwt_secret";
   if (!serving && !fs::exists(path, ec) &&
@@ -830,10 +844,15 @@ int run_cli(int argc, char** argv) {
   if (config_check_cmd->parsed()) {
     // What serve would refuse at start, refused here too.
     if (auto st = check_webhook(checked.webhook); !st) return fail(st.error());
+    if (!checked.jwt_secret.empty())
+      if (auto st = check_given_secret(checked.jwt_secret); !st) return fail(st.error());
     std::cout << describe_settings(*config_check_cmd, sources);
     std::cerr << "parley: settings ok" << (config_file.empty() ? "" : " (" + config_file + ")") << "\n";
     return 0;
   }
+  // Before any command touches the data dir.
+  if (!config.jwt_secret.empty())
+    if (auto st = check_given_secret(config.jwt_secret); !st) return fail(st.error());
   if (serve_cmd->parsed()) return serve(config);
   if (backup_cmd->parsed()) return backup(config, backup_to);
   if (restore_cmd->parsed()) return restore(config, restore_from);

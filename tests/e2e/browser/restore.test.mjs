@@ -6,6 +6,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,7 +30,7 @@ describe('web app: a server restored from a backup', { skip: TEST_STORE !== 'sql
   });
 
   it('reloads when the store changed, and shows the messages whose seqs it had seen before the restore', async () => {
-    const secret = `restore-${Math.random().toString(36).slice(2)}`;
+    const secret = `restore-${crypto.randomBytes(16).toString('hex')}`;
     const server = await startServer({ secret });
     servers.push(server);
     const alice = await server.register({ full_name: 'Alice Teacher', role: 'teacher' });

@@ -5,6 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile as execFileCb } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -853,7 +854,7 @@ describe('parley-cli listen across a restore from a backup', { skip: TEST_STORE 
   });
 
   it('prints the messages sent on the restored server, though their seqs are ones it printed before', async () => {
-    const secret = `restore-${Math.random().toString(36).slice(2)}`;
+    const secret = `restore-${crypto.randomBytes(16).toString('hex')}`;
     const server = await startServer({ secret });
     servers.push(server);
     const [alice, bob] = await server.registerMany(2);

@@ -52,7 +52,7 @@ describe('configuration file', () => {
       'bind = "127.0.0.9"',
       'max_content_chars = 50',
       'shutdown-timeout = 20',
-      'jwt-secret = "file-secret-value"',
+      'jwt-secret = "file-secret-value-0123456789abcdef"',
       'database = "postgres://parley:hunter2@127.0.0.1:5432/parley"',
       'allowed-origins = ["https://a.example", "https://b.example"]',
       '[serve]',
@@ -105,6 +105,22 @@ describe('configuration file', () => {
     const again = await parley(['config', 'check', '--config', write('roundtrip.toml', defaults.stdout)]);
     assert.equal(again.code, 0, `the printed settings as a file: ${again.stderr}`);
     assert.deepEqual(settings(again.stdout)['allowed-origins'], settings(defaults.stdout)['allowed-origins']);
+
+    // A masked secret read back is refused, by config check and by serve: a
+    // server signing with "***" would take tokens anyone can make.
+    const secret = await parley(['config', 'check', '--jwt-secret', 'a'.repeat(32)]);
+    assert.equal(secret.code, 0, secret.stderr);
+    const masked = write('masked.toml', secret.stdout.replace(/^data-dir = .*$/m, `data-dir = ${JSON.stringify(path.join(dir, 'masked'))}`));
+    assert.match(fs.readFileSync(masked, 'utf8'), /^jwt-secret = "\*\*\*"/m);
+    for (const cmd of [['config', 'check'], ['serve', '--port', '0', '--bind', '127.0.0.1']]) {
+      const refused = await parley([...cmd, '--config', masked], { cwd: dir });
+      assert.equal(refused.code, 1, `${cmd[0]}: ${refused.stdout}`);
+      assert.match(refused.stderr, /^parley: bad_jwt_secret: .*"\*\*\*", the mask/m, cmd[0]);
+    }
+    assert.ok(!fs.existsSync(path.join(dir, 'masked')), 'serve made no data dir');
+    const short = await parley(['serve', '--port', '0', '--bind', '127.0.0.1', '--data-dir', path.join(dir, 'short'), '--jwt-secret', 'hunter2'], { cwd: dir });
+    assert.equal(short.code, 1);
+    assert.match(short.stderr, /^parley: bad_jwt_secret: .*has 7 characters, fewer than 32/m);
   });
 
   it("a group's section ([user]) speaks for each of its commands, below the command's own; every section's keys are checked", async () => {

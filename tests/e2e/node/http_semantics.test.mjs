@@ -249,7 +249,7 @@ describe('HTTP status codes', () => {
   });
 
   it('no token or password reaches the log (info level), whatever the request carried', async () => {
-    const secret = `pw-${Date.now()}-secret`;
+    const secret = `pw-${Date.now()}-secret-0123456789abcdef`;
     const u = await server.register({ password: secret });
     await server.http('POST', '/api/auth/login', { body: { username: u.username, password: `${secret}-wrong` } });
     await server.http('POST', '/api/auth/login', { body: { username: 'nobody_here', password: secret } });

@@ -83,7 +83,7 @@ async function snapshot(server, users, threadIds) {
 }
 
 describe('migrate-store: SQLite to PostgreSQL', () => {
-  const secret = `mig-${randomId(12)}`;
+  const secret = `mig-${randomId(16)}`;
   let source;       // stopped SQLite server (data dir kept)
   let users;        // [alice, bob, carol, dave] with passwords
   let dm, group;
@@ -299,7 +299,7 @@ describe('migrate-store: SQLite to PostgreSQL', () => {
 });
 
 describe('migrate-store: interrupted and resumed', () => {
-  const secret = `mig-${randomId(12)}`;
+  const secret = `mig-${randomId(16)}`;
   let source;
   let users;
   let threads;

@@ -36,7 +36,7 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
   // Two nodes on a fresh database of their own, sharing a JWT secret.
   async function twoNodes() {
     const db = pg('createdb', state);
-    const secret = `shared-secret-${Date.now()}`;
+    const secret = `shared-secret-${Date.now()}-0123456789`;
     const nodes = [new ParleyServer({ database: db, secret }), new ParleyServer({ database: db, secret })];
     for (const node of nodes) await node.start();
     return nodes;
@@ -265,7 +265,7 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
   // stopped every node's sends for as long as it stayed frozen.
   it('a node frozen inside its transaction does not stop the other node: its session ends and the clock is free', async () => {
     const db = pg('createdb', state);
-    const secret = `frozen-secret-${Date.now()}`;
+    const secret = `frozen-secret-${Date.now()}-0123456789`;
     const nodeA = new ParleyServer({ database: db, secret });
     // B's client sends in bursts until B is caught: past the default rate
     // limit (200/s) its frames were refused and then closed for flooding,
