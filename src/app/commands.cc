@@ -256,6 +256,16 @@ int fail(const Error& e) {
   return 1;
 }
 
+// Refuses a data dir that holds no store (a restore left unfinished says so
+// first, as serve would).
+Status no_store_refusal(const fs::path& dir, const char* hint) {
+  if (auto st = no_unfinished_restore(dir.string()); !st) return st.error();
+  std::error_code ec;
+  if (fs::exists(dir / "parley.db", ec)) return Ok{};
+  return not_found("no_database", "no store (parley.db) in the data dir " + dir.string() +
+                                      " (pass the server's --data-dir or PARLEY_DATA_DIR" + hint + ")");
+}
+
 // `parley migrate`: brings the store's schema up to date and exits (serve
 // does the same at start; this is for deployments that migrate first). On
 // SQLite it acts on an existing data dir only (run in the wrong directory it
@@ -269,6 +279,7 @@ int migrate(const Config& config) {
     if (!fs::is_directory(config.data_dir, ec))
       return fail(not_found("no_data_dir", "no data dir at " + config.data_dir +
                                                " (pass the server's --data-dir or PARLEY_DATA_DIR)"));
+    if (auto st = no_store_refusal(config.data_dir, ""); !st) return fail(st.error());
     auto held = DataDirLock::acquire(config.data_dir);
     if (!held) return fail(held.error());
     lock = std::move(*held);
@@ -593,7 +604,17 @@ bool use_data_dir(const Config& config, bool create, bool needs_secret = true) {
               << " (pass the server's --data-dir or PARLEY_DATA_DIR, or --create to start a new one)\n";
     return false;
   }
-  std::cerr << "parley: data dir " << dir.string() << (exists ? "" : " (new)") << "\n";
+  // A directory without a store is the wrong one as surely as a missing
+  // one (the parent of the server's, an empty mount): the same refusal.
+  // (On PostgreSQL the dir holds only the secret.)
+  if (exists && !create && config.database_url.empty()) {
+    if (auto st = no_store_refusal(dir, ", or --create to start a new one"); !st) {
+      std::cerr << "parley: " << st.error().code << ": " << st.error().message << "\n";
+      return false;
+    }
+  }
+  bool has_store = exists && (!config.database_url.empty() || fs::exists(dir / "parley.db", ec));
+  std::cerr << "parley: data dir " << dir.string() << (has_store ? "" : " (new)") << "\n";
   return true;
 }
 

@@ -88,6 +88,17 @@ describe('server configuration', () => {
       assert.equal(token.code, 1);
       assert.ok(!fs.existsSync(dir), 'token created nothing either');
 
+      // An existing directory with no store in it (the server's parent dir,
+      // an empty mount) is refused the same way, and left as it was.
+      const empty = path.join(parent, 'empty');
+      fs.mkdirSync(empty);
+      for (const cmd of [['user', 'add', ...args.slice(2).map((a) => (a === dir ? empty : a))], ['token', 'someone', '--data-dir', empty], ['migrate', '--data-dir', empty]]) {
+        const r = await parley(cmd);
+        assert.equal(r.code, 1, `${cmd[0]}: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`^parley: no_database: no store \\(parley.db\\) in the data dir ${empty}`, 'm'), cmd[0]);
+        assert.deepEqual(fs.readdirSync(empty), [], `${cmd[0]} wrote nothing`);
+      }
+
       const created = await parley([...args, '--create']);
       assert.equal(created.code, 0, created.stderr);
       assert.match(created.stderr, new RegExp(`^parley: data dir ${dir} \\(new\\)$`, 'm'));
