@@ -210,12 +210,20 @@ bool is_eio_path(const Config& config, std::string_view target) {
 }
 
 template <class Stream>
-class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
+class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream>>, public IdleHttp {
   static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
 
  public:
   HttpSession(LoopContext& loop, Stream stream, std::string remote)
       : loop_(loop), stream_(std::move(stream)), remote_(std::move(remote)) {}
+  ~HttpSession() { unlist_idle(); }
+
+  void close_idle() override {
+    listed_idle_ = false;  // the loop has dropped it from its set
+    if (buffer_.size() > 0 || (parser_ && parser_->got_some())) return;
+    closed_idle_ = true;
+    tcp().close();  // the pending read ends with operation_aborted
+  }
 
   void run() {
     if constexpr (kTls) {
@@ -238,17 +246,29 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   // The headers first, within the header timeout (slowloris), then the body
   // within the body timeout.
   void read() {
+    // An answer written with keep-alive just before the drain began: the
+    // connection is not kept for another request.
+    if (loop_.draining && replies_ > 0 && buffer_.size() == 0) return shutdown();
     head_ = false;
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     // Engine.IO polling bodies may be larger than a REST body (maxPayload).
     parser_->body_limit(std::max<uint64_t>(loop_.config.limits.max_frame_bytes, loop_.config.socketio.max_payload));
     tcp().expires_after(header_timeout());
+    if (!listed_idle_) loop_.idle_http.insert(this);
+    listed_idle_ = true;
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = this->shared_from_this()](boost::system::error_code ec, size_t) { self->on_header(ec); });
   }
 
+  void unlist_idle() {
+    if (listed_idle_) loop_.idle_http.erase(this);
+    listed_idle_ = false;
+  }
+
   void on_header(boost::system::error_code ec) {
+    unlist_idle();
+    if (closed_idle_) return;  // closed by the drain (close_idle)
     if (ec) return on_read(ec);
     const auto& head = parser_->get();
     head_ = head.method() == http::verb::head;
@@ -756,6 +776,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   std::string poll_sid_;        // its session
   bool head_ = false;       // the request being answered is a HEAD
   bool linger_ = false;     // the reply refuses a request whose body was not read
+  bool listed_idle_ = false;  // in loop_.idle_http: waiting for a request's headers
+  bool closed_idle_ = false;  // closed by the drain while idle
   size_t linger_left_ = 0;  // bytes still drained before the close
 };
 

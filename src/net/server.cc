@@ -149,7 +149,7 @@ struct Server::Impl {
   // shutdown timeout less a reserve for closing the store and the bus.
   void drain_run(DrainClock::time_point deadline) {
     auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(10)); };
-    bool in_time = on_every_loop([](Loop& l) { l.ctx->draining = true; }, deadline);
+    bool in_time = on_every_loop([](Loop& l) { l.ctx->begin_draining(); }, deadline);
     refusing.store(true, std::memory_order_relaxed);
     while (in_time && !quiet(deadline)) {
       if (DrainClock::now() >= deadline || forced.load()) in_time = false;

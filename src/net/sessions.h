@@ -6,8 +6,9 @@
 
 #include <memory>
 #include <optional>
-#include <vector>
 #include <string>
+#include <unordered_set>
+#include <vector>
 
 #include "api/connection.h"
 #include "api/rest_api.h"
@@ -18,6 +19,20 @@
 #include "net/sweep.h"
 
 namespace parley::net {
+
+// An HTTP connection kept alive and waiting for its next request. The
+// drain closes these as it begins, as Go's Shutdown and nginx do: left open,
+// a client would send its next request on one just as the process exits,
+// and get a reset instead of an answer. Loop thread only.
+class IdleHttp {
+ public:
+  // Closes the connection unless a request has begun on it (that one gets
+  // its 503 shutting_down).
+  virtual void close_idle() = 0;
+
+ protected:
+  ~IdleHttp() = default;
+};
 
 // One per event loop; lives as long as the Server.
 struct LoopContext {
@@ -70,6 +85,15 @@ struct LoopContext {
   bool draining = false;
   // REST requests read and not yet answered on this loop's connections.
   int rest_in_flight = 0;
+  // This loop's HTTP connections waiting for a next request.
+  std::unordered_set<IdleHttp*> idle_http{};
+  // The drain's start, on the loop: from here on no HTTP connection is kept alive.
+  void begin_draining() {
+    draining = true;
+    auto idle = std::move(idle_http);
+    idle_http.clear();
+    for (IdleHttp* h : idle) h->close_idle();
+  }
 };
 
 // TLS over a TCP stream (HTTPS, WSS). The HTTP session reads through it

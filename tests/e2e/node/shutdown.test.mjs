@@ -231,6 +231,49 @@ describe('graceful shutdown', () => {
     for (const r of refused) assert.equal(r.code, 'shutting_down', JSON.stringify(r));
   });
 
+  // An idle keep-alive connection left open through the drain would take a
+  // client's next request just as the process exits, and answer it with a
+  // reset: the drain closes idle ones as it begins. One whose next request
+  // has begun gets its 503.
+  it('the drain closes idle keep-alive connections at once; a request begun on one gets 503 shutting_down', async () => {
+    const server = await startServer();
+    servers.push(server);
+    const [u] = await server.registerMany(1);
+    const keptAlive = async () => {
+      const sock = net.connect({ host: HOST, port: server.port });
+      sock.on('error', () => {});
+      let seen = '';
+      sock.on('data', (d) => { seen += d.toString('latin1'); });
+      sock.ended = new Promise((resolve) => sock.once('close', () => resolve(Date.now())));
+      sock.write(`GET /health HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+      for (let i = 0; i < 250 && !/\r\n\r\n[\s\S]*\}/.test(seen); i++) await sleep(20);
+      assert.match(seen, /^HTTP\/1\.1 200/, 'the first answer');
+      assert.doesNotMatch(seen, /connection: close/i, 'kept alive');
+      sock.seen = () => seen;
+      return sock;
+    };
+    const idle = await keptAlive();
+    const begun = await keptAlive();
+    begun.write(`GET /api/users/me HTTP/1.1\r\nHost: ${HOST}\r\nAuthorization: Bearer ${u.token}\r\n`);  // no blank line yet
+    const stubborn = await stubbornClient(server, u.token);  // holds the drain open about 2 s
+    await sleep(100);
+    const signalled = Date.now();
+    server.child.kill('SIGTERM');
+    await waitLog(server, 'event=shutdown_draining');
+    const closedAt = await Promise.race([idle.ended, sleep(1500).then(() => null)]);
+    assert.ok(closedAt !== null, `the idle connection was closed during the drain, not left to the exit\n${server.logTail()}`);
+    assert.ok(!server.log.some((l) => l.includes('event=shutdown_drained')), 'closed before the drain ended');
+    begun.write('\r\n');
+    for (let i = 0; i < 100 && !/shutting_down/.test(begun.seen()); i++) await sleep(20);
+    assert.match(begun.seen(), /HTTP\/1\.1 503[\s\S]*shutting_down/, `the request begun before the drain is answered\n${begun.seen()}`);
+    assert.match(begun.seen().split('HTTP/1.1 503')[1], /connection: close/i);
+    const { code } = await server.exited;
+    stubborn.destroy();
+    begun.destroy();
+    assert.equal(code, 0, server.logTail());
+    assert.ok(closedAt - signalled < 1500, `closed ${closedAt - signalled} ms after SIGTERM`);
+  });
+
   it('past --shutdown-timeout (PARLEY_SHUTDOWN_TIMEOUT) it exits anyway, with code 1', async () => {
     const server = await startServer({ env: { PARLEY_SHUTDOWN_TIMEOUT: '1' } });
     servers.push(server);
