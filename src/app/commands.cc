@@ -641,6 +641,11 @@ int token(Config& config, const std::string& username) {
     core->store->close();
     return fail(u ? not_found("user_not_found", "no user named " + username) : u.error());
   }
+  if ((*u)->disabled) {  // the server would refuse the token: say why here
+    core->store->close();
+    return fail(Error{ErrorKind::kForbidden, "account_disabled",
+                      "the account " + username + " is disabled (parley user enable " + username + ")"});
+  }
   std::cout << core->chat->issue_token(**u).token << "\n";
   core->store->close();
   return 0;

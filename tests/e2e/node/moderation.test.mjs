@@ -75,6 +75,13 @@ describe('account moderation from the command line', () => {
     await server.cli(['user', 'disable', carol.username]);
     const history = await server.history(dave.token, thread.id);
     assert.deepEqual(history.map((m) => m.content), ['before the ban']);
+    // `parley token` prints no token the server would refuse.
+    const refused = await server.cli(['token', carol.username]).then(() => null, (e) => e);
+    assert.ok(refused, 'parley token refuses a disabled account');
+    assert.match(refused.stderr, /account_disabled: the account \S+ is disabled/);
+    await server.cli(['user', 'enable', carol.username]);
+    const { stdout } = await server.cli(['token', carol.username]);
+    assert.equal((await server.http('GET', '/api/users/me', { token: stdout.trim() })).status, 200, 'enabled: the token works');
   });
 
   it('revoke-tokens closes connections using old tokens within 2 s; old tokens get 401, a new login works', async () => {
