@@ -1,5 +1,6 @@
 #include "cli/terminal.h"
 
+#include <signal.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -18,6 +19,22 @@ std::string strip_newline(std::string s) {
 
 }  // namespace
 
+namespace {
+
+// The terminal's settings while echo is off, for a signal (Ctrl-C at the
+// prompt) to put back before it ends the process: left off, the shell would
+// show nothing the user types next.
+termios g_saved_tty{};
+constexpr int kPromptSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+
+extern "C" void restore_tty_and_reraise(int sig) {
+  ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_tty);  // async-signal-safe
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+}  // namespace
+
 std::string read_password(const std::string& prompt) {
   std::string line;
   if (!::isatty(STDIN_FILENO)) {
@@ -27,13 +44,22 @@ std::string read_password(const std::string& prompt) {
   std::cerr << prompt << std::flush;
   termios saved{};
   bool restore = ::tcgetattr(STDIN_FILENO, &saved) == 0;
+  struct sigaction before[std::size(kPromptSignals)];
   if (restore) {
+    g_saved_tty = saved;
+    struct sigaction on_signal{};
+    on_signal.sa_handler = restore_tty_and_reraise;
+    sigemptyset(&on_signal.sa_mask);
+    for (size_t i = 0; i < std::size(kPromptSignals); ++i) ::sigaction(kPromptSignals[i], &on_signal, &before[i]);
     termios quiet = saved;
     quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
     ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
   }
   std::getline(std::cin, line);
-  if (restore) ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+  if (restore) {
+    ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    for (size_t i = 0; i < std::size(kPromptSignals); ++i) ::sigaction(kPromptSignals[i], &before[i], nullptr);
+  }
   std::cerr << "\n";
   return strip_newline(line);
 }
