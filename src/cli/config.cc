@@ -74,6 +74,9 @@ std::string default_config_path() {
 }
 
 CliConfig load_config(const std::string& path) {
+  std::error_code fs_ec;
+  if (fs::is_directory(path, fs_ec))
+    throw CliError("config_error", path + " is a directory: --config names the saved login's file", kExitServerError);
   std::ifstream in(path);
   if (!in) return {};
   std::string text(std::istreambuf_iterator<char>(in), {});

@@ -38,7 +38,7 @@ awaitable<std::string> user_id_of(HttpClient& http, const std::string& who) {
     const json::object* u = (*users)[i].if_object();
     if (u && get_string(*u, "username") == name) co_return get_string(*u, "id");
   }
-  throw server_error("user_not_found", "no user named " + who);
+  throw server_error("user_not_found", "no user named \"" + who + "\"");
 }
 
 void print_thread(const Context& ctx, const json::value& thread, const std::string& self) {
@@ -86,6 +86,7 @@ awaitable<int> group_add(Context& ctx, GroupAddOptions options) {
   std::string thread = co_await resolve_thread(http, options.thread_id);
   json::array ids;
   for (const std::string& m : options.members) {
+    if (m.empty()) continue;
     std::string id = co_await user_id_of(http, m);
     ids.emplace_back(id);
   }

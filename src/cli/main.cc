@@ -1,8 +1,8 @@
 // parley-cli: the terminal client of Parley. Data goes to stdout (JSON lines,
 // or --pretty text), status and errors to stderr as
-// "parley-cli: <code>: <message>". Exit codes: 0 ok, 1 the server said no,
-// 2 cannot connect, 3 listen --timeout, 64 bad command line.
+// "parley-cli: <code>: <message>". Exit codes: see the footer of --help.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <csignal>
 #include <exception>
 #include <functional>
@@ -76,6 +76,27 @@ const CLI::Validator kNonNegative(
     },
     "NONNEGATIVE");
 
+// A finite number of seconds, at least 0. A huge one (beyond any real wait)
+// is read as "no limit", where converted to a timer it would overflow.
+const CLI::Validator kSeconds(
+    [](std::string& input) -> std::string {
+      double value = 0;
+      if (!CLI::detail::lexical_cast(input, value) || std::isnan(value)) return "Value " + input + " is not a number";
+      if (value < 0) return "Value " + input + " is negative: give 0 or more";
+      if (value > 1e9) input = "0";  // more than 31 years
+      return {};
+    },
+    "SECONDS");
+
+// Usernames as people type them in a list ("bob, carol"): the spaces around
+// a name are no part of it.
+const CLI::Validator kTrimmed(
+    [](std::string& input) -> std::string {
+      input = CLI::detail::trim_copy(input);
+      return {};
+    },
+    "");
+
 void add_globals(CLI::App& app, GlobalOptions& g) {
   app.add_option("--server", g.server,
                  "Server URL (default: $PARLEY_SERVER, the saved login's, or http://127.0.0.1:3000)");
@@ -88,6 +109,9 @@ void add_globals(CLI::App& app, GlobalOptions& g) {
 
 int main_impl(int argc, char** argv) {
   CLI::App app{"parley-cli: the Parley chat client"};
+  app.footer(
+      "Exit codes: 0 done; 1 refused (the server said no, or a local failure such as a closed stdout);\n"
+      "2 cannot connect; 3 listen --timeout passed; 64 bad command line.");
   app.require_subcommand(1);
   app.fallthrough();  // global options may also follow the command
   GlobalOptions globals;
@@ -122,7 +146,7 @@ int main_impl(int argc, char** argv) {
   SendOptions send_opts;
   auto* send_cmd = app.add_subcommand("send", "Send a message (prints it once stored)");
   auto* thread_opt = send_cmd->add_option("--thread", send_opts.thread_id, kThreadHelp);
-  auto* to_opt = send_cmd->add_option("--to", send_opts.to, "Username: a direct message");
+  auto* to_opt = send_cmd->add_option("--to", send_opts.to, "Username: a direct message")->transform(kTrimmed);
   thread_opt->excludes(to_opt);
   send_cmd->add_option("--client-msg-id", send_opts.client_msg_id, "Idempotency key (default: generated)");
   send_cmd->add_option("--type", send_opts.message_type, "text (default), image or file");
@@ -138,21 +162,25 @@ int main_impl(int argc, char** argv) {
   GroupCreateOptions group_create_opts;
   auto* group_create_cmd = group_cmd->add_subcommand("create", "Create a group (you are its admin; prints the thread)");
   group_create_cmd->add_option("--title", group_create_opts.title, "The group's name")->required();
-  group_create_cmd->add_option("--members", group_create_opts.members, "Usernames, comma-separated")
+  group_create_cmd->add_option("--members", group_create_opts.members, "Usernames (or user ids), comma-separated")
       ->delimiter(',')
+      ->transform(kTrimmed)
       ->required();
   GroupAddOptions group_add_opts;
   auto* group_add_cmd = group_cmd->add_subcommand("add", "Add members to a group you administer");
   group_add_cmd->add_option("thread", group_add_opts.thread_id, kThreadHelp)->required();
-  group_add_cmd->add_option("users", group_add_opts.members, "Usernames (or user ids)")->required();
+  group_add_cmd->add_option("users", group_add_opts.members, "Usernames (or user ids), space- or comma-separated")
+      ->delimiter(',')
+      ->transform(kTrimmed)
+      ->required();
 
   ListenOptions listen_opts;
   auto* listen_cmd =
       app.add_subcommand("listen", "Print events as they come (JSON lines), reconnecting and catching up by itself");
-  listen_cmd->add_option("--exit-after", listen_opts.exit_after, "Exit 0 after printing this many new messages")
+  listen_cmd->add_option("--exit-after", listen_opts.exit_after, "Exit 0 after printing this many new messages (0: no limit)")
       ->check(kNonNegative);
-  listen_cmd->add_option("--timeout", listen_opts.timeout_seconds, "Exit 3 after this many seconds")
-      ->check(kNonNegative);
+  listen_cmd->add_option("--timeout", listen_opts.timeout_seconds, "Exit 3 after this many seconds (0: no limit)")
+      ->transform(kSeconds);
   listen_cmd->add_flag("--presence", listen_opts.presence, "Also print presence (online / offline) events");
 
   try {

@@ -531,7 +531,19 @@ describe('parley-cli', () => {
 
     const nobody = await asBob(['group', 'add', group.id, 'no_such_user_x']);
     assert.equal(nobody.code, 1, nobody.proc.describe());
-    assert.match(nobody.stderr, /^parley-cli: user_not_found: no user named no_such_user_x/m);
+    assert.match(nobody.stderr, /^parley-cli: user_not_found: no user named "no_such_user_x"/m);
+
+    // Lists as people type them: spaces after the commas, a comma in group add.
+    const [erin, fay, gil] = await server.registerMany(3);
+    const spaced = await asBob(['group', 'create', '--title', 'Spaced', '--members', `${alice.username}, ${erin.username} `]);
+    assert.equal(spaced.code, 0, spaced.proc.describe());
+    const spacedGroup = JSON.parse(spaced.lines[0]);
+    assert.deepEqual(spacedGroup.participants.map((p) => p.user_id).sort(), [alice.id, bob.id, erin.id].sort());
+    const commas = await asBob(['group', 'add', spacedGroup.id, `${fay.username}, ${gil.username}`]);
+    assert.equal(commas.code, 0, commas.proc.describe());
+    assert.deepEqual(JSON.parse(commas.lines[0]).participants.map((p) => p.user_id).sort(), [alice.id, bob.id, erin.id, fay.id, gil.id].sort());
+    const to = await asBob(['send', '--to', ` ${erin.username}`, 'hello with a space']);
+    assert.equal(to.code, 0, to.proc.describe());
 
     // A blank title (spaces, or a no-break space) is refused here, with
     // words that fit a required option; "" still makes a group without one.
@@ -729,6 +741,49 @@ describe('parley-cli', () => {
       assert.match(r.stderr, /^--[a-z-]+: Value -\d is negative: give 0 or more$/m, r.proc.describe());
       assert.ok(r.stderr.length < 120, `a short message, not DBL_MAX in full: ${r.stderr}`);
     }
+    const nan = await asBob(['listen', '--timeout', 'nan']);
+    assert.equal(nan.code, 64, nan.proc.describe());
+    assert.match(nan.stderr, /^--timeout: Value nan is not a number$/m);
+  });
+
+  it('a --timeout past any real wait (1e10, inf) waits, not "timeout passed" at once', async () => {
+    for (const value of ['1e10', 'inf']) {
+      const listen = bobListen(['--timeout', value]);
+      await listen.ready();
+      await sleep(300);
+      assert.doesNotMatch(listen.stderrText, /timeout: .* passed/, `${value}: ${listen.describe()}`);
+      listen.child.kill('SIGINT');
+      assert.equal((await listen.exited).code, 0, `${value}: still running until SIGINT\n${listen.describe()}`);
+    }
+  });
+
+  it('--config naming a directory is a clear config_error; Ctrl-C at the password prompt puts the terminal\'s echo back', async () => {
+    const dir = path.join(home, 'a-directory');
+    fs.mkdirSync(dir, { recursive: true });
+    const r = await cli(['--config', dir, 'whoami']);
+    assert.equal(r.code, 1, r.proc.describe());
+    assert.match(r.stderr, /^parley-cli: config_error: .* is a directory/m);
+    // A terminal of its own (a pseudo-terminal from Python's pty module).
+    const script = [
+      'import os, pty, termios, time, select, sys',
+      'master, slave = pty.openpty()',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    os.setsid()',
+      '    import fcntl; fcntl.ioctl(slave, termios.TIOCSCTTY, 0)',
+      '    os.dup2(slave, 0); os.dup2(slave, 1); os.dup2(slave, 2)',
+      '    os.execv(sys.argv[1], ["parley-cli", "--config", sys.argv[2], "--server", sys.argv[3], "login", "--username", "nobody_x"])',
+      'out = b""',
+      'end = time.time() + 10',
+      'while b"Password" not in out and time.time() < end:',
+      '    if select.select([master], [], [], 0.1)[0]: out += os.read(master, 1000)',
+      'os.write(master, b"\\x03")',
+      '_, status = os.waitpid(pid, 0)',
+      'print(b"Password" in out, os.WIFSIGNALED(status), bool(termios.tcgetattr(slave)[3] & termios.ECHO))',
+    ].join('\n');
+    const out = await new Promise((resolve) => execFileCb('python3', ['-c', script, CLI_BIN, path.join(home, 'tty.json'), server.baseUrl],
+      { timeout: 20000 }, (err, stdout, stderr) => resolve(`${stdout}${stderr}${err ? err.message : ''}`)));
+    assert.equal(out.trim(), 'True True True', `prompted, ended by SIGINT, echo back on: ${out}`);
   });
 });
 
