@@ -363,10 +363,21 @@ HttpResponse send_message(Call& c) {
   return success(r->duplicate ? 200 : 201, json::parse(r->message_json));
 }
 
+// A time with an offset put into a URL unencoded (`?last_check_time=${t}`
+// with Python's isoformat(), as apps do) arrives with its "+" read as a
+// space (form encoding): a space before the offset is taken as the "+" it was.
+std::optional<Micros> parse_query_time(std::string text) {
+  if (auto t = parse_iso8601(text)) return t;
+  size_t space = text.rfind(' ');
+  if (space == std::string::npos || text.find('T') > space) return std::nullopt;
+  text[space] = '+';
+  return parse_iso8601(text);
+}
+
 HttpResponse offline_messages(Call& c) {
   Micros since = 0;
   if (auto it = c.req.query.find("last_check_time"); it != c.req.query.end() && !it->second.empty()) {
-    auto t = parse_iso8601(it->second);
+    auto t = parse_query_time(it->second);
     if (!t) return failure(bad_input("invalid_field", "last_check_time must be an ISO 8601 time"));
     since = *t;
   }

@@ -247,6 +247,12 @@ describe('offline messages', () => {
     assert.ok(!afterwards.messages.some((m) => m.id === sent.id), `5 s after, written ${inPlusTwo(at + 5000)}: excluded`);
     const noMillis = await offline(server, bob.token, new Date(at - 5000).toISOString().slice(0, 19) + 'Z');
     assert.ok(noMillis.messages.some((m) => m.id === sent.id), 'without milliseconds: included');
+    // Put into the URL unencoded, as `?last_check_time=${t}` does: its "+" arrives as a space.
+    for (const [ms, included] of [[at - 5000, true], [at + 5000, false]]) {
+      const raw = await server.http('GET', `/api/chat/offline-messages?last_check_time=${inPlusTwo(ms)}`, { token: bob.token });
+      assert.equal(raw.status, 200, `unencoded ${inPlusTwo(ms)}: ${raw.text}`);
+      assert.equal(raw.body.data.messages.some((m) => m.id === sent.id), included, `unencoded ${inPlusTwo(ms)}`);
+    }
   });
 
   it('a bad or missing last_check_time is a 400', async () => {
