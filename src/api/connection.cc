@@ -111,7 +111,13 @@ void Connection::on_tick(int64_t now_ms) {
   // A second of grace past exp, so a client renewing right at exp is not cut.
   if (token_exp_ > 0 && now_ms > token_exp_ * 1000 + 1000) {
     token_exp_ = 0;
-    send_error({ErrorKind::kUnauthorized, "token_expired", "token expired; send a fresh `auth` frame"}, nullptr);
+    // How to renew in time: a frame natively; on Socket.IO the client comes
+    // back by itself, with a fresh token only when `auth` is a function.
+    const bool sio = encoder_->format() == WireFormat::kSocketIo;
+    send_error({ErrorKind::kUnauthorized, "token_expired",
+                sio ? "token expired; reconnect with a fresh token (auth: (cb) => cb({token}))"
+                    : "token expired; send a fresh `auth` frame"},
+               nullptr);
     close(CloseReason::kTokenExpired, "token expired");
   }
 }

@@ -539,6 +539,9 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
       await c.next('connection_success');
       const reason = await disconnected;
       assert.notEqual(reason, 'io server disconnect', 'a plain close, which the client answers by reconnecting');
+      const told = c.events.find((e) => e.event === 'error' && e.data?.code === 'token_expired');
+      assert.ok(told, 'the error event token_expired came first');
+      assert.match(told.data.message, /reconnect with a fresh token/, 'words for Socket.IO, not for native frames');
       const sent = await server.sendRest(bob.token, thread.id, { content: 'while the token was renewed' });
       assert.equal(sent.status, 201);
       const again = await c.next('new_message', (m) => m.id === sent.body.data.id, 20000);
