@@ -116,6 +116,9 @@ constexpr std::array<const char*, 4> kPartialSuffixes = {"", "-journal", "-wal",
 // while it is: the files to remove and the line to print around the signal.
 std::array<std::string, kPartialSuffixes.size()> g_partial_files;
 std::string g_interrupted_head, g_interrupted_tail;
+// A restore's own marks on the data dir, removed too (empty: none): the LOCK
+// file it created, and the directory if it made it (rmdir: only if empty).
+std::string g_made_lock_file, g_made_dir;
 
 void write_stderr(std::string_view text) {
   if (::write(STDERR_FILENO, text.data(), text.size()) < 0) return;  // nowhere to report it
@@ -125,6 +128,8 @@ extern "C" void remove_partial_and_exit(int sig) {
   // Only async-signal-safe calls here: the copy was cut anywhere, in SQLite
   // or in the allocator. unlink is enough: nothing else the copy made lasts.
   for (const std::string& f : g_partial_files) ::unlink(f.c_str());
+  if (!g_made_lock_file.empty()) ::unlink(g_made_lock_file.c_str());
+  if (!g_made_dir.empty()) ::rmdir(g_made_dir.c_str());
   write_stderr(g_interrupted_head);
   write_stderr(sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP");
   write_stderr(g_interrupted_tail);
@@ -345,7 +350,13 @@ Result<CopySummary> sqlite_restore(const std::string& from, const std::string& d
     auto lock = DataDirLock::acquire(data_dir);
     if (!lock) return lock.error();
     if (auto st = restorable_data_dir(data_dir); !st) return st.error();
-    return copy_to_new_file(src->get(), fs::absolute(fs::path(data_dir) / "parley.db", ec), "WAL", "restore_failed");
+    // Stopped by a signal, the restore leaves the data dir as it found it, as a failure does below.
+    if (!lock_existed) g_made_lock_file = (fs::absolute(data_dir, ec) / "LOCK").string();
+    if (!dir_existed) g_made_dir = fs::absolute(data_dir, ec).string();
+    auto copied = copy_to_new_file(src->get(), fs::absolute(fs::path(data_dir) / "parley.db", ec), "WAL", "restore_failed");
+    g_made_lock_file.clear();
+    g_made_dir.clear();
+    return copied;
   }();
   // A failed restore leaves the data dir as it found it (the lock created
   // its LOCK file, and the directory if it was missing), so a retry is not

@@ -350,6 +350,33 @@ describe('backup, restore and check', () => {
       assert.match(stderr, new RegExp(`^parley: backup_failed: stopped by ${signal}; the partial copy was removed and nothing was written to ${file}\n$`));
       assert.deepEqual(fs.readdirSync(dir), [], `${signal}: no partial file (${seen.join(', ')}) and no backup left`);
     }
+
+    // A restore into a data dir it makes, stopped the same way, leaves no
+    // data dir behind (nor its LOCK): the retry finds nothing in its way.
+    const source = tmpDir('restore-signal-source');
+    dirs.push(source);
+    const backupFile = path.join(source, 'parley-backup.db');
+    const made = await parley(['backup', '--data-dir', server.dataDir, '--to', backupFile]);
+    assert.equal(made.code, 0, made.stderr);
+    const parent = tmpDir('restore-signal');
+    dirs.push(parent);
+    const target = path.join(parent, 'data');
+    const child = spawn(PARLEY_BIN, ['restore', '--data-dir', target, '--from', backupFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    let running = true;
+    exited.then(() => { running = false; });
+    let seen = [];
+    for (let i = 0; running && i < 5000 && seen.length === 0; i++) {
+      seen = fs.existsSync(target) ? fs.readdirSync(target).filter((f) => f.includes('.partial-')) : [];
+      if (seen.length === 0) await sleep(2);
+    }
+    assert.ok(running && seen.length > 0, `the restore was still copying when its partial file appeared (${stderr})`);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 1, stderr);
+    assert.match(stderr, /^parley: restore_failed: stopped by SIGTERM/m);
+    assert.ok(!fs.existsSync(target), `no data dir left behind: ${fs.existsSync(target) ? fs.readdirSync(target).join(', ') : ''}`);
   });
 
   it('a backup removes the partial files of backups to the same name whose process is gone, and no other', { skip: sqliteOnly }, async () => {
