@@ -267,6 +267,15 @@ describe('backup, restore and check', () => {
     assert.equal(damaged.code, 1, damaged.stdout + damaged.stderr);
     assert.doesNotMatch(damaged.stdout + damaged.stderr, /internal_error/);
     assert.match(damaged.stdout + damaged.stderr, /problem integrity: |database_corrupt: .*restore the last backup/);
+    // The schema's own page damaged: serve cannot even open the store, and says so in the same words.
+    const fd1 = fs.openSync(db, 'r+');
+    fs.writeSync(fd1, Buffer.alloc(pageSize - 100, 0x5a), 0, pageSize - 100, 100);
+    fs.closeSync(fd1);
+    const serve = await new Promise((resolve) => execFile(PARLEY_BIN, ['serve', '--data-dir', server.dataDir, '--port', '0', '--bind', '127.0.0.1'],
+      { timeout: 20000 }, (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stderr })));
+    assert.equal(serve.code, 1, serve.stderr);
+    assert.match(serve.stderr, /database_corrupt: the database is damaged .*restore the last backup/);
+    assert.doesNotMatch(serve.stderr, /internal_error/);
     fs.rmSync(server.dataDir, { recursive: true, force: true });
   });
 
