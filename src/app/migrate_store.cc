@@ -18,7 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 int fail(const std::string& code, const std::string& message) {
-  std::cerr << "parley migrate-store: " << code << ": " << message << "\n";
+  std::cerr << "parley: " << code << ": " << message << "\n";  // as every command says it
   return 1;
 }
 
@@ -37,7 +37,7 @@ int run_migrate_store(const MigrateStoreOptions& options) {
   fs::path data_dir = fs::absolute(dir, ec).lexically_normal();
   if (ec) data_dir = dir;
   fs::path db = data_dir / "parley.db";
-  if (!fs::exists(db, ec)) return fail("not_found", "no Parley store at " + db.string());
+  if (!fs::exists(db, ec)) return fail("no_database", "no Parley store at " + db.string());
   // Held to the end: no server may write the source while it is copied.
   auto lock = DataDirLock::acquire(data_dir.string());
   if (!lock) return fail(lock.error().code, lock.error().message);
