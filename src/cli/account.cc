@@ -18,6 +18,14 @@ void print_user(const Context& ctx, const json::value& user) {
   }
 }
 
+// An empty line at the prompt (or an empty stdin) is no password: said
+// here, where the server would answer "wrong username or password".
+std::string password_of(const std::optional<std::string>& given) {
+  std::string password = given ? *given : read_password("Password: ");
+  if (password.empty()) throw usage_error("missing_password", "no password given (type it at the prompt, pipe one line, or pass --password)");
+  return password;
+}
+
 json::object login_body(const LoginOptions& options) {
   json::object body;
   if (!options.phone.empty()) {
@@ -25,7 +33,7 @@ json::object login_body(const LoginOptions& options) {
   } else {
     body["username"] = options.username;
   }
-  body["password"] = options.password ? *options.password : read_password("Password: ");
+  body["password"] = password_of(options.password);
   return body;
 }
 
@@ -58,7 +66,7 @@ awaitable<int> login(Context& ctx, LoginOptions options) {
 awaitable<int> register_user(Context& ctx, RegisterOptions options) {
   json::object body;
   body["username"] = options.username;
-  body["password"] = options.password ? *options.password : read_password("Password: ");
+  body["password"] = password_of(options.password);
   body["full_name"] = options.full_name;
   if (!options.phone.empty()) body["phone_number"] = options.phone;
   if (!options.role.empty()) body["role"] = options.role;

@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/errors.h"
+#include "cli/json_util.h"
 #include "cli/thread_ref.h"
 
 namespace parley::cli {
@@ -24,7 +25,7 @@ const std::string kThreadHelp =
 
 // What to do about a refused token depends on where it came from: a new
 // login is saved, but --token and PARLEY_TOKEN would still win over it.
-void token_hint(const std::string& source) {
+void token_hint(const std::string& source, const std::string& username) {
   if (source == "--token")
     std::cerr << "parley-cli: the token given with --token is refused: pass a new one, or leave --token out to "
                  "use the saved login\n";
@@ -32,16 +33,17 @@ void token_hint(const std::string& source) {
     std::cerr << "parley-cli: the token in PARLEY_TOKEN is refused: set a new one, or unset PARLEY_TOKEN to use "
                  "the saved login\n";
   else if (source == "saved")
-    std::cerr << "parley-cli: log in again: parley-cli login --username <your username>\n";
+    std::cerr << "parley-cli: log in again: parley-cli login --username "
+              << (username.empty() ? "<your username>" : username) << "\n";
 }
 
-int report(std::exception_ptr error, const std::string& token_source = "") {
+int report(std::exception_ptr error, const std::string& token_source = "", const std::string& username = "") {
   try {
     std::rethrow_exception(error);
   } catch (const CliError& e) {
     std::cerr << "parley-cli: " << e.code() << ": " << e.what() << "\n";
     if (e.code() == "token_expired" || e.code() == "token_revoked" || e.code() == "invalid_token")
-      token_hint(token_source);
+      token_hint(token_source, username);
     return e.exit_code();
   } catch (const std::exception& e) {
     std::cerr << "parley-cli: internal_error: " << e.what() << "\n";
@@ -56,7 +58,7 @@ int run_command(const GlobalOptions& globals, const Command& command) {
   try {
     Context ctx = make_context(globals, ioc.get_executor());
     asio::co_spawn(ioc, command(ctx), [&](std::exception_ptr error, int code) {
-      exit_code = error ? report(error, ctx.token_source) : code;
+      exit_code = error ? report(error, ctx.token_source, get_string(ctx.config.user, "username")) : code;
       ioc.stop();  // nothing the command left behind outlives it
     });
     ioc.run();
@@ -140,7 +142,7 @@ int main_impl(int argc, char** argv) {
   auto* history_cmd = app.add_subcommand("history", "Print a thread's messages, oldest first");
   history_cmd->add_option("thread", history_opts.thread_id, kThreadHelp)
       ->required();
-  history_cmd->add_option("--limit", history_opts.limit, "How many (1-200, default 50)");
+  history_cmd->add_option("--limit", history_opts.limit, "How many (1-200, default 50)")->check(CLI::Range(1, 200));
   history_cmd->add_option("--before", history_opts.before_seq, "Only messages before this seq");
 
   SendOptions send_opts;
@@ -176,7 +178,7 @@ int main_impl(int argc, char** argv) {
 
   ListenOptions listen_opts;
   auto* listen_cmd =
-      app.add_subcommand("listen", "Print events as they come (JSON lines), reconnecting and catching up by itself");
+      app.add_subcommand("listen", "Print events as they come (JSON lines); once connected, reconnects and catches up by itself");
   listen_cmd->add_option("--exit-after", listen_opts.exit_after, "Exit 0 after printing this many new messages (0: no limit)")
       ->check(kNonNegative);
   listen_cmd->add_option("--timeout", listen_opts.timeout_seconds, "Exit 3 after this many seconds (0: no limit)")

@@ -211,6 +211,12 @@ describe('parley-cli', () => {
     assert.equal(JSON.parse(me.lines[0]).id, bob.id);
   });
 
+  it('an empty password (an empty stdin) is said here, exit 64, not sent', async () => {
+    const r = await cli(['--config', path.join(home, 'empty.json'), '--server', server.baseUrl, 'login', '--username', alice.username], { input: '\n' });
+    assert.equal(r.code, 64, r.proc.describe());
+    assert.match(r.stderr, /^parley-cli: missing_password: no password given/m);
+  });
+
   it('a wrong password is the server\'s error on stderr, exit 1', async () => {
     const r = await cli(['--server', server.baseUrl, '--config', path.join(home, 'x.json'), 'login',
       '--username', alice.username, '--password', 'not-the-password']);
@@ -599,10 +605,10 @@ describe('parley-cli', () => {
     assert.equal(given.code, 1, given.proc.describe());
     assert.match(given.stderr, /^parley-cli: token_expired: .*\nparley-cli: the token given with --token is refused: pass a new one, or leave --token out/m);
     const savedCfg = path.join(home, 'expired.json');
-    fs.writeFileSync(savedCfg, JSON.stringify({ server: server.baseUrl, token: expired }), { mode: 0o600 });
+    fs.writeFileSync(savedCfg, JSON.stringify({ server: server.baseUrl, token: expired, user: { username: bob.username } }), { mode: 0o600 });
     const saved = await cli(['--config', savedCfg, 'threads']);
     assert.equal(saved.code, 1, saved.proc.describe());
-    assert.match(saved.stderr, /^parley-cli: token_expired: .*\nparley-cli: log in again: parley-cli login --username/m);
+    assert.match(saved.stderr, new RegExp(`^parley-cli: token_expired: .*\nparley-cli: log in again: parley-cli login --username ${bob.username}$`, 'm'));
   });
 
   // Others' text reaches a terminal: escape sequences in it (clear the screen,
@@ -741,6 +747,9 @@ describe('parley-cli', () => {
       assert.match(r.stderr, /^--[a-z-]+: Value -\d is negative: give 0 or more$/m, r.proc.describe());
       assert.ok(r.stderr.length < 120, `a short message, not DBL_MAX in full: ${r.stderr}`);
     }
+    const limit = await asBob(['history', threadId, '--limit', '500']);
+    assert.equal(limit.code, 64, limit.proc.describe());
+    assert.match(limit.stderr, /^--limit: Value 500 not in range 1 to 200/m);
     const nan = await asBob(['listen', '--timeout', 'nan']);
     assert.equal(nan.code, 64, nan.proc.describe());
     assert.match(nan.stderr, /^--timeout: Value nan is not a number$/m);
