@@ -220,7 +220,14 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
 
   void close_idle() override {
     listed_idle_ = false;  // the loop has dropped it from its set
+    // A connection that has had no answer yet is new, not kept alive: its
+    // first request (after a TLS handshake, a round trip away) gets its 503.
+    if (replies_ == 0) return;
     if (buffer_.size() > 0 || (parser_ && parser_->got_some())) return;
+    // Bytes waiting unread are a request begun (and closing over them would
+    // send a reset).
+    char byte;
+    if (::recv(tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) return;
     closed_idle_ = true;
     tcp().close();  // the pending read ends with operation_aborted
   }

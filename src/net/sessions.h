@@ -26,8 +26,8 @@ namespace parley::net {
 // and get a reset instead of an answer. Loop thread only.
 class IdleHttp {
  public:
-  // Closes the connection unless a request has begun on it (that one gets
-  // its 503 shutting_down).
+  // Closes the connection if it has been answered before and no request
+  // has begun on it since (one that has gets its 503 shutting_down).
   virtual void close_idle() = 0;
 
  protected:

@@ -254,6 +254,12 @@ describe('graceful shutdown', () => {
     };
     const idle = await keptAlive();
     const begun = await keptAlive();
+    // A connection that has not asked anything yet is new, not idle: its first request gets the 503.
+    const fresh = net.connect({ host: HOST, port: server.port });
+    fresh.on('error', () => {});
+    let freshSeen = '';
+    fresh.on('data', (d) => { freshSeen += d.toString('latin1'); });
+    await new Promise((resolve) => fresh.once('connect', resolve));
     begun.write(`GET /api/users/me HTTP/1.1\r\nHost: ${HOST}\r\nAuthorization: Bearer ${u.token}\r\n`);  // no blank line yet
     const stubborn = await stubbornClient(server, u.token);  // holds the drain open about 2 s
     await sleep(100);
@@ -264,6 +270,10 @@ describe('graceful shutdown', () => {
     assert.ok(closedAt !== null, `the idle connection was closed during the drain, not left to the exit\n${server.logTail()}`);
     assert.ok(!server.log.some((l) => l.includes('event=shutdown_drained')), 'closed before the drain ended');
     begun.write('\r\n');
+    fresh.write(`GET /api/users/me HTTP/1.1\r\nHost: ${HOST}\r\nAuthorization: Bearer ${u.token}\r\n\r\n`);
+    for (let i = 0; i < 100 && !/shutting_down/.test(freshSeen); i++) await sleep(20);
+    assert.match(freshSeen, /HTTP\/1\.1 503[\s\S]*shutting_down/, `a connection opened before the drain and asking during it: ${freshSeen}`);
+    fresh.destroy();
     for (let i = 0; i < 100 && !/shutting_down/.test(begun.seen()); i++) await sleep(20);
     assert.match(begun.seen(), /HTTP\/1\.1 503[\s\S]*shutting_down/, `the request begun before the drain is answered\n${begun.seen()}`);
     assert.match(begun.seen().split('HTTP/1.1 503')[1], /connection: close/i);
