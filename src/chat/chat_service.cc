@@ -897,6 +897,7 @@ Status ChatService::acknowledge(const std::string& user_id, const Message& messa
   if (m) {
     sender_stays = is_member(**m, msg->sender_id);
   } else {  // a member the list here has not heard of: the store's list
+    members_.forget(msg->thread_id);  // behind the store: read again at the next use
     auto read = store_.thread_members(msg->thread_id);
     if (!read) return read.error();
     sender_stays = *read && is_member(**read, msg->sender_id);

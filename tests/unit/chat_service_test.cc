@@ -1065,6 +1065,7 @@ TEST_F(TwoProcessesTest, AReceiptThroughANodeThatMissedTheReadditionCounts) {
   ASSERT_GE(other_events_.size(), 1u);
   EXPECT_EQ(other_events_.last()->type, "message_delivered");
   EXPECT_EQ(recipients(*other_events_.last()), (Ids{a.id})) << "the sender hears of it";
+  EXPECT_EQ(send_code(c, t.id, "back there too", "text", other_.get()), "<ok>") << "the list there was read again";
 }
 
 TEST_F(TwoProcessesTest, AdditionHereReachesTheNewMemberFromThere) {
