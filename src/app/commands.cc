@@ -262,6 +262,7 @@ Status no_store_refusal(const fs::path& dir, const char* hint) {
   if (auto st = no_unfinished_restore(dir.string()); !st) return st.error();
   std::error_code ec;
   if (fs::exists(dir / "parley.db", ec)) return Ok{};
+  if (ec) return internal_error("cannot look into the data dir " + dir.string() + ": " + ec.message());
   return not_found("no_database", "no store (parley.db) in the data dir " + dir.string() +
                                       " (pass the server's --data-dir or PARLEY_DATA_DIR" + hint + ")");
 }
@@ -876,8 +877,11 @@ int run_cli(int argc, char** argv) {
     std::cerr << "parley: settings ok" << (config_file.empty() ? "" : " (" + config_file + ")") << "\n";
     return 0;
   }
-  // Before any command touches the data dir.
-  if (!config.jwt_secret.empty())
+  // Before any command that signs with it touches the data dir. (disable,
+  // enable and revoke-tokens sign nothing: an emergency lock-out must not
+  // wait on a secret's rotation.)
+  const bool signs = serve_cmd->parsed() || token_cmd->parsed() || add_cmd->parsed() || seed_cmd->parsed();
+  if (signs && !config.jwt_secret.empty())
     if (auto st = check_given_secret(config.jwt_secret); !st) return fail(st.error());
   if (serve_cmd->parsed()) return serve(config);
   if (backup_cmd->parsed()) return backup(config, backup_to);

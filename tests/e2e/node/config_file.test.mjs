@@ -121,6 +121,10 @@ describe('configuration file', () => {
     const short = await parley(['serve', '--port', '0', '--bind', '127.0.0.1', '--data-dir', path.join(dir, 'short'), '--jwt-secret', 'hunter2'], { cwd: dir });
     assert.equal(short.code, 1);
     assert.match(short.stderr, /^parley: bad_jwt_secret: .*has 7 characters, fewer than 32/m);
+    // A command that signs nothing (an emergency lock-out) is not held up by the secret.
+    const disable = await parley(['user', 'disable', 'someone', '--data-dir', path.join(dir, 'no-such-dir'), '--jwt-secret', 'hunter2'], { cwd: dir });
+    assert.equal(disable.code, 1);
+    assert.match(disable.stderr, /^parley: no_data_dir: /m, 'refused for its data dir, not for the secret');
   });
 
   it("a group's section ([user]) speaks for each of its commands, below the command's own; every section's keys are checked", async () => {
