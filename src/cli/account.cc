@@ -22,7 +22,9 @@ void print_user(const Context& ctx, const json::value& user) {
 // here, where the server would answer "wrong username or password".
 std::string password_of(const std::optional<std::string>& given) {
   std::string password = given ? *given : read_password("Password: ");
-  if (password.empty()) throw usage_error("missing_password", "no password given (type it at the prompt, pipe one line, or pass --password)");
+  if (password.empty())
+    throw usage_error("missing_password", given ? "--password is empty"
+                                                : "no password given (type it at the prompt, pipe one line, or pass --password)");
   return password;
 }
 

@@ -1,5 +1,6 @@
 // group create and group add: group threads over REST, members named by
 // username (looked up) or by user id.
+#include <algorithm>
 #include <cctype>
 
 #include "cli/commands.h"
@@ -83,6 +84,8 @@ awaitable<int> group_create(Context& ctx, GroupCreateOptions options) {
 awaitable<int> group_add(Context& ctx, GroupAddOptions options) {
   ctx.require_token();
   HttpClient http = ctx.http();
+  if (std::all_of(options.members.begin(), options.members.end(), [](const std::string& m) { return m.empty(); }))
+    throw usage_error("missing_field", "name at least one user to add");
   std::string thread = co_await resolve_thread(http, options.thread_id);
   json::array ids;
   for (const std::string& m : options.members) {

@@ -50,7 +50,11 @@ std::string read_password(const std::string& prompt) {
     struct sigaction on_signal{};
     on_signal.sa_handler = restore_tty_and_reraise;
     sigemptyset(&on_signal.sa_mask);
-    for (size_t i = 0; i < std::size(kPromptSignals); ++i) ::sigaction(kPromptSignals[i], &on_signal, &before[i]);
+    for (size_t i = 0; i < std::size(kPromptSignals); ++i) {
+      ::sigaction(kPromptSignals[i], nullptr, &before[i]);
+      // One ignored (nohup) stays ignored.
+      if (before[i].sa_handler != SIG_IGN) ::sigaction(kPromptSignals[i], &on_signal, nullptr);
+    }
     termios quiet = saved;
     quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
     ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);

@@ -215,6 +215,9 @@ describe('parley-cli', () => {
     const r = await cli(['--config', path.join(home, 'empty.json'), '--server', server.baseUrl, 'login', '--username', alice.username], { input: '\n' });
     assert.equal(r.code, 64, r.proc.describe());
     assert.match(r.stderr, /^parley-cli: missing_password: no password given/m);
+    const flag = await cli(['--config', path.join(home, 'empty.json'), '--server', server.baseUrl, 'login', '--username', alice.username, '--password', '']);
+    assert.equal(flag.code, 64, flag.proc.describe());
+    assert.match(flag.stderr, /^parley-cli: missing_password: --password is empty$/m);
   });
 
   it('a wrong password is the server\'s error on stderr, exit 1', async () => {
@@ -548,6 +551,9 @@ describe('parley-cli', () => {
     const commas = await asBob(['group', 'add', spacedGroup.id, `${fay.username}, ${gil.username}`]);
     assert.equal(commas.code, 0, commas.proc.describe());
     assert.deepEqual(JSON.parse(commas.lines[0]).participants.map((p) => p.user_id).sort(), [alice.id, bob.id, erin.id, fay.id, gil.id].sort());
+    const none = await asBob(['group', 'add', spacedGroup.id, ' , ']);
+    assert.equal(none.code, 64, none.proc.describe());
+    assert.match(none.stderr, /^parley-cli: missing_field: name at least one user to add$/m);
     const to = await asBob(['send', '--to', ` ${erin.username}`, 'hello with a space']);
     assert.equal(to.code, 0, to.proc.describe());
 
