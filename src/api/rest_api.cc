@@ -369,7 +369,7 @@ HttpResponse send_message(Call& c) {
 std::optional<Micros> parse_query_time(std::string text) {
   if (auto t = parse_iso8601(text)) return t;
   size_t space = text.rfind(' ');
-  if (space == std::string::npos || text.find('T') > space) return std::nullopt;
+  if (space == std::string::npos || space <= 10) return std::nullopt;  // past the date: the offset's
   text[space] = '+';
   return parse_iso8601(text);
 }

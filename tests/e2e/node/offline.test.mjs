@@ -253,6 +253,11 @@ describe('offline messages', () => {
       assert.equal(raw.status, 200, `unencoded ${inPlusTwo(ms)}: ${raw.text}`);
       assert.equal(raw.body.data.messages.some((m) => m.id === sent.id), included, `unencoded ${inPlusTwo(ms)}`);
     }
+    // Python's str(datetime), a space between date and time, quoted by an HTTP library as it goes: %20 and a bare +.
+    const spaced = inPlusTwo(at - 5000).replace('T', '%20');
+    const pyStr = await server.http('GET', `/api/chat/offline-messages?last_check_time=${spaced}`, { token: bob.token });
+    assert.equal(pyStr.status, 200, `${spaced}: ${pyStr.text}`);
+    assert.ok(pyStr.body.data.messages.some((m) => m.id === sent.id), spaced);
   });
 
   it('a bad or missing last_check_time is a 400', async () => {
