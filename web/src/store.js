@@ -300,9 +300,10 @@ function wire(c) {
   });
   // A closing the server explains: said in the offline banner until the
   // connection is back (the client keeps reconnecting with backoff).
+  // The reconnection's own failed attempts (1006) say nothing, and leave it.
   c.addEventListener('closed', (e) => {
     const note = closeNote(e.detail.code);
-    if (note !== state.connNote) { state.connNote = note; changed(); }
+    if (note && note !== state.connNote) { state.connNote = note; changed(); }
   });
   c.addEventListener('unauthorized', (e) => {
     if (c !== client) return;

@@ -161,6 +161,10 @@ function NewChat() {
   const [picked, setPicked] = useState([]);
   const [title, setTitle] = useState('');
   const [error, setError] = useState(null);
+  const form = useRef(null);
+  // The form's first field takes the focus as it opens (the button that
+  // opened it is gone, and focus would fall to the page).
+  useEffect(() => { if (mode) form.current?.querySelector('input')?.focus(); }, [mode]);
   useEffect(() => {
     if (!mode || q.trim().length < 1) { setFound([]); return; }
     const t = setTimeout(() => store.client.searchUsers(q.trim()).then(
@@ -179,17 +183,28 @@ function NewChat() {
       try { await store.startDirect(u.username); close(); } catch (err) { setError(err.message); }
     } else if (!picked.some((p) => p.id === u.id)) setPicked([...picked, u]);
   }
+  // Enter in the search field picks the first person found: it opens the
+  // direct conversation, or adds them to the group being made. It never
+  // submits the form (which, for a direct message, made an empty group).
+  function searchKey(e) {
+    if (e.key !== 'Enter') return;
+    e.preventDefault();
+    if (!found.length) return;
+    pick(found[0]);
+    if (mode === 'group') setQ('');
+  }
   async function create(e) {
     e.preventDefault();
+    if (mode !== 'group' || !title.trim() || picked.length === 0) return;
     try { await store.createGroup(title.trim(), picked.map((p) => p.username)); close(); } catch (err) { setError(err.message); }
   }
   return html`
-    <form class="new-chat-form" onSubmit=${create} aria-label=${mode === 'dm' ? 'New message' : 'New group'}>
+    <form class="new-chat-form" ref=${form} onSubmit=${create} aria-label=${mode === 'dm' ? 'New message' : 'New group'}>
       ${mode === 'group' && html`
         <label for="group-title">Group name</label>
         <input id="group-title" value=${title} onInput=${(e) => setTitle(e.target.value)} required />`}
       <label for="user-search">${mode === 'dm' ? 'Find a person' : 'Add members'}</label>
-      <input id="user-search" type="search" value=${q} onInput=${(e) => setQ(e.target.value)} autocomplete="off" />
+      <input id="user-search" type="search" value=${q} onInput=${(e) => setQ(e.target.value)} onKeyDown=${searchKey} autocomplete="off" />
       <ul class="found" aria-label="People found">
         ${found.map((u) => html`<li key=${u.id}>
           <button type="button" onClick=${() => pick(u)}>${u.full_name || u.username} <span class="role">@${u.username} · ${u.role}</span></button>
@@ -284,10 +299,32 @@ function Members({ t }) {
   const [q, setQ] = useState('');
   const [error, setError] = useState(null);
   const [asking, setAsking] = useState(null);  // the user id whose removal waits for a yes
+  const section = useRef(null);
+  const asked = useRef(null);  // the last user asked about, for the focus once the question goes
+  const removing = useRef(false);  // a removal from here is under way: its row, focused, will go
+  // Focus follows the question, as the buttons it was on are replaced: to
+  // its Cancel as it opens, back to that member's Remove as it closes (or,
+  // once they are gone, to the add field or the list), never to the page.
+  useEffect(() => {
+    const box = section.current;
+    if (!box) return;
+    if (asking) {
+      asked.current = asking;
+      box.querySelector('.confirm button:last-child')?.focus();
+    } else if (asked.current) {
+      const back = box.querySelector(`[data-remove="${asked.current}"]`) || box.querySelector('#add-member') || box.querySelector('button');
+      asked.current = null;
+      back?.focus();
+    } else if (removing.current && !box.contains(document.activeElement)) {
+      removing.current = false;
+      (box.querySelector('#add-member') || box.querySelector('button'))?.focus();
+    }
+  }, [asking, t.participants.length]);
   const nameOfP = (p) => p.full_name || p.username;
   const sorted = [...t.participants].sort((a, b) =>
     (b.is_admin ? 1 : 0) - (a.is_admin ? 1 : 0) || nameOfP(a).localeCompare(nameOfP(b)));
   function remove(p) {
+    removing.current = true;
     setAsking(null);
     store.removeMember(t.id, p.user_id).catch((err) => setError(err.message));
   }
@@ -318,14 +355,14 @@ function Members({ t }) {
     } catch (err) { setError(err.message); }
   }
   return html`
-    <section class="members" aria-label="Members">
+    <section class="members" aria-label="Members" ref=${section}>
       <ul>
         ${sorted.map((p) => {
           const self = p.user_id === me?.user_id;
           return html`<li key=${p.user_id}>
           <span class=${`dot ${isOnline(p.user_id) ? 'online' : ''}`} aria-hidden="true"></span>
           ${nameOfP(p)} <span class="role">${p.role}${p.is_admin ? ' · admin' : ''}</span>
-          ${(admin || self) && asking !== p.user_id && html`<button type="button" class="link"
+          ${(admin || self) && asking !== p.user_id && html`<button type="button" class="link" data-remove=${p.user_id}
             onClick=${() => setAsking(p.user_id)}>${self ? 'Leave' : `Remove ${nameOfP(p)}`}</button>`}
           ${asking === p.user_id && html`<span class="confirm" role="group" aria-label=${self ? 'Leave the group?' : `Remove ${nameOfP(p)}?`}>
             ${self ? 'Leave the group?' : `Remove ${nameOfP(p)}?`}

@@ -105,14 +105,23 @@ describe('web app: group management from the UI', () => {
   });
 
   it('the admin removes a member: the group leaves their list live and they can no longer send', async () => {
-    // One click asks first; Cancel keeps him.
-    await members(alicePage).getByRole('button', { name: 'Remove Bob Parent' }).click();
-    await members(alicePage).getByRole('button', { name: 'Cancel' }).click();
+    // One click asks first; Cancel keeps him. From the keyboard, focus goes
+    // to the question's Cancel, back to Remove after it, and stays in the
+    // members' box once he is gone: never to the page.
+    const focused = () => alicePage.evaluate(() => (document.activeElement === document.body ? 'BODY'
+      : `${document.activeElement.closest('[aria-label="Members"]') ? 'members: ' : ''}${document.activeElement.textContent.trim() || document.activeElement.id}`));
+    await members(alicePage).getByRole('button', { name: 'Remove Bob Parent' }).focus();
+    await alicePage.keyboard.press('Enter');
+    await until(async () => (await focused()) === 'members: Cancel', { what: 'focus on the question\'s Cancel' });
+    await alicePage.keyboard.press('Enter');
+    await until(async () => (await focused()) === 'members: Remove Bob Parent', { what: 'focus back on Remove' });
     await sleep(300);
     assert.equal(await members(alicePage).getByText('Bob Parent').count(), 1, 'still a member after Cancel');
-    await members(alicePage).getByRole('button', { name: 'Remove Bob Parent' }).click();
-    await members(alicePage).getByRole('button', { name: 'Yes, remove' }).click();
+    await alicePage.keyboard.press('Enter');
+    await members(alicePage).getByRole('button', { name: 'Yes, remove' }).focus();
+    await alicePage.keyboard.press('Enter');
     await until(async () => (await members(alicePage).getByText('Bob Parent').count()) === 0, { what: 'Bob gone from the members' });
+    await until(async () => (await focused()).startsWith('members: '), { what: `focus kept in the members' box (${await focused()})` });
 
     // Bob had the group open: it closes and leaves his list, without a reload.
     await until(async () => (await threadLink(bobPage, GROUP).count()) === 0, { what: 'the group gone from Bob\'s list' });
@@ -139,6 +148,33 @@ describe('web app: group management from the UI', () => {
   // A group title of one long word (a pasted code, a name run together):
   // cut with … in the header and the list, never widening the page, on a
   // desktop and on a phone, and never under the header's buttons.
+  it('Enter in "Find a person" opens the direct conversation, never a group; in "Add members" it picks the person', async () => {
+    const ctx = await alicePage.context().browser().newContext({ viewport: { width: 1200, height: 760 } });
+    const page = await openAs(ctx, base, alice);
+    const created = [];
+    page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/api/chat/threads')) created.push(JSON.parse(r.postData())); });
+    await page.getByRole('button', { name: 'New message' }).click();
+    await until(() => page.evaluate(() => document.activeElement?.id === 'user-search'), { what: 'the search field focused' });
+    await page.keyboard.type(carol.username);
+    await page.getByRole('list', { name: 'People found' }).getByRole('button', { name: /Carol Parent/ }).waitFor();
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Carol Parent' }).waitFor();
+    assert.ok(created.every((b) => b.type !== 'group'), `no group made: ${JSON.stringify(created)}`);
+
+    await page.getByRole('button', { name: 'New group' }).click();
+    await until(() => page.evaluate(() => document.activeElement?.id === 'group-title'), { what: 'the group name focused' });
+    await page.keyboard.type('Enter test');
+    await page.getByLabel('Add members').fill(carol.username);
+    await page.getByRole('list', { name: 'People found' }).getByRole('button', { name: /Carol Parent/ }).waitFor();
+    await page.getByLabel('Add members').press('Enter');
+    await page.getByRole('list', { name: 'Members picked' }).getByText('Carol Parent').waitFor();
+    assert.ok(created.every((b) => b.type !== 'group'), 'picked, not made yet');
+    await page.getByRole('button', { name: 'Create group' }).click();
+    await page.getByRole('heading', { name: 'Enter test' }).waitFor();
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
   it('a long one-word group title never widens the page, on a desktop or a phone', async () => {
     const title = `Class5B_${'W'.repeat(150)}`;
     await server.createThread(alice.token, { type: 'group', title, usernames: [bob.username] });
@@ -158,5 +194,25 @@ describe('web app: group management from the UI', () => {
       assert.ok(h.x + h.width <= button.x, `${viewport.width} px: the title runs under the Members button`);
     }
     await bobPage.setViewportSize({ width: 1200, height: 760 });
+  });
+
+  it('a long name of one\'s own, or of a member, never widens the page either', async () => {
+    const longName = `Maximiliana${'x'.repeat(150)} Featherstonehaugh`;
+    const max = await server.register({ username: `max_${randomId(3)}`, full_name: longName, role: 'parent' });
+    await server.createThread(alice.token, { type: 'group', title: 'Long names', usernames: [max.username] });
+    for (const viewport of [{ width: 1200, height: 760 }, { width: 390, height: 760 }]) {
+      const ctx = await alicePage.context().browser().newContext({ viewport });
+      const page = await openAs(ctx, base, max);
+      const wide = () => page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      assert.equal(await wide(), 0, `${viewport.width} px: one's own name in the header widens the page`);
+      await threadLink(page, 'Long names').click();
+      await page.getByRole('button', { name: 'Members' }).click();
+      const leave = members(page).getByRole('button', { name: 'Leave' });
+      await leave.waitFor();
+      assert.equal(await wide(), 0, `${viewport.width} px: the members' list widens the page`);
+      const box = await leave.boundingBox();
+      assert.ok(box.x + box.width <= viewport.width, `${viewport.width} px: Leave is on screen (x ${box.x})`);
+      await ctx.close();
+    }
   });
 });

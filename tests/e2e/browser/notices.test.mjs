@@ -20,6 +20,23 @@ describe('web app: notices', () => {
     await server?.stop();
   });
 
+  // The server's 1001 says why the app is offline for as long as it is: the
+  // reconnection's failed attempts (1006) said nothing and wiped it.
+  it('"The server is restarting." stays in the banner while the server is down', async () => {
+    const own = await startServer();
+    const user = await own.register({ username: `rs_${randomId(3)}`, full_name: 'Rita Restart', role: 'teacher' });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, `http://127.0.0.1:${own.port}`, user);
+    await own.stop();  // SIGTERM: close 1001, then nothing listens
+    const banner = page.locator('.banner');
+    await banner.getByText('The server is restarting.').waitFor();
+    for (let i = 0; i < 20; i++) {  // 2 s of refused reconnections
+      assert.match(await banner.innerText(), /The server is restarting\./, `after ${i * 100} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await ctx.close();
+  });
+
   it('with open registration, sign-in offers "Create an account"', async () => {
     const page = await (await browser.newContext()).newPage();
     await page.goto(`${base}/app/`);
