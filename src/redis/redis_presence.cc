@@ -80,8 +80,26 @@ return alive)";
 
 // Removes every node whose heartbeat expired, with its connection counts
 // (redis/redis_connection_limiter.h); returns the users left on no node.
+// Each is also kept in parley:reaped (user -> when, in ms) until its caller
+// has announced it and says so (kReapedAnnounced): a reply that went to a
+// link its caller had given up on (Redis hung, then ran what was queued)
+// would otherwise take the announcement with it. Whoever reaps more than
+// 2 s later gets those users again, if no node has them by then.
 constexpr const char* kReapScript = R"(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gone = {}
+local owed = redis.call('HGETALL', 'parley:reaped')
+for i = 1, #owed, 2 do
+  if now - tonumber(owed[i + 1]) > 2000 then
+    if redis.call('HLEN', 'parley:conns:' .. owed[i]) == 0 then
+      table.insert(gone, owed[i])
+      redis.call('HSET', 'parley:reaped', owed[i], now)
+    else
+      redis.call('HDEL', 'parley:reaped', owed[i])
+    end
+  end
+end
 for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
   if redis.call('EXISTS', 'parley:node:' .. n) == 0 then
     for _, u in ipairs(redis.call('SMEMBERS', 'parley:node-users:' .. n)) do
@@ -91,6 +109,7 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
         redis.call('SREM', 'parley:online', u)
         redis.call('PUBLISH', 'parley:presence', '-' .. u)
         table.insert(gone, u)
+        redis.call('HSET', 'parley:reaped', u, now)
       end
     end
     redis.call('DEL', 'parley:node-users:' .. n, 'parley:node-live:' .. n)
@@ -168,16 +187,19 @@ void RedisPresenceDirectory::start() {
 
 // A node that stops on purpose, everything it published out, says so
 // (parley:left): its removal then makes no other node resync ('C' before 'X').
+// Its heartbeat is left to expire as a killed node's would (3 s from now, no
+// more): the grace its users' connections had when it closed them, so one
+// who reconnects to another node meanwhile is never announced offline.
 constexpr const char* kLeaveScript = R"(
 if ARGV[2] == '1' then redis.call('SADD', 'parley:left', ARGV[1]) end
-redis.call('DEL', 'parley:node:' .. ARGV[1])
+redis.call('SET', 'parley:node:' .. ARGV[1], 1, 'PX', ARGV[3])
 return 1)";
 
 void RedisPresenceDirectory::close(bool published_all) {
   if (closed_.exchange(true)) return;
-  // A node that stops on purpose deletes its heartbeat key first: the next
-  // node's reap (within a second) then takes its users offline, instead of
-  // after the key's expiry. Bounded: Redis may be unreachable.
+  // A node that stops on purpose sets its heartbeat's last 3 s (kLeaveScript):
+  // a heartbeat sent just before could otherwise have given it up to 3 s
+  // more. Bounded: Redis may be unreachable.
   struct Said {
     std::mutex mu;
     std::condition_variable cv;
@@ -190,7 +212,7 @@ void RedisPresenceDirectory::close(bool published_all) {
     said->cv.notify_all();
   };
   reactor_.post([this, mark, published_all] {
-    if (!commands_.up() || !commands_.command({"EVAL", kLeaveScript, "0", node_id_, published_all ? "1" : "0"},
+    if (!commands_.up() || !commands_.command({"EVAL", kLeaveScript, "0", node_id_, published_all ? "1" : "0", kHeartbeatMs},
                                               [mark](const redisReply*) { mark(); }))
       mark();
   });
@@ -298,12 +320,15 @@ void RedisPresenceDirectory::tick() {
       }
       heartbeat();
       commands_.command({"EVAL", kReapScript, "0"}, [this, alive](const redisReply* r) {
-        if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY) return;
+        if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
+        std::vector<std::string> announced{"HDEL", "parley:reaped"};
         for (size_t i = 0; i < r->elements; ++i) {
           std::string user(r->element[i]->str, r->element[i]->len);
           spdlog::info("event=presence_node_gone user_id={}", user);
           if (gone_hook_) gone_hook_(user);
+          announced.push_back(std::move(user));
         }
+        commands_.command(std::vector<std::string_view>(announced.begin(), announced.end()), [](const redisReply*) {});
       });
     }
     tick();

@@ -127,6 +127,36 @@ TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
   EXPECT_FALSE(survivor.known_online("only-on-d"));
   EXPECT_TRUE(survivor.known_online("on-both"));
   EXPECT_FALSE(survivor.known_connected_elsewhere("on-both")) << "nothing is open on a dead node";
+  EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped") == "0\n"; })) << "announced, and said so";
+}
+
+// A reap whose reply went to a link its caller had given up on (Redis hung,
+// then ran what was queued): the users it took offline are still owed their
+// announcement, and the next reap, 2 s on, hands them out again; one who is
+// back online by then is not.
+TEST(RedisPresence, UsersOfAReapWhoseAnswerWasLostAreAnnouncedByALaterOne) {
+  RedisServer redis;
+  ReactorThread loop;
+  RedisPresenceDirectory survivor(loop.reactor(), endpoint(redis), "node-s");
+  std::mutex mu;
+  std::vector<std::string> gone;
+  survivor.set_gone_hook([&](const std::string& user) {
+    std::lock_guard lock(mu);
+    gone.push_back(user);
+  });
+  survivor.start();
+  ASSERT_TRUE(eventually([&] { return survivor.healthy(); }));
+  EXPECT_TRUE(ask_online(survivor, "back-online"));
+  // What the lost reap left: both stamped long ago, neither announced.
+  redis.cli("HSET parley:reaped lost-user 1 back-online 1");
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return !gone.empty();
+  }));
+  std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
+  std::lock_guard lock(mu);
+  EXPECT_EQ(gone, std::vector<std::string>{"lost-user"}) << "once; not one a node has";
+  EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped") == "0\n"; }));
 }
 
 // A node removed after it stopped with its events published ('C' before its
@@ -149,8 +179,16 @@ TEST(RedisPresence, TheNodeGoneHookTellsADeathFromALeaving) {
     left.start();
     died.start();
     ASSERT_TRUE(eventually([&] { return left.healthy() && died.healthy() && survivor.healthy(); }));
+    EXPECT_TRUE(ask_online(left, "left-user"));
     left.close(/*published_all=*/true);
     died.close(/*published_all=*/false);
+    // A node that stops gives its users the grace their connections had: its
+    // heartbeat lasts 3 s more, so one who reconnects elsewhere meanwhile is
+    // never taken offline.
+    std::this_thread::sleep_for(1500ms);
+    EXPECT_TRUE(survivor.known_online("left-user")) << "still online 1.5 s after its node stopped";
+    std::lock_guard lock(mu);
+    EXPECT_TRUE(gone.empty()) << "no node removed yet";
   }
   ASSERT_TRUE(eventually([&] {
     std::lock_guard lock(mu);

@@ -310,13 +310,16 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     }
   });
 
-  it('a node stopped with SIGTERM: its clients get 1001, it leaves Redis at once, its users go offline at the others', async () => {
+  it('a node stopped with SIGTERM: its clients get 1001, its users go offline at the others after the grace, unless back elsewhere', async () => {
     const victim = nodes[2];
-    const [alice, carol] = await nodes[0].registerMany(2);
+    const [alice, carol, dave] = await nodes[0].registerMany(3);
     await nodes[0].createDirect(alice, carol);
+    await nodes[0].createDirect(alice, dave);
     const aliceWs = await nodes[0].connect(alice);
     const carolWs = await victim.connect(carol);
+    const daveWs = await victim.connect(dave);
     await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && f.online, 5000, 'carol online');
+    await aliceWs.next((f) => f.type === 'presence' && f.user_id === dave.id && f.online, 5000, 'dave online');
     const heartbeats = () => cluster.redis.cli('--scan', '--pattern', 'parley:node:*').split('\n').filter(Boolean).sort();
     // A node killed by an earlier test leaves its key until it expires (3 s).
     let before = heartbeats();
@@ -333,11 +336,18 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
       const { code } = exit;
       assert.equal(code, 0, victim.logTail());
       assert.equal((await carolWs.waitClose(5000)).code, 1001);
-      // Deleted on the way out, not left to expire: the other nodes reap it on their next tick.
-      const after = heartbeats();
-      assert.equal(after.length, 2, `the stopped node's heartbeat key is gone at once: ${before} -> ${after}`);
+      assert.equal((await daveWs.waitClose(5000)).code, 1001);
+      // Dave's app reconnects a second later, to another node: within the
+      // grace (the stopped node's heartbeat lasts 3 s more), so he never goes offline.
+      await sleep(1000);
+      await nodes[1].connect(dave);
       const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node stopped');
       assert.equal(off.online, false);
+      let after = heartbeats();
+      for (let i = 0; i < 50 && after.length !== 2; i++) { await sleep(100); after = heartbeats(); }
+      assert.equal(after.length, 2, `the stopped node's heartbeat key expired: ${before} -> ${after}`);
+      assert.deepEqual(aliceWs.all((f) => f.type === 'presence' && f.user_id === dave.id && !f.online), [],
+        'dave, back on another node within the grace, was never announced offline');
       // It left with its events published: its removal makes no node resync
       // its sessions (a killed node's does: multinode_resync.test.mjs).
       const id = /event=bus_subscribed .*node_id=([0-9a-f]+)/.exec(victim.log.join('\n'))?.[1];
