@@ -564,8 +564,8 @@ int serve(Config& config) {
   // Loops are stopped: let blocking work finish, then commit what is queued.
   workers.reset();
   core->store->close();
-  // The node's presence leaves Redis now, not when its heartbeat expires;
-  // with its bus connected, its events are out, and the others need not resync.
+  // The node's heartbeat gets its last 3 s (its users' grace), and the others
+  // then reap it; with its bus connected, its events are out, and they need not resync.
   if (core->redis_presence) core->redis_presence->close(/*published_all=*/core->bus->healthy());
   core->bus->close();
   if (core->poll_forwarder) core->poll_forwarder->close();

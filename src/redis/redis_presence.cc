@@ -84,17 +84,19 @@ return alive)";
 // has announced it and says so (kReapedAnnounced): a reply that went to a
 // link its caller had given up on (Redis hung, then ran what was queued)
 // would otherwise take the announcement with it. Whoever reaps more than
-// 2 s later gets those users again, if no node has them by then.
+// 2 s later gets those users again, if no node has them by then; past 30 s
+// (links down that long, or an older version's reaper about) they are
+// dropped: an offline announced that late would only set a wrong last_seen.
 constexpr const char* kReapScript = R"(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gone = {}
 local owed = redis.call('HGETALL', 'parley:reaped')
 for i = 1, #owed, 2 do
-  if now - tonumber(owed[i + 1]) > 2000 then
-    if redis.call('HLEN', 'parley:conns:' .. owed[i]) == 0 then
-      table.insert(gone, owed[i])
-      redis.call('HSET', 'parley:reaped', owed[i], now)
+  local age = now - tonumber(owed[i + 1])
+  if age > 2000 then
+    if age < 30000 and redis.call('HLEN', 'parley:conns:' .. owed[i]) == 0 then
+      table.insert(gone, owed[i])  -- its stamp kept: it ages out all the same
     else
       redis.call('HDEL', 'parley:reaped', owed[i])
     end
@@ -311,6 +313,7 @@ void RedisPresenceDirectory::tick() {
   std::weak_ptr<bool> alive = alive_;
   reactor_.schedule(kTick, [this, alive] {
     if (auto a = alive.lock(); !a || !*a) return;
+    if (closed_) return;  // its heartbeat's last 3 s are set (close): not one more
     if (commands_.up()) {
       // The copy follows the channel; a full reload now and then repairs a
       // change that raced with the last reload.

@@ -337,9 +337,9 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
       assert.equal(code, 0, victim.logTail());
       assert.equal((await carolWs.waitClose(5000)).code, 1001);
       assert.equal((await daveWs.waitClose(5000)).code, 1001);
-      // Dave's app reconnects a second later, to another node: within the
-      // grace (the stopped node's heartbeat lasts 3 s more), so he never goes offline.
-      await sleep(1000);
+      // Dave's app reconnects half a second later, to another node: within
+      // the grace (the stopped node's heartbeat lasts 3 s more), so he never goes offline.
+      await sleep(500);
       await nodes[1].connect(dave);
       const off = await aliceWs.next((f) => f.type === 'presence' && f.user_id === carol.id && !f.online, 10000, 'carol offline after her node stopped');
       assert.equal(off.online, false);
