@@ -146,7 +146,7 @@ function Header() {
   const canNotify = typeof Notification !== 'undefined' && Notification.permission === 'default';
   return html`
     <header class="me">
-      <div><strong>${u.full_name || u.username}</strong> <span class="role">${u.role}</span></div>
+      <div title=${`${u.full_name || u.username} (${u.role})`}><strong>${u.full_name || u.username}</strong> <span class="role">${u.role}</span></div>
       <div class="actions">
         ${canNotify && html`<button type="button" onClick=${() => Notification.requestPermission().then(store.changed)}>Enable notifications</button>`}
         <button type="button" onClick=${() => store.signOut()}>Sign out</button>
@@ -157,7 +157,9 @@ function Header() {
 function NewChat() {
   const [mode, setMode] = useState(null);  // null | 'dm' | 'group'
   const [q, setQ] = useState('');
-  const [found, setFound] = useState([]);
+  // The people found, with the query they were found for: the list lags
+  // the typing, and Enter must not pick from an older query's answer.
+  const [found, setFound] = useState({ q: '', users: [] });
   const [picked, setPicked] = useState([]);
   const [title, setTitle] = useState('');
   const [error, setError] = useState(null);
@@ -166,12 +168,15 @@ function NewChat() {
   // opened it is gone, and focus would fall to the page).
   useEffect(() => { if (mode) form.current?.querySelector('input')?.focus(); }, [mode]);
   useEffect(() => {
-    if (!mode || q.trim().length < 1) { setFound([]); return; }
-    const t = setTimeout(() => store.client.searchUsers(q.trim()).then(
-      (users) => setFound(users.filter((u) => u.id !== state.session.user.id)), () => setFound([])), 200);
-    return () => clearTimeout(t);
+    const query = q.trim();
+    if (!mode || !query) { setFound({ q: query, users: [] }); return; }
+    let current = true;  // a late answer to an older query is dropped
+    const t = setTimeout(() => store.client.searchUsers(query).then(
+      (users) => { if (current) setFound({ q: query, users: users.filter((u) => u.id !== state.session.user.id) }); },
+      () => { if (current) setFound({ q: query, users: [] }); }), 200);
+    return () => { current = false; clearTimeout(t); };
   }, [q, mode]);
-  const close = () => { setMode(null); setQ(''); setFound([]); setPicked([]); setTitle(''); setError(null); };
+  const close = () => { setMode(null); setQ(''); setFound({ q: '', users: [] }); setPicked([]); setTitle(''); setError(null); };
   if (!mode) {
     return html`<div class="new-chat">
       <button type="button" onClick=${() => setMode('dm')}>New message</button>
@@ -187,10 +192,10 @@ function NewChat() {
   // direct conversation, or adds them to the group being made. It never
   // submits the form (which, for a direct message, made an empty group).
   function searchKey(e) {
-    if (e.key !== 'Enter') return;
+    if (e.key !== 'Enter' || e.isComposing || e.keyCode === 229) return;  // an IME's Enter confirms its text
     e.preventDefault();
-    if (!found.length) return;
-    pick(found[0]);
+    if (found.q !== q.trim() || !found.users.length) return;  // not yet found for what is typed
+    pick(found.users[0]);
     if (mode === 'group') setQ('');
   }
   async function create(e) {
@@ -206,7 +211,7 @@ function NewChat() {
       <label for="user-search">${mode === 'dm' ? 'Find a person' : 'Add members'}</label>
       <input id="user-search" type="search" value=${q} onInput=${(e) => setQ(e.target.value)} onKeyDown=${searchKey} autocomplete="off" />
       <ul class="found" aria-label="People found">
-        ${found.map((u) => html`<li key=${u.id}>
+        ${found.users.map((u) => html`<li key=${u.id}>
           <button type="button" onClick=${() => pick(u)}>${u.full_name || u.username} <span class="role">@${u.username} · ${u.role}</span></button>
         </li>`)}
       </ul>
@@ -300,33 +305,34 @@ function Members({ t }) {
   const [error, setError] = useState(null);
   const [asking, setAsking] = useState(null);  // the user id whose removal waits for a yes
   const section = useRef(null);
-  const asked = useRef(null);  // the last user asked about, for the focus once the question goes
-  const removing = useRef(false);  // a removal from here is under way: its row, focused, will go
-  // Focus follows the question, as the buttons it was on are replaced: to
-  // its Cancel as it opens, back to that member's Remove as it closes (or,
-  // once they are gone, to the add field or the list), never to the page.
+  const lastAsking = useRef(null);  // `asking` as the last render had it
+  const removed = useRef(null);     // the member whose removal was confirmed here, until their row goes
+  // Focus follows the question, as the buttons it was on are replaced (it
+  // would fall to the page): to its Cancel as it opens, back to that
+  // member's Remove as it closes. Only then: others' changes to the list
+  // move nobody's focus.
+  useEffect(() => {
+    const before = lastAsking.current;
+    lastAsking.current = asking;
+    const box = section.current;
+    if (!box || asking === before) return;
+    if (asking) box.querySelector('.confirm button:last-child')?.focus();
+    else box.querySelector(`[data-remove="${CSS.escape(before)}"]`)?.focus();
+  }, [asking]);
+  // A removal confirmed here: once the row goes, and the focus with it, to the add field.
   useEffect(() => {
     const box = section.current;
-    if (!box) return;
-    if (asking) {
-      asked.current = asking;
-      box.querySelector('.confirm button:last-child')?.focus();
-    } else if (asked.current) {
-      const back = box.querySelector(`[data-remove="${asked.current}"]`) || box.querySelector('#add-member') || box.querySelector('button');
-      asked.current = null;
-      back?.focus();
-    } else if (removing.current && !box.contains(document.activeElement)) {
-      removing.current = false;
-      (box.querySelector('#add-member') || box.querySelector('button'))?.focus();
-    }
-  }, [asking, t.participants.length]);
+    if (!box || !removed.current || t.participants.some((p) => p.user_id === removed.current)) return;
+    removed.current = null;
+    if (document.activeElement === document.body) (box.querySelector('#add-member') || box.querySelector('button'))?.focus();
+  }, [t.participants]);
   const nameOfP = (p) => p.full_name || p.username;
   const sorted = [...t.participants].sort((a, b) =>
     (b.is_admin ? 1 : 0) - (a.is_admin ? 1 : 0) || nameOfP(a).localeCompare(nameOfP(b)));
   function remove(p) {
-    removing.current = true;
+    removed.current = p.user_id;
     setAsking(null);
-    store.removeMember(t.id, p.user_id).catch((err) => setError(err.message));
+    store.removeMember(t.id, p.user_id).catch((err) => { removed.current = null; setError(err.message); });
   }
   async function add(e) {
     e.preventDefault();
