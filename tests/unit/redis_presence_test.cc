@@ -95,17 +95,29 @@ TEST_F(PresenceOnTwoNodes, AnOlderNodesUsersCountAsConnected) {
   EXPECT_TRUE(eventually([&] { return !b.known_connected_elsewhere("u"); })) << "a node that reports it is not taken for an older one";
 }
 
-TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
+// One node on its own Redis that records whom it is told went offline.
+class Survivor : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    survivor.set_gone_hook([this](const std::string& user) {
+      std::lock_guard lock(mu);
+      gone.push_back(user);
+    });
+    survivor.start();
+  }
+  std::vector<std::string> gone_now() {
+    std::lock_guard lock(mu);
+    return gone;
+  }
+
   RedisServer redis;
   ReactorThread loop;
-  RedisPresenceDirectory survivor(loop.reactor(), endpoint(redis), "node-s");
+  RedisPresenceDirectory survivor{loop.reactor(), endpoint(redis), "node-s"};
   std::mutex mu;
   std::vector<std::string> gone;
-  survivor.set_gone_hook([&](const std::string& user) {
-    std::lock_guard lock(mu);
-    gone.push_back(user);
-  });
-  survivor.start();
+};
+
+TEST_F(Survivor, ADeadNodesUsersGoOfflineAtTheOthers) {
   {
     RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
     doomed.start();
@@ -117,13 +129,9 @@ TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
     ASSERT_TRUE(eventually([&] { return survivor.known_connected_elsewhere("on-both"); }));
     // Leaves without a word (as after kill -9): its heartbeat stops.
   }
-  ASSERT_TRUE(eventually([&] {
-    std::lock_guard lock(mu);
-    return !gone.empty();
-  }));
+  ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }));
   std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
-  std::lock_guard lock(mu);
-  EXPECT_EQ(gone, std::vector<std::string>{"only-on-d"}) << "reported once; a user still on a live node is not";
+  EXPECT_EQ(gone_now(), std::vector<std::string>{"only-on-d"}) << "reported once; a user still on a live node is not";
   EXPECT_FALSE(survivor.known_online("only-on-d"));
   EXPECT_TRUE(survivor.known_online("on-both"));
   EXPECT_FALSE(survivor.known_connected_elsewhere("on-both")) << "nothing is open on a dead node";
@@ -134,17 +142,7 @@ TEST(RedisPresence, ADeadNodesUsersGoOfflineAtTheOthers) {
 // then ran what was queued): the users it took offline are still owed their
 // announcement, and the next reap, 2 s on, hands them out again; one who is
 // back online by then is not.
-TEST(RedisPresence, UsersOfAReapWhoseAnswerWasLostAreAnnouncedByALaterOne) {
-  RedisServer redis;
-  ReactorThread loop;
-  RedisPresenceDirectory survivor(loop.reactor(), endpoint(redis), "node-s");
-  std::mutex mu;
-  std::vector<std::string> gone;
-  survivor.set_gone_hook([&](const std::string& user) {
-    std::lock_guard lock(mu);
-    gone.push_back(user);
-  });
-  survivor.start();
+TEST_F(Survivor, UsersOfAReapWhoseAnswerWasLostAreAnnouncedByALaterOne) {
   ASSERT_TRUE(eventually([&] { return survivor.healthy(); }));
   EXPECT_TRUE(ask_online(survivor, "back-online"));
   // What the lost reap left, 5 s ago: neither announced. And one from long
@@ -153,13 +151,9 @@ TEST(RedisPresence, UsersOfAReapWhoseAnswerWasLostAreAnnouncedByALaterOne) {
   const int64_t now_ms = std::stoll(time) * 1000 + std::stoll(time.substr(time.find('\n') + 1)) / 1000;
   const std::string stamp = std::to_string(now_ms - 5000);
   redis.cli("HSET parley:reaped lost-user " + stamp + " back-online " + stamp + " long-ago 1");
-  ASSERT_TRUE(eventually([&] {
-    std::lock_guard lock(mu);
-    return !gone.empty();
-  }));
+  ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }));
   std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
-  std::lock_guard lock(mu);
-  EXPECT_EQ(gone, std::vector<std::string>{"lost-user"}) << "once; not one a node has, nor one past 30 s";
+  EXPECT_EQ(gone_now(), std::vector<std::string>{"lost-user"}) << "once; not one a node has, nor one past 30 s";
   EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped") == "0\n"; }));
 }
 
