@@ -140,7 +140,9 @@ describe('server configuration', () => {
 
   it('roles: any text by default (the contract\'s free text); --roles / PARLEY_ROLES restrict them, for registration too', async () => {
     const server = await start({ args: ['--roles', 'teacher,parent,nurse'] });
-    const add = (role, extra = []) => parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
+    // On PostgreSQL the data dir holds no store: the server's database is named too.
+    const store = server.database ? ['--database', server.database] : [];
+    const add = (role, extra = []) => parley(['user', 'add', '--data-dir', server.dataDir, ...store, '--username', `r_${randomId(5)}`,
       '--password', 'cli-password-1', '--full-name', 'Role Test', '--role', role, ...extra]);
     // `parley user add` has its own --roles: an administrator creates the
     // roles the server's registration may not offer.
@@ -149,7 +151,7 @@ describe('server configuration', () => {
     assert.equal(wizard.code, 1);
     assert.match(wizard.stderr, /^parley: invalid_role: role must be one of: nurse, teacher$/m);
     assert.equal((await add('nurse', ['--roles', 'nurse,teacher'])).code, 0);
-    const envOnly = (role) => parley(['user', 'add', '--data-dir', server.dataDir, '--username', `r_${randomId(5)}`,
+    const envOnly = (role) => parley(['user', 'add', '--data-dir', server.dataDir, ...store, '--username', `r_${randomId(5)}`,
       '--password', 'cli-password-1', '--full-name', 'Env Role', '--role', role], { env: { PARLEY_ROLES: 'nurse' } });
     assert.equal((await envOnly('nurse')).code, 0);
     assert.equal((await envOnly('teacher')).code, 1, 'PARLEY_ROLES restricts too');
