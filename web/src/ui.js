@@ -332,7 +332,15 @@ function Members({ t }) {
   function remove(p) {
     removed.current = p.user_id;
     setAsking(null);
-    store.removeMember(t.id, p.user_id).catch((err) => { removed.current = null; setError(err.message); });
+    const leaving = p.user_id === me?.user_id;
+    store.removeMember(t.id, p.user_id).then(() => {
+      // Left: the conversation closes with this box, and focus would fall to
+      // the page. It goes to New message, at the head of the list.
+      if (leaving) setTimeout(() => {
+        const a = document.activeElement;
+        if (!a || a === document.body) document.querySelector('.new-chat button')?.focus();
+      }, 50);
+    }, (err) => { removed.current = null; setError(err.message); });
   }
   async function add(e) {
     e.preventDefault();

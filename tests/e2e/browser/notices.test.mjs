@@ -149,6 +149,8 @@ describe('web app: notices', () => {
     await page.getByRole('button', { name: 'Leave' }).click();
     await page.getByRole('button', { name: 'Yes, leave' }).click();
     await until(async () => (await threadLink(page, 'Leavers').count()) === 0, { what: 'the group gone from the list' });
+    await until(() => page.evaluate(() => document.activeElement?.textContent === 'New message'),
+      { what: 'focus on New message once the conversation closed, not on the page' });
     await page.waitForTimeout(500);
     assert.equal(await page.locator('.removed-note').count(), 0, 'no "You were removed" for leaving');
     assert.deepEqual(page.pageErrors, []);
