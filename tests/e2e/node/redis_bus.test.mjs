@@ -125,12 +125,20 @@ describe('one node on Redis', { skip: !redisAvailable() && 'redis-server is not 
   it("a message another node already delivered here is not delivered twice; a seq gap is filled from the store", async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
+    const aliceWs = await server.connect(alice);
     for (let i = 1; i <= 4; i++) {
       const res = await server.sendRest(alice.token, thread.id, { content: `m${i}`, client_msg_id: `gap-${i}` });
       assert.equal(res.status, 201);
     }
     const stored = await server.history(bob.token, thread.id);
     assert.deepEqual(stored.map((m) => m.seq), [1, 2, 3, 4]);
+    // The node has had its own events back from Redis (Alice's other
+    // connection got the last), and they are older than a first fill's 1 s
+    // margin: to Bob's connection, opened now, all four are history. (On a
+    // busy machine, opened before they came back and within the margin, it
+    // would be sent them.)
+    await aliceWs.next((f) => f.type === 'new_message' && f.data.seq === 4, 5000, 'message 4 back at Alice');
+    await sleep(1100);
     // Bob connects after the messages: his connection has sent nothing yet.
     const bobWs = await server.connect(bob);
     const publish = (m) => redis.cli('PUBLISH', CHANNEL, remoteEvent({
