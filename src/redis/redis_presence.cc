@@ -81,7 +81,7 @@ return alive)";
 // Removes every node whose heartbeat expired, with its connection counts
 // (redis/redis_connection_limiter.h); returns the users left on no node.
 // Each is also kept in parley:reaped (user -> when, in ms) until its caller
-// has announced it and says so (kReapedAnnounced): a reply that went to a
+// has announced it and says so (an HDEL, tick()): a reply that went to a
 // link its caller had given up on (Redis hung, then ran what was queued)
 // would otherwise take the announcement with it. Whoever reaps more than
 // 2 s later gets those users again, if no node has them by then; past 30 s

@@ -9,18 +9,16 @@ namespace parley {
 
 namespace {
 constexpr int kBusyTimeoutMs = 5000;
+}  // namespace
 
-// A damaged file says so in words an operator can act on, as `parley check`
-// does (store_check.cc); any other failure is ours.
-Error open_failure(sqlite3* db, const std::string& what) {
+Error sqlite_failure(sqlite3* db, std::string_view what) {
   const int code = db ? sqlite3_errcode(db) & 0xff : SQLITE_CANTOPEN;
   const std::string why = db ? sqlite3_errmsg(db) : "out of memory";
   if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
     return Error{ErrorKind::kInternal, "database_corrupt",
-                 "the database is damaged (" + why + "): `parley check` says where; restore the last backup (parley restore)"};
-  return internal_error(what + ": " + why);
+                 "the database is damaged (" + why + "): restore the last backup (parley restore)"};
+  return internal_error(std::string(what) + ": " + why);
 }
-}  // namespace
 
 
 Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bool writer, bool fsync) {
@@ -33,7 +31,7 @@ Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bo
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, flags, writer ? kWalBufferVfs : nullptr);
   std::unique_ptr<SqliteConn> conn(new SqliteConn(db));  // closes the handle even when open failed
-  if (rc != SQLITE_OK) return open_failure(db, "cannot open " + path);
+  if (rc != SQLITE_OK) return sqlite_failure(db, "cannot open " + path);
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
   // The writer gets a page cache big enough that the hot b-tree pages of a
@@ -41,7 +39,7 @@ Result<std::unique_ptr<SqliteConn>> SqliteConn::open(const std::string& path, bo
   // default, so memory does not grow with the number of pooled readers.
   const char* tuning = writer ? "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;" : "PRAGMA temp_store=MEMORY;";
   if (sqlite3_exec(db, tuning, nullptr, nullptr, nullptr) != SQLITE_OK)
-    return open_failure(db, "cannot tune connection");
+    return sqlite_failure(db, "cannot tune connection");
   if (writer) {
     if (auto st = conn->configure_writer(fsync); !st) return st.error();
   }
@@ -55,7 +53,7 @@ Status SqliteConn::configure_writer(bool fsync) {
     return 0;
   };
   if (sqlite3_exec(db_, "PRAGMA journal_mode=WAL", keep_first, &mode, nullptr) != SQLITE_OK || mode != "wal")
-    return open_failure(db_, "cannot enable WAL mode");
+    return sqlite_failure(db_, "cannot enable WAL mode");
   // NORMAL in WAL mode: a commit survives a process crash; FULL also syncs
   // the WAL on every commit so it survives power loss.
   // Checkpoints are not the writer's: see SqliteCheckpointer.
@@ -67,7 +65,7 @@ Status SqliteConn::configure_writer(bool fsync) {
   // (docs/benchmarks.md, "Foreign keys"). `parley check` finds any orphan.
   const char* pragmas = fsync ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
   if (sqlite3_exec(db_, pragmas, nullptr, nullptr, nullptr) != SQLITE_OK)
-    return open_failure(db_, "cannot configure connection");
+    return sqlite_failure(db_, "cannot configure connection");
   return Ok{};
 }
 

@@ -168,6 +168,11 @@ class ReadTxn {
 
 // Logs the detail (never shown to clients) and maps it to an Error.
 Error storage_error(SqliteConn& c, int rc, std::string_view op);
+// The failure `db` last had, where `what` was being done: a damaged file
+// (SQLITE_CORRUPT, SQLITE_NOTADB) is database_corrupt, in words an operator
+// can act on; any other is internal_error. For opening a store and for
+// `parley check`, which say the same of the same file.
+Error sqlite_failure(sqlite3* db, std::string_view what);
 // Logs a read that stopped on an error (a read that found nothing is not one).
 void log_read_error(SqliteConn& c, const SqliteStmt& st, std::string_view op);
 

@@ -11,6 +11,7 @@
 #include "common/utf8.h"
 #include "store/pg_conn.h"
 #include "store/sqlite_backup.h"
+#include "store/sqlite_conn.h"
 #include "store/sqlite_schema.h"
 
 namespace parley {
@@ -29,21 +30,10 @@ const std::string kLimit = " LIMIT " + std::to_string(kMaxRowsPerCheck + 1);
 std::string cell(const Row& r, size_t i) { return i < r.size() && r[i] ? *r[i] : ""; }
 int64_t num(const Row& r, size_t i) { return std::strtoll(cell(r, i).c_str(), nullptr, 10); }
 
-// A damaged file says so in words an operator can act on; any other failure
-// is ours.
-Error sqlite_failure(sqlite3* db) {
-  const int code = sqlite3_errcode(db) & 0xff;
-  std::string why = sqlite3_errmsg(db);
-  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB)
-    return Error{ErrorKind::kInternal, "database_corrupt",
-                 "the database is damaged (" + why + "): restore the last backup (parley restore)"};
-  return internal_error("query failed: " + why);
-}
-
 Result<std::vector<Row>> sqlite_query(sqlite3* db, const std::string& sql, int columns) {
   sqlite3_stmt* st = nullptr;
   if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
-    Error e = sqlite_failure(db);
+    Error e = sqlite_failure(db, "query failed");
     sqlite3_finalize(st);
     return e;
   }
@@ -58,7 +48,7 @@ Result<std::vector<Row>> sqlite_query(sqlite3* db, const std::string& sql, int c
     rows.push_back(std::move(row));
   }
   std::optional<Error> failed;
-  if (rc != SQLITE_DONE) failed = sqlite_failure(db);
+  if (rc != SQLITE_DONE) failed = sqlite_failure(db, "query failed");
   sqlite3_finalize(st);
   if (failed) return *failed;
   return rows;
