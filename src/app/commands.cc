@@ -505,6 +505,14 @@ int serve(Config& config) {
   std::signal(SIGPIPE, SIG_IGN);
   auto core = open_core(config, /*serving=*/true);
   if (!core) return fail(core.error());
+  // A start that fails before it serves has published nothing: the other
+  // nodes need not resync their sessions when they reap it (a node that a
+  // supervisor restarts into a taken port every few seconds made every
+  // other node re-read the store for every connection each time).
+  auto fail_unserved = [&core](const Error& e) {
+    if (core->redis_presence) core->redis_presence->close(/*published_all=*/true);
+    return fail(e);
+  };
   auto workers = std::make_unique<ThreadPool>(std::max(4u, 2 * std::thread::hardware_concurrency()));
   Bus* bus = core->bus.get();
   // /health's bus state covers every use of Redis that clients notice: the
@@ -512,7 +520,7 @@ int serve(Config& config) {
   RedisPollForwarder* forwarder = core->poll_forwarder.get();
   auto server = std::make_unique<Server>(config, *core->chat, *workers, bus->describe(),
                                          [bus, forwarder] { return bus->healthy() && (!forwarder || forwarder->healthy()); });
-  if (auto counted = core->chat->start_counting_changes(); !counted) return fail(counted.error());
+  if (auto counted = core->chat->start_counting_changes(); !counted) return fail_unserved(counted.error());
   // Edits and deletions are published from the workers that wrote them: two
   // changes of one message at once must reach the loops in the order
   // NewestChange admitted them (a deletion then the edit before it would
@@ -548,10 +556,10 @@ int serve(Config& config) {
                             srv->fanout().each_loop([a](Hub& hub) { hub.account_changed(a); });
                           });
   auto webhook = start_webhook(config, *core->chat, *core->store);
-  if (!webhook) return fail(webhook.error());
+  if (!webhook) return fail_unserved(webhook.error());
   server->set_idle_check([] { return GroupCommitWriter::ops_in_flight() == 0; });
   auto port = server->start();
-  if (!port) return fail(port.error());
+  if (!port) return fail_unserved(port.error());
   accounts.start();
   // After the watcher started: no account change falls between the two.
   workers->submit([chat = core->chat.get()] { chat->identity().warm(Identity::kMaxCachedUsers / 2); });

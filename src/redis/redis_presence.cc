@@ -339,6 +339,10 @@ void RedisPresenceDirectory::tick() {
 }
 
 void RedisPresenceDirectory::on_commands_up() {
+  // Up only after close() (a start that failed at once): its leave was not
+  // sent, so a heartbeat now would register a node that no one takes out
+  // cleanly, and every other node would resync its sessions at the reap.
+  if (closed_) return;
   healthy_ = true;
   reloads_left_ = 5;
   std::unordered_set<std::string> before;

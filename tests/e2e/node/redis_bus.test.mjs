@@ -81,7 +81,7 @@ describe('one node on Redis', { skip: !redisAvailable() && 'redis-server is not 
   // nodes' events, into the server being torn down: a crash (SIGSEGV or
   // SIGABRT) in about one start of three, until the bus stopped first
   // (15 starts: all 15 clean by chance about once in 400 runs).
-  it('a node whose port is taken exits 1, not on a signal, with Redis connected', () => {
+  it('a node whose port is taken exits 1, not on a signal, with Redis connected', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-listen-'));
     try {
       for (let i = 0; i < 15; i++) {
@@ -91,6 +91,15 @@ describe('one node on Redis', { skip: !redisAvailable() && 'redis-server is not 
         assert.equal(r.status, 1, `start ${i + 1}: ${r.stderr.slice(-600)}`);
         assert.match(r.stderr, /listen_failed/);
       }
+      // They served nobody and published nothing: once their heartbeats
+      // expire and they are reaped, the running node does not resync its
+      // sessions (every connection re-reading the store) for them.
+      const nodes = () => redis.cli('KEYS', 'parley:node:*').split('\n').filter((l) => l.trim());
+      for (let i = 0; i < 100 && nodes().length > 1; i++) await sleep(100);
+      assert.equal(nodes().length, 1, `the failed nodes' heartbeats expired: ${nodes()}`);
+      await sleep(2500);  // reaped within a second of expiring, a resync within a second of that
+      assert.deepEqual(server.log.filter((l) => l.includes('event=bus_resync_node_gone')), [],
+        `no resync for a node that never served: ${server.logTail()}`);
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
