@@ -179,6 +179,13 @@ HttpResponse health(Call& c) {
                  {"registration", c.chat.config().registration == "closed" ? "closed" : "open"},
                  {"storage", std::move(storage)},
                  {"bus", json::object{{"kind", c.health.bus}, {"ok", bus_ok}, {"state", bus_ok ? "ok" : "degraded"}}}};
+  // The roles registration takes, when the server restricts them (--roles):
+  // the web app's sign-up offers them as a choice.
+  if (!c.chat.config().roles.empty()) {
+    json::array roles;
+    for (const std::string& r : c.chat.config().roles) roles.emplace_back(r);
+    o["roles"] = std::move(roles);
+  }
   // A draining server (graceful shutdown) answers 503 whatever else holds, so
   // a load balancer stops sending it new clients while it finishes.
   if (c.health.draining && c.health.draining()) {

@@ -43,9 +43,16 @@ export function SignIn() {
   // Closed registration (`--registration closed`, GET /health): accounts
   // come from the administrator, and "Create an account" is not offered.
   const [closed, setClosed] = useState(false);
+  // The roles the server's registration takes (`--roles`), offered as a
+  // choice; without them a role is free text (suggestions only).
+  const [roles, setRoles] = useState(null);
   useEffect(() => {
     let live = true;
-    store.serverHealth().then((h) => { if (live && h?.registration === 'closed') { setClosed(true); setMode('signin'); } });
+    store.serverHealth().then((h) => {
+      if (!live) return;
+      if (h?.registration === 'closed') { setClosed(true); setMode('signin'); }
+      if (Array.isArray(h?.roles) && h.roles.length) setRoles(h.roles);
+    });
     return () => { live = false; };
   }, []);
   async function submit(e) {
@@ -58,6 +65,7 @@ export function SignIn() {
       else {
         const profile = { username: f.get('login').trim().toLowerCase(), password: f.get('password'), full_name: f.get('full_name').trim() };
         if (f.get('phone').trim()) profile.phone_number = f.get('phone').trim();
+        if (f.get('role').trim()) profile.role = f.get('role').trim();
         await store.register(profile);
       }
     } catch (err) {
@@ -80,7 +88,17 @@ export function SignIn() {
           <label for="full_name">Full name</label>
           <input id="full_name" name="full_name" autocomplete="name" required />
           <label for="phone">Phone number (optional)</label>
-          <input id="phone" name="phone" type="tel" autocomplete="tel" />`}
+          <input id="phone" name="phone" type="tel" autocomplete="tel" />
+          <label for="role">${roles ? 'Role' : 'Role (optional)'}</label>
+          ${roles
+            ? html`<select id="role" name="role" required>
+                <option value="">Choose…</option>
+                ${roles.map((r) => html`<option value=${r}>${r}</option>`)}
+              </select>`
+            : html`<input id="role" name="role" list="role-suggestions" maxlength="64" placeholder="teacher, parent, student…" />
+              <datalist id="role-suggestions">
+                <option value="teacher" /><option value="parent" /><option value="student" />
+              </datalist>`}`}
         <label for="password">Password</label>
         <input id="password" name="password" type="password" required
           autocomplete=${signin ? 'current-password' : 'new-password'} minlength=${signin ? undefined : 8} />

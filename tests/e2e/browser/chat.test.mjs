@@ -338,11 +338,13 @@ describe('web app: two people chatting in two browsers', () => {
     await page.getByLabel('Full name').fill('Carol Student');
     const phone = `+1 555 ${String(Math.floor(Math.random() * 1e7)).padStart(7, '0')}`;
     await page.getByLabel('Phone number (optional)').fill(phone);
+    await page.getByLabel('Role (optional)').fill('student');
     await page.getByLabel('Password').fill('carol-password');
     await page.getByRole('button', { name: 'Create account' }).click();
     await page.getByRole('navigation', { name: 'Conversations' }).getByText('Carol Student').waitFor();
     const login = await server.http('POST', '/api/auth/login', { body: { username, password: 'carol-password' } });
     assert.equal(login.status, 200, 'the account exists on the server');
+    assert.equal(login.body.data.user.role, 'student', 'with the role typed in');
 
     // Signing in with the phone number instead of the username.
     await page.getByRole('button', { name: 'Sign out' }).click();

@@ -1,5 +1,5 @@
 // What the web app tells its user when something is not as they expect:
-// registration closed on this server, too many tabs of one account, a proxy
+// registration closed on this server, the roles it takes, too many tabs of one account, a proxy
 // in front of the server answering 502, leaving a group (no "removed" note:
 // they did it), a member unpicked from a new group, and who wrote in a group
 // when a notification arrives while the tab is hidden.
@@ -42,6 +42,35 @@ describe('web app: notices', () => {
     await page.goto(`${base}/app/`);
     await page.getByRole('button', { name: 'New here? Create an account' }).waitFor();
     await page.context().close();
+  });
+
+  // A school that restricts roles (--roles) has its sign-up offer them.
+  it('with --roles, sign-up asks for one of them', async () => {
+    const own = await startServer({ args: ['--roles', 'parent,student'] });
+    const ctx = await browser.newContext();
+    try {
+      const page = await ctx.newPage();
+      await page.goto(`http://127.0.0.1:${own.port}/app/`);
+      await page.getByRole('button', { name: 'New here? Create an account' }).click();
+      const role = page.getByLabel('Role', { exact: true });
+      await until(async () => (await role.evaluate((el) => el.tagName)) === 'SELECT', { what: 'the roles offered as a choice' });
+      assert.deepEqual(await role.locator('option').allTextContents(), ['Choose…', 'parent', 'student']);
+      const username = `pa_${randomId(3)}`;
+      await page.getByLabel('Username').fill(username);
+      await page.getByLabel('Full name').fill('Paula Parent');
+      await page.getByLabel('Password').fill('paula-password');
+      // Not chosen: the form says so, and nothing is sent.
+      await page.getByRole('button', { name: 'Create account' }).click();
+      assert.equal(await role.evaluate((el) => el.validity.valueMissing), true);
+      await role.selectOption('parent');
+      await page.getByRole('button', { name: 'Create account' }).click();
+      await page.getByRole('navigation', { name: 'Conversations' }).getByText('Paula Parent').waitFor();
+      const login = await own.http('POST', '/api/auth/login', { body: { username, password: 'paula-password' } });
+      assert.equal(login.body.data.user.role, 'parent');
+    } finally {
+      await ctx.close();
+      await own.stop();
+    }
   });
 
   it('a second tab past the per-user limit says why it is not connected, and connects once the first closes', async () => {

@@ -163,12 +163,15 @@ describe('server configuration', () => {
     assert.equal(bad.status, 400, bad.text);
     assert.equal(bad.body.code, 'invalid_role');
     assert.match(bad.body.message, /teacher, parent, nurse/);
+    // /health names them, for a sign-up form to offer.
+    assert.deepEqual((await server.http('GET', '/health')).body.roles, ['teacher', 'parent', 'nurse']);
 
     // Without --roles, registration takes any role text.
     const open = await start();
     const free = await open.http('POST', '/api/auth/register', { body: { username: `r_${randomId(5)}`, password: 'pw-12345678', full_name: 'P', role: 'principal' } });
     assert.equal(free.status, 201, free.text);
     assert.equal(free.body.data.user.role, 'principal');
+    assert.equal((await open.http('GET', '/health')).body.roles, undefined, 'no list: any role');
   });
 
   it('serve refuses a Socket.IO ping interval or timeout of 0, below or past an hour, from a flag or the environment', async () => {
