@@ -893,21 +893,33 @@ Status ChatService::acknowledge(const std::string& user_id, const Message& messa
   auto before = store_.mark_delivered(msg->thread_id, user_id, msg->seq);
   if (!before && before.error().code == "not_a_participant") return former_receipt();
   if (!before) return before.error();
-  bool sender_stays = false;
+  std::shared_ptr<const ThreadMembers> members;
   if (m) {
-    sender_stays = is_member(**m, msg->sender_id);
+    members = *m;
   } else {  // a member the list here has not heard of: the store's list
     members_.forget(msg->thread_id);  // behind the store: read again at the next use
     auto read = store_.thread_members(msg->thread_id);
     if (!read) return read.error();
-    sender_stays = *read && is_member(**read, msg->sender_id);
+    if (*read) members = std::make_shared<const ThreadMembers>(std::move(**read));
   }
   // A sender who has left the thread is told nothing more of it.
-  if (!sender_stays) return Ok{};
+  if (!members || !is_member(*members, msg->sender_id)) return Ok{};
+  // Nor of a receipt of what was said before the member joined (a replay
+  // from since_seq 0 sends it): it never counts for the message's status
+  // (annotate), so a tick for it would be one the history never shows.
+  if (msg->created_at < joined_at(*members, user_id)) return Ok{};
   publish(msg->thread_id, Audience::users({msg->sender_id}), "message_delivered",
           json::serialize(json::object{
               {"message_id", msg->id}, {"thread_id", msg->thread_id}, {"user_id", user_id}, {"seq", msg->seq}}));
   return Ok{};
+}
+
+// When user_id joined the thread (the last time); 0 when the list does not say.
+Micros ChatService::joined_at(const ThreadMembers& members, const std::string& user_id) {
+  const size_t dated = std::min(members.joined_at.size(), members.user_ids.size());
+  for (size_t i = 0; i < dated; ++i)
+    if (members.user_ids[i] == user_id) return members.joined_at[i];
+  return 0;
 }
 
 void ChatService::announce_presence(const std::vector<PresenceChange>& changes) {

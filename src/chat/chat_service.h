@@ -261,6 +261,7 @@ class ChatService {
                                                          std::shared_ptr<const ThreadMembers> checked,
                                                          int64_t member_version = 0);
   std::shared_ptr<const ThreadMembers> joined_by(std::shared_ptr<const ThreadMembers> members, Micros created_at) const;
+  static Micros joined_at(const ThreadMembers& members, const std::string& user_id);
   std::shared_ptr<const ThreadMembers> with_removals_in_flight(const std::string& thread_id,
                                                                std::shared_ptr<const ThreadMembers> members);
   // Who an edit or deletion just committed goes to (see the definition).

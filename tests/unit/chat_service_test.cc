@@ -917,6 +917,37 @@ TEST_F(ChatServiceTest, DeliveryReceiptsGoToTheSenderOnlyWhileAMember) {
   EXPECT_EQ(delivered_events(), 1u) << "alice left: nothing more of this thread for her";
 }
 
+// A member added later who acknowledges a message from before they joined
+// (a replay from since_seq 0 sent it): the receipt is kept, but the sender
+// is not told, as it never makes the message delivered (annotate).
+TEST_F(ChatServiceTest, AReceiptOfWhatCameBeforeJoiningTellsTheSenderNothing) {
+  User a = user("alice"), b = user("bob"), c = user("carol");
+  Thread t = group(a, {b});
+  auto old = send_text(a, t, "before carol");
+  ASSERT_TRUE(old.ok());
+  ASSERT_TRUE(service_->add_participants(a, t.id, {c.id}).ok());
+  auto fresh = send_text(a, t, "after carol");
+  ASSERT_TRUE(fresh.ok());
+  auto delivered_events = [&] {
+    size_t n = 0;
+    for (size_t i = 0; i < events_.size(); ++i)
+      if (events_.at(i)->type == "message_delivered") ++n;
+    return n;
+  };
+  ASSERT_TRUE(service_->acknowledge_delivery(c.id, old->message.id).ok());
+  EXPECT_EQ(delivered_events(), 0u) << "no tick the history would not show";
+  auto h = service_->history(a, t.id, HistoryQuery{});
+  ASSERT_TRUE(h.ok());
+  for (const auto& m : *h) {
+    if (m.id == old->message.id) {
+      EXPECT_EQ(m.status, "sent");
+    }
+  }
+  ASSERT_TRUE(service_->acknowledge_delivery(c.id, fresh->message.id).ok());
+  EXPECT_EQ(delivered_events(), 1u) << "what came since she joined is ticked";
+  EXPECT_EQ(recipients(*events_.last()), (Ids{a.id}));
+}
+
 TEST_F(ChatServiceTest, NonAdminCannotRemoveOthers) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});
