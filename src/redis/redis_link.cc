@@ -150,6 +150,11 @@ void RedisLink::attach(redisAsyncContext* ac) {
   redisAsyncSetDisconnectCallback(ac, &RedisLink::on_disconnect);
 }
 
+// Connected: the link is up once Redis has answered on it. AUTH (when the
+// URL has a password) or PING first: a link that counted as up on the TCP
+// connect took commands that a failed AUTH then refused one by one (NOAUTH)
+// for as long as the connection lasted, and a peer that is not Redis, or a
+// wrong password, was retried every 100 ms, never backing off.
 void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
   auto* self = static_cast<RedisLink*>(ac->data);
   if (!self) return;  // dropped
@@ -158,17 +163,24 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
     self->ctx_ = nullptr;
     return self->lost(ac->errstr);
   }
-  self->up_ = true;
-  self->backoff_ = kFirstBackoff;
   if (self->ctx_) redisEnableKeepAlive(&self->ctx_->c);
-  spdlog::info("event=redis_connected link={} endpoint={}", self->name_, self->endpoint_.describe());
-  if (auto auth = self->endpoint_.auth_command(); !auth.empty()) {
-    std::vector<std::string_view> argv(auth.begin(), auth.end());
-    self->command(argv, [name = self->name_](const redisReply* r) {
-      if (r && r->type == REDIS_REPLY_ERROR) spdlog::error("event=redis_auth_failed link={} error=\"{}\"", name, r->str);
-    });
-  }
-  if (self->on_up_) self->on_up_();
+  auto hello = self->endpoint_.auth_command();
+  if (hello.empty()) hello = {"PING"};
+  std::vector<std::string_view> argv(hello.begin(), hello.end());
+  std::weak_ptr<bool> alive = self->alive_;
+  const bool sent = self->send(argv, [self, alive](const redisReply* r) {
+    if (auto a = alive.lock(); !a || !*a || !r) return;  // the link went meanwhile: it says so itself
+    if (r->type == REDIS_REPLY_ERROR) {
+      std::string why(r->str, r->len);
+      if (self->backoff_ == kFirstBackoff) spdlog::error("event=redis_auth_failed link={} error=\"{}\"", self->name_, why);
+      return self->drop_because("refused");
+    }
+    self->up_ = true;
+    self->backoff_ = kFirstBackoff;
+    spdlog::info("event=redis_connected link={} endpoint={}", self->name_, self->endpoint_.describe());
+    if (self->on_up_) self->on_up_();
+  });
+  if (!sent) self->drop_because("could not send");
 }
 
 void RedisLink::on_disconnect(const redisAsyncContext* ac, int status) {
@@ -213,7 +225,9 @@ void RedisLink::stop() {
 // Frees the context at once: redisAsyncDisconnect would wait for the pending
 // replies, which a Redis that stopped answering never sends, and the link
 // would look up (taking publishes nobody receives) until TCP gave up.
-void RedisLink::drop() {
+void RedisLink::drop() { drop_because("no answer"); }
+
+void RedisLink::drop_because(const char* why) {
   if (!ctx_) return;
   redisAsyncContext* ac = std::exchange(ctx_, nullptr);
   ac->data = nullptr;  // its connect and disconnect callbacks: this reports the loss itself
@@ -221,7 +235,7 @@ void RedisLink::drop() {
   redisAsyncFree(ac);  // pending callbacks run with a null reply
   waiting_since_ms_.clear();
   watch_.reset();
-  lost("no answer");
+  lost(why);
 }
 
 // Once a second while the link lives: a reply overdue drops the connection.
@@ -243,7 +257,12 @@ void RedisLink::watch_replies() {
 }
 
 bool RedisLink::command(const std::vector<std::string_view>& argv, ReplyFn done) {
-  if (!ctx_ || !up_) return false;
+  if (!up_) return false;
+  return send(argv, std::move(done));
+}
+
+bool RedisLink::send(const std::vector<std::string_view>& argv, ReplyFn done) {
+  if (!ctx_) return false;
   std::vector<const char*> args;
   std::vector<size_t> lens;
   args.reserve(argv.size());

@@ -1,6 +1,7 @@
 // RedisLink: one hiredis asynchronous connection to Redis, run on a Reactor,
 // that reconnects by itself with backoff (100 ms doubling to 2 s) when Redis
-// goes away. The Redis bus keeps two: one for commands (PUBLISH, presence,
+// goes away or refuses it (a wrong password); it is up once Redis has
+// answered its AUTH (or a PING). The Redis bus keeps two: one for commands (PUBLISH, presence,
 // counters) and one in subscriber mode. A command whose reply has not come
 // within 3 s drops the connection (its callers get nullptr and it
 // reconnects): a Redis that hangs, or a peer gone without a reset, must not
@@ -75,6 +76,9 @@ class RedisLink {
   static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
   static void on_subscription(redisAsyncContext* ac, void* reply, void* privdata);
   void lost(const char* why);
+  void drop_because(const char* why);
+  // command() without the check that the link is up (its AUTH or PING).
+  bool send(const std::vector<std::string_view>& argv, ReplyFn done);
   void attach(redisAsyncContext* ac);
   void watch_replies();
 

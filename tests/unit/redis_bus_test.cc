@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 namespace parley {
 namespace {
@@ -263,6 +265,47 @@ TEST(RedisBus, LogsInAsTheUrlsUserWithAPercentEncodedPassword) {
   EXPECT_EQ(std::string(who->str, who->len), "parley");
 }
 
+// A password Redis refuses: the links back off (not a reconnection every
+// 100 ms) and the bus is degraded; once Redis takes it (a rotation that the
+// node's URL was ahead of), every link comes up and events flow. A link that
+// counted as up on the TCP connect kept taking commands Redis refused
+// (NOAUTH) while /health said ok.
+TEST(RedisBus, AWrongPasswordBacksOffAndTheRightOneLaterWorks) {
+  RedisServer redis;
+  redis.cli("CONFIG SET requirepass right-password");
+  const std::string port = redis.url().substr(redis.url().rfind(':') + 1);
+  auto endpoint = RedisEndpoint::parse("redis://:later-password@127.0.0.1:" + port);
+  ASSERT_TRUE(endpoint);
+  RedisBusOptions o;
+  o.endpoint = *endpoint;
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  auto connections = [&](const char* password) {
+    std::string info = redis.cli(std::string("-a ") + password + " --no-auth-warning INFO stats");
+    const std::string key = "total_connections_received:";
+    auto at = info.find(key);
+    return at == std::string::npos ? -1L : std::stol(info.substr(at + key.size()));
+  };
+  const long before = connections("right-password");
+  RedisBus a(loop.reactor(), o), b(loop.reactor(), o);
+  a.set_receiver(std::ref(at_a));
+  b.set_receiver(std::ref(at_b));
+  std::this_thread::sleep_for(2500ms);
+  EXPECT_FALSE(a.healthy());
+  EXPECT_FALSE(b.healthy());
+  // Two buses of two links each: backing off from 100 ms, about five
+  // attempts a link in 2.5 s (at 100 ms each, 25).
+  const long tried = connections("right-password") - before - 1;
+  EXPECT_LE(tried, 30) << "reconnections in 2.5 s";
+  EXPECT_GE(tried, 4);
+  redis.cli("-a right-password --no-auth-warning CONFIG SET requirepass later-password");
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 10s));
+  ASSERT_TRUE(eventually([&] {
+    a.publish(message("t", 1, {"u1"}));
+    return at_b.wait([](auto& ev) { return !ev.empty(); }, 1s);
+  }));
+}
+
 TEST(RedisBus, EventsReachTheOtherNodeInOrderAndTheOwnNodeOnce) {
   RedisServer redis;
   ReactorThread loop;
@@ -409,8 +452,9 @@ TEST(RedisBus, RedisThatStopsAnsweringIsDroppedThenRecovers) {
   EXPECT_TRUE(n.at_b.wait([](auto& ev) { return !ev.empty() && ev.back()->seq == 2; }));
 }
 
-// A listening socket nobody reads: the kernel completes the connection and
-// takes the bytes, and no reply ever comes, like a Redis behind a link that
+// A server that answers a connection's first command (the link's PING,
+// which it waits for before it counts as up) and nothing after: the kernel
+// takes the bytes and no reply ever comes, like a Redis behind a link that
 // drops its packets.
 class SilentServer {
  public:
@@ -424,13 +468,36 @@ class SilentServer {
         ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
       throw std::runtime_error("silent server");
     port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
   }
-  ~SilentServer() { ::close(fd_); }
+  ~SilentServer() {
+    stop_ = true;
+    thread_.join();
+    for (int c : clients_) ::close(c);
+    ::close(fd_);
+  }
   int port() const { return port_; }
 
  private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      clients_.push_back(c);
+      pollfd q{c, POLLIN, 0};
+      char buf[256];
+      if (::poll(&q, 1, 2000) > 0 && ::read(c, buf, sizeof buf) > 0) {
+        [[maybe_unused]] auto n = ::write(c, "+PONG\r\n", 7);
+      }
+    }
+  }
   int fd_ = -1;
   int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::vector<int> clients_;  // the server thread's, until the destructor joins it
+  std::thread thread_;
 };
 
 // Runs fn on the loop and waits for it.
