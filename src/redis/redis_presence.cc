@@ -361,12 +361,16 @@ void RedisPresenceDirectory::on_commands_up() {
 // first node to find parley:epoch missing (one SET NX) waits while the live
 // nodes register their users again, then announces offline everyone its copy
 // had before the restart whom no node has now. A live node slower to come
-// back than that announces its users online again (register_again).
+// back than that announces its users online again (register_again). Only a
+// node with a copy tries: one started while Redis was away, back first, took
+// the job and had no one to announce. (So a cluster's epoch is first set at
+// the first reconnect of a node that knew who was online.)
 void RedisPresenceDirectory::claim_lost_users(std::unordered_set<std::string> before) {
+  if (before.empty()) return;
   std::weak_ptr<bool> alive = alive_;
   commands_.command({"SET", "parley:epoch", node_id_, "NX"}, [this, alive, before = std::move(before)](
                                                                  const redisReply* r) mutable {
-    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_STATUS || before.empty()) return;
+    if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_STATUS) return;
     reactor_.schedule(kRegisterAgainWait, [this, alive, before = std::move(before)]() mutable {
       if (auto a = alive.lock(); !a || !*a) return;
       commands_.command({"SMEMBERS", "parley:online"}, [this, alive, before = std::move(before)](const redisReply* r) {

@@ -254,6 +254,45 @@ TEST_F(PresenceOnTwoNodes, UsersOfANodeThatDiedWhileRedisWasAwayGoOfflineWhenItC
   EXPECT_TRUE(eventually([&] { return a.known_online("on-b") && b.known_online("on-a"); }));
 }
 
+// A node started while Redis was away has no copy of who was online: back
+// first, it must not take the job of announcing the lost users (one SET NX)
+// from the nodes that have one, or nobody announces them.
+TEST_F(PresenceOnTwoNodes, ANodeStartedWhileRedisWasAwayLeavesTheLostUsersToThoseWhoKnewThem) {
+  std::mutex mu;
+  std::vector<std::string> gone;
+  auto record = [&](const std::string& user) {
+    std::lock_guard lock(mu);
+    gone.push_back(user);
+  };
+  a.set_gone_hook(record);
+  b.set_gone_hook(record);
+  start();
+  {
+    RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
+    doomed.start();
+    ASSERT_TRUE(eventually([&] { return doomed.healthy(); }));
+    EXPECT_TRUE(ask_online(doomed, "on-d"));
+    ASSERT_TRUE(eventually([&] { return a.known_online("on-d") && b.known_online("on-d"); }));
+    redis.stop();
+    ASSERT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); }));
+  }
+  // a and b now retry every 2 s; a node started meanwhile retries sooner,
+  // so it is back first.
+  std::this_thread::sleep_for(4s);
+  RedisPresenceDirectory fresh(loop.reactor(), endpoint(redis), "node-n");
+  fresh.set_gone_hook(record);
+  fresh.start();
+  std::this_thread::sleep_for(150ms);
+  redis.start();
+  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy() && fresh.healthy(); }, 20s));
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return !gone.empty();
+  }, 15s)) << "the dead node's user was announced offline";
+  std::lock_guard lock(mu);
+  EXPECT_EQ(gone, std::vector<std::string>{"on-d"});
+}
+
 TEST_F(PresenceOnTwoNodes, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
   std::mutex mu;
   std::vector<std::string> back;
