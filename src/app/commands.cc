@@ -246,6 +246,9 @@ Result<Core> open_core(const Config& config, bool serving = false, bool prints_t
     core.chat->identity().use_login_limits(std::make_unique<RedisLoginLimits>(
         core.redis_presence->endpoint(), std::chrono::milliseconds(250), l.login_failures_per_account,
         l.login_failures_per_address, l.login_window_seconds));
+    // Dead nodes are removed by a node that can announce their users
+    // offline: this one once its event loops run (serve).
+    core.redis_presence->set_reaping(false);
     core.redis_presence->start();
   }
   return core;
@@ -560,10 +563,13 @@ int serve(Config& config) {
   server->set_idle_check([] { return GroupCommitWriter::ops_in_flight() == 0; });
   auto port = server->start();
   if (!port) return fail_unserved(port.error());
+  if (core->redis_presence) core->redis_presence->set_reaping(true);
   accounts.start();
   // After the watcher started: no account change falls between the two.
   workers->submit([chat = core->chat.get()] { chat->identity().warm(Identity::kMaxCachedUsers / 2); });
   server->run();
+  // The loops have stopped: offline announcements would go nowhere.
+  if (core->redis_presence) core->redis_presence->set_reaping(false);
   accounts.stop();
   // Acknowledged messages still waiting for the webhook's intake go into the
   // outbox before the store closes, in at most half the time left before the

@@ -322,8 +322,10 @@ void RedisPresenceDirectory::tick() {
         reload();
       }
       heartbeat();
-      commands_.command({"EVAL", kReapScript, "0"}, [this, alive](const redisReply* r) {
+      if (reaping_) commands_.command({"EVAL", kReapScript, "0"}, [this, alive](const redisReply* r) {
         if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
+        // Stopped reaping meanwhile: the users stay owed, for another node's reap.
+        if (!reaping_) return;
         std::vector<std::string> announced{"HDEL", "parley:reaped"};
         for (size_t i = 0; i < r->elements; ++i) {
           std::string user(r->element[i]->str, r->element[i]->len);

@@ -73,6 +73,12 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   // 3 s): what it had not published yet may be gone with it.
   void set_node_gone_hook(std::function<void(const std::string& node)> hook) { node_gone_hook_ = std::move(hook); }
 
+  // Whether this node removes dead nodes (on by default). A node that cannot
+  // announce yet, or any more (its event loops are not running: a start
+  // that then fails, a stop), leaves it to the others: the users a reap
+  // returns are taken off parley:reaped as soon as the gone hook has them.
+  // Any thread.
+  void set_reaping(bool on) { reaping_.store(on, std::memory_order_relaxed); }
   // Connects and starts the heartbeat. Any thread but the loop's.
   void start();
   // Stops the heartbeat and disconnects (the node's key then expires).
@@ -116,6 +122,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   std::unordered_set<std::string> left_cleanly_;  // 'C' came, its 'X' not yet (loop thread)
   std::atomic<bool> healthy_{false};
   std::atomic<bool> closed_{false};
+  std::atomic<bool> reaping_{true};
 
   mutable std::mutex mu_;
   std::unordered_set<std::string> online_;  // every node's users, as last heard

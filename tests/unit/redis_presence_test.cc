@@ -138,6 +138,26 @@ TEST_F(Survivor, ADeadNodesUsersGoOfflineAtTheOthers) {
   EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped") == "0\n"; })) << "announced, and said so";
 }
 
+// A node that cannot announce (starting, or stopped) does not reap: a dead
+// node's users wait for one that can, rather than be taken off Redis by a
+// reap whose announcement goes nowhere.
+TEST_F(Survivor, ANodeThatDoesNotReapLeavesTheDeadNodeToOneThatDoes) {
+  survivor.set_reaping(false);
+  {
+    RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
+    doomed.start();
+    ASSERT_TRUE(eventually([&] { return doomed.healthy() && survivor.healthy(); }));
+    EXPECT_TRUE(ask_online(doomed, "only-on-d"));
+    ASSERT_TRUE(eventually([&] { return survivor.known_online("only-on-d"); }));
+  }
+  std::this_thread::sleep_for(5s);  // its heartbeat expired 3 s after it died
+  EXPECT_EQ(gone_now(), std::vector<std::string>{});
+  EXPECT_EQ(redis.cli("SISMEMBER parley:online only-on-d"), "1\n") << "not reaped";
+  survivor.set_reaping(true);
+  ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }));
+  EXPECT_EQ(gone_now(), std::vector<std::string>{"only-on-d"});
+}
+
 // A reap whose reply went to a link its caller had given up on (Redis hung,
 // then ran what was queued): the users it took offline are still owed their
 // announcement, and the next reap, 2 s on, hands them out again; one who is
