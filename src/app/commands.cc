@@ -491,7 +491,27 @@ std::chrono::steady_clock::time_point webhook_store_until(std::chrono::steady_cl
   return now + std::max(std::chrono::steady_clock::duration::zero(), (exit_at - now) / 2);
 }
 
+// SIGTERM or SIGINT before the server's own handling begins (Server::start):
+// a start held up by its store (a lock, a long migration) is not killed
+// half-way, with its heartbeat in Redis and no leave; it finishes starting,
+// then drains at once. A second signal kills it as before (a start that
+// hangs can still be stopped with Ctrl-C twice).
+namespace {
+volatile std::sig_atomic_t stop_asked_while_starting = 0;
+
+void on_signal_while_starting(int sig) {
+  if (stop_asked_while_starting) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  stop_asked_while_starting = sig;
+}
+}  // namespace
+
 int serve(Config& config) {
+  std::signal(SIGTERM, on_signal_while_starting);
+  std::signal(SIGINT, on_signal_while_starting);
   spdlog::info("event=starting version={} allocator=\"{}\" data_dir={}", PARLEY_VERSION, allocator_name(),
                config.data_dir);
   // Held until serve returns: one server per data dir (see data_dir_lock.h).
@@ -564,6 +584,10 @@ int serve(Config& config) {
   auto port = server->start();
   if (!port) return fail_unserved(port.error());
   if (core->redis_presence) core->redis_presence->set_reaping(true);
+  if (stop_asked_while_starting) {
+    spdlog::info("event=shutdown signal={} while=starting", static_cast<int>(stop_asked_while_starting));
+    server->drain();
+  }
   accounts.start();
   // After the watcher started: no account change falls between the two.
   workers->submit([chat = core->chat.get()] { chat->identity().warm(Identity::kMaxCachedUsers / 2); });

@@ -9,8 +9,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { io } from 'socket.io-client';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { startServer, sleep, randomId, HOST, TEST_STORE } from './harness.mjs';
+import { spawn } from 'node:child_process';
+import { startServer, ParleyServer, sleep, randomId, HOST, TEST_STORE } from './harness.mjs';
 
 // A WebSocket client that never answers the server's close frame and reads
 // nothing after the handshake: the server keeps its connection (and so the
@@ -346,6 +348,57 @@ describe('graceful shutdown', () => {
     assert.equal(code, 1, 'cut short by the second signal');
     assert.ok(second.log.some((l) => l.includes('reason=second_signal')), second.logTail());
     void randomId;
+  });
+
+  // A signal before the server handles signals itself (its store held up
+  // by a lock here; a long migration, a slow database) no longer kills it
+  // half-started: it starts, drains at once and exits 0. A second one kills it.
+  it('SIGTERM while the start waits on the store: it finishes starting, then stops cleanly; a second signal kills it', { skip: TEST_STORE !== 'sqlite' && 'an SQLite lock holds up the start' }, async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-held-'));
+    const first = await startServer({ dataDir });
+    await first.stop();
+    const holdLock = () => {
+      // Exclusive locking mode: no other connection may even read until released (stdin closes).
+      const py = spawn('python3', ['-c', [
+        'import sqlite3, sys',
+        `c = sqlite3.connect(${JSON.stringify(path.join(first.dataDir, 'parley.db'))}, isolation_level=None)`,
+        "c.execute('PRAGMA locking_mode=EXCLUSIVE')",
+        "c.execute('BEGIN EXCLUSIVE')",
+        "c.execute('SELECT count(*) FROM sqlite_master').fetchall()",
+        "print('locked', flush=True)",
+        'sys.stdin.read()',
+        "c.execute('COMMIT')",
+      ].join('\n')], { stdio: ['pipe', 'pipe', 'inherit'] });
+      return new Promise((resolve) => py.stdout.once('data', () => resolve(py)));
+    };
+    const startHeld = async () => {
+      const server = new ParleyServer({ dataDir: first.dataDir, secret: first.secret });
+      servers.push(server);
+      server.start().catch(() => {});  // it never gets to answer /health
+      for (let i = 0; i < 200 && !server.log.some((l) => l.includes('event=starting')); i++) await sleep(25);
+      await sleep(300);  // into the store's open, which waits for the lock
+      assert.ok(!server.log.some((l) => l.includes('event=listening')), `held up: ${server.logTail()}`);
+      return server;
+    };
+
+    let lock = await holdLock();
+    const once = await startHeld();
+    once.child.kill('SIGTERM');
+    await sleep(300);
+    lock.stdin.end();
+    const exit = await once.exited;
+    assert.deepEqual(exit, { code: 0, signal: null }, once.logTail());
+    assert.ok(once.log.some((l) => /event=shutdown signal=15 while=starting/.test(l)), once.logTail());
+    assert.ok(once.log.some((l) => l.includes('event=stopped clean=true')), once.logTail());
+
+    lock = await holdLock();
+    const twice = await startHeld();
+    twice.child.kill('SIGINT');
+    await sleep(100);
+    twice.child.kill('SIGINT');
+    assert.equal((await twice.exited).signal, 'SIGINT', 'a second signal while starting kills it');
+    lock.stdin.end();
+    fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
   // A drain cut short stops the loops with Socket.IO polling sessions still
