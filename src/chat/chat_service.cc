@@ -182,12 +182,15 @@ Result<Store::CreatedThread> ChatService::create_thread(const User& actor, const
   if (type == ThreadType::kDirect && ids.size() != 2)
     return bad_input("invalid_field", "a direct thread has exactly one other participant");
   if (ids.size() > static_cast<size_t>(config_.limits.max_group_members)) return group_too_large();
-  // Every member's client shows the title: text, as registration wants a
-  // full_name. "" (or none) is a group without a title.
-  if (!utf8_length(req.title) || req.title.size() > kMaxTitleBytes || has_control_chars(req.title))
-    return bad_input("invalid_field", "title must be text of at most 400 bytes, without control characters");
-  if (!req.title.empty() && !has_visible_text(req.title))
-    return bad_input("invalid_field", "title is blank: leave it out for a group without a title");
+  // Every member's client shows a group's title: text, as registration wants
+  // a full_name. "" (or none) is a group without a title. A direct thread
+  // has none: one given is ignored, not checked (docs/protocol.md).
+  if (type == ThreadType::kGroup) {
+    if (!utf8_length(req.title) || req.title.size() > kMaxTitleBytes || has_control_chars(req.title))
+      return bad_input("invalid_field", "title must be text of at most 400 bytes, without control characters");
+    if (!req.title.empty() && !has_visible_text(req.title))
+      return bad_input("invalid_field", "title is blank: leave it out for a group without a title");
+  }
 
   Thread t;
   t.id = new_uuid();

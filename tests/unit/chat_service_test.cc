@@ -476,6 +476,13 @@ TEST_F(ChatServiceTest, DirectThreadIsUniqueWhicheverUserAsks) {
   ASSERT_TRUE(other_side.ok()) << other_side.error().code;
   EXPECT_FALSE(other_side->created);
   EXPECT_EQ(other_side->thread.id, first->thread.id);
+  // A direct thread has no title: one given is ignored, whatever it holds.
+  for (const std::string& title : std::vector<std::string>{"x\a", "   ", std::string(500, 'a')}) {
+    auto titled = service_->create_thread(b, {"direct", {a.id}, {}, title});
+    ASSERT_TRUE(titled.ok()) << titled.error().code;
+    EXPECT_EQ(titled->thread.id, first->thread.id);
+    EXPECT_EQ(titled->thread.title, "");
+  }
 }
 
 TEST_F(ChatServiceTest, GroupCreatorIsTheAdmin) {
