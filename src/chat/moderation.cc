@@ -62,6 +62,9 @@ Result<Message> ChatService::delete_message(const std::string& actor_id, const s
   const Message& msg = target->message;
   const auto& m = target->members;
   const bool is_sender = msg.sender_id == actor_id;
+  // The record of who joined and left stays whole: nobody is in a group
+  // without the message that says so (docs/protocol.md).
+  if (msg.message_type == "system") return forbidden("system messages cannot be deleted");
   if (!is_sender && !contains(m->admin_ids, actor_id))
     return forbidden("only the sender or a thread admin may delete a message");
   if (msg.deleted) return with_status(msg);  // already a tombstone: nothing changes, nobody is told again

@@ -270,6 +270,13 @@ describe('message delete and edit', () => {
     const refused = await server.http('PATCH', `/api/chat/messages/${notice.id}`, { token: admin.token, body: { content: 'x' } });
     assert.equal(refused.status, 403);
     assert.match(refused.body.message, /system messages/);
+    // Nor to delete, not even by an admin: the record of who joined stays whole.
+    const kept = await server.http('DELETE', `/api/chat/messages/${notice.id}`, { token: admin.token });
+    assert.equal(kept.status, 403, kept.text);
+    assert.match(kept.body.message, /system messages cannot be deleted/);
+    const after = (await server.history(admin.token, thread.id)).find((x) => x.id === notice.id);
+    assert.equal(after.content, notice.content);
+    assert.equal(after.deleted ?? false, false);
   });
 
   it('a thread admin deletes: a tombstone with its seq, message_deleted everywhere, history and offline sync show it', async () => {
