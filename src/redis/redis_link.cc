@@ -53,6 +53,14 @@ bool percent_decode(std::string_view in, std::string& out) {
   return true;
 }
 
+// Redis's answer to AUTH when it has no password (Redis 5: "Client sent
+// AUTH, but no password is set"; 6 and later: "AUTH <password> called
+// without any password configured for the default user").
+bool no_password_set(const std::string& error) {
+  return error.find("no password is set") != std::string::npos ||
+         error.find("without any password configured") != std::string::npos;
+}
+
 }  // namespace
 
 Result<RedisEndpoint> RedisEndpoint::parse(const std::string& url) {
@@ -165,22 +173,41 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
   }
   if (self->ctx_) redisEnableKeepAlive(&self->ctx_->c);
   auto hello = self->endpoint_.auth_command();
-  if (hello.empty()) hello = {"PING"};
+  const bool auth = !hello.empty();
+  if (!auth) hello = {"PING"};
   std::vector<std::string_view> argv(hello.begin(), hello.end());
   std::weak_ptr<bool> alive = self->alive_;
-  const bool sent = self->send(argv, [self, alive](const redisReply* r) {
+  const bool sent = self->send(argv, [self, alive, auth](const redisReply* r) {
     if (auto a = alive.lock(); !a || !*a || !r) return;  // the link went meanwhile: it says so itself
     if (r->type == REDIS_REPLY_ERROR) {
       std::string why(r->str, r->len);
-      if (self->backoff_ == kFirstBackoff) spdlog::error("event=redis_auth_failed link={} error=\"{}\"", self->name_, why);
-      return self->drop_because("refused");
+      if (auth && no_password_set(why)) {
+        // The URL has a password this Redis does not ask for (yet: the nodes'
+        // URLs may change before Redis does): nothing to log in to, and the link works.
+        if (!self->told_no_password_)
+          spdlog::warn("event=redis_password_not_needed link={} error=\"{}\"", self->name_, why);
+        self->told_no_password_ = true;
+      } else {
+        // Once per streak of refusals: the link retries with backoff.
+        if (!self->refusal_logged_)
+          spdlog::error("event={} link={} error=\"{}\"", auth ? "redis_auth_failed" : "redis_refused", self->name_, why);
+        self->refusal_logged_ = true;
+        return self->drop_because("refused");
+      }
     }
+    self->refusal_logged_ = false;
     self->up_ = true;
     self->backoff_ = kFirstBackoff;
     spdlog::info("event=redis_connected link={} endpoint={}", self->name_, self->endpoint_.describe());
     if (self->on_up_) self->on_up_();
   });
-  if (!sent) self->drop_because("could not send");
+  if (!sent) {
+    // Not from inside hiredis's connect callback, which frees a context at
+    // once (its reply callbacks defer it) and then writes through it.
+    self->reactor_.post([self, alive, ac] {
+      if (auto a = alive.lock(); a && *a && self->ctx_ == ac) self->drop_because("could not send");
+    });
+  }
 }
 
 void RedisLink::on_disconnect(const redisAsyncContext* ac, int status) {

@@ -1,7 +1,8 @@
 // RedisLink: one hiredis asynchronous connection to Redis, run on a Reactor,
 // that reconnects by itself with backoff (100 ms doubling to 2 s) when Redis
 // goes away or refuses it (a wrong password); it is up once Redis has
-// answered its AUTH (or a PING). The Redis bus keeps two: one for commands (PUBLISH, presence,
+// answered its AUTH (or a PING). A password Redis does not ask for is no
+// refusal: the link works. The Redis bus keeps two: one for commands (PUBLISH, presence,
 // counters) and one in subscriber mode. A command whose reply has not come
 // within 3 s drops the connection (its callers get nullptr and it
 // reconnects): a Redis that hangs, or a peer gone without a reset, must not
@@ -93,6 +94,8 @@ class RedisLink {
   bool stopped_ = false;
   bool retry_pending_ = false;
   bool watching_ = false;  // watch_replies() is scheduled
+  bool refusal_logged_ = false;     // Redis refused the link's AUTH or PING since it was last up
+  bool told_no_password_ = false;   // warned that the URL's password is not needed
   // When each command still awaiting its reply was sent (steady ms), oldest
   // first: Redis answers a connection's commands in order.
   std::deque<int64_t> waiting_since_ms_;
