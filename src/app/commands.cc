@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -492,20 +493,22 @@ std::chrono::steady_clock::time_point webhook_store_until(std::chrono::steady_cl
 }
 
 // SIGTERM or SIGINT before the server's own handling begins (Server::start):
-// a start held up by its store (a lock, a long migration) is not killed
-// half-way, with its heartbeat in Redis and no leave; it finishes starting,
-// then drains at once. A second signal kills it as before (a start that
-// hangs can still be stopped with Ctrl-C twice).
+// a start held up by its store (a lock, a migration, a slow database) ends
+// in a clean stop and exit 0, not a death by signal, and with Redis, once
+// its heartbeat is there, with a leave that makes no other node resync. It
+// finishes starting, then drains at once. A second signal before then
+// kills it (a start that hangs can still be stopped with Ctrl-C twice).
 namespace {
-volatile std::sig_atomic_t stop_asked_while_starting = 0;
+// Atomic, not only volatile: the handler may run on any of the process's
+// threads (the bus's, the store's) while the main thread reads it.
+std::atomic<int> stop_asked_while_starting{0};
+static_assert(std::atomic<int>::is_always_lock_free, "set from a signal handler");
 
 void on_signal_while_starting(int sig) {
-  if (stop_asked_while_starting) {
+  if (stop_asked_while_starting.exchange(sig) != 0) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);
-    return;
   }
-  stop_asked_while_starting = sig;
 }
 }  // namespace
 
@@ -583,17 +586,25 @@ int serve(Config& config) {
   server->set_idle_check([] { return GroupCommitWriter::ops_in_flight() == 0; });
   auto port = server->start();
   if (!port) return fail_unserved(port.error());
-  if (core->redis_presence) core->redis_presence->set_reaping(true);
-  if (stop_asked_while_starting) {
-    spdlog::info("event=shutdown signal={} while=starting", static_cast<int>(stop_asked_while_starting));
+  // Dead nodes are reaped by this node while it can announce their users
+  // offline: from now until its drain begins (its loops stop at the end).
+  if (core->redis_presence) {
+    RedisPresenceDirectory* presence = core->redis_presence.get();
+    server->set_drain_hook([presence] { presence->set_reaping(false); });
+    presence->set_reaping(true);
+  }
+  const int stop_asked = stop_asked_while_starting.load();
+  if (stop_asked) {
+    spdlog::info("event=shutdown signal={} while=starting", stop_asked);
     server->drain();
   }
   accounts.start();
   // After the watcher started: no account change falls between the two.
-  workers->submit([chat = core->chat.get()] { chat->identity().warm(Identity::kMaxCachedUsers / 2); });
+  // (Not for a server already stopping, whose drain would wait for it.)
+  if (!stop_asked)
+    workers->submit([chat = core->chat.get()] { chat->identity().warm(Identity::kMaxCachedUsers / 2); });
   server->run();
-  // The loops have stopped: offline announcements would go nowhere.
-  if (core->redis_presence) core->redis_presence->set_reaping(false);
+  if (core->redis_presence) core->redis_presence->set_reaping(false);  // stopped without a drain
   accounts.stop();
   // Acknowledged messages still waiting for the webhook's intake go into the
   // outbox before the store closes, in at most half the time left before the

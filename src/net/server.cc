@@ -223,6 +223,7 @@ struct Server::Impl {
     exit_at = now + std::chrono::seconds(timeout);
     arm_exit_watchdog(exit_at);
     spdlog::info("event=shutdown_draining timeout_seconds={}", timeout);
+    if (on_drain) on_drain();
     drain_thread = std::thread([this, deadline] { drain_run(deadline); });
   }
 
@@ -345,6 +346,7 @@ struct Server::Impl {
   std::mutex guards_mu;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::function<bool()> idle_check;
+  std::function<void()> on_drain;
   std::atomic<bool> draining{false};
   // Every loop refuses new work (set once the drain told them all): what
   // /health reports as "draining", so a client that saw it is refused too.
@@ -437,6 +439,8 @@ void Server::drain() {
 bool Server::drained_cleanly() const { return impl_->clean; }
 
 void Server::set_idle_check(std::function<bool()> idle) { impl_->idle_check = std::move(idle); }
+
+void Server::set_drain_hook(std::function<void()> hook) { impl_->on_drain = std::move(hook); }
 
 std::chrono::steady_clock::time_point Server::exit_deadline() const { return impl_->exit_at; }
 

@@ -381,24 +381,28 @@ describe('graceful shutdown', () => {
       return server;
     };
 
-    let lock = await holdLock();
-    const once = await startHeld();
-    once.child.kill('SIGTERM');
-    await sleep(300);
-    lock.stdin.end();
-    const exit = await once.exited;
-    assert.deepEqual(exit, { code: 0, signal: null }, once.logTail());
-    assert.ok(once.log.some((l) => /event=shutdown signal=15 while=starting/.test(l)), once.logTail());
-    assert.ok(once.log.some((l) => l.includes('event=stopped clean=true')), once.logTail());
+    let lock = null;
+    try {
+      lock = await holdLock();
+      const once = await startHeld();
+      once.child.kill('SIGTERM');
+      await sleep(300);
+      lock.stdin.end();
+      const exit = await once.exited;
+      assert.deepEqual(exit, { code: 0, signal: null }, once.logTail());
+      assert.ok(once.log.some((l) => /event=shutdown signal=15 while=starting/.test(l)), once.logTail());
+      assert.ok(once.log.some((l) => l.includes('event=stopped clean=true')), once.logTail());
 
-    lock = await holdLock();
-    const twice = await startHeld();
-    twice.child.kill('SIGINT');
-    await sleep(100);
-    twice.child.kill('SIGINT');
-    assert.equal((await twice.exited).signal, 'SIGINT', 'a second signal while starting kills it');
-    lock.stdin.end();
-    fs.rmSync(dataDir, { recursive: true, force: true });
+      lock = await holdLock();
+      const twice = await startHeld();
+      twice.child.kill('SIGINT');
+      await sleep(100);
+      twice.child.kill('SIGINT');
+      assert.equal((await twice.exited).signal, 'SIGINT', 'a second signal while starting kills it');
+    } finally {
+      lock?.kill();  // a failure half-way must not leave it holding the database (and the test run)
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   // A drain cut short stops the loops with Socket.IO polling sessions still
