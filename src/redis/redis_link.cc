@@ -53,15 +53,12 @@ bool percent_decode(std::string_view in, std::string& out) {
   return true;
 }
 
-// Redis's answer to AUTH when it has no password (Redis 5: "Client sent
-// AUTH, but no password is set"; 6 and later: "AUTH <password> called
-// without any password configured for the default user").
-bool no_password_set(const std::string& error) {
-  return error.find("no password is set") != std::string::npos ||
-         error.find("without any password configured") != std::string::npos;
-}
-
 }  // namespace
+
+bool RedisEndpoint::no_password_set(std::string_view error) {
+  return error.find("no password is set") != std::string_view::npos ||
+         error.find("without any password configured") != std::string_view::npos;
+}
 
 Result<RedisEndpoint> RedisEndpoint::parse(const std::string& url) {
   constexpr std::string_view kScheme = "redis://";
@@ -181,7 +178,7 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
     if (auto a = alive.lock(); !a || !*a || !r) return;  // the link went meanwhile: it says so itself
     if (r->type == REDIS_REPLY_ERROR) {
       std::string why(r->str, r->len);
-      if (auth && no_password_set(why)) {
+      if (auth && RedisEndpoint::no_password_set(why)) {
         // The URL has a password this Redis does not ask for (yet: the nodes'
         // URLs may change before Redis does): nothing to log in to, and the link works.
         if (!self->told_no_password_)

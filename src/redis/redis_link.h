@@ -46,6 +46,10 @@ struct RedisEndpoint {
   std::string describe() const;  // redis://HOST:PORT, never the password
   // The AUTH command to send on connecting (empty: none).
   std::vector<std::string> auth_command() const;
+  // Whether an error answering AUTH says Redis has no password to check
+  // (Redis 5: "Client sent AUTH, but no password is set"; 6 and later:
+  // "…called without any password configured…"): the connection works.
+  static bool no_password_set(std::string_view error);
 };
 
 class RedisLink {

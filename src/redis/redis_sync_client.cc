@@ -51,7 +51,9 @@ bool RedisSyncClient::connect() {
       lens.push_back(a.size());
     }
     Reply auth(static_cast<redisReply*>(redisCommandArgv(ctx_, static_cast<int>(args.size()), args.data(), lens.data())));
-    if (!auth || auth->type == REDIS_REPLY_ERROR) {
+    // A password Redis does not ask for is no refusal (as for RedisLink).
+    if (!auth || (auth->type == REDIS_REPLY_ERROR &&
+                  !RedisEndpoint::no_password_set(std::string_view(auth->str, auth->len)))) {
       drop();
       return false;
     }

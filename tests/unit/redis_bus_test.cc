@@ -326,6 +326,11 @@ TEST(RedisBus, APasswordRedisDoesNotAskForIsNoReasonToStayDown) {
     a.publish(message("t", 1, {"u1"}));
     return at_b.wait([](auto& ev) { return !ev.empty(); }, 1s);
   }));
+  // The blocking client (failed logins across nodes) likewise.
+  RedisSyncClient sync(*endpoint, 2000ms);
+  auto pong = sync.command({"PING"});
+  ASSERT_TRUE(pong);
+  EXPECT_EQ(pong->type, REDIS_REPLY_STATUS);
 }
 
 TEST(RedisBus, EventsReachTheOtherNodeInOrderAndTheOwnNodeOnce) {
