@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "common/utf8.h"
 #include "protocol/json_fields.h"
@@ -37,38 +38,60 @@ constexpr std::array<TypeName, 15> kTypes{{
     {"edit_message", ClientType::kEditMessage},
 }};
 
-// True when text has a \uD800-\uDFFF escape. Boost.JSON 1.81 reports a lone
-// high surrogate as a plain syntax error, so we look for one ourselves (only
-// on the error path).
-bool has_surrogate_escape(std::string_view text) {
-  for (size_t i = text.find("\\u"); i != std::string_view::npos && i + 3 < text.size(); i = text.find("\\u", i + 2)) {
-    char a = text[i + 2], b = text[i + 3];
-    if ((a == 'd' || a == 'D') && ((b >= '8' && b <= '9') || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F')))
-      return true;
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = static_cast<char>(c | 0x20);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+// Where text has a \uD800-\uDFFF escape that is not half of a pair (a high
+// one right before a low one). Boost.JSON 1.81 reports a lone high surrogate
+// as a plain syntax error, so we look for one ourselves (only on the error
+// path). An escaped backslash is skipped whole: "C:\\udcfiles" has none.
+std::vector<size_t> lone_surrogate_escapes(std::string_view text) {
+  std::vector<size_t> lone;
+  size_t high_at = std::string_view::npos;  // a high surrogate escape waiting for its low half
+  for (size_t i = 0; i + 1 < text.size(); ++i) {
+    if (text[i] != '\\') continue;
+    unsigned code = 0;
+    bool escape = text[i + 1] == 'u' && i + 6 <= text.size();
+    for (size_t k = i + 2; escape && k < i + 6; ++k) {
+      const int d = hex_digit(text[k]);
+      if (d < 0) {
+        escape = false;
+        break;
+      }
+      code = code * 16 + static_cast<unsigned>(d);
+    }
+    if (!escape) {
+      ++i;  // an escaped character, a backslash among them
+      continue;
+    }
+    const bool high = code >= 0xD800 && code <= 0xDBFF, low = code >= 0xDC00 && code <= 0xDFFF;
+    if (high_at != std::string_view::npos) {
+      const bool pair = low && i == high_at + 6;
+      if (!pair) lone.push_back(high_at);
+      high_at = std::string_view::npos;
+      if (pair) {
+        i += 5;
+        continue;
+      }
+    }
+    if (high) high_at = i;
+    else if (low) lone.push_back(i);
+    i += 5;
   }
-  return false;
+  if (high_at != std::string_view::npos) lone.push_back(high_at);
+  return lone;
 }
 
 // The request_id of a frame refused as a whole (a lone surrogate escape, a
 // number beyond a double's range, nesting deeper than 32), so that its error still echoes it. Read
-// from a copy whose surrogate escapes are made U+FFFD; only on the error path.
+// from a copy whose lone surrogate escapes are made U+FFFD; only on the error path.
 json::value salvage_request_id(std::string_view text) {
   if (text.find("\"request_id\"") == std::string_view::npos) return nullptr;
   std::string copy(text);
-  // A high surrogate escape (\uD800-\uDBFF) right before a low one is a
-  // pair, kept; any other surrogate escape is made U+FFFD.
-  auto surrogate = [&copy](size_t i, bool high) {
-    if (i + 5 >= copy.size() || copy[i] != '\\' || copy[i + 1] != 'u' || (copy[i + 2] | 0x20) != 'd') return false;
-    char b = static_cast<char>(copy[i + 3] | 0x20);
-    return high ? (b >= '8' && b <= '9') || (b >= 'a' && b <= 'b') : (b >= 'c' && b <= 'f');
-  };
-  for (size_t i = copy.find("\\u"); i != std::string::npos; i = copy.find("\\u", i + 2)) {
-    if (surrogate(i, true) && surrogate(i + 6, false)) {
-      i += 6;
-      continue;
-    }
-    if (surrogate(i, true) || surrogate(i, false)) copy.replace(i + 2, 4, "fffd");
-  }
+  for (size_t at : lone_surrogate_escapes(text)) copy.replace(at + 2, 4, "fffd");
   boost::system::error_code ec;
   json::parse_options opts;
   opts.max_depth = 1024;  // a frame refused for its nesting too
@@ -84,7 +107,7 @@ json::value salvage_request_id(std::string_view text) {
 // encoding problem; the rest is malformed JSON.
 Error json_parse_error(const boost::system::error_code& ec, std::string_view text, std::string_view what) {
   if (ec == json::error::illegal_leading_surrogate || ec == json::error::illegal_trailing_surrogate ||
-      !utf8_length(text) || (ec == json::error::syntax && has_surrogate_escape(text)))
+      !utf8_length(text) || (ec == json::error::syntax && !lone_surrogate_escapes(text).empty()))
     return bad_input("invalid_utf8", "text is not valid UTF-8");
   return bad_input("invalid_json", std::string(what) + " is not valid JSON: " + ec.message());
 }

@@ -52,6 +52,10 @@ class Recorder {
     std::lock_guard lock(mu_);
     return events_.empty() ? nullptr : events_.back();
   }
+  size_t count(const std::string& type) {
+    std::lock_guard lock(mu_);
+    return std::count_if(events_.begin(), events_.end(), [&](const BusEventPtr& e) { return e->type == type; });
+  }
 
  private:
   std::mutex mu_;
@@ -910,18 +914,12 @@ TEST_F(ChatServiceTest, DeliveryReceiptsGoToTheSenderOnlyWhileAMember) {
   auto first = send_text(a, t, "first");
   auto second = send_text(a, t, "second");
   ASSERT_TRUE(first.ok() && second.ok());
-  auto delivered_events = [&] {
-    size_t n = 0;
-    for (size_t i = 0; i < events_.size(); ++i)
-      if (events_.at(i)->type == "message_delivered") ++n;
-    return n;
-  };
   ASSERT_TRUE(service_->acknowledge_delivery(b.id, first->message.id).ok());
-  EXPECT_EQ(delivered_events(), 1u);
+  EXPECT_EQ(events_.count("message_delivered"), 1u);
   EXPECT_EQ(recipients(*events_.last()), (Ids{a.id}));
   ASSERT_TRUE(service_->remove_participant(a, t.id, a.id).ok());
   ASSERT_TRUE(service_->acknowledge_delivery(c.id, second->message.id).ok()) << "the receipt is still stored";
-  EXPECT_EQ(delivered_events(), 1u) << "alice left: nothing more of this thread for her";
+  EXPECT_EQ(events_.count("message_delivered"), 1u) << "alice left: nothing more of this thread for her";
 }
 
 // A member added later who acknowledges a message from before they joined
@@ -935,14 +933,8 @@ TEST_F(ChatServiceTest, AReceiptOfWhatCameBeforeJoiningTellsTheSenderNothing) {
   ASSERT_TRUE(service_->add_participants(a, t.id, {c.id}).ok());
   auto fresh = send_text(a, t, "after carol");
   ASSERT_TRUE(fresh.ok());
-  auto delivered_events = [&] {
-    size_t n = 0;
-    for (size_t i = 0; i < events_.size(); ++i)
-      if (events_.at(i)->type == "message_delivered") ++n;
-    return n;
-  };
   ASSERT_TRUE(service_->acknowledge_delivery(c.id, old->message.id).ok());
-  EXPECT_EQ(delivered_events(), 0u) << "no tick the history would not show";
+  EXPECT_EQ(events_.count("message_delivered"), 0u) << "no tick the history would not show";
   auto h = service_->history(a, t.id, HistoryQuery{});
   ASSERT_TRUE(h.ok());
   for (const auto& m : *h) {
@@ -951,7 +943,7 @@ TEST_F(ChatServiceTest, AReceiptOfWhatCameBeforeJoiningTellsTheSenderNothing) {
     }
   }
   ASSERT_TRUE(service_->acknowledge_delivery(c.id, fresh->message.id).ok());
-  EXPECT_EQ(delivered_events(), 1u) << "what came since she joined is ticked";
+  EXPECT_EQ(events_.count("message_delivered"), 1u) << "what came since she joined is ticked";
   EXPECT_EQ(recipients(*events_.last()), (Ids{a.id}));
 }
 

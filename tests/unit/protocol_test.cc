@@ -308,6 +308,12 @@ TEST(ParseClientFrame, RequestIdKeptWhenFrameRefusedWhole) {
   EXPECT_EQ(nested.error->code, "invalid_json");
   EXPECT_EQ(nested.frame.request_id, json::value("r-d"));
 
+  // A backslash escaped before "ud…" is no surrogate escape: the id comes back as sent.
+  ParsedFrame path = parse_client_frame(R"({"type":"ping","request_id":"C:\\udcfiles","n":1e400})");
+  ASSERT_TRUE(path.error);
+  EXPECT_EQ(path.error->code, "invalid_json");
+  EXPECT_EQ(path.frame.request_id, json::value("C:\\udcfiles"));
+
   // Nothing to salvage: a request_id out of range, or a frame that is not JSON.
   EXPECT_TRUE(parse_client_frame(R"({"type":"ping","request_id":1e400})").frame.request_id.is_null());
   EXPECT_TRUE(parse_client_frame(R"({"type":"ping","request_id":"r-x",)").frame.request_id.is_null());
@@ -338,6 +344,15 @@ TEST(ParseClientFrameErrors, JsonButNotObject) {
 TEST(ParseClientFrameErrors, LoneSurrogateEscapeIsInvalidUtf8) {
   EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"a\ud800b")")), "invalid_utf8");
   EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"\ud800")")), "invalid_utf8");
+}
+
+// Malformed JSON that merely holds the text of a surrogate escape (an
+// escaped backslash before it), or a whole pair, is malformed JSON.
+TEST(ParseClientFrameErrors, SyntaxErrorNearAnEscapedBackslashOrAPairIsInvalidJson) {
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"\\ud800" x)")), "invalid_json");
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"\ud83d\ude00" x)")), "invalid_json");
+  EXPECT_EQ(parse_code(with_thread(R"(,"type":"send_message","content":"\ud800" x)")), "invalid_utf8")
+      << "a lone one is still an encoding problem";
 }
 
 TEST(ParseClientFrameErrors, LoneTrailingSurrogateEscapeIsInvalidUtf8) {

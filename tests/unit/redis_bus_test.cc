@@ -154,11 +154,33 @@ TEST(BusCodec, RefusesWhatIsNotAnEventOfThisVersion) {
 
 // ---- against redis-server
 
-RedisBusOptions options(const RedisServer& redis) {
+RedisBusOptions options(const RedisEndpoint& endpoint) {
   RedisBusOptions o;
-  o.endpoint = *RedisEndpoint::parse(redis.url());
+  o.endpoint = endpoint;
   return o;
 }
+
+RedisBusOptions options(const RedisServer& redis) { return options(*RedisEndpoint::parse(redis.url())); }
+
+// Two nodes' buses on one endpoint (a URL with a user or password).
+struct BusPair {
+  explicit BusPair(const RedisEndpoint& endpoint)
+      : a(loop.reactor(), options(endpoint)), b(loop.reactor(), options(endpoint)) {
+    a.set_receiver(std::ref(at_a));
+    b.set_receiver(std::ref(at_b));
+  }
+  bool both_healthy() const { return a.healthy() && b.healthy(); }
+  // An event published by a reaches b (sent again each second until it does).
+  bool carries_an_event() {
+    return eventually([&] {
+      a.publish(message("t", 1, {"u1"}));
+      return at_b.wait([](auto& ev) { return !ev.empty(); }, 1s);
+    });
+  }
+  ReactorThread loop;
+  Inbox at_a, at_b;
+  RedisBus a, b;
+};
 
 TEST(RedisEndpoint, Parses) {
   auto e = RedisEndpoint::parse("redis://127.0.0.1:6380");
@@ -246,18 +268,9 @@ TEST(RedisBus, LogsInAsTheUrlsUserWithAPercentEncodedPassword) {
   const std::string url = "redis://parley:p%2Fss%40w%3Ard%25@127.0.0.1:" + redis.url().substr(redis.url().rfind(':') + 1);
   auto endpoint = RedisEndpoint::parse(url);
   ASSERT_TRUE(endpoint);
-  RedisBusOptions o;
-  o.endpoint = *endpoint;
-  ReactorThread loop;
-  Inbox at_a, at_b;
-  RedisBus a(loop.reactor(), o), b(loop.reactor(), o);
-  a.set_receiver(std::ref(at_a));
-  b.set_receiver(std::ref(at_b));
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
-  ASSERT_TRUE(eventually([&] {
-    a.publish(message("t", 1, {"u1"}));
-    return at_b.wait([](auto& ev) { return !ev.empty(); }, 1s);
-  }));
+  BusPair n(*endpoint);
+  ASSERT_TRUE(eventually([&] { return n.both_healthy(); }));
+  ASSERT_TRUE(n.carries_an_event());
   RedisSyncClient sync(*endpoint, 2000ms);
   auto who = sync.command({"ACL", "WHOAMI"});
   ASSERT_TRUE(who);
@@ -276,10 +289,6 @@ TEST(RedisBus, AWrongPasswordBacksOffAndTheRightOneLaterWorks) {
   const std::string port = redis.url().substr(redis.url().rfind(':') + 1);
   auto endpoint = RedisEndpoint::parse("redis://:later-password@127.0.0.1:" + port);
   ASSERT_TRUE(endpoint);
-  RedisBusOptions o;
-  o.endpoint = *endpoint;
-  ReactorThread loop;
-  Inbox at_a, at_b;
   auto connections = [&](const char* password) {
     std::string info = redis.cli(std::string("-a ") + password + " --no-auth-warning INFO stats");
     const std::string key = "total_connections_received:";
@@ -287,23 +296,18 @@ TEST(RedisBus, AWrongPasswordBacksOffAndTheRightOneLaterWorks) {
     return at == std::string::npos ? -1L : std::stol(info.substr(at + key.size()));
   };
   const long before = connections("right-password");
-  RedisBus a(loop.reactor(), o), b(loop.reactor(), o);
-  a.set_receiver(std::ref(at_a));
-  b.set_receiver(std::ref(at_b));
+  BusPair n(*endpoint);
   std::this_thread::sleep_for(2500ms);
-  EXPECT_FALSE(a.healthy());
-  EXPECT_FALSE(b.healthy());
+  EXPECT_FALSE(n.a.healthy());
+  EXPECT_FALSE(n.b.healthy());
   // Two buses of two links each: backing off from 100 ms, about five
   // attempts a link in 2.5 s (at 100 ms each, 25).
   const long tried = connections("right-password") - before - 1;
   EXPECT_LE(tried, 30) << "reconnections in 2.5 s";
   EXPECT_GE(tried, 4);
   redis.cli("-a right-password --no-auth-warning CONFIG SET requirepass later-password");
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 10s));
-  ASSERT_TRUE(eventually([&] {
-    a.publish(message("t", 1, {"u1"}));
-    return at_b.wait([](auto& ev) { return !ev.empty(); }, 1s);
-  }));
+  ASSERT_TRUE(eventually([&] { return n.both_healthy(); }, 10s));
+  ASSERT_TRUE(n.carries_an_event());
 }
 
 // A password in the URL that Redis does not ask for (the nodes' URLs were
@@ -314,18 +318,9 @@ TEST(RedisBus, APasswordRedisDoesNotAskForIsNoReasonToStayDown) {
   const std::string port = redis.url().substr(redis.url().rfind(':') + 1);
   auto endpoint = RedisEndpoint::parse("redis://:coming-password@127.0.0.1:" + port);
   ASSERT_TRUE(endpoint);
-  RedisBusOptions o;
-  o.endpoint = *endpoint;
-  ReactorThread loop;
-  Inbox at_a, at_b;
-  RedisBus a(loop.reactor(), o), b(loop.reactor(), o);
-  a.set_receiver(std::ref(at_a));
-  b.set_receiver(std::ref(at_b));
-  ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }));
-  ASSERT_TRUE(eventually([&] {
-    a.publish(message("t", 1, {"u1"}));
-    return at_b.wait([](auto& ev) { return !ev.empty(); }, 1s);
-  }));
+  BusPair n(*endpoint);
+  ASSERT_TRUE(eventually([&] { return n.both_healthy(); }));
+  ASSERT_TRUE(n.carries_an_event());
   // The blocking client (failed logins across nodes) likewise.
   RedisSyncClient sync(*endpoint, 2000ms);
   auto pong = sync.command({"PING"});
