@@ -36,6 +36,26 @@ function nameOf(t, userId) { return store.participantName(t, userId) || 'Someone
 
 // ---------------------------------------------------------------- sign in
 
+// What a refused sign-in or sign-up says, in the form's words rather than
+// the API's (whose messages name fields: "phone_number must be…").
+function signInError(err) {
+  switch (err.code) {
+    case 'invalid_credentials': return 'Wrong username or password.';
+    case 'username_taken': return 'That username is taken: pick another.';
+    case 'phone_taken': return 'That phone number already has an account: sign in with it.';
+    case 'invalid_username': return 'A username has 3 to 32 characters: a–z, 0–9, _ and dots.';
+    case 'weak_password': return 'The password needs at least 8 characters.';
+  }
+  const m = err.message || String(err);
+  if (err.code === 'invalid_field') {
+    if (m.startsWith('phone_number')) return 'The phone number needs at least 3 digits (spaces, +, -, . and brackets may go between).';
+    if (m.startsWith('full_name')) return 'The full name must be text, at most 200 bytes.';
+    if (m.startsWith('role')) return 'The role must be text, at most 64 bytes.';
+    if (m.startsWith('password')) return 'The password is too long (at most 1024 bytes).';
+  }
+  return m.charAt(0).toUpperCase() + m.slice(1) + (/[.!?]$/.test(m) ? '' : '.');
+}
+
 export function SignIn() {
   const [mode, setMode] = useState('signin');
   const [error, setError] = useState(null);
@@ -70,7 +90,7 @@ export function SignIn() {
       }
     } catch (err) {
       if (err.code === 'registration_closed') { setClosed(true); setMode('signin'); }
-      setError(err.code === 'invalid_credentials' ? 'Wrong username or password.' : err.message);
+      setError(signInError(err));
       setBusy(false);
     }
   }

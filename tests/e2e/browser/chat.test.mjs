@@ -340,6 +340,15 @@ describe('web app: two people chatting in two browsers', () => {
     await page.getByLabel('Phone number (optional)').fill(phone);
     await page.getByLabel('Role (optional)').fill('student');
     await page.getByLabel('Password').fill('carol-password');
+    // Refusals read in the form's words, not the API's field names.
+    await page.getByLabel('Phone number (optional)').fill('12');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('alert').getByText('The phone number needs at least 3 digits', { exact: false }).waitFor();
+    await page.getByLabel('Phone number (optional)').fill(phone);
+    await page.getByLabel('Username').fill(alice.username);
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('alert').getByText('That username is taken: pick another.').waitFor();
+    await page.getByLabel('Username').fill(username);
     await page.getByRole('button', { name: 'Create account' }).click();
     await page.getByRole('navigation', { name: 'Conversations' }).getByText('Carol Student').waitFor();
     const login = await server.http('POST', '/api/auth/login', { body: { username, password: 'carol-password' } });
