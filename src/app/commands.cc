@@ -588,12 +588,13 @@ int serve(Config& config) {
   if (!port) return fail_unserved(port.error());
   // Dead nodes are reaped by this node while it can announce their users
   // offline: from now until its drain begins (its loops stop at the end).
+  // (Not at all for a node already asked to stop.)
+  const int stop_asked = stop_asked_while_starting.load();
   if (core->redis_presence) {
     RedisPresenceDirectory* presence = core->redis_presence.get();
     server->set_drain_hook([presence] { presence->set_reaping(false); });
-    presence->set_reaping(true);
+    if (!stop_asked) presence->set_reaping(true);
   }
-  const int stop_asked = stop_asked_while_starting.load();
   if (stop_asked) {
     spdlog::info("event=shutdown signal={} while=starting", stop_asked);
     server->drain();

@@ -23,6 +23,11 @@ void PresenceBatch::add(PresenceChange change) {
   schedule_(gather_, [self = shared_from_this()] { self->flush_now(); });
 }
 
+bool PresenceBatch::idle() {
+  std::lock_guard lock(mu_);
+  return pending_.empty();
+}
+
 // Taken under the lock and handed over outside it: a change added while
 // flush_ runs starts the next batch, which is handed over after this one.
 void PresenceBatch::flush_now() {

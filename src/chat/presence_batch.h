@@ -30,6 +30,9 @@ class PresenceBatch : public std::enable_shared_from_this<PresenceBatch> {
 
   // Queues a change; the first change of a batch schedules its flush.
   void add(PresenceChange change);
+  // No change waits to be handed over (a drain waits for it: a stopped
+  // loop would never run the flush).
+  bool idle();
 
  private:
   PresenceBatch(std::chrono::milliseconds gather, Presence::Scheduler schedule, Flush flush);

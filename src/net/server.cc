@@ -91,7 +91,7 @@ struct Server::Impl {
       });
     };
     auto announcements = SerialQueue::create(workers);
-    auto batch = PresenceBatch::create(kPresenceGather, on_first_loop,
+    auto batch = presence_batch = PresenceBatch::create(kPresenceGather, on_first_loop,
                                        [&ch, announcements](std::vector<PresenceChange> burst) {
                                          announcements->submit([&ch, burst = std::move(burst)] {
                                            ch.announce_presence(burst);
@@ -132,7 +132,11 @@ struct Server::Impl {
   // queue) and every loop's REST requests, read twice around a pass over the
   // loops so that completions they had queued are counted too.
   bool quiet(DrainClock::time_point deadline) {
-    auto pools_idle = [this] { return workers.idle() && password_workers->idle() && (!idle_check || idle_check()); };
+    // A presence batch (another node's users reaped here) is handed to the
+    // workers by a timer on the first loop, which the end of the drain stops.
+    auto pools_idle = [this] {
+      return presence_batch->idle() && workers.idle() && password_workers->idle() && (!idle_check || idle_check());
+    };
     if (!pools_idle()) return false;
     auto rest_in_flight = std::make_shared<std::atomic<int>>(0);
     if (!on_every_loop([rest_in_flight](Loop& l) { *rest_in_flight += l.ctx->rest_in_flight; }, deadline)) return false;
@@ -347,6 +351,7 @@ struct Server::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::function<bool()> idle_check;
   std::function<void()> on_drain;
+  std::shared_ptr<PresenceBatch> presence_batch;
   std::atomic<bool> draining{false};
   // Every loop refuses new work (set once the drain told them all): what
   // /health reports as "draining", so a client that saw it is refused too.

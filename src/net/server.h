@@ -52,8 +52,8 @@ class Server {
   // What outside the server a drain waits for (the store's write queue):
   // true when nothing is pending. Set before run(); called on the drain thread.
   void set_idle_check(std::function<bool()> idle);
-  // Runs once as a drain begins, on the thread that began it (a loop's, on
-  // a signal, or drain()'s caller). Set before start().
+  // Runs once as a drain begins, on the first loop (which run() drives).
+  // Set before run().
   void set_drain_hook(std::function<void()> hook);
   // A drain arms a watchdog that ends the process (exit code 1) when the
   // shutdown timeout is up; the caller disarms it once it has closed

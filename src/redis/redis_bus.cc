@@ -31,7 +31,7 @@ RedisBus::RedisBus(Reactor& reactor, RedisBusOptions options)
              // The subscriber sends nothing, so only this link can tell that
              // Redis stopped answering (its PING, or the link's own deadline):
              // the subscription is as suspect, and is taken again.
-             sub_.drop();
+             sub_.drop("publish link down");
              update_health();
            }),
       sub_(reactor, options_.endpoint, "subscribe", [this] { on_sub_up(); },

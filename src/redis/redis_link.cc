@@ -189,7 +189,7 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
         if (!self->refusal_logged_)
           spdlog::error("event={} link={} error=\"{}\"", auth ? "redis_auth_failed" : "redis_refused", self->name_, why);
         self->refusal_logged_ = true;
-        return self->drop_because("refused");
+        return self->drop("refused");
       }
     }
     self->refusal_logged_ = false;
@@ -202,7 +202,7 @@ void RedisLink::on_connect(const redisAsyncContext* ac, int status) {
     // Not from inside hiredis's connect callback, which frees a context at
     // once (its reply callbacks defer it) and then writes through it.
     self->reactor_.post([self, alive, ac] {
-      if (auto a = alive.lock(); a && *a && self->ctx_ == ac) self->drop_because("could not send");
+      if (auto a = alive.lock(); a && *a && self->ctx_ == ac) self->drop("could not send");
     });
   }
 }
@@ -249,9 +249,7 @@ void RedisLink::stop() {
 // Frees the context at once: redisAsyncDisconnect would wait for the pending
 // replies, which a Redis that stopped answering never sends, and the link
 // would look up (taking publishes nobody receives) until TCP gave up.
-void RedisLink::drop() { drop_because("no answer"); }
-
-void RedisLink::drop_because(const char* why) {
+void RedisLink::drop(const char* why) {
   if (!ctx_) return;
   redisAsyncContext* ac = std::exchange(ctx_, nullptr);
   ac->data = nullptr;  // its connect and disconnect callbacks: this reports the loss itself

@@ -72,8 +72,9 @@ class RedisLink {
   // Subscriber mode: every reply for the subscription (confirmations and
   // messages) goes to on_message until the link drops.
   bool subscribe(const std::string& channel, ReplyFn on_message);
-  // Drops the connection (it reconnects): for a Redis that stopped answering.
-  void drop();
+  // Drops the connection (it reconnects): for a Redis that stopped
+  // answering, or refused it; `why` is logged.
+  void drop(const char* why = "no answer");
 
  private:
   static void on_connect(const redisAsyncContext* ac, int status);
@@ -81,7 +82,6 @@ class RedisLink {
   static void on_reply(redisAsyncContext* ac, void* reply, void* privdata);
   static void on_subscription(redisAsyncContext* ac, void* reply, void* privdata);
   void lost(const char* why);
-  void drop_because(const char* why);
   // command() without the check that the link is up (its AUTH or PING).
   bool send(const std::vector<std::string_view>& argv, ReplyFn done);
   void attach(redisAsyncContext* ac);
