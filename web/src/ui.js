@@ -41,15 +41,15 @@ function nameOf(t, userId) { return store.participantName(t, userId) || 'Someone
 function signInError(err) {
   switch (err.code) {
     case 'invalid_credentials': return 'Wrong username or password.';
-    case 'username_taken': return 'That username is taken: pick another.';
+    case 'username_taken': return 'That username is taken: pick another (or sign in, if it is yours).';
     case 'phone_taken': return 'That phone number already has an account: sign in with it.';
     case 'invalid_username': return 'A username has 3 to 32 characters: a–z, 0–9, _ and dots.';
     case 'weak_password': return 'The password needs at least 8 characters.';
   }
   const m = err.message || String(err);
   if (err.code === 'invalid_field') {
-    if (m.startsWith('phone_number')) return 'The phone number needs at least 3 digits (spaces, +, -, . and brackets may go between).';
-    if (m.startsWith('full_name')) return 'The full name must be text, at most 200 bytes.';
+    if (m.startsWith('phone_number')) return 'The phone number needs at least 3 digits, and at most 32 characters of digits, spaces, +, -, . and brackets.';
+    if (m.startsWith('full_name')) return 'The full name cannot be blank, and must be at most 200 bytes of text without control characters.';
     if (m.startsWith('role')) return 'The role must be text, at most 64 bytes.';
     if (m.startsWith('password')) return 'The password is too long (at most 1024 bytes).';
   }

@@ -347,7 +347,7 @@ describe('web app: two people chatting in two browsers', () => {
     await page.getByLabel('Phone number (optional)').fill(phone);
     await page.getByLabel('Username').fill(alice.username);
     await page.getByRole('button', { name: 'Create account' }).click();
-    await page.getByRole('alert').getByText('That username is taken: pick another.').waitFor();
+    await page.getByRole('alert').getByText('That username is taken: pick another (or sign in, if it is yours).').waitFor();
     await page.getByLabel('Username').fill(username);
     await page.getByRole('button', { name: 'Create account' }).click();
     await page.getByRole('navigation', { name: 'Conversations' }).getByText('Carol Student').waitFor();
