@@ -6,8 +6,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "net/asio_reactor.h"
 #include "redis_server.h"
@@ -234,22 +238,27 @@ TEST_F(PresenceOnTwoNodes, RedisRestartedEmptyGetsThisNodesUsersBack) {
   EXPECT_FALSE(ask_online(b, "u")) << "node b sees the user on node a";
 }
 
-// Redis restarts empty while a node is dead: nothing in Redis remembers that
-// node or its users, so no reaper finds them. The first node back announces
-// offline those its copy had whom no live node registered again.
-TEST_F(PresenceOnTwoNodes, UsersOfANodeThatDiedWhileRedisWasAwayGoOfflineWhenItComesBackEmpty) {
-  std::mutex mu;
-  std::vector<std::string> gone;
-  auto record = [&](const std::string& user) {
+// Two nodes that record whom they announce offline, and a third that dies
+// while Redis is away (stopped: no persistence, it comes back empty).
+class LostWithRedis : public PresenceOnTwoNodes {
+ protected:
+  void SetUp() override {
+    a.set_gone_hook(recorder());
+    b.set_gone_hook(recorder());
+    start();
+  }
+  std::function<void(const std::string&)> recorder() {
+    return [this](const std::string& user) {
+      std::lock_guard lock(mu);
+      gone.push_back(user);
+    };
+  }
+  std::vector<std::string> gone_now() {
     std::lock_guard lock(mu);
-    gone.push_back(user);
-  };
-  a.set_gone_hook(record);
-  b.set_gone_hook(record);
-  start();
-  EXPECT_TRUE(ask_online(a, "on-a"));
-  EXPECT_TRUE(ask_online(b, "on-b"));
-  {
+    return gone;
+  }
+  // Node d, with its user on-d, dies after Redis stopped.
+  void a_node_dies_while_redis_is_away() {
     RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
     doomed.start();
     ASSERT_TRUE(eventually([&] { return doomed.healthy(); }));
@@ -257,19 +266,24 @@ TEST_F(PresenceOnTwoNodes, UsersOfANodeThatDiedWhileRedisWasAwayGoOfflineWhenItC
     ASSERT_TRUE(eventually([&] { return a.known_online("on-d") && b.known_online("on-d"); }));
     redis.stop();
     ASSERT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); }));
-    // Node d dies while Redis is away.
   }
-  redis.start();  // no persistence: it comes back empty
+
+  std::mutex mu;
+  std::vector<std::string> gone;
+};
+
+// Redis restarts empty while a node is dead: nothing in Redis remembers that
+// node or its users, so no reaper finds them. The first node back announces
+// offline those its copy had whom no live node registered again.
+TEST_F(LostWithRedis, UsersOfANodeThatDiedWhileRedisWasAwayGoOfflineWhenItComesBackEmpty) {
+  EXPECT_TRUE(ask_online(a, "on-a"));
+  EXPECT_TRUE(ask_online(b, "on-b"));
+  a_node_dies_while_redis_is_away();
+  redis.start();
   ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy(); }, 20s));
-  ASSERT_TRUE(eventually([&] {
-    std::lock_guard lock(mu);
-    return !gone.empty();
-  }, 15s)) << "the dead node's user was announced offline";
+  ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }, 15s)) << "the dead node's user was announced offline";
   std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
-  {
-    std::lock_guard lock(mu);
-    EXPECT_EQ(gone, std::vector<std::string>{"on-d"}) << "once, by one node; the live nodes' users are not";
-  }
+  EXPECT_EQ(gone_now(), std::vector<std::string>{"on-d"}) << "once, by one node; the live nodes' users are not";
   EXPECT_FALSE(a.known_online("on-d"));
   EXPECT_TRUE(eventually([&] { return a.known_online("on-b") && b.known_online("on-a"); }));
 }
@@ -277,40 +291,19 @@ TEST_F(PresenceOnTwoNodes, UsersOfANodeThatDiedWhileRedisWasAwayGoOfflineWhenItC
 // A node started while Redis was away has no copy of who was online: back
 // first, it must not take the job of announcing the lost users (one SET NX)
 // from the nodes that have one, or nobody announces them.
-TEST_F(PresenceOnTwoNodes, ANodeStartedWhileRedisWasAwayLeavesTheLostUsersToThoseWhoKnewThem) {
-  std::mutex mu;
-  std::vector<std::string> gone;
-  auto record = [&](const std::string& user) {
-    std::lock_guard lock(mu);
-    gone.push_back(user);
-  };
-  a.set_gone_hook(record);
-  b.set_gone_hook(record);
-  start();
-  {
-    RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
-    doomed.start();
-    ASSERT_TRUE(eventually([&] { return doomed.healthy(); }));
-    EXPECT_TRUE(ask_online(doomed, "on-d"));
-    ASSERT_TRUE(eventually([&] { return a.known_online("on-d") && b.known_online("on-d"); }));
-    redis.stop();
-    ASSERT_TRUE(eventually([&] { return !a.healthy() && !b.healthy(); }));
-  }
+TEST_F(LostWithRedis, ANodeStartedWhileRedisWasAwayLeavesTheLostUsersToThoseWhoKnewThem) {
+  a_node_dies_while_redis_is_away();
   // a and b now retry every 2 s; a node started meanwhile retries sooner,
   // so it is back first.
   std::this_thread::sleep_for(4s);
   RedisPresenceDirectory fresh(loop.reactor(), endpoint(redis), "node-n");
-  fresh.set_gone_hook(record);
+  fresh.set_gone_hook(recorder());
   fresh.start();
   std::this_thread::sleep_for(150ms);
   redis.start();
   ASSERT_TRUE(eventually([&] { return a.healthy() && b.healthy() && fresh.healthy(); }, 20s));
-  ASSERT_TRUE(eventually([&] {
-    std::lock_guard lock(mu);
-    return !gone.empty();
-  }, 15s)) << "the dead node's user was announced offline";
-  std::lock_guard lock(mu);
-  EXPECT_EQ(gone, std::vector<std::string>{"on-d"});
+  ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }, 15s)) << "the dead node's user was announced offline";
+  EXPECT_EQ(gone_now(), std::vector<std::string>{"on-d"});
 }
 
 TEST_F(PresenceOnTwoNodes, ANodeReapedWhileCutOffRegistersItsUsersAgainAndSaysSo) {
