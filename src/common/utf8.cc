@@ -27,8 +27,21 @@ size_t decode(std::string_view s, size_t i, uint32_t& cp) {
 
 bool is_space(uint32_t cp) {
   return cp == 0x20 || (cp >= 0x09 && cp <= 0x0D) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200B) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000 || cp == 0xFEFF;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+         cp == 0x3000;
+}
+
+// Characters that draw nothing: Unicode's Default_Ignorable_Code_Point
+// (format characters, joiners, variation selectors, Hangul fillers, tags),
+// plus the blank Braille pattern, which fonts draw empty and which is the
+// usual way to fake a blank name.
+bool is_invisible(uint32_t cp) {
+  if (cp < 0xAD) return false;
+  return cp == 0xAD || cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 ||
+         cp == 0x17B5 || (cp >= 0x180B && cp <= 0x180F) || (cp >= 0x200B && cp <= 0x200F) ||
+         (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x206F) || cp == 0x2800 || cp == 0x3164 ||
+         (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF || cp == 0xFFA0 || (cp >= 0xFFF0 && cp <= 0xFFF8) ||
+         (cp >= 0x1BCA0 && cp <= 0x1BCA3) || (cp >= 0x1D173 && cp <= 0x1D17A) || (cp >= 0xE0000 && cp <= 0xE0FFF);
 }
 }  // namespace
 
@@ -50,7 +63,7 @@ bool has_visible_text(std::string_view s) {
     size_t n = decode(s, i, cp);
     if (n == 0) return true;
     const bool control = cp < 0x20 || (cp >= 0x7F && cp <= 0x9F);  // C0, DEL, C1: nothing to see
-    if (!is_space(cp) && !control) return true;
+    if (!is_space(cp) && !is_invisible(cp) && !control) return true;
     i += n;
   }
   return false;

@@ -9,8 +9,10 @@ namespace parley {
 
 // Number of code points in s, or nullopt when s is not valid UTF-8.
 std::optional<size_t> utf8_length(std::string_view s);
-// True when s has a character other than Unicode white space and the
-// control characters (C0, DEL, C1).
+// True when s has a character that draws something: not Unicode white
+// space, not a control character (C0, DEL, C1), not a character that draws
+// nothing (U+200B-U+200F, U+2060-U+206F, U+FEFF, variation selectors,
+// Hangul fillers, the blank Braille pattern and the like).
 bool has_visible_text(std::string_view s);
 // True when s has a control character: C0 (below 0x20, NUL included), DEL
 // or C1 (U+0080-U+009F, in UTF-8). Names and titles people see may not

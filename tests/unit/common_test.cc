@@ -336,6 +336,21 @@ TEST(Utf8, VisibleText) {
   EXPECT_TRUE(has_visible_text("\x07" "bell"));
 }
 
+TEST(Utf8, CharactersThatDrawNothingAreNotText) {
+  EXPECT_FALSE(has_visible_text("\xE2\x81\xA0"));              // U+2060 word joiner
+  EXPECT_FALSE(has_visible_text("\xE2\x80\x8B\xE2\x80\x8D"));  // zero-width space, joiner
+  EXPECT_FALSE(has_visible_text("\xE2\x80\x8F \xE2\x81\xA6"));  // RLM, an isolate
+  EXPECT_FALSE(has_visible_text("\xC2\xAD"));                   // soft hyphen
+  EXPECT_FALSE(has_visible_text("\xE3\x85\xA4"));              // Hangul filler
+  EXPECT_FALSE(has_visible_text("\xE2\xA0\x80"));              // blank Braille pattern
+  EXPECT_FALSE(has_visible_text("\xEF\xB8\x8F"));              // variation selector 16
+  EXPECT_FALSE(has_visible_text("\xF3\xA0\x80\x81"));         // U+E0001 language tag
+  EXPECT_FALSE(has_visible_text("\xEF\xBB\xBF"));              // BOM
+  EXPECT_TRUE(has_visible_text("\xE2\x9D\xA4\xEF\xB8\x8F"));  // heart + VS16
+  EXPECT_TRUE(has_visible_text("\xE2\xA0\x81"));               // Braille dot 1
+  EXPECT_TRUE(has_visible_text("\xE2\x80\x8D" "a"));           // a joiner, then a letter
+}
+
 // ---- ids ----
 
 TEST(Ids, UuidFormat) {
