@@ -93,6 +93,12 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
   // `query` is sent as it was first given). Then the handshake's.
   std::string token;
   const json::value* given = p.data.is_object() ? p.data.get_object().if_contains("token") : nullptr;
+  if (given && !given->is_null() && !given->is_string()) {
+    // As the native `auth` frame answers it: a token of the wrong type is a
+    // client's bug to fix, not a sign-in to redo.
+    Metrics::get().count_error("invalid_field");
+    return send(sio::encode_connect_error("/", "Authentication error: token must be a string", "invalid_field"));
+  }
   if (given && given->is_string() && !given->get_string().empty()) {
     token = given->get_string();
   } else if (!handshake_token_) {

@@ -1392,7 +1392,7 @@ describe('bad Engine.IO and Socket.IO input', () => {
     ['CONNECT to another namespace', '40/admin,{}', (p) => p.startsWith('44/admin,') && /Invalid namespace/.test(p)],
     ['CONNECT without a token', '40{}', (p) => connectError('unauthorized')(p) && /token/.test(p)],
     ['CONNECT with a bad token', '40{"token":"bad.token.here"}', connectError('invalid_token')],
-    ['CONNECT with a token that is not a string', '40{"token":42}', connectError('unauthorized')],
+    ['CONNECT with a token that is not a string', '40{"token":42}', (p) => connectError('invalid_field')(p) && /token must be a string/.test(p)],
     ['CONNECT whose data has a lone surrogate', '40{"token":"\\ud800"}', connectError('invalid_utf8')],
     ['CONNECT whose data is nested too deep', `40{"token":${'['.repeat(40)}${']'.repeat(40)}}`, connectError('invalid_json')],
   ];
