@@ -14,11 +14,13 @@ void Presence::set_hooks(Scheduler schedule, Announce announce) {
 void Presence::set_directory(PresenceDirectory* directory) {
   directory_ = directory;
   // A node died with this user's last connection: unless the user is back
-  // here meanwhile, they are offline.
-  // When the node died is not known here: the time it was found dead.
-  directory_->set_gone_hook([this](const std::string& user_id) {
+  // here meanwhile, they are offline, last seen when that node was last heard
+  // of (not later than now: the directory's clock is not this one).
+  directory_->set_gone_hook([this](const std::string& user_id, int64_t last_heard) {
     std::lock_guard order(order_mu_);
-    if (!connected_here(user_id) && announce_) announce_({user_id, false, now_micros()});
+    const Micros now = now_micros();
+    const Micros at = last_heard > 0 && last_heard < now ? last_heard : now;
+    if (!connected_here(user_id) && announce_) announce_({user_id, false, at});
   });
   // This node was cut off long enough for the others to announce its users
   // offline: those still connected here are online again.

@@ -9,6 +9,7 @@
 // inline) and must only hand work on. Owned by the app, outlives Presence.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -33,8 +34,10 @@ class PresenceDirectory {
   // Has an open connection on another node (not one in its grace period),
   // as last heard here: a local lookup, a moment behind the truth.
   virtual bool known_connected_elsewhere(const std::string& user_id) const = 0;
-  // Set once at start: called for each user whose last node died.
-  virtual void set_gone_hook(std::function<void(const std::string& user_id)> hook) = 0;
+  // Set once at start: called for each user whose last node died, with when
+  // that node was last heard of (its last heartbeat, in microseconds since
+  // the epoch; 0 when not known), the user's last_seen.
+  virtual void set_gone_hook(std::function<void(const std::string& user_id, int64_t last_heard)> hook) = 0;
   // Set once at start: called for each of this node's users that the shared
   // directory had lost (this node was cut off from it past its heartbeat, so
   // another node announced the user offline, or it restarted empty) once this

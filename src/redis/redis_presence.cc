@@ -71,15 +71,21 @@ return left)";
 
 // The heartbeat. KEYS: node:<node>, nodes. ARGV: node, expiry in ms.
 // Returns 1 when the key was still there (nothing of this node was lost).
+// parley:node-seen keeps when each node was last heard of (ms), the
+// last_seen its users get if it dies.
 constexpr const char* kHeartbeatScript = R"(
 local alive = redis.call('EXISTS', KEYS[1])
 redis.call('SET', KEYS[1], 1, 'PX', ARGV[2])
+local t = redis.call('TIME')
+redis.call('HSET', 'parley:node-seen', ARGV[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SADD', 'parley:reports-live', ARGV[1])
 return alive)";
 
 // Removes every node whose heartbeat expired, with its connection counts
-// (redis/redis_connection_limiter.h); returns the users left on no node.
+// (redis/redis_connection_limiter.h); returns the users left on no node,
+// each followed by when its node was last heard of (ms, "0" if not known:
+// parley:reaped-seen keeps it while the user is owed).
 // Each is also kept in parley:reaped (user -> when, in ms) until its caller
 // has announced it and says so (an HDEL, tick()): a reply that went to a
 // link its caller had given up on (Redis hung, then ran what was queued)
@@ -97,13 +103,16 @@ for i = 1, #owed, 2 do
   if age > 2000 then
     if age < 30000 and redis.call('HLEN', 'parley:conns:' .. owed[i]) == 0 then
       table.insert(gone, owed[i])  -- its stamp kept: it ages out all the same
+      table.insert(gone, redis.call('HGET', 'parley:reaped-seen', owed[i]) or '0')
     else
       redis.call('HDEL', 'parley:reaped', owed[i])
+      redis.call('HDEL', 'parley:reaped-seen', owed[i])
     end
   end
 end
 for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
   if redis.call('EXISTS', 'parley:node:' .. n) == 0 then
+    local seen = redis.call('HGET', 'parley:node-seen', n) or '0'
     for _, u in ipairs(redis.call('SMEMBERS', 'parley:node-users:' .. n)) do
       redis.call('HDEL', 'parley:conns:' .. u, n)
       redis.call('HDEL', 'parley:user-conns:' .. u, n)
@@ -111,11 +120,14 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
         redis.call('SREM', 'parley:online', u)
         redis.call('PUBLISH', 'parley:presence', '-' .. u)
         table.insert(gone, u)
+        table.insert(gone, seen)
         redis.call('HSET', 'parley:reaped', u, now)
+        redis.call('HSET', 'parley:reaped-seen', u, seen)
       end
     end
     redis.call('DEL', 'parley:node-users:' .. n, 'parley:node-live:' .. n)
     redis.call('SREM', 'parley:nodes', n)
+    redis.call('HDEL', 'parley:node-seen', n)
     redis.call('SREM', 'parley:reports-live', n)
     if redis.call('SREM', 'parley:left', n) == 1 then redis.call('PUBLISH', 'parley:presence', 'C' .. n) end
     redis.call('PUBLISH', 'parley:presence', 'X' .. n)
@@ -195,6 +207,8 @@ void RedisPresenceDirectory::start() {
 constexpr const char* kLeaveScript = R"(
 if ARGV[2] == '1' then redis.call('SADD', 'parley:left', ARGV[1]) end
 redis.call('SET', 'parley:node:' .. ARGV[1], 1, 'PX', ARGV[3])
+local t = redis.call('TIME')
+redis.call('HSET', 'parley:node-seen', ARGV[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 return 1)";
 
 void RedisPresenceDirectory::close(bool published_all) {
@@ -232,7 +246,9 @@ void RedisPresenceDirectory::close(bool published_all) {
   done.get_future().wait();
 }
 
-void RedisPresenceDirectory::set_gone_hook(std::function<void(const std::string&)> hook) { gone_hook_ = std::move(hook); }
+void RedisPresenceDirectory::set_gone_hook(std::function<void(const std::string&, int64_t)> hook) {
+  gone_hook_ = std::move(hook);
+}
 void RedisPresenceDirectory::set_back_hook(std::function<void(const std::string&, bool)> hook) {
   back_hook_ = std::move(hook);
 }
@@ -326,14 +342,22 @@ void RedisPresenceDirectory::tick() {
         if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
         // Stopped reaping meanwhile: the users stay owed, for another node's reap.
         if (!reaping_) return;
-        std::vector<std::string> announced{"HDEL", "parley:reaped"};
-        for (size_t i = 0; i < r->elements; ++i) {
-          std::string user(r->element[i]->str, r->element[i]->len);
+        std::vector<std::string> users;
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+          const redisReply* u = r->element[i];
+          const redisReply* seen = r->element[i + 1];
+          if (u->type != REDIS_REPLY_STRING || seen->type != REDIS_REPLY_STRING) continue;
+          std::string user(u->str, u->len);
+          const int64_t seen_ms = std::strtoll(std::string(seen->str, seen->len).c_str(), nullptr, 10);
           spdlog::info("event=presence_node_gone user_id={}", user);
-          if (gone_hook_) gone_hook_(user);
-          announced.push_back(std::move(user));
+          if (gone_hook_) gone_hook_(user, seen_ms > 0 ? seen_ms * 1000 : 0);
+          users.push_back(std::move(user));
         }
-        commands_.command(std::vector<std::string_view>(announced.begin(), announced.end()), [](const redisReply*) {});
+        for (const char* hash : {"parley:reaped", "parley:reaped-seen"}) {
+          std::vector<std::string_view> announced{"HDEL", hash};
+          announced.insert(announced.end(), users.begin(), users.end());
+          if (announced.size() > 2) commands_.command(announced, [](const redisReply*) {});
+        }
       });
     }
     tick();
@@ -382,7 +406,7 @@ void RedisPresenceDirectory::claim_lost_users(std::unordered_set<std::string> be
         for (const auto& user : before) {
           if (now.count(user) || mine_.count(user)) continue;
           spdlog::info("event=presence_lost_with_redis user_id={}", user);
-          if (gone_hook_) gone_hook_(user);
+          if (gone_hook_) gone_hook_(user, 0);
         }
       });
     });
@@ -421,7 +445,7 @@ void RedisPresenceDirectory::reconcile() {
           // As the copy stands then: the user may have come or gone since.
           if (known_online(user) != elsewhere) return;
           if (elsewhere && back_hook_) back_hook_(user, /*elsewhere=*/true);
-          if (!elsewhere && gone_hook_) gone_hook_(user);
+          if (!elsewhere && gone_hook_) gone_hook_(user, 0);
         });
       });
     }

@@ -9,7 +9,8 @@
 // a heartbeat key each live node sets every second with a 3 s expiry
 // (parley:nodes lists them). Each node checks every second for nodes whose
 // heartbeat expired and removes them in one Lua script, so exactly one node
-// learns which users went offline and announces it: within 5 s of a kill -9.
+// learns which users went offline and announces it: within 5 s of a kill -9,
+// last seen when the dead node's heartbeat last came (parley:node-seen).
 // The scripts publish each change on parley:presence (the format is in
 // redis_presence.cc) so each node keeps a local copy of who is online, and on
 // which other nodes with an open connection, for cheap lookups. The scripts
@@ -62,7 +63,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   void node_live(const std::string& user_id, bool live) override;
   bool known_online(const std::string& user_id) const override;
   bool known_connected_elsewhere(const std::string& user_id) const override;
-  void set_gone_hook(std::function<void(const std::string& user_id)> hook) override;
+  void set_gone_hook(std::function<void(const std::string& user_id, int64_t last_heard)> hook) override;
   void set_back_hook(std::function<void(const std::string& user_id, bool elsewhere)> hook) override;
   // Set once before start(): runs on the loop after this node registered its
   // users again (its other per-node state in Redis, such as connection
@@ -115,7 +116,7 @@ class RedisPresenceDirectory final : public PresenceDirectory {
   std::string node_id_;
   RedisEndpoint endpoint_;
   RedisLink commands_, subscription_;
-  std::function<void(const std::string&)> gone_hook_;
+  std::function<void(const std::string&, int64_t)> gone_hook_;
   std::function<void(const std::string&, bool)> back_hook_;
   std::function<void()> registered_again_hook_;
   std::function<void(const std::string&)> node_gone_hook_;

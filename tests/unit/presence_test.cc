@@ -1,5 +1,7 @@
 #include "chat/presence.h"
 
+#include "common/clock.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -25,7 +27,7 @@ class ScriptedDirectory : public PresenceDirectory {
  public:
   bool first = true, last = true;
   std::vector<std::string> calls;
-  std::function<void(const std::string&)> gone;
+  std::function<void(const std::string&, int64_t)> gone;
   void node_online(const std::string& user, std::function<void(bool)> done) override {
     calls.push_back("online " + user);
     done(first);
@@ -43,7 +45,7 @@ class ScriptedDirectory : public PresenceDirectory {
     return user == "elsewhere" || user == "grace-elsewhere";
   }
   bool known_connected_elsewhere(const std::string& user) const override { return user == "elsewhere"; }
-  void set_gone_hook(std::function<void(const std::string&)> hook) override { gone = std::move(hook); }
+  void set_gone_hook(std::function<void(const std::string&, int64_t)> hook) override { gone = std::move(hook); }
   void set_back_hook(std::function<void(const std::string&, bool)> hook) override { back = std::move(hook); }
   std::function<void(const std::string&, bool)> back;
 };
@@ -213,9 +215,30 @@ TEST(Presence, AUserWhoseNodeDiedGoesOfflineUnlessConnectedHere) {
   ASSERT_TRUE(f.directory.gone);
   f.presence.connect("here");
   f.said.clear();
-  f.directory.gone("here");
-  f.directory.gone("there");
+  f.directory.gone("here", 0);
+  f.directory.gone("there", 0);
   EXPECT_EQ(f.said, (Announcements{{"there", false}}));
+}
+
+// The user was last seen when their node was last heard of, not when its
+// death was noticed; a time from a clock ahead of this one is taken as now.
+TEST(Presence, AUserWhoseNodeDiedWasLastSeenWhenTheNodeWasLastHeardOf) {
+  Presence presence{std::chrono::milliseconds(0)};
+  ScriptedDirectory directory;
+  std::vector<PresenceChange> said;
+  presence.set_hooks(nullptr, [&said](PresenceChange c) { said.push_back(c); });
+  presence.set_directory(&directory);
+  const Micros hour_ago = now_micros() - 3600LL * 1000 * 1000;
+  directory.gone("u1", hour_ago);
+  directory.gone("u2", 0);
+  directory.gone("u3", now_micros() + 3600LL * 1000 * 1000);
+  const Micros after = now_micros();
+  ASSERT_EQ(said.size(), 3u);
+  EXPECT_EQ(said[0].at, hour_ago);
+  EXPECT_GE(said[1].at, after - 60LL * 1000 * 1000);
+  EXPECT_LE(said[1].at, after);
+  EXPECT_LE(said[2].at, after) << "not in the future";
+  EXPECT_GE(said[2].at, after - 60LL * 1000 * 1000);
 }
 
 TEST(Presence, AUserTheDirectoryLostIsAnnouncedAgainWhileConnectedHere) {

@@ -8,11 +8,13 @@
 #include <atomic>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "net/asio_reactor.h"
 #include "redis_server.h"
 
@@ -103,9 +105,10 @@ TEST_F(PresenceOnTwoNodes, AnOlderNodesUsersCountAsConnected) {
 class Survivor : public ::testing::Test {
  protected:
   void SetUp() override {
-    survivor.set_gone_hook([this](const std::string& user) {
+    survivor.set_gone_hook([this](const std::string& user, int64_t last_heard) {
       std::lock_guard lock(mu);
       gone.push_back(user);
+      heard[user] = last_heard;
     });
     survivor.start();
   }
@@ -119,6 +122,7 @@ class Survivor : public ::testing::Test {
   RedisPresenceDirectory survivor{loop.reactor(), endpoint(redis), "node-s"};
   std::mutex mu;
   std::vector<std::string> gone;
+  std::map<std::string, int64_t> heard;  // user -> when their node was last heard of
 };
 
 TEST_F(Survivor, ADeadNodesUsersGoOfflineAtTheOthers) {
@@ -144,15 +148,19 @@ TEST_F(Survivor, ADeadNodesUsersGoOfflineAtTheOthers) {
 
 // A node that cannot announce (starting, or stopped) does not reap: a dead
 // node's users wait for one that can, rather than be taken off Redis by a
-// reap whose announcement goes nowhere.
+// reap whose announcement goes nowhere. Their last_seen is when their node
+// was last heard of, however late the reap (the last node of a cluster
+// stopped, and the next one started hours later).
 TEST_F(Survivor, ANodeThatDoesNotReapLeavesTheDeadNodeToOneThatDoes) {
   survivor.set_reaping(false);
+  int64_t died_at = 0;
   {
     RedisPresenceDirectory doomed(loop.reactor(), endpoint(redis), "node-d");
     doomed.start();
     ASSERT_TRUE(eventually([&] { return doomed.healthy() && survivor.healthy(); }));
     EXPECT_TRUE(ask_online(doomed, "only-on-d"));
     ASSERT_TRUE(eventually([&] { return survivor.known_online("only-on-d"); }));
+    died_at = now_micros();
   }
   std::this_thread::sleep_for(5s);  // its heartbeat expired 3 s after it died
   EXPECT_EQ(gone_now(), std::vector<std::string>{});
@@ -160,6 +168,10 @@ TEST_F(Survivor, ANodeThatDoesNotReapLeavesTheDeadNodeToOneThatDoes) {
   survivor.set_reaping(true);
   ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }));
   EXPECT_EQ(gone_now(), std::vector<std::string>{"only-on-d"});
+  std::lock_guard lock(mu);
+  EXPECT_LE(heard["only-on-d"], died_at + 100'000) << "the reap's own time is 5 s later";
+  EXPECT_GE(heard["only-on-d"], died_at - 1'500'000) << "its heartbeat, every second";
+  EXPECT_EQ(redis.cli("HLEN parley:node-seen"), "1\n") << "only the survivor's is left";
 }
 
 // A reap whose reply went to a link its caller had given up on (Redis hung,
@@ -175,10 +187,17 @@ TEST_F(Survivor, UsersOfAReapWhoseAnswerWasLostAreAnnouncedByALaterOne) {
   const int64_t now_ms = std::stoll(time) * 1000 + std::stoll(time.substr(time.find('\n') + 1)) / 1000;
   const std::string stamp = std::to_string(now_ms - 5000);
   redis.cli("HSET parley:reaped lost-user " + stamp + " back-online " + stamp + " long-ago 1");
+  const int64_t seen_ms = now_ms - 7000;  // when the lost user's node was last heard of
+  redis.cli("HSET parley:reaped-seen lost-user " + std::to_string(seen_ms) + " long-ago 1");
   ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }));
   std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
   EXPECT_EQ(gone_now(), std::vector<std::string>{"lost-user"}) << "once; not one a node has, nor one past 30 s";
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(heard["lost-user"], seen_ms * 1000);
+  }
   EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped") == "0\n"; }));
+  EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped-seen") == "0\n"; }));
 }
 
 // A node removed after it stopped with its events published ('C' before its
@@ -247,8 +266,8 @@ class LostWithRedis : public PresenceOnTwoNodes {
     b.set_gone_hook(recorder());
     start();
   }
-  std::function<void(const std::string&)> recorder() {
-    return [this](const std::string& user) {
+  std::function<void(const std::string&, int64_t)> recorder() {
+    return [this](const std::string& user, int64_t) {
       std::lock_guard lock(mu);
       gone.push_back(user);
     };

@@ -229,3 +229,41 @@ describe('one node on Redis', { skip: !redisAvailable() && 'redis-server is not 
       'message 2 read from the store, each once, in order');
   });
 });
+
+// The last node of a cluster stops, and the next one starts minutes or hours
+// later: until then nobody is left to announce its users offline, so they
+// stay online in Redis. The node that finds it gone announces them last seen
+// when it was last heard of, not at that later time.
+describe('the last node stopped, the next started later', { skip: !redisAvailable() && 'redis-server is not installed' }, () => {
+  it('its users were last seen when it stopped, not when the next node found it gone', async () => {
+    const redis = await startRedis();
+    const server = await startServer({ args: ['--redis', redis.url] });
+    try {
+      await waitHealth(server, true);
+      const [alice, bob] = await server.registerMany(2);
+      await server.createDirect(alice, bob);
+      await server.connect(alice);
+      const online = () => redis.cli('SISMEMBER', 'parley:online', alice.id).trim() === '1';
+      for (let i = 0; i < 100 && !online(); i++) await sleep(50);
+      assert.ok(online(), 'alice is online in Redis');
+      await server.stop({ removeData: false });  // her connection closes, then SIGTERM
+      const stoppedAt = Date.now();
+      await sleep(5000);  // past the stopped node's last 3 s of heartbeat
+      assert.ok(online(), 'nobody was left to announce her offline');
+      const startedAt = Date.now();
+      await server.start();
+      for (let i = 0; i < 200 && online(); i++) await sleep(50);
+      assert.ok(!online(), 'the new node found the stopped one gone');
+      const res = await server.http('GET', `/api/users/${alice.id}/presence`, { token: bob.token });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.body.data.online, false);
+      const lastSeen = Date.parse(res.body.data.last_seen);
+      assert.ok(lastSeen <= stoppedAt + 500 && lastSeen < startedAt,
+        `last seen ${res.body.data.last_seen}: stopped at ${new Date(stoppedAt).toISOString()}, next start ${new Date(startedAt).toISOString()}`);
+      assert.ok(lastSeen >= stoppedAt - 5000, `last seen ${res.body.data.last_seen} is around the stop`);
+    } finally {
+      await server.stop();
+      redis.remove();
+    }
+  });
+});
