@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <utility>
 
@@ -980,20 +982,55 @@ void Connection::on_delivered(ClientFrame f) {
 // delete_message / edit_message: the other connections of every participant
 // get the event from the chat service; this one gets it as the reply.
 void Connection::on_moderate(ClientFrame f) {
+  if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
+  // Tests only: holds the reply back after the change is published, so that
+  // another change's event can overtake it.
+  static const int reply_pause_ms = [] {
+    const char* pause = std::getenv("PARLEY_TEST_MODERATION_REPLY_PAUSE_MS");
+    return pause ? std::atoi(pause) : 0;
+  }();
   auto self = shared_from_this();
   off_loop_in_order([self, f]() -> std::function<void()> {
     const bool del = f.type == ClientType::kDeleteMessage;
     auto m = del ? self->ctx_.chat.delete_message(self->user_id_, f.message_id, self->session_id_)
                  : self->ctx_.chat.edit_message(self->user_id_, f.message_id, f.content, self->session_id_);
+    if (reply_pause_ms > 0 && m) std::this_thread::sleep_for(std::chrono::milliseconds(reply_pause_ms));
     return [self, f, del, m = std::move(m)] {
       if (!m) return self->send_error(m.error(), f.request_id);
       if (del)
-        return self->send(self->encoder_->reply(
+        self->send(self->encoder_->reply(
             "message_deleted", json::object{{"thread_id", m->thread_id}, {"message_id", m->id}, {"seq", m->seq}},
             f.request_id));
-      self->send(self->encoder_->data_reply("message_edited", message_json_text(*m), f.request_id));
+      else
+        self->send(self->encoder_->data_reply("message_edited", message_json_text(*m), f.request_id));
+      // A tombstone answered without a change (deleted already) has no number.
+      if (m->change_no <= 0) return;
+      if (auto* told = self->change_told(m->id); told && told->change_no > m->change_no) {
+        if (told->frame) self->send(told->frame);  // the newer change came first: it again, last
+        return;
+      }
+      self->note_change_told(m->id, m->change_no, nullptr);
     };
   });
+}
+
+Connection::ChangesSent::Told* Connection::change_told(const std::string& message_id) {
+  for (auto& c : changes_sent_->told)
+    if (c.message_id == message_id) return &c;
+  return nullptr;
+}
+
+void Connection::note_change_told(const std::string& message_id, int64_t change_no, FramePtr frame) {
+  // A few: a reply and the events that may overtake it come within moments.
+  constexpr size_t kChangesTold = 8;
+  if (auto* told = change_told(message_id)) {
+    told->change_no = change_no;
+    told->frame = std::move(frame);
+    return;
+  }
+  auto& told = changes_sent_->told;
+  if (told.size() == kChangesTold) told.erase(told.begin());
+  told.push_back({message_id, change_no, std::move(frame)});
 }
 
 // The account was disabled or its tokens revoked (AccountWatcher, on every
@@ -1103,6 +1140,10 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
     if (!admit_live(event.thread_id, event.seq, frame)) return;
   } else if (frame && changes_a_message(event)) {
     if (!admit_change(event.message_id, event.change_no)) return;
+    if (changes_sent_ && event.change_no > 0) {
+      if (auto* told = change_told(event.message_id); told && told->change_no >= event.change_no) return;
+      note_change_told(event.message_id, event.change_no, frame);
+    }
     if (holding_) return held_.push_back({event.thread_id, 0, frame});
     if (!cursor_.changed(event.thread_id, frame)) return;
   }

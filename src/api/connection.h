@@ -259,8 +259,24 @@ class Connection final : public ClientSession,
     // resync (which announces those the bus lost: announce_unseen_groups);
     // each is sent once (note_group). A live one makes the record too.
     std::unordered_set<std::string> groups;
+    // The last few messages this connection was told of a change of (by
+    // event, or as the reply to its own edit or deletion), with the change's
+    // number and its event's frame (null for a reply). The reply is posted
+    // from the worker that wrote the change, the events of later changes come
+    // through the bus: one can overtake the other. An event older than a
+    // reply is dropped; a reply older than an event sent is followed by that
+    // event again, so the client ends on the message as it is. (The record
+    // is made by the connection's first edit or deletion, if not before.)
+    struct Told {
+      std::string message_id;
+      int64_t change_no;
+      FramePtr frame;
+    };
+    std::vector<Told> told;
   };
   std::unique_ptr<ChangesSent> changes_sent_;
+  ChangesSent::Told* change_told(const std::string& message_id);
+  void note_change_told(const std::string& message_id, int64_t change_no, FramePtr frame);
   // Threads this connection is typing in (as on the TypingBoard), each with
   // the number of its latest start: only that start's relay outcome and
   // timeout act on it. Seldom more than one.

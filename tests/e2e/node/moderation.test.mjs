@@ -449,3 +449,50 @@ describe('a delete or edit made while a replay is under way', () => {
     assert.equal(shows(lastAbout(live)), 'deleted', 'the live message held behind the replay, then deleted');
   });
 });
+
+// The reply to a connection's own edit comes from the worker that wrote it;
+// a later change's event comes through the bus and may overtake it (here the
+// reply is held back 600 ms by a test setting). The editing device must still
+// end on the message as it is: its reply is followed by the newer change.
+describe("a later change overtaking a connection's own edit reply", () => {
+  let server;
+  before(async () => { server = await startServer({ env: { PARLEY_TEST_MODERATION_REPLY_PAUSE_MS: '600' } }); });
+  after(async () => { await server?.stop(); });
+
+  it('the editing device gets its reply, then the newer deletion or edit again, and ends on it', async () => {
+    const [admin, bob] = await server.registerMany(2);
+    const thread = await server.createGroup(admin, [bob]);
+    const phone = await server.connect(bob);
+    const tablet = await server.connect(bob);
+    const about = (ws, id) => ws.all((f) => (f.type === 'message_edited' ? f.data?.id === id
+      : f.type === 'message_deleted' && f.message_id === id));
+    const shows = (f) => (f.type === 'message_deleted' || f.data.deleted ? 'deleted' : f.data.content);
+
+    // The admin deletes while Bob's edit reply is held back.
+    const m1 = await phone.sendMessage({ thread_id: thread.id, content: 'one' });
+    phone.send({ type: 'edit_message', message_id: m1.id, content: 'one, edited', request_id: 'e1' });
+    await sleep(200);  // the edit committed; its reply waits
+    const del = await server.http('DELETE', `/api/chat/messages/${m1.id}`, { token: admin.token });
+    assert.equal(del.status, 200, del.text);
+    await phone.next((f) => f.request_id === 'e1', 5000, 'the edit reply');
+    await sleep(300);  // what follows it would come meanwhile
+    const phoneFrames = about(phone, m1.id);
+    assert.deepEqual(phoneFrames.map((f) => f.type), ['message_deleted', 'message_edited', 'message_deleted'],
+      'the deletion came first, then the reply, then the deletion again');
+    assert.equal(shows(phoneFrames.at(-1)), 'deleted');
+
+    // Bob's two devices edit the same message at once: each ends on the later edit.
+    const m2 = await phone.sendMessage({ thread_id: thread.id, content: 'two' });
+    phone.send({ type: 'edit_message', message_id: m2.id, content: 'from the phone', request_id: 'p' });
+    await sleep(200);
+    tablet.send({ type: 'edit_message', message_id: m2.id, content: 'from the tablet', request_id: 't' });
+    await phone.next((f) => f.request_id === 'p', 5000, "the phone's reply");
+    await tablet.next((f) => f.request_id === 't', 5000, "the tablet's reply");
+    await sleep(300);
+    const stored = (await server.history(admin.token, thread.id)).find((x) => x.id === m2.id);
+    assert.equal(stored.content, 'from the tablet');
+    for (const [name, ws] of [['phone', phone], ['tablet', tablet]]) {
+      assert.equal(shows(about(ws, m2.id).at(-1)), 'from the tablet', `the ${name} ends on the message as stored`);
+    }
+  });
+});
