@@ -29,5 +29,9 @@ struct HttpResponse {
 // Splits "a=1&b=x%20y" into decoded pairs; '+' is a space. Bad escapes stay as is.
 std::map<std::string, std::string> parse_query(const std::string& query);
 std::string percent_decode(const std::string& text, bool plus_is_space);
+// A request target's path, decoded but for an encoded slash: "%2F" is data
+// inside a segment (RFC 3986), so it stays as it is and splits nothing
+// ("/api%2Fusers%2Fme" is no route, as a proxy's rules would read it).
+std::string decode_path(const std::string& path);
 
 }  // namespace parley

@@ -24,7 +24,7 @@ namespace json = boost::json;
 
 // ---------------------------------------------------------------- query strings
 
-std::string percent_decode(const std::string& s, bool plus_is_space) {
+static std::string decode(const std::string& s, bool plus_is_space, bool keep_slashes) {
   std::string out;
   out.reserve(s.size());
   auto hex = [](char c) -> int {
@@ -35,7 +35,9 @@ std::string percent_decode(const std::string& s, bool plus_is_space) {
   };
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      const char c = static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      if (c == '/' && keep_slashes) out.append(s, i, 3);
+      else out.push_back(c);
       i += 2;
     } else if (s[i] == '+' && plus_is_space) {
       out.push_back(' ');
@@ -45,6 +47,9 @@ std::string percent_decode(const std::string& s, bool plus_is_space) {
   }
   return out;
 }
+
+std::string percent_decode(const std::string& s, bool plus_is_space) { return decode(s, plus_is_space, false); }
+std::string decode_path(const std::string& path) { return decode(path, false, true); }
 
 std::map<std::string, std::string> parse_query(const std::string& q) {
   std::map<std::string, std::string> out;

@@ -435,7 +435,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
     r.method = std::string(req.method_string());
     std::string_view target = req.target();
     size_t q = target.find('?');
-    r.path = percent_decode(std::string(target.substr(0, q)), false);
+    r.path = decode_path(std::string(target.substr(0, q)));
     if (q != std::string_view::npos) r.query = parse_query(std::string(target.substr(q + 1)));
     r.authorization = std::string(req[http::field::authorization]);
     r.accept = std::string(req[http::field::accept]);
@@ -475,7 +475,7 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
   // the browser refuses the request.
   http::response<http::string_body> preflight(const http::request<http::string_body>& req) {
     std::string_view target = req.target();
-    std::string path = percent_decode(std::string(target.substr(0, target.find('?'))), false);
+    std::string path = decode_path(std::string(target.substr(0, target.find('?'))));
     const bool eio = is_eio_path(loop_.config, target);
     std::string allow = eio ? "GET, POST, OPTIONS" : path == "*" ? "GET, HEAD, POST, DELETE, OPTIONS" : RestApi::allowed_methods(path);
     if (allow.empty()) return error_response(404, "not_found", "no such endpoint");

@@ -26,6 +26,16 @@ TEST(RestRoutes, EveryPathToRegisterOrLoginHashesPasswords) {
   EXPECT_FALSE(RestApi::hashes_passwords(request("POST", "/api/chat/threads")));
 }
 
+// An encoded slash is data inside a segment: it must not make a route that a
+// proxy's rules, reading the raw path, would not see.
+TEST(RestRoutes, AnEncodedSlashSplitsNoSegment) {
+  EXPECT_EQ(decode_path("/api%2Fusers%2fme"), "/api%2Fusers%2fme");
+  EXPECT_EQ(decode_path("/api/users/%6De"), "/api/users/me");
+  EXPECT_EQ(decode_path("/a%20b/%2"), "/a b/%2");
+  EXPECT_EQ(RestApi::allowed_methods(decode_path("/api%2Fusers%2Fme")), "");
+  EXPECT_EQ(percent_decode("a%2Fb", false), "a/b") << "query values decode it";
+}
+
 TEST(RestRoutes, AllowedMethodsFollowTheRouterSplit) {
   EXPECT_EQ(RestApi::allowed_methods("/api//auth/login"), RestApi::allowed_methods("/api/auth/login"));
   EXPECT_NE(RestApi::allowed_methods("/api/auth/login"), "");

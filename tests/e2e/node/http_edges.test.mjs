@@ -26,6 +26,19 @@ describe('HTTP rough edges', () => {
     }
   });
 
+  // RFC 3986: %2F is data inside a segment. Decoding it into a separator
+  // would route /api%2Fusers%2Fme past a proxy rule on /api/users/.
+  it('an encoded slash splits no path segment: it names no route', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    assert.equal((await server.http('GET', '/api/users/%6De', { token: alice.token })).status, 200, 'other escapes decode');
+    const me = await server.http('GET', '/api%2Fusers%2Fme', { token: alice.token });
+    assertHttpError(assert, me, 404, 'not_found', '/api%2Fusers%2Fme');
+    const history = await server.http('GET', `/api/chat/threads/${thread.id}%2Fmessages`, { token: alice.token });
+    assert.notEqual(history.status, 200, `${history.status} ${history.text}`);
+    assert.ok(history.body?.error || history.body?.code || history.body?.status === 'error', history.text);
+  });
+
   it('a form-encoded login is told its body is not valid JSON', async () => {
     const res = await server.http('POST', '/api/auth/login', {
       body: 'username=alice&password=x', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
