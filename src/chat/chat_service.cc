@@ -393,6 +393,11 @@ Status ChatService::remove_participant(const User& actor, const std::string& thr
     });
   });
   if (!removed && removed.error().code == "not_admin") return forbidden("only thread admins may remove others");
+  // The store's check, as it commits, has the last word here too: one who
+  // left meanwhile (a second leave sent at once) is now a non-member, told
+  // what any non-member is; another user is not in the thread, as above.
+  if (!removed && removed.error().code == "not_a_participant")
+    return self ? thread_not_found_or_forbidden() : not_found("not_a_participant", "that user is not in this thread");
   if (!removed) return removed.error();
   // The removed user may have been typing. Their own stop (its timer, their
   // close) is refused from now on, as any non-member's is, so it goes from
@@ -718,6 +723,8 @@ Result<int64_t> ChatService::mark_read(const std::string& user_id, const std::st
   // last (the store never moves a mark back; the receipts must not either).
   std::lock_guard one_at_a_time(read_mark_lock(thread_id, user_id));
   auto mark = store_.mark_read(thread_id, user_id, up_to_seq);
+  // Removed between the check above and the write: a non-member now.
+  if (!mark && mark.error().code == "not_a_participant") return thread_not_found_or_forbidden();
   if (!mark) return mark.error();
   // A mark that moved nothing tells the others nothing new (an app that marks
   // the whole thread each time it is opened, in a class of 500, would send

@@ -824,6 +824,27 @@ TEST_F(ChatServiceTest, ClientMsgIdIsCountedInCharacters) {
   EXPECT_EQ(refused.error().code, "invalid_field");
 }
 
+// The membership ended between the service's check (its cache) and the
+// store's write (a second leave sent at once, a removal by another node):
+// the caller is a non-member now, told what any non-member is; a user
+// removed meanwhile is not in the thread, in the same words as the check's.
+TEST_F(ChatServiceTest, AMembershipEndedJustBeforeTheWriteIsAnsweredAsTheCheckWouldHave) {
+  User a = user("alice"), b = user("bob"), c = user("carol"), d = user("dave");
+  Thread t = group(a, {b, c, d});
+  ASSERT_TRUE(send_text(a, t, "hello", "").ok());  // the member list is cached
+  for (const User* u : {&b, &c, &d}) ASSERT_TRUE(store_->remove_participant_and_wait({t.id, u->id, {}, {}}).ok());
+  auto leave = service_->remove_participant(b, t.id, b.id);
+  ASSERT_FALSE(leave.ok());
+  EXPECT_EQ(leave.error().code, "forbidden");
+  auto mark = service_->mark_read(c.id, t.id, 1, "");
+  ASSERT_FALSE(mark.ok());
+  EXPECT_EQ(mark.error().code, "forbidden");
+  auto removal = service_->remove_participant(a, t.id, d.id);
+  ASSERT_FALSE(removal.ok());
+  EXPECT_EQ(removal.error().code, "not_a_participant");
+  EXPECT_EQ(removal.error().message, "that user is not in this thread");
+}
+
 TEST_F(ChatServiceTest, MemberMayLeave) {
   User a = user("alice"), b = user("bob"), c = user("carol");
   Thread t = group(a, {b, c});
