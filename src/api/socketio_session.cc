@@ -39,6 +39,11 @@ void SocketIoSession::on_text(std::string_view text) {
       spdlog::info("event=sio_bad_packet reason=\"{}\" suppressed={}", packet.error().message, *held_back);
     return close(CloseReason::kPolicy, "invalid Socket.IO packet");
   }
+  if (packet->attachments > 0) {
+    // A new binary packet's header before the last one's attachments came:
+    // the reference parser drops what it was reconstructing and starts over.
+    attachments_owed_ = packet->attachments;
+  }
   switch (packet->type) {
     case sio::SioType::kConnect: return on_connect(*packet);
     case sio::SioType::kDisconnect:
@@ -77,7 +82,14 @@ void SocketIoSession::on_text_while_draining(std::string_view head) {
 }
 
 void SocketIoSession::on_binary(std::string_view) {
+  if (closed_) return;
   // Attachments of a BINARY_EVENT, which was refused already: dropped.
+  if (attachments_owed_ > 0) {
+    --attachments_owed_;
+    return;
+  }
+  Metrics::get().count_error("invalid_packet");
+  return close(CloseReason::kPolicy, "binary data without a binary packet");
 }
 
 void SocketIoSession::on_connect(const sio::SioPacket& p) {

@@ -76,6 +76,10 @@ class SocketIoSession final : public TransportListener,
   bool established_ = false;  // a CONNECT was accepted once
   bool catch_up_ = true;      // replay what the user missed on connect (CONNECT's `catch_up`)
   bool closed_ = false;
+  // Binary packets announced by BINARY_EVENT / BINARY_ACK headers and not
+  // come yet: each is dropped as it comes; one nobody announced ends the
+  // session, as the reference server's parser does.
+  uint32_t attachments_owed_ = 0;
   int64_t next_ping_ms_ = 0;
   int64_t connect_deadline_ms_;  // no Connection by then: closed
   // Ack ids of our own events (ping, test_message) still unanswered (0 = a

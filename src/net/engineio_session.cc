@@ -290,6 +290,14 @@ class EioSession final : public Transport,
     }
   }
 
+  // A binary message over the session's WebSocket: an attachment of a
+  // Socket.IO binary packet, or a stray one (which ends the session). One on
+  // the probe is ignored, as the reference server does.
+  void on_ws_binary(const void* id, std::string_view data) {
+    if (mode_ == Mode::kClosed || id != ws_id_) return;
+    if (up_) up_->on_binary(data);
+  }
+
   // A message its WebSocket got while the server drains, of which `head` is
   // the start: refused, whatever this loop has heard of the drain yet (a
   // WebSocket on another loop may drain first). Other packets are short: the
@@ -326,7 +334,7 @@ class EioSession final : public Transport,
 
   void on_text(std::string_view text) override { on_ws_text(ws_id_, text); }
   void on_text_while_draining(std::string_view head) override { on_ws_text_while_draining(ws_id_, head); }
-  void on_binary(std::string_view) override {}
+  void on_binary(std::string_view data) override { on_ws_binary(ws_id_, data); }
   void on_tick(int64_t) override {}
   void on_close() override { on_ws_closed(ws_id_); }
 
@@ -617,7 +625,7 @@ class EioWsListener final : public TransportListener {
   explicit EioWsListener(std::shared_ptr<EioSession> session) : session_(std::move(session)) {}
   void on_text(std::string_view text) override { session_->on_ws_text(this, text); }
   void on_text_while_draining(std::string_view head) override { session_->on_ws_text_while_draining(this, head); }
-  void on_binary(std::string_view) override {}
+  void on_binary(std::string_view data) override { session_->on_ws_binary(this, data); }
   void on_tick(int64_t) override {}
   void on_close() override { session_->on_ws_closed(this); }
 
@@ -707,7 +715,9 @@ class CrossLoopListener final : public TransportListener {
       session->on_ws_text_while_draining(id, head);
     });
   }
-  void on_binary(std::string_view) override {}
+  void on_binary(std::string_view data) override {
+    asio::post(session_loop_.io, [session = session_, id = id(), data = std::string(data)] { session->on_ws_binary(id, data); });
+  }
   void on_tick(int64_t) override {}
   void on_close() override {
     asio::post(session_loop_.io, [session = session_, id = id()] { session->on_ws_closed(id); });

@@ -95,12 +95,14 @@ Status read_header(std::string_view text, SioPacket& p, size_t& at) {
   p.type = static_cast<SioType>(text[0] - '0');
   size_t i = 1;
   if (p.type == SioType::kBinaryEvent || p.type == SioType::kBinaryAck) {
-    // The attachment count, then '-'. Attachments are refused upstream; read
-    // it only to find where the rest begins.
+    // The attachment count, then '-'. Attachments are refused upstream, and
+    // dropped as they come: the count says how many to expect.
     size_t dash = text.find('-', i);
     if (dash == std::string_view::npos || dash == i || dash - i > 6) return invalid_packet("bad attachment count");
-    for (size_t k = i; k < dash; ++k)
+    for (size_t k = i; k < dash; ++k) {
       if (text[k] < '0' || text[k] > '9') return invalid_packet("bad attachment count");
+      p.attachments = p.attachments * 10 + static_cast<uint32_t>(text[k] - '0');
+    }
     i = dash + 1;
   }
   if (i < text.size() && text[i] == '/') {

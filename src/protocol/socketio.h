@@ -56,6 +56,7 @@ struct SioPacket {
   SioType type = SioType::kEvent;
   std::string nsp = "/";
   std::optional<uint64_t> id;  // ack id
+  uint32_t attachments = 0;    // BINARY_EVENT / BINARY_ACK: the binary packets that follow
   boost::json::value data;     // null when absent
   // The framing is sound but the data is refused (then `data` is null):
   // bytes that are not UTF-8, or JSON that JavaScript's JSON.parse reads and

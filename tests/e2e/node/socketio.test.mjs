@@ -1369,6 +1369,9 @@ describe('bad Engine.IO and Socket.IO input', () => {
     ['an ack id of 20 digits', '4212345678901234567890["ping",{}]'],
     ['an EVENT before CONNECT', '42["send_message",{"username":"x","text":"y"}]'],
     ['a CONNECT_ERROR from the client', '44{"message":"x"}'],
+    // The reference parser: "got binary data when not reconstructing a packet".
+    ['a binary packet no binary packet announced', 'bAQID'],
+    ['a binary packet that is not even base64', 'b!!!'],
   ];
   for (const [name, body] of closing) {
     it(`closes the session on ${name}`, async () => {
@@ -1415,6 +1418,34 @@ describe('bad Engine.IO and Socket.IO input', () => {
     assert.ok(r.packet, `got ${r.seen.join(' | ')}`);
     await post(server, o.sid, '4217["ping",{}]');
     assert.ok((await pollFor(server, o.sid, (p) => p.startsWith('4317['))).packet, 'still answering');
+    // Its one attachment came; a second binary packet is one nobody announced.
+    await post(server, o.sid, 'bAQID');
+    const after = await poll(server, o.sid);
+    if (after.status === 200) assert.ok(after.text.split('\x1e').includes('1'), `expected the close packet, got ${after.text}`);
+    else assert.deepEqual(after.body, err(1, 'Session ID unknown'));
+  });
+
+  it('over a WebSocket: binary frames announced by a BINARY_EVENT are dropped, a stray one closes the session', async () => {
+    const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket`);
+    const got = [];
+    const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+    ws.on('message', (d) => got.push(String(d)));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    const waitFor = async (pred, what) => {
+      for (let i = 0; i < 100 && !got.some(pred); i++) await sleep(20);
+      assert.ok(got.some(pred), `${what}: ${got.join(' | ')}`);
+    };
+    ws.send(`40${JSON.stringify({ token: alice.token })}`);
+    await waitFor((p) => p.startsWith('40{'), 'connected');
+    ws.send(`452-["send_message",{"thread_id":"${thread.id}","content":{"_placeholder":true,"num":0}}]`);
+    ws.send(Buffer.from([1, 2, 3]));
+    ws.send(Buffer.from([4, 5, 6]));
+    await waitFor((p) => p.startsWith('42["error"') && p.includes('binary_not_supported'), 'refused');
+    ws.send('4217["ping",{}]');
+    await waitFor((p) => p.startsWith('4317['), 'still answering after its two attachments');
+    ws.send(Buffer.from([7]));
+    const code = await Promise.race([closed, sleep(3000).then(() => 'still open')]);
+    assert.notEqual(code, 'still open', 'a binary frame nobody announced closes the session');
   });
 
   // The empty frame's payload view points just past its header in the
