@@ -108,6 +108,13 @@ TEST(SocketIoDecode, BinaryEventIsReadButMarked) {
   auto p = sio::decode_packet(R"(51-["upload",{"_placeholder":true,"num":0}])");
   ASSERT_TRUE(p);
   EXPECT_EQ(p->type, SioType::kBinaryEvent);
+  EXPECT_EQ(p->attachments, 1u);
+  auto ack = sio::decode_packet(R"(612-7[{"_placeholder":true,"num":0}])");
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->type, SioType::kBinaryAck);
+  EXPECT_EQ(ack->attachments, 12u);
+  EXPECT_EQ(ack->id, 7u);
+  EXPECT_EQ(sio::decode_packet(R"(2["a"])")->attachments, 0u);
 }
 
 TEST(SocketIoDecode, RefusesMalformedPackets) {
