@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <future>
 
+#include "common/clock.h"
+
 namespace parley {
 
 namespace {
@@ -84,45 +86,65 @@ return alive)";
 
 // Removes every node whose heartbeat expired, with its connection counts
 // (redis/redis_connection_limiter.h); returns the users left on no node,
-// each followed by when its node was last heard of (ms, "0" if not known:
-// parley:reaped-seen keeps it while the user is owed).
+// each followed by how long ago (ms, by Redis's clock, so no other clock
+// is compared with it) the latest of their dead nodes was last heard of:
+// -1 if not known (a node of an older version, which stamps no
+// parley:node-seen).
 // Each is also kept in parley:reaped (user -> when, in ms) until its caller
-// has announced it and says so (an HDEL, tick()): a reply that went to a
+// has announced it and says so (kSettledScript, tick()): a reply that went to a
 // link its caller had given up on (Redis hung, then ran what was queued)
 // would otherwise take the announcement with it. Whoever reaps more than
 // 2 s later gets those users again, if no node has them by then; past 30 s
 // (links down that long, or an older version's reaper about) they are
 // dropped: an offline announced that late would only set a wrong last_seen.
+// parley:reaped-seen keeps "<reaped stamp>:<last heard>" for them, used only
+// while the stamp is still the user's in parley:reaped (an older version's
+// reaper neither writes nor clears it). Last, what older reapers leave
+// behind is cleared.
 constexpr const char* kReapScript = R"(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gone = {}
 local owed = redis.call('HGETALL', 'parley:reaped')
 for i = 1, #owed, 2 do
-  local age = now - tonumber(owed[i + 1])
+  local u, stamp = owed[i], owed[i + 1]
+  local age = now - tonumber(stamp)
   if age > 2000 then
-    if age < 30000 and redis.call('HLEN', 'parley:conns:' .. owed[i]) == 0 then
-      table.insert(gone, owed[i])  -- its stamp kept: it ages out all the same
-      table.insert(gone, redis.call('HGET', 'parley:reaped-seen', owed[i]) or '0')
+    if age < 30000 and redis.call('HLEN', 'parley:conns:' .. u) == 0 then
+      local ago = -1  -- its stamp kept: it ages out all the same
+      local kept = redis.call('HGET', 'parley:reaped-seen', u)
+      if kept then
+        local s, heard = string.match(kept, '^(%d+):(%d+)$')
+        if s == stamp then ago = math.max(0, now - tonumber(heard)) end
+      end
+      table.insert(gone, u)
+      table.insert(gone, ago)
     else
-      redis.call('HDEL', 'parley:reaped', owed[i])
-      redis.call('HDEL', 'parley:reaped-seen', owed[i])
+      redis.call('HDEL', 'parley:reaped', u)
+      redis.call('HDEL', 'parley:reaped-seen', u)
     end
   end
 end
+local last = {}  -- user -> the latest last-heard of their dead nodes
 for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
   if redis.call('EXISTS', 'parley:node:' .. n) == 0 then
-    local seen = redis.call('HGET', 'parley:node-seen', n) or '0'
+    local seen = tonumber(redis.call('HGET', 'parley:node-seen', n) or '0')
     for _, u in ipairs(redis.call('SMEMBERS', 'parley:node-users:' .. n)) do
       redis.call('HDEL', 'parley:conns:' .. u, n)
       redis.call('HDEL', 'parley:user-conns:' .. u, n)
+      if seen > (last[u] or 0) then last[u] = seen end
       if redis.call('HLEN', 'parley:conns:' .. u) == 0 then
+        local heard = last[u] or 0
         redis.call('SREM', 'parley:online', u)
         redis.call('PUBLISH', 'parley:presence', '-' .. u)
         table.insert(gone, u)
-        table.insert(gone, seen)
+        table.insert(gone, heard > 0 and math.max(0, now - heard) or -1)
         redis.call('HSET', 'parley:reaped', u, now)
-        redis.call('HSET', 'parley:reaped-seen', u, seen)
+        if heard > 0 then
+          redis.call('HSET', 'parley:reaped-seen', u, string.format('%d:%d', now, heard))
+        else
+          redis.call('HDEL', 'parley:reaped-seen', u)
+        end
       end
     end
     redis.call('DEL', 'parley:node-users:' .. n, 'parley:node-live:' .. n)
@@ -133,13 +155,29 @@ for _, n in ipairs(redis.call('SMEMBERS', 'parley:nodes')) do
     redis.call('PUBLISH', 'parley:presence', 'X' .. n)
   end
 end
--- What a reaper of an older version left behind (it knows no reports-live, no left).
+-- What a reaper of an older version left behind (it knows no reports-live,
+-- no left, no node-seen, no reaped-seen), and what a node that left before
+-- its first heartbeat stamped.
 for _, set in ipairs({'parley:reports-live', 'parley:left'}) do
   for _, n in ipairs(redis.call('SMEMBERS', set)) do
     if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('SREM', set, n) end
   end
 end
+for _, n in ipairs(redis.call('HKEYS', 'parley:node-seen')) do
+  if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('HDEL', 'parley:node-seen', n) end
+end
+for _, u in ipairs(redis.call('HKEYS', 'parley:reaped-seen')) do
+  if redis.call('HEXISTS', 'parley:reaped', u) == 0 then redis.call('HDEL', 'parley:reaped-seen', u) end
+end
 return gone)";
+
+// The users of a reap's reply announced: no longer owed. ARGV: the users.
+constexpr const char* kSettledScript = R"(
+for _, u in ipairs(ARGV) do
+  redis.call('HDEL', 'parley:reaped', u)
+  redis.call('HDEL', 'parley:reaped-seen', u)
+end
+return 0)";
 
 // What a node's copy holds. ARGV: this node, the reload's token. Returns
 // every online user, then each other node's id followed by the users with an
@@ -342,22 +380,19 @@ void RedisPresenceDirectory::tick() {
         if (auto a = alive.lock(); !a || !*a || !r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) return;
         // Stopped reaping meanwhile: the users stay owed, for another node's reap.
         if (!reaping_) return;
-        std::vector<std::string> users;
+        std::vector<std::string> settled{"EVAL", kSettledScript, "0"};
+        const Micros now = now_micros();
         for (size_t i = 0; i + 1 < r->elements; i += 2) {
           const redisReply* u = r->element[i];
-          const redisReply* seen = r->element[i + 1];
-          if (u->type != REDIS_REPLY_STRING || seen->type != REDIS_REPLY_STRING) continue;
+          const redisReply* ago = r->element[i + 1];
+          if (u->type != REDIS_REPLY_STRING || ago->type != REDIS_REPLY_INTEGER) continue;
           std::string user(u->str, u->len);
-          const int64_t seen_ms = std::strtoll(std::string(seen->str, seen->len).c_str(), nullptr, 10);
           spdlog::info("event=presence_node_gone user_id={}", user);
-          if (gone_hook_) gone_hook_(user, seen_ms > 0 ? seen_ms * 1000 : 0);
-          users.push_back(std::move(user));
+          if (gone_hook_) gone_hook_(user, ago->integer >= 0 ? now - ago->integer * 1000 : 0);
+          settled.push_back(std::move(user));
         }
-        for (const char* hash : {"parley:reaped", "parley:reaped-seen"}) {
-          std::vector<std::string_view> announced{"HDEL", hash};
-          announced.insert(announced.end(), users.begin(), users.end());
-          if (announced.size() > 2) commands_.command(announced, [](const redisReply*) {});
-        }
+        if (settled.size() > 3)
+          commands_.command(std::vector<std::string_view>(settled.begin(), settled.end()), [](const redisReply*) {});
       });
     }
     tick();

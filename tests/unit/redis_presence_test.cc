@@ -188,16 +188,21 @@ TEST_F(Survivor, UsersOfAReapWhoseAnswerWasLostAreAnnouncedByALaterOne) {
   const std::string stamp = std::to_string(now_ms - 5000);
   redis.cli("HSET parley:reaped lost-user " + stamp + " back-online " + stamp + " long-ago 1");
   const int64_t seen_ms = now_ms - 7000;  // when the lost user's node was last heard of
-  redis.cli("HSET parley:reaped-seen lost-user " + std::to_string(seen_ms) + " long-ago 1");
+  redis.cli("HSET parley:reaped-seen lost-user " + stamp + ":" + std::to_string(seen_ms) + " long-ago 1:1");
+  // Left behind by reapers of an older version: a user no longer owed, a node gone.
+  redis.cli("HSET parley:reaped-seen settled-user " + stamp + ":" + std::to_string(seen_ms));
+  redis.cli("HSET parley:node-seen node-gone-long-ago 1");
   ASSERT_TRUE(eventually([&] { return !gone_now().empty(); }));
   std::this_thread::sleep_for(1500ms);  // a second report would come meanwhile
   EXPECT_EQ(gone_now(), std::vector<std::string>{"lost-user"}) << "once; not one a node has, nor one past 30 s";
   {
     std::lock_guard lock(mu);
-    EXPECT_EQ(heard["lost-user"], seen_ms * 1000);
+    EXPECT_NEAR(heard["lost-user"], seen_ms * 1000, 100'000);
   }
   EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped") == "0\n"; }));
   EXPECT_TRUE(eventually([&] { return redis.cli("HLEN parley:reaped-seen") == "0\n"; }));
+  EXPECT_EQ(redis.cli("HEXISTS parley:node-seen node-gone-long-ago"), "0\n");
+  EXPECT_EQ(redis.cli("HLEN parley:node-seen"), "1\n") << "the survivor's own";
 }
 
 // A node removed after it stopped with its events published ('C' before its
