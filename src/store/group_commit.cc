@@ -11,8 +11,8 @@
 
 namespace parley {
 
-GroupCommitWriter::GroupCommitWriter(size_t max_batch, RunBatch run_batch)
-    : max_batch_(std::max<size_t>(max_batch, 1)), run_batch_(std::move(run_batch)) {
+GroupCommitWriter::GroupCommitWriter(size_t max_batch, RunBatch run_batch, Probe probe)
+    : max_batch_(std::max<size_t>(max_batch, 1)), run_batch_(std::move(run_batch)), probe_(std::move(probe)) {
   writer_ = named_thread("store-writer", [this] { writer_loop(); });
   completer_ = named_thread("store-complete", [this] { completion_loop(); });
 }
@@ -64,13 +64,40 @@ namespace {
 constexpr size_t kAnswerHereMax = 8;
 }  // namespace
 
+void GroupCommitWriter::set_outcome(const std::optional<Error>& failure) {
+  last_failed_ = failure.has_value();
+  std::lock_guard lock(outcome_mu_);
+  last_outcome_ = failure ? Store::WriteState{false, "the last commit failed: " + failure->message} : Store::WriteState{};
+}
+
+bool GroupCommitWriter::wait_for_work(std::unique_lock<std::mutex>& lock) {
+  constexpr auto kProbeEvery = std::chrono::seconds(1);
+  auto ready = [this] { return stopping_ || !queue_.empty(); };
+  while (!ready()) {
+    if (!last_failed_ || !probe_) {
+      queue_cv_.wait(lock, ready);
+      break;
+    }
+    if (queue_cv_.wait_for(lock, kProbeEvery, ready)) break;
+    lock.unlock();
+    std::optional<Error> failure;
+    try {
+      failure = probe_();
+    } catch (const std::exception&) {
+      failure = internal_error("storage probe failed");
+    }
+    if (!failure) set_outcome(std::nullopt);
+    lock.lock();
+  }
+  return !queue_.empty();  // else stopping, and everything queued is committed
+}
+
 void GroupCommitWriter::writer_loop() {
   std::vector<Op> batch;
   for (;;) {
     {
       std::unique_lock lock(queue_mu_);
-      queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything queued is committed
+      if (!wait_for_work(lock)) return;
       size_t n = std::min(queue_.size(), max_batch_);
       auto end = queue_.begin() + static_cast<std::ptrdiff_t>(n);
       batch.reserve(n);  // one allocation, not a doubling series (the last batch's vector moved on)
@@ -85,10 +112,7 @@ void GroupCommitWriter::writer_loop() {
       spdlog::error("event=store_batch_exception error=\"{}\"", e.what());
       failure = internal_error("storage commit failed");
     }
-    {
-      std::lock_guard lock(outcome_mu_);
-      last_outcome_ = failure ? Store::WriteState{false, "the last commit failed: " + failure->message} : Store::WriteState{};
-    }
+    set_outcome(failure);
     if (!failure) {
       auto micros = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
       Metrics::get().observe_commit(micros.count(), batch.size());

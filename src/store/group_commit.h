@@ -72,9 +72,17 @@ class GroupCommitWriter {
   using OpFlags = GroupCommitOpFlags;
   // Applies and commits one batch; the error when the whole transaction failed.
   using RunBatch = std::function<std::optional<Error>(std::vector<Op>& batch)>;
+  // Checks that the store can commit again (a write of no consequence); the
+  // error while it cannot. Run on the writer thread about once a second while
+  // the last batch failed and nothing is queued, so that a database that came
+  // back says so before the next write: /health answers 503 meanwhile, and a
+  // load balancer that stopped sending traffic for it would otherwise never
+  // send the write that clears it.
+  using Probe = std::function<std::optional<Error>()>;
 
-  // Starts the writer and completion threads.
-  GroupCommitWriter(size_t max_batch, RunBatch run_batch);
+  // Starts the writer and completion threads. `probe` may be empty: then
+  // only the next batch tells.
+  GroupCommitWriter(size_t max_batch, RunBatch run_batch, Probe probe = {});
   ~GroupCommitWriter();
   GroupCommitWriter(const GroupCommitWriter&) = delete;
   GroupCommitWriter& operator=(const GroupCommitWriter&) = delete;
@@ -111,12 +119,18 @@ class GroupCommitWriter {
     std::optional<Error> failure;
   };
   void writer_loop();
+  // Waits for work (or stopping), probing meanwhile if the last batch failed;
+  // false when stopping with nothing queued. `lock` holds queue_mu_.
+  bool wait_for_work(std::unique_lock<std::mutex>& lock);
+  void set_outcome(const std::optional<Error>& failure);
   void completion_loop();
   void finish_all(Completed& c);
   static void log_op_exception(const char* what);
 
   const size_t max_batch_;
   const RunBatch run_batch_;
+  const Probe probe_;
+  bool last_failed_ = false;  // writer thread only
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

@@ -207,7 +207,8 @@ Result<std::unique_ptr<PgStore>> PgStore::open(const StoreOptions& options) {
 PgStore::PgStore(StoreOptions options, std::string described, std::unique_ptr<PgConn> writer)
     : options_(std::move(options)), described_(std::move(described)), writer_conn_(std::move(writer)) {
   writer_ = std::make_unique<GroupCommitWriter>(
-      options_.max_batch, [this](std::vector<GroupCommitWriter::Op>& batch) { return run_batch(batch); });
+      options_.max_batch, [this](std::vector<GroupCommitWriter::Op>& batch) { return run_batch(batch); },
+      [this] { return probe_writer(); });
 }
 
 PgStore::~PgStore() { close(); }
@@ -293,6 +294,19 @@ std::optional<Error> PgStore::run_batch_on_writer(std::vector<GroupCommitWriter:
                  "the database connection was lost during the commit: it may have been stored (retry with the same "
                  "client_msg_id; check before repeating other changes)"};
   return lost ? unavailable() : internal_error("storage commit failed");
+}
+
+// After a failed batch, on the writer: whether the database takes a write
+// again. The commit clock's row written as it is: a real write (it needs the
+// server up, its disk writable, the row free of other nodes' locks), which
+// changes nothing.
+std::optional<Error> PgStore::probe_writer() {
+  PgConn& c = *writer_conn_;
+  if (!c.healthy() && !c.reconnect()) return unavailable();
+  if (c.in_transaction()) c.run("ROLLBACK");
+  if (!c.run("UPDATE commit_clock SET last_created_at = last_created_at WHERE id = 1").ok()) return unavailable();
+  if (auto held_back = batch_failed_log_.recovered()) spdlog::warn("event=store_batch_recovered suppressed={}", *held_back);
+  return std::nullopt;
 }
 
 PgStore::BatchAttempt PgStore::try_batch(std::vector<GroupCommitWriter::Op>& batch, bool savepoint_every_op) {

@@ -65,5 +65,40 @@ TEST(GroupCommitWriter, ACallbackCannotWaitOnTheWriter) {
   writer.stop();
 }
 
+// A failed batch leaves the store unhealthy until something commits: the
+// probe, once a second while nothing is queued, clears it when the database
+// is back, with no write needed; a writer without a probe waits for one.
+TEST(GroupCommitWriter, AProbeClearsAFailureWithoutAWrite) {
+  std::atomic<bool> down{true};
+  std::atomic<int> probes{0};
+  auto run = [&](std::vector<GroupCommitWriter::Op>& batch) -> std::optional<Error> {
+    if (down) return Error{ErrorKind::kUnavailable, "storage_unavailable", "down"};
+    for (auto& op : batch) op.apply();
+    return std::nullopt;
+  };
+  GroupCommitWriter probed(8, run, [&]() -> std::optional<Error> {
+    ++probes;
+    if (down) return Error{ErrorKind::kUnavailable, "storage_unavailable", "down"};
+    return std::nullopt;
+  });
+  GroupCommitWriter unprobed(8, run);
+  for (auto* w : {&probed, &unprobed}) EXPECT_FALSE(w->submit_and_wait<int>([] { return Result<int>(1); }).ok());
+  EXPECT_FALSE(probed.write_state().ok);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_GE(probes.load(), 1) << "probed while down";
+  EXPECT_FALSE(probed.write_state().ok) << "still down";
+  down = false;
+  for (int i = 0; i < 40 && !probed.write_state().ok; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(probed.write_state().ok) << "back, with no write";
+  EXPECT_FALSE(unprobed.write_state().ok) << "no probe: the next batch tells";
+  const int after = probes.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(probes.load(), after) << "no probing while healthy";
+  EXPECT_TRUE(unprobed.submit_and_wait<int>([] { return Result<int>(1); }).ok());
+  EXPECT_TRUE(unprobed.write_state().ok);
+  probed.stop();
+  unprobed.stop();
+}
+
 }  // namespace
 }  // namespace parley

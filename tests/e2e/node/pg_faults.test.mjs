@@ -65,6 +65,16 @@ describe('PostgreSQL faults and several processes', { skip: !pgAvailable() && 'P
         pg('resume', state);
       }
 
+      // /health comes back by itself, with no write to clear it: a load
+      // balancer that stopped sending traffic on its 503 sends none.
+      let health = null;
+      for (let i = 0; i < 100 && health?.status !== 200; i++) {
+        if (i) await sleep(100);
+        health = await server.http('GET', '/health');
+      }
+      assert.equal(health.status, 200, `GET /health after PostgreSQL is back, with no traffic: ${health.text}`);
+      assert.equal(health.body?.storage?.ok, true);
+
       // The node reconnects on its own: the next sends succeed without a restart of parley.
       let after = null;
       for (let i = 0; i < 100 && !after; i++) {
