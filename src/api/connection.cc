@@ -983,6 +983,7 @@ void Connection::on_delivered(ClientFrame f) {
 // get the event from the chat service; this one gets it as the reply.
 void Connection::on_moderate(ClientFrame f) {
   if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
+  ++changes_sent_->awaited;
   // Tests only: holds the reply back after the change is published, so that
   // another change's event can overtake it.
   static const int reply_pause_ms = [] {
@@ -996,22 +997,37 @@ void Connection::on_moderate(ClientFrame f) {
                  : self->ctx_.chat.edit_message(self->user_id_, f.message_id, f.content, self->session_id_);
     if (reply_pause_ms > 0 && m) std::this_thread::sleep_for(std::chrono::milliseconds(reply_pause_ms));
     return [self, f, del, m = std::move(m)] {
-      if (!m) return self->send_error(m.error(), f.request_id);
-      if (del)
-        self->send(self->encoder_->reply(
-            "message_deleted", json::object{{"thread_id", m->thread_id}, {"message_id", m->id}, {"seq", m->seq}},
-            f.request_id));
-      else
-        self->send(self->encoder_->data_reply("message_edited", message_json_text(*m), f.request_id));
-      // A tombstone answered without a change (deleted already) has no number.
-      if (m->change_no <= 0) return;
-      if (auto* told = self->change_told(m->id); told && told->change_no > m->change_no) {
-        if (told->frame) self->send(told->frame);  // the newer change came first: it again, last
-        return;
-      }
-      self->note_change_told(m->id, m->change_no, nullptr);
+      self->answer_moderation(f, del, m);
+      // This one is no longer awaited; with none left, the frames kept for a
+      // reply go (the change numbers stay).
+      if (--self->changes_sent_->awaited == 0)
+        for (auto& told : self->changes_sent_->told) told.frame = nullptr;
     };
   });
+}
+
+void Connection::answer_moderation(const ClientFrame& f, bool del, const Result<Message>& m) {
+  if (!m) return send_error(m.error(), f.request_id);
+  if (del)
+    send(encoder_->reply("message_deleted",
+                         json::object{{"thread_id", m->thread_id}, {"message_id", m->id}, {"seq", m->seq}},
+                         f.request_id));
+  else
+    send(encoder_->data_reply("message_edited", message_json_text(*m), f.request_id));
+  // A tombstone answered without a change (deleted already) has no number.
+  if (m->change_no <= 0) return;
+  if (auto* told = change_told(m->id); told && told->change_no > m->change_no) {
+    if (told->frame) send(told->frame);  // the newer change came first: it again, last
+    return;
+  }
+  note_change_told(m->id, m->change_no, nullptr);
+}
+
+bool Connection::tell_change(const std::string& message_id, int64_t change_no, const FramePtr& frame) {
+  if (!changes_sent_ || change_no <= 0) return true;
+  if (auto* told = change_told(message_id); told && told->change_no >= change_no) return false;
+  note_change_told(message_id, change_no, changes_sent_->awaited > 0 ? frame : nullptr);
+  return true;
 }
 
 Connection::ChangesSent::Told* Connection::change_told(const std::string& message_id) {
@@ -1140,10 +1156,7 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
     if (!admit_live(event.thread_id, event.seq, frame)) return;
   } else if (frame && changes_a_message(event)) {
     if (!admit_change(event.message_id, event.change_no)) return;
-    if (changes_sent_ && event.change_no > 0) {
-      if (auto* told = change_told(event.message_id); told && told->change_no >= event.change_no) return;
-      note_change_told(event.message_id, event.change_no, frame);
-    }
+    if (!tell_change(event.message_id, event.change_no, frame)) return;
     if (holding_) return held_.push_back({event.thread_id, 0, frame});
     if (!cursor_.changed(event.thread_id, frame)) return;
   }
@@ -1352,6 +1365,7 @@ void Connection::resend_change(const Message& changed) {
   if (!admit_change(changed.id, changed.change_no)) return;
   auto event = change_event(changed);
   FramePtr frame = encoder_->event(*event);
+  if (!tell_change(changed.id, changed.change_no, frame)) return;
   if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame)});
   // Behind the thread's fills, like a live change.
   if (!cursor_.changed(changed.thread_id, frame)) return;

@@ -167,6 +167,7 @@ class Connection final : public ClientSession,
   void stop_typing(const std::string& thread_id);
   void on_delivered(ClientFrame frame);
   void on_moderate(ClientFrame frame);
+  void answer_moderation(const ClientFrame& frame, bool del, const Result<Message>& changed);
   bool take_token(bool clears_strikes = true);
   bool take_token_or_refuse(const boost::json::value& request_id);
 
@@ -267,15 +268,21 @@ class Connection final : public ClientSession,
     // reply is dropped; a reply older than an event sent is followed by that
     // event again, so the client ends on the message as it is. (The record
     // is made by the connection's first edit or deletion, if not before.)
+    // Frames are kept only while a reply is awaited (`awaited`), so an idle
+    // connection holds none.
     struct Told {
       std::string message_id;
       int64_t change_no;
       FramePtr frame;
     };
     std::vector<Told> told;
+    int awaited = 0;  // this connection's edits and deletions not answered yet
   };
   std::unique_ptr<ChangesSent> changes_sent_;
   ChangesSent::Told* change_told(const std::string& message_id);
+  // False for a change of a message older than (or the same as) the last this
+  // connection was told of (ChangesSent::told); else notes it.
+  bool tell_change(const std::string& message_id, int64_t change_no, const FramePtr& frame);
   void note_change_told(const std::string& message_id, int64_t change_no, FramePtr frame);
   // Threads this connection is typing in (as on the TypingBoard), each with
   // the number of its latest start: only that start's relay outcome and
