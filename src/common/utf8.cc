@@ -32,12 +32,13 @@ bool is_space(uint32_t cp) {
 }
 
 // Characters that draw nothing: Unicode's Default_Ignorable_Code_Point
-// (format characters, joiners, variation selectors, Hangul fillers, tags),
-// plus the blank Braille pattern, which fonts draw empty and which is the
-// usual way to fake a blank name.
+// (format characters, joiners, variation selectors, Hangul fillers, tags)
+// but the soft hyphen, which terminals draw as "-", plus the blank Braille
+// pattern, which fonts draw empty and which is the usual way to fake a blank
+// name. web/src/ui.js (isBlank) mirrors this list.
 bool is_invisible(uint32_t cp) {
-  if (cp < 0xAD) return false;
-  return cp == 0xAD || cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 ||
+  if (cp < 0x34F) return false;
+  return cp == 0x34F || cp == 0x61C || cp == 0x115F || cp == 0x1160 || cp == 0x17B4 ||
          cp == 0x17B5 || (cp >= 0x180B && cp <= 0x180F) || (cp >= 0x200B && cp <= 0x200F) ||
          (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x206F) || cp == 0x2800 || cp == 0x3164 ||
          (cp >= 0xFE00 && cp <= 0xFE0F) || cp == 0xFEFF || cp == 0xFFA0 || (cp >= 0xFFF0 && cp <= 0xFFF8) ||

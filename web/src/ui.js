@@ -11,6 +11,12 @@ const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2
 const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long', year: 'numeric' });
 const shortDayFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
 
+// The server's rule for blank text (src/common/utf8.cc): nothing but white
+// space, control characters and characters that draw nothing. A message the
+// server would refuse as empty is not sent (it would only fail in the outbox).
+const BLANK = /^[\s\p{Cc}\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]*$/u;
+function isBlank(text) { return BLANK.test(text); }
+
 function dayKey(iso) { const d = new Date(iso); return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`; }
 function dayLabel(iso) {
   const d = new Date(iso);
@@ -238,7 +244,7 @@ function NewChat() {
   }
   async function create(e) {
     e.preventDefault();
-    if (mode !== 'group' || !title.trim() || picked.length === 0) return;
+    if (mode !== 'group' || isBlank(title) || picked.length === 0) return;
     try { await store.createGroup(title.trim(), picked.map((p) => p.username)); close(); } catch (err) { setError(err.message); }
   }
   return html`
@@ -261,7 +267,7 @@ function NewChat() {
         </ul>`}
       ${error && html`<p class="error" role="alert">${error}</p>`}
       <div class="row">
-        ${mode === 'group' && html`<button type="submit" class="primary" disabled=${!title.trim() || picked.length === 0}>Create group</button>`}
+        ${mode === 'group' && html`<button type="submit" class="primary" disabled=${isBlank(title) || picked.length === 0}>Create group</button>`}
         <button type="button" onClick=${close}>Cancel</button>
       </div>
     </form>`;
@@ -876,7 +882,7 @@ function Composer({ t }) {
   function submit(e) {
     e.preventDefault();
     const content = text;
-    if (!content.trim()) return;
+    if (isBlank(content)) return;
     store.send(t.id, content);
     typingSent.current = 0;
     setText('');

@@ -5,7 +5,7 @@
 // accessibility (axe-core), token expiry.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomId, mintToken } from '../node/harness.mjs';
+import { randomId, mintToken, sleep } from '../node/harness.mjs';
 import {
   openAs, trackErrors, threadLink, messageLog, messageTexts, sendFromComposer,
   screenshotPath, until, startScene, axeViolations } from './browser.mjs';
@@ -234,6 +234,13 @@ describe('web app: two people chatting in two browsers', () => {
     await open('Class 4B parents');
     assert.equal(await box.inputValue(), '', 'a sent draft does not come back');
     await open('Bob Parent');
+    // Text that draws nothing (a word joiner, a zero-width space) is blank to
+    // the server: it is not sent, so it cannot fail in the outbox.
+    await box.fill('\u2060\u200b ');
+    await box.press('Enter');
+    await sleep(300);
+    assert.equal(await box.inputValue(), '\u2060\u200b ', 'kept in the composer, not sent');
+    assert.equal(await page.locator('.failed, [data-status="failed"]').count(), 0, 'nothing failed');
     await box.fill('');
   });
 
