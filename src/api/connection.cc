@@ -420,25 +420,28 @@ void Connection::on_send(ClientFrame f) {
                       : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
     std::string id = r ? r->message.id : std::string();
-    // A duplicate's answer is not held in seq order (its event came long ago,
-    // if ever), but it is an own message all the same: a fill that reads it
-    // (this connection's cursor may not have it) must not send it back.
-    const bool in_order = r && !r->duplicate;
-    std::string thread_id = in_order ? r->message.thread_id : std::string();
-    int64_t seq = in_order ? r->message.seq : 0;
+    // A duplicate's answer (a retry of a message stored before) is held in seq
+    // order too: a reconnected client that subscribes with since_seq and
+    // retries its unanswered send at once must not get that old seq's
+    // message_sent ahead of the older messages its replay is still sending
+    // (a client that keeps the highest seq seen would resume past them).
+    const bool stored = static_cast<bool>(r);
+    const bool fresh = r && !r->duplicate;
+    std::string thread_id = stored ? r->message.thread_id : std::string();
+    int64_t seq = stored ? r->message.seq : 0;
     if (auto t = transport.lock())
-      t->post([self, frames = std::move(frames), id = std::move(id), thread_id = std::move(thread_id), seq, in_order,
-               number, typing_before]() mutable {
+      t->post([self, frames = std::move(frames), id = std::move(id), thread_id = std::move(thread_id), seq, stored,
+               fresh, number, typing_before]() mutable {
         auto& u = self->unanswered_sends_;
         if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
         // During a replay of its thread the answer takes its seq's place (DeliveryCursor::hold_answer).
-        if (self->closed_ || !in_order || !self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
+        if (self->closed_ || !stored || !self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
         self->answered(id);
         if (!id.empty()) self->remember_own_send(std::move(id));
         // The message the typist was typing is sent: their typing stops for
         // the others now, not after the silence timeout (unless another of
         // their devices types there, or this one began the next message).
-        if (in_order && !self->closed_) {
+        if (fresh && !self->closed_) {
           auto typing = find_typing(self->typing_, thread_id);
           if (typing != self->typing_.end() && typing->second <= typing_before) self->stop_typing(thread_id);
         }

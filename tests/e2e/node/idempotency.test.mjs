@@ -61,6 +61,28 @@ describe('safe retries with client_msg_id', () => {
     assert.deepEqual(seqs(aliceWs), [], 'the sender: message_sent only');
   });
 
+  // A device whose answer was lost reconnects, subscribes from 0 and retries
+  // its unanswered send at once: the retry's message_sent takes its seq's
+  // place after the older messages the replay is still sending. Sent ahead
+  // of them, a client that resumes from the highest seq it has seen would,
+  // after one more drop, never get them.
+  it('a retry answered during a replay of its thread comes in seq order, after the older messages', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    await server.sendBacklog(bob, thread.id, 900);
+    const stored = await server.sendRest(alice.token, thread.id, { content: 'answer lost', client_msg_id: 'lost-answer' });
+    assert.equal(stored.status, 201, stored.text);
+    const ws = await server.connect(alice);
+    ws.send({ type: 'subscribe_thread', thread_id: thread.id, since_seq: 0, request_id: 'sub' });
+    ws.send({ type: 'send_message', thread_id: thread.id, content: 'answer lost', client_msg_id: 'lost-answer', request_id: 'retry' });
+    await ws.next((f) => f.request_id === 'sub', 20000, 'thread_subscribed');
+    const order = ws.all((f) => f.type === 'new_message' || f.request_id === 'retry')
+      .map((f) => (f.type === 'new_message' ? f.data.seq : `answer ${f.data?.seq}`));
+    const at = order.indexOf('answer 901');
+    assert.ok(at >= 0, `the retry was answered with the original: ${order.slice(-3)}`);
+    assert.deepEqual(order.slice(0, at), Array.from({ length: 900 }, (_, i) => i + 1), 'seqs 1-900 first, in order');
+  });
+
   it('WebSocket: a retry by username (thread created on first use) returns the original', async () => {
     const [alice, bob] = await server.registerMany(2);
     const aliceWs = await server.connect(alice);
