@@ -1425,7 +1425,8 @@ describe('bad Engine.IO and Socket.IO input', () => {
     else assert.deepEqual(after.body, err(1, 'Session ID unknown'));
   });
 
-  it('over a WebSocket: binary frames announced by a BINARY_EVENT are dropped, a stray one closes the session', async () => {
+  // An Engine.IO session opened on a raw WebSocket: what it got, its close code.
+  async function rawEioSocket() {
     const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket`);
     const got = [];
     const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
@@ -1435,6 +1436,11 @@ describe('bad Engine.IO and Socket.IO input', () => {
       for (let i = 0; i < 100 && !got.some(pred); i++) await sleep(20);
       assert.ok(got.some(pred), `${what}: ${got.join(' | ')}`);
     };
+    return { ws, got, closed, waitFor };
+  }
+
+  it('over a WebSocket: binary frames announced by a BINARY_EVENT are dropped, a stray one closes the session', async () => {
+    const { ws, closed, waitFor } = await rawEioSocket();
     ws.send(`40${JSON.stringify({ token: alice.token })}`);
     await waitFor((p) => p.startsWith('40{'), 'connected');
     ws.send(`452-["send_message",{"thread_id":"${thread.id}","content":{"_placeholder":true,"num":0}}]`);
@@ -1453,14 +1459,9 @@ describe('bad Engine.IO and Socket.IO input', () => {
   // a packet type, that was once a ping of an empty string. Here the frame
   // before it is a noop ("6"), which, read again, would leave the session open.
   it('an empty WebSocket text frame closes the session; the server stays up', async () => {
-    const ws = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket`);
-    const got = [];
-    const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
-    ws.on('message', (d) => got.push(String(d)));
-    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    const { ws, closed, waitFor } = await rawEioSocket();
     ws.send('40');  // CONNECT without a token: answered, so frames are being read
-    for (let i = 0; i < 50 && !got.some((p) => p.startsWith('44')); i++) await sleep(20);
-    assert.ok(got.some((p) => p.startsWith('44')), `no answer to the CONNECT: ${got.join(' | ')}`);
+    await waitFor((p) => p.startsWith('44'), 'no answer to the CONNECT');
     ws.send('6');
     ws.send('');
     const code = await Promise.race([closed, sleep(3000).then(() => 'still open')]);
