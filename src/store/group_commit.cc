@@ -25,6 +25,7 @@ void GroupCommitWriter::stop() {
       std::lock_guard lock(queue_mu_);
       stopping_ = true;
     }
+    stop_asked_.store(true, std::memory_order_relaxed);
     queue_cv_.notify_all();
     writer_.join();  // the writer drains the queue before it exits
     {
@@ -82,7 +83,7 @@ bool GroupCommitWriter::wait_for_work(std::unique_lock<std::mutex>& lock) {
     lock.unlock();
     std::optional<Error> failure;
     try {
-      failure = probe_();
+      failure = probe_([this] { return stop_asked_.load(std::memory_order_relaxed); });
     } catch (const std::exception&) {
       failure = internal_error("storage probe failed");
     }

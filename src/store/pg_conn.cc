@@ -2,7 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <iterator>
 #include <vector>
@@ -93,6 +97,26 @@ PgConn::~PgConn() {
 
 bool PgConn::reconnect() {
   PQreset(conn_);
+  return set_up_session();
+}
+
+bool PgConn::reconnect(const std::function<bool()>& give_up) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  if (!PQresetStart(conn_)) return false;
+  PostgresPollingStatusType state = PGRES_POLLING_WRITING;  // as libpq asks to begin
+  while (state != PGRES_POLLING_OK) {
+    // Given up half-way, the connection is not healthy(): the next use resets it.
+    if (state == PGRES_POLLING_FAILED || give_up() || std::chrono::steady_clock::now() > deadline) return false;
+    pollfd p{PQsocket(conn_), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+    if (p.fd < 0) return false;
+    const int ready = ::poll(&p, 1, 100);
+    if (ready < 0 && errno != EINTR) return false;
+    if (ready > 0) state = PQresetPoll(conn_);
+  }
+  return set_up_session();
+}
+
+bool PgConn::set_up_session() {
   prepared_.clear();  // a new session has none of them
   if (!healthy()) return false;
   PQsetNoticeReceiver(conn_, ignore_notice, nullptr);

@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -102,6 +103,10 @@ class PgConn {
   bool healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
   // Reconnects, then runs the session setup again (a new session has none of it).
   bool reconnect();
+  // The same, but gives up as soon as `give_up` turns true (checked every
+  // 100 ms) or after 10 s: a caller that must be able to stop does not wait
+  // out an unreachable server's connect timeout.
+  bool reconnect(const std::function<bool()>& give_up);
   // Session settings (SET …): runs `sql` now and again after every reconnect.
   bool set_session_setup(std::string sql);
   bool in_transaction() const { return PQtransactionStatus(conn_) != PQTRANS_IDLE; }
@@ -120,6 +125,7 @@ class PgConn {
   // while it is still sending (so a large round cannot deadlock), stay small.
   static constexpr size_t kPipelineDepth = 64;
   explicit PgConn(PGconn* c) : conn_(c) {}
+  bool set_up_session();  // after a reset: forgets prepared statements, runs the setup
   PgResult note(PgResult r);  // sets failed_ when r failed
   // The prepared statement's name, preparing it on first use; nullptr when
   // PQprepare failed, whose result is then in `failed`.

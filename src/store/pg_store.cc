@@ -208,7 +208,7 @@ PgStore::PgStore(StoreOptions options, std::string described, std::unique_ptr<Pg
     : options_(std::move(options)), described_(std::move(described)), writer_conn_(std::move(writer)) {
   writer_ = std::make_unique<GroupCommitWriter>(
       options_.max_batch, [this](std::vector<GroupCommitWriter::Op>& batch) { return run_batch(batch); },
-      [this] { return probe_writer(); });
+      [this](const std::function<bool()>& give_up) { return probe_writer(give_up); });
 }
 
 PgStore::~PgStore() { close(); }
@@ -299,12 +299,18 @@ std::optional<Error> PgStore::run_batch_on_writer(std::vector<GroupCommitWriter:
 // After a failed batch, on the writer: whether the database takes a write
 // again. The commit clock's row written as it is: a real write (it needs the
 // server up, its disk writable, the row free of other nodes' locks), which
-// changes nothing.
-std::optional<Error> PgStore::probe_writer() {
+// changes nothing. Bounded, so that a stop never waits long behind it: the
+// connect gives up when the stop comes, the statement after 2 s (a lock held
+// elsewhere: 1 s).
+std::optional<Error> PgStore::probe_writer(const std::function<bool()>& give_up) {
   PgConn& c = *writer_conn_;
-  if (!c.healthy() && !c.reconnect()) return unavailable();
+  if (!c.healthy() && !c.reconnect(give_up)) return unavailable();
   if (c.in_transaction()) c.run("ROLLBACK");
-  if (!c.run("UPDATE commit_clock SET last_created_at = last_created_at WHERE id = 1").ok()) return unavailable();
+  const bool wrote = c.run("BEGIN; SET LOCAL lock_timeout = 1000; SET LOCAL statement_timeout = 2000; "
+                           "UPDATE commit_clock SET last_created_at = last_created_at WHERE id = 1; COMMIT")
+                         .ok();
+  if (c.healthy() && c.in_transaction()) c.run("ROLLBACK");
+  if (!wrote) return unavailable();
   if (auto held_back = batch_failed_log_.recovered()) spdlog::warn("event=store_batch_recovered suppressed={}", *held_back);
   return std::nullopt;
 }

@@ -117,7 +117,7 @@ class PgStore final : public Store {
   // --- writer side (writer thread only) ---
   std::optional<Error> run_batch(std::vector<GroupCommitWriter::Op>& batch);
   std::optional<Error> run_batch_on_writer(std::vector<GroupCommitWriter::Op>& batch);
-  std::optional<Error> probe_writer();
+  std::optional<Error> probe_writer(const std::function<bool()>& give_up);
   struct BatchAttempt {
     bool ok = false;
     bool unsaved_op_failed = false;  // an op without a savepoint lost the transaction

@@ -76,7 +76,7 @@ TEST(GroupCommitWriter, AProbeClearsAFailureWithoutAWrite) {
     for (auto& op : batch) op.apply();
     return std::nullopt;
   };
-  GroupCommitWriter probed(8, run, [&]() -> std::optional<Error> {
+  GroupCommitWriter probed(8, run, [&](const std::function<bool()>&) -> std::optional<Error> {
     ++probes;
     if (down) return Error{ErrorKind::kUnavailable, "storage_unavailable", "down"};
     return std::nullopt;
