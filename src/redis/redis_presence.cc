@@ -163,11 +163,17 @@ for _, set in ipairs({'parley:reports-live', 'parley:left'}) do
     if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('SREM', set, n) end
   end
 end
-for _, n in ipairs(redis.call('HKEYS', 'parley:node-seen')) do
-  if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('HDEL', 'parley:node-seen', n) end
+-- Each hash is walked only when it holds more than it should (a count is
+-- cheap; a walk of many owed users, every second on every node, is not).
+if redis.call('HLEN', 'parley:node-seen') > redis.call('SCARD', 'parley:nodes') then
+  for _, n in ipairs(redis.call('HKEYS', 'parley:node-seen')) do
+    if redis.call('SISMEMBER', 'parley:nodes', n) == 0 then redis.call('HDEL', 'parley:node-seen', n) end
+  end
 end
-for _, u in ipairs(redis.call('HKEYS', 'parley:reaped-seen')) do
-  if redis.call('HEXISTS', 'parley:reaped', u) == 0 then redis.call('HDEL', 'parley:reaped-seen', u) end
+if redis.call('HLEN', 'parley:reaped-seen') > redis.call('HLEN', 'parley:reaped') then
+  for _, u in ipairs(redis.call('HKEYS', 'parley:reaped-seen')) do
+    if redis.call('HEXISTS', 'parley:reaped', u) == 0 then redis.call('HDEL', 'parley:reaped-seen', u) end
+  end
 end
 return gone)";
 
