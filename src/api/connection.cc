@@ -1048,7 +1048,12 @@ void Connection::note_change_told(const std::string& message_id, int64_t change_
     return;
   }
   auto& told = changes_sent_->told;
-  if (told.size() == kChangesTold) told.erase(told.begin());
+  if (told.size() == kChangesTold) {
+    // The oldest with no frame goes first: one with a frame may be what an
+    // awaited reply must be followed by (a resync resends many changes).
+    auto victim = std::find_if(told.begin(), told.end(), [](const auto& t) { return !t.frame; });
+    told.erase(victim != told.end() ? victim : told.begin());
+  }
   told.push_back({message_id, change_no, std::move(frame)});
 }
 
