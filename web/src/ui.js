@@ -14,7 +14,7 @@ const shortDayFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 
 // The server's rule for blank text (src/common/utf8.cc): nothing but white
 // space, control characters and characters that draw nothing. A message the
 // server would refuse as empty is not sent (it would only fail in the outbox).
-const BLANK = /^[\s\p{Cc}\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]*$/u;
+const BLANK = /^[\s\u0000-\u001f\u007f-\u009f\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0000}-\u{e0fff}]*$/u;
 function isBlank(text) { return BLANK.test(text); }
 
 function dayKey(iso) { const d = new Date(iso); return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`; }
