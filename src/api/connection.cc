@@ -420,11 +420,11 @@ void Connection::on_send(ClientFrame f) {
                       : self->encoder_->error(r.error(), request_id);
     if (!r) Metrics::get().count_error(r.error().code);
     std::string id = r ? r->message.id : std::string();
-    // A duplicate's answer (a retry of a message stored before) is held in seq
-    // order too: a reconnected client that subscribes with since_seq and
-    // retries its unanswered send at once must not get that old seq's
-    // message_sent ahead of the older messages its replay is still sending
-    // (a client that keeps the highest seq seen would resume past them).
+    // A duplicate's answer (a retry of a message stored before) is held too:
+    // a reconnected client that subscribes with since_seq and retries its
+    // unanswered send at once must not get that old seq's message_sent ahead
+    // of the older messages its replay is still sending (a client that keeps
+    // the highest seq seen would resume past them).
     const bool stored = static_cast<bool>(r);
     const bool fresh = r && !r->duplicate;
     std::string thread_id = stored ? r->message.thread_id : std::string();
@@ -434,8 +434,18 @@ void Connection::on_send(ClientFrame f) {
                fresh, number, typing_before]() mutable {
         auto& u = self->unanswered_sends_;
         if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
-        // During a replay of its thread the answer takes its seq's place (DeliveryCursor::hold_answer).
-        if (self->closed_ || !stored || !self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
+        if (self->closed_ || !stored) {
+          self->send(std::move(frames));
+        } else if (fresh) {
+          // During a replay of its thread the answer takes its seq's place (DeliveryCursor::hold_answer).
+          if (!self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
+        } else {
+          // A retry's original may be far behind what the replay sends (or
+          // not sent by it at all): its answer waits until the thread's
+          // replays end, as a change of a message does.
+          for (auto& frame : frames)
+            if (self->cursor_.changed(thread_id, frame)) self->send(std::move(frame));
+        }
         self->answered(id);
         if (!id.empty()) self->remember_own_send(std::move(id));
         // The message the typist was typing is sent: their typing stops for

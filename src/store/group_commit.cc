@@ -52,6 +52,7 @@ void GroupCommitWriter::enqueue(Op op) {
     if (!stopping_) {
       in_flight_.fetch_add(1, std::memory_order_acq_rel);
       queue_.push_back(std::move(op));
+      work_waiting_.store(true, std::memory_order_relaxed);
       queue_cv_.notify_one();
       return;
     }
@@ -80,10 +81,14 @@ bool GroupCommitWriter::wait_for_work(std::unique_lock<std::mutex>& lock) {
       break;
     }
     if (queue_cv_.wait_for(lock, kProbeEvery, ready)) break;
+    work_waiting_.store(false, std::memory_order_relaxed);  // the queue is empty (queue_mu_ held)
     lock.unlock();
     std::optional<Error> failure;
     try {
-      failure = probe_([this] { return stop_asked_.load(std::memory_order_relaxed); });
+      // A write that comes meanwhile is the better probe: it does not wait for this one.
+      failure = probe_([this] {
+        return stop_asked_.load(std::memory_order_relaxed) || work_waiting_.load(std::memory_order_relaxed);
+      });
     } catch (const std::exception&) {
       failure = internal_error("storage probe failed");
     }

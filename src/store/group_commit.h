@@ -78,8 +78,8 @@ class GroupCommitWriter {
   // back says so before the next write: /health answers 503 meanwhile, and a
   // load balancer that stopped sending traffic for it would otherwise never
   // send the write that clears it. `give_up` turns true once stop() is
-  // called: a probe waiting on the database returns then, so that a stop
-  // does not wait out a database that does not answer.
+  // called or a write is queued: a probe waiting on the database returns
+  // then, so that neither waits out a database that does not answer.
   using Probe = std::function<std::optional<Error>(const std::function<bool()>& give_up)>;
 
   // Starts the writer and completion threads. `probe` may be empty: then
@@ -138,7 +138,8 @@ class GroupCommitWriter {
   std::condition_variable queue_cv_;
   std::deque<Op> queue_;
   bool stopping_ = false;
-  std::atomic<bool> stop_asked_{false};  // stopping_, for a probe under way
+  std::atomic<bool> stop_asked_{false};    // stopping_, for a probe under way
+  std::atomic<bool> work_waiting_{false};  // an op was queued since the probe began
 
   std::mutex done_mu_;
   std::condition_variable done_cv_;
