@@ -104,10 +104,12 @@ class WsSession final : public Transport,
         req.count(http::field::sec_websocket_version) != 1)
       key = {};
     if (key.empty() || req[http::field::sec_websocket_version] != "13") {
-      const std::string body =
-          R"({"status":"error","code":"bad_request","message":"WebSocket upgrade needs one Sec-WebSocket-Key (16 bytes in base64) and version 13"})";
-      // Another version: 426 with the one supported (RFC 6455, 4.4).
+      // Another version: 426 with the one supported (RFC 6455, 4.4), and the
+      // code the error table gives a 426.
       const bool version = !key.empty();
+      const std::string body = std::string(R"({"status":"error","code":")") +
+                               (version ? "upgrade_required" : "bad_request") +
+                               R"(","message":"WebSocket upgrade needs one Sec-WebSocket-Key (16 bytes in base64) and version 13"})";
       enqueue(ws::WsOutQueue::kRaw, std::make_shared<const Frame>(
           std::string(version ? "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n" : "HTTP/1.1 400 Bad Request\r\n") +
           "Content-Type: application/json\r\nConnection: close\r\n"

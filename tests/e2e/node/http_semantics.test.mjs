@@ -189,9 +189,11 @@ describe('HTTP status codes', () => {
       'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
     assert.equal(res.status, 426, res.raw.slice(0, 200));
     assert.match(res.raw, /\r\nSec-WebSocket-Version: 13\r\n/i);
+    assert.match(res.raw, /"code":"upgrade_required"/, 'the code the error table gives a 426');
     const noKey = await rawExchange(server.port, `GET /ws?token=${encodeURIComponent(user.token)} HTTP/1.1\r\nHost: x\r\n` +
       'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n');
     assert.equal(noKey.status, 400, 'no key: a bad request');
+    assert.match(noKey.raw, /"code":"bad_request"/);
   });
 
   it('a WebSocket upgrade with a key that is not 16 bytes of base64, or with two keys or versions, gets 400 (RFC 6455 4.2.1)', async () => {
