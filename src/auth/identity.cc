@@ -116,10 +116,13 @@ Result<AuthResult> Identity::register_user(const RegisterRequest& req, const std
     return bad_input("invalid_field", "phone_number must be at least 3 digits, with spaces, +, -, ., ( and )");
   if (!utf8_length(req.role) || req.role.size() > kMaxRoleBytes || has_control_chars(req.role))
     return bad_input("invalid_field", "role must be at most 64 bytes of text (UTF-8), without control characters");
-  if (!req.role.empty() && !known_role(config_, req.role)) {
+  // The default role too must be one the server allows: with --roles, a
+  // registration that names none is refused, not given a role outside them.
+  if (!known_role(config_, req.role.empty() ? kDefaultRole : req.role)) {
     std::string roles;
     for (const std::string& r : config_.roles) roles += (roles.empty() ? "" : ", ") + r;
-    return bad_input("invalid_role", "role must be one of: " + roles);
+    return bad_input("invalid_role", std::string(req.role.empty() ? "a role is required: " : "role must be ") +
+                                         "one of: " + roles);
   }
   if (!address.empty() && !registration_limiter_.admit("", address_block(address), now_seconds())) {
     Metrics::get().count_error("rate_limited");

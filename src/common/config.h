@@ -95,7 +95,7 @@ struct Config {
   int shutdown_timeout_seconds = 10;      // SIGTERM/SIGINT: the drain and the final commit end within this
   // The roles a user may take (registration, `parley user add`); empty: any
   // text (a role is free text). A user registered without one gets
-  // kDefaultRole.
+  // kDefaultRole, which must then be among them too.
   std::vector<std::string> roles;
   Limits limits;
   SocketIoConfig socketio;

@@ -163,6 +163,11 @@ describe('server configuration', () => {
     assert.equal(bad.status, 400, bad.text);
     assert.equal(bad.body.code, 'invalid_role');
     assert.match(bad.body.message, /teacher, parent, nurse/);
+    // Naming none would give `member`, which is not among them: refused too.
+    const none = await server.http('POST', '/api/auth/register', { body: { username: `r_${randomId(5)}`, password: 'pw-12345678', full_name: 'M' } });
+    assert.equal(none.status, 400, none.text);
+    assert.equal(none.body.code, 'invalid_role');
+    assert.match(none.body.message, /^a role is required: one of: teacher, parent, nurse$/);
     // /health names them, for a sign-up form to offer.
     assert.deepEqual((await server.http('GET', '/health')).body.roles, ['teacher', 'parent', 'nurse']);
 
