@@ -538,6 +538,8 @@ const Route* find_route(const std::string& method, const std::vector<std::string
 }
 
 std::string allowed_for(const std::vector<std::string>& parts) {
+  // The web app's pages and files (api/web_app.h) are read, never written.
+  if (!parts.empty() && parts[0] == "app") return "GET, HEAD, OPTIONS";
   std::vector<std::string_view> methods;
   for (const Route& r : routes()) {
     if (!path_matches(r, parts) || std::find(methods.begin(), methods.end(), r.method) != methods.end()) continue;

@@ -36,6 +36,12 @@ TEST(RestRoutes, AnEncodedSlashSplitsNoSegment) {
   EXPECT_EQ(percent_decode("a%2Fb", false), "a/b") << "query values decode it";
 }
 
+TEST(RestRoutes, TheWebAppIsReadOnly) {
+  EXPECT_EQ(RestApi::allowed_methods("/app"), "GET, HEAD, OPTIONS");
+  EXPECT_EQ(RestApi::allowed_methods("/app/index.html"), "GET, HEAD, OPTIONS");
+  EXPECT_EQ(RestApi::allowed_methods("/apps"), "");
+}
+
 TEST(RestRoutes, AllowedMethodsFollowTheRouterSplit) {
   EXPECT_EQ(RestApi::allowed_methods("/api//auth/login"), RestApi::allowed_methods("/api/auth/login"));
   EXPECT_NE(RestApi::allowed_methods("/api/auth/login"), "");

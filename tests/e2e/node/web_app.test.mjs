@@ -28,6 +28,16 @@ describe('web app at /app/', () => {
     assert.equal(noSlash.headers.location, '/app/');
   });
 
+  it('the app is read-only: another method is 405 with Allow, OPTIONS answers 204', async () => {
+    const post = await server.http('POST', '/app/', { body: {} });
+    assert.equal(post.status, 405, post.text);
+    assert.equal(post.body.code, 'method_not_allowed');
+    assert.equal(post.headers.allow, 'GET, HEAD, OPTIONS');
+    const options = await server.http('OPTIONS', '/app/index.html');
+    assert.equal(options.status, 204, options.text);
+    assert.equal(options.headers.allow, 'GET, HEAD, OPTIONS');
+  });
+
   it('index.html: strict CSP with no inline script, nosniff, no referrer, revalidated every time', async () => {
     const res = await server.http('GET', '/app/', { headers: { Accept: BROWSER_ACCEPT } });
     assert.equal(res.status, 200, res.text);
@@ -72,7 +82,5 @@ describe('web app at /app/', () => {
     const health = await server.http('GET', '/health', { headers: { Accept: BROWSER_ACCEPT } });
     assert.equal(health.status, 200);
     assert.equal(health.body.status, 'ok');
-    const post = await server.http('POST', '/app/', { body: {} });
-    assert.equal(post.status, 404, 'only GET serves the app');
   });
 });
