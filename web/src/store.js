@@ -348,6 +348,7 @@ function wire(c) {
     setTimeout(changed, TYPING_TTL_MS + 50);
   });
   c.addEventListener('presence', (e) => {
+    presenceHeard.set(e.detail.user_id, ++eventsHeard);
     state.presence.set(e.detail.user_id, { online: e.detail.online, last_seen: e.detail.last_seen });
     changed();
   });
@@ -569,6 +570,8 @@ const knownNames = new Map();
 // one ends (one for every such call: they share it).
 let threadsLoading = null;
 let threadsNext = null;
+let eventsHeard = 0;             // presence events so far
+const presenceHeard = new Map(); // user id -> eventsHeard at their latest
 export function loadThreads() {
   if (!threadsLoading) {
     threadsLoading = applyThreads().finally(() => { threadsLoading = null; });
@@ -583,6 +586,7 @@ export function loadThreads() {
 
 async function applyThreads() {
   const c = client;
+  const asked = eventsHeard;
   const list = await c.threads();
   if (c !== client) return;  // signed out, or in as someone else, meanwhile
   const threads = new Map();
@@ -590,8 +594,20 @@ async function applyThreads() {
   for (const t of list) {
     threads.set(t.id, t);
     total += t.unread_count || 0;
+    // The answer may be older than receipts and presence events that came
+    // over the socket while it was on its way (a reconnection reloads the
+    // list as the other side reads): those stay. Receipts never go back.
+    const before = state.threads.get(t.id);
+    for (const p of t.participants) {
+      const old = before && before.participants.find((x) => x.user_id === p.user_id);
+      if (old) {
+        p.last_read_seq = Math.max(p.last_read_seq || 0, old.last_read_seq || 0);
+        p.last_delivered_seq = Math.max(p.last_delivered_seq || 0, old.last_delivered_seq || 0);
+      }
+    }
     // What the server says now (presence events missed while offline included).
     for (const p of t.participants) {
+      if ((presenceHeard.get(p.user_id) || 0) > asked) continue;
       state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
       if (p.full_name) knownNames.set(p.username, p.full_name);
     }

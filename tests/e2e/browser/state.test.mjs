@@ -12,7 +12,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { startServer, randomId, sleep } from '../node/harness.mjs';
-import { CHROMIUM, launchBrowser, openAs, trackErrors, threadLink, until } from './browser.mjs';
+import { CHROMIUM, launchBrowser, openAs, trackErrors, threadLink, messageLog, until } from './browser.mjs';
 
 const DAY_MS = 86400 * 1000;
 const skip = fs.existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}`;
@@ -144,6 +144,61 @@ describe('web app state against the server', { skip }, () => {
       assert.equal(await threadLink(page, 'Class 4B').count(), 1, 'the older group is listed too');
       assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
     } finally {
+      await ctx?.close().catch(() => {});
+      await server.stop();
+    }
+  });
+
+  it('a read receipt that comes while an older thread-list answer is on its way stays', async () => {
+    const { server, base, alice, bob } = await scene();
+    let ctx;
+    let bobWs;
+    try {
+      const dm = await server.createDirect(alice, bob);
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, base, alice);
+      await threadLink(page, 'Bob Parent').click();
+      const sent = await assertOk(await server.sendRest(alice.token, dm.id, { content: 'Is Tom coming today?' }), 'sending');
+      const tick = messageLog(page).locator('li.msg.mine .tick');
+      await tick.waitFor({ timeout: 10000 });
+
+      // The next thread-list answer is read from the server now and
+      // delivered 2 s later; meanwhile Bob reads the message.
+      let delayed = false;
+      let fetched = false;
+      let landed;
+      const stale = new Promise((resolve) => { landed = resolve; });
+      await page.route(/\/api\/chat\/threads$/, async (route) => {
+        if (delayed || route.request().method() !== 'GET') return route.continue().catch(() => {});
+        delayed = true;
+        try {
+          const response = await route.fetch();
+          fetched = true;
+          await sleep(2000);
+          await route.fulfill({ response });
+        } catch { /* the context closed meanwhile */ } finally {
+          landed();
+        }
+      });
+      // Bob adds Alice to a group: her app reloads its list (the slow answer).
+      await server.createGroup(bob, [alice], 'Parents and teacher');
+      await until(() => fetched, { timeout: 5000, what: 'the app to ask for its thread list again' });
+      bobWs = await server.connect(bob);
+      const mark = await bobWs.request({ type: 'mark_as_read', thread_id: dm.id, up_to_seq: sent.seq });
+      assert.notEqual(mark.type, 'error', `Bob's read mark: ${JSON.stringify(mark)}`);
+      await until(async () => (await tick.getAttribute('data-status')) === 'read',
+        { timeout: 5000, what: 'the read tick from the receipt' });
+
+      // The older answer lands: the tick stays read.
+      await within(stale, 8000, 'the delayed thread-list answer');
+      const end = Date.now() + 1500;
+      while (Date.now() < end) {
+        assert.equal(await tick.getAttribute('data-status'), 'read', 'the tick after the older list answer');
+        await sleep(100);
+      }
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      bobWs?.close();
       await ctx?.close().catch(() => {});
       await server.stop();
     }
