@@ -118,14 +118,17 @@ bool PgConn::reconnect(const std::function<bool()>& give_up) {
 
 bool PgConn::set_up_session() {
   prepared_.clear();  // a new session has none of them
+  setup_missing_ = false;
   if (!healthy()) return false;
   PQsetNoticeReceiver(conn_, ignore_notice, nullptr);
-  return session_setup_.empty() || run(session_setup_).ok();
+  setup_missing_ = !session_setup_.empty() && !run(session_setup_).ok();
+  return !setup_missing_;
 }
 
 bool PgConn::set_session_setup(std::string sql) {
   session_setup_ = std::move(sql);
-  return run(session_setup_).ok();
+  setup_missing_ = !run(session_setup_).ok();
+  return !setup_missing_;
 }
 
 std::string PgConn::errmsg() const {

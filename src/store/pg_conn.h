@@ -99,8 +99,9 @@ class PgConn {
   PgResult exec_once(const std::string& sql, const std::vector<PgParam>& params);
   // Runs SQL text without parameters (transaction control, DDL; several statements allowed).
   PgResult run(const std::string& sql);
-  // False once the server went away; reconnect() then tries again.
-  bool healthy() const { return PQstatus(conn_) == CONNECTION_OK; }
+  // False once the server went away, or when a new session's setup failed
+  // (it would run without its timeouts); reconnect() then tries again.
+  bool healthy() const { return PQstatus(conn_) == CONNECTION_OK && !setup_missing_; }
   // Reconnects, then runs the session setup again (a new session has none of it).
   bool reconnect();
   // The same, but gives up as soon as `give_up` turns true (checked every
@@ -138,6 +139,7 @@ class PgConn {
   PGconn* conn_;
   std::unordered_map<const char*, std::string> prepared_;  // literal -> statement name
   std::string session_setup_;                              // "" = none
+  bool setup_missing_ = false;                             // the setup failed on this session
   bool failed_ = false;
 };
 

@@ -2255,6 +2255,34 @@ TEST_P(StoreContract, PgPipelinedStatementsAnswerInOrder) {
   EXPECT_TRUE(c.exec_pipelined(kDivide, {}).empty());
 }
 
+// A new session whose setup (the writer's timeouts) failed must not be used
+// as it is: it is not healthy(), so its next use reconnects and tries again.
+TEST_P(StoreContract, PgASessionWhoseSetupFailedIsNotHealthy) {
+  if (GetParam() != "postgres") GTEST_SKIP() << "PostgreSQL only";
+  auto admin = PgConn::open(database_url_);
+  ASSERT_TRUE(admin.ok()) << admin.error().message;
+  ASSERT_TRUE((*admin)->run("CREATE TABLE setup_gate (x int); INSERT INTO setup_gate VALUES (1)").ok());
+  auto conn = PgConn::open(database_url_);
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  PgConn& c = **conn;
+  // Fails (division by zero) while the gate is empty.
+  ASSERT_TRUE(c.set_session_setup("SET statement_timeout = 4321; SELECT 1 / (SELECT count(*)::int FROM setup_gate)"));
+  EXPECT_TRUE(c.healthy());
+
+  ASSERT_TRUE((*admin)->run("DELETE FROM setup_gate").ok());
+  EXPECT_FALSE(c.reconnect());
+  EXPECT_FALSE(c.healthy()) << "a session without its setup";
+  EXPECT_FALSE(c.reconnect([] { return false; }));
+  EXPECT_FALSE(c.healthy());
+
+  ASSERT_TRUE((*admin)->run("INSERT INTO setup_gate VALUES (1)").ok());
+  EXPECT_TRUE(c.reconnect([] { return false; }));
+  EXPECT_TRUE(c.healthy());
+  auto timeout = c.run("SHOW statement_timeout");
+  ASSERT_TRUE(timeout.ok()) << timeout.message();
+  EXPECT_EQ(timeout.text(0, 0), "4321ms");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreContract, ::testing::ValuesIn(backends()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
