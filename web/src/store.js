@@ -192,6 +192,7 @@ function endSession(notice) {
   // What the server refused belongs to this account: the next one starts with Edit offered.
   editClosedUpTo = 0;
   knownNames.clear();
+  changesHeard.clear();
   leaving.clear();
   removedBy.clear();
   if (location.hash) history.replaceState(null, '', location.pathname);
@@ -420,6 +421,7 @@ function accept(threadId, box, m) {
 // An edit or a deletion (from any device of anyone): the copies held of the
 // message, in its conversation and as its thread's last message, change.
 function update(threadId, seq, change) {
+  noteChange(threadId, seq, change);
   const box = state.messages.get(threadId);
   const i = box ? indexOfSeq(box.list, seq) : -1;
   if (i >= 0) { box.list[i] = change(box.list[i]); stopEditingIfDeleted(box.list[i]); }
@@ -432,7 +434,37 @@ function update(threadId, seq, change) {
 // may cross a deletion or a later edit from another device: a deleted message
 // stays deleted, and an older edit does not replace a newer one.
 function applyEdit(m) {
-  update(m.thread_id, m.seq, (old) => (newerEdit(old, m) ? { ...old, ...m } : old));
+  update(m.thread_id, m.seq, editTo(m));
+}
+
+function editTo(m) {
+  const change = (old) => (newerEdit(old, m) ? { ...old, ...m } : old);
+  change.edit = m;
+  return change;
+}
+
+// REST answers (history pages, the thread list) are read at one moment and
+// land later: an edit or deletion heard meanwhile over the socket would be
+// undone by them (a deleted message shown again). The newest change heard of
+// each message is kept (the latest CHANGES_KEPT messages) and applied to
+// every copy that arrives from a page.
+const CHANGES_KEPT = 5000;
+const changesHeard = new Map();  // "thread id/seq" -> change (tombstone, or editTo(m))
+function noteChange(threadId, seq, change) {
+  const key = `${threadId}/${seq}`;
+  const had = changesHeard.get(key);
+  if (had === tombstone) return;  // nothing comes after a deletion
+  if (had && change !== tombstone && !(change.edit && newerEdit(had.edit, change.edit))) return;
+  changesHeard.delete(key);
+  changesHeard.set(key, change);
+  if (changesHeard.size > CHANGES_KEPT) changesHeard.delete(changesHeard.keys().next().value);
+}
+
+// The message as the changes heard of it say it is now.
+function asHeard(threadId, m) {
+  const change = m && changesHeard.get(`${threadId}/${m.seq}`);
+  if (!change || (change === tombstone && m.deleted)) return m;
+  return change(m);
 }
 
 function newerEdit(old, m) {
@@ -487,9 +519,10 @@ async function refreshHeld() {
     const msgs = await client.history(id, { after_seq: after, limit: 200 });
     if (state.messages.get(id) !== box) return;
     for (const m of msgs) {
+      const now = asHeard(id, m);
       const i = indexOfSeq(box.list, m.seq);
-      if (i >= 0) box.list[i] = m; else insert(box, m);
-      stopEditingIfDeleted(m);
+      if (i >= 0) box.list[i] = now; else insert(box, now);
+      stopEditingIfDeleted(now);
     }
     changed();
     if (msgs.length < 200) return;
@@ -504,6 +537,7 @@ function reloadThreadsSoon() {
 }
 
 function insert(box, m) {
+  m = asHeard(m.thread_id, m);
   const list = box.list;
   if (list.length && list[list.length - 1].seq < m.seq) { list.push(m); return; }
   const i = list.findIndex((x) => x.seq >= m.seq);
@@ -520,6 +554,26 @@ function indexOfSeq(list, seq) {
     if (list[mid].seq < seq) lo = mid + 1; else hi = mid;
   }
   return lo < list.length && list[lo].seq === seq ? lo : -1;
+}
+
+// A thread `t` from a REST answer, made no older than `held`, what the app
+// had (from events heard while the answer was on its way): receipts never go
+// back, the newer last message stays, and changes heard of it apply.
+function keepNewer(held, t) {
+  if (held) {
+    for (const p of t.participants || []) {
+      const old = held.participants.find((x) => x.user_id === p.user_id);
+      if (!old) continue;
+      p.last_read_seq = Math.max(p.last_read_seq || 0, old.last_read_seq || 0);
+      p.last_delivered_seq = Math.max(p.last_delivered_seq || 0, old.last_delivered_seq || 0);
+    }
+    if (held.last_message && (!t.last_message || t.last_message.seq < held.last_message.seq)) {
+      t.last_message = held.last_message;
+    }
+    if ((held.last_activity || '') > (t.last_activity || '')) t.last_activity = held.last_activity;
+    t.last_seq = Math.max(t.last_seq || 0, held.last_seq || 0);
+  }
+  t.last_message = asHeard(t.id, t.last_message);
 }
 
 function bumpReceipt(threadId, userId, field, seq) {
@@ -597,14 +651,7 @@ async function applyThreads() {
     // The answer may be older than receipts and presence events that came
     // over the socket while it was on its way (a reconnection reloads the
     // list as the other side reads): those stay. Receipts never go back.
-    const before = state.threads.get(t.id);
-    for (const p of t.participants) {
-      const old = before && before.participants.find((x) => x.user_id === p.user_id);
-      if (old) {
-        p.last_read_seq = Math.max(p.last_read_seq || 0, old.last_read_seq || 0);
-        p.last_delivered_seq = Math.max(p.last_delivered_seq || 0, old.last_delivered_seq || 0);
-      }
-    }
+    keepNewer(state.threads.get(t.id), t);
     // What the server says now (presence events missed while offline included).
     for (const p of t.participants) {
       if ((presenceHeard.get(p.user_id) || 0) > asked) continue;
@@ -738,7 +785,7 @@ export async function loadOlder(id) {
   changed();
   try {
     const msgs = await client.history(id, { before_seq: box.list[0].seq, limit: 100 });
-    box.list.unshift(...msgs.filter((m) => m.seq < box.list[0].seq));
+    box.list.unshift(...msgs.filter((m) => m.seq < box.list[0].seq).map((m) => asHeard(id, m)));
     box.hasMore = msgs.length === 100 && msgs[0].seq > 1;
   } finally {
     box.loading = false;
@@ -891,8 +938,13 @@ export async function createGroup(title, usernames) {
 
 export async function addMember(threadId, userId) {
   const t = await client.addParticipants(threadId, [userId]);
-  state.threads.set(threadId, { ...state.threads.get(threadId), ...t });
+  const held = state.threads.get(threadId);
+  if (!held) return;
+  const merged = { ...held, ...t };
+  keepNewer(held, merged);
+  state.threads.set(threadId, merged);
   changed();
+  reloadThreadsSoon();  // members changed by others while the answer was on its way
 }
 
 // Groups this user is leaving on purpose (here, or on another device: its

@@ -12,7 +12,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { startServer, randomId, sleep } from '../node/harness.mjs';
-import { CHROMIUM, launchBrowser, openAs, trackErrors, threadLink, messageLog, until } from './browser.mjs';
+import { CHROMIUM, Proxy, launchBrowser, openAs, trackErrors, threadLink, messageLog, messageTexts, until } from './browser.mjs';
 
 const DAY_MS = 86400 * 1000;
 const skip = fs.existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM}`;
@@ -199,6 +199,191 @@ describe('web app state against the server', { skip }, () => {
       assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
     } finally {
       bobWs?.close();
+      await ctx?.close().catch(() => {});
+      await server.stop();
+    }
+  });
+
+  // Delays the page's next GET whose URL matches `re` (and `pred`): read from
+  // the server at once, delivered `ms` later. Resolves {fetched, landed}.
+  async function delayOnce(page, re, { ms = 2000, method = 'GET', pred = () => true } = {}) {
+    const st = { fetched: false, landed: false };
+    let done = false;
+    await page.route(re, async (route) => {
+      const req = route.request();
+      // Another route's (or none's): the handler set before this one decides.
+      if (done || req.method() !== method || !pred(req.url())) return route.fallback().catch(() => {});
+      done = true;
+      try {
+        const response = await route.fetch();
+        st.fetched = true;
+        await sleep(ms);
+        await route.fulfill({ response });
+      } catch { /* the context closed meanwhile */ } finally {
+        st.landed = true;
+      }
+    });
+    return st;
+  }
+
+  // What the screen shows for a while after a slow answer landed: `check`
+  // must hold all along.
+  async function holds(check, ms = 1500) {
+    const end = Date.now() + ms;
+    while (Date.now() < end) { await check(); await sleep(100); }
+  }
+
+  it('an edit and a deletion made while a history page is on its way stay: the first page, a gap fill, a scroll-back page', async () => {
+    const { server, base, alice, bob } = await scene();
+    let ctx;
+    try {
+      const dm = await server.createDirect(alice, bob);
+      await server.sendBacklog(alice, dm.id, 70, 'old');
+      const all = await server.history(alice.token, dm.id);
+      const bySeq = (seq) => all.find((m) => m.seq === seq);
+      const change = async (seq, content) => {
+        const m = bySeq(seq);
+        if (content === null) await assertOk(await server.http('DELETE', `/api/chat/messages/${m.id}`, { token: alice.token }), `deleting ${seq}`);
+        else await assertOk(await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: alice.token, body: { content } }), `editing ${seq}`);
+      };
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, base, bob);
+      const text = (seq) => messageLog(page).locator(`li[data-seq="${seq}"] .text`).textContent({ timeout: 2000 }).catch(() => '(not shown)');
+
+      // The first page (no before/after) is slow, and so is the gap fill
+      // after it (messages sent while the first page was on its way).
+      const first = await delayOnce(page, /\/messages\?/, { pred: (u) => !/before_seq|after_seq/.test(u) });
+      const gap = await delayOnce(page, /\/messages\?/, { pred: (u) => /after_seq/.test(u) });
+      await threadLink(page, 'Alice Teacher').click();
+      await until(() => first.fetched, { timeout: 5000, what: 'the first page asked for' });
+      await change(70, 'seventy, edited');
+      await change(69, null);
+      const late = await assertOk(await server.sendRest(alice.token, dm.id, { content: 'late one' }), 'sending');
+      await until(() => gap.fetched, { timeout: 8000, what: 'the gap fill asked for' });
+      await assertOk(await server.http('PATCH', `/api/chat/messages/${late.id}`, { token: alice.token, body: { content: 'late one, edited' } }), 'editing 71');
+      await until(() => gap.landed, { timeout: 8000, what: 'the gap page' });
+      await holds(async () => {
+        assert.equal(await text(70), 'seventy, edited', 'an edit heard while the first page was on its way');
+        assert.match(await text(69), /deleted/i, 'a deletion heard while the first page was on its way');
+        assert.equal(await text(71), 'late one, edited', 'an edit heard while the gap fill was on its way');
+      });
+
+      // Scroll-back: the page before the first one is slow.
+      const older = await delayOnce(page, /\/messages\?/, { pred: (u) => /before_seq/.test(u) });
+      const top = () => page.locator('.messages').evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+      await top();
+      await until(() => older.fetched, { timeout: 5000, what: 'the older page asked for' });
+      await change(5, null);
+      await change(6, 'six, edited');
+      await until(() => older.landed, { timeout: 8000, what: 'the older page' });
+      await until(async () => { await top(); return (await messageLog(page).locator('li[data-seq="5"]').count()) > 0; },
+        { timeout: 8000, what: 'seq 5 on screen' });
+      assert.match(await text(5), /deleted/i, 'a deletion heard while the older page was on its way');
+      assert.equal(await text(6), 'six, edited', 'an edit heard while the older page was on its way');
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      await ctx?.close().catch(() => {});
+      await server.stop();
+    }
+  });
+
+  it('after a reconnection, the open conversation read again keeps an edit and a deletion heard while it was on its way', async () => {
+    const { server, alice, bob } = await scene();
+    let ctx;
+    const proxy = await new Proxy(server.port).start();
+    try {
+      const dm = await server.createDirect(alice, bob);
+      await assertOk(await server.sendRest(alice.token, dm.id, { content: 'one' }), 'sending');
+      const two = await assertOk(await server.sendRest(alice.token, dm.id, { content: 'SECRET to delete' }), 'sending');
+      const three = await assertOk(await server.sendRest(alice.token, dm.id, { content: 'typo here' }), 'sending');
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, proxy.base, bob);
+      await threadLink(page, 'Alice Teacher').click();
+      await messageLog(page).locator(`li[data-seq="${three.seq}"]`).waitFor({ timeout: 10000 });
+      const reread = await delayOnce(page, /\/messages\?/, { pred: (u) => /after_seq/.test(u) });
+      proxy.cut();
+      await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor({ timeout: 10000 });
+      proxy.resume();
+      await until(() => reread.fetched, { timeout: 20000, what: 'the conversation read again after the reconnection' });
+      await assertOk(await server.http('DELETE', `/api/chat/messages/${two.id}`, { token: alice.token }), 'deleting');
+      await assertOk(await server.http('PATCH', `/api/chat/messages/${three.id}`, { token: alice.token, body: { content: 'fixed text' } }), 'editing');
+      await until(() => reread.landed, { timeout: 8000, what: 'the slow page' });
+      await holds(async () => {
+        const shown = await messageTexts(page);
+        assert.equal(shown.length, 3, `three messages: ${shown}`);
+        assert.match(shown[1], /deleted/i, 'the deletion stays');
+        assert.equal(shown[2], 'fixed text', 'the edit stays');
+      });
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      await ctx?.close().catch(() => {});
+      await proxy.close();
+      await server.stop();
+    }
+  });
+
+  it('the thread list: a slow answer keeps a newer preview, a deletion heard meanwhile, and the order', async () => {
+    const { server, base, alice, bob } = await scene();
+    let ctx;
+    try {
+      const dm = await server.createDirect(alice, bob);
+      await assertOk(await server.sendRest(alice.token, dm.id, { content: 'hello' }), 'sending');
+      const secret = await assertOk(await server.sendRest(alice.token, dm.id, { content: 'SECRET wrong family' }), 'sending');
+      const group = await server.createGroup(alice, [bob], 'Class 4B');
+      await assertOk(await server.sendRest(alice.token, group.id, { content: 'old news' }), 'sending');
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, base, bob);
+      await threadLink(page, 'Class 4B').waitFor({ timeout: 10000 });
+      const preview = (name) => threadLink(page, name).locator('.preview').textContent({ timeout: 2000 });
+
+      const list = await delayOnce(page, /\/api\/chat\/threads$/);
+      await server.createGroup(alice, [bob], 'Trip to the zoo');  // Bob's app reloads its list (the slow answer)
+      await until(() => list.fetched, { timeout: 5000, what: 'the list asked for again' });
+      await assertOk(await server.http('DELETE', `/api/chat/messages/${secret.id}`, { token: alice.token }), 'deleting');
+      await assertOk(await server.sendRest(alice.token, group.id, { content: 'NEWEST in class' }), 'sending');
+      await until(async () => (await preview('Class 4B')).includes('NEWEST in class'), { timeout: 5000, what: 'the new preview' });
+      await until(() => list.landed, { timeout: 8000, what: 'the slow list' });
+      await holds(async () => {
+        assert.ok((await preview('Class 4B')).includes('NEWEST in class'), 'the newer preview stays');
+        assert.ok(!(await preview('Alice Teacher')).includes('SECRET'), 'the deleted text does not come back');
+        const names = await page.locator('.thread-list .thread-name').allTextContents();
+        const at = (n) => names.findIndex((x) => x.includes(n));
+        assert.ok(at('Class 4B') >= 0 && at('Class 4B') < at('Trip to the zoo'), `the thread with the newest message first: ${names}`);
+      });
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      await ctx?.close().catch(() => {});
+      await server.stop();
+    }
+  });
+
+  it('an admin\'s Add whose answer is slow does not undo a read receipt heard meanwhile', async () => {
+    const { server, base, alice, bob } = await scene();
+    let ctx;
+    let aliceWs;
+    try {
+      const carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+      const group = await server.createGroup(bob, [alice], 'Class 4B');
+      const mine = await assertOk(await server.sendRest(bob.token, group.id, { content: 'Trip on Friday' }), 'sending');
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, base, bob);
+      await threadLink(page, 'Class 4B').click();
+      const tick = messageLog(page).locator(`li[data-seq="${mine.seq}"] .tick`);
+      await tick.waitFor({ timeout: 10000 });
+      const add = await delayOnce(page, /\/participants$/, { method: 'POST', ms: 2500 });
+      await page.getByRole('button', { name: 'Members' }).click();
+      await page.locator('#add-member').fill(carol.username);
+      await page.getByRole('button', { name: 'Add', exact: true }).click();
+      await until(() => add.fetched, { timeout: 5000, what: 'the Add answered by the server' });
+      aliceWs = await server.connect(alice);
+      const mark = await aliceWs.request({ type: 'mark_as_read', thread_id: group.id, up_to_seq: mine.seq });
+      assert.notEqual(mark.type, 'error', `Alice's read mark: ${JSON.stringify(mark)}`);
+      await until(async () => (await tick.getAttribute('data-status')) === 'read', { timeout: 5000, what: 'the read tick' });
+      await until(() => add.landed, { timeout: 8000, what: 'the slow Add answer' });
+      await holds(async () => assert.equal(await tick.getAttribute('data-status'), 'read', 'the tick after the Add answer'));
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      aliceWs?.close();
       await ctx?.close().catch(() => {});
       await server.stop();
     }
