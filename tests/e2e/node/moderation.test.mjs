@@ -452,11 +452,11 @@ describe('a delete or edit made while a replay is under way', () => {
 
 // The reply to a connection's own edit comes from the worker that wrote it;
 // a later change's event comes through the bus and may overtake it (here the
-// reply is held back 600 ms by a test setting). The editing device must still
+// reply is held back 3 s by a test setting). The editing device must still
 // end on the message as it is: its reply is followed by the newer change.
 describe("a later change overtaking a connection's own edit reply", () => {
   let server;
-  before(async () => { server = await startServer({ env: { PARLEY_TEST_MODERATION_REPLY_PAUSE_MS: '600' } }); });
+  before(async () => { server = await startServer({ env: { PARLEY_TEST_MODERATION_REPLY_PAUSE_MS: '3000' } }); });
   after(async () => { await server?.stop(); });
 
   it('the editing device gets its reply, then the newer deletion or edit again, and ends on it', async () => {
@@ -467,15 +467,23 @@ describe("a later change overtaking a connection's own edit reply", () => {
     const about = (ws, id) => ws.all((f) => (f.type === 'message_edited' ? f.data?.id === id
       : f.type === 'message_deleted' && f.message_id === id));
     const shows = (f) => (f.type === 'message_deleted' || f.data.deleted ? 'deleted' : f.data.content);
+    // Waits (bounded) until `ws` heard `n` frames about message `id`; the
+    // assertions after it say which.
+    const heard = async (ws, id, n) => {
+      const end = Date.now() + 8000;
+      while (about(ws, id).length < n && Date.now() < end) await sleep(50);
+    };
+    const editOn = (ws, id, content) => ws.next((f) => f.type === 'message_edited' && f.data?.id === id && f.data.content === content,
+      5000, `the edit "${content}" on another device`);
 
     // The admin deletes while Bob's edit reply is held back.
     const m1 = await phone.sendMessage({ thread_id: thread.id, content: 'one' });
     phone.send({ type: 'edit_message', message_id: m1.id, content: 'one, edited', request_id: 'e1' });
-    await sleep(200);  // the edit committed; its reply waits
+    await editOn(tablet, m1.id, 'one, edited');  // the edit committed; its reply waits
     const del = await server.http('DELETE', `/api/chat/messages/${m1.id}`, { token: admin.token });
     assert.equal(del.status, 200, del.text);
-    await phone.next((f) => f.request_id === 'e1', 5000, 'the edit reply');
-    await sleep(300);  // what follows it would come meanwhile
+    await phone.next((f) => f.request_id === 'e1', 8000, 'the edit reply');
+    await heard(phone, m1.id, 3);
     const phoneFrames = about(phone, m1.id);
     assert.deepEqual(phoneFrames.map((f) => f.type), ['message_deleted', 'message_edited', 'message_deleted'],
       'the deletion came first, then the reply, then the deletion again');
@@ -484,11 +492,12 @@ describe("a later change overtaking a connection's own edit reply", () => {
     // Bob's two devices edit the same message at once: each ends on the later edit.
     const m2 = await phone.sendMessage({ thread_id: thread.id, content: 'two' });
     phone.send({ type: 'edit_message', message_id: m2.id, content: 'from the phone', request_id: 'p' });
-    await sleep(200);
+    await editOn(tablet, m2.id, 'from the phone');  // committed first
     tablet.send({ type: 'edit_message', message_id: m2.id, content: 'from the tablet', request_id: 't' });
-    await phone.next((f) => f.request_id === 'p', 5000, "the phone's reply");
-    await tablet.next((f) => f.request_id === 't', 5000, "the tablet's reply");
-    await sleep(300);
+    await phone.next((f) => f.request_id === 'p', 8000, "the phone's reply");
+    await tablet.next((f) => f.request_id === 't', 8000, "the tablet's reply");
+    const end = Date.now() + 8000;
+    while (Date.now() < end && ![phone, tablet].every((ws) => shows(about(ws, m2.id).at(-1)) === 'from the tablet')) await sleep(50);
     const stored = (await server.history(admin.token, thread.id)).find((x) => x.id === m2.id);
     assert.equal(stored.content, 'from the tablet');
     for (const [name, ws] of [['phone', phone], ['tablet', tablet]]) {

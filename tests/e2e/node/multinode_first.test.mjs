@@ -82,10 +82,14 @@ describe('the first message a connection gets on a thread, across two nodes', { 
       const [ann, rex] = await nodeA.registerMany(2);
       const thread = await nodeA.createDirect(ann, rex);
       const annWs = await writerNode().connect(ann);
+      // Ann's other device, on node B: it hears the ten when node B has them.
+      const annOnB = await nodeB.connect(ann);
       for (let i = 1; i <= 10; i++) await annWs.sendMessage({ thread_id: thread.id, content: `read ${i}` });
       const marked = await nodeB.http('POST', `/api/chat/mark-read/${thread.id}`, { token: rex.token });
       assert.equal(marked.status, 200, marked.text);
-      await sleep(200);  // their events reached node B (within the allowance)
+      await annOnB.next((f) => f.type === 'new_message' && f.data.thread_id === thread.id && f.data.seq === 10, 5000,
+        `${what}: the ten reached node B`);
+      annOnB.close();
       const rexWs = await nodeB.connect(rex);
       await sleep(100);
       await annWs.sendMessage({ thread_id: thread.id, content: 'new' });

