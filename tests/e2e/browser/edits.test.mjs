@@ -14,6 +14,19 @@ import {
 const row = (page, text) => messageLog(page).locator('li.msg', { hasText: text });
 const actionsShown = (page, text) => row(page, text).locator('.msg-actions').evaluate((el) => getComputedStyle(el).opacity === '1');
 
+// Holds each PATCH of a message until the test releases it by its number
+// (0 for the first): "Saving…" lasts as long as the checks made during it.
+async function holdPatches(page) {
+  const gates = [];
+  const gate = (i) => (gates[i] ??= (() => { let open; const p = new Promise((r) => { open = r; }); p.open = open; return p; })());
+  let n = 0;
+  await page.route('**/api/chat/messages/*', async (route) => {
+    if (route.request().method() === 'PATCH') await gate(n++);
+    await route.continue().catch(() => {});
+  });
+  return { release: (i) => gate(i).open() };
+}
+
 describe('web app: edits and deletions', () => {
   let server; let proxy; let browser; let alice; let bob; let thread;
   let alicePage; let bobPage;
@@ -430,10 +443,7 @@ describe('web app: messages and the keyboard', () => {
     const page = await openAs(await browser.newContext(), base, alice);
     await threadLink(page, 'Slow line').click();
     await messageLog(page).getByText('Lunch at noon').waitFor();
-    await page.route('**/api/chat/messages/*', async (route) => {
-      if (route.request().method() === 'PATCH') await sleep(1500);
-      await route.continue();
-    });
+    const held = await holdPatches(page);
     await page.getByRole('textbox', { name: 'Message' }).press('ArrowUp');
     const editor = page.getByRole('textbox', { name: 'Edit message' });
     await editor.fill('Lunch at one');
@@ -441,6 +451,7 @@ describe('web app: messages and the keyboard', () => {
     await messageLog(page).getByText('Saving…').waitFor();
     await editor.press('Escape');
     assert.equal(await editor.count(), 1, 'still open while the server is asked');
+    held.release(0);
     await editor.waitFor({ state: 'detached' });
     await row(page, 'Lunch at one').locator('.edited').waitFor();
     await until(() => page.evaluate(() => document.activeElement?.id === 'composer'), { what: 'focus back in the composer' });
@@ -544,10 +555,7 @@ describe('web app: messages and the keyboard', () => {
     assert.deepEqual(await axeViolations(page), [], 'the editor with its note and the live region');
 
     // A slow save: "Saving…", then the server's refusal, then (saved) nothing.
-    await page.route('**/api/chat/messages/*', async (route) => {
-      if (route.request().method() === 'PATCH') await sleep(1500);
-      await route.continue();
-    });
+    const held = await holdPatches(page);
     await editor.fill('   ');
     await editor.press('Enter');
     await says('Saving…', '"Saving…"');
@@ -556,12 +564,14 @@ describe('web app: messages and the keyboard', () => {
     // off there, so "Saving…" is said once, by the region above.
     assert.equal(await page.locator('#edit-hint').evaluate((el) => el.closest('[aria-live]').getAttribute('aria-live')), 'off',
       'the hint is in no live region');
+    held.release(0);
     await says(empty, 'the refusal');
     await messageLog(page).locator('.msg-note').filter({ hasText: empty }).waitFor();
     assert.equal(await editor.count(), 1, 'still editing');
     await editor.fill('Choir at six');
     await editor.press('Enter');
     await says('Saving…', '"Saving…" again');
+    held.release(1);
     await editor.waitFor({ state: 'detached' });
     await row(page, 'Choir at six').locator('.edited').waitFor();
     await says('', 'nothing once saved');
