@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
+#include <utility>
 
 #include "cli/errors.h"
 #include "cli/output.h"
@@ -73,20 +75,33 @@ std::string default_config_path() {
   return (fs::path(home && *home ? home : ".") / ".config" / "parley" / "cli.json").string();
 }
 
+namespace {
+
+// The file's object: empty when there is no file or it is empty, none when
+// it holds anything else.
+std::optional<json::object> read_object(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return json::object();
+  std::string text(std::istreambuf_iterator<char>(in), {});
+  if (text.empty()) return json::object();
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  return std::move(v.as_object());
+}
+
+}  // namespace
+
 CliConfig load_config(const std::string& path) {
   std::error_code fs_ec;
   if (fs::is_directory(path, fs_ec))
     throw CliError("config_error", path + " is a directory: --config names the saved login's file", kExitServerError);
-  std::ifstream in(path);
-  if (!in) return {};
-  std::string text(std::istreambuf_iterator<char>(in), {});
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec || !v.is_object()) {
+  auto object = read_object(path);
+  if (!object) {
     note("ignoring " + path + ": not a JSON object (log in again to rewrite it)");
     return {};
   }
-  return from_json(v.as_object());
+  return from_json(*object);
 }
 
 void save_config(const std::string& path, const CliConfig& config) {
@@ -113,7 +128,15 @@ std::string saved_store_id(const CliConfig& config, const std::string& user_id) 
 
 void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
                      const std::string& store_id) {
-  CliConfig config = load_config(path);
+  // A file that is not ours (a mistyped --config naming someone's notes) is
+  // left as it is: only a login, asked for, rewrites it.
+  auto object = read_object(path);
+  if (!object) {
+    static bool said = false;
+    if (!std::exchange(said, true)) note("not saving positions to " + path + ": not a JSON object");
+    return;
+  }
+  CliConfig config = from_json(*object);
   json::object mine;
   for (const auto& [thread, seq] : positions) mine[thread] = seq;
   if (!store_id.empty()) mine[kStoreKey] = store_id;

@@ -49,7 +49,7 @@ constexpr std::chrono::seconds kIdleTimeout{40};
 constexpr std::chrono::milliseconds kSaveEvery = 200ms;
 constexpr std::string_view kFillPrefix = "fill:";  // request_id of our subscribe_thread frames
 constexpr std::string_view kAckPrefix = "ack:";    // request_id of our message_received frames
-constexpr std::chrono::seconds kRenewRetry{30};    // after a renewal that failed
+constexpr std::chrono::seconds kRenewRetryMax{15};  // after a renewal that failed
 
 // Errors worth reconnecting after; any other server answer (a bad token, a
 // forbidden origin) would only repeat, so it ends listen with exit 1.
@@ -83,8 +83,15 @@ class Listener : public std::enable_shared_from_this<Listener> {
         timeout_timer_(ctx.executor),
         save_timer_(ctx.executor),
         renew_timer_(ctx.executor),
-        signals_(ctx.executor, SIGINT, SIGTERM, SIGHUP),
-        rng_(std::random_device{}()) {}
+        signals_(ctx.executor),
+        rng_(std::random_device{}()) {
+    // A signal ignored by whoever started us (nohup's SIGHUP, a script's
+    // background job's SIGINT) stays ignored, as the password prompt does.
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+      struct sigaction before{};
+      if (::sigaction(sig, nullptr, &before) != 0 || before.sa_handler != SIG_IGN) signals_.add(sig);
+    }
+  }
 
   awaitable<int> run();
 
@@ -105,6 +112,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   awaitable<void> backoff();
   awaitable<void> send_frame(json::object frame);
   void renew_token_at(Clock::time_point when);
+  void renew_again_soon(const std::string& why);
   // A coroutine of its own beside the session's, which keeps the listener alive.
   static awaitable<void> renew_token(std::shared_ptr<Listener> self);
   void print_event(const json::object& frame);
@@ -147,6 +155,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   int exit_code_ = 0;
   bool dirty_ = false;
   bool save_pending_ = false;  // save_timer_ is armed
+  std::optional<Micros> expires_;  // the token's expiry, when known
   Clock::time_point last_save_{};
 };
 
@@ -156,6 +165,7 @@ awaitable<int> Listener::run() {
   // The saved login's expiry when that is the token in use; else the token's
   // life is unknown, and the first renewal comes at once.
   std::optional<Micros> expires = ctx_.token == ctx_.config.token ? parse_iso8601(ctx_.config.expires_at) : std::nullopt;
+  expires_ = expires;
   Clock::time_point renew_at = Clock::now();
   if (expires) renew_at += std::chrono::microseconds((*expires - now_micros()) * 4 / 5);
   renew_token_at(renew_at);
@@ -265,6 +275,16 @@ void Listener::renew_token_at(Clock::time_point when) {
   });
 }
 
+// A renewal that failed for want of the server is tried again while the
+// token still lives: after a third of what is left of it, 1 to 15 s (a server
+// back after a restart is found before the token runs out).
+void Listener::renew_again_soon(const std::string& why) {
+  Micros wait = std::chrono::duration_cast<std::chrono::microseconds>(kRenewRetryMax).count();
+  if (expires_) wait = std::clamp<Micros>((*expires_ - now_micros()) / 3, 1'000'000, wait);
+  note("cannot renew the token (retrying in " + std::to_string((wait + 500'000) / 1'000'000) + " s): " + why);
+  renew_token_at(Clock::now() + std::chrono::microseconds(wait));
+}
+
 awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
   Context& ctx = self->ctx_;
   // A client of its own: http_ may have a call of the session's in flight.
@@ -274,8 +294,7 @@ awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
     answer = co_await http.post("/api/auth/refresh", json::object{});
   } catch (const CliError& e) {
     if (self->stopping_) co_return;
-    note(std::string("cannot renew the token (retrying in 30 s): ") + e.what());
-    self->renew_token_at(Clock::now() + kRenewRetry);
+    self->renew_again_soon(e.what());
     co_return;
   }
   if (self->stopping_) co_return;
@@ -283,8 +302,7 @@ awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
   std::string token = o ? get_string(*o, "token") : "";
   std::optional<Micros> expires = o ? parse_iso8601(get_string(*o, "expires_at")) : std::nullopt;
   if (token.empty() || !expires) {
-    note("cannot renew the token (retrying in 30 s): unexpected answer");
-    self->renew_token_at(Clock::now() + kRenewRetry);
+    self->renew_again_soon("unexpected answer");
     co_return;
   }
   if (ctx.token == ctx.config.token) {
@@ -302,6 +320,7 @@ awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
     }
   }
   ctx.token = token;
+  self->expires_ = expires;
   self->http_.set_token(token);
   // At least a second apart: a clock running ahead of the server's must not make it renew back to back.
   const Micros wait = std::max<Micros>(1'000'000, (*expires - now_micros()) * 4 / 5);

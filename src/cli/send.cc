@@ -88,15 +88,19 @@ bool retryable(const CliError& e) {
 
 awaitable<int> send(Context& ctx, SendOptions options) {
   ctx.require_token();
-  if (!options.thread_id.empty()) {
-    HttpClient http = ctx.http();
-    options.thread_id = co_await resolve_thread(http, options.thread_id);
-  }
-  const json::object frame = send_frame(options, message_text(options));
+  json::object frame = send_frame(options, message_text(options));
   const std::string client_msg_id = get_string(frame, "client_msg_id");
+  // A thread named by a prefix is looked up inside the loop: a restarting
+  // server is waited for there as for the send itself.
+  bool resolved = options.thread_id.empty();
   for (int attempt = 1;; ++attempt) {
     std::string failure;
     try {
+      if (!resolved) {
+        HttpClient http = ctx.http();
+        frame["thread_id"] = co_await resolve_thread(http, options.thread_id);
+        resolved = true;
+      }
       json::object message = co_await send_once(ctx, frame);
       // The server answers a client_msg_id it has already stored with that
       // message: a retry's answer, or another message's if the id was reused
@@ -114,8 +118,11 @@ awaitable<int> send(Context& ctx, SendOptions options) {
     } catch (const CliError& e) {
       if (!retryable(e)) throw;
       if (attempt == kAttempts) {
-        note("the message may have been stored: send it again with --client-msg-id " + client_msg_id +
-             " (it is then stored once)");
+        // Before its thread was found, nothing was sent.
+        if (resolved) {
+          note("the message may have been stored: send it again with --client-msg-id " + client_msg_id +
+               " (it is then stored once)");
+        }
         throw;
       }
       failure = e.what();

@@ -30,11 +30,13 @@ function cliEnv(home) {
 
 // A running parley-cli: collects stdout lines and stderr text as they come.
 class CliProcess {
-  constructor(args, { home, input } = {}) {
+  // `ignoring`: a signal the client starts with ignored (as under nohup).
+  constructor(args, { home, input, ignoring } = {}) {
     this.args = args;
     this.stdoutText = '';
     this.stderrText = '';
-    this.child = spawn(CLI_BIN, args, { stdio: ['pipe', 'pipe', 'pipe'], env: cliEnv(home) });
+    const [command, argv] = ignoring ? ['sh', ['-c', `trap "" ${ignoring}; exec "$@"`, 'sh', CLI_BIN, ...args]] : [CLI_BIN, args];
+    this.child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: cliEnv(home) });
     liveChildren.add(this.child);
     this.child.stdout.setEncoding('utf8').on('data', (d) => { this.stdoutText += d; });
     this.child.stderr.setEncoding('utf8').on('data', (d) => { this.stderrText += d; });
@@ -336,21 +338,29 @@ describe('parley-cli', () => {
   it('listen and send ride out a server restarting (503 shutting_down), and send says when an id names other text', async () => {
     const proxy = await new CuttableProxy(server.port).listen();
     try {
-      const listen = new CliProcess(['--config', bobCfg, '--server', proxy.url, 'listen', '--exit-after', '2', '--timeout', '25'], { home });
+      const listen = new CliProcess(['--config', bobCfg, '--server', proxy.url, 'listen', '--exit-after', '3', '--timeout', '25'], { home });
       await listen.ready();
       await aliceSends('before the restart');
       await listen.waitFor((p) => p.stdoutText.includes('before the restart'), 'the first message');
+      const threadId = newMessages(listen.frames)[0].thread_id;
       proxy.drain();
       const send = new CliProcess(['--config', aliceCfg, '--server', proxy.url, 'send', '--to', bob.username, 'during the restart'], { home });
+      // A thread named by a prefix is looked up through the restart too.
+      const byPrefix = new CliProcess(['--config', aliceCfg, '--server', proxy.url, 'send', '--thread', threadId.slice(0, 8),
+        'by prefix during the restart'], { home });
       await listen.waitFor((p) => /shutting down/.test(p.stderrText), 'a reconnect refused by the drain');
       await sleep(800);
       proxy.resume();
-      const sent = await send.result();
-      assert.equal(sent.code, 0, sent.proc.describe());
-      assert.match(sent.stderr, /trying again with the same client_msg_id cli-/, sent.proc.describe());
+      for (const s of [send, byPrefix]) {
+        const sent = await s.result();
+        assert.equal(sent.code, 0, sent.proc.describe());
+        assert.match(sent.stderr, /trying again with the same client_msg_id cli-/, sent.proc.describe());
+      }
       const r = await listen.result();
       assert.equal(r.code, 0, r.proc.describe());
-      assert.deepEqual(newMessages(listen.frames).map((m) => m.content), ['before the restart', 'during the restart'], r.proc.describe());
+      const got = newMessages(listen.frames).map((m) => m.content);
+      assert.equal(got[0], 'before the restart', r.proc.describe());
+      assert.deepEqual(got.slice(1).sort(), ['by prefix during the restart', 'during the restart'], r.proc.describe());
     } finally {
       await proxy.close();
     }
@@ -381,6 +391,55 @@ describe('parley-cli', () => {
       const r = await listen.result(5000);
       assert.equal(r.code, 0, `${signal}\n${r.proc.describe()}`);
     }
+  });
+
+  it('listen started with SIGHUP ignored (nohup) keeps running when its terminal closes', async () => {
+    const listen = new CliProcess(['--config', bobCfg, 'listen'], { home, ignoring: 'HUP' });
+    await listen.ready();
+    listen.child.kill('SIGHUP');
+    await sleep(700);
+    assert.equal(listen.child.exitCode, null, `still running after SIGHUP\n${listen.describe()}`);
+    await aliceSends('after the hangup');
+    await listen.waitFor((p) => p.stdoutText.includes('after the hangup'), 'a message after the hangup');
+    listen.child.kill('SIGTERM');
+    const r = await listen.result(5000);
+    assert.equal(r.code, 0, r.proc.describe());
+  });
+
+  it('a renewal the server did not answer is tried again within seconds, not after the token ran out', async () => {
+    const cfg = path.join(home, 'renewing.json');
+    const login = await cli(['--server', server.baseUrl, '--config', cfg, 'login', '--username', bob.username, '--password', bob.password]);
+    assert.equal(login.code, 0, login.proc.describe());
+    // The saved expiry says 5 s from now (the token itself lives a week): the renewal is due in 4 s.
+    const saved = JSON.parse(fs.readFileSync(cfg, 'utf8'));
+    saved.expires_at = new Date(Date.now() + 5000).toISOString();
+    fs.writeFileSync(cfg, JSON.stringify(saved));
+    const proxy = await new CuttableProxy(server.port).listen();
+    try {
+      const listen = new CliProcess(['--config', cfg, '--server', proxy.url, 'listen', '--timeout', '30'], { home });
+      await listen.ready();
+      proxy.cut();
+      await listen.waitFor((p) => /cannot renew the token/.test(p.stderrText), 'a renewal that failed', 10000);
+      proxy.resume();
+      const renewedAt = Date.now();
+      await listen.waitFor(() => JSON.parse(fs.readFileSync(cfg, 'utf8')).token !== saved.token, 'the renewed token saved', 8000);
+      assert.ok(Date.now() - renewedAt < 8000);
+      assert.match(listen.stderrText, /retrying in [1-9] s/, listen.describe());
+      listen.child.kill('SIGTERM');
+      assert.equal((await listen.result(5000)).code, 0, listen.describe());
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a --config file that is not a JSON object is not written over by listen', async () => {
+    const notes = path.join(home, 'notes.txt');
+    fs.writeFileSync(notes, 'important notes\nline 2\n');
+    const listen = new CliProcess(['--config', notes, '--token', bob.token, '--server', server.baseUrl, 'listen', '--timeout', '1.5'], { home });
+    const r = await listen.result();
+    assert.equal(r.code, 3, r.proc.describe());
+    assert.equal(fs.readFileSync(notes, 'utf8'), 'important notes\nline 2\n', 'the file as it was');
+    assert.match(r.stderr, /not saving positions to .*notes\.txt/, r.proc.describe());
   });
 
   // ---- positions survive a crash (kill -9) and a closed terminal (SIGHUP)
