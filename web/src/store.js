@@ -446,25 +446,32 @@ function editTo(m) {
 // REST answers (history pages, the thread list) are read at one moment and
 // land later: an edit or deletion heard meanwhile over the socket would be
 // undone by them (a deleted message shown again). The newest change heard of
-// each message is kept (the latest CHANGES_KEPT messages) and applied to
-// every copy that arrives from a page.
-const CHANGES_KEPT = 5000;
-const changesHeard = new Map();  // "thread id/seq" -> change (tombstone, or editTo(m))
+// each message is kept for CHANGES_KEPT_MS, longer than any request may take
+// (20 s), and applied to every copy that arrives from a page. Kept that
+// short, the list stays small, and a seq given again after a restore of
+// PostgreSQL (which tells pages nothing) is not taken for the old message.
+const CHANGES_KEPT_MS = 120e3;
+const CHANGES_KEPT_MAX = 2000;
+const changesHeard = new Map();  // "thread id/seq" -> {change: tombstone or editTo(m), at}, oldest first
 function noteChange(threadId, seq, change) {
   const key = `${threadId}/${seq}`;
-  const had = changesHeard.get(key);
+  const had = changesHeard.get(key)?.change;
   if (had === tombstone) return;  // nothing comes after a deletion
   if (had && change !== tombstone && !(change.edit && newerEdit(had.edit, change.edit))) return;
   changesHeard.delete(key);
-  changesHeard.set(key, change);
-  if (changesHeard.size > CHANGES_KEPT) changesHeard.delete(changesHeard.keys().next().value);
+  const now = Date.now();
+  changesHeard.set(key, { change, at: now });
+  for (const [k, c] of changesHeard) {
+    if (c.at > now - CHANGES_KEPT_MS && changesHeard.size <= CHANGES_KEPT_MAX) break;
+    changesHeard.delete(k);
+  }
 }
 
-// The message as the changes heard of it say it is now.
+// The message as the changes heard of it lately say it is now.
 function asHeard(threadId, m) {
-  const change = m && changesHeard.get(`${threadId}/${m.seq}`);
-  if (!change || (change === tombstone && m.deleted)) return m;
-  return change(m);
+  const heard = m && changesHeard.get(`${threadId}/${m.seq}`);
+  if (!heard || heard.at < Date.now() - CHANGES_KEPT_MS || (heard.change === tombstone && m.deleted)) return m;
+  return heard.change(m);
 }
 
 function newerEdit(old, m) {
@@ -654,9 +661,8 @@ async function applyThreads() {
     keepNewer(state.threads.get(t.id), t);
     // What the server says now (presence events missed while offline included).
     for (const p of t.participants) {
-      if ((presenceHeard.get(p.user_id) || 0) > asked) continue;
-      state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
       if (p.full_name) knownNames.set(p.username, p.full_name);
+      if ((presenceHeard.get(p.user_id) || 0) <= asked) state.presence.set(p.user_id, { online: p.online, last_seen: p.last_seen });
     }
     // This device catches up from what it last acknowledged (at most the
     // newest 200: older ones are in the history when the thread is opened).

@@ -322,6 +322,34 @@ describe('web app state against the server', { skip }, () => {
     }
   });
 
+  it('a presence heard while a list answer is on its way: the list still names the member in later system lines', async () => {
+    const { server, base, alice, bob } = await scene();
+    let ctx;
+    let carolWs;
+    try {
+      const carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+      ctx = await browser.newContext();
+      const page = await openAs(ctx, base, bob);
+      await page.getByText('No conversations yet.').waitFor({ timeout: 10000 });  // the first list is in
+      const list = await delayOnce(page, /\/api\/chat\/threads$/);
+      const group = await server.createGroup(alice, [bob, carol], 'Class 4B');  // Bob's app reloads its list (slow)
+      await until(() => list.fetched, { timeout: 5000, what: 'the list asked for again' });
+      carolWs = await server.connect(carol);  // her presence reaches Bob while the answer is on its way
+      await until(() => list.landed, { timeout: 8000, what: 'the slow list' });
+      await assertOk(await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${carol.id}`, { token: carol.token }), 'Carol leaving');
+      await sleep(1500);  // the list read again after her leaving names her no more
+      await threadLink(page, 'Class 4B').click();
+      const line = messageLog(page).locator('li', { hasText: / left$/ });
+      await line.waitFor({ timeout: 8000 });
+      await holds(async () => assert.equal((await line.textContent()).trim(), 'Carol Parent left', 'her name in the system line'), 1000);
+      assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
+    } finally {
+      carolWs?.close();
+      await ctx?.close().catch(() => {});
+      await server.stop();
+    }
+  });
+
   it('the thread list: a slow answer keeps a newer preview, a deletion heard meanwhile, and the order', async () => {
     const { server, base, alice, bob } = await scene();
     let ctx;
