@@ -56,6 +56,15 @@ json::object to_json(const CliConfig& c) {
   return o;
 }
 
+// Whether a file's object is a login file: its keys are among to_json's
+// (a package.json named by a mistyped --config is not).
+bool is_login_file(const json::object& o) {
+  for (const auto& [key, value] : o) {
+    if (key != "server" && key != "token" && key != "expires_at" && key != "user" && key != "positions") return false;
+  }
+  return true;
+}
+
 CliConfig from_json(const json::object& o) {
   CliConfig c;
   c.server = get_string(o, "server");
@@ -131,9 +140,9 @@ void store_positions(const std::string& path, const std::string& user_id, const 
   // A file that is not ours (a mistyped --config naming someone's notes) is
   // left as it is: only a login, asked for, rewrites it.
   auto object = read_object(path);
-  if (!object) {
+  if (!object || !is_login_file(*object)) {
     static bool said = false;
-    if (!std::exchange(said, true)) note("not saving positions to " + path + ": not a JSON object");
+    if (!std::exchange(said, true)) note("not saving positions to " + path + ": not a login file");
     return;
   }
   CliConfig config = from_json(*object);

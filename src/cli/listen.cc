@@ -277,10 +277,12 @@ void Listener::renew_token_at(Clock::time_point when) {
 
 // A renewal that failed for want of the server is tried again while the
 // token still lives: after a third of what is left of it, 1 to 15 s (a server
-// back after a restart is found before the token runs out).
+// back after a restart is found before the token runs out). Past its expiry
+// (by this machine's clock, which may run ahead), every 15 s.
 void Listener::renew_again_soon(const std::string& why) {
   Micros wait = std::chrono::duration_cast<std::chrono::microseconds>(kRenewRetryMax).count();
-  if (expires_) wait = std::clamp<Micros>((*expires_ - now_micros()) / 3, 1'000'000, wait);
+  const Micros left = expires_ ? *expires_ - now_micros() : 0;
+  if (left > 0) wait = std::clamp<Micros>(left / 3, 1'000'000, wait);
   note("cannot renew the token (retrying in " + std::to_string((wait + 500'000) / 1'000'000) + " s): " + why);
   renew_token_at(Clock::now() + std::chrono::microseconds(wait));
 }
@@ -294,6 +296,12 @@ awaitable<void> Listener::renew_token(std::shared_ptr<Listener> self) {
     answer = co_await http.post("/api/auth/refresh", json::object{});
   } catch (const CliError& e) {
     if (self->stopping_) co_return;
+    // A refusal (the token expired or revoked, the account disabled) would
+    // only repeat; the connection ends listen with the reason.
+    if (!transient(e)) {
+      note(std::string("cannot renew the token: ") + e.what());
+      co_return;
+    }
     self->renew_again_soon(e.what());
     co_return;
   }

@@ -84,15 +84,36 @@ bool retryable(const CliError& e) {
          code == "store_closed";
 }
 
+// The thread's full id; "" when the server could not answer now.
+awaitable<std::string> thread_if_reachable(Context& ctx, const std::string& given) {
+  std::string id;
+  try {
+    HttpClient http = ctx.http();
+    id = co_await resolve_thread(http, given);
+  } catch (const CliError& e) {
+    if (!retryable(e)) throw;
+  }
+  co_return id;
+}
+
 }  // namespace
 
 awaitable<int> send(Context& ctx, SendOptions options) {
   ctx.require_token();
+  // A thread named by a prefix is looked up before the text is read (a
+  // wrong one is said before a message typed on stdin is lost), and again
+  // inside the loop if the server was restarting: waited for there as for
+  // the send itself.
+  bool resolved = options.thread_id.empty();
+  if (!resolved) {
+    std::string id = co_await thread_if_reachable(ctx, options.thread_id);
+    if (!id.empty()) {
+      options.thread_id = id;
+      resolved = true;
+    }
+  }
   json::object frame = send_frame(options, message_text(options));
   const std::string client_msg_id = get_string(frame, "client_msg_id");
-  // A thread named by a prefix is looked up inside the loop: a restarting
-  // server is waited for there as for the send itself.
-  bool resolved = options.thread_id.empty();
   for (int attempt = 1;; ++attempt) {
     std::string failure;
     try {

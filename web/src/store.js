@@ -450,16 +450,18 @@ function editTo(m) {
 // (20 s), and applied to every copy that arrives from a page. Kept that
 // short, the list stays small, and a seq given again after a restore of
 // PostgreSQL (which tells pages nothing) is not taken for the old message.
+// Timed by the monotonic clock: a wall clock set forward while a page is on
+// its way must not drop a change.
 const CHANGES_KEPT_MS = 120e3;
 const CHANGES_KEPT_MAX = 2000;
 const changesHeard = new Map();  // "thread id/seq" -> {change: tombstone or editTo(m), at}, oldest first
 function noteChange(threadId, seq, change) {
   const key = `${threadId}/${seq}`;
-  const had = changesHeard.get(key)?.change;
+  const had = recent(changesHeard.get(key))?.change;
   if (had === tombstone) return;  // nothing comes after a deletion
   if (had && change !== tombstone && !(change.edit && newerEdit(had.edit, change.edit))) return;
   changesHeard.delete(key);
-  const now = Date.now();
+  const now = performance.now();
   changesHeard.set(key, { change, at: now });
   for (const [k, c] of changesHeard) {
     if (c.at > now - CHANGES_KEPT_MS && changesHeard.size <= CHANGES_KEPT_MAX) break;
@@ -469,9 +471,13 @@ function noteChange(threadId, seq, change) {
 
 // The message as the changes heard of it lately say it is now.
 function asHeard(threadId, m) {
-  const heard = m && changesHeard.get(`${threadId}/${m.seq}`);
-  if (!heard || heard.at < Date.now() - CHANGES_KEPT_MS || (heard.change === tombstone && m.deleted)) return m;
+  const heard = m && recent(changesHeard.get(`${threadId}/${m.seq}`));
+  if (!heard || (heard.change === tombstone && m.deleted)) return m;
   return heard.change(m);
+}
+
+function recent(heard) {
+  return heard && heard.at > performance.now() - CHANGES_KEPT_MS ? heard : undefined;
 }
 
 function newerEdit(old, m) {

@@ -432,14 +432,16 @@ describe('parley-cli', () => {
     }
   });
 
-  it('a --config file that is not a JSON object is not written over by listen', async () => {
-    const notes = path.join(home, 'notes.txt');
-    fs.writeFileSync(notes, 'important notes\nline 2\n');
-    const listen = new CliProcess(['--config', notes, '--token', bob.token, '--server', server.baseUrl, 'listen', '--timeout', '1.5'], { home });
-    const r = await listen.result();
-    assert.equal(r.code, 3, r.proc.describe());
-    assert.equal(fs.readFileSync(notes, 'utf8'), 'important notes\nline 2\n', 'the file as it was');
-    assert.match(r.stderr, /not saving positions to .*notes\.txt/, r.proc.describe());
+  it('a --config file that is not a login file (notes, a package.json) is not written over by listen', async () => {
+    for (const [name, text] of [['notes.txt', 'important notes\nline 2\n'], ['package.json', '{"name":"my-app","version":"1.0.0"}\n']]) {
+      const file = path.join(home, name);
+      fs.writeFileSync(file, text);
+      const listen = new CliProcess(['--config', file, '--token', bob.token, '--server', server.baseUrl, 'listen', '--timeout', '1.5'], { home });
+      const r = await listen.result();
+      assert.equal(r.code, 3, r.proc.describe());
+      assert.equal(fs.readFileSync(file, 'utf8'), text, `${name} as it was`);
+      assert.match(r.stderr, new RegExp(`not saving positions to .*${name.replace('.', '\\.')}`), r.proc.describe());
+    }
   });
 
   // ---- positions survive a crash (kill -9) and a closed terminal (SIGHUP)
