@@ -62,6 +62,7 @@ const BACKOFF_MAX_MS = 15000;
 // server that could not check it (its storage down), it is sent again this
 // much later: the connection stays on the old token, which would expire on it.
 const RENEW_REQUEST = 'renew';
+const SENT_ELSEWHERE_MS = 10000;
 const RENEW_RETRY_MS = 5000;
 const PING_EVERY_MS = 20000;
 const PONG_WAIT_MS = 10000;
@@ -94,6 +95,10 @@ export class ParleyClient extends EventTarget {
     // The client_msg_ids of the shared store as this client last read or wrote it.
     this.stored = new Set(this.outbox.map((i) => i.client_msg_id));
     this.unwatch = outboxStore?.watch ? outboxStore.watch((list) => this.outboxChangedElsewhere(list)) : null;
+    // Queued items another tab got stored while this one was not online: still
+    // shown here as pending (this tab has not seen them stored) until their
+    // message comes, or a while after this tab is online again.
+    this.sentElsewhere = new Map();  // client_msg_id -> item
     // client_msg_ids of the outbox transmitted on this connection and not yet
     // answered; a new Set per connection, so a retry timer of an older one is void.
     this.inFlight = new Set();
@@ -157,8 +162,14 @@ export class ParleyClient extends EventTarget {
   renewSocket() {
     clearTimeout(this.renewTimer);
     const sent = this.sendFrame({ type: 'auth', token: this.token, request_id: RENEW_REQUEST });
-    if (!sent && this.ws) this.renewTimer = setTimeout(() => this.renewSocket(), RENEW_RETRY_MS);
+    if (sent) this.ws.renewing = this.token;
+    else if (this.ws) this.renewTimer = setTimeout(() => this.renewSocket(), RENEW_RETRY_MS);
   }
+  // The connection still stands on a token older than the one held (a
+  // renewal came while it was opening, or is not answered yet): its end for
+  // that token's expiry is not this session's, and the next connection uses
+  // the new one.
+  onOlderToken(ws) { return Boolean(ws) && ws.authToken !== this.token; }
   adopt(data) {
     this.token = data.token;
     if (data.user) this.userId = data.user.id;
@@ -201,7 +212,10 @@ export class ParleyClient extends EventTarget {
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(url);
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: this.token }));
+    ws.onopen = () => {
+      ws.authToken = this.token;
+      ws.send(JSON.stringify({ type: 'auth', token: this.token }));
+    };
     ws.onmessage = (e) => {
       clearTimeout(this.pongTimer);
       let frame;
@@ -217,7 +231,7 @@ export class ParleyClient extends EventTarget {
       this.waiting.clear();
       // 4401: the token was refused; 4403: the account was disabled or its
       // tokens revoked. Reconnecting would only be refused again.
-      if (e.code === 4401) return this.emit('unauthorized', { code: 'token_expired' });
+      if (e.code === 4401 && !this.onOlderToken(ws)) return this.emit('unauthorized', { code: 'token_expired' });
       if (e.code === 4403) return this.emit('unauthorized', { code: 'account_disabled' });
       if (!this.wanted) return this.setState('offline');
       // 1009: a frame over the server's size limit, which only a queued
@@ -317,6 +331,8 @@ export class ParleyClient extends EventTarget {
         this.userId = f.user_id;
         this.attempt = 0;
         this.setState('online');
+        // Renewed while this connection was opening: it takes the new token now.
+        if (this.onOlderToken(this.ws)) this.renewSocket();
         clearInterval(this.pinger);
         this.pinger = setInterval(() => this.ping(), PING_EVERY_MS);
         this.catchUp();
@@ -324,13 +340,21 @@ export class ParleyClient extends EventTarget {
         // client_msg_id with the stored original.
         this.inFlight = new Set();
         this.pump();
+        // Those still shown as sent elsewhere come with the catch-up; any
+        // left (a thread past the catch-up's reach) stop showing soon.
+        if (this.sentElsewhere.size) {
+          setTimeout(() => { if (this.sentElsewhere.size) { this.sentElsewhere.clear(); this.emitOutbox(); } }, SENT_ELSEWHERE_MS);
+        }
         break;
       case 'new_message': {
         const m = f.data;
         const fresh = this.seen(m.thread_id, m.seq);
         if (m.sender_id !== this.userId) this.acknowledge(m);
         // Ours, sent by another tab or device: stored, so no longer to send.
-        else if (m.client_msg_id) this.dropFromOutbox(m.client_msg_id);
+        else if (m.client_msg_id) {
+          this.dropFromOutbox(m.client_msg_id);
+          this.settledElsewhere(m.client_msg_id);
+        }
         if (fresh) this.emit('message', { message: m });
         break;
       }
@@ -338,6 +362,7 @@ export class ParleyClient extends EventTarget {
         const m = f.data;
         this.seen(m.thread_id, m.seq);
         this.dropFromOutbox(m.client_msg_id);
+        this.settledElsewhere(m.client_msg_id);
         this.emit('sent', { message: m });
         break;
       }
@@ -354,8 +379,14 @@ export class ParleyClient extends EventTarget {
         if (typeof f.request_id === 'string' && f.request_id.startsWith(SEND_REQUEST)) {
           this.refused(f.request_id.slice(SEND_REQUEST.length), f);
         }
-        if (AUTH_FAILURES.has(f.code)) this.emit('unauthorized', { code: f.code });
-        else if (f.request_id === RENEW_REQUEST) this.renewTimer = setTimeout(() => this.renewSocket(), RENEW_RETRY_MS);
+        if (AUTH_FAILURES.has(f.code)) {
+          if (f.request_id === RENEW_REQUEST || f.code === 'account_disabled' || f.code === 'token_revoked' || !this.onOlderToken(this.ws)) {
+            this.emit('unauthorized', { code: f.code });
+          }
+        } else if (f.request_id === RENEW_REQUEST) this.renewTimer = setTimeout(() => this.renewSocket(), RENEW_RETRY_MS);
+        break;
+      case 'auth_renewed':
+        if (this.ws && this.ws.renewing) this.ws.authToken = this.ws.renewing;
         break;
       default: break;
     }
@@ -523,7 +554,7 @@ export class ParleyClient extends EventTarget {
       this.outboxStore.save(this.outbox);
       this.stored = new Set(this.outbox.map((i) => i.client_msg_id));
     }
-    this.emit('outbox', { pending: this.outbox });
+    this.emitOutbox();
   }
 
   // Another tab changed the stored outbox: what it queued is taken over, and
@@ -531,11 +562,25 @@ export class ParleyClient extends EventTarget {
   outboxChangedElsewhere(list) {
     const ids = new Set(list.map((i) => i.client_msg_id));
     const gone = this.outbox.filter((i) => !ids.has(i.client_msg_id) && this.stored.has(i.client_msg_id));
-    for (const i of gone) this.inFlight.delete(i.client_msg_id);
+    for (const i of gone) {
+      this.inFlight.delete(i.client_msg_id);
+      if (this.state !== 'online') this.sentElsewhere.set(i.client_msg_id, i);
+    }
     this.outbox = this.merged(list, this.outbox.filter((i) => !gone.includes(i)));
     this.stored = ids;
-    this.emit('outbox', { pending: this.outbox });
+    this.emitOutbox();
     this.pump();
+  }
+
+  emitOutbox() {
+    const queued = new Set(this.outbox.map((i) => i.client_msg_id));
+    const shown = [...this.sentElsewhere.values()].filter((i) => !queued.has(i.client_msg_id));
+    this.emit('outbox', { pending: shown.length ? [...this.outbox, ...shown] : this.outbox });
+  }
+
+  // A message this tab showed as sent elsewhere has come: it is shown as stored.
+  settledElsewhere(clientMsgId) {
+    if (clientMsgId && this.sentElsewhere.delete(clientMsgId)) this.emitOutbox();
   }
 
   // The stored list in its order, then local items it lacks; an item this

@@ -6,6 +6,9 @@
 import { ParleyClient } from './parley-client.js';
 
 const SESSION_KEY = 'parley.session';
+// Why the server ended the last session (its user, the notice): the other
+// tabs say the same, not "You signed out in another tab."
+const ENDED_KEY = 'parley.session-ended';
 const OUTBOX_KEY = 'parley.outbox';
 const TYPING_TTL_MS = 7000;  // the server stops a quiet typist after 6 s
 
@@ -159,6 +162,8 @@ export async function register(profile) {
 // once the same user signs in again.
 export function signOut(notice = null, { keepOutbox = false } = {}) {
   if (state.session && !keepOutbox) localStorage.removeItem(`${OUTBOX_KEY}.${state.session.user.id}`);
+  if (state.session && notice && keepOutbox) localStorage.setItem(ENDED_KEY, JSON.stringify({ user: state.session.user.id, notice }));
+  else localStorage.removeItem(ENDED_KEY);
   localStorage.removeItem(SESSION_KEY);
   endSession(notice);
 }
@@ -172,7 +177,10 @@ window.addEventListener('storage', (e) => {
   let saved = null;
   try { saved = JSON.parse(localStorage.getItem(SESSION_KEY)); } catch { /* none */ }
   if (saved?.user?.id === state.session.user.id) return;
-  endSession(saved?.user ? `Signed in as ${saved.user.username} in another tab.` : 'You signed out in another tab.');
+  let ended = null;
+  try { ended = JSON.parse(localStorage.getItem(ENDED_KEY)); } catch { /* none */ }
+  if (saved?.user) endSession(`Signed in as ${saved.user.username} in another tab.`);
+  else endSession(ended?.user === state.session.user.id ? ended.notice : 'You signed out in another tab.');
 });
 
 // What else ends with a session (calls.js: a call's camera and microphone).
@@ -314,7 +322,13 @@ function wire(c) {
   // A reload reads it all anew (the outbox stays and is sent again).
   c.addEventListener('store_changed', () => { if (c === client) location.reload(); });
   c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
-  c.addEventListener('failed', (e) => { state.failed = [...state.failed, e.detail]; changed(); });
+  c.addEventListener('failed', (e) => {
+    state.failed = [...state.failed, e.detail];
+    // Not a participant: removed while offline, perhaps; the list read again
+    // says so, and the message goes with the thread (applyThreads).
+    if (e.detail.code === 'forbidden') loadThreads().catch(() => {});
+    changed();
+  });
   c.addEventListener('message', (e) => onMessage(e.detail.message, false));
   // A group this user is in was just made (by them elsewhere, or by someone else).
   c.addEventListener('thread_created', () => reloadThreadsSoon());
@@ -694,6 +708,9 @@ async function applyThreads() {
     if (state.openId === id) location.hash = '';
   }
   state.threads = threads;
+  // Refused as not a participant, in a thread this user is not in: dropped
+  // with the thread's queue (a later re-add does not show them as unsent).
+  state.failed = state.failed.filter((f) => f.code !== 'forbidden' || threads.has(f.item.thread_id));
   state.unreadTotal = total;
   updateTitle();
   // The list's counts may be older than an answer already applied: ask again.

@@ -157,6 +157,55 @@ describe('web app: token renewal and an unreachable server', () => {
     await ctx.close();
   });
 
+  // A renewal whose answer comes while a reconnection is opening (its `auth`
+  // sent with the old token, `connection_established` not back yet): the
+  // connection takes the new token as soon as it is established. It used to
+  // wait 5 s, and an old token that expired meanwhile signed the user out.
+  it('a renewal landing while a reconnection opens: the new token goes as soon as the connection is established', async () => {
+    const ctx = await browser.newContext();
+    const now = Math.floor(Date.now() / 1000);
+    // Renewal due at once (80 % of its life is past): 5 s after the app opens.
+    const first = mintToken(server.secret, { sub: alice.id, username: alice.username, iat: now - 4 * 3600, exp: now + 3600 });
+    const DELAY = 1500;  // what the server says reaches the page this late (a slow link)
+    const sockets = [];
+    await ctx.routeWebSocket(/\/ws$/, (ws) => {
+      const entry = { ws, sent: [], establishedAt: 0 };
+      sockets.push(entry);
+      const upstream = ws.connectToServer();
+      ws.onMessage((m) => { entry.sent.push({ at: Date.now(), m: String(m) }); upstream.send(m); });
+      upstream.onMessage((m) => setTimeout(() => {
+        if (String(m).includes('"connection_established"')) entry.establishedAt = Date.now();
+        ws.send(m);
+      }, DELAY));
+      upstream.onClose(() => ws.close().catch(() => {}));
+    });
+    let renewed = null;
+    await ctx.route(/\/api\/auth\/refresh$/, async (route) => {
+      if (renewed) return route.continue();
+      renewed = 'asked';
+      // The connection drops just as the renewal is asked for; its answer
+      // comes once the next connection has sent its auth (old token).
+      const before = sockets.length;
+      for (const s of sockets) s.ws.close().catch(() => {});
+      await until(() => sockets.length > before && sockets.at(-1).sent.length > 0, { timeout: 10000, what: 'the next connection opening' });
+      renewed = 'answered';
+      await route.continue();
+    });
+    const page = await openAs(ctx, base, { token: first });
+    await until(() => renewed === 'answered', { timeout: 15000, what: 'the renewal asked for during a reconnection' });
+    const conn = sockets.at(-1);
+    await until(() => conn.establishedAt > 0, { timeout: 10000, what: 'the connection established' });
+    let renewal;
+    await until(() => (renewal = conn.sent.find((e) => e.m.includes('"auth"') && !e.m.includes(first))), {
+      timeout: 3000, what: 'the new token sent on the connection within 3 s of its establishment',
+    });
+    assert.ok(renewal.at - conn.establishedAt < 2500, `sent ${renewal.at - conn.establishedAt} ms after the connection was established`);
+    await waitOnline(page);
+    assert.equal(await page.getByRole('button', { name: 'Sign in' }).count(), 0, 'still signed in');
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
   // The app's files load but its API and WebSocket are refused: what a
   // browser sees when it opens a cached app (or one served by a server whose
   // API is down) while the server is out of reach.
@@ -218,11 +267,14 @@ describe('web app: token renewal and an unreachable server', () => {
       await server.createDirect(alice, carol);
       const ctx = await browser.newContext();
       const page = await openAs(ctx, base, carol);
+      const other = await openAs(ctx, base, carol);  // another tab: it says why too, not "signed out in another tab"
       let sockets = 0;
       page.on('websocket', () => { sockets += 1; });
       await server.cli(['user', command, carol.username]);
       await page.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 10000 });
       assert.match(await page.getByRole('status').textContent(), notice);
+      await other.getByRole('button', { name: 'Sign in' }).waitFor({ timeout: 10000 });
+      assert.match(await other.getByRole('status').textContent(), notice, 'the other tab');
       await sleep(3000);  // past a reconnection's first backoff
       assert.equal(sockets, 0, 'no connection after the refusal');
       assert.equal(await page.evaluate(() => localStorage.getItem('parley.session')), null, 'the session is forgotten');

@@ -6,9 +6,9 @@
 // takes over what the other queued: every message is sent once.
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, randomId } from '../node/harness.mjs';
+import { startServer, randomId, sleep } from '../node/harness.mjs';
 import {
-  launchBrowser, openAs, threadLink, messageLog, messageTexts, sendFromComposer, until, waitOnline, Proxy,
+  launchBrowser, openAs, threadLink, messageLog, messageTexts, sendFromComposer, until, waitOnline, trackErrors, Proxy,
 } from './browser.mjs';
 
 describe('web app: two tabs of one user share the offline outbox', () => {
@@ -98,6 +98,75 @@ describe('web app: two tabs of one user share the offline outbox', () => {
       assert.deepEqual(await messageTexts(tab), stored, "each tab's screen is the stored history");
       assert.deepEqual(tab.pageErrors, []);
     }
+    await ctx.close();
+  });
+
+  it("a tab whose own connection is down keeps showing its offline message while the other tab sends it", async () => {
+    const ctx = await browser.newContext();
+    const down = { on: false, sockets: [] };
+    // Tab A's WebSockets and API calls alone can be cut (a connection that
+    // went silent in one tab); tab B's go through.
+    const tabA = await ctx.newPage();
+    trackErrors(tabA);
+    await tabA.routeWebSocket(/\/ws$/, (ws) => { if (down.on) ws.close(); else { down.sockets.push(ws); ws.connectToServer(); } });
+    await tabA.route(/\/api\//, (route) => (down.on ? route.abort('connectionrefused') : route.continue()));
+    await tabA.goto(`${proxy.base}/app/#token=${encodeURIComponent(alice.token)}`);
+    await waitOnline(tabA);
+    const tabB = await openAs(ctx, proxy.base, alice);
+    for (const tab of [tabA, tabB]) {
+      await threadLink(tab, 'Bob Parent').click();
+      await messageLog(tab).getByText('before').waitFor();
+    }
+    down.on = true;
+    for (const ws of down.sockets) await ws.close().catch(() => {});
+    await tabA.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    await sendFromComposer(tabA, 'written in the offline tab');
+    await until(async () => (await storedTexts()).includes('written in the offline tab'), { timeout: 15000, what: 'tab B sending it' });
+    await messageLog(tabB).getByText('written in the offline tab').waitFor();
+    const shownInA = () => messageLog(tabA).getByText('written in the offline tab').count();
+    const end = Date.now() + 1500;
+    while (Date.now() < end) {
+      assert.equal(await shownInA(), 1, 'still shown in the offline tab (pending)');
+      await sleep(100);
+    }
+    down.on = false;
+    await tabA.evaluate(() => window.dispatchEvent(new Event('online')));
+    await waitOnline(tabA, 30000);
+    await until(async () => (await messageLog(tabA).locator('li.pending').count()) === 0, { timeout: 15000, what: 'nothing pending in tab A' });
+    assert.equal(await shownInA(), 1, 'shown once, as stored');
+    assert.deepEqual(await messageTexts(tabA), await storedTexts(), "tab A's screen is the stored history");
+    await ctx.close();
+  });
+
+  it('messages queued to a group the user was removed from while offline are dropped, not shown as unsent after a re-add', async () => {
+    const carol = await server.register({ username: `carol_${randomId(3)}`, full_name: 'Carol Parent', role: 'parent' });
+    const group = await server.createGroup(carol, [alice], 'Group G');
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, proxy.base, alice);
+    await threadLink(page, 'Group G').click();
+    await page.getByRole('heading', { name: 'Group G' }).waitFor();
+    proxy.cut();
+    cutNow = true;
+    await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    await sendFromComposer(page, 'queued one');
+    await sendFromComposer(page, 'queued two');
+    const removed = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${alice.id}`, { token: carol.token });
+    assert.equal(removed.status, 200, removed.text);
+    proxy.resume();
+    cutNow = false;
+    await page.evaluate(() => window.dispatchEvent(new Event('online')));
+    await waitOnline(page, 30000);
+    await until(async () => (await threadLink(page, 'Group G').count()) === 0, { timeout: 10000, what: 'the group gone from the list' });
+    await sleep(1000);  // the queued messages sent and refused meanwhile, if they were
+    const added = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: carol.token, body: { participant_ids: [alice.id] } });
+    assert.equal(added.status, 200, added.text);
+    await threadLink(page, 'Group G').click();
+    await page.getByRole('heading', { name: 'Group G' }).waitFor({ timeout: 10000 });
+    await sleep(500);
+    assert.equal(await messageLog(page).getByText(/queued (one|two)/).count(), 0, 'no queued message shown');
+    assert.equal(await page.getByText(/Not sent/).count(), 0, 'nothing shown as not sent');
+    const history = (await server.history(carol.token, group.id)).map((m) => m.content);
+    assert.ok(!history.includes('queued one') && !history.includes('queued two'), `nothing stored: ${history}`);
     await ctx.close();
   });
 });
