@@ -30,15 +30,6 @@ async function scene(args = []) {
   }
 }
 
-// Rejects when `promise` has not settled within ms.
-function within(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 async function assertOk(res, what) {
   assert.ok(res.status >= 200 && res.status < 300, `${what} answered ${res.status}: ${res.text.slice(0, 300)}`);
   return res.body?.data;
@@ -104,35 +95,20 @@ describe('web app state against the server', { skip }, () => {
       const page = await openAs(ctx, base, bob);
       await threadLink(page, 'Class 4B').waitFor({ timeout: 10000 });
 
-      // The next thread-list answer is slow: read from the server now,
-      // delivered 2 s later (a slow mobile link).
-      let delayed = false;
-      let fetched = false;  // the slow answer is read from the server (before the new group exists)
-      let landed;
-      const stale = new Promise((resolve) => { landed = resolve; });
-      await page.route(/\/api\/chat\/threads$/, async (route) => {
-        if (delayed || route.request().method() !== 'GET') return route.continue().catch(() => {});
-        delayed = true;
-        try {
-          const response = await route.fetch();
-          fetched = true;
-          await sleep(2000);
-          await route.fulfill({ response });
-        } catch { /* the context closed meanwhile */ } finally {
-          landed();
-        }
-      });
+      // The next thread-list answer is slow: read from the server now
+      // (before the new group exists), delivered 2 s later (a slow mobile link).
+      const list = await delayOnce(page, /\/api\/chat\/threads$/);
       // Alice adds Carol to Class 4B: Bob's app reloads its list (the slow answer).
       await assertOk(await server.http('POST', `/api/chat/threads/${first.id}/participants`,
         { token: alice.token, body: { participant_ids: [carol.id] } }), 'adding Carol');
-      await until(() => fetched, { timeout: 5000, what: 'the app to ask for its thread list again' });
+      await until(() => list.fetched, { timeout: 5000, what: 'the app to ask for its thread list again' });
       // Alice makes a new group with Bob: a second reload, answered at once.
       await server.createGroup(alice, [bob], 'Trip to the zoo');
       const zoo = threadLink(page, 'Trip to the zoo');
       await zoo.waitFor({ timeout: 8000 });
 
       // The older answer lands; whatever the app does with it, the group stays.
-      await within(stale, 8000, 'the delayed thread-list answer');
+      await until(() => list.landed, { timeout: 8000, what: 'the delayed thread-list answer' });
       const onServer = (await assertOk(await server.http('GET', '/api/chat/threads', { token: bob.token }), 'GET /api/chat/threads'))
         .threads.map((t) => t.title);
       assert.ok(onServer.includes('Trip to the zoo'), `the server lists the group for Bob: ${onServer}`);
@@ -164,25 +140,10 @@ describe('web app state against the server', { skip }, () => {
 
       // The next thread-list answer is read from the server now and
       // delivered 2 s later; meanwhile Bob reads the message.
-      let delayed = false;
-      let fetched = false;
-      let landed;
-      const stale = new Promise((resolve) => { landed = resolve; });
-      await page.route(/\/api\/chat\/threads$/, async (route) => {
-        if (delayed || route.request().method() !== 'GET') return route.continue().catch(() => {});
-        delayed = true;
-        try {
-          const response = await route.fetch();
-          fetched = true;
-          await sleep(2000);
-          await route.fulfill({ response });
-        } catch { /* the context closed meanwhile */ } finally {
-          landed();
-        }
-      });
+      const list = await delayOnce(page, /\/api\/chat\/threads$/);
       // Bob adds Alice to a group: her app reloads its list (the slow answer).
       await server.createGroup(bob, [alice], 'Parents and teacher');
-      await until(() => fetched, { timeout: 5000, what: 'the app to ask for its thread list again' });
+      await until(() => list.fetched, { timeout: 5000, what: 'the app to ask for its thread list again' });
       bobWs = await server.connect(bob);
       const mark = await bobWs.request({ type: 'mark_as_read', thread_id: dm.id, up_to_seq: sent.seq });
       assert.notEqual(mark.type, 'error', `Bob's read mark: ${JSON.stringify(mark)}`);
@@ -190,12 +151,8 @@ describe('web app state against the server', { skip }, () => {
         { timeout: 5000, what: 'the read tick from the receipt' });
 
       // The older answer lands: the tick stays read.
-      await within(stale, 8000, 'the delayed thread-list answer');
-      const end = Date.now() + 1500;
-      while (Date.now() < end) {
-        assert.equal(await tick.getAttribute('data-status'), 'read', 'the tick after the older list answer');
-        await sleep(100);
-      }
+      await until(() => list.landed, { timeout: 8000, what: 'the delayed thread-list answer' });
+      await holds(async () => assert.equal(await tick.getAttribute('data-status'), 'read', 'the tick after the older list answer'));
       assert.deepEqual(page.pageErrors, [], 'no uncaught page error');
     } finally {
       bobWs?.close();
