@@ -248,6 +248,7 @@ export class ParleyClient extends EventTarget {
   disconnect() {
     this.wanted = false;
     clearTimeout(this.renewTimer);
+    clearTimeout(this.sentElsewhereTimer);
     this.unwatch?.();
     this.unwatch = null;
     clearTimeout(this.timer);
@@ -341,9 +342,17 @@ export class ParleyClient extends EventTarget {
         this.inFlight = new Set();
         this.pump();
         // Those still shown as sent elsewhere come with the catch-up; any
-        // left (a thread past the catch-up's reach) stop showing soon.
+        // left (a thread past the catch-up's reach) stop showing soon, if
+        // this connection is still up then.
         if (this.sentElsewhere.size) {
-          setTimeout(() => { if (this.sentElsewhere.size) { this.sentElsewhere.clear(); this.emitOutbox(); } }, SENT_ELSEWHERE_MS);
+          const ws = this.ws;
+          const held = [...this.sentElsewhere.keys()];
+          clearTimeout(this.sentElsewhereTimer);
+          this.sentElsewhereTimer = setTimeout(() => {
+            if (this.ws !== ws || this.state !== 'online') return;
+            for (const id of held) this.sentElsewhere.delete(id);
+            this.emitOutbox();
+          }, SENT_ELSEWHERE_MS);
         }
         break;
       case 'new_message': {

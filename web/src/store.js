@@ -321,8 +321,10 @@ function wire(c) {
   // Restored from a backup: what this page holds may name seqs given again.
   // A reload reads it all anew (the outbox stays and is sent again).
   c.addEventListener('store_changed', () => { if (c === client) location.reload(); });
-  c.addEventListener('outbox', (e) => { state.pending = e.detail.pending; changed(); });
+  // A signed-out client's late events (a timer's) are not the session's now.
+  c.addEventListener('outbox', (e) => { if (c === client) { state.pending = e.detail.pending; changed(); } });
   c.addEventListener('failed', (e) => {
+    if (c !== client) return;
     state.failed = [...state.failed, e.detail];
     // Not a participant: removed while offline, perhaps; the list read again
     // says so, and the message goes with the thread (applyThreads).

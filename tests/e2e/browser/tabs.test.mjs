@@ -132,9 +132,23 @@ describe('web app: two tabs of one user share the offline outbox', () => {
     down.on = false;
     await tabA.evaluate(() => window.dispatchEvent(new Event('online')));
     await waitOnline(tabA, 30000);
+    const onlineAt = Date.now();
     await until(async () => (await messageLog(tabA).locator('li.pending').count()) === 0, { timeout: 15000, what: 'nothing pending in tab A' });
     assert.equal(await shownInA(), 1, 'shown once, as stored');
     assert.deepEqual(await messageTexts(tabA), await storedTexts(), "tab A's screen is the stored history");
+
+    // Offline again within 10 s of that reconnection: the next one stays too
+    // (the clean-up after the reconnection is that connection's only).
+    down.on = true;
+    for (const ws of down.sockets) await ws.close().catch(() => {});
+    await tabA.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    await sendFromComposer(tabA, 'written offline again');
+    await until(async () => (await storedTexts()).includes('written offline again'), { timeout: 15000, what: 'tab B sending the second' });
+    while (Date.now() < onlineAt + 11000) {
+      assert.equal(await messageLog(tabA).getByText('written offline again').count(), 1, 'the second still shown in the offline tab');
+      await sleep(200);
+    }
+    down.on = false;
     await ctx.close();
   });
 
