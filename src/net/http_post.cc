@@ -14,6 +14,15 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
   if (url.rfind("https://", 0) == 0)
     return bad_input("invalid_webhook_url", "https webhook URLs are not supported; use http:// (docs/webhooks.md)");
   if (url.rfind(scheme, 0) != 0) return bad_input("invalid_webhook_url", "webhook URL must start with http://");
+  // Sent as the request line's target as it is: what HTTP forbids there
+  // (spaces, control characters, non-ASCII bytes: percent-encode them) and
+  // a fragment, never sent, are refused at start rather than answered 400
+  // on every notification.
+  for (unsigned char c : url) {
+    if (c <= 0x20 || c >= 0x7F)
+      return bad_input("invalid_webhook_url", "webhook URL has a space, a control character or a non-ASCII byte (percent-encode it)");
+  }
+  if (url.find('#') != std::string::npos) return bad_input("invalid_webhook_url", "webhook URL has a #fragment");
   std::string rest = url.substr(scheme.size());
   auto slash = rest.find('/');
   std::string authority = rest.substr(0, slash);

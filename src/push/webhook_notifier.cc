@@ -333,7 +333,7 @@ void WebhookNotifier::delivery_loop() {
         continue;  // there may be more due
       }
     }
-    wait_for_due();
+    wait_for_due(free > 0);
   }
   for (auto& s : senders) s.thread.join();
 }
@@ -344,12 +344,15 @@ void WebhookNotifier::count_dead_letters() {
     Metrics::get().webhook_dead_letters.store(static_cast<uint64_t>(*dead), std::memory_order_relaxed);
 }
 
-void WebhookNotifier::wait_for_due() {
+void WebhookNotifier::wait_for_due(bool slot_free) {
   if (Clock::now() - dead_counted_at_ >= kDeadLetterRecount) count_dead_letters();
   auto wait = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::milliseconds(config_.idle_poll_ms));
   wait = std::min(wait, std::max(std::chrono::duration_cast<std::chrono::microseconds>(next_sweep_ - Clock::now()),
                                  std::chrono::microseconds(1000)));
-  if (auto due = store_.next_notification_due(); due && *due) {
+  // With every slot taken, what is due waits for a sender to end (it wakes
+  // this loop): waking for it now would find no slot, every millisecond.
+  auto due = slot_free ? store_.next_notification_due() : Result<std::optional<Micros>>(std::nullopt);
+  if (due && *due) {
     // At least 1 ms: a clock that reads a hair early must not spin.
     Micros until = std::max<Micros>(**due - now_micros(), 1000);
     wait = std::min(wait, std::chrono::microseconds(until));

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -284,6 +285,56 @@ TEST_F(WebhookNotifierTest, StopAbandonsAPostUnderWay) {
   EXPECT_EQ(again[0].attempts, 0);
 }
 
+// The voluntary context switches of this process's thread named `name` so far; -1 if none.
+long voluntary_switches(const std::string& name) {
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string n;
+    std::getline(comm, n);
+    if (n != name) continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) return std::stol(line.substr(line.find(':') + 1));
+    }
+  }
+  return -1;
+}
+
+// With every slot held by a slow receiver and more notifications due, the
+// delivery loop waits for a sender to end: it used to wake every millisecond
+// (and read the store each time) until one did.
+TEST_F(WebhookNotifierTest, AllSlotsBusyDoNotSpinTheLoop) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> posting{0};
+  WebhookConfig c = config(3, 100);
+  c.concurrency = 1;
+  start(c, [&](const std::string&, const auto&, const std::atomic<bool>& abandon) -> Result<int> {
+    ++posting;
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(10), [&] { return release || abandon.load(); });
+    return 200;
+  });
+  observe(message("one"));
+  observe(message("two"));  // due behind the first, with no slot free
+  for (int i = 0; i < 500 && posting.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(posting.load(), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the second is due by now
+  const long before = voluntary_switches("webhook-send");
+  ASSERT_GE(before, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  const long woke = voluntary_switches("webhook-send") - before;
+  EXPECT_LT(woke, 50) << "the delivery loop woke " << woke << " times in 1 s with no slot free";
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (int i = 0; i < 500 && posting.load() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(posting.load(), 2) << "the second goes once the slot is free";
+}
+
 // A retry goes out when --webhook-backoff-ms says, not at the next idle poll.
 TEST_F(WebhookNotifierTest, RetryFiresAtItsBackoff) {
   receiver_.statuses = {500};
@@ -301,13 +352,17 @@ TEST_F(WebhookNotifierTest, RetryFiresAtItsBackoff) {
 TEST(HttpPoster, RefusesURLsItCannotPostTo) {
   using namespace std::chrono_literals;
   for (const char* url : {"http://127.0.0.1:99999/x", "http://127.0.0.1:0/x", "http://127.0.0.1:/x",
-                          "http://127.0.0.1:80a/x", "https://127.0.0.1/x", "http:///x"}) {
+                          "http://127.0.0.1:80a/x", "https://127.0.0.1/x", "http:///x",
+                          // What the request line cannot carry as it is, and a fragment.
+                          "http://127.0.0.1:4990/h\r\nX-Evil: 1", "http://127.0.0.1:4990/ho ok",
+                          "http://127.0.0.1:4990/hook#frag", "http://127.0.0.1:4990/caf\xc3\xa9", "http://127.0.0.1/\x7f"}) {
     auto p = HttpPoster::create(url, 1000ms);
     ASSERT_FALSE(p.ok()) << url;
     EXPECT_EQ(p.error().code, "invalid_webhook_url") << url;
   }
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1:65535/x", 1000ms).ok());
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1/x", 1000ms).ok());
+  EXPECT_TRUE(HttpPoster::create("http://127.0.0.1/caf%C3%A9?a=1&b=%20", 1000ms).ok());
 }
 
 // HttpPoster gives up a POST under way when told to, long before its timeout.
