@@ -62,10 +62,12 @@ const BACKOFF_MAX_MS = 15000;
 // server that could not check it (its storage down), it is sent again this
 // much later: the connection stays on the old token, which would expire on it.
 const RENEW_REQUEST = 'renew';
-const SENT_ELSEWHERE_MS = 10000;
 const RENEW_RETRY_MS = 5000;
 const PING_EVERY_MS = 20000;
 const PONG_WAIT_MS = 10000;
+// A message another tab sent while this one was offline is shown pending here
+// at most this long after this tab is online again (see sentElsewhere).
+const SENT_ELSEWHERE_MS = 10000;
 // A REST request not answered within this is given up as a network error.
 const REST_TIMEOUT_MS = 20000;
 
