@@ -285,8 +285,10 @@ TEST_F(WebhookNotifierTest, StopAbandonsAPostUnderWay) {
   EXPECT_EQ(again[0].attempts, 0);
 }
 
-// The voluntary context switches of this process's thread named `name` so far; -1 if none.
+// The voluntary context switches so far of this process's threads named
+// `name`, summed (a POST's thread inherits its starter's name); -1 if none.
 long voluntary_switches(const std::string& name) {
+  long sum = -1;
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
     std::ifstream comm(task.path() / "comm");
     std::string n;
@@ -294,10 +296,10 @@ long voluntary_switches(const std::string& name) {
     if (n != name) continue;
     std::ifstream status(task.path() / "status");
     for (std::string line; std::getline(status, line);) {
-      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) return std::stol(line.substr(line.find(':') + 1));
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) sum = std::max(sum, 0L) + std::stol(line.substr(line.find(':') + 1));
     }
   }
-  return -1;
+  return sum;
 }
 
 // With every slot held by a slow receiver and more notifications due, the

@@ -101,7 +101,7 @@ describe('web app: two tabs of one user share the offline outbox', () => {
     await ctx.close();
   });
 
-  it("a tab whose own connection is down keeps showing its offline message while the other tab sends it", async () => {
+  it("a tab whose own connection is down keeps showing its offline message while the other tab sends it", async (t) => {
     const ctx = await browser.newContext();
     const down = { on: false, sockets: [] };
     // Tab A's WebSockets and API calls alone can be cut (a connection that
@@ -144,7 +144,13 @@ describe('web app: two tabs of one user share the offline outbox', () => {
     await tabA.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
     await sendFromComposer(tabA, 'written offline again');
     await until(async () => (await storedTexts()).includes('written offline again'), { timeout: 15000, what: 'tab B sending the second' });
-    while (Date.now() < onlineAt + 11000) {
+    if (Date.now() > onlineAt + 9000) {
+      down.on = false;
+      await ctx.close();
+      t.skip('the second offline message came over 9 s after the reconnection: too late to see the old clean-up pass');
+      return;
+    }
+    while (Date.now() < onlineAt + 11500) {
       assert.equal(await messageLog(tabA).getByText('written offline again').count(), 1, 'the second still shown in the offline tab');
       await sleep(200);
     }
