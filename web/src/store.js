@@ -391,6 +391,7 @@ function onMessage(m, own) {
   const t = state.threads.get(m.thread_id);
   // A new conversation: known once the list is read again, then shown (and notified) as any other.
   if (!t) {
+    if (nameRemover(m)) return;
     loadThreads().then(() => { if (state.threads.has(m.thread_id)) onMessage(m, own); }, () => {});
     return;
   }
@@ -700,7 +701,7 @@ async function applyThreads() {
       const name = threadName(old);
       const by = removedBy.get(id);
       const said = by ? `${by} removed you from ${name}.` : `You are no longer in ${name}.`;
-      state.removedFrom = [...state.removedFrom.filter((r) => r.id !== id), { id, text: said }];
+      state.removedFrom = [...state.removedFrom.filter((r) => r.id !== id), { id, text: said, thread: old, named: !!by }];
       announce(said);
     }
     leaving.delete(id);
@@ -996,6 +997,20 @@ function noteRemoval(t, m) {
     removedBy.delete(t.id);
     state.removedFrom = state.removedFrom.filter((r) => r.id !== t.id);
   }
+}
+// The list read on reconnecting can answer before the catch-up brings the
+// "… removed …" line of a thread it no longer holds: the note said "You are
+// no longer in …" and now names the remover, as when the line came first.
+function nameRemover(m) {
+  if (m.message_type !== 'system') return false;
+  const note = state.removedFrom.find((r) => r.id === m.thread_id && !r.named);
+  const removed = /^(\S+) removed (\S+)$/.exec(m.content);
+  if (!note || !removed || removed[2] !== state.session.user.username) return false;
+  const said = `${nameOfUsername(note.thread, removed[1])} removed you from ${threadName(note.thread)}.`;
+  state.removedFrom = state.removedFrom.map((r) => (r === note ? { ...r, text: said, named: true } : r));
+  announce(said);
+  changed();
+  return true;
 }
 export async function removeMember(threadId, userId) {
   const self = userId === state.session.user.id;

@@ -299,4 +299,40 @@ describe('web app: leaving or removed while away', () => {
     assert.deepEqual(page.pageErrors, []);
     await ctx.close();
   });
+
+  // The list read on reconnecting may answer before the catch-up brings the
+  // removal line: the note first says "You are no longer in …", then names
+  // the remover when the line comes. Here the line is held until the list has
+  // answered (it was a race, and a CI failure, before).
+  it('removed while offline, the list answering first: the note still names the remover', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Gone meanwhile', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    let holding = true;
+    const held = [];  // [{ws, m}]
+    await ctx.routeWebSocket(/\/ws$/, (ws) => {
+      const upstream = ws.connectToServer();
+      ws.onMessage((m) => upstream.send(m));
+      upstream.onMessage((m) => {
+        const f = JSON.parse(m);
+        if (holding && f.type === 'new_message' && f.data.thread_id === group.id && / removed /.test(f.data.content)) held.push({ ws, m });
+        else ws.send(m);
+      });
+    });
+    const page = await openAs(ctx, proxy.base, bob);
+    await threadLink(page, 'Gone meanwhile').waitFor();
+    proxy.cut();
+    await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    const res = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(res.status, 200, res.text);
+    proxy.resume();
+    const note = page.locator('.removed-note');
+    await note.getByText('You are no longer in Gone meanwhile.').waitFor({ timeout: 30000 });
+    await until(() => held.length === 1, { what: 'the removal line of the catch-up (held)' });
+    holding = false;
+    for (const { ws, m } of held) ws.send(m);
+    await note.getByText('Alice Teacher removed you from Gone meanwhile.').waitFor();
+    assert.equal(await note.getByText('You are no longer in').count(), 0);
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
 });
