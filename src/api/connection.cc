@@ -437,14 +437,19 @@ void Connection::on_send(ClientFrame f) {
         if (self->closed_ || !stored) {
           self->send(std::move(frames));
         } else if (fresh) {
-          // During a replay of its thread the answer takes its seq's place (DeliveryCursor::hold_answer).
-          if (!self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
+          // During a replay of its thread the answer takes its seq's place
+          // (DeliveryCursor::hold_answer); before a Socket.IO catch-up has
+          // begun its replays, it waits with the live messages (catch_up).
+          if (self->holding_) self->held_.push_back({thread_id, seq, nullptr, std::move(frames)});
+          else if (!self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
         } else {
           // A retry's original may be far behind what the replay sends (or
           // not sent by it at all): its answer waits until the thread's
           // replays end, as a change of a message does.
-          for (auto& frame : frames)
-            if (self->cursor_.changed(thread_id, frame)) self->send(std::move(frame));
+          for (auto& frame : frames) {
+            if (self->holding_) self->held_.push_back({thread_id, 0, std::move(frame), {}});
+            else if (self->cursor_.changed(thread_id, frame)) self->send(std::move(frame));
+          }
         }
         self->answered(id);
         if (!id.empty()) self->remember_own_send(std::move(id));
@@ -585,6 +590,10 @@ void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& th
   auto held = std::move(held_);
   held_.clear();
   for (auto& h : held) {
+    if (!h.answer.empty()) {
+      if (!cursor_.hold_answer(h.thread_id, h.seq, h.answer)) send(std::move(h.answer));
+      continue;
+    }
     bool now = h.seq > 0 ? admit_live(h.thread_id, h.seq, h.frame) : cursor_.changed(h.thread_id, h.frame);
     if (now && h.frame) send_in_thread(h.thread_id, h.seq > 0 ? h.seq : kAnySeq, std::move(h.frame));
   }
@@ -1170,12 +1179,12 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (closed_) return;
   if (event.seq > 0) {
     // Catch-up on connect (Socket.IO): live messages wait for their thread's replay.
-    if (holding_) return held_.push_back({event.thread_id, event.seq, frame});
+    if (holding_) return held_.push_back({event.thread_id, event.seq, frame, {}});
     if (!admit_live(event.thread_id, event.seq, frame)) return;
   } else if (frame && changes_a_message(event)) {
     if (!admit_change(event.message_id, event.change_no)) return;
     if (!tell_change(event.message_id, event.change_no, frame)) return;
-    if (holding_) return held_.push_back({event.thread_id, 0, frame});
+    if (holding_) return held_.push_back({event.thread_id, 0, frame, {}});
     if (!cursor_.changed(event.thread_id, frame)) return;
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
@@ -1384,7 +1393,7 @@ void Connection::resend_change(const Message& changed) {
   auto event = change_event(changed);
   FramePtr frame = encoder_->event(*event);
   if (!tell_change(changed.id, changed.change_no, frame)) return;
-  if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame)});
+  if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame), {}});
   // Behind the thread's fills, like a live change.
   if (!cursor_.changed(changed.thread_id, frame)) return;
   send_in_thread(changed.thread_id, kAnySeq, std::move(frame));

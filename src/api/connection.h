@@ -65,10 +65,12 @@ class Connection final : public ClientSession,
   // A client frame that could not be read: an `error` reply (rate-limited too).
   void on_bad_frame(const Error& error, const boost::json::value& request_id);
   // For a client that expects what it missed without asking (Socket.IO):
-  // hold_live() holds live messages from now on; catch_up() replays each
+  // hold_live() holds live messages, and the answers to this connection's
+  // sends, from now on; catch_up() replays each
   // thread's messages after its since_seq (as subscribe_thread does, but
   // giving way to the client's own subscribe_thread of the thread), then
-  // lets the held messages through, after their thread's replay, each once.
+  // lets the held messages through, after their thread's replay, each once
+  // (an answer takes its seq's place among them).
   void hold_live() { holding_ = true; }
   void catch_up(const std::vector<std::pair<std::string, int64_t>>& threads);
   bool authenticated() const { return authed_; }
@@ -242,6 +244,7 @@ class Connection final : public ClientSession,
     std::string thread_id;
     int64_t seq;  // 0: a change to a stored message (DeliveryCursor::changed)
     FramePtr frame;
+    std::vector<FramePtr> answer;  // not empty: the answer to this connection's send of `seq`
   };
   std::vector<Held> held_;
   // Since the first resync: the change number each message was last sent

@@ -1,5 +1,9 @@
 #include "api/socketio_session.h"
 
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -213,10 +217,17 @@ void SocketIoSession::established(const std::string& user_id) {
 void SocketIoSession::catch_up() {
   auto self = shared_from_this();
   std::string user_id = conn_->user_id();
+  // Tests only: the catch-up waits this long after reading the positions, so
+  // that a send made at connect is answered while live delivery is held.
+  static const int pause_ms = [] {
+    const char* pause = std::getenv("PARLEY_TEST_SIO_CATCH_UP_PAUSE_MS");
+    return pause ? std::atoi(pause) : 0;
+  }();
   ctx_.workers.submit([self, user_id] {
     // Live delivery is held until catch_up() runs: it must run even when the
     // store cannot answer now (then there is nothing to replay).
     auto positions = self->ctx_.chat.catch_up_positions(user_id);
+    if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
     std::vector<std::pair<std::string, int64_t>> behind;
     if (positions) behind = std::move(*positions);
     self->post([self, behind = std::move(behind)] {
