@@ -391,7 +391,7 @@ function onMessage(m, own) {
   const t = state.threads.get(m.thread_id);
   // A new conversation: known once the list is read again, then shown (and notified) as any other.
   if (!t) {
-    if (nameRemover(m)) return;
+    if (settleRemovalNote(m)) return;
     loadThreads().then(() => { if (state.threads.has(m.thread_id)) onMessage(m, own); }, () => {});
     return;
   }
@@ -711,6 +711,9 @@ async function applyThreads() {
     if (state.openId === id) location.hash = '';
   }
   state.threads = threads;
+  // Back in a group this user was told they left (added again after a list
+  // read in between): the note about it goes, as the "added" line's would.
+  if (state.removedFrom.some((r) => threads.has(r.id))) state.removedFrom = state.removedFrom.filter((r) => !threads.has(r.id));
   // Refused as not a participant, in a thread this user is not in: dropped
   // with the thread's queue (a later re-add does not show them as unsent).
   state.failed = state.failed.filter((f) => f.code !== 'forbidden' || threads.has(f.item.thread_id));
@@ -999,13 +1002,23 @@ function noteRemoval(t, m) {
   }
 }
 // The list read on reconnecting can answer before the catch-up brings the
-// "… removed …" line of a thread it no longer holds: the note said "You are
-// no longer in …" and now names the remover, as when the line came first.
-function nameRemover(m) {
+// line that says how this user went from a thread it no longer holds: the
+// note said "You are no longer in …". A "… removed …" line now names the
+// remover; the user's own "… left" line (on another device) takes the note
+// back, as when the line came first.
+function settleRemovalNote(m) {
   if (m.message_type !== 'system') return false;
   const note = state.removedFrom.find((r) => r.id === m.thread_id && !r.named);
+  if (!note) return false;
+  const me = state.session.user.username;
+  if (m.content === `${me} left`) {
+    state.removedFrom = state.removedFrom.filter((r) => r !== note);
+    unannounce(note.text);
+    changed();
+    return true;
+  }
   const removed = /^(\S+) removed (\S+)$/.exec(m.content);
-  if (!note || !removed || removed[2] !== state.session.user.username) return false;
+  if (!removed || removed[2] !== me) return false;
   const said = `${nameOfUsername(note.thread, removed[1])} removed you from ${threadName(note.thread)}.`;
   state.removedFrom = state.removedFrom.map((r) => (r === note ? { ...r, text: said, named: true } : r));
   announce(said);

@@ -209,6 +209,22 @@ describe('web app: closed registration', () => {
   });
 });
 
+// Holds the first new_message of `threadId` whose content matches `re` that
+// the server sends the pages of `ctx`, until release().
+async function holdLine(ctx, threadId, re) {
+  const line = { held: null, release() { if (this.held) this.held.ws.send(this.held.m); this.done = true; }, done: false };
+  await ctx.routeWebSocket(/\/ws$/, (ws) => {
+    const upstream = ws.connectToServer();
+    ws.onMessage((m) => upstream.send(m));
+    upstream.onMessage((m) => {
+      const f = JSON.parse(m);
+      if (!line.done && !line.held && f.type === 'new_message' && f.data.thread_id === threadId && re.test(f.data.content)) line.held = { ws, m };
+      else ws.send(m);
+    });
+  });
+  return line;
+}
+
 describe('web app: leaving or removed while away', () => {
   let server; let browser; let base; let alice; let bob; let proxy;
 
@@ -307,17 +323,7 @@ describe('web app: leaving or removed while away', () => {
   it('removed while offline, the list answering first: the note still names the remover', async () => {
     const group = await server.createThread(alice.token, { type: 'group', title: 'Gone meanwhile', usernames: [bob.username] });
     const ctx = await browser.newContext();
-    let holding = true;
-    const held = [];  // [{ws, m}]
-    await ctx.routeWebSocket(/\/ws$/, (ws) => {
-      const upstream = ws.connectToServer();
-      ws.onMessage((m) => upstream.send(m));
-      upstream.onMessage((m) => {
-        const f = JSON.parse(m);
-        if (holding && f.type === 'new_message' && f.data.thread_id === group.id && / removed /.test(f.data.content)) held.push({ ws, m });
-        else ws.send(m);
-      });
-    });
+    const line = await holdLine(ctx, group.id, / removed /);
     const page = await openAs(ctx, proxy.base, bob);
     await threadLink(page, 'Gone meanwhile').waitFor();
     proxy.cut();
@@ -327,11 +333,64 @@ describe('web app: leaving or removed while away', () => {
     proxy.resume();
     const note = page.locator('.removed-note');
     await note.getByText('You are no longer in Gone meanwhile.').waitFor({ timeout: 30000 });
-    await until(() => held.length === 1, { what: 'the removal line of the catch-up (held)' });
-    holding = false;
-    for (const { ws, m } of held) ws.send(m);
+    await until(() => line.held, { what: 'the removal line of the catch-up (held)' });
+    line.release();
     await note.getByText('Alice Teacher removed you from Gone meanwhile.').waitFor();
     assert.equal(await note.getByText('You are no longer in').count(), 0);
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  // Left on another device while this one was offline, the list answering
+  // before the catch-up brings the "… left" line: the note the list brought
+  // ("You are no longer in …") goes when the line comes. Leaving is not news.
+  it('left on another device while offline, the list answering first: no note stays', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Left elsewhere', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const line = await holdLine(ctx, group.id, / left$/);
+    const page = await openAs(ctx, proxy.base, bob);
+    await threadLink(page, 'Left elsewhere').waitFor();
+    proxy.cut();
+    await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    const res = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: bob.token });
+    assert.equal(res.status, 200, res.text);
+    proxy.resume();
+    await until(async () => (await threadLink(page, 'Left elsewhere').count()) === 0, { timeout: 30000, what: 'the group gone from the list' });
+    await until(() => line.held, { what: 'the "left" line of the catch-up (held)' });
+    line.release();
+    await until(async () => (await page.locator('.removed-note').count()) === 0, { what: 'no note about leaving' });
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  // Removed, then added back while the list read after the removal is on its
+  // way: that list drops the group and brings a note; the next one lists the
+  // group again, and the note goes with it.
+  it('added back while the list read after the removal is slow: the group is there and no note stays', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Undone', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const page = await openAs(ctx, base, bob);
+    await threadLink(page, 'Undone').waitFor();
+    const slow = { fetched: false, landed: false };
+    await page.route(/\/api\/chat\/threads$/, async (route) => {
+      if (slow.fetched || route.request().method() !== 'GET') return route.fallback().catch(() => {});
+      slow.fetched = true;
+      try {
+        const response = await route.fetch();  // read now, without the group
+        await new Promise((r) => setTimeout(r, 1500));
+        await route.fulfill({ response });
+      } catch { /* the context closed meanwhile */ } finally {
+        slow.landed = true;
+      }
+    });
+    const out = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+    assert.equal(out.status, 200, out.text);
+    await until(() => slow.fetched, { what: 'the list read after the removal' });
+    const back = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [bob.id] } });
+    assert.ok(back.status === 200 || back.status === 201, back.text);
+    await until(() => slow.landed, { what: 'the slow list' });
+    await until(async () => (await threadLink(page, 'Undone').count()) === 1, { timeout: 15000, what: 'the group back in the list' });
+    await until(async () => (await page.locator('.removed-note').count()) === 0, { what: 'the note gone' });
     assert.deepEqual(page.pageErrors, []);
     await ctx.close();
   });
