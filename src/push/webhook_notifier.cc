@@ -312,10 +312,14 @@ void WebhookNotifier::delivery_loop() {
     reap();
     if (Clock::now() >= next_sweep_) sweep_overdue();
     const int free = concurrency - static_cast<int>(senders.size());
+    bool claim_failed = false;
     if (free > 0) {
       const Micros now = now_micros();
       auto claimed = store_.claim_notifications(now, now + kLeaseMicros, free);
-      if (!claimed) spdlog::warn("event=webhook_claim_failed code={}", claimed.error().code);
+      if (!claimed) {
+        spdlog::warn("event=webhook_claim_failed code={}", claimed.error().code);
+        claim_failed = true;
+      }
       if (claimed && !claimed->empty()) {
         for (const auto& n : *claimed) {
           auto done = std::make_shared<std::atomic<bool>>(false);
@@ -333,7 +337,10 @@ void WebhookNotifier::delivery_loop() {
         continue;  // there may be more due
       }
     }
-    wait_for_due(free > 0);
+    // A claim that failed (the writer down, reads still answering) waits for
+    // the idle poll: what is due is due still, and asking at once would fail
+    // again, every millisecond.
+    wait_for_due(free > 0 && !claim_failed);
   }
   for (auto& s : senders) s.thread.join();
 }
@@ -344,14 +351,15 @@ void WebhookNotifier::count_dead_letters() {
     Metrics::get().webhook_dead_letters.store(static_cast<uint64_t>(*dead), std::memory_order_relaxed);
 }
 
-void WebhookNotifier::wait_for_due(bool slot_free) {
+void WebhookNotifier::wait_for_due(bool can_claim) {
   if (Clock::now() - dead_counted_at_ >= kDeadLetterRecount) count_dead_letters();
   auto wait = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::milliseconds(config_.idle_poll_ms));
   wait = std::min(wait, std::max(std::chrono::duration_cast<std::chrono::microseconds>(next_sweep_ - Clock::now()),
                                  std::chrono::microseconds(1000)));
   // With every slot taken, what is due waits for a sender to end (it wakes
   // this loop): waking for it now would find no slot, every millisecond.
-  auto due = slot_free ? store_.next_notification_due() : Result<std::optional<Micros>>(std::nullopt);
+  // The same after a failed claim (delivery_loop).
+  auto due = can_claim ? store_.next_notification_due() : Result<std::optional<Micros>>(std::nullopt);
   if (due && *due) {
     // At least 1 ms: a clock that reads a hair early must not spin.
     Micros until = std::max<Micros>(**due - now_micros(), 1000);

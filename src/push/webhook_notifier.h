@@ -97,8 +97,9 @@ class WebhookNotifier {
   void sweep_overdue();  // delivery thread
   void delivery_loop();
   // Sleeps until the next notification is due (at most the idle poll) or a
-  // wake-up; with no slot free, until a sender ends (or the idle poll).
-  void wait_for_due(bool slot_free);
+  // wake-up; when it could not claim now (no slot free, or the claim just
+  // failed), until a sender ends or the idle poll.
+  void wait_for_due(bool can_claim);
   // One claimed notification: POST, then delete, reschedule or bury it.
   void deliver(const Notification& n);
   // parley_webhook_dead_letters from the store's count: dead letters leave

@@ -337,6 +337,33 @@ TEST_F(WebhookNotifierTest, AllSlotsBusyDoNotSpinTheLoop) {
   EXPECT_EQ(posting.load(), 2) << "the second goes once the slot is free";
 }
 
+// A claim that fails while the store's reads answer (here a trigger refuses
+// the claim's UPDATE): the loop asks again at the idle poll, not every
+// millisecond with a warning each time; once claims work, it delivers.
+TEST_F(WebhookNotifierTest, AFailingClaimDoesNotSpinTheLoop) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((root_ + "/data/parley.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  const char* refuse =
+      "CREATE TRIGGER refuse_claims BEFORE UPDATE OF next_attempt_at ON webhook_outbox "
+      "BEGIN SELECT RAISE(ABORT, 'claims refused by the test'); END";
+  ASSERT_EQ(sqlite3_exec(db, refuse, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  WebhookConfig c = config(3, 100);
+  c.idle_poll_ms = 200;
+  start(c);
+  observe(message("one"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // stored and due, its claims refused
+  const long before = voluntary_switches("webhook-send");
+  ASSERT_GE(before, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  const long woke = voluntary_switches("webhook-send") - before;
+  EXPECT_LT(woke, 60) << "the delivery loop woke " << woke << " times in 1 s of failing claims";
+  EXPECT_TRUE(receiver_.bodies.empty());
+  ASSERT_EQ(sqlite3_exec(db, "DROP TRIGGER refuse_claims", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  EXPECT_TRUE(posts(1)) << "delivered once claims work again";
+}
+
 // A retry goes out when --webhook-backoff-ms says, not at the next idle poll.
 TEST_F(WebhookNotifierTest, RetryFiresAtItsBackoff) {
   receiver_.statuses = {500};
