@@ -18,7 +18,11 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
   // (spaces, control characters, non-ASCII bytes: percent-encode them) and
   // a fragment, never sent, are refused at start rather than answered 400
   // on every notification.
-  for (unsigned char c : url) {
+  const size_t host_end = url.find('/', scheme.size());
+  for (size_t i = 0; i < url.size(); ++i) {
+    const auto c = static_cast<unsigned char>(url[i]);
+    if (c >= 0x80 && i < host_end)
+      return bad_input("invalid_webhook_url", "webhook host has a non-ASCII byte (write the name in punycode, xn--...)");
     if (c <= 0x20 || c >= 0x7F)
       return bad_input("invalid_webhook_url", "webhook URL has a space, a control character or a non-ASCII byte (percent-encode it)");
   }
@@ -34,6 +38,13 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
     auto close = authority.find(']');
     if (close == std::string::npos) return bad_input("invalid_webhook_url", "unclosed [ in the webhook host");
     host = authority.substr(1, close - 1);
+    // A zone (RFC 6874: [fe80::1%25eth0]) is written %25 in a URL; the
+    // resolver wants it as fe80::1%eth0.
+    if (auto zone = host.find('%'); zone != std::string::npos) {
+      if (host.compare(zone, 3, "%25") != 0 || zone + 3 == host.size())
+        return bad_input("invalid_webhook_url", "an IPv6 zone in the webhook host is written %25 then its name: [fe80::1%25eth0]");
+      host.erase(zone + 1, 2);
+    }
     if (close + 1 < authority.size()) {
       if (authority[close + 1] != ':') return bad_input("invalid_webhook_url", "bad webhook port");
       port = authority.substr(close + 2);
@@ -68,8 +79,10 @@ Result<int> HttpPoster::post(const std::string& body, const std::vector<std::pai
   tcp::resolver resolver(io);
   beast::tcp_stream stream(io);
   http::request<http::string_body> req{http::verb::post, target_, 11};
-  const bool v6 = host_.find(':') != std::string::npos;  // an IPv6 literal: bracketed, as in the URL
-  req.set(http::field::host, (v6 ? "[" + host_ + "]" : host_) + ":" + port_);
+  // An IPv6 literal: bracketed, as in the URL, without its zone (which
+  // means nothing to the receiver).
+  const bool v6 = host_.find(':') != std::string::npos;
+  req.set(http::field::host, (v6 ? "[" + host_.substr(0, host_.find('%')) + "]" : host_) + ":" + port_);
   req.set(http::field::user_agent, "Parley-Webhook/" PARLEY_VERSION);
   req.set(http::field::content_type, "application/json");
   for (const auto& [name, value] : headers) req.set(name, value);

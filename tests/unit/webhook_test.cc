@@ -4,6 +4,8 @@
 // deletes, stop, retry timing); HttpPoster's abandon.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -392,6 +394,13 @@ TEST(HttpPoster, RefusesURLsItCannotPostTo) {
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1:65535/x", 1000ms).ok());
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1/x", 1000ms).ok());
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1/caf%C3%A9?a=1&b=%20", 1000ms).ok());
+  // A host name with a non-ASCII byte is told to use punycode, not percent-encoding.
+  auto idn = HttpPoster::create("http://\xc3\xa9" "cole.example:8088/hook", 1000ms);
+  ASSERT_FALSE(idn.ok());
+  EXPECT_NE(idn.error().message.find("punycode"), std::string::npos) << idn.error().message;
+  auto path = HttpPoster::create("http://127.0.0.1/\xc3\xa9" "cole", 1000ms);
+  ASSERT_FALSE(path.ok());
+  EXPECT_NE(path.error().message.find("percent-encode"), std::string::npos) << path.error().message;
 }
 
 // HttpPoster gives up a POST under way when told to, long before its timeout.
@@ -529,6 +538,28 @@ TEST(HttpPoster, HostHeaderOfAnIpv6ReceiverHasBrackets) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(*r, 204);
   EXPECT_NE(v6.head().find("\r\nHost: [::1]:" + std::to_string(v6.port()) + "\r\n"), std::string::npos) << v6.head();
+}
+
+// An IPv6 host with a zone, written %25 as RFC 6874 has it, goes to the
+// resolver as fe80::1%lo, which takes it (its scope: lo). Nothing is sent:
+// the test uses loopback only, and lo has no link-local address. A zone
+// written otherwise is refused at start.
+TEST(HttpPoster, AnIpv6HostWithAZoneGoesToTheResolverAsItWantsIt) {
+  auto poster = HttpPoster::create("http://[fe80::1%25lo]:8080/hook", 3000ms);
+  ASSERT_TRUE(poster.ok()) << poster.error().message;
+  EXPECT_EQ((*poster)->host(), "fe80::1%lo");
+  addrinfo hints{};
+  hints.ai_flags = AI_NUMERICHOST;
+  addrinfo* found = nullptr;
+  ASSERT_EQ(::getaddrinfo((*poster)->host().c_str(), "8080", &hints, &found), 0);
+  ASSERT_EQ(found->ai_family, AF_INET6);
+  EXPECT_EQ(reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_scope_id, ::if_nametoindex("lo"));
+  ::freeaddrinfo(found);
+  for (const char* url : {"http://[fe80::1%eth0]:80/x", "http://[fe80::1%25]:80/x", "http://[fe80::1%2]/x"}) {
+    auto bad = HttpPoster::create(url, 1000ms);
+    ASSERT_FALSE(bad.ok()) << url;
+    EXPECT_EQ(bad.error().code, "invalid_webhook_url") << url;
+  }
 }
 
 }  // namespace
