@@ -701,7 +701,7 @@ async function applyThreads() {
       const name = threadName(old);
       const by = removedBy.get(id);
       const said = by ? `${by} removed you from ${name}.` : `You are no longer in ${name}.`;
-      state.removedFrom = [...state.removedFrom.filter((r) => r.id !== id), { id, text: said, thread: old, named: !!by }];
+      state.removedFrom = [...state.removedFrom.filter((r) => r.id !== id), { id, text: said, thread: old }];
       announce(said);
     }
     leaving.delete(id);
@@ -1002,13 +1002,14 @@ function noteRemoval(t, m) {
   }
 }
 // The list read on reconnecting can answer before the catch-up brings the
-// line that says how this user went from a thread it no longer holds: the
-// note said "You are no longer in …". A "… removed …" line now names the
-// remover; the user's own "… left" line (on another device) takes the note
-// back, as when the line came first.
+// lines that say how this user went from a thread it no longer holds: the
+// note said "You are no longer in …". Each line, in seq order, does what it
+// would have done first: "… removed <me>" names the remover, "… added <me>"
+// names nobody (the list says whether they are in it now), and the user's own
+// "… left" (on another device) takes the note back.
 function settleRemovalNote(m) {
   if (m.message_type !== 'system') return false;
-  const note = state.removedFrom.find((r) => r.id === m.thread_id && !r.named);
+  const note = state.removedFrom.find((r) => r.id === m.thread_id);
   if (!note) return false;
   const me = state.session.user.username;
   if (m.content === `${me} left`) {
@@ -1017,13 +1018,14 @@ function settleRemovalNote(m) {
     changed();
     return true;
   }
-  const removed = /^(\S+) removed (\S+)$/.exec(m.content);
-  if (!removed || removed[2] !== me) return false;
-  const said = `${nameOfUsername(note.thread, removed[1])} removed you from ${threadName(note.thread)}.`;
-  state.removedFrom = state.removedFrom.map((r) => (r === note ? { ...r, text: said, named: true } : r));
-  announce(said);
+  const line = /^(\S+) (removed|added) (\S+)$/.exec(m.content);
+  if (!line || line[3] !== me) return false;
+  const name = threadName(note.thread);
+  const said = line[2] === 'removed' ? `${nameOfUsername(note.thread, line[1])} removed you from ${name}.` : `You are no longer in ${name}.`;
+  state.removedFrom = state.removedFrom.map((r) => (r === note ? { ...r, text: said } : r));
+  if (said !== note.text) announce(said);
   changed();
-  return true;
+  return line[2] === 'removed';  // added: the list read again says where the user is
 }
 export async function removeMember(threadId, userId) {
   const self = userId === state.session.user.id;

@@ -209,20 +209,24 @@ describe('web app: closed registration', () => {
   });
 });
 
-// Holds the first new_message of `threadId` whose content matches `re` that
-// the server sends the pages of `ctx`, until release().
-async function holdLine(ctx, threadId, re) {
-  const line = { held: null, release() { if (this.held) this.held.ws.send(this.held.m); this.done = true; }, done: false };
+// Holds the new_messages of `threadId` whose content matches `re` that the
+// server sends the pages of `ctx`, until release() lets them through in order.
+async function holdLines(ctx, threadId, re) {
+  const lines = {
+    held: [],  // [{ws, m}]
+    done: false,
+    release() { this.done = true; for (const { ws, m } of this.held.splice(0)) ws.send(m); },
+  };
   await ctx.routeWebSocket(/\/ws$/, (ws) => {
     const upstream = ws.connectToServer();
     ws.onMessage((m) => upstream.send(m));
     upstream.onMessage((m) => {
       const f = JSON.parse(m);
-      if (!line.done && !line.held && f.type === 'new_message' && f.data.thread_id === threadId && re.test(f.data.content)) line.held = { ws, m };
+      if (!lines.done && f.type === 'new_message' && f.data.thread_id === threadId && re.test(f.data.content)) lines.held.push({ ws, m });
       else ws.send(m);
     });
   });
-  return line;
+  return lines;
 }
 
 describe('web app: leaving or removed while away', () => {
@@ -323,7 +327,7 @@ describe('web app: leaving or removed while away', () => {
   it('removed while offline, the list answering first: the note still names the remover', async () => {
     const group = await server.createThread(alice.token, { type: 'group', title: 'Gone meanwhile', usernames: [bob.username] });
     const ctx = await browser.newContext();
-    const line = await holdLine(ctx, group.id, / removed /);
+    const line = await holdLines(ctx, group.id, / removed /);
     const page = await openAs(ctx, proxy.base, bob);
     await threadLink(page, 'Gone meanwhile').waitFor();
     proxy.cut();
@@ -333,7 +337,7 @@ describe('web app: leaving or removed while away', () => {
     proxy.resume();
     const note = page.locator('.removed-note');
     await note.getByText('You are no longer in Gone meanwhile.').waitFor({ timeout: 30000 });
-    await until(() => line.held, { what: 'the removal line of the catch-up (held)' });
+    await until(() => line.held.length === 1, { what: 'the removal line of the catch-up (held)' });
     line.release();
     await note.getByText('Alice Teacher removed you from Gone meanwhile.').waitFor();
     assert.equal(await note.getByText('You are no longer in').count(), 0);
@@ -347,7 +351,7 @@ describe('web app: leaving or removed while away', () => {
   it('left on another device while offline, the list answering first: no note stays', async () => {
     const group = await server.createThread(alice.token, { type: 'group', title: 'Left elsewhere', usernames: [bob.username] });
     const ctx = await browser.newContext();
-    const line = await holdLine(ctx, group.id, / left$/);
+    const line = await holdLines(ctx, group.id, / left$/);
     const page = await openAs(ctx, proxy.base, bob);
     await threadLink(page, 'Left elsewhere').waitFor();
     proxy.cut();
@@ -356,7 +360,7 @@ describe('web app: leaving or removed while away', () => {
     assert.equal(res.status, 200, res.text);
     proxy.resume();
     await until(async () => (await threadLink(page, 'Left elsewhere').count()) === 0, { timeout: 30000, what: 'the group gone from the list' });
-    await until(() => line.held, { what: 'the "left" line of the catch-up (held)' });
+    await until(() => line.held.length === 1, { what: 'the "left" line of the catch-up (held)' });
     line.release();
     await until(async () => (await page.locator('.removed-note').count()) === 0, { what: 'no note about leaving' });
     assert.deepEqual(page.pageErrors, []);
@@ -371,12 +375,19 @@ describe('web app: leaving or removed while away', () => {
     const ctx = await browser.newContext();
     const page = await openAs(ctx, base, bob);
     await threadLink(page, 'Undone').waitFor();
-    const slow = { fetched: false, landed: false };
+    // The first list asked for after the removal is read at once and held;
+    // the next ones wait until the note it brings has been seen.
+    const slow = { armed: false, read: null, landed: false, noteSeen: false };
     await page.route(/\/api\/chat\/threads$/, async (route) => {
-      if (slow.fetched || route.request().method() !== 'GET') return route.fallback().catch(() => {});
-      slow.fetched = true;
+      if (!slow.armed || route.request().method() !== 'GET') return route.fallback().catch(() => {});
+      if (slow.read) {
+        for (let i = 0; i < 100 && !slow.noteSeen; i++) await new Promise((r) => setTimeout(r, 100));
+        return route.fallback().catch(() => {});
+      }
+      slow.read = 'asking';
       try {
-        const response = await route.fetch();  // read now, without the group
+        const response = await route.fetch();
+        slow.read = await response.text();
         await new Promise((r) => setTimeout(r, 1500));
         await route.fulfill({ response });
       } catch { /* the context closed meanwhile */ } finally {
@@ -385,12 +396,47 @@ describe('web app: leaving or removed while away', () => {
     });
     const out = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
     assert.equal(out.status, 200, out.text);
-    await until(() => slow.fetched, { what: 'the list read after the removal' });
+    slow.armed = true;
+    await until(() => slow.read && slow.read !== 'asking', { what: 'the list read after the removal' });
+    assert.ok(!slow.read.includes(group.id), 'the slow list was read without the group');
     const back = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [bob.id] } });
     assert.ok(back.status === 200 || back.status === 201, back.text);
-    await until(() => slow.landed, { what: 'the slow list' });
+    // The slow list lands: the group goes, with a note.
+    await page.locator('.removed-note').getByText('Undone').waitFor({ timeout: 8000 });
+    slow.noteSeen = true;
     await until(async () => (await threadLink(page, 'Undone').count()) === 1, { timeout: 15000, what: 'the group back in the list' });
     await until(async () => (await page.locator('.removed-note').count()) === 0, { what: 'the note gone' });
+    assert.deepEqual(page.pageErrors, []);
+    await ctx.close();
+  });
+
+  // Removed, added back, then left on another device, all while offline,
+  // the list answering first: each line does in turn what it would have
+  // done first, and no note stays (the last of them is the user's own).
+  it('removed, added back and left elsewhere while offline, the list answering first: no note stays', async () => {
+    const group = await server.createThread(alice.token, { type: 'group', title: 'Round trip', usernames: [bob.username] });
+    const ctx = await browser.newContext();
+    const lines = await holdLines(ctx, group.id, / (removed|added|left)/);
+    const page = await openAs(ctx, proxy.base, bob);
+    await threadLink(page, 'Round trip').waitFor();
+    proxy.cut();
+    await page.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    const steps = [
+      ['DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, alice.token, undefined],
+      ['POST', `/api/chat/threads/${group.id}/participants`, alice.token, { participant_ids: [bob.id] }],
+      ['DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, bob.token, undefined],
+    ];
+    for (const [method, path, token, body] of steps) {
+      const res = await server.http(method, path, { token, body });
+      assert.ok(res.status === 200 || res.status === 201, `${method} ${path}: ${res.text}`);
+    }
+    proxy.resume();
+    await page.locator('.removed-note').getByText('You are no longer in Round trip.').waitFor({ timeout: 30000 });
+    await until(() => lines.held.length >= 1, { what: 'the catch-up\'s lines (held)' });
+    await page.waitForTimeout(300);  // the rest of the catch-up
+    lines.release();
+    await until(async () => (await page.locator('.removed-note').count()) === 0, { what: 'no note: the user left themselves last' });
+    assert.equal(await threadLink(page, 'Round trip').count(), 0);
     assert.deepEqual(page.pageErrors, []);
     await ctx.close();
   });
