@@ -565,11 +565,29 @@ constexpr int64_t kFirstFillMaxBack = 10000;
 void Connection::on_subscribe(ClientFrame f) {
   if (!f.since_seq) return reply_thread_state("thread_subscribed", std::move(f));
   cursor_.begin_replay(f.thread_id, *f.since_seq);
+  if (holding_) hold_answers_in_replay(f.thread_id);
   auto r = std::make_shared<Replay>();
   r->thread_id = f.thread_id;
   r->since = r->from = *f.since_seq;
   r->request_id = f.request_id;
   replay_read(std::move(r));
+}
+
+// A Socket.IO client's own replay of a thread, begun while its catch-up
+// holds live delivery: the answers held for that thread take their seqs'
+// places in it (as on a native connection), not after whatever it sends.
+void Connection::hold_answers_in_replay(const std::string& thread_id) {
+  std::erase_if(held_, [&](Held& h) {
+    if (h.answer.empty() || h.thread_id != thread_id) return false;
+    release_held_answer(h);
+    return true;
+  });
+}
+
+// A held answer: in its seq's place when a replay of its thread runs, else now.
+void Connection::release_held_answer(Held& h) {
+  if (!cursor_.hold_answer(h.thread_id, h.seq, h.answer)) send(std::move(h.answer));
+  h.answer.clear();
 }
 
 void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& threads) {
@@ -589,11 +607,20 @@ void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& th
   holding_ = false;
   auto held = std::move(held_);
   held_.clear();
+  // An answer goes before the live messages of its thread with higher seqs,
+  // whatever order they came in (a commit's answer can come after the next
+  // message's event): the answers are few, looked through for each message.
+  std::vector<Held*> answers;
+  for (auto& h : held)
+    if (!h.answer.empty()) answers.push_back(&h);
   for (auto& h : held) {
     if (!h.answer.empty()) {
-      if (!cursor_.hold_answer(h.thread_id, h.seq, h.answer)) send(std::move(h.answer));
+      release_held_answer(h);
       continue;
     }
+    if (h.seq > 0)
+      for (Held* a : answers)
+        if (!a->answer.empty() && a->thread_id == h.thread_id && a->seq < h.seq) release_held_answer(*a);
     bool now = h.seq > 0 ? admit_live(h.thread_id, h.seq, h.frame) : cursor_.changed(h.thread_id, h.frame);
     if (now && h.frame) send_in_thread(h.thread_id, h.seq > 0 ? h.seq : kAnySeq, std::move(h.frame));
   }

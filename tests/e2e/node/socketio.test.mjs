@@ -833,34 +833,58 @@ describe('Socket.IO pings with a short timeout, and a session closing with a bac
 });
 
 // A send made as the session connects is answered while the catch-up is
-// still reading where the user stands (held here for a second): the answer
-// waits for the older messages the catch-up replays, as a native client's
-// does behind its subscribe_thread. Sent at once, its seq came first, and a
-// client that keeps the highest seq it has seen would resume past them.
+// still reading where the user stands (held here for 1.5 s after its read):
+// the answer waits for the older messages the catch-up replays, as a native
+// client's does behind its subscribe_thread. Sent at once, its seq came
+// first, and a client that keeps the highest seq it has seen would resume
+// past them. The sends wait 300 ms after connecting: a send stored before
+// the catch-up reads the positions marks the thread read (nothing to replay).
 describe('Socket.IO: a send answered before the catch-up has begun', () => {
   let server;
-  before(async () => { server = await startServer({ env: { PARLEY_TEST_SIO_CATCH_UP_PAUSE_MS: '1000' } }); });
+  before(async () => { server = await startServer({ env: { PARLEY_TEST_SIO_CATCH_UP_PAUSE_MS: '1500' } }); });
   after(async () => { await server?.stop(); });
 
-  it('its ack and message_sent come after the messages the catch-up replays', async () => {
+  // Bob, with messages 1-3 from Alice unread, connects and sends; `then`
+  // runs after the send. What Bob's socket got: seqs, 'ack N', 'sent N'.
+  async function sendAtConnect(then = async () => {}) {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
     for (let i = 1; i <= 3; i++) assert.equal((await server.sendRest(alice.token, thread.id, { content: `while away ${i}` })).status, 201);
     const b = sioClient(server, bob.token, { transports: ['websocket'] });
-    b.socket.on('connect', () => {
-      // A callback, not emitWithAck: it runs as the ack is read, in order with the events.
-      b.socket.emit('send_message', { thread_id: thread.id, content: 'sent at connect', client_msg_id: 'at-connect' },
-        (ack) => b.events.push({ event: 'ACK', data: ack }));
-    });
     await b.connected();
+    await sleep(300);
+    // A callback, not emitWithAck: it runs as the ack is read, in order with the events.
+    b.socket.emit('send_message', { thread_id: thread.id, content: 'sent at connect', client_msg_id: 'at-connect' },
+      (ack) => b.events.push({ event: 'ACK', data: ack }));
+    await then({ alice, b, thread });
     await b.next('message_sent', (d) => d.client_msg_id === 'at-connect', 10000);
     await b.next('new_message', (d) => d.seq === 3, 10000);
     await sleep(300);
-    const order = b.events.filter((r) => ['new_message', 'message_sent', 'ACK'].includes(r.event))
+    b.close();
+    return b.events.filter((r) => ['new_message', 'message_sent', 'ACK'].includes(r.event))
       .map((r) => (r.event === 'new_message' ? r.data.seq : r.event === 'ACK' ? `ack ${r.data.message?.seq}` : `sent ${r.data.seq}`));
+  }
+
+  it('its ack and message_sent come after the messages the catch-up replays', async () => {
+    const order = await sendAtConnect();
     assert.deepEqual(order.slice(0, 3), [1, 2, 3], `the replay first: ${JSON.stringify(order)}`);
     assert.deepEqual(order.slice(3).sort(), ['ack 4', 'sent 4'], `then the answer, once: ${JSON.stringify(order)}`);
-    b.close();
+  });
+
+  // The client's own subscribe_thread, sent while the catch-up still holds
+  // live delivery, replays the thread: the answer takes its seq's place in
+  // it, before a newer message (5) that came meanwhile.
+  it('with the client\'s own subscribe_thread meanwhile, the answer keeps its seq\'s place', async () => {
+    const order = await sendAtConnect(async ({ alice, b, thread }) => {
+      await sleep(300);
+      assert.equal((await server.sendRest(alice.token, thread.id, { content: 'newer' })).status, 201);
+      await sleep(100);
+      b.socket.emit('subscribe_thread', { thread_id: thread.id, since_seq: 0 });
+      await b.next('new_message', (d) => d.seq === 5, 10000);
+    });
+    assert.deepEqual(order.slice(0, 3), [1, 2, 3], `the replay first: ${JSON.stringify(order)}`);
+    assert.deepEqual(order.slice(3, 5).sort(), ['ack 4', 'sent 4'], `then the answer: ${JSON.stringify(order)}`);
+    assert.deepEqual(order.slice(5), [5], `then the newer message, once: ${JSON.stringify(order)}`);
   });
 });
 
