@@ -18,7 +18,7 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
   // (spaces, control characters, non-ASCII bytes: percent-encode them) and
   // a fragment, never sent, are refused at start rather than answered 400
   // on every notification.
-  const size_t host_end = url.find('/', scheme.size());
+  const size_t host_end = url.find_first_of("/?", scheme.size());
   for (size_t i = 0; i < url.size(); ++i) {
     const auto c = static_cast<unsigned char>(url[i]);
     if (c >= 0x80 && i < host_end)
@@ -28,9 +28,10 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
   }
   if (url.find('#') != std::string::npos) return bad_input("invalid_webhook_url", "webhook URL has a #fragment");
   std::string rest = url.substr(scheme.size());
-  auto slash = rest.find('/');
+  // The authority ends at the path or, with none, at the query ("http://h?x=1" asks for "/?x=1").
+  auto slash = rest.find_first_of("/?");
   std::string authority = rest.substr(0, slash);
-  std::string target = slash == std::string::npos ? "/" : rest.substr(slash);
+  std::string target = slash == std::string::npos ? "/" : rest[slash] == '?' ? "/" + rest.substr(slash) : rest.substr(slash);
   if (authority.empty() || authority.find('@') != std::string::npos)
     return bad_input("invalid_webhook_url", "webhook URL needs a host (and no user info)");
   std::string host = authority, port = "80";

@@ -401,6 +401,9 @@ TEST(HttpPoster, RefusesURLsItCannotPostTo) {
   auto path = HttpPoster::create("http://127.0.0.1/\xc3\xa9" "cole", 1000ms);
   ASSERT_FALSE(path.ok());
   EXPECT_NE(path.error().message.find("percent-encode"), std::string::npos) << path.error().message;
+  auto query = HttpPoster::create("http://127.0.0.1?x=\xc3\xa9", 1000ms);
+  ASSERT_FALSE(query.ok());
+  EXPECT_NE(query.error().message.find("percent-encode"), std::string::npos) << query.error().message;
 }
 
 // HttpPoster gives up a POST under way when told to, long before its timeout.
@@ -538,6 +541,20 @@ TEST(HttpPoster, HostHeaderOfAnIpv6ReceiverHasBrackets) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(*r, 204);
   EXPECT_NE(v6.head().find("\r\nHost: [::1]:" + std::to_string(v6.port()) + "\r\n"), std::string::npos) << v6.head();
+}
+
+// A URL with a query and no path: the host and port end where the query
+// starts, and the request asks for "/?…" (it was refused as a bad port).
+TEST(HttpPoster, AQueryWithNoPathIsAskedForAtTheRoot) {
+  OneAnswerServer srv("HTTP/1.1 204 No Content\r\n\r\n");
+  auto poster = HttpPoster::create("http://127.0.0.1:" + std::to_string(srv.port()) + "?key=1", 3000ms);
+  ASSERT_TRUE(poster.ok()) << poster.error().message;
+  EXPECT_EQ((*poster)->host(), "127.0.0.1");
+  std::atomic<bool> abandon{false};
+  auto r = (*poster)->post("{}", {}, abandon);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, 204);
+  EXPECT_EQ(srv.head().rfind("POST /?key=1 HTTP/1.1\r\n", 0), 0u) << srv.head();
 }
 
 // An IPv6 host with a zone, written %25 as RFC 6874 has it, goes to the
