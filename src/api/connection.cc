@@ -439,15 +439,18 @@ void Connection::on_send(ClientFrame f) {
         } else if (fresh) {
           // During a replay of its thread the answer takes its seq's place
           // (DeliveryCursor::hold_answer); before a Socket.IO catch-up has
-          // begun its replays, it waits with the live messages (catch_up).
-          if (self->holding_) self->held_.push_back({thread_id, seq, nullptr, std::move(frames)});
-          else if (!self->cursor_.hold_answer(thread_id, seq, frames)) self->send(std::move(frames));
+          // begun its replays, it waits with the live messages (catch_up),
+          // unless the client asked for a replay of the thread itself.
+          if (self->holding_ && self->cursor_.subscribes(thread_id) == 0)
+            self->held_.push_back({thread_id, seq, nullptr, std::move(frames), true});
+          else if (!self->cursor_.hold_answer(thread_id, seq, frames))
+            self->send(std::move(frames));
         } else {
           // A retry's original may be far behind what the replay sends (or
           // not sent by it at all): its answer waits until the thread's
           // replays end, as a change of a message does.
           for (auto& frame : frames) {
-            if (self->holding_) self->held_.push_back({thread_id, 0, std::move(frame), {}});
+            if (self->holding_) self->held_.push_back({thread_id, 0, std::move(frame), {}, false});
             else if (self->cursor_.changed(thread_id, frame)) self->send(std::move(frame));
           }
         }
@@ -577,15 +580,13 @@ void Connection::on_subscribe(ClientFrame f) {
 // holds live delivery: the answers held for that thread take their seqs'
 // places in it (as on a native connection), not after whatever it sends.
 void Connection::hold_answers_in_replay(const std::string& thread_id) {
-  std::erase_if(held_, [&](Held& h) {
-    if (h.answer.empty() || h.thread_id != thread_id) return false;
-    release_held_answer(h);
-    return true;
-  });
+  for (Held& h : held_)
+    if (h.is_answer && h.thread_id == thread_id) release_held_answer(h);
 }
 
-// A held answer: in its seq's place when a replay of its thread runs, else now.
+// A held answer, once: in its seq's place when a replay of its thread runs, else now.
 void Connection::release_held_answer(Held& h) {
+  if (h.answer.empty()) return;
   if (!cursor_.hold_answer(h.thread_id, h.seq, h.answer)) send(std::move(h.answer));
   h.answer.clear();
 }
@@ -612,10 +613,10 @@ void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& th
   // message's event): the answers are few, looked through for each message.
   std::vector<Held*> answers;
   for (auto& h : held)
-    if (!h.answer.empty()) answers.push_back(&h);
+    if (h.is_answer) answers.push_back(&h);
   for (auto& h : held) {
-    if (!h.answer.empty()) {
-      release_held_answer(h);
+    if (h.is_answer) {
+      release_held_answer(h);  // none left if released already
       continue;
     }
     if (h.seq > 0)
@@ -1206,12 +1207,12 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (closed_) return;
   if (event.seq > 0) {
     // Catch-up on connect (Socket.IO): live messages wait for their thread's replay.
-    if (holding_) return held_.push_back({event.thread_id, event.seq, frame, {}});
+    if (holding_) return held_.push_back({event.thread_id, event.seq, frame, {}, false});
     if (!admit_live(event.thread_id, event.seq, frame)) return;
   } else if (frame && changes_a_message(event)) {
     if (!admit_change(event.message_id, event.change_no)) return;
     if (!tell_change(event.message_id, event.change_no, frame)) return;
-    if (holding_) return held_.push_back({event.thread_id, 0, frame, {}});
+    if (holding_) return held_.push_back({event.thread_id, 0, frame, {}, false});
     if (!cursor_.changed(event.thread_id, frame)) return;
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
@@ -1420,7 +1421,7 @@ void Connection::resend_change(const Message& changed) {
   auto event = change_event(changed);
   FramePtr frame = encoder_->event(*event);
   if (!tell_change(changed.id, changed.change_no, frame)) return;
-  if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame), {}});
+  if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame), {}, false});
   // Behind the thread's fills, like a live change.
   if (!cursor_.changed(changed.thread_id, frame)) return;
   send_in_thread(changed.thread_id, kAnySeq, std::move(frame));

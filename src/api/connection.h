@@ -247,7 +247,8 @@ class Connection final : public ClientSession,
     std::string thread_id;
     int64_t seq;  // 0: a change to a stored message (DeliveryCursor::changed)
     FramePtr frame;
-    std::vector<FramePtr> answer;  // not empty: the answer to this connection's send of `seq`
+    std::vector<FramePtr> answer;  // the answer to this connection's send of `seq` (emptied once released)
+    bool is_answer;
   };
   std::vector<Held> held_;
   // Since the first resync: the change number each message was last sent
