@@ -1004,9 +1004,10 @@ function noteRemoval(t, m) {
 // The list read on reconnecting can answer before the catch-up brings the
 // lines that say how this user went from a thread it no longer holds: the
 // note said "You are no longer in …". Each line, in seq order, does what it
-// would have done first: "… removed <me>" names the remover, "… added <me>"
-// names nobody (the list says whether they are in it now), and the user's own
-// "… left" (on another device) takes the note back.
+// would have done first: "… removed <me>" names the remover, and the user's
+// own "… left" (on another device) takes the note back. An "… added <me>"
+// line changes nothing here: the list it has read again says whether they
+// are in the group now (applyThreads then takes the note back).
 function settleRemovalNote(m) {
   if (m.message_type !== 'system') return false;
   const note = state.removedFrom.find((r) => r.id === m.thread_id);
@@ -1018,14 +1019,13 @@ function settleRemovalNote(m) {
     changed();
     return true;
   }
-  const line = /^(\S+) (removed|added) (\S+)$/.exec(m.content);
-  if (!line || line[3] !== me) return false;
-  const name = threadName(note.thread);
-  const said = line[2] === 'removed' ? `${nameOfUsername(note.thread, line[1])} removed you from ${name}.` : `You are no longer in ${name}.`;
+  const removed = /^(\S+) removed (\S+)$/.exec(m.content);
+  if (!removed || removed[2] !== me) return false;
+  const said = `${nameOfUsername(note.thread, removed[1])} removed you from ${threadName(note.thread)}.`;
   state.removedFrom = state.removedFrom.map((r) => (r === note ? { ...r, text: said } : r));
   if (said !== note.text) announce(said);
   changed();
-  return line[2] === 'removed';  // added: the list read again says where the user is
+  return true;
 }
 export async function removeMember(threadId, userId) {
   const self = userId === state.session.user.id;
