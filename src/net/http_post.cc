@@ -2,6 +2,7 @@
 
 #include "net/beast.h"
 
+#include <cctype>
 #include <functional>
 #include <optional>
 
@@ -11,9 +12,11 @@ using namespace net;
 
 Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& url, std::chrono::milliseconds timeout) {
   const std::string scheme = "http://";
-  if (url.rfind("https://", 0) == 0)
+  std::string head = url.substr(0, 8);  // the scheme is case-insensitive (RFC 3986)
+  for (char& c : head) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (head.rfind("https://", 0) == 0)
     return bad_input("invalid_webhook_url", "https webhook URLs are not supported; use http:// (docs/webhooks.md)");
-  if (url.rfind(scheme, 0) != 0) return bad_input("invalid_webhook_url", "webhook URL must start with http://");
+  if (head.rfind(scheme, 0) != 0) return bad_input("invalid_webhook_url", "webhook URL must start with http://");
   // Sent as the request line's target as it is: what HTTP forbids there
   // (spaces, control characters, non-ASCII bytes: percent-encode them) and
   // a fragment, never sent, are refused at start rather than answered 400
@@ -39,10 +42,15 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
     auto close = authority.find(']');
     if (close == std::string::npos) return bad_input("invalid_webhook_url", "unclosed [ in the webhook host");
     host = authority.substr(1, close - 1);
-    // A zone (RFC 6874: [fe80::1%25eth0]) is written %25 in a URL; the
-    // resolver wants it as fe80::1%eth0.
+    if (host.find(':') == std::string::npos)
+      return bad_input("invalid_webhook_url", "brackets in the webhook host hold an IPv6 address: http://[::1]:8088/");
+    // A zone (RFC 6874: [fe80::1%25eth0]) is written %25 then its name in a
+    // URL; the resolver wants it as fe80::1%eth0.
     if (auto zone = host.find('%'); zone != std::string::npos) {
-      if (host.compare(zone, 3, "%25") != 0 || zone + 3 == host.size())
+      const bool named = host.compare(zone, 3, "%25") == 0 && zone + 3 < host.size() &&
+                         host.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-",
+                                                zone + 3) == std::string::npos;
+      if (!named)
         return bad_input("invalid_webhook_url", "an IPv6 zone in the webhook host is written %25 then its name: [fe80::1%25eth0]");
       host.erase(zone + 1, 2);
     }
@@ -50,9 +58,16 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
       if (authority[close + 1] != ':') return bad_input("invalid_webhook_url", "bad webhook port");
       port = authority.substr(close + 2);
     }
-  } else if (auto colon = authority.rfind(':'); colon != std::string::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
+  } else {
+    if (auto colon = authority.find(':'); colon != std::string::npos) {
+      if (authority.find(':', colon + 1) != std::string::npos)
+        return bad_input("invalid_webhook_url", "an IPv6 webhook host is written in brackets: http://[::1]:8088/");
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
+    }
+    // Not decoded: a name has no reason to be percent-encoded, and a zone goes in brackets.
+    if (host.find('%') != std::string::npos)
+      return bad_input("invalid_webhook_url", "a % in the webhook host (an IPv6 zone goes in brackets: [fe80::1%25eth0])");
   }
   if (host.empty() || port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoi(port) < 1 || std::stoi(port) > 65535)

@@ -392,6 +392,8 @@ TEST(HttpPoster, RefusesURLsItCannotPostTo) {
     EXPECT_EQ(p.error().code, "invalid_webhook_url") << url;
   }
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1:65535/x", 1000ms).ok());
+  EXPECT_TRUE(HttpPoster::create("HTTP://127.0.0.1:8088/x", 1000ms).ok()) << "the scheme is case-insensitive";
+  EXPECT_EQ(HttpPoster::create("HTTPS://127.0.0.1/x", 1000ms).error().message.find("https"), 0u);
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1/x", 1000ms).ok());
   EXPECT_TRUE(HttpPoster::create("http://127.0.0.1/caf%C3%A9?a=1&b=%20", 1000ms).ok());
   // A host name with a non-ASCII byte is told to use punycode, not percent-encoding.
@@ -572,7 +574,10 @@ TEST(HttpPoster, AnIpv6HostWithAZoneGoesToTheResolverAsItWantsIt) {
   ASSERT_EQ(found->ai_family, AF_INET6);
   EXPECT_EQ(reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_scope_id, ::if_nametoindex("lo"));
   ::freeaddrinfo(found);
-  for (const char* url : {"http://[fe80::1%eth0]:80/x", "http://[fe80::1%25]:80/x", "http://[fe80::1%2]/x"}) {
+  for (const char* url : {"http://[fe80::1%eth0]:80/x", "http://[fe80::1%25]:80/x", "http://[fe80::1%2]/x",
+                          "http://[fe80::1%25eth0%25x]/x", "http://[fe80::1%25%65th0]/x", "http://[foo%25lo]/x",
+                          "http://[example.com]/x", "http://fe80::1%25eth0/x", "http://::1/x", "http://fe80::1/x",
+                          "http://host:80:90/x", "http://host%25x:80/x", "http://%65xample.com/x"}) {
     auto bad = HttpPoster::create(url, 1000ms);
     ASSERT_FALSE(bad.ok()) << url;
     EXPECT_EQ(bad.error().code, "invalid_webhook_url") << url;
