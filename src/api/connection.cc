@@ -438,13 +438,15 @@ void Connection::on_send(ClientFrame f) {
           self->send(std::move(frames));
         } else if (fresh) {
           // During a replay of its thread the answer takes its seq's place
-          // (DeliveryCursor::hold_answer); before a Socket.IO catch-up has
+          // (DeliveryCursor::hold_answer). Before a Socket.IO catch-up has
           // begun its replays, it waits with the live messages (catch_up),
-          // unless the client asked for a replay of the thread itself.
-          if (self->holding_ && self->cursor_.subscribes(thread_id) == 0)
-            self->held_.push_back({thread_id, seq, nullptr, std::move(frames), true});
-          else if (!self->cursor_.hold_answer(thread_id, seq, frames))
+          // unless a replay the client asked for of the thread runs.
+          if (self->holding_) {
+            if (self->cursor_.subscribes(thread_id) == 0 || !self->cursor_.hold_answer(thread_id, seq, frames))
+              self->held_.push_back({thread_id, seq, nullptr, std::move(frames), true});
+          } else if (!self->cursor_.hold_answer(thread_id, seq, frames)) {
             self->send(std::move(frames));
+          }
         } else {
           // A retry's original may be far behind what the replay sends (or
           // not sent by it at all): its answer waits until the thread's
@@ -568,7 +570,7 @@ constexpr int64_t kFirstFillMaxBack = 10000;
 void Connection::on_subscribe(ClientFrame f) {
   if (!f.since_seq) return reply_thread_state("thread_subscribed", std::move(f));
   cursor_.begin_replay(f.thread_id, *f.since_seq);
-  if (holding_) hold_answers_in_replay(f.thread_id);
+  if (holding_) hold_answers_in_replay(f.thread_id, *f.since_seq);
   auto r = std::make_shared<Replay>();
   r->thread_id = f.thread_id;
   r->since = r->from = *f.since_seq;
@@ -579,26 +581,32 @@ void Connection::on_subscribe(ClientFrame f) {
 // A Socket.IO client's own replay of a thread, begun while its catch-up
 // holds live delivery: the answers held for that thread take their seqs'
 // places in it (as on a native connection), not after whatever it sends.
-void Connection::hold_answers_in_replay(const std::string& thread_id) {
+void Connection::hold_answers_in_replay(const std::string& thread_id, int64_t since_seq) {
   for (Held& h : held_)
-    if (h.is_answer && h.thread_id == thread_id) release_held_answer(h);
+    if (h.is_answer && h.thread_id == thread_id) release_held_answer(h, since_seq);
 }
 
-// A held answer, once: in its seq's place when a replay of its thread runs, else now.
-void Connection::release_held_answer(Held& h) {
+// A held answer, once: in its seq's place when a replay of its thread runs,
+// else now. One at or below where that replay starts (`replay_from`: a send
+// stored before the catch-up read the positions marks the thread read up to
+// it) goes now: the replay will send nothing older, and holding it would
+// put it after the replay's newer messages.
+void Connection::release_held_answer(Held& h, int64_t replay_from) {
   if (h.answer.empty()) return;
-  if (!cursor_.hold_answer(h.thread_id, h.seq, h.answer)) send(std::move(h.answer));
+  if (h.seq <= replay_from || !cursor_.hold_answer(h.thread_id, h.seq, h.answer)) send(std::move(h.answer));
   h.answer.clear();
 }
 
 void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& threads) {
   if (closed_ || !authed_) return;
+  std::vector<std::pair<std::string, int64_t>> begun;  // the catch-up's replays: thread, since
   for (const auto& [thread_id, since] : threads) {
     // A client that subscribed to the thread already (on connect, before
     // this list was read) said where it stands: its since_seq wins, and a
     // second replay from the server's guess would send its range first.
     if (cursor_.subscribes(thread_id) > 0) continue;
     cursor_.begin_catch_up(thread_id);
+    begun.emplace_back(thread_id, since);
     auto r = std::make_shared<Replay>();
     r->thread_id = thread_id;
     r->since = r->from = since;
@@ -614,14 +622,18 @@ void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& th
   std::vector<Held*> answers;
   for (auto& h : held)
     if (h.is_answer) answers.push_back(&h);
+  auto release = [&](Held& a) {
+    auto it = std::find_if(begun.begin(), begun.end(), [&](const auto& b) { return b.first == a.thread_id; });
+    release_held_answer(a, it == begun.end() ? -1 : it->second);
+  };
   for (auto& h : held) {
     if (h.is_answer) {
-      release_held_answer(h);  // none left if released already
+      release(h);  // none left if released already
       continue;
     }
     if (h.seq > 0)
       for (Held* a : answers)
-        if (!a->answer.empty() && a->thread_id == h.thread_id && a->seq < h.seq) release_held_answer(*a);
+        if (!a->answer.empty() && a->thread_id == h.thread_id && a->seq < h.seq) release(*a);
     bool now = h.seq > 0 ? admit_live(h.thread_id, h.seq, h.frame) : cursor_.changed(h.thread_id, h.frame);
     if (now && h.frame) send_in_thread(h.thread_id, h.seq > 0 ? h.seq : kAnySeq, std::move(h.frame));
   }

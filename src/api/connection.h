@@ -113,8 +113,8 @@ class Connection final : public ClientSession,
   void on_send(ClientFrame frame);
   void on_subscribe(ClientFrame frame);
   struct Held;
-  void hold_answers_in_replay(const std::string& thread_id);
-  void release_held_answer(Held& h);
+  void hold_answers_in_replay(const std::string& thread_id, int64_t since_seq);
+  void release_held_answer(Held& h, int64_t replay_from);
   void reply_thread_state(std::string_view type, ClientFrame frame);
   struct Replay;
   void replay_read(std::shared_ptr<Replay> replay);

@@ -209,6 +209,12 @@ void SocketIoSession::established(const std::string& user_id) {
   catch_up();
 }
 
+// A test hook's milliseconds from the environment (0 without it).
+static int env_ms(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::atoi(v) : 0;
+}
+
 // The Socket.IO system's clients expect what they missed to arrive when they
 // connect: every thread with unread messages from others is replayed from
 // past what this user acknowledged (delivered) or read, oldest first, and
@@ -217,13 +223,13 @@ void SocketIoSession::established(const std::string& user_id) {
 void SocketIoSession::catch_up() {
   auto self = shared_from_this();
   std::string user_id = conn_->user_id();
-  // Tests only: the catch-up waits this long after reading the positions, so
-  // that a send made at connect is answered while live delivery is held.
-  static const int pause_ms = [] {
-    const char* pause = std::getenv("PARLEY_TEST_SIO_CATCH_UP_PAUSE_MS");
-    return pause ? std::atoi(pause) : 0;
-  }();
+  // Tests only: the catch-up waits this long before (READ_PAUSE) and after
+  // reading the positions, so that sends made at connect are stored before
+  // the read, or answered while live delivery is held.
+  static const int pause_ms = env_ms("PARLEY_TEST_SIO_CATCH_UP_PAUSE_MS");
+  static const int read_pause_ms = env_ms("PARLEY_TEST_SIO_CATCH_UP_READ_PAUSE_MS");
   ctx_.workers.submit([self, user_id] {
+    if (read_pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(read_pause_ms));
     // Live delivery is held until catch_up() runs: it must run even when the
     // store cannot answer now (then there is nothing to replay).
     auto positions = self->ctx_.chat.catch_up_positions(user_id);

@@ -886,6 +886,63 @@ describe('Socket.IO: a send answered before the catch-up has begun', () => {
     assert.deepEqual(order.slice(3, 5).sort(), ['ack 4', 'sent 4'], `then the answer: ${JSON.stringify(order)}`);
     assert.deepEqual(order.slice(5), [5], `then the newer message, once: ${JSON.stringify(order)}`);
   });
+
+  // The client's own replay of the thread has ended, and the catch-up still
+  // holds live delivery: a message from Alice (4) waits, and the answer to
+  // Bob's send (5) waits behind it. It went out at once, before 4.
+  it('after the client\'s own replay has ended, the answer still waits behind older held messages', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 3; i++) assert.equal((await server.sendRest(alice.token, thread.id, { content: `read ${i}` })).status, 201);
+    const b = sioClient(server, bob.token, { transports: ['websocket'] });
+    b.socket.on('connect', () => b.socket.emit('subscribe_thread', { thread_id: thread.id, since_seq: 3 }));
+    await b.connected();
+    await b.next('thread_subscribed', (d) => d.thread_id === thread.id, 10000);
+    assert.equal((await server.sendRest(alice.token, thread.id, { content: 'held' })).status, 201);
+    await sleep(200);
+    b.socket.emit('send_message', { thread_id: thread.id, content: 'answered while held', client_msg_id: 'after-replay' },
+      (ack) => b.events.push({ event: 'ACK', data: ack }));
+    await b.next('message_sent', (d) => d.client_msg_id === 'after-replay', 10000);
+    await b.next('new_message', (d) => d.seq === 4, 10000);
+    await sleep(300);
+    const order = b.events.filter((r) => ['new_message', 'message_sent', 'ACK'].includes(r.event))
+      .map((r) => (r.event === 'new_message' ? r.data.seq : r.event === 'ACK' ? `ack ${r.data.message?.seq}` : `sent ${r.data.seq}`));
+    assert.deepEqual(order[0], 4, `the held message first: ${JSON.stringify(order)}`);
+    assert.deepEqual(order.slice(1).sort(), ['ack 5', 'sent 5'], `then the answer: ${JSON.stringify(order)}`);
+    b.close();
+  });
+});
+
+// A send stored before the catch-up reads the positions marks its thread
+// read up to it, so the catch-up replays from past it (here another user's
+// newer message): its answer, held meanwhile, goes before that replay. It
+// was kept until the replay ended, after the newer message.
+describe('Socket.IO: a send stored before the catch-up reads the positions', () => {
+  let server;
+  before(async () => { server = await startServer({ env: { PARLEY_TEST_SIO_CATCH_UP_READ_PAUSE_MS: '1000' } }); });
+  after(async () => { await server?.stop(); });
+
+  it('its answer comes before the newer messages the catch-up replays', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(alice, bob);
+    for (let i = 1; i <= 3; i++) assert.equal((await server.sendRest(alice.token, thread.id, { content: `before ${i}` })).status, 201);
+    const b = sioClient(server, bob.token, { transports: ['websocket'] });
+    b.socket.on('connect', () => {
+      b.socket.emit('send_message', { thread_id: thread.id, content: 'sent at connect', client_msg_id: 'before-read' },
+        (ack) => b.events.push({ event: 'ACK', data: ack }));
+    });
+    await b.connected();
+    await sleep(300);  // stored by now; the positions are read 1 s after connecting
+    assert.equal((await server.sendRest(alice.token, thread.id, { content: 'newer' })).status, 201);
+    await b.next('new_message', (d) => d.seq === 5, 10000);
+    await b.next('message_sent', (d) => d.client_msg_id === 'before-read', 10000);
+    await sleep(300);
+    const order = b.events.filter((r) => ['new_message', 'message_sent', 'ACK'].includes(r.event))
+      .map((r) => (r.event === 'new_message' ? r.data.seq : r.event === 'ACK' ? `ack ${r.data.message?.seq}` : `sent ${r.data.seq}`));
+    assert.deepEqual(order.slice(0, 2).sort(), ['ack 4', 'sent 4'], `the answer first: ${JSON.stringify(order)}`);
+    assert.deepEqual(order.slice(2), [5], `then the newer message, once (1-3 were read by sending): ${JSON.stringify(order)}`);
+    b.close();
+  });
 });
 
 describe('Socket.IO sessions that stop answering', () => {
