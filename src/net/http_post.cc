@@ -45,14 +45,13 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
     if (host.find(':') == std::string::npos)
       return bad_input("invalid_webhook_url", "brackets in the webhook host hold an IPv6 address: http://[::1]:8088/");
     // A zone (RFC 6874: [fe80::1%25eth0]) is written %25 then its name in a
-    // URL; the resolver wants it as fe80::1%eth0.
+    // URL; the resolver wants it as fe80::1%eth0. A bare % (fe80::1%eth0),
+    // which RFC 6874 asks to accept too, is taken as it is.
     if (auto zone = host.find('%'); zone != std::string::npos) {
-      const bool named = host.compare(zone, 3, "%25") == 0 && zone + 3 < host.size() &&
-                         host.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-",
-                                                zone + 3) == std::string::npos;
-      if (!named)
+      const bool encoded = host.compare(zone, 3, "%25") == 0;
+      if (encoded) host.erase(zone + 1, 2);
+      if (zone + 1 == host.size() || host.find('%', zone + 1) != std::string::npos)
         return bad_input("invalid_webhook_url", "an IPv6 zone in the webhook host is written %25 then its name: [fe80::1%25eth0]");
-      host.erase(zone + 1, 2);
     }
     if (close + 1 < authority.size()) {
       if (authority[close + 1] != ':') return bad_input("invalid_webhook_url", "bad webhook port");
@@ -61,7 +60,7 @@ Result<std::shared_ptr<const HttpPoster>> HttpPoster::create(const std::string& 
   } else {
     if (auto colon = authority.find(':'); colon != std::string::npos) {
       if (authority.find(':', colon + 1) != std::string::npos)
-        return bad_input("invalid_webhook_url", "an IPv6 webhook host is written in brackets: http://[::1]:8088/");
+        return bad_input("invalid_webhook_url", "bad webhook port, or an IPv6 host without brackets (http://[::1]:8088/)");
       host = authority.substr(0, colon);
       port = authority.substr(colon + 1);
     }

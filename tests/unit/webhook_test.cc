@@ -574,7 +574,14 @@ TEST(HttpPoster, AnIpv6HostWithAZoneGoesToTheResolverAsItWantsIt) {
   ASSERT_EQ(found->ai_family, AF_INET6);
   EXPECT_EQ(reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_scope_id, ::if_nametoindex("lo"));
   ::freeaddrinfo(found);
-  for (const char* url : {"http://[fe80::1%eth0]:80/x", "http://[fe80::1%25]:80/x", "http://[fe80::1%2]/x",
+  // A bare % (RFC 6874 asks to accept it) and a zone name with other characters Linux allows.
+  auto bare = HttpPoster::create("http://[fe80::1%lo]:8080/hook", 3000ms);
+  ASSERT_TRUE(bare.ok()) << bare.error().message;
+  EXPECT_EQ((*bare)->host(), "fe80::1%lo");
+  auto plus = HttpPoster::create("http://[fe80::1%25br+1]:8080/hook", 3000ms);
+  ASSERT_TRUE(plus.ok()) << plus.error().message;
+  EXPECT_EQ((*plus)->host(), "fe80::1%br+1");
+  for (const char* url : {"http://[fe80::1%]:80/x", "http://[fe80::1%25]:80/x",
                           "http://[fe80::1%25eth0%25x]/x", "http://[fe80::1%25%65th0]/x", "http://[foo%25lo]/x",
                           "http://[example.com]/x", "http://fe80::1%25eth0/x", "http://::1/x", "http://fe80::1/x",
                           "http://host:80:90/x", "http://host%25x:80/x", "http://%65xample.com/x"}) {
