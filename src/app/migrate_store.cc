@@ -10,6 +10,7 @@
 #include "common/redact.h"
 #include "store/data_dir_lock.h"
 #include "store/store_copy.h"
+#include "store/store_copy_lock.h"
 
 namespace parley {
 
@@ -41,6 +42,10 @@ int run_migrate_store(const MigrateStoreOptions& options) {
   // Held to the end: no server may write the source while it is copied.
   auto lock = DataDirLock::acquire(data_dir.string());
   if (!lock) return fail(lock.error().code, lock.error().message);
+  // And the commands that write beside a server (`user disable`…) kept out:
+  // what they change now would stay behind in SQLite (store_copy_lock.h).
+  auto copy_lock = StoreCopyLock::exclusive(data_dir.string(), std::chrono::seconds(30));
+  if (!copy_lock) return fail(copy_lock.error().code, copy_lock.error().message);
 
   StoreCopyOptions copy;
   copy.sqlite_path = db.string();

@@ -10,7 +10,8 @@
 // each thread's seq would conflict; and `migrate-store`, whose copy must not
 // change under it.
 // Commands that only read or write user rows (`user add`, `token`, `user
-// disable`) do not: SQLite's own locking keeps those safe beside a server.
+// disable`) do not: SQLite's own locking keeps those safe beside a server,
+// and StoreCopyLock keeps them off a copy to PostgreSQL.
 // Unless the schema is older than theirs: then they take it to migrate, and
 // refuse while a server holds it (StoreOptions::beside_server).
 //

@@ -290,8 +290,9 @@ Result<CopySummary> sqlite_backup(const std::string& data_dir, const std::string
 
 namespace {
 
-// A data dir a restore may fill: missing, empty, or holding only the LOCK
-// file a lock (DataDirLock) leaves behind. Else data_dir_not_empty.
+// A data dir a restore may fill: missing, empty, or holding only the lock
+// files locks leave behind (DataDirLock's LOCK, StoreCopyLock's COPY_LOCK).
+// Else data_dir_not_empty.
 Status restorable_data_dir(const std::string& data_dir) {
   std::error_code ec;
   if (!fs::exists(data_dir, ec)) return Ok{};
@@ -299,7 +300,7 @@ Status restorable_data_dir(const std::string& data_dir) {
   std::string what;
   int shown = 0;
   for (const auto& entry : fs::directory_iterator(data_dir, ec)) {
-    if (entry.path().filename() == "LOCK") continue;
+    if (entry.path().filename() == "LOCK" || entry.path().filename() == "COPY_LOCK") continue;
     if (shown++ == 3) {
       what += ", ...";
       break;

@@ -20,6 +20,7 @@
 #include "store/sqlite_conn.h"
 #include "store/sqlite_rows.h"
 #include "store/sqlite_schema.h"
+#include "store/store_copy_lock.h"
 
 namespace parley {
 
@@ -65,6 +66,14 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   if (ec) return internal_error("cannot create " + options.data_dir + ": " + ec.message());
   std::string path = (std::filesystem::path(options.data_dir) / "parley.db").string();
   if (auto st = no_unfinished_restore(options.data_dir); !st) return st.error();
+  // Beside a server, a command writes only while no copy to PostgreSQL runs
+  // (store_copy_lock.h): held until the store is closed.
+  std::unique_ptr<StoreCopyLock> copy_lock;
+  if (options.beside_server) {
+    auto held = StoreCopyLock::shared(options.data_dir);
+    if (!held) return held.error();
+    copy_lock = std::move(*held);
+  }
 
   auto conn = SqliteConn::open(path, /*writer=*/true, options.fsync_commits);
   if (!conn) return conn.error();
@@ -94,6 +103,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const StoreOptions& optio
   auto store = std::unique_ptr<SqliteStore>(
       new SqliteStore(options, path, std::move(*conn), std::move(*checkpointer), *last_created_at));
   store->store_id_ = std::move(*id);
+  store->copy_lock_ = std::move(copy_lock);
   return store;
 }
 
@@ -132,6 +142,7 @@ void SqliteStore::close() {
     // to the read-only readers, which cannot: a stopped server's database
     // file alone then lacked recent messages, and the WAL kept deleted text.
     writer_conn_.reset();
+    copy_lock_.reset();
     spdlog::info("event=store_closed path={} wal_left={}", path_,
                  std::filesystem::exists(path_ + "-wal") ? "yes" : "no");
   });

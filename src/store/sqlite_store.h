@@ -31,6 +31,7 @@ namespace parley {
 
 class SqliteConn;  // one sqlite3 handle plus its prepared-statement cache
 class SqliteCheckpointer;
+class StoreCopyLock;
 
 class SqliteStore final : public Store {
  public:
@@ -161,6 +162,7 @@ class SqliteStore final : public Store {
   const StoreOptions options_;
   const std::string path_;
   std::string store_id_;  // <data dir>/store_id, made on the first start (a restore's too)
+  std::unique_ptr<StoreCopyLock> copy_lock_;  // beside a server only; released last in close()
 
   std::unique_ptr<SqliteConn> writer_conn_;
   std::unique_ptr<SqliteCheckpointer> checkpointer_;  // stopped after the writer thread, before writer_conn_ closes

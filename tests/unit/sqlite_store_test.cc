@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <future>
 #include <optional>
@@ -15,6 +17,7 @@
 #include "store/sqlite_conn.h"
 #include "store/sqlite_schema.h"
 #include "store/sqlite_store.h"
+#include "store/store_copy_lock.h"
 #include "store_test_support.h"
 
 namespace parley {
@@ -142,6 +145,37 @@ TEST_F(SqliteStoreTest, ABesideServerOpenMigratesOnlyWhenNoServerHoldsTheDir) {
   auto beside = SqliteStore::open(options);
   ASSERT_TRUE(beside.ok()) << beside.error().message;
   (*beside)->close();
+}
+
+// `parley migrate-store` and the commands beside a server keep apart
+// (StoreCopyLock): while a copy runs such a store refuses to open, and a copy
+// waits for (and then gives up on) one that is open.
+TEST_F(SqliteStoreTest, BesideServerStoreAndCopyToPostgresKeepApart) {
+  StoreOptions options{dir_, false, 512, "", 1000};
+  options.beside_server = true;
+  {
+    auto copy = StoreCopyLock::exclusive(dir_, std::chrono::milliseconds(0));
+    ASSERT_TRUE(copy.ok()) << copy.error().message;
+    auto refused = SqliteStore::open(options);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.error().code, "store_copy_running");
+    EXPECT_NE(refused.error().message.find("pid " + std::to_string(::getpid())), std::string::npos)
+        << refused.error().message;
+  }
+  auto first = SqliteStore::open(options);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = SqliteStore::open(options);  // two commands at once: both shared
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  (*second)->close();
+  auto busy = StoreCopyLock::exclusive(dir_, std::chrono::milliseconds(100));
+  ASSERT_FALSE(busy.ok());
+  EXPECT_EQ(busy.error().code, "source_busy");
+  // The copy waits for the command to close its store, then goes on.
+  auto waiting = std::async(std::launch::async, [&] { return StoreCopyLock::exclusive(dir_, std::chrono::seconds(10)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  (*first)->close();
+  auto copy = waiting.get();
+  EXPECT_TRUE(copy.ok()) << copy.error().message;
 }
 
 TEST_F(SqliteStoreTest, MigratesNewDirAndDataSurvivesReopen) {

@@ -390,10 +390,14 @@ describe('migrate-store: interrupted and resumed', () => {
     }
   });
 
-  it('a tool that writes beside a server fails while the copy runs, instead of changing what was copied', async () => {
+  // A disable that waited on the copy's SQLite lock used to go through the
+  // moment the copy ended: locked in the old store only, reported done.
+  it('a tool that writes beside a server is refused while the copy runs, and changes neither store', async () => {
     const url = freshDatabaseUrl();
-    const child = spawn(PARLEY_BIN, ['migrate-store', '--from', `sqlite:${source.dataDir}`, '--to', url, '--batch-rows', '1'],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PARLEY_TEST_MIGRATE_BATCH_PAUSE_MS: '20' } });
+    // Batches of 25 rows, 100 ms apart (test setting): the copy ends a few
+    // seconds after its first messages, before SQLite's 5 s busy wait would.
+    const child = spawn(PARLEY_BIN, ['migrate-store', '--from', `sqlite:${source.dataDir}`, '--to', url, '--batch-rows', '25'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PARLEY_TEST_MIGRATE_BATCH_PAUSE_MS: '100' } });
     const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     try {
       await new Promise((resolve) => {
@@ -401,13 +405,21 @@ describe('migrate-store: interrupted and resumed', () => {
         child.stderr.on('data', (d) => { if (/messages \d+\/\d+/.test(String(d))) { clearTimeout(timer); resolve(); } });
       });
       // Users are copied by now: a disable that went through would be lost.
+      const started = Date.now();
       const disable = await source.cli(['user', 'disable', users[5].username], { timeoutMs: 30000 }).then(() => null, (e) => e);
-      assert.ok(disable, 'the disable was refused while the copy holds the source');
-      assert.match(`${disable.stderr}`, /lock|busy/i, disable.stderr);
+      assert.ok(disable, 'the disable was refused while the copy runs');
+      assert.match(`${disable.stderr}`, /^parley: store_copy_running: parley migrate-store \(pid \d+\) is copying/m, disable.stderr);
+      assert.ok(Date.now() - started < 3000, `refused at once, not after a wait (${Date.now() - started} ms)`);
+      const done = await exited;
+      assert.equal(done.code, 0, 'the copy finished');
     } finally {
       child.kill('SIGKILL');
       await exited;
     }
+    assert.equal(psql(url, `SELECT disabled FROM users WHERE username = '${users[5].username}'`), '0', 'not disabled in PostgreSQL');
+    const sqlite = execFileSync('sqlite3', [path.join(source.dataDir, 'parley.db'),
+      `SELECT disabled FROM users WHERE username = '${users[5].username}'`], { encoding: 'utf8', timeout: 30000 }).trim();
+    assert.equal(sqlite, '0', 'nor in SQLite');
   });
 
   it('an interrupted copy does not resume from a source that changed since (a server ran on it)', async () => {
