@@ -634,8 +634,13 @@ int serve(Config& config) {
 // wrong directory, they would otherwise make a new ./data (and a new JWT
 // secret) and report success. `create` (--create) makes it.
 // `needs_secret`: the command shows a token it signs (token, user add --json); disable,
-// enable and revoke-tokens only write the store.
-bool use_data_dir(const Config& config, bool create, bool needs_secret = true) {
+// enable and revoke-tokens only write the store. `offers_create`: the
+// command has --create (user add), so the refusal may point at it.
+bool use_data_dir(const Config& config, bool create, bool needs_secret, bool offers_create) {
+  const char* create_hint = offers_create ? ", or --create to start a new one" : "";
+  std::error_code ec;
+  fs::path dir = fs::absolute(config.data_dir, ec).lexically_normal();
+  if (ec) dir = config.data_dir;
   // With PostgreSQL the data dir holds nothing they need but a generated
   // secret: nothing at all when the secret is given or not needed.
   if (!config.database_url.empty() && (!config.jwt_secret.empty() || !needs_secret)) {
@@ -646,20 +651,26 @@ bool use_data_dir(const Config& config, bool create, bool needs_secret = true) {
     std::cerr << "parley: database " << where << "\n";
     return true;
   }
-  std::error_code ec;
-  fs::path dir = fs::absolute(config.data_dir, ec).lexically_normal();
-  if (ec) dir = config.data_dir;
+  // On PostgreSQL a data dir serves only for the secret the servers share:
+  // without it, the secret is what is missing (as resolve_secret says),
+  // not a data dir, and no new one may be made for it.
+  if (!config.database_url.empty() && !fs::exists(dir / "jwt_secret", ec)) {
+    std::cerr << "parley: no_jwt_secret: no " << (dir / "jwt_secret").string()
+              << ", and the servers on PostgreSQL sign tokens with a secret they are given: pass the same one "
+                 "here (--jwt-secret or PARLEY_JWT_SECRET), or the --data-dir whose jwt_secret file they use\n";
+    return false;
+  }
   bool exists = fs::is_directory(dir, ec);
   if (!exists && !create) {
     std::cerr << "parley: no_data_dir: no data dir at " << dir.string()
-              << " (pass the server's --data-dir or PARLEY_DATA_DIR, or --create to start a new one)\n";
+              << " (pass the server's --data-dir or PARLEY_DATA_DIR" << create_hint << ")\n";
     return false;
   }
   // A directory without a store is the wrong one as surely as a missing
   // one (the parent of the server's, an empty mount): the same refusal.
   // (On PostgreSQL the dir holds only the secret.)
   if (exists && !create && config.database_url.empty()) {
-    if (auto st = no_store_refusal(dir, ", or --create to start a new one"); !st) {
+    if (auto st = no_store_refusal(dir, create_hint); !st) {
       std::cerr << "parley: " << st.error().code << ": " << st.error().message << "\n";
       return false;
     }
@@ -821,7 +832,6 @@ int run_cli(int argc, char** argv) {
 
   auto* token_cmd = app.add_subcommand("token", "Print a valid token for a user");
   add_data_options(*token_cmd, config);
-  add_create_option(*token_cmd);
   add_token_options(*token_cmd, config);
   std::string token_user;
   token_cmd->add_option("username", token_user, "Username")->required();
@@ -941,16 +951,16 @@ int run_cli(int argc, char** argv) {
     if (password_opt->count() == 0 && id_opt->count() == 0)
       return fail(bad_input("missing_field", "--password is required (or --id, for a user of an outside identity provider)"));
     if (id_opt->count() > 0) reg.id = user_id;
-    if (!use_data_dir(config, create_data_dir, /*needs_secret=*/user_add_json)) return 1;
+    if (!use_data_dir(config, create_data_dir, /*needs_secret=*/user_add_json, /*offers_create=*/true)) return 1;
     return user_add(config, reg, phone_opt->count() > 0, phone, user_add_json);
   }
   for (auto& [cmd, action] : admin_cmds) {
     if (!cmd->parsed()) continue;
-    if (!use_data_dir(config, false, /*needs_secret=*/false)) return 1;
+    if (!use_data_dir(config, false, /*needs_secret=*/false, /*offers_create=*/false)) return 1;
     return run_user_admin(config, action, admin_user);
   }
   if (token_cmd->parsed()) {
-    if (!use_data_dir(config, create_data_dir)) return 1;
+    if (!use_data_dir(config, false, /*needs_secret=*/true, /*offers_create=*/false)) return 1;
     return token(config, token_user);
   }
   if (seed_cmd->parsed()) return run_seed(config, seed_opts);

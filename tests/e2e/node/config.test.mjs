@@ -87,6 +87,17 @@ describe('server configuration', () => {
       const token = await parley(['token', 'someone', '--data-dir', dir]);
       assert.equal(token.code, 1);
       assert.ok(!fs.existsSync(dir), 'token created nothing either');
+      // Only `user add` has --create: the others do not point at it.
+      for (const cmd of [['token', 'someone'], ['user', 'disable', 'someone'], ['user', 'revoke-tokens', 'someone']]) {
+        const r = await parley([...cmd, '--data-dir', dir]);
+        assert.equal(r.code, 1, `${cmd.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, /^parley: no_data_dir: /m, cmd.join(' '));
+        assert.doesNotMatch(r.stderr, /--create/, `${cmd.join(' ')} offers no --create`);
+      }
+      const tokenCreate = await parley(['token', 'someone', '--create', '--data-dir', dir]);
+      assert.equal(tokenCreate.code, 2, `token takes no --create (a new store has no users): ${tokenCreate.stderr}`);
+      assert.match(tokenCreate.stderr, /--create/);
+      assert.ok(!fs.existsSync(dir), 'token --create made nothing');
 
       // An existing directory with no store in it (the server's parent dir,
       // an empty mount) is refused the same way, and left as it was.
@@ -322,6 +333,19 @@ describe('server configuration', () => {
       assert.equal(r.stdout, '', 'no token printed');
     }
     assert.ok(!fs.existsSync(path.join(server.dataDir, 'jwt_secret')), 'no secret file was made');
+    if (server.database) {
+      // On PostgreSQL, run where there is no data dir at all: the secret is
+      // what is missing, and no data dir is made for one.
+      const nowhere = path.join(os.tmpdir(), `parley-nodir-${randomId(6)}`);
+      for (const args of [['token', u.username], ['user', 'add', '--username', `nosecret_${randomId(4)}`,
+        '--password', 'cli-password-1', '--full-name', 'No Secret', '--json', '--create']]) {
+        const r = await parley([...args, '--data-dir', nowhere, ...store]);
+        assert.equal(r.code, 1, `${args[0]}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, /^parley: no_jwt_secret: .*--jwt-secret or PARLEY_JWT_SECRET/m, r.stderr);
+        assert.doesNotMatch(r.stderr, /\(new\)/, 'no new data dir announced');
+        assert.ok(!fs.existsSync(nowhere), 'nothing made');
+      }
+    }
     const { stdout } = await server.cli(['token', u.username]);
     assert.equal((await server.http('GET', '/api/users/me', { token: stdout.trim() })).status, 200, 'with the secret it works');
   });
