@@ -375,24 +375,33 @@ awaitable<void> Listener::handle(json::object frame) {
 // again from the user's delivery mark in the restored store (listen
 // acknowledges what it prints): what came after the backup is printed,
 // with perhaps a few messages again.
+// The new store id is taken (and saved) only with the positions reset: had
+// it been saved first, a reset cut short (the listing failing, listen
+// stopped) would leave the old positions under the new id, never to be
+// reset, and the messages given their seqs again never printed.
 awaitable<void> Listener::on_store(std::string store_id) {
   if (store_id.empty() || store_id == store_id_) co_return;
-  const bool restored = !store_id_.empty();
-  store_id_ = std::move(store_id);
-  dirty_ = true;
-  schedule_save();
-  if (!restored) co_return;  // first seen: the positions count in this one
+  if (store_id_.empty()) {  // first seen: the positions count in this one
+    store_id_ = std::move(store_id);
+    dirty_ = true;
+    schedule_save();
+    co_return;
+  }
   note("the server's store was restored from a backup: printing each thread again from its delivery mark");
   json::value listing = co_await http_.get("/api/chat/threads");
-  seqs_ = SeqTracker{};
+  SeqTracker reset;
   for (const json::object* t : threads_in(listing)) {
     std::int64_t mark = 0;
     if (const json::array* people = get_array(*t, "participants"))
       for (const json::value& p : *people)
         if (const json::object* o = p.if_object(); o && get_string(*o, "user_id") == user_id_)
           mark = get_int(*o, "last_delivered_seq").value_or(0);
-    seqs_.set(get_string(*t, "id"), mark);
+    reset.set(get_string(*t, "id"), mark);
   }
+  seqs_ = std::move(reset);
+  store_id_ = std::move(store_id);
+  dirty_ = true;
+  schedule_save();
 }
 
 // Every known thread replays what it missed; then threads created meanwhile are found.

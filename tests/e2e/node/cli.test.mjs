@@ -122,9 +122,24 @@ class CuttableProxy {
       s.on('close', () => this.sockets.delete(s));
       s.on('error', () => { client.destroy(); upstream.destroy(); });
     }
-    client.pipe(upstream);
+    if (this.dropRequest) {
+      // Drops the connection carrying the nth request that matches (counted over all connections).
+      client.on('data', (chunk) => {
+        if (this.dropRequest.re.test(String(chunk)) && ++this.dropRequest.seen === this.dropRequest.nth) {
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        if (!upstream.destroyed) upstream.write(chunk);
+      });
+    } else {
+      client.pipe(upstream);
+    }
     upstream.pipe(client);
   }
+
+  // Drops the connection of the nth request matching `re` (its first bytes), as a server restarting at that moment would.
+  dropNth(re, nth) { this.dropRequest = { re, nth, seen: 0 }; return this; }
 
   // Drops every open connection and refuses new ones until resume().
   cut() {
@@ -1025,10 +1040,18 @@ describe('parley-cli listen across a restore from a backup', { skip: TEST_STORE 
     servers.push(again);
     await send(again, ['after 1', 'after 2', 'after 3', 'after 4']);  // seqs 4..7 again
 
-    const third = new CliProcess(['--config', cfg, '--server', again.baseUrl, 'listen', '--exit-after', '4', '--timeout', '20'], { home });
-    const r = await third.result();
-    assert.equal(r.code, 0, third.describe());
-    assert.deepEqual(newMessages(third.frames).map((m) => m.content), ['after 1', 'after 2', 'after 3', 'after 4'], third.describe());
-    assert.match(third.stderrText, /restored from a backup/);
+    // The thread list listen asks for on noticing the restore (its second)
+    // fails once: the positions must still be reset when it reconnects.
+    const proxy = await new CuttableProxy(again.port).dropNth(/^GET \/api\/chat\/threads /, 2).listen();
+    try {
+      const third = new CliProcess(['--config', cfg, '--server', proxy.url, 'listen', '--exit-after', '4', '--timeout', '20'], { home });
+      const r = await third.result();
+      assert.equal(r.code, 0, third.describe());
+      assert.deepEqual(newMessages(third.frames).map((m) => m.content), ['after 1', 'after 2', 'after 3', 'after 4'], third.describe());
+      assert.match(third.stderrText, /restored from a backup/);
+      assert.equal(proxy.dropRequest.seen >= 2, true, `the request was dropped\n${third.describe()}`);
+    } finally {
+      await proxy.close();
+    }
   });
 });
