@@ -369,6 +369,11 @@ class EioSession final : public Transport,
     // kNormal: the client's own DISCONNECT, which socket.io-client follows
     // with an Engine.IO close in another POST (Registry::bury).
     if (reason == CloseReason::kNormal) client_disconnected_ = true;
+    // No longer waiting for a CONNECT: its place in the per-address bound
+    // goes now, not after the ping timeout a poll has to collect the close
+    // (a burst of handshakes from one school's address that timed out
+    // kept its next users out for 30 s, not the 10 s documented).
+    settle();
     close_after_queue(text, loop_.config.socketio.ping_timeout_ms);
   }
 

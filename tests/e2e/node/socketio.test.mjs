@@ -1376,6 +1376,27 @@ describe('Engine.IO handshakes not yet connected are bounded per address', () =>
     // The connected session still works.
     await post(server, open[1].sid, '1');
   });
+
+  it('a session closed for want of a CONNECT (10 s) frees its place then, not once a poll collects the close', async () => {
+    let last = Date.now();
+    for (let i = 0; i < 10; i++) {  // fill the bound (places of the test above may still be held)
+      const r = await server.http('GET', EIO);
+      if (r.status === 429) break;
+      assert.equal(r.status, 200, r.text);
+      last = Date.now();
+    }
+    assert.equal((await server.http('GET', EIO)).status, 429, 'the bound is full');
+    // Each is closed 10 s after its handshake (checked once a second); its
+    // close waits for a poll for the ping timeout (20 s), which never comes.
+    await sleep(Math.max(0, last + 10000 - Date.now()));
+    let status = 0;
+    while (Date.now() < last + 14000) {
+      status = (await server.http('GET', EIO)).status;
+      if (status === 200) break;
+      await sleep(250);
+    }
+    assert.equal(status, 200, `a place was free again ${Date.now() - last} ms after the last handshake`);
+  });
 });
 
 describe('Socket.IO polling and CORS', () => {
