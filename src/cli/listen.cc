@@ -73,6 +73,21 @@ std::vector<const json::object*> threads_in(const json::value& listing) {
   return out;
 }
 
+// What a `system` message says of user `me` (usernames have no spaces, so
+// the server's "alice added bob", "alice removed bob", "bob left" read
+// back whole): added to the group, gone from it, or neither.
+enum class Membership { kNone, kAdded, kGone };
+Membership membership_change(const json::object& message, const std::string& me) {
+  if (me.empty() || get_string(message, "message_type") != "system") return Membership::kNone;
+  std::istringstream text(get_string(message, "content"));
+  std::vector<std::string> words;
+  for (std::string w; words.size() < 4 && text >> w;) words.push_back(std::move(w));
+  if (words.size() == 2 && words[0] == me && words[1] == "left") return Membership::kGone;
+  if (words.size() != 3 || words[2] != me) return Membership::kNone;
+  if (words[1] == "added") return Membership::kAdded;
+  return words[1] == "removed" ? Membership::kGone : Membership::kNone;
+}
+
 class Listener : public std::enable_shared_from_this<Listener> {
  public:
   Listener(Context& ctx, ListenOptions options)
@@ -103,6 +118,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   awaitable<void> discover_threads();
   awaitable<void> learn_thread(const std::string& thread, std::int64_t seq);
   awaitable<std::int64_t> start_of(const json::object& thread);
+  awaitable<void> note_if_away(const json::object& thread);
   awaitable<void> on_store(std::string store_id);
   awaitable<void> on_message(json::object frame);
   awaitable<void> on_fill_error(const json::object& frame);
@@ -146,6 +162,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
   SeqTracker seqs_;
   std::set<std::string> filling_;  // threads with a subscribe_thread in flight on this connection
+  std::set<std::string> away_;     // groups we were removed from (or left) and not yet added back to: what comes is not printed
   Names names_;
   std::string user_id_, username_;
   std::string store_id_;  // of the server's store the positions count in (connection_established)
@@ -209,7 +226,10 @@ awaitable<void> Listener::start() {
     std::string id = get_string(*t, "id");
     // First run: start from now. Later runs: a thread we never saw is new
     // since then, so all of it from when we were let in.
-    if (seqs_.known(id)) continue;
+    if (seqs_.known(id)) {
+      co_await note_if_away(*t);
+      continue;
+    }
     std::int64_t start = get_int(*t, "last_seq").value_or(0);
     if (saved) start = co_await start_of(*t);
     seqs_.set(id, start);
@@ -428,6 +448,27 @@ awaitable<void> Listener::discover_threads() {
   }
 }
 
+// A group we were out of when listen last stopped (the last message it
+// printed there is the notice of our removal, or of our leaving) and are
+// in again: the replay from there brings what was said while we were out
+// (to a member it is the thread's history) before the notice of our
+// return, and deliver() skips it, as it does when listen saw the removal.
+awaitable<void> Listener::note_if_away(const json::object& thread) {
+  const std::string id = get_string(thread, "id");
+  const std::int64_t at = seqs_.last(id);
+  if (at <= 0 || get_string(thread, "type") != "group" || get_int(thread, "last_seq").value_or(0) <= at) co_return;
+  try {
+    json::value got = co_await http_.get("/api/chat/threads/" + url_encode(id) +
+                                         "/messages?limit=1&before_seq=" + std::to_string(at + 1));
+    const json::array* messages = got.is_object() ? get_array(got.as_object(), "messages") : nullptr;
+    const json::object* last = messages && !messages->empty() ? messages->back().if_object() : nullptr;
+    if (last && get_int(*last, "seq") == at && membership_change(*last, username_) == Membership::kGone)
+      away_.insert(id);
+  } catch (const std::exception& e) {
+    note("cannot read thread " + id + ": " + e.what());
+  }
+}
+
 // Where a thread we have not seen starts for us. A member from its start
 // (every direct thread, a group made with us in it): at 0, all of it. One
 // we were added to: after the last message from before we joined, which is
@@ -520,6 +561,7 @@ awaitable<void> Listener::on_fill_error(const json::object& frame) {
   // so a later run does not ask again.
   note("no longer a participant of thread " + thread);
   seqs_.forget(thread);
+  away_.erase(thread);
   dirty_ = true;
   schedule_save();
 }
@@ -527,8 +569,20 @@ awaitable<void> Listener::on_fill_error(const json::object& frame) {
 awaitable<void> Listener::deliver(json::object frame) {
   if (stopping_) co_return;
   const json::object& message = frame.at("data").as_object();
+  const std::string thread = get_string(message, "thread_id");
+  const Membership change = membership_change(message, username_);
+  if (away_.contains(thread) && change != Membership::kAdded) {
+    // Said while we were out of the group, sent now because we are back
+    // (a replay gives a member the thread's history): history, not news.
+    seqs_.printed(thread, *get_int(message, "seq"));
+    dirty_ = true;
+    schedule_save();
+    co_return;
+  }
+  if (change == Membership::kGone) away_.insert(thread);
+  if (change == Membership::kAdded) away_.erase(thread);
   print_event(frame);
-  seqs_.printed(get_string(message, "thread_id"), *get_int(message, "seq"));
+  seqs_.printed(thread, *get_int(message, "seq"));
   dirty_ = true;
   schedule_save();
   ++printed_;

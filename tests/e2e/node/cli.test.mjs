@@ -822,6 +822,53 @@ describe('parley-cli', () => {
     assert.doesNotMatch(third.stderrText, /forbidden|no longer|cannot catch up/, third.describe());
   });
 
+  // Removed and added back while listen was stopped, or removed while it
+  // ran and added back after it stopped: the replay from the saved position
+  // brings what was said while Bob was out (a member's history), which was
+  // printed as news.
+  it('listen removed from a group and added back prints the notices, not what was said while out', async () => {
+    const contents = (p, group) => p.stdoutText.split('\n').filter(Boolean).map((l) => JSON.parse(l))
+      .filter((f) => f.type === 'new_message' && f.data.thread_id === group.id).map((f) => f.data.content);
+    const removedNote = `${alice.username} removed ${bob.username}`;
+    const addedNote = `${alice.username} added ${bob.username}`;
+    const remove = async (group) => {
+      const r = await server.http('DELETE', `/api/chat/threads/${group.id}/participants/${bob.id}`, { token: alice.token });
+      assert.equal(r.status, 200, r.text);
+    };
+    const addBack = async (group) => {
+      const r = await server.http('POST', `/api/chat/threads/${group.id}/participants`, { token: alice.token, body: { participant_ids: [bob.id] } });
+      assert.equal(r.status, 200, r.text);
+    };
+
+    // 1. All of it while listen is stopped.
+    const group = await server.createGroup(alice, [bob]);
+    const first = new CliProcess(['--config', bobCfg, 'listen', '--exit-after', '1', '--timeout', '20'], { home });
+    await first.ready();
+    await server.sendRest(alice.token, group.id, { content: 'before' });
+    assert.equal((await first.result()).code, 0, first.describe());
+    await server.sendRest(alice.token, group.id, { content: 'missed while a member' });
+    await remove(group);
+    await server.sendRest(alice.token, group.id, { content: 'said while bob was out' });
+    await addBack(group);
+    await server.sendRest(alice.token, group.id, { content: 'welcome back' });
+    const second = new CliProcess(['--config', bobCfg, 'listen', '--exit-after', '4', '--timeout', '20'], { home });
+    assert.equal((await second.result()).code, 0, second.describe());
+    assert.deepEqual(contents(second, group), ['missed while a member', removedNote, addedNote, 'welcome back'], second.describe());
+
+    // 2. The removal seen by a listen that then stopped; added back after.
+    const third = new CliProcess(['--config', bobCfg, 'listen', '--exit-after', '1', '--timeout', '20'], { home });
+    await third.ready();
+    await remove(group);
+    assert.equal((await third.result()).code, 0, third.describe());
+    assert.deepEqual(contents(third, group), [removedNote], third.describe());
+    await server.sendRest(alice.token, group.id, { content: 'said while bob was out again' });
+    await addBack(group);
+    await server.sendRest(alice.token, group.id, { content: 'welcome back again' });
+    const fourth = new CliProcess(['--config', bobCfg, 'listen', '--exit-after', '2', '--timeout', '20'], { home });
+    assert.equal((await fourth.result()).code, 0, fourth.describe());
+    assert.deepEqual(contents(fourth, group), [addedNote, 'welcome back again'], fourth.describe());
+  });
+
   it('a negative --up-to, --timeout or --exit-after is refused in one short line, exit 64', async () => {
     for (const args of [['mark-read', threadId, '--up-to', '-1'], ['listen', '--timeout', '-5'], ['listen', '--exit-after', '-2']]) {
       const r = await asBob(args);
