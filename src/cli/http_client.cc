@@ -80,7 +80,9 @@ json::value unwrap_envelope(unsigned status, const std::string& body) {
   if (!o) throw server_error("bad_response", "HTTP " + std::to_string(status) + " without a JSON body");
   if (get_string(*o, "status") == "error" || status >= 400) {
     std::string code = get_string(*o, "code");
-    throw server_error(code.empty() ? "http_" + std::to_string(status) : code, get_string(*o, "message"));
+    std::string message = get_string(*o, "message");
+    if (message.empty()) message = "HTTP " + std::to_string(status) + " with no message";  // not a Parley answer, say
+    throw server_error(code.empty() ? "http_" + std::to_string(status) : code, message);
   }
   const json::value* data = o->if_contains("data");
   return data ? *data : json::value(nullptr);

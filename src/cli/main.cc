@@ -2,6 +2,7 @@
 // or --pretty text), status and errors to stderr as
 // "parley-cli: <code>: <message>". Exit codes: see the footer of --help.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <exception>
@@ -107,6 +108,36 @@ void add_globals(CLI::App& app, GlobalOptions& g) {
   app.add_flag("--pretty", g.pretty, "Readable lines instead of JSON lines");
 }
 
+// The word standing where a command is required but naming none
+// (`parley-cli threds`, `group remove`), said with the commands there are:
+// CLI11 itself only says "A subcommand is required". Empty when the
+// command line has no such word.
+std::string unknown_command(CLI::App& app, int argc, char** argv) {
+  CLI::App* at = &app;
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.starts_with("-")) {
+      if (word.find('=') != std::string::npos) continue;
+      const CLI::Option* opt = at->get_option_no_throw(word);
+      if (!opt) opt = app.get_option_no_throw(word);  // a global option after the command
+      if (opt && opt->get_expected_min() > 0) ++i;  // skip its value (a flag has none)
+      continue;
+    }
+    auto subs = at->get_subcommands([](CLI::App*) { return true; });
+    auto named = std::find_if(subs.begin(), subs.end(), [&](CLI::App* c) { return c->get_name() == word; });
+    if (named != subs.end()) {
+      at = *named;
+      continue;
+    }
+    if (at->get_require_subcommand_min() == 0) return "";  // an argument of the command
+    std::string names;
+    for (CLI::App* c : subs) names += (names.empty() ? "" : ", ") + c->get_name();
+    const std::string under = at == &app ? "" : at->get_name() + " ";
+    return "unknown command '" + under + word + "'; the " + under + "commands are " + names;
+  }
+  return "";
+}
+
 }  // namespace
 
 int main_impl(int argc, char** argv) {
@@ -143,7 +174,7 @@ int main_impl(int argc, char** argv) {
   history_cmd->add_option("thread", history_opts.thread_id, kThreadHelp)
       ->required();
   history_cmd->add_option("--limit", history_opts.limit, "How many (1-200, default 50)")->check(CLI::Range(1, 200));
-  history_cmd->add_option("--before", history_opts.before_seq, "Only messages before this seq");
+  history_cmd->add_option("--before", history_opts.before_seq, "Only messages before this seq")->check(kNonNegative);
 
   SendOptions send_opts;
   auto* send_cmd = app.add_subcommand("send", "Send a message (prints it once stored)");
@@ -194,6 +225,10 @@ int main_impl(int argc, char** argv) {
       throw CLI::RequiredError("--thread or --to");
     }
   } catch (const CLI::ParseError& e) {
+    if (std::string unknown = unknown_command(app, argc, argv); !unknown.empty()) {
+      std::cerr << unknown << "\nRun with --help for more information.\n";
+      return kExitUsage;
+    }
     return app.exit(e) == 0 ? 0 : kExitUsage;
   }
 

@@ -869,8 +869,22 @@ describe('parley-cli', () => {
     assert.deepEqual(contents(fourth, group), [addedNote, 'welcome back again'], fourth.describe());
   });
 
+  it('a mistyped command is named, with the commands there are, exit 64', async () => {
+    for (const [args, said] of [[['threds'], /^unknown command 'threds'; the commands are login, register, whoami, threads,/m],
+      [['group', 'remove', 'x', 'y'], /^unknown command 'group remove'; the group commands are create, add$/m],
+      [['--pretty', 'bogus'], /^unknown command 'bogus'/m]]) {
+      const r = await asBob(args);
+      assert.equal(r.code, 64, r.proc.describe());
+      assert.match(r.stderr, said, r.proc.describe());
+    }
+    const none = await asBob([]);
+    assert.equal(none.code, 64, none.proc.describe());
+    assert.match(none.stderr, /A subcommand is required/, 'no command at all: CLI11 says so');
+  });
+
   it('a negative --up-to, --timeout or --exit-after is refused in one short line, exit 64', async () => {
-    for (const args of [['mark-read', threadId, '--up-to', '-1'], ['listen', '--timeout', '-5'], ['listen', '--exit-after', '-2']]) {
+    for (const args of [['mark-read', threadId, '--up-to', '-1'], ['listen', '--timeout', '-5'], ['listen', '--exit-after', '-2'],
+      ['history', threadId, '--before', '-5']]) {
       const r = await asBob(args);
       assert.equal(r.code, 64, r.proc.describe());
       assert.match(r.stderr, /^--[a-z-]+: Value -\d is negative: give 0 or more$/m, r.proc.describe());
