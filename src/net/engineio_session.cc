@@ -369,11 +369,15 @@ class EioSession final : public Transport,
     // kNormal: the client's own DISCONNECT, which socket.io-client follows
     // with an Engine.IO close in another POST (Registry::bury).
     if (reason == CloseReason::kNormal) client_disconnected_ = true;
-    // No longer waiting for a CONNECT: its place in the per-address bound
-    // goes now, not after the ping timeout a poll has to collect the close
-    // (a burst of handshakes from one school's address that timed out
-    // kept its next users out for 30 s, not the 10 s documented).
-    settle();
+    // Closed for want of a CONNECT: its place in the per-address bound goes
+    // now, not after the ping timeout a poll has to collect the close (a
+    // burst of handshakes from one school's address kept its next users out
+    // for 30 s, not the 10 s documented). Only then: such closes come at
+    // most one per place per 10 s, so at most twice the bound linger; a
+    // close the client can ask for at once (a DISCONNECT, a bad packet)
+    // keeps its place until the session is gone, or a client could open
+    // sessions as fast as it can send.
+    if (reason == CloseReason::kAuthTimeout) settle();
     close_after_queue(text, loop_.config.socketio.ping_timeout_ms);
   }
 

@@ -1399,6 +1399,24 @@ describe('Engine.IO handshakes not yet connected are bounded per address', () =>
   });
 });
 
+describe('Engine.IO sessions a client closes before connecting stay in the bound until they are gone', () => {
+  let server;
+  before(async () => { server = await startServer({ args: ['--socketio-max-pending-per-address', '3'] }); });
+  after(async () => { await server?.stop(); });
+
+  // A DISCONNECT (or a bad packet) ends a session that never connected at
+  // once, but it waits for a poll to collect its close: freed at that close,
+  // a client could hold sessions as fast as it sends, with no account.
+  it('handshakes each followed by a Socket.IO DISCONNECT are still refused past the bound', async () => {
+    for (let i = 0; i < 3; i++) {
+      const open = await handshake(server);
+      await post(server, open.sid, '41');
+    }
+    const refused = await server.http('GET', EIO);
+    assert.equal(refused.status, 429, refused.text);
+  });
+});
+
 describe('Socket.IO polling and CORS', () => {
   let server;
   before(async () => { server = await startServer({ args: ['--allowed-origins', 'http://app.example'] }); });
