@@ -117,8 +117,9 @@ void save_config(const std::string& path, const CliConfig& config) {
   write_private_file(path, json::serialize(to_json(config)) + "\n");
 }
 
-// Not a thread id; saved_positions reads integers only, so earlier versions skip it.
+// Not thread ids; saved_positions reads integers only, so earlier versions skip them.
 constexpr std::string_view kStoreKey = "$store";
+constexpr std::string_view kAwayKey = "$away";
 
 std::optional<Positions> saved_positions(const CliConfig& config, const std::string& user_id) {
   const json::object* mine = get_object(config.positions, user_id);
@@ -135,8 +136,17 @@ std::string saved_store_id(const CliConfig& config, const std::string& user_id) 
   return mine ? get_string(*mine, kStoreKey) : std::string();
 }
 
+std::set<std::string> saved_away(const CliConfig& config, const std::string& user_id) {
+  std::set<std::string> out;
+  const json::object* mine = get_object(config.positions, user_id);
+  const json::array* away = mine ? get_array(*mine, kAwayKey) : nullptr;
+  for (size_t i = 0; away && i < away->size(); ++i)
+    if (const json::string* id = (*away)[i].if_string()) out.emplace(*id);
+  return out;
+}
+
 void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
-                     const std::string& store_id) {
+                     const std::string& store_id, const std::set<std::string>& away) {
   // A file that is not ours (a mistyped --config naming someone's notes) is
   // left as it is: only a login, asked for, rewrites it.
   auto object = read_object(path);
@@ -149,6 +159,11 @@ void store_positions(const std::string& path, const std::string& user_id, const 
   json::object mine;
   for (const auto& [thread, seq] : positions) mine[thread] = seq;
   if (!store_id.empty()) mine[kStoreKey] = store_id;
+  if (!away.empty()) {
+    json::array list;
+    for (const std::string& id : away) list.emplace_back(id);
+    mine[kAwayKey] = std::move(list);
+  }
   config.positions[user_id] = std::move(mine);
   save_config(path, config);
 }

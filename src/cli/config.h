@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "cli/json_util.h"
@@ -41,9 +42,14 @@ std::optional<Positions> saved_positions(const CliConfig& config, const std::str
 // `store_id`; empty: none saved). Kept beside the positions under "$store".
 std::string saved_store_id(const CliConfig& config, const std::string& user_id);
 
+// The groups listen last saw this user leave or be removed from, and not
+// yet added back to (what comes there meanwhile is history, not news).
+// Kept beside the positions under "$away", saved with them.
+std::set<std::string> saved_away(const CliConfig& config, const std::string& user_id);
+
 // Re-reads the file and replaces only this user's positions, so a login done
 // meanwhile by another process is kept.
 void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
-                     const std::string& store_id);
+                     const std::string& store_id, const std::set<std::string>& away);
 
 }  // namespace parley::cli

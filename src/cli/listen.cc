@@ -118,7 +118,6 @@ class Listener : public std::enable_shared_from_this<Listener> {
   awaitable<void> discover_threads();
   awaitable<void> learn_thread(const std::string& thread, std::int64_t seq);
   awaitable<std::int64_t> start_of(const json::object& thread);
-  awaitable<void> note_if_away(const json::object& thread);
   awaitable<void> on_store(std::string store_id);
   awaitable<void> on_message(json::object frame);
   awaitable<void> on_fill_error(const json::object& frame);
@@ -162,7 +161,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
 
   SeqTracker seqs_;
   std::set<std::string> filling_;  // threads with a subscribe_thread in flight on this connection
-  std::set<std::string> away_;     // groups we were removed from (or left) and not yet added back to: what comes is not printed
+  std::set<std::string> away_;     // groups we were removed from (or left) and not yet added back to: what comes is not printed (saved)
   Names names_;
   std::string user_id_, username_;
   std::string store_id_;  // of the server's store the positions count in (connection_established)
@@ -220,16 +219,15 @@ awaitable<void> Listener::start() {
   std::optional<Positions> saved = saved_positions(ctx_.config, user_id_);
   store_id_ = saved_store_id(ctx_.config, user_id_);
   for (const auto& [thread, seq] : saved.value_or(Positions{})) seqs_.set(thread, seq);
+  for (const std::string& thread : saved_away(ctx_.config, user_id_))
+    if (seqs_.known(thread)) away_.insert(thread);
   json::value listing = co_await http_.get("/api/chat/threads");
   for (const json::object* t : threads_in(listing)) {
     names_.learn_thread(*t);
     std::string id = get_string(*t, "id");
     // First run: start from now. Later runs: a thread we never saw is new
     // since then, so all of it from when we were let in.
-    if (seqs_.known(id)) {
-      co_await note_if_away(*t);
-      continue;
-    }
+    if (seqs_.known(id)) continue;
     std::int64_t start = get_int(*t, "last_seq").value_or(0);
     if (saved) start = co_await start_of(*t);
     seqs_.set(id, start);
@@ -419,6 +417,7 @@ awaitable<void> Listener::on_store(std::string store_id) {
     reset.set(get_string(*t, "id"), mark);
   }
   seqs_ = std::move(reset);
+  away_.clear();  // as of the old store: the replays from the marks say it again
   store_id_ = std::move(store_id);
   dirty_ = true;
   schedule_save();
@@ -445,27 +444,6 @@ awaitable<void> Listener::discover_threads() {
     dirty_ = true;
     schedule_save();
     if (get_int(*t, "last_seq").value_or(0) > seqs_.last(id)) co_await request_fill(id);
-  }
-}
-
-// A group we were out of when listen last stopped (the last message it
-// printed there is the notice of our removal, or of our leaving) and are
-// in again: the replay from there brings what was said while we were out
-// (to a member it is the thread's history) before the notice of our
-// return, and deliver() skips it, as it does when listen saw the removal.
-awaitable<void> Listener::note_if_away(const json::object& thread) {
-  const std::string id = get_string(thread, "id");
-  const std::int64_t at = seqs_.last(id);
-  if (at <= 0 || get_string(thread, "type") != "group" || get_int(thread, "last_seq").value_or(0) <= at) co_return;
-  try {
-    json::value got = co_await http_.get("/api/chat/threads/" + url_encode(id) +
-                                         "/messages?limit=1&before_seq=" + std::to_string(at + 1));
-    const json::array* messages = got.is_object() ? get_array(got.as_object(), "messages") : nullptr;
-    const json::object* last = messages && !messages->empty() ? messages->back().if_object() : nullptr;
-    if (last && get_int(*last, "seq") == at && membership_change(*last, username_) == Membership::kGone)
-      away_.insert(id);
-  } catch (const std::exception& e) {
-    note("cannot read thread " + id + ": " + e.what());
   }
 }
 
@@ -571,7 +549,10 @@ awaitable<void> Listener::deliver(json::object frame) {
   const json::object& message = frame.at("data").as_object();
   const std::string thread = get_string(message, "thread_id");
   const Membership change = membership_change(message, username_);
-  if (away_.contains(thread) && change != Membership::kAdded) {
+  // The one notice of ours that follows our leaving: the admin we made
+  // when we left as the group's only one ("carol is now an admin").
+  const bool ours = get_string(message, "message_type") == "system" && get_string(message, "sender_id") == user_id_;
+  if (away_.contains(thread) && change != Membership::kAdded && !ours) {
     // Said while we were out of the group, sent now because we are back
     // (a replay gives a member the thread's history): history, not news.
     seqs_.printed(thread, *get_int(message, "seq"));
@@ -699,7 +680,7 @@ void Listener::schedule_save() {
 void Listener::save_positions() {
   if (!dirty_ || user_id_.empty()) return;
   try {
-    store_positions(ctx_.config_path, user_id_, seqs_.positions(), store_id_);
+    store_positions(ctx_.config_path, user_id_, seqs_.positions(), store_id_, away_);
     dirty_ = false;
     last_save_ = Clock::now();
   } catch (const CliError& e) {

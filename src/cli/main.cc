@@ -120,7 +120,8 @@ std::string unknown_command(CLI::App& app, int argc, char** argv) {
       if (word.find('=') != std::string::npos) continue;
       const CLI::Option* opt = at->get_option_no_throw(word);
       if (!opt) opt = app.get_option_no_throw(word);  // a global option after the command
-      if (opt && opt->get_expected_min() > 0) ++i;  // skip its value (a flag has none)
+      if (!opt) return "";  // a mistyped option: what CLI11 says of it stands
+      if (opt->get_expected_min() > 0) ++i;  // skip its value (a flag has none)
       continue;
     }
     auto subs = at->get_subcommands([](CLI::App*) { return true; });
@@ -225,7 +226,9 @@ int main_impl(int argc, char** argv) {
       throw CLI::RequiredError("--thread or --to");
     }
   } catch (const CLI::ParseError& e) {
-    if (std::string unknown = unknown_command(app, argc, argv); !unknown.empty()) {
+    std::string unknown;
+    if (dynamic_cast<const CLI::RequiredError*>(&e)) unknown = unknown_command(app, argc, argv);
+    if (!unknown.empty()) {
       std::cerr << unknown << "\nRun with --help for more information.\n";
       return kExitUsage;
     }

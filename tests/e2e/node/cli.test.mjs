@@ -867,6 +867,22 @@ describe('parley-cli', () => {
     const fourth = new CliProcess(['--config', bobCfg, 'listen', '--exit-after', '2', '--timeout', '20'], { home });
     assert.equal((await fourth.result()).code, 0, fourth.describe());
     assert.deepEqual(contents(fourth, group), [addedNote, 'welcome back again'], fourth.describe());
+
+    // 3. Bob leaves a group he is the only admin of: his leaving and the
+    // admin it made are both his news; the last one printed is the latter.
+    const own = await server.createGroup(bob, [alice]);
+    const fifth = new CliProcess(['--config', bobCfg, 'listen', '--exit-after', '2', '--timeout', '20'], { home });
+    await fifth.ready();
+    const left = await server.http('DELETE', `/api/chat/threads/${own.id}/participants/${bob.id}`, { token: bob.token });
+    assert.equal(left.status, 200, left.text);
+    assert.equal((await fifth.result()).code, 0, fifth.describe());
+    assert.deepEqual(contents(fifth, own), [`${bob.username} left`, `${alice.username} is now an admin`], fifth.describe());
+    await server.sendRest(alice.token, own.id, { content: 'said after bob left' });
+    await addBack(own);
+    await server.sendRest(alice.token, own.id, { content: 'welcome back to your group' });
+    const sixth = new CliProcess(['--config', bobCfg, 'listen', '--exit-after', '2', '--timeout', '20'], { home });
+    assert.equal((await sixth.result()).code, 0, sixth.describe());
+    assert.deepEqual(contents(sixth, own), [addedNote, 'welcome back to your group'], sixth.describe());
   });
 
   it('a mistyped command is named, with the commands there are, exit 64', async () => {

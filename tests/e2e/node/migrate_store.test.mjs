@@ -394,10 +394,11 @@ describe('migrate-store: interrupted and resumed', () => {
   // moment the copy ended: locked in the old store only, reported done.
   it('a tool that writes beside a server is refused while the copy runs, and changes neither store', async () => {
     const url = freshDatabaseUrl();
-    // Batches of 25 rows, 100 ms apart (test setting): the copy ends a few
-    // seconds after its first messages, before SQLite's 5 s busy wait would.
+    // Batches of 25 rows, 250 ms apart (test setting): the copy ends some
+    // seconds after its first messages, about when SQLite's 5 s busy wait
+    // would; the refusal must come at once all the same.
     const child = spawn(PARLEY_BIN, ['migrate-store', '--from', `sqlite:${source.dataDir}`, '--to', url, '--batch-rows', '25'],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PARLEY_TEST_MIGRATE_BATCH_PAUSE_MS: '100' } });
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PARLEY_TEST_MIGRATE_BATCH_PAUSE_MS: '250' } });
     const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     try {
       await new Promise((resolve) => {
