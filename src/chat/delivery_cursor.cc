@@ -249,13 +249,30 @@ DeliveryCursor::Abandoned DeliveryCursor::abandon(const std::string& thread_id) 
   s.answers.clear();
   for (auto& frame : s.held_changes) out.frames.emplace_back(std::move(frame), false);
   s.held_changes.clear();
+  s.left_upto = newest_sent(s);
   return out;
+}
+
+int64_t DeliveryCursor::newest_sent(const State& s) {
+  int64_t newest = s.hi;
+  if (s.replay_sent && !s.replay_sent->empty()) newest = std::max(newest, s.replay_sent->back().second);
+  return newest;
 }
 
 void DeliveryCursor::forget_left(const std::string& thread_id, uint32_t epoch) {
   auto it = threads_.find(thread_id);
-  if (it != threads_.end() && it->second.left && it->second.left_epoch == epoch && it->second.replays == 0)
-    forget(thread_id);
+  if (it == threads_.end() || !it->second.left || it->second.left_epoch != epoch || it->second.replays != 0) return;
+  State& s = it->second;
+  const int64_t newest = newest_sent(s);
+  if (newest <= s.left_upto) return forget(thread_id);
+  // A member again: seqs between the ranges sent were said while they were
+  // out (not theirs), or went out before; from here the thread is followed
+  // on from its newest seq, gaps after it filled as for any thread.
+  const int64_t first = s.replay_sent->front().first;
+  s.lo = s.hi == 0 ? first : std::min(s.lo, first);
+  s.hi = newest;
+  s.left = false;
+  s.replay_sent.reset();
 }
 
 void DeliveryCursor::forget(const std::string& thread_id) {

@@ -130,9 +130,14 @@ class DeliveryCursor {
     uint32_t epoch = 0;                              // for forget_left; 0: still filling (no frames)
   };
   Abandoned abandon(const std::string& thread_id);
-  // Drops a passed-through thread's entry (see abandon) if it is still the
-  // pass-through that abandon began with `epoch`; a later message starts it
-  // anew, as a thread's first does.
+  // Ends the pass-through that abandon began with `epoch`, if it still runs.
+  // When it sent nothing newer than what abandon released (the stray events
+  // of the user's last moments as a member), the entry goes: a later message
+  // starts the thread anew, as a thread's first does. When it did, the user
+  // is a member again (added back while this node was cut off from the
+  // others, say): what went out becomes the sent range, and the thread is
+  // followed again from its newest seq; forgotten, the next message would
+  // start it anew and a first fill send those messages a second time.
   void forget_left(const std::string& thread_id, uint32_t epoch);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them. A
@@ -164,6 +169,7 @@ class DeliveryCursor {
     bool resync_pending = false;  // a resync came while they ran: fill from hi once they end
     bool left = false;            // passed through, unfilled (abandon)
     uint32_t left_epoch = 0;      // which abandon began it
+    int64_t left_upto = 0;        // the newest seq sent when it began
     std::vector<std::pair<int64_t, FramePtr>> held;  // a null frame: the connection's own message
     std::vector<FramePtr> held_changes;              // in arrival order
     // Answers to own messages held in `held` (as their null frame), by seq.
@@ -179,6 +185,7 @@ class DeliveryCursor {
   static void release_changes(State& s, std::vector<FramePtr>& out);
   static void release_answer(State& s, int64_t seq, std::vector<FramePtr>& out);
   static bool holds_own(const State& s, int64_t seq);
+  static int64_t newest_sent(const State& s);
   void forget(const std::string& thread_id);
 
   std::unordered_map<std::string, State> threads_;

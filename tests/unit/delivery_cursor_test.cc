@@ -520,6 +520,34 @@ TEST(DeliveryCursor, AThreadWhoseFillIsRefusedPassesItsLateMessagesThroughOnce) 
   EXPECT_EQ(c.live(kT, 3, frame(3)).fill_from, 1);
 }
 
+// Removed while this node was cut off from the others (the resync's fill is
+// refused), then added back: the messages that then pass through are the
+// member's. When the pass-through ends they are the sent range, not
+// forgotten: the next message follows them (with one forgotten, on several
+// nodes a first fill began 32 seqs back and sent them all again).
+TEST(DeliveryCursor, APassThroughThatCarriedNewerMessagesIsFollowedOnNotForgotten) {
+  DeliveryCursor c;
+  c.fill_before_first(32);
+  c.begin_unseen_read(32);
+  c.end_unseen_read();
+  ASSERT_TRUE(c.begin_unseen_fill(kT));
+  EXPECT_EQ(replay(c, kT, 0, {1, 2}), Seqs({"m1", "m2"}));
+  auto resync = c.begin_resync();
+  ASSERT_EQ(resync.size(), 1u);
+  EXPECT_EQ(resync[0].second, 2);
+  auto abandoned = c.abandon(kT);  // the fill from 2 refused: removed meanwhile
+  EXPECT_TRUE(abandoned.frames.empty());
+  for (int64_t s = 3; s <= 9; ++s) EXPECT_TRUE(c.live(kT, s, frame(s)).send) << s;  // added back
+  c.forget_left(kT, abandoned.epoch);
+  EXPECT_EQ(c.threads(), 1u);
+  EXPECT_EQ(c.last_sent(kT), 9);
+  auto next = c.live(kT, 10, frame(10));
+  EXPECT_TRUE(next.send) << "follows 9";
+  EXPECT_EQ(next.fill_from, -1) << "no fill sending 1-9 again";
+  EXPECT_FALSE(c.live(kT, 5, frame(5)).send) << "a stray older one, once";
+  EXPECT_EQ(c.live(kT, 12, frame(12)).fill_from, 10) << "a gap after it is filled as on any thread";
+}
+
 // A fill whose first page went out and whose next read was refused: what
 // the first page sent is not sent again, neither from what was held nor by
 // the pass-through.

@@ -331,6 +331,30 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     assert.deepEqual(contents(carolWs, group.id), [...want, 'live again'], 'each once, nothing said while out');
   });
 
+  // Removed during the cut, added back after it: the resync's fill was
+  // refused, so node A passed carol's messages of the thread through for a
+  // while (5 s), then forgot what it had sent her there, and the next message
+  // started the thread anew: a first fill sent her all of it again.
+  it('a member removed during the cut and added back after it gets each message once, also after the pass-through', async () => {
+    const { admin, carol, group, adminWs, carolWs } = await carolOnA();
+    await removeCarolDuringCut(admin, carol, group, adminWs, async () => {});
+    const about = (event) => nodeA.log.filter((l) => l.includes(`event=${event}`) && l.includes(`thread_id=${group.id}`));
+    const deadline = Date.now() + 10000;
+    while (about('gap_fill_stopped').length === 0 && Date.now() < deadline) await sleep(100);
+    assert.equal(about('gap_fill_stopped').length, 1, nodeA.logTail());
+    const back = await nodeB.http('POST', `/api/chat/threads/${group.id}/participants`, { token: admin.token, body: { participant_ids: [carol.id] } });
+    assert.equal(back.status, 200, back.text);
+    for (const content of ['back 1', 'back 2']) await adminWs.sendMessage({ thread_id: group.id, content });
+    const want = ['before the cut', 'during the cut', `${admin.username} removed ${carol.username}`,
+      `${admin.username} added ${carol.username}`, 'back 1', 'back 2'];
+    await waitContents(carolWs, group.id, want, 'her messages since she is back');
+    await sleep(6000);  // past the pass-through (kLeftPassThrough, 5 s)
+    await adminWs.sendMessage({ thread_id: group.id, content: 'later' });
+    await waitContents(carolWs, group.id, [...want, 'later'], 'the next one follows them');
+    await sleep(1500);
+    assert.deepEqual(contents(carolWs, group.id), [...want, 'later'], 'each once: nothing sent again');
+  });
+
   // It kills node A (the next test starts it again). A message committed on a node that died before its
   // new_message reached the bus: no resync will ever come for it. The
   // sender, unanswered, retries on another node with the same client_msg_id;
