@@ -373,7 +373,8 @@ class EioSession final : public Transport,
     // now, not after the ping timeout a poll has to collect the close (a
     // burst of handshakes from one school's address kept its next users out
     // for 30 s, not the 10 s documented). Only then: such closes come at
-    // most one per place per 10 s, so at most twice the bound linger; a
+    // most one per place per 10 s, so at most (ping timeout / 10 s) times
+    // the bound linger (twice, by default); a
     // close the client can ask for at once (a DISCONNECT, a bad packet)
     // keeps its place until the session is gone, or a client could open
     // sessions as fast as it can send.
