@@ -779,7 +779,10 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
           if (t) {
             std::weak_ptr<Connection> weak = self;
             t->schedule(kLeftPassThrough, [weak, thread_id = r->thread_id, epoch = abandoned.epoch] {
-              if (auto again = weak.lock()) again->cursor_.forget_left(thread_id, epoch);
+              auto again = weak.lock();
+              if (!again || again->closed_) return;
+              // Added back meanwhile: what the pass-through missed is filled.
+              if (int64_t from = again->cursor_.forget_left(thread_id, epoch); from >= 0) again->fill_gap(thread_id, from);
             });
           }
           return;

@@ -259,20 +259,21 @@ int64_t DeliveryCursor::newest_sent(const State& s) {
   return newest;
 }
 
-void DeliveryCursor::forget_left(const std::string& thread_id, uint32_t epoch) {
+int64_t DeliveryCursor::forget_left(const std::string& thread_id, uint32_t epoch) {
   auto it = threads_.find(thread_id);
-  if (it == threads_.end() || !it->second.left || it->second.left_epoch != epoch || it->second.replays != 0) return;
+  if (it == threads_.end() || !it->second.left || it->second.left_epoch != epoch || it->second.replays != 0) return -1;
   State& s = it->second;
-  const int64_t newest = newest_sent(s);
-  if (newest <= s.left_upto) return forget(thread_id);
-  // A member again: seqs between the ranges sent were said while they were
-  // out (not theirs), or went out before; from here the thread is followed
-  // on from its newest seq, gaps after it filled as for any thread.
-  const int64_t first = s.replay_sent->front().first;
-  s.lo = s.hi == 0 ? first : std::min(s.lo, first);
-  s.hi = newest;
+  if (newest_sent(s) <= s.left_upto) {
+    forget(thread_id);
+    return -1;
+  }
+  // A member again. The fill reads from where the pass-through began: what
+  // was said while they were out is below their joined_at (the fill's
+  // floor), what the pass-through sent is in replay_sent (skipped), and the
+  // rest (an event the bus lost meanwhile) is sent.
   s.left = false;
-  s.replay_sent.reset();
+  ++s.replays;
+  return s.left_upto;
 }
 
 void DeliveryCursor::forget(const std::string& thread_id) {

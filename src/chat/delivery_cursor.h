@@ -133,12 +133,14 @@ class DeliveryCursor {
   // Ends the pass-through that abandon began with `epoch`, if it still runs.
   // When it sent nothing newer than what abandon released (the stray events
   // of the user's last moments as a member), the entry goes: a later message
-  // starts the thread anew, as a thread's first does. When it did, the user
-  // is a member again (added back while this node was cut off from the
-  // others, say): what went out becomes the sent range, and the thread is
-  // followed again from its newest seq; forgotten, the next message would
-  // start it anew and a first fill send those messages a second time.
-  void forget_left(const std::string& thread_id, uint32_t epoch);
+  // starts the thread anew, as a thread's first does; returns -1. When it
+  // did, the user is a member again (added back while this node was cut off
+  // from the others, say), and the pass-through filled no gaps: a fill
+  // begins (returns the seq to read after; end it with end_replay) that
+  // sends what the pass-through missed and skips what it sent. Forgotten,
+  // the next message would start the thread anew and a first fill send
+  // those messages a second time.
+  int64_t forget_left(const std::string& thread_id, uint32_t epoch);
   // After the bus may have lost events (it reconnected): begins a fill from
   // hi on every thread that has one and no replay running; returns them. A
   // thread whose replay runs may have read its last page already: its last
