@@ -221,13 +221,9 @@ void Connection::admitted(bool ok, HeldCount* count) {
   ctx_.hub.add(this);
   if (grace_) {
     std::weak_ptr<Connection> weak = shared_from_this();
-    if (auto t = transport_.lock()) {
-      t->schedule(kSubscribeGrace, [weak] {
-        if (auto self = weak.lock()) self->end_grace();
-      });
-    } else {
-      grace_ = false;  // nothing would end it
-    }
+    if (auto t = transport_.lock()) t->schedule(kSubscribeGrace, [weak] {
+      if (auto self = weak.lock()) self->end_grace();
+    });
   }
   spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_id_);
   json::object established{{"user_id", user_id_}, {"session_id", session_id_}, {"timestamp", iso8601_millis(now_micros())}};
@@ -664,19 +660,6 @@ void Connection::pass_held(Held& h) {
   if (now && h.frame) send_in_thread(h.thread_id, h.seq > 0 ? h.seq : kAnySeq, std::move(h.frame));
 }
 
-// Held under hold_until_subscribed. The wait is short, but a burst must not
-// grow it without bound, nor be released in one piece past the outbound
-// bound (the connection would be dropped as a slow reader): past either cap
-// the moment ends now.
-constexpr size_t kGraceMaxHeld = 256;
-void Connection::hold_frame(const std::string& thread_id, int64_t seq, FramePtr frame) {
-  held_.push_back({thread_id, seq, std::move(frame), {}, false});
-  if (!grace_ || holding_) return;
-  size_t bytes = 0;
-  for (const Held& h : held_) bytes += h.frame ? h.frame->payload().size() + 64 : 0;
-  if (held_.size() >= kGraceMaxHeld || bytes >= ctx_.chat.config().limits.max_outbound_bytes / 4) end_grace();
-}
-
 // hold_until_subscribed: the thread waits no more (held_ has no answers then).
 void Connection::release_thread(const std::string& thread_id) {
   if (held_.empty()) return;
@@ -955,8 +938,6 @@ void Connection::on_mark_read(ClientFrame f) {
     auto seq = self->ctx_.chat.mark_read(self->user_id_, f.thread_id, f.up_to_seq.value_or(kAllSeqs), self->session_id_);
     return [self, f, seq] {
       if (!seq) return self->send_error(seq.error(), f.request_id);
-      // An older receipt held for the thread (another device's) goes first.
-      if (self->grace_ && !self->closed_) self->release_thread(f.thread_id);
       self->send(self->encoder_->reply("read_receipt",
                               json::object{{"thread_id", f.thread_id}, {"user_id", self->user_id_}, {"seq", *seq}},
                               f.request_id));
@@ -1121,9 +1102,6 @@ void Connection::on_moderate(ClientFrame f) {
                  : self->ctx_.chat.edit_message(self->user_id_, f.message_id, f.content, self->session_id_);
     if (reply_pause_ms > 0 && m) std::this_thread::sleep_for(std::chrono::milliseconds(reply_pause_ms));
     return [self, f, del, m = std::move(m)] {
-      // The client acts in the thread: an older change held for it goes
-      // first, not after this reply (it would undo it on screen).
-      if (self->grace_ && m && !self->closed_) self->release_thread(m->thread_id);
       self->answer_moderation(f, del, m);
       // This one is no longer awaited; with none left, the frames kept for a
       // reply go (the change numbers stay).
@@ -1293,17 +1271,17 @@ void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (closed_) return;
   if (event.seq > 0) {
     // Catch-up on connect (Socket.IO): live messages wait for their thread's replay.
-    if (holds(event.thread_id)) return hold_frame(event.thread_id, event.seq, frame);
+    if (holds(event.thread_id)) return held_.push_back({event.thread_id, event.seq, frame, {}, false});
     if (!admit_live(event.thread_id, event.seq, frame)) return;
   } else if (frame && changes_a_message(event)) {
     if (!admit_change(event.message_id, event.change_no)) return;
     if (!tell_change(event.message_id, event.change_no, frame)) return;
-    if (holds(event.thread_id)) return hold_frame(event.thread_id, 0, frame);
+    if (holds(event.thread_id)) return held_.push_back({event.thread_id, 0, frame, {}, false});
     if (!cursor_.changed(event.thread_id, frame)) return;
   } else if (frame && grace_ && follows_messages(event) && holds(event.thread_id) && holds_any(event.thread_id)) {
     // Behind the thread's held messages: a typing stop after the message
     // that ended it, a receipt after the messages it covers.
-    return hold_frame(event.thread_id, 0, frame);
+    return held_.push_back({event.thread_id, 0, frame, {}, false});
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
   if (changes_sent_ && changes_sent_->receipt_reads > 0 && event.type == "read_receipt") note_receipt(event);
@@ -1511,7 +1489,7 @@ void Connection::resend_change(const Message& changed) {
   auto event = change_event(changed);
   FramePtr frame = encoder_->event(*event);
   if (!tell_change(changed.id, changed.change_no, frame)) return;
-  if (holds(changed.thread_id)) return hold_frame(changed.thread_id, 0, std::move(frame));
+  if (holds(changed.thread_id)) return held_.push_back({changed.thread_id, 0, std::move(frame), {}, false});
   // Behind the thread's fills, like a live change.
   if (!cursor_.changed(changed.thread_id, frame)) return;
   send_in_thread(changed.thread_id, kAnySeq, std::move(frame));

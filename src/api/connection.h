@@ -128,7 +128,6 @@ class Connection final : public ClientSession,
   }
   bool holds_any(const std::string& thread_id) const;  // held_ has something of the thread
   void pass_held(Held& h);
-  void hold_frame(const std::string& thread_id, int64_t seq, FramePtr frame);
   void release_thread(const std::string& thread_id);
   void end_grace();
   void release_held_answer(Held& h, int64_t replay_from);
