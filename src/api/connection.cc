@@ -1,7 +1,6 @@
 #include "api/connection.h"
 
 #include <algorithm>
-#include <iterator>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -28,9 +27,6 @@ namespace {
 constexpr int64_t kFirstFillWindow = 32;
 constexpr Micros kFirstFillMarginUs = 1'000'000;
 constexpr size_t kMaxDeferredFrames = 64;
-// hold_until_subscribed's moment: a client's subscribe_thread comes one round
-// trip after connection_established (or with the auth frame, pipelined).
-constexpr auto kSubscribeGrace = std::chrono::milliseconds(500);
 // The seq of a thread's frame that is not a new message (an edit, a
 // deletion) or whose seq is not at hand: it waits behind any own message.
 constexpr int64_t kAnySeq = INT64_MAX;
@@ -219,12 +215,6 @@ void Connection::admitted(bool ok, HeldCount* count) {
   user_id_ = std::move(user.id);
   authed_ = true;
   ctx_.hub.add(this);
-  if (grace_) {
-    std::weak_ptr<Connection> weak = shared_from_this();
-    if (auto t = transport_.lock()) t->schedule(kSubscribeGrace, [weak] {
-      if (auto self = weak.lock()) self->end_grace();
-    });
-  }
   spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_id_);
   json::object established{{"user_id", user_id_}, {"session_id", session_id_}, {"timestamp", iso8601_millis(now_micros())}};
   if (std::string store_id = ctx_.chat.store().store_id(); !store_id.empty()) established["store_id"] = std::move(store_id);
@@ -444,8 +434,6 @@ void Connection::on_send(ClientFrame f) {
                fresh, number, typing_before]() mutable {
         auto& u = self->unanswered_sends_;
         if (auto it = std::find(u.begin(), u.end(), number); it != u.end()) u.erase(it);
-        // The client acts in the thread: what it holds goes first, in order.
-        if (self->grace_ && stored && !self->closed_) self->release_thread(thread_id);
         if (self->closed_ || !stored) {
           self->send(std::move(frames));
         } else if (fresh) {
@@ -580,13 +568,9 @@ void Connection::fill_gap(const std::string& thread_id, int64_t from, Micros cre
 constexpr int64_t kFirstFillMaxBack = 10000;
 
 void Connection::on_subscribe(ClientFrame f) {
-  if (!f.since_seq) {
-    if (grace_) release_thread(f.thread_id);  // "from now on": nothing to wait for
-    return reply_thread_state("thread_subscribed", std::move(f));
-  }
+  if (!f.since_seq) return reply_thread_state("thread_subscribed", std::move(f));
   cursor_.begin_replay(f.thread_id, *f.since_seq);
   if (holding_) hold_answers_in_replay(f.thread_id, *f.since_seq);
-  if (grace_) release_thread(f.thread_id);  // into the cursor: after the replay
   auto r = std::make_shared<Replay>();
   r->thread_id = f.thread_id;
   r->since = r->from = *f.since_seq;
@@ -650,33 +634,9 @@ void Connection::catch_up(const std::vector<std::pair<std::string, int64_t>>& th
     if (h.seq > 0)
       for (Held* a : answers)
         if (!a->answer.empty() && a->thread_id == h.thread_id && a->seq < h.seq) release(*a);
-    pass_held(h);
+    bool now = h.seq > 0 ? admit_live(h.thread_id, h.seq, h.frame) : cursor_.changed(h.thread_id, h.frame);
+    if (now && h.frame) send_in_thread(h.thread_id, h.seq > 0 ? h.seq : kAnySeq, std::move(h.frame));
   }
-}
-
-// A held live message or change, through the cursor as it would have gone.
-void Connection::pass_held(Held& h) {
-  bool now = h.seq > 0 ? admit_live(h.thread_id, h.seq, h.frame) : cursor_.changed(h.thread_id, h.frame);
-  if (now && h.frame) send_in_thread(h.thread_id, h.seq > 0 ? h.seq : kAnySeq, std::move(h.frame));
-}
-
-// hold_until_subscribed: the thread waits no more (held_ has no answers then).
-void Connection::release_thread(const std::string& thread_id) {
-  if (held_.empty()) return;
-  std::vector<Held> mine;
-  auto rest = std::stable_partition(held_.begin(), held_.end(), [&](const Held& h) { return h.thread_id != thread_id; });
-  std::move(rest, held_.end(), std::back_inserter(mine));
-  held_.erase(rest, held_.end());
-  for (Held& h : mine) pass_held(h);
-}
-
-void Connection::end_grace() {
-  if (!grace_) return;
-  grace_ = false;
-  auto held = std::move(held_);
-  held_.clear();
-  if (closed_) return;
-  for (Held& h : held) pass_held(h);
 }
 
 // thread_subscribed / thread_unsubscribed without a replay: membership and last_seq.
@@ -1258,30 +1218,17 @@ static bool changes_a_message(const BusEvent& event) {
   return event.type == "message_deleted" || event.type == "message_edited";
 }
 
-// Events about a thread's messages that must not overtake them.
-static bool follows_messages(const BusEvent& event) {
-  return event.type == "typing" || event.type == "read_receipt" || event.type == "message_delivered";
-}
-
-bool Connection::holds_any(const std::string& thread_id) const {
-  return std::any_of(held_.begin(), held_.end(), [&](const Held& h) { return h.thread_id == thread_id; });
-}
-
 void Connection::deliver_live(const BusEvent& event, const FramePtr& frame) {
   if (closed_) return;
   if (event.seq > 0) {
     // Catch-up on connect (Socket.IO): live messages wait for their thread's replay.
-    if (holds(event.thread_id)) return held_.push_back({event.thread_id, event.seq, frame, {}, false});
+    if (holding_) return held_.push_back({event.thread_id, event.seq, frame, {}, false});
     if (!admit_live(event.thread_id, event.seq, frame)) return;
   } else if (frame && changes_a_message(event)) {
     if (!admit_change(event.message_id, event.change_no)) return;
     if (!tell_change(event.message_id, event.change_no, frame)) return;
-    if (holds(event.thread_id)) return held_.push_back({event.thread_id, 0, frame, {}, false});
+    if (holding_) return held_.push_back({event.thread_id, 0, frame, {}, false});
     if (!cursor_.changed(event.thread_id, frame)) return;
-  } else if (frame && grace_ && follows_messages(event) && holds(event.thread_id) && holds_any(event.thread_id)) {
-    // Behind the thread's held messages: a typing stop after the message
-    // that ended it, a receipt after the messages it covers.
-    return held_.push_back({event.thread_id, 0, frame, {}, false});
   }
   if (!frame) return;  // an excluded session's own message: the cursor only
   if (changes_sent_ && changes_sent_->receipt_reads > 0 && event.type == "read_receipt") note_receipt(event);
@@ -1489,7 +1436,7 @@ void Connection::resend_change(const Message& changed) {
   auto event = change_event(changed);
   FramePtr frame = encoder_->event(*event);
   if (!tell_change(changed.id, changed.change_no, frame)) return;
-  if (holds(changed.thread_id)) return held_.push_back({changed.thread_id, 0, std::move(frame), {}, false});
+  if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame), {}, false});
   // Behind the thread's fills, like a live change.
   if (!cursor_.changed(changed.thread_id, frame)) return;
   send_in_thread(changed.thread_id, kAnySeq, std::move(frame));

@@ -73,14 +73,6 @@ class Connection final : public ClientSession,
   // (an answer takes its seq's place among them).
   void hold_live() { holding_ = true; }
   void catch_up(const std::vector<std::pair<std::string, int64_t>>& threads);
-  // For a client that catches up by asking (the native protocol): for a
-  // moment after it is admitted (kSubscribeGrace), a thread's live messages
-  // wait for the client's subscribe_thread of it, which sends them after its
-  // replay; they go as they are once it comes, or the client sends to the
-  // thread, or the moment ends. Set before on_open. Without it a reconnecting
-  // client that subscribes from its last seq once connection_established
-  // comes got the thread's newest messages before the older ones it missed.
-  void hold_until_subscribed() { grace_ = true; }
   bool authenticated() const { return authed_; }
   // Set before on_open: runs on the loop at the steps of the admission by the
   // per-user limit, once the connection is authenticated (inline within
@@ -122,14 +114,6 @@ class Connection final : public ClientSession,
   void on_subscribe(ClientFrame frame);
   struct Held;
   void hold_answers_in_replay(const std::string& thread_id, int64_t since_seq);
-  // Whether a live message or change of the thread waits in held_ now.
-  bool holds(const std::string& thread_id) const {
-    return holding_ || (grace_ && cursor_.subscribes(thread_id) == 0);
-  }
-  bool holds_any(const std::string& thread_id) const;  // held_ has something of the thread
-  void pass_held(Held& h);
-  void release_thread(const std::string& thread_id);
-  void end_grace();
   void release_held_answer(Held& h, int64_t replay_from);
   void reply_thread_state(std::string_view type, ClientFrame frame);
   struct Replay;
@@ -315,12 +299,11 @@ class Connection final : public ClientSession,
   // Token bucket for client frames.
   double tokens_;
   int64_t refilled_at_us_;
-  int16_t strikes_ = 0;  // up to flood_strikes (50); small, so that the flags below fit beside it
+  int strikes_ = 0;
   bool authed_ = false;
   bool registered_ = false;
   bool closed_ = false;
   bool holding_ = false;
-  bool grace_ = false;  // hold_until_subscribed, until end_grace
 };
 
 }  // namespace parley

@@ -451,7 +451,6 @@ WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authe
   return [&loop, user = std::move(user)](std::weak_ptr<Transport> transport) mutable {
     auto conn = std::make_shared<Connection>(ConnectionContext{loop.chat, loop.workers, loop.hub}, std::move(transport),
                                              json_encoder());
-    conn->hold_until_subscribed();
     conn->on_open(std::move(user));
     return conn;
   };
