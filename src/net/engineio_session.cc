@@ -374,10 +374,9 @@ class EioSession final : public Transport,
     // burst of handshakes from one school's address kept its next users out
     // for 30 s, not the 10 s documented). Only then: such closes come at
     // most one per place per 10 s, so at most (ping timeout / 10 s) times
-    // the bound linger (twice, by default); a
-    // close the client can ask for at once (a DISCONNECT, a bad packet)
-    // keeps its place until the session is gone, or a client could open
-    // sessions as fast as it can send.
+    // the bound linger (twice, by default). A close the client can ask for
+    // at once (a DISCONNECT, a bad packet) keeps its place until the session
+    // is gone, or a client could open sessions as fast as it can send.
     if (reason == CloseReason::kAuthTimeout) settle();
     close_after_queue(text, loop_.config.socketio.ping_timeout_ms);
   }
