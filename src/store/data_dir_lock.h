@@ -20,8 +20,10 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/error.h"
+#include "store/lock_file.h"
 
 namespace parley {
 
@@ -31,13 +33,12 @@ class DataDirLock {
   // "data_dir_locked" (kConflict) naming the holder's PID, or internal_error
   // when the lock file cannot be opened.
   static Result<std::unique_ptr<DataDirLock>> acquire(const std::string& data_dir);
-  ~DataDirLock();
   DataDirLock(const DataDirLock&) = delete;
   DataDirLock& operator=(const DataDirLock&) = delete;
 
  private:
-  explicit DataDirLock(int fd) : fd_(fd) {}
-  int fd_;
+  explicit DataDirLock(LockFile file) : file_(std::move(file)) {}
+  LockFile file_;
 };
 
 }  // namespace parley

@@ -1,11 +1,5 @@
 #include "store/store_copy_lock.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -13,70 +7,51 @@ namespace parley {
 
 namespace {
 
-Result<int> open_lock_file(const std::string& data_dir) {
-  const std::string path = (std::filesystem::path(data_dir) / "COPY_LOCK").string();
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return internal_error("cannot open " + path + ": " + std::strerror(errno));
-  return fd;
-}
-
-std::string holder_pid(int fd) {
-  char buf[32] = {};
-  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
-  std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-  while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
-  return pid;
+Result<LockFile> open_lock_file(const std::string& data_dir) {
+  return LockFile::open((std::filesystem::path(data_dir) / "COPY_LOCK").string(), 0600);
 }
 
 }  // namespace
 
 Result<std::unique_ptr<StoreCopyLock>> StoreCopyLock::exclusive(const std::string& data_dir,
                                                                 std::chrono::milliseconds wait) {
-  auto fd = open_lock_file(data_dir);
-  if (!fd) return fd.error();
+  auto file = open_lock_file(data_dir);
+  if (!file) return file.error();
   // flock has no timeout: try, then sleep a little, until the deadline.
   const auto deadline = std::chrono::steady_clock::now() + wait;
-  while (::flock(*fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    if (err != EWOULDBLOCK && err != EINTR) {
-      ::close(*fd);
-      return internal_error("cannot lock " + data_dir + "/COPY_LOCK: " + std::strerror(err));
-    }
+  for (;;) {
+    const auto outcome = file->try_exclusive();
+    if (outcome == LockFile::Outcome::kLocked) break;
+    if (outcome == LockFile::Outcome::kFailed) return file->lock_error();
     if (std::chrono::steady_clock::now() >= deadline) {
-      ::close(*fd);
       return Error{ErrorKind::kConflict, "source_busy",
                    "a parley command (user add, disable, enable, revoke-tokens or token) is still writing to " +
                        data_dir + "; let it finish, then run this again"};
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(*fd, 0) != 0 || ::pwrite(*fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
-    // The lock holds without the PID; only the refusal's message is poorer.
-  }
-  return std::unique_ptr<StoreCopyLock>(new StoreCopyLock(*fd));
+  file->write_pid();
+  return std::unique_ptr<StoreCopyLock>(new StoreCopyLock(std::move(*file)));
 }
 
 Result<std::unique_ptr<StoreCopyLock>> StoreCopyLock::shared(const std::string& data_dir) {
-  auto fd = open_lock_file(data_dir);
-  if (!fd) return fd.error();
-  int rc;
-  while ((rc = ::flock(*fd, LOCK_SH | LOCK_NB)) != 0 && errno == EINTR) {
+  auto file = open_lock_file(data_dir);
+  if (!file) return file.error();
+  switch (file->try_shared()) {
+    case LockFile::Outcome::kLocked:
+      break;
+    case LockFile::Outcome::kFailed:
+      return file->lock_error();
+    case LockFile::Outcome::kHeld: {
+      std::string pid = file->holder_pid();
+      return Error{ErrorKind::kConflict, "store_copy_running",
+                   "parley migrate-store" + (pid.empty() ? "" : " (pid " + pid + ")") + " is copying the store in " +
+                       data_dir +
+                       " to PostgreSQL, and a change made here now would not reach the copy: run this once it has "
+                       "finished, against PostgreSQL (--database)"};
+    }
   }
-  if (rc != 0) {
-    const int err = errno;
-    std::string pid = err == EWOULDBLOCK ? holder_pid(*fd) : "";
-    ::close(*fd);
-    if (err != EWOULDBLOCK) return internal_error("cannot lock " + data_dir + "/COPY_LOCK: " + std::strerror(err));
-    return Error{ErrorKind::kConflict, "store_copy_running",
-                 "parley migrate-store" + (pid.empty() ? "" : " (pid " + pid + ")") + " is copying the store in " +
-                     data_dir +
-                     " to PostgreSQL, and a change made here now would not reach the copy: run this once it has "
-                     "finished, against PostgreSQL (--database)"};
-  }
-  return std::unique_ptr<StoreCopyLock>(new StoreCopyLock(*fd));
+  return std::unique_ptr<StoreCopyLock>(new StoreCopyLock(std::move(*file)));
 }
-
-StoreCopyLock::~StoreCopyLock() { ::close(fd_); }
 
 }  // namespace parley

@@ -17,8 +17,10 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/error.h"
+#include "store/lock_file.h"
 
 namespace parley {
 
@@ -33,13 +35,12 @@ class StoreCopyLock {
   // (kConflict) naming the copy's PID while a copy runs. data_dir exists.
   static Result<std::unique_ptr<StoreCopyLock>> shared(const std::string& data_dir);
 
-  ~StoreCopyLock();
   StoreCopyLock(const StoreCopyLock&) = delete;
   StoreCopyLock& operator=(const StoreCopyLock&) = delete;
 
  private:
-  explicit StoreCopyLock(int fd) : fd_(fd) {}
-  int fd_;
+  explicit StoreCopyLock(LockFile file) : file_(std::move(file)) {}
+  LockFile file_;
 };
 
 }  // namespace parley
