@@ -97,10 +97,10 @@ Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport
 
 Connection::~Connection() = default;
 
-void Connection::on_open(std::optional<Authenticated> user) {
+void Connection::on_open(std::optional<Authenticated> user, std::vector<ClientFrame> subscribes) {
   Metrics::get().connections.fetch_add(1, std::memory_order_relaxed);
   Metrics::get().connections_total.fetch_add(1, std::memory_order_relaxed);
-  if (user) return authenticated(std::move(*user), nullptr);
+  if (user) return authenticated(std::move(*user), nullptr, std::move(subscribes));
   auth_deadline_ms_ = now_micros() / 1000 + int64_t{ctx_.chat.config().limits.auth_timeout_seconds} * 1000;
 }
 
@@ -124,7 +124,7 @@ void Connection::on_tick(int64_t now_ms) {
   }
 }
 
-void Connection::authenticated(Authenticated user, const json::value& request_id) {
+void Connection::authenticated(Authenticated user, const json::value& request_id, std::vector<ClientFrame> subscribes) {
   bool renewal = authed_;
   if (renewal && user.user.id != user_id_) {
     send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, request_id);
@@ -133,18 +133,28 @@ void Connection::authenticated(Authenticated user, const json::value& request_id
   if (admission_) {
     // An `auth` frame answered while the first one's admission is pending:
     // a renewal once admitted.
-    admission_->deferred.push_back([this, user = std::move(user), request_id]() mutable {
-      authenticated(std::move(user), request_id);
-    });
+    admission_->deferred.push_back(
+        [this, user = std::move(user), request_id, subscribes = std::move(subscribes)]() mutable {
+          authenticated(std::move(user), request_id, std::move(subscribes));
+        });
     return;
   }
-  if (!renewal) return admit(std::move(user), request_id);
+  if (!renewal) return admit(std::move(user), request_id, std::move(subscribes));
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = user.expires_at;
   token_iat_ = user.issued_at;
   send(encoder_->reply("auth_renewed", json::object{{"user_id", user_id_},
                                                     {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
                        request_id));
+  // Live delivery runs already: these are as if sent right behind the frame.
+  subscribe_all(std::move(subscribes));
+}
+
+void Connection::subscribe_all(std::vector<ClientFrame> subscribes) {
+  for (auto& f : subscribes) {
+    if (closed_) return;
+    if (take_token_or_refuse(f.request_id)) on_subscribe(std::move(f));
+  }
 }
 
 namespace {
@@ -176,9 +186,9 @@ struct HeldCount {
 // The per-user connection limit (ConnectionLimiter): answered inline in one
 // process; across nodes the answer comes from Redis, and frames that arrive
 // meanwhile wait for it.
-void Connection::admit(Authenticated user, const json::value& request_id) {
+void Connection::admit(Authenticated user, const json::value& request_id, std::vector<ClientFrame> subscribes) {
   std::string user_id = user.user.id;
-  admission_ = std::make_unique<Admission>(Admission{std::move(user), request_id, {}});
+  admission_ = std::make_unique<Admission>(Admission{std::move(user), request_id, {}, std::move(subscribes)});
   auto answer = std::make_shared<AdmissionAnswer>();
   auto self = shared_from_this();
   std::weak_ptr<Transport> transport = transport_;
@@ -222,6 +232,12 @@ void Connection::admitted(bool ok, HeldCount* count) {
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = admission->user.expires_at;
   token_iat_ = admission->user.issued_at;
+  // In this same task as the hub's add: the fan-out reaches this connection
+  // through tasks posted to its loop, so each of these replays begins before
+  // any live message of its thread can come, and the live ones wait behind
+  // it. A subscribe_thread sent after connection_established cannot promise
+  // that: a busy thread's next message may come first.
+  subscribe_all(std::move(admission->subscribes));
   // An account change polled after this one was authenticated and before it
   // registered closed the user's connections without it: ask the store.
   if (ctx_.chat.identity().generation() != admission->user.generation) recheck_account();
@@ -389,7 +405,7 @@ void Connection::on_auth_frame(ClientFrame f) {
         if (self->authed_) return;
         return self->close(CloseReason::kUnavailable, "storage unavailable; reconnect later");
       }
-      self->authenticated(std::move(*user), f.request_id);
+      self->authenticated(std::move(*user), f.request_id, std::move(f.subscribes));
       if (!waiting) return;
       for (auto& next : *waiting) {
         if (self->closed_) return;

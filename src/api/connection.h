@@ -50,8 +50,10 @@ class Connection final : public ClientSession,
   Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport, const Encoder& encoder);
   ~Connection() override;
 
-  // The transport is open. `user` is set when it came with a valid token.
-  void on_open(std::optional<Authenticated> user);
+  // The transport is open. `user` is set when it came with a valid token;
+  // `subscribes` (subscribe_thread frames, with it) begin as the connection
+  // is established, before any live message can reach it.
+  void on_open(std::optional<Authenticated> user, std::vector<ClientFrame> subscribes = {});
   // A client frame, whatever its envelope. Rate-limited, then dispatched.
   void on_frame(ClientFrame frame);
   // The client's receipt of a message the server asked it to acknowledge
@@ -103,8 +105,11 @@ class Connection final : public ClientSession,
   void account_changed(const AccountState& state) override;
 
  private:
-  void authenticated(Authenticated user, const boost::json::value& request_id);
-  void admit(Authenticated user, const boost::json::value& request_id);
+  void authenticated(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes);
+  void admit(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes);
+  // Runs the subscribe_thread frames an `auth` frame carried, each taking
+  // its token of the rate limit.
+  void subscribe_all(std::vector<ClientFrame> subscribes);
   void admitted(bool ok, HeldCount* count);
   void recheck_account();
   void route(ClientFrame frame);
@@ -204,6 +209,7 @@ class Connection final : public ClientSession,
     Authenticated user;
     boost::json::value request_id;  // of the `auth` frame, if it came in one: echoed by the answer
     std::vector<std::function<void()>> deferred;
+    std::vector<ClientFrame> subscribes;  // begun once registered, before any live message
   };
   std::unique_ptr<Admission> admission_;
   // While the first `auth` frame's token is checked: the frames that came

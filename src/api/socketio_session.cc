@@ -143,12 +143,21 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
     }
     catch_up_ = c->get_bool();
   }
+  // Threads to replay from the client's own positions, begun before any
+  // live message reaches the session (as the native `auth` frame's).
+  auto subscribes =
+      parse_subscribe_list(p.data.is_object() ? p.data.get_object().if_contains("subscribe") : nullptr,
+                           /*keep_request_ids=*/false);
+  if (!subscribes) {
+    Metrics::get().count_error(subscribes.error().code);
+    return send(sio::encode_connect_error("/", subscribes.error().message, subscribes.error().code));
+  }
   connecting_ = true;
   // Verifying may provision a user (a write): off the loop.
   auto self = shared_from_this();
-  ctx_.workers.submit([self, token = std::move(token)] {
+  ctx_.workers.submit([self, token = std::move(token), subscribes = std::move(*subscribes)]() mutable {
     auto user = self->ctx_.chat.authenticate(token);
-    self->post([self, user = std::move(user)]() mutable {
+    self->post([self, user = std::move(user), subscribes = std::move(subscribes)]() mutable {
       self->connecting_ = false;
       if (self->closed_) return;
       if (!user) {
@@ -156,7 +165,7 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
         return self->send(
             sio::encode_connect_error("/", "Authentication error: " + user.error().message, user.error().code));
       }
-      self->connected(std::move(*user));
+      self->connected(std::move(*user), std::move(subscribes));
     });
   });
 }
@@ -164,7 +173,7 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
 // CONNECT is answered once the per-user limit has: a refused session gets
 // CONNECT_ERROR (`connect_error` on the client, as for a bad token), never a
 // `connect` it would lose a moment later.
-void SocketIoSession::connected(Authenticated user) {
+void SocketIoSession::connected(Authenticated user, std::vector<ClientFrame> subscribes) {
   conn_ = std::make_shared<Connection>(ctx_, weak_from_this(), socketio_encoder());
   std::string user_id = user.user.id;
   std::weak_ptr<SocketIoSession> weak = weak_from_this();
@@ -177,7 +186,7 @@ void SocketIoSession::connected(Authenticated user) {
       case Connection::AdmissionStep::kRefused: return self->refused();
     }
   });
-  conn_->on_open(std::move(user));
+  conn_->on_open(std::move(user), std::move(subscribes));
 }
 
 // Past the per-user limit. The session stays, as after any CONNECT_ERROR,

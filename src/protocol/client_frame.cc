@@ -182,15 +182,42 @@ ParsedFrame parse_client_frame(std::string_view text) {
   return out;
 }
 
+Result<std::vector<ClientFrame>> parse_subscribe_list(const json::value* list, bool keep_request_ids) {
+  std::vector<ClientFrame> out;
+  if (!list || list->is_null()) return out;
+  if (!list->is_array()) return invalid_field("subscribe", "must be an array of {thread_id, since_seq} objects");
+  const json::array& a = list->get_array();
+  if (a.size() > kMaxSubscribesAtAuth)
+    return invalid_field("subscribe", "must have at most " + std::to_string(kMaxSubscribesAtAuth) + " entries");
+  out.reserve(a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::string at = "subscribe[" + std::to_string(i) + "]";
+    if (!a[i].is_object()) return invalid_field(at, "must be an object {thread_id, since_seq}");
+    const json::object& entry = a[i].get_object();
+    ParsedFrame parsed = parse_client_fields(ClientType::kSubscribeThread, entry);
+    if (parsed.error) return Error{parsed.error->kind, parsed.error->code, at + ": " + parsed.error->message};
+    if (const json::value* rid = entry.if_contains("request_id"); keep_request_ids && rid && !rid->is_null()) {
+      if (!rid->is_string() && !rid->is_number()) return invalid_field(at + ".request_id", "must be a string or a number");
+      parsed.frame.request_id = *rid;
+    }
+    out.push_back(std::move(parsed.frame));
+  }
+  return out;
+}
+
 ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
   ParsedFrame out;
   ClientFrame& f = out.frame;
   f.type = type;
   JsonFields in(o);
   switch (f.type) {
-    case ClientType::kAuth:
+    case ClientType::kAuth: {
       f.token = in.string("token", Need::kRequired, 8192);
+      auto subscribes = parse_subscribe_list(o.if_contains("subscribe"), /*keep_request_ids=*/true);
+      if (subscribes) f.subscribes = std::move(*subscribes);
+      else in.fail(subscribes.error());
       break;
+    }
     case ClientType::kPing:
       break;
     case ClientType::kSendMessage: {

@@ -48,7 +48,23 @@ struct ClientFrame {
   std::string message_id;         // message_received, delete_message, edit_message
   bool is_typing = false;
   boost::json::value payload;     // call signalling, relayed as is
+  // auth: subscribe_thread frames to begin as the connection is established,
+  // before any live message reaches it (parse_subscribe_list).
+  std::vector<ClientFrame> subscribes;
 };
+
+// The most entries an `auth` frame's (or a Socket.IO CONNECT's) `subscribe`
+// list may have: half the default burst of the frame rate limit, whose
+// tokens they take.
+constexpr size_t kMaxSubscribesAtAuth = 500;
+
+// Reads a `subscribe` list (null or absent: none): an array of up to
+// kMaxSubscribesAtAuth objects, each the fields of a subscribe_thread frame
+// (`thread_id`, `since_seq`) with its own `request_id` when
+// keep_request_ids (a Socket.IO CONNECT has no way to echo one). Errors:
+// invalid_field, or an entry's missing_field / invalid_field, whose message
+// names it ("subscribe[2]: ...").
+Result<std::vector<ClientFrame>> parse_subscribe_list(const boost::json::value* list, bool keep_request_ids);
 
 struct ParsedFrame {
   ClientFrame frame;           // request_id is filled even when error is set (unless it is the error)

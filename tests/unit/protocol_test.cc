@@ -44,6 +44,54 @@ TEST(ParseClientFrame, AuthWithoutTokenIsMissingField) {
   EXPECT_EQ(parse_code(R"({"type":"auth"})"), "missing_field");
 }
 
+TEST(ParseClientFrame, AuthCarriesSubscribeEntriesWithTheirRequestIds) {
+  auto f = parse_ok(std::string(R"({"type":"auth","token":"t","subscribe":[{"thread_id":")") + kThread +
+                    R"(","since_seq":41,"request_id":"s1"},{"thread_id":")" + kThread + R"("}]})");
+  ASSERT_EQ(f.subscribes.size(), 2u);
+  EXPECT_EQ(f.subscribes[0].type, ClientType::kSubscribeThread);
+  EXPECT_EQ(f.subscribes[0].thread_id, kThread);
+  EXPECT_EQ(f.subscribes[0].since_seq, 41);
+  EXPECT_EQ(f.subscribes[0].request_id, json::value("s1"));
+  EXPECT_FALSE(f.subscribes[1].since_seq);
+  EXPECT_TRUE(f.subscribes[1].request_id.is_null());
+  EXPECT_TRUE(parse_ok(R"({"type":"auth","token":"t","subscribe":null})").subscribes.empty());
+  EXPECT_TRUE(parse_ok(R"({"type":"auth","token":"t","subscribe":[]})").subscribes.empty());
+}
+
+TEST(ParseClientFrame, AuthWithABadSubscribeListIsRefusedNamingTheEntry) {
+  const std::string entry = std::string(R"({"thread_id":")") + kThread + R"(","since_seq":1})";
+  struct Case {
+    std::string list, code, message;
+  } cases[] = {
+      {R"({"thread_id":"x"})", "invalid_field", "field subscribe must be an array"},
+      {"[" + entry + ",5]", "invalid_field", "field subscribe[1] must be an object"},
+      {R"([{"since_seq":1}])", "missing_field", "subscribe[0]: "},
+      {R"([{"thread_id":"nope"}])", "invalid_field", "subscribe[0]: field thread_id"},
+      {std::string(R"([{"thread_id":")") + kThread + R"(","since_seq":-1}])", "invalid_field",
+       "subscribe[0]: field since_seq"},
+      {std::string(R"([{"thread_id":")") + kThread + R"(","request_id":[1]}])", "invalid_field",
+       "field subscribe[0].request_id"},
+  };
+  for (const auto& c : cases) {
+    ParsedFrame p = parse_client_frame(R"({"type":"auth","token":"t","subscribe":)" + c.list + "}");
+    ASSERT_TRUE(p.error) << c.list;
+    EXPECT_EQ(p.error->code, c.code) << c.list;
+    EXPECT_NE(p.error->message.find(c.message), std::string::npos) << c.list << " -> " << p.error->message;
+    EXPECT_EQ(p.frame.type, ClientType::kAuth) << "a bad auth frame closes the connection: " << c.list;
+  }
+  std::string many = "[";
+  for (size_t i = 0; i <= kMaxSubscribesAtAuth; ++i) many += (i ? "," : "") + entry;
+  many += "]";
+  ParsedFrame p = parse_client_frame(R"({"type":"auth","token":"t","subscribe":)" + many + "}");
+  ASSERT_TRUE(p.error);
+  EXPECT_NE(p.error->message.find("at most 500"), std::string::npos) << p.error->message;
+  // Socket.IO's CONNECT has no way to echo one: request ids are dropped there.
+  json::value list = json::parse("[" + std::string(R"({"thread_id":")") + kThread + R"(","request_id":7}])");
+  auto sio = parse_subscribe_list(&list, /*keep_request_ids=*/false);
+  ASSERT_TRUE(sio);
+  EXPECT_TRUE((*sio)[0].request_id.is_null());
+}
+
 TEST(ParseClientFrame, Ping) { EXPECT_EQ(parse_ok(R"({"type":"ping"})").type, ClientType::kPing); }
 
 TEST(ParseClientFrame, SendMessageWithThreadId) {

@@ -2,7 +2,7 @@
 // missed messages as new_message frames, then thread_subscribed, then live.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer } from './harness.mjs';
+import { startServer, sleep, newUuid, assertWsError } from './harness.mjs';
 
 const newMessagesIn = (ws, threadId) =>
   ws.all((f) => f.type === 'new_message' && f.data.thread_id === threadId).map((f) => f.data);
@@ -240,3 +240,120 @@ describe('reconnect with subscribe_thread since_seq', () => {
   });
 });
 
+
+// The `auth` frame's `subscribe` list: replays that begin in the same step as
+// the connection's registration, so that a busy thread's live messages wait
+// behind them. A subscribe_thread sent once connection_established came can
+// be overtaken by the thread's next message.
+describe('auth frame with a subscribe list', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  // Opens a WebSocket with no token and sends `auth` carrying `extra`.
+  async function authWith(user, extra) {
+    const ws = await server.connect(user, { via: 'none' });
+    ws.send({ type: 'auth', token: user.token, request_id: 'auth-1', ...extra });
+    return ws;
+  }
+
+  it('replays a busy thread from since_seq before any of its live messages, each once, in seq order', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const first = await aliceWs.sendMessage({ username: bob.username, content: 'hello' });
+    const threadId = first.thread_id;
+    // 40 messages Bob misses, then a stream while he reconnects.
+    for (let i = 0; i < 40; i++) aliceWs.send({ type: 'send_message', thread_id: threadId, content: `away ${i}`, request_id: `away-${i}` });
+    await aliceWs.next((f) => f.request_id === 'away-39', 10000, 'the last missed message');
+    const streamed = 300;
+    let sent = 0;
+    const stream = (async () => {
+      const deadline = Date.now() + 20000;
+      while (sent < streamed && Date.now() < deadline) {
+        for (let k = 0; k < 3 && sent < streamed; k++, sent++)
+          aliceWs.send({ type: 'send_message', thread_id: threadId, content: `live ${sent}`, request_id: `live-${sent}` });
+        await sleep(2);
+      }
+    })();
+    await sleep(30);  // the thread is busy before Bob comes back
+    const bobWs = await authWith(bob, { subscribe: [{ thread_id: threadId, since_seq: 1, request_id: 'sub-1' }] });
+    const established = await bobWs.nextOfType('connection_established', 5000);
+    assert.equal(established.request_id, 'auth-1');
+    const subscribed = await bobWs.next((f) => f.request_id === 'sub-1', 10000, 'thread_subscribed');
+    assert.equal(subscribed.type, 'thread_subscribed', JSON.stringify(subscribed));
+    assert.equal(subscribed.thread_id, threadId);
+    await stream;
+    assert.equal(sent, streamed, 'the stream was sent whole');
+    const last = 1 + 40 + streamed;
+    await bobWs.next((f) => f.type === 'new_message' && f.data.seq === last, 15000, `seq ${last}`);
+    const seqs = newMessagesIn(bobWs, threadId).map((m) => m.seq);
+    const want = Array.from({ length: last - 1 }, (_, i) => i + 2);
+    assert.deepEqual(seqs, want, 'every message after since_seq once, in seq order');
+    // thread_subscribed follows the replay: everything up to its last_seq came before it.
+    const timeline = threadTimeline(bobWs, threadId).map((f) => (f.type === 'thread_subscribed' ? 'S' : f.data.seq));
+    const at = timeline.indexOf('S');
+    assert.ok(at >= 40, `thread_subscribed came after the 40 missed messages (at ${at})`);
+    assert.equal(timeline[at - 1], subscribed.last_seq, 'its last_seq is the last message before it');
+  });
+
+  it('answers each entry as subscribe_thread does, by its own request_id; a refused entry leaves the rest', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const aliceWs = await server.connect(alice);
+    const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'one' });
+    await aliceWs.sendMessage({ thread_id: m1.thread_id, content: 'two' });
+    const other = await aliceWs.sendMessage({ username: carol.username, content: 'not for bob' });
+    const bobWs = await authWith(bob, {
+      subscribe: [
+        { thread_id: other.thread_id, since_seq: 0, request_id: 'theirs' },
+        { thread_id: m1.thread_id, since_seq: 0, request_id: 'mine' },
+        { thread_id: m1.thread_id, request_id: 'no-since' },
+      ],
+    });
+    await bobWs.nextOfType('connection_established', 5000);
+    const refused = await bobWs.next((f) => f.request_id === 'theirs', 5000, 'the refusal');
+    assert.equal(refused.type, 'error');
+    assert.equal(refused.code, 'forbidden');
+    const mine = await bobWs.next((f) => f.request_id === 'mine', 5000, 'thread_subscribed');
+    assert.equal(mine.type, 'thread_subscribed');
+    assert.equal(mine.last_seq, 2);
+    const noSince = await bobWs.next((f) => f.request_id === 'no-since', 5000, 'thread_subscribed without since_seq');
+    assert.equal(noSince.type, 'thread_subscribed');
+    assert.deepEqual(newMessagesIn(bobWs, m1.thread_id).map((m) => m.content), ['one', 'two']);
+    assert.equal(newMessagesIn(bobWs, other.thread_id).length, 0, 'nothing of a thread Bob is not in');
+    await bobWs.ping();
+  });
+
+  it('on an authenticated connection (a renewal) runs its entries after auth_renewed', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const aliceWs = await server.connect(alice);
+    const bobWs = await server.connect(bob);
+    const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'one' });
+    await bobWs.next((f) => f.type === 'new_message' && f.data.id === m1.id, 5000, 'the live message');
+    bobWs.send({ type: 'auth', token: bob.token, request_id: 'renew', subscribe: [{ thread_id: m1.thread_id, since_seq: 0, request_id: 'again' }] });
+    const renewed = await bobWs.next((f) => f.request_id === 'renew', 5000, 'auth_renewed');
+    assert.equal(renewed.type, 'auth_renewed');
+    const again = await bobWs.next((f) => f.request_id === 'again', 5000, 'thread_subscribed');
+    assert.equal(again.type, 'thread_subscribed');
+    assert.equal(newMessagesIn(bobWs, m1.thread_id).length, 1, 'what the connection was sent is not sent again');
+  });
+
+  for (const [what, subscribe, message] of [
+    ['not an array', { thread_id: newUuid() }, /field subscribe must be an array/],
+    ['an entry that is not an object', ['x'], /field subscribe\[0\] must be an object/],
+    ['an entry with a bad thread id', [{ thread_id: 'nope', since_seq: 0 }], /^subscribe\[0\]: .*thread_id/],
+    ['an entry with a bad since_seq', [{ thread_id: newUuid(), since_seq: -1 }], /^subscribe\[0\]: .*since_seq/],
+    ['an entry with a bad request_id', [{ thread_id: newUuid(), request_id: {} }], /subscribe\[0\]\.request_id/],
+    ['more than 500 entries', Array.from({ length: 501 }, () => ({ thread_id: newUuid(), since_seq: 0 })), /at most 500 entries/],
+  ]) {
+    it(`a subscribe list that is ${what} makes the auth frame bad: invalid_field, close 4401, nothing begun`, async () => {
+      const [bob] = await server.registerMany(1);
+      const ws = await authWith(bob, { subscribe });
+      const error = await ws.next((f) => f.request_id === 'auth-1', 5000, 'the refusal');
+      assertWsError(assert, error, 'invalid_field', what);
+      assert.match(error.message, message);
+      const closed = await ws.waitClose(5000);
+      assert.equal(closed.code, 4401);
+      assert.equal(ws.all((f) => f.type === 'connection_established').length, 0);
+    });
+  }
+});

@@ -467,6 +467,44 @@ describe('Socket.IO (Engine.IO v4, Socket.IO v5)', () => {
     bad.close();
   });
 
+  it('auth.subscribe: a busy thread is replayed from the client\'s since_seq before its live messages, in seq order', async () => {
+    // A subscribe_thread emitted on 'connect' can be overtaken by the
+    // thread's next live message; the CONNECT's own list cannot.
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createGroup(alice, [bob], 'subscribe at connect');
+    await server.sendBacklog(alice, thread.id, 60);
+    const aliceWs = await server.connect(alice);
+    const streamed = 200;
+    let sent = 0;
+    const stream = (async () => {
+      const deadline = Date.now() + 20000;
+      while (sent < streamed && Date.now() < deadline) {
+        for (let k = 0; k < 3 && sent < streamed; k++, sent++)
+          aliceWs.send({ type: 'send_message', thread_id: thread.id, content: `live ${sent}`, request_id: `live-${sent}` });
+        await sleep(2);
+      }
+    })();
+    await sleep(30);
+    const b = sioClient(server, bob.token, {
+      transports: ['websocket'], autoAck: false,
+      auth: { token: bob.token, catch_up: false, subscribe: [{ thread_id: thread.id, since_seq: 20 }] },
+    });
+    await b.connected();
+    const subscribed = await b.next('thread_subscribed', (d) => d.thread_id === thread.id, 10000);
+    await stream;
+    assert.equal(sent, streamed);
+    const last = 60 + streamed;
+    await b.next('new_message', (d) => d.seq === last, 15000);
+    const seqs = b.events.filter((r) => r.event === 'new_message').map((r) => r.data.seq);
+    assert.deepEqual(seqs, Array.from({ length: last - 20 }, (_, i) => i + 21), '21 to the end, in order, each once');
+    assert.ok(subscribed.data.last_seq >= 60, `thread_subscribed after the replay (last_seq ${subscribed.data.last_seq})`);
+    b.close();
+    // A bad list is refused as a bad catch_up is: CONNECT_ERROR invalid_field.
+    const bad = sioClient(server, bob.token, { transports: ['websocket'], auth: { token: bob.token, subscribe: [{ thread_id: 'x' }] } });
+    await assert.rejects(bad.connected(), (e) => /subscribe\[0\]/.test(e.message) && e.data?.code === 'invalid_field');
+    bad.close();
+  });
+
   it('the other native frames work as events, answered in the ack: subscribe_thread, typing, auth renewal', async () => {
     const [alice, bob] = await server.registerMany(2);
     const thread = await server.createDirect(alice, bob);
