@@ -5,8 +5,10 @@
 //   editing and deleting a message.
 // - WebSocket: connects to /ws, authenticates with an `auth` frame (the token
 //   never goes into a URL), reconnects with exponential backoff, and on every
-//   (re)connection catches up each known thread with `subscribe_thread` +
-//   `since_seq` so nothing is missed or doubled.
+//   (re)connection catches up each known thread from its `since_seq` (named
+//   in the auth frame's `subscribe` list, so each comes back in seq order;
+//   threads learnt later with `subscribe_thread`) so nothing is missed or
+//   doubled.
 // - Sending: every message gets a `client_msg_id`; it waits in an outbox while
 //   offline and is (re)sent until the server answers `message_sent`. The server
 //   stores a retried `client_msg_id` once, so a resend can never double it.
@@ -64,6 +66,7 @@ const BACKOFF_MAX_MS = 15000;
 const RENEW_REQUEST = 'renew';
 const RENEW_RETRY_MS = 5000;
 const PING_EVERY_MS = 20000;
+const AUTH_SUBSCRIBE_MAX = 500;  // the server's bound on an auth frame's subscribe list
 const PONG_WAIT_MS = 10000;
 // A message another tab sent while this one was offline is shown pending here
 // at most this long after this tab is online again (see sentElsewhere).
@@ -216,7 +219,17 @@ export class ParleyClient extends EventTarget {
     this.ws = ws;
     ws.onopen = () => {
       ws.authToken = this.token;
-      ws.send(JSON.stringify({ type: 'auth', token: this.token }));
+      // The threads this device knows, from its cursors: named in the auth
+      // frame, each comes back in seq order, what was missed before anything
+      // newer (docs/protocol.md, "Reconnecting in order"). The rest, if more,
+      // are subscribed once the connection is established.
+      const subscribe = [];
+      for (const [thread_id, since_seq] of this.cursors) {
+        if (subscribe.length >= AUTH_SUBSCRIBE_MAX) break;
+        subscribe.push({ thread_id, since_seq });
+      }
+      ws.subscribedAtAuth = new Set(subscribe.map((e) => e.thread_id));
+      ws.send(JSON.stringify({ type: 'auth', token: this.token, ...(subscribe.length ? { subscribe } : {}) }));
     };
     ws.onmessage = (e) => {
       clearTimeout(this.pongTimer);
@@ -327,6 +340,9 @@ export class ParleyClient extends EventTarget {
         if (f.store_id && this.storeId && f.store_id !== this.storeId) {
           this.storeId = f.store_id;
           this.cursors = new Map();
+          // The auth frame's subscriptions counted in the old store: each
+          // thread is subscribed again as the app tracks it.
+          if (this.ws) this.ws.subscribedAtAuth = null;
           this.subscribed = new Set();
           this.emit('store_changed', { store_id: f.store_id });
         }
@@ -455,7 +471,7 @@ export class ParleyClient extends EventTarget {
   // Replays, on each connection, every message after the contiguous cursor;
   // those already seen above it are not emitted twice.
   catchUp() {
-    this.subscribed = new Set();
+    this.subscribed = new Set(this.ws?.subscribedAtAuth || []);
     for (const threadId of this.cursors.keys()) this.subscribe(threadId);
   }
 

@@ -69,6 +69,36 @@ describe('web app: offline, reconnection and gap filling', () => {
     assert.deepEqual([...stored].sort(), [...expected].sort());
   });
 
+  it('a reconnect names each known thread and its last seq in the auth frame, so the missed messages come first', async () => {
+    // docs/protocol.md, "Reconnecting in order": listed there, a thread's
+    // replay begins before any live message of it can arrive. A group of
+    // its own, so that the direct thread's history stays as the tests below count it.
+    const group = await server.createGroup(alice, [bob], 'Order on reconnect');
+    await server.sendRest(alice.token, group.id, { content: 'group 1', client_msg_id: `g1-${randomId(3)}` });
+    await threadLink(bobPage, 'Order on reconnect').click();
+    await messageLog(bobPage).getByText('group 1').waitFor();
+    const groupSeen = (await server.history(bob.token, group.id)).at(-1).seq;
+    const sent = [];
+    bobPage.on('websocket', (ws) => ws.on('framesent', (e) => { try { sent.push(JSON.parse(e.payload)); } catch { /* not JSON */ } }));
+    proxy.cut();
+    await bobPage.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
+    for (let i = 1; i <= 3; i++) await server.sendRest(alice.token, group.id, { content: `missed ${i}`, client_msg_id: `m${i}-${randomId(3)}` });
+    proxy.resume();
+    await waitOnline(bobPage, 30000);
+    const auth = sent.find((f) => f.type === 'auth' && Array.isArray(f.subscribe));
+    assert.ok(auth, `an auth frame with a subscribe list: ${JSON.stringify(sent.map((f) => f.type))}`);
+    assert.deepEqual(auth.subscribe.find((e) => e.thread_id === group.id), { thread_id: group.id, since_seq: groupSeen },
+      'the group, from its last seq seen');
+    assert.deepEqual(auth.subscribe.find((e) => e.thread_id === thread.id)?.since_seq,
+      (await server.history(bob.token, thread.id)).at(-1).seq, 'the direct thread too');
+    assert.equal(sent.filter((f) => f.type === 'subscribe_thread' && [group.id, thread.id].includes(f.thread_id)).length, 0,
+      'neither is subscribed a second time');
+    await until(async () => (await messageTexts(bobPage)).includes('missed 3'), { timeout: 15000, what: 'the missed messages' });
+    assert.deepEqual((await messageTexts(bobPage)).slice(-3), ['missed 1', 'missed 2', 'missed 3']);
+    await threadLink(bobPage, 'Alice Teacher').click();
+    await messageLog(bobPage).getByText('before 1').waitFor();
+  });
+
   it('a message written offline survives closing the tab and is sent once when the app opens again', async () => {
     proxy.cut();
     await alicePage.getByRole('status').filter({ hasText: /Offline|Connecting/ }).waitFor();
