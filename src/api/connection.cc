@@ -118,7 +118,7 @@ void Connection::on_tick(int64_t now_ms) {
     const bool sio = encoder_->format() == WireFormat::kSocketIo;
     send_error({ErrorKind::kUnauthorized, "token_expired",
                 sio ? "token expired; reconnect with a fresh token (auth: (cb) => cb({token}))"
-                    : "token expired; send a fresh `auth` frame"},
+                    : "token expired; reconnect with a fresh token (renew with an `auth` frame before it expires)"},
                nullptr);
     close(CloseReason::kTokenExpired, "token expired");
   }
@@ -153,7 +153,11 @@ void Connection::authenticated(Authenticated user, const json::value& request_id
 void Connection::subscribe_all(std::vector<ClientFrame> subscribes) {
   for (auto& f : subscribes) {
     if (closed_) return;
-    if (take_token_or_refuse(f.request_id)) on_subscribe(std::move(f));
+    // The rest would be refused too (no token comes back within this loop),
+    // each a strike and, past the flood bound, another close: the entry
+    // refused answers for the list, and the rest is not run.
+    if (!take_token_or_refuse(f.request_id)) return;
+    on_subscribe(std::move(f));
   }
 }
 
@@ -318,6 +322,13 @@ void Connection::on_frame(ClientFrame f) {
     return;
   }
   if (!take_token_or_refuse(f.request_id)) return;
+  if (f.type == ClientType::kAuth && !f.subscribes.empty() && (awaiting_auth_ || admission_)) {
+    // A second `auth` before the first is answered renews nothing yet; with
+    // a list it would hold several hundred parsed entries per waiting frame.
+    return send_error({ErrorKind::kRateLimited, "rate_limited",
+                       "an auth frame with a subscribe list before the connection was established"},
+                      f.request_id);
+  }
   if (awaiting_auth_) {
     // Frames sent right after the `auth` frame wait for its token check (on
     // a worker), then go in order; refused as not authenticated they were lost.

@@ -196,6 +196,9 @@ Result<std::vector<ClientFrame>> parse_subscribe_list(const json::value* list, b
     const json::object& entry = a[i].get_object();
     ParsedFrame parsed = parse_client_fields(ClientType::kSubscribeThread, entry);
     if (parsed.error) return Error{parsed.error->kind, parsed.error->code, at + ": " + parsed.error->message};
+    // Two replays of one thread from different seqs would interleave.
+    for (const ClientFrame& earlier : out)
+      if (earlier.thread_id == parsed.frame.thread_id) return invalid_field(at + ".thread_id", "is listed twice");
     if (const json::value* rid = entry.if_contains("request_id"); keep_request_ids && rid && !rid->is_null()) {
       if (!rid->is_string() && !rid->is_number()) return invalid_field(at + ".request_id", "must be a string or a number");
       parsed.frame.request_id = *rid;
@@ -223,7 +226,8 @@ ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
     case ClientType::kSendMessage: {
       f.thread_id = in.uuid("thread_id", Need::kOptional);
       f.username = in.string("username", Need::kOptional, 64);
-      if (f.thread_id.empty() && f.username.empty()) in.fail(missing_field("thread_id"));
+      if (f.thread_id.empty() && f.username.empty())
+        in.fail(bad_input("missing_field", "missing field: thread_id (or username, for a direct message)"));
       // `content` wins; `text` is the Socket.IO-era alias.
       const char* content_key = in.has("content") ? "content" : "text";
       if (!in.has(content_key)) in.fail(missing_field("content"));

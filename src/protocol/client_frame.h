@@ -61,9 +61,9 @@ constexpr size_t kMaxSubscribesAtAuth = 500;
 // Reads a `subscribe` list (null or absent: none): an array of up to
 // kMaxSubscribesAtAuth objects, each the fields of a subscribe_thread frame
 // (`thread_id`, `since_seq`) with its own `request_id` when
-// keep_request_ids (a Socket.IO CONNECT has no way to echo one). Errors:
-// invalid_field, or an entry's missing_field / invalid_field, whose message
-// names it ("subscribe[2]: ...").
+// keep_request_ids (a Socket.IO CONNECT has no way to echo one), each thread
+// once. Errors: invalid_field, or an entry's missing_field / invalid_field,
+// whose message names it ("subscribe[2]: ...").
 Result<std::vector<ClientFrame>> parse_subscribe_list(const boost::json::value* list, bool keep_request_ids);
 
 struct ParsedFrame {

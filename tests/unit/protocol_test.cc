@@ -46,10 +46,11 @@ TEST(ParseClientFrame, AuthWithoutTokenIsMissingField) {
 
 TEST(ParseClientFrame, AuthCarriesSubscribeEntriesWithTheirRequestIds) {
   auto f = parse_ok(std::string(R"({"type":"auth","token":"t","subscribe":[{"thread_id":")") + kThread +
-                    R"(","since_seq":41,"request_id":"s1"},{"thread_id":")" + kThread + R"("}]})");
+                    R"(","since_seq":41,"request_id":"s1"},{"thread_id":")" + kMsg + R"("}]})");
   ASSERT_EQ(f.subscribes.size(), 2u);
   EXPECT_EQ(f.subscribes[0].type, ClientType::kSubscribeThread);
   EXPECT_EQ(f.subscribes[0].thread_id, kThread);
+  EXPECT_EQ(f.subscribes[1].thread_id, kMsg);
   EXPECT_EQ(f.subscribes[0].since_seq, 41);
   EXPECT_EQ(f.subscribes[0].request_id, json::value("s1"));
   EXPECT_FALSE(f.subscribes[1].since_seq);
@@ -71,6 +72,7 @@ TEST(ParseClientFrame, AuthWithABadSubscribeListIsRefusedNamingTheEntry) {
        "subscribe[0]: field since_seq"},
       {std::string(R"([{"thread_id":")") + kThread + R"(","request_id":[1]}])", "invalid_field",
        "field subscribe[0].request_id"},
+      {"[" + entry + "," + entry + "]", "invalid_field", "field subscribe[1].thread_id is listed twice"},
   };
   for (const auto& c : cases) {
     ParsedFrame p = parse_client_frame(R"({"type":"auth","token":"t","subscribe":)" + c.list + "}");

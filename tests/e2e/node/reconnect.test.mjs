@@ -2,7 +2,8 @@
 // missed messages as new_message frames, then thread_subscribed, then live.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, sleep, newUuid, assertWsError } from './harness.mjs';
+import crypto from 'node:crypto';
+import { startServer, sleep, newUuid, assertWsError, rawUpgrade } from './harness.mjs';
 
 const newMessagesIn = (ws, threadId) =>
   ws.all((f) => f.type === 'new_message' && f.data.thread_id === threadId).map((f) => f.data);
@@ -302,11 +303,13 @@ describe('auth frame with a subscribe list', () => {
     const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'one' });
     await aliceWs.sendMessage({ thread_id: m1.thread_id, content: 'two' });
     const other = await aliceWs.sendMessage({ username: carol.username, content: 'not for bob' });
+    const carolWs = await server.connect(carol);
+    const fromCarol = await carolWs.sendMessage({ username: bob.username, content: 'from carol' });
     const bobWs = await authWith(bob, {
       subscribe: [
         { thread_id: other.thread_id, since_seq: 0, request_id: 'theirs' },
         { thread_id: m1.thread_id, since_seq: 0, request_id: 'mine' },
-        { thread_id: m1.thread_id, request_id: 'no-since' },
+        { thread_id: fromCarol.thread_id, request_id: 'no-since' },
       ],
     });
     await bobWs.nextOfType('connection_established', 5000);
@@ -318,7 +321,9 @@ describe('auth frame with a subscribe list', () => {
     assert.equal(mine.last_seq, 2);
     const noSince = await bobWs.next((f) => f.request_id === 'no-since', 5000, 'thread_subscribed without since_seq');
     assert.equal(noSince.type, 'thread_subscribed');
+    assert.equal(noSince.last_seq, 1);
     assert.deepEqual(newMessagesIn(bobWs, m1.thread_id).map((m) => m.content), ['one', 'two']);
+    assert.equal(newMessagesIn(bobWs, fromCarol.thread_id).length, 0, 'without since_seq nothing is replayed');
     assert.equal(newMessagesIn(bobWs, other.thread_id).length, 0, 'nothing of a thread Bob is not in');
     await bobWs.ping();
   });
@@ -344,6 +349,8 @@ describe('auth frame with a subscribe list', () => {
     ['an entry with a bad since_seq', [{ thread_id: newUuid(), since_seq: -1 }], /^subscribe\[0\]: .*since_seq/],
     ['an entry with a bad request_id', [{ thread_id: newUuid(), request_id: {} }], /subscribe\[0\]\.request_id/],
     ['more than 500 entries', Array.from({ length: 501 }, () => ({ thread_id: newUuid(), since_seq: 0 })), /at most 500 entries/],
+    ['a thread listed twice', ((id) => [{ thread_id: id, since_seq: 0 }, { thread_id: id, since_seq: 3 }])(newUuid()),
+      /field subscribe\[1\]\.thread_id is listed twice/],
   ]) {
     it(`a subscribe list that is ${what} makes the auth frame bad: invalid_field, close 4401, nothing begun`, async () => {
       const [bob] = await server.registerMany(1);
@@ -356,4 +363,47 @@ describe('auth frame with a subscribe list', () => {
       assert.equal(ws.all((f) => f.type === 'connection_established').length, 0);
     });
   }
+
+  it('past the rate limit, the first entry refused answers rate_limited and the rest is not run; the connection stays', async () => {
+    const limited = await startServer({ args: ['--rate-burst', '20', '--rate-per-second', '1'] });
+    try {
+      const [bob] = await limited.registerMany(1);
+      const ws = await limited.connect(bob, { via: 'none' });
+      const subscribe = Array.from({ length: 30 }, (_, i) => ({ thread_id: newUuid(), since_seq: 0, request_id: `e${i}` }));
+      ws.send({ type: 'auth', token: bob.token, request_id: 'auth-1', subscribe });
+      await ws.nextOfType('connection_established', 5000);
+      // The auth frame took one token: entries 0-18 run (each refused: not Bob's threads), 19 is refused by the limit.
+      for (let i = 0; i < 19; i++) assertWsError(assert, await ws.next((f) => f.request_id === `e${i}`, 5000, `e${i}`), 'forbidden', `e${i}`);
+      assertWsError(assert, await ws.next((f) => f.request_id === 'e19', 5000, 'e19'), 'rate_limited', 'e19');
+      await ws.expectNone((f) => /^e(2\d)$/.test(f.request_id ?? ''), 500, 'an answer to an entry after the refused one');
+      await sleep(1100);
+      await ws.ping();
+      assert.equal(limited.log.filter((l) => l.includes('event=session_close')).length, 0, 'no close');
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  it('an auth frame with a list sent before the first auth is answered is refused rate_limited', async () => {
+    const [bob] = await server.registerMany(1);
+    const { socket } = await rawUpgrade(server.port, '/ws');
+    // Both frames in one write: the server reads the second while the first's token is checked.
+    const frame = (text) => {
+      const payload = Buffer.from(text);
+      const mask = crypto.randomBytes(4);
+      for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3];
+      return Buffer.concat([Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]), mask, payload]);
+    };
+    let text = '';
+    socket.on('data', (d) => { text += d.toString('latin1'); });
+    socket.write(Buffer.concat([
+      frame(JSON.stringify({ type: 'auth', token: bob.token, request_id: 'first' })),
+      frame(JSON.stringify({ type: 'auth', token: bob.token, request_id: 'second', subscribe: [{ thread_id: newUuid() }] })),
+    ]));
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && !(text.includes('"second"') && text.includes('connection_established'))) await sleep(20);
+    socket.destroy();
+    assert.match(text, /"type":"error","request_id":"second","code":"rate_limited"/);
+    assert.match(text, /"type":"connection_established"/);
+  });
 });
