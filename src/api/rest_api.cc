@@ -323,9 +323,11 @@ HttpResponse add_participants(Call& c) {
   if (!body) return failure(body.error());
   JsonFields b(*body);
   auto ids = b.strings("participant_ids");
-  if (!b.error() && ids.empty()) return failure(bad_input("missing_field", "missing field: participant_ids"));
+  auto names = b.strings("usernames");
+  if (!b.error() && ids.empty() && names.empty())
+    return failure(bad_input("missing_field", "missing field: participant_ids (or usernames)"));
   if (b.error()) return failure(*b.error());
-  auto t = c.chat.add_participants(*c.user, c.thread_id, ids);
+  auto t = c.chat.add_participants(*c.user, c.thread_id, ids, names);
   if (!t) return failure(t.error());
   return success(200, thread_json(*t));
 }

@@ -286,7 +286,8 @@ Result<Thread> ChatService::direct_thread(const User& actor, const std::string& 
 }
 
 Result<Thread> ChatService::add_participants(const User& actor, const std::string& thread_id,
-                                             const std::vector<std::string>& user_ids) {
+                                             const std::vector<std::string>& user_ids,
+                                             const std::vector<std::string>& usernames) {
   auto m = require_member(actor.id, thread_id);
   if (!m) return m.error();
   if ((*m)->type == ThreadType::kDirect) return bad_input("direct_thread", "the members of a direct thread cannot change");
@@ -301,6 +302,14 @@ Result<Thread> ChatService::add_participants(const User& actor, const std::strin
     auto u = store_.user_by_id(normalize_uuid(id));
     if (!u) return u.error();
     if (!*u) return not_found("user_not_found", "no user with id " + normalize_uuid(id));
+    ids.push_back((*u)->id);
+    names.push_back((*u)->username);
+  }
+  for (const auto& name : usernames) {
+    auto u = store_.user_by_username(ascii_lowercase(name));
+    if (!u) return u.error();
+    if (!*u) return not_found("user_not_found", "no user named " + std::string(utf8_prefix(name, 64)));
+    if (std::find(ids.begin(), ids.end(), (*u)->id) != ids.end()) continue;  // named twice, or by id too
     ids.push_back((*u)->id);
     names.push_back((*u)->username);
   }

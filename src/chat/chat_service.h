@@ -99,8 +99,10 @@ class ChatService {
   Result<Store::CreatedThread> create_thread(const User& actor, const CreateThreadRequest& request);
   Result<Thread> thread(const User& actor, const std::string& thread_id);
   Result<std::vector<ThreadSummary>> threads(const User& actor);
+  // Adds the users named by id or by username (as create_thread takes them).
   Result<Thread> add_participants(const User& actor, const std::string& thread_id,
-                                  const std::vector<std::string>& user_ids);
+                                  const std::vector<std::string>& user_ids,
+                                  const std::vector<std::string>& usernames = {});
   Status remove_participant(const User& actor, const std::string& thread_id, const std::string& user_id);
   // The direct thread with `username`, created on first use. Only actor.id is read.
   Result<Thread> direct_thread(const User& actor, const std::string& username);

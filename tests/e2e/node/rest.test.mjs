@@ -398,6 +398,25 @@ describe('REST API', () => {
       assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'system messages take seqs like any message');
     });
 
+    it('participants are added by username as well as by id (as when creating a thread), each once', async () => {
+      const [a, b, c, d] = await server.registerMany(4);
+      const g = await server.createGroup(a, [b], 'by name');
+      const before = await server.history(a.token, g.id);
+      const url = `/api/chat/threads/${g.id}/participants`;
+      // An unknown name refuses the whole request: nobody is added.
+      assertHttpError(assert, await server.http('POST', url, { token: a.token, body: { usernames: [c.username, 'nobody_here_x'] } }),
+        404, 'user_not_found', 'an unknown username');
+      assertHttpError(assert, await server.http('POST', url, { token: a.token, body: {} }), 400, 'missing_field', 'neither field');
+      assert.equal((await server.history(a.token, g.id)).length, before.length, 'nothing was added');
+      const add = await server.http('POST', url, {
+        token: a.token, body: { usernames: [c.username.toUpperCase(), d.username], participant_ids: [d.id] },
+      });
+      assert.equal(add.status, 200, add.text);
+      assert.deepEqual(add.body.data.participants.map((p) => p.user_id ?? p.id).sort(), [a.id, b.id, c.id, d.id].sort());
+      const notices = (await server.history(a.token, g.id)).slice(before.length);
+      assert.deepEqual(notices.map((m) => m.message_type), ['system', 'system'], 'one notice per person added');
+    });
+
     it('a non-admin member cannot add or remove others, but may leave', async () => {
       const [a, b, c, d] = await server.registerMany(4);
       const g = await server.createGroup(a, [b, c], 'non-admin');
