@@ -14,6 +14,7 @@
 #include "common/ids.h"
 #include "common/metrics.h"
 #include "protocol/encode.h"  // message_json
+#include "protocol/json_fields.h"  // invalid_field
 
 namespace parley {
 
@@ -146,8 +147,6 @@ void Connection::authenticated(Authenticated user, const json::value& request_id
   send(encoder_->reply("auth_renewed", json::object{{"user_id", user_id_},
                                                     {"expires_at", iso8601_millis(token_exp_ * 1000000)}},
                        request_id));
-  // Live delivery runs already: these are as if sent right behind the frame.
-  subscribe_all(std::move(subscribes));
 }
 
 void Connection::subscribe_all(std::vector<ClientFrame> subscribes) {
@@ -322,11 +321,14 @@ void Connection::on_frame(ClientFrame f) {
     return;
   }
   if (!take_token_or_refuse(f.request_id)) return;
-  if (f.type == ClientType::kAuth && !f.subscribes.empty() && (awaiting_auth_ || admission_)) {
-    // A second `auth` before the first is answered renews nothing yet; with
-    // a list it would hold several hundred parsed entries per waiting frame.
-    return send_error({ErrorKind::kRateLimited, "rate_limited",
-                       "an auth frame with a subscribe list before the connection was established"},
+  if (f.type == ClientType::kAuth && !f.subscribes.empty() && (authed_ || awaiting_auth_ || admission_)) {
+    // Only the frame that authenticates the connection begins replays ahead
+    // of live delivery; later, subscribe_thread frames do the same work.
+    // Taken from renewals, a list would begin up to 500 replays for one
+    // token of the rate limit, and be held, parsed, by each renewal waiting
+    // for its token check.
+    return send_error(invalid_field("subscribe", "is taken only by the auth frame that authenticates the "
+                                                 "connection; send subscribe_thread frames"),
                       f.request_id);
   }
   if (awaiting_auth_) {

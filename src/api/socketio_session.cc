@@ -296,9 +296,6 @@ void SocketIoSession::on_event(sio::SioPacket p) {
   ParsedFrame parsed = parse_client_fields(*type, *fields);
   if (parsed.error) return conn_->on_bad_frame(*parsed.error, request);
   parsed.frame.request_id = std::move(request);
-  // Here a request id is an ack id: an `auth` renewal's `subscribe` entries
-  // name none (their answers are events), or a number would answer another emit.
-  for (ClientFrame& entry : parsed.frame.subscribes) entry.request_id = nullptr;
   conn_->on_frame(std::move(parsed.frame));
 }
 

@@ -328,18 +328,20 @@ describe('auth frame with a subscribe list', () => {
     await bobWs.ping();
   });
 
-  it('on an authenticated connection (a renewal) runs its entries after auth_renewed', async () => {
+  it('a renewal (auth on an authenticated connection) with a list is refused invalid_field; the connection and its token stay', async () => {
     const [alice, bob] = await server.registerMany(2);
     const aliceWs = await server.connect(alice);
     const bobWs = await server.connect(bob);
     const m1 = await aliceWs.sendMessage({ username: bob.username, content: 'one' });
     await bobWs.next((f) => f.type === 'new_message' && f.data.id === m1.id, 5000, 'the live message');
     bobWs.send({ type: 'auth', token: bob.token, request_id: 'renew', subscribe: [{ thread_id: m1.thread_id, since_seq: 0, request_id: 'again' }] });
-    const renewed = await bobWs.next((f) => f.request_id === 'renew', 5000, 'auth_renewed');
-    assert.equal(renewed.type, 'auth_renewed');
-    const again = await bobWs.next((f) => f.request_id === 'again', 5000, 'thread_subscribed');
-    assert.equal(again.type, 'thread_subscribed');
-    assert.equal(newMessagesIn(bobWs, m1.thread_id).length, 1, 'what the connection was sent is not sent again');
+    const refused = await bobWs.next((f) => f.request_id === 'renew', 5000, 'the refusal');
+    assertWsError(assert, refused, 'invalid_field', 'a list in a renewal');
+    assert.match(refused.message, /subscribe_thread/);
+    await bobWs.expectNone((f) => f.request_id === 'again', 300, 'an answer to the entry');
+    const renewed = await bobWs.request({ type: 'auth', token: bob.token });
+    assert.equal(renewed.type, 'auth_renewed', 'the same renewal without a list goes through');
+    await bobWs.ping();
   });
 
   for (const [what, subscribe, message] of [
@@ -384,7 +386,7 @@ describe('auth frame with a subscribe list', () => {
     }
   });
 
-  it('an auth frame with a list sent before the first auth is answered is refused rate_limited', async () => {
+  it('an auth frame with a list sent before the first auth is answered is refused invalid_field', async () => {
     const [bob] = await server.registerMany(1);
     const { socket } = await rawUpgrade(server.port, '/ws');
     // Both frames in one write: the server reads the second while the first's token is checked.
@@ -403,7 +405,7 @@ describe('auth frame with a subscribe list', () => {
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline && !(text.includes('"second"') && text.includes('connection_established'))) await sleep(20);
     socket.destroy();
-    assert.match(text, /"type":"error","request_id":"second","code":"rate_limited"/);
+    assert.match(text, /"type":"error","request_id":"second","code":"invalid_field"/);
     assert.match(text, /"type":"connection_established"/);
   });
 });
