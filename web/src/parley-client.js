@@ -67,6 +67,11 @@ const RENEW_REQUEST = 'renew';
 const RENEW_RETRY_MS = 5000;
 const PING_EVERY_MS = 20000;
 const AUTH_SUBSCRIBE_MAX = 500;  // the server's bound on an auth frame's subscribe list
+// A quarter of the server's default frame limit (64 KiB). A server set lower
+// closes the auth frame (1009): the next connections send no list.
+const AUTH_SUBSCRIBE_BYTES = 16384;
+const AUTH_ENTRY = 'a:';  // request_id of an auth frame's subscribe entry: this prefix and the thread id
+const AUTH_ENTRY_RETRY_MS = 1000;
 const PONG_WAIT_MS = 10000;
 // A message another tab sent while this one was offline is shown pending here
 // at most this long after this tab is online again (see sentElsewhere).
@@ -91,6 +96,7 @@ export class ParleyClient extends EventTarget {
     this.cursors = new Map();
     this.ahead = new Map();  // thread id -> Set of seqs
     this.subscribed = new Set();  // thread ids subscribed on the current connection
+    this.authListBytes = AUTH_SUBSCRIBE_BYTES;  // 0 once a server refused a list for its size
     // Threads the app forgot (no longer the user's) until it tracks them
     // again: a replay of one still under way when it was forgotten must not
     // give it a position back, or every reconnect would ask for it again.
@@ -224,11 +230,15 @@ export class ParleyClient extends EventTarget {
       // newer (docs/protocol.md, "Reconnecting in order"). The rest, if more,
       // are subscribed once the connection is established.
       const subscribe = [];
+      let bytes = 0;
       for (const [thread_id, since_seq] of this.cursors) {
-        if (subscribe.length >= AUTH_SUBSCRIBE_MAX) break;
-        subscribe.push({ thread_id, since_seq });
+        const entry = { thread_id, since_seq, request_id: AUTH_ENTRY + thread_id };
+        bytes += JSON.stringify(entry).length + 1;
+        if (subscribe.length >= AUTH_SUBSCRIBE_MAX || bytes > this.authListBytes) break;
+        subscribe.push(entry);
       }
-      ws.subscribedAtAuth = new Set(subscribe.map((e) => e.thread_id));
+      ws.authList = subscribe.map((e) => e.thread_id);
+      ws.subscribedAtAuth = new Set(ws.authList);
       ws.send(JSON.stringify({ type: 'auth', token: this.token, ...(subscribe.length ? { subscribe } : {}) }));
     };
     ws.onmessage = (e) => {
@@ -252,7 +262,10 @@ export class ParleyClient extends EventTarget {
       // 1009: a frame over the server's size limit, which only a queued
       // message can be (a pasted book). Sent again on each connection it
       // would close each one: the largest one in flight is refused for good.
-      if (e.code === 1009) this.dropOversize();
+      // Before connection_established it was the auth frame's list (a server
+      // with a lower frame limit): the next connections go without one.
+      if (e.code === 1009 && ws.established) this.dropOversize();
+      else if (e.code === 1009 && ws.authList?.length) this.authListBytes = 0;
       this.emit('closed', { code: e.code, reason: e.reason || '' });
       this.setState('offline');
       this.scheduleReconnect();
@@ -347,6 +360,7 @@ export class ParleyClient extends EventTarget {
           this.emit('store_changed', { store_id: f.store_id });
         }
         if (f.store_id) this.storeId = f.store_id;
+        if (this.ws) this.ws.established = true;
         this.userId = f.user_id;
         this.attempt = 0;
         this.setState('online');
@@ -405,6 +419,9 @@ export class ParleyClient extends EventTarget {
       case 'error':
         if (typeof f.request_id === 'string' && f.request_id.startsWith(SEND_REQUEST)) {
           this.refused(f.request_id.slice(SEND_REQUEST.length), f);
+        }
+        if (typeof f.request_id === 'string' && f.request_id.startsWith(AUTH_ENTRY) && f.code === 'rate_limited') {
+          this.resubscribeFrom(f.request_id.slice(AUTH_ENTRY.length));
         }
         if (AUTH_FAILURES.has(f.code)) {
           if (f.request_id === RENEW_REQUEST || f.code === 'account_disabled' || f.code === 'token_revoked' || !this.onOlderToken(this.ws)) {
@@ -473,6 +490,20 @@ export class ParleyClient extends EventTarget {
   catchUp() {
     this.subscribed = new Set(this.ws?.subscribedAtAuth || []);
     for (const threadId of this.cursors.keys()) this.subscribe(threadId);
+  }
+
+  // The server ran the auth frame's list up to this entry, refused for the
+  // rate limit, and not the rest: those are subscribed again a moment later.
+  resubscribeFrom(threadId) {
+    const ws = this.ws;
+    const from = ws?.authList?.indexOf(threadId) ?? -1;
+    if (from < 0) return;
+    const rest = ws.authList.slice(from);
+    for (const id of rest) this.subscribed.delete(id);
+    setTimeout(() => {
+      if (this.ws !== ws) return;  // a new connection subscribes them itself
+      for (const id of rest) if (this.cursors.has(id)) this.subscribe(id);
+    }, AUTH_ENTRY_RETRY_MS);
   }
 
   subscribe(threadId) {

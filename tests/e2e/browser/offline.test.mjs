@@ -87,8 +87,8 @@ describe('web app: offline, reconnection and gap filling', () => {
     await waitOnline(bobPage, 30000);
     const auth = sent.find((f) => f.type === 'auth' && Array.isArray(f.subscribe));
     assert.ok(auth, `an auth frame with a subscribe list: ${JSON.stringify(sent.map((f) => f.type))}`);
-    assert.deepEqual(auth.subscribe.find((e) => e.thread_id === group.id), { thread_id: group.id, since_seq: groupSeen },
-      'the group, from its last seq seen');
+    assert.deepEqual(auth.subscribe.find((e) => e.thread_id === group.id),
+      { thread_id: group.id, since_seq: groupSeen, request_id: `a:${group.id}` }, 'the group, from its last seq seen');
     assert.deepEqual(auth.subscribe.find((e) => e.thread_id === thread.id)?.since_seq,
       (await server.history(bob.token, thread.id)).at(-1).seq, 'the direct thread too');
     assert.equal(sent.filter((f) => f.type === 'subscribe_thread' && [group.id, thread.id].includes(f.thread_id)).length, 0,

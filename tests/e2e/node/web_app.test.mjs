@@ -4,7 +4,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import zlib from 'node:zlib';
-import { startServer } from './harness.mjs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import WebSocket from 'ws';
+import { startServer, sleep, REPO_ROOT } from './harness.mjs';
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
 
@@ -82,5 +85,80 @@ describe('web app at /app/', () => {
     const health = await server.http('GET', '/health', { headers: { Accept: BROWSER_ACCEPT } });
     assert.equal(health.status, 200);
     assert.equal(health.body.status, 'ok');
+  });
+});
+
+// The web app's client (web/src/parley-client.js, in Node with ws) names the
+// threads it knows in its auth frame (docs/protocol.md, "Reconnecting in
+// order"); what a server refuses of that list must not cost it a reconnect,
+// a queued message or a thread's replay.
+describe("the web app's client and its auth frame's subscribe list", () => {
+  let ParleyClient;
+  before(async () => {
+    globalThis.WebSocket ??= WebSocket;
+    ({ ParleyClient } = await import(pathToFileURL(path.join(REPO_ROOT, 'web', 'src', 'parley-client.js')).href));
+  });
+
+  const until = async (pred, what, ms = 10000) => {
+    for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (await pred()) return;
+    assert.fail(`waited in vain for ${what}`);
+  };
+
+  // `n` groups of `admin` with `member`, each with one message (seq 1); the client tracks each at 0.
+  async function groups(server, admin, member, n) {
+    const ids = [];
+    for (let i = 0; i < n; i++) {
+      const g = await server.createGroup(admin, [member], `g${i}`);
+      await server.sendRest(admin.token, g.id, { content: `in g${i}` });
+      ids.push(g.id);
+    }
+    return ids;
+  }
+
+  it('a server whose frame limit the list exceeds: the client reconnects without a list and keeps its queued message', async () => {
+    const server = await startServer({ args: ['--max-frame-bytes', '2048'] });
+    const c = new ParleyClient({ baseUrl: server.baseUrl, token: null });
+    try {
+      const [admin, bob] = await server.registerMany(2);
+      c.token = bob.token;
+      const ids = await groups(server, admin, bob, 30);  // 30 entries: about 3.5 KB
+      for (const id of ids) c.track(id, 0);
+      const closes = [];
+      c.addEventListener('closed', (e) => closes.push(e.detail.code));
+      const failed = [];
+      c.addEventListener('failed', (e) => failed.push(e.detail));
+      c.send(ids[0], 'queued before the first connection');
+      c.connect();
+      await until(() => c.state === 'online', 'online', 15000);
+      assert.equal(closes[0], 1009, `the first auth frame was too large: ${closes}`);
+      await until(async () => (await server.history(bob.token, ids[0])).some((m) => m.content === 'queued before the first connection'),
+        'the queued message stored');
+      assert.deepEqual(failed, [], 'nothing dropped as too large');
+      for (const id of ids) await until(() => c.cursors.get(id) >= 1, `the replay of ${id}`);
+    } finally {
+      c.disconnect();
+      await server.stop();
+    }
+  });
+
+  it('entries cut by the rate limit are subscribed again a moment later', async () => {
+    const server = await startServer({ args: ['--rate-burst', '12', '--rate-per-second', '50'] });
+    const c = new ParleyClient({ baseUrl: server.baseUrl, token: null });
+    try {
+      const [admin, bob] = await server.registerMany(2);
+      c.token = bob.token;
+      const ids = await groups(server, admin, bob, 20);
+      for (const id of ids) c.track(id, 0);
+      const errors = [];
+      c.addEventListener('frame', (e) => { if (e.detail.type === 'error') errors.push(e.detail); });
+      c.connect();
+      await until(() => c.state === 'online', 'online');
+      for (const id of ids) await until(() => c.cursors.get(id) >= 1, `the replay of ${id}`, 15000);
+      assert.ok(errors.some((f) => f.code === 'rate_limited' && String(f.request_id).startsWith('a:')),
+        `the list was cut by the limit: ${JSON.stringify(errors.slice(0, 3))}`);
+    } finally {
+      c.disconnect();
+      await server.stop();
+    }
   });
 });
