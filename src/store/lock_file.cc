@@ -29,8 +29,16 @@ LockFile::Outcome LockFile::try_lock(int op) {
   return Outcome::kFailed;
 }
 
+Status LockFile::take(bool exclusive, const std::function<Error(const std::string& holder_pid)>& held) {
+  switch (try_lock(exclusive ? LOCK_EX : LOCK_SH)) {
+    case Outcome::kLocked: return Ok{};
+    case Outcome::kHeld: return held(holder_pid());
+    case Outcome::kFailed: break;
+  }
+  return lock_error();
+}
+
 LockFile::Outcome LockFile::try_exclusive() { return try_lock(LOCK_EX); }
-LockFile::Outcome LockFile::try_shared() { return try_lock(LOCK_SH); }
 
 std::string LockFile::holder_pid() const {
   char buf[32] = {};

@@ -8,6 +8,7 @@
 // the lock.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -27,10 +28,12 @@ class LockFile {
   ~LockFile();
 
   enum class Outcome { kLocked, kHeld, kFailed };
-  // One try, without waiting (EINTR retried). kHeld: another process holds a
-  // lock that conflicts; kFailed: flock failed otherwise (see lock_error).
+  // One try for the exclusive lock, without waiting (EINTR retried). kHeld:
+  // another process holds a lock; kFailed: flock failed otherwise (see
+  // lock_error).
   Outcome try_exclusive();
-  Outcome try_shared();
+  // One try: kLocked is ok; kHeld is `held(holder_pid())`, kFailed lock_error().
+  Status take(bool exclusive, const std::function<Error(const std::string& holder_pid)>& held);
   // The PID an exclusive holder wrote, without its newline ("" if none).
   std::string holder_pid() const;
   // Records this process as the holder (best effort: the lock holds without

@@ -37,20 +37,14 @@ Result<std::unique_ptr<StoreCopyLock>> StoreCopyLock::exclusive(const std::strin
 Result<std::unique_ptr<StoreCopyLock>> StoreCopyLock::shared(const std::string& data_dir) {
   auto file = open_lock_file(data_dir);
   if (!file) return file.error();
-  switch (file->try_shared()) {
-    case LockFile::Outcome::kLocked:
-      break;
-    case LockFile::Outcome::kFailed:
-      return file->lock_error();
-    case LockFile::Outcome::kHeld: {
-      std::string pid = file->holder_pid();
-      return Error{ErrorKind::kConflict, "store_copy_running",
-                   "parley migrate-store" + (pid.empty() ? "" : " (pid " + pid + ")") + " is copying the store in " +
-                       data_dir +
-                       " to PostgreSQL, and a change made here now would not reach the copy: run this once it has "
-                       "finished, against PostgreSQL (--database)"};
-    }
-  }
+  auto locked = file->take(/*exclusive=*/false, [&](const std::string& pid) {
+    return Error{ErrorKind::kConflict, "store_copy_running",
+                 "parley migrate-store" + (pid.empty() ? "" : " (pid " + pid + ")") + " is copying the store in " +
+                     data_dir +
+                     " to PostgreSQL, and a change made here now would not reach the copy: run this once it has "
+                     "finished, against PostgreSQL (--database)"};
+  });
+  if (!locked) return locked.error();
   return std::unique_ptr<StoreCopyLock>(new StoreCopyLock(std::move(*file)));
 }
 
