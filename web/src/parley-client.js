@@ -71,7 +71,8 @@ const AUTH_SUBSCRIBE_MAX = 500;  // the server's bound on an auth frame's subscr
 // closes the auth frame (1009): the next connections send no list.
 const AUTH_SUBSCRIBE_BYTES = 16384;
 const AUTH_ENTRY = 'a:';  // request_id of an auth frame's subscribe entry: this prefix and the thread id
-const AUTH_ENTRY_RETRY_MS = 1000;
+const SUBSCRIBE_REQUEST = 'sub:';  // request_id of a subscribe_thread frame: this prefix and the thread id
+const SUBSCRIBE_RETRY_MS = 1000;
 const PONG_WAIT_MS = 10000;
 // A message another tab sent while this one was offline is shown pending here
 // at most this long after this tab is online again (see sentElsewhere).
@@ -420,8 +421,16 @@ export class ParleyClient extends EventTarget {
         if (typeof f.request_id === 'string' && f.request_id.startsWith(SEND_REQUEST)) {
           this.refused(f.request_id.slice(SEND_REQUEST.length), f);
         }
-        if (typeof f.request_id === 'string' && f.request_id.startsWith(AUTH_ENTRY) && f.code === 'rate_limited') {
-          this.resubscribeFrom(f.request_id.slice(AUTH_ENTRY.length));
+        if (typeof f.request_id === 'string' && f.code === 'rate_limited') {
+          // The auth frame's list was run up to this entry, not the rest;
+          // a subscribe_thread frame was not run.
+          if (f.request_id.startsWith(AUTH_ENTRY)) {
+            const list = this.ws?.authList || [];
+            const from = list.indexOf(f.request_id.slice(AUTH_ENTRY.length));
+            if (from >= 0) this.resubscribeLater(list.slice(from));
+          } else if (f.request_id.startsWith(SUBSCRIBE_REQUEST)) {
+            this.resubscribeLater([f.request_id.slice(SUBSCRIBE_REQUEST.length)]);
+          }
         }
         if (AUTH_FAILURES.has(f.code)) {
           if (f.request_id === RENEW_REQUEST || f.code === 'account_disabled' || f.code === 'token_revoked' || !this.onOlderToken(this.ws)) {
@@ -492,24 +501,22 @@ export class ParleyClient extends EventTarget {
     for (const threadId of this.cursors.keys()) this.subscribe(threadId);
   }
 
-  // The server ran the auth frame's list up to this entry, refused for the
-  // rate limit, and not the rest: those are subscribed again a moment later.
-  resubscribeFrom(threadId) {
+  // Subscriptions the rate limit refused: subscribed again a moment later
+  // (a refusal then comes back here), unless a new connection does it first.
+  resubscribeLater(threadIds) {
     const ws = this.ws;
-    const from = ws?.authList?.indexOf(threadId) ?? -1;
-    if (from < 0) return;
-    const rest = ws.authList.slice(from);
-    for (const id of rest) this.subscribed.delete(id);
+    for (const id of threadIds) this.subscribed.delete(id);
     setTimeout(() => {
-      if (this.ws !== ws) return;  // a new connection subscribes them itself
-      for (const id of rest) if (this.cursors.has(id)) this.subscribe(id);
-    }, AUTH_ENTRY_RETRY_MS);
+      if (this.ws !== ws) return;
+      for (const id of threadIds) if (this.cursors.has(id)) this.subscribe(id);
+    }, SUBSCRIBE_RETRY_MS);
   }
 
   subscribe(threadId) {
     if (this.subscribed.has(threadId)) return;
     const since_seq = this.cursors.get(threadId) || 0;
-    if (this.sendFrame({ type: 'subscribe_thread', thread_id: threadId, since_seq })) this.subscribed.add(threadId);
+    if (this.sendFrame({ type: 'subscribe_thread', thread_id: threadId, since_seq, request_id: SUBSCRIBE_REQUEST + threadId }))
+      this.subscribed.add(threadId);
   }
 
   // ------------------------------------------------------------------ sending
