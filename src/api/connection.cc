@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdlib>
 #include <thread>
 #include <utility>
@@ -692,7 +693,22 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
   });
 }
 
+// One connection's replay reads on the workers at once; the rest wait on the
+// connection, in order. Hundreds of replays begun together (an auth frame's
+// list, a burst of subscribe_thread) then take their turns with everyone
+// else's work (token checks, sends), instead of filling the pool's queue for
+// seconds ahead of it. Each page goes back in line behind the waiting ones.
+constexpr int kReplayReadsAtOnce = 2;
+
+struct Connection::ReplayReads {
+  int running = 0;
+  std::deque<std::shared_ptr<Replay>> waiting;
+};
+
 void Connection::replay_read(std::shared_ptr<Replay> r) {
+  if (!replay_reads_) replay_reads_ = std::make_unique<ReplayReads>();
+  if (replay_reads_->running >= kReplayReadsAtOnce) return replay_reads_->waiting.push_back(std::move(r));
+  ++replay_reads_->running;
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
     int64_t from = r->from;
@@ -724,6 +740,7 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       if (auto t = self->ctx_.chat.store().thread(r->thread_id); t && *t) thread_last = (*t)->last_seq;
     return [self, r, page = std::move(page), thread_last, from]() mutable {
       if (self->closed_) return;
+      self->replay_read_done();
       if (page && r->first_seq > 0) {
         r->since = r->from = from;
         r->first_seq = 0;
@@ -790,6 +807,14 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       self->replay_send(std::move(r));
     };
   });
+}
+
+void Connection::replay_read_done() {
+  --replay_reads_->running;
+  if (replay_reads_->waiting.empty()) return;
+  auto next = std::move(replay_reads_->waiting.front());
+  replay_reads_->waiting.pop_front();
+  replay_read(std::move(next));
 }
 
 void Connection::replay_send(std::shared_ptr<Replay> r) {

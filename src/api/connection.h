@@ -123,6 +123,7 @@ class Connection final : public ClientSession,
   void reply_thread_state(std::string_view type, ClientFrame frame);
   struct Replay;
   void replay_read(std::shared_ptr<Replay> replay);
+  void replay_read_done();
   void replay_send(std::shared_ptr<Replay> replay);
   void replay_end(std::shared_ptr<Replay> replay, int64_t replayed_up_to);
   void remember_own_send(std::string message_id);
@@ -235,7 +236,8 @@ class Connection final : public ClientSession,
   // A ring (own_sends_next_ is the oldest once full) in a vector: an empty
   // std::deque allocates about 600 bytes, which every idle connection paid.
   std::vector<std::string> own_sends_;
-  size_t own_sends_next_ = 0;
+  uint32_t own_sends_next_ = 0;
+  uint32_t typing_generation_ = 0;  // see typing_ (beside the other 4 bytes, for the size)
   // Sends not answered yet, by number (1, 2, ...), and the last number given:
   // a store read may hold such a send's message before its message_sent
   // comes (the commit is visible first), so a replay waits for those answers
@@ -292,6 +294,9 @@ class Connection final : public ClientSession,
     int awaited = 0;  // this connection's edits and deletions not answered yet
   };
   std::unique_ptr<ChangesSent> changes_sent_;
+  // Replay reads running and waiting (replay_read); made by the first replay.
+  struct ReplayReads;
+  std::unique_ptr<ReplayReads> replay_reads_;
   ChangesSent::Told* change_told(const std::string& message_id);
   // False for a change of a message older than (or the same as) the last this
   // connection was told of (ChangesSent::told); else notes it.
@@ -301,7 +306,6 @@ class Connection final : public ClientSession,
   // the number of its latest start: only that start's relay outcome and
   // timeout act on it. Seldom more than one.
   std::vector<std::pair<std::string, uint64_t>> typing_;
-  uint64_t typing_generation_ = 0;
   // Token bucket for client frames.
   double tokens_;
   int64_t refilled_at_us_;
