@@ -713,7 +713,18 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
   off_loop([self, r]() -> std::function<void()> {
     int64_t from = r->from;
     const auto purpose = r->gap_fill ? ChatService::ReplayFor::kGapFill : ChatService::ReplayFor::kSubscriber;
-    auto page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, purpose);
+    // A read that throws (memory exhausted) fails as a storage error does:
+    // the replay goes on to its end, and its read slot comes back.
+    auto read_page = [&](int64_t after) -> Result<MemberPage> {
+      try {
+        return self->ctx_.chat.replay(self->user_id_, r->thread_id, after, kReplayPage, purpose);
+      } catch (const std::exception& e) {
+        spdlog::error("event=replay_read_failed session_id={} thread_id={} what=\"{}\"", self->session_id_,
+                      r->thread_id, e.what());
+        return internal_error("the thread could not be read");
+      }
+    };
+    auto page = read_page(from);
     if (page && r->first_seq > 0) {
       // Not before the member joined: what came earlier is not theirs to get live.
       Micros floor = r->created_floor;
@@ -728,7 +739,7 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
       want = std::max(want, std::min(r->history_to, r->first_seq - 1));
       if (want != from) {
         from = want;
-        page = self->ctx_.chat.replay(self->user_id_, r->thread_id, from, kReplayPage, purpose);
+        page = read_page(from);
       }
     }
     // A since_seq at or past the thread's end: thread_subscribed tells the
