@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <cstdlib>
+#include <deque>
 #include <thread>
 #include <utility>
 
@@ -127,21 +127,24 @@ void Connection::on_tick(int64_t now_ms) {
 }
 
 void Connection::authenticated(Authenticated user, const json::value& request_id, std::vector<ClientFrame> subscribes) {
-  bool renewal = authed_;
-  if (renewal && user.user.id != user_id_) {
-    send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, request_id);
-    return close(CloseReason::kUnauthorized, "token is for another user");
-  }
+  // on_frame refuses a list on any `auth` frame but the one that
+  // authenticates the connection, so a renewal carries none.
+  if (authed_ || admission_) return renew(std::move(user), request_id);
+  admit(std::move(user), request_id, std::move(subscribes));
+}
+
+void Connection::renew(Authenticated user, const json::value& request_id) {
   if (admission_) {
     // An `auth` frame answered while the first one's admission is pending:
     // a renewal once admitted.
     admission_->deferred.push_back(
-        [this, user = std::move(user), request_id, subscribes = std::move(subscribes)]() mutable {
-          authenticated(std::move(user), request_id, std::move(subscribes));
-        });
+        [this, user = std::move(user), request_id]() mutable { renew(std::move(user), request_id); });
     return;
   }
-  if (!renewal) return admit(std::move(user), request_id, std::move(subscribes));
+  if (user.user.id != user_id_) {
+    send_error({ErrorKind::kUnauthorized, "invalid_token", "token is for another user"}, request_id);
+    return close(CloseReason::kUnauthorized, "token is for another user");
+  }
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = user.expires_at;
   token_iat_ = user.issued_at;

@@ -106,6 +106,7 @@ class Connection final : public ClientSession,
 
  private:
   void authenticated(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes);
+  void renew(Authenticated user, const boost::json::value& request_id);
   void admit(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes);
   // Runs the subscribe_thread frames an `auth` frame carried, each taking
   // its token of the rate limit.
