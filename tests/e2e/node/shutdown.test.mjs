@@ -294,9 +294,15 @@ describe('graceful shutdown', () => {
     // each an Argon2 hash (tens of ms) on the password pool (one thread on
     // two cores); 4 per account, as many as may wait at once. 40 once
     // finished within the second on an idle machine.
+    let answered = 0;
     const logins = Array.from({ length: 64 }, (_, i) => users[i % 16]).map((u) =>
-      server.http('POST', '/api/auth/login', { body: { username: u.username, password: u.password } }).catch(() => null));
-    await sleep(100);
+      server.http('POST', '/api/auth/login', { body: { username: u.username, password: u.password } })
+        .then((r) => { if (r.status === 200) answered++; }, () => null));
+    // The signal once the logins are being worked on (the first signed in),
+    // not after a fixed wait that a stalled machine may spend before they
+    // even reach the server (then the drain has nothing to wait for).
+    for (let i = 0; i < 500 && answered === 0; i++) await sleep(10);
+    assert.ok(answered > 0 && answered < 32, `the logins are under way (${answered} answered)`);
     const started = Date.now();
     server.child.kill('SIGTERM');
     const { code } = await server.exited;
