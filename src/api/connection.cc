@@ -701,6 +701,9 @@ void Connection::reply_thread_state(std::string_view type, ClientFrame f) {
 // list, a burst of subscribe_thread) then take their turns with everyone
 // else's work (token checks, sends), instead of filling the pool's queue for
 // seconds ahead of it. Each page goes back in line behind the waiting ones.
+// Past the bound, a read may still go to a worker that is free (up to one
+// per worker): a many-core server's idle workers are used, and whoever
+// submits next still finds a worker or waits behind running reads only.
 constexpr int kReplayReadsAtOnce = 2;
 
 struct Connection::ReplayReads {
@@ -708,9 +711,19 @@ struct Connection::ReplayReads {
   std::deque<std::shared_ptr<Replay>> waiting;
 };
 
+bool Connection::replay_read_may_start() const {
+  const int running = replay_reads_->running;
+  if (running < kReplayReadsAtOnce) return true;
+  return running < static_cast<int>(ctx_.workers.threads()) && ctx_.workers.has_free_worker();
+}
+
 void Connection::replay_read(std::shared_ptr<Replay> r) {
   if (!replay_reads_) replay_reads_ = std::make_unique<ReplayReads>();
-  if (replay_reads_->running >= kReplayReadsAtOnce) return replay_reads_->waiting.push_back(std::move(r));
+  if (!replay_read_may_start()) return replay_reads_->waiting.push_back(std::move(r));
+  start_replay_read(std::move(r));
+}
+
+void Connection::start_replay_read(std::shared_ptr<Replay> r) {
   ++replay_reads_->running;
   auto self = shared_from_this();
   off_loop([self, r]() -> std::function<void()> {
@@ -825,10 +838,12 @@ void Connection::replay_read(std::shared_ptr<Replay> r) {
 
 void Connection::replay_read_done() {
   --replay_reads_->running;
-  if (replay_reads_->waiting.empty()) return;
-  auto next = std::move(replay_reads_->waiting.front());
-  replay_reads_->waiting.pop_front();
-  replay_read(std::move(next));
+  // The reads that waited, in order, as far as the bound (or free workers) allow.
+  while (!replay_reads_->waiting.empty() && replay_read_may_start()) {
+    auto next = std::move(replay_reads_->waiting.front());
+    replay_reads_->waiting.pop_front();
+    start_replay_read(std::move(next));
+  }
 }
 
 void Connection::replay_send(std::shared_ptr<Replay> r) {

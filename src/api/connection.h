@@ -125,6 +125,8 @@ class Connection final : public ClientSession,
   struct Replay;
   void replay_read(std::shared_ptr<Replay> replay);
   void replay_read_done();
+  bool replay_read_may_start() const;
+  void start_replay_read(std::shared_ptr<Replay> r);
   void replay_send(std::shared_ptr<Replay> replay);
   void replay_end(std::shared_ptr<Replay> replay, int64_t replayed_up_to);
   void remember_own_send(std::string message_id);

@@ -38,6 +38,11 @@ size_t ThreadPool::queued() const {
   return tasks_.size();
 }
 
+bool ThreadPool::has_free_worker() const {
+  std::lock_guard lock(mu_);
+  return tasks_.size() + running_ < threads_.size();
+}
+
 bool ThreadPool::idle() const {
   std::lock_guard lock(mu_);
   return tasks_.empty() && running_ == 0;

@@ -27,6 +27,10 @@ class ThreadPool {
 
   void submit(std::function<void()> task);
   size_t queued() const;
+  size_t threads() const { return threads_.size(); }
+  // True when a worker would take a task submitted now at once: fewer tasks
+  // queued and running than threads (a moment's view; any thread).
+  bool has_free_worker() const;
   // True when no task is queued or running (a moment's view; any thread).
   bool idle() const;
 
