@@ -244,10 +244,16 @@ void Connection::admitted(bool ok, HeldCount* count) {
   // any live message of its thread can come, and the live ones wait behind
   // it. A subscribe_thread sent after connection_established cannot promise
   // that: a busy thread's next message may come first.
-  subscribe_all(std::move(admission->subscribes));
   // An account change polled after this one was authenticated and before it
   // registered closed the user's connections without it: ask the store.
-  if (ctx_.chat.identity().generation() != admission->user.generation) recheck_account();
+  // Meanwhile replays (the list's, a Socket.IO catch-up) are begun, their
+  // threads' live messages waiting behind them, but read nothing: a
+  // disabled account is closed before it is sent any history.
+  if (ctx_.chat.identity().generation() != admission->user.generation) {
+    hold_replay_reads();
+    recheck_account();
+  }
+  subscribe_all(std::move(admission->subscribes));
   if (auto hook = std::exchange(on_admission_, nullptr)) hook(AdmissionStep::kEstablished);
   for (auto& step : admission->deferred) {
     if (closed_) break;
@@ -708,10 +714,23 @@ constexpr int kReplayReadsAtOnce = 2;
 
 struct Connection::ReplayReads {
   int running = 0;
+  bool held = false;  // until the account's recheck answers (admitted)
   std::deque<std::shared_ptr<Replay>> waiting;
 };
 
+void Connection::hold_replay_reads() {
+  if (!replay_reads_) replay_reads_ = std::make_unique<ReplayReads>();
+  replay_reads_->held = true;
+}
+
+void Connection::release_replay_reads() {
+  if (!replay_reads_ || !replay_reads_->held) return;
+  replay_reads_->held = false;
+  start_waiting_replay_reads();
+}
+
 bool Connection::replay_read_may_start() const {
+  if (replay_reads_->held) return false;
   const int running = replay_reads_->running;
   if (running < kReplayReadsAtOnce) return true;
   return running < static_cast<int>(ctx_.workers.threads()) && ctx_.workers.has_free_worker();
@@ -838,7 +857,11 @@ void Connection::start_replay_read(std::shared_ptr<Replay> r) {
 
 void Connection::replay_read_done() {
   --replay_reads_->running;
-  // The reads that waited, in order, as far as the bound (or free workers) allow.
+  start_waiting_replay_reads();
+}
+
+void Connection::start_waiting_replay_reads() {
+  // In order, as far as the bound (or free workers) allow.
   while (!replay_reads_->waiting.empty() && replay_read_may_start()) {
     auto next = std::move(replay_reads_->waiting.front());
     replay_reads_->waiting.pop_front();
@@ -1211,6 +1234,9 @@ void Connection::recheck_account() {
     auto state = self->ctx_.chat.identity().account_state(user_id);
     return [self, state = std::move(state)] {
       if (state) self->account_changed(*state);
+      // A store that cannot answer leaves the account as its token check
+      // found it, as everywhere else (AccountWatcher polls again).
+      if (!self->closed_) self->release_replay_reads();
     };
   });
 }

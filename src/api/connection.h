@@ -127,6 +127,9 @@ class Connection final : public ClientSession,
   void replay_read_done();
   bool replay_read_may_start() const;
   void start_replay_read(std::shared_ptr<Replay> r);
+  void start_waiting_replay_reads();
+  void hold_replay_reads();
+  void release_replay_reads();
   void replay_send(std::shared_ptr<Replay> replay);
   void replay_end(std::shared_ptr<Replay> replay, int64_t replayed_up_to);
   void remember_own_send(std::string message_id);

@@ -76,6 +76,31 @@ describe('moderation and push on two nodes', { skip }, () => {
     assert.equal((await n2.http('GET', '/api/users/me', { token: mallory.token })).status, 401);
   });
 
+  it('an account disabled while its connection waits for admission is closed once admitted, before it is sent any history', async () => {
+    const [n1] = nodes;
+    const [alice, mallory] = await n1.registerMany(2);
+    const thread = await n1.createGroup(alice, [mallory]);
+    for (let i = 0; i < 5; i++) assert.equal((await n1.sendRest(alice.token, thread.id, { content: `before ${i}` })).status, 201);
+    const ws = await n1.connect(mallory, { via: 'none' });
+    // The per-user connection limit is asked of Redis: while it hangs, the
+    // token is checked (the account still enabled) and the admission waits.
+    cluster.redis.pause();
+    try {
+      ws.send({ type: 'auth', token: mallory.token, request_id: 'auth', subscribe: [{ thread_id: thread.id, since_seq: 0, request_id: 'sub' }] });
+      await sleep(500);
+      await n1.cli(['user', 'disable', mallory.username]);
+      await sleep(1000);  // n1 polls the store every 200 ms: it has seen the change
+    } finally {
+      cluster.redis.resume();
+    }
+    const info = await ws.waitClose(10000);
+    assert.equal(info.code, 4403);
+    const frames = ws.frames.map((e) => e.frame);
+    assert.ok(frames.some((f) => f.type === 'error' && f.code === 'account_disabled'), JSON.stringify(frames));
+    assert.deepEqual(frames.filter((f) => f.type === 'new_message' || f.type === 'thread_subscribed'), [],
+      'no history, no subscription answer for a disabled account');
+  });
+
   it('each notification for an offline participant is POSTed once, by one node', async () => {
     const [n1, n2] = nodes;
     const [sender, offline] = await n1.registerMany(2);
