@@ -1231,9 +1231,14 @@ void Connection::note_change_told(const std::string& message_id, int64_t change_
 void Connection::recheck_account() {
   auto self = shared_from_this();
   off_loop([self, user_id = user_id_]() -> std::function<void()> {
-    auto state = self->ctx_.chat.identity().account_state(user_id);
+    std::optional<Result<AccountState>> state;
+    try {
+      state = self->ctx_.chat.identity().account_state(user_id);
+    } catch (const std::exception& e) {  // memory exhausted: the replays must not wait for good
+      spdlog::error("event=account_recheck_failed session_id={} what=\"{}\"", self->session_id_, e.what());
+    }
     return [self, state = std::move(state)] {
-      if (state) self->account_changed(*state);
+      if (state && *state) self->account_changed(**state);
       // A store that cannot answer leaves the account as its token check
       // found it, as everywhere else (AccountWatcher polls again).
       if (!self->closed_) self->release_replay_reads();
