@@ -738,8 +738,10 @@ bool Connection::replay_read_may_start() const {
 
 void Connection::replay_read(std::shared_ptr<Replay> r) {
   if (!replay_reads_) replay_reads_ = std::make_unique<ReplayReads>();
-  if (!replay_read_may_start()) return replay_reads_->waiting.push_back(std::move(r));
-  start_replay_read(std::move(r));
+  if (replay_reads_->waiting.empty() && replay_read_may_start()) return start_replay_read(std::move(r));
+  // Behind the ones already waiting, which a free worker may let go now.
+  replay_reads_->waiting.push_back(std::move(r));
+  start_waiting_replay_reads();
 }
 
 void Connection::start_replay_read(std::shared_ptr<Replay> r) {
@@ -1238,21 +1240,25 @@ void Connection::recheck_account() {
       spdlog::error("event=account_recheck_failed session_id={} what=\"{}\"", self->session_id_, e.what());
     }
     return [self, state = std::move(state)] {
-      if (state && *state) self->account_changed(**state);
       // A store that cannot answer leaves the account as its token check
-      // found it, as everywhere else (AccountWatcher polls again).
-      if (!self->closed_) self->release_replay_reads();
+      // found it, as everywhere else (AccountWatcher polls again). A closed
+      // one's reads stay held: its close is under way, nothing more is sent.
+      if (state && *state && self->close_if_barred(**state)) return;
+      self->release_replay_reads();
     };
   });
 }
 
-void Connection::account_changed(const AccountState& state) {
-  if (closed_ || !authed_ || state.user_id != user_id_) return;
+void Connection::account_changed(const AccountState& state) { close_if_barred(state); }
+
+bool Connection::close_if_barred(const AccountState& state) {
+  if (closed_ || !authed_ || state.user_id != user_id_) return false;
   const bool revoked = token_iat_ < state.tokens_valid_after;
-  if (!state.disabled && !revoked) return;
+  if (!state.disabled && !revoked) return false;
   const char* why = state.disabled ? "account disabled" : "token revoked";
   send_error({ErrorKind::kForbidden, state.disabled ? "account_disabled" : "token_revoked", why}, nullptr);
   close(CloseReason::kForbidden, why);
+  return true;
 }
 
 // ---------------------------------------------------------------- outbound

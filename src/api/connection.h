@@ -113,6 +113,8 @@ class Connection final : public ClientSession,
   void subscribe_all(std::vector<ClientFrame> subscribes);
   void admitted(bool ok, HeldCount* count);
   void recheck_account();
+  // Closes the connection if `state` bars its user or its token (4403); whether it did.
+  bool close_if_barred(const AccountState& state);
   void route(ClientFrame frame);
   void dispatch(ClientFrame frame);
   void on_auth_frame(ClientFrame frame);
