@@ -239,22 +239,30 @@ void Connection::admitted(bool ok, HeldCount* count) {
   // Close when the token expires, unless an `auth` frame renews it first.
   token_exp_ = admission->user.expires_at;
   token_iat_ = admission->user.issued_at;
+  // An account change polled after this one was authenticated and before it
+  // registered closed the user's connections without it: the store is asked
+  // again. Until it answers, replays (the list's, a Socket.IO catch-up) are
+  // begun, their threads' live messages waiting behind them, but read
+  // nothing, and the client's frames wait: a disabled account is closed
+  // before it is sent any history or may send anything.
+  const bool recheck = ctx_.chat.identity().generation() != admission->user.generation;
+  if (recheck) hold_replay_reads();
   // In this same task as the hub's add: the fan-out reaches this connection
   // through tasks posted to its loop, so each of these replays begins before
   // any live message of its thread can come, and the live ones wait behind
   // it. A subscribe_thread sent after connection_established cannot promise
   // that: a busy thread's next message may come first.
-  // An account change polled after this one was authenticated and before it
-  // registered closed the user's connections without it: ask the store.
-  // Meanwhile replays (the list's, a Socket.IO catch-up) are begun, their
-  // threads' live messages waiting behind them, but read nothing: a
-  // disabled account is closed before it is sent any history.
-  if (ctx_.chat.identity().generation() != admission->user.generation) {
-    hold_replay_reads();
-    recheck_account();
-  }
   subscribe_all(std::move(admission->subscribes));
   if (auto hook = std::exchange(on_admission_, nullptr)) hook(AdmissionStep::kEstablished);
+  admission_ = std::move(admission);  // route() holds frames while it is set
+  if (recheck) return recheck_account();
+  run_deferred();
+}
+
+// The frames (and renewals) that waited for the admission, in order.
+void Connection::run_deferred() {
+  auto admission = std::move(admission_);
+  if (!admission) return;
   for (auto& step : admission->deferred) {
     if (closed_) break;
     step();
@@ -358,7 +366,8 @@ void Connection::on_frame(ClientFrame f) {
 void Connection::route(ClientFrame f) {
   if (admission_) {
     // Frames sent right after the open wait for the limiter's answer (a
-    // Redis round trip), as they would have waited for the loop.
+    // Redis round trip), as they would have waited for the loop, and for
+    // the account's recheck if it changed meanwhile (admitted).
     if (admission_->deferred.size() >= kMaxDeferredFrames)
       return send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames before the connection was established"},
                         f.request_id);
@@ -1245,6 +1254,7 @@ void Connection::recheck_account() {
       // one's reads stay held: its close is under way, nothing more is sent.
       if (state && *state && self->close_if_barred(**state)) return;
       self->release_replay_reads();
+      self->run_deferred();
     };
   });
 }

@@ -112,6 +112,7 @@ class Connection final : public ClientSession,
   // its token of the rate limit.
   void subscribe_all(std::vector<ClientFrame> subscribes);
   void admitted(bool ok, HeldCount* count);
+  void run_deferred();
   void recheck_account();
   // Closes the connection if `state` bars its user or its token (4403); whether it did.
   bool close_if_barred(const AccountState& state);
@@ -211,9 +212,10 @@ class Connection final : public ClientSession,
   std::weak_ptr<Transport> transport_;
   std::string session_id_;
   std::string user_id_;  // set once admitted; the rest of the account is not kept
-  // Only while the per-user limit is being asked (on the heap, so an idle
-  // connection does not carry it): the user to admit, and the steps
-  // (frames, a renewal) that wait for the answer.
+  // Only while the per-user limit is being asked, and then while an account
+  // changed meanwhile is read again (on the heap, so an idle connection does
+  // not carry it): the user to admit, and the steps (frames, a renewal) that
+  // wait for the answer.
   struct Admission {
     Authenticated user;
     boost::json::value request_id;  // of the `auth` frame, if it came in one: echoed by the answer

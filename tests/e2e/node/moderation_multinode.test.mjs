@@ -76,7 +76,7 @@ describe('moderation and push on two nodes', { skip }, () => {
     assert.equal((await n2.http('GET', '/api/users/me', { token: mallory.token })).status, 401);
   });
 
-  it('an account disabled while its connection waits for admission is closed once admitted, before it is sent any history', async () => {
+  it('an account disabled while its connection waits for admission is closed once admitted, before it is sent any history or its frames run', async () => {
     const [n1] = nodes;
     const [alice, mallory] = await n1.registerMany(2);
     const thread = await n1.createGroup(alice, [mallory]);
@@ -87,6 +87,7 @@ describe('moderation and push on two nodes', { skip }, () => {
     cluster.redis.pause();
     try {
       ws.send({ type: 'auth', token: mallory.token, request_id: 'auth', subscribe: [{ thread_id: thread.id, since_seq: 0, request_id: 'sub' }] });
+      ws.send({ type: 'send_message', thread_id: thread.id, content: 'sent while the admission waits', request_id: 'late' });
       await sleep(200);
       await n1.cli(['user', 'disable', mallory.username]);
       // n1 has polled the change (every 200 ms). Within 3 s of the pause, or
@@ -101,8 +102,10 @@ describe('moderation and push on two nodes', { skip }, () => {
     assert.equal(info.code, 4403);
     const frames = ws.frames.map((e) => e.frame);
     assert.ok(frames.some((f) => f.type === 'error' && f.code === 'account_disabled'), JSON.stringify(frames));
-    assert.deepEqual(frames.filter((f) => f.type === 'new_message' || f.type === 'thread_subscribed'), [],
-      'no history, no subscription answer for a disabled account');
+    assert.deepEqual(frames.filter((f) => f.type === 'new_message' || f.type === 'thread_subscribed' || f.type === 'message_sent'), [],
+      'no history, no subscription answer, no send for a disabled account');
+    const history = await n1.history(alice.token, thread.id);
+    assert.deepEqual(history.filter((m) => m.message_type !== 'system').map((m) => m.content), [0, 1, 2, 3, 4].map((i) => `before ${i}`), 'the frame sent meanwhile was not stored');
   });
 
   it('each notification for an offline participant is POSTed once, by one node', async () => {
