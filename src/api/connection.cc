@@ -112,6 +112,8 @@ void Connection::on_tick(int64_t now_ms) {
     if (auth_deadline_ms_ && now_ms > auth_deadline_ms_) close(CloseReason::kAuthTimeout, "authentication timeout");
     return;
   }
+  // A renewal may be among the frames waiting for the account's recheck.
+  if (admission_) return;
   // A second of grace past exp, so a client renewing right at exp is not cut.
   if (token_exp_ > 0 && now_ms > token_exp_ * 1000 + 1000) {
     token_exp_ = 0;
@@ -332,9 +334,16 @@ void Connection::on_frame(ClientFrame f) {
   // a receipt past the limit is dropped (a later one of its thread covers it),
   // with no strike, never closing the connection for flooding. One that
   // waits for an answer (a request_id, a Socket.IO ack) is told so.
-  if (f.type == ClientType::kMessageReceived && authed_ && !admission_) {
-    if (take_token(/*clears_strikes=*/false)) dispatch(std::move(f));
-    else if (!f.request_id.is_null())
+  if (f.type == ClientType::kMessageReceived && authed_) {
+    bool taken = take_token(/*clears_strikes=*/false);
+    if (taken && admission_) {
+      // Registered, its account read again (admitted): in line with the frames waiting for that.
+      taken = admission_->deferred.size() < kMaxDeferredFrames;
+      if (taken) admission_->deferred.push_back([this, f = std::move(f)]() mutable { dispatch(std::move(f)); });
+    } else if (taken) {
+      dispatch(std::move(f));
+    }
+    if (!taken && !f.request_id.is_null())
       send_error({ErrorKind::kRateLimited, "rate_limited", "too many frames; slow down"}, f.request_id);
     return;
   }
@@ -380,7 +389,8 @@ void Connection::route(ClientFrame f) {
 }
 
 bool Connection::on_requested_receipt(ClientFrame f) {
-  if (closed_ || !authed_ || admission_) return true;  // nothing to try again
+  if (closed_ || !authed_) return true;  // nothing to try again
+  if (admission_) return false;          // registered, its account read again (admitted): later
   if (!take_token(/*clears_strikes=*/false)) return false;
   dispatch(std::move(f));
   return true;
