@@ -99,10 +99,11 @@ Connection::Connection(ConnectionContext ctx, std::weak_ptr<Transport> transport
 
 Connection::~Connection() = default;
 
-void Connection::on_open(std::optional<Authenticated> user, std::vector<ClientFrame> subscribes) {
+void Connection::on_open(std::optional<Authenticated> user, std::vector<ClientFrame> subscribes,
+                         std::optional<int64_t> changes_after) {
   Metrics::get().connections.fetch_add(1, std::memory_order_relaxed);
   Metrics::get().connections_total.fetch_add(1, std::memory_order_relaxed);
-  if (user) return authenticated(std::move(*user), nullptr, std::move(subscribes));
+  if (user) return authenticated(std::move(*user), nullptr, std::move(subscribes), changes_after);
   auth_deadline_ms_ = now_micros() / 1000 + int64_t{ctx_.chat.config().limits.auth_timeout_seconds} * 1000;
 }
 
@@ -128,11 +129,12 @@ void Connection::on_tick(int64_t now_ms) {
   }
 }
 
-void Connection::authenticated(Authenticated user, const json::value& request_id, std::vector<ClientFrame> subscribes) {
-  // on_frame refuses a list on any `auth` frame but the one that
-  // authenticates the connection, so a renewal carries none.
+void Connection::authenticated(Authenticated user, const json::value& request_id, std::vector<ClientFrame> subscribes,
+                               std::optional<int64_t> changes_after) {
+  // on_frame refuses a list (or changes_after) on any `auth` frame but the
+  // one that authenticates the connection, so a renewal carries none.
   if (authed_ || admission_) return renew(std::move(user), request_id);
-  admit(std::move(user), request_id, std::move(subscribes));
+  admit(std::move(user), request_id, std::move(subscribes), changes_after);
 }
 
 void Connection::renew(Authenticated user, const json::value& request_id) {
@@ -195,9 +197,11 @@ struct HeldCount {
 // The per-user connection limit (ConnectionLimiter): answered inline in one
 // process; across nodes the answer comes from Redis, and frames that arrive
 // meanwhile wait for it.
-void Connection::admit(Authenticated user, const json::value& request_id, std::vector<ClientFrame> subscribes) {
+void Connection::admit(Authenticated user, const json::value& request_id, std::vector<ClientFrame> subscribes,
+                       std::optional<int64_t> changes_after) {
   std::string user_id = user.user.id;
-  admission_ = std::make_unique<Admission>(Admission{std::move(user), request_id, {}, std::move(subscribes)});
+  admission_ =
+      std::make_unique<Admission>(Admission{std::move(user), request_id, {}, std::move(subscribes), changes_after});
   auto answer = std::make_shared<AdmissionAnswer>();
   auto self = shared_from_this();
   std::weak_ptr<Transport> transport = transport_;
@@ -233,6 +237,9 @@ void Connection::admitted(bool ok, HeldCount* count) {
   ctx_.chat.presence().connect(user.id);
   user_id_ = std::move(user.id);
   authed_ = true;
+  // Before the hub's add: every change numbered up to it was committed
+  // before anything could be read or sent for this connection (sync_changes).
+  const int64_t changes_through = admission->changes_after ? ctx_.chat.changes_through() : 0;
   ctx_.hub.add(this);
   spdlog::debug("event=ws_authenticated session_id={} user_id={}", session_id_, user_id_);
   json::object established{{"user_id", user_id_}, {"session_id", session_id_}, {"timestamp", iso8601_millis(now_micros())}};
@@ -256,6 +263,11 @@ void Connection::admitted(bool ok, HeldCount* count) {
   // that: a busy thread's next message may come first.
   subscribe_all(std::move(admission->subscribes));
   if (auto hook = std::exchange(on_admission_, nullptr)) hook(AdmissionStep::kEstablished);
+  // Ahead of the client's frames, and, like the replays, not before a
+  // recheck lets the account have history.
+  if (auto after = admission->changes_after)
+    admission->deferred.insert(admission->deferred.begin(),
+                               [this, after = *after, changes_through] { sync_changes(after, changes_through); });
   admission_ = std::move(admission);  // route() holds frames while it is set
   if (recheck) return recheck_account();
   run_deferred();
@@ -358,6 +370,12 @@ void Connection::on_frame(ClientFrame f) {
                                                  "connection; send subscribe_thread frames"),
                       f.request_id);
   }
+  if (f.type == ClientType::kAuth && f.changes_after && (authed_ || awaiting_auth_ || admission_)) {
+    // The sync's mark is read as the connection registers (sync_changes).
+    return send_error(invalid_field("changes_after", "is taken only by the auth frame that authenticates the "
+                                                     "connection"),
+                      f.request_id);
+  }
   if (awaiting_auth_) {
     // Frames sent right after the `auth` frame wait for its token check (on
     // a worker), then go in order; refused as not authenticated they were lost.
@@ -447,7 +465,7 @@ void Connection::on_auth_frame(ClientFrame f) {
         if (self->authed_) return;
         return self->close(CloseReason::kUnavailable, "storage unavailable; reconnect later");
       }
-      self->authenticated(std::move(*user), f.request_id, std::move(f.subscribes));
+      self->authenticated(std::move(*user), f.request_id, std::move(f.subscribes), f.changes_after);
       if (!waiting) return;
       for (auto& next : *waiting) {
         if (self->closed_) return;
@@ -1571,15 +1589,88 @@ void Connection::resend_changes(int64_t after, int attempt) {
   });
 }
 
-void Connection::resend_change(const Message& changed) {
+void Connection::resend_change(const Message& changed, bool direct) {
   if (!admit_change(changed.id, changed.change_no)) return;
   auto event = change_event(changed);
   FramePtr frame = encoder_->event(*event);
   if (!tell_change(changed.id, changed.change_no, frame)) return;
+  if (direct) return send(std::move(frame));
   if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame), {}, false});
   // Behind the thread's fills, like a live change.
   if (!cursor_.changed(changed.thread_id, frame)) return;
   send_in_thread(changed.thread_id, kAnySeq, std::move(frame));
+}
+
+// A page of the sync: fewer than a replay's, as its frames go straight into
+// the outbound queue (a page of long messages is a few MB), and the next is
+// read only once the queue is below a quarter of its bound.
+constexpr int kSyncPage = 200;
+
+// The sync of edits and deletions a client missed while away (its
+// `changes_after`): what is at stake is the mark it is given at the end,
+// which it stores and sends next time. Every change numbered up to `through`
+// was committed before the hub's add (ChangeWatermark counts what arrived,
+// and numbers follow commit order), so:
+// - each of those above `after` is in the pages read since, which show its
+//   message as it is now or later;
+// - every replay and fill of this connection reads after the add, so shows
+//   them too, and any later change of such a message is numbered above
+//   `through` and comes with its own live event (behind the fills).
+// So the pages go out at once, not behind the thread's fills (a fill's page
+// may be read before a later change and arrive after the sync's newer copy,
+// but that change's live event follows it), and `changes_synced` right
+// after them cannot overtake anything it vouches for. A client that drops
+// before its live events arrive still has the mark of an earlier sync for
+// what they were about (they are numbered above this `through`): nothing is
+// vouched for that the client was not sent.
+void Connection::sync_changes(int64_t after, int64_t through) {
+  if (closed_) return;
+  const int64_t mark = std::max(after, through);  // a mark given by a node ahead of this one stands
+  if (after == kNoChangeMark) {
+    send(encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
+    return;
+  }
+  if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
+  ++changes_sent_->reads;  // a live change meanwhile stops an older copy of its message (admit_change)
+  sync_changes_page(after, mark, 0);
+}
+
+void Connection::sync_changes_page(int64_t after, int64_t mark, int attempt) {
+  auto t = transport_.lock();
+  if (!t || closed_) return;
+  if (t->queued_bytes() > ctx_.chat.config().limits.max_outbound_bytes / 4) {
+    // A client that reads nothing is dropped by the queue's bound or the idle timeout.
+    std::weak_ptr<Connection> weak = weak_from_this();
+    t->schedule(kReplayPause, [weak, after, mark, attempt] {
+      if (auto self = weak.lock()) self->sync_changes_page(after, mark, attempt);
+    });
+    return;
+  }
+  auto self = shared_from_this();
+  off_loop([self, after, mark, attempt]() -> std::function<void()> {
+    auto page = self->ctx_.chat.store().changes_after(self->user_id_, after, kSyncPage);
+    return [self, after, mark, attempt, page = std::move(page)] {
+      if (page) {
+        for (const Message& m : *page) self->resend_change(m, /*direct=*/true);
+        if (static_cast<int>(page->size()) == kSyncPage)
+          return self->sync_changes_page(page->back().change_no, mark, 0);
+      } else if (attempt + 1 < kGapFillAttempts) {
+        spdlog::warn("event=sync_changes_failed session_id={} attempt={} code={}", self->session_id_, attempt,
+                     page.error().code);
+        auto t = self->transport_.lock();
+        if (!t) return;
+        std::weak_ptr<Connection> weak = self;
+        t->schedule(kGapFillRetry, [weak, after, mark, attempt] {
+          if (auto again = weak.lock()) again->sync_changes_page(after, mark, attempt + 1);
+        });
+        return;
+      }
+      if (self->changes_sent_->reads > 0) --self->changes_sent_->reads;
+      // Given up: no mark, so the client keeps its own and asks again next time.
+      if (!page) return self->send_error(page.error(), nullptr);
+      self->send(self->encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
+    };
+  });
 }
 
 bool Connection::admit_change(const std::string& message_id, int64_t change_no) {

@@ -52,8 +52,10 @@ class Connection final : public ClientSession,
 
   // The transport is open. `user` is set when it came with a valid token;
   // `subscribes` (subscribe_thread frames, with it) begin as the connection
-  // is established, before any live message can reach it.
-  void on_open(std::optional<Authenticated> user, std::vector<ClientFrame> subscribes = {});
+  // is established, before any live message can reach it; `changes_after`
+  // (parse_changes_after) asks for the sync of edits and deletions.
+  void on_open(std::optional<Authenticated> user, std::vector<ClientFrame> subscribes = {},
+               std::optional<int64_t> changes_after = std::nullopt);
   // A client frame, whatever its envelope. Rate-limited, then dispatched.
   void on_frame(ClientFrame frame);
   // The client's receipt of a message the server asked it to acknowledge
@@ -105,9 +107,11 @@ class Connection final : public ClientSession,
   void account_changed(const AccountState& state) override;
 
  private:
-  void authenticated(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes);
+  void authenticated(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes,
+                     std::optional<int64_t> changes_after);
   void renew(Authenticated user, const boost::json::value& request_id);
-  void admit(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes);
+  void admit(Authenticated user, const boost::json::value& request_id, std::vector<ClientFrame> subscribes,
+             std::optional<int64_t> changes_after);
   // Runs the subscribe_thread frames an `auth` frame carried, each taking
   // its token of the rate limit.
   void subscribe_all(std::vector<ClientFrame> subscribes);
@@ -165,7 +169,14 @@ class Connection final : public ClientSession,
   // After a resync: reads the edits and deletions numbered above `after` in
   // the user's threads and sends each message's last one.
   void resend_changes(int64_t after, int attempt);
-  void resend_change(const Message& changed);
+  // `direct`: sent at once, not behind the thread's fills (sync_changes says why).
+  void resend_change(const Message& changed, bool direct = false);
+  // The client's `changes_after` (kNoChangeMark: none yet): sends each
+  // message of the user's threads changed since as it is now, then
+  // `changes_synced` with the mark to give next time. `through`: the node's
+  // ChangeWatermark as the connection registered.
+  void sync_changes(int64_t after, int64_t through);
+  void sync_changes_page(int64_t after, int64_t mark, int attempt);
   // False for a change older than (or the same as) one this connection was
   // sent about that message since the last resync: a frame must not undo a newer one.
   bool admit_change(const std::string& message_id, int64_t change_no);
@@ -221,6 +232,7 @@ class Connection final : public ClientSession,
     boost::json::value request_id;  // of the `auth` frame, if it came in one: echoed by the answer
     std::vector<std::function<void()>> deferred;
     std::vector<ClientFrame> subscribes;  // begun once registered, before any live message
+    std::optional<int64_t> changes_after;  // the client's change mark, if it asked for the sync
   };
   std::unique_ptr<Admission> admission_;
   // While the first `auth` frame's token is checked: the frames that came

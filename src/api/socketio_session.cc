@@ -152,12 +152,22 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
     Metrics::get().count_error(subscribes.error().code);
     return send(sio::encode_connect_error("/", subscribes.error().message, subscribes.error().code));
   }
+  // The client's change mark: edits and deletions it missed come after the connect.
+  std::optional<int64_t> changes_after;
+  if (p.data.is_object()) {
+    auto after = parse_changes_after(p.data.get_object());
+    if (!after) {
+      Metrics::get().count_error(after.error().code);
+      return send(sio::encode_connect_error("/", after.error().message, after.error().code));
+    }
+    changes_after = *after;
+  }
   connecting_ = true;
   // Verifying may provision a user (a write): off the loop.
   auto self = shared_from_this();
-  ctx_.workers.submit([self, token = std::move(token), subscribes = std::move(*subscribes)]() mutable {
+  ctx_.workers.submit([self, token = std::move(token), subscribes = std::move(*subscribes), changes_after]() mutable {
     auto user = self->ctx_.chat.authenticate(token);
-    self->post([self, user = std::move(user), subscribes = std::move(subscribes)]() mutable {
+    self->post([self, user = std::move(user), subscribes = std::move(subscribes), changes_after]() mutable {
       self->connecting_ = false;
       if (self->closed_) return;
       if (!user) {
@@ -165,7 +175,7 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
         return self->send(
             sio::encode_connect_error("/", "Authentication error: " + user.error().message, user.error().code));
       }
-      self->connected(std::move(*user), std::move(subscribes));
+      self->connected(std::move(*user), std::move(subscribes), changes_after);
     });
   });
 }
@@ -173,7 +183,8 @@ void SocketIoSession::on_connect(const sio::SioPacket& p) {
 // CONNECT is answered once the per-user limit has: a refused session gets
 // CONNECT_ERROR (`connect_error` on the client, as for a bad token), never a
 // `connect` it would lose a moment later.
-void SocketIoSession::connected(Authenticated user, std::vector<ClientFrame> subscribes) {
+void SocketIoSession::connected(Authenticated user, std::vector<ClientFrame> subscribes,
+                                std::optional<int64_t> changes_after) {
   conn_ = std::make_shared<Connection>(ctx_, weak_from_this(), socketio_encoder());
   std::string user_id = user.user.id;
   std::weak_ptr<SocketIoSession> weak = weak_from_this();
@@ -186,7 +197,7 @@ void SocketIoSession::connected(Authenticated user, std::vector<ClientFrame> sub
       case Connection::AdmissionStep::kRefused: return self->refused();
     }
   });
-  conn_->on_open(std::move(user), std::move(subscribes));
+  conn_->on_open(std::move(user), std::move(subscribes), changes_after);
 }
 
 // Past the per-user limit. The session stays, as after any CONNECT_ERROR,

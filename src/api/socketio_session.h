@@ -57,7 +57,7 @@ class SocketIoSession final : public TransportListener,
 
  private:
   void on_connect(const sio::SioPacket& packet);
-  void connected(Authenticated user, std::vector<ClientFrame> subscribes);
+  void connected(Authenticated user, std::vector<ClientFrame> subscribes, std::optional<int64_t> changes_after);
   void established(const std::string& user_id);
   void refused();
   void on_event(sio::SioPacket packet);

@@ -209,6 +209,9 @@ class ChatService {
   // Before the bus receiver is set: the store's last change number, from
   // which this process counts those it receives.
   Status start_counting_changes();
+  // Every edit and deletion numbered up to this has reached this process on
+  // the bus (ChangeWatermark::through), so was committed before this call.
+  int64_t changes_through() const { return changes_.through(); }
 
   // --- relays (not stored) ---
   // typing and call signalling to the thread's other participants

@@ -208,6 +208,21 @@ Result<std::vector<ClientFrame>> parse_subscribe_list(const json::value* list, b
   return out;
 }
 
+Result<std::optional<int64_t>> parse_changes_after(const json::object& o) {
+  const json::value* v = o.if_contains("changes_after");
+  if (!v) return std::optional<int64_t>();
+  if (v->is_null()) return std::optional<int64_t>(kNoChangeMark);
+  if (v->is_int64() && v->get_int64() >= 0 && v->get_int64() <= kMaxSeq) return std::optional<int64_t>(v->get_int64());
+  if (v->is_uint64() && v->get_uint64() <= static_cast<uint64_t>(kMaxSeq))
+    return std::optional<int64_t>(static_cast<int64_t>(v->get_uint64()));
+  // As since_seq: 5.0 is the integer 5 (clients that keep numbers as doubles).
+  if (v->is_double() && v->get_double() >= 0 && v->get_double() <= static_cast<double>(kMaxSeq) &&
+      std::trunc(v->get_double()) == v->get_double())
+    return std::optional<int64_t>(static_cast<int64_t>(v->get_double()));
+  return invalid_field("changes_after", "must be null or the change_mark of a changes_synced (an integer from 0 to " +
+                                            std::to_string(kMaxSeq) + ")");
+}
+
 ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
   ParsedFrame out;
   ClientFrame& f = out.frame;
@@ -219,6 +234,8 @@ ParsedFrame parse_client_fields(ClientType type, const json::object& o) {
       auto subscribes = parse_subscribe_list(o.if_contains("subscribe"), /*keep_request_ids=*/true);
       if (subscribes) f.subscribes = std::move(*subscribes);
       else in.fail(subscribes.error());
+      if (auto after = parse_changes_after(o)) f.changes_after = *after;
+      else in.fail(after.error());
       break;
     }
     case ClientType::kPing:

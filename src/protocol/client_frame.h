@@ -51,6 +51,8 @@ struct ClientFrame {
   // auth: subscribe_thread frames to begin as the connection is established,
   // before any live message reaches it (parse_subscribe_list).
   std::vector<ClientFrame> subscribes;
+  // auth: the client's change mark (parse_changes_after); nullopt when not given.
+  std::optional<int64_t> changes_after;
 };
 
 // The most entries an `auth` frame's (or a Socket.IO CONNECT's) `subscribe`
@@ -65,6 +67,13 @@ constexpr size_t kMaxSubscribesAtAuth = 500;
 // once. Errors: invalid_field, or an entry's missing_field / invalid_field,
 // whose message names it ("subscribe[2]: ...").
 Result<std::vector<ClientFrame>> parse_subscribe_list(const boost::json::value* list, bool keep_request_ids);
+
+// Reads an `auth` frame's (or a Socket.IO CONNECT's) `changes_after`: absent
+// gives nullopt (no sync asked for); null gives kNoChangeMark (a client with
+// no mark yet, which is sent one); else an integer from 0 to kMaxSeq, the
+// `change_mark` of the client's last `changes_synced`. Error: invalid_field.
+constexpr int64_t kNoChangeMark = -1;
+Result<std::optional<int64_t>> parse_changes_after(const boost::json::object& o);
 
 struct ParsedFrame {
   ClientFrame frame;           // request_id is filled even when error is set (unless it is the error)

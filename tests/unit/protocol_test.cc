@@ -59,6 +59,22 @@ TEST(ParseClientFrame, AuthCarriesSubscribeEntriesWithTheirRequestIds) {
   EXPECT_TRUE(parse_ok(R"({"type":"auth","token":"t","subscribe":[]})").subscribes.empty());
 }
 
+TEST(ParseClientFrame, AuthCarriesChangesAfterNullAsNoMarkYet) {
+  EXPECT_FALSE(parse_ok(R"({"type":"auth","token":"t"})").changes_after);
+  EXPECT_EQ(parse_ok(R"({"type":"auth","token":"t","changes_after":null})").changes_after, kNoChangeMark);
+  EXPECT_EQ(parse_ok(R"({"type":"auth","token":"t","changes_after":0})").changes_after, 0);
+  EXPECT_EQ(parse_ok(R"({"type":"auth","token":"t","changes_after":42})").changes_after, 42);
+  EXPECT_EQ(parse_ok(R"({"type":"auth","token":"t","changes_after":42.0})").changes_after, 42);
+  EXPECT_EQ(parse_ok(R"({"type":"auth","token":"t","changes_after":9007199254740991})").changes_after,
+            9007199254740991);
+  for (const char* bad : {"-1", "1.5", "\"7\"", "true", "[]", "{}", "9007199254740992", "18446744073709551615"}) {
+    ParsedFrame p = parse_client_frame(std::string(R"({"type":"auth","token":"t","changes_after":)") + bad + "}");
+    ASSERT_TRUE(p.error) << bad;
+    EXPECT_EQ(p.error->code, "invalid_field") << bad;
+    EXPECT_NE(p.error->message.find("changes_after"), std::string::npos) << p.error->message;
+  }
+}
+
 TEST(ParseClientFrame, AuthWithABadSubscribeListIsRefusedNamingTheEntry) {
   const std::string entry = std::string(R"({"thread_id":")") + kThread + R"(","since_seq":1})";
   struct Case {

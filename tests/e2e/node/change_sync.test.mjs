@@ -1,0 +1,216 @@
+// The sync of edits and deletions made while a client was away
+// (docs/protocol.md, "Edits and deletions missed while away"): the `auth`
+// frame's (or the Socket.IO CONNECT's) `changes_after`, the messages
+// changed since sent as they are now, then `changes_synced` with the mark
+// to give next time. The real binary on 127.0.0.1, Node's `ws` and the
+// official socket.io-client.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
+import { startServer, sleep, assertWsError } from './harness.mjs';
+
+const CHANGE_TYPES = new Set(['message_edited', 'message_deleted']);
+
+// Opens a connection authenticated by an `auth` frame carrying `changes_after`
+// (undefined: the key is left out).
+async function connectSyncing(server, user, changesAfter) {
+  const client = await server.connect(user, { via: 'none' });
+  const frame = { type: 'auth', token: user.token };
+  if (changesAfter !== undefined) frame.changes_after = changesAfter;
+  client.send(frame);
+  client.established = await client.nextOfType('connection_established');
+  return client;
+}
+
+// The frames up to and including changes_synced, which must come within the bound.
+async function syncedFrames(client, timeoutMs = 10000) {
+  const synced = await client.nextOfType('changes_synced', timeoutMs);
+  const frames = client.all(() => true);
+  return { synced, before: frames.slice(0, frames.indexOf(synced)) };
+}
+
+function changeMark(synced) {
+  assert.ok(Number.isSafeInteger(synced.change_mark) && synced.change_mark >= 0, JSON.stringify(synced));
+  return synced.change_mark;
+}
+
+async function edit(client, messageId, content) {
+  const reply = await client.request({ type: 'edit_message', message_id: messageId, content });
+  assert.equal(reply.type, 'message_edited', JSON.stringify(reply));
+  return reply.data;
+}
+
+async function remove(client, messageId) {
+  const reply = await client.request({ type: 'delete_message', message_id: messageId });
+  assert.equal(reply.type, 'message_deleted', JSON.stringify(reply));
+}
+
+describe('edits and deletions missed while away', () => {
+  let server;
+  before(async () => { server = await startServer(); });
+  after(async () => { await server?.stop(); });
+
+  it('a client with no mark yet is given one; coming back with it, it gets what changed meanwhile, then a new mark', async () => {
+    const [alice, bob, carol] = await server.registerMany(3);
+    const direct = await server.createDirect(alice, bob);
+    const others = await server.createDirect(alice, carol);  // not bob's
+    const a = await server.connect(alice);
+    const sent = [];
+    for (let i = 0; i < 4; i++) sent.push(await a.sendMessage({ thread_id: direct.id, content: `m${i}` }));
+    const notBobs = await a.sendMessage({ thread_id: others.id, content: 'for carol' });
+    // An edit from before the first mark is not sent again with the next one.
+    await edit(a, sent[3].id, 'm3, edited before bob had a mark');
+
+    let b = await connectSyncing(server, bob, null);
+    const first = await syncedFrames(b);
+    const mark1 = changeMark(first.synced);
+    assert.deepEqual(first.before.filter((f) => CHANGE_TYPES.has(f.type)), [], 'no mark given: nothing is resent');
+    b.close();
+    await b.closed;
+
+    // While bob is away.
+    const edited = await edit(a, sent[0].id, 'm0, edited while bob was away');
+    await remove(a, sent[1].id);
+    await edit(a, sent[2].id, 'm2, first edit');
+    const edited2 = await edit(a, sent[2].id, 'm2, second edit');
+    await edit(a, notBobs.id, 'carol only');
+
+    b = await connectSyncing(server, bob, mark1);
+    const second = await syncedFrames(b);
+    const mark2 = changeMark(second.synced);
+    assert.ok(mark2 > mark1, `the mark moves on: ${mark1} -> ${mark2}`);
+    const changes = second.before.filter((f) => CHANGE_TYPES.has(f.type));
+    // Each message once, as it is now, and nothing of a thread bob is not in.
+    assert.equal(changes.length, 3, JSON.stringify(changes));
+    const byId = new Map(changes.map((f) => [f.type === 'message_edited' ? f.data.id : f.message_id, f]));
+    assert.equal(byId.get(sent[0].id)?.type, 'message_edited');
+    assert.equal(byId.get(sent[0].id).data.content, edited.content);
+    assert.equal(byId.get(sent[0].id).data.thread_id, direct.id);
+    assert.ok(byId.get(sent[0].id).data.edited_at, 'edited_at is set');
+    assert.deepEqual(
+      { type: byId.get(sent[1].id)?.type, thread_id: byId.get(sent[1].id)?.thread_id, seq: byId.get(sent[1].id)?.seq },
+      { type: 'message_deleted', thread_id: direct.id, seq: sent[1].seq });
+    assert.equal(byId.get(sent[2].id)?.data?.content, edited2.content, 'the last edit, not the first');
+    assert.ok(!byId.has(notBobs.id), 'a change in a thread bob is not in is not his');
+    assert.ok(!byId.has(sent[3].id), 'a change before the mark is not sent again');
+    b.close();
+    await b.closed;
+
+    // Nothing changed since: the mark comes back alone.
+    b = await connectSyncing(server, bob, mark2);
+    const third = await syncedFrames(b);
+    assert.ok(changeMark(third.synced) >= mark2);
+    assert.deepEqual(third.before.filter((f) => CHANGE_TYPES.has(f.type)), []);
+    // Live changes still come as they happen.
+    const live = await edit(a, sent[0].id, 'm0, edited live');
+    const ev = await b.next((f) => f.type === 'message_edited' && f.data.id === sent[0].id);
+    assert.equal(ev.data.content, live.content);
+    b.close();
+
+    // Without changes_after there is no sync and no mark.
+    const plain = await connectSyncing(server, bob, undefined);
+    await plain.ping();
+    await plain.expectNone((f) => f.type === 'changes_synced' || CHANGE_TYPES.has(f.type), 500, 'a sync nobody asked for');
+    plain.close();
+    a.close();
+  });
+
+  it('more changes than a page: all of them, each once, before the mark', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const direct = await server.createDirect(alice, bob);
+    let b = await connectSyncing(server, bob, null);
+    const mark1 = changeMark((await syncedFrames(b)).synced);
+    b.close();
+    await b.closed;
+    const N = 450;  // past two of the server's pages of 200
+    await server.sendBacklog(alice, direct.id, N, 'page');
+    const history = await server.history(alice.token, direct.id);
+    assert.equal(history.length, N);
+    const editors = [await server.connect(alice), await server.connect(alice)];
+    for (let i = 0; i < N; i += 100) {
+      await Promise.all(history.slice(i, i + 100).map((m, j) =>
+        editors[(i / 100) % 2].request({ type: 'edit_message', message_id: m.id, content: `${m.content}, edited` }, 20000)
+          .then((r) => assert.equal(r.type, 'message_edited', JSON.stringify(r)))));
+    }
+    for (const e of editors) e.close();
+
+    b = await connectSyncing(server, bob, mark1);
+    const { synced, before } = await syncedFrames(b, 30000);
+    const edits = before.filter((f) => f.type === 'message_edited');
+    assert.equal(edits.length, N);
+    assert.equal(new Set(edits.map((f) => f.data.id)).size, N, 'each message once');
+    for (const f of edits) assert.match(f.data.content, /^page \d+, edited$/);
+    assert.ok(changeMark(synced) >= mark1 + N);
+    b.close();
+  });
+
+  it('a bad changes_after is refused with invalid_field and closes (4401), authenticating nothing; a renewal cannot carry one', async () => {
+    const [alice] = await server.registerMany(1);
+    for (const bad of [-1, 1.5, '12', true, { n: 1 }, 2 ** 53]) {
+      const c = await server.connect(alice, { via: 'none' });
+      const reply = await c.request({ type: 'auth', token: alice.token, changes_after: bad });
+      assertWsError(assert, reply, 'invalid_field', `changes_after ${JSON.stringify(bad)}`);
+      assert.match(reply.message, /changes_after/);
+      // As any auth frame that cannot be read: closed, not authenticated.
+      const closed = await c.waitClose();
+      assert.equal(closed.code, 4401, JSON.stringify(closed));
+      assert.ok(!c.all((f) => f.type === 'connection_established').length, 'never established');
+    }
+    // 5.0 is the integer 5 (clients that keep numbers as doubles).
+    const ok = await connectSyncing(server, alice, 5.0);
+    changeMark((await syncedFrames(ok)).synced);
+    const renewal = await ok.request({ type: 'auth', token: alice.token, changes_after: 0 });
+    assertWsError(assert, renewal, 'invalid_field');
+    assert.match(renewal.message, /changes_after/);
+    await ok.ping();  // the connection stays
+    ok.close();
+  });
+
+  it('Socket.IO: changes_after in the CONNECT auth, changes_synced as an event; a bad one is a connect_error', async () => {
+    const [alice, bob] = await server.registerMany(2);
+    const direct = await server.createDirect(alice, bob);
+    const a = await server.connect(alice);
+    const m = await a.sendMessage({ thread_id: direct.id, content: 'hello' });
+
+    const open = (auth) => {
+      const socket = io(server.baseUrl, { auth, reconnection: false, forceNew: true, timeout: 5000 });
+      const events = [];
+      socket.onAny((name, ...args) => events.push({ name, data: args[0] }));
+      return { socket, events };
+    };
+    const until = async (events, pred, ms = 10000) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        const hit = events.find(pred);
+        if (hit) return hit;
+        await sleep(20);
+      }
+      throw new Error(`not within ${ms} ms; got ${JSON.stringify(events.map((e) => e.name))}`);
+    };
+
+    let s = open({ token: bob.token, changes_after: null, catch_up: false });
+    const mark1 = (await until(s.events, (e) => e.name === 'changes_synced')).data.change_mark;
+    assert.ok(Number.isSafeInteger(mark1));
+    s.socket.close();
+
+    const edited = await edit(a, m.id, 'hello, edited');
+    s = open({ token: bob.token, changes_after: mark1, catch_up: false });
+    const synced = await until(s.events, (e) => e.name === 'changes_synced');
+    assert.ok(synced.data.change_mark > mark1);
+    const changes = s.events.slice(0, s.events.indexOf(synced)).filter((e) => e.name === 'message_edited');
+    assert.equal(changes.length, 1, JSON.stringify(s.events.map((e) => e.name)));
+    assert.equal(changes[0].data.id, m.id);
+    assert.equal(changes[0].data.content, edited.content);
+    s.socket.close();
+
+    const badSocket = io(server.baseUrl, { auth: { token: bob.token, changes_after: 'x' }, reconnection: false, forceNew: true, timeout: 5000 });
+    const err = await new Promise((resolve, reject) => {
+      badSocket.on('connect_error', resolve);
+      badSocket.on('connect', () => reject(new Error('connected with a bad changes_after')));
+    });
+    assert.equal(err.data?.code, 'invalid_field');
+    assert.match(err.message, /changes_after/);
+    badSocket.close();
+    a.close();
+  });
+});
