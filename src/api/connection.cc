@@ -1625,7 +1625,11 @@ constexpr int kSyncPage = 200;
 // vouched for that the client was not sent.
 void Connection::sync_changes(int64_t after, int64_t through) {
   if (closed_) return;
-  const int64_t mark = std::max(after, through);  // a mark given by a node ahead of this one stands
+  // Not max(after, through): a client's mark past this node's (another node
+  // ahead of it, or a store restored from a backup, whose numbers start
+  // again lower) is not this node's to vouch for. A lower mark only means
+  // more to send next time.
+  const int64_t mark = through;
   if (after == kNoChangeMark) {
     send(encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
     return;

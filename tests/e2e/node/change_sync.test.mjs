@@ -107,6 +107,14 @@ describe('edits and deletions missed while away', () => {
     assert.equal(ev.data.content, live.content);
     b.close();
 
+    // A mark past the server's (a store restored from an older backup) is
+    // not given back: the server's own level is, which covers the live edit.
+    const ahead = await connectSyncing(server, bob, mark2 + 1_000_000);
+    const aheadSync = await syncedFrames(ahead);
+    assert.ok(changeMark(aheadSync.synced) > mark2 && changeMark(aheadSync.synced) < mark2 + 1_000_000,
+      `mark ${aheadSync.synced.change_mark} after ${mark2} and the live edit`);
+    ahead.close();
+
     // Without changes_after there is no sync and no mark.
     const plain = await connectSyncing(server, bob, undefined);
     await plain.ping();
