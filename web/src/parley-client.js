@@ -8,7 +8,9 @@
 //   (re)connection catches up each known thread from its `since_seq` (named
 //   in the auth frame's `subscribe` list, so each comes back in seq order;
 //   threads learnt later with `subscribe_thread`) so nothing is missed or
-//   doubled.
+//   doubled. Edits and deletions made meanwhile come too: the auth frame
+//   carries the change mark of the connection before (`changes_after`,
+//   docs/protocol.md "Edits and deletions missed while away").
 // - Sending: every message gets a `client_msg_id`; it waits in an outbox while
 //   offline and is (re)sent until the server answers `message_sent`. The server
 //   stores a retried `client_msg_id` once, so a resend can never double it.
@@ -21,8 +23,10 @@
 //   message      {message, replay}     a message from another connection
 //   sent         {message}             our message is durably stored
 //   failed       {item, code, message} the server refused a queued message for good
-//   edited       {message}             a message was edited (by its sender, on any device)
-//   deleted      {thread_id, message_id, seq}   a message was deleted
+//   edited       {message, synced}     a message was edited (by its sender, on any device);
+//                                      synced: while away (the reconnection's sync)
+//   deleted      {thread_id, message_id, seq, synced}   a message was deleted
+//   changes_synced {change_mark}       the edits and deletions missed while away have come
 //   outbox       {pending: [...]}      the queue changed
 //   delivered, read_receipt, typing, presence, call   the server frame
 //   unauthorized {code}                the token is refused or expired
@@ -96,6 +100,9 @@ export class ParleyClient extends EventTarget {
     // above it (a reply can overtake a replay) wait in `ahead` until the gap fills.
     this.cursors = new Map();
     this.ahead = new Map();  // thread id -> Set of seqs
+    // The change_mark of the last changes_synced: edits and deletions up to it
+    // have reached this client (null: none yet, the first connection asks for one).
+    this.changeMark = null;
     this.subscribed = new Set();  // thread ids subscribed on the current connection
     this.authListBytes = AUTH_SUBSCRIBE_BYTES;  // 0 once a server refused a list for its size
     // Threads the app forgot (no longer the user's) until it tracks them
@@ -240,7 +247,11 @@ export class ParleyClient extends EventTarget {
       }
       ws.authList = subscribe.map((e) => e.thread_id);
       ws.subscribedAtAuth = new Set(ws.authList);
-      ws.send(JSON.stringify({ type: 'auth', token: this.token, ...(subscribe.length ? { subscribe } : {}) }));
+      // Until changes_synced, the edits and deletions that come may be ones missed while away.
+      ws.syncing = true;
+      ws.send(JSON.stringify({
+        type: 'auth', token: this.token, changes_after: this.changeMark, ...(subscribe.length ? { subscribe } : {}),
+      }));
     };
     ws.onmessage = (e) => {
       clearTimeout(this.pongTimer);
@@ -408,8 +419,15 @@ export class ParleyClient extends EventTarget {
         this.emit('sent', { message: m });
         break;
       }
-      case 'message_edited': this.emit('edited', { message: f.data }); break;
-      case 'message_deleted': this.emit('deleted', f); break;
+      case 'message_edited': this.emit('edited', { message: f.data, synced: Boolean(this.ws?.syncing) }); break;
+      case 'message_deleted': this.emit('deleted', { ...f, synced: Boolean(this.ws?.syncing) }); break;
+      case 'changes_synced':
+        // Kept only now: a connection lost before this leaves the old mark, and
+        // the next one is sent those changes again.
+        this.changeMark = f.change_mark;
+        if (this.ws) this.ws.syncing = false;
+        this.emit('changes_synced', f);
+        break;
       case 'message_delivered': this.emit('delivered', f); break;
       case 'read_receipt': this.emit('read_receipt', f); break;
       case 'typing': this.emit('typing', f); break;

@@ -300,7 +300,9 @@ function wire(c) {
     // a thread that appeared meanwhile is subscribed as it is tracked.
     if (state.conn === 'online') {
       loadThreads().catch(() => {});
-      if (connectedBefore) refreshHeld().catch(() => {});
+      // Edits and deletions made while away come as events (the client's
+      // change mark); a client that has none yet reads the open one again.
+      if (connectedBefore && c.changeMark === null) refreshHeld().catch(() => {});
       // The open conversation whose first page failed loads now.
       if (state.openId && !state.messages.has(state.openId)) loadNewest(state.openId);
       connectedBefore = true;
@@ -338,13 +340,14 @@ function wire(c) {
   c.addEventListener('edited', (e) => {
     const m = e.detail.message;
     const held = heldMessage(m.thread_id, m.seq);
-    if (held && !mine(held) && newerEdit(held, m) && held.content !== m.content) sayChange(held, 'edited');
+    // What changed while this device was away is shown, not announced one by one.
+    if (held && !e.detail.synced && !mine(held) && newerEdit(held, m) && held.content !== m.content) sayChange(held, 'edited');
     applyEdit(m);
   });
   c.addEventListener('deleted', (e) => {
     const f = e.detail;
     const held = heldMessage(f.thread_id, f.seq);
-    if (held && !held.deleted && !deletingHere.has(held.id)) sayChange(held, 'deleted');
+    if (held && !f.synced && !held.deleted && !deletingHere.has(held.id)) sayChange(held, 'deleted');
     update(f.thread_id, f.seq, tombstone);
     refreshUnread();  // a deleted message no longer counts as unread
   });
@@ -530,9 +533,10 @@ function stopEditingIfDeleted(m) {
 
 function tombstone(old) { return { ...old, content: '', deleted: true }; }
 
-// Edits and deletions made while this device was offline are not replayed
-// (docs/protocol.md: history shows messages as they are now). After a
-// reconnection the conversations held are read again: the open one's newest
+// Edits and deletions made while this device was offline come as events
+// after a reconnection, from the client's change mark (ParleyClient). A
+// client that has no mark (its first connection's changes_synced never came)
+// reads the conversations held again instead: the open one's newest
 // messages (up to REFRESH_MAX) are fetched and replace the copies held; the
 // others are dropped and load afresh when opened.
 const REFRESH_MAX = 600;
