@@ -10,7 +10,8 @@
 // client reloaded), and so must read marks. And a re-read of a thread the user has left since stops
 // at the store's refusal instead of retrying for good. Last, a node that dies
 // off the bus: a retry elsewhere publishes what it stored, and without a
-// retry the others resync when they find it dead.
+// retry the others resync when they find it dead. A client's change mark
+// given by a node off the bus covers none of what it missed.
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
@@ -125,6 +126,47 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await teacherWs.request({ type: 'edit_message', message_id: typo.id, content: 'bring lunch and water' });
     await parentWs.next((f) => f.type === 'message_edited' && f.data.content === 'bring lunch and water', 10000);
     assert.deepEqual(contents(parentWs, group.id), ['the trip is on Friday', 'bring a lunhc'], 'no message twice');
+  });
+
+  // A client's change mark (changes_after, docs/protocol.md "Edits and
+  // deletions missed while away") covers only what the node that gave it
+  // had heard of. Node A, cut off from the bus, has not heard of node B's
+  // edit: it still sends it (read from the store), but its mark does not
+  // cover it, so the client that takes that mark to node B is sent it again.
+  it('a change mark given by a node off the bus does not cover an edit made elsewhere meanwhile', async () => {
+    const [teacher, parent] = await nodeB.registerMany(2);
+    const group = await nodeB.createGroup(teacher, [parent]);
+    const teacherWs = await nodeB.connect(teacher);
+    const note = await teacherWs.sendMessage({ thread_id: group.id, content: 'pick up at 3' });
+    const sync = async (node, changesAfter) => {
+      const client = await node.connect(parent, { via: 'none' });
+      client.send({ type: 'auth', token: parent.token, changes_after: changesAfter });
+      const synced = await client.next((f) => f.type === 'changes_synced', 10000, 'changes_synced');
+      const frames = client.all(() => true);
+      const edits = frames.slice(0, frames.indexOf(synced)).filter((f) => f.type === 'message_edited')
+        .map((f) => f.data.content);
+      client.close();
+      assert.ok(Number.isSafeInteger(synced.change_mark), JSON.stringify(synced));
+      return { mark: synced.change_mark, edits };
+    };
+    const start = await sync(nodeB, null);
+
+    let onA;
+    await proxy.cut();
+    try {
+      await waitBus(nodeA, false);
+      assert.equal((await teacherWs.request({ type: 'edit_message', message_id: note.id, content: 'pick up at 4' })).type,
+        'message_edited');
+      onA = await sync(nodeA, start.mark);
+      assert.deepEqual(onA.edits, ['pick up at 4'], 'node A sends the edit it read from the store');
+    } finally {
+      await uncut();
+    }
+    await waitBus(nodeA, true);
+    const onB = await sync(nodeB, onA.mark);
+    assert.deepEqual(onB.edits, ['pick up at 4'], 'node A\'s mark did not cover it: sent again');
+    assert.ok(onB.mark > onA.mark, `node B's mark ${onB.mark} covers it, node A's ${onA.mark} did not`);
+    assert.deepEqual((await sync(nodeB, onB.mark)).edits, [], 'covered now');
   });
 
   // Node A, cut off from Redis, stores 40 messages; node B then stores one,
