@@ -1584,17 +1584,16 @@ void Connection::resend_changes(int64_t after, int attempt) {
           return;
         }
       }
-      if (self->changes_sent_ && self->changes_sent_->reads > 0) --self->changes_sent_->reads;
+      self->end_change_read();
     };
   });
 }
 
-void Connection::resend_change(const Message& changed, bool direct) {
+void Connection::resend_change(const Message& changed) {
   if (!admit_change(changed.id, changed.change_no)) return;
   auto event = change_event(changed);
   FramePtr frame = encoder_->event(*event);
   if (!tell_change(changed.id, changed.change_no, frame)) return;
-  if (direct) return send(std::move(frame));
   if (holding_) return held_.push_back({changed.thread_id, 0, std::move(frame), {}, false});
   // Behind the thread's fills, like a live change.
   if (!cursor_.changed(changed.thread_id, frame)) return;
@@ -1608,35 +1607,31 @@ constexpr int kSyncPage = 200;
 
 // The sync of edits and deletions a client missed while away (its
 // `changes_after`): what is at stake is the mark it is given at the end,
-// which it stores and sends next time. Every change numbered up to `through`
-// was committed before the hub's add (ChangeWatermark counts what arrived,
-// and numbers follow commit order), so:
-// - each of those above `after` is in the pages read since, which show its
-//   message as it is now or later;
-// - every replay and fill of this connection reads after the add, so shows
-//   them too, and any later change of such a message is numbered above
-//   `through` and comes with its own live event (behind the fills).
-// So the pages go out at once, not behind the thread's fills (a fill's page
-// may be read before a later change and arrive after the sync's newer copy,
-// but that change's live event follows it), and `changes_synced` right
-// after them cannot overtake anything it vouches for. A client that drops
-// before its live events arrive still has the mark of an earlier sync for
-// what they were about (they are numbered above this `through`): nothing is
-// vouched for that the client was not sent.
+// which it stores and sends next time, never to be sent what it covers
+// again. The mark is `through`, the node's ChangeWatermark read before the
+// hub's add: every change up to it reached the node on the bus, so was
+// committed before anything could be read or sent for this connection.
+// For each such change above the client's mark, then, this connection has,
+// or holds, a frame showing its message at that change or later: the
+// sync's pages are read after it, and a page's copy is only left out where
+// an event as new was already sent or held (admit_change, tell_change).
+// The pages go where live changes go, behind their threads' fills, so that
+// the last frame about a message is its current state (a fill's page may
+// have been read before the change). `changes_synced` waits until every
+// change frame held when the last page was handled has gone out
+// (send_change_mark): before that a client could drop with a mark
+// covering a change it was never sent. A change after the add may come
+// later, but is numbered above the mark: the next sync has it.
 void Connection::sync_changes(int64_t after, int64_t through) {
   if (closed_) return;
-  // Not max(after, through): a client's mark past this node's (another node
-  // ahead of it, or a store restored from a backup, whose numbers start
-  // again lower) is not this node's to vouch for. A lower mark only means
-  // more to send next time.
-  const int64_t mark = through;
-  if (after == kNoChangeMark) {
-    send(encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
-    return;
-  }
+  if (after == kNoChangeMark) return send_change_mark(through, {}, true);
   if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
   ++changes_sent_->reads;  // a live change meanwhile stops an older copy of its message (admit_change)
-  sync_changes_page(after, mark, 0);
+  // From the lower: a client's mark past this node's (another node ahead of
+  // it, or a store restored from a backup, whose numbers start again lower)
+  // is not this node's to trust, and the mark given is never the client's.
+  // A lower mark only means more to send.
+  sync_changes_page(std::min(after, through), through, 0);
 }
 
 void Connection::sync_changes_page(int64_t after, int64_t mark, int attempt) {
@@ -1655,7 +1650,7 @@ void Connection::sync_changes_page(int64_t after, int64_t mark, int attempt) {
     auto page = self->ctx_.chat.store().changes_after(self->user_id_, after, kSyncPage);
     return [self, after, mark, attempt, page = std::move(page)] {
       if (page) {
-        for (const Message& m : *page) self->resend_change(m, /*direct=*/true);
+        for (const Message& m : *page) self->resend_change(m);
         if (static_cast<int>(page->size()) == kSyncPage)
           return self->sync_changes_page(page->back().change_no, mark, 0);
       } else if (attempt + 1 < kGapFillAttempts) {
@@ -1669,11 +1664,75 @@ void Connection::sync_changes_page(int64_t after, int64_t mark, int attempt) {
         });
         return;
       }
-      if (self->changes_sent_->reads > 0) --self->changes_sent_->reads;
+      self->end_change_read();
       // Given up: no mark, so the client keeps its own and asks again next time.
       if (!page) return self->send_error(page.error(), nullptr);
-      self->send(self->encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
+      self->send_change_mark(mark, {}, true);
     };
+  });
+}
+
+// Every change frame held now: behind a thread's fills, an own send's
+// answer (AnswerWait), or a Socket.IO catch-up (held_).
+std::vector<FramePtr> Connection::held_change_frames() const {
+  std::vector<FramePtr> out;
+  cursor_.held_changes(out);
+  if (answer_wait_)
+    for (const auto& f : answer_wait_->frames)
+      if (f.seq == kAnySeq) out.push_back(f.frame);
+  for (const auto& h : held_)
+    if (h.seq == 0 && h.frame) out.push_back(h.frame);
+  return out;
+}
+
+// How often changes_synced looks again for the frames it waits behind: they
+// go as fills end and answers come, a few milliseconds to seconds.
+constexpr auto kChangeMarkWait = std::chrono::milliseconds(10);
+
+// `first`: the frames to wait for are those held now. Frames keep their
+// identity as they move from one hold to another, so each is followed by
+// its pointer until it is held nowhere, i.e. sent.
+void Connection::send_change_mark(int64_t mark, std::vector<FramePtr> waiting, bool first) {
+  if (closed_) return;
+  std::vector<FramePtr> held = held_change_frames();
+  if (first) {
+    waiting = std::move(held);
+  } else {
+    std::unordered_set<const Frame*> still;
+    for (const auto& f : held) still.insert(f.get());
+    std::erase_if(waiting, [&](const FramePtr& f) { return !still.contains(f.get()); });
+  }
+  if (waiting.empty()) {
+    send(encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
+    return;
+  }
+  auto t = transport_.lock();
+  if (!t) return;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  t->schedule(kChangeMarkWait, [weak, mark, waiting = std::move(waiting)]() mutable {
+    if (auto self = weak.lock()) self->send_change_mark(mark, std::move(waiting), false);
+  });
+}
+
+// A bus event older than a read's copy of its message comes within this of
+// the read, or not at all (Redis hangs a few seconds at a time).
+constexpr auto kChangesKeptFor = std::chrono::seconds(30);
+
+// A read of changes (a resync's, a sync's) ended. Its record of what it sent
+// (ChangesSent::last, one entry per message) is not kept for the
+// connection's life once past kChangesKept: with no read running a while
+// later, it goes.
+void Connection::end_change_read() {
+  if (!changes_sent_ || changes_sent_->reads == 0) return;
+  if (--changes_sent_->reads > 0 || changes_sent_->last.size() <= kChangesKept) return;
+  auto t = transport_.lock();
+  if (!t) return;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  t->schedule(kChangesKeptFor, [weak] {
+    auto self = weak.lock();
+    if (!self || !self->changes_sent_) return;
+    ChangesSent& sent = *self->changes_sent_;
+    if (sent.reads == 0 && sent.last.size() > kChangesKept) sent.last.clear();
   });
 }
 

@@ -169,14 +169,18 @@ class Connection final : public ClientSession,
   // After a resync: reads the edits and deletions numbered above `after` in
   // the user's threads and sends each message's last one.
   void resend_changes(int64_t after, int attempt);
-  // `direct`: sent at once, not behind the thread's fills (sync_changes says why).
-  void resend_change(const Message& changed, bool direct = false);
+  void resend_change(const Message& changed);
+  void end_change_read();
   // The client's `changes_after` (kNoChangeMark: none yet): sends each
   // message of the user's threads changed since as it is now, then
   // `changes_synced` with the mark to give next time. `through`: the node's
   // ChangeWatermark as the connection registered.
   void sync_changes(int64_t after, int64_t through);
   void sync_changes_page(int64_t after, int64_t mark, int attempt);
+  std::vector<FramePtr> held_change_frames() const;
+  // Sends changes_synced once the change frames held when it was first
+  // called (first = true) have all gone out.
+  void send_change_mark(int64_t mark, std::vector<FramePtr> waiting, bool first);
   // False for a change older than (or the same as) one this connection was
   // sent about that message since the last resync: a frame must not undo a newer one.
   bool admit_change(const std::string& message_id, int64_t change_no);

@@ -148,6 +148,10 @@ bool DeliveryCursor::sent_before(State& s, int64_t seq) {
   return sent_by_replay(s, seq);
 }
 
+void DeliveryCursor::held_changes(std::vector<FramePtr>& out) const {
+  for (const auto& [thread_id, s] : threads_) out.insert(out.end(), s.held_changes.begin(), s.held_changes.end());
+}
+
 bool DeliveryCursor::changed(const std::string& thread_id, FramePtr frame) {
   auto it = threads_.find(thread_id);  // no entry: nothing sent or running, nothing to wait for
   if (it == threads_.end() || it->second.replays == 0) return true;

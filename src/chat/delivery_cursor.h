@@ -152,6 +152,8 @@ class DeliveryCursor {
   // true; false when the thread has an entry (begin_resync or a live message
   // takes care of it).
   bool begin_unseen_fill(const std::string& thread_id);
+  // Appends every change held (changed() returned false), of every thread.
+  void held_changes(std::vector<FramePtr>& out) const;
   // Highest seq sent on this connection for the thread (0 = none).
   int64_t last_sent(const std::string& thread_id) const;
   // Whether seq went out on this connection for the thread: in the range

@@ -19,8 +19,9 @@
 #include "common/bearer.h"
 #include "common/metrics.h"
 #include "net/engineio.h"
-#include "protocol/encode.h"
 #include "net/sessions.h"
+#include "protocol/client_frame.h"
+#include "protocol/encode.h"
 
 namespace parley::net {
 
@@ -683,20 +684,30 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
                    false);
     std::string token = std::move(*found);
     if (token.empty()) return hand_over(req, std::nullopt);
+    // The change sync of a connection with no `auth` frame to ask for it.
+    std::optional<int64_t> changes_after;
+    if (size_t q = req.target().find('?'); q != std::string_view::npos) {
+      auto query = parse_query(std::string(req.target().substr(q + 1)));
+      if (auto it = query.find("changes_after"); it != query.end()) {
+        auto after = parse_changes_after_param(it->second);
+        if (!after) return reply(error_response(400, after.error().code, after.error().message), false);
+        changes_after = *after;
+      }
+    }
     // An account in Identity's cache (warmed at start, then every account
     // read): answered here, with no store read and no hop to a worker and back.
     if (auto cached = loop_.chat.identity().authenticate_cached(token)) {
       if (!*cached) return reply(upgrade_refusal(cached->error()), false);
-      return hand_over(req, std::move(**cached));
+      return hand_over(req, std::move(**cached), changes_after);
     }
     // Reading the store may provision a user (a write): off the loop.
     auto self = this->shared_from_this();
     auto sreq = std::make_shared<http::request<http::string_body>>(std::move(req));
-    loop_.auth_queue->submit([self, sreq, token] {
+    loop_.auth_queue->submit([self, sreq, token, changes_after] {
       auto user = self->loop_.chat.authenticate(token);
-      asio::post(self->stream_.get_executor(), [self, sreq, user = std::move(user)]() mutable {
+      asio::post(self->stream_.get_executor(), [self, sreq, user = std::move(user), changes_after]() mutable {
         if (!user) return self->reply(upgrade_refusal(user.error()), false);
-        self->hand_over(*sreq, std::move(*user));
+        self->hand_over(*sreq, std::move(*user), changes_after);
       });
     });
   }
@@ -732,12 +743,13 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
   }
 
   // The socket and any bytes already read past the request go to the WebSocket session.
-  void hand_over(const http::request<http::string_body>& req, std::optional<Authenticated> user) {
+  void hand_over(const http::request<http::string_body>& req, std::optional<Authenticated> user,
+                 std::optional<int64_t> changes_after = std::nullopt) {
     if (loop_.draining) return reply(shutting_down(), false);  // its token check ended after the drain began
     auto data = buffer_.cdata();
     std::string leftover(static_cast<const char*>(data.data()), data.size());
     start_ws_session(loop_, release(), req, std::move(leftover),
-                     json_connection_factory(loop_, std::move(user)));
+                     json_connection_factory(loop_, std::move(user), changes_after));
   }
 
   // Over TLS too, without a close_notify: every answer is length-delimited,

@@ -133,7 +133,9 @@ void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<ht
                       std::string leftover, WsListenerFactory make_listener, uint64_t max_message_bytes = 0);
 
 // The WebSocket JSON protocol's session (a Connection). `user` is set when
-// the upgrade carried a valid token.
-WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authenticated> user);
+// the upgrade carried a valid token, `changes_after` when it asked for the
+// change sync (`?changes_after=`, parse_changes_after_param).
+WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authenticated> user,
+                                          std::optional<int64_t> changes_after = std::nullopt);
 
 }  // namespace parley::net

@@ -447,11 +447,12 @@ void start_ws_session(LoopContext& loop, WsSocket socket, const http::request<ht
       ->start(request, std::move(leftover), make_listener);
 }
 
-WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authenticated> user) {
-  return [&loop, user = std::move(user)](std::weak_ptr<Transport> transport) mutable {
+WsListenerFactory json_connection_factory(LoopContext& loop, std::optional<Authenticated> user,
+                                          std::optional<int64_t> changes_after) {
+  return [&loop, user = std::move(user), changes_after](std::weak_ptr<Transport> transport) mutable {
     auto conn = std::make_shared<Connection>(ConnectionContext{loop.chat, loop.workers, loop.hub}, std::move(transport),
                                              json_encoder());
-    conn->on_open(std::move(user));
+    conn->on_open(std::move(user), {}, changes_after);
     return conn;
   };
 }

@@ -3,6 +3,7 @@
 #include <boost/json.hpp>
 
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <utility>
 #include <vector>
@@ -221,6 +222,17 @@ Result<std::optional<int64_t>> parse_changes_after(const json::object& o) {
     return std::optional<int64_t>(static_cast<int64_t>(v->get_double()));
   return invalid_field("changes_after", "must be null or the change_mark of a changes_synced (an integer from 0 to " +
                                             std::to_string(kMaxSeq) + ")");
+}
+
+Result<int64_t> parse_changes_after_param(std::string_view text) {
+  if (text == "null") return kNoChangeMark;
+  int64_t n = -1;
+  const char* end = text.data() + text.size();
+  auto [at, ec] = std::from_chars(text.data(), end, n);
+  if (text.empty() || ec != std::errc() || at != end || n < 0 || n > kMaxSeq)
+    return invalid_field("changes_after", "must be null or the change_mark of a changes_synced (an integer from 0 to " +
+                                              std::to_string(kMaxSeq) + ")");
+  return n;
 }
 
 ParsedFrame parse_client_fields(ClientType type, const json::object& o) {

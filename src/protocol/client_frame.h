@@ -74,6 +74,9 @@ Result<std::vector<ClientFrame>> parse_subscribe_list(const boost::json::value* 
 // `change_mark` of the client's last `changes_synced`. Error: invalid_field.
 constexpr int64_t kNoChangeMark = -1;
 Result<std::optional<int64_t>> parse_changes_after(const boost::json::object& o);
+// The same as a WebSocket upgrade's `?changes_after=` (its token in the URL
+// or a header, with no `auth` frame): `null` for no mark yet, else digits.
+Result<int64_t> parse_changes_after_param(std::string_view text);
 
 struct ParsedFrame {
   ClientFrame frame;           // request_id is filled even when error is set (unless it is the error)

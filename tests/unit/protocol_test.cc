@@ -75,6 +75,18 @@ TEST(ParseClientFrame, AuthCarriesChangesAfterNullAsNoMarkYet) {
   }
 }
 
+TEST(ParseChangesAfterParam, TakesNullOrDigitsUpTo2To53Minus1) {
+  EXPECT_EQ(parse_changes_after_param("null").value(), kNoChangeMark);
+  EXPECT_EQ(parse_changes_after_param("0").value(), 0);
+  EXPECT_EQ(parse_changes_after_param("1841").value(), 1841);
+  EXPECT_EQ(parse_changes_after_param("9007199254740991").value(), 9007199254740991);
+  for (const char* bad : {"", "-1", "+1", "1.0", "1e3", "12a", " 1", "9007199254740992", "99999999999999999999", "NULL"}) {
+    auto r = parse_changes_after_param(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, "invalid_field") << bad;
+  }
+}
+
 TEST(ParseClientFrame, AuthWithABadSubscribeListIsRefusedNamingTheEntry) {
   const std::string entry = std::string(R"({"thread_id":")") + kThread + R"(","since_seq":1})";
   struct Case {

@@ -115,6 +115,19 @@ describe('edits and deletions missed while away', () => {
       `mark ${aheadSync.synced.change_mark} after ${mark2} and the live edit`);
     ahead.close();
 
+    // A connection whose token is in the URL asks with ?changes_after=.
+    const viaUrl = await server.connect(bob, { path: `/ws?changes_after=${mark1}` });
+    const urlSync = await syncedFrames(viaUrl);
+    assert.deepEqual(urlSync.before.filter((f) => CHANGE_TYPES.has(f.type)).map((f) => f.type).sort(),
+      ['message_deleted', 'message_edited', 'message_edited'], 'the same changes as over the auth frame');
+    viaUrl.close();
+    const fresh = await server.connect(bob, { path: '/ws?changes_after=null' });
+    changeMark((await syncedFrames(fresh)).synced);
+    fresh.close();
+    const refused = await server.tryUpgrade(`/ws?token=${encodeURIComponent(bob.token)}&changes_after=-3`);
+    assert.equal(refused.status, 400, JSON.stringify(refused));
+    assert.equal(refused.body?.code, 'invalid_field');
+
     // Without changes_after there is no sync and no mark.
     const plain = await connectSyncing(server, bob, undefined);
     await plain.ping();
@@ -150,6 +163,46 @@ describe('edits and deletions missed while away', () => {
     for (const f of edits) assert.match(f.data.content, /^page \d+, edited$/);
     assert.ok(changeMark(synced) >= mark1 + N);
     b.close();
+  });
+
+  it('changes_synced comes after a change it covers that waits behind a replay of its thread', async () => {
+    // A server with a small outbound bound: a replay pauses as soon as the
+    // client stops reading, and the change waits behind it.
+    const small = await startServer({ args: ['--max-outbound-bytes', '262144'] });
+    try {
+      const [alice, bob] = await small.registerMany(2);
+      const group = await small.createGroup(alice, [bob]);
+      const a = await small.connect(alice);
+      const early = await a.sendMessage({ thread_id: group.id, content: 'the bus leaves at 8' });
+      let b = await connectSyncing(small, bob, null);
+      const mark1 = changeMark((await syncedFrames(b)).synced);
+      b.close();
+      await b.closed;
+      // While bob is away: 150 long messages (about 600 KB) and an edit of the early one.
+      const long = 'x'.repeat(3900);
+      for (let i = 0; i < 150; i += 50) {
+        await Promise.all(Array.from({ length: 50 }, (_, j) => a.sendMessage({ thread_id: group.id, content: `${i + j} ${long}` }, 20000)));
+      }
+      await edit(a, early.id, 'the bus leaves at 9');
+
+      b = await small.connect(bob, { via: 'none' });
+      b.send({ type: 'auth', token: bob.token, changes_after: mark1,
+        subscribe: [{ thread_id: group.id, since_seq: early.seq }] });
+      b.ws._socket.pause();  // the replay stalls at its budget, the edit held behind it
+      await sleep(1000);
+      b.ws._socket.resume();
+      const { before } = await syncedFrames(b, 20000);
+      const edits = before.filter((f) => f.type === 'message_edited' && f.data.id === early.id);
+      assert.equal(edits.length, 1, 'the edit the mark covers comes before the mark');
+      assert.equal(edits[0].data.content, 'the bus leaves at 9');
+      // It waited behind the replay of its thread: after its messages.
+      assert.equal(before.filter((f) => f.type === 'new_message' && f.data.thread_id === group.id).length, 150);
+      assert.ok(before.indexOf(edits[0]) > before.findLastIndex((f) => f.type === 'new_message'), 'after the replay');
+      b.close();
+      a.close();
+    } finally {
+      await small.stop();
+    }
   });
 
   it('a bad changes_after is refused with invalid_field and closes (4401), authenticating nothing; a renewal cannot carry one', async () => {
