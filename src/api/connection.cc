@@ -115,6 +115,7 @@ void Connection::on_tick(int64_t now_ms) {
   }
   // A renewal may be among the frames waiting for the account's recheck.
   if (admission_) return;
+  if (changes_sent_ && changes_sent_->mark_given >= 0) ctx_.chat.tick_change_marks();
   // A second of grace past exp, so a client renewing right at exp is not cut.
   if (token_exp_ > 0 && now_ms > token_exp_ * 1000 + 1000) {
     token_exp_ = 0;
@@ -1600,9 +1601,16 @@ void Connection::resend_change(const Message& changed) {
   send_in_thread(changed.thread_id, kAnySeq, std::move(frame));
 }
 
-// A page of the sync: fewer than a replay's, as its frames go straight into
-// the outbound queue (a page of long messages is a few MB), and the next is
-// read only once the queue is below a quarter of its bound.
+// How often changes_synced looks again for the frames it waits behind: they
+// go as fills end and answers come, a few milliseconds to seconds. Each look
+// goes through every held frame, so the wait doubles up to the last.
+constexpr auto kChangeMarkWaitFirst = std::chrono::milliseconds(10);
+constexpr auto kChangeMarkWaitLast = std::chrono::milliseconds(320);
+
+// A page of the sync: fewer than a replay's, as a page goes out whole (a
+// page of long messages is a few MB), and the next is read only once what
+// waits to go out is below an eighth of the outbound bound
+// (sync_changes_page).
 constexpr int kSyncPage = 200;
 
 // The sync of edits and deletions a client missed while away (its
@@ -1624,8 +1632,9 @@ constexpr int kSyncPage = 200;
 // later, but is numbered above the mark: the next sync has it.
 void Connection::sync_changes(int64_t after, int64_t through) {
   if (closed_) return;
-  if (after == kNoChangeMark) return send_change_mark(through, {}, true);
   if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
+  changes_sent_->mark_pending = true;
+  if (after == kNoChangeMark) return send_change_mark(through, {}, true, kChangeMarkWaitFirst);
   ++changes_sent_->reads;  // a live change meanwhile stops an older copy of its message (admit_change)
   // From the lower: a client's mark past this node's (another node ahead of
   // it, or a store restored from a backup, whose numbers start again lower)
@@ -1634,10 +1643,25 @@ void Connection::sync_changes(int64_t after, int64_t through) {
   sync_changes_page(std::min(after, through), through, 0);
 }
 
+// What a change frame adds to its message's content, about (its fields, the
+// sender's names): enough to pace the sync without encoding twice.
+constexpr size_t kChangeFrameOverhead = 400;
+
+// The sync is paced by what waits to go out: the outbound queue, and the
+// copies held behind a replay of their thread, which its end releases all at
+// once (read on, a sync of a long thread's edits would overflow the queue's
+// bound then, and drop the client).
+size_t Connection::sync_waiting_bytes() const {
+  size_t waiting = 0;
+  if (auto t = transport_.lock()) waiting = t->queued_bytes();
+  for (const FramePtr& f : held_change_frames()) waiting += f->size();
+  return waiting;
+}
+
 void Connection::sync_changes_page(int64_t after, int64_t mark, int attempt) {
   auto t = transport_.lock();
   if (!t || closed_) return;
-  if (t->queued_bytes() > ctx_.chat.config().limits.max_outbound_bytes / 4) {
+  if (sync_waiting_bytes() > ctx_.chat.config().limits.max_outbound_bytes / 8) {
     // A client that reads nothing is dropped by the queue's bound or the idle timeout.
     std::weak_ptr<Connection> weak = weak_from_this();
     t->schedule(kReplayPause, [weak, after, mark, attempt] {
@@ -1650,7 +1674,15 @@ void Connection::sync_changes_page(int64_t after, int64_t mark, int attempt) {
     auto page = self->ctx_.chat.store().changes_after(self->user_id_, after, kSyncPage);
     return [self, after, mark, attempt, page = std::move(page)] {
       if (page) {
-        for (const Message& m : *page) self->resend_change(m);
+        // Within the page too: past the budget, the rest is read again later.
+        const size_t budget = self->ctx_.chat.config().limits.max_outbound_bytes / 8;
+        size_t waiting = self->sync_waiting_bytes();
+        for (size_t i = 0; i < page->size(); ++i) {
+          if (i > 0 && waiting > budget) return self->sync_changes_page((*page)[i - 1].change_no, mark, 0);
+          const Message& m = (*page)[i];
+          self->resend_change(m);
+          waiting += m.content.size() + kChangeFrameOverhead;
+        }
         if (static_cast<int>(page->size()) == kSyncPage)
           return self->sync_changes_page(page->back().change_no, mark, 0);
       } else if (attempt + 1 < kGapFillAttempts) {
@@ -1665,9 +1697,14 @@ void Connection::sync_changes_page(int64_t after, int64_t mark, int attempt) {
         return;
       }
       self->end_change_read();
-      // Given up: no mark, so the client keeps its own and asks again next time.
-      if (!page) return self->send_error(page.error(), nullptr);
-      self->send_change_mark(mark, {}, true);
+      if (!page) {
+        // Given up: no mark, now or later on this connection (a later one
+        // would cover what this sync did not send), so the client keeps its
+        // own and asks again next time.
+        self->changes_sent_->mark_pending = false;
+        return self->send_error(page.error(), nullptr);
+      }
+      self->send_change_mark(mark, {}, true, kChangeMarkWaitFirst);
     };
   });
 }
@@ -1685,14 +1722,11 @@ std::vector<FramePtr> Connection::held_change_frames() const {
   return out;
 }
 
-// How often changes_synced looks again for the frames it waits behind: they
-// go as fills end and answers come, a few milliseconds to seconds.
-constexpr auto kChangeMarkWait = std::chrono::milliseconds(10);
-
 // `first`: the frames to wait for are those held now. Frames keep their
 // identity as they move from one hold to another, so each is followed by
 // its pointer until it is held nowhere, i.e. sent.
-void Connection::send_change_mark(int64_t mark, std::vector<FramePtr> waiting, bool first) {
+void Connection::send_change_mark(int64_t mark, std::vector<FramePtr> waiting, bool first,
+                                  std::chrono::milliseconds wait) {
   if (closed_) return;
   std::vector<FramePtr> held = held_change_frames();
   if (first) {
@@ -1703,15 +1737,35 @@ void Connection::send_change_mark(int64_t mark, std::vector<FramePtr> waiting, b
     std::erase_if(waiting, [&](const FramePtr& f) { return !still.contains(f.get()); });
   }
   if (waiting.empty()) {
+    changes_sent_->mark_given = mark;
+    changes_sent_->mark_pending = false;
     send(encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
     return;
   }
   auto t = transport_.lock();
   if (!t) return;
   std::weak_ptr<Connection> weak = weak_from_this();
-  t->schedule(kChangeMarkWait, [weak, mark, waiting = std::move(waiting)]() mutable {
-    if (auto self = weak.lock()) self->send_change_mark(mark, std::move(waiting), false);
+  const auto next = std::min(wait * 2, std::chrono::milliseconds(kChangeMarkWaitLast));
+  t->schedule(wait, [weak, mark, waiting = std::move(waiting), next]() mutable {
+    if (auto self = weak.lock()) self->send_change_mark(mark, std::move(waiting), false, next);
   });
+}
+
+// After its sync, a connection's client is given a newer mark as changes
+// come (at most every few seconds: ChatService::tick_change_marks). Every
+// change up to `through` has been handed to this loop before this call, so
+// this connection was sent it, holds it, or holds a newer change of its
+// message, or dropped it as older than one it has (or its user is not in
+// the thread); send_change_mark waits for what it holds. Not while a read
+// of changes runs (a resync's: what the bus lost comes by it) nor while an
+// own edit's answer is on its way (it comes from a worker, not this loop).
+void Connection::changes_marked(int64_t through) {
+  if (closed_ || !changes_sent_) return;
+  ChangesSent& sent = *changes_sent_;
+  if (sent.mark_given < 0 || sent.mark_pending || sent.reads > 0 || sent.awaited > 0 || through <= sent.mark_given)
+    return;
+  sent.mark_pending = true;
+  send_change_mark(through, {}, true, kChangeMarkWaitFirst);
 }
 
 // A bus event older than a read's copy of its message comes within this of
@@ -1736,13 +1790,19 @@ void Connection::end_change_read() {
   });
 }
 
+// At most this many messages noted while reads run: an older event of a
+// message past it that comes late (one in flight as the read began) is not
+// stopped, where a sync from `changes_after: 0` would note every message
+// ever changed in the user's threads.
+constexpr size_t kChangesNotedAtMost = 4 * kChangesKept;
+
 bool Connection::admit_change(const std::string& message_id, int64_t change_no) {
   if (!changes_sent_ || change_no <= 0 || message_id.empty()) return true;
   auto it = changes_sent_->last.find(message_id);
   if (it != changes_sent_->last.end()) {
     if (it->second >= change_no) return false;
     it->second = change_no;
-  } else if (changes_sent_->reads > 0) {
+  } else if (changes_sent_->reads > 0 && changes_sent_->last.size() < kChangesNotedAtMost) {
     changes_sent_->last.emplace(message_id, change_no);
   }
   return true;

@@ -12,6 +12,7 @@
 // in-flight work; it holds its transport weakly.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -104,6 +105,7 @@ class Connection final : public ClientSession,
   void deliver(Delivery& delivery) override;
   void excluded(const BusEvent& event) override;
   void resync(int64_t changes_after) override;
+  void changes_marked(int64_t through) override;
   void account_changed(const AccountState& state) override;
 
  private:
@@ -178,9 +180,10 @@ class Connection final : public ClientSession,
   void sync_changes(int64_t after, int64_t through);
   void sync_changes_page(int64_t after, int64_t mark, int attempt);
   std::vector<FramePtr> held_change_frames() const;
+  size_t sync_waiting_bytes() const;
   // Sends changes_synced once the change frames held when it was first
   // called (first = true) have all gone out.
-  void send_change_mark(int64_t mark, std::vector<FramePtr> waiting, bool first);
+  void send_change_mark(int64_t mark, std::vector<FramePtr> waiting, bool first, std::chrono::milliseconds wait);
   // False for a change older than (or the same as) one this connection was
   // sent about that message since the last resync: a frame must not undo a newer one.
   bool admit_change(const std::string& message_id, int64_t change_no);
@@ -318,6 +321,11 @@ class Connection final : public ClientSession,
     };
     std::vector<Told> told;
     int awaited = 0;  // this connection's edits and deletions not answered yet
+    // The client's change mark (sync_changes): the last one given it (-1:
+    // none, or the sync failed: none is given on this connection), and
+    // whether one is on its way (send_change_mark).
+    int64_t mark_given = -1;
+    bool mark_pending = false;
   };
   std::unique_ptr<ChangesSent> changes_sent_;
   // Replay reads running and waiting (replay_read); made by the first replay.

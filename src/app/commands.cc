@@ -553,7 +553,8 @@ int serve(Config& config) {
   // show the text again), so for those the two steps are one. So for read
   // receipts: another node's, admitted on the bus thread, and this node's,
   // admitted on the worker that marked, must not pass each other either.
-  auto change_order = std::make_shared<std::mutex>();
+  // A resync too: it moves the change watermark, and a change mark handed
+  // to the loops after it must reach them after it (ChatService::change_order).
   // The receiver and the forwarder point into `server`: on every way out of
   // here, a failed start included, they stop before it goes (Bus::close).
   struct StopBeforeServer {
@@ -564,11 +565,12 @@ int serve(Config& config) {
       if (forwarder) forwarder->close();
     }
   } stop_before_server{bus, forwarder};
-  core->bus->set_receiver([srv = server.get(), chat = core->chat.get(), change_order](const BusEventPtr& e) {
+  core->bus->set_receiver([srv = server.get(), chat = core->chat.get()](const BusEventPtr& e) {
     std::unique_lock<std::mutex> lock;
-    if (e->change_no > 0 || e->read_seq > 0) lock = std::unique_lock(*change_order);
+    if (e->change_no > 0 || e->read_seq > 0 || e->resync) lock = std::unique_lock(chat->change_order());
     if (auto out = chat->on_bus(e)) srv->fanout()(out);
   });
+  core->chat->set_change_marks([srv = server.get()](const BusEventPtr& e) { srv->fanout()(e); });
   if (core->poll_forwarder) {
     server->set_poll_forwarder(core->poll_forwarder.get());
     core->poll_forwarder->start();

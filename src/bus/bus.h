@@ -108,6 +108,10 @@ struct BusEvent {
   // A control event with no frame: events may have been lost, so every
   // session re-checks its threads against the store.
   bool resync = false;
+  // A control event with no frame, from this process only: every edit and
+  // deletion numbered up to changes_after reached this process and was handed
+  // to the loops before it (ChatService::tick_change_marks).
+  bool changes_mark = false;
   // On a resync handed to the sessions (ChatService::on_bus): they re-read
   // the edits and deletions numbered above this in their threads (-1: none).
   int64_t changes_after = -1;

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 
@@ -126,6 +127,31 @@ BusEventPtr ChatService::on_bus(const BusEventPtr& event) {
   resync->resync = true;
   resync->changes_after = changes_.resync();
   return resync;
+}
+
+// How often connections keeping a change mark may be given a new one. A
+// test may shorten it (PARLEY_TEST_CHANGE_MARK_MS).
+static int64_t change_mark_every_ms() {
+  static const int64_t ms = [] {
+    const char* v = std::getenv("PARLEY_TEST_CHANGE_MARK_MS");
+    return v && std::atoi(v) > 0 ? int64_t{std::atoi(v)} : int64_t{10000};
+  }();
+  return ms;
+}
+
+void ChatService::tick_change_marks() {
+  if (!mark_fanout_) return;
+  const int64_t now = now_micros() / 1000;
+  int64_t due = next_mark_ms_.load(std::memory_order_relaxed);
+  if (now < due || !next_mark_ms_.compare_exchange_strong(due, now + change_mark_every_ms())) return;
+  std::lock_guard lock(change_order_);
+  const int64_t through = changes_.through();
+  if (through <= marked_through_) return;
+  marked_through_ = through;
+  auto mark = std::make_shared<BusEvent>();
+  mark->changes_mark = true;
+  mark->changes_after = through;
+  mark_fanout_(mark);
 }
 
 Status ChatService::start_counting_changes() {

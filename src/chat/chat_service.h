@@ -212,6 +212,16 @@ class ChatService {
   // Every edit and deletion numbered up to this has reached this process on
   // the bus (ChangeWatermark::through), so was committed before this call.
   int64_t changes_through() const { return changes_.through(); }
+  // The bus receiver's lock (commands.cc): an event's count in on_bus and its
+  // hand-over to the loops are one step under it, so a change mark handed
+  // over under it too comes after every change it counts, on every loop.
+  std::mutex& change_order() { return change_order_; }
+  // Set once, before serving: how change marks reach the loops (the Fanout).
+  void set_change_marks(std::function<void(const BusEventPtr&)> fanout) { mark_fanout_ = std::move(fanout); }
+  // Any loop, about once a second while one of its connections keeps a
+  // client's change mark: at most every few seconds, when changes came since
+  // the last, hands every loop a change mark (BusEvent::changes_mark).
+  void tick_change_marks();
 
   // --- relays (not stored) ---
   // typing and call signalling to the thread's other participants
@@ -307,6 +317,10 @@ class ChatService {
   Identity identity_;
   MemberCache members_;
   ChangeWatermark changes_;
+  std::mutex change_order_;
+  std::function<void(const BusEventPtr&)> mark_fanout_;
+  std::atomic<int64_t> next_mark_ms_{0};
+  int64_t marked_through_ = 0;  // under change_order_
   NewestChange newest_changes_;
   NewestChange newest_receipts_;  // by "thread_id/reader_id": the highest read_seq passed on
   Presence presence_;

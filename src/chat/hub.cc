@@ -60,6 +60,11 @@ void Hub::resync(int64_t changes_after) {
     for (ClientSession* s : sessions) s->resync(changes_after);
 }
 
+void Hub::changes_marked(int64_t through) {
+  for (auto& [user, sessions] : by_user_)
+    for (ClientSession* s : sessions) s->changes_marked(through);
+}
+
 void Hub::account_changed(const AccountState& state) {
   auto it = by_user_.find(state.user_id);
   if (it == by_user_.end()) return;
@@ -71,6 +76,7 @@ void Hub::log_arrivals(Micros keep) { arrivals_ = std::make_unique<ArrivalLog>(k
 
 void Hub::dispatch(const BusEvent& event) {
   if (event.resync) return resync(event.changes_after);
+  if (event.changes_mark) return changes_marked(event.changes_after);
   if (!event.recipients || event.members_changed) return;
   if (arrivals_ && event.seq > 0) arrivals_->note(event.thread_id, event.seq, now_micros());
   const auto& sessions = resolve(event);

@@ -29,6 +29,7 @@ class Hub {
   void dispatch(const BusEvent& event);
   // Every session re-checks its threads against the store (the bus reconnected).
   void resync(int64_t changes_after);
+  void changes_marked(int64_t through);
   // Tells the user's sessions on this loop (they may close, so they are copied first).
   void account_changed(const AccountState& state);
   size_t session_count() const { return count_; }

@@ -54,6 +54,11 @@ class ClientSession {
   // against the store, and the edits and deletions numbered above
   // changes_after (-1: not those) in the user's threads.
   virtual void resync(int64_t changes_after) = 0;
+  // Every edit and deletion numbered up to `through` has been handed to this
+  // loop before this call (BusEvent::changes_mark). A session that keeps a
+  // client's change mark may give it this one once they are sent; others
+  // ignore it.
+  virtual void changes_marked(int64_t through) { (void)through; }
   // The user's account state changed (disabled, tokens revoked): the session
   // closes itself when it may no longer be open.
   virtual void account_changed(const AccountState& state) = 0;

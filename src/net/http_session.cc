@@ -683,7 +683,6 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
                                   "the ?token= and Authorization: Bearer tokens differ; send one"),
                    false);
     std::string token = std::move(*found);
-    if (token.empty()) return hand_over(req, std::nullopt);
     // The change sync of a connection with no `auth` frame to ask for it.
     std::optional<int64_t> changes_after;
     if (size_t q = req.target().find('?'); q != std::string_view::npos) {
@@ -691,9 +690,15 @@ class HttpSession final : public std::enable_shared_from_this<HttpSession<Stream
       if (auto it = query.find("changes_after"); it != query.end()) {
         auto after = parse_changes_after_param(it->second);
         if (!after) return reply(error_response(400, after.error().code, after.error().message), false);
+        if (token.empty())
+          return reply(error_response(400, "invalid_field",
+                                      "changes_after in the URL goes with a token in the URL or a header; with "
+                                      "an auth frame, send changes_after in it"),
+                       false);
         changes_after = *after;
       }
     }
+    if (token.empty()) return hand_over(req, std::nullopt);
     // An account in Identity's cache (warmed at start, then every account
     // read): answered here, with no store read and no hop to a worker and back.
     if (auto cached = loop_.chat.identity().authenticate_cached(token)) {

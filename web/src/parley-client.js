@@ -27,6 +27,7 @@
 //                                      synced: while away (the reconnection's sync)
 //   deleted      {thread_id, message_id, seq, synced}   a message was deleted
 //   changes_synced {change_mark}       the edits and deletions missed while away have come
+//   changes_unsynced {code}            they could not be read (the store is down): read what is held again
 //   outbox       {pending: [...]}      the queue changed
 //   delivered, read_receipt, typing, presence, call   the server frame
 //   unauthorized {code}                the token is refused or expired
@@ -365,6 +366,7 @@ export class ParleyClient extends EventTarget {
         if (f.store_id && this.storeId && f.store_id !== this.storeId) {
           this.storeId = f.store_id;
           this.cursors = new Map();
+          this.changeMark = null;  // numbers of the old store too
           // The auth frame's subscriptions counted in the old store: each
           // thread is subscribed again as the app tracks it.
           if (this.ws) this.ws.subscribedAtAuth = null;
@@ -436,6 +438,12 @@ export class ParleyClient extends EventTarget {
       case 'call_offer': case 'call_answer': case 'ice_candidate': case 'call_end':
         this.emit('call', f); break;
       case 'error':
+        // The sync could not read the store (it gave up after a few tries):
+        // the mark stays, and what changed is not here until the next sync.
+        if (f.request_id === undefined && f.code === 'storage_unavailable' && this.ws?.syncing) {
+          this.ws.syncing = false;
+          this.emit('changes_unsynced', { code: f.code });
+        }
         if (typeof f.request_id === 'string' && f.request_id.startsWith(SEND_REQUEST)) {
           this.refused(f.request_id.slice(SEND_REQUEST.length), f);
         }

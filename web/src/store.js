@@ -333,6 +333,8 @@ function wire(c) {
     if (e.detail.code === 'forbidden') loadThreads().catch(() => {});
     changed();
   });
+  // The reconnection's sync of edits and deletions failed: what is held is read again.
+  c.addEventListener('changes_unsynced', () => { if (c === client) refreshHeld().catch(() => {}); });
   c.addEventListener('message', (e) => onMessage(e.detail.message, false));
   // A group this user is in was just made (by them elsewhere, or by someone else).
   c.addEventListener('thread_created', () => reloadThreadsSoon());
@@ -535,8 +537,9 @@ function tombstone(old) { return { ...old, content: '', deleted: true }; }
 
 // Edits and deletions made while this device was offline come as events
 // after a reconnection, from the client's change mark (ParleyClient). A
-// client that has no mark (its first connection's changes_synced never came)
-// reads the conversations held again instead: the open one's newest
+// client that has no mark (its first connection's changes_synced never
+// came), or whose sync failed (changes_unsynced), reads the conversations
+// held again instead: the open one's newest
 // messages (up to REFRESH_MAX) are fetched and replace the copies held; the
 // others are dropped and load afresh when opened.
 const REFRESH_MAX = 600;

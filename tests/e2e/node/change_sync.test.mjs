@@ -127,6 +127,11 @@ describe('edits and deletions missed while away', () => {
     const refused = await server.tryUpgrade(`/ws?token=${encodeURIComponent(bob.token)}&changes_after=-3`);
     assert.equal(refused.status, 400, JSON.stringify(refused));
     assert.equal(refused.body?.code, 'invalid_field');
+    // Without a token in the URL or a header it belongs in the auth frame.
+    const tokenless = await server.tryUpgrade(`/ws?changes_after=${mark1}`);
+    assert.equal(tokenless.status, 400, JSON.stringify(tokenless));
+    assert.equal(tokenless.body?.code, 'invalid_field');
+    assert.match(tokenless.body?.message ?? '', /auth frame/);
 
     // Without changes_after there is no sync and no mark.
     const plain = await connectSyncing(server, bob, undefined);
@@ -202,6 +207,85 @@ describe('edits and deletions missed while away', () => {
       a.close();
     } finally {
       await small.stop();
+    }
+  });
+
+  it('a long thread\'s edits held behind its replay do not overflow the outbound bound when the replay ends', async () => {
+    const small = await startServer({ args: ['--max-outbound-bytes', '262144'] });
+    try {
+      const [alice, bob] = await small.registerMany(2);
+      const group = await small.createGroup(alice, [bob]);
+      let b = await connectSyncing(small, bob, null);
+      const mark1 = changeMark((await syncedFrames(b)).synced);
+      b.close();
+      await b.closed;
+      // 400 messages of 1.6 KB, each edited while bob is away: 650 KB of
+      // edits, more than twice the bound.
+      const N = 400;
+      const text = 'y'.repeat(1600);
+      const writers = [await small.connect(alice), await small.connect(alice)];
+      const sent = [];
+      for (let i = 0; i < N; i += 100) {
+        sent.push(...await Promise.all(Array.from({ length: 100 }, (_, j) =>
+          writers[(i / 100) % 2].sendMessage({ thread_id: group.id, content: `${i + j} ${text}` }, 20000))));
+      }
+      for (let i = 0; i < N; i += 100) {
+        await Promise.all(sent.slice(i, i + 100).map((m, j) =>
+          writers[(i / 100) % 2].request({ type: 'edit_message', message_id: m.id, content: `${i + j} edited ${text}` }, 20000)));
+      }
+      for (const w of writers) w.close();
+
+      // The replay of the whole thread stalls while bob reads nothing; the
+      // sync's copies wait behind it.
+      b = await small.connect(bob, { via: 'none' });
+      b.send({ type: 'auth', token: bob.token, changes_after: mark1, subscribe: [{ thread_id: group.id, since_seq: 0 }] });
+      b.ws._socket.pause();
+      await sleep(1000);
+      b.ws._socket.resume();
+      const { before } = await syncedFrames(b, 30000);
+      assert.ok(b.isOpen, `still open: ${JSON.stringify(b.closeInfo)}`);
+      const edits = before.filter((f) => f.type === 'message_edited');
+      assert.equal(new Set(edits.map((f) => f.data.id)).size, N, 'every edit, before the mark');
+      assert.equal(before.filter((f) => f.type === 'new_message').length, N, 'the replay whole');
+      b.close();
+    } finally {
+      await small.stop();
+    }
+  });
+
+  it('while connected, the mark moves on as changes come live: the next connection is not sent them again', async () => {
+    // Marks are given at most every 300 ms here (10 s by default).
+    const quick = await startServer({ env: { PARLEY_TEST_CHANGE_MARK_MS: '300' } });
+    try {
+      const [alice, bob] = await quick.registerMany(2);
+      const direct = await quick.createDirect(alice, bob);
+      const a = await quick.connect(alice);
+      const m = await a.sendMessage({ thread_id: direct.id, content: 'at 9' });
+      const b = await connectSyncing(quick, bob, null);
+      const mark1 = changeMark((await syncedFrames(b)).synced);
+      await edit(a, m.id, 'at 10');
+      await b.next((f) => f.type === 'message_edited' && f.data.content === 'at 10');
+      // A later mark, after the live edit.
+      const later = await b.next((f) => f.type === 'changes_synced' && f.change_mark > mark1, 10000, 'a newer mark');
+      const frames = b.all(() => true);
+      assert.ok(frames.indexOf(later) > frames.findIndex((f) => f.type === 'message_edited'), 'after the edit it covers');
+      // Nothing changed since: no newer mark comes.
+      await b.expectNone((f) => f.type === 'changes_synced' && f.change_mark > later.change_mark, 1000, 'a mark with no change');
+      b.close();
+      await b.closed;
+      const again = await connectSyncing(quick, bob, later.change_mark);
+      const { before } = await syncedFrames(again);
+      assert.deepEqual(before.filter((f) => CHANGE_TYPES.has(f.type)), [], 'the live edit is not sent again');
+      again.close();
+      // A client that asked for no sync is given no marks.
+      const plain = await quick.connect(bob);
+      await edit(a, m.id, 'at 11');
+      await plain.next((f) => f.type === 'message_edited' && f.data.content === 'at 11');
+      await plain.expectNone((f) => f.type === 'changes_synced', 1000, 'a mark nobody asked for');
+      plain.close();
+      a.close();
+    } finally {
+      await quick.stop();
     }
   });
 
