@@ -1584,6 +1584,9 @@ void Connection::resend_changes(int64_t after, int attempt) {
           });
           return;
         }
+        // What the bus lost did not come: no mark may cover it, on this
+        // connection from now on (the watermark moved past it at the resync).
+        self->changes_sent_->marks_stopped = true;
       }
       self->end_change_read();
     };
@@ -1762,7 +1765,8 @@ void Connection::send_change_mark(int64_t mark, std::vector<FramePtr> waiting, b
 void Connection::changes_marked(int64_t through) {
   if (closed_ || !changes_sent_) return;
   ChangesSent& sent = *changes_sent_;
-  if (sent.mark_given < 0 || sent.mark_pending || sent.reads > 0 || sent.awaited > 0 || through <= sent.mark_given)
+  if (sent.mark_given < 0 || sent.marks_stopped || sent.mark_pending || sent.reads > 0 || sent.awaited > 0 ||
+      through <= sent.mark_given)
     return;
   sent.mark_pending = true;
   send_change_mark(through, {}, true, kChangeMarkWaitFirst);

@@ -326,6 +326,7 @@ class Connection final : public ClientSession,
     // whether one is on its way (send_change_mark).
     int64_t mark_given = -1;
     bool mark_pending = false;
+    bool marks_stopped = false;  // a resync's read of changes gave up: none after it
   };
   std::unique_ptr<ChangesSent> changes_sent_;
   // Replay reads running and waiting (replay_read); made by the first replay.

@@ -120,6 +120,9 @@ void save_config(const std::string& path, const CliConfig& config) {
 // Not thread ids; saved_positions reads integers only, so earlier versions skip them.
 constexpr std::string_view kStoreKey = "$store";
 constexpr std::string_view kAwayKey = "$away";
+// An object ({"change_mark": N}), not a number: earlier versions would take a
+// number for a thread's position.
+constexpr std::string_view kChangesKey = "$changes";
 
 std::optional<Positions> saved_positions(const CliConfig& config, const std::string& user_id) {
   const json::object* mine = get_object(config.positions, user_id);
@@ -145,8 +148,15 @@ std::set<std::string> saved_away(const CliConfig& config, const std::string& use
   return out;
 }
 
+std::optional<std::int64_t> saved_change_mark(const CliConfig& config, const std::string& user_id) {
+  const json::object* mine = get_object(config.positions, user_id);
+  const json::object* changes = mine ? get_object(*mine, kChangesKey) : nullptr;
+  return changes ? get_int(*changes, "change_mark") : std::nullopt;
+}
+
 void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
-                     const std::string& store_id, const std::set<std::string>& away) {
+                     const std::string& store_id, const std::set<std::string>& away,
+                     std::optional<std::int64_t> change_mark) {
   // A file that is not ours (a mistyped --config naming someone's notes) is
   // left as it is: only a login, asked for, rewrites it.
   auto object = read_object(path);
@@ -164,6 +174,7 @@ void store_positions(const std::string& path, const std::string& user_id, const 
     for (const std::string& id : away) list.emplace_back(id);
     mine[kAwayKey] = std::move(list);
   }
+  if (change_mark) mine[kChangesKey] = json::object{{"change_mark", *change_mark}};
   config.positions[user_id] = std::move(mine);
   save_config(path, config);
 }

@@ -47,9 +47,14 @@ std::string saved_store_id(const CliConfig& config, const std::string& user_id);
 // Kept beside the positions under "$away", saved with them.
 std::set<std::string> saved_away(const CliConfig& config, const std::string& user_id);
 
+// The change mark of the server's last `changes_synced` to listen (nullopt:
+// none yet). Kept beside the positions under "$changes".
+std::optional<std::int64_t> saved_change_mark(const CliConfig& config, const std::string& user_id);
+
 // Re-reads the file and replaces only this user's positions, so a login done
 // meanwhile by another process is kept.
 void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
-                     const std::string& store_id, const std::set<std::string>& away);
+                     const std::string& store_id, const std::set<std::string>& away,
+                     std::optional<std::int64_t> change_mark);
 
 }  // namespace parley::cli

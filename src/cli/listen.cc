@@ -165,6 +165,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   Names names_;
   std::string user_id_, username_;
   std::string store_id_;  // of the server's store the positions count in (connection_established)
+  // The server's last changes_synced: edits and deletions up to it were
+  // printed (saved). Sent as ?changes_after= on each connection, so those
+  // made while listen was not running are printed when it comes back.
+  std::optional<std::int64_t> change_mark_;
   std::chrono::milliseconds delay_ = kFirstDelay;
   int printed_ = 0;
   bool stopping_ = false;
@@ -218,6 +222,7 @@ awaitable<void> Listener::start() {
   }
   std::optional<Positions> saved = saved_positions(ctx_.config, user_id_);
   store_id_ = saved_store_id(ctx_.config, user_id_);
+  change_mark_ = saved_change_mark(ctx_.config, user_id_);
   for (const auto& [thread, seq] : saved.value_or(Positions{})) seqs_.set(thread, seq);
   for (const std::string& thread : saved_away(ctx_.config, user_id_))
     if (seqs_.known(thread)) away_.insert(thread);
@@ -245,7 +250,10 @@ awaitable<void> Listener::session() {
   } detach{ws_};
   filling_.clear();
   WsClient& ws = link->ws;
-  co_await ws.connect(ctx_.endpoint, ctx_.token, kConnectTimeout);
+  // Named, not a temporary in the co_await's full expression (GCC 12 has
+  // destroyed such temporaries twice).
+  std::string query = "changes_after=" + (change_mark_ ? std::to_string(*change_mark_) : std::string("null"));
+  co_await ws.connect(ctx_.endpoint, ctx_.token, kConnectTimeout, query);
   ws.keep_alive(kIdleTimeout);
   link->open = true;
   while (!stopping_) {
@@ -368,6 +376,15 @@ awaitable<void> Listener::handle(json::object frame) {
     co_await on_connected();
   } else if (type == "new_message") {
     co_await on_message(std::move(frame));
+  } else if (type == "changes_synced") {
+    // The changes up to it were printed before it came (as message_edited
+    // and message_deleted, live or caught up).
+    std::optional<std::int64_t> mark = get_int(frame, "change_mark");
+    if (mark) {
+      change_mark_ = *mark;
+      dirty_ = true;
+      schedule_save();
+    }
   } else if (type == "thread_subscribed") {
     std::string thread = get_string(frame, "thread_id");
     filling_.erase(thread);
@@ -680,7 +697,7 @@ void Listener::schedule_save() {
 void Listener::save_positions() {
   if (!dirty_ || user_id_.empty()) return;
   try {
-    store_positions(ctx_.config_path, user_id_, seqs_.positions(), store_id_, away_);
+    store_positions(ctx_.config_path, user_id_, seqs_.positions(), store_id_, away_, change_mark_);
     dirty_ = false;
     last_save_ = Clock::now();
   } catch (const CliError& e) {

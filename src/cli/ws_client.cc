@@ -29,7 +29,8 @@ WsClient::WsClient(asio::any_io_executor executor) : ws_(std::move(executor)) {
   ws_.text(true);
 }
 
-awaitable<void> WsClient::connect(const Endpoint& endpoint, const std::string& token, std::chrono::seconds timeout) {
+awaitable<void> WsClient::connect(const Endpoint& endpoint, const std::string& token, std::chrono::seconds timeout,
+                                  std::string query) {
   where_ = endpoint.describe();
   try {
     tcp::resolver resolver(ws_.get_executor());
@@ -39,12 +40,12 @@ awaitable<void> WsClient::connect(const Endpoint& endpoint, const std::string& t
   } catch (const boost::system::system_error& e) {
     throw unreachable("cannot reach " + where_ + ": " + e.code().message());
   }
-  co_await handshake(endpoint, token);
+  co_await handshake(endpoint, token, query);
   // From here on the WebSocket layer keeps time (see keep_alive / deadline).
   beast::get_lowest_layer(ws_).expires_never();
 }
 
-awaitable<void> WsClient::handshake(const Endpoint& endpoint, const std::string& token) {
+awaitable<void> WsClient::handshake(const Endpoint& endpoint, const std::string& token, const std::string& query) {
   // The token in a header, not the query: a URL ends up in proxies' access logs.
   ws_.set_option(websocket::stream_base::decorator([token](websocket::request_type& req) {
     req.set(http::field::user_agent, "parley-cli/" PARLEY_VERSION);
@@ -52,6 +53,7 @@ awaitable<void> WsClient::handshake(const Endpoint& endpoint, const std::string&
   }));
   websocket::response_type res;
   std::string target = endpoint.target("/ws");
+  if (!query.empty()) target += "?" + query;
   try {
     co_await ws_.async_handshake(res, endpoint.host_header, target, asio::use_awaitable);
   } catch (const boost::system::system_error& e) {

@@ -18,8 +18,10 @@ class WsClient {
  public:
   explicit WsClient(asio::any_io_executor executor);
 
-  // Resolve, connect and upgrade, all within `timeout`.
-  awaitable<void> connect(const Endpoint& endpoint, const std::string& token, std::chrono::seconds timeout);
+  // Resolve, connect and upgrade, all within `timeout`. `query` (without
+  // its `?`) goes on the upgrade's URL.
+  awaitable<void> connect(const Endpoint& endpoint, const std::string& token, std::chrono::seconds timeout,
+                          std::string query = {});
   // For long-lived connections: ping when quiet for idle/2, give up after
   // idle without any answer, so a half-open connection is noticed.
   void keep_alive(std::chrono::seconds idle);
@@ -34,7 +36,7 @@ class WsClient {
   void cancel();
 
  private:
-  awaitable<void> handshake(const Endpoint& endpoint, const std::string& token);
+  awaitable<void> handshake(const Endpoint& endpoint, const std::string& token, const std::string& query);
 
   websocket::stream<beast::tcp_stream> ws_;
   beast::flat_buffer buffer_;

@@ -743,6 +743,37 @@ describe('parley-cli', () => {
     assert.match(history.lines[1], new RegExp(` #${oops.seq} [a-z0-9_.]+: \\(deleted\\) {2}\\(\\w+\\)$`), history.stdout);
   });
 
+  it('listen prints the edits and deletions made while it was not running, once', async () => {
+    const keep = await aliceSends('the trip is on Friday');
+    const drop = await aliceSends('my number is 555');
+    const first = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '20'], { home });
+    await first.ready();
+    first.child.kill('SIGTERM');
+    assert.equal((await first.result(5000)).code, 0, first.describe());
+    const saved = JSON.parse(fs.readFileSync(bobCfg, 'utf8')).positions?.[bob.id]?.$changes;
+    assert.ok(Number.isSafeInteger(saved?.change_mark), `a change mark saved: ${JSON.stringify(saved)}`);
+
+    // Nobody listening.
+    const edited = await server.http('PATCH', `/api/chat/messages/${keep.id}`, { token: alice.token, body: { content: 'the trip is on Saturday' } });
+    assert.equal(edited.status, 200, edited.text);
+    assert.equal((await server.http('DELETE', `/api/chat/messages/${drop.id}`, { token: alice.token })).status, 200);
+
+    const second = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '20'], { home });
+    await second.ready();
+    await second.waitFor((p) => /was deleted/.test(p.stdoutText) && /on Saturday/.test(p.stdoutText), 'the missed changes');
+    second.child.kill('SIGTERM');
+    assert.equal((await second.result(5000)).code, 0, second.describe());
+    assert.match(second.stdoutText, /: the trip is on Saturday \(edited\)$/m, second.describe());
+    assert.match(second.stdoutText, new RegExp(`#${drop.seq} was deleted$`, 'm'), second.describe());
+    assert.doesNotMatch(second.stdoutText, /changes_synced/, 'the mark is not printed');
+
+    // Printed once: the next run has nothing of them.
+    const third = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '1.5'], { home });
+    const r3 = await third.result();
+    assert.equal(r3.code, 3, third.describe());
+    assert.doesNotMatch(third.stdoutText, /on Saturday|was deleted/, third.describe());
+  });
+
   it('--pretty threads shows a deleted last message as (deleted), an edited one with (edited)', async () => {
     const gone = await aliceSends('to be taken back');
     assert.equal((await server.http('DELETE', `/api/chat/messages/${gone.id}`, { token: alice.token })).status, 200);
