@@ -250,8 +250,8 @@ awaitable<void> Listener::session() {
   } detach{ws_};
   filling_.clear();
   WsClient& ws = link->ws;
-  // Named, not a temporary in the co_await's full expression (GCC 12 has
-  // destroyed such temporaries twice).
+  // Named, not a temporary in the co_await's full expression: GCC 12
+  // destroyed that one twice (the listener crashed).
   std::string query = "changes_after=" + (change_mark_ ? std::to_string(*change_mark_) : std::string("null"));
   co_await ws.connect(ctx_.endpoint, ctx_.token, kConnectTimeout, query);
   ws.keep_alive(kIdleTimeout);

@@ -30,7 +30,7 @@ WsClient::WsClient(asio::any_io_executor executor) : ws_(std::move(executor)) {
 }
 
 awaitable<void> WsClient::connect(const Endpoint& endpoint, const std::string& token, std::chrono::seconds timeout,
-                                  std::string query) {
+                                  std::string_view query) {
   where_ = endpoint.describe();
   try {
     tcp::resolver resolver(ws_.get_executor());
@@ -45,7 +45,7 @@ awaitable<void> WsClient::connect(const Endpoint& endpoint, const std::string& t
   beast::get_lowest_layer(ws_).expires_never();
 }
 
-awaitable<void> WsClient::handshake(const Endpoint& endpoint, const std::string& token, const std::string& query) {
+awaitable<void> WsClient::handshake(const Endpoint& endpoint, const std::string& token, std::string_view query) {
   // The token in a header, not the query: a URL ends up in proxies' access logs.
   ws_.set_option(websocket::stream_base::decorator([token](websocket::request_type& req) {
     req.set(http::field::user_agent, "parley-cli/" PARLEY_VERSION);
@@ -53,7 +53,10 @@ awaitable<void> WsClient::handshake(const Endpoint& endpoint, const std::string&
   }));
   websocket::response_type res;
   std::string target = endpoint.target("/ws");
-  if (!query.empty()) target += "?" + query;
+  if (!query.empty()) {
+    target += '?';
+    target += query;
+  }
   try {
     co_await ws_.async_handshake(res, endpoint.host_header, target, asio::use_awaitable);
   } catch (const boost::system::system_error& e) {

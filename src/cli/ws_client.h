@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 
 #include "cli/asio.h"
 #include "cli/endpoint.h"
@@ -19,9 +20,11 @@ class WsClient {
   explicit WsClient(asio::any_io_executor executor);
 
   // Resolve, connect and upgrade, all within `timeout`. `query` (without
-  // its `?`) goes on the upgrade's URL.
+  // its `?`) goes on the upgrade's URL; it must outlive the call (a view:
+  // a default std::string would be a temporary in the caller's co_await,
+  // which GCC 12 may destroy twice).
   awaitable<void> connect(const Endpoint& endpoint, const std::string& token, std::chrono::seconds timeout,
-                          std::string query = {});
+                          std::string_view query = {});
   // For long-lived connections: ping when quiet for idle/2, give up after
   // idle without any answer, so a half-open connection is noticed.
   void keep_alive(std::chrono::seconds idle);
@@ -36,7 +39,7 @@ class WsClient {
   void cancel();
 
  private:
-  awaitable<void> handshake(const Endpoint& endpoint, const std::string& token, const std::string& query);
+  awaitable<void> handshake(const Endpoint& endpoint, const std::string& token, std::string_view query);
 
   websocket::stream<beast::tcp_stream> ws_;
   beast::flat_buffer buffer_;
