@@ -15,10 +15,10 @@
 //
 // Needs Debian's postgresql (tests/db/pg.sh) and redis-server; skipped when
 // either is missing.
-import { describe, it } from 'node:test';
+import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { sleep } from './harness.mjs';
-import { cuttablePair, clusterSkip as skip, waitBus } from './cluster.mjs';
+import { ParleyServer, randomId, sleep } from './harness.mjs';
+import { Cluster, CuttableProxy, cuttablePair, clusterSkip as skip, waitBus } from './cluster.mjs';
 
 const contents = (client, threadId) =>
   client.all((f) => f.type === 'new_message' && (!threadId || f.data.thread_id === threadId)).map((f) => f.data.content);
@@ -469,5 +469,77 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
     await waitContents(readerWs, thread.id, ['first', 'acknowledged, never published'],
       'the message, once node A is found dead', 15000);
     assert.ok(nodeB.log.some((l) => l.includes('event=bus_resync_node_gone')), nodeB.logTail());
+  });
+});
+
+// A resync's re-read of what the bus lost can fail (the store down too):
+// the watermark has moved past the lost change all the same, so a later
+// change mark on that connection would cover it. Such a connection gives
+// no more marks (the client's next connection syncs from the last one).
+describe('a change mark after a resync whose re-read failed', { skip }, () => {
+  const cluster = new Cluster({ secret: `marks-${randomId(16)}` });
+  let nodeA;
+  let nodeB;
+  let redisProxy;
+  let pgProxy;
+  before(async () => {
+    await cluster.start({ size: 1 });
+    nodeB = cluster.nodes[0];
+    redisProxy = await new CuttableProxy(cluster.redis.port).start();
+    const pgUrl = new URL(cluster.databaseUrl);
+    pgProxy = await new CuttableProxy(Number(pgUrl.port)).start();
+    pgUrl.port = String(pgProxy.port);
+    nodeA = new ParleyServer({ secret: cluster.secret, database: pgUrl.toString(),
+      args: ['--redis', redisProxy.url], env: { PARLEY_TEST_CHANGE_MARK_MS: '300' } });
+    await nodeA.start();
+    cluster.nodes.push(nodeA);
+    await waitBus(nodeA, true);
+  });
+  after(async () => {
+    await redisProxy?.cut().catch(() => {});
+    await pgProxy?.cut().catch(() => {});
+    await cluster.stop();
+  });
+
+  it('covers no edit the bus lost', async () => {
+    const [alice, bob] = await nodeB.registerMany(2);
+    const direct = await nodeB.createDirect(alice, bob);
+    const aliceB = await nodeB.connect(alice);
+    const lost = await aliceB.sendMessage({ thread_id: direct.id, content: 'lost: at 9' });
+    const later = await aliceB.sendMessage({ thread_id: direct.id, content: 'later: at 9' });
+    const bobA = await nodeA.connect(bob, { via: 'none' });
+    bobA.send({ type: 'auth', token: bob.token, changes_after: null });
+    await bobA.next((f) => f.type === 'changes_synced', 10000);
+
+    await redisProxy.cut();
+    await waitBus(nodeA, false);
+    assert.equal((await aliceB.request({ type: 'edit_message', message_id: lost.id, content: 'lost: at 10' })).type,
+      'message_edited');
+    await sleep(300);  // published on node B, lost for node A
+    // One made on node A meanwhile: A has it, numbered above the lost one,
+    // and the resync moves A's watermark past both.
+    const onA = await nodeA.http('PATCH', `/api/chat/messages/${later.id}`, { token: alice.token, body: { content: 'later: at 9:30' } });
+    assert.equal(onA.status, 200, onA.text);
+    await bobA.next((f) => f.type === 'message_edited' && f.data.content === 'later: at 9:30', 10000);
+    // Node A back on the bus while its store is unreachable: the resync's
+    // re-read fails (five tries, a second apart).
+    await pgProxy.cut();
+    await redisProxy.start();
+    await waitBus(nodeA, true);
+    const deadline = Date.now() + 15000;
+    while (!nodeA.log.some((l) => l.includes('event=resync_changes_failed') && l.includes('attempt=4')) && Date.now() < deadline)
+      await sleep(100);
+    assert.ok(nodeA.log.some((l) => l.includes('attempt=4')), nodeA.logTail());
+    await pgProxy.start();
+
+    // A change that arrives live would move the mark on: no mark may come now.
+    assert.equal((await aliceB.request({ type: 'edit_message', message_id: later.id, content: 'later: at 10' })).type,
+      'message_edited');
+    await bobA.next((f) => f.type === 'message_edited' && f.data.id === later.id, 10000);
+    await bobA.expectNone((f) => f.type === 'changes_synced' && f.change_mark > 0, 1500, 'a mark past the lost edit');
+    const lostEdits = bobA.all((f) => f.type === 'message_edited' && f.data.id === lost.id);
+    assert.deepEqual(lostEdits, [], 'the lost edit never came on this connection');
+    bobA.close();
+    aliceB.close();
   });
 });
