@@ -148,15 +148,21 @@ std::set<std::string> saved_away(const CliConfig& config, const std::string& use
   return out;
 }
 
-std::optional<std::int64_t> saved_change_mark(const CliConfig& config, const std::string& user_id) {
+std::optional<SavedChanges> saved_changes(const CliConfig& config, const std::string& user_id) {
   const json::object* mine = get_object(config.positions, user_id);
   const json::object* changes = mine ? get_object(*mine, kChangesKey) : nullptr;
-  return changes ? get_int(*changes, "change_mark") : std::nullopt;
+  std::optional<std::int64_t> mark = changes ? get_int(*changes, "change_mark") : std::nullopt;
+  if (!mark) return std::nullopt;
+  SavedChanges out{*mark, {}};
+  if (const json::array* printed = get_array(*changes, "printed"))
+    for (const json::value& v : *printed)
+      if (const json::string* key = v.if_string()) out.printed.emplace_back(*key);
+  return out;
 }
 
 void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
                      const std::string& store_id, const std::set<std::string>& away,
-                     std::optional<std::int64_t> change_mark) {
+                     const std::optional<SavedChanges>& changes) {
   // A file that is not ours (a mistyped --config naming someone's notes) is
   // left as it is: only a login, asked for, rewrites it.
   auto object = read_object(path);
@@ -174,7 +180,11 @@ void store_positions(const std::string& path, const std::string& user_id, const 
     for (const std::string& id : away) list.emplace_back(id);
     mine[kAwayKey] = std::move(list);
   }
-  if (change_mark) mine[kChangesKey] = json::object{{"change_mark", *change_mark}};
+  if (changes) {
+    json::array printed;
+    for (const std::string& key : changes->printed) printed.emplace_back(key);
+    mine[kChangesKey] = json::object{{"change_mark", changes->mark}, {"printed", std::move(printed)}};
+  }
   config.positions[user_id] = std::move(mine);
   save_config(path, config);
 }

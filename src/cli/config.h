@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "cli/json_util.h"
 
@@ -47,14 +48,20 @@ std::string saved_store_id(const CliConfig& config, const std::string& user_id);
 // Kept beside the positions under "$away", saved with them.
 std::set<std::string> saved_away(const CliConfig& config, const std::string& user_id);
 
-// The change mark of the server's last `changes_synced` to listen (nullopt:
-// none yet). Kept beside the positions under "$changes".
-std::optional<std::int64_t> saved_change_mark(const CliConfig& config, const std::string& user_id);
+// Where listen stands in the edits and deletions: the change mark of the
+// server's last `changes_synced`, and the changes it printed since (each
+// "message id|edited_at" or "message id|deleted"), which the next sync may
+// send again. Kept beside the positions under "$changes".
+struct SavedChanges {
+  std::int64_t mark = 0;
+  std::vector<std::string> printed;
+};
+std::optional<SavedChanges> saved_changes(const CliConfig& config, const std::string& user_id);
 
 // Re-reads the file and replaces only this user's positions, so a login done
 // meanwhile by another process is kept.
 void store_positions(const std::string& path, const std::string& user_id, const Positions& positions,
                      const std::string& store_id, const std::set<std::string>& away,
-                     std::optional<std::int64_t> change_mark);
+                     const std::optional<SavedChanges>& changes);
 
 }  // namespace parley::cli

@@ -131,6 +131,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   // A coroutine of its own beside the session's, which keeps the listener alive.
   static awaitable<void> renew_token(std::shared_ptr<Listener> self);
   void print_event(const json::object& frame);
+  void on_change(const json::object& frame);
   void arm_signals();
   void arm_timeout();
   void request_stop(int exit_code);
@@ -165,10 +166,13 @@ class Listener : public std::enable_shared_from_this<Listener> {
   Names names_;
   std::string user_id_, username_;
   std::string store_id_;  // of the server's store the positions count in (connection_established)
-  // The server's last changes_synced: edits and deletions up to it were
-  // printed (saved). Sent as ?changes_after= on each connection, so those
-  // made while listen was not running are printed when it comes back.
-  std::optional<std::int64_t> change_mark_;
+  // The server's last changes_synced, and the changes printed since (saved):
+  // edits and deletions up to the mark were printed. Sent as
+  // ?changes_after= on each connection, so those made while listen was not
+  // running are printed when it comes back; a change printed since the mark
+  // comes again then, and is skipped (on_change).
+  std::optional<SavedChanges> changes_;
+  bool syncing_ = false;  // this connection's first changes_synced has not come
   std::chrono::milliseconds delay_ = kFirstDelay;
   int printed_ = 0;
   bool stopping_ = false;
@@ -222,7 +226,7 @@ awaitable<void> Listener::start() {
   }
   std::optional<Positions> saved = saved_positions(ctx_.config, user_id_);
   store_id_ = saved_store_id(ctx_.config, user_id_);
-  change_mark_ = saved_change_mark(ctx_.config, user_id_);
+  changes_ = saved_changes(ctx_.config, user_id_);
   for (const auto& [thread, seq] : saved.value_or(Positions{})) seqs_.set(thread, seq);
   for (const std::string& thread : saved_away(ctx_.config, user_id_))
     if (seqs_.known(thread)) away_.insert(thread);
@@ -252,7 +256,8 @@ awaitable<void> Listener::session() {
   WsClient& ws = link->ws;
   // Named, not a temporary in the co_await's full expression: GCC 12
   // destroyed that one twice (the listener crashed).
-  std::string query = "changes_after=" + (change_mark_ ? std::to_string(*change_mark_) : std::string("null"));
+  std::string query = "changes_after=" + (changes_ ? std::to_string(changes_->mark) : std::string("null"));
+  syncing_ = true;
   co_await ws.connect(ctx_.endpoint, ctx_.token, kConnectTimeout, query);
   ws.keep_alive(kIdleTimeout);
   link->open = true;
@@ -381,10 +386,15 @@ awaitable<void> Listener::handle(json::object frame) {
     // and message_deleted, live or caught up).
     std::optional<std::int64_t> mark = get_int(frame, "change_mark");
     if (mark) {
-      change_mark_ = *mark;
+      // What was printed before it, it covers (but for a change that came
+      // just as it was given, which may then be printed again).
+      changes_ = SavedChanges{*mark, {}};
+      syncing_ = false;
       dirty_ = true;
       schedule_save();
     }
+  } else if (type == "message_edited" || type == "message_deleted") {
+    on_change(frame);
   } else if (type == "thread_subscribed") {
     std::string thread = get_string(frame, "thread_id");
     filling_.erase(thread);
@@ -624,6 +634,34 @@ awaitable<void> Listener::backoff() {
   co_await backoff_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
 }
 
+// Changes printed since the mark, at most: past it the oldest are
+// forgotten (and may be printed again by the next sync).
+constexpr size_t kPrintedChangesKept = 256;
+
+// An edit or a deletion, printed once. The sync of a new connection sends
+// every change since the mark: those printed since are skipped, and so are
+// those of messages not printed yet (above the thread's position, or in a
+// thread not known yet), which the catch-up prints as they are now.
+void Listener::on_change(const json::object& frame) {
+  const bool deleted = get_string(frame, "type") == "message_deleted";
+  const json::object* m = deleted ? &frame : get_object(frame, "data");
+  if (!m) return print_event(frame);
+  std::string thread = get_string(*m, "thread_id");
+  std::int64_t seq = get_int(*m, "seq").value_or(0);
+  if (syncing_ && (!seqs_.known(thread) || seq > seqs_.last(thread))) return;
+  std::string key = get_string(*m, deleted ? "message_id" : "id") + "|" +
+                    (deleted ? std::string("deleted") : get_string(*m, "edited_at"));
+  if (changes_) {
+    auto& printed = changes_->printed;
+    if (std::find(printed.begin(), printed.end(), key) != printed.end()) return;
+    if (printed.size() >= kPrintedChangesKept) printed.erase(printed.begin());
+    printed.push_back(std::move(key));
+    dirty_ = true;
+    schedule_save();
+  }
+  print_event(frame);
+}
+
 void Listener::print_event(const json::object& frame) {
   if (!ctx_.pretty) {
     print_json_line(frame);
@@ -697,7 +735,7 @@ void Listener::schedule_save() {
 void Listener::save_positions() {
   if (!dirty_ || user_id_.empty()) return;
   try {
-    store_positions(ctx_.config_path, user_id_, seqs_.positions(), store_id_, away_, change_mark_);
+    store_positions(ctx_.config_path, user_id_, seqs_.positions(), store_id_, away_, changes_);
     dirty_ = false;
     last_save_ = Clock::now();
   } catch (const CliError& e) {

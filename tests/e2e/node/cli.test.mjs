@@ -757,21 +757,30 @@ describe('parley-cli', () => {
     const edited = await server.http('PATCH', `/api/chat/messages/${keep.id}`, { token: alice.token, body: { content: 'the trip is on Saturday' } });
     assert.equal(edited.status, 200, edited.text);
     assert.equal((await server.http('DELETE', `/api/chat/messages/${drop.id}`, { token: alice.token })).status, 200);
+    // A message sent and edited meanwhile: printed once, as it is now.
+    const fresh = await aliceSends('meet at the gate');
+    assert.equal((await server.http('PATCH', `/api/chat/messages/${fresh.id}`, { token: alice.token, body: { content: 'meet at the main gate' } })).status, 200);
 
     const second = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '20'], { home });
     await second.ready();
-    await second.waitFor((p) => /was deleted/.test(p.stdoutText) && /on Saturday/.test(p.stdoutText), 'the missed changes');
+    await second.waitFor((p) => /was deleted/.test(p.stdoutText) && /on Saturday/.test(p.stdoutText) && /main gate/.test(p.stdoutText),
+      'the missed changes');
+    // One made live, just before listen stops: printed now, not again next time.
+    const live = await server.http('PATCH', `/api/chat/messages/${keep.id}`, { token: alice.token, body: { content: 'the trip is on Sunday' } });
+    assert.equal(live.status, 200, live.text);
+    await second.waitFor((p) => /on Sunday/.test(p.stdoutText), 'the live edit');
     second.child.kill('SIGTERM');
     assert.equal((await second.result(5000)).code, 0, second.describe());
     assert.match(second.stdoutText, /: the trip is on Saturday \(edited\)$/m, second.describe());
     assert.match(second.stdoutText, new RegExp(`#${drop.seq} was deleted$`, 'm'), second.describe());
+    assert.equal(second.stdoutText.match(/main gate/g)?.length, 1, `the new message once: ${second.describe()}`);
     assert.doesNotMatch(second.stdoutText, /changes_synced/, 'the mark is not printed');
 
     // Printed once: the next run has nothing of them.
     const third = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '1.5'], { home });
     const r3 = await third.result();
     assert.equal(r3.code, 3, third.describe());
-    assert.doesNotMatch(third.stdoutText, /on Saturday|was deleted/, third.describe());
+    assert.doesNotMatch(third.stdoutText, /on Saturday|on Sunday|was deleted|main gate/, third.describe());
   });
 
   it('--pretty threads shows a deleted last message as (deleted), an edited one with (edited)', async () => {
