@@ -49,7 +49,7 @@ std::string saved_store_id(const CliConfig& config, const std::string& user_id);
 std::set<std::string> saved_away(const CliConfig& config, const std::string& user_id);
 
 // Where listen stands in the edits and deletions: the change mark of the
-// server's last `changes_synced`, and the changes it printed since (each
+// server's last `changes_synced`, and the latest changes it printed (each
 // "message id|edited_at" or "message id|deleted"), which the next sync may
 // send again. Kept beside the positions under "$changes".
 struct SavedChanges {

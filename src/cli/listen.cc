@@ -132,6 +132,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
   static awaitable<void> renew_token(std::shared_ptr<Listener> self);
   void print_event(const json::object& frame);
   void on_change(const json::object& frame);
+  void note_change_printed(std::string key);
+  void note_message_state(const json::object& message);
   void arm_signals();
   void arm_timeout();
   void request_stop(int exit_code);
@@ -386,9 +388,11 @@ awaitable<void> Listener::handle(json::object frame) {
     // and message_deleted, live or caught up).
     std::optional<std::int64_t> mark = get_int(frame, "change_mark");
     if (mark) {
-      // What was printed before it, it covers (but for a change that came
-      // just as it was given, which may then be printed again).
-      changes_ = SavedChanges{*mark, {}};
+      // The changes printed stay noted: one that came live before the mark
+      // is not always covered by it (the mark is where the node stood when
+      // the connection or its last mark began), and the next sync sends it.
+      if (!changes_) changes_ = SavedChanges{};
+      changes_->mark = *mark;
       syncing_ = false;
       dirty_ = true;
       schedule_save();
@@ -591,6 +595,7 @@ awaitable<void> Listener::deliver(json::object frame) {
   if (change == Membership::kAdded) away_.erase(thread);
   print_event(frame);
   seqs_.printed(thread, *get_int(message, "seq"));
+  note_message_state(message);
   dirty_ = true;
   schedule_save();
   ++printed_;
@@ -634,9 +639,9 @@ awaitable<void> Listener::backoff() {
   co_await backoff_timer_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
 }
 
-// Changes printed since the mark, at most: past it the oldest are
-// forgotten (and may be printed again by the next sync).
-constexpr size_t kPrintedChangesKept = 256;
+// Changes printed, at most (the latest): past it the oldest are forgotten,
+// and one the mark does not cover yet may be printed again by the next sync.
+constexpr size_t kPrintedChangesKept = 128;
 
 // An edit or a deletion, printed once. The sync of a new connection sends
 // every change since the mark: those printed since are skipped, and so are
@@ -651,15 +656,31 @@ void Listener::on_change(const json::object& frame) {
   if (syncing_ && (!seqs_.known(thread) || seq > seqs_.last(thread))) return;
   std::string key = get_string(*m, deleted ? "message_id" : "id") + "|" +
                     (deleted ? std::string("deleted") : get_string(*m, "edited_at"));
-  if (changes_) {
-    auto& printed = changes_->printed;
-    if (std::find(printed.begin(), printed.end(), key) != printed.end()) return;
-    if (printed.size() >= kPrintedChangesKept) printed.erase(printed.begin());
-    printed.push_back(std::move(key));
-    dirty_ = true;
-    schedule_save();
-  }
+  if (changes_ && std::find(changes_->printed.begin(), changes_->printed.end(), key) != changes_->printed.end()) return;
+  note_change_printed(std::move(key));
   print_event(frame);
+}
+
+// A message printed as it is now, edited or deleted: the sync may send that
+// change too. (Not inline in deliver: a coroutine, where GCC 12 mishandles
+// some temporaries.)
+void Listener::note_message_state(const json::object& message) {
+  const json::value* deleted = message.if_contains("deleted");
+  if (deleted && deleted->is_bool() && deleted->get_bool()) return note_change_printed(get_string(message, "id") + "|deleted");
+  std::string edited = get_string(message, "edited_at");
+  if (!edited.empty()) note_change_printed(get_string(message, "id") + "|" + edited);
+}
+
+// A change shown (its event, or its message as it is now): kept until the
+// next mark covers it.
+void Listener::note_change_printed(std::string key) {
+  if (!changes_) return;
+  auto& printed = changes_->printed;
+  if (std::find(printed.begin(), printed.end(), key) != printed.end()) return;
+  if (printed.size() >= kPrintedChangesKept) printed.erase(printed.begin());
+  printed.push_back(std::move(key));
+  dirty_ = true;
+  schedule_save();
 }
 
 void Listener::print_event(const json::object& frame) {
