@@ -156,6 +156,7 @@ class Connection final : public ClientSession,
   // starts no later than the newest message before the floor, below first_seq.
   void fill_gap(const std::string& thread_id, int64_t from, Micros created_floor = 0, int64_t first_seq = 0,
                 int64_t history_to = 0);
+  // What is sent again after a resync and at connect (connection_sync.cc).
   // After a resync: fills the user's threads that had news since the
   // connection began and that the cursor has no entry for, and announces
   // every member's read mark in them again.
