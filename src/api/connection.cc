@@ -1194,8 +1194,10 @@ void Connection::on_moderate(ClientFrame f) {
       self->answer_moderation(f, del, m);
       // This one is no longer awaited; with none left, the frames kept for a
       // reply go (the change numbers stay).
-      if (--self->changes_sent_->awaited == 0)
+      if (--self->changes_sent_->awaited == 0) {
         for (auto& told : self->changes_sent_->told) told.frame = nullptr;
+        self->give_declined_mark();
+      }
     };
   });
 }

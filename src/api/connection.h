@@ -185,6 +185,7 @@ class Connection final : public ClientSession,
   // Sends changes_synced once the change frames held when it was first
   // called (first = true) have all gone out.
   void send_change_mark(int64_t mark, std::vector<FramePtr> waiting, bool first, std::chrono::milliseconds wait);
+  void give_declined_mark();
   // False for a change older than (or the same as) one this connection was
   // sent about that message since the last resync: a frame must not undo a newer one.
   bool admit_change(const std::string& message_id, int64_t change_no);
@@ -295,7 +296,13 @@ class Connection final : public ClientSession,
   // thread_created); none before.
   struct ChangesSent {
     std::unordered_map<std::string, int64_t> last;
-    int reads = 0;  // resend_changes reads running
+    int reads = 0;  // reads of changes running: the resync's and the sync's
+    // A resync's reads, one of each kind at a time (Connection::resync):
+    // whether one runs, and what to read again once it is done.
+    bool rereading = false;  // resend_changes
+    int64_t reread_again = -1;  // >= 0: from this change number
+    bool unseen_reading = false;  // resync_unseen_threads
+    bool unseen_again = false;
     // While resync_unseen_threads reads the read marks: the highest live
     // receipt sent since, per "thread/reader" (resend_read_marks skips a
     // mark at or below it).
@@ -327,7 +334,7 @@ class Connection final : public ClientSession,
     // whether one is on its way (send_change_mark).
     int64_t mark_given = -1;
     bool mark_pending = false;
-    bool marks_stopped = false;  // a resync's read of changes gave up: none after it
+    int64_t mark_declined = -1;  // the latest mark changes_marked had to put off
   };
   std::unique_ptr<ChangesSent> changes_sent_;
   // Replay reads running and waiting (replay_read); made by the first replay.

@@ -26,6 +26,18 @@ namespace json = boost::json;
 // Messages whose last change sent a connection keeps (ChangesSent::last).
 constexpr size_t kChangesKept = 4096;
 
+// A resync's reads of the store are not given up while the connection
+// lives: nothing else would send what the bus lost (a gap fill waits for the
+// store likewise). Past kGapFillAttempts tries a second apart, the wait
+// doubles, up to kResyncRetryLast.
+constexpr auto kResyncRetryLast = std::chrono::seconds(30);
+
+static std::chrono::milliseconds resync_retry_after(int attempt) {
+  const int over = attempt + 1 - kGapFillAttempts;
+  if (over < 0) return kGapFillRetry;
+  return std::min<std::chrono::milliseconds>(kGapFillRetry * (1 << std::min(over + 1, 5)), kResyncRetryLast);
+}
+
 // The bus may have lost events. Each thread this connection has been sent
 // messages on is re-read after the last one (the cursor's begin_resync). A
 // thread it has been sent nothing on has no last seq, and no later message
@@ -44,9 +56,19 @@ void Connection::resync(int64_t changes_after) {
   if (!changes_sent_) changes_sent_ = std::make_unique<ChangesSent>();
   else if (changes_sent_->reads == 0 && changes_sent_->last.size() > kChangesKept) changes_sent_->last.clear();
   for (auto& [thread_id, from] : cursor_.begin_resync()) fill_gap(thread_id, from);
-  resync_unseen_threads(0);
+  // One read of each kind at a time (one the store keeps failing is tried
+  // for as long as it fails): a resync while one runs has it read again
+  // once it is done, as it may have read before what this outage lost.
+  ChangesSent& sent = *changes_sent_;
+  if (sent.unseen_reading) sent.unseen_again = true;
+  else resync_unseen_threads(0);
   if (changes_after < 0) return;
-  ++changes_sent_->reads;
+  if (sent.rereading) {
+    sent.reread_again = sent.reread_again < 0 ? changes_after : std::min(sent.reread_again, changes_after);
+    return;
+  }
+  sent.rereading = true;
+  ++sent.reads;
   resend_changes(changes_after, 0);
 }
 
@@ -63,7 +85,8 @@ constexpr int64_t kUnseenFillWindow = kReplayPage;
 void Connection::resync_unseen_threads(int attempt) {
   if (attempt == 0) {
     cursor_.begin_unseen_read(kUnseenFillWindow);
-    ++changes_sent_->receipt_reads;  // resync() made changes_sent_
+    changes_sent_->unseen_reading = true;  // resync() made changes_sent_
+    ++changes_sent_->receipt_reads;
   }
   auto self = shared_from_this();
   off_loop([self, attempt]() -> std::function<void()> {
@@ -90,6 +113,9 @@ void Connection::resync_unseen_threads(int attempt) {
       }
       self->cursor_.end_unseen_read();
       self->resend_read_marks(*threads);
+      ChangesSent& sent = *self->changes_sent_;
+      sent.unseen_reading = false;
+      if (std::exchange(sent.unseen_again, false)) self->resync_unseen_threads(0);
     };
   });
 }
@@ -176,12 +202,9 @@ void Connection::resend_read_marks(const std::vector<ThreadSummary>& threads) {
 void Connection::retry_unseen_resync(int attempt, const Error& error) {
   spdlog::warn("event=resync_read_failed session_id={} attempt={} code={}", session_id_, attempt, error.code);
   auto t = transport_.lock();
-  if (!t || attempt + 1 >= kGapFillAttempts) {
-    end_receipt_read();
-    return cursor_.end_unseen_read();
-  }
+  if (!t) return;  // closing
   std::weak_ptr<Connection> weak = weak_from_this();
-  t->schedule(kGapFillRetry, [weak, attempt] {
+  t->schedule(resync_retry_after(attempt), [weak, attempt] {
     if (auto self = weak.lock()) self->resync_unseen_threads(attempt + 1);
   });
 }
@@ -191,8 +214,8 @@ void Connection::retry_unseen_resync(int attempt, const Error& error) {
 // reads from the store those numbered above what had arrived when the bus
 // broke, in its user's threads, and is sent each message as it is now. A
 // change it had already been sent comes again, with the same final state.
-// One read of a chain that resync() began (ChangesSent::reads counts the
-// chains running; each ends with its last page, or when it gives up).
+// One read of the chain that resync() began (ChangesSent::rereading): it
+// ends with its last page, and until then no change mark is given.
 void Connection::resend_changes(int64_t after, int attempt) {
   auto self = shared_from_this();
   off_loop([self, after, attempt]() -> std::function<void()> {
@@ -201,21 +224,20 @@ void Connection::resend_changes(int64_t after, int attempt) {
       if (page) {
         for (const Message& m : *page) self->resend_change(m);
         if (static_cast<int>(page->size()) == kReplayPage) return self->resend_changes(page->back().change_no, 0);
+        ChangesSent& sent = *self->changes_sent_;
+        if (sent.reread_again >= 0) return self->resend_changes(std::exchange(sent.reread_again, -1), 0);
       } else {
         spdlog::warn("event=resync_changes_failed session_id={} attempt={} code={}", self->session_id_, attempt,
                      page.error().code);
         auto t = self->transport_.lock();
-        if (t && attempt + 1 < kGapFillAttempts) {
-          std::weak_ptr<Connection> weak = self;
-          t->schedule(kGapFillRetry, [weak, after, attempt] {
-            if (auto again = weak.lock()) again->resend_changes(after, attempt + 1);
-          });
-          return;
-        }
-        // What the bus lost did not come: no mark may cover it, on this
-        // connection from now on (the watermark moved past it at the resync).
-        self->changes_sent_->marks_stopped = true;
+        if (!t) return;  // closing
+        std::weak_ptr<Connection> weak = self;
+        t->schedule(resync_retry_after(attempt), [weak, after, attempt] {
+          if (auto again = weak.lock()) again->resend_changes(after, attempt + 1);
+        });
+        return;
       }
+      self->changes_sent_->rereading = false;
       self->end_change_read();
     };
   });
@@ -358,7 +380,7 @@ void Connection::send_change_mark(int64_t mark, std::vector<FramePtr> waiting, b
     changes_sent_->mark_given = mark;
     changes_sent_->mark_pending = false;
     send(encoder_->reply("changes_synced", json::object{{"change_mark", mark}}, nullptr));
-    return;
+    return give_declined_mark();
   }
   auto t = transport_.lock();
   if (!t) return;
@@ -375,16 +397,28 @@ void Connection::send_change_mark(int64_t mark, std::vector<FramePtr> waiting, b
 // this connection was sent it, holds it, or holds a newer change of its
 // message, or dropped it as older than one it has (or its user is not in
 // the thread); send_change_mark waits for what it holds. Not while a read
-// of changes runs (a resync's: what the bus lost comes by it) nor while an
-// own edit's answer is on its way (it comes from a worker, not this loop).
+// of changes runs (a resync's: what the bus lost comes by it), an own
+// edit's answer is on its way (it comes from a worker, not this loop), or
+// another mark is: such a mark is given once none is (give_declined_mark),
+// as the next comes only with the next change, which may be long.
 void Connection::changes_marked(int64_t through) {
   if (closed_ || !changes_sent_) return;
   ChangesSent& sent = *changes_sent_;
-  if (sent.mark_given < 0 || sent.marks_stopped || sent.mark_pending || sent.reads > 0 || sent.awaited > 0 ||
-      through <= sent.mark_given)
+  if (sent.mark_given < 0 && !sent.mark_pending) return;  // no sync asked for, or it failed
+  if (through <= sent.mark_given) return;
+  if (sent.mark_pending || sent.reads > 0 || sent.awaited > 0) {
+    sent.mark_declined = std::max(sent.mark_declined, through);
     return;
+  }
   sent.mark_pending = true;
   send_change_mark(through, {}, true, kChangeMarkWaitFirst);
+}
+
+// Everything up to a declined mark had been handed to this loop when it was
+// declined, so it is as good now as a newer one would be.
+void Connection::give_declined_mark() {
+  if (changes_sent_ && changes_sent_->mark_declined > changes_sent_->mark_given)
+    changes_marked(changes_sent_->mark_declined);
 }
 
 // A bus event older than a read's copy of its message comes within this of
@@ -397,7 +431,9 @@ constexpr auto kChangesKeptFor = std::chrono::seconds(30);
 // later, it goes.
 void Connection::end_change_read() {
   if (!changes_sent_ || changes_sent_->reads == 0) return;
-  if (--changes_sent_->reads > 0 || changes_sent_->last.size() <= kChangesKept) return;
+  if (--changes_sent_->reads > 0) return;
+  give_declined_mark();
+  if (changes_sent_->last.size() <= kChangesKept) return;
   auto t = transport_.lock();
   if (!t) return;
   std::weak_ptr<Connection> weak = weak_from_this();

@@ -473,9 +473,10 @@ describe('a resync after a Redis cut covers threads a connection had been sent n
 });
 
 // A resync's re-read of what the bus lost can fail (the store down too):
-// the watermark has moved past the lost change all the same, so a later
-// change mark on that connection would cover it. Such a connection gives
-// no more marks (the client's next connection syncs from the last one).
+// the watermark has moved past the lost change all the same, so a change
+// mark given before the re-read succeeds would cover it. The re-read is
+// tried until the store answers, and no mark is given meanwhile: the lost
+// edit comes first, then marks again.
 describe('a change mark after a resync whose re-read failed', { skip }, () => {
   const cluster = new Cluster({ secret: `marks-${randomId(16)}` });
   let nodeA;
@@ -522,7 +523,7 @@ describe('a change mark after a resync whose re-read failed', { skip }, () => {
     assert.equal(onA.status, 200, onA.text);
     await bobA.next((f) => f.type === 'message_edited' && f.data.content === 'later: at 9:30', 10000);
     // Node A back on the bus while its store is unreachable: the resync's
-    // re-read fails (five tries, a second apart).
+    // re-read fails, a second apart, then less often.
     await pgProxy.cut();
     await redisProxy.start();
     await waitBus(nodeA, true);
@@ -530,15 +531,29 @@ describe('a change mark after a resync whose re-read failed', { skip }, () => {
     while (!nodeA.log.some((l) => l.includes('event=resync_changes_failed') && l.includes('attempt=4')) && Date.now() < deadline)
       await sleep(100);
     assert.ok(nodeA.log.some((l) => l.includes('attempt=4')), nodeA.logTail());
-    await pgProxy.start();
+    const marksBefore = bobA.all((f) => f.type === 'changes_synced').length;
 
-    // A change that arrives live would move the mark on: no mark may come now.
+    // A change that arrives live would move the mark on: none may come
+    // while the re-read still fails.
     assert.equal((await aliceB.request({ type: 'edit_message', message_id: later.id, content: 'later: at 10' })).type,
       'message_edited');
-    await bobA.next((f) => f.type === 'message_edited' && f.data.id === later.id, 10000);
-    await bobA.expectNone((f) => f.type === 'changes_synced' && f.change_mark > 0, 1500, 'a mark past the lost edit');
-    const lostEdits = bobA.all((f) => f.type === 'message_edited' && f.data.id === lost.id);
-    assert.deepEqual(lostEdits, [], 'the lost edit never came on this connection');
+    await bobA.next((f) => f.type === 'message_edited' && f.data.id === later.id && f.data.content === 'later: at 10', 10000);
+    await bobA.expectNone((f) => f.type === 'changes_synced', 1000, 'a mark while the lost edit is still unread');
+    assert.deepEqual(bobA.all((f) => f.type === 'message_edited' && f.data.id === lost.id), [],
+      'the lost edit cannot have come: the store is down');
+
+    // The store back: the next try (two seconds after the fifth) sends the
+    // lost edit, and only then do marks come again, past both edits.
+    await pgProxy.start();
+    await bobA.next((f) => f.type === 'message_edited' && f.data.id === lost.id && f.data.content === 'lost: at 10', 15000,
+      'the lost edit, once the store answers');
+    await bobA.next((f) => f.type === 'changes_synced' && f.change_mark > 0, 10000, 'marks again after the re-read');
+    const order = bobA.frames.map((e) => e.frame);
+    const lostAt = order.findIndex((f) => f.type === 'message_edited' && f.data?.id === lost.id);
+    const marksAfter = order.filter((f) => f.type === 'changes_synced');
+    assert.equal(marksAfter.length, marksBefore + 1, 'one mark after the outage (the test waited for it)');
+    const markAt = order.lastIndexOf(marksAfter.at(-1));
+    assert.ok(lostAt >= 0 && lostAt < markAt, `the lost edit (${lostAt}) before the mark that covers it (${markAt})`);
     bobA.close();
     aliceB.close();
   });
