@@ -192,16 +192,45 @@ class PgReadTxn {
 // its next batch.
 constexpr const char* kWriterSessionSetup = "SET idle_in_transaction_session_timeout = 5000";
 
+// A PostgreSQL store's store_id (Store::store_id): PostgreSQL's backups are
+// restored with its own tools, so Parley cannot give a restored store a new
+// name as it does a SQLite one. It is derived instead from what any restore
+// changes: the cluster (its system identifier: another cluster), the
+// database's OID (another database of the cluster) and the `messages`
+// table's OID (a restore over the same database creates its tables anew).
+// Every node of a cluster reads the same. A major-version upgrade
+// (pg_upgrade makes a new cluster) changes it too: clients then start over
+// as after a restore, which costs them a re-read and loses nothing.
+static Result<std::string> pg_store_id(PgConn& c) {
+  auto r = c.exec(
+      "SELECT md5(concat_ws('/', (SELECT system_identifier FROM pg_control_system()),"
+      " (SELECT oid FROM pg_database WHERE datname = current_database()),"
+      " to_regclass('messages')::oid))::uuid::text");
+  if (!r.ok() || r.rows() != 1 || r.is_null(0, 0))
+    return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot read the store's identity: " + r.message()};
+  return r.text(0, 0);
+}
+
 Result<std::unique_ptr<PgStore>> PgStore::open(const StoreOptions& options) {
   if (options.database_url.empty()) return bad_input("invalid_config", "database URL is empty");
   auto conn = PgConn::open(options.database_url);
   if (!conn) return conn.error();
   if (auto st = migrate_pg_schema(**conn); !st) return st.error();
+  // A role refused the catalog's functions (some hosted services) has
+  // none: clients then cannot tell a restore, as before there was one.
+  auto store_id = pg_store_id(**conn);
+  if (!store_id) {
+    spdlog::warn("event=store_id_unavailable error=\"{}\"", store_id.error().message);
+    store_id = std::string();
+  }
   if (!(*conn)->set_session_setup(kWriterSessionSetup))
     return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot set up the PostgreSQL session: " + (*conn)->errmsg()};
   std::string described = redact_url_password(options.database_url);  // also what /health shows
-  spdlog::info("event=store_open store=postgres url={} schema_version={}", described, latest_pg_schema_version());
-  return std::unique_ptr<PgStore>(new PgStore(options, std::move(described), std::move(*conn)));
+  spdlog::info("event=store_open store=postgres url={} schema_version={} store_id={}", described,
+               latest_pg_schema_version(), store_id->empty() ? "none" : *store_id);
+  auto store = std::unique_ptr<PgStore>(new PgStore(options, std::move(described), std::move(*conn)));
+  store->store_id_ = std::move(*store_id);
+  return store;
 }
 
 PgStore::PgStore(StoreOptions options, std::string described, std::unique_ptr<PgConn> writer)

@@ -95,6 +95,7 @@ class PgStore final : public Store {
   Result<int64_t> dead_notification_count() override;
 
   std::string describe() const override;
+  std::string store_id() const override { return store_id_; }
   void close() override;
 
   // Group commits made so far; tests use it to check that writes share commits.
@@ -156,6 +157,7 @@ class PgStore final : public Store {
 
   const StoreOptions options_;
   const std::string described_;  // the URL without its password
+  std::string store_id_;  // pg_store_id(), read at open
 
   std::unique_ptr<PgConn> writer_conn_;
   std::unique_ptr<GroupCommitWriter> writer_;  // stopped in close(), before the connections

@@ -399,8 +399,8 @@ class Store {
   virtual std::string describe() const = 0;  // "sqlite:/path" for /health and logs
   // Names this store's history: a store restored from a backup gets a new
   // one, so a client that saw messages the backup lacks can tell that seqs
-  // it holds may have been given again (docs/operations.md). Empty: none
-  // (PostgreSQL, whose backups are restored outside Parley).
+  // it holds may have been given again (docs/operations.md). Empty: none.
+  // Read when the store opens; safe from any thread.
   virtual std::string store_id() const { return {}; }
   // The outcome of the last commit, for /health: a store whose writes all fail
   // (disk full, read-only files) must not look healthy. The cause is logged

@@ -532,4 +532,52 @@ describe('backup, restore and check', () => {
       assert.equal(behind.code, 1, behind.stdout);
       assert.match(behind.stdout, /problem commit_clock_behind: /);
     });
+
+  // PostgreSQL's backups are restored with its own tools, so the store's
+  // name (connection_established's store_id, which tells clients to drop
+  // their saved positions and change marks) comes from what a restore
+  // changes: the cluster, the database, the tables.
+  it('on PostgreSQL: store_id is the same on every node and after a restart, and new after a restore, into a new database or over the same one',
+    { skip: TEST_STORE === 'postgres' ? false : 'PostgreSQL runs only (PARLEY_TEST_STORE=postgres)' }, async () => {
+      const storeIdOf = async (server, user) => {
+        const ws = await server.connect(user);
+        ws.close();
+        return ws.established.store_id;
+      };
+      const server = await startServer();
+      servers.push(server);
+      const [alice, bob] = await server.registerMany(2);
+      const thread = await server.createDirect(alice, bob);
+      for (let i = 1; i <= 3; i++) assert.equal((await server.sendRest(alice.token, thread.id, { content: `m${i}` })).status, 201);
+      const first = await storeIdOf(server, alice);
+      assert.match(first ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'a store_id on PostgreSQL');
+      const second = await startServer({ secret: server.secret, database: server.database });
+      servers.push(second);
+      assert.equal(await storeIdOf(second, bob), first, 'another node on the same database');
+      await server.restart();
+      assert.equal(await storeIdOf(server, alice), first, 'after a restart');
+
+      const dir = tmpDir('pgid');
+      dirs.push(dir);
+      const dump = path.join(dir, 'parley.dump');
+      await run(pgTool('pg_dump'), ['--format=custom', '--no-owner', '--file', dump, server.database]);
+      const copy = freshDatabaseUrl();
+      await run(pgTool('pg_restore'), ['--no-owner', '--exit-on-error', '--dbname', copy, dump]);
+      const onCopy = await startServer({ secret: server.secret, database: copy });
+      servers.push(onCopy);
+      const copied = await storeIdOf(onCopy, alice);
+      assert.ok(copied && copied !== first, `a restore into a new database: ${copied} after ${first}`);
+
+      // Over the same database: its servers stopped, its tables made anew.
+      await server.stop({ removeData: false });
+      await second.stop({ removeData: false });
+      await run(pgTool('pg_restore'), ['--no-owner', '--clean', '--if-exists', '--exit-on-error', '--dbname', server.database, dump]);
+      const over = await startServer({ secret: server.secret, database: server.database });
+      servers.push(over);
+      const restored = await storeIdOf(over, alice);
+      assert.ok(restored && restored !== first && restored !== copied, `a restore over the same database: ${restored}`);
+      const history = await over.http('GET', `/api/chat/threads/${thread.id}/messages`, { token: alice.token });
+      assert.equal(history.status, 200, history.text);
+      assert.match(history.text, /"m3"/, 'the restored history is there');
+    });
 });
