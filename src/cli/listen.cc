@@ -132,6 +132,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   static awaitable<void> renew_token(std::shared_ptr<Listener> self);
   void print_event(const json::object& frame);
   void on_change(const json::object& frame);
+  void release_changes(const std::string& thread, std::int64_t seq, const json::object* printed);
   void note_change_printed(std::string key);
   void note_message_state(const json::object& message);
   void arm_signals();
@@ -175,6 +176,15 @@ class Listener : public std::enable_shared_from_this<Listener> {
   // comes again then, and is skipped (on_change).
   std::optional<SavedChanges> changes_;
   bool syncing_ = false;  // this connection's first changes_synced has not come
+  // Edits and deletions of messages of known threads not printed yet (held
+  // behind a gap, or on their way in a catch-up), oldest first: each waits
+  // for its message (release_changes).
+  struct WaitingChange {
+    std::string thread;
+    std::int64_t seq;
+    json::object frame;
+  };
+  std::vector<WaitingChange> waiting_changes_;
   std::chrono::milliseconds delay_ = kFirstDelay;
   int printed_ = 0;
   bool stopping_ = false;
@@ -570,6 +580,7 @@ awaitable<void> Listener::on_fill_error(const json::object& frame) {
   // so a later run does not ask again.
   note("no longer a participant of thread " + thread);
   seqs_.forget(thread);
+  std::erase_if(waiting_changes_, [&](const WaitingChange& w) { return w.thread == thread; });
   away_.erase(thread);
   dirty_ = true;
   schedule_save();
@@ -587,6 +598,7 @@ awaitable<void> Listener::deliver(json::object frame) {
     // Said while we were out of the group, sent now because we are back
     // (a replay gives a member the thread's history): history, not news.
     seqs_.printed(thread, *get_int(message, "seq"));
+    release_changes(thread, *get_int(message, "seq"), nullptr);
     dirty_ = true;
     schedule_save();
     co_return;
@@ -596,6 +608,7 @@ awaitable<void> Listener::deliver(json::object frame) {
   print_event(frame);
   seqs_.printed(thread, *get_int(message, "seq"));
   note_message_state(message);
+  release_changes(thread, *get_int(message, "seq"), &message);
   dirty_ = true;
   schedule_save();
   ++printed_;
@@ -643,22 +656,61 @@ awaitable<void> Listener::backoff() {
 // and one the mark does not cover yet may be printed again by the next sync.
 constexpr size_t kPrintedChangesKept = 128;
 
-// An edit or a deletion, printed once. The sync of a new connection sends
-// every change since the mark: those printed since are skipped, and so are
-// those of messages not printed yet (above the thread's position, or in a
-// thread not known yet), which the catch-up prints as they are now.
+// Changes waiting for their messages, at most (the oldest go first).
+constexpr size_t kWaitingChangesKept = 256;
+
+// An edit or a deletion, printed once, and never before its message: the
+// server sends a message's frames in the order of its changes, and listen
+// prints messages in seq order, so one it holds behind a gap (or that a
+// catch-up is still to send) would otherwise be printed after its own edit,
+// as it was before it. Such a change waits for the message
+// (release_changes). The sync of a new connection sends every change since
+// the mark: those printed since are skipped, and so are those in threads
+// not known yet, whose catch-up prints the messages as they are now.
 void Listener::on_change(const json::object& frame) {
   const bool deleted = get_string(frame, "type") == "message_deleted";
   const json::object* m = deleted ? &frame : get_object(frame, "data");
   if (!m) return print_event(frame);
   std::string thread = get_string(*m, "thread_id");
   std::int64_t seq = get_int(*m, "seq").value_or(0);
-  if (syncing_ && (!seqs_.known(thread) || seq > seqs_.last(thread))) return;
+  if (seqs_.known(thread) && seq > seqs_.last(thread)) {
+    if (waiting_changes_.size() >= kWaitingChangesKept) waiting_changes_.erase(waiting_changes_.begin());
+    waiting_changes_.push_back({thread, seq, frame});
+    return;
+  }
+  if (syncing_ && !seqs_.known(thread)) return;
   std::string key = get_string(*m, deleted ? "message_id" : "id") + "|" +
                     (deleted ? std::string("deleted") : get_string(*m, "edited_at"));
   if (changes_ && std::find(changes_->printed.begin(), changes_->printed.end(), key) != changes_->printed.end()) return;
   note_change_printed(std::move(key));
   print_event(frame);
+}
+
+// True when `message`, as printed, shows `change` or something newer.
+static bool shows_change(const json::object& message, const json::object& change) {
+  const json::value* gone = message.if_contains("deleted");
+  if (gone && gone->is_bool() && gone->get_bool()) return true;
+  if (get_string(change, "type") == "message_deleted") return false;
+  const json::object* edited = get_object(change, "data");
+  const std::string shown = get_string(message, "edited_at");  // ISO 8601, one format: in time order as text
+  return edited && !shown.empty() && get_string(*edited, "edited_at") <= shown;
+}
+
+// Message `seq` of `thread` was printed (`printed`: it, as printed; null:
+// passed over unprinted, said while we were out of the group). The changes
+// waiting for it, and for earlier ones passed over (a gap given up on), go
+// through on_change now, but for those the message printed shows already.
+void Listener::release_changes(const std::string& thread, std::int64_t seq, const json::object* printed) {
+  if (waiting_changes_.empty()) return;
+  std::vector<WaitingChange> due;
+  std::erase_if(waiting_changes_, [&](WaitingChange& w) {
+    if (w.thread != thread || w.seq > seq) return false;
+    due.push_back(std::move(w));
+    return true;
+  });
+  if (!printed) return;
+  for (const WaitingChange& w : due)
+    if (w.seq != seq || !shows_change(*printed, w.frame)) on_change(w.frame);
 }
 
 // A message printed as it is now, edited or deleted: the sync may send that

@@ -122,7 +122,15 @@ class CuttableProxy {
       s.on('close', () => this.sockets.delete(s));
       s.on('error', () => { client.destroy(); upstream.destroy(); });
     }
-    if (this.dropRequest) {
+    if (this.holding) {
+      // After a first chunk that matches, the client's bytes wait (holdAfter).
+      let matched = false;
+      client.on('data', (chunk) => {
+        if (matched) return this.held.push(() => { if (!upstream.destroyed) upstream.write(chunk); });
+        matched = this.holding.test(String(chunk));
+        if (!upstream.destroyed) upstream.write(chunk);
+      });
+    } else if (this.dropRequest) {
       // Drops the connection carrying the nth request that matches (counted over all connections).
       client.on('data', (chunk) => {
         if (this.dropRequest.re.test(String(chunk)) && ++this.dropRequest.seen === this.dropRequest.nth) {
@@ -136,6 +144,15 @@ class CuttableProxy {
       client.pipe(upstream);
     }
     upstream.pipe(client);
+  }
+
+  // On a connection whose first bytes match `re`, what the client sends next
+  // waits until release(): the server answers the request, and hears nothing more.
+  holdAfter(re) { this.holding = re; this.held = []; return this; }
+
+  release() {
+    for (const write of this.held.splice(0)) write();
+    this.holding = null;
   }
 
   // Drops the connection of the nth request matching `re` (its first bytes), as a server restarting at that moment would.
@@ -781,6 +798,48 @@ describe('parley-cli', () => {
     const r3 = await third.result();
     assert.equal(r3.code, 3, third.describe());
     assert.doesNotMatch(third.stdoutText, /on Saturday|on Sunday|was deleted|main gate/, third.describe());
+  });
+
+  // listen prints a thread's messages in seq order, holding back one that
+  // comes before a missing one; an edit or deletion of a held message comes
+  // while it waits. Its change must not be printed before it, and what is
+  // printed last of it must be as it is now. The gap is made by holding the
+  // CLI's subscribe_thread (its catch-up) in a proxy while the live frames flow.
+  it('listen prints an edit or deletion of a message it holds behind a gap after that message, never before', async () => {
+    const catchUp = bobListen(['--timeout', '1.5']);  // bob's position at the thread's last message
+    await catchUp.result();
+    await aliceSends('sent while bob is away');  // the gap
+    const proxy = await new CuttableProxy(server.port).holdAfter(/^GET \/ws/).listen();
+    try {
+      const listen = new CliProcess(['--config', bobCfg, '--server', proxy.url, 'listen', '--timeout', '20'], { home });
+      await listen.ready();
+      await sleep(500);  // its changes_synced has come
+      const kept = await aliceSends('see you at 9');
+      const dropped = await aliceSends('wrong number');
+      const edit = await server.http('PATCH', `/api/chat/messages/${kept.id}`, { token: alice.token, body: { content: 'see you at 10' } });
+      assert.equal(edit.status, 200, edit.text);
+      assert.equal((await server.http('DELETE', `/api/chat/messages/${dropped.id}`, { token: alice.token })).status, 200);
+      await sleep(500);  // the live frames reach listen, which holds the messages behind the gap
+      assert.equal(newMessages(listen.frames).filter((m) => m.id === kept.id || m.id === dropped.id).length, 0,
+        `held behind the gap: ${listen.describe()}`);
+      proxy.release();
+      await listen.waitFor(() => newMessages(listen.frames).some((m) => m.id === dropped.id), 'the messages after the catch-up');
+      await sleep(300);  // a change printed late would come now
+      listen.child.kill('SIGTERM');
+      assert.equal((await listen.result(5000)).code, 0, listen.describe());
+      const about = (id) => listen.frames.filter((f) => (f.type === 'new_message' && f.data.id === id) ||
+        (f.type === 'message_edited' && f.data.id === id) || (f.type === 'message_deleted' && f.message_id === id));
+      const keptFrames = about(kept.id);
+      assert.equal(keptFrames[0]?.type, 'new_message', `the message first, then its edit: ${listen.describe()}`);
+      assert.equal(keptFrames.at(-1).data.content, 'see you at 10', `shown as it is now: ${listen.describe()}`);
+      assert.equal(keptFrames.filter((f) => f.type === 'new_message').length, 1, 'printed once');
+      const droppedFrames = about(dropped.id);
+      assert.equal(droppedFrames[0]?.type, 'new_message', `the message first, then its deletion: ${listen.describe()}`);
+      const last = droppedFrames.at(-1);
+      assert.ok(last.type === 'message_deleted' || last.data.deleted === true, `shown deleted: ${listen.describe()}`);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('--pretty threads shows a deleted last message as (deleted), an edited one with (edited)', async () => {
