@@ -1205,9 +1205,7 @@ void Connection::on_moderate(ClientFrame f) {
 void Connection::answer_moderation(const ClientFrame& f, bool del, const Result<Message>& m) {
   if (!m) return send_error(m.error(), f.request_id);
   if (del)
-    send(encoder_->reply("message_deleted",
-                         json::object{{"thread_id", m->thread_id}, {"message_id", m->id}, {"seq", m->seq}},
-                         f.request_id));
+    send(encoder_->reply("message_deleted", deletion_json(*m), f.request_id));
   else
     send(encoder_->data_reply("message_edited", message_json_text(*m), f.request_id));
   // A tombstone answered without a change (deleted already) has no number.

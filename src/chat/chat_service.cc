@@ -877,8 +877,7 @@ std::shared_ptr<BusEvent> change_event(const Message& changed) {
   ev->change_no = changed.change_no;
   if (changed.deleted) {
     ev->type = "message_deleted";
-    ev->payload = json::serialize(
-        json::object{{"thread_id", changed.thread_id}, {"message_id", changed.id}, {"seq", changed.seq}});
+    ev->payload = json::serialize(deletion_json(changed));
   } else {
     // The frame's `data` is the message (seq stays 0: this is not a new
     // message in the thread's order).

@@ -38,6 +38,7 @@ json::object message_json(const Message& m) {
   o["created_at"] = iso8601_millis(m.created_at);
   o["edited_at"] = m.edited_at ? json::value(iso8601_millis(*m.edited_at)) : json::value(nullptr);
   if (m.deleted) o["deleted"] = true;  // only on tombstones (CONTRACT section 8)
+  if (m.change_no > 0) o["change_no"] = m.change_no;  // only on edited and deleted messages
   o["sender"] = json::object{{"id", m.sender.id},
                              {"username", m.sender.username},
                              {"full_name", m.sender.full_name},
@@ -132,12 +133,22 @@ std::string message_json_text(const Message& m) {
   else
     out += ",\"edited_at\":null";
   if (m.deleted) out += ",\"deleted\":true";
+  if (m.change_no > 0) {
+    out += ",\"change_no\":";
+    out += std::to_string(m.change_no);
+  }
   append_field(out, ",\"sender\":{\"id\":", m.sender.id);
   append_field(out, ",\"username\":", m.sender.username);
   append_field(out, ",\"full_name\":", m.sender.full_name);
   append_field(out, ",\"role\":", m.sender.role);
   out += "}}";
   return out;
+}
+
+json::object deletion_json(const Message& m) {
+  json::object o{{"thread_id", m.thread_id}, {"message_id", m.id}, {"seq", m.seq}};
+  if (m.change_no > 0) o["change_no"] = m.change_no;
+  return o;
 }
 
 json::object thread_json(const Thread& t) {

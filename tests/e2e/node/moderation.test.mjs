@@ -202,11 +202,14 @@ describe('message delete and edit', () => {
     assert.equal(reply.data.content, 'hello');
     assert.equal(reply.data.seq, m.seq);
     assert.ok(reply.data.edited_at, 'edited_at is set');
+    assert.equal(m.change_no, undefined, 'a message never edited has no change number');
+    assert.ok(Number.isSafeInteger(reply.data.change_no) && reply.data.change_no > 0, `the edit's number: ${reply.data.change_no}`);
     for (const c of [bob2, adminWs, carolWs]) {
       const ev = await c.next((f) => f.type === 'message_edited' && f.data.id === m.id);
       assert.equal(ev.data.content, 'hello');
       assert.equal(ev.data.thread_id, thread.id);
       assert.equal(ev.data.edited_at, reply.data.edited_at);
+      assert.equal(ev.data.change_no, reply.data.change_no, 'every copy names the same change');
     }
     await bob1.expectNone((f) => f.type === 'message_edited', 300, 'a second message_edited on the editing connection');
     const history = await server.history(carol.token, thread.id);
@@ -214,14 +217,17 @@ describe('message delete and edit', () => {
     assert.equal(stored.content, 'hello');
     assert.equal(stored.edited_at, reply.data.edited_at);
     assert.equal(stored.deleted, undefined);
+    assert.equal(stored.change_no, reply.data.change_no, 'history names the last change');
 
     // REST PATCH does the same.
     const patched = await server.http('PATCH', `/api/chat/messages/${m.id}`, { token: bob.token, body: { content: 'hello!' } });
     assert.equal(patched.status, 200, patched.text);
     assert.equal(patched.body.data.content, 'hello!');
+    assert.ok(patched.body.data.change_no > reply.data.change_no, 'a later change, a higher number');
     for (const c of [bob1, bob2, adminWs, carolWs]) {
       const ev = await c.next((f) => f.type === 'message_edited' && f.data.content === 'hello!');
       assert.equal(ev.data.id, m.id);
+      assert.equal(ev.data.change_no, patched.body.data.change_no);
     }
   });
 
@@ -292,10 +298,11 @@ describe('message delete and edit', () => {
     assert.equal(res.body.data.deleted, true);
     assert.equal(res.body.data.content, '');
     assert.equal(res.body.data.seq, first.seq);
+    assert.ok(res.body.data.change_no > 0, `the deletion's number: ${res.body.data.change_no}`);
     for (const c of [bob1, bob2, carolWs]) {
       const ev = await c.next((f) => f.type === 'message_deleted');
-      assert.deepEqual({ thread_id: ev.thread_id, message_id: ev.message_id, seq: ev.seq },
-        { thread_id: thread.id, message_id: first.id, seq: first.seq });
+      assert.deepEqual({ thread_id: ev.thread_id, message_id: ev.message_id, seq: ev.seq, change_no: ev.change_no },
+        { thread_id: thread.id, message_id: first.id, seq: first.seq, change_no: res.body.data.change_no });
     }
     const history = await server.history(carol.token, thread.id);
     const seqs = history.map((m) => m.seq);
@@ -304,6 +311,7 @@ describe('message delete and edit', () => {
     assert.equal(tomb.deleted, true);
     assert.equal(tomb.content, '');
     assert.equal(tomb.seq, first.seq);
+    assert.equal(tomb.change_no, res.body.data.change_no);
     assert.equal(history.find((m) => m.id === second.id).content, 'still here');
     const offline = await server.http('GET', '/api/chat/offline-messages?last_check_time=1970-01-01T00:00:00Z', { token: carol.token });
     assert.equal(offline.status, 200);
@@ -315,6 +323,7 @@ describe('message delete and edit', () => {
     const reply = await bob1.request({ type: 'delete_message', message_id: second.id });
     assert.equal(reply.type, 'message_deleted');
     assert.equal(reply.message_id, second.id);
+    assert.ok(reply.change_no > res.body.data.change_no, 'the second deletion numbered after the first');
     await carolWs.next((f) => f.type === 'message_deleted' && f.message_id === second.id);
     await bob2.next((f) => f.type === 'message_deleted' && f.message_id === second.id);
     // Editing a tombstone is refused.
@@ -391,7 +400,8 @@ describe('message delete and edit', () => {
       assert.equal(edited.data.content, 'sio!');
       const deleted = events.find((e) => e.event === 'message_deleted');
       assert.ok(deleted, `events: ${events.map((e) => e.event).join(',')}`);
-      assert.deepEqual(deleted.data, { thread_id: thread.id, message_id: id, seq: sent.body.data.seq });
+      assert.ok(deleted.data.change_no > edited.data.change_no, `the deletion numbered after the edit: ${JSON.stringify(deleted.data)}`);
+      assert.deepEqual(deleted.data, { thread_id: thread.id, message_id: id, seq: sent.body.data.seq, change_no: deleted.data.change_no });
     } finally {
       socket.close();
     }
