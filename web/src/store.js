@@ -4,6 +4,7 @@
 // The server decides everything that is a rule (unread counts, statuses,
 // who may do what); this file only shows what the server said.
 import { ParleyClient } from './parley-client.js';
+import { newerEdit } from './changes.js';
 
 const SESSION_KEY = 'parley.session';
 // Why the server ended the last session (its user, the notice): the other
@@ -500,11 +501,6 @@ function asHeard(threadId, m) {
 
 function recent(heard) {
   return heard && heard.at > performance.now() - CHANGES_KEPT_MS ? heard : undefined;
-}
-
-function newerEdit(old, m) {
-  if (old.deleted) return false;
-  return !(old.edited_at && m.edited_at && Date.parse(old.edited_at) > Date.parse(m.edited_at));
 }
 
 // The open conversation's copy of a message, if it is on screen.

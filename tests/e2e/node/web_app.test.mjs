@@ -168,3 +168,40 @@ describe("the web app's client and its auth frame's subscribe list", () => {
     }
   });
 });
+
+// Copies of one message cross on their way to the web app (a history page
+// read while an edit's event was in flight): the store keeps the newer
+// (web/src/changes.js). Edits made on two nodes carry two clocks; the
+// store's change numbers order them whatever those clocks say.
+describe("the web app's order of a message's copies", () => {
+  it('the copy with the higher change_no is the newer, whatever edited_at says; without numbers, edited_at decides', async () => {
+    const { newerEdit } = await import(pathToFileURL(path.join(REPO_ROOT, 'web', 'src', 'changes.js')).href);
+    const server = await startServer();
+    try {
+      const [alice, bob] = await server.registerMany(2);
+      const dm = await server.createDirect(alice, bob);
+      const sent = (await server.sendRest(alice.token, dm.id, { content: 'at 9' })).body.data;
+      const edit = async (content) => {
+        const r = await server.http('PATCH', `/api/chat/messages/${sent.id}`, { token: alice.token, body: { content } });
+        assert.equal(r.status, 200, r.text);
+        return r.body.data;
+      };
+      const first = await edit('at 10');
+      const second = await edit('at 11');
+      assert.ok(second.change_no > first.change_no, `numbered in order: ${first.change_no}, ${second.change_no}`);
+      // The first edit as a node whose clock runs a minute fast stamps it.
+      const skewed = { ...first, edited_at: new Date(Date.parse(second.edited_at) + 60000).toISOString() };
+      assert.equal(newerEdit(skewed, second), true, 'the later edit replaces the earlier one');
+      assert.equal(newerEdit(second, skewed), false, 'the earlier edit never replaces the later one');
+      assert.equal(newerEdit(sent, first), true, 'an edit replaces the message as sent');
+      const { change_no: _skewedNo, ...skewedWithout } = skewed;
+      const { change_no: _secondNo, ...secondWithout } = second;
+      assert.equal(newerEdit(secondWithout, skewedWithout), true, 'without numbers, the later edited_at wins');
+      const gone = await server.http('DELETE', `/api/chat/messages/${sent.id}`, { token: alice.token });
+      assert.equal(gone.status, 200, gone.text);
+      assert.equal(newerEdit(gone.body.data, second), false, 'nothing comes after a deletion');
+    } finally {
+      await server.stop();
+    }
+  });
+});
