@@ -135,6 +135,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   void release_changes(const std::string& thread, std::int64_t seq, const json::object* printed);
   void note_change_printed(std::string key);
   void note_message_state(const json::object& message);
+  static std::string change_key(const json::object& m, bool deleted);
   void arm_signals();
   void arm_timeout();
   void request_stop(int exit_code);
@@ -459,6 +460,7 @@ awaitable<void> Listener::on_store(std::string store_id) {
   }
   seqs_ = std::move(reset);
   away_.clear();  // as of the old store: the replays from the marks say it again
+  waiting_changes_.clear();  // their seqs name other messages in this store
   store_id_ = std::move(store_id);
   dirty_ = true;
   schedule_save();
@@ -674,26 +676,35 @@ void Listener::on_change(const json::object& frame) {
   std::string thread = get_string(*m, "thread_id");
   std::int64_t seq = get_int(*m, "seq").value_or(0);
   if (seqs_.known(thread) && seq > seqs_.last(thread)) {
-    if (waiting_changes_.size() >= kWaitingChangesKept) waiting_changes_.erase(waiting_changes_.begin());
+    if (waiting_changes_.size() >= kWaitingChangesKept) {
+      note("too many edits of messages not printed yet: the oldest is dropped");
+      waiting_changes_.erase(waiting_changes_.begin());
+    }
     waiting_changes_.push_back({thread, seq, frame});
     return;
   }
   if (syncing_ && !seqs_.known(thread)) return;
-  std::string key = get_string(*m, deleted ? "message_id" : "id") + "|" +
-                    (deleted ? std::string("deleted") : get_string(*m, "edited_at"));
+  std::string key = change_key(*m, deleted);
   if (changes_ && std::find(changes_->printed.begin(), changes_->printed.end(), key) != changes_->printed.end()) return;
   note_change_printed(std::move(key));
   print_event(frame);
 }
 
-// True when `message`, as printed, shows `change` or something newer.
+// True when `message`, as printed, shows `change` or something newer. By
+// their change numbers; from a server without them, by `edited_at`, a
+// node's clock (ISO 8601 in one format: in time order as text).
 static bool shows_change(const json::object& message, const json::object& change) {
   const json::value* gone = message.if_contains("deleted");
   if (gone && gone->is_bool() && gone->get_bool()) return true;
-  if (get_string(change, "type") == "message_deleted") return false;
-  const json::object* edited = get_object(change, "data");
-  const std::string shown = get_string(message, "edited_at");  // ISO 8601, one format: in time order as text
-  return edited && !shown.empty() && get_string(*edited, "edited_at") <= shown;
+  const bool deleted = get_string(change, "type") == "message_deleted";
+  const json::object* changed = deleted ? &change : get_object(change, "data");
+  if (!changed) return false;
+  std::optional<std::int64_t> shown_no = get_int(message, "change_no");
+  std::optional<std::int64_t> change_no = get_int(*changed, "change_no");
+  if (shown_no && change_no) return *change_no <= *shown_no;
+  if (deleted) return false;
+  const std::string shown = get_string(message, "edited_at");
+  return !shown.empty() && get_string(*changed, "edited_at") <= shown;
 }
 
 // Message `seq` of `thread` was printed (`printed`: it, as printed; null:
@@ -702,12 +713,10 @@ static bool shows_change(const json::object& message, const json::object& change
 // through on_change now, but for those the message printed shows already.
 void Listener::release_changes(const std::string& thread, std::int64_t seq, const json::object* printed) {
   if (waiting_changes_.empty()) return;
-  std::vector<WaitingChange> due;
-  std::erase_if(waiting_changes_, [&](WaitingChange& w) {
-    if (w.thread != thread || w.seq > seq) return false;
-    due.push_back(std::move(w));
-    return true;
-  });
+  auto kept = std::stable_partition(waiting_changes_.begin(), waiting_changes_.end(),
+                                    [&](const WaitingChange& w) { return w.thread != thread || w.seq > seq; });
+  std::vector<WaitingChange> due(std::make_move_iterator(kept), std::make_move_iterator(waiting_changes_.end()));
+  waiting_changes_.erase(kept, waiting_changes_.end());
   if (!printed) return;
   for (const WaitingChange& w : due)
     if (w.seq != seq || !shows_change(*printed, w.frame)) on_change(w.frame);
@@ -718,9 +727,17 @@ void Listener::release_changes(const std::string& thread, std::int64_t seq, cons
 // some temporaries.)
 void Listener::note_message_state(const json::object& message) {
   const json::value* deleted = message.if_contains("deleted");
-  if (deleted && deleted->is_bool() && deleted->get_bool()) return note_change_printed(get_string(message, "id") + "|deleted");
-  std::string edited = get_string(message, "edited_at");
-  if (!edited.empty()) note_change_printed(get_string(message, "id") + "|" + edited);
+  const bool gone = deleted && deleted->is_bool() && deleted->get_bool();
+  if (gone || !get_string(message, "edited_at").empty()) note_change_printed(change_key(message, gone));
+}
+
+// What names a change in the printed record: its message and its number
+// ("id#N"); from a server without change numbers, "id|deleted" or
+// "id|<edited_at>". `m`: the message, or the message_deleted frame.
+std::string Listener::change_key(const json::object& m, bool deleted) {
+  std::string key = get_string(m, deleted && !m.contains("id") ? "message_id" : "id");
+  if (std::optional<std::int64_t> no = get_int(m, "change_no")) return key + "#" + std::to_string(*no);
+  return key + "|" + (deleted ? std::string("deleted") : get_string(m, "edited_at"));
 }
 
 // A change shown (its event, or its message as it is now): kept until the
