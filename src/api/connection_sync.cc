@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <random>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -29,13 +30,18 @@ constexpr size_t kChangesKept = 4096;
 // A resync's reads of the store are not given up while the connection
 // lives: nothing else would send what the bus lost (a gap fill waits for the
 // store likewise). Past kGapFillAttempts tries a second apart, the wait
-// doubles, up to kResyncRetryLast.
+// doubles, up to kResyncRetryLast, and is spread by +-25%: every
+// connection of a node began at the same resync, and a store that is down
+// should not get all their reads in the same instant.
 constexpr auto kResyncRetryLast = std::chrono::seconds(30);
 
 static std::chrono::milliseconds resync_retry_after(int attempt) {
   const int over = attempt + 1 - kGapFillAttempts;
   if (over < 0) return kGapFillRetry;
-  return std::min<std::chrono::milliseconds>(kGapFillRetry * (1 << std::min(over + 1, 5)), kResyncRetryLast);
+  const auto wait = std::min<std::chrono::milliseconds>(kGapFillRetry * (1 << std::min(over + 1, 5)), kResyncRetryLast);
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  std::uniform_int_distribution<int64_t> spread(wait.count() * 3 / 4, wait.count() * 5 / 4);
+  return std::chrono::milliseconds(spread(rng));
 }
 
 // The bus may have lost events. Each thread this connection has been sent
