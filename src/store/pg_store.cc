@@ -207,7 +207,7 @@ static Result<std::string> pg_store_id(PgConn& c) {
       " (SELECT oid FROM pg_database WHERE datname = current_database()),"
       " to_regclass('messages')::oid))::uuid::text");
   if (!r.ok() || r.rows() != 1 || r.is_null(0, 0))
-    return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot read the store's identity: " + r.message()};
+    return Error{ErrorKind::kUnavailable, "storage_unavailable", "cannot read the store's identity: " + r.primary_message()};
   return r.text(0, 0);
 }
 
