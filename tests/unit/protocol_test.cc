@@ -588,6 +588,23 @@ TEST(MessageJson, EditedAtIsIsoWhenSet) {
   EXPECT_EQ(message_json(m).at("edited_at"), json::value("2026-11-21T12:00:01.123Z"));
 }
 
+// change_no only on a message that has changed (CONTRACT section 3 has no
+// such field: a message never edited stays as it was); message_deleted's
+// fields carry it too.
+TEST(MessageJson, ChangeNoOnlyOnceChanged) {
+  Message m = sample_message();
+  EXPECT_FALSE(message_json(m).contains("change_no"));
+  EXPECT_EQ(message_json_text(m).find("change_no"), std::string::npos);
+  EXPECT_FALSE(deletion_json(m).contains("change_no"));
+  m.change_no = 42;
+  EXPECT_EQ(message_json(m).at("change_no"), json::value(42));
+  EXPECT_NE(message_json_text(m).find(",\"change_no\":42,"), std::string::npos);
+  m.deleted = true;
+  EXPECT_EQ(json::serialize(deletion_json(m)),
+            "{\"thread_id\":\"" + m.thread_id + "\",\"message_id\":\"" + m.id + "\",\"seq\":" + std::to_string(m.seq) +
+                ",\"change_no\":42}");
+}
+
 // The send path's serialiser must write exactly what the library writes.
 TEST(MessageJsonText, IsTheLibrarysSerialisationByteForByte) {
   std::string every_ascii;
@@ -606,6 +623,7 @@ TEST(MessageJsonText, IsTheLibrarysSerialisationByteForByte) {
         m.status = "read";
         m.seq = 9'007'199'254'740'991;
         m.sender.full_name = content;
+        m.change_no = 9'007'199'254'740'990;
       }
       EXPECT_EQ(message_json_text(m), json::serialize(message_json(m))) << "variant " << variant;
     }
