@@ -58,8 +58,8 @@ std::string message_without_content(const std::string& message_json) {
   return json::serialize(v);
 }
 
-// The body to POST: the stored one with its message's content and edit time
-// as claim_notifications read them.
+// The body to POST: the stored one with its message's content, edit time and
+// change number as claim_notifications read them.
 std::string body_to_send(const Notification& n) {
   if (n.message_id.empty()) return n.body;
   boost::system::error_code ec;
@@ -69,6 +69,8 @@ std::string body_to_send(const Notification& n) {
   if (!message) return n.body;
   (*message)["content"] = n.content;
   (*message)["edited_at"] = n.edited_at ? json::value(iso8601_millis(*n.edited_at)) : json::value(nullptr);
+  if (n.change_no > 0) (*message)["change_no"] = n.change_no;
+  else message->erase("change_no");
   return json::serialize(v);
 }
 

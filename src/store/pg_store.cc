@@ -1425,7 +1425,7 @@ Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micro
             "SELECT c.id, c.recipient_id, c.body, c.attempts, c.created_at, c.message_id, m.content, m.edited_at, "
             "(c.message_id IS NOT NULL AND (m.id IS NULL OR m.deleted_at IS NOT NULL OR COALESCE(u.disabled, 0) <> 0 "
             "OR NOT EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = m.thread_id AND p.user_id = c.recipient_id "
-            "AND p.joined_at <= m.created_at)))::int "
+            "AND p.joined_at <= m.created_at)))::int, m.change_no "
             "FROM claimed c LEFT JOIN messages m ON m.id = c.message_id LEFT JOIN users u ON u.id = c.recipient_id "
             "ORDER BY c.created_at",
             {now, lease_until, clamp_limit(limit)});
@@ -1447,6 +1447,7 @@ Result<std::vector<Notification>> PgStore::claim_notifications(Micros now, Micro
             n.message_id = r.text(i, 5);
             n.content = r.bytes(i, 6);
             if (!r.is_null(i, 7)) n.edited_at = r.i64(i, 7);
+            if (!r.is_null(i, 9)) n.change_no = r.i64(i, 9);
           }
           out.push_back(std::move(n));
         }

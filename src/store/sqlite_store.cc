@@ -1113,7 +1113,7 @@ Result<Message> reread_message(SqliteConn& c, const std::string& id) {
 Result<bool> fill_notification_message(SqliteConn& c, Notification& n) {
   if (n.message_id.empty()) return true;
   auto st = c.prepare(
-      "SELECT content, edited_at, deleted_at FROM messages WHERE id = ?1 "
+      "SELECT content, edited_at, deleted_at, change_no FROM messages WHERE id = ?1 "
       "AND NOT EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled <> 0) "
       "AND EXISTS (SELECT 1 FROM participants p WHERE p.thread_id = messages.thread_id AND p.user_id = ?2 "
       "AND p.joined_at <= messages.created_at)");
@@ -1121,6 +1121,7 @@ Result<bool> fill_notification_message(SqliteConn& c, Notification& n) {
   if (st.row() && st.is_null(2)) {
     n.content = st.text(0);
     if (!st.is_null(1)) n.edited_at = st.i64(1);
+    if (!st.is_null(3)) n.change_no = st.i64(3);
     return true;
   }
   if (st.error() != SQLITE_OK) return storage_error(c, st.error(), "claim_notifications");

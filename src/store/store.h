@@ -130,7 +130,7 @@ struct AccountState {
 
 // One webhook notification waiting in the outbox (CONTRACT section 9): `id`
 // is its delivery id. With a `message_id`, `body` is the JSON POSTed less the
-// message's content and edit time, which claim_notifications reads from the
+// message's content, edit time and change number, which claim_notifications reads from the
 // message itself: the outbox never holds a copy of message text, so an edit
 // reaches retries and a delete (which removes the message's notifications)
 // leaves no text behind (docs/moderation.md). Without one, `body` is sent as is.
@@ -141,9 +141,11 @@ struct Notification {
   int attempts = 0;  // failed attempts so far
   Micros next_attempt_at = 0;
   std::string message_id;  // "" = not about a message
-  // Filled by claim_notifications: the message's current content and edit time.
+  // Filled by claim_notifications: the message's current content, edit time
+  // and change number (0: never edited).
   std::string content;
   std::optional<Micros> edited_at;
+  int64_t change_no = 0;
 };
 
 // What mark_read left: the reader's mark, and whether this call moved it.

@@ -138,7 +138,8 @@ TEST_F(WebhookNotifierTest, RetriesCarryTheMessageAsItIsNow) {
   Message m = message("original text");
   observe(m);
   ASSERT_TRUE(posts(1));
-  ASSERT_TRUE(store_->edit_message(m.id, "", "edited text", now_micros()).ok());
+  auto edit = store_->edit_message(m.id, "", "edited text", now_micros());
+  ASSERT_TRUE(edit.ok());
   // The attempts under way during the edit (one, or more on a loaded
   // machine: the backoff is 100 ms) carry the old text; the next the new.
   bool edited = false;
@@ -151,7 +152,11 @@ TEST_F(WebhookNotifierTest, RetriesCarryTheMessageAsItIsNow) {
   {
     std::lock_guard lock(receiver_.mu);
     EXPECT_EQ(content_of(receiver_.bodies.front()), "original text");
-    EXPECT_FALSE(json::parse(receiver_.bodies.back()).at("message").at("edited_at").is_null());
+    EXPECT_FALSE(json::parse(receiver_.bodies.front()).at("message").as_object().contains("change_no"));
+    const json::object& last = json::parse(receiver_.bodies.back()).at("message").as_object();
+    EXPECT_FALSE(last.at("edited_at").is_null());
+    ASSERT_TRUE(last.contains("change_no")) << "the edit's number, as protocol.md's message has it";
+    EXPECT_EQ(last.at("change_no").as_int64(), edit->change_no);
   }
   ASSERT_TRUE(store_->delete_message(m.id, "").ok());
   size_t sent = 0;
