@@ -135,7 +135,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   void release_changes(const std::string& thread, std::int64_t seq, const json::object* printed);
   void note_change_printed(std::string key);
   void note_message_state(const json::object& message);
-  static std::string change_key(const json::object& m, bool deleted);
+  static std::string change_key(const json::object& m, bool deleted, bool numbered = true);
   void arm_signals();
   void arm_timeout();
   void request_stop(int exit_code);
@@ -186,6 +186,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
     json::object frame;
   };
   std::vector<WaitingChange> waiting_changes_;
+  bool dropped_waiting_ = false;  // said once
   std::chrono::milliseconds delay_ = kFirstDelay;
   int printed_ = 0;
   bool stopping_ = false;
@@ -677,7 +678,8 @@ void Listener::on_change(const json::object& frame) {
   std::int64_t seq = get_int(*m, "seq").value_or(0);
   if (seqs_.known(thread) && seq > seqs_.last(thread)) {
     if (waiting_changes_.size() >= kWaitingChangesKept) {
-      note("too many edits of messages not printed yet: the oldest is dropped");
+      if (!dropped_waiting_) note("too many edits and deletions of messages not printed yet: the oldest are dropped");
+      dropped_waiting_ = true;
       waiting_changes_.erase(waiting_changes_.begin());
     }
     waiting_changes_.push_back({thread, seq, frame});
@@ -685,7 +687,14 @@ void Listener::on_change(const json::object& frame) {
   }
   if (syncing_ && !seqs_.known(thread)) return;
   std::string key = change_key(*m, deleted);
-  if (changes_ && std::find(changes_->printed.begin(), changes_->printed.end(), key) != changes_->printed.end()) return;
+  if (changes_) {
+    // Also by the key a listen before change numbers noted, or that a change
+    // from a node without them got (a rolling upgrade): the same change.
+    const auto& printed = changes_->printed;
+    const std::string without_number = change_key(*m, deleted, /*numbered=*/false);
+    for (const std::string& k : {std::cref(key), std::cref(without_number)})
+      if (std::find(printed.begin(), printed.end(), k) != printed.end()) return;
+  }
   note_change_printed(std::move(key));
   print_event(frame);
 }
@@ -732,11 +741,13 @@ void Listener::note_message_state(const json::object& message) {
 }
 
 // What names a change in the printed record: its message and its number
-// ("id#N"); from a server without change numbers, "id|deleted" or
-// "id|<edited_at>". `m`: the message, or the message_deleted frame.
-std::string Listener::change_key(const json::object& m, bool deleted) {
+// ("id#N"); from a server without change numbers (or with `numbered`
+// false), "id|deleted" or "id|<edited_at>". `m`: the message, or the
+// message_deleted frame.
+std::string Listener::change_key(const json::object& m, bool deleted, bool numbered) {
   std::string key = get_string(m, deleted && !m.contains("id") ? "message_id" : "id");
-  if (std::optional<std::int64_t> no = get_int(m, "change_no")) return key + "#" + std::to_string(*no);
+  std::optional<std::int64_t> no = get_int(m, "change_no");
+  if (numbered && no) return key + "#" + std::to_string(*no);
   return key + "|" + (deleted ? std::string("deleted") : get_string(m, "edited_at"));
 }
 

@@ -793,6 +793,20 @@ describe('parley-cli', () => {
     assert.equal(second.stdoutText.match(/main gate/g)?.length, 1, `the new message once: ${second.describe()}`);
     assert.doesNotMatch(second.stdoutText, /changes_synced/, 'the mark is not printed');
 
+    // The record as a listen from before change numbers wrote it ("id|edited_at",
+    // "id|deleted"): what it names is the same change, not printed again.
+    const config = JSON.parse(fs.readFileSync(bobCfg, 'utf8'));
+    const record = config.positions[bob.id].$changes;
+    const history = await server.history(bob.token, threadId);
+    const legacy = record.printed.map((k) => {
+      const [id] = k.split('#');
+      const m = history.find((x) => x.id === id);
+      return m?.deleted ? `${id}|deleted` : `${id}|${m?.edited_at}`;
+    });
+    assert.ok(legacy.some((k) => k.startsWith(`${keep.id}|`)), `the live edit is in the record: ${JSON.stringify(record)}`);
+    record.printed = legacy;
+    fs.writeFileSync(bobCfg, JSON.stringify(config));
+
     // Printed once: the next run has nothing of them.
     const third = new CliProcess(['--config', bobCfg, '--pretty', 'listen', '--timeout', '1.5'], { home });
     const r3 = await third.result();
