@@ -1208,7 +1208,7 @@ void Connection::answer_moderation(const ClientFrame& f, bool del, const Result<
     send(encoder_->reply("message_deleted", deletion_json(*m), f.request_id));
   else
     send(encoder_->data_reply("message_edited", message_json_text(*m), f.request_id));
-  // A tombstone answered without a change (deleted already) has no number.
+  // A change made before the store numbered changes has no number.
   if (m->change_no <= 0) return;
   if (auto* told = change_told(m->id); told && told->change_no > m->change_no) {
     if (told->frame) send(told->frame);  // the newer change came first: it again, last

@@ -37,8 +37,9 @@ constexpr auto kResyncRetryLast = std::chrono::seconds(30);
 
 static std::chrono::milliseconds resync_retry_after(int attempt) {
   const int over = attempt + 1 - kGapFillAttempts;
-  if (over < 0) return kGapFillRetry;
-  const auto wait = std::min<std::chrono::milliseconds>(kGapFillRetry * (1 << std::min(over + 1, 5)), kResyncRetryLast);
+  const auto wait = over < 0 ? std::chrono::milliseconds(kGapFillRetry)
+                             : std::min<std::chrono::milliseconds>(kGapFillRetry * (1 << std::min(over + 1, 5)),
+                                                                   kResyncRetryLast);
   thread_local std::minstd_rand rng{std::random_device{}()};
   std::uniform_int_distribution<int64_t> spread(wait.count() * 3 / 4, wait.count() * 5 / 4);
   return std::chrono::milliseconds(spread(rng));

@@ -22,7 +22,7 @@ boost::json::object message_json(const Message& message);  // CONTRACT section 3
 // paths that serialise every message.
 std::string message_json_text(const Message& message);
 // message_deleted's fields: thread_id, message_id, seq, and change_no when
-// the deletion has one (a repeated deletion's answer has none).
+// the deletion has one (one made before the store numbered changes has none).
 boost::json::object deletion_json(const Message& deleted);
 boost::json::object thread_json(const Thread& thread);
 boost::json::object summary_json(const ThreadSummary& summary);
