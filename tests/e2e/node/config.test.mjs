@@ -291,8 +291,8 @@ describe('server configuration', () => {
     await walk(cliBin, []);
     assert.ok(flags.has('--max-frame-bytes') && flags.has('--pretty') && flags.has('--to'), 'the help was read');
 
-    // Flags of other tools the docs also show: the scripts' and Docker Compose's.
-    const others = new Set(['--test', '--fuzz', '--sanitize', '--scale']);
+    // Flags of other tools the docs also show: the scripts', Docker Compose's and pg_restore's.
+    const others = new Set(['--test', '--fuzz', '--sanitize', '--scale', '--clean', '--data-only']);
     const missing = [];
     for (const doc of ['README.md', 'docs/protocol.md', 'docs/operations.md', 'docs/deploy.md', 'docs/security.md',
       'docs/moderation.md', 'docs/webhooks.md', 'docs/webapp.md']) {
