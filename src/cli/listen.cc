@@ -688,12 +688,17 @@ void Listener::on_change(const json::object& frame) {
   if (syncing_ && !seqs_.known(thread)) return;
   std::string key = change_key(*m, deleted);
   if (changes_) {
-    // Also by the key a listen before change numbers noted, or that a change
-    // from a node without them got (a rolling upgrade): the same change.
     const auto& printed = changes_->printed;
+    if (std::find(printed.begin(), printed.end(), key) != printed.end()) return;
+    // Also by the key a listen before change numbers noted ("id|edited_at"),
+    // unless a numbered one of the message is there: two edits within one
+    // millisecond share that key, and the newer must not pass for the older.
+    const std::string id = get_string(*m, deleted ? "message_id" : "id");
+    const bool numbered_there = std::any_of(printed.begin(), printed.end(), [&](const std::string& k) {
+      return k.size() > id.size() && k.compare(0, id.size(), id) == 0 && k[id.size()] == '#';
+    });
     const std::string without_number = change_key(*m, deleted, /*numbered=*/false);
-    for (const std::string& k : {std::cref(key), std::cref(without_number)})
-      if (std::find(printed.begin(), printed.end(), k) != printed.end()) return;
+    if (!numbered_there && std::find(printed.begin(), printed.end(), without_number) != printed.end()) return;
   }
   note_change_printed(std::move(key));
   print_event(frame);

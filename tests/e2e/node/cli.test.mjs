@@ -799,6 +799,7 @@ describe('parley-cli', () => {
     const record = config.positions[bob.id].$changes;
     const history = await server.history(bob.token, threadId);
     const legacy = record.printed.map((k) => {
+      if (!k.includes('#')) return k;
       const [id] = k.split('#');
       const m = history.find((x) => x.id === id);
       return m?.deleted ? `${id}|deleted` : `${id}|${m?.edited_at}`;
