@@ -30,7 +30,7 @@ constexpr size_t kChangesKept = 4096;
 // A resync's reads of the store are not given up while the connection
 // lives: nothing else would send what the bus lost (a gap fill waits for the
 // store likewise). Past kGapFillAttempts tries a second apart, the wait
-// doubles, up to kResyncRetryLast, and is spread by +-25%: every
+// doubles, up to kResyncRetryLast. Every wait is spread by +-25%: every
 // connection of a node began at the same resync, and a store that is down
 // should not get all their reads in the same instant.
 constexpr auto kResyncRetryLast = std::chrono::seconds(30);

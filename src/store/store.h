@@ -129,11 +129,12 @@ struct AccountState {
 };
 
 // One webhook notification waiting in the outbox (CONTRACT section 9): `id`
-// is its delivery id. With a `message_id`, `body` is the JSON POSTed less the
-// message's content, edit time and change number, which claim_notifications reads from the
-// message itself: the outbox never holds a copy of message text, so an edit
-// reaches retries and a delete (which removes the message's notifications)
-// leaves no text behind (docs/moderation.md). Without one, `body` is sent as is.
+// is its delivery id. With a `message_id`, `body` is the JSON POSTed with the
+// message's content blanked; its content, edit time and change number are
+// read by claim_notifications from the message itself: the outbox never
+// holds a copy of message text, so an edit reaches retries and a delete
+// (which removes the message's notifications) leaves no text behind
+// (docs/moderation.md). Without one, `body` is sent as is.
 struct Notification {
   std::string id;
   std::string recipient_id;
