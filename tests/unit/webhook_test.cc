@@ -153,7 +153,8 @@ TEST_F(WebhookNotifierTest, RetriesCarryTheMessageAsItIsNow) {
     std::lock_guard lock(receiver_.mu);
     EXPECT_EQ(content_of(receiver_.bodies.front()), "original text");
     EXPECT_FALSE(json::parse(receiver_.bodies.front()).at("message").as_object().contains("change_no"));
-    const json::object& last = json::parse(receiver_.bodies.back()).at("message").as_object();
+    const json::value last_body = json::parse(receiver_.bodies.back());
+    const json::object& last = last_body.at("message").as_object();
     EXPECT_FALSE(last.at("edited_at").is_null());
     ASSERT_TRUE(last.contains("change_no")) << "the edit's number, as protocol.md's message has it";
     EXPECT_EQ(last.at("change_no").as_int64(), edit->change_no);
