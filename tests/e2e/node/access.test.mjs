@@ -189,6 +189,11 @@ describe('a member removed and added again while connected', () => {
     // A message committed just before the addition has its fan-out run
     // after the member list already holds the new member: it must still go
     // only to those who were in when it was stored (their joined_at).
+    // Its own server: four pumps of up to 300 frames a round for ten rounds
+    // pass the default limit (a burst of 1000) when a loaded machine slows
+    // the addition down and the pumps run longer.
+    const server = await startServer({ args: ['--rate-per-second', '100000', '--rate-burst', '100000'] });
+    const [alice, bob] = await server.registerMany(2);
     const senders = await Promise.all([1, 2, 3, 4].map(() => server.connect(alice)));
     for (let round = 0; round < 10; round++) {
       const carol = await server.register();
@@ -226,6 +231,7 @@ describe('a member removed and added again while connected', () => {
       carolWs.close();
     }
     for (const ws of senders) ws.close();
+    await server.stop();
   });
 });
 
