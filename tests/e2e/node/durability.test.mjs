@@ -6,7 +6,10 @@ import { startServer, sleep } from './harness.mjs';
 
 describe('durability across kill -9', () => {
   let server;
-  before(async () => { server = await startServer(); });
+  // A high frame limit: the mid-burst kill test sends frames as fast as the
+  // server takes them until the kill lands, and resends what was not acked
+  // on one connection; a loaded machine lets either pass the default burst.
+  before(async () => { server = await startServer({ args: ['--rate-per-second', '100000', '--rate-burst', '100000'] }); });
   after(async () => { await server?.stop(); });
 
   it('100 acknowledged WebSocket messages are all there after kill -9 and restart, seq 1..100', async () => {

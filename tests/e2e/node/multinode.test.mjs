@@ -142,12 +142,16 @@ describe('three nodes on one PostgreSQL and one Redis', { skip }, () => {
     // into nothing. Each attempt that is still relayed (node 3 had not yet
     // seen the close) answers nothing.
     const carolOffline = (f) => f.type === 'presence' && f.user_id === carolUser.id && !f.online;
-    let refused = null;
-    for (let i = 0; i < 10 && !refused; i++) {
-      refused = await aliceWs.request({ type: 'call_offer', thread_id: withCarolThread.id, payload: { sdp: 'offer' } }, 250).catch(() => null);
+    const isRefusal = (f) => f.type === 'error' && f.code === 'callee_offline';
+    // Tried within the grace (3 s); a refusal that comes after its attempt's
+    // 250 ms wait on a loaded machine still counts, so the frames are read.
+    const deadline = Date.now() + 2500;
+    for (let i = 0; i < 20 && Date.now() < deadline && aliceWs.all(isRefusal).length === 0; i++) {
+      await aliceWs.request({ type: 'call_offer', thread_id: withCarolThread.id, payload: { sdp: 'offer' } }, 250).catch(() => null);
     }
-    assert.equal(refused?.code, 'callee_offline', 'a call in the grace period on another node is refused');
-    assert.equal(aliceWs.all(carolOffline).length, 0, 'refused within the grace period, before her offline was announced');
+    for (let i = 0; i < 100 && aliceWs.all((f) => isRefusal(f) || carolOffline(f)).length === 0; i++) await sleep(50);
+    const first = aliceWs.all((f) => isRefusal(f) || carolOffline(f))[0];
+    assert.ok(first && isRefusal(first), `a call in the grace period on another node is refused before her offline is announced (first: ${JSON.stringify(first)})`);
     await aliceWs.next(carolOffline, 10000, 'presence offline');
   });
 
