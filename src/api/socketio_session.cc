@@ -98,7 +98,14 @@ void SocketIoSession::on_binary(std::string_view) {
 
 void SocketIoSession::on_connect(const sio::SioPacket& p) {
   if (p.nsp != "/") return send(sio::encode_connect_error(p.nsp, "Invalid namespace"));
-  if (conn_ || connecting_) return close(CloseReason::kPolicy, "already connected");
+  if (conn_ || connecting_) {
+    // socket.io-client's connect() while its CONNECT is on its way, or once
+    // connected, sends another: as the reference server, the session stays
+    // (its auth is not read again). The first one's answer comes in time;
+    // once given, it is given again.
+    if (admitted_) send(sio::encode_connect(conn_->session_id()));
+    return;
+  }
   if (p.data_error) {
     // Unreadable auth data holds no token the server could accept.
     Metrics::get().count_error(p.data_error->code);
@@ -192,7 +199,9 @@ void SocketIoSession::connected(Authenticated user, std::vector<ClientFrame> sub
     auto self = weak.lock();
     if (!self) return;
     switch (step) {
-      case Connection::AdmissionStep::kAdmitted: return self->send(sio::encode_connect(self->conn_->session_id()));
+      case Connection::AdmissionStep::kAdmitted:
+        self->admitted_ = true;
+        return self->send(sio::encode_connect(self->conn_->session_id()));
       case Connection::AdmissionStep::kEstablished: return self->established(user_id);
       case Connection::AdmissionStep::kRefused: return self->refused();
     }

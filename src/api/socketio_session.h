@@ -73,6 +73,7 @@ class SocketIoSession final : public TransportListener,
   std::shared_ptr<Connection> conn_;
   std::optional<std::string> handshake_token_;
   bool connecting_ = false;
+  bool admitted_ = false;     // conn_'s CONNECT was answered
   bool established_ = false;  // a CONNECT was accepted once
   bool catch_up_ = true;      // replay what the user missed on connect (CONNECT's `catch_up`)
   bool closed_ = false;

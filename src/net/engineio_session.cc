@@ -232,7 +232,7 @@ class EioSession final : public Transport,
     respond(200, "text/html", "ok");
     for (std::string_view p : *packets) {
       if (mode_ == Mode::kClosed) break;
-      on_packet(p, false);
+      on_packet(p);
     }
   }
 
@@ -259,7 +259,7 @@ class EioSession final : public Transport,
 
   void on_ws_text(const void* id, std::string_view text) {
     if (mode_ == Mode::kClosed) return;
-    if (id == ws_id_) return on_packet(text, true);
+    if (id == ws_id_) return on_packet(text);
     if (id != probe_id_) return;
     auto probe = probe_.lock();
     if (!probe) return;
@@ -464,7 +464,7 @@ class EioSession final : public Transport,
  private:
   enum class Mode { kPolling, kUpgrading, kWebSocket, kClosed };
 
-  void on_packet(std::string_view p, bool over_websocket) {
+  void on_packet(std::string_view p) {
     if (p.empty()) {
       // An empty WebSocket text frame (split_payload refuses one in a polling
       // body): no packet type, which the reference server calls a parse error.
@@ -504,9 +504,11 @@ class EioSession final : public Transport,
       case sio::kUpgrade:
       case sio::kNoop: return;
       case 'b':
-        if (!over_websocket && up_) up_->on_binary(p.substr(1));
-        if (!over_websocket) return;
-        [[fallthrough]];
+        // An attachment as base64 text, on either transport: engine.io-parser
+        // takes it so, and clients with forceBase64 (React Native) send it
+        // over the WebSocket too.
+        if (up_) up_->on_binary(p.substr(1));
+        return;
       default:
         Metrics::get().count_error("invalid_packet");
         return close_now("invalid Engine.IO packet");

@@ -1656,6 +1656,51 @@ describe('bad Engine.IO and Socket.IO input', () => {
     assert.notEqual(code, 'still open', 'a binary frame nobody announced closes the session');
   });
 
+  // engine.io-client with forceBase64 (React Native) sends attachments as
+  // `b` + base64 text over the WebSocket too: engine.io-parser takes them so.
+  it('over a WebSocket: base64 attachments (b…) announced by a BINARY_EVENT are dropped, a stray one closes the session', async () => {
+    const { ws, closed, waitFor } = await rawEioSocket();
+    ws.send(`40${JSON.stringify({ token: alice.token })}`);
+    await waitFor((p) => p.startsWith('40{'), 'connected');
+    ws.send(`451-["send_message",{"thread_id":"${thread.id}","content":{"_placeholder":true,"num":0}}]`);
+    ws.send('bAQID');
+    await waitFor((p) => p.startsWith('42["error"') && p.includes('binary_not_supported'), 'refused');
+    ws.send('4217["ping",{}]');
+    await waitFor((p) => p.startsWith('4317['), 'still answering after its base64 attachment');
+    ws.send('bBw==');
+    const code = await Promise.race([closed, sleep(3000).then(() => 'still open')]);
+    assert.notEqual(code, 'still open', 'a base64 attachment nobody announced closes the session');
+  });
+
+  // socket.io-client's connect() called again while its CONNECT is on its
+  // way (an app's "online" handler) sends a second one: the reference server
+  // answers it and the session stays.
+  it('a second CONNECT while the first is answered, and one after it, keep the session', async () => {
+    const { ws, got, waitFor } = await rawEioSocket();
+    ws.send(`40${JSON.stringify({ token: alice.token })}`);
+    ws.send(`40${JSON.stringify({ token: alice.token })}`);
+    await waitFor((p) => p.startsWith('40{'), 'connected');
+    ws.send(`40${JSON.stringify({ token: alice.token })}`);
+    await waitFor(() => got.filter((p) => p.startsWith('40{')).length === 2, 'the CONNECT after it answered again');
+    const sids = new Set(got.filter((p) => p.startsWith('40{')).map((p) => JSON.parse(p.slice(2)).sid));
+    assert.equal(sids.size, 1, 'the same Socket.IO session');
+    ws.send('4217["ping",{}]');
+    await waitFor((p) => p.startsWith('4317['), 'still answering');
+    assert.equal(got.filter((p) => p.startsWith('42["connection_success"')).length, 1, 'one connection_success');
+    ws.close();
+  });
+
+  it('socket.io-client calling connect() again while connecting stays connected', async () => {
+    const c = sioClient(server, alice.token, { transports: ['websocket'] });
+    c.socket.io.on('open', () => c.socket.connect());
+    await Promise.race([c.connected(), sleep(5000).then(() => { throw new Error('no connect within 5 s'); })]);
+    await c.next('connection_success');
+    assert.equal((await c.emit('ping', {})).success, true);
+    await sleep(300);
+    assert.ok(c.socket.connected, 'still connected');
+    c.close();
+  });
+
   // The empty frame's payload view points just past its header in the
   // loop's read buffer, where the previous frame's bytes still are: read as
   // a packet type, that was once a ping of an empty string. Here the frame
