@@ -58,17 +58,34 @@ Result<User> ChatService::user(const std::string& user_id) {
 
 // A directory anyone signed in can search must not hand a stranger a
 // parent's phone number, nor let them watch when a teacher goes offline.
+// last_seen goes where presence goes (anyone sharing a thread). A phone
+// number goes only to those in a thread its owner opened: anyone may open
+// a thread with anyone, so sharing one would hand every number to whoever
+// asks (a group of every user found by a search).
 Status ChatService::hide_private(const User& viewer, std::vector<User>& users) {
-  bool strangers = false;
-  for (const auto& u : users) strangers |= u.id != viewer.id;
-  if (!strangers) return Ok{};
-  auto contacts = store_.contacts(viewer.id);
-  if (!contacts) return contacts.error();
-  std::sort(contacts->begin(), contacts->end());
+  bool seen = false, phones = false;
+  for (const auto& u : users) {
+    if (u.id == viewer.id) continue;
+    seen |= u.last_seen != 0;
+    phones |= u.phone_number.has_value();
+  }
+  std::vector<std::string> contacts, openers;
+  if (seen) {
+    auto c = store_.contacts(viewer.id);
+    if (!c) return c.error();
+    contacts = std::move(*c);
+    std::sort(contacts.begin(), contacts.end());
+  }
+  if (phones) {
+    auto o = store_.openers(viewer.id);
+    if (!o) return o.error();
+    openers = std::move(*o);
+    std::sort(openers.begin(), openers.end());
+  }
   for (auto& u : users) {
-    if (u.id == viewer.id || std::binary_search(contacts->begin(), contacts->end(), u.id)) continue;
-    u.phone_number.reset();
-    u.last_seen = 0;
+    if (u.id == viewer.id) continue;
+    if (!std::binary_search(contacts.begin(), contacts.end(), u.id)) u.last_seen = 0;
+    if (!std::binary_search(openers.begin(), openers.end(), u.id)) u.phone_number.reset();
   }
   return Ok{};
 }

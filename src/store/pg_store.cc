@@ -1216,6 +1216,20 @@ Result<std::vector<std::string>> PgStore::contacts(const std::string& user_id) {
   });
 }
 
+Result<std::vector<std::string>> PgStore::openers(const std::string& user_id) {
+  return with_reader([&](PgConn& c) {
+    auto r = c.exec(
+        "SELECT DISTINCT t.created_by FROM participants p JOIN threads t ON t.id = p.thread_id "
+        "JOIN participants o ON o.thread_id = t.id AND o.user_id = t.created_by "
+        "WHERE p.user_id = $1 AND t.created_by <> p.user_id",
+        {user_id});
+    log_read_error(c, r, "openers");
+    std::vector<std::string> out;
+    for (int i = 0; i < r.rows(); ++i) out.push_back(r.text(i, 0));
+    return out;
+  });
+}
+
 // ---------------------------------------------------------------- moderation
 
 namespace {

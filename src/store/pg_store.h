@@ -74,6 +74,7 @@ class PgStore final : public Store {
   Result<bool> mark_former_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq,
                                      Micros created_at) override;
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
+  Result<std::vector<std::string>> openers(const std::string& user_id) override;
   Result<ReadMark> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 
   Result<AccountState> set_user_disabled(const std::string& user_id, bool disabled) override;

@@ -1058,6 +1058,20 @@ Result<std::vector<std::string>> SqliteStore::contacts(const std::string& user_i
   return with_reader([&](SqliteConn& c) { return read_contacts(c, user_id); });
 }
 
+Result<std::vector<std::string>> SqliteStore::openers(const std::string& user_id) {
+  return with_reader([&](SqliteConn& c) {
+    auto st = c.prepare(
+        "SELECT DISTINCT t.created_by FROM participants p JOIN threads t ON t.id = p.thread_id "
+        "JOIN participants o ON o.thread_id = t.id AND o.user_id = t.created_by "
+        "WHERE p.user_id = ? AND t.created_by <> p.user_id");
+    st.bind(user_id);
+    std::vector<std::string> out;
+    while (st.row()) out.push_back(st.text(0));
+    log_read_error(c, st, "openers");
+    return out;
+  });
+}
+
 // One read transaction for the whole burst: each statement on its own would
 // take and release the WAL read lock (two fcntl calls) and a pooled reader.
 Result<std::vector<std::vector<std::string>>> SqliteStore::contacts_of_each(const std::vector<std::string>& user_ids) {

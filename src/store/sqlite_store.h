@@ -72,6 +72,7 @@ class SqliteStore final : public Store {
   Result<bool> mark_former_delivered(const std::string& thread_id, const std::string& user_id, int64_t seq,
                                      Micros created_at) override;
   Result<std::vector<std::string>> contacts(const std::string& user_id) override;
+  Result<std::vector<std::string>> openers(const std::string& user_id) override;
   Result<std::vector<std::vector<std::string>>> contacts_of_each(const std::vector<std::string>& user_ids) override;
   Result<ReadMark> mark_read(const std::string& thread_id, const std::string& user_id, int64_t up_to_seq) override;
 

@@ -393,6 +393,10 @@ class Store {
                                              Micros created_at) = 0;
   // Every user who shares at least one thread with user_id (not user_id itself).
   virtual Result<std::vector<std::string>> contacts(const std::string& user_id) = 0;
+  // Every user who created a thread user_id is in and is still in it (not
+  // user_id itself): those who opened a conversation with user_id, and so
+  // show them their phone number.
+  virtual Result<std::vector<std::string>> openers(const std::string& user_id) = 0;
   // contacts() of each user, in the same order: what a burst of presence
   // announcements needs. The default asks one by one; a store may read them
   // all in one transaction.

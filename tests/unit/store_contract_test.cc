@@ -426,6 +426,33 @@ TEST_P(StoreContract, ContactsOfEachMatchContactsInOrder) {
   EXPECT_TRUE(none->empty());
 }
 
+// openers(): who created a thread the user is in and is still in it: the
+// users whose phone number the user is shown.
+TEST_P(StoreContract, OpenersAreCreatorsStillInASharedThread) {
+  User a = make_user("alice");
+  User b = make_user("bob");
+  User c = make_user("carol");
+  User d = make_user("dave");
+  ASSERT_TRUE(make_direct(a.id, b.id).ok());  // alice opened it
+  Thread g = make_group({c.id, a.id, b.id});  // carol opened it
+  make_group({d.id, a.id});                   // dave opened it
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  auto of = [&](const std::string& id) {
+    auto r = store_->openers(id);
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? sorted(*r) : std::vector<std::string>{};
+  };
+  EXPECT_EQ(of(b.id), sorted({a.id, c.id})) << "bob: alice's direct thread and carol's group";
+  EXPECT_EQ(of(a.id), sorted({c.id, d.id})) << "alice: not bob, whose thread she opened";
+  EXPECT_TRUE(of(c.id).empty()) << "carol opened her only thread";
+  ASSERT_TRUE(store_->remove_participant_and_wait({g.id, c.id, {}, {}}).ok());
+  EXPECT_EQ(of(a.id), sorted({d.id})) << "carol left the group she opened";
+  EXPECT_EQ(of(b.id), sorted({a.id}));
+}
+
 TEST_P(StoreContract, ThreadsParticipantsAndMembers) {
   User a = make_user("alice");
   User b = make_user("bob");

@@ -235,7 +235,7 @@ describe('a member removed and added again while connected', () => {
   });
 });
 
-describe("a user's phone number and last_seen are for those who share a thread with them", () => {
+describe("a user's phone number is for those in a thread they opened, last_seen for those who share one", () => {
   let server;
   before(async () => { server = await startServer(); });
   after(async () => { await server?.stop(); });
@@ -276,5 +276,32 @@ describe("a user's phone number and last_seen are for those who share a thread w
     assert.equal(asContact.body.data.users.find((u) => u.id === teacher.id).phone_number, phone);
     const self = await server.http('GET', `/api/users?search=${teacher.username}`, { token: teacher.token });
     assert.equal(self.body.data.users.find((u) => u.id === teacher.id).phone_number, phone, 'the user sees their own');
+  });
+
+  // Anyone may open a thread with anyone: were sharing one enough, a group of
+  // every user a search finds would hand over every number.
+  it('a phone number goes only to those in a thread its owner opened, not to whoever opens one with them', async () => {
+    const phoneOf = () => `+44 7700 ${String(Math.floor(Math.random() * 1e6)).padStart(6, '0')}`;
+    const [teacher, parent, mallory] = [
+      await server.register({ phone_number: phoneOf(), role: 'teacher' }),
+      await server.register({ phone_number: phoneOf() }),
+      await server.register({ phone_number: phoneOf() }),
+    ];
+    const numberOf = async (viewer, user) => {
+      const r = await server.http('GET', `/api/users/${user.id}`, { token: viewer.token });
+      assert.equal(r.status, 200, r.text);
+      return r.body.data.phone_number;
+    };
+    await server.createDirect(mallory, teacher);
+    await server.createGroup(mallory, [teacher, parent]);
+    assert.equal(await numberOf(mallory, teacher), null, 'a direct thread mallory opened shows her no number');
+    assert.equal(await numberOf(mallory, parent), null, 'nor does a group she made of them');
+    const search = await server.http('GET', `/api/users?search=${parent.username}`, { token: mallory.token });
+    assert.equal(search.body.data.users.find((u) => u.id === parent.id).phone_number, null, 'nor a search');
+    assert.equal(await numberOf(teacher, mallory), mallory.user.phone_number, 'mallory showed hers by opening them');
+    assert.equal(await numberOf(parent, teacher), null, 'members of a group neither opened see no number');
+    await server.createGroup(teacher, [parent]);
+    assert.equal(await numberOf(parent, teacher), teacher.user.phone_number, "the teacher's own group shows hers");
+    assert.equal(await numberOf(teacher, parent), null, 'but not the parent\'s, who was added');
   });
 });
