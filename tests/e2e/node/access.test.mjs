@@ -89,6 +89,15 @@ describe('a non-participant is refused, like an unknown thread', () => {
     assert.equal(t.body.data.participants.length, 2, 'the thread still has two participants');
   });
 
+  it('REST remove participant (a member, or a path that names no user)', async () => {
+    for (const who of [alice.id, 'xyz']) {
+      const real = await server.http('DELETE', `/api/chat/threads/${thread.id}/participants/${who}`, { token: carol.token });
+      const unknown = await server.http('DELETE', `/api/chat/threads/${unknownThread}/participants/${who}`, { token: carol.token });
+      assertSameHttp(real, unknown, `DELETE participants/${who}`);
+      assert.equal(real.status, 403, real.text);
+    }
+  });
+
   it('REST mark-read', async () => {
     const real = await server.http('POST', `/api/chat/mark-read/${thread.id}`, { token: carol.token });
     const unknown = await server.http('POST', `/api/chat/mark-read/${unknownThread}`, { token: carol.token });
