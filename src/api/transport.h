@@ -61,6 +61,11 @@ class TransportListener {
   // `head` is the start. A listener whose client would wait for its answer
   // forever (a Socket.IO ack callback) refuses it here.
   virtual void on_text_while_draining(std::string_view head) { (void)head; }
+  // Server shutdown. True: the listener closes this transport itself (an
+  // Engine.IO probe mid-upgrade, over which its session sends what is
+  // queued once the client finishes the upgrade, within a deadline); false
+  // (the default): the transport closes with 1001 at once.
+  virtual bool closes_at_shutdown() { return false; }
   // About once a second: deadlines (auth, token expiry, pings).
   virtual void on_tick(int64_t now_ms) = 0;
   virtual void on_close() = 0;

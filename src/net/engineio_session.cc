@@ -311,6 +311,11 @@ class EioSession final : public Transport,
     on_ws_text(id, head);
   }
 
+  // The probe has had 3probe and the client is to send 5 on it: at a
+  // shutdown, what is queued goes there then (close_after_queue), and the
+  // session closes it, by its deadline at the latest.
+  bool upgrading_on(const void* id) const { return id == probe_id_ && mode_ == Mode::kUpgrading; }
+
   void drop_probe(std::string_view why) {
     auto probe = probe_.lock();
     probe_id_ = nullptr;
@@ -637,6 +642,7 @@ class EioWsListener final : public TransportListener {
   void on_text(std::string_view text) override { session_->on_ws_text(this, text); }
   void on_text_while_draining(std::string_view head) override { session_->on_ws_text_while_draining(this, head); }
   void on_binary(std::string_view data) override { session_->on_ws_binary(this, data); }
+  bool closes_at_shutdown() override { return session_->upgrading_on(this); }
   void on_tick(int64_t) override {}
   void on_close() override { session_->on_ws_closed(this); }
 

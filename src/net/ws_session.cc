@@ -177,8 +177,12 @@ class WsSession final : public Transport,
   }
 
   // The session above may have closed already (an Engine.IO session sends its
-  // close packet first); either way the client sees 1001.
-  void on_shutdown() override { begin_close(ws::kCloseGoingAway, "server shutting down"); }
+  // close packet first); either way the client sees 1001, unless the
+  // listener closes it itself.
+  void on_shutdown() override {
+    if (listener_ && listener_->closes_at_shutdown()) return;
+    begin_close(ws::kCloseGoingAway, "server shutting down");
+  }
 
  private:
   // The connection's life: open; closing (our close frame, or an error

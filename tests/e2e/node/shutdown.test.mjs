@@ -8,6 +8,7 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { io } from 'socket.io-client';
+import WebSocket from 'ws';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -231,6 +232,50 @@ describe('graceful shutdown', () => {
     const refused = [...answers.values()].filter((r) => !r.success);
     assert.ok(refused.length > 0, 'some events came during the drain');
     for (const r of refused) assert.equal(r.code, 'shutting_down', JSON.stringify(r));
+  });
+
+  // A client mid-upgrade (3probe received, 5 not yet sent) has paused its
+  // polling: what was queued for it goes over the probe once it sends 5,
+  // then the session closes. The shutdown closed the probe with every other
+  // WebSocket, losing that and leaving the client's pause to time out.
+  it('a Socket.IO session mid-upgrade at SIGTERM gets what was queued over its probe once it sends 5', async () => {
+    const server = await startServer({ args: ['--shutdown-timeout', '15'] });
+    servers.push(server);
+    const [alice, bob] = await server.registerMany(2);
+    const thread = await server.createDirect(bob, alice);
+    const EIO = '/socket.io/?EIO=4&transport=polling';
+    const opened = await server.http('GET', EIO);
+    assert.equal(opened.status, 200, opened.text);
+    const sid = JSON.parse(opened.text.slice(1)).sid;
+    const post = (body) => server.http('POST', `${EIO}&sid=${sid}`, { body, headers: { 'Content-Type': 'text/plain' } });
+    await post(`40${JSON.stringify({ token: alice.token })}`);
+    let seen = '';
+    for (let i = 0; i < 10 && !seen.includes('connection_success'); i++) {
+      const r = await server.http('GET', `${EIO}&sid=${sid}`, { timeoutMs: 5000 });
+      seen += r.text;
+      for (const p of r.text.split('\x1e')) if (p === '2') await post('3');
+    }
+    assert.ok(seen.includes('connection_success'), seen);
+    const probe = new WebSocket(`${server.wsBase}/socket.io/?EIO=4&transport=websocket&sid=${sid}`);
+    const got = [];
+    const closed = new Promise((resolve) => probe.on('close', (code) => resolve(code)));
+    probe.on('message', (d) => got.push(String(d)));
+    await new Promise((resolve, reject) => { probe.once('open', resolve); probe.once('error', reject); });
+    probe.send('2probe');
+    for (let i = 0; i < 100 && !got.includes('3probe'); i++) await sleep(20);
+    assert.ok(got.includes('3probe'), got.join(' | '));
+    const sent = await server.sendRest(bob.token, thread.id, { content: 'queued for the upgrade' });
+    assert.equal(sent.status, 201, sent.text);
+    await sleep(300);  // queued for alice's session, which polls no more
+    server.child.kill('SIGTERM');
+    await waitLog(server, 'event=shutdown_draining');
+    await sleep(100);
+    probe.send('5');
+    const code = await Promise.race([closed, sleep(5000).then(() => 'open')]);
+    assert.ok(got.some((p) => /^42\d*\["new_message"/.test(p) && p.includes('queued for the upgrade')),
+      `the queued message over the probe: ${got.join(' | ')}`);
+    assert.notEqual(code, 'open', 'the session closes after it');
+    await server.exited;
   });
 
   // An idle keep-alive connection left open through the drain would take a
