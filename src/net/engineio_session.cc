@@ -725,13 +725,19 @@ class CrossLoopListener final : public TransportListener {
     });
   }
   void on_text(std::string_view text) override {
+    note_probe(text);
     asio::post(session_loop_.io, [session = session_, id = id(), text = std::string(text)] { session->on_ws_text(id, text); });
   }
   void on_text_while_draining(std::string_view head) override {
+    note_probe(head);
     asio::post(session_loop_.io, [session = session_, id = id(), head = std::string(head)] {
       session->on_ws_text_while_draining(id, head);
     });
   }
+  // The session's upgrading_on() lives on the other loop: this side follows
+  // the client, whose 2probe the session answers and whose next packet (5,
+  // or anything, which drops the probe) ends the upgrade.
+  bool closes_at_shutdown() override { return probing_; }
   void on_binary(std::string_view data) override {
     asio::post(session_loop_.io, [session = session_, id = id(), data = std::string(data)] { session->on_ws_binary(id, data); });
   }
@@ -742,9 +748,11 @@ class CrossLoopListener final : public TransportListener {
 
  private:
   const void* id() const { return this; }
+  void note_probe(std::string_view text) { probing_ = text == "2probe"; }
   LoopContext& session_loop_;
   std::shared_ptr<EioSession> session_;
   std::shared_ptr<CrossLoopTransport> transport_;
+  bool probing_ = false;  // between the client's 2probe and its next packet
 };
 
 void cross_loop_websocket(LoopContext& loop, WsSocket socket, const http::request<http::string_body>& req,

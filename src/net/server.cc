@@ -184,7 +184,14 @@ struct Server::Impl {
       } else if (!cut && open > 0 && open != SIZE_MAX && DrainClock::now() >= cut_at) {
         cut = true;
         spdlog::info("event=shutdown_cut_unanswered sessions={}", open);
-        on_every_loop([](Loop& l) { l.ctx->sessions.sweep(std::numeric_limits<int64_t>::max() / 4); }, deadline);
+        // Twice: a WebSocket still open at the first (an Engine.IO probe left
+        // to its session) only begins its close there, and is cut by the second.
+        on_every_loop(
+            [](Loop& l) {
+              l.ctx->sessions.sweep(std::numeric_limits<int64_t>::max() / 4);
+              l.ctx->sessions.sweep(std::numeric_limits<int64_t>::max() / 4);
+            },
+            deadline);
       } else {
         pause();
       }
