@@ -15,26 +15,34 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { startServer, ParleyServer, sleep, randomId, HOST, TEST_STORE } from './harness.mjs';
 
-// A WebSocket client that never answers the server's close frame and reads
-// nothing after the handshake: the server keeps its connection (and so the
-// drain) open until its close linger is over, which is when /health can be seen.
-async function stubbornClient(server, token) {
+// A raw WebSocket upgrade of `path` that writes `after` once upgraded, then
+// reads until `until` has come and stops reading: a client that will never
+// answer the server's close frame.
+async function silentUpgrade(server, path, until, after = null) {
   const sock = net.connect({ host: HOST, port: server.port, allowHalfOpen: true });
   await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
-  sock.write(`GET /ws?token=${encodeURIComponent(token)} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\n` +
+  sock.write(`GET ${path} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\n` +
     'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  if (after) sock.write(after);
   await new Promise((resolve, reject) => {
     let seen = '';
     const onData = (d) => {
       seen += d.toString('latin1');
-      if (seen.includes('connection_established')) { sock.off('data', onData); sock.pause(); resolve(); }
+      if (seen.includes(until)) { sock.off('data', onData); sock.pause(); resolve(); }
     };
     sock.on('data', onData);
     sock.once('error', reject);
-    setTimeout(() => reject(new Error(`no handshake: ${seen.slice(0, 200)}`)), 5000);
+    setTimeout(() => reject(new Error(`no ${until}: ${seen.slice(0, 200)}`)), 5000);
   });
   sock.on('error', () => {});
   return sock;
+}
+
+// A WebSocket client that never answers the server's close frame and reads
+// nothing after the handshake: the server keeps its connection (and so the
+// drain) open until its close linger is over, which is when /health can be seen.
+function stubbornClient(server, token) {
+  return silentUpgrade(server, `/ws?token=${encodeURIComponent(token)}`, 'connection_established');
 }
 
 // An Engine.IO session over polling whose WebSocket probe has had its
@@ -44,24 +52,9 @@ async function stubbornProbe(server) {
   const opened = await server.http('GET', '/socket.io/?EIO=4&transport=polling');
   assert.equal(opened.status, 200, opened.text);
   const { sid } = JSON.parse(opened.text.slice(1));
-  const sock = net.connect({ host: HOST, port: server.port, allowHalfOpen: true });
-  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
-  sock.write(`GET /socket.io/?EIO=4&transport=websocket&sid=${sid} HTTP/1.1\r\nHost: ${HOST}\r\nUpgrade: websocket\r\n` +
-    'Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
   // "2probe" in one masked text frame (a zero mask key leaves the bytes as they are).
-  sock.write(Buffer.concat([Buffer.from([0x81, 0x80 | 6, 0, 0, 0, 0]), Buffer.from('2probe')]));
-  await new Promise((resolve, reject) => {
-    let seen = '';
-    const onData = (d) => {
-      seen += d.toString('latin1');
-      if (seen.includes('3probe')) { sock.off('data', onData); sock.pause(); resolve(); }
-    };
-    sock.on('data', onData);
-    sock.once('error', reject);
-    setTimeout(() => reject(new Error(`no 3probe: ${seen.slice(0, 200)}`)), 5000);
-  });
-  sock.on('error', () => {});
-  return sock;
+  const probe = Buffer.concat([Buffer.from([0x81, 0x80 | 6, 0, 0, 0, 0]), Buffer.from('2probe')]);
+  return silentUpgrade(server, `/socket.io/?EIO=4&transport=websocket&sid=${sid}`, '3probe', probe);
 }
 
 // Waits (bounded) until the server has logged a line containing `text`.
